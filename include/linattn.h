@@ -1,0 +1,416 @@
+/*
+ * linattn.h — the one public header of linattn, a C11 library for the
+ * linear-attention family (kernel / feature-map attention, random-feature
+ * attention, gated and delta-rule linear attention) beside exact softmax
+ * attention, forward and backward, in parallel, recurrent and chunkwise forms.
+ *
+ * What every op computes is fixed by MATH.md (shipped as docs/MATH.md).
+ *
+ * Conventions (they follow the flash-linear-attention library, "fla"):
+ *   B  batch size                     T  time steps (tokens)
+ *   H  q/k heads                      HV value heads (Gated DeltaNet only)
+ *   K  q/k head dimension             V  value head dimension
+ *   N  number of sequences: B, or n_seqs when cu_seqlens is given
+ *
+ *   q, k        [B, T, H, K]  contiguous row-major float32
+ *   v, o        [B, T, H, V]  (HV instead of H where value heads differ)
+ *   state S     [N, H, K, V]  float32
+ *   normaliser z [N, H, K]    float32 (normalised kernel attention only)
+ *
+ * Variable-length batches: pass cu_seqlens (int64, n_seqs + 1 offsets,
+ * starting at 0, strictly increasing, ending at T) with B == 1; sequence n occupies tokens cu_seqlens[n] .. cu_seqlens[n+1]-1 and
+ * uses state slot n.
+ *
+ * Errors: every function that can fail returns la_status. On failure nothing
+ * the caller passed is written, and la_last_error() returns a sentence (per
+ * thread) that names the argument and the value that was wrong. The library
+ * never prints, aborts or exits.
+ *
+ * Finite-input policy: inputs that enter arithmetic (q, k, v, gates, beta,
+ * states, upstream gradients) must be finite; a NaN or Inf is reported as
+ * LA_ERR_NON_FINITE naming the tensor and the first bad index. Outputs are
+ * written with '=' (never accumulated), gradients too.
+ *
+ * Threads: a la_ctx owns a thread pool and scratch memory. Work is split
+ * over independent (sequence, head) units, so results are bitwise identical
+ * for any thread count. One call at a time per context.
+ */
+#ifndef LINATTN_H
+#define LINATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(LINATTN_SHARED_BUILD)
+#define LA_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define LA_API __attribute__((visibility("default")))
+#else
+#define LA_API
+#endif
+
+#define LINATTN_VERSION_MAJOR 0
+#define LINATTN_VERSION_MINOR 1
+#define LINATTN_VERSION_PATCH 0
+#define LINATTN_VERSION_STRING "0.1.0"
+
+LA_API const char *la_version(void);
+
+/* ------------------------------------------------------------------ */
+/* Status and errors                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Enums only grow at the end; values are stable. */
+typedef enum la_status {
+    LA_OK = 0,
+    LA_ERR_NULL_POINTER = 1,    /* a required pointer was NULL */
+    LA_ERR_INVALID_SIZE = 2,    /* size zero/negative, or a product overflows */
+    LA_ERR_SHAPE_MISMATCH = 3,  /* sizes inconsistent with each other */
+    LA_ERR_INVALID_ARGUMENT = 4,/* unknown enum value, option out of range */
+    LA_ERR_NON_FINITE = 5,      /* NaN or Inf in an input */
+    LA_ERR_BAD_SEQLENS = 6,     /* cu_seqlens malformed */
+    LA_ERR_OUT_OF_MEMORY = 7,
+    LA_ERR_UNSUPPORTED = 8,     /* valid request this build cannot serve */
+    LA_ERR_IO = 9,              /* file could not be read/written/parsed */
+    LA_ERR_INTERNAL = 10
+} la_status;
+
+/* Short constant name of a status ("LA_ERR_SHAPE_MISMATCH"); never NULL. */
+LA_API const char *la_status_string(la_status status);
+
+/* The message of the last failure on this thread ("" if none). The pointer
+ * stays valid until the next failing call on the same thread. */
+LA_API const char *la_last_error(void);
+
+/* ------------------------------------------------------------------ */
+/* Context: thread pool and scratch memory                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct la_ctx la_ctx;
+
+/* n_threads >= 1 worker threads (the calling thread counts as one);
+ * n_threads == 0 picks the number of online CPUs. */
+LA_API la_status la_ctx_create(la_ctx **out, int n_threads);
+LA_API void la_ctx_destroy(la_ctx *ctx); /* NULL is a no-op */
+LA_API int la_ctx_threads(const la_ctx *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Deterministic random numbers (explicit seed, same stream everywhere) */
+/* ------------------------------------------------------------------ */
+
+typedef struct la_rng {
+    uint64_t s[4];
+    double spare;   /* second normal of the last pair */
+    int has_spare;
+} la_rng;
+
+LA_API void la_rng_seed(la_rng *rng, uint64_t seed);
+LA_API uint64_t la_rng_u64(la_rng *rng);
+LA_API double la_rng_uniform(la_rng *rng); /* in [0, 1) */
+/* Standard normal. Built from +,-,*,/ and sqrt with our own log/cos, so the
+ * stream is bit-identical on every IEEE-754 machine. */
+LA_API double la_rng_normal(la_rng *rng);
+
+/* ------------------------------------------------------------------ */
+/* Shapes shared by every op                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct la_dims {
+    int64_t B, T, H, K, V;
+    int64_t HV;                /* value heads; 0 means HV = H */
+    const int64_t *cu_seqlens; /* NULL, or [n_seqs + 1]; requires B == 1 */
+    int64_t n_seqs;            /* entries of cu_seqlens minus one */
+} la_dims;
+
+/* Forms of the causal ops. */
+typedef enum la_form {
+    LA_FORM_PARALLEL = 0,  /* masked quadratic: O(T^2) per head */
+    LA_FORM_RECURRENT = 1, /* token by token (prefix sums / RNN view) */
+    LA_FORM_CHUNK = 2      /* chunkwise: intra-chunk quadratic + state passing */
+} la_form;
+
+/* ------------------------------------------------------------------ */
+/* Softmax attention (the exact baseline)                              */
+/* ------------------------------------------------------------------ */
+
+typedef enum la_softmax_form {
+    LA_SOFTMAX_TEXTBOOK = 0,  /* materialises the T x T score matrix per head */
+    LA_SOFTMAX_STREAMING = 1  /* online softmax over key blocks, O(T*D) memory */
+} la_softmax_form;
+
+typedef struct la_softmax_opts {
+    int causal;               /* 1: query t sees keys j <= t */
+    la_softmax_form form;
+    float scale;              /* 0 means K^-1/2 */
+    int64_t block_size;       /* key/query block of the streaming form; 0 = 64 */
+    const int64_t *kv_lens;   /* NULL, or [B]: keys j >= kv_lens[b] are padding;
+                                 1 <= kv_lens[b] <= T. Not with cu_seqlens. */
+} la_softmax_opts;
+
+LA_API la_softmax_opts la_softmax_opts_default(void);
+
+/* o   [B,T,H,V]   out
+ * lse [B,T,H]     out, optional (NULL): log-sum-exp of the scaled scores
+ * q,k [B,T,H,K]   v [B,T,H,V]
+ * cu_seqlens in dims: attention stays inside each sequence. */
+LA_API la_status la_softmax_attn_forward(la_ctx *ctx, const la_softmax_opts *opts,
+                                         const la_dims *dims, float *o, float *lse,
+                                         const float *q, const float *k, const float *v);
+
+/* dq,dk [B,T,H,K]  dv [B,T,H,V]  out (all required)
+ * d_o   [B,T,H,V]  in; q, k, v as in the forward. Recomputes what it needs. */
+LA_API la_status la_softmax_attn_backward(la_ctx *ctx, const la_softmax_opts *opts,
+                                          const la_dims *dims, float *dq, float *dk,
+                                          float *dv, const float *d_o, const float *q,
+                                          const float *k, const float *v);
+
+/* ------------------------------------------------------------------ */
+/* Kernel (feature-map) linear attention                               */
+/* ------------------------------------------------------------------ */
+
+typedef enum la_feature_map {
+    LA_FEATURE_IDENTITY = 0, /* phi(x) = x */
+    LA_FEATURE_ELU1 = 1,     /* phi(x) = elu(x) + 1  (Katharopoulos et al.) */
+    LA_FEATURE_RELU = 2      /* phi(x) = max(x, 0) */
+} la_feature_map;
+
+#define LA_LINEAR_ATTN_DEFAULT_EPS 1e-6f /* fast-transformers' epsilon */
+
+typedef struct la_linear_attn_opts {
+    la_feature_map feature_map; /* applied to q and k (M = K features) */
+    int causal;                 /* 0: kernel trick over the whole sequence */
+    la_form form;               /* causal only: parallel, recurrent or chunk */
+    int normalize;              /* 1: o = phi(q)S / (phi(q).z + eps) */
+    float eps;                  /* default LA_LINEAR_ATTN_DEFAULT_EPS */
+    float scale;                /* normalize == 0 only: multiplies phi(q);
+                                   0 means K^-1/2 */
+    int64_t chunk_size;         /* LA_FORM_CHUNK; 0 means 64 */
+} la_linear_attn_opts;
+
+LA_API la_linear_attn_opts la_linear_attn_opts_default(void);
+
+/* o             [B,T,H,V] out
+ * final_state   [N,H,K,V] out, optional: S after the last token
+ * final_norm    [N,H,K]   out, optional (normalize only): z after the last token
+ * q,k [B,T,H,K], v [B,T,H,V]
+ * initial_state [N,H,K,V] in, optional (NULL = zeros)
+ * initial_norm  [N,H,K]   in, optional (normalize only; NULL = zeros)
+ * Non-causal: every query of a sequence sees S0 + sum over all its tokens,
+ * and the final state is that sum. */
+LA_API la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
+                                        const la_dims *dims, float *o, float *final_state,
+                                        float *final_norm, const float *q, const float *k,
+                                        const float *v, const float *initial_state,
+                                        const float *initial_norm);
+
+/* dq,dk [B,T,H,K], dv [B,T,H,V] out (required)
+ * d_initial_state [N,H,K,V], d_initial_norm [N,H,K] out, optional
+ * d_o [B,T,H,V] in; d_final_state [N,H,K,V], d_final_norm [N,H,K] in, optional
+ * (NULL = zero); the other inputs as in the forward. */
+LA_API la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
+                                         const la_dims *dims, float *dq, float *dk, float *dv,
+                                         float *d_initial_state, float *d_initial_norm,
+                                         const float *d_o, const float *d_final_state,
+                                         const float *d_final_norm, const float *q,
+                                         const float *k, const float *v,
+                                         const float *initial_state, const float *initial_norm);
+
+/* ------------------------------------------------------------------ */
+/* Random features (Performer FAVOR+, random Fourier features)         */
+/* ------------------------------------------------------------------ */
+
+typedef enum la_projection_kind {
+    LA_PROJ_IID = 0,        /* i.i.d. N(0,1) rows */
+    LA_PROJ_ORTHOGONAL = 1  /* orthogonal d x d blocks (Householder QR) */
+} la_projection_kind;
+
+typedef enum la_projection_scaling {
+    LA_SCALING_CHI = 0,     /* row norms drawn from chi_d ("scaling 0") */
+    LA_SCALING_SQRT_D = 1   /* row norms sqrt(d) ("scaling 1") */
+} la_projection_scaling;
+
+/* W [m, d] out: the projection matrix drawn from seed. Same seed, same W on
+ * every machine and thread count. Redraw = call again with a new seed. */
+LA_API la_status la_projection_draw(float *W, int64_t m, int64_t d, la_projection_kind kind,
+                                    la_projection_scaling scaling, uint64_t seed);
+
+typedef enum la_random_feature {
+    LA_RF_FAVOR_POSITIVE = 0,   /* m^-1/2 exp(w.x' - |x'|^2/2), M = m */
+    LA_RF_FAVOR_HYPERBOLIC = 1, /* antithetic pairs, M = 2m */
+    LA_RF_TRIG_GAUSSIAN = 2,    /* m^-1/2 [cos(w.x), sin(w.x)], M = 2m */
+    LA_RF_TRIG_SOFTMAX = 3,     /* trig times exp(|x'|^2/2), M = 2m */
+    LA_RF_RELU = 4              /* relu(w.x) + eps, M = m */
+} la_random_feature;
+
+typedef enum la_rf_role {
+    LA_RF_QUERY = 0, /* stabiliser: per-token max */
+    LA_RF_KEY = 1    /* stabiliser: max over the whole sequence */
+} la_rf_role;
+
+typedef struct la_rf_opts {
+    la_random_feature kind;
+    la_rf_role role;
+    int stabilize;   /* 1: subtract the Performer max inside exp (FAVOR+) */
+    float eps;       /* added after the map where the kind documents it */
+} la_rf_opts;
+
+LA_API la_rf_opts la_rf_opts_default(void);
+
+/* Number of features M that kind produces from m projection rows. */
+LA_API int64_t la_rf_num_features(la_random_feature kind, int64_t m);
+
+/* phi [B,T,H,M] out; x [B,T,H,d] in (dims.K = d); W [m,d].
+ * stab [N,H] or [B,T,H] out, optional: the stabiliser that was subtracted
+ * (key: per sequence and head; query: per token and head). */
+LA_API la_status la_rf_forward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims,
+                               float *phi, float *stab, const float *x, const float *W,
+                               int64_t m);
+
+/* dx [B,T,H,d] out; d_phi [B,T,H,M] in. The stabiliser is treated as a
+ * constant (it cancels in normalised attention), as in the Performer code. */
+LA_API la_status la_rf_backward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims,
+                                float *dx, const float *d_phi, const float *x, const float *W,
+                                int64_t m);
+
+/* Performer attention: phi_q = rf(q), phi_k = rf(k) with the same W, then
+ * normalised kernel linear attention (attn->feature_map must be identity;
+ * causal and form from attn). o [B,T,H,V] out. */
+LA_API la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
+                                           const la_linear_attn_opts *attn,
+                                           const la_dims *dims, float *o, const float *q,
+                                           const float *k, const float *v, const float *W,
+                                           int64_t m);
+
+LA_API la_status la_performer_attn_backward(la_ctx *ctx, const la_rf_opts *rf,
+                                            const la_linear_attn_opts *attn,
+                                            const la_dims *dims, float *dq, float *dk,
+                                            float *dv, const float *d_o, const float *q,
+                                            const float *k, const float *v, const float *W,
+                                            int64_t m);
+
+/* ------------------------------------------------------------------ */
+/* Gated and delta-rule linear attention (fla conventions)             */
+/* ------------------------------------------------------------------ */
+
+typedef struct la_gated_opts {
+    la_form form;          /* LA_FORM_RECURRENT or LA_FORM_CHUNK */
+    float scale;           /* 0 means K^-1/2 */
+    int64_t chunk_size;    /* LA_FORM_CHUNK; 0 means 64 */
+    int use_qk_l2norm;     /* delta rules: L2-normalise q and k inside the op */
+} la_gated_opts;
+
+LA_API la_gated_opts la_gated_opts_default(void);
+
+/* RetNet preset: g_gamma[h] = log(1 - 2^(-5-h)), h = 0..H-1. */
+LA_API la_status la_retnet_decay(float *g_gamma, int64_t H);
+
+/* simple GLA: S_t = exp(g_t) S_{t-1} + k_t^T v_t, o_t = scale q_t S_t.
+ * g [B,T,H] log-decay per token and head (optional), g_gamma [H] constant
+ * log-decay per head (optional); the decay used is their sum.
+ * State [N,H,K,V]. */
+LA_API la_status la_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts,
+                                       const la_dims *dims, float *o, float *final_state,
+                                       const float *q, const float *k, const float *v,
+                                       const float *g, const float *g_gamma,
+                                       const float *initial_state);
+/* dg [B,T,H] out (required iff g given), dg_gamma [H] out (optional). */
+LA_API la_status la_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts,
+                                        const la_dims *dims, float *dq, float *dk, float *dv,
+                                        float *dg, float *dg_gamma, float *d_initial_state,
+                                        const float *d_o, const float *d_final_state,
+                                        const float *q, const float *k, const float *v,
+                                        const float *g, const float *g_gamma,
+                                        const float *initial_state);
+
+/* GLA: S_t = Diag(exp(g_t)) S_{t-1} + k_t^T v_t; g [B,T,H,K] (required). */
+LA_API la_status la_gla_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                float *o, float *final_state, const float *q, const float *k,
+                                const float *v, const float *g, const float *initial_state);
+LA_API la_status la_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                 float *dq, float *dk, float *dv, float *dg,
+                                 float *d_initial_state, const float *d_o,
+                                 const float *d_final_state, const float *q, const float *k,
+                                 const float *v, const float *g, const float *initial_state);
+
+/* DeltaNet: S_t = (I - b_t k_t^T k_t) S_{t-1} + b_t k_t^T v_t;
+ * beta [B,T,H] in (0, 2). */
+LA_API la_status la_delta_rule_forward(la_ctx *ctx, const la_gated_opts *opts,
+                                       const la_dims *dims, float *o, float *final_state,
+                                       const float *q, const float *k, const float *v,
+                                       const float *beta, const float *initial_state);
+LA_API la_status la_delta_rule_backward(la_ctx *ctx, const la_gated_opts *opts,
+                                        const la_dims *dims, float *dq, float *dk, float *dv,
+                                        float *dbeta, float *d_initial_state, const float *d_o,
+                                        const float *d_final_state, const float *q,
+                                        const float *k, const float *v, const float *beta,
+                                        const float *initial_state);
+
+/* Gated DeltaNet: S_t = exp(g_t)(I - b_t k_t^T k_t) S_{t-1} + b_t k_t^T v_t.
+ * q,k [B,T,H,K]; v, o [B,T,HV,V]; g, beta [B,T,HV]; state [N,HV,K,V];
+ * value head h reads q/k head h / (HV/H). */
+LA_API la_status la_gated_delta_rule_forward(la_ctx *ctx, const la_gated_opts *opts,
+                                             const la_dims *dims, float *o,
+                                             float *final_state, const float *q,
+                                             const float *k, const float *v, const float *g,
+                                             const float *beta, const float *initial_state);
+LA_API la_status la_gated_delta_rule_backward(la_ctx *ctx, const la_gated_opts *opts,
+                                              const la_dims *dims, float *dq, float *dk,
+                                              float *dv, float *dg, float *dbeta,
+                                              float *d_initial_state, const float *d_o,
+                                              const float *d_final_state, const float *q,
+                                              const float *k, const float *v, const float *g,
+                                              const float *beta, const float *initial_state);
+
+/* ------------------------------------------------------------------ */
+/* Decoding: one token per sequence at O(K*V) cost per head            */
+/* ------------------------------------------------------------------ */
+
+typedef enum la_op {
+    LA_OP_LINEAR_ATTN = 0,      /* causal kernel linear attention */
+    LA_OP_SIMPLE_GLA = 1,
+    LA_OP_GLA = 2,
+    LA_OP_DELTA_RULE = 3,
+    LA_OP_GATED_DELTA_RULE = 4
+} la_op;
+
+typedef struct la_decoder_config {
+    la_op op;
+    int64_t N, H, HV, K, V;          /* HV: 0 means H */
+    /* LA_OP_LINEAR_ATTN */
+    la_feature_map feature_map;
+    int normalize;
+    float eps;                       /* 0 means LA_LINEAR_ATTN_DEFAULT_EPS */
+    /* every op */
+    float scale;                     /* 0 means K^-1/2 (unnormalised / gated) */
+    /* delta rules */
+    int use_qk_l2norm;
+} la_decoder_config;
+
+typedef struct la_decoder la_decoder;
+
+/* A decoder owns the state of N sequences, initially zero. */
+LA_API la_status la_decoder_create(la_decoder **out, const la_decoder_config *cfg);
+LA_API void la_decoder_destroy(la_decoder *dec);
+LA_API la_status la_decoder_reset(la_decoder *dec); /* state back to zero */
+/* state [N,HS,K,V] (HS = HV or H), norm [N,H,K] (normalised linear attention
+ * only, else must be NULL). set copies in, get copies out; NULL skips. */
+LA_API la_status la_decoder_set_state(la_decoder *dec, const float *state, const float *norm);
+LA_API la_status la_decoder_get_state(const la_decoder *dec, float *state, float *norm);
+
+/* One step for every sequence: o [N,HS,V] out; q,k [N,H,K]; v [N,HS,V];
+ * g [N,HS] (simple GLA, gated delta; optional for simple GLA), or [N,H,K]
+ * (GLA); g_gamma [H] (simple GLA, optional); beta [N,HS] (delta rules).
+ * Pass NULL for what the op does not use. Equals the recurrent form. */
+LA_API la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q,
+                                 const float *k, const float *v, const float *g,
+                                 const float *g_gamma, const float *beta);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LINATTN_H */

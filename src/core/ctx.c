@@ -1,0 +1,166 @@
+/* The context: a small persistent thread pool and per-thread scratch.
+ *
+ * la__parallel_for hands out task indices through an atomic counter; the
+ * calling thread works too (tid 0). Which thread runs a task never changes
+ * what the task computes, so results are identical for any thread count. */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct la_ctx {
+    int n_threads;
+    pthread_t *workers;          /* n_threads - 1 of them */
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    uint64_t generation;         /* bumped for each parallel_for */
+    int finished;                /* workers done with this generation */
+    int shutdown;
+    /* the job of the current generation */
+    la__task_fn fn;
+    void *arg;
+    int64_t n_tasks;
+    atomic_int_fast64_t next;
+    /* scratch */
+    void **scratch;
+    size_t scratch_bytes;
+};
+
+typedef struct {
+    la_ctx *ctx;
+    int tid;
+} worker_arg;
+
+static void run_tasks(la_ctx *ctx, int tid) {
+    for (;;) {
+        int64_t t = atomic_fetch_add(&ctx->next, 1);
+        if (t >= ctx->n_tasks) break;
+        ctx->fn(ctx->arg, t, tid);
+    }
+}
+
+static void *worker_main(void *p) {
+    worker_arg wa = *(worker_arg *)p;
+    free(p);
+    la_ctx *ctx = wa.ctx;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&ctx->mu);
+    for (;;) {
+        while (!ctx->shutdown && ctx->generation == seen) pthread_cond_wait(&ctx->wake, &ctx->mu);
+        if (ctx->shutdown) break;
+        seen = ctx->generation;
+        pthread_mutex_unlock(&ctx->mu);
+        run_tasks(ctx, wa.tid);
+        pthread_mutex_lock(&ctx->mu);
+        if (++ctx->finished == ctx->n_threads - 1) pthread_cond_signal(&ctx->done);
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    return NULL;
+}
+
+la_status la_ctx_create(la_ctx **out, int n_threads) {
+    la_status st = la__check_ptr("la_ctx_create", "out", out);
+    if (st) return st;
+    if (n_threads < 0 || n_threads > 4096)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "la_ctx_create: n_threads = %d (must be 0 for all CPUs, or 1..4096)",
+                         n_threads);
+    if (n_threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n < 1 ? 1 : n > 4096 ? 4096 : (int)n;
+    }
+    la_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return la__error(LA_ERR_OUT_OF_MEMORY, "la_ctx_create: out of memory");
+    ctx->n_threads = n_threads;
+    ctx->scratch = calloc((size_t)n_threads, sizeof *ctx->scratch);
+    ctx->workers = calloc((size_t)n_threads, sizeof *ctx->workers);
+    if (!ctx->scratch || !ctx->workers) {
+        free(ctx->scratch);
+        free(ctx->workers);
+        free(ctx);
+        return la__error(LA_ERR_OUT_OF_MEMORY, "la_ctx_create: out of memory");
+    }
+    pthread_mutex_init(&ctx->mu, NULL);
+    pthread_cond_init(&ctx->wake, NULL);
+    pthread_cond_init(&ctx->done, NULL);
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        int rc = -1;
+        if (wa) {
+            wa->ctx = ctx;
+            wa->tid = i;
+            rc = pthread_create(&ctx->workers[i - 1], NULL, worker_main, wa);
+            if (rc) free(wa);
+        }
+        if (rc) {
+            ctx->n_threads = i; /* the workers started so far are joined below */
+            la_ctx_destroy(ctx);
+            return la__error(LA_ERR_OUT_OF_MEMORY,
+                             "la_ctx_create: could not start worker thread %d of %d", i,
+                             n_threads);
+        }
+    }
+    *out = ctx;
+    return LA_OK;
+}
+
+void la_ctx_destroy(la_ctx *ctx) {
+    if (!ctx) return;
+    pthread_mutex_lock(&ctx->mu);
+    ctx->shutdown = 1;
+    pthread_cond_broadcast(&ctx->wake);
+    pthread_mutex_unlock(&ctx->mu);
+    for (int i = 1; i < ctx->n_threads; i++) pthread_join(ctx->workers[i - 1], NULL);
+    for (int i = 0; i < ctx->n_threads; i++) free(ctx->scratch[i]);
+    pthread_mutex_destroy(&ctx->mu);
+    pthread_cond_destroy(&ctx->wake);
+    pthread_cond_destroy(&ctx->done);
+    free(ctx->scratch);
+    free(ctx->workers);
+    free(ctx);
+}
+
+int la_ctx_threads(const la_ctx *ctx) { return ctx ? ctx->n_threads : 0; }
+
+void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, void *arg) {
+    if (n_tasks <= 0) return;
+    if (ctx->n_threads == 1 || n_tasks == 1) {
+        for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
+        return;
+    }
+    pthread_mutex_lock(&ctx->mu);
+    ctx->fn = fn;
+    ctx->arg = arg;
+    ctx->n_tasks = n_tasks;
+    atomic_store(&ctx->next, 0);
+    ctx->finished = 0;
+    ctx->generation++;
+    pthread_cond_broadcast(&ctx->wake);
+    pthread_mutex_unlock(&ctx->mu);
+    run_tasks(ctx, 0);
+    pthread_mutex_lock(&ctx->mu);
+    while (ctx->finished < ctx->n_threads - 1) pthread_cond_wait(&ctx->done, &ctx->mu);
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+la_status la__scratch_reserve(la_ctx *ctx, size_t bytes) {
+    if (bytes <= ctx->scratch_bytes) return LA_OK;
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded < bytes)
+        return la__error(LA_ERR_OUT_OF_MEMORY, "scratch request of %zu bytes overflows", bytes);
+    for (int i = 0; i < ctx->n_threads; i++) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, rounded) != 0)
+            return la__error(LA_ERR_OUT_OF_MEMORY,
+                             "out of memory allocating %zu bytes of scratch per thread", rounded);
+        free(ctx->scratch[i]);
+        ctx->scratch[i] = p;
+    }
+    ctx->scratch_bytes = rounded;
+    return LA_OK;
+}
+
+void *la__scratch(la_ctx *ctx, int tid) { return ctx->scratch[tid]; }

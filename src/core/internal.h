@@ -1,0 +1,95 @@
+/* Internal helpers shared by every part of the library: error reporting,
+ * argument validation, the thread pool and per-thread scratch memory, and
+ * the per-(sequence, head) decoding steps that the decoder dispatches to.
+ * Names start with la__ (two underscores) and are not exported. */
+#ifndef LINATTN_INTERNAL_H
+#define LINATTN_INTERNAL_H
+
+#include "linattn.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define LA_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define LA_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define LA_PRINTF(a, b)
+#define LA_HIDDEN
+#endif
+
+/* ---- errors ------------------------------------------------------- */
+
+/* Records "fmt" as this thread's last error and returns status. */
+LA_HIDDEN la_status la__error(la_status status, const char *fmt, ...) LA_PRINTF(2, 3);
+
+/* ---- validation (each returns LA_OK or an error naming `op`) ------- */
+
+LA_HIDDEN la_status la__check_ptr(const char *op, const char *name, const void *p);
+
+/* Every float finite; the message names the tensor and the first bad index. */
+LA_HIDDEN la_status la__check_finite(const char *op, const char *name, const float *x,
+                                     size_t n);
+
+/* *n = a*b*c*d with every factor >= 1 and the byte count fitting size_t. */
+LA_HIDDEN la_status la__numel(const char *op, const char *name, size_t *n, int64_t a,
+                              int64_t b, int64_t c, int64_t d);
+
+/* Checks B, T, H, K, V >= 1, HV (0 or a positive multiple of H when
+ * allow_hv, else 0 or H), cu_seqlens well formed, and that every tensor size
+ * derived from them fits size_t. */
+LA_HIDDEN la_status la__check_dims(const char *op, const la_dims *d, int allow_hv);
+
+/* Number of sequences N (B, or n_seqs with cu_seqlens). */
+LA_HIDDEN int64_t la__num_seqs(const la_dims *d);
+/* Value heads: HV, or H when HV == 0. */
+LA_HIDDEN int64_t la__value_heads(const la_dims *d);
+/* Sequence n covers flattened tokens [*start, *start + *len) of the B*T axis. */
+LA_HIDDEN void la__seq_bounds(const la_dims *d, int64_t n, int64_t *start, int64_t *len);
+
+/* Log-space gates: finite and <= 0 (-1e4 is a full reset). */
+LA_HIDDEN la_status la__check_log_gate(const char *op, const char *name, const float *g,
+                                       size_t n);
+/* Delta-rule beta: finite and in [0, 2] (the policy; MATH.md says (0, 2),
+ * we also accept the closed ends: 0 skips a write, 2 reflects). */
+LA_HIDDEN la_status la__check_beta(const char *op, const char *name, const float *beta,
+                                   size_t n);
+
+/* scale == 0 -> K^-1/2; a NaN/Inf/negative scale is an error. */
+LA_HIDDEN la_status la__resolve_scale(const char *op, float scale, int64_t K, float *out);
+
+/* ---- threads and scratch ------------------------------------------ */
+
+/* fn(arg, task, tid) for task in [0, n_tasks), tid in [0, threads). Every task
+ * must write only its own outputs, so the result never depends on which
+ * thread ran it. */
+typedef void (*la__task_fn)(void *arg, int64_t task, int tid);
+LA_HIDDEN void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, void *arg);
+
+/* Makes sure every thread has at least `bytes` of 64-byte-aligned scratch;
+ * call before la__parallel_for (tasks cannot fail). Grows, never shrinks. */
+LA_HIDDEN la_status la__scratch_reserve(la_ctx *ctx, size_t bytes);
+LA_HIDDEN void *la__scratch(la_ctx *ctx, int tid);
+
+/* ---- decoding steps (one sequence, one head, one token) ------------ */
+
+/* Floats of work space a step needs (the decoder reserves it). */
+#define LA__STEP_WORK_FLOATS(K, V) (4 * (size_t)(K) + 2 * (size_t)(V) + 64)
+
+/* Kernel linear attention: S [K,V], z [K] (normalize only, else NULL),
+ * o [V]; q,k [K], v [V]. Must be the exact per-token arithmetic of the
+ * recurrent form so that decoding equals it bit for bit. */
+LA_HIDDEN void la__linear_attn_step(const la_decoder_config *cfg, float scale, float *S,
+                                    float *z, float *o, const float *q, const float *k,
+                                    const float *v, float *work);
+
+/* Gated family (cfg->op selects): S [K,V], o [V]; q,k [K], v [V];
+ * g: NULL (no decay), a scalar pointer (simple GLA / gated delta) or [K]
+ * (GLA); g_gamma: extra constant log-decay (simple GLA, else 0); beta:
+ * delta rules. Same arithmetic as the recurrent form. */
+LA_HIDDEN void la__gated_step(const la_decoder_config *cfg, float scale, float *S, float *o,
+                              const float *q, const float *k, const float *v, const float *g,
+                              float g_gamma, float beta, float *work);
+
+#endif

@@ -1,0 +1,147 @@
+/* Argument validation shared by every op. Each check names the op, the
+ * argument and the offending value, so a caller can fix the call from the
+ * message alone. */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <math.h>
+
+la_status la__check_ptr(const char *op, const char *name, const void *p) {
+    if (p == NULL) return la__error(LA_ERR_NULL_POINTER, "%s: %s is NULL", op, name);
+    return LA_OK;
+}
+
+la_status la__check_finite(const char *op, const char *name, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i]))
+            return la__error(LA_ERR_NON_FINITE, "%s: %s[%zu] is %s (inputs must be finite)",
+                             op, name, i, isnan(x[i]) ? "NaN" : "Inf");
+    }
+    return LA_OK;
+}
+
+la_status la__numel(const char *op, const char *name, size_t *n, int64_t a, int64_t b,
+                    int64_t c, int64_t d) {
+    const int64_t f[4] = {a, b, c, d};
+    size_t total = 1;
+    for (int i = 0; i < 4; i++) {
+        if (f[i] < 1)
+            return la__error(LA_ERR_INVALID_SIZE, "%s: %s has a dimension of size %" PRId64
+                             " (sizes must be >= 1)", op, name, f[i]);
+        if ((uint64_t)f[i] > SIZE_MAX / sizeof(float) / total)
+            return la__error(LA_ERR_INVALID_SIZE,
+                             "%s: %s has %" PRId64 " x %" PRId64 " x %" PRId64 " x %" PRId64
+                             " elements, which overflows size_t", op, name, a, b, c, d);
+        total *= (size_t)f[i];
+    }
+    *n = total;
+    return LA_OK;
+}
+
+la_status la__check_dims(const char *op, const la_dims *d, int allow_hv) {
+    la_status st = la__check_ptr(op, "dims", d);
+    if (st) return st;
+    const struct { const char *name; int64_t v; } sz[] = {
+        {"B", d->B}, {"T", d->T}, {"H", d->H}, {"K", d->K}, {"V", d->V}};
+    for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++)
+        if (sz[i].v < 1)
+            return la__error(LA_ERR_INVALID_SIZE, "%s: dims.%s = %" PRId64 " (must be >= 1)",
+                             op, sz[i].name, sz[i].v);
+    if (d->HV < 0)
+        return la__error(LA_ERR_INVALID_SIZE, "%s: dims.HV = %" PRId64 " (must be >= 0)", op,
+                         d->HV);
+    if (d->HV != 0 && d->HV != d->H) {
+        if (!allow_hv)
+            return la__error(LA_ERR_SHAPE_MISMATCH,
+                             "%s: dims.HV = %" PRId64 " differs from H = %" PRId64
+                             " (only Gated DeltaNet has separate value heads)", op, d->HV, d->H);
+        if (d->HV % d->H != 0)
+            return la__error(LA_ERR_SHAPE_MISMATCH,
+                             "%s: value heads HV = %" PRId64 " are not a multiple of H = %" PRId64,
+                             op, d->HV, d->H);
+    }
+    const int64_t HS = la__value_heads(d);
+    size_t n;
+    if ((st = la__numel(op, "q/k", &n, d->B, d->T, d->H, d->K))) return st;
+    if ((st = la__numel(op, "v/o", &n, d->B, d->T, HS, d->V))) return st;
+    if (d->cu_seqlens == NULL) {
+        if (d->n_seqs != 0 && d->n_seqs != d->B)
+            return la__error(LA_ERR_SHAPE_MISMATCH,
+                             "%s: dims.n_seqs = %" PRId64 " without cu_seqlens (leave it 0)", op,
+                             d->n_seqs);
+    } else {
+        if (d->B != 1)
+            return la__error(LA_ERR_BAD_SEQLENS,
+                             "%s: cu_seqlens needs B == 1 (packed sequences), got B = %" PRId64,
+                             op, d->B);
+        if (d->n_seqs < 1)
+            return la__error(LA_ERR_BAD_SEQLENS, "%s: dims.n_seqs = %" PRId64
+                             " with cu_seqlens (must be >= 1)", op, d->n_seqs);
+        if (d->cu_seqlens[0] != 0)
+            return la__error(LA_ERR_BAD_SEQLENS, "%s: cu_seqlens[0] = %" PRId64 " (must be 0)",
+                             op, d->cu_seqlens[0]);
+        for (int64_t i = 1; i <= d->n_seqs; i++)
+            if (d->cu_seqlens[i] <= d->cu_seqlens[i - 1])
+                return la__error(LA_ERR_BAD_SEQLENS,
+                                 "%s: cu_seqlens is not strictly increasing at index %" PRId64
+                                 " (%" PRId64 " after %" PRId64 ")", op, i, d->cu_seqlens[i],
+                                 d->cu_seqlens[i - 1]);
+        if (d->cu_seqlens[d->n_seqs] != d->T)
+            return la__error(LA_ERR_BAD_SEQLENS,
+                             "%s: cu_seqlens ends at %" PRId64 " but T = %" PRId64, op,
+                             d->cu_seqlens[d->n_seqs], d->T);
+    }
+    const int64_t N = la__num_seqs(d);
+    if ((st = la__numel(op, "state", &n, N, HS, d->K, d->V))) return st;
+    return LA_OK;
+}
+
+int64_t la__num_seqs(const la_dims *d) { return d->cu_seqlens ? d->n_seqs : d->B; }
+
+int64_t la__value_heads(const la_dims *d) { return d->HV ? d->HV : d->H; }
+
+void la__seq_bounds(const la_dims *d, int64_t n, int64_t *start, int64_t *len) {
+    if (d->cu_seqlens) {
+        *start = d->cu_seqlens[n];
+        *len = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
+    } else {
+        *start = n * d->T;
+        *len = d->T;
+    }
+}
+
+la_status la__resolve_scale(const char *op, float scale, int64_t K, float *out) {
+    if (!isfinite(scale) || scale < 0)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: scale = %g (must be finite and >= 0; 0 means K^-1/2)", op,
+                         (double)scale);
+    *out = scale == 0 ? (float)(1.0 / sqrt((double)K)) : scale;
+    return LA_OK;
+}
+
+la_status la__check_log_gate(const char *op, const char *name, const float *g, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(g[i]))
+            return la__error(LA_ERR_NON_FINITE, "%s: %s[%zu] is %s (log-gates must be finite;"
+                             " use a large negative value such as -1e4 for a full reset)",
+                             op, name, i, isnan(g[i]) ? "NaN" : "Inf");
+        if (g[i] > 0)
+            return la__error(LA_ERR_INVALID_ARGUMENT,
+                             "%s: %s[%zu] = %g (log-gates must be <= 0, e.g. logsigmoid(x))", op,
+                             name, i, (double)g[i]);
+    }
+    return LA_OK;
+}
+
+la_status la__check_beta(const char *op, const char *name, const float *beta, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(beta[i]))
+            return la__error(LA_ERR_NON_FINITE, "%s: %s[%zu] is %s", op, name, i,
+                             isnan(beta[i]) ? "NaN" : "Inf");
+        if (beta[i] < 0 || beta[i] > 2)
+            return la__error(LA_ERR_INVALID_ARGUMENT,
+                             "%s: %s[%zu] = %g (beta must lie in [0, 2])", op, name, i,
+                             (double)beta[i]);
+    }
+    return LA_OK;
+}

@@ -1,0 +1,157 @@
+/* Core: status text, errors, context and thread pool, RNG, shape validation. */
+#include "core/internal.h"
+#include "harness.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static void count_task(void *arg, int64_t task, int tid) {
+    (void)tid;
+    int *hits = arg;
+    hits[task]++; /* each task index is handed out once: no race */
+}
+
+static void test_status(void) {
+    for (int s = LA_OK; s <= LA_ERR_INTERNAL; s++)
+        CHECK(strncmp(la_status_string((la_status)s), "LA_", 3) == 0, "status %d has a name", s);
+    CHECK(strcmp(la_status_string((la_status)999), "LA_ERR_UNKNOWN_STATUS") == 0,
+          "unknown status");
+    CHECK(strcmp(la_version(), LINATTN_VERSION_STRING) == 0, "version string");
+}
+
+static void test_ctx(void) {
+    la_ctx *ctx = NULL;
+    CHECK_STATUS(la_ctx_create(NULL, 1), LA_ERR_NULL_POINTER, "ctx out NULL");
+    CHECK_STATUS(la_ctx_create(&ctx, -1), LA_ERR_INVALID_ARGUMENT, "negative threads");
+    CHECK(strstr(la_last_error(), "n_threads = -1") != NULL, "message names the value: %s",
+          la_last_error());
+    CHECK(ctx == NULL, "nothing written on error");
+    for (int nt = 1; nt <= 3; nt++) {
+        CHECK_STATUS(la_ctx_create(&ctx, nt), LA_OK, "create");
+        CHECK(la_ctx_threads(ctx) == nt, "thread count %d", nt);
+        int hits[1000] = {0};
+        for (int rep = 0; rep < 20; rep++) la__parallel_for(ctx, 1000, count_task, hits);
+        int ok = 1;
+        for (int i = 0; i < 1000; i++) ok &= hits[i] == 20;
+        CHECK(ok, "parallel_for runs each task exactly once (%d threads)", nt);
+        CHECK_STATUS(la__scratch_reserve(ctx, 1000), LA_OK, "scratch");
+        for (int t = 0; t < nt; t++) {
+            void *p = la__scratch(ctx, t);
+            CHECK(p && ((uintptr_t)p % 64) == 0, "scratch aligned");
+        }
+        la_ctx_destroy(ctx);
+        ctx = NULL;
+    }
+    CHECK_STATUS(la_ctx_create(&ctx, 0), LA_OK, "all CPUs");
+    CHECK(la_ctx_threads(ctx) >= 1, "at least one thread");
+    la_ctx_destroy(ctx);
+    la_ctx_destroy(NULL);
+}
+
+static void test_rng(void) {
+    la_rng a, b;
+    la_rng_seed(&a, 42);
+    la_rng_seed(&b, 42);
+    int same = 1;
+    for (int i = 0; i < 1000; i++) same &= la_rng_u64(&a) == la_rng_u64(&b);
+    CHECK(same, "same seed, same stream");
+    la_rng_seed(&b, 43);
+    CHECK(la_rng_u64(&a) != la_rng_u64(&b), "different seeds differ");
+    /* Moments of the normal generator within 5 standard errors. */
+    const int n = 200000;
+    double s1 = 0, s2 = 0, s4 = 0;
+    la_rng_seed(&a, 7);
+    for (int i = 0; i < n; i++) {
+        double x = la_rng_normal(&a);
+        s1 += x;
+        s2 += x * x;
+        s4 += x * x * x * x;
+    }
+    double mean = s1 / n, var = s2 / n, kurt = s4 / n;
+    CHECK(fabs(mean) < 5 * sqrt(1.0 / n), "normal mean %g", mean);
+    CHECK(fabs(var - 1) < 5 * sqrt(2.0 / n), "normal variance %g", var);
+    CHECK(fabs(kurt - 3) < 5 * sqrt(96.0 / n), "normal 4th moment %g", kurt);
+    double u = 0;
+    la_rng_seed(&a, 9);
+    int in_range = 1;
+    for (int i = 0; i < n; i++) {
+        double x = la_rng_uniform(&a);
+        in_range &= x >= 0 && x < 1;
+        u += x;
+    }
+    CHECK(in_range, "uniform in [0,1)");
+    CHECK(fabs(u / n - 0.5) < 5 * sqrt(1.0 / 12 / n), "uniform mean %g", u / n);
+}
+
+static void test_dims(void) {
+    const char *op = "test";
+    la_dims d = {.B = 2, .T = 5, .H = 3, .K = 4, .V = 6};
+    CHECK_STATUS(la__check_dims(op, &d, 0), LA_OK, "valid dims");
+    CHECK_STATUS(la__check_dims(op, NULL, 0), LA_ERR_NULL_POINTER, "NULL dims");
+    la_dims e = d;
+    e.T = 0;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_INVALID_SIZE, "T = 0");
+    CHECK(strstr(la_last_error(), "dims.T = 0") != NULL, "names T: %s", la_last_error());
+    e = d;
+    e.K = -3;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_INVALID_SIZE, "K < 0");
+    e = d;
+    e.B = INT64_C(1) << 40;
+    e.T = INT64_C(1) << 20;
+    e.K = 1 << 10;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_INVALID_SIZE, "size overflow");
+    CHECK(strstr(la_last_error(), "overflows") != NULL, "says overflow: %s", la_last_error());
+    e = d;
+    e.HV = 6;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_SHAPE_MISMATCH, "HV without allow");
+    CHECK_STATUS(la__check_dims(op, &e, 1), LA_OK, "HV multiple of H");
+    e.HV = 4;
+    CHECK_STATUS(la__check_dims(op, &e, 1), LA_ERR_SHAPE_MISMATCH, "HV not a multiple");
+    int64_t cu[4] = {0, 2, 5, 9};
+    e = d;
+    e.B = 1;
+    e.T = 9;
+    e.cu_seqlens = cu;
+    e.n_seqs = 3;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_OK, "cu_seqlens");
+    CHECK(la__num_seqs(&e) == 3, "N from cu_seqlens");
+    int64_t s, l;
+    la__seq_bounds(&e, 1, &s, &l);
+    CHECK(s == 2 && l == 3, "seq bounds");
+    e.B = 2;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "cu_seqlens with B != 1");
+    e.B = 1;
+    cu[0] = 1;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "cu_seqlens[0] != 0");
+    cu[0] = 0;
+    cu[2] = 2;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "not increasing");
+    cu[2] = 5;
+    cu[3] = 8;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "not ending at T");
+    cu[3] = 9;
+    e.n_seqs = 0;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "n_seqs = 0");
+    float x[3] = {1, NAN, 2};
+    CHECK_STATUS(la__check_finite(op, "q", x, 3), LA_ERR_NON_FINITE, "NaN");
+    CHECK(strstr(la_last_error(), "q[1] is NaN") != NULL, "names index: %s", la_last_error());
+    x[1] = INFINITY;
+    CHECK_STATUS(la__check_finite(op, "q", x, 3), LA_ERR_NON_FINITE, "Inf");
+    float sc;
+    CHECK_STATUS(la__resolve_scale(op, 0, 16, &sc), LA_OK, "default scale");
+    CHECK(sc == 0.25f, "K^-1/2 = %g", (double)sc);
+    CHECK_STATUS(la__resolve_scale(op, NAN, 16, &sc), LA_ERR_INVALID_ARGUMENT, "NaN scale");
+    float g[2] = {-1e4f, 0.5f};
+    CHECK_STATUS(la__check_log_gate(op, "g", g, 2), LA_ERR_INVALID_ARGUMENT, "g > 0");
+    float beta[2] = {0, 2.5f};
+    CHECK_STATUS(la__check_beta(op, "beta", beta, 2), LA_ERR_INVALID_ARGUMENT, "beta > 2");
+}
+
+int main(void) {
+    test_status();
+    test_ctx();
+    test_rng();
+    test_dims();
+    return th_summary("test_core");
+}
