@@ -35,6 +35,7 @@ void check_call_failed(check_report *r, const char *op, const char *form, la_sta
 void check_softmax_attn(check_report *r);
 void check_linear_attn(check_report *r);
 void check_feature_maps(check_report *r);
-void check_gated(check_report *r);
+void check_gla(check_report *r);        /* simple GLA, RetNet, GLA */
+void check_delta_rule(check_report *r); /* DeltaNet, Gated DeltaNet */
 
 #endif

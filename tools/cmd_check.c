@@ -110,7 +110,8 @@ int cmd_check(int argc, char **argv) {
     check_softmax_attn(&r);
     check_linear_attn(&r);
     check_feature_maps(&r);
-    check_gated(&r);
+    check_gla(&r);
+    check_delta_rule(&r);
     la_ctx_destroy(r.ctx);
 
     int failed = 0;

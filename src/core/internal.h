@@ -91,5 +91,13 @@ LA_HIDDEN void la__linear_attn_step(const la_decoder_config *cfg, float scale, f
 LA_HIDDEN void la__gated_step(const la_decoder_config *cfg, float scale, float *S, float *o,
                               const float *q, const float *k, const float *v, const float *g,
                               float g_gamma, float beta, float *work);
+/* The two halves it routes to (src/ops/gla/, src/ops/delta_rule/). g for
+ * the delta rules: NULL (DeltaNet) or a scalar (Gated DeltaNet). */
+LA_HIDDEN void la__gla_step(const la_decoder_config *cfg, float scale, float *S, float *o,
+                            const float *q, const float *k, const float *v, const float *g,
+                            float g_gamma, float *work);
+LA_HIDDEN void la__delta_rule_step(const la_decoder_config *cfg, float scale, float *S,
+                                   float *o, const float *q, const float *k, const float *v,
+                                   const float *g, float beta, float *work);
 
 #endif
