@@ -58,7 +58,7 @@ typedef struct {
  * the denominator stays away from zero (see the header comment in
  * la_linear_attn_forward); every other case N(0,1). */
 static void case_make(lcase *c, const la_linear_attn_opts *opts, la_dims d, int init,
-                      int dfinal, uint64_t seed) {
+                      int dfinal, int with_mag, uint64_t seed) {
     memset(c, 0, sizeof *c);
     c->opts = *opts;
     c->d = d;
@@ -99,7 +99,7 @@ static void case_make(lcase *c, const la_linear_attn_opts *opts, la_dims d, int 
     c->dz0 = th_doubles(c->nz);
     int rc = ref_linear_attn_forward_all(opts, &c->d, c->o, c->fS, opts->normalize ? c->fz : NULL,
                                          c->q, c->k, c->v, c->S0, c->z0);
-    if (opts->normalize) {
+    if (opts->normalize && with_mag) {
         c->mq = th_doubles(c->nqk);
         c->mk = th_doubles(c->nqk);
         c->mv = th_doubles(c->nv);
@@ -362,7 +362,7 @@ static void test_feature_maps_and_options(la_ctx *ctx) {
                         la_linear_attn_opts o = mk_opts((la_feature_map)fm, causal, norm);
                         if (!norm && init) o.scale = 0.3f; /* explicit scale, else K^-1/2 */
                         lcase c;
-                        case_make(&c, &o, mk_dims(2, Ts[ti], 3, 16, 20), init, init, seed++);
+                        case_make(&c, &o, mk_dims(2, Ts[ti], 3, 16, 20), init, init, 1, seed++);
                         check_all_forms(ctx, &c, 1, TOL_BWD, cs, 4);
                         case_free(&c);
                     }
@@ -380,7 +380,7 @@ static void test_all_sizes(la_ctx *ctx) {
                 const int64_t T = (ki + vi) % 3 == 0 ? 2 : 17;
                 la_linear_attn_opts o = mk_opts(LA_FEATURE_ELU1, causal, norm);
                 lcase c;
-                case_make(&c, &o, mk_dims(2, T, 2, D[ki], D[vi]), init, 1, seed++);
+                case_make(&c, &o, mk_dims(2, T, 2, D[ki], D[vi]), init, 1, 1, seed++);
                 check_all_forms(ctx, &c, 1, TOL_BWD, cs, 1);
                 case_free(&c);
             }
@@ -396,11 +396,15 @@ static void test_long(la_ctx *ctx) {
         {16, 60, LA_FEATURE_RELU, 0},
     };
     const int64_t cs[] = {1, 16, 64, 100};
+    /* The quadratic float64 reference dominates the run time (and twice so
+     * non-causal), so non-causal runs at T = 1000 only for K = V = 16. With
+     * an initial state and K >= 16 the gradients do not cancel to O(eps), so
+     * the plain (stricter) relative error is asserted: no magnitudes. */
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        for (int causal = 1; causal >= 0; causal--) {
+        for (int causal = 1; causal >= (i < 2 ? 0 : 1); causal--) {
             la_linear_attn_opts o = mk_opts(cases[i].fm, causal, cases[i].norm);
             lcase c;
-            case_make(&c, &o, mk_dims(1, 1000, 2, cases[i].K, cases[i].V), 1, 1, 5000 + i);
+            case_make(&c, &o, mk_dims(1, 1000, 2, cases[i].K, cases[i].V), 1, 1, 0, 5000 + i);
             check_all_forms(ctx, &c, 1, TOL_BWD_LONG, cs, i == 0 ? 4 : 1);
             case_free(&c);
         }
