@@ -90,7 +90,8 @@ static void test_extremes(la_ctx *ctx) {
         dc_forward(ctx, &c, &x, &y);
         float big = 0;
         for (size_t i = 0; i < x.ns; i++) big = fabsf(y.ST[i]) > big ? fabsf(y.ST[i]) : big;
-        CHECK(big > 1e4f, "raw keys, beta|k|^2 > 2: the state expands (max |S_T| = %g)",
+        /* |S_0|, |v| ~ 1; a bounded recurrence keeps |S| at O(|v| sqrt(T)). */
+        CHECK(big > 100.0f, "raw keys, beta|k|^2 > 2: the state expands (max |S_T| = %g)",
               (double)big);
         /* Longer: the op still returns LA_OK (values may overflow; documented). */
         dc_free_out(&y);
