@@ -1,21 +1,18 @@
-/* Backward of the delta rules, both forms: checkpointed reverse mode through
- * the token recurrence.
+/* Backward of the delta rules, both forms.
  *
  * One task per (sequence, q/k head): it loops over the value heads of its
  * group in order, so dq and dk (summed over the group) never depend on the
- * thread count. For each value head:
- *   1. states at segment starts (checkpoints) are recomputed forward —
- *      token by token for LA_FORM_RECURRENT (segments of 64 tokens), with the
- *      chunkwise WY step for LA_FORM_CHUNK (segments = chunks);
- *   2. segments are visited last to first: the token states of the segment
- *      are recomputed from its checkpoint, then the gradient dS is carried
- *      back token by token.
- * Memory per thread: (T/seg + seg + 1) K V floats plus O(T K), never T K V.
- *
- * LA_FORM_CHUNK uses this as its interim backward: the chunk states come
- * from the WY form, but inside a chunk the gradient is propagated token by
- * token (O(C K V) per token instead of the chunkwise matrix products of a
- * full WY backward). It computes the exact gradient of the recurrence.
+ * thread count. For each value head the states at segment starts
+ * (checkpoints) are recomputed forward, then segments are visited last to
+ * first carrying dS = dL/dS back:
+ *   LA_FORM_RECURRENT: segments of 64 tokens; checkpoints from the token
+ *     recurrence; inside a segment the token states are recomputed from the
+ *     checkpoint and the gradient goes back token by token (below).
+ *   LA_FORM_CHUNK: segments are the chunks; checkpoints from the WY chunk
+ *     step; each chunk's backward is the chunkwise WY backward
+ *     (chunk_backward.c), matrix products over the chunk, no token states.
+ * Memory per thread: T/seg checkpoints of K V floats (+ seg+1 token states
+ * for the recurrent form) plus O(T K), never T K V.
  *
  * Per token, with P = S_{t-1}, a = exp(g_t), S' = a P, u = k S',
  * r = beta (v - u), S_t = S' + k^T r, o_t = scale q S_t, and G = dL/dS_t:
@@ -54,6 +51,7 @@ typedef struct {
     float *states;     /* [seg+1,K,V] */
     float *G;          /* [K,V] the carried dS */
     float *vc, *gc, *bc; /* [seg,V], [seg], [seg]: one chunk of v, g, beta */
+    float *dOc, *dvc, *dbc, *dgc; /* chunk form: [seg,V] scale*d_o, dv, [seg] dbeta, dg */
     float *w, *u, *r;  /* [V] */
     float *work;       /* step / chunk work */
 } bwd_scratch;
@@ -63,16 +61,22 @@ static size_t layout(const la__delta_args *a, int64_t len, float *base, bwd_scra
     const int64_t nseg = (len + seg - 1) / seg;
     const size_t KV = (size_t)K * (size_t)V;
     size_t work = LA__STEP_WORK_FLOATS(K, V);
-    if (a->form == LA_FORM_CHUNK) {
+    const int chunk = a->form == LA_FORM_CHUNK;
+    if (chunk) {
         const size_t cw = la__delta_chunk_work_floats(seg, K, V);
+        const size_t bw = la__delta_chunk_bwd_work_floats(seg, K, V);
         if (cw > work) work = cw;
+        if (bw > work) work = bw;
     }
     const size_t sizes[] = {(size_t)(len * K), (size_t)(len * K), (size_t)len, (size_t)len,
                             (size_t)(len * K), (size_t)(len * K), (size_t)nseg * KV,
-                            (size_t)(seg + 1) * KV, KV, (size_t)(seg * V), (size_t)seg,
-                            (size_t)seg, (size_t)V, (size_t)V, (size_t)V, work};
+                            chunk ? 0 : (size_t)(seg + 1) * KV, KV, (size_t)(seg * V),
+                            (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
+                            chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
+                            chunk ? (size_t)seg : 0, (size_t)V, (size_t)V, (size_t)V, work};
     float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->states,
-                      &s->G, &s->vc, &s->gc, &s->bc, &s->w, &s->u, &s->r, &s->work};
+                      &s->G, &s->vc, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
+                      &s->w, &s->u, &s->r, &s->work};
     size_t off = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         if (base) *ptrs[i] = base + off;
@@ -171,6 +175,33 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
     if (a->g) a->dg[vh] = (float)(ga * da);
 }
 
+/* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
+ * state, s->G carried from dL/dS_end to dL/dS_start. */
+static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
+                           int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    for (int64_t t = 0; t < L; t++) {
+        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        const float *vt = a->v + vh * (size_t)V, *dot = a->d_o + vh * (size_t)V;
+        for (int64_t c = 0; c < V; c++) {
+            s->vc[t * V + c] = vt[c];
+            s->dOc[t * V + c] = a->scale * dot[c];
+        }
+        s->gc[t] = a->g ? a->g[vh] : 0.0f;
+        s->bc[t] = a->beta[vh];
+    }
+    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
+                             a->g ? s->gc : NULL, s->bc, a->scale};
+    la__delta_chunk_backward(&in, S0, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
+                             s->dbc, s->dgc, s->work);
+    for (int64_t t = 0; t < L; t++) {
+        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        memcpy(a->dv + vh * (size_t)V, s->dvc + t * V, (size_t)V * sizeof(float));
+        a->dbeta[vh] = s->dbc[t];
+        if (a->g) a->dg[vh] = s->dgc[t];
+    }
+}
+
 static void backward_task(void *p, int64_t task, int tid) {
     const la__delta_args *a = p;
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
@@ -207,6 +238,10 @@ static void backward_task(void *p, int64_t task, int tid) {
         else memset(s.G, 0, KV * sizeof(float));
         for (int64_t c = nseg - 1; c >= 0; c--) {
             const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+            if (a->form == LA_FORM_CHUNK) {
+                chunk_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
+                continue;
+            }
             /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
             memcpy(s.states, s.ckpt + (size_t)c * KV, KV * sizeof(float));
             for (int64_t tau = 1; tau <= L; tau++) {

@@ -78,4 +78,13 @@ LA_HIDDEN size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o,
                                     int64_t ostride, float *work);
 
+/* Backward of one chunk (chunk_backward.c): S0 [K,V] the chunk's start
+ * state; G [K,V] holds dL/dS_L on entry and dL/dS_0 on exit; dO [L,V] is
+ * scale * d_o (contiguous). dq, dk [L,K] are accumulated (+=); dv [L,V],
+ * dbeta [L], dg [L] (gated only) are written. */
+LA_HIDDEN size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V);
+LA_HIDDEN void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0,
+                                        float *G, const float *dO, float *dq, float *dk,
+                                        float *dv, float *dbeta, float *dg, float *work);
+
 #endif
