@@ -30,6 +30,19 @@ static void test_sweep(la_ctx *ctx) {
             }
 }
 
+/* Chunk sizes at the edges: 1 (every token a chunk), and longer than the
+ * sequence (one chunk). */
+static void test_chunk_edges(la_ctx *ctx) {
+    const int64_t chunks[] = {1, 7, 500};
+    for (int i = 0; i < 3; i++) {
+        dcase c = dc_default(0);
+        c.form = LA_FORM_CHUNK;
+        c.T = 70;
+        c.chunk = chunks[i];
+        dc_check_case(ctx, &c, 1e-5, 1e-5);
+    }
+}
+
 /* T = 1000 at a few sizes; chunk 0 (default 64) and 32. */
 static void test_long(la_ctx *ctx) {
     const int64_t kv[][2] = {{64, 64}, {100, 60}, {128, 128}};
@@ -108,6 +121,7 @@ static void test_extremes(la_ctx *ctx) {
 int main(void) {
     la_ctx *ctx = th_ctx(2);
     test_sweep(ctx);
+    test_chunk_edges(ctx);
     test_long(ctx);
     test_extremes(ctx);
     for (int form = 1; form <= 2; form++) {

@@ -84,9 +84,25 @@ static void test_extremes(la_ctx *ctx) {
     }
 }
 
+/* Chunk sizes 1, 7 and longer than the sequence (capped: one chunk; also a
+ * huge value), with resets. */
+static void test_chunk_edges(la_ctx *ctx) {
+    const int64_t chunks[] = {1, 7, 500, (int64_t)1 << 40};
+    for (int i = 0; i < 4; i++) {
+        dcase c = dc_default(1);
+        c.form = LA_FORM_CHUNK;
+        c.T = 70;
+        c.HV = 4;
+        c.chunk = chunks[i];
+        c.gate = GATE_RESETS;
+        dc_check_case(ctx, &c, 1e-5, 1e-5);
+    }
+}
+
 int main(void) {
     la_ctx *ctx = th_ctx(2);
     test_sweep(ctx);
+    test_chunk_edges(ctx);
     test_long(ctx);
     test_extremes(ctx);
     for (int form = 1; form <= 2; form++) {

@@ -86,6 +86,12 @@ static size_t layout(const la__delta_args *a, int64_t len, float *base, bwd_scra
 }
 
 size_t la__delta_backward_scratch(const la__delta_args *a) {
+    /* See la__delta_forward_scratch: SIZE_MAX (reported as OOM) where the
+     * size would overflow. */
+    const double C = (double)segment_len(a), T = (double)max_len(a);
+    const double KV = (double)a->K * (double)a->V;
+    if ((8 * C * C + (T / C + C + 4) * KV + 8 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
+        return SIZE_MAX;
     bwd_scratch s;
     return (layout(a, max_len(a), NULL, &s) + 16) * sizeof(float);
 }

@@ -24,6 +24,10 @@ int64_t la__delta_chunk_len(const la__delta_args *a) {
 }
 
 size_t la__delta_forward_scratch(const la__delta_args *a) {
+    /* Absurd sizes (a chunk of 2^30 tokens) would overflow size_t below:
+     * ask for SIZE_MAX instead, which la__scratch_reserve reports as OOM. */
+    const double C2 = (double)la__delta_chunk_len(a), KVd = (double)a->K * (double)a->V;
+    if ((4 * C2 * C2 + 4 * KVd + 8 * C2 * (double)(a->K + a->V)) * 4 > 0x1p62) return SIZE_MAX;
     const size_t KV = (size_t)a->K * (size_t)a->V;
     size_t f = KV + LA__STEP_WORK_FLOATS(a->K, a->V);
     if (a->form == LA_FORM_CHUNK) {
