@@ -23,28 +23,26 @@ void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, float *S, fl
         q = qn;
         k = kn;
     }
-    if (g) {
-        const float a = expf(*g);
-        for (int64_t i = 0; i < K * V; i++) S[i] *= a;
-    }
+    /* Two passes over S: decay and recall (r = k S after the decay), then
+     * the write and the read-out (o = q S after the write). */
+    const float a = g ? expf(*g) : 1.0f;
     for (int64_t j = 0; j < V; j++) r[j] = 0;
     for (int64_t i = 0; i < K; i++) {
         const float ki = k[i];
-        const float *Si = S + i * V;
+        float *Si = S + i * V;
+        if (g)
+            for (int64_t j = 0; j < V; j++) Si[j] *= a;
         for (int64_t j = 0; j < V; j++) r[j] += ki * Si[j];
     }
     for (int64_t j = 0; j < V; j++) r[j] = beta * (v[j] - r[j]);
+    if (o)
+        for (int64_t j = 0; j < V; j++) o[j] = 0;
     for (int64_t i = 0; i < K; i++) {
-        const float ki = k[i];
+        const float ki = k[i], qi = scale * q[i];
         float *Si = S + i * V;
         for (int64_t j = 0; j < V; j++) Si[j] += ki * r[j];
-    }
-    if (!o) return;
-    for (int64_t j = 0; j < V; j++) o[j] = 0;
-    for (int64_t i = 0; i < K; i++) {
-        const float qi = scale * q[i];
-        const float *Si = S + i * V;
-        for (int64_t j = 0; j < V; j++) o[j] += qi * Si[j];
+        if (o)
+            for (int64_t j = 0; j < V; j++) o[j] += qi * Si[j];
     }
 }
 
