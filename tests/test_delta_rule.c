@@ -134,6 +134,7 @@ int main(void) {
         dc_check_threads(&c);
         dc_check_varlen(ctx, &c);
         dc_check_pieces(ctx, &c, 1e-5);
+        dc_check_inplace(ctx, &c);
     }
     dc_check_bad_inputs(ctx, 0);
     la_ctx_destroy(ctx);

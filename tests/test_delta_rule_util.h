@@ -544,4 +544,36 @@ static void dc_check_bad_inputs(la_ctx *ctx, int gated) {
     dc_free_data(&x0);
 }
 
+/* final_state may be the initial_state buffer (an in-place state update),
+ * and d_initial_state the d_final_state buffer: each (sequence, head) slot
+ * is read before it is written. */
+static void dc_check_inplace(la_ctx *ctx, const dcase *base) {
+    dcase c = *base;
+    c.with_init = c.with_dfinal = 1;
+    ddata x = dc_data(&c);
+    dout y = dc_alloc_out(&x), z = dc_alloc_out(&x);
+    dc_forward(ctx, &c, &x, &y);
+    dc_backward(ctx, &c, &x, &y);
+    float *S0 = x.S0, *dST = x.dST;
+    free(z.ST);
+    free(z.dS0);
+    z.ST = th_nan_floats(x.ns);
+    z.dS0 = th_nan_floats(x.ns);
+    memcpy(z.ST, S0, x.ns * sizeof(float));
+    memcpy(z.dS0, dST, x.ns * sizeof(float));
+    x.S0 = z.ST; /* the state buffer is both input and output */
+    dc_forward(ctx, &c, &x, &z);
+    x.S0 = S0;
+    x.dST = z.dS0;
+    dc_backward(ctx, &c, &x, &z);
+    x.dST = dST;
+    CHECK(th_bitwise_equal(z.o, y.o, x.nv) && th_bitwise_equal(z.ST, y.ST, x.ns),
+          "%s: forward with final_state == initial_state", dc_form_name(&c));
+    CHECK(th_bitwise_equal(z.dq, y.dq, x.nqk) && th_bitwise_equal(z.dS0, y.dS0, x.ns),
+          "%s: backward with d_initial_state == d_final_state", dc_form_name(&c));
+    dc_free_out(&y);
+    dc_free_out(&z);
+    dc_free_data(&x);
+}
+
 #endif
