@@ -29,8 +29,8 @@
 size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C, k = (size_t)K, v = (size_t)V;
     /* gam, dgam (double); b, e, db, de; Gm, KKd, QKd, dGm (C x C);
-     * U, R, dR, Yu (C x V); W, dW, Yw (C x K); two rows */
-    return 4 * c + 4 * c + 4 * c * c + 4 * c * v + 3 * c * k + k + v + 16;
+     * U, R, dR, Yu (C x V); W, dW, Yw (C x K); two rows; S_0^T, G^T */
+    return 4 * c + 4 * c + 4 * c * c + 4 * c * v + 3 * c * k + k + v + 2 * k * v + 16;
 }
 
 void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, float *G,
@@ -45,6 +45,14 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     float *U = dGm + L * L, *R = U + L * V, *dR = R + L * V, *Yu = dR + L * V;
     float *W = Yu + L * V, *dW = W + L * K, *Yw = dW + L * K;
     float *rowK = Yw + L * K, *rowV = rowK + K;
+    /* Transposed copies [V,K]: products with S_0 and G over the value axis
+     * become row updates (contiguous, vectorisable) instead of reductions. */
+    float *S0T = rowV + V, *GT = S0T + K * V;
+    for (int64_t i = 0; i < K; i++)
+        for (int64_t c = 0; c < V; c++) {
+            S0T[c * K + i] = S0[i * V + c];
+            GT[c * K + i] = G[i * V + c];
+        }
 
     /* ---- recompute the forward of the chunk ---- */
     double cum = 0;
@@ -101,18 +109,24 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         const float *kj = k + j * K, *Rj = R + j * V;
         float *dRj = dR + j * V, *dkj = dk + j * K;
         for (int64_t c = 0; c < V; c++) dRj[c] = 0;
-        float dej = 0;
         for (int64_t i = 0; i < K; i++) {
             const float *Gi = G + i * V;
-            float gr = 0;
-            for (int64_t c = 0; c < V; c++) {
-                gr += Gi[c] * Rj[c];
-                dRj[c] += kj[i] * Gi[c];
-            }
-            dkj[i] += e[j] * gr;
-            dej += kj[i] * gr;
+            const float ki = kj[i];
+            for (int64_t c = 0; c < V; c++) dRj[c] += ki * Gi[c];
         }
         for (int64_t c = 0; c < V; c++) dRj[c] *= e[j];
+        /* rowK = G R_j^T */
+        for (int64_t i = 0; i < K; i++) rowK[i] = 0;
+        for (int64_t c = 0; c < V; c++) {
+            const float r = Rj[c];
+            const float *GTc = GT + c * K;
+            for (int64_t i = 0; i < K; i++) rowK[i] += r * GTc[i];
+        }
+        float dej = 0;
+        for (int64_t i = 0; i < K; i++) {
+            dkj[i] += e[j] * rowK[i];
+            dej += kj[i] * rowK[i];
+        }
         de[j] = dej;
     }
     if (gated)
@@ -123,13 +137,17 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     for (int64_t t = 0; t < L; t++) {
         const float *dOt = dO + t * V, *qt = q + t * K;
         float *dqt = dq + t * K;
+        /* rowK = S_0 dO~_t */
+        for (int64_t i = 0; i < K; i++) rowK[i] = 0;
+        for (int64_t c = 0; c < V; c++) {
+            const float d = dOt[c];
+            const float *STc = S0T + c * K;
+            for (int64_t i = 0; i < K; i++) rowK[i] += d * STc[i];
+        }
         float qs = 0;
         for (int64_t i = 0; i < K; i++) {
-            const float *Si = S0 + i * V;
-            float acc = 0;
-            for (int64_t c = 0; c < V; c++) acc += Si[c] * dOt[c];
-            dqt[i] += b[t] * acc;
-            qs += qt[i] * acc;
+            dqt[i] += b[t] * rowK[i];
+            qs += qt[i] * rowK[i];
             const float bq = b[t] * qt[i];
             float *Gi = G + i * V;
             for (int64_t c = 0; c < V; c++) Gi[c] += bq * dOt[c];
@@ -157,15 +175,16 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     for (int64_t t = 0; t < L; t++) {
         const float *dRt = dR + t * V, *Wt = W + t * K;
         float *dWt = dW + t * K;
+        for (int64_t i = 0; i < K; i++) dWt[i] = 0;
+        for (int64_t c = 0; c < V; c++) {
+            const float d = dRt[c];
+            const float *STc = S0T + c * K;
+            for (int64_t i = 0; i < K; i++) dWt[i] -= d * STc[i];
+        }
         for (int64_t i = 0; i < K; i++) {
-            const float *Si = S0 + i * V;
+            const float w = Wt[i];
             float *Gi = G + i * V;
-            float acc = 0;
-            for (int64_t c = 0; c < V; c++) {
-                acc += dRt[c] * Si[c];
-                Gi[c] -= Wt[i] * dRt[c];
-            }
-            dWt[i] = -acc;
+            for (int64_t c = 0; c < V; c++) Gi[c] -= w * dRt[c];
         }
     }
 
@@ -234,6 +253,5 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         acc += dgam[t];
         dg[t] = (float)acc;
     }
-    (void)rowK;
     (void)rowV;
 }
