@@ -29,8 +29,8 @@
 size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C, k = (size_t)K, v = (size_t)V;
     /* gam, dgam (double); b, e, db, de; Gm, KKd, QKd, dGm (C x C);
-     * U, R, dR, Yu (C x V); W, dW, Yw (C x K); two rows; S_0^T, G^T */
-    return 4 * c + 4 * c + 4 * c * c + 4 * c * v + 3 * c * k + k + v + 2 * k * v + 16;
+     * U, R, dR, Yu (C x V); W, dW, Yw (C x K); a row of K; S_0^T, G^T */
+    return 4 * c + 4 * c + 4 * c * c + 4 * c * v + 3 * c * k + k + 2 * k * v + 16;
 }
 
 void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, float *G,
@@ -44,10 +44,10 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     float *Gm = de + L, *KKd = Gm + L * L, *QKd = KKd + L * L, *dGm = QKd + L * L;
     float *U = dGm + L * L, *R = U + L * V, *dR = R + L * V, *Yu = dR + L * V;
     float *W = Yu + L * V, *dW = W + L * K, *Yw = dW + L * K;
-    float *rowK = Yw + L * K, *rowV = rowK + K;
+    float *rowK = Yw + L * K;
     /* Transposed copies [V,K]: products with S_0 and G over the value axis
      * become row updates (contiguous, vectorisable) instead of reductions. */
-    float *S0T = rowV + V, *GT = S0T + K * V;
+    float *S0T = rowK + K, *GT = S0T + K * V;
     for (int64_t i = 0; i < K; i++)
         for (int64_t c = 0; c < V; c++) {
             S0T[c * K + i] = S0[i * V + c];
@@ -253,5 +253,4 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         acc += dgam[t];
         dg[t] = (float)acc;
     }
-    (void)rowV;
 }
