@@ -270,12 +270,13 @@ static void test_sweeps(la_ctx *ctx) {
 }
 
 static void test_long(la_ctx *ctx) {
-    static const int64_t kv[2][2] = {{64, 64}, {100, 60}};
-    for (int i = 0; i < 2; i++)
-        for (int causal = 0; causal < 2; causal++) {
-            la_dims d = {.B = 1, .T = 1000, .H = 2, .K = kv[i][0], .V = kv[i][1]};
-            run_case(ctx, d, causal, 0, NULL, "T=1000");
-        }
+    /* K, V, causal (kept to two: the float64 reference is O(T^2 D) and the
+     * suite must stay fast under the sanitizers) */
+    static const int64_t cases[2][3] = {{16, 60, 0}, {64, 64, 1}};
+    for (int i = 0; i < 2; i++) {
+        la_dims d = {.B = 1, .T = 1000, .H = 2, .K = cases[i][0], .V = cases[i][1]};
+        run_case(ctx, d, (int)cases[i][2], 0, NULL, "T=1000");
+    }
 }
 
 static void test_blocks(la_ctx *ctx) {

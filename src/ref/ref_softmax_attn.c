@@ -32,24 +32,23 @@ static void probabilities(double *P, double *lse, const double *q, const double 
 }
 
 int ref_softmax_attn_forward(double *o, double *lse, const double *q, const double *k,
-                              const double *v, int64_t T, int64_t K, int64_t V, double scale,
-                              int causal, int64_t kv_len) {
+                             const double *v, int64_t T, int64_t K, int64_t V, double scale,
+                             int causal, int64_t kv_len) {
     double *P = malloc((size_t)(T * T) * sizeof *P);
     if (!P) return 0;
     probabilities(P, lse, q, k, T, K, scale, causal, kv_len);
+    /* o_t = sum_j p_tj v_j (loops ordered to walk rows) */
+    for (int64_t i = 0; i < T * V; i++) o[i] = 0;
     for (int64_t t = 0; t < T; t++)
-        for (int64_t d = 0; d < V; d++) {
-            double s = 0;
-            for (int64_t j = 0; j < T; j++) s += P[t * T + j] * v[j * V + d];
-            o[t * V + d] = s;
-        }
+        for (int64_t j = 0; j < T; j++)
+            for (int64_t d = 0; d < V; d++) o[t * V + d] += P[t * T + j] * v[j * V + d];
     free(P);
     return 1;
 }
 
 int ref_softmax_attn_backward(double *dq, double *dk, double *dv, const double *d_o,
-                               const double *q, const double *k, const double *v, int64_t T,
-                               int64_t K, int64_t V, double scale, int causal, int64_t kv_len) {
+                              const double *q, const double *k, const double *v, int64_t T,
+                              int64_t K, int64_t V, double scale, int causal, int64_t kv_len) {
     double *P = malloc((size_t)(T * T) * sizeof *P);
     double *dS = malloc((size_t)(T * T) * sizeof *dS);
     if (!P || !dS) {
@@ -68,23 +67,16 @@ int ref_softmax_attn_backward(double *dq, double *dk, double *dv, const double *
         }
         for (int64_t j = 0; j < T; j++) dS[t * T + j] = P[t * T + j] * (dS[t * T + j] - rowdot);
     }
-    for (int64_t j = 0; j < T; j++) {
-        for (int64_t d = 0; d < V; d++) {
-            double s = 0;
-            for (int64_t t = 0; t < T; t++) s += P[t * T + j] * d_o[t * V + d];
-            dv[j * V + d] = s;
-        }
-        for (int64_t c = 0; c < K; c++) {
-            double s = 0;
-            for (int64_t t = 0; t < T; t++) s += dS[t * T + j] * q[t * K + c];
-            dk[j * K + c] = scale * s;
-        }
-    }
+    /* dv_j = sum_t p_tj d_o_t, dk_j = scale sum_t ds_tj q_t, dq_t = scale sum_j ds_tj k_j */
+    for (int64_t i = 0; i < T * V; i++) dv[i] = 0;
+    for (int64_t i = 0; i < T * K; i++) dk[i] = dq[i] = 0;
     for (int64_t t = 0; t < T; t++)
-        for (int64_t c = 0; c < K; c++) {
-            double s = 0;
-            for (int64_t j = 0; j < T; j++) s += dS[t * T + j] * k[j * K + c];
-            dq[t * K + c] = scale * s;
+        for (int64_t j = 0; j < T; j++) {
+            for (int64_t d = 0; d < V; d++) dv[j * V + d] += P[t * T + j] * d_o[t * V + d];
+            for (int64_t c = 0; c < K; c++) {
+                dk[j * K + c] += scale * dS[t * T + j] * q[t * K + c];
+                dq[t * K + c] += scale * dS[t * T + j] * k[j * K + c];
+            }
         }
     free(P);
     free(dS);
