@@ -44,6 +44,43 @@ static inline double sa_dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+/* out[r] = a . rows[r * stride ...] for r < n_rows, each in double and summed
+ * in the same order as sa_dot (so bitwise equal to it); four rows are
+ * interleaved so their independent sums overlap in the pipeline. */
+static inline void sa_dots(const float *a, const float *rows, int64_t stride, int64_t n_rows,
+                           int64_t len, double *out) {
+    int64_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+        const float *b0 = rows + r * stride, *b1 = b0 + stride, *b2 = b1 + stride,
+                    *b3 = b2 + stride;
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int64_t i = 0; i < len; i++) {
+            const double x = a[i];
+            s0 += x * (double)b0[i];
+            s1 += x * (double)b1[i];
+            s2 += x * (double)b2[i];
+            s3 += x * (double)b3[i];
+        }
+        out[r] = s0;
+        out[r + 1] = s1;
+        out[r + 2] = s2;
+        out[r + 3] = s3;
+    }
+    for (; r < n_rows; r++) out[r] = sa_dot(a, rows + r * stride, len);
+}
+
+/* s[j] = (float)(scale * q . k_j) for the n keys starting at k (row stride
+ * `stride`), four at a time through sa_dots. */
+static inline void sa_scores(const float *q, const float *k, int64_t stride, int64_t n,
+                             int64_t len, double scale, float *s) {
+    double d[4];
+    for (int64_t j = 0; j < n; j += 4) {
+        const int64_t m = n - j < 4 ? n - j : 4;
+        sa_dots(q, k + j * stride, stride, m, len, d);
+        for (int64_t r = 0; r < m; r++) s[j + r] = (float)(scale * d[r]);
+    }
+}
+
 /* Scratch bytes each kernel needs for a head of up to Tmax tokens; each
  * returns 0 if the size overflows size_t (the caller reports it). */
 LA_HIDDEN int sa_textbook_forward_bytes(int64_t Tmax, int64_t K, int64_t V, size_t *bytes);

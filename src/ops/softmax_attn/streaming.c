@@ -43,6 +43,8 @@ int sa_streaming_backward_bytes(int64_t Tmax, int64_t block, int64_t K, int64_t 
     if (!sa_add_bytes(&total, t * (uint64_t)K, sizeof(double))) return 0; /* dq */
     if (!sa_add_bytes(&total, b * (uint64_t)K, sizeof(double))) return 0; /* dk block */
     if (!sa_add_bytes(&total, b * (uint64_t)V, sizeof(double))) return 0; /* dv block */
+    if (!sa_add_bytes(&total, b, sizeof(double))) return 0;              /* s row */
+    if (!sa_add_bytes(&total, b, sizeof(double))) return 0;              /* dp row */
     *bytes = total;
     return 1;
 }
@@ -81,10 +83,9 @@ static void stream_rows(const sa_head *hd, int64_t r0, int64_t n, const stream_w
         for (int64_t i = 0; i < n; i++) {
             const int64_t vis = sa_visible(hd, r0 + i);
             const int64_t hi = vis < ke ? vis : ke;
-            const float *qi = hd->q + (r0 + i) * hd->qk_stride;
-            float *s = w->S + i * B;
-            for (int64_t j = kb; j < hi; j++)
-                s[j - kb] = (float)(scale * sa_dot(qi, hd->k + j * hd->qk_stride, K));
+            if (hi > kb)
+                sa_scores(hd->q + (r0 + i) * hd->qk_stride, hd->k + kb * hd->qk_stride,
+                          hd->qk_stride, hi - kb, K, scale, w->S + i * B);
         }
         for (int64_t i = 0; i < n; i++) {
             const int64_t vis = sa_visible(hd, r0 + i);
@@ -139,6 +140,8 @@ void sa_streaming_backward(const sa_head *hd, void *scratch) {
     double *dq_acc = sa_take(&p, (uint64_t)L * (uint64_t)K, sizeof(double));
     double *dk_acc = sa_take(&p, (uint64_t)B * (uint64_t)K, sizeof(double));
     double *dv_acc = sa_take(&p, (uint64_t)B * (uint64_t)V, sizeof(double));
+    double *s_row = sa_take(&p, (uint64_t)B, sizeof(double));
+    double *dp_row = sa_take(&p, (uint64_t)B, sizeof(double));
 
     /* Pass 1: lse and D = rowsum(dO o O), O kept in double (never stored). */
     for (int64_t r0 = 0; r0 < L; r0 += B) {
@@ -168,14 +171,15 @@ void sa_streaming_backward(const sa_head *hd, void *scratch) {
             const float *qi = hd->q + i * hd->qk_stride;
             const float *doi = hd->d_o + i * hd->v_stride;
             double *dqi = dq_acc + i * K;
+            sa_dots(qi, hd->k + kb * hd->qk_stride, hd->qk_stride, hi - kb, K, s_row);
+            sa_dots(doi, hd->v + kb * hd->v_stride, hd->v_stride, hi - kb, V, dp_row);
             for (int64_t j = kb; j < hi; j++) {
                 const float *kj = hd->k + j * hd->qk_stride;
-                const float *vj = hd->v + j * hd->v_stride;
-                const float s = (float)(scale * sa_dot(qi, kj, K));
+                const float s = (float)(scale * s_row[j - kb]);
                 const double pij = exp((double)s - lse[i]);
                 double *dvj = dv_acc + (j - kb) * V, *dkj = dk_acc + (j - kb) * K;
                 for (int64_t d = 0; d < V; d++) dvj[d] += pij * (double)doi[d];
-                const double ds = pij * (sa_dot(doi, vj, V) - D[i]);
+                const double ds = pij * (dp_row[j - kb] - D[i]);
                 for (int64_t c = 0; c < K; c++) {
                     dqi[c] += ds * (double)kj[c];
                     dkj[c] += ds * (double)qi[c];

@@ -38,9 +38,7 @@ int sa_textbook_backward_bytes(int64_t Tmax, int64_t K, int64_t V, size_t *bytes
 
 /* Scaled scores of row i (keys j < hi) into s. */
 static void score_row(const sa_head *hd, int64_t i, int64_t hi, float *s) {
-    const float *qi = hd->q + i * hd->qk_stride;
-    for (int64_t j = 0; j < hi; j++)
-        s[j] = (float)((double)hd->scale * sa_dot(qi, hd->k + j * hd->qk_stride, hd->K));
+    sa_scores(hd->q + i * hd->qk_stride, hd->k, hd->qk_stride, hi, hd->K, hd->scale, s);
 }
 
 /* s[j] <- exp(s[j] - max); returns the max, *l = sum of the exps. */
@@ -110,13 +108,12 @@ void sa_textbook_backward(const sa_head *hd, void *scratch) {
         const float *doi = hd->d_o + i * hd->v_stride;
         double D = 0; /* rowsum(P o dP) = dO_i . O_i */
         for (int64_t j = 0; j < hi; j++) {
-            const float *vj = hd->v + j * hd->v_stride;
             double *dvj = dv_acc + j * V;
             const double pij = row[j];
             for (int64_t d = 0; d < V; d++) dvj[d] += pij * (double)doi[d];
-            dp[j] = sa_dot(doi, vj, V);
-            D += pij * dp[j];
         }
+        sa_dots(doi, hd->v, hd->v_stride, hi, V, dp);
+        for (int64_t j = 0; j < hi; j++) D += (double)row[j] * dp[j];
         for (int64_t c = 0; c < K; c++) dq_row[c] = 0;
         for (int64_t j = 0; j < hi; j++) {
             const double ds = (double)row[j] * (dp[j] - D);
