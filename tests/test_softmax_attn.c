@@ -5,9 +5,12 @@
  * Bounds (max relative error: max |err| / max |reference| over the tensor).
  * Both forms round the scaled score once to float, take expf in float, and
  * accumulate dot products, row sums, outputs and gradients in double, so the
- * error is a few float roundings per element, independent of T:
- *   o, lse          <= 1e-5 (measured ~1e-7 .. 1e-6, T up to 1000)
- *   dq, dk, dv      <= 1e-5 (measured ~1e-7 .. 2e-6)
+ * error is a few float roundings per element, independent of T (measured
+ * <= 3e-7 for o, lse, dq, dk, dv at every size here, T = 1000 included). The
+ * project's bound is 1e-5 (what `linattn check` asserts, and what a kernel
+ * accumulating in float over T = 1000 terms may need); these tests hold this
+ * implementation to 2e-6 so that a lost rounding shows:
+ *   o, lse, dq, dk, dv  <= 2e-6
  * textbook vs streaming: different summation order and where the max is
  * subtracted, both within float rounding of the reference: <= 2e-6.
  * Large logits (scores ~ 1e3): the score rounded to float carries an
@@ -21,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TOL_FWD 1e-5
-#define TOL_GRAD 1e-5
+#define TOL_FWD 2e-6
+#define TOL_GRAD 2e-6
 #define TOL_FORMS 2e-6
 #define TOL_LARGE 2e-3
 
@@ -36,6 +39,8 @@
 
 static la_rng rng;
 static double worst[2][5]; /* [form][o, lse, dq, dk, dv] over the accuracy sweeps */
+static double worst_long[2][5];  /* the T = 1000 cases alone */
+static int in_long;
 static double worst_large[2][5]; /* [ties][output], both forms */
 static const char *out_names[5] = {"o", "lse", "dq", "dk", "dv"};
 
@@ -133,13 +138,15 @@ static void compare(const outputs *out, const reference *ref, const problem *p,
         double e = ref_max_rel_err(got[i], want[i], n[i]);
         CHECK_LE(e, i < 2 ? tol : tolg, "%s: %s", label, out_names[i]);
         if (tol == TOL_FWD && !(e <= worst[form][i])) worst[form][i] = e;
+        if (in_long && !(e <= worst_long[form][i])) worst_long[form][i] = e;
     }
 }
 
-static void run_case(la_ctx *ctx, la_dims d, int causal, int64_t block, const int64_t *kv_lens,
-                     const char *what) {
+static void run_case_scaled(la_ctx *ctx, la_dims d, int causal, int64_t block,
+                            const int64_t *kv_lens, float scale, const char *what) {
     problem p = make_problem(d, 1.0);
     la_softmax_opts o = la_softmax_opts_default();
+    o.scale = scale;
     o.causal = causal;
     o.block_size = block;
     o.kv_lens = kv_lens;
@@ -176,6 +183,11 @@ static void run_case(la_ctx *ctx, la_dims d, int causal, int64_t block, const in
     free_outputs(&out[1]);
     free_ref(&ref);
     free_problem(&p);
+}
+
+static void run_case(la_ctx *ctx, la_dims d, int causal, int64_t block, const int64_t *kv_lens,
+                     const char *what) {
+    run_case_scaled(ctx, d, causal, block, kv_lens, 0, what);
 }
 
 /* ---- float64 reference backward vs central finite differences ---- */
@@ -273,10 +285,12 @@ static void test_long(la_ctx *ctx) {
     /* K, V, causal (kept to two: the float64 reference is O(T^2 D) and the
      * suite must stay fast under the sanitizers) */
     static const int64_t cases[2][3] = {{16, 60, 0}, {64, 64, 1}};
+    in_long = 1;
     for (int i = 0; i < 2; i++) {
         la_dims d = {.B = 1, .T = 1000, .H = 2, .K = cases[i][0], .V = cases[i][1]};
         run_case(ctx, d, (int)cases[i][2], 0, NULL, "T=1000");
     }
+    in_long = 0;
 }
 
 static void test_blocks(la_ctx *ctx) {
@@ -284,7 +298,7 @@ static void test_blocks(la_ctx *ctx) {
     for (int i = 0; i < 5; i++)
         for (int causal = 0; causal < 2; causal++) {
             la_dims d = {.B = 2, .T = 100, .H = 2, .K = 16, .V = 60};
-            run_case(ctx, d, causal, blocks[i], NULL, "block");
+            run_case_scaled(ctx, d, causal, blocks[i], NULL, 0.37f, "block, scale 0.37");
         }
 }
 
@@ -497,6 +511,10 @@ int main(void) {
         for (int i = 0; i < 5; i++)
             printf("max rel err %-9s %-3s %.3g\n", f ? "streaming" : "textbook", out_names[i],
                    worst[f][i]);
+    for (int f = 0; f < 2; f++)
+        for (int i = 0; i < 5; i++)
+            printf("T=1000: max rel err %-9s %-3s %.3g\n", f ? "streaming" : "textbook",
+                   out_names[i], worst_long[f][i]);
     for (int t = 0; t < 2; t++)
         for (int i = 0; i < 5; i++)
             printf("large logits%s: max err %-3s %.3g\n", t ? " (near ties)" : "", out_names[i],
