@@ -466,6 +466,36 @@ static void test_large_logits(la_ctx *ctx) {
                 }
 }
 
+/* Finite inputs whose scores exceed the float range (|q|, |k| ~ 1e20, so
+ * s ~ 1e40): scores saturate at FLT_MAX, outputs stay finite and o stays a
+ * convex combination of the values. (Which of the saturated keys wins is
+ * then arbitrary, so there is no reference comparison.) */
+static void test_huge_scores(la_ctx *ctx) {
+    for (int f = 0; f < 2; f++)
+        for (int causal = 0; causal < 2; causal++) {
+            la_dims d = {.B = 1, .T = 9, .H = 2, .K = 1, .V = 3};
+            problem p = make_problem(d, 1e20);
+            la_softmax_opts o = la_softmax_opts_default();
+            o.form = (la_softmax_form)f;
+            o.causal = causal;
+            o.scale = 1;
+            o.block_size = 2;
+            outputs out;
+            run_lib(ctx, &o, &p, &out, "huge scores");
+            CHECK(ref_count_nonfinite(out.o, p.nv) == 0 &&
+                      ref_count_nonfinite(out.lse, p.nl) == 0 &&
+                      ref_count_nonfinite(out.dq, p.nqk) == 0 &&
+                      ref_count_nonfinite(out.dk, p.nqk) == 0 &&
+                      ref_count_nonfinite(out.dv, p.nv) == 0,
+                  "huge scores: finite outputs (%s, %s)", f ? "streaming" : "textbook",
+                  causal ? "causal" : "full");
+            CHECK(max_abs(out.o, p.nv) <= max_abs(p.v, p.nv) * (1 + 1e-6),
+                  "huge scores: |o| <= max |v|");
+            free_outputs(&out);
+            free_problem(&p);
+        }
+}
+
 /* lse may be NULL; o is then the same as with lse. */
 static void test_optional_lse(la_ctx *ctx) {
     la_dims d = {.B = 2, .T = 20, .H = 2, .K = 8, .V = 5};
@@ -504,6 +534,7 @@ int main(void) {
     test_cu_seqlens(ctx);
     test_threads();
     test_large_logits(ctx);
+    test_huge_scores(ctx);
     test_optional_lse(ctx);
     test_long(ctx);
     la_ctx_destroy(ctx);

@@ -13,6 +13,7 @@
 
 #include "../../core/internal.h"
 
+#include <float.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,7 +70,14 @@ static inline void sa_dots(const float *a, const float *rows, int64_t stride, in
     for (; r < n_rows; r++) out[r] = sa_dot(a, rows + r * stride, len);
 }
 
-/* s[j] = (float)(scale * q . k_j) for the n keys starting at k (row stride
+/* A score rounded to float. Finite inputs can still give a score beyond the
+ * float range (|q|, |k| ~ 1e20); it saturates at +-FLT_MAX instead of
+ * becoming Inf, so "score - max" never turns into Inf - Inf = NaN. */
+static inline float sa_score(double x) {
+    return (float)(x > FLT_MAX ? FLT_MAX : x < -FLT_MAX ? -FLT_MAX : x);
+}
+
+/* s[j] = sa_score(scale * q . k_j) for the n keys starting at k (row stride
  * `stride`), four at a time through sa_dots. */
 static inline void sa_scores(const float *q, const float *k, int64_t stride, int64_t n,
                              int64_t len, double scale, float *s) {
@@ -77,7 +85,7 @@ static inline void sa_scores(const float *q, const float *k, int64_t stride, int
     for (int64_t j = 0; j < n; j += 4) {
         const int64_t m = n - j < 4 ? n - j : 4;
         sa_dots(q, k + j * stride, stride, m, len, d);
-        for (int64_t r = 0; r < m; r++) s[j + r] = (float)(scale * d[r]);
+        for (int64_t r = 0; r < m; r++) s[j + r] = sa_score(scale * d[r]);
     }
 }
 

@@ -175,7 +175,7 @@ void sa_streaming_backward(const sa_head *hd, void *scratch) {
             sa_dots(doi, hd->v + kb * hd->v_stride, hd->v_stride, hi - kb, V, dp_row);
             for (int64_t j = kb; j < hi; j++) {
                 const float *kj = hd->k + j * hd->qk_stride;
-                const float s = (float)(scale * s_row[j - kb]);
+                const float s = sa_score(scale * s_row[j - kb]);
                 const double pij = exp((double)s - lse[i]);
                 double *dvj = dv_acc + (j - kb) * V, *dkj = dk_acc + (j - kb) * K;
                 for (int64_t d = 0; d < V; d++) dvj[d] += pij * (double)doi[d];
