@@ -7,11 +7,13 @@
  * argument and large logits cannot overflow. o = acc / l, lse = m + log l.
  *
  * Backward (flash-attention-2): pass 1 recomputes lse_i and
- * D_i = dO_i . O_i per query; pass 2 walks over key blocks, keeps dK, dV of
- * the block in registers-to-be (double accumulators), and for every visible
- * query recomputes p = exp(s - lse), dS = p (dO_i . v_j - D_i). dQ is summed
- * over key blocks in a per-head [len, K] accumulator, so nothing depends on
- * the thread count. */
+ * D_i = dO_i . O_i per query (O in double, never stored); pass 2 walks over
+ * key blocks, keeps dK, dV of the block in double accumulators, and for every
+ * query that sees the block recomputes p = exp(s - lse) and
+ * dS = p (dO_i . v_j - D_i). dQ is summed over key blocks in a per-head
+ * [len, K] accumulator (flash-attention uses atomics there; one task per
+ * head needs none, and the order is fixed, so nothing depends on the thread
+ * count). Extra memory O(len (K + 2) + block (block + 2K + 2V)). */
 #include "softmax_attn.h"
 
 #include <math.h>
