@@ -154,9 +154,14 @@ typedef struct la_softmax_opts {
 LA_API la_softmax_opts la_softmax_opts_default(void);
 
 /* o   [B,T,H,V]   out
- * lse [B,T,H]     out, optional (NULL): log-sum-exp of the scaled scores
+ * lse [B,T,H]     out, optional (NULL): natural-log log-sum-exp of the
+ *                 scaled scores over the keys the query sees
  * q,k [B,T,H,K]   v [B,T,H,V]
- * cu_seqlens in dims: attention stays inside each sequence. */
+ * cu_seqlens in dims: attention stays inside each sequence.
+ * kv_lens masks keys only: padded query rows are still computed (they attend
+ * to the valid keys) and their d_o counts in the backward; padding keys get
+ * dk = dv = 0. Scores beyond the float range saturate at +-FLT_MAX rather
+ * than turning into Inf. Dot products and accumulators are in double. */
 LA_API la_status la_softmax_attn_forward(la_ctx *ctx, const la_softmax_opts *opts,
                                          const la_dims *dims, float *o, float *lse,
                                          const float *q, const float *k, const float *v);
@@ -348,7 +353,14 @@ LA_API la_status la_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const l
                                  const float *v, const float *g, const float *initial_state);
 
 /* DeltaNet: S_t = (I - b_t k_t^T k_t) S_{t-1} + b_t k_t^T v_t;
- * beta [B,T,H] in (0, 2). */
+ * beta [B,T,H].
+ * Delta rules (both ops): forms RECURRENT and CHUNK (WY representation);
+ * LA_FORM_PARALLEL is rejected. beta is accepted in [0, 2] and the formula is
+ * not clamped: with L2-normalised keys every step is a contraction, with raw
+ * keys and beta |k|^2 > 2 the state grows (as the formula says).
+ * use_qk_l2norm: x / sqrt(sum x^2 + 1e-6) per token and head (fla's l2norm),
+ * differentiated in the backward. final_state may alias initial_state and
+ * d_initial_state may alias d_final_state. */
 LA_API la_status la_delta_rule_forward(la_ctx *ctx, const la_gated_opts *opts,
                                        const la_dims *dims, float *o, float *final_state,
                                        const float *q, const float *k, const float *v,
