@@ -51,9 +51,10 @@ la_status la_decoder_create(la_decoder **out, const la_decoder_config *cfg) {
         dec->norm = calloc(dec->norm_n, sizeof(float));
     }
     if (!dec->state || (dec->norm_n && !dec->norm)) {
+        const size_t floats = dec->state_n + dec->norm_n;
         la_decoder_destroy(dec);
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for a state of %zu floats",
-                         DEC, dec->state_n);
+                         DEC, floats);
     }
     *out = dec;
     return LA_OK;
