@@ -32,9 +32,11 @@
  * Every backward runs as two sweeps, so no form stores a state per token or
  * per chunk: a forward sweep that rebuilds S_t, z_t, o_t exactly as the
  * forward does and produces g, δ and dq; then a reverse sweep that carries
- * dS̄, dz̄ and produces dk, dv. Between the sweeps g_t is parked in the dv
- * output rows and δ_t in dk[t][0] (the unit owns those rows, each row is read
- * back before it is overwritten), so the scratch does not grow with T.
+ * dS̄, dz̄ and produces dk, dv. Between the sweeps the normalised form parks
+ * g_t in the dv output rows and δ_t in dk[t][0] (the unit owns those rows,
+ * each row is read back before it is overwritten; unnormalised, g_t = do_t
+ * is read from d_o), so the scratch does not grow with T. The non-causal
+ * form needs no parking: dS̄, dz̄ are complete before any key is visited.
  */
 #ifndef LINATTN_OPS_LINEAR_ATTN_H
 #define LINATTN_OPS_LINEAR_ATTN_H
