@@ -46,6 +46,7 @@ static void test_decode_equals_forms(la_ctx *ctx) {
                 o.normalize = norm;
                 o.form = LA_FORM_RECURRENT;
                 o.scale = init ? 0.37f : 0; /* explicit or K^-1/2 */
+                o.eps = init ? 1e-3f : LA_LINEAR_ATTN_DEFAULT_EPS;
                 la_dims d = {.B = N, .T = T, .H = H, .K = K, .V = V};
                 float *o_rec = th_nan_floats(nv), *S_rec = th_nan_floats(ns);
                 float *z_rec = th_nan_floats(nz), *o_chk = th_nan_floats(nv);
@@ -69,7 +70,7 @@ static void test_decode_equals_forms(la_ctx *ctx) {
                 cfg.V = V;
                 cfg.feature_map = (la_feature_map)fm;
                 cfg.normalize = norm;
-                cfg.eps = 0; /* the default, as the op's */
+                cfg.eps = init ? o.eps : 0; /* 0: the default, as the op's */
                 cfg.scale = o.scale;
                 la_decoder *dec = NULL;
                 CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_OK, "decoder create");

@@ -41,9 +41,8 @@ static void check_one(check_report *r, la_feature_map fm, int causal, la_form fo
     const size_t nz = (size_t)(B * H * K), ns = nz * (size_t)V;
 
     char op[48], fs[32];
-    snprintf(op, sizeof op, "linear_attn %s %s%s", fm_name(fm), causal ? "causal" : "non-causal",
-             norm ? " norm" : "");
-    if (!causal) snprintf(fs, sizeof fs, "kernel trick");
+    snprintf(op, sizeof op, "linear_attn %s %s", fm_name(fm), norm ? "norm" : "unnorm");
+    if (!causal) snprintf(fs, sizeof fs, "non-causal");
     else if (form == LA_FORM_CHUNK)
         snprintf(fs, sizeof fs, "chunk(%lld)", (long long)(o.chunk_size ? o.chunk_size : 64));
     else snprintf(fs, sizeof fs, "%s", form == LA_FORM_PARALLEL ? "parallel" : "recurrent");

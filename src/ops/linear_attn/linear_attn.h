@@ -32,9 +32,11 @@
  * Every backward runs as two sweeps, so no form stores a state per token or
  * per chunk: a forward sweep that rebuilds S_t, z_t, o_t exactly as the
  * forward does and produces g, δ and dq; then a reverse sweep that carries
- * dS̄, dz̄ and produces dk, dv. Between the sweeps g_t is parked in the dv
- * output rows and δ_t in dk[t][0] (the unit owns those rows, each row is read
- * back before it is overwritten), so the scratch does not grow with T.
+ * dS̄, dz̄ and produces dk, dv. Between the sweeps the normalised form parks
+ * g_t in the dv output rows and δ_t in dk[t][0] (the unit owns those rows,
+ * each row is read back before it is overwritten; unnormalised, g_t = do_t
+ * is read from d_o), so the scratch does not grow with T. The non-causal
+ * form needs no parking: dS̄, dz̄ are complete before any key is visited.
  */
 #ifndef LINATTN_OPS_LINEAR_ATTN_H
 #define LINATTN_OPS_LINEAR_ATTN_H
@@ -115,10 +117,16 @@ static inline void la__dphi_row(la_feature_map fm, float c, float *y, const floa
 
 /* ---- small dense kernels (contiguous inner loops) ---------------------- */
 
+/* Eight interleaved partial sums, combined pairwise at the end: a fixed
+ * order (so results never depend on threads or callers) that the compiler
+ * can keep in SIMD lanes without reassociating anything. */
 static inline float la__dot(const float *a, const float *b, int64_t n) {
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+    float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) p[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++) p[l] += a[i] * b[i];
+    return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
 }
 
 static inline void la__axpy(float *y, float a, const float *x, int64_t n) {
