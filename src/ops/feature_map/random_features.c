@@ -15,7 +15,7 @@
  * scratch, the second multiplies by exp(a_t - stab). Every other case is one
  * pass. Products w_i . x' are accumulated in double (float * float is exact
  * in double), so the features are accurate to a few float roundings. */
-#include "../../core/internal.h"
+#include "rf_internal.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -357,6 +357,15 @@ static la_status reserve(const char *op, rf_job *j, int with_seq) {
     la_status st = la__scratch_reserve(j->ctx, (size_t)n * sizeof(double));
     if (st) return la__error(st, "%s: out of memory for %" PRIu64 " doubles of scratch", op, n);
     return LA_OK;
+}
+
+la_status la__rf_backward_reserve(la_ctx *ctx, const char *op, int64_t d, int64_t m) {
+    rf_job j;
+    memset(&j, 0, sizeof j);
+    j.ctx = ctx;
+    j.d = d;
+    j.m = m;
+    return reserve(op, &j, 0);
 }
 
 la_status la_rf_forward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims, float *phi,
