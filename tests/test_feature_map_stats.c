@@ -35,7 +35,7 @@ static void test_unbiased(la_ctx *ctx) {
         for (int proj = 0; proj < 2; proj++) {
             ref_mse_stats s;
             la_status st = ref_rf_kernel_mse(ctx, (la_random_feature)kind, (la_projection_kind)proj,
-                                              LA_SCALING_CHI, d, m, X, Y, P, R,
+                                              LA_SCALING_CHI, d, m, X, Y, P, 1, R,
                                               1000 * (uint64_t)(kind + 1) + 100 * (uint64_t)proj, &s);
             CHECK_STATUS(st, LA_OK, "kernel mse");
             /* float32 features: about 1e-7 relative per product; 1e-6 of the
@@ -60,7 +60,7 @@ static void test_mse_theory(la_ctx *ctx) {
         for (size_t mi = 0; mi < 2; mi++) {
             ref_mse_stats s;
             CHECK_STATUS(ref_rf_kernel_mse(ctx, (la_random_feature)kind, LA_PROJ_IID, LA_SCALING_CHI,
-                                           d, ms[mi], X, Y, P, R, 77 + 10000 * (uint64_t)kind + mi, &s),
+                                           d, ms[mi], X, Y, P, 1, R, 77 + 10000 * (uint64_t)kind + mi, &s),
                          LA_OK, "kernel mse");
             CHECK(fabs(s.mse - s.theory) <= 5 * s.se,
                   "%s m=%lld: empirical MSE %.4g vs closed form %.4g (5 SE = %.3g)", KIND[kind],
@@ -88,9 +88,9 @@ static void test_orthogonal_better(la_ctx *ctx) {
         for (size_t mi = 0; mi < 2; mi++) {
             ref_mse_stats a, b;
             ref_rf_kernel_mse(ctx, (la_random_feature)kind, LA_PROJ_IID, LA_SCALING_CHI, d, ms[mi],
-                              X, Y, P, R, 5000, &a);
+                              X, Y, P, 1, R, 5000, &a);
             ref_rf_kernel_mse(ctx, (la_random_feature)kind, LA_PROJ_ORTHOGONAL, LA_SCALING_CHI, d,
-                              ms[mi], X, Y, P, R, 9000, &b);
+                              ms[mi], X, Y, P, 1, R, 9000, &b);
             const double gap_se = sqrt(a.se * a.se + b.se * b.se);
             CHECK(b.mse + 3 * gap_se < a.mse,
                   "%s m=%lld: orthogonal MSE %.4g not below i.i.d. %.4g by 3 SE (%.3g)", KIND[kind],

@@ -267,72 +267,76 @@ void ref_random_pairs(double *X, double *Y, int64_t n_pairs, int64_t d, double n
 
 la_status ref_rf_kernel_mse(la_ctx *ctx, la_random_feature kind, la_projection_kind proj,
                             la_projection_scaling scaling, int64_t d, int64_t m,
-                            const double *X, const double *Y, int64_t n_pairs, int n_draws,
-                            uint64_t seed, ref_mse_stats *out) {
-    const int64_t M = la_rf_num_features(kind, m);
+                            const double *X, const double *Y, int64_t n_pairs,
+                            int64_t n_groups, int n_draws, uint64_t seed, ref_mse_stats *out) {
+    if (n_groups < 1 || n_pairs % n_groups != 0 || n_draws < 1 || d < 1 || d > 4096)
+        return LA_ERR_INVALID_ARGUMENT;
+    const int64_t M = la_rf_num_features(kind, m), G = n_groups, per = n_pairs / n_groups;
     const int64_t T = 2 * n_pairs; /* tokens: x_0 .. x_{P-1}, y_0 .. y_{P-1} */
     float *W = malloc((size_t)(m * d) * sizeof *W);
     float *xin = malloc((size_t)(T * d) * sizeof *xin);
     float *phi = malloc((size_t)(T * M) * sizeof *phi);
     double *kern = malloc((size_t)n_pairs * sizeof *kern);
+    double *acc = calloc((size_t)(6 * G), sizeof *acc); /* per group: s1 s2 b1 b2 theory, q */
+    double *xd = malloc(2 * (size_t)d * sizeof *xd);
     la_status st = LA_OK;
-    if (!W || !xin || !phi || !kern) {
+    if (!W || !xin || !phi || !kern || !acc || !xd) {
         st = LA_ERR_OUT_OF_MEMORY;
         goto done;
     }
-    double theory = 0;
     for (int64_t p = 0; p < n_pairs; p++) {
         for (int64_t a = 0; a < d; a++) {
             xin[p * d + a] = (float)X[p * d + a];
             xin[(n_pairs + p) * d + a] = (float)Y[p * d + a];
-        }
-        /* The kernel of the float32 inputs the map actually sees. */
-        double xd[4096], yd[4096];
-        if (d > 4096) {
-            st = LA_ERR_UNSUPPORTED;
-            goto done;
-        }
-        for (int64_t a = 0; a < d; a++) {
+            /* the kernel of the float32 inputs the map actually sees */
             xd[a] = xin[p * d + a];
-            yd[a] = xin[(n_pairs + p) * d + a];
+            xd[d + a] = xin[(n_pairs + p) * d + a];
         }
-        kern[p] = ref_rf_target_kernel(kind, xd, yd, d);
-        theory += ref_rf_mse_theory(kind, xd, yd, d, m);
+        kern[p] = ref_rf_target_kernel(kind, xd, xd + d, d);
+        acc[6 * (p / per) + 4] += ref_rf_mse_theory(kind, xd, xd + d, d, m) / (double)per;
     }
     la_rf_opts o = la_rf_opts_default();
     o.kind = kind;
     o.stabilize = 0;
     o.eps = 0;
-    la_dims dims = {.B = 1, .T = T, .H = 1, .K = d, .V = 1};
-    double s1 = 0, s2 = 0, b1 = 0, b2 = 0;
+    la_dims dims = {.B = 1, .T = 1, .H = T, .K = d, .V = 1};
     for (int r = 0; r < n_draws; r++) {
         if ((st = la_projection_draw(W, m, d, proj, scaling, seed + (uint64_t)r))) goto done;
         if ((st = la_rf_forward(ctx, &o, &dims, phi, NULL, xin, W, m))) goto done;
-        double q = 0, bias = 0;
-        for (int64_t p = 0; p < n_pairs; p++) {
-            double est = 0;
-            for (int64_t i = 0; i < M; i++)
-                est += (double)phi[p * M + i] * (double)phi[(n_pairs + p) * M + i];
-            q += (est - kern[p]) * (est - kern[p]);
-            bias += est - kern[p];
+        for (int64_t g = 0; g < G; g++) {
+            double q = 0, bias = 0;
+            for (int64_t p = g * per; p < (g + 1) * per; p++) {
+                double est = 0;
+                for (int64_t i = 0; i < M; i++)
+                    est += (double)phi[p * M + i] * (double)phi[(n_pairs + p) * M + i];
+                q += (est - kern[p]) * (est - kern[p]);
+                bias += est - kern[p];
+            }
+            q /= (double)per;
+            bias /= (double)per;
+            double *a = acc + 6 * g;
+            a[0] += q;
+            a[1] += q * q;
+            a[2] += bias;
+            a[3] += bias * bias;
         }
-        q /= (double)n_pairs;
-        bias /= (double)n_pairs;
-        s1 += q;
-        s2 += q * q;
-        b1 += bias;
-        b2 += bias * bias;
     }
     const double R = n_draws;
-    out->mse = s1 / R;
-    out->se = n_draws > 1 ? sqrt(fmax(s2 / R - out->mse * out->mse, 0) / (R - 1)) : NAN;
-    out->bias = b1 / R;
-    out->bias_se = n_draws > 1 ? sqrt(fmax(b2 / R - out->bias * out->bias, 0) / (R - 1)) : NAN;
-    out->theory = theory / (double)n_pairs;
+    for (int64_t g = 0; g < G; g++) {
+        const double *a = acc + 6 * g;
+        ref_mse_stats *s = out + g;
+        s->mse = a[0] / R;
+        s->se = n_draws > 1 ? sqrt(fmax(a[1] / R - s->mse * s->mse, 0) / (R - 1)) : NAN;
+        s->bias = a[2] / R;
+        s->bias_se = n_draws > 1 ? sqrt(fmax(a[3] / R - s->bias * s->bias, 0) / (R - 1)) : NAN;
+        s->theory = a[4];
+    }
 done:
     free(W);
     free(xin);
     free(phi);
     free(kern);
+    free(acc);
+    free(xd);
     return st;
 }

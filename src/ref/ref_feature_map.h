@@ -57,14 +57,17 @@ typedef struct ref_mse_stats {
     double bias_se;
 } ref_mse_stats;
 
-/* Kernel-estimation error: X, Y [n_pairs, d] fixed pairs; n_draws
- * independent projections W (seeds seed, seed+1, ...), each used for every
- * pair; features from la_rf_forward (float32, unstabilised, eps 0, which is
- * the plain estimator). Returns LA_OK or the failing call's status. */
+/* Kernel-estimation error: X, Y [n_pairs, d] fixed pairs, split into
+ * n_groups consecutive groups of equal size (e.g. one per input norm) with
+ * one result each in out [n_groups]; n_draws independent projections W
+ * (seeds seed, seed+1, ...), each used for every pair; features from
+ * la_rf_forward (float32, unstabilised, eps 0: the plain estimator), the
+ * pairs laid out as heads so the context's threads share the work.
+ * Returns LA_OK or the failing call's status. */
 la_status ref_rf_kernel_mse(la_ctx *ctx, la_random_feature kind, la_projection_kind proj,
                             la_projection_scaling scaling, int64_t d, int64_t m,
-                            const double *X, const double *Y, int64_t n_pairs, int n_draws,
-                            uint64_t seed, ref_mse_stats *out);
+                            const double *X, const double *Y, int64_t n_pairs,
+                            int64_t n_groups, int n_draws, uint64_t seed, ref_mse_stats *out);
 
 /* Random pairs with |x| = |y| = norm and directions uniform (from rng). */
 void ref_random_pairs(double *X, double *Y, int64_t n_pairs, int64_t d, double norm,
