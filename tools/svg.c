@@ -225,8 +225,8 @@ char *svg_render(const svg_plot *p) {
                     sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n", q, ay.p0, q, ay.p0 + 5);
                 }
             }
-            /* within one decade also label 2 and 5 */
-            if (a->hi - a->lo <= 1.5)
+            /* over a short range also label 2 and 5 */
+            if (a->hi - a->lo <= 2.5)
                 for (int k = (int)floor(a->lo); k <= (int)ceil(a->hi); k++)
                     for (int j = 2; j <= 5; j += 3) {
                         double v = log10((double)j) + k;
@@ -234,8 +234,8 @@ char *svg_render(const svg_plot *p) {
                         double q = a->p0 + (v - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
                         char t[32];
                         tick_label(t, sizeof t, pow(10, v));
-                        if (pass) sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%s</text>\n", ax.p0 - 8, q + 4, t);
-                        else sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%s</text>\n", q, ay.p0 + 20, t);
+                        if (pass) sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ax.p0 - 8, q + 4.5, t);
+                        else sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", q, ay.p0 + 20, t);
                     }
         } else {
             double st = nice_step(a->hi - a->lo, 6);
