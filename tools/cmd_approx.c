@@ -294,7 +294,7 @@ static void table_kernel(const approx_cfg *c, const approx_res *r, strbuf *b) {
     for (int g = 0; g < c->n_norm; g++) {
         sb_addf(b, "\n  |x| = |y| = %g  (|x'| = %.3g)\n", c->norms[g], c->norms[g] / pow((double)c->d, 0.25));
         sb_addf(b, "  %5s", "m");
-        for (int kk = 0; kk < 4; kk++) sb_addf(b, " | %-29s", kinds[kk]);
+        for (int kk = 0; kk < 4; kk++) sb_addf(b, kk < 3 ? " | %-29s" : " | %s", kinds[kk]);
         sb_addf(b, "\n  %5s", "");
         for (int kk = 0; kk < 4; kk++) sb_addf(b, " | %9s %9s %9s", "iid", "orth", "theory");
         sb_addf(b, "\n");
@@ -319,7 +319,7 @@ static void table_attn(const approx_cfg *c, const approx_res *r, strbuf *b) {
         for (int e = 0; e < N_AEST; e++) {
             char h[32];
             snprintf(h, sizeof h, "%s %s", ATTN_EST[e].name, ATTN_EST[e].pname);
-            sb_addf(b, " | %-*s", 8 * c->n_T - 1, h);
+            sb_addf(b, e + 1 < N_AEST ? " | %-*s" : " | %.*s", e + 1 < N_AEST ? 8 * c->n_T - 1 : 32, h);
         }
         sb_addf(b, "\n  %5s", "");
         for (int e = 0; e < N_AEST; e++) {
