@@ -86,7 +86,35 @@ done:
     free(ss);
 }
 
+/* A tiny run of the approximation lab's core: the sampled MSE of the plain
+ * estimator must match the closed form of MATH.md 3 within 5 standard
+ * errors of the sample (the row's bound, relative to the theory). */
+static void check_approx(check_report *r) {
+    const int64_t d = 8, m = 32, P = 4;
+    const int draws = r->quick ? 400 : 1500;
+    double X[4 * 8], Y[4 * 8];
+    la_rng rng;
+    la_rng_seed(&rng, r->seed ^ 0xa99u);
+    ref_random_pairs(X, Y, P, d, 1.2, &rng);
+    const la_random_feature kinds[] = {LA_RF_FAVOR_POSITIVE, LA_RF_FAVOR_HYPERBOLIC,
+                                       LA_RF_TRIG_SOFTMAX, LA_RF_TRIG_GAUSSIAN};
+    for (int i = 0; i < 4; i++) {
+        char name[48];
+        snprintf(name, sizeof name, "approx %s iid", KIND[kinds[i]]);
+        ref_mse_stats s;
+        la_status st = ref_rf_kernel_mse(r->ctx, kinds[i], LA_PROJ_IID, LA_SCALING_CHI, d, m, X, Y,
+                                         P, 1, draws, r->seed * 7777u + (uint64_t)i, &s);
+        if (st) {
+            check_call_failed(r, name, "m=32", st);
+            continue;
+        }
+        check_add(r, name, "m=32 mse/theory", "mse", fabs(s.mse - s.theory) / s.theory,
+                  5 * s.se / s.theory);
+    }
+}
+
 void check_feature_maps(check_report *r) {
+    check_approx(r);
     const int64_t B = 2, H = 2;
     const int64_t T = r->quick ? 17 : 128, d = r->quick ? 8 : 32, m = r->quick ? 12 : 64;
     la_dims dims = {.B = B, .T = T, .H = H, .K = d, .V = 1};
