@@ -1,14 +1,14 @@
 /* Random-feature maps: forward and backward against the float64 reference,
  * the reference backward against finite differences, the stabiliser, large
  * norms, thread-count invariance and bad arguments. */
-#include "ref_feature_map.h"
 #include "harness.h"
+#include "ref_feature_map.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK_LE(err, tol, fmt, ...) \
+#define CHECK_LE(err, tol, fmt, ...)                                                               \
     CHECK((err) <= (tol), "err %.3g > tol %.3g: " fmt, (double)(err), (double)(tol), __VA_ARGS__)
 
 static const char *KIND[] = {"positive", "hyperbolic", "trig-gauss", "trig-softmax", "relu"};
@@ -72,13 +72,23 @@ static void test_forward(void) {
     la_rng rng;
     la_rng_seed(&rng, 2024);
     const int64_t cu[] = {0, 1, 8, 20};
-    const struct { int64_t B, T, H, d, m; const int64_t *cu; int64_t ns; } cases[] = {
-        {2, 7, 3, 5, 11, NULL, 0}, {1, 20, 2, 16, 40, cu, 3}, {3, 1, 1, 1, 3, NULL, 0},
-        {1, 65, 2, 33, 17, NULL, 0}};
+    const struct {
+        int64_t B, T, H, d, m;
+        const int64_t *cu;
+        int64_t ns;
+    } cases[] = {{2, 7, 3, 5, 11, NULL, 0},
+                 {1, 20, 2, 16, 40, cu, 3},
+                 {3, 1, 1, 1, 3, NULL, 0},
+                 {1, 65, 2, 33, 17, NULL, 0}};
     double worst = 0, worst_stab = 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        la_dims dims = {.B = cases[ci].B, .T = cases[ci].T, .H = cases[ci].H, .K = cases[ci].d,
-                        .V = 1, .cu_seqlens = cases[ci].cu, .n_seqs = cases[ci].ns};
+        la_dims dims = {.B = cases[ci].B,
+                        .T = cases[ci].T,
+                        .H = cases[ci].H,
+                        .K = cases[ci].d,
+                        .V = 1,
+                        .cu_seqlens = cases[ci].cu,
+                        .n_seqs = cases[ci].ns};
         const int64_t d = dims.K, m = cases[ci].m, nt = dims.B * dims.T * dims.H;
         float *x = th_rand_floats((size_t)(nt * d), &rng, 0.8);
         float *W = th_nan_floats((size_t)(m * d));
@@ -101,16 +111,19 @@ static void test_forward(void) {
                     double e = forward_error(c1, &o, &dims, m, x, W, phi, stab, &se);
                     CHECK_LE(e, 2e-6, "phi %s %s stabilize=%d case %zu", KIND[kind], ROLE[role],
                              stabilize, ci);
-                    CHECK_LE(se, 1e-6, "stab %s %s stabilize=%d case %zu", KIND[kind],
-                             ROLE[role], stabilize, ci);
+                    CHECK_LE(se, 1e-6, "stab %s %s stabilize=%d case %zu", KIND[kind], ROLE[role],
+                             stabilize, ci);
                     CHECK(ref_count_nonfinite(stab, n_stab) == 0, "stab fully written");
                     worst = fmax(worst, e);
                     worst_stab = fmax(worst_stab, se);
-                    CHECK_STATUS(la_rf_forward(c2, &o, &dims, phi2, stab2, x, W, m), LA_OK, "2 threads");
-                    CHECK(th_bitwise_equal(phi, phi2, n_phi) && th_bitwise_equal(stab, stab2, n_stab),
+                    CHECK_STATUS(la_rf_forward(c2, &o, &dims, phi2, stab2, x, W, m), LA_OK,
+                                 "2 threads");
+                    CHECK(th_bitwise_equal(phi, phi2, n_phi) &&
+                              th_bitwise_equal(stab, stab2, n_stab),
                           "1 and 2 threads agree bit for bit (%s %s)", KIND[kind], ROLE[role]);
                     /* stab is optional */
-                    CHECK_STATUS(la_rf_forward(c2, &o, &dims, phi2, NULL, x, W, m), LA_OK, "no stab");
+                    CHECK_STATUS(la_rf_forward(c2, &o, &dims, phi2, NULL, x, W, m), LA_OK,
+                                 "no stab");
                     CHECK(th_bitwise_equal(phi, phi2, n_phi), "stab NULL gives the same phi");
                     free(phi);
                     free(phi2);
@@ -142,7 +155,8 @@ static void test_stabiliser(void) {
         for (int role = 0; role < 2; role++) {
             const int64_t M = la_rf_num_features((la_random_feature)kind, m);
             const size_t n = (size_t)(B * T * H * M);
-            float *a = th_nan_floats(n), *b = th_nan_floats(n), *st = th_nan_floats((size_t)(B * T * H));
+            float *a = th_nan_floats(n), *b = th_nan_floats(n),
+                  *st = th_nan_floats((size_t)(B * T * H));
             la_rf_opts o = la_rf_opts_default();
             o.kind = (la_random_feature)kind;
             o.role = (la_rf_role)role;
@@ -161,7 +175,8 @@ static void test_stabiliser(void) {
                         double tok_top = 0;
                         for (int64_t i = 0; i < M; i++) {
                             double plain = a[row * M + i], stab = b[row * M + i];
-                            worst = fmax(worst, fabs(stab * exp(sv) - plain) / (fabs(plain) + 1e-30));
+                            worst =
+                                fmax(worst, fabs(stab * exp(sv) - plain) / (fabs(plain) + 1e-30));
                             tok_top = fmax(tok_top, fabs(stab));
                         }
                         if (role == LA_RF_QUERY) top_err = fmax(top_err, fabs(tok_top - s) / s);
@@ -195,12 +210,20 @@ static void test_backward(void) {
     la_rng rng;
     la_rng_seed(&rng, 31337);
     const int64_t cu[] = {0, 3, 4, 11};
-    const struct { int64_t B, T, H, d, m; const int64_t *cu; int64_t ns; } cases[] = {
-        {2, 5, 3, 7, 9, NULL, 0}, {1, 11, 2, 6, 13, cu, 3}};
+    const struct {
+        int64_t B, T, H, d, m;
+        const int64_t *cu;
+        int64_t ns;
+    } cases[] = {{2, 5, 3, 7, 9, NULL, 0}, {1, 11, 2, 6, 13, cu, 3}};
     double worst_fd = 0, worst = 0;
     for (size_t ci = 0; ci < 2; ci++) {
-        la_dims dims = {.B = cases[ci].B, .T = cases[ci].T, .H = cases[ci].H, .K = cases[ci].d,
-                        .V = 1, .cu_seqlens = cases[ci].cu, .n_seqs = cases[ci].ns};
+        la_dims dims = {.B = cases[ci].B,
+                        .T = cases[ci].T,
+                        .H = cases[ci].H,
+                        .K = cases[ci].d,
+                        .V = 1,
+                        .cu_seqlens = cases[ci].cu,
+                        .n_seqs = cases[ci].ns};
         const int64_t d = dims.K, m = cases[ci].m, H = dims.H, nt = dims.B * dims.T * H;
         const int64_t N = dims.cu_seqlens ? dims.n_seqs : dims.B;
         float *x = th_rand_floats((size_t)(nt * d), &rng, 0.9);
@@ -217,12 +240,16 @@ static void test_backward(void) {
                     o.eps = 1e-3f;
                     const int64_t M = la_rf_num_features(o.kind, m);
                     float *dphi = th_rand_floats((size_t)(nt * M), &rng, 1.0);
-                    float *dx = th_nan_floats((size_t)(nt * d)), *dx2 = th_nan_floats((size_t)(nt * d));
-                    CHECK_STATUS(la_rf_backward(c1, &o, &dims, dx, dphi, x, W, m), LA_OK, "backward");
-                    CHECK_STATUS(la_rf_backward(c2, &o, &dims, dx2, dphi, x, W, m), LA_OK, "backward 2");
+                    float *dx = th_nan_floats((size_t)(nt * d)),
+                          *dx2 = th_nan_floats((size_t)(nt * d));
+                    CHECK_STATUS(la_rf_backward(c1, &o, &dims, dx, dphi, x, W, m), LA_OK,
+                                 "backward");
+                    CHECK_STATUS(la_rf_backward(c2, &o, &dims, dx2, dphi, x, W, m), LA_OK,
+                                 "backward 2");
                     CHECK(th_bitwise_equal(dx, dx2, (size_t)(nt * d)), "dx: 1 and 2 threads agree");
                     double *want = th_doubles((size_t)(nt * d));
-                    double *xs = th_doubles((size_t)(dims.T * d)), *gs = th_doubles((size_t)(dims.T * M));
+                    double *xs = th_doubles((size_t)(dims.T * d)),
+                           *gs = th_doubles((size_t)(dims.T * M));
                     double *ds = th_doubles((size_t)(dims.T * d)), *st = th_doubles((size_t)dims.T);
                     double *ph = th_doubles((size_t)(dims.T * M));
                     double fd_err = 0, fd_scale = 0;
@@ -368,11 +395,11 @@ static void test_bad_args(void) {
     float *phi = th_nan_floats(80), *stab = th_nan_floats(10), *dx = th_nan_floats(30);
     float *g = th_rand_floats(80, &rng, 1.0);
     la_rf_opts o = la_rf_opts_default();
-#define BAD(call, want, what)                                                                 \
-    do {                                                                                      \
-        CHECK_STATUS(call, want, what);                                                       \
-        CHECK(th_untouched(phi, 80) && th_untouched(stab, 10) && th_untouched(dx, 30),        \
-              "%s: outputs untouched", what);                                                 \
+#define BAD(call, want, what)                                                                      \
+    do {                                                                                           \
+        CHECK_STATUS(call, want, what);                                                            \
+        CHECK(th_untouched(phi, 80) && th_untouched(stab, 10) && th_untouched(dx, 30),             \
+              "%s: outputs untouched", what);                                                      \
     } while (0)
     BAD(la_rf_forward(NULL, &o, &dims, phi, stab, x, W, m), LA_ERR_NULL_POINTER, "ctx NULL");
     BAD(la_rf_forward(ctx, NULL, &dims, phi, stab, x, W, m), LA_ERR_NULL_POINTER, "opts NULL");
@@ -422,7 +449,8 @@ static void test_bad_args(void) {
     e.cu_seqlens = cu;
     e.n_seqs = 2;
     BAD(la_rf_forward(ctx, &o, &e, phi, stab, x, W, m), LA_ERR_BAD_SEQLENS, "bad cu_seqlens");
-    CHECK(la_rf_num_features(LA_RF_FAVOR_POSITIVE, 7) == 7 && la_rf_num_features(LA_RF_RELU, 7) == 7 &&
+    CHECK(la_rf_num_features(LA_RF_FAVOR_POSITIVE, 7) == 7 &&
+              la_rf_num_features(LA_RF_RELU, 7) == 7 &&
               la_rf_num_features(LA_RF_FAVOR_HYPERBOLIC, 7) == 14 &&
               la_rf_num_features(LA_RF_TRIG_GAUSSIAN, 7) == 14 &&
               la_rf_num_features(LA_RF_TRIG_SOFTMAX, 7) == 14,

@@ -8,8 +8,8 @@
  * float32 allowance where it matters. Seeds are fixed, so the test is
  * deterministic; a wrong estimator (a missing factor, a biased norm law)
  * is off by many standard errors. */
-#include "ref_feature_map.h"
 #include "harness.h"
+#include "ref_feature_map.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -34,13 +34,14 @@ static void test_unbiased(la_ctx *ctx) {
     for (int kind = 0; kind <= LA_RF_RELU; kind++)
         for (int proj = 0; proj < 2; proj++) {
             ref_mse_stats s;
-            la_status st = ref_rf_kernel_mse(ctx, (la_random_feature)kind, (la_projection_kind)proj,
-                                              LA_SCALING_CHI, d, m, X, Y, P, 1, R,
-                                              1000 * (uint64_t)(kind + 1) + 100 * (uint64_t)proj, &s);
+            la_status st = ref_rf_kernel_mse(
+                ctx, (la_random_feature)kind, (la_projection_kind)proj, LA_SCALING_CHI, d, m, X, Y,
+                P, 1, R, 1000 * (uint64_t)(kind + 1) + 100 * (uint64_t)proj, &s);
             CHECK_STATUS(st, LA_OK, "kernel mse");
             /* float32 features: about 1e-7 relative per product; 1e-6 of the
              * kernel is a generous allowance */
-            const double tol = 5 * s.bias_se + 1e-6 * mean_kernel((la_random_feature)kind, X, Y, P, d);
+            const double tol =
+                5 * s.bias_se + 1e-6 * mean_kernel((la_random_feature)kind, X, Y, P, d);
             CHECK(fabs(s.bias) <= tol, "%s %s: mean error %.3g exceeds 5 SE + float (%.3g)",
                   KIND[kind], PROJ[proj], s.bias, tol);
             printf("unbiased %-12s %-10s bias %+.3e  (5 SE %.3e)\n", KIND[kind], PROJ[proj], s.bias,
@@ -59,8 +60,9 @@ static void test_mse_theory(la_ctx *ctx) {
     for (int kind = 0; kind < LA_RF_RELU; kind++)
         for (size_t mi = 0; mi < 2; mi++) {
             ref_mse_stats s;
-            CHECK_STATUS(ref_rf_kernel_mse(ctx, (la_random_feature)kind, LA_PROJ_IID, LA_SCALING_CHI,
-                                           d, ms[mi], X, Y, P, 1, R, 77 + 10000 * (uint64_t)kind + mi, &s),
+            CHECK_STATUS(ref_rf_kernel_mse(ctx, (la_random_feature)kind, LA_PROJ_IID,
+                                           LA_SCALING_CHI, d, ms[mi], X, Y, P, 1, R,
+                                           77 + 10000 * (uint64_t)kind + mi, &s),
                          LA_OK, "kernel mse");
             CHECK(fabs(s.mse - s.theory) <= 5 * s.se,
                   "%s m=%lld: empirical MSE %.4g vs closed form %.4g (5 SE = %.3g)", KIND[kind],

@@ -8,7 +8,7 @@
 
 /* err <= tol with a formatted message (harness.h's CHECK_ERR puts err and
  * tol after the message's own arguments, so it only takes a plain string). */
-#define CHECK_LE(err, tol, fmt, ...) \
+#define CHECK_LE(err, tol, fmt, ...)                                                               \
     CHECK((err) <= (tol), "err %.3g > tol %.3g: " fmt, (double)(err), (double)(tol), __VA_ARGS__)
 
 /* max |Q Q^T - I| over the rows r0..r1-1 of W [*, d], each row normalised. */
@@ -54,7 +54,7 @@ static void test_orthogonal_blocks(void) {
                     worst = e > worst ? e : worst;
                 }
                 CHECK_LE(worst, 1e-5, "|QQ^T - I| d=%lld m=%lld scaling %d", (long long)d,
-                          (long long)m, sc);
+                         (long long)m, sc);
                 if (sc == LA_SCALING_SQRT_D) {
                     double werr = 0;
                     for (int64_t i = 0; i < m; i++) {
@@ -64,7 +64,7 @@ static void test_orthogonal_blocks(void) {
                     }
                     /* float32 entries: the norm is exact to about 2^-24 */
                     CHECK_LE(werr, 1e-6, "row norms sqrt(d), d=%lld m=%lld", (long long)d,
-                              (long long)m);
+                             (long long)m);
                 }
                 free(W);
             }
@@ -99,8 +99,8 @@ static void test_chi_norms(void) {
         const double se_var = sqrt(fmax(s4 / m - var * var, 0) / m);
         CHECK(fabs(mean - d) <= 5 * se_mean, "kind %d: mean squared norm %g vs d = %lld (se %g)",
               kind, mean, (long long)d, se_mean);
-        CHECK(fabs(var - 2.0 * d) <= 5 * se_var, "kind %d: variance of squared norms %g vs 2d (se %g)",
-              kind, var, se_var);
+        CHECK(fabs(var - 2.0 * d) <= 5 * se_var,
+              "kind %d: variance of squared norms %g vs 2d (se %g)", kind, var, se_var);
         free(W);
     }
     /* i.i.d. + SQRT_D: Gaussian directions rescaled to sqrt(d) exactly. */
@@ -186,9 +186,9 @@ static void test_bad_args(void) {
     CHECK(strstr(la_last_error(), "kind = 7") != NULL, "message names kind: %s", la_last_error());
     CHECK_STATUS(la_projection_draw(W, 4, 4, LA_PROJ_IID, (la_projection_scaling)-1, 1),
                  LA_ERR_INVALID_ARGUMENT, "unknown scaling");
-    CHECK_STATUS(la_projection_draw(W, INT64_C(1) << 40, INT64_C(1) << 30, LA_PROJ_IID,
-                                    LA_SCALING_CHI, 1),
-                 LA_ERR_INVALID_SIZE, "m*d overflows");
+    CHECK_STATUS(
+        la_projection_draw(W, INT64_C(1) << 40, INT64_C(1) << 30, LA_PROJ_IID, LA_SCALING_CHI, 1),
+        LA_ERR_INVALID_SIZE, "m*d overflows");
     CHECK(th_untouched(W, 64), "W untouched by failing calls");
     free(W);
 }

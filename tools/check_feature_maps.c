@@ -15,9 +15,8 @@ static const char *KIND[] = {"positive", "hyperbolic", "trig_gauss", "trig_softm
  * is the project's float32-vs-float64 bound. */
 #define RF_TOL 1e-5
 
-static void check_map(check_report *r, la_random_feature kind, la_rf_role role,
-                      const la_dims *dims, const float *x, const float *W, int64_t m,
-                      const float *g) {
+static void check_map(check_report *r, la_random_feature kind, la_rf_role role, const la_dims *dims,
+                      const float *x, const float *W, int64_t m, const float *g) {
     const int64_t d = dims->K, H = dims->H, M = la_rf_num_features(kind, m);
     const int64_t N = dims->B, nt = dims->B * dims->T * H;
     char name[48], form[32];
@@ -68,8 +67,7 @@ static void check_map(check_report *r, la_random_feature kind, la_rf_role role,
             }
         }
     check_add(r, name, form, "phi", ref_max_rel_err(phi, wphi, (size_t)(nt * M)), RF_TOL);
-    if (has_stab)
-        check_add(r, name, form, "stab", ref_max_rel_err(stab, wstab, n_stab), RF_TOL);
+    if (has_stab) check_add(r, name, form, "stab", ref_max_rel_err(stab, wstab, n_stab), RF_TOL);
     check_add(r, name, form, "dx", ref_max_rel_err(dx, wdx, (size_t)(nt * d)), RF_TOL);
 done:
     free(phi);

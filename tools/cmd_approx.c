@@ -27,8 +27,8 @@
 typedef struct estimator {
     la_random_feature kind;
     la_projection_kind proj;
-    const char *name;   /* "positive", ... */
-    const char *pname;  /* "iid" | "orth" */
+    const char *name;  /* "positive", ... */
+    const char *pname; /* "iid" | "orth" */
 } estimator;
 
 static const estimator KERNEL_EST[] = {
@@ -55,10 +55,10 @@ static const estimator ATTN_EST[] = {
 
 typedef struct approx_cfg {
     lab_opts lab;
-    int64_t d;          /* head dimension */
-    int draws;          /* draws of W per kernel point */
-    int attn_draws;     /* draws of W per attention point */
-    double qk_std;      /* std of the entries of Q and K */
+    int64_t d;      /* head dimension */
+    int draws;      /* draws of W per kernel point */
+    int attn_draws; /* draws of W per attention point */
+    double qk_std;  /* std of the entries of Q and K */
     int64_t ms[MAX_LIST], Ts[MAX_LIST], attn_ms[MAX_LIST];
     double norms[MAX_LIST];
     int n_m, n_T, n_attn_m, n_norm;
@@ -155,10 +155,11 @@ static int compute_kernel(const approx_cfg *c, la_ctx *ctx, approx_res *r, doubl
     for (int e = 0; e < N_KEST && !rc; e++)
         for (int mi = 0; mi < c->n_m && !rc; mi++) {
             ref_mse_stats out[MAX_LIST];
-            const uint64_t seed = c->lab.seed * 1000003u + (uint64_t)e * 100000u + (uint64_t)mi * 10000u;
-            la_status st = ref_rf_kernel_mse(ctx, KERNEL_EST[e].kind, KERNEL_EST[e].proj,
-                                             LA_SCALING_CHI, d, c->ms[mi], X, Y, P, c->n_norm,
-                                             c->draws, seed, out);
+            const uint64_t seed =
+                c->lab.seed * 1000003u + (uint64_t)e * 100000u + (uint64_t)mi * 10000u;
+            la_status st =
+                ref_rf_kernel_mse(ctx, KERNEL_EST[e].kind, KERNEL_EST[e].proj, LA_SCALING_CHI, d,
+                                  c->ms[mi], X, Y, P, c->n_norm, c->draws, seed, out);
             if (st) {
                 fprintf(stderr, "linattn approx: kernel experiment failed: %s (%s)\n",
                         la_status_string(st), la_last_error());
@@ -182,9 +183,12 @@ static int compute_attention(const approx_cfg *c, la_ctx *ctx, approx_res *r, do
     for (int i = 0; i < c->n_attn_m; i++) mmax = c->attn_ms[i] > mmax ? c->attn_ms[i] : mmax;
     const int64_t Mmax = 2 * mmax;
     float *q = malloc((size_t)(Tmax * d) * sizeof *q), *k = malloc((size_t)(Tmax * d) * sizeof *k);
-    float *vf = malloc((size_t)(Tmax * V) * sizeof *vf), *W = malloc((size_t)(mmax * d) * sizeof *W);
-    float *pq = malloc((size_t)(Tmax * Mmax) * sizeof *pq), *pk = malloc((size_t)(Tmax * Mmax) * sizeof *pk);
-    double *qd = malloc((size_t)(Tmax * d) * sizeof *qd), *kd = malloc((size_t)(Tmax * d) * sizeof *kd);
+    float *vf = malloc((size_t)(Tmax * V) * sizeof *vf),
+          *W = malloc((size_t)(mmax * d) * sizeof *W);
+    float *pq = malloc((size_t)(Tmax * Mmax) * sizeof *pq),
+          *pk = malloc((size_t)(Tmax * Mmax) * sizeof *pk);
+    double *qd = malloc((size_t)(Tmax * d) * sizeof *qd),
+           *kd = malloc((size_t)(Tmax * d) * sizeof *kd);
     double *vd = malloc((size_t)(Tmax * V) * sizeof *vd);
     double *exact = malloc((size_t)(2 * Tmax * V) * sizeof *exact);
     double *o = malloc((size_t)(Tmax * V) * sizeof *o), *S = malloc((size_t)(Mmax * V) * sizeof *S);
@@ -211,7 +215,8 @@ static int compute_attention(const approx_cfg *c, la_ctx *ctx, approx_res *r, do
         for (int causal = 0; causal < 2; causal++) {
             ref_softmax_attn_exact(T, d, V, qd, kd, vd, causal, exact + causal * Tmax * V);
             double s = 0;
-            for (int64_t i = 0; i < T * V; i++) s += exact[causal * Tmax * V + i] * exact[causal * Tmax * V + i];
+            for (int64_t i = 0; i < T * V; i++)
+                s += exact[causal * Tmax * V + i] * exact[causal * Tmax * V + i];
             ex_norm[causal] = sqrt(s);
         }
         for (int e = 0; e < N_AEST && !rc; e++)
@@ -219,13 +224,15 @@ static int compute_attention(const approx_cfg *c, la_ctx *ctx, approx_res *r, do
                 const int64_t m = c->attn_ms[mi], M = la_rf_num_features(ATTN_EST[e].kind, m);
                 double s1[2] = {0, 0}, s2[2] = {0, 0};
                 for (int rdraw = 0; rdraw < c->attn_draws; rdraw++) {
-                    const uint64_t seed = c->lab.seed * 7919u + (uint64_t)(e * 1000 + mi * 100 + rdraw);
+                    const uint64_t seed =
+                        c->lab.seed * 7919u + (uint64_t)(e * 1000 + mi * 100 + rdraw);
                     la_rf_opts o_q = la_rf_opts_default(), o_k;
                     o_q.kind = ATTN_EST[e].kind;
                     o_k = o_q;
                     o_k.role = LA_RF_KEY;
                     la_dims dims = {.B = 1, .T = T, .H = 1, .K = d, .V = V};
-                    la_status st = la_projection_draw(W, m, d, ATTN_EST[e].proj, LA_SCALING_CHI, seed);
+                    la_status st =
+                        la_projection_draw(W, m, d, ATTN_EST[e].proj, LA_SCALING_CHI, seed);
                     if (!st) st = la_rf_forward(ctx, &o_q, &dims, pq, NULL, q, W, m);
                     if (!st) st = la_rf_forward(ctx, &o_k, &dims, pk, NULL, k, W, m);
                     if (st) {
@@ -235,7 +242,8 @@ static int compute_attention(const approx_cfg *c, la_ctx *ctx, approx_res *r, do
                         break;
                     }
                     for (int causal = 0; causal < 2; causal++) {
-                        kernel_attention(T, M, V, pq, pk, vd, causal, LA_LINEAR_ATTN_DEFAULT_EPS, S, z, o);
+                        kernel_attention(T, M, V, pq, pk, vd, causal, LA_LINEAR_ATTN_DEFAULT_EPS, S,
+                                         z, o);
                         double s = 0;
                         for (int64_t i = 0; i < T * V; i++) {
                             double diff = o[i] - exact[causal * Tmax * V + i];
@@ -257,8 +265,19 @@ static int compute_attention(const approx_cfg *c, la_ctx *ctx, approx_res *r, do
             }
     }
 done:
-    free(q); free(k); free(vf); free(W); free(pq); free(pk); free(qd); free(kd); free(vd);
-    free(exact); free(o); free(S); free(z);
+    free(q);
+    free(k);
+    free(vf);
+    free(W);
+    free(pq);
+    free(pk);
+    free(qd);
+    free(kd);
+    free(vd);
+    free(exact);
+    free(o);
+    free(S);
+    free(z);
     return rc;
 }
 
@@ -285,14 +304,16 @@ static int approx_compute(const approx_cfg *c, approx_res *r) {
 /* ---- output ----------------------------------------------------------- */
 
 static void table_kernel(const approx_cfg *c, const approx_res *r, strbuf *b) {
-    sb_addf(b, "(a) Kernel estimation: mean squared error of phi(x).phi(y) over %d draws of W,\n"
-               "    8 random pairs per norm, d = %lld; 'theory' is the closed-form i.i.d. MSE\n"
-               "    (MATH.md 3). Exact kernel: softmax exp(x.y/sqrt d); Gaussian for trig-gauss.\n"
-               "    m = projection rows (features: m positive, 2m hyperbolic/trig).\n",
+    sb_addf(b,
+            "(a) Kernel estimation: mean squared error of phi(x).phi(y) over %d draws of W,\n"
+            "    8 random pairs per norm, d = %lld; 'theory' is the closed-form i.i.d. MSE\n"
+            "    (MATH.md 3). Exact kernel: softmax exp(x.y/sqrt d); Gaussian for trig-gauss.\n"
+            "    m = projection rows (features: m positive, 2m hyperbolic/trig).\n",
             c->draws, (long long)c->d);
     const char *kinds[] = {"positive", "hyperbolic", "trig", "trig-gauss"};
     for (int g = 0; g < c->n_norm; g++) {
-        sb_addf(b, "\n  |x| = |y| = %g  (|x'| = %.3g)\n", c->norms[g], c->norms[g] / pow((double)c->d, 0.25));
+        sb_addf(b, "\n  |x| = |y| = %g  (|x'| = %.3g)\n", c->norms[g],
+                c->norms[g] / pow((double)c->d, 0.25));
         sb_addf(b, "  %5s", "m");
         for (int kk = 0; kk < 4; kk++) sb_addf(b, kk < 3 ? " | %-29s" : " | %s", kinds[kk]);
         sb_addf(b, "\n  %5s", "");
@@ -301,7 +322,8 @@ static void table_kernel(const approx_cfg *c, const approx_res *r, strbuf *b) {
         for (int mi = 0; mi < c->n_m; mi++) {
             sb_addf(b, "  %5lld", (long long)c->ms[mi]);
             for (int kk = 0; kk < 4; kk++) {
-                const ref_mse_stats *a = &r->kernel[2 * kk][g][mi], *o = &r->kernel[2 * kk + 1][g][mi];
+                const ref_mse_stats *a = &r->kernel[2 * kk][g][mi],
+                                    *o = &r->kernel[2 * kk + 1][g][mi];
                 sb_addf(b, " | %9.2e %9.2e %9.2e", a->mse, o->mse, a->theory);
             }
             sb_addf(b, "\n");
@@ -310,16 +332,18 @@ static void table_kernel(const approx_cfg *c, const approx_res *r, strbuf *b) {
 }
 
 static void table_attn(const approx_cfg *c, const approx_res *r, strbuf *b) {
-    sb_addf(b, "\n(b) Attention: relative error |O_performer - O_softmax|_F / |O_softmax|_F\n"
-               "    (mean over %d draws of W), d = V = %lld, q,k ~ N(0, %g^2), stabilised\n"
-               "    features, float32 features and float64 exact softmax.\n",
+    sb_addf(b,
+            "\n(b) Attention: relative error |O_performer - O_softmax|_F / |O_softmax|_F\n"
+            "    (mean over %d draws of W), d = V = %lld, q,k ~ N(0, %g^2), stabilised\n"
+            "    features, float32 features and float64 exact softmax.\n",
             c->attn_draws, (long long)c->d, c->qk_std);
     for (int causal = 0; causal < 2; causal++) {
         sb_addf(b, "\n  %s\n  %5s", causal ? "causal" : "non-causal", "m");
         for (int e = 0; e < N_AEST; e++) {
             char h[32];
             snprintf(h, sizeof h, "%s %s", ATTN_EST[e].name, ATTN_EST[e].pname);
-            sb_addf(b, e + 1 < N_AEST ? " | %-*s" : " | %.*s", e + 1 < N_AEST ? 8 * c->n_T - 1 : 32, h);
+            sb_addf(b, e + 1 < N_AEST ? " | %-*s" : " | %.*s", e + 1 < N_AEST ? 8 * c->n_T - 1 : 32,
+                    h);
         }
         sb_addf(b, "\n  %5s", "");
         for (int e = 0; e < N_AEST; e++) {
@@ -344,17 +368,20 @@ static void table_attn(const approx_cfg *c, const approx_res *r, strbuf *b) {
 }
 
 static void json_out(const approx_cfg *c, const approx_res *r, strbuf *b) {
-    sb_addf(b, "{\n  \"lab\": \"feature_maps\",\n  \"seed\": %llu,\n  \"d\": %lld,\n"
-               "  \"draws\": %d,\n  \"attn_draws\": %d,\n  \"qk_std\": %g,\n  \"kernel\": [\n",
+    sb_addf(b,
+            "{\n  \"lab\": \"feature_maps\",\n  \"seed\": %llu,\n  \"d\": %lld,\n"
+            "  \"draws\": %d,\n  \"attn_draws\": %d,\n  \"qk_std\": %g,\n  \"kernel\": [\n",
             (unsigned long long)c->lab.seed, (long long)c->d, c->draws, c->attn_draws, c->qk_std);
     int first = 1;
     for (int e = 0; e < N_KEST; e++)
         for (int g = 0; g < c->n_norm; g++)
             for (int mi = 0; mi < c->n_m; mi++) {
                 const ref_mse_stats *s = &r->kernel[e][g][mi];
-                sb_addf(b, "%s    {\"estimator\": \"%s\", \"projection\": \"%s\", \"norm\": %g, "
-                           "\"m\": %lld, \"mse\": ", first ? "" : ",\n", KERNEL_EST[e].name,
-                        KERNEL_EST[e].pname, c->norms[g], (long long)c->ms[mi]);
+                sb_addf(b,
+                        "%s    {\"estimator\": \"%s\", \"projection\": \"%s\", \"norm\": %g, "
+                        "\"m\": %lld, \"mse\": ",
+                        first ? "" : ",\n", KERNEL_EST[e].name, KERNEL_EST[e].pname, c->norms[g],
+                        (long long)c->ms[mi]);
                 sb_json_num(b, s->mse);
                 sb_addf(b, ", \"se\": ");
                 sb_json_num(b, s->se);
@@ -371,10 +398,12 @@ static void json_out(const approx_cfg *c, const approx_res *r, strbuf *b) {
         for (int causal = 0; causal < 2; causal++)
             for (int ti = 0; ti < c->n_T; ti++)
                 for (int mi = 0; mi < c->n_attn_m; mi++) {
-                    sb_addf(b, "%s    {\"estimator\": \"%s\", \"projection\": \"%s\", \"causal\": %s, "
-                               "\"T\": %lld, \"m\": %lld, \"rel_err\": ", first ? "" : ",\n",
-                            ATTN_EST[e].name, ATTN_EST[e].pname, causal ? "true" : "false",
-                            (long long)c->Ts[ti], (long long)c->attn_ms[mi]);
+                    sb_addf(b,
+                            "%s    {\"estimator\": \"%s\", \"projection\": \"%s\", \"causal\": %s, "
+                            "\"T\": %lld, \"m\": %lld, \"rel_err\": ",
+                            first ? "" : ",\n", ATTN_EST[e].name, ATTN_EST[e].pname,
+                            causal ? "true" : "false", (long long)c->Ts[ti],
+                            (long long)c->attn_ms[mi]);
                     sb_json_num(b, r->attn[e][causal][ti][mi]);
                     sb_addf(b, ", \"sd\": ");
                     sb_json_num(b, r->attn_sd[e][causal][ti][mi]);
@@ -396,20 +425,37 @@ static char *svg_kernel(const approx_cfg *c, const approx_res *r, int g) {
             for (int mi = 0; mi < c->n_m; mi++)
                 ys[n][mi] = v == 2 ? r->kernel[e][g][mi].theory : r->kernel[e][g][mi].mse;
             snprintf(labels[n], sizeof labels[n], "%s %s", KERNEL_EST[e].name,
-                     v == 2 ? "theory (iid)" : v ? "orthogonal" : "i.i.d.");
-            s[n] = (svg_series){labels[n], xs, ys[n], c->n_m, v == 2,
-                                v == 0 ? SVG_MARKER_CIRCLE : v == 1 ? SVG_MARKER_SQUARE
-                                                                    : SVG_MARKER_NONE, kk};
+                     v == 2 ? "theory (iid)"
+                     : v    ? "orthogonal"
+                            : "i.i.d.");
+            s[n] = (svg_series){
+                labels[n],
+                xs,
+                ys[n],
+                c->n_m,
+                v == 2,
+                v == 0 ? SVG_MARKER_CIRCLE : v == 1 ? SVG_MARKER_SQUARE : SVG_MARKER_NONE,
+                kk};
             n++;
         }
     }
     char title[128], sub[160];
     snprintf(title, sizeof title, "Random-feature kernel estimates: MSE vs m (|x| = |y| = %g)",
              c->norms[g]);
-    snprintf(sub, sizeof sub, "d = %lld, %d draws of W, 8 random pairs; dashed: closed-form "
-             "i.i.d. MSE (MATH.md 3)", (long long)c->d, c->draws);
-    svg_plot p = {title, "m (random projections; hyperbolic and trig use 2m features)",
-                  "mean squared error of phi(x).phi(y)", sub, SVG_LOG, SVG_LOG, 900, 520, s, n};
+    snprintf(sub, sizeof sub,
+             "d = %lld, %d draws of W, 8 random pairs; dashed: closed-form "
+             "i.i.d. MSE (MATH.md 3)",
+             (long long)c->d, c->draws);
+    svg_plot p = {title,
+                  "m (random projections; hyperbolic and trig use 2m features)",
+                  "mean squared error of phi(x).phi(y)",
+                  sub,
+                  SVG_LOG,
+                  SVG_LOG,
+                  900,
+                  520,
+                  s,
+                  n};
     return svg_render(&p);
 }
 
@@ -425,18 +471,27 @@ static char *svg_attn(const approx_cfg *c, const approx_res *r) {
     for (int e = 0; e < N_AEST; e++)
         for (int causal = 0; causal < 2; causal++) {
             for (int mi = 0; mi < c->n_attn_m; mi++) ys[n][mi] = r->attn[e][causal][ti][mi];
-            snprintf(labels[n], sizeof labels[n], "%s %s, %s", ATTN_EST[e].name,
-                     ATTN_EST[e].pname, causal ? "causal" : "non-causal");
+            snprintf(labels[n], sizeof labels[n], "%s %s, %s", ATTN_EST[e].name, ATTN_EST[e].pname,
+                     causal ? "causal" : "non-causal");
             s[n] = (svg_series){labels[n], xs, ys[n], c->n_attn_m, causal, mk[e], e};
             n++;
         }
     char title[128], sub[160];
     snprintf(title, sizeof title, "Performer attention vs exact softmax (T = %lld)",
              (long long)c->Ts[ti]);
-    snprintf(sub, sizeof sub, "d = V = %lld, q,k ~ N(0, %g^2), mean of %d draws of W; dashed: causal",
+    snprintf(sub, sizeof sub,
+             "d = V = %lld, q,k ~ N(0, %g^2), mean of %d draws of W; dashed: causal",
              (long long)c->d, c->qk_std, c->attn_draws);
-    svg_plot p = {title, "m (random projections)", "relative error |O - O_softmax| / |O_softmax|",
-                  sub, SVG_LOG, SVG_LOG, 900, 520, s, n};
+    svg_plot p = {title,
+                  "m (random projections)",
+                  "relative error |O - O_softmax| / |O_softmax|",
+                  sub,
+                  SVG_LOG,
+                  SVG_LOG,
+                  900,
+                  520,
+                  s,
+                  n};
     return svg_render(&p);
 }
 
@@ -458,12 +513,16 @@ static int fill_output(const approx_cfg *c, const approx_res *r, lab_output *out
     char file[64], cap[256];
     for (int g = 0; g < c->n_norm; g++) {
         snprintf(file, sizeof file, "feature_maps_kernel_norm%g.svg", c->norms[g]);
-        snprintf(cap, sizeof cap, "Kernel-estimation MSE vs m at input norm %g: measured "
-                 "(solid, markers) and the i.i.d. closed form (dashed).", c->norms[g]);
+        snprintf(cap, sizeof cap,
+                 "Kernel-estimation MSE vs m at input norm %g: measured "
+                 "(solid, markers) and the i.i.d. closed form (dashed).",
+                 c->norms[g]);
         if (lab_add_figure(out, file, svg_kernel(c, r, g), cap)) return 1;
     }
-    snprintf(cap, sizeof cap, "Relative error of Performer attention against exact softmax "
-             "attention vs m, T = %lld.", (long long)c->Ts[c->n_T - 1]);
+    snprintf(cap, sizeof cap,
+             "Relative error of Performer attention against exact softmax "
+             "attention vs m, T = %lld.",
+             (long long)c->Ts[c->n_T - 1]);
     if (lab_add_figure(out, "feature_maps_attention.svg", svg_attn(c, r), cap)) return 1;
     /* summary: the positive-feature fit at the middle norm and the attention error at the
      * largest m and T */

@@ -49,24 +49,22 @@ static void show_progress(void *arg, double f, const char *what) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: linattn labs [--out DIR] [--seed N] [--threads N] [--quick] [--lab ID]\n"
-            "\n"
-            "Runs the labs and writes a report folder: index.html with every lab's\n"
-            "explanation, tables and plots, one JSON file per lab, report.json and the SVG\n"
-            "figures. Prints a one-line summary per lab.\n"
-            "\n"
-            "Labs:\n");
+    fprintf(f, "usage: linattn labs [--out DIR] [--seed N] [--threads N] [--quick] [--lab ID]\n"
+               "\n"
+               "Runs the labs and writes a report folder: index.html with every lab's\n"
+               "explanation, tables and plots, one JSON file per lab, report.json and the SVG\n"
+               "figures. Prints a one-line summary per lab.\n"
+               "\n"
+               "Labs:\n");
     for (int i = 0; i < N_LABS; i++) fprintf(f, "  %-14s %s\n", LABS[i].id, LABS[i].what);
-    fprintf(f,
-            "\n"
-            "  --out DIR      report folder (default labs-report)\n"
-            "  --seed N       seed of every random input (default 1)\n"
-            "  --threads N    worker threads (default: all CPUs)\n"
-            "  --quick        small sizes (seconds)\n"
-            "  --lab ID       run only this lab\n"
-            "\n"
-            "example: linattn labs --out labs-report && xdg-open labs-report/index.html\n");
+    fprintf(f, "\n"
+               "  --out DIR      report folder (default labs-report)\n"
+               "  --seed N       seed of every random input (default 1)\n"
+               "  --threads N    worker threads (default: all CPUs)\n"
+               "  --quick        small sizes (seconds)\n"
+               "  --lab ID       run only this lab\n"
+               "\n"
+               "example: linattn labs --out labs-report && xdg-open labs-report/index.html\n");
 }
 
 int cmd_labs(int argc, char **argv) {

@@ -42,8 +42,10 @@ void sb_free(strbuf *b) {
 }
 
 void sb_json_num(strbuf *b, double v) {
-    if (isfinite(v)) sb_addf(b, "%.6g", v);
-    else sb_addf(b, "null");
+    if (isfinite(v))
+        sb_addf(b, "%.6g", v);
+    else
+        sb_addf(b, "null");
 }
 
 void lab_output_free(lab_output *o) {
@@ -112,7 +114,8 @@ int report_write(const char *dir, const lab_output *labs, int n_labs, const char
         char name[96];
         snprintf(name, sizeof name, "%s.json", labs[i].id);
         bad |= write_file(dir, name, labs[i].json.s);
-        sb_addf(&all, "%s%s", labs[i].json.s ? labs[i].json.s : "{}", i + 1 < n_labs ? ",\n" : "\n");
+        sb_addf(&all, "%s%s", labs[i].json.s ? labs[i].json.s : "{}",
+                i + 1 < n_labs ? ",\n" : "\n");
         for (int k = 0; k < labs[i].n_figs; k++)
             bad |= write_file(dir, labs[i].figs[k].file, labs[i].figs[k].svg);
     }
@@ -134,12 +137,14 @@ int report_write(const char *dir, const lab_output *labs, int n_labs, const char
           "pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:12px}\n"
           "figure{margin:1.5em 0}figcaption{font-size:.9em;color:#444}\n"
           "nav a{margin-right:1em}\n</style></head><body>\n"
-          "<h1>linattn labs</h1>\n", f);
+          "<h1>linattn labs</h1>\n",
+          f);
     if (command_line) {
         fputs("<p>Produced by <code>", f);
         html_text(f, command_line);
         fputs("</code>. Every number below is recomputed by that command; the JSON files "
-              "beside this page hold them in machine-readable form.</p>\n", f);
+              "beside this page hold them in machine-readable form.</p>\n",
+              f);
     }
     fputs("<nav>", f);
     for (int i = 0; i < n_labs; i++) {

@@ -20,20 +20,20 @@ void sb_free(strbuf *b);
 void sb_json_num(strbuf *b, double v);
 
 typedef struct lab_figure {
-    char file[64];    /* file name inside the report folder, "feature_maps_kernel.svg" */
-    char *svg;        /* the SVG document (malloc'd) */
-    char *caption;    /* one sentence (malloc'd) */
+    char file[64]; /* file name inside the report folder, "feature_maps_kernel.svg" */
+    char *svg;     /* the SVG document (malloc'd) */
+    char *caption; /* one sentence (malloc'd) */
 } lab_figure;
 
 #define LAB_MAX_FIGURES 8
 
 typedef struct lab_output {
-    const char *id;       /* "feature_maps" */
-    const char *title;    /* "Lab 3: feature maps approximate the softmax kernel" */
-    strbuf intro;         /* a paragraph of plain text */
-    strbuf table;         /* fixed-width text table (printed, and <pre> in HTML) */
-    strbuf json;          /* one JSON object */
-    strbuf summary;       /* 1-3 lines for the terminal summary */
+    const char *id;    /* "feature_maps" */
+    const char *title; /* "Lab 3: feature maps approximate the softmax kernel" */
+    strbuf intro;      /* a paragraph of plain text */
+    strbuf table;      /* fixed-width text table (printed, and <pre> in HTML) */
+    strbuf json;       /* one JSON object */
+    strbuf summary;    /* 1-3 lines for the terminal summary */
     lab_figure figs[LAB_MAX_FIGURES];
     int n_figs;
 } lab_output;
@@ -46,8 +46,8 @@ typedef void (*lab_progress_fn)(void *arg, double fraction, const char *what);
 
 typedef struct lab_opts {
     uint64_t seed;
-    int threads;          /* 0: all CPUs */
-    int quick;            /* small sizes (tests, smoke runs) */
+    int threads;              /* 0: all CPUs */
+    int quick;                /* small sizes (tests, smoke runs) */
     lab_progress_fn progress; /* optional */
     void *progress_arg;
 } lab_opts;

@@ -62,8 +62,8 @@ static void sb_text(sbuf *b, const char *t) {
 
 typedef struct axis {
     svg_scale scale;
-    double lo, hi;       /* data range in axis units (log10 for log) */
-    double p0, p1;       /* pixel range */
+    double lo, hi; /* data range in axis units (log10 for log) */
+    double p0, p1; /* pixel range */
 } axis;
 
 static int usable(double v, svg_scale s) { return isfinite(v) && (s == SVG_LINEAR || v > 0); }
@@ -80,7 +80,10 @@ static double nice_step(double span, int n) {
 }
 
 static void fit_range(axis *a, double mn, double mx) {
-    if (!(mn <= mx)) { mn = a->scale == SVG_LOG ? 0 : 0; mx = 1; }
+    if (!(mn <= mx)) {
+        mn = a->scale == SVG_LOG ? 0 : 0;
+        mx = 1;
+    }
     if (a->scale == SVG_LOG) {
         mn = floor(mn * 1e9) / 1e9;
         double lo = floor(mn), hi = ceil(mx);
@@ -88,7 +91,10 @@ static void fit_range(axis *a, double mn, double mx) {
         a->lo = lo;
         a->hi = hi;
     } else {
-        if (mx == mn) { mn -= 1; mx += 1; }
+        if (mx == mn) {
+            mn -= 1;
+            mx += 1;
+        }
         double st = nice_step(mx - mn, 6);
         a->lo = floor(mn / st) * st;
         a->hi = ceil(mx / st) * st;
@@ -97,10 +103,15 @@ static void fit_range(axis *a, double mn, double mx) {
 
 /* Tick label: plain numbers where short, else mantissa-free powers of ten. */
 static void tick_label(char *buf, size_t n, double v) {
-    if (v == 0) { snprintf(buf, n, "0"); return; }
+    if (v == 0) {
+        snprintf(buf, n, "0");
+        return;
+    }
     double a = fabs(v);
-    if (a >= 1e-3 && a < 1e5) snprintf(buf, n, "%g", v);
-    else snprintf(buf, n, "%.3g", v);
+    if (a >= 1e-3 && a < 1e5)
+        snprintf(buf, n, "%g", v);
+    else
+        snprintf(buf, n, "%.3g", v);
 }
 
 static void draw_log_label(sbuf *b, double x, double y, int k, const char *anchor) {
@@ -111,8 +122,10 @@ static void draw_log_label(sbuf *b, double x, double y, int k, const char *ancho
         snprintf(t, sizeof t, "%g", pow(10, k));
         sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">%s</text>\n", x, y, anchor, t);
     } else {
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">10<tspan dy=\"-6\" "
-                     "font-size=\"10\">%d</tspan></text>\n", x, y, anchor, k);
+        sb_printf(b,
+                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">10<tspan dy=\"-6\" "
+                  "font-size=\"10\">%d</tspan></text>\n",
+                  x, y, anchor, k);
     }
 }
 
@@ -132,8 +145,7 @@ static void marker(sbuf *b, svg_marker m, double x, double y, const char *col) {
         sb_printf(b, "<path d=\"M%.1f,%.1f l4.5,4.5 l-4.5,4.5 l-4.5,-4.5 z\" fill=\"%s\"/>\n", x,
                   y - 4.5, col);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -154,8 +166,10 @@ char *svg_render(const svg_plot *p) {
             if (!usable(x, ax.scale) || !usable(y, ay.scale)) continue;
             x = to_axis(x, ax.scale);
             y = to_axis(y, ay.scale);
-            xmn = fmin(xmn, x); xmx = fmax(xmx, x);
-            ymn = fmin(ymn, y); ymx = fmax(ymx, y);
+            xmn = fmin(xmn, x);
+            xmx = fmax(xmx, x);
+            ymn = fmin(ymn, y);
+            ymx = fmax(ymx, y);
         }
     if (ax.scale == SVG_LOG && xmx > xmn) { /* log x: keep the data edge-to-edge */
         ax.lo = xmn - 0.04 * (xmx - xmn);
@@ -166,19 +180,25 @@ char *svg_render(const svg_plot *p) {
     fit_range(&ay, ymn, ymx);
 
     sbuf b = {0};
-    sb_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                  "viewBox=\"0 0 %d %d\" font-family=\"Helvetica, Arial, sans-serif\" "
-                  "font-size=\"13\">\n", W, H, W, H);
+    sb_printf(&b,
+              "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+              "viewBox=\"0 0 %d %d\" font-family=\"Helvetica, Arial, sans-serif\" "
+              "font-size=\"13\">\n",
+              W, H, W, H);
     sb_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", W, H);
     if (p->title) {
-        sb_printf(&b, "<text x=\"%.1f\" y=\"24\" text-anchor=\"middle\" font-size=\"16\" "
-                      "font-weight=\"bold\">", (ax.p0 + ax.p1) / 2);
+        sb_printf(&b,
+                  "<text x=\"%.1f\" y=\"24\" text-anchor=\"middle\" font-size=\"16\" "
+                  "font-weight=\"bold\">",
+                  (ax.p0 + ax.p1) / 2);
         sb_text(&b, p->title);
         sb_printf(&b, "</text>\n");
     }
     if (p->subtitle) {
-        sb_printf(&b, "<text x=\"%.1f\" y=\"44\" text-anchor=\"middle\" font-size=\"12\" "
-                      "fill=\"#444\">", (ax.p0 + ax.p1) / 2);
+        sb_printf(&b,
+                  "<text x=\"%.1f\" y=\"44\" text-anchor=\"middle\" font-size=\"12\" "
+                  "fill=\"#444\">",
+                  (ax.p0 + ax.p1) / 2);
         sb_text(&b, p->subtitle);
         sb_printf(&b, "</text>\n");
     }
@@ -193,15 +213,23 @@ char *svg_render(const svg_plot *p) {
                     if (v < a->lo - 1e-9 || v > a->hi + 1e-9) continue;
                     double q = a->p0 + (v - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
                     const char *extra = j == 1 ? "" : " stroke-opacity=\"0.45\"";
-                    if (pass) sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n", ax.p0, q, ax.p1, q, extra);
-                    else sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n", q, ay.p0, q, ay.p1, extra);
+                    if (pass)
+                        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n",
+                                  ax.p0, q, ax.p1, q, extra);
+                    else
+                        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n",
+                                  q, ay.p0, q, ay.p1, extra);
                 }
         } else {
             double st = nice_step(a->hi - a->lo, 6);
             for (double v = a->lo; v <= a->hi + st * 1e-6; v += st) {
                 double q = a->p0 + (v - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
-                if (pass) sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", ax.p0, q, ax.p1, q);
-                else sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", q, ay.p0, q, ay.p1);
+                if (pass)
+                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n",
+                              ax.p0, q, ax.p1, q);
+                else
+                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", q,
+                              ay.p0, q, ay.p1);
             }
         }
     }
@@ -219,10 +247,16 @@ char *svg_render(const svg_plot *p) {
                 double q = a->p0 + (k - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
                 if (pass) {
                     draw_log_label(&b, ax.p0 - 8, q + 4.5, k, anchor);
-                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n", ax.p0 - 5, q, ax.p0, q);
+                    sb_printf(
+                        &b,
+                        "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
+                        ax.p0 - 5, q, ax.p0, q);
                 } else {
                     draw_log_label(&b, q, ay.p0 + 20, k, anchor);
-                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n", q, ay.p0, q, ay.p0 + 5);
+                    sb_printf(
+                        &b,
+                        "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
+                        q, ay.p0, q, ay.p0 + 5);
                 }
             }
             /* over a short range also label 2 and 5 */
@@ -234,8 +268,15 @@ char *svg_render(const svg_plot *p) {
                         double q = a->p0 + (v - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
                         char t[32];
                         tick_label(t, sizeof t, pow(10, v));
-                        if (pass) sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ax.p0 - 8, q + 4.5, t);
-                        else sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", q, ay.p0 + 20, t);
+                        if (pass)
+                            sb_printf(&b,
+                                      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+                                      ax.p0 - 8, q + 4.5, t);
+                        else
+                            sb_printf(
+                                &b,
+                                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", q,
+                                ay.p0 + 20, t);
                     }
         } else {
             double st = nice_step(a->hi - a->lo, 6);
@@ -244,18 +285,28 @@ char *svg_render(const svg_plot *p) {
                 char t[32];
                 tick_label(t, sizeof t, fabs(v) < st * 1e-9 ? 0 : v);
                 if (pass) {
-                    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ax.p0 - 8, q + 4.5, t);
-                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n", ax.p0 - 5, q, ax.p0, q);
+                    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+                              ax.p0 - 8, q + 4.5, t);
+                    sb_printf(
+                        &b,
+                        "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
+                        ax.p0 - 5, q, ax.p0, q);
                 } else {
-                    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", q, ay.p0 + 20, t);
-                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n", q, ay.p0, q, ay.p0 + 5);
+                    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+                              q, ay.p0 + 20, t);
+                    sb_printf(
+                        &b,
+                        "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
+                        q, ay.p0, q, ay.p0 + 5);
                 }
             }
         }
     }
     sb_printf(&b, "</g>\n");
-    sb_printf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
-                  "stroke=\"#222\"/>\n", ax.p0, ay.p1, ax.p1 - ax.p0, ay.p0 - ay.p1);
+    sb_printf(&b,
+              "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+              "stroke=\"#222\"/>\n",
+              ax.p0, ay.p1, ax.p1 - ax.p0, ay.p0 - ay.p1);
     if (p->xlabel) {
         sb_printf(&b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"14\">",
                   (ax.p0 + ax.p1) / 2, H - 14);
@@ -264,14 +315,17 @@ char *svg_render(const svg_plot *p) {
     }
     if (p->ylabel) {
         double cy = (ay.p0 + ay.p1) / 2;
-        sb_printf(&b, "<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"14\" "
-                      "transform=\"rotate(-90 18 %.1f)\">", cy, cy);
+        sb_printf(&b,
+                  "<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"14\" "
+                  "transform=\"rotate(-90 18 %.1f)\">",
+                  cy, cy);
         sb_text(&b, p->ylabel);
         sb_printf(&b, "</text>\n");
     }
     /* series, clipped to the plot area */
-    sb_printf(&b, "<defs><clipPath id=\"plotarea\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
-                  "height=\"%.1f\"/></clipPath></defs>\n<g clip-path=\"url(#plotarea)\">\n",
+    sb_printf(&b,
+              "<defs><clipPath id=\"plotarea\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+              "height=\"%.1f\"/></clipPath></defs>\n<g clip-path=\"url(#plotarea)\">\n",
               ax.p0 - 5, ay.p1 - 5, ax.p1 - ax.p0 + 10, ay.p0 - ay.p1 + 10);
     int next = 0;
     int *colors = malloc((size_t)(p->n_series > 0 ? p->n_series : 1) * sizeof *colors);
@@ -289,8 +343,9 @@ char *svg_render(const svg_plot *p) {
                 continue;
             }
             if (!open)
-                sb_printf(&b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s points=\"",
-                          col, s->dashed ? "1.6" : "2", s->dashed ? " stroke-dasharray=\"6 4\"" : "");
+                sb_printf(
+                    &b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s points=\"",
+                    col, s->dashed ? "1.6" : "2", s->dashed ? " stroke-dasharray=\"6 4\"" : "");
             sb_printf(&b, "%.1f,%.1f ", px(&ax, s->x[k]), px(&ay, s->y[k]));
             open = 1;
         }
@@ -307,9 +362,10 @@ char *svg_render(const svg_plot *p) {
             const svg_series *s = &p->series[i];
             if (!s->label || !*s->label) continue;
             const char *col = PALETTE[colors[i]];
-            sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-                          "stroke-width=\"2\"%s/>\n", lx, ly, lx + 30, ly, col,
-                      s->dashed ? " stroke-dasharray=\"6 4\"" : "");
+            sb_printf(&b,
+                      "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                      "stroke-width=\"2\"%s/>\n",
+                      lx, ly, lx + 30, ly, col, s->dashed ? " stroke-dasharray=\"6 4\"" : "");
             marker(&b, s->marker, lx + 15, ly, col);
             sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\">", lx + 38, ly + 4.5);
             sb_text(&b, s->label);

@@ -18,19 +18,19 @@ typedef enum svg_marker {
 } svg_marker;
 
 typedef struct svg_series {
-    const char *label;     /* legend text; NULL or "" = not in the legend */
-    const double *x, *y;   /* n points; non-finite (or <= 0 on a log axis) are skipped,
-                              breaking the line there */
+    const char *label;   /* legend text; NULL or "" = not in the legend */
+    const double *x, *y; /* n points; non-finite (or <= 0 on a log axis) are skipped,
+                            breaking the line there */
     int n;
-    int dashed;            /* 1: dashed line (e.g. theory) */
+    int dashed; /* 1: dashed line (e.g. theory) */
     svg_marker marker;
-    int color;             /* palette index (0..9), -1: next in turn */
+    int color; /* palette index (0..9), -1: next in turn */
 } svg_series;
 
 typedef struct svg_plot {
     const char *title, *xlabel, *ylabel, *subtitle; /* subtitle optional */
     svg_scale xscale, yscale;
-    int width, height;     /* 0: 760 x 480 */
+    int width, height; /* 0: 760 x 480 */
     const svg_series *series;
     int n_series;
 } svg_plot;

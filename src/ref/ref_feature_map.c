@@ -84,12 +84,8 @@ void ref_rf_forward(const la_rf_opts *o, int64_t T, int64_t d, int64_t m, const 
             case LA_RF_TRIG_SOFTMAX:
                 f = s * exp(exponent(kind, i, d, m, xt, W) - st) * (i < m ? cos(u) : sin(u));
                 break;
-            case LA_RF_TRIG_GAUSSIAN:
-                f = s * (i < m ? cos(u) : sin(u));
-                break;
-            default:
-                f = s * (u > 0 ? u : 0) + eps;
-                break;
+            case LA_RF_TRIG_GAUSSIAN: f = s * (i < m ? cos(u) : sin(u)); break;
+            default: f = s * (u > 0 ? u : 0) + eps; break;
             }
             phi[t * M + i] = f;
         }
@@ -133,12 +129,8 @@ void ref_rf_backward(const la_rf_opts *o, int64_t T, int64_t d, int64_t m, const
                     deriv = f * xa * c * trig + f * dtrig * w[a] * c;
                     break;
                 }
-                case LA_RF_TRIG_GAUSSIAN:
-                    deriv = s * (i < m ? -sin(u) : cos(u)) * w[a];
-                    break;
-                default:
-                    deriv = u > 0 ? s * w[a] : 0;
-                    break;
+                case LA_RF_TRIG_GAUSSIAN: deriv = s * (i < m ? -sin(u) : cos(u)) * w[a]; break;
+                default: deriv = u > 0 ? s * w[a] : 0; break;
                 }
                 dx[t * d + a] += g * deriv;
             }
@@ -165,15 +157,11 @@ double ref_arccos_kernel(const double *x, const double *y, int64_t d) {
     return nx * ny * (sin(th) + (PI - th) * cos(th)) / (2 * PI);
 }
 
-double ref_rf_target_kernel(la_random_feature kind, const double *x, const double *y,
-                            int64_t d) {
+double ref_rf_target_kernel(la_random_feature kind, const double *x, const double *y, int64_t d) {
     switch (kind) {
-    case LA_RF_TRIG_GAUSSIAN:
-        return ref_gaussian_kernel(x, y, d);
-    case LA_RF_RELU:
-        return ref_arccos_kernel(x, y, d);
-    default:
-        return ref_softmax_kernel(x, y, d);
+    case LA_RF_TRIG_GAUSSIAN: return ref_gaussian_kernel(x, y, d);
+    case LA_RF_RELU: return ref_arccos_kernel(x, y, d);
+    default: return ref_softmax_kernel(x, y, d);
     }
 }
 
@@ -192,17 +180,14 @@ double ref_rf_mse_theory(la_random_feature kind, const double *x, const double *
     const double zz = xx + yy + 2 * xy; /* |x'+y'|^2 */
     const double sm = exp(xy);
     switch (kind) {
-    case LA_RF_FAVOR_POSITIVE:
-        return exp(zz) * sm * sm * (1 - exp(-zz)) / (double)m;
+    case LA_RF_FAVOR_POSITIVE: return exp(zz) * sm * sm * (1 - exp(-zz)) / (double)m;
     case LA_RF_FAVOR_HYPERBOLIC:
         /* Performer: half of the positive MSE times (1 - exp(-|x'+y'|^2)) */
         return 0.5 * (1 - exp(-zz)) * exp(zz) * sm * sm * (1 - exp(-zz)) / (double)m;
     case LA_RF_TRIG_SOFTMAX:
         return exp(zz) / (sm * sm) * (1 - exp(-dd)) * (1 - exp(-dd)) / (2.0 * (double)m);
-    case LA_RF_TRIG_GAUSSIAN:
-        return (1 - exp(-dd)) * (1 - exp(-dd)) / (2.0 * (double)m);
-    default:
-        return NAN;
+    case LA_RF_TRIG_GAUSSIAN: return (1 - exp(-dd)) * (1 - exp(-dd)) / (2.0 * (double)m);
+    default: return NAN;
     }
 }
 
@@ -249,8 +234,7 @@ void ref_softmax_attn_exact(int64_t T, int64_t d, int64_t V, const double *q, co
     free(p);
 }
 
-void ref_random_pairs(double *X, double *Y, int64_t n_pairs, int64_t d, double norm,
-                      la_rng *rng) {
+void ref_random_pairs(double *X, double *Y, int64_t n_pairs, int64_t d, double norm, la_rng *rng) {
     for (int64_t p = 0; p < n_pairs; p++) {
         double *rows[2] = {X + p * d, Y + p * d};
         for (int r = 0; r < 2; r++) {
@@ -266,9 +250,9 @@ void ref_random_pairs(double *X, double *Y, int64_t n_pairs, int64_t d, double n
 }
 
 la_status ref_rf_kernel_mse(la_ctx *ctx, la_random_feature kind, la_projection_kind proj,
-                            la_projection_scaling scaling, int64_t d, int64_t m,
-                            const double *X, const double *Y, int64_t n_pairs,
-                            int64_t n_groups, int n_draws, uint64_t seed, ref_mse_stats *out) {
+                            la_projection_scaling scaling, int64_t d, int64_t m, const double *X,
+                            const double *Y, int64_t n_pairs, int64_t n_groups, int n_draws,
+                            uint64_t seed, ref_mse_stats *out) {
     if (n_groups < 1 || n_pairs % n_groups != 0 || n_draws < 1 || d < 1 || d > 4096)
         return LA_ERR_INVALID_ARGUMENT;
     const int64_t M = la_rf_num_features(kind, m), G = n_groups, per = n_pairs / n_groups;

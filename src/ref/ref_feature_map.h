@@ -23,15 +23,14 @@ void ref_rf_backward(const la_rf_opts *o, int64_t T, int64_t d, int64_t m, const
                      const double *W, const double *stab, const double *d_phi, double *dx);
 
 /* Kernels the maps estimate, for x, y [d]. */
-double ref_softmax_kernel(const double *x, const double *y, int64_t d); /* exp(x.y/sqrt d) */
+double ref_softmax_kernel(const double *x, const double *y, int64_t d);  /* exp(x.y/sqrt d) */
 double ref_gaussian_kernel(const double *x, const double *y, int64_t d); /* exp(-|x-y|^2/2) */
 /* E_w[relu(w.x) relu(w.y)], w ~ N(0, I): the order-1 arc-cosine kernel
  * |x||y| (sin t + (pi - t) cos t) / (2 pi). */
 double ref_arccos_kernel(const double *x, const double *y, int64_t d);
 /* The kernel that kind estimates with i.i.d. Gaussian rows (unstabilised,
  * eps = 0). */
-double ref_rf_target_kernel(la_random_feature kind, const double *x, const double *y,
-                            int64_t d);
+double ref_rf_target_kernel(la_random_feature kind, const double *x, const double *y, int64_t d);
 /* Closed-form MSE of phi(x).phi(y) with m i.i.d. Gaussian rows (MATH.md 3,
  * Performer Lemma 2, and the hyperbolic and Gaussian-RFF analogues);
  * NAN for the ReLU map (no closed form here). */
@@ -65,12 +64,11 @@ typedef struct ref_mse_stats {
  * pairs laid out as heads so the context's threads share the work.
  * Returns LA_OK or the failing call's status. */
 la_status ref_rf_kernel_mse(la_ctx *ctx, la_random_feature kind, la_projection_kind proj,
-                            la_projection_scaling scaling, int64_t d, int64_t m,
-                            const double *X, const double *Y, int64_t n_pairs,
-                            int64_t n_groups, int n_draws, uint64_t seed, ref_mse_stats *out);
+                            la_projection_scaling scaling, int64_t d, int64_t m, const double *X,
+                            const double *Y, int64_t n_pairs, int64_t n_groups, int n_draws,
+                            uint64_t seed, ref_mse_stats *out);
 
 /* Random pairs with |x| = |y| = norm and directions uniform (from rng). */
-void ref_random_pairs(double *X, double *Y, int64_t n_pairs, int64_t d, double norm,
-                      la_rng *rng);
+void ref_random_pairs(double *X, double *Y, int64_t n_pairs, int64_t d, double norm, la_rng *rng);
 
 #endif

@@ -13,8 +13,8 @@
 #include <string.h>
 
 typedef struct performer_setup {
-    la_dims ld;          /* dims of the linear attention: K = M */
-    la_rf_opts rq, rk;   /* query / key roles */
+    la_dims ld;        /* dims of the linear attention: K = M */
+    la_rf_opts rq, rk; /* query / key roles */
     size_t n_phi, n_qk, n_v;
 } performer_setup;
 
@@ -34,7 +34,8 @@ static la_status setup(const char *op, la_ctx *ctx, const la_rf_opts *rf,
     if (attn->feature_map != LA_FEATURE_IDENTITY)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: attn.feature_map = %d (must be LA_FEATURE_IDENTITY: the random "
-                         "features are the feature map)", op, (int)attn->feature_map);
+                         "features are the feature map)",
+                         op, (int)attn->feature_map);
     if (attn->normalize != 1)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: attn.normalize = %d (Performer attention is normalised: must be 1)",
@@ -42,8 +43,8 @@ static la_status setup(const char *op, la_ctx *ctx, const la_rf_opts *rf,
     if (m < 1) return la__error(LA_ERR_INVALID_SIZE, "%s: m = %" PRId64 " (must be >= 1)", op, m);
     const int64_t M = la_rf_num_features(rf->kind, m);
     if (M < 1)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: rf.kind = %d (not a la_random_feature)",
-                         op, (int)rf->kind);
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: rf.kind = %d (not a la_random_feature)", op,
+                         (int)rf->kind);
     p->ld = *dims;
     p->ld.K = M;
     if ((st = la__check_dims(op, &p->ld, 0))) return st;
@@ -58,18 +59,17 @@ static la_status setup(const char *op, la_ctx *ctx, const la_rf_opts *rf,
 }
 
 /* phi_q, phi_k from q, k (errors name the feature op and the argument). */
-static la_status features(la_ctx *ctx, const performer_setup *p, const la_dims *dims,
-                          float *pq, float *pk, const float *q, const float *k, const float *W,
-                          int64_t m) {
+static la_status features(la_ctx *ctx, const performer_setup *p, const la_dims *dims, float *pq,
+                          float *pk, const float *q, const float *k, const float *W, int64_t m) {
     la_status st = la_rf_forward(ctx, &p->rq, dims, pq, NULL, q, W, m);
     if (st) return st;
     return la_rf_forward(ctx, &p->rk, dims, pk, NULL, k, W, m);
 }
 
 la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
-                                    const la_linear_attn_opts *attn, const la_dims *dims,
-                                    float *o, const float *q, const float *k, const float *v,
-                                    const float *W, int64_t m) {
+                                    const la_linear_attn_opts *attn, const la_dims *dims, float *o,
+                                    const float *q, const float *k, const float *v, const float *W,
+                                    int64_t m) {
     static const char *op = "la_performer_attn_forward";
     performer_setup p;
     la_status st = setup(op, ctx, rf, attn, dims, q, k, v, W, m, &p);
@@ -77,8 +77,7 @@ la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
     if ((st = la__check_ptr(op, "o", o))) return st;
     float *pq = malloc(p.n_phi * sizeof *pq), *pk = malloc(p.n_phi * sizeof *pk);
     if (!pq || !pk) {
-        st = la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for 2 x %zu features", op,
-                       p.n_phi);
+        st = la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for 2 x %zu features", op, p.n_phi);
         goto done;
     }
     if ((st = features(ctx, &p, dims, pq, pk, q, k, W, m))) goto done;
@@ -92,8 +91,8 @@ done:
 la_status la_performer_attn_backward(la_ctx *ctx, const la_rf_opts *rf,
                                      const la_linear_attn_opts *attn, const la_dims *dims,
                                      float *dq, float *dk, float *dv, const float *d_o,
-                                     const float *q, const float *k, const float *v,
-                                     const float *W, int64_t m) {
+                                     const float *q, const float *k, const float *v, const float *W,
+                                     int64_t m) {
     static const char *op = "la_performer_attn_backward";
     performer_setup p;
     la_status st = setup(op, ctx, rf, attn, dims, q, k, v, W, m, &p);

@@ -94,8 +94,8 @@ la_status la_projection_draw(float *W, int64_t m, int64_t d, la_projection_kind 
     if (!w || (kind == LA_PROJ_ORTHOGONAL && !work)) {
         free(w);
         free(work);
-        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for a %" PRId64 " x %" PRId64
-                         " projection", op, m, d);
+        return la__error(LA_ERR_OUT_OF_MEMORY,
+                         "%s: out of memory for a %" PRId64 " x %" PRId64 " projection", op, m, d);
     }
     la_rng rng;
     la_rng_seed(&rng, seed);

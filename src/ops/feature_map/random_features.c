@@ -32,8 +32,8 @@ typedef struct rf_job {
     int64_t H, d, m, M;
     double c, s, eps;
     const float *x, *W;
-    float *phi, *stab;    /* forward */
-    const float *d_phi;   /* backward */
+    float *phi, *stab;  /* forward */
+    const float *d_phi; /* backward */
     float *dx;
 } rf_job;
 
@@ -54,12 +54,10 @@ int64_t la_rf_num_features(la_random_feature kind, int64_t m) {
     if (m < 1) return 0;
     switch (kind) {
     case LA_RF_FAVOR_POSITIVE:
-    case LA_RF_RELU:
-        return m;
+    case LA_RF_RELU: return m;
     case LA_RF_FAVOR_HYPERBOLIC:
     case LA_RF_TRIG_GAUSSIAN:
-    case LA_RF_TRIG_SOFTMAX:
-        return m > INT64_MAX / 2 ? 0 : 2 * m;
+    case LA_RF_TRIG_SOFTMAX: return m > INT64_MAX / 2 ? 0 : 2 * m;
     }
     return 0;
 }
@@ -239,9 +237,7 @@ static void backward_task(void *arg, int64_t task, int tid) {
             case LA_RF_TRIG_GAUSSIAN:
                 coef = s * (-(double)g[i] * sin(u[i]) + (double)g[m + i] * cos(u[i]));
                 break;
-            default: /* LA_RF_RELU */
-                coef = u[i] > 0 ? s * (double)g[i] : 0.0;
-                break;
+            default: /* LA_RF_RELU */ coef = u[i] > 0 ? s * (double)g[i] : 0.0; break;
             }
             if (coef != 0) {
                 const float *w = j->W + i * d;
@@ -254,26 +250,26 @@ static void backward_task(void *arg, int64_t task, int tid) {
 }
 
 /* Validation shared by forward and backward; fills the job. */
-static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts,
-                          const la_dims *dims, const float *x, const float *W, int64_t m,
-                          rf_job *j, size_t *n_x, size_t *n_phi) {
+static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims,
+                          const float *x, const float *W, int64_t m, rf_job *j, size_t *n_x,
+                          size_t *n_phi) {
     la_status st;
     if ((st = la__check_ptr(op, "ctx", ctx))) return st;
     if ((st = la__check_ptr(op, "opts", opts))) return st;
     if ((st = la__check_ptr(op, "dims", dims))) return st;
     if (opts->kind < LA_RF_FAVOR_POSITIVE || opts->kind > LA_RF_RELU)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.kind = %d (not a la_random_feature)", op, (int)opts->kind);
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.kind = %d (not a la_random_feature)",
+                         op, (int)opts->kind);
     if (opts->role != LA_RF_QUERY && opts->role != LA_RF_KEY)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts.role = %d (must be LA_RF_QUERY or LA_RF_KEY)", op,
                          (int)opts->role);
     if (opts->stabilize != 0 && opts->stabilize != 1)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.stabilize = %d (must be 0 or 1)",
-                         op, opts->stabilize);
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.stabilize = %d (must be 0 or 1)", op,
+                         opts->stabilize);
     if (!isfinite(opts->eps) || opts->eps < 0)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.eps = %g (must be finite and >= 0)", op, (double)opts->eps);
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.eps = %g (must be finite and >= 0)", op,
+                         (double)opts->eps);
     /* V and HV do not enter a feature map; validate the rest with V = 1. */
     la_dims dd = *dims;
     dd.V = 1;
@@ -305,7 +301,8 @@ static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts,
     j->c = softmax_kind ? 1.0 / sqrt(sqrt((double)dd.K)) : 1.0;
     j->s = 1.0 / sqrt((double)(opts->kind == LA_RF_FAVOR_HYPERBOLIC ? 2 * m : m));
     j->eps = (opts->kind == LA_RF_TRIG_GAUSSIAN || opts->kind == LA_RF_TRIG_SOFTMAX)
-                 ? 0.0 : (double)opts->eps;
+                 ? 0.0
+                 : (double)opts->eps;
     j->x = x;
     j->W = W;
 
@@ -327,13 +324,13 @@ static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts,
                 n2 += v * v;
             }
             const double xn = sqrt(n2);
-            const double bound = opts->kind == LA_RF_TRIG_SOFTMAX ? 0.5 * n2
-                                                                  : wmax * xn - 0.5 * n2;
+            const double bound = opts->kind == LA_RF_TRIG_SOFTMAX ? 0.5 * n2 : wmax * xn - 0.5 * n2;
             if (bound > RF_EXP_LIMIT)
                 return la__error(LA_ERR_INVALID_ARGUMENT,
                                  "%s: token %zu of x has exponent bound %.4g > %.0f, so the "
                                  "features could overflow float32 with opts.stabilize = 0 "
-                                 "(set stabilize = 1)", op, r, bound, RF_EXP_LIMIT);
+                                 "(set stabilize = 1)",
+                                 op, r, bound, RF_EXP_LIMIT);
         }
     }
     return LA_OK;
