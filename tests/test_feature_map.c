@@ -79,7 +79,7 @@ static void test_forward(void) {
     } cases[] = {{2, 7, 3, 5, 11, NULL, 0},
                  {1, 20, 2, 16, 40, cu, 3},
                  {3, 1, 1, 1, 3, NULL, 0},
-                 {1, 65, 2, 33, 17, NULL, 0}};
+                 {1, 65, 2, 33, 17, NULL, 0}, {1, 1000, 1, 60, 100, NULL, 0}};
     double worst = 0, worst_stab = 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         la_dims dims = {.B = cases[ci].B,
