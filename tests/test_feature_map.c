@@ -472,7 +472,47 @@ static void test_bad_args(void) {
     la_ctx_destroy(ctx);
 }
 
+/* The float64 normalised kernel attention used as the Performer oracle:
+ * its backward against central differences of its forward. */
+static void test_kernel_attn_reference(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 12);
+    const int64_t T = 7, M = 5, V = 3;
+    double pq[35], pk[35], v[21], g[21], dpq[35], dpk[35], dv[21], o[21];
+    for (int i = 0; i < 35; i++) {
+        pq[i] = 0.2 + la_rng_uniform(&rng); /* positive features, like FAVOR+ */
+        pk[i] = 0.2 + la_rng_uniform(&rng);
+    }
+    for (int i = 0; i < 21; i++) {
+        v[i] = la_rng_normal(&rng);
+        g[i] = la_rng_normal(&rng);
+    }
+    for (int causal = 0; causal < 2; causal++) {
+        ref_kernel_attn_backward(T, M, V, pq, pk, v, causal, 1e-6, g, dpq, dpk, dv);
+        double *xs[3] = {pq, pk, v}, *an[3] = {dpq, dpk, dv};
+        const int n[3] = {35, 35, 21};
+        double worst = 0, scale = 0;
+        for (int w = 0; w < 3; w++)
+            for (int i = 0; i < n[w]; i++) {
+                const double keep = xs[w][i], h = 1e-6;
+                double l[2];
+                for (int sgn = 0; sgn < 2; sgn++) {
+                    xs[w][i] = keep + (sgn ? -h : h);
+                    ref_kernel_attn(T, M, V, pq, pk, v, causal, 1e-6, o);
+                    l[sgn] = 0;
+                    for (int j = 0; j < 21; j++) l[sgn] += g[j] * o[j];
+                }
+                xs[w][i] = keep;
+                worst = fmax(worst, fabs((l[0] - l[1]) / (2 * h) - an[w][i]));
+                scale = fmax(scale, fabs(an[w][i]));
+            }
+        /* central differences in double: ~1e-9 relative */
+        CHECK_LE(worst / scale, 1e-7, "kernel attention reference backward, causal=%d", causal);
+    }
+}
+
 int main(void) {
+    test_kernel_attn_reference();
     test_forward();
     test_stabiliser();
     test_backward();

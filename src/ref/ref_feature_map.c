@@ -206,6 +206,34 @@ void ref_kernel_attn(int64_t T, int64_t M, int64_t V, const double *pq, const do
     }
 }
 
+/* o_t = num_t / den_t with a_tj = pq_t . pk_j, num_t = sum_j a_tj v_j,
+ * den_t = sum_j a_tj + eps: d a_tj = (d_o_t . v_j) / den_t - (d_o_t . o_t) / den_t. */
+void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq,
+                              const double *pk, const double *v, int causal, double eps,
+                              const double *d_o, double *dpq, double *dpk, double *dv) {
+    for (int64_t i = 0; i < T * M; i++) dpq[i] = dpk[i] = 0;
+    for (int64_t i = 0; i < T * V; i++) dv[i] = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t J = causal ? t + 1 : T;
+        double den = eps, go = 0;
+        for (int64_t j = 0; j < J; j++) den += dot(pq + t * M, pk + j * M, M);
+        for (int64_t j = 0; j < J; j++) {
+            const double a = dot(pq + t * M, pk + j * M, M);
+            go += a * dot(d_o + t * V, v + j * V, V); /* d_o . num */
+        }
+        go /= den; /* d_o . o */
+        for (int64_t j = 0; j < J; j++) {
+            const double a = dot(pq + t * M, pk + j * M, M);
+            const double da = (dot(d_o + t * V, v + j * V, V) - go) / den;
+            for (int64_t b = 0; b < V; b++) dv[j * V + b] += a * d_o[t * V + b] / den;
+            for (int64_t i = 0; i < M; i++) {
+                dpq[t * M + i] += da * pk[j * M + i];
+                dpk[j * M + i] += da * pq[t * M + i];
+            }
+        }
+    }
+}
+
 void ref_softmax_attn_exact(int64_t T, int64_t d, int64_t V, const double *q, const double *k,
                             const double *v, int causal, double *o) {
     double *p = malloc((size_t)T * sizeof *p);

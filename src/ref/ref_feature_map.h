@@ -42,6 +42,10 @@ double ref_rf_mse_theory(la_random_feature kind, const double *x, const double *
  * causal. pq, pk [T, M]. */
 void ref_kernel_attn(int64_t T, int64_t M, int64_t V, const double *pq, const double *pk,
                      const double *v, int causal, double eps, double *o);
+/* Its backward: dpq, dpk [T, M], dv [T, V] out (written with =); d_o [T, V]. */
+void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq,
+                              const double *pk, const double *v, int causal, double eps,
+                              const double *d_o, double *dpq, double *dpk, double *dv);
 /* Exact softmax attention in double, scale d^-1/2: o [T, V]. */
 void ref_softmax_attn_exact(int64_t T, int64_t d, int64_t V, const double *q, const double *k,
                             const double *v, int causal, double *o);
