@@ -200,7 +200,14 @@ LA_API la_linear_attn_opts la_linear_attn_opts_default(void);
  * initial_state [N,H,K,V] in, optional (NULL = zeros)
  * initial_norm  [N,H,K]   in, optional (normalize only; NULL = zeros)
  * Non-causal: every query of a sequence sees S0 + sum over all its tokens,
- * and the final state is that sum. */
+ * and the final state is that sum. final_state / final_norm may be the same
+ * buffers as initial_state / initial_norm (a state carried in place).
+ * The denominator is not guarded: the op computes exactly
+ * phi(q)S / (phi(q).z + eps). With elu1 and relu (non-negative features, and
+ * a non-negative initial_norm) it is >= eps; with identity features the
+ * caller must keep phi(q).z + eps away from zero (e.g. positive features, as
+ * Performer's), else the output is as large, Inf or NaN as the formula.
+ * Passing final_norm or initial_norm with normalize == 0 is an error. */
 LA_API la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
                                         const la_dims *dims, float *o, float *final_state,
                                         float *final_norm, const float *q, const float *k,
@@ -210,7 +217,11 @@ LA_API la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *
 /* dq,dk [B,T,H,K], dv [B,T,H,V] out (required)
  * d_initial_state [N,H,K,V], d_initial_norm [N,H,K] out, optional
  * d_o [B,T,H,V] in; d_final_state [N,H,K,V], d_final_norm [N,H,K] in, optional
- * (NULL = zero); the other inputs as in the forward. */
+ * (NULL = zero); the other inputs as in the forward. Gradients of
+ * sum(o*d_o) + sum(final_state*d_final_state) + sum(final_norm*d_final_norm).
+ * Recomputes the forward; no form stores a state per token or per chunk,
+ * and the scratch does not grow with T. d_initial_state / d_initial_norm
+ * may be the same buffers as d_final_state / d_final_norm. */
 LA_API la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
                                          const la_dims *dims, float *dq, float *dk, float *dv,
                                          float *d_initial_state, float *d_initial_norm,

@@ -115,12 +115,12 @@ int cmd_check(int argc, char **argv) {
     la_ctx_destroy(r.ctx);
 
     int failed = 0;
-    printf("%-34s %-16s %-12s %11s %9s  %s\n", "op", "form", "output", "max rel err", "bound",
+    printf("%-34s %-16s %-16s %11s %9s  %s\n", "op", "form", "output", "max rel err", "bound",
            "result");
     for (int i = 0; i < r.n; i++) {
         const check_row *w = &r.rows[i];
         failed += !w->pass;
-        printf("%-34s %-16s %-12s %11.2e %9.0e  %s\n", w->op, w->form, w->what, w->err, w->tol,
+        printf("%-34s %-16s %-16s %11.2e %9.0e  %s\n", w->op, w->form, w->what, w->err, w->tol,
                w->pass ? "pass" : "FAIL");
     }
     printf("\n%d passed, %d failed\n", r.n - failed, failed);

@@ -1,0 +1,282 @@
+/* Kernel linear attention: options, argument validation and dispatch of the
+ * (sequence, head) units to the forms (noncausal.c, parallel.c,
+ * recurrent.c, chunk.c). Everything is checked and the scratch reserved
+ * before any output is written. */
+#include "linear_attn.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+la_linear_attn_opts la_linear_attn_opts_default(void) {
+    la_linear_attn_opts o;
+    memset(&o, 0, sizeof o);
+    o.feature_map = LA_FEATURE_ELU1;
+    o.causal = 1;
+    o.form = LA_FORM_CHUNK;
+    o.normalize = 1;
+    o.eps = LA_LINEAR_ATTN_DEFAULT_EPS;
+    o.scale = 0;
+    o.chunk_size = 0;
+    return o;
+}
+
+static const char *form_name(const la_linear_attn_opts *o) {
+    if (!o->causal) return "non-causal";
+    switch (o->form) {
+    case LA_FORM_PARALLEL: return "parallel";
+    case LA_FORM_RECURRENT: return "recurrent";
+    default: return "chunk";
+    }
+}
+
+/* Checks the options and the shapes and fills the job's scalar fields. */
+static la_status check_common(const char *op, la_ctx *ctx, const la_linear_attn_opts *opts,
+                              const la_dims *dims, la__lin_job *j) {
+    la_status st;
+    if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "opts", opts)) ||
+        (st = la__check_dims(op, dims, 0)))
+        return st;
+    if ((unsigned)opts->feature_map > LA_FEATURE_RELU)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.feature_map = %d is not a known la_feature_map "
+                         "(identity 0, elu1 1, relu 2)", op, (int)opts->feature_map);
+    if ((unsigned)opts->form > LA_FORM_CHUNK)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.form = %d is not a known la_form "
+                         "(parallel 0, recurrent 1, chunk 2)", op, (int)opts->form);
+    if (!(opts->eps > 0) || !isfinite(opts->eps))
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.eps = %g (must be finite and > 0; default %g)", op,
+                         (double)opts->eps, (double)LA_LINEAR_ATTN_DEFAULT_EPS);
+    if (opts->chunk_size < 0)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means %d)", op,
+                         opts->chunk_size, LA__LIN_DEFAULT_CHUNK);
+    float scale;
+    if ((st = la__resolve_scale(op, opts->scale, dims->K, &scale))) return st;
+
+    memset(j, 0, sizeof *j);
+    j->dims = dims;
+    j->H = dims->H;
+    j->K = dims->K;
+    j->V = dims->V;
+    j->fm = opts->feature_map;
+    j->normalize = opts->normalize != 0;
+    j->eps = opts->eps;
+    j->scale = scale;
+    j->qscale = j->normalize ? 1.0f : scale;
+    j->ctx = ctx;
+    const int64_t N = la__num_seqs(dims);
+    int64_t Tmax = 0;
+    for (int64_t n = 0; n < N; n++) {
+        int64_t s, len;
+        la__seq_bounds(dims, n, &s, &len);
+        if (len > Tmax) Tmax = len;
+    }
+    j->Tmax = Tmax;
+    int64_t C = opts->chunk_size ? opts->chunk_size : LA__LIN_DEFAULT_CHUNK;
+    j->chunk = C < Tmax ? C : Tmax; /* a chunk never needs to exceed a sequence */
+    return LA_OK;
+}
+
+typedef void (*layout_fn)(const la__lin_job *, int, la__bump *, float **);
+typedef void (*unit_fn)(const la__lin_job *, const la__lin_unit *, float *);
+
+static void pick(const la_linear_attn_opts *o, int backward, layout_fn *lay, unit_fn *run) {
+    if (!o->causal) {
+        *lay = la__lin_noncausal_layout;
+        *run = backward ? la__lin_noncausal_bwd : la__lin_noncausal_fwd;
+        return;
+    }
+    switch (o->form) {
+    case LA_FORM_PARALLEL:
+        *lay = la__lin_parallel_layout;
+        *run = backward ? la__lin_parallel_bwd : la__lin_parallel_fwd;
+        break;
+    case LA_FORM_RECURRENT:
+        *lay = la__lin_recurrent_layout;
+        *run = backward ? la__lin_recurrent_bwd : la__lin_recurrent_fwd;
+        break;
+    default:
+        *lay = la__lin_chunk_layout;
+        *run = backward ? la__lin_chunk_bwd : la__lin_chunk_fwd;
+        break;
+    }
+}
+
+static la_status reserve(const char *op, const la_linear_attn_opts *opts, la__lin_job *j,
+                         int backward) {
+    layout_fn lay;
+    unit_fn run;
+    pick(opts, backward, &lay, &run);
+    la__bump b = {NULL, 0, 0};
+    float *bufs[LA__LIN_MAX_BUFS];
+    lay(j, backward, &b, bufs);
+    if (b.overflow)
+        return la__error(LA_ERR_OUT_OF_MEMORY,
+                         "%s: the %s form's scratch for K = %" PRId64 ", V = %" PRId64
+                         ", chunk %" PRId64 " overflows size_t", op, form_name(opts), j->K,
+                         j->V, j->chunk);
+    la_status st = la__scratch_reserve(j->ctx, b.used * sizeof(float));
+    if (st)
+        return la__error(st, "%s: cannot reserve %zu bytes of scratch per thread for the %s form",
+                         op, b.used * sizeof(float), form_name(opts));
+    return LA_OK;
+}
+
+void la__lin_unit_init(const la__lin_job *j, int64_t task, la__lin_unit *u) {
+    const int64_t H = j->H, K = j->K, V = j->V;
+    const int64_t n = task / H, h = task % H;
+    int64_t start;
+    la__seq_bounds(j->dims, n, &start, &u->len);
+    u->sqk = H * K;
+    u->sv = H * V;
+    const size_t oqk = (size_t)(start * H + h) * (size_t)K;
+    const size_t ov = (size_t)(start * H + h) * (size_t)V;
+    const size_t os = (size_t)task * (size_t)K * (size_t)V, oz = (size_t)task * (size_t)K;
+    u->q = j->q + oqk;
+    u->k = j->k + oqk;
+    u->v = j->v + ov;
+    u->o = j->o ? j->o + ov : NULL;
+    u->d_o = j->d_o ? j->d_o + ov : NULL;
+    u->dq = j->dq ? j->dq + oqk : NULL;
+    u->dk = j->dk ? j->dk + oqk : NULL;
+    u->dv = j->dv ? j->dv + ov : NULL;
+    u->S0 = j->S0 ? j->S0 + os : NULL;
+    u->z0 = j->z0 ? j->z0 + oz : NULL;
+    u->dST = j->dST ? j->dST + os : NULL;
+    u->dzT = j->dzT ? j->dzT + oz : NULL;
+    u->fS = j->final_state ? j->final_state + os : NULL;
+    u->fz = j->final_norm ? j->final_norm + oz : NULL;
+    u->dS0 = j->dS0 ? j->dS0 + os : NULL;
+    u->dz0 = j->dz0 ? j->dz0 + oz : NULL;
+}
+
+void la__lin_state_init(const la__lin_job *j, const la__lin_unit *u, float *S, float *z) {
+    const size_t KV = (size_t)j->K * (size_t)j->V;
+    if (u->S0) memcpy(S, u->S0, KV * sizeof(float));
+    else memset(S, 0, KV * sizeof(float));
+    if (!j->normalize || !z) return;
+    if (u->z0) memcpy(z, u->z0, (size_t)j->K * sizeof(float));
+    else memset(z, 0, (size_t)j->K * sizeof(float));
+}
+
+void la__lin_state_store(const la__lin_job *j, const la__lin_unit *u, const float *S,
+                         const float *z) {
+    if (u->fS) memcpy(u->fS, S, (size_t)j->K * (size_t)j->V * sizeof(float));
+    if (u->fz) memcpy(u->fz, z, (size_t)j->K * sizeof(float));
+}
+
+typedef struct {
+    const la__lin_job *j;
+    unit_fn run;
+} task_arg;
+
+static void unit_task(void *p, int64_t task, int tid) {
+    const task_arg *a = p;
+    la__lin_unit u;
+    la__lin_unit_init(a->j, task, &u);
+    a->run(a->j, &u, la__scratch(a->j->ctx, tid));
+}
+
+static void run_units(const la_linear_attn_opts *opts, const la__lin_job *j, int backward) {
+    layout_fn lay;
+    task_arg a = {j, NULL};
+    pick(opts, backward, &lay, &a.run);
+    la__parallel_for(j->ctx, la__num_seqs(j->dims) * j->H, unit_task, &a);
+}
+
+la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
+                                 const la_dims *dims, float *o, float *final_state,
+                                 float *final_norm, const float *q, const float *k,
+                                 const float *v, const float *initial_state,
+                                 const float *initial_norm) {
+    static const char *const op = "la_linear_attn_forward";
+    la__lin_job j;
+    la_status st;
+    if ((st = check_common(op, ctx, opts, dims, &j))) return st;
+    if ((st = la__check_ptr(op, "o", o)) || (st = la__check_ptr(op, "q", q)) ||
+        (st = la__check_ptr(op, "k", k)) || (st = la__check_ptr(op, "v", v)))
+        return st;
+    if (!j.normalize && final_norm)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: final_norm given but opts.normalize = 0 (no normaliser state)", op);
+    if (!j.normalize && initial_norm)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: initial_norm given but opts.normalize = 0 (no normaliser state)",
+                         op);
+    const size_t nqk = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->K;
+    const size_t nv = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
+    const size_t nz = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
+    const size_t ns = nz * (size_t)dims->V;
+    if ((st = la__check_finite(op, "q", q, nqk)) || (st = la__check_finite(op, "k", k, nqk)) ||
+        (st = la__check_finite(op, "v", v, nv)) ||
+        (initial_state && (st = la__check_finite(op, "initial_state", initial_state, ns))) ||
+        (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, nz))))
+        return st;
+    if ((st = reserve(op, opts, &j, 0))) return st;
+    j.o = o;
+    j.final_state = final_state;
+    j.final_norm = final_norm;
+    j.q = q;
+    j.k = k;
+    j.v = v;
+    j.S0 = initial_state;
+    j.z0 = initial_norm;
+    run_units(opts, &j, 0);
+    return LA_OK;
+}
+
+la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
+                                  const la_dims *dims, float *dq, float *dk, float *dv,
+                                  float *d_initial_state, float *d_initial_norm,
+                                  const float *d_o, const float *d_final_state,
+                                  const float *d_final_norm, const float *q, const float *k,
+                                  const float *v, const float *initial_state,
+                                  const float *initial_norm) {
+    static const char *const op = "la_linear_attn_backward";
+    la__lin_job j;
+    la_status st;
+    if ((st = check_common(op, ctx, opts, dims, &j))) return st;
+    if ((st = la__check_ptr(op, "dq", dq)) || (st = la__check_ptr(op, "dk", dk)) ||
+        (st = la__check_ptr(op, "dv", dv)) || (st = la__check_ptr(op, "d_o", d_o)) ||
+        (st = la__check_ptr(op, "q", q)) || (st = la__check_ptr(op, "k", k)) ||
+        (st = la__check_ptr(op, "v", v)))
+        return st;
+    const struct { const char *name; const void *p; } norm_args[] = {
+        {"initial_norm", initial_norm}, {"d_initial_norm", d_initial_norm},
+        {"d_final_norm", d_final_norm}};
+    for (size_t i = 0; i < 3; i++)
+        if (!j.normalize && norm_args[i].p)
+            return la__error(LA_ERR_INVALID_ARGUMENT,
+                             "%s: %s given but opts.normalize = 0 (no normaliser state)", op,
+                             norm_args[i].name);
+    const size_t nqk = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->K;
+    const size_t nv = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
+    const size_t nz = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
+    const size_t ns = nz * (size_t)dims->V;
+    if ((st = la__check_finite(op, "q", q, nqk)) || (st = la__check_finite(op, "k", k, nqk)) ||
+        (st = la__check_finite(op, "v", v, nv)) ||
+        (st = la__check_finite(op, "d_o", d_o, nv)) ||
+        (initial_state && (st = la__check_finite(op, "initial_state", initial_state, ns))) ||
+        (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, nz))) ||
+        (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, ns))) ||
+        (d_final_norm && (st = la__check_finite(op, "d_final_norm", d_final_norm, nz))))
+        return st;
+    if ((st = reserve(op, opts, &j, 1))) return st;
+    j.dq = dq;
+    j.dk = dk;
+    j.dv = dv;
+    j.dS0 = d_initial_state;
+    j.dz0 = d_initial_norm;
+    j.d_o = d_o;
+    j.dST = d_final_state;
+    j.dzT = d_final_norm;
+    j.q = q;
+    j.k = k;
+    j.v = v;
+    j.S0 = initial_state;
+    j.z0 = initial_norm;
+    run_units(opts, &j, 1);
+    return LA_OK;
+}

@@ -1,0 +1,193 @@
+/* Kernel (feature-map) linear attention: what the forms share.
+ *
+ * One work unit is one (sequence n, head h). Notation for one unit (MATH.md
+ * §2, §5), rows are tokens:
+ *
+ *   q̂_t = c·φ(q_t)   c = 1 when normalised, else the scale
+ *   k̃_t = φ(k_t)
+ *   S_t = S_0 + Σ_{j≤t} k̃_jᵀ v_j          [K,V]
+ *   z_t = z_0 + Σ_{j≤t} k̃_j               [K]
+ *   num_t = q̂_t S_t,  den_t = q̂_t·z_t + ε
+ *   o_t = num_t / den_t (normalised) or num_t (unnormalised)
+ *
+ * Non-causal: S_t, z_t are replaced by the sums over the whole sequence.
+ *
+ * Backward. With g_t = ∂L/∂num_t and δ_t = ∂L/∂den_t:
+ *
+ *   normalised:   g_t = do_t / den_t,   δ_t = -(do_t · o_t) / den_t
+ *   unnormalised: g_t = do_t,           δ_t = 0
+ *
+ *   dq̂_t = S_t g_t + δ_t z_t                      (needs the forward S_t, z_t)
+ *   dS̄_t = dS_T + Σ_{i≥t} q̂_iᵀ g_i                (reverse prefix sums)
+ *   dz̄_t = dz_T + Σ_{i≥t} δ_i q̂_i
+ *   dk̃_t = dS̄_t v_tᵀ + dz̄_t,   dv_t = k̃_t dS̄_t
+ *   dS_0 = dS̄_1,  dz_0 = dz̄_1
+ *   dq_t = c · dq̂_t ⊙ φ'(q_t),  dk_t = dk̃_t ⊙ φ'(k_t)
+ *
+ * In a block of tokens with scores A[i][j] = q̂_i·k̃_j (j ≤ i when causal):
+ *   dA[i][j] = g_i·v_j + δ_i, so Σ_{i≥j} dA[i][j] q̂_i is the in-block part of
+ *   dk̃_j, Σ_{j≤i} dA[i][j] k̃_j the in-block part of dq̂_i and
+ *   Σ_{i≥j} A[i][j] g_i the in-block part of dv_j.
+ *
+ * Every backward runs as two sweeps, so no form stores a state per token or
+ * per chunk: a forward sweep that rebuilds S_t, z_t, o_t exactly as the
+ * forward does and produces g, δ and dq; then a reverse sweep that carries
+ * dS̄, dz̄ and produces dk, dv. Between the sweeps g_t is parked in the dv
+ * output rows and δ_t in dk[t][0] (the unit owns those rows, each row is read
+ * back before it is overwritten), so the scratch does not grow with T.
+ */
+#ifndef LINATTN_OPS_LINEAR_ATTN_H
+#define LINATTN_OPS_LINEAR_ATTN_H
+
+#include "../../core/internal.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Query/key block of the parallel form (tokens). */
+#define LA__LIN_PAR_BLOCK 64
+/* Default chunk of the chunk form. */
+#define LA__LIN_DEFAULT_CHUNK 64
+
+typedef struct la__lin_job {
+    const la_dims *dims;
+    int64_t H, K, V;
+    la_feature_map fm;
+    int normalize;
+    float eps;
+    float qscale;  /* c above: 1 when normalised, else the resolved scale */
+    float scale;   /* the resolved scale (the decoding step takes it) */
+    int64_t chunk; /* resolved chunk size (chunk form) */
+    int64_t Tmax;  /* longest sequence */
+    /* forward */
+    float *o, *final_state, *final_norm;
+    const float *q, *k, *v, *S0, *z0;
+    /* backward (outputs; o/final_* above unused) */
+    float *dq, *dk, *dv, *dS0, *dz0;
+    const float *d_o, *dST, *dzT;
+    la_ctx *ctx;
+} la__lin_job;
+
+/* One unit's view of the tensors: token t of the unit is row t. */
+typedef struct la__lin_unit {
+    int64_t len;                 /* tokens */
+    int64_t sqk, sv;             /* row strides (H*K, H*V) */
+    const float *q, *k, *v, *d_o;
+    float *o, *dq, *dk, *dv;
+    const float *S0, *z0, *dST, *dzT; /* NULL when not given */
+    float *fS, *fz, *dS0, *dz0;       /* NULL when not wanted */
+} la__lin_unit;
+
+void la__lin_unit_init(const la__lin_job *j, int64_t task, la__lin_unit *u);
+
+/* ---- feature maps ----------------------------------------------------- */
+
+/* elu(x)+1 is x+1 for x > 0 and e^x otherwise (computed as e^x, exact to
+ * rounding, rather than expm1(x)+1). relu'(0) = 0. */
+static inline float la__phi(la_feature_map fm, float x) {
+    switch (fm) {
+    case LA_FEATURE_ELU1: return x > 0 ? x + 1.0f : expf(x);
+    case LA_FEATURE_RELU: return x > 0 ? x : 0.0f;
+    default: return x;
+    }
+}
+
+static inline float la__dphi(la_feature_map fm, float x) {
+    switch (fm) {
+    case LA_FEATURE_ELU1: return x > 0 ? 1.0f : expf(x);
+    case LA_FEATURE_RELU: return x > 0 ? 1.0f : 0.0f;
+    default: return 1.0f;
+    }
+}
+
+/* y[i] = c * phi(x[i]) (c = 1 is exact, so the same code serves both). */
+static inline void la__phi_row(la_feature_map fm, float c, float *y, const float *x,
+                               int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = c * la__phi(fm, x[i]);
+}
+
+/* y[i] = c * dy[i] * phi'(x[i]) */
+static inline void la__dphi_row(la_feature_map fm, float c, float *y, const float *dy,
+                                const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = c * dy[i] * la__dphi(fm, x[i]);
+}
+
+/* ---- small dense kernels (contiguous inner loops) ---------------------- */
+
+static inline float la__dot(const float *a, const float *b, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void la__axpy(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* The per-token arithmetic of the recurrent form, shared by the recurrent
+ * forward (through la__linear_attn_step), its backward and the decoder:
+ *   kf = phi(k), qf = c*phi(q), S += kfᵀv, z += kf (normalised),
+ *   o = qf S, den = qf·z + eps, o /= den (normalised).
+ * den is written when normalised (else 1); qf, kf [K] are outputs too. */
+void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t K,
+                   int64_t V, float *S, float *z, float *o, const float *q, const float *k,
+                   const float *v, float *qf, float *kf, float *den);
+
+/* ---- scratch layout ----------------------------------------------------- */
+
+/* Bump allocator over the scratch; with base == NULL it only counts, so the
+ * same code sizes the reservation and carves it. Each piece is 64-byte
+ * aligned. `overflow` is set if a size does not fit. */
+typedef struct la__bump {
+    float *base;
+    size_t used;  /* floats */
+    int overflow;
+} la__bump;
+
+static inline float *la__take(la__bump *b, size_t n) {
+    size_t r = (n + 15) & ~(size_t)15;
+    if (r < n || b->used > SIZE_MAX / sizeof(float) - r) {
+        b->overflow = 1;
+        return NULL;
+    }
+    float *p = b->base ? b->base + b->used : NULL;
+    b->used += r;
+    return p;
+}
+
+/* n = a*b, or SIZE_MAX on overflow (then la__take flags it). */
+static inline size_t la__mul(size_t a, size_t b) {
+    if (a && b > SIZE_MAX / a) return SIZE_MAX;
+    return a * b;
+}
+
+/* Per form: lay out (or size, with b->base == NULL) the scratch of one unit,
+ * and run the unit. */
+void la__lin_noncausal_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
+void la__lin_noncausal_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+void la__lin_noncausal_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+
+void la__lin_recurrent_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
+void la__lin_recurrent_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+void la__lin_recurrent_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+
+void la__lin_chunk_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
+void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+
+void la__lin_parallel_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
+void la__lin_parallel_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+void la__lin_parallel_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+
+/* Most scratch pieces any layout carves. */
+#define LA__LIN_MAX_BUFS 24
+
+/* Shared pieces of the state handling. */
+/* S = S0 (or 0), z = z0 (or 0, normalised only). */
+void la__lin_state_init(const la__lin_job *j, const la__lin_unit *u, float *S, float *z);
+/* Writes the unit's final state / norm if asked. */
+void la__lin_state_store(const la__lin_job *j, const la__lin_unit *u, const float *S,
+                         const float *z);
+
+#endif
