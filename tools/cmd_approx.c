@@ -472,9 +472,10 @@ static int fill_output(const approx_cfg *c, const approx_res *r, lab_output *out
             "(trigonometric) features estimate the softmax kernel exp(x.y/sqrt d) by an inner "
             "product of m random features. The measured mean squared error follows the "
             "closed-form 1/m law of MATH.md section 3 (dashed); orthogonal projection rows lower "
-            "it further. Positive features stay accurate where the kernel is large, which is "
-            "what attention needs; trigonometric features do not, and their attention error "
-            "shows it.");
+            "it further. In attention, positive features are accurate where the kernel is large, "
+            "which is what attention weights need; trigonometric estimates can go negative: at "
+            "the small query/key norms used here they are the most accurate, but at larger norms "
+            "(linattn approx --qk-std 1) their normaliser can cross zero and the error explodes.");
     table_kernel(c, r, &out->table);
     table_attn(c, r, &out->table);
     json_out(c, r, &out->json);
