@@ -92,10 +92,9 @@ static double token_max(la_random_feature kind, const double *u, int64_t m, doub
     return n; /* trig softmax: the magnitude factor exp(n) */
 }
 
-/* phi row [M] = core * exp(a - stab) + eps, core computed here in double.
- * Non-exp kinds ignore a and stab. */
-static void write_features(const rf_job *j, float *phi, const double *u, double n, double a,
-                           double stab) {
+/* phi row [M] of one token, in double, rounded once: e.g. positive
+ * s exp(u_i - n - stab) + eps. Non-exp kinds ignore stab. */
+static void write_features(const rf_job *j, float *phi, const double *u, double n, double stab) {
     const int64_t m = j->m;
     const double s = j->s, eps = j->eps;
     switch (j->opts->kind) {
@@ -126,7 +125,6 @@ static void write_features(const rf_job *j, float *phi, const double *u, double 
         for (int64_t i = 0; i < m; i++) phi[i] = (float)(s * (u[i] > 0 ? u[i] : 0.0) + eps);
         break;
     }
-    (void)a;
 }
 
 /* Scratch layout per thread (doubles): xs [d], u [m], acc [d], amax [Tmax]. */
@@ -159,14 +157,14 @@ static void forward_task(void *arg, int64_t task, int tid) {
             /* core only (eps and the factor come in the second pass) */
             rf_job core = *j;
             core.eps = 0;
-            write_features(&core, phi, u, n, a, a);
+            write_features(&core, phi, u, n, a);
             amax[t] = a;
             seq_max = a > seq_max ? a : seq_max;
             continue;
         }
         double stab = 0;
         if (exp_kind && j->opts->stabilize) stab = a; /* query: per token */
-        write_features(j, phi, u, n, a, stab);
+        write_features(j, phi, u, n, stab);
         if (j->stab && j->opts->role == LA_RF_QUERY) j->stab[row] = (float)stab;
     }
     if (two_pass) {
