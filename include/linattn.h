@@ -254,7 +254,8 @@ typedef enum la_projection_scaling {
  *     then Haar-distributed); the last block keeps its first m mod d rows.
  *     Row norms: chi_d (norms of fresh Gaussian d-vectors), or sqrt(d).
  *   With CHI every row is marginally N(0, I_d), so the estimators below are
- *   unbiased; SQRT_D trades a small bias for lower variance.
+ *   unbiased; SQRT_D rows are not Gaussian, so they are biased (Performer's
+ *   "scaling 1" option, kept for compatibility).
  * Errors: W NULL, m or d < 1, m*d overflowing, unknown kind or scaling. */
 LA_API la_status la_projection_draw(float *W, int64_t m, int64_t d, la_projection_kind kind,
                                     la_projection_scaling scaling, uint64_t seed);
@@ -296,7 +297,7 @@ typedef enum la_random_feature {
     LA_RF_FAVOR_HYPERBOLIC = 1, /* antithetic pairs, M = 2m */
     LA_RF_TRIG_GAUSSIAN = 2,    /* m^-1/2 [cos(w.x), sin(w.x)], M = 2m */
     LA_RF_TRIG_SOFTMAX = 3,     /* trig times exp(|x'|^2/2), M = 2m */
-    LA_RF_RELU = 4              /* relu(w.x) + eps, M = m */
+    LA_RF_RELU = 4              /* m^-1/2 relu(w.x) + eps, M = m */
 } la_random_feature;
 
 typedef enum la_rf_role {
