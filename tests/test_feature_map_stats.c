@@ -49,6 +49,26 @@ static void test_unbiased(la_ctx *ctx) {
         }
 }
 
+/* Negative control: rows of fixed norm sqrt(d) are not Gaussian, so the
+ * estimators are biased (as the header says); the same 5-SE test must see it.
+ * This also shows the unbiasedness test above can fail. */
+static void test_sqrt_d_biased(la_ctx *ctx) {
+    const int64_t d = 8, m = 8, P = 4;
+    double X[4 * 8], Y[4 * 8];
+    la_rng rng;
+    la_rng_seed(&rng, 5);
+    ref_random_pairs(X, Y, P, d, 2.5, &rng);
+    const la_random_feature kinds[] = {LA_RF_FAVOR_POSITIVE, LA_RF_TRIG_SOFTMAX};
+    for (int i = 0; i < 2; i++) {
+        ref_mse_stats s;
+        CHECK_STATUS(ref_rf_kernel_mse(ctx, kinds[i], LA_PROJ_ORTHOGONAL, LA_SCALING_SQRT_D, d, m,
+                                       X, Y, P, 1, 2000, 77, &s),
+                     LA_OK, "kernel mse");
+        CHECK(fabs(s.bias) > 5 * s.bias_se, "%s with sqrt(d) rows: bias %.3g within 5 SE (%.3g)",
+              KIND[kinds[i]], s.bias, 5 * s.bias_se);
+    }
+}
+
 static void test_mse_theory(la_ctx *ctx) {
     const int64_t d = 8, P = 6;
     const int R = 4000;
@@ -105,6 +125,7 @@ static void test_orthogonal_better(la_ctx *ctx) {
 int main(void) {
     la_ctx *ctx = th_ctx(1);
     test_unbiased(ctx);
+    test_sqrt_d_biased(ctx);
     test_mse_theory(ctx);
     test_orthogonal_better(ctx);
     la_ctx_destroy(ctx);
