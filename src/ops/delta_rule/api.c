@@ -1,0 +1,165 @@
+/* Public entry points of DeltaNet and Gated DeltaNet: validate every
+ * argument, size the scratch, then run the form (forward.c, backward.c).
+ *
+ * Policies (see also include/linattn.h):
+ * - Forms: LA_FORM_RECURRENT (token by token, the decoder's arithmetic) and
+ *   LA_FORM_CHUNK (WY representation, chunk_size 0 -> 64). LA_FORM_PARALLEL
+ *   is LA_ERR_INVALID_ARGUMENT: the delta rule has no masked quadratic form
+ *   (its T x T form is the chunk form with one chunk: chunk_size >= T).
+ * - beta must lie in [0, 2] (la__check_beta). With L2-normalised keys
+ *   (use_qk_l2norm) each step I - beta k^T k has eigenvalues 1 and
+ *   1 - beta|k|^2 in [-1, 1], so the state stays bounded. With raw keys and
+ *   beta |k|^2 > 2 the recurrence expands (|1 - beta|k|^2| > 1): the op
+ *   computes the formula as given, without clamping; outputs then grow
+ *   geometrically and can overflow to Inf for long sequences.
+ * - use_qk_l2norm: q and k are replaced by x / sqrt(sum x^2 + 1e-6) per token
+ *   and head before anything else (fla's use_qk_l2norm_in_kernel); the
+ *   backward goes through it. */
+#include "delta_rule.h"
+
+#include <inttypes.h>
+
+typedef struct {
+    const la_gated_opts *opts;
+    const la_dims *dims;
+    int gated;
+    const float *q, *k, *v, *g, *beta, *initial_state;
+    const float *d_o, *d_final_state; /* backward only */
+    int backward;
+} delta_call;
+
+static la_status validate(const char *op, la_ctx *ctx, const delta_call *c, la__delta_args *a) {
+    la_status st;
+    if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "opts", c->opts)))
+        return st;
+    if ((st = la__check_dims(op, c->dims, c->gated))) return st;
+    const la_gated_opts *o = c->opts;
+    if (o->form == LA_FORM_PARALLEL)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.form = LA_FORM_PARALLEL is not offered by the delta rules "
+                         "(use LA_FORM_RECURRENT or LA_FORM_CHUNK)", op);
+    if (o->form != LA_FORM_RECURRENT && o->form != LA_FORM_CHUNK)
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.form = %d is not a known la_form",
+                         op, (int)o->form);
+    if (o->chunk_size < 0)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means 64)", op,
+                         o->chunk_size);
+    const la_dims *d = c->dims;
+    a->ctx = ctx;
+    a->dims = *d;
+    a->N = la__num_seqs(d);
+    a->H = d->H;
+    a->HV = la__value_heads(d);
+    a->K = d->K;
+    a->V = d->V;
+    a->form = o->form;
+    a->chunk = o->chunk_size ? o->chunk_size : 64;
+    a->l2norm = o->use_qk_l2norm != 0; /* as the decoder: any non-zero */
+    if ((st = la__resolve_scale(op, o->scale, d->K, &a->scale))) return st;
+
+    if ((st = la__check_ptr(op, "q", c->q)) || (st = la__check_ptr(op, "k", c->k)) ||
+        (st = la__check_ptr(op, "v", c->v)) || (st = la__check_ptr(op, "beta", c->beta)))
+        return st;
+    if (c->gated && (st = la__check_ptr(op, "g", c->g))) return st;
+    if (c->backward && (st = la__check_ptr(op, "d_o", c->d_o))) return st;
+
+    const size_t BT = (size_t)d->B * (size_t)d->T;
+    const size_t nqk = BT * (size_t)a->H * (size_t)a->K, nv = BT * (size_t)a->HV * (size_t)a->V;
+    const size_t ngate = BT * (size_t)a->HV;
+    const size_t nstate = (size_t)a->N * (size_t)a->HV * (size_t)a->K * (size_t)a->V;
+    if ((st = la__check_finite(op, "q", c->q, nqk)) || (st = la__check_finite(op, "k", c->k, nqk)) ||
+        (st = la__check_finite(op, "v", c->v, nv)))
+        return st;
+    if (c->gated && (st = la__check_log_gate(op, "g", c->g, ngate))) return st;
+    if ((st = la__check_beta(op, "beta", c->beta, ngate))) return st;
+    if (c->initial_state && (st = la__check_finite(op, "initial_state", c->initial_state, nstate)))
+        return st;
+    if (c->backward) {
+        if ((st = la__check_finite(op, "d_o", c->d_o, nv))) return st;
+        if (c->d_final_state &&
+            (st = la__check_finite(op, "d_final_state", c->d_final_state, nstate)))
+            return st;
+    }
+    a->q = c->q;
+    a->k = c->k;
+    a->v = c->v;
+    a->g = c->gated ? c->g : NULL;
+    a->beta = c->beta;
+    a->initial_state = c->initial_state;
+    a->d_o = c->d_o;
+    a->d_final_state = c->d_final_state;
+    return LA_OK;
+}
+
+static la_status forward(const char *op, la_ctx *ctx, const delta_call *c, float *o,
+                         float *final_state) {
+    la__delta_args a = {0};
+    la_status st = validate(op, ctx, c, &a);
+    if (st) return st;
+    if ((st = la__check_ptr(op, "o", o))) return st;
+    a.o = o;
+    a.final_state = final_state;
+    if ((st = la__scratch_reserve(ctx, la__delta_forward_scratch(&a)))) return st;
+    la__delta_forward(&a);
+    return LA_OK;
+}
+
+static la_status backward(const char *op, la_ctx *ctx, const delta_call *c, float *dq, float *dk,
+                          float *dv, float *dg, float *dbeta, float *d_initial_state) {
+    la__delta_args a = {0};
+    la_status st = validate(op, ctx, c, &a);
+    if (st) return st;
+    if ((st = la__check_ptr(op, "dq", dq)) || (st = la__check_ptr(op, "dk", dk)) ||
+        (st = la__check_ptr(op, "dv", dv)) || (st = la__check_ptr(op, "dbeta", dbeta)))
+        return st;
+    if (c->gated && (st = la__check_ptr(op, "dg", dg))) return st;
+    a.dq = dq;
+    a.dk = dk;
+    a.dv = dv;
+    a.dg = c->gated ? dg : NULL;
+    a.dbeta = dbeta;
+    a.d_initial_state = d_initial_state;
+    if ((st = la__scratch_reserve(ctx, la__delta_backward_scratch(&a)))) return st;
+    la__delta_backward(&a);
+    return LA_OK;
+}
+
+la_status la_delta_rule_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                float *o, float *final_state, const float *q, const float *k,
+                                const float *v, const float *beta, const float *initial_state) {
+    delta_call c = {opts, dims, 0, q, k, v, NULL, beta, initial_state, NULL, NULL, 0};
+    return forward("la_delta_rule_forward", ctx, &c, o, final_state);
+}
+
+la_status la_delta_rule_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                 float *dq, float *dk, float *dv, float *dbeta,
+                                 float *d_initial_state, const float *d_o,
+                                 const float *d_final_state, const float *q, const float *k,
+                                 const float *v, const float *beta,
+                                 const float *initial_state) {
+    delta_call c = {opts, dims, 0, q, k, v, NULL, beta, initial_state, d_o, d_final_state, 1};
+    return backward("la_delta_rule_backward", ctx, &c, dq, dk, dv, NULL, dbeta,
+                    d_initial_state);
+}
+
+la_status la_gated_delta_rule_forward(la_ctx *ctx, const la_gated_opts *opts,
+                                      const la_dims *dims, float *o, float *final_state,
+                                      const float *q, const float *k, const float *v,
+                                      const float *g, const float *beta,
+                                      const float *initial_state) {
+    delta_call c = {opts, dims, 1, q, k, v, g, beta, initial_state, NULL, NULL, 0};
+    return forward("la_gated_delta_rule_forward", ctx, &c, o, final_state);
+}
+
+la_status la_gated_delta_rule_backward(la_ctx *ctx, const la_gated_opts *opts,
+                                       const la_dims *dims, float *dq, float *dk, float *dv,
+                                       float *dg, float *dbeta, float *d_initial_state,
+                                       const float *d_o, const float *d_final_state,
+                                       const float *q, const float *k, const float *v,
+                                       const float *g, const float *beta,
+                                       const float *initial_state) {
+    delta_call c = {opts, dims, 1, q, k, v, g, beta, initial_state, d_o, d_final_state, 1};
+    return backward("la_gated_delta_rule_backward", ctx, &c, dq, dk, dv, dg, dbeta,
+                    d_initial_state);
+}

@@ -1,0 +1,292 @@
+/* Backward of the delta rules, both forms.
+ *
+ * One task per (sequence, q/k head): it loops over the value heads of its
+ * group in order, so dq and dk (summed over the group) never depend on the
+ * thread count. For each value head the states at segment starts
+ * (checkpoints) are recomputed forward, then segments are visited last to
+ * first carrying dS = dL/dS back:
+ *   LA_FORM_RECURRENT: segments of 64 tokens; checkpoints from the token
+ *     recurrence; inside a segment the token states are recomputed from the
+ *     checkpoint and the gradient goes back token by token (below).
+ *   LA_FORM_CHUNK: segments are the chunks; checkpoints from the WY chunk
+ *     step; each chunk's backward is the chunkwise WY backward
+ *     (chunk_backward.c), matrix products over the chunk, no token states.
+ * Memory per thread: T/seg checkpoints of K V floats (+ seg+1 token states
+ * for the recurrent form) plus O(T K), never T K V.
+ *
+ * Per token, with P = S_{t-1}, a = exp(g_t), S' = a P, u = k S',
+ * r = beta (v - u), S_t = S' + k^T r, o_t = scale q S_t, and G = dL/dS_t:
+ *   dq   += scale S_t do          dS_t += scale q^T do
+ *   w     = k G                   dv    = beta w
+ *   dbeta = w . (v - u)           dk   += G r - beta S' w
+ *   dS'   = G - beta k^T w        dg    = a <dS', P>
+ *   dS_{t-1} = a dS'
+ * and through the L2 norm y = x rstd: dx = rstd (dy - (y . dy) y). */
+#include "delta_rule.h"
+
+#include <math.h>
+#include <string.h>
+
+#define RECURRENT_SEGMENT 64
+
+static int64_t segment_len(const la__delta_args *a) {
+    return a->form == LA_FORM_CHUNK ? la__delta_chunk_len(a) : RECURRENT_SEGMENT;
+}
+
+static int64_t max_len(const la__delta_args *a) {
+    const la_dims *d = &a->dims;
+    if (!d->cu_seqlens) return d->T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < d->n_seqs; n++)
+        if (d->cu_seqlens[n + 1] - d->cu_seqlens[n] > m) m = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
+    return m;
+}
+
+/* Scratch layout (floats), each piece 64-byte aligned. */
+typedef struct {
+    float *qn, *kn;    /* [len,K] normalised (or copied) q, k */
+    float *rq, *rk;    /* [len] their rstd */
+    float *dqn, *dkn;  /* [len,K] gradients w.r.t. qn, kn, summed over the group */
+    float *ckpt;       /* [nseg,K,V] */
+    float *states;     /* [seg+1,K,V] */
+    float *G;          /* [K,V] the carried dS */
+    float *vc, *gc, *bc; /* [seg,V], [seg], [seg]: one chunk of v, g, beta */
+    float *dOc, *dvc, *dbc, *dgc; /* chunk form: [seg,V] scale*d_o, dv, [seg] dbeta, dg */
+    float *w, *u, *r;  /* [V] */
+    float *work;       /* step / chunk work */
+} bwd_scratch;
+
+static size_t layout(const la__delta_args *a, int64_t len, float *base, bwd_scratch *s) {
+    const int64_t K = a->K, V = a->V, seg = segment_len(a);
+    const int64_t nseg = (len + seg - 1) / seg;
+    const size_t KV = (size_t)K * (size_t)V;
+    size_t work = LA__STEP_WORK_FLOATS(K, V);
+    const int chunk = a->form == LA_FORM_CHUNK;
+    if (chunk) {
+        const size_t cw = la__delta_chunk_work_floats(seg, K, V);
+        const size_t bw = la__delta_chunk_bwd_work_floats(seg, K, V);
+        if (cw > work) work = cw;
+        if (bw > work) work = bw;
+    }
+    const size_t sizes[] = {(size_t)(len * K), (size_t)(len * K), (size_t)len, (size_t)len,
+                            (size_t)(len * K), (size_t)(len * K), (size_t)nseg * KV,
+                            chunk ? 0 : (size_t)(seg + 1) * KV, KV, (size_t)(seg * V),
+                            (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
+                            chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
+                            chunk ? (size_t)seg : 0, (size_t)V, (size_t)V, (size_t)V, work};
+    float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->states,
+                      &s->G, &s->vc, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
+                      &s->w, &s->u, &s->r, &s->work};
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (base) *ptrs[i] = base + off;
+        off += (sizes[i] + 15) / 16 * 16;
+    }
+    return off;
+}
+
+size_t la__delta_backward_scratch(const la__delta_args *a) {
+    /* See la__delta_forward_scratch: SIZE_MAX (reported as OOM) where the
+     * size would overflow. */
+    const double C = (double)segment_len(a), T = (double)max_len(a);
+    const double KV = (double)a->K * (double)a->V;
+    if ((8 * C * C + (T / C + C + 4) * KV + 8 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
+        return SIZE_MAX;
+    bwd_scratch s;
+    return (layout(a, max_len(a), NULL, &s) + 16) * sizeof(float);
+}
+
+/* Advances S over tokens [t0, t0 + L) of the sequence (indices into the
+ * normalised rows qn/kn; tok0 = first flattened token of the sequence). */
+static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, int64_t tok0,
+                    int64_t hv, int64_t t0, int64_t L) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    if (a->form == LA_FORM_RECURRENT) {
+        for (int64_t t = t0; t < t0 + L; t++) {
+            const size_t vh = (size_t)((tok0 + t) * HV + hv);
+            la__delta_token(K, V, 0, a->scale, S, NULL, s->qn + t * K, s->kn + t * K,
+                            a->v + vh * (size_t)V, a->g ? a->g + vh : NULL, a->beta[vh],
+                            s->work);
+        }
+        return;
+    }
+    for (int64_t t = 0; t < L; t++) {
+        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        memcpy(s->vc + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+        s->gc[t] = a->g ? a->g[vh] : 0.0f;
+        s->bc[t] = a->beta[vh];
+    }
+    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
+                             a->g ? s->gc : NULL, s->bc, a->scale};
+    la__delta_chunk_step(&in, S, NULL, 0, s->work);
+}
+
+/* Reverse pass over one token: G holds dL/dS_t on entry, dL/dS_{t-1} on exit. */
+static void token_backward(const la__delta_args *a, const bwd_scratch *s, const float *P,
+                           const float *St, int64_t t, size_t vh) {
+    const int64_t K = a->K, V = a->V;
+    const float *qt = s->qn + t * K, *kt = s->kn + t * K;
+    const float *vt = a->v + vh * (size_t)V, *dot = a->d_o + vh * (size_t)V;
+    const float beta = a->beta[vh];
+    const float ga = a->g ? expf(a->g[vh]) : 1.0f;
+    float *G = s->G, *w = s->w, *u = s->u, *r = s->r;
+    float *dqt = s->dqn + t * K, *dkt = s->dkn + t * K;
+
+    /* The output o_t = scale q S_t. */
+    for (int64_t i = 0; i < K; i++) {
+        const float *Si = St + i * V;
+        float acc = 0;
+        for (int64_t j = 0; j < V; j++) acc += Si[j] * dot[j];
+        dqt[i] += a->scale * acc;
+        const float sq = a->scale * qt[i];
+        float *Gi = G + i * V;
+        for (int64_t j = 0; j < V; j++) Gi[j] += sq * dot[j];
+    }
+    /* u = k S' = a k P, w = k G. */
+    for (int64_t j = 0; j < V; j++) u[j] = w[j] = 0;
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = kt[i];
+        const float *Pi = P + i * V, *Gi = G + i * V;
+        for (int64_t j = 0; j < V; j++) {
+            u[j] += ki * Pi[j];
+            w[j] += ki * Gi[j];
+        }
+    }
+    double dbeta = 0;
+    float *dvt = a->dv + vh * (size_t)V;
+    for (int64_t j = 0; j < V; j++) {
+        const float d = vt[j] - ga * u[j];
+        r[j] = beta * d;
+        dbeta += (double)w[j] * d;
+        dvt[j] = beta * w[j];
+    }
+    a->dbeta[vh] = (float)dbeta;
+    double da = 0;
+    for (int64_t i = 0; i < K; i++) {
+        const float *Pi = P + i * V;
+        float *Gi = G + i * V;
+        float gr = 0, pw = 0;
+        for (int64_t j = 0; j < V; j++) {
+            gr += Gi[j] * r[j];
+            pw += Pi[j] * w[j];
+        }
+        dkt[i] += gr - beta * ga * pw;
+        const float bk = beta * kt[i];
+        for (int64_t j = 0; j < V; j++) {
+            const float d = Gi[j] - bk * w[j];
+            da += (double)d * Pi[j];
+            Gi[j] = ga * d;
+        }
+    }
+    if (a->g) a->dg[vh] = (float)(ga * da);
+}
+
+/* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
+ * state, s->G carried from dL/dS_end to dL/dS_start. */
+static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
+                           int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    for (int64_t t = 0; t < L; t++) {
+        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        const float *vt = a->v + vh * (size_t)V, *dot = a->d_o + vh * (size_t)V;
+        for (int64_t c = 0; c < V; c++) {
+            s->vc[t * V + c] = vt[c];
+            s->dOc[t * V + c] = a->scale * dot[c];
+        }
+        s->gc[t] = a->g ? a->g[vh] : 0.0f;
+        s->bc[t] = a->beta[vh];
+    }
+    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
+                             a->g ? s->gc : NULL, s->bc, a->scale};
+    la__delta_chunk_backward(&in, S0, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
+                             s->dbc, s->dgc, s->work);
+    for (int64_t t = 0; t < L; t++) {
+        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        memcpy(a->dv + vh * (size_t)V, s->dvc + t * V, (size_t)V * sizeof(float));
+        a->dbeta[vh] = s->dbc[t];
+        if (a->g) a->dg[vh] = s->dgc[t];
+    }
+}
+
+static void backward_task(void *p, int64_t task, int tid) {
+    const la__delta_args *a = p;
+    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
+    const int64_t n = task / H, hq = task % H;
+    const size_t KV = (size_t)K * (size_t)V;
+    int64_t tok0, len;
+    la__seq_bounds(&a->dims, n, &tok0, &len);
+    bwd_scratch s;
+    layout(a, len, la__delta_align(la__scratch(a->ctx, tid)), &s);
+    const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
+
+    for (int64_t t = 0; t < len; t++) {
+        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        if (a->l2norm) {
+            s.rq[t] = la__delta_l2norm(s.qn + t * K, a->q + qh, K);
+            s.rk[t] = la__delta_l2norm(s.kn + t * K, a->k + qh, K);
+        } else {
+            memcpy(s.qn + t * K, a->q + qh, (size_t)K * sizeof(float));
+            memcpy(s.kn + t * K, a->k + qh, (size_t)K * sizeof(float));
+        }
+    }
+    memset(s.dqn, 0, (size_t)(len * K) * sizeof(float));
+    memset(s.dkn, 0, (size_t)(len * K) * sizeof(float));
+
+    for (int64_t hv = hq * group; hv < (hq + 1) * group; hv++) {
+        const size_t so = (size_t)(n * HV + hv) * KV;
+        if (a->initial_state) memcpy(s.ckpt, a->initial_state + so, KV * sizeof(float));
+        else memset(s.ckpt, 0, KV * sizeof(float));
+        for (int64_t c = 0; c + 1 < nseg; c++) {
+            memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
+            advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, tok0, hv, c * seg, seg);
+        }
+        if (a->d_final_state) memcpy(s.G, a->d_final_state + so, KV * sizeof(float));
+        else memset(s.G, 0, KV * sizeof(float));
+        for (int64_t c = nseg - 1; c >= 0; c--) {
+            const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+            if (a->form == LA_FORM_CHUNK) {
+                chunk_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
+                continue;
+            }
+            /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
+            memcpy(s.states, s.ckpt + (size_t)c * KV, KV * sizeof(float));
+            for (int64_t tau = 1; tau <= L; tau++) {
+                float *St = s.states + (size_t)tau * KV;
+                memcpy(St, St - KV, KV * sizeof(float));
+                const int64_t t = t0 + tau - 1;
+                const size_t vh = (size_t)((tok0 + t) * HV + hv);
+                la__delta_token(K, V, 0, a->scale, St, NULL, s.qn + t * K, s.kn + t * K,
+                                a->v + vh * (size_t)V, a->g ? a->g + vh : NULL, a->beta[vh],
+                                s.work);
+            }
+            for (int64_t tau = L; tau >= 1; tau--) {
+                const int64_t t = t0 + tau - 1;
+                token_backward(a, &s, s.states + (size_t)(tau - 1) * KV,
+                               s.states + (size_t)tau * KV, t,
+                               (size_t)((tok0 + t) * HV + hv));
+            }
+        }
+        if (a->d_initial_state) memcpy(a->d_initial_state + so, s.G, KV * sizeof(float));
+    }
+
+    for (int64_t t = 0; t < len; t++) {
+        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        const float *y[2] = {s.qn + t * K, s.kn + t * K};
+        const float *dy[2] = {s.dqn + t * K, s.dkn + t * K};
+        const float rs[2] = {a->l2norm ? s.rq[t] : 1.0f, a->l2norm ? s.rk[t] : 1.0f};
+        float *dx[2] = {a->dq + qh, a->dk + qh};
+        for (int m = 0; m < 2; m++) {
+            if (!a->l2norm) {
+                memcpy(dx[m], dy[m], (size_t)K * sizeof(float));
+                continue;
+            }
+            float yd = 0;
+            for (int64_t i = 0; i < K; i++) yd += y[m][i] * dy[m][i];
+            for (int64_t i = 0; i < K; i++) dx[m][i] = rs[m] * (dy[m][i] - yd * y[m][i]);
+        }
+    }
+}
+
+void la__delta_backward(const la__delta_args *a) {
+    la__parallel_for(a->ctx, a->N * a->H, backward_task, (void *)a);
+}

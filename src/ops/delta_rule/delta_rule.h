@@ -1,0 +1,90 @@
+/* Internal to the delta-rule family (DeltaNet, Gated DeltaNet): the per-token
+ * arithmetic shared by the recurrent form and the decoder, the L2 norm of q
+ * and k, and the form drivers called by api.c once every argument is valid.
+ *
+ * One (sequence, value head) of the recurrence, fla's order of operations:
+ *     S  <- exp(g) S                      (Gated DeltaNet only)
+ *     r   = beta (v - k S)                (the delta: new value minus recalled)
+ *     S  <- S + k^T r
+ *     o   = (scale q) S
+ * which is S_t = exp(g)(I - beta k^T k) S_{t-1} + beta k^T v, o_t = scale q S_t.
+ * DeltaNet is the same with no gate (g == NULL). */
+#ifndef LINATTN_DELTA_RULE_H
+#define LINATTN_DELTA_RULE_H
+
+#include "../../core/internal.h"
+
+/* The L2 norm of q and k (opts.use_qk_l2norm): x / sqrt(sum x^2 + eps), as
+ * fla's l2norm (eps = 1e-6); an all-zero row stays zero. */
+#define LA__DELTA_L2_EPS 1e-6f
+
+/* y = x * rstd, returns rstd = 1 / sqrt(sum x^2 + eps). y may equal x. */
+LA_HIDDEN float la__delta_l2norm(float *y, const float *x, int64_t n);
+
+/* One token of one (sequence, value head): S [K,V] updated in place, o [V]
+ * written unless NULL; q, k [K] (normalised here when l2norm), v [V]; g NULL
+ * or one log-gate; work >= LA__STEP_WORK_FLOATS(K, V) floats. The recurrent
+ * forward and la__delta_rule_step both run exactly this code. */
+LA_HIDDEN void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, float *S,
+                               float *o, const float *q, const float *k, const float *v,
+                               const float *g, float beta, float *work);
+
+/* Everything an op call needs, validated and resolved by api.c.
+ * g == NULL: DeltaNet. HV value heads, H q/k heads, HV % H == 0. */
+typedef struct la__delta_args {
+    la_ctx *ctx;
+    la_dims dims;
+    int64_t N, H, HV, K, V;
+    la_form form;
+    int64_t chunk;  /* chunk size of LA_FORM_CHUNK (resolved, >= 1) */
+    float scale;
+    int l2norm;
+    /* forward */
+    float *o, *final_state;
+    const float *q, *k, *v, *g, *beta, *initial_state;
+    /* backward */
+    float *dq, *dk, *dv, *dg, *dbeta, *d_initial_state;
+    const float *d_o, *d_final_state;
+} la__delta_args;
+
+/* Chunk length actually used: opts' chunk size capped at the longest
+ * sequence (a longer chunk would be the whole sequence anyway). */
+LA_HIDDEN int64_t la__delta_chunk_len(const la__delta_args *a);
+
+/* p rounded up to 64 bytes (scratch sizes add 64 floats of slack per use). */
+static inline float *la__delta_align(float *p) {
+    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+/* Scratch bytes per thread, then the computation (cannot fail). */
+LA_HIDDEN size_t la__delta_forward_scratch(const la__delta_args *a);
+LA_HIDDEN void la__delta_forward(const la__delta_args *a);
+LA_HIDDEN size_t la__delta_backward_scratch(const la__delta_args *a);
+LA_HIDDEN void la__delta_backward(const la__delta_args *a);
+
+/* The chunkwise (WY / UT-transform) forward of one chunk of one
+ * (sequence, value head); see chunk.c. Advances S [K,V] over the chunk and
+ * writes o (row stride ostride floats) unless o is NULL. */
+typedef struct la__delta_chunk_in {
+    int64_t L, K, V;       /* chunk length, head dims */
+    const float *q, *k;    /* [L,K] rows, already normalised if l2norm */
+    const float *v;        /* [L,V] rows */
+    const float *g;        /* [L] log-gates or NULL */
+    const float *beta;     /* [L] */
+    float scale;
+} la__delta_chunk_in;
+
+LA_HIDDEN size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V);
+LA_HIDDEN void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o,
+                                    int64_t ostride, float *work);
+
+/* Backward of one chunk (chunk_backward.c): S0 [K,V] the chunk's start
+ * state; G [K,V] holds dL/dS_L on entry and dL/dS_0 on exit; dO [L,V] is
+ * scale * d_o (contiguous). dq, dk [L,K] are accumulated (+=); dv [L,V],
+ * dbeta [L], dg [L] (gated only) are written. */
+LA_HIDDEN size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V);
+LA_HIDDEN void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0,
+                                        float *G, const float *dO, float *dq, float *dk,
+                                        float *dv, float *dbeta, float *dg, float *work);
+
+#endif
