@@ -16,9 +16,9 @@ int th_check(int ok, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 #define CHECK(cond, ...) th_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
 /* err <= tol, printing both on failure. */
-#define CHECK_ERR(err, tol, ...) \
-    th_check((err) <= (tol), __FILE__, __LINE__, "err %.3g > tol %.3g: " __VA_ARGS__, \
-             (double)(err), (double)(tol))
+#define CHECK_ERR(err, tol, ...) th_check_err((err), (tol), __FILE__, __LINE__, __VA_ARGS__)
+int th_check_err(double err, double tol, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 /* A call returned `want`; prints la_last_error() otherwise. */
 #define CHECK_STATUS(call, want, what) \
     th_check_status((call), (want), __FILE__, __LINE__, (what))
