@@ -8,9 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK_LE(err, tol, fmt, ...)                                                               \
-    CHECK((err) <= (tol), "err %.3g > tol %.3g: " fmt, (double)(err), (double)(tol), __VA_ARGS__)
-
 static const char *KIND[] = {"positive", "hyperbolic", "trig-gauss", "trig-softmax", "relu"};
 static const char *ROLE[] = {"query", "key"};
 
@@ -79,7 +76,8 @@ static void test_forward(void) {
     } cases[] = {{2, 7, 3, 5, 11, NULL, 0},
                  {1, 20, 2, 16, 40, cu, 3},
                  {3, 1, 1, 1, 3, NULL, 0},
-                 {1, 65, 2, 33, 17, NULL, 0}, {1, 1000, 1, 60, 100, NULL, 0}};
+                 {1, 65, 2, 33, 17, NULL, 0},
+                 {1, 1000, 1, 60, 100, NULL, 0}};
     double worst = 0, worst_stab = 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         la_dims dims = {.B = cases[ci].B,
@@ -109,10 +107,10 @@ static void test_forward(void) {
                     float *stab = th_nan_floats(n_stab), *stab2 = th_nan_floats(n_stab);
                     double se = 0;
                     double e = forward_error(c1, &o, &dims, m, x, W, phi, stab, &se);
-                    CHECK_LE(e, 2e-6, "phi %s %s stabilize=%d case %zu", KIND[kind], ROLE[role],
-                             stabilize, ci);
-                    CHECK_LE(se, 1e-6, "stab %s %s stabilize=%d case %zu", KIND[kind], ROLE[role],
-                             stabilize, ci);
+                    CHECK_ERR(e, 2e-6, "phi %s %s stabilize=%d case %zu", KIND[kind], ROLE[role],
+                              stabilize, ci);
+                    CHECK_ERR(se, 1e-6, "stab %s %s stabilize=%d case %zu", KIND[kind], ROLE[role],
+                              stabilize, ci);
                     CHECK(ref_count_nonfinite(stab, n_stab) == 0, "stab fully written");
                     worst = fmax(worst, e);
                     worst_stab = fmax(worst_stab, se);
@@ -186,12 +184,12 @@ static void test_stabiliser(void) {
                 }
             /* trig softmax: |cos|,|sin| < 1, so its largest value is below s */
             if (kind != LA_RF_TRIG_SOFTMAX)
-                CHECK_LE(top_err, 1e-6, "largest stabilised feature is the scale (%s %s)",
-                         KIND[kind], ROLE[role]);
+                CHECK_ERR(top_err, 1e-6, "largest stabilised feature is the scale (%s %s)",
+                          KIND[kind], ROLE[role]);
             /* a few float roundings plus the rounding of stab to float32 (the
              * factor exp(sv) with |sv| ~ 3 turns it into ~3 * 2^-24) */
-            CHECK_LE(worst, 1e-5, "stabilised = plain * exp(-stab) (%s %s)", KIND[kind],
-                     ROLE[role]);
+            CHECK_ERR(worst, 1e-5, "stabilised = plain * exp(-stab) (%s %s)", KIND[kind],
+                      ROLE[role]);
             free(a);
             free(b);
             free(st);
@@ -279,14 +277,14 @@ static void test_backward(void) {
                     /* central differences: truncation h^2 |f'''| ~ 1e-12 and
                      * cancellation ~ 1e-16 |L| / h ~ 1e-10 relative */
                     fd_err /= fmax(fd_scale, 1e-30);
-                    CHECK_LE(fd_err, 1e-7, "reference dx vs finite differences (%s %s stab %d)",
-                             KIND[kind], ROLE[role], stabilize);
+                    CHECK_ERR(fd_err, 1e-7, "reference dx vs finite differences (%s %s stab %d)",
+                              KIND[kind], ROLE[role], stabilize);
                     worst_fd = fmax(worst_fd, fd_err);
                     /* float32 dx: inputs rounded once, sums in double: a few
                      * float roundings of the result */
                     double e = ref_max_rel_err(dx, want, (size_t)(nt * d));
-                    CHECK_LE(e, 2e-6, "dx vs float64 (%s %s stab %d case %zu)", KIND[kind],
-                             ROLE[role], stabilize, ci);
+                    CHECK_ERR(e, 2e-6, "dx vs float64 (%s %s stab %d case %zu)", KIND[kind],
+                              ROLE[role], stabilize, ci);
                     worst = fmax(worst, e);
                     free(dphi);
                     free(dx);
@@ -507,7 +505,7 @@ static void test_kernel_attn_reference(void) {
                 scale = fmax(scale, fabs(an[w][i]));
             }
         /* central differences in double: ~1e-9 relative */
-        CHECK_LE(worst / scale, 1e-7, "kernel attention reference backward, causal=%d", causal);
+        CHECK_ERR(worst / scale, 1e-7, "kernel attention reference backward, causal=%d", causal);
     }
 }
 
