@@ -250,16 +250,59 @@ typedef enum la_projection_scaling {
 } la_projection_scaling;
 
 /* W [m, d] out: the projection matrix drawn from seed. Same seed, same W on
- * every machine and thread count. Redraw = call again with a new seed. */
+ * every machine and thread count (the draw uses la_rng_normal and double
+ * +,-,*,/,sqrt only). Redraw = call again with a new seed.
+ *   LA_PROJ_IID: rows N(0, I_d) as drawn (LA_SCALING_CHI), or those rows
+ *     rescaled to norm sqrt(d) (LA_SCALING_SQRT_D).
+ *   LA_PROJ_ORTHOGONAL: ceil(m/d) blocks; block b is Q^T of the Householder
+ *     QR of a fresh d x d Gaussian matrix, signs fixed so diag(R) > 0 (Q is
+ *     then Haar-distributed); the last block keeps its first m mod d rows.
+ *     Row norms: chi_d (norms of fresh Gaussian d-vectors), or sqrt(d).
+ *   With CHI every row is marginally N(0, I_d), so the estimators below are
+ *   unbiased; SQRT_D rows are not Gaussian, so they are biased (Performer's
+ *   "scaling 1" option, kept for compatibility).
+ * Errors: W NULL, m or d < 1, m*d overflowing, unknown kind or scaling. */
 LA_API la_status la_projection_draw(float *W, int64_t m, int64_t d, la_projection_kind kind,
                                     la_projection_scaling scaling, uint64_t seed);
 
+/* Feature maps phi: R^d -> R^M from W [m, d] (d = dims.K). With
+ * x' = d^-1/4 x (softmax-kernel maps), n = |x'|^2/2, u_i = w_i.x':
+ *
+ *   FAVOR_POSITIVE   phi_i = m^-1/2 exp(u_i - n - stab) + eps          M = m
+ *   FAVOR_HYPERBOLIC [(2m)^-1/2 exp( u_i - n - stab) + eps,  i < m;
+ *                     (2m)^-1/2 exp(-u_i - n - stab) + eps]            M = 2m
+ *   TRIG_GAUSSIAN    m^-1/2 [cos(w_i.x), sin(w_i.x)]  (raw x; estimates
+ *                    exp(-|x-y|^2/2); no eps, no stabiliser)           M = 2m
+ *   TRIG_SOFTMAX     m^-1/2 exp(n - stab) [cos u_i, sin u_i]  (can be
+ *                    negative; no eps)                                 M = 2m
+ *   RELU             m^-1/2 relu(w_i.x) + eps  (raw x; with eps = 0 it
+ *                    estimates the order-1 arc-cosine kernel; no
+ *                    stabiliser)                                       M = m
+ * Halves are concatenated ([cos..., sin...], [exp(+u)..., exp(-u)...]).
+ * With eps = 0 and stabilize = 0, phi(x).phi(y) is an unbiased estimate of
+ * exp(x.y/sqrt(d)) (softmax kernel) for the FAVOR and TRIG_SOFTMAX maps
+ * when the rows of W are N(0, I) marginally (IID, or ORTHOGONAL + CHI).
+ *
+ * The stabiliser (stabilize = 1, exp-type maps only): stab is the largest
+ * exponent, u_i - n (positive), |u_i| - n (hyperbolic) or n (trig softmax),
+ * taken per token for LA_RF_QUERY and over all tokens and features of one
+ * sequence (per head; cu_seqlens aware) for LA_RF_KEY. This is the
+ * Performer stabiliser taken over the whole exponent rather than u_i alone,
+ * so the largest feature is exactly the scale m^-1/2 (nothing overflows, and
+ * a query's features never all underflow); it is a per-query or
+ * per-sequence constant factor, which cancels in normalised attention
+ * (up to the attention eps).
+ * With stabilize = 0: positive and hyperbolic features are bounded by
+ * exp(max_i |w_i|^2 / 2) and only underflow for large norms; a call whose
+ * per-token bound max_i|w_i| |x'| - n (or n for trig softmax) exceeds 88
+ * could overflow float32 and returns LA_ERR_INVALID_ARGUMENT, naming the
+ * token, with nothing written. The result is therefore always finite. */
 typedef enum la_random_feature {
     LA_RF_FAVOR_POSITIVE = 0,   /* m^-1/2 exp(w.x' - |x'|^2/2), M = m */
     LA_RF_FAVOR_HYPERBOLIC = 1, /* antithetic pairs, M = 2m */
     LA_RF_TRIG_GAUSSIAN = 2,    /* m^-1/2 [cos(w.x), sin(w.x)], M = 2m */
     LA_RF_TRIG_SOFTMAX = 3,     /* trig times exp(|x'|^2/2), M = 2m */
-    LA_RF_RELU = 4              /* relu(w.x) + eps, M = m */
+    LA_RF_RELU = 4              /* m^-1/2 relu(w.x) + eps, M = m */
 } la_random_feature;
 
 typedef enum la_rf_role {
@@ -270,37 +313,55 @@ typedef enum la_rf_role {
 typedef struct la_rf_opts {
     la_random_feature kind;
     la_rf_role role;
-    int stabilize;   /* 1: subtract the Performer max inside exp (FAVOR+) */
-    float eps;       /* added after the map where the kind documents it */
+    int stabilize;   /* 1: subtract the Performer max inside exp (FAVOR+,
+                        trig softmax); 0 or 1 */
+    float eps;       /* >= 0, added after the map: FAVOR+ and RELU only
+                        (RELU features can all be 0: Performer uses 1e-3) */
 } la_rf_opts;
 
+/* kind FAVOR_POSITIVE, role QUERY, stabilize 1, eps 0. */
 LA_API la_rf_opts la_rf_opts_default(void);
 
-/* Number of features M that kind produces from m projection rows. */
+/* Number of features M that kind produces from m projection rows; 0 for an
+ * unknown kind or m < 1. */
 LA_API int64_t la_rf_num_features(la_random_feature kind, int64_t m);
 
 /* phi [B,T,H,M] out; x [B,T,H,d] in (dims.K = d); W [m,d].
  * stab [N,H] or [B,T,H] out, optional: the stabiliser that was subtracted
- * (key: per sequence and head; query: per token and head). */
+ * (key: per sequence and head; query: per token and head); 0 where no
+ * stabiliser applies. dims.V and dims.HV are ignored. */
 LA_API la_status la_rf_forward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims,
                                float *phi, float *stab, const float *x, const float *W,
                                int64_t m);
 
 /* dx [B,T,H,d] out; d_phi [B,T,H,M] in. The stabiliser is treated as a
- * constant (it cancels in normalised attention), as in the Performer code. */
+ * constant (it cancels in normalised attention), as in the Performer code.
+ * For a query this is exact for normalised attention (a per-query factor
+ * cancels). For a key the sequence max is also a common factor of all keys,
+ * so normalised attention is exact up to its eps; used without
+ * normalisation, a stabilised key's dx misses the term through the max
+ * (use stabilize = 0 there if the exact gradient matters). */
 LA_API la_status la_rf_backward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims,
                                 float *dx, const float *d_phi, const float *x, const float *W,
                                 int64_t m);
 
-/* Performer attention: phi_q = rf(q), phi_k = rf(k) with the same W, then
- * normalised kernel linear attention (attn->feature_map must be identity;
- * causal and form from attn). o [B,T,H,V] out. */
+/* Performer attention: phi_q = rf(q) (role QUERY), phi_k = rf(k) (role
+ * KEY, stabiliser per sequence) with the same W and rf's kind, stabilize
+ * and eps (rf->role is ignored), then normalised kernel linear attention
+ * through la_linear_attn_forward (attn->feature_map must be
+ * LA_FEATURE_IDENTITY and attn->normalize 1; causal, form, chunk_size and
+ * eps from attn). o [B,T,H,V] out. Holds phi_q and phi_k ([B,T,H,M] each)
+ * in memory allocated per call. Trig-softmax features can make the
+ * denominator vanish or go negative (a known weakness of that estimator). */
 LA_API la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
                                            const la_linear_attn_opts *attn,
                                            const la_dims *dims, float *o, const float *q,
                                            const float *k, const float *v, const float *W,
                                            int64_t m);
 
+/* dq, dk [B,T,H,K], dv [B,T,H,V] out; d_o [B,T,H,V] in. Recomputes the
+ * features; gradients flow through phi as la_rf_backward (stabiliser held
+ * constant), not into W. */
 LA_API la_status la_performer_attn_backward(la_ctx *ctx, const la_rf_opts *rf,
                                             const la_linear_attn_opts *attn,
                                             const la_dims *dims, float *dq, float *dk,

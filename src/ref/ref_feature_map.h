@@ -1,0 +1,78 @@
+/* float64 reference of the random-feature maps (one sequence, one head), the
+ * exact kernels they estimate, the closed-form MSE of MATH.md section 3, and
+ * the computational core of the approximation lab (`linattn approx`), kept
+ * here so the test suite can run it. Not part of the installed library. */
+#ifndef LINATTN_REF_FEATURE_MAP_H
+#define LINATTN_REF_FEATURE_MAP_H
+
+#include "linattn.h"
+
+#include <stdint.h>
+
+/* phi [T, M] out (M = la_rf_num_features(o->kind, m)); x [T, d]; W [m, d].
+ * stab: [T] for a query, [1] for a key; NULL allowed when !stab_given.
+ * stab_given = 0: the stabiliser is computed (0 when o->stabilize is off or
+ * the kind has none) and written to stab if non-NULL; stab_given = 1: the
+ * values in stab are used as constants (for finite differences). */
+void ref_rf_forward(const la_rf_opts *o, int64_t T, int64_t d, int64_t m, const double *x,
+                    const double *W, double *phi, double *stab, int stab_given);
+
+/* dx [T, d] out; d_phi [T, M]; stab as written by ref_rf_forward (NULL when
+ * the kind/options have no stabiliser): treated as constant. */
+void ref_rf_backward(const la_rf_opts *o, int64_t T, int64_t d, int64_t m, const double *x,
+                     const double *W, const double *stab, const double *d_phi, double *dx);
+
+/* Kernels the maps estimate, for x, y [d]. */
+double ref_softmax_kernel(const double *x, const double *y, int64_t d);  /* exp(x.y/sqrt d) */
+double ref_gaussian_kernel(const double *x, const double *y, int64_t d); /* exp(-|x-y|^2/2) */
+/* E_w[relu(w.x) relu(w.y)], w ~ N(0, I): the order-1 arc-cosine kernel
+ * |x||y| (sin t + (pi - t) cos t) / (2 pi). */
+double ref_arccos_kernel(const double *x, const double *y, int64_t d);
+/* The kernel that kind estimates with i.i.d. Gaussian rows (unstabilised,
+ * eps = 0). */
+double ref_rf_target_kernel(la_random_feature kind, const double *x, const double *y, int64_t d);
+/* Closed-form MSE of phi(x).phi(y) with m i.i.d. Gaussian rows (MATH.md 3,
+ * Performer Lemma 2, and the hyperbolic and Gaussian-RFF analogues);
+ * NAN for the ReLU map (no closed form here). */
+double ref_rf_mse_theory(la_random_feature kind, const double *x, const double *y, int64_t d,
+                         int64_t m);
+
+/* Normalised kernel attention in double, one sequence and head:
+ * o [T, V] = sum_j (pq_t . pk_j) v_j / (sum_j pq_t . pk_j + eps), j <= t when
+ * causal. pq, pk [T, M]. */
+void ref_kernel_attn(int64_t T, int64_t M, int64_t V, const double *pq, const double *pk,
+                     const double *v, int causal, double eps, double *o);
+/* Its backward: dpq, dpk [T, M], dv [T, V] out (written with =); d_o [T, V]. */
+void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq,
+                              const double *pk, const double *v, int causal, double eps,
+                              const double *d_o, double *dpq, double *dpk, double *dv);
+/* Exact softmax attention in double, scale d^-1/2: o [T, V]. */
+void ref_softmax_attn_exact(int64_t T, int64_t d, int64_t V, const double *q, const double *k,
+                            const double *v, int causal, double *o);
+
+/* ---- the approximation lab (computational core) ---------------------- */
+
+typedef struct ref_mse_stats {
+    double mse;    /* mean over pairs and draws of (phi(x).phi(y) - kernel)^2 */
+    double se;     /* its standard error (over the independent draws) */
+    double theory; /* mean over pairs of the closed-form i.i.d. MSE */
+    double bias;   /* mean over pairs and draws of (phi(x).phi(y) - kernel) */
+    double bias_se;
+} ref_mse_stats;
+
+/* Kernel-estimation error: X, Y [n_pairs, d] fixed pairs, split into
+ * n_groups consecutive groups of equal size (e.g. one per input norm) with
+ * one result each in out [n_groups]; n_draws independent projections W
+ * (seeds seed, seed+1, ...), each used for every pair; features from
+ * la_rf_forward (float32, unstabilised, eps 0: the plain estimator), the
+ * pairs laid out as heads so the context's threads share the work.
+ * Returns LA_OK or the failing call's status. */
+la_status ref_rf_kernel_mse(la_ctx *ctx, la_random_feature kind, la_projection_kind proj,
+                            la_projection_scaling scaling, int64_t d, int64_t m, const double *X,
+                            const double *Y, int64_t n_pairs, int64_t n_groups, int n_draws,
+                            uint64_t seed, ref_mse_stats *out);
+
+/* Random pairs with |x| = |y| = norm and directions uniform (from rng). */
+void ref_random_pairs(double *X, double *Y, int64_t n_pairs, int64_t d, double norm, la_rng *rng);
+
+#endif
