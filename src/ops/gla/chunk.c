@@ -1,0 +1,349 @@
+/* Chunkwise form of simple GLA and GLA, forward and backward.
+ *
+ * A sequence is cut into chunks of C tokens. Inside a chunk the log-gates are
+ * summed (G_i = g_1 + ... + g_i, in float64 so that differences of large
+ * sums such as -1e4 + small stay exact enough) and only exponentials of
+ * non-positive quantities are taken: exp(G_i), exp(G_i - G_j) for i >= j and
+ * exp(G_L - G_j). A full reset (g = -1e4) therefore gives exact zeros, never
+ * Inf or NaN. For chunk start state S:
+ *
+ *   o_i   = scale [ (q_i * e^{G_i}) S + sum_{j<=i} A_ij v_j ],
+ *   A_ij  = sum_k q_ik k_jk e^{G_ik - G_jk}            (per key, O(C^2 K))
+ *   S'    = Diag(e^{G_L}) S + sum_j (k_j * e^{G_L - G_j})^T v_j.
+ *
+ * Simple GLA is the same with one gate per token (the factor is a scalar per
+ * pair (i, j)). The backward recomputes the chunk start states (stored, one
+ * K x V block per chunk), then walks the chunks in reverse with dS, the
+ * gradient of the state at the chunk end. The gate gradient uses the
+ * identity dG_i = q_i * dq_i - k_i * dk_i (+ sum(dS * S_end) at the chunk's
+ * last token), and dg_t = sum_{i >= t in the chunk} dG_i. */
+#include "gla_internal.h"
+
+#include <string.h>
+
+typedef struct chunk_bufs {
+    float *S;     /* [K,V] running state (forward) */
+    double *G;    /* [C,gw] cumulative log-gates of the chunk */
+    float *eG;    /* [C,gw] exp(G_i) */
+    float *eLm;   /* [C,gw] exp(G_L - G_i) */
+    float *e;     /* [K] exp(G_i - G_j) of one pair */
+    float *acc;   /* [V] */
+    /* backward only */
+    float *states; /* [nch+1, K, V] chunk boundary states */
+    float *dS;     /* [K,V] */
+    float *dqc, *dkc; /* [C,K] dq inter-chunk part, dk state part */
+    float *dqs, *dks; /* [C,K] strictly-intra parts (pairs j < i) */
+    float *dvc;    /* [C,V] */
+    double *dG;    /* [C,gw] */
+    double *dGp;   /* [gw] running prefix */
+} chunk_bufs;
+
+static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base,
+                           chunk_bufs *b) {
+    const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
+    const size_t gw = j->per_key ? K : 1;
+    gla_arena a = {.base = base};
+    b->S = gla_take(&a, K * V, sizeof(float));
+    b->G = gla_take(&a, C * gw, sizeof(double));
+    b->eG = gla_take(&a, C * gw, sizeof(float));
+    b->eLm = gla_take(&a, C * gw, sizeof(float));
+    b->e = gla_take(&a, K, sizeof(float));
+    b->acc = gla_take(&a, V, sizeof(float));
+    if (backward) {
+        const size_t nch = (size_t)((L + j->C - 1) / j->C);
+        if (K * V > SIZE_MAX / sizeof(float) / (nch + 1)) return 0;
+        b->states = gla_take(&a, nch + 1, K * V * sizeof(float));
+        b->dS = gla_take(&a, K * V, sizeof(float));
+        b->dqc = gla_take(&a, C * K, sizeof(float));
+        b->dkc = gla_take(&a, C * K, sizeof(float));
+        b->dqs = gla_take(&a, C * K, sizeof(float));
+        b->dks = gla_take(&a, C * K, sizeof(float));
+        b->dvc = gla_take(&a, C * V, sizeof(float));
+        b->dG = gla_take(&a, C * gw, sizeof(double));
+        b->dGp = gla_take(&a, gw, sizeof(double));
+    }
+    return gla_arena_size(&a);
+}
+
+size_t la__gla_chunk_fwd_bytes(const gla_job *j) {
+    chunk_bufs b;
+    return chunk_layout(j, 0, 0, NULL, &b);
+}
+
+size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L) {
+    chunk_bufs b;
+    return chunk_layout(j, L, 1, NULL, &b);
+}
+
+/* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials. */
+static void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
+    const int64_t gw = j->per_key ? j->K : 1;
+    const double gamma = j->g_gamma ? (double)j->g_gamma[h] : 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *gr = gla_gate_row(j, r0 + i, h);
+        double *Gi = b->G + i * gw;
+        for (int64_t x = 0; x < gw; x++) {
+            const double gi = (gr ? (double)gr[x] : 0.0) + gamma;
+            Gi[x] = (i ? Gi[x - gw] : 0.0) + gi;
+        }
+    }
+    const double *GL = b->G + (n - 1) * gw;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t x = 0; x < gw; x++) {
+            b->eG[i * gw + x] = (float)exp(b->G[i * gw + x]);
+            b->eLm[i * gw + x] = (float)exp(GL[x] - b->G[i * gw + x]);
+        }
+}
+
+/* e[k] = exp(G_ik - G_jk) for i >= j (every element <= 1). */
+static void pair_decay(const gla_job *j, const chunk_bufs *b, int64_t i, int64_t jj) {
+    const int64_t K = j->K;
+    if (j->per_key) {
+        const double *Gi = b->G + i * K, *Gj = b->G + jj * K;
+        for (int64_t x = 0; x < K; x++) b->e[x] = (float)exp(Gi[x] - Gj[x]);
+    } else {
+        const float e = (float)exp(b->G[i] - b->G[jj]);
+        for (int64_t x = 0; x < K; x++) b->e[x] = e;
+    }
+}
+
+/* S <- Diag(e^{G_L}) S + sum_j (k_j * e^{G_L - G_j})^T v_j over the chunk. */
+static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
+                               int64_t h) {
+    const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
+    const float *eGL = b->eG + (n - 1) * gw;
+    for (int64_t x = 0; x < K; x++) {
+        float *row = S + x * V;
+        const float d = eGL[j->per_key ? x : 0];
+        for (int64_t y = 0; y < V; y++) row[y] *= d;
+        for (int64_t i = 0; i < n; i++) {
+            const size_t base = (size_t)((r0 + i) * H + h);
+            const float kd = j->k[base * (size_t)K + (size_t)x] * b->eLm[i * gw + (j->per_key ? x : 0)];
+            const float *vi = j->v + base * (size_t)V;
+            for (int64_t y = 0; y < V; y++) row[y] += kd * vi[y];
+        }
+    }
+}
+
+static void load_state(const gla_job *j, int64_t task, float *S) {
+    const size_t KV = (size_t)j->K * (size_t)j->V;
+    if (j->s0)
+        memcpy(S, j->s0 + (size_t)task * KV, KV * sizeof(float));
+    else
+        memset(S, 0, KV * sizeof(float));
+}
+
+void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
+    const gla_job *j = arg;
+    const int64_t H = j->H, K = j->K, V = j->V, h = task % H, n = task / H;
+    const int64_t gw = j->per_key ? K : 1;
+    chunk_bufs b;
+    chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
+    int64_t start, len;
+    la__seq_bounds(j->d, n, &start, &len);
+    load_state(j, task, b.S);
+    for (int64_t c0 = 0; c0 < len; c0 += j->C) {
+        const int64_t L = len - c0 < j->C ? len - c0 : j->C, r0 = start + c0;
+        chunk_gates(j, &b, r0, L, h);
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            const float *qi = j->q + bi * (size_t)K;
+            /* inter-chunk: (q_i * e^{G_i}) S */
+            for (int64_t y = 0; y < V; y++) b.acc[y] = 0.0f;
+            for (int64_t x = 0; x < K; x++) {
+                const float w = qi[x] * b.eG[i * gw + (j->per_key ? x : 0)];
+                const float *row = b.S + x * V;
+                for (int64_t y = 0; y < V; y++) b.acc[y] += w * row[y];
+            }
+            /* intra-chunk: sum_{j<=i} A_ij v_j */
+            for (int64_t jj = 0; jj <= i; jj++) {
+                const size_t bj = (size_t)((r0 + jj) * H + h);
+                const float *kj = j->k + bj * (size_t)K, *vj = j->v + bj * (size_t)V;
+                pair_decay(j, &b, i, jj);
+                float A = 0.0f;
+                for (int64_t x = 0; x < K; x++) A += qi[x] * kj[x] * b.e[x];
+                for (int64_t y = 0; y < V; y++) b.acc[y] += A * vj[y];
+            }
+            float *oi = j->o + bi * (size_t)V;
+            for (int64_t y = 0; y < V; y++) oi[y] = j->scale * b.acc[y];
+        }
+        chunk_state_update(j, &b, b.S, r0, L, h);
+    }
+    if (j->sT) memcpy(j->sT + (size_t)task * (size_t)K * (size_t)V, b.S,
+                      (size_t)K * (size_t)V * sizeof(float));
+}
+
+void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
+    const gla_job *j = arg;
+    const int64_t H = j->H, K = j->K, V = j->V, h = task % H, n = task / H;
+    const int64_t gw = j->per_key ? K : 1;
+    const size_t KV = (size_t)K * (size_t)V;
+    const float scale = j->scale;
+    int64_t start, len;
+    la__seq_bounds(j->d, n, &start, &len);
+    chunk_bufs b;
+    chunk_layout(j, len, 1, la__scratch(j->ctx, tid), &b);
+    const int64_t nch = (len + j->C - 1) / j->C;
+
+    /* Chunk boundary states: states[c] is the state before chunk c. */
+    load_state(j, task, b.states);
+    for (int64_t c = 0; c < nch; c++) {
+        const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
+        float *S = b.states + (size_t)(c + 1) * KV;
+        memcpy(S, S - KV, KV * sizeof(float));
+        chunk_gates(j, &b, start + c0, L, h);
+        chunk_state_update(j, &b, S, start + c0, L, h);
+    }
+
+    if (j->d_sT)
+        memcpy(b.dS, j->d_sT + (size_t)task * KV, KV * sizeof(float));
+    else
+        memset(b.dS, 0, KV * sizeof(float));
+    double gamma_sum = 0.0;
+    for (int64_t c = nch - 1; c >= 0; c--) {
+        const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C, r0 = start + c0;
+        const float *S0 = b.states + (size_t)c * KV;
+        chunk_gates(j, &b, r0, L, h);
+        /* Inter-chunk and state terms:
+         *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
+         *   dv_j = (k_j * e^{G_L-G_j}) dS. */
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            const float *doi = j->d_o + bi * (size_t)V, *vi = j->v + bi * (size_t)V;
+            const float *ki = j->k + bi * (size_t)K;
+            float *dqi = b.dqc + i * K, *dki = b.dkc + i * K, *dvi = b.dvc + i * V;
+            for (int64_t y = 0; y < V; y++) dvi[y] = 0.0f;
+            for (int64_t x = 0; x < K; x++) {
+                const float *s0r = S0 + x * V, *dsr = b.dS + x * V;
+                float sq = 0.0f, sk = 0.0f;
+                for (int64_t y = 0; y < V; y++) {
+                    sq += s0r[y] * doi[y];
+                    sk += dsr[y] * vi[y];
+                }
+                const int64_t xg = i * gw + (j->per_key ? x : 0);
+                dqi[x] = scale * b.eG[xg] * sq;
+                dki[x] = b.eLm[xg] * sk;
+                const float kd = ki[x] * b.eLm[xg];
+                for (int64_t y = 0; y < V; y++) dvi[y] += kd * dsr[y];
+            }
+        }
+        /* Intra-chunk pairs j < i: A_ij and dA_ij = scale do_i . v_j; the diagonal
+         * pair (i, i) has no decay and no gate gradient, it goes to dq_i, dk_i, dv_i
+         * directly at the end. */
+        for (int64_t i = 0; i < L * K; i++) b.dqs[i] = b.dks[i] = 0.0f;
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            const float *qi = j->q + bi * (size_t)K, *doi = j->d_o + bi * (size_t)V;
+            float *dqi = b.dqs + i * K;
+            for (int64_t jj = 0; jj < i; jj++) {
+                const size_t bj = (size_t)((r0 + jj) * H + h);
+                const float *kj = j->k + bj * (size_t)K, *vj = j->v + bj * (size_t)V;
+                float *dkj = b.dks + jj * K, *dvj = b.dvc + jj * V;
+                pair_decay(j, &b, i, jj);
+                float A = 0.0f, dA = 0.0f;
+                for (int64_t x = 0; x < K; x++) A += qi[x] * kj[x] * b.e[x];
+                for (int64_t y = 0; y < V; y++) dA += doi[y] * vj[y];
+                dA *= scale;
+                const float sA = scale * A;
+                for (int64_t y = 0; y < V; y++) dvj[y] += sA * doi[y];
+                for (int64_t x = 0; x < K; x++) {
+                    const float w = dA * b.e[x];
+                    dqi[x] += w * kj[x];
+                    dkj[x] += w * qi[x];
+                }
+            }
+        }
+        /* Gate gradient, term by term (no cancelling pairs are formed):
+         *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
+         *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
+         *        + sum_{j<t} (k_j * dk^intra_j - q_j * dq^intra_j)     (pairs j < t <= i)
+         * the last line being the prefix form of sum_{i>=t>j} of the pair terms. */
+        {
+            const float *eGL = b.eG + (L - 1) * gw;
+            double *dG = b.dG;
+            for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
+            /* reverse cumulative sum of the inter-chunk term */
+            for (int64_t i = L - 1; i >= 0; i--) {
+                const size_t bi = (size_t)((r0 + i) * H + h);
+                const float *qi = j->q + bi * (size_t)K;
+                double *dGi = dG + i * gw;
+                if (i < L - 1)
+                    for (int64_t x = 0; x < gw; x++) dGi[x] = dGi[x + gw];
+                for (int64_t x = 0; x < K; x++)
+                    dGi[j->per_key ? x : 0] += (double)qi[x] * (double)b.dqc[i * K + x];
+            }
+            /* the state term's constant part */
+            for (int64_t x = 0; x < K; x++) {
+                const float *dsr = b.dS + x * V, *s0r = S0 + x * V;
+                double s = 0.0;
+                for (int64_t y = 0; y < V; y++) s += (double)dsr[y] * (double)s0r[y];
+                const double add = s * (double)eGL[j->per_key ? x : 0];
+                for (int64_t i = 0; i < L; i++) dG[i * gw + (j->per_key ? x : 0)] += add;
+            }
+            /* forward prefix of the state and pair terms */
+            for (int64_t i = 1; i < L; i++) {
+                const size_t bp = (size_t)((r0 + i - 1) * H + h);
+                const float *qp = j->q + bp * (size_t)K, *kp = j->k + bp * (size_t)K;
+                double *dGp = b.dGp;
+                if (i == 1)
+                    for (int64_t x = 0; x < gw; x++) dGp[x] = 0.0;
+                const int64_t p = i - 1;
+                for (int64_t x = 0; x < K; x++)
+                    dGp[j->per_key ? x : 0] +=
+                        (double)kp[x] * ((double)b.dkc[p * K + x] + (double)b.dks[p * K + x]) -
+                        (double)qp[x] * (double)b.dqs[p * K + x];
+                for (int64_t x = 0; x < gw; x++) dG[i * gw + x] += dGp[x];
+            }
+        }
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            if (j->per_key) {
+                if (j->dg)
+                    for (int64_t x = 0; x < K; x++)
+                        j->dg[bi * (size_t)K + (size_t)x] = (float)b.dG[i * K + x];
+            } else {
+                if (j->dg) j->dg[bi] = (float)b.dG[i];
+                gamma_sum += b.dG[i];
+            }
+        }
+        /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            const float *qi = j->q + bi * (size_t)K, *ki = j->k + bi * (size_t)K;
+            const float *vi = j->v + bi * (size_t)V, *doi = j->d_o + bi * (size_t)V;
+            float *dvi = b.dvc + i * V;
+            float A = 0.0f, dA = 0.0f;
+            for (int64_t x = 0; x < K; x++) A += qi[x] * ki[x];
+            for (int64_t y = 0; y < V; y++) dA += doi[y] * vi[y];
+            dA *= scale;
+            const float sA = scale * A;
+            for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
+            for (int64_t x = 0; x < K; x++) {
+                b.dqc[i * K + x] += b.dqs[i * K + x] + dA * ki[x];
+                b.dkc[i * K + x] += b.dks[i * K + x] + dA * qi[x];
+            }
+        }
+        /* dS before the chunk: Diag(e^{G_L}) dS + scale sum_i (q_i * e^{G_i})^T do_i. */
+        const float *eGL = b.eG + (L - 1) * gw;
+        for (int64_t x = 0; x < K; x++) {
+            float *dsr = b.dS + x * V;
+            const float d = eGL[j->per_key ? x : 0];
+            for (int64_t y = 0; y < V; y++) dsr[y] *= d;
+            for (int64_t i = 0; i < L; i++) {
+                const size_t bi = (size_t)((r0 + i) * H + h);
+                const float w = scale * j->q[bi * (size_t)K + (size_t)x] *
+                                b.eG[i * gw + (j->per_key ? x : 0)];
+                const float *doi = j->d_o + bi * (size_t)V;
+                for (int64_t y = 0; y < V; y++) dsr[y] += w * doi[y];
+            }
+        }
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            memcpy(j->dq + bi * (size_t)K, b.dqc + i * K, (size_t)K * sizeof(float));
+            memcpy(j->dk + bi * (size_t)K, b.dkc + i * K, (size_t)K * sizeof(float));
+            memcpy(j->dv + bi * (size_t)V, b.dvc + i * V, (size_t)V * sizeof(float));
+        }
+    }
+    if (j->ds0) memcpy(j->ds0 + (size_t)task * KV, b.dS, KV * sizeof(float));
+    if (j->dgamma_part) j->dgamma_part[task] = gamma_sum;
+}
