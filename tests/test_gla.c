@@ -5,9 +5,9 @@
 
 int main(void) {
     test_ref_fd(1);
-    test_sweep(1, GC_S0 | GC_DST, 1100);
-    test_sweep(1, 0, 1101);
-    test_long(1, GC_S0 | GC_DST, 1200);
+    test_sweep(1, GC_S0 | GC_DST, 1100, 1);
+    test_sweep(1, 0, 1101, 0);
+    test_long(1, GC_S0 | GC_DST, 1200, 2);
     test_varlen(1, GC_S0 | GC_DST, 1300);
     test_threads(1, GC_S0 | GC_DST, 1400);
     test_pieces(1, 0, 1500);

@@ -31,12 +31,12 @@ int main(void) {
     const int gate_sets[] = {GC_G, GC_GAMMA, GC_G | GC_GAMMA, 0};
     for (int i = 0; i < 4; i++) {
         const int f = gate_sets[i] | GC_S0 | GC_DST;
-        test_sweep(0, i == 2 ? f : (f & ~GC_S0), 100 + (uint64_t)i);
+        test_sweep(0, i == 2 ? f : (f & ~GC_S0), 100 + (uint64_t)i, i == 2);
         test_varlen(0, f, 200 + (uint64_t)i);
         test_threads(0, f, 300 + (uint64_t)i);
     }
-    test_long(0, GC_G | GC_GAMMA | GC_S0 | GC_DST, 400);
-    test_long(0, GC_GAMMA, 401);
+    test_long(0, GC_G | GC_GAMMA | GC_S0 | GC_DST, 400, 3);
+    test_long(0, GC_GAMMA, 401, 1);
     test_pieces(0, GC_G | GC_GAMMA, 500);
     test_pieces(0, GC_GAMMA, 501);
     test_extreme(0, 600);
