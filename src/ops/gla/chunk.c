@@ -27,6 +27,8 @@ typedef struct chunk_bufs {
     float *eG;    /* [C,gw] exp(G_i) */
     float *eLm;   /* [C,gw] exp(G_L - G_i) */
     float *e;     /* [K] exp(G_i - G_j) of one pair */
+    float *R;     /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
+    float *F;     /* [C,K] GLA: exp(G_b - G_j) for j < b, b of the current sub-block */
     float *acc;   /* [V] */
     /* backward only */
     float *states; /* [nch+1, K, V] chunk boundary states */
@@ -48,6 +50,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->eG = gla_take(&a, C * gw, sizeof(float));
     b->eLm = gla_take(&a, C * gw, sizeof(float));
     b->e = gla_take(&a, K, sizeof(float));
+    b->R = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
+    b->F = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
     b->acc = gla_take(&a, V, sizeof(float));
     if (backward) {
         const size_t nch = (size_t)((L + j->C - 1) / j->C);
@@ -90,19 +94,53 @@ static void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, 
     const double *GL = b->G + (n - 1) * gw;
     for (int64_t i = 0; i < n; i++)
         for (int64_t x = 0; x < gw; x++) {
-            b->eG[i * gw + x] = (float)exp(b->G[i * gw + x]);
-            b->eLm[i * gw + x] = (float)exp(GL[x] - b->G[i * gw + x]);
+            b->eG[i * gw + x] = expf((float)(b->G[i * gw + x]));
+            b->eLm[i * gw + x] = expf((float)(GL[x] - b->G[i * gw + x]));
         }
+}
+
+/* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, cost an exponential per
+ * key and pair. The chunk is cut into sub-blocks of GLA_SUB tokens; for j
+ * before the first token b of i's sub-block,
+ *   exp(G_i - G_j) = exp(G_i - G_b) * exp(G_b - G_j),
+ * and both factors are <= 1 because G never increases (g <= 0): no overflow
+ * whatever the gates (fla's reference point inside the block, which gives
+ * factors >= 1, would overflow at g = -1e4). Only pairs inside one sub-block
+ * take their own exponentials. */
+#define GLA_SUB 16
+
+/* R for the chunk's L tokens. */
+static void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
+    const int64_t K = j->K;
+    if (!j->per_key) return;
+    for (int64_t i = 0; i < L; i++) {
+        const double *Gi = b->G + i * K, *Gb = b->G + (i - i % GLA_SUB) * K;
+        for (int64_t x = 0; x < K; x++) b->R[i * K + x] = expf((float)(Gi[x] - Gb[x]));
+    }
+}
+
+/* F for the sub-block starting at token i0 (called when i reaches it). */
+static void sub_block_cols(const gla_job *j, chunk_bufs *b, int64_t i0) {
+    const int64_t K = j->K;
+    if (!j->per_key || i0 % GLA_SUB != 0) return;
+    const double *Gb = b->G + i0 * K;
+    for (int64_t jj = 0; jj < i0; jj++)
+        for (int64_t x = 0; x < K; x++) b->F[jj * K + x] = expf((float)(Gb[x] - b->G[jj * K + x]));
 }
 
 /* e[k] = exp(G_ik - G_jk) for i >= j (every element <= 1). */
 static void pair_decay(const gla_job *j, const chunk_bufs *b, int64_t i, int64_t jj) {
     const int64_t K = j->K;
     if (j->per_key) {
-        const double *Gi = b->G + i * K, *Gj = b->G + jj * K;
-        for (int64_t x = 0; x < K; x++) b->e[x] = (float)exp(Gi[x] - Gj[x]);
+        if (jj < i - i % GLA_SUB) {
+            const float *Ri = b->R + i * K, *Fj = b->F + jj * K;
+            for (int64_t x = 0; x < K; x++) b->e[x] = Ri[x] * Fj[x];
+        } else {
+            const double *Gi = b->G + i * K, *Gj = b->G + jj * K;
+            for (int64_t x = 0; x < K; x++) b->e[x] = expf((float)(Gi[x] - Gj[x]));
+        }
     } else {
-        const float e = (float)exp(b->G[i] - b->G[jj]);
+        const float e = expf((float)(b->G[i] - b->G[jj]));
         for (int64_t x = 0; x < K; x++) b->e[x] = e;
     }
 }
@@ -145,9 +183,11 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     for (int64_t c0 = 0; c0 < len; c0 += j->C) {
         const int64_t L = len - c0 < j->C ? len - c0 : j->C, r0 = start + c0;
         chunk_gates(j, &b, r0, L, h);
+        sub_block_rows(j, &b, L);
         for (int64_t i = 0; i < L; i++) {
             const size_t bi = (size_t)((r0 + i) * H + h);
             const float *qi = j->q + bi * (size_t)K;
+            sub_block_cols(j, &b, i);
             /* inter-chunk: (q_i * e^{G_i}) S */
             for (int64_t y = 0; y < V; y++) b.acc[y] = 0.0f;
             for (int64_t x = 0; x < K; x++) {
@@ -231,10 +271,12 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
          * pair (i, i) has no decay and no gate gradient, it goes to dq_i, dk_i, dv_i
          * directly at the end. */
         for (int64_t i = 0; i < L * K; i++) b.dqs[i] = b.dks[i] = 0.0f;
+        sub_block_rows(j, &b, L);
         for (int64_t i = 0; i < L; i++) {
             const size_t bi = (size_t)((r0 + i) * H + h);
             const float *qi = j->q + bi * (size_t)K, *doi = j->d_o + bi * (size_t)V;
             float *dqi = b.dqs + i * K;
+            sub_block_cols(j, &b, i);
             for (int64_t jj = 0; jj < i; jj++) {
                 const size_t bj = (size_t)((r0 + jj) * H + h);
                 const float *kj = j->k + bj * (size_t)K, *vj = j->v + bj * (size_t)V;
