@@ -7,10 +7,11 @@
  * with LA_ERR_INVALID_ARGUMENT (as in fla, the gated ops have no quadratic
  * form; a chunk size >= T gives the same computation).
  * The chunk length is min(chunk_size, longest sequence); the recurrent
- * backward checkpoints the state every GLA_CKPT tokens. */
+ * backward checkpoints the state every max(GLA_CKPT, sqrt(L)) tokens. */
 #include "gla_internal.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 
 #define GLA_DEFAULT_CHUNK 64
@@ -137,7 +138,14 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
         return st;
     const int chunk = opts->form == LA_FORM_CHUNK;
     const int64_t L = longest_seq(dims);
-    if (!chunk) j.C = GLA_CKPT < L ? GLA_CKPT : L;
+    if (!chunk) {
+        /* Checkpoint interval max(GLA_CKPT, sqrt(L)): O(sqrt(L) K V) memory for
+         * long sequences. The result does not depend on it (recomputation
+         * repeats the forward's arithmetic exactly). */
+        int64_t c = (int64_t)ceil(sqrt((double)L));
+        if (c < GLA_CKPT) c = GLA_CKPT;
+        j.C = c < L ? c : L;
+    }
     if ((st = reserve(op, ctx, chunk ? la__gla_chunk_bwd_bytes(&j, L)
                                      : la__gla_recurrent_bwd_bytes(&j, L))))
         return st;
