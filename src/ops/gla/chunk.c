@@ -17,9 +17,10 @@
  * gradient of the state at the chunk end. The gate gradient is fla's
  * identity (dg from q * dq - k * dk, cumulated within the chunk) rearranged
  * so that the diagonal pair (i, i) and the tokens that cancel in S_end never
- * enter it: without that, dg_t at T = 1 is the difference of two equal
- * float32 numbers, and dg carried about 1e-5 relative error instead of 1e-6
- * (see the comment above the gate-gradient block). */
+ * enter it: without that, a gradient that is exactly zero (T = 1, no
+ * initial state) comes out as the rounding noise of two equal float32
+ * numbers, and sums such as dg_gamma lose about a decimal digit (see the
+ * comment above the gate-gradient block). */
 #include "gla_internal.h"
 
 #include <string.h>
