@@ -12,6 +12,7 @@ int main(void) {
     test_threads(1, GC_S0 | GC_DST, 1400);
     test_pieces(1, 0, 1500);
     test_extreme(1, 1600);
+    test_odd_chunks(1, GC_S0 | GC_DST, 1700);
     test_bad(1);
     gc_print_worst("GLA");
     return th_summary("gla");

@@ -414,6 +414,33 @@ static void test_long(int per_key, int flags, uint64_t seed, int n_sizes) {
     la_ctx_destroy(ctx);
 }
 
+/* Odd chunk sizes (1, 7, larger than T) and a sequence long enough (5000)
+ * for the recurrent backward to checkpoint every ceil(sqrt(T)) = 71 tokens
+ * instead of 64: same bounds against float64. */
+static void test_odd_chunks(int per_key, int flags, uint64_t seed) {
+    static const int64_t chunks[] = {1, 7, 100};
+    la_ctx *ctx = th_ctx(2);
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    gcase c = gc_make(per_key, 2, 37, 2, 12, 20, NULL, 0, flags, &rng);
+    gref w = gc_ref(&c, 1);
+    for (int i = 0; i < 3; i++) {
+        la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunks[i]);
+        gout r = gout_alloc(&c);
+        char what[96];
+        snprintf(what, sizeof what, "%s chunk T=37 C=%lld", per_key ? "GLA" : "simple GLA",
+                 (long long)chunks[i]);
+        if (!gc_run(&c, ctx, &o, &r)) gc_cmp_all(&c, &r, &w, 1, GC_RMS, GC_MAX, what);
+        gout_free(&r);
+    }
+    gref_free(&w);
+    gc_free(&c);
+    c = gc_make(per_key, 1, 5000, 2, 8, 8, NULL, 0, flags, &rng);
+    gc_check_forms(&c, ctx, per_key ? "GLA T=5000" : "simple GLA T=5000");
+    gc_free(&c);
+    la_ctx_destroy(ctx);
+}
+
 /* ---- structure: varlen, pieces, threads ------------------------------ */
 
 /* Copies rows [t0, t0 + n) of every head of a [1, T, H, D] tensor. */

@@ -40,6 +40,7 @@ int main(void) {
     test_pieces(0, GC_G | GC_GAMMA, 500);
     test_pieces(0, GC_GAMMA, 501);
     test_extreme(0, 600);
+    test_odd_chunks(0, GC_ALL, 700);
     test_bad(0);
     gc_print_worst("simple GLA");
     return th_summary("simple_gla");
