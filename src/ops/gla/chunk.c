@@ -12,8 +12,9 @@
  *   S'    = Diag(e^{G_L}) S + sum_j (k_j * e^{G_L - G_j})^T v_j.
  *
  * Simple GLA is the same with one gate per token (the factor is a scalar per
- * pair (i, j)). The backward recomputes the chunk start states (stored, one
- * K x V block per chunk), then walks the chunks in reverse with dS, the
+ * pair (i, j)). The backward recomputes the chunk start states (two-level
+ * checkpoints, O(sqrt(chunks)) K x V blocks), then walks the chunks in
+ * reverse with dS, the
  * gradient of the state at the chunk end. The gate gradient is fla's
  * identity (dg from q * dq - k * dk, cumulated within the chunk) rearranged
  * so that the diagonal pair (i, i) and the tokens that cancel in S_end never
@@ -35,7 +36,8 @@ typedef struct chunk_bufs {
     float *F;     /* [C,K] GLA: exp(G_b - G_j) for j < b, b of the current sub-block */
     float *acc;   /* [V] */
     /* backward only */
-    float *states; /* [nch+1, K, V] chunk boundary states */
+    float *ckpt;   /* [ceil(nch/M), K, V] state before every M-th chunk */
+    float *states; /* [M, K, V] states before each chunk of one group of M */
     float *dS;     /* [K,V] */
     float *dqc, *dkc; /* [C,K] dq inter-chunk part, dk state part */
     float *dqs, *dks; /* [C,K] strictly-intra parts (pairs j < i) */
@@ -58,9 +60,11 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->F = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
     b->acc = gla_take(&a, V, sizeof(float));
     if (backward) {
-        const size_t nch = (size_t)((L + j->C - 1) / j->C);
-        if (K * V > SIZE_MAX / sizeof(float) / (nch + 1)) return 0;
-        b->states = gla_take(&a, nch + 1, K * V * sizeof(float));
+        const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
+        const size_t ngroups = (nch + M - 1) / M;
+        if (K * V > SIZE_MAX / sizeof(float) / (ngroups + M)) return 0;
+        b->ckpt = gla_take(&a, ngroups, K * V * sizeof(float));
+        b->states = gla_take(&a, M, K * V * sizeof(float));
         b->dS = gla_take(&a, K * V, sizeof(float));
         b->dqc = gla_take(&a, C * K, sizeof(float));
         b->dkc = gla_take(&a, C * K, sizeof(float));
@@ -229,14 +233,17 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
     chunk_layout(j, len, 1, la__scratch(j->ctx, tid), &b);
     const int64_t nch = (len + j->C - 1) / j->C;
 
-    /* Chunk boundary states: states[c] is the state before chunk c. */
+    /* Two-level checkpoints: the state before every M-th chunk is kept, and
+     * the states before the chunks of one group are recomputed when the
+     * reverse sweep reaches it: O((nch/M + M) K V) memory, one extra pass
+     * of state updates. */
+    const int64_t M = j->group;
     load_state(j, task, b.states);
     for (int64_t c = 0; c < nch; c++) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
-        float *S = b.states + (size_t)(c + 1) * KV;
-        memcpy(S, S - KV, KV * sizeof(float));
+        if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
         chunk_gates(j, &b, start + c0, L, h);
-        chunk_state_update(j, &b, S, start + c0, L, h);
+        chunk_state_update(j, &b, b.states, start + c0, L, h);
     }
 
     if (j->d_sT)
@@ -246,7 +253,19 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
     double gamma_sum = 0.0;
     for (int64_t c = nch - 1; c >= 0; c--) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C, r0 = start + c0;
-        const float *S0 = b.states + (size_t)c * KV;
+        if (c % M == M - 1 || c == nch - 1) {
+            /* Entering group c / M from its end: states[m] = before chunk g0 + m. */
+            const int64_t g0 = c - c % M;
+            memcpy(b.states, b.ckpt + (size_t)(g0 / M) * KV, KV * sizeof(float));
+            for (int64_t m = 1; m <= c - g0; m++) {
+                const int64_t p0 = (g0 + m - 1) * j->C, pl = len - p0 < j->C ? len - p0 : j->C;
+                float *S = b.states + (size_t)m * KV;
+                memcpy(S, S - KV, KV * sizeof(float));
+                chunk_gates(j, &b, start + p0, pl, h);
+                chunk_state_update(j, &b, S, start + p0, pl, h);
+            }
+        }
+        const float *S0 = b.states + (size_t)(c % M) * KV;
         chunk_gates(j, &b, r0, L, h);
         /* Inter-chunk and state terms:
          *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),

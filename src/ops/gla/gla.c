@@ -138,7 +138,11 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
         return st;
     const int chunk = opts->form == LA_FORM_CHUNK;
     const int64_t L = longest_seq(dims);
-    if (!chunk) {
+    if (chunk) {
+        const int64_t nch = (L + j.C - 1) / j.C;
+        j.group = (int64_t)ceil(sqrt((double)nch));
+        if (j.group < 1) j.group = 1;
+    } else {
         /* Checkpoint interval max(GLA_CKPT, sqrt(L)): O(sqrt(L) K V) memory for
          * long sequences. The result does not depend on it (recomputation
          * repeats the forward's arithmetic exactly). */

@@ -45,6 +45,7 @@ typedef struct gla_job {
     const la_dims *d;
     int64_t H, K, V;
     int64_t C;       /* chunk length (chunk form) or checkpoint interval (recurrent bwd) */
+    int64_t group;   /* chunk backward: chunks per state checkpoint */
     int per_key;     /* 1: GLA gates [B,T,H,K]; 0: simple GLA gates [B,T,H] */
     float scale;
     la_ctx *ctx;
