@@ -35,6 +35,9 @@ typedef struct chunk_bufs {
     float *R;     /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
     float *F;     /* [C,K] GLA: exp(G_b - G_j) for j < b, b of the current sub-block */
     float *acc;   /* [V] */
+    float *KT;    /* [K,C] forward: keys of the chunk transposed (GLA: times
+                     exp(G_b - G_j) for the current sub-block start b) */
+    float *Arow;  /* [C] one row of the intra-chunk matrix A */
     /* backward only */
     float *ckpt;   /* [ceil(nch/M), K, V] state before every M-th chunk */
     float *states; /* [M, K, V] states before each chunk of one group of M */
@@ -59,6 +62,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->R = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
     b->F = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
     b->acc = gla_take(&a, V, sizeof(float));
+    b->KT = gla_take(&a, K * C, sizeof(float));
+    b->Arow = gla_take(&a, C, sizeof(float));
     if (backward) {
         const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
         const size_t ngroups = (nch + M - 1) / M;
@@ -179,23 +184,71 @@ static void load_state(const gla_job *j, int64_t task, float *S) {
         memset(S, 0, KV * sizeof(float));
 }
 
+/* Forward keys of the chunk, transposed so that a row of A is built with
+ * contiguous updates over j: simple GLA: KT[x][j] = k_jx for all j < L;
+ * GLA: KT[x][j] = k_jx exp(G_bx - G_jx) for j < b, b = i0 (a sub-block start). */
+static void chunk_keys_T(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
+                         int64_t i0) {
+    const int64_t H = j->H, K = j->K, C = j->C;
+    const int64_t n = j->per_key ? i0 : L;
+    for (int64_t jj = 0; jj < n; jj++) {
+        const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
+        if (j->per_key) {
+            const double *Gb = b->G + i0 * K, *Gj = b->G + jj * K;
+            for (int64_t x = 0; x < K; x++)
+                b->KT[x * C + jj] = kj[x] * expf((float)(Gb[x] - Gj[x]));
+        } else {
+            for (int64_t x = 0; x < K; x++) b->KT[x * C + jj] = kj[x];
+        }
+    }
+}
+
 void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     const gla_job *j = arg;
-    const int64_t H = j->H, K = j->K, V = j->V, h = task % H, n = task / H;
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C, h = task % H, n = task / H;
     const int64_t gw = j->per_key ? K : 1;
     chunk_bufs b;
     chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     load_state(j, task, b.S);
-    for (int64_t c0 = 0; c0 < len; c0 += j->C) {
-        const int64_t L = len - c0 < j->C ? len - c0 : j->C, r0 = start + c0;
+    float *A = b.Arow;
+    for (int64_t c0 = 0; c0 < len; c0 += C) {
+        const int64_t L = len - c0 < C ? len - c0 : C, r0 = start + c0;
         chunk_gates(j, &b, r0, L, h);
         sub_block_rows(j, &b, L);
+        if (!j->per_key) chunk_keys_T(j, &b, r0, L, h, 0);
         for (int64_t i = 0; i < L; i++) {
             const size_t bi = (size_t)((r0 + i) * H + h);
             const float *qi = j->q + bi * (size_t)K;
-            sub_block_cols(j, &b, i);
+            /* Row i of A (j <= i). */
+            for (int64_t jj = 0; jj <= i; jj++) A[jj] = 0.0f;
+            if (j->per_key) {
+                const int64_t i0 = i - i % GLA_SUB;
+                if (i == i0) chunk_keys_T(j, &b, r0, L, h, i0);
+                /* j < i0: q_i exp(G_i - G_b) . k_j exp(G_b - G_j), both factors <= 1 */
+                for (int64_t x = 0; x < K && i0 > 0; x++) {
+                    const float w = qi[x] * b.R[i * K + x];
+                    const float *kt = b.KT + x * C;
+                    for (int64_t jj = 0; jj < i0; jj++) A[jj] += w * kt[jj];
+                }
+                /* j in i's sub-block: one exponential per key */
+                for (int64_t jj = i0; jj <= i; jj++) {
+                    const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
+                    const double *Gi = b.G + i * K, *Gj = b.G + jj * K;
+                    float a = 0.0f;
+                    for (int64_t x = 0; x < K; x++)
+                        a += qi[x] * kj[x] * expf((float)(Gi[x] - Gj[x]));
+                    A[jj] = a;
+                }
+            } else {
+                for (int64_t x = 0; x < K; x++) {
+                    const float w = qi[x];
+                    const float *kt = b.KT + x * C;
+                    for (int64_t jj = 0; jj <= i; jj++) A[jj] += w * kt[jj];
+                }
+                for (int64_t jj = 0; jj <= i; jj++) A[jj] *= expf((float)(b.G[i] - b.G[jj]));
+            }
             /* inter-chunk: (q_i * e^{G_i}) S */
             for (int64_t y = 0; y < V; y++) b.acc[y] = 0.0f;
             for (int64_t x = 0; x < K; x++) {
@@ -205,12 +258,9 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
             }
             /* intra-chunk: sum_{j<=i} A_ij v_j */
             for (int64_t jj = 0; jj <= i; jj++) {
-                const size_t bj = (size_t)((r0 + jj) * H + h);
-                const float *kj = j->k + bj * (size_t)K, *vj = j->v + bj * (size_t)V;
-                pair_decay(j, &b, i, jj);
-                float A = 0.0f;
-                for (int64_t x = 0; x < K; x++) A += qi[x] * kj[x] * b.e[x];
-                for (int64_t y = 0; y < V; y++) b.acc[y] += A * vj[y];
+                const float *vj = j->v + (size_t)((r0 + jj) * H + h) * (size_t)V;
+                const float a = A[jj];
+                for (int64_t y = 0; y < V; y++) b.acc[y] += a * vj[y];
             }
             float *oi = j->o + bi * (size_t)V;
             for (int64_t y = 0; y < V; y++) oi[y] = j->scale * b.acc[y];
