@@ -47,6 +47,8 @@ typedef struct chunk_bufs {
     float *dvc;    /* [C,V] */
     double *dG;    /* [C,gw] */
     double *dGp;   /* [gw] running prefix */
+    float *VT;     /* [V,C] values of the chunk transposed */
+    float *dArow;  /* [C] one row of dA */
 } chunk_bufs;
 
 static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base,
@@ -78,6 +80,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dvc = gla_take(&a, C * V, sizeof(float));
         b->dG = gla_take(&a, C * gw, sizeof(double));
         b->dGp = gla_take(&a, gw, sizeof(double));
+        b->VT = gla_take(&a, V * C, sizeof(float));
+        b->dArow = gla_take(&a, C, sizeof(float));
     }
     return gla_arena_size(&a);
 }
@@ -184,22 +188,55 @@ static void load_state(const gla_job *j, int64_t task, float *S) {
         memset(S, 0, KV * sizeof(float));
 }
 
-/* Forward keys of the chunk, transposed so that a row of A is built with
- * contiguous updates over j: simple GLA: KT[x][j] = k_jx for all j < L;
- * GLA: KT[x][j] = k_jx exp(G_bx - G_jx) for j < b, b = i0 (a sub-block start). */
+/* Keys of the chunk, transposed so that a row of A is built with contiguous
+ * updates over j: simple GLA: KT[x][j] = k_jx for all j < L; GLA:
+ * KT[x][j] = k_jx exp(G_bx - G_jx) for j < b, b = i0 (a sub-block start;
+ * F is filled for that b too). */
 static void chunk_keys_T(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
                          int64_t i0) {
     const int64_t H = j->H, K = j->K, C = j->C;
     const int64_t n = j->per_key ? i0 : L;
+    if (j->per_key) sub_block_cols(j, b, i0);
     for (int64_t jj = 0; jj < n; jj++) {
         const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
         if (j->per_key) {
-            const double *Gb = b->G + i0 * K, *Gj = b->G + jj * K;
-            for (int64_t x = 0; x < K; x++)
-                b->KT[x * C + jj] = kj[x] * expf((float)(Gb[x] - Gj[x]));
+            const float *Fj = b->F + jj * K;
+            for (int64_t x = 0; x < K; x++) b->KT[x * C + jj] = kj[x] * Fj[x];
         } else {
             for (int64_t x = 0; x < K; x++) b->KT[x * C + jj] = kj[x];
         }
+    }
+}
+
+/* A[jj] = sum_x q_ix k_jx exp(G_ix - G_jx) for jj < n (n <= i + 1); KT must
+ * hold the keys for i's sub-block (chunk_keys_T). */
+static void a_row(const gla_job *j, const chunk_bufs *b, float *A, int64_t r0, int64_t h,
+                  int64_t i, const float *qi, int64_t n) {
+    const int64_t H = j->H, K = j->K, C = j->C;
+    for (int64_t jj = 0; jj < n; jj++) A[jj] = 0.0f;
+    if (j->per_key) {
+        const int64_t i0 = i - i % GLA_SUB, n_off = i0 < n ? i0 : n;
+        /* j < i0: q_i exp(G_i - G_b) . k_j exp(G_b - G_j), both factors <= 1 */
+        for (int64_t x = 0; x < K && n_off > 0; x++) {
+            const float w = qi[x] * b->R[i * K + x];
+            const float *kt = b->KT + x * C;
+            for (int64_t jj = 0; jj < n_off; jj++) A[jj] += w * kt[jj];
+        }
+        /* j in i's sub-block: one exponential per key */
+        for (int64_t jj = i0; jj < n; jj++) {
+            const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
+            const double *Gi = b->G + i * K, *Gj = b->G + jj * K;
+            float a = 0.0f;
+            for (int64_t x = 0; x < K; x++) a += qi[x] * kj[x] * expf((float)(Gi[x] - Gj[x]));
+            A[jj] = a;
+        }
+    } else {
+        for (int64_t x = 0; x < K; x++) {
+            const float w = qi[x];
+            const float *kt = b->KT + x * C;
+            for (int64_t jj = 0; jj < n; jj++) A[jj] += w * kt[jj];
+        }
+        for (int64_t jj = 0; jj < n; jj++) A[jj] *= expf((float)(b->G[i] - b->G[jj]));
     }
 }
 
@@ -221,34 +258,8 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
         for (int64_t i = 0; i < L; i++) {
             const size_t bi = (size_t)((r0 + i) * H + h);
             const float *qi = j->q + bi * (size_t)K;
-            /* Row i of A (j <= i). */
-            for (int64_t jj = 0; jj <= i; jj++) A[jj] = 0.0f;
-            if (j->per_key) {
-                const int64_t i0 = i - i % GLA_SUB;
-                if (i == i0) chunk_keys_T(j, &b, r0, L, h, i0);
-                /* j < i0: q_i exp(G_i - G_b) . k_j exp(G_b - G_j), both factors <= 1 */
-                for (int64_t x = 0; x < K && i0 > 0; x++) {
-                    const float w = qi[x] * b.R[i * K + x];
-                    const float *kt = b.KT + x * C;
-                    for (int64_t jj = 0; jj < i0; jj++) A[jj] += w * kt[jj];
-                }
-                /* j in i's sub-block: one exponential per key */
-                for (int64_t jj = i0; jj <= i; jj++) {
-                    const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
-                    const double *Gi = b.G + i * K, *Gj = b.G + jj * K;
-                    float a = 0.0f;
-                    for (int64_t x = 0; x < K; x++)
-                        a += qi[x] * kj[x] * expf((float)(Gi[x] - Gj[x]));
-                    A[jj] = a;
-                }
-            } else {
-                for (int64_t x = 0; x < K; x++) {
-                    const float w = qi[x];
-                    const float *kt = b.KT + x * C;
-                    for (int64_t jj = 0; jj <= i; jj++) A[jj] += w * kt[jj];
-                }
-                for (int64_t jj = 0; jj <= i; jj++) A[jj] *= expf((float)(b.G[i] - b.G[jj]));
-            }
+            if (j->per_key && i % GLA_SUB == 0) chunk_keys_T(j, &b, r0, L, h, i);
+            a_row(j, &b, A, r0, h, i, qi, i + 1);
             /* inter-chunk: (q_i * e^{G_i}) S */
             for (int64_t y = 0; y < V; y++) b.acc[y] = 0.0f;
             for (int64_t x = 0; x < K; x++) {
@@ -345,24 +356,32 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
          * directly at the end. */
         for (int64_t i = 0; i < L * K; i++) b.dqs[i] = b.dks[i] = 0.0f;
         sub_block_rows(j, &b, L);
+        if (!j->per_key) chunk_keys_T(j, &b, r0, L, h, 0);
+        for (int64_t jj = 0; jj < L; jj++) {
+            const float *vj = j->v + (size_t)((r0 + jj) * H + h) * (size_t)V;
+            for (int64_t y = 0; y < V; y++) b.VT[y * j->C + jj] = vj[y];
+        }
         for (int64_t i = 0; i < L; i++) {
             const size_t bi = (size_t)((r0 + i) * H + h);
             const float *qi = j->q + bi * (size_t)K, *doi = j->d_o + bi * (size_t)V;
-            float *dqi = b.dqs + i * K;
-            sub_block_cols(j, &b, i);
+            float *dqi = b.dqs + i * K, *A = b.Arow, *dA = b.dArow;
+            if (j->per_key && i % GLA_SUB == 0) chunk_keys_T(j, &b, r0, L, h, i);
+            /* rows i of A and dA = do_i . v_j over j < i */
+            a_row(j, &b, A, r0, h, i, qi, i);
+            for (int64_t jj = 0; jj < i; jj++) dA[jj] = 0.0f;
+            for (int64_t y = 0; y < V; y++) {
+                const float w = doi[y];
+                const float *vt = b.VT + y * j->C;
+                for (int64_t jj = 0; jj < i; jj++) dA[jj] += w * vt[jj];
+            }
             for (int64_t jj = 0; jj < i; jj++) {
-                const size_t bj = (size_t)((r0 + jj) * H + h);
-                const float *kj = j->k + bj * (size_t)K, *vj = j->v + bj * (size_t)V;
+                const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
                 float *dkj = b.dks + jj * K, *dvj = b.dvc + jj * V;
                 pair_decay(j, &b, i, jj);
-                float A = 0.0f, dA = 0.0f;
-                for (int64_t x = 0; x < K; x++) A += qi[x] * kj[x] * b.e[x];
-                for (int64_t y = 0; y < V; y++) dA += doi[y] * vj[y];
-                dA *= scale;
-                const float sA = scale * A;
+                const float dAij = scale * dA[jj], sA = scale * A[jj];
                 for (int64_t y = 0; y < V; y++) dvj[y] += sA * doi[y];
                 for (int64_t x = 0; x < K; x++) {
-                    const float w = dA * b.e[x];
+                    const float w = dAij * b.e[x];
                     dqi[x] += w * kj[x];
                     dkj[x] += w * qi[x];
                 }
