@@ -13,12 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Each test program uses a subset of these helpers. */
+#define GC_STATIC static __attribute__((unused))
+
 /* harness.h's CHECK_ERR passes err and tol after the caller's arguments, so
  * it only works with a message without arguments; this one formats first. */
 #define GC_CHECK_ERR(err, tol, ...) gc_check_err((err), (tol), __FILE__, __LINE__, __VA_ARGS__)
-static void gc_check_err(double err, double tol, const char *file, int line, const char *fmt,
+GC_STATIC void gc_check_err(double err, double tol, const char *file, int line, const char *fmt,
                          ...) __attribute__((format(printf, 5, 6)));
-static void gc_check_err(double err, double tol, const char *file, int line, const char *fmt,
+GC_STATIC void gc_check_err(double err, double tol, const char *file, int line, const char *fmt,
                          ...) {
     char msg[256];
     va_list ap;
@@ -41,14 +44,14 @@ enum { GC_G = 1, GC_GAMMA = 2, GC_S0 = 4, GC_DST = 8, GC_ALL = 15 };
 
 /* Log-gates in [-0.3, 0): decays between 0.74 and 1, so a 1000-token
  * sequence still remembers its recent past. */
-static float *gc_gates(size_t n, la_rng *rng) {
+GC_STATIC float *gc_gates(size_t n, la_rng *rng) {
     float *g = malloc(n * sizeof *g);
     ref_fill_uniform(g, n, rng, -0.3, 0.0);
     return g;
 }
 
 /* cu (nseq + 1 entries) may be NULL; then B sequences of T tokens. */
-static gcase gc_make(int per_key, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+GC_STATIC gcase gc_make(int per_key, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
                      const int64_t *cu, int64_t nseq, int flags, la_rng *rng) {
     gcase c;
     memset(&c, 0, sizeof c);
@@ -83,7 +86,7 @@ static gcase gc_make(int per_key, int64_t B, int64_t T, int64_t H, int64_t K, in
     return c;
 }
 
-static void gc_free(gcase *c) {
+GC_STATIC void gc_free(gcase *c) {
     free(c->cu);
     free(c->q);
     free(c->k);
@@ -95,14 +98,14 @@ static void gc_free(gcase *c) {
     free(c->d_sT);
 }
 
-static la_gated_opts gc_opts(la_form form, int64_t chunk) {
+GC_STATIC la_gated_opts gc_opts(la_form form, int64_t chunk) {
     la_gated_opts o = la_gated_opts_default();
     o.form = form;
     o.chunk_size = chunk;
     return o;
 }
 
-static la_status gc_fwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *out,
+GC_STATIC la_status gc_fwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *out,
                         float *sT) {
     if (c->per_key)
         return la_gla_forward(ctx, o, &c->d, out, sT, c->q, c->k, c->v, c->g, c->s0);
@@ -110,7 +113,7 @@ static la_status gc_fwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, flo
                                  c->s0);
 }
 
-static la_status gc_bwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *dq,
+GC_STATIC la_status gc_bwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *dq,
                         float *dk, float *dv, float *dg, float *dgam, float *ds0) {
     if (c->per_key)
         return la_gla_backward(ctx, o, &c->d, dq, dk, dv, dg, ds0, c->d_o, c->d_sT, c->q, c->k,
@@ -125,11 +128,11 @@ typedef struct gref {
     double *dgam_abs; /* [H] sum over tokens of |scalar gate gradient| */
 } gref;
 
-static void gc_slice_state(double *dst, const float *s, int64_t idx, size_t KV) {
+GC_STATIC void gc_slice_state(double *dst, const float *s, int64_t idx, size_t KV) {
     for (size_t i = 0; i < KV; i++) dst[i] = s ? (double)s[(size_t)idx * KV + i] : 0.0;
 }
 
-static gref gc_ref(const gcase *c, int backward) {
+GC_STATIC gref gc_ref(const gcase *c, int backward) {
     gref r;
     memset(&r, 0, sizeof r);
     const int64_t K = c->K, V = c->V, H = c->H, T = c->d.T, gw = c->per_key ? K : 1;
@@ -189,7 +192,7 @@ static gref gc_ref(const gcase *c, int backward) {
     return r;
 }
 
-static void gref_free(gref *r) {
+GC_STATIC void gref_free(gref *r) {
     free(r->o); free(r->sT); free(r->dq); free(r->dk); free(r->dv); free(r->dg);
     free(r->dgam); free(r->ds0);
     free(r->dgam_abs);
@@ -200,7 +203,7 @@ typedef struct gout {
     float *o, *sT, *dq, *dk, *dv, *dg, *dgam, *ds0;
 } gout;
 
-static gout gout_alloc(const gcase *c) {
+GC_STATIC gout gout_alloc(const gcase *c) {
     gout r;
     r.o = th_nan_floats(c->nv);
     r.sT = th_nan_floats(c->ns);
@@ -213,13 +216,13 @@ static gout gout_alloc(const gcase *c) {
     return r;
 }
 
-static void gout_free(gout *r) {
+GC_STATIC void gout_free(gout *r) {
     free(r->o); free(r->sT); free(r->dq); free(r->dk); free(r->dv); free(r->dg);
     free(r->dgam); free(r->ds0);
 }
 
 /* Runs forward and backward; returns 0 if both returned LA_OK. */
-static int gc_run(const gcase *c, la_ctx *ctx, const la_gated_opts *o, gout *r) {
+GC_STATIC int gc_run(const gcase *c, la_ctx *ctx, const la_gated_opts *o, gout *r) {
     la_status st = gc_fwd(c, ctx, o, r->o, r->sT);
     if (st) {
         CHECK_STATUS(st, LA_OK, "forward");
@@ -235,13 +238,13 @@ static int gc_run(const gcase *c, la_ctx *ctx, const la_gated_opts *o, gout *r) 
 }
 
 /* Worst errors seen, printed at the end of a test program. */
-static double gc_worst_rms[8], gc_worst_max[8], gc_worst_cond;
-static const char *const gc_names[8] = {"o", "final_state", "dq", "dk", "dv", "dg",
+GC_STATIC double gc_worst_rms[8], gc_worst_max[8], gc_worst_cond;
+GC_STATIC const char *const gc_names[8] = {"o", "final_state", "dq", "dk", "dv", "dg",
                                         "dg_gamma", "d_initial_state"};
 
 /* Relative RMS <= rms_tol and max-relative <= max_tol (see the callers for
  * why those bounds). */
-static void gc_cmp(int which, const float *got, const double *want, size_t n, double rms_tol,
+GC_STATIC void gc_cmp(int which, const float *got, const double *want, size_t n, double rms_tol,
                    double max_tol, const char *what) {
     const double e_rms = ref_rms_rel_err(got, want, n), e_max = ref_max_rel_err(got, want, n);
     if (!(e_rms <= gc_worst_rms[which])) gc_worst_rms[which] = e_rms;
@@ -252,7 +255,7 @@ static void gc_cmp(int which, const float *got, const double *want, size_t n, do
 }
 
 /* Every output of the case against the reference. */
-static void gc_cmp_all(const gcase *c, const gout *r, const gref *w, int backward,
+GC_STATIC void gc_cmp_all(const gcase *c, const gout *r, const gref *w, int backward,
                        double rms_tol, double max_tol, const char *what) {
     gc_cmp(0, r->o, w->o, c->nv, rms_tol, max_tol, what);
     gc_cmp(1, r->sT, w->sT, c->ns, rms_tol, max_tol, what);
@@ -282,7 +285,7 @@ static void gc_cmp_all(const gcase *c, const gout *r, const gref *w, int backwar
     gc_cmp(7, r->ds0, w->ds0, c->ns, rms_tol, max_tol, what);
 }
 
-static void gc_print_worst(const char *suite) {
+GC_STATIC void gc_print_worst(const char *suite) {
     printf("%s: worst errors against float64 (rel-RMS / max-rel):\n", suite);
     for (int i = 0; i < 8; i++)
         printf("  %-16s %.3g / %.3g\n", gc_names[i], gc_worst_rms[i], gc_worst_max[i]);
@@ -291,7 +294,7 @@ static void gc_print_worst(const char *suite) {
 
 /* ---- the float64 reference against central finite differences ------- */
 
-static double fd_loss(int per_key, int64_t T, int64_t K, int64_t V, const double *q,
+GC_STATIC double fd_loss(int per_key, int64_t T, int64_t K, int64_t V, const double *q,
                       const double *k, const double *v, const double *g, double gamma,
                       const double *s0, const double *d_o, const double *d_sT) {
     double o[64 * 8], sT[8 * 8];
@@ -305,7 +308,7 @@ static double fd_loss(int per_key, int64_t T, int64_t K, int64_t V, const double
 /* Every input element perturbed by +-1e-5: central differences are exact to
  * about 1e-10 relative here (third derivative times eps^2, plus rounding
  * 1e-16/eps), so 1e-7 relative to the largest gradient is a tight bound. */
-static void test_ref_fd(int per_key) {
+GC_STATIC void test_ref_fd(int per_key) {
     enum { T = 7, K = 3, V = 4 };
     la_rng rng;
     la_rng_seed(&rng, 11 + (uint64_t)per_key);
@@ -355,11 +358,11 @@ static void test_ref_fd(int per_key) {
 #define GC_RMS 5e-6
 #define GC_MAX 1e-5
 
-static const la_form gc_forms[] = {LA_FORM_RECURRENT, LA_FORM_CHUNK, LA_FORM_CHUNK,
+GC_STATIC const la_form gc_forms[] = {LA_FORM_RECURRENT, LA_FORM_CHUNK, LA_FORM_CHUNK,
                                    LA_FORM_CHUNK};
-static const int64_t gc_chunks[] = {0, 16, 32, 64};
+GC_STATIC const int64_t gc_chunks[] = {0, 16, 32, 64};
 
-static void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label) {
+GC_STATIC void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label) {
     gref w = gc_ref(c, 1);
     for (int f = 0; f < 4; f++) {
         la_gated_opts o = gc_opts(gc_forms[f], gc_chunks[f]);
@@ -379,7 +382,7 @@ static void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label) {
  * B = 2, H = 1 (H > 1 elsewhere). full = 0 keeps two pairs, (16, 16)
  * and (60, 100), for the extra gate combinations (keeps the sanitizer run
  * short). */
-static void test_sweep(int per_key, int flags, uint64_t seed, int full) {
+GC_STATIC void test_sweep(int per_key, int flags, uint64_t seed, int full) {
     static const int64_t dims[] = {16, 60, 64, 100, 128};
     static const int64_t Ts[] = {1, 63, 64, 65};
     la_ctx *ctx = th_ctx(2);
@@ -401,7 +404,7 @@ static void test_sweep(int per_key, int flags, uint64_t seed, int full) {
 
 /* T = 1000 at the first n_sizes of (64, 64), (60, 100), (16, 128)
  * (B = 1, H = 2). */
-static void test_long(int per_key, int flags, uint64_t seed, int n_sizes) {
+GC_STATIC void test_long(int per_key, int flags, uint64_t seed, int n_sizes) {
     static const int64_t kv[][2] = {{64, 64}, {60, 100}, {16, 128}};
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
@@ -417,7 +420,7 @@ static void test_long(int per_key, int flags, uint64_t seed, int n_sizes) {
 /* Odd chunk sizes (1, 7, larger than T) and a sequence long enough (5000)
  * for the recurrent backward to checkpoint every ceil(sqrt(T)) = 71 tokens
  * instead of 64: same bounds against float64. */
-static void test_odd_chunks(int per_key, int flags, uint64_t seed) {
+GC_STATIC void test_odd_chunks(int per_key, int flags, uint64_t seed) {
     static const int64_t chunks[] = {1, 7, 100};
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
@@ -444,7 +447,7 @@ static void test_odd_chunks(int per_key, int flags, uint64_t seed) {
 /* ---- structure: varlen, pieces, threads ------------------------------ */
 
 /* Copies rows [t0, t0 + n) of every head of a [1, T, H, D] tensor. */
-static float *rows(const float *x, int64_t t0, int64_t n, int64_t H, int64_t D) {
+GC_STATIC float *rows(const float *x, int64_t t0, int64_t n, int64_t H, int64_t D) {
     if (!x) return NULL;
     float *y = malloc((size_t)(n * H * D) * sizeof *y);
     memcpy(y, x + (size_t)(t0 * H * D), (size_t)(n * H * D) * sizeof *y);
@@ -453,7 +456,7 @@ static float *rows(const float *x, int64_t t0, int64_t n, int64_t H, int64_t D) 
 
 /* A single sequence [t0, t0 + n) of a packed case, as its own B = 1 case;
  * state slot `slot` of s0 / d_sT. */
-static gcase gc_sub(const gcase *c, int64_t t0, int64_t n, int64_t slot) {
+GC_STATIC gcase gc_sub(const gcase *c, int64_t t0, int64_t n, int64_t slot) {
     gcase s = *c;
     const int64_t H = c->H, K = c->K, V = c->V, gw = c->per_key ? K : 1;
     s.d = (la_dims){.B = 1, .T = n, .H = H, .K = K, .V = V};
@@ -480,7 +483,7 @@ static gcase gc_sub(const gcase *c, int64_t t0, int64_t n, int64_t slot) {
 /* A packed batch equals running each sequence alone, bit for bit: the work
  * of one (sequence, head) does not depend on the others (chunks start at each
  * sequence's first token). */
-static void test_varlen(int per_key, int flags, uint64_t seed) {
+GC_STATIC void test_varlen(int per_key, int flags, uint64_t seed) {
     static const int64_t cu[] = {0, 5, 70, 71, 150};
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
@@ -530,7 +533,7 @@ static void test_varlen(int per_key, int flags, uint64_t seed) {
 /* Two pieces (final state -> initial state, and d_initial_state of the second
  * -> d_final_state of the first) equal the whole, bit for bit, when the cut
  * falls on a chunk boundary (64 is a multiple of every chunk size used). */
-static void test_pieces(int per_key, int flags, uint64_t seed) {
+GC_STATIC void test_pieces(int per_key, int flags, uint64_t seed) {
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
     la_rng_seed(&rng, seed);
@@ -584,7 +587,7 @@ static void test_pieces(int per_key, int flags, uint64_t seed) {
 }
 
 /* 1 and 2 threads give bit-identical results (dg_gamma included). */
-static void test_threads(int per_key, int flags, uint64_t seed) {
+GC_STATIC void test_threads(int per_key, int flags, uint64_t seed) {
     la_ctx *c1 = th_ctx(1), *c2 = th_ctx(2);
     la_rng rng;
     la_rng_seed(&rng, seed);
@@ -616,7 +619,7 @@ static void test_threads(int per_key, int flags, uint64_t seed) {
 /* g = 0 everywhere (no decay: plain linear attention, states grow) and
  * g = -1e4 (full reset) at random positions: same bounds against float64,
  * nothing non-finite, and after a reset the output equals a fresh start. */
-static void test_extreme(int per_key, uint64_t seed) {
+GC_STATIC void test_extreme(int per_key, uint64_t seed) {
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
     la_rng_seed(&rng, seed);
@@ -662,7 +665,7 @@ static void test_extreme(int per_key, uint64_t seed) {
 
 /* Each bad call must return `want`, leave every output NaN, and set a
  * message naming the op. */
-static void gc_expect_bad(const gcase *c, la_ctx *ctx, const la_gated_opts *o, int backward,
+GC_STATIC void gc_expect_bad(const gcase *c, la_ctx *ctx, const la_gated_opts *o, int backward,
                           la_status want, const char *what) {
     gout r = gout_alloc(c);
     la_status st = backward ? gc_bwd(c, ctx, o, r.dq, r.dk, r.dv, r.dg, c->per_key ? NULL : r.dgam,
@@ -679,7 +682,7 @@ static void gc_expect_bad(const gcase *c, la_ctx *ctx, const la_gated_opts *o, i
     gout_free(&r);
 }
 
-static void test_bad(int per_key) {
+GC_STATIC void test_bad(int per_key) {
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
     la_rng_seed(&rng, 99);
