@@ -1,0 +1,483 @@
+/* Chunkwise form of simple GLA and GLA, forward and backward.
+ *
+ * A sequence is cut into chunks of C tokens. Inside a chunk the log-gates are
+ * summed (G_i = g_1 + ... + g_i, in float64 so that differences of large
+ * sums such as -1e4 + small stay exact enough) and only exponentials of
+ * non-positive quantities are taken: exp(G_i), exp(G_i - G_j) for i >= j and
+ * exp(G_L - G_j). A full reset (g = -1e4) therefore gives exact zeros, never
+ * Inf or NaN. For chunk start state S:
+ *
+ *   o_i   = scale [ (q_i * e^{G_i}) S + sum_{j<=i} A_ij v_j ],
+ *   A_ij  = sum_k q_ik k_jk e^{G_ik - G_jk}            (per key, O(C^2 K))
+ *   S'    = Diag(e^{G_L}) S + sum_j (k_j * e^{G_L - G_j})^T v_j.
+ *
+ * Simple GLA is the same with one gate per token (the factor is a scalar per
+ * pair (i, j)). The backward recomputes the chunk start states (two-level
+ * checkpoints, O(sqrt(chunks)) K x V blocks), then walks the chunks in
+ * reverse with dS, the
+ * gradient of the state at the chunk end. The gate gradient is fla's
+ * identity (dg from q * dq - k * dk, cumulated within the chunk) rearranged
+ * so that the diagonal pair (i, i) and the tokens that cancel in S_end never
+ * enter it: without that, a gradient that is exactly zero (T = 1, no
+ * initial state) comes out as the rounding noise of two equal float32
+ * numbers, and sums such as dg_gamma lose about a decimal digit (see the
+ * comment above the gate-gradient block). */
+#include "gla_internal.h"
+
+#include <string.h>
+
+typedef struct chunk_bufs {
+    float *S;     /* [K,V] running state (forward) */
+    double *G;    /* [C,gw] cumulative log-gates of the chunk */
+    float *eG;    /* [C,gw] exp(G_i) */
+    float *eLm;   /* [C,gw] exp(G_L - G_i) */
+    float *e;     /* [K] exp(G_i - G_j) of one pair */
+    float *R;     /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
+    float *F;     /* [C,K] GLA: exp(G_b - G_j) for j < b, b of the current sub-block */
+    float *acc;   /* [V] */
+    float *KT;    /* [K,C] forward: keys of the chunk transposed (GLA: times
+                     exp(G_b - G_j) for the current sub-block start b) */
+    float *Arow;  /* [C] one row of the intra-chunk matrix A */
+    /* backward only */
+    float *ckpt;   /* [ceil(nch/M), K, V] state before every M-th chunk */
+    float *states; /* [M, K, V] states before each chunk of one group of M */
+    float *dS;     /* [K,V] */
+    float *dqc, *dkc; /* [C,K] dq inter-chunk part, dk state part */
+    float *dqs, *dks; /* [C,K] strictly-intra parts (pairs j < i) */
+    float *dvc;    /* [C,V] */
+    double *dG;    /* [C,gw] */
+    double *dGp;   /* [gw] running prefix */
+    float *VT;     /* [V,C] values of the chunk transposed */
+    float *dArow;  /* [C] one row of dA */
+} chunk_bufs;
+
+static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base,
+                           chunk_bufs *b) {
+    const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
+    const size_t gw = j->per_key ? K : 1;
+    gla_arena a = {.base = base};
+    b->S = gla_take(&a, K * V, sizeof(float));
+    b->G = gla_take(&a, C * gw, sizeof(double));
+    b->eG = gla_take(&a, C * gw, sizeof(float));
+    b->eLm = gla_take(&a, C * gw, sizeof(float));
+    b->e = gla_take(&a, K, sizeof(float));
+    b->R = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
+    b->F = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
+    b->acc = gla_take(&a, V, sizeof(float));
+    b->KT = gla_take(&a, K * C, sizeof(float));
+    b->Arow = gla_take(&a, C, sizeof(float));
+    if (backward) {
+        const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
+        const size_t ngroups = (nch + M - 1) / M;
+        if (K * V > SIZE_MAX / sizeof(float) / (ngroups + M)) return 0;
+        b->ckpt = gla_take(&a, ngroups, K * V * sizeof(float));
+        b->states = gla_take(&a, M, K * V * sizeof(float));
+        b->dS = gla_take(&a, K * V, sizeof(float));
+        b->dqc = gla_take(&a, C * K, sizeof(float));
+        b->dkc = gla_take(&a, C * K, sizeof(float));
+        b->dqs = gla_take(&a, C * K, sizeof(float));
+        b->dks = gla_take(&a, C * K, sizeof(float));
+        b->dvc = gla_take(&a, C * V, sizeof(float));
+        b->dG = gla_take(&a, C * gw, sizeof(double));
+        b->dGp = gla_take(&a, gw, sizeof(double));
+        b->VT = gla_take(&a, V * C, sizeof(float));
+        b->dArow = gla_take(&a, C, sizeof(float));
+    }
+    return gla_arena_size(&a);
+}
+
+size_t la__gla_chunk_fwd_bytes(const gla_job *j) {
+    chunk_bufs b;
+    return chunk_layout(j, 0, 0, NULL, &b);
+}
+
+size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L) {
+    chunk_bufs b;
+    return chunk_layout(j, L, 1, NULL, &b);
+}
+
+/* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials. */
+static void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
+    const int64_t gw = j->per_key ? j->K : 1;
+    const double gamma = j->g_gamma ? (double)j->g_gamma[h] : 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *gr = gla_gate_row(j, r0 + i, h);
+        double *Gi = b->G + i * gw;
+        for (int64_t x = 0; x < gw; x++) {
+            const double gi = (gr ? (double)gr[x] : 0.0) + gamma;
+            Gi[x] = (i ? Gi[x - gw] : 0.0) + gi;
+        }
+    }
+    const double *GL = b->G + (n - 1) * gw;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t x = 0; x < gw; x++) {
+            b->eG[i * gw + x] = expf((float)(b->G[i * gw + x]));
+            b->eLm[i * gw + x] = expf((float)(GL[x] - b->G[i * gw + x]));
+        }
+}
+
+/* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, cost an exponential per
+ * key and pair. The chunk is cut into sub-blocks of GLA_SUB tokens; for j
+ * before the first token b of i's sub-block,
+ *   exp(G_i - G_j) = exp(G_i - G_b) * exp(G_b - G_j),
+ * and both factors are <= 1 because G never increases (g <= 0): no overflow
+ * whatever the gates (fla's reference point inside the block, which gives
+ * factors >= 1, would overflow at g = -1e4). Only pairs inside one sub-block
+ * take their own exponentials. */
+#define GLA_SUB 16
+
+/* R for the chunk's L tokens. */
+static void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
+    const int64_t K = j->K;
+    if (!j->per_key) return;
+    for (int64_t i = 0; i < L; i++) {
+        const double *Gi = b->G + i * K, *Gb = b->G + (i - i % GLA_SUB) * K;
+        for (int64_t x = 0; x < K; x++) b->R[i * K + x] = expf((float)(Gi[x] - Gb[x]));
+    }
+}
+
+/* F for the sub-block starting at token i0 (called when i reaches it). */
+static void sub_block_cols(const gla_job *j, chunk_bufs *b, int64_t i0) {
+    const int64_t K = j->K;
+    if (!j->per_key || i0 % GLA_SUB != 0) return;
+    const double *Gb = b->G + i0 * K;
+    for (int64_t jj = 0; jj < i0; jj++)
+        for (int64_t x = 0; x < K; x++) b->F[jj * K + x] = expf((float)(Gb[x] - b->G[jj * K + x]));
+}
+
+/* e[k] = exp(G_ik - G_jk) for i >= j (every element <= 1). */
+static void pair_decay(const gla_job *j, const chunk_bufs *b, int64_t i, int64_t jj) {
+    const int64_t K = j->K;
+    if (j->per_key) {
+        if (jj < i - i % GLA_SUB) {
+            const float *Ri = b->R + i * K, *Fj = b->F + jj * K;
+            for (int64_t x = 0; x < K; x++) b->e[x] = Ri[x] * Fj[x];
+        } else {
+            const double *Gi = b->G + i * K, *Gj = b->G + jj * K;
+            for (int64_t x = 0; x < K; x++) b->e[x] = expf((float)(Gi[x] - Gj[x]));
+        }
+    } else {
+        const float e = expf((float)(b->G[i] - b->G[jj]));
+        for (int64_t x = 0; x < K; x++) b->e[x] = e;
+    }
+}
+
+/* S <- Diag(e^{G_L}) S + sum_j (k_j * e^{G_L - G_j})^T v_j over the chunk. */
+static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
+                               int64_t h) {
+    const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
+    const float *eGL = b->eG + (n - 1) * gw;
+    for (int64_t x = 0; x < K; x++) {
+        float *row = S + x * V;
+        const float d = eGL[j->per_key ? x : 0];
+        for (int64_t y = 0; y < V; y++) row[y] *= d;
+        for (int64_t i = 0; i < n; i++) {
+            const size_t base = (size_t)((r0 + i) * H + h);
+            const float kd = j->k[base * (size_t)K + (size_t)x] * b->eLm[i * gw + (j->per_key ? x : 0)];
+            const float *vi = j->v + base * (size_t)V;
+            for (int64_t y = 0; y < V; y++) row[y] += kd * vi[y];
+        }
+    }
+}
+
+static void load_state(const gla_job *j, int64_t task, float *S) {
+    const size_t KV = (size_t)j->K * (size_t)j->V;
+    if (j->s0)
+        memcpy(S, j->s0 + (size_t)task * KV, KV * sizeof(float));
+    else
+        memset(S, 0, KV * sizeof(float));
+}
+
+/* Keys of the chunk, transposed so that a row of A is built with contiguous
+ * updates over j: simple GLA: KT[x][j] = k_jx for all j < L; GLA:
+ * KT[x][j] = k_jx exp(G_bx - G_jx) for j < b, b = i0 (a sub-block start;
+ * F is filled for that b too). */
+static void chunk_keys_T(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
+                         int64_t i0) {
+    const int64_t H = j->H, K = j->K, C = j->C;
+    const int64_t n = j->per_key ? i0 : L;
+    if (j->per_key) sub_block_cols(j, b, i0);
+    for (int64_t jj = 0; jj < n; jj++) {
+        const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
+        if (j->per_key) {
+            const float *Fj = b->F + jj * K;
+            for (int64_t x = 0; x < K; x++) b->KT[x * C + jj] = kj[x] * Fj[x];
+        } else {
+            for (int64_t x = 0; x < K; x++) b->KT[x * C + jj] = kj[x];
+        }
+    }
+}
+
+/* A[jj] = sum_x q_ix k_jx exp(G_ix - G_jx) for jj < n (n <= i + 1); KT must
+ * hold the keys for i's sub-block (chunk_keys_T). */
+static void a_row(const gla_job *j, const chunk_bufs *b, float *A, int64_t r0, int64_t h,
+                  int64_t i, const float *qi, int64_t n) {
+    const int64_t H = j->H, K = j->K, C = j->C;
+    for (int64_t jj = 0; jj < n; jj++) A[jj] = 0.0f;
+    if (j->per_key) {
+        const int64_t i0 = i - i % GLA_SUB, n_off = i0 < n ? i0 : n;
+        /* j < i0: q_i exp(G_i - G_b) . k_j exp(G_b - G_j), both factors <= 1 */
+        for (int64_t x = 0; x < K && n_off > 0; x++) {
+            const float w = qi[x] * b->R[i * K + x];
+            const float *kt = b->KT + x * C;
+            for (int64_t jj = 0; jj < n_off; jj++) A[jj] += w * kt[jj];
+        }
+        /* j in i's sub-block: one exponential per key */
+        for (int64_t jj = i0; jj < n; jj++) {
+            const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
+            const double *Gi = b->G + i * K, *Gj = b->G + jj * K;
+            float a = 0.0f;
+            for (int64_t x = 0; x < K; x++) a += qi[x] * kj[x] * expf((float)(Gi[x] - Gj[x]));
+            A[jj] = a;
+        }
+    } else {
+        for (int64_t x = 0; x < K; x++) {
+            const float w = qi[x];
+            const float *kt = b->KT + x * C;
+            for (int64_t jj = 0; jj < n; jj++) A[jj] += w * kt[jj];
+        }
+        for (int64_t jj = 0; jj < n; jj++) A[jj] *= expf((float)(b->G[i] - b->G[jj]));
+    }
+}
+
+void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
+    const gla_job *j = arg;
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C, h = task % H, n = task / H;
+    const int64_t gw = j->per_key ? K : 1;
+    chunk_bufs b;
+    chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
+    int64_t start, len;
+    la__seq_bounds(j->d, n, &start, &len);
+    load_state(j, task, b.S);
+    float *A = b.Arow;
+    for (int64_t c0 = 0; c0 < len; c0 += C) {
+        const int64_t L = len - c0 < C ? len - c0 : C, r0 = start + c0;
+        chunk_gates(j, &b, r0, L, h);
+        sub_block_rows(j, &b, L);
+        if (!j->per_key) chunk_keys_T(j, &b, r0, L, h, 0);
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            const float *qi = j->q + bi * (size_t)K;
+            if (j->per_key && i % GLA_SUB == 0) chunk_keys_T(j, &b, r0, L, h, i);
+            a_row(j, &b, A, r0, h, i, qi, i + 1);
+            /* inter-chunk: (q_i * e^{G_i}) S */
+            for (int64_t y = 0; y < V; y++) b.acc[y] = 0.0f;
+            for (int64_t x = 0; x < K; x++) {
+                const float w = qi[x] * b.eG[i * gw + (j->per_key ? x : 0)];
+                const float *row = b.S + x * V;
+                for (int64_t y = 0; y < V; y++) b.acc[y] += w * row[y];
+            }
+            /* intra-chunk: sum_{j<=i} A_ij v_j */
+            for (int64_t jj = 0; jj <= i; jj++) {
+                const float *vj = j->v + (size_t)((r0 + jj) * H + h) * (size_t)V;
+                const float a = A[jj];
+                for (int64_t y = 0; y < V; y++) b.acc[y] += a * vj[y];
+            }
+            float *oi = j->o + bi * (size_t)V;
+            for (int64_t y = 0; y < V; y++) oi[y] = j->scale * b.acc[y];
+        }
+        chunk_state_update(j, &b, b.S, r0, L, h);
+    }
+    if (j->sT) memcpy(j->sT + (size_t)task * (size_t)K * (size_t)V, b.S,
+                      (size_t)K * (size_t)V * sizeof(float));
+}
+
+void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
+    const gla_job *j = arg;
+    const int64_t H = j->H, K = j->K, V = j->V, h = task % H, n = task / H;
+    const int64_t gw = j->per_key ? K : 1;
+    const size_t KV = (size_t)K * (size_t)V;
+    const float scale = j->scale;
+    int64_t start, len;
+    la__seq_bounds(j->d, n, &start, &len);
+    chunk_bufs b;
+    chunk_layout(j, len, 1, la__scratch(j->ctx, tid), &b);
+    const int64_t nch = (len + j->C - 1) / j->C;
+
+    /* Two-level checkpoints: the state before every M-th chunk is kept, and
+     * the states before the chunks of one group are recomputed when the
+     * reverse sweep reaches it: O((nch/M + M) K V) memory, one extra pass
+     * of state updates. */
+    const int64_t M = j->group;
+    load_state(j, task, b.states);
+    for (int64_t c = 0; c < nch; c++) {
+        const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
+        if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
+        chunk_gates(j, &b, start + c0, L, h);
+        chunk_state_update(j, &b, b.states, start + c0, L, h);
+    }
+
+    if (j->d_sT)
+        memcpy(b.dS, j->d_sT + (size_t)task * KV, KV * sizeof(float));
+    else
+        memset(b.dS, 0, KV * sizeof(float));
+    double gamma_sum = 0.0;
+    for (int64_t c = nch - 1; c >= 0; c--) {
+        const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C, r0 = start + c0;
+        if (c % M == M - 1 || c == nch - 1) {
+            /* Entering group c / M from its end: states[m] = before chunk g0 + m. */
+            const int64_t g0 = c - c % M;
+            memcpy(b.states, b.ckpt + (size_t)(g0 / M) * KV, KV * sizeof(float));
+            for (int64_t m = 1; m <= c - g0; m++) {
+                const int64_t p0 = (g0 + m - 1) * j->C, pl = len - p0 < j->C ? len - p0 : j->C;
+                float *S = b.states + (size_t)m * KV;
+                memcpy(S, S - KV, KV * sizeof(float));
+                chunk_gates(j, &b, start + p0, pl, h);
+                chunk_state_update(j, &b, S, start + p0, pl, h);
+            }
+        }
+        const float *S0 = b.states + (size_t)(c % M) * KV;
+        chunk_gates(j, &b, r0, L, h);
+        /* Inter-chunk and state terms:
+         *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
+         *   dv_j = (k_j * e^{G_L-G_j}) dS. */
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            const float *doi = j->d_o + bi * (size_t)V, *vi = j->v + bi * (size_t)V;
+            const float *ki = j->k + bi * (size_t)K;
+            float *dqi = b.dqc + i * K, *dki = b.dkc + i * K, *dvi = b.dvc + i * V;
+            for (int64_t y = 0; y < V; y++) dvi[y] = 0.0f;
+            for (int64_t x = 0; x < K; x++) {
+                const float *s0r = S0 + x * V, *dsr = b.dS + x * V;
+                float sq = 0.0f, sk = 0.0f;
+                for (int64_t y = 0; y < V; y++) {
+                    sq += s0r[y] * doi[y];
+                    sk += dsr[y] * vi[y];
+                }
+                const int64_t xg = i * gw + (j->per_key ? x : 0);
+                dqi[x] = scale * b.eG[xg] * sq;
+                dki[x] = b.eLm[xg] * sk;
+                const float kd = ki[x] * b.eLm[xg];
+                for (int64_t y = 0; y < V; y++) dvi[y] += kd * dsr[y];
+            }
+        }
+        /* Intra-chunk pairs j < i: A_ij and dA_ij = scale do_i . v_j; the diagonal
+         * pair (i, i) has no decay and no gate gradient, it goes to dq_i, dk_i, dv_i
+         * directly at the end. */
+        for (int64_t i = 0; i < L * K; i++) b.dqs[i] = b.dks[i] = 0.0f;
+        sub_block_rows(j, &b, L);
+        if (!j->per_key) chunk_keys_T(j, &b, r0, L, h, 0);
+        for (int64_t jj = 0; jj < L; jj++) {
+            const float *vj = j->v + (size_t)((r0 + jj) * H + h) * (size_t)V;
+            for (int64_t y = 0; y < V; y++) b.VT[y * j->C + jj] = vj[y];
+        }
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            const float *qi = j->q + bi * (size_t)K, *doi = j->d_o + bi * (size_t)V;
+            float *dqi = b.dqs + i * K, *A = b.Arow, *dA = b.dArow;
+            if (j->per_key && i % GLA_SUB == 0) chunk_keys_T(j, &b, r0, L, h, i);
+            /* rows i of A and dA = do_i . v_j over j < i */
+            a_row(j, &b, A, r0, h, i, qi, i);
+            for (int64_t jj = 0; jj < i; jj++) dA[jj] = 0.0f;
+            for (int64_t y = 0; y < V; y++) {
+                const float w = doi[y];
+                const float *vt = b.VT + y * j->C;
+                for (int64_t jj = 0; jj < i; jj++) dA[jj] += w * vt[jj];
+            }
+            for (int64_t jj = 0; jj < i; jj++) {
+                const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
+                float *dkj = b.dks + jj * K, *dvj = b.dvc + jj * V;
+                pair_decay(j, &b, i, jj);
+                const float dAij = scale * dA[jj], sA = scale * A[jj];
+                for (int64_t y = 0; y < V; y++) dvj[y] += sA * doi[y];
+                for (int64_t x = 0; x < K; x++) {
+                    const float w = dAij * b.e[x];
+                    dqi[x] += w * kj[x];
+                    dkj[x] += w * qi[x];
+                }
+            }
+        }
+        /* Gate gradient, term by term (no cancelling pairs are formed):
+         *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
+         *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
+         *        + sum_{j<t} (k_j * dk^intra_j - q_j * dq^intra_j)     (pairs j < t <= i)
+         * the last line being the prefix form of sum_{i>=t>j} of the pair terms. */
+        {
+            const float *eGL = b.eG + (L - 1) * gw;
+            double *dG = b.dG;
+            for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
+            /* reverse cumulative sum of the inter-chunk term */
+            for (int64_t i = L - 1; i >= 0; i--) {
+                const size_t bi = (size_t)((r0 + i) * H + h);
+                const float *qi = j->q + bi * (size_t)K;
+                double *dGi = dG + i * gw;
+                if (i < L - 1)
+                    for (int64_t x = 0; x < gw; x++) dGi[x] = dGi[x + gw];
+                for (int64_t x = 0; x < K; x++)
+                    dGi[j->per_key ? x : 0] += (double)qi[x] * (double)b.dqc[i * K + x];
+            }
+            /* the state term's constant part */
+            for (int64_t x = 0; x < K; x++) {
+                const float *dsr = b.dS + x * V, *s0r = S0 + x * V;
+                double s = 0.0;
+                for (int64_t y = 0; y < V; y++) s += (double)dsr[y] * (double)s0r[y];
+                const double add = s * (double)eGL[j->per_key ? x : 0];
+                for (int64_t i = 0; i < L; i++) dG[i * gw + (j->per_key ? x : 0)] += add;
+            }
+            /* forward prefix of the state and pair terms */
+            for (int64_t i = 1; i < L; i++) {
+                const size_t bp = (size_t)((r0 + i - 1) * H + h);
+                const float *qp = j->q + bp * (size_t)K, *kp = j->k + bp * (size_t)K;
+                double *dGp = b.dGp;
+                if (i == 1)
+                    for (int64_t x = 0; x < gw; x++) dGp[x] = 0.0;
+                const int64_t p = i - 1;
+                for (int64_t x = 0; x < K; x++)
+                    dGp[j->per_key ? x : 0] +=
+                        (double)kp[x] * ((double)b.dkc[p * K + x] + (double)b.dks[p * K + x]) -
+                        (double)qp[x] * (double)b.dqs[p * K + x];
+                for (int64_t x = 0; x < gw; x++) dG[i * gw + x] += dGp[x];
+            }
+        }
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            if (j->per_key) {
+                if (j->dg)
+                    for (int64_t x = 0; x < K; x++)
+                        j->dg[bi * (size_t)K + (size_t)x] = (float)b.dG[i * K + x];
+            } else {
+                if (j->dg) j->dg[bi] = (float)b.dG[i];
+                gamma_sum += b.dG[i];
+            }
+        }
+        /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            const float *qi = j->q + bi * (size_t)K, *ki = j->k + bi * (size_t)K;
+            const float *vi = j->v + bi * (size_t)V, *doi = j->d_o + bi * (size_t)V;
+            float *dvi = b.dvc + i * V;
+            float A = 0.0f, dA = 0.0f;
+            for (int64_t x = 0; x < K; x++) A += qi[x] * ki[x];
+            for (int64_t y = 0; y < V; y++) dA += doi[y] * vi[y];
+            dA *= scale;
+            const float sA = scale * A;
+            for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
+            for (int64_t x = 0; x < K; x++) {
+                b.dqc[i * K + x] += b.dqs[i * K + x] + dA * ki[x];
+                b.dkc[i * K + x] += b.dks[i * K + x] + dA * qi[x];
+            }
+        }
+        /* dS before the chunk: Diag(e^{G_L}) dS + scale sum_i (q_i * e^{G_i})^T do_i. */
+        const float *eGL = b.eG + (L - 1) * gw;
+        for (int64_t x = 0; x < K; x++) {
+            float *dsr = b.dS + x * V;
+            const float d = eGL[j->per_key ? x : 0];
+            for (int64_t y = 0; y < V; y++) dsr[y] *= d;
+            for (int64_t i = 0; i < L; i++) {
+                const size_t bi = (size_t)((r0 + i) * H + h);
+                const float w = scale * j->q[bi * (size_t)K + (size_t)x] *
+                                b.eG[i * gw + (j->per_key ? x : 0)];
+                const float *doi = j->d_o + bi * (size_t)V;
+                for (int64_t y = 0; y < V; y++) dsr[y] += w * doi[y];
+            }
+        }
+        for (int64_t i = 0; i < L; i++) {
+            const size_t bi = (size_t)((r0 + i) * H + h);
+            memcpy(j->dq + bi * (size_t)K, b.dqc + i * K, (size_t)K * sizeof(float));
+            memcpy(j->dk + bi * (size_t)K, b.dkc + i * K, (size_t)K * sizeof(float));
+            memcpy(j->dv + bi * (size_t)V, b.dvc + i * V, (size_t)V * sizeof(float));
+        }
+    }
+    if (j->ds0) memcpy(j->ds0 + (size_t)task * KV, b.dS, KV * sizeof(float));
+    if (j->dgamma_part) j->dgamma_part[task] = gamma_sum;
+}

@@ -1,0 +1,218 @@
+/* Public entry points of the GLA family: la_retnet_decay, simple GLA and
+ * GLA forward/backward. Each validates every argument before writing
+ * anything, reserves per-thread scratch, then runs one task per
+ * (sequence, head) in the recurrent or chunkwise form.
+ *
+ * Forms: LA_FORM_RECURRENT and LA_FORM_CHUNK. LA_FORM_PARALLEL is rejected
+ * with LA_ERR_INVALID_ARGUMENT (as in fla, the gated ops have no quadratic
+ * form; a chunk size >= T gives the same computation).
+ * The chunk length is min(chunk_size, longest sequence); the recurrent
+ * backward checkpoints the state every max(GLA_CKPT, sqrt(L)) tokens. */
+#include "gla_internal.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+
+#define GLA_DEFAULT_CHUNK 64
+#define GLA_CKPT 64
+
+la_status la_retnet_decay(float *g_gamma, int64_t H) {
+    static const char *const op = "la_retnet_decay";
+    la_status st = la__check_ptr(op, "g_gamma", g_gamma);
+    if (st) return st;
+    if (H < 1)
+        return la__error(LA_ERR_INVALID_SIZE, "%s: H = %" PRId64 " (must be >= 1)", op, H);
+    for (int64_t h = 0; h < H; h++) {
+        /* 2^(-5-h) underflows to 0 for large h: log1p(-0) = 0, no decay. */
+        const int e = h > 2000 ? 2005 : (int)h + 5;
+        g_gamma[h] = (float)log1p(-ldexp(1.0, -e));
+    }
+    return LA_OK;
+}
+
+static int64_t longest_seq(const la_dims *d) {
+    int64_t L = 0;
+    for (int64_t n = 0; n < la__num_seqs(d); n++) {
+        int64_t s, len;
+        la__seq_bounds(d, n, &s, &len);
+        if (len > L) L = len;
+    }
+    return L;
+}
+
+/* Dims, options, the tensors both directions share; fills the job. */
+static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *opts,
+                              const la_dims *dims, int per_key, const float *q, const float *k,
+                              const float *v, const float *g, const float *g_gamma,
+                              const float *s0, gla_job *j) {
+    la_status st;
+    if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "opts", opts)) ||
+        (st = la__check_dims(op, dims, 0)))
+        return st;
+    if (opts->form == LA_FORM_PARALLEL)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.form = LA_FORM_PARALLEL (the gated ops have the recurrent "
+                         "and chunk forms only)", op);
+    if (opts->form != LA_FORM_RECURRENT && opts->form != LA_FORM_CHUNK)
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.form = %d is not a known la_form",
+                         op, (int)opts->form);
+    if (opts->chunk_size < 0)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means %d)", op,
+                         opts->chunk_size, GLA_DEFAULT_CHUNK);
+    float scale;
+    if ((st = la__resolve_scale(op, opts->scale, dims->K, &scale))) return st;
+    if ((st = la__check_ptr(op, "q", q)) || (st = la__check_ptr(op, "k", k)) ||
+        (st = la__check_ptr(op, "v", v)))
+        return st;
+    if (per_key && (st = la__check_ptr(op, "g", g))) return st;
+    const int64_t N = la__num_seqs(dims), H = dims->H, K = dims->K, V = dims->V;
+    const size_t BTH = (size_t)dims->B * (size_t)dims->T * (size_t)H;
+    if ((st = la__check_finite(op, "q", q, BTH * (size_t)K)) ||
+        (st = la__check_finite(op, "k", k, BTH * (size_t)K)) ||
+        (st = la__check_finite(op, "v", v, BTH * (size_t)V)))
+        return st;
+    if (g && (st = la__check_log_gate(op, "g", g, per_key ? BTH * (size_t)K : BTH))) return st;
+    if (g_gamma && (st = la__check_log_gate(op, "g_gamma", g_gamma, (size_t)H))) return st;
+    if (s0 && (st = la__check_finite(op, "initial_state", s0,
+                                     (size_t)N * (size_t)H * (size_t)K * (size_t)V)))
+        return st;
+    const int64_t L = longest_seq(dims);
+    int64_t C = opts->chunk_size ? opts->chunk_size : GLA_DEFAULT_CHUNK;
+    if (C > L) C = L;
+    *j = (gla_job){.d = dims, .H = H, .K = K, .V = V, .C = C, .per_key = per_key,
+                   .scale = scale, .ctx = ctx, .q = q, .k = k, .v = v, .g = g,
+                   .g_gamma = g_gamma, .s0 = s0};
+    return LA_OK;
+}
+
+static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
+    if (bytes == 0)
+        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: work space size overflows size_t", op);
+    return la__scratch_reserve(ctx, bytes);
+}
+
+static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *opts,
+                             const la_dims *dims, int per_key, float *o, float *final_state,
+                             const float *q, const float *k, const float *v, const float *g,
+                             const float *g_gamma, const float *initial_state) {
+    gla_job j;
+    la_status st = check_common(op, ctx, opts, dims, per_key, q, k, v, g, g_gamma,
+                                initial_state, &j);
+    if (st) return st;
+    if ((st = la__check_ptr(op, "o", o))) return st;
+    const int chunk = opts->form == LA_FORM_CHUNK;
+    if ((st = reserve(op, ctx, chunk ? la__gla_chunk_fwd_bytes(&j)
+                                     : la__gla_recurrent_fwd_bytes(&j))))
+        return st;
+    j.o = o;
+    j.sT = final_state;
+    la__parallel_for(ctx, la__num_seqs(dims) * dims->H,
+                     chunk ? la__gla_chunk_fwd_task : la__gla_recurrent_fwd_task, &j);
+    return LA_OK;
+}
+
+static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *opts,
+                              const la_dims *dims, int per_key, float *dq, float *dk, float *dv,
+                              float *dg, float *dg_gamma, float *d_initial_state,
+                              const float *d_o, const float *d_final_state, const float *q,
+                              const float *k, const float *v, const float *g,
+                              const float *g_gamma, const float *initial_state) {
+    gla_job j;
+    la_status st = check_common(op, ctx, opts, dims, per_key, q, k, v, g, g_gamma,
+                                initial_state, &j);
+    if (st) return st;
+    if ((st = la__check_ptr(op, "dq", dq)) || (st = la__check_ptr(op, "dk", dk)) ||
+        (st = la__check_ptr(op, "dv", dv)) || (st = la__check_ptr(op, "d_o", d_o)))
+        return st;
+    if (g && (st = la__check_ptr(op, "dg", dg))) return st;
+    if (!g && dg)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: dg is given but g is NULL (dg is the gradient of g)", op);
+    const int64_t N = la__num_seqs(dims), H = dims->H;
+    const size_t BTHV = (size_t)dims->B * (size_t)dims->T * (size_t)H * (size_t)dims->V;
+    const size_t NHKV = (size_t)N * (size_t)H * (size_t)dims->K * (size_t)dims->V;
+    if ((st = la__check_finite(op, "d_o", d_o, BTHV))) return st;
+    if (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, NHKV)))
+        return st;
+    const int chunk = opts->form == LA_FORM_CHUNK;
+    const int64_t L = longest_seq(dims);
+    if (chunk) {
+        const int64_t nch = (L + j.C - 1) / j.C;
+        j.group = (int64_t)ceil(sqrt((double)nch));
+        if (j.group < 1) j.group = 1;
+    } else {
+        /* Checkpoint interval max(GLA_CKPT, sqrt(L)): O(sqrt(L) K V) memory for
+         * long sequences. The result does not depend on it (recomputation
+         * repeats the forward's arithmetic exactly). */
+        int64_t c = (int64_t)ceil(sqrt((double)L));
+        if (c < GLA_CKPT) c = GLA_CKPT;
+        j.C = c < L ? c : L;
+    }
+    if ((st = reserve(op, ctx, chunk ? la__gla_chunk_bwd_bytes(&j, L)
+                                     : la__gla_recurrent_bwd_bytes(&j, L))))
+        return st;
+    double *part = NULL;
+    if (dg_gamma) {
+        part = malloc((size_t)N * (size_t)H * sizeof *part);
+        if (!part)
+            return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
+                             " dg_gamma partial sums", op, N * H);
+    }
+    j.d_o = d_o;
+    j.d_sT = d_final_state;
+    j.dq = dq;
+    j.dk = dk;
+    j.dv = dv;
+    j.dg = dg;
+    j.ds0 = d_initial_state;
+    j.dgamma_part = part;
+    la__parallel_for(ctx, N * H, chunk ? la__gla_chunk_bwd_task : la__gla_recurrent_bwd_task,
+                     &j);
+    if (part) {
+        /* Fixed order (sequence 0, 1, ...) whatever the thread count. */
+        for (int64_t h = 0; h < H; h++) {
+            double s = 0.0;
+            for (int64_t n = 0; n < N; n++) s += part[n * H + h];
+            dg_gamma[h] = (float)s;
+        }
+        free(part);
+    }
+    return LA_OK;
+}
+
+la_status la_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                float *o, float *final_state, const float *q, const float *k,
+                                const float *v, const float *g, const float *g_gamma,
+                                const float *initial_state) {
+    return gla_forward("la_simple_gla_forward", ctx, opts, dims, 0, o, final_state, q, k, v, g,
+                       g_gamma, initial_state);
+}
+
+la_status la_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                 float *dq, float *dk, float *dv, float *dg, float *dg_gamma,
+                                 float *d_initial_state, const float *d_o,
+                                 const float *d_final_state, const float *q, const float *k,
+                                 const float *v, const float *g, const float *g_gamma,
+                                 const float *initial_state) {
+    return gla_backward("la_simple_gla_backward", ctx, opts, dims, 0, dq, dk, dv, dg, dg_gamma,
+                        d_initial_state, d_o, d_final_state, q, k, v, g, g_gamma,
+                        initial_state);
+}
+
+la_status la_gla_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims, float *o,
+                         float *final_state, const float *q, const float *k, const float *v,
+                         const float *g, const float *initial_state) {
+    return gla_forward("la_gla_forward", ctx, opts, dims, 1, o, final_state, q, k, v, g, NULL,
+                       initial_state);
+}
+
+la_status la_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                          float *dq, float *dk, float *dv, float *dg, float *d_initial_state,
+                          const float *d_o, const float *d_final_state, const float *q,
+                          const float *k, const float *v, const float *g,
+                          const float *initial_state) {
+    return gla_backward("la_gla_backward", ctx, opts, dims, 1, dq, dk, dv, dg, NULL,
+                        d_initial_state, d_o, d_final_state, q, k, v, g, NULL, initial_state);
+}

@@ -1,0 +1,102 @@
+/* Internal to the GLA family (simple GLA / RetNet decay, GLA): the per-token
+ * update shared by the recurrent form and the decoding step, the job that
+ * one API call hands to its (sequence, head) tasks, and the scratch layout.
+ *
+ * Both ops run through the same code. A "gate row" is either one scalar per
+ * token and head (simple GLA: g_t + g_gamma[h], per_key = 0) or K values per
+ * token and head (GLA, per_key = 1). */
+#ifndef LINATTN_GLA_INTERNAL_H
+#define LINATTN_GLA_INTERNAL_H
+
+#include "../../core/internal.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One token of one (sequence, head):
+ *   S = Diag(a) S + k^T v,  a = exp(g) (per key) or exp(g + g_gamma) (scalar),
+ *   o = scale * q S   (skipped when o is NULL; acc [V] is work space).
+ * The recurrent forward, the recurrent backward's recomputation and
+ * la__gla_step all call this, so decoding equals the recurrent form bit for
+ * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
+static inline void gla_token(int per_key, int64_t K, int64_t V, float scale, float *S,
+                             float *o, const float *q, const float *k, const float *v,
+                             const float *g, float g_gamma, float *acc) {
+    const float a = per_key ? 0.0f : expf((g ? g[0] : 0.0f) + g_gamma);
+    if (o)
+        for (int64_t j = 0; j < V; j++) acc[j] = 0.0f;
+    for (int64_t i = 0; i < K; i++) {
+        const float ai = per_key ? expf(g[i]) : a;
+        const float ki = k[i];
+        float *row = S + i * V;
+        for (int64_t j = 0; j < V; j++) row[j] = ai * row[j] + ki * v[j];
+        if (o) {
+            const float qi = q[i];
+            for (int64_t j = 0; j < V; j++) acc[j] += qi * row[j];
+        }
+    }
+    if (o)
+        for (int64_t j = 0; j < V; j++) o[j] = scale * acc[j];
+}
+
+/* Everything one forward or backward call needs; task = n * H + h. */
+typedef struct gla_job {
+    const la_dims *d;
+    int64_t H, K, V;
+    int64_t C;       /* chunk length (chunk form) or checkpoint interval (recurrent bwd) */
+    int64_t group;   /* chunk backward: chunks per state checkpoint */
+    int per_key;     /* 1: GLA gates [B,T,H,K]; 0: simple GLA gates [B,T,H] */
+    float scale;
+    la_ctx *ctx;
+    /* forward inputs */
+    const float *q, *k, *v, *g, *g_gamma, *s0;
+    /* forward outputs (o NULL in backward) */
+    float *o, *sT;
+    /* backward */
+    const float *d_o, *d_sT;
+    float *dq, *dk, *dv, *dg, *ds0;
+    double *dgamma_part; /* [N*H] per-task sum of the scalar gate gradient, or NULL */
+} gla_job;
+
+/* Scratch bytes per thread for each kernel; L = longest sequence. Returns 0
+ * when the size would overflow size_t. */
+LA_HIDDEN size_t la__gla_recurrent_fwd_bytes(const gla_job *j);
+LA_HIDDEN size_t la__gla_recurrent_bwd_bytes(const gla_job *j, int64_t L);
+LA_HIDDEN size_t la__gla_chunk_fwd_bytes(const gla_job *j);
+LA_HIDDEN size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L);
+
+/* la__task_fn bodies (arg is a gla_job). */
+LA_HIDDEN void la__gla_recurrent_fwd_task(void *arg, int64_t task, int tid);
+LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
+LA_HIDDEN void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid);
+LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
+
+/* A bump allocator over one thread's scratch: 64-byte aligned pieces. With
+ * base == NULL it only counts (used to size the reservation). */
+typedef struct gla_arena {
+    char *base;
+    size_t used;
+    int overflow;
+} gla_arena;
+
+static inline void *gla_take(gla_arena *a, size_t count, size_t elem) {
+    if (count != 0 && elem > (SIZE_MAX - 64 - a->used) / count) {
+        a->overflow = 1;
+        return NULL;
+    }
+    size_t bytes = (count * elem + 63) & ~(size_t)63;
+    void *p = a->base ? a->base + a->used : NULL;
+    a->used += bytes;
+    return p;
+}
+
+static inline size_t gla_arena_size(const gla_arena *a) { return a->overflow ? 0 : a->used; }
+
+/* Gate pointer of flattened token r, head h (NULL when g is absent). */
+static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {
+    if (!j->g) return NULL;
+    return j->per_key ? j->g + (size_t)(r * j->H + h) * (size_t)j->K : j->g + r * j->H + h;
+}
+
+#endif
