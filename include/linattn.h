@@ -394,7 +394,10 @@ LA_API la_status la_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts,
                                        const float *q, const float *k, const float *v,
                                        const float *g, const float *g_gamma,
                                        const float *initial_state);
-/* dg [B,T,H] out (required iff g given), dg_gamma [H] out (optional). */
+/* dg [B,T,H] out (required iff g given), dg_gamma [H] out (optional; allowed
+ * without g_gamma: the gradient at g_gamma = 0).
+ * simple GLA and GLA: forms RECURRENT and CHUNK; LA_FORM_PARALLEL is
+ * rejected (a chunk size >= T is the same computation). */
 LA_API la_status la_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts,
                                         const la_dims *dims, float *dq, float *dk, float *dv,
                                         float *dg, float *dg_gamma, float *d_initial_state,
