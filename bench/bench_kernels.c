@@ -1,0 +1,304 @@
+/* Kernel benchmark: this core's FP32 FMA peak, then each kernel of
+ * src/kernels at the chunk shapes of the chunkwise forms and at a larger
+ * square size, on every path the CPU can run.
+ *
+ *   bench/build.sh && build/bench_kernels [--quick] [--reps N]
+ *
+ * Peak: a loop of independent AVX2 FMAs (12 accumulators: enough to cover
+ * a 4-cycle latency on two FMA pipes) — what one core can do at most on
+ * this machine. The core clock is estimated from a chain of dependent
+ * integer adds (1 cycle each), since this VM has no cycle counter.
+ * Timing: each round runs the peak loop for a few ms and then the kernel
+ * for >= 10 ms; the round's % of peak is their ratio. Reported: median
+ * over rounds (GFLOP/s and % of peak) and the best round (best kernel rate
+ * / best peak rate): the machine is shared, so single runs are noisy. */
+#include "kernels/kernels.h"
+#include "linattn.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static volatile float sink;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 12 independent chains of FMAs, 8 lanes each: 192 FLOP per iteration. */
+__attribute__((target("avx2,fma"))) static double fma_peak_once(int64_t iters) {
+    /* distinct starting values through volatile: the compiler cannot merge chains */
+    static volatile float seed[14] = {0.999999f, 1e-7f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    __m256 x = _mm256_set1_ps(seed[0]), y = _mm256_set1_ps(seed[1]);
+    __m256 a0 = _mm256_set1_ps(seed[2]), a1 = _mm256_set1_ps(seed[3]);
+    __m256 a2 = _mm256_set1_ps(seed[4]), a3 = _mm256_set1_ps(seed[5]);
+    __m256 a4 = _mm256_set1_ps(seed[6]), a5 = _mm256_set1_ps(seed[7]);
+    __m256 a6 = _mm256_set1_ps(seed[8]), a7 = _mm256_set1_ps(seed[9]);
+    __m256 a8 = _mm256_set1_ps(seed[10]), a9 = _mm256_set1_ps(seed[11]);
+    __m256 a10 = _mm256_set1_ps(seed[12]), a11 = _mm256_set1_ps(seed[13]);
+    double t0 = now();
+    for (int64_t i = 0; i < iters; i++) {
+        a0 = _mm256_fmadd_ps(a0, x, y);
+        a1 = _mm256_fmadd_ps(a1, x, y);
+        a2 = _mm256_fmadd_ps(a2, x, y);
+        a3 = _mm256_fmadd_ps(a3, x, y);
+        a4 = _mm256_fmadd_ps(a4, x, y);
+        a5 = _mm256_fmadd_ps(a5, x, y);
+        a6 = _mm256_fmadd_ps(a6, x, y);
+        a7 = _mm256_fmadd_ps(a7, x, y);
+        a8 = _mm256_fmadd_ps(a8, x, y);
+        a9 = _mm256_fmadd_ps(a9, x, y);
+        a10 = _mm256_fmadd_ps(a10, x, y);
+        a11 = _mm256_fmadd_ps(a11, x, y);
+    }
+    double t = now() - t0;
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    sink = out[0];
+    return 192.0 * (double)iters / t * 1e-9; /* GFLOP/s */
+}
+
+/* Core clock in GHz: 10 dependent 1-cycle adds per iteration. */
+static double clock_ghz_once(int64_t iters) {
+    uint64_t x = 0;
+    int64_t n = iters;
+    double t0 = now();
+    __asm__ volatile("1:\n\t"
+                     "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+                     "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+                     "dec %1\n\tjnz 1b"
+                     : "+r"(x), "+r"(n));
+    double t = now() - t0;
+    sink = (float)x;
+    return 10.0 * (double)iters / t * 1e-9;
+}
+#endif
+
+static double median(double *x, int n) {
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* ---- kernels under test -------------------------------------------- */
+
+typedef enum { K_NN, K_NT, K_TN, K_NN_LOWER, K_NT_TRIL, K_TRSM, K_TRINV } kernel_id;
+
+typedef struct bench_case {
+    const char *what; /* the op product it stands for */
+    kernel_id id;
+    int64_t m, n, k;  /* gemm sizes; trsm: n=m rows, n rhs columns; trinv: m */
+} bench_case;
+
+static const char *kernel_name(kernel_id id) {
+    switch (id) {
+    case K_NN: return "gemm_nn";
+    case K_NT: return "gemm_nt";
+    case K_TN: return "gemm_tn";
+    case K_NN_LOWER: return "gemm_nn_lower";
+    case K_NT_TRIL: return "gemm_nt_tril";
+    case K_TRSM: return "trsm_llu";
+    case K_TRINV: return "trinv_llu";
+    }
+    return "?";
+}
+
+/* Useful FLOPs (masked-out work is not counted). */
+static double case_flops(const bench_case *c) {
+    double m = (double)c->m, n = (double)c->n, k = (double)c->k;
+    switch (c->id) {
+    case K_NN:
+    case K_NT:
+    case K_TN: return 2 * m * n * k;
+    case K_NN_LOWER: return m * (m + 1) * n;     /* sum_i 2 (i+1) n */
+    case K_NT_TRIL: return m * (m + 1) * k;      /* m(m+1)/2 dots of length k */
+    case K_TRSM: return m * (m - 1) * n;         /* sum_i 2 i n */
+    case K_TRINV: return m * (m - 1) * (m - 2) / 3.0; /* ~ m^3 / 3 */
+    }
+    return 0;
+}
+
+typedef struct buffers {
+    float *A, *B, *C;
+} buffers;
+
+static void run_case(const la__kernels *kr, const bench_case *c, buffers *b) {
+    int64_t m = c->m, n = c->n, k = c->k;
+    switch (c->id) {
+    case K_NN: kr->gemm_nn(m, n, k, 1.0f, b->A, k, b->B, n, 0.0f, b->C, n); break;
+    case K_NT: kr->gemm_nt(m, n, k, 1.0f, b->A, k, b->B, k, 0.0f, b->C, n); break;
+    case K_TN: kr->gemm_tn(m, n, k, 1.0f, b->A, m, b->B, n, 1.0f, b->C, n); break;
+    case K_NN_LOWER: kr->gemm_nn_lower(m, n, m, 1.0f, b->A, m, b->B, n, 0.0f, b->C, n); break;
+    case K_NT_TRIL: kr->gemm_nt_tril(m, k, 0, 1.0f, b->A, k, b->B, k, 0.0f, b->C, m); break;
+    case K_TRSM: kr->trsm_llu(m, n, b->A, m, b->C, n); break;
+    case K_TRINV: kr->trinv_llu(m, b->A, m, b->C, m); break;
+    }
+}
+
+static void fill(float *x, size_t n, uint64_t seed, double scale) {
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * (la_rng_uniform(&rng) - 0.5));
+}
+
+/* Peak GFLOP/s over a short window (0 without AVX2). */
+static double peak_now(int64_t iters) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (la_cpu_best_isa() >= LA_ISA_AVX2) return fma_peak_once(iters);
+#endif
+    (void)iters;
+    return 0;
+}
+
+typedef struct timing {
+    double med, best;           /* GFLOP/s of the kernel */
+    double med_pct, best_pct;   /* % of the FMA peak, see time_case */
+} timing;
+
+/* Each of `reps` rounds times the FMA peak loop for a few ms, then the
+ * kernel for >= min_time, back to back; the round's % of peak is the ratio
+ * of the two, so a neighbour's load slows both about equally. Reported:
+ * the median over rounds, and best kernel rate / best peak rate. */
+static timing time_case(const la__kernels *kr, const bench_case *c, buffers *b, int reps,
+                        double min_time, int64_t peak_iters) {
+    double flops = case_flops(c);
+    int64_t calls = 1;
+    for (;;) { /* calibrate */
+        double t0 = now();
+        for (int64_t i = 0; i < calls; i++) run_case(kr, c, b);
+        double t = now() - t0;
+        if (t >= min_time) break;
+        calls = t > 0 ? (int64_t)(calls * fmin(100.0, 1.3 * min_time / t)) + 1 : calls * 10;
+    }
+    double g[64], pct[64], best_peak = 0;
+    if (reps > 64) reps = 64;
+    for (int r = 0; r < reps; r++) {
+        double p = peak_now(peak_iters);
+        best_peak = fmax(best_peak, p);
+        double t0 = now();
+        for (int64_t i = 0; i < calls; i++) {
+            /* the solve works in place: restore its right-hand side */
+            if (c->id == K_TRSM) memcpy(b->C, b->B, (size_t)(c->m * c->n) * sizeof(float));
+            run_case(kr, c, b);
+        }
+        double t = now() - t0;
+        g[r] = flops * (double)calls / t * 1e-9;
+        pct[r] = p > 0 ? 100 * g[r] / p : 0;
+    }
+    timing out = {0, 0, 0, 0};
+    for (int r = 0; r < reps; r++) out.best = fmax(out.best, g[r]);
+    out.med = median(g, reps);
+    out.med_pct = median(pct, reps);
+    out.best_pct = best_peak > 0 ? 100 * out.best / best_peak : 0;
+    return out;
+}
+
+int main(int argc, char **argv) {
+    int quick = 0, reps = 11;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = 1;
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--reps N]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1) reps = 1;
+    double min_time = quick ? 0.003 : 0.010;
+
+    double peak = 0, ghz = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (la_cpu_best_isa() >= LA_ISA_AVX2) {
+        double p[15], f[15];
+        int np = quick ? 5 : 15;
+        fma_peak_once(1000000); /* warm up the clock */
+        for (int r = 0; r < np; r++) {
+            p[r] = fma_peak_once(quick ? 2000000 : 10000000);
+            f[r] = clock_ghz_once(quick ? 5000000 : 20000000);
+        }
+        peak = median(p, np);
+        ghz = median(f, np);
+        printf("FP32 FMA peak (AVX2, 12 chains, one core): %.1f GFLOP/s median of %d; "
+               "core clock ~%.2f GHz -> %.1f FLOP/cycle\n",
+               peak, np, ghz, peak / ghz);
+    }
+#endif
+    if (peak == 0) printf("no AVX2: %% of peak not reported\n");
+    printf("cpu best isa: %s; %d reps of >= %.0f ms each; GFLOP/s = useful FLOP (masked work "
+           "not counted) / time\n\n",
+           la_isa_name(la_cpu_best_isa()), reps, min_time * 1e3);
+
+    /* Chunk shapes: C = 64 (and 128), K = V = 128 (and 256); then square. */
+    const bench_case cases[] = {
+        {"Q.K^T causal, C=64 K=128", K_NT_TRIL, 64, 64, 128},
+        {"Q.K^T full, C=64 K=128", K_NT, 64, 64, 128},
+        {"A.V, C=64 V=128", K_NN, 64, 128, 64},
+        {"A.V (A lower), C=64 V=128", K_NN_LOWER, 64, 128, 64},
+        {"Q.S, C=64 K=V=128", K_NN, 64, 128, 128},
+        {"S += K^T.V, C=64 K=V=128", K_TN, 128, 128, 64},
+        {"T^-1 rhs (W/U), C=64 r=128", K_TRSM, 64, 128, 0},
+        {"unit-lower inverse, C=64", K_TRINV, 64, 0, 0},
+        {"Q.K^T causal, C=128 K=256", K_NT_TRIL, 128, 128, 256},
+        {"A.V, C=128 V=256", K_NN, 128, 256, 128},
+        {"Q.S, C=128 K=V=256", K_NN, 128, 256, 256},
+        {"S += K^T.V, C=128 K=V=256", K_TN, 256, 256, 128},
+        {"Q.K^T causal, C=32 K=64", K_NT_TRIL, 32, 32, 64},
+        {"Q.S, C=32 K=V=64", K_NN, 32, 64, 64},
+        {"S += K^T.V, C=32 K=V=64", K_TN, 64, 64, 32},
+        {"square 512", K_NN, 512, 512, 512},
+        {"square 512", K_NT, 512, 512, 512},
+        {"square 512", K_TN, 512, 512, 512},
+    };
+    const int n_cases = (int)(sizeof cases / sizeof cases[0]);
+
+    size_t cap = 512 * 512 + 64;
+    buffers b = {malloc(cap * sizeof(float)), malloc(cap * sizeof(float)),
+                 malloc(cap * sizeof(float))};
+    if (!b.A || !b.B || !b.C) return 1;
+    fill(b.A, cap, 1, 0.2);
+    fill(b.B, cap, 2, 0.2);
+    fill(b.C, cap, 3, 0.2);
+
+    printf("%-28s %-14s %5s %5s %5s  %-8s %8s %8s %7s %7s\n", "product", "kernel", "m", "n",
+           "k", "path", "GF/s med", "GF/s max", "%pk med", "%pk max");
+    int64_t peak_iters = quick ? 100000 : 300000; /* ~1-3 ms at full speed */
+    for (int ci = 0; ci < n_cases; ci++) {
+        const bench_case *c = &cases[ci];
+        if (quick && c->m >= 512) continue;
+        const la__kernels *prev = NULL;
+        for (int i = LA_ISA_PORTABLE; i <= (int)la_cpu_best_isa(); i++) {
+            const la__kernels *kr = la__kernels_for((la_isa)i);
+            if (kr == prev) continue;
+            prev = kr;
+            if (c->id == K_TRSM || c->id == K_TRINV) fill(b.A, cap, 1, 0.2);
+            timing t = time_case(kr, c, &b, reps, min_time, peak_iters);
+            printf("%-28s %-14s %5lld %5lld %5lld  %-8s %8.1f %8.1f %6.0f%% %6.0f%%\n", c->what,
+                   kernel_name(c->id), (long long)c->m, (long long)c->n, (long long)c->k,
+                   la_isa_name(kr->isa), t.med, t.best, t.med_pct, t.best_pct);
+            fflush(stdout);
+        }
+    }
+    free(b.A);
+    free(b.B);
+    free(b.C);
+    return 0;
+}
