@@ -272,13 +272,52 @@ static void avx2_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, con
                 0);
 }
 
+/* Forward substitution inside one diagonal block, 8 columns at a time:
+ * the block's rows of the strip live in registers (nb <= 12 YMM), so each
+ * of the nb(nb-1)/2 updates is one FMA with a broadcast of L. */
+INLINE TARGET void diag_strip(const int nb, const float *L, int64_t ldl, float *X, int64_t ldx,
+                              int cols) {
+    __m256 x[LA__TRSM_BLOCK];
+    __m256i mask = mask_for(cols);
+#pragma GCC unroll 12
+    for (int i = 0; i < nb; i++)
+        x[i] = cols == 8 ? _mm256_loadu_ps(X + i * ldx) : _mm256_maskload_ps(X + i * ldx, mask);
+#pragma GCC unroll 12
+    for (int i = 1; i < nb; i++) {
+#pragma GCC unroll 12
+        for (int j = 0; j < i; j++)
+            x[i] = _mm256_fnmadd_ps(_mm256_broadcast_ss(L + i * ldl + j), x[j], x[i]);
+        if (cols == 8)
+            _mm256_storeu_ps(X + i * ldx, x[i]);
+        else
+            _mm256_maskstore_ps(X + i * ldx, mask, x[i]);
+    }
+}
+
+#define DIAG(nb)                                                                                 \
+    static TARGET void diag_##nb(int64_t r, const float *L, int64_t ldl, float *X, int64_t ldx) { \
+        for (int64_t c = 0; c < r; c += 8)                                                       \
+            diag_strip(nb, L, ldl, X + c, ldx, clamp8(r - c));                                   \
+    }
+DIAG(2) DIAG(3) DIAG(4) DIAG(5) DIAG(6) DIAG(7) DIAG(8) DIAG(9) DIAG(10) DIAG(11) DIAG(12)
+#undef DIAG
+
+static void avx2_trsm_diag(int64_t nb, int64_t r, const float *L, int64_t ldl, float *X,
+                           int64_t ldx) {
+    typedef void (*diag_fn)(int64_t, const float *, int64_t, float *, int64_t);
+    static const diag_fn fns[LA__TRSM_BLOCK + 1] = {0,      0,      diag_2,  diag_3, diag_4,
+                                                    diag_5, diag_6, diag_7,  diag_8, diag_9,
+                                                    diag_10, diag_11, diag_12};
+    if (nb >= 2) fns[nb](r, L, ldl, X, ldx); /* one row: nothing to do */
+}
+
 static void avx2_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
                           int64_t ldb) {
-    la__trsm_llu_blocked(avx2_gemm_nn, n, r, L, ldl, B, ldb);
+    la__trsm_llu_blocked(avx2_gemm_nn, avx2_trsm_diag, n, r, L, ldl, B, ldb);
 }
 
 static void avx2_trinv_llu(int64_t n, const float *L, int64_t ldl, float *X, int64_t ldx) {
-    la__trinv_llu_blocked(avx2_gemm_nn, n, L, ldl, X, ldx);
+    la__trinv_llu_blocked(avx2_gemm_nn, avx2_trsm_diag, n, L, ldl, X, ldx);
 }
 
 const la__kernels la__kernels_avx2 = {

@@ -99,10 +99,20 @@ LA_KERNEL_HIDDEN extern const la__kernels la__kernels_avx2;
 #endif
 
 /* Blocked triangular solve / inverse built on a path's gemm_nn, so that each
- * path gets a fast solve from its own product (src/kernels/trsm.c). */
-LA_KERNEL_HIDDEN void la__trsm_llu_blocked(la__gemm_fn gemm_nn, int64_t n, int64_t r,
-                                           const float *L, int64_t ldl, float *B, int64_t ldb);
-LA_KERNEL_HIDDEN void la__trinv_llu_blocked(la__gemm_fn gemm_nn, int64_t n, const float *L,
-                                            int64_t ldl, float *X, int64_t ldx);
+ * path gets a fast solve from its own product (src/kernels/trsm.c). Rows go
+ * in blocks of LA__TRSM_BLOCK (two 6-row micro-tiles of the AVX2 gemm);
+ * `diag` solves one diagonal block in place: X[nb, r] := L_bb⁻¹ X with
+ * nb <= LA__TRSM_BLOCK, L_bb unit lower (strictly lower part read). */
+#define LA__TRSM_BLOCK 12
+typedef void (*la__trsm_diag_fn)(int64_t nb, int64_t r, const float *L, int64_t ldl, float *X,
+                                 int64_t ldx);
+LA_KERNEL_HIDDEN void la__trsm_diag_portable(int64_t nb, int64_t r, const float *L, int64_t ldl,
+                                             float *X, int64_t ldx);
+LA_KERNEL_HIDDEN void la__trsm_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
+                                           int64_t r, const float *L, int64_t ldl, float *B,
+                                           int64_t ldb);
+LA_KERNEL_HIDDEN void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag,
+                                            int64_t n, const float *L, int64_t ldl, float *X,
+                                            int64_t ldx);
 
 #endif

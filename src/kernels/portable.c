@@ -101,11 +101,11 @@ static void portable_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha,
 
 static void portable_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
                               int64_t ldb) {
-    la__trsm_llu_blocked(portable_gemm_nn, n, r, L, ldl, B, ldb);
+    la__trsm_llu_blocked(portable_gemm_nn, la__trsm_diag_portable, n, r, L, ldl, B, ldb);
 }
 
 static void portable_trinv_llu(int64_t n, const float *L, int64_t ldl, float *X, int64_t ldx) {
-    la__trinv_llu_blocked(portable_gemm_nn, n, L, ldl, X, ldx);
+    la__trinv_llu_blocked(portable_gemm_nn, la__trsm_diag_portable, n, L, ldl, X, ldx);
 }
 
 const la__kernels la__kernels_portable = {
