@@ -77,6 +77,7 @@ INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const floa
     const float *a_rows[MR];
 #pragma GCC unroll 6
     for (int r = 0; r < mr; r++) a_rows[r] = a + r * rsa;
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
         __m256 b0 = _mm256_loadu_ps(b);
         __m256 b1 = nv > 1 ? _mm256_loadu_ps(b + 8) : _mm256_setzero_ps();
@@ -232,8 +233,18 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                         if (kt == 0 && pc > 0) continue; /* nothing to add */
                     }
                     int64_t lim0 = tril >= 0 ? ic - jc + tril : NR;
-                    tiles[mr][nv](kt, A + ic * rsa + pc * csa, rsa, csa, bp, bs, nr, alpha,
-                                  beta_k, C + ic * ldc + jc, ldc, lim0);
+                    int nv_t = nv;
+                    if (nv == 2 && lim0 + mr - 1 <= 8) {
+                        /* a tile on the diagonal with nothing under the mask
+                         * beyond column 8 of the panel: half the FMAs; zero
+                         * the right half (once: later k blocks keep it 0) */
+                        nv_t = 1;
+                        if (pc == 0)
+                            for (int r = 0; r < mr; r++)
+                                for (int j = 8; j < nr; j++) C[(ic + r) * ldc + jc + j] = 0.0f;
+                    }
+                    tiles[mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bp, bs, nr, alpha,
+                                    beta_k, C + ic * ldc + jc, ldc, lim0);
                 }
             }
         }
