@@ -216,6 +216,14 @@ static void test_gemm(const la__kernels **paths, int n_paths) {
                     check_gemm_shape(kind, m, n, k, variant, paths, n_paths, worst, &pad_ok);
                     variant = (variant + 1) % 3;
                 }
+        /* Past the AVX2 blocking: k > KC = 256 (C accumulated over k blocks),
+         * m > MC = 132 (several row blocks). */
+        static const int64_t big[][3] = {{200, 17, 300}, {13, 40, 513}, {140, 70, 260},
+                                         {300, 33, 300}, {133, 129, 7}};
+        for (int t = 0; t < 5; t++) {
+            int64_t m = big[t][0], n = big[t][1], k = kind == NN_LOWER ? m : big[t][2];
+            check_gemm_shape(kind, m, n, k, t % 3, paths, n_paths, worst, &pad_ok);
+        }
         for (int q = 0; q < n_paths; q++) {
             CHECK(worst[q].ratio <= 1.0,
                   "%s %s: error / bound = %.3g at m=%lld n=%lld k=%lld", kind_name[kind],
@@ -232,9 +240,12 @@ static void test_gemm_nt_tril(const la__kernels **paths, int n_paths) {
     for (int strict = 0; strict <= 1; strict++) {
         worst_t worst[4] = {{0, 0, 0, 0}};
         int pad_ok = 1, variant = 0;
-        for (int a = 0; a < N_SIZES; a++)
-            for (int c = 0; c < N_SIZES; c++) {
-                int64_t n = sizes[a], k = sizes[c], pad = 1 + (n + k) % 5;
+        /* every pair of sizes, then past the AVX2 blocking (k > 256, n > 132) */
+        static const int64_t big[][2] = {{140, 270}, {300, 20}, {40, 600}};
+        for (int a = 0; a < N_SIZES + 1; a++)
+            for (int c = 0; c < (a < N_SIZES ? N_SIZES : 3); c++) {
+                int64_t n = a < N_SIZES ? sizes[a] : big[c][0];
+                int64_t k = a < N_SIZES ? sizes[c] : big[c][1], pad = 1 + (n + k) % 5;
                 mat A = mat_new(n, k, pad), B = mat_new(n, k, pad + 3), C = mat_new(n, n, pad);
                 mat_fill(&A, NAN, 1);
                 mat_fill(&B, NAN, 1);
