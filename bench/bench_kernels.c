@@ -270,6 +270,7 @@ int main(int argc, char **argv) {
         {"Q.K^T causal, C=32 K=64", K_NT_TRIL, 32, 32, 64},
         {"Q.S, C=32 K=V=64", K_NN, 32, 64, 64},
         {"S += K^T.V, C=32 K=V=64", K_TN, 64, 64, 32},
+        {"square 256", K_NN, 256, 256, 256},
         {"square 512", K_NN, 512, 512, 512},
         {"square 512", K_NT, 512, 512, 512},
         {"square 512", K_TN, 512, 512, 512},

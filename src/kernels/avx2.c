@@ -129,10 +129,18 @@ static const tile_fn tiles[MR + 1][3] = {
 
 /* Panel of B [kc x nr] (row p at b + p*ldb) into dst [kc x 16], zero-padded. */
 static TARGET void pack_rows(int64_t kc, int nr, const float *b, int64_t ldb, float *dst) {
+    if (nr == NR) {
+        for (int64_t p = 0; p < kc; p++, b += ldb, dst += NR) {
+            _mm256_store_ps(dst, _mm256_loadu_ps(b));
+            _mm256_store_ps(dst + 8, _mm256_loadu_ps(b + 8));
+        }
+        return;
+    }
+    /* masked loads read only the nr columns that exist and give 0 beyond */
+    __m256i m0 = mask_for(clamp8(nr)), m1 = mask_for(clamp8(nr - 8));
     for (int64_t p = 0; p < kc; p++, b += ldb, dst += NR) {
-        int j = 0;
-        for (; j < nr; j++) dst[j] = b[j];
-        for (; j < NR; j++) dst[j] = 0.0f;
+        _mm256_store_ps(dst, _mm256_maskload_ps(b, m0));
+        _mm256_store_ps(dst + 8, _mm256_maskload_ps(b + 8, m1));
     }
 }
 
@@ -200,7 +208,7 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
             for (int64_t jc = 0; jc < n; jc += NR) {
                 int nr = n - jc < NR ? (int)(n - jc) : NR;
                 const float *bp = bpack;
-                int64_t bs = NR;
+                const int64_t bs = NR;
                 int64_t ic_first = ic0;
                 if (tril >= 0) {
                     /* Rows i with i + tril <= jc have nothing under the mask in
@@ -218,9 +226,8 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                 if (kc > 0) {
                     if (b_layout == B_TRANSPOSED)
                         pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
-                    else if (nr == NR)
-                        bp = B + pc * ldb + jc, bs = ldb; /* full panel: read in place */
-                    else
+                    else /* copied even when full: rows of B a power of two apart
+                            would share a few L1 sets and evict each other */
                         pack_rows(kc, nr, B + pc * ldb + jc, ldb, bpack);
                 }
                 int nv = nr > 8 ? 2 : 1;
