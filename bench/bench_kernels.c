@@ -102,6 +102,8 @@ typedef struct bench_case {
     const char *what; /* the op product it stands for */
     kernel_id id;
     int64_t m, n, k;  /* gemm sizes; trsm: n=m rows, n rhs columns; trinv: m */
+    int64_t h;        /* 0/1: dense rows; h > 1: the operands taken from [B,T,H,D]
+                         tensors have row stride h*D, as inside an op with h heads */
 } bench_case;
 
 static const char *kernel_name(kernel_id id) {
@@ -137,13 +139,13 @@ typedef struct buffers {
 } buffers;
 
 static void run_case(const la__kernels *kr, const bench_case *c, buffers *b) {
-    int64_t m = c->m, n = c->n, k = c->k;
-    switch (c->id) {
-    case K_NN: kr->gemm_nn(m, n, k, 1.0f, b->A, k, b->B, n, 0.0f, b->C, n); break;
-    case K_NT: kr->gemm_nt(m, n, k, 1.0f, b->A, k, b->B, k, 0.0f, b->C, n); break;
-    case K_TN: kr->gemm_tn(m, n, k, 1.0f, b->A, m, b->B, n, 1.0f, b->C, n); break;
-    case K_NN_LOWER: kr->gemm_nn_lower(m, n, m, 1.0f, b->A, m, b->B, n, 0.0f, b->C, n); break;
-    case K_NT_TRIL: kr->gemm_nt_tril(m, k, 0, 1.0f, b->A, k, b->B, k, 0.0f, b->C, m); break;
+    int64_t m = c->m, n = c->n, k = c->k, h = c->h > 1 ? c->h : 1;
+    switch (c->id) { /* [B,T,H,D] operands: q, k, v rows (and o for nn) */
+    case K_NN: kr->gemm_nn(m, n, k, 1.0f, b->A, k * h, b->B, n * h, 0.0f, b->C, n * h); break;
+    case K_NT: kr->gemm_nt(m, n, k, 1.0f, b->A, k * h, b->B, k * h, 0.0f, b->C, n); break;
+    case K_TN: kr->gemm_tn(m, n, k, 1.0f, b->A, m * h, b->B, n * h, 1.0f, b->C, n); break;
+    case K_NN_LOWER: kr->gemm_nn_lower(m, n, m, 1.0f, b->A, m, b->B, n * h, 0.0f, b->C, n * h); break;
+    case K_NT_TRIL: kr->gemm_nt_tril(m, k, 0, 1.0f, b->A, k * h, b->B, k * h, 0.0f, b->C, m); break;
     case K_TRSM: kr->trsm_llu(m, n, b->A, m, b->C, n); break;
     case K_TRINV: kr->trinv_llu(m, b->A, m, b->C, m); break;
     }
@@ -253,31 +255,39 @@ int main(int argc, char **argv) {
            "short samples: p90 (fast end) and median; %%peak = kernel p90 / peak p90\n\n",
            la_isa_name(la_cpu_best_isa()));
 
-    /* Chunk shapes: C = 64 (and 128), K = V = 128 (and 256); then square. */
+    /* Chunk shapes: C = 64 (and 128, 32), K = V = 128 (and 256, 64), dense
+     * rows and with the row strides of an 8-head [B,T,H,D] tensor; then
+     * square sizes. */
     const bench_case cases[] = {
-        {"Q.K^T causal, C=64 K=128", K_NT_TRIL, 64, 64, 128},
-        {"Q.K^T full, C=64 K=128", K_NT, 64, 64, 128},
-        {"A.V, C=64 V=128", K_NN, 64, 128, 64},
-        {"A.V (A lower), C=64 V=128", K_NN_LOWER, 64, 128, 64},
-        {"Q.S, C=64 K=V=128", K_NN, 64, 128, 128},
-        {"S += K^T.V, C=64 K=V=128", K_TN, 128, 128, 64},
-        {"T^-1 rhs (W/U), C=64 r=128", K_TRSM, 64, 128, 0},
-        {"unit-lower inverse, C=64", K_TRINV, 64, 0, 0},
-        {"Q.K^T causal, C=128 K=256", K_NT_TRIL, 128, 128, 256},
-        {"A.V, C=128 V=256", K_NN, 128, 256, 128},
-        {"Q.S, C=128 K=V=256", K_NN, 128, 256, 256},
-        {"S += K^T.V, C=128 K=V=256", K_TN, 256, 256, 128},
-        {"Q.K^T causal, C=32 K=64", K_NT_TRIL, 32, 32, 64},
-        {"Q.S, C=32 K=V=64", K_NN, 32, 64, 64},
-        {"S += K^T.V, C=32 K=V=64", K_TN, 64, 64, 32},
-        {"square 256", K_NN, 256, 256, 256},
-        {"square 512", K_NN, 512, 512, 512},
-        {"square 512", K_NT, 512, 512, 512},
-        {"square 512", K_TN, 512, 512, 512},
+        {"Q.K^T causal, C=64 K=128", K_NT_TRIL, 64, 64, 128, 1},
+        {"Q.K^T full, C=64 K=128", K_NT, 64, 64, 128, 1},
+        {"A.V, C=64 V=128", K_NN, 64, 128, 64, 1},
+        {"A.V (A lower), C=64 V=128", K_NN_LOWER, 64, 128, 64, 1},
+        {"Q.S, C=64 K=V=128", K_NN, 64, 128, 128, 1},
+        {"S += K^T.V, C=64 K=V=128", K_TN, 128, 128, 64, 1},
+        {"T^-1 rhs (W/U), C=64 r=128", K_TRSM, 64, 128, 0, 1},
+        {"unit-lower inverse, C=64", K_TRINV, 64, 0, 0, 1},
+        {"Q.K^T causal, C=64 K=128 H=8", K_NT_TRIL, 64, 64, 128, 8},
+        {"A.V, C=64 V=128 H=8", K_NN_LOWER, 64, 128, 64, 8},
+        {"Q.S, C=64 K=V=128 H=8", K_NN, 64, 128, 128, 8},
+        {"S += K^T.V, C=64 K=V=128 H=8", K_TN, 128, 128, 64, 8},
+        {"Q.K^T causal, C=128 K=256", K_NT_TRIL, 128, 128, 256, 1},
+        {"A.V, C=128 V=256", K_NN, 128, 256, 128, 1},
+        {"Q.S, C=128 K=V=256", K_NN, 128, 256, 256, 1},
+        {"S += K^T.V, C=128 K=V=256", K_TN, 256, 256, 128, 1},
+        {"Q.K^T causal, C=32 K=64", K_NT_TRIL, 32, 32, 64, 1},
+        {"Q.S, C=32 K=V=64", K_NN, 32, 64, 64, 1},
+        {"S += K^T.V, C=32 K=V=64", K_TN, 64, 64, 32, 1},
+        {"square 256", K_NN, 256, 256, 256, 1},
+        {"square 256", K_NT, 256, 256, 256, 1},
+        {"square 256", K_TN, 256, 256, 256, 1},
+        {"square 512", K_NN, 512, 512, 512, 1},
+        {"square 512", K_NT, 512, 512, 512, 1},
+        {"square 512", K_TN, 512, 512, 512, 1},
     };
     const int n_cases = (int)(sizeof cases / sizeof cases[0]);
 
-    size_t cap = 512 * 512 + 64;
+    size_t cap = 512 * 512 * 2 + 64; /* >= 64 rows x 8 heads x 256, and 512^2 */
     buffers b = {malloc(cap * sizeof(float)), malloc(cap * sizeof(float)),
                  malloc(cap * sizeof(float))};
     if (!b.A || !b.B || !b.C) return 1;
@@ -285,7 +295,7 @@ int main(int argc, char **argv) {
     fill(b.B, cap, 2, 0.2);
     fill(b.C, cap, 3, 0.2);
 
-    printf("%-28s %-14s %5s %5s %5s  %-8s %8s %8s %6s\n", "product", "kernel", "m", "n", "k",
+    printf("%-30s %-14s %5s %5s %5s  %-8s %8s %8s %6s\n", "product", "kernel", "m", "n", "k",
            "path", "GF/s p90", "GF/s med", "%peak");
     for (int ci = 0; ci < n_cases; ci++) {
         const bench_case *c = &cases[ci];
@@ -300,7 +310,7 @@ int main(int argc, char **argv) {
             rates t = time_case(kr, c, &b, budget);
             char pct[16] = "-";
             if (peak.p90 > 0) snprintf(pct, sizeof pct, "%.0f%%", 100 * t.p90 / peak.p90);
-            printf("%-28s %-14s %5lld %5lld %5lld  %-8s %8.1f %8.1f %6s\n", c->what,
+            printf("%-30s %-14s %5lld %5lld %5lld  %-8s %8.1f %8.1f %6s\n", c->what,
                    kernel_name(c->id), (long long)c->m, (long long)c->n, (long long)c->k,
                    la_isa_name(kr->isa), t.p90, t.p50, pct);
             fflush(stdout);

@@ -34,6 +34,12 @@
 #define NR 16
 #define KC 256 /* packed panel: KC * NR * 4 bytes = 16 KiB */
 #define MC 132 /* 22 micro-tiles of rows; covers chunk sizes <= 132 in one block */
+/* gemm_tn reads Aᵀ: row p of the stored A holds 16 consecutive rows of the
+ * product in one cache line, so a tile touches kc lines a stride apart, and
+ * a power-of-two stride (an op's H*K) puts them all in one L1 set. Those
+ * rows are copied into a [KC_T][MC_T] block first (24 KiB of stack). */
+#define KC_T 128
+#define MC_T 48
 
 /* mask_for(n): lanes [0, n) all ones, the rest zero, 0 <= n <= 8 */
 static const int32_t mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -144,6 +150,17 @@ static TARGET void pack_rows(int64_t kc, int nr, const float *b, int64_t ldb, fl
     }
 }
 
+/* kc rows of `width` <= MC_T floats (row p at a + p*lda) into dst [kc x MC_T]. */
+static TARGET void pack_rows_wide(int64_t kc, int64_t width, const float *a, int64_t lda,
+                                  float *dst) {
+    for (int64_t p = 0; p < kc; p++, a += lda, dst += MC_T) {
+        int64_t j = 0;
+        for (; j + 8 <= width; j += 8) _mm256_store_ps(dst + j, _mm256_loadu_ps(a + j));
+        if (j < width)
+            _mm256_store_ps(dst + j, _mm256_maskload_ps(a + j, mask_for((int)(width - j))));
+    }
+}
+
 /* 8x8 transpose of rows r[0..7] in place. */
 INLINE TARGET void transpose8(__m256 r[8]) {
     __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -199,12 +216,16 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                                int lower_a) {
     if (m <= 0 || n <= 0) return;
     alignas(32) float bpack[KC * NR];
+    alignas(32) float apack[KC_T * MC_T];
+    const int pack_a = csa != 1; /* Aᵀ (gemm_tn) */
+    const int64_t kcb = pack_a ? KC_T : KC, mcb = pack_a ? MC_T : MC;
     int64_t pc = 0;
     do {
-        int64_t kc = k - pc < KC ? k - pc : KC;
+        int64_t kc = k - pc < kcb ? k - pc : kcb;
         float beta_k = pc == 0 ? beta : 1.0f; /* later k blocks accumulate */
-        for (int64_t ic0 = 0; ic0 < m; ic0 += MC) {
-            int64_t mc_end = m - ic0 < MC ? m : ic0 + MC;
+        for (int64_t ic0 = 0; ic0 < m; ic0 += mcb) {
+            int64_t mc_end = m - ic0 < mcb ? m : ic0 + mcb;
+            if (pack_a) pack_rows_wide(kc, mc_end - ic0, A + pc * csa + ic0 * rsa, csa, apack);
             for (int64_t jc = 0; jc < n; jc += NR) {
                 int nr = n - jc < NR ? (int)(n - jc) : NR;
                 const float *bp = bpack;
@@ -250,8 +271,12 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                             for (int r = 0; r < mr; r++)
                                 for (int j = 8; j < nr; j++) C[(ic + r) * ldc + jc + j] = 0.0f;
                     }
-                    tiles[mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bp, bs, nr, alpha,
-                                    beta_k, C + ic * ldc + jc, ldc, lim0);
+                    if (pack_a)
+                        tiles[mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bp, bs, nr, alpha,
+                                        beta_k, C + ic * ldc + jc, ldc, lim0);
+                    else
+                        tiles[mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bp, bs, nr, alpha,
+                                        beta_k, C + ic * ldc + jc, ldc, lim0);
                 }
             }
         }
