@@ -31,8 +31,10 @@ void la__trsm_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
 void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
                            const float *L, int64_t ldl, float *X, int64_t ldx) {
     if (n <= 0) return;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) X[i * ldx + j] = i == j ? 1.0f : 0.0f;
+    for (int64_t i = 0; i < n; i++) { /* X = I (a plain loop: the compiler makes it a memset) */
+        for (int64_t j = 0; j < n; j++) X[i * ldx + j] = 0.0f;
+        X[i * ldx + i] = 1.0f;
+    }
     /* X = L⁻¹ solves L·X = I row block by row block; row i of X is zero
      * beyond column i, so block [i0, i1) only involves columns [0, i1). */
     for (int64_t i0 = 0; i0 < n; i0 += LA__TRSM_BLOCK) {
