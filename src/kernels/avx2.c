@@ -38,8 +38,8 @@
  * product in one cache line, so a tile touches kc lines a stride apart, and
  * a power-of-two stride (an op's H*K) puts them all in one L1 set. Those
  * rows are copied into a [KC_T][MC_T] block first (24 KiB of stack). */
-#define KC_T 128
-#define MC_T 48
+#define KC_T 96
+#define MC_T 64
 
 /* mask_for(n): lanes [0, n) all ones, the rest zero, 0 <= n <= 8 */
 static const int32_t mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
