@@ -104,9 +104,9 @@ typedef enum { K_NN, K_NT, K_TN, K_NN_LOWER, K_NT_TRIL, K_TRSM, K_TRINV } kernel
 typedef struct bench_case {
     const char *what; /* the op product it stands for */
     kernel_id id;
-    int64_t m, n, k;  /* gemm sizes; trsm: n=m rows, n rhs columns; trinv: m */
-    int64_t h;        /* 0/1: dense rows; h > 1: the operands taken from [B,T,H,D]
-                         tensors have row stride h*D, as inside an op with h heads */
+    int64_t m, n, k; /* gemm sizes; trsm: n=m rows, n rhs columns; trinv: m */
+    int64_t h;       /* 0/1: dense rows; h > 1: the operands taken from [B,T,H,D]
+                        tensors have row stride h*D, as inside an op with h heads */
 } bench_case;
 
 static const char *kernel_name(kernel_id id) {
@@ -129,9 +129,9 @@ static double case_flops(const bench_case *c) {
     case K_NN:
     case K_NT:
     case K_TN: return 2 * m * n * k;
-    case K_NN_LOWER: return m * (m + 1) * n;     /* sum_i 2 (i+1) n */
-    case K_NT_TRIL: return m * (m + 1) * k;      /* m(m+1)/2 dots of length k */
-    case K_TRSM: return m * (m - 1) * n;         /* sum_i 2 i n */
+    case K_NN_LOWER: return m * (m + 1) * n;          /* sum_i 2 (i+1) n */
+    case K_NT_TRIL: return m * (m + 1) * k;           /* m(m+1)/2 dots of length k */
+    case K_TRSM: return m * (m - 1) * n;              /* sum_i 2 i n */
     case K_TRINV: return m * (m - 1) * (m - 2) / 3.0; /* ~ m^3 / 3 */
     }
     return 0;
@@ -147,7 +147,9 @@ static void run_case(const la__kernels *kr, const bench_case *c, buffers *b) {
     case K_NN: kr->gemm_nn(m, n, k, 1.0f, b->A, k * h, b->B, n * h, 0.0f, b->C, n * h); break;
     case K_NT: kr->gemm_nt(m, n, k, 1.0f, b->A, k * h, b->B, k * h, 0.0f, b->C, n); break;
     case K_TN: kr->gemm_tn(m, n, k, 1.0f, b->A, m * h, b->B, n * h, 1.0f, b->C, n); break;
-    case K_NN_LOWER: kr->gemm_nn_lower(m, n, m, 1.0f, b->A, m, b->B, n * h, 0.0f, b->C, n * h); break;
+    case K_NN_LOWER:
+        kr->gemm_nn_lower(m, n, m, 1.0f, b->A, m, b->B, n * h, 0.0f, b->C, n * h);
+        break;
     case K_NT_TRIL: kr->gemm_nt_tril(m, k, 0, 1.0f, b->A, k * h, b->B, k * h, 0.0f, b->C, m); break;
     case K_TRSM: kr->trsm_llu(m, n, b->A, m, b->C, n); break;
     case K_TRINV: kr->trinv_llu(m, b->A, m, b->C, m); break;
@@ -182,7 +184,7 @@ static rates peak_rates(int n_samples) {
     if (la_cpu_best_isa() < LA_ISA_AVX2) return r;
     static double g[MAX_SAMPLES];
     if (n_samples > MAX_SAMPLES) n_samples = MAX_SAMPLES;
-    fma_peak_once(100000); /* warm up the clock */
+    fma_peak_once(100000);                                           /* warm up the clock */
     for (int i = 0; i < n_samples; i++) g[i] = fma_peak_once(20000); /* ~40 us each */
     r.p50 = quantile(g, n_samples, 0.5);
     r.p90 = quantile(g, n_samples, 0.9);
@@ -226,7 +228,7 @@ static rates time_case(const la__kernels *kr, const bench_case *c, buffers *b, d
 
 int main(int argc, char **argv) {
     int quick = 0;
-    double budget = 0.3; /* seconds of samples per case and path */
+    double budget = 0.3;       /* seconds of samples per case and path */
     const char *filter = NULL; /* only cases whose product or kernel name contains it */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)

@@ -80,17 +80,27 @@ static void test_dispatch(void) {
         CHECK(kr != NULL && (int)kr->isa <= i && kr->isa <= best,
               "kernels_for(%s) runs %s, not above the request or the CPU", la_isa_name((la_isa)i),
               kr ? la_isa_name(kr->isa) : "NULL");
-        CHECK(kr->gemm_nn && kr->gemm_nt && kr->gemm_tn && kr->gemm_nn_lower &&
-                  kr->gemm_nt_tril && kr->trsm_llu && kr->trinv_llu,
+        CHECK(kr->gemm_nn && kr->gemm_nt && kr->gemm_tn && kr->gemm_nn_lower && kr->gemm_nt_tril &&
+                  kr->trsm_llu && kr->trinv_llu,
               "table %s complete", la_isa_name(kr->isa));
     }
     CHECK(la__kernels_for(LA_ISA_PORTABLE)->isa == LA_ISA_PORTABLE, "portable always there");
     CHECK(la__kernels_for((la_isa)99)->isa == la__kernels_for(best)->isa,
           "a request above the CPU falls back to the best path");
+    CHECK(la__isa_from_name("portable") == LA_ISA_PORTABLE &&
+              la__isa_from_name("AVX2") == LA_ISA_AVX2 &&
+              la__isa_from_name("Avx512") == LA_ISA_AVX512,
+          "LINATTN_ISA names parse, any case");
+    CHECK(la__isa_from_name(NULL) < 0 && la__isa_from_name("") < 0 &&
+              la__isa_from_name("avx") < 0 && la__isa_from_name("avx2 ") < 0 &&
+              la__isa_from_name("sse") < 0,
+          "unset or unknown LINATTN_ISA is ignored");
     const la__kernels *def = la__kernels_default();
     CHECK(def == la__kernels_default() && def->isa == la_isa_active(), "default is stable");
     const char *env = getenv("LINATTN_ISA");
-    if (!env) CHECK(def == la__kernels_for(best), "no LINATTN_ISA: the best path");
+    int want = la__isa_from_name(env);
+    CHECK(def == la__kernels_for(want < 0 ? best : (la_isa)want),
+          "default path = LINATTN_ISA capped by the CPU, else the best");
     printf("cpu best isa: %s, active: %s, LINATTN_ISA=%s\n", la_isa_name(best),
            la_isa_name(la_isa_active()), env ? env : "(unset)");
 }
@@ -111,9 +121,8 @@ static la__gemm_fn kind_fn(const la__kernels *kr, int kind) {
 
 /* Exact-ish product and its magnitude |A||B| in float64. Element (i, p)
  * of op(A) is A[i*ai + p*ap], (p, j) of op(B) is B[p*bp + j*bj]. */
-static void ref_product(int64_t m, int64_t n, int64_t k, const float *A, int64_t ai,
-                        int64_t ap, const float *B, int64_t bp, int64_t bj, double *P,
-                        double *mag) {
+static void ref_product(int64_t m, int64_t n, int64_t k, const float *A, int64_t ai, int64_t ap,
+                        const float *B, int64_t bp, int64_t bj, double *P, double *mag) {
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             double s = 0, g = 0;
@@ -168,8 +177,7 @@ static void note(worst_t *w, double r, int64_t m, int64_t n, int64_t k) {
 
 /* One shape of one product kind on every runnable path. */
 static void check_gemm_shape(int kind, int64_t m, int64_t n, int64_t k, int variant,
-                             const la__kernels **paths, int n_paths, worst_t *worst,
-                             int *pad_ok) {
+                             const la__kernels **paths, int n_paths, worst_t *worst, int *pad_ok) {
     int64_t pad = 1 + (m + 2 * n + 3 * k) % 7; /* leading dims wider than rows */
     int64_t ar = kind == TN ? k : m, ac = kind == TN ? m : k;
     int64_t br = kind == NT ? n : k, bc = kind == NT ? k : n;
@@ -218,17 +226,16 @@ static void test_gemm(const la__kernels **paths, int n_paths) {
                 }
         /* Past the AVX2 blocking: k > KC = 256 (C accumulated over k blocks),
          * m > MC = 132 (several row blocks). */
-        static const int64_t big[][3] = {{200, 17, 300}, {13, 40, 513}, {140, 70, 260},
-                                         {300, 33, 300}, {133, 129, 7}};
+        static const int64_t big[][3] = {
+            {200, 17, 300}, {13, 40, 513}, {140, 70, 260}, {300, 33, 300}, {133, 129, 7}};
         for (int t = 0; t < 5; t++) {
             int64_t m = big[t][0], n = big[t][1], k = kind == NN_LOWER ? m : big[t][2];
             check_gemm_shape(kind, m, n, k, t % 3, paths, n_paths, worst, &pad_ok);
         }
         for (int q = 0; q < n_paths; q++) {
-            CHECK(worst[q].ratio <= 1.0,
-                  "%s %s: error / bound = %.3g at m=%lld n=%lld k=%lld", kind_name[kind],
-                  la_isa_name(paths[q]->isa), worst[q].ratio, (long long)worst[q].m,
-                  (long long)worst[q].n, (long long)worst[q].k);
+            CHECK(worst[q].ratio <= 1.0, "%s %s: error / bound = %.3g at m=%lld n=%lld k=%lld",
+                  kind_name[kind], la_isa_name(paths[q]->isa), worst[q].ratio,
+                  (long long)worst[q].m, (long long)worst[q].n, (long long)worst[q].k);
             printf("%-14s %-8s max error / bound %.3f\n", kind_name[kind],
                    la_isa_name(paths[q]->isa), worst[q].ratio);
         }
@@ -260,8 +267,8 @@ static void test_gemm_nt_tril(const la__kernels **paths, int n_paths) {
                             C.x[i * C.ld + j] = C0 ? C0[i * n + j] : NAN;
                     paths[q]->gemm_nt_tril(n, k, strict, alpha, A.x, A.ld, B.x, B.ld, beta, C.x,
                                            C.ld);
-                    note(&worst[q], ratio_vs_ref(&C, C0, k, alpha, beta, P, mag, strict ? 0 : 1),
-                         n, n, k);
+                    note(&worst[q], ratio_vs_ref(&C, C0, k, alpha, beta, P, mag, strict ? 0 : 1), n,
+                         n, k);
                     pad_ok &= padding_is(&C, SENTINEL);
                 }
                 variant = (variant + 1) % 3;

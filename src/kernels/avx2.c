@@ -74,9 +74,9 @@ INLINE TARGET void store_vec(float *c, __m256 acc, int present, int valid, __m25
  * which nv*8 are used). Row r keeps lim0 + r columns (the causal mask;
  * lim0 >= nr when unmasked). mr and nv are compile-time constants after
  * inlining, so acc[][] lives in registers. */
-INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const float *a,
-                              int64_t rsa, int64_t csa, const float *b, int64_t bs, int nr,
-                              float alpha, float beta, float *c, int64_t ldc, int64_t lim0) {
+INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const float *a, int64_t rsa,
+                              int64_t csa, const float *b, int64_t bs, int nr, float alpha,
+                              float beta, float *c, int64_t ldc, int64_t lim0) {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -113,12 +113,13 @@ typedef void (*tile_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa, co
                         int64_t bs, int nr, float alpha, float beta, float *c, int64_t ldc,
                         int64_t lim0);
 
-#define TILE(mr, nv)                                                                             \
-    static TARGET void tile_##mr##_##nv(int64_t kc, const float *a, int64_t rsa, int64_t csa,   \
-                                        const float *b, int64_t bs, int nr, float alpha,        \
-                                        float beta, float *c, int64_t ldc, int64_t lim0) {      \
-        micro_tile(mr, nv, kc, a, rsa, csa, b, bs, nr, alpha, beta, c, ldc, lim0);             \
+#define TILE(mr, nv)                                                                               \
+    static TARGET void tile_##mr##_##nv(int64_t kc, const float *a, int64_t rsa, int64_t csa,      \
+                                        const float *b, int64_t bs, int nr, float alpha,           \
+                                        float beta, float *c, int64_t ldc, int64_t lim0) {         \
+        micro_tile(mr, nv, kc, a, rsa, csa, b, bs, nr, alpha, beta, c, ldc, lim0);                 \
     }
+/* clang-format off */
 TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
 TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
 #undef TILE
@@ -132,6 +133,7 @@ static const tile_fn tiles[MR + 1][3] = {
     {0, tile_5_1, tile_5_2},
     {0, tile_6_1, tile_6_2},
 };
+/* clang-format on */
 
 /* Panel of B [kc x nr] (row p at b + p*ldb) into dst [kc x 16], zero-padded. */
 static TARGET void pack_rows(int64_t kc, int nr, const float *b, int64_t ldb, float *dst) {
@@ -211,9 +213,8 @@ enum { B_ROWS = 0, B_TRANSPOSED = 1 };
  * inclusive, 0: strict); -1: no mask. lower_a: A[i][p] == 0 for p > i,
  * so the k loop of a tile stops after its last row. */
 static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
-                               int64_t rsa, int64_t csa, const float *B, int64_t ldb,
-                               int b_layout, float beta, float *C, int64_t ldc, int tril,
-                               int lower_a) {
+                               int64_t rsa, int64_t csa, const float *B, int64_t ldb, int b_layout,
+                               float beta, float *C, int64_t ldc, int tril, int lower_a) {
     if (m <= 0 || n <= 0) return;
     alignas(32) float bpack[KC * NR];
     alignas(32) float apack[KC_T * MC_T];
@@ -272,8 +273,8 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                                 for (int j = 8; j < nr; j++) C[(ic + r) * ldc + jc + j] = 0.0f;
                     }
                     if (pack_a)
-                        tiles[mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bp, bs, nr, alpha,
-                                        beta_k, C + ic * ldc + jc, ldc, lim0);
+                        tiles[mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bp, bs, nr, alpha, beta_k,
+                                        C + ic * ldc + jc, ldc, lim0);
                     else
                         tiles[mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bp, bs, nr, alpha,
                                         beta_k, C + ic * ldc + jc, ldc, lim0);
@@ -284,9 +285,8 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
     } while (pc < k);
 }
 
-static void avx2_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
-                         int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                         int64_t ldc) {
+static void avx2_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 0);
 }
 
@@ -296,23 +296,20 @@ static void avx2_gemm_nn_lower(int64_t m, int64_t n, int64_t k, float alpha, con
     gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 1);
 }
 
-static void avx2_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
-                         int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                         int64_t ldc) {
+static void avx2_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, -1, 0);
 }
 
-static void avx2_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
-                         int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                         int64_t ldc) {
+static void avx2_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     gemm_driver(m, n, k, alpha, A, 1, lda, B, ldb, B_ROWS, beta, C, ldc, -1, 0);
 }
 
 static void avx2_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
                               int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                               int64_t ldc) {
-    gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, strict ? 0 : 1,
-                0);
+    gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, strict ? 0 : 1, 0);
 }
 
 /* Forward substitution inside one diagonal block, 8 columns at a time:
@@ -337,22 +334,23 @@ INLINE TARGET void diag_strip(const int nb, const float *L, int64_t ldl, float *
     }
 }
 
-#define DIAG(nb)                                                                                 \
-    static TARGET void diag_##nb(int64_t r, const float *L, int64_t ldl, float *X, int64_t ldx) { \
-        for (int64_t c = 0; c < r; c += 8)                                                       \
-            diag_strip(nb, L, ldl, X + c, ldx, clamp8(r - c));                                   \
+#define DIAG(nb)                                                                                   \
+    static TARGET void diag_##nb(int64_t r, const float *L, int64_t ldl, float *X, int64_t ldx) {  \
+        for (int64_t c = 0; c < r; c += 8) diag_strip(nb, L, ldl, X + c, ldx, clamp8(r - c));      \
     }
+/* clang-format off */
 DIAG(2) DIAG(3) DIAG(4) DIAG(5) DIAG(6) DIAG(7) DIAG(8) DIAG(9) DIAG(10) DIAG(11) DIAG(12)
 #undef DIAG
 
 static void avx2_trsm_diag(int64_t nb, int64_t r, const float *L, int64_t ldl, float *X,
                            int64_t ldx) {
     typedef void (*diag_fn)(int64_t, const float *, int64_t, float *, int64_t);
-    static const diag_fn fns[LA__TRSM_BLOCK + 1] = {0,      0,      diag_2,  diag_3, diag_4,
-                                                    diag_5, diag_6, diag_7,  diag_8, diag_9,
-                                                    diag_10, diag_11, diag_12};
+    static const diag_fn fns[LA__TRSM_BLOCK + 1] = {0, 0, diag_2, diag_3, diag_4, diag_5,
+                                                    diag_6, diag_7, diag_8, diag_9, diag_10,
+                                                    diag_11, diag_12};
     if (nb >= 2) fns[nb](r, L, ldl, X, ldx); /* one row: nothing to do */
 }
+/* clang-format on */
 
 static void avx2_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
                           int64_t ldb) {

@@ -70,9 +70,7 @@ const la__kernels *la__kernels_for(la_isa isa) {
     return &la__kernels_portable;
 }
 
-/* LINATTN_ISA, or -1 when unset or unknown (then the best path is used). */
-static int isa_from_env(void) {
-    const char *s = getenv("LINATTN_ISA");
+int la__isa_from_name(const char *s) {
     if (!s) return -1;
     for (int i = LA_ISA_PORTABLE; i <= LA_ISA_AVX512; i++) {
         const char *name = la_isa_name((la_isa)i);
@@ -86,7 +84,7 @@ static int isa_from_env(void) {
 const la__kernels *la__kernels_default(void) {
     int v = atomic_load(&active_isa_cache);
     if (v < 0) {
-        int want = isa_from_env();
+        int want = la__isa_from_name(getenv("LINATTN_ISA"));
         v = (int)la__kernels_for(want < 0 ? la_cpu_best_isa() : (la_isa)want)->isa;
         atomic_store(&active_isa_cache, v);
     }

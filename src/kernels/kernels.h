@@ -54,9 +54,9 @@ typedef void (*la__gemm_fn)(int64_t m, int64_t n, int64_t k, float alpha, const 
  *                                                       or j <  i (strict == 1)
  *   C[i][j] = 0                                        otherwise (above the mask);
  * A [n,k], B [n,k]. Above-mask entries of C are written, never read. */
-typedef void (*la__gemm_nt_tril_fn)(int64_t n, int64_t k, int strict, float alpha,
-                                    const float *A, int64_t lda, const float *B, int64_t ldb,
-                                    float beta, float *C, int64_t ldc);
+typedef void (*la__gemm_nt_tril_fn)(int64_t n, int64_t k, int strict, float alpha, const float *A,
+                                    int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                    int64_t ldc);
 
 /* Unit-lower-triangular solve, in place: B[n,r] := L⁻¹ · B, where L [n,n]
  * has an implicit unit diagonal; only its strictly lower part is read (the
@@ -70,7 +70,7 @@ typedef void (*la__trsm_fn)(int64_t n, int64_t r, const float *L, int64_t ldl, f
 typedef void (*la__trinv_fn)(int64_t n, const float *L, int64_t ldl, float *X, int64_t ldx);
 
 typedef struct la__kernels {
-    la_isa isa;                     /* the path this table runs */
+    la_isa isa; /* the path this table runs */
     la__gemm_fn gemm_nn;
     la__gemm_fn gemm_nt;
     la__gemm_fn gemm_tn;
@@ -89,6 +89,10 @@ LA_KERNEL_HIDDEN const la__kernels *la__kernels_for(la_isa isa);
 /* The table the library uses: la_isa_active() (LINATTN_ISA read once,
  * thread-safely). */
 LA_KERNEL_HIDDEN const la__kernels *la__kernels_default(void);
+
+/* "portable" / "avx2" / "avx512" (ASCII case-insensitive) -> la_isa value;
+ * -1 for NULL or anything else (how LINATTN_ISA is parsed). */
+LA_KERNEL_HIDDEN int la__isa_from_name(const char *s);
 
 /* ---- per-path tables and shared drivers (not for op code) ---------- */
 
@@ -111,8 +115,7 @@ LA_KERNEL_HIDDEN void la__trsm_diag_portable(int64_t nb, int64_t r, const float 
 LA_KERNEL_HIDDEN void la__trsm_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
                                            int64_t r, const float *L, int64_t ldl, float *B,
                                            int64_t ldb);
-LA_KERNEL_HIDDEN void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag,
-                                            int64_t n, const float *L, int64_t ldl, float *X,
-                                            int64_t ldx);
+LA_KERNEL_HIDDEN void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
+                                            const float *L, int64_t ldl, float *X, int64_t ldx);
 
 #endif

@@ -43,9 +43,9 @@ static void portable_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const
         row_times_b(n, k, alpha, A + i * lda, 1, B, ldb, beta, C + i * ldc);
 }
 
-static void portable_gemm_nn_lower(int64_t m, int64_t n, int64_t k, float alpha,
-                                   const float *A, int64_t lda, const float *B, int64_t ldb,
-                                   float beta, float *C, int64_t ldc) {
+static void portable_gemm_nn_lower(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                                   int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                   int64_t ldc) {
     for (int64_t i = 0; i < m; i++) {
         int64_t kmax = i + 1 < k ? i + 1 : k; /* A[i][p] == 0 for p > i */
         row_times_b(n, kmax, alpha, A + i * lda, 1, B, ldb, beta, C + i * ldc);
@@ -55,13 +55,12 @@ static void portable_gemm_nn_lower(int64_t m, int64_t n, int64_t k, float alpha,
 static void portable_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                              int64_t ldc) {
-    for (int64_t i = 0; i < m; i++)
-        row_times_b(n, k, alpha, A + i, lda, B, ldb, beta, C + i * ldc);
+    for (int64_t i = 0; i < m; i++) row_times_b(n, k, alpha, A + i, lda, B, ldb, beta, C + i * ldc);
 }
 
 /* C[i][j] for j in [j0, j1) as dot products of A's row i with B's rows j. */
-static void row_dots(int64_t j0, int64_t j1, int64_t k, float alpha, const float *a,
-                     const float *B, int64_t ldb, float beta, float *c) {
+static void row_dots(int64_t j0, int64_t j1, int64_t k, float alpha, const float *a, const float *B,
+                     int64_t ldb, float beta, float *c) {
     int64_t j = j0;
     for (; j + 4 <= j1; j += 4) {
         const float *b0 = B + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
@@ -85,12 +84,13 @@ static void row_dots(int64_t j0, int64_t j1, int64_t k, float alpha, const float
 static void portable_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                              int64_t ldc) {
-    for (int64_t i = 0; i < m; i++) row_dots(0, n, k, alpha, A + i * lda, B, ldb, beta, C + i * ldc);
+    for (int64_t i = 0; i < m; i++)
+        row_dots(0, n, k, alpha, A + i * lda, B, ldb, beta, C + i * ldc);
 }
 
-static void portable_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha,
-                                  const float *A, int64_t lda, const float *B, int64_t ldb,
-                                  float beta, float *C, int64_t ldc) {
+static void portable_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
+                                  int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                  int64_t ldc) {
     for (int64_t i = 0; i < n; i++) {
         float *c = C + i * ldc;
         int64_t jend = strict ? i : i + 1; /* columns [0, jend) are under the mask */

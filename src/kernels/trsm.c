@@ -28,8 +28,8 @@ void la__trsm_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
     }
 }
 
-void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
-                           const float *L, int64_t ldl, float *X, int64_t ldx) {
+void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n, const float *L,
+                           int64_t ldl, float *X, int64_t ldx) {
     if (n <= 0) return;
     for (int64_t i = 0; i < n; i++) { /* X = I (a plain loop: the compiler makes it a memset) */
         for (int64_t j = 0; j < n; j++) X[i * ldx + j] = 0.0f;
