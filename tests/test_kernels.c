@@ -176,9 +176,11 @@ static void note(worst_t *w, double r, int64_t m, int64_t n, int64_t k) {
 }
 
 /* One shape of one product kind on every runnable path. */
-static void check_gemm_shape(int kind, int64_t m, int64_t n, int64_t k, int variant,
+static void check_gemm_shape(int kind, int64_t m, int64_t n, int64_t k, int variant, int64_t wide,
                              const la__kernels **paths, int n_paths, worst_t *worst, int *pad_ok) {
-    int64_t pad = 1 + (m + 2 * n + 3 * k) % 7; /* leading dims wider than rows */
+    /* leading dims wider than rows; `wide` adds to them (rows far apart, as
+     * in a [B,T,H,D] tensor, take other code paths) */
+    int64_t pad = 1 + (m + 2 * n + 3 * k) % 7 + wide;
     int64_t ar = kind == TN ? k : m, ac = kind == TN ? m : k;
     int64_t br = kind == NT ? n : k, bc = kind == NT ? k : n;
     mat A = mat_new(ar, ac, pad), B = mat_new(br, bc, pad + 2), C = mat_new(m, n, pad + 1);
@@ -221,7 +223,7 @@ static void test_gemm(const la__kernels **paths, int n_paths) {
                 for (int c = 0; c < N_SIZES; c++) {
                     int64_t m = sizes[a], n = sizes[b], k = sizes[c];
                     if (kind == NN_LOWER && (c != a)) continue; /* square A */
-                    check_gemm_shape(kind, m, n, k, variant, paths, n_paths, worst, &pad_ok);
+                    check_gemm_shape(kind, m, n, k, variant, 0, paths, n_paths, worst, &pad_ok);
                     variant = (variant + 1) % 3;
                 }
         /* Past the AVX2 blocking: k > KC = 256 (C accumulated over k blocks),
@@ -230,7 +232,17 @@ static void test_gemm(const la__kernels **paths, int n_paths) {
             {200, 17, 300}, {13, 40, 513}, {140, 70, 260}, {300, 33, 300}, {133, 129, 7}};
         for (int t = 0; t < 5; t++) {
             int64_t m = big[t][0], n = big[t][1], k = kind == NN_LOWER ? m : big[t][2];
-            check_gemm_shape(kind, m, n, k, t % 3, paths, n_paths, worst, &pad_ok);
+            check_gemm_shape(kind, m, n, k, t % 3, 0, paths, n_paths, worst, &pad_ok);
+        }
+        /* rows >= 512 floats apart (as in an 8-head [B,T,H,K] tensor) */
+        static const int64_t far[][4] = {{64, 128, 128, 1024 - 128},
+                                         {65, 33, 129, 600},
+                                         {7, 17, 100, 900},
+                                         {133, 20, 300, 500},
+                                         {140, 40, 140, 520}};
+        for (int t = 0; t < 5; t++) {
+            int64_t m = far[t][0], n = far[t][1], k = kind == NN_LOWER ? m : far[t][2];
+            check_gemm_shape(kind, m, n, k, t % 3, far[t][3], paths, n_paths, worst, &pad_ok);
         }
         for (int q = 0; q < n_paths; q++) {
             CHECK(worst[q].ratio <= 1.0, "%s %s: error / bound = %.3g at m=%lld n=%lld k=%lld",
@@ -247,12 +259,15 @@ static void test_gemm_nt_tril(const la__kernels **paths, int n_paths) {
     for (int strict = 0; strict <= 1; strict++) {
         worst_t worst[4] = {{0, 0, 0, 0}};
         int pad_ok = 1, variant = 0;
-        /* every pair of sizes, then past the AVX2 blocking (k > 256, n > 132) */
-        static const int64_t big[][2] = {{140, 270}, {300, 20}, {40, 600}};
+        /* every pair of sizes, then past the AVX2 blocking (k > 256, n > 132),
+         * then rows >= 512 floats apart (as in an 8-head [B,T,H,K] tensor) */
+        static const int64_t big[][3] = {{140, 270, 0},  {300, 20, 0},  {40, 600, 0},
+                                         {64, 128, 900}, {65, 33, 600}, {140, 270, 512}};
         for (int a = 0; a < N_SIZES + 1; a++)
-            for (int c = 0; c < (a < N_SIZES ? N_SIZES : 3); c++) {
+            for (int c = 0; c < (a < N_SIZES ? N_SIZES : 6); c++) {
                 int64_t n = a < N_SIZES ? sizes[a] : big[c][0];
-                int64_t k = a < N_SIZES ? sizes[c] : big[c][1], pad = 1 + (n + k) % 5;
+                int64_t k = a < N_SIZES ? sizes[c] : big[c][1];
+                int64_t pad = 1 + (n + k) % 5 + (a < N_SIZES ? 0 : big[c][2]);
                 mat A = mat_new(n, k, pad), B = mat_new(n, k, pad + 3), C = mat_new(n, n, pad);
                 mat_fill(&A, NAN, 1);
                 mat_fill(&B, NAN, 1);
