@@ -302,6 +302,8 @@ int main(int argc, char **argv) {
 
     printf("%-30s %-14s %5s %5s %5s  %-8s %8s %8s %6s\n", "product", "kernel", "m", "n", "k",
            "path", "GF/s p90", "GF/s med", "%peak");
+    /* warm-up: the first timed case otherwise runs a few % slow */
+    time_case(la__kernels_for(la_cpu_best_isa()), &cases[0], &b, budget);
     for (int ci = 0; ci < n_cases; ci++) {
         const bench_case *c = &cases[ci];
         if (quick && c->m >= 512) continue;

@@ -19,14 +19,23 @@
  *     round differently (different summation order, fused multiply-add), so
  *     compare paths with a float32 error bound, not bit for bit.
  *
- * Usage in an op:
- *     const la__kernels *kr = la__kernels_default();   // once per call
- *     kr->gemm_nt_tril(C, K, 0, scale, q, ldq, k, ldk, 0.f, A, C);   // causal Q·Kᵀ
- *     kr->gemm_nn(C, V, C, 1.f, A, C, v, ldv, 0.f, o, ldo);          // A·V
- *     kr->gemm_nn(C, V, K, scale, q, ldq, S, V, 1.f, o, ldo);        // + Q·S
- *     kr->gemm_tn(K, V, C, 1.f, k, ldk, v, ldv, 1.f, S, V);          // S += Kᵀ·V
+ * Usage in an op (one chunk of C tokens, one head; q, k [C, K] and v, o
+ * [C, V] with row strides ldq, ldk, ldv, ldo — H*K and H*V when pointing into
+ * [B,T,H,D] tensors; A [C, C] scratch; S [K, V] the state):
+ *     const la__kernels *kr = la__kernels_default();              // once per op call
+ *     kr->gemm_nt_tril(C, K, 0, scale, q, ldq, k, ldk, 0.f, A, C);  // A = causal Q·Kᵀ
+ *     kr->gemm_nn_lower(C, V, C, 1.f, A, C, v, ldv, 0.f, o, ldo);   // o = A·V
+ *     kr->gemm_nn(C, V, K, scale, q, ldq, S, V, 1.f, o, ldo);       // o += Q·S
+ *     kr->gemm_tn(K, V, C, 1.f, k, ldk, v, ldv, 1.f, S, V);         // S += Kᵀ·V
+ * Delta rule: with T the unit-lower [C, C] matrix of the chunk, solve
+ * W = T⁻¹(β⊙K) and U = T⁻¹(β⊙V) in place with trsm_llu (r = K or V columns)
+ * rather than forming T⁻¹ (trinv_llu is there when the inverse itself is
+ * needed, e.g. for the backward pass).
  * Fetch the table once per op call (outside the parallel loop) and pass it
- * to the tasks, so every task of one call uses the same path. */
+ * to the tasks, so every task of one call uses the same path.
+ * Speed (bench/NOTES.md): 75-90% of the FMA peak with dense rows; rows a
+ * power of two apart cost 10-30% of that, so an op that copies a chunk's
+ * q/k/v into contiguous per-thread scratch first gets the most out of them. */
 #ifndef LINATTN_KERNELS_H
 #define LINATTN_KERNELS_H
 
