@@ -26,6 +26,7 @@
 
 #include <immintrin.h>
 #include <stdalign.h>
+#include <stddef.h>
 
 #define TARGET __attribute__((target("avx2,fma")))
 #define INLINE static inline __attribute__((always_inline))
@@ -214,11 +215,11 @@ enum { B_ROWS = 0, B_TRANSPOSED = 1 };
  * so the k loop of a tile stops after its last row. */
 static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
                                int64_t rsa, int64_t csa, const float *B, int64_t ldb, int b_layout,
-                               float beta, float *C, int64_t ldc, int tril, int lower_a) {
+                               float beta, float *C, int64_t ldc, int tril, int lower_a,
+                               float *apack) {
     if (m <= 0 || n <= 0) return;
     alignas(32) float bpack[KC * NR];
-    alignas(32) float apack[KC_T * MC_T];
-    const int pack_a = csa != 1; /* Aᵀ (gemm_tn) */
+    const int pack_a = apack != NULL; /* Aᵀ (gemm_tn): copied to apack [KC_T x MC_T] */
     const int64_t kcb = pack_a ? KC_T : KC, mcb = pack_a ? MC_T : MC;
     int64_t pc = 0;
     do {
@@ -287,29 +288,31 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
 
 static void avx2_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 0);
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 0, NULL);
 }
 
 static void avx2_gemm_nn_lower(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
                                int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                                int64_t ldc) {
-    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 1);
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 1, NULL);
 }
 
 static void avx2_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, -1, 0);
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, -1, 0, NULL);
 }
 
 static void avx2_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    gemm_driver(m, n, k, alpha, A, 1, lda, B, ldb, B_ROWS, beta, C, ldc, -1, 0);
+    alignas(32) float apack[KC_T * MC_T]; /* only gemm_tn pays for this stack */
+    gemm_driver(m, n, k, alpha, A, 1, lda, B, ldb, B_ROWS, beta, C, ldc, -1, 0, apack);
 }
 
 static void avx2_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
                               int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                               int64_t ldc) {
-    gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, strict ? 0 : 1, 0);
+    gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, strict ? 0 : 1, 0,
+                NULL);
 }
 
 /* Forward substitution inside one diagonal block, 8 columns at a time:

@@ -14,6 +14,8 @@
  *     or C = 0 when beta == 0). Sizes are small (chunk 16..128, head dim
  *     16..256) but any size works.
  *   - C must not overlap A or B (trsm/trinv say what may alias).
+ *   - No heap: the AVX2 path packs into stack buffers (16 KiB, 40 KiB for
+ *     gemm_tn), so tasks need a few ten KiB of thread stack.
  *   - Single-threaded and deterministic: the same inputs give the same bits
  *     on every call, whatever thread runs it. The portable and SIMD paths
  *     round differently (different summation order, fused multiply-add), so
