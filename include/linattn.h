@@ -496,6 +496,32 @@ LA_API la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const f
                                  const float *k, const float *v, const float *g,
                                  const float *g_gamma, const float *beta);
 
+/* ------------------------------------------------------------------ */
+/* CPU instruction sets                                                */
+/* ------------------------------------------------------------------ */
+
+/* The dense products inside the chunkwise forms run on SIMD kernels chosen
+ * at run time. The environment variable LINATTN_ISA = portable | avx2 |
+ * avx512 (read once, on first use) caps the choice; a request the CPU (or
+ * this build) cannot serve falls back to the best path that it can, and an
+ * unknown value is ignored. Each path is deterministic on its own, but paths
+ * round differently, so results can differ (within float32 rounding) between
+ * machines or LINATTN_ISA settings — never between thread counts. */
+typedef enum la_isa {
+    LA_ISA_PORTABLE = 0, /* plain C, any CPU */
+    LA_ISA_AVX2 = 1,     /* x86-64 AVX2 + FMA (Haswell, Zen and later) */
+    LA_ISA_AVX512 = 2    /* x86-64 AVX-512 F/DQ/BW/VL with OS ZMM state */
+} la_isa;
+
+/* The best instruction set this CPU and OS support (cpuid + xgetbv);
+ * LA_ISA_PORTABLE on non-x86 builds. */
+LA_API la_isa la_cpu_best_isa(void);
+/* The path the library uses: la_cpu_best_isa() capped by LINATTN_ISA and by
+ * the kernels this build has. */
+LA_API la_isa la_isa_active(void);
+/* "portable", "avx2", "avx512"; "unknown" for other values; never NULL. */
+LA_API const char *la_isa_name(la_isa isa);
+
 #ifdef __cplusplus
 }
 #endif

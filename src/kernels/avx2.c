@@ -1,0 +1,378 @@
+/* AVX2 + FMA kernels (x86-64). Compiled with per-function target
+ * attributes, so the library builds with plain flags and this code only
+ * runs where dispatch.c found AVX2, FMA and the OS's YMM state.
+ *
+ * All products share one driver, a register-blocked micro-kernel in the
+ * style of BLIS/GotoBLAS:
+ *   - the micro-tile is MR x NR = 6 x 16 floats of C, held in 12 YMM
+ *     accumulators; each step over k broadcasts 6 elements of A and loads
+ *     two vectors of B (8 loads for 12 FMAs, so the two FMA pipes, not the
+ *     load ports, are the limit), and 12 independent accumulators cover
+ *     the FMA latency (4 cycles x 2 pipes on Zen 3 / Skylake);
+ *   - B is consumed as a k x 16 panel with unit column stride: gemm_nn and
+ *     gemm_tn read full panels in place, partial panels and gemm_nt's Bᵀ
+ *     are packed into an aligned stack buffer (8x8 transposes for Bᵀ),
+ *     zero-padded so edge tiles need no masked loads in the k loop;
+ *   - A is read in place with a row stride and a k stride (gemm_tn reads
+ *     Aᵀ by swapping them), so no workspace is needed;
+ *   - k is split into KC blocks (the packed panel stays in L1) and m into
+ *     MC blocks (the rows of A in use stay in L2); C is written once per k
+ *     block, with masked stores at the right edge, never beyond column n.
+ * Rounding: each C element is one float32 sum over k in order, by fused
+ * multiply-adds, then alpha * sum (+ beta * C). */
+#include "kernels.h"
+
+#if defined(LA_KERNELS_HAVE_X86)
+
+#include <immintrin.h>
+#include <stdalign.h>
+#include <stddef.h>
+
+#define TARGET __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+#define MR 6
+#define NR 16
+#define KC 256 /* packed panel: KC * NR * 4 bytes = 16 KiB */
+#define MC 132 /* 22 micro-tiles of rows; covers chunk sizes <= 132 in one block */
+/* gemm_tn reads Aᵀ: row p of the stored A holds 16 consecutive rows of the
+ * product in one cache line, so a tile touches kc lines a stride apart, and
+ * a power-of-two stride (an op's H*K) puts them all in one L1 set. Those
+ * rows are copied into a [KC_T][MC_T] block first (24 KiB of stack). */
+#define KC_T 96
+#define MC_T 64
+
+/* mask_for(n): lanes [0, n) all ones, the rest zero, 0 <= n <= 8 */
+static const int32_t mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+INLINE TARGET __m256i mask_for(int n) {
+    return _mm256_loadu_si256((const __m256i *)(mask_table + 8 - n));
+}
+
+static inline int clamp8(int64_t x) { return x < 0 ? 0 : x > 8 ? 8 : (int)x; }
+
+/* Stores alpha * acc (+ beta * C) into one vector of a row of C:
+ * `present` columns exist (the rest are beyond n: never touched), the first
+ * `valid` of them are under the causal mask (the rest get 0). */
+INLINE TARGET void store_vec(float *c, __m256 acc, int present, int valid, __m256 valpha,
+                             float beta) {
+    __m256 val = _mm256_mul_ps(valpha, acc);
+    if (beta != 0.0f) {
+        __m256 cv = valid == 8 ? _mm256_loadu_ps(c) : _mm256_maskload_ps(c, mask_for(valid));
+        if (beta == 1.0f)
+            val = _mm256_add_ps(val, cv);
+        else
+            val = _mm256_fmadd_ps(_mm256_set1_ps(beta), cv, val);
+    }
+    if (valid < 8) val = _mm256_and_ps(val, _mm256_castsi256_ps(mask_for(valid)));
+    if (present == 8)
+        _mm256_storeu_ps(c, val);
+    else
+        _mm256_maskstore_ps(c, mask_for(present), val);
+}
+
+/* The micro-kernel: C[mr x nr] tile from A (element (r, p) at
+ * a[r*rsa + p*csa]) and a B panel (row p at b + p*bs, 16 columns, of
+ * which nv*8 are used). Row r keeps lim0 + r columns (the causal mask;
+ * lim0 >= nr when unmasked). mr and nv are compile-time constants after
+ * inlining, so acc[][] lives in registers. */
+INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const float *a, int64_t rsa,
+                              int64_t csa, const float *b, int64_t bs, int nr, float alpha,
+                              float beta, float *c, int64_t ldc, int64_t lim0) {
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const float *a_rows[MR];
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) a_rows[r] = a + r * rsa;
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b);
+        __m256 b1 = nv > 1 ? _mm256_loadu_ps(b + 8) : _mm256_setzero_ps();
+        b += bs;
+#pragma GCC unroll 6
+        for (int r = 0; r < mr; r++) {
+            __m256 ar = _mm256_broadcast_ss(a_rows[r]);
+            a_rows[r] += csa;
+            acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+            if (nv > 1) acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+    __m256 valpha = _mm256_set1_ps(alpha);
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) {
+        int64_t lim = lim0 + r;
+        if (lim > nr) lim = nr;
+        for (int v = 0; v < nv; v++) {
+            int present = clamp8(nr - 8 * v);
+            if (present == 0) break;
+            store_vec(c + r * ldc + 8 * v, acc[r][v], present, clamp8(lim - 8 * v), valpha, beta);
+        }
+    }
+}
+
+typedef void (*tile_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                        int64_t bs, int nr, float alpha, float beta, float *c, int64_t ldc,
+                        int64_t lim0);
+
+#define TILE(mr, nv)                                                                               \
+    static TARGET void tile_##mr##_##nv(int64_t kc, const float *a, int64_t rsa, int64_t csa,      \
+                                        const float *b, int64_t bs, int nr, float alpha,           \
+                                        float beta, float *c, int64_t ldc, int64_t lim0) {         \
+        micro_tile(mr, nv, kc, a, rsa, csa, b, bs, nr, alpha, beta, c, ldc, lim0);                 \
+    }
+/* clang-format off */
+TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
+TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
+#undef TILE
+
+static const tile_fn tiles[MR + 1][3] = {
+    {0, 0, 0},
+    {0, tile_1_1, tile_1_2},
+    {0, tile_2_1, tile_2_2},
+    {0, tile_3_1, tile_3_2},
+    {0, tile_4_1, tile_4_2},
+    {0, tile_5_1, tile_5_2},
+    {0, tile_6_1, tile_6_2},
+};
+/* clang-format on */
+
+/* Panel of B [kc x nr] (row p at b + p*ldb) into dst [kc x 16], zero-padded. */
+static TARGET void pack_rows(int64_t kc, int nr, const float *b, int64_t ldb, float *dst) {
+    if (nr == NR) {
+        for (int64_t p = 0; p < kc; p++, b += ldb, dst += NR) {
+            _mm256_store_ps(dst, _mm256_loadu_ps(b));
+            _mm256_store_ps(dst + 8, _mm256_loadu_ps(b + 8));
+        }
+        return;
+    }
+    /* masked loads read only the nr columns that exist and give 0 beyond */
+    __m256i m0 = mask_for(clamp8(nr)), m1 = mask_for(clamp8(nr - 8));
+    for (int64_t p = 0; p < kc; p++, b += ldb, dst += NR) {
+        _mm256_store_ps(dst, _mm256_maskload_ps(b, m0));
+        _mm256_store_ps(dst + 8, _mm256_maskload_ps(b + 8, m1));
+    }
+}
+
+/* kc rows of `width` <= MC_T floats (row p at a + p*lda) into dst [kc x MC_T]. */
+static TARGET void pack_rows_wide(int64_t kc, int64_t width, const float *a, int64_t lda,
+                                  float *dst) {
+    for (int64_t p = 0; p < kc; p++, a += lda, dst += MC_T) {
+        int64_t j = 0;
+        for (; j + 8 <= width; j += 8) _mm256_store_ps(dst + j, _mm256_loadu_ps(a + j));
+        if (j < width)
+            _mm256_store_ps(dst + j, _mm256_maskload_ps(a + j, mask_for((int)(width - j))));
+    }
+}
+
+/* 8x8 transpose of rows r[0..7] in place. */
+INLINE TARGET void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* Bᵀ panel: B rows j < nr (row j at b + j*ldb, kc floats each) become the
+ * columns of dst [kc x 16], zero-padded: dst[p*16 + j] = b[j*ldb + p]. */
+static TARGET void pack_transposed(int64_t kc, int nr, const float *b, int64_t ldb, float *dst) {
+    for (int h = 0; h < NR; h += 8) {
+        int rows = nr - h < 0 ? 0 : nr - h > 8 ? 8 : nr - h;
+        int64_t p = 0;
+        if (rows == 8) {
+            for (; p + 8 <= kc; p += 8) {
+                __m256 r[8];
+                for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(b + (h + j) * ldb + p);
+                transpose8(r);
+                for (int q = 0; q < 8; q++) _mm256_store_ps(dst + (p + q) * NR + h, r[q]);
+            }
+        }
+        for (; p < kc; p++) {
+            int j = 0;
+            for (; j < rows; j++) dst[p * NR + h + j] = b[(h + j) * ldb + p];
+            for (; j < 8; j++) dst[p * NR + h + j] = 0.0f;
+        }
+    }
+}
+
+enum { B_ROWS = 0, B_TRANSPOSED = 1 };
+
+/* C[m,n] = alpha * A·B + beta * C with A (i, p) at A[i*rsa + p*csa] and
+ * B (p, j) at B[p*ldb + j] (B_ROWS) or B[j*ldb + p] (B_TRANSPOSED).
+ * tril >= 0: causal mask, row i keeps columns j < i + tril (tril = 1:
+ * inclusive, 0: strict); -1: no mask. lower_a: A[i][p] == 0 for p > i,
+ * so the k loop of a tile stops after its last row. */
+static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                               int64_t rsa, int64_t csa, const float *B, int64_t ldb, int b_layout,
+                               float beta, float *C, int64_t ldc, int tril, int lower_a,
+                               float *apack) {
+    if (m <= 0 || n <= 0) return;
+    alignas(32) float bpack[KC * NR];
+    const int pack_a = apack != NULL; /* Aᵀ (gemm_tn): copied to apack [KC_T x MC_T] */
+    const int64_t kcb = pack_a ? KC_T : KC, mcb = pack_a ? MC_T : MC;
+    int64_t pc = 0;
+    do {
+        int64_t kc = k - pc < kcb ? k - pc : kcb;
+        float beta_k = pc == 0 ? beta : 1.0f; /* later k blocks accumulate */
+        for (int64_t ic0 = 0; ic0 < m; ic0 += mcb) {
+            int64_t mc_end = m - ic0 < mcb ? m : ic0 + mcb;
+            if (pack_a) pack_rows_wide(kc, mc_end - ic0, A + pc * csa + ic0 * rsa, csa, apack);
+            for (int64_t jc = 0; jc < n; jc += NR) {
+                int nr = n - jc < NR ? (int)(n - jc) : NR;
+                const float *bp = bpack;
+                const int64_t bs = NR;
+                int64_t ic_first = ic0;
+                if (tril >= 0) {
+                    /* Rows i with i + tril <= jc have nothing under the mask in
+                     * this panel: zero them once, on the first k block. */
+                    int64_t first_row = jc - tril + 1; /* lim = i - jc + tril >= 1 */
+                    if (first_row > mc_end) first_row = mc_end;
+                    if (first_row > ic_first) {
+                        if (pc == 0)
+                            for (int64_t i = ic_first; i < first_row; i++)
+                                for (int j = 0; j < nr; j++) C[i * ldc + jc + j] = 0.0f;
+                        ic_first = first_row;
+                    }
+                    if (ic_first >= mc_end) continue;
+                }
+                if (kc > 0) {
+                    if (b_layout == B_TRANSPOSED)
+                        pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
+                    else /* copied even when full: rows of B a power of two apart
+                            would share a few L1 sets and evict each other */
+                        pack_rows(kc, nr, B + pc * ldb + jc, ldb, bpack);
+                }
+                int nv = nr > 8 ? 2 : 1;
+                for (int64_t ic = ic_first; ic < mc_end; ic += MR) {
+                    int mr = mc_end - ic < MR ? (int)(mc_end - ic) : MR;
+                    int64_t kt = kc;
+                    if (lower_a) { /* columns p >= ic + mr of these rows are zero */
+                        int64_t kmax = ic + mr - pc;
+                        if (kmax < kt) kt = kmax < 0 ? 0 : kmax;
+                        if (kt == 0 && pc > 0) continue; /* nothing to add */
+                    }
+                    int64_t lim0 = tril >= 0 ? ic - jc + tril : NR;
+                    int nv_t = nv;
+                    if (nv == 2 && lim0 + mr - 1 <= 8) {
+                        /* a tile on the diagonal with nothing under the mask
+                         * beyond column 8 of the panel: half the FMAs; zero
+                         * the right half (once: later k blocks keep it 0) */
+                        nv_t = 1;
+                        if (pc == 0)
+                            for (int r = 0; r < mr; r++)
+                                for (int j = 8; j < nr; j++) C[(ic + r) * ldc + jc + j] = 0.0f;
+                    }
+                    if (pack_a)
+                        tiles[mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bp, bs, nr, alpha, beta_k,
+                                        C + ic * ldc + jc, ldc, lim0);
+                    else
+                        tiles[mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bp, bs, nr, alpha,
+                                        beta_k, C + ic * ldc + jc, ldc, lim0);
+                }
+            }
+        }
+        pc += kc;
+    } while (pc < k);
+}
+
+static void avx2_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 0, NULL);
+}
+
+static void avx2_gemm_nn_lower(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                               int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                               int64_t ldc) {
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 1, NULL);
+}
+
+static void avx2_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, -1, 0, NULL);
+}
+
+static void avx2_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    alignas(32) float apack[KC_T * MC_T]; /* only gemm_tn pays for this stack */
+    gemm_driver(m, n, k, alpha, A, 1, lda, B, ldb, B_ROWS, beta, C, ldc, -1, 0, apack);
+}
+
+static void avx2_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
+                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                              int64_t ldc) {
+    gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, strict ? 0 : 1, 0,
+                NULL);
+}
+
+/* Forward substitution inside one diagonal block, 8 columns at a time:
+ * the block's rows of the strip live in registers (nb <= 12 YMM), so each
+ * of the nb(nb-1)/2 updates is one FMA with a broadcast of L. */
+INLINE TARGET void diag_strip(const int nb, const float *L, int64_t ldl, float *X, int64_t ldx,
+                              int cols) {
+    __m256 x[LA__TRSM_BLOCK];
+    __m256i mask = mask_for(cols);
+#pragma GCC unroll 12
+    for (int i = 0; i < nb; i++)
+        x[i] = cols == 8 ? _mm256_loadu_ps(X + i * ldx) : _mm256_maskload_ps(X + i * ldx, mask);
+#pragma GCC unroll 12
+    for (int i = 1; i < nb; i++) {
+#pragma GCC unroll 12
+        for (int j = 0; j < i; j++)
+            x[i] = _mm256_fnmadd_ps(_mm256_broadcast_ss(L + i * ldl + j), x[j], x[i]);
+        if (cols == 8)
+            _mm256_storeu_ps(X + i * ldx, x[i]);
+        else
+            _mm256_maskstore_ps(X + i * ldx, mask, x[i]);
+    }
+}
+
+#define DIAG(nb)                                                                                   \
+    static TARGET void diag_##nb(int64_t r, const float *L, int64_t ldl, float *X, int64_t ldx) {  \
+        for (int64_t c = 0; c < r; c += 8) diag_strip(nb, L, ldl, X + c, ldx, clamp8(r - c));      \
+    }
+/* clang-format off */
+DIAG(2) DIAG(3) DIAG(4) DIAG(5) DIAG(6) DIAG(7) DIAG(8) DIAG(9) DIAG(10) DIAG(11) DIAG(12)
+#undef DIAG
+
+static void avx2_trsm_diag(int64_t nb, int64_t r, const float *L, int64_t ldl, float *X,
+                           int64_t ldx) {
+    typedef void (*diag_fn)(int64_t, const float *, int64_t, float *, int64_t);
+    static const diag_fn fns[LA__TRSM_BLOCK + 1] = {0, 0, diag_2, diag_3, diag_4, diag_5,
+                                                    diag_6, diag_7, diag_8, diag_9, diag_10,
+                                                    diag_11, diag_12};
+    if (nb >= 2) fns[nb](r, L, ldl, X, ldx); /* one row: nothing to do */
+}
+/* clang-format on */
+
+static void avx2_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
+                          int64_t ldb) {
+    la__trsm_llu_blocked(avx2_gemm_nn, avx2_trsm_diag, n, r, L, ldl, B, ldb);
+}
+
+static void avx2_trinv_llu(int64_t n, const float *L, int64_t ldl, float *X, int64_t ldx) {
+    la__trinv_llu_blocked(avx2_gemm_nn, avx2_trsm_diag, n, L, ldl, X, ldx);
+}
+
+const la__kernels la__kernels_avx2 = {
+    .isa = LA_ISA_AVX2,
+    .gemm_nn = avx2_gemm_nn,
+    .gemm_nt = avx2_gemm_nt,
+    .gemm_tn = avx2_gemm_tn,
+    .gemm_nn_lower = avx2_gemm_nn_lower,
+    .gemm_nt_tril = avx2_gemm_nt_tril,
+    .trsm_llu = avx2_trsm_llu,
+    .trinv_llu = avx2_trinv_llu,
+};
+
+#endif

@@ -1,0 +1,132 @@
+/* Dense float32 micro-kernels for the chunkwise forms: the small matrix
+ * products inside one chunk (Q·Kᵀ, A·V, Q·S, Kᵀ·V, the delta-rule W/U
+ * products) and the unit-lower-triangular solve, in one table per
+ * instruction set (portable C, AVX2+FMA, AVX-512), picked at run time.
+ *
+ * Conventions (BLAS-like, row-major):
+ *   - Every matrix is float32, row-major, with an explicit leading dimension
+ *     (distance in floats between the starts of two rows, >= the row width).
+ *     Elements beyond the width of a row are never read or written.
+ *   - Products write C = alpha * op(A)·op(B) + beta * C.
+ *     beta == 0 overwrites: C is not read (it may hold NaN or garbage);
+ *     beta == 1 accumulates (state updates); other values scale.
+ *   - Sizes may be 0 (nothing happens except, for k == 0, C = beta * C,
+ *     or C = 0 when beta == 0). Sizes are small (chunk 16..128, head dim
+ *     16..256) but any size works.
+ *   - C must not overlap A or B (trsm/trinv say what may alias).
+ *   - No heap: the AVX2 path packs into stack buffers (16 KiB, 40 KiB for
+ *     gemm_tn), so tasks need a few ten KiB of thread stack.
+ *   - Single-threaded and deterministic: the same inputs give the same bits
+ *     on every call, whatever thread runs it. The portable and SIMD paths
+ *     round differently (different summation order, fused multiply-add), so
+ *     compare paths with a float32 error bound, not bit for bit.
+ *
+ * Usage in an op (one chunk of C tokens, one head; q, k [C, K] and v, o
+ * [C, V] with row strides ldq, ldk, ldv, ldo — H*K and H*V when pointing into
+ * [B,T,H,D] tensors; A [C, C] scratch; S [K, V] the state):
+ *     const la__kernels *kr = la__kernels_default();              // once per op call
+ *     kr->gemm_nt_tril(C, K, 0, scale, q, ldq, k, ldk, 0.f, A, C);  // A = causal Q·Kᵀ
+ *     kr->gemm_nn_lower(C, V, C, 1.f, A, C, v, ldv, 0.f, o, ldo);   // o = A·V
+ *     kr->gemm_nn(C, V, K, scale, q, ldq, S, V, 1.f, o, ldo);       // o += Q·S
+ *     kr->gemm_tn(K, V, C, 1.f, k, ldk, v, ldv, 1.f, S, V);         // S += Kᵀ·V
+ * Delta rule: with T the unit-lower [C, C] matrix of the chunk, solve
+ * W = T⁻¹(β⊙K) and U = T⁻¹(β⊙V) in place with trsm_llu (r = K or V columns)
+ * rather than forming T⁻¹ (trinv_llu is there when the inverse itself is
+ * needed, e.g. for the backward pass).
+ * Fetch the table once per op call (outside the parallel loop) and pass it
+ * to the tasks, so every task of one call uses the same path.
+ * Speed (bench/NOTES.md): 75-90% of the FMA peak with dense rows; rows a
+ * power of two apart cost 10-30% of that, so an op that copies a chunk's
+ * q/k/v into contiguous per-thread scratch first gets the most out of them. */
+#ifndef LINATTN_KERNELS_H
+#define LINATTN_KERNELS_H
+
+#include "linattn.h"
+
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define LA_KERNEL_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define LA_KERNEL_HIDDEN
+#endif
+
+/* C[m,n] = alpha * A[m,k] · B[k,n] + beta * C          (gemm_nn)
+ * C[m,n] = alpha * A[m,k] · B[n,k]ᵀ + beta * C         (gemm_nt: Q·Kᵀ)
+ * C[m,n] = alpha * A[k,m]ᵀ · B[k,n] + beta * C         (gemm_tn: Kᵀ·V)
+ * The shapes in brackets are the stored shapes; lda, ldb, ldc are the row
+ * strides of the stored matrices. */
+typedef void (*la__gemm_fn)(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                            int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                            int64_t ldc);
+
+/* Causal Q·Kᵀ: C[n,n] with
+ *   C[i][j] = alpha * A[i,:]·B[j,:] + beta * C[i][j]   for j <= i (strict == 0)
+ *                                                       or j <  i (strict == 1)
+ *   C[i][j] = 0                                        otherwise (above the mask);
+ * A [n,k], B [n,k]. Above-mask entries of C are written, never read. */
+typedef void (*la__gemm_nt_tril_fn)(int64_t n, int64_t k, int strict, float alpha, const float *A,
+                                    int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                    int64_t ldc);
+
+/* Unit-lower-triangular solve, in place: B[n,r] := L⁻¹ · B, where L [n,n]
+ * has an implicit unit diagonal; only its strictly lower part is read (the
+ * diagonal and upper part may hold anything). B must not overlap L. */
+typedef void (*la__trsm_fn)(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
+                            int64_t ldb);
+
+/* Inverse of a unit-lower-triangular matrix: X[n,n] = L⁻¹ (lower, unit
+ * diagonal, zeros above — every element of X is written). Only the strictly
+ * lower part of L is read. X must not overlap L. */
+typedef void (*la__trinv_fn)(int64_t n, const float *L, int64_t ldl, float *X, int64_t ldx);
+
+typedef struct la__kernels {
+    la_isa isa; /* the path this table runs */
+    la__gemm_fn gemm_nn;
+    la__gemm_fn gemm_nt;
+    la__gemm_fn gemm_tn;
+    /* gemm_nn for a lower-triangular A (m == k, e.g. the masked attention
+     * matrix of a chunk times V): A[i][p] for p > i must be zero — they may
+     * be read (and multiply B), or skipped. Saves about half the work. */
+    la__gemm_fn gemm_nn_lower;
+    la__gemm_nt_tril_fn gemm_nt_tril;
+    la__trsm_fn trsm_llu;
+    la__trinv_fn trinv_llu;
+} la__kernels;
+
+/* The table for `isa`, or for the best path below it that this CPU and build
+ * can run (never NULL). Tests use it to force each path. */
+LA_KERNEL_HIDDEN const la__kernels *la__kernels_for(la_isa isa);
+/* The table the library uses: la_isa_active() (LINATTN_ISA read once,
+ * thread-safely). */
+LA_KERNEL_HIDDEN const la__kernels *la__kernels_default(void);
+
+/* "portable" / "avx2" / "avx512" (ASCII case-insensitive) -> la_isa value;
+ * -1 for NULL or anything else (how LINATTN_ISA is parsed). */
+LA_KERNEL_HIDDEN int la__isa_from_name(const char *s);
+
+/* ---- per-path tables and shared drivers (not for op code) ---------- */
+
+LA_KERNEL_HIDDEN extern const la__kernels la__kernels_portable;
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LA_KERNELS_HAVE_X86 1
+LA_KERNEL_HIDDEN extern const la__kernels la__kernels_avx2;
+#endif
+
+/* Blocked triangular solve / inverse built on a path's gemm_nn, so that each
+ * path gets a fast solve from its own product (src/kernels/trsm.c). Rows go
+ * in blocks of LA__TRSM_BLOCK (two 6-row micro-tiles of the AVX2 gemm);
+ * `diag` solves one diagonal block in place: X[nb, r] := L_bb⁻¹ X with
+ * nb <= LA__TRSM_BLOCK, L_bb unit lower (strictly lower part read). */
+#define LA__TRSM_BLOCK 12
+typedef void (*la__trsm_diag_fn)(int64_t nb, int64_t r, const float *L, int64_t ldl, float *X,
+                                 int64_t ldx);
+LA_KERNEL_HIDDEN void la__trsm_diag_portable(int64_t nb, int64_t r, const float *L, int64_t ldl,
+                                             float *X, int64_t ldx);
+LA_KERNEL_HIDDEN void la__trsm_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
+                                           int64_t r, const float *L, int64_t ldl, float *B,
+                                           int64_t ldb);
+LA_KERNEL_HIDDEN void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
+                                            const float *L, int64_t ldl, float *X, int64_t ldx);
+
+#endif
