@@ -2,7 +2,7 @@
  * src/kernels at the chunk shapes of the chunkwise forms and at a larger
  * square size, on every path the CPU can run.
  *
- *   bench/build.sh && build/bench_kernels [--quick] [--budget SECONDS] [--filter TEXT]
+ *   make all && build/bench_kernels [--quick] [--budget SECONDS] [--filter TEXT]
  *
  * Peak: a loop of independent AVX2 FMAs (12 accumulators: enough to cover
  * a 4-cycle latency on two FMA pipes) — what one core can do at most on
