@@ -144,11 +144,8 @@ double bench_fma_peak(double seconds, const char **isa) {
         double fl = loop(iters, &sink);
         double dt = bench_wall() - t0;
         spent += dt;
-        if (dt < 0.02) {
-            iters *= 2;
-            continue;
-        }
-        if (fl / dt > best) best = fl / dt;
+        if (dt > 0 && fl / dt > best) best = fl / dt; /* short runs count too (slow machines) */
+        if (dt < 0.02) iters *= 2;
     }
     if (sink == 12345.0f) fprintf(stderr, " "); /* keep the loops alive */
     return best * 1e-9;
