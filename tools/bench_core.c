@@ -472,13 +472,15 @@ static void child_run(const bench_cfg *c, bench_result *r) {
         return;
     }
     b.chunk = c->chunk;
+    /* the context (thread pool) is created before the baseline: the memory
+     * reported is what the call itself adds (its scratch, its temporaries) */
+    la_ctx *ctx = NULL;
+    la_status st = la_ctx_create(&ctx, c->threads);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const double maxrss0 = 1024.0 * (double)ru.ru_maxrss;
     const int have_hwm = reset_hwm();
     const double rss0 = proc_status_bytes("VmRSS");
-    la_ctx *ctx = NULL;
-    la_status st = la_ctx_create(&ctx, c->threads);
     if (!st) st = bench_op_run(ctx, c->op, &b, c->backward); /* warm-up + memory */
     if (st) {
         snprintf(r->err, sizeof r->err, "%s: %s", la_status_string(st), la_last_error());

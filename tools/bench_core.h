@@ -94,8 +94,9 @@ typedef struct bench_result {
     char err[160];
 } bench_result;
 
-/* Forks a child that allocates the inputs, resets its RSS high-water mark
- * (/proc/self/clear_refs 5; ru_maxrss as a fallback), runs the op once
+/* Forks a child that allocates the inputs and creates the context, resets its
+ * RSS high-water mark (/proc/self/clear_refs 5; ru_maxrss growth as a
+ * fallback, which can under-count), runs the op once
  * (warm-up; its peak RSS growth is mem_extra), then `repeats` timed calls.
  * Returns 0 and fills r (r->ok = 0 with r->err when the op failed). */
 int bench_run_isolated(const bench_cfg *c, bench_result *r);
