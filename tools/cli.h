@@ -8,6 +8,7 @@
 int cmd_check(int argc, char **argv);
 int cmd_approx(int argc, char **argv);
 int cmd_labs(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* Option parsing helpers: return 1 and set *out when argv[*i] is `name`
  * followed by a valid value (advancing *i); print an error naming the option

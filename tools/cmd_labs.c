@@ -2,8 +2,7 @@
  * (every lab's text, tables and plots), one JSON file per lab, report.json
  * and the SVG figures; prints a short summary with a progress indicator.
  *
- * Each lab is one function (report.h: lab_fn) in the table below; the
- * complexity (1), kernel-trick (2) and causal/RNN (4) labs plug in there. */
+ * Each lab is one function (report.h: lab_fn) in the table below. */
 #include "cli.h"
 #include "report.h"
 
@@ -20,9 +19,12 @@ typedef struct lab_entry {
 } lab_entry;
 
 static const lab_entry LABS[] = {
-    /* lab 1 (complexity), lab 2 (kernel trick): a later issue */
+    {"complexity", "lab 1: softmax O(T^2) vs linear O(T): time, memory, decoding", lab_complexity},
+    {"kernel_trick", "lab 2: (phi(Q)phi(K)^T)V = phi(Q)(phi(K)^T V) at different cost",
+     lab_kernel_trick},
     {"feature_maps", "lab 3: random features vs the softmax kernel", lab_feature_maps},
-    /* lab 4 (causal linear attention / RNN view): a later issue */
+    {"causal", "lab 4: causal linear attention: parallel = recurrent = chunk = decoding",
+     lab_causal},
 };
 #define N_LABS ((int)(sizeof LABS / sizeof LABS[0]))
 

@@ -14,6 +14,7 @@ typedef struct {
 static const command COMMANDS[] = {
     {"check", cmd_check, "compare every op and form with the float64 reference"},
     {"labs", cmd_labs, "run the labs and write a report folder (index.html, JSON, SVG)"},
+    {"bench", cmd_bench, "time and memory of every op and form over T, vs the FMA peak"},
     {"approx", cmd_approx, "feature-map lab: random-feature error vs m, against theory"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

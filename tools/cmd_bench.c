@@ -1,0 +1,671 @@
+/* linattn bench — speed and memory of every op and form over a sweep of T.
+ *
+ * For each thread count, head dimension D (K = V = D), forward or
+ * forward+backward, op and T: the median wall time (and process CPU time) of
+ * repeated calls in a fresh child process, GFLOP/s on the FLOP count of
+ * bench_core.c (table there and in bench/OPS.md), the percentage of the FP32
+ * FMA peak measured in the same run, and the peak extra memory of a call (RSS
+ * high-water growth, bench_run_isolated). Configurations whose estimated time
+ * (FLOPs / the rate measured at the previous T) exceeds --max-run are
+ * skipped and printed as "skipped (est. Ns)". Then the crossover T at which
+ * each linear form beats streaming softmax, and the decoding step
+ * (B = 1, H = 8, K = V = D) against a memcpy of its state. */
+#include "bench_core.h"
+#include "cli.h"
+#include "linattn.h"
+#include "report.h"
+#include "svg.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_T 32
+#define MAX_D 8
+#define MAX_THR 8
+
+static const bench_op DEFAULT_OPS[] = {
+    BOP_SOFTMAX_TEXTBOOK, BOP_SOFTMAX_STREAMING, BOP_LINEAR_PARALLEL, BOP_LINEAR_RECURRENT,
+    BOP_LINEAR_CHUNK,     BOP_SGLA_RECURRENT,    BOP_SGLA_CHUNK,      BOP_GLA_RECURRENT,
+    BOP_GLA_CHUNK,        BOP_DELTA_RECURRENT,   BOP_DELTA_CHUNK,     BOP_GDELTA_RECURRENT,
+    BOP_GDELTA_CHUNK};
+#define N_DEFAULT_OPS ((int)(sizeof DEFAULT_OPS / sizeof DEFAULT_OPS[0]))
+
+static const struct {
+    la_op op;
+    const char *name;
+    int flops_per_kv; /* per head and token (bench_core.c) */
+} DECODE_OPS[] = {{LA_OP_LINEAR_ATTN, "linear", 4},
+                  {LA_OP_SIMPLE_GLA, "sgla", 5},
+                  {LA_OP_GLA, "gla", 5},
+                  {LA_OP_DELTA_RULE, "delta", 6},
+                  {LA_OP_GATED_DELTA_RULE, "gdelta", 7}};
+#define N_DECODE ((int)(sizeof DECODE_OPS / sizeof DECODE_OPS[0]))
+
+typedef struct entry {
+    bench_op op;
+    int64_t T, D;
+    int fb, threads;
+    int status; /* 0 measured, 1 skipped (estimate), 2 skipped (memory), 3 skipped (budget), 4 failed */
+    double est, flops;
+    bench_result r;
+} entry;
+
+typedef struct decode_entry {
+    int op, threads;
+    int64_t D;
+    double step, copy, flops;
+    int ok;
+} decode_entry;
+
+typedef struct opts {
+    int64_t Ts[MAX_T], Ds[MAX_D];
+    int threads[MAX_THR];
+    int nT, nD, nthr;
+    int ops[BOP_COUNT];
+    int nops;
+    int fwd_only, quick, no_decode, repeats;
+    int64_t bh, chunk;
+    double budget, max_run, max_gb;
+    const char *json, *svg;
+} opts;
+
+/* "a,b,c" of integers in [lo, hi]; 0 on success */
+static int parse_list(const char *s, const char *opt, int64_t lo, int64_t hi, int64_t *out,
+                      int max, int *n) {
+    *n = 0;
+    const char *p = s;
+    if (!*p) goto bad;
+    for (;;) {
+        char *end;
+        if (*p < '0' || *p > '9') goto bad;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < lo || v > hi || *n >= max) goto bad;
+        out[(*n)++] = v;
+        if (*end == '\0') return 0;
+        if (*end != ',') goto bad;
+        p = end + 1;
+    }
+bad:
+    fprintf(stderr,
+            "linattn bench: %s expects a comma-separated list of at most %d integers in "
+            "[%lld, %lld], got '%s'\n",
+            opt, max, (long long)lo, (long long)hi, s);
+    return 1;
+}
+
+/* op names or family prefixes ("softmax", "gla", "delta-chunk") */
+static int parse_ops(const char *s, int *sel) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", s);
+    int any = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        int hit = 0;
+        for (int i = 0; i < BOP_COUNT; i++) {
+            const char *nm = bench_op_name((bench_op)i);
+            size_t l = strlen(tok);
+            if (!strcmp(nm, tok) || (!strncmp(nm, tok, l) && nm[l] == '-') ||
+                (!strcmp(tok, "all") && i != BOP_LINEAR_NONCAUSAL)) {
+                sel[i] = 1;
+                hit = 1;
+            }
+        }
+        if (!hit) {
+            fprintf(stderr, "linattn bench: unknown op '%s'; known:", tok);
+            for (int i = 0; i < BOP_COUNT; i++) fprintf(stderr, " %s", bench_op_name((bench_op)i));
+            fprintf(stderr, " (or a family prefix such as 'gla', or 'all')\n");
+            return 1;
+        }
+        any = 1;
+    }
+    if (!any) {
+        fprintf(stderr, "linattn bench: --ops needs at least one op name\n");
+        return 1;
+    }
+    return 0;
+}
+
+static int parse_double(const char *s, const char *opt, double lo, double hi, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "linattn bench: %s expects a number in [%g, %g], got '%s'\n", opt, lo, hi,
+                s);
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: linattn bench [--T LIST] [--D LIST] [--ops LIST] [--threads LIST]\n"
+            "                     [--bh N] [--chunk N] [--fwd-only] [--repeats N] [--quick]\n"
+            "                     [--budget S] [--max-run S] [--max-gb G] [--no-decode]\n"
+            "                     [--json FILE] [--svg PREFIX]\n"
+            "\n"
+            "Times every op and form (causal; K = V = D; B = 1, H = B*H) over a sweep of T,\n"
+            "forward and forward+backward: median wall and CPU time, GFLOP/s on the FLOP\n"
+            "count of bench/OPS.md, the percentage of the FP32 FMA peak measured in the\n"
+            "same run, the peak extra memory of a call (RSS high-water growth in a fresh\n"
+            "child process), the T at which each linear form beats streaming softmax, and\n"
+            "the decoding step (B = 1, H = 8, K = V = D) against a memcpy of its state.\n"
+            "\n"
+            "  --T LIST        sequence lengths (default 128,512,2048,8192,32768,65536)\n"
+            "  --D LIST        head dimensions (default 64,128)\n"
+            "  --ops LIST      op names or family prefixes (default all):\n"
+            "                 ");
+    for (int i = 0; i < BOP_COUNT; i++)
+        fprintf(f, " %s%s", bench_op_name((bench_op)i), i % 5 == 4 ? "\n                 " : "");
+    fprintf(f, "\n"
+               "  --threads LIST  worker-thread counts (default 1)\n"
+               "  --bh N          B*H heads (default 8)\n"
+               "  --chunk N       chunk size of the chunk forms (default 64)\n"
+               "  --fwd-only      forward only\n"
+               "  --repeats N     timed calls per configuration, median (default 3)\n"
+               "  --quick         small sweep (seconds)\n"
+               "  --budget S      stop measuring after S seconds (default 300)\n"
+               "  --max-run S     skip a configuration whose estimated call exceeds S\n"
+               "                  seconds (default 1.5; quick 0.05)\n"
+               "  --max-gb G      skip a configuration whose inputs exceed G GB (default 2)\n"
+               "  --no-decode     skip the decoding-step measurement\n"
+               "  --json FILE     write every number as JSON\n"
+               "  --svg PREFIX    write PREFIXtime_D<d>_fwd.svg, ..._fwdbwd.svg, PREFIXmem_D<d>.svg\n"
+               "\n"
+               "example: linattn bench --T 1024,8192 --D 128 --ops softmax,linear --threads 1,2\n");
+}
+
+static const char *fb_name(int fb) { return fb ? "fwd+bwd" : "fwd"; }
+
+static const entry *find(const entry *E, int n, bench_op op, int64_t T, int64_t D, int fb,
+                         int thr) {
+    for (int i = 0; i < n; i++)
+        if (E[i].op == op && E[i].T == T && E[i].D == D && E[i].fb == fb &&
+            E[i].threads == thr && E[i].status == 0)
+            return &E[i];
+    return NULL;
+}
+
+/* crossover T of op against streaming softmax: NAN when unknown; -1 when
+ * faster at every measured T; +Inf when never faster */
+static double crossover(const opts *o, const entry *E, int n, bench_op op, int64_t D, int fb,
+                        int thr, int64_t *lo_T) {
+    double prev_lr = NAN, prev_T = NAN;
+    int seen = 0;
+    *lo_T = 0;
+    for (int ti = 0; ti < o->nT; ti++) {
+        const entry *a = find(E, n, op, o->Ts[ti], D, fb, thr),
+                    *s = find(E, n, BOP_SOFTMAX_STREAMING, o->Ts[ti], D, fb, thr);
+        if (!a || !s) continue;
+        double lr = log(a->r.wall / s->r.wall);
+        if (lr < 0) {
+            if (!seen) return -1;
+            /* log-log interpolation between the last slower and this point */
+            double lt0 = log(prev_T), lt1 = log((double)o->Ts[ti]);
+            return exp(lt0 + (lt1 - lt0) * prev_lr / (prev_lr - lr));
+        }
+        seen = 1;
+        prev_lr = lr;
+        prev_T = (double)o->Ts[ti];
+        *lo_T = o->Ts[ti];
+    }
+    return seen ? INFINITY : NAN;
+}
+
+static void run_decode(const opts *o, decode_entry *DE, int *nde) {
+    const int64_t H = 8;
+    for (int ti = 0; ti < o->nthr; ti++)
+        for (int di = 0; di < o->nD; di++)
+            for (int oi = 0; oi < N_DECODE; oi++) {
+                const int64_t D = o->Ds[di];
+                decode_entry *e = &DE[(*nde)++];
+                memset(e, 0, sizeof *e);
+                e->op = oi;
+                e->threads = o->threads[ti];
+                e->D = D;
+                e->flops = (double)DECODE_OPS[oi].flops_per_kv * (double)(H * D * D);
+                la_decoder_config cfg;
+                memset(&cfg, 0, sizeof cfg);
+                cfg.op = DECODE_OPS[oi].op;
+                cfg.N = 1;
+                cfg.H = H;
+                cfg.K = D;
+                cfg.V = D;
+                cfg.feature_map = LA_FEATURE_IDENTITY;
+                cfg.use_qk_l2norm = 1;
+                la_decoder *dec = NULL;
+                la_ctx *ctx = NULL;
+                float *buf = malloc((size_t)(5 * H * D + 2 * H) * sizeof *buf);
+                if (!buf || la_ctx_create(&ctx, o->threads[ti]) ||
+                    la_decoder_create(&dec, &cfg)) {
+                    fprintf(stderr, "linattn bench: decode %s: %s\n", DECODE_OPS[oi].name,
+                            la_last_error());
+                    free(buf);
+                    la_ctx_destroy(ctx);
+                    continue;
+                }
+                float *q = buf, *k = q + H * D, *v = k + H * D, *out = v + H * D,
+                      *gk = out + H * D, *g = gk + H * D, *beta = g + H;
+                bench_fill(q, (size_t)(3 * H * D), 11, 1.0f);
+                for (int64_t i = 0; i < H; i++) {
+                    g[i] = -0.05f;
+                    beta[i] = 0.5f;
+                }
+                const int is_gla = cfg.op == LA_OP_GLA; /* GLA's gate is [N,H,K] */
+                for (int64_t i = 0; i < H * D; i++) gk[i] = -0.05f;
+                float *gate = cfg.op == LA_OP_LINEAR_ATTN || cfg.op == LA_OP_DELTA_RULE ? NULL
+                                                                                       : g;
+                float *bet = cfg.op == LA_OP_DELTA_RULE || cfg.op == LA_OP_GATED_DELTA_RULE ? beta
+                                                                                           : NULL;
+                int steps = 16, bad = 0;
+                double ts[15];
+                const int nrep = o->quick ? 5 : 15;
+                for (int rep = -1; rep < nrep && !bad; rep++) {
+                    double t0 = bench_wall();
+                    for (int s = 0; s < steps && !bad; s++) {
+                        bad = la_decoder_step(ctx, dec, out, q, k, v, is_gla ? gk : gate, NULL,
+                                              bet) != LA_OK;
+                    }
+                    double dt = bench_wall() - t0;
+                    if (rep < 0) { /* calibrate: about 2 ms per batch */
+                        steps = (int)fmin(4096, fmax(16, 16 * 2e-3 / fmax(dt, 1e-9)));
+                        continue;
+                    }
+                    ts[rep] = dt / steps;
+                }
+                if (!bad) {
+                    e->step = bench_median(ts, nrep);
+                    e->copy = bench_memcpy_time((size_t)(H * D * D) * sizeof(float), nrep);
+                    e->ok = 1;
+                } else
+                    fprintf(stderr, "linattn bench: decode %s: %s\n", DECODE_OPS[oi].name,
+                            la_last_error());
+                la_decoder_destroy(dec);
+                la_ctx_destroy(ctx);
+                free(buf);
+            }
+}
+
+static const svg_marker MARKS[] = {SVG_MARKER_CIRCLE, SVG_MARKER_SQUARE, SVG_MARKER_TRIANGLE,
+                                   SVG_MARKER_DIAMOND};
+
+static int write_svgs(const opts *o, const entry *E, int n, const char *cpu, double peak) {
+    int rc = 0;
+    const int thr = o->threads[0];
+    for (int di = 0; di < o->nD; di++)
+        for (int kind = 0; kind < 3; kind++) { /* fwd time, fwd+bwd time, memory (fwd) */
+            const int fb = kind == 1;
+            if (fb && o->fwd_only) continue;
+            double xs[BOP_COUNT][MAX_T], ys[BOP_COUNT][MAX_T];
+            svg_series s[BOP_COUNT];
+            int ns = 0;
+            for (int oi = 0; oi < o->nops; oi++) {
+                const bench_op op = (bench_op)o->ops[oi];
+                int np = 0;
+                for (int ti = 0; ti < o->nT; ti++) {
+                    const entry *e = find(E, n, op, o->Ts[ti], o->Ds[di], fb, thr);
+                    if (!e) continue;
+                    xs[ns][np] = (double)o->Ts[ti];
+                    ys[ns][np] = kind == 2 ? e->r.mem_extra / 1048576.0 : e->r.wall * 1e3;
+                    if (kind == 2 && ys[ns][np] <= 0) ys[ns][np] = 0.01; /* show "none" at the floor */
+                    np++;
+                }
+                if (!np) continue;
+                s[ns] = (svg_series){bench_op_name(op), xs[ns], ys[ns], np,
+                                     bench_op_is_quadratic(op), MARKS[oi % 4], oi % 10};
+                ns++;
+            }
+            if (!ns) continue;
+            char title[160], sub[200], path[4096];
+            snprintf(title, sizeof title, "%s vs T, D = %lld (%s)",
+                     kind == 2 ? "Peak extra memory" : "Time per call", (long long)o->Ds[di],
+                     kind == 2 ? "forward" : fb_name(fb));
+            snprintf(sub, sizeof sub,
+                     "B*H = %lld, %d thread%s, %s, FMA peak %.0f GFLOP/s/core; dashed: O(T^2) forms",
+                     (long long)o->bh, thr, thr == 1 ? "" : "s", cpu, peak);
+            svg_plot p = {title,
+                          "T (tokens)",
+                          kind == 2 ? "RSS high-water growth (MiB; 0.01 = none measured)"
+                                    : "median wall time per call (ms)",
+                          sub,
+                          SVG_LOG,
+                          SVG_LOG,
+                          900,
+                          560,
+                          s,
+                          ns};
+            if (kind == 2)
+                snprintf(path, sizeof path, "%smem_D%lld.svg", o->svg, (long long)o->Ds[di]);
+            else
+                snprintf(path, sizeof path, "%stime_D%lld_%s.svg", o->svg, (long long)o->Ds[di],
+                         fb ? "fwdbwd" : "fwd");
+            if (svg_write(path, &p)) {
+                fprintf(stderr, "linattn bench: cannot write %s\n", path);
+                rc = 1;
+            } else
+                printf("wrote %s\n", path);
+        }
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv) {
+    opts o;
+    memset(&o, 0, sizeof o);
+    o.bh = 8;
+    o.chunk = 64;
+    o.repeats = 3;
+    o.budget = 300;
+    o.max_run = -1;
+    o.max_gb = 2;
+    int have_T = 0, have_D = 0, have_thr = 0, sel[BOP_COUNT] = {0}, have_ops = 0, bad = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *s = NULL;
+        long lv;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--quick")) {
+            o.quick = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--fwd-only")) {
+            o.fwd_only = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--no-decode")) {
+            o.no_decode = 1;
+            continue;
+        }
+        if (cli_opt_str(argc, argv, &i, "--T", &s, &bad)) {
+            if (bad || parse_list(s, "--T", 1, 1 << 22, o.Ts, MAX_T, &o.nT)) return 2;
+            have_T = 1;
+            continue;
+        }
+        if (cli_opt_str(argc, argv, &i, "--D", &s, &bad)) {
+            if (bad || parse_list(s, "--D", 1, 1024, o.Ds, MAX_D, &o.nD)) return 2;
+            have_D = 1;
+            continue;
+        }
+        if (cli_opt_str(argc, argv, &i, "--threads", &s, &bad)) {
+            int64_t t[MAX_THR];
+            if (bad || parse_list(s, "--threads", 1, 256, t, MAX_THR, &o.nthr)) return 2;
+            for (int j = 0; j < o.nthr; j++) o.threads[j] = (int)t[j];
+            have_thr = 1;
+            continue;
+        }
+        if (cli_opt_str(argc, argv, &i, "--ops", &s, &bad)) {
+            if (bad || parse_ops(s, sel)) return 2;
+            have_ops = 1;
+            continue;
+        }
+        if (cli_opt_str(argc, argv, &i, "--budget", &s, &bad)) {
+            if (bad || parse_double(s, "--budget", 0, 1e6, &o.budget)) return 2;
+            continue;
+        }
+        if (cli_opt_str(argc, argv, &i, "--max-run", &s, &bad)) {
+            if (bad || parse_double(s, "--max-run", 0, 1e5, &o.max_run)) return 2;
+            continue;
+        }
+        if (cli_opt_str(argc, argv, &i, "--max-gb", &s, &bad)) {
+            if (bad || parse_double(s, "--max-gb", 0.001, 1e4, &o.max_gb)) return 2;
+            continue;
+        }
+        if (cli_opt_int(argc, argv, &i, "--repeats", 1, 200, &lv, &bad)) {
+            if (bad) return 2;
+            o.repeats = (int)lv;
+            continue;
+        }
+        if (cli_opt_int(argc, argv, &i, "--bh", 1, 4096, &lv, &bad)) {
+            if (bad) return 2;
+            o.bh = lv;
+            continue;
+        }
+        if (cli_opt_int(argc, argv, &i, "--chunk", 1, 4096, &lv, &bad)) {
+            if (bad) return 2;
+            o.chunk = lv;
+            continue;
+        }
+        if (cli_opt_str(argc, argv, &i, "--json", &o.json, &bad) ||
+            cli_opt_str(argc, argv, &i, "--svg", &o.svg, &bad)) {
+            if (bad) return 2;
+            continue;
+        }
+        fprintf(stderr, "linattn bench: unknown argument '%s'\n\n", argv[i]);
+        usage(stderr);
+        return 2;
+    }
+    if (!have_T) {
+        const int64_t q[] = {128, 512, 2048}, d[] = {128, 512, 2048, 8192, 32768, 65536};
+        o.nT = o.quick ? 3 : 6;
+        memcpy(o.Ts, o.quick ? q : d, (size_t)o.nT * sizeof(int64_t));
+    }
+    if (!have_D) {
+        o.nD = o.quick ? 1 : 2;
+        o.Ds[0] = 64;
+        o.Ds[1] = 128;
+    }
+    if (!have_thr) {
+        o.nthr = 1;
+        o.threads[0] = 1;
+    }
+    if (o.max_run < 0) o.max_run = o.quick ? 0.05 : 1.5;
+    if (!have_ops)
+        for (int i = 0; i < N_DEFAULT_OPS; i++) sel[DEFAULT_OPS[i]] = 1;
+    for (int i = 0; i < BOP_COUNT; i++)
+        if (sel[i]) o.ops[o.nops++] = i;
+    /* ascending T: the skip estimate extrapolates from the previous T */
+    for (int a = 1; a < o.nT; a++)
+        for (int b = a; b > 0 && o.Ts[b - 1] > o.Ts[b]; b--) {
+            int64_t t = o.Ts[b];
+            o.Ts[b] = o.Ts[b - 1];
+            o.Ts[b - 1] = t;
+        }
+
+    char cpu[128];
+    bench_cpu_model(cpu, sizeof cpu);
+    const char *isa;
+    const double peak = bench_fma_peak(o.quick ? 0.2 : 1.0, &isa);
+    time_t now = time(NULL);
+    char date[64];
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    printf("linattn bench  %s  |  %s\n", date, cpu);
+    printf("FP32 FMA peak (%s loop, 1 thread): %.1f GFLOP/s; B*H = %lld, chunk %lld, causal, K = V "
+           "= D\n",
+           isa, peak, (long long)o.bh, (long long)o.chunk);
+    printf("times: median wall ms per call (cpu: process CPU ms, all threads); %% peak = "
+           "GFLOP/s / (threads x peak);\n%%pk cpu = FLOPs / (CPU seconds x peak): the rate while "
+           "on a core, robust to a shared machine\n\n");
+
+    const int max_entries = o.nthr * o.nD * 2 * o.nops * o.nT;
+    entry *E = calloc((size_t)max_entries, sizeof *E);
+    decode_entry *DE = calloc((size_t)(o.nthr * o.nD * N_DECODE), sizeof *DE);
+    if (!E || !DE) {
+        fprintf(stderr, "linattn bench: out of memory\n");
+        free(E);
+        free(DE);
+        return 1;
+    }
+    int n = 0;
+    const double t_start = bench_wall();
+    printf("%-18s %4s %7s %-7s %3s %10s %10s %8s %7s %8s %9s\n", "op", "D", "T", "pass", "thr",
+           "wall ms", "cpu ms", "GFLOP/s", "% peak", "%pk cpu", "extra MiB");
+    for (int ti = 0; ti < o.nthr; ti++)
+        for (int di = 0; di < o.nD; di++)
+            for (int fb = 0; fb < (o.fwd_only ? 1 : 2); fb++)
+                for (int oi = 0; oi < o.nops; oi++) {
+                    const bench_op op = (bench_op)o.ops[oi];
+                    double rate = NAN; /* FLOP/s at the previous measured T */
+                    for (int tt = 0; tt < o.nT; tt++) {
+                        entry *e = &E[n++];
+                        e->op = op;
+                        e->T = o.Ts[tt];
+                        e->D = o.Ds[di];
+                        e->fb = fb;
+                        e->threads = o.threads[ti];
+                        e->flops = bench_op_flops(op, e->T, e->D, e->D, o.bh, o.chunk, fb);
+                        e->est = isfinite(rate) ? e->flops / rate : NAN;
+                        double gb = bench_bufs_bytes(op, e->T, o.bh, e->D, e->D, fb) / 1e9;
+                        printf("%-18s %4lld %7lld %-7s %3d ", bench_op_name(op),
+                               (long long)e->D, (long long)e->T, fb_name(fb), e->threads);
+                        if (gb > o.max_gb) {
+                            e->status = 2;
+                            printf("skipped (inputs %.1f GB > --max-gb)\n", gb);
+                            continue;
+                        }
+                        if (isfinite(e->est) && e->est > o.max_run) {
+                            e->status = 1;
+                            printf("skipped (est. %.3gs)\n", e->est);
+                            continue;
+                        }
+                        if (bench_wall() - t_start > o.budget) {
+                            e->status = 3;
+                            printf("skipped (budget)\n");
+                            continue;
+                        }
+                        fflush(stdout);
+                        bench_cfg c = {op, e->T, o.bh, e->D, e->D, o.chunk, fb, e->threads,
+                                       o.repeats, o.quick ? 0.01 : 0.1, 1};
+                        if (bench_run_isolated(&c, &e->r) || !e->r.ok) {
+                            e->status = 4;
+                            printf("failed: %s\n", e->r.err[0] ? e->r.err : "fork");
+                            continue;
+                        }
+                        rate = e->flops / e->r.wall;
+                        const double gf = rate * 1e-9;
+                        printf("%10.3f %10.3f %8.2f %6.1f%% %7.1f%% %9.2f\n", e->r.wall * 1e3,
+                               e->r.cpu * 1e3, gf, 100 * gf / (peak * e->threads),
+                               100 * e->flops / e->r.cpu * 1e-9 / peak,
+                               e->r.mem_extra / 1048576.0);
+                    }
+                }
+    const double sweep_s = bench_wall() - t_start;
+
+    /* crossover */
+    printf("\nCrossover: smallest T at which the form is faster than streaming softmax\n"
+           "(log-log interpolation between measured T; '<' faster everywhere, '>' never)\n");
+    printf("%-18s %4s %-7s %3s %12s\n", "op", "D", "pass", "thr", "crossover T");
+    strbuf cx = {0};
+    int first_cx = 1;
+    for (int ti = 0; ti < o.nthr; ti++)
+        for (int di = 0; di < o.nD; di++)
+            for (int fb = 0; fb < (o.fwd_only ? 1 : 2); fb++)
+                for (int oi = 0; oi < o.nops; oi++) {
+                    const bench_op op = (bench_op)o.ops[oi];
+                    if (bench_op_is_softmax(op)) continue;
+                    int64_t lo;
+                    double x =
+                        crossover(&o, E, n, op, o.Ds[di], fb, o.threads[ti], &lo);
+                    char txt[48];
+                    if (isnan(x))
+                        snprintf(txt, sizeof txt, "n/a");
+                    else if (x < 0)
+                        snprintf(txt, sizeof txt, "< %lld", (long long)o.Ts[0]);
+                    else if (isinf(x))
+                        snprintf(txt, sizeof txt, "> %lld", (long long)lo);
+                    else
+                        snprintf(txt, sizeof txt, "~%.0f", x);
+                    printf("%-18s %4lld %-7s %3d %12s\n", bench_op_name(op),
+                           (long long)o.Ds[di], fb_name(fb), o.threads[ti], txt);
+                    sb_addf(&cx,
+                            "%s    {\"op\": \"%s\", \"D\": %lld, \"backward\": %s, \"threads\": "
+                            "%d, \"crossover_T\": ",
+                            first_cx ? "" : ",\n", bench_op_name(op), (long long)o.Ds[di],
+                            fb ? "true" : "false", o.threads[ti]);
+                    if (isnan(x))
+                        sb_addf(&cx, "null, \"note\": \"not measured\"}");
+                    else if (x < 0)
+                        sb_addf(&cx, "null, \"note\": \"faster at every measured T\"}");
+                    else if (isinf(x))
+                        sb_addf(&cx, "null, \"note\": \"slower up to T = %lld\"}", (long long)lo);
+                    else
+                        sb_addf(&cx, "%.0f}", x);
+                    first_cx = 0;
+                }
+
+    int nde = 0;
+    if (!o.no_decode) {
+        run_decode(&o, DE, &nde);
+        printf("\nDecoding step: B = 1, H = 8, K = V = D, one token; state copy = memcpy of\n"
+               "H*K*V floats (the bytes a step must at least read and write once)\n");
+        printf("%-8s %4s %3s %12s %12s %8s %8s\n", "op", "D", "thr", "step us", "copy us",
+               "ratio", "GFLOP/s");
+        for (int i = 0; i < nde; i++) {
+            const decode_entry *d = &DE[i];
+            if (!d->ok) continue;
+            printf("%-8s %4lld %3d %12.2f %12.2f %7.2fx %8.2f\n", DECODE_OPS[d->op].name,
+                   (long long)d->D, d->threads, d->step * 1e6, d->copy * 1e6, d->step / d->copy,
+                   d->flops / d->step * 1e-9);
+        }
+    }
+    printf("\nsweep: %.1f s\n", sweep_s);
+
+    int rc = 0;
+    if (o.json) {
+        FILE *f = fopen(o.json, "w");
+        if (!f) {
+            fprintf(stderr, "linattn bench: cannot write %s\n", o.json);
+            rc = 1;
+        } else {
+            fprintf(f,
+                    "{\n  \"machine\": \"%s\",\n  \"date\": \"%s\",\n  \"fma_peak_gflops\": %.3f,\n"
+                    "  \"fma_isa\": \"%s\",\n  \"bh\": %lld,\n  \"chunk\": %lld,\n"
+                    "  \"sweep_seconds\": %.2f,\n  \"results\": [\n",
+                    cpu, date, peak, isa, (long long)o.bh, (long long)o.chunk, sweep_s);
+            static const char *const STATUS[] = {"ok", "skipped_estimate", "skipped_memory",
+                                                 "skipped_budget", "failed"};
+            for (int i = 0; i < n; i++) {
+                const entry *e = &E[i];
+                strbuf b = {0};
+                sb_addf(&b,
+                        "    {\"op\": \"%s\", \"D\": %lld, \"T\": %lld, \"backward\": %s, "
+                        "\"threads\": %d, \"status\": \"%s\", \"flops\": %.6g, \"est_s\": ",
+                        bench_op_name(e->op), (long long)e->D, (long long)e->T,
+                        e->fb ? "true" : "false", e->threads, STATUS[e->status], e->flops);
+                sb_json_num(&b, e->est);
+                sb_addf(&b, ", \"wall_s\": ");
+                sb_json_num(&b, e->status ? NAN : e->r.wall);
+                sb_addf(&b, ", \"cpu_s\": ");
+                sb_json_num(&b, e->status ? NAN : e->r.cpu);
+                sb_addf(&b, ", \"gflops\": ");
+                sb_json_num(&b, e->status ? NAN : e->flops / e->r.wall * 1e-9);
+                sb_addf(&b, ", \"pct_peak\": ");
+                sb_json_num(&b, e->status ? NAN : 100 * e->flops / e->r.wall * 1e-9 /
+                                                      (peak * e->threads));
+                sb_addf(&b, ", \"pct_peak_cpu\": ");
+                sb_json_num(&b, e->status ? NAN : 100 * e->flops / e->r.cpu * 1e-9 / peak);
+                sb_addf(&b, ", \"mem_extra_bytes\": ");
+                sb_json_num(&b, e->status ? NAN : e->r.mem_extra);
+                sb_addf(&b, ", \"runs\": %d}%s\n", e->r.runs, i + 1 < n ? "," : "");
+                fputs(b.s ? b.s : "", f);
+                sb_free(&b);
+            }
+            fprintf(f, "  ],\n  \"crossover\": [\n%s\n  ],\n  \"decode\": [\n",
+                    cx.s ? cx.s : "");
+            int first = 1;
+            for (int i = 0; i < nde; i++) {
+                const decode_entry *d = &DE[i];
+                if (!d->ok) continue;
+                fprintf(f,
+                        "%s    {\"op\": \"%s\", \"B\": 1, \"H\": 8, \"D\": %lld, \"threads\": %d, "
+                        "\"step_s\": %.6g, \"state_copy_s\": %.6g, \"ratio\": %.4g}",
+                        first ? "" : ",\n", DECODE_OPS[d->op].name, (long long)d->D, d->threads,
+                        d->step, d->copy, d->step / d->copy);
+                first = 0;
+            }
+            fprintf(f, "\n  ]\n}\n");
+            if (fclose(f)) {
+                fprintf(stderr, "linattn bench: error writing %s\n", o.json);
+                rc = 1;
+            } else
+                printf("wrote %s\n", o.json);
+        }
+    }
+    if (o.svg) rc |= write_svgs(&o, E, n, cpu, peak);
+    sb_free(&cx);
+    free(E);
+    free(DE);
+    return rc;
+}
