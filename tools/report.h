@@ -5,19 +5,11 @@
 #ifndef LINATTN_REPORT_H
 #define LINATTN_REPORT_H
 
+#include "strbuf.h"
+
 #include <stdint.h>
 #include <stdio.h>
 
-/* A growable string (text tables, JSON). */
-typedef struct strbuf {
-    char *s;
-    size_t n, cap;
-    int oom;
-} strbuf;
-void sb_addf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_free(strbuf *b);
-/* JSON number: finite values as %.6g, others as null. */
-void sb_json_num(strbuf *b, double v);
 
 typedef struct lab_figure {
     char file[64]; /* file name inside the report folder, "feature_maps_kernel.svg" */

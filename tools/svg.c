@@ -2,6 +2,7 @@
  * grid and ticks, axis titles, the legend in a column right of the plot so
  * it never hides data. */
 #include "svg.h"
+#include "strbuf.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -14,48 +15,15 @@ static const char *PALETTE[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E6
                                 "#56B4E9", "#000000", "#F0E442", "#777777", "#AA4499"};
 #define N_PALETTE 10
 
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->s && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap <= b->n + (size_t)k) cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 /* XML-escaped text. */
-static void sb_text(sbuf *b, const char *t) {
+static void sb_text(strbuf *b, const char *t) {
     for (; t && *t; t++) {
         switch (*t) {
-        case '<': sb_printf(b, "&lt;"); break;
-        case '>': sb_printf(b, "&gt;"); break;
-        case '&': sb_printf(b, "&amp;"); break;
-        case '"': sb_printf(b, "&quot;"); break;
-        default: sb_printf(b, "%c", *t);
+        case '<': sb_addf(b, "&lt;"); break;
+        case '>': sb_addf(b, "&gt;"); break;
+        case '&': sb_addf(b, "&amp;"); break;
+        case '"': sb_addf(b, "&quot;"); break;
+        default: sb_addf(b, "%c", *t);
         }
     }
 }
@@ -114,35 +82,35 @@ static void tick_label(char *buf, size_t n, double v) {
         snprintf(buf, n, "%.3g", v);
 }
 
-static void draw_log_label(sbuf *b, double x, double y, int k, const char *anchor) {
+static void draw_log_label(strbuf *b, double x, double y, int k, const char *anchor) {
     /* 10^k, with the exponent as a superscript; plain for 1, 10, 100, 1000,
      * 0.1, 0.01 which read better as numbers */
     if (k >= -2 && k <= 3) {
         char t[32];
         snprintf(t, sizeof t, "%g", pow(10, k));
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">%s</text>\n", x, y, anchor, t);
+        sb_addf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">%s</text>\n", x, y, anchor, t);
     } else {
-        sb_printf(b,
+        sb_addf(b,
                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">10<tspan dy=\"-6\" "
                   "font-size=\"10\">%d</tspan></text>\n",
                   x, y, anchor, k);
     }
 }
 
-static void marker(sbuf *b, svg_marker m, double x, double y, const char *col) {
+static void marker(strbuf *b, svg_marker m, double x, double y, const char *col) {
     switch (m) {
     case SVG_MARKER_CIRCLE:
-        sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"/>\n", x, y, col);
+        sb_addf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"/>\n", x, y, col);
         break;
     case SVG_MARKER_SQUARE:
-        sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"%s\"/>\n",
+        sb_addf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"%s\"/>\n",
                   x - 3.5, y - 3.5, col);
         break;
     case SVG_MARKER_TRIANGLE:
-        sb_printf(b, "<path d=\"M%.1f,%.1f l4.5,8 h-9 z\" fill=\"%s\"/>\n", x, y - 5, col);
+        sb_addf(b, "<path d=\"M%.1f,%.1f l4.5,8 h-9 z\" fill=\"%s\"/>\n", x, y - 5, col);
         break;
     case SVG_MARKER_DIAMOND:
-        sb_printf(b, "<path d=\"M%.1f,%.1f l4.5,4.5 l-4.5,4.5 l-4.5,-4.5 z\" fill=\"%s\"/>\n", x,
+        sb_addf(b, "<path d=\"M%.1f,%.1f l4.5,4.5 l-4.5,4.5 l-4.5,-4.5 z\" fill=\"%s\"/>\n", x,
                   y - 4.5, col);
         break;
     default: break;
@@ -179,31 +147,31 @@ char *svg_render(const svg_plot *p) {
     }
     fit_range(&ay, ymn, ymx);
 
-    sbuf b = {0};
-    sb_printf(&b,
+    strbuf b = {0};
+    sb_addf(&b,
               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
               "viewBox=\"0 0 %d %d\" font-family=\"Helvetica, Arial, sans-serif\" "
               "font-size=\"13\">\n",
               W, H, W, H);
-    sb_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", W, H);
+    sb_addf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", W, H);
     if (p->title) {
-        sb_printf(&b,
+        sb_addf(&b,
                   "<text x=\"%.1f\" y=\"24\" text-anchor=\"middle\" font-size=\"16\" "
                   "font-weight=\"bold\">",
                   (ax.p0 + ax.p1) / 2);
         sb_text(&b, p->title);
-        sb_printf(&b, "</text>\n");
+        sb_addf(&b, "</text>\n");
     }
     if (p->subtitle) {
-        sb_printf(&b,
+        sb_addf(&b,
                   "<text x=\"%.1f\" y=\"44\" text-anchor=\"middle\" font-size=\"12\" "
                   "fill=\"#444\">",
                   (ax.p0 + ax.p1) / 2);
         sb_text(&b, p->subtitle);
-        sb_printf(&b, "</text>\n");
+        sb_addf(&b, "</text>\n");
     }
     /* grid and ticks */
-    sb_printf(&b, "<g stroke=\"#e4e4e4\" stroke-width=\"1\">\n");
+    sb_addf(&b, "<g stroke=\"#e4e4e4\" stroke-width=\"1\">\n");
     for (int pass = 0; pass < 2; pass++) {
         const axis *a = pass ? &ay : &ax;
         if (a->scale == SVG_LOG) {
@@ -214,10 +182,10 @@ char *svg_render(const svg_plot *p) {
                     double q = a->p0 + (v - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
                     const char *extra = j == 1 ? "" : " stroke-opacity=\"0.45\"";
                     if (pass)
-                        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n",
+                        sb_addf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n",
                                   ax.p0, q, ax.p1, q, extra);
                     else
-                        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n",
+                        sb_addf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n",
                                   q, ay.p0, q, ay.p1, extra);
                 }
         } else {
@@ -225,17 +193,17 @@ char *svg_render(const svg_plot *p) {
             for (double v = a->lo; v <= a->hi + st * 1e-6; v += st) {
                 double q = a->p0 + (v - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
                 if (pass)
-                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n",
+                    sb_addf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n",
                               ax.p0, q, ax.p1, q);
                 else
-                    sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", q,
+                    sb_addf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", q,
                               ay.p0, q, ay.p1);
             }
         }
     }
-    sb_printf(&b, "</g>\n");
+    sb_addf(&b, "</g>\n");
     /* tick labels and marks */
-    sb_printf(&b, "<g fill=\"#222\">\n");
+    sb_addf(&b, "<g fill=\"#222\">\n");
     for (int pass = 0; pass < 2; pass++) {
         const axis *a = pass ? &ay : &ax;
         const char *anchor = pass ? "end" : "middle";
@@ -247,13 +215,13 @@ char *svg_render(const svg_plot *p) {
                 double q = a->p0 + (k - a->lo) / (a->hi - a->lo) * (a->p1 - a->p0);
                 if (pass) {
                     draw_log_label(&b, ax.p0 - 8, q + 4.5, k, anchor);
-                    sb_printf(
+                    sb_addf(
                         &b,
                         "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
                         ax.p0 - 5, q, ax.p0, q);
                 } else {
                     draw_log_label(&b, q, ay.p0 + 20, k, anchor);
-                    sb_printf(
+                    sb_addf(
                         &b,
                         "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
                         q, ay.p0, q, ay.p0 + 5);
@@ -269,11 +237,11 @@ char *svg_render(const svg_plot *p) {
                         char t[32];
                         tick_label(t, sizeof t, pow(10, v));
                         if (pass)
-                            sb_printf(&b,
+                            sb_addf(&b,
                                       "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
                                       ax.p0 - 8, q + 4.5, t);
                         else
-                            sb_printf(
+                            sb_addf(
                                 &b,
                                 "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", q,
                                 ay.p0 + 20, t);
@@ -285,16 +253,16 @@ char *svg_render(const svg_plot *p) {
                 char t[32];
                 tick_label(t, sizeof t, fabs(v) < st * 1e-9 ? 0 : v);
                 if (pass) {
-                    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+                    sb_addf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
                               ax.p0 - 8, q + 4.5, t);
-                    sb_printf(
+                    sb_addf(
                         &b,
                         "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
                         ax.p0 - 5, q, ax.p0, q);
                 } else {
-                    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+                    sb_addf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
                               q, ay.p0 + 20, t);
-                    sb_printf(
+                    sb_addf(
                         &b,
                         "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
                         q, ay.p0, q, ay.p0 + 5);
@@ -302,28 +270,28 @@ char *svg_render(const svg_plot *p) {
             }
         }
     }
-    sb_printf(&b, "</g>\n");
-    sb_printf(&b,
+    sb_addf(&b, "</g>\n");
+    sb_addf(&b,
               "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
               "stroke=\"#222\"/>\n",
               ax.p0, ay.p1, ax.p1 - ax.p0, ay.p0 - ay.p1);
     if (p->xlabel) {
-        sb_printf(&b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"14\">",
+        sb_addf(&b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"14\">",
                   (ax.p0 + ax.p1) / 2, H - 14);
         sb_text(&b, p->xlabel);
-        sb_printf(&b, "</text>\n");
+        sb_addf(&b, "</text>\n");
     }
     if (p->ylabel) {
         double cy = (ay.p0 + ay.p1) / 2;
-        sb_printf(&b,
+        sb_addf(&b,
                   "<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"14\" "
                   "transform=\"rotate(-90 18 %.1f)\">",
                   cy, cy);
         sb_text(&b, p->ylabel);
-        sb_printf(&b, "</text>\n");
+        sb_addf(&b, "</text>\n");
     }
     /* series, clipped to the plot area */
-    sb_printf(&b,
+    sb_addf(&b,
               "<defs><clipPath id=\"plotarea\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
               "height=\"%.1f\"/></clipPath></defs>\n<g clip-path=\"url(#plotarea)\">\n",
               ax.p0 - 5, ay.p1 - 5, ax.p1 - ax.p0 + 10, ay.p0 - ay.p1 + 10);
@@ -338,23 +306,23 @@ char *svg_render(const svg_plot *p) {
         int open = 0;
         for (int k = 0; k < s->n; k++) {
             if (!usable(s->x[k], ax.scale) || !usable(s->y[k], ay.scale)) {
-                if (open) sb_printf(&b, "\"/>\n");
+                if (open) sb_addf(&b, "\"/>\n");
                 open = 0;
                 continue;
             }
             if (!open)
-                sb_printf(
+                sb_addf(
                     &b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s points=\"",
                     col, s->dashed ? "1.6" : "2", s->dashed ? " stroke-dasharray=\"6 4\"" : "");
-            sb_printf(&b, "%.1f,%.1f ", px(&ax, s->x[k]), px(&ay, s->y[k]));
+            sb_addf(&b, "%.1f,%.1f ", px(&ax, s->x[k]), px(&ay, s->y[k]));
             open = 1;
         }
-        if (open) sb_printf(&b, "\"/>\n");
+        if (open) sb_addf(&b, "\"/>\n");
         for (int k = 0; k < s->n; k++)
             if (usable(s->x[k], ax.scale) && usable(s->y[k], ay.scale))
                 marker(&b, s->marker, px(&ax, s->x[k]), px(&ay, s->y[k]), col);
     }
-    sb_printf(&b, "</g>\n");
+    sb_addf(&b, "</g>\n");
     /* legend */
     if (legend_w > 0 && colors) {
         double lx = ax.p1 + 16, ly = ay.p1 + 6;
@@ -362,19 +330,19 @@ char *svg_render(const svg_plot *p) {
             const svg_series *s = &p->series[i];
             if (!s->label || !*s->label) continue;
             const char *col = PALETTE[colors[i]];
-            sb_printf(&b,
+            sb_addf(&b,
                       "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
                       "stroke-width=\"2\"%s/>\n",
                       lx, ly, lx + 30, ly, col, s->dashed ? " stroke-dasharray=\"6 4\"" : "");
             marker(&b, s->marker, lx + 15, ly, col);
-            sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\">", lx + 38, ly + 4.5);
+            sb_addf(&b, "<text x=\"%.1f\" y=\"%.1f\">", lx + 38, ly + 4.5);
             sb_text(&b, s->label);
-            sb_printf(&b, "</text>\n");
+            sb_addf(&b, "</text>\n");
             ly += 21;
         }
     }
     free(colors);
-    sb_printf(&b, "</svg>\n");
+    sb_addf(&b, "</svg>\n");
     if (b.oom) {
         free(b.s);
         return NULL;
