@@ -38,6 +38,12 @@ typedef struct chunk_bufs {
     float *KT;    /* [K,C] forward: keys of the chunk transposed (GLA: times
                      exp(G_b - G_j) for the current sub-block start b) */
     float *Arow;  /* [C] one row of the intra-chunk matrix A */
+    float *Qc, *Kc; /* [C,K] the chunk's q and k rows, contiguous */
+    float *Vc;    /* [C,V] the chunk's v rows */
+    float *Qs;    /* [C,K] q * e^{G_i} (inter-chunk), GLA forward: q * R */
+    float *Ks;    /* [C,K] k * e^{G_L - G_j} (state update) */
+    float *KF;    /* [C,K] GLA: k_j * exp(G_b - G_j), j < b */
+    float *A;     /* [C,C] intra-chunk matrix (lower; zeros above) */
     /* backward only */
     float *ckpt;   /* [ceil(nch/M), K, V] state before every M-th chunk */
     float *states; /* [M, K, V] states before each chunk of one group of M */
@@ -49,6 +55,8 @@ typedef struct chunk_bufs {
     double *dGp;   /* [gw] running prefix */
     float *VT;     /* [V,C] values of the chunk transposed */
     float *dArow;  /* [C] one row of dA */
+    float *dA;     /* [C,C] */
+    float *dOc;    /* [C,V] the chunk's d_o rows */
 } chunk_bufs;
 
 static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base,
@@ -66,6 +74,13 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->acc = gla_take(&a, V, sizeof(float));
     b->KT = gla_take(&a, K * C, sizeof(float));
     b->Arow = gla_take(&a, C, sizeof(float));
+    b->Qc = gla_take(&a, C * K, sizeof(float));
+    b->Kc = gla_take(&a, C * K, sizeof(float));
+    b->Vc = gla_take(&a, C * V, sizeof(float));
+    b->Qs = gla_take(&a, C * K, sizeof(float));
+    b->Ks = gla_take(&a, C * K, sizeof(float));
+    b->KF = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
+    b->A = gla_take(&a, C * C, sizeof(float));
     if (backward) {
         const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
         const size_t ngroups = (nch + M - 1) / M;
@@ -82,6 +97,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dGp = gla_take(&a, gw, sizeof(double));
         b->VT = gla_take(&a, V * C, sizeof(float));
         b->dArow = gla_take(&a, C, sizeof(float));
+        b->dA = gla_take(&a, C * C, sizeof(float));
+        b->dOc = gla_take(&a, C * V, sizeof(float));
     }
     return gla_arena_size(&a);
 }
@@ -162,20 +179,88 @@ static void pair_decay(const gla_job *j, const chunk_bufs *b, int64_t i, int64_t
     }
 }
 
-/* S <- Diag(e^{G_L}) S + sum_j (k_j * e^{G_L - G_j})^T v_j over the chunk. */
+/* Rows [r0, r0 + n) of head h of x ([.., H, w]) into dst [n, w], contiguous
+ * (the kernels run fastest on dense rows). */
+static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_t r0, int64_t n,
+                        int64_t h) {
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + i * w, x + (size_t)((r0 + i) * H + h) * (size_t)w, (size_t)w * sizeof(float));
+}
+
+/* dst[i,x] = src[i,x] * f[i, x or 0] (gate factors per key or per token). */
+static void scale_rows(float *dst, const float *src, const float *f, int per_key, int64_t n,
+                       int64_t K) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *fi = f + (per_key ? i * K : i);
+        for (int64_t x = 0; x < K; x++) dst[i * K + x] = src[i * K + x] * fi[per_key ? x : 0];
+    }
+}
+
+/* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V over the chunk (gemm_tn on the
+ * pre-scaled keys; every factor <= 1). Fills b->Kc, b->Ks and b->Vc. */
 static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
                                int64_t h) {
     const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
     const float *eGL = b->eG + (n - 1) * gw;
+    gather_rows(b->Kc, j->k, H, K, r0, n, h);
+    gather_rows(b->Vc, j->v, H, V, r0, n, h);
+    scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, n, K);
     for (int64_t x = 0; x < K; x++) {
         float *row = S + x * V;
         const float d = eGL[j->per_key ? x : 0];
         for (int64_t y = 0; y < V; y++) row[y] *= d;
-        for (int64_t i = 0; i < n; i++) {
-            const size_t base = (size_t)((r0 + i) * H + h);
-            const float kd = j->k[base * (size_t)K + (size_t)x] * b->eLm[i * gw + (j->per_key ? x : 0)];
-            const float *vi = j->v + base * (size_t)V;
-            for (int64_t y = 0; y < V; y++) row[y] += kd * vi[y];
+    }
+    j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
+}
+
+/* The intra-chunk matrix of the chunk's L tokens (Qc, Kc, G, R filled):
+ *   A_ij = sum_x q_ix k_jx exp(G_ix - G_jx)  for j <= i (strict: j < i), 0 above,
+ * in b->A (row stride C). Simple GLA: Q K^T by gemm_nt_tril, then each entry
+ * times its scalar decay. GLA: for i in the sub-block starting at b and j < b,
+ * A_ij = (q_i * e^{G_i - G_b}) . (k_j * e^{G_b - G_j}), a plain gemm_nt of
+ * pre-scaled rows (both factors <= 1); pairs inside one sub-block take their
+ * own exponentials. */
+static void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict) {
+    const int64_t K = j->K, C = j->C;
+    float *A = b->A;
+    if (!j->per_key) {
+        j->kr->gemm_nt_tril(L, K, strict, 1.0f, b->Qc, K, b->Kc, K, 0.0f, A, C);
+        for (int64_t i = 0; i < L; i++) {
+            const double Gi = b->G[i];
+            float *Ai = A + i * C;
+            for (int64_t jj = 0; jj < (strict ? i : i + 1); jj++)
+                Ai[jj] *= expf((float)(Gi - b->G[jj]));
+        }
+        return;
+    }
+    sub_block_rows(j, b, L);
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
+    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
+        const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
+        if (i0 > 0) {
+            const double *Gb = b->G + i0 * K;
+            for (int64_t jj = 0; jj < i0; jj++) {
+                const double *Gj = b->G + jj * K;
+                const float *kj = b->Kc + jj * K;
+                float *kf = b->KF + jj * K;
+                for (int64_t x = 0; x < K; x++) kf[x] = kj[x] * expf((float)(Gb[x] - Gj[x]));
+            }
+            j->kr->gemm_nt(ni, i0, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
+        }
+        for (int64_t i = i0; i < i0 + ni; i++) {
+            const double *Gi = b->G + i * K;
+            const float *qi = b->Qc + i * K;
+            float *Ai = A + i * C;
+            const int64_t end = strict ? i : i + 1;
+            for (int64_t jj = i0; jj < end; jj++) {
+                const double *Gj = b->G + jj * K;
+                const float *kj = b->Kc + jj * K;
+                float a = 0.0f;
+                for (int64_t x = 0; x < K; x++) a += qi[x] * kj[x] * expf((float)(Gi[x] - Gj[x]));
+                Ai[jj] = a;
+            }
+            for (int64_t jj = end; jj < L; jj++) Ai[jj] = 0.0f;
         }
     }
 }
@@ -243,39 +328,24 @@ static void a_row(const gla_job *j, const chunk_bufs *b, float *A, int64_t r0, i
 void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     const gla_job *j = arg;
     const int64_t H = j->H, K = j->K, V = j->V, C = j->C, h = task % H, n = task / H;
-    const int64_t gw = j->per_key ? K : 1;
     chunk_bufs b;
     chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     load_state(j, task, b.S);
-    float *A = b.Arow;
     for (int64_t c0 = 0; c0 < len; c0 += C) {
         const int64_t L = len - c0 < C ? len - c0 : C, r0 = start + c0;
+        float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
         chunk_gates(j, &b, r0, L, h);
-        sub_block_rows(j, &b, L);
-        if (!j->per_key) chunk_keys_T(j, &b, r0, L, h, 0);
-        for (int64_t i = 0; i < L; i++) {
-            const size_t bi = (size_t)((r0 + i) * H + h);
-            const float *qi = j->q + bi * (size_t)K;
-            if (j->per_key && i % GLA_SUB == 0) chunk_keys_T(j, &b, r0, L, h, i);
-            a_row(j, &b, A, r0, h, i, qi, i + 1);
-            /* inter-chunk: (q_i * e^{G_i}) S */
-            for (int64_t y = 0; y < V; y++) b.acc[y] = 0.0f;
-            for (int64_t x = 0; x < K; x++) {
-                const float w = qi[x] * b.eG[i * gw + (j->per_key ? x : 0)];
-                const float *row = b.S + x * V;
-                for (int64_t y = 0; y < V; y++) b.acc[y] += w * row[y];
-            }
-            /* intra-chunk: sum_{j<=i} A_ij v_j */
-            for (int64_t jj = 0; jj <= i; jj++) {
-                const float *vj = j->v + (size_t)((r0 + jj) * H + h) * (size_t)V;
-                const float a = A[jj];
-                for (int64_t y = 0; y < V; y++) b.acc[y] += a * vj[y];
-            }
-            float *oi = j->o + bi * (size_t)V;
-            for (int64_t y = 0; y < V; y++) oi[y] = j->scale * b.acc[y];
-        }
+        gather_rows(b.Qc, j->q, H, K, r0, L, h);
+        gather_rows(b.Kc, j->k, H, K, r0, L, h);
+        gather_rows(b.Vc, j->v, H, V, r0, L, h);
+        /* inter-chunk: o = scale (q * e^{G_i}) S */
+        scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
+        j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
+        /* intra-chunk: o += scale A V */
+        intra_matrix(j, &b, L, 0);
+        j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
         chunk_state_update(j, &b, b.S, r0, L, h);
     }
     if (j->sT) memcpy(j->sT + (size_t)task * (size_t)K * (size_t)V, b.S,
