@@ -105,6 +105,54 @@ size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L) {
     return chunk_layout(j, L, 1, NULL, &b);
 }
 
+/* exp(x) for x <= 0 (the only arguments here: differences of cumulative
+ * sums of non-positive log-gates), written without library calls, branches or
+ * floating-point comparisons so that loops over it vectorise (gcc will not
+ * if-convert float compares under the default -ftrapping-math):
+ * x = n ln2 + r with |r| <= ln2 / 2 (n by the 1.5 * 2^23 rounding trick, ln2
+ * in two parts), e^r by Cephes' degree-7 polynomial (relative error ~1e-7,
+ * 1-2 ulp against libm's expf), times 2^n added into the exponent bits.
+ * Below -80 (e^-80 = 1.8e-35) it returns exactly 0, selected on the bits of
+ * x, so a reset gate g = -1e4 still gives exact zeros, never Inf or NaN.
+ * The recurrent form and the decoder keep libm's expf. */
+static inline float exp_nonpos(float x) {
+    const float big = 12582912.0f; /* 1.5 * 2^23 */
+    uint32_t xb;
+    memcpy(&xb, &x, sizeof xb);
+    /* all ones unless x < -80 (-80.0f is 0xC2A00000; larger bits of a
+     * negative float mean a larger magnitude) */
+    const uint32_t keep = 0u - (uint32_t)(xb <= 0xC2A00000u);
+    const uint32_t xk = xb & keep;
+    float xc;
+    memcpy(&xc, &xk, sizeof xc); /* x, or 0 when dropped (keeps the polynomial finite) */
+    const float t = xc * 1.44269504088896341f + big;
+    const float n = t - big;
+    const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+    const float z = r * r;
+    const float p = (((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
+                       4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * z +
+                    r + 1.0f;
+    uint32_t pb;
+    memcpy(&pb, &p, sizeof pb);
+    /* n in [-116, 0]: p * 2^n stays a normal number */
+    const uint32_t yb = (pb + (uint32_t)((int32_t)n * 8388608)) & keep;
+    float y;
+    memcpy(&y, &yb, sizeof y);
+    return y;
+}
+
+/* sum_x a_x b_x c_x, in eight partial sums (vectorisable). */
+static inline float dot3(const float *a, const float *b, const float *c, int64_t n) {
+    float acc[8] = {0};
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8)
+        for (int u = 0; u < 8; u++) acc[u] += a[x + u] * b[x + u] * c[x + u];
+    float s = 0.0f;
+    for (; x < n; x++) s += a[x] * b[x] * c[x];
+    for (int u = 0; u < 8; u++) s += acc[u];
+    return s;
+}
+
 /* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials. */
 static void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
     const int64_t gw = j->per_key ? j->K : 1;
@@ -120,8 +168,8 @@ static void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, 
     const double *GL = b->G + (n - 1) * gw;
     for (int64_t i = 0; i < n; i++)
         for (int64_t x = 0; x < gw; x++) {
-            b->eG[i * gw + x] = expf((float)(b->G[i * gw + x]));
-            b->eLm[i * gw + x] = expf((float)(GL[x] - b->G[i * gw + x]));
+            b->eG[i * gw + x] = exp_nonpos((float)(b->G[i * gw + x]));
+            b->eLm[i * gw + x] = exp_nonpos((float)(GL[x] - b->G[i * gw + x]));
         }
 }
 
@@ -141,7 +189,7 @@ static void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
     if (!j->per_key) return;
     for (int64_t i = 0; i < L; i++) {
         const double *Gi = b->G + i * K, *Gb = b->G + (i - i % GLA_SUB) * K;
-        for (int64_t x = 0; x < K; x++) b->R[i * K + x] = expf((float)(Gi[x] - Gb[x]));
+        for (int64_t x = 0; x < K; x++) b->R[i * K + x] = exp_nonpos((float)(Gi[x] - Gb[x]));
     }
 }
 
@@ -163,13 +211,16 @@ static void scale_rows(float *dst, const float *src, const float *f, int per_key
 }
 
 /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V over the chunk (gemm_tn on the
- * pre-scaled keys; every factor <= 1). Fills b->Kc, b->Ks and b->Vc. */
+ * pre-scaled keys; every factor <= 1). Fills b->Ks, and b->Kc, b->Vc unless
+ * `gathered` says they hold the chunk's rows already. */
 static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
-                               int64_t h) {
+                               int64_t h, int gathered) {
     const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
     const float *eGL = b->eG + (n - 1) * gw;
-    gather_rows(b->Kc, j->k, H, K, r0, n, h);
-    gather_rows(b->Vc, j->v, H, V, r0, n, h);
+    if (!gathered) {
+        gather_rows(b->Kc, j->k, H, K, r0, n, h);
+        gather_rows(b->Vc, j->v, H, V, r0, n, h);
+    }
     scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, n, K);
     for (int64_t x = 0; x < K; x++) {
         float *row = S + x * V;
@@ -195,7 +246,7 @@ static void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict)
             const double Gi = b->G[i];
             float *Ai = A + i * C;
             for (int64_t jj = 0; jj < (strict ? i : i + 1); jj++)
-                Ai[jj] *= expf((float)(Gi - b->G[jj]));
+                Ai[jj] *= exp_nonpos((float)(Gi - b->G[jj]));
         }
         return;
     }
@@ -210,7 +261,7 @@ static void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict)
                 const double *Gj = b->G + jj * K;
                 const float *kj = b->Kc + jj * K;
                 float *kf = b->KF + jj * K;
-                for (int64_t x = 0; x < K; x++) kf[x] = kj[x] * expf((float)(Gb[x] - Gj[x]));
+                for (int64_t x = 0; x < K; x++) kf[x] = kj[x] * exp_nonpos((float)(Gb[x] - Gj[x]));
             }
             j->kr->gemm_nt(ni, i0, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
         }
@@ -222,9 +273,8 @@ static void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict)
             for (int64_t jj = i0; jj < end; jj++) {
                 const double *Gj = b->G + jj * K;
                 const float *kj = b->Kc + jj * K;
-                float a = 0.0f;
-                for (int64_t x = 0; x < K; x++) a += qi[x] * kj[x] * expf((float)(Gi[x] - Gj[x]));
-                Ai[jj] = a;
+                for (int64_t x = 0; x < K; x++) b->e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                Ai[jj] = dot3(qi, kj, b->e, K);
             }
             for (int64_t jj = end; jj < L; jj++) Ai[jj] = 0.0f;
         }
@@ -257,7 +307,7 @@ static void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
                 const float *kj = b->Kc + jj * K;
                 float *f = b->F + jj * K, *kf = b->KF + jj * K;
                 for (int64_t x = 0; x < K; x++) {
-                    f[x] = expf((float)(Gb[x] - Gj[x]));
+                    f[x] = exp_nonpos((float)(Gb[x] - Gj[x]));
                     kf[x] = kj[x] * f[x];
                 }
             }
@@ -279,12 +329,8 @@ static void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
                 const double *Gj = b->G + jj * K;
                 const float *kj = b->Kc + jj * K;
                 float *dkj = b->dks + jj * K, *e = b->e;
-                float a = 0.0f;
-                for (int64_t x = 0; x < K; x++) {
-                    e[x] = expf((float)(Gi[x] - Gj[x]));
-                    a += qi[x] * kj[x] * e[x];
-                }
-                Ai[jj] = a;
+                for (int64_t x = 0; x < K; x++) e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                Ai[jj] = dot3(qi, kj, e, K);
                 const float d = dA[i * C + jj];
                 for (int64_t x = 0; x < K; x++) {
                     const float w = d * e[x];
@@ -326,7 +372,7 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
         /* intra-chunk: o += scale A V */
         intra_matrix(j, &b, L, 0);
         j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
-        chunk_state_update(j, &b, b.S, r0, L, h);
+        chunk_state_update(j, &b, b.S, r0, L, h, 1);
     }
     if (j->sT) memcpy(j->sT + (size_t)task * (size_t)K * (size_t)V, b.S,
                       (size_t)K * (size_t)V * sizeof(float));
@@ -355,7 +401,7 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
         chunk_gates(j, &b, start + c0, L, h);
-        chunk_state_update(j, &b, b.states, start + c0, L, h);
+        chunk_state_update(j, &b, b.states, start + c0, L, h, 0);
     }
 
     if (j->d_sT)
@@ -374,7 +420,7 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
                 float *S = b.states + (size_t)m * KV;
                 memcpy(S, S - KV, KV * sizeof(float));
                 chunk_gates(j, &b, start + p0, pl, h);
-                chunk_state_update(j, &b, S, start + p0, pl, h);
+                chunk_state_update(j, &b, S, start + p0, pl, h, 0);
             }
         }
         const float *S0 = b.states + (size_t)(c % M) * KV;
@@ -408,7 +454,7 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
             for (int64_t i = 0; i < L; i++) {
                 float *Ai = b.A + i * j->C, *dAi = b.dA + i * j->C;
                 for (int64_t jj = 0; jj < i; jj++) {
-                    const float e = expf((float)(b.G[i] - b.G[jj]));
+                    const float e = exp_nonpos((float)(b.G[i] - b.G[jj]));
                     Ai[jj] *= e;
                     dAi[jj] *= e;
                 }
