@@ -97,6 +97,7 @@ static la_status forward(const char *op, la_ctx *ctx, const delta_call *c, float
     la__delta_args a = {0};
     la_status st = validate(op, ctx, c, &a);
     if (st) return st;
+    a.kr = la__kernels_default();
     if ((st = la__check_ptr(op, "o", o))) return st;
     a.o = o;
     a.final_state = final_state;
@@ -110,6 +111,7 @@ static la_status backward(const char *op, la_ctx *ctx, const delta_call *c, floa
     la__delta_args a = {0};
     la_status st = validate(op, ctx, c, &a);
     if (st) return st;
+    a.kr = la__kernels_default();
     if ((st = la__check_ptr(op, "dq", dq)) || (st = la__check_ptr(op, "dk", dk)) ||
         (st = la__check_ptr(op, "dv", dv)) || (st = la__check_ptr(op, "dbeta", dbeta)))
         return st;

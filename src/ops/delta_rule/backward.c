@@ -117,7 +117,7 @@ static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, int
         s->bc[t] = a->beta[vh];
     }
     la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
-                             a->g ? s->gc : NULL, s->bc, a->scale};
+                             a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
     la__delta_chunk_step(&in, S, NULL, 0, s->work);
 }
 
@@ -197,7 +197,7 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
         s->bc[t] = a->beta[vh];
     }
     la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
-                             a->g ? s->gc : NULL, s->bc, a->scale};
+                             a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
     la__delta_chunk_backward(&in, S0, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
                              s->dbc, s->dgc, s->work);
     for (int64_t t = 0; t < L; t++) {

@@ -28,31 +28,42 @@
 
 size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C, k = (size_t)K, v = (size_t)V;
-    /* gam, dgam (double); b, e, db, de; Gm, KKd, QKd, dGm (C x C);
-     * U, R, dR, Yu (C x V); W, dW, Yw (C x K); a row of K; S_0^T, G^T */
-    return 4 * c + 4 * c + 4 * c * c + 4 * c * v + 3 * c * k + k + 2 * k * v + 16;
+    /* gam, dgam (double); b, e, db, de; Gm, KKd, QKd, dGm, M, T1, T2 (C x C);
+     * U, R, dR, Yu (C x V); W, dW, Yw (C x K) */
+    return 4 * c + 4 * c + 7 * c * c + 4 * c * v + 3 * c * k + 16;
 }
 
+/* Y := (I + M)^{-T} Y for M strictly lower [L,L] (row stride L): with J the
+ * row reversal, J (I + M)^T J is unit lower, so the back substitution is
+ * trsm_llu on the reversed rows. Mrev [L,L] and Yr [L,r] are work space. */
+static void trsm_upper_T(const la__kernels *kr, int64_t L, int64_t r, const float *M,
+                         float *Mrev, float *Y, float *Yr) {
+    for (int64_t a = 0; a < L; a++)
+        for (int64_t b = 0; b < a; b++) Mrev[a * L + b] = M[(L - 1 - b) * L + (L - 1 - a)];
+    for (int64_t a = 0; a < L; a++)
+        memcpy(Yr + a * r, Y + (L - 1 - a) * r, (size_t)r * sizeof(float));
+    kr->trsm_llu(L, r, Mrev, L, Yr, r);
+    for (int64_t a = 0; a < L; a++)
+        memcpy(Y + (L - 1 - a) * r, Yr + a * r, (size_t)r * sizeof(float));
+}
+
+/* Every product runs on the micro-kernels (q, k, v, dO, dq, dk rows are
+ * contiguous): the [L,L] matrices by gemm_nt_tril, the solves by trsm_llu,
+ * the products with S_0 and G by gemm_nt / gemm_tn, the masked products by
+ * gemm_nn_lower / gemm_tn. Element-wise gate factors are applied between. */
 void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, float *G,
                               const float *dO, float *dq, float *dk, float *dv, float *dbeta,
                               float *dg, float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
+    const la__kernels *kr = in->kr;
     const int gated = in->g != NULL;
     double *gam = (double *)(void *)work, *dgam = gam + L;
     float *b = work + 4 * L, *e = b + L, *db = e + L, *de = db + L;
     float *Gm = de + L, *KKd = Gm + L * L, *QKd = KKd + L * L, *dGm = QKd + L * L;
-    float *U = dGm + L * L, *R = U + L * V, *dR = R + L * V, *Yu = dR + L * V;
+    float *Mm = dGm + L * L, *T1 = Mm + L * L, *T2 = T1 + L * L;
+    float *U = T2 + L * L, *R = U + L * V, *dR = R + L * V, *Yu = dR + L * V;
     float *W = Yu + L * V, *dW = W + L * K, *Yw = dW + L * K;
-    float *rowK = Yw + L * K;
-    /* Transposed copies [V,K]: products with S_0 and G over the value axis
-     * become row updates (contiguous, vectorisable) instead of reductions. */
-    float *S0T = rowK + K, *GT = S0T + K * V;
-    for (int64_t i = 0; i < K; i++)
-        for (int64_t c = 0; c < V; c++) {
-            S0T[c * K + i] = S0[i * V + c];
-            GT[c * K + i] = G[i * V + c];
-        }
 
     /* ---- recompute the forward of the chunk ---- */
     double cum = 0;
@@ -66,66 +77,37 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         e[t] = gated ? (float)exp(gam[L - 1] - gam[t]) : 1.0f;
         db[t] = de[t] = 0;
     }
-    for (int64_t t = 0; t < L; t++) {
-        const float *kt = k + t * K, *qt = q + t * K;
+    kr->gemm_nt_tril(L, K, 0, 1.0f, q, K, k, K, 0.0f, QKd, L);
+    kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KKd, L);
+    for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j <= t; j++) {
-            const float *kj = k + j * K;
-            float sq = 0, sk = 0;
-            for (int64_t i = 0; i < K; i++) {
-                sq += qt[i] * kj[i];
-                sk += kt[i] * kj[i];
-            }
-            QKd[t * L + j] = sq;
-            KKd[t * L + j] = sk;
             Gm[t * L + j] = gated ? (float)exp(gam[t] - gam[j]) : 1.0f;
             dGm[t * L + j] = 0;
+            /* M_tj = beta_t (k_t . k_j) Gamma_tj, strictly lower */
+            Mm[t * L + j] = j < t ? beta[t] * KKd[t * L + j] * Gm[t * L + j] : 0.0f;
         }
-    }
-#define M_(t, j) (beta[t] * KKd[(t) * L + (j)] * Gm[(t) * L + (j)])
     for (int64_t t = 0; t < L; t++) {
-        float *Ut = U + t * V, *Wt = W + t * K;
         const float bb = beta[t] * b[t];
-        for (int64_t c = 0; c < V; c++) Ut[c] = beta[t] * v[t * V + c];
-        for (int64_t i = 0; i < K; i++) Wt[i] = bb * k[t * K + i];
-        for (int64_t j = 0; j < t; j++) {
-            const float m = M_(t, j);
-            for (int64_t c = 0; c < V; c++) Ut[c] -= m * U[j * V + c];
-            for (int64_t i = 0; i < K; i++) Wt[i] -= m * W[j * K + i];
-        }
+        for (int64_t c = 0; c < V; c++) U[t * V + c] = beta[t] * v[t * V + c];
+        for (int64_t i = 0; i < K; i++) W[t * K + i] = bb * k[t * K + i];
     }
-    for (int64_t t = 0; t < L; t++) {
-        float *Rt = R + t * V;
-        memcpy(Rt, U + t * V, (size_t)V * sizeof(float));
-        for (int64_t i = 0; i < K; i++) {
-            const float w = W[t * K + i];
-            for (int64_t c = 0; c < V; c++) Rt[c] -= w * S0[i * V + c];
-        }
-    }
+    kr->trsm_llu(L, V, Mm, L, U, V);
+    kr->trsm_llu(L, K, Mm, L, W, K);
+    memcpy(R, U, (size_t)(L * V) * sizeof(float));
+    kr->gemm_nn(L, V, K, -1.0f, W, K, S0, V, 1.0f, R, V);
 
     /* ---- S_L = b_L S_0 + sum_j e_j k_j^T R_j ---- */
     double dbL = 0;
     for (int64_t i = 0; i < K * V; i++) dbL += (double)G[i] * S0[i];
+    /* dR_j = e_j k_j G; Yw (work) = R G^T: dk_j += e_j (G R_j^T), de_j = k_j . (G R_j^T) */
+    kr->gemm_nn(L, V, K, 1.0f, k, K, G, V, 0.0f, dR, V);
+    kr->gemm_nt(L, K, V, 1.0f, R, V, G, V, 0.0f, Yw, K);
     for (int64_t j = 0; j < L; j++) {
-        const float *kj = k + j * K, *Rj = R + j * V;
-        float *dRj = dR + j * V, *dkj = dk + j * K;
-        for (int64_t c = 0; c < V; c++) dRj[c] = 0;
-        for (int64_t i = 0; i < K; i++) {
-            const float *Gi = G + i * V;
-            const float ki = kj[i];
-            for (int64_t c = 0; c < V; c++) dRj[c] += ki * Gi[c];
-        }
-        for (int64_t c = 0; c < V; c++) dRj[c] *= e[j];
-        /* rowK = G R_j^T */
-        for (int64_t i = 0; i < K; i++) rowK[i] = 0;
-        for (int64_t c = 0; c < V; c++) {
-            const float r = Rj[c];
-            const float *GTc = GT + c * K;
-            for (int64_t i = 0; i < K; i++) rowK[i] += r * GTc[i];
-        }
+        for (int64_t c = 0; c < V; c++) dR[j * V + c] *= e[j];
         float dej = 0;
         for (int64_t i = 0; i < K; i++) {
-            dkj[i] += e[j] * rowK[i];
-            dej += kj[i] * rowK[i];
+            dk[j * K + i] += e[j] * Yw[j * K + i];
+            dej += k[j * K + i] * Yw[j * K + i];
         }
         de[j] = dej;
     }
@@ -134,73 +116,47 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     /* From here G accumulates dS_0. */
 
     /* ---- O = s (diag(b) Q S_0 + P R) ---- */
+    /* Yw (work) = dO~ S_0^T: dq_t += b_t (S_0 dO~_t), db_t += q_t . (S_0 dO~_t) */
+    kr->gemm_nt(L, K, V, 1.0f, dO, V, S0, V, 0.0f, Yw, K);
     for (int64_t t = 0; t < L; t++) {
-        const float *dOt = dO + t * V, *qt = q + t * K;
-        float *dqt = dq + t * K;
-        /* rowK = S_0 dO~_t */
-        for (int64_t i = 0; i < K; i++) rowK[i] = 0;
-        for (int64_t c = 0; c < V; c++) {
-            const float d = dOt[c];
-            const float *STc = S0T + c * K;
-            for (int64_t i = 0; i < K; i++) rowK[i] += d * STc[i];
-        }
         float qs = 0;
         for (int64_t i = 0; i < K; i++) {
-            dqt[i] += b[t] * rowK[i];
-            qs += qt[i] * rowK[i];
-            const float bq = b[t] * qt[i];
-            float *Gi = G + i * V;
-            for (int64_t c = 0; c < V; c++) Gi[c] += bq * dOt[c];
+            dq[t * K + i] += b[t] * Yw[t * K + i];
+            qs += q[t * K + i] * Yw[t * K + i];
+            Yw[t * K + i] = b[t] * q[t * K + i];
         }
         db[t] += qs;
+    }
+    kr->gemm_tn(K, V, L, 1.0f, Yw, K, dO, V, 1.0f, G, V); /* dS_0 += (diag(b) Q)^T dO~ */
+    /* dR += P^T dO~, P = QKd (.) Gm (lower incl. diagonal) */
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t j = 0; j <= t; j++) T1[t * L + j] = QKd[t * L + j] * Gm[t * L + j];
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t j = t + 1; j < L; j++) T1[t * L + j] = 0.0f;
+    kr->gemm_tn(L, V, L, 1.0f, T1, L, dO, V, 1.0f, dR, V);
+    /* dP_tj = dO~_t . R_j; dGm += dP QKd; dq += (dP Gm) K, dk += (dP Gm)^T Q */
+    kr->gemm_nt_tril(L, V, 0, 1.0f, dO, V, R, V, 0.0f, T1, L);
+    for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j <= t; j++) {
-            const float *Rj = R + j * V;
-            float dp = 0;
-            for (int64_t c = 0; c < V; c++) dp += dOt[c] * Rj[c];
-            const float p = QKd[t * L + j] * Gm[t * L + j];
-            float *dRj = dR + j * V;
-            for (int64_t c = 0; c < V; c++) dRj[c] += p * dOt[c];
-            const float dpg = dp * Gm[t * L + j];
-            const float *kj = k + j * K;
-            float *dkj = dk + j * K;
-            for (int64_t i = 0; i < K; i++) {
-                dqt[i] += dpg * kj[i];
-                dkj[i] += dpg * qt[i];
-            }
-            dGm[t * L + j] += dp * QKd[t * L + j];
+            dGm[t * L + j] += T1[t * L + j] * QKd[t * L + j];
+            T1[t * L + j] *= Gm[t * L + j];
         }
-    }
+    kr->gemm_nn_lower(L, K, L, 1.0f, T1, L, k, K, 1.0f, dq, K);
+    kr->gemm_tn(L, K, L, 1.0f, T1, L, q, K, 1.0f, dk, K);
 
-    /* ---- R = U - W S_0 ---- */
-    for (int64_t t = 0; t < L; t++) {
-        const float *dRt = dR + t * V, *Wt = W + t * K;
-        float *dWt = dW + t * K;
-        for (int64_t i = 0; i < K; i++) dWt[i] = 0;
-        for (int64_t c = 0; c < V; c++) {
-            const float d = dRt[c];
-            const float *STc = S0T + c * K;
-            for (int64_t i = 0; i < K; i++) dWt[i] -= d * STc[i];
-        }
-        for (int64_t i = 0; i < K; i++) {
-            const float w = Wt[i];
-            float *Gi = G + i * V;
-            for (int64_t c = 0; c < V; c++) Gi[c] -= w * dRt[c];
-        }
-    }
+    /* ---- R = U - W S_0: dW = -dR S_0^T, dS_0 -= W^T dR ---- */
+    kr->gemm_nt(L, K, V, -1.0f, dR, V, S0, V, 0.0f, dW, K);
+    kr->gemm_tn(K, V, L, -1.0f, W, K, dR, V, 1.0f, G, V);
 
-    /* ---- triangular solves: Y = (I + M)^{-T} dX, by back substitution ---- */
-    for (int64_t t = L - 1; t >= 0; t--) {
-        float *Yut = Yu + t * V, *Ywt = Yw + t * K;
-        memcpy(Yut, dR + t * V, (size_t)V * sizeof(float));
-        memcpy(Ywt, dW + t * K, (size_t)K * sizeof(float));
-        for (int64_t j = t + 1; j < L; j++) {
-            const float m = M_(j, t);
-            for (int64_t c = 0; c < V; c++) Yut[c] -= m * Yu[j * V + c];
-            for (int64_t i = 0; i < K; i++) Ywt[i] -= m * Yw[j * K + i];
-        }
-    }
+    /* ---- triangular solves: Y = (I + M)^{-T} dX (in place in dR, dW) ---- */
+    trsm_upper_T(kr, L, V, Mm, T1, dR, Yu);
+    trsm_upper_T(kr, L, K, Mm, T1, dW, Yw);
+    float *YU = dR, *YW = dW;
+    /* dM_tj = -(Yu_t . U_j + Yw_t . W_j), j < t */
+    kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, T2, L);
+    kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, W, K, 1.0f, T2, L);
     for (int64_t t = 0; t < L; t++) {
-        const float *Yut = Yu + t * V, *Ywt = Yw + t * K, *vt = v + t * V, *kt = k + t * K;
+        const float *Yut = YU + t * V, *Ywt = YW + t * K, *vt = v + t * V, *kt = k + t * K;
         float yv = 0, yk = 0;
         for (int64_t c = 0; c < V; c++) {
             dv[t * V + c] = beta[t] * Yut[c];
@@ -213,26 +169,18 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         }
         float dbt = yv + b[t] * yk;
         db[t] += beta[t] * yk;
-        /* M_tj = beta_t (k_t . k_j) Gamma_tj, dM_tj = -(Yu_t . U_j + Yw_t . W_j) */
+        /* M_tj = beta_t (k_t . k_j) Gamma_tj: T2 becomes dM_tj beta_t Gamma_tj */
         for (int64_t j = 0; j < t; j++) {
-            float du = 0, dw = 0;
-            for (int64_t c = 0; c < V; c++) du += Yut[c] * U[j * V + c];
-            for (int64_t i = 0; i < K; i++) dw += Ywt[i] * W[j * K + i];
-            const float dm = -(du + dw);
+            const float dm = T2[t * L + j];
             const float kk = KKd[t * L + j], gm = Gm[t * L + j];
             dbt += dm * kk * gm;
             dGm[t * L + j] += dm * beta[t] * kk;
-            const float c1 = dm * beta[t] * gm;
-            const float *kj = k + j * K;
-            float *dkt = dk + t * K, *dkj = dk + j * K;
-            for (int64_t i = 0; i < K; i++) {
-                dkt[i] += c1 * kj[i];
-                dkj[i] += c1 * kt[i];
-            }
+            T2[t * L + j] = dm * beta[t] * gm;
         }
         dbeta[t] = dbt;
     }
-#undef M_
+    kr->gemm_nn_lower(L, K, L, 1.0f, T2, L, k, K, 1.0f, dk, K);
+    kr->gemm_tn(L, K, L, 1.0f, T2, L, k, K, 1.0f, dk, K);
 
     /* ---- gates ---- */
     if (!gated) return;

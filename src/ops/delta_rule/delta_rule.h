@@ -13,6 +13,7 @@
 #define LINATTN_DELTA_RULE_H
 
 #include "../../core/internal.h"
+#include "../../kernels/kernels.h"
 
 /* The L2 norm of q and k (opts.use_qk_l2norm): x / sqrt(sum x^2 + eps), as
  * fla's l2norm (eps = 1e-6); an all-zero row stays zero. */
@@ -33,6 +34,7 @@ LA_HIDDEN void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, fl
  * g == NULL: DeltaNet. HV value heads, H q/k heads, HV % H == 0. */
 typedef struct la__delta_args {
     la_ctx *ctx;
+    const la__kernels *kr; /* micro-kernels of the chunk form, fetched once per call */
     la_dims dims;
     int64_t N, H, HV, K, V;
     la_form form;
@@ -72,6 +74,7 @@ typedef struct la__delta_chunk_in {
     const float *g;        /* [L] log-gates or NULL */
     const float *beta;     /* [L] */
     float scale;
+    const la__kernels *kr; /* micro-kernel table of the op call */
 } la__delta_chunk_in;
 
 LA_HIDDEN size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V);

@@ -84,7 +84,7 @@ static void forward_task(void *p, int64_t task, int tid) {
                 gc[t] = a->g ? a->g[vh] : 0.0f;
                 bc[t] = a->beta[vh];
             }
-            la__delta_chunk_in in = {L, K, V, qc, kc, vc, a->g ? gc : NULL, bc, a->scale};
+            la__delta_chunk_in in = {L, K, V, qc, kc, vc, a->g ? gc : NULL, bc, a->scale, a->kr};
             la__delta_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V,
                                  HV * V, cw);
         }

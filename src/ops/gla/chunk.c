@@ -31,13 +31,15 @@ typedef struct chunk_bufs {
     double *G;    /* [C,gw] cumulative log-gates of the chunk */
     float *eG;    /* [C,gw] exp(G_i) */
     float *eLm;   /* [C,gw] exp(G_L - G_i) */
-    float *e;     /* [K] exp(G_i - G_j) of one pair */
+    float *e;     /* [K] exp(G_i - G_j) of one pair (GLA backward) */
     float *R;     /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
-    float *F;     /* [C,K] GLA: exp(G_b - G_j) for j < b, b of the current sub-block */
-    float *acc;   /* [V] */
-    float *KT;    /* [K,C] forward: keys of the chunk transposed (GLA: times
-                     exp(G_b - G_j) for the current sub-block start b) */
-    float *Arow;  /* [C] one row of the intra-chunk matrix A */
+    float *F;     /* [C,K] GLA backward: exp(G_b - G_j) for j < b */
+    float *Qc, *Kc; /* [C,K] the chunk's q and k rows, contiguous */
+    float *Vc;    /* [C,V] the chunk's v rows */
+    float *Qs;    /* [C,K] q * e^{G_i} (inter-chunk); GLA intra: q * R */
+    float *Ks;    /* [C,K] k * e^{G_L - G_j} (state update) */
+    float *KF;    /* [C,K] GLA: k_j * exp(G_b - G_j), j < b */
+    float *A;     /* [C,C] intra-chunk matrix (lower; zeros above) */
     /* backward only */
     float *ckpt;   /* [ceil(nch/M), K, V] state before every M-th chunk */
     float *states; /* [M, K, V] states before each chunk of one group of M */
@@ -47,25 +49,30 @@ typedef struct chunk_bufs {
     float *dvc;    /* [C,V] */
     double *dG;    /* [C,gw] */
     double *dGp;   /* [gw] running prefix */
-    float *VT;     /* [V,C] values of the chunk transposed */
-    float *dArow;  /* [C] one row of dA */
+    float *dA;     /* [C,C] scale dO V^T, strictly lower (times the decay) */
+    float *dOc;    /* [C,V] the chunk's d_o rows */
+    float *Tq, *Tk; /* [C,K] GLA backward: products before their gate factor */
 } chunk_bufs;
 
 static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base,
                            chunk_bufs *b) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
-    const size_t gw = j->per_key ? K : 1;
+    const size_t gw = j->per_key ? K : 1, CKg = j->per_key ? C * K : 1;
     gla_arena a = {.base = base};
     b->S = gla_take(&a, K * V, sizeof(float));
     b->G = gla_take(&a, C * gw, sizeof(double));
     b->eG = gla_take(&a, C * gw, sizeof(float));
     b->eLm = gla_take(&a, C * gw, sizeof(float));
     b->e = gla_take(&a, K, sizeof(float));
-    b->R = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
-    b->F = gla_take(&a, j->per_key ? C * K : 1, sizeof(float));
-    b->acc = gla_take(&a, V, sizeof(float));
-    b->KT = gla_take(&a, K * C, sizeof(float));
-    b->Arow = gla_take(&a, C, sizeof(float));
+    b->R = gla_take(&a, CKg, sizeof(float));
+    b->F = gla_take(&a, CKg, sizeof(float));
+    b->Qc = gla_take(&a, C * K, sizeof(float));
+    b->Kc = gla_take(&a, C * K, sizeof(float));
+    b->Vc = gla_take(&a, C * V, sizeof(float));
+    b->Qs = gla_take(&a, C * K, sizeof(float));
+    b->Ks = gla_take(&a, C * K, sizeof(float));
+    b->KF = gla_take(&a, CKg, sizeof(float));
+    b->A = gla_take(&a, C * C, sizeof(float));
     if (backward) {
         const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
         const size_t ngroups = (nch + M - 1) / M;
@@ -80,8 +87,10 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dvc = gla_take(&a, C * V, sizeof(float));
         b->dG = gla_take(&a, C * gw, sizeof(double));
         b->dGp = gla_take(&a, gw, sizeof(double));
-        b->VT = gla_take(&a, V * C, sizeof(float));
-        b->dArow = gla_take(&a, C, sizeof(float));
+        b->dA = gla_take(&a, C * C, sizeof(float));
+        b->dOc = gla_take(&a, C * V, sizeof(float));
+        b->Tq = gla_take(&a, CKg, sizeof(float));
+        b->Tk = gla_take(&a, CKg, sizeof(float));
     }
     return gla_arena_size(&a);
 }
@@ -94,6 +103,54 @@ size_t la__gla_chunk_fwd_bytes(const gla_job *j) {
 size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L) {
     chunk_bufs b;
     return chunk_layout(j, L, 1, NULL, &b);
+}
+
+/* exp(x) for x <= 0 (the only arguments here: differences of cumulative
+ * sums of non-positive log-gates), written without library calls, branches or
+ * floating-point comparisons so that loops over it vectorise (gcc will not
+ * if-convert float compares under the default -ftrapping-math):
+ * x = n ln2 + r with |r| <= ln2 / 2 (n by the 1.5 * 2^23 rounding trick, ln2
+ * in two parts), e^r by Cephes' degree-7 polynomial (relative error ~1e-7,
+ * 1-2 ulp against libm's expf), times 2^n added into the exponent bits.
+ * Below -80 (e^-80 = 1.8e-35) it returns exactly 0, selected on the bits of
+ * x, so a reset gate g = -1e4 still gives exact zeros, never Inf or NaN.
+ * The recurrent form and the decoder keep libm's expf. */
+static inline float exp_nonpos(float x) {
+    const float big = 12582912.0f; /* 1.5 * 2^23 */
+    uint32_t xb;
+    memcpy(&xb, &x, sizeof xb);
+    /* all ones unless x < -80 (-80.0f is 0xC2A00000; larger bits of a
+     * negative float mean a larger magnitude) */
+    const uint32_t keep = 0u - (uint32_t)(xb <= 0xC2A00000u);
+    const uint32_t xk = xb & keep;
+    float xc;
+    memcpy(&xc, &xk, sizeof xc); /* x, or 0 when dropped (keeps the polynomial finite) */
+    const float t = xc * 1.44269504088896341f + big;
+    const float n = t - big;
+    const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+    const float z = r * r;
+    const float p = (((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
+                       4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * z +
+                    r + 1.0f;
+    uint32_t pb;
+    memcpy(&pb, &p, sizeof pb);
+    /* n in [-116, 0]: p * 2^n stays a normal number */
+    const uint32_t yb = (pb + (uint32_t)((int32_t)n * 8388608)) & keep;
+    float y;
+    memcpy(&y, &yb, sizeof y);
+    return y;
+}
+
+/* sum_x a_x b_x c_x, in eight partial sums (vectorisable). */
+static inline float dot3(const float *a, const float *b, const float *c, int64_t n) {
+    float acc[8] = {0};
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8)
+        for (int u = 0; u < 8; u++) acc[u] += a[x + u] * b[x + u] * c[x + u];
+    float s = 0.0f;
+    for (; x < n; x++) s += a[x] * b[x] * c[x];
+    for (int u = 0; u < 8; u++) s += acc[u];
+    return s;
 }
 
 /* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials. */
@@ -111,8 +168,8 @@ static void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, 
     const double *GL = b->G + (n - 1) * gw;
     for (int64_t i = 0; i < n; i++)
         for (int64_t x = 0; x < gw; x++) {
-            b->eG[i * gw + x] = expf((float)(b->G[i * gw + x]));
-            b->eLm[i * gw + x] = expf((float)(GL[x] - b->G[i * gw + x]));
+            b->eG[i * gw + x] = exp_nonpos((float)(b->G[i * gw + x]));
+            b->eLm[i * gw + x] = exp_nonpos((float)(GL[x] - b->G[i * gw + x]));
         }
 }
 
@@ -132,50 +189,156 @@ static void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
     if (!j->per_key) return;
     for (int64_t i = 0; i < L; i++) {
         const double *Gi = b->G + i * K, *Gb = b->G + (i - i % GLA_SUB) * K;
-        for (int64_t x = 0; x < K; x++) b->R[i * K + x] = expf((float)(Gi[x] - Gb[x]));
+        for (int64_t x = 0; x < K; x++) b->R[i * K + x] = exp_nonpos((float)(Gi[x] - Gb[x]));
     }
 }
 
-/* F for the sub-block starting at token i0 (called when i reaches it). */
-static void sub_block_cols(const gla_job *j, chunk_bufs *b, int64_t i0) {
-    const int64_t K = j->K;
-    if (!j->per_key || i0 % GLA_SUB != 0) return;
-    const double *Gb = b->G + i0 * K;
-    for (int64_t jj = 0; jj < i0; jj++)
-        for (int64_t x = 0; x < K; x++) b->F[jj * K + x] = expf((float)(Gb[x] - b->G[jj * K + x]));
+/* Rows [r0, r0 + n) of head h of x ([.., H, w]) into dst [n, w], contiguous
+ * (the kernels run fastest on dense rows). */
+static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_t r0, int64_t n,
+                        int64_t h) {
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + i * w, x + (size_t)((r0 + i) * H + h) * (size_t)w, (size_t)w * sizeof(float));
 }
 
-/* e[k] = exp(G_ik - G_jk) for i >= j (every element <= 1). */
-static void pair_decay(const gla_job *j, const chunk_bufs *b, int64_t i, int64_t jj) {
-    const int64_t K = j->K;
-    if (j->per_key) {
-        if (jj < i - i % GLA_SUB) {
-            const float *Ri = b->R + i * K, *Fj = b->F + jj * K;
-            for (int64_t x = 0; x < K; x++) b->e[x] = Ri[x] * Fj[x];
-        } else {
-            const double *Gi = b->G + i * K, *Gj = b->G + jj * K;
-            for (int64_t x = 0; x < K; x++) b->e[x] = expf((float)(Gi[x] - Gj[x]));
-        }
-    } else {
-        const float e = expf((float)(b->G[i] - b->G[jj]));
-        for (int64_t x = 0; x < K; x++) b->e[x] = e;
+/* dst[i,x] = src[i,x] * f[i, x or 0] (gate factors per key or per token). */
+static void scale_rows(float *dst, const float *src, const float *f, int per_key, int64_t n,
+                       int64_t K) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *fi = f + (per_key ? i * K : i);
+        for (int64_t x = 0; x < K; x++) dst[i * K + x] = src[i * K + x] * fi[per_key ? x : 0];
     }
 }
 
-/* S <- Diag(e^{G_L}) S + sum_j (k_j * e^{G_L - G_j})^T v_j over the chunk. */
+/* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V over the chunk (gemm_tn on the
+ * pre-scaled keys; every factor <= 1). Fills b->Ks, and b->Kc, b->Vc unless
+ * `gathered` says they hold the chunk's rows already. */
 static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
-                               int64_t h) {
+                               int64_t h, int gathered) {
     const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
     const float *eGL = b->eG + (n - 1) * gw;
+    if (!gathered) {
+        gather_rows(b->Kc, j->k, H, K, r0, n, h);
+        gather_rows(b->Vc, j->v, H, V, r0, n, h);
+    }
+    scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, n, K);
     for (int64_t x = 0; x < K; x++) {
         float *row = S + x * V;
         const float d = eGL[j->per_key ? x : 0];
         for (int64_t y = 0; y < V; y++) row[y] *= d;
-        for (int64_t i = 0; i < n; i++) {
-            const size_t base = (size_t)((r0 + i) * H + h);
-            const float kd = j->k[base * (size_t)K + (size_t)x] * b->eLm[i * gw + (j->per_key ? x : 0)];
-            const float *vi = j->v + base * (size_t)V;
-            for (int64_t y = 0; y < V; y++) row[y] += kd * vi[y];
+    }
+    j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
+}
+
+/* The intra-chunk matrix of the chunk's L tokens (Qc, Kc, G, R filled):
+ *   A_ij = sum_x q_ix k_jx exp(G_ix - G_jx)  for j <= i (strict: j < i), 0 above,
+ * in b->A (row stride C). Simple GLA: Q K^T by gemm_nt_tril, then each entry
+ * times its scalar decay. GLA: for i in the sub-block starting at b and j < b,
+ * A_ij = (q_i * e^{G_i - G_b}) . (k_j * e^{G_b - G_j}), a plain gemm_nt of
+ * pre-scaled rows (both factors <= 1); pairs inside one sub-block take their
+ * own exponentials. */
+static void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict) {
+    const int64_t K = j->K, C = j->C;
+    float *A = b->A;
+    if (!j->per_key) {
+        j->kr->gemm_nt_tril(L, K, strict, 1.0f, b->Qc, K, b->Kc, K, 0.0f, A, C);
+        for (int64_t i = 0; i < L; i++) {
+            const double Gi = b->G[i];
+            float *Ai = A + i * C;
+            for (int64_t jj = 0; jj < (strict ? i : i + 1); jj++)
+                Ai[jj] *= exp_nonpos((float)(Gi - b->G[jj]));
+        }
+        return;
+    }
+    sub_block_rows(j, b, L);
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
+    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
+        const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
+        if (i0 > 0) {
+            const double *Gb = b->G + i0 * K;
+            for (int64_t jj = 0; jj < i0; jj++) {
+                const double *Gj = b->G + jj * K;
+                const float *kj = b->Kc + jj * K;
+                float *kf = b->KF + jj * K;
+                for (int64_t x = 0; x < K; x++) kf[x] = kj[x] * exp_nonpos((float)(Gb[x] - Gj[x]));
+            }
+            j->kr->gemm_nt(ni, i0, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
+        }
+        for (int64_t i = i0; i < i0 + ni; i++) {
+            const double *Gi = b->G + i * K;
+            const float *qi = b->Qc + i * K;
+            float *Ai = A + i * C;
+            const int64_t end = strict ? i : i + 1;
+            for (int64_t jj = i0; jj < end; jj++) {
+                const double *Gj = b->G + jj * K;
+                const float *kj = b->Kc + jj * K;
+                for (int64_t x = 0; x < K; x++) b->e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                Ai[jj] = dot3(qi, kj, b->e, K);
+            }
+            for (int64_t jj = end; jj < L; jj++) Ai[jj] = 0.0f;
+        }
+    }
+}
+
+/* GLA backward, pairs j < i of the chunk (dA = scale dO V^T strict in b->A's
+ * twin b->dA, without decay): A (strict, with decay) into b->A and
+ *   dqs_i = sum_{j<i} dA_ij k_j * e^{G_i - G_j},  dks_j = sum_{i>j} dA_ij q_i * e^{G_i - G_j}.
+ * For i in the sub-block starting at b0 and j < b0 the factor splits as
+ * R_i * F_j (F_j = e^{G_b0 - G_j}, both <= 1), so those pairs are products:
+ *   A[i, j<b0] = (q_i R_i) . (k_j F_j)                          (gemm_nt)
+ *   dqs_i += R_i * sum_{j<b0} dA_ij (k_j F_j)                    (gemm_nn)
+ *   dks_j += F_j * sum_{i in block} dA_ij (q_i R_i)              (gemm_tn)
+ * Pairs inside one sub-block take their own exponentials. */
+static void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
+    const int64_t K = j->K, C = j->C;
+    const la__kernels *kr = j->kr;
+    float *A = b->A, *dA = b->dA;
+    sub_block_rows(j, b, L);
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
+    for (int64_t i = 0; i < L * K; i++) b->dqs[i] = b->dks[i] = 0.0f;
+    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
+        const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
+        if (i0 > 0) {
+            const double *Gb = b->G + i0 * K;
+            for (int64_t jj = 0; jj < i0; jj++) {
+                const double *Gj = b->G + jj * K;
+                const float *kj = b->Kc + jj * K;
+                float *f = b->F + jj * K, *kf = b->KF + jj * K;
+                for (int64_t x = 0; x < K; x++) {
+                    f[x] = exp_nonpos((float)(Gb[x] - Gj[x]));
+                    kf[x] = kj[x] * f[x];
+                }
+            }
+            kr->gemm_nt(ni, i0, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
+            kr->gemm_nn(ni, K, i0, 1.0f, dA + i0 * C, C, b->KF, K, 0.0f, b->Tq, K);
+            for (int64_t i = i0; i < i0 + ni; i++)
+                for (int64_t x = 0; x < K; x++)
+                    b->dqs[i * K + x] += b->R[i * K + x] * b->Tq[(i - i0) * K + x];
+            kr->gemm_tn(i0, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f, b->Tk, K);
+            for (int64_t jj = 0; jj < i0; jj++)
+                for (int64_t x = 0; x < K; x++)
+                    b->dks[jj * K + x] += b->F[jj * K + x] * b->Tk[jj * K + x];
+        }
+        for (int64_t i = i0; i < i0 + ni; i++) {
+            const double *Gi = b->G + i * K;
+            const float *qi = b->Qc + i * K;
+            float *Ai = A + i * C, *dqi = b->dqs + i * K;
+            for (int64_t jj = i0; jj < i; jj++) {
+                const double *Gj = b->G + jj * K;
+                const float *kj = b->Kc + jj * K;
+                float *dkj = b->dks + jj * K, *e = b->e;
+                for (int64_t x = 0; x < K; x++) e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                Ai[jj] = dot3(qi, kj, e, K);
+                const float d = dA[i * C + jj];
+                for (int64_t x = 0; x < K; x++) {
+                    const float w = d * e[x];
+                    dqi[x] += w * kj[x];
+                    dkj[x] += w * qi[x];
+                }
+            }
+            for (int64_t jj = i; jj < L; jj++) Ai[jj] = 0.0f;
         }
     }
 }
@@ -188,95 +351,28 @@ static void load_state(const gla_job *j, int64_t task, float *S) {
         memset(S, 0, KV * sizeof(float));
 }
 
-/* Keys of the chunk, transposed so that a row of A is built with contiguous
- * updates over j: simple GLA: KT[x][j] = k_jx for all j < L; GLA:
- * KT[x][j] = k_jx exp(G_bx - G_jx) for j < b, b = i0 (a sub-block start;
- * F is filled for that b too). */
-static void chunk_keys_T(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
-                         int64_t i0) {
-    const int64_t H = j->H, K = j->K, C = j->C;
-    const int64_t n = j->per_key ? i0 : L;
-    if (j->per_key) sub_block_cols(j, b, i0);
-    for (int64_t jj = 0; jj < n; jj++) {
-        const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
-        if (j->per_key) {
-            const float *Fj = b->F + jj * K;
-            for (int64_t x = 0; x < K; x++) b->KT[x * C + jj] = kj[x] * Fj[x];
-        } else {
-            for (int64_t x = 0; x < K; x++) b->KT[x * C + jj] = kj[x];
-        }
-    }
-}
-
-/* A[jj] = sum_x q_ix k_jx exp(G_ix - G_jx) for jj < n (n <= i + 1); KT must
- * hold the keys for i's sub-block (chunk_keys_T). */
-static void a_row(const gla_job *j, const chunk_bufs *b, float *A, int64_t r0, int64_t h,
-                  int64_t i, const float *qi, int64_t n) {
-    const int64_t H = j->H, K = j->K, C = j->C;
-    for (int64_t jj = 0; jj < n; jj++) A[jj] = 0.0f;
-    if (j->per_key) {
-        const int64_t i0 = i - i % GLA_SUB, n_off = i0 < n ? i0 : n;
-        /* j < i0: q_i exp(G_i - G_b) . k_j exp(G_b - G_j), both factors <= 1 */
-        for (int64_t x = 0; x < K && n_off > 0; x++) {
-            const float w = qi[x] * b->R[i * K + x];
-            const float *kt = b->KT + x * C;
-            for (int64_t jj = 0; jj < n_off; jj++) A[jj] += w * kt[jj];
-        }
-        /* j in i's sub-block: one exponential per key */
-        for (int64_t jj = i0; jj < n; jj++) {
-            const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
-            const double *Gi = b->G + i * K, *Gj = b->G + jj * K;
-            float a = 0.0f;
-            for (int64_t x = 0; x < K; x++) a += qi[x] * kj[x] * expf((float)(Gi[x] - Gj[x]));
-            A[jj] = a;
-        }
-    } else {
-        for (int64_t x = 0; x < K; x++) {
-            const float w = qi[x];
-            const float *kt = b->KT + x * C;
-            for (int64_t jj = 0; jj < n; jj++) A[jj] += w * kt[jj];
-        }
-        for (int64_t jj = 0; jj < n; jj++) A[jj] *= expf((float)(b->G[i] - b->G[jj]));
-    }
-}
-
 void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     const gla_job *j = arg;
     const int64_t H = j->H, K = j->K, V = j->V, C = j->C, h = task % H, n = task / H;
-    const int64_t gw = j->per_key ? K : 1;
     chunk_bufs b;
     chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     load_state(j, task, b.S);
-    float *A = b.Arow;
     for (int64_t c0 = 0; c0 < len; c0 += C) {
         const int64_t L = len - c0 < C ? len - c0 : C, r0 = start + c0;
+        float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
         chunk_gates(j, &b, r0, L, h);
-        sub_block_rows(j, &b, L);
-        if (!j->per_key) chunk_keys_T(j, &b, r0, L, h, 0);
-        for (int64_t i = 0; i < L; i++) {
-            const size_t bi = (size_t)((r0 + i) * H + h);
-            const float *qi = j->q + bi * (size_t)K;
-            if (j->per_key && i % GLA_SUB == 0) chunk_keys_T(j, &b, r0, L, h, i);
-            a_row(j, &b, A, r0, h, i, qi, i + 1);
-            /* inter-chunk: (q_i * e^{G_i}) S */
-            for (int64_t y = 0; y < V; y++) b.acc[y] = 0.0f;
-            for (int64_t x = 0; x < K; x++) {
-                const float w = qi[x] * b.eG[i * gw + (j->per_key ? x : 0)];
-                const float *row = b.S + x * V;
-                for (int64_t y = 0; y < V; y++) b.acc[y] += w * row[y];
-            }
-            /* intra-chunk: sum_{j<=i} A_ij v_j */
-            for (int64_t jj = 0; jj <= i; jj++) {
-                const float *vj = j->v + (size_t)((r0 + jj) * H + h) * (size_t)V;
-                const float a = A[jj];
-                for (int64_t y = 0; y < V; y++) b.acc[y] += a * vj[y];
-            }
-            float *oi = j->o + bi * (size_t)V;
-            for (int64_t y = 0; y < V; y++) oi[y] = j->scale * b.acc[y];
-        }
-        chunk_state_update(j, &b, b.S, r0, L, h);
+        gather_rows(b.Qc, j->q, H, K, r0, L, h);
+        gather_rows(b.Kc, j->k, H, K, r0, L, h);
+        gather_rows(b.Vc, j->v, H, V, r0, L, h);
+        /* inter-chunk: o = scale (q * e^{G_i}) S */
+        scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
+        j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
+        /* intra-chunk: o += scale A V */
+        intra_matrix(j, &b, L, 0);
+        j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
+        chunk_state_update(j, &b, b.S, r0, L, h, 1);
     }
     if (j->sT) memcpy(j->sT + (size_t)task * (size_t)K * (size_t)V, b.S,
                       (size_t)K * (size_t)V * sizeof(float));
@@ -288,6 +384,7 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
     const int64_t gw = j->per_key ? K : 1;
     const size_t KV = (size_t)K * (size_t)V;
     const float scale = j->scale;
+    const la__kernels *kr = j->kr;
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     chunk_bufs b;
@@ -304,7 +401,7 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
         chunk_gates(j, &b, start + c0, L, h);
-        chunk_state_update(j, &b, b.states, start + c0, L, h);
+        chunk_state_update(j, &b, b.states, start + c0, L, h, 0);
     }
 
     if (j->d_sT)
@@ -323,70 +420,49 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
                 float *S = b.states + (size_t)m * KV;
                 memcpy(S, S - KV, KV * sizeof(float));
                 chunk_gates(j, &b, start + p0, pl, h);
-                chunk_state_update(j, &b, S, start + p0, pl, h);
+                chunk_state_update(j, &b, S, start + p0, pl, h, 0);
             }
         }
         const float *S0 = b.states + (size_t)(c % M) * KV;
         chunk_gates(j, &b, r0, L, h);
+        gather_rows(b.Qc, j->q, H, K, r0, L, h);
+        gather_rows(b.Kc, j->k, H, K, r0, L, h);
+        gather_rows(b.Vc, j->v, H, V, r0, L, h);
+        gather_rows(b.dOc, j->d_o, H, V, r0, L, h);
         /* Inter-chunk and state terms:
          *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
          *   dv_j = (k_j * e^{G_L-G_j}) dS. */
+        kr->gemm_nt(L, K, V, scale, b.dOc, V, S0, V, 0.0f, b.dqc, K);
+        kr->gemm_nt(L, K, V, 1.0f, b.Vc, V, b.dS, V, 0.0f, b.dkc, K);
         for (int64_t i = 0; i < L; i++) {
-            const size_t bi = (size_t)((r0 + i) * H + h);
-            const float *doi = j->d_o + bi * (size_t)V, *vi = j->v + bi * (size_t)V;
-            const float *ki = j->k + bi * (size_t)K;
-            float *dqi = b.dqc + i * K, *dki = b.dkc + i * K, *dvi = b.dvc + i * V;
-            for (int64_t y = 0; y < V; y++) dvi[y] = 0.0f;
+            const float *eGi = b.eG + i * gw, *eLi = b.eLm + i * gw;
             for (int64_t x = 0; x < K; x++) {
-                const float *s0r = S0 + x * V, *dsr = b.dS + x * V;
-                float sq = 0.0f, sk = 0.0f;
-                for (int64_t y = 0; y < V; y++) {
-                    sq += s0r[y] * doi[y];
-                    sk += dsr[y] * vi[y];
-                }
-                const int64_t xg = i * gw + (j->per_key ? x : 0);
-                dqi[x] = scale * b.eG[xg] * sq;
-                dki[x] = b.eLm[xg] * sk;
-                const float kd = ki[x] * b.eLm[xg];
-                for (int64_t y = 0; y < V; y++) dvi[y] += kd * dsr[y];
+                b.dqc[i * K + x] *= eGi[j->per_key ? x : 0];
+                b.dkc[i * K + x] *= eLi[j->per_key ? x : 0];
             }
         }
-        /* Intra-chunk pairs j < i: A_ij and dA_ij = scale do_i . v_j; the diagonal
-         * pair (i, i) has no decay and no gate gradient, it goes to dq_i, dk_i, dv_i
-         * directly at the end. */
-        for (int64_t i = 0; i < L * K; i++) b.dqs[i] = b.dks[i] = 0.0f;
-        sub_block_rows(j, &b, L);
-        if (!j->per_key) chunk_keys_T(j, &b, r0, L, h, 0);
-        for (int64_t jj = 0; jj < L; jj++) {
-            const float *vj = j->v + (size_t)((r0 + jj) * H + h) * (size_t)V;
-            for (int64_t y = 0; y < V; y++) b.VT[y * j->C + jj] = vj[y];
-        }
-        for (int64_t i = 0; i < L; i++) {
-            const size_t bi = (size_t)((r0 + i) * H + h);
-            const float *qi = j->q + bi * (size_t)K, *doi = j->d_o + bi * (size_t)V;
-            float *dqi = b.dqs + i * K, *A = b.Arow, *dA = b.dArow;
-            if (j->per_key && i % GLA_SUB == 0) chunk_keys_T(j, &b, r0, L, h, i);
-            /* rows i of A and dA = do_i . v_j over j < i */
-            a_row(j, &b, A, r0, h, i, qi, i);
-            for (int64_t jj = 0; jj < i; jj++) dA[jj] = 0.0f;
-            for (int64_t y = 0; y < V; y++) {
-                const float w = doi[y];
-                const float *vt = b.VT + y * j->C;
-                for (int64_t jj = 0; jj < i; jj++) dA[jj] += w * vt[jj];
-            }
-            for (int64_t jj = 0; jj < i; jj++) {
-                const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
-                float *dkj = b.dks + jj * K, *dvj = b.dvc + jj * V;
-                pair_decay(j, &b, i, jj);
-                const float dAij = scale * dA[jj], sA = scale * A[jj];
-                for (int64_t y = 0; y < V; y++) dvj[y] += sA * doi[y];
-                for (int64_t x = 0; x < K; x++) {
-                    const float w = dAij * b.e[x];
-                    dqi[x] += w * kj[x];
-                    dkj[x] += w * qi[x];
+        scale_rows(b.Ks, b.Kc, b.eLm, j->per_key, L, K);
+        kr->gemm_nn(L, V, K, 1.0f, b.Ks, K, b.dS, V, 0.0f, b.dvc, V);
+        /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
+         * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
+         * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
+        kr->gemm_nt_tril(L, V, 1, scale, b.dOc, V, b.Vc, V, 0.0f, b.dA, j->C);
+        if (j->per_key) {
+            intra_bwd_per_key(j, &b, L);
+        } else {
+            kr->gemm_nt_tril(L, K, 1, 1.0f, b.Qc, K, b.Kc, K, 0.0f, b.A, j->C);
+            for (int64_t i = 0; i < L; i++) {
+                float *Ai = b.A + i * j->C, *dAi = b.dA + i * j->C;
+                for (int64_t jj = 0; jj < i; jj++) {
+                    const float e = exp_nonpos((float)(b.G[i] - b.G[jj]));
+                    Ai[jj] *= e;
+                    dAi[jj] *= e;
                 }
             }
+            kr->gemm_nn_lower(L, K, L, 1.0f, b.dA, j->C, b.Kc, K, 0.0f, b.dqs, K);
+            kr->gemm_tn(L, K, L, 1.0f, b.dA, j->C, b.Qc, K, 0.0f, b.dks, K);
         }
+        kr->gemm_tn(L, V, L, scale, b.A, j->C, b.dOc, V, 1.0f, b.dvc, V);
         /* Gate gradient, term by term (no cancelling pairs are formed):
          *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
          *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
@@ -457,20 +533,15 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
                 b.dkc[i * K + x] += b.dks[i * K + x] + dA * qi[x];
             }
         }
-        /* dS before the chunk: Diag(e^{G_L}) dS + scale sum_i (q_i * e^{G_i})^T do_i. */
+        /* dS before the chunk: Diag(e^{G_L}) dS + scale (Q * e^{G})^T dO. */
         const float *eGL = b.eG + (L - 1) * gw;
         for (int64_t x = 0; x < K; x++) {
             float *dsr = b.dS + x * V;
             const float d = eGL[j->per_key ? x : 0];
             for (int64_t y = 0; y < V; y++) dsr[y] *= d;
-            for (int64_t i = 0; i < L; i++) {
-                const size_t bi = (size_t)((r0 + i) * H + h);
-                const float w = scale * j->q[bi * (size_t)K + (size_t)x] *
-                                b.eG[i * gw + (j->per_key ? x : 0)];
-                const float *doi = j->d_o + bi * (size_t)V;
-                for (int64_t y = 0; y < V; y++) dsr[y] += w * doi[y];
-            }
         }
+        scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
+        kr->gemm_tn(K, V, L, scale, b.Qs, K, b.dOc, V, 1.0f, b.dS, V);
         for (int64_t i = 0; i < L; i++) {
             const size_t bi = (size_t)((r0 + i) * H + h);
             memcpy(j->dq + bi * (size_t)K, b.dqc + i * K, (size_t)K * sizeof(float));

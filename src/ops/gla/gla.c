@@ -82,7 +82,8 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *
     int64_t C = opts->chunk_size ? opts->chunk_size : GLA_DEFAULT_CHUNK;
     if (C > L) C = L;
     *j = (gla_job){.d = dims, .H = H, .K = K, .V = V, .C = C, .per_key = per_key,
-                   .scale = scale, .ctx = ctx, .q = q, .k = k, .v = v, .g = g,
+                   .scale = scale, .ctx = ctx, .kr = la__kernels_default(), .q = q,
+                   .k = k, .v = v, .g = g,
                    .g_gamma = g_gamma, .s0 = s0};
     return LA_OK;
 }

@@ -9,6 +9,7 @@
 #define LINATTN_GLA_INTERNAL_H
 
 #include "../../core/internal.h"
+#include "../../kernels/kernels.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -49,6 +50,7 @@ typedef struct gla_job {
     int per_key;     /* 1: GLA gates [B,T,H,K]; 0: simple GLA gates [B,T,H] */
     float scale;
     la_ctx *ctx;
+    const la__kernels *kr; /* chunk form: micro-kernels, fetched once per call */
     /* forward inputs */
     const float *q, *k, *v, *g, *g_gamma, *s0;
     /* forward outputs (o NULL in backward) */
