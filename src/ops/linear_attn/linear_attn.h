@@ -139,6 +139,46 @@ void la__lin_phi_rows(const la__lin_job *j, float c, const float *x, int64_t sx,
 void la__lin_dphi_rows(const la__lin_job *j, float c, float *y, int64_t sy, int64_t t0,
                        int64_t L, const float *dy, const float *x);
 
+/* From Numx rows (row stride Vx: num_i and, normalised, den_i - ε in column
+ * V) and the rows [t0, t0+L) of d_o: Gx rows (stride Vx) = [g_i, δ_i] with
+ * g = dO/den, δ = -(dO·o)/den, o = num/den as the forward writes it; or
+ * g = dO unnormalised (no δ column). */
+static inline void la__lin_gx_rows(const la__lin_job *j, int64_t L, const float *num,
+                                   const float *d_o, int64_t sv, int64_t t0, float *g) {
+    const int64_t V = j->V, Vx = j->V + (j->normalize ? 1 : 0);
+    for (int64_t i = 0; i < L; i++) {
+        const float *dOi = d_o + (t0 + i) * sv, *n = num + i * Vx;
+        float *gi = g + i * Vx;
+        if (!j->normalize) {
+            for (int64_t x = 0; x < V; x++) gi[x] = dOi[x];
+            continue;
+        }
+        const float d = n[V] + j->eps;
+        float dot = 0;
+        for (int64_t x = 0; x < V; x++) {
+            gi[x] = dOi[x] / d;
+            dot += dOi[x] * (n[x] / d);
+        }
+        gi[V] = -dot / d;
+    }
+}
+
+/* Output rows [t0, t0+L) of o from Numx rows: num / den, or num. */
+static inline void la__lin_out_rows(const la__lin_job *j, int64_t L, const float *num, float *o,
+                                    int64_t sv, int64_t t0) {
+    const int64_t V = j->V, Vx = j->V + (j->normalize ? 1 : 0);
+    for (int64_t i = 0; i < L; i++) {
+        const float *n = num + i * Vx;
+        float *oi = o + (t0 + i) * sv;
+        if (j->normalize) {
+            const float d = n[V] + j->eps;
+            for (int64_t x = 0; x < V; x++) oi[x] = n[x] / d;
+        } else {
+            for (int64_t x = 0; x < V; x++) oi[x] = n[x];
+        }
+    }
+}
+
 /* ---- small dense kernels (contiguous inner loops) ---------------------- */
 
 /* Eight interleaved partial sums, combined pairwise at the end: a fixed
