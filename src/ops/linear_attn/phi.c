@@ -13,34 +13,9 @@
  * The recurrent form and the decoder keep la__phi / la__dphi (libm expf):
  * their arithmetic is the decoder's step, bit for bit. */
 #include "linear_attn.h"
+#include "vexp.h"
 
 #include <string.h>
-
-/* out = e^x for x <= 0 (the only inputs elu+1 exponentiates); 0 below the
- * normal range (true value < 1.2e-38). A macro rather than a function: it
- * must be expanded inside each clone below (GCC does not inline across the
- * clones' differing target/optimize attributes). */
-#define EXP_NONPOS(out, x_)                                                               \
-    do {                                                                                  \
-        const float x0_ = (x_);                                                           \
-        const float xc_ = x0_ < -87.3365f ? -87.3365f : x0_;                              \
-        const float t_ = xc_ * 1.44269504088896341f + 12582912.0f; /* round to nearest */ \
-        const float n_ = t_ - 12582912.0f;                                                \
-        float r_ = xc_ - n_ * 0.693359375f;                                               \
-        r_ = r_ - n_ * -2.12194440e-4f;                                                   \
-        float p_ = 1.9875691500e-4f;                                                      \
-        p_ = p_ * r_ + 1.3981999507e-3f;                                                  \
-        p_ = p_ * r_ + 8.3334519073e-3f;                                                  \
-        p_ = p_ * r_ + 4.1665795894e-2f;                                                  \
-        p_ = p_ * r_ + 1.6666665459e-1f;                                                  \
-        p_ = p_ * r_ + 5.0000001201e-1f;                                                  \
-        const float y_ = (p_ * (r_ * r_) + r_) + 1.0f;                                    \
-        const int32_t b_ = ((int32_t)n_ + 127) * 8388608; /* 2^n, n in [-126, 0] */      \
-        float s_;                                                                         \
-        memcpy(&s_, &b_, sizeof s_);                                                      \
-        const float ys_ = y_ * s_;                                                        \
-        (out) = x0_ < -87.3365f ? 0.0f : ys_;                                             \
-    } while (0)
 
 #define PHI_BODY                                                                          \
     switch (fm) {                                                                         \
@@ -48,7 +23,7 @@
         for (int64_t i = 0; i < n; i++) {                                                 \
             const float xi = x[i], a = xi + 1.0f;                                         \
             float e;                                                                      \
-            EXP_NONPOS(e, xi > 0 ? 0.0f : xi);                                            \
+            LA__EXP_NONPOS(e, xi > 0 ? 0.0f : xi);                                            \
             const float f = xi > 0 ? a : e;                                               \
             y[i] = c * f;                                                                 \
         }                                                                                 \
@@ -70,7 +45,7 @@
         for (int64_t i = 0; i < n; i++) {                                                 \
             const float xi = x[i], cd = c * dy[i];                                        \
             float e;                                                                      \
-            EXP_NONPOS(e, xi > 0 ? 0.0f : xi);                                            \
+            LA__EXP_NONPOS(e, xi > 0 ? 0.0f : xi);                                            \
             const float f = xi > 0 ? 1.0f : e;                                            \
             y[i] = cd * f;                                                                \
         }                                                                                 \
@@ -86,34 +61,26 @@
         break;                                                                            \
     }
 
-/* GCC keeps the element selects above as branches (and the loops scalar)
- * under the default -ftrapping-math; every operation here is evaluated
- * unconditionally anyway, so allowing if-conversion changes no result. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define VECTORISE __attribute__((optimize("no-trapping-math")))
-#else
-#define VECTORISE
-#endif
 
-VECTORISE static void phi_base(la_feature_map fm, float c, float *restrict y, const float *restrict x,
+LA__VECTORISE static void phi_base(la_feature_map fm, float c, float *restrict y, const float *restrict x,
                      int64_t n) {
     PHI_BODY
 }
 
-VECTORISE static void dphi_base(la_feature_map fm, float c, float *restrict y, const float *restrict dy,
+LA__VECTORISE static void dphi_base(la_feature_map fm, float c, float *restrict y, const float *restrict dy,
                       const float *restrict x, int64_t n) {
     DPHI_BODY
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_AVX2_CLONE 1
-VECTORISE __attribute__((target("avx2"))) static void phi_avx2(la_feature_map fm, float c,
+LA__VECTORISE __attribute__((target("avx2"))) static void phi_avx2(la_feature_map fm, float c,
                                                      float *restrict y,
                                                      const float *restrict x, int64_t n) {
     PHI_BODY
 }
 
-VECTORISE __attribute__((target("avx2"))) static void dphi_avx2(la_feature_map fm, float c,
+LA__VECTORISE __attribute__((target("avx2"))) static void dphi_avx2(la_feature_map fm, float c,
                                                       float *restrict y,
                                                       const float *restrict dy,
                                                       const float *restrict x, int64_t n) {
