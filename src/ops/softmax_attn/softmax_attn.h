@@ -4,17 +4,18 @@
  * from la__parallel_for; a kernel cannot fail and writes only the rows of
  * its own (sequence, head).
  *
- * Precision policy. Textbook form and the streaming backward: q.k and dO.v
- * are accumulated in double (products of two floats are exact in double) and
- * the scaled score is rounded once to float; row sums, output accumulators
- * and gradient accumulators are double, rounded to float when written.
- * Streaming forward (and the lse / D pass of its backward): the score tile
- * and P·V of one key block are float32 products of the micro-kernels
- * (src/kernels, FMA), e^(s - m) is the vectorised float exp of
- * ../linear_attn/vexp.h; the row sums and the output accumulator across key
- * blocks stay in double. Measured max-rel error vs float64 <= 1.3e-6 for
- * o, lse and the gradients (tests assert 2e-6); a row whose float scores
- * overflow is recomputed in double with saturation. */
+ * Precision policy. Textbook form: q.k and dO.v are accumulated in double
+ * (products of two floats are exact in double) and the scaled score is
+ * rounded once to float; row sums, output accumulators and gradient
+ * accumulators are double, rounded to float when written.
+ * Streaming form, forward and backward: the products of one (query block,
+ * key block) pair (scores, P·V, dO·Vᵀ, Pᵀ·dO, dSᵀ·Q, dS·K) are float32
+ * micro-kernel calls (src/kernels, FMA) on contiguous copies of the blocks;
+ * e^x is the vectorised float exp of ../linear_attn/vexp.h; row sums,
+ * D = rowsum(dO ⊙ O) and every accumulator across blocks stay in double.
+ * Measured max-rel error vs float64 <= 1.3e-6 for o, lse and the gradients
+ * (tests assert 2e-6). A row whose float scores overflow (|q|, |k| ~ 1e20)
+ * is recomputed in double with saturation (sa_scores). */
 #ifndef LINATTN_SOFTMAX_ATTN_H
 #define LINATTN_SOFTMAX_ATTN_H
 

@@ -10,12 +10,15 @@
  * copies of the blocks; see stream_rows.
  *
  * Backward (flash-attention-2): pass 1 recomputes lse_i and
- * D_i = dO_i . O_i per query (O in double, never stored); pass 2 walks over
- * key blocks, keeps dK, dV of the block in double accumulators, and for every
- * query that sees the block recomputes p = exp(s - lse) and
- * dS = p (dO_i . v_j - D_i). dQ is summed over key blocks in a per-head
- * [len, K] accumulator (flash-attention uses atomics there; one task per
- * head needs none, and the order is fixed, so nothing depends on the thread
+ * D_i = dO_i . O_i = Σ_j p_ij (dO_i . v_j) per query (from the float dP
+ * tiles pass 2 recomputes bit for bit, accumulated in double); pass 2 walks
+ * over key blocks and, for every query block that sees the block, forms
+ * S = scale Q Kᵀ, P = exp(S - lse), dP = dO Vᵀ, dS = P (dP - D) and the
+ * products dV += Pᵀ dO, dK += dSᵀ Q, dQ += dS K, all float micro-kernel
+ * calls whose tiles are added to double accumulators. dQ is summed over key
+ * blocks in a per-head [len, K] accumulator (flash-attention uses atomics
+ * there; one task per head needs none, and the order is fixed, so nothing
+ * depends on the thread
  * count). Extra memory O(len (K + 2) + block (block + 2K + 2V)). */
 #include "softmax_attn.h"
 #include "../linear_attn/vexp.h"
@@ -55,6 +58,9 @@ int sa_streaming_backward_bytes(int64_t Tmax, int64_t block, int64_t K, int64_t 
     if (!sa_add_bytes(&total, b * (uint64_t)V, sizeof(double))) return 0; /* dv block */
     if (!sa_add_bytes(&total, b, sizeof(double))) return 0;              /* s row */
     if (!sa_add_bytes(&total, b, sizeof(double))) return 0;              /* dp row */
+    if (!sa_add_bytes(&total, b * (uint64_t)V, sizeof(float))) return 0; /* dO block */
+    if (!sa_add_bytes(&total, b * b, sizeof(float))) return 0;           /* dP tile */
+    if (!sa_add_bytes(&total, b * (uint64_t)K, sizeof(float))) return 0; /* dK / dQ tile */
     *bytes = total;
     return 1;
 }
@@ -66,6 +72,11 @@ typedef struct stream_work {
     double *l;   /* [n] running sum of exp(s - m) */
     float *qb, *kb, *vb; /* [n, K], [block, K], [block, V]: contiguous copies */
     float *pv;   /* [n, V] P·V of the current key block */
+    /* backward pass 1 only (NULL otherwise): D_i = Σ_j p_ij (dO_i·v_j)
+     * accumulated online like acc, from the same float dP tile that pass 2
+     * computes, so that dS = P ⊙ (dP - D) cancels exactly where it should */
+    float *dob, *dP; /* [n, V] dO rows, [block, block] dP = dO Vᵀ */
+    double *dacc;    /* [n] */
 } stream_work;
 
 static stream_work take_stream_work(char **p, int64_t block, int64_t K, int64_t V) {
@@ -79,6 +90,8 @@ static stream_work take_stream_work(char **p, int64_t block, int64_t K, int64_t 
     w.kb = sa_take(p, b * (uint64_t)K, sizeof(float));
     w.vb = sa_take(p, b * (uint64_t)V, sizeof(float));
     w.pv = sa_take(p, b * (uint64_t)V, sizeof(float));
+    w.dob = w.dP = NULL;
+    w.dacc = NULL;
     return w;
 }
 
@@ -158,12 +171,17 @@ static void stream_rows(const sa_head *hd, int64_t r0, int64_t n, const stream_w
     }
     memset(w->acc, 0, (size_t)n * (size_t)V * sizeof *w->acc);
     copy_rows(w->qb, hd->q + r0 * hd->qk_stride, hd->qk_stride, n, K);
+    if (w->dacc) {
+        memset(w->dacc, 0, (size_t)n * sizeof *w->dacc);
+        copy_rows(w->dob, hd->d_o + r0 * hd->v_stride, hd->v_stride, n, V);
+    }
 
     for (int64_t kb = 0; kb < kv_end; kb += B) {
         const int64_t ke = kb + B < kv_end ? kb + B : kv_end, nk = ke - kb;
         copy_rows(w->kb, hd->k + kb * hd->qk_stride, hd->qk_stride, nk, K);
         copy_rows(w->vb, hd->v + kb * hd->v_stride, hd->v_stride, nk, V);
         kr->gemm_nt(n, nk, K, hd->scale, w->qb, K, w->kb, K, 0.0f, w->S, B);
+        if (w->dacc) kr->gemm_nt(n, nk, V, 1.0f, w->dob, V, w->vb, V, 0.0f, w->dP, B);
         for (int64_t i = 0; i < n; i++) {
             const int64_t vis = sa_visible(hd, r0 + i);
             const int64_t cnt = (vis < ke ? vis : ke) - kb;
@@ -190,12 +208,19 @@ static void stream_rows(const sa_head *hd, int64_t r0, int64_t n, const stream_w
                     const double alpha = exp((double)w->m[i] - (double)mt);
                     w->l[i] *= alpha;
                     for (int64_t d = 0; d < V; d++) acc[d] *= alpha;
+                    if (w->dacc) w->dacc[i] *= alpha;
                 }
                 w->m[i] = mt;
             }
             exp_shift(hd, s, cnt, w->m[i]);
             if (cnt < nk) memset(s + cnt, 0, (size_t)(nk - cnt) * sizeof(float));
             w->l[i] += sum_d(s, cnt);
+            if (w->dacc) {
+                const float *dp = w->dP + i * B;
+                double d = 0;
+                for (int64_t jj = 0; jj < cnt; jj++) d += (double)s[jj] * (double)dp[jj];
+                w->dacc[i] += d;
+            }
         }
         kr->gemm_nn(n, V, nk, 1.0f, w->S, B, w->vb, V, 0.0f, w->pv, V);
         for (int64_t i = 0; i < n; i++) {
@@ -232,48 +257,82 @@ void sa_streaming_backward(const sa_head *hd, void *scratch) {
     double *s_row = sa_take(&p, (uint64_t)B, sizeof(double));
     double *dp_row = sa_take(&p, (uint64_t)B, sizeof(double));
 
-    /* Pass 1: lse and D = rowsum(dO o O), O kept in double (never stored). */
-    for (int64_t r0 = 0; r0 < L; r0 += B) {
-        const int64_t n = r0 + B < L ? B : L - r0;
-        stream_rows(hd, r0, n, &w);
-        for (int64_t i = 0; i < n; i++) {
-            const double *acc = w.acc + i * V;
-            const float *doi = hd->d_o + (r0 + i) * hd->v_stride;
-            double dot = 0;
-            for (int64_t d = 0; d < V; d++) dot += (double)doi[d] * acc[d];
-            D[r0 + i] = dot / w.l[i];
-            lse[r0 + i] = (double)w.m[i] + log(w.l[i]);
+    float *dob = sa_take(&p, (uint64_t)B * (uint64_t)V, sizeof(float));
+    float *dP = sa_take(&p, (uint64_t)B * (uint64_t)B, sizeof(float));
+    float *tk = sa_take(&p, (uint64_t)B * (uint64_t)K, sizeof(float));
+
+    /* Pass 1: lse and D = rowsum(dO o O) = Σ_j p_ij (dO_i·v_j), the latter
+     * from the dP tiles that pass 2 recomputes bit for bit (same calls on
+     * the same blocks), accumulated in double. */
+    {
+        stream_work w1 = w;
+        w1.dob = dob;
+        w1.dP = dP;
+        w1.dacc = s_row; /* [block] doubles */
+        for (int64_t r0 = 0; r0 < L; r0 += B) {
+            const int64_t n = r0 + B < L ? B : L - r0;
+            stream_rows(hd, r0, n, &w1);
+            for (int64_t i = 0; i < n; i++) {
+                D[r0 + i] = w1.dacc[i] / w.l[i];
+                lse[r0 + i] = (double)w.m[i] + log(w.l[i]);
+            }
         }
     }
+    (void)dp_row;
+    const la__kernels *kr = hd->kr;
 
-    /* Pass 2: key blocks outer, visible queries inner. */
+    /* Pass 2: key blocks outer, query blocks inner, every product a float
+     * micro-kernel call on contiguous copies; each tile's contribution is
+     * added to the double accumulators, so the sums across blocks stay in
+     * double. For a (query block, key block) pair, rows i, columns j:
+     *   S = scale·Q Kᵀ, P = e^(S - lse) (0 where masked), dP = dO Vᵀ,
+     *   dS = P ⊙ (dP - D); dV += Pᵀ dO, dK += dSᵀ Q, dQ += dS K
+     * (the scale of dK and dQ is applied when they are written). */
     memset(dq_acc, 0, (size_t)L * (size_t)K * sizeof *dq_acc);
     for (int64_t kb = 0; kb < kv; kb += B) {
-        const int64_t ke = kb + B < kv ? kb + B : kv;
+        const int64_t ke = kb + B < kv ? kb + B : kv, nk = ke - kb;
         memset(dk_acc, 0, (size_t)B * (size_t)K * sizeof *dk_acc);
         memset(dv_acc, 0, (size_t)B * (size_t)V * sizeof *dv_acc);
-        /* Causal: queries before kb see none of these keys. */
-        for (int64_t i = hd->causal ? kb : 0; i < L; i++) {
-            const int64_t vis = sa_visible(hd, i);
-            const int64_t hi = vis < ke ? vis : ke;
-            if (hi <= kb) continue;
-            const float *qi = hd->q + i * hd->qk_stride;
-            const float *doi = hd->d_o + i * hd->v_stride;
-            double *dqi = dq_acc + i * K;
-            sa_dots(qi, hd->k + kb * hd->qk_stride, hd->qk_stride, hi - kb, K, s_row);
-            sa_dots(doi, hd->v + kb * hd->v_stride, hd->v_stride, hi - kb, V, dp_row);
-            for (int64_t j = kb; j < hi; j++) {
-                const float *kj = hd->k + j * hd->qk_stride;
-                const float s = sa_score(scale * s_row[j - kb]);
-                const double pij = exp((double)s - lse[i]);
-                double *dvj = dv_acc + (j - kb) * V, *dkj = dk_acc + (j - kb) * K;
-                for (int64_t d = 0; d < V; d++) dvj[d] += pij * (double)doi[d];
-                const double ds = pij * (dp_row[j - kb] - D[i]);
-                for (int64_t c = 0; c < K; c++) {
-                    dqi[c] += ds * (double)kj[c];
-                    dkj[c] += ds * (double)qi[c];
+        copy_rows(w.kb, hd->k + kb * hd->qk_stride, hd->qk_stride, nk, K);
+        copy_rows(w.vb, hd->v + kb * hd->v_stride, hd->v_stride, nk, V);
+        /* Causal: queries before kb see none of these keys (query blocks
+         * are aligned like the key blocks). */
+        for (int64_t r0 = hd->causal ? kb : 0; r0 < L; r0 += B) {
+            const int64_t n = r0 + B < L ? B : L - r0;
+            copy_rows(w.qb, hd->q + r0 * hd->qk_stride, hd->qk_stride, n, K);
+            copy_rows(dob, hd->d_o + r0 * hd->v_stride, hd->v_stride, n, V);
+            kr->gemm_nt(n, nk, K, hd->scale, w.qb, K, w.kb, K, 0.0f, w.S, B);
+            kr->gemm_nt(n, nk, V, 1.0f, dob, V, w.vb, V, 0.0f, dP, B);
+            for (int64_t i = 0; i < n; i++) {
+                const int64_t vis = sa_visible(hd, r0 + i);
+                const int64_t cnt = (vis < ke ? vis : ke) - kb;
+                float *srow = w.S + i * B, *dprow = dP + i * B;
+                if (cnt <= 0) {
+                    memset(srow, 0, (size_t)nk * sizeof(float));
+                    memset(dprow, 0, (size_t)nk * sizeof(float));
+                    continue;
                 }
+                int finite = 1;
+                for (int64_t jj = 0; jj < cnt; jj++) finite &= isfinite(srow[jj]) != 0;
+                if (!finite)
+                    sa_scores(w.qb + i * K, w.kb, K, cnt, K, (double)hd->scale, srow);
+                const double li = lse[r0 + i];
+                for (int64_t jj = 0; jj < cnt; jj++) srow[jj] = (float)((double)srow[jj] - li);
+                exp_shift(hd, srow, cnt, 0.0f);
+                if (cnt < nk) memset(srow + cnt, 0, (size_t)(nk - cnt) * sizeof(float));
+                const float Di = (float)D[r0 + i];
+                for (int64_t jj = 0; jj < nk; jj++) dprow[jj] = srow[jj] * (dprow[jj] - Di);
             }
+            /* dV += Pᵀ dO */
+            kr->gemm_tn(nk, V, n, 1.0f, w.S, B, dob, V, 0.0f, w.pv, V);
+            for (int64_t x = 0; x < nk * V; x++) dv_acc[x] += (double)w.pv[x];
+            /* dK += dSᵀ Q */
+            kr->gemm_tn(nk, K, n, 1.0f, dP, B, w.qb, K, 0.0f, tk, K);
+            for (int64_t x = 0; x < nk * K; x++) dk_acc[x] += (double)tk[x];
+            /* dQ += dS K */
+            kr->gemm_nn(n, K, nk, 1.0f, dP, B, w.kb, K, 0.0f, tk, K);
+            double *dqr = dq_acc + r0 * K;
+            for (int64_t x = 0; x < n * K; x++) dqr[x] += (double)tk[x];
         }
         for (int64_t j = kb; j < ke; j++) {
             float *dkj = hd->dk + j * hd->qk_stride, *dvj = hd->dv + j * hd->v_stride;
