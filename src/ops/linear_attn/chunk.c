@@ -69,32 +69,18 @@ static void chunk_num(const la__lin_job *j, int64_t L, const float *Sx, const fl
     j->kr->gemm_nn_lower(L, Vx, L, 1.0f, A, C, vb, Vx, 1.0f, num, Vx);
 }
 
-/* den_i from row i of Numx (1 when unnormalised). */
-static inline float row_den(const la__lin_job *j, const float *numx) {
-    return j->normalize ? numx[j->V] + j->eps : 1.0f;
-}
-
 void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
     la__bump b = {scratch, 0, 0};
     la__lin_chunk_layout(j, 0, &b, p);
-    const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
+    const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
     float *Sx = p[C_S], *num = p[C_NUM];
     la__lin_ext_load(j, Sx, u->S0, u->z0);
     for (int64_t t0 = 0; t0 < u->len; t0 += C) {
         const int64_t L = u->len - t0 < C ? u->len - t0 : C;
         load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
         chunk_num(j, L, Sx, p[C_QH], p[C_VB], p[C_A], num);
-        for (int64_t i = 0; i < L; i++) {
-            const float *n = num + i * Vx;
-            float *o = u->o + (t0 + i) * u->sv;
-            if (j->normalize) {
-                const float d = row_den(j, n);
-                for (int64_t x = 0; x < V; x++) o[x] = n[x] / d;
-            } else {
-                memcpy(o, n, (size_t)V * sizeof(float));
-            }
-        }
+        la__lin_out_rows(j, L, num, u->o, u->sv, t0);
         j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
     }
     la__lin_ext_store(j, Sx, u->fS, u->fz);
@@ -116,23 +102,7 @@ void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scrat
         const int64_t L = u->len - t0 < C ? u->len - t0 : C;
         load_chunk(j, u, t0, L, qh, kh, vb, A);
         chunk_num(j, L, Sx, qh, vb, A, num);
-        for (int64_t i = 0; i < L; i++) {
-            const float *d_o = u->d_o + (t0 + i) * u->sv;
-            float *gi = g + i * Vx;
-            if (norm) {
-                const float *n = num + i * Vx;
-                const float d = row_den(j, n);
-                /* o = num / den as the forward writes it */
-                float dot = 0;
-                for (int64_t x = 0; x < V; x++) {
-                    gi[x] = d_o[x] / d;
-                    dot += d_o[x] * (n[x] / d);
-                }
-                gi[V] = -dot / d;
-            } else {
-                memcpy(gi, d_o, (size_t)V * sizeof(float));
-            }
-        }
+        la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
         kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
         kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, Sx, Vx, 0.0f, dqh, K);
         kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dqh, K);
