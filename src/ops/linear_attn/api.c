@@ -66,6 +66,7 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_linear_attn_
     j->scale = scale;
     j->qscale = j->normalize ? 1.0f : scale;
     j->ctx = ctx;
+    j->kr = la__kernels_default();
     const int64_t N = la__num_seqs(dims);
     int64_t Tmax = 0;
     for (int64_t n = 0; n < N; n++) {
@@ -165,6 +166,34 @@ void la__lin_state_store(const la__lin_job *j, const la__lin_unit *u, const floa
                          const float *z) {
     if (u->fS) memcpy(u->fS, S, (size_t)j->K * (size_t)j->V * sizeof(float));
     if (u->fz) memcpy(u->fz, z, (size_t)j->K * sizeof(float));
+}
+
+void la__lin_ext_load(const la__lin_job *j, float *Sx, const float *S, const float *z) {
+    const int64_t K = j->K, V = j->V, Vx = la__lin_vx(j);
+    for (int64_t kk = 0; kk < K; kk++) {
+        if (S) memcpy(Sx + kk * Vx, S + kk * V, (size_t)V * sizeof(float));
+        else memset(Sx + kk * Vx, 0, (size_t)V * sizeof(float));
+        if (j->normalize) Sx[kk * Vx + V] = z ? z[kk] : 0.0f;
+    }
+}
+
+void la__lin_ext_store(const la__lin_job *j, const float *Sx, float *S, float *z) {
+    const int64_t K = j->K, V = j->V, Vx = la__lin_vx(j);
+    for (int64_t kk = 0; kk < K; kk++) {
+        if (S) memcpy(S + kk * V, Sx + kk * Vx, (size_t)V * sizeof(float));
+        if (z && j->normalize) z[kk] = Sx[kk * Vx + V];
+    }
+}
+
+void la__lin_load_vx(const la__lin_job *j, const float *v, int64_t sv, int64_t t0, int64_t L,
+                     float *vx) {
+    const int64_t V = j->V, Vx = la__lin_vx(j);
+    for (int64_t i = 0; i < L; i++) {
+        if (i + LA__LIN_PREFETCH_AHEAD < L)
+            la__prefetch_row(v + (t0 + i + LA__LIN_PREFETCH_AHEAD) * sv, V);
+        memcpy(vx + i * Vx, v + (t0 + i) * sv, (size_t)V * sizeof(float));
+        if (j->normalize) vx[i * Vx + V] = 1.0f;
+    }
 }
 
 typedef struct {

@@ -42,6 +42,7 @@
 #define LINATTN_OPS_LINEAR_ATTN_H
 
 #include "../../core/internal.h"
+#include "../../kernels/kernels.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -69,6 +70,7 @@ typedef struct la__lin_job {
     float *dq, *dk, *dv, *dS0, *dz0;
     const float *d_o, *dST, *dzT;
     la_ctx *ctx;
+    const la__kernels *kr; /* the micro-kernel table of this call */
 } la__lin_job;
 
 /* One unit's view of the tensors: token t of the unit is row t. */
@@ -113,6 +115,68 @@ static inline void la__phi_row(la_feature_map fm, float c, float *y, const float
 static inline void la__dphi_row(la_feature_map fm, float c, float *y, const float *dy,
                                 const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = c * dy[i] * la__dphi(fm, x[i]);
+}
+
+/* Rows of one head sit H·K floats apart in [B,T,H,K] tensors far larger
+ * than the caches, and the hardware prefetchers do not follow that stride
+ * across pages: the row loaders below prefetch a few rows ahead. */
+#define LA__LIN_PREFETCH_AHEAD 4
+static inline void la__prefetch_row(const float *p, int64_t n) {
+#if defined(__GNUC__)
+    for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+/* Row versions for the kernel forms (phi.c: vectorised, own expf, the same
+ * bits on every path). dst[i][:] = c·φ(x[(t0+i)·sx][:]) for L rows of K
+ * (dst row stride K); y[(t0+i)·sy][:] = c·dy[i][:]⊙φ'(x[(t0+i)·sy][:])
+ * (dy row stride K). */
+void la__lin_phi_rows(const la__lin_job *j, float c, const float *x, int64_t sx, int64_t t0,
+                      int64_t L, float *dst);
+void la__lin_dphi_rows(const la__lin_job *j, float c, float *y, int64_t sy, int64_t t0,
+                       int64_t L, const float *dy, const float *x);
+
+/* From Numx rows (row stride Vx: num_i and, normalised, den_i - ε in column
+ * V) and the rows [t0, t0+L) of d_o: Gx rows (stride Vx) = [g_i, δ_i] with
+ * g = dO/den, δ = -(dO·o)/den, o = num/den as the forward writes it; or
+ * g = dO unnormalised (no δ column). */
+static inline void la__lin_gx_rows(const la__lin_job *j, int64_t L, const float *num,
+                                   const float *d_o, int64_t sv, int64_t t0, float *g) {
+    const int64_t V = j->V, Vx = j->V + (j->normalize ? 1 : 0);
+    for (int64_t i = 0; i < L; i++) {
+        const float *dOi = d_o + (t0 + i) * sv, *n = num + i * Vx;
+        float *gi = g + i * Vx;
+        if (!j->normalize) {
+            for (int64_t x = 0; x < V; x++) gi[x] = dOi[x];
+            continue;
+        }
+        const float d = n[V] + j->eps;
+        float dot = 0;
+        for (int64_t x = 0; x < V; x++) {
+            gi[x] = dOi[x] / d;
+            dot += dOi[x] * (n[x] / d);
+        }
+        gi[V] = -dot / d;
+    }
+}
+
+/* Output rows [t0, t0+L) of o from Numx rows: num / den, or num. */
+static inline void la__lin_out_rows(const la__lin_job *j, int64_t L, const float *num, float *o,
+                                    int64_t sv, int64_t t0) {
+    const int64_t V = j->V, Vx = j->V + (j->normalize ? 1 : 0);
+    for (int64_t i = 0; i < L; i++) {
+        const float *n = num + i * Vx;
+        float *oi = o + (t0 + i) * sv;
+        if (j->normalize) {
+            const float d = n[V] + j->eps;
+            for (int64_t x = 0; x < V; x++) oi[x] = n[x] / d;
+        } else {
+            for (int64_t x = 0; x < V; x++) oi[x] = n[x];
+        }
+    }
 }
 
 /* ---- small dense kernels (contiguous inner loops) ---------------------- */
@@ -197,5 +261,20 @@ void la__lin_state_init(const la__lin_job *j, const la__lin_unit *u, float *S, f
 /* Writes the unit's final state / norm if asked. */
 void la__lin_state_store(const la__lin_job *j, const la__lin_unit *u, const float *S,
                          const float *z);
+
+/* The extended state of the kernel forms: Sx [K, Vx] (row stride Vx) holds
+ * S in its first V columns and, when normalised, z in column V (Vx = V + 1;
+ * Vx = V unnormalised). Values get a ones column to match (Vx = [V, 1]), so
+ * one product gives numerator and denominator: Q̂ Sx = [Q̂ S, Q̂ z] and
+ * K̃ᵀ Vx = [K̃ᵀ V, K̃ᵀ 1]; in the backward Gx = [G, δ] plays the same role. */
+static inline int64_t la__lin_vx(const la__lin_job *j) { return j->V + (j->normalize ? 1 : 0); }
+/* Sx = [S, z] from two [K,V] / [K] tensors (either NULL: zeros). */
+void la__lin_ext_load(const la__lin_job *j, float *Sx, const float *S, const float *z);
+/* S, z (either NULL: skipped) from Sx. */
+void la__lin_ext_store(const la__lin_job *j, const float *Sx, float *S, float *z);
+/* Rows [t0, t0+L) of v into vx (row stride Vx), ones in column V when
+ * normalised. */
+void la__lin_load_vx(const la__lin_job *j, const float *v, int64_t sv, int64_t t0, int64_t L,
+                     float *vx);
 
 #endif

@@ -3,112 +3,98 @@
  * reads them: o_t = q̂_t S / (q̂_t·z + ε), or q̂_t S unnormalised. The final
  * state is (S, z). O(T·K·V) per head.
  *
- * Backward (formulas in linear_attn.h with S_t = S, z_t = z for every t):
- * dq̂_t = S g_t + δ_t z; dS̄ = dS_T + Σ_t q̂_tᵀ g_t and dz̄ = dz_T + Σ_t δ_t q̂_t
- * are the same for every token; dk̃_t = dS̄ v_tᵀ + dz̄, dv_t = k̃_t dS̄,
- * dS_0 = dS̄, dz_0 = dz̄. */
+ * Both passes go in blocks of tokens through the micro-kernels, on the
+ * extended state Sx = [S, z] and values Vx = [V, 1] (linear_attn.h):
+ * Sx += K̃ᵀ Vx per key block, Numx = Q̂ Sx per query block.
+ *
+ * Backward (formulas in linear_attn.h with S_t = S, z_t = z for every t),
+ * with Gx = [G, δ]: dQ̂ = Gx Sxᵀ per query block and dSx = dSx_T + Σ Q̂ᵀ Gx
+ * (the same for every token); then per key block dK̃ = Vx dSxᵀ
+ * (= V dSᵀ + 1 dzᵀ) and dV = K̃ dS; dS_0, dz_0 = dSx. */
 #include "linear_attn.h"
 
 #include <string.h>
 
-enum { N_S, N_Z, N_QF, N_KF, N_O, N_G, N_DS, N_DZ, N_DKF };
+enum { N_S, N_QH, N_VB, N_NUM, N_DS, N_G, N_DQH, N_DVB };
+
+static int64_t block(const la__lin_job *j) {
+    return j->Tmax < LA__LIN_PAR_BLOCK ? j->Tmax : LA__LIN_PAR_BLOCK;
+}
 
 void la__lin_noncausal_layout(const la__lin_job *j, int backward, la__bump *b, float **p) {
-    const size_t K = (size_t)j->K, V = (size_t)j->V;
-    p[N_S] = la__take(b, la__mul(K, V));
-    p[N_Z] = la__take(b, K);
-    p[N_QF] = la__take(b, K);
-    p[N_KF] = la__take(b, K);
-    p[N_O] = la__take(b, V);
+    const size_t K = (size_t)j->K, V = (size_t)j->V, P = (size_t)block(j);
+    const size_t Vx = (size_t)la__lin_vx(j);
+    p[N_S] = la__take(b, la__mul(K, Vx));
+    p[N_QH] = la__take(b, la__mul(P, K)); /* Q̂ or K̃ block */
+    p[N_VB] = la__take(b, la__mul(P, Vx));
+    p[N_NUM] = la__take(b, la__mul(P, Vx));
     if (!backward) return;
-    p[N_G] = la__take(b, V);
-    p[N_DS] = la__take(b, la__mul(K, V));
-    p[N_DZ] = la__take(b, K);
-    p[N_DKF] = la__take(b, K);
+    p[N_DS] = la__take(b, la__mul(K, Vx));
+    p[N_G] = la__take(b, la__mul(P, Vx));
+    p[N_DQH] = la__take(b, la__mul(P, K)); /* dQ̂, then dK̃ */
+    p[N_DVB] = la__take(b, la__mul(P, V));
 }
 
-/* S = S_0 + Σ_t k̃_tᵀ v_t, z = z_0 + Σ_t k̃_t, in token order (as the
- * recurrent form accumulates its state). */
-static void sum_state(const la__lin_job *j, const la__lin_unit *u, float *S, float *z,
-                      float *kf) {
-    la__lin_state_init(j, u, S, z);
-    for (int64_t t = 0; t < u->len; t++) {
-        const float *v = u->v + t * u->sv;
-        la__phi_row(j->fm, 1.0f, kf, u->k + t * u->sqk, j->K);
-        for (int64_t i = 0; i < j->K; i++) la__axpy(S + i * j->V, kf[i], v, j->V);
-        if (j->normalize)
-            for (int64_t i = 0; i < j->K; i++) z[i] += kf[i];
+/* Sx = [S_0, z_0] + Σ_t k̃_tᵀ [v_t, 1], key block by key block. */
+static void sum_state(const la__lin_job *j, const la__lin_unit *u, float *Sx, float *kh,
+                      float *vb) {
+    const int64_t K = j->K, P = block(j), Vx = la__lin_vx(j);
+    la__lin_ext_load(j, Sx, u->S0, u->z0);
+    for (int64_t t0 = 0; t0 < u->len; t0 += P) {
+        const int64_t L = u->len - t0 < P ? u->len - t0 : P;
+        la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, kh);
+        la__lin_load_vx(j, u->v, u->sv, t0, L, vb);
+        j->kr->gemm_tn(K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sx, Vx);
     }
-}
-
-/* o = qf S, then / (qf·z + eps) when normalised; returns den (1 if not). */
-static float read_state(const la__lin_job *j, const float *S, const float *z, const float *qf,
-                        float *o) {
-    const int64_t K = j->K, V = j->V;
-    for (int64_t x = 0; x < V; x++) o[x] = 0;
-    for (int64_t i = 0; i < K; i++) la__axpy(o, qf[i], S + i * V, V);
-    if (!j->normalize) return 1.0f;
-    float den = la__dot(qf, z, K) + j->eps;
-    for (int64_t x = 0; x < V; x++) o[x] = o[x] / den;
-    return den;
 }
 
 void la__lin_noncausal_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
     la__bump b = {scratch, 0, 0};
     la__lin_noncausal_layout(j, 0, &b, p);
-    sum_state(j, u, p[N_S], p[N_Z], p[N_KF]);
-    for (int64_t t = 0; t < u->len; t++) {
-        la__phi_row(j->fm, j->qscale, p[N_QF], u->q + t * u->sqk, j->K);
-        read_state(j, p[N_S], p[N_Z], p[N_QF], p[N_O]);
-        memcpy(u->o + t * u->sv, p[N_O], (size_t)j->V * sizeof(float));
+    const int64_t K = j->K, P = block(j), Vx = la__lin_vx(j);
+    float *Sx = p[N_S], *qh = p[N_QH], *num = p[N_NUM];
+    sum_state(j, u, Sx, qh, p[N_VB]);
+    for (int64_t t0 = 0; t0 < u->len; t0 += P) {
+        const int64_t L = u->len - t0 < P ? u->len - t0 : P;
+        la__lin_phi_rows(j, j->qscale, u->q, u->sqk, t0, L, qh);
+        j->kr->gemm_nn(L, Vx, K, 1.0f, qh, K, Sx, Vx, 0.0f, num, Vx);
+        la__lin_out_rows(j, L, num, u->o, u->sv, t0);
     }
-    la__lin_state_store(j, u, p[N_S], p[N_Z]);
+    la__lin_ext_store(j, Sx, u->fS, u->fz);
 }
 
 void la__lin_noncausal_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
     la__bump b = {scratch, 0, 0};
     la__lin_noncausal_layout(j, 1, &b, p);
-    const int64_t K = j->K, V = j->V;
-    const int norm = j->normalize;
-    float *S = p[N_S], *z = p[N_Z], *qf = p[N_QF], *kf = p[N_KF], *ob = p[N_O], *g = p[N_G];
-    float *dS = p[N_DS], *dz = p[N_DZ], *dkf = p[N_DKF];
-    sum_state(j, u, S, z, kf);
-    if (u->dST) memcpy(dS, u->dST, (size_t)K * (size_t)V * sizeof(float));
-    else memset(dS, 0, (size_t)K * (size_t)V * sizeof(float));
-    if (norm && u->dzT) memcpy(dz, u->dzT, (size_t)K * sizeof(float));
-    else memset(dz, 0, (size_t)K * sizeof(float));
-    /* Queries: dq, and the sums dS̄, dz̄. */
-    for (int64_t t = 0; t < u->len; t++) {
-        const float *q = u->q + t * u->sqk, *d_o = u->d_o + t * u->sv;
-        la__phi_row(j->fm, j->qscale, qf, q, K);
-        const float den = read_state(j, S, z, qf, ob);
-        float delta = 0;
-        const float *gt = d_o;
-        if (norm) {
-            for (int64_t x = 0; x < V; x++) g[x] = d_o[x] / den;
-            delta = -la__dot(d_o, ob, V) / den;
-            gt = g;
-        }
-        for (int64_t i = 0; i < K; i++) {
-            dkf[i] = la__dot(S + i * V, gt, V);
-            if (norm) dkf[i] += delta * z[i];
-        }
-        la__dphi_row(j->fm, j->qscale, u->dq + t * u->sqk, dkf, q, K);
-        for (int64_t i = 0; i < K; i++) la__axpy(dS + i * V, qf[i], gt, V);
-        if (norm) la__axpy(dz, delta, qf, K);
+    const la__kernels *kr = j->kr;
+    const int64_t K = j->K, V = j->V, P = block(j), Vx = la__lin_vx(j);
+    float *Sx = p[N_S], *qh = p[N_QH], *vb = p[N_VB], *num = p[N_NUM], *dSx = p[N_DS];
+    float *g = p[N_G], *dqh = p[N_DQH], *dvb = p[N_DVB];
+    sum_state(j, u, Sx, qh, vb);
+    la__lin_ext_load(j, dSx, u->dST, u->dzT);
+    /* Queries: dq, and dSx. */
+    for (int64_t t0 = 0; t0 < u->len; t0 += P) {
+        const int64_t L = u->len - t0 < P ? u->len - t0 : P;
+        la__lin_phi_rows(j, j->qscale, u->q, u->sqk, t0, L, qh);
+        kr->gemm_nn(L, Vx, K, 1.0f, qh, K, Sx, Vx, 0.0f, num, Vx);
+        la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
+        kr->gemm_tn(K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSx, Vx);
+        kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, Sx, Vx, 0.0f, dqh, K);
+        la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dqh, u->q);
     }
     /* Keys and values. */
-    for (int64_t t = 0; t < u->len; t++) {
-        const float *k = u->k + t * u->sqk, *v = u->v + t * u->sv;
-        float *dv = u->dv + t * u->sv;
-        la__phi_row(j->fm, 1.0f, kf, k, K);
-        for (int64_t i = 0; i < K; i++) dkf[i] = la__dot(dS + i * V, v, V) + dz[i];
-        la__dphi_row(j->fm, 1.0f, u->dk + t * u->sqk, dkf, k, K);
-        for (int64_t x = 0; x < V; x++) dv[x] = 0;
-        for (int64_t i = 0; i < K; i++) la__axpy(dv, kf[i], dS + i * V, V);
+    for (int64_t t0 = 0; t0 < u->len; t0 += P) {
+        const int64_t L = u->len - t0 < P ? u->len - t0 : P;
+        float *kh = qh, *dkh = dqh;
+        la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, kh);
+        la__lin_load_vx(j, u->v, u->sv, t0, L, vb);
+        kr->gemm_nn(L, V, K, 1.0f, kh, K, dSx, Vx, 0.0f, dvb, V);
+        for (int64_t i = 0; i < L; i++)
+            memcpy(u->dv + (t0 + i) * u->sv, dvb + i * V, (size_t)V * sizeof(float));
+        kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dSx, Vx, 0.0f, dkh, K);
+        la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
     }
-    if (u->dS0) memcpy(u->dS0, dS, (size_t)K * (size_t)V * sizeof(float));
-    if (u->dz0) memcpy(u->dz0, dz, (size_t)K * sizeof(float));
+    la__lin_ext_store(j, dSx, u->dS0, u->dz0);
 }

@@ -31,6 +31,7 @@ typedef struct sa_call {
     la_ctx *ctx;
     const float *q, *k, *v, *d_o;
     float *o, *lse, *dq, *dk, *dv;
+    const la__kernels *kr;
 } sa_call;
 
 static const char *form_name(la_softmax_form f) {
@@ -68,6 +69,7 @@ static la_status check_call(const char *op, la_ctx *ctx, const la_softmax_opts *
                                  dims->T);
     }
     c->ctx = ctx;
+    c->kr = la__kernels_default();
     c->dims = dims;
     c->form = opts->form;
     c->causal = opts->causal != 0;
@@ -146,6 +148,7 @@ static void head_init(const sa_call *c, int64_t n, int64_t h, sa_head *hd) {
     hd->dq = c->dq ? c->dq + row * K : NULL;
     hd->dk = c->dk ? c->dk + row * K : NULL;
     hd->dv = c->dv ? c->dv + row * V : NULL;
+    hd->kr = c->kr;
 }
 
 static void textbook_forward_task(void *arg, int64_t task, int tid) {
