@@ -161,7 +161,9 @@ LA_API la_softmax_opts la_softmax_opts_default(void);
  * kv_lens masks keys only: padded query rows are still computed (they attend
  * to the valid keys) and their d_o counts in the backward; padding keys get
  * dk = dv = 0. Scores beyond the float range saturate at +-FLT_MAX rather
- * than turning into Inf. Dot products and accumulators are in double. */
+ * than turning into Inf. Textbook form: dot products and accumulators in
+ * double. Streaming form: score and P.V tiles in float32 on the SIMD
+ * kernels, row sums and output accumulators in double across key blocks. */
 LA_API la_status la_softmax_attn_forward(la_ctx *ctx, const la_softmax_opts *opts,
                                          const la_dims *dims, float *o, float *lse,
                                          const float *q, const float *k, const float *v);
