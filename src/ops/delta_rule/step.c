@@ -5,45 +5,95 @@
 
 #include <math.h>
 
+/* The sum of squares in eight partial sums (fixed order, so deterministic):
+ * one serial chain of n additions would cost more than the rest of a
+ * decoding step's O(K) work. */
 float la__delta_l2norm(float *y, const float *x, int64_t n) {
-    float ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) p[l] += x[i + l] * x[i + l];
+    for (int l = 0; i < n; i++, l++) p[l] += x[i] * x[i];
+    const float ss = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
     const float rstd = 1.0f / sqrtf(ss + LA__DELTA_L2_EPS);
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * rstd;
+    for (i = 0; i < n; i++) y[i] = x[i] * rstd;
     return rstd;
 }
+
+/* Two passes over S, the first read-only:
+ *   r = k S_{t-1}                       (recall before the decay)
+ *   u = beta (v - a r)                  (a r = k (a S_{t-1}), the decayed recall)
+ *   S_t = a S_{t-1} + kᵀ u,  o = scale q S_t   (one read+write pass, o from
+ *                                         each freshly written row)
+ * Every element sees the same operations in the same order at any vector
+ * width (no contraction), so the AVX2 build rounds exactly as the portable
+ * one. */
+static inline __attribute__((always_inline)) void
+delta_rows(int64_t K, int64_t V, float a, float beta, float scale, float *restrict S,
+           float *restrict o, const float *restrict q, const float *restrict k,
+           const float *restrict v, float *restrict r) {
+    for (int64_t j = 0; j < V; j++) r[j] = 0;
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = k[i];
+        const float *restrict Si = S + i * V;
+        for (int64_t j = 0; j < V; j++) r[j] += ki * Si[j];
+    }
+    for (int64_t j = 0; j < V; j++) r[j] = beta * (v[j] - a * r[j]);
+    if (!o) {
+        for (int64_t i = 0; i < K; i++) {
+            const float ki = k[i];
+            float *restrict Si = S + i * V;
+            for (int64_t j = 0; j < V; j++) Si[j] = a * Si[j] + ki * r[j];
+        }
+        return;
+    }
+    for (int64_t j = 0; j < V; j++) o[j] = 0;
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = k[i], qi = scale * q[i];
+        float *restrict Si = S + i * V;
+        for (int64_t j = 0; j < V; j++) {
+            const float s = a * Si[j] + ki * r[j];
+            Si[j] = s;
+            o[j] += qi * s;
+        }
+    }
+}
+
+static void delta_rows_portable(int64_t K, int64_t V, float a, float beta, float scale,
+                                float *S, float *o, const float *q, const float *k,
+                                const float *v, float *r) {
+    delta_rows(K, V, a, beta, scale, S, o, q, k, v, r);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define DELTA_ROWS_AVX2 1
+__attribute__((target("avx2"))) static void delta_rows_avx2(int64_t K, int64_t V, float a,
+                                                            float beta, float scale, float *S,
+                                                            float *o, const float *q,
+                                                            const float *k, const float *v,
+                                                            float *r) {
+    delta_rows(K, V, a, beta, scale, S, o, q, k, v, r);
+}
+#endif
 
 void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, float *S, float *o,
                      const float *q, const float *k, const float *v, const float *g,
                      float beta, float *work) {
     float *qn = work, *kn = work + K, *r = work + 2 * K; /* [K], [K], [V] */
     if (l2norm) {
-        la__delta_l2norm(qn, q, K);
+        if (o) la__delta_l2norm(qn, q, K);
         la__delta_l2norm(kn, k, K);
         q = qn;
         k = kn;
     }
-    /* Two passes over S: decay and recall (r = k S after the decay), then
-     * the write and the read-out (o = q S after the write). */
-    const float a = g ? expf(*g) : 1.0f;
-    for (int64_t j = 0; j < V; j++) r[j] = 0;
-    for (int64_t i = 0; i < K; i++) {
-        const float ki = k[i];
-        float *Si = S + i * V;
-        if (g)
-            for (int64_t j = 0; j < V; j++) Si[j] *= a;
-        for (int64_t j = 0; j < V; j++) r[j] += ki * Si[j];
+    const float a = g ? expf(*g) : 1.0f; /* a = 1: a x == x exactly */
+#ifdef DELTA_ROWS_AVX2
+    if (la_isa_active() != LA_ISA_PORTABLE) {
+        delta_rows_avx2(K, V, a, beta, scale, S, o, q, k, v, r);
+        return;
     }
-    for (int64_t j = 0; j < V; j++) r[j] = beta * (v[j] - r[j]);
-    if (o)
-        for (int64_t j = 0; j < V; j++) o[j] = 0;
-    for (int64_t i = 0; i < K; i++) {
-        const float ki = k[i], qi = scale * q[i];
-        float *Si = S + i * V;
-        for (int64_t j = 0; j < V; j++) Si[j] += ki * r[j];
-        if (o)
-            for (int64_t j = 0; j < V; j++) o[j] += qi * Si[j];
-    }
+#endif
+    delta_rows_portable(K, V, a, beta, scale, S, o, q, k, v, r);
 }
 
 void la__delta_rule_step(const la_decoder_config *cfg, float scale, float *S, float *o,

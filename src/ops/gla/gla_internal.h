@@ -21,24 +21,67 @@
  * The recurrent forward, the recurrent backward's recomputation and
  * la__gla_step all call this, so decoding equals the recurrent form bit for
  * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
+static inline __attribute__((always_inline)) void
+gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S,
+               float *restrict o, const float *restrict q, const float *restrict k,
+               const float *restrict v, const float *restrict g, float g_gamma,
+               float *restrict acc) {
+    const float a = per_key ? 0.0f : expf((g ? g[0] : 0.0f) + g_gamma);
+    if (!o) {
+        for (int64_t i = 0; i < K; i++) {
+            const float ai = per_key ? expf(g[i]) : a;
+            const float ki = k[i];
+            float *restrict row = S + i * V;
+            for (int64_t j = 0; j < V; j++) row[j] = ai * row[j] + ki * v[j];
+        }
+        return;
+    }
+    for (int64_t j = 0; j < V; j++) acc[j] = 0.0f;
+    for (int64_t i = 0; i < K; i++) {
+        const float ai = per_key ? expf(g[i]) : a;
+        const float ki = k[i], qi = q[i];
+        float *restrict row = S + i * V;
+        /* One pass: the new row is added into acc while in registers. */
+        for (int64_t j = 0; j < V; j++) {
+            const float s = ai * row[j] + ki * v[j];
+            row[j] = s;
+            acc[j] += qi * s;
+        }
+    }
+    for (int64_t j = 0; j < V; j++) o[j] = scale * acc[j];
+}
+
+/* Two builds of the same loops: every element sees the same operations in
+ * the same order (no contraction, rows in order) at any vector width, so
+ * both round alike; the AVX2 one is taken unless LINATTN_ISA=portable (or
+ * the CPU lacks AVX2). */
+static inline void gla_token_portable(int per_key, int64_t K, int64_t V, float scale,
+                                      float *S, float *o, const float *q, const float *k,
+                                      const float *v, const float *g, float g_gamma,
+                                      float *acc) {
+    gla_token_body(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define GLA_TOKEN_AVX2 1
+__attribute__((target("avx2"))) static inline void
+gla_token_avx2(int per_key, int64_t K, int64_t V, float scale, float *S, float *o,
+               const float *q, const float *k, const float *v, const float *g, float g_gamma,
+               float *acc) {
+    gla_token_body(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+}
+#endif
+
 static inline void gla_token(int per_key, int64_t K, int64_t V, float scale, float *S,
                              float *o, const float *q, const float *k, const float *v,
                              const float *g, float g_gamma, float *acc) {
-    const float a = per_key ? 0.0f : expf((g ? g[0] : 0.0f) + g_gamma);
-    if (o)
-        for (int64_t j = 0; j < V; j++) acc[j] = 0.0f;
-    for (int64_t i = 0; i < K; i++) {
-        const float ai = per_key ? expf(g[i]) : a;
-        const float ki = k[i];
-        float *row = S + i * V;
-        for (int64_t j = 0; j < V; j++) row[j] = ai * row[j] + ki * v[j];
-        if (o) {
-            const float qi = q[i];
-            for (int64_t j = 0; j < V; j++) acc[j] += qi * row[j];
-        }
+#ifdef GLA_TOKEN_AVX2
+    if (la_isa_active() != LA_ISA_PORTABLE) {
+        gla_token_avx2(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+        return;
     }
-    if (o)
-        for (int64_t j = 0; j < V; j++) o[j] = scale * acc[j];
+#endif
+    gla_token_portable(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
 }
 
 /* Everything one forward or backward call needs; task = n * H + h. */

@@ -3,17 +3,56 @@
  * decoding equals the recurrent form bit for bit. */
 #include "linear_attn.h"
 
+/* S_t = S_{t-1} + kfᵀ v and o = qf S_t in one pass over S: each row is
+ * updated and at once added into o while it is in registers. Every element
+ * sees the same operations in the same order (rows in order, no
+ * contraction) whatever the vector width, so the AVX2 build of this loop
+ * rounds exactly as the portable one. */
+static inline __attribute__((always_inline)) void lin_rows(int64_t K, int64_t V,
+                                                           float *restrict S, float *restrict o,
+                                                           const float *restrict qf,
+                                                           const float *restrict kf,
+                                                           const float *restrict v) {
+    for (int64_t x = 0; x < V; x++) o[x] = 0;
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = kf[i], qi = qf[i];
+        float *restrict row = S + i * V;
+        for (int64_t x = 0; x < V; x++) {
+            const float s = row[x] + ki * v[x];
+            row[x] = s;
+            o[x] += qi * s;
+        }
+    }
+}
+
+static void lin_rows_portable(int64_t K, int64_t V, float *restrict S, float *restrict o,
+                              const float *restrict qf, const float *restrict kf,
+                              const float *restrict v) {
+    lin_rows(K, V, S, o, qf, kf, v);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define LIN_STEP_AVX2 1
+__attribute__((target("avx2"))) static void lin_rows_avx2(int64_t K, int64_t V,
+                                                          float *restrict S, float *restrict o,
+                                                          const float *restrict qf,
+                                                          const float *restrict kf,
+                                                          const float *restrict v) {
+    lin_rows(K, V, S, o, qf, kf, v);
+}
+#endif
+
 void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t K,
                    int64_t V, float *S, float *z, float *o, const float *q, const float *k,
                    const float *v, float *qf, float *kf, float *den) {
     la__phi_row(fm, 1.0f, kf, k, K);
     la__phi_row(fm, c, qf, q, K);
-    /* S_t = S_{t-1} + kfᵀ v, row by row (the chunk forms update S in this
-     * same order, token after token). */
-    for (int64_t i = 0; i < K; i++) la__axpy(S + i * V, kf[i], v, V);
-    /* o = qf S_t */
-    for (int64_t x = 0; x < V; x++) o[x] = 0;
-    for (int64_t i = 0; i < K; i++) la__axpy(o, qf[i], S + i * V, V);
+#ifdef LIN_STEP_AVX2
+    if (la_isa_active() != LA_ISA_PORTABLE)
+        lin_rows_avx2(K, V, S, o, qf, kf, v);
+    else
+#endif
+        lin_rows_portable(K, V, S, o, qf, kf, v);
     if (!normalize) {
         *den = 1.0f;
         return;
