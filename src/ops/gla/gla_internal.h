@@ -10,6 +10,7 @@
 
 #include "../../core/internal.h"
 #include "../../kernels/kernels.h"
+#include "../linear_attn/vexp.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -21,6 +22,8 @@
  * The recurrent forward, the recurrent backward's recomputation and
  * la__gla_step all call this, so decoding equals the recurrent form bit for
  * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
+#define GLA_EXP_BLOCK 16
+
 static inline __attribute__((always_inline)) void
 gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S,
                float *restrict o, const float *restrict q, const float *restrict k,
@@ -28,24 +31,42 @@ gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S
                float *restrict acc) {
     const float a = per_key ? 0.0f : expf((g ? g[0] : 0.0f) + g_gamma);
     if (!o) {
-        for (int64_t i = 0; i < K; i++) {
-            const float ai = per_key ? expf(g[i]) : a;
-            const float ki = k[i];
-            float *restrict row = S + i * V;
-            for (int64_t j = 0; j < V; j++) row[j] = ai * row[j] + ki * v[j];
+        for (int64_t i0 = 0; i0 < K; i0 += GLA_EXP_BLOCK) {
+            const int64_t nb = K - i0 < GLA_EXP_BLOCK ? K - i0 : GLA_EXP_BLOCK;
+            float ea[GLA_EXP_BLOCK];
+            if (per_key)
+                for (int64_t l = 0; l < nb; l++) LA__EXP_NONPOS(ea[l], g[i0 + l]);
+            else
+                for (int64_t l = 0; l < nb; l++) ea[l] = a;
+            for (int64_t l = 0; l < nb; l++) {
+                const int64_t i = i0 + l;
+                const float ai = ea[l], ki = k[i];
+                float *restrict row = S + i * V;
+                for (int64_t j = 0; j < V; j++) row[j] = ai * row[j] + ki * v[j];
+            }
         }
         return;
     }
     for (int64_t j = 0; j < V; j++) acc[j] = 0.0f;
-    for (int64_t i = 0; i < K; i++) {
-        const float ai = per_key ? expf(g[i]) : a;
-        const float ki = k[i], qi = q[i];
-        float *restrict row = S + i * V;
-        /* One pass: the new row is added into acc while in registers. */
-        for (int64_t j = 0; j < V; j++) {
-            const float s = ai * row[j] + ki * v[j];
-            row[j] = s;
-            acc[j] += qi * s;
+    for (int64_t i0 = 0; i0 < K; i0 += GLA_EXP_BLOCK) {
+        /* Per-key decays of a block of keys at once, with the vectorised
+         * e^x of vexp.h (log-gates are <= 0, checked by every caller). */
+        const int64_t nb = K - i0 < GLA_EXP_BLOCK ? K - i0 : GLA_EXP_BLOCK;
+        float ea[GLA_EXP_BLOCK];
+        if (per_key)
+            for (int64_t l = 0; l < nb; l++) LA__EXP_NONPOS(ea[l], g[i0 + l]);
+        else
+            for (int64_t l = 0; l < nb; l++) ea[l] = a;
+        for (int64_t l = 0; l < nb; l++) {
+            const int64_t i = i0 + l;
+            const float ai = ea[l], ki = k[i], qi = q[i];
+            float *restrict row = S + i * V;
+            /* One pass: the new row is added into acc while in registers. */
+            for (int64_t j = 0; j < V; j++) {
+                const float s = ai * row[j] + ki * v[j];
+                row[j] = s;
+                acc[j] += qi * s;
+            }
         }
     }
     for (int64_t j = 0; j < V; j++) o[j] = scale * acc[j];
