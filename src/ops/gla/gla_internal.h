@@ -24,6 +24,17 @@
  * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
 #define GLA_EXP_BLOCK 16
 
+/* ea[l] = e^{g[l]}, l < nb <= GLA_EXP_BLOCK; a full block has a constant
+ * trip count so that the compiler vectorises it. */
+static inline __attribute__((always_inline)) void gla_exp_block(float *restrict ea,
+                                                                const float *restrict g,
+                                                                int64_t nb) {
+    if (nb == GLA_EXP_BLOCK)
+        for (int l = 0; l < GLA_EXP_BLOCK; l++) LA__EXP_NONPOS(ea[l], g[l]);
+    else
+        for (int64_t l = 0; l < nb; l++) LA__EXP_NONPOS(ea[l], g[l]);
+}
+
 static inline __attribute__((always_inline)) void
 gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S,
                float *restrict o, const float *restrict q, const float *restrict k,
@@ -35,7 +46,7 @@ gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S
             const int64_t nb = K - i0 < GLA_EXP_BLOCK ? K - i0 : GLA_EXP_BLOCK;
             float ea[GLA_EXP_BLOCK];
             if (per_key)
-                for (int64_t l = 0; l < nb; l++) LA__EXP_NONPOS(ea[l], g[i0 + l]);
+                gla_exp_block(ea, g + i0, nb);
             else
                 for (int64_t l = 0; l < nb; l++) ea[l] = a;
             for (int64_t l = 0; l < nb; l++) {
@@ -54,7 +65,7 @@ gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S
         const int64_t nb = K - i0 < GLA_EXP_BLOCK ? K - i0 : GLA_EXP_BLOCK;
         float ea[GLA_EXP_BLOCK];
         if (per_key)
-            for (int64_t l = 0; l < nb; l++) LA__EXP_NONPOS(ea[l], g[i0 + l]);
+            gla_exp_block(ea, g + i0, nb);
         else
             for (int64_t l = 0; l < nb; l++) ea[l] = a;
         for (int64_t l = 0; l < nb; l++) {
@@ -76,7 +87,7 @@ gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S
  * the same order (no contraction, rows in order) at any vector width, so
  * both round alike; the AVX2 one is taken unless LINATTN_ISA=portable (or
  * the CPU lacks AVX2). */
-static inline void gla_token_portable(int per_key, int64_t K, int64_t V, float scale,
+LA__VECTORISE static inline void gla_token_portable(int per_key, int64_t K, int64_t V, float scale,
                                       float *S, float *o, const float *q, const float *k,
                                       const float *v, const float *g, float g_gamma,
                                       float *acc) {
@@ -85,7 +96,7 @@ static inline void gla_token_portable(int per_key, int64_t K, int64_t V, float s
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define GLA_TOKEN_AVX2 1
-__attribute__((target("avx2"))) static inline void
+LA__VECTORISE __attribute__((target("avx2"))) static inline void
 gla_token_avx2(int per_key, int64_t K, int64_t V, float scale, float *S, float *o,
                const float *q, const float *k, const float *v, const float *g, float g_gamma,
                float *acc) {
