@@ -33,14 +33,24 @@ delta_rows(int64_t K, int64_t V, float a, float beta, float scale, float *restri
            float *restrict o, const float *restrict q, const float *restrict k,
            const float *restrict v, float *restrict r) {
     for (int64_t j = 0; j < V; j++) r[j] = 0;
-    for (int64_t i = 0; i < K; i++) {
+    int64_t i = 0;
+    /* Four rows per sweep of r (r read and written once per four rows);
+     * each r[j] still adds its terms in row order. */
+    for (; i + 4 <= K; i += 4) {
+        const float k0 = k[i], k1 = k[i + 1], k2 = k[i + 2], k3 = k[i + 3];
+        const float *restrict S0 = S + i * V, *restrict S1 = S0 + V, *restrict S2 = S1 + V,
+                              *restrict S3 = S2 + V;
+        for (int64_t j = 0; j < V; j++)
+            r[j] = (((r[j] + k0 * S0[j]) + k1 * S1[j]) + k2 * S2[j]) + k3 * S3[j];
+    }
+    for (; i < K; i++) {
         const float ki = k[i];
         const float *restrict Si = S + i * V;
         for (int64_t j = 0; j < V; j++) r[j] += ki * Si[j];
     }
     for (int64_t j = 0; j < V; j++) r[j] = beta * (v[j] - a * r[j]);
     if (!o) {
-        for (int64_t i = 0; i < K; i++) {
+        for (i = 0; i < K; i++) {
             const float ki = k[i];
             float *restrict Si = S + i * V;
             for (int64_t j = 0; j < V; j++) Si[j] = a * Si[j] + ki * r[j];
@@ -48,7 +58,7 @@ delta_rows(int64_t K, int64_t V, float a, float beta, float scale, float *restri
         return;
     }
     for (int64_t j = 0; j < V; j++) o[j] = 0;
-    for (int64_t i = 0; i < K; i++) {
+    for (i = 0; i < K; i++) {
         const float ki = k[i], qi = scale * q[i];
         float *restrict Si = S + i * V;
         for (int64_t j = 0; j < V; j++) {
