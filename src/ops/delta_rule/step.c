@@ -3,6 +3,12 @@
  * recurrent forward bit for bit. */
 #include "delta_rule.h"
 
+#if defined(__GNUC__)
+#define DELTA_INLINE static inline __attribute__((always_inline))
+#else
+#define DELTA_INLINE static inline
+#endif
+
 #include <math.h>
 
 /* The sum of squares in eight partial sums (fixed order, so deterministic):
@@ -28,10 +34,9 @@ float la__delta_l2norm(float *y, const float *x, int64_t n) {
  * Every element sees the same operations in the same order at any vector
  * width (no contraction), so the AVX2 build rounds exactly as the portable
  * one. */
-static inline __attribute__((always_inline)) void
-delta_rows(int64_t K, int64_t V, float a, float beta, float scale, float *restrict S,
-           float *restrict o, const float *restrict q, const float *restrict k,
-           const float *restrict v, float *restrict r) {
+DELTA_INLINE void delta_rows(int64_t K, int64_t V, float a, float beta, float scale,
+                             float *restrict S, float *restrict o, const float *restrict q,
+                             const float *restrict k, const float *restrict v, float *restrict r) {
     for (int64_t j = 0; j < V; j++) r[j] = 0;
     int64_t i = 0;
     /* Four rows per sweep of r (r read and written once per four rows);
@@ -69,26 +74,24 @@ delta_rows(int64_t K, int64_t V, float a, float beta, float scale, float *restri
     }
 }
 
-static void delta_rows_portable(int64_t K, int64_t V, float a, float beta, float scale,
-                                float *S, float *o, const float *q, const float *k,
-                                const float *v, float *r) {
+static void delta_rows_portable(int64_t K, int64_t V, float a, float beta, float scale, float *S,
+                                float *o, const float *q, const float *k, const float *v,
+                                float *r) {
     delta_rows(K, V, a, beta, scale, S, o, q, k, v, r);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DELTA_ROWS_AVX2 1
-__attribute__((target("avx2"))) static void delta_rows_avx2(int64_t K, int64_t V, float a,
-                                                            float beta, float scale, float *S,
-                                                            float *o, const float *q,
-                                                            const float *k, const float *v,
-                                                            float *r) {
+__attribute__((target("avx2"))) static void
+delta_rows_avx2(int64_t K, int64_t V, float a, float beta, float scale, float *S, float *o,
+                const float *q, const float *k, const float *v, float *r) {
     delta_rows(K, V, a, beta, scale, S, o, q, k, v, r);
 }
 #endif
 
 void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, float *S, float *o,
-                     const float *q, const float *k, const float *v, const float *g,
-                     float beta, float *work) {
+                     const float *q, const float *k, const float *v, const float *g, float beta,
+                     float *work) {
     float *qn = work, *kn = work + K, *r = work + 2 * K; /* [K], [K], [V] */
     if (l2norm) {
         if (o) la__delta_l2norm(qn, q, K);
@@ -107,8 +110,7 @@ void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, float *S, fl
 }
 
 void la__delta_rule_step(const la_decoder_config *cfg, float scale, float *S, float *o,
-                         const float *q, const float *k, const float *v, const float *g,
-                         float beta, float *work) {
-    la__delta_token(cfg->K, cfg->V, cfg->use_qk_l2norm != 0, scale, S, o, q, k, v, g, beta,
-                    work);
+                         const float *q, const float *k, const float *v, const float *g, float beta,
+                         float *work) {
+    la__delta_token(cfg->K, cfg->V, cfg->use_qk_l2norm != 0, scale, S, o, q, k, v, g, beta, work);
 }

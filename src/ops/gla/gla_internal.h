@@ -24,22 +24,25 @@
  * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
 #define GLA_EXP_BLOCK 16
 
+#if defined(__GNUC__)
+#define GLA_INLINE static inline __attribute__((always_inline))
+#else
+#define GLA_INLINE static inline
+#endif
+
 /* ea[l] = e^{g[l]}, l < nb <= GLA_EXP_BLOCK; a full block has a constant
  * trip count so that the compiler vectorises it. */
-static inline __attribute__((always_inline)) void gla_exp_block(float *restrict ea,
-                                                                const float *restrict g,
-                                                                int64_t nb) {
+GLA_INLINE void gla_exp_block(float *restrict ea, const float *restrict g, int64_t nb) {
     if (nb == GLA_EXP_BLOCK)
         for (int l = 0; l < GLA_EXP_BLOCK; l++) LA__EXP_NONPOS(ea[l], g[l]);
     else
         for (int64_t l = 0; l < nb; l++) LA__EXP_NONPOS(ea[l], g[l]);
 }
 
-static inline __attribute__((always_inline)) void
-gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S,
-               float *restrict o, const float *restrict q, const float *restrict k,
-               const float *restrict v, const float *restrict g, float g_gamma,
-               float *restrict acc) {
+GLA_INLINE void gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S,
+                               float *restrict o, const float *restrict q, const float *restrict k,
+                               const float *restrict v, const float *restrict g, float g_gamma,
+                               float *restrict acc) {
     const float a = per_key ? 0.0f : expf((g ? g[0] : 0.0f) + g_gamma);
     if (!o) {
         for (int64_t i0 = 0; i0 < K; i0 += GLA_EXP_BLOCK) {
@@ -88,25 +91,24 @@ gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S
  * both round alike; the AVX2 one is taken unless LINATTN_ISA=portable (or
  * the CPU lacks AVX2). */
 LA__VECTORISE static inline void gla_token_portable(int per_key, int64_t K, int64_t V, float scale,
-                                      float *S, float *o, const float *q, const float *k,
-                                      const float *v, const float *g, float g_gamma,
-                                      float *acc) {
+                                                    float *S, float *o, const float *q,
+                                                    const float *k, const float *v, const float *g,
+                                                    float g_gamma, float *acc) {
     gla_token_body(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define GLA_TOKEN_AVX2 1
 LA__VECTORISE __attribute__((target("avx2"))) static inline void
-gla_token_avx2(int per_key, int64_t K, int64_t V, float scale, float *S, float *o,
-               const float *q, const float *k, const float *v, const float *g, float g_gamma,
-               float *acc) {
+gla_token_avx2(int per_key, int64_t K, int64_t V, float scale, float *S, float *o, const float *q,
+               const float *k, const float *v, const float *g, float g_gamma, float *acc) {
     gla_token_body(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
 }
 #endif
 
-static inline void gla_token(int per_key, int64_t K, int64_t V, float scale, float *S,
-                             float *o, const float *q, const float *k, const float *v,
-                             const float *g, float g_gamma, float *acc) {
+static inline void gla_token(int per_key, int64_t K, int64_t V, float scale, float *S, float *o,
+                             const float *q, const float *k, const float *v, const float *g,
+                             float g_gamma, float *acc) {
 #ifdef GLA_TOKEN_AVX2
     if (la_isa_active() != LA_ISA_PORTABLE) {
         gla_token_avx2(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);

@@ -3,16 +3,20 @@
  * decoding equals the recurrent form bit for bit. */
 #include "linear_attn.h"
 
+#if defined(__GNUC__)
+#define LIN_INLINE static inline __attribute__((always_inline))
+#else
+#define LIN_INLINE static inline
+#endif
+
 /* S_t = S_{t-1} + kfᵀ v and o = qf S_t in one pass over S: each row is
  * updated and at once added into o while it is in registers. Every element
  * sees the same operations in the same order (rows in order, no
  * contraction) whatever the vector width, so the AVX2 build of this loop
  * rounds exactly as the portable one. */
-static inline __attribute__((always_inline)) void lin_rows(int64_t K, int64_t V,
-                                                           float *restrict S, float *restrict o,
-                                                           const float *restrict qf,
-                                                           const float *restrict kf,
-                                                           const float *restrict v) {
+LIN_INLINE void lin_rows(int64_t K, int64_t V, float *restrict S, float *restrict o,
+                         const float *restrict qf, const float *restrict kf,
+                         const float *restrict v) {
     for (int64_t x = 0; x < V; x++) o[x] = 0;
     for (int64_t i = 0; i < K; i++) {
         const float ki = kf[i], qi = qf[i];
@@ -33,11 +37,9 @@ static void lin_rows_portable(int64_t K, int64_t V, float *restrict S, float *re
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define LIN_STEP_AVX2 1
-__attribute__((target("avx2"))) static void lin_rows_avx2(int64_t K, int64_t V,
-                                                          float *restrict S, float *restrict o,
-                                                          const float *restrict qf,
-                                                          const float *restrict kf,
-                                                          const float *restrict v) {
+__attribute__((target("avx2"))) static void
+lin_rows_avx2(int64_t K, int64_t V, float *restrict S, float *restrict o, const float *restrict qf,
+              const float *restrict kf, const float *restrict v) {
     lin_rows(K, V, S, o, qf, kf, v);
 }
 #endif
@@ -58,9 +60,9 @@ static void lin_phi(la_feature_map fm, float c, float *restrict y, const float *
     }
 }
 
-void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t K,
-                   int64_t V, float *S, float *z, float *o, const float *q, const float *k,
-                   const float *v, float *qf, float *kf, float *den) {
+void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t K, int64_t V,
+                   float *S, float *z, float *o, const float *q, const float *k, const float *v,
+                   float *qf, float *kf, float *den) {
     lin_phi(fm, 1.0f, kf, k, K);
     lin_phi(fm, c, qf, q, K);
 #ifdef LIN_STEP_AVX2
@@ -81,9 +83,8 @@ void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t
     for (int64_t x = 0; x < V; x++) o[x] = o[x] / d;
 }
 
-void la__linear_attn_step(const la_decoder_config *cfg, float scale, float *S, float *z,
-                          float *o, const float *q, const float *k, const float *v,
-                          float *work) {
+void la__linear_attn_step(const la_decoder_config *cfg, float scale, float *S, float *z, float *o,
+                          const float *q, const float *k, const float *v, float *work) {
     const int64_t K = cfg->K, V = cfg->V;
     const int normalize = cfg->normalize != 0;
     float den;
