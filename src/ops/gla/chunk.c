@@ -59,7 +59,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
     const size_t gw = j->per_key ? K : 1, CKg = j->per_key ? C * K : 1;
     gla_arena a = {.base = base};
-    b->S = gla_take(&a, K * V, sizeof(float));
+    /* the forward keeps the states of a whole head group */
+    b->S = gla_take(&a, backward ? 1 : (size_t)LA__GLA_HEAD_GROUP, K * V * sizeof(float));
     b->G = gla_take(&a, C * gw, sizeof(double));
     b->eG = gla_take(&a, C * gw, sizeof(float));
     b->eLm = gla_take(&a, C * gw, sizeof(float));
@@ -368,35 +369,44 @@ static void load_state(const gla_job *j, int64_t task, float *S) {
 
 void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     const gla_job *j = arg;
-    const int64_t H = j->H, K = j->K, V = j->V, C = j->C, h = task % H, n = task / H;
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C, G = LA__GLA_HEAD_GROUP;
+    const int64_t ng = (H + G - 1) / G, n = task / ng, h0 = (task % ng) * G;
+    const int64_t nh = H - h0 < G ? H - h0 : G;
+    const size_t KV = (size_t)K * (size_t)V;
     chunk_bufs b;
     chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
+    float *const S0 = b.S;
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
-    load_state(j, task, b.S);
+    for (int64_t hh = 0; hh < nh; hh++) load_state(j, n * H + h0 + hh, S0 + hh * KV);
     for (int64_t c0 = 0; c0 < len; c0 += C) {
         const int64_t L = len - c0 < C ? len - c0 : C, r0 = start + c0;
-        float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
-        chunk_gates(j, &b, r0, L, h);
-        gather_rows(b.Qc, j->q, H, K, r0, L, h);
-        gather_rows(b.Kc, j->k, H, K, r0, L, h);
-        gather_rows(b.Vc, j->v, H, V, r0, L, h);
-        if (c0 + C < len) {
-            const int64_t Ln = len - c0 - C < C ? len - c0 - C : C;
-            prefetch_rows(j->q, H, K, r0 + C, Ln, h);
-            prefetch_rows(j->k, H, K, r0 + C, Ln, h);
-            prefetch_rows(j->v, H, V, r0 + C, Ln, h);
+        /* the next chunk's rows are prefetched one tensor per product, so
+         * the misses overlap the products instead of queueing in one burst */
+        const int64_t Ln = len - c0 - C < C ? len - c0 - C : C;
+        for (int64_t hh = 0; hh < nh; hh++) {
+            const int64_t h = h0 + hh;
+            b.S = S0 + hh * KV;
+            float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
+            chunk_gates(j, &b, r0, L, h);
+            gather_rows(b.Qc, j->q, H, K, r0, L, h);
+            gather_rows(b.Kc, j->k, H, K, r0, L, h);
+            gather_rows(b.Vc, j->v, H, V, r0, L, h);
+            /* inter-chunk: o = scale (q * e^{G_i}) S */
+            scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
+            if (Ln > 0) prefetch_rows(j->q, H, K, r0 + C, Ln, h);
+            j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
+            /* intra-chunk: o += scale A V */
+            if (Ln > 0) prefetch_rows(j->k, H, K, r0 + C, Ln, h);
+            intra_matrix(j, &b, L, 0);
+            if (Ln > 0) prefetch_rows(j->v, H, V, r0 + C, Ln, h);
+            j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
+            chunk_state_update(j, &b, b.S, r0, L, h, 1);
         }
-        /* inter-chunk: o = scale (q * e^{G_i}) S */
-        scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
-        j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
-        /* intra-chunk: o += scale A V */
-        intra_matrix(j, &b, L, 0);
-        j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
-        chunk_state_update(j, &b, b.S, r0, L, h, 1);
     }
-    if (j->sT) memcpy(j->sT + (size_t)task * (size_t)K * (size_t)V, b.S,
-                      (size_t)K * (size_t)V * sizeof(float));
+    if (j->sT)
+        for (int64_t hh = 0; hh < nh; hh++)
+            memcpy(j->sT + (size_t)(n * H + h0 + hh) * KV, S0 + hh * KV, KV * sizeof(float));
 }
 
 void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {

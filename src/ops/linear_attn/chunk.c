@@ -36,7 +36,9 @@ enum { C_S, C_QH, C_KH, C_VB, C_A, C_NUM, C_G, C_DA, C_DQH, C_DVB };
 void la__lin_chunk_layout(const la__lin_job *j, int backward, la__bump *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->chunk;
     const size_t Vx = (size_t)la__lin_vx(j);
-    p[C_S] = la__take(b, la__mul(K, Vx));
+    /* the forward keeps the states of a whole head group */
+    const size_t ns = backward ? 1 : (size_t)LA__LIN_HEAD_GROUP;
+    p[C_S] = la__take(b, la__mul(ns, la__mul(K, Vx)));
     p[C_QH] = la__take(b, la__mul(C, K));
     p[C_KH] = la__take(b, la__mul(C, K));
     p[C_VB] = la__take(b, la__mul(C, Vx));
@@ -78,43 +80,52 @@ static void chunk_num(const la__lin_job *j, int64_t L, const float *Sx, const fl
  * current one is computed: the rows are H·D floats apart (a page apart at
  * H·D = 1024), too far for the hardware prefetcher, and the short
  * per-row look-ahead of the loads alone leaves them waiting on memory. */
-static void prefetch_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L) {
+static void prefetch_rows(const float *x, int64_t sx, int64_t w, int64_t t0, int64_t L) {
 #if defined(__GNUC__)
-    for (int64_t i = 0; i < L; i++) {
-        const float *q = u->q + (t0 + i) * u->sqk, *k = u->k + (t0 + i) * u->sqk;
-        const float *v = u->v + (t0 + i) * u->sv;
-        for (int64_t x = 0; x < j->K; x += 16) {
-            __builtin_prefetch(q + x, 0, 2);
-            __builtin_prefetch(k + x, 0, 2);
-        }
-        for (int64_t x = 0; x < j->V; x += 16) __builtin_prefetch(v + x, 0, 2);
-    }
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t c = 0; c < w; c += 16) __builtin_prefetch(x + (t0 + i) * sx + c, 0, 2);
 #else
-    (void)j, (void)u, (void)t0, (void)L;
+    (void)x, (void)sx, (void)w, (void)t0, (void)L;
 #endif
 }
 
 void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
+    la__lin_chunk_fwd_group(j, u, 1, scratch);
+}
+
+void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, int64_t nh,
+                             float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
     la__bump b = {scratch, 0, 0};
     la__lin_chunk_layout(j, 0, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
-    float *Sx = p[C_S], *num = p[C_NUM];
-    la__lin_ext_load(j, Sx, u->S0, u->z0);
-    for (int64_t t0 = 0; t0 < u->len; t0 += C) {
-        const int64_t L = u->len - t0 < C ? u->len - t0 : C;
-        load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
-        if (t0 + C < u->len)
-            prefetch_chunk(j, u, t0 + C, u->len - t0 - C < C ? u->len - t0 - C : C);
-        if (j->normalize) {
-            chunk_num(j, L, Sx, p[C_QH], p[C_VB], p[C_A], num);
-            la__lin_out_rows(j, L, num, u->o, u->sv, t0);
-        } else { /* o = num: straight into the output rows */
-            chunk_num_to(j, L, Sx, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
+    float *num = p[C_NUM];
+    for (int64_t h = 0; h < nh; h++)
+        la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
+    const int64_t len = units[0].len; /* one sequence: every head has its length */
+    for (int64_t t0 = 0; t0 < len; t0 += C) {
+        for (int64_t h = 0; h < nh; h++) {
+            const la__lin_unit *u = units + h;
+            float *Sx = p[C_S] + h * K * Vx;
+            const int64_t L = u->len - t0 < C ? u->len - t0 : C;
+            /* the next chunk's rows, one tensor per product, so that the misses
+             * overlap the products instead of queueing in one burst */
+            const int64_t Ln = u->len - t0 - C < C ? u->len - t0 - C : C;
+            load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
+            if (Ln > 0) prefetch_rows(u->q, u->sqk, K, t0 + C, Ln);
+            if (j->normalize) {
+                chunk_num(j, L, Sx, p[C_QH], p[C_VB], p[C_A], num);
+                la__lin_out_rows(j, L, num, u->o, u->sv, t0);
+            } else { /* o = num: straight into the output rows */
+                chunk_num_to(j, L, Sx, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
+            }
+            if (Ln > 0) prefetch_rows(u->k, u->sqk, K, t0 + C, Ln);
+            j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
+            if (Ln > 0) prefetch_rows(u->v, u->sv, j->V, t0 + C, Ln);
         }
-        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
     }
-    la__lin_ext_store(j, Sx, u->fS, u->fz);
+    for (int64_t h = 0; h < nh; h++)
+        la__lin_ext_store(j, p[C_S] + h * K * Vx, units[h].fS, units[h].fz);
 }
 
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
