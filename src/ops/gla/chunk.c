@@ -238,9 +238,13 @@ static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_
         gather_rows(b->Vc, j->v, H, V, r0, n, h);
     }
     scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, n, K);
+    if (!j->per_key) { /* one decay for the whole state: the product's beta */
+        j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, eGL[0], S, V);
+        return;
+    }
     for (int64_t x = 0; x < K; x++) {
         float *row = S + x * V;
-        const float d = eGL[j->per_key ? x : 0];
+        const float d = eGL[x];
         for (int64_t y = 0; y < V; y++) row[y] *= d;
     }
     j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
@@ -381,11 +385,14 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     for (int64_t hh = 0; hh < nh; hh++) load_state(j, n * H + h0 + hh, S0 + hh * KV);
     for (int64_t c0 = 0; c0 < len; c0 += C) {
         const int64_t L = len - c0 < C ? len - c0 : C, r0 = start + c0;
-        /* the next chunk's rows are prefetched one tensor per product, so
-         * the misses overlap the products instead of queueing in one burst */
         const int64_t Ln = len - c0 - C < C ? len - c0 - C : C;
         for (int64_t hh = 0; hh < nh; hh++) {
             const int64_t h = h0 + hh;
+            /* the rows the next head (or the next chunk's first head) will
+             * gather are prefetched one tensor per product, so the misses
+             * overlap the products instead of queueing in one burst */
+            const int64_t ph = hh + 1 < nh ? h + 1 : h0, pr = hh + 1 < nh ? r0 : r0 + C;
+            const int64_t pn = hh + 1 < nh ? L : Ln;
             b.S = S0 + hh * KV;
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
             chunk_gates(j, &b, r0, L, h);
@@ -394,12 +401,12 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
             gather_rows(b.Vc, j->v, H, V, r0, L, h);
             /* inter-chunk: o = scale (q * e^{G_i}) S */
             scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
-            if (Ln > 0) prefetch_rows(j->q, H, K, r0 + C, Ln, h);
+            if (pn > 0) prefetch_rows(j->q, H, K, pr, pn, ph);
             j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
             /* intra-chunk: o += scale A V */
-            if (Ln > 0) prefetch_rows(j->k, H, K, r0 + C, Ln, h);
+            if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
             intra_matrix(j, &b, L, 0);
-            if (Ln > 0) prefetch_rows(j->v, H, V, r0 + C, Ln, h);
+            if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
             j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
             chunk_state_update(j, &b, b.S, r0, L, h, 1);
         }

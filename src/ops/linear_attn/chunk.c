@@ -108,20 +108,23 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
             const la__lin_unit *u = units + h;
             float *Sx = p[C_S] + h * K * Vx;
             const int64_t L = u->len - t0 < C ? u->len - t0 : C;
-            /* the next chunk's rows, one tensor per product, so that the misses
-             * overlap the products instead of queueing in one burst */
-            const int64_t Ln = u->len - t0 - C < C ? u->len - t0 - C : C;
+            /* the rows the next head (or the next chunk's first head) will
+             * load, one tensor per product, so that the misses overlap the
+             * products instead of queueing in one burst */
+            const la__lin_unit *pu = h + 1 < nh ? u + 1 : units;
+            const int64_t pt = h + 1 < nh ? t0 : t0 + C;
+            const int64_t pn = pt >= len ? 0 : len - pt < C ? len - pt : C;
             load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
-            if (Ln > 0) prefetch_rows(u->q, u->sqk, K, t0 + C, Ln);
+            if (pn > 0) prefetch_rows(pu->q, pu->sqk, K, pt, pn);
             if (j->normalize) {
                 chunk_num(j, L, Sx, p[C_QH], p[C_VB], p[C_A], num);
                 la__lin_out_rows(j, L, num, u->o, u->sv, t0);
             } else { /* o = num: straight into the output rows */
                 chunk_num_to(j, L, Sx, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
             }
-            if (Ln > 0) prefetch_rows(u->k, u->sqk, K, t0 + C, Ln);
+            if (pn > 0) prefetch_rows(pu->k, pu->sqk, K, pt, pn);
             j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
-            if (Ln > 0) prefetch_rows(u->v, u->sv, j->V, t0 + C, Ln);
+            if (pn > 0) prefetch_rows(pu->v, pu->sv, j->V, pt, pn);
         }
     }
     for (int64_t h = 0; h < nh; h++)
