@@ -12,7 +12,23 @@ la_status la__check_ptr(const char *op, const char *name, const void *p) {
 }
 
 la_status la__check_finite(const char *op, const char *name, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
+    /* Fast scan: a float is NaN or Inf iff its exponent bits are all ones.
+     * OR that test over blocks (a branch-free loop the compiler vectorises)
+     * and look for the first bad index only in a block that has one. */
+    enum { BLK = 2048 };
+    size_t b0 = 0;
+    for (; b0 < n; b0 += BLK) {
+        const size_t m = n - b0 < BLK ? n - b0 : BLK;
+        const float *xb = x + b0;
+        uint32_t bad = 0;
+        for (size_t i = 0; i < m; i++) {
+            union { float f; uint32_t u; } c;
+            c.f = xb[i];
+            bad |= (uint32_t)((c.u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad) break;
+    }
+    for (size_t i = b0; i < n; i++) {
         if (!isfinite(x[i]))
             return la__error(LA_ERR_NON_FINITE, "%s: %s[%zu] is %s (inputs must be finite)",
                              op, name, i, isnan(x[i]) ? "NaN" : "Inf");

@@ -59,7 +59,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
     const size_t gw = j->per_key ? K : 1, CKg = j->per_key ? C * K : 1;
     gla_arena a = {.base = base};
-    b->S = gla_take(&a, K * V, sizeof(float));
+    /* the forward keeps the states of a whole head group */
+    b->S = gla_take(&a, backward ? 1 : (size_t)LA__GLA_HEAD_GROUP, K * V * sizeof(float));
     b->G = gla_take(&a, C * gw, sizeof(double));
     b->eG = gla_take(&a, C * gw, sizeof(float));
     b->eLm = gla_take(&a, C * gw, sizeof(float));
@@ -201,6 +202,21 @@ static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_
         memcpy(dst + i * w, x + (size_t)((r0 + i) * H + h) * (size_t)w, (size_t)w * sizeof(float));
 }
 
+/* Prefetch rows [r0, r0 + n) of head h of x ([.., H, w]) into L2 while the
+ * current chunk is computed: the rows are H·w floats apart (a page at
+ * H·w = 1024), too far apart for the hardware prefetcher. */
+static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int64_t n,
+                          int64_t h) {
+#if defined(__GNUC__)
+    for (int64_t i = 0; i < n; i++) {
+        const float *row = x + (size_t)((r0 + i) * H + h) * (size_t)w;
+        for (int64_t c = 0; c < w; c += 16) __builtin_prefetch(row + c, 0, 2);
+    }
+#else
+    (void)x, (void)H, (void)w, (void)r0, (void)n, (void)h;
+#endif
+}
+
 /* dst[i,x] = src[i,x] * f[i, x or 0] (gate factors per key or per token). */
 static void scale_rows(float *dst, const float *src, const float *f, int per_key, int64_t n,
                        int64_t K) {
@@ -222,9 +238,13 @@ static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_
         gather_rows(b->Vc, j->v, H, V, r0, n, h);
     }
     scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, n, K);
+    if (!j->per_key) { /* one decay for the whole state: the product's beta */
+        j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, eGL[0], S, V);
+        return;
+    }
     for (int64_t x = 0; x < K; x++) {
         float *row = S + x * V;
-        const float d = eGL[j->per_key ? x : 0];
+        const float d = eGL[x];
         for (int64_t y = 0; y < V; y++) row[y] *= d;
     }
     j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
@@ -353,29 +373,47 @@ static void load_state(const gla_job *j, int64_t task, float *S) {
 
 void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     const gla_job *j = arg;
-    const int64_t H = j->H, K = j->K, V = j->V, C = j->C, h = task % H, n = task / H;
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C, G = LA__GLA_HEAD_GROUP;
+    const int64_t ng = (H + G - 1) / G, n = task / ng, h0 = (task % ng) * G;
+    const int64_t nh = H - h0 < G ? H - h0 : G;
+    const size_t KV = (size_t)K * (size_t)V;
     chunk_bufs b;
     chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
+    float *const S0 = b.S;
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
-    load_state(j, task, b.S);
+    for (int64_t hh = 0; hh < nh; hh++) load_state(j, n * H + h0 + hh, S0 + hh * KV);
     for (int64_t c0 = 0; c0 < len; c0 += C) {
         const int64_t L = len - c0 < C ? len - c0 : C, r0 = start + c0;
-        float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
-        chunk_gates(j, &b, r0, L, h);
-        gather_rows(b.Qc, j->q, H, K, r0, L, h);
-        gather_rows(b.Kc, j->k, H, K, r0, L, h);
-        gather_rows(b.Vc, j->v, H, V, r0, L, h);
-        /* inter-chunk: o = scale (q * e^{G_i}) S */
-        scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
-        j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
-        /* intra-chunk: o += scale A V */
-        intra_matrix(j, &b, L, 0);
-        j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
-        chunk_state_update(j, &b, b.S, r0, L, h, 1);
+        const int64_t Ln = len - c0 - C < C ? len - c0 - C : C;
+        for (int64_t hh = 0; hh < nh; hh++) {
+            const int64_t h = h0 + hh;
+            /* the rows the next head (or the next chunk's first head) will
+             * gather are prefetched one tensor per product, so the misses
+             * overlap the products instead of queueing in one burst */
+            const int64_t ph = hh + 1 < nh ? h + 1 : h0, pr = hh + 1 < nh ? r0 : r0 + C;
+            const int64_t pn = hh + 1 < nh ? L : Ln;
+            b.S = S0 + hh * KV;
+            float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
+            chunk_gates(j, &b, r0, L, h);
+            gather_rows(b.Qc, j->q, H, K, r0, L, h);
+            gather_rows(b.Kc, j->k, H, K, r0, L, h);
+            gather_rows(b.Vc, j->v, H, V, r0, L, h);
+            /* inter-chunk: o = scale (q * e^{G_i}) S */
+            scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
+            if (pn > 0) prefetch_rows(j->q, H, K, pr, pn, ph);
+            j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
+            /* intra-chunk: o += scale A V */
+            if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
+            intra_matrix(j, &b, L, 0);
+            if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
+            j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
+            chunk_state_update(j, &b, b.S, r0, L, h, 1);
+        }
     }
-    if (j->sT) memcpy(j->sT + (size_t)task * (size_t)K * (size_t)V, b.S,
-                      (size_t)K * (size_t)V * sizeof(float));
+    if (j->sT)
+        for (int64_t hh = 0; hh < nh; hh++)
+            memcpy(j->sT + (size_t)(n * H + h0 + hh) * KV, S0 + hh * KV, KV * sizeof(float));
 }
 
 void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {

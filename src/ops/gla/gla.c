@@ -109,7 +109,9 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
         return st;
     j.o = o;
     j.sT = final_state;
-    la__parallel_for(ctx, la__num_seqs(dims) * dims->H,
+    const int64_t nfwd = chunk ? (dims->H + LA__GLA_HEAD_GROUP - 1) / LA__GLA_HEAD_GROUP
+                               : dims->H;
+    la__parallel_for(ctx, la__num_seqs(dims) * nfwd,
                      chunk ? la__gla_chunk_fwd_task : la__gla_recurrent_fwd_task, &j);
     return LA_OK;
 }

@@ -208,10 +208,28 @@ static void unit_task(void *p, int64_t task, int tid) {
     a->run(a->j, &u, la__scratch(a->j->ctx, tid));
 }
 
+/* Chunk forward: a task is (sequence, group of LA__LIN_HEAD_GROUP heads), a
+ * split that does not depend on the thread count, and every head computes
+ * exactly what a (sequence, head) task would. */
+static void group_task(void *p, int64_t task, int tid) {
+    const la__lin_job *j = ((const task_arg *)p)->j;
+    const int64_t G = LA__LIN_HEAD_GROUP, ng = (j->H + G - 1) / G;
+    const int64_t n = task / ng, h0 = (task % ng) * G;
+    const int64_t nh = j->H - h0 < G ? j->H - h0 : G;
+    la__lin_unit u[LA__LIN_HEAD_GROUP];
+    for (int64_t h = 0; h < nh; h++) la__lin_unit_init(j, n * j->H + h0 + h, &u[h]);
+    la__lin_chunk_fwd_group(j, u, nh, la__scratch(j->ctx, tid));
+}
+
 static void run_units(const la_linear_attn_opts *opts, const la__lin_job *j, int backward) {
     layout_fn lay;
     task_arg a = {j, NULL};
     pick(opts, backward, &lay, &a.run);
+    if (a.run == la__lin_chunk_fwd) {
+        const int64_t ng = (j->H + LA__LIN_HEAD_GROUP - 1) / LA__LIN_HEAD_GROUP;
+        la__parallel_for(j->ctx, la__num_seqs(j->dims) * ng, group_task, &a);
+        return;
+    }
     la__parallel_for(j->ctx, la__num_seqs(j->dims) * j->H, unit_task, &a);
 }
 

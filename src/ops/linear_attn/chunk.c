@@ -36,7 +36,9 @@ enum { C_S, C_QH, C_KH, C_VB, C_A, C_NUM, C_G, C_DA, C_DQH, C_DVB };
 void la__lin_chunk_layout(const la__lin_job *j, int backward, la__bump *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->chunk;
     const size_t Vx = (size_t)la__lin_vx(j);
-    p[C_S] = la__take(b, la__mul(K, Vx));
+    /* the forward keeps the states of a whole head group */
+    const size_t ns = backward ? 1 : (size_t)LA__LIN_HEAD_GROUP;
+    p[C_S] = la__take(b, la__mul(ns, la__mul(K, Vx)));
     p[C_QH] = la__take(b, la__mul(C, K));
     p[C_KH] = la__take(b, la__mul(C, K));
     p[C_VB] = la__take(b, la__mul(C, Vx));
@@ -62,28 +64,71 @@ static void load_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, 
 }
 
 /* Numx = Q̂ Sx + A Vx: row i holds num_i and (normalised) den_i - ε. */
+static void chunk_num_to(const la__lin_job *j, int64_t L, const float *Sx, const float *qh,
+                         const float *vb, const float *A, float *num, int64_t ldn) {
+    const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
+    j->kr->gemm_nn(L, Vx, K, 1.0f, qh, K, Sx, Vx, 0.0f, num, ldn);
+    j->kr->gemm_nn_lower(L, Vx, L, 1.0f, A, C, vb, Vx, 1.0f, num, ldn);
+}
+
 static void chunk_num(const la__lin_job *j, int64_t L, const float *Sx, const float *qh,
                       const float *vb, const float *A, float *num) {
-    const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
-    j->kr->gemm_nn(L, Vx, K, 1.0f, qh, K, Sx, Vx, 0.0f, num, Vx);
-    j->kr->gemm_nn_lower(L, Vx, L, 1.0f, A, C, vb, Vx, 1.0f, num, Vx);
+    chunk_num_to(j, L, Sx, qh, vb, A, num, la__lin_vx(j));
+}
+
+/* Prefetch the q, k, v rows of the chunk [t0, t0+L) (into L2) while the
+ * current one is computed: the rows are H·D floats apart (a page apart at
+ * H·D = 1024), too far for the hardware prefetcher, and the short
+ * per-row look-ahead of the loads alone leaves them waiting on memory. */
+static void prefetch_rows(const float *x, int64_t sx, int64_t w, int64_t t0, int64_t L) {
+#if defined(__GNUC__)
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t c = 0; c < w; c += 16) __builtin_prefetch(x + (t0 + i) * sx + c, 0, 2);
+#else
+    (void)x, (void)sx, (void)w, (void)t0, (void)L;
+#endif
 }
 
 void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
+    la__lin_chunk_fwd_group(j, u, 1, scratch);
+}
+
+void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, int64_t nh,
+                             float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
     la__bump b = {scratch, 0, 0};
     la__lin_chunk_layout(j, 0, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
-    float *Sx = p[C_S], *num = p[C_NUM];
-    la__lin_ext_load(j, Sx, u->S0, u->z0);
-    for (int64_t t0 = 0; t0 < u->len; t0 += C) {
-        const int64_t L = u->len - t0 < C ? u->len - t0 : C;
-        load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
-        chunk_num(j, L, Sx, p[C_QH], p[C_VB], p[C_A], num);
-        la__lin_out_rows(j, L, num, u->o, u->sv, t0);
-        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
+    float *num = p[C_NUM];
+    for (int64_t h = 0; h < nh; h++)
+        la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
+    const int64_t len = units[0].len; /* one sequence: every head has its length */
+    for (int64_t t0 = 0; t0 < len; t0 += C) {
+        for (int64_t h = 0; h < nh; h++) {
+            const la__lin_unit *u = units + h;
+            float *Sx = p[C_S] + h * K * Vx;
+            const int64_t L = u->len - t0 < C ? u->len - t0 : C;
+            /* the rows the next head (or the next chunk's first head) will
+             * load, one tensor per product, so that the misses overlap the
+             * products instead of queueing in one burst */
+            const la__lin_unit *pu = h + 1 < nh ? u + 1 : units;
+            const int64_t pt = h + 1 < nh ? t0 : t0 + C;
+            const int64_t pn = pt >= len ? 0 : len - pt < C ? len - pt : C;
+            load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
+            if (pn > 0) prefetch_rows(pu->q, pu->sqk, K, pt, pn);
+            if (j->normalize) {
+                chunk_num(j, L, Sx, p[C_QH], p[C_VB], p[C_A], num);
+                la__lin_out_rows(j, L, num, u->o, u->sv, t0);
+            } else { /* o = num: straight into the output rows */
+                chunk_num_to(j, L, Sx, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
+            }
+            if (pn > 0) prefetch_rows(pu->k, pu->sqk, K, pt, pn);
+            j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
+            if (pn > 0) prefetch_rows(pu->v, pu->sv, j->V, pt, pn);
+        }
     }
-    la__lin_ext_store(j, Sx, u->fS, u->fz);
+    for (int64_t h = 0; h < nh; h++)
+        la__lin_ext_store(j, p[C_S] + h * K * Vx, units[h].fS, units[h].fz);
 }
 
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {

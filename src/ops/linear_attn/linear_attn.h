@@ -246,6 +246,14 @@ void la__lin_recurrent_bwd(const la__lin_job *j, const la__lin_unit *u, float *s
 
 void la__lin_chunk_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
 void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+/* The chunk forward of n units of one sequence (heads h..h+n-1, n <= the
+ * group size), chunk by chunk and head by head within a chunk: the heads'
+ * rows of a token share a page, so each page of q/k/v/o is walked once per
+ * group instead of once per head. Each head's arithmetic is exactly that of
+ * la__lin_chunk_fwd on its own. */
+#define LA__LIN_HEAD_GROUP 4
+void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *u, int64_t n,
+                             float *scratch);
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 
 void la__lin_parallel_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
