@@ -339,17 +339,6 @@ static void test_reference_fd(void) {
 
 /* ---- the sweeps ----------------------------------------------------------- */
 
-static la_dims mk_dims(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V) {
-    la_dims d;
-    memset(&d, 0, sizeof d);
-    d.B = B;
-    d.T = T;
-    d.H = H;
-    d.K = K;
-    d.V = V;
-    return d;
-}
-
 /* Every feature map, normalised or not, with or without initial state and
  * final-state gradient, every form, at T = 1, 2, 63, 64, 65. */
 static void test_feature_maps_and_options(la_ctx *ctx) {
@@ -364,7 +353,7 @@ static void test_feature_maps_and_options(la_ctx *ctx) {
                         la_linear_attn_opts o = mk_opts((la_feature_map)fm, causal, norm);
                         if (!norm && init) o.scale = 0.3f; /* explicit scale, else K^-1/2 */
                         lcase c;
-                        case_make(&c, &o, mk_dims(2, Ts[ti], 3, 16, 20), init, init, 1, seed++);
+                        case_make(&c, &o, th_dims(2, Ts[ti], 3, 16, 20), init, init, 1, seed++);
                         check_all_forms(ctx, &c, 1, TOL_BWD, cs, 4);
                         case_free(&c);
                     }
@@ -382,7 +371,7 @@ static void test_all_sizes(la_ctx *ctx) {
                 const int64_t T = (ki + vi) % 3 == 0 ? 2 : 17;
                 la_linear_attn_opts o = mk_opts(LA_FEATURE_ELU1, causal, norm);
                 lcase c;
-                case_make(&c, &o, mk_dims(2, T, 2, D[ki], D[vi]), init, 1, 1, seed++);
+                case_make(&c, &o, th_dims(2, T, 2, D[ki], D[vi]), init, 1, 1, seed++);
                 check_all_forms(ctx, &c, 1, TOL_BWD, cs, 1);
                 case_free(&c);
             }
@@ -406,7 +395,7 @@ static void test_long(la_ctx *ctx) {
         for (int causal = 1; causal >= (i < 2 ? 0 : 1); causal--) {
             la_linear_attn_opts o = mk_opts(cases[i].fm, causal, cases[i].norm);
             lcase c;
-            case_make(&c, &o, mk_dims(1, 1000, 2, cases[i].K, cases[i].V), 1, 1, 0, 5000 + i);
+            case_make(&c, &o, th_dims(1, 1000, 2, cases[i].K, cases[i].V), 1, 1, 0, 5000 + i);
             check_all_forms(ctx, &c, 1, TOL_BWD_LONG, cs, i == 0 ? 4 : 1);
             case_free(&c);
         }
@@ -420,7 +409,7 @@ static void test_forms_agree(la_ctx *ctx) {
     la_rng_seed(&rng, 77);
     for (int fm = 0; fm < 3; fm++)
         for (int norm = 0; norm < 2; norm++) {
-            la_dims d = mk_dims(2, 200, 2, 32, 48);
+            la_dims d = th_dims(2, 200, 2, 32, 48);
             const size_t nqk = 2 * 200 * 2 * 32, nv = 2 * 200 * 2 * 48, ns = 4 * 32 * 48;
             const int positive = norm && fm == LA_FEATURE_IDENTITY;
             float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, 1.0);

@@ -18,17 +18,6 @@ static const char *form_name(int causal, la_form f) {
     return f == LA_FORM_PARALLEL ? "parallel" : f == LA_FORM_RECURRENT ? "recurrent" : "chunk";
 }
 
-static la_dims mk_dims(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V) {
-    la_dims d;
-    memset(&d, 0, sizeof d);
-    d.B = B;
-    d.T = T;
-    d.H = H;
-    d.K = K;
-    d.V = V;
-    return d;
-}
-
 static void test_defaults(void) {
     la_linear_attn_opts o = la_linear_attn_opts_default();
     CHECK(o.feature_map == LA_FEATURE_ELU1, "default feature map elu1");
@@ -144,7 +133,7 @@ static void expect_bad(bufs *b, const call *c, int fwd, int bwd, la_status want,
 static void test_bad_input(la_ctx *ctx) {
     la_linear_attn_opts opts = la_linear_attn_opts_default();
     bufs b;
-    bufs_make(&b, mk_dims(2, 7, 3, 5, 6));
+    bufs_make(&b, th_dims(2, 7, 3, 5, 6));
     call c0 = full_call(ctx, &opts, &b), c;
 
     /* The valid call works (on copies, so the NaN outputs stay). */
@@ -211,7 +200,7 @@ static void test_bad_input(la_ctx *ctx) {
     {
         bufs p;
         int64_t cu[4] = {0, 3, 5, 9};
-        la_dims d = mk_dims(1, 9, 2, 4, 3);
+        la_dims d = th_dims(1, 9, 2, 4, 3);
         d.cu_seqlens = cu;
         d.n_seqs = 3;
         bufs_make(&p, d);
@@ -234,7 +223,7 @@ static void test_bad_input(la_ctx *ctx) {
             cc.dims = &e;
             expect_bad(&p, &cc, 1, 1, LA_ERR_BAD_SEQLENS, bad[i].needle, bad[i].what);
         }
-        la_dims e = mk_dims(2, 9, 2, 4, 3);
+        la_dims e = th_dims(2, 9, 2, 4, 3);
         e.n_seqs = 3; /* without cu_seqlens */
         cc = cp;
         cc.dims = &e;
@@ -338,7 +327,7 @@ static void test_bad_input(la_ctx *ctx) {
 static void test_threads(void) {
     la_ctx *c1 = th_ctx(1), *c2 = th_ctx(2), *c3 = th_ctx(3);
     int64_t cu[5] = {0, 70, 71, 200, 333};
-    la_dims d = mk_dims(1, 333, 3, 24, 40);
+    la_dims d = th_dims(1, 333, 3, 24, 40);
     d.cu_seqlens = cu;
     d.n_seqs = 4;
     for (int fm = 0; fm < 3; fm++)
@@ -392,7 +381,7 @@ static void rows(float *dst, const float *src, int64_t s, int64_t len, int64_t H
 static void test_cu_seqlens(la_ctx *ctx) {
     int64_t cu[5] = {0, 1, 66, 130, 200};
     const int64_t H = 2, K = 12, V = 9, S = 4;
-    la_dims d = mk_dims(1, 200, H, K, V);
+    la_dims d = th_dims(1, 200, H, K, V);
     d.cu_seqlens = cu;
     d.n_seqs = S;
     for (int norm = 0; norm < 2; norm++)
@@ -410,7 +399,7 @@ static void test_cu_seqlens(la_ctx *ctx) {
             for (int64_t n = 0; n < S; n++) {
                 const int64_t s = cu[n], len = cu[n + 1] - cu[n];
                 bufs a;
-                bufs_make(&a, mk_dims(1, len, H, K, V));
+                bufs_make(&a, th_dims(1, len, H, K, V));
                 rows(a.q, p.q, s, len, H * K, 0);
                 rows(a.k, p.k, s, len, H * K, 0);
                 rows(a.v, p.v, s, len, H * V, 0);
@@ -457,9 +446,9 @@ static void test_pieces(la_ctx *ctx) {
             o.form = (la_form)f;
             o.chunk_size = 32;
             bufs w, p1, p2;
-            bufs_make(&w, mk_dims(B, T, H, K, V));
-            bufs_make(&p1, mk_dims(B, T1, H, K, V));
-            bufs_make(&p2, mk_dims(B, T2, H, K, V));
+            bufs_make(&w, th_dims(B, T, H, K, V));
+            bufs_make(&p1, th_dims(B, T1, H, K, V));
+            bufs_make(&p2, th_dims(B, T2, H, K, V));
             for (int64_t bb = 0; bb < B; bb++) {
                 float *src[] = {w.q, w.k, w.v, w.d_o};
                 float *d1[] = {p1.q, p1.k, p1.v, p1.d_o}, *d2[] = {p2.q, p2.k, p2.v, p2.d_o};
@@ -536,7 +525,7 @@ static void test_state_in_place(la_ctx *ctx) {
         o.causal = f < 3;
         o.form = f < 3 ? (la_form)f : LA_FORM_CHUNK;
         bufs a, b;
-        bufs_make(&a, mk_dims(2, 40, 3, 8, 5));
+        bufs_make(&a, th_dims(2, 40, 3, 8, 5));
         bufs_make(&b, a.d);
         call ca = full_call(ctx, &o, &a), cb = full_call(ctx, &o, &b);
         CHECK_STATUS(run_fwd(&ca), LA_OK, "separate state buffers");

@@ -99,3 +99,8 @@ la_ctx *th_ctx(int n_threads) {
     }
     return ctx;
 }
+
+la_dims th_dims(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V) {
+    la_dims d = {.B = B, .T = T, .H = H, .K = K, .V = V};
+    return d;
+}

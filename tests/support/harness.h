@@ -38,6 +38,9 @@ int th_bitwise_equal(const float *a, const float *b, size_t n);
 /* 1 if every float in x still has the NaN prefill (nothing was written). */
 int th_untouched(const float *x, size_t n);
 
+/* Dense [B,T,H,*] shapes: HV = 0, no cu_seqlens. */
+la_dims th_dims(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V);
+
 /* A context with n threads (abort on failure). */
 la_ctx *th_ctx(int n_threads);
 
