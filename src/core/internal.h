@@ -1,6 +1,6 @@
 /* Internal helpers shared by every part of the library: error reporting,
- * argument validation, the thread pool and per-thread scratch memory, and
- * the per-(sequence, head) decoding steps that the decoder dispatches to.
+ * argument validation, the thread pool and per-thread scratch memory. No
+ * op family is named here (families register in src/ops/registry.h).
  * Names start with la__ (two underscores) and are not exported. */
 #ifndef LINATTN_INTERNAL_H
 #define LINATTN_INTERNAL_H
@@ -71,33 +71,5 @@ LA_HIDDEN void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, vo
  * call before la__parallel_for (tasks cannot fail). Grows, never shrinks. */
 LA_HIDDEN la_status la__scratch_reserve(la_ctx *ctx, size_t bytes);
 LA_HIDDEN void *la__scratch(la_ctx *ctx, int tid);
-
-/* ---- decoding steps (one sequence, one head, one token) ------------ */
-
-/* Floats of work space a step needs (the decoder reserves it). */
-#define LA__STEP_WORK_FLOATS(K, V) (4 * (size_t)(K) + 2 * (size_t)(V) + 64)
-
-/* Kernel linear attention: S [K,V], z [K] (normalize only, else NULL),
- * o [V]; q,k [K], v [V]. Must be the exact per-token arithmetic of the
- * recurrent form so that decoding equals it bit for bit. */
-LA_HIDDEN void la__linear_attn_step(const la_decoder_config *cfg, float scale, float *S,
-                                    float *z, float *o, const float *q, const float *k,
-                                    const float *v, float *work);
-
-/* Gated family (cfg->op selects): S [K,V], o [V]; q,k [K], v [V];
- * g: NULL (no decay), a scalar pointer (simple GLA / gated delta) or [K]
- * (GLA); g_gamma: extra constant log-decay (simple GLA, else 0); beta:
- * delta rules. Same arithmetic as the recurrent form. */
-LA_HIDDEN void la__gated_step(const la_decoder_config *cfg, float scale, float *S, float *o,
-                              const float *q, const float *k, const float *v, const float *g,
-                              float g_gamma, float beta, float *work);
-/* The two halves it routes to (src/ops/gla/, src/ops/delta_rule/). g for
- * the delta rules: NULL (DeltaNet) or a scalar (Gated DeltaNet). */
-LA_HIDDEN void la__gla_step(const la_decoder_config *cfg, float scale, float *S, float *o,
-                            const float *q, const float *k, const float *v, const float *g,
-                            float g_gamma, float *work);
-LA_HIDDEN void la__delta_rule_step(const la_decoder_config *cfg, float scale, float *S,
-                                   float *o, const float *q, const float *k, const float *v,
-                                   const float *g, float beta, float *work);
 
 #endif

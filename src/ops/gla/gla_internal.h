@@ -10,7 +10,7 @@
 
 #include "../../core/internal.h"
 #include "../../kernels/kernels.h"
-#include "../linear_attn/vexp.h"
+#include "../../kernels/vexp.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -20,7 +20,7 @@
  *   S = Diag(a) S + k^T v,  a = exp(g) (per key) or exp(g + g_gamma) (scalar),
  *   o = scale * q S   (skipped when o is NULL; acc [V] is work space).
  * The recurrent forward, the recurrent backward's recomputation and
- * la__gla_step all call this, so decoding equals the recurrent form bit for
+ * the registry decoding step (entry.c) all call this, so decoding equals the recurrent form bit for
  * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
 #define GLA_EXP_BLOCK 16
 

@@ -42,6 +42,7 @@
 #define LINATTN_OPS_LINEAR_ATTN_H
 
 #include "../../core/internal.h"
+#include "../registry.h"
 #include "../../kernels/kernels.h"
 
 #include <math.h>
@@ -205,6 +206,14 @@ static inline void la__axpy(float *y, float a, const float *x, int64_t n) {
 void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t K,
                    int64_t V, float *S, float *z, float *o, const float *q, const float *k,
                    const float *v, float *qf, float *kf, float *den);
+
+/* One token of one (sequence, head) as the decoder runs it: S [K,V], z [K]
+ * (normalize only, else NULL), o [V]; q,k [K], v [V]; work >=
+ * LA__STEP_WORK_FLOATS(K, V). The recurrent form calls it per token, so
+ * decoding equals that form bit for bit. */
+LA_HIDDEN void la__linear_attn_step(const la_decoder_config *cfg, float scale, float *S,
+                                    float *z, float *o, const float *q, const float *k,
+                                    const float *v, float *work);
 
 /* ---- scratch layout ----------------------------------------------------- */
 

@@ -11,7 +11,7 @@
  * Streaming form, forward and backward: the products of one (query block,
  * key block) pair (scores, P·V, dO·Vᵀ, Pᵀ·dO, dSᵀ·Q, dS·K) are float32
  * micro-kernel calls (src/kernels, FMA) on contiguous copies of the blocks;
- * e^x is the vectorised float exp of ../linear_attn/vexp.h; row sums,
+ * e^x is the vectorised float exp of src/kernels/vexp.h; row sums,
  * D = rowsum(dO ⊙ O) and every accumulator across blocks stay in double.
  * Measured max-rel error vs float64 <= 1.3e-6 for o, lse and the gradients
  * (tests assert 2e-6). A row whose float scores overflow (|q|, |k| ~ 1e20)

@@ -21,7 +21,7 @@
  * depends on the thread
  * count). Extra memory O(len (K + 2) + block (block + 2K + 2V)). */
 #include "softmax_attn.h"
-#include "../linear_attn/vexp.h"
+#include "../../kernels/vexp.h"
 
 #include <math.h>
 #include <string.h>
