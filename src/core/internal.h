@@ -47,6 +47,8 @@ LA_HIDDEN int64_t la__num_seqs(const la_dims *d);
 LA_HIDDEN int64_t la__value_heads(const la_dims *d);
 /* Sequence n covers flattened tokens [*start, *start + *len) of the B*T axis. */
 LA_HIDDEN void la__seq_bounds(const la_dims *d, int64_t n, int64_t *start, int64_t *len);
+/* The longest sequence: T, or the largest cu_seqlens difference. */
+LA_HIDDEN int64_t la__max_seq_len(const la_dims *d);
 
 /* Log-space gates: finite and <= 0 (-1e4 is a full reset). */
 LA_HIDDEN la_status la__check_log_gate(const char *op, const char *name, const float *g,
@@ -71,5 +73,31 @@ LA_HIDDEN void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, vo
  * call before la__parallel_for (tasks cannot fail). Grows, never shrinks. */
 LA_HIDDEN la_status la__scratch_reserve(la_ctx *ctx, size_t bytes);
 LA_HIDDEN void *la__scratch(la_ctx *ctx, int tid);
+
+/* The one scratch arena: a bump allocator over one thread's scratch, handing
+ * out 64-byte-aligned pieces. With base == NULL it only counts, so the same
+ * layout code sizes the reservation (la__arena_size) and carves the
+ * scratch. A size that does not fit size_t sets `overflow`. */
+typedef struct la__arena {
+    char *base;
+    size_t used; /* bytes */
+    int overflow;
+} la__arena;
+
+static inline void *la__arena_take(la__arena *a, size_t count, size_t elem) {
+    if (count != 0 && elem > (SIZE_MAX - 64 - a->used) / count) {
+        a->overflow = 1;
+        return NULL;
+    }
+    const size_t bytes = (count * elem + 63) & ~(size_t)63;
+    void *p = a->base ? a->base + a->used : NULL;
+    a->used += bytes;
+    return p;
+}
+static inline float *la__arena_floats(la__arena *a, size_t n) {
+    return (float *)la__arena_take(a, n, sizeof(float));
+}
+/* Bytes the pieces took, or 0 when a size overflowed. */
+static inline size_t la__arena_size(const la__arena *a) { return a->overflow ? 0 : a->used; }
 
 #endif

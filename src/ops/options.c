@@ -3,6 +3,6 @@
 #include "../core/internal.h"
 
 la_gated_opts la_gated_opts_default(void) {
-    la_gated_opts o = {.form = LA_FORM_CHUNK, .scale = 0, .chunk_size = 64, .use_qk_l2norm = 0};
+    la_gated_opts o = {.form = LA_FORM_CHUNK, .scale = 0, .chunk_size = LA_DEFAULT_CHUNK_SIZE, .use_qk_l2norm = 0};
     return o;
 }

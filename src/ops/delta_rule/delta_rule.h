@@ -54,11 +54,6 @@ typedef struct la__delta_args {
  * sequence (a longer chunk would be the whole sequence anyway). */
 LA_HIDDEN int64_t la__delta_chunk_len(const la__delta_args *a);
 
-/* p rounded up to 64 bytes (scratch sizes add 64 floats of slack per use). */
-static inline float *la__delta_align(float *p) {
-    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
-}
-
 /* Scratch bytes per thread, then the computation (cannot fail). */
 LA_HIDDEN size_t la__delta_forward_scratch(const la__delta_args *a);
 LA_HIDDEN void la__delta_forward(const la__delta_args *a);

@@ -334,18 +334,8 @@ static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts, c
     return LA_OK;
 }
 
-static int64_t max_seq_len(const la_dims *d) {
-    if (!d->cu_seqlens) return d->T;
-    int64_t mx = 0;
-    for (int64_t n = 0; n < d->n_seqs; n++) {
-        int64_t l = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
-        mx = l > mx ? l : mx;
-    }
-    return mx;
-}
-
 static la_status reserve(const char *op, rf_job *j, int with_seq) {
-    const uint64_t tmax = with_seq ? (uint64_t)max_seq_len(&j->dims) : 0;
+    const uint64_t tmax = with_seq ? (uint64_t)la__max_seq_len(&j->dims) : 0;
     const uint64_t n = 2 * (uint64_t)j->d + (uint64_t)j->m + tmax;
     if (n > SIZE_MAX / sizeof(double))
         return la__error(LA_ERR_INVALID_SIZE, "%s: scratch size overflows", op);

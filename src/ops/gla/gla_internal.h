@@ -157,27 +157,6 @@ LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
 
-/* A bump allocator over one thread's scratch: 64-byte aligned pieces. With
- * base == NULL it only counts (used to size the reservation). */
-typedef struct gla_arena {
-    char *base;
-    size_t used;
-    int overflow;
-} gla_arena;
-
-static inline void *gla_take(gla_arena *a, size_t count, size_t elem) {
-    if (count != 0 && elem > (SIZE_MAX - 64 - a->used) / count) {
-        a->overflow = 1;
-        return NULL;
-    }
-    size_t bytes = (count * elem + 63) & ~(size_t)63;
-    void *p = a->base ? a->base + a->used : NULL;
-    a->used += bytes;
-    return p;
-}
-
-static inline size_t gla_arena_size(const gla_arena *a) { return a->overflow ? 0 : a->used; }
-
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
 static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {
     if (!j->g) return NULL;

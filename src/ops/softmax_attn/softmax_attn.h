@@ -115,20 +115,4 @@ LA_HIDDEN void sa_streaming_forward_rows(const sa_head *hd, int64_t r0, int64_t 
                                          void *scratch);
 LA_HIDDEN void sa_streaming_backward(const sa_head *hd, void *scratch);
 
-/* Scratch layout helper: *total += align64(count * elem), 0 on overflow. */
-static inline int sa_add_bytes(size_t *total, uint64_t count, size_t elem) {
-    if (count > (SIZE_MAX - 64) / elem) return 0;
-    size_t b = ((size_t)count * elem + 63) / 64 * 64;
-    if (b > SIZE_MAX - *total) return 0;
-    *total += b;
-    return 1;
-}
-
-/* Carves the next align64(count * elem) bytes out of *p. */
-static inline void *sa_take(char **p, uint64_t count, size_t elem) {
-    void *r = *p;
-    *p += ((size_t)count * elem + 63) / 64 * 64;
-    return r;
-}
-
 #endif
