@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 
-.PHONY: all run test test-sanitize install clean
+.PHONY: all run test test-sanitize test-fuzz fuzz-long install clean
 
 all:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
@@ -13,18 +13,30 @@ all:
 run: all
 	./$(BUILD)/linattn labs
 
-# Every test: the release build, then the same suite under ASan + UBSan.
+# Every test: the release build, then the same suite under ASan + UBSan,
+# then a short libFuzzer run over every registry entry (SKIP without clang).
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) test-sanitize
+	$(MAKE) test-fuzz
 
 test-sanitize:
 	cmake -S . -B $(BUILD)-san -DCMAKE_BUILD_TYPE=Debug -DLINATTN_SANITIZE=address,undefined
 	cmake --build $(BUILD)-san -j $(JOBS)
 	cd $(BUILD)-san && ctest --output-on-failure -j $(JOBS)
 
+# libFuzzer + ASan + UBSan over every op of the registry and the decoder
+# (tests/fuzz/); FUZZ_SECONDS of fuzzing, 15 by default.
+FUZZ_SECONDS ?= 15
+test-fuzz:
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# A long run on all cores: make fuzz-long FUZZ_SECONDS=3600
+fuzz-long:
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS) -jobs=$(JOBS) -workers=$(JOBS)
+
 install: all
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-san
+	rm -rf $(BUILD) $(BUILD)-san build-fuzz
