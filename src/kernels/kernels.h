@@ -126,6 +126,13 @@ LA_KERNEL_HIDDEN void la__trsm_diag_portable(int64_t nb, int64_t r, const float 
 LA_KERNEL_HIDDEN void la__trsm_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
                                            int64_t r, const float *L, int64_t ldl, float *B,
                                            int64_t ldb);
+/* The transposed solve, B[n,r] := L^{-T} B for L [n,n] unit lower (strictly
+ * lower part read, row stride n): with J the row reversal, J L^T J is unit
+ * lower, so it is kr->trsm_llu on reversed rows. Lrev [n,n] and Brev [n,r]
+ * are work space (no overlap with L or B). Used by the backward passes of
+ * the WY (delta-rule) chunk forms. */
+LA_KERNEL_HIDDEN void la__trsm_llu_transposed(const la__kernels *kr, int64_t n, int64_t r,
+                                              const float *L, float *Lrev, float *B, float *Brev);
 LA_KERNEL_HIDDEN void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
                                             const float *L, int64_t ldl, float *X, int64_t ldx);
 

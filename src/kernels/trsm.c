@@ -5,6 +5,8 @@
  * path's `diag` solver). */
 #include "kernels.h"
 
+#include <string.h>
+
 void la__trsm_diag_portable(int64_t nb, int64_t r, const float *L, int64_t ldl, float *X,
                             int64_t ldx) {
     for (int64_t i = 1; i < nb; i++) {
@@ -43,4 +45,15 @@ void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n
             gemm_nn(nb, i0, i0, -1.0f, L + i0 * ldl, ldl, X, ldx, 0.0f, X + i0 * ldx, ldx);
         diag(nb, i0 + nb, L + i0 * ldl + i0, ldl, X + i0 * ldx, ldx);
     }
+}
+
+void la__trsm_llu_transposed(const la__kernels *kr, int64_t n, int64_t r, const float *L,
+                             float *Lrev, float *B, float *Brev) {
+    for (int64_t a = 0; a < n; a++)
+        for (int64_t b = 0; b < a; b++) Lrev[a * n + b] = L[(n - 1 - b) * n + (n - 1 - a)];
+    for (int64_t a = 0; a < n; a++)
+        memcpy(Brev + a * r, B + (n - 1 - a) * r, (size_t)r * sizeof(float));
+    kr->trsm_llu(n, r, Lrev, n, Brev, r);
+    for (int64_t a = 0; a < n; a++)
+        memcpy(B + (n - 1 - a) * r, Brev + a * r, (size_t)r * sizeof(float));
 }

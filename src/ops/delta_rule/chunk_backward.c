@@ -33,20 +33,6 @@ size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
     return 4 * c + 4 * c + 7 * c * c + 4 * c * v + 3 * c * k + 16;
 }
 
-/* Y := (I + M)^{-T} Y for M strictly lower [L,L] (row stride L): with J the
- * row reversal, J (I + M)^T J is unit lower, so the back substitution is
- * trsm_llu on the reversed rows. Mrev [L,L] and Yr [L,r] are work space. */
-static void trsm_upper_T(const la__kernels *kr, int64_t L, int64_t r, const float *M,
-                         float *Mrev, float *Y, float *Yr) {
-    for (int64_t a = 0; a < L; a++)
-        for (int64_t b = 0; b < a; b++) Mrev[a * L + b] = M[(L - 1 - b) * L + (L - 1 - a)];
-    for (int64_t a = 0; a < L; a++)
-        memcpy(Yr + a * r, Y + (L - 1 - a) * r, (size_t)r * sizeof(float));
-    kr->trsm_llu(L, r, Mrev, L, Yr, r);
-    for (int64_t a = 0; a < L; a++)
-        memcpy(Y + (L - 1 - a) * r, Yr + a * r, (size_t)r * sizeof(float));
-}
-
 /* Every product runs on the micro-kernels (q, k, v, dO, dq, dk rows are
  * contiguous): the [L,L] matrices by gemm_nt_tril, the solves by trsm_llu,
  * the products with S_0 and G by gemm_nt / gemm_tn, the masked products by
@@ -149,8 +135,8 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     kr->gemm_tn(K, V, L, -1.0f, W, K, dR, V, 1.0f, G, V);
 
     /* ---- triangular solves: Y = (I + M)^{-T} dX (in place in dR, dW) ---- */
-    trsm_upper_T(kr, L, V, Mm, T1, dR, Yu);
-    trsm_upper_T(kr, L, K, Mm, T1, dW, Yw);
+    la__trsm_llu_transposed(kr, L, V, Mm, T1, dR, Yu);
+    la__trsm_llu_transposed(kr, L, K, Mm, T1, dW, Yw);
     float *YU = dR, *YW = dW;
     /* dM_tj = -(Yu_t . U_j + Yw_t . W_j), j < t */
     kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, T2, L);
