@@ -493,6 +493,26 @@ LA_API la_status la_gated_delta_rule_backward(la_ctx *ctx, const la_gated_opts *
                                               const float *k, const float *v, const float *g,
                                               const float *beta, const float *initial_state);
 
+/* KDA (Kimi Delta Attention): the gated delta rule with a per-key gate,
+ *   S_t = (I - b_t k_t k_t^T) Diag(exp g_t) S_{t-1} + b_t k_t v_t^T,
+ *   o_t = scale S_t^T q_t   (the decay acts before the delta correction).
+ * q,k [B,T,H,K]; v, o [B,T,HV,V]; g [B,T,HV,K] log-gates <= 0 (-1e4 is a
+ * full reset of a key); beta [B,T,HV] in [0, 2]; state [N,HV,K,V]; value
+ * head h reads q/k head h / (HV/H). Forms RECURRENT and CHUNK (WY form with
+ * per-key gates), as the delta rules; use_qk_l2norm, aliasing and beta
+ * policy as for la_delta_rule_forward. Backward: dg [B,T,HV,K] (required),
+ * dbeta [B,T,HV]. */
+LA_API la_status la_kda_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                float *o, float *final_state, const float *q, const float *k,
+                                const float *v, const float *g, const float *beta,
+                                const float *initial_state);
+LA_API la_status la_kda_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                 float *dq, float *dk, float *dv, float *dg, float *dbeta,
+                                 float *d_initial_state, const float *d_o,
+                                 const float *d_final_state, const float *q, const float *k,
+                                 const float *v, const float *g, const float *beta,
+                                 const float *initial_state);
+
 /* ------------------------------------------------------------------ */
 /* Decoding: one token per sequence at O(K*V) cost per head            */
 /* ------------------------------------------------------------------ */

@@ -1,0 +1,142 @@
+/* Public entry points of Kimi Delta Attention (KDA): validate every
+ * argument, size the scratch, then run the form (driver.c).
+ *
+ * Policies (see also include/linattn.h), the same as Gated DeltaNet's:
+ * - Forms: LA_FORM_RECURRENT (token by token, the decoder's arithmetic) and
+ *   LA_FORM_CHUNK (WY representation with per-key gates, chunk_size 0 -> 64).
+ *   LA_FORM_PARALLEL is LA_ERR_INVALID_ARGUMENT (a chunk size >= T is the
+ *   single-chunk form).
+ * - g [B,T,HV,K]: finite log-gates <= 0 (-1e4 is a full reset of a key).
+ * - beta in [0, 2]; the formula is not clamped (see la_delta_rule_forward).
+ * - use_qk_l2norm: q and k are replaced by x / sqrt(sum x^2 + 1e-6) per token
+ *   and head before anything else; the backward goes through it. */
+#include "kda.h"
+
+#include <inttypes.h>
+
+typedef struct {
+    const la_gated_opts *opts;
+    const la_dims *dims;
+    const float *q, *k, *v, *g, *beta, *initial_state;
+    const float *d_o, *d_final_state; /* backward only */
+    int backward;
+} kda_call;
+
+static int64_t longest(const la_dims *d) {
+    if (!d->cu_seqlens) return d->T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < d->n_seqs; n++)
+        if (d->cu_seqlens[n + 1] - d->cu_seqlens[n] > m)
+            m = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
+    return m;
+}
+
+static la_status validate(const char *op, la_ctx *ctx, const kda_call *c, la__kda_args *a) {
+    la_status st;
+    if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "opts", c->opts)) ||
+        (st = la__check_ptr(op, "dims", c->dims)))
+        return st;
+    if ((st = la__check_dims(op, c->dims, 1))) return st;
+    const la_gated_opts *o = c->opts;
+    if (o->form == LA_FORM_PARALLEL)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.form = LA_FORM_PARALLEL is not offered by KDA "
+                         "(use LA_FORM_RECURRENT or LA_FORM_CHUNK)",
+                         op);
+    if (o->form != LA_FORM_RECURRENT && o->form != LA_FORM_CHUNK)
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.form = %d is not a known la_form", op,
+                         (int)o->form);
+    if (o->chunk_size < 0)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means 64)", op,
+                         o->chunk_size);
+    const la_dims *d = c->dims;
+    a->ctx = ctx;
+    a->dims = *d;
+    a->N = la__num_seqs(d);
+    a->H = d->H;
+    a->HV = la__value_heads(d);
+    a->K = d->K;
+    a->V = d->V;
+    a->form = o->form;
+    const int64_t want = o->chunk_size ? o->chunk_size : 64, m = longest(d);
+    a->chunk = want < m ? want : (m > 0 ? m : 1);
+    a->l2norm = o->use_qk_l2norm != 0;
+    if ((st = la__resolve_scale(op, o->scale, d->K, &a->scale))) return st;
+
+    if ((st = la__check_ptr(op, "q", c->q)) || (st = la__check_ptr(op, "k", c->k)) ||
+        (st = la__check_ptr(op, "v", c->v)) || (st = la__check_ptr(op, "g", c->g)) ||
+        (st = la__check_ptr(op, "beta", c->beta)))
+        return st;
+    if (c->backward && (st = la__check_ptr(op, "d_o", c->d_o))) return st;
+
+    const size_t BT = (size_t)d->B * (size_t)d->T;
+    const size_t nqk = BT * (size_t)a->H * (size_t)a->K, nv = BT * (size_t)a->HV * (size_t)a->V;
+    const size_t nb = BT * (size_t)a->HV;
+    const size_t nstate = (size_t)a->N * (size_t)a->HV * (size_t)a->K * (size_t)a->V;
+    if (nb > SIZE_MAX / sizeof(float) / (size_t)a->K)
+        return la__error(LA_ERR_INVALID_SIZE, "%s: g [B,T,HV,K] has too many elements", op);
+    if ((st = la__check_finite(op, "q", c->q, nqk)) ||
+        (st = la__check_finite(op, "k", c->k, nqk)) || (st = la__check_finite(op, "v", c->v, nv)))
+        return st;
+    if ((st = la__check_log_gate(op, "g", c->g, nb * (size_t)a->K))) return st;
+    if ((st = la__check_beta(op, "beta", c->beta, nb))) return st;
+    if (c->initial_state && (st = la__check_finite(op, "initial_state", c->initial_state, nstate)))
+        return st;
+    if (c->backward) {
+        if ((st = la__check_finite(op, "d_o", c->d_o, nv))) return st;
+        if (c->d_final_state &&
+            (st = la__check_finite(op, "d_final_state", c->d_final_state, nstate)))
+            return st;
+    }
+    a->q = c->q;
+    a->k = c->k;
+    a->v = c->v;
+    a->g = c->g;
+    a->beta = c->beta;
+    a->initial_state = c->initial_state;
+    a->d_o = c->d_o;
+    a->d_final_state = c->d_final_state;
+    a->kr = la__kernels_default();
+    return LA_OK;
+}
+
+la_status la_kda_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims, float *o,
+                         float *final_state, const float *q, const float *k, const float *v,
+                         const float *g, const float *beta, const float *initial_state) {
+    static const char *const op = "la_kda_forward";
+    kda_call c = {opts, dims, q, k, v, g, beta, initial_state, NULL, NULL, 0};
+    la__kda_args a = {0};
+    la_status st = validate(op, ctx, &c, &a);
+    if (st || (st = la__check_ptr(op, "o", o))) return st;
+    a.o = o;
+    a.final_state = final_state;
+    if ((st = la__scratch_reserve(ctx, la__kda_forward_scratch(&a)))) return st;
+    la__kda_forward(&a);
+    return LA_OK;
+}
+
+la_status la_kda_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims, float *dq,
+                          float *dk, float *dv, float *dg, float *dbeta, float *d_initial_state,
+                          const float *d_o, const float *d_final_state, const float *q,
+                          const float *k, const float *v, const float *g, const float *beta,
+                          const float *initial_state) {
+    static const char *const op = "la_kda_backward";
+    kda_call c = {opts, dims, q, k, v, g, beta, initial_state, d_o, d_final_state, 1};
+    la__kda_args a = {0};
+    la_status st = validate(op, ctx, &c, &a);
+    if (st) return st;
+    if ((st = la__check_ptr(op, "dq", dq)) || (st = la__check_ptr(op, "dk", dk)) ||
+        (st = la__check_ptr(op, "dv", dv)) || (st = la__check_ptr(op, "dg", dg)) ||
+        (st = la__check_ptr(op, "dbeta", dbeta)))
+        return st;
+    a.dq = dq;
+    a.dk = dk;
+    a.dv = dv;
+    a.dg = dg;
+    a.dbeta = dbeta;
+    a.d_initial_state = d_initial_state;
+    if ((st = la__scratch_reserve(ctx, la__kda_backward_scratch(&a)))) return st;
+    la__kda_backward(&a);
+    return LA_OK;
+}

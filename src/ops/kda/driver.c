@@ -1,0 +1,326 @@
+/* The tasks of a KDA call.
+ *
+ * Forward: one task per (sequence, value head). The recurrent form runs
+ * la__kda_token token by token; the chunk form gathers a chunk's rows into
+ * contiguous scratch (normalising q and k once) and runs la__kda_chunk_step.
+ *
+ * Backward: one task per (sequence, q/k head), looping over the value heads
+ * of its group in order, so dq and dk (summed over the group) never depend
+ * on the thread count. For each value head the states at segment starts
+ * (checkpoints) are recomputed forward, then segments are visited last to
+ * first carrying G = dL/dS back: segments are the chunks (chunk form: the
+ * chunkwise backward of chunk.c) or 64 tokens (recurrent form: token states
+ * recomputed from the checkpoint, then la__kda_token_backward). Memory per
+ * thread: T/seg checkpoints of K V floats (+ seg+1 token states for the
+ * recurrent form) plus O(T K), never T K V. */
+#include "kda.h"
+
+#include <string.h>
+
+#define RECURRENT_SEGMENT 64
+
+static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
+
+static int64_t max_seq_len(const la_dims *d) {
+    if (!d->cu_seqlens) return d->T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < d->n_seqs; n++)
+        if (d->cu_seqlens[n + 1] - d->cu_seqlens[n] > m)
+            m = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
+    return m;
+}
+
+/* Rows of one chunk of one (sequence, value head), contiguous. */
+typedef struct {
+    float *q, *k, *v, *g, *beta; /* [C,K], [C,K], [C,V], [C,K], [C] */
+} chunk_rows;
+
+static float *take(float **p, size_t n) {
+    float *r = *p;
+    *p += up16(n);
+    return r;
+}
+
+static void take_rows(float **p, int64_t C, int64_t K, int64_t V, chunk_rows *r) {
+    r->q = take(p, (size_t)(C * K));
+    r->k = take(p, (size_t)(C * K));
+    r->v = take(p, (size_t)(C * V));
+    r->g = take(p, (size_t)(C * K));
+    r->beta = take(p, (size_t)C);
+}
+
+size_t la__kda_forward_scratch(const la__kda_args *a) {
+    const double C = (double)a->chunk, K = (double)a->K, V = (double)a->V;
+    if ((2 * K * V + 12 * C * C + 40 * C * (K + V)) * 4 > 0x1p62) return SIZE_MAX;
+    size_t f = up16((size_t)(a->K * a->V)) + LA__KDA_TOKEN_WORK(a->K, a->V);
+    if (a->form == LA_FORM_CHUNK)
+        f += 3 * up16((size_t)(a->chunk * a->K)) + up16((size_t)(a->chunk * a->V)) +
+             up16((size_t)a->chunk) + la__kda_chunk_work_floats(a->chunk, a->K, a->V);
+    return (f + 64) * sizeof(float);
+}
+
+static void load_state(const float *init, float *S, size_t KV, size_t slot) {
+    if (init)
+        memcpy(S, init + slot * KV, KV * sizeof(float));
+    else
+        memset(S, 0, KV * sizeof(float));
+}
+
+static void forward_task(void *p, int64_t task, int tid) {
+    const la__kda_args *a = p;
+    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
+    const int64_t n = task / HV, hv = task % HV, hq = hv / group;
+    const size_t KV = (size_t)K * (size_t)V;
+    int64_t start, len;
+    la__seq_bounds(&a->dims, n, &start, &len);
+    float *w = la__kda_align(la__scratch(a->ctx, tid));
+    float *S = take(&w, KV), *tw = take(&w, LA__KDA_TOKEN_WORK(K, V));
+    load_state(a->initial_state, S, KV, (size_t)task);
+
+    if (a->form == LA_FORM_RECURRENT) {
+        float *qn = tw, *kn = tw + K, *twork = tw + 2 * K; /* twork: 2K + 4V + 64 floats left */
+        for (int64_t t = start; t < start + len; t++) {
+            const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
+            const float *q = a->q + qh * (size_t)K, *k = a->k + qh * (size_t)K;
+            if (a->l2norm) {
+                la__delta_l2norm(qn, q, K);
+                la__delta_l2norm(kn, k, K);
+                q = qn;
+                k = kn;
+            }
+            la__kda_token(K, V, a->scale, S, a->o + vh * (size_t)V, q, k, a->v + vh * (size_t)V,
+                          a->g + vh * (size_t)K, a->beta[vh], twork);
+        }
+    } else {
+        const int64_t C = a->chunk;
+        chunk_rows r;
+        take_rows(&w, C, K, V, &r);
+        float *cw = la__kda_align(w);
+        for (int64_t t0 = 0; t0 < len; t0 += C) {
+            const int64_t L = len - t0 < C ? len - t0 : C;
+            for (int64_t t = 0; t < L; t++) {
+                const int64_t tok = start + t0 + t;
+                const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
+                if (a->l2norm) {
+                    la__delta_l2norm(r.q + t * K, a->q + qh * (size_t)K, K);
+                    la__delta_l2norm(r.k + t * K, a->k + qh * (size_t)K, K);
+                } else {
+                    memcpy(r.q + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
+                    memcpy(r.k + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
+                }
+                memcpy(r.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+                memcpy(r.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
+                r.beta[t] = a->beta[vh];
+            }
+            la__kda_chunk_in in = {L, K, V, r.q, r.k, r.v, r.g, r.beta, a->scale, a->kr};
+            la__kda_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
+                               cw);
+        }
+    }
+    if (a->final_state) memcpy(a->final_state + (size_t)task * KV, S, KV * sizeof(float));
+}
+
+void la__kda_forward(const la__kda_args *a) {
+    la__parallel_for(a->ctx, a->N * a->HV, forward_task, (void *)a);
+}
+
+/* ---- backward --------------------------------------------------------- */
+
+typedef struct {
+    float *qn, *kn;              /* [len,K] normalised (or copied) q, k of the q/k head */
+    float *rq, *rk;              /* [len] their rstd */
+    float *dqn, *dkn;            /* [len,K] gradients w.r.t. qn, kn, summed over the group */
+    float *ckpt;                 /* [nseg,K,V] states at segment starts */
+    float *states;               /* recurrent: [seg+1,K,V] token states of one segment */
+    float *G;                    /* [K,V] the carried dL/dS */
+    chunk_rows r;                /* one segment's v, g, beta (q, k unused: qn, kn) */
+    float *dO, *dv, *dg, *dbeta; /* chunk: [seg,V] scale*d_o, [seg,V], [seg,K], [seg] */
+    float *work;                 /* token / chunk work */
+} bwd_scratch;
+
+static int64_t segment_len(const la__kda_args *a) {
+    return a->form == LA_FORM_CHUNK ? a->chunk : RECURRENT_SEGMENT;
+}
+
+static size_t bwd_layout(const la__kda_args *a, int64_t len, float *base, bwd_scratch *s) {
+    const int64_t K = a->K, V = a->V, seg = segment_len(a), nseg = (len + seg - 1) / seg;
+    const size_t KV = (size_t)K * (size_t)V;
+    const int chunk = a->form == LA_FORM_CHUNK;
+    size_t work = LA__KDA_TOKEN_WORK(K, V);
+    if (chunk) {
+        const size_t cw = la__kda_chunk_work_floats(seg, K, V),
+                     bw = la__kda_chunk_bwd_work_floats(seg, K, V);
+        work = cw > bw ? cw : bw;
+    }
+    size_t off = 0;
+#define TAKE(ptr, n)                                                                               \
+    do {                                                                                           \
+        if (base) (ptr) = base + off;                                                              \
+        off += up16(n);                                                                            \
+    } while (0)
+    TAKE(s->qn, (size_t)(len * K));
+    TAKE(s->kn, (size_t)(len * K));
+    TAKE(s->rq, (size_t)len);
+    TAKE(s->rk, (size_t)len);
+    TAKE(s->dqn, (size_t)(len * K));
+    TAKE(s->dkn, (size_t)(len * K));
+    TAKE(s->ckpt, (size_t)nseg * KV);
+    TAKE(s->states, chunk ? 0 : (size_t)(seg + 1) * KV);
+    TAKE(s->G, KV);
+    TAKE(s->r.v, (size_t)(seg * V));
+    TAKE(s->r.g, (size_t)(seg * K));
+    TAKE(s->r.beta, (size_t)seg);
+    TAKE(s->dO, chunk ? (size_t)(seg * V) : 0);
+    TAKE(s->dv, chunk ? (size_t)(seg * V) : 0);
+    TAKE(s->dg, chunk ? (size_t)(seg * K) : 0);
+    TAKE(s->dbeta, chunk ? (size_t)seg : 0);
+    TAKE(s->work, work);
+#undef TAKE
+    return off;
+}
+
+size_t la__kda_backward_scratch(const la__kda_args *a) {
+    const double C = (double)segment_len(a), T = (double)max_seq_len(&a->dims);
+    const double KV = (double)a->K * (double)a->V;
+    if ((20 * C * C + (T / C + C + 8) * KV + 40 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
+        return SIZE_MAX;
+    bwd_scratch s;
+    return (bwd_layout(a, max_seq_len(&a->dims), NULL, &s) + 64) * sizeof(float);
+}
+
+/* v, g, beta rows of tokens [t0, t0 + L) of value head hv into s->r. */
+static void gather_vgb(const la__kda_args *a, const bwd_scratch *s, int64_t tok0, int64_t hv,
+                       int64_t t0, int64_t L) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    for (int64_t t = 0; t < L; t++) {
+        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        memcpy(s->r.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+        memcpy(s->r.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
+        s->r.beta[t] = a->beta[vh];
+    }
+}
+
+/* Advances S over tokens [t0, t0 + L) of the sequence. */
+static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, int64_t tok0, int64_t hv,
+                    int64_t t0, int64_t L) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    if (a->form == LA_FORM_RECURRENT) {
+        for (int64_t t = t0; t < t0 + L; t++) {
+            const size_t vh = (size_t)((tok0 + t) * HV + hv);
+            la__kda_token(K, V, a->scale, S, NULL, s->qn + t * K, s->kn + t * K,
+                          a->v + vh * (size_t)V, a->g + vh * (size_t)K, a->beta[vh], s->work);
+        }
+        return;
+    }
+    gather_vgb(a, s, tok0, hv, t0, L);
+    la__kda_chunk_in in = {L,      K,      V,         s->qn + t0 * K, s->kn + t0 * K,
+                           s->r.v, s->r.g, s->r.beta, a->scale,       a->kr};
+    la__kda_chunk_step(&in, S, NULL, 0, s->work);
+}
+
+static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, const float *S0,
+                                   int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    gather_vgb(a, s, tok0, hv, t0, L);
+    for (int64_t t = 0; t < L; t++) {
+        const float *dot = a->d_o + (size_t)((tok0 + t0 + t) * HV + hv) * (size_t)V;
+        for (int64_t c = 0; c < V; c++) s->dO[t * V + c] = a->scale * dot[c];
+    }
+    la__kda_chunk_in in = {L,      K,      V,         s->qn + t0 * K, s->kn + t0 * K,
+                           s->r.v, s->r.g, s->r.beta, a->scale,       a->kr};
+    la__kda_chunk_backward(&in, S0, s->G, s->dO, s->dqn + t0 * K, s->dkn + t0 * K, s->dv, s->dbeta,
+                           s->dg, s->work);
+    for (int64_t t = 0; t < L; t++) {
+        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        memcpy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V * sizeof(float));
+        memcpy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K * sizeof(float));
+        a->dbeta[vh] = s->dbeta[t];
+    }
+}
+
+static void recurrent_segment_backward(const la__kda_args *a, const bwd_scratch *s, const float *S0,
+                                       int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    const size_t KV = (size_t)K * (size_t)V;
+    /* states[tau] = the state before token t0 + tau */
+    memcpy(s->states, S0, KV * sizeof(float));
+    for (int64_t tau = 1; tau <= L; tau++) {
+        float *St = s->states + (size_t)tau * KV;
+        memcpy(St, St - KV, KV * sizeof(float));
+        advance(a, s, St, tok0, hv, t0 + tau - 1, 1);
+    }
+    for (int64_t tau = L; tau >= 1; tau--) {
+        const int64_t t = t0 + tau - 1;
+        const size_t vh = (size_t)((tok0 + t) * HV + hv);
+        la__kda_token_backward(
+            K, V, a->scale, s->states + (size_t)(tau - 1) * KV, s->states + (size_t)tau * KV, s->G,
+            s->qn + t * K, s->kn + t * K, a->v + vh * (size_t)V, a->g + vh * (size_t)K, a->beta[vh],
+            a->d_o + vh * (size_t)V, s->dqn + t * K, s->dkn + t * K, a->dv + vh * (size_t)V,
+            a->dg + vh * (size_t)K, a->dbeta + vh, s->work);
+    }
+}
+
+static void backward_task(void *p, int64_t task, int tid) {
+    const la__kda_args *a = p;
+    const int64_t K = a->K, H = a->H, HV = a->HV, group = HV / H;
+    const int64_t n = task / H, hq = task % H;
+    const size_t KV = (size_t)K * (size_t)a->V;
+    int64_t tok0, len;
+    la__seq_bounds(&a->dims, n, &tok0, &len);
+    bwd_scratch s;
+    bwd_layout(a, len, la__kda_align(la__scratch(a->ctx, tid)), &s);
+    const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
+
+    for (int64_t t = 0; t < len; t++) {
+        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        if (a->l2norm) {
+            s.rq[t] = la__delta_l2norm(s.qn + t * K, a->q + qh, K);
+            s.rk[t] = la__delta_l2norm(s.kn + t * K, a->k + qh, K);
+        } else {
+            memcpy(s.qn + t * K, a->q + qh, (size_t)K * sizeof(float));
+            memcpy(s.kn + t * K, a->k + qh, (size_t)K * sizeof(float));
+        }
+    }
+    memset(s.dqn, 0, (size_t)(len * K) * sizeof(float));
+    memset(s.dkn, 0, (size_t)(len * K) * sizeof(float));
+
+    for (int64_t hv = hq * group; hv < (hq + 1) * group; hv++) {
+        const size_t slot = (size_t)(n * HV + hv);
+        load_state(a->initial_state, s.ckpt, KV, slot);
+        for (int64_t c = 0; c + 1 < nseg; c++) {
+            memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
+            advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, tok0, hv, c * seg, seg);
+        }
+        load_state(a->d_final_state, s.G, KV, slot);
+        for (int64_t c = nseg - 1; c >= 0; c--) {
+            const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+            if (a->form == LA_FORM_CHUNK)
+                chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
+            else
+                recurrent_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
+        }
+        if (a->d_initial_state) memcpy(a->d_initial_state + slot * KV, s.G, KV * sizeof(float));
+    }
+
+    /* through the L2 norm y = x rstd: dx = rstd (dy - (y . dy) y) */
+    for (int64_t t = 0; t < len; t++) {
+        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        const float *y[2] = {s.qn + t * K, s.kn + t * K};
+        const float *dy[2] = {s.dqn + t * K, s.dkn + t * K};
+        float *dx[2] = {a->dq + qh, a->dk + qh};
+        for (int m = 0; m < 2; m++) {
+            if (!a->l2norm) {
+                memcpy(dx[m], dy[m], (size_t)K * sizeof(float));
+                continue;
+            }
+            const float rs = m ? s.rk[t] : s.rq[t];
+            float yd = 0;
+            for (int64_t i = 0; i < K; i++) yd += y[m][i] * dy[m][i];
+            for (int64_t i = 0; i < K; i++) dx[m][i] = rs * (dy[m][i] - yd * y[m][i]);
+        }
+    }
+}
+
+void la__kda_backward(const la__kda_args *a) {
+    la__parallel_for(a->ctx, a->N * a->H, backward_task, (void *)a);
+}

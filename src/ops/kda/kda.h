@@ -1,0 +1,130 @@
+/* Internal to Kimi Delta Attention (KDA): the gated delta rule with a
+ * per-key (per-channel) log-gate. One (sequence, value head), fla's kda
+ * order of operations (decay first, then the delta correction):
+ *     S  <- Diag(a) S,  a = exp(g) [K]        (row i of S [K,V] decays by a_i)
+ *     r   = beta (v - S^T k)                  (new value minus decayed recall)
+ *     S  <- S + k r^T
+ *     o   = scale S^T q
+ * i.e. S_t = (I - beta k k^T) Diag(exp g_t) S_{t-1} + beta k v^T.
+ *
+ * Files: api.c (public entry points, validation), driver.c (the tasks:
+ * forward per (sequence, value head), backward per (sequence, q/k head)
+ * with state checkpoints), recurrent.c (one token forward and backward),
+ * chunk.c (the chunkwise WY form, forward and backward), pairs.c (the
+ * per-key-gated products inside a chunk), step.c (decoding). */
+#ifndef LINATTN_KDA_H
+#define LINATTN_KDA_H
+
+#include "../../core/internal.h"
+#include "../../kernels/kernels.h"
+#include "../delta_rule/delta_rule.h" /* la__delta_l2norm: the same L2 norm as the delta rules */
+
+/* Everything an op call needs, validated and resolved by api.c.
+ * HV value heads, H q/k heads, HV % H == 0; g [B,T,HV,K], beta [B,T,HV]. */
+typedef struct la__kda_args {
+    la_ctx *ctx;
+    const la__kernels *kr; /* micro-kernels of the chunk form, fetched once per call */
+    la_dims dims;
+    int64_t N, H, HV, K, V;
+    la_form form;
+    int64_t chunk; /* chunk length used (opts capped at the longest sequence, >= 1) */
+    float scale;
+    int l2norm;
+    /* forward */
+    float *o, *final_state;
+    const float *q, *k, *v, *g, *beta, *initial_state;
+    /* backward */
+    float *dq, *dk, *dv, *dg, *dbeta, *d_initial_state;
+    const float *d_o, *d_final_state;
+} la__kda_args;
+
+/* Scratch bytes per thread (SIZE_MAX where it would overflow: reported as
+ * out of memory), then the computation (cannot fail). driver.c. */
+LA_HIDDEN size_t la__kda_forward_scratch(const la__kda_args *a);
+LA_HIDDEN void la__kda_forward(const la__kda_args *a);
+LA_HIDDEN size_t la__kda_backward_scratch(const la__kda_args *a);
+LA_HIDDEN void la__kda_backward(const la__kda_args *a);
+
+/* ---- one token (recurrent.c) ---------------------------------------- */
+
+/* Work floats of la__kda_token (2K + V + alignment slack) and
+ * la__kda_token_backward (K + 3V + slack). */
+#define LA__KDA_TOKEN_WORK(K, V) (2 * (size_t)(K) + 3 * (size_t)(V) + 64)
+
+/* One token of one (sequence, value head): S [K,V] updated in place, o [V]
+ * written unless NULL; q, k, g [K] (q, k already normalised), v [V]. The
+ * recurrent forward, its backward's recomputation and the decoding step all
+ * run exactly this code (decoding == recurrent, bit for bit). */
+LA_HIDDEN void la__kda_token(int64_t K, int64_t V, float scale, float *S, float *o, const float *q,
+                             const float *k, const float *v, const float *g, float beta,
+                             float *work);
+
+/* Reverse of one token: P = S_{t-1}, St = S_t; G [K,V] holds dL/dS_t on
+ * entry and dL/dS_{t-1} on exit; dq, dk [K] accumulated (+=); dv [V], dg [K]
+ * and *dbeta written. dot = d_o of the token (unscaled). */
+LA_HIDDEN void la__kda_token_backward(int64_t K, int64_t V, float scale, const float *P,
+                                      const float *St, float *G, const float *q, const float *k,
+                                      const float *v, const float *g, float beta, const float *dot,
+                                      float *dq, float *dk, float *dv, float *dg, float *dbeta,
+                                      float *work);
+
+/* Decoding step (step.c): q, k [K] raw (normalised here when
+ * cfg->use_qk_l2norm), g [K], v [V]; S [K,V] updated, o [V] written; work:
+ * 4K + V + 64 floats (qn, kn, then the forward token's a, ka, r), which is
+ * within the decoder's LA__STEP_WORK_FLOATS(K, V). */
+LA_HIDDEN void la__kda_step(const la_decoder_config *cfg, float scale, float *S, float *o,
+                            const float *q, const float *k, const float *v, const float *g,
+                            float beta, float *work);
+
+/* ---- one chunk (chunk.c, pairs.c) ------------------------------------ */
+
+typedef struct la__kda_chunk_in {
+    int64_t L, K, V;    /* chunk length, head dims */
+    const float *q, *k; /* [L,K] rows, already normalised */
+    const float *v;     /* [L,V] */
+    const float *g;     /* [L,K] log-gates */
+    const float *beta;  /* [L] */
+    float scale;
+    const la__kernels *kr;
+} la__kda_chunk_in;
+
+/* Forward of one chunk: advances S [K,V] over it and writes o (row stride
+ * ostride floats) unless o is NULL. work: la__kda_chunk_work_floats floats,
+ * 64-byte aligned. */
+LA_HIDDEN size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V);
+LA_HIDDEN void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
+                                  float *work);
+
+/* Backward of one chunk: S0 its start state; G [K,V] holds dL/dS_L on entry
+ * and dL/dS_0 on exit; dO [L,V] is scale * d_o (contiguous). dq, dk [L,K]
+ * accumulated (+=); dv [L,V], dbeta [L], dg [L,K] written. */
+LA_HIDDEN size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V);
+LA_HIDDEN void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *G,
+                                      const float *dO, float *dq, float *dk, float *dv,
+                                      float *dbeta, float *dg, float *work);
+
+/* The per-key-gated products of a chunk (pairs.c). With gam [L,K] the
+ * cumulative log-gates (float64, non-increasing along the chunk):
+ *     P_tj = sum_i q_ti k_ji exp(gam_ti - gam_ji)   j <= t   (0 above)
+ *     M_tj = sum_i k_ti k_ji exp(gam_ti - gam_ji)   j <  t   (0 on and above)
+ * Both [L,L] with row stride L. Only exponentials of non-positive numbers
+ * are taken (sub-blocks, see pairs.c). P is skipped when NULL. */
+#define LA__KDA_SUB 16
+LA_HIDDEN size_t la__kda_pairs_work_floats(int64_t C, int64_t K);
+LA_HIDDEN void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
+                                     const float *k, const double *gam, float *P, float *M,
+                                     float *work);
+/* Reverse of la__kda_pairs_forward for given dP (lower incl. diagonal) and
+ * dM (strictly lower): dq, dk [L,K] accumulated (+=), dgam [L,K] (float64)
+ * accumulated with the gradient through the exponentials. */
+LA_HIDDEN void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
+                                      const float *k, const double *gam, const float *dP,
+                                      const float *dM, float *dq, float *dk, double *dgam,
+                                      float *work);
+
+/* p rounded up to 64 bytes. */
+static inline float *la__kda_align(float *p) {
+    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+#endif

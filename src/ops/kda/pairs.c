@@ -1,0 +1,185 @@
+/* The per-key-gated products inside a KDA chunk (see kda.h):
+ *     P_tj = sum_i q_ti k_ji exp(gam_ti - gam_ji)   (j <= t)
+ *     M_tj = sum_i k_ti k_ji exp(gam_ti - gam_ji)   (j <  t)
+ * and their reverse. With per-key gates the factor cannot be taken out of
+ * the sum, and exp(gam_t) exp(-gam_j) would overflow at the first reset
+ * (g = -1e4). As in the GLA chunk (src/ops/gla/chunk.c), the chunk is cut
+ * into sub-blocks of LA__KDA_SUB tokens; for t in the sub-block that starts
+ * at token b and j < b,
+ *     exp(gam_t - gam_j) = exp(gam_t - gam_b) * exp(gam_b - gam_j),
+ * both factors <= 1 (gam never increases, g <= 0), so those pairs are plain
+ * matrix products of pre-scaled rows on the micro-kernels:
+ *     P[t, j<b] = (q_t * R_t) . (k_j * F_j),  R_t = e^{gam_t - gam_b},
+ *                                             F_j = e^{gam_b - gam_j}.
+ * Pairs inside one sub-block take their own exponentials (O(L * SUB * K)).
+ * Reverse, for upstream dP, dM (x the left, y the right operand):
+ *     dx_t += sum_j dA_tj y_j * e_tj,  dy_j += sum_t dA_tj x_t * e_tj,
+ *     dgam_t += x_t * (that dx_t),     dgam_j -= y_j * (that dy_j)
+ * over strictly lower pairs only: the diagonal of P has factor 1 and no
+ * gate gradient (taking it through the identity would leave rounding noise
+ * where the exact gradient is zero). */
+#include "kda.h"
+
+#include "../linear_attn/vexp.h"
+
+#include <string.h>
+
+/* Work layout (floats, 64-byte aligned pieces): R, F, YF, XR (q*R), KR,
+ * dqs, dks, dys, T1 [C,K] each and e [K]. */
+size_t la__kda_pairs_work_floats(int64_t C, int64_t K) {
+    return 9 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 + 16;
+}
+
+typedef struct {
+    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *e;
+} pair_bufs;
+
+static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
+    const size_t n = ((size_t)L * (size_t)K + 15) / 16 * 16;
+    float *w = la__kda_align(work);
+    float **ptr[] = {&p->R, &p->F, &p->YF, &p->QR, &p->KR, &p->dqs, &p->dks, &p->dys, &p->T1};
+    for (int i = 0; i < 9; i++) {
+        *ptr[i] = w;
+        w += n;
+    }
+    p->e = w;
+}
+
+/* out[x] = exp(a[x] - b[x]) for a <= b elementwise (differences <= 0). */
+LA__VECTORISE static void exp_diff(float *restrict out, const double *restrict a,
+                                   const double *restrict b, int64_t K) {
+    for (int64_t x = 0; x < K; x++) LA__EXP_NONPOS(out[x], (float)(a[x] - b[x]));
+}
+
+static float dot3(const float *a, const float *b, const float *c, int64_t n) {
+    float acc[8] = {0};
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8)
+        for (int u = 0; u < 8; u++) acc[u] += a[x + u] * b[x + u] * c[x + u];
+    float s = 0.0f;
+    for (; x < n; x++) s += a[x] * b[x] * c[x];
+    for (int u = 0; u < 8; u++) s += acc[u];
+    return s;
+}
+
+static float dot2(const float *a, const float *b, int64_t n) {
+    float acc[8] = {0};
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8)
+        for (int u = 0; u < 8; u++) acc[u] += a[x + u] * b[x + u];
+    float s = 0.0f;
+    for (; x < n; x++) s += a[x] * b[x];
+    for (int u = 0; u < 8; u++) s += acc[u];
+    return s;
+}
+
+/* R_t = exp(gam_t - gam_b(t)); QR = q * R (when q), KR = k * R. */
+static void sub_block_rows(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
+                           const pair_bufs *p) {
+    for (int64_t t = 0; t < L; t++) {
+        const int64_t b = t - t % LA__KDA_SUB;
+        float *R = p->R + t * K;
+        exp_diff(R, gam + t * K, gam + b * K, K);
+        for (int64_t x = 0; x < K; x++) {
+            if (q) p->QR[t * K + x] = q[t * K + x] * R[x];
+            p->KR[t * K + x] = k[t * K + x] * R[x];
+        }
+    }
+}
+
+/* F_j = exp(gam_b - gam_j), YF_j = k_j * F_j for j < b. */
+static void before_block(int64_t b, int64_t K, const float *k, const double *gam,
+                         const pair_bufs *p) {
+    for (int64_t j = 0; j < b; j++) {
+        float *F = p->F + j * K;
+        exp_diff(F, gam + b * K, gam + j * K, K);
+        for (int64_t x = 0; x < K; x++) p->YF[j * K + x] = k[j * K + x] * F[x];
+    }
+}
+
+void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
+                           const float *k, const double *gam, float *P, float *M, float *work) {
+    pair_bufs p;
+    layout(L, K, work, &p);
+    sub_block_rows(L, K, P ? q : NULL, k, gam, &p);
+    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
+        const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
+        if (i0 > 0) {
+            before_block(i0, K, k, gam, &p);
+            if (P) kr->gemm_nt(ni, i0, K, 1.0f, p.QR + i0 * K, K, p.YF, K, 0.0f, P + i0 * L, L);
+            kr->gemm_nt(ni, i0, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
+        }
+        for (int64_t t = i0; t < i0 + ni; t++) {
+            const float *qt = q + t * K, *kt = k + t * K;
+            float *Pt = P ? P + t * L : NULL, *Mt = M + t * L;
+            for (int64_t j = i0; j < t; j++) {
+                exp_diff(p.e, gam + t * K, gam + j * K, K);
+                if (Pt) Pt[j] = dot3(qt, k + j * K, p.e, K);
+                Mt[j] = dot3(kt, k + j * K, p.e, K);
+            }
+            if (Pt) {
+                Pt[t] = dot2(qt, kt, K);
+                for (int64_t j = t + 1; j < L; j++) Pt[j] = 0.0f;
+            }
+            for (int64_t j = t; j < L; j++) Mt[j] = 0.0f;
+        }
+    }
+}
+
+void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
+                            const float *k, const double *gam, const float *dP, const float *dM,
+                            float *dq, float *dk, double *dgam, float *work) {
+    pair_bufs p;
+    layout(L, K, work, &p);
+    sub_block_rows(L, K, q, k, gam, &p);
+    const size_t LK = (size_t)L * (size_t)K;
+    memset(p.dqs, 0, LK * sizeof(float));
+    memset(p.dks, 0, LK * sizeof(float));
+    memset(p.dys, 0, LK * sizeof(float));
+    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
+        const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
+        if (i0 > 0) {
+            before_block(i0, K, k, gam, &p);
+            /* x side: dqs_t += R_t * (dP[t, :b] YF), dks_t += R_t * (dM[t, :b] YF) */
+            kr->gemm_nn(ni, K, i0, 1.0f, dP + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
+            for (int64_t t = 0; t < ni; t++)
+                for (int64_t x = 0; x < K; x++)
+                    p.dqs[(i0 + t) * K + x] += p.R[(i0 + t) * K + x] * p.T1[t * K + x];
+            kr->gemm_nn(ni, K, i0, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
+            for (int64_t t = 0; t < ni; t++)
+                for (int64_t x = 0; x < K; x++)
+                    p.dks[(i0 + t) * K + x] += p.R[(i0 + t) * K + x] * p.T1[t * K + x];
+            /* y side: dys_j += F_j * (dP[:, j]^T QR + dM[:, j]^T KR) over the block */
+            kr->gemm_tn(i0, K, ni, 1.0f, dP + i0 * L, L, p.QR + i0 * K, K, 0.0f, p.T1, K);
+            kr->gemm_tn(i0, K, ni, 1.0f, dM + i0 * L, L, p.KR + i0 * K, K, 1.0f, p.T1, K);
+            for (int64_t j = 0; j < i0; j++)
+                for (int64_t x = 0; x < K; x++)
+                    p.dys[j * K + x] += p.F[j * K + x] * p.T1[j * K + x];
+        }
+        for (int64_t t = i0; t < i0 + ni; t++) {
+            const float *qt = q + t * K, *kt = k + t * K;
+            float *dqt = p.dqs + t * K, *dkt = p.dks + t * K;
+            for (int64_t j = i0; j < t; j++) {
+                const float *kj = k + j * K;
+                float *dyj = p.dys + j * K, *e = p.e;
+                exp_diff(e, gam + t * K, gam + j * K, K);
+                const float a = dP[t * L + j], m = dM[t * L + j];
+                for (int64_t x = 0; x < K; x++) {
+                    dqt[x] += a * e[x] * kj[x];
+                    dkt[x] += m * e[x] * kj[x];
+                    dyj[x] += e[x] * (a * qt[x] + m * kt[x]);
+                }
+            }
+        }
+    }
+    for (int64_t t = 0; t < L; t++) {
+        const float *qt = q + t * K, *kt = k + t * K, d = dP[t * L + t];
+        for (int64_t x = 0; x < K; x++) {
+            const size_t i = (size_t)(t * K + x);
+            dgam[i] +=
+                (double)qt[x] * p.dqs[i] + (double)kt[x] * p.dks[i] - (double)kt[x] * p.dys[i];
+            dq[i] += p.dqs[i] + d * kt[x];
+            dk[i] += p.dks[i] + p.dys[i] + d * qt[x];
+        }
+    }
+}

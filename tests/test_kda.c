@@ -1,0 +1,559 @@
+/* KDA (Kimi Delta Attention): the float64 reference against finite
+ * differences, then the recurrent and chunk forms, forward and backward,
+ * against the reference: odd sizes, HV = 2H value heads, varlen, initial and
+ * final states, d_final_state, use_qk_l2norm on and off, gates from 0 to
+ * -1e4 at random (token, head, key) positions and strong per-key decays,
+ * beta in {0, 1, 1.99}, NaN-prefilled outputs; bitwise determinism across
+ * thread counts; decoding step == recurrent forward bit for bit; bad input.
+ *
+ * Bounds: relative RMS <= 1e-5 against float64 for every output and
+ * gradient with L2-normalised keys (the same bound as Gated DeltaNet); the
+ * measured worst is printed at the end (KDA_VERBOSE=1 prints every case). */
+#include "core/internal.h"
+#include "harness.h"
+#include "ops/kda/kda.h"
+#include "ref_kda.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the reference against finite differences ------------------------ */
+
+static double fd_worst;
+
+static double ref_loss(const ref_kda_in *in, const double *d_o, const double *dST) {
+    const int64_t T = in->T, K = in->K, V = in->V;
+    double *o = th_doubles((size_t)(T * V)), *ST = th_doubles((size_t)(K * V));
+    if (ref_kda_forward(in, o, ST)) abort();
+    double L = 0;
+    for (int64_t i = 0; i < T * V; i++) L += o[i] * d_o[i];
+    for (int64_t i = 0; i < K * V; i++) L += ST[i] * dST[i];
+    free(o);
+    free(ST);
+    return L;
+}
+
+/* Central differences (h = 1e-5): truncation ~1e-10, rounding ~1e-11
+ * relative, so analytic and numerical gradients agree to 1e-7 (max error
+ * relative to the tensor's largest gradient). */
+static void test_reference_fd(int l2norm, uint64_t seed) {
+    enum { T = 7, K = 5, V = 4 };
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    double q[T * K], k[T * K], v[T * V], g[T * K], beta[T], S0[K * V], d_o[T * V], dST[K * V];
+    for (int i = 0; i < T * K; i++) q[i] = la_rng_normal(&rng);
+    for (int i = 0; i < T * K; i++) k[i] = la_rng_normal(&rng) * (l2norm ? 1 : 0.4);
+    for (int i = 0; i < T * V; i++) v[i] = la_rng_normal(&rng);
+    for (int i = 0; i < T * K; i++) g[i] = -0.02 - 1.5 * la_rng_uniform(&rng);
+    for (int i = 0; i < T; i++) beta[i] = 0.1 + 1.5 * la_rng_uniform(&rng);
+    for (int i = 0; i < K * V; i++) S0[i] = 0.5 * la_rng_normal(&rng);
+    for (int i = 0; i < T * V; i++) d_o[i] = la_rng_normal(&rng);
+    for (int i = 0; i < K * V; i++) dST[i] = la_rng_normal(&rng);
+    ref_kda_in in = {T, K, V, 0.7, l2norm, q, k, v, g, beta, S0};
+    double dq[T * K], dk[T * K], dv[T * V], dg[T * K], db[T], dS0[K * V];
+    CHECK(ref_kda_backward(&in, d_o, dST, dq, dk, dv, db, dg, dS0) == 0, "reference backward");
+    const struct { const char *name; double *x; size_t n; const double *grad; } t[] = {
+        {"dq", q, T * K, dq}, {"dk", k, T * K, dk}, {"dv", v, T * V, dv},
+        {"dbeta", beta, T, db}, {"dg", g, T * K, dg}, {"d_initial_state", S0, K * V, dS0}};
+    for (int i = 0; i < 6; i++) {
+        const double h = 1e-5;
+        double num = 0, den = 0;
+        for (size_t j = 0; j < t[i].n; j++) {
+            const double x0 = t[i].x[j];
+            t[i].x[j] = x0 + h;
+            const double lp = ref_loss(&in, d_o, dST);
+            t[i].x[j] = x0 - h;
+            const double lm = ref_loss(&in, d_o, dST);
+            t[i].x[j] = x0;
+            const double fd = (lp - lm) / (2 * h);
+            if (fabs(fd - t[i].grad[j]) > num) num = fabs(fd - t[i].grad[j]);
+            if (fabs(t[i].grad[j]) > den) den = fabs(t[i].grad[j]);
+        }
+        const double e = num / (den > 1e-300 ? den : 1e-300);
+        if (e > fd_worst) fd_worst = e;
+        CHECK(e <= 1e-7, "reference l2norm=%d: %s vs finite differences %.3g > 1e-7", l2norm,
+              t[i].name, e);
+    }
+}
+
+/* ---- cases: the library against the reference ------------------------ */
+
+typedef enum { GATE_RANDOM = 0, GATE_ZERO, GATE_RESETS, GATE_STRONG } gate_mode;
+
+typedef struct kcase {
+    int64_t B, T, H, HV, K, V;
+    const int64_t *cu;
+    int64_t n_seqs;
+    la_form form;
+    int64_t chunk;
+    int l2norm;
+    float scale;
+    int with_init, with_dfinal;
+    gate_mode gate;
+    double beta_lo, beta_hi;
+    double k_std;
+    uint64_t seed;
+} kcase;
+
+static kcase kc_default(void) {
+    kcase c = {0};
+    c.B = 2, c.T = 33, c.H = 2, c.HV = 4, c.K = 16, c.V = 16;
+    c.form = LA_FORM_RECURRENT;
+    c.l2norm = 1;
+    c.with_init = c.with_dfinal = 1;
+    c.beta_lo = 0.05, c.beta_hi = 1.0;
+    c.k_std = 1.0;
+    c.seed = 1;
+    return c;
+}
+
+typedef struct {
+    la_dims d;
+    int64_t N;
+    size_t nqk, nv, ng, nb, ns;
+    float *q, *k, *v, *g, *beta, *S0, *d_o, *dST;
+} kdata;
+
+typedef struct {
+    float *o, *ST, *dq, *dk, *dv, *dg, *dbeta, *dS0;
+} kout;
+
+static kdata kc_data(const kcase *c) {
+    kdata x;
+    memset(&x, 0, sizeof x);
+    x.d.B = c->B, x.d.T = c->T, x.d.H = c->H, x.d.K = c->K, x.d.V = c->V, x.d.HV = c->HV;
+    x.d.cu_seqlens = c->cu;
+    x.d.n_seqs = c->cu ? c->n_seqs : 0;
+    x.N = c->cu ? c->n_seqs : c->B;
+    const size_t BT = (size_t)(c->B * c->T);
+    x.nqk = BT * (size_t)(c->H * c->K);
+    x.nv = BT * (size_t)(c->HV * c->V);
+    x.nb = BT * (size_t)c->HV;
+    x.ng = x.nb * (size_t)c->K;
+    x.ns = (size_t)(x.N * c->HV * c->K * c->V);
+    la_rng rng;
+    la_rng_seed(&rng, c->seed);
+    x.q = th_rand_floats(x.nqk, &rng, 1.0);
+    x.k = th_rand_floats(x.nqk, &rng, c->k_std);
+    x.v = th_rand_floats(x.nv, &rng, 1.0);
+    x.d_o = th_rand_floats(x.nv, &rng, 1.0);
+    x.S0 = th_rand_floats(x.ns, &rng, 0.5);
+    x.dST = th_rand_floats(x.ns, &rng, 0.5);
+    x.beta = th_nan_floats(x.nb);
+    for (size_t i = 0; i < x.nb; i++)
+        x.beta[i] = (float)(c->beta_lo + (c->beta_hi - c->beta_lo) * la_rng_uniform(&rng));
+    x.g = th_nan_floats(x.ng);
+    for (size_t i = 0; i < x.ng; i++) {
+        const double u = la_rng_uniform(&rng);
+        const double z = 2.5 + la_rng_normal(&rng);
+        double g = -log1p(exp(-z)); /* logsigmoid of N(2.5, 1): around -0.08 */
+        if (c->gate == GATE_ZERO) g = 0;
+        if (c->gate == GATE_RESETS && u < 0.05) g = -1e4;
+        if (c->gate == GATE_STRONG) g = -6.0 * u * u; /* keys that forget within a few tokens */
+        x.g[i] = (float)g;
+    }
+    return x;
+}
+
+static void kc_free_data(kdata *x) {
+    free(x->q), free(x->k), free(x->v), free(x->g), free(x->beta);
+    free(x->S0), free(x->d_o), free(x->dST);
+}
+
+static kout kc_alloc(const kdata *x) {
+    kout y;
+    y.o = th_nan_floats(x->nv), y.ST = th_nan_floats(x->ns);
+    y.dq = th_nan_floats(x->nqk), y.dk = th_nan_floats(x->nqk);
+    y.dv = th_nan_floats(x->nv), y.dg = th_nan_floats(x->ng);
+    y.dbeta = th_nan_floats(x->nb), y.dS0 = th_nan_floats(x->ns);
+    return y;
+}
+
+static void kc_free(kout *y) {
+    free(y->o), free(y->ST), free(y->dq), free(y->dk), free(y->dv), free(y->dg);
+    free(y->dbeta), free(y->dS0);
+}
+
+static la_gated_opts kc_opts(const kcase *c) {
+    la_gated_opts o = la_gated_opts_default();
+    o.form = c->form;
+    o.chunk_size = c->chunk;
+    o.use_qk_l2norm = c->l2norm;
+    o.scale = c->scale;
+    return o;
+}
+
+static la_status kc_forward(la_ctx *ctx, const kcase *c, const kdata *x, kout *y) {
+    la_gated_opts o = kc_opts(c);
+    return la_kda_forward(ctx, &o, &x->d, y->o, y->ST, x->q, x->k, x->v, x->g, x->beta,
+                          c->with_init ? x->S0 : NULL);
+}
+
+static la_status kc_backward(la_ctx *ctx, const kcase *c, const kdata *x, kout *y) {
+    la_gated_opts o = kc_opts(c);
+    return la_kda_backward(ctx, &o, &x->d, y->dq, y->dk, y->dv, y->dg, y->dbeta, y->dS0, x->d_o,
+                           c->with_dfinal ? x->dST : NULL, x->q, x->k, x->v, x->g, x->beta,
+                           c->with_init ? x->S0 : NULL);
+}
+
+typedef struct {
+    double *o, *ST, *dq, *dk, *dv, *dg, *dbeta, *dS0;
+} kref;
+
+static void scatter_add(double *y, const double *src, const la_dims *d, int64_t n, int64_t h,
+                        int64_t heads, int64_t D) {
+    int64_t start, len;
+    la__seq_bounds(d, n, &start, &len);
+    for (int64_t t = 0; t < len; t++)
+        for (int64_t i = 0; i < D; i++) y[((start + t) * heads + h) * D + i] += src[t * D + i];
+}
+
+/* The float64 reference over every (sequence, value head). */
+static kref kc_reference(const kcase *c, const kdata *x) {
+    kref r;
+    r.o = th_doubles(x->nv), r.ST = th_doubles(x->ns), r.dq = th_doubles(x->nqk);
+    r.dk = th_doubles(x->nqk), r.dv = th_doubles(x->nv), r.dg = th_doubles(x->ng);
+    r.dbeta = th_doubles(x->nb), r.dS0 = th_doubles(x->ns);
+    const int64_t K = c->K, V = c->V, T = c->B * c->T, HV = c->HV, group = HV / c->H;
+    const size_t KV = (size_t)(K * V);
+    double *q = th_doubles((size_t)(T * K)), *k = th_doubles((size_t)(T * K));
+    double *v = th_doubles((size_t)(T * V)), *g = th_doubles((size_t)(T * K));
+    double *b = th_doubles((size_t)T), *o = th_doubles((size_t)(T * V));
+    double *dq = th_doubles((size_t)(T * K)), *dk = th_doubles((size_t)(T * K));
+    double *dv = th_doubles((size_t)(T * V)), *dg = th_doubles((size_t)(T * K));
+    double *db = th_doubles((size_t)T), *dot = th_doubles((size_t)(T * V));
+    double *S0 = th_doubles(KV), *dST = th_doubles(KV);
+    float sc = 0;
+    la__resolve_scale("test", c->scale, K, &sc);
+    for (int64_t n = 0; n < x->N; n++)
+        for (int64_t h = 0; h < HV; h++) {
+            const int64_t hq = h / group;
+            const int64_t len = ref_gather(q, x->q, &x->d, n, hq, c->H, K);
+            ref_gather(k, x->k, &x->d, n, hq, c->H, K);
+            ref_gather(v, x->v, &x->d, n, h, HV, V);
+            ref_gather(g, x->g, &x->d, n, h, HV, K);
+            ref_gather(b, x->beta, &x->d, n, h, HV, 1);
+            ref_gather(dot, x->d_o, &x->d, n, h, HV, V);
+            const size_t so = (size_t)(n * HV + h) * KV;
+            for (size_t i = 0; i < KV; i++) S0[i] = x->S0[so + i], dST[i] = x->dST[so + i];
+            ref_kda_in in = {len, K, V, sc, c->l2norm, q, k, v, g, b, c->with_init ? S0 : NULL};
+            if (ref_kda_forward(&in, o, r.ST + so)) abort();
+            ref_scatter(r.o, o, &x->d, n, h, HV, V);
+            if (ref_kda_backward(&in, dot, c->with_dfinal ? dST : NULL, dq, dk, dv, db, dg,
+                                 r.dS0 + so))
+                abort();
+            scatter_add(r.dq, dq, &x->d, n, hq, c->H, K);
+            scatter_add(r.dk, dk, &x->d, n, hq, c->H, K);
+            ref_scatter(r.dv, dv, &x->d, n, h, HV, V);
+            ref_scatter(r.dbeta, db, &x->d, n, h, HV, 1);
+            ref_scatter(r.dg, dg, &x->d, n, h, HV, K);
+        }
+    free(q), free(k), free(v), free(g), free(b), free(o), free(dq), free(dk), free(dv);
+    free(dg), free(db), free(dot), free(S0), free(dST);
+    return r;
+}
+
+static void kc_free_ref(kref *r) {
+    free(r->o), free(r->ST), free(r->dq), free(r->dk), free(r->dv), free(r->dg);
+    free(r->dbeta), free(r->dS0);
+}
+
+static const char *form_name(la_form f) { return f == LA_FORM_CHUNK ? "chunk" : "recurrent"; }
+
+static double worst_fwd, worst_bwd;
+
+/* Relative RMS error; the reference's RMS is floored at 1e-30 (a tensor
+ * that small, e.g. a state after hundreds of strong decays with beta = 0, is
+ * below what float32 represents: it is compared in absolute terms). Fails
+ * on any non-finite (e.g. unwritten, NaN-prefilled) element. */
+static double rel_err(const float *got, const double *want, size_t n) {
+    if (ref_count_nonfinite(got, n)) return INFINITY;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)got[i] - want[i];
+        num += d * d;
+        den += want[i] * want[i];
+    }
+    return sqrt(num / fmax(den, 1e-60 * (double)n));
+}
+
+/* Forward and backward of case c against the float64 reference. */
+static void kc_check(la_ctx *ctx, const kcase *c, double tol) {
+    kdata x = kc_data(c);
+    kout y = kc_alloc(&x);
+    kref r = kc_reference(c, &x);
+    char what[200];
+    snprintf(what, sizeof what, "kda %s T=%lld H=%lld HV=%lld K=%lld V=%lld C=%lld l2=%d gate=%d",
+             form_name(c->form), (long long)c->T, (long long)c->H, (long long)c->HV,
+             (long long)c->K, (long long)c->V, (long long)c->chunk, c->l2norm, (int)c->gate);
+    if (CHECK_STATUS(kc_forward(ctx, c, &x, &y), LA_OK, what)) {
+        const double eo = rel_err(y.o, r.o, x.nv), es = rel_err(y.ST, r.ST, x.ns);
+        if (getenv("KDA_VERBOSE")) printf("  %-70s o %.2e final_state %.2e\n", what, eo, es);
+        worst_fwd = fmax(worst_fwd, fmax(eo, es));
+        CHECK(eo <= tol && es <= tol, "%s: o rel rms %.3g, final_state %.3g (tol %.3g)", what,
+              eo, es, tol);
+    }
+    if (CHECK_STATUS(kc_backward(ctx, c, &x, &y), LA_OK, what)) {
+        const struct { const char *n; const float *g; const double *w; size_t len; } b[] = {
+            {"dq", y.dq, r.dq, x.nqk},       {"dk", y.dk, r.dk, x.nqk},
+            {"dv", y.dv, r.dv, x.nv},        {"dbeta", y.dbeta, r.dbeta, x.nb},
+            {"dg", y.dg, r.dg, x.ng},        {"d_initial_state", y.dS0, r.dS0, x.ns}};
+        for (int i = 0; i < 6; i++) {
+            const double e = rel_err(b[i].g, b[i].w, b[i].len);
+            if (getenv("KDA_VERBOSE")) printf("  %-70s %s %.2e\n", what, b[i].n, e);
+            worst_bwd = fmax(worst_bwd, e);
+            CHECK(e <= tol, "%s: %s rel rms %.3g > tol %.3g", what, b[i].n, e, tol);
+        }
+    }
+    kc_free_ref(&r);
+    kc_free(&y);
+    kc_free_data(&x);
+}
+
+/* Odd sizes, both forms, several chunk lengths. */
+static void test_sweep(la_ctx *ctx) {
+    const int64_t dims[] = {16, 60, 100, 128};
+    const int64_t Ts[] = {1, 63, 65, 200};
+    for (int form = 1; form <= 2; form++)
+        for (int ik = 0; ik < 4; ik++)
+            for (int iv = 0; iv < 4; iv++) {
+                if (ik + iv > 4) continue; /* 2 shared cores: skip the largest pairs */
+                kcase c = kc_default();
+                c.form = (la_form)form;
+                c.K = dims[ik];
+                c.V = dims[iv];
+                c.T = Ts[(ik + 2 * iv) % 4];
+                c.B = c.T > 100 ? 1 : 2;
+                c.H = 1 + (ik + iv) % 2;
+                c.HV = 2 * c.H;
+                c.chunk = (ik + iv) % 3 == 0 ? 16 : (ik + iv) % 3 == 1 ? 32 : 0;
+                c.with_init = (ik + iv + 1) % 2;
+                c.with_dfinal = iv % 2;
+                c.l2norm = (ik + iv) % 4 != 3;
+                if (!c.l2norm) c.k_std = 1.0 / sqrt((double)c.K);
+                c.gate = (gate_mode)((ik + iv) % 4);
+                c.seed = (uint64_t)(300 + ik * 5 + iv + 100 * form);
+                kc_check(ctx, &c, 1e-5);
+            }
+}
+
+/* Gates 0, -1e4 resets at random (token, head, key) positions, strong
+ * per-key decays; beta 0, 1, 1.99; raw keys; a custom scale. */
+static void test_extremes(la_ctx *ctx) {
+    const double betas[] = {0, 1, 1.99};
+    for (int form = 1; form <= 2; form++) {
+        for (int gate = 0; gate < 4; gate++)
+            for (int i = 0; i < 3; i++) {
+                kcase c = kc_default();
+                c.form = (la_form)form;
+                c.T = 100;
+                c.B = 1;
+                c.chunk = 32;
+                c.gate = (gate_mode)gate;
+                c.beta_lo = c.beta_hi = betas[i];
+                c.seed = (uint64_t)(50 + 3 * gate + i);
+                kc_check(ctx, &c, 1e-5);
+            }
+        kcase c = kc_default();
+        c.form = (la_form)form;
+        c.l2norm = 0;
+        c.T = 200;
+        c.B = 1;
+        c.K = 64;
+        c.V = 32;
+        c.k_std = 1.0 / 8;
+        c.beta_hi = 0.9;
+        c.gate = GATE_RESETS;
+        kc_check(ctx, &c, 1e-5);
+        c = kc_default();
+        c.form = (la_form)form;
+        c.scale = 0.3f;
+        kc_check(ctx, &c, 1e-5);
+    }
+}
+
+/* Chunk sizes 1, 7, longer than the sequence and huge (capped). */
+static void test_chunk_edges(la_ctx *ctx) {
+    const int64_t chunks[] = {1, 7, 500, (int64_t)1 << 40};
+    for (int i = 0; i < 4; i++) {
+        kcase c = kc_default();
+        c.form = LA_FORM_CHUNK;
+        c.T = 70;
+        c.B = 1;
+        c.chunk = chunks[i];
+        c.gate = GATE_RESETS;
+        kc_check(ctx, &c, 1e-5);
+    }
+}
+
+/* Packed sequences (cu_seqlens) against the reference. */
+static void test_varlen(la_ctx *ctx) {
+    static const int64_t cu[] = {0, 5, 70, 71, 200};
+    for (int form = 1; form <= 2; form++) {
+        kcase c = kc_default();
+        c.form = (la_form)form;
+        c.B = 1;
+        c.T = 200;
+        c.cu = cu;
+        c.n_seqs = 4;
+        c.K = 24;
+        c.V = 20;
+        c.H = 2;
+        c.HV = 6;
+        c.chunk = 16;
+        c.gate = GATE_RESETS;
+        kc_check(ctx, &c, 1e-5);
+    }
+}
+
+/* 1 and 2 threads give bit-identical outputs and gradients. */
+static void test_threads(void) {
+    la_ctx *c1 = th_ctx(1), *c2 = th_ctx(2);
+    for (int form = 1; form <= 2; form++) {
+        kcase c = kc_default();
+        c.form = (la_form)form;
+        c.chunk = 16;
+        c.K = 24;
+        c.V = 20;
+        c.H = 2;
+        c.HV = 6;
+        c.gate = GATE_RESETS;
+        kdata x = kc_data(&c);
+        kout a = kc_alloc(&x), b = kc_alloc(&x);
+        const int ok = kc_forward(c1, &c, &x, &a) == LA_OK && kc_forward(c2, &c, &x, &b) == LA_OK &&
+                       kc_backward(c1, &c, &x, &a) == LA_OK &&
+                       kc_backward(c2, &c, &x, &b) == LA_OK;
+        CHECK(ok, "%s threads: calls succeed (%s)", form_name(c.form), la_last_error());
+        CHECK(th_bitwise_equal(a.o, b.o, x.nv) && th_bitwise_equal(a.ST, b.ST, x.ns),
+              "%s: forward bitwise equal with 1 and 2 threads", form_name(c.form));
+        CHECK(th_bitwise_equal(a.dq, b.dq, x.nqk) && th_bitwise_equal(a.dk, b.dk, x.nqk) &&
+                  th_bitwise_equal(a.dv, b.dv, x.nv) && th_bitwise_equal(a.dg, b.dg, x.ng) &&
+                  th_bitwise_equal(a.dbeta, b.dbeta, x.nb) && th_bitwise_equal(a.dS0, b.dS0, x.ns),
+              "%s: backward bitwise equal with 1 and 2 threads", form_name(c.form));
+        kc_free(&a);
+        kc_free(&b);
+        kc_free_data(&x);
+    }
+    la_ctx_destroy(c1);
+    la_ctx_destroy(c2);
+}
+
+/* The decoding step, token by token from the initial state, equals the
+ * recurrent forward bit for bit (outputs and final state). */
+static void test_step_equals_recurrent(la_ctx *ctx) {
+    for (int l2 = 0; l2 < 2; l2++) {
+        kcase c = kc_default();
+        c.T = 40;
+        c.K = 36;
+        c.V = 20;
+        c.l2norm = l2;
+        c.gate = GATE_RESETS;
+        kdata x = kc_data(&c);
+        kout y = kc_alloc(&x);
+        CHECK_STATUS(kc_forward(ctx, &c, &x, &y), LA_OK, "recurrent forward");
+        const int64_t K = c.K, V = c.V, HV = c.HV, H = c.H, KV = K * V;
+        la_decoder_config cfg = {0};
+        cfg.K = K, cfg.V = V, cfg.use_qk_l2norm = l2;
+        float *S = th_nan_floats((size_t)(x.N * HV * KV)), *o = th_nan_floats(x.nv);
+        float *work = th_nan_floats(LA__STEP_WORK_FLOATS(K, V));
+        memcpy(S, x.S0, x.ns * sizeof(float));
+        float scale = 0;
+        la__resolve_scale("test", 0.0f, K, &scale);
+        for (int64_t n = 0; n < x.N; n++)
+            for (int64_t t = 0; t < c.T; t++)
+                for (int64_t h = 0; h < HV; h++) {
+                    const int64_t r = n * c.T + t, hq = h / (HV / H);
+                    la__kda_step(&cfg, scale, S + (n * HV + h) * KV, o + (r * HV + h) * V,
+                                 x.q + (r * H + hq) * K, x.k + (r * H + hq) * K,
+                                 x.v + (r * HV + h) * V, x.g + (r * HV + h) * K,
+                                 x.beta[r * HV + h], work);
+                }
+        CHECK(th_bitwise_equal(o, y.o, x.nv) && th_bitwise_equal(S, y.ST, x.ns),
+              "decoding step == recurrent forward bit for bit (l2norm=%d)", l2);
+        free(S);
+        free(o);
+        free(work);
+        kc_free(&y);
+        kc_free_data(&x);
+    }
+}
+
+/* Bad input: the status, a message naming the culprit, nothing written. */
+static void test_bad_inputs(la_ctx *ctx) {
+    enum { NULL_G, NULL_BETA, G_POS, G_NAN, BETA_HIGH, BETA_NAN, Q_NAN, S0_NAN, DO_NAN, BAD_HV,
+           BAD_CU, PARALLEL, BAD_CHUNK, NULL_O, NULL_DG, NKIND };
+    static const struct { la_status st; const char *msg; } want[NKIND] = {
+        {LA_ERR_NULL_POINTER, "g is NULL"},      {LA_ERR_NULL_POINTER, "beta is NULL"},
+        {LA_ERR_INVALID_ARGUMENT, "g[37] = 0.5"}, {LA_ERR_NON_FINITE, "g[37] is NaN"},
+        {LA_ERR_INVALID_ARGUMENT, "beta[3] = 2.5"}, {LA_ERR_NON_FINITE, "beta[3] is NaN"},
+        {LA_ERR_NON_FINITE, "q[7] is NaN"},      {LA_ERR_NON_FINITE, "initial_state[1] is NaN"},
+        {LA_ERR_NON_FINITE, "d_o[4] is NaN"},    {LA_ERR_SHAPE_MISMATCH, "HV"},
+        {LA_ERR_BAD_SEQLENS, "cu_seqlens"},      {LA_ERR_INVALID_ARGUMENT, "LA_FORM_PARALLEL"},
+        {LA_ERR_INVALID_ARGUMENT, "chunk_size = -1"}, {LA_ERR_NULL_POINTER, "o is NULL"},
+        {LA_ERR_NULL_POINTER, "dg is NULL"}};
+    kcase c = kc_default();
+    c.B = 1, c.T = 10, c.H = 2, c.HV = 4, c.K = 8, c.V = 8;
+    for (int kind = 0; kind < NKIND; kind++)
+        for (int bwd = 0; bwd < 2; bwd++) {
+            if (!bwd && (kind == DO_NAN || kind == NULL_DG)) continue;
+            if (bwd && kind == NULL_O) continue;
+            kcase cc = c;
+            kdata x = kc_data(&c);
+            kout y = kc_alloc(&x);
+            int64_t cu[3] = {0, 6, 10};
+            const float *g = x.g, *beta = x.beta;
+            float *o = y.o, *dg = y.dg;
+            switch (kind) {
+            case NULL_G: g = NULL; break;
+            case NULL_BETA: beta = NULL; break;
+            case G_POS: x.g[37] = 0.5f; break;
+            case G_NAN: x.g[37] = NAN; break;
+            case BETA_HIGH: x.beta[3] = 2.5f; break;
+            case BETA_NAN: x.beta[3] = NAN; break;
+            case Q_NAN: x.q[7] = NAN; break;
+            case S0_NAN: x.S0[1] = NAN; break;
+            case DO_NAN: x.d_o[4] = NAN; break;
+            case BAD_HV: x.d.HV = 3; break;
+            case BAD_CU: cu[1] = 11; x.d.cu_seqlens = cu; x.d.n_seqs = 2; break;
+            case PARALLEL: cc.form = LA_FORM_PARALLEL; break;
+            case BAD_CHUNK: cc.form = LA_FORM_CHUNK; cc.chunk = -1; break;
+            case NULL_O: o = NULL; break;
+            case NULL_DG: dg = NULL; break;
+            }
+            la_gated_opts op = kc_opts(&cc);
+            la_status st = bwd ? la_kda_backward(ctx, &op, &x.d, y.dq, y.dk, y.dv, dg, y.dbeta,
+                                                 y.dS0, x.d_o, x.dST, x.q, x.k, x.v, g, beta, x.S0)
+                               : la_kda_forward(ctx, &op, &x.d, o, y.ST, x.q, x.k, x.v, g, beta,
+                                                x.S0);
+            char what[80];
+            snprintf(what, sizeof what, "kda %s bad input %d", bwd ? "backward" : "forward", kind);
+            CHECK_STATUS(st, want[kind].st, what);
+            CHECK(strstr(la_last_error(), want[kind].msg) != NULL, "%s: message '%s' names '%s'",
+                  what, la_last_error(), want[kind].msg);
+            CHECK(th_untouched(y.o, x.nv) && th_untouched(y.ST, x.ns) &&
+                      th_untouched(y.dq, x.nqk) && th_untouched(y.dk, x.nqk) &&
+                      th_untouched(y.dv, x.nv) && th_untouched(y.dg, x.ng) &&
+                      th_untouched(y.dbeta, x.nb) && th_untouched(y.dS0, x.ns),
+                  "%s: outputs untouched", what);
+            kc_free(&y);
+            kc_free_data(&x);
+        }
+}
+
+int main(void) {
+    test_reference_fd(0, 11);
+    test_reference_fd(1, 12);
+    la_ctx *ctx = th_ctx(2);
+    test_sweep(ctx);
+    test_extremes(ctx);
+    test_chunk_edges(ctx);
+    test_varlen(ctx);
+    test_threads();
+    test_step_equals_recurrent(ctx);
+    test_bad_inputs(ctx);
+    la_ctx_destroy(ctx);
+    printf("test_kda: reference vs finite differences %.2e; worst relative RMS error forward "
+           "%.2e backward %.2e\n", fd_worst, worst_fwd, worst_bwd);
+    return th_summary("test_kda");
+}
