@@ -53,9 +53,13 @@ static void test_reference_fd(int l2norm, uint64_t seed) {
     ref_kda_in in = {T, K, V, 0.7, l2norm, q, k, v, g, beta, S0};
     double dq[T * K], dk[T * K], dv[T * V], dg[T * K], db[T], dS0[K * V];
     CHECK(ref_kda_backward(&in, d_o, dST, dq, dk, dv, db, dg, dS0) == 0, "reference backward");
-    const struct { const char *name; double *x; size_t n; const double *grad; } t[] = {
-        {"dq", q, T * K, dq}, {"dk", k, T * K, dk}, {"dv", v, T * V, dv},
-        {"dbeta", beta, T, db}, {"dg", g, T * K, dg}, {"d_initial_state", S0, K * V, dS0}};
+    const struct {
+        const char *name;
+        double *x;
+        size_t n;
+        const double *grad;
+    } t[] = {{"dq", q, T * K, dq},   {"dk", k, T * K, dk}, {"dv", v, T * V, dv},
+             {"dbeta", beta, T, db}, {"dg", g, T * K, dg}, {"d_initial_state", S0, K * V, dS0}};
     for (int i = 0; i < 6; i++) {
         const double h = 1e-5;
         double num = 0, den = 0;
@@ -291,14 +295,18 @@ static void kc_check(la_ctx *ctx, const kcase *c, double tol) {
         const double eo = rel_err(y.o, r.o, x.nv), es = rel_err(y.ST, r.ST, x.ns);
         if (getenv("KDA_VERBOSE")) printf("  %-70s o %.2e final_state %.2e\n", what, eo, es);
         worst_fwd = fmax(worst_fwd, fmax(eo, es));
-        CHECK(eo <= tol && es <= tol, "%s: o rel rms %.3g, final_state %.3g (tol %.3g)", what,
-              eo, es, tol);
+        CHECK(eo <= tol && es <= tol, "%s: o rel rms %.3g, final_state %.3g (tol %.3g)", what, eo,
+              es, tol);
     }
     if (CHECK_STATUS(kc_backward(ctx, c, &x, &y), LA_OK, what)) {
-        const struct { const char *n; const float *g; const double *w; size_t len; } b[] = {
-            {"dq", y.dq, r.dq, x.nqk},       {"dk", y.dk, r.dk, x.nqk},
-            {"dv", y.dv, r.dv, x.nv},        {"dbeta", y.dbeta, r.dbeta, x.nb},
-            {"dg", y.dg, r.dg, x.ng},        {"d_initial_state", y.dS0, r.dS0, x.ns}};
+        const struct {
+            const char *n;
+            const float *g;
+            const double *w;
+            size_t len;
+        } b[] = {{"dq", y.dq, r.dq, x.nqk}, {"dk", y.dk, r.dk, x.nqk},
+                 {"dv", y.dv, r.dv, x.nv},  {"dbeta", y.dbeta, r.dbeta, x.nb},
+                 {"dg", y.dg, r.dg, x.ng},  {"d_initial_state", y.dS0, r.dS0, x.ns}};
         for (int i = 0; i < 6; i++) {
             const double e = rel_err(b[i].g, b[i].w, b[i].len);
             if (getenv("KDA_VERBOSE")) printf("  %-70s %s %.2e\n", what, b[i].n, e);
@@ -373,6 +381,26 @@ static void test_extremes(la_ctx *ctx) {
     }
 }
 
+/* Long sequences: rounding must not grow along 1000 tokens. */
+static void test_long(la_ctx *ctx) {
+    const int64_t kv[][2] = {{64, 64}, {60, 100}};
+    for (int i = 0; i < 2; i++)
+        for (int form = 1; form <= 2; form++) {
+            kcase c = kc_default();
+            c.B = 1;
+            c.T = 1000;
+            c.H = 1;
+            c.HV = 2;
+            c.K = kv[i][0];
+            c.V = kv[i][1];
+            c.form = (la_form)form;
+            c.chunk = i == 1 ? 32 : 0;
+            c.gate = i == 1 ? GATE_RESETS : GATE_RANDOM;
+            c.seed = (uint64_t)(17 + i);
+            kc_check(ctx, &c, 1e-5);
+        }
+}
+
 /* Chunk sizes 1, 7, longer than the sequence and huge (capped). */
 static void test_chunk_edges(la_ctx *ctx) {
     const int64_t chunks[] = {1, 7, 500, (int64_t)1 << 40};
@@ -422,8 +450,7 @@ static void test_threads(void) {
         kdata x = kc_data(&c);
         kout a = kc_alloc(&x), b = kc_alloc(&x);
         const int ok = kc_forward(c1, &c, &x, &a) == LA_OK && kc_forward(c2, &c, &x, &b) == LA_OK &&
-                       kc_backward(c1, &c, &x, &a) == LA_OK &&
-                       kc_backward(c2, &c, &x, &b) == LA_OK;
+                       kc_backward(c1, &c, &x, &a) == LA_OK && kc_backward(c2, &c, &x, &b) == LA_OK;
         CHECK(ok, "%s threads: calls succeed (%s)", form_name(c.form), la_last_error());
         CHECK(th_bitwise_equal(a.o, b.o, x.nv) && th_bitwise_equal(a.ST, b.ST, x.ns),
               "%s: forward bitwise equal with 1 and 2 threads", form_name(c.form));
@@ -466,8 +493,8 @@ static void test_step_equals_recurrent(la_ctx *ctx) {
                     const int64_t r = n * c.T + t, hq = h / (HV / H);
                     la__kda_step(&cfg, scale, S + (n * HV + h) * KV, o + (r * HV + h) * V,
                                  x.q + (r * H + hq) * K, x.k + (r * H + hq) * K,
-                                 x.v + (r * HV + h) * V, x.g + (r * HV + h) * K,
-                                 x.beta[r * HV + h], work);
+                                 x.v + (r * HV + h) * V, x.g + (r * HV + h) * K, x.beta[r * HV + h],
+                                 work);
                 }
         CHECK(th_bitwise_equal(o, y.o, x.nv) && th_bitwise_equal(S, y.ST, x.ns),
               "decoding step == recurrent forward bit for bit (l2norm=%d)", l2);
@@ -481,17 +508,42 @@ static void test_step_equals_recurrent(la_ctx *ctx) {
 
 /* Bad input: the status, a message naming the culprit, nothing written. */
 static void test_bad_inputs(la_ctx *ctx) {
-    enum { NULL_G, NULL_BETA, G_POS, G_NAN, BETA_HIGH, BETA_NAN, Q_NAN, S0_NAN, DO_NAN, BAD_HV,
-           BAD_CU, PARALLEL, BAD_CHUNK, NULL_O, NULL_DG, NKIND };
-    static const struct { la_status st; const char *msg; } want[NKIND] = {
-        {LA_ERR_NULL_POINTER, "g is NULL"},      {LA_ERR_NULL_POINTER, "beta is NULL"},
-        {LA_ERR_INVALID_ARGUMENT, "g[37] = 0.5"}, {LA_ERR_NON_FINITE, "g[37] is NaN"},
-        {LA_ERR_INVALID_ARGUMENT, "beta[3] = 2.5"}, {LA_ERR_NON_FINITE, "beta[3] is NaN"},
-        {LA_ERR_NON_FINITE, "q[7] is NaN"},      {LA_ERR_NON_FINITE, "initial_state[1] is NaN"},
-        {LA_ERR_NON_FINITE, "d_o[4] is NaN"},    {LA_ERR_SHAPE_MISMATCH, "HV"},
-        {LA_ERR_BAD_SEQLENS, "cu_seqlens"},      {LA_ERR_INVALID_ARGUMENT, "LA_FORM_PARALLEL"},
-        {LA_ERR_INVALID_ARGUMENT, "chunk_size = -1"}, {LA_ERR_NULL_POINTER, "o is NULL"},
-        {LA_ERR_NULL_POINTER, "dg is NULL"}};
+    enum {
+        NULL_G,
+        NULL_BETA,
+        G_POS,
+        G_NAN,
+        BETA_HIGH,
+        BETA_NAN,
+        Q_NAN,
+        S0_NAN,
+        DO_NAN,
+        BAD_HV,
+        BAD_CU,
+        PARALLEL,
+        BAD_CHUNK,
+        NULL_O,
+        NULL_DG,
+        NKIND
+    };
+    static const struct {
+        la_status st;
+        const char *msg;
+    } want[NKIND] = {{LA_ERR_NULL_POINTER, "g is NULL"},
+                     {LA_ERR_NULL_POINTER, "beta is NULL"},
+                     {LA_ERR_INVALID_ARGUMENT, "g[37] = 0.5"},
+                     {LA_ERR_NON_FINITE, "g[37] is NaN"},
+                     {LA_ERR_INVALID_ARGUMENT, "beta[3] = 2.5"},
+                     {LA_ERR_NON_FINITE, "beta[3] is NaN"},
+                     {LA_ERR_NON_FINITE, "q[7] is NaN"},
+                     {LA_ERR_NON_FINITE, "initial_state[1] is NaN"},
+                     {LA_ERR_NON_FINITE, "d_o[4] is NaN"},
+                     {LA_ERR_SHAPE_MISMATCH, "HV"},
+                     {LA_ERR_BAD_SEQLENS, "cu_seqlens"},
+                     {LA_ERR_INVALID_ARGUMENT, "LA_FORM_PARALLEL"},
+                     {LA_ERR_INVALID_ARGUMENT, "chunk_size = -1"},
+                     {LA_ERR_NULL_POINTER, "o is NULL"},
+                     {LA_ERR_NULL_POINTER, "dg is NULL"}};
     kcase c = kc_default();
     c.B = 1, c.T = 10, c.H = 2, c.HV = 4, c.K = 8, c.V = 8;
     for (int kind = 0; kind < NKIND; kind++)
@@ -515,17 +567,24 @@ static void test_bad_inputs(la_ctx *ctx) {
             case S0_NAN: x.S0[1] = NAN; break;
             case DO_NAN: x.d_o[4] = NAN; break;
             case BAD_HV: x.d.HV = 3; break;
-            case BAD_CU: cu[1] = 11; x.d.cu_seqlens = cu; x.d.n_seqs = 2; break;
+            case BAD_CU:
+                cu[1] = 11;
+                x.d.cu_seqlens = cu;
+                x.d.n_seqs = 2;
+                break;
             case PARALLEL: cc.form = LA_FORM_PARALLEL; break;
-            case BAD_CHUNK: cc.form = LA_FORM_CHUNK; cc.chunk = -1; break;
+            case BAD_CHUNK:
+                cc.form = LA_FORM_CHUNK;
+                cc.chunk = -1;
+                break;
             case NULL_O: o = NULL; break;
             case NULL_DG: dg = NULL; break;
             }
             la_gated_opts op = kc_opts(&cc);
-            la_status st = bwd ? la_kda_backward(ctx, &op, &x.d, y.dq, y.dk, y.dv, dg, y.dbeta,
-                                                 y.dS0, x.d_o, x.dST, x.q, x.k, x.v, g, beta, x.S0)
-                               : la_kda_forward(ctx, &op, &x.d, o, y.ST, x.q, x.k, x.v, g, beta,
-                                                x.S0);
+            la_status st =
+                bwd ? la_kda_backward(ctx, &op, &x.d, y.dq, y.dk, y.dv, dg, y.dbeta, y.dS0, x.d_o,
+                                      x.dST, x.q, x.k, x.v, g, beta, x.S0)
+                    : la_kda_forward(ctx, &op, &x.d, o, y.ST, x.q, x.k, x.v, g, beta, x.S0);
             char what[80];
             snprintf(what, sizeof what, "kda %s bad input %d", bwd ? "backward" : "forward", kind);
             CHECK_STATUS(st, want[kind].st, what);
@@ -548,12 +607,14 @@ int main(void) {
     test_sweep(ctx);
     test_extremes(ctx);
     test_chunk_edges(ctx);
+    test_long(ctx);
     test_varlen(ctx);
     test_threads();
     test_step_equals_recurrent(ctx);
     test_bad_inputs(ctx);
     la_ctx_destroy(ctx);
     printf("test_kda: reference vs finite differences %.2e; worst relative RMS error forward "
-           "%.2e backward %.2e\n", fd_worst, worst_fwd, worst_bwd);
+           "%.2e backward %.2e\n",
+           fd_worst, worst_fwd, worst_bwd);
     return th_summary("test_kda");
 }
