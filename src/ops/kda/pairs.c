@@ -11,7 +11,11 @@
  * matrix products of pre-scaled rows on the micro-kernels:
  *     P[t, j<b] = (q_t * R_t) . (k_j * F_j),  R_t = e^{gam_t - gam_b},
  *                                             F_j = e^{gam_b - gam_j}.
- * Pairs inside one sub-block take their own exponentials (O(L * SUB * K)).
+ * Pairs inside one sub-block (j < t, same sub-block) use the product of the
+ * per-token decays, exp(gam_t - gam_j) = a_{j+1} ... a_t with a_s =
+ * exp(gam_s - gam_{s-1}) <= 1: one multiplication per pair and key instead
+ * of an exponential (at most LA__KDA_SUB - 1 factors, relative rounding
+ * <= 15 half-ulps; an exponential per pair cost more than the products).
  * Reverse, for upstream dP, dM (x the left, y the right operand):
  *     dx_t += sum_j dA_tj y_j * e_tj,  dy_j += sum_t dA_tj x_t * e_tj,
  *     dgam_t += x_t * (that dx_t),     dgam_j -= y_j * (that dy_j)
@@ -25,20 +29,21 @@
 #include <string.h>
 
 /* Work layout (floats, 64-byte aligned pieces): R, F, YF, XR (q*R), KR,
- * dqs, dks, dys, T1 [C,K] each and e [K]. */
+ * dqs, dks, dys, T1, A [C,K] each and e [K]. */
 size_t la__kda_pairs_work_floats(int64_t C, int64_t K) {
-    return 9 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 + 16;
+    return 10 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 + 16;
 }
 
 typedef struct {
-    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *e;
+    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *A, *e;
 } pair_bufs;
 
 static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
     const size_t n = ((size_t)L * (size_t)K + 15) / 16 * 16;
     float *w = la__kda_align(work);
-    float **ptr[] = {&p->R, &p->F, &p->YF, &p->QR, &p->KR, &p->dqs, &p->dks, &p->dys, &p->T1};
-    for (int i = 0; i < 9; i++) {
+    float **ptr[] = {&p->R,   &p->F,   &p->YF,  &p->QR, &p->KR,
+                     &p->dqs, &p->dks, &p->dys, &p->T1, &p->A};
+    for (int i = 0; i < 10; i++) {
         *ptr[i] = w;
         w += n;
     }
@@ -49,6 +54,14 @@ static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
 LA__VECTORISE static void exp_diff(float *restrict out, const double *restrict a,
                                    const double *restrict b, int64_t K) {
     for (int64_t x = 0; x < K; x++) LA__EXP_NONPOS(out[x], (float)(a[x] - b[x]));
+}
+
+/* e = A (first) or e * A: the running in-block decay product. */
+static void decay(float *restrict e, const float *restrict A, int first, int64_t K) {
+    if (first)
+        memcpy(e, A, (size_t)K * sizeof(float));
+    else
+        for (int64_t x = 0; x < K; x++) e[x] *= A[x];
 }
 
 static float dot3(const float *a, const float *b, const float *c, int64_t n) {
@@ -73,9 +86,11 @@ static float dot2(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-/* R_t = exp(gam_t - gam_b(t)); QR = q * R (when q), KR = k * R. */
+/* R_t = exp(gam_t - gam_b(t)); QR = q * R (when q), KR = k * R; the
+ * per-token decays A_t = exp(gam_t - gam_{t-1}) (t > 0). */
 static void sub_block_rows(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            const pair_bufs *p) {
+    for (int64_t t = 1; t < L; t++) exp_diff(p->A + t * K, gam + t * K, gam + (t - 1) * K, K);
     for (int64_t t = 0; t < L; t++) {
         const int64_t b = t - t % LA__KDA_SUB;
         float *R = p->R + t * K;
@@ -109,19 +124,21 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
             if (P) kr->gemm_nt(ni, i0, K, 1.0f, p.QR + i0 * K, K, p.YF, K, 0.0f, P + i0 * L, L);
             kr->gemm_nt(ni, i0, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
         }
+        /* in-block pairs: e = A_{j+1} ... A_t, column j at a time */
+        for (int64_t j = i0; j < i0 + ni; j++) {
+            const float *kj = k + j * K;
+            for (int64_t t = j + 1; t < i0 + ni; t++) {
+                decay(p.e, p.A + t * K, t == j + 1, K);
+                if (P) P[t * L + j] = dot3(q + t * K, kj, p.e, K);
+                M[t * L + j] = dot3(k + t * K, kj, p.e, K);
+            }
+        }
         for (int64_t t = i0; t < i0 + ni; t++) {
-            const float *qt = q + t * K, *kt = k + t * K;
-            float *Pt = P ? P + t * L : NULL, *Mt = M + t * L;
-            for (int64_t j = i0; j < t; j++) {
-                exp_diff(p.e, gam + t * K, gam + j * K, K);
-                if (Pt) Pt[j] = dot3(qt, k + j * K, p.e, K);
-                Mt[j] = dot3(kt, k + j * K, p.e, K);
+            if (P) {
+                P[t * L + t] = dot2(q + t * K, k + t * K, K);
+                for (int64_t j = t + 1; j < L; j++) P[t * L + j] = 0.0f;
             }
-            if (Pt) {
-                Pt[t] = dot2(qt, kt, K);
-                for (int64_t j = t + 1; j < L; j++) Pt[j] = 0.0f;
-            }
-            for (int64_t j = t; j < L; j++) Mt[j] = 0.0f;
+            for (int64_t j = t; j < L; j++) M[t * L + j] = 0.0f;
         }
     }
 }
@@ -156,17 +173,18 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
                 for (int64_t x = 0; x < K; x++)
                     p.dys[j * K + x] += p.F[j * K + x] * p.T1[j * K + x];
         }
-        for (int64_t t = i0; t < i0 + ni; t++) {
-            const float *qt = q + t * K, *kt = k + t * K;
-            float *dqt = p.dqs + t * K, *dkt = p.dks + t * K;
-            for (int64_t j = i0; j < t; j++) {
-                const float *kj = k + j * K;
-                float *dyj = p.dys + j * K, *e = p.e;
-                exp_diff(e, gam + t * K, gam + j * K, K);
+        for (int64_t j = i0; j < i0 + ni; j++) {
+            const float *kj = k + j * K;
+            float *dyj = p.dys + j * K, *e = p.e;
+            for (int64_t t = j + 1; t < i0 + ni; t++) {
+                decay(e, p.A + t * K, t == j + 1, K);
+                const float *qt = q + t * K, *kt = k + t * K;
+                float *dqt = p.dqs + t * K, *dkt = p.dks + t * K;
                 const float a = dP[t * L + j], m = dM[t * L + j];
                 for (int64_t x = 0; x < K; x++) {
-                    dqt[x] += a * e[x] * kj[x];
-                    dkt[x] += m * e[x] * kj[x];
+                    const float ek = e[x] * kj[x];
+                    dqt[x] += a * ek;
+                    dkt[x] += m * ek;
                     dyj[x] += e[x] * (a * qt[x] + m * kt[x]);
                 }
             }
