@@ -31,8 +31,6 @@
  * O(L * LA__KDA_SUB * K) exponentials for the in-block pairs. */
 #include "kda.h"
 
-#include "../linear_attn/vexp.h"
-
 #include <string.h>
 
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
@@ -45,18 +43,15 @@ size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
 
 /* gam = cumulative sums of the chunk's gates (float64); b = exp(gam),
  * e = exp(gam_L - gam). */
-LA__VECTORISE static void chunk_gates(int64_t L, int64_t K, const float *g, double *gam, float *b,
-                                      float *e) {
+static void chunk_gates(int64_t L, int64_t K, const float *g, double *gam, float *b, float *e) {
     for (int64_t x = 0; x < K; x++) gam[x] = (double)g[x];
     for (int64_t t = 1; t < L; t++)
         for (int64_t x = 0; x < K; x++)
             gam[t * K + x] = gam[(t - 1) * K + x] + (double)g[t * K + x];
-    const double *gL = gam + (L - 1) * K;
-    for (int64_t t = 0; t < L; t++)
-        for (int64_t x = 0; x < K; x++) {
-            LA__EXP_NONPOS(b[t * K + x], (float)gam[t * K + x]);
-            LA__EXP_NONPOS(e[t * K + x], (float)(gL[x] - gam[t * K + x]));
-        }
+    for (int64_t t = 0; t < L; t++) {
+        la__kda_exp_diff(b + t * K, gam + t * K, NULL, K);
+        la__kda_exp_diff(e + t * K, gam + (L - 1) * K, gam + t * K, K);
+    }
 }
 
 /* dst = x * f elementwise over n floats. */

@@ -122,6 +122,10 @@ LA_HIDDEN void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t 
                                       const float *dM, float *dq, float *dk, double *dgam,
                                       float *work);
 
+/* out[x] = exp(a[x] - b[x]) for a[x] <= b[x] (b NULL: exp(a[x]), a <= 0),
+ * vectorised, the same bits on every ISA path (pairs.c). */
+LA_HIDDEN void la__kda_exp_diff(float *out, const double *a, const double *b, int64_t K);
+
 /* p rounded up to 64 bytes. */
 static inline float *la__kda_align(float *p) {
     return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
