@@ -205,56 +205,19 @@ typedef struct {
     double *o, *ST, *dq, *dk, *dv, *dg, *dbeta, *dS0;
 } kref;
 
-static void scatter_add(double *y, const double *src, const la_dims *d, int64_t n, int64_t h,
-                        int64_t heads, int64_t D) {
-    int64_t start, len;
-    la__seq_bounds(d, n, &start, &len);
-    for (int64_t t = 0; t < len; t++)
-        for (int64_t i = 0; i < D; i++) y[((start + t) * heads + h) * D + i] += src[t * D + i];
-}
-
-/* The float64 reference over every (sequence, value head). */
+/* The float64 reference of the whole call (forward and backward). */
 static kref kc_reference(const kcase *c, const kdata *x) {
     kref r;
     r.o = th_doubles(x->nv), r.ST = th_doubles(x->ns), r.dq = th_doubles(x->nqk);
     r.dk = th_doubles(x->nqk), r.dv = th_doubles(x->nv), r.dg = th_doubles(x->ng);
     r.dbeta = th_doubles(x->nb), r.dS0 = th_doubles(x->ns);
-    const int64_t K = c->K, V = c->V, T = c->B * c->T, HV = c->HV, group = HV / c->H;
-    const size_t KV = (size_t)(K * V);
-    double *q = th_doubles((size_t)(T * K)), *k = th_doubles((size_t)(T * K));
-    double *v = th_doubles((size_t)(T * V)), *g = th_doubles((size_t)(T * K));
-    double *b = th_doubles((size_t)T), *o = th_doubles((size_t)(T * V));
-    double *dq = th_doubles((size_t)(T * K)), *dk = th_doubles((size_t)(T * K));
-    double *dv = th_doubles((size_t)(T * V)), *dg = th_doubles((size_t)(T * K));
-    double *db = th_doubles((size_t)T), *dot = th_doubles((size_t)(T * V));
-    double *S0 = th_doubles(KV), *dST = th_doubles(KV);
     float sc = 0;
-    la__resolve_scale("test", c->scale, K, &sc);
-    for (int64_t n = 0; n < x->N; n++)
-        for (int64_t h = 0; h < HV; h++) {
-            const int64_t hq = h / group;
-            const int64_t len = ref_gather(q, x->q, &x->d, n, hq, c->H, K);
-            ref_gather(k, x->k, &x->d, n, hq, c->H, K);
-            ref_gather(v, x->v, &x->d, n, h, HV, V);
-            ref_gather(g, x->g, &x->d, n, h, HV, K);
-            ref_gather(b, x->beta, &x->d, n, h, HV, 1);
-            ref_gather(dot, x->d_o, &x->d, n, h, HV, V);
-            const size_t so = (size_t)(n * HV + h) * KV;
-            for (size_t i = 0; i < KV; i++) S0[i] = x->S0[so + i], dST[i] = x->dST[so + i];
-            ref_kda_in in = {len, K, V, sc, c->l2norm, q, k, v, g, b, c->with_init ? S0 : NULL};
-            if (ref_kda_forward(&in, o, r.ST + so)) abort();
-            ref_scatter(r.o, o, &x->d, n, h, HV, V);
-            if (ref_kda_backward(&in, dot, c->with_dfinal ? dST : NULL, dq, dk, dv, db, dg,
-                                 r.dS0 + so))
-                abort();
-            scatter_add(r.dq, dq, &x->d, n, hq, c->H, K);
-            scatter_add(r.dk, dk, &x->d, n, hq, c->H, K);
-            ref_scatter(r.dv, dv, &x->d, n, h, HV, V);
-            ref_scatter(r.dbeta, db, &x->d, n, h, HV, 1);
-            ref_scatter(r.dg, dg, &x->d, n, h, HV, K);
-        }
-    free(q), free(k), free(v), free(g), free(b), free(o), free(dq), free(dk), free(dv);
-    free(dg), free(db), free(dot), free(S0), free(dST);
+    la__resolve_scale("test", c->scale, c->K, &sc);
+    const float *S0 = c->with_init ? x->S0 : NULL, *dST = c->with_dfinal ? x->dST : NULL;
+    if (ref_kda_forward_all(&x->d, sc, c->l2norm, x->q, x->k, x->v, x->g, x->beta, S0, r.o, r.ST) ||
+        ref_kda_backward_all(&x->d, sc, c->l2norm, x->q, x->k, x->v, x->g, x->beta, S0, x->d_o, dST,
+                             r.dq, r.dk, r.dv, r.dg, r.dbeta, r.dS0))
+        abort();
     return r;
 }
 

@@ -1,5 +1,6 @@
 /* float64 reference of KDA (see ref_kda.h). */
 #include "ref_kda.h"
+#include "ref_util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -162,4 +163,83 @@ done:
     free(w);
     free(r);
     return rc;
+}
+
+/* ---- whole tensors ---------------------------------------------------- */
+
+/* y[rows of sequence n, head h] += src [len, D]. */
+static void scatter_add(double *y, const double *src, const la_dims *d, int64_t n, int64_t h,
+                        int64_t heads, int64_t D) {
+    const int64_t start = d->cu_seqlens ? d->cu_seqlens[n] : n * d->T;
+    const int64_t len = d->cu_seqlens ? d->cu_seqlens[n + 1] - d->cu_seqlens[n] : d->T;
+    for (int64_t t = 0; t < len; t++)
+        for (int64_t i = 0; i < D; i++) y[((start + t) * heads + h) * D + i] += src[t * D + i];
+}
+
+typedef struct {
+    const float *d_o, *dST;
+    double *dq, *dk, *dv, *dg, *dbeta, *dS0;
+} bwd_io;
+
+static int kda_all(const la_dims *d, double scale, int l2norm, const float *q, const float *k,
+                   const float *v, const float *g, const float *beta, const float *S0, double *o,
+                   double *ST, const bwd_io *b) {
+    const int64_t N = d->cu_seqlens ? d->n_seqs : d->B, H = d->H, K = d->K, V = d->V;
+    const int64_t HV = d->HV ? d->HV : H, group = HV / H, T = d->T;
+    const size_t KV = (size_t)(K * V), tl = (size_t)(d->B * T) + 1;
+    /* per sequence: q, k, g, dq, dk, dg [T,K]; v, d_o, o, dv [T,V]; beta, dbeta [T]; S0, dST */
+    double *tmp = malloc((tl * (size_t)(6 * K + 4 * V + 2) + 2 * KV) * sizeof(double));
+    if (!tmp) return -1;
+    double *tq = tmp, *tk = tq + tl * K, *tg = tk + tl * K, *tdq = tg + tl * K, *tdk = tdq + tl * K,
+           *tdg = tdk + tl * K, *tv = tdg + tl * K, *tdo = tv + tl * V, *to = tdo + tl * V,
+           *tdv = to + tl * V, *tb = tdv + tl * V, *tdb = tb + tl, *tS0 = tdb + tl,
+           *tdST = tS0 + KV;
+    const size_t nqk = (size_t)(d->B * T * H * K);
+    if (b && b->dq) memset(b->dq, 0, nqk * sizeof(double));
+    if (b && b->dk) memset(b->dk, 0, nqk * sizeof(double));
+    int ok = 1;
+    for (int64_t n = 0; n < N && ok; n++)
+        for (int64_t h = 0; h < HV && ok; h++) {
+            const int64_t hq = h / group;
+            const int64_t len = ref_gather(tq, q, d, n, hq, H, K);
+            ref_gather(tk, k, d, n, hq, H, K);
+            ref_gather(tv, v, d, n, h, HV, V);
+            ref_gather(tg, g, d, n, h, HV, K);
+            ref_gather(tb, beta, d, n, h, HV, 1);
+            const size_t so = (size_t)(n * HV + h) * KV;
+            for (size_t i = 0; i < KV; i++) {
+                tS0[i] = S0 ? (double)S0[so + i] : 0.0;
+                tdST[i] = b && b->dST ? (double)b->dST[so + i] : 0.0;
+            }
+            ref_kda_in in = {len, K, V, scale, l2norm, tq, tk, tv, tg, tb, tS0};
+            if (!b) {
+                ok = ref_kda_forward(&in, to, ST ? ST + so : NULL) == 0;
+                if (o) ref_scatter(o, to, d, n, h, HV, V);
+                continue;
+            }
+            ref_gather(tdo, b->d_o, d, n, h, HV, V);
+            ok = ref_kda_backward(&in, tdo, tdST, tdq, tdk, tdv, tdb, tdg,
+                                  b->dS0 ? b->dS0 + so : NULL) == 0;
+            if (b->dv) ref_scatter(b->dv, tdv, d, n, h, HV, V);
+            if (b->dg) ref_scatter(b->dg, tdg, d, n, h, HV, K);
+            if (b->dbeta) ref_scatter(b->dbeta, tdb, d, n, h, HV, 1);
+            if (b->dq) scatter_add(b->dq, tdq, d, n, hq, H, K);
+            if (b->dk) scatter_add(b->dk, tdk, d, n, hq, H, K);
+        }
+    free(tmp);
+    return ok ? 0 : -1;
+}
+
+int ref_kda_forward_all(const la_dims *d, double scale, int l2norm, const float *q, const float *k,
+                        const float *v, const float *g, const float *beta, const float *S0,
+                        double *o, double *ST) {
+    return kda_all(d, scale, l2norm, q, k, v, g, beta, S0, o, ST, NULL);
+}
+
+int ref_kda_backward_all(const la_dims *d, double scale, int l2norm, const float *q, const float *k,
+                         const float *v, const float *g, const float *beta, const float *S0,
+                         const float *d_o, const float *dST, double *dq, double *dk, double *dv,
+                         double *dg, double *dbeta, double *dS0) {
+    const bwd_io b = {d_o, dST, dq, dk, dv, dg, dbeta, dS0};
+    return kda_all(d, scale, l2norm, q, k, v, g, beta, S0, NULL, NULL, &b);
 }

@@ -10,6 +10,8 @@
 #ifndef LINATTN_REF_KDA_H
 #define LINATTN_REF_KDA_H
 
+#include "linattn.h"
+
 #include <stdint.h>
 
 typedef struct ref_kda_in {
@@ -32,5 +34,18 @@ int ref_kda_forward(const ref_kda_in *in, double *o, double *ST);
  * memory. */
 int ref_kda_backward(const ref_kda_in *in, const double *d_o, const double *dST, double *dq,
                      double *dk, double *dv, double *dbeta, double *dg, double *dS0);
+
+/* Every (sequence, value head) of float32 tensors laid out as for
+ * la_kda_*: q, k [B,T,H,K], v, d_o [B,T,HV,V], g [B,T,HV,K], beta
+ * [B,T,HV], states [N,HV,K,V] (S0, dST NULL = zeros); scale resolved.
+ * float64 outputs in the same layouts, any may be NULL; dq and dk sum the
+ * value heads that share a q/k head. Return 0, or -1 when out of memory. */
+int ref_kda_forward_all(const la_dims *d, double scale, int l2norm, const float *q, const float *k,
+                        const float *v, const float *g, const float *beta, const float *S0,
+                        double *o, double *ST);
+int ref_kda_backward_all(const la_dims *d, double scale, int l2norm, const float *q, const float *k,
+                         const float *v, const float *g, const float *beta, const float *S0,
+                         const float *d_o, const float *dST, double *dq, double *dk, double *dv,
+                         double *dg, double *dbeta, double *dS0);
 
 #endif
