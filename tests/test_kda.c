@@ -398,6 +398,61 @@ static void test_varlen(la_ctx *ctx) {
     }
 }
 
+/* The chunk form against the recurrent form directly (float32 against
+ * float32), every output and gradient, relative RMS <= 2e-6. */
+static double worst_chunk_vs_rec;
+static void test_chunk_vs_recurrent(la_ctx *ctx) {
+    const int64_t Ts[] = {1, 63, 65, 200};
+    for (int i = 0; i < 4; i++) {
+        kcase c = kc_default();
+        c.B = 1;
+        c.T = Ts[i];
+        c.K = i % 2 ? 60 : 100;
+        c.V = i % 2 ? 100 : 60;
+        c.H = 1;
+        c.HV = 3;
+        c.chunk = i == 3 ? 0 : 16;
+        c.gate = (gate_mode)i;
+        c.seed = (uint64_t)(900 + i);
+        kdata x = kc_data(&c);
+        kout r = kc_alloc(&x), k = kc_alloc(&x);
+        kcase cr = c;
+        cr.form = LA_FORM_RECURRENT;
+        c.form = LA_FORM_CHUNK;
+        const int ok =
+            kc_forward(ctx, &cr, &x, &r) == LA_OK && kc_backward(ctx, &cr, &x, &r) == LA_OK &&
+            kc_forward(ctx, &c, &x, &k) == LA_OK && kc_backward(ctx, &c, &x, &k) == LA_OK;
+        CHECK(ok, "chunk vs recurrent T=%lld: calls succeed (%s)", (long long)c.T, la_last_error());
+        const struct {
+            const char *n;
+            const float *a, *b;
+            size_t len;
+        } o[] = {{"o", k.o, r.o, x.nv},
+                 {"final_state", k.ST, r.ST, x.ns},
+                 {"dq", k.dq, r.dq, x.nqk},
+                 {"dk", k.dk, r.dk, x.nqk},
+                 {"dv", k.dv, r.dv, x.nv},
+                 {"dg", k.dg, r.dg, x.ng},
+                 {"dbeta", k.dbeta, r.dbeta, x.nb},
+                 {"d_initial_state", k.dS0, r.dS0, x.ns}};
+        for (int j = 0; ok && j < 8; j++) {
+            double num = 0, den = 0;
+            for (size_t e = 0; e < o[j].len; e++) {
+                const double d = (double)o[j].a[e] - o[j].b[e];
+                num += d * d;
+                den += (double)o[j].b[e] * o[j].b[e];
+            }
+            const double err = sqrt(num / fmax(den, 1e-60 * (double)o[j].len));
+            worst_chunk_vs_rec = fmax(worst_chunk_vs_rec, err);
+            CHECK(err <= 2e-6, "chunk vs recurrent T=%lld gate=%d: %s rel rms %.3g > 2e-6",
+                  (long long)c.T, (int)c.gate, o[j].n, err);
+        }
+        kc_free(&r);
+        kc_free(&k);
+        kc_free_data(&x);
+    }
+}
+
 /* 1 and 2 threads give bit-identical outputs and gradients. */
 static void test_threads(void) {
     la_ctx *c1 = th_ctx(1), *c2 = th_ctx(2);
@@ -572,12 +627,13 @@ int main(void) {
     test_chunk_edges(ctx);
     test_long(ctx);
     test_varlen(ctx);
+    test_chunk_vs_recurrent(ctx);
     test_threads();
     test_step_equals_recurrent(ctx);
     test_bad_inputs(ctx);
     la_ctx_destroy(ctx);
     printf("test_kda: reference vs finite differences %.2e; worst relative RMS error forward "
-           "%.2e backward %.2e\n",
-           fd_worst, worst_fwd, worst_bwd);
+           "%.2e backward %.2e; chunk vs recurrent %.2e\n",
+           fd_worst, worst_fwd, worst_bwd, worst_chunk_vs_rec);
     return th_summary("test_kda");
 }

@@ -59,8 +59,9 @@ static la_status validate(const char *op, la_ctx *ctx, const kda_call *c, la__kd
     a->K = d->K;
     a->V = d->V;
     a->form = o->form;
-    const int64_t want = o->chunk_size ? o->chunk_size : 64, m = longest(d);
-    a->chunk = want < m ? want : (m > 0 ? m : 1);
+    const int64_t want = o->chunk_size ? o->chunk_size : 64;
+    a->longest = longest(d);
+    a->chunk = want < a->longest ? want : (a->longest > 0 ? a->longest : 1);
     a->l2norm = o->use_qk_l2norm != 0;
     if ((st = la__resolve_scale(op, o->scale, d->K, &a->scale))) return st;
 

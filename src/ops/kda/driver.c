@@ -21,15 +21,6 @@
 
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
-static int64_t max_seq_len(const la_dims *d) {
-    if (!d->cu_seqlens) return d->T;
-    int64_t m = 0;
-    for (int64_t n = 0; n < d->n_seqs; n++)
-        if (d->cu_seqlens[n + 1] - d->cu_seqlens[n] > m)
-            m = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
-    return m;
-}
-
 /* Rows of one chunk of one (sequence, value head), contiguous. */
 typedef struct {
     float *q, *k, *v, *g, *beta; /* [C,K], [C,K], [C,V], [C,K], [C] */
@@ -180,12 +171,13 @@ static size_t bwd_layout(const la__kda_args *a, int64_t len, float *base, bwd_sc
 }
 
 size_t la__kda_backward_scratch(const la__kda_args *a) {
-    const double C = (double)segment_len(a), T = (double)max_seq_len(&a->dims);
+    const double C = (double)segment_len(a), T = (double)a->longest;
     const double KV = (double)a->K * (double)a->V;
     if ((20 * C * C + (T / C + C + 8) * KV + 40 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
         return SIZE_MAX;
     bwd_scratch s;
-    return (bwd_layout(a, max_seq_len(&a->dims), NULL, &s) + 64) * sizeof(float);
+    memset(&s, 0, sizeof s);
+    return (bwd_layout(a, a->longest, NULL, &s) + 64) * sizeof(float);
 }
 
 /* v, g, beta rows of tokens [t0, t0 + L) of value head hv into s->r. */
@@ -268,6 +260,7 @@ static void backward_task(void *p, int64_t task, int tid) {
     int64_t tok0, len;
     la__seq_bounds(&a->dims, n, &tok0, &len);
     bwd_scratch s;
+    memset(&s, 0, sizeof s);
     bwd_layout(a, len, la__kda_align(la__scratch(a->ctx, tid)), &s);
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
 

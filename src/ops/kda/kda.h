@@ -27,7 +27,8 @@ typedef struct la__kda_args {
     la_dims dims;
     int64_t N, H, HV, K, V;
     la_form form;
-    int64_t chunk; /* chunk length used (opts capped at the longest sequence, >= 1) */
+    int64_t longest; /* the longest sequence */
+    int64_t chunk;   /* chunk length used (opts capped at the longest sequence, >= 1) */
     float scale;
     int l2norm;
     /* forward */
