@@ -522,7 +522,8 @@ typedef enum la_op {
     LA_OP_SIMPLE_GLA = 1,
     LA_OP_GLA = 2,
     LA_OP_DELTA_RULE = 3,
-    LA_OP_GATED_DELTA_RULE = 4
+    LA_OP_GATED_DELTA_RULE = 4,
+    LA_OP_KDA = 5               /* g [N,HV,K] per-key log-gates, beta [N,HV] */
 } la_op;
 
 typedef struct la_decoder_config {
@@ -561,7 +562,8 @@ LA_API la_status la_decoder_get_slot_state(const la_decoder *dec, int64_t n, flo
 
 /* One step for every sequence: o [N,HS,V] out; q,k [N,H,K]; v [N,HS,V];
  * g [N,HS] (simple GLA, gated delta; optional for simple GLA), or [N,H,K]
- * (GLA); g_gamma [H] (simple GLA, optional); beta [N,HS] (delta rules).
+ * (GLA), or [N,HV,K] (KDA); g_gamma [H] (simple GLA, optional); beta [N,HS]
+ * (delta rules, KDA).
  * Pass NULL for what the op does not use. Equals the recurrent form. */
 LA_API la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q,
                                  const float *k, const float *v, const float *g,

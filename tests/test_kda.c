@@ -11,7 +11,6 @@
  * measured worst is printed at the end (KDA_VERBOSE=1 prints every case). */
 #include "core/internal.h"
 #include "harness.h"
-#include "ops/kda/kda.h"
 #include "ref_kda.h"
 
 #include <math.h>
@@ -484,9 +483,11 @@ static void test_threads(void) {
     la_ctx_destroy(c2);
 }
 
-/* The decoding step, token by token from the initial state, equals the
- * recurrent forward bit for bit (outputs and final state). */
-static void test_step_equals_recurrent(la_ctx *ctx) {
+/* The decoder (la_decoder_*, op LA_OP_KDA, through the registry), token by
+ * token from the initial state, equals the recurrent forward bit for bit
+ * (outputs and final state); HV = 2H value heads, resets, both l2norm
+ * settings. */
+static void test_decoder_equals_recurrent(la_ctx *ctx) {
     for (int l2 = 0; l2 < 2; l2++) {
         kcase c = kc_default();
         c.T = 40;
@@ -497,28 +498,42 @@ static void test_step_equals_recurrent(la_ctx *ctx) {
         kdata x = kc_data(&c);
         kout y = kc_alloc(&x);
         CHECK_STATUS(kc_forward(ctx, &c, &x, &y), LA_OK, "recurrent forward");
-        const int64_t K = c.K, V = c.V, HV = c.HV, H = c.H, KV = K * V;
+        const int64_t N = x.N, K = c.K, V = c.V, HV = c.HV, H = c.H, T = c.T;
         la_decoder_config cfg = {0};
-        cfg.K = K, cfg.V = V, cfg.use_qk_l2norm = l2;
-        float *S = th_nan_floats((size_t)(x.N * HV * KV)), *o = th_nan_floats(x.nv);
-        float *work = th_nan_floats(LA__STEP_WORK_FLOATS(K, V));
-        memcpy(S, x.S0, x.ns * sizeof(float));
-        float scale = 0;
-        la__resolve_scale("test", 0.0f, K, &scale);
-        for (int64_t n = 0; n < x.N; n++)
-            for (int64_t t = 0; t < c.T; t++)
-                for (int64_t h = 0; h < HV; h++) {
-                    const int64_t r = n * c.T + t, hq = h / (HV / H);
-                    la__kda_step(&cfg, scale, S + (n * HV + h) * KV, o + (r * HV + h) * V,
-                                 x.q + (r * H + hq) * K, x.k + (r * H + hq) * K,
-                                 x.v + (r * HV + h) * V, x.g + (r * HV + h) * K, x.beta[r * HV + h],
-                                 work);
-                }
+        cfg.op = LA_OP_KDA;
+        cfg.N = N, cfg.H = H, cfg.HV = HV, cfg.K = K, cfg.V = V, cfg.use_qk_l2norm = l2;
+        la_decoder *dec = NULL;
+        if (!CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_OK, "kda decoder")) continue;
+        CHECK_STATUS(la_decoder_set_state(dec, x.S0, NULL), LA_OK, "set_state");
+        float *q = th_nan_floats((size_t)(N * H * K)), *k = th_nan_floats((size_t)(N * H * K));
+        float *v = th_nan_floats((size_t)(N * HV * V)), *g = th_nan_floats((size_t)(N * HV * K));
+        float *b = th_nan_floats((size_t)(N * HV)), *ot = th_nan_floats((size_t)(N * HV * V));
+        float *o = th_nan_floats(x.nv), *S = th_nan_floats(x.ns);
+        int ok = 1;
+        for (int64_t t = 0; t < T && ok; t++) {
+            for (int64_t n = 0; n < N; n++) {
+                const int64_t r = n * T + t;
+                memcpy(q + n * H * K, x.q + r * H * K, (size_t)(H * K) * sizeof(float));
+                memcpy(k + n * H * K, x.k + r * H * K, (size_t)(H * K) * sizeof(float));
+                memcpy(v + n * HV * V, x.v + r * HV * V, (size_t)(HV * V) * sizeof(float));
+                memcpy(g + n * HV * K, x.g + r * HV * K, (size_t)(HV * K) * sizeof(float));
+                memcpy(b + n * HV, x.beta + r * HV, (size_t)HV * sizeof(float));
+            }
+            ok = la_decoder_step(ctx, dec, ot, q, k, v, g, NULL, b) == LA_OK;
+            for (int64_t n = 0; n < N; n++)
+                memcpy(o + (n * T + t) * HV * V, ot + n * HV * V, (size_t)(HV * V) * sizeof(float));
+        }
+        CHECK(ok, "decoder steps succeed (%s)", la_last_error());
+        CHECK_STATUS(la_decoder_get_state(dec, S, NULL), LA_OK, "get_state");
         CHECK(th_bitwise_equal(o, y.o, x.nv) && th_bitwise_equal(S, y.ST, x.ns),
-              "decoding step == recurrent forward bit for bit (l2norm=%d)", l2);
-        free(S);
-        free(o);
-        free(work);
+              "decoder == recurrent forward bit for bit (l2norm=%d)", l2);
+        /* the step needs g: NULL is refused, nothing written */
+        float *o2 = th_nan_floats((size_t)(N * HV * V));
+        CHECK_STATUS(la_decoder_step(ctx, dec, o2, q, k, v, NULL, NULL, b), LA_ERR_NULL_POINTER,
+                     "kda decoder without g");
+        CHECK(th_untouched(o2, (size_t)(N * HV * V)), "kda decoder without g: o untouched");
+        la_decoder_destroy(dec);
+        free(q), free(k), free(v), free(g), free(b), free(ot), free(o), free(S), free(o2);
         kc_free(&y);
         kc_free_data(&x);
     }
@@ -629,7 +644,7 @@ int main(void) {
     test_varlen(ctx);
     test_chunk_vs_recurrent(ctx);
     test_threads();
-    test_step_equals_recurrent(ctx);
+    test_decoder_equals_recurrent(ctx);
     test_bad_inputs(ctx);
     la_ctx_destroy(ctx);
     printf("test_kda: reference vs finite differences %.2e; worst relative RMS error forward "

@@ -18,6 +18,8 @@ static const la__op_entry *const OPS[] = {
     &la__entry_delta_rule_chunk,
     &la__entry_gated_delta_rule_recurrent,
     &la__entry_gated_delta_rule_chunk,
+    &la__entry_kda_recurrent,
+    &la__entry_kda_chunk,
 };
 _Static_assert(sizeof OPS / sizeof OPS[0] == LA__OP_COUNT,
                "the op table must have one entry per la__op_id");
@@ -25,7 +27,7 @@ _Static_assert(sizeof OPS / sizeof OPS[0] == LA__OP_COUNT,
 /* Indexed by la_op. */
 static const la__decode_entry *const DECODE[] = {
     &la__decode_linear_attn, &la__decode_simple_gla,       &la__decode_gla,
-    &la__decode_delta_rule,  &la__decode_gated_delta_rule,
+    &la__decode_delta_rule,  &la__decode_gated_delta_rule, &la__decode_kda,
 };
 _Static_assert(sizeof DECODE / sizeof DECODE[0] == LA__DECODE_COUNT,
                "the decoding table must have one entry per la_op");

@@ -49,6 +49,8 @@ typedef enum la__op_id {
     LA__OP_DELTA_RULE_CHUNK,
     LA__OP_GATED_DELTA_RULE_RECURRENT,
     LA__OP_GATED_DELTA_RULE_CHUNK,
+    LA__OP_KDA_RECURRENT,
+    LA__OP_KDA_CHUNK,
     LA__OP_COUNT
 } la__op_id;
 
@@ -141,7 +143,7 @@ typedef struct la__decode_entry {
 
 /* Number of la_op values (one more than the last): the decoding table has
  * exactly this many entries. A family that decodes moves it on. */
-#define LA__DECODE_COUNT ((int)LA_OP_GATED_DELTA_RULE + 1)
+#define LA__DECODE_COUNT ((int)LA_OP_KDA + 1)
 
 /* The decoding entry of op (NULL for an unknown op). */
 LA_HIDDEN const la__decode_entry *la__decode_get(int op);
@@ -154,7 +156,8 @@ extern const la__op_entry la__entry_simple_gla_recurrent, la__entry_simple_gla_c
     la__entry_gla_recurrent, la__entry_gla_chunk;
 extern const la__op_entry la__entry_delta_rule_recurrent, la__entry_delta_rule_chunk,
     la__entry_gated_delta_rule_recurrent, la__entry_gated_delta_rule_chunk;
+extern const la__op_entry la__entry_kda_recurrent, la__entry_kda_chunk;
 extern const la__decode_entry la__decode_linear_attn, la__decode_simple_gla, la__decode_gla,
-    la__decode_delta_rule, la__decode_gated_delta_rule;
+    la__decode_delta_rule, la__decode_gated_delta_rule, la__decode_kda;
 
 #endif

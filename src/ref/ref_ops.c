@@ -2,6 +2,7 @@
 #include "ref_ops.h"
 #include "ref_delta_rule.h"
 #include "ref_gla.h"
+#include "ref_kda.h"
 #include "ref_linear_attn.h"
 #include "ref_softmax_attn.h"
 
@@ -85,6 +86,19 @@ static int d_bwd(const la__op_args *a, const ref_op_out *r) { return delta_bwd(a
 static int gd_fwd(const la__op_args *a, const ref_op_out *r) { return delta_fwd(a, r, 1); }
 static int gd_bwd(const la__op_args *a, const ref_op_out *r) { return delta_bwd(a, r, 1); }
 
+/* ---- KDA ---- */
+static int kda_fwd(const la__op_args *a, const ref_op_out *r) {
+    return ref_kda_forward_all(&a->dims, ref_resolved_scale(a->scale, a->dims.K),
+                               a->use_qk_l2norm, a->q, a->k, a->v, a->g, a->beta,
+                               a->initial_state, r->o, r->final_state);
+}
+static int kda_bwd(const la__op_args *a, const ref_op_out *r) {
+    return ref_kda_backward_all(&a->dims, ref_resolved_scale(a->scale, a->dims.K),
+                                a->use_qk_l2norm, a->q, a->k, a->v, a->g, a->beta,
+                                a->initial_state, a->d_o, a->d_final_state, r->dq, r->dk, r->dv,
+                                r->dg, r->dbeta, r->d_initial_state);
+}
+
 /* One row per la__op_id, in its order. */
 static const ref_op_entry TABLE[] = {
     {softmax_fwd, softmax_bwd}, /* softmax-textbook */
@@ -101,6 +115,8 @@ static const ref_op_entry TABLE[] = {
     {d_fwd, d_bwd},             /* delta_rule-chunk */
     {gd_fwd, gd_bwd},           /* gated_delta_rule-recurrent */
     {gd_fwd, gd_bwd},           /* gated_delta_rule-chunk */
+    {kda_fwd, kda_bwd},         /* kda-recurrent */
+    {kda_fwd, kda_bwd},         /* kda-chunk */
 };
 _Static_assert(sizeof TABLE / sizeof TABLE[0] == LA__OP_COUNT,
                "one reference per registry entry, in la__op_id order");

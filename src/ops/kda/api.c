@@ -3,7 +3,8 @@
  *
  * Policies (see also include/linattn.h), the same as Gated DeltaNet's:
  * - Forms: LA_FORM_RECURRENT (token by token, the decoder's arithmetic) and
- *   LA_FORM_CHUNK (WY representation with per-key gates, chunk_size 0 -> 64).
+ *   LA_FORM_CHUNK (WY representation with per-key gates, chunk_size 0 ->
+ *   LA_DEFAULT_CHUNK_SIZE).
  *   LA_FORM_PARALLEL is LA_ERR_INVALID_ARGUMENT (a chunk size >= T is the
  *   single-chunk form).
  * - g [B,T,HV,K]: finite log-gates <= 0 (-1e4 is a full reset of a key).
@@ -21,15 +22,6 @@ typedef struct {
     const float *d_o, *d_final_state; /* backward only */
     int backward;
 } kda_call;
-
-static int64_t longest(const la_dims *d) {
-    if (!d->cu_seqlens) return d->T;
-    int64_t m = 0;
-    for (int64_t n = 0; n < d->n_seqs; n++)
-        if (d->cu_seqlens[n + 1] - d->cu_seqlens[n] > m)
-            m = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
-    return m;
-}
 
 static la_status validate(const char *op, la_ctx *ctx, const kda_call *c, la__kda_args *a) {
     la_status st;
@@ -59,8 +51,8 @@ static la_status validate(const char *op, la_ctx *ctx, const kda_call *c, la__kd
     a->K = d->K;
     a->V = d->V;
     a->form = o->form;
-    const int64_t want = o->chunk_size ? o->chunk_size : 64;
-    a->longest = longest(d);
+    const int64_t want = o->chunk_size ? o->chunk_size : LA_DEFAULT_CHUNK_SIZE;
+    a->longest = la__max_seq_len(d);
     a->chunk = want < a->longest ? want : (a->longest > 0 ? a->longest : 1);
     a->l2norm = o->use_qk_l2norm != 0;
     if ((st = la__resolve_scale(op, o->scale, d->K, &a->scale))) return st;

@@ -24,7 +24,7 @@
  * where the exact gradient is zero). */
 #include "kda.h"
 
-#include "../linear_attn/vexp.h"
+#include "../../kernels/vexp.h"
 
 #include <string.h>
 

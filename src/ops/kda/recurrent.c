@@ -13,7 +13,7 @@
  *     dS' = G - beta k w^T,  dg_i = a_i (dS'_i . P_i),  dS_{t-1} = Diag(a) dS' */
 #include "kda.h"
 
-#include "../linear_attn/vexp.h"
+#include "../../kernels/vexp.h"
 
 #if defined(__GNUC__)
 #define KDA_INLINE static inline __attribute__((always_inline))
