@@ -94,17 +94,6 @@ static void decay(float *restrict e, const float *restrict A, int first, int64_t
         for (int64_t x = 0; x < K; x++) e[x] *= A[x];
 }
 
-static float dot3(const float *a, const float *b, const float *c, int64_t n) {
-    float acc[8] = {0};
-    int64_t x = 0;
-    for (; x + 8 <= n; x += 8)
-        for (int u = 0; u < 8; u++) acc[u] += a[x + u] * b[x + u] * c[x + u];
-    float s = 0.0f;
-    for (; x < n; x++) s += a[x] * b[x] * c[x];
-    for (int u = 0; u < 8; u++) s += acc[u];
-    return s;
-}
-
 static float dot2(const float *a, const float *b, int64_t n) {
     float acc[8] = {0};
     int64_t x = 0;
@@ -154,13 +143,13 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
             if (P) kr->gemm_nt(ni, i0, K, 1.0f, p.QR + i0 * K, K, p.YF, K, 0.0f, P + i0 * L, L);
             kr->gemm_nt(ni, i0, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
         }
-        /* in-block pairs: e = A_{j+1} ... A_t, column j at a time */
+        /* in-block pairs, column j at a time: e = k_j * A_{j+1} ... A_t */
         for (int64_t j = i0; j < i0 + ni; j++) {
-            const float *kj = k + j * K;
+            if (j + 1 < i0 + ni) memcpy(p.e, k + j * K, (size_t)K * sizeof(float));
             for (int64_t t = j + 1; t < i0 + ni; t++) {
-                decay(p.e, p.A + t * K, t == j + 1, K);
-                if (P) P[t * L + j] = dot3(q + t * K, kj, p.e, K);
-                M[t * L + j] = dot3(k + t * K, kj, p.e, K);
+                decay(p.e, p.A + t * K, 0, K);
+                if (P) P[t * L + j] = dot2(q + t * K, p.e, K);
+                M[t * L + j] = dot2(k + t * K, p.e, K);
             }
         }
         for (int64_t t = i0; t < i0 + ni; t++) {
