@@ -19,35 +19,40 @@
 
 #define RECURRENT_SEGMENT 64
 
-static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
-
-/* Rows of one chunk of one (sequence, value head), contiguous. */
+/* Forward scratch of one task: the state, the token work (recurrent) or one
+ * chunk's contiguous rows and the chunk work (chunk form). */
 typedef struct {
-    float *q, *k, *v, *g, *beta; /* [C,K], [C,K], [C,V], [C,K], [C] */
-} chunk_rows;
+    float *S;                    /* [K,V] */
+    float *qn, *kn;              /* [K] normalised q, k (recurrent) */
+    float *q, *k, *v, *g, *beta; /* chunk rows [C,K], [C,K], [C,V], [C,K], [C] */
+    float *work;                 /* token or chunk work */
+} fwd_scratch;
 
-static float *take(float **p, size_t n) {
-    float *r = *p;
-    *p += up16(n);
-    return r;
-}
-
-static void take_rows(float **p, int64_t C, int64_t K, int64_t V, chunk_rows *r) {
-    r->q = take(p, (size_t)(C * K));
-    r->k = take(p, (size_t)(C * K));
-    r->v = take(p, (size_t)(C * V));
-    r->g = take(p, (size_t)(C * K));
-    r->beta = take(p, (size_t)C);
+static size_t fwd_layout(const la__kda_args *a, void *base, fwd_scratch *s) {
+    const size_t K = (size_t)a->K, V = (size_t)a->V, C = (size_t)a->chunk;
+    la__arena ar = {(char *)base, 0, 0};
+    s->S = la__arena_floats(&ar, K * V);
+    if (a->form == LA_FORM_RECURRENT) {
+        s->qn = la__arena_floats(&ar, K);
+        s->kn = la__arena_floats(&ar, K);
+        s->work = la__arena_floats(&ar, LA__KDA_TOKEN_WORK(a->K, a->V));
+    } else {
+        s->q = la__arena_floats(&ar, C * K);
+        s->k = la__arena_floats(&ar, C * K);
+        s->v = la__arena_floats(&ar, C * V);
+        s->g = la__arena_floats(&ar, C * K);
+        s->beta = la__arena_floats(&ar, C);
+        s->work = la__arena_floats(&ar, la__kda_chunk_work_floats(a->chunk, a->K, a->V));
+    }
+    return la__arena_size(&ar);
 }
 
 size_t la__kda_forward_scratch(const la__kda_args *a) {
     const double C = (double)a->chunk, K = (double)a->K, V = (double)a->V;
     if ((2 * K * V + 12 * C * C + 40 * C * (K + V)) * 4 > 0x1p62) return SIZE_MAX;
-    size_t f = up16((size_t)(a->K * a->V)) + LA__KDA_TOKEN_WORK(a->K, a->V);
-    if (a->form == LA_FORM_CHUNK)
-        f += 3 * up16((size_t)(a->chunk * a->K)) + up16((size_t)(a->chunk * a->V)) +
-             up16((size_t)a->chunk) + la__kda_chunk_work_floats(a->chunk, a->K, a->V);
-    return (f + 64) * sizeof(float);
+    fwd_scratch s = {0};
+    const size_t n = fwd_layout(a, NULL, &s);
+    return n ? n : SIZE_MAX;
 }
 
 static void load_state(const float *init, float *S, size_t KV, size_t slot) {
@@ -64,48 +69,45 @@ static void forward_task(void *p, int64_t task, int tid) {
     const size_t KV = (size_t)K * (size_t)V;
     int64_t start, len;
     la__seq_bounds(&a->dims, n, &start, &len);
-    float *w = la__kda_align(la__scratch(a->ctx, tid));
-    float *S = take(&w, KV), *tw = take(&w, LA__KDA_TOKEN_WORK(K, V));
+    fwd_scratch w = {0};
+    fwd_layout(a, la__scratch(a->ctx, tid), &w);
+    float *S = w.S;
     load_state(a->initial_state, S, KV, (size_t)task);
 
     if (a->form == LA_FORM_RECURRENT) {
-        float *qn = tw, *kn = tw + K, *twork = tw + 2 * K; /* twork: 2K + 4V + 64 floats left */
         for (int64_t t = start; t < start + len; t++) {
             const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
             const float *q = a->q + qh * (size_t)K, *k = a->k + qh * (size_t)K;
             if (a->l2norm) {
-                la__delta_l2norm(qn, q, K);
-                la__delta_l2norm(kn, k, K);
-                q = qn;
-                k = kn;
+                la__delta_l2norm(w.qn, q, K);
+                la__delta_l2norm(w.kn, k, K);
+                q = w.qn;
+                k = w.kn;
             }
             la__kda_token(K, V, a->scale, S, a->o + vh * (size_t)V, q, k, a->v + vh * (size_t)V,
-                          a->g + vh * (size_t)K, a->beta[vh], twork);
+                          a->g + vh * (size_t)K, a->beta[vh], w.work);
         }
     } else {
         const int64_t C = a->chunk;
-        chunk_rows r;
-        take_rows(&w, C, K, V, &r);
-        float *cw = la__kda_align(w);
         for (int64_t t0 = 0; t0 < len; t0 += C) {
             const int64_t L = len - t0 < C ? len - t0 : C;
             for (int64_t t = 0; t < L; t++) {
                 const int64_t tok = start + t0 + t;
                 const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
                 if (a->l2norm) {
-                    la__delta_l2norm(r.q + t * K, a->q + qh * (size_t)K, K);
-                    la__delta_l2norm(r.k + t * K, a->k + qh * (size_t)K, K);
+                    la__delta_l2norm(w.q + t * K, a->q + qh * (size_t)K, K);
+                    la__delta_l2norm(w.k + t * K, a->k + qh * (size_t)K, K);
                 } else {
-                    memcpy(r.q + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
-                    memcpy(r.k + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
+                    memcpy(w.q + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
+                    memcpy(w.k + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
                 }
-                memcpy(r.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
-                memcpy(r.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
-                r.beta[t] = a->beta[vh];
+                memcpy(w.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+                memcpy(w.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
+                w.beta[t] = a->beta[vh];
             }
-            la__kda_chunk_in in = {L, K, V, r.q, r.k, r.v, r.g, r.beta, a->scale, a->kr};
+            la__kda_chunk_in in = {L, K, V, w.q, w.k, w.v, w.g, w.beta, a->scale, a->kr};
             la__kda_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
-                               cw);
+                               w.work);
         }
     }
     if (a->final_state) memcpy(a->final_state + (size_t)task * KV, S, KV * sizeof(float));
@@ -124,7 +126,7 @@ typedef struct {
     float *ckpt;                 /* [nseg,K,V] states at segment starts */
     float *states;               /* recurrent: [seg+1,K,V] token states of one segment */
     float *G;                    /* [K,V] the carried dL/dS */
-    chunk_rows r;                /* one segment's v, g, beta (q, k unused: qn, kn) */
+    float *v, *g, *beta;         /* one segment's rows [seg,V], [seg,K], [seg] */
     float *dO, *dv, *dg, *dbeta; /* chunk: [seg,V] scale*d_o, [seg,V], [seg,K], [seg] */
     float *work;                 /* token / chunk work */
 } bwd_scratch;
@@ -133,9 +135,9 @@ static int64_t segment_len(const la__kda_args *a) {
     return a->form == LA_FORM_CHUNK ? a->chunk : RECURRENT_SEGMENT;
 }
 
-static size_t bwd_layout(const la__kda_args *a, int64_t len, float *base, bwd_scratch *s) {
+static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scratch *s) {
     const int64_t K = a->K, V = a->V, seg = segment_len(a), nseg = (len + seg - 1) / seg;
-    const size_t KV = (size_t)K * (size_t)V;
+    const size_t KV = (size_t)K * (size_t)V, lk = (size_t)(len * K);
     const int chunk = a->form == LA_FORM_CHUNK;
     size_t work = LA__KDA_TOKEN_WORK(K, V);
     if (chunk) {
@@ -143,31 +145,27 @@ static size_t bwd_layout(const la__kda_args *a, int64_t len, float *base, bwd_sc
                      bw = la__kda_chunk_bwd_work_floats(seg, K, V);
         work = cw > bw ? cw : bw;
     }
-    size_t off = 0;
-#define TAKE(ptr, n)                                                                               \
-    do {                                                                                           \
-        if (base) (ptr) = base + off;                                                              \
-        off += up16(n);                                                                            \
-    } while (0)
-    TAKE(s->qn, (size_t)(len * K));
-    TAKE(s->kn, (size_t)(len * K));
-    TAKE(s->rq, (size_t)len);
-    TAKE(s->rk, (size_t)len);
-    TAKE(s->dqn, (size_t)(len * K));
-    TAKE(s->dkn, (size_t)(len * K));
-    TAKE(s->ckpt, (size_t)nseg * KV);
-    TAKE(s->states, chunk ? 0 : (size_t)(seg + 1) * KV);
-    TAKE(s->G, KV);
-    TAKE(s->r.v, (size_t)(seg * V));
-    TAKE(s->r.g, (size_t)(seg * K));
-    TAKE(s->r.beta, (size_t)seg);
-    TAKE(s->dO, chunk ? (size_t)(seg * V) : 0);
-    TAKE(s->dv, chunk ? (size_t)(seg * V) : 0);
-    TAKE(s->dg, chunk ? (size_t)(seg * K) : 0);
-    TAKE(s->dbeta, chunk ? (size_t)seg : 0);
-    TAKE(s->work, work);
-#undef TAKE
-    return off;
+    la__arena ar = {(char *)base, 0, 0};
+    s->qn = la__arena_floats(&ar, lk);
+    s->kn = la__arena_floats(&ar, lk);
+    s->rq = la__arena_floats(&ar, (size_t)len);
+    s->rk = la__arena_floats(&ar, (size_t)len);
+    s->dqn = la__arena_floats(&ar, lk);
+    s->dkn = la__arena_floats(&ar, lk);
+    s->ckpt = la__arena_floats(&ar, (size_t)nseg * KV);
+    s->states = chunk ? NULL : la__arena_floats(&ar, (size_t)(seg + 1) * KV);
+    s->G = la__arena_floats(&ar, KV);
+    s->v = la__arena_floats(&ar, (size_t)(seg * V));
+    s->g = la__arena_floats(&ar, (size_t)(seg * K));
+    s->beta = la__arena_floats(&ar, (size_t)seg);
+    if (chunk) {
+        s->dO = la__arena_floats(&ar, (size_t)(seg * V));
+        s->dv = la__arena_floats(&ar, (size_t)(seg * V));
+        s->dg = la__arena_floats(&ar, (size_t)(seg * K));
+        s->dbeta = la__arena_floats(&ar, (size_t)seg);
+    }
+    s->work = la__arena_floats(&ar, work);
+    return la__arena_size(&ar);
 }
 
 size_t la__kda_backward_scratch(const la__kda_args *a) {
@@ -175,9 +173,9 @@ size_t la__kda_backward_scratch(const la__kda_args *a) {
     const double KV = (double)a->K * (double)a->V;
     if ((20 * C * C + (T / C + C + 8) * KV + 40 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
         return SIZE_MAX;
-    bwd_scratch s;
-    memset(&s, 0, sizeof s);
-    return (bwd_layout(a, a->longest, NULL, &s) + 64) * sizeof(float);
+    bwd_scratch s = {0};
+    const size_t n = bwd_layout(a, a->longest, NULL, &s);
+    return n ? n : SIZE_MAX;
 }
 
 /* v, g, beta rows of tokens [t0, t0 + L) of value head hv into s->r. */
@@ -186,9 +184,9 @@ static void gather_vgb(const la__kda_args *a, const bwd_scratch *s, int64_t tok0
     const int64_t K = a->K, V = a->V, HV = a->HV;
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
-        memcpy(s->r.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
-        memcpy(s->r.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
-        s->r.beta[t] = a->beta[vh];
+        memcpy(s->v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+        memcpy(s->g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
+        s->beta[t] = a->beta[vh];
     }
 }
 
@@ -205,8 +203,8 @@ static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, int64
         return;
     }
     gather_vgb(a, s, tok0, hv, t0, L);
-    la__kda_chunk_in in = {L,      K,      V,         s->qn + t0 * K, s->kn + t0 * K,
-                           s->r.v, s->r.g, s->r.beta, a->scale,       a->kr};
+    la__kda_chunk_in in = {L,    K,    V,       s->qn + t0 * K, s->kn + t0 * K,
+                           s->v, s->g, s->beta, a->scale,       a->kr};
     la__kda_chunk_step(&in, S, NULL, 0, s->work);
 }
 
@@ -218,8 +216,8 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
         const float *dot = a->d_o + (size_t)((tok0 + t0 + t) * HV + hv) * (size_t)V;
         for (int64_t c = 0; c < V; c++) s->dO[t * V + c] = a->scale * dot[c];
     }
-    la__kda_chunk_in in = {L,      K,      V,         s->qn + t0 * K, s->kn + t0 * K,
-                           s->r.v, s->r.g, s->r.beta, a->scale,       a->kr};
+    la__kda_chunk_in in = {L,    K,    V,       s->qn + t0 * K, s->kn + t0 * K,
+                           s->v, s->g, s->beta, a->scale,       a->kr};
     la__kda_chunk_backward(&in, S0, s->G, s->dO, s->dqn + t0 * K, s->dkn + t0 * K, s->dv, s->dbeta,
                            s->dg, s->work);
     for (int64_t t = 0; t < L; t++) {
@@ -259,9 +257,8 @@ static void backward_task(void *p, int64_t task, int tid) {
     const size_t KV = (size_t)K * (size_t)a->V;
     int64_t tok0, len;
     la__seq_bounds(&a->dims, n, &tok0, &len);
-    bwd_scratch s;
-    memset(&s, 0, sizeof s);
-    bwd_layout(a, len, la__kda_align(la__scratch(a->ctx, tid)), &s);
+    bwd_scratch s = {0};
+    bwd_layout(a, len, la__scratch(a->ctx, tid), &s);
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
 
     for (int64_t t = 0; t < len; t++) {
