@@ -363,6 +363,28 @@ static void test_long(la_ctx *ctx) {
         }
 }
 
+/* Lopsided heads: K = 1 or V = 1 (scratch sized for each piece). */
+static void test_lopsided(la_ctx *ctx) {
+    const int64_t kv[][2] = {{128, 1}, {1, 128}, {1, 1}};
+    for (int i = 0; i < 3; i++)
+        for (int form = 1; form <= 2; form++) {
+            kcase c = kc_default();
+            c.form = (la_form)form;
+            c.T = 37;
+            c.K = kv[i][0];
+            c.V = kv[i][1];
+            c.chunk = 16;
+            c.gate = GATE_RESETS;
+            c.seed = (uint64_t)(70 + i);
+            /* K = 1 with the L2 norm makes k = +-1 and its gradient the
+             * rounding noise of 1 - y^2 (ill-conditioned in any precision
+             * below float64): raw keys there, small enough to contract */
+            c.l2norm = c.K > 1;
+            if (c.K == 1) c.k_std = 0.5;
+            kc_check(ctx, &c, 1e-5);
+        }
+}
+
 /* Chunk sizes 1, 7, longer than the sequence and huge (capped). */
 static void test_chunk_edges(la_ctx *ctx) {
     const int64_t chunks[] = {1, 7, 500, (int64_t)1 << 40};
@@ -641,6 +663,7 @@ int main(void) {
     test_extremes(ctx);
     test_chunk_edges(ctx);
     test_long(ctx);
+    test_lopsided(ctx);
     test_varlen(ctx);
     test_chunk_vs_recurrent(ctx);
     test_threads();
