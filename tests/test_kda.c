@@ -399,15 +399,16 @@ static void test_chunk_edges(la_ctx *ctx) {
     }
 }
 
-/* Packed sequences (cu_seqlens) against the reference. */
+/* Packed sequences (cu_seqlens) against the reference, also with
+ * zero-length sequences (final state = initial state). */
 static void test_varlen(la_ctx *ctx) {
-    static const int64_t cu[] = {0, 5, 70, 71, 200};
-    for (int form = 1; form <= 2; form++) {
+    static const int64_t cu[] = {0, 5, 70, 71, 200}, cu0[] = {0, 0, 17, 17, 200};
+    for (int form = 1; form <= 4; form++) {
         kcase c = kc_default();
-        c.form = (la_form)form;
+        c.form = (la_form)(form > 2 ? form - 2 : form);
         c.B = 1;
         c.T = 200;
-        c.cu = cu;
+        c.cu = form > 2 ? cu0 : cu;
         c.n_seqs = 4;
         c.K = 24;
         c.V = 20;
@@ -472,6 +473,32 @@ static void test_chunk_vs_recurrent(la_ctx *ctx) {
         kc_free(&k);
         kc_free_data(&x);
     }
+}
+
+/* A zeroed options struct is the default chunk form (the shared options
+ * rule), bit for bit; chunk_size is ignored by the recurrent form. */
+static void test_default_opts(la_ctx *ctx) {
+    kcase c = kc_default();
+    c.T = 150;
+    c.B = 1;
+    kdata x = kc_data(&c);
+    kout a = kc_alloc(&x), b = kc_alloc(&x), r1 = kc_alloc(&x), r2 = kc_alloc(&x);
+    la_gated_opts zero = {0}, chunk = la_gated_opts_default(), rec = {0}, rec2 = {0};
+    chunk.form = LA_FORM_CHUNK;
+    chunk.chunk_size = LA_DEFAULT_CHUNK_SIZE;
+    rec.form = rec2.form = LA_FORM_RECURRENT;
+    rec2.chunk_size = -5; /* ignored */
+    const int ok =
+        la_kda_forward(ctx, &zero, &x.d, a.o, a.ST, x.q, x.k, x.v, x.g, x.beta, x.S0) == LA_OK &&
+        la_kda_forward(ctx, &chunk, &x.d, b.o, b.ST, x.q, x.k, x.v, x.g, x.beta, x.S0) == LA_OK &&
+        la_kda_forward(ctx, &rec, &x.d, r1.o, r1.ST, x.q, x.k, x.v, x.g, x.beta, x.S0) == LA_OK &&
+        la_kda_forward(ctx, &rec2, &x.d, r2.o, r2.ST, x.q, x.k, x.v, x.g, x.beta, x.S0) == LA_OK;
+    CHECK(ok, "default options: calls succeed (%s)", la_last_error());
+    CHECK(th_bitwise_equal(a.o, b.o, x.nv) && th_bitwise_equal(a.ST, b.ST, x.ns),
+          "zeroed options == chunk form with the default chunk, bit for bit");
+    CHECK(th_bitwise_equal(r1.o, r2.o, x.nv), "recurrent form ignores chunk_size");
+    kc_free(&a), kc_free(&b), kc_free(&r1), kc_free(&r2);
+    kc_free_data(&x);
 }
 
 /* 1 and 2 threads give bit-identical outputs and gradients. */
@@ -595,7 +622,7 @@ static void test_bad_inputs(la_ctx *ctx) {
                      {LA_ERR_NON_FINITE, "d_o[4] is NaN"},
                      {LA_ERR_SHAPE_MISMATCH, "HV"},
                      {LA_ERR_BAD_SEQLENS, "cu_seqlens"},
-                     {LA_ERR_INVALID_ARGUMENT, "LA_FORM_PARALLEL"},
+                     {LA_ERR_INVALID_ARGUMENT, "form = 9"},
                      {LA_ERR_INVALID_ARGUMENT, "chunk_size = -1"},
                      {LA_ERR_NULL_POINTER, "o is NULL"},
                      {LA_ERR_NULL_POINTER, "dg is NULL"}};
@@ -627,7 +654,7 @@ static void test_bad_inputs(la_ctx *ctx) {
                 x.d.cu_seqlens = cu;
                 x.d.n_seqs = 2;
                 break;
-            case PARALLEL: cc.form = LA_FORM_PARALLEL; break;
+            case PARALLEL: cc.form = (la_form)9; break;
             case BAD_CHUNK:
                 cc.form = LA_FORM_CHUNK;
                 cc.chunk = -1;
@@ -666,6 +693,7 @@ int main(void) {
     test_lopsided(ctx);
     test_varlen(ctx);
     test_chunk_vs_recurrent(ctx);
+    test_default_opts(ctx);
     test_threads();
     test_decoder_equals_recurrent(ctx);
     test_bad_inputs(ctx);

@@ -2,16 +2,18 @@
  * argument, size the scratch, then run the form (driver.c).
  *
  * Policies (see also include/linattn.h), the same as Gated DeltaNet's:
- * - Forms: LA_FORM_RECURRENT (token by token, the decoder's arithmetic) and
- *   LA_FORM_CHUNK (WY representation with per-key gates, chunk_size 0 ->
- *   LA_DEFAULT_CHUNK_SIZE).
- *   LA_FORM_PARALLEL is LA_ERR_INVALID_ARGUMENT (a chunk size >= T is the
- *   single-chunk form).
+ * - Forms (the shared options rule, la__gated_form): LA_FORM_RECURRENT (token
+ *   by token, the decoder's arithmetic) and LA_FORM_CHUNK (WY representation
+ *   with per-key gates, chunk_size 0 -> LA_DEFAULT_CHUNK_SIZE); form 0 (a
+ *   zeroed struct) means the chunk form; chunk_size is ignored by the
+ *   recurrent form.
  * - g [B,T,HV,K]: finite log-gates <= 0 (-1e4 is a full reset of a key).
  * - beta in [0, 2]; the formula is not clamped (see la_delta_rule_forward).
  * - use_qk_l2norm: q and k are replaced by x / sqrt(sum x^2 + 1e-6) per token
  *   and head before anything else; the backward goes through it. */
 #include "kda.h"
+
+#include "../options.h"
 
 #include <inttypes.h>
 
@@ -30,18 +32,9 @@ static la_status validate(const char *op, la_ctx *ctx, const kda_call *c, la__kd
         return st;
     if ((st = la__check_dims(op, c->dims, 1))) return st;
     const la_gated_opts *o = c->opts;
-    if (o->form == LA_FORM_PARALLEL)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.form = LA_FORM_PARALLEL is not offered by KDA "
-                         "(use LA_FORM_RECURRENT or LA_FORM_CHUNK)",
-                         op);
-    if (o->form != LA_FORM_RECURRENT && o->form != LA_FORM_CHUNK)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.form = %d is not a known la_form", op,
-                         (int)o->form);
-    if (o->chunk_size < 0)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means 64)", op,
-                         o->chunk_size);
+    la_form form;
+    int64_t want;
+    if ((st = la__gated_form(op, o, &form, &want))) return st;
     const la_dims *d = c->dims;
     a->ctx = ctx;
     a->dims = *d;
@@ -50,9 +43,9 @@ static la_status validate(const char *op, la_ctx *ctx, const kda_call *c, la__kd
     a->HV = la__value_heads(d);
     a->K = d->K;
     a->V = d->V;
-    a->form = o->form;
-    const int64_t want = o->chunk_size ? o->chunk_size : LA_DEFAULT_CHUNK_SIZE;
+    a->form = form;
     a->longest = la__max_seq_len(d);
+    if (!want) want = LA_DEFAULT_CHUNK_SIZE; /* recurrent form: unused */
     a->chunk = want < a->longest ? want : (a->longest > 0 ? a->longest : 1);
     a->l2norm = o->use_qk_l2norm != 0;
     if ((st = la__resolve_scale(op, o->scale, d->K, &a->scale))) return st;
