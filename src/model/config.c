@@ -115,6 +115,13 @@ static void slot_sizes(const lm_config *c, int64_t *sz) {
     sz[S_W2] = F * D;
 }
 
+int64_t lm_config_n_params(const lm_config *c) {
+    int64_t sz[S_COUNT], per = 0;
+    slot_sizes(c, sz);
+    for (int s = 0; s < S_COUNT; s++) per += sz[s];
+    return (int64_t)c->vocab * c->d_model + per * c->n_layers + c->d_model;
+}
+
 const lm_tensor *lm_find_tensor(const lm_model *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
         if (!strcmp(m->table[i].name, name)) return &m->table[i];

@@ -4,6 +4,7 @@
 #include "dense.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void lm_matmul(float *y, const float *x, const float *w, int64_t M, int64_t Kin, int64_t N) {
@@ -122,22 +123,28 @@ void lm_conv(float *y, float *pre, const float *x, const float *w, int64_t B, in
 void lm_conv_backward(float *dx, float *dw, const float *dy, const float *x, const float *pre,
                       const float *w, int64_t B, int64_t T, int64_t C, int64_t ks) {
     memset(dx, 0, (size_t)(B * T * C) * sizeof(float));
+    float dp_stack[512];
+    float *dp = C <= 512 ? dp_stack : malloc((size_t)C * sizeof(float));
+    if (!dp) return; /* callers size C far below what malloc can fail on */
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
             const float *pr = pre + (b * T + t) * C, *gr = dy + (b * T + t) * C;
+            for (int64_t c = 0; c < C; c++) {
+                const float s = lm_sigmoidf(pr[c]);
+                dp[c] = gr[c] * (s + pr[c] * s * (1.0f - s));
+            }
             for (int64_t j = 0; j < ks; j++) {
                 const int64_t ts = t - (ks - 1) + j;
                 if (ts < 0) continue;
                 const float *xr = x + (b * T + ts) * C, *wr = w + j * C;
                 float *dxr = dx + (b * T + ts) * C, *dwr = dw + j * C;
                 for (int64_t c = 0; c < C; c++) {
-                    const float s = lm_sigmoidf(pr[c]);
-                    const float dp = gr[c] * (s + pr[c] * s * (1.0f - s));
-                    dxr[c] += wr[c] * dp;
-                    dwr[c] += xr[c] * dp;
+                    dxr[c] += wr[c] * dp[c];
+                    dwr[c] += xr[c] * dp[c];
                 }
             }
         }
+    if (dp != dp_stack) free(dp);
 }
 
 double lm_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int64_t M,

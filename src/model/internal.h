@@ -33,6 +33,8 @@ enum {
 /* Width of the gate projection: per channel (GLA, KDA), per head (GDN), 0. */
 int64_t lm_gate_width(const lm_config *c);
 int lm_has_beta(const lm_config *c);
+/* Floats of all parameters the config implies (no allocation). */
+int64_t lm_config_n_params(const lm_config *c);
 
 /* Saved activations of one layer ([BT, *] row-major). */
 typedef struct lm_layer_acts {

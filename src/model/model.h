@@ -108,54 +108,6 @@ la_status lm_forward(lm_model *m, const int32_t *tokens, const int32_t *targets,
 /* Gradients of the last forward's mean loss into m->grads (overwritten). */
 la_status lm_backward(lm_model *m);
 
-/* ---- optimizer ---- */
-typedef struct lm_adamw {
-    float lr_max, lr_min, beta1, beta2, eps, weight_decay, clip;
-    int64_t warmup, total_steps;
-    int64_t step;      /* steps taken */
-    float *m1, *m2;    /* [n_params] moments */
-    int64_t n;
-} lm_adamw;
-
-la_status lm_adamw_init(lm_adamw *opt, int64_t n_params, float lr, int64_t warmup,
-                        int64_t total_steps);
-void lm_adamw_free(lm_adamw *opt);
-/* Learning rate at step s: linear warm-up to lr_max, cosine to lr_min. */
-float lm_lr_at(const lm_adamw *opt, int64_t s);
-/* Clips the global gradient norm to opt->clip (if > 0), then one AdamW step
- * (decoupled weight decay on matrices only, not on norms/biases). Returns
- * the gradient norm before clipping in *grad_norm (optional). */
-la_status lm_adamw_step(lm_adamw *opt, lm_model *m, double *grad_norm);
-
-/* ---- checkpoints (format: docs/CHECKPOINT.md) ---- */
-typedef struct lm_train_state {
-    int64_t step;
-    la_rng data_rng;   /* training data stream */
-    int has_opt;
-} lm_train_state;
-
-/* Writes atomically: path.tmp.<pid> in the same folder, fsync, rename,
- * fsync of the folder. opt may be NULL (weights only). */
-la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw *opt,
-                             const lm_train_state *ts);
-/* Validates everything (magic, version, sizes against the file's real size,
- * checksum, config, tensor table) before creating anything; LA_ERR_IO with
- * a message otherwise. Creates *out (with ctx); fills opt (moments and
- * hyperparameters) if non-NULL and the file has them, and ts if non-NULL. */
-la_status lm_checkpoint_load(const char *path, lm_model **out, la_ctx *ctx, lm_adamw *opt,
-                             lm_train_state *ts);
-
-/* ---- generation ---- */
-typedef struct lm_gen lm_gen;
-/* State for N sequences decoded in lock step: la_decoder per layer for the
- * linear mixers, a KV cache of max_len tokens for softmax. */
-la_status lm_gen_create(lm_gen **out, lm_model *m, int64_t N, int64_t max_len);
-void lm_gen_destroy(lm_gen *g);
-/* Feeds tokens[N] (one per sequence), writes logits [N,Vt]. */
-la_status lm_gen_step(lm_gen *g, const int32_t *tokens, float *logits);
-/* Bytes of recurrent state / KV cache (+ conv buffers) held now. */
-int64_t lm_gen_state_bytes(const lm_gen *g);
-
 /* ---- tasks ---- */
 typedef enum lm_task { LM_TASK_MQAR = 0, LM_TASK_COPY = 1, LM_TASK_LISTOPS = 2, LM_TASK_BYTES = 3 } lm_task;
 const char *lm_task_name(int task);
@@ -180,5 +132,63 @@ int lm_task_vocab(const lm_task_cfg *t);
  * the evaluation split for bytes (others draw from a different seed). */
 la_status lm_task_batch(const lm_task_cfg *t, la_rng *rng, int heldout, int64_t B,
                         int32_t *tokens, int32_t *targets);
+
+typedef struct lm_train_state {
+    int64_t step;
+    la_rng data_rng;   /* training data stream */
+    int has_opt;       /* set by lm_checkpoint_load */
+} lm_train_state;
+
+/* ---- optimizer ---- */
+typedef struct lm_adamw {
+    float lr_max, lr_min, beta1, beta2, eps, weight_decay, clip;
+    int64_t warmup, total_steps;
+    int64_t step;      /* steps taken */
+    float *m1, *m2;    /* [n_params] moments */
+    int64_t n;
+} lm_adamw;
+
+la_status lm_adamw_init(lm_adamw *opt, int64_t n_params, float lr, int64_t warmup,
+                        int64_t total_steps);
+void lm_adamw_free(lm_adamw *opt);
+/* Learning rate at step s: linear warm-up to lr_max, cosine to lr_min. */
+float lm_lr_at(const lm_adamw *opt, int64_t s);
+/* Clips the global gradient norm to opt->clip (if > 0), then one AdamW step
+ * (decoupled weight decay on matrices only, not on norms/biases). Returns
+ * the gradient norm before clipping in *grad_norm (optional). */
+la_status lm_adamw_step(lm_adamw *opt, lm_model *m, double *grad_norm);
+
+/* ---- training ---- */
+/* Draws a batch from ts->data_rng, forward, backward, AdamW; ts->step++.
+ * *acc (optional): fraction of scored targets predicted (argmax). */
+la_status lm_train_step(lm_model *m, lm_adamw *opt, const lm_task_cfg *task,
+                        lm_train_state *ts, int64_t B, double *loss, double *acc);
+/* Mean loss and accuracy over n_batches held-out batches drawn from seed
+ * (the bytes task reads its held-out split). */
+la_status lm_evaluate(lm_model *m, const lm_task_cfg *task, uint64_t seed, int64_t B,
+                      int n_batches, double *loss, double *acc);
+
+/* ---- checkpoints (format: docs/CHECKPOINT.md) ---- */
+/* Writes atomically: path.tmp.<pid> in the same folder, fsync, rename,
+ * fsync of the folder. opt may be NULL (weights only). */
+la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw *opt,
+                             const lm_train_state *ts);
+/* Validates everything (magic, version, sizes against the file's real size,
+ * checksum, config, tensor table) before creating anything; LA_ERR_IO with
+ * a message otherwise. Creates *out (with ctx); fills opt (moments and
+ * hyperparameters) if non-NULL and the file has them, and ts if non-NULL. */
+la_status lm_checkpoint_load(const char *path, lm_model **out, la_ctx *ctx, lm_adamw *opt,
+                             lm_train_state *ts);
+
+/* ---- generation ---- */
+typedef struct lm_gen lm_gen;
+/* State for N sequences decoded in lock step: la_decoder per layer for the
+ * linear mixers, a KV cache of max_len tokens for softmax. */
+la_status lm_gen_create(lm_gen **out, lm_model *m, int64_t N, int64_t max_len);
+void lm_gen_destroy(lm_gen *g);
+/* Feeds tokens[N] (one per sequence), writes logits [N,Vt]. */
+la_status lm_gen_step(lm_gen *g, const int32_t *tokens, float *logits);
+/* Bytes of recurrent state / KV cache (+ conv buffers) held now. */
+int64_t lm_gen_state_bytes(const lm_gen *g);
 
 #endif
