@@ -85,6 +85,17 @@ static int write_all(int fd, const unsigned char *p, size_t n) {
     return 0;
 }
 
+/* Streams bytes to fd while hashing them. */
+typedef struct sink {
+    int fd, failed;
+    uint64_t hash;
+} sink;
+
+static void sink_write(sink *k, const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) k->hash = (k->hash ^ p[i]) * 0x100000001b3ull;
+    if (!k->failed && write_all(k->fd, p, n)) k->failed = errno ? errno : EIO;
+}
+
 la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw *opt,
                              const lm_train_state *ts) {
     if (!path || !m) return lm_fail(LA_ERR_NULL_POINTER, "checkpoint save: path or model NULL");
@@ -100,8 +111,14 @@ la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw
     for (int i = 0; i < m->n_tensors; i++)
         if (m->table[i].size) size += (int64_t)kinds * align_up(4 * m->table[i].size);
     size += 8; /* checksum */
-    unsigned char *buf = calloc((size_t)size, 1);
-    if (!buf) return lm_fail(LA_ERR_OUT_OF_MEMORY, "checkpoint save: %ld bytes", (long)size);
+    unsigned char *hb = calloc((size_t)align_up(header), 1);
+    unsigned char *chunk = malloc(1 << 16);
+    if (!hb || !chunk) {
+        free(hb);
+        free(chunk);
+        return lm_fail(LA_ERR_OUT_OF_MEMORY, "checkpoint save: out of memory");
+    }
+    unsigned char *buf = hb;
     memcpy(buf, CK_MAGIC, 8);
     put32(buf + 8, CK_VERSION);
     put32(buf + 12, (uint32_t)header);
@@ -138,32 +155,51 @@ la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw
             put64(e + 32, (uint64_t)t->size);
             put64(e + 40, (uint64_t)off);
             put32(e + 48, (uint32_t)k);
-            const float *src = k == 0 ? m->params : k == 1 ? opt->m1 : opt->m2;
-            put_floats(buf + off, src + t->offset, t->size);
             off += align_up(4 * t->size);
             e += CK_ENTRY;
         }
-    put64(buf + size - 8, fnv1a(buf, (size_t)size - 8));
 
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
-        free(buf);
+        free(hb);
+        free(chunk);
         return lm_fail(LA_ERR_IO, "checkpoint save: path '%s' too long", path);
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
-        free(buf);
+        free(hb);
+        free(chunk);
         return lm_fail(LA_ERR_IO, "checkpoint save: cannot create '%s': %s", tmp, strerror(errno));
     }
-    int bad = write_all(fd, buf, (size_t)size) || fsync(fd);
-    const int err = errno;
-    bad |= close(fd) != 0;
-    free(buf);
-    if (bad || rename(tmp, path) != 0) {
-        const int err2 = errno;
+    sink k = {fd, 0, 0xcbf29ce484222325ull};
+    sink_write(&k, hb, (size_t)align_up(header));
+    const int64_t per = (1 << 16) / 4;
+    for (int kind = 0; kind < kinds; kind++)
+        for (int i = 0; i < m->n_tensors; i++) {
+            const lm_tensor *t = &m->table[i];
+            if (!t->size) continue;
+            const float *src = (kind == 0 ? m->params : kind == 1 ? opt->m1 : opt->m2) + t->offset;
+            for (int64_t j = 0; j < t->size; j += per) {
+                const int64_t n = t->size - j < per ? t->size - j : per;
+                put_floats(chunk, src + j, n);
+                sink_write(&k, chunk, (size_t)(4 * n));
+            }
+            const int64_t pad = align_up(4 * t->size) - 4 * t->size;
+            memset(chunk, 0, (size_t)pad);
+            sink_write(&k, chunk, (size_t)pad);
+        }
+    unsigned char tail[8];
+    put64(tail, k.hash);
+    sink_write(&k, tail, 8);
+    free(hb);
+    free(chunk);
+    int err = k.failed;
+    if (!err && fsync(fd) != 0) err = errno;
+    if (close(fd) != 0 && !err) err = errno;
+    if (!err && rename(tmp, path) != 0) err = errno;
+    if (err) {
         unlink(tmp);
-        return lm_fail(LA_ERR_IO, "checkpoint save: writing '%s' failed: %s", path,
-                       strerror(bad ? err : err2));
+        return lm_fail(LA_ERR_IO, "checkpoint save: writing '%s' failed: %s", path, strerror(err));
     }
     /* Make the rename itself durable. */
     char dir[4096];

@@ -10,10 +10,12 @@
 static _Thread_local char lm_err_msg[512];
 
 la_status lm_fail(la_status st, const char *fmt, ...) {
+    char tmp[sizeof lm_err_msg]; /* the arguments may include lm_error() itself */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(lm_err_msg, sizeof lm_err_msg, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(lm_err_msg, tmp, sizeof tmp);
     return st;
 }
 const char *lm_error(void) { return lm_err_msg; }
