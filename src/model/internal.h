@@ -71,6 +71,11 @@ la_status lm_mixer_forward(lm_model *m, lm_layer_acts *a, int64_t B, int64_t T);
 /* From d_o (in acts->dout) to dq, dk, dv, dg, dbeta. */
 la_status lm_mixer_backward(lm_model *m, lm_layer_acts *a, int64_t B, int64_t T);
 
+/* Log gates g [rows, G] from pre-activations gz (bias included). */
+void lm_gates_forward(const lm_model *m, int l, const float *gz, float *g, int64_t rows);
+/* Options of the linear-attention op for LM_LINEAR / LM_PERFORMER. */
+la_linear_attn_opts lm_linear_opts(const lm_model *m);
+
 /* Tensor pointer helpers. */
 static inline float *lm_p(const lm_model *m, int t) { return m->params + m->table[t].offset; }
 static inline float *lm_gp(const lm_model *m, int t) { return m->grads + m->table[t].offset; }

@@ -24,7 +24,7 @@ static la_dims dims_of(const lm_model *m, int64_t B, int64_t T, int64_t K) {
     return d;
 }
 
-static la_linear_attn_opts linear_opts(const lm_model *m) {
+la_linear_attn_opts lm_linear_opts(const lm_model *m) {
     la_linear_attn_opts o = la_linear_attn_opts_default();
     o.causal = 1;
     o.form = m->form;
@@ -46,18 +46,18 @@ static la_gated_opts gated_opts(const lm_model *m) {
 }
 
 /* Log gates from their pre-activations (per row of gz). */
-static void gates_forward(const lm_model *m, int l, lm_layer_acts *L, int64_t BT) {
+void lm_gates_forward(const lm_model *m, int l, const float *gz, float *g, int64_t BT) {
     const lm_config *c = &m->cfg;
     const int64_t G = lm_gate_width(c), K = c->head_dim;
     if (c->mixer == LM_GLA) {
-        for (int64_t i = 0; i < BT * G; i++) L->g[i] = logsigmoidf(L->gz[i]) / GLA_GATE_NORMALIZER;
+        for (int64_t i = 0; i < BT * G; i++) g[i] = logsigmoidf(gz[i]) / GLA_GATE_NORMALIZER;
     } else if (c->mixer == LM_GDN || c->mixer == LM_KDA) {
         /* gz already holds z + dt_bias (the bias is added in the forward) */
         const float *alog = lm_p(m, T_LAYER(l, S_ALOG));
         for (int64_t i = 0; i < BT; i++)
             for (int64_t j = 0; j < G; j++) {
                 const int64_t h = c->mixer == LM_GDN ? j : j / K;
-                L->g[i * G + j] = -expf(alog[h]) * softplusf(L->gz[i * G + j]);
+                g[i * G + j] = -expf(alog[h]) * softplusf(gz[i * G + j]);
             }
     }
 }
@@ -71,7 +71,7 @@ la_status lm_mixer_forward(lm_model *m, lm_layer_acts *L, int64_t B, int64_t T) 
     la_ctx *ctx = m->ctx;
     const int64_t K = c->head_dim;
     la_dims d = dims_of(m, B, T, K);
-    gates_forward(m, layer_index(m, L), L, B * T);
+    lm_gates_forward(m, layer_index(m, L), L->gz, L->g, B * T);
     switch (c->mixer) {
     case LM_SOFTMAX: {
         la_softmax_opts o = la_softmax_opts_default();
@@ -81,7 +81,7 @@ la_status lm_mixer_forward(lm_model *m, lm_layer_acts *L, int64_t B, int64_t T) 
         return LA_OK;
     }
     case LM_LINEAR: {
-        la_linear_attn_opts o = linear_opts(m);
+        la_linear_attn_opts o = lm_linear_opts(m);
         TRY(la_linear_attn_forward(ctx, &o, &d, L->o, NULL, NULL, L->q, L->k, L->v, NULL, NULL),
             "linear attention forward");
         return LA_OK;
@@ -91,7 +91,7 @@ la_status lm_mixer_forward(lm_model *m, lm_layer_acts *L, int64_t B, int64_t T) 
         la_rf_opts rq = lm_performer_rf(0), rk = lm_performer_rf(1);
         TRY(la_rf_forward(ctx, &rq, &d, L->phq, NULL, L->q, m->performer_W, M), "performer phi(q)");
         TRY(la_rf_forward(ctx, &rk, &d, L->phk, NULL, L->k, m->performer_W, M), "performer phi(k)");
-        la_linear_attn_opts o = linear_opts(m);
+        la_linear_attn_opts o = lm_linear_opts(m);
         la_dims dm = dims_of(m, B, T, M);
         TRY(la_linear_attn_forward(ctx, &o, &dm, L->o, NULL, NULL, L->phq, L->phk, L->v, NULL,
                                    NULL),
@@ -156,7 +156,7 @@ la_status lm_mixer_backward(lm_model *m, lm_layer_acts *L, int64_t B, int64_t T)
         break;
     }
     case LM_LINEAR: {
-        la_linear_attn_opts o = linear_opts(m);
+        la_linear_attn_opts o = lm_linear_opts(m);
         TRY(la_linear_attn_backward(ctx, &o, &d, A->dq, A->dk, A->dv, NULL, NULL, A->dout, NULL,
                                     NULL, L->q, L->k, L->v, NULL, NULL),
             "linear attention backward");
@@ -164,7 +164,7 @@ la_status lm_mixer_backward(lm_model *m, lm_layer_acts *L, int64_t B, int64_t T)
     }
     case LM_PERFORMER: {
         const int64_t M = c->performer_m;
-        la_linear_attn_opts o = linear_opts(m);
+        la_linear_attn_opts o = lm_linear_opts(m);
         la_dims dm = dims_of(m, B, T, M);
         TRY(la_linear_attn_backward(ctx, &o, &dm, A->dphq, A->dphk, A->dv, NULL, NULL, A->dout,
                                     NULL, NULL, L->phq, L->phk, L->v, NULL, NULL),
