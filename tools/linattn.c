@@ -1,5 +1,6 @@
 /* linattn — the command-line tool. One subcommand per job; each has --help. */
 #include "cli.h"
+#include "model_cli.h"
 #include "linattn.h"
 
 #include <stdio.h>
@@ -16,6 +17,9 @@ static const command COMMANDS[] = {
     {"labs", cmd_labs, "run the labs and write a report folder (index.html, JSON, SVG)"},
     {"bench", cmd_bench, "time and memory of every op and form over T, vs the FMA peak"},
     {"approx", cmd_approx, "feature-map lab: random-feature error vs m, against theory"},
+    {"train", cmd_train, "train the small language model on a task with one token mixer"},
+    {"generate", cmd_generate, "generate from a checkpoint (decoder state / KV cache)"},
+    {"zoo", cmd_zoo, "every mixer on MQAR at growing pairs: recall, state, speed report"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

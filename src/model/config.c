@@ -241,6 +241,8 @@ la_status lm_model_create(lm_model **out, const lm_config *cfg, la_ctx *ctx) {
             return lm_fail(st, "performer projection: %s", la_last_error());
         }
     }
+    m->pool = lm_pool_create(la_ctx_threads(ctx));
+    if (!m->pool) goto oom;
     init_params(m);
     *out = m;
     return LA_OK;
@@ -257,6 +259,7 @@ void lm_model_destroy(lm_model *m) {
     free(m->params);
     free(m->grads);
     free(m->performer_W);
+    lm_pool_destroy(m->pool);
     free(m);
 }
 

@@ -2,58 +2,27 @@
  * the compiler vectorises over the contiguous output dimension; every output
  * element sums its terms in index order. */
 #include "dense.h"
+#include "gemm.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-void lm_matmul(float *y, const float *x, const float *w, int64_t M, int64_t Kin, int64_t N) {
-    for (int64_t m = 0; m < M; m++) {
-        float *yr = y + m * N;
-        const float *xr = x + m * Kin;
-        for (int64_t n = 0; n < N; n++) yr[n] = 0.0f;
-        for (int64_t k = 0; k < Kin; k++) {
-            const float a = xr[k];
-            const float *wr = w + k * N;
-            for (int64_t n = 0; n < N; n++) yr[n] += a * wr[n];
-        }
-    }
+void lm_matmul(lm_pool *p, float *y, const float *x, const float *w, int64_t M, int64_t Kin,
+               int64_t N) {
+    lm_gemm(p, y, x, w, M, Kin, N, 0);
 }
 
-void lm_matmul_dx(float *dx, const float *dy, const float *w, float *wt, int64_t M, int64_t Kin,
-                  int64_t N, int acc) {
-    for (int64_t k = 0; k < Kin; k++)
-        for (int64_t n = 0; n < N; n++) wt[n * Kin + k] = w[k * N + n];
-    for (int64_t m = 0; m < M; m++) {
-        float *dr = dx + m * Kin;
-        const float *gr = dy + m * N;
-        if (!acc)
-            for (int64_t k = 0; k < Kin; k++) dr[k] = 0.0f;
-        for (int64_t n = 0; n < N; n++) {
-            const float a = gr[n];
-            const float *wr = wt + n * Kin;
-            for (int64_t k = 0; k < Kin; k++) dr[k] += a * wr[k];
-        }
-    }
+void lm_matmul_dx(lm_pool *p, float *dx, const float *dy, const float *w, float *wt, int64_t M,
+                  int64_t Kin, int64_t N, int acc) {
+    lm_transpose(wt, w, Kin, N);
+    lm_gemm(p, dx, dy, wt, M, N, Kin, acc);
 }
 
-void lm_matmul_dw(float *dw, const float *x, const float *dy, int64_t M, int64_t Kin, int64_t N,
-                  int acc) {
-    if (!acc) memset(dw, 0, (size_t)(Kin * N) * sizeof(float));
-    /* Blocks of rows of dw stay in cache while all M rows stream past. */
-    const int64_t KB = 16;
-    for (int64_t k0 = 0; k0 < Kin; k0 += KB) {
-        const int64_t k1 = k0 + KB < Kin ? k0 + KB : Kin;
-        for (int64_t m = 0; m < M; m++) {
-            const float *gr = dy + m * N;
-            const float *xr = x + m * Kin;
-            for (int64_t k = k0; k < k1; k++) {
-                const float a = xr[k];
-                float *wr = dw + k * N;
-                for (int64_t n = 0; n < N; n++) wr[n] += a * gr[n];
-            }
-        }
-    }
+void lm_matmul_dw(lm_pool *p, float *dw, const float *x, const float *dy, float *xt, int64_t M,
+                  int64_t Kin, int64_t N, int acc) {
+    lm_transpose(xt, x, M, Kin);
+    lm_gemm(p, dw, xt, dy, Kin, M, N, acc);
 }
 
 void lm_rmsnorm(float *y, float *rstd, const float *x, const float *w, int64_t M, int64_t D,

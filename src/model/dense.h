@@ -5,17 +5,20 @@
 #ifndef LINATTN_MODEL_DENSE_H
 #define LINATTN_MODEL_DENSE_H
 
+#include "pool.h"
+
 #include <math.h>
 #include <stdint.h>
 
 /* y [M,N] = x [M,Kin] w [Kin,N] */
-void lm_matmul(float *y, const float *x, const float *w, int64_t M, int64_t Kin, int64_t N);
+void lm_matmul(lm_pool *p, float *y, const float *x, const float *w, int64_t M, int64_t Kin,
+               int64_t N);
 /* dx [M,Kin] (+)= dy [M,N] w^T; wt is scratch [N,Kin]. acc: 1 adds into dx. */
-void lm_matmul_dx(float *dx, const float *dy, const float *w, float *wt, int64_t M, int64_t Kin,
-                  int64_t N, int acc);
-/* dw [Kin,N] (+)= x^T dy. acc: 1 adds into dw. */
-void lm_matmul_dw(float *dw, const float *x, const float *dy, int64_t M, int64_t Kin, int64_t N,
-                  int acc);
+void lm_matmul_dx(lm_pool *p, float *dx, const float *dy, const float *w, float *wt, int64_t M,
+                  int64_t Kin, int64_t N, int acc);
+/* dw [Kin,N] (+)= x^T dy; xt is scratch [Kin,M]. acc: 1 adds into dw. */
+void lm_matmul_dw(lm_pool *p, float *dw, const float *x, const float *dy, float *xt, int64_t M,
+                  int64_t Kin, int64_t N, int acc);
 
 /* y [M,D] = x * rstd * w; rstd [M] saved for the backward. */
 void lm_rmsnorm(float *y, float *rstd, const float *x, const float *w, int64_t M, int64_t D,

@@ -95,6 +95,11 @@ static void layout(lm_model *m, int64_t BT, float *base, float *gbase, int64_t *
     A->da = carve(&cur, BT * F, gtot);
     A->dlogits = carve(&cur, BT * c->vocab, gtot);
     A->wt = carve(&cur, wmax, gtot);
+    int64_t xw = D > HK ? D : HK;
+    if (F > xw) xw = F;
+    if (c->vocab > xw) xw = c->vocab;
+    if (G > xw) xw = G;
+    A->xt = carve(&cur, BT * xw, gtot);
 }
 
 static la_status acts_reserve(lm_model *m, int64_t B, int64_t T) {
@@ -158,22 +163,22 @@ la_status lm_forward(lm_model *m, const int32_t *tokens, const int32_t *targets,
     for (int l = 0; l < c->n_layers; l++) {
         lm_layer_acts *L = &A->layers[l];
         lm_rmsnorm(L->n1, L->r1, L->x_in, lm_p(m, T_LAYER(l, S_NORM1)), BT, D, c->norm_eps);
-        lm_matmul(L->qp, L->n1, lm_p(m, T_LAYER(l, S_WQ)), BT, D, HK);
-        lm_matmul(L->kp, L->n1, lm_p(m, T_LAYER(l, S_WK)), BT, D, HK);
-        lm_matmul(L->vp, L->n1, lm_p(m, T_LAYER(l, S_WV)), BT, D, HK);
+        lm_matmul(m->pool, L->qp, L->n1, lm_p(m, T_LAYER(l, S_WQ)), BT, D, HK);
+        lm_matmul(m->pool, L->kp, L->n1, lm_p(m, T_LAYER(l, S_WK)), BT, D, HK);
+        lm_matmul(m->pool, L->vp, L->n1, lm_p(m, T_LAYER(l, S_WV)), BT, D, HK);
         if (c->conv) {
             lm_conv(L->q, L->qc, L->qp, lm_p(m, T_LAYER(l, S_CQ)), B, T, HK, c->conv);
             lm_conv(L->k, L->kc, L->kp, lm_p(m, T_LAYER(l, S_CK)), B, T, HK, c->conv);
             lm_conv(L->v, L->vc, L->vp, lm_p(m, T_LAYER(l, S_CV)), B, T, HK, c->conv);
         }
         if (G) {
-            lm_matmul(L->gz, L->n1, lm_p(m, T_LAYER(l, S_WG)), BT, D, G);
+            lm_matmul(m->pool, L->gz, L->n1, lm_p(m, T_LAYER(l, S_WG)), BT, D, G);
             const float *bg = lm_p(m, T_LAYER(l, S_BG));
             for (int64_t i = 0; i < BT; i++)
                 for (int64_t j = 0; j < G; j++) L->gz[i * G + j] += bg[j];
         }
         if (lm_has_beta(c)) {
-            lm_matmul(L->bz, L->n1, lm_p(m, T_LAYER(l, S_WB)), BT, D, H);
+            lm_matmul(m->pool, L->bz, L->n1, lm_p(m, T_LAYER(l, S_WB)), BT, D, H);
             const float *bb = lm_p(m, T_LAYER(l, S_BB));
             for (int64_t i = 0; i < BT; i++)
                 for (int64_t h = 0; h < H; h++) {
@@ -183,17 +188,17 @@ la_status lm_forward(lm_model *m, const int32_t *tokens, const int32_t *targets,
         }
         if ((st = lm_mixer_forward(m, L, B, T))) return st;
         float *xn = l + 1 < c->n_layers ? A->layers[l + 1].x_in : A->x_out;
-        lm_matmul(L->x_mid, L->o, lm_p(m, T_LAYER(l, S_WO)), BT, HK, D);
+        lm_matmul(m->pool, L->x_mid, L->o, lm_p(m, T_LAYER(l, S_WO)), BT, HK, D);
         for (int64_t i = 0; i < BT * D; i++) L->x_mid[i] += L->x_in[i];
         lm_rmsnorm(L->n2, L->r2, L->x_mid, lm_p(m, T_LAYER(l, S_NORM2)), BT, D, c->norm_eps);
-        lm_matmul(L->h1, L->n2, lm_p(m, T_LAYER(l, S_W1)), BT, D, F);
-        lm_matmul(L->h3, L->n2, lm_p(m, T_LAYER(l, S_W3)), BT, D, F);
+        lm_matmul(m->pool, L->h1, L->n2, lm_p(m, T_LAYER(l, S_W1)), BT, D, F);
+        lm_matmul(m->pool, L->h3, L->n2, lm_p(m, T_LAYER(l, S_W3)), BT, D, F);
         lm_swiglu(L->a, L->h1, L->h3, BT * F);
-        lm_matmul(xn, L->a, lm_p(m, T_LAYER(l, S_W2)), BT, F, D);
+        lm_matmul(m->pool, xn, L->a, lm_p(m, T_LAYER(l, S_W2)), BT, F, D);
         for (int64_t i = 0; i < BT * D; i++) xn[i] += L->x_mid[i];
     }
     lm_rmsnorm(A->nf, A->rf, A->x_out, lm_p(m, T_NORMF(c->n_layers)), BT, D, c->norm_eps);
-    lm_matmul_dx(A->logits, A->nf, E, A->wt, BT, c->vocab, D, 0);
+    lm_matmul_dx(m->pool, A->logits, A->nf, E, A->wt, BT, c->vocab, D, 0);
     int64_t cnt = 0, cor = 0;
     double total = lm_cross_entropy(NULL, A->logits, targets, BT, c->vocab, 0.0, &cnt, &cor);
     A->n_counted = cnt;
@@ -218,26 +223,26 @@ la_status lm_backward(lm_model *m) {
     const float *E = lm_p(m, T_EMBED);
     float *dE = lm_gp(m, T_EMBED);
     /* logits = nf E^T: dnf = dlogits E, dE += dlogits^T nf */
-    lm_matmul(A->dn, A->dlogits, E, BT, c->vocab, D);
-    lm_matmul_dw(dE, A->dlogits, A->nf, BT, c->vocab, D, 1);
+    lm_matmul(m->pool, A->dn, A->dlogits, E, BT, c->vocab, D);
+    lm_matmul_dw(m->pool, dE, A->dlogits, A->nf, A->xt, BT, c->vocab, D, 1);
     lm_rmsnorm_backward(A->dx, lm_gp(m, T_NORMF(c->n_layers)), A->dn, A->x_out,
                         lm_p(m, T_NORMF(c->n_layers)), A->rf, BT, D, 0);
     la_status st;
     for (int l = c->n_layers - 1; l >= 0; l--) {
         lm_layer_acts *L = &A->layers[l];
         /* MLP: xn = x_mid + a W2 (dx holds d xn) */
-        lm_matmul_dw(lm_gp(m, T_LAYER(l, S_W2)), L->a, A->dx, BT, F, D, 0);
-        lm_matmul_dx(A->da, A->dx, lm_p(m, T_LAYER(l, S_W2)), A->wt, BT, F, D, 0);
+        lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_W2)), L->a, A->dx, A->xt, BT, F, D, 0);
+        lm_matmul_dx(m->pool, A->da, A->dx, lm_p(m, T_LAYER(l, S_W2)), A->wt, BT, F, D, 0);
         lm_swiglu_backward(A->dh1, A->dh3, A->da, L->h1, L->h3, BT * F);
-        lm_matmul_dw(lm_gp(m, T_LAYER(l, S_W1)), L->n2, A->dh1, BT, D, F, 0);
-        lm_matmul_dw(lm_gp(m, T_LAYER(l, S_W3)), L->n2, A->dh3, BT, D, F, 0);
-        lm_matmul_dx(A->dn, A->dh1, lm_p(m, T_LAYER(l, S_W1)), A->wt, BT, D, F, 0);
-        lm_matmul_dx(A->dn, A->dh3, lm_p(m, T_LAYER(l, S_W3)), A->wt, BT, D, F, 1);
+        lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_W1)), L->n2, A->dh1, A->xt, BT, D, F, 0);
+        lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_W3)), L->n2, A->dh3, A->xt, BT, D, F, 0);
+        lm_matmul_dx(m->pool, A->dn, A->dh1, lm_p(m, T_LAYER(l, S_W1)), A->wt, BT, D, F, 0);
+        lm_matmul_dx(m->pool, A->dn, A->dh3, lm_p(m, T_LAYER(l, S_W3)), A->wt, BT, D, F, 1);
         lm_rmsnorm_backward(A->dx, lm_gp(m, T_LAYER(l, S_NORM2)), A->dn, L->x_mid,
                             lm_p(m, T_LAYER(l, S_NORM2)), L->r2, BT, D, 1);
         /* mixer: x_mid = x_in + o Wo (dx holds d x_mid) */
-        lm_matmul_dw(lm_gp(m, T_LAYER(l, S_WO)), L->o, A->dx, BT, HK, D, 0);
-        lm_matmul_dx(A->dout, A->dx, lm_p(m, T_LAYER(l, S_WO)), A->wt, BT, HK, D, 0);
+        lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_WO)), L->o, A->dx, A->xt, BT, HK, D, 0);
+        lm_matmul_dx(m->pool, A->dout, A->dx, lm_p(m, T_LAYER(l, S_WO)), A->wt, BT, HK, D, 0);
         if ((st = lm_mixer_backward(m, L, B, T))) return st;
         float *dqp = A->dq, *dkp = A->dk, *dvp = A->dv;
         if (c->conv) {
@@ -249,25 +254,25 @@ la_status lm_backward(lm_model *m) {
                              lm_p(m, T_LAYER(l, S_CV)), B, T, HK, c->conv);
             dqp = A->dqp, dkp = A->dkp, dvp = A->dvp;
         }
-        lm_matmul_dw(lm_gp(m, T_LAYER(l, S_WQ)), L->n1, dqp, BT, D, HK, 0);
-        lm_matmul_dw(lm_gp(m, T_LAYER(l, S_WK)), L->n1, dkp, BT, D, HK, 0);
-        lm_matmul_dw(lm_gp(m, T_LAYER(l, S_WV)), L->n1, dvp, BT, D, HK, 0);
-        lm_matmul_dx(A->dn, dqp, lm_p(m, T_LAYER(l, S_WQ)), A->wt, BT, D, HK, 0);
-        lm_matmul_dx(A->dn, dkp, lm_p(m, T_LAYER(l, S_WK)), A->wt, BT, D, HK, 1);
-        lm_matmul_dx(A->dn, dvp, lm_p(m, T_LAYER(l, S_WV)), A->wt, BT, D, HK, 1);
+        lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_WQ)), L->n1, dqp, A->xt, BT, D, HK, 0);
+        lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_WK)), L->n1, dkp, A->xt, BT, D, HK, 0);
+        lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_WV)), L->n1, dvp, A->xt, BT, D, HK, 0);
+        lm_matmul_dx(m->pool, A->dn, dqp, lm_p(m, T_LAYER(l, S_WQ)), A->wt, BT, D, HK, 0);
+        lm_matmul_dx(m->pool, A->dn, dkp, lm_p(m, T_LAYER(l, S_WK)), A->wt, BT, D, HK, 1);
+        lm_matmul_dx(m->pool, A->dn, dvp, lm_p(m, T_LAYER(l, S_WV)), A->wt, BT, D, HK, 1);
         if (G) { /* A->dg holds d gz */
-            lm_matmul_dw(lm_gp(m, T_LAYER(l, S_WG)), L->n1, A->dg, BT, D, G, 0);
+            lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_WG)), L->n1, A->dg, A->xt, BT, D, G, 0);
             float *dbg = lm_gp(m, T_LAYER(l, S_BG));
             for (int64_t i = 0; i < BT; i++)
                 for (int64_t j = 0; j < G; j++) dbg[j] += A->dg[i * G + j];
-            lm_matmul_dx(A->dn, A->dg, lm_p(m, T_LAYER(l, S_WG)), A->wt, BT, D, G, 1);
+            lm_matmul_dx(m->pool, A->dn, A->dg, lm_p(m, T_LAYER(l, S_WG)), A->wt, BT, D, G, 1);
         }
         if (lm_has_beta(c)) { /* A->dbeta holds d bz */
-            lm_matmul_dw(lm_gp(m, T_LAYER(l, S_WB)), L->n1, A->dbeta, BT, D, H, 0);
+            lm_matmul_dw(m->pool, lm_gp(m, T_LAYER(l, S_WB)), L->n1, A->dbeta, A->xt, BT, D, H, 0);
             float *dbb = lm_gp(m, T_LAYER(l, S_BB));
             for (int64_t i = 0; i < BT; i++)
                 for (int64_t h = 0; h < H; h++) dbb[h] += A->dbeta[i * H + h];
-            lm_matmul_dx(A->dn, A->dbeta, lm_p(m, T_LAYER(l, S_WB)), A->wt, BT, D, H, 1);
+            lm_matmul_dx(m->pool, A->dn, A->dbeta, lm_p(m, T_LAYER(l, S_WB)), A->wt, BT, D, H, 1);
         }
         lm_rmsnorm_backward(A->dx, lm_gp(m, T_LAYER(l, S_NORM1)), A->dn, L->x_in,
                             lm_p(m, T_LAYER(l, S_NORM1)), L->r1, BT, D, 1);

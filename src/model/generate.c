@@ -216,9 +216,9 @@ la_status lm_gen_step(lm_gen *g, const int32_t *tokens, float *logits) {
     for (int l = 0; l < c->n_layers; l++) {
         gen_layer *L = &g->layers[l];
         lm_rmsnorm(g->n1, g->r, g->x, lm_p(m, T_LAYER(l, S_NORM1)), N, D, c->norm_eps);
-        lm_matmul(g->qp, g->n1, lm_p(m, T_LAYER(l, S_WQ)), N, D, HK);
-        lm_matmul(g->kp, g->n1, lm_p(m, T_LAYER(l, S_WK)), N, D, HK);
-        lm_matmul(g->vp, g->n1, lm_p(m, T_LAYER(l, S_WV)), N, D, HK);
+        lm_matmul(m->pool, g->qp, g->n1, lm_p(m, T_LAYER(l, S_WQ)), N, D, HK);
+        lm_matmul(m->pool, g->kp, g->n1, lm_p(m, T_LAYER(l, S_WK)), N, D, HK);
+        lm_matmul(m->pool, g->vp, g->n1, lm_p(m, T_LAYER(l, S_WV)), N, D, HK);
         const float *q = g->qp, *k = g->kp, *v = g->vp;
         if (ks) {
             conv_step(g->q, L->cq, g->qp, lm_p(m, T_LAYER(l, S_CQ)), N, HK, ks, g->pos);
@@ -231,14 +231,14 @@ la_status lm_gen_step(lm_gen *g, const int32_t *tokens, float *logits) {
             memcpy(g->v, v, (size_t)(N * HK) * sizeof(float));
         }
         if (G) {
-            lm_matmul(g->gz, g->n1, lm_p(m, T_LAYER(l, S_WG)), N, D, G);
+            lm_matmul(m->pool, g->gz, g->n1, lm_p(m, T_LAYER(l, S_WG)), N, D, G);
             const float *bg = lm_p(m, T_LAYER(l, S_BG));
             for (int64_t i = 0; i < N; i++)
                 for (int64_t j = 0; j < G; j++) g->gz[i * G + j] += bg[j];
             lm_gates_forward(m, l, g->gz, g->g, N);
         }
         if (lm_has_beta(c)) {
-            lm_matmul(g->bz, g->n1, lm_p(m, T_LAYER(l, S_WB)), N, D, H);
+            lm_matmul(m->pool, g->bz, g->n1, lm_p(m, T_LAYER(l, S_WB)), N, D, H);
             const float *bb = lm_p(m, T_LAYER(l, S_BB));
             for (int64_t i = 0; i < N; i++)
                 for (int64_t h = 0; h < H; h++) {
@@ -284,17 +284,17 @@ la_status lm_gen_step(lm_gen *g, const int32_t *tokens, float *logits) {
             break;
         default: return lm_fail(LA_ERR_UNSUPPORTED, "mixer not in this build");
         }
-        lm_matmul(g->xm, g->o, lm_p(m, T_LAYER(l, S_WO)), N, HK, D);
+        lm_matmul(m->pool, g->xm, g->o, lm_p(m, T_LAYER(l, S_WO)), N, HK, D);
         for (int64_t i = 0; i < N * D; i++) g->xm[i] += g->x[i];
         lm_rmsnorm(g->n2, g->r, g->xm, lm_p(m, T_LAYER(l, S_NORM2)), N, D, c->norm_eps);
-        lm_matmul(g->h1, g->n2, lm_p(m, T_LAYER(l, S_W1)), N, D, F);
-        lm_matmul(g->h3, g->n2, lm_p(m, T_LAYER(l, S_W3)), N, D, F);
+        lm_matmul(m->pool, g->h1, g->n2, lm_p(m, T_LAYER(l, S_W1)), N, D, F);
+        lm_matmul(m->pool, g->h3, g->n2, lm_p(m, T_LAYER(l, S_W3)), N, D, F);
         lm_swiglu(g->a, g->h1, g->h3, N * F);
-        lm_matmul(g->x, g->a, lm_p(m, T_LAYER(l, S_W2)), N, F, D);
+        lm_matmul(m->pool, g->x, g->a, lm_p(m, T_LAYER(l, S_W2)), N, F, D);
         for (int64_t i = 0; i < N * D; i++) g->x[i] += g->xm[i];
     }
     lm_rmsnorm(g->n1, g->r, g->x, lm_p(m, T_NORMF(c->n_layers)), N, D, c->norm_eps);
-    lm_matmul_dx(logits, g->n1, E, g->wt, N, c->vocab, D, 0);
+    lm_matmul_dx(m->pool, logits, g->n1, E, g->wt, N, c->vocab, D, 0);
     g->pos++;
     return LA_OK;
 }

@@ -4,6 +4,7 @@
 #define LINATTN_MODEL_INTERNAL_H
 
 #include "model.h"
+#include "pool.h"
 
 /* Tensors of one layer, in table order (size 0 when a mixer has none). */
 enum {
@@ -59,7 +60,7 @@ typedef struct lm_acts {
     int64_t n_counted;
     /* backward scratch */
     float *dx, *dn, *dq, *dk, *dv, *dqp, *dkp, *dvp, *dg, *dbeta, *dphq, *dphk, *dout;
-    float *dh1, *dh3, *da, *dlogits, *wt;
+    float *dh1, *dh3, *da, *dlogits, *wt, *xt;
     float *g_gamma;              /* RetNet decay [H] */
 } lm_acts;
 

@@ -89,6 +89,7 @@ typedef struct lm_model {
     float *grads;        /* [n_params], written by lm_backward */
     float *performer_W;  /* [performer_m, K] fixed random projection */
     la_ctx *ctx;         /* borrowed */
+    struct lm_pool *pool; /* threads of the dense layers (as many as ctx) */
     struct lm_acts *acts;
 } lm_model;
 

@@ -1,0 +1,151 @@
+/* y [M,N] (+)= a [M,K] b [K,N], the one matrix product of the model.
+ *
+ * Every output element is a chain over k in index order: c = y or 0, then
+ * c = c + a[m,k] b[k,n] for k = 0..K-1 — with a fused multiply-add on the
+ * AVX2 path, a multiply then an add on the portable path. The chain does not
+ * depend on M, on the blocking or on the thread that runs it, so one row
+ * (decoding) rounds as the same row inside a batch (training), and results
+ * are identical for any thread count. The path follows la_isa_active()
+ * (LINATTN_ISA=portable selects the plain C loops). */
+#include "gemm.h"
+
+#include "linattn.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define LM_HAVE_AVX2 1
+#endif
+
+typedef struct gemm_job {
+    float *y;
+    const float *a, *b;
+    int64_t M, K, N, rows_per_task;
+    int acc;
+} gemm_job;
+
+static void rows_portable(const gemm_job *j, int64_t m0, int64_t m1) {
+    const int64_t K = j->K, N = j->N;
+    for (int64_t m = m0; m < m1; m++) {
+        float *yr = j->y + m * N;
+        const float *ar = j->a + m * K;
+        if (!j->acc)
+            for (int64_t n = 0; n < N; n++) yr[n] = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            const float s = ar[k];
+            const float *br = j->b + k * N;
+            for (int64_t n = 0; n < N; n++) yr[n] += s * br[n];
+        }
+    }
+}
+
+#ifdef LM_HAVE_AVX2
+/* R rows (1..4) x 16 columns, accumulators in registers. */
+#define LM_AVX2 __attribute__((target("avx2,fma")))
+static inline LM_AVX2 __attribute__((always_inline)) void
+block16(const gemm_job *j, int64_t m, int64_t n, const int R) {
+    const int64_t K = j->K, N = j->N;
+    __m256 c[4][2];
+    for (int i = 0; i < R; i++)
+        for (int h = 0; h < 2; h++)
+            c[i][h] = j->acc ? _mm256_loadu_ps(j->y + (m + i) * N + n + 8 * h) : _mm256_setzero_ps();
+    const float *bp = j->b + n;
+    for (int64_t k = 0; k < K; k++, bp += N) {
+        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+        for (int i = 0; i < R; i++) {
+            const __m256 s = _mm256_broadcast_ss(j->a + (m + i) * K + k);
+            c[i][0] = _mm256_fmadd_ps(s, b0, c[i][0]);
+            c[i][1] = _mm256_fmadd_ps(s, b1, c[i][1]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(j->y + (m + i) * N + n + 8 * h, c[i][h]);
+}
+
+static inline LM_AVX2 __attribute__((always_inline)) void
+block8(const gemm_job *j, int64_t m, int64_t n, const int R) {
+    const int64_t K = j->K, N = j->N;
+    __m256 c[4];
+    for (int i = 0; i < R; i++)
+        c[i] = j->acc ? _mm256_loadu_ps(j->y + (m + i) * N + n) : _mm256_setzero_ps();
+    const float *bp = j->b + n;
+    for (int64_t k = 0; k < K; k++, bp += N) {
+        const __m256 b0 = _mm256_loadu_ps(bp);
+        for (int i = 0; i < R; i++)
+            c[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(j->a + (m + i) * K + k), b0, c[i]);
+    }
+    for (int i = 0; i < R; i++) _mm256_storeu_ps(j->y + (m + i) * N + n, c[i]);
+}
+
+static inline LM_AVX2 __attribute__((always_inline)) void
+rows_avx2_r(const gemm_job *j, int64_t m, const int R) {
+    const int64_t K = j->K, N = j->N;
+    int64_t n = 0;
+    for (; n + 16 <= N; n += 16) block16(j, m, n, R);
+    for (; n + 8 <= N; n += 8) block8(j, m, n, R);
+    for (; n < N; n++)
+        for (int i = 0; i < R; i++) {
+            float c = j->acc ? j->y[(m + i) * N + n] : 0.0f;
+            for (int64_t k = 0; k < K; k++) c = fmaf(j->a[(m + i) * K + k], j->b[k * N + n], c);
+            j->y[(m + i) * N + n] = c;
+        }
+}
+
+static LM_AVX2 void rows_avx2(const gemm_job *j, int64_t m0, int64_t m1) {
+    int64_t m = m0;
+    for (; m + 4 <= m1; m += 4) rows_avx2_r(j, m, 4);
+    for (; m < m1; m++) rows_avx2_r(j, m, 1);
+}
+#endif
+
+static int use_avx2(void) {
+#ifdef LM_HAVE_AVX2
+    static int cached = -1;
+    if (cached < 0) cached = la_isa_active() >= LA_ISA_AVX2;
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+static void gemm_task(void *arg, int64_t t) {
+    const gemm_job *j = arg;
+    const int64_t m0 = t * j->rows_per_task;
+    const int64_t m1 = m0 + j->rows_per_task < j->M ? m0 + j->rows_per_task : j->M;
+#ifdef LM_HAVE_AVX2
+    if (use_avx2()) {
+        rows_avx2(j, m0, m1);
+        return;
+    }
+#endif
+    rows_portable(j, m0, m1);
+}
+
+void lm_gemm(lm_pool *pool, float *y, const float *a, const float *b, int64_t M, int64_t K,
+             int64_t N, int acc) {
+    if (M <= 0 || N <= 0) return;
+    gemm_job j = {y, a, b, M, K, N, 0, acc};
+    const int nt = lm_pool_threads(pool);
+    /* Tasks of whole multiples of 4 rows, enough for every thread; small
+     * products stay on the caller. */
+    int64_t rpt = M;
+    if (nt > 1 && M * K * N > 65536) {
+        rpt = (M + 4 * nt - 1) / (4 * nt);
+        rpt = (rpt + 3) / 4 * 4;
+        if (rpt < 4) rpt = 4;
+    }
+    j.rows_per_task = rpt;
+    lm_pool_run(pool, (M + rpt - 1) / rpt, gemm_task, &j);
+}
+
+void lm_transpose(float *dst, const float *src, int64_t R, int64_t C) {
+    const int64_t TB = 32;
+    for (int64_t r0 = 0; r0 < R; r0 += TB)
+        for (int64_t c0 = 0; c0 < C; c0 += TB) {
+            const int64_t r1 = r0 + TB < R ? r0 + TB : R, c1 = c0 + TB < C ? c0 + TB : C;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++) dst[c * R + r] = src[r * C + c];
+        }
+}

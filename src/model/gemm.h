@@ -1,0 +1,15 @@
+/* The model's matrix product (see gemm.c for its rounding contract). */
+#ifndef LINATTN_MODEL_GEMM_H
+#define LINATTN_MODEL_GEMM_H
+
+#include "pool.h"
+
+#include <stdint.h>
+
+/* y [M,N] = a [M,K] b [K,N] (acc = 0) or y += a b (acc = 1). */
+void lm_gemm(lm_pool *pool, float *y, const float *a, const float *b, int64_t M, int64_t K,
+             int64_t N, int acc);
+/* dst [C,R] = src [R,C]^T */
+void lm_transpose(float *dst, const float *src, int64_t R, int64_t C);
+
+#endif
