@@ -21,8 +21,8 @@ void lm_matmul_dx(lm_pool *p, float *dx, const float *dy, const float *w, float 
 
 void lm_matmul_dw(lm_pool *p, float *dw, const float *x, const float *dy, float *xt, int64_t M,
                   int64_t Kin, int64_t N, int acc) {
-    lm_transpose(xt, x, M, Kin);
-    lm_gemm(p, dw, xt, dy, Kin, M, N, acc);
+    (void)xt; /* x^T read in place: dw[k,n] chains over m in order */
+    lm_gemm_strided(p, dw, x, 1, Kin, dy, Kin, M, N, acc);
 }
 
 void lm_rmsnorm(float *y, float *rstd, const float *x, const float *w, int64_t M, int64_t D,

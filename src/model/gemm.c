@@ -23,6 +23,7 @@ typedef struct gemm_job {
     float *y;
     const float *a, *b;
     int64_t M, K, N, rows_per_task;
+    int64_t ars, aks; /* a[m,k] is a[m * ars + k * aks] */
     int acc;
 } gemm_job;
 
@@ -30,11 +31,11 @@ static void rows_portable(const gemm_job *j, int64_t m0, int64_t m1) {
     const int64_t K = j->K, N = j->N;
     for (int64_t m = m0; m < m1; m++) {
         float *yr = j->y + m * N;
-        const float *ar = j->a + m * K;
+        const float *ar = j->a + m * j->ars;
         if (!j->acc)
             for (int64_t n = 0; n < N; n++) yr[n] = 0.0f;
         for (int64_t k = 0; k < K; k++) {
-            const float s = ar[k];
+            const float s = ar[k * j->aks];
             const float *br = j->b + k * N;
             for (int64_t n = 0; n < N; n++) yr[n] += s * br[n];
         }
@@ -55,7 +56,7 @@ block16(const gemm_job *j, int64_t m, int64_t n, const int R) {
     for (int64_t k = 0; k < K; k++, bp += N) {
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
         for (int i = 0; i < R; i++) {
-            const __m256 s = _mm256_broadcast_ss(j->a + (m + i) * K + k);
+            const __m256 s = _mm256_broadcast_ss(j->a + (m + i) * j->ars + k * j->aks);
             c[i][0] = _mm256_fmadd_ps(s, b0, c[i][0]);
             c[i][1] = _mm256_fmadd_ps(s, b1, c[i][1]);
         }
@@ -74,7 +75,8 @@ block8(const gemm_job *j, int64_t m, int64_t n, const int R) {
     for (int64_t k = 0; k < K; k++, bp += N) {
         const __m256 b0 = _mm256_loadu_ps(bp);
         for (int i = 0; i < R; i++)
-            c[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(j->a + (m + i) * K + k), b0, c[i]);
+            c[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(j->a + (m + i) * j->ars + k * j->aks), b0,
+                                   c[i]);
     }
     for (int i = 0; i < R; i++) _mm256_storeu_ps(j->y + (m + i) * N + n, c[i]);
 }
@@ -88,7 +90,8 @@ rows_avx2_r(const gemm_job *j, int64_t m, const int R) {
     for (; n < N; n++)
         for (int i = 0; i < R; i++) {
             float c = j->acc ? j->y[(m + i) * N + n] : 0.0f;
-            for (int64_t k = 0; k < K; k++) c = fmaf(j->a[(m + i) * K + k], j->b[k * N + n], c);
+            for (int64_t k = 0; k < K; k++)
+                c = fmaf(j->a[(m + i) * j->ars + k * j->aks], j->b[k * N + n], c);
             j->y[(m + i) * N + n] = c;
         }
 }
@@ -123,10 +126,10 @@ static void gemm_task(void *arg, int64_t t) {
     rows_portable(j, m0, m1);
 }
 
-void lm_gemm(lm_pool *pool, float *y, const float *a, const float *b, int64_t M, int64_t K,
-             int64_t N, int acc) {
+void lm_gemm_strided(lm_pool *pool, float *y, const float *a, int64_t ars, int64_t aks,
+                     const float *b, int64_t M, int64_t K, int64_t N, int acc) {
     if (M <= 0 || N <= 0) return;
-    gemm_job j = {y, a, b, M, K, N, 0, acc};
+    gemm_job j = {y, a, b, M, K, N, 0, ars, aks, acc};
     const int nt = lm_pool_threads(pool);
     /* Tasks of whole multiples of 4 rows, enough for every thread; small
      * products stay on the caller. */
@@ -138,6 +141,11 @@ void lm_gemm(lm_pool *pool, float *y, const float *a, const float *b, int64_t M,
     }
     j.rows_per_task = rpt;
     lm_pool_run(pool, (M + rpt - 1) / rpt, gemm_task, &j);
+}
+
+void lm_gemm(lm_pool *pool, float *y, const float *a, const float *b, int64_t M, int64_t K,
+             int64_t N, int acc) {
+    lm_gemm_strided(pool, y, a, K, 1, b, M, K, N, acc);
 }
 
 void lm_transpose(float *dst, const float *src, int64_t R, int64_t C) {
