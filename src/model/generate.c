@@ -5,6 +5,7 @@
  * number of rows, so with m->form == LA_FORM_RECURRENT the logits equal the
  * training forward's bit for bit for the linear mixers. */
 #include "dense.h"
+#include "gemm.h"
 #include "internal.h"
 
 #include <math.h>
@@ -70,6 +71,9 @@ la_status lm_gen_create(lm_gen **out, lm_model *m, int64_t N, int64_t max_len) {
     float *cur = g->mem;
     for (int i = 0; i < np; i++) *ptrs[i] = cur, cur += sizes[i] + 16;
     la_retnet_decay(g->g_gamma, H);
+    /* The tied head E^T [D, Vt], transposed once (the training forward
+     * transposes it per call; the product is the same chain per element). */
+    lm_transpose(g->wt, lm_p(m, T_EMBED), c->vocab, D);
     for (int l = 0; l < c->n_layers; l++) {
         gen_layer *L = &g->layers[l];
         if (ks > 1) {
@@ -294,7 +298,7 @@ la_status lm_gen_step(lm_gen *g, const int32_t *tokens, float *logits) {
         for (int64_t i = 0; i < N * D; i++) g->x[i] += g->xm[i];
     }
     lm_rmsnorm(g->n1, g->r, g->x, lm_p(m, T_NORMF(c->n_layers)), N, D, c->norm_eps);
-    lm_matmul_dx(m->pool, logits, g->n1, E, g->wt, N, c->vocab, D, 0);
+    lm_gemm(m->pool, logits, g->n1, g->wt, N, D, c->vocab, 0);
     g->pos++;
     return LA_OK;
 }
