@@ -304,13 +304,19 @@ la_status lm_checkpoint_load(const char *path, lm_model **out, la_ctx *ctx, lm_a
         float h[7];
         for (int i = 0; i < 7; i++) h[i] = getf(buf + 136 + 4 * i);
         const int64_t warm = (int64_t)get64(buf + 168), total = (int64_t)get64(buf + 176);
-        if (!(h[0] > 0.0f) || warm < 0 || total < 1)
-            BAD("checkpoint '%s': bad optimizer settings (lr %g, warmup %ld, steps %ld)", path,
-                (double)h[0], (long)warm, (long)total);
+        const int64_t ostep = (int64_t)get64(buf + 184);
+        if (!(h[0] > 0.0f && h[0] < 1e3f) || !(h[1] >= 0.0f && h[1] <= h[0]) ||
+            !(h[2] >= 0.0f && h[2] < 1.0f) || !(h[3] >= 0.0f && h[3] < 1.0f) ||
+            !(h[4] > 0.0f && h[4] < 1.0f) || !(h[5] >= 0.0f && h[5] < 1e3f) ||
+            !(h[6] >= 0.0f && h[6] < 1e30f) || warm < 0 || total < 1 || ostep < 0)
+            BAD("checkpoint '%s': bad optimizer settings (lr %g, lr_min %g, betas %g %g, eps %g, "
+                "weight decay %g, clip %g, warmup %ld, steps %ld, step %ld)",
+                path, (double)h[0], (double)h[1], (double)h[2], (double)h[3], (double)h[4],
+                (double)h[5], (double)h[6], (long)warm, (long)total, (long)ostep);
         if ((st = lm_adamw_init(&o, m->n_params, h[0], warm, total)) != LA_OK) goto done;
         o.lr_min = h[1], o.beta1 = h[2], o.beta2 = h[3], o.eps = h[4], o.weight_decay = h[5];
         o.clip = h[6];
-        o.step = (int64_t)get64(buf + 184);
+        o.step = ostep;
     }
     const unsigned char *e = buf + CK_FIXED;
     int64_t prev_end = header;
@@ -323,6 +329,8 @@ la_status lm_checkpoint_load(const char *path, lm_model **out, la_ctx *ctx, lm_a
             name[32] = 0;
             const uint64_t n = get64(e + 32), off = get64(e + 40);
             const uint32_t kind = get32(e + 48);
+            if (get32(e + 52) || get64(e + 56))
+                BAD("checkpoint '%s': tensor entry %d has nonzero reserved bytes", path, i);
             if (strncmp(name, t->name, 32) != 0 || n != (uint64_t)t->size || kind != (uint32_t)k)
                 BAD("checkpoint '%s': tensor entry '%.32s' (%llu floats, kind %u) where the config "
                     "has '%s' (%ld floats, kind %d)",
@@ -336,6 +344,9 @@ la_status lm_checkpoint_load(const char *path, lm_model **out, la_ctx *ctx, lm_a
             if (dst) get_floats(dst + t->offset, buf + off, t->size);
             e += CK_ENTRY;
         }
+    if ((int64_t)get64(buf + 80) < 0 || get32(buf + 128) > 1u || (get32(buf + 132) & ~1u) ||
+        get32(buf + 76) || get32(buf + 164) || get32(buf + 196))
+        BAD("checkpoint '%s': bad training state or nonzero reserved fields", path);
     for (int64_t i = 0; i < m->n_params; i++)
         if (!(m->params[i] == m->params[i]) || m->params[i] - m->params[i] != 0.0f)
             BAD("checkpoint '%s': parameter %ld is not finite", path, (long)i);
