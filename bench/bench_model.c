@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
         }
         printf("{\"impl\": \"linattn\", \"what\": \"gemm 4096x256x1024\", \"threads\": %d, "
                "\"gflops\": %.2f, \"isa\": \"%s\"}\n",
-               threads, 2.0 * M * K * N / median(ts, 5) / 1e9, la_isa_name(la_isa_active()));
+               threads, 2.0 * M * K * N / median(ts, 5) / 1e9, lm_gemm_isa());
         free(a), free(b), free(c);
         lm_pool_destroy(p);
     }

@@ -13,6 +13,9 @@ void lm_gemm(lm_pool *pool, float *y, const float *a, const float *b, int64_t M,
  * a transposed operand). */
 void lm_gemm_strided(lm_pool *pool, float *y, const float *a, int64_t ars, int64_t aks,
                      const float *b, int64_t M, int64_t K, int64_t N, int acc);
+/* The kernel in use: "avx512", "avx2+fma" or "portable". AVX-512 and AVX2
+ * compute the same fused chains, so they give identical bits. */
+const char *lm_gemm_isa(void);
 /* dst [C,R] = src [R,C]^T */
 void lm_transpose(float *dst, const float *src, int64_t R, int64_t C);
 
