@@ -69,7 +69,13 @@ static la_status train_one(const zoo_cfg *z, la_ctx *ctx, int mixer, const lm_ta
     return st;
 }
 
-/* Mean time per token over positions (p/2, p] for p = 2, 4, ..., gen_len. */
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median time per token over positions (p/2, p] for p = 2, 4, ..., gen_len
+ * (the median: on a shared machine single tokens get preempted). */
 static la_status gen_curve(const zoo_cfg *z, la_ctx *ctx, int mixer, int64_t *pos, double *us,
                            int *np) {
     lm_config c = lm_config_default(mixer, 2 * z->keys + 1);
@@ -80,23 +86,23 @@ static la_status gen_curve(const zoo_cfg *z, la_ctx *ctx, int mixer, int64_t *po
     la_status st = lm_model_create(&m, &c, ctx);
     if (!st) st = lm_gen_create(&g, m, 1, z->gen_len);
     float *logits = malloc((size_t)c.vocab * sizeof(float));
+    double *tt = malloc((size_t)z->gen_len * sizeof(double));
+    if (!st && (!logits || !tt)) st = LA_ERR_OUT_OF_MEMORY;
     int k = 0;
-    double acc = 0;
     int32_t tok = 1;
     for (int64_t p = 1; !st && p <= z->gen_len; p++) {
         const double a = mcli_now();
         st = lm_gen_step(g, &tok, logits);
-        acc += mcli_now() - a;
+        tt[p - 1] = mcli_now() - a;
         if ((p & (p - 1)) == 0 && p >= 2 && k < ZOO_MAX_POS) {
+            qsort(tt + p / 2, (size_t)(p / 2), sizeof(double), cmp_double);
             pos[k] = p;
-            us[k++] = 1e6 * acc / (double)(p / 2);
-            acc = 0;
-        } else if (p == 1) {
-            acc = 0;
+            us[k++] = 1e6 * tt[p / 2 + p / 4];
         }
     }
     *np = k;
     free(logits);
+    free(tt);
     lm_gen_destroy(g);
     lm_model_destroy(m);
     return st;
