@@ -39,7 +39,7 @@ static void loss_falls(la_ctx *ctx, int task, int mixer, int steps, const unsign
                        int64_t n) {
     lm_task_cfg t = task_cfg(task, text, n);
     lm_config c = lm_config_default(mixer, lm_task_vocab(&t));
-    c.d_model = 32, c.n_heads = 2, c.head_dim = 16, c.d_ff = 64, c.performer_m = 16;
+    c.d_model = 24, c.n_heads = 2, c.head_dim = 12, c.d_ff = 48, c.performer_m = 12;
     lm_model *m = NULL;
     if (!CHECK(lm_model_create(&m, &c, ctx) == LA_OK, "create: %s", lm_error())) return;
     lm_adamw opt;
@@ -48,11 +48,11 @@ static void loss_falls(la_ctx *ctx, int task, int mixer, int steps, const unsign
     memset(&ts, 0, sizeof ts);
     la_rng_seed(&ts.data_rng, 1);
     double l0, a0, l1, a1, l, a;
-    lm_evaluate(m, &t, 777, 16, 1, &l0, &a0);
+    lm_evaluate(m, &t, 777, 8, 1, &l0, &a0);
     la_status st = LA_OK;
-    for (int s = 0; s < steps && !st; s++) st = lm_train_step(m, &opt, &t, &ts, 16, &l, &a);
+    for (int s = 0; s < steps && !st; s++) st = lm_train_step(m, &opt, &t, &ts, 8, &l, &a);
     CHECK(st == LA_OK, "%d training steps: %s", steps, lm_error());
-    lm_evaluate(m, &t, 777, 16, 1, &l1, &a1);
+    lm_evaluate(m, &t, 777, 8, 1, &l1, &a1);
     printf("  %-8s %-9s held-out loss %.3f -> %.3f, accuracy %.3f -> %.3f\n", lm_task_name(task),
            lm_mixer_name(mixer), l0, l1, a0, a1);
     CHECK(isfinite(l1) && l1 < 0.85 * l0, "%s/%s: loss falls (%.3f -> %.3f)", lm_task_name(task),
@@ -124,9 +124,9 @@ int main(void) {
     test_schedule();
     test_tasks(text, n);
     for (int task = 0; task < 4; task++)
-        if (text || task != LM_TASK_BYTES) loss_falls(ctx, task, LM_GDN, 40, text, n);
+        if (text || task != LM_TASK_BYTES) loss_falls(ctx, task, LM_GDN, 30, text, n);
     for (int mix = 0; mix < LM_MIXER_COUNT; mix++)
-        if (lm_mixer_available(mix) && mix != LM_GDN) loss_falls(ctx, LM_TASK_MQAR, mix, 40, text, n);
+        if (lm_mixer_available(mix) && mix != LM_GDN) loss_falls(ctx, LM_TASK_MQAR, mix, 30, text, n);
     la_ctx_destroy(ctx);
     free(text);
     return th_summary("model_train");
