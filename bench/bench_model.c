@@ -30,11 +30,16 @@ int main(int argc, char **argv) {
     const char *only = NULL;
     int threads = 2, steps = 5, gen_len = 4096, D = 256, L = 4, H = 4, F = 512, T = 512, B = 8;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--mixer")) only = argv[i + 1];
-        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--gen-len")) gen_len = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--seq-len")) T = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--mixer"))
+            only = argv[i + 1];
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps"))
+            steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--gen-len"))
+            gen_len = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--seq-len"))
+            T = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -75,7 +80,8 @@ int main(int argc, char **argv) {
         memset(&t, 0, sizeof t);
         static unsigned char text[1 << 16];
         for (int i = 0; i < (1 << 16); i++) text[i] = (unsigned char)(i * 2654435761u >> 24);
-        t.task = LM_TASK_BYTES, t.T = T, t.text = text, t.text_len = 1 << 16, t.text_split = 1 << 15;
+        t.task = LM_TASK_BYTES, t.T = T, t.text = text, t.text_len = 1 << 16,
+        t.text_split = 1 << 15;
         lm_train_state ts;
         memset(&ts, 0, sizeof ts);
         la_rng_seed(&ts.data_rng, 1);
@@ -89,9 +95,11 @@ int main(int argc, char **argv) {
             if (s) times[s - 1] = now() - t0;
         }
         const double med = steps > 0 ? median(times, steps) : 0.0;
-        if (steps > 0) printf("{\"impl\": \"linattn\", \"mixer\": \"%s\", \"threads\": %d, \"seconds_per_step\": "
-               "%.4f, \"tokens_per_s\": %.1f, \"steps\": %d, \"params\": %ld}\n",
-               lm_mixer_name(mix), threads, med, B * T / med, steps, (long)m->n_params);
+        if (steps > 0)
+            printf(
+                "{\"impl\": \"linattn\", \"mixer\": \"%s\", \"threads\": %d, \"seconds_per_step\": "
+                "%.4f, \"tokens_per_s\": %.1f, \"steps\": %d, \"params\": %ld}\n",
+                lm_mixer_name(mix), threads, med, B * T / med, steps, (long)m->n_params);
         fflush(stdout);
         /* Generation: median time per token over positions (p/2, p] (the
          * median: the machine is shared and single tokens get preempted). */

@@ -150,12 +150,16 @@ static void test_corrupt(la_ctx *ctx) {
         const long at = i == 0 ? n - 1 : (long)(la_rng_u64(&rng) % (uint64_t)n);
         b[at] ^= (unsigned char)(1u << (i % 8));
         spit(bad, b, n);
-        refused(ctx, bad, "flipped bit", at < 8 ? "magic" : at < 12 ? "version" : at < 24 ? "bytes" : "checksum");
+        refused(ctx, bad, "flipped bit",
+                at < 8    ? "magic"
+                : at < 12 ? "version"
+                : at < 24 ? "bytes"
+                          : "checksum");
     }
     /* Absurd sizes behind a valid checksum: huge config, huge tensor table. */
     memcpy(b, orig, (size_t)n);
-    put32(b + 24, 1 << 20);  /* vocab */
-    put32(b + 28, 1 << 14);  /* d_model: 16 G floats */
+    put32(b + 24, 1 << 20); /* vocab */
+    put32(b + 28, 1 << 14); /* d_model: 16 G floats */
     reseal(b, n);
     spit(bad, b, n);
     refused(ctx, bad, "config larger than the file", "more than the file holds");

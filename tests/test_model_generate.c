@@ -56,7 +56,10 @@ static void test_mixer(la_ctx *ctx, int mixer) {
         const int bitwise = th_bitwise_equal(gen, ref, (size_t)(N * T * 23));
         printf("  %-9s forward %-9s max |gen - forward| = %.3g (logits up to %.3g)%s; state "
                "%ld -> %ld bytes\n",
-               lm_mixer_name(mixer), form ? "chunk" : mixer == LM_SOFTMAX ? "streaming" : "recurrent",
+               lm_mixer_name(mixer),
+               form                  ? "chunk"
+               : mixer == LM_SOFTMAX ? "streaming"
+                                     : "recurrent",
                maxd, maxr, bitwise ? ", bitwise equal" : "", (long)bytes0, (long)bytes1);
         if (mixer != LM_SOFTMAX && form == 0)
             CHECK(bitwise, "%s: generate == recurrent forward bit for bit", lm_mixer_name(mixer));

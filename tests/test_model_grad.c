@@ -27,8 +27,8 @@ static void batch(la_rng *rng, int32_t *tok, int32_t *tgt, int64_t n, int vocab)
  * Relative error ||fd - g|| / ||g|| over a sample of parameters; the
  * analytic gradient is scaled by `bias` (1 = as computed; != 1 is the
  * control that shows the check can fail). */
-static double grad_error(lm_model *m, const int32_t *tok, const int32_t *tgt, int64_t B,
-                         int64_t T, int n_sample, double bias, double *worst_rel) {
+static double grad_error(lm_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T,
+                         int n_sample, double bias, double *worst_rel) {
     double loss;
     lm_forward(m, tok, tgt, B, T, &loss, NULL, NULL, NULL);
     lm_backward(m);

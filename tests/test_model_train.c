@@ -73,7 +73,8 @@ static void test_tasks(const unsigned char *text, int64_t n) {
             if (tgt[b * 32 + i] >= 0) {
                 int found = 0;
                 for (int j = 0; j < 8; j += 2)
-                    if (tok[b * 32 + j] == tok[b * 32 + i]) found = tok[b * 32 + j + 1] == tgt[b * 32 + i];
+                    if (tok[b * 32 + j] == tok[b * 32 + i])
+                        found = tok[b * 32 + j + 1] == tgt[b * 32 + i];
                 ok &= found;
             }
     CHECK(ok, "mqar targets are the bound values");
@@ -103,7 +104,8 @@ static void test_tasks(const unsigned char *text, int64_t n) {
     }
     CHECK(ok, "listops: balanced brackets, one scored '='");
     t.T = 2;
-    CHECK(lm_task_batch(&t, &rng, 0, 1, tok, tgt) == LA_ERR_INVALID_ARGUMENT, "listops T=2 refused");
+    CHECK(lm_task_batch(&t, &rng, 0, 1, tok, tgt) == LA_ERR_INVALID_ARGUMENT,
+          "listops T=2 refused");
 }
 
 static void test_schedule(void) {
@@ -126,7 +128,8 @@ int main(void) {
     for (int task = 0; task < 4; task++)
         if (text || task != LM_TASK_BYTES) loss_falls(ctx, task, LM_GDN, 30, text, n);
     for (int mix = 0; mix < LM_MIXER_COUNT; mix++)
-        if (lm_mixer_available(mix) && mix != LM_GDN) loss_falls(ctx, LM_TASK_MQAR, mix, 30, text, n);
+        if (lm_mixer_available(mix) && mix != LM_GDN)
+            loss_falls(ctx, LM_TASK_MQAR, mix, 30, text, n);
     la_ctx_destroy(ctx);
     free(text);
     return th_summary("model_train");

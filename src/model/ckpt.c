@@ -13,8 +13,8 @@
 
 #define CK_MAGIC "LAMODEL\x1a"
 #define CK_VERSION 1u
-#define CK_FIXED 200u    /* bytes before the tensor table */
-#define CK_ENTRY 64u     /* bytes per tensor-table entry */
+#define CK_FIXED 200u /* bytes before the tensor table */
+#define CK_ENTRY 64u  /* bytes per tensor-table entry */
 #define CK_ALIGN 64u
 
 enum { KIND_PARAM = 0, KIND_ADAM_M = 1, KIND_ADAM_V = 2 };
@@ -123,8 +123,8 @@ la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw
     put32(buf + 8, CK_VERSION);
     put32(buf + 12, (uint32_t)header);
     put64(buf + 16, (uint64_t)size);
-    const int32_t cf[10] = {c->vocab,   c->d_model, c->n_layers,    c->n_heads, c->head_dim,
-                            c->d_ff,    c->mixer,   c->feature_map, c->conv,    c->performer_m};
+    const int32_t cf[10] = {c->vocab, c->d_model, c->n_layers,    c->n_heads, c->head_dim,
+                            c->d_ff,  c->mixer,   c->feature_map, c->conv,    c->performer_m};
     for (int i = 0; i < 10; i++) put32(buf + 24 + 4 * i, (uint32_t)cf[i]);
     put64(buf + 64, c->seed);
     putf(buf + 72, c->norm_eps);
@@ -137,7 +137,7 @@ la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw
     put32(buf + 128, (uint32_t)ts->data_rng.has_spare);
     put32(buf + 132, opt ? 1u : 0u);
     if (opt) {
-        const float h[7] = {opt->lr_max, opt->lr_min, opt->beta1,       opt->beta2,
+        const float h[7] = {opt->lr_max, opt->lr_min,       opt->beta1, opt->beta2,
                             opt->eps,    opt->weight_decay, opt->clip};
         for (int i = 0; i < 7; i++) putf(buf + 136 + 4 * i, h[i]);
         put64(buf + 168, (uint64_t)opt->warmup);
@@ -205,9 +205,12 @@ la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (slash == dir) dir[1] = 0;
-    else if (slash) *slash = 0;
-    else snprintf(dir, sizeof dir, ".");
+    if (slash == dir)
+        dir[1] = 0;
+    else if (slash)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
     int dfd = open(dir, O_RDONLY);
     if (dfd >= 0) {
         fsync(dfd);
@@ -216,15 +219,16 @@ la_status lm_checkpoint_save(const char *path, const lm_model *m, const lm_adamw
     return LA_OK;
 }
 
-#define BAD(...) \
-    do { \
-        st = lm_fail(LA_ERR_IO, __VA_ARGS__); \
-        goto done; \
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        st = lm_fail(LA_ERR_IO, __VA_ARGS__);                                                      \
+        goto done;                                                                                 \
     } while (0)
 
 la_status lm_checkpoint_load(const char *path, lm_model **out, la_ctx *ctx, lm_adamw *opt,
                              lm_train_state *ts) {
-    if (!path || !out || !ctx) return lm_fail(LA_ERR_NULL_POINTER, "checkpoint load: NULL argument");
+    if (!path || !out || !ctx)
+        return lm_fail(LA_ERR_NULL_POINTER, "checkpoint load: NULL argument");
     la_status st = LA_OK;
     int has_opt = 0;
     unsigned char *buf = NULL;
@@ -232,7 +236,8 @@ la_status lm_checkpoint_load(const char *path, lm_model **out, la_ctx *ctx, lm_a
     lm_adamw o;
     memset(&o, 0, sizeof o);
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return lm_fail(LA_ERR_IO, "checkpoint '%s': cannot open: %s", path, strerror(errno));
+    if (fd < 0)
+        return lm_fail(LA_ERR_IO, "checkpoint '%s': cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
@@ -258,7 +263,8 @@ la_status lm_checkpoint_load(const char *path, lm_model **out, la_ctx *ctx, lm_a
     }
     close(fd);
     if (got != fsize) BAD("checkpoint '%s': read %ld of %ld bytes", path, (long)got, (long)fsize);
-    if (memcmp(buf, CK_MAGIC, 8) != 0) BAD("checkpoint '%s': wrong magic (not a linattn model checkpoint)", path);
+    if (memcmp(buf, CK_MAGIC, 8) != 0)
+        BAD("checkpoint '%s': wrong magic (not a linattn model checkpoint)", path);
     const uint32_t version = get32(buf + 8);
     if (version != CK_VERSION)
         BAD("checkpoint '%s': version %u, this build reads version %u", path, version, CK_VERSION);
@@ -366,8 +372,10 @@ done:
         return st;
     }
     if (opt) {
-        if (has_opt) *opt = o;
-        else memset(opt, 0, sizeof *opt);
+        if (has_opt)
+            *opt = o;
+        else
+            memset(opt, 0, sizeof *opt);
     }
     *out = m;
     return LA_OK;

@@ -59,9 +59,9 @@ lm_config lm_config_default(int mixer, int vocab) {
 
 la_status lm_config_validate(const lm_config *c) {
     if (!c) return lm_fail(LA_ERR_NULL_POINTER, "config is NULL");
-#define RANGE(f, lo, hi)                                                                     \
-    if (c->f < (lo) || c->f > (hi))                                                          \
-        return lm_fail(LA_ERR_INVALID_ARGUMENT, "config %s = %ld is outside [%ld, %ld]", #f, \
+#define RANGE(f, lo, hi)                                                                           \
+    if (c->f < (lo) || c->f > (hi))                                                                \
+        return lm_fail(LA_ERR_INVALID_ARGUMENT, "config %s = %ld is outside [%ld, %ld]", #f,       \
                        (long)c->f, (long)(lo), (long)(hi));
     RANGE(vocab, 2, 1 << 20);
     RANGE(d_model, 1, 1 << 14);
@@ -96,9 +96,9 @@ int lm_has_beta(const lm_config *c) {
     return c->mixer == LM_DELTANET || c->mixer == LM_GDN || c->mixer == LM_KDA;
 }
 
-static const char *const SLOT_NAMES[S_COUNT] = {"attn_norm", "wq", "wk", "wv", "wo", "conv_q",
-                                                "conv_k", "conv_v", "wg", "bg", "a_log", "wb",
-                                                "bb", "mlp_norm", "w1", "w3", "w2"};
+static const char *const SLOT_NAMES[S_COUNT] = {
+    "attn_norm", "wq",    "wk", "wv", "wo",       "conv_q", "conv_k", "conv_v", "wg",
+    "bg",        "a_log", "wb", "bb", "mlp_norm", "w1",     "w3",     "w2"};
 
 static void slot_sizes(const lm_config *c, int64_t *sz) {
     const int64_t D = c->d_model, HK = (int64_t)c->n_heads * c->head_dim, F = c->d_ff;
@@ -178,7 +178,8 @@ static void init_params(lm_model *m) {
                 }
                 break;
             case S_ALOG:
-                for (int64_t i = 0; i < n; i++) p[i] = (float)log(1.0 + 15.0 * la_rng_uniform(&rng));
+                for (int64_t i = 0; i < n; i++)
+                    p[i] = (float)log(1.0 + 15.0 * la_rng_uniform(&rng));
                 break;
             case S_BB:
                 for (int64_t i = 0; i < n; i++) p[i] = 0.0f;
@@ -234,8 +235,8 @@ la_status lm_model_create(lm_model **out, const lm_config *cfg, la_ctx *ctx) {
     if (cfg->mixer == LM_PERFORMER) {
         m->performer_W = malloc((size_t)cfg->performer_m * cfg->head_dim * sizeof(float));
         if (!m->performer_W) goto oom;
-        st = la_projection_draw(m->performer_W, cfg->performer_m, cfg->head_dim,
-                                LA_PROJ_ORTHOGONAL, LA_SCALING_CHI, cfg->seed ^ 0x9e3779b97f4a7c15ull);
+        st = la_projection_draw(m->performer_W, cfg->performer_m, cfg->head_dim, LA_PROJ_ORTHOGONAL,
+                                LA_SCALING_CHI, cfg->seed ^ 0x9e3779b97f4a7c15ull);
         if (st) {
             lm_model_destroy(m);
             return lm_fail(st, "performer projection: %s", la_last_error());

@@ -62,8 +62,8 @@ void lm_swiglu(float *a, const float *h1, const float *h3, int64_t n) {
     for (int64_t i = 0; i < n; i++) a[i] = h1[i] * lm_sigmoidf(h1[i]) * h3[i];
 }
 
-void lm_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
-                        const float *h3, int64_t n) {
+void lm_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1, const float *h3,
+                        int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         const float s = lm_sigmoidf(h1[i]);
         const float silu = h1[i] * s;
@@ -72,8 +72,8 @@ void lm_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1
     }
 }
 
-void lm_conv(float *y, float *pre, const float *x, const float *w, int64_t B, int64_t T,
-             int64_t C, int64_t ks) {
+void lm_conv(float *y, float *pre, const float *x, const float *w, int64_t B, int64_t T, int64_t C,
+             int64_t ks) {
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
             float *yr = y + (b * T + t) * C;

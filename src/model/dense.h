@@ -29,14 +29,14 @@ void lm_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, 
 
 /* a [M,F] = silu(h1) * h3 */
 void lm_swiglu(float *a, const float *h1, const float *h3, int64_t n);
-void lm_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
-                        const float *h3, int64_t n);
+void lm_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1, const float *h3,
+                        int64_t n);
 
 /* Depthwise causal conv then SiLU over [B,T,C]: pre[b,t,c] =
  * sum_j w[j,c] x[b,t-(ks-1)+j,c] (zero before t = 0), y = silu(pre).
  * w [ks,C]. pre optional (saved for the backward). */
-void lm_conv(float *y, float *pre, const float *x, const float *w, int64_t B, int64_t T,
-             int64_t C, int64_t ks);
+void lm_conv(float *y, float *pre, const float *x, const float *w, int64_t B, int64_t T, int64_t C,
+             int64_t ks);
 /* dx [B,T,C] = ..., dw [ks,C] += ... */
 void lm_conv_backward(float *dx, float *dw, const float *dy, const float *x, const float *pre,
                       const float *w, int64_t B, int64_t T, int64_t C, int64_t ks);

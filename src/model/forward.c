@@ -144,8 +144,8 @@ la_status lm_forward(lm_model *m, const int32_t *tokens, const int32_t *targets,
     const lm_config *c = &m->cfg;
     for (int64_t i = 0; i < B * T; i++) {
         if (tokens[i] < 0 || tokens[i] >= c->vocab)
-            return lm_fail(LA_ERR_INVALID_ARGUMENT, "tokens[%ld] = %d is outside [0, %d)",
-                           (long)i, tokens[i], c->vocab);
+            return lm_fail(LA_ERR_INVALID_ARGUMENT, "tokens[%ld] = %d is outside [0, %d)", (long)i,
+                           tokens[i], c->vocab);
         if (targets[i] < -1 || targets[i] >= c->vocab)
             return lm_fail(LA_ERR_INVALID_ARGUMENT, "targets[%ld] = %d is outside [-1, %d)",
                            (long)i, targets[i], c->vocab);

@@ -46,13 +46,14 @@ static void rows_portable(const gemm_job *j, int64_t m0, int64_t m1) {
 #ifdef LM_HAVE_AVX2
 /* R rows (1..4) x 16 columns, accumulators in registers. */
 #define LM_AVX2 __attribute__((target("avx2,fma")))
-static inline LM_AVX2 __attribute__((always_inline)) void
-block16(const gemm_job *j, int64_t m, int64_t n, const int R) {
+static inline LM_AVX2 __attribute__((always_inline)) void block16(const gemm_job *j, int64_t m,
+                                                                  int64_t n, const int R) {
     const int64_t K = j->K, N = j->N;
     __m256 c[4][2];
     for (int i = 0; i < R; i++)
         for (int h = 0; h < 2; h++)
-            c[i][h] = j->acc ? _mm256_loadu_ps(j->y + (m + i) * N + n + 8 * h) : _mm256_setzero_ps();
+            c[i][h] =
+                j->acc ? _mm256_loadu_ps(j->y + (m + i) * N + n + 8 * h) : _mm256_setzero_ps();
     const float *bp = j->b + n;
     for (int64_t k = 0; k < K; k++, bp += N) {
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
@@ -66,8 +67,8 @@ block16(const gemm_job *j, int64_t m, int64_t n, const int R) {
         for (int h = 0; h < 2; h++) _mm256_storeu_ps(j->y + (m + i) * N + n + 8 * h, c[i][h]);
 }
 
-static inline LM_AVX2 __attribute__((always_inline)) void
-block8(const gemm_job *j, int64_t m, int64_t n, const int R) {
+static inline LM_AVX2 __attribute__((always_inline)) void block8(const gemm_job *j, int64_t m,
+                                                                 int64_t n, const int R) {
     const int64_t K = j->K, N = j->N;
     __m256 c[4];
     for (int i = 0; i < R; i++)
@@ -82,8 +83,8 @@ block8(const gemm_job *j, int64_t m, int64_t n, const int R) {
     for (int i = 0; i < R; i++) _mm256_storeu_ps(j->y + (m + i) * N + n, c[i]);
 }
 
-static inline LM_AVX2 __attribute__((always_inline)) void
-rows_avx2_r(const gemm_job *j, int64_t m, const int R) {
+static inline LM_AVX2 __attribute__((always_inline)) void rows_avx2_r(const gemm_job *j, int64_t m,
+                                                                      const int R) {
     const int64_t K = j->K, N = j->N;
     int64_t n = 0;
     for (; n + 16 <= N; n += 16) block16(j, m, n, R);
@@ -108,13 +109,14 @@ static LM_AVX2 void rows_avx2(const gemm_job *j, int64_t m0, int64_t m1) {
 /* AVX-512: R rows (1..8) x 32 columns. The same fused chain per element as
  * the AVX2 path, so both give identical bits. */
 #define LM_AVX512 __attribute__((target("avx512f,avx2,fma")))
-static inline LM_AVX512 __attribute__((always_inline)) void
-block32(const gemm_job *j, int64_t m, int64_t n, const int R) {
+static inline LM_AVX512 __attribute__((always_inline)) void block32(const gemm_job *j, int64_t m,
+                                                                    int64_t n, const int R) {
     const int64_t K = j->K, N = j->N;
     __m512 c[8][2];
     for (int i = 0; i < R; i++)
         for (int h = 0; h < 2; h++)
-            c[i][h] = j->acc ? _mm512_loadu_ps(j->y + (m + i) * N + n + 16 * h) : _mm512_setzero_ps();
+            c[i][h] =
+                j->acc ? _mm512_loadu_ps(j->y + (m + i) * N + n + 16 * h) : _mm512_setzero_ps();
     const float *bp = j->b + n;
     for (int64_t k = 0; k < K; k++, bp += N) {
         const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
@@ -128,8 +130,8 @@ block32(const gemm_job *j, int64_t m, int64_t n, const int R) {
         for (int h = 0; h < 2; h++) _mm512_storeu_ps(j->y + (m + i) * N + n + 16 * h, c[i][h]);
 }
 
-static inline LM_AVX512 __attribute__((always_inline)) void
-rows_avx512_r(const gemm_job *j, int64_t m, const int R) {
+static inline LM_AVX512 __attribute__((always_inline)) void rows_avx512_r(const gemm_job *j,
+                                                                          int64_t m, const int R) {
     const int64_t K = j->K, N = j->N;
     int64_t n = 0;
     for (; n + 32 <= N; n += 32) block32(j, m, n, R);
@@ -137,8 +139,10 @@ rows_avx512_r(const gemm_job *j, int64_t m, const int R) {
         const int r = R - i0 < 4 ? R - i0 : 4;
         int64_t nn = n;
         for (; nn + 16 <= N; nn += 16) {
-            if (r == 4) block16(j, m + i0, nn, 4);
-            else for (int i = 0; i < r; i++) block16(j, m + i0 + i, nn, 1);
+            if (r == 4)
+                block16(j, m + i0, nn, 4);
+            else
+                for (int i = 0; i < r; i++) block16(j, m + i0 + i, nn, 1);
         }
         for (; nn + 8 <= N; nn += 8)
             for (int i = 0; i < r; i++) block8(j, m + i0 + i, nn, 1);

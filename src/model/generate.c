@@ -13,9 +13,9 @@
 #include <string.h>
 
 typedef struct gen_layer {
-    la_decoder *dec;       /* linear mixers */
-    float *kc, *vc;        /* softmax: [N, max_len, HK] */
-    float *cq, *ck, *cv;   /* conv history: [N, ks-1, HK] (oldest first) */
+    la_decoder *dec;     /* linear mixers */
+    float *kc, *vc;      /* softmax: [N, max_len, HK] */
+    float *cq, *ck, *cv; /* conv history: [N, ks-1, HK] (oldest first) */
 } gen_layer;
 
 struct lm_gen {
@@ -57,12 +57,12 @@ la_status lm_gen_create(lm_gen **out, lm_model *m, int64_t N, int64_t max_len) {
     g->m = m, g->N = N, g->max_len = max_len;
     g->layers = calloc((size_t)c->n_layers, sizeof *g->layers);
     int64_t wmax = (int64_t)c->vocab * D;
-    const int64_t sizes[] = {N * D, N * D, N, N * HK, N * HK, N * HK, N * HK, N * HK, N * HK,
-                             N * G, N * G, N * H, N * H, N * H * M, N * H * M, N * HK,
-                             N * D, N * D, N * F, N * F, N * F, wmax, H};
-    float **ptrs[] = {&g->x,  &g->n1, &g->r,   &g->qp,  &g->kp,  &g->vp, &g->q,  &g->k,
-                      &g->v,  &g->gz, &g->g,   &g->bz,  &g->beta, &g->phq, &g->phk, &g->o,
-                      &g->xm, &g->n2, &g->h1,  &g->h3,  &g->a,  &g->wt, &g->g_gamma};
+    const int64_t sizes[] = {N * D,  N * D, N,     N * HK, N * HK, N * HK,    N * HK,    N * HK,
+                             N * HK, N * G, N * G, N * H,  N * H,  N * H * M, N * H * M, N * HK,
+                             N * D,  N * D, N * F, N * F,  N * F,  wmax,      H};
+    float **ptrs[] = {&g->x,  &g->n1, &g->r,  &g->qp, &g->kp,   &g->vp,  &g->q,      &g->k,
+                      &g->v,  &g->gz, &g->g,  &g->bz, &g->beta, &g->phq, &g->phk,    &g->o,
+                      &g->xm, &g->n2, &g->h1, &g->h3, &g->a,    &g->wt,  &g->g_gamma};
     const int np = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t tot = 0;
     for (int i = 0; i < np; i++) tot += sizes[i] + 16;
@@ -193,10 +193,10 @@ static la_status softmax_step(lm_gen *g, gen_layer *L) {
     return LA_OK;
 }
 
-#define TRY(call, what)                                                 \
-    do {                                                                \
-        la_status st_ = (call);                                         \
-        if (st_) return lm_fail(st_, "%s: %s", (what), la_last_error()); \
+#define TRY(call, what)                                                                            \
+    do {                                                                                           \
+        la_status st_ = (call);                                                                    \
+        if (st_) return lm_fail(st_, "%s: %s", (what), la_last_error());                           \
     } while (0)
 
 la_status lm_gen_step(lm_gen *g, const int32_t *tokens, float *logits) {

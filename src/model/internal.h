@@ -28,8 +28,8 @@ enum {
     S_COUNT
 };
 #define T_EMBED 0
-#define T_LAYER(l, s) (1 + (l) * S_COUNT + (s))
-#define T_NORMF(nl) (1 + (nl) * S_COUNT)
+#define T_LAYER(l, s) (1 + (l)*S_COUNT + (s))
+#define T_NORMF(nl) (1 + (nl)*S_COUNT)
 
 /* Width of the gate projection: per channel (GLA, KDA), per head (GDN), 0. */
 int64_t lm_gate_width(const lm_config *c);
@@ -39,20 +39,20 @@ int64_t lm_config_n_params(const lm_config *c);
 
 /* Saved activations of one layer ([BT, *] row-major). */
 typedef struct lm_layer_acts {
-    float *x_in, *n1, *r1;       /* input, normed, rstd */
-    float *qp, *kp, *vp;         /* projections (conv inputs) */
-    float *qc, *kc, *vc;         /* conv pre-activations (conv only) */
-    float *q, *k, *v;            /* mixer inputs */
-    float *gz, *g;               /* gate pre-activation, log gate */
-    float *bz, *beta;            /* beta pre-activation, beta */
-    float *phq, *phk;            /* Performer features [BT, H, M] */
-    float *o;                    /* mixer output [BT, HK] */
-    float *x_mid, *n2, *r2;      /* after the mixer residual */
-    float *h1, *h3, *a;          /* MLP [BT, F] */
+    float *x_in, *n1, *r1;  /* input, normed, rstd */
+    float *qp, *kp, *vp;    /* projections (conv inputs) */
+    float *qc, *kc, *vc;    /* conv pre-activations (conv only) */
+    float *q, *k, *v;       /* mixer inputs */
+    float *gz, *g;          /* gate pre-activation, log gate */
+    float *bz, *beta;       /* beta pre-activation, beta */
+    float *phq, *phk;       /* Performer features [BT, H, M] */
+    float *o;               /* mixer output [BT, HK] */
+    float *x_mid, *n2, *r2; /* after the mixer residual */
+    float *h1, *h3, *a;     /* MLP [BT, F] */
 } lm_layer_acts;
 
 typedef struct lm_acts {
-    int64_t B, T, cap;           /* cap: rows allocated */
+    int64_t B, T, cap; /* cap: rows allocated */
     float *mem, *gmem;
     lm_layer_acts *layers;
     float *x_out, *nf, *rf, *logits;
@@ -61,7 +61,7 @@ typedef struct lm_acts {
     /* backward scratch */
     float *dx, *dn, *dq, *dk, *dv, *dqp, *dkp, *dvp, *dg, *dbeta, *dphq, *dphk, *dout;
     float *dh1, *dh3, *da, *dlogits, *wt, *xt;
-    float *g_gamma;              /* RetNet decay [H] */
+    float *g_gamma; /* RetNet decay [H] */
 } lm_acts;
 
 /* Frees the activation buffers (the struct stays). */

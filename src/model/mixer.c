@@ -9,10 +9,10 @@
 
 #define GLA_GATE_NORMALIZER 16.0f
 
-#define TRY(call, what)                                                 \
-    do {                                                                \
-        la_status st_ = (call);                                         \
-        if (st_) return lm_fail(st_, "%s: %s", (what), la_last_error()); \
+#define TRY(call, what)                                                                            \
+    do {                                                                                           \
+        la_status st_ = (call);                                                                    \
+        if (st_) return lm_fail(st_, "%s: %s", (what), la_last_error());                           \
     } while (0)
 
 static float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
@@ -41,7 +41,8 @@ la_linear_attn_opts lm_linear_opts(const lm_model *m) {
 static la_gated_opts gated_opts(const lm_model *m) {
     la_gated_opts o = la_gated_opts_default();
     o.form = m->form == LA_FORM_RECURRENT ? LA_FORM_RECURRENT : LA_FORM_CHUNK;
-    o.use_qk_l2norm = m->cfg.mixer == LM_DELTANET || m->cfg.mixer == LM_GDN || m->cfg.mixer == LM_KDA;
+    o.use_qk_l2norm =
+        m->cfg.mixer == LM_DELTANET || m->cfg.mixer == LM_GDN || m->cfg.mixer == LM_KDA;
     return o;
 }
 
@@ -100,8 +101,8 @@ la_status lm_mixer_forward(lm_model *m, lm_layer_acts *L, int64_t B, int64_t T) 
     }
     case LM_RETNET: {
         la_gated_opts o = gated_opts(m);
-        TRY(la_simple_gla_forward(ctx, &o, &d, L->o, NULL, L->q, L->k, L->v, NULL,
-                                  m->acts->g_gamma, NULL),
+        TRY(la_simple_gla_forward(ctx, &o, &d, L->o, NULL, L->q, L->k, L->v, NULL, m->acts->g_gamma,
+                                  NULL),
             "retnet forward");
         return LA_OK;
     }
@@ -192,8 +193,8 @@ la_status lm_mixer_backward(lm_model *m, lm_layer_acts *L, int64_t B, int64_t T)
     }
     case LM_DELTANET: {
         la_gated_opts o = gated_opts(m);
-        TRY(la_delta_rule_backward(ctx, &o, &d, A->dq, A->dk, A->dv, A->dbeta, NULL, A->dout,
-                                   NULL, L->q, L->k, L->v, L->beta, NULL),
+        TRY(la_delta_rule_backward(ctx, &o, &d, A->dq, A->dk, A->dv, A->dbeta, NULL, A->dout, NULL,
+                                   L->q, L->k, L->v, L->beta, NULL),
             "deltanet backward");
         break;
     }
@@ -207,8 +208,8 @@ la_status lm_mixer_backward(lm_model *m, lm_layer_acts *L, int64_t B, int64_t T)
     case LM_KDA: {
 #ifdef LA_HAVE_KDA
         la_gated_opts o = gated_opts(m);
-        TRY(la_kda_backward(ctx, &o, &d, A->dq, A->dk, A->dv, A->dg, A->dbeta, NULL, A->dout,
-                            NULL, L->q, L->k, L->v, L->g, L->beta, NULL),
+        TRY(la_kda_backward(ctx, &o, &d, A->dq, A->dk, A->dv, A->dg, A->dbeta, NULL, A->dout, NULL,
+                            L->q, L->k, L->v, L->g, L->beta, NULL),
             "kda backward");
         break;
 #else

@@ -49,8 +49,8 @@ int lm_mixer_available(int mixer);
 
 /* Everything that fixes the parameter shapes (saved in checkpoints). */
 typedef struct lm_config {
-    int32_t vocab;       /* Vt */
-    int32_t d_model;     /* D */
+    int32_t vocab;   /* Vt */
+    int32_t d_model; /* D */
     int32_t n_layers;
     int32_t n_heads;     /* H */
     int32_t head_dim;    /* K = V */
@@ -80,15 +80,15 @@ typedef struct lm_tensor {
 
 typedef struct lm_model {
     lm_config cfg;
-    la_form form;        /* form for linear ops (CHUNK default; RECURRENT
-                            makes training forward == decoder bit for bit) */
+    la_form form; /* form for linear ops (CHUNK default; RECURRENT
+                     makes training forward == decoder bit for bit) */
     int n_tensors;
     lm_tensor *table;
     int64_t n_params;
-    float *params;       /* [n_params] */
-    float *grads;        /* [n_params], written by lm_backward */
-    float *performer_W;  /* [performer_m, K] fixed random projection */
-    la_ctx *ctx;         /* borrowed */
+    float *params;        /* [n_params] */
+    float *grads;         /* [n_params], written by lm_backward */
+    float *performer_W;   /* [performer_m, K] fixed random projection */
+    la_ctx *ctx;          /* borrowed */
     struct lm_pool *pool; /* threads of the dense layers (as many as ctx) */
     struct lm_acts *acts;
 } lm_model;
@@ -110,18 +110,23 @@ la_status lm_forward(lm_model *m, const int32_t *tokens, const int32_t *targets,
 la_status lm_backward(lm_model *m);
 
 /* ---- tasks ---- */
-typedef enum lm_task { LM_TASK_MQAR = 0, LM_TASK_COPY = 1, LM_TASK_LISTOPS = 2, LM_TASK_BYTES = 3 } lm_task;
+typedef enum lm_task {
+    LM_TASK_MQAR = 0,
+    LM_TASK_COPY = 1,
+    LM_TASK_LISTOPS = 2,
+    LM_TASK_BYTES = 3
+} lm_task;
 const char *lm_task_name(int task);
 int lm_task_from_name(const char *name);
 
 typedef struct lm_task_cfg {
     int task;
-    int64_t T;          /* sequence length */
-    int pairs;          /* MQAR: key-value pairs */
-    int n_keys;         /* MQAR: key vocabulary (values use as many) */
-    int copy_tokens;    /* copy: tokens to copy */
-    int copy_vocab;     /* copy: data vocabulary */
-    int listops_depth;  /* listops: maximum nesting */
+    int64_t T;                 /* sequence length */
+    int pairs;                 /* MQAR: key-value pairs */
+    int n_keys;                /* MQAR: key vocabulary (values use as many) */
+    int copy_tokens;           /* copy: tokens to copy */
+    int copy_vocab;            /* copy: data vocabulary */
+    int listops_depth;         /* listops: maximum nesting */
     const unsigned char *text; /* bytes: the corpus */
     int64_t text_len;
     int64_t text_split; /* bytes: held-out data starts here */
@@ -131,21 +136,21 @@ typedef struct lm_task_cfg {
 int lm_task_vocab(const lm_task_cfg *t);
 /* Fills tokens/targets [B,T] (targets -1 where not scored). heldout selects
  * the evaluation split for bytes (others draw from a different seed). */
-la_status lm_task_batch(const lm_task_cfg *t, la_rng *rng, int heldout, int64_t B,
-                        int32_t *tokens, int32_t *targets);
+la_status lm_task_batch(const lm_task_cfg *t, la_rng *rng, int heldout, int64_t B, int32_t *tokens,
+                        int32_t *targets);
 
 typedef struct lm_train_state {
     int64_t step;
-    la_rng data_rng;   /* training data stream */
-    int has_opt;       /* set by lm_checkpoint_load */
+    la_rng data_rng; /* training data stream */
+    int has_opt;     /* set by lm_checkpoint_load */
 } lm_train_state;
 
 /* ---- optimizer ---- */
 typedef struct lm_adamw {
     float lr_max, lr_min, beta1, beta2, eps, weight_decay, clip;
     int64_t warmup, total_steps;
-    int64_t step;      /* steps taken */
-    float *m1, *m2;    /* [n_params] moments */
+    int64_t step;   /* steps taken */
+    float *m1, *m2; /* [n_params] moments */
     int64_t n;
 } lm_adamw;
 
@@ -162,12 +167,12 @@ la_status lm_adamw_step(lm_adamw *opt, lm_model *m, double *grad_norm);
 /* ---- training ---- */
 /* Draws a batch from ts->data_rng, forward, backward, AdamW; ts->step++.
  * *acc (optional): fraction of scored targets predicted (argmax). */
-la_status lm_train_step(lm_model *m, lm_adamw *opt, const lm_task_cfg *task,
-                        lm_train_state *ts, int64_t B, double *loss, double *acc);
+la_status lm_train_step(lm_model *m, lm_adamw *opt, const lm_task_cfg *task, lm_train_state *ts,
+                        int64_t B, double *loss, double *acc);
 /* Mean loss and accuracy over n_batches held-out batches drawn from seed
  * (the bytes task reads its held-out split). */
-la_status lm_evaluate(lm_model *m, const lm_task_cfg *task, uint64_t seed, int64_t B,
-                      int n_batches, double *loss, double *acc);
+la_status lm_evaluate(lm_model *m, const lm_task_cfg *task, uint64_t seed, int64_t B, int n_batches,
+                      double *loss, double *acc);
 
 /* ---- checkpoints (format: docs/CHECKPOINT.md) ---- */
 /* Writes atomically: path.tmp.<pid> in the same folder, fsync, rename,

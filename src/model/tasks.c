@@ -142,8 +142,8 @@ static void listops_row(const lm_task_cfg *t, la_rng *r, int64_t T, int32_t *tok
     tgt[pos] = 1 + v;
 }
 
-la_status lm_task_batch(const lm_task_cfg *t, la_rng *rng, int heldout, int64_t B,
-                        int32_t *tokens, int32_t *targets) {
+la_status lm_task_batch(const lm_task_cfg *t, la_rng *rng, int heldout, int64_t B, int32_t *tokens,
+                        int32_t *targets) {
     if (!t || !rng || !tokens || !targets)
         return lm_fail(LA_ERR_NULL_POINTER, "lm_task_batch: NULL argument");
     const int64_t T = t->T;

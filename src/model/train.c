@@ -4,8 +4,8 @@
 
 #include <stdlib.h>
 
-la_status lm_train_step(lm_model *m, lm_adamw *opt, const lm_task_cfg *task,
-                        lm_train_state *ts, int64_t B, double *loss, double *acc) {
+la_status lm_train_step(lm_model *m, lm_adamw *opt, const lm_task_cfg *task, lm_train_state *ts,
+                        int64_t B, double *loss, double *acc) {
     if (!m || !opt || !task || !ts || !loss)
         return lm_fail(LA_ERR_NULL_POINTER, "lm_train_step: NULL argument");
     const int64_t T = task->T;
@@ -29,8 +29,8 @@ done:
     return st;
 }
 
-la_status lm_evaluate(lm_model *m, const lm_task_cfg *task, uint64_t seed, int64_t B,
-                      int n_batches, double *loss, double *acc) {
+la_status lm_evaluate(lm_model *m, const lm_task_cfg *task, uint64_t seed, int64_t B, int n_batches,
+                      double *loss, double *acc) {
     if (!m || !task || !loss || !acc) return lm_fail(LA_ERR_NULL_POINTER, "lm_evaluate: NULL");
     const int64_t T = task->T;
     int32_t *tok = malloc((size_t)(B * T) * sizeof(int32_t));

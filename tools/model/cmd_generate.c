@@ -10,19 +10,20 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: linattn generate --ckpt FILE [--prompt TEXT] [--max-tokens N]\n"
-               "                        [--temperature X] [--seed N] [--threads N] [--quiet]\n"
-               "\n"
-               "Feeds the prompt to the model token by token, then samples --max-tokens more\n"
-               "(greedy at temperature 0, the default 0.8). Byte models (vocabulary 256) read\n"
-               "the prompt as text; other models read space-separated token ids.\n"
-               "Afterwards prints time per token and state (or KV-cache) bytes vs position.\n"
-               "\n"
-               "  --max-tokens N   tokens to generate (default 200)\n"
-               "  --quiet          only the statistics\n"
-               "\n"
-               "example: linattn train --task bytes --mixer gla --quick --ckpt gla.ckpt\n"
-               "         linattn generate --ckpt gla.ckpt --prompt 'And God said' --max-tokens 300\n");
+    fprintf(f,
+            "usage: linattn generate --ckpt FILE [--prompt TEXT] [--max-tokens N]\n"
+            "                        [--temperature X] [--seed N] [--threads N] [--quiet]\n"
+            "\n"
+            "Feeds the prompt to the model token by token, then samples --max-tokens more\n"
+            "(greedy at temperature 0, the default 0.8). Byte models (vocabulary 256) read\n"
+            "the prompt as text; other models read space-separated token ids.\n"
+            "Afterwards prints time per token and state (or KV-cache) bytes vs position.\n"
+            "\n"
+            "  --max-tokens N   tokens to generate (default 200)\n"
+            "  --quiet          only the statistics\n"
+            "\n"
+            "example: linattn train --task bytes --mixer gla --quick --ckpt gla.ckpt\n"
+            "         linattn generate --ckpt gla.ckpt --prompt 'And God said' --max-tokens 300\n");
 }
 
 static int sample(const float *logits, int V, double temp, la_rng *rng) {
@@ -151,8 +152,10 @@ int cmd_generate(int argc, char **argv) {
         if (pos + 1 >= plen && pos + 1 < n) {
             toks[pos + 1] = sample(logits, V, temp, &rng);
             if (!quiet) {
-                if (byte_model) putchar(toks[pos + 1]);
-                else printf("%d ", toks[pos + 1]);
+                if (byte_model)
+                    putchar(toks[pos + 1]);
+                else
+                    printf("%d ", toks[pos + 1]);
                 fflush(stdout);
             }
         }

@@ -125,9 +125,10 @@ int cmd_train(int argc, char **argv) {
     }
     int fmap = LA_FEATURE_ELU1;
     if (a.fmap) {
-        fmap = !strcmp(a.fmap, "elu1") ? LA_FEATURE_ELU1
-               : !strcmp(a.fmap, "relu") ? LA_FEATURE_RELU
-               : !strcmp(a.fmap, "identity") ? LA_FEATURE_IDENTITY : -1;
+        fmap = !strcmp(a.fmap, "elu1")       ? LA_FEATURE_ELU1
+               : !strcmp(a.fmap, "relu")     ? LA_FEATURE_RELU
+               : !strcmp(a.fmap, "identity") ? LA_FEATURE_IDENTITY
+                                             : -1;
         if (fmap < 0) {
             fprintf(stderr, "linattn train: --feature-map elu1|relu|identity, got '%s'\n", a.fmap);
             return 2;
@@ -142,8 +143,10 @@ int cmd_train(int argc, char **argv) {
     memset(&t, 0, sizeof t);
     t.task = task;
     const int q = a.quick;
-    t.T = a.seq_len > 0 ? a.seq_len : task == LM_TASK_MQAR ? (q ? 64 : 128)
-                                    : task == LM_TASK_LISTOPS ? (q ? 64 : 128) : (q ? 64 : 256);
+    t.T = a.seq_len > 0             ? a.seq_len
+          : task == LM_TASK_MQAR    ? (q ? 64 : 128)
+          : task == LM_TASK_LISTOPS ? (q ? 64 : 128)
+                                    : (q ? 64 : 256);
     t.pairs = a.pairs > 0 ? (int)a.pairs : q ? 8 : 16;
     t.n_keys = a.keys > 0 ? (int)a.keys : 64;
     t.copy_tokens = a.copy_tokens > 0 ? (int)a.copy_tokens : q ? 8 : 16;
@@ -195,7 +198,9 @@ int cmd_train(int argc, char **argv) {
         c.d_model = (int32_t)(a.d_model > 0 ? a.d_model : q ? 64 : 128);
         c.n_layers = (int32_t)(a.layers > 0 ? a.layers : 2);
         c.n_heads = (int32_t)(a.heads > 0 ? a.heads : 4);
-        c.head_dim = (int32_t)(a.head_dim > 0 ? a.head_dim : (c.d_model / c.n_heads > 0 ? c.d_model / c.n_heads : 1));
+        c.head_dim =
+            (int32_t)(a.head_dim > 0 ? a.head_dim
+                                     : (c.d_model / c.n_heads > 0 ? c.d_model / c.n_heads : 1));
         c.d_ff = (int32_t)(a.d_ff > 0 ? a.d_ff : 2 * c.d_model);
         c.conv = (int32_t)(a.conv >= 0 ? a.conv : 4);
         c.performer_m = (int32_t)(a.perf_m > 0 ? a.perf_m : 32);
@@ -243,8 +248,7 @@ int cmd_train(int argc, char **argv) {
             t_mark = now, tokens_since = 0;
         }
         const double per_step = (now - t_start) / (double)(ts.step > 0 ? ts.step : 1);
-        progress(tty, ts.step, total, ema_loss, ema_acc, tps,
-                 per_step * (double)(total - ts.step));
+        progress(tty, ts.step, total, ema_loss, ema_acc, tps, per_step * (double)(total - ts.step));
         if (ts.step % eval_every == 0 || ts.step == total) {
             double el, ea;
             if (lm_evaluate(m, &t, eval_seed, B, eval_batches, &el, &ea)) {

@@ -18,11 +18,11 @@
 typedef struct zoo_cfg {
     int quick, listops, threads;
     uint64_t seed;
-    double budget;           /* seconds for all training runs */
+    double budget; /* seconds for all training runs */
     int n_pairs, pairs[ZOO_MAX_P];
     int64_t T, B, max_steps;
     int d_model, layers, heads, keys;
-    int64_t gen_len;         /* positions for the generation-cost curve */
+    int64_t gen_len; /* positions for the generation-cost curve */
     lab_progress_fn progress;
     void *progress_arg;
 } zoo_cfg;
@@ -64,8 +64,10 @@ static la_status train_one(const zoo_cfg *z, la_ctx *ctx, int mixer, const lm_ta
     lm_gen_destroy(g);
     free(logits);
     lm_adamw_free(&opt);
-    if (keep && !st) *keep = m;
-    else lm_model_destroy(m);
+    if (keep && !st)
+        *keep = m;
+    else
+        lm_model_destroy(m);
     return st;
 }
 
@@ -147,7 +149,8 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     int done = 0;
     for (int mi = 0; mi < nm; mi++) {
         for (int pi = 0; pi < z->n_pairs; pi++) {
-            if (z->progress) z->progress(z->progress_arg, (double)done / n_runs, lm_mixer_name(mixers[mi]));
+            if (z->progress)
+                z->progress(z->progress_arg, (double)done / n_runs, lm_mixer_name(mixers[mi]));
             lm_task_cfg t;
             memset(&t, 0, sizeof t);
             t.task = LM_TASK_MQAR, t.T = z->T, t.pairs = z->pairs[pi], t.n_keys = z->keys;
@@ -187,7 +190,8 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
             "sequences of key-value pairs (keys from %d, values from %d) followed by queries; "
             "accuracy is the fraction of held-out queries whose value is predicted. Each run "
             "trains %ld steps of batch %ld unless its %.1f s share of the time budget runs "
-            "out first (then it stops early: see the steps column). The literature (Zoology, Based, DeltaNet, Gated "
+            "out first (then it stops early: see the steps column). The literature (Zoology, "
+            "Based, DeltaNet, Gated "
             "DeltaNet) expects softmax to recall nearly everything, plain linear attention to "
             "degrade as pairs grow, and delta-rule mixers to recover most of the gap; the "
             "numbers below are what this run measured. State: bytes of recurrent state per "
@@ -208,8 +212,9 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
         sb_addf(&out->table, "  %6ld %10ld %11.0f %12.1f\n", (long)r->steps, (long)r->state_bytes,
                 r->train_tps, gnp[mi] ? gus[mi][gnp[mi] - 1] : NAN);
     }
-    sb_addf(&out->json, "{\"id\": \"zoo\", \"config\": {\"T\": %ld, \"batch\": %ld, \"d_model\": %d, "
-                        "\"layers\": %d, \"heads\": %d, \"keys\": %d, \"seconds_per_run\": ",
+    sb_addf(&out->json,
+            "{\"id\": \"zoo\", \"config\": {\"T\": %ld, \"batch\": %ld, \"d_model\": %d, "
+            "\"layers\": %d, \"heads\": %d, \"keys\": %d, \"seconds_per_run\": ",
             (long)z->T, (long)z->B, z->d_model, z->layers, z->heads, z->keys);
     sb_json_num(&out->json, per_run);
     sb_addf(&out->json, ", \"max_steps\": %ld, \"seed\": %llu}, \"mqar\": [", (long)z->max_steps,
@@ -217,8 +222,9 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     for (int mi = 0; mi < nm; mi++)
         for (int pi = 0; pi < z->n_pairs; pi++) {
             const zoo_run *r = &res[mi][pi];
-            sb_addf(&out->json, "%s{\"mixer\": \"%s\", \"pairs\": %d, \"accuracy\": ",
-                    mi + pi ? ", " : "", lm_mixer_name(mixers[mi]), z->pairs[pi]);
+            sb_addf(&out->json,
+                    "%s{\"mixer\": \"%s\", \"pairs\": %d, \"accuracy\": ", mi + pi ? ", " : "",
+                    lm_mixer_name(mixers[mi]), z->pairs[pi]);
             sb_json_num(&out->json, r->acc);
             sb_addf(&out->json, ", \"loss\": ");
             sb_json_num(&out->json, r->loss);
@@ -237,7 +243,8 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     for (int mi = 0; mi < nm; mi++) {
         sb_addf(&out->json, "%s{\"mixer\": \"%s\", \"position\": [", mi ? ", " : "",
                 lm_mixer_name(mixers[mi]));
-        for (int k = 0; k < gnp[mi]; k++) sb_addf(&out->json, "%s%ld", k ? ", " : "", (long)gpos[mi][k]);
+        for (int k = 0; k < gnp[mi]; k++)
+            sb_addf(&out->json, "%s%ld", k ? ", " : "", (long)gpos[mi][k]);
         sb_addf(&out->json, "], \"us_per_token\": [");
         for (int k = 0; k < gnp[mi]; k++) {
             if (k) sb_addf(&out->json, ", ");
@@ -259,10 +266,18 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     for (int mi = 0; mi < nm; mi++) {
         for (int pi = 0; pi < z->n_pairs; pi++) ys[mi][pi] = res[mi][pi].acc;
         s[mi] = (svg_series){lm_mixer_name(mixers[mi]), xs, ys[mi], z->n_pairs, 0,
-                             (svg_marker)(1 + mi % 4), mi};
+                             (svg_marker)(1 + mi % 4),  mi};
     }
-    svg_plot p1 = {"MQAR: held-out recall accuracy vs key-value pairs", "key-value pairs",
-                   "accuracy", NULL, SVG_LOG, SVG_LINEAR, 0, 0, s, nm};
+    svg_plot p1 = {"MQAR: held-out recall accuracy vs key-value pairs",
+                   "key-value pairs",
+                   "accuracy",
+                   NULL,
+                   SVG_LOG,
+                   SVG_LINEAR,
+                   0,
+                   0,
+                   s,
+                   nm};
     char *svg1 = svg_render(&p1);
     if (svg1)
         lab_add_figure(out, "zoo_mqar_accuracy.svg", svg1,
@@ -273,10 +288,18 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     for (int mi = 0; mi < nm; mi++) {
         for (int k = 0; k < gnp[mi]; k++) gx[mi][k] = (double)gpos[mi][k];
         s2[mi] = (svg_series){lm_mixer_name(mixers[mi]), gx[mi], gus[mi], gnp[mi], 0,
-                              (svg_marker)(1 + mi % 4), mi};
+                              (svg_marker)(1 + mi % 4),  mi};
     }
-    svg_plot p2 = {"Generation: time per token vs position", "position", "microseconds per token",
-                   NULL, SVG_LOG, SVG_LOG, 0, 0, s2, nm};
+    svg_plot p2 = {"Generation: time per token vs position",
+                   "position",
+                   "microseconds per token",
+                   NULL,
+                   SVG_LOG,
+                   SVG_LOG,
+                   0,
+                   0,
+                   s2,
+                   nm};
     char *svg2 = svg_render(&p2);
     if (svg2)
         lab_add_figure(out, "zoo_generation.svg", svg2,

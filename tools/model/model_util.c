@@ -87,7 +87,10 @@ double mcli_now(void) {
 }
 
 void mcli_fmt_secs(char *buf, size_t n, double s) {
-    if (!(s >= 0) || s > 1e7) snprintf(buf, n, "?");
-    else if (s < 60) snprintf(buf, n, "%.1f s", s);
-    else snprintf(buf, n, "%d:%02d", (int)(s / 60), (int)s % 60);
+    if (!(s >= 0) || s > 1e7)
+        snprintf(buf, n, "?");
+    else if (s < 60)
+        snprintf(buf, n, "%.1f s", s);
+    else
+        snprintf(buf, n, "%d:%02d", (int)(s / 60), (int)s % 60);
 }
