@@ -107,6 +107,9 @@ la_status lm_gen_create(lm_gen **out, lm_model *m, int64_t N, int64_t max_len) {
         case LM_GLA: dc.op = LA_OP_GLA; break;
         case LM_DELTANET: dc.op = LA_OP_DELTA_RULE, dc.use_qk_l2norm = 1; break;
         case LM_GDN: dc.op = LA_OP_GATED_DELTA_RULE, dc.use_qk_l2norm = 1; break;
+#ifdef LA_HAVE_KDA
+        case LM_KDA: dc.op = LA_OP_KDA, dc.use_qk_l2norm = 1; break;
+#endif
         default:
             lm_gen_destroy(g);
             return lm_fail(LA_ERR_UNSUPPORTED, "generation with mixer %s is not in this build",
@@ -286,6 +289,12 @@ la_status lm_gen_step(lm_gen *g, const int32_t *tokens, float *logits) {
             TRY(la_decoder_step(m->ctx, L->dec, g->o, g->q, g->k, g->v, NULL, NULL, g->beta),
                 "decoder step");
             break;
+#ifdef LA_HAVE_KDA
+        case LM_KDA:
+            TRY(la_decoder_step(m->ctx, L->dec, g->o, g->q, g->k, g->v, g->g, NULL, g->beta),
+                "decoder step");
+            break;
+#endif
         default: return lm_fail(LA_ERR_UNSUPPORTED, "mixer not in this build");
         }
         lm_matmul(m->pool, g->xm, g->o, lm_p(m, T_LAYER(l, S_WO)), N, HK, D);
