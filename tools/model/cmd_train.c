@@ -31,6 +31,7 @@ static void usage(FILE *f) {
             "train:   --steps N  --batch N (16)  --lr X (3e-3)  --warmup N (steps/10)\n"
             "         --eval-every N  --seed N (1)  --threads N (0 = all CPUs)\n"
             "         --form chunk|recurrent (form of the linear ops; chunk)\n"
+            "         --stop-at N (pause after step N, checkpoint written; --resume continues)\n"
             "task:    --seq-len N  --pairs N (MQAR)  --keys N (MQAR key vocabulary)\n"
             "         --copy-tokens N  --depth N (ListOps)  --text FILE (bytes)\n"
             "\n"
@@ -42,7 +43,7 @@ static void usage(FILE *f) {
 typedef struct train_args {
     const char *task, *mixer, *ckpt, *resume, *json, *text, *fmap, *form;
     long d_model, layers, heads, head_dim, d_ff, conv, perf_m, steps, batch, warmup, eval_every;
-    long threads, seq_len, pairs, keys, copy_tokens, depth;
+    long threads, seq_len, pairs, keys, copy_tokens, depth, stop_at;
     double lr;
     uint64_t seed;
     int quick;
@@ -66,6 +67,7 @@ int cmd_train(int argc, char **argv) {
     a.d_model = a.layers = a.heads = a.head_dim = a.d_ff = a.conv = a.perf_m = -1;
     a.steps = a.batch = a.warmup = a.eval_every = a.seq_len = a.pairs = a.keys = -1;
     a.copy_tokens = a.depth = -1;
+    a.stop_at = 0;
     int bad = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -101,6 +103,7 @@ int cmd_train(int argc, char **argv) {
             cli_opt_int(argc, argv, &i, "--keys", 1, 8192, &a.keys, &bad) ||
             cli_opt_int(argc, argv, &i, "--copy-tokens", 1, 4096, &a.copy_tokens, &bad) ||
             cli_opt_int(argc, argv, &i, "--depth", 0, 64, &a.depth, &bad) ||
+            cli_opt_int(argc, argv, &i, "--stop-at", 1, 100000000, &a.stop_at, &bad) ||
             cli_opt_u64(argc, argv, &i, "--seed", &a.seed, &bad) ||
             mcli_opt_float(argc, argv, &i, "--lr", 1e-8, 10.0, &a.lr, &bad)) {
             if (bad) return 2;
@@ -271,6 +274,15 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "linattn train: %s\n", lm_error());
                 goto done;
             }
+        }
+        if (a.stop_at > 0 && ts.step >= a.stop_at && ts.step < total) {
+            if (a.ckpt && lm_checkpoint_save(a.ckpt, m, &opt, &ts)) {
+                fprintf(stderr, "linattn train: %s\n", lm_error());
+                goto done;
+            }
+            printf("paused at step %ld%s%s\n", (long)ts.step, a.ckpt ? ", checkpoint " : "",
+                   a.ckpt ? a.ckpt : "");
+            break;
         }
     }
     char el[32];
