@@ -198,8 +198,8 @@ la_status lm_model_create(lm_model **out, const lm_config *cfg, la_ctx *ctx) {
     if (st) return st;
     if (!lm_mixer_available(cfg->mixer))
         return lm_fail(LA_ERR_UNSUPPORTED,
-                       "mixer %s is not in this build (needs the la_kda_* functions)",
-                       lm_mixer_name(cfg->mixer));
+                       "mixer %d (%s) is not in this build (needs the la_kda_* functions)",
+                       cfg->mixer, cfg->mixer == LM_KDA ? "kda" : "?");
     lm_model *m = calloc(1, sizeof *m);
     if (!m) return lm_fail(LA_ERR_OUT_OF_MEMORY, "lm_model_create: out of memory");
     m->cfg = *cfg;
