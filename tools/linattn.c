@@ -29,8 +29,9 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
     fprintf(f, "\n  --version  print the version\n  --help     this text\n\n"
-               "examples: linattn labs          (the four labs, report in labs-report/)\n"
-               "          linattn check         (every op vs the float64 reference)\n");
+               "examples: linattn labs          (the five labs, report in labs-report/)\n"
+               "          linattn check         (every op vs the float64 reference)\n"
+               "          linattn train --task mqar --mixer gdn --quick   (train a small model)\n");
 }
 
 int main(int argc, char **argv) {
