@@ -38,6 +38,7 @@ static lm_task_cfg task_cfg(int task, const unsigned char *text, int64_t n) {
 static void loss_falls(la_ctx *ctx, int task, int mixer, int steps, const unsigned char *text,
                        int64_t n) {
     lm_task_cfg t = task_cfg(task, text, n);
+    t.T = 24; /* short sequences: this test runs under ASan on a shared machine */
     lm_config c = lm_config_default(mixer, lm_task_vocab(&t));
     c.d_model = 24, c.n_heads = 2, c.head_dim = 12, c.d_ff = 48, c.performer_m = 12;
     lm_model *m = NULL;
@@ -126,10 +127,10 @@ int main(void) {
     test_schedule();
     test_tasks(text, n);
     for (int task = 0; task < 4; task++)
-        if (text || task != LM_TASK_BYTES) loss_falls(ctx, task, LM_GDN, 30, text, n);
+        if (text || task != LM_TASK_BYTES) loss_falls(ctx, task, LM_GDN, 20, text, n);
     for (int mix = 0; mix < LM_MIXER_COUNT; mix++)
         if (lm_mixer_available(mix) && mix != LM_GDN)
-            loss_falls(ctx, LM_TASK_MQAR, mix, 30, text, n);
+            loss_falls(ctx, LM_TASK_MQAR, mix, 20, text, n);
     la_ctx_destroy(ctx);
     free(text);
     return th_summary("model_train");
