@@ -4,6 +4,7 @@
  *
  * Each lab is one function (report.h: lab_fn) in the table below. */
 #include "cli.h"
+#include "model_cli.h"
 #include "report.h"
 
 #include <stdio.h>
@@ -25,6 +26,7 @@ static const lab_entry LABS[] = {
     {"feature_maps", "lab 3: random features vs the softmax kernel", lab_feature_maps},
     {"causal", "lab 4: causal linear attention: parallel = recurrent = chunk = decoding",
      lab_causal},
+    {"zoo", "lab 5: the model zoo: which token mixer recalls (MQAR), state, speed", lab_zoo},
 };
 #define N_LABS ((int)(sizeof LABS / sizeof LABS[0]))
 
