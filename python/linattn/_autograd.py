@@ -7,7 +7,7 @@ input requiring grad) bypass the Functions and save nothing.
 import torch
 
 from . import _ops
-from ._core import TorchXP
+from ._core import torch_xp as TorchXP
 
 
 def _needs_graph(*xs):
@@ -23,14 +23,14 @@ class GatedFunction(torch.autograd.Function):
     def forward(ctx, cfg, q, k, v, g, g_gamma, beta, h0):
         xp = TorchXP(q.device, v.dtype)
         fam = cfg["family"]
-        qc, kc, vc, gc, ggc, bc, h0c, d = _ops.gated_prepare(xp, fam, q, k, v, g, g_gamma, beta,
-                                                             h0, cfg["cu_seqlens"])
-        o, ht = _ops.gated_forward(fam, qc, kc, vc, gc, ggc, bc, h0c, form=cfg["form"],
-                                   scale=cfg["scale"], chunk_size=cfg["chunk_size"],
+        prep = _ops.gated_prepare(xp, fam, q, k, v, g, g_gamma, beta, h0, cfg["cu_seqlens"])
+        o, ht = _ops.gated_forward(fam, None, None, None, form=cfg["form"], scale=cfg["scale"],
+                                   chunk_size=cfg["chunk_size"],
                                    use_qk_l2norm=cfg["use_qk_l2norm"],
-                                   cu_seqlens=cfg["cu_seqlens"],
-                                   output_final_state=cfg["output_final_state"], xp=xp)
-        ctx.save_for_backward(qc, kc, vc, gc, ggc, bc, h0c)
+                                   output_final_state=cfg["output_final_state"], xp=xp,
+                                   prepared=prep)
+        ctx.save_for_backward(*prep[:7])
+        ctx.dims = prep[7]
         ctx.cfg = cfg
         ctx.in_dtypes = [None if x is None else x.dtype for x in (q, k, v, g, g_gamma, beta, h0)]
         return xp.out(o), ht
@@ -42,17 +42,19 @@ class GatedFunction(torch.autograd.Function):
         if do is None:
             do = torch.zeros_like(v)
         need = ctx.needs_input_grad
-        r = _ops.gated_backward(cfg["family"], do, dht, q, k, v, g, g_gamma, beta, h0,
+        r = _ops.gated_backward(cfg["family"], do, dht, None, None, None,
                                 form=cfg["form"], scale=cfg["scale"],
                                 chunk_size=cfg["chunk_size"], use_qk_l2norm=cfg["use_qk_l2norm"],
-                                cu_seqlens=cfg["cu_seqlens"], need_dh0=h0 is not None and need[7],
+                                need_dh0=h0 is not None and need[7],
                                 need_dg_gamma=g_gamma is not None and need[5],
-                                xp=TorchXP(q.device, v.dtype))
+                                xp=TorchXP(q.device, v.dtype),
+                                prepared=(q, k, v, g, g_gamma, beta, h0, ctx.dims))
         grads = [r["dq"], r["dk"], r["dv"], r.get("dg"), r.get("dg_gamma"), r.get("dbeta"),
                  r.get("dh0")]
         out = [None]
         for i, (gr, dt) in enumerate(zip(grads, ctx.in_dtypes)):
-            out.append(None if gr is None or dt is None or not need[i + 1] else gr.to(dt))
+            out.append(None if gr is None or dt is None or not need[i + 1] else
+                       (gr if gr.dtype == dt else gr.to(dt)))
         return tuple(out)
 
 

@@ -286,6 +286,18 @@ def cuda_context(device):
 _NUMPY = NumpyXP()
 
 
+_XP_CACHE = {}
+
+
+def torch_xp(device, dtype):
+    """A TorchXP per (device, dtype): creating one costs more than a C call."""
+    key = (device, dtype)
+    xp = _XP_CACHE.get(key)
+    if xp is None:
+        xp = _XP_CACHE[key] = TorchXP(device, dtype)
+    return xp
+
+
 def backend(x, out_like=None):
     """The array back end for x: torch if it is a tensor, numpy otherwise. o
     comes back in out_like's dtype (the value input), float32 for integers."""
@@ -295,7 +307,7 @@ def backend(x, out_like=None):
         dt = out_like.dtype if isinstance(out_like, _torch.Tensor) else _torch.float32
         if not dt.is_floating_point:
             dt = _torch.float32
-        return TorchXP(x.device, dt)
+        return torch_xp(x.device, dt)
     xp = NumpyXP()
     dt = getattr(out_like, "dtype", None)
     if dt is not None and np.dtype(dt).kind == "f":

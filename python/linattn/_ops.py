@@ -17,7 +17,7 @@ def _shape(x):
 
 
 def expect(x, shape, name):
-    if _shape(x) != tuple(shape):
+    if x.shape != shape:
         raise ValueError("%s has shape %s, expected %s" % (name, list(_shape(x)), list(shape)))
 
 
@@ -32,40 +32,46 @@ def _need(x, name, ndim):
 class Dims:
     """la_dims plus the arrays it points into (kept alive for the call)."""
 
+    __slots__ = ("B", "T", "H", "K", "V", "HV", "N", "cu", "c")
+
     def __init__(self, xp, q, v, cu_seqlens, hv=False, kv_dims=True):
-        _need(q, "q", 4)
-        B, T, H, K = _shape(q)
+        qs = q.shape
+        if len(qs) != 4:
+            _need(q, "q", 4)
+        B, T, H, K = qs
         if kv_dims:
-            _need(v, "v", 4)
-            if _shape(v)[:2] != (B, T):
+            vs = v.shape
+            if len(vs) != 4:
+                _need(v, "v", 4)
+            if vs[0] != B or vs[1] != T:
                 raise ValueError("v has shape %s but q has %s: batch and time must agree"
-                                 % (list(_shape(v)), list(_shape(q))))
-            HV, V = _shape(v)[2], _shape(v)[3]
+                                 % (list(vs), list(qs)))
+            HV, V = vs[2], vs[3]
         else:
             HV, V = H, 1
-        if not hv and HV != H:
-            raise ValueError("v has %d heads but q has %d (value heads differ from q/k heads "
-                             "only in the delta rules with value heads)" % (HV, H))
-        if H and HV % H:
-            raise ValueError("value heads HV = %d must be a multiple of q/k heads H = %d"
-                             % (HV, H))
+        if HV != H:
+            if not hv:
+                raise ValueError("v has %d heads but q has %d (value heads differ from q/k "
+                                 "heads only in the delta rules with value heads)" % (HV, H))
+            if H and HV % H:
+                raise ValueError("value heads HV = %d must be a multiple of q/k heads H = %d"
+                                 % (HV, H))
         self.B, self.T, self.H, self.K, self.V, self.HV = B, T, H, K, V, HV
         self.cu = None
-        n_seqs = 0
-        cu_ptr = None
-        if cu_seqlens is not None:
-            cu = xp.i64(cu_seqlens, "cu_seqlens")
-            if len(cu.shape) != 1 or cu.shape[0] < 2:
-                raise ValueError("cu_seqlens must be 1-D with at least 2 offsets, got shape %s"
-                                 % list(_shape(cu)))
-            if B != 1:
-                raise ValueError("cu_seqlens requires batch size B = 1 (sequences packed along "
-                                 "time), got B = %d" % B)
-            self.cu = cu
-            n_seqs = cu.shape[0] - 1
-            cu_ptr = xp.ptr(cu)
-        self.N = n_seqs if cu_seqlens is not None else B
-        self.c = _ffi.la_dims(B, T, H, K, V, HV, cu_ptr, n_seqs, xp.dtype_code)
+        if cu_seqlens is None:
+            self.N = B
+            self.c = _ffi.la_dims(B, T, H, K, V, HV, None, 0, xp.dtype_code)
+            return
+        cu = xp.i64(cu_seqlens, "cu_seqlens")
+        if len(cu.shape) != 1 or cu.shape[0] < 2:
+            raise ValueError("cu_seqlens must be 1-D with at least 2 offsets, got shape %s"
+                             % list(_shape(cu)))
+        if B != 1:
+            raise ValueError("cu_seqlens requires batch size B = 1 (sequences packed along "
+                             "time), got B = %d" % B)
+        self.cu = cu
+        self.N = cu.shape[0] - 1
+        self.c = _ffi.la_dims(B, T, H, K, V, HV, xp.ptr(cu), self.N, xp.dtype_code)
 
 
 def _p(xp, x):
@@ -92,8 +98,17 @@ GATED = {
 }
 
 
+_GATED_OPTS = {}
+
+
 def _gated_opts(form, scale, chunk_size, use_qk_l2norm):
-    o = _ffi.la_gated_opts()
+    key = (form, scale, chunk_size, use_qk_l2norm)
+    o = _GATED_OPTS.get(key)
+    if o is not None:
+        return o
+    if len(_GATED_OPTS) > 256:
+        _GATED_OPTS.clear()
+    o = _GATED_OPTS[key] = _ffi.la_gated_opts()
     o.form = _ffi.FORM[form]
     o.scale = 0.0 if scale is None else float(scale)
     o.chunk_size = int(chunk_size or 0)
@@ -138,12 +153,15 @@ def gated_prepare(xp, family, q, k, v, g, g_gamma, beta, h0, cu_seqlens):
 
 def gated_forward(family, q, k, v, g=None, g_gamma=None, beta=None, initial_state=None,
                   form="chunk", scale=None, chunk_size=0, use_qk_l2norm=False,
-                  cu_seqlens=None, output_final_state=False, xp=None):
-    """(o, final_state or None); o in the compute dtype (float32 on CPU)."""
+                  cu_seqlens=None, output_final_state=False, xp=None, prepared=None):
+    """(o, final_state or None); o in the compute dtype (float32 on CPU).
+    prepared: gated_prepare's result when the caller already has it."""
     _check_family(family)
     xp = xp or backend(q, v)
-    q, k, v, g, g_gamma, beta, h0, d = gated_prepare(xp, family, q, k, v, g, g_gamma, beta,
-                                                     initial_state, cu_seqlens)
+    if prepared is None:
+        prepared = gated_prepare(xp, family, q, k, v, g, g_gamma, beta, initial_state,
+                                 cu_seqlens)
+    q, k, v, g, g_gamma, beta, h0, d = prepared
     o = xp.empty((d.B, d.T, d.HV, d.V))
     hT = xp.empty_state((d.N, d.HV, d.K, d.V)) if output_final_state else None
     opts = _gated_opts(form, scale, chunk_size, use_qk_l2norm)
@@ -164,23 +182,25 @@ def gated_forward(family, q, k, v, g=None, g_gamma=None, beta=None, initial_stat
 def gated_backward(family, do, dht, q, k, v, g=None, g_gamma=None, beta=None,
                    initial_state=None, form="chunk", scale=None, chunk_size=0,
                    use_qk_l2norm=False, cu_seqlens=None, need_dh0=True, need_dg_gamma=True,
-                   xp=None):
+                   xp=None, prepared=None):
     """dict of gradients: dq, dk, dv and where they exist dg, dg_gamma, dbeta,
     dh0 (float32 / compute dtype)."""
     _check_family(family)
     xp = xp or backend(q, v)
-    q, k, v, g, g_gamma, beta, h0, d = gated_prepare(xp, family, q, k, v, g, g_gamma, beta,
-                                                     initial_state, cu_seqlens)
+    if prepared is None:
+        prepared = gated_prepare(xp, family, q, k, v, g, g_gamma, beta, initial_state,
+                                 cu_seqlens)
+    q, k, v, g, g_gamma, beta, h0, d = prepared
     do = xp.f32(do, "do")
     expect(do, (d.B, d.T, d.HV, d.V), "do")
     dht = _opt(xp, dht, "dht", (d.N, d.HV, d.K, d.V), state=True)
-    out = {"dq": xp.empty(_shape(q)), "dk": xp.empty(_shape(k)), "dv": xp.empty(_shape(v))}
+    out = {"dq": xp.empty(q.shape), "dk": xp.empty(k.shape), "dv": xp.empty(v.shape)}
     if g is not None:
-        out["dg"] = xp.empty(_shape(g))
+        out["dg"] = xp.empty(g.shape)
     if family == "simple_gla" and need_dg_gamma:
         out["dg_gamma"] = xp.empty_state((d.H,))
     if beta is not None:
-        out["dbeta"] = xp.empty(_shape(beta))
+        out["dbeta"] = xp.empty(beta.shape)
     if need_dh0:
         out["dh0"] = xp.empty_state((d.N, d.HV, d.K, d.V))
     opts = _gated_opts(form, scale, chunk_size, use_qk_l2norm)
