@@ -316,3 +316,47 @@ def test_directional_derivative_of_ours():
             fd = (fp - fm) / (2 * eps if t != "g" else eps)
             an = (gt * d).sum()
             assert abs(fd - an) <= 2e-2 * max(1.0, abs(an)), (t, float(fd), float(an))
+
+
+def test_in_kernel_gate_and_beta_sigmoid():
+    """use_gate_in_kernel: g = -exp(A_log) * softplus(g + dt_bias);
+    use_beta_sigmoid_in_kernel: beta = sigmoid(beta) (x2 with allow_neg_eigval);
+    gradients reach A_log and dt_bias."""
+    B, T, H, HV, K, V = 1, 40, 1, 2, 16, 8
+    q, k = torch.randn(B, T, H, K), R.l2norm(torch.randn(B, T, H, K))
+    v = torch.randn(B, T, HV, V)
+    a = torch.randn(B, T, HV)
+    b = torch.randn(B, T, HV)
+    A_log = torch.randn(HV, requires_grad=True)
+    dt_bias = torch.randn(HV, requires_grad=True)
+    o, _ = fla.chunk_gated_delta_rule(q, k, v, a, b, use_gate_in_kernel=True, A_log=A_log,
+                                      dt_bias=dt_bias, use_beta_sigmoid_in_kernel=True,
+                                      allow_neg_eigval=True)
+    g = -A_log.double().exp() * Fn.softplus(a.double() + dt_bias.double())
+    ro, _ = R.gated(q, k, v, g=g, beta=2 * torch.sigmoid(b.double()))
+    assert_close("o", o, ro, TOL)
+    do = torch.randn_like(ro)
+    g1 = torch.autograd.grad((o * do.float()).sum(), [A_log, dt_bias])
+    g2 = torch.autograd.grad((ro * do).sum(), [A_log, dt_bias])
+    for n, x, y in zip(("A_log", "dt_bias"), g1, g2):
+        assert_close("d" + n, x, y, TOL)
+    with pytest.raises(ValueError):
+        fla.chunk_gated_delta_rule(q, k, v, a, b, allow_neg_eigval=True)
+
+
+@needs_kda
+def test_kda_in_kernel_gate_and_gdn_gk():
+    """KDA's gate -exp(A_log) * softplus(g + dt_bias) (dt_bias [HV*K]), and
+    fused_recurrent_gated_delta_rule(gk=...) routed to KDA."""
+    B, T, H, HV, K, V = 1, 30, 1, 2, 16, 8
+    q, k = torch.randn(B, T, H, K), R.l2norm(torch.randn(B, T, H, K))
+    v, a = torch.randn(B, T, HV, V), torch.randn(B, T, HV, K)
+    beta = torch.rand(B, T, HV)
+    A_log, dt_bias = torch.randn(HV), torch.randn(HV * K)
+    o, _ = fla.chunk_kda(q, k, v, a, beta, use_gate_in_kernel=True, A_log=A_log,
+                         dt_bias=dt_bias)
+    gk = -A_log.double().exp()[:, None] * Fn.softplus(a.double() + dt_bias.double().view(HV, K))
+    ro, _ = R.gated(q, k, v, gk=gk, beta=beta)
+    assert_close("o", o, ro, TOL)
+    o2, _ = fla.fused_recurrent_gated_delta_rule(q, k, v, gk=gk.float(), beta=beta)
+    assert_close("o gk", o2, ro, TOL)
