@@ -235,9 +235,12 @@ class TorchXP:
         if isinstance(x, _torch.Tensor):
             if x.dtype.is_floating_point or x.is_complex() or x.dtype == _torch.bool:
                 raise TypeError("%s: must be an integer tensor, got %s" % (name, x.dtype))
-            # offsets are read by the host-side validation: keep them on the CPU
-            return x.detach().to(device="cpu", dtype=_torch.int64).contiguous()
-        return _torch.from_numpy(NumpyXP.i64(x, name))
+            # CPU backend: offsets on the host; CUDA backend: every pointer is a
+            # device pointer (BRIEF), offsets included
+            dev = self.device if self.cuda else "cpu"
+            return x.detach().to(device=dev, dtype=_torch.int64).contiguous()
+        t = _torch.from_numpy(NumpyXP.i64(x, name))
+        return t.to(self.device) if self.cuda else t
 
     @staticmethod
     def ptr(x):

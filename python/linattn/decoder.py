@@ -122,9 +122,7 @@ class Decoder:
 
     def reset_slot(self, n):
         """Slot n back to the zero state (a new sequence starts there)."""
-        n = int(n)
-        if not 0 <= n < self.N:
-            raise ValueError("reset_slot: n = %d (slots are 0..%d)" % (n, self.N - 1))
+        n = self._slot(n)
         if has_symbol("la_decoder_reset_slot"):
             with self._lock:
                 call("la_decoder_reset_slot", self._handle(), n)
@@ -134,3 +132,50 @@ class Decoder:
         if z is not None:
             z[n] = 0
         self.set_state(S, z)
+
+    def get_slot_state(self, n):
+        """(state [HS, K, V], norm [H, K] or None) of slot n, float32 numpy."""
+        n = self._slot(n)
+        if not has_symbol("la_decoder_get_slot_state"):
+            S, z = self.get_state()
+            return S[n].copy(), None if z is None else z[n].copy()
+        S = np.empty((self.HS, self.K, self.V), np.float32)
+        z = np.empty((self.H, self.K), np.float32) if self.normalize else None
+        with self._lock:
+            call("la_decoder_get_slot_state", self._handle(), n, S.ctypes.data,
+                 None if z is None else z.ctypes.data)
+        return S, z
+
+    def set_slot_state(self, n, state, norm=None):
+        """Copy state [HS, K, V] (and norm [H, K]) into slot n."""
+        n = self._slot(n)
+        S = np.ascontiguousarray(_np(state), dtype=np.float32)
+        _ops.expect(S, (self.HS, self.K, self.V), "state")
+        z = None
+        if norm is not None:
+            if not self.normalize:
+                raise ValueError("norm is only for normalised linear attention")
+            z = np.ascontiguousarray(_np(norm), dtype=np.float32)
+            _ops.expect(z, (self.H, self.K), "norm")
+        if not has_symbol("la_decoder_set_slot_state"):
+            S_all, z_all = self.get_state()
+            S_all[n] = S
+            if z is not None:
+                z_all[n] = z
+            self.set_state(S_all, z_all)
+            return
+        with self._lock:
+            call("la_decoder_set_slot_state", self._handle(), n, S.ctypes.data,
+                 None if z is None else z.ctypes.data)
+
+    def _slot(self, n):
+        n = int(n)
+        if not 0 <= n < self.N:
+            raise ValueError("slot n = %d (slots are 0..%d)" % (n, self.N - 1))
+        return n
+
+
+def _np(x):
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)

@@ -209,6 +209,11 @@ def test_decoder_matches_recurrent_and_reset_slot():
     assert np.all(S2[1] == 0) and np.array_equal(S2[0], S[0].numpy())
     dec.set_state(ht)
     assert np.array_equal(dec.get_state()[0], ht.numpy())
+    S1, _ = dec.get_slot_state(2)
+    assert np.array_equal(S1, ht[2].numpy())
+    dec.set_slot_state(0, ht[1])
+    assert np.array_equal(dec.get_state()[0][0], ht[1].numpy())
+    assert np.array_equal(dec.get_state()[0][2], ht[2].numpy())
     dec.reset()
     assert not dec.get_state()[0].any()
     with pytest.raises(ValueError):
