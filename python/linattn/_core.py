@@ -7,6 +7,7 @@ ctypes releases the GIL during every C call, so several Python threads run
 ops in parallel, each on its own context and thread pool.
 """
 
+import os
 import threading
 
 import numpy as np
@@ -100,6 +101,26 @@ def cpu_context():
         c = _local.cpu = _Context(_settings["threads"])
         _local.gen = _settings["generation"]
     return c.handle
+
+
+def _after_fork_in_child():
+    """A forked child (e.g. a DataLoader worker) inherits the parent's contexts
+    but not their worker threads: drop them without destroying (destroying
+    would join threads that do not exist here) and start fresh ones."""
+    for attr in ("cpu",):
+        c = getattr(_local, attr, None)
+        if c is not None:
+            c.handle = None
+    cache = getattr(_local, "cuda", None)
+    if cache:
+        for c in cache.values():
+            c.handle = None
+        cache.clear()
+    _settings["generation"] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):

@@ -316,3 +316,24 @@ def test_kda_missing_is_clear():
     q = torch.randn(1, 4, 1, 8)
     with pytest.raises(NotImplementedError, match="la_kda_forward"):
         fla.chunk_kda(q, q, q, -torch.rand(1, 4, 1, 8), torch.rand(1, 4, 1))
+
+
+def test_fork_child_gets_fresh_context():
+    """Smoke test: an op in a forked child (DataLoader workers) with a
+    2-thread context made by the parent completes with the same result."""
+    import os
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    linattn.set_num_threads(2)
+    q = torch.randn(1, 64, 4, 16)
+    ref, _ = fla.chunk_simple_gla(q, q, q)  # parent context exists now
+    pid = os.fork()
+    if pid == 0:  # child: run an op, exit 0 if it matches
+        try:
+            o, _ = fla.chunk_simple_gla(q, q, q)
+            os._exit(0 if torch.equal(o, ref) else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    linattn.set_num_threads(0)
+    assert os.WEXITSTATUS(status) == 0
