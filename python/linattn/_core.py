@@ -1,0 +1,339 @@
+"""Shared machinery: the loaded library, errors, per-thread contexts, and the
+two array back ends (numpy, torch) every op is written against.
+
+Threads: a la_ctx serves one call at a time, so each Python thread gets its
+own context (created on first use with the count set by set_num_threads).
+ctypes releases the GIL during every C call, so several Python threads run
+ops in parallel, each on its own context and thread pool.
+"""
+
+import os
+import threading
+
+import numpy as np
+
+from . import _ffi
+
+lib, library_path = _ffi.load()
+
+
+def has_symbol(name):
+    return _ffi.has(lib, name)
+
+
+# ---------------------------------------------------------------- errors
+
+class LinattnError(Exception):
+    """Base of every error raised from a failing C call. ``status`` is the
+    la_status name (e.g. "LA_ERR_SHAPE_MISMATCH"), the message is
+    la_last_error()."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class LinattnValueError(LinattnError, ValueError):
+    pass
+
+
+class LinattnMemoryError(LinattnError, MemoryError):
+    pass
+
+
+class LinattnUnsupportedError(LinattnError, NotImplementedError):
+    pass
+
+
+class LinattnRuntimeError(LinattnError, RuntimeError):
+    pass
+
+
+_ERROR_CLASS = {1: LinattnValueError, 2: LinattnValueError, 3: LinattnValueError,
+                4: LinattnValueError, 5: LinattnValueError, 6: LinattnValueError,
+                7: LinattnMemoryError, 8: LinattnUnsupportedError}
+
+
+def raise_for(status, fname):
+    name = _ffi.STATUS_NAMES.get(status, "status %d" % status)
+    msg = (lib.la_last_error() or b"").decode("utf-8", "replace")
+    cls = _ERROR_CLASS.get(status, LinattnRuntimeError)
+    raise cls(name, "%s failed (%s): %s" % (fname, name, msg))
+
+
+def call(fname, *args):
+    st = getattr(lib, fname)(*args)
+    if st:
+        raise_for(st, fname)
+
+
+# ---------------------------------------------------------------- contexts
+
+_settings = {"threads": 0, "generation": 0}
+_local = threading.local()
+
+
+class _Context:
+    """Owns one la_ctx; destroyed with the thread-local that holds it."""
+
+    def __init__(self, n_threads):
+        h = _ffi.c_ptr()
+        call("la_ctx_create", ctypes_byref(h), int(n_threads))
+        self.handle = h.value
+        self._destroy = lib.la_ctx_destroy
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            self._destroy(self.handle)
+            self.handle = None
+
+
+def ctypes_byref(x):
+    import ctypes
+    return ctypes.byref(x)
+
+
+def cpu_context():
+    """The calling thread's CPU context (a handle for the C calls)."""
+    c = getattr(_local, "cpu", None)
+    if c is None or _local.gen != _settings["generation"]:
+        _local.cpu = None  # destroy the old one first
+        c = _local.cpu = _Context(_settings["threads"])
+        _local.gen = _settings["generation"]
+    return c.handle
+
+
+def _after_fork_in_child():
+    """A forked child (e.g. a DataLoader worker) inherits the parent's contexts
+    but not their worker threads: drop them without destroying (destroying
+    would join threads that do not exist here) and start fresh ones."""
+    for attr in ("cpu",):
+        c = getattr(_local, attr, None)
+        if c is not None:
+            c.handle = None
+    cache = getattr(_local, "cuda", None)
+    if cache:
+        for c in cache.values():
+            c.handle = None
+        cache.clear()
+    _settings["generation"] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def set_num_threads(n):
+    """Worker threads per call (the calling thread counts as one); 0 = every
+    online CPU (the default). Applies to each Python thread's next call.
+    Results are bitwise identical for any count."""
+    n = int(n)
+    if n < 0:
+        raise ValueError("set_num_threads: n = %d (must be >= 0; 0 = all cores)" % n)
+    _settings["threads"] = n
+    _settings["generation"] += 1
+
+
+def get_num_threads():
+    return int(lib.la_ctx_threads(cpu_context()))
+
+
+# ---------------------------------------------------------------- arrays
+
+def _numpy_ptr(a):
+    return a.__array_interface__["data"][0]
+
+
+class NumpyXP:
+    """Array back end for numpy inputs (CPU, float32 computation)."""
+    is_torch = False
+    dtype_code = 0
+
+    def __init__(self):
+        self.out_dtype = np.float32
+
+    @staticmethod
+    def f32(x, name):
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except Exception as e:  # noqa: BLE001 - report which argument
+                raise TypeError("%s: cannot convert %r to an array (%s)" % (name, type(x), e))
+        if x.dtype.kind not in "fiub":
+            raise TypeError("%s: dtype %s is not a real number type" % (name, x.dtype))
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        return x
+
+    @staticmethod
+    def i64(x, name):
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise TypeError("%s: must hold integers, got dtype %s" % (name, x.dtype))
+        return np.ascontiguousarray(x, dtype=np.int64)
+
+    ptr = staticmethod(_numpy_ptr)
+
+    @staticmethod
+    def empty(shape):
+        return np.empty(shape, np.float32)
+
+    empty_state = empty
+
+    @staticmethod
+    def zeros(shape):
+        return np.zeros(shape, np.float32)
+
+    @staticmethod
+    def state(x, name):
+        return NumpyXP.f32(x, name)
+
+    def out(self, x):
+        return x if self.out_dtype == np.float32 else x.astype(self.out_dtype)
+
+    @staticmethod
+    def context():
+        return cpu_context()
+
+
+try:  # torch is optional: numpy-only use works without it
+    import torch as _torch
+except ImportError:  # pragma: no cover - exercised on numpy-only machines
+    _torch = None
+
+_CUDA_DTYPES = {}
+if _torch is not None:
+    _CUDA_DTYPES = {_torch.float32: 0, _torch.bfloat16: 1, _torch.float16: 2}
+
+
+class TorchXP:
+    """Array back end for torch tensors. CPU tensors compute in float32 (other
+    dtypes are converted and o comes back in v's dtype). CUDA tensors go to the
+    CUDA backend on torch's current stream: this is the single dispatch point
+    (see cuda_context)."""
+    is_torch = True
+
+    def __init__(self, device, out_dtype):
+        self.device = device
+        self.out_dtype = out_dtype
+        self.cuda = device.type == "cuda"
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError("linattn: tensors on device %s are not supported (cpu or cuda)"
+                             % device)
+        # The CUDA backend computes in q/k/v's own dtype (la_dims.dtype);
+        # the CPU backend only in float32.
+        self.compute_dtype = out_dtype if self.cuda and out_dtype in _CUDA_DTYPES \
+            else _torch.float32
+        self.dtype_code = _CUDA_DTYPES.get(self.compute_dtype, 0)
+
+    def f32(self, x, name):
+        """Tensor in the compute dtype, contiguous; no copy when it already is."""
+        if not isinstance(x, _torch.Tensor):
+            x = _torch.as_tensor(np.asarray(x), device=self.device)
+        if x.device != self.device:
+            raise ValueError("%s is on %s but the other tensors are on %s"
+                             % (name, x.device, self.device))
+        if x.dtype != self.compute_dtype:
+            if x.is_complex() or x.dtype == _torch.bool:
+                raise TypeError("%s: dtype %s is not a real number type" % (name, x.dtype))
+            x = x.to(self.compute_dtype)
+        if not x.is_contiguous():
+            x = x.contiguous()
+        return x
+
+    def state(self, x, name):
+        """States are always float32."""
+        if not isinstance(x, _torch.Tensor):
+            x = _torch.as_tensor(np.asarray(x), device=self.device)
+        if x.device != self.device:
+            raise ValueError("%s is on %s but the other tensors are on %s"
+                             % (name, x.device, self.device))
+        if x.dtype != _torch.float32:
+            x = x.float()
+        return x.contiguous()
+
+    def i64(self, x, name):
+        if isinstance(x, _torch.Tensor):
+            if x.dtype.is_floating_point or x.is_complex() or x.dtype == _torch.bool:
+                raise TypeError("%s: must be an integer tensor, got %s" % (name, x.dtype))
+            # CPU backend: offsets on the host; CUDA backend: every pointer is a
+            # device pointer (BRIEF), offsets included
+            dev = self.device if self.cuda else "cpu"
+            return x.detach().to(device=dev, dtype=_torch.int64).contiguous()
+        t = _torch.from_numpy(NumpyXP.i64(x, name))
+        return t.to(self.device) if self.cuda else t
+
+    @staticmethod
+    def ptr(x):
+        return x.data_ptr()
+
+    def empty(self, shape):
+        return _torch.empty(shape, dtype=self.compute_dtype, device=self.device)
+
+    def empty_state(self, shape):
+        return _torch.empty(shape, dtype=_torch.float32, device=self.device)
+
+    def zeros(self, shape):
+        return _torch.zeros(shape, dtype=self.compute_dtype, device=self.device)
+
+    def out(self, x):
+        return x if x.dtype == self.out_dtype else x.to(self.out_dtype)
+
+    def context(self):
+        return cuda_context(self.device) if self.cuda else cpu_context()
+
+
+def cuda_context(device):
+    """Context for a CUDA device on torch's current stream (per thread, device
+    and stream). Needs la_ctx_create_cuda in the loaded library."""
+    if not has_symbol("la_ctx_create_cuda"):
+        raise NotImplementedError(
+            "linattn: CUDA tensors need the CUDA backend (la_ctx_create_cuda), which the "
+            "loaded library %s does not have; move the tensors to the CPU (.cpu())"
+            % library_path)
+    stream = _torch.cuda.current_stream(device)
+    key = (device.index, stream.cuda_stream, _settings["generation"])
+    cache = getattr(_local, "cuda", None)
+    if cache is None:
+        cache = _local.cuda = {}
+    c = cache.get(key)
+    if c is None:
+        h = _ffi.c_ptr()
+        call("la_ctx_create_cuda", ctypes_byref(h), int(device.index or 0),
+             _ffi.c_ptr(stream.cuda_stream))
+        c = _Context.__new__(_Context)
+        c.handle, c._destroy = h.value, lib.la_ctx_destroy
+        cache[key] = c
+    return c.handle
+
+
+_NUMPY = NumpyXP()
+
+
+_XP_CACHE = {}
+
+
+def torch_xp(device, dtype):
+    """A TorchXP per (device, dtype): creating one costs more than a C call."""
+    key = (device, dtype)
+    xp = _XP_CACHE.get(key)
+    if xp is None:
+        xp = _XP_CACHE[key] = TorchXP(device, dtype)
+    return xp
+
+
+def backend(x, out_like=None):
+    """The array back end for x: torch if it is a tensor, numpy otherwise. o
+    comes back in out_like's dtype (the value input), float32 for integers."""
+    if out_like is None:
+        out_like = x
+    if _torch is not None and isinstance(x, _torch.Tensor):
+        dt = out_like.dtype if isinstance(out_like, _torch.Tensor) else _torch.float32
+        if not dt.is_floating_point:
+            dt = _torch.float32
+        return torch_xp(x.device, dt)
+    xp = NumpyXP()
+    dt = getattr(out_like, "dtype", None)
+    if dt is not None and np.dtype(dt).kind == "f":
+        xp.out_dtype = np.dtype(dt)
+    return xp
