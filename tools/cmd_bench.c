@@ -53,9 +53,15 @@ typedef struct entry {
     bench_result r;
 } entry;
 
+/* decoding shapes: one sequence (latency) and a batch (throughput) */
+static const struct {
+    int64_t N, H;
+} DECODE_SHAPES[] = {{1, 8}, {64, 16}};
+#define N_DECODE_SHAPES ((int)(sizeof DECODE_SHAPES / sizeof DECODE_SHAPES[0]))
+
 typedef struct decode_entry {
     int op, threads;
-    int64_t D;
+    int64_t D, N, H;
     double step, copy, flops;
     int ok;
 } decode_entry;
@@ -66,7 +72,7 @@ typedef struct opts {
     int nT, nD, nthr;
     int ops[BOP_COUNT];
     int nops;
-    int fwd_only, quick, no_decode, repeats;
+    int fwd_only, quick, no_decode, decode_only, repeats;
     int64_t bh, chunk;
     double budget, max_run, max_gb;
     const char *json, *svg;
@@ -144,6 +150,7 @@ static void usage(FILE *f) {
             "usage: linattn bench [--T LIST] [--D LIST] [--ops LIST] [--threads LIST]\n"
             "                     [--bh N] [--chunk N] [--fwd-only] [--repeats N] [--quick]\n"
             "                     [--budget S] [--max-run S] [--max-gb G] [--no-decode]\n"
+            "                     [--decode-only]\n"
             "                     [--json FILE] [--svg PREFIX]\n"
             "\n"
             "Times every op and form (causal; K = V = D; B = 1, H = B*H) over a sweep of T,\n"
@@ -171,6 +178,7 @@ static void usage(FILE *f) {
                "                  seconds (default 1.5; quick 0.05)\n"
                "  --max-gb G      skip a configuration whose inputs exceed G GB (default 2)\n"
                "  --no-decode     skip the decoding-step measurement\n"
+               "  --decode-only   only the decoding-step measurement\n"
                "  --json FILE     write every number as JSON\n"
                "  --svg PREFIX    write PREFIXtime_D<d>_fwd.svg, ..._fwdbwd.svg, PREFIXmem_D<d>.svg\n"
                "\n"
@@ -215,22 +223,25 @@ static double crossover(const opts *o, const entry *E, int n, bench_op op, int64
 }
 
 static void run_decode(const opts *o, decode_entry *DE, int *nde) {
-    const int64_t H = 8;
+    for (int si = 0; si < N_DECODE_SHAPES; si++)
     for (int ti = 0; ti < o->nthr; ti++)
         for (int di = 0; di < o->nD; di++)
             for (int oi = 0; oi < N_DECODE; oi++) {
-                const int64_t D = o->Ds[di];
+                const int64_t D = o->Ds[di], N = DECODE_SHAPES[si].N;
+                const int64_t H = N * DECODE_SHAPES[si].H; /* N sequences of H heads */
                 decode_entry *e = &DE[(*nde)++];
                 memset(e, 0, sizeof *e);
                 e->op = oi;
                 e->threads = o->threads[ti];
                 e->D = D;
+                e->N = N;
+                e->H = DECODE_SHAPES[si].H;
                 e->flops = (double)DECODE_OPS[oi].flops_per_kv * (double)(H * D * D);
                 la_decoder_config cfg;
                 memset(&cfg, 0, sizeof cfg);
                 cfg.op = DECODE_OPS[oi].op;
-                cfg.N = 1;
-                cfg.H = H;
+                cfg.N = N;
+                cfg.H = e->H;
                 cfg.K = D;
                 cfg.V = D;
                 cfg.feature_map = LA_FEATURE_IDENTITY;
@@ -375,6 +386,10 @@ int cmd_bench(int argc, char **argv) {
             o.fwd_only = 1;
             continue;
         }
+        if (!strcmp(argv[i], "--decode-only")) {
+            o.decode_only = 1;
+            continue;
+        }
         if (!strcmp(argv[i], "--no-decode")) {
             o.no_decode = 1;
             continue;
@@ -455,7 +470,7 @@ int cmd_bench(int argc, char **argv) {
     if (!have_ops)
         for (int i = 0; i < N_DEFAULT_OPS; i++) sel[DEFAULT_OPS[i]] = 1;
     for (int i = 0; i < BOP_COUNT; i++)
-        if (sel[i]) o.ops[o.nops++] = i;
+        if (sel[i] && !o.decode_only) o.ops[o.nops++] = i;
     /* ascending T: the skip estimate extrapolates from the previous T */
     for (int a = 1; a < o.nT; a++)
         for (int b = a; b > 0 && o.Ts[b - 1] > o.Ts[b]; b--) {
@@ -481,7 +496,7 @@ int cmd_bench(int argc, char **argv) {
 
     const int max_entries = o.nthr * o.nD * 2 * o.nops * o.nT;
     entry *E = calloc((size_t)max_entries, sizeof *E);
-    decode_entry *DE = calloc((size_t)(o.nthr * o.nD * N_DECODE), sizeof *DE);
+    decode_entry *DE = calloc((size_t)(N_DECODE_SHAPES * o.nthr * o.nD * N_DECODE), sizeof *DE);
     if (!E || !DE) {
         fprintf(stderr, "linattn bench: out of memory\n");
         free(E);
@@ -588,15 +603,17 @@ int cmd_bench(int argc, char **argv) {
     int nde = 0;
     if (!o.no_decode) {
         run_decode(&o, DE, &nde);
-        printf("\nDecoding step: B = 1, H = 8, K = V = D, one token; state copy = memcpy of\n"
-               "H*K*V floats (the bytes a step must at least read and write once)\n");
-        printf("%-8s %4s %3s %12s %12s %8s %8s\n", "op", "D", "thr", "step us", "copy us",
-               "ratio", "GFLOP/s");
+        printf("\nDecoding step: B sequences of H heads, K = V = D, one token each; state copy =\n"
+               "memcpy of B*H*K*V floats (the bytes a step must at least read and write once);\n"
+               "copy/step = the step's share of the copy bandwidth\n");
+        printf("%-8s %3s %3s %4s %3s %12s %12s %8s %8s\n", "op", "B", "H", "D", "thr", "step us",
+               "copy us", "ratio", "GFLOP/s");
         for (int i = 0; i < nde; i++) {
             const decode_entry *d = &DE[i];
             if (!d->ok) continue;
-            printf("%-8s %4lld %3d %12.2f %12.2f %7.2fx %8.2f\n", DECODE_OPS[d->op].name,
-                   (long long)d->D, d->threads, d->step * 1e6, d->copy * 1e6, d->step / d->copy,
+            printf("%-8s %3lld %3lld %4lld %3d %12.2f %12.2f %7.2fx %8.2f\n",
+                   DECODE_OPS[d->op].name, (long long)d->N, (long long)d->H, (long long)d->D,
+                   d->threads, d->step * 1e6, d->copy * 1e6, d->step / d->copy,
                    d->flops / d->step * 1e-9);
         }
     }
@@ -649,9 +666,11 @@ int cmd_bench(int argc, char **argv) {
                 const decode_entry *d = &DE[i];
                 if (!d->ok) continue;
                 fprintf(f,
-                        "%s    {\"op\": \"%s\", \"B\": 1, \"H\": 8, \"D\": %lld, \"threads\": %d, "
-                        "\"step_s\": %.6g, \"state_copy_s\": %.6g, \"ratio\": %.4g}",
-                        first ? "" : ",\n", DECODE_OPS[d->op].name, (long long)d->D, d->threads,
+                        "%s    {\"op\": \"%s\", \"B\": %lld, \"H\": %lld, \"D\": %lld, "
+                        "\"threads\": %d, \"step_s\": %.6g, \"state_copy_s\": %.6g, "
+                        "\"ratio\": %.4g}",
+                        first ? "" : ",\n", DECODE_OPS[d->op].name, (long long)d->N,
+                        (long long)d->H, (long long)d->D, d->threads,
                         d->step, d->copy, d->step / d->copy);
                 first = 0;
             }

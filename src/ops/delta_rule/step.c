@@ -2,6 +2,7 @@
  * and the decoder (la__delta_rule_step) so that decoding equals the
  * recurrent forward bit for bit. */
 #include "delta_rule.h"
+#include "../../kernels/rowvec.h"
 
 #if defined(__GNUC__)
 #define DELTA_INLINE static inline __attribute__((always_inline))
@@ -37,7 +38,45 @@ float la__delta_l2norm(float *y, const float *x, int64_t n) {
 DELTA_INLINE void delta_rows(int64_t K, int64_t V, float a, float beta, float scale,
                              float *restrict S, float *restrict o, const float *restrict q,
                              const float *restrict k, const float *restrict v, float *restrict r) {
-    for (int64_t j = 0; j < V; j++) r[j] = 0;
+    int64_t j0 = 0;
+#ifdef LA_ROWVEC
+    /* With an output: blocks of 32 columns, both passes over the block
+     * before the next one (the block's 128-byte row pieces are still in L1
+     * for the second pass), r's and o's blocks in vector registers. */
+    for (; o && j0 + LA_ROWVEC_COLS <= V; j0 += LA_ROWVEC_COLS) {
+        la__v8 rr[4], sum[4];
+        for (int c = 0; c < 4; c++) rr[c] = sum[c] = (la__v8){0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t i = 0; i < K; i++) {
+            const float ki = k[i];
+            const float *restrict row = S + i * V + j0;
+            for (int c = 0; c < 4; c++) {
+                la__v8 x;
+                LA_V8_LOAD(x, row + 8 * c);
+                rr[c] = rr[c] + ki * x;
+            }
+        }
+        for (int c = 0; c < 4; c++) {
+            la__v8 vv;
+            LA_V8_LOAD(vv, v + j0 + 8 * c);
+            rr[c] = beta * (vv - a * rr[c]);
+        }
+        for (int64_t i = 0; i < K; i++) {
+            const float ki = k[i], qi = scale * q[i];
+            float *restrict row = S + i * V + j0;
+            for (int c = 0; c < 4; c++) {
+                la__v8 x;
+                LA_V8_LOAD(x, row + 8 * c);
+                x = a * x + ki * rr[c];
+                LA_V8_STORE(row + 8 * c, x);
+                sum[c] = sum[c] + qi * x;
+            }
+        }
+        for (int c = 0; c < 4; c++) LA_V8_STORE(o + j0 + 8 * c, sum[c]);
+    }
+    if (j0 == V) return;
+#endif
+    /* The remaining columns [j0, V) (all of them without an output). */
+    for (int64_t j = j0; j < V; j++) r[j] = 0;
     int64_t i = 0;
     /* Four rows per sweep of r (r read and written once per four rows);
      * each r[j] still adds its terms in row order. */
@@ -45,28 +84,28 @@ DELTA_INLINE void delta_rows(int64_t K, int64_t V, float a, float beta, float sc
         const float k0 = k[i], k1 = k[i + 1], k2 = k[i + 2], k3 = k[i + 3];
         const float *restrict S0 = S + i * V, *restrict S1 = S0 + V, *restrict S2 = S1 + V,
                               *restrict S3 = S2 + V;
-        for (int64_t j = 0; j < V; j++)
+        for (int64_t j = j0; j < V; j++)
             r[j] = (((r[j] + k0 * S0[j]) + k1 * S1[j]) + k2 * S2[j]) + k3 * S3[j];
     }
     for (; i < K; i++) {
         const float ki = k[i];
         const float *restrict Si = S + i * V;
-        for (int64_t j = 0; j < V; j++) r[j] += ki * Si[j];
+        for (int64_t j = j0; j < V; j++) r[j] += ki * Si[j];
     }
-    for (int64_t j = 0; j < V; j++) r[j] = beta * (v[j] - a * r[j]);
+    for (int64_t j = j0; j < V; j++) r[j] = beta * (v[j] - a * r[j]);
     if (!o) {
         for (i = 0; i < K; i++) {
             const float ki = k[i];
             float *restrict Si = S + i * V;
-            for (int64_t j = 0; j < V; j++) Si[j] = a * Si[j] + ki * r[j];
+            for (int64_t j = j0; j < V; j++) Si[j] = a * Si[j] + ki * r[j];
         }
         return;
     }
-    for (int64_t j = 0; j < V; j++) o[j] = 0;
+    for (int64_t j = j0; j < V; j++) o[j] = 0;
     for (i = 0; i < K; i++) {
         const float ki = k[i], qi = scale * q[i];
         float *restrict Si = S + i * V;
-        for (int64_t j = 0; j < V; j++) {
+        for (int64_t j = j0; j < V; j++) {
             const float s = a * Si[j] + ki * r[j];
             Si[j] = s;
             o[j] += qi * s;

@@ -11,6 +11,7 @@
 #include "../../core/internal.h"
 #include "../../kernels/kernels.h"
 #include "../linear_attn/vexp.h"
+#include "../../kernels/rowvec.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -18,7 +19,7 @@
 
 /* One token of one (sequence, head):
  *   S = Diag(a) S + k^T v,  a = exp(g) (per key) or exp(g + g_gamma) (scalar),
- *   o = scale * q S   (skipped when o is NULL; acc [V] is work space).
+ *   o = scale * q S   (skipped when o is NULL; acc [K + V] is work space).
  * The recurrent forward, the recurrent backward's recomputation and
  * la__gla_step all call this, so decoding equals the recurrent form bit for
  * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
@@ -61,29 +62,56 @@ GLA_INLINE void gla_token_body(int per_key, int64_t K, int64_t V, float scale, f
         }
         return;
     }
-    for (int64_t j = 0; j < V; j++) acc[j] = 0.0f;
+    /* Per-key decays of all K keys first, 16 at a time with the vectorised
+     * e^x of vexp.h (log-gates are <= 0, checked by every caller). */
+    float *restrict ea = acc, *restrict tail = acc + K;
     for (int64_t i0 = 0; i0 < K; i0 += GLA_EXP_BLOCK) {
-        /* Per-key decays of a block of keys at once, with the vectorised
-         * e^x of vexp.h (log-gates are <= 0, checked by every caller). */
         const int64_t nb = K - i0 < GLA_EXP_BLOCK ? K - i0 : GLA_EXP_BLOCK;
-        float ea[GLA_EXP_BLOCK];
         if (per_key)
-            gla_exp_block(ea, g + i0, nb);
+            gla_exp_block(ea + i0, g + i0, nb);
         else
-            for (int64_t l = 0; l < nb; l++) ea[l] = a;
-        for (int64_t l = 0; l < nb; l++) {
-            const int64_t i = i0 + l;
-            const float ai = ea[l], ki = k[i], qi = q[i];
-            float *restrict row = S + i * V;
-            /* One pass: the new row is added into acc while in registers. */
-            for (int64_t j = 0; j < V; j++) {
-                const float s = ai * row[j] + ki * v[j];
-                row[j] = s;
-                acc[j] += qi * s;
+            for (int64_t l = 0; l < nb; l++) ea[i0 + l] = a;
+    }
+    int64_t j0 = 0;
+#ifdef LA_ROWVEC
+    /* Blocks of 32 columns: o's block in four vector registers while the
+     * rows go by (each element of S loaded and stored once). */
+    for (; j0 + LA_ROWVEC_COLS <= V; j0 += LA_ROWVEC_COLS) {
+        la__v8 vv[4], sum[4];
+        for (int c = 0; c < 4; c++) {
+            LA_V8_LOAD(vv[c], v + j0 + 8 * c);
+            sum[c] = (la__v8){0, 0, 0, 0, 0, 0, 0, 0};
+        }
+        for (int64_t i = 0; i < K; i++) {
+            const float ai = ea[i], ki = k[i], qi = q[i];
+            float *restrict row = S + i * V + j0;
+            for (int c = 0; c < 4; c++) {
+                la__v8 s;
+                LA_V8_LOAD(s, row + 8 * c);
+                s = ai * s + ki * vv[c];
+                LA_V8_STORE(row + 8 * c, s);
+                sum[c] = sum[c] + qi * s;
             }
         }
+        for (int c = 0; c < 4; c++) {
+            const la__v8 out = scale * sum[c];
+            LA_V8_STORE(o + j0 + 8 * c, out);
+        }
     }
-    for (int64_t j = 0; j < V; j++) o[j] = scale * acc[j];
+#endif
+    if (j0 == V) return;
+    for (int64_t j = j0; j < V; j++) tail[j] = 0.0f;
+    for (int64_t i = 0; i < K; i++) {
+        const float ai = ea[i], ki = k[i], qi = q[i];
+        float *restrict row = S + i * V;
+        /* One pass: the new row is added into the sum while in registers. */
+        for (int64_t j = j0; j < V; j++) {
+            const float s = ai * row[j] + ki * v[j];
+            row[j] = s;
+            tail[j] += qi * s;
+        }
+    }
+    for (int64_t j = j0; j < V; j++) o[j] = scale * tail[j];
 }
 
 /* Two builds of the same loops: every element sees the same operations in

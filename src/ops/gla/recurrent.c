@@ -12,7 +12,7 @@
 size_t la__gla_recurrent_fwd_bytes(const gla_job *j) {
     gla_arena a = {0};
     gla_take(&a, (size_t)j->K * (size_t)j->V, sizeof(float)); /* S */
-    gla_take(&a, (size_t)j->V, sizeof(float));                /* acc */
+    gla_take(&a, (size_t)j->K + (size_t)j->V, sizeof(float)); /* gla_token's work */
     return gla_arena_size(&a);
 }
 
@@ -22,7 +22,7 @@ void la__gla_recurrent_fwd_task(void *arg, int64_t task, int tid) {
     const size_t KV = (size_t)K * (size_t)V;
     gla_arena a = {.base = la__scratch(j->ctx, tid)};
     float *S = gla_take(&a, KV, sizeof(float));
-    float *acc = gla_take(&a, (size_t)V, sizeof(float));
+    float *acc = gla_take(&a, (size_t)K + (size_t)V, sizeof(float));
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     if (j->s0)

@@ -2,6 +2,7 @@
  * recurrent form runs exactly this per token, and so does the decoder, so
  * decoding equals the recurrent form bit for bit. */
 #include "linear_attn.h"
+#include "../../kernels/rowvec.h"
 
 #if defined(__GNUC__)
 #define LIN_INLINE static inline __attribute__((always_inline))
@@ -17,11 +18,36 @@
 LIN_INLINE void lin_rows(int64_t K, int64_t V, float *restrict S, float *restrict o,
                          const float *restrict qf, const float *restrict kf,
                          const float *restrict v) {
-    for (int64_t x = 0; x < V; x++) o[x] = 0;
+    int64_t x0 = 0;
+#ifdef LA_ROWVEC
+    /* Blocks of 32 columns: o's block in four vector registers while the
+     * rows go by (each element of S loaded and stored once). */
+    for (; x0 + LA_ROWVEC_COLS <= V; x0 += LA_ROWVEC_COLS) {
+        la__v8 vv[4], acc[4];
+        for (int c = 0; c < 4; c++) {
+            LA_V8_LOAD(vv[c], v + x0 + 8 * c);
+            acc[c] = (la__v8){0, 0, 0, 0, 0, 0, 0, 0};
+        }
+        for (int64_t i = 0; i < K; i++) {
+            const float ki = kf[i], qi = qf[i];
+            float *restrict row = S + i * V + x0;
+            for (int c = 0; c < 4; c++) {
+                la__v8 s;
+                LA_V8_LOAD(s, row + 8 * c);
+                s = s + ki * vv[c];
+                LA_V8_STORE(row + 8 * c, s);
+                acc[c] = acc[c] + qi * s;
+            }
+        }
+        for (int c = 0; c < 4; c++) LA_V8_STORE(o + x0 + 8 * c, acc[c]);
+    }
+#endif
+    if (x0 == V) return;
+    for (int64_t x = x0; x < V; x++) o[x] = 0;
     for (int64_t i = 0; i < K; i++) {
         const float ki = kf[i], qi = qf[i];
         float *restrict row = S + i * V;
-        for (int64_t x = 0; x < V; x++) {
+        for (int64_t x = x0; x < V; x++) {
             const float s = row[x] + ki * v[x];
             row[x] = s;
             o[x] += qi * s;
