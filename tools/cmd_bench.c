@@ -490,6 +490,14 @@ int cmd_bench(int argc, char **argv) {
     printf("FP32 FMA peak (%s loop, 1 thread): %.1f GFLOP/s; B*H = %lld, chunk %lld, causal, K = V "
            "= D\n",
            isa, peak, (long long)o.bh, (long long)o.chunk);
+    double peak_avx2 = NAN;
+    if (la_isa_active() == LA_ISA_AVX512) { /* the narrower peak beside it, same run */
+        const char *isa2;
+        peak_avx2 = bench_fma_peak_for(o.quick ? 0.2 : 1.0, LA_ISA_AVX2, &isa2);
+        printf("library path: %s (LINATTN_ISA=avx2 for the AVX2 kernels); %s peak: %.1f "
+               "GFLOP/s\n",
+               la_isa_name(la_isa_active()), isa2, peak_avx2);
+    }
     printf("times: median wall ms per call (cpu: process CPU ms, all threads); %% peak = "
            "GFLOP/s / (threads x peak);\n%%pk cpu = FLOPs / (CPU seconds x peak): the rate while "
            "on a core, robust to a shared machine\n\n");
@@ -626,11 +634,14 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "linattn bench: cannot write %s\n", o.json);
             rc = 1;
         } else {
+            char p2[32] = "null"; /* only measured beside an AVX-512 peak */
+            if (peak_avx2 == peak_avx2) snprintf(p2, sizeof p2, "%.3f", peak_avx2);
             fprintf(f,
                     "{\n  \"machine\": \"%s\",\n  \"date\": \"%s\",\n  \"fma_peak_gflops\": %.3f,\n"
+                    "  \"fma_peak_avx2_gflops\": %s,\n"
                     "  \"fma_isa\": \"%s\",\n  \"bh\": %lld,\n  \"chunk\": %lld,\n"
                     "  \"sweep_seconds\": %.2f,\n  \"results\": [\n",
-                    cpu, date, peak, isa, (long long)o.bh, (long long)o.chunk, sweep_s);
+                    cpu, date, peak, p2, isa, (long long)o.bh, (long long)o.chunk, sweep_s);
             static const char *const STATUS[] = {"ok", "skipped_estimate", "skipped_memory",
                                                  "skipped_budget", "failed"};
             for (int i = 0; i < n; i++) {
