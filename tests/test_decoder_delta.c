@@ -4,8 +4,9 @@
  * Also the decoder's checks of beta and g for these ops. */
 #include "test_delta_rule_util.h"
 
-/* V = 12: the steps' scalar column loop; V = 72: two vector blocks of 32
- * columns and a scalar tail of 8 (src/kernels/rowvec.h). */
+/* V = 12: the steps' scalar column loop; V = 168: a 128-column vector
+ * block (AVX-512 builds), 32-column blocks and a scalar tail of 8
+ * (src/kernels/rowvec.h). */
 static void test_decode(int gated, int l2norm, int threads, float scale, int64_t V) {
     dcase c = dc_default(gated);
     c.B = 3;
@@ -101,7 +102,7 @@ int main(void) {
     for (int gated = 0; gated < 2; gated++)
         for (int l2 = 0; l2 < 2; l2++)
             for (int threads = 1; threads <= 2; threads++)
-                for (int64_t V = 12; V <= 72; V += 60)
+                for (int64_t V = 12; V <= 168; V += 156)
                     test_decode(gated, l2, threads, l2 ? 0.0f : 0.25f, V);
     return th_summary("test_decoder_delta");
 }

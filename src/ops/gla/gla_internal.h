@@ -40,10 +40,41 @@ GLA_INLINE void gla_exp_block(float *restrict ea, const float *restrict g, int64
         for (int64_t l = 0; l < nb; l++) LA__EXP_NONPOS(ea[l], g[l]);
 }
 
-GLA_INLINE void gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S,
-                               float *restrict o, const float *restrict q, const float *restrict k,
-                               const float *restrict v, const float *restrict g, float g_gamma,
-                               float *restrict acc) {
+#ifdef LA_ROWVEC
+/* Columns [j0, j0 + 16 nv) of the fused update + read-out: o's block in
+ * registers while the rows go by (each element of S loaded and stored once). */
+GLA_INLINE void gla_block(const int nv, int64_t K, int64_t V, int64_t j0, float scale,
+                          float *restrict S, float *restrict o, const float *restrict q,
+                          const float *restrict k, const float *restrict v,
+                          const float *restrict ea) {
+    la__v16 vv[LA_ROWVEC_WIDE], sum[LA_ROWVEC_WIDE];
+    const la__v16 zero = {0};
+    for (int c = 0; c < nv; c++) {
+        LA_V16_LOAD(vv[c], v + j0 + 16 * c);
+        sum[c] = zero;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ai = ea[i], ki = k[i], qi = q[i];
+        float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v16 s;
+            LA_V16_LOAD(s, row + 16 * c);
+            s = ai * s + ki * vv[c];
+            LA_V16_STORE(row + 16 * c, s);
+            sum[c] = sum[c] + qi * s;
+        }
+    }
+    for (int c = 0; c < nv; c++) {
+        const la__v16 out = scale * sum[c];
+        LA_V16_STORE(o + j0 + 16 * c, out);
+    }
+}
+#endif
+
+GLA_INLINE void gla_token_body(const int wide, int per_key, int64_t K, int64_t V, float scale,
+                               float *restrict S, float *restrict o, const float *restrict q,
+                               const float *restrict k, const float *restrict v,
+                               const float *restrict g, float g_gamma, float *restrict acc) {
     const float a = per_key ? 0.0f : expf((g ? g[0] : 0.0f) + g_gamma);
     if (!o) {
         for (int64_t i0 = 0; i0 < K; i0 += GLA_EXP_BLOCK) {
@@ -74,30 +105,11 @@ GLA_INLINE void gla_token_body(int per_key, int64_t K, int64_t V, float scale, f
     }
     int64_t j0 = 0;
 #ifdef LA_ROWVEC
-    /* Blocks of 32 columns: o's block in four vector registers while the
-     * rows go by (each element of S loaded and stored once). */
-    for (; j0 + LA_ROWVEC_COLS <= V; j0 += LA_ROWVEC_COLS) {
-        la__v8 vv[4], sum[4];
-        for (int c = 0; c < 4; c++) {
-            LA_V8_LOAD(vv[c], v + j0 + 8 * c);
-            sum[c] = (la__v8){0, 0, 0, 0, 0, 0, 0, 0};
-        }
-        for (int64_t i = 0; i < K; i++) {
-            const float ai = ea[i], ki = k[i], qi = q[i];
-            float *restrict row = S + i * V + j0;
-            for (int c = 0; c < 4; c++) {
-                la__v8 s;
-                LA_V8_LOAD(s, row + 8 * c);
-                s = ai * s + ki * vv[c];
-                LA_V8_STORE(row + 8 * c, s);
-                sum[c] = sum[c] + qi * s;
-            }
-        }
-        for (int c = 0; c < 4; c++) {
-            const la__v8 out = scale * sum[c];
-            LA_V8_STORE(o + j0 + 8 * c, out);
-        }
-    }
+    for (; j0 + 16 * wide <= V; j0 += 16 * wide) gla_block(wide, K, V, j0, scale, S, o, q, k, v, ea);
+    for (; j0 + 16 * LA_ROWVEC_NARROW <= V; j0 += 16 * LA_ROWVEC_NARROW)
+        gla_block(LA_ROWVEC_NARROW, K, V, j0, scale, S, o, q, k, v, ea);
+#else
+    (void)wide;
 #endif
     if (j0 == V) return;
     for (int64_t j = j0; j < V; j++) tail[j] = 0.0f;
@@ -114,15 +126,14 @@ GLA_INLINE void gla_token_body(int per_key, int64_t K, int64_t V, float scale, f
     for (int64_t j = j0; j < V; j++) o[j] = scale * tail[j];
 }
 
-/* Two builds of the same loops: every element sees the same operations in
+/* Three builds of the same loops: every element sees the same operations in
  * the same order (no contraction, rows in order) at any vector width, so
- * both round alike; the AVX2 one is taken unless LINATTN_ISA=portable (or
- * the CPU lacks AVX2). */
+ * all round alike; la_isa_active() picks one (LINATTN_ISA caps it). */
 LA__VECTORISE static inline void gla_token_portable(int per_key, int64_t K, int64_t V, float scale,
                                                     float *S, float *o, const float *q,
                                                     const float *k, const float *v, const float *g,
                                                     float g_gamma, float *acc) {
-    gla_token_body(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+    gla_token_body(LA_ROWVEC_NARROW, per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -130,7 +141,14 @@ LA__VECTORISE static inline void gla_token_portable(int per_key, int64_t K, int6
 LA__VECTORISE __attribute__((target("avx2"))) static inline void
 gla_token_avx2(int per_key, int64_t K, int64_t V, float scale, float *S, float *o, const float *q,
                const float *k, const float *v, const float *g, float g_gamma, float *acc) {
-    gla_token_body(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+    gla_token_body(LA_ROWVEC_NARROW, per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+}
+
+LA__VECTORISE __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static inline void
+gla_token_avx512(int per_key, int64_t K, int64_t V, float scale, float *S, float *o,
+                 const float *q, const float *k, const float *v, const float *g, float g_gamma,
+                 float *acc) {
+    gla_token_body(LA_ROWVEC_WIDE, per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
 }
 #endif
 
@@ -138,7 +156,12 @@ static inline void gla_token(int per_key, int64_t K, int64_t V, float scale, flo
                              const float *q, const float *k, const float *v, const float *g,
                              float g_gamma, float *acc) {
 #ifdef GLA_TOKEN_AVX2
-    if (la_isa_active() != LA_ISA_PORTABLE) {
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        gla_token_avx512(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
         gla_token_avx2(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
         return;
     }

@@ -15,32 +15,45 @@
  * sees the same operations in the same order (rows in order, no
  * contraction) whatever the vector width, so the AVX2 build of this loop
  * rounds exactly as the portable one. */
-LIN_INLINE void lin_rows(int64_t K, int64_t V, float *restrict S, float *restrict o,
-                         const float *restrict qf, const float *restrict kf,
+#ifdef LA_ROWVEC
+/* Columns [x0, x0 + 16 nv): o's block in registers while the rows go by
+ * (each element of S loaded and stored once). */
+LIN_INLINE void lin_block(const int nv, int64_t K, int64_t V, int64_t x0, float *restrict S,
+                          float *restrict o, const float *restrict qf, const float *restrict kf,
+                          const float *restrict v) {
+    la__v16 vv[LA_ROWVEC_WIDE], acc[LA_ROWVEC_WIDE];
+    const la__v16 zero = {0};
+    for (int c = 0; c < nv; c++) {
+        LA_V16_LOAD(vv[c], v + x0 + 16 * c);
+        acc[c] = zero;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = kf[i], qi = qf[i];
+        float *restrict row = S + i * V + x0;
+        for (int c = 0; c < nv; c++) {
+            la__v16 s;
+            LA_V16_LOAD(s, row + 16 * c);
+            s = s + ki * vv[c];
+            LA_V16_STORE(row + 16 * c, s);
+            acc[c] = acc[c] + qi * s;
+        }
+    }
+    for (int c = 0; c < nv; c++) LA_V16_STORE(o + x0 + 16 * c, acc[c]);
+}
+#endif
+
+/* S_t = S_{t-1} + kfᵀ v and o = qf S_t, column block by column block
+ * (blocks of 16 * wide, then of 32, then single columns). */
+LIN_INLINE void lin_rows(const int wide, int64_t K, int64_t V, float *restrict S,
+                         float *restrict o, const float *restrict qf, const float *restrict kf,
                          const float *restrict v) {
     int64_t x0 = 0;
 #ifdef LA_ROWVEC
-    /* Blocks of 32 columns: o's block in four vector registers while the
-     * rows go by (each element of S loaded and stored once). */
-    for (; x0 + LA_ROWVEC_COLS <= V; x0 += LA_ROWVEC_COLS) {
-        la__v8 vv[4], acc[4];
-        for (int c = 0; c < 4; c++) {
-            LA_V8_LOAD(vv[c], v + x0 + 8 * c);
-            acc[c] = (la__v8){0, 0, 0, 0, 0, 0, 0, 0};
-        }
-        for (int64_t i = 0; i < K; i++) {
-            const float ki = kf[i], qi = qf[i];
-            float *restrict row = S + i * V + x0;
-            for (int c = 0; c < 4; c++) {
-                la__v8 s;
-                LA_V8_LOAD(s, row + 8 * c);
-                s = s + ki * vv[c];
-                LA_V8_STORE(row + 8 * c, s);
-                acc[c] = acc[c] + qi * s;
-            }
-        }
-        for (int c = 0; c < 4; c++) LA_V8_STORE(o + x0 + 8 * c, acc[c]);
-    }
+    for (; x0 + 16 * wide <= V; x0 += 16 * wide) lin_block(wide, K, V, x0, S, o, qf, kf, v);
+    for (; x0 + 16 * LA_ROWVEC_NARROW <= V; x0 += 16 * LA_ROWVEC_NARROW)
+        lin_block(LA_ROWVEC_NARROW, K, V, x0, S, o, qf, kf, v);
+#else
+    (void)wide;
 #endif
     if (x0 == V) return;
     for (int64_t x = x0; x < V; x++) o[x] = 0;
@@ -58,7 +71,7 @@ LIN_INLINE void lin_rows(int64_t K, int64_t V, float *restrict S, float *restric
 static void lin_rows_portable(int64_t K, int64_t V, float *restrict S, float *restrict o,
                               const float *restrict qf, const float *restrict kf,
                               const float *restrict v) {
-    lin_rows(K, V, S, o, qf, kf, v);
+    lin_rows(LA_ROWVEC_NARROW, K, V, S, o, qf, kf, v);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -66,7 +79,13 @@ static void lin_rows_portable(int64_t K, int64_t V, float *restrict S, float *re
 __attribute__((target("avx2"))) static void
 lin_rows_avx2(int64_t K, int64_t V, float *restrict S, float *restrict o, const float *restrict qf,
               const float *restrict kf, const float *restrict v) {
-    lin_rows(K, V, S, o, qf, kf, v);
+    lin_rows(LA_ROWVEC_NARROW, K, V, S, o, qf, kf, v);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+lin_rows_avx512(int64_t K, int64_t V, float *restrict S, float *restrict o,
+                const float *restrict qf, const float *restrict kf, const float *restrict v) {
+    lin_rows(LA_ROWVEC_WIDE, K, V, S, o, qf, kf, v);
 }
 #endif
 
@@ -92,7 +111,10 @@ void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t
     lin_phi(fm, 1.0f, kf, k, K);
     lin_phi(fm, c, qf, q, K);
 #ifdef LIN_STEP_AVX2
-    if (la_isa_active() != LA_ISA_PORTABLE)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512)
+        lin_rows_avx512(K, V, S, o, qf, kf, v);
+    else if (isa == LA_ISA_AVX2)
         lin_rows_avx2(K, V, S, o, qf, kf, v);
     else
 #endif
