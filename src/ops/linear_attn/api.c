@@ -228,7 +228,8 @@ static void group_task(void *p, int64_t task, int tid) {
 typedef struct {
     const la__lin_job *j;
     int64_t seg_len, nseg_max; /* tokens per segment, segments of the longest sequence */
-    float *W; /* [units, nseg_max, K, Vx]: phase 1 sums, then the states before segments */
+    int threads;
+    float *W; /* [units, nseg_max, K, Vx]: slot s = the state before segment s */
 } split_arg;
 
 static int64_t unit_segments(const split_arg *a, int64_t len) {
@@ -240,20 +241,46 @@ static float *split_slot(const split_arg *a, int64_t unit, int64_t s) {
     return a->W + ((size_t)unit * (size_t)a->nseg_max + (size_t)s) * KVx;
 }
 
-/* Phase 1: the local sum of segment s goes to slot s + 1 (the last
- * segment's sum is not needed). */
-static void split_sum_task(void *p, int64_t task, int tid) {
-    const split_arg *a = p;
-    const int64_t unit = task / a->nseg_max, s = task % a->nseg_max;
-    la__lin_unit u;
-    la__lin_unit_init(a->j, unit, &u);
-    if (s + 1 >= unit_segments(a, u.len)) return;
-    const int64_t tb = s * a->seg_len, te = tb + a->seg_len;
-    la__lin_chunk_seg_sum(a->j, &u, tb, te, split_slot(a, unit, s + 1),
-                          la__scratch(a->j->ctx, tid));
+/* Segments [0, m) of a unit run in order by one task during phase 1 (they
+ * need no sums; the chain produces the state before segment m itself),
+ * while the other threads sum segments m.. (a sum costs ~0.3 of a
+ * segment's forward). Any m gives the same bits (the chain and the prefix
+ * do the same additions), so m may follow the thread count: it balances
+ * the chain against the sums, m = r nseg / (P - 1 + r). */
+static int64_t chain_segments(const split_arg *a, int64_t nseg) {
+    if (nseg <= 1) return 0;
+    const double r = 0.3;
+    int64_t m = (int64_t)((double)nseg * r / ((double)a->threads - 1.0 + r));
+    return m < nseg - 1 ? m : nseg - 1;
 }
 
-/* Phase 3: segment s from the state in slot s. */
+static int64_t seg_end(const split_arg *a, int64_t len, int64_t s) {
+    return len - s * a->seg_len < a->seg_len ? len : (s + 1) * a->seg_len;
+}
+
+/* Phase 1, task (unit, s): s == 0 runs the chain of segments [0, m);
+ * s >= m + 1 sums segment s - 1 into slot s. */
+static void split_sum_task(void *p, int64_t task, int tid) {
+    const split_arg *a = p;
+    const la__lin_job *j = a->j;
+    const int64_t unit = task / a->nseg_max, s = task % a->nseg_max;
+    la__lin_unit u;
+    la__lin_unit_init(j, unit, &u);
+    const int64_t nseg = unit_segments(a, u.len), m = chain_segments(a, nseg);
+    float *scratch = la__scratch(j->ctx, tid);
+    if (s == 0 && m > 0) {
+        la__lin_ext_load(j, split_slot(a, unit, 0), u.S0, u.z0);
+        for (int64_t c = 0; c < m; c++)
+            la__lin_chunk_seg_fwd(j, &u, c * a->seg_len, seg_end(a, u.len, c),
+                                  split_slot(a, unit, c), split_slot(a, unit, c + 1), scratch);
+        return;
+    }
+    if (s < m + 1 || s >= nseg) return;
+    la__lin_chunk_seg_sum(j, &u, (s - 1) * a->seg_len, s * a->seg_len, split_slot(a, unit, s),
+                          scratch);
+}
+
+/* Phase 3: segment s >= m from the state in slot s. */
 static void split_fwd_task(void *p, int64_t task, int tid) {
     const split_arg *a = p;
     const la__lin_job *j = a->j;
@@ -261,13 +288,13 @@ static void split_fwd_task(void *p, int64_t task, int tid) {
     la__lin_unit u;
     la__lin_unit_init(j, unit, &u);
     const int64_t nseg = unit_segments(a, u.len);
-    if (s >= nseg) return;
-    const int64_t tb = s * a->seg_len, te = u.len - tb < a->seg_len ? u.len : tb + a->seg_len;
+    if (s >= nseg || s < chain_segments(a, nseg)) return;
     float *scratch = la__scratch(j->ctx, tid);
     const int last = s + 1 == nseg && (u.fS || u.fz);
     /* the final state: after the layout's Sloc and Stot slots */
     float *Sout = last ? scratch + 2 * j->K * la__lin_vx(j) : NULL;
-    la__lin_chunk_seg_fwd(j, &u, tb, te, split_slot(a, unit, s), Sout, scratch);
+    la__lin_chunk_seg_fwd(j, &u, s * a->seg_len, seg_end(a, u.len, s), split_slot(a, unit, s),
+                          Sout, scratch);
     if (last) la__lin_ext_store(j, Sout, u.fS, u.fz);
 }
 
@@ -303,7 +330,7 @@ static int split_over_time(const la__lin_job *j) {
 
 static la_status run_split(const char *op, const la__lin_job *j) {
     const int64_t units = la__num_seqs(j->dims) * j->H;
-    split_arg a = {j, LA__LIN_SEG_CHUNKS * j->chunk, 0, NULL};
+    split_arg a = {j, LA__LIN_SEG_CHUNKS * j->chunk, 0, la_ctx_threads(j->ctx), NULL};
     a.nseg_max = (j->Tmax + a.seg_len - 1) / a.seg_len;
     if (la_ctx_threads(j->ctx) == 1) {
         la__parallel_for(j->ctx, units, split_serial_task, &a);
@@ -321,10 +348,11 @@ static la_status run_split(const char *op, const la__lin_job *j) {
     for (int64_t unit = 0; unit < units; unit++) { /* phase 2: in order */
         la__lin_unit u;
         la__lin_unit_init(j, unit, &u);
-        float *Sin = split_slot(&a, unit, 0);
-        la__lin_ext_load(j, Sin, u.S0, u.z0);
+        const int64_t nseg = unit_segments(&a, u.len), m = chain_segments(&a, nseg);
+        float *Sin = split_slot(&a, unit, m); /* the chain's result, or the initial state */
+        if (m == 0) la__lin_ext_load(j, Sin, u.S0, u.z0);
         if (u.len == 0) la__lin_ext_store(j, Sin, u.fS, u.fz);
-        for (int64_t s = 1; s < unit_segments(&a, u.len); s++) {
+        for (int64_t s = m + 1; s < nseg; s++) {
             float *next = split_slot(&a, unit, s); /* holds the sum of segment s - 1 */
             for (size_t x = 0; x < KVx; x++) next[x] = Sin[x] + next[x];
             Sin = next;
