@@ -16,17 +16,25 @@
 
 #if defined(__GNUC__)
 #define LA_ROWVEC 1
-/* One ZMM register in an AVX-512 build, two YMM (four XMM) in narrower ones. */
+/* la__v8: one YMM register (two XMM in the baseline build); la__v16: one
+ * ZMM register, used only in AVX-512 builds (GCC expands it piecewise, and
+ * slowly, where the target has no 64-byte vectors). */
+typedef float la__v8 __attribute__((vector_size(32)));
 typedef float la__v16 __attribute__((vector_size(64)));
+#define LA_V8_LOAD(dst, p) memcpy(&(dst), (p), sizeof(la__v8))
+#define LA_V8_STORE(p, x) memcpy((p), &(x), sizeof(la__v8))
 /* unaligned load / store of 16 floats (memcpy compiles to vector moves) */
 #define LA_V16_LOAD(dst, p) memcpy(&(dst), (p), sizeof(la__v16))
 #define LA_V16_STORE(p, x) memcpy((p), &(x), sizeof(la__v16))
-/* A column block is nv vectors wide: nv = 2 (32 columns: 4 YMM of
- * accumulators + 4 of the token's row fit AVX2's 16 registers) everywhere,
- * nv = 8 (128 columns, 16 of AVX-512's 32 registers) in the AVX-512
- * builds, which then finish with 32-column blocks and a scalar tail. */
+/* Column blocks: 32 columns as 4 la__v8 (4 YMM of accumulators + 4 of the
+ * token's row fit AVX2's 16 registers), 16 columns as 2 la__v8 in the
+ * baseline build (8 of its 16 XMM registers); AVX-512 builds first take 128
+ * columns as 8 la__v16 (16 of the 32 ZMM registers); then a scalar tail. */
 #endif
-#define LA_ROWVEC_NARROW 2
-#define LA_ROWVEC_WIDE 8
+/* `wide` argument of the row loops, one per build: */
+#define LA_ROWVEC_NARROW 0 /* baseline (SSE2): no vector blocks, the plain loop (faster there) */
+#define LA_ROWVEC_AVX2 1   /* 32-column blocks of 4 la__v8 */
+#define LA_ROWVEC_WIDE 2   /* AVX-512: 128-column blocks first, then 32-column ones */
+#define LA_ROWVEC_MAXV 8   /* vectors in the widest block */
 
 #endif

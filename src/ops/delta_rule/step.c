@@ -43,7 +43,7 @@ DELTA_INLINE void delta_block(const int nv, int64_t K, int64_t V, int64_t j0, fl
                               float scale, float *restrict S, float *restrict o,
                               const float *restrict q, const float *restrict k,
                               const float *restrict v) {
-    la__v16 rr[LA_ROWVEC_WIDE], sum[LA_ROWVEC_WIDE];
+    la__v16 rr[LA_ROWVEC_MAXV], sum[LA_ROWVEC_MAXV];
     const la__v16 zero = {0};
     for (int c = 0; c < nv; c++) rr[c] = sum[c] = zero;
     for (int64_t i = 0; i < K; i++) {
@@ -73,6 +73,41 @@ DELTA_INLINE void delta_block(const int nv, int64_t K, int64_t V, int64_t j0, fl
     }
     for (int c = 0; c < nv; c++) LA_V16_STORE(o + j0 + 16 * c, sum[c]);
 }
+
+DELTA_INLINE void delta_block8(const int nv, int64_t K, int64_t V, int64_t j0, float a, float beta,
+                              float scale, float *restrict S, float *restrict o,
+                              const float *restrict q, const float *restrict k,
+                              const float *restrict v) {
+    la__v8 rr[LA_ROWVEC_MAXV], sum[LA_ROWVEC_MAXV];
+    const la__v8 zero = {0};
+    for (int c = 0; c < nv; c++) rr[c] = sum[c] = zero;
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = k[i];
+        const float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v8 x;
+            LA_V8_LOAD(x, row + 8 * c);
+            rr[c] = rr[c] + ki * x;
+        }
+    }
+    for (int c = 0; c < nv; c++) {
+        la__v8 vv;
+        LA_V8_LOAD(vv, v + j0 + 8 * c);
+        rr[c] = beta * (vv - a * rr[c]);
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = k[i], qi = scale * q[i];
+        float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v8 x;
+            LA_V8_LOAD(x, row + 8 * c);
+            x = a * x + ki * rr[c];
+            LA_V8_STORE(row + 8 * c, x);
+            sum[c] = sum[c] + qi * x;
+        }
+    }
+    for (int c = 0; c < nv; c++) LA_V8_STORE(o + j0 + 8 * c, sum[c]);
+}
 #endif
 
 DELTA_INLINE void delta_rows(const int wide, int64_t K, int64_t V, float a, float beta,
@@ -82,10 +117,11 @@ DELTA_INLINE void delta_rows(const int wide, int64_t K, int64_t V, float a, floa
     int64_t j0 = 0;
 #ifdef LA_ROWVEC
     if (o) {
-        for (; j0 + 16 * wide <= V; j0 += 16 * wide)
-            delta_block(wide, K, V, j0, a, beta, scale, S, o, q, k, v);
-        for (; j0 + 16 * LA_ROWVEC_NARROW <= V; j0 += 16 * LA_ROWVEC_NARROW)
-            delta_block(LA_ROWVEC_NARROW, K, V, j0, a, beta, scale, S, o, q, k, v);
+        const int nv8 = wide == LA_ROWVEC_NARROW ? 0 : 4; /* baseline: the plain loop below */
+        for (; wide == LA_ROWVEC_WIDE && j0 + 128 <= V; j0 += 128)
+            delta_block(8, K, V, j0, a, beta, scale, S, o, q, k, v);
+        for (; nv8 && j0 + 8 * nv8 <= V; j0 += 8 * nv8)
+            delta_block8(nv8, K, V, j0, a, beta, scale, S, o, q, k, v);
     }
     if (j0 == V) return;
 #else
@@ -140,7 +176,7 @@ static void delta_rows_portable(int64_t K, int64_t V, float a, float beta, float
 __attribute__((target("avx2"))) static void
 delta_rows_avx2(int64_t K, int64_t V, float a, float beta, float scale, float *S, float *o,
                 const float *q, const float *k, const float *v, float *r) {
-    delta_rows(LA_ROWVEC_NARROW, K, V, a, beta, scale, S, o, q, k, v, r);
+    delta_rows(LA_ROWVEC_AVX2, K, V, a, beta, scale, S, o, q, k, v, r);
 }
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void

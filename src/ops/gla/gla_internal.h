@@ -47,7 +47,7 @@ GLA_INLINE void gla_block(const int nv, int64_t K, int64_t V, int64_t j0, float 
                           float *restrict S, float *restrict o, const float *restrict q,
                           const float *restrict k, const float *restrict v,
                           const float *restrict ea) {
-    la__v16 vv[LA_ROWVEC_WIDE], sum[LA_ROWVEC_WIDE];
+    la__v16 vv[LA_ROWVEC_MAXV], sum[LA_ROWVEC_MAXV];
     const la__v16 zero = {0};
     for (int c = 0; c < nv; c++) {
         LA_V16_LOAD(vv[c], v + j0 + 16 * c);
@@ -67,6 +67,33 @@ GLA_INLINE void gla_block(const int nv, int64_t K, int64_t V, int64_t j0, float 
     for (int c = 0; c < nv; c++) {
         const la__v16 out = scale * sum[c];
         LA_V16_STORE(o + j0 + 16 * c, out);
+    }
+}
+
+GLA_INLINE void gla_block8(const int nv, int64_t K, int64_t V, int64_t j0, float scale,
+                          float *restrict S, float *restrict o, const float *restrict q,
+                          const float *restrict k, const float *restrict v,
+                          const float *restrict ea) {
+    la__v8 vv[LA_ROWVEC_MAXV], sum[LA_ROWVEC_MAXV];
+    const la__v8 zero = {0};
+    for (int c = 0; c < nv; c++) {
+        LA_V8_LOAD(vv[c], v + j0 + 8 * c);
+        sum[c] = zero;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ai = ea[i], ki = k[i], qi = q[i];
+        float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v8 s;
+            LA_V8_LOAD(s, row + 8 * c);
+            s = ai * s + ki * vv[c];
+            LA_V8_STORE(row + 8 * c, s);
+            sum[c] = sum[c] + qi * s;
+        }
+    }
+    for (int c = 0; c < nv; c++) {
+        const la__v8 out = scale * sum[c];
+        LA_V8_STORE(o + j0 + 8 * c, out);
     }
 }
 #endif
@@ -105,9 +132,10 @@ GLA_INLINE void gla_token_body(const int wide, int per_key, int64_t K, int64_t V
     }
     int64_t j0 = 0;
 #ifdef LA_ROWVEC
-    for (; j0 + 16 * wide <= V; j0 += 16 * wide) gla_block(wide, K, V, j0, scale, S, o, q, k, v, ea);
-    for (; j0 + 16 * LA_ROWVEC_NARROW <= V; j0 += 16 * LA_ROWVEC_NARROW)
-        gla_block(LA_ROWVEC_NARROW, K, V, j0, scale, S, o, q, k, v, ea);
+    const int nv8 = wide == LA_ROWVEC_NARROW ? 0 : 4; /* baseline: the plain loop below */
+    for (; wide == LA_ROWVEC_WIDE && j0 + 128 <= V; j0 += 128) gla_block(8, K, V, j0, scale, S, o, q, k, v, ea);
+    for (; nv8 && j0 + 8 * nv8 <= V; j0 += 8 * nv8)
+        gla_block8(nv8, K, V, j0, scale, S, o, q, k, v, ea);
 #else
     (void)wide;
 #endif
@@ -141,7 +169,7 @@ LA__VECTORISE static inline void gla_token_portable(int per_key, int64_t K, int6
 LA__VECTORISE __attribute__((target("avx2"))) static inline void
 gla_token_avx2(int per_key, int64_t K, int64_t V, float scale, float *S, float *o, const float *q,
                const float *k, const float *v, const float *g, float g_gamma, float *acc) {
-    gla_token_body(LA_ROWVEC_NARROW, per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+    gla_token_body(LA_ROWVEC_AVX2, per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
 }
 
 LA__VECTORISE __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static inline void

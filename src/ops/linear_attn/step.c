@@ -21,7 +21,7 @@
 LIN_INLINE void lin_block(const int nv, int64_t K, int64_t V, int64_t x0, float *restrict S,
                           float *restrict o, const float *restrict qf, const float *restrict kf,
                           const float *restrict v) {
-    la__v16 vv[LA_ROWVEC_WIDE], acc[LA_ROWVEC_WIDE];
+    la__v16 vv[LA_ROWVEC_MAXV], acc[LA_ROWVEC_MAXV];
     const la__v16 zero = {0};
     for (int c = 0; c < nv; c++) {
         LA_V16_LOAD(vv[c], v + x0 + 16 * c);
@@ -40,6 +40,29 @@ LIN_INLINE void lin_block(const int nv, int64_t K, int64_t V, int64_t x0, float 
     }
     for (int c = 0; c < nv; c++) LA_V16_STORE(o + x0 + 16 * c, acc[c]);
 }
+
+LIN_INLINE void lin_block8(const int nv, int64_t K, int64_t V, int64_t x0, float *restrict S,
+                          float *restrict o, const float *restrict qf, const float *restrict kf,
+                          const float *restrict v) {
+    la__v8 vv[LA_ROWVEC_MAXV], acc[LA_ROWVEC_MAXV];
+    const la__v8 zero = {0};
+    for (int c = 0; c < nv; c++) {
+        LA_V8_LOAD(vv[c], v + x0 + 8 * c);
+        acc[c] = zero;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = kf[i], qi = qf[i];
+        float *restrict row = S + i * V + x0;
+        for (int c = 0; c < nv; c++) {
+            la__v8 s;
+            LA_V8_LOAD(s, row + 8 * c);
+            s = s + ki * vv[c];
+            LA_V8_STORE(row + 8 * c, s);
+            acc[c] = acc[c] + qi * s;
+        }
+    }
+    for (int c = 0; c < nv; c++) LA_V8_STORE(o + x0 + 8 * c, acc[c]);
+}
 #endif
 
 /* S_t = S_{t-1} + kfᵀ v and o = qf S_t, column block by column block
@@ -49,9 +72,10 @@ LIN_INLINE void lin_rows(const int wide, int64_t K, int64_t V, float *restrict S
                          const float *restrict v) {
     int64_t x0 = 0;
 #ifdef LA_ROWVEC
-    for (; x0 + 16 * wide <= V; x0 += 16 * wide) lin_block(wide, K, V, x0, S, o, qf, kf, v);
-    for (; x0 + 16 * LA_ROWVEC_NARROW <= V; x0 += 16 * LA_ROWVEC_NARROW)
-        lin_block(LA_ROWVEC_NARROW, K, V, x0, S, o, qf, kf, v);
+    const int nv8 = wide == LA_ROWVEC_NARROW ? 0 : 4; /* baseline: the plain loop below */
+    for (; wide == LA_ROWVEC_WIDE && x0 + 128 <= V; x0 += 128) lin_block(8, K, V, x0, S, o, qf, kf, v);
+    for (; nv8 && x0 + 8 * nv8 <= V; x0 += 8 * nv8)
+        lin_block8(nv8, K, V, x0, S, o, qf, kf, v);
 #else
     (void)wide;
 #endif
@@ -79,7 +103,7 @@ static void lin_rows_portable(int64_t K, int64_t V, float *restrict S, float *re
 __attribute__((target("avx2"))) static void
 lin_rows_avx2(int64_t K, int64_t V, float *restrict S, float *restrict o, const float *restrict qf,
               const float *restrict kf, const float *restrict v) {
-    lin_rows(LA_ROWVEC_NARROW, K, V, S, o, qf, kf, v);
+    lin_rows(LA_ROWVEC_AVX2, K, V, S, o, qf, kf, v);
 }
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
