@@ -257,8 +257,8 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *u, int64_
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 
 /* The chunk forward of one long sequence split over time (few sequences x
- * head groups for the threads): segments of LA__LIN_SEG_CHUNKS chunks, a
- * split fixed by the shape alone (used when sequences x head groups <
+ * heads for the threads): segments of LA__LIN_SEG_CHUNKS chunks, a split
+ * fixed by the shape alone (used when sequences x heads <
  * LA__LIN_SPLIT_BELOW and the longest sequence has >= 2 segments), so the
  * results are the same bits for any thread count. Phase 1 (threads > 1):
  * each segment's local state sum (seg_sum), in parallel; phase 2: the
