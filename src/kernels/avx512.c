@@ -145,8 +145,10 @@ static TARGET void pack_rows_wide(int64_t kc, int64_t width, const float *a, int
     for (int64_t p = 0; p < kc; p++, a += lda, dst += MC_T) {
         int64_t j = 0;
         for (; j + 16 <= width; j += 16) _mm512_storeu_ps(dst + j, _mm512_loadu_ps(a + j));
-        if (j < width)
-            _mm512_storeu_ps(dst + j, _mm512_maskz_loadu_ps(lanes((int)(width - j)), a + j));
+        if (j < width) { /* masked both ways: the last row ends the block (MC_T = 72) */
+            const __mmask16 m = lanes((int)(width - j));
+            _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, a + j));
+        }
     }
 }
 
