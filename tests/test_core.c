@@ -12,6 +12,45 @@ static void count_task(void *arg, int64_t task, int tid) {
     hits[task]++; /* each task index is handed out once: no race */
 }
 
+/* hits[task] counts runs; tids[task] = the thread that ran it */
+typedef struct {
+    int hits[64];
+    int tids[64];
+} tid_log;
+
+static void log_task(void *arg, int64_t task, int tid) {
+    tid_log *l = arg;
+    l->hits[task]++;
+    l->tids[task] = tid;
+}
+
+/* Small work stays on the calling thread; work worth sharing still runs
+ * each task exactly once. */
+static void test_parallel_for_sized(void) {
+    la_ctx *ctx = th_ctx(3);
+    const int64_t sizes[] = {16, LA__PARALLEL_MIN_BYTES / 64, LA__PARALLEL_MIN_BYTES,
+                             4 * LA__PARALLEL_MIN_BYTES};
+    for (int si = 0; si < 4; si++) {
+        for (int64_t n = 0; n <= 64; n += 16) {
+            tid_log l;
+            memset(&l, 0, sizeof l);
+            la__parallel_for_sized(ctx, n, sizes[si], log_task, &l);
+            int once = 1, caller = 1;
+            for (int64_t t = 0; t < 64; t++) {
+                once &= l.hits[t] == (t < n);
+                caller &= l.tids[t] == 0;
+            }
+            CHECK(once, "parallel_for_sized: each of %lld tasks of %lld bytes once", (long long)n,
+                  (long long)sizes[si]);
+            /* fewer than two threads' worth of bytes: the caller runs all */
+            if (n * sizes[si] < 2 * LA__PARALLEL_MIN_BYTES)
+                CHECK(caller, "parallel_for_sized: %lld tasks of %lld bytes on the caller",
+                      (long long)n, (long long)sizes[si]);
+        }
+    }
+    la_ctx_destroy(ctx);
+}
+
 static void test_status(void) {
     for (int s = LA_OK; s <= LA_ERR_INTERNAL; s++)
         CHECK(strncmp(la_status_string((la_status)s), "LA_", 3) == 0, "status %d has a name", s);
@@ -153,6 +192,7 @@ static void test_dims(void) {
 }
 
 int main(void) {
+    test_parallel_for_sized();
     test_status();
     test_ctx();
     test_rng();

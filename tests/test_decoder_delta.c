@@ -4,14 +4,17 @@
  * Also the decoder's checks of beta and g for these ops. */
 #include "test_delta_rule_util.h"
 
-static void test_decode(int gated, int l2norm, int threads, float scale) {
+/* V = 12: the steps' scalar column loop; V = 168: a 128-column vector
+ * block (AVX-512 builds), 32-column blocks and a scalar tail of 8
+ * (src/kernels/rowvec.h). */
+static void test_decode(int gated, int l2norm, int threads, float scale, int64_t V) {
     dcase c = dc_default(gated);
     c.B = 3;
     c.T = 70;
     c.H = 2;
     c.HV = gated ? 4 : 0;
     c.K = 20;
-    c.V = 12;
+    c.V = V;
     c.l2norm = l2norm;
     c.scale = scale;
     c.k_std = l2norm ? 1.0 : 0.2; /* raw keys with |k|^2 ~ 1: bounded recurrence */
@@ -38,7 +41,7 @@ static void test_decode(int gated, int l2norm, int threads, float scale) {
     la_decoder *dec = NULL;
     CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_OK, "decoder create");
     CHECK_STATUS(la_decoder_set_state(dec, x.S0, NULL), LA_OK, "set state");
-    const int64_t N = c.B, T = c.T, H = c.H, HS = x.HS, K = c.K, V = c.V;
+    const int64_t N = c.B, T = c.T, H = c.H, HS = x.HS, K = c.K;
     float *q = th_nan_floats((size_t)(N * H * K)), *k = th_nan_floats((size_t)(N * H * K));
     float *v = th_nan_floats((size_t)(N * HS * V)), *g = th_nan_floats((size_t)(N * HS));
     float *b = th_nan_floats((size_t)(N * HS)), *o = th_nan_floats((size_t)(N * HS * V));
@@ -99,6 +102,7 @@ int main(void) {
     for (int gated = 0; gated < 2; gated++)
         for (int l2 = 0; l2 < 2; l2++)
             for (int threads = 1; threads <= 2; threads++)
-                test_decode(gated, l2, threads, l2 ? 0.0f : 0.25f);
+                for (int64_t V = 12; V <= 168; V += 156)
+                    test_decode(gated, l2, threads, l2 ? 0.0f : 0.25f, V);
     return th_summary("test_decoder_delta");
 }

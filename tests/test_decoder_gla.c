@@ -12,8 +12,11 @@ static void take_token(float *y, const float *x, int64_t B, int64_t T, int64_t t
                (size_t)(H * D) * sizeof *y);
 }
 
-static void run_decoder(int per_key, int flags, float scale, int threads, uint64_t seed) {
-    const int64_t B = 3, T = 70, H = 2, K = 12, V = 10, gw = per_key ? K : 1;
+/* V = 10 runs the steps' scalar column loop only; V = 168 a 128-column block
+ * (AVX-512 builds), 32-column blocks and a scalar tail of 8 (src/kernels/rowvec.h). */
+static void run_decoder(int per_key, int flags, float scale, int threads, uint64_t seed,
+                        int64_t V) {
+    const int64_t B = 3, T = 70, H = 2, K = 12, gw = per_key ? K : 1;
     la_ctx *ctx = th_ctx(threads);
     la_rng rng;
     la_rng_seed(&rng, seed);
@@ -83,13 +86,14 @@ static void run_decoder(int per_key, int flags, float scale, int threads, uint64
 }
 
 int main(void) {
-    for (int threads = 1; threads <= 2; threads++) {
-        run_decoder(0, GC_G | GC_GAMMA, 0.0f, threads, 1);
-        run_decoder(0, GC_G, 0.0f, threads, 2);
-        run_decoder(0, GC_GAMMA, 0.3f, threads, 3);
-        run_decoder(0, 0, 0.0f, threads, 4);
-        run_decoder(1, 0, 0.0f, threads, 5);
-        run_decoder(1, 0, 0.7f, threads, 6);
-    }
+    for (int threads = 1; threads <= 2; threads++)
+        for (int64_t V = 10; V <= 168; V += 158) {
+            run_decoder(0, GC_G | GC_GAMMA, 0.0f, threads, 1, V);
+            run_decoder(0, GC_G, 0.0f, threads, 2, V);
+            run_decoder(0, GC_GAMMA, 0.3f, threads, 3, V);
+            run_decoder(0, 0, 0.0f, threads, 4, V);
+            run_decoder(1, 0, 0.0f, threads, 5, V);
+            run_decoder(1, 0, 0.7f, threads, 6, V);
+        }
     return th_summary("decoder_gla");
 }

@@ -23,8 +23,11 @@ static void token(float *y, const float *x, int64_t N, int64_t T, int64_t H, int
         memcpy(y + n * H * D, x + (n * T + t) * H * D, (size_t)(H * D) * sizeof(float));
 }
 
-static void test_decode_equals_forms(la_ctx *ctx) {
-    const int64_t N = 3, T = 70, H = 2, K = 12, V = 17;
+/* V = 17: the step's scalar column loop; V = 168: a 128-column vector
+ * block (AVX-512 builds), 32-column blocks and a scalar tail of 8
+ * (src/kernels/rowvec.h). */
+static void test_decode_equals_forms(la_ctx *ctx, int64_t V) {
+    const int64_t N = 3, T = 70, H = 2, K = 12;
     const size_t nqk = (size_t)(N * T * H * K), nv = (size_t)(N * T * H * V);
     const size_t ns = (size_t)(N * H * K * V), nz = (size_t)(N * H * K);
     la_rng rng;
@@ -169,9 +172,9 @@ static void test_state_round_trip(void) {
     free(S); free(z); free(S2); free(z2);
 }
 
-/* 1 and 2 threads step identically. */
-static void test_decoder_threads(void) {
-    const int64_t N = 4, H = 3, K = 9, V = 11;
+/* 1 and 2 threads step identically: a small decoder (one thread runs it
+ * whatever the context has) and one large enough to be shared. */
+static void test_decoder_threads(int64_t N, int64_t H, int64_t K, int64_t V) {
     la_ctx *c1 = th_ctx(1), *c2 = th_ctx(2);
     la_decoder_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -198,7 +201,8 @@ static void test_decoder_threads(void) {
         same &= th_bitwise_equal(oa, ob, (size_t)(N * H * V));
         free(q); free(k); free(v); free(oa); free(ob);
     }
-    CHECK(same, "decoder: 1 thread == 2 threads, bitwise");
+    CHECK(same, "decoder: 1 thread == 2 threads, bitwise (N=%lld H=%lld K=%lld V=%lld)",
+          (long long)N, (long long)H, (long long)K, (long long)V);
     la_decoder_destroy(a);
     la_decoder_destroy(b);
     la_ctx_destroy(c1);
@@ -207,9 +211,11 @@ static void test_decoder_threads(void) {
 
 int main(void) {
     la_ctx *ctx = th_ctx(2);
-    test_decode_equals_forms(ctx);
+    test_decode_equals_forms(ctx, 17);
+    test_decode_equals_forms(ctx, 168);
     test_state_round_trip();
-    test_decoder_threads();
+    test_decoder_threads(4, 3, 9, 11);
+    test_decoder_threads(8, 4, 128, 136); /* 32 tasks of 136 KiB: both threads */
     la_ctx_destroy(ctx);
     return th_summary("test_decoder_linear");
 }

@@ -175,6 +175,10 @@ static void note(worst_t *w, double r, int64_t m, int64_t n, int64_t k) {
     if (!(r <= w->ratio)) *w = (worst_t){r, m, n, k};
 }
 
+/* AVX-512 runs the AVX2 path's operations at twice the width (same k
+ * blocks, same order, fused multiply-adds on both): the same bits. */
+static int n_simd_compared, n_simd_same;
+
 /* One shape of one product kind on every runnable path. */
 static void check_gemm_shape(int kind, int64_t m, int64_t n, int64_t k, int variant, int64_t wide,
                              const la__kernels **paths, int n_paths, worst_t *worst, int *pad_ok) {
@@ -198,6 +202,7 @@ static void check_gemm_shape(int kind, int64_t m, int64_t n, int64_t k, int vari
     if (beta != 0.0f) {
         C0 = th_rand_floats((size_t)(m * n), &rng, 1.0);
     }
+    float *c_avx2 = NULL; /* the AVX2 result, to compare with AVX-512's bits */
     for (int q = 0; q < n_paths; q++) {
         mat_fill(&C, SENTINEL, 0); /* padding: sentinels; data below */
         for (int64_t i = 0; i < m; i++)
@@ -205,7 +210,14 @@ static void check_gemm_shape(int kind, int64_t m, int64_t n, int64_t k, int vari
         kind_fn(paths[q], kind)(m, n, k, alpha, A.x, A.ld, B.x, B.ld, beta, C.x, C.ld);
         note(&worst[q], ratio_vs_ref(&C, C0, k, alpha, beta, P, mag, -1), m, n, k);
         *pad_ok &= padding_is(&C, SENTINEL);
+        const size_t bytes = C.len * sizeof(float);
+        if (paths[q]->isa == LA_ISA_AVX2 && (c_avx2 = malloc(bytes))) memcpy(c_avx2, C.x, bytes);
+        if (paths[q]->isa == LA_ISA_AVX512 && c_avx2) {
+            n_simd_compared++;
+            n_simd_same += memcmp(c_avx2, C.x, bytes) == 0;
+        }
     }
+    free(c_avx2);
     free(C0);
     free(P);
     free(mag);
@@ -462,5 +474,8 @@ int main(void) {
     test_trsm(paths, n_paths);
     test_trinv(paths, n_paths);
     test_gemm(paths, n_paths);
+    CHECK(n_simd_same == n_simd_compared, "AVX-512 == AVX2 bit for bit in %d of %d products",
+          n_simd_same, n_simd_compared);
+    printf("AVX-512 vs AVX2, bitwise: %d products compared\n", n_simd_compared);
     return th_summary("test_kernels");
 }

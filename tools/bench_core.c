@@ -113,6 +113,25 @@ __attribute__((target("avx2,fma"))) static double fma_loop_avx2(int64_t iters, f
 }
 #endif
 
+#ifdef BENCH_HAVE_AVX2
+/* 24 independent 16-wide chains: two 512-bit FMA pipes (Xeon) of latency 4,
+ * or 256-bit pipes fed two halves at a time (Zen 4). 2 * 16 * 24 FLOPs per
+ * step. */
+__attribute__((target("avx512f"))) static double fma_loop_avx512(int64_t iters, float *sink) {
+    __m512 a[24];
+    const __m512 m = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps(1.0f + 0.01f * (float)i);
+    for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], m, c);
+    }
+    __m512 s = a[0];
+    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, a[i]);
+    *sink += _mm512_reduce_add_ps(s);
+    return 2.0 * 16 * 24 * (double)iters;
+}
+#endif
+
 /* Portable: 16 independent scalar multiply-add chains (the compiler may
  * vectorise them; -ffp-contract=off keeps multiply and add separate). */
 static double fma_loop_portable(int64_t iters, float *sink) {
@@ -128,13 +147,21 @@ static double fma_loop_portable(int64_t iters, float *sink) {
 }
 
 double bench_fma_peak(double seconds, const char **isa) {
+    return bench_fma_peak_for(seconds, la_isa_active(), isa);
+}
+
+double bench_fma_peak_for(double seconds, la_isa want, const char **isa) {
     double (*loop)(int64_t, float *) = fma_loop_portable;
     *isa = "portable";
 #ifdef BENCH_HAVE_AVX2
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (want >= LA_ISA_AVX2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         loop = fma_loop_avx2;
         *isa = "avx2+fma";
+    }
+    if (want >= LA_ISA_AVX512 && __builtin_cpu_supports("avx512f")) {
+        loop = fma_loop_avx512;
+        *isa = "avx512f";
     }
 #endif
     float sink = 0;

@@ -18,8 +18,12 @@ double bench_median(double *x, int n); /* sorts x */
 /* ---- machine references ------------------------------------------------- */
 /* Single-thread FP32 FMA peak in GFLOP/s (an FMA counts 2 FLOPs), measured by a
  * loop of independent FMA chains for about `seconds`; *isa names the variant
- * ("avx2+fma" chosen at run time, else "portable"). Best of a few runs. */
+ * ("avx512f", "avx2+fma" or "portable": the widest the CPU has, up to the
+ * library's active path la_isa_active(), so LINATTN_ISA=avx2 measures
+ * against the AVX2 peak). Best of a few runs. */
 double bench_fma_peak(double seconds, const char **isa);
+/* The same for an explicit path (capped by the CPU). */
+double bench_fma_peak_for(double seconds, la_isa want, const char **isa);
 /* Median seconds of memcpy of `bytes` (source and destination warm). */
 double bench_memcpy_time(size_t bytes, int repeats);
 /* Model name from /proc/cpuinfo ("unknown" if unreadable). */

@@ -40,10 +40,16 @@ typedef struct entry {
     bench_result r;
 } entry;
 
+/* decoding shapes: one sequence (latency) and a batch (throughput) */
+static const struct {
+    int64_t N, H;
+} DECODE_SHAPES[] = {{1, 8}, {64, 16}};
+#define N_DECODE_SHAPES ((int)(sizeof DECODE_SHAPES / sizeof DECODE_SHAPES[0]))
+
 typedef struct decode_entry {
     int op, threads;
-    int64_t D;
-    double step, copy, flops;
+    int64_t D, N, H;
+    double step, copy, ratio, flops; /* ratio: median of per-repetition step/copy */
     int ok;
 } decode_entry;
 
@@ -53,7 +59,7 @@ typedef struct opts {
     int nT, nD, nthr;
     int ops[LA__OP_COUNT];
     int nops;
-    int fwd_only, quick, no_decode, repeats;
+    int fwd_only, quick, no_decode, decode_only, repeats;
     int64_t bh, chunk;
     double budget, max_run, max_gb;
     const char *json, *svg;
@@ -131,6 +137,7 @@ static void usage(FILE *f) {
             "usage: linattn bench [--T LIST] [--D LIST] [--ops LIST] [--threads LIST]\n"
             "                     [--bh N] [--chunk N] [--fwd-only] [--repeats N] [--quick]\n"
             "                     [--budget S] [--max-run S] [--max-gb G] [--no-decode]\n"
+            "                     [--decode-only]\n"
             "                     [--json FILE] [--svg PREFIX]\n"
             "\n"
             "Times every op and form (causal; K = V = D; B = 1, H = B*H) over a sweep of T,\n"
@@ -158,6 +165,7 @@ static void usage(FILE *f) {
                "                  seconds (default 1.5; quick 0.05)\n"
                "  --max-gb G      skip a configuration whose inputs exceed G GB (default 2)\n"
                "  --no-decode     skip the decoding-step measurement\n"
+               "  --decode-only   only the decoding-step measurement\n"
                "  --json FILE     write every number as JSON\n"
                "  --svg PREFIX    write PREFIXtime_D<d>_fwd.svg, ..._fwdbwd.svg, PREFIXmem_D<d>.svg\n"
                "\n"
@@ -202,23 +210,26 @@ static double crossover(const opts *o, const entry *E, int n, bench_op op, int64
 }
 
 static void run_decode(const opts *o, decode_entry *DE, int *nde) {
-    const int64_t H = 8;
+    for (int si = 0; si < N_DECODE_SHAPES; si++)
     for (int ti = 0; ti < o->nthr; ti++)
         for (int di = 0; di < o->nD; di++)
             for (int oi = 0; oi < N_DECODE; oi++) {
-                const int64_t D = o->Ds[di];
+                const int64_t D = o->Ds[di], N = DECODE_SHAPES[si].N;
+                const int64_t H = N * DECODE_SHAPES[si].H; /* N sequences of H heads */
                 decode_entry *e = &DE[(*nde)++];
                 memset(e, 0, sizeof *e);
                 e->op = oi;
                 e->threads = o->threads[ti];
                 e->D = D;
                 const la__decode_entry *de = la__decode_get(oi);
+                e->N = N;
+                e->H = DECODE_SHAPES[si].H;
                 e->flops = de->flops_per_kv * (double)(H * D * D);
                 la_decoder_config cfg;
                 memset(&cfg, 0, sizeof cfg);
                 cfg.op = de->op;
-                cfg.N = 1;
-                cfg.H = H;
+                cfg.N = N;
+                cfg.H = e->H;
                 cfg.K = D;
                 cfg.V = D;
                 cfg.feature_map = LA_FEATURE_IDENTITY;
@@ -246,9 +257,16 @@ static void run_decode(const opts *o, decode_entry *DE, int *nde) {
                                     : (de->needs & (LA__NEED_G | LA__NEED_G_OPT)) ? g
                                                                                   : NULL;
                 const float *bet = (de->needs & LA__NEED_BETA) ? beta : NULL;
-                int steps = 16, bad = 0;
-                double ts[15];
+                /* Each repetition times a batch of steps and then a batch of
+                 * copies of the state's bytes, so the two see the same load
+                 * on a shared machine; the ratio is the median of the
+                 * per-repetition ratios. */
+                const size_t sbytes = (size_t)(H * D * D) * sizeof(float);
+                char *cpy = malloc(2 * sbytes + 4096);
+                int steps = 16, bad = !cpy;
+                double ts[15], tc[15], tr[15];
                 const int nrep = o->quick ? 5 : 15;
+                if (cpy) memset(cpy, 1, 2 * sbytes + 4096);
                 for (int rep = -1; rep < nrep && !bad; rep++) {
                     double t0 = bench_wall();
                     for (int s = 0; s < steps && !bad; s++) {
@@ -259,11 +277,23 @@ static void run_decode(const opts *o, decode_entry *DE, int *nde) {
                         steps = (int)fmin(4096, fmax(16, 16 * 2e-3 / fmax(dt, 1e-9)));
                         continue;
                     }
+                    /* source and destination half a page apart (no 4K aliasing) */
+                    char *a = cpy, *bb = cpy + (sbytes + 4095) / 4096 * 4096 + 2048;
+                    double t1 = bench_wall();
+                    for (int s = 0; s < steps; s++) {
+                        memcpy(s & 1 ? a : bb, s & 1 ? bb : a, sbytes);
+                        __asm__ volatile("" ::: "memory");
+                    }
+                    double dc = bench_wall() - t1;
                     ts[rep] = dt / steps;
+                    tc[rep] = dc / steps;
+                    tr[rep] = dt / dc;
                 }
+                free(cpy);
                 if (!bad) {
                     e->step = bench_median(ts, nrep);
-                    e->copy = bench_memcpy_time((size_t)(H * D * D) * sizeof(float), nrep);
+                    e->copy = bench_median(tc, nrep);
+                    e->ratio = bench_median(tr, nrep);
                     e->ok = 1;
                 } else
                     fprintf(stderr, "linattn bench: decode %s: %s\n", decode_name(oi),
@@ -361,6 +391,10 @@ int cmd_bench(int argc, char **argv) {
             o.fwd_only = 1;
             continue;
         }
+        if (!strcmp(argv[i], "--decode-only")) {
+            o.decode_only = 1;
+            continue;
+        }
         if (!strcmp(argv[i], "--no-decode")) {
             o.no_decode = 1;
             continue;
@@ -441,7 +475,7 @@ int cmd_bench(int argc, char **argv) {
     if (!have_ops)
         for (int i = 0; i < LA__OP_COUNT; i++) sel[i] = bench_op_in_default_sweep(i);
     for (int i = 0; i < LA__OP_COUNT; i++)
-        if (sel[i]) o.ops[o.nops++] = i;
+        if (sel[i] && !o.decode_only) o.ops[o.nops++] = i;
     /* ascending T: the skip estimate extrapolates from the previous T */
     for (int a = 1; a < o.nT; a++)
         for (int b = a; b > 0 && o.Ts[b - 1] > o.Ts[b]; b--) {
@@ -461,13 +495,21 @@ int cmd_bench(int argc, char **argv) {
     printf("FP32 FMA peak (%s loop, 1 thread): %.1f GFLOP/s; B*H = %lld, chunk %lld, causal, K = V "
            "= D\n",
            isa, peak, (long long)o.bh, (long long)o.chunk);
+    double peak_avx2 = NAN;
+    if (la_isa_active() == LA_ISA_AVX512) { /* the narrower peak beside it, same run */
+        const char *isa2;
+        peak_avx2 = bench_fma_peak_for(o.quick ? 0.2 : 1.0, LA_ISA_AVX2, &isa2);
+        printf("library path: %s (LINATTN_ISA=avx2 for the AVX2 kernels); %s peak: %.1f "
+               "GFLOP/s\n",
+               la_isa_name(la_isa_active()), isa2, peak_avx2);
+    }
     printf("times: median wall ms per call (cpu: process CPU ms, all threads); %% peak = "
            "GFLOP/s / (threads x peak);\n%%pk cpu = FLOPs / (CPU seconds x peak): the rate while "
            "on a core, robust to a shared machine\n\n");
 
     const int max_entries = o.nthr * o.nD * 2 * o.nops * o.nT;
     entry *E = calloc((size_t)max_entries, sizeof *E);
-    decode_entry *DE = calloc((size_t)(o.nthr * o.nD * N_DECODE), sizeof *DE);
+    decode_entry *DE = calloc((size_t)(N_DECODE_SHAPES * o.nthr * o.nD * N_DECODE), sizeof *DE);
     if (!E || !DE) {
         fprintf(stderr, "linattn bench: out of memory\n");
         free(E);
@@ -574,15 +616,17 @@ int cmd_bench(int argc, char **argv) {
     int nde = 0;
     if (!o.no_decode) {
         run_decode(&o, DE, &nde);
-        printf("\nDecoding step: B = 1, H = 8, K = V = D, one token; state copy = memcpy of\n"
-               "H*K*V floats (the bytes a step must at least read and write once)\n");
-        printf("%-18s %4s %3s %12s %12s %8s %8s\n", "op", "D", "thr", "step us", "copy us",
-               "ratio", "GFLOP/s");
+        printf("\nDecoding step: B sequences of H heads, K = V = D, one token each; state copy =\n"
+               "memcpy of B*H*K*V floats (the bytes a step must at least read and write once);\n"
+               "copy/step = the step's share of the copy bandwidth\n");
+        printf("%-8s %3s %3s %4s %3s %12s %12s %8s %8s\n", "op", "B", "H", "D", "thr", "step us",
+               "copy us", "ratio", "GFLOP/s");
         for (int i = 0; i < nde; i++) {
             const decode_entry *d = &DE[i];
             if (!d->ok) continue;
-            printf("%-18s %4lld %3d %12.2f %12.2f %7.2fx %8.2f\n", decode_name(d->op),
-                   (long long)d->D, d->threads, d->step * 1e6, d->copy * 1e6, d->step / d->copy,
+            printf("%-8s %3lld %3lld %4lld %3d %12.2f %12.2f %7.2fx %8.2f\n",
+                   decode_name(d->op), (long long)d->N, (long long)d->H, (long long)d->D,
+                   d->threads, d->step * 1e6, d->copy * 1e6, d->ratio,
                    d->flops / d->step * 1e-9);
         }
     }
@@ -595,11 +639,14 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "linattn bench: cannot write %s\n", o.json);
             rc = 1;
         } else {
+            char p2[32] = "null"; /* only measured beside an AVX-512 peak */
+            if (peak_avx2 == peak_avx2) snprintf(p2, sizeof p2, "%.3f", peak_avx2);
             fprintf(f,
                     "{\n  \"machine\": \"%s\",\n  \"date\": \"%s\",\n  \"fma_peak_gflops\": %.3f,\n"
+                    "  \"fma_peak_avx2_gflops\": %s,\n"
                     "  \"fma_isa\": \"%s\",\n  \"bh\": %lld,\n  \"chunk\": %lld,\n"
                     "  \"sweep_seconds\": %.2f,\n  \"results\": [\n",
-                    cpu, date, peak, isa, (long long)o.bh, (long long)o.chunk, sweep_s);
+                    cpu, date, peak, p2, isa, (long long)o.bh, (long long)o.chunk, sweep_s);
             static const char *const STATUS[] = {"ok", "skipped_estimate", "skipped_memory",
                                                  "skipped_budget", "failed"};
             for (int i = 0; i < n; i++) {
@@ -635,10 +682,12 @@ int cmd_bench(int argc, char **argv) {
                 const decode_entry *d = &DE[i];
                 if (!d->ok) continue;
                 fprintf(f,
-                        "%s    {\"op\": \"%s\", \"B\": 1, \"H\": 8, \"D\": %lld, \"threads\": %d, "
-                        "\"step_s\": %.6g, \"state_copy_s\": %.6g, \"ratio\": %.4g}",
-                        first ? "" : ",\n", decode_name(d->op), (long long)d->D, d->threads,
-                        d->step, d->copy, d->step / d->copy);
+                        "%s    {\"op\": \"%s\", \"B\": %lld, \"H\": %lld, \"D\": %lld, "
+                        "\"threads\": %d, \"step_s\": %.6g, \"state_copy_s\": %.6g, "
+                        "\"ratio\": %.4g}",
+                        first ? "" : ",\n", decode_name(d->op), (long long)d->N,
+                        (long long)d->H, (long long)d->D, d->threads,
+                        d->step, d->copy, d->ratio);
                 first = 0;
             }
             fprintf(f, "\n  ]\n}\n");

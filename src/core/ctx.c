@@ -23,6 +23,7 @@ struct la_ctx {
     la__task_fn fn;
     void *arg;
     int64_t n_tasks;
+    int n_active;                /* threads tid < n_active take tasks */
     atomic_int_fast64_t next;
     /* scratch */
     void **scratch;
@@ -35,6 +36,7 @@ typedef struct {
 } worker_arg;
 
 static void run_tasks(la_ctx *ctx, int tid) {
+    if (tid >= ctx->n_active) return;
     for (;;) {
         int64_t t = atomic_fetch_add(&ctx->next, 1);
         if (t >= ctx->n_tasks) break;
@@ -125,9 +127,11 @@ void la_ctx_destroy(la_ctx *ctx) {
 
 int la_ctx_threads(const la_ctx *ctx) { return ctx ? ctx->n_threads : 0; }
 
-void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, void *arg) {
+/* Tasks on the first n_active threads (the others wake and go back to sleep). */
+static void parallel_for_on(la_ctx *ctx, int n_active, int64_t n_tasks, la__task_fn fn,
+                            void *arg) {
     if (n_tasks <= 0) return;
-    if (ctx->n_threads == 1 || n_tasks == 1) {
+    if (n_active <= 1 || n_tasks == 1) {
         for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
         return;
     }
@@ -135,6 +139,7 @@ void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, void *arg) {
     ctx->fn = fn;
     ctx->arg = arg;
     ctx->n_tasks = n_tasks;
+    ctx->n_active = n_active;
     atomic_store(&ctx->next, 0);
     ctx->finished = 0;
     ctx->generation++;
@@ -161,6 +166,21 @@ la_status la__scratch_reserve(la_ctx *ctx, size_t bytes) {
     }
     ctx->scratch_bytes = rounded;
     return LA_OK;
+}
+
+void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, void *arg) {
+    parallel_for_on(ctx, ctx->n_threads, n_tasks, fn, arg);
+}
+
+void la__parallel_for_sized(la_ctx *ctx, int64_t n_tasks, int64_t bytes_per_task,
+                            la__task_fn fn, void *arg) {
+    if (n_tasks <= 0) return;
+    /* threads that get >= LA__PARALLEL_MIN_BYTES each (saturating: no overflow) */
+    const int64_t per = bytes_per_task > 0 ? bytes_per_task : 1;
+    const int64_t tasks_per_thread = (LA__PARALLEL_MIN_BYTES + per - 1) / per;
+    int64_t n = n_tasks / tasks_per_thread;
+    if (n > ctx->n_threads) n = ctx->n_threads;
+    parallel_for_on(ctx, (int)(n < 1 ? 1 : n), n_tasks, fn, arg);
 }
 
 void *la__scratch(la_ctx *ctx, int tid) { return ctx->scratch[tid]; }

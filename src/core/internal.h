@@ -69,6 +69,16 @@ LA_HIDDEN la_status la__resolve_scale(const char *op, float scale, int64_t K, fl
 typedef void (*la__task_fn)(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, void *arg);
 
+/* la__parallel_for for work that may be too small to share: `bytes_per_task`
+ * is about the memory a task touches (its cost). Threads join only while
+ * each gets at least LA__PARALLEL_MIN_BYTES of it; below that the tasks run
+ * on the calling thread, so a small decoding step never pays the wake-up of
+ * the pool and its state never leaves the caller's cache. Which tasks run
+ * where still never changes what they compute. */
+#define LA__PARALLEL_MIN_BYTES ((int64_t)1 << 20)
+LA_HIDDEN void la__parallel_for_sized(la_ctx *ctx, int64_t n_tasks, int64_t bytes_per_task,
+                                      la__task_fn fn, void *arg);
+
 /* Makes sure every thread has at least `bytes` of 64-byte-aligned scratch;
  * call before la__parallel_for (tasks cannot fail). Grows, never shrinks. */
 LA_HIDDEN la_status la__scratch_reserve(la_ctx *ctx, size_t bytes);

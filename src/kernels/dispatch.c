@@ -64,7 +64,7 @@ const la__kernels *la__kernels_for(la_isa isa) {
     la_isa best = la_cpu_best_isa();
     if ((int)isa > (int)best) isa = best;
 #if defined(LA_KERNELS_HAVE_X86)
-    /* No AVX-512 kernels yet: an AVX-512 CPU runs the AVX2 path. */
+    if (isa >= LA_ISA_AVX512) return &la__kernels_avx512;
     if (isa >= LA_ISA_AVX2) return &la__kernels_avx2;
 #endif
     return &la__kernels_portable;

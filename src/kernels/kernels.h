@@ -35,7 +35,7 @@
  * needed, e.g. for the backward pass).
  * Fetch the table once per op call (outside the parallel loop) and pass it
  * to the tasks, so every task of one call uses the same path.
- * Speed (bench/NOTES.md): 75-90% of the FMA peak with dense rows; rows a
+ * Speed (bench/NOTES.md): 75-90% of the AVX2 FMA peak with dense rows; rows a
  * power of two apart cost 10-30% of that, so an op that copies a chunk's
  * q/k/v into contiguous per-thread scratch first gets the most out of them. */
 #ifndef LINATTN_KERNELS_H
@@ -111,6 +111,7 @@ LA_KERNEL_HIDDEN extern const la__kernels la__kernels_portable;
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LA_KERNELS_HAVE_X86 1
 LA_KERNEL_HIDDEN extern const la__kernels la__kernels_avx2;
+LA_KERNEL_HIDDEN extern const la__kernels la__kernels_avx512;
 #endif
 
 /* Blocked triangular solve / inverse built on a path's gemm_nn, so that each

@@ -225,6 +225,8 @@ la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q
     if ((st = la__scratch_reserve(ctx, LA__STEP_WORK_FLOATS(c->K, c->V) * sizeof(float))))
         return st;
     step_job j = {dec, o, q, k, v, g, g_gamma, beta, ctx};
-    la__parallel_for(ctx, (int64_t)nhs, step_task, &j);
+    /* a task reads and writes one head's state (twice for the delta rules) */
+    la__parallel_for_sized(ctx, (int64_t)nhs, 2 * c->K * c->V * (int64_t)sizeof(float),
+                           step_task, &j);
     return LA_OK;
 }

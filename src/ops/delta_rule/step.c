@@ -2,6 +2,7 @@
  * and the decoder (its registry step, entry.c) so that decoding equals the
  * recurrent forward bit for bit. */
 #include "delta_rule.h"
+#include "../../kernels/rowvec.h"
 
 #if defined(__GNUC__)
 #define DELTA_INLINE static inline __attribute__((always_inline))
@@ -34,10 +35,100 @@ float la__delta_l2norm(float *y, const float *x, int64_t n) {
  * Every element sees the same operations in the same order at any vector
  * width (no contraction), so the AVX2 build rounds exactly as the portable
  * one. */
-DELTA_INLINE void delta_rows(int64_t K, int64_t V, float a, float beta, float scale,
-                             float *restrict S, float *restrict o, const float *restrict q,
-                             const float *restrict k, const float *restrict v, float *restrict r) {
-    for (int64_t j = 0; j < V; j++) r[j] = 0;
+#ifdef LA_ROWVEC
+/* Columns [j0, j0 + 16 nv), with an output: both passes over the block
+ * before the next one (its row pieces are still in L1 for the second pass),
+ * r's and o's blocks in registers. */
+DELTA_INLINE void delta_block(const int nv, int64_t K, int64_t V, int64_t j0, float a, float beta,
+                              float scale, float *restrict S, float *restrict o,
+                              const float *restrict q, const float *restrict k,
+                              const float *restrict v) {
+    la__v16 rr[LA_ROWVEC_MAXV], sum[LA_ROWVEC_MAXV];
+    const la__v16 zero = {0};
+    for (int c = 0; c < nv; c++) rr[c] = sum[c] = zero;
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = k[i];
+        const float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v16 x;
+            LA_V16_LOAD(x, row + 16 * c);
+            rr[c] = rr[c] + ki * x;
+        }
+    }
+    for (int c = 0; c < nv; c++) {
+        la__v16 vv;
+        LA_V16_LOAD(vv, v + j0 + 16 * c);
+        rr[c] = beta * (vv - a * rr[c]);
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = k[i], qi = scale * q[i];
+        float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v16 x;
+            LA_V16_LOAD(x, row + 16 * c);
+            x = a * x + ki * rr[c];
+            LA_V16_STORE(row + 16 * c, x);
+            sum[c] = sum[c] + qi * x;
+        }
+    }
+    for (int c = 0; c < nv; c++) LA_V16_STORE(o + j0 + 16 * c, sum[c]);
+}
+
+DELTA_INLINE void delta_block8(const int nv, int64_t K, int64_t V, int64_t j0, float a, float beta,
+                              float scale, float *restrict S, float *restrict o,
+                              const float *restrict q, const float *restrict k,
+                              const float *restrict v) {
+    la__v8 rr[LA_ROWVEC_MAXV], sum[LA_ROWVEC_MAXV];
+    const la__v8 zero = {0};
+    for (int c = 0; c < nv; c++) rr[c] = sum[c] = zero;
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = k[i];
+        const float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v8 x;
+            LA_V8_LOAD(x, row + 8 * c);
+            rr[c] = rr[c] + ki * x;
+        }
+    }
+    for (int c = 0; c < nv; c++) {
+        la__v8 vv;
+        LA_V8_LOAD(vv, v + j0 + 8 * c);
+        rr[c] = beta * (vv - a * rr[c]);
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = k[i], qi = scale * q[i];
+        float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v8 x;
+            LA_V8_LOAD(x, row + 8 * c);
+            x = a * x + ki * rr[c];
+            LA_V8_STORE(row + 8 * c, x);
+            sum[c] = sum[c] + qi * x;
+        }
+    }
+    for (int c = 0; c < nv; c++) LA_V8_STORE(o + j0 + 8 * c, sum[c]);
+}
+#endif
+
+DELTA_INLINE void delta_rows(const int wide, int64_t K, int64_t V, float a, float beta,
+                             float scale, float *restrict S, float *restrict o,
+                             const float *restrict q, const float *restrict k,
+                             const float *restrict v, float *restrict r) {
+    int64_t j0 = 0;
+#ifdef LA_ROWVEC
+    if (o) {
+        const int nv8 = wide == LA_ROWVEC_NARROW ? 0 : 4; /* baseline: the plain loop below */
+        for (; wide == LA_ROWVEC_WIDE && j0 + 128 <= V; j0 += 128)
+            delta_block(8, K, V, j0, a, beta, scale, S, o, q, k, v);
+        for (; nv8 && j0 + 8 * nv8 <= V; j0 += 8 * nv8)
+            delta_block8(nv8, K, V, j0, a, beta, scale, S, o, q, k, v);
+    }
+    if (j0 == V) return;
+#else
+    (void)wide;
+#endif
+    /* The remaining columns [j0, V) (all of them without an output). */
+    for (int64_t j = j0; j < V; j++) r[j] = 0;
     int64_t i = 0;
     /* Four rows per sweep of r (r read and written once per four rows);
      * each r[j] still adds its terms in row order. */
@@ -45,28 +136,28 @@ DELTA_INLINE void delta_rows(int64_t K, int64_t V, float a, float beta, float sc
         const float k0 = k[i], k1 = k[i + 1], k2 = k[i + 2], k3 = k[i + 3];
         const float *restrict S0 = S + i * V, *restrict S1 = S0 + V, *restrict S2 = S1 + V,
                               *restrict S3 = S2 + V;
-        for (int64_t j = 0; j < V; j++)
+        for (int64_t j = j0; j < V; j++)
             r[j] = (((r[j] + k0 * S0[j]) + k1 * S1[j]) + k2 * S2[j]) + k3 * S3[j];
     }
     for (; i < K; i++) {
         const float ki = k[i];
         const float *restrict Si = S + i * V;
-        for (int64_t j = 0; j < V; j++) r[j] += ki * Si[j];
+        for (int64_t j = j0; j < V; j++) r[j] += ki * Si[j];
     }
-    for (int64_t j = 0; j < V; j++) r[j] = beta * (v[j] - a * r[j]);
+    for (int64_t j = j0; j < V; j++) r[j] = beta * (v[j] - a * r[j]);
     if (!o) {
         for (i = 0; i < K; i++) {
             const float ki = k[i];
             float *restrict Si = S + i * V;
-            for (int64_t j = 0; j < V; j++) Si[j] = a * Si[j] + ki * r[j];
+            for (int64_t j = j0; j < V; j++) Si[j] = a * Si[j] + ki * r[j];
         }
         return;
     }
-    for (int64_t j = 0; j < V; j++) o[j] = 0;
+    for (int64_t j = j0; j < V; j++) o[j] = 0;
     for (i = 0; i < K; i++) {
         const float ki = k[i], qi = scale * q[i];
         float *restrict Si = S + i * V;
-        for (int64_t j = 0; j < V; j++) {
+        for (int64_t j = j0; j < V; j++) {
             const float s = a * Si[j] + ki * r[j];
             Si[j] = s;
             o[j] += qi * s;
@@ -77,7 +168,7 @@ DELTA_INLINE void delta_rows(int64_t K, int64_t V, float a, float beta, float sc
 static void delta_rows_portable(int64_t K, int64_t V, float a, float beta, float scale, float *S,
                                 float *o, const float *q, const float *k, const float *v,
                                 float *r) {
-    delta_rows(K, V, a, beta, scale, S, o, q, k, v, r);
+    delta_rows(LA_ROWVEC_NARROW, K, V, a, beta, scale, S, o, q, k, v, r);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -85,7 +176,13 @@ static void delta_rows_portable(int64_t K, int64_t V, float a, float beta, float
 __attribute__((target("avx2"))) static void
 delta_rows_avx2(int64_t K, int64_t V, float a, float beta, float scale, float *S, float *o,
                 const float *q, const float *k, const float *v, float *r) {
-    delta_rows(K, V, a, beta, scale, S, o, q, k, v, r);
+    delta_rows(LA_ROWVEC_AVX2, K, V, a, beta, scale, S, o, q, k, v, r);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+delta_rows_avx512(int64_t K, int64_t V, float a, float beta, float scale, float *S, float *o,
+                  const float *q, const float *k, const float *v, float *r) {
+    delta_rows(LA_ROWVEC_WIDE, K, V, a, beta, scale, S, o, q, k, v, r);
 }
 #endif
 
@@ -101,7 +198,12 @@ void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, float *S, fl
     }
     const float a = g ? expf(*g) : 1.0f; /* a = 1: a x == x exactly */
 #ifdef DELTA_ROWS_AVX2
-    if (la_isa_active() != LA_ISA_PORTABLE) {
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        delta_rows_avx512(K, V, a, beta, scale, S, o, q, k, v, r);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
         delta_rows_avx2(K, V, a, beta, scale, S, o, q, k, v, r);
         return;
     }

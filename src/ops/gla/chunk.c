@@ -110,10 +110,10 @@ size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L) {
  * sums of non-positive log-gates): the library's vectorisable e^x
  * (src/kernels/vexp.h), exactly 0 below -80, so a reset gate g = -1e4 gives
  * exact zeros, never Inf or NaN. */
-static inline float exp_nonpos(float x) { return la__exp_nonpos(x); }
+GLA_INLINE float exp_nonpos(float x) { return la__exp_nonpos(x); }
 
 /* sum_x a_x b_x c_x, in eight partial sums (vectorisable). */
-static inline float dot3(const float *a, const float *b, const float *c, int64_t n) {
+GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n) {
     float acc[8] = {0};
     int64_t x = 0;
     for (; x + 8 <= n; x += 8)
@@ -125,7 +125,7 @@ static inline float dot3(const float *a, const float *b, const float *c, int64_t
 }
 
 /* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials. */
-static void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
+GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
     const int64_t gw = j->per_key ? j->K : 1;
     const double gamma = j->g_gamma ? (double)j->g_gamma[h] : 0.0;
     for (int64_t i = 0; i < n; i++) {
@@ -155,7 +155,7 @@ static void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, 
 #define GLA_SUB 16
 
 /* R for the chunk's L tokens. */
-static void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
+GLA_INLINE void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
     const int64_t K = j->K;
     if (!j->per_key) return;
     for (int64_t i = 0; i < L; i++) {
@@ -188,7 +188,7 @@ static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int6
 }
 
 /* dst[i,x] = src[i,x] * f[i, x or 0] (gate factors per key or per token). */
-static void scale_rows(float *dst, const float *src, const float *f, int per_key, int64_t n,
+GLA_INLINE void scale_rows(float *dst, const float *src, const float *f, int per_key, int64_t n,
                        int64_t K) {
     for (int64_t i = 0; i < n; i++) {
         const float *fi = f + (per_key ? i * K : i);
@@ -199,7 +199,7 @@ static void scale_rows(float *dst, const float *src, const float *f, int per_key
 /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V over the chunk (gemm_tn on the
  * pre-scaled keys; every factor <= 1). Fills b->Ks, and b->Kc, b->Vc unless
  * `gathered` says they hold the chunk's rows already. */
-static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
+GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
                                int64_t h, int gathered) {
     const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
     const float *eGL = b->eG + (n - 1) * gw;
@@ -227,7 +227,7 @@ static void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_
  * A_ij = (q_i * e^{G_i - G_b}) . (k_j * e^{G_b - G_j}), a plain gemm_nt of
  * pre-scaled rows (both factors <= 1); pairs inside one sub-block take their
  * own exponentials. */
-static void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict) {
+GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict) {
     const int64_t K = j->K, C = j->C;
     float *A = b->A;
     if (!j->per_key) {
@@ -280,7 +280,7 @@ static void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict)
  *   dqs_i += R_i * sum_{j<b0} dA_ij (k_j F_j)                    (gemm_nn)
  *   dks_j += F_j * sum_{i in block} dA_ij (q_i R_i)              (gemm_tn)
  * Pairs inside one sub-block take their own exponentials. */
-static void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
+GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     const int64_t K = j->K, C = j->C;
     const la__kernels *kr = j->kr;
     float *A = b->A, *dA = b->dA;
@@ -341,8 +341,7 @@ static void load_state(const gla_job *j, int64_t task, float *S) {
         memset(S, 0, KV * sizeof(float));
 }
 
-void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
-    const gla_job *j = arg;
+GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
     const int64_t H = j->H, K = j->K, V = j->V, C = j->C, G = LA__GLA_HEAD_GROUP;
     const int64_t ng = (H + G - 1) / G, n = task / ng, h0 = (task % ng) * G;
     const int64_t nh = H - h0 < G ? H - h0 : G;
@@ -386,8 +385,44 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
             memcpy(j->sT + (size_t)(n * H + h0 + hh) * KV, S0 + hh * KV, KV * sizeof(float));
 }
 
-void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
+/* The forward built for the baseline ISA and for AVX2 / AVX-512 (the gate
+ * exponentials, row scalings and the diagonal sub-blocks' pair factors are
+ * ~60% of its instructions outside the kernels). Elementwise float
+ * operations in a fixed order and no contraction: every build gives the
+ * same bits; la_isa_active() picks one, as for the kernels. */
+static void chunk_fwd_portable(const gla_job *j, int64_t task, int tid) {
+    chunk_fwd_body(j, task, tid);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void chunk_fwd_avx2(const gla_job *j, int64_t task,
+                                                            int tid) {
+    chunk_fwd_body(j, task, tid);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+chunk_fwd_avx512(const gla_job *j, int64_t task, int tid) {
+    chunk_fwd_body(j, task, tid);
+}
+#endif
+
+void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     const gla_job *j = arg;
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        chunk_fwd_avx512(j, task, tid);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        chunk_fwd_avx2(j, task, tid);
+        return;
+    }
+#endif
+    chunk_fwd_portable(j, task, tid);
+}
+
+GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     const int64_t H = j->H, K = j->K, V = j->V, h = task % H, n = task / H;
     const int64_t gw = j->per_key ? K : 1;
     const size_t KV = (size_t)K * (size_t)V;
@@ -559,4 +594,37 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
     }
     if (j->ds0) memcpy(j->ds0 + (size_t)task * KV, b.dS, KV * sizeof(float));
     if (j->dgamma_part) j->dgamma_part[task] = gamma_sum;
+}
+
+/* The backward in the same three builds as the forward (same bits). */
+static void chunk_bwd_portable(const gla_job *j, int64_t task, int tid) {
+    chunk_bwd_body(j, task, tid);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void chunk_bwd_avx2(const gla_job *j, int64_t task,
+                                                            int tid) {
+    chunk_bwd_body(j, task, tid);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+chunk_bwd_avx512(const gla_job *j, int64_t task, int tid) {
+    chunk_bwd_body(j, task, tid);
+}
+#endif
+
+void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
+    const gla_job *j = arg;
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        chunk_bwd_avx512(j, task, tid);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        chunk_bwd_avx2(j, task, tid);
+        return;
+    }
+#endif
+    chunk_bwd_portable(j, task, tid);
 }

@@ -11,6 +11,7 @@
 #include "../../core/internal.h"
 #include "../../kernels/kernels.h"
 #include "../../kernels/vexp.h"
+#include "../../kernels/rowvec.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -18,7 +19,7 @@
 
 /* One token of one (sequence, head):
  *   S = Diag(a) S + k^T v,  a = exp(g) (per key) or exp(g + g_gamma) (scalar),
- *   o = scale * q S   (skipped when o is NULL; acc [V] is work space).
+ *   o = scale * q S   (skipped when o is NULL; acc [K + V] is work space).
  * The recurrent forward, the recurrent backward's recomputation and
  * the registry decoding step (entry.c) all call this, so decoding equals the recurrent form bit for
  * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
@@ -39,10 +40,68 @@ GLA_INLINE void gla_exp_block(float *restrict ea, const float *restrict g, int64
         for (int64_t l = 0; l < nb; l++) LA__EXP_NONPOS(ea[l], g[l]);
 }
 
-GLA_INLINE void gla_token_body(int per_key, int64_t K, int64_t V, float scale, float *restrict S,
-                               float *restrict o, const float *restrict q, const float *restrict k,
-                               const float *restrict v, const float *restrict g, float g_gamma,
-                               float *restrict acc) {
+#ifdef LA_ROWVEC
+/* Columns [j0, j0 + 16 nv) of the fused update + read-out: o's block in
+ * registers while the rows go by (each element of S loaded and stored once). */
+GLA_INLINE void gla_block(const int nv, int64_t K, int64_t V, int64_t j0, float scale,
+                          float *restrict S, float *restrict o, const float *restrict q,
+                          const float *restrict k, const float *restrict v,
+                          const float *restrict ea) {
+    la__v16 vv[LA_ROWVEC_MAXV], sum[LA_ROWVEC_MAXV];
+    const la__v16 zero = {0};
+    for (int c = 0; c < nv; c++) {
+        LA_V16_LOAD(vv[c], v + j0 + 16 * c);
+        sum[c] = zero;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ai = ea[i], ki = k[i], qi = q[i];
+        float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v16 s;
+            LA_V16_LOAD(s, row + 16 * c);
+            s = ai * s + ki * vv[c];
+            LA_V16_STORE(row + 16 * c, s);
+            sum[c] = sum[c] + qi * s;
+        }
+    }
+    for (int c = 0; c < nv; c++) {
+        const la__v16 out = scale * sum[c];
+        LA_V16_STORE(o + j0 + 16 * c, out);
+    }
+}
+
+GLA_INLINE void gla_block8(const int nv, int64_t K, int64_t V, int64_t j0, float scale,
+                          float *restrict S, float *restrict o, const float *restrict q,
+                          const float *restrict k, const float *restrict v,
+                          const float *restrict ea) {
+    la__v8 vv[LA_ROWVEC_MAXV], sum[LA_ROWVEC_MAXV];
+    const la__v8 zero = {0};
+    for (int c = 0; c < nv; c++) {
+        LA_V8_LOAD(vv[c], v + j0 + 8 * c);
+        sum[c] = zero;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ai = ea[i], ki = k[i], qi = q[i];
+        float *restrict row = S + i * V + j0;
+        for (int c = 0; c < nv; c++) {
+            la__v8 s;
+            LA_V8_LOAD(s, row + 8 * c);
+            s = ai * s + ki * vv[c];
+            LA_V8_STORE(row + 8 * c, s);
+            sum[c] = sum[c] + qi * s;
+        }
+    }
+    for (int c = 0; c < nv; c++) {
+        const la__v8 out = scale * sum[c];
+        LA_V8_STORE(o + j0 + 8 * c, out);
+    }
+}
+#endif
+
+GLA_INLINE void gla_token_body(const int wide, int per_key, int64_t K, int64_t V, float scale,
+                               float *restrict S, float *restrict o, const float *restrict q,
+                               const float *restrict k, const float *restrict v,
+                               const float *restrict g, float g_gamma, float *restrict acc) {
     const float a = per_key ? 0.0f : expf((g ? g[0] : 0.0f) + g_gamma);
     if (!o) {
         for (int64_t i0 = 0; i0 < K; i0 += GLA_EXP_BLOCK) {
@@ -61,40 +120,48 @@ GLA_INLINE void gla_token_body(int per_key, int64_t K, int64_t V, float scale, f
         }
         return;
     }
-    for (int64_t j = 0; j < V; j++) acc[j] = 0.0f;
+    /* Per-key decays of all K keys first, 16 at a time with the vectorised
+     * e^x of vexp.h (log-gates are <= 0, checked by every caller). */
+    float *restrict ea = acc, *restrict tail = acc + K;
     for (int64_t i0 = 0; i0 < K; i0 += GLA_EXP_BLOCK) {
-        /* Per-key decays of a block of keys at once, with the vectorised
-         * e^x of vexp.h (log-gates are <= 0, checked by every caller). */
         const int64_t nb = K - i0 < GLA_EXP_BLOCK ? K - i0 : GLA_EXP_BLOCK;
-        float ea[GLA_EXP_BLOCK];
         if (per_key)
-            gla_exp_block(ea, g + i0, nb);
+            gla_exp_block(ea + i0, g + i0, nb);
         else
-            for (int64_t l = 0; l < nb; l++) ea[l] = a;
-        for (int64_t l = 0; l < nb; l++) {
-            const int64_t i = i0 + l;
-            const float ai = ea[l], ki = k[i], qi = q[i];
-            float *restrict row = S + i * V;
-            /* One pass: the new row is added into acc while in registers. */
-            for (int64_t j = 0; j < V; j++) {
-                const float s = ai * row[j] + ki * v[j];
-                row[j] = s;
-                acc[j] += qi * s;
-            }
+            for (int64_t l = 0; l < nb; l++) ea[i0 + l] = a;
+    }
+    int64_t j0 = 0;
+#ifdef LA_ROWVEC
+    const int nv8 = wide == LA_ROWVEC_NARROW ? 0 : 4; /* baseline: the plain loop below */
+    for (; wide == LA_ROWVEC_WIDE && j0 + 128 <= V; j0 += 128) gla_block(8, K, V, j0, scale, S, o, q, k, v, ea);
+    for (; nv8 && j0 + 8 * nv8 <= V; j0 += 8 * nv8)
+        gla_block8(nv8, K, V, j0, scale, S, o, q, k, v, ea);
+#else
+    (void)wide;
+#endif
+    if (j0 == V) return;
+    for (int64_t j = j0; j < V; j++) tail[j] = 0.0f;
+    for (int64_t i = 0; i < K; i++) {
+        const float ai = ea[i], ki = k[i], qi = q[i];
+        float *restrict row = S + i * V;
+        /* One pass: the new row is added into the sum while in registers. */
+        for (int64_t j = j0; j < V; j++) {
+            const float s = ai * row[j] + ki * v[j];
+            row[j] = s;
+            tail[j] += qi * s;
         }
     }
-    for (int64_t j = 0; j < V; j++) o[j] = scale * acc[j];
+    for (int64_t j = j0; j < V; j++) o[j] = scale * tail[j];
 }
 
-/* Two builds of the same loops: every element sees the same operations in
+/* Three builds of the same loops: every element sees the same operations in
  * the same order (no contraction, rows in order) at any vector width, so
- * both round alike; the AVX2 one is taken unless LINATTN_ISA=portable (or
- * the CPU lacks AVX2). */
+ * all round alike; la_isa_active() picks one (LINATTN_ISA caps it). */
 LA__VECTORISE static inline void gla_token_portable(int per_key, int64_t K, int64_t V, float scale,
                                                     float *S, float *o, const float *q,
                                                     const float *k, const float *v, const float *g,
                                                     float g_gamma, float *acc) {
-    gla_token_body(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+    gla_token_body(LA_ROWVEC_NARROW, per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -102,7 +169,14 @@ LA__VECTORISE static inline void gla_token_portable(int per_key, int64_t K, int6
 LA__VECTORISE __attribute__((target("avx2"))) static inline void
 gla_token_avx2(int per_key, int64_t K, int64_t V, float scale, float *S, float *o, const float *q,
                const float *k, const float *v, const float *g, float g_gamma, float *acc) {
-    gla_token_body(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+    gla_token_body(LA_ROWVEC_AVX2, per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+}
+
+LA__VECTORISE __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static inline void
+gla_token_avx512(int per_key, int64_t K, int64_t V, float scale, float *S, float *o,
+                 const float *q, const float *k, const float *v, const float *g, float g_gamma,
+                 float *acc) {
+    gla_token_body(LA_ROWVEC_WIDE, per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
 }
 #endif
 
@@ -110,7 +184,12 @@ static inline void gla_token(int per_key, int64_t K, int64_t V, float scale, flo
                              const float *q, const float *k, const float *v, const float *g,
                              float g_gamma, float *acc) {
 #ifdef GLA_TOKEN_AVX2
-    if (la_isa_active() != LA_ISA_PORTABLE) {
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        gla_token_avx512(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
         gla_token_avx2(per_key, K, V, scale, S, o, q, k, v, g, g_gamma, acc);
         return;
     }

@@ -12,7 +12,7 @@
 size_t la__gla_recurrent_fwd_bytes(const gla_job *j) {
     la__arena a = {0};
     la__arena_take(&a, (size_t)j->K * (size_t)j->V, sizeof(float)); /* S */
-    la__arena_take(&a, (size_t)j->V, sizeof(float));                /* acc */
+    la__arena_take(&a, (size_t)j->K + (size_t)j->V, sizeof(float)); /* gla_token's work */
     return la__arena_size(&a);
 }
 
@@ -22,7 +22,7 @@ void la__gla_recurrent_fwd_task(void *arg, int64_t task, int tid) {
     const size_t KV = (size_t)K * (size_t)V;
     la__arena a = {.base = la__scratch(j->ctx, tid)};
     float *S = la__arena_take(&a, KV, sizeof(float));
-    float *acc = la__arena_take(&a, (size_t)V, sizeof(float));
+    float *acc = la__arena_take(&a, (size_t)K + (size_t)V, sizeof(float));
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     if (j->s0)

@@ -192,3 +192,52 @@ void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scrat
     }
     la__lin_ext_store(j, dSx, u->dS0, u->dz0);
 }
+
+/* ---- one sequence split over time (api.c schedules the segments) ----
+ * Segment [tb, te) (chunk-aligned) with the state Sin before it: its chunks
+ * run from a local state Sloc = 0, each chunk's products use
+ * Stot = Sin + Sloc, and Sloc accumulates K̃ᵀ Vx chunk by chunk. The local
+ * sum of a segment is therefore the same float computation whether the
+ * segment's own forward produces it or la__lin_chunk_seg_sum does (ahead of
+ * time, on another thread), and Sin of the next segment is Sin + Sloc in
+ * both cases: the outputs do not depend on how the segments were shared
+ * out. */
+void la__lin_chunk_seg_sum(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
+                           float *Ssum, float *scratch) {
+    float *p[LA__LIN_MAX_BUFS];
+    la__arena b = {(char *)scratch, 0, 0};
+    la__lin_chunk_layout(j, 0, &b, p);
+    const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
+    memset(Ssum, 0, (size_t)(K * Vx) * sizeof(float));
+    for (int64_t t0 = tb; t0 < te; t0 += C) {
+        const int64_t L = te - t0 < C ? te - t0 : C;
+        la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, p[C_KH]);
+        la__lin_load_vx(j, u->v, u->sv, t0, L, p[C_VB]);
+        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Ssum, Vx);
+    }
+}
+
+void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
+                           const float *Sin, float *Sout, float *scratch) {
+    float *p[LA__LIN_MAX_BUFS];
+    la__arena b = {(char *)scratch, 0, 0};
+    la__lin_chunk_layout(j, 0, &b, p);
+    const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j), KVx = K * Vx;
+    float *Sloc = p[C_S], *Stot = p[C_S] + KVx; /* two of the group's state slots */
+    memset(Sloc, 0, (size_t)KVx * sizeof(float));
+    for (int64_t t0 = tb; t0 < te; t0 += C) {
+        const int64_t L = te - t0 < C ? te - t0 : C;
+        for (int64_t x = 0; x < KVx; x++) Stot[x] = Sin[x] + Sloc[x];
+        load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
+        if (t0 + C < te) prefetch_rows(u->q, u->sqk, K, t0 + C, te - t0 - C < C ? te - t0 - C : C);
+        if (j->normalize) {
+            chunk_num(j, L, Stot, p[C_QH], p[C_VB], p[C_A], p[C_NUM]);
+            la__lin_out_rows(j, L, p[C_NUM], u->o, u->sv, t0);
+        } else {
+            chunk_num_to(j, L, Stot, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
+        }
+        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sloc, Vx);
+    }
+    if (Sout)
+        for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
+}

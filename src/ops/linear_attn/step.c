@@ -2,6 +2,7 @@
  * recurrent form runs exactly this per token, and so does the decoder, so
  * decoding equals the recurrent form bit for bit. */
 #include "linear_attn.h"
+#include "../../kernels/rowvec.h"
 
 #if defined(__GNUC__)
 #define LIN_INLINE static inline __attribute__((always_inline))
@@ -14,14 +15,76 @@
  * sees the same operations in the same order (rows in order, no
  * contraction) whatever the vector width, so the AVX2 build of this loop
  * rounds exactly as the portable one. */
-LIN_INLINE void lin_rows(int64_t K, int64_t V, float *restrict S, float *restrict o,
-                         const float *restrict qf, const float *restrict kf,
+#ifdef LA_ROWVEC
+/* Columns [x0, x0 + 16 nv): o's block in registers while the rows go by
+ * (each element of S loaded and stored once). */
+LIN_INLINE void lin_block(const int nv, int64_t K, int64_t V, int64_t x0, float *restrict S,
+                          float *restrict o, const float *restrict qf, const float *restrict kf,
+                          const float *restrict v) {
+    la__v16 vv[LA_ROWVEC_MAXV], acc[LA_ROWVEC_MAXV];
+    const la__v16 zero = {0};
+    for (int c = 0; c < nv; c++) {
+        LA_V16_LOAD(vv[c], v + x0 + 16 * c);
+        acc[c] = zero;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = kf[i], qi = qf[i];
+        float *restrict row = S + i * V + x0;
+        for (int c = 0; c < nv; c++) {
+            la__v16 s;
+            LA_V16_LOAD(s, row + 16 * c);
+            s = s + ki * vv[c];
+            LA_V16_STORE(row + 16 * c, s);
+            acc[c] = acc[c] + qi * s;
+        }
+    }
+    for (int c = 0; c < nv; c++) LA_V16_STORE(o + x0 + 16 * c, acc[c]);
+}
+
+LIN_INLINE void lin_block8(const int nv, int64_t K, int64_t V, int64_t x0, float *restrict S,
+                          float *restrict o, const float *restrict qf, const float *restrict kf,
+                          const float *restrict v) {
+    la__v8 vv[LA_ROWVEC_MAXV], acc[LA_ROWVEC_MAXV];
+    const la__v8 zero = {0};
+    for (int c = 0; c < nv; c++) {
+        LA_V8_LOAD(vv[c], v + x0 + 8 * c);
+        acc[c] = zero;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const float ki = kf[i], qi = qf[i];
+        float *restrict row = S + i * V + x0;
+        for (int c = 0; c < nv; c++) {
+            la__v8 s;
+            LA_V8_LOAD(s, row + 8 * c);
+            s = s + ki * vv[c];
+            LA_V8_STORE(row + 8 * c, s);
+            acc[c] = acc[c] + qi * s;
+        }
+    }
+    for (int c = 0; c < nv; c++) LA_V8_STORE(o + x0 + 8 * c, acc[c]);
+}
+#endif
+
+/* S_t = S_{t-1} + kfᵀ v and o = qf S_t, column block by column block
+ * (blocks of 16 * wide, then of 32, then single columns). */
+LIN_INLINE void lin_rows(const int wide, int64_t K, int64_t V, float *restrict S,
+                         float *restrict o, const float *restrict qf, const float *restrict kf,
                          const float *restrict v) {
-    for (int64_t x = 0; x < V; x++) o[x] = 0;
+    int64_t x0 = 0;
+#ifdef LA_ROWVEC
+    const int nv8 = wide == LA_ROWVEC_NARROW ? 0 : 4; /* baseline: the plain loop below */
+    for (; wide == LA_ROWVEC_WIDE && x0 + 128 <= V; x0 += 128) lin_block(8, K, V, x0, S, o, qf, kf, v);
+    for (; nv8 && x0 + 8 * nv8 <= V; x0 += 8 * nv8)
+        lin_block8(nv8, K, V, x0, S, o, qf, kf, v);
+#else
+    (void)wide;
+#endif
+    if (x0 == V) return;
+    for (int64_t x = x0; x < V; x++) o[x] = 0;
     for (int64_t i = 0; i < K; i++) {
         const float ki = kf[i], qi = qf[i];
         float *restrict row = S + i * V;
-        for (int64_t x = 0; x < V; x++) {
+        for (int64_t x = x0; x < V; x++) {
             const float s = row[x] + ki * v[x];
             row[x] = s;
             o[x] += qi * s;
@@ -32,7 +95,7 @@ LIN_INLINE void lin_rows(int64_t K, int64_t V, float *restrict S, float *restric
 static void lin_rows_portable(int64_t K, int64_t V, float *restrict S, float *restrict o,
                               const float *restrict qf, const float *restrict kf,
                               const float *restrict v) {
-    lin_rows(K, V, S, o, qf, kf, v);
+    lin_rows(LA_ROWVEC_NARROW, K, V, S, o, qf, kf, v);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -40,7 +103,13 @@ static void lin_rows_portable(int64_t K, int64_t V, float *restrict S, float *re
 __attribute__((target("avx2"))) static void
 lin_rows_avx2(int64_t K, int64_t V, float *restrict S, float *restrict o, const float *restrict qf,
               const float *restrict kf, const float *restrict v) {
-    lin_rows(K, V, S, o, qf, kf, v);
+    lin_rows(LA_ROWVEC_AVX2, K, V, S, o, qf, kf, v);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+lin_rows_avx512(int64_t K, int64_t V, float *restrict S, float *restrict o,
+                const float *restrict qf, const float *restrict kf, const float *restrict v) {
+    lin_rows(LA_ROWVEC_WIDE, K, V, S, o, qf, kf, v);
 }
 #endif
 
@@ -66,7 +135,10 @@ void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t
     lin_phi(fm, 1.0f, kf, k, K);
     lin_phi(fm, c, qf, q, K);
 #ifdef LIN_STEP_AVX2
-    if (la_isa_active() != LA_ISA_PORTABLE)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512)
+        lin_rows_avx512(K, V, S, o, qf, kf, v);
+    else if (isa == LA_ISA_AVX2)
         lin_rows_avx2(K, V, S, o, qf, kf, v);
     else
 #endif

@@ -1,0 +1,356 @@
+/* AVX-512 (F/VL/BW/DQ) kernels (x86-64): the AVX2 path's design (avx2.c)
+ * at twice the vector width, compiled with per-function target attributes
+ * and run only where dispatch.c found AVX-512 F/DQ/BW/VL and the OS's ZMM
+ * state.
+ *   - micro-tile MR x NR = 12 x 32 floats of C in 24 ZMM accumulators; each
+ *     step over k broadcasts 12 elements of A and loads two vectors of B
+ *     (14 loads for 24 FMAs), 24 independent chains cover the FMA latency
+ *     of two 512-bit pipes (or one, on CPUs that split ZMM FMAs);
+ *   - B as a k x 32 panel packed into an aligned stack buffer (Bᵀ through
+ *     8x8 transposes), zero-padded; edges use AVX-512 mask registers
+ *     (masked loads and stores, never beyond column n);
+ *   - k in blocks of KC and m in blocks of MC, gemm_tn's Aᵀ copied into a
+ *     [KC_T x MC_T] block, as on the AVX2 path.
+ * Rounding: each C element is one float32 sum over k in order by fused
+ * multiply-adds per KC block, then alpha * sum (+ beta * C) — the same
+ * operations as the AVX2 path (KC and KC_T are the same), so both paths
+ * give the same bits. */
+#include "kernels.h"
+
+#if defined(LA_KERNELS_HAVE_X86)
+
+#include <immintrin.h>
+#include <stdalign.h>
+#include <stddef.h>
+
+#define TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+#define MR 12
+#define NR 32
+#define KC 256 /* as avx2.c: the same k blocks, the same rounding */
+#define MC 132 /* 11 micro-tiles of rows */
+#define KC_T 96
+#define MC_T 72
+
+/* lanes [0, n) of a 16-lane vector, 0 <= n <= 16 */
+static inline __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1u); }
+static inline int clamp16(int64_t x) { return x < 0 ? 0 : x > 16 ? 16 : (int)x; }
+
+/* alpha * acc (+ beta * C) into one vector of a row of C: `present`
+ * columns exist (the rest are never touched), the first `valid` of them
+ * are under the causal mask (the rest get 0). */
+INLINE TARGET void store_vec(float *c, __m512 acc, int present, int valid, __m512 valpha,
+                             float beta) {
+    __m512 val = _mm512_mul_ps(valpha, acc);
+    const __mmask16 mv = lanes(valid);
+    if (beta != 0.0f) {
+        __m512 cv = _mm512_maskz_loadu_ps(mv, c);
+        if (beta == 1.0f)
+            val = _mm512_add_ps(val, cv);
+        else
+            val = _mm512_fmadd_ps(_mm512_set1_ps(beta), cv, val);
+    }
+    if (valid < 16) val = _mm512_maskz_mov_ps(mv, val);
+    if (present == 16)
+        _mm512_storeu_ps(c, val);
+    else
+        _mm512_mask_storeu_ps(c, lanes(present), val);
+}
+
+/* C[mr x nr] tile from A (element (r, p) at a[r*rsa + p*csa]) and a B panel
+ * (row p at b + p*bs, 32 columns, nv*16 of them used). Row r keeps
+ * lim0 + r columns (causal mask; lim0 >= nr when unmasked). */
+INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const float *a, int64_t rsa,
+                              int64_t csa, const float *b, int64_t bs, int nr, float alpha,
+                              float beta, float *c, int64_t ldc, int64_t lim0) {
+    __m512 acc[MR][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const float *a_rows[MR];
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++) a_rows[r] = a + r * rsa;
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b);
+        __m512 b1 = nv > 1 ? _mm512_load_ps(b + 16) : _mm512_setzero_ps();
+        b += bs;
+#pragma GCC unroll 12
+        for (int r = 0; r < mr; r++) {
+            __m512 ar = _mm512_set1_ps(*a_rows[r]);
+            a_rows[r] += csa;
+            acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+            if (nv > 1) acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+    __m512 valpha = _mm512_set1_ps(alpha);
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++) {
+        int64_t lim = lim0 + r;
+        if (lim > nr) lim = nr;
+        for (int v = 0; v < nv; v++) {
+            int present = clamp16(nr - 16 * v);
+            if (present == 0) break;
+            store_vec(c + r * ldc + 16 * v, acc[r][v], present, clamp16(lim - 16 * v), valpha,
+                      beta);
+        }
+    }
+}
+
+typedef void (*tile_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                        int64_t bs, int nr, float alpha, float beta, float *c, int64_t ldc,
+                        int64_t lim0);
+
+#define TILE(mr, nv)                                                                               \
+    static TARGET void tile_##mr##_##nv(int64_t kc, const float *a, int64_t rsa, int64_t csa,      \
+                                        const float *b, int64_t bs, int nr, float alpha,           \
+                                        float beta, float *c, int64_t ldc, int64_t lim0) {         \
+        micro_tile(mr, nv, kc, a, rsa, csa, b, bs, nr, alpha, beta, c, ldc, lim0);                 \
+    }
+/* clang-format off */
+TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
+TILE(7, 1) TILE(8, 1) TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1)
+TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
+TILE(7, 2) TILE(8, 2) TILE(9, 2) TILE(10, 2) TILE(11, 2) TILE(12, 2)
+#undef TILE
+
+static const tile_fn tiles[MR + 1][3] = {
+    {0, 0, 0},
+    {0, tile_1_1, tile_1_2},   {0, tile_2_1, tile_2_2},   {0, tile_3_1, tile_3_2},
+    {0, tile_4_1, tile_4_2},   {0, tile_5_1, tile_5_2},   {0, tile_6_1, tile_6_2},
+    {0, tile_7_1, tile_7_2},   {0, tile_8_1, tile_8_2},   {0, tile_9_1, tile_9_2},
+    {0, tile_10_1, tile_10_2}, {0, tile_11_1, tile_11_2}, {0, tile_12_1, tile_12_2},
+};
+/* clang-format on */
+
+/* Panel of B [kc x nr] (row p at b + p*ldb) into dst [kc x 32], zero-padded. */
+static TARGET void pack_rows(int64_t kc, int nr, const float *b, int64_t ldb, float *dst) {
+    if (nr == NR) {
+        for (int64_t p = 0; p < kc; p++, b += ldb, dst += NR) {
+            _mm512_store_ps(dst, _mm512_loadu_ps(b));
+            _mm512_store_ps(dst + 16, _mm512_loadu_ps(b + 16));
+        }
+        return;
+    }
+    const __mmask16 m0 = lanes(clamp16(nr)), m1 = lanes(clamp16(nr - 16));
+    for (int64_t p = 0; p < kc; p++, b += ldb, dst += NR) {
+        _mm512_store_ps(dst, _mm512_maskz_loadu_ps(m0, b));
+        _mm512_store_ps(dst + 16, _mm512_maskz_loadu_ps(m1, b + 16));
+    }
+}
+
+/* kc rows of `width` <= MC_T floats (row p at a + p*lda) into dst [kc x MC_T]. */
+static TARGET void pack_rows_wide(int64_t kc, int64_t width, const float *a, int64_t lda,
+                                  float *dst) {
+    for (int64_t p = 0; p < kc; p++, a += lda, dst += MC_T) {
+        int64_t j = 0;
+        for (; j + 16 <= width; j += 16) _mm512_storeu_ps(dst + j, _mm512_loadu_ps(a + j));
+        if (j < width) { /* masked both ways: the last row ends the block (MC_T = 72) */
+            const __mmask16 m = lanes((int)(width - j));
+            _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, a + j));
+        }
+    }
+}
+
+/* 8x8 transpose of rows r[0..7] in place. */
+INLINE TARGET void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* Bᵀ panel: rows j < nr of B (row j at b + j*ldb, kc floats each) become
+ * the columns of dst [kc x 32], zero-padded: dst[p*32 + j] = b[j*ldb + p]. */
+static TARGET void pack_transposed(int64_t kc, int nr, const float *b, int64_t ldb, float *dst) {
+    for (int h = 0; h < NR; h += 8) {
+        int rows = nr - h < 0 ? 0 : nr - h > 8 ? 8 : nr - h;
+        int64_t p = 0;
+        if (rows == 8) {
+            for (; p + 8 <= kc; p += 8) {
+                __m256 r[8];
+                for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(b + (h + j) * ldb + p);
+                transpose8(r);
+                for (int q = 0; q < 8; q++) _mm256_store_ps(dst + (p + q) * NR + h, r[q]);
+            }
+        }
+        for (; p < kc; p++) {
+            int j = 0;
+            for (; j < rows; j++) dst[p * NR + h + j] = b[(h + j) * ldb + p];
+            for (; j < 8; j++) dst[p * NR + h + j] = 0.0f;
+        }
+    }
+}
+
+enum { B_ROWS = 0, B_TRANSPOSED = 1 };
+
+/* As gemm_driver in avx2.c: C[m,n] = alpha * A·B + beta * C with A (i, p)
+ * at A[i*rsa + p*csa], B (p, j) at B[p*ldb + j] (B_ROWS) or B[j*ldb + p]
+ * (B_TRANSPOSED); tril >= 0: row i keeps columns j < i + tril; lower_a:
+ * A[i][p] == 0 for p > i; apack != NULL: Aᵀ copied block by block. */
+static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                               int64_t rsa, int64_t csa, const float *B, int64_t ldb, int b_layout,
+                               float beta, float *C, int64_t ldc, int tril, int lower_a,
+                               float *apack) {
+    if (m <= 0 || n <= 0) return;
+    alignas(64) float bpack[KC * NR];
+    const int pack_a = apack != NULL;
+    const int64_t kcb = pack_a ? KC_T : KC, mcb = pack_a ? MC_T : MC;
+    int64_t pc = 0;
+    do {
+        int64_t kc = k - pc < kcb ? k - pc : kcb;
+        float beta_k = pc == 0 ? beta : 1.0f;
+        for (int64_t ic0 = 0; ic0 < m; ic0 += mcb) {
+            int64_t mc_end = m - ic0 < mcb ? m : ic0 + mcb;
+            if (pack_a) pack_rows_wide(kc, mc_end - ic0, A + pc * csa + ic0 * rsa, csa, apack);
+            for (int64_t jc = 0; jc < n; jc += NR) {
+                int nr = n - jc < NR ? (int)(n - jc) : NR;
+                int64_t ic_first = ic0;
+                if (tril >= 0) {
+                    int64_t first_row = jc - tril + 1;
+                    if (first_row > mc_end) first_row = mc_end;
+                    if (first_row > ic_first) {
+                        if (pc == 0)
+                            for (int64_t i = ic_first; i < first_row; i++)
+                                for (int j = 0; j < nr; j++) C[i * ldc + jc + j] = 0.0f;
+                        ic_first = first_row;
+                    }
+                    if (ic_first >= mc_end) continue;
+                }
+                if (kc > 0) {
+                    if (b_layout == B_TRANSPOSED)
+                        pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
+                    else
+                        pack_rows(kc, nr, B + pc * ldb + jc, ldb, bpack);
+                }
+                int nv = nr > 16 ? 2 : 1;
+                for (int64_t ic = ic_first; ic < mc_end; ic += MR) {
+                    int mr = mc_end - ic < MR ? (int)(mc_end - ic) : MR;
+                    int64_t kt = kc;
+                    if (lower_a) {
+                        int64_t kmax = ic + mr - pc;
+                        if (kmax < kt) kt = kmax < 0 ? 0 : kmax;
+                        if (kt == 0 && pc > 0) continue;
+                    }
+                    int64_t lim0 = tril >= 0 ? ic - jc + tril : NR;
+                    int nv_t = nv;
+                    if (nv == 2 && lim0 + mr - 1 <= 16) {
+                        /* nothing under the mask beyond column 16 of the panel */
+                        nv_t = 1;
+                        if (pc == 0)
+                            for (int r = 0; r < mr; r++)
+                                for (int j = 16; j < nr; j++) C[(ic + r) * ldc + jc + j] = 0.0f;
+                    }
+                    if (pack_a)
+                        tiles[mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bpack, NR, nr, alpha,
+                                        beta_k, C + ic * ldc + jc, ldc, lim0);
+                    else
+                        tiles[mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bpack, NR, nr,
+                                        alpha, beta_k, C + ic * ldc + jc, ldc, lim0);
+                }
+            }
+        }
+        pc += kc;
+    } while (pc < k);
+}
+
+static void avx512_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                           int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc) {
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 0, NULL);
+}
+
+static void avx512_gemm_nn_lower(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                                 int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                 int64_t ldc) {
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, -1, 1, NULL);
+}
+
+static void avx512_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                           int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc) {
+    gemm_driver(m, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, -1, 0, NULL);
+}
+
+static void avx512_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                           int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc) {
+    alignas(64) float apack[KC_T * MC_T];
+    gemm_driver(m, n, k, alpha, A, 1, lda, B, ldb, B_ROWS, beta, C, ldc, -1, 0, apack);
+}
+
+static void avx512_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
+                                int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                int64_t ldc) {
+    gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, strict ? 0 : 1, 0,
+                NULL);
+}
+
+/* Forward substitution inside one diagonal block, 16 columns at a time, the
+ * block's rows of the strip in registers (nb <= 12 ZMM). */
+INLINE TARGET void diag_strip(const int nb, const float *L, int64_t ldl, float *X, int64_t ldx,
+                              int cols) {
+    __m512 x[LA__TRSM_BLOCK];
+    const __mmask16 mask = lanes(cols);
+#pragma GCC unroll 12
+    for (int i = 0; i < nb; i++) x[i] = _mm512_maskz_loadu_ps(mask, X + i * ldx);
+#pragma GCC unroll 12
+    for (int i = 1; i < nb; i++) {
+#pragma GCC unroll 12
+        for (int j = 0; j < i; j++)
+            x[i] = _mm512_fnmadd_ps(_mm512_set1_ps(L[i * ldl + j]), x[j], x[i]);
+        _mm512_mask_storeu_ps(X + i * ldx, mask, x[i]);
+    }
+}
+
+#define DIAG(nb)                                                                                   \
+    static TARGET void diag_##nb(int64_t r, const float *L, int64_t ldl, float *X, int64_t ldx) {  \
+        for (int64_t c = 0; c < r; c += 16) diag_strip(nb, L, ldl, X + c, ldx, clamp16(r - c));    \
+    }
+/* clang-format off */
+DIAG(2) DIAG(3) DIAG(4) DIAG(5) DIAG(6) DIAG(7) DIAG(8) DIAG(9) DIAG(10) DIAG(11) DIAG(12)
+#undef DIAG
+
+static void avx512_trsm_diag(int64_t nb, int64_t r, const float *L, int64_t ldl, float *X,
+                             int64_t ldx) {
+    typedef void (*diag_fn)(int64_t, const float *, int64_t, float *, int64_t);
+    static const diag_fn fns[LA__TRSM_BLOCK + 1] = {0, 0, diag_2, diag_3, diag_4, diag_5,
+                                                    diag_6, diag_7, diag_8, diag_9, diag_10,
+                                                    diag_11, diag_12};
+    if (nb >= 2) fns[nb](r, L, ldl, X, ldx);
+}
+/* clang-format on */
+
+static void avx512_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
+                            int64_t ldb) {
+    la__trsm_llu_blocked(avx512_gemm_nn, avx512_trsm_diag, n, r, L, ldl, B, ldb);
+}
+
+static void avx512_trinv_llu(int64_t n, const float *L, int64_t ldl, float *X, int64_t ldx) {
+    la__trinv_llu_blocked(avx512_gemm_nn, avx512_trsm_diag, n, L, ldl, X, ldx);
+}
+
+const la__kernels la__kernels_avx512 = {
+    .isa = LA_ISA_AVX512,
+    .gemm_nn = avx512_gemm_nn,
+    .gemm_nt = avx512_gemm_nt,
+    .gemm_tn = avx512_gemm_tn,
+    .gemm_nn_lower = avx512_gemm_nn_lower,
+    .gemm_nt_tril = avx512_gemm_nt_tril,
+    .trsm_llu = avx512_trsm_llu,
+    .trinv_llu = avx512_trinv_llu,
+};
+
+#endif
