@@ -234,6 +234,89 @@ void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq,
     }
 }
 
+void ref_performer_causal(const la_rf_opts *rf, double eps, int64_t T, int64_t d, int64_t V,
+                          int64_t m, const double *q, const double *k, const double *v,
+                          const double *W, const double *S0, const double *z0, double mu0,
+                          double *stab_q, double *mu, int given, double *o, double *S_T,
+                          double *z_T, double *mu_T, double *cond) {
+    const int64_t M = la_rf_num_features(rf->kind, m);
+    const int stabilize = is_softmax_kind(rf->kind) && rf->stabilize;
+    const double rf_eps =
+        (rf->kind == LA_RF_TRIG_GAUSSIAN || rf->kind == LA_RF_TRIG_SOFTMAX) ? 0 : rf->eps;
+    double *core = malloc((size_t)(T * M + T) * sizeof *core), *a = core + T * M;
+    double *pq = malloc((size_t)(T * M) * sizeof *pq), *kt = malloc((size_t)M * sizeof *kt);
+    if (!core || !pq || !kt) abort();
+    /* key cores relative to their own largest exponent a_j: s exp(e - a_j) */
+    la_rf_opts ok = *rf, oq = *rf;
+    ok.role = LA_RF_QUERY;
+    ok.eps = 0;
+    oq.role = LA_RF_QUERY;
+    ref_rf_forward(&ok, T, d, m, k, W, core, a, 0);
+    ref_rf_forward(&oq, T, d, m, q, W, pq, stab_q, given);
+    if (!stabilize) mu0 = 0;
+    if (!given) {
+        double run = mu0;
+        for (int64_t t = 0; t < T; t++) {
+            const double at = (double)(float)a[t];
+            if (stabilize && at > run) run = at;
+            mu[t] = stabilize ? run : 0.0;
+        }
+    }
+    for (int64_t t = 0; t <= T; t++) {
+        /* t == T: the final state, relative to mu_{T-1} (or mu0 if T = 0) */
+        const double mt = t < T ? mu[t] : T ? mu[T - 1] : mu0;
+        const int64_t J = t < T ? t + 1 : T;
+        const double f0 = mu0 == -INFINITY ? 0.0 : exp(mu0 - mt);
+        double num_den[2] = {0, 0}; /* sum |terms|, den - eps */
+        double *ot = t < T ? o + t * V : NULL;
+        if (ot) {
+            for (int64_t b = 0; b < V; b++) {
+                double acc = 0;
+                if (S0)
+                    for (int64_t i = 0; i < M; i++) acc += pq[t * M + i] * S0[i * V + b] * f0;
+                ot[b] = acc;
+            }
+            if (z0)
+                for (int64_t i = 0; i < M; i++) {
+                    num_den[1] += pq[t * M + i] * z0[i] * f0;
+                    num_den[0] += fabs(pq[t * M + i] * z0[i] * f0);
+                }
+        } else {
+            for (int64_t i = 0; i < M; i++) {
+                if (S_T)
+                    for (int64_t b = 0; b < V; b++) S_T[i * V + b] = S0 ? S0[i * V + b] * f0 : 0;
+                if (z_T) z_T[i] = z0 ? z0[i] * f0 : 0;
+            }
+        }
+        for (int64_t j = 0; j < J; j++) {
+            const double fe = exp(a[j] - mt), fp = exp(mu[j] - mt);
+            for (int64_t i = 0; i < M; i++) kt[i] = core[j * M + i] * fe + rf_eps * fp;
+            if (ot) {
+                double s = 0;
+                for (int64_t i = 0; i < M; i++) s += pq[t * M + i] * kt[i];
+                num_den[1] += s;
+                num_den[0] += fabs(s);
+                for (int64_t b = 0; b < V; b++) ot[b] += s * v[j * V + b];
+            } else {
+                for (int64_t i = 0; i < M; i++) {
+                    if (S_T)
+                        for (int64_t b = 0; b < V; b++) S_T[i * V + b] += kt[i] * v[j * V + b];
+                    if (z_T) z_T[i] += kt[i];
+                }
+            }
+        }
+        if (ot) {
+            for (int64_t b = 0; b < V; b++) ot[b] /= num_den[1] + eps;
+            const double c = (num_den[0] + eps) / fabs(num_den[1] + eps);
+            if (cond && (t == 0 || c > *cond)) *cond = c;
+        }
+    }
+    if (mu_T) *mu_T = T ? mu[T - 1] : mu0;
+    free(core);
+    free(pq);
+    free(kt);
+}
+
 void ref_softmax_attn_exact(int64_t T, int64_t d, int64_t V, const double *q, const double *k,
                             const double *v, int causal, double *o) {
     double *p = malloc((size_t)T * sizeof *p);
