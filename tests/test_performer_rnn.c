@@ -413,9 +413,113 @@ static void test_backward(void) {
     la_ctx_destroy(c2);
 }
 
+/* Scales token t of x [T,d] (one head) to norm nrm(t). */
+static void set_norms(float *x, int64_t T, int64_t H, int64_t d, double (*nrm)(int64_t, int64_t),
+                      int64_t Ttot) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++) {
+            float *r = x + (t * H + h) * d;
+            double n2 = 0;
+            for (int64_t a = 0; a < d; a++) n2 += (double)r[a] * r[a];
+            const double f = nrm(t, Ttot) / sqrt(n2);
+            for (int64_t a = 0; a < d; a++) r[a] = (float)(r[a] * f);
+        }
+}
+/* positive / hyperbolic: the largest exponent w.x' - |x'|^2/2 is very
+ * negative for large |x'| and near its top for |x'| ~ |w|: norms that fall
+ * from 60 to 4 make the running max grow by hundreds, and the jump at T/2
+ * (60 -> 4) alone is ~400 (d = 16, x' = x/2). */
+static double norm_falling(int64_t t, int64_t T) { return t < T / 2 ? 60.0 - 20.0 * t / T : 4.0; }
+/* trig softmax: the exponent |x'|^2/2 grows with the norm: 1 -> 40, with a
+ * jump at T/2 of ~150. */
+static double norm_rising(int64_t t, int64_t T) { return t < T / 2 ? 1.0 + 10.0 * t / T : 40.0; }
+
+/* Keys whose largest exponent grows over the sequence, with a jump that an
+ * unrescaled state could not hold (exp(400) overflows float32; so would
+ * exp(150)): the running max really grows (final key max minus the first
+ * token's is checked), every form stays finite and matches the reference;
+ * the chunk form with chunk 64 cuts its chunk at the jump. */
+static void test_growing_keys(void) {
+    la_ctx *ctx = th_ctx(2);
+    la_rng rng;
+    la_rng_seed(&rng, 1234);
+    const int kinds[] = {LA_RF_FAVOR_POSITIVE, LA_RF_FAVOR_HYPERBOLIC, LA_RF_TRIG_SOFTMAX};
+    double worst = 0;
+    for (int ki = 0; ki < 3; ki++) {
+        const int kind = kinds[ki];
+        problem p;
+        const int64_t T = 150, H = 2, d = 16, V = 4;
+        make_problem(&p, 1, T, H, d, V, 24, kind, NULL, 0, &rng, 1.0);
+        set_norms(p.k, T, H, d, kind == LA_RF_TRIG_SOFTMAX ? norm_rising : norm_falling, T);
+        set_norms(p.q, T, H, d, norm_falling, T);
+        const la_rf_opts rf = rf_of(kind);
+        double *wo = th_doubles(p.nv), *wS = th_doubles(p.ns), *wz = th_doubles(p.nz);
+        double *wmu = th_doubles(p.nh);
+        const double cond = ref_all(&p, &rf, LA_LINEAR_ATTN_DEFAULT_EPS, 0, wo, wS, wz, wmu);
+        /* the first token's key max: the max after one token */
+        la_dims d1 = th_dims(1, 1, H, d, V);
+        float o1[2 * 4], mu1[2];
+        CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &(la_linear_attn_opts){0}, &d1, o1,
+                                                     NULL, NULL, mu1, p.q, p.k, p.v, p.W, p.m,
+                                                     NULL, NULL, NULL),
+                     LA_ERR_INVALID_ARGUMENT, "zeroed attn opts: feature map ok, eps 0 rejected");
+        la_linear_attn_opts a1 = attn_of(LA_FORM_RECURRENT, 0);
+        CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &a1, &d1, o1, NULL, NULL, mu1, p.q,
+                                                     p.k, p.v, p.W, p.m, NULL, NULL, NULL),
+                     LA_OK, "first token");
+        const struct { la_form f; int64_t c; } forms[] = {
+            {LA_FORM_CHUNK, 64}, {LA_FORM_CHUNK, 7}, {LA_FORM_RECURRENT, 0}, {LA_FORM_PARALLEL, 0}};
+        for (int fi = 0; fi < 4; fi++) {
+            const la_linear_attn_opts a = attn_of(forms[fi].f, forms[fi].c);
+            float *o = th_nan_floats(p.nv), *fS = th_nan_floats(p.ns), *fz = th_nan_floats(p.nz);
+            float *fmu = th_nan_floats(p.nh);
+            CHECK_STATUS(fwd(ctx, &p, &rf, &a, 0, o, fS, fz, fmu), LA_OK, "forward");
+            CHECK(ref_count_nonfinite(o, p.nv) == 0 && ref_count_nonfinite(fS, p.ns) == 0,
+                  "finite (%s %s)", KIND[kind], FORM[forms[fi].f]);
+            for (int64_t h = 0; h < H; h++)
+                CHECK(fmu[h] - mu1[h] > 100, "key max grew by %g (%s)", fmu[h] - mu1[h],
+                      KIND[kind]);
+            const double eo = ref_max_rel_err(o, wo, p.nv) / cond;
+            const double eS = slot_err(fS, wS, p.nh, (size_t)(p.M * V));
+            CHECK_ERR(eo, 1e-5, "o with growing keys (%s %s c%lld)", KIND[kind], FORM[forms[fi].f],
+                      (long long)forms[fi].c);
+            CHECK_ERR(eS, 1e-5, "final state with growing keys (%s %s)", KIND[kind],
+                      FORM[forms[fi].f]);
+            CHECK(ref_max_rel_err(fmu, wmu, p.nh) == 0, "key max (%s)", KIND[kind]);
+            worst = fmax(worst, fmax(eo, eS));
+            if (forms[fi].f == LA_FORM_CHUNK) { /* gradients stay finite too */
+                float *dq = th_nan_floats(p.nqk), *dk = th_nan_floats(p.nqk),
+                      *dv = th_nan_floats(p.nv);
+                CHECK_STATUS(la_performer_attn_backward_state(ctx, &rf, &a, &p.dims, dq, dk, dv,
+                                                              NULL, NULL, p.d_o, NULL, NULL, p.q,
+                                                              p.k, p.v, p.W, p.m, NULL, NULL, NULL),
+                             LA_OK, "backward");
+                CHECK(ref_count_nonfinite(dq, p.nqk) == 0 && ref_count_nonfinite(dk, p.nqk) == 0 &&
+                          ref_count_nonfinite(dv, p.nv) == 0,
+                      "finite gradients (%s)", KIND[kind]);
+                free(dq);
+                free(dk);
+                free(dv);
+            }
+            free(o);
+            free(fS);
+            free(fz);
+            free(fmu);
+        }
+        free(wo);
+        free(wS);
+        free(wz);
+        free(wmu);
+        free_problem(&p);
+    }
+    printf("growing keys: worst error %.3g\n", worst);
+    la_ctx_destroy(ctx);
+}
+
 int main(void) {
     test_forward();
     test_split();
     test_backward();
+    test_growing_keys();
     return th_summary("test_performer_rnn");
 }

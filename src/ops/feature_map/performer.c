@@ -208,7 +208,7 @@ static la_status causal_run(const char *op, la_ctx *ctx, const performer_setup *
     j->eps = attn->eps;
     int64_t C = attn->form == LA_FORM_PARALLEL ? Tmax : attn->chunk_size ? attn->chunk_size : 64;
     j->chunk = C < Tmax ? C : Tmax;
-    j->n_chunks = (Tmax + j->chunk - 1) / j->chunk;
+    j->Tmax = Tmax;
     const int recurrent = !backward && attn->form == LA_FORM_RECURRENT;
     const size_t bytes = recurrent ? la__pf_recurrent_scratch(j) : la__pf_chunk_scratch(j, backward);
     if (bytes == SIZE_MAX)

@@ -15,8 +15,9 @@
  * rescaled by exp(mu_prev - mu_C) before the chunk, and row i's output is
  * num_i / (den_i + eps_attn exp(mu_i - mu_C)): the chunk-relative numerator
  * and denominator are exp(mu_i - mu_C) times row i's own, so this is the
- * same o_i, exactly, and nothing overflows however far mu jumps inside a
- * chunk (every factor is <= 1). The products are the normalised
+ * same o_i, exactly, and nothing overflows however far mu jumps (every
+ * factor is <= 1); a chunk is cut short where mu jumps by more than
+ * LA__PF_CHUNK_GROWTH inside it, so nothing underflows either. The products are the normalised
  * linear-attention chunk products (linear_attn.h, chunk.c), on the SIMD
  * kernels.
  *
@@ -30,6 +31,14 @@
 #include "../../kernels/kernels.h"
 #include "rf_internal.h"
 
+/* A chunk of the chunk form ends early where the running key maximum has
+ * grown by more than this (natural log) since the chunk's first token:
+ * rows are computed relative to the max at the chunk's end, a factor
+ * exp(mu_i - mu_C) >= exp(-32) ~ 1e-14 below their own, so nothing a row
+ * needs underflows in float32 (a jump of hundreds inside a fixed chunk
+ * would flush whole rows to 0/0). Data-dependent, deterministic. */
+#define LA__PF_CHUNK_GROWTH 32.0
+
 typedef struct la__pf_job {
     la_ctx *ctx;
     const la__kernels *kr;
@@ -37,7 +46,7 @@ typedef struct la__pf_job {
     la__rf_map map;
     int64_t H, d, V, M, Vx;
     int64_t chunk;    /* resolved chunk size */
-    int64_t n_chunks; /* most chunks of one sequence */
+    int64_t Tmax;     /* longest sequence */
     float eps;        /* attention eps */
     const float *q, *k, *v, *S0, *z0, *mu0;
     float *o, *fS, *fz, *fmu;

@@ -53,7 +53,7 @@ static void unit_init(const la__pf_job *j, int64_t task, pf_unit *u) {
 /* ---- scratch ------------------------------------------------------------ */
 
 enum { P_ROW, P_UK, P_NK, P_QA, P_S, P_QH, P_KH, P_VB, P_A, P_NUM, P_MU, P_RE,
-       P_G, P_DA, P_DQH, P_DVB, P_MUS, P_COUNT };
+       P_G, P_DA, P_DQH, P_DVB, P_MUS, P_STARTS, P_COUNT };
 
 /* Doubles are carved as pairs of floats (every piece is 64-byte aligned). */
 static void layout(const la__pf_job *j, int backward, la__bump *b, float **p) {
@@ -76,7 +76,9 @@ static void layout(const la__pf_job *j, int backward, la__bump *b, float **p) {
     p[P_DA] = la__take(b, la__mul(C, C));
     p[P_DQH] = la__take(b, la__mul(C, M));
     p[P_DVB] = la__take(b, la__mul(C, V));
-    p[P_MUS] = la__take(b, (size_t)j->n_chunks + 1);
+    /* chunk starts and entry maxima: at most one chunk per token */
+    p[P_MUS] = la__take(b, (size_t)j->Tmax + 1);
+    p[P_STARTS] = la__take(b, la__mul(2, (size_t)j->Tmax + 1));
 }
 
 size_t la__pf_chunk_scratch(const la__pf_job *j, int backward) {
@@ -100,14 +102,16 @@ size_t la__pf_recurrent_scratch(const la__pf_job *j) {
 
 /* ---- one chunk ---------------------------------------------------------- */
 
-/* The chunk [t0, t0+L) relative to the running max *mu on entry: query
+/* The chunk [t0, t0+L) relative to the running max *mu on entry, with
+ * L <= Lmax cut short where the max has grown by more than
+ * LA__PF_CHUNK_GROWTH since the chunk's first token (*Lout = L): query
  * features qh (and each query's stabiliser qa), key features kh relative to
  * the max at the chunk's end (returned in *mu), Vx rows vb, the masked
  * scores A, and the per-row attention eps re[i] = eps exp(mu_i - mu_C).
  * Returns the factor exp(mu_entry - mu_C) the carried state needs (1 when
  * the max did not grow). */
-static float load_chunk(const la__pf_job *j, const pf_unit *u, float **p, int64_t t0, int64_t L,
-                        float *mu) {
+static float load_chunk(const la__pf_job *j, const pf_unit *u, float **p, int64_t t0,
+                        int64_t Lmax, int64_t *Lout, float *mu) {
     const la__rf_map *mp = &j->map;
     const int64_t m = mp->m, M = j->M, C = j->chunk;
     double *row = (double *)(void *)p[P_ROW], *uk = (double *)(void *)p[P_UK];
@@ -116,12 +120,19 @@ static float load_chunk(const la__pf_job *j, const pf_unit *u, float **p, int64_
     float *mus = p[P_MU], *re = p[P_RE];
     const float mu_in = *mu;
     float run = mu_in;
-    for (int64_t i = 0; i < L; i++) {
+    int64_t L = Lmax;
+    for (int64_t i = 0; i < Lmax; i++) {
         double a;
         nk[i] = la__rf_row_project(mp, u->k + (t0 + i) * u->sqk, xs, uk + i * m, &a);
-        if (mp->stabilized && (float)a > run) run = (float)a;
+        const float next = mp->stabilized && (float)a > run ? (float)a : run;
+        if (i > 0 && (double)next - (double)mus[0] > LA__PF_CHUNK_GROWTH) {
+            L = i; /* token i starts the next chunk */
+            break;
+        }
+        run = next;
         mus[i] = run;
     }
+    *Lout = L;
     const double muC = mp->stabilized ? (double)run : 0.0;
     for (int64_t i = 0; i < L; i++) {
         const double f = mp->stabilized ? exp((double)mus[i] - muC) : 1.0;
@@ -183,9 +194,9 @@ void la__pf_chunk_fwd_task(void *arg, int64_t task, int tid) {
     float *Sx = p[P_S], *num = p[P_NUM];
     ext_load(j, Sx, u.S0, u.z0);
     float mu = u.mu0;
-    for (int64_t t0 = 0; t0 < u.len; t0 += C) {
-        const int64_t L = u.len - t0 < C ? u.len - t0 : C;
-        scale_state(Sx, (size_t)(j->M * Vx), load_chunk(j, &u, p, t0, L, &mu));
+    for (int64_t t0 = 0, L = 0; t0 < u.len; t0 += L) {
+        const int64_t Lmax = u.len - t0 < C ? u.len - t0 : C;
+        scale_state(Sx, (size_t)(j->M * Vx), load_chunk(j, &u, p, t0, Lmax, &L, &mu));
         chunk_num(j, p, L, Sx);
         for (int64_t i = 0; i < L; i++) {
             const float *ni = num + i * Vx;
@@ -219,11 +230,12 @@ void la__pf_chunk_bwd_task(void *arg, int64_t task, int tid) {
      * before those rows are written). */
     ext_load(j, Sx, u.S0, u.z0);
     float mu = u.mu0;
-    int64_t ci = 0;
-    for (int64_t t0 = 0; t0 < u.len; t0 += C, ci++) {
-        const int64_t L = u.len - t0 < C ? u.len - t0 : C;
+    int64_t ci = 0, *starts = (int64_t *)(void *)p[P_STARTS];
+    for (int64_t t0 = 0, L = 0; t0 < u.len; t0 += L, ci++) {
+        const int64_t Lmax = u.len - t0 < C ? u.len - t0 : C;
         mus[ci] = mu;
-        scale_state(Sx, (size_t)(M * Vx), load_chunk(j, &u, p, t0, L, &mu));
+        starts[ci] = t0;
+        scale_state(Sx, (size_t)(M * Vx), load_chunk(j, &u, p, t0, Lmax, &L, &mu));
         chunk_num(j, p, L, Sx);
         for (int64_t i = 0; i < L; i++) {
             const float *dOi = u.d_o + (t0 + i) * u.sv, *ni = num + i * Vx;
@@ -252,11 +264,12 @@ void la__pf_chunk_bwd_task(void *arg, int64_t task, int tid) {
      * after the chunk, relative to that chunk's max. */
     float *dSx = Sx;
     ext_load(j, dSx, u.dST, u.dzT);
-    for (ci = (u.len + C - 1) / C - 1; ci >= 0; ci--) {
-        const int64_t t0 = ci * C;
-        const int64_t L = u.len - t0 < C ? u.len - t0 : C;
+    starts[ci] = u.len;
+    for (ci = ci - 1; ci >= 0; ci--) {
+        const int64_t t0 = starts[ci];
+        int64_t L;
         float muC = mus[ci];
-        const float r = load_chunk(j, &u, p, t0, L, &muC);
+        const float r = load_chunk(j, &u, p, t0, starts[ci + 1] - t0, &L, &muC);
         for (int64_t i = 0; i < L; i++) {
             memcpy(g + i * Vx, u.dv + (t0 + i) * u.sv, (size_t)V * sizeof(float));
             g[i * Vx + V] = u.dk[(t0 + i) * u.sqk];
