@@ -299,7 +299,7 @@ static void test_backward(void) {
     la_rng rng;
     la_rng_seed(&rng, 777);
     const int64_t cu[] = {0, 4, 11};
-    double worst = 0;
+    double worst = 0, worst_ref = 0;
     for (int kind = 0; kind <= LA_RF_RELU; kind++)
         for (int pi = 0; pi < 2; pi++) {
             problem p;
@@ -320,6 +320,11 @@ static void test_backward(void) {
             double *S0 = th_doubles((size_t)(M * V)), *z0 = th_doubles((size_t)M);
             double *dS = th_doubles((size_t)(M * V)), *dz = th_doubles((size_t)M);
             double *ST = th_doubles((size_t)(M * V)), *zT = th_doubles((size_t)M);
+            /* the analytic float64 backward, checked against the differences */
+            double *aq = th_doubles(p.nqk), *ak = th_doubles(p.nqk), *av = th_doubles(p.nv);
+            double *aS = th_doubles(p.ns), *az = th_doubles(p.nz);
+            double *g2 = th_doubles((size_t)(T * d)), *g3 = th_doubles((size_t)(T * d));
+            double *g4 = th_doubles((size_t)(T * V));
             for (int64_t n = 0; n < p.N; n++)
                 for (int64_t h = 0; h < H; h++) {
                     const int64_t u = n * H + h;
@@ -338,6 +343,12 @@ static void test_backward(void) {
                     const double mu0 = p.mu0[u];
                     ref_performer_causal(&rf, eps, L, d, V, p.m, qs, ks, vs, Wd, S0, z0, mu0, sq,
                                          mu, 0, os, NULL, NULL, NULL, NULL);
+                    ref_performer_causal_backward(&rf, eps, L, d, V, p.m, qs, ks, vs, Wd, S0, z0,
+                                                  mu0, sq, mu, gs, dS, dz, g2, g3, g4,
+                                                  aS + u * M * V, az + u * M);
+                    ref_scatter(aq, g2, dm, n, h, H, d);
+                    ref_scatter(ak, g3, dm, n, h, H, d);
+                    ref_scatter(av, g4, dm, n, h, H, V);
                     double *xs[5] = {qs, ks, vs, S0, z0};
                     const int64_t D[5] = {L * d, L * d, L * V, M * V, M};
                     for (int w = 0; w < 5; w++) {
@@ -359,6 +370,19 @@ static void test_backward(void) {
                                                w == 2 ? V : d);
                     }
                 }
+            {
+                const double *an[5] = {aq, ak, av, aS, az}, *fd[5] = {wq, wk, wv, wS, wz};
+                const size_t nn[5] = {p.nqk, p.nqk, p.nv, p.ns, p.nz};
+                double e = 0, scale = 0;
+                for (int w = 0; w < 5; w++) {
+                    /* relative to the largest finite-difference gradient */
+                    for (size_t i = 0; i < nn[w]; i++) scale = fmax(scale, fabs(fd[w][i]));
+                    for (size_t i = 0; i < nn[w]; i++) e = fmax(e, fabs(an[w][i] - fd[w][i]));
+                }
+                CHECK_ERR(e / scale, 1e-6, "float64 analytic backward vs differences (%s case %d)",
+                          KIND[kind], pi);
+                worst_ref = fmax(worst_ref, e / scale);
+            }
             for (int ci = 0; ci < 3; ci++) {
                 const int64_t chunk = ci == 0 ? 1 : ci == 1 ? 3 : 0;
                 const la_linear_attn_opts a =
@@ -388,10 +412,15 @@ static void test_backward(void) {
                                      ref_max_rel_err(dv, wv, p.nv), ref_max_rel_err(dS0, wS, p.ns),
                                      ref_max_rel_err(dz0, wz, p.nz)};
                 static const char *NM[5] = {"dq", "dk", "dv", "d_initial_state", "d_initial_norm"};
+                const double ea[5] = {ref_max_rel_err(dq, aq, p.nqk), ref_max_rel_err(dk, ak, p.nqk),
+                                      ref_max_rel_err(dv, av, p.nv), ref_max_rel_err(dS0, aS, p.ns),
+                                      ref_max_rel_err(dz0, az, p.nz)};
                 for (int w = 0; w < 5; w++) {
                     CHECK_ERR(e[w], 1e-5, "%s %s chunk %lld case %d", NM[w], KIND[kind],
                               (long long)chunk, pi);
-                    worst = fmax(worst, e[w]);
+                    CHECK_ERR(ea[w], 1e-5, "%s vs analytic %s chunk %lld case %d", NM[w],
+                              KIND[kind], (long long)chunk, pi);
+                    worst = fmax(worst, fmax(e[w], ea[w]));
                 }
                 free(dq);
                 free(dk);
@@ -404,11 +433,14 @@ static void test_backward(void) {
                 free(dSa);
                 free(dza);
             }
-            double *fr[] = {wq, wk, wv, wS, wz, Wd, qs, ks, vs, gs, os, sq, mu, g1, S0, z0, dS, dz, ST, zT};
+            double *fr[] = {wq, wk, wv, wS, wz, Wd, qs, ks, vs, gs, os, sq, mu, g1, S0, z0, dS,
+                            dz, ST, zT, aq, ak, av, aS, az, g2, g3, g4};
             for (size_t i = 0; i < sizeof fr / sizeof *fr; i++) free(fr[i]);
             free_problem(&p);
         }
-    printf("backward: worst gradient error vs finite differences %.3g\n", worst);
+    printf("backward: worst gradient error vs finite differences / analytic float64 %.3g; "
+           "analytic float64 vs differences %.3g\n",
+           worst, worst_ref);
     la_ctx_destroy(c1);
     la_ctx_destroy(c2);
 }

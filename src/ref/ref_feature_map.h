@@ -66,6 +66,18 @@ void ref_performer_causal(const la_rf_opts *rf, double eps, int64_t T, int64_t d
                           double *stab_q, double *mu, int given, double *o, double *S_T,
                           double *z_T, double *mu_T, double *cond);
 
+/* Its backward, written from the formula above with the stabilisers held
+ * (stab_q [T] and mu [T] as ref_performer_causal wrote them): gradients of
+ * L = sum o.d_o + sum S_T.dS_T + sum z_T.dz_T (dS_T, dz_T optional) with
+ * respect to q, k [T,d], v [T,V] and, optional, S0 [M,V], z0 [M]. */
+void ref_performer_causal_backward(const la_rf_opts *rf, double eps, int64_t T, int64_t d,
+                                   int64_t V, int64_t m, const double *q, const double *k,
+                                   const double *v, const double *W, const double *S0,
+                                   const double *z0, double mu0, const double *stab_q,
+                                   const double *mu, const double *d_o, const double *dS_T,
+                                   const double *dz_T, double *dq, double *dk, double *dv,
+                                   double *dS0, double *dz0);
+
 /* Exact softmax attention in double, scale d^-1/2: o [T, V]. */
 void ref_softmax_attn_exact(int64_t T, int64_t d, int64_t V, const double *q, const double *k,
                             const double *v, int causal, double *o);
