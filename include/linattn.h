@@ -567,8 +567,9 @@ LA_API la_status la_decoder_reset(la_decoder *dec); /* state back to zero */
 LA_API la_status la_decoder_set_state(la_decoder *dec, const float *state, const float *norm);
 LA_API la_status la_decoder_get_state(const la_decoder *dec, float *state, float *norm);
 /* LA_OP_PERFORMER only: the running key maximum [N,H] the state is relative
- * to (-INFINITY: no key yet; reset sets it, or 0 without a stabiliser).
- * set rejects NaN and +Inf. */
+ * to (-INFINITY: no key yet, what reset sets). set rejects NaN and +Inf.
+ * Without a stabiliser (rf.stabilize = 0 or a kind without one) the
+ * maximum is the constant 0: get returns 0 and set checks but keeps 0. */
 LA_API la_status la_decoder_set_key_max(la_decoder *dec, const float *key_max);
 LA_API la_status la_decoder_get_key_max(const la_decoder *dec, float *key_max);
 

@@ -548,10 +548,230 @@ static void test_growing_keys(void) {
     la_ctx_destroy(ctx);
 }
 
+/* Token-by-token decoding == the recurrent form bit for bit (o, state,
+ * norm, key max), starting from a set state; == the chunk form and the
+ * reference within rounding; reset; key max get/set. */
+static void test_decoder(void) {
+    la_ctx *ctx = th_ctx(2);
+    la_rng rng;
+    la_rng_seed(&rng, 606);
+    for (int kind = 0; kind <= LA_RF_RELU; kind++) {
+        problem p;
+        const int64_t B = 3, T = 17, H = 2, d = 8, V = 5;
+        make_problem(&p, B, T, H, d, V, 9, kind, NULL, 0, &rng, 1.0);
+        if (kind != LA_RF_TRIG_GAUSSIAN && kind != LA_RF_RELU) /* the max grows mid-sequence */
+            set_norms(p.k, B * T, H, d, kind == LA_RF_TRIG_SOFTMAX ? norm_rising : norm_falling,
+                      B * T);
+        const la_rf_opts rf = rf_of(kind);
+        const la_linear_attn_opts ar = attn_of(LA_FORM_RECURRENT, 0), ac = attn_of(LA_FORM_CHUNK, 6);
+        float *o = th_nan_floats(p.nv), *fS = th_nan_floats(p.ns), *fz = th_nan_floats(p.nz);
+        float *fmu = th_nan_floats(p.nh), *oc = th_nan_floats(p.nv);
+        CHECK_STATUS(fwd(ctx, &p, &rf, &ar, 1, o, fS, fz, fmu), LA_OK, "recurrent");
+        CHECK_STATUS(fwd(ctx, &p, &rf, &ac, 1, oc, NULL, NULL, NULL), LA_OK, "chunk");
+        la_decoder_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.op = LA_OP_PERFORMER;
+        cfg.N = B;
+        cfg.H = H;
+        cfg.K = d;
+        cfg.V = V;
+        cfg.rf = rf;
+        cfg.rf_W = p.W;
+        cfg.rf_m = p.m;
+        la_decoder *dec = NULL;
+        CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_OK, "create");
+        if (!dec) continue;
+        float *mu = th_nan_floats(p.nh);
+        CHECK_STATUS(la_decoder_get_key_max(dec, mu), LA_OK, "get key max");
+        const int stab = kind != LA_RF_TRIG_GAUSSIAN && kind != LA_RF_RELU;
+        CHECK(mu[0] == (stab ? -INFINITY : 0.0f), "fresh key max %g (%s)", mu[0], KIND[kind]);
+        CHECK_STATUS(la_decoder_set_state(dec, p.S0, p.z0), LA_OK, "set state");
+        CHECK_STATUS(la_decoder_set_key_max(dec, p.mu0), LA_OK, "set key max");
+        float *od = th_nan_floats(p.nv);
+        float *qt = th_nan_floats((size_t)(B * H * d)), *kt = th_nan_floats((size_t)(B * H * d));
+        float *vt = th_nan_floats((size_t)(B * H * V)), *ot = th_nan_floats((size_t)(B * H * V));
+        for (int64_t t = 0; t < T; t++) {
+            for (int64_t b = 0; b < B; b++) {
+                memcpy(qt + b * H * d, p.q + (b * T + t) * H * d, (size_t)(H * d) * sizeof(float));
+                memcpy(kt + b * H * d, p.k + (b * T + t) * H * d, (size_t)(H * d) * sizeof(float));
+                memcpy(vt + b * H * V, p.v + (b * T + t) * H * V, (size_t)(H * V) * sizeof(float));
+            }
+            CHECK_STATUS(la_decoder_step(ctx, dec, ot, qt, kt, vt, NULL, NULL, NULL), LA_OK,
+                         "step");
+            for (int64_t b = 0; b < B; b++)
+                memcpy(od + (b * T + t) * H * V, ot + b * H * V, (size_t)(H * V) * sizeof(float));
+        }
+        float *S = th_nan_floats(p.ns), *z = th_nan_floats(p.nz);
+        CHECK_STATUS(la_decoder_get_state(dec, S, z), LA_OK, "get state");
+        CHECK_STATUS(la_decoder_get_key_max(dec, mu), LA_OK, "get key max");
+        CHECK(th_bitwise_equal(od, o, p.nv) && th_bitwise_equal(S, fS, p.ns) &&
+                  th_bitwise_equal(z, fz, p.nz) && th_bitwise_equal(mu, fmu, p.nh),
+              "decoding == recurrent form, bit for bit (%s)", KIND[kind]);
+        double *wo = th_doubles(p.nv);
+        const double cond = ref_all(&p, &rf, LA_LINEAR_ATTN_DEFAULT_EPS, 1, wo, NULL, NULL, NULL);
+        CHECK_ERR(ref_max_rel_err(od, wo, p.nv) / cond, 1e-5, "decoding vs reference (%s)",
+                  KIND[kind]);
+        CHECK_ERR(ref_max_rel_err(oc, wo, p.nv) / cond, 1e-5, "chunk vs reference (%s)",
+                  KIND[kind]);
+        CHECK_STATUS(la_decoder_reset(dec), LA_OK, "reset");
+        CHECK_STATUS(la_decoder_get_key_max(dec, mu), LA_OK, "get key max");
+        CHECK_STATUS(la_decoder_get_state(dec, S, z), LA_OK, "get state");
+        CHECK(mu[p.nh - 1] == (stab ? -INFINITY : 0.0f) && S[0] == 0 && z[p.nz - 1] == 0,
+              "reset (%s)", KIND[kind]);
+        /* bad calls leave the state alone */
+        float bad[6] = {0, 0, 0, NAN, 0, 0};
+        CHECK_STATUS(la_decoder_set_key_max(dec, bad), LA_ERR_NON_FINITE, "key max NaN");
+        bad[3] = INFINITY;
+        CHECK_STATUS(la_decoder_set_key_max(dec, bad), LA_ERR_NON_FINITE, "key max +Inf");
+        CHECK_STATUS(la_decoder_get_key_max(dec, mu), LA_OK, "get key max");
+        CHECK(mu[3] == (stab ? -INFINITY : 0.0f), "unchanged after a refused set");
+        CHECK_STATUS(la_decoder_step(ctx, dec, ot, qt, kt, vt, qt, NULL, NULL),
+                     LA_ERR_INVALID_ARGUMENT, "g given to Performer");
+        la_decoder_destroy(dec);
+        float *fr[] = {o, fS, fz, fmu, oc, mu, od, qt, kt, vt, ot, S, z};
+        for (size_t i = 0; i < sizeof fr / sizeof *fr; i++) free(fr[i]);
+        free(wo);
+        free_problem(&p);
+    }
+    /* creation errors; key max of another op */
+    la_decoder_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.op = LA_OP_PERFORMER;
+    cfg.N = 1;
+    cfg.H = 1;
+    cfg.K = 4;
+    cfg.V = 2;
+    cfg.rf = la_rf_opts_default();
+    cfg.rf_m = 3;
+    float W[12] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f, 1.0f, 1.1f, 1.2f};
+    la_decoder *dec = NULL;
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_NULL_POINTER, "rf_W NULL");
+    CHECK(strstr(la_last_error(), "rf_W") != NULL, "names rf_W: %s", la_last_error());
+    cfg.rf_W = W;
+    cfg.rf_m = 0;
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_INVALID_SIZE, "rf_m 0");
+    cfg.rf_m = 3;
+    W[5] = NAN;
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_NON_FINITE, "W NaN");
+    W[5] = 0.6f;
+    cfg.rf.kind = (la_random_feature)9;
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_INVALID_ARGUMENT, "rf kind");
+    cfg.rf.kind = LA_RF_FAVOR_POSITIVE;
+    cfg.HV = 2;
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_SHAPE_MISMATCH, "value heads");
+    cfg.HV = 0;
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_OK, "create");
+    W[0] = 1e6f; /* the decoder owns a copy of W */
+    float q[4] = {0.1f, 0.2f, -0.3f, 0.4f}, v[2] = {1, 2}, o[2] = {NAN, NAN};
+    CHECK_STATUS(la_decoder_step(ctx, dec, o, q, q, v, NULL, NULL, NULL), LA_OK, "step");
+    CHECK(isfinite(o[0]) && isfinite(o[1]), "step after the caller's W changed: finite");
+    la_decoder_destroy(dec);
+    cfg.op = LA_OP_LINEAR_ATTN;
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_OK, "linear");
+    float mu1[1];
+    CHECK_STATUS(la_decoder_get_key_max(dec, mu1), LA_ERR_INVALID_ARGUMENT, "no key max");
+    la_decoder_destroy(dec);
+    cfg.op = (la_op)5;
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_INVALID_ARGUMENT, "op 5 unknown here");
+    la_ctx_destroy(ctx);
+}
+
+/* Bad arguments: an error naming the argument, and nothing written. */
+static void test_bad_args(void) {
+    la_ctx *ctx = th_ctx(1);
+    la_rng rng;
+    la_rng_seed(&rng, 8);
+    problem p;
+    make_problem(&p, 1, 6, 2, 4, 3, 5, LA_RF_FAVOR_POSITIVE, NULL, 0, &rng, 1.0);
+    const la_rf_opts rf = rf_of(LA_RF_FAVOR_POSITIVE);
+    la_linear_attn_opts a = attn_of(LA_FORM_CHUNK, 4);
+    float *o = th_nan_floats(p.nv), *fS = th_nan_floats(p.ns), *fz = th_nan_floats(p.nz);
+    float *fmu = th_nan_floats(p.nh), *dq = th_nan_floats(p.nqk), *dk = th_nan_floats(p.nqk);
+    float *dv = th_nan_floats(p.nv), *dS = th_nan_floats(p.ns), *dz = th_nan_floats(p.nz);
+#define UNTOUCHED()                                                                                \
+    CHECK(th_untouched(o, p.nv) && th_untouched(fS, p.ns) && th_untouched(fz, p.nz) &&             \
+              th_untouched(fmu, p.nh) && th_untouched(dq, p.nqk) && th_untouched(dk, p.nqk) &&     \
+              th_untouched(dv, p.nv) && th_untouched(dS, p.ns) && th_untouched(dz, p.nz),          \
+          "outputs untouched")
+#define BOTH(attnp, S0, z0, mu0, want, name, what)                                                 \
+    do {                                                                                           \
+        CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, attnp, &p.dims, o, fS, fz, fmu,     \
+                                                     p.q, p.k, p.v, p.W, p.m, S0, z0, mu0),        \
+                     want, what " (forward)");                                                     \
+        CHECK(strstr(la_last_error(), name) != NULL, "names %s: %s", name, la_last_error());       \
+        CHECK_STATUS(la_performer_attn_backward_state(ctx, &rf, attnp, &p.dims, dq, dk, dv, dS,    \
+                                                      dz, p.d_o, p.dST, p.dzT, p.q, p.k, p.v,      \
+                                                      p.W, p.m, S0, z0, mu0),                      \
+                     want, what " (backward)");                                                    \
+        CHECK(strstr(la_last_error(), name) != NULL, "names %s: %s", name, la_last_error());       \
+        UNTOUCHED();                                                                               \
+    } while (0)
+    BOTH(&a, p.S0, p.z0, NULL, LA_ERR_NULL_POINTER, "initial_key_max", "state without key max");
+    BOTH(&a, NULL, p.z0, NULL, LA_ERR_NULL_POINTER, "initial_key_max", "norm without key max");
+    p.mu0[1] = NAN;
+    BOTH(&a, p.S0, p.z0, p.mu0, LA_ERR_NON_FINITE, "initial_key_max", "key max NaN");
+    p.mu0[1] = INFINITY;
+    BOTH(&a, p.S0, p.z0, p.mu0, LA_ERR_NON_FINITE, "initial_key_max", "key max +Inf");
+    p.mu0[1] = 0.25f;
+    p.S0[7] = NAN;
+    BOTH(&a, p.S0, p.z0, p.mu0, LA_ERR_NON_FINITE, "initial_state", "S0 NaN");
+    p.S0[7] = 0.5f;
+    p.z0[2] = INFINITY;
+    BOTH(&a, p.S0, p.z0, p.mu0, LA_ERR_NON_FINITE, "initial_norm", "z0 Inf");
+    p.z0[2] = 0.5f;
+    p.q[3] = NAN;
+    BOTH(&a, p.S0, p.z0, p.mu0, LA_ERR_NON_FINITE, "q", "q NaN");
+    p.q[3] = 0.5f;
+    la_linear_attn_opts b = a;
+    b.causal = 0;
+    BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "causal", "state with causal = 0");
+    b = a;
+    b.eps = 0;
+    BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "eps", "eps 0");
+    b = a;
+    b.chunk_size = -1;
+    BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "chunk_size", "chunk_size -1");
+    b = a;
+    b.form = (la_form)7;
+    BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "form", "form 7");
+    p.dST[4] = NAN;
+    CHECK_STATUS(la_performer_attn_backward_state(ctx, &rf, &a, &p.dims, dq, dk, dv, dS, dz, p.d_o,
+                                                  p.dST, p.dzT, p.q, p.k, p.v, p.W, p.m, p.S0,
+                                                  p.z0, p.mu0),
+                 LA_ERR_NON_FINITE, "d_final_state NaN");
+    CHECK(strstr(la_last_error(), "d_final_state") != NULL, "names d_final_state");
+    UNTOUCHED();
+    p.dST[4] = 0.5f;
+    /* -INFINITY is a legal key max: the initial state is empty */
+    for (size_t i = 0; i < p.nh; i++) p.mu0[i] = -INFINITY;
+    float *o2 = th_nan_floats(p.nv);
+    CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &a, &p.dims, o, NULL, NULL, NULL, p.q,
+                                                 p.k, p.v, p.W, p.m, p.S0, p.z0, p.mu0),
+                 LA_OK, "key max -inf");
+    CHECK_STATUS(la_performer_attn_forward(ctx, &rf, &a, &p.dims, o2, p.q, p.k, p.v, p.W, p.m),
+                 LA_OK, "no state");
+    CHECK(th_bitwise_equal(o, o2, p.nv), "an initial state at key max -inf is empty");
+    /* without a stabiliser initial_key_max is not read (0 is the max) */
+    la_rf_opts r0 = rf;
+    r0.stabilize = 0;
+    CHECK_STATUS(la_performer_attn_forward_state(ctx, &r0, &a, &p.dims, o, NULL, NULL, fmu, p.q,
+                                                 p.k, p.v, p.W, p.m, p.S0, p.z0, NULL),
+                 LA_OK, "stabilize 0: no key max needed");
+    CHECK(fmu[0] == 0 && fmu[p.nh - 1] == 0, "stabilize 0: final key max 0");
+#undef BOTH
+#undef UNTOUCHED
+    float *fr[] = {o, o2, fS, fz, fmu, dq, dk, dv, dS, dz};
+    for (size_t i = 0; i < sizeof fr / sizeof *fr; i++) free(fr[i]);
+    free_problem(&p);
+    la_ctx_destroy(ctx);
+}
+
 int main(void) {
     test_forward();
     test_split();
     test_backward();
     test_growing_keys();
+    test_decoder();
+    test_bad_args();
     return th_summary("test_performer_rnn");
 }

@@ -5,14 +5,20 @@
 #include "internal.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct la_decoder {
     la_decoder_config cfg; /* HV resolved, eps and scale resolved */
-    float *state;          /* [N, HS, K, V] */
-    float *norm;           /* [N, H, K] or NULL */
+    float *state;          /* [N, HS, K, V] ([N, H, M, V] for Performer) */
+    float *norm;           /* [N, H, K] ([N, H, M]) or NULL */
     size_t state_n, norm_n;
+    /* LA_OP_PERFORMER */
+    la__pf_decode *pf;
+    int64_t M;
+    float *key_max; /* [N, H] */
+    float key_max0; /* its reset value: -inf, or 0 without a stabiliser */
 };
 
 static const char *const DEC = "la_decoder_create";
@@ -23,13 +29,13 @@ la_status la_decoder_create(la_decoder **out, const la_decoder_config *cfg) {
     la_status st;
     if ((st = la__check_ptr(DEC, "out", out)) || (st = la__check_ptr(DEC, "cfg", cfg))) return st;
     la_decoder_config c = *cfg;
-    if ((unsigned)c.op > LA_OP_GATED_DELTA_RULE)
+    if ((unsigned)c.op > LA_OP_GATED_DELTA_RULE && c.op != LA_OP_PERFORMER)
         return la__error(LA_ERR_INVALID_ARGUMENT, "%s: cfg.op = %d is not a known la_op", DEC,
                          (int)c.op);
     la_dims d = {.B = c.N, .T = 1, .H = c.H, .K = c.K, .V = c.V, .HV = c.HV};
     if ((st = la__check_dims(DEC, &d, c.op == LA_OP_GATED_DELTA_RULE))) return st;
-    if (c.op == LA_OP_LINEAR_ATTN) {
-        if ((unsigned)c.feature_map > LA_FEATURE_RELU)
+    if (c.op == LA_OP_LINEAR_ATTN || c.op == LA_OP_PERFORMER) {
+        if (c.op == LA_OP_LINEAR_ATTN && (unsigned)c.feature_map > LA_FEATURE_RELU)
             return la__error(LA_ERR_INVALID_ARGUMENT,
                              "%s: cfg.feature_map = %d is not a known la_feature_map", DEC,
                              (int)c.feature_map);
@@ -44,13 +50,30 @@ la_status la_decoder_create(la_decoder **out, const la_decoder_config *cfg) {
     la_decoder *dec = calloc(1, sizeof *dec);
     if (!dec) return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory", DEC);
     dec->cfg = c;
-    dec->state_n = (size_t)c.N * (size_t)c.HV * (size_t)c.K * (size_t)c.V;
+    int64_t KS = c.K; /* rows of a state: K, or the Performer's M features */
+    if (c.op == LA_OP_PERFORMER) {
+        if ((st = la__performer_dec_create(DEC, &c, &dec->pf, &dec->M))) {
+            free(dec);
+            return st;
+        }
+        size_t n;
+        if ((st = la__numel(DEC, "state", &n, c.N, c.H, dec->M, c.V))) {
+            la_decoder_destroy(dec);
+            return st;
+        }
+        KS = dec->M;
+        dec->key_max0 = la__performer_dec_stabilized(dec->pf) ? -INFINITY : 0.0f;
+        dec->key_max = malloc((size_t)(c.N * c.H) * sizeof(float));
+        if (dec->key_max)
+            for (int64_t i = 0; i < c.N * c.H; i++) dec->key_max[i] = dec->key_max0;
+    }
+    dec->state_n = (size_t)c.N * (size_t)c.HV * (size_t)KS * (size_t)c.V;
     dec->state = calloc(dec->state_n, sizeof(float));
-    if (c.op == LA_OP_LINEAR_ATTN && c.normalize) {
-        dec->norm_n = (size_t)c.N * (size_t)c.H * (size_t)c.K;
+    if ((c.op == LA_OP_LINEAR_ATTN && c.normalize) || c.op == LA_OP_PERFORMER) {
+        dec->norm_n = (size_t)c.N * (size_t)c.H * (size_t)KS;
         dec->norm = calloc(dec->norm_n, sizeof(float));
     }
-    if (!dec->state || (dec->norm_n && !dec->norm)) {
+    if (!dec->state || (dec->norm_n && !dec->norm) || (dec->pf && !dec->key_max)) {
         const size_t floats = dec->state_n + dec->norm_n;
         la_decoder_destroy(dec);
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for a state of %zu floats",
@@ -64,6 +87,8 @@ void la_decoder_destroy(la_decoder *dec) {
     if (!dec) return;
     free(dec->state);
     free(dec->norm);
+    free(dec->key_max);
+    la__performer_dec_destroy(dec->pf);
     free(dec);
 }
 
@@ -72,6 +97,41 @@ la_status la_decoder_reset(la_decoder *dec) {
     if (st) return st;
     memset(dec->state, 0, dec->state_n * sizeof(float));
     if (dec->norm) memset(dec->norm, 0, dec->norm_n * sizeof(float));
+    if (dec->key_max)
+        for (int64_t i = 0; i < dec->cfg.N * dec->cfg.H; i++) dec->key_max[i] = dec->key_max0;
+    return LA_OK;
+}
+
+la_status la_decoder_set_key_max(la_decoder *dec, const float *key_max) {
+    static const char *const op = "la_decoder_set_key_max";
+    la_status st;
+    if ((st = la__check_ptr(op, "dec", dec)) || (st = la__check_ptr(op, "key_max", key_max)))
+        return st;
+    if (!dec->key_max)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: op %d has no key maximum (LA_OP_PERFORMER only)", op,
+                         (int)dec->cfg.op);
+    const int64_t n = dec->cfg.N * dec->cfg.H;
+    for (int64_t i = 0; i < n; i++)
+        if (key_max[i] != key_max[i] || key_max[i] == INFINITY)
+            return la__error(LA_ERR_NON_FINITE,
+                             "%s: key_max[%" PRId64 "] = %g (must be finite or -INFINITY)", op, i,
+                             (double)key_max[i]);
+    if (dec->key_max0 == 0.0f) return LA_OK; /* no stabiliser: the max stays 0 */
+    memcpy(dec->key_max, key_max, (size_t)n * sizeof(float));
+    return LA_OK;
+}
+
+la_status la_decoder_get_key_max(const la_decoder *dec, float *key_max) {
+    static const char *const op = "la_decoder_get_key_max";
+    la_status st;
+    if ((st = la__check_ptr(op, "dec", dec)) || (st = la__check_ptr(op, "key_max", key_max)))
+        return st;
+    if (!dec->key_max)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: op %d has no key maximum (LA_OP_PERFORMER only)", op,
+                         (int)dec->cfg.op);
+    memcpy(key_max, dec->key_max, (size_t)(dec->cfg.N * dec->cfg.H) * sizeof(float));
     return LA_OK;
 }
 
@@ -119,6 +179,13 @@ static void step_task(void *p, int64_t task, int tid) {
     const float *k = j->k + (size_t)(n * c->H + hq) * (size_t)K;
     const float *v = j->v + (size_t)task * (size_t)V;
     float *work = la__scratch(j->ctx, tid);
+    if (c->op == LA_OP_PERFORMER) {
+        const int64_t M = j->dec->M;
+        la__performer_dec_step(j->dec->pf, c->eps, V, j->dec->state + (size_t)task * (size_t)(M * V),
+                               j->dec->norm + (size_t)task * (size_t)M, j->dec->key_max + task, o,
+                               q, k, v, work);
+        return;
+    }
     if (c->op == LA_OP_LINEAR_ATTN) {
         float *z = j->dec->norm ? j->dec->norm + (size_t)task * (size_t)K : NULL;
         la__linear_attn_step(c, c->scale, S, z, o, q, k, v, work);
@@ -165,8 +232,13 @@ la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q
     if (g && (st = la__check_log_gate(op, "g", g, c->op == LA_OP_GLA ? nqk : nhs))) return st;
     if (g_gamma && (st = la__check_log_gate(op, "g_gamma", g_gamma, (size_t)c->H))) return st;
     if (beta && (st = la__check_beta(op, "beta", beta, nhs))) return st;
-    if ((st = la__scratch_reserve(ctx, LA__STEP_WORK_FLOATS(c->K, c->V) * sizeof(float))))
-        return st;
+    size_t work = LA__STEP_WORK_FLOATS(c->K, c->V) * sizeof(float);
+    if (dec->pf) {
+        if ((st = la__performer_dec_check(op, dec->pf, q, k, c->N, c->H))) return st;
+        const size_t w = la__performer_dec_work(dec->pf);
+        work = w > work ? w : work;
+    }
+    if ((st = la__scratch_reserve(ctx, work))) return st;
     step_job j = {dec, o, q, k, v, g, g_gamma, beta, ctx};
     la__parallel_for(ctx, (int64_t)nhs, step_task, &j);
     return LA_OK;

@@ -100,4 +100,22 @@ LA_HIDDEN void la__delta_rule_step(const la_decoder_config *cfg, float scale, fl
                                    float *o, const float *q, const float *k, const float *v,
                                    const float *g, float beta, float *work);
 
+/* Causal Performer decoding (src/ops/feature_map/performer_decode.c): the
+ * decoder keeps an opaque copy of W and the feature map. create validates
+ * cfg's rf, rf_m, rf_W (copied) and returns M, the features per head;
+ * check validates one step's q, k [N,H,K] as the op does; work: bytes of
+ * scratch a step needs; step: one token of one (sequence, head), S [M,V],
+ * z [M], *mu the running key max. */
+typedef struct la__pf_decode la__pf_decode;
+LA_HIDDEN la_status la__performer_dec_create(const char *op, const la_decoder_config *cfg,
+                                             la__pf_decode **out, int64_t *M);
+LA_HIDDEN void la__performer_dec_destroy(la__pf_decode *d);
+LA_HIDDEN int la__performer_dec_stabilized(const la__pf_decode *d);
+LA_HIDDEN la_status la__performer_dec_check(const char *op, const la__pf_decode *d,
+                                            const float *q, const float *k, int64_t N, int64_t H);
+LA_HIDDEN size_t la__performer_dec_work(const la__pf_decode *d);
+LA_HIDDEN void la__performer_dec_step(const la__pf_decode *d, float eps, int64_t V, float *S,
+                                      float *z, float *mu, float *o, const float *q,
+                                      const float *k, const float *v, void *work);
+
 #endif
