@@ -26,8 +26,8 @@ static double ref_performer(const la_rf_opts *rf, double eps, int causal, int64_
                             double *o) {
     if (causal) {
         double cond = 1;
-        ref_performer_causal(rf, eps, T, d, V, m, q, k, v, W, NULL, NULL, -INFINITY, stab_q,
-                             stab_k, stab_given, o, NULL, NULL, NULL, &cond);
+        ref_performer_causal(rf, eps, T, d, V, m, q, k, v, W, NULL, NULL, -INFINITY, stab_q, stab_k,
+                             stab_given, o, NULL, NULL, NULL, &cond);
         return cond;
     }
     const int64_t M = la_rf_num_features(rf->kind, m);

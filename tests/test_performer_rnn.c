@@ -77,8 +77,8 @@ static la_linear_attn_opts attn_of(la_form form, int64_t chunk) {
 /* float64 reference over every (sequence, head). with_state: S0/z0/mu0 of
  * the problem; outputs in library layouts (fS, fz, fmu optional). Returns
  * the worst conditioning of the normalisation. */
-static double ref_all(const problem *p, const la_rf_opts *rf, double eps, int with_state,
-                      double *o, double *fS, double *fz, double *fmu) {
+static double ref_all(const problem *p, const la_rf_opts *rf, double eps, int with_state, double *o,
+                      double *fS, double *fz, double *fmu) {
     const la_dims *dm = &p->dims;
     const int64_t H = dm->H, d = dm->K, V = dm->V, M = p->M, T = dm->T;
     double *Wd = ref_to_double(p->W, (size_t)(p->m * d));
@@ -98,8 +98,8 @@ static double ref_all(const problem *p, const la_rf_opts *rf, double eps, int wi
             for (int64_t i = 0; i < M; i++) z0[i] = p->z0[u * M + i];
             double muT, cond = 1;
             ref_performer_causal(rf, eps, L, d, V, p->m, qs, ks, vs, Wd, with_state ? S0 : NULL,
-                                 with_state ? z0 : NULL, with_state ? p->mu0[u] : -INFINITY, sq,
-                                 mu, 0, os, ST, zT, &muT, &cond);
+                                 with_state ? z0 : NULL, with_state ? p->mu0[u] : -INFINITY, sq, mu,
+                                 0, os, ST, zT, &muT, &cond);
             worst = fmax(worst, cond);
             ref_scatter(o, os, dm, n, h, H, V);
             if (fS)
@@ -127,7 +127,8 @@ static double ref_all(const problem *p, const la_rf_opts *rf, double eps, int wi
  * scales: each is relative to its own key maximum). */
 static double slot_err(const float *got, const double *want, size_t slots, size_t per) {
     double e = 0;
-    for (size_t s = 0; s < slots; s++) e = fmax(e, ref_max_rel_err(got + s * per, want + s * per, per));
+    for (size_t s = 0; s < slots; s++)
+        e = fmax(e, ref_max_rel_err(got + s * per, want + s * per, per));
     return e;
 }
 
@@ -152,16 +153,23 @@ static void test_forward(void) {
     for (int kind = 0; kind <= LA_RF_RELU; kind++)
         for (int pi = 0; pi < 2; pi++) {
             problem p;
-            if (pi == 0) make_problem(&p, 2, 23, 3, 8, 5, 11, kind, NULL, 0, &rng, 0.8);
-            else make_problem(&p, 1, 29, 2, 6, 7, 9, kind, cu, 3, &rng, 0.8);
+            if (pi == 0)
+                make_problem(&p, 2, 23, 3, 8, 5, 11, kind, NULL, 0, &rng, 0.8);
+            else
+                make_problem(&p, 1, 29, 2, 6, 7, 9, kind, cu, 3, &rng, 0.8);
             const la_rf_opts rf = rf_of(kind);
             for (int ws = 0; ws < 2; ws++) {
                 double *wo = th_doubles(p.nv), *wS = th_doubles(p.ns), *wz = th_doubles(p.nz);
                 double *wmu = th_doubles(p.nh);
-                const double cond = ref_all(&p, &rf, LA_LINEAR_ATTN_DEFAULT_EPS, ws, wo, wS, wz, wmu);
-                const struct { la_form f; int64_t c; } forms[] = {
-                    {LA_FORM_CHUNK, 5}, {LA_FORM_CHUNK, 16}, {LA_FORM_RECURRENT, 0},
-                    {LA_FORM_PARALLEL, 0}};
+                const double cond =
+                    ref_all(&p, &rf, LA_LINEAR_ATTN_DEFAULT_EPS, ws, wo, wS, wz, wmu);
+                const struct {
+                    la_form f;
+                    int64_t c;
+                } forms[] = {{LA_FORM_CHUNK, 5},
+                             {LA_FORM_CHUNK, 16},
+                             {LA_FORM_RECURRENT, 0},
+                             {LA_FORM_PARALLEL, 0}};
                 for (int fi = 0; fi < 4; fi++) {
                     const la_linear_attn_opts a = attn_of(forms[fi].f, forms[fi].c);
                     float *o = th_nan_floats(p.nv), *fS = th_nan_floats(p.ns);
@@ -241,7 +249,8 @@ static void test_split(void) {
                 const int64_t L = piece ? T2 : T1;
                 la_dims dd = th_dims(B, L, H, d, V);
                 float *q = slice_t(p.q, B, T, H * d, t0, L), *k = slice_t(p.k, B, T, H * d, t0, L);
-                float *v = slice_t(p.v, B, T, H * V, t0, L), *ob = th_nan_floats((size_t)(B * L * H * V));
+                float *v = slice_t(p.v, B, T, H * V, t0, L),
+                      *ob = th_nan_floats((size_t)(B * L * H * V));
                 CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &a, &dd, ob, S, z, mu, q, k,
                                                              v, p.W, p.m, S, z, mu),
                              LA_OK, "piece");
@@ -254,9 +263,9 @@ static void test_split(void) {
                 free(ob);
                 t0 += L;
             }
-            const double e = fmax(ref_max_rel_err_ff(oo, o, p.nv),
-                                  fmax(ref_max_rel_err_ff(S, fS, p.ns),
-                                       ref_max_rel_err_ff(z, fz, p.nz)));
+            const double e =
+                fmax(ref_max_rel_err_ff(oo, o, p.nv),
+                     fmax(ref_max_rel_err_ff(S, fS, p.ns), ref_max_rel_err_ff(z, fz, p.nz)));
             CHECK_ERR(e, 1e-5, "split == whole (%s %s)", KIND[kind], FORM[fi]);
             CHECK(th_bitwise_equal(mu, fmu, p.nh), "split key max == whole (%s)", KIND[kind]);
             worst = fmax(worst, e);
@@ -279,9 +288,9 @@ static void test_split(void) {
  * with the stabilisers (sq, mu) held. */
 static double unit_loss(const la_rf_opts *rf, double eps, int64_t T, int64_t d, int64_t V,
                         int64_t m, int64_t M, const double *q, const double *k, const double *v,
-                        const double *W, const double *S0, const double *z0, double mu0,
-                        double *sq, double *mu, const double *g, const double *dST,
-                        const double *dzT, double *os, double *ST, double *zT) {
+                        const double *W, const double *S0, const double *z0, double mu0, double *sq,
+                        double *mu, const double *g, const double *dST, const double *dzT,
+                        double *os, double *ST, double *zT) {
     ref_performer_causal(rf, eps, T, d, V, m, q, k, v, W, S0, z0, mu0, sq, mu, 1, os, ST, zT, NULL,
                          NULL);
     double l = 0;
@@ -303,8 +312,10 @@ static void test_backward(void) {
     for (int kind = 0; kind <= LA_RF_RELU; kind++)
         for (int pi = 0; pi < 2; pi++) {
             problem p;
-            if (pi == 0) make_problem(&p, 2, 9, 2, 5, 3, 4, kind, NULL, 0, &rng, 0.8);
-            else make_problem(&p, 1, 11, 2, 4, 3, 5, kind, cu, 2, &rng, 0.8);
+            if (pi == 0)
+                make_problem(&p, 2, 9, 2, 5, 3, 4, kind, NULL, 0, &rng, 0.8);
+            else
+                make_problem(&p, 1, 11, 2, 4, 3, 5, kind, cu, 2, &rng, 0.8);
             const la_dims *dm = &p.dims;
             const int64_t H = dm->H, d = dm->K, V = dm->V, M = p.M, T = dm->T;
             const la_rf_opts rf = rf_of(kind);
@@ -357,17 +368,23 @@ static void test_backward(void) {
                             double l[2];
                             for (int sg = 0; sg < 2; sg++) {
                                 xs[w][i] = keep + (sg ? -hs : hs);
-                                l[sg] = unit_loss(&rf, eps, L, d, V, p.m, M, qs, ks, vs, Wd, S0,
-                                                  z0, mu0, sq, mu, gs, dS, dz, os, ST, zT);
+                                l[sg] = unit_loss(&rf, eps, L, d, V, p.m, M, qs, ks, vs, Wd, S0, z0,
+                                                  mu0, sq, mu, gs, dS, dz, os, ST, zT);
                             }
                             xs[w][i] = keep;
                             const double gval = (l[0] - l[1]) / (2 * hs);
-                            if (w == 3) wS[u * M * V + i] = gval;
-                            else if (w == 4) wz[u * M + i] = gval;
-                            else g1[i] = gval;
+                            if (w == 3)
+                                wS[u * M * V + i] = gval;
+                            else if (w == 4)
+                                wz[u * M + i] = gval;
+                            else
+                                g1[i] = gval;
                         }
-                        if (w < 3) ref_scatter(w == 0 ? wq : w == 1 ? wk : wv, g1, dm, n, h, H,
-                                               w == 2 ? V : d);
+                        if (w < 3)
+                            ref_scatter(w == 0   ? wq
+                                        : w == 1 ? wk
+                                                 : wv,
+                                        g1, dm, n, h, H, w == 2 ? V : d);
                     }
                 }
             {
@@ -401,8 +418,8 @@ static void test_backward(void) {
                              LA_OK, "backward");
                 /* 2 threads, d_initial_* in place of d_final_* */
                 CHECK_STATUS(la_performer_attn_backward_state(c2, &rf, &a, dm, dq2, dk2, dv2, dSa,
-                                                              dza, p.d_o, dSa, dza, p.q, p.k,
-                                                              p.v, p.W, p.m, p.S0, p.z0, p.mu0),
+                                                              dza, p.d_o, dSa, dza, p.q, p.k, p.v,
+                                                              p.W, p.m, p.S0, p.z0, p.mu0),
                              LA_OK, "backward, 2 threads, aliased");
                 CHECK(th_bitwise_equal(dq, dq2, p.nqk) && th_bitwise_equal(dk, dk2, p.nqk) &&
                           th_bitwise_equal(dv, dv2, p.nv) && th_bitwise_equal(dS0, dSa, p.ns) &&
@@ -412,8 +429,9 @@ static void test_backward(void) {
                                      ref_max_rel_err(dv, wv, p.nv), ref_max_rel_err(dS0, wS, p.ns),
                                      ref_max_rel_err(dz0, wz, p.nz)};
                 static const char *NM[5] = {"dq", "dk", "dv", "d_initial_state", "d_initial_norm"};
-                const double ea[5] = {ref_max_rel_err(dq, aq, p.nqk), ref_max_rel_err(dk, ak, p.nqk),
-                                      ref_max_rel_err(dv, av, p.nv), ref_max_rel_err(dS0, aS, p.ns),
+                const double ea[5] = {ref_max_rel_err(dq, aq, p.nqk),
+                                      ref_max_rel_err(dk, ak, p.nqk), ref_max_rel_err(dv, av, p.nv),
+                                      ref_max_rel_err(dS0, aS, p.ns),
                                       ref_max_rel_err(dz0, az, p.nz)};
                 for (int w = 0; w < 5; w++) {
                     CHECK_ERR(e[w], 1e-5, "%s %s chunk %lld case %d", NM[w], KIND[kind],
@@ -433,8 +451,8 @@ static void test_backward(void) {
                 free(dSa);
                 free(dza);
             }
-            double *fr[] = {wq, wk, wv, wS, wz, Wd, qs, ks, vs, gs, os, sq, mu, g1, S0, z0, dS,
-                            dz, ST, zT, aq, ak, av, aS, az, g2, g3, g4};
+            double *fr[] = {wq, wk, wv, wS, wz, Wd, qs, ks, vs, gs, os, sq, mu, g1,
+                            S0, z0, dS, dz, ST, zT, aq, ak, av, aS, az, g2, g3, g4};
             for (size_t i = 0; i < sizeof fr / sizeof *fr; i++) free(fr[i]);
             free_problem(&p);
         }
@@ -492,14 +510,17 @@ static void test_growing_keys(void) {
         la_dims d1 = th_dims(1, 1, H, d, V);
         float o1[2 * 4], mu1[2];
         CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &(la_linear_attn_opts){0}, &d1, o1,
-                                                     NULL, NULL, mu1, p.q, p.k, p.v, p.W, p.m,
-                                                     NULL, NULL, NULL),
+                                                     NULL, NULL, mu1, p.q, p.k, p.v, p.W, p.m, NULL,
+                                                     NULL, NULL),
                      LA_ERR_INVALID_ARGUMENT, "zeroed attn opts: feature map ok, eps 0 rejected");
         la_linear_attn_opts a1 = attn_of(LA_FORM_RECURRENT, 0);
         CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &a1, &d1, o1, NULL, NULL, mu1, p.q,
                                                      p.k, p.v, p.W, p.m, NULL, NULL, NULL),
                      LA_OK, "first token");
-        const struct { la_form f; int64_t c; } forms[] = {
+        const struct {
+            la_form f;
+            int64_t c;
+        } forms[] = {
             {LA_FORM_CHUNK, 64}, {LA_FORM_CHUNK, 7}, {LA_FORM_RECURRENT, 0}, {LA_FORM_PARALLEL, 0}};
         for (int fi = 0; fi < 4; fi++) {
             const la_linear_attn_opts a = attn_of(forms[fi].f, forms[fi].c);
@@ -563,7 +584,8 @@ static void test_decoder(void) {
             set_norms(p.k, B * T, H, d, kind == LA_RF_TRIG_SOFTMAX ? norm_rising : norm_falling,
                       B * T);
         const la_rf_opts rf = rf_of(kind);
-        const la_linear_attn_opts ar = attn_of(LA_FORM_RECURRENT, 0), ac = attn_of(LA_FORM_CHUNK, 6);
+        const la_linear_attn_opts ar = attn_of(LA_FORM_RECURRENT, 0),
+                                  ac = attn_of(LA_FORM_CHUNK, 6);
         float *o = th_nan_floats(p.nv), *fS = th_nan_floats(p.ns), *fz = th_nan_floats(p.nz);
         float *fmu = th_nan_floats(p.nh), *oc = th_nan_floats(p.nv);
         CHECK_STATUS(fwd(ctx, &p, &rf, &ar, 1, o, fS, fz, fmu), LA_OK, "recurrent");
@@ -700,8 +722,8 @@ static void test_bad_args(void) {
                      want, what " (forward)");                                                     \
         CHECK(strstr(la_last_error(), name) != NULL, "names %s: %s", name, la_last_error());       \
         CHECK_STATUS(la_performer_attn_backward_state(ctx, &rf, attnp, &p.dims, dq, dk, dv, dS,    \
-                                                      dz, p.d_o, p.dST, p.dzT, p.q, p.k, p.v,      \
-                                                      p.W, p.m, S0, z0, mu0),                      \
+                                                      dz, p.d_o, p.dST, p.dzT, p.q, p.k, p.v, p.W, \
+                                                      p.m, S0, z0, mu0),                           \
                      want, what " (backward)");                                                    \
         CHECK(strstr(la_last_error(), name) != NULL, "names %s: %s", name, la_last_error());       \
         UNTOUCHED();                                                                               \
@@ -736,8 +758,8 @@ static void test_bad_args(void) {
     BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "form", "form 7");
     p.dST[4] = NAN;
     CHECK_STATUS(la_performer_attn_backward_state(ctx, &rf, &a, &p.dims, dq, dk, dv, dS, dz, p.d_o,
-                                                  p.dST, p.dzT, p.q, p.k, p.v, p.W, p.m, p.S0,
-                                                  p.z0, p.mu0),
+                                                  p.dST, p.dzT, p.q, p.k, p.v, p.W, p.m, p.S0, p.z0,
+                                                  p.mu0),
                  LA_ERR_NON_FINITE, "d_final_state NaN");
     CHECK(strstr(la_last_error(), "d_final_state") != NULL, "names d_final_state");
     UNTOUCHED();

@@ -181,9 +181,9 @@ static void step_task(void *p, int64_t task, int tid) {
     float *work = la__scratch(j->ctx, tid);
     if (c->op == LA_OP_PERFORMER) {
         const int64_t M = j->dec->M;
-        la__performer_dec_step(j->dec->pf, c->eps, V, j->dec->state + (size_t)task * (size_t)(M * V),
-                               j->dec->norm + (size_t)task * (size_t)M, j->dec->key_max + task, o,
-                               q, k, v, work);
+        la__performer_dec_step(
+            j->dec->pf, c->eps, V, j->dec->state + (size_t)task * (size_t)(M * V),
+            j->dec->norm + (size_t)task * (size_t)M, j->dec->key_max + task, o, q, k, v, work);
         return;
     }
     if (c->op == LA_OP_LINEAR_ATTN) {

@@ -111,11 +111,11 @@ LA_HIDDEN la_status la__performer_dec_create(const char *op, const la_decoder_co
                                              la__pf_decode **out, int64_t *M);
 LA_HIDDEN void la__performer_dec_destroy(la__pf_decode *d);
 LA_HIDDEN int la__performer_dec_stabilized(const la__pf_decode *d);
-LA_HIDDEN la_status la__performer_dec_check(const char *op, const la__pf_decode *d,
-                                            const float *q, const float *k, int64_t N, int64_t H);
+LA_HIDDEN la_status la__performer_dec_check(const char *op, const la__pf_decode *d, const float *q,
+                                            const float *k, int64_t N, int64_t H);
 LA_HIDDEN size_t la__performer_dec_work(const la__pf_decode *d);
 LA_HIDDEN void la__performer_dec_step(const la__pf_decode *d, float eps, int64_t V, float *S,
-                                      float *z, float *mu, float *o, const float *q,
-                                      const float *k, const float *v, void *work);
+                                      float *z, float *mu, float *o, const float *q, const float *k,
+                                      const float *v, void *work);
 
 #endif

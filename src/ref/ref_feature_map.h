@@ -43,9 +43,9 @@ double ref_rf_mse_theory(la_random_feature kind, const double *x, const double *
 void ref_kernel_attn(int64_t T, int64_t M, int64_t V, const double *pq, const double *pk,
                      const double *v, int causal, double eps, double *o);
 /* Its backward: dpq, dpk [T, M], dv [T, V] out (written with =); d_o [T, V]. */
-void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq,
-                              const double *pk, const double *v, int causal, double eps,
-                              const double *d_o, double *dpq, double *dpk, double *dv);
+void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq, const double *pk,
+                              const double *v, int causal, double eps, const double *d_o,
+                              double *dpq, double *dpk, double *dv);
 /* Causal Performer attention with the running key maximum (MATH.md §3),
  * one sequence and head, the quadratic formula in double. With a_j the
  * largest exponent of key j rounded to float and mu_j = max(mu0, a_1..a_j)

@@ -18,18 +18,18 @@
 #include <string.h>
 
 typedef struct performer_setup {
-    la_dims ld;        /* dims of the linear attention: K = M */
-    la_rf_opts rq, rk; /* query / key roles */
+    la_dims ld;                              /* dims of the linear attention: K = M */
+    la_rf_opts rq, rk;                       /* query / key roles */
     size_t n_phi, n_qk, n_v, n_z, n_s, n_hd; /* features, q, v, z, S, [N,H] */
-    la__rf_map map;    /* the map (validated on q and on k) */
+    la__rf_map map;                          /* the map (validated on q and on k) */
 } performer_setup;
 
 /* The state arguments of one call (forward or backward). */
 typedef struct performer_state {
-    float *fS, *fz, *fmu;              /* forward outputs */
-    const float *S0, *z0, *mu0;        /* inputs of both */
-    float *dS0, *dz0;                  /* backward outputs */
-    const float *dST, *dzT;            /* backward inputs */
+    float *fS, *fz, *fmu;       /* forward outputs */
+    const float *S0, *z0, *mu0; /* inputs of both */
+    float *dS0, *dz0;           /* backward outputs */
+    const float *dST, *dzT;     /* backward inputs */
 } performer_state;
 
 static int any_state(const performer_state *s) {
@@ -104,8 +104,8 @@ static la_status noncausal_forward(const char *op, la_ctx *ctx, const performer_
     la_status st;
     float *pq = malloc(p->n_phi * sizeof *pq), *pk = malloc(p->n_phi * sizeof *pk);
     if (!pq || !pk) {
-        st = la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for 2 x %zu features", op,
-                       p->n_phi);
+        st =
+            la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for 2 x %zu features", op, p->n_phi);
         goto done;
     }
     if ((st = features(ctx, p, dims, pq, pk, q, k, W, m))) goto done;
@@ -117,10 +117,9 @@ done:
 }
 
 static la_status noncausal_backward(const char *op, la_ctx *ctx, const performer_setup *p,
-                                    const la_linear_attn_opts *attn, const la_dims *dims,
-                                    float *dq, float *dk, float *dv, const float *d_o,
-                                    const float *q, const float *k, const float *v,
-                                    const float *W, int64_t m) {
+                                    const la_linear_attn_opts *attn, const la_dims *dims, float *dq,
+                                    float *dk, float *dv, const float *d_o, const float *q,
+                                    const float *k, const float *v, const float *W, int64_t m) {
     la_status st;
     /* pq, pk, dpq, dpk [n_phi] each, dv_tmp [n_v] */
     if (p->n_phi > (SIZE_MAX / sizeof(float) - p->n_v) / 4)
@@ -150,8 +149,7 @@ done:
 
 /* ---- causal: the stateful form ------------------------------------------ */
 
-static la_status check_state(const char *op, const performer_setup *p,
-                             const performer_state *s) {
+static la_status check_state(const char *op, const performer_setup *p, const performer_state *s) {
     la_status st;
     if ((s->S0 && (st = la__check_finite(op, "initial_state", s->S0, p->n_s))) ||
         (s->z0 && (st = la__check_finite(op, "initial_norm", s->z0, p->n_z))) ||
@@ -168,8 +166,8 @@ static la_status check_state(const char *op, const performer_setup *p,
         for (size_t i = 0; i < p->n_hd; i++)
             if (isnan(s->mu0[i]) || s->mu0[i] == INFINITY)
                 return la__error(LA_ERR_NON_FINITE,
-                                 "%s: initial_key_max[%zu] = %g (must be finite or -INFINITY)",
-                                 op, i, (double)s->mu0[i]);
+                                 "%s: initial_key_max[%zu] = %g (must be finite or -INFINITY)", op,
+                                 i, (double)s->mu0[i]);
     return LA_OK;
 }
 
@@ -210,7 +208,8 @@ static la_status causal_run(const char *op, la_ctx *ctx, const performer_setup *
     j->chunk = C < Tmax ? C : Tmax;
     j->Tmax = Tmax;
     const int recurrent = !backward && attn->form == LA_FORM_RECURRENT;
-    const size_t bytes = recurrent ? la__pf_recurrent_scratch(j) : la__pf_chunk_scratch(j, backward);
+    const size_t bytes =
+        recurrent ? la__pf_recurrent_scratch(j) : la__pf_chunk_scratch(j, backward);
     if (bytes == SIZE_MAX)
         return la__error(LA_ERR_OUT_OF_MEMORY,
                          "%s: scratch for M = %" PRId64 ", V = %" PRId64 ", chunk %" PRId64

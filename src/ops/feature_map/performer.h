@@ -45,9 +45,9 @@ typedef struct la__pf_job {
     const la_dims *dims;
     la__rf_map map;
     int64_t H, d, V, M, Vx;
-    int64_t chunk;    /* resolved chunk size */
-    int64_t Tmax;     /* longest sequence */
-    float eps;        /* attention eps */
+    int64_t chunk; /* resolved chunk size */
+    int64_t Tmax;  /* longest sequence */
+    float eps;     /* attention eps */
     const float *q, *k, *v, *S0, *z0, *mu0;
     float *o, *fS, *fz, *fmu;
     /* backward */
@@ -69,8 +69,8 @@ void la__pf_recurrent_fwd_task(void *arg, int64_t task, int tid);
  * q, k [d], v [V]. The recurrent form and the decoder run exactly this.
  * fw: LA__PF_TOKEN_FLOATS(M) floats, dw: LA__RF_ROW_DOUBLES(d, m) doubles. */
 #define LA__PF_TOKEN_FLOATS(M) (4 * (size_t)(M))
-void la__performer_token(const la__rf_map *map, float eps, int64_t V, float *S, float *z,
-                         float *mu, float *o, const float *q, const float *k, const float *v,
-                         float *fw, double *dw);
+void la__performer_token(const la__rf_map *map, float eps, int64_t V, float *S, float *z, float *mu,
+                         float *o, const float *q, const float *k, const float *v, float *fw,
+                         double *dw);
 
 #endif

@@ -46,14 +46,35 @@ static void unit_init(const la__pf_job *j, int64_t task, pf_unit *u) {
     u->dz0 = PF_AT(j->dz0, oz);
     u->fmu = PF_AT(j->fmu, (size_t)task);
 #undef PF_AT
-    if (!j->map.stabilized) u->mu0 = 0.0f;
-    else u->mu0 = j->mu0 ? j->mu0[task] : -INFINITY;
+    if (!j->map.stabilized)
+        u->mu0 = 0.0f;
+    else
+        u->mu0 = j->mu0 ? j->mu0[task] : -INFINITY;
 }
 
 /* ---- scratch ------------------------------------------------------------ */
 
-enum { P_ROW, P_UK, P_NK, P_QA, P_S, P_QH, P_KH, P_VB, P_A, P_NUM, P_MU, P_RE,
-       P_G, P_DA, P_DQH, P_DVB, P_MUS, P_STARTS, P_COUNT };
+enum {
+    P_ROW,
+    P_UK,
+    P_NK,
+    P_QA,
+    P_S,
+    P_QH,
+    P_KH,
+    P_VB,
+    P_A,
+    P_NUM,
+    P_MU,
+    P_RE,
+    P_G,
+    P_DA,
+    P_DQH,
+    P_DVB,
+    P_MUS,
+    P_STARTS,
+    P_COUNT
+};
 
 /* Doubles are carved as pairs of floats (every piece is 64-byte aligned). */
 static void layout(const la__pf_job *j, int backward, la__bump *b, float **p) {
@@ -110,8 +131,8 @@ size_t la__pf_recurrent_scratch(const la__pf_job *j) {
  * scores A, and the per-row attention eps re[i] = eps exp(mu_i - mu_C).
  * Returns the factor exp(mu_entry - mu_C) the carried state needs (1 when
  * the max did not grow). */
-static float load_chunk(const la__pf_job *j, const pf_unit *u, float **p, int64_t t0,
-                        int64_t Lmax, int64_t *Lout, float *mu) {
+static float load_chunk(const la__pf_job *j, const pf_unit *u, float **p, int64_t t0, int64_t Lmax,
+                        int64_t *Lout, float *mu) {
     const la__rf_map *mp = &j->map;
     const int64_t m = mp->m, M = j->M, C = j->chunk;
     double *row = (double *)(void *)p[P_ROW], *uk = (double *)(void *)p[P_UK];
@@ -169,8 +190,10 @@ static void chunk_num(const la__pf_job *j, float **p, int64_t L, const float *Sx
 static void ext_load(const la__pf_job *j, float *Sx, const float *S, const float *z) {
     const int64_t M = j->M, V = j->V, Vx = j->Vx;
     for (int64_t i = 0; i < M; i++) {
-        if (S) memcpy(Sx + i * Vx, S + i * V, (size_t)V * sizeof(float));
-        else memset(Sx + i * Vx, 0, (size_t)V * sizeof(float));
+        if (S)
+            memcpy(Sx + i * Vx, S + i * V, (size_t)V * sizeof(float));
+        else
+            memset(Sx + i * Vx, 0, (size_t)V * sizeof(float));
         Sx[i * Vx + V] = z ? z[i] : 0.0f;
     }
 }
@@ -303,10 +326,14 @@ void la__pf_recurrent_fwd_task(void *arg, int64_t task, int tid) {
     float *S = la__take(&b, la__mul((size_t)M, (size_t)V));
     float *z = la__take(&b, (size_t)M);
     float *fw = la__take(&b, LA__PF_TOKEN_FLOATS(M));
-    if (u.S0) memcpy(S, u.S0, (size_t)(M * V) * sizeof(float));
-    else memset(S, 0, (size_t)(M * V) * sizeof(float));
-    if (u.z0) memcpy(z, u.z0, (size_t)M * sizeof(float));
-    else memset(z, 0, (size_t)M * sizeof(float));
+    if (u.S0)
+        memcpy(S, u.S0, (size_t)(M * V) * sizeof(float));
+    else
+        memset(S, 0, (size_t)(M * V) * sizeof(float));
+    if (u.z0)
+        memcpy(z, u.z0, (size_t)M * sizeof(float));
+    else
+        memset(z, 0, (size_t)M * sizeof(float));
     float mu = u.mu0;
     for (int64_t t = 0; t < u.len; t++)
         la__performer_token(&j->map, j->eps, V, S, z, &mu, u.o + t * u.sv, u.q + t * u.sqk,

@@ -10,9 +10,9 @@
 
 #include <math.h>
 
-void la__performer_token(const la__rf_map *mp, float eps, int64_t V, float *S, float *z,
-                         float *mu, float *o, const float *q, const float *k, const float *v,
-                         float *fw, double *dw) {
+void la__performer_token(const la__rf_map *mp, float eps, int64_t V, float *S, float *z, float *mu,
+                         float *o, const float *q, const float *k, const float *v, float *fw,
+                         double *dw) {
     const int64_t M = mp->M;
     double *xs = dw, *u = dw + mp->d;
     float *qf = fw, *kf = fw + M;

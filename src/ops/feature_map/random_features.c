@@ -248,8 +248,7 @@ static void backward_task(void *arg, int64_t task, int tid) {
         const int64_t row = (start + t) * H + h;
         const double n = project(mp, j->x + row * d, xs, u);
         double stab = 0;
-        if (mp->stabilized)
-            stab = j->opts->role == LA_RF_KEY ? seq_max : token_max(kind, u, m, n);
+        if (mp->stabilized) stab = j->opts->role == LA_RF_KEY ? seq_max : token_max(kind, u, m, n);
         backward_row(mp, j->dx + row * d, j->d_phi + row * M, xs, u, n, stab, acc);
     }
 }
@@ -257,8 +256,8 @@ static void backward_task(void *arg, int64_t task, int tid) {
 /* Validation of the options, the shapes and the inputs x and W; fills the
  * map. n_x, n_phi: element counts of x and phi. */
 static la_status map_setup(const char *op, const la_rf_opts *opts, const la_dims *dims,
-                           const float *x, const float *W, int64_t m, la__rf_map *j, la_dims *dd_out,
-                           size_t *n_x, size_t *n_phi) {
+                           const float *x, const float *W, int64_t m, la__rf_map *j,
+                           la_dims *dd_out, size_t *n_x, size_t *n_phi) {
     la_status st;
     if ((st = la__check_ptr(op, "opts", opts))) return st;
     if ((st = la__check_ptr(op, "dims", dims))) return st;
@@ -361,15 +360,14 @@ la_status la__rf_map_check(const char *op, const la_rf_opts *opts, const la_dims
     return map_setup(op, opts, dims, x, W, m, map, &dd, &n_x, &n_phi);
 }
 
-double la__rf_row_project(const la__rf_map *map, const float *x, double *xs, double *u,
-                          double *a) {
+double la__rf_row_project(const la__rf_map *map, const float *x, double *xs, double *u, double *a) {
     const double n = project(map, x, xs, u);
     *a = map->exp_kind ? token_max(map->kind, u, map->m, n) : 0.0;
     return n;
 }
 
-void la__rf_row_features(const la__rf_map *map, float *phi, const double *u, double n,
-                         double stab, double eps_factor) {
+void la__rf_row_features(const la__rf_map *map, float *phi, const double *u, double n, double stab,
+                         double eps_factor) {
     write_features(map, phi, u, n, stab, map->eps * eps_factor);
 }
 
