@@ -374,8 +374,9 @@ LA_API la_status la_rf_backward(la_ctx *ctx, const la_rf_opts *opts, const la_di
  * decoder's arithmetic); CHUNK runs the normalised chunk form chunk by
  * chunk, each chunk's keys relative to the running max at its end, the
  * carried state rescaled between chunks and the attention eps of row i
- * scaled by exp(mu_i - mu_chunk_end) (exact); PARALLEL is the chunk form
- * with one chunk per sequence. */
+ * scaled by exp(mu_i - mu_chunk_end) (exact); a chunk is cut short where
+ * mu grows by more than 32 inside it (so no row underflows); PARALLEL is
+ * the chunk form with one chunk per sequence (cut the same way). */
 LA_API la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
                                            const la_linear_attn_opts *attn,
                                            const la_dims *dims, float *o, const float *q,
@@ -426,8 +427,8 @@ LA_API la_status la_performer_attn_forward_state(
  * buffers as d_final_state / d_final_norm). The key maxima are held
  * constant: there is no gradient for initial_key_max and none flows
  * through mu (exact for the output up to attn eps, as for the query
- * stabiliser). Chunk form for every causal form; nothing per token or per
- * chunk is stored beyond one float per chunk. */
+ * stabiliser). Chunk form for every causal form; the scratch keeps 12
+ * bytes per token of the longest sequence (chunk starts and maxima). */
 LA_API la_status la_performer_attn_backward_state(
     la_ctx *ctx, const la_rf_opts *rf, const la_linear_attn_opts *attn, const la_dims *dims,
     float *dq, float *dk, float *dv, float *d_initial_state, float *d_initial_norm,
