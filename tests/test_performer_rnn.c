@@ -635,6 +635,44 @@ static void test_decoder(void) {
                   KIND[kind]);
         CHECK_ERR(ref_max_rel_err(oc, wo, p.nv) / cond, 1e-5, "chunk vs reference (%s)",
                   KIND[kind]);
+        { /* prefill T1 tokens with the chunk form, decode the rest from its state */
+            const int64_t T1 = 9;
+            la_dims d1 = th_dims(B, T1, H, d, V);
+            float *q1 = slice_t(p.q, B, T, H * d, 0, T1), *k1 = slice_t(p.k, B, T, H * d, 0, T1);
+            float *v1 = slice_t(p.v, B, T, H * V, 0, T1);
+            float *o1 = th_nan_floats((size_t)(B * T1 * H * V));
+            CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &ac, &d1, o1, S, z, mu, q1, k1,
+                                                         v1, p.W, p.m, p.S0, p.z0, p.mu0),
+                         LA_OK, "prefill");
+            CHECK_STATUS(la_decoder_set_state(dec, S, z), LA_OK, "set state");
+            CHECK_STATUS(la_decoder_set_key_max(dec, mu), LA_OK, "set key max");
+            float *op = th_nan_floats(p.nv);
+            for (int64_t b = 0; b < B; b++)
+                memcpy(op + b * T * H * V, o1 + b * T1 * H * V,
+                       (size_t)(T1 * H * V) * sizeof(float));
+            for (int64_t t = T1; t < T; t++) {
+                for (int64_t b = 0; b < B; b++) {
+                    memcpy(qt + b * H * d, p.q + (b * T + t) * H * d,
+                           (size_t)(H * d) * sizeof(float));
+                    memcpy(kt + b * H * d, p.k + (b * T + t) * H * d,
+                           (size_t)(H * d) * sizeof(float));
+                    memcpy(vt + b * H * V, p.v + (b * T + t) * H * V,
+                           (size_t)(H * V) * sizeof(float));
+                }
+                CHECK_STATUS(la_decoder_step(ctx, dec, ot, qt, kt, vt, NULL, NULL, NULL), LA_OK,
+                             "step");
+                for (int64_t b = 0; b < B; b++)
+                    memcpy(op + (b * T + t) * H * V, ot + b * H * V,
+                           (size_t)(H * V) * sizeof(float));
+            }
+            CHECK_ERR(ref_max_rel_err(op, wo, p.nv) / cond, 1e-5,
+                      "chunk prefill + decoding vs reference (%s)", KIND[kind]);
+            free(q1);
+            free(k1);
+            free(v1);
+            free(o1);
+            free(op);
+        }
         CHECK_STATUS(la_decoder_reset(dec), LA_OK, "reset");
         CHECK_STATUS(la_decoder_get_key_max(dec, mu), LA_OK, "get key max");
         CHECK_STATUS(la_decoder_get_state(dec, S, z), LA_OK, "get state");
