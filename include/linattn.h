@@ -126,6 +126,10 @@ typedef struct la_dims {
     int64_t n_seqs;            /* entries of cu_seqlens minus one */
 } la_dims;
 
+/* The chunk length of LA_FORM_CHUNK that chunk_size = 0 selects, in every
+ * op (and the key/query block of streaming softmax, block_size = 0). */
+#define LA_DEFAULT_CHUNK_SIZE 64
+
 /* Forms of the causal ops. */
 typedef enum la_form {
     LA_FORM_PARALLEL = 0,  /* masked quadratic: O(T^2) per head */

@@ -39,6 +39,7 @@
  */
 #define _GNU_SOURCE
 #include "bench_core.h"
+#include "ops/registry.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -208,53 +209,38 @@ void bench_cpu_model(char *buf, size_t n) {
 
 /* ---- ops ---------------------------------------------------------------- */
 
-static const char *const OP_NAMES[BOP_COUNT] = {
-    "softmax-textbook", "softmax-streaming", "linear-parallel", "linear-recurrent",
-    "linear-chunk",     "sgla-recurrent",    "sgla-chunk",      "gla-recurrent",
-    "gla-chunk",        "delta-recurrent",   "delta-chunk",     "gdelta-recurrent",
-    "gdelta-chunk",     "linear-noncausal"};
+static const la__op_entry *entry(bench_op op) { return la__op_get(op); }
 
 const char *bench_op_name(bench_op op) {
-    return op >= 0 && op < BOP_COUNT ? OP_NAMES[op] : "?";
+    const la__op_entry *e = entry(op);
+    return e ? e->name : "?";
 }
 
-int bench_op_from_name(const char *name) {
-    for (int i = 0; i < BOP_COUNT; i++)
-        if (!strcmp(name, OP_NAMES[i])) return i;
-    return -1;
-}
+int bench_op_from_name(const char *name) { return la__op_find(name); }
 
 int bench_op_is_softmax(bench_op op) {
-    return op == BOP_SOFTMAX_TEXTBOOK || op == BOP_SOFTMAX_STREAMING;
+    const la__op_entry *e = entry(op);
+    return e && !strcmp(e->family, "softmax");
 }
 
 int bench_op_is_quadratic(bench_op op) {
-    return bench_op_is_softmax(op) || op == BOP_LINEAR_PARALLEL;
+    const la__op_entry *e = entry(op);
+    return e && (e->needs & LA__QUADRATIC);
 }
 
-double bench_op_flops(bench_op op, int64_t T_, int64_t K_, int64_t V_, int64_t BH, int64_t C_,
+int bench_op_count(void) { return LA__OP_COUNT; }
+
+int bench_op_in_default_sweep(bench_op op) {
+    const la__op_entry *e = entry(op);
+    return e && (e->needs & LA__CAUSAL);
+}
+
+double bench_op_flops(bench_op op, int64_t T, int64_t K, int64_t V, int64_t BH, int64_t C,
                       int backward) {
-    const double T = (double)T_, K = (double)K_, V = (double)V_, C = (double)(C_ > 0 ? C_ : 64);
-    double f;
-    switch (op) {
-    case BOP_SOFTMAX_TEXTBOOK:
-    case BOP_SOFTMAX_STREAMING:
-    case BOP_LINEAR_PARALLEL:
-        return (double)BH * T * (T + 1) * (backward ? 4 * K + 3 * V : K + V);
-    case BOP_LINEAR_RECURRENT:
-    case BOP_LINEAR_NONCAUSAL: f = 4 * T * K * V; break;
-    case BOP_LINEAR_CHUNK:
-    case BOP_SGLA_CHUNK:
-    case BOP_GLA_CHUNK: f = T * ((C + 1) * (K + V) + 4 * K * V); break;
-    case BOP_SGLA_RECURRENT:
-    case BOP_GLA_RECURRENT: f = 5 * T * K * V; break;
-    case BOP_DELTA_RECURRENT: f = 6 * T * K * V; break;
-    case BOP_GDELTA_RECURRENT: f = 7 * T * K * V; break;
-    case BOP_DELTA_CHUNK:
-    case BOP_GDELTA_CHUNK: f = T * (C * (3 * K + 2 * V) + C * C / 3 + 6 * K * V); break;
-    default: return NAN;
-    }
-    return (double)BH * f * (backward ? 3 : 1);
+    const la__op_entry *e = entry(op);
+    if (!e) return NAN;
+    return (double)BH * e->flops((double)T, (double)K, (double)V, (double)(C > 0 ? C : 64),
+                                 backward);
 }
 
 void bench_fill(float *x, size_t n, uint64_t seed, float a) {
@@ -273,11 +259,11 @@ typedef struct need {
 
 static need op_needs(bench_op op) {
     need n = {0, 0, 0};
-    n.g = op == BOP_SGLA_RECURRENT || op == BOP_SGLA_CHUNK || op == BOP_GDELTA_RECURRENT ||
-          op == BOP_GDELTA_CHUNK;
-    n.gk = op == BOP_GLA_RECURRENT || op == BOP_GLA_CHUNK;
-    n.beta = op == BOP_DELTA_RECURRENT || op == BOP_DELTA_CHUNK || op == BOP_GDELTA_RECURRENT ||
-             op == BOP_GDELTA_CHUNK;
+    const la__op_entry *e = entry(op);
+    if (!e) return n;
+    n.g = (e->needs & (LA__NEED_G | LA__NEED_G_OPT)) != 0;
+    n.gk = (e->needs & LA__NEED_GK) != 0;
+    n.beta = (e->needs & LA__NEED_BETA) != 0;
     return n;
 }
 
@@ -301,20 +287,20 @@ int bench_bufs_alloc(bench_bufs *b, bench_op op, int64_t T, int64_t H, int64_t K
     b->dims = (la_dims){.B = 1, .T = T, .H = H, .K = K, .V = V};
     need n = op_needs(op);
     const size_t tk = (size_t)(T * H * K), tv = (size_t)(T * H * V), th = (size_t)(T * H);
+    const size_t ng = n.gk ? tk : th;
     int bad = 0;
     b->q = alloc_floats(tk, &bad);
     b->k = alloc_floats(tk, &bad);
     b->v = alloc_floats(tv, &bad);
     b->o = alloc_floats(tv, &bad);
-    if (n.g) b->g = alloc_floats(th, &bad);
-    if (n.gk) b->gk = alloc_floats(tk, &bad);
+    if (n.g || n.gk) b->g = alloc_floats(ng, &bad);
     if (n.beta) b->beta = alloc_floats(th, &bad);
     if (backward) {
         b->dq = alloc_floats(tk, &bad);
         b->dk = alloc_floats(tk, &bad);
         b->dv = alloc_floats(tv, &bad);
         b->d_o = alloc_floats(tv, &bad);
-        if (n.g || n.gk) b->dg = alloc_floats(tk, &bad);
+        if (n.g || n.gk) b->dg = alloc_floats(ng, &bad);
         if (n.beta) b->dbeta = alloc_floats(th, &bad);
     }
     if (bad) {
@@ -326,12 +312,8 @@ int bench_bufs_alloc(bench_bufs *b, bench_op op, int64_t T, int64_t H, int64_t K
     bench_fill(b->v, tv, seed + 3, 1.0f);
     memset(b->o, 0, tv * sizeof *b->o);
     if (b->g) { /* log-decays in [-0.1, -0.01] */
-        bench_fill(b->g, th, seed + 4, 0.045f);
-        for (size_t i = 0; i < th; i++) b->g[i] -= 0.055f;
-    }
-    if (b->gk) {
-        bench_fill(b->gk, tk, seed + 5, 0.045f);
-        for (size_t i = 0; i < tk; i++) b->gk[i] -= 0.055f;
+        bench_fill(b->g, ng, seed + (n.gk ? 5 : 4), 0.045f);
+        for (size_t i = 0; i < ng; i++) b->g[i] -= 0.055f;
     }
     if (b->beta) { /* in [0.1, 0.9] */
         bench_fill(b->beta, th, seed + 6, 0.4f);
@@ -342,97 +324,46 @@ int bench_bufs_alloc(bench_bufs *b, bench_op op, int64_t T, int64_t H, int64_t K
         memset(b->dq, 0, tk * sizeof(float));
         memset(b->dk, 0, tk * sizeof(float));
         memset(b->dv, 0, tv * sizeof(float));
-        if (b->dg) memset(b->dg, 0, tk * sizeof(float));
+        if (b->dg) memset(b->dg, 0, ng * sizeof(float));
         if (b->dbeta) memset(b->dbeta, 0, th * sizeof(float));
     }
     return 0;
 }
 
 void bench_bufs_free(bench_bufs *b) {
-    float *ps[] = {b->q, b->k, b->v, b->o, b->g, b->gk, b->beta,
+    float *ps[] = {b->q, b->k, b->v, b->o, b->g, b->beta,
                    b->dq, b->dk, b->dv, b->d_o, b->dg, b->dbeta};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) free(ps[i]);
     memset(b, 0, sizeof *b);
 }
 
 la_status bench_op_run(la_ctx *ctx, bench_op op, const bench_bufs *b, int backward) {
-    const la_dims *d = &b->dims;
-    la_status st = LA_OK;
-    switch (op) {
-    case BOP_SOFTMAX_TEXTBOOK:
-    case BOP_SOFTMAX_STREAMING: {
-        la_softmax_opts o = la_softmax_opts_default();
-        o.causal = 1;
-        o.form = op == BOP_SOFTMAX_TEXTBOOK ? LA_SOFTMAX_TEXTBOOK : LA_SOFTMAX_STREAMING;
-        st = la_softmax_attn_forward(ctx, &o, d, b->o, NULL, b->q, b->k, b->v);
-        if (!st && backward)
-            st = la_softmax_attn_backward(ctx, &o, d, b->dq, b->dk, b->dv, b->d_o, b->q, b->k,
-                                          b->v);
-        return st;
-    }
-    case BOP_LINEAR_PARALLEL:
-    case BOP_LINEAR_RECURRENT:
-    case BOP_LINEAR_CHUNK:
-    case BOP_LINEAR_NONCAUSAL: {
-        /* identity features, unnormalised: the pure matmul structure (the
-         * feature map and normaliser add O(T K) work) */
-        la_linear_attn_opts o = la_linear_attn_opts_default();
-        o.feature_map = LA_FEATURE_IDENTITY;
-        o.normalize = 0;
-        o.causal = op != BOP_LINEAR_NONCAUSAL;
-        o.form = op == BOP_LINEAR_PARALLEL    ? LA_FORM_PARALLEL
-                 : op == BOP_LINEAR_RECURRENT ? LA_FORM_RECURRENT
-                                              : LA_FORM_CHUNK;
-        o.chunk_size = b->chunk;
-        st = la_linear_attn_forward(ctx, &o, d, b->o, NULL, NULL, b->q, b->k, b->v, NULL, NULL);
-        if (!st && backward)
-            st = la_linear_attn_backward(ctx, &o, d, b->dq, b->dk, b->dv, NULL, NULL, b->d_o, NULL,
-                                         NULL, b->q, b->k, b->v, NULL, NULL);
-        return st;
-    }
-    default: break;
-    }
-    la_gated_opts go = la_gated_opts_default();
-    go.chunk_size = b->chunk;
-    go.form = (op == BOP_SGLA_CHUNK || op == BOP_GLA_CHUNK || op == BOP_DELTA_CHUNK ||
-               op == BOP_GDELTA_CHUNK)
-                  ? LA_FORM_CHUNK
-                  : LA_FORM_RECURRENT;
-    switch (op) {
-    case BOP_SGLA_RECURRENT:
-    case BOP_SGLA_CHUNK:
-        st = la_simple_gla_forward(ctx, &go, d, b->o, NULL, b->q, b->k, b->v, b->g, NULL, NULL);
-        if (!st && backward)
-            st = la_simple_gla_backward(ctx, &go, d, b->dq, b->dk, b->dv, b->dg, NULL, NULL,
-                                        b->d_o, NULL, b->q, b->k, b->v, b->g, NULL, NULL);
-        return st;
-    case BOP_GLA_RECURRENT:
-    case BOP_GLA_CHUNK:
-        st = la_gla_forward(ctx, &go, d, b->o, NULL, b->q, b->k, b->v, b->gk, NULL);
-        if (!st && backward)
-            st = la_gla_backward(ctx, &go, d, b->dq, b->dk, b->dv, b->dg, NULL, b->d_o, NULL,
-                                 b->q, b->k, b->v, b->gk, NULL);
-        return st;
-    case BOP_DELTA_RECURRENT:
-    case BOP_DELTA_CHUNK:
-        go.use_qk_l2norm = 1;
-        st = la_delta_rule_forward(ctx, &go, d, b->o, NULL, b->q, b->k, b->v, b->beta, NULL);
-        if (!st && backward)
-            st = la_delta_rule_backward(ctx, &go, d, b->dq, b->dk, b->dv, b->dbeta, NULL, b->d_o,
-                                        NULL, b->q, b->k, b->v, b->beta, NULL);
-        return st;
-    case BOP_GDELTA_RECURRENT:
-    case BOP_GDELTA_CHUNK:
-        go.use_qk_l2norm = 1;
-        st = la_gated_delta_rule_forward(ctx, &go, d, b->o, NULL, b->q, b->k, b->v, b->g, b->beta,
-                                         NULL);
-        if (!st && backward)
-            st = la_gated_delta_rule_backward(ctx, &go, d, b->dq, b->dk, b->dv, b->dg, b->dbeta,
-                                              NULL, b->d_o, NULL, b->q, b->k, b->v, b->g, b->beta,
-                                              NULL);
-        return st;
-    default: return LA_ERR_INVALID_ARGUMENT;
-    }
+    const la__op_entry *e = entry(op);
+    if (!e) return LA_ERR_INVALID_ARGUMENT;
+    /* identity features, unnormalised linear attention: the pure matmul
+     * structure (the feature map and normaliser add O(T K) work); delta
+     * rules with L2-normalised q/k as in real use */
+    la__op_args a;
+    memset(&a, 0, sizeof a);
+    a.dims = b->dims;
+    a.chunk_size = b->chunk;
+    a.feature_map = LA_FEATURE_IDENTITY;
+    a.use_qk_l2norm = (e->needs & LA__NEED_L2NORM) != 0;
+    a.o = b->o;
+    a.q = b->q;
+    a.k = b->k;
+    a.v = b->v;
+    a.g = b->g;
+    a.beta = b->beta;
+    a.dq = b->dq;
+    a.dk = b->dk;
+    a.dv = b->dv;
+    a.dg = b->dg;
+    a.dbeta = b->dbeta;
+    a.d_o = b->d_o;
+    la_status st = e->forward(ctx, &a);
+    if (!st && backward) st = e->backward(ctx, &a);
+    return st;
 }
 
 /* ---- isolated runner ---------------------------------------------------- */

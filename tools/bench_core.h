@@ -26,39 +26,29 @@ double bench_memcpy_time(size_t bytes, int repeats);
 void bench_cpu_model(char *buf, size_t n);
 
 /* ---- ops ---------------------------------------------------------------- */
-typedef enum bench_op {
-    BOP_SOFTMAX_TEXTBOOK = 0,
-    BOP_SOFTMAX_STREAMING,
-    BOP_LINEAR_PARALLEL,
-    BOP_LINEAR_RECURRENT,
-    BOP_LINEAR_CHUNK,
-    BOP_SGLA_RECURRENT,
-    BOP_SGLA_CHUNK,
-    BOP_GLA_RECURRENT,
-    BOP_GLA_CHUNK,
-    BOP_DELTA_RECURRENT,
-    BOP_DELTA_CHUNK,
-    BOP_GDELTA_RECURRENT,
-    BOP_GDELTA_CHUNK,
-    BOP_LINEAR_NONCAUSAL, /* the kernel trick (not in the default sweep) */
-    BOP_COUNT
-} bench_op;
+/* An op is a registry id (src/ops/registry.h): every entry of the registry
+ * is benchmarked by the same code. */
+typedef int bench_op;
 
-const char *bench_op_name(bench_op op); /* "linear-chunk" */
+const char *bench_op_name(bench_op op); /* the registry name, "linear_attn-chunk" */
 int bench_op_from_name(const char *name); /* -1 if unknown */
 int bench_op_is_softmax(bench_op op);
 int bench_op_is_quadratic(bench_op op); /* O(T^2) per head */
+int bench_op_count(void);
+/* In the default sweep: every causal op (the non-causal kernel trick is on request). */
+int bench_op_in_default_sweep(bench_op op);
 
 /* FLOPs of one call for B*H heads (K = V = D kept general), multiply-add = 2.
  * backward: forward + backward (see the table in bench_core.c / OPS.md). */
 double bench_op_flops(bench_op op, int64_t T, int64_t K, int64_t V, int64_t BH, int64_t C,
                       int backward);
 
-/* Inputs and outputs of one configuration (all [B,T,H,*], B = 1, H = BH). */
+/* Inputs and outputs of one configuration (all [B,T,H,*], B = 1, H = BH):
+ * the registry's uniform arguments over buffers owned here. */
 typedef struct bench_bufs {
     la_dims dims;
     int64_t chunk;
-    float *q, *k, *v, *o, *g, *gk, *beta;
+    float *q, *k, *v, *o, *g, *beta;
     float *dq, *dk, *dv, *d_o, *dg, *dbeta;
 } bench_bufs;
 

@@ -37,5 +37,7 @@ void check_linear_attn(check_report *r);
 void check_feature_maps(check_report *r);
 void check_gla(check_report *r);        /* simple GLA, RetNet, GLA */
 void check_delta_rule(check_report *r); /* DeltaNet, Gated DeltaNet */
+/* Every registry entry against its whole-tensor reference. */
+void check_registry(check_report *r);
 
 #endif

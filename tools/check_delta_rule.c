@@ -19,14 +19,6 @@ typedef struct {
     int64_t B, T, H, HV, K, V, chunk;
 } sizes;
 
-static void add_group(double *dst, const double *src, const la_dims *d, int64_t n, int64_t h,
-                      int64_t heads, int64_t D) {
-    const int64_t start = d->cu_seqlens ? d->cu_seqlens[n] : n * d->T;
-    const int64_t len = d->cu_seqlens ? d->cu_seqlens[n + 1] - start : d->T;
-    for (int64_t t = 0; t < len; t++)
-        for (int64_t i = 0; i < D; i++) dst[((start + t) * heads + h) * D + i] += src[t * D + i];
-}
-
 static void run_case(check_report *r, int gated, la_form form, const sizes *s) {
     const char *op = gated ? "gated_delta_rule l2norm" : "delta_rule l2norm";
     char fname[32];
@@ -53,14 +45,11 @@ static void run_case(check_report *r, int gated, la_form form, const sizes *s) {
     void *fl[] = {q, k, dq, dk, v, d_o, out, dv, g, beta, dg, dbeta, S0, dST, ST, dS0};
     const size_t n_fl = sizeof fl / sizeof fl[0];
     double *w = calloc(2 * nqk + 2 * nv + 2 * ng + 2 * ns, sizeof(double));
-    const size_t tl = (size_t)s->T;
-    double *tmp = malloc((tl * (size_t)(4 * K + 4 * V + 4) + (size_t)(2 * K * V)) * sizeof(double));
-    int have = w && tmp;
+    int have = w != NULL;
     for (size_t i = 0; i < n_fl; i++) have &= fl[i] != NULL;
     if (!have) {
         for (size_t i = 0; i < n_fl; i++) free(fl[i]);
         free(w);
-        free(tmp);
         check_call_failed(r, op, fname, LA_ERR_OUT_OF_MEMORY);
         return;
     }
@@ -89,45 +78,17 @@ static void run_case(check_report *r, int gated, la_form form, const sizes *s) {
         check_call_failed(r, op, fname, st);
         for (size_t i = 0; i < n_fl; i++) free(fl[i]);
         free(w);
-        free(tmp);
         return;
     }
 
-    /* float64 reference, per (sequence, value head) */
+    /* float64 reference over the whole tensors */
     double *Wq = w, *Wk = Wq + nqk, *Wo = Wk + nqk, *Wdv = Wo + nv, *Wdg = Wdv + nv,
            *Wdb = Wdg + ng, *WST = Wdb + ng, *WdS0 = WST + ns;
-    double *tq = tmp, *tk = tq + tl * K, *tdq = tk + tl * K, *tdk = tdq + tl * K,
-           *tv = tdk + tl * K, *tdo = tv + tl * V, *to = tdo + tl * V, *tdv = to + tl * V,
-           *tg = tdv + tl * V, *tb = tg + tl, *tdg = tb + tl, *tdb = tdg + tl,
-           *tS0 = tdb + tl, *tdST = tS0 + K * V;
-    const int64_t group = HS / s->H;
-    int ok = 1;
-    for (int64_t n = 0; n < N && ok; n++)
-        for (int64_t h = 0; h < HS && ok; h++) {
-            const int64_t hq = h / group;
-            ref_gather(tq, q, &d, n, hq, s->H, K);
-            ref_gather(tk, k, &d, n, hq, s->H, K);
-            ref_gather(tv, v, &d, n, h, HS, V);
-            ref_gather(tdo, d_o, &d, n, h, HS, V);
-            ref_gather(tg, g, &d, n, h, HS, 1);
-            ref_gather(tb, beta, &d, n, h, HS, 1);
-            const size_t so = (size_t)((n * HS + h) * K * V);
-            for (int64_t i = 0; i < K * V; i++) {
-                tS0[i] = S0[so + (size_t)i];
-                tdST[i] = dST[so + (size_t)i];
-            }
-            ref_delta_in in = {s->T, K, V, 1.0 / sqrt((double)K), 1, tq, tk, tv,
-                               gated ? tg : NULL, tb, tS0};
-            ok = ref_delta_rule_forward(&in, to, WST + so) == 0 &&
-                 ref_delta_rule_backward(&in, tdo, tdST, tdq, tdk, tdv, tdb, tdg,
-                                         WdS0 + so) == 0;
-            ref_scatter(Wo, to, &d, n, h, HS, V);
-            ref_scatter(Wdv, tdv, &d, n, h, HS, V);
-            ref_scatter(Wdg, tdg, &d, n, h, HS, 1);
-            ref_scatter(Wdb, tdb, &d, n, h, HS, 1);
-            add_group(Wq, tdq, &d, n, hq, s->H, K);
-            add_group(Wk, tdk, &d, n, hq, s->H, K);
-        }
+    const double scale = 1.0 / sqrt((double)K);
+    const float *gp = gated ? g : NULL;
+    int ok = ref_delta_rule_forward_all(&d, scale, 1, q, k, v, gp, beta, S0, Wo, WST) == 0 &&
+             ref_delta_rule_backward_all(&d, scale, 1, q, k, v, gp, beta, S0, d_o, dST, Wq, Wk,
+                                         Wdv, Wdg, Wdb, WdS0) == 0;
     if (!ok) {
         check_call_failed(r, op, fname, LA_ERR_OUT_OF_MEMORY);
     } else {
@@ -142,7 +103,6 @@ static void run_case(check_report *r, int gated, la_form form, const sizes *s) {
     }
     for (size_t i = 0; i < n_fl; i++) free(fl[i]);
     free(w);
-    free(tmp);
 }
 
 void check_delta_rule(check_report *r) {

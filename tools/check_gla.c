@@ -32,51 +32,16 @@ typedef struct bufs {
 static float *fbuf(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 static double *dbuf(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
 
-/* float64 reference over every (sequence, head); returns 0 on success. */
+/* The whole-tensor float64 reference; returns 0 on success. */
 static int reference(const variant *vr, const la_dims *d, const bufs *b) {
-    const int64_t N = d->B, H = d->H, K = d->K, V = d->V, T = d->T, gw = vr->per_key ? K : 1;
-    const size_t KV = (size_t)(K * V);
-    const double scale = 1.0 / sqrt((double)K);
-    double *q = dbuf((size_t)(T * K)), *k = dbuf((size_t)(T * K)), *v = dbuf((size_t)(T * V));
-    double *g = dbuf((size_t)(T * gw)), *o = dbuf((size_t)(T * V)), *dout = dbuf((size_t)(T * V));
-    double *dq = dbuf((size_t)(T * K)), *dk = dbuf((size_t)(T * K)), *dv = dbuf((size_t)(T * V));
-    double *dg = dbuf((size_t)(T * gw)), *s0 = dbuf(KV), *sT = dbuf(KV), *dsT = dbuf(KV),
-           *ds0 = dbuf(KV);
-    int bad = !q || !k || !v || !g || !o || !dout || !dq || !dk || !dv || !dg || !s0 || !sT ||
-              !dsT || !ds0;
-    for (int64_t h = 0; h < H; h++) b->rdgam[h] = b->rdgam_abs[h] = 0;
-    for (int64_t n = 0; n < N && !bad; n++)
-        for (int64_t h = 0; h < H && !bad; h++) {
-            const size_t idx = (size_t)(n * H + h);
-            ref_gather(q, b->q, d, n, h, H, K);
-            ref_gather(k, b->k, d, n, h, H, K);
-            ref_gather(v, b->v, d, n, h, H, V);
-            ref_gather(dout, b->d_o, d, n, h, H, V);
-            if (vr->use_g) ref_gather(g, b->g, d, n, h, H, gw);
-            for (size_t i = 0; i < KV; i++) {
-                s0[i] = b->s0[idx * KV + i];
-                dsT[i] = b->d_sT[idx * KV + i];
-            }
-            const double gam = vr->use_gamma ? (double)b->gamma[h] : 0.0;
-            const double *gp = vr->use_g ? g : NULL;
-            double dgam = 0;
-            ref_gla_forward(vr->per_key, T, K, V, scale, q, k, v, gp, gam, s0, o, sT);
-            bad |= ref_gla_backward(vr->per_key, T, K, V, scale, q, k, v, gp, gam, s0, dout, dsT,
-                                    dq, dk, dv, dg, &dgam, ds0) != 0;
-            ref_scatter(b->ro, o, d, n, h, H, V);
-            ref_scatter(b->rdq, dq, d, n, h, H, K);
-            ref_scatter(b->rdk, dk, d, n, h, H, K);
-            ref_scatter(b->rdv, dv, d, n, h, H, V);
-            if (vr->use_g) ref_scatter(b->rdg, dg, d, n, h, H, gw);
-            memcpy(b->rsT + idx * KV, sT, KV * sizeof *sT);
-            memcpy(b->rds0 + idx * KV, ds0, KV * sizeof *ds0);
-            b->rdgam[h] += dgam;
-            if (!vr->per_key)
-                for (int64_t t = 0; t < T; t++) b->rdgam_abs[h] += fabs(dg[t]);
-        }
-    free(q); free(k); free(v); free(g); free(o); free(dout); free(dq); free(dk); free(dv);
-    free(dg); free(s0); free(sT); free(dsT); free(ds0);
-    return bad;
+    const double scale = 1.0 / sqrt((double)d->K);
+    const float *g = vr->use_g ? b->g : NULL, *gamma = vr->use_gamma ? b->gamma : NULL;
+    if (ref_gla_forward_all(vr->per_key, d, scale, b->q, b->k, b->v, g, gamma, b->s0, b->ro,
+                            b->rsT))
+        return 1;
+    return ref_gla_backward_all(vr->per_key, d, scale, b->q, b->k, b->v, g, gamma, b->s0, b->d_o,
+                                b->d_sT, b->rdq, b->rdk, b->rdv, vr->use_g ? b->rdg : NULL,
+                                b->rdgam, b->rds0, b->rdgam_abs) != 0;
 }
 
 static void run_variant(check_report *r, const variant *vr) {

@@ -13,6 +13,7 @@
 #include "bench_core.h"
 #include "cli.h"
 #include "linattn.h"
+#include "ops/registry.h"
 #include "report.h"
 #include "svg.h"
 
@@ -26,23 +27,9 @@
 #define MAX_D 8
 #define MAX_THR 8
 
-static const bench_op DEFAULT_OPS[] = {
-    BOP_SOFTMAX_TEXTBOOK, BOP_SOFTMAX_STREAMING, BOP_LINEAR_PARALLEL, BOP_LINEAR_RECURRENT,
-    BOP_LINEAR_CHUNK,     BOP_SGLA_RECURRENT,    BOP_SGLA_CHUNK,      BOP_GLA_RECURRENT,
-    BOP_GLA_CHUNK,        BOP_DELTA_RECURRENT,   BOP_DELTA_CHUNK,     BOP_GDELTA_RECURRENT,
-    BOP_GDELTA_CHUNK};
-#define N_DEFAULT_OPS ((int)(sizeof DEFAULT_OPS / sizeof DEFAULT_OPS[0]))
-
-static const struct {
-    la_op op;
-    const char *name;
-    int flops_per_kv; /* per head and token (bench_core.c) */
-} DECODE_OPS[] = {{LA_OP_LINEAR_ATTN, "linear", 4},
-                  {LA_OP_SIMPLE_GLA, "sgla", 5},
-                  {LA_OP_GLA, "gla", 5},
-                  {LA_OP_DELTA_RULE, "delta", 6},
-                  {LA_OP_GATED_DELTA_RULE, "gdelta", 7}};
-#define N_DECODE ((int)(sizeof DECODE_OPS / sizeof DECODE_OPS[0]))
+/* The decoding steps: every entry of the registry's decoding table. */
+#define N_DECODE LA__DECODE_COUNT
+static const char *decode_name(int op) { return la__decode_get(op)->family; }
 
 typedef struct entry {
     bench_op op;
@@ -64,7 +51,7 @@ typedef struct opts {
     int64_t Ts[MAX_T], Ds[MAX_D];
     int threads[MAX_THR];
     int nT, nD, nthr;
-    int ops[BOP_COUNT];
+    int ops[LA__OP_COUNT];
     int nops;
     int fwd_only, quick, no_decode, repeats;
     int64_t bh, chunk;
@@ -96,25 +83,25 @@ bad:
     return 1;
 }
 
-/* op names or family prefixes ("softmax", "gla", "delta-chunk") */
+/* op names or family prefixes ("softmax", "gla", "delta_rule-chunk") */
 static int parse_ops(const char *s, int *sel) {
     char buf[512];
     snprintf(buf, sizeof buf, "%s", s);
     int any = 0;
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         int hit = 0;
-        for (int i = 0; i < BOP_COUNT; i++) {
+        for (int i = 0; i < LA__OP_COUNT; i++) {
             const char *nm = bench_op_name((bench_op)i);
             size_t l = strlen(tok);
             if (!strcmp(nm, tok) || (!strncmp(nm, tok, l) && nm[l] == '-') ||
-                (!strcmp(tok, "all") && i != BOP_LINEAR_NONCAUSAL)) {
+                (!strcmp(tok, "all") && bench_op_in_default_sweep(i))) {
                 sel[i] = 1;
                 hit = 1;
             }
         }
         if (!hit) {
             fprintf(stderr, "linattn bench: unknown op '%s'; known:", tok);
-            for (int i = 0; i < BOP_COUNT; i++) fprintf(stderr, " %s", bench_op_name((bench_op)i));
+            for (int i = 0; i < LA__OP_COUNT; i++) fprintf(stderr, " %s", bench_op_name((bench_op)i));
             fprintf(stderr, " (or a family prefix such as 'gla', or 'all')\n");
             return 1;
         }
@@ -157,8 +144,8 @@ static void usage(FILE *f) {
             "  --D LIST        head dimensions (default 64,128)\n"
             "  --ops LIST      op names or family prefixes (default all):\n"
             "                 ");
-    for (int i = 0; i < BOP_COUNT; i++)
-        fprintf(f, " %s%s", bench_op_name((bench_op)i), i % 5 == 4 ? "\n                 " : "");
+    for (int i = 0; i < LA__OP_COUNT; i++)
+        fprintf(f, " %s%s", bench_op_name((bench_op)i), i % 4 == 3 ? "\n                 " : "");
     fprintf(f, "\n"
                "  --threads LIST  worker-thread counts (default 1)\n"
                "  --bh N          B*H heads (default 8)\n"
@@ -197,7 +184,7 @@ static double crossover(const opts *o, const entry *E, int n, bench_op op, int64
     *lo_T = 0;
     for (int ti = 0; ti < o->nT; ti++) {
         const entry *a = find(E, n, op, o->Ts[ti], D, fb, thr),
-                    *s = find(E, n, BOP_SOFTMAX_STREAMING, o->Ts[ti], D, fb, thr);
+                    *s = find(E, n, LA__OP_SOFTMAX_STREAMING, o->Ts[ti], D, fb, thr);
         if (!a || !s) continue;
         double lr = log(a->r.wall / s->r.wall);
         if (lr < 0) {
@@ -219,30 +206,42 @@ static void run_decode(const opts *o, decode_entry *DE, int *nde) {
     for (int ti = 0; ti < o->nthr; ti++)
         for (int di = 0; di < o->nD; di++)
             for (int oi = 0; oi < N_DECODE; oi++) {
+                if (!la__decode_get(oi)) continue; /* an la_op no family of this build decodes */
                 const int64_t D = o->Ds[di];
                 decode_entry *e = &DE[(*nde)++];
                 memset(e, 0, sizeof *e);
                 e->op = oi;
                 e->threads = o->threads[ti];
                 e->D = D;
-                e->flops = (double)DECODE_OPS[oi].flops_per_kv * (double)(H * D * D);
+                const la__decode_entry *de = la__decode_get(oi);
+                e->flops = de->flops_per_kv * (double)(H * D * D);
                 la_decoder_config cfg;
                 memset(&cfg, 0, sizeof cfg);
-                cfg.op = DECODE_OPS[oi].op;
+                cfg.op = de->op;
                 cfg.N = 1;
                 cfg.H = H;
                 cfg.K = D;
                 cfg.V = D;
                 cfg.feature_map = LA_FEATURE_IDENTITY;
-                cfg.use_qk_l2norm = 1;
+                cfg.use_qk_l2norm = (de->needs & LA__NEED_L2NORM) != 0;
                 la_decoder *dec = NULL;
                 la_ctx *ctx = NULL;
                 float *buf = malloc((size_t)(5 * H * D + 2 * H) * sizeof *buf);
-                if (!buf || la_ctx_create(&ctx, o->threads[ti]) ||
+                float *W = NULL;
+                if (de->needs & LA__NEED_RF) { /* Performer: m = D random features */
+                    W = malloc((size_t)(D * D) * sizeof *W);
+                    cfg.rf = la_rf_opts_default();
+                    cfg.rf_W = W;
+                    cfg.rf_m = D;
+                    if (W) la_projection_draw(W, D, D, LA_PROJ_ORTHOGONAL, LA_SCALING_CHI, 7);
+                }
+                const int bad_w = (de->needs & LA__NEED_RF) && !W;
+                if (!buf || bad_w || la_ctx_create(&ctx, o->threads[ti]) ||
                     la_decoder_create(&dec, &cfg)) {
-                    fprintf(stderr, "linattn bench: decode %s: %s\n", DECODE_OPS[oi].name,
+                    fprintf(stderr, "linattn bench: decode %s: %s\n", decode_name(oi),
                             la_last_error());
                     free(buf);
+                    free(W);
                     la_ctx_destroy(ctx);
                     continue;
                 }
@@ -253,20 +252,18 @@ static void run_decode(const opts *o, decode_entry *DE, int *nde) {
                     g[i] = -0.05f;
                     beta[i] = 0.5f;
                 }
-                const int is_gla = cfg.op == LA_OP_GLA; /* GLA's gate is [N,H,K] */
-                for (int64_t i = 0; i < H * D; i++) gk[i] = -0.05f;
-                float *gate = cfg.op == LA_OP_LINEAR_ATTN || cfg.op == LA_OP_DELTA_RULE ? NULL
-                                                                                       : g;
-                float *bet = cfg.op == LA_OP_DELTA_RULE || cfg.op == LA_OP_GATED_DELTA_RULE ? beta
-                                                                                           : NULL;
+                for (int64_t i = 0; i < H * D; i++) gk[i] = -0.05f; /* per-key gates [N,H,K] */
+                const float *gate = (de->needs & LA__NEED_GK)                        ? gk
+                                    : (de->needs & (LA__NEED_G | LA__NEED_G_OPT)) ? g
+                                                                                  : NULL;
+                const float *bet = (de->needs & LA__NEED_BETA) ? beta : NULL;
                 int steps = 16, bad = 0;
                 double ts[15];
                 const int nrep = o->quick ? 5 : 15;
                 for (int rep = -1; rep < nrep && !bad; rep++) {
                     double t0 = bench_wall();
                     for (int s = 0; s < steps && !bad; s++) {
-                        bad = la_decoder_step(ctx, dec, out, q, k, v, is_gla ? gk : gate, NULL,
-                                              bet) != LA_OK;
+                        bad = la_decoder_step(ctx, dec, out, q, k, v, gate, NULL, bet) != LA_OK;
                     }
                     double dt = bench_wall() - t0;
                     if (rep < 0) { /* calibrate: about 2 ms per batch */
@@ -280,11 +277,12 @@ static void run_decode(const opts *o, decode_entry *DE, int *nde) {
                     e->copy = bench_memcpy_time((size_t)(H * D * D) * sizeof(float), nrep);
                     e->ok = 1;
                 } else
-                    fprintf(stderr, "linattn bench: decode %s: %s\n", DECODE_OPS[oi].name,
+                    fprintf(stderr, "linattn bench: decode %s: %s\n", decode_name(oi),
                             la_last_error());
                 la_decoder_destroy(dec);
                 la_ctx_destroy(ctx);
                 free(buf);
+                free(W);
             }
 }
 
@@ -298,8 +296,8 @@ static int write_svgs(const opts *o, const entry *E, int n, const char *cpu, dou
         for (int kind = 0; kind < 3; kind++) { /* fwd time, fwd+bwd time, memory (fwd) */
             const int fb = kind == 1;
             if (fb && o->fwd_only) continue;
-            double xs[BOP_COUNT][MAX_T], ys[BOP_COUNT][MAX_T];
-            svg_series s[BOP_COUNT];
+            double xs[LA__OP_COUNT][MAX_T], ys[LA__OP_COUNT][MAX_T];
+            svg_series s[LA__OP_COUNT];
             int ns = 0;
             for (int oi = 0; oi < o->nops; oi++) {
                 const bench_op op = (bench_op)o->ops[oi];
@@ -359,7 +357,7 @@ int cmd_bench(int argc, char **argv) {
     o.budget = 300;
     o.max_run = -1;
     o.max_gb = 2;
-    int have_T = 0, have_D = 0, have_thr = 0, sel[BOP_COUNT] = {0}, have_ops = 0, bad = 0;
+    int have_T = 0, have_D = 0, have_thr = 0, sel[LA__OP_COUNT] = {0}, have_ops = 0, bad = 0;
     for (int i = 1; i < argc; i++) {
         const char *s = NULL;
         long lv;
@@ -453,8 +451,8 @@ int cmd_bench(int argc, char **argv) {
     }
     if (o.max_run < 0) o.max_run = o.quick ? 0.05 : 1.5;
     if (!have_ops)
-        for (int i = 0; i < N_DEFAULT_OPS; i++) sel[DEFAULT_OPS[i]] = 1;
-    for (int i = 0; i < BOP_COUNT; i++)
+        for (int i = 0; i < LA__OP_COUNT; i++) sel[i] = bench_op_in_default_sweep(i);
+    for (int i = 0; i < LA__OP_COUNT; i++)
         if (sel[i]) o.ops[o.nops++] = i;
     /* ascending T: the skip estimate extrapolates from the previous T */
     for (int a = 1; a < o.nT; a++)
@@ -590,12 +588,12 @@ int cmd_bench(int argc, char **argv) {
         run_decode(&o, DE, &nde);
         printf("\nDecoding step: B = 1, H = 8, K = V = D, one token; state copy = memcpy of\n"
                "H*K*V floats (the bytes a step must at least read and write once)\n");
-        printf("%-8s %4s %3s %12s %12s %8s %8s\n", "op", "D", "thr", "step us", "copy us",
+        printf("%-18s %4s %3s %12s %12s %8s %8s\n", "op", "D", "thr", "step us", "copy us",
                "ratio", "GFLOP/s");
         for (int i = 0; i < nde; i++) {
             const decode_entry *d = &DE[i];
             if (!d->ok) continue;
-            printf("%-8s %4lld %3d %12.2f %12.2f %7.2fx %8.2f\n", DECODE_OPS[d->op].name,
+            printf("%-18s %4lld %3d %12.2f %12.2f %7.2fx %8.2f\n", decode_name(d->op),
                    (long long)d->D, d->threads, d->step * 1e6, d->copy * 1e6, d->step / d->copy,
                    d->flops / d->step * 1e-9);
         }
@@ -651,7 +649,7 @@ int cmd_bench(int argc, char **argv) {
                 fprintf(f,
                         "%s    {\"op\": \"%s\", \"B\": 1, \"H\": 8, \"D\": %lld, \"threads\": %d, "
                         "\"step_s\": %.6g, \"state_copy_s\": %.6g, \"ratio\": %.4g}",
-                        first ? "" : ",\n", DECODE_OPS[d->op].name, (long long)d->D, d->threads,
+                        first ? "" : ",\n", decode_name(d->op), (long long)d->D, d->threads,
                         d->step, d->copy, d->step / d->copy);
                 first = 0;
             }

@@ -112,6 +112,7 @@ int cmd_check(int argc, char **argv) {
     check_feature_maps(&r);
     check_gla(&r);
     check_delta_rule(&r);
+    check_registry(&r);
     la_ctx_destroy(r.ctx);
 
     int failed = 0;

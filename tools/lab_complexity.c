@@ -5,6 +5,7 @@
  * softmax with a growing key/value cache (a plain-loop step written here)
  * against the constant-size state of la_decoder_step. */
 #include "bench_core.h"
+#include "ops/registry.h"
 #include "linattn.h"
 #include "report.h"
 #include "svg.h"
@@ -15,8 +16,8 @@
 #include <string.h>
 
 #define NT 12
-static const bench_op OPS[] = {BOP_SOFTMAX_TEXTBOOK, BOP_SOFTMAX_STREAMING, BOP_LINEAR_RECURRENT,
-                               BOP_LINEAR_CHUNK};
+static const bench_op OPS[] = {LA__OP_SOFTMAX_TEXTBOOK, LA__OP_SOFTMAX_STREAMING, LA__OP_LINEAR_ATTN_RECURRENT,
+                               LA__OP_LINEAR_ATTN_CHUNK};
 #define NOPS 4
 
 typedef struct cx_res {

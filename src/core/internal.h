@@ -1,6 +1,6 @@
 /* Internal helpers shared by every part of the library: error reporting,
- * argument validation, the thread pool and per-thread scratch memory, and
- * the per-(sequence, head) decoding steps that the decoder dispatches to.
+ * argument validation, the thread pool and per-thread scratch memory. No
+ * op family is named here (families register in src/ops/registry.h).
  * Names start with la__ (two underscores) and are not exported. */
 #ifndef LINATTN_INTERNAL_H
 #define LINATTN_INTERNAL_H
@@ -47,6 +47,8 @@ LA_HIDDEN int64_t la__num_seqs(const la_dims *d);
 LA_HIDDEN int64_t la__value_heads(const la_dims *d);
 /* Sequence n covers flattened tokens [*start, *start + *len) of the B*T axis. */
 LA_HIDDEN void la__seq_bounds(const la_dims *d, int64_t n, int64_t *start, int64_t *len);
+/* The longest sequence: T, or the largest cu_seqlens difference. */
+LA_HIDDEN int64_t la__max_seq_len(const la_dims *d);
 
 /* Log-space gates: finite and <= 0 (-1e4 is a full reset). */
 LA_HIDDEN la_status la__check_log_gate(const char *op, const char *name, const float *g,
@@ -72,50 +74,30 @@ LA_HIDDEN void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, vo
 LA_HIDDEN la_status la__scratch_reserve(la_ctx *ctx, size_t bytes);
 LA_HIDDEN void *la__scratch(la_ctx *ctx, int tid);
 
-/* ---- decoding steps (one sequence, one head, one token) ------------ */
+/* The one scratch arena: a bump allocator over one thread's scratch, handing
+ * out 64-byte-aligned pieces. With base == NULL it only counts, so the same
+ * layout code sizes the reservation (la__arena_size) and carves the
+ * scratch. A size that does not fit size_t sets `overflow`. */
+typedef struct la__arena {
+    char *base;
+    size_t used; /* bytes */
+    int overflow;
+} la__arena;
 
-/* Floats of work space a step needs (the decoder reserves it). */
-#define LA__STEP_WORK_FLOATS(K, V) (4 * (size_t)(K) + 2 * (size_t)(V) + 64)
-
-/* Kernel linear attention: S [K,V], z [K] (normalize only, else NULL),
- * o [V]; q,k [K], v [V]. Must be the exact per-token arithmetic of the
- * recurrent form so that decoding equals it bit for bit. */
-LA_HIDDEN void la__linear_attn_step(const la_decoder_config *cfg, float scale, float *S,
-                                    float *z, float *o, const float *q, const float *k,
-                                    const float *v, float *work);
-
-/* Gated family (cfg->op selects): S [K,V], o [V]; q,k [K], v [V];
- * g: NULL (no decay), a scalar pointer (simple GLA / gated delta) or [K]
- * (GLA); g_gamma: extra constant log-decay (simple GLA, else 0); beta:
- * delta rules. Same arithmetic as the recurrent form. */
-LA_HIDDEN void la__gated_step(const la_decoder_config *cfg, float scale, float *S, float *o,
-                              const float *q, const float *k, const float *v, const float *g,
-                              float g_gamma, float beta, float *work);
-/* The two halves it routes to (src/ops/gla/, src/ops/delta_rule/). g for
- * the delta rules: NULL (DeltaNet) or a scalar (Gated DeltaNet). */
-LA_HIDDEN void la__gla_step(const la_decoder_config *cfg, float scale, float *S, float *o,
-                            const float *q, const float *k, const float *v, const float *g,
-                            float g_gamma, float *work);
-LA_HIDDEN void la__delta_rule_step(const la_decoder_config *cfg, float scale, float *S,
-                                   float *o, const float *q, const float *k, const float *v,
-                                   const float *g, float beta, float *work);
-
-/* Causal Performer decoding (src/ops/feature_map/performer_decode.c): the
- * decoder keeps an opaque copy of W and the feature map. create validates
- * cfg's rf, rf_m, rf_W (copied) and returns M, the features per head;
- * check validates one step's q, k [N,H,K] as the op does; work: bytes of
- * scratch a step needs; step: one token of one (sequence, head), S [M,V],
- * z [M], *mu the running key max. */
-typedef struct la__pf_decode la__pf_decode;
-LA_HIDDEN la_status la__performer_dec_create(const char *op, const la_decoder_config *cfg,
-                                             la__pf_decode **out, int64_t *M);
-LA_HIDDEN void la__performer_dec_destroy(la__pf_decode *d);
-LA_HIDDEN int la__performer_dec_stabilized(const la__pf_decode *d);
-LA_HIDDEN la_status la__performer_dec_check(const char *op, const la__pf_decode *d, const float *q,
-                                            const float *k, int64_t N, int64_t H);
-LA_HIDDEN size_t la__performer_dec_work(const la__pf_decode *d);
-LA_HIDDEN void la__performer_dec_step(const la__pf_decode *d, float eps, int64_t V, float *S,
-                                      float *z, float *mu, float *o, const float *q, const float *k,
-                                      const float *v, void *work);
+static inline void *la__arena_take(la__arena *a, size_t count, size_t elem) {
+    if (count != 0 && elem > (SIZE_MAX - 64 - a->used) / count) {
+        a->overflow = 1;
+        return NULL;
+    }
+    const size_t bytes = (count * elem + 63) & ~(size_t)63;
+    void *p = a->base ? a->base + a->used : NULL;
+    a->used += bytes;
+    return p;
+}
+static inline float *la__arena_floats(la__arena *a, size_t n) {
+    return (float *)la__arena_take(a, n, sizeof(float));
+}
+/* Bytes the pieces took, or 0 when a size overflowed. */
+static inline size_t la__arena_size(const la__arena *a) { return a->overflow ? 0 : a->used; }
 
 #endif

@@ -126,6 +126,16 @@ void la__seq_bounds(const la_dims *d, int64_t n, int64_t *start, int64_t *len) {
     }
 }
 
+int64_t la__max_seq_len(const la_dims *d) {
+    if (!d->cu_seqlens) return d->T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < d->n_seqs; n++) {
+        const int64_t len = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
+        if (len > m) m = len;
+    }
+    return m;
+}
+
 la_status la__resolve_scale(const char *op, float scale, int64_t K, float *out) {
     if (!isfinite(scale) || scale < 0)
         return la__error(LA_ERR_INVALID_ARGUMENT,

@@ -1,5 +1,6 @@
 /* float64 reference of the delta rules (see ref_delta_rule.h). */
 #include "ref_delta_rule.h"
+#include "ref_util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -158,4 +159,82 @@ done:
     free(kP);
     free(kG);
     return rc;
+}
+
+/* ---- whole tensors ------------------------------------------------------- */
+
+static void add_group(double *dst, const double *src, const la_dims *d, int64_t n, int64_t h,
+                      int64_t heads, int64_t D) {
+    const int64_t start = d->cu_seqlens ? d->cu_seqlens[n] : n * d->T;
+    const int64_t len = d->cu_seqlens ? d->cu_seqlens[n + 1] - start : d->T;
+    for (int64_t t = 0; t < len; t++)
+        for (int64_t i = 0; i < D; i++) dst[((start + t) * heads + h) * D + i] += src[t * D + i];
+}
+
+static int delta_all(const la_dims *d, double scale, int l2norm, const float *q, const float *k,
+                     const float *v, const float *g, const float *beta, const float *S0,
+                     double *o, double *ST, int backward, const float *d_o, const float *dST,
+                     double *dq, double *dk, double *dv, double *dg, double *dbeta,
+                     double *dS0) {
+    const int64_t N = d->cu_seqlens ? d->n_seqs : d->B, H = d->H, K = d->K, V = d->V;
+    const int64_t HS = d->HV ? d->HV : H, group = HS / H, T = d->T;
+    const size_t KV = (size_t)(K * V), tl = (size_t)T + 1;
+    double *tmp = malloc((tl * (size_t)(4 * K + 4 * V + 4) + 2 * KV) * sizeof(double));
+    if (!tmp) return -1;
+    double *tq = tmp, *tk = tq + tl * K, *tdq = tk + tl * K, *tdk = tdq + tl * K,
+           *tv = tdk + tl * K, *tdo = tv + tl * V, *to = tdo + tl * V, *tdv = to + tl * V,
+           *tg = tdv + tl * V, *tb = tg + tl, *tdg = tb + tl, *tdb = tdg + tl, *tS0 = tdb + tl,
+           *tdST = tS0 + KV;
+    const size_t nqk = (size_t)(d->B * T * H * K);
+    if (backward) {
+        if (dq) memset(dq, 0, nqk * sizeof(double));
+        if (dk) memset(dk, 0, nqk * sizeof(double));
+    }
+    int ok = 1;
+    for (int64_t n = 0; n < N && ok; n++)
+        for (int64_t h = 0; h < HS && ok; h++) {
+            const int64_t hq = h / group;
+            const int64_t len = ref_gather(tq, q, d, n, hq, H, K);
+            ref_gather(tk, k, d, n, hq, H, K);
+            ref_gather(tv, v, d, n, h, HS, V);
+            if (g) ref_gather(tg, g, d, n, h, HS, 1);
+            ref_gather(tb, beta, d, n, h, HS, 1);
+            const size_t so = (size_t)(n * HS + h) * KV;
+            for (size_t i = 0; i < KV; i++) {
+                tS0[i] = S0 ? (double)S0[so + i] : 0.0;
+                tdST[i] = dST ? (double)dST[so + i] : 0.0;
+            }
+            ref_delta_in in = {len, K, V, scale, l2norm, tq, tk, tv, g ? tg : NULL, tb, tS0};
+            if (!backward) {
+                ok = ref_delta_rule_forward(&in, to, ST ? ST + so : NULL) == 0;
+                if (o) ref_scatter(o, to, d, n, h, HS, V);
+                continue;
+            }
+            ref_gather(tdo, d_o, d, n, h, HS, V);
+            ok = ref_delta_rule_backward(&in, tdo, tdST, tdq, tdk, tdv, tdb, tdg,
+                                         dS0 ? dS0 + so : NULL) == 0;
+            if (dv) ref_scatter(dv, tdv, d, n, h, HS, V);
+            if (dg && g) ref_scatter(dg, tdg, d, n, h, HS, 1);
+            if (dbeta) ref_scatter(dbeta, tdb, d, n, h, HS, 1);
+            if (dq) add_group(dq, tdq, d, n, hq, H, K);
+            if (dk) add_group(dk, tdk, d, n, hq, H, K);
+        }
+    free(tmp);
+    return ok ? 0 : -1;
+}
+
+int ref_delta_rule_forward_all(const la_dims *d, double scale, int l2norm, const float *q,
+                               const float *k, const float *v, const float *g,
+                               const float *beta, const float *S0, double *o, double *ST) {
+    return delta_all(d, scale, l2norm, q, k, v, g, beta, S0, o, ST, 0, NULL, NULL, NULL, NULL,
+                     NULL, NULL, NULL, NULL);
+}
+
+int ref_delta_rule_backward_all(const la_dims *d, double scale, int l2norm, const float *q,
+                                const float *k, const float *v, const float *g,
+                                const float *beta, const float *S0, const float *d_o,
+                                const float *dST, double *dq, double *dk, double *dv,
+                                double *dg, double *dbeta, double *dS0) {
+    return delta_all(d, scale, l2norm, q, k, v, g, beta, S0, NULL, NULL, 1, d_o, dST, dq, dk, dv,
+                     dg, dbeta, dS0);
 }

@@ -9,6 +9,8 @@
 #ifndef LINATTN_REF_DELTA_RULE_H
 #define LINATTN_REF_DELTA_RULE_H
 
+#include "linattn.h"
+
 #include <stdint.h>
 
 typedef struct ref_delta_in {
@@ -32,5 +34,20 @@ int ref_delta_rule_forward(const ref_delta_in *in, double *o, double *ST);
 int ref_delta_rule_backward(const ref_delta_in *in, const double *d_o, const double *dST,
                             double *dq, double *dk, double *dv, double *dbeta, double *dg,
                             double *dS0);
+
+/* Every (sequence, value head) of float32 tensors laid out as for
+ * la_delta_rule_* (g NULL) / la_gated_delta_rule_*: q, k [B,T,H,K], v, d_o
+ * [B,T,HS,V], g, beta [B,T,HS], states [N,HS,K,V] (S0, dST NULL = zeros);
+ * scale resolved. float64 outputs in the same layouts, any may be NULL; dq
+ * and dk sum the value heads that share a q/k head. Return 0, or -1 when
+ * out of memory. */
+int ref_delta_rule_forward_all(const la_dims *d, double scale, int l2norm, const float *q,
+                               const float *k, const float *v, const float *g,
+                               const float *beta, const float *S0, double *o, double *ST);
+int ref_delta_rule_backward_all(const la_dims *d, double scale, int l2norm, const float *q,
+                                const float *k, const float *v, const float *g,
+                                const float *beta, const float *S0, const float *d_o,
+                                const float *dST, double *dq, double *dk, double *dv,
+                                double *dg, double *dbeta, double *dS0);
 
 #endif

@@ -103,16 +103,16 @@ int ref_softmax_attn_batch(const la_dims *d, int causal, double scale, const int
             const int64_t kv_len = kv_lens ? kv_lens[n] : len;
             ok = ref_softmax_attn_forward(os, ls, qs, ks, vs, len, K, V, scale, causal, kv_len);
             if (!ok) break;
-            ref_scatter(o, os, d, n, h, H, V);
+            if (o) ref_scatter(o, os, d, n, h, H, V);
             if (lse) ref_scatter(lse, ls, d, n, h, H, 1);
             if (d_o) {
                 ref_gather(dos, d_o, d, n, h, H, V);
                 ok = ref_softmax_attn_backward(dqs, dks, dvs, dos, qs, ks, vs, len, K, V,
                                                scale, causal, kv_len);
                 if (!ok) break;
-                ref_scatter(dq, dqs, d, n, h, H, K);
-                ref_scatter(dk, dks, d, n, h, H, K);
-                ref_scatter(dv, dvs, d, n, h, H, V);
+                if (dq) ref_scatter(dq, dqs, d, n, h, H, K);
+                if (dk) ref_scatter(dk, dks, d, n, h, H, K);
+                if (dv) ref_scatter(dv, dvs, d, n, h, H, V);
             }
         }
     free(qs); free(ks); free(vs); free(dos); free(os); free(ls); free(dqs); free(dks); free(dvs);

@@ -28,7 +28,7 @@ int ref_softmax_attn_backward(double *dq, double *dk, double *dv, const double *
 
 /* Whole batch in the library's layout (q,k [B,T,H,K], v,d_o [B,T,H,V], float)
  * gathered per (sequence, head) with ref_gather: o [B,T,H,V], lse [B,T,H]
- * (may be NULL); with d_o also dq, dk [B,T,H,K], dv [B,T,H,V]. scale is the
+ * (each may be NULL); with d_o also dq, dk [B,T,H,K], dv [B,T,H,V]. scale is the
  * resolved one (not 0). kv_lens [B] or NULL. Returns 0 if out of memory. */
 int ref_softmax_attn_batch(const la_dims *d, int causal, double scale, const int64_t *kv_lens,
                            const float *q, const float *k, const float *v, const float *d_o,

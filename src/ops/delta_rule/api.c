@@ -54,7 +54,7 @@ static la_status validate(const char *op, la_ctx *ctx, const delta_call *c, la__
     a->K = d->K;
     a->V = d->V;
     a->form = o->form;
-    a->chunk = o->chunk_size ? o->chunk_size : 64;
+    a->chunk = o->chunk_size ? o->chunk_size : LA_DEFAULT_CHUNK_SIZE;
     a->l2norm = o->use_qk_l2norm != 0; /* as the decoder: any non-zero */
     if ((st = la__resolve_scale(op, o->scale, d->K, &a->scale))) return st;
 

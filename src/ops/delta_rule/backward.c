@@ -33,15 +33,6 @@ static int64_t segment_len(const la__delta_args *a) {
     return a->form == LA_FORM_CHUNK ? la__delta_chunk_len(a) : RECURRENT_SEGMENT;
 }
 
-static int64_t max_len(const la__delta_args *a) {
-    const la_dims *d = &a->dims;
-    if (!d->cu_seqlens) return d->T;
-    int64_t m = 0;
-    for (int64_t n = 0; n < d->n_seqs; n++)
-        if (d->cu_seqlens[n + 1] - d->cu_seqlens[n] > m) m = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
-    return m;
-}
-
 /* Scratch layout (floats), each piece 64-byte aligned. */
 typedef struct {
     float *qn, *kn;    /* [len,K] normalised (or copied) q, k */
@@ -56,7 +47,9 @@ typedef struct {
     float *work;       /* step / chunk work */
 } bwd_scratch;
 
-static size_t layout(const la__delta_args *a, int64_t len, float *base, bwd_scratch *s) {
+/* Carves (or, base == NULL, sizes) the scratch; returns its bytes (0 when a
+ * size overflows). */
+static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scratch *s) {
     const int64_t K = a->K, V = a->V, seg = segment_len(a);
     const int64_t nseg = (len + seg - 1) / seg;
     const size_t KV = (size_t)K * (size_t)V;
@@ -77,23 +70,24 @@ static size_t layout(const la__delta_args *a, int64_t len, float *base, bwd_scra
     float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->states,
                       &s->G, &s->vc, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
                       &s->w, &s->u, &s->r, &s->work};
-    size_t off = 0;
+    la__arena ar = {(char *)base, 0, 0};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        if (base) *ptrs[i] = base + off;
-        off += (sizes[i] + 15) / 16 * 16;
+        float *p = la__arena_floats(&ar, sizes[i]);
+        if (base) *ptrs[i] = p;
     }
-    return off;
+    return la__arena_size(&ar);
 }
 
 size_t la__delta_backward_scratch(const la__delta_args *a) {
     /* See la__delta_forward_scratch: SIZE_MAX (reported as OOM) where the
      * size would overflow. */
-    const double C = (double)segment_len(a), T = (double)max_len(a);
+    const double C = (double)segment_len(a), T = (double)la__max_seq_len(&a->dims);
     const double KV = (double)a->K * (double)a->V;
     if ((8 * C * C + (T / C + C + 4) * KV + 8 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
         return SIZE_MAX;
     bwd_scratch s;
-    return (layout(a, max_len(a), NULL, &s) + 16) * sizeof(float);
+    const size_t bytes = layout(a, la__max_seq_len(&a->dims), NULL, &s);
+    return bytes ? bytes : SIZE_MAX;
 }
 
 /* Advances S over tokens [t0, t0 + L) of the sequence (indices into the
@@ -216,7 +210,7 @@ static void backward_task(void *p, int64_t task, int tid) {
     int64_t tok0, len;
     la__seq_bounds(&a->dims, n, &tok0, &len);
     bwd_scratch s;
-    layout(a, len, la__delta_align(la__scratch(a->ctx, tid)), &s);
+    layout(a, len, la__scratch(a->ctx, tid), &s);
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
 
     for (int64_t t = 0; t < len; t++) {

@@ -13,6 +13,7 @@
 #define LINATTN_DELTA_RULE_H
 
 #include "../../core/internal.h"
+#include "../registry.h"
 #include "../../kernels/kernels.h"
 
 /* The L2 norm of q and k (opts.use_qk_l2norm): x / sqrt(sum x^2 + eps), as
@@ -25,7 +26,7 @@ LA_HIDDEN float la__delta_l2norm(float *y, const float *x, int64_t n);
 /* One token of one (sequence, value head): S [K,V] updated in place, o [V]
  * written unless NULL; q, k [K] (normalised here when l2norm), v [V]; g NULL
  * or one log-gate; work >= LA__STEP_WORK_FLOATS(K, V) floats. The recurrent
- * forward and la__delta_rule_step both run exactly this code. */
+ * forward and the registry decoding step (entry.c) both run exactly this code. */
 LA_HIDDEN void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, float *S,
                                float *o, const float *q, const float *k, const float *v,
                                const float *g, float beta, float *work);
@@ -52,11 +53,6 @@ typedef struct la__delta_args {
 /* Chunk length actually used: opts' chunk size capped at the longest
  * sequence (a longer chunk would be the whole sequence anyway). */
 LA_HIDDEN int64_t la__delta_chunk_len(const la__delta_args *a);
-
-/* p rounded up to 64 bytes (scratch sizes add 64 floats of slack per use). */
-static inline float *la__delta_align(float *p) {
-    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
-}
 
 /* Scratch bytes per thread, then the computation (cannot fail). */
 LA_HIDDEN size_t la__delta_forward_scratch(const la__delta_args *a);

@@ -6,21 +6,37 @@
 
 #include <string.h>
 
-static int64_t max_seq_len(const la_dims *d) {
-    if (!d->cu_seqlens) return d->T;
-    int64_t m = 0;
-    for (int64_t n = 0; n < d->n_seqs; n++) {
-        const int64_t len = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
-        if (len > m) m = len;
-    }
-    return m;
-}
-
 /* Chunk length actually used: the option, capped at the longest sequence
  * (a chunk longer than the sequence is the whole sequence anyway). */
 int64_t la__delta_chunk_len(const la__delta_args *a) {
-    const int64_t m = max_seq_len(&a->dims);
+    const int64_t m = la__max_seq_len(&a->dims);
     return a->chunk < m ? a->chunk : m;
+}
+
+/* The scratch of one task: S, the step's work, and for the chunk form one
+ * chunk of normalised q, k and of v, g, beta plus the chunk step's work. */
+typedef struct {
+    float *S, *work, *qc, *kc, *vc, *gc, *bc, *cw;
+} fwd_scratch;
+
+/* Carves (or, base == NULL, sizes) the scratch; returns its bytes (0 when a
+ * size overflows). */
+static size_t fwd_layout(const la__delta_args *a, void *base, fwd_scratch *s) {
+    la__arena ar = {(char *)base, 0, 0};
+    const size_t K = (size_t)a->K, V = (size_t)a->V;
+    memset(s, 0, sizeof *s);
+    s->S = la__arena_floats(&ar, K * V);
+    s->work = la__arena_floats(&ar, LA__STEP_WORK_FLOATS(K, V));
+    if (a->form == LA_FORM_CHUNK) {
+        const size_t C = (size_t)la__delta_chunk_len(a);
+        s->qc = la__arena_floats(&ar, C * K);
+        s->kc = la__arena_floats(&ar, C * K);
+        s->vc = la__arena_floats(&ar, C * V);
+        s->gc = la__arena_floats(&ar, C);
+        s->bc = la__arena_floats(&ar, C);
+        s->cw = la__arena_floats(&ar, la__delta_chunk_work_floats((int64_t)C, a->K, a->V));
+    }
+    return la__arena_size(&ar);
 }
 
 size_t la__delta_forward_scratch(const la__delta_args *a) {
@@ -28,14 +44,9 @@ size_t la__delta_forward_scratch(const la__delta_args *a) {
      * ask for SIZE_MAX instead, which la__scratch_reserve reports as OOM. */
     const double C2 = (double)la__delta_chunk_len(a), KVd = (double)a->K * (double)a->V;
     if ((4 * C2 * C2 + 4 * KVd + 8 * C2 * (double)(a->K + a->V)) * 4 > 0x1p62) return SIZE_MAX;
-    const size_t KV = (size_t)a->K * (size_t)a->V;
-    size_t f = KV + LA__STEP_WORK_FLOATS(a->K, a->V);
-    if (a->form == LA_FORM_CHUNK) {
-        const int64_t C = la__delta_chunk_len(a);
-        f += (size_t)C * (size_t)(2 * a->K + a->V + 2) +
-             la__delta_chunk_work_floats(C, a->K, a->V);
-    }
-    return (f + 64) * sizeof(float);
+    fwd_scratch s;
+    const size_t bytes = fwd_layout(a, NULL, &s);
+    return bytes ? bytes : SIZE_MAX;
 }
 
 static void load_state(const la__delta_args *a, float *S, int64_t n, int64_t hv) {
@@ -53,8 +64,9 @@ static void forward_task(void *p, int64_t task, int tid) {
     const size_t KV = (size_t)K * (size_t)V;
     int64_t start, len;
     la__seq_bounds(&a->dims, n, &start, &len);
-    float *S = la__scratch(a->ctx, tid);
-    float *work = S + KV;
+    fwd_scratch sc;
+    fwd_layout(a, la__scratch(a->ctx, tid), &sc);
+    float *S = sc.S, *work = sc.work;
     load_state(a, S, n, hv);
 
     if (a->form == LA_FORM_RECURRENT) {
@@ -66,8 +78,7 @@ static void forward_task(void *p, int64_t task, int tid) {
         }
     } else {
         const int64_t C = la__delta_chunk_len(a);
-        float *qc = work + LA__STEP_WORK_FLOATS(K, V), *kc = qc + C * K, *vc = kc + C * K,
-              *gc = vc + C * V, *bc = gc + C, *cw = la__delta_align(bc + C);
+        float *qc = sc.qc, *kc = sc.kc, *vc = sc.vc, *gc = sc.gc, *bc = sc.bc, *cw = sc.cw;
         for (int64_t t0 = 0; t0 < len; t0 += C) {
             const int64_t L = len - t0 < C ? len - t0 : C;
             for (int64_t t = 0; t < L; t++) {

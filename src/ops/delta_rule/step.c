@@ -1,5 +1,5 @@
 /* The per-token arithmetic of the delta rules, shared by the recurrent form
- * and the decoder (la__delta_rule_step) so that decoding equals the
+ * and the decoder (its registry step, entry.c) so that decoding equals the
  * recurrent forward bit for bit. */
 #include "delta_rule.h"
 
@@ -107,10 +107,4 @@ void la__delta_token(int64_t K, int64_t V, int l2norm, float scale, float *S, fl
     }
 #endif
     delta_rows_portable(K, V, a, beta, scale, S, o, q, k, v, r);
-}
-
-void la__delta_rule_step(const la_decoder_config *cfg, float scale, float *S, float *o,
-                         const float *q, const float *k, const float *v, const float *g, float beta,
-                         float *work) {
-    la__delta_token(cfg->K, cfg->V, cfg->use_qk_l2norm != 0, scale, S, o, q, k, v, g, beta, work);
 }

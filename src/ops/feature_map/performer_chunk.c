@@ -77,48 +77,46 @@ enum {
 };
 
 /* Doubles are carved as pairs of floats (every piece is 64-byte aligned). */
-static void layout(const la__pf_job *j, int backward, la__bump *b, float **p) {
+static void layout(const la__pf_job *j, int backward, la__arena *b, float **p) {
     const size_t d = (size_t)j->d, m = (size_t)j->map.m, M = (size_t)j->M;
     const size_t V = (size_t)j->V, Vx = (size_t)j->Vx, C = (size_t)j->chunk;
-    p[P_ROW] = la__take(b, la__mul(2, LA__RF_ROW_DOUBLES(d, m)));
-    p[P_UK] = la__take(b, la__mul(2, la__mul(C, m)));
-    p[P_NK] = la__take(b, la__mul(2, C));
-    p[P_QA] = la__take(b, la__mul(2, C));
-    p[P_S] = la__take(b, la__mul(M, Vx));
-    p[P_QH] = la__take(b, la__mul(C, M));
-    p[P_KH] = la__take(b, la__mul(C, M));
-    p[P_VB] = la__take(b, la__mul(C, Vx));
-    p[P_A] = la__take(b, la__mul(C, C));
-    p[P_NUM] = la__take(b, la__mul(C, Vx));
-    p[P_MU] = la__take(b, C);
-    p[P_RE] = la__take(b, C);
+    p[P_ROW] = la__arena_floats(b, la__mul(2, LA__RF_ROW_DOUBLES(d, m)));
+    p[P_UK] = la__arena_floats(b, la__mul(2, la__mul(C, m)));
+    p[P_NK] = la__arena_floats(b, la__mul(2, C));
+    p[P_QA] = la__arena_floats(b, la__mul(2, C));
+    p[P_S] = la__arena_floats(b, la__mul(M, Vx));
+    p[P_QH] = la__arena_floats(b, la__mul(C, M));
+    p[P_KH] = la__arena_floats(b, la__mul(C, M));
+    p[P_VB] = la__arena_floats(b, la__mul(C, Vx));
+    p[P_A] = la__arena_floats(b, la__mul(C, C));
+    p[P_NUM] = la__arena_floats(b, la__mul(C, Vx));
+    p[P_MU] = la__arena_floats(b, C);
+    p[P_RE] = la__arena_floats(b, C);
     if (!backward) return;
-    p[P_G] = la__take(b, la__mul(C, Vx));
-    p[P_DA] = la__take(b, la__mul(C, C));
-    p[P_DQH] = la__take(b, la__mul(C, M));
-    p[P_DVB] = la__take(b, la__mul(C, V));
+    p[P_G] = la__arena_floats(b, la__mul(C, Vx));
+    p[P_DA] = la__arena_floats(b, la__mul(C, C));
+    p[P_DQH] = la__arena_floats(b, la__mul(C, M));
+    p[P_DVB] = la__arena_floats(b, la__mul(C, V));
     /* chunk starts and entry maxima: at most one chunk per token */
-    p[P_MUS] = la__take(b, (size_t)j->Tmax + 1);
-    p[P_STARTS] = la__take(b, la__mul(2, (size_t)j->Tmax + 1));
+    p[P_MUS] = la__arena_floats(b, (size_t)j->Tmax + 1);
+    p[P_STARTS] = la__arena_floats(b, la__mul(2, (size_t)j->Tmax + 1));
 }
 
 size_t la__pf_chunk_scratch(const la__pf_job *j, int backward) {
-    la__bump b = {NULL, 0, 0};
+    la__arena b = {NULL, 0, 0};
     float *p[P_COUNT];
     layout(j, backward, &b, p);
-    if (b.overflow || b.used > SIZE_MAX / sizeof(float)) return SIZE_MAX;
-    return b.used * sizeof(float);
+    return la__arena_size(&b) ? la__arena_size(&b) : SIZE_MAX;
 }
 
 size_t la__pf_recurrent_scratch(const la__pf_job *j) {
-    la__bump b = {NULL, 0, 0};
+    la__arena b = {NULL, 0, 0};
     const size_t M = (size_t)j->M, V = (size_t)j->V;
-    (void)la__take(&b, la__mul(2, LA__RF_ROW_DOUBLES(j->d, j->map.m)));
-    (void)la__take(&b, la__mul(M, V));
-    (void)la__take(&b, M);
-    (void)la__take(&b, LA__PF_TOKEN_FLOATS(M));
-    if (b.overflow || b.used > SIZE_MAX / sizeof(float)) return SIZE_MAX;
-    return b.used * sizeof(float);
+    (void)la__arena_floats(&b, la__mul(2, LA__RF_ROW_DOUBLES(j->d, j->map.m)));
+    (void)la__arena_floats(&b, la__mul(M, V));
+    (void)la__arena_floats(&b, M);
+    (void)la__arena_floats(&b, LA__PF_TOKEN_FLOATS(M));
+    return la__arena_size(&b) ? la__arena_size(&b) : SIZE_MAX;
 }
 
 /* ---- one chunk ---------------------------------------------------------- */
@@ -211,7 +209,7 @@ void la__pf_chunk_fwd_task(void *arg, int64_t task, int tid) {
     pf_unit u;
     unit_init(j, task, &u);
     float *p[P_COUNT];
-    la__bump b = {la__scratch(j->ctx, tid), 0, 0};
+    la__arena b = {la__scratch(j->ctx, tid), 0, 0};
     layout(j, 0, &b, p);
     const int64_t C = j->chunk, V = j->V, Vx = j->Vx;
     float *Sx = p[P_S], *num = p[P_NUM];
@@ -238,7 +236,7 @@ void la__pf_chunk_bwd_task(void *arg, int64_t task, int tid) {
     pf_unit u;
     unit_init(j, task, &u);
     float *p[P_COUNT];
-    la__bump b = {la__scratch(j->ctx, tid), 0, 0};
+    la__arena b = {la__scratch(j->ctx, tid), 0, 0};
     layout(j, 1, &b, p);
     const la__kernels *kr = j->kr;
     const la__rf_map *mp = &j->map;
@@ -321,11 +319,12 @@ void la__pf_recurrent_fwd_task(void *arg, int64_t task, int tid) {
     pf_unit u;
     unit_init(j, task, &u);
     const int64_t M = j->M, V = j->V;
-    la__bump b = {la__scratch(j->ctx, tid), 0, 0};
-    double *dw = (double *)(void *)la__take(&b, la__mul(2, LA__RF_ROW_DOUBLES(j->d, j->map.m)));
-    float *S = la__take(&b, la__mul((size_t)M, (size_t)V));
-    float *z = la__take(&b, (size_t)M);
-    float *fw = la__take(&b, LA__PF_TOKEN_FLOATS(M));
+    la__arena b = {la__scratch(j->ctx, tid), 0, 0};
+    double *dw =
+        (double *)(void *)la__arena_floats(&b, la__mul(2, LA__RF_ROW_DOUBLES(j->d, j->map.m)));
+    float *S = la__arena_floats(&b, la__mul((size_t)M, (size_t)V));
+    float *z = la__arena_floats(&b, (size_t)M);
+    float *fw = la__arena_floats(&b, LA__PF_TOKEN_FLOATS(M));
     if (u.S0)
         memcpy(S, u.S0, (size_t)(M * V) * sizeof(float));
     else

@@ -378,19 +378,9 @@ void la__rf_row_backward(const la__rf_map *map, float *dx, const float *d_phi, c
     backward_row(map, dx, d_phi, xs, u, n, stab, acc);
 }
 
-static int64_t max_seq_len(const la_dims *d) {
-    if (!d->cu_seqlens) return d->T;
-    int64_t mx = 0;
-    for (int64_t n = 0; n < d->n_seqs; n++) {
-        int64_t l = d->cu_seqlens[n + 1] - d->cu_seqlens[n];
-        mx = l > mx ? l : mx;
-    }
-    return mx;
-}
-
 static la_status reserve(const char *op, la_ctx *ctx, const la_dims *dims, int64_t d, int64_t m,
                          int with_seq) {
-    const uint64_t tmax = with_seq ? (uint64_t)max_seq_len(dims) : 0;
+    const uint64_t tmax = with_seq ? (uint64_t)la__max_seq_len(dims) : 0;
     const uint64_t n = 2 * (uint64_t)d + (uint64_t)m + tmax;
     if (n > SIZE_MAX / sizeof(double))
         return la__error(LA_ERR_INVALID_SIZE, "%s: scratch size overflows", op);

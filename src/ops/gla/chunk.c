@@ -58,42 +58,42 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
                            chunk_bufs *b) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
     const size_t gw = j->per_key ? K : 1, CKg = j->per_key ? C * K : 1;
-    gla_arena a = {.base = base};
+    la__arena a = {.base = base};
     /* the forward keeps the states of a whole head group */
-    b->S = gla_take(&a, backward ? 1 : (size_t)LA__GLA_HEAD_GROUP, K * V * sizeof(float));
-    b->G = gla_take(&a, C * gw, sizeof(double));
-    b->eG = gla_take(&a, C * gw, sizeof(float));
-    b->eLm = gla_take(&a, C * gw, sizeof(float));
-    b->e = gla_take(&a, K, sizeof(float));
-    b->R = gla_take(&a, CKg, sizeof(float));
-    b->F = gla_take(&a, CKg, sizeof(float));
-    b->Qc = gla_take(&a, C * K, sizeof(float));
-    b->Kc = gla_take(&a, C * K, sizeof(float));
-    b->Vc = gla_take(&a, C * V, sizeof(float));
-    b->Qs = gla_take(&a, C * K, sizeof(float));
-    b->Ks = gla_take(&a, C * K, sizeof(float));
-    b->KF = gla_take(&a, CKg, sizeof(float));
-    b->A = gla_take(&a, C * C, sizeof(float));
+    b->S = la__arena_take(&a, backward ? 1 : (size_t)LA__GLA_HEAD_GROUP, K * V * sizeof(float));
+    b->G = la__arena_take(&a, C * gw, sizeof(double));
+    b->eG = la__arena_take(&a, C * gw, sizeof(float));
+    b->eLm = la__arena_take(&a, C * gw, sizeof(float));
+    b->e = la__arena_take(&a, K, sizeof(float));
+    b->R = la__arena_take(&a, CKg, sizeof(float));
+    b->F = la__arena_take(&a, CKg, sizeof(float));
+    b->Qc = la__arena_take(&a, C * K, sizeof(float));
+    b->Kc = la__arena_take(&a, C * K, sizeof(float));
+    b->Vc = la__arena_take(&a, C * V, sizeof(float));
+    b->Qs = la__arena_take(&a, C * K, sizeof(float));
+    b->Ks = la__arena_take(&a, C * K, sizeof(float));
+    b->KF = la__arena_take(&a, CKg, sizeof(float));
+    b->A = la__arena_take(&a, C * C, sizeof(float));
     if (backward) {
         const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
         const size_t ngroups = (nch + M - 1) / M;
         if (K * V > SIZE_MAX / sizeof(float) / (ngroups + M)) return 0;
-        b->ckpt = gla_take(&a, ngroups, K * V * sizeof(float));
-        b->states = gla_take(&a, M, K * V * sizeof(float));
-        b->dS = gla_take(&a, K * V, sizeof(float));
-        b->dqc = gla_take(&a, C * K, sizeof(float));
-        b->dkc = gla_take(&a, C * K, sizeof(float));
-        b->dqs = gla_take(&a, C * K, sizeof(float));
-        b->dks = gla_take(&a, C * K, sizeof(float));
-        b->dvc = gla_take(&a, C * V, sizeof(float));
-        b->dG = gla_take(&a, C * gw, sizeof(double));
-        b->dGp = gla_take(&a, gw, sizeof(double));
-        b->dA = gla_take(&a, C * C, sizeof(float));
-        b->dOc = gla_take(&a, C * V, sizeof(float));
-        b->Tq = gla_take(&a, CKg, sizeof(float));
-        b->Tk = gla_take(&a, CKg, sizeof(float));
+        b->ckpt = la__arena_take(&a, ngroups, K * V * sizeof(float));
+        b->states = la__arena_take(&a, M, K * V * sizeof(float));
+        b->dS = la__arena_take(&a, K * V, sizeof(float));
+        b->dqc = la__arena_take(&a, C * K, sizeof(float));
+        b->dkc = la__arena_take(&a, C * K, sizeof(float));
+        b->dqs = la__arena_take(&a, C * K, sizeof(float));
+        b->dks = la__arena_take(&a, C * K, sizeof(float));
+        b->dvc = la__arena_take(&a, C * V, sizeof(float));
+        b->dG = la__arena_take(&a, C * gw, sizeof(double));
+        b->dGp = la__arena_take(&a, gw, sizeof(double));
+        b->dA = la__arena_take(&a, C * C, sizeof(float));
+        b->dOc = la__arena_take(&a, C * V, sizeof(float));
+        b->Tq = la__arena_take(&a, CKg, sizeof(float));
+        b->Tk = la__arena_take(&a, CKg, sizeof(float));
     }
-    return gla_arena_size(&a);
+    return la__arena_size(&a);
 }
 
 size_t la__gla_chunk_fwd_bytes(const gla_job *j) {
@@ -107,40 +107,10 @@ size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L) {
 }
 
 /* exp(x) for x <= 0 (the only arguments here: differences of cumulative
- * sums of non-positive log-gates), written without library calls, branches or
- * floating-point comparisons so that loops over it vectorise (gcc will not
- * if-convert float compares under the default -ftrapping-math):
- * x = n ln2 + r with |r| <= ln2 / 2 (n by the 1.5 * 2^23 rounding trick, ln2
- * in two parts), e^r by Cephes' degree-7 polynomial (relative error ~1e-7,
- * 1-2 ulp against libm's expf), times 2^n added into the exponent bits.
- * Below -80 (e^-80 = 1.8e-35) it returns exactly 0, selected on the bits of
- * x, so a reset gate g = -1e4 still gives exact zeros, never Inf or NaN.
- * The recurrent form and the decoder keep libm's expf. */
-static inline float exp_nonpos(float x) {
-    const float big = 12582912.0f; /* 1.5 * 2^23 */
-    uint32_t xb;
-    memcpy(&xb, &x, sizeof xb);
-    /* all ones unless x < -80 (-80.0f is 0xC2A00000; larger bits of a
-     * negative float mean a larger magnitude) */
-    const uint32_t keep = 0u - (uint32_t)(xb <= 0xC2A00000u);
-    const uint32_t xk = xb & keep;
-    float xc;
-    memcpy(&xc, &xk, sizeof xc); /* x, or 0 when dropped (keeps the polynomial finite) */
-    const float t = xc * 1.44269504088896341f + big;
-    const float n = t - big;
-    const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
-    const float z = r * r;
-    const float p = (((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
-                       4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * z +
-                    r + 1.0f;
-    uint32_t pb;
-    memcpy(&pb, &p, sizeof pb);
-    /* n in [-116, 0]: p * 2^n stays a normal number */
-    const uint32_t yb = (pb + (uint32_t)((int32_t)n * 8388608)) & keep;
-    float y;
-    memcpy(&y, &yb, sizeof y);
-    return y;
-}
+ * sums of non-positive log-gates): the library's vectorisable e^x
+ * (src/kernels/vexp.h), exactly 0 below -80, so a reset gate g = -1e4 gives
+ * exact zeros, never Inf or NaN. */
+static inline float exp_nonpos(float x) { return la__exp_nonpos(x); }
 
 /* sum_x a_x b_x c_x, in eight partial sums (vectorisable). */
 static inline float dot3(const float *a, const float *b, const float *c, int64_t n) {

@@ -14,7 +14,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-#define GLA_DEFAULT_CHUNK 64
 #define GLA_CKPT 64
 
 la_status la_retnet_decay(float *g_gamma, int64_t H) {
@@ -29,16 +28,6 @@ la_status la_retnet_decay(float *g_gamma, int64_t H) {
         g_gamma[h] = (float)log1p(-ldexp(1.0, -e));
     }
     return LA_OK;
-}
-
-static int64_t longest_seq(const la_dims *d) {
-    int64_t L = 0;
-    for (int64_t n = 0; n < la__num_seqs(d); n++) {
-        int64_t s, len;
-        la__seq_bounds(d, n, &s, &len);
-        if (len > L) L = len;
-    }
-    return L;
 }
 
 /* Dims, options, the tensors both directions share; fills the job. */
@@ -60,7 +49,7 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *
     if (opts->chunk_size < 0)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means %d)", op,
-                         opts->chunk_size, GLA_DEFAULT_CHUNK);
+                         opts->chunk_size, LA_DEFAULT_CHUNK_SIZE);
     float scale;
     if ((st = la__resolve_scale(op, opts->scale, dims->K, &scale))) return st;
     if ((st = la__check_ptr(op, "q", q)) || (st = la__check_ptr(op, "k", k)) ||
@@ -78,8 +67,8 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *
     if (s0 && (st = la__check_finite(op, "initial_state", s0,
                                      (size_t)N * (size_t)H * (size_t)K * (size_t)V)))
         return st;
-    const int64_t L = longest_seq(dims);
-    int64_t C = opts->chunk_size ? opts->chunk_size : GLA_DEFAULT_CHUNK;
+    const int64_t L = la__max_seq_len(dims);
+    int64_t C = opts->chunk_size ? opts->chunk_size : LA_DEFAULT_CHUNK_SIZE;
     if (C > L) C = L;
     *j = (gla_job){.d = dims, .H = H, .K = K, .V = V, .C = C, .per_key = per_key,
                    .scale = scale, .ctx = ctx, .kr = la__kernels_default(), .q = q,
@@ -140,7 +129,7 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
     if (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, NHKV)))
         return st;
     const int chunk = opts->form == LA_FORM_CHUNK;
-    const int64_t L = longest_seq(dims);
+    const int64_t L = la__max_seq_len(dims);
     if (chunk) {
         const int64_t nch = (L + j.C - 1) / j.C;
         j.group = (int64_t)ceil(sqrt((double)nch));

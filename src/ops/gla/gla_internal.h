@@ -10,7 +10,7 @@
 
 #include "../../core/internal.h"
 #include "../../kernels/kernels.h"
-#include "../linear_attn/vexp.h"
+#include "../../kernels/vexp.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -20,7 +20,7 @@
  *   S = Diag(a) S + k^T v,  a = exp(g) (per key) or exp(g + g_gamma) (scalar),
  *   o = scale * q S   (skipped when o is NULL; acc [V] is work space).
  * The recurrent forward, the recurrent backward's recomputation and
- * la__gla_step all call this, so decoding equals the recurrent form bit for
+ * the registry decoding step (entry.c) all call this, so decoding equals the recurrent form bit for
  * bit. g is NULL (no decay besides g_gamma), one float, or K floats. */
 #define GLA_EXP_BLOCK 16
 
@@ -156,27 +156,6 @@ LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
 #define LA__GLA_HEAD_GROUP 4
 LA_HIDDEN void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
-
-/* A bump allocator over one thread's scratch: 64-byte aligned pieces. With
- * base == NULL it only counts (used to size the reservation). */
-typedef struct gla_arena {
-    char *base;
-    size_t used;
-    int overflow;
-} gla_arena;
-
-static inline void *gla_take(gla_arena *a, size_t count, size_t elem) {
-    if (count != 0 && elem > (SIZE_MAX - 64 - a->used) / count) {
-        a->overflow = 1;
-        return NULL;
-    }
-    size_t bytes = (count * elem + 63) & ~(size_t)63;
-    void *p = a->base ? a->base + a->used : NULL;
-    a->used += bytes;
-    return p;
-}
-
-static inline size_t gla_arena_size(const gla_arena *a) { return a->overflow ? 0 : a->used; }
 
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
 static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {

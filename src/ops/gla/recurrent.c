@@ -10,19 +10,19 @@
 #include <string.h>
 
 size_t la__gla_recurrent_fwd_bytes(const gla_job *j) {
-    gla_arena a = {0};
-    gla_take(&a, (size_t)j->K * (size_t)j->V, sizeof(float)); /* S */
-    gla_take(&a, (size_t)j->V, sizeof(float));                /* acc */
-    return gla_arena_size(&a);
+    la__arena a = {0};
+    la__arena_take(&a, (size_t)j->K * (size_t)j->V, sizeof(float)); /* S */
+    la__arena_take(&a, (size_t)j->V, sizeof(float));                /* acc */
+    return la__arena_size(&a);
 }
 
 void la__gla_recurrent_fwd_task(void *arg, int64_t task, int tid) {
     const gla_job *j = arg;
     const int64_t H = j->H, K = j->K, V = j->V, h = task % H, n = task / H;
     const size_t KV = (size_t)K * (size_t)V;
-    gla_arena a = {.base = la__scratch(j->ctx, tid)};
-    float *S = gla_take(&a, KV, sizeof(float));
-    float *acc = gla_take(&a, (size_t)V, sizeof(float));
+    la__arena a = {.base = la__scratch(j->ctx, tid)};
+    float *S = la__arena_take(&a, KV, sizeof(float));
+    float *acc = la__arena_take(&a, (size_t)V, sizeof(float));
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     if (j->s0)
@@ -43,13 +43,13 @@ size_t la__gla_recurrent_bwd_bytes(const gla_job *j, int64_t L) {
     const size_t KV = (size_t)j->K * (size_t)j->V;
     const int64_t C = j->C < L ? j->C : L;
     const size_t nseg = (size_t)((L + C - 1) / C);
-    gla_arena a = {0};
-    gla_take(&a, nseg, KV * sizeof(float));        /* checkpoints */
-    gla_take(&a, (size_t)C + 1, KV * sizeof(float)); /* states of one segment */
-    gla_take(&a, KV, sizeof(float));               /* dS */
-    gla_take(&a, (size_t)j->V, sizeof(float));     /* dv accumulator */
+    la__arena a = {0};
+    la__arena_take(&a, nseg, KV * sizeof(float));        /* checkpoints */
+    la__arena_take(&a, (size_t)C + 1, KV * sizeof(float)); /* states of one segment */
+    la__arena_take(&a, KV, sizeof(float));               /* dS */
+    la__arena_take(&a, (size_t)j->V, sizeof(float));     /* dv accumulator */
     if (KV > SIZE_MAX / sizeof(float) / (nseg + (size_t)C + 2)) return 0;
-    return gla_arena_size(&a);
+    return la__arena_size(&a);
 }
 
 void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid) {
@@ -61,11 +61,11 @@ void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid) {
     la__seq_bounds(j->d, n, &start, &len);
     const int64_t C = j->C < len ? j->C : len;
     const int64_t nseg = (len + C - 1) / C;
-    gla_arena a = {.base = la__scratch(j->ctx, tid)};
-    float *ckpt = gla_take(&a, (size_t)nseg, KV * sizeof(float));
-    float *seg = gla_take(&a, (size_t)C + 1, KV * sizeof(float));
-    float *dS = gla_take(&a, KV, sizeof(float));
-    float *acc = gla_take(&a, (size_t)V, sizeof(float));
+    la__arena a = {.base = la__scratch(j->ctx, tid)};
+    float *ckpt = la__arena_take(&a, (size_t)nseg, KV * sizeof(float));
+    float *seg = la__arena_take(&a, (size_t)C + 1, KV * sizeof(float));
+    float *dS = la__arena_take(&a, KV, sizeof(float));
+    float *acc = la__arena_take(&a, (size_t)V, sizeof(float));
     const float gamma = j->g_gamma ? j->g_gamma[h] : 0.0f;
 
     /* Forward sweep: checkpoint the state before every segment. */

@@ -51,7 +51,7 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_linear_attn_
     if (opts->chunk_size < 0)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means %d)", op,
-                         opts->chunk_size, LA__LIN_DEFAULT_CHUNK);
+                         opts->chunk_size, LA_DEFAULT_CHUNK_SIZE);
     float scale;
     if ((st = la__resolve_scale(op, opts->scale, dims->K, &scale))) return st;
 
@@ -67,20 +67,14 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_linear_attn_
     j->qscale = j->normalize ? 1.0f : scale;
     j->ctx = ctx;
     j->kr = la__kernels_default();
-    const int64_t N = la__num_seqs(dims);
-    int64_t Tmax = 0;
-    for (int64_t n = 0; n < N; n++) {
-        int64_t s, len;
-        la__seq_bounds(dims, n, &s, &len);
-        if (len > Tmax) Tmax = len;
-    }
+    const int64_t Tmax = la__max_seq_len(dims);
     j->Tmax = Tmax;
-    int64_t C = opts->chunk_size ? opts->chunk_size : LA__LIN_DEFAULT_CHUNK;
+    int64_t C = opts->chunk_size ? opts->chunk_size : LA_DEFAULT_CHUNK_SIZE;
     j->chunk = C < Tmax ? C : Tmax; /* a chunk never needs to exceed a sequence */
     return LA_OK;
 }
 
-typedef void (*layout_fn)(const la__lin_job *, int, la__bump *, float **);
+typedef void (*layout_fn)(const la__lin_job *, int, la__arena *, float **);
 typedef void (*unit_fn)(const la__lin_job *, const la__lin_unit *, float *);
 
 static void pick(const la_linear_attn_opts *o, int backward, layout_fn *lay, unit_fn *run) {
@@ -110,7 +104,7 @@ static la_status reserve(const char *op, const la_linear_attn_opts *opts, la__li
     layout_fn lay;
     unit_fn run;
     pick(opts, backward, &lay, &run);
-    la__bump b = {NULL, 0, 0};
+    la__arena b = {NULL, 0, 0};
     float *bufs[LA__LIN_MAX_BUFS];
     lay(j, backward, &b, bufs);
     if (b.overflow)
@@ -118,10 +112,10 @@ static la_status reserve(const char *op, const la_linear_attn_opts *opts, la__li
                          "%s: the %s form's scratch for K = %" PRId64 ", V = %" PRId64
                          ", chunk %" PRId64 " overflows size_t", op, form_name(opts), j->K,
                          j->V, j->chunk);
-    la_status st = la__scratch_reserve(j->ctx, b.used * sizeof(float));
+    la_status st = la__scratch_reserve(j->ctx, b.used);
     if (st)
         return la__error(st, "%s: cannot reserve %zu bytes of scratch per thread for the %s form",
-                         op, b.used * sizeof(float), form_name(opts));
+                         op, b.used, form_name(opts));
     return LA_OK;
 }
 

@@ -33,23 +33,23 @@
 
 enum { C_S, C_QH, C_KH, C_VB, C_A, C_NUM, C_G, C_DA, C_DQH, C_DVB };
 
-void la__lin_chunk_layout(const la__lin_job *j, int backward, la__bump *b, float **p) {
+void la__lin_chunk_layout(const la__lin_job *j, int backward, la__arena *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->chunk;
     const size_t Vx = (size_t)la__lin_vx(j);
     /* the forward keeps the states of a whole head group */
     const size_t ns = backward ? 1 : (size_t)LA__LIN_HEAD_GROUP;
-    p[C_S] = la__take(b, la__mul(ns, la__mul(K, Vx)));
-    p[C_QH] = la__take(b, la__mul(C, K));
-    p[C_KH] = la__take(b, la__mul(C, K));
-    p[C_VB] = la__take(b, la__mul(C, Vx));
-    p[C_A] = la__take(b, la__mul(C, C));
-    p[C_NUM] = la__take(b, la__mul(C, Vx));
+    p[C_S] = la__arena_floats(b, la__mul(ns, la__mul(K, Vx)));
+    p[C_QH] = la__arena_floats(b, la__mul(C, K));
+    p[C_KH] = la__arena_floats(b, la__mul(C, K));
+    p[C_VB] = la__arena_floats(b, la__mul(C, Vx));
+    p[C_A] = la__arena_floats(b, la__mul(C, C));
+    p[C_NUM] = la__arena_floats(b, la__mul(C, Vx));
     if (!backward) return;
     /* Sx holds dSx in the reverse sweep */
-    p[C_G] = la__take(b, la__mul(C, Vx));
-    p[C_DA] = la__take(b, la__mul(C, C));
-    p[C_DQH] = la__take(b, la__mul(C, K));
-    p[C_DVB] = la__take(b, la__mul(C, V));
+    p[C_G] = la__arena_floats(b, la__mul(C, Vx));
+    p[C_DA] = la__arena_floats(b, la__mul(C, C));
+    p[C_DQH] = la__arena_floats(b, la__mul(C, K));
+    p[C_DVB] = la__arena_floats(b, la__mul(C, V));
 }
 
 /* Q̂, K̃ and Vx rows of the chunk [t0, t0+L) into contiguous blocks, and the
@@ -96,7 +96,7 @@ void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scrat
 void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, int64_t nh,
                              float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
-    la__bump b = {scratch, 0, 0};
+    la__arena b = {(char *)scratch, 0, 0};
     la__lin_chunk_layout(j, 0, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
     float *num = p[C_NUM];
@@ -133,7 +133,7 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
 
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
-    la__bump b = {scratch, 0, 0};
+    la__arena b = {(char *)scratch, 0, 0};
     la__lin_chunk_layout(j, 1, &b, p);
     const la__kernels *kr = j->kr;
     const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);

@@ -42,6 +42,7 @@
 #define LINATTN_OPS_LINEAR_ATTN_H
 
 #include "../../core/internal.h"
+#include "../registry.h"
 #include "../../kernels/kernels.h"
 
 #include <math.h>
@@ -50,8 +51,6 @@
 
 /* Query/key block of the parallel form (tokens). */
 #define LA__LIN_PAR_BLOCK 64
-/* Default chunk of the chunk form. */
-#define LA__LIN_DEFAULT_CHUNK 64
 
 typedef struct la__lin_job {
     const la_dims *dims;
@@ -206,29 +205,17 @@ void la__lin_token(la_feature_map fm, int normalize, float eps, float c, int64_t
                    int64_t V, float *S, float *z, float *o, const float *q, const float *k,
                    const float *v, float *qf, float *kf, float *den);
 
+/* One token of one (sequence, head) as the decoder runs it: S [K,V], z [K]
+ * (normalize only, else NULL), o [V]; q,k [K], v [V]; work >=
+ * LA__STEP_WORK_FLOATS(K, V). The recurrent form calls it per token, so
+ * decoding equals that form bit for bit. */
+LA_HIDDEN void la__linear_attn_step(const la_decoder_config *cfg, float scale, float *S,
+                                    float *z, float *o, const float *q, const float *k,
+                                    const float *v, float *work);
+
 /* ---- scratch layout ----------------------------------------------------- */
 
-/* Bump allocator over the scratch; with base == NULL it only counts, so the
- * same code sizes the reservation and carves it. Each piece is 64-byte
- * aligned. `overflow` is set if a size does not fit. */
-typedef struct la__bump {
-    float *base;
-    size_t used;  /* floats */
-    int overflow;
-} la__bump;
-
-static inline float *la__take(la__bump *b, size_t n) {
-    size_t r = (n + 15) & ~(size_t)15;
-    if (r < n || b->used > SIZE_MAX / sizeof(float) - r) {
-        b->overflow = 1;
-        return NULL;
-    }
-    float *p = b->base ? b->base + b->used : NULL;
-    b->used += r;
-    return p;
-}
-
-/* n = a*b, or SIZE_MAX on overflow (then la__take flags it). */
+/* n = a*b, or SIZE_MAX on overflow (then la__arena_floats flags it). */
 static inline size_t la__mul(size_t a, size_t b) {
     if (a && b > SIZE_MAX / a) return SIZE_MAX;
     return a * b;
@@ -236,15 +223,15 @@ static inline size_t la__mul(size_t a, size_t b) {
 
 /* Per form: lay out (or size, with b->base == NULL) the scratch of one unit,
  * and run the unit. */
-void la__lin_noncausal_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
+void la__lin_noncausal_layout(const la__lin_job *j, int backward, la__arena *b, float **bufs);
 void la__lin_noncausal_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 void la__lin_noncausal_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 
-void la__lin_recurrent_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
+void la__lin_recurrent_layout(const la__lin_job *j, int backward, la__arena *b, float **bufs);
 void la__lin_recurrent_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 void la__lin_recurrent_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 
-void la__lin_chunk_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
+void la__lin_chunk_layout(const la__lin_job *j, int backward, la__arena *b, float **bufs);
 void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 /* The chunk forward of n units of one sequence (heads h..h+n-1, n <= the
  * group size), chunk by chunk and head by head within a chunk: the heads'
@@ -256,7 +243,7 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *u, int64_
                              float *scratch);
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 
-void la__lin_parallel_layout(const la__lin_job *j, int backward, la__bump *b, float **bufs);
+void la__lin_parallel_layout(const la__lin_job *j, int backward, la__arena *b, float **bufs);
 void la__lin_parallel_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 void la__lin_parallel_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
 

@@ -21,18 +21,18 @@ static int64_t block(const la__lin_job *j) {
     return j->Tmax < LA__LIN_PAR_BLOCK ? j->Tmax : LA__LIN_PAR_BLOCK;
 }
 
-void la__lin_noncausal_layout(const la__lin_job *j, int backward, la__bump *b, float **p) {
+void la__lin_noncausal_layout(const la__lin_job *j, int backward, la__arena *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, P = (size_t)block(j);
     const size_t Vx = (size_t)la__lin_vx(j);
-    p[N_S] = la__take(b, la__mul(K, Vx));
-    p[N_QH] = la__take(b, la__mul(P, K)); /* Q̂ or K̃ block */
-    p[N_VB] = la__take(b, la__mul(P, Vx));
-    p[N_NUM] = la__take(b, la__mul(P, Vx));
+    p[N_S] = la__arena_floats(b, la__mul(K, Vx));
+    p[N_QH] = la__arena_floats(b, la__mul(P, K)); /* Q̂ or K̃ block */
+    p[N_VB] = la__arena_floats(b, la__mul(P, Vx));
+    p[N_NUM] = la__arena_floats(b, la__mul(P, Vx));
     if (!backward) return;
-    p[N_DS] = la__take(b, la__mul(K, Vx));
-    p[N_G] = la__take(b, la__mul(P, Vx));
-    p[N_DQH] = la__take(b, la__mul(P, K)); /* dQ̂, then dK̃ */
-    p[N_DVB] = la__take(b, la__mul(P, V));
+    p[N_DS] = la__arena_floats(b, la__mul(K, Vx));
+    p[N_G] = la__arena_floats(b, la__mul(P, Vx));
+    p[N_DQH] = la__arena_floats(b, la__mul(P, K)); /* dQ̂, then dK̃ */
+    p[N_DVB] = la__arena_floats(b, la__mul(P, V));
 }
 
 /* Sx = [S_0, z_0] + Σ_t k̃_tᵀ [v_t, 1], key block by key block. */
@@ -50,7 +50,7 @@ static void sum_state(const la__lin_job *j, const la__lin_unit *u, float *Sx, fl
 
 void la__lin_noncausal_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
-    la__bump b = {scratch, 0, 0};
+    la__arena b = {(char *)scratch, 0, 0};
     la__lin_noncausal_layout(j, 0, &b, p);
     const int64_t K = j->K, P = block(j), Vx = la__lin_vx(j);
     float *Sx = p[N_S], *qh = p[N_QH], *num = p[N_NUM];
@@ -66,7 +66,7 @@ void la__lin_noncausal_fwd(const la__lin_job *j, const la__lin_unit *u, float *s
 
 void la__lin_noncausal_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
-    la__bump b = {scratch, 0, 0};
+    la__arena b = {(char *)scratch, 0, 0};
     la__lin_noncausal_layout(j, 1, &b, p);
     const la__kernels *kr = j->kr;
     const int64_t K = j->K, V = j->V, P = block(j), Vx = la__lin_vx(j);

@@ -29,22 +29,22 @@ static int64_t block(const la__lin_job *j) {
     return j->Tmax < LA__LIN_PAR_BLOCK ? j->Tmax : LA__LIN_PAR_BLOCK;
 }
 
-void la__lin_parallel_layout(const la__lin_job *j, int backward, la__bump *b, float **p) {
+void la__lin_parallel_layout(const la__lin_job *j, int backward, la__arena *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, P = (size_t)block(j);
     const size_t Vx = (size_t)la__lin_vx(j);
-    p[P_QH] = la__take(b, la__mul(P, K));
-    p[P_KH] = la__take(b, la__mul(P, K));
-    p[P_VB] = la__take(b, la__mul(P, Vx));
-    p[P_A] = la__take(b, la__mul(P, P));
-    p[P_NUM] = la__take(b, la__mul(P, Vx));
-    p[P_S] = la__take(b, la__mul(K, Vx)); /* final state; dS0x in the backward */
-    p[P_S0] = la__take(b, la__mul(K, Vx));
+    p[P_QH] = la__arena_floats(b, la__mul(P, K));
+    p[P_KH] = la__arena_floats(b, la__mul(P, K));
+    p[P_VB] = la__arena_floats(b, la__mul(P, Vx));
+    p[P_A] = la__arena_floats(b, la__mul(P, P));
+    p[P_NUM] = la__arena_floats(b, la__mul(P, Vx));
+    p[P_S] = la__arena_floats(b, la__mul(K, Vx)); /* final state; dS0x in the backward */
+    p[P_S0] = la__arena_floats(b, la__mul(K, Vx));
     if (!backward) return;
-    p[P_G] = la__take(b, la__mul(P, Vx));
-    p[P_DA] = la__take(b, la__mul(P, P));
-    p[P_DQH] = la__take(b, la__mul(P, K));
-    p[P_DVB] = la__take(b, la__mul(P, V));
-    p[P_DST] = la__take(b, la__mul(K, Vx));
+    p[P_G] = la__arena_floats(b, la__mul(P, Vx));
+    p[P_DA] = la__arena_floats(b, la__mul(P, P));
+    p[P_DQH] = la__arena_floats(b, la__mul(P, K));
+    p[P_DVB] = la__arena_floats(b, la__mul(P, V));
+    p[P_DST] = la__arena_floats(b, la__mul(K, Vx));
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -92,7 +92,7 @@ static const float *initial_ext(const la__lin_job *j, const la__lin_unit *u, flo
 
 void la__lin_parallel_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
-    la__bump b = {scratch, 0, 0};
+    la__arena b = {(char *)scratch, 0, 0};
     la__lin_parallel_layout(j, 0, &b, p);
     const int64_t P = block(j), K = j->K, Vx = la__lin_vx(j);
     const float *S0x = initial_ext(j, u, p[P_S0]);
@@ -116,7 +116,7 @@ void la__lin_parallel_fwd(const la__lin_job *j, const la__lin_unit *u, float *sc
 
 void la__lin_parallel_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
-    la__bump b = {scratch, 0, 0};
+    la__arena b = {(char *)scratch, 0, 0};
     la__lin_parallel_layout(j, 1, &b, p);
     const la__kernels *kr = j->kr;
     const int64_t P = block(j), K = j->K, V = j->V, Vx = la__lin_vx(j);

@@ -13,7 +13,7 @@
  * The recurrent form and the decoder keep la__phi / la__dphi (libm expf):
  * their arithmetic is the decoder's step, bit for bit. */
 #include "linear_attn.h"
-#include "vexp.h"
+#include "../../kernels/vexp.h"
 
 #include <string.h>
 

@@ -12,25 +12,25 @@
 
 enum { R_S, R_Z, R_WORK, R_DS, R_DZ, R_QF, R_KF, R_O, R_G, R_DKF, R_DV };
 
-void la__lin_recurrent_layout(const la__lin_job *j, int backward, la__bump *b, float **p) {
+void la__lin_recurrent_layout(const la__lin_job *j, int backward, la__arena *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V;
-    p[R_S] = la__take(b, la__mul(K, V));
-    p[R_Z] = la__take(b, K);
-    p[R_WORK] = la__take(b, LA__STEP_WORK_FLOATS(K, V));
+    p[R_S] = la__arena_floats(b, la__mul(K, V));
+    p[R_Z] = la__arena_floats(b, K);
+    p[R_WORK] = la__arena_floats(b, LA__STEP_WORK_FLOATS(K, V));
     if (!backward) return;
-    p[R_DS] = la__take(b, la__mul(K, V));
-    p[R_DZ] = la__take(b, K);
-    p[R_QF] = la__take(b, K);
-    p[R_KF] = la__take(b, K);
-    p[R_O] = la__take(b, V);
-    p[R_G] = la__take(b, V);
-    p[R_DKF] = la__take(b, K);
-    p[R_DV] = la__take(b, V);
+    p[R_DS] = la__arena_floats(b, la__mul(K, V));
+    p[R_DZ] = la__arena_floats(b, K);
+    p[R_QF] = la__arena_floats(b, K);
+    p[R_KF] = la__arena_floats(b, K);
+    p[R_O] = la__arena_floats(b, V);
+    p[R_G] = la__arena_floats(b, V);
+    p[R_DKF] = la__arena_floats(b, K);
+    p[R_DV] = la__arena_floats(b, V);
 }
 
 void la__lin_recurrent_fwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
-    la__bump b = {scratch, 0, 0};
+    la__arena b = {(char *)scratch, 0, 0};
     la__lin_recurrent_layout(j, 0, &b, p);
     /* The decoder's configuration: the same step, bit for bit. */
     la_decoder_config cfg;
@@ -53,7 +53,7 @@ void la__lin_recurrent_fwd(const la__lin_job *j, const la__lin_unit *u, float *s
 
 void la__lin_recurrent_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
-    la__bump b = {scratch, 0, 0};
+    la__arena b = {(char *)scratch, 0, 0};
     la__lin_recurrent_layout(j, 1, &b, p);
     const int64_t K = j->K, V = j->V;
     const int norm = j->normalize;

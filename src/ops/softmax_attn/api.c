@@ -18,7 +18,7 @@ la_softmax_opts la_softmax_opts_default(void) {
     return o;
 }
 
-#define SA_DEFAULT_BLOCK 64
+#define SA_DEFAULT_BLOCK LA_DEFAULT_CHUNK_SIZE
 
 typedef struct sa_call {
     const la_dims *dims;
@@ -77,12 +77,7 @@ static la_status check_call(const char *op, la_ctx *ctx, const la_softmax_opts *
     c->H = dims->H;
     c->K = dims->K;
     c->V = dims->V;
-    c->max_len = 0;
-    for (int64_t n = 0; n < la__num_seqs(dims); n++) {
-        int64_t start, len;
-        la__seq_bounds(dims, n, &start, &len);
-        if (len > c->max_len) c->max_len = len;
-    }
+    c->max_len = la__max_seq_len(dims);
     c->block = opts->block_size ? opts->block_size : SA_DEFAULT_BLOCK;
     if (c->block > c->max_len) c->block = c->max_len;
     c->n_qblocks = (c->max_len + c->block - 1) / c->block;

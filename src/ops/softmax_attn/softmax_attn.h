@@ -11,7 +11,7 @@
  * Streaming form, forward and backward: the products of one (query block,
  * key block) pair (scores, P·V, dO·Vᵀ, Pᵀ·dO, dSᵀ·Q, dS·K) are float32
  * micro-kernel calls (src/kernels, FMA) on contiguous copies of the blocks;
- * e^x is the vectorised float exp of ../linear_attn/vexp.h; row sums,
+ * e^x is the vectorised float exp of src/kernels/vexp.h; row sums,
  * D = rowsum(dO ⊙ O) and every accumulator across blocks stay in double.
  * Measured max-rel error vs float64 <= 1.3e-6 for o, lse and the gradients
  * (tests assert 2e-6). A row whose float scores overflow (|q|, |k| ~ 1e20)
@@ -114,21 +114,5 @@ LA_HIDDEN void sa_textbook_backward(const sa_head *hd, void *scratch);
 LA_HIDDEN void sa_streaming_forward_rows(const sa_head *hd, int64_t r0, int64_t n,
                                          void *scratch);
 LA_HIDDEN void sa_streaming_backward(const sa_head *hd, void *scratch);
-
-/* Scratch layout helper: *total += align64(count * elem), 0 on overflow. */
-static inline int sa_add_bytes(size_t *total, uint64_t count, size_t elem) {
-    if (count > (SIZE_MAX - 64) / elem) return 0;
-    size_t b = ((size_t)count * elem + 63) / 64 * 64;
-    if (b > SIZE_MAX - *total) return 0;
-    *total += b;
-    return 1;
-}
-
-/* Carves the next align64(count * elem) bytes out of *p. */
-static inline void *sa_take(char **p, uint64_t count, size_t elem) {
-    void *r = *p;
-    *p += ((size_t)count * elem + 63) / 64 * 64;
-    return r;
-}
 
 #endif

@@ -21,49 +21,10 @@
  * depends on the thread
  * count). Extra memory O(len (K + 2) + block (block + 2K + 2V)). */
 #include "softmax_attn.h"
-#include "../linear_attn/vexp.h"
+#include "../../kernels/vexp.h"
 
 #include <math.h>
 #include <string.h>
-
-int sa_streaming_forward_bytes(int64_t block, int64_t K, int64_t V, size_t *bytes) {
-    size_t total = 0;
-    uint64_t b = (uint64_t)block;
-    if (b > UINT64_MAX / b || (uint64_t)V > UINT64_MAX / b || (uint64_t)K > UINT64_MAX / b)
-        return 0;
-    if (!sa_add_bytes(&total, b * b, sizeof(float))) return 0;          /* score tile */
-    if (!sa_add_bytes(&total, b * (uint64_t)V, sizeof(double))) return 0; /* acc */
-    if (!sa_add_bytes(&total, b, sizeof(float))) return 0;              /* m */
-    if (!sa_add_bytes(&total, b, sizeof(double))) return 0;             /* l */
-    if (!sa_add_bytes(&total, b * (uint64_t)K, sizeof(float))) return 0; /* query block */
-    if (!sa_add_bytes(&total, b * (uint64_t)K, sizeof(float))) return 0; /* key block */
-    if (!sa_add_bytes(&total, b * (uint64_t)V, sizeof(float))) return 0; /* value block */
-    if (!sa_add_bytes(&total, b * (uint64_t)V, sizeof(float))) return 0; /* P·V tile */
-    *bytes = total;
-    return 1;
-}
-
-int sa_streaming_backward_bytes(int64_t Tmax, int64_t block, int64_t K, int64_t V,
-                                size_t *bytes) {
-    size_t total = 0;
-    uint64_t t = (uint64_t)Tmax, b = (uint64_t)block;
-    if (!sa_streaming_forward_bytes(block, K, V, &total)) return 0;
-    if ((uint64_t)K > UINT64_MAX / t || (uint64_t)K > UINT64_MAX / b ||
-        (uint64_t)V > UINT64_MAX / b)
-        return 0;
-    if (!sa_add_bytes(&total, t, sizeof(double))) return 0;              /* lse */
-    if (!sa_add_bytes(&total, t, sizeof(double))) return 0;              /* D */
-    if (!sa_add_bytes(&total, t * (uint64_t)K, sizeof(double))) return 0; /* dq */
-    if (!sa_add_bytes(&total, b * (uint64_t)K, sizeof(double))) return 0; /* dk block */
-    if (!sa_add_bytes(&total, b * (uint64_t)V, sizeof(double))) return 0; /* dv block */
-    if (!sa_add_bytes(&total, b, sizeof(double))) return 0;              /* s row */
-    if (!sa_add_bytes(&total, b, sizeof(double))) return 0;              /* dp row */
-    if (!sa_add_bytes(&total, b * (uint64_t)V, sizeof(float))) return 0; /* dO block */
-    if (!sa_add_bytes(&total, b * b, sizeof(float))) return 0;           /* dP tile */
-    if (!sa_add_bytes(&total, b * (uint64_t)K, sizeof(float))) return 0; /* dK / dQ tile */
-    *bytes = total;
-    return 1;
-}
 
 typedef struct stream_work {
     float *S;    /* [block, block] scores of the current tile, then P */
@@ -79,20 +40,66 @@ typedef struct stream_work {
     double *dacc;    /* [n] */
 } stream_work;
 
-static stream_work take_stream_work(char **p, int64_t block, int64_t K, int64_t V) {
+static stream_work take_stream_work(la__arena *p, int64_t block, int64_t K, int64_t V) {
     stream_work w;
     const uint64_t b = (uint64_t)block;
-    w.S = sa_take(p, b * b, sizeof(float));
-    w.acc = sa_take(p, b * (uint64_t)V, sizeof(double));
-    w.m = sa_take(p, b, sizeof(float));
-    w.l = sa_take(p, b, sizeof(double));
-    w.qb = sa_take(p, b * (uint64_t)K, sizeof(float));
-    w.kb = sa_take(p, b * (uint64_t)K, sizeof(float));
-    w.vb = sa_take(p, b * (uint64_t)V, sizeof(float));
-    w.pv = sa_take(p, b * (uint64_t)V, sizeof(float));
+    w.S = la__arena_take(p, b * b, sizeof(float));
+    w.acc = la__arena_take(p, b * (uint64_t)V, sizeof(double));
+    w.m = la__arena_take(p, b, sizeof(float));
+    w.l = la__arena_take(p, b, sizeof(double));
+    w.qb = la__arena_take(p, b * (uint64_t)K, sizeof(float));
+    w.kb = la__arena_take(p, b * (uint64_t)K, sizeof(float));
+    w.vb = la__arena_take(p, b * (uint64_t)V, sizeof(float));
+    w.pv = la__arena_take(p, b * (uint64_t)V, sizeof(float));
     w.dob = w.dP = NULL;
     w.dacc = NULL;
     return w;
+}
+
+/* The backward's buffers beyond the forward's work. */
+typedef struct stream_bwd {
+    double *lse, *D, *dq_acc, *dk_acc, *dv_acc, *s_row, *dp_row;
+    float *dob, *dP, *tk;
+} stream_bwd;
+
+static stream_bwd take_stream_bwd(la__arena *p, int64_t len, int64_t block, int64_t K,
+                                  int64_t V) {
+    const uint64_t L = (uint64_t)len, B = (uint64_t)block;
+    stream_bwd w;
+    w.lse = la__arena_take(p, L, sizeof(double));
+    w.D = la__arena_take(p, L, sizeof(double));
+    w.dq_acc = la__arena_take(p, L * (uint64_t)K, sizeof(double));
+    w.dk_acc = la__arena_take(p, B * (uint64_t)K, sizeof(double));
+    w.dv_acc = la__arena_take(p, B * (uint64_t)V, sizeof(double));
+    w.s_row = la__arena_take(p, B, sizeof(double));
+    w.dp_row = la__arena_take(p, B, sizeof(double));
+    w.dob = la__arena_take(p, B * (uint64_t)V, sizeof(float));
+    w.dP = la__arena_take(p, B * B, sizeof(float));
+    w.tk = la__arena_take(p, B * (uint64_t)K, sizeof(float)); /* dK / dQ tile */
+    return w;
+}
+
+int sa_streaming_forward_bytes(int64_t block, int64_t K, int64_t V, size_t *bytes) {
+    uint64_t b = (uint64_t)block;
+    if (b > UINT64_MAX / b || (uint64_t)V > UINT64_MAX / b || (uint64_t)K > UINT64_MAX / b)
+        return 0;
+    la__arena a = {NULL, 0, 0};
+    take_stream_work(&a, block, K, V);
+    *bytes = a.used;
+    return !a.overflow;
+}
+
+int sa_streaming_backward_bytes(int64_t Tmax, int64_t block, int64_t K, int64_t V,
+                                size_t *bytes) {
+    uint64_t t = (uint64_t)Tmax, b = (uint64_t)block;
+    if (b > UINT64_MAX / b || (uint64_t)K > UINT64_MAX / t || (uint64_t)K > UINT64_MAX / b ||
+        (uint64_t)V > UINT64_MAX / b)
+        return 0;
+    la__arena a = {NULL, 0, 0};
+    take_stream_work(&a, block, K, V);
+    take_stream_bwd(&a, Tmax, block, K, V);
+    *bytes = a.used;
+    return !a.overflow;
 }
 
 /* n rows of width D, row stride `stride`, into a contiguous block; rows of
@@ -232,7 +239,7 @@ static void stream_rows(const sa_head *hd, int64_t r0, int64_t n, const stream_w
 }
 
 void sa_streaming_forward_rows(const sa_head *hd, int64_t r0, int64_t n, void *scratch) {
-    char *p = scratch;
+    la__arena p = {(char *)scratch, 0, 0};
     const stream_work w = take_stream_work(&p, hd->block, hd->K, hd->V);
     const int64_t V = hd->V;
     stream_rows(hd, r0, n, &w);
@@ -247,19 +254,12 @@ void sa_streaming_forward_rows(const sa_head *hd, int64_t r0, int64_t n, void *s
 void sa_streaming_backward(const sa_head *hd, void *scratch) {
     const int64_t L = hd->len, B = hd->block, K = hd->K, V = hd->V, kv = hd->kv_len;
     const double scale = hd->scale;
-    char *p = scratch;
+    la__arena p = {(char *)scratch, 0, 0};
     const stream_work w = take_stream_work(&p, B, K, V);
-    double *lse = sa_take(&p, (uint64_t)L, sizeof(double));
-    double *D = sa_take(&p, (uint64_t)L, sizeof(double));
-    double *dq_acc = sa_take(&p, (uint64_t)L * (uint64_t)K, sizeof(double));
-    double *dk_acc = sa_take(&p, (uint64_t)B * (uint64_t)K, sizeof(double));
-    double *dv_acc = sa_take(&p, (uint64_t)B * (uint64_t)V, sizeof(double));
-    double *s_row = sa_take(&p, (uint64_t)B, sizeof(double));
-    double *dp_row = sa_take(&p, (uint64_t)B, sizeof(double));
-
-    float *dob = sa_take(&p, (uint64_t)B * (uint64_t)V, sizeof(float));
-    float *dP = sa_take(&p, (uint64_t)B * (uint64_t)B, sizeof(float));
-    float *tk = sa_take(&p, (uint64_t)B * (uint64_t)K, sizeof(float));
+    const stream_bwd bw = take_stream_bwd(&p, L, B, K, V);
+    double *lse = bw.lse, *D = bw.D, *dq_acc = bw.dq_acc, *dk_acc = bw.dk_acc,
+           *dv_acc = bw.dv_acc, *s_row = bw.s_row, *dp_row = bw.dp_row;
+    float *dob = bw.dob, *dP = bw.dP, *tk = bw.tk;
 
     /* Pass 1: lse and D = rowsum(dO o O) = Σ_j p_ij (dO_i·v_j), the latter
      * from the dP tiles that pass 2 recomputes bit for bit (same calls on

@@ -11,29 +11,44 @@
 #include <math.h>
 #include <string.h>
 
+/* The buffers of one head: [len, len] scores (P in the backward), and the
+ * forward's output row or the backward's dP row, dq row, dk and dv. */
+typedef struct tb_work {
+    float *S;
+    double *acc, *dp, *dq_row, *dk_acc, *dv_acc;
+} tb_work;
+
+static tb_work take_tb_work(la__arena *a, int64_t len, int64_t K, int64_t V, int backward) {
+    const uint64_t L = (uint64_t)len;
+    tb_work w = {NULL, NULL, NULL, NULL, NULL, NULL};
+    w.S = la__arena_take(a, L * L, sizeof(float));
+    if (!backward) {
+        w.acc = la__arena_take(a, (uint64_t)V, sizeof(double));
+        return w;
+    }
+    w.dp = la__arena_take(a, L, sizeof(double));
+    w.dq_row = la__arena_take(a, (uint64_t)K, sizeof(double));
+    w.dk_acc = la__arena_take(a, L * (uint64_t)K, sizeof(double));
+    w.dv_acc = la__arena_take(a, L * (uint64_t)V, sizeof(double));
+    return w;
+}
+
+static int tb_bytes(int64_t Tmax, int64_t K, int64_t V, int backward, size_t *bytes) {
+    const uint64_t t = (uint64_t)Tmax;
+    if (t > UINT64_MAX / t || (uint64_t)K > UINT64_MAX / t || (uint64_t)V > UINT64_MAX / t)
+        return 0;
+    la__arena a = {NULL, 0, 0};
+    take_tb_work(&a, Tmax, K, V, backward);
+    *bytes = a.used;
+    return !a.overflow;
+}
+
 int sa_textbook_forward_bytes(int64_t Tmax, int64_t K, int64_t V, size_t *bytes) {
-    (void)K;
-    size_t total = 0;
-    uint64_t t = (uint64_t)Tmax;
-    if (t > UINT64_MAX / t) return 0;
-    if (!sa_add_bytes(&total, t * t, sizeof(float))) return 0; /* scores / probabilities */
-    if (!sa_add_bytes(&total, (uint64_t)V, sizeof(double))) return 0; /* output row */
-    *bytes = total;
-    return 1;
+    return tb_bytes(Tmax, K, V, 0, bytes);
 }
 
 int sa_textbook_backward_bytes(int64_t Tmax, int64_t K, int64_t V, size_t *bytes) {
-    size_t total = 0;
-    uint64_t t = (uint64_t)Tmax;
-    if (t > UINT64_MAX / t) return 0;
-    if (!sa_add_bytes(&total, t * t, sizeof(float))) return 0;      /* P */
-    if (!sa_add_bytes(&total, t, sizeof(double))) return 0;          /* dP row */
-    if (!sa_add_bytes(&total, (uint64_t)K, sizeof(double))) return 0; /* dq row */
-    if ((uint64_t)K > UINT64_MAX / t || (uint64_t)V > UINT64_MAX / t) return 0;
-    if (!sa_add_bytes(&total, t * (uint64_t)K, sizeof(double))) return 0; /* dk */
-    if (!sa_add_bytes(&total, t * (uint64_t)V, sizeof(double))) return 0; /* dv */
-    *bytes = total;
-    return 1;
+    return tb_bytes(Tmax, K, V, 1, bytes);
 }
 
 /* Scaled scores of row i (keys j < hi) into s. */
@@ -57,9 +72,10 @@ static float exp_row(float *s, int64_t n, double *l) {
 
 void sa_textbook_forward(const sa_head *hd, void *scratch) {
     const int64_t L = hd->len, V = hd->V;
-    char *p = scratch;
-    float *S = sa_take(&p, (uint64_t)L * (uint64_t)L, sizeof(float));
-    double *acc = sa_take(&p, (uint64_t)V, sizeof(double));
+    la__arena p = {(char *)scratch, 0, 0};
+    const tb_work tw = take_tb_work(&p, L, hd->K, V, 0);
+    float *S = tw.S;
+    double *acc = tw.acc;
 
     for (int64_t i = 0; i < L; i++) score_row(hd, i, sa_visible(hd, i), S + i * L);
 
@@ -82,12 +98,10 @@ void sa_textbook_forward(const sa_head *hd, void *scratch) {
 
 void sa_textbook_backward(const sa_head *hd, void *scratch) {
     const int64_t L = hd->len, K = hd->K, V = hd->V, kv = hd->kv_len;
-    char *p = scratch;
-    float *P = sa_take(&p, (uint64_t)L * (uint64_t)L, sizeof(float));
-    double *dp = sa_take(&p, (uint64_t)L, sizeof(double));
-    double *dq_row = sa_take(&p, (uint64_t)K, sizeof(double));
-    double *dk_acc = sa_take(&p, (uint64_t)L * (uint64_t)K, sizeof(double));
-    double *dv_acc = sa_take(&p, (uint64_t)L * (uint64_t)V, sizeof(double));
+    la__arena p = {(char *)scratch, 0, 0};
+    const tb_work tw = take_tb_work(&p, L, K, V, 1);
+    float *P = tw.S;
+    double *dp = tw.dp, *dq_row = tw.dq_row, *dk_acc = tw.dk_acc, *dv_acc = tw.dv_acc;
 
     /* The probability matrix, row-normalised. */
     for (int64_t i = 0; i < L; i++) {

@@ -1,8 +1,10 @@
 /* The decoding API: a state for N sequences and a step that consumes one
- * token per sequence. The per-(sequence, head) arithmetic lives with each op
- * family (la__linear_attn_step, la__gated_step) and is the same code the
- * recurrent forms run, so decoding equals them bit for bit. */
-#include "internal.h"
+ * token per sequence. The per-(sequence, head) arithmetic is each family's
+ * registry step (src/ops/registry.h), the same code its recurrent form runs,
+ * so decoding equals it bit for bit. Nothing here names a family: what a
+ * step reads (gates, beta, a normaliser, value heads) comes from its
+ * entry's needs. */
+#include "registry.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -11,14 +13,15 @@
 
 struct la_decoder {
     la_decoder_config cfg; /* HV resolved, eps and scale resolved */
-    float *state;          /* [N, HS, K, V] ([N, H, M, V] for Performer) */
-    float *norm;           /* [N, H, K] ([N, H, M]) or NULL */
+    const la__decode_entry *entry;
+    const la__decode_ext *ext; /* optional hooks, or NULL */
+    float *state;              /* [N, HS, R, V], R = rows (K, or the entry's) */
+    float *norm;               /* [N, H, R] or NULL */
     size_t state_n, norm_n;
-    /* LA_OP_PERFORMER */
-    la__pf_decode *pf;
-    int64_t M;
-    float *key_max; /* [N, H] */
-    float key_max0; /* its reset value: -inf, or 0 without a stabiliser */
+    int64_t rows;
+    void *data;     /* the entry's family data (entry->create), or NULL */
+    float *key_max; /* [N, H] when the entry keeps one, else NULL */
+    float key_max0; /* its reset value */
 };
 
 static const char *const DEC = "la_decoder_create";
@@ -29,55 +32,48 @@ la_status la_decoder_create(la_decoder **out, const la_decoder_config *cfg) {
     la_status st;
     if ((st = la__check_ptr(DEC, "out", out)) || (st = la__check_ptr(DEC, "cfg", cfg))) return st;
     la_decoder_config c = *cfg;
-    if ((unsigned)c.op > LA_OP_GATED_DELTA_RULE && c.op != LA_OP_PERFORMER)
+    const la__decode_entry *e = la__decode_get((int)c.op);
+    if (!e)
         return la__error(LA_ERR_INVALID_ARGUMENT, "%s: cfg.op = %d is not a known la_op", DEC,
                          (int)c.op);
     la_dims d = {.B = c.N, .T = 1, .H = c.H, .K = c.K, .V = c.V, .HV = c.HV};
-    if ((st = la__check_dims(DEC, &d, c.op == LA_OP_GATED_DELTA_RULE))) return st;
-    if (c.op == LA_OP_LINEAR_ATTN || c.op == LA_OP_PERFORMER) {
-        if (c.op == LA_OP_LINEAR_ATTN && (unsigned)c.feature_map > LA_FEATURE_RELU)
-            return la__error(LA_ERR_INVALID_ARGUMENT,
-                             "%s: cfg.feature_map = %d is not a known la_feature_map", DEC,
-                             (int)c.feature_map);
-        if (c.eps == 0) c.eps = LA_LINEAR_ATTN_DEFAULT_EPS;
-        if (!(c.eps > 0) || c.eps != c.eps || c.eps > 1e30f)
-            return la__error(LA_ERR_INVALID_ARGUMENT, "%s: cfg.eps = %g (must be > 0 and finite)",
-                             DEC, (double)c.eps);
-    }
+    if ((st = la__check_dims(DEC, &d, (e->needs & LA__NEED_HV) != 0))) return st;
+    if (e->configure && (st = e->configure(DEC, &c))) return st;
     if ((st = la__resolve_scale(DEC, c.scale, c.K, &c.scale))) return st;
     c.HV = state_heads(&c);
 
     la_decoder *dec = calloc(1, sizeof *dec);
     if (!dec) return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory", DEC);
     dec->cfg = c;
-    int64_t KS = c.K; /* rows of a state: K, or the Performer's M features */
-    if (c.op == LA_OP_PERFORMER) {
-        if ((st = la__performer_dec_create(DEC, &c, &dec->pf, &dec->M))) {
-            free(dec);
-            return st;
-        }
-        size_t n;
-        if ((st = la__numel(DEC, "state", &n, c.N, c.H, dec->M, c.V))) {
-            la_decoder_destroy(dec);
-            return st;
-        }
-        KS = dec->M;
-        dec->key_max0 = la__performer_dec_stabilized(dec->pf) ? -INFINITY : 0.0f;
+    dec->entry = e;
+    dec->ext = la__decode_ext_get((int)c.op);
+    const la__decode_ext *x = dec->ext;
+    dec->rows = c.K;
+    if (x && x->create && (st = x->create(DEC, &dec->cfg, &dec->data, &dec->rows))) {
+        la_decoder_destroy(dec);
+        return st;
+    }
+    if ((st = la__numel(DEC, "state", &dec->state_n, c.N, c.HV, dec->rows, c.V))) {
+        la_decoder_destroy(dec);
+        return st;
+    }
+    dec->state = calloc(dec->state_n, sizeof(float));
+    if ((e->needs & LA__NEED_NORMALIZER) && c.normalize) {
+        dec->norm_n = (size_t)c.N * (size_t)c.H * (size_t)dec->rows;
+        dec->norm = calloc(dec->norm_n, sizeof(float));
+    }
+    const int keeps_max = x && x->key_max_reset;
+    if (keeps_max) {
+        dec->key_max0 = x->key_max_reset(dec->data);
         dec->key_max = malloc((size_t)(c.N * c.H) * sizeof(float));
         if (dec->key_max)
             for (int64_t i = 0; i < c.N * c.H; i++) dec->key_max[i] = dec->key_max0;
     }
-    dec->state_n = (size_t)c.N * (size_t)c.HV * (size_t)KS * (size_t)c.V;
-    dec->state = calloc(dec->state_n, sizeof(float));
-    if ((c.op == LA_OP_LINEAR_ATTN && c.normalize) || c.op == LA_OP_PERFORMER) {
-        dec->norm_n = (size_t)c.N * (size_t)c.H * (size_t)KS;
-        dec->norm = calloc(dec->norm_n, sizeof(float));
-    }
-    if (!dec->state || (dec->norm_n && !dec->norm) || (dec->pf && !dec->key_max)) {
+    if (!dec->state || (dec->norm_n && !dec->norm) || (keeps_max && !dec->key_max)) {
         const size_t floats = dec->state_n + dec->norm_n;
         la_decoder_destroy(dec);
-        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for a state of %zu floats",
-                         DEC, floats);
+        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for a state of %zu floats", DEC,
+                         floats);
     }
     *out = dec;
     return LA_OK;
@@ -88,7 +84,7 @@ void la_decoder_destroy(la_decoder *dec) {
     free(dec->state);
     free(dec->norm);
     free(dec->key_max);
-    la__performer_dec_destroy(dec->pf);
+    if (dec->ext && dec->ext->destroy) dec->ext->destroy(dec->data);
     free(dec);
 }
 
@@ -109,8 +105,8 @@ la_status la_decoder_set_key_max(la_decoder *dec, const float *key_max) {
         return st;
     if (!dec->key_max)
         return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: op %d has no key maximum (LA_OP_PERFORMER only)", op,
-                         (int)dec->cfg.op);
+                         "%s: op %d (%s) keeps no key maximum (LA_OP_PERFORMER only)", op,
+                         (int)dec->cfg.op, dec->entry->family);
     const int64_t n = dec->cfg.N * dec->cfg.H;
     for (int64_t i = 0; i < n; i++)
         if (key_max[i] != key_max[i] || key_max[i] == INFINITY)
@@ -129,8 +125,8 @@ la_status la_decoder_get_key_max(const la_decoder *dec, float *key_max) {
         return st;
     if (!dec->key_max)
         return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: op %d has no key maximum (LA_OP_PERFORMER only)", op,
-                         (int)dec->cfg.op);
+                         "%s: op %d (%s) keeps no key maximum (LA_OP_PERFORMER only)", op,
+                         (int)dec->cfg.op, dec->entry->family);
     memcpy(key_max, dec->key_max, (size_t)(dec->cfg.N * dec->cfg.H) * sizeof(float));
     return LA_OK;
 }
@@ -171,36 +167,30 @@ typedef struct {
 static void step_task(void *p, int64_t task, int tid) {
     const step_job *j = p;
     const la_decoder_config *c = &j->dec->cfg;
+    const unsigned needs = j->dec->entry->needs;
     const int64_t HS = c->HV, K = c->K, V = c->V, group = HS / c->H;
     const int64_t n = task / HS, h = task % HS, hq = h / group;
-    float *S = j->dec->state + (size_t)task * (size_t)(K * V);
-    float *o = j->o + (size_t)task * (size_t)V;
-    const float *q = j->q + (size_t)(n * c->H + hq) * (size_t)K;
-    const float *k = j->k + (size_t)(n * c->H + hq) * (size_t)K;
-    const float *v = j->v + (size_t)task * (size_t)V;
-    float *work = la__scratch(j->ctx, tid);
-    if (c->op == LA_OP_PERFORMER) {
-        const int64_t M = j->dec->M;
-        la__performer_dec_step(
-            j->dec->pf, c->eps, V, j->dec->state + (size_t)task * (size_t)(M * V),
-            j->dec->norm + (size_t)task * (size_t)M, j->dec->key_max + task, o, q, k, v, work);
-        return;
-    }
-    if (c->op == LA_OP_LINEAR_ATTN) {
-        float *z = j->dec->norm ? j->dec->norm + (size_t)task * (size_t)K : NULL;
-        la__linear_attn_step(c, c->scale, S, z, o, q, k, v, work);
-        return;
-    }
-    const float *g = NULL;
-    if (j->g) g = c->op == LA_OP_GLA ? j->g + (size_t)(n * c->H + h) * (size_t)K : j->g + task;
-    float g_gamma = j->g_gamma ? j->g_gamma[h] : 0.0f;
-    float beta = j->beta ? j->beta[task] : 0.0f;
-    la__gated_step(c, c->scale, S, o, q, k, v, g, g_gamma, beta, work);
+    la__step_io io;
+    io.cfg = c;
+    const int64_t R = j->dec->rows;
+    io.S = j->dec->state + (size_t)task * (size_t)(R * V);
+    io.z = j->dec->norm ? j->dec->norm + (size_t)task * (size_t)R : NULL;
+    io.o = j->o + (size_t)task * (size_t)V;
+    io.q = j->q + (size_t)(n * c->H + hq) * (size_t)K;
+    io.k = j->k + (size_t)(n * c->H + hq) * (size_t)K;
+    io.v = j->v + (size_t)task * (size_t)V;
+    io.g = NULL;
+    if (j->g) io.g = (needs & LA__NEED_GK) ? j->g + (size_t)task * (size_t)K : j->g + task;
+    io.g_gamma = j->g_gamma ? j->g_gamma[h] : 0.0f;
+    io.beta = j->beta ? j->beta[task] : 0.0f;
+    io.work = la__scratch(j->ctx, tid);
+    io.data = j->dec->data;
+    io.key_max = j->dec->key_max ? j->dec->key_max + task : NULL;
+    j->dec->entry->step(&io);
 }
 
-la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q,
-                          const float *k, const float *v, const float *g, const float *g_gamma,
-                          const float *beta) {
+la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q, const float *k,
+                          const float *v, const float *g, const float *g_gamma, const float *beta) {
     static const char *const op = "la_decoder_step";
     la_status st;
     if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "dec", dec)) ||
@@ -214,30 +204,31 @@ la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q
     if ((st = la__check_finite(op, "q", q, nqk)) || (st = la__check_finite(op, "k", k, nqk)) ||
         (st = la__check_finite(op, "v", v, nv)))
         return st;
-    const int uses_g = c->op == LA_OP_SIMPLE_GLA || c->op == LA_OP_GLA ||
-                       c->op == LA_OP_GATED_DELTA_RULE;
-    const int needs_g = c->op == LA_OP_GLA || c->op == LA_OP_GATED_DELTA_RULE;
-    const int uses_beta = c->op == LA_OP_DELTA_RULE || c->op == LA_OP_GATED_DELTA_RULE;
+    const unsigned needs = dec->entry->needs;
+    const int uses_g = (needs & (LA__NEED_G | LA__NEED_G_OPT | LA__NEED_GK)) != 0;
+    const int needs_g = (needs & (LA__NEED_G | LA__NEED_GK)) != 0;
+    const int uses_beta = (needs & LA__NEED_BETA) != 0;
+    const char *fam = dec->entry->family;
     if (needs_g && (st = la__check_ptr(op, "g", g))) return st;
     if (uses_beta && (st = la__check_ptr(op, "beta", beta))) return st;
     if (g && !uses_g)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: g given but op %d takes no gate", op,
-                         (int)c->op);
-    if (g_gamma && c->op != LA_OP_SIMPLE_GLA)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: g_gamma is only for simple GLA (op %d given)", op, (int)c->op);
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: g given but op %d (%s) takes no gate", op,
+                         (int)c->op, fam);
+    if (g_gamma && !(needs & LA__NEED_G_GAMMA))
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: g_gamma given but op %d (%s) takes none", op,
+                         (int)c->op, fam);
     if (beta && !uses_beta)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: beta given but op %d takes none", op,
-                         (int)c->op);
-    if (g && (st = la__check_log_gate(op, "g", g, c->op == LA_OP_GLA ? nqk : nhs))) return st;
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: beta given but op %d (%s) takes none", op,
+                         (int)c->op, fam);
+    if (g &&
+        (st = la__check_log_gate(op, "g", g, (needs & LA__NEED_GK) ? nhs * (size_t)c->K : nhs)))
+        return st;
     if (g_gamma && (st = la__check_log_gate(op, "g_gamma", g_gamma, (size_t)c->H))) return st;
     if (beta && (st = la__check_beta(op, "beta", beta, nhs))) return st;
-    size_t work = LA__STEP_WORK_FLOATS(c->K, c->V) * sizeof(float);
-    if (dec->pf) {
-        if ((st = la__performer_dec_check(op, dec->pf, q, k, c->N, c->H))) return st;
-        const size_t w = la__performer_dec_work(dec->pf);
-        work = w > work ? w : work;
-    }
+    const la__decode_ext *x = dec->ext;
+    if (x && x->check_step && (st = x->check_step(op, dec->data, q, k, c->N, c->H))) return st;
+    const size_t work = x && x->work_bytes ? x->work_bytes(c, dec->data)
+                                           : LA__STEP_WORK_FLOATS(c->K, c->V) * sizeof(float);
     if ((st = la__scratch_reserve(ctx, work))) return st;
     step_job j = {dec, o, q, k, v, g, g_gamma, beta, ctx};
     la__parallel_for(ctx, (int64_t)nhs, step_task, &j);
