@@ -128,9 +128,9 @@ static void check_approx(check_report *r) {
 /* Performer attention (forward o, backward dq, dk, dv) against the float64
  * composition ref_rf_forward -> ref_kernel_attn (and back through
  * ref_kernel_attn_backward -> ref_rf_backward) when non-causal, and
- * ref_performer_causal (running key maximum) and its backward when causal. Bound 1e-5 for positive
- * features (all attention weights >= 0, so no cancellation in the
- * denominator). */
+ * ref_performer_causal (running key maximum) and its backward when
+ * causal. Bound 1e-5 for positive features (all attention weights >= 0, so
+ * no cancellation in the denominator). */
 static void check_performer(check_report *r, la_random_feature kind, int causal,
                             la_form form) {
   const int64_t B = 2, H = 2, T = r->quick ? 33 : 200, d = r->quick ? 8 : 32,
