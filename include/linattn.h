@@ -18,8 +18,34 @@
  *   normaliser z [N, H, K]    float32 (normalised kernel attention only)
  *
  * Variable-length batches: pass cu_seqlens (int64, n_seqs + 1 offsets,
- * starting at 0, strictly increasing, ending at T) with B == 1; sequence n occupies tokens cu_seqlens[n] .. cu_seqlens[n+1]-1 and
- * uses state slot n.
+ * starting at 0, nondecreasing, ending at T) with B == 1; sequence n
+ * occupies tokens cu_seqlens[n] .. cu_seqlens[n+1]-1 and uses state slot n.
+ * A zero-length sequence (equal offsets, e.g. [0, 0, 16]) is legal: no
+ * token is written for it, its final state equals its initial state (zeros
+ * if none), and its state gradient d_initial_state equals d_final_state
+ * (zeros if none).
+ *
+ * Options (every *_opts struct and la_decoder_config), one rule:
+ *  - A zero-initialised struct is valid. A numeric option at 0 means its
+ *    default: scale K^-1/2, eps LA_LINEAR_ATTN_DEFAULT_EPS, chunk_size and
+ *    block_size LA_DEFAULT_CHUNK_SIZE. A flag or enum at 0 takes its zero
+ *    value, so causal = 0 (non-causal) is the default of softmax and
+ *    linear attention alike; the gated and delta-rule ops, which have no
+ *    parallel form, read form = 0 (LA_FORM_PARALLEL) as their default
+ *    LA_FORM_CHUNK.
+ *  - *_opts_default() returns the same (its numeric fields hold 0 or the
+ *    default value they stand for), except where its comment lists a
+ *    recommended setting
+ *    (linear attention: elu1 features, normalised, chunk form when causal
+ *    is set; random features: stabilised).
+ *  - An option that has no effect in the chosen configuration is ignored
+ *    whatever its value, and not validated (form and chunk_size without
+ *    causal, chunk_size outside the chunk form, block_size in the textbook
+ *    form, eps without normalize, scale with it, the decoder fields of other
+ *    ops): an options struct is a configuration that can be reused across
+ *    calls. A tensor pointer is different: one the call would neither read
+ *    nor write (final_norm with normalize = 0, g for an op without gates) is
+ *    an error naming it, so a caller never believes something was computed.
  *
  * Errors: every function that can fail returns la_status. On failure nothing
  * the caller passed is written, and la_last_error() returns a sentence (per
@@ -147,14 +173,16 @@ typedef enum la_softmax_form {
 } la_softmax_form;
 
 typedef struct la_softmax_opts {
-    int causal;               /* 1: query t sees keys j <= t */
-    la_softmax_form form;
+    int causal;               /* 1: query t sees keys j <= t (default 0) */
+    la_softmax_form form;     /* default LA_SOFTMAX_TEXTBOOK */
     float scale;              /* 0 means K^-1/2 */
-    int64_t block_size;       /* key/query block of the streaming form; 0 = 64 */
+    int64_t block_size;       /* key/query block of the streaming form;
+                                 0 means LA_DEFAULT_CHUNK_SIZE */
     const int64_t *kv_lens;   /* NULL, or [B]: keys j >= kv_lens[b] are padding;
                                  1 <= kv_lens[b] <= T. Not with cu_seqlens. */
 } la_softmax_opts;
 
+/* Non-causal, textbook, scale 0, block 0, no kv_lens: the zeroed struct. */
 LA_API la_softmax_opts la_softmax_opts_default(void);
 
 /* o   [B,T,H,V]   out
@@ -193,15 +221,20 @@ typedef enum la_feature_map {
 
 typedef struct la_linear_attn_opts {
     la_feature_map feature_map; /* applied to q and k (M = K features) */
-    int causal;                 /* 0: kernel trick over the whole sequence */
+    int causal;                 /* 0 (default): kernel trick over the whole
+                                   sequence; 1: causal */
     la_form form;               /* causal only: parallel, recurrent or chunk */
     int normalize;              /* 1: o = phi(q)S / (phi(q).z + eps) */
-    float eps;                  /* default LA_LINEAR_ATTN_DEFAULT_EPS */
+    float eps;                  /* normalize only; 0 means
+                                   LA_LINEAR_ATTN_DEFAULT_EPS */
     float scale;                /* normalize == 0 only: multiplies phi(q);
                                    0 means K^-1/2 */
-    int64_t chunk_size;         /* LA_FORM_CHUNK; 0 means 64 */
+    int64_t chunk_size;         /* causal LA_FORM_CHUNK only; 0 means 64 */
 } la_linear_attn_opts;
 
+/* Recommended: elu1 features, normalize = 1, form LA_FORM_CHUNK (used once
+ * causal is set), eps LA_LINEAR_ATTN_DEFAULT_EPS, scale 0, chunk_size 0;
+ * causal = 0 as every op's default (set causal = 1 for the causal op). */
 LA_API la_linear_attn_opts la_linear_attn_opts_default(void);
 
 /* o             [B,T,H,V] out
@@ -391,7 +424,8 @@ LA_API la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
  * features; gradients flow through phi as la_rf_backward (stabilisers held
  * constant: the per-token query maximum, and for causal keys the running
  * maxima mu), not into W. Every causal form's backward runs the chunk
- * form (chunk_size from attn; one chunk for PARALLEL). */
+ * form (chunk_size from attn for CHUNK, the default chunk for RECURRENT,
+ * one chunk for PARALLEL). */
 LA_API la_status la_performer_attn_backward(la_ctx *ctx, const la_rf_opts *rf,
                                             const la_linear_attn_opts *attn,
                                             const la_dims *dims, float *dq, float *dk,
@@ -445,12 +479,14 @@ LA_API la_status la_performer_attn_backward_state(
 /* ------------------------------------------------------------------ */
 
 typedef struct la_gated_opts {
-    la_form form;          /* LA_FORM_RECURRENT or LA_FORM_CHUNK */
+    la_form form;          /* LA_FORM_RECURRENT or LA_FORM_CHUNK; 0
+                              (LA_FORM_PARALLEL) means LA_FORM_CHUNK */
     float scale;           /* 0 means K^-1/2 */
-    int64_t chunk_size;    /* LA_FORM_CHUNK; 0 means 64 */
-    int use_qk_l2norm;     /* delta rules: L2-normalise q and k inside the op */
+    int64_t chunk_size;    /* LA_FORM_CHUNK only; 0 means 64 */
+    int use_qk_l2norm;     /* delta rules only: L2-normalise q and k inside the op */
 } la_gated_opts;
 
+/* Chunk form, scale K^-1/2, chunk 64, no L2 norm (= zeroed). */
 LA_API la_gated_opts la_gated_opts_default(void);
 
 /* RetNet preset: g_gamma[h] = log(1 - 2^(-5-h)), h = 0..H-1. */
@@ -467,8 +503,8 @@ LA_API la_status la_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts,
                                        const float *initial_state);
 /* dg [B,T,H] out (required iff g given), dg_gamma [H] out (optional; allowed
  * without g_gamma: the gradient at g_gamma = 0).
- * simple GLA and GLA: forms RECURRENT and CHUNK; LA_FORM_PARALLEL is
- * rejected (a chunk size >= T is the same computation). */
+ * simple GLA and GLA: forms RECURRENT and CHUNK (a chunk size >= T is the
+ * parallel form); LA_FORM_PARALLEL, the zero value, selects CHUNK. */
 LA_API la_status la_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts,
                                         const la_dims *dims, float *dq, float *dk, float *dv,
                                         float *dg, float *dg_gamma, float *d_initial_state,
@@ -490,7 +526,7 @@ LA_API la_status la_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const l
 /* DeltaNet: S_t = (I - b_t k_t^T k_t) S_{t-1} + b_t k_t^T v_t;
  * beta [B,T,H].
  * Delta rules (both ops): forms RECURRENT and CHUNK (WY representation);
- * LA_FORM_PARALLEL is rejected. beta is accepted in [0, 2] and the formula is
+ * LA_FORM_PARALLEL, the zero value, selects CHUNK. beta is accepted in [0, 2] and the formula is
  * not clamped: with L2-normalised keys every step is a contraction, with raw
  * keys and beta |k|^2 > 2 the state grows (as the formula says).
  * use_qk_l2norm: x / sqrt(sum x^2 + 1e-6) per token and head (fla's l2norm),
@@ -571,6 +607,17 @@ LA_API la_status la_decoder_reset(la_decoder *dec); /* state back to zero */
  * LA_OP_PERFORMER: K is M (state [N,H,M,V], norm [N,H,M]). */
 LA_API la_status la_decoder_set_state(la_decoder *dec, const float *state, const float *norm);
 LA_API la_status la_decoder_get_state(const la_decoder *dec, float *state, float *norm);
+/* One sequence slot n (0 <= n < N), so a server can start and end sequences
+ * at different times: reset_slot zeroes slot n's state (and normaliser);
+ * set/get copy slot n's state [HS,K,V] and norm [H,K] (normalised linear
+ * attention only, else must be NULL) in or out; NULL skips. The other
+ * slots are not touched. LA_OP_PERFORMER: K is M; reset_slot also resets
+ * slot n's key maximum (set it with la_decoder_set_key_max). */
+LA_API la_status la_decoder_reset_slot(la_decoder *dec, int64_t n);
+LA_API la_status la_decoder_set_slot_state(la_decoder *dec, int64_t n, const float *state,
+                                           const float *norm);
+LA_API la_status la_decoder_get_slot_state(const la_decoder *dec, int64_t n, float *state,
+                                           float *norm);
 /* LA_OP_PERFORMER only: the running key maximum [N,H] the state is relative
  * to (-INFINITY: no key yet, what reset sets). set rejects NaN and +Inf.
  * Without a stabiliser (rf.stabilize = 0 or a kind without one) the

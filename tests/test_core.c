@@ -125,8 +125,12 @@ static void test_dims(void) {
     cu[0] = 1;
     CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "cu_seqlens[0] != 0");
     cu[0] = 0;
-    cu[2] = 2;
-    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "not increasing");
+    cu[2] = 1;
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "decreasing");
+    cu[2] = 2; /* equal offsets: a zero-length sequence is legal */
+    CHECK_STATUS(la__check_dims(op, &e, 0), LA_OK, "zero-length sequence");
+    la__seq_bounds(&e, 1, &s, &l);
+    CHECK(s == 2 && l == 0, "zero-length sequence bounds");
     cu[2] = 5;
     cu[3] = 8;
     CHECK_STATUS(la__check_dims(op, &e, 0), LA_ERR_BAD_SEQLENS, "not ending at T");

@@ -44,6 +44,7 @@ static void test_decode_equals_forms(la_ctx *ctx) {
                 la_linear_attn_opts o = la_linear_attn_opts_default();
                 o.feature_map = (la_feature_map)fm;
                 o.normalize = norm;
+                o.causal = 1;
                 o.form = LA_FORM_RECURRENT;
                 o.scale = init ? 0.37f : 0; /* explicit or K^-1/2 */
                 o.eps = init ? 1e-3f : LA_LINEAR_ATTN_DEFAULT_EPS;
@@ -161,6 +162,7 @@ static void test_state_round_trip(void) {
     cfg.feature_map = (la_feature_map)7;
     CHECK_STATUS(la_decoder_create(&d2, &cfg), LA_ERR_INVALID_ARGUMENT, "bad feature map");
     cfg.feature_map = LA_FEATURE_RELU;
+    cfg.normalize = 1; /* eps is read only when normalised */
     cfg.eps = -1;
     CHECK_STATUS(la_decoder_create(&d2, &cfg), LA_ERR_INVALID_ARGUMENT, "bad eps");
     la_decoder_destroy(dec);

@@ -460,9 +460,9 @@ static void dc_check_bad_inputs(la_ctx *ctx, int gated) {
         {LA_ERR_NON_FINITE, "g[5] is NaN"}, {LA_ERR_NON_FINITE, "q[7] is NaN"},
         {LA_ERR_NON_FINITE, "v[2] is Inf"}, {LA_ERR_NON_FINITE, "initial_state[1] is NaN"},
         {LA_ERR_NON_FINITE, "d_o[4] is NaN"}, {LA_ERR_NON_FINITE, "d_final_state[0] is Inf"},
-        {LA_ERR_SHAPE_MISMATCH, "HV"}, {LA_ERR_BAD_SEQLENS, "strictly increasing"},
+        {LA_ERR_SHAPE_MISMATCH, "HV"}, {LA_ERR_BAD_SEQLENS, "decreases"},
         {LA_ERR_BAD_SEQLENS, "cu_seqlens ends"}, {LA_ERR_BAD_SEQLENS, "B == 1"},
-        {LA_ERR_INVALID_ARGUMENT, "LA_FORM_PARALLEL"}, {LA_ERR_INVALID_ARGUMENT, "form = 9"},
+        {LA_ERR_INVALID_ARGUMENT, "chunk_size = -1"}, {LA_ERR_INVALID_ARGUMENT, "form = 9"},
         {LA_ERR_INVALID_ARGUMENT, "chunk_size = -1"}, {LA_ERR_INVALID_ARGUMENT, "scale = -1"},
         {LA_ERR_INVALID_SIZE, "dims.K = 0"}, {LA_ERR_NULL_POINTER, "o is NULL"}};
     dcase c = dc_default(gated);
@@ -497,11 +497,12 @@ static void dc_check_bad_inputs(la_ctx *ctx, int gated) {
             case BAD_DO_NAN: x.d_o[4] = NAN; break;
             case BAD_DST_INF: x.dST[0] = INFINITY; break;
             case BAD_HV: x.d.HV = gated ? 3 : 4; break;
-            case BAD_CU_ORDER: cu[1] = 0; x.d.cu_seqlens = cu; x.d.n_seqs = 2; break;
+            case BAD_CU_ORDER: cu[1] = 11; x.d.cu_seqlens = cu; x.d.n_seqs = 2; break;
             case BAD_CU_END: cu[2] = 9; x.d.cu_seqlens = cu; x.d.n_seqs = 2; break;
             case BAD_CU_B: x.d.B = 2; x.d.T = 5; x.d.cu_seqlens = cu; x.d.n_seqs = 2;
                 cu[1] = 2; cu[2] = 5; break;
-            case BAD_FORM_PARALLEL: cc.form = LA_FORM_PARALLEL; break;
+            case BAD_FORM_PARALLEL: /* form 0 means chunk: it reads chunk_size */
+                cc.form = LA_FORM_PARALLEL; cc.chunk = -1; break;
             case BAD_FORM_UNKNOWN: cc.form = (la_form)9; break;
             case BAD_CHUNK: cc.form = LA_FORM_CHUNK; cc.chunk = -1; break;
             case BAD_SCALE: cc.scale = -1; break;

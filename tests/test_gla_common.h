@@ -693,8 +693,10 @@ GC_STATIC void test_bad(int per_key) {
         gcase b = c;
         la_gated_opts o = ok;
         /* options */
-        o.form = LA_FORM_PARALLEL;
-        gc_expect_bad(&b, ctx, &o, bw, LA_ERR_INVALID_ARGUMENT, "form parallel");
+        o.form = LA_FORM_PARALLEL; /* 0 means the chunk form: it reads chunk_size */
+        o.chunk_size = -1;
+        gc_expect_bad(&b, ctx, &o, bw, LA_ERR_INVALID_ARGUMENT, "form 0 with chunk_size -1");
+        o.chunk_size = ok.chunk_size;
         o.form = (la_form)7;
         gc_expect_bad(&b, ctx, &o, bw, LA_ERR_INVALID_ARGUMENT, "form unknown");
         o = ok;
@@ -747,10 +749,10 @@ GC_STATIC void test_bad(int per_key) {
         b.d.K = 0;
         gc_expect_bad(&b, ctx, &ok, bw, LA_ERR_INVALID_SIZE, "K = 0");
         b = c;
-        static const int64_t bad_cu[] = {0, 6, 6, 10};
+        static const int64_t bad_cu[] = {0, 6, 5, 10};
         b.d.cu_seqlens = bad_cu;
         b.d.n_seqs = 3;
-        gc_expect_bad(&b, ctx, &ok, bw, LA_ERR_BAD_SEQLENS, "cu_seqlens not increasing");
+        gc_expect_bad(&b, ctx, &ok, bw, LA_ERR_BAD_SEQLENS, "cu_seqlens decreasing");
         static const int64_t short_cu[] = {0, 4, 9};
         b.d.cu_seqlens = short_cu;
         b.d.n_seqs = 2;

@@ -512,7 +512,7 @@ static void test_growing_keys(void) {
         CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &(la_linear_attn_opts){0}, &d1, o1,
                                                      NULL, NULL, mu1, p.q, p.k, p.v, p.W, p.m, NULL,
                                                      NULL, NULL),
-                     LA_ERR_INVALID_ARGUMENT, "zeroed attn opts: feature map ok, eps 0 rejected");
+                     LA_ERR_INVALID_ARGUMENT, "zeroed attn opts: normalize 0 rejected");
         la_linear_attn_opts a1 = attn_of(LA_FORM_RECURRENT, 0);
         CHECK_STATUS(la_performer_attn_forward_state(ctx, &rf, &a1, &d1, o1, NULL, NULL, mu1, p.q,
                                                      p.k, p.v, p.W, p.m, NULL, NULL, NULL),
@@ -786,8 +786,8 @@ static void test_bad_args(void) {
     b.causal = 0;
     BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "causal", "state with causal = 0");
     b = a;
-    b.eps = 0;
-    BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "eps", "eps 0");
+    b.eps = -1;
+    BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "eps", "eps -1");
     b = a;
     b.chunk_size = -1;
     BOTH(&b, p.S0, p.z0, p.mu0, LA_ERR_INVALID_ARGUMENT, "chunk_size", "chunk_size -1");

@@ -102,6 +102,54 @@ static void against_reference(int id, const la_dims *d, const char *what, unsign
     ref_op_case_free(&c);
 }
 
+/* Zero-length sequences in cu_seqlens: against the reference, and for an
+ * empty sequence final state == initial state and d_initial_state ==
+ * d_final_state, bit for bit. */
+static void zero_length_sequences(int id, la_ctx *ctx) {
+    const la__op_entry *e = la__op_get(id);
+    int64_t cu[6] = {0, 0, 17, 17, 40, 40};
+    la_dims d = {.B = 1, .T = 40, .H = 3, .K = 12, .V = 10, .HV = 6, .cu_seqlens = cu, .n_seqs = 5};
+    against_reference(id, &d, "zero-length sequences", REF_CASE_STATE, ctx, ctx, 4242);
+    if (!(e->needs & LA__HAS_STATE)) return;
+    ref_op_case c;
+    if (ref_op_case_init(&c, id, &d, 16, 4243, REF_CASE_STATE) || !run(ctx, &c)) {
+        ref_op_case_free(&c);
+        return;
+    }
+    const size_t slot = c.n_state / 5, zslot = c.n_norm / 5;
+    for (int n = 0; n < 5; n += 2) {
+        CHECK(th_bitwise_equal(c.a.final_state + n * slot, c.a.initial_state + n * slot, slot),
+              "%s: empty sequence %d: final state == initial state", e->name, n);
+        CHECK(th_bitwise_equal(c.a.d_initial_state + n * slot, c.a.d_final_state + n * slot, slot),
+              "%s: empty sequence %d: d_initial_state == d_final_state", e->name, n);
+        if (c.a.final_norm)
+            CHECK(th_bitwise_equal(c.a.final_norm + n * zslot, c.a.initial_norm + n * zslot, zslot),
+                  "%s: empty sequence %d: final norm == initial norm", e->name, n);
+    }
+    ref_op_case_free(&c);
+}
+
+/* A zero-initialised argument struct (all options 0 = defaults) is a valid
+ * call of every entry. */
+static void zero_options(int id, la_ctx *ctx) {
+    const la__op_entry *e = la__op_get(id);
+    la_dims d = {.B = 2, .T = 11, .H = 2, .K = 6, .V = 5, .HV = 4};
+    ref_op_case c;
+    if (ref_op_case_init(&c, id, &d, 0, 99, 0)) {
+        ref_op_case_free(&c);
+        return;
+    }
+    la__op_args a = c.a;
+    a.use_qk_l2norm = 0;
+    a.normalize = 0;
+    a.final_norm = NULL;
+    a.d_initial_norm = NULL;
+    a.feature_map = LA_FEATURE_IDENTITY;
+    CHECK_STATUS(e->forward(ctx, &a), LA_OK, e->name);
+    CHECK_STATUS(e->backward(ctx, &a), LA_OK, e->name);
+    ref_op_case_free(&c);
+}
+
 /* A failing call (one input NULL, then one input NaN) writes nothing. */
 static void failure_writes_nothing(int id, la_ctx *ctx) {
     const la__op_entry *e = la__op_get(id);
@@ -259,6 +307,8 @@ int main(void) {
             snprintf(what, sizeof what, "cu_seqlens, H=%lld", (long long)heads[h]);
             against_reference(id, &d, what, REF_CASE_STATE, c1, c3, seed++);
         }
+        zero_length_sequences(id, c3);
+        zero_options(id, c1);
         failure_writes_nothing(id, c1);
         chunk_equals_recurrent(id, c3);
         decoding_equals_recurrent(id, c1);

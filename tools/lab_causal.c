@@ -55,7 +55,8 @@ int lab_causal(const lab_opts *opts, lab_output *out) {
     bench_fill(q, n, opts->seed * 5 + 1, 1.0f);
     bench_fill(k, n, opts->seed * 5 + 2, 1.0f);
     bench_fill(v, n, opts->seed * 5 + 3, 1.0f);
-    la_linear_attn_opts lo = la_linear_attn_opts_default(); /* causal, elu+1, normalised */
+    la_linear_attn_opts lo = la_linear_attn_opts_default(); /* elu+1, normalised */
+    lo.causal = 1;
     /* (a) agreement at T = Tcheck (not a multiple of the chunk size 64) */
     la_dims dims = {.B = 1, .T = Tcheck, .H = H, .K = D, .V = D};
     for (int f = 0; f < 3 && !rc; f++) {

@@ -97,10 +97,10 @@ la_status la__check_dims(const char *op, const la_dims *d, int allow_hv) {
             return la__error(LA_ERR_BAD_SEQLENS, "%s: cu_seqlens[0] = %" PRId64 " (must be 0)",
                              op, d->cu_seqlens[0]);
         for (int64_t i = 1; i <= d->n_seqs; i++)
-            if (d->cu_seqlens[i] <= d->cu_seqlens[i - 1])
+            if (d->cu_seqlens[i] < d->cu_seqlens[i - 1])
                 return la__error(LA_ERR_BAD_SEQLENS,
-                                 "%s: cu_seqlens is not strictly increasing at index %" PRId64
-                                 " (%" PRId64 " after %" PRId64 ")", op, i, d->cu_seqlens[i],
+                                 "%s: cu_seqlens decreases at index %" PRId64 " (%" PRId64
+                                 " after %" PRId64 ")", op, i, d->cu_seqlens[i],
                                  d->cu_seqlens[i - 1]);
         if (d->cu_seqlens[d->n_seqs] != d->T)
             return la__error(LA_ERR_BAD_SEQLENS,

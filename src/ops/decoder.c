@@ -157,6 +157,68 @@ la_status la_decoder_get_state(const la_decoder *dec, float *state, float *norm)
     return LA_OK;
 }
 
+/* ---- one sequence slot -------------------------------------------------- */
+
+static la_status check_slot(const char *op, const la_decoder *dec, int64_t n) {
+    la_status st = la__check_ptr(op, "dec", dec);
+    if (st) return st;
+    if (n < 0 || n >= dec->cfg.N)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: slot n = %" PRId64 " (must be in 0..%" PRId64
+                         ", the decoder's N - 1)",
+                         op, n, dec->cfg.N - 1);
+    return LA_OK;
+}
+
+static size_t slot_state_n(const la_decoder *dec) { return dec->state_n / (size_t)dec->cfg.N; }
+static size_t slot_norm_n(const la_decoder *dec) { return dec->norm_n / (size_t)dec->cfg.N; }
+
+la_status la_decoder_reset_slot(la_decoder *dec, int64_t n) {
+    la_status st = check_slot("la_decoder_reset_slot", dec, n);
+    if (st) return st;
+    memset(dec->state + (size_t)n * slot_state_n(dec), 0, slot_state_n(dec) * sizeof(float));
+    if (dec->norm)
+        memset(dec->norm + (size_t)n * slot_norm_n(dec), 0, slot_norm_n(dec) * sizeof(float));
+    if (dec->key_max)
+        for (int64_t h = 0; h < dec->cfg.H; h++) dec->key_max[n * dec->cfg.H + h] = dec->key_max0;
+    return LA_OK;
+}
+
+la_status la_decoder_set_slot_state(la_decoder *dec, int64_t n, const float *state,
+                                    const float *norm) {
+    static const char *const op = "la_decoder_set_slot_state";
+    la_status st = check_slot(op, dec, n);
+    if (st) return st;
+    if (norm && !dec->norm)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: norm given but this decoder has no normaliser state", op);
+    if (state && (st = la__check_finite(op, "state", state, slot_state_n(dec)))) return st;
+    if (norm && (st = la__check_finite(op, "norm", norm, slot_norm_n(dec)))) return st;
+    if (state)
+        memcpy(dec->state + (size_t)n * slot_state_n(dec), state,
+               slot_state_n(dec) * sizeof(float));
+    if (norm)
+        memcpy(dec->norm + (size_t)n * slot_norm_n(dec), norm, slot_norm_n(dec) * sizeof(float));
+    return LA_OK;
+}
+
+la_status la_decoder_get_slot_state(const la_decoder *dec, int64_t n, float *state, float *norm) {
+    static const char *const op = "la_decoder_get_slot_state";
+    la_status st = check_slot(op, dec, n);
+    if (st) return st;
+    if (norm && !dec->norm)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: norm asked for but this decoder has no normaliser state", op);
+    if (state)
+        memcpy(state, dec->state + (size_t)n * slot_state_n(dec),
+               slot_state_n(dec) * sizeof(float));
+    if (norm)
+        memcpy(norm, dec->norm + (size_t)n * slot_norm_n(dec), slot_norm_n(dec) * sizeof(float));
+    return LA_OK;
+}
+
+/* ---- the step ----------------------------------------------------------- */
+
 typedef struct {
     const la_decoder *dec;
     float *o;

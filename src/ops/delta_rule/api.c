@@ -15,6 +15,7 @@
  * - use_qk_l2norm: q and k are replaced by x / sqrt(sum x^2 + 1e-6) per token
  *   and head before anything else (fla's use_qk_l2norm_in_kernel); the
  *   backward goes through it. */
+#include "../options.h"
 #include "delta_rule.h"
 
 #include <inttypes.h>
@@ -34,17 +35,9 @@ static la_status validate(const char *op, la_ctx *ctx, const delta_call *c, la__
         return st;
     if ((st = la__check_dims(op, c->dims, c->gated))) return st;
     const la_gated_opts *o = c->opts;
-    if (o->form == LA_FORM_PARALLEL)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.form = LA_FORM_PARALLEL is not offered by the delta rules "
-                         "(use LA_FORM_RECURRENT or LA_FORM_CHUNK)", op);
-    if (o->form != LA_FORM_RECURRENT && o->form != LA_FORM_CHUNK)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.form = %d is not a known la_form",
-                         op, (int)o->form);
-    if (o->chunk_size < 0)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means 64)", op,
-                         o->chunk_size);
+    la_form form;
+    int64_t chunk;
+    if ((st = la__gated_form(op, o, &form, &chunk))) return st;
     const la_dims *d = c->dims;
     a->ctx = ctx;
     a->dims = *d;
@@ -53,8 +46,8 @@ static la_status validate(const char *op, la_ctx *ctx, const delta_call *c, la__
     a->HV = la__value_heads(d);
     a->K = d->K;
     a->V = d->V;
-    a->form = o->form;
-    a->chunk = o->chunk_size ? o->chunk_size : LA_DEFAULT_CHUNK_SIZE;
+    a->form = form;
+    a->chunk = chunk ? chunk : LA_DEFAULT_CHUNK_SIZE; /* recurrent form: unused */
     a->l2norm = o->use_qk_l2norm != 0; /* as the decoder: any non-zero */
     if ((st = la__resolve_scale(op, o->scale, d->K, &a->scale))) return st;
 

@@ -179,11 +179,13 @@ static la_status causal_run(const char *op, la_ctx *ctx, const performer_setup *
                          "%s: attn.form = %d is not a known la_form (parallel 0, recurrent 1, "
                          "chunk 2)",
                          op, (int)attn->form);
-    if (!(attn->eps > 0) || !isfinite(attn->eps))
+    /* the options rule: 0 means the default; chunk_size read by CHUNK only */
+    const float eps = attn->eps == 0 ? LA_LINEAR_ATTN_DEFAULT_EPS : attn->eps;
+    if (!(eps > 0) || !isfinite(eps))
         return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: attn.eps = %g (must be finite and > 0; default %g)", op,
+                         "%s: attn.eps = %g (must be finite and > 0; 0 means %g)", op,
                          (double)attn->eps, (double)LA_LINEAR_ATTN_DEFAULT_EPS);
-    if (attn->chunk_size < 0)
+    if (attn->form == LA_FORM_CHUNK && attn->chunk_size < 0)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: attn.chunk_size = %" PRId64 " (must be >= 0; 0 means 64)", op,
                          attn->chunk_size);
@@ -203,8 +205,11 @@ static la_status causal_run(const char *op, la_ctx *ctx, const performer_setup *
     j->V = dims->V;
     j->M = p->map.M;
     j->Vx = dims->V + 1;
-    j->eps = attn->eps;
-    int64_t C = attn->form == LA_FORM_PARALLEL ? Tmax : attn->chunk_size ? attn->chunk_size : 64;
+    j->eps = eps;
+    /* PARALLEL: one chunk; RECURRENT (its backward): the default chunk */
+    int64_t C = attn->form == LA_FORM_PARALLEL                    ? Tmax
+                : attn->form == LA_FORM_CHUNK && attn->chunk_size ? attn->chunk_size
+                                                                  : LA_DEFAULT_CHUNK_SIZE;
     j->chunk = C < Tmax ? C : Tmax;
     j->Tmax = Tmax;
     const int recurrent = !backward && attn->form == LA_FORM_RECURRENT;

@@ -175,7 +175,7 @@ static void forward_task(void *arg, int64_t task, int tid) {
         }
     }
     if (j->stab && j->opts->role == LA_RF_KEY)
-        j->stab[seq * H + h] = two_pass ? (float)seq_max : 0.0f;
+        j->stab[seq * H + h] = two_pass && len > 0 ? (float)seq_max : 0.0f; /* 0: empty */
 }
 
 /* dx of one projected token (xs, u, n) from g = d_phi [M], stab constant;

@@ -8,6 +8,7 @@
  * form; a chunk size >= T gives the same computation).
  * The chunk length is min(chunk_size, longest sequence); the recurrent
  * backward checkpoints the state every max(GLA_CKPT, sqrt(L)) tokens. */
+#include "../options.h"
 #include "gla_internal.h"
 
 #include <inttypes.h>
@@ -34,22 +35,13 @@ la_status la_retnet_decay(float *g_gamma, int64_t H) {
 static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *opts,
                               const la_dims *dims, int per_key, const float *q, const float *k,
                               const float *v, const float *g, const float *g_gamma,
-                              const float *s0, gla_job *j) {
+                              const float *s0, gla_job *j, la_form *form) {
     la_status st;
     if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "opts", opts)) ||
         (st = la__check_dims(op, dims, 0)))
         return st;
-    if (opts->form == LA_FORM_PARALLEL)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.form = LA_FORM_PARALLEL (the gated ops have the recurrent "
-                         "and chunk forms only)", op);
-    if (opts->form != LA_FORM_RECURRENT && opts->form != LA_FORM_CHUNK)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.form = %d is not a known la_form",
-                         op, (int)opts->form);
-    if (opts->chunk_size < 0)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means %d)", op,
-                         opts->chunk_size, LA_DEFAULT_CHUNK_SIZE);
+    int64_t C;
+    if ((st = la__gated_form(op, opts, form, &C))) return st;
     float scale;
     if ((st = la__resolve_scale(op, opts->scale, dims->K, &scale))) return st;
     if ((st = la__check_ptr(op, "q", q)) || (st = la__check_ptr(op, "k", k)) ||
@@ -68,7 +60,7 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *
                                      (size_t)N * (size_t)H * (size_t)K * (size_t)V)))
         return st;
     const int64_t L = la__max_seq_len(dims);
-    int64_t C = opts->chunk_size ? opts->chunk_size : LA_DEFAULT_CHUNK_SIZE;
+    if (C == 0) C = LA_DEFAULT_CHUNK_SIZE; /* recurrent form: unused */
     if (C > L) C = L;
     *j = (gla_job){.d = dims, .H = H, .K = K, .V = V, .C = C, .per_key = per_key,
                    .scale = scale, .ctx = ctx, .kr = la__kernels_default(), .q = q,
@@ -88,11 +80,12 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
                              const float *q, const float *k, const float *v, const float *g,
                              const float *g_gamma, const float *initial_state) {
     gla_job j;
+    la_form form;
     la_status st = check_common(op, ctx, opts, dims, per_key, q, k, v, g, g_gamma,
-                                initial_state, &j);
+                                initial_state, &j, &form);
     if (st) return st;
     if ((st = la__check_ptr(op, "o", o))) return st;
-    const int chunk = opts->form == LA_FORM_CHUNK;
+    const int chunk = form == LA_FORM_CHUNK;
     if ((st = reserve(op, ctx, chunk ? la__gla_chunk_fwd_bytes(&j)
                                      : la__gla_recurrent_fwd_bytes(&j))))
         return st;
@@ -112,8 +105,9 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
                               const float *k, const float *v, const float *g,
                               const float *g_gamma, const float *initial_state) {
     gla_job j;
+    la_form form;
     la_status st = check_common(op, ctx, opts, dims, per_key, q, k, v, g, g_gamma,
-                                initial_state, &j);
+                                initial_state, &j, &form);
     if (st) return st;
     if ((st = la__check_ptr(op, "dq", dq)) || (st = la__check_ptr(op, "dk", dk)) ||
         (st = la__check_ptr(op, "dv", dv)) || (st = la__check_ptr(op, "d_o", d_o)))
@@ -128,7 +122,7 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
     if ((st = la__check_finite(op, "d_o", d_o, BTHV))) return st;
     if (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, NHKV)))
         return st;
-    const int chunk = opts->form == LA_FORM_CHUNK;
+    const int chunk = form == LA_FORM_CHUNK;
     const int64_t L = la__max_seq_len(dims);
     if (chunk) {
         const int64_t nch = (L + j.C - 1) / j.C;

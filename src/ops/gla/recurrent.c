@@ -59,7 +59,7 @@ void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid) {
     const float scale = j->scale;
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
-    const int64_t C = j->C < len ? j->C : len;
+    const int64_t C = j->C < len ? j->C : len > 0 ? len : 1; /* len 0: nothing to do */
     const int64_t nseg = (len + C - 1) / C;
     la__arena a = {.base = la__scratch(j->ctx, tid)};
     float *ckpt = la__arena_take(&a, (size_t)nseg, KV * sizeof(float));

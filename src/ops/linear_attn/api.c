@@ -11,7 +11,7 @@ la_linear_attn_opts la_linear_attn_opts_default(void) {
     la_linear_attn_opts o;
     memset(&o, 0, sizeof o);
     o.feature_map = LA_FEATURE_ELU1;
-    o.causal = 1;
+    o.causal = 0; /* every op's default; the form applies once causal is set */
     o.form = LA_FORM_CHUNK;
     o.normalize = 1;
     o.eps = LA_LINEAR_ATTN_DEFAULT_EPS;
@@ -40,20 +40,32 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_linear_attn_
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts.feature_map = %d is not a known la_feature_map "
                          "(identity 0, elu1 1, relu 2)", op, (int)opts->feature_map);
-    if ((unsigned)opts->form > LA_FORM_CHUNK)
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.form = %d is not a known la_form "
-                         "(parallel 0, recurrent 1, chunk 2)", op, (int)opts->form);
-    if (!(opts->eps > 0) || !isfinite(opts->eps))
-        return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.eps = %g (must be finite and > 0; default %g)", op,
-                         (double)opts->eps, (double)LA_LINEAR_ATTN_DEFAULT_EPS);
-    if (opts->chunk_size < 0)
+    /* Options that have no effect in this configuration are ignored (the
+     * header's options rule): form and chunk_size without causal, chunk_size
+     * outside the chunk form, eps without normalize, scale with it. */
+    const int normalize = opts->normalize != 0;
+    la_form form = LA_FORM_PARALLEL;
+    if (opts->causal) {
+        if ((unsigned)opts->form > LA_FORM_CHUNK)
+            return la__error(LA_ERR_INVALID_ARGUMENT,
+                             "%s: opts.form = %d is not a known la_form "
+                             "(parallel 0, recurrent 1, chunk 2)", op, (int)opts->form);
+        form = opts->form;
+    }
+    if (form == LA_FORM_CHUNK && opts->chunk_size < 0)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts.chunk_size = %" PRId64 " (must be >= 0; 0 means %d)", op,
                          opts->chunk_size, LA_DEFAULT_CHUNK_SIZE);
-    float scale;
-    if ((st = la__resolve_scale(op, opts->scale, dims->K, &scale))) return st;
+    float eps = LA_LINEAR_ATTN_DEFAULT_EPS;
+    if (normalize && opts->eps != 0) {
+        if (!(opts->eps > 0) || !isfinite(opts->eps))
+            return la__error(LA_ERR_INVALID_ARGUMENT,
+                             "%s: opts.eps = %g (must be finite and > 0; 0 means %g)", op,
+                             (double)opts->eps, (double)LA_LINEAR_ATTN_DEFAULT_EPS);
+        eps = opts->eps;
+    }
+    float scale = 1.0f;
+    if (!normalize && (st = la__resolve_scale(op, opts->scale, dims->K, &scale))) return st;
 
     memset(j, 0, sizeof *j);
     j->dims = dims;
@@ -61,15 +73,16 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_linear_attn_
     j->K = dims->K;
     j->V = dims->V;
     j->fm = opts->feature_map;
-    j->normalize = opts->normalize != 0;
-    j->eps = opts->eps;
+    j->normalize = normalize;
+    j->eps = eps;
     j->scale = scale;
     j->qscale = j->normalize ? 1.0f : scale;
     j->ctx = ctx;
     j->kr = la__kernels_default();
     const int64_t Tmax = la__max_seq_len(dims);
     j->Tmax = Tmax;
-    int64_t C = opts->chunk_size ? opts->chunk_size : LA_DEFAULT_CHUNK_SIZE;
+    const int64_t C = form == LA_FORM_CHUNK && opts->chunk_size ? opts->chunk_size
+                                                                : LA_DEFAULT_CHUNK_SIZE;
     j->chunk = C < Tmax ? C : Tmax; /* a chunk never needs to exceed a sequence */
     return LA_OK;
 }

@@ -105,7 +105,9 @@ static la_status configure(const char *fn, la_decoder_config *c) {
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: cfg.feature_map = %d is not a known la_feature_map", fn,
                          (int)c->feature_map);
-    if (c->eps == 0) c->eps = LA_LINEAR_ATTN_DEFAULT_EPS;
+    /* options rule: eps is read only when normalised, scale only when not */
+    if (c->eps == 0 || !c->normalize) c->eps = LA_LINEAR_ATTN_DEFAULT_EPS;
+    if (c->normalize) c->scale = 0;
     if (!(c->eps > 0) || c->eps != c->eps || c->eps > 1e30f)
         return la__error(LA_ERR_INVALID_ARGUMENT, "%s: cfg.eps = %g (must be > 0 and finite)", fn,
                          (double)c->eps);

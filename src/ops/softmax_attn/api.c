@@ -13,7 +13,7 @@ la_softmax_opts la_softmax_opts_default(void) {
     o.causal = 0;
     o.form = LA_SOFTMAX_TEXTBOOK;
     o.scale = 0;      /* K^-1/2 */
-    o.block_size = 0; /* 64 */
+    o.block_size = 0; /* LA_DEFAULT_CHUNK_SIZE */
     o.kv_lens = NULL;
     return o;
 }
@@ -51,7 +51,7 @@ static la_status check_call(const char *op, la_ctx *ctx, const la_softmax_opts *
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts->form = %d (must be LA_SOFTMAX_TEXTBOOK = 0 or "
                          "LA_SOFTMAX_STREAMING = 1)", op, (int)opts->form);
-    if (opts->block_size < 0)
+    if (opts->form == LA_SOFTMAX_STREAMING && opts->block_size < 0)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts->block_size = %" PRId64 " (must be >= 0; 0 means %d)", op,
                          opts->block_size, SA_DEFAULT_BLOCK);
@@ -78,7 +78,8 @@ static la_status check_call(const char *op, la_ctx *ctx, const la_softmax_opts *
     c->K = dims->K;
     c->V = dims->V;
     c->max_len = la__max_seq_len(dims);
-    c->block = opts->block_size ? opts->block_size : SA_DEFAULT_BLOCK;
+    c->block = opts->form == LA_SOFTMAX_STREAMING && opts->block_size ? opts->block_size
+                                                                      : SA_DEFAULT_BLOCK;
     if (c->block > c->max_len) c->block = c->max_len;
     c->n_qblocks = (c->max_len + c->block - 1) / c->block;
     return LA_OK;
