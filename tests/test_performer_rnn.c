@@ -826,6 +826,55 @@ static void test_bad_args(void) {
     la_ctx_destroy(ctx);
 }
 
+/* Zero-length sequences in cu_seqlens: nothing written for them, final
+ * state, norm and key max = initial; d_initial_* = d_final_*; the other
+ * sequences match the reference. */
+static void test_zero_length(void) {
+    la_ctx *ctx = th_ctx(2);
+    la_rng rng;
+    la_rng_seed(&rng, 90);
+    const int64_t cu[] = {0, 0, 7, 7, 12};
+    problem p;
+    make_problem(&p, 1, 12, 2, 4, 3, 5, LA_RF_FAVOR_POSITIVE, cu, 4, &rng, 0.8);
+    const la_rf_opts rf = rf_of(LA_RF_FAVOR_POSITIVE);
+    const la_linear_attn_opts a = attn_of(LA_FORM_CHUNK, 3);
+    float *o = th_nan_floats(p.nv), *fS = th_nan_floats(p.ns), *fz = th_nan_floats(p.nz);
+    float *fmu = th_nan_floats(p.nh);
+    CHECK_STATUS(fwd(ctx, &p, &rf, &a, 1, o, fS, fz, fmu), LA_OK, "zero-length sequences");
+    double *wo = th_doubles(p.nv);
+    const double cond = ref_all(&p, &rf, LA_LINEAR_ATTN_DEFAULT_EPS, 1, wo, NULL, NULL, NULL);
+    CHECK_ERR(ref_max_rel_err(o, wo, p.nv) / cond, 1e-5, "o with empty sequences");
+    const int64_t H = 2, MV = p.M * 3;
+    const int64_t empty[] = {0, 2};
+    for (int e = 0; e < 2; e++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t u = empty[e] * H + h;
+            CHECK(th_bitwise_equal(fS + u * MV, p.S0 + u * MV, (size_t)MV) &&
+                      th_bitwise_equal(fz + u * p.M, p.z0 + u * p.M, (size_t)p.M) &&
+                      fmu[u] == p.mu0[u],
+                  "empty sequence %lld: final = initial", (long long)empty[e]);
+        }
+    float *dq = th_nan_floats(p.nqk), *dk = th_nan_floats(p.nqk), *dv = th_nan_floats(p.nv);
+    float *dS = th_nan_floats(p.ns), *dz = th_nan_floats(p.nz);
+    CHECK_STATUS(la_performer_attn_backward_state(ctx, &rf, &a, &p.dims, dq, dk, dv, dS, dz, p.d_o,
+                                                  p.dST, p.dzT, p.q, p.k, p.v, p.W, p.m, p.S0, p.z0,
+                                                  p.mu0),
+                 LA_OK, "backward with empty sequences");
+    for (int e = 0; e < 2; e++) {
+        const int64_t u = empty[e] * H;
+        CHECK(th_bitwise_equal(dS + u * MV, p.dST + u * MV, (size_t)(H * MV)) &&
+                  th_bitwise_equal(dz + u * p.M, p.dzT + u * p.M, (size_t)(H * p.M)),
+              "empty sequence: d_initial = d_final");
+    }
+    CHECK(ref_count_nonfinite(dq, p.nqk) == 0 && ref_count_nonfinite(dv, p.nv) == 0,
+          "gradients written");
+    float *fr[] = {o, fS, fz, fmu, dq, dk, dv, dS, dz};
+    for (size_t i = 0; i < sizeof fr / sizeof *fr; i++) free(fr[i]);
+    free(wo);
+    free_problem(&p);
+    la_ctx_destroy(ctx);
+}
+
 int main(void) {
     test_forward();
     test_split();
@@ -833,5 +882,6 @@ int main(void) {
     test_growing_keys();
     test_decoder();
     test_bad_args();
+    test_zero_length();
     return th_summary("test_performer_rnn");
 }
