@@ -384,14 +384,36 @@ LA_API la_status la_rf_backward(la_ctx *ctx, const la_rf_opts *opts, const la_di
                                 float *dx, const float *d_phi, const float *x, const float *W,
                                 int64_t m);
 
-/* Performer attention: phi_q = rf(q) (role QUERY), phi_k = rf(k) (role
- * KEY, stabiliser per sequence) with the same W and rf's kind, stabilize
- * and eps (rf->role is ignored), then normalised kernel linear attention
- * through la_linear_attn_forward (attn->feature_map must be
+/* Performer attention: phi_q = rf(q) (role QUERY) and phi_k = rf(k) with
+ * the same W and rf's kind, stabilize and eps (rf->role is ignored), then
+ * normalised kernel linear attention (attn->feature_map must be
  * LA_FEATURE_IDENTITY and attn->normalize 1; causal, form, chunk_size and
- * eps from attn). o [B,T,H,V] out. Holds phi_q and phi_k ([B,T,H,M] each)
- * in memory allocated per call. Trig-softmax features can make the
- * denominator vanish or go negative (a known weakness of that estimator). */
+ * eps from attn). o [B,T,H,V] out. Trig-softmax features can make the
+ * denominator vanish or go negative (a known weakness of that estimator).
+ *
+ * Key stabiliser (exp-type maps with rf->stabilize = 1; MATH.md §3):
+ *   non-causal: the largest exponent over the whole sequence (role KEY of
+ *     la_rf_forward), so every key feature of a sequence shares one factor;
+ *   causal: the running maximum mu_t = max(mu_0, a_1, ..., a_t) of the keys'
+ *     largest exponents a_j (each rounded to float), never a future key.
+ *     The state (S, z) is kept relative to mu_t and multiplied by
+ *     exp(mu_old - mu_new) whenever the maximum grows. Key j enters as
+ *     s exp(e_j - mu_j) + eps (rf eps, added relative to the maximum of its
+ *     own time) and is rescaled with the state from then on, so query t
+ *     sees it as s exp(e_j - mu_t) + eps exp(mu_j - mu_t). The output is
+ *     o_t = phi_q S_t / (phi_q . z_t + attn eps) with S_t, z_t relative to
+ *     mu_t. This is one definition, whatever the chunking: the chunk form,
+ *     the recurrent form, split calls with the state carried and the
+ *     decoder (LA_OP_PERFORMER) compute it within float32 rounding.
+ *   Without the stabiliser mu is the constant 0 (no rescaling).
+ * Queries keep their per-token stabiliser (a per-query factor that cancels
+ * up to attn eps). Causal forms: RECURRENT runs token by token (the
+ * decoder's arithmetic); CHUNK runs the normalised chunk form chunk by
+ * chunk, each chunk's keys relative to the running max at its end, the
+ * carried state rescaled between chunks and the attention eps of row i
+ * scaled by exp(mu_i - mu_chunk_end) (exact); a chunk is cut short where
+ * mu grows by more than 32 inside it (so no row underflows); PARALLEL is
+ * the chunk form with one chunk per sequence (cut the same way). */
 LA_API la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
                                            const la_linear_attn_opts *attn,
                                            const la_dims *dims, float *o, const float *q,
@@ -399,14 +421,58 @@ LA_API la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
                                            int64_t m);
 
 /* dq, dk [B,T,H,K], dv [B,T,H,V] out; d_o [B,T,H,V] in. Recomputes the
- * features; gradients flow through phi as la_rf_backward (stabiliser held
- * constant), not into W. */
+ * features; gradients flow through phi as la_rf_backward (stabilisers held
+ * constant: the per-token query maximum, and for causal keys the running
+ * maxima mu), not into W. Every causal form's backward runs the chunk
+ * form (chunk_size from attn for CHUNK, the default chunk for RECURRENT,
+ * one chunk for PARALLEL). */
 LA_API la_status la_performer_attn_backward(la_ctx *ctx, const la_rf_opts *rf,
                                             const la_linear_attn_opts *attn,
                                             const la_dims *dims, float *dq, float *dk,
                                             float *dv, const float *d_o, const float *q,
                                             const float *k, const float *v, const float *W,
                                             int64_t m);
+
+/* Causal Performer with state (the RNN view), M = la_rf_num_features:
+ *   final_state     [N,H,M,V] out, optional: S after the last token
+ *   final_norm      [N,H,M]   out, optional: z after the last token
+ *   final_key_max   [N,H]     out, optional: the running key maximum mu
+ *                   the final state is relative to
+ *   initial_state   [N,H,M,V], initial_norm [N,H,M] in, optional (NULL =
+ *                   zeros), relative to
+ *   initial_key_max [N,H]     in: mu_0; -INFINITY means "no key seen" (the
+ *                   initial state is then empty: multiplied by
+ *                   exp(-inf) = 0); NaN and +Inf are rejected. NULL means
+ *                   -INFINITY everywhere, which is an error when
+ *                   initial_state or initial_norm is given (they need the
+ *                   maximum they are relative to).
+ * Without a stabiliser (rf->stabilize = 0 or a kind without one) mu is the
+ * constant 0: final_key_max gets 0 and initial_key_max is not read.
+ * attn->causal must be 1 (LA_ERR_INVALID_ARGUMENT otherwise). A sequence
+ * processed in two calls with the state carried equals one call; finals
+ * may be the same buffers as the initials (a state carried in place).
+ * NULL for every state argument gives la_performer_attn_forward. */
+LA_API la_status la_performer_attn_forward_state(
+    la_ctx *ctx, const la_rf_opts *rf, const la_linear_attn_opts *attn, const la_dims *dims,
+    float *o, float *final_state, float *final_norm, float *final_key_max, const float *q,
+    const float *k, const float *v, const float *W, int64_t m, const float *initial_state,
+    const float *initial_norm, const float *initial_key_max);
+
+/* Gradients of sum(o*d_o) + sum(final_state*d_final_state)
+ * + sum(final_norm*d_final_norm) (d_final_* optional, NULL = zero):
+ * dq, dk [B,T,H,K], dv [B,T,H,V] out (required); d_initial_state
+ * [N,H,M,V] and d_initial_norm [N,H,M] out, optional (they may be the same
+ * buffers as d_final_state / d_final_norm). The key maxima are held
+ * constant: there is no gradient for initial_key_max and none flows
+ * through mu (exact for the output up to attn eps, as for the query
+ * stabiliser). Chunk form for every causal form; the scratch keeps 12
+ * bytes per token of the longest sequence (chunk starts and maxima). */
+LA_API la_status la_performer_attn_backward_state(
+    la_ctx *ctx, const la_rf_opts *rf, const la_linear_attn_opts *attn, const la_dims *dims,
+    float *dq, float *dk, float *dv, float *d_initial_state, float *d_initial_norm,
+    const float *d_o, const float *d_final_state, const float *d_final_norm, const float *q,
+    const float *k, const float *v, const float *W, int64_t m, const float *initial_state,
+    const float *initial_norm, const float *initial_key_max);
 
 /* ------------------------------------------------------------------ */
 /* Gated and delta-rule linear attention (fla conventions)             */
@@ -523,7 +589,8 @@ typedef enum la_op {
     LA_OP_GLA = 2,
     LA_OP_DELTA_RULE = 3,
     LA_OP_GATED_DELTA_RULE = 4,
-    LA_OP_KDA = 5               /* g [N,HV,K] per-key log-gates, beta [N,HV] */
+    LA_OP_KDA = 5,              /* g [N,HV,K] per-key log-gates, beta [N,HV] */
+    LA_OP_PERFORMER = 6         /* causal Performer (random features) */
 } la_op;
 
 typedef struct la_decoder_config {
@@ -537,6 +604,17 @@ typedef struct la_decoder_config {
     float scale;                     /* 0 means K^-1/2 (unnormalised / gated) */
     /* delta rules */
     int use_qk_l2norm;
+    /* LA_OP_PERFORMER: q and k [N,H,K] go through the random features rf
+     * (kind, stabilize, eps; role ignored; start from la_rf_opts_default())
+     * with rf_W [rf_m, K] (copied at create); eps above is the attention
+     * eps (0 means LA_LINEAR_ATTN_DEFAULT_EPS); feature_map, normalize,
+     * scale and use_qk_l2norm are not read. State [N,H,M,V], norm [N,H,M]
+     * with M = la_rf_num_features(rf.kind, rf_m), and the running key
+     * maximum [N,H] (la_decoder_get/set_key_max). Equals the recurrent
+     * form of la_performer_attn_forward_state. */
+    const float *rf_W;
+    int64_t rf_m;
+    la_rf_opts rf;
 } la_decoder_config;
 
 typedef struct la_decoder la_decoder;
@@ -546,19 +624,27 @@ LA_API la_status la_decoder_create(la_decoder **out, const la_decoder_config *cf
 LA_API void la_decoder_destroy(la_decoder *dec);
 LA_API la_status la_decoder_reset(la_decoder *dec); /* state back to zero */
 /* state [N,HS,K,V] (HS = HV or H), norm [N,H,K] (normalised linear attention
- * only, else must be NULL). set copies in, get copies out; NULL skips. */
+ * only, else must be NULL). set copies in, get copies out; NULL skips.
+ * LA_OP_PERFORMER: K is M (state [N,H,M,V], norm [N,H,M]). */
 LA_API la_status la_decoder_set_state(la_decoder *dec, const float *state, const float *norm);
 LA_API la_status la_decoder_get_state(const la_decoder *dec, float *state, float *norm);
 /* One sequence slot n (0 <= n < N), so a server can start and end sequences
  * at different times: reset_slot zeroes slot n's state (and normaliser);
  * set/get copy slot n's state [HS,K,V] and norm [H,K] (normalised linear
  * attention only, else must be NULL) in or out; NULL skips. The other
- * slots are not touched. */
+ * slots are not touched. LA_OP_PERFORMER: K is M; reset_slot also resets
+ * slot n's key maximum (set it with la_decoder_set_key_max). */
 LA_API la_status la_decoder_reset_slot(la_decoder *dec, int64_t n);
 LA_API la_status la_decoder_set_slot_state(la_decoder *dec, int64_t n, const float *state,
                                            const float *norm);
 LA_API la_status la_decoder_get_slot_state(const la_decoder *dec, int64_t n, float *state,
                                            float *norm);
+/* LA_OP_PERFORMER only: the running key maximum [N,H] the state is relative
+ * to (-INFINITY: no key yet, what reset sets). set rejects NaN and +Inf.
+ * Without a stabiliser (rf.stabilize = 0 or a kind without one) the
+ * maximum is the constant 0: get returns 0 and set checks but keeps 0. */
+LA_API la_status la_decoder_set_key_max(la_decoder *dec, const float *key_max);
+LA_API la_status la_decoder_get_key_max(const la_decoder *dec, float *key_max);
 
 /* One step for every sequence: o [N,HS,V] out; q,k [N,H,K]; v [N,HS,V];
  * g [N,HS] (simple GLA, gated delta; optional for simple GLA), or [N,H,K]

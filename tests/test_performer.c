@@ -13,15 +13,23 @@
 static const char *KIND[] = {"positive", "hyperbolic", "trig-gauss", "trig-softmax", "relu"};
 static const char *FORM[] = {"parallel", "recurrent", "chunk"};
 
-/* float64 Performer attention of one (sequence, head); stab_q [T], stab_k [1]
- * used as constants when stab_given. */
-/* Returns the conditioning of the normalisation, max over queries of
+/* float64 Performer attention of one (sequence, head): non-causal, the
+ * composition ref_rf_forward -> ref_kernel_attn (key stabiliser over the
+ * sequence, stab_k [1]); causal, ref_performer_causal (running key maximum,
+ * stab_k [T] holds it). stab_q [T]; both used as constants when stab_given.
+ * Returns the conditioning of the normalisation, max over queries of
  * sum_j |a_tj| / |sum_j a_tj + eps| (1 for non-negative features; large when
  * signed trig features nearly cancel in the denominator). */
 static double ref_performer(const la_rf_opts *rf, double eps, int causal, int64_t T, int64_t d,
                             int64_t V, int64_t m, const double *q, const double *k, const double *v,
                             const double *W, double *stab_q, double *stab_k, int stab_given,
                             double *o) {
+    if (causal) {
+        double cond = 1;
+        ref_performer_causal(rf, eps, T, d, V, m, q, k, v, W, NULL, NULL, -INFINITY, stab_q, stab_k,
+                             stab_given, o, NULL, NULL, NULL, &cond);
+        return cond;
+    }
     const int64_t M = la_rf_num_features(rf->kind, m);
     double *pq = malloc((size_t)(T * M) * sizeof *pq), *pk = malloc((size_t)(T * M) * sizeof *pk);
     la_rf_opts oq = *rf, ok = *rf;
@@ -87,7 +95,7 @@ static double forward_error(la_ctx *ctx, const problem *p, const la_rf_opts *rf,
     double *want = th_doubles(no), *Wd = ref_to_double(p->W, (size_t)(p->m * d));
     double *qs = th_doubles((size_t)(dm->T * d)), *ks = th_doubles((size_t)(dm->T * d));
     double *vs = th_doubles((size_t)(dm->T * V)), *os = th_doubles((size_t)(dm->T * V));
-    double *sq = th_doubles((size_t)dm->T), sk[1], cond = 1;
+    double *sq = th_doubles((size_t)dm->T), *sk = th_doubles((size_t)dm->T), cond = 1;
     for (int64_t n = 0; n < N; n++)
         for (int64_t h = 0; h < H; h++) {
             int64_t T = ref_gather(qs, p->q, dm, n, h, H, d);
@@ -105,6 +113,7 @@ static double forward_error(la_ctx *ctx, const problem *p, const la_rf_opts *rf,
     free(vs);
     free(os);
     free(sq);
+    free(sk);
     return e;
 }
 
@@ -231,7 +240,7 @@ static void test_backward(void) {
                 double *vs = th_doubles((size_t)(dm->T * V)), *gs = th_doubles((size_t)(dm->T * V));
                 double *os = th_doubles((size_t)(dm->T * V)), *sq = th_doubles((size_t)dm->T);
                 double *g1 = th_doubles((size_t)(dm->T * (d > V ? d : V)));
-                double sk[1];
+                double *sk = th_doubles((size_t)dm->T);
                 for (int64_t n = 0; n < N; n++)
                     for (int64_t h = 0; h < H; h++) {
                         const int64_t T = ref_gather(qs, p->q, dm, n, h, H, d);
@@ -281,6 +290,7 @@ static void test_backward(void) {
                 free(gs);
                 free(os);
                 free(sq);
+                free(sk);
                 free(g1);
             }
         free(Wd);

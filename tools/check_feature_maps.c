@@ -127,9 +127,10 @@ static void check_approx(check_report *r) {
 
 /* Performer attention (forward o, backward dq, dk, dv) against the float64
  * composition ref_rf_forward -> ref_kernel_attn (and back through
- * ref_kernel_attn_backward -> ref_rf_backward). Bound 1e-5 for positive
- * features (all attention weights >= 0, so no cancellation in the
- * denominator). */
+ * ref_kernel_attn_backward -> ref_rf_backward) when non-causal, and
+ * ref_performer_causal (running key maximum) and its backward when
+ * causal. Bound 1e-5 for positive features (all attention weights >= 0, so
+ * no cancellation in the denominator). */
 static void check_performer(check_report *r, la_random_feature kind, int causal,
                             la_form form) {
   const int64_t B = 2, H = 2, T = r->quick ? 33 : 200, d = r->quick ? 8 : 32,
@@ -170,10 +171,12 @@ static void check_performer(check_report *r, la_random_feature kind, int causal,
          *d1 = malloc((size_t)(T * V) * sizeof *d1);
   double *d2 = malloc((size_t)(T * d) * sizeof *d2),
          *sq = malloc((size_t)T * sizeof *sq);
+  double *d3 = malloc((size_t)(T * d) * sizeof *d3),
+         *mu = malloc((size_t)T * sizeof *mu);
   double *Wd = NULL;
   if (!q || !k || !v || !g || !W || !o || !dq || !dk || !dv || !wo || !wdq ||
       !wdk || !wdv || !qs || !ks || !vs || !gs || !pq || !pk || !dpq || !dpk ||
-      !os || !d1 || !d2 || !sq) {
+      !os || !d1 || !d2 || !sq || !d3 || !mu) {
     check_call_failed(r, name, fname, LA_ERR_OUT_OF_MEMORY);
     goto done;
   }
@@ -214,6 +217,19 @@ static void check_performer(check_report *r, la_random_feature kind, int causal,
       ref_gather(ks, k, &dims, n, h, H, d);
       ref_gather(vs, v, &dims, n, h, H, V);
       ref_gather(gs, g, &dims, n, h, H, V);
+      if (causal) { /* running key maximum (MATH.md 3) */
+        ref_performer_causal(&rf, attn.eps, T, d, V, m, qs, ks, vs, Wd, NULL,
+                             NULL, -INFINITY, sq, mu, 0, os, NULL, NULL, NULL,
+                             NULL);
+        ref_scatter(wo, os, &dims, n, h, H, V);
+        ref_performer_causal_backward(&rf, attn.eps, T, d, V, m, qs, ks, vs,
+                                      Wd, NULL, NULL, -INFINITY, sq, mu, gs,
+                                      NULL, NULL, d2, d3, d1, NULL, NULL);
+        ref_scatter(wdv, d1, &dims, n, h, H, V);
+        ref_scatter(wdq, d2, &dims, n, h, H, d);
+        ref_scatter(wdk, d3, &dims, n, h, H, d);
+        continue;
+      }
       ref_rf_forward(&oq, T, d, m, qs, Wd, pq, sq, 0);
       ref_rf_forward(&ok, T, d, m, ks, Wd, pk, &sk, 0);
       ref_kernel_attn(T, M, V, pq, pk, vs, causal, attn.eps, os);
@@ -258,6 +274,8 @@ done:
   free(d1);
   free(d2);
   free(sq);
+  free(d3);
+  free(mu);
   free(Wd);
 }
 

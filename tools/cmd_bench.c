@@ -237,11 +237,21 @@ static void run_decode(const opts *o, decode_entry *DE, int *nde) {
                 la_decoder *dec = NULL;
                 la_ctx *ctx = NULL;
                 float *buf = malloc((size_t)(5 * H * D + 2 * H) * sizeof *buf);
-                if (!buf || la_ctx_create(&ctx, o->threads[ti]) ||
+                float *W = NULL;
+                if (de->needs & LA__NEED_RF) { /* Performer: m = D random features */
+                    W = malloc((size_t)(D * D) * sizeof *W);
+                    cfg.rf = la_rf_opts_default();
+                    cfg.rf_W = W;
+                    cfg.rf_m = D;
+                    if (W) la_projection_draw(W, D, D, LA_PROJ_ORTHOGONAL, LA_SCALING_CHI, 7);
+                }
+                const int bad_w = (de->needs & LA__NEED_RF) && !W;
+                if (!buf || bad_w || la_ctx_create(&ctx, o->threads[ti]) ||
                     la_decoder_create(&dec, &cfg)) {
                     fprintf(stderr, "linattn bench: decode %s: %s\n", decode_name(oi),
                             la_last_error());
                     free(buf);
+                    free(W);
                     la_ctx_destroy(ctx);
                     continue;
                 }
@@ -301,6 +311,7 @@ static void run_decode(const opts *o, decode_entry *DE, int *nde) {
                 la_decoder_destroy(dec);
                 la_ctx_destroy(ctx);
                 free(buf);
+                free(W);
             }
 }
 

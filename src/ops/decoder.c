@@ -7,15 +7,21 @@
 #include "registry.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct la_decoder {
     la_decoder_config cfg; /* HV resolved, eps and scale resolved */
     const la__decode_entry *entry;
-    float *state; /* [N, HS, K, V] */
-    float *norm;  /* [N, H, K] or NULL */
+    const la__decode_ext *ext; /* optional hooks, or NULL */
+    float *state;              /* [N, HS, R, V], R = rows (K, or the entry's) */
+    float *norm;               /* [N, H, R] or NULL */
     size_t state_n, norm_n;
+    int64_t rows;
+    void *data;     /* the entry's family data (entry->create), or NULL */
+    float *key_max; /* [N, H] when the entry keeps one, else NULL */
+    float key_max0; /* its reset value */
 };
 
 static const char *const DEC = "la_decoder_create";
@@ -40,13 +46,30 @@ la_status la_decoder_create(la_decoder **out, const la_decoder_config *cfg) {
     if (!dec) return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory", DEC);
     dec->cfg = c;
     dec->entry = e;
-    dec->state_n = (size_t)c.N * (size_t)c.HV * (size_t)c.K * (size_t)c.V;
+    dec->ext = la__decode_ext_get((int)c.op);
+    const la__decode_ext *x = dec->ext;
+    dec->rows = c.K;
+    if (x && x->create && (st = x->create(DEC, &dec->cfg, &dec->data, &dec->rows))) {
+        la_decoder_destroy(dec);
+        return st;
+    }
+    if ((st = la__numel(DEC, "state", &dec->state_n, c.N, c.HV, dec->rows, c.V))) {
+        la_decoder_destroy(dec);
+        return st;
+    }
     dec->state = calloc(dec->state_n, sizeof(float));
     if ((e->needs & LA__NEED_NORMALIZER) && c.normalize) {
-        dec->norm_n = (size_t)c.N * (size_t)c.H * (size_t)c.K;
+        dec->norm_n = (size_t)c.N * (size_t)c.H * (size_t)dec->rows;
         dec->norm = calloc(dec->norm_n, sizeof(float));
     }
-    if (!dec->state || (dec->norm_n && !dec->norm)) {
+    const int keeps_max = x && x->key_max_reset;
+    if (keeps_max) {
+        dec->key_max0 = x->key_max_reset(dec->data);
+        dec->key_max = malloc((size_t)(c.N * c.H) * sizeof(float));
+        if (dec->key_max)
+            for (int64_t i = 0; i < c.N * c.H; i++) dec->key_max[i] = dec->key_max0;
+    }
+    if (!dec->state || (dec->norm_n && !dec->norm) || (keeps_max && !dec->key_max)) {
         const size_t floats = dec->state_n + dec->norm_n;
         la_decoder_destroy(dec);
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for a state of %zu floats", DEC,
@@ -60,6 +83,8 @@ void la_decoder_destroy(la_decoder *dec) {
     if (!dec) return;
     free(dec->state);
     free(dec->norm);
+    free(dec->key_max);
+    if (dec->ext && dec->ext->destroy) dec->ext->destroy(dec->data);
     free(dec);
 }
 
@@ -68,6 +93,41 @@ la_status la_decoder_reset(la_decoder *dec) {
     if (st) return st;
     memset(dec->state, 0, dec->state_n * sizeof(float));
     if (dec->norm) memset(dec->norm, 0, dec->norm_n * sizeof(float));
+    if (dec->key_max)
+        for (int64_t i = 0; i < dec->cfg.N * dec->cfg.H; i++) dec->key_max[i] = dec->key_max0;
+    return LA_OK;
+}
+
+la_status la_decoder_set_key_max(la_decoder *dec, const float *key_max) {
+    static const char *const op = "la_decoder_set_key_max";
+    la_status st;
+    if ((st = la__check_ptr(op, "dec", dec)) || (st = la__check_ptr(op, "key_max", key_max)))
+        return st;
+    if (!dec->key_max)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: op %d (%s) keeps no key maximum (LA_OP_PERFORMER only)", op,
+                         (int)dec->cfg.op, dec->entry->family);
+    const int64_t n = dec->cfg.N * dec->cfg.H;
+    for (int64_t i = 0; i < n; i++)
+        if (key_max[i] != key_max[i] || key_max[i] == INFINITY)
+            return la__error(LA_ERR_NON_FINITE,
+                             "%s: key_max[%" PRId64 "] = %g (must be finite or -INFINITY)", op, i,
+                             (double)key_max[i]);
+    if (dec->key_max0 == 0.0f) return LA_OK; /* no stabiliser: the max stays 0 */
+    memcpy(dec->key_max, key_max, (size_t)n * sizeof(float));
+    return LA_OK;
+}
+
+la_status la_decoder_get_key_max(const la_decoder *dec, float *key_max) {
+    static const char *const op = "la_decoder_get_key_max";
+    la_status st;
+    if ((st = la__check_ptr(op, "dec", dec)) || (st = la__check_ptr(op, "key_max", key_max)))
+        return st;
+    if (!dec->key_max)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: op %d (%s) keeps no key maximum (LA_OP_PERFORMER only)", op,
+                         (int)dec->cfg.op, dec->entry->family);
+    memcpy(key_max, dec->key_max, (size_t)(dec->cfg.N * dec->cfg.H) * sizeof(float));
     return LA_OK;
 }
 
@@ -119,6 +179,8 @@ la_status la_decoder_reset_slot(la_decoder *dec, int64_t n) {
     memset(dec->state + (size_t)n * slot_state_n(dec), 0, slot_state_n(dec) * sizeof(float));
     if (dec->norm)
         memset(dec->norm + (size_t)n * slot_norm_n(dec), 0, slot_norm_n(dec) * sizeof(float));
+    if (dec->key_max)
+        for (int64_t h = 0; h < dec->cfg.H; h++) dec->key_max[n * dec->cfg.H + h] = dec->key_max0;
     return LA_OK;
 }
 
@@ -172,8 +234,9 @@ static void step_task(void *p, int64_t task, int tid) {
     const int64_t n = task / HS, h = task % HS, hq = h / group;
     la__step_io io;
     io.cfg = c;
-    io.S = j->dec->state + (size_t)task * (size_t)(K * V);
-    io.z = j->dec->norm ? j->dec->norm + (size_t)task * (size_t)K : NULL;
+    const int64_t R = j->dec->rows;
+    io.S = j->dec->state + (size_t)task * (size_t)(R * V);
+    io.z = j->dec->norm ? j->dec->norm + (size_t)task * (size_t)R : NULL;
     io.o = j->o + (size_t)task * (size_t)V;
     io.q = j->q + (size_t)(n * c->H + hq) * (size_t)K;
     io.k = j->k + (size_t)(n * c->H + hq) * (size_t)K;
@@ -183,6 +246,8 @@ static void step_task(void *p, int64_t task, int tid) {
     io.g_gamma = j->g_gamma ? j->g_gamma[h] : 0.0f;
     io.beta = j->beta ? j->beta[task] : 0.0f;
     io.work = la__scratch(j->ctx, tid);
+    io.data = j->dec->data;
+    io.key_max = j->dec->key_max ? j->dec->key_max + task : NULL;
     j->dec->entry->step(&io);
 }
 
@@ -222,8 +287,11 @@ la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q
         return st;
     if (g_gamma && (st = la__check_log_gate(op, "g_gamma", g_gamma, (size_t)c->H))) return st;
     if (beta && (st = la__check_beta(op, "beta", beta, nhs))) return st;
-    if ((st = la__scratch_reserve(ctx, LA__STEP_WORK_FLOATS(c->K, c->V) * sizeof(float))))
-        return st;
+    const la__decode_ext *x = dec->ext;
+    if (x && x->check_step && (st = x->check_step(op, dec->data, q, k, c->N, c->H))) return st;
+    const size_t work = x && x->work_bytes ? x->work_bytes(c, dec->data)
+                                           : LA__STEP_WORK_FLOATS(c->K, c->V) * sizeof(float);
+    if ((st = la__scratch_reserve(ctx, work))) return st;
     step_job j = {dec, o, q, k, v, g, g_gamma, beta, ctx};
     /* a task reads and writes one head's state (twice for the delta rules) */
     la__parallel_for_sized(ctx, (int64_t)nhs, 2 * c->K * c->V * (int64_t)sizeof(float),

@@ -28,6 +28,7 @@ _Static_assert(sizeof OPS / sizeof OPS[0] == LA__OP_COUNT,
 static const la__decode_entry *const DECODE[] = {
     &la__decode_linear_attn, &la__decode_simple_gla,       &la__decode_gla,
     &la__decode_delta_rule,  &la__decode_gated_delta_rule, &la__decode_kda,
+    &la__decode_performer,
 };
 _Static_assert(sizeof DECODE / sizeof DECODE[0] == LA__DECODE_COUNT,
                "the decoding table must have one entry per la_op");
@@ -41,6 +42,15 @@ int la__op_find(const char *name) {
     return -1;
 }
 
+/* Indexed by la_op; NULL for the plain families. */
+static const la__decode_ext *const DECODE_EXT[LA__DECODE_COUNT] = {
+    [LA_OP_PERFORMER] = &la__decode_ext_performer,
+};
+
 const la__decode_entry *la__decode_get(int op) {
     return op >= 0 && op < LA__DECODE_COUNT ? DECODE[op] : NULL;
+}
+
+const la__decode_ext *la__decode_ext_get(int op) {
+    return op >= 0 && op < LA__DECODE_COUNT ? DECODE_EXT[op] : NULL;
 }

@@ -70,7 +70,8 @@ enum {
     LA__HAS_STATE = 1u << 9,        /* initial/final state [N,HS,K,V] */
     LA__CAUSAL = 1u << 10,          /* causal (else every token sees the whole sequence) */
     LA__QUADRATIC = 1u << 11,       /* O(T^2) per head */
-    LA__HAS_LSE = 1u << 12          /* optional log-sum-exp output lse [B,T,H] */
+    LA__HAS_LSE = 1u << 12,         /* optional log-sum-exp output lse [B,T,H] */
+    LA__NEED_RF = 1u << 13          /* random features: cfg.rf, rf_W [rf_m, K], rf_m */
 };
 
 /* Uniform arguments of every op; what an entry does not need stays
@@ -128,7 +129,10 @@ typedef struct la__step_io {
     float *S, *z, *o;
     const float *q, *k, *v, *g;
     float g_gamma, beta;
-    float *work; /* LA__STEP_WORK_FLOATS(K, V) floats */
+    float *work; /* LA__STEP_WORK_FLOATS(K, V) floats, or the entry's work_bytes */
+    /* families with decoding hooks (la__decode_ext; else NULL): */
+    const void *data; /* the decoder's family data */
+    float *key_max;   /* this (sequence, head)'s running key maximum */
 } la__step_io;
 
 typedef struct la__decode_entry {
@@ -141,12 +145,32 @@ typedef struct la__decode_entry {
     void (*step)(const la__step_io *io);
 } la__decode_entry;
 
+/* Optional decoding hooks, for a family whose state is not [K,V] per head
+ * or that owns data (the causal Performer); a plain family has none
+ * (la__decode_ext_get returns NULL). create builds the family data from the
+ * resolved cfg (after configure) and sets *rows, the rows of one head's
+ * state and normaliser (K without hooks); destroy frees it. check_step
+ * adds checks of one step's q, k [N,H,K]; work_bytes: the bytes of work a
+ * step needs. key_max_reset non-NULL: the decoder keeps a running key
+ * maximum [N,H] (the state is relative to it; la_decoder_get/set_key_max),
+ * reset to this value; the step gets it in io->key_max. */
+typedef struct la__decode_ext {
+    la_status (*create)(const char *fn, const la_decoder_config *cfg, void **data, int64_t *rows);
+    void (*destroy)(void *data);
+    la_status (*check_step)(const char *fn, const void *data, const float *q, const float *k,
+                            int64_t N, int64_t H);
+    size_t (*work_bytes)(const la_decoder_config *cfg, const void *data);
+    float (*key_max_reset)(const void *data);
+} la__decode_ext;
+
 /* Number of la_op values (one more than the last): the decoding table has
  * exactly this many entries. A family that decodes moves it on. */
-#define LA__DECODE_COUNT ((int)LA_OP_KDA + 1)
+#define LA__DECODE_COUNT ((int)LA_OP_PERFORMER + 1)
 
 /* The decoding entry of op (NULL for an unknown op). */
 LA_HIDDEN const la__decode_entry *la__decode_get(int op);
+/* Its optional hooks (NULL for a plain family or an unknown op). */
+LA_HIDDEN const la__decode_ext *la__decode_ext_get(int op);
 
 /* ---- the entries (defined in src/ops/<family>/entry.c) ---------------- */
 extern const la__op_entry la__entry_softmax_textbook, la__entry_softmax_streaming;
@@ -158,6 +182,7 @@ extern const la__op_entry la__entry_delta_rule_recurrent, la__entry_delta_rule_c
     la__entry_gated_delta_rule_recurrent, la__entry_gated_delta_rule_chunk;
 extern const la__op_entry la__entry_kda_recurrent, la__entry_kda_chunk;
 extern const la__decode_entry la__decode_linear_attn, la__decode_simple_gla, la__decode_gla,
-    la__decode_delta_rule, la__decode_gated_delta_rule, la__decode_kda;
+    la__decode_delta_rule, la__decode_gated_delta_rule, la__decode_kda, la__decode_performer;
+extern const la__decode_ext la__decode_ext_performer;
 
 #endif

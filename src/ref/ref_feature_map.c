@@ -234,6 +234,201 @@ void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq,
     }
 }
 
+void ref_performer_causal(const la_rf_opts *rf, double eps, int64_t T, int64_t d, int64_t V,
+                          int64_t m, const double *q, const double *k, const double *v,
+                          const double *W, const double *S0, const double *z0, double mu0,
+                          double *stab_q, double *mu, int given, double *o, double *S_T,
+                          double *z_T, double *mu_T, double *cond) {
+    const int64_t M = la_rf_num_features(rf->kind, m);
+    const int stabilize = is_softmax_kind(rf->kind) && rf->stabilize;
+    const double rf_eps =
+        (rf->kind == LA_RF_TRIG_GAUSSIAN || rf->kind == LA_RF_TRIG_SOFTMAX) ? 0 : rf->eps;
+    double *core = malloc((size_t)(T * M + T) * sizeof *core), *a = core + T * M;
+    double *pq = malloc((size_t)(T * M) * sizeof *pq), *kt = malloc((size_t)M * sizeof *kt);
+    if (!core || !pq || !kt) abort();
+    /* key cores relative to their own largest exponent a_j: s exp(e - a_j) */
+    la_rf_opts ok = *rf, oq = *rf;
+    ok.role = LA_RF_QUERY;
+    ok.eps = 0;
+    oq.role = LA_RF_QUERY;
+    ref_rf_forward(&ok, T, d, m, k, W, core, a, 0);
+    ref_rf_forward(&oq, T, d, m, q, W, pq, stab_q, given);
+    if (!stabilize) mu0 = 0;
+    if (!given) {
+        double run = mu0;
+        for (int64_t t = 0; t < T; t++) {
+            const double at = (double)(float)a[t];
+            if (stabilize && at > run) run = at;
+            mu[t] = stabilize ? run : 0.0;
+        }
+    }
+    for (int64_t t = 0; t <= T; t++) {
+        /* t == T: the final state, relative to mu_{T-1} (or mu0 if T = 0) */
+        const double mt = t < T ? mu[t] : T ? mu[T - 1] : mu0;
+        const int64_t J = t < T ? t + 1 : T;
+        const double f0 = mu0 == -INFINITY ? 0.0 : exp(mu0 - mt);
+        double num_den[2] = {0, 0}; /* sum |terms|, den - eps */
+        double *ot = t < T ? o + t * V : NULL;
+        if (ot) {
+            for (int64_t b = 0; b < V; b++) {
+                double acc = 0;
+                if (S0)
+                    for (int64_t i = 0; i < M; i++) acc += pq[t * M + i] * S0[i * V + b] * f0;
+                ot[b] = acc;
+            }
+            if (z0)
+                for (int64_t i = 0; i < M; i++) {
+                    num_den[1] += pq[t * M + i] * z0[i] * f0;
+                    num_den[0] += fabs(pq[t * M + i] * z0[i] * f0);
+                }
+        } else {
+            for (int64_t i = 0; i < M; i++) {
+                if (S_T)
+                    for (int64_t b = 0; b < V; b++) S_T[i * V + b] = S0 ? S0[i * V + b] * f0 : 0;
+                if (z_T) z_T[i] = z0 ? z0[i] * f0 : 0;
+            }
+        }
+        for (int64_t j = 0; j < J; j++) {
+            const double fe = exp(a[j] - mt), fp = exp(mu[j] - mt);
+            for (int64_t i = 0; i < M; i++) kt[i] = core[j * M + i] * fe + rf_eps * fp;
+            if (ot) {
+                double s = 0;
+                for (int64_t i = 0; i < M; i++) s += pq[t * M + i] * kt[i];
+                num_den[1] += s;
+                num_den[0] += fabs(s);
+                for (int64_t b = 0; b < V; b++) ot[b] += s * v[j * V + b];
+            } else {
+                for (int64_t i = 0; i < M; i++) {
+                    if (S_T)
+                        for (int64_t b = 0; b < V; b++) S_T[i * V + b] += kt[i] * v[j * V + b];
+                    if (z_T) z_T[i] += kt[i];
+                }
+            }
+        }
+        if (ot) {
+            for (int64_t b = 0; b < V; b++) ot[b] /= num_den[1] + eps;
+            const double c = (num_den[0] + eps) / fabs(num_den[1] + eps);
+            if (cond && (t == 0 || c > *cond)) *cond = c;
+        }
+    }
+    if (mu_T) *mu_T = T ? mu[T - 1] : mu0;
+    free(core);
+    free(pq);
+    free(kt);
+}
+
+void ref_performer_causal_backward(const la_rf_opts *rf, double eps, int64_t T, int64_t d,
+                                   int64_t V, int64_t m, const double *q, const double *k,
+                                   const double *v, const double *W, const double *S0,
+                                   const double *z0, double mu0, const double *stab_q,
+                                   const double *mu, const double *d_o, const double *dS_T,
+                                   const double *dz_T, double *dq, double *dk, double *dv,
+                                   double *dS0, double *dz0) {
+    const int64_t M = la_rf_num_features(rf->kind, m);
+    const int stabilize = is_softmax_kind(rf->kind) && rf->stabilize;
+    const double rf_eps =
+        (rf->kind == LA_RF_TRIG_GAUSSIAN || rf->kind == LA_RF_TRIG_SOFTMAX) ? 0 : rf->eps;
+    const size_t TM = (size_t)(T * M);
+    double *buf = malloc((4 * TM + 2 * (size_t)T + (size_t)(T * V) + 2 * (size_t)M) * sizeof *buf);
+    if (!buf) abort();
+    double *core = buf, *pq = buf + TM, *dcore = buf + 2 * TM, *dpq = buf + 3 * TM;
+    double *a = buf + 4 * TM, *den = a + T, *o = den + T, *kt = o + T * V, *dkt = kt + M;
+    la_rf_opts ok = *rf, oq = *rf;
+    ok.role = LA_RF_QUERY;
+    ok.eps = 0;
+    oq.role = LA_RF_QUERY;
+    ref_rf_forward(&ok, T, d, m, k, W, core, a, 0); /* a_j: each key's own max */
+    ref_rf_forward(&oq, T, d, m, q, W, pq, (double *)stab_q, 1);
+    if (!stabilize) mu0 = 0;
+    for (size_t i = 0; i < TM; i++) dcore[i] = dpq[i] = 0;
+    for (int64_t i = 0; i < T * V; i++) dv[i] = 0;
+    const double muT = T ? mu[T - 1] : mu0;
+    /* forward quantities: den_t, o_t */
+    for (int64_t t = 0; t < T; t++) {
+        const double f0 = mu0 == -INFINITY ? 0.0 : exp(mu0 - mu[t]);
+        double dn = eps;
+        for (int64_t b = 0; b < V; b++) o[t * V + b] = 0;
+        for (int64_t i = 0; i < M; i++) {
+            if (z0) dn += pq[t * M + i] * z0[i] * f0;
+            if (S0)
+                for (int64_t b = 0; b < V; b++) o[t * V + b] += pq[t * M + i] * S0[i * V + b] * f0;
+        }
+        for (int64_t j = 0; j <= t; j++) {
+            double s = 0;
+            for (int64_t i = 0; i < M; i++)
+                s += pq[t * M + i] *
+                     (core[j * M + i] * exp(a[j] - mu[t]) + rf_eps * exp(mu[j] - mu[t]));
+            dn += s;
+            for (int64_t b = 0; b < V; b++) o[t * V + b] += s * v[j * V + b];
+        }
+        den[t] = dn;
+        for (int64_t b = 0; b < V; b++) o[t * V + b] /= dn;
+    }
+    if (dS0)
+        for (int64_t i = 0; i < M * V; i++) dS0[i] = 0;
+    if (dz0)
+        for (int64_t i = 0; i < M; i++) dz0[i] = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const double f0 = mu0 == -INFINITY ? 0.0 : exp(mu0 - mu[t]);
+        double go = 0; /* d_o . o */
+        for (int64_t b = 0; b < V; b++) go += d_o[t * V + b] * o[t * V + b];
+        const double ddn = -go / den[t]; /* dL/dden_t */
+        /* initial-state terms */
+        for (int64_t i = 0; i < M; i++) {
+            double sg = 0;
+            for (int64_t b = 0; b < V; b++) {
+                const double gnum = d_o[t * V + b] / den[t];
+                if (S0) sg += S0[i * V + b] * f0 * gnum;
+                if (dS0) dS0[i * V + b] += pq[t * M + i] * f0 * gnum;
+            }
+            if (z0) sg += z0[i] * f0 * ddn;
+            if (dz0) dz0[i] += pq[t * M + i] * f0 * ddn;
+            dpq[t * M + i] += sg;
+        }
+        for (int64_t j = 0; j <= t; j++) {
+            double s = 0, gv = 0;
+            const double fe = exp(a[j] - mu[t]), fp = exp(mu[j] - mu[t]);
+            for (int64_t i = 0; i < M; i++) {
+                kt[i] = core[j * M + i] * fe + rf_eps * fp;
+                s += pq[t * M + i] * kt[i];
+            }
+            for (int64_t b = 0; b < V; b++) {
+                gv += d_o[t * V + b] * v[j * V + b];
+                dv[j * V + b] += s * d_o[t * V + b] / den[t];
+            }
+            const double dA = gv / den[t] + ddn;
+            for (int64_t i = 0; i < M; i++) {
+                dpq[t * M + i] += dA * kt[i];
+                dcore[j * M + i] += dA * pq[t * M + i] * fe;
+            }
+        }
+    }
+    /* the final state: S_T = f0 S0 + sum_j k~_j(T) v_j, z_T = f0 z0 + sum_j k~_j(T) */
+    const double f0T = mu0 == -INFINITY ? 0.0 : exp(mu0 - muT);
+    for (int64_t j = 0; j < T; j++) {
+        const double fe = exp(a[j] - muT), fp = exp(mu[j] - muT);
+        for (int64_t i = 0; i < M; i++) {
+            kt[i] = core[j * M + i] * fe + rf_eps * fp;
+            double g = dz_T ? dz_T[i] : 0;
+            if (dS_T)
+                for (int64_t b = 0; b < V; b++) {
+                    g += dS_T[i * V + b] * v[j * V + b];
+                    dv[j * V + b] += kt[i] * dS_T[i * V + b];
+                }
+            dkt[i] = g;
+            dcore[j * M + i] += g * fe;
+        }
+    }
+    for (int64_t i = 0; i < M; i++) {
+        if (dS0 && dS_T)
+            for (int64_t b = 0; b < V; b++) dS0[i * V + b] += f0T * dS_T[i * V + b];
+        if (dz0 && dz_T) dz0[i] += f0T * dz_T[i];
+    }
+    ref_rf_backward(&oq, T, d, m, q, W, stab_q, dpq, dq);
+    ref_rf_backward(&ok, T, d, m, k, W, a, dcore, dk);
+    free(buf);
+}
+
 void ref_softmax_attn_exact(int64_t T, int64_t d, int64_t V, const double *q, const double *k,
                             const double *v, int causal, double *o) {
     double *p = malloc((size_t)T * sizeof *p);

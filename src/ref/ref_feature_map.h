@@ -43,9 +43,41 @@ double ref_rf_mse_theory(la_random_feature kind, const double *x, const double *
 void ref_kernel_attn(int64_t T, int64_t M, int64_t V, const double *pq, const double *pk,
                      const double *v, int causal, double eps, double *o);
 /* Its backward: dpq, dpk [T, M], dv [T, V] out (written with =); d_o [T, V]. */
-void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq,
-                              const double *pk, const double *v, int causal, double eps,
-                              const double *d_o, double *dpq, double *dpk, double *dv);
+void ref_kernel_attn_backward(int64_t T, int64_t M, int64_t V, const double *pq, const double *pk,
+                              const double *v, int causal, double eps, const double *d_o,
+                              double *dpq, double *dpk, double *dv);
+/* Causal Performer attention with the running key maximum (MATH.md §3),
+ * one sequence and head, the quadratic formula in double. With a_j the
+ * largest exponent of key j rounded to float and mu_j = max(mu0, a_1..a_j)
+ * (mu = 0 throughout without a stabiliser; mu0 = -INFINITY: no key yet):
+ *   k~_j(t) = s exp(e_j - mu_t) + rf_eps exp(mu_j - mu_t)     (j <= t)
+ *   o_t = (q^_t S0 e^{mu0-mu_t} + sum_j (q^_t.k~_j(t)) v_j)
+ *         / (q^_t.z0 e^{mu0-mu_t} + sum_j q^_t.k~_j(t) + eps)
+ * q^_t the query features (per-token stabiliser). q, k [T,d], v [T,V],
+ * W [m,d]; S0 [M,V], z0 [M] optional (NULL = zeros). stab_q [T] and mu [T]:
+ * written (given = 0) or read as constants (given = 1, for finite
+ * differences with the stabilisers held). o [T,V] out; S_T [M,V], z_T [M],
+ * mu_T out, optional (the state relative to mu_T). cond out, optional: the
+ * conditioning of the normalisation, max over t of the sum of |terms| of
+ * the denominator over its |value| (1 for non-negative features). */
+void ref_performer_causal(const la_rf_opts *rf, double eps, int64_t T, int64_t d, int64_t V,
+                          int64_t m, const double *q, const double *k, const double *v,
+                          const double *W, const double *S0, const double *z0, double mu0,
+                          double *stab_q, double *mu, int given, double *o, double *S_T,
+                          double *z_T, double *mu_T, double *cond);
+
+/* Its backward, written from the formula above with the stabilisers held
+ * (stab_q [T] and mu [T] as ref_performer_causal wrote them): gradients of
+ * L = sum o.d_o + sum S_T.dS_T + sum z_T.dz_T (dS_T, dz_T optional) with
+ * respect to q, k [T,d], v [T,V] and, optional, S0 [M,V], z0 [M]. */
+void ref_performer_causal_backward(const la_rf_opts *rf, double eps, int64_t T, int64_t d,
+                                   int64_t V, int64_t m, const double *q, const double *k,
+                                   const double *v, const double *W, const double *S0,
+                                   const double *z0, double mu0, const double *stab_q,
+                                   const double *mu, const double *d_o, const double *dS_T,
+                                   const double *dz_T, double *dq, double *dk, double *dv,
+                                   double *dS0, double *dz0);
+
 /* Exact softmax attention in double, scale d^-1/2: o [T, V]. */
 void ref_softmax_attn_exact(int64_t T, int64_t d, int64_t V, const double *q, const double *k,
                             const double *v, int causal, double *o);

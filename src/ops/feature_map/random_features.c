@@ -29,9 +29,9 @@ typedef struct rf_job {
     la_ctx *ctx;
     const la_rf_opts *opts;
     la_dims dims;
-    int64_t H, d, m, M;
-    double c, s, eps;
-    const float *x, *W;
+    la__rf_map map;
+    int64_t H;
+    const float *x;
     float *phi, *stab;  /* forward */
     const float *d_phi; /* backward */
     float *dx;
@@ -63,7 +63,7 @@ int64_t la_rf_num_features(la_random_feature kind, int64_t m) {
 }
 
 /* x' = c x, returns n = |x'|^2/2; u_i = w_i . x' for i < m. */
-static double project(const rf_job *j, const float *x, double *xs, double *u) {
+static double project(const la__rf_map *j, const float *x, double *xs, double *u) {
     double n = 0;
     for (int64_t a = 0; a < j->d; a++) {
         xs[a] = j->c * (double)x[a];
@@ -94,10 +94,11 @@ static double token_max(la_random_feature kind, const double *u, int64_t m, doub
 
 /* phi row [M] of one token, in double, rounded once: e.g. positive
  * s exp(u_i - n - stab) + eps. Non-exp kinds ignore stab. */
-static void write_features(const rf_job *j, float *phi, const double *u, double n, double stab) {
+static void write_features(const la__rf_map *j, float *phi, const double *u, double n, double stab,
+                           double eps) {
     const int64_t m = j->m;
-    const double s = j->s, eps = j->eps;
-    switch (j->opts->kind) {
+    const double s = j->s;
+    switch (j->kind) {
     case LA_RF_FAVOR_POSITIVE:
         for (int64_t i = 0; i < m; i++) phi[i] = (float)(s * exp(u[i] - n - stab) + eps);
         break;
@@ -131,18 +132,19 @@ static void write_features(const rf_job *j, float *phi, const double *u, double 
 static double *task_scratch(const rf_job *j, int tid, double **xs, double **u, double **acc) {
     double *base = la__scratch(j->ctx, tid);
     *xs = base;
-    *u = base + j->d;
-    *acc = base + j->d + j->m;
-    return base + 2 * j->d + j->m;
+    *u = base + j->map.d;
+    *acc = base + j->map.d + j->map.m;
+    return base + 2 * j->map.d + j->map.m;
 }
 
 static void forward_task(void *arg, int64_t task, int tid) {
     const rf_job *j = arg;
-    const int64_t H = j->H, d = j->d, M = j->M;
+    const la__rf_map *mp = &j->map;
+    const int64_t H = j->H, d = mp->d, M = mp->M;
     const int64_t seq = task / H, h = task % H;
-    const la_random_feature kind = j->opts->kind;
-    const int exp_kind = is_exp_kind(kind);
-    const int two_pass = exp_kind && j->opts->stabilize && j->opts->role == LA_RF_KEY;
+    const la_random_feature kind = mp->kind;
+    const int exp_kind = mp->exp_kind;
+    const int two_pass = mp->stabilized && j->opts->role == LA_RF_KEY;
     int64_t start, len;
     la__seq_bounds(&j->dims, seq, &start, &len);
     double *xs, *u, *acc;
@@ -150,109 +152,113 @@ static void forward_task(void *arg, int64_t task, int tid) {
     double seq_max = -HUGE_VAL;
     for (int64_t t = 0; t < len; t++) {
         const int64_t row = (start + t) * H + h;
-        const double n = project(j, j->x + row * d, xs, u);
+        const double n = project(mp, j->x + row * d, xs, u);
         float *phi = j->phi + row * M;
-        double a = exp_kind ? token_max(kind, u, j->m, n) : 0.0;
+        double a = exp_kind ? token_max(kind, u, mp->m, n) : 0.0;
         if (two_pass) {
             /* core only (eps and the factor come in the second pass) */
-            rf_job core = *j;
-            core.eps = 0;
-            write_features(&core, phi, u, n, a);
+            write_features(mp, phi, u, n, a, 0.0);
             amax[t] = a;
             seq_max = a > seq_max ? a : seq_max;
             continue;
         }
         double stab = 0;
-        if (exp_kind && j->opts->stabilize) stab = a; /* query: per token */
-        write_features(j, phi, u, n, stab);
+        if (mp->stabilized) stab = a; /* query: per token */
+        write_features(mp, phi, u, n, stab, mp->eps);
         if (j->stab && j->opts->role == LA_RF_QUERY) j->stab[row] = (float)stab;
     }
     if (two_pass) {
         for (int64_t t = 0; t < len; t++) {
             float *phi = j->phi + ((start + t) * H + h) * M;
             const double f = exp(amax[t] - seq_max);
-            for (int64_t i = 0; i < M; i++) phi[i] = (float)((double)phi[i] * f + j->eps);
+            for (int64_t i = 0; i < M; i++) phi[i] = (float)((double)phi[i] * f + mp->eps);
         }
     }
     if (j->stab && j->opts->role == LA_RF_KEY)
         j->stab[seq * H + h] = two_pass && len > 0 ? (float)seq_max : 0.0f; /* 0: empty */
 }
 
+/* dx of one projected token (xs, u, n) from g = d_phi [M], stab constant;
+ * acc [d] scratch. */
+static void backward_row(const la__rf_map *mp, float *dx, const float *g, const double *xs,
+                         const double *u, double n, double stab, double *acc) {
+    const int64_t d = mp->d, m = mp->m;
+    const la_random_feature kind = mp->kind;
+    const double s = mp->s, c = mp->c;
+    for (int64_t a = 0; a < d; a++) acc[a] = 0;
+    /* acc = sum_i coef_i w_i; then dx = c * (acc + xcoef * x') */
+    double xcoef = 0;
+    for (int64_t i = 0; i < m; i++) {
+        double coef;
+        switch (kind) {
+        case LA_RF_FAVOR_POSITIVE: {
+            double ge = (double)g[i] * s * exp(u[i] - n - stab);
+            coef = ge;
+            xcoef -= ge;
+            break;
+        }
+        case LA_RF_FAVOR_HYPERBOLIC: {
+            double gp = (double)g[i] * s * exp(u[i] - n - stab);
+            double gm = (double)g[m + i] * s * exp(-u[i] - n - stab);
+            coef = gp - gm;
+            xcoef -= gp + gm;
+            break;
+        }
+        case LA_RF_TRIG_SOFTMAX: {
+            double f = s * exp(n - stab);
+            double pc = f * cos(u[i]), ps = f * sin(u[i]);
+            coef = -(double)g[i] * ps + (double)g[m + i] * pc;
+            xcoef += (double)g[i] * pc + (double)g[m + i] * ps;
+            break;
+        }
+        case LA_RF_TRIG_GAUSSIAN:
+            coef = s * (-(double)g[i] * sin(u[i]) + (double)g[m + i] * cos(u[i]));
+            break;
+        default: /* LA_RF_RELU */ coef = u[i] > 0 ? s * (double)g[i] : 0.0; break;
+        }
+        if (coef != 0) {
+            const float *w = mp->W + i * d;
+            for (int64_t a = 0; a < d; a++) acc[a] += coef * (double)w[a];
+        }
+    }
+    for (int64_t a = 0; a < d; a++) dx[a] = (float)(c * (acc[a] + xcoef * xs[a]));
+}
+
 static void backward_task(void *arg, int64_t task, int tid) {
     const rf_job *j = arg;
-    const int64_t H = j->H, d = j->d, m = j->m, M = j->M;
+    const la__rf_map *mp = &j->map;
+    const int64_t H = j->H, d = mp->d, m = mp->m, M = mp->M;
     const int64_t seq = task / H, h = task % H;
-    const la_random_feature kind = j->opts->kind;
-    const int exp_kind = is_exp_kind(kind);
-    const int stabilize = exp_kind && j->opts->stabilize;
+    const la_random_feature kind = mp->kind;
     int64_t start, len;
     la__seq_bounds(&j->dims, seq, &start, &len);
     double *xs, *u, *acc;
     (void)task_scratch(j, tid, &xs, &u, &acc);
     double seq_max = 0;
-    if (stabilize && j->opts->role == LA_RF_KEY) {
+    if (mp->stabilized && j->opts->role == LA_RF_KEY) {
         seq_max = -HUGE_VAL;
         for (int64_t t = 0; t < len; t++) {
             const int64_t row = (start + t) * H + h;
-            const double n = project(j, j->x + row * d, xs, u);
+            const double n = project(mp, j->x + row * d, xs, u);
             const double a = token_max(kind, u, m, n);
             seq_max = a > seq_max ? a : seq_max;
         }
     }
-    const double s = j->s, c = j->c;
     for (int64_t t = 0; t < len; t++) {
         const int64_t row = (start + t) * H + h;
-        const double n = project(j, j->x + row * d, xs, u);
+        const double n = project(mp, j->x + row * d, xs, u);
         double stab = 0;
-        if (stabilize) stab = j->opts->role == LA_RF_KEY ? seq_max : token_max(kind, u, m, n);
-        const float *g = j->d_phi + row * M;
-        for (int64_t a = 0; a < d; a++) acc[a] = 0;
-        /* acc = sum_i coef_i w_i; then dx = c * (acc + xcoef * x') */
-        double xcoef = 0;
-        for (int64_t i = 0; i < m; i++) {
-            double coef;
-            switch (kind) {
-            case LA_RF_FAVOR_POSITIVE: {
-                double ge = (double)g[i] * s * exp(u[i] - n - stab);
-                coef = ge;
-                xcoef -= ge;
-                break;
-            }
-            case LA_RF_FAVOR_HYPERBOLIC: {
-                double gp = (double)g[i] * s * exp(u[i] - n - stab);
-                double gm = (double)g[m + i] * s * exp(-u[i] - n - stab);
-                coef = gp - gm;
-                xcoef -= gp + gm;
-                break;
-            }
-            case LA_RF_TRIG_SOFTMAX: {
-                double f = s * exp(n - stab);
-                double pc = f * cos(u[i]), ps = f * sin(u[i]);
-                coef = -(double)g[i] * ps + (double)g[m + i] * pc;
-                xcoef += (double)g[i] * pc + (double)g[m + i] * ps;
-                break;
-            }
-            case LA_RF_TRIG_GAUSSIAN:
-                coef = s * (-(double)g[i] * sin(u[i]) + (double)g[m + i] * cos(u[i]));
-                break;
-            default: /* LA_RF_RELU */ coef = u[i] > 0 ? s * (double)g[i] : 0.0; break;
-            }
-            if (coef != 0) {
-                const float *w = j->W + i * d;
-                for (int64_t a = 0; a < d; a++) acc[a] += coef * (double)w[a];
-            }
-        }
-        float *dx = j->dx + row * d;
-        for (int64_t a = 0; a < d; a++) dx[a] = (float)(c * (acc[a] + xcoef * xs[a]));
+        if (mp->stabilized) stab = j->opts->role == LA_RF_KEY ? seq_max : token_max(kind, u, m, n);
+        backward_row(mp, j->dx + row * d, j->d_phi + row * M, xs, u, n, stab, acc);
     }
 }
 
-/* Validation shared by forward and backward; fills the job. */
-static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims,
-                          const float *x, const float *W, int64_t m, rf_job *j, size_t *n_x,
-                          size_t *n_phi) {
+/* Validation of the options, the shapes and the inputs x and W; fills the
+ * map. n_x, n_phi: element counts of x and phi. */
+static la_status map_setup(const char *op, const la_rf_opts *opts, const la_dims *dims,
+                           const float *x, const float *W, int64_t m, la__rf_map *j,
+                           la_dims *dd_out, size_t *n_x, size_t *n_phi) {
     la_status st;
-    if ((st = la__check_ptr(op, "ctx", ctx))) return st;
     if ((st = la__check_ptr(op, "opts", opts))) return st;
     if ((st = la__check_ptr(op, "dims", dims))) return st;
     if (opts->kind < LA_RF_FAVOR_POSITIVE || opts->kind > LA_RF_RELU)
@@ -286,10 +292,9 @@ static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts, c
     if ((st = la__check_finite(op, "W", W, nw))) return st;
 
     memset(j, 0, sizeof *j);
-    j->ctx = ctx;
-    j->opts = opts;
-    j->dims = dd;
-    j->H = dd.H;
+    j->kind = opts->kind;
+    j->exp_kind = is_exp_kind(opts->kind);
+    j->stabilized = j->exp_kind && opts->stabilize;
     j->d = dd.K;
     j->m = m;
     j->M = M;
@@ -301,8 +306,8 @@ static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts, c
     j->eps = (opts->kind == LA_RF_TRIG_GAUSSIAN || opts->kind == LA_RF_TRIG_SOFTMAX)
                  ? 0.0
                  : (double)opts->eps;
-    j->x = x;
     j->W = W;
+    *dd_out = dd;
 
     /* Without the stabiliser an exp-type feature can overflow float32:
      * refuse the inputs where the bound says it might (see the header). */
@@ -334,23 +339,58 @@ static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts, c
     return LA_OK;
 }
 
-static la_status reserve(const char *op, rf_job *j, int with_seq) {
-    const uint64_t tmax = with_seq ? (uint64_t)la__max_seq_len(&j->dims) : 0;
-    const uint64_t n = 2 * (uint64_t)j->d + (uint64_t)j->m + tmax;
+static la_status rf_setup(const char *op, la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims,
+                          const float *x, const float *W, int64_t m, rf_job *j, size_t *n_x,
+                          size_t *n_phi) {
+    la_status st;
+    if ((st = la__check_ptr(op, "ctx", ctx))) return st;
+    memset(j, 0, sizeof *j);
+    if ((st = map_setup(op, opts, dims, x, W, m, &j->map, &j->dims, n_x, n_phi))) return st;
+    j->ctx = ctx;
+    j->opts = opts;
+    j->H = j->dims.H;
+    j->x = x;
+    return LA_OK;
+}
+
+la_status la__rf_map_check(const char *op, const la_rf_opts *opts, const la_dims *dims,
+                           const float *x, const float *W, int64_t m, la__rf_map *map) {
+    la_dims dd;
+    size_t n_x, n_phi;
+    return map_setup(op, opts, dims, x, W, m, map, &dd, &n_x, &n_phi);
+}
+
+double la__rf_row_project(const la__rf_map *map, const float *x, double *xs, double *u, double *a) {
+    const double n = project(map, x, xs, u);
+    *a = map->exp_kind ? token_max(map->kind, u, map->m, n) : 0.0;
+    return n;
+}
+
+void la__rf_row_features(const la__rf_map *map, float *phi, const double *u, double n, double stab,
+                         double eps_factor) {
+    write_features(map, phi, u, n, stab, map->eps * eps_factor);
+}
+
+void la__rf_row_backward(const la__rf_map *map, float *dx, const float *d_phi, const float *x,
+                         double stab, double *scratch) {
+    double *xs = scratch, *u = scratch + map->d, *acc = scratch + map->d + map->m;
+    const double n = project(map, x, xs, u);
+    backward_row(map, dx, d_phi, xs, u, n, stab, acc);
+}
+
+static la_status reserve(const char *op, la_ctx *ctx, const la_dims *dims, int64_t d, int64_t m,
+                         int with_seq) {
+    const uint64_t tmax = with_seq ? (uint64_t)la__max_seq_len(dims) : 0;
+    const uint64_t n = 2 * (uint64_t)d + (uint64_t)m + tmax;
     if (n > SIZE_MAX / sizeof(double))
         return la__error(LA_ERR_INVALID_SIZE, "%s: scratch size overflows", op);
-    la_status st = la__scratch_reserve(j->ctx, (size_t)n * sizeof(double));
+    la_status st = la__scratch_reserve(ctx, (size_t)n * sizeof(double));
     if (st) return la__error(st, "%s: out of memory for %" PRIu64 " doubles of scratch", op, n);
     return LA_OK;
 }
 
 la_status la__rf_backward_reserve(la_ctx *ctx, const char *op, int64_t d, int64_t m) {
-    rf_job j;
-    memset(&j, 0, sizeof j);
-    j.ctx = ctx;
-    j.d = d;
-    j.m = m;
-    return reserve(op, &j, 0);
+    return reserve(op, ctx, NULL, d, m, 0);
 }
 
 la_status la_rf_forward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims, float *phi,
@@ -361,7 +401,7 @@ la_status la_rf_forward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims
     la_status st = rf_setup(op, ctx, opts, dims, x, W, m, &j, &n_x, &n_phi);
     if (st) return st;
     if ((st = la__check_ptr(op, "phi", phi))) return st;
-    if ((st = reserve(op, &j, 1))) return st;
+    if ((st = reserve(op, ctx, &j.dims, j.map.d, j.map.m, 1))) return st;
     j.phi = phi;
     j.stab = stab;
     la__parallel_for(ctx, la__num_seqs(&j.dims) * j.H, forward_task, &j);
@@ -378,7 +418,7 @@ la_status la_rf_backward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dim
     if ((st = la__check_ptr(op, "dx", dx))) return st;
     if ((st = la__check_ptr(op, "d_phi", d_phi))) return st;
     if ((st = la__check_finite(op, "d_phi", d_phi, n_phi))) return st;
-    if ((st = reserve(op, &j, 0))) return st;
+    if ((st = reserve(op, ctx, NULL, j.map.d, j.map.m, 0))) return st;
     j.d_phi = d_phi;
     j.dx = dx;
     la__parallel_for(ctx, la__num_seqs(&j.dims) * j.H, backward_task, &j);
