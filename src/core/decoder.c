@@ -134,6 +134,7 @@ static void step_task(void *p, int64_t task, int tid) {
 la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q,
                           const float *k, const float *v, const float *g, const float *g_gamma,
                           const float *beta) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_decoder_step (use la_state_step)");
     static const char *const op = "la_decoder_step";
     la_status st;
     if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "dec", dec)) ||

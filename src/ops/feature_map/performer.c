@@ -7,6 +7,7 @@
  * here, dv is produced into a buffer and copied at the end, and the scratch
  * the feature backward needs is reserved before anything starts. */
 #include "rf_internal.h"
+#include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -70,6 +71,7 @@ la_status la_performer_attn_forward(la_ctx *ctx, const la_rf_opts *rf,
                                     const la_linear_attn_opts *attn, const la_dims *dims, float *o,
                                     const float *q, const float *k, const float *v, const float *W,
                                     int64_t m) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_performer_attn_forward");
     static const char *op = "la_performer_attn_forward";
     performer_setup p;
     la_status st = setup(op, ctx, rf, attn, dims, q, k, v, W, m, &p);
@@ -93,6 +95,7 @@ la_status la_performer_attn_backward(la_ctx *ctx, const la_rf_opts *rf,
                                      float *dq, float *dk, float *dv, const float *d_o,
                                      const float *q, const float *k, const float *v, const float *W,
                                      int64_t m) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_performer_attn_backward");
     static const char *op = "la_performer_attn_backward";
     performer_setup p;
     la_status st = setup(op, ctx, rf, attn, dims, q, k, v, W, m, &p);

@@ -1,0 +1,113 @@
+/* State passing across chunks for ops whose update is
+ *     S_end = e^{G_L} S_start + sum_s A_s^T B_s      (A_s: K-row, B_s: V-row)
+ * (kernel linear attention, simple GLA; GLA/KDA can reuse it with a per-key
+ * decay). One CTA per (sequence, head, 32 value columns) walks the chunks of
+ * its sequence in order (forward: A = phi(k), B = v e^{G_L - G_s}; the state
+ * at each chunk start is stored) or in reverse (backward: A = scale phi(q)
+ * e^{G_s}, B = d_o; the gradient of the state at each chunk end is stored).
+ * Each thread keeps ceil(K/8) state entries of one column in registers; sums
+ * run over s in order (deterministic, no atomics). */
+#ifndef LINATTN_CUDA_CHUNK_STATE_CUH
+#define LINATTN_CUDA_CHUNK_STATE_CUH
+
+#include "common.cuh"
+
+struct la_cu_sp_args {
+    const la_cu_seq *seqs;
+    const la_cu_chunk *chunks;
+    const void *a_src; /* [tokens, H, K] */
+    const void *b_src; /* [tokens, H, V] */
+    const float *g, *g_gamma;
+    const float *init; /* [N, H, K, V] or NULL (zeros) */
+    float *fin;        /* [N, H, K, V] or NULL */
+    float *hbuf;       /* [nchunks, H, K, V] or NULL */
+    int64_t H, K, V;
+    float scale;
+    int fm;
+};
+
+template <typename T, bool REV>
+__global__ void __launch_bounds__(256) la_cu_state_pass(la_cu_sp_args p) {
+    extern __shared__ float la_sp_smem[];
+    __shared__ double G[LA_CU_C];
+    const int t = threadIdx.x, jj = t & 31, rb = t >> 5;
+    const int64_t H = p.H, K = p.K, V = p.V;
+    const int64_t n = blockIdx.x / H;
+    const int h = (int)(blockIdx.x % H);
+    const int64_t j = (int64_t)blockIdx.y * 32 + jj;
+    float *As = la_sp_smem;          /* [C][K] */
+    float *Bs = la_sp_smem + LA_CU_C * K; /* [C][32] */
+    const la_cu_seq s = p.seqs[n];
+    const float gam = p.g_gamma ? p.g_gamma[h] : 0.f;
+    const T *A = (const T *)p.a_src;
+    const T *Bv = (const T *)p.b_src;
+    const size_t sbase = ((size_t)n * H + h) * K * V;
+    float st[32];
+#pragma unroll
+    for (int r = 0; r < 32; r++) {
+        const int64_t i = rb + 8 * r;
+        st[r] = (i < K && j < V && p.init) ? p.init[sbase + i * V + j] : 0.f;
+    }
+    for (int cc = 0; cc < s.nch; cc++) {
+        const int c = REV ? s.nch - 1 - cc : cc;
+        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const int L = ch.len;
+        if (p.hbuf && j < V) {
+            float *hb = p.hbuf + ((size_t)(s.chunk0 + c) * H + h) * K * V;
+#pragma unroll
+            for (int r = 0; r < 32; r++) {
+                const int64_t i = rb + 8 * r;
+                if (i < K) hb[i * V + j] = st[r];
+            }
+        }
+        la_cu_chunk_gates(G, p.g, gam, ch.tok0, L, H, h);
+        __syncthreads();
+        const double GL = G[L - 1];
+        for (int64_t idx = t; idx < (int64_t)L * K; idx += 256) {
+            const int64_t row = idx / K, col = idx % K;
+            float x = la_phi(p.fm, ldf(A + ((ch.tok0 + row) * H + h) * K + col));
+            if (REV) x *= p.scale * la_cu_expd(G[row]);
+            As[idx] = x;
+        }
+        for (int idx = t; idx < L * 32; idx += 256) {
+            const int row = idx >> 5, cj = idx & 31;
+            const int64_t col = (int64_t)blockIdx.y * 32 + cj;
+            float y = col < V ? ldf(Bv + ((ch.tok0 + row) * H + h) * V + col) : 0.f;
+            if (!REV) y *= la_cu_expd(GL - G[row]);
+            Bs[idx] = y;
+        }
+        __syncthreads();
+        const float decay = la_cu_expd(GL);
+#pragma unroll
+        for (int r = 0; r < 32; r++) {
+            const int64_t i = rb + 8 * r;
+            if (i < K) {
+                float acc = decay * st[r];
+                for (int q = 0; q < L; q++) acc = fmaf(As[q * K + i], Bs[q * 32 + jj], acc);
+                st[r] = acc;
+            }
+        }
+        __syncthreads();
+    }
+    if (p.fin && j < V) {
+#pragma unroll
+        for (int r = 0; r < 32; r++) {
+            const int64_t i = rb + 8 * r;
+            if (i < K) p.fin[sbase + i * V + j] = st[r];
+        }
+    }
+}
+
+template <typename T, bool REV>
+static la_status la_cu_launch_state_pass(const char *op, cudaStream_t stream, int64_t N,
+                                         const la_cu_sp_args &a) {
+    const size_t smem = (size_t)(LA_CU_C * a.K + LA_CU_C * 32) * sizeof(float);
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_cu_state_pass<T, REV>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((unsigned)(N * a.H), (unsigned)((a.V + 31) / 32));
+    la_cu_state_pass<T, REV><<<grid, 256, smem, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
+}
+
+#endif
