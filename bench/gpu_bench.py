@@ -110,6 +110,9 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-fla", action="store_true")
+    ap.add_argument("--sections", default="copy,dense,gdn,step",
+                    help="comma list of copy, dense, gdn, step")
+    ap.add_argument("--shapes", default="0,1,2", help="indices of the dense shapes to run")
     a = ap.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -129,17 +132,20 @@ def main():
         except Exception as e:  # noqa: BLE001
             print("fla not importable:", e, flush=True)
 
+    sec = set(a.sections.split(","))
     # device copy bandwidth (bytes read + written)
-    x = torch.empty(256 * 2**20, device=dev, dtype=torch.float32).normal_()
-    y = torch.empty_like(x)
-    ms, _ = timeit(lambda: y.copy_(x))
-    bw = 2 * x.numel() * 4 / (ms * 1e-3) / 1e12
-    record(a.out, what="copy", bytes=2 * x.numel() * 4, ms=round(ms, 4), TBps=round(bw, 3))
-    del x, y
+    if "copy" in sec:
+        x = torch.empty(256 * 2**20, device=dev, dtype=torch.float32).normal_()
+        y = torch.empty_like(x)
+        ms, _ = timeit(lambda: y.copy_(x))
+        bw = 2 * x.numel() * 4 / (ms * 1e-3) / 1e12
+        record(a.out, what="copy", bytes=2 * x.numel() * 4, ms=round(ms, 4), TBps=round(bw, 3))
+        del x, y
 
     go = GatedOpts(2, 0.0, 64, 0)
     lo = LinOpts(0, 1, 2, 0, 1e-6, 0.0, 64)
     shapes = [(8, 2048, 16, 128), (1, 16384, 16, 128), (4, 4096, 64, 128)]
+    shapes = [shapes[int(i)] for i in a.shapes.split(",")] if "dense" in sec else []
     if a.quick:
         shapes = shapes[:1]
     for (B, T, H, D) in shapes:
@@ -196,7 +202,7 @@ def main():
 
     # Gated DeltaNet prefill shape
     B, T, H, HV, D = 1, 65536 if not a.quick else 8192, 2, 8, 128
-    for dt in (torch.bfloat16, torch.float32):
+    for dt in (torch.bfloat16, torch.float32) if "gdn" in sec else ():
         q = torch.nn.functional.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
         k = torch.nn.functional.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
         v = torch.randn(B, T, HV, D, device=dev, dtype=dt)
@@ -211,7 +217,18 @@ def main():
             L.ok(L.l.la_gated_delta_rule_forward(L.ctx, ctypes.byref(go), ctypes.byref(dims), P(o),
                                                  None, P(q), P(k), P(v), P(g), P(beta), None))
 
+        dq, dk = torch.empty_like(q), torch.empty_like(k)
+        dv, do = torch.empty_like(v), torch.randn_like(v)
+        dg, db = torch.empty_like(g), torch.empty_like(beta)
+
+        def gdn_fb():
+            gdn_f()
+            L.ok(L.l.la_gated_delta_rule_backward(L.ctx, ctypes.byref(go), ctypes.byref(dims), P(dq),
+                                                  P(dk), P(dv), P(dg), P(db), None, P(do), None,
+                                                  P(q), P(k), P(v), P(g), P(beta), None))
+
         attempt(a.out, dict(base, impl="linattn", mode="fwd"), gdn_f)
+        attempt(a.out, dict(base, impl="linattn", mode="fwd+bwd"), gdn_fb)
         if fla:
             qr, kr, vr = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
             gr, br = g.detach().clone().requires_grad_(True), beta.detach().clone().requires_grad_(True)
@@ -223,7 +240,7 @@ def main():
         torch.cuda.empty_cache()
 
     # decoding step: state fp32 [N, HV, K, V], one token, bf16 inputs
-    for (N, H, D) in [(64, 16, 128), (1, 16, 128)]:
+    for (N, H, D) in [(64, 16, 128), (1, 16, 128)] if "step" in sec else ():
         dt = torch.bfloat16
         S = torch.randn(N, H, D, D, device=dev) * 0.1
         q = torch.nn.functional.normalize(torch.randn(N, H, D, device=dev), dim=-1).to(dt)

@@ -1,6 +1,6 @@
 /* The CUDA backend against the float64 oracle (src/ref) and against the CPU
  * backend on the same inputs: kernel linear attention and simple GLA
- * (forward + backward), DeltaNet / Gated DeltaNet (forward), the decoding
+ * (forward + backward), DeltaNet / Gated DeltaNet (forward + backward), the decoding
  * step, for fp32 / bf16 / fp16 inputs, with poisoned outputs, extreme gates,
  * varlen, odd sizes, run-to-run bitwise determinism and the error paths.
  * Without a CUDA device (or a CUDA build) it prints a SKIP line and passes.
@@ -367,8 +367,15 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
             }
     }
     double *o_r = th_doubles(nv), *sT_r = th_doubles(ns);
+    float *dO = th_rand_floats(nv, &rng, 1.0), *dsT = th_rand_floats(ns, &rng, 1.0);
+    quantize(dO, nv, c->dt);
+    double *dq_r = th_doubles(nqk), *dk_r = th_doubles(nqk), *dv_r = th_doubles(nv),
+           *db_r = th_doubles(ng), *dg_r = th_doubles(ng), *ds0_r = th_doubles(ns);
     {
         const int64_t L = c->T;
+        double *a1 = th_doubles((size_t)L * K), *a2 = th_doubles((size_t)L * K),
+               *a3 = th_doubles((size_t)L * V), *a4 = th_doubles((size_t)L), *a5 = th_doubles((size_t)L),
+               *dd = th_doubles((size_t)L * V), *DST = th_doubles((size_t)K * V);
         double *qq = th_doubles((size_t)L * K), *kk = th_doubles((size_t)L * K),
                *vv = th_doubles((size_t)L * V), *gg = th_doubles((size_t)L), *bb = th_doubles((size_t)L),
                *oo = th_doubles((size_t)L * V), *S0 = th_doubles((size_t)K * V);
@@ -386,8 +393,22 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
                                    vv, g ? gg : NULL, bb, S0};
                 ref_delta_rule_forward(&in, oo, sT_r + off);
                 ref_scatter(o_r, oo, &d, n, h, HS, V);
+                ref_gather(dd, dO, &d, n, h, HS, V);
+                for (int64_t i = 0; i < K * V; i++) DST[i] = dsT[off + i];
+                ref_delta_rule_backward(&in, dd, DST, a1, a2, a3, a4, g ? a5 : NULL, ds0_r + off);
+                /* dq, dk of q/k head hq sum over its value heads */
+                const int64_t st0 = c->cu ? c->cu[n] : n * c->T;
+                for (int64_t tt = 0; tt < len; tt++)
+                    for (int64_t i = 0; i < K; i++) {
+                        dq_r[((st0 + tt) * H + hq) * K + i] += a1[tt * K + i];
+                        dk_r[((st0 + tt) * H + hq) * K + i] += a2[tt * K + i];
+                    }
+                ref_scatter(dv_r, a3, &d, n, h, HS, V);
+                ref_scatter(db_r, a4, &d, n, h, HS, 1);
+                if (g) ref_scatter(dg_r, a5, &d, n, h, HS, 1);
             }
         free(qq), free(kk), free(vv), free(gg), free(bb), free(oo), free(S0);
+        free(a1), free(a2), free(a3), free(a4), free(a5), free(dd), free(DST);
     }
     const la_dtype dt = c->dt;
     in_f32 = dt == LA_DTYPE_F32;
@@ -407,6 +428,47 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     const double tol = dt == LA_DTYPE_F32 ? 1e-5 : (c->gated ? 5e-3 : 6e-3) / 2;
     cmp(c->name, "o", o, o_r, nv, dt, tol);
     cmp(c->name, "final", sT, sT_r, ns, LA_DTYPE_F32, tol);
+    /* backward */
+    void *DdO = up(dO, nv, dt), *Ddq = dev_alloc(nqk * esize(dt)), *Ddk = dev_alloc(nqk * esize(dt)),
+         *Ddv = dev_alloc(nv * esize(dt));
+    float *DdsT = up(dsT, ns, LA_DTYPE_F32), *Ddb = dev_alloc(ng * 4), *Ddg = dev_alloc(ng * 4),
+          *Dds0 = dev_alloc(ns * 4);
+    st = c->gated ? la_gated_delta_rule_backward(gpu, &go, &dd, Ddq, Ddk, Ddv, Ddg, Ddb, Dds0, DdO,
+                                                 DdsT, Dq, Dk, Dv, Dg, Db, Ds0)
+                  : la_delta_rule_backward(gpu, &go, &dd, Ddq, Ddk, Ddv, Ddb, Dds0, DdO, DdsT, Dq,
+                                           Dk, Dv, Db, Ds0);
+    CHECK_STATUS(st, LA_OK, c->name);
+    if (!sync_ok(c->name)) exit(1);
+    {
+        float *dq = down(Ddq, nqk, dt), *dk = down(Ddk, nqk, dt), *dv = down(Ddv, nv, dt);
+        float *db = down(Ddb, ng, LA_DTYPE_F32), *dg = down(Ddg, ng, LA_DTYPE_F32),
+              *ds0 = down(Dds0, ns, LA_DTYPE_F32);
+        const double tb = dt == LA_DTYPE_F32 ? 1e-5 : (c->gated ? 8e-3 : 8e-3) / 2;
+        cmp(c->name, "dq", dq, dq_r, nqk, dt, tb);
+        cmp(c->name, "dk", dk, dk_r, nqk, dt, tb);
+        cmp(c->name, "dv", dv, dv_r, nv, dt, tb);
+        cmp(c->name, "dbeta", db, db_r, ng, LA_DTYPE_F32, tb);
+        if (g) cmp(c->name, "dg", dg, dg_r, ng, LA_DTYPE_F32, tb);
+        cmp(c->name, "d_init", ds0, ds0_r, ns, LA_DTYPE_F32, tb);
+        if (dt == LA_DTYPE_F32) {
+            float *cq = th_nan_floats(nqk), *ck = th_nan_floats(nqk), *cv = th_nan_floats(nv),
+                  *cb = th_nan_floats(ng), *cg = th_nan_floats(ng), *cs = th_nan_floats(ns);
+            st = c->gated ? la_gated_delta_rule_backward(cpu, &go, &d, cq, ck, cv, cg, cb, cs, dO,
+                                                         dsT, q, k, v, g, beta, s0)
+                          : la_delta_rule_backward(cpu, &go, &d, cq, ck, cv, cb, cs, dO, dsT, q, k,
+                                                   v, beta, s0);
+            CHECK_STATUS(st, LA_OK, "cpu delta backward");
+            cmp_ff(c->name, "dq", dq, cq, nqk, 2e-5);
+            cmp_ff(c->name, "dk", dk, ck, nqk, 2e-5);
+            cmp_ff(c->name, "dv", dv, cv, nv, 2e-5);
+            cmp_ff(c->name, "dbeta", db, cb, ng, 2e-5);
+            free(cq), free(ck), free(cv), free(cb), free(cg), free(cs);
+        }
+        free(dq), free(dk), free(dv), free(db), free(dg), free(ds0);
+    }
+    cudaFree(DdO), cudaFree(Ddq), cudaFree(Ddk), cudaFree(Ddv), cudaFree(DdsT), cudaFree(Ddb);
+    cudaFree(Ddg), cudaFree(Dds0);
+    free(dO), free(dsT), free(dq_r), free(dk_r), free(dv_r), free(db_r), free(dg_r), free(ds0_r);
     if (dt == LA_DTYPE_F32) {
         float *co = th_nan_floats(nv), *csT = th_nan_floats(ns);
         st = c->gated ? la_gated_delta_rule_forward(cpu, &go, &d, co, csT, q, k, v, g, beta, s0)
@@ -499,8 +561,8 @@ static void run_errors(la_ctx *gpu, la_ctx *cpu) {
                  "GLA (per-key) on a CUDA context");
     float beta[8] = {0};
     float *Db = up(beta, 8, LA_DTYPE_F32), *dummy = dev_alloc(n * 4);
-    CHECK_STATUS(la_delta_rule_backward(gpu, &go, &d, dummy, dummy, dummy, Db, NULL, Dq, NULL, Dq,
-                                        Dq, Dq, Db, NULL), LA_ERR_UNSUPPORTED, "delta backward on GPU");
+    CHECK_STATUS(la_delta_rule_backward(gpu, &go, &d, dummy, dummy, dummy, NULL, NULL, Dq, NULL, Dq,
+                                        Dq, Dq, Db, NULL), LA_ERR_NULL_POINTER, "delta backward without dbeta");
     la_dims b16 = d;
     b16.dtype = LA_DTYPE_BF16;
     float *ho = th_nan_floats(n);
@@ -569,7 +631,7 @@ int main(void) {
         {"gdn l2 T1000 K128 V128 HV=2H",     1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1, 1.0},
         {"delta l2 T4097 K64 V64",           1, 4097, 1, 0, 64,  64,  NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
     };
-    printf("DeltaNet / Gated DeltaNet, forward:\n");
+    printf("DeltaNet / Gated DeltaNet, forward + backward:\n");
     for (size_t i = 0; i < sizeof dc / sizeof dc[0]; i++) run_delta(gpu, cpu, &dc[i], 3000 + i);
     if (!quick)
         for (size_t i = 0; i < sizeof dbig / sizeof dbig[0]; i++) run_delta(gpu, cpu, &dbig[i], 4000 + i);

@@ -124,7 +124,10 @@ struct la_cu_gemm_smem {
     float a[LA_CU_TR][64 + 1];
     float b[LA_CU_TR][64 + 4];
 };
-template <class FA, class FB>
+/* BT: fb(r, n) reads memory laid out [n][r] (a transposed operand such as
+ * k^T), so consecutive threads take consecutive r (coalesced); otherwise
+ * consecutive n. Either way the same products are summed in the same order. */
+template <bool BT = false, class FA, class FB>
 __device__ __forceinline__ void la_cu_gemm(float (&acc)[4][4], int R, FA fa, FB fb,
                                            la_cu_gemm_smem &sm) {
     const int t = threadIdx.x, ty = t >> 4, tx = t & 15;
@@ -136,7 +139,8 @@ __device__ __forceinline__ void la_cu_gemm(float (&acc)[4][4], int R, FA fa, FB 
         }
 #pragma unroll
         for (int u = 0; u < 4; u++) {
-            const int e = t + 256 * u, r = e >> 6, n = e & 63;
+            const int e = t + 256 * u;
+            const int r = BT ? (e & 15) : (e >> 6), n = BT ? (e >> 4) : (e & 63);
             sm.b[r][n] = (r0 + r < R) ? fb(r0 + r, n) : 0.f;
         }
         __syncthreads();

@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_fwd(la_cu_intra_args p
     };
     float acc[4][4];
     la_cu_zero(acc);
-    la_cu_gemm(acc, (int)K, Qf, KfT, gs);
+    la_cu_gemm<true>(acc, (int)K, Qf, KfT, gs);
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
     /* P = e^{G_i-G_j} Qf_i.Kf_j (j <= i), dP = e^{G_i-G_j} do_i.v_j (j < i),
      * dPd_i = do_i.v_i (the diagonal, no decay). */
     la_cu_zero(acc);
-    la_cu_gemm(acc, (int)K, Qf, [&](int r, int nn) { return Kf(nn, r); }, gs);
+    la_cu_gemm<true>(acc, (int)K, Qf, [&](int r, int nn) { return Kf(nn, r); }, gs);
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
             P[m][nn] = (nn <= m && m < L) ? acc[a][b] * la_cu_expd(G[m] - G[nn]) : 0.f;
         }
     la_cu_zero(acc);
-    la_cu_gemm(acc, (int)V, DO, [&](int r, int nn) { return Vv(nn, r); }, gs);
+    la_cu_gemm<true>(acc, (int)V, DO, [&](int r, int nn) { return Vv(nn, r); }, gs);
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
     for (int64_t kb = 0; kb < K; kb += 64) {
         /* dQf = e^{G_i} do_i S^T + dP Kf (+ the diagonal) */
         la_cu_zero(acc);
-        la_cu_gemm(acc, (int)V, DO,
+        la_cu_gemm<true>(acc, (int)V, DO,
                    [&](int r, int nn) -> float {
                        const int64_t col = kb + nn;
                        return (r < V && col < K) ? S[col * V + r] : 0.f;
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
         }
         /* dKf = e^{G_L-G_j} v_j dS^T + dP^T Qf (+ the diagonal) */
         la_cu_zero(acc);
-        la_cu_gemm(acc, (int)V, Vv,
+        la_cu_gemm<true>(acc, (int)V, Vv,
                    [&](int r, int nn) -> float {
                        const int64_t col = kb + nn;
                        return (r < V && col < K) ? dS[col * V + r] : 0.f;
