@@ -645,6 +645,10 @@ int main(void) {
     run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 128, 128, LA_DTYPE_F32, 56);
     run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 128, 128, LA_DTYPE_BF16, 57);
     run_step(gpu, cpu, LA_OP_SIMPLE_GLA, 0, 0, 3, 2, 0, 100, 100, LA_DTYPE_F16, 58);
+    /* V % 4 != 0 and normalised V > 128: the scalar-column kernel */
+    run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 64, 66, LA_DTYPE_F32, 59);
+    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_RELU, 1, 2, 2, 0, 64, 132, LA_DTYPE_F32, 60);
+    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 2, 1, 0, 32, 256, LA_DTYPE_BF16, 61);
 
     printf("worst fp32 rel RMS against the float64 oracle: %.3e\n", worst_f32);
     la_ctx_destroy(gpu);

@@ -5,7 +5,7 @@
  * its sequence in order (forward: A = phi(k), B = v e^{G_L - G_s}; the state
  * at each chunk start is stored) or in reverse (backward: A = scale phi(q)
  * e^{G_s}, B = d_o; the gradient of the state at each chunk end is stored).
- * Each thread keeps ceil(K/8) state entries of one column in registers; sums
+ * Each thread keeps 4 adjacent columns of every 32nd row in registers; sums
  * run over s in order (deterministic, no atomics). */
 #ifndef LINATTN_CUDA_CHUNK_STATE_CUH
 #define LINATTN_CUDA_CHUNK_STATE_CUH
@@ -30,44 +30,52 @@ template <typename T, bool REV>
 __global__ void __launch_bounds__(256) la_cu_state_pass(la_cu_sp_args p) {
     extern __shared__ float la_sp_smem[];
     __shared__ double G[LA_CU_C];
-    const int t = threadIdx.x, jj = t & 31, rb = t >> 5;
+    /* thread: 4 adjacent columns (cq) of every 32nd row (rg): 4 x K/32 state
+     * entries; per token one float4 of B and K/32 scalars of A feed 4 K/32 FMAs */
+    const int t = threadIdx.x, cq = t & 7, rg = t >> 3;
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t n = blockIdx.x / H;
     const int h = (int)(blockIdx.x % H);
-    const int64_t j = (int64_t)blockIdx.y * 32 + jj;
-    float *As = la_sp_smem;          /* [C][K] */
+    const int64_t j0 = (int64_t)blockIdx.y * 32 + 4 * cq;
+    float *As = la_sp_smem;               /* [C][K] */
     float *Bs = la_sp_smem + LA_CU_C * K; /* [C][32] */
     const la_cu_seq s = p.seqs[n];
     const float gam = p.g_gamma ? p.g_gamma[h] : 0.f;
     const T *A = (const T *)p.a_src;
     const T *Bv = (const T *)p.b_src;
     const size_t sbase = ((size_t)n * H + h) * K * V;
-    float st[32];
+    float st[8][4];
 #pragma unroll
-    for (int r = 0; r < 32; r++) {
-        const int64_t i = rb + 8 * r;
-        st[r] = (i < K && j < V && p.init) ? p.init[sbase + i * V + j] : 0.f;
-    }
+    for (int r = 0; r < 8; r++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int64_t i = rg + 32 * r, j = j0 + c;
+            st[r][c] = (i < K && j < V && p.init) ? p.init[sbase + i * V + j] : 0.f;
+        }
     for (int cc = 0; cc < s.nch; cc++) {
         const int c = REV ? s.nch - 1 - cc : cc;
         const la_cu_chunk ch = p.chunks[s.chunk0 + c];
         const int L = ch.len;
-        if (p.hbuf && j < V) {
+        if (p.hbuf) {
             float *hb = p.hbuf + ((size_t)(s.chunk0 + c) * H + h) * K * V;
 #pragma unroll
-            for (int r = 0; r < 32; r++) {
-                const int64_t i = rb + 8 * r;
-                if (i < K) hb[i * V + j] = st[r];
-            }
+            for (int r = 0; r < 8; r++)
+#pragma unroll
+                for (int cl = 0; cl < 4; cl++) {
+                    const int64_t i = rg + 32 * r, j = j0 + cl;
+                    if (i < K && j < V) hb[i * V + j] = st[r][cl];
+                }
         }
         la_cu_chunk_gates(G, p.g, gam, ch.tok0, L, H, h);
         __syncthreads();
         const double GL = G[L - 1];
-        for (int64_t idx = t; idx < (int64_t)L * K; idx += 256) {
-            const int64_t row = idx / K, col = idx % K;
-            float x = la_phi(p.fm, ldf(A + ((ch.tok0 + row) * H + h) * K + col));
-            if (REV) x *= p.scale * la_cu_expd(G[row]);
-            As[idx] = x;
+        for (int row = 0; row < L; row++) {
+            const T *src = A + ((ch.tok0 + row) * H + h) * K;
+            const float f = REV ? p.scale * la_cu_expd(G[row]) : 1.f;
+            for (int col = t; col < K; col += 256) {
+                float x = la_phi(p.fm, ldf(src + col));
+                As[row * K + col] = REV ? x * f : x;
+            }
         }
         for (int idx = t; idx < L * 32; idx += 256) {
             const int row = idx >> 5, cj = idx & 31;
@@ -79,22 +87,33 @@ __global__ void __launch_bounds__(256) la_cu_state_pass(la_cu_sp_args p) {
         __syncthreads();
         const float decay = la_cu_expd(GL);
 #pragma unroll
-        for (int r = 0; r < 32; r++) {
-            const int64_t i = rb + 8 * r;
-            if (i < K) {
-                float acc = decay * st[r];
-                for (int q = 0; q < L; q++) acc = fmaf(As[q * K + i], Bs[q * 32 + jj], acc);
-                st[r] = acc;
+        for (int r = 0; r < 8; r++)
+#pragma unroll
+            for (int cl = 0; cl < 4; cl++) st[r][cl] *= decay;
+        for (int q = 0; q < L; q++) {
+            const float4 b = *(const float4 *)(Bs + q * 32 + 4 * cq);
+#pragma unroll
+            for (int r = 0; r < 8; r++) {
+                const int64_t i = rg + 32 * r;
+                if (i < K) {
+                    const float av = As[q * K + i];
+                    st[r][0] = fmaf(av, b.x, st[r][0]);
+                    st[r][1] = fmaf(av, b.y, st[r][1]);
+                    st[r][2] = fmaf(av, b.z, st[r][2]);
+                    st[r][3] = fmaf(av, b.w, st[r][3]);
+                }
             }
         }
         __syncthreads();
     }
-    if (p.fin && j < V) {
+    if (p.fin) {
 #pragma unroll
-        for (int r = 0; r < 32; r++) {
-            const int64_t i = rb + 8 * r;
-            if (i < K) p.fin[sbase + i * V + j] = st[r];
-        }
+        for (int r = 0; r < 8; r++)
+#pragma unroll
+            for (int cl = 0; cl < 4; cl++) {
+                const int64_t i = rg + 32 * r, j = j0 + cl;
+                if (i < K && j < V) p.fin[sbase + i * V + j] = st[r][cl];
+            }
     }
 }
 
