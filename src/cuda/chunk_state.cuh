@@ -12,6 +12,25 @@
 
 #include "common.cuh"
 
+/* The chunk's cumulative log-gates G[i] = sum_{s<=i} (g_s + g_gamma) in
+ * double: the L gates are loaded by L threads at once, then thread 0 adds
+ * them up in order. Every thread of the block must call it; it ends with a
+ * barrier. */
+__device__ __forceinline__ void la_cu_chunk_gates_par(double *G, const float *g, float gam,
+                                                      int64_t tok0, int L, int64_t H, int h) {
+    __syncthreads(); /* earlier readers of G are done */
+    if ((int)threadIdx.x < L) G[threadIdx.x] = (double)((g ? g[(tok0 + threadIdx.x) * H + h] : 0.f) + gam);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double acc = 0;
+        for (int i = 0; i < L; i++) {
+            acc += G[i];
+            G[i] = acc;
+        }
+    }
+    __syncthreads();
+}
+
 struct la_cu_sp_args {
     const la_cu_seq *seqs;
     const la_cu_chunk *chunks;
@@ -66,16 +85,15 @@ __global__ void __launch_bounds__(256) la_cu_state_pass(la_cu_sp_args p) {
                     if (i < K && j < V) hb[i * V + j] = st[r][cl];
                 }
         }
-        la_cu_chunk_gates(G, p.g, gam, ch.tok0, L, H, h);
-        __syncthreads();
+        la_cu_chunk_gates_par(G, p.g, gam, ch.tok0, L, H, h);
         const double GL = G[L - 1];
-        for (int row = 0; row < L; row++) {
-            const T *src = A + ((ch.tok0 + row) * H + h) * K;
-            const float f = REV ? p.scale * la_cu_expd(G[row]) : 1.f;
-            for (int col = t; col < K; col += 256) {
-                float x = la_phi(p.fm, ldf(src + col));
-                As[row * K + col] = REV ? x * f : x;
-            }
+        const int KK = (int)K;
+#pragma unroll 4
+        for (int idx = t; idx < L * KK; idx += 256) {
+            const int row = idx / KK, col = idx - row * KK;
+            float x = la_phi(p.fm, ldf(A + ((ch.tok0 + row) * H + h) * K + col));
+            if (REV) x *= p.scale * la_cu_expd(G[row]);
+            As[idx] = x;
         }
         for (int idx = t; idx < L * 32; idx += 256) {
             const int row = idx >> 5, cj = idx & 31;

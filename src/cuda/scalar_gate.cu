@@ -45,8 +45,7 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_fwd(la_cu_intra_args p
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     T *o = (T *)p.o;
     const float *S = p.hbuf + ((size_t)blockIdx.x * H + h) * K * V;
-    la_cu_chunk_gates(G, p.g, p.g_gamma ? p.g_gamma[h] : 0.f, tok0, L, H, h);
-    __syncthreads();
+    la_cu_chunk_gates_par(G, p.g, p.g_gamma ? p.g_gamma[h] : 0.f, tok0, L, H, h);
     if (threadIdx.x < LA_CU_C) eG[threadIdx.x] = threadIdx.x < L ? la_cu_expd(G[threadIdx.x]) : 0.f;
     auto Qf = [&](int m, int r) -> float {
         return (m < L && r < K) ? scale * la_phi(fm, ldf(q + ((tok0 + m) * H + h) * K + r)) : 0.f;
@@ -123,8 +122,7 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
     T *dq = (T *)p.dq, *dk = (T *)p.dk, *dv = (T *)p.dv;
     const float *S = p.hbuf + ((size_t)blockIdx.x * H + h) * K * V;
     const float *dS = p.dhbuf + ((size_t)blockIdx.x * H + h) * K * V;
-    la_cu_chunk_gates(G, p.g, p.g_gamma ? p.g_gamma[h] : 0.f, tok0, L, H, h);
-    __syncthreads();
+    la_cu_chunk_gates_par(G, p.g, p.g_gamma ? p.g_gamma[h] : 0.f, tok0, L, H, h);
     if (threadIdx.x < LA_CU_C) {
         const int i = threadIdx.x;
         eG[i] = i < L ? la_cu_expd(G[i]) : 0.f;
