@@ -60,7 +60,9 @@ static uint16_t f2h(float f) {
 }
 static float h2f(uint16_t h) {
     const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? INFINITY : ldexpf((float)(1024 + m), e - 25);
+    float v = e == 0    ? ldexpf((float)m, -24)
+              : e == 31 ? INFINITY
+                        : ldexpf((float)(1024 + m), e - 25);
     return (h & 0x8000) ? -v : v;
 }
 static size_t esize(la_dtype dt) { return dt == LA_DTYPE_F32 ? 4 : 2; }
@@ -104,7 +106,7 @@ static float *down(const void *d, size_t n, la_dtype dt) {
         exit(2);
     }
     for (size_t i = 0; i < n; i++)
-        x[i] = dt == LA_DTYPE_F32 ? ((float *)h)[i]
+        x[i] = dt == LA_DTYPE_F32    ? ((float *)h)[i]
                : dt == LA_DTYPE_BF16 ? bf2f(((uint16_t *)h)[i])
                                      : h2f(((uint16_t *)h)[i]);
     free(h);
@@ -140,7 +142,9 @@ static void cmp_ff(const char *cs, const char *name, const float *gpu, const flo
     CHECK_ERR(e, tol, "%s %s GPU vs CPU", cs, name);
     free(w);
 }
-static int bits_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+static int bits_equal(const void *a, const void *b, size_t bytes) {
+    return memcmp(a, b, bytes) == 0;
+}
 static void *dup_dev_bytes(const void *d, size_t bytes) {
     void *h = malloc(bytes + 4);
     cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost);
@@ -155,25 +159,31 @@ typedef struct scase {
     const int64_t *cu;
     int64_t nseq;
     la_dtype dt;
-    int lin;      /* 1: linear attention with feature map fm; 0: simple GLA */
+    int lin; /* 1: linear attention with feature map fm; 0: simple GLA */
     int fm;
-    int gates;    /* simple GLA: G_G | G_GAMMA */
-    int extreme;  /* g = -1e4 and 0 at some positions */
+    int gates;   /* simple GLA: G_G | G_GAMMA */
+    int extreme; /* g = -1e4 and 0 at some positions */
     int determinism;
 } scase;
 
 static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) {
     la_rng rng;
     la_rng_seed(&rng, seed);
-    la_dims d = {.B = c->B, .T = c->T, .H = c->H, .K = c->K, .V = c->V, .cu_seqlens = c->cu,
+    la_dims d = {.B = c->B,
+                 .T = c->T,
+                 .H = c->H,
+                 .K = c->K,
+                 .V = c->V,
+                 .cu_seqlens = c->cu,
                  .n_seqs = c->nseq};
     const int64_t N = c->cu ? c->nseq : c->B, H = c->H, K = c->K, V = c->V;
-    const size_t ntok = (size_t)(c->B * c->T), nqk = ntok * H * K, nv = ntok * H * V,
-                 ng = ntok * H, ns = (size_t)N * H * K * V;
+    const size_t ntok = (size_t)(c->B * c->T), nqk = ntok * H * K, nv = ntok * H * V, ng = ntok * H,
+                 ns = (size_t)N * H * K * V;
     float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, 1.0);
     float *v = th_rand_floats(nv, &rng, 1.0), *dO = th_rand_floats(nv, &rng, 1.0);
     float *s0 = th_rand_floats(ns, &rng, 0.5), *dsT = th_rand_floats(ns, &rng, 1.0);
-    quantize(q, nqk, c->dt), quantize(k, nqk, c->dt), quantize(v, nv, c->dt), quantize(dO, nv, c->dt);
+    quantize(q, nqk, c->dt), quantize(k, nqk, c->dt), quantize(v, nv, c->dt),
+        quantize(dO, nv, c->dt);
     float *g = NULL, *gam = NULL;
     if (!c->lin && (c->gates & G_G)) {
         g = malloc(ng * sizeof(float));
@@ -181,8 +191,10 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
         if (c->extreme)
             for (size_t i = 0; i < ng; i++) {
                 const uint64_t r = la_rng_u64(&rng) % 16;
-                if (r == 0) g[i] = -1e4f;
-                else if (r < 3) g[i] = 0.0f;
+                if (r == 0)
+                    g[i] = -1e4f;
+                else if (r < 3)
+                    g[i] = 0.0f;
             }
     }
     if (!c->lin && (c->gates & G_GAMMA)) {
@@ -205,8 +217,9 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
         const double scale = (double)(float)(1.0 / sqrt((double)K));
         const int64_t L = c->T;
         double *qq = th_doubles((size_t)L * K), *kk = th_doubles((size_t)L * K),
-               *vv = th_doubles((size_t)L * V), *gg = th_doubles((size_t)L), *oo = th_doubles((size_t)L * V),
-               *dd = th_doubles((size_t)L * V), *a = th_doubles((size_t)L * K), *b = th_doubles((size_t)L * K),
+               *vv = th_doubles((size_t)L * V), *gg = th_doubles((size_t)L),
+               *oo = th_doubles((size_t)L * V), *dd = th_doubles((size_t)L * V),
+               *a = th_doubles((size_t)L * K), *b = th_doubles((size_t)L * K),
                *cc = th_doubles((size_t)L * V), *dgg = th_doubles((size_t)L);
         double *S0 = th_doubles((size_t)K * V), *DST = th_doubles((size_t)K * V);
         for (int64_t n = 0; n < N; n++)
@@ -219,7 +232,8 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
                 const size_t off = (size_t)(n * H + h) * K * V;
                 for (int64_t i = 0; i < K * V; i++) S0[i] = s0[off + i], DST[i] = dsT[off + i];
                 const double gm = gam ? gam[h] : 0.0;
-                ref_gla_forward(0, len, K, V, scale, qq, kk, vv, g ? gg : NULL, gm, S0, oo, sT_r + off);
+                ref_gla_forward(0, len, K, V, scale, qq, kk, vv, g ? gg : NULL, gm, S0, oo,
+                                sT_r + off);
                 ref_scatter(o_r, oo, &d, n, h, H, V);
                 double dgm = 0;
                 ref_gla_backward(0, len, K, V, scale, qq, kk, vv, g ? gg : NULL, gm, S0, dd, DST, a,
@@ -248,8 +262,8 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
     la_status st1, st2;
     if (c->lin) {
         st1 = la_linear_attn_forward(gpu, &lo, &dd, Do, DsT, NULL, Dq, Dk, Dv, Ds0, NULL);
-        st2 = la_linear_attn_backward(gpu, &lo, &dd, Ddq, Ddk, Ddv, Dds0, NULL, DdO, DdsT, NULL,
-                                      Dq, Dk, Dv, Ds0, NULL);
+        st2 = la_linear_attn_backward(gpu, &lo, &dd, Ddq, Ddk, Ddv, Dds0, NULL, DdO, DdsT, NULL, Dq,
+                                      Dk, Dv, Ds0, NULL);
     } else {
         st1 = la_simple_gla_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
         st2 = la_simple_gla_backward(gpu, &go, &dd, Ddq, Ddk, Ddv, Ddg, Ddgam, Dds0, DdO, DdsT, Dq,
@@ -287,7 +301,8 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
                                                   DdO, DdsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
             sync_ok("rerun");
             void *a = dup_dev_bytes(Ddq, nqk * esize(dt)), *b = dup_dev_bytes(Ddk, nqk * esize(dt));
-            void *cc = dup_dev_bytes(Ddv, nv * esize(dt)), *e = g ? dup_dev_bytes(Ddg, ng * 4) : NULL;
+            void *cc = dup_dev_bytes(Ddv, nv * esize(dt)),
+                 *e = g ? dup_dev_bytes(Ddg, ng * 4) : NULL;
             CHECK(st2 == LA_OK && bits_equal(a, ho, nqk * esize(dt)) &&
                       bits_equal(b, hk, nqk * esize(dt)) && bits_equal(cc, hv, nv * esize(dt)) &&
                       (!g || bits_equal(e, hg, ng * 4)),
@@ -303,13 +318,17 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
               *cdk = th_nan_floats(nqk), *cdv = th_nan_floats(nv), *cds0 = th_nan_floats(ns),
               *cdg = th_nan_floats(ng), *cdgam = th_nan_floats((size_t)H);
         if (c->lin) {
-            CHECK_STATUS(la_linear_attn_forward(cpu, &lo, &d, co, csT, NULL, q, k, v, s0, NULL), LA_OK, "cpu");
+            CHECK_STATUS(la_linear_attn_forward(cpu, &lo, &d, co, csT, NULL, q, k, v, s0, NULL),
+                         LA_OK, "cpu");
             CHECK_STATUS(la_linear_attn_backward(cpu, &lo, &d, cdq, cdk, cdv, cds0, NULL, dO, dsT,
-                                                 NULL, q, k, v, s0, NULL), LA_OK, "cpu");
+                                                 NULL, q, k, v, s0, NULL),
+                         LA_OK, "cpu");
         } else {
-            CHECK_STATUS(la_simple_gla_forward(cpu, &go, &d, co, csT, q, k, v, g, gam, s0), LA_OK, "cpu");
+            CHECK_STATUS(la_simple_gla_forward(cpu, &go, &d, co, csT, q, k, v, g, gam, s0), LA_OK,
+                         "cpu");
             CHECK_STATUS(la_simple_gla_backward(cpu, &go, &d, cdq, cdk, cdv, g ? cdg : NULL, cdgam,
-                                                cds0, dO, dsT, q, k, v, g, gam, s0), LA_OK, "cpu");
+                                                cds0, dO, dsT, q, k, v, g, gam, s0),
+                         LA_OK, "cpu");
         }
         cmp_ff(c->name, "o", o, co, nv, 2e-5);
         cmp_ff(c->name, "dq", dq, cdq, nqk, 2e-5);
@@ -321,7 +340,8 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
     void *bufs[] = {Dq, Dk, Dv, DdO, Ds0, DdsT, Dg, Dgam, Do, Ddq, Ddk, Ddv, DsT, Dds0, Ddg, Ddgam};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     free(q), free(k), free(v), free(dO), free(s0), free(dsT), free(g), free(gam);
-    free(o_r), free(sT_r), free(dq_r), free(dk_r), free(dv_r), free(ds0_r), free(dg_r), free(dgam_r);
+    free(o_r), free(sT_r), free(dq_r), free(dk_r), free(dv_r), free(ds0_r), free(dg_r),
+        free(dgam_r);
     free(o), free(sT), free(dq), free(dk), free(dv), free(ds0), free(dg), free(dgam);
 }
 
@@ -339,8 +359,14 @@ typedef struct dcase {
 static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     la_rng rng;
     la_rng_seed(&rng, seed);
-    la_dims d = {.B = c->B, .T = c->T, .H = c->H, .K = c->K, .V = c->V, .HV = c->HV,
-                 .cu_seqlens = c->cu, .n_seqs = c->nseq};
+    la_dims d = {.B = c->B,
+                 .T = c->T,
+                 .H = c->H,
+                 .K = c->K,
+                 .V = c->V,
+                 .HV = c->HV,
+                 .cu_seqlens = c->cu,
+                 .n_seqs = c->nseq};
     const int64_t N = c->cu ? c->nseq : c->B, H = c->H, HS = c->HV ? c->HV : c->H, K = c->K,
                   V = c->V;
     const size_t ntok = (size_t)(c->B * c->T), nqk = ntok * H * K, nv = ntok * HS * V,
@@ -352,9 +378,12 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     ref_fill_uniform(beta, ng, &rng, 0.0, 1.0);
     for (size_t i = 0; i < ng; i++) {
         const uint64_t r = la_rng_u64(&rng) % 8;
-        if (r == 0) beta[i] = 0.0f;
-        else if (r == 1) beta[i] = 1.0f;
-        else if (r == 2) beta[i] = 1.99f;
+        if (r == 0)
+            beta[i] = 0.0f;
+        else if (r == 1)
+            beta[i] = 1.0f;
+        else if (r == 2)
+            beta[i] = 1.99f;
     }
     if (c->gated) {
         g = malloc(ng * sizeof(float));
@@ -362,8 +391,10 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
         if (c->extreme)
             for (size_t i = 0; i < ng; i++) {
                 const uint64_t r = la_rng_u64(&rng) % 16;
-                if (r == 0) g[i] = -1e4f;
-                else if (r < 3) g[i] = 0.0f;
+                if (r == 0)
+                    g[i] = -1e4f;
+                else if (r < 3)
+                    g[i] = 0.0f;
             }
     }
     double *o_r = th_doubles(nv), *sT_r = th_doubles(ns);
@@ -374,11 +405,13 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     {
         const int64_t L = c->T;
         double *a1 = th_doubles((size_t)L * K), *a2 = th_doubles((size_t)L * K),
-               *a3 = th_doubles((size_t)L * V), *a4 = th_doubles((size_t)L), *a5 = th_doubles((size_t)L),
-               *dd = th_doubles((size_t)L * V), *DST = th_doubles((size_t)K * V);
+               *a3 = th_doubles((size_t)L * V), *a4 = th_doubles((size_t)L),
+               *a5 = th_doubles((size_t)L), *dd = th_doubles((size_t)L * V),
+               *DST = th_doubles((size_t)K * V);
         double *qq = th_doubles((size_t)L * K), *kk = th_doubles((size_t)L * K),
-               *vv = th_doubles((size_t)L * V), *gg = th_doubles((size_t)L), *bb = th_doubles((size_t)L),
-               *oo = th_doubles((size_t)L * V), *S0 = th_doubles((size_t)K * V);
+               *vv = th_doubles((size_t)L * V), *gg = th_doubles((size_t)L),
+               *bb = th_doubles((size_t)L), *oo = th_doubles((size_t)L * V),
+               *S0 = th_doubles((size_t)K * V);
         for (int64_t n = 0; n < N; n++)
             for (int64_t h = 0; h < HS; h++) {
                 const int64_t hq = h / (HS / H);
@@ -389,8 +422,9 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
                 if (g) ref_gather(gg, g, &d, n, h, HS, 1);
                 const size_t off = (size_t)(n * HS + h) * K * V;
                 for (int64_t i = 0; i < K * V; i++) S0[i] = s0[off + i];
-                ref_delta_in in = {len, K, V, (double)(float)(1.0 / sqrt((double)K)), c->l2, qq, kk,
-                                   vv, g ? gg : NULL, bb, S0};
+                ref_delta_in in = {len,           K,  V,  (double)(float)(1.0 / sqrt((double)K)),
+                                   c->l2,         qq, kk, vv,
+                                   g ? gg : NULL, bb, S0};
                 ref_delta_rule_forward(&in, oo, sT_r + off);
                 ref_scatter(o_r, oo, &d, n, h, HS, V);
                 ref_gather(dd, dO, &d, n, h, HS, V);
@@ -413,15 +447,17 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     const la_dtype dt = c->dt;
     in_f32 = dt == LA_DTYPE_F32;
     void *Dq = up(q, nqk, dt), *Dk = up(k, nqk, dt), *Dv = up(v, nv, dt);
-    float *Ds0 = up(s0, ns, LA_DTYPE_F32), *Db = up(beta, ng, LA_DTYPE_F32), *Dg = up(g, ng, LA_DTYPE_F32);
+    float *Ds0 = up(s0, ns, LA_DTYPE_F32), *Db = up(beta, ng, LA_DTYPE_F32),
+          *Dg = up(g, ng, LA_DTYPE_F32);
     void *Do = dev_alloc(nv * esize(dt));
     float *DsT = dev_alloc(ns * 4);
     la_dims dd = d;
     dd.dtype = dt;
     la_gated_opts go = la_gated_opts_default();
     go.use_qk_l2norm = c->l2;
-    la_status st = c->gated ? la_gated_delta_rule_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Db, Ds0)
-                            : la_delta_rule_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Db, Ds0);
+    la_status st =
+        c->gated ? la_gated_delta_rule_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Db, Ds0)
+                 : la_delta_rule_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Db, Ds0);
     CHECK_STATUS(st, LA_OK, c->name);
     if (!sync_ok(c->name)) exit(1);
     float *o = down(Do, nv, dt), *sT = down(DsT, ns, LA_DTYPE_F32);
@@ -429,8 +465,8 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     cmp(c->name, "o", o, o_r, nv, dt, tol);
     cmp(c->name, "final", sT, sT_r, ns, LA_DTYPE_F32, tol);
     /* backward */
-    void *DdO = up(dO, nv, dt), *Ddq = dev_alloc(nqk * esize(dt)), *Ddk = dev_alloc(nqk * esize(dt)),
-         *Ddv = dev_alloc(nv * esize(dt));
+    void *DdO = up(dO, nv, dt), *Ddq = dev_alloc(nqk * esize(dt)),
+         *Ddk = dev_alloc(nqk * esize(dt)), *Ddv = dev_alloc(nv * esize(dt));
     float *DdsT = up(dsT, ns, LA_DTYPE_F32), *Ddb = dev_alloc(ng * 4), *Ddg = dev_alloc(ng * 4),
           *Dds0 = dev_alloc(ns * 4);
     st = c->gated ? la_gated_delta_rule_backward(gpu, &go, &dd, Ddq, Ddk, Ddv, Ddg, Ddb, Dds0, DdO,
@@ -480,7 +516,8 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     }
     void *bufs[] = {Dq, Dk, Dv, Ds0, Db, Dg, Do, DsT};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
-    free(q), free(k), free(v), free(s0), free(beta), free(g), free(o_r), free(sT_r), free(o), free(sT);
+    free(q), free(k), free(v), free(s0), free(beta), free(g), free(o_r), free(sT_r), free(o),
+        free(sT);
 }
 
 /* ---- decoding step: GPU la_state_step == CPU la_state_step ------------------ */
@@ -491,12 +528,19 @@ static void run_step(la_ctx *gpu, la_ctx *cpu, la_op op, int fm, int normalize, 
              normalize, (long long)N, (long long)K, (long long)V, (int)dt);
     la_rng rng;
     la_rng_seed(&rng, seed);
-    la_decoder_config cfg = {.op = op, .N = N, .H = H, .HV = HV, .K = K, .V = V,
-                             .feature_map = (la_feature_map)fm, .normalize = normalize,
+    la_decoder_config cfg = {.op = op,
+                             .N = N,
+                             .H = H,
+                             .HV = HV,
+                             .K = K,
+                             .V = V,
+                             .feature_map = (la_feature_map)fm,
+                             .normalize = normalize,
                              .use_qk_l2norm = op >= LA_OP_DELTA_RULE};
     const int64_t HS = HV ? HV : H;
-    const size_t nqk = (size_t)(N * H * K), nv = (size_t)(N * HS * V), ns = (size_t)(N * HS * K * V),
-                 nz = (size_t)(N * H * K), ng = op == LA_OP_GLA ? nqk : (size_t)(N * HS);
+    const size_t nqk = (size_t)(N * H * K), nv = (size_t)(N * HS * V),
+                 ns = (size_t)(N * HS * K * V), nz = (size_t)(N * H * K),
+                 ng = op == LA_OP_GLA ? nqk : (size_t)(N * HS);
     float *S = th_rand_floats(ns, &rng, 0.5), *z = malloc(nz * sizeof(float));
     ref_fill_uniform(z, nz, &rng, 0.5, 2.0);
     float *Dstate = up(S, ns, LA_DTYPE_F32), *Dz = normalize ? up(z, nz, LA_DTYPE_F32) : NULL;
@@ -514,12 +558,15 @@ static void run_step(la_ctx *gpu, la_ctx *cpu, la_op op, int fm, int normalize, 
         const int ug = op == LA_OP_SIMPLE_GLA || op == LA_OP_GLA || op == LA_OP_GATED_DELTA_RULE;
         const int ub = op >= LA_OP_DELTA_RULE;
         void *Dq = up(q, nqk, dt), *Dk = up(k, nqk, dt), *Dv = up(v, nv, dt);
-        float *Dg = ug ? up(g, ng, LA_DTYPE_F32) : NULL, *Db = ub ? up(beta, (size_t)(N * HS), LA_DTYPE_F32) : NULL;
+        float *Dg = ug ? up(g, ng, LA_DTYPE_F32) : NULL,
+              *Db = ub ? up(beta, (size_t)(N * HS), LA_DTYPE_F32) : NULL;
         void *Do = dev_alloc(nv * esize(dt));
         float *co = th_nan_floats(nv);
-        CHECK_STATUS(la_state_step(gpu, &cfg, dt, Dstate, Dz, Do, Dq, Dk, Dv, Dg, Dgam, Db), LA_OK, name);
+        CHECK_STATUS(la_state_step(gpu, &cfg, dt, Dstate, Dz, Do, Dq, Dk, Dv, Dg, Dgam, Db), LA_OK,
+                     name);
         CHECK_STATUS(la_state_step(cpu, &cfg, LA_DTYPE_F32, S, normalize ? z : NULL, co, q, k, v,
-                                   ug ? g : NULL, op == LA_OP_SIMPLE_GLA ? gam : NULL, ub ? beta : NULL),
+                                   ug ? g : NULL, op == LA_OP_SIMPLE_GLA ? gam : NULL,
+                                   ub ? beta : NULL),
                      LA_OK, name);
         sync_ok(name);
         float *o = down(Do, nv, dt);
@@ -562,7 +609,8 @@ static void run_errors(la_ctx *gpu, la_ctx *cpu) {
     float beta[8] = {0};
     float *Db = up(beta, 8, LA_DTYPE_F32), *dummy = dev_alloc(n * 4);
     CHECK_STATUS(la_delta_rule_backward(gpu, &go, &d, dummy, dummy, dummy, NULL, NULL, Dq, NULL, Dq,
-                                        Dq, Dq, Db, NULL), LA_ERR_NULL_POINTER, "delta backward without dbeta");
+                                        Dq, Dq, Db, NULL),
+                 LA_ERR_NULL_POINTER, "delta backward without dbeta");
     la_dims b16 = d;
     b16.dtype = LA_DTYPE_BF16;
     float *ho = th_nan_floats(n);
@@ -596,48 +644,61 @@ int main(void) {
     static const int64_t cu1[] = {0, 63, 64 + 63, 64 + 63 + 1, 300};
     static const int64_t cu2[] = {0, 1, 65, 1065};
     const scase sc[] = {
-        /* name                              B  T     H  K    V    cu   ns dt lin fm gates ext det */
-        {"sgla g+gamma B2 T65 K64 V64",      2, 65,   2, 64,  64,  NULL, 0, LA_DTYPE_F32, 0, 0, 3, 0, 1},
-        {"sgla g T1 K100 V100",              1, 1,    1, 100, 100, NULL, 0, LA_DTYPE_F32, 0, 0, 1, 0, 0},
-        {"sgla g extreme varlen K100 V64",   1, 300,  2, 100, 64,  cu1,  4, LA_DTYPE_F32, 0, 0, 1, 1, 0},
-        {"sgla gamma T64 K256 V100",         1, 64,   3, 256, 100, NULL, 0, LA_DTYPE_F32, 0, 0, 2, 0, 0},
-        {"sgla none T63 K64 V256",           2, 63,   1, 64,  256, NULL, 0, LA_DTYPE_F32, 0, 0, 0, 0, 0},
-        {"linear identity B2 T65 K100 V100", 2, 65,   2, 100, 100, NULL, 0, LA_DTYPE_F32, 1, LA_FEATURE_IDENTITY, 0, 0, 0},
-        {"linear elu1 T130 K64 V100",        1, 130,  2, 64,  100, NULL, 0, LA_DTYPE_F32, 1, LA_FEATURE_ELU1, 0, 0, 0},
-        {"linear relu varlen K64 V64",       1, 1065, 1, 64,  64,  cu2,  3, LA_DTYPE_F32, 1, LA_FEATURE_RELU, 0, 0, 0},
-        {"sgla bf16 g+gamma B2 T65 K64 V64", 2, 65,   2, 64,  64,  NULL, 0, LA_DTYPE_BF16, 0, 0, 3, 0, 1},
-        {"sgla fp16 g+gamma T65 K128 V128",  1, 65,   2, 128, 128, NULL, 0, LA_DTYPE_F16, 0, 0, 3, 0, 0},
-        {"linear bf16 identity T200 K64",    1, 200,  2, 64,  64,  NULL, 0, LA_DTYPE_BF16, 1, 0, 0, 0, 0},
+        /* name                              B  T     H  K    V    cu   ns dt lin fm gates ext det
+         */
+        {"sgla g+gamma B2 T65 K64 V64", 2, 65, 2, 64, 64, NULL, 0, LA_DTYPE_F32, 0, 0, 3, 0, 1},
+        {"sgla g T1 K100 V100", 1, 1, 1, 100, 100, NULL, 0, LA_DTYPE_F32, 0, 0, 1, 0, 0},
+        {"sgla g extreme varlen K100 V64", 1, 300, 2, 100, 64, cu1, 4, LA_DTYPE_F32, 0, 0, 1, 1, 0},
+        {"sgla gamma T64 K256 V100", 1, 64, 3, 256, 100, NULL, 0, LA_DTYPE_F32, 0, 0, 2, 0, 0},
+        {"sgla none T63 K64 V256", 2, 63, 1, 64, 256, NULL, 0, LA_DTYPE_F32, 0, 0, 0, 0, 0},
+        {"linear identity B2 T65 K100 V100", 2, 65, 2, 100, 100, NULL, 0, LA_DTYPE_F32, 1,
+         LA_FEATURE_IDENTITY, 0, 0, 0},
+        {"linear elu1 T130 K64 V100", 1, 130, 2, 64, 100, NULL, 0, LA_DTYPE_F32, 1, LA_FEATURE_ELU1,
+         0, 0, 0},
+        {"linear relu varlen K64 V64", 1, 1065, 1, 64, 64, cu2, 3, LA_DTYPE_F32, 1, LA_FEATURE_RELU,
+         0, 0, 0},
+        {"sgla bf16 g+gamma B2 T65 K64 V64", 2, 65, 2, 64, 64, NULL, 0, LA_DTYPE_BF16, 0, 0, 3, 0,
+         1},
+        {"sgla fp16 g+gamma T65 K128 V128", 1, 65, 2, 128, 128, NULL, 0, LA_DTYPE_F16, 0, 0, 3, 0,
+         0},
+        {"linear bf16 identity T200 K64", 1, 200, 2, 64, 64, NULL, 0, LA_DTYPE_BF16, 1, 0, 0, 0, 0},
     };
     const scase big[] = {
-        {"sgla g+gamma T1000 K128 V128",     1, 1000, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 0, 0, 3, 1, 0},
-        {"sgla g T4097 K64 V64",             1, 4097, 1, 64,  64,  NULL, 0, LA_DTYPE_F32, 0, 0, 1, 0, 0},
-        {"sgla bf16 g T1000 K128 V128",      1, 1000, 2, 128, 128, NULL, 0, LA_DTYPE_BF16, 0, 0, 1, 0, 0},
+        {"sgla g+gamma T1000 K128 V128", 1, 1000, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 0, 0, 3, 1,
+         0},
+        {"sgla g T4097 K64 V64", 1, 4097, 1, 64, 64, NULL, 0, LA_DTYPE_F32, 0, 0, 1, 0, 0},
+        {"sgla bf16 g T1000 K128 V128", 1, 1000, 2, 128, 128, NULL, 0, LA_DTYPE_BF16, 0, 0, 1, 0,
+         0},
     };
     printf("kernel linear attention and simple GLA, forward + backward:\n");
     for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) run_scalar(gpu, cpu, &sc[i], 1000 + i);
     if (!quick)
-        for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) run_scalar(gpu, cpu, &big[i], 2000 + i);
+        for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
+            run_scalar(gpu, cpu, &big[i], 2000 + i);
 
     const dcase dc[] = {
-        {"delta l2 B2 T65 K64 V100",         2, 65,  2, 0, 64,  100, NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
-        {"delta raw keys T64 K100 V64",      1, 64,  1, 0, 100, 64,  NULL, 0, LA_DTYPE_F32, 0, 0, 0, 0.1},
-        {"gdn HV=2H l2 extreme T130 K128",   1, 130, 2, 4, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1, 1.0},
-        {"gdn varlen l2 K64 V64 HV=3H",      1, 300, 1, 3, 64,  64,  cu1,  4, LA_DTYPE_F32, 1, 1, 1, 1.0},
-        {"gdn bf16 l2 T65 K128 V128",        1, 65,  2, 4, 128, 128, NULL, 0, LA_DTYPE_BF16, 1, 1, 0, 1.0},
-        {"delta fp16 l2 T63 K256 V64",       1, 63,  1, 0, 256, 64,  NULL, 0, LA_DTYPE_F16, 0, 1, 0, 1.0},
+        {"delta l2 B2 T65 K64 V100", 2, 65, 2, 0, 64, 100, NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
+        {"delta raw keys T64 K100 V64", 1, 64, 1, 0, 100, 64, NULL, 0, LA_DTYPE_F32, 0, 0, 0, 0.1},
+        {"gdn HV=2H l2 extreme T130 K128", 1, 130, 2, 4, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,
+         1.0},
+        {"gdn varlen l2 K64 V64 HV=3H", 1, 300, 1, 3, 64, 64, cu1, 4, LA_DTYPE_F32, 1, 1, 1, 1.0},
+        {"gdn bf16 l2 T65 K128 V128", 1, 65, 2, 4, 128, 128, NULL, 0, LA_DTYPE_BF16, 1, 1, 0, 1.0},
+        {"delta fp16 l2 T63 K256 V64", 1, 63, 1, 0, 256, 64, NULL, 0, LA_DTYPE_F16, 0, 1, 0, 1.0},
     };
     const dcase dbig[] = {
-        {"gdn l2 T1000 K128 V128 HV=2H",     1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1, 1.0},
-        {"delta l2 T4097 K64 V64",           1, 4097, 1, 0, 64,  64,  NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
+        {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,
+         1.0},
+        {"delta l2 T4097 K64 V64", 1, 4097, 1, 0, 64, 64, NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
     };
     printf("DeltaNet / Gated DeltaNet, forward + backward:\n");
     for (size_t i = 0; i < sizeof dc / sizeof dc[0]; i++) run_delta(gpu, cpu, &dc[i], 3000 + i);
     if (!quick)
-        for (size_t i = 0; i < sizeof dbig / sizeof dbig[0]; i++) run_delta(gpu, cpu, &dbig[i], 4000 + i);
+        for (size_t i = 0; i < sizeof dbig / sizeof dbig[0]; i++)
+            run_delta(gpu, cpu, &dbig[i], 4000 + i);
 
     printf("decoding step (la_state_step), GPU vs CPU:\n");
-    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 3, 2, 0, 100, 64, LA_DTYPE_F32, 51);
+    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 3, 2, 0, 100, 64, LA_DTYPE_F32,
+             51);
     run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_ELU1, 1, 3, 2, 0, 64, 100, LA_DTYPE_F32, 52);
     run_step(gpu, cpu, LA_OP_SIMPLE_GLA, 0, 0, 3, 2, 0, 128, 128, LA_DTYPE_F32, 53);
     run_step(gpu, cpu, LA_OP_GLA, 0, 0, 2, 2, 0, 64, 100, LA_DTYPE_F32, 54);
@@ -648,7 +709,8 @@ int main(void) {
     /* V % 4 != 0 and normalised V > 128: the scalar-column kernel */
     run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 64, 66, LA_DTYPE_F32, 59);
     run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_RELU, 1, 2, 2, 0, 64, 132, LA_DTYPE_F32, 60);
-    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 2, 1, 0, 32, 256, LA_DTYPE_BF16, 61);
+    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 2, 1, 0, 32, 256, LA_DTYPE_BF16,
+             61);
 
     printf("worst fp32 rel RMS against the float64 oracle: %.3e\n", worst_f32);
     la_ctx_destroy(gpu);

@@ -35,10 +35,9 @@ static void sstep_task(void *p, int64_t task, int tid) {
     la__gated_step(c, c->scale, S, o, q, k, v, g, g_gamma, beta, work);
 }
 
-la_status la_state_step(la_ctx *ctx, const la_decoder_config *cfg, la_dtype dtype,
-                        float *state, float *norm, float *o, const float *q, const float *k,
-                        const float *v, const float *g, const float *g_gamma,
-                        const float *beta) {
+la_status la_state_step(la_ctx *ctx, const la_decoder_config *cfg, la_dtype dtype, float *state,
+                        float *norm, float *o, const float *q, const float *k, const float *v,
+                        const float *g, const float *g_gamma, const float *beta) {
     static const char *const op = "la_state_step";
     la_status st;
     if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "cfg", cfg)) ||
@@ -72,8 +71,8 @@ la_status la_state_step(la_ctx *ctx, const la_decoder_config *cfg, la_dtype dtyp
     if (!normalized && norm)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: norm given but only normalised linear attention has one", op);
-    const int uses_g = c.op == LA_OP_SIMPLE_GLA || c.op == LA_OP_GLA ||
-                       c.op == LA_OP_GATED_DELTA_RULE;
+    const int uses_g =
+        c.op == LA_OP_SIMPLE_GLA || c.op == LA_OP_GLA || c.op == LA_OP_GATED_DELTA_RULE;
     const int needs_g = c.op == LA_OP_GLA || c.op == LA_OP_GATED_DELTA_RULE;
     const int uses_beta = c.op == LA_OP_DELTA_RULE || c.op == LA_OP_GATED_DELTA_RULE;
     if (needs_g && (st = la__check_ptr(op, "g", g))) return st;
@@ -96,13 +95,13 @@ la_status la_state_step(la_ctx *ctx, const la_decoder_config *cfg, la_dtype dtyp
         (st = la__check_finite(op, "v", v, nv)) ||
         (st = la__check_finite(op, "state", state, nhs * (size_t)(c.K * c.V))))
         return st;
-    if (normalized && (st = la__check_finite(op, "norm", norm, (size_t)c.N * (size_t)c.H * (size_t)c.K)))
+    if (normalized &&
+        (st = la__check_finite(op, "norm", norm, (size_t)c.N * (size_t)c.H * (size_t)c.K)))
         return st;
     if (g && (st = la__check_log_gate(op, "g", g, c.op == LA_OP_GLA ? nqk : nhs))) return st;
     if (g_gamma && (st = la__check_log_gate(op, "g_gamma", g_gamma, (size_t)c.H))) return st;
     if (beta && (st = la__check_beta(op, "beta", beta, nhs))) return st;
-    if ((st = la__scratch_reserve(ctx, LA__STEP_WORK_FLOATS(c.K, c.V) * sizeof(float))))
-        return st;
+    if ((st = la__scratch_reserve(ctx, LA__STEP_WORK_FLOATS(c.K, c.V) * sizeof(float)))) return st;
     sstep_job j = {&c, state, norm, o, q, k, v, g, g_gamma, beta, ctx};
     la__parallel_for(ctx, (int64_t)nhs, sstep_task, &j);
     return LA_OK;

@@ -28,10 +28,10 @@ typedef struct la__cu_call {
     la_dtype dtype;
     int64_t B, T, H, HS, K, V, N;
     const int64_t *cu_seqlens;
-    float scale;        /* multiplies phi(q) (or q) */
-    int feature_map;    /* la_feature_map; identity for the gated ops */
-    int use_l2;         /* delta rules: l2-normalise q and k */
-    int gated;          /* gated delta rule */
+    float scale;     /* multiplies phi(q) (or q) */
+    int feature_map; /* la_feature_map; identity for the gated ops */
+    int use_l2;      /* delta rules: l2-normalise q and k */
+    int gated;       /* gated delta rule */
     /* forward */
     void *o;
     float *final_state;
@@ -54,37 +54,35 @@ la_status la__cuda_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *
                                         const la_dims *dims, float *dq, float *dk, float *dv,
                                         float *d_initial_state, float *d_initial_norm,
                                         const float *d_o, const float *d_final_state,
-                                        const float *d_final_norm, const float *q,
-                                        const float *k, const float *v,
-                                        const float *initial_state, const float *initial_norm);
-la_status la__cuda_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts,
-                                      const la_dims *dims, float *o, float *final_state,
-                                      const float *q, const float *k, const float *v,
-                                      const float *g, const float *g_gamma,
+                                        const float *d_final_norm, const float *q, const float *k,
+                                        const float *v, const float *initial_state,
+                                        const float *initial_norm);
+la_status la__cuda_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                      float *o, float *final_state, const float *q, const float *k,
+                                      const float *v, const float *g, const float *g_gamma,
                                       const float *initial_state);
-la_status la__cuda_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts,
-                                       const la_dims *dims, float *dq, float *dk, float *dv,
-                                       float *dg, float *dg_gamma, float *d_initial_state,
-                                       const float *d_o, const float *d_final_state,
-                                       const float *q, const float *k, const float *v,
-                                       const float *g, const float *g_gamma,
+la_status la__cuda_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                       float *dq, float *dk, float *dv, float *dg, float *dg_gamma,
+                                       float *d_initial_state, const float *d_o,
+                                       const float *d_final_state, const float *q, const float *k,
+                                       const float *v, const float *g, const float *g_gamma,
                                        const float *initial_state);
 /* gated = 0: DeltaNet (g must be NULL), 1: Gated DeltaNet. */
 la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *opts,
-                                 const la_dims *dims, float *o, float *final_state,
-                                 const float *q, const float *k, const float *v, const float *g,
-                                 const float *beta, const float *initial_state);
+                                 const la_dims *dims, float *o, float *final_state, const float *q,
+                                 const float *k, const float *v, const float *g, const float *beta,
+                                 const float *initial_state);
 la_status la__cuda_delta_backward(la_ctx *ctx, int gated, const la_gated_opts *opts,
-                                  const la_dims *dims, float *dq, float *dk, float *dv,
-                                  float *dg, float *dbeta, float *d_initial_state,
-                                  const float *d_o, const float *d_final_state, const float *q,
-                                  const float *k, const float *v, const float *g,
-                                  const float *beta, const float *initial_state);
+                                  const la_dims *dims, float *dq, float *dk, float *dv, float *dg,
+                                  float *dbeta, float *d_initial_state, const float *d_o,
+                                  const float *d_final_state, const float *q, const float *k,
+                                  const float *v, const float *g, const float *beta,
+                                  const float *initial_state);
 /* la_state_step in a CUDA context (cfg resolved: HV, eps and scale set). */
 la_status la__cuda_state_step(la_ctx *ctx, const la_decoder_config *cfg, la_dtype dtype,
-                              float *state, float *norm, float *o, const float *q,
-                              const float *k, const float *v, const float *g,
-                              const float *g_gamma, const float *beta);
+                              float *state, float *norm, float *o, const float *q, const float *k,
+                              const float *v, const float *g, const float *g_gamma,
+                              const float *beta);
 
 /* ---- launchers (the .cu files of src/cuda; CUDA builds only) ---------------------- */
 la_status la__cu_scalar_forward(const la__cu_call *c);

@@ -11,13 +11,15 @@
 #ifdef LINATTN_HAS_CUDA
 #define LAUNCH(expr) return (expr)
 #else
-#define LAUNCH(expr)                                                                        \
+#define LAUNCH(expr)                                                                               \
     return la__error(LA_ERR_UNSUPPORTED, "%s: this build has no CUDA backend", c.op)
 #endif
 
 la_status la__cuda_unsupported(const char *op) {
-    return la__error(LA_ERR_UNSUPPORTED, "%s: not served by the CUDA backend yet (use a CPU "
-                     "context)", op);
+    return la__error(LA_ERR_UNSUPPORTED,
+                     "%s: not served by the CUDA backend yet (use a CPU "
+                     "context)",
+                     op);
 }
 
 #ifndef LINATTN_HAS_CUDA
@@ -25,7 +27,8 @@ la_status la__cuda_init(const char *op, int device, void *stream) {
     (void)device, (void)stream;
     return la__error(LA_ERR_UNSUPPORTED,
                      "%s: this build of linattn has no CUDA backend (configure with "
-                     "-DLINATTN_CUDA=ON where nvcc is installed)", op);
+                     "-DLINATTN_CUDA=ON where nvcc is installed)",
+                     op);
 }
 #endif
 
@@ -41,7 +44,8 @@ static la_status check_device_ptrs(const char *op, const named_ptr *ps, int n) {
         if (ps[i].p && !la__cu_is_device_ptr(ps[i].p))
             return la__error(LA_ERR_INVALID_ARGUMENT,
                              "%s: %s = %p is not device memory (a CUDA context takes device "
-                             "pointers)", op, ps[i].name, ps[i].p);
+                             "pointers)",
+                             op, ps[i].name, ps[i].p);
 #else
     (void)op, (void)ps, (void)n;
 #endif
@@ -103,11 +107,11 @@ static la_status linear_common(la__cu_call *c, la_ctx *ctx, const char *op,
                          (int)opts->feature_map);
     if (opts->form != LA_FORM_PARALLEL && opts->form != LA_FORM_RECURRENT &&
         opts->form != LA_FORM_CHUNK)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.form = %d is not a known la_form",
-                         op, (int)opts->form);
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.form = %d is not a known la_form", op,
+                         (int)opts->form);
     if (opts->chunk_size < 0)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: opts.chunk_size = %" PRId64
-                         " (must be >= 0)", op, opts->chunk_size);
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts.chunk_size = %" PRId64 " (must be >= 0)", op, opts->chunk_size);
     if (!opts->causal)
         return la__error(LA_ERR_UNSUPPORTED,
                          "%s: opts.causal = 0 is not served by the CUDA backend yet", op);
@@ -134,7 +138,7 @@ la_status la__cuda_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *o
     if ((st = need(op, "o", o)) || (st = need(op, "q", q)) || (st = need(op, "k", k)) ||
         (st = need(op, "v", v)))
         return st;
-    const named_ptr ps[] = {{"o", o}, {"final_state", final_state}, {"q", q}, {"k", k},
+    const named_ptr ps[] = {{"o", o}, {"final_state", final_state},    {"q", q}, {"k", k},
                             {"v", v}, {"initial_state", initial_state}};
     if ((st = check_device_ptrs(op, ps, 6))) return st;
     c.o = o, c.final_state = final_state, c.q = q, c.k = k, c.v = v, c.s0 = initial_state;
@@ -145,9 +149,9 @@ la_status la__cuda_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *
                                         const la_dims *dims, float *dq, float *dk, float *dv,
                                         float *d_initial_state, float *d_initial_norm,
                                         const float *d_o, const float *d_final_state,
-                                        const float *d_final_norm, const float *q,
-                                        const float *k, const float *v,
-                                        const float *initial_state, const float *initial_norm) {
+                                        const float *d_final_norm, const float *q, const float *k,
+                                        const float *v, const float *initial_state,
+                                        const float *initial_norm) {
     static const char *const op = "la_linear_attn_backward";
     la__cu_call c;
     la_status st = linear_common(&c, ctx, op, opts, dims, d_initial_norm,
@@ -157,10 +161,11 @@ la_status la__cuda_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *
         (st = need(op, "d_o", d_o)) || (st = need(op, "q", q)) || (st = need(op, "k", k)) ||
         (st = need(op, "v", v)))
         return st;
-    const named_ptr ps[] = {{"dq", dq}, {"dk", dk}, {"dv", dv},
-                            {"d_initial_state", d_initial_state}, {"d_o", d_o},
-                            {"d_final_state", d_final_state}, {"q", q}, {"k", k}, {"v", v},
-                            {"initial_state", initial_state}};
+    const named_ptr ps[] = {{"dq", dq},   {"dk", dk},
+                            {"dv", dv},   {"d_initial_state", d_initial_state},
+                            {"d_o", d_o}, {"d_final_state", d_final_state},
+                            {"q", q},     {"k", k},
+                            {"v", v},     {"initial_state", initial_state}};
     if ((st = check_device_ptrs(op, ps, 10))) return st;
     c.dq = dq, c.dk = dk, c.dv = dv, c.ds0 = d_initial_state, c.d_o = d_o;
     c.dsT = d_final_state, c.q = q, c.k = k, c.v = v, c.s0 = initial_state;
@@ -169,10 +174,9 @@ la_status la__cuda_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *
 
 /* ---- simple GLA -------------------------------------------------------- */
 
-la_status la__cuda_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts,
-                                      const la_dims *dims, float *o, float *final_state,
-                                      const float *q, const float *k, const float *v,
-                                      const float *g, const float *g_gamma,
+la_status la__cuda_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                      float *o, float *final_state, const float *q, const float *k,
+                                      const float *v, const float *g, const float *g_gamma,
                                       const float *initial_state) {
     static const char *const op = "la_simple_gla_forward";
     la__cu_call c;
@@ -181,8 +185,13 @@ la_status la__cuda_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts,
     if ((st = need(op, "o", o)) || (st = need(op, "q", q)) || (st = need(op, "k", k)) ||
         (st = need(op, "v", v)))
         return st;
-    const named_ptr ps[] = {{"o", o}, {"final_state", final_state}, {"q", q}, {"k", k},
-                            {"v", v}, {"g", g}, {"g_gamma", g_gamma},
+    const named_ptr ps[] = {{"o", o},
+                            {"final_state", final_state},
+                            {"q", q},
+                            {"k", k},
+                            {"v", v},
+                            {"g", g},
+                            {"g_gamma", g_gamma},
                             {"initial_state", initial_state}};
     if ((st = check_device_ptrs(op, ps, 8))) return st;
     c.o = o, c.final_state = final_state, c.q = q, c.k = k, c.v = v, c.g = g;
@@ -190,12 +199,11 @@ la_status la__cuda_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts,
     LAUNCH(la__cu_scalar_forward(&c));
 }
 
-la_status la__cuda_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts,
-                                       const la_dims *dims, float *dq, float *dk, float *dv,
-                                       float *dg, float *dg_gamma, float *d_initial_state,
-                                       const float *d_o, const float *d_final_state,
-                                       const float *q, const float *k, const float *v,
-                                       const float *g, const float *g_gamma,
+la_status la__cuda_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
+                                       float *dq, float *dk, float *dv, float *dg, float *dg_gamma,
+                                       float *d_initial_state, const float *d_o,
+                                       const float *d_final_state, const float *q, const float *k,
+                                       const float *v, const float *g, const float *g_gamma,
                                        const float *initial_state) {
     static const char *const op = "la_simple_gla_backward";
     la__cu_call c;
@@ -206,12 +214,20 @@ la_status la__cuda_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts,
         (st = need(op, "v", v)))
         return st;
     if (g && !dg) return la__error(LA_ERR_NULL_POINTER, "%s: dg is NULL but g is given", op);
-    if (dg && !g)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: dg given but g is NULL", op);
-    const named_ptr ps[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dg", dg},
-                            {"dg_gamma", dg_gamma}, {"d_initial_state", d_initial_state},
-                            {"d_o", d_o}, {"d_final_state", d_final_state}, {"q", q},
-                            {"k", k}, {"v", v}, {"g", g}, {"g_gamma", g_gamma},
+    if (dg && !g) return la__error(LA_ERR_INVALID_ARGUMENT, "%s: dg given but g is NULL", op);
+    const named_ptr ps[] = {{"dq", dq},
+                            {"dk", dk},
+                            {"dv", dv},
+                            {"dg", dg},
+                            {"dg_gamma", dg_gamma},
+                            {"d_initial_state", d_initial_state},
+                            {"d_o", d_o},
+                            {"d_final_state", d_final_state},
+                            {"q", q},
+                            {"k", k},
+                            {"v", v},
+                            {"g", g},
+                            {"g_gamma", g_gamma},
                             {"initial_state", initial_state}};
     if ((st = check_device_ptrs(op, ps, 14))) return st;
     c.dq = dq, c.dk = dk, c.dv = dv, c.dg = dg, c.dg_gamma = dg_gamma, c.ds0 = d_initial_state;
@@ -223,9 +239,9 @@ la_status la__cuda_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts,
 /* ---- delta rules -------------------------------------------------------- */
 
 la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *opts,
-                                 const la_dims *dims, float *o, float *final_state,
-                                 const float *q, const float *k, const float *v, const float *g,
-                                 const float *beta, const float *initial_state) {
+                                 const la_dims *dims, float *o, float *final_state, const float *q,
+                                 const float *k, const float *v, const float *g, const float *beta,
+                                 const float *initial_state) {
     const char *op = gated ? "la_gated_delta_rule_forward" : "la_delta_rule_forward";
     la__cu_call c;
     la_status st;
@@ -235,9 +251,9 @@ la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *op
         (st = need(op, "v", v)) || (st = need(op, "beta", beta)) ||
         (gated && (st = need(op, "g", g))))
         return st;
-    const named_ptr ps[] = {{"o", o}, {"final_state", final_state}, {"q", q}, {"k", k},
-                            {"v", v}, {"g", g}, {"beta", beta},
-                            {"initial_state", initial_state}};
+    const named_ptr ps[] = {
+        {"o", o},       {"final_state", final_state},    {"q", q}, {"k", k}, {"v", v}, {"g", g},
+        {"beta", beta}, {"initial_state", initial_state}};
     if ((st = check_device_ptrs(op, ps, 8))) return st;
     c.gated = gated, c.use_l2 = opts->use_qk_l2norm != 0;
     c.o = o, c.final_state = final_state, c.q = q, c.k = k, c.v = v, c.g = gated ? g : NULL;
@@ -246,26 +262,28 @@ la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *op
 }
 
 la_status la__cuda_delta_backward(la_ctx *ctx, int gated, const la_gated_opts *opts,
-                                  const la_dims *dims, float *dq, float *dk, float *dv,
-                                  float *dg, float *dbeta, float *d_initial_state,
-                                  const float *d_o, const float *d_final_state, const float *q,
-                                  const float *k, const float *v, const float *g,
-                                  const float *beta, const float *initial_state) {
+                                  const la_dims *dims, float *dq, float *dk, float *dv, float *dg,
+                                  float *dbeta, float *d_initial_state, const float *d_o,
+                                  const float *d_final_state, const float *q, const float *k,
+                                  const float *v, const float *g, const float *beta,
+                                  const float *initial_state) {
     const char *op = gated ? "la_gated_delta_rule_backward" : "la_delta_rule_backward";
     la__cu_call c;
     la_status st;
     if ((st = gated_opts(op, opts)) || (st = common(&c, ctx, op, dims, gated, opts->scale)))
         return st;
     if ((st = need(op, "dq", dq)) || (st = need(op, "dk", dk)) || (st = need(op, "dv", dv)) ||
-        (st = need(op, "dbeta", dbeta)) || (st = need(op, "d_o", d_o)) ||
-        (st = need(op, "q", q)) || (st = need(op, "k", k)) || (st = need(op, "v", v)) ||
-        (st = need(op, "beta", beta)) ||
+        (st = need(op, "dbeta", dbeta)) || (st = need(op, "d_o", d_o)) || (st = need(op, "q", q)) ||
+        (st = need(op, "k", k)) || (st = need(op, "v", v)) || (st = need(op, "beta", beta)) ||
         (gated && ((st = need(op, "g", g)) || (st = need(op, "dg", dg)))))
         return st;
-    const named_ptr ps[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dg", dg}, {"dbeta", dbeta},
-                            {"d_initial_state", d_initial_state}, {"d_o", d_o},
-                            {"d_final_state", d_final_state}, {"q", q}, {"k", k}, {"v", v},
-                            {"g", g}, {"beta", beta}, {"initial_state", initial_state}};
+    const named_ptr ps[] = {{"dq", dq},       {"dk", dk},
+                            {"dv", dv},       {"dg", dg},
+                            {"dbeta", dbeta}, {"d_initial_state", d_initial_state},
+                            {"d_o", d_o},     {"d_final_state", d_final_state},
+                            {"q", q},         {"k", k},
+                            {"v", v},         {"g", g},
+                            {"beta", beta},   {"initial_state", initial_state}};
     if ((st = check_device_ptrs(op, ps, 14))) return st;
     c.gated = gated, c.use_l2 = opts->use_qk_l2norm != 0;
     c.dq = dq, c.dk = dk, c.dv = dv, c.dg = gated ? dg : NULL, c.dbeta = dbeta;
@@ -277,9 +295,9 @@ la_status la__cuda_delta_backward(la_ctx *ctx, int gated, const la_gated_opts *o
 /* ---- decoding step on caller-owned device states ------------------------ */
 
 la_status la__cuda_state_step(la_ctx *ctx, const la_decoder_config *cfg, la_dtype dtype,
-                              float *state, float *norm, float *o, const float *q,
-                              const float *k, const float *v, const float *g,
-                              const float *g_gamma, const float *beta) {
+                              float *state, float *norm, float *o, const float *q, const float *k,
+                              const float *v, const float *g, const float *g_gamma,
+                              const float *beta) {
     static const char *const op = "la_state_step";
     la__cu_call c = {0};
     c.op = op;
@@ -293,10 +311,13 @@ la_status la__cuda_state_step(la_ctx *ctx, const la_decoder_config *cfg, la_dtyp
     c.use_l2 = cfg->use_qk_l2norm != 0;
     c.gated = cfg->op == LA_OP_GATED_DELTA_RULE;
     if (cfg->K > 256 || cfg->V > 1024)
-        return la__error(LA_ERR_UNSUPPORTED, "%s: K = %" PRId64 " (the CUDA step takes K <= 256,"
-                         " V <= 1024)", op, cfg->K);
-    const named_ptr ps[] = {{"state", state}, {"norm", norm}, {"o", o}, {"q", q}, {"k", k},
-                            {"v", v}, {"g", g}, {"g_gamma", g_gamma}, {"beta", beta}};
+        return la__error(LA_ERR_UNSUPPORTED,
+                         "%s: K = %" PRId64 " (the CUDA step takes K <= 256,"
+                         " V <= 1024)",
+                         op, cfg->K);
+    const named_ptr ps[] = {{"state", state}, {"norm", norm}, {"o", o}, {"q", q},
+                            {"k", k},         {"v", v},       {"g", g}, {"g_gamma", g_gamma},
+                            {"beta", beta}};
     la_status st = check_device_ptrs(op, ps, 9);
     if (st) return st;
     c.o = o, c.q = q, c.k = k, c.v = v, c.g = g, c.g_gamma = g_gamma, c.beta = beta;
