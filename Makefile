@@ -21,7 +21,8 @@ test: all
 	$(MAKE) test-fuzz
 
 test-sanitize:
-	cmake -S . -B $(BUILD)-san -DCMAKE_BUILD_TYPE=Debug -DLINATTN_SANITIZE=address,undefined
+	cmake -S . -B $(BUILD)-san -DCMAKE_BUILD_TYPE=Debug -DLINATTN_SANITIZE=address,undefined \
+	      -DLINATTN_CUDA=OFF
 	cmake --build $(BUILD)-san -j $(JOBS)
 	cd $(BUILD)-san && ctest --output-on-failure -j $(JOBS)
 

@@ -124,6 +124,25 @@ LA_API la_status la_ctx_create(la_ctx **out, int n_threads);
 LA_API void la_ctx_destroy(la_ctx *ctx); /* NULL is a no-op */
 LA_API int la_ctx_threads(const la_ctx *ctx);
 
+/* CUDA contexts. la_ctx_create_cuda makes a context bound to GPU `device`
+ * and to `stream` (a cudaStream_t; NULL = the legacy default stream). In a
+ * CUDA context every tensor pointer passed to an op (q, k, v, o, gates,
+ * beta, states, gradients) is a DEVICE pointer, while la_dims and its
+ * cu_seqlens stay in host memory (the offsets are validated on the host and
+ * copied to the device by the call). Calls only enqueue work on the stream
+ * and return; they never synchronise the device (read results after a
+ * cudaStreamSynchronize or an event). A CUDA error becomes LA_ERR_INTERNAL
+ * (or LA_ERR_OUT_OF_MEMORY) with the CUDA error string in la_last_error().
+ * Shapes, options and pointers are checked as on the CPU; values in device
+ * memory are NOT read, so the finite-input, gate-range and beta-range
+ * checks of the CPU path do not run (the caller owns them). Ops and dtypes
+ * served are listed in README ("CUDA backend"); the others return
+ * LA_ERR_UNSUPPORTED. In a build without CUDA (LINATTN_CUDA=OFF, or no
+ * nvcc) la_ctx_create_cuda returns LA_ERR_UNSUPPORTED. */
+LA_API la_status la_ctx_create_cuda(la_ctx **out, int device, void *stream);
+/* 1 for a context made by la_ctx_create_cuda, 0 otherwise (NULL too). */
+LA_API int la_ctx_is_cuda(const la_ctx *ctx);
+
 /* ------------------------------------------------------------------ */
 /* Deterministic random numbers (explicit seed, same stream everywhere) */
 /* ------------------------------------------------------------------ */
@@ -145,11 +164,23 @@ LA_API double la_rng_normal(la_rng *rng);
 /* Shapes shared by every op                                           */
 /* ------------------------------------------------------------------ */
 
+/* Element type of q, k, v, o and their gradients (dq, dk, dv, d_o).
+ * States, normalisers, gates (g, g_gamma), beta and their gradients are
+ * always float32. The CPU backend serves LA_DTYPE_F32 only (others:
+ * LA_ERR_UNSUPPORTED); a CUDA context serves all three (pointers keep the
+ * float * type of the prototypes: pass the 16-bit buffers cast). */
+typedef enum la_dtype {
+    LA_DTYPE_F32 = 0,
+    LA_DTYPE_BF16 = 1, /* bfloat16 */
+    LA_DTYPE_F16 = 2   /* IEEE half */
+} la_dtype;
+
 typedef struct la_dims {
     int64_t B, T, H, K, V;
     int64_t HV;                /* value heads; 0 means HV = H */
     const int64_t *cu_seqlens; /* NULL, or [n_seqs + 1]; requires B == 1 */
     int64_t n_seqs;            /* entries of cu_seqlens minus one */
+    la_dtype dtype;            /* of q/k/v/o; zero-initialised = float32 */
 } la_dims;
 
 /* The chunk length of LA_FORM_CHUNK that chunk_size = 0 selects, in every
@@ -654,6 +685,19 @@ LA_API la_status la_decoder_get_key_max(const la_decoder *dec, float *key_max);
 LA_API la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q,
                                  const float *k, const float *v, const float *g,
                                  const float *g_gamma, const float *beta);
+
+/* One decoding step on caller-owned states (no decoder object): the same
+ * arithmetic as la_decoder_step, for every sequence n < cfg->N and head.
+ * state [N,HS,K,V] and norm [N,H,K] (normalised linear attention only, else
+ * NULL) are read and updated in place (float32); o, q, k, v as in
+ * la_decoder_step in element type `dtype`; g, g_gamma, beta float32.
+ * In a CUDA context every pointer is a device pointer and the call enqueues
+ * one kernel: no allocation, no synchronisation, so it can be captured in a
+ * CUDA graph. */
+LA_API la_status la_state_step(la_ctx *ctx, const la_decoder_config *cfg, la_dtype dtype,
+                               float *state, float *norm, float *o, const float *q,
+                               const float *k, const float *v, const float *g,
+                               const float *g_gamma, const float *beta);
 
 /* ------------------------------------------------------------------ */
 /* CPU instruction sets                                                */

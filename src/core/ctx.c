@@ -28,6 +28,10 @@ struct la_ctx {
     /* scratch */
     void **scratch;
     size_t scratch_bytes;
+    /* CUDA contexts (la_ctx_create_cuda): ops run on this device and stream */
+    int cuda;
+    int device;
+    void *stream;
 };
 
 typedef struct {
@@ -126,6 +130,24 @@ void la_ctx_destroy(la_ctx *ctx) {
 }
 
 int la_ctx_threads(const la_ctx *ctx) { return ctx ? ctx->n_threads : 0; }
+
+la_status la_ctx_create_cuda(la_ctx **out, int device, void *stream) {
+    static const char *const op = "la_ctx_create_cuda";
+    la_status st = la__check_ptr(op, "out", out);
+    if (st) return st;
+    if ((st = la__cuda_init(op, device, stream))) return st;
+    la_ctx *ctx = NULL;
+    if ((st = la_ctx_create(&ctx, 1))) return st;
+    ctx->cuda = 1;
+    ctx->device = device;
+    ctx->stream = stream;
+    *out = ctx;
+    return LA_OK;
+}
+
+int la_ctx_is_cuda(const la_ctx *ctx) { return ctx ? ctx->cuda : 0; }
+int la__ctx_device(const la_ctx *ctx) { return ctx->device; }
+void *la__ctx_stream(const la_ctx *ctx) { return ctx->stream; }
 
 /* Tasks on the first n_active threads (the others wake and go back to sleep). */
 static void parallel_for_on(la_ctx *ctx, int n_active, int64_t n_tasks, la__task_fn fn,

@@ -61,6 +61,24 @@ LA_HIDDEN la_status la__check_beta(const char *op, const char *name, const float
 /* scale == 0 -> K^-1/2; a NaN/Inf/negative scale is an error. */
 LA_HIDDEN la_status la__resolve_scale(const char *op, float scale, int64_t K, float *out);
 
+/* dtype == LA_DTYPE_F32 (the CPU backend's only type), else
+ * LA_ERR_UNSUPPORTED (LA_ERR_INVALID_ARGUMENT for an unknown value). */
+LA_HIDDEN la_status la__check_dtype_cpu(const char *op, const la_dims *d);
+/* A known la_dtype value. */
+LA_HIDDEN la_status la__check_dtype_known(const char *op, const la_dims *d);
+/* la__check_dims without the dtype test (the CUDA backend's shape check). */
+LA_HIDDEN la_status la__check_shape(const char *op, const la_dims *d, int allow_hv);
+
+/* ---- CUDA contexts (src/cuda/) -------------------------------------- */
+
+/* Checks that `device` exists and can be used (LA_ERR_UNSUPPORTED in a
+ * build without CUDA). */
+LA_HIDDEN la_status la__cuda_init(const char *op, int device, void *stream);
+LA_HIDDEN int la__ctx_device(const la_ctx *ctx);
+/* The answer of an op the CUDA backend does not serve (LA_ERR_UNSUPPORTED). */
+LA_HIDDEN la_status la__cuda_unsupported(const char *op);
+LA_HIDDEN void *la__ctx_stream(const la_ctx *ctx);
+
 /* ---- threads and scratch ------------------------------------------ */
 
 /* fn(arg, task, tid) for task in [0, n_tasks), tid in [0, threads). Every task

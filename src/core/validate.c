@@ -54,7 +54,31 @@ la_status la__numel(const char *op, const char *name, size_t *n, int64_t a, int6
     return LA_OK;
 }
 
+la_status la__check_dtype_known(const char *op, const la_dims *d) {
+    if ((unsigned)d->dtype > LA_DTYPE_F16)
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: dims.dtype = %d is not a known la_dtype",
+                         op, (int)d->dtype);
+    return LA_OK;
+}
+
+la_status la__check_dtype_cpu(const char *op, const la_dims *d) {
+    la_status st = la__check_dtype_known(op, d);
+    if (st) return st;
+    if (d->dtype != LA_DTYPE_F32)
+        return la__error(LA_ERR_UNSUPPORTED,
+                         "%s: dims.dtype = %s on a CPU context (the CPU backend computes in "
+                         "float32 only; bf16/fp16 need a CUDA context)", op,
+                         d->dtype == LA_DTYPE_BF16 ? "LA_DTYPE_BF16" : "LA_DTYPE_F16");
+    return LA_OK;
+}
+
 la_status la__check_dims(const char *op, const la_dims *d, int allow_hv) {
+    la_status st = la__check_shape(op, d, allow_hv);
+    if (st) return st;
+    return la__check_dtype_cpu(op, d);
+}
+
+la_status la__check_shape(const char *op, const la_dims *d, int allow_hv) {
     la_status st = la__check_ptr(op, "dims", d);
     if (st) return st;
     const struct { const char *name; int64_t v; } sz[] = {

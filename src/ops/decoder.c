@@ -5,6 +5,7 @@
  * step reads (gates, beta, a normaliser, value heads) comes from its
  * entry's needs. */
 #include "registry.h"
+#include "../cuda/cuda_backend.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -28,19 +29,30 @@ static const char *const DEC = "la_decoder_create";
 
 static int64_t state_heads(const la_decoder_config *c) { return c->HV ? c->HV : c->H; }
 
+/* Checks cfg and resolves it into *c (HV, scale and the family's own
+ * fields) with its decoding entry *e; fn names the public function. */
+static la_status resolve_config(const char *fn, const la_decoder_config *cfg,
+                                la_decoder_config *c, const la__decode_entry **e) {
+    la_status st;
+    *c = *cfg;
+    *e = la__decode_get((int)c->op);
+    if (!*e)
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: cfg.op = %d is not a known la_op", fn,
+                         (int)c->op);
+    la_dims d = {.B = c->N, .T = 1, .H = c->H, .K = c->K, .V = c->V, .HV = c->HV};
+    if ((st = la__check_dims(fn, &d, ((*e)->needs & LA__NEED_HV) != 0))) return st;
+    if ((*e)->configure && (st = (*e)->configure(fn, c))) return st;
+    if ((st = la__resolve_scale(fn, c->scale, c->K, &c->scale))) return st;
+    c->HV = state_heads(c);
+    return LA_OK;
+}
+
 la_status la_decoder_create(la_decoder **out, const la_decoder_config *cfg) {
     la_status st;
     if ((st = la__check_ptr(DEC, "out", out)) || (st = la__check_ptr(DEC, "cfg", cfg))) return st;
-    la_decoder_config c = *cfg;
-    const la__decode_entry *e = la__decode_get((int)c.op);
-    if (!e)
-        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: cfg.op = %d is not a known la_op", DEC,
-                         (int)c.op);
-    la_dims d = {.B = c.N, .T = 1, .H = c.H, .K = c.K, .V = c.V, .HV = c.HV};
-    if ((st = la__check_dims(DEC, &d, (e->needs & LA__NEED_HV) != 0))) return st;
-    if (e->configure && (st = e->configure(DEC, &c))) return st;
-    if ((st = la__resolve_scale(DEC, c.scale, c.K, &c.scale))) return st;
-    c.HV = state_heads(&c);
+    la_decoder_config c;
+    const la__decode_entry *e;
+    if ((st = resolve_config(DEC, cfg, &c, &e))) return st;
 
     la_decoder *dec = calloc(1, sizeof *dec);
     if (!dec) return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory", DEC);
@@ -253,6 +265,7 @@ static void step_task(void *p, int64_t task, int tid) {
 
 la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q, const float *k,
                           const float *v, const float *g, const float *g_gamma, const float *beta) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_decoder_step (use la_state_step)");
     static const char *const op = "la_decoder_step";
     la_status st;
     if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "dec", dec)) ||
@@ -297,4 +310,37 @@ la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q
     la__parallel_for_sized(ctx, (int64_t)nhs, 2 * c->K * c->V * (int64_t)sizeof(float),
                            step_task, &j);
     return LA_OK;
+}
+
+/* la_state_step on the CPU: the step above over a decoder that views the
+ * caller's state instead of owning one. Families whose decoder keeps data
+ * of its own (hooks: the causal Performer's W and key maximum) need a
+ * la_decoder. */
+la_status la__decoder_view_step(const char *fn, la_ctx *ctx, const la_decoder_config *cfg,
+                                float *state, float *norm, float *o, const float *q,
+                                const float *k, const float *v, const float *g,
+                                const float *g_gamma, const float *beta) {
+    la_status st;
+    la_decoder view;
+    memset(&view, 0, sizeof view);
+    if ((st = resolve_config(fn, cfg, &view.cfg, &view.entry))) return st;
+    const la_decoder_config *c = &view.cfg;
+    if (la__decode_ext_get((int)c->op))
+        return la__error(LA_ERR_UNSUPPORTED,
+                         "%s: op %d (%s) keeps family data in its decoder: use la_decoder_step",
+                         fn, (int)c->op, view.entry->family);
+    const int normalized = (view.entry->needs & LA__NEED_NORMALIZER) && c->normalize;
+    if (normalized && (st = la__check_ptr(fn, "norm", norm))) return st;
+    if (!normalized && norm)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: norm given but only normalised linear attention has one", fn);
+    view.rows = c->K;
+    view.state = state;
+    view.state_n = (size_t)c->N * (size_t)c->HV * (size_t)c->K * (size_t)c->V;
+    view.norm = normalized ? norm : NULL;
+    view.norm_n = normalized ? (size_t)c->N * (size_t)c->H * (size_t)c->K : 0;
+    if ((st = la__check_finite(fn, "state", state, view.state_n)) ||
+        (normalized && (st = la__check_finite(fn, "norm", norm, view.norm_n))))
+        return st;
+    return la_decoder_step(ctx, &view, o, q, k, v, g, g_gamma, beta);
 }

@@ -167,6 +167,14 @@ typedef struct la__decode_ext {
  * exactly this many entries. A family that decodes moves it on. */
 #define LA__DECODE_COUNT ((int)LA_OP_PERFORMER + 1)
 
+/* la_state_step's CPU path (decoder.c): la_decoder_step over caller-owned
+ * state [N,HS,K,V] (and norm [N,H,K]); fn names the public function. */
+LA_HIDDEN la_status la__decoder_view_step(const char *fn, la_ctx *ctx,
+                                          const la_decoder_config *cfg, float *state,
+                                          float *norm, float *o, const float *q, const float *k,
+                                          const float *v, const float *g, const float *g_gamma,
+                                          const float *beta);
+
 /* The decoding entry of op (NULL for an unknown op). */
 LA_HIDDEN const la__decode_entry *la__decode_get(int op);
 /* Its optional hooks (NULL for a plain family or an unknown op). */

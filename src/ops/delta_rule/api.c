@@ -17,6 +17,7 @@
  *   backward goes through it. */
 #include "../options.h"
 #include "delta_rule.h"
+#include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>
 
@@ -123,6 +124,7 @@ static la_status backward(const char *op, la_ctx *ctx, const delta_call *c, floa
 la_status la_delta_rule_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
                                 float *o, float *final_state, const float *q, const float *k,
                                 const float *v, const float *beta, const float *initial_state) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_delta_forward(ctx, 0, opts, dims, o, final_state, q, k, v, NULL, beta, initial_state);
     delta_call c = {opts, dims, 0, q, k, v, NULL, beta, initial_state, NULL, NULL, 0};
     return forward("la_delta_rule_forward", ctx, &c, o, final_state);
 }
@@ -133,6 +135,7 @@ la_status la_delta_rule_backward(la_ctx *ctx, const la_gated_opts *opts, const l
                                  const float *d_final_state, const float *q, const float *k,
                                  const float *v, const float *beta,
                                  const float *initial_state) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_delta_backward(ctx, 0, opts, dims, dq, dk, dv, NULL, dbeta, d_initial_state, d_o, d_final_state, q, k, v, NULL, beta, initial_state);
     delta_call c = {opts, dims, 0, q, k, v, NULL, beta, initial_state, d_o, d_final_state, 1};
     return backward("la_delta_rule_backward", ctx, &c, dq, dk, dv, NULL, dbeta,
                     d_initial_state);
@@ -143,6 +146,7 @@ la_status la_gated_delta_rule_forward(la_ctx *ctx, const la_gated_opts *opts,
                                       const float *q, const float *k, const float *v,
                                       const float *g, const float *beta,
                                       const float *initial_state) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_delta_forward(ctx, 1, opts, dims, o, final_state, q, k, v, g, beta, initial_state);
     delta_call c = {opts, dims, 1, q, k, v, g, beta, initial_state, NULL, NULL, 0};
     return forward("la_gated_delta_rule_forward", ctx, &c, o, final_state);
 }
@@ -154,6 +158,7 @@ la_status la_gated_delta_rule_backward(la_ctx *ctx, const la_gated_opts *opts,
                                        const float *q, const float *k, const float *v,
                                        const float *g, const float *beta,
                                        const float *initial_state) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_delta_backward(ctx, 1, opts, dims, dq, dk, dv, dg, dbeta, d_initial_state, d_o, d_final_state, q, k, v, g, beta, initial_state);
     delta_call c = {opts, dims, 1, q, k, v, g, beta, initial_state, d_o, d_final_state, 1};
     return backward("la_gated_delta_rule_backward", ctx, &c, dq, dk, dv, dg, dbeta,
                     d_initial_state);

@@ -11,6 +11,7 @@
  * allocated here, dv is produced into a buffer and copied at the end, and
  * the scratch is reserved before anything starts. */
 #include "performer.h"
+#include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -233,6 +234,7 @@ static la_status forward_impl(const char *op, la_ctx *ctx, const la_rf_opts *rf,
                               const la_linear_attn_opts *attn, const la_dims *dims, float *o,
                               const float *q, const float *k, const float *v, const float *W,
                               int64_t m, const performer_state *s) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported(op);
     performer_setup p;
     la_status st = setup(op, ctx, rf, attn, dims, q, k, v, W, m, &p);
     if (st) return st;
@@ -266,6 +268,7 @@ static la_status backward_impl(const char *op, la_ctx *ctx, const la_rf_opts *rf
                                float *dk, float *dv, const float *d_o, const float *q,
                                const float *k, const float *v, const float *W, int64_t m,
                                const performer_state *s) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported(op);
     performer_setup p;
     la_status st = setup(op, ctx, rf, attn, dims, q, k, v, W, m, &p);
     if (st) return st;

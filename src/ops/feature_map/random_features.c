@@ -16,6 +16,7 @@
  * pass. Products w_i . x' are accumulated in double (float * float is exact
  * in double), so the features are accurate to a few float roundings. */
 #include "rf_internal.h"
+#include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -395,6 +396,7 @@ la_status la__rf_backward_reserve(la_ctx *ctx, const char *op, int64_t d, int64_
 
 la_status la_rf_forward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims, float *phi,
                         float *stab, const float *x, const float *W, int64_t m) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_rf_forward");
     static const char *op = "la_rf_forward";
     rf_job j;
     size_t n_x, n_phi;
@@ -410,6 +412,7 @@ la_status la_rf_forward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims
 
 la_status la_rf_backward(la_ctx *ctx, const la_rf_opts *opts, const la_dims *dims, float *dx,
                          const float *d_phi, const float *x, const float *W, int64_t m) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_rf_backward");
     static const char *op = "la_rf_backward";
     rf_job j;
     size_t n_x, n_phi;

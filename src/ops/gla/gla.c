@@ -10,6 +10,7 @@
  * backward checkpoints the state every max(GLA_CKPT, sqrt(L)) tokens. */
 #include "../options.h"
 #include "gla_internal.h"
+#include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -172,6 +173,7 @@ la_status la_simple_gla_forward(la_ctx *ctx, const la_gated_opts *opts, const la
                                 float *o, float *final_state, const float *q, const float *k,
                                 const float *v, const float *g, const float *g_gamma,
                                 const float *initial_state) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_simple_gla_forward(ctx, opts, dims, o, final_state, q, k, v, g, g_gamma, initial_state);
     return gla_forward("la_simple_gla_forward", ctx, opts, dims, 0, o, final_state, q, k, v, g,
                        g_gamma, initial_state);
 }
@@ -182,6 +184,7 @@ la_status la_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const l
                                  const float *d_final_state, const float *q, const float *k,
                                  const float *v, const float *g, const float *g_gamma,
                                  const float *initial_state) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_simple_gla_backward(ctx, opts, dims, dq, dk, dv, dg, dg_gamma, d_initial_state, d_o, d_final_state, q, k, v, g, g_gamma, initial_state);
     return gla_backward("la_simple_gla_backward", ctx, opts, dims, 0, dq, dk, dv, dg, dg_gamma,
                         d_initial_state, d_o, d_final_state, q, k, v, g, g_gamma,
                         initial_state);
@@ -190,6 +193,7 @@ la_status la_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const l
 la_status la_gla_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims, float *o,
                          float *final_state, const float *q, const float *k, const float *v,
                          const float *g, const float *initial_state) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_gla_forward");
     return gla_forward("la_gla_forward", ctx, opts, dims, 1, o, final_state, q, k, v, g, NULL,
                        initial_state);
 }
@@ -199,6 +203,7 @@ la_status la_gla_backward(la_ctx *ctx, const la_gated_opts *opts, const la_dims 
                           const float *d_o, const float *d_final_state, const float *q,
                           const float *k, const float *v, const float *g,
                           const float *initial_state) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_gla_backward");
     return gla_backward("la_gla_backward", ctx, opts, dims, 1, dq, dk, dv, dg, NULL,
                         d_initial_state, d_o, d_final_state, q, k, v, g, NULL, initial_state);
 }

@@ -3,6 +3,7 @@
  * recurrent.c, chunk.c). Everything is checked and the scratch reserved
  * before any output is written. */
 #include "linear_attn.h"
+#include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>
 #include <stdint.h>
@@ -391,6 +392,7 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
                                  float *final_norm, const float *q, const float *k,
                                  const float *v, const float *initial_state,
                                  const float *initial_norm) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_linear_attn_forward(ctx, opts, dims, o, final_state, final_norm, q, k, v, initial_state, initial_norm);
     static const char *const op = "la_linear_attn_forward";
     la__lin_job j;
     la_status st;
@@ -433,6 +435,7 @@ la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
                                   const float *d_final_norm, const float *q, const float *k,
                                   const float *v, const float *initial_state,
                                   const float *initial_norm) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_linear_attn_backward(ctx, opts, dims, dq, dk, dv, d_initial_state, d_initial_norm, d_o, d_final_state, d_final_norm, q, k, v, initial_state, initial_norm);
     static const char *const op = "la_linear_attn_backward";
     la__lin_job j;
     la_status st;

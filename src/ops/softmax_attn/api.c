@@ -5,6 +5,7 @@
  * writing only its own rows, so the result never depends on the thread
  * count). */
 #include "softmax_attn.h"
+#include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>
 
@@ -178,6 +179,7 @@ static void backward_task(void *arg, int64_t task, int tid) {
 la_status la_softmax_attn_forward(la_ctx *ctx, const la_softmax_opts *opts, const la_dims *dims,
                                   float *o, float *lse, const float *q, const float *k,
                                   const float *v) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_softmax_attn_forward");
     const char *op = "la_softmax_attn_forward";
     sa_call c = {0};
     la_status st;
@@ -211,6 +213,7 @@ la_status la_softmax_attn_backward(la_ctx *ctx, const la_softmax_opts *opts,
                                    const la_dims *dims, float *dq, float *dk, float *dv,
                                    const float *d_o, const float *q, const float *k,
                                    const float *v) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_softmax_attn_backward");
     const char *op = "la_softmax_attn_backward";
     sa_call c = {0};
     la_status st;

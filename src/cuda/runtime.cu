@@ -1,0 +1,111 @@
+/* CUDA context set-up, error conversion, device-pointer checks, per-call
+ * scratch and the chunk table. */
+#include "common.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" la_status la__cuda_init(const char *op, int device, void *stream) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        return la__error(LA_ERR_UNSUPPORTED, "%s: no CUDA device (%s)", op,
+                         e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
+    if (device < 0 || device >= n)
+        return la__error(LA_ERR_INVALID_ARGUMENT, "%s: device = %d (this machine has %d)", op,
+                         device, n);
+    if ((e = cudaSetDevice(device)) != cudaSuccess) return la__cu_error(e, op, "cudaSetDevice");
+    int pools = 0;
+    cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
+    if (!pools)
+        return la__error(LA_ERR_UNSUPPORTED,
+                         "%s: device %d has no stream-ordered allocator (cudaMallocAsync)", op,
+                         device);
+    (void)stream;
+    return LA_OK;
+}
+
+la_status la__cu_error(cudaError_t e, const char *op, const char *what) {
+    const la_status st =
+        e == cudaErrorMemoryAllocation ? LA_ERR_OUT_OF_MEMORY : LA_ERR_INTERNAL;
+    return la__error(st, "%s: CUDA error %d (%s: %s) in %s", op, (int)e, cudaGetErrorName(e),
+                     cudaGetErrorString(e), what);
+}
+
+extern "C" int la__cu_is_device_ptr(const void *p) {
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError(); /* clear the sticky-free error */
+        return 0;
+    }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+la_status la__cu_alloc(la_cu_arena *a, void **p, size_t bytes) {
+    *p = NULL;
+    if (bytes == 0) return LA_OK;
+    if (a->n >= 16) return la__error(LA_ERR_INTERNAL, "%s: too many scratch blocks", a->op);
+    cudaError_t e = cudaMallocAsync(p, bytes, a->stream);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: cudaMallocAsync of %zu bytes failed (%s)",
+                         a->op, bytes, cudaGetErrorString(e));
+    }
+    a->blocks[a->n++] = *p;
+    return LA_OK;
+}
+
+void la__cu_free_all(la_cu_arena *a) {
+    for (int i = a->n - 1; i >= 0; i--) cudaFreeAsync(a->blocks[i], a->stream);
+    a->n = 0;
+}
+
+la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t) {
+    const int64_t N = c->N;
+    int64_t nch = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const int64_t len = c->cu_seqlens ? c->cu_seqlens[n + 1] - c->cu_seqlens[n] : c->T;
+        nch += (len + LA_CU_C - 1) / LA_CU_C;
+    }
+    if (N > INT32_MAX || nch > INT32_MAX)
+        return la__error(LA_ERR_INVALID_SIZE, "%s: too many sequences or chunks", c->op);
+    const size_t sbytes = (size_t)N * sizeof(la_cu_seq);
+    const size_t cbytes = (size_t)(nch ? nch : 1) * sizeof(la_cu_chunk);
+    char *host = (char *)malloc(sbytes + cbytes);
+    if (!host) return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory (chunk table)", c->op);
+    la_cu_seq *hs = (la_cu_seq *)host;
+    la_cu_chunk *hc = (la_cu_chunk *)(host + sbytes);
+    int64_t ci = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const int64_t start = c->cu_seqlens ? c->cu_seqlens[n] : n * c->T;
+        const int64_t len = c->cu_seqlens ? c->cu_seqlens[n + 1] - c->cu_seqlens[n] : c->T;
+        const int64_t k = (len + LA_CU_C - 1) / LA_CU_C;
+        hs[n].start = start;
+        hs[n].len = len;
+        hs[n].chunk0 = (int32_t)ci;
+        hs[n].nch = (int32_t)k;
+        for (int64_t i = 0; i < k; i++, ci++) {
+            hc[ci].tok0 = start + i * LA_CU_C;
+            hc[ci].len = (int32_t)(len - i * LA_CU_C < LA_CU_C ? len - i * LA_CU_C : LA_CU_C);
+            hc[ci].seq = (int32_t)n;
+            hc[ci].idx = (int32_t)i;
+            hc[ci].pad = 0;
+        }
+    }
+    void *dev = NULL;
+    la_status st = la__cu_alloc(a, &dev, sbytes + cbytes);
+    if (st) {
+        free(host);
+        return st;
+    }
+    /* From pageable memory: the call returns once the bytes are staged, so
+     * the host buffer can go at once; no device synchronisation. */
+    cudaError_t e = cudaMemcpyAsync(dev, host, sbytes + cbytes, cudaMemcpyHostToDevice,
+                                    a->stream);
+    free(host);
+    if (e != cudaSuccess) return la__cu_error(e, c->op, "cudaMemcpyAsync (chunk table)");
+    t->seqs = (la_cu_seq *)dev;
+    t->chunks = (la_cu_chunk *)((char *)dev + sbytes);
+    t->nchunks = nch;
+    return LA_OK;
+}

@@ -1,0 +1,324 @@
+/* The decoding step on the GPU (la_state_step): one token for every
+ * (sequence, state head), state fp32 in device memory updated in place.
+ * One CTA of 256 threads per (sequence, state head, 32 value columns): a
+ * warp reads 32 consecutive floats of a state row (128-byte transactions),
+ * the 8 warps split the K rows, each thread keeps its up to 32 entries in
+ * registers between the recall and the update (one read and one write of S).
+ * Sums over rows: per thread in row order, then the 8 warps in order (no
+ * atomics). No allocation and no synchronisation: capturable in a graph. */
+#include "common.cuh"
+
+#define STEP_KS 8
+#define STEP_RMAX 32 /* K <= 256 */
+#define STEP_THREADS (32 * STEP_KS)
+
+__device__ __forceinline__ float red_sum(const float (*red)[32], int jj) {
+    float x = red[0][jj];
+#pragma unroll
+    for (int w = 1; w < STEP_KS; w++) x += red[w][jj];
+    return x;
+}
+
+struct step_args {
+    float *S, *z;
+    void *o;
+    const void *q, *k, *v;
+    const float *g, *g_gamma, *beta;
+    int64_t H, HS, K, V;
+    float scale, eps;
+    int op, fm, normalize, use_l2;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(STEP_THREADS) la_cu_step_kernel(step_args p) {
+    __shared__ float qs[256], ks[256], gk[256];
+    __shared__ float red[STEP_KS][32];
+    __shared__ float den_s, rq_s, rk_s;
+    const int t = threadIdx.x, jj = t & 31, w = t >> 5;
+    const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H;
+    const int64_t task = blockIdx.x, n = task / HS, hs = task % HS, hq = hs / (HS / H);
+    const T *q = (const T *)p.q + (n * H + hq) * K;
+    const T *k = (const T *)p.k + (n * H + hq) * K;
+    for (int i = t; i < K; i += STEP_THREADS) {
+        qs[i] = ldf(q + i);
+        ks[i] = ldf(k + i);
+    }
+    __syncthreads();
+    const bool lin = p.op == LA_OP_LINEAR_ATTN;
+    const bool delta = p.op == LA_OP_DELTA_RULE || p.op == LA_OP_GATED_DELTA_RULE;
+    if (delta && p.use_l2) {
+        if (w == 0) {
+            float a = 0.f, b = 0.f;
+            for (int i = jj; i < K; i += 32) {
+                a = fmaf(qs[i], qs[i], a);
+                b = fmaf(ks[i], ks[i], b);
+            }
+            for (int off = 16; off > 0; off >>= 1) {
+                a += __shfl_xor_sync(0xffffffffu, a, off);
+                b += __shfl_xor_sync(0xffffffffu, b, off);
+            }
+            if (jj == 0) {
+                rq_s = 1.f / sqrtf(a + 1e-6f);
+                rk_s = 1.f / sqrtf(b + 1e-6f);
+            }
+        }
+        __syncthreads();
+        for (int i = t; i < K; i += STEP_THREADS) {
+            qs[i] *= rq_s;
+            ks[i] *= rk_s;
+        }
+    }
+    if (lin)
+        for (int i = t; i < K; i += STEP_THREADS) {
+            qs[i] = la_phi(p.fm, qs[i]) * (p.normalize ? 1.f : p.scale);
+            ks[i] = la_phi(p.fm, ks[i]);
+        }
+    else
+        for (int i = t; i < K; i += STEP_THREADS) qs[i] *= p.scale;
+    /* decay: per row for GLA, else one scalar */
+    float a = 1.f;
+    if (p.op == LA_OP_SIMPLE_GLA)
+        a = expf((p.g ? p.g[task] : 0.f) + (p.g_gamma ? p.g_gamma[hs] : 0.f));
+    else if (p.op == LA_OP_GATED_DELTA_RULE)
+        a = expf(p.g[task]);
+    if (p.op == LA_OP_GLA)
+        for (int i = t; i < K; i += STEP_THREADS) gk[i] = expf(p.g[(n * H + hs) * K + i]);
+    const float beta = delta ? p.beta[task] : 0.f;
+    float *zrow = (lin && p.normalize) ? p.z + (n * H + hs) * K : NULL;
+    __syncthreads();
+    if (zrow) {
+        /* den = qf.(z + kf) + eps, z written back once every block has read it */
+        if (w == 0) {
+            float d = 0.f;
+            for (int i = jj; i < K; i += 32) d = fmaf(qs[i], zrow[i] + ks[i], d);
+            for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+            if (jj == 0) den_s = d + p.eps;
+        }
+        __syncthreads();
+    }
+    const int64_t base = task * K * V;
+    const T *vv = (const T *)p.v + task * V;
+    T *o = (T *)p.o + task * V;
+    for (int64_t vb = blockIdx.y; vb * 32 < V; vb += gridDim.y) {
+        const int64_t j = vb * 32 + jj;
+        const bool ok = j < V;
+        float *S = p.S + base + j;
+        float st[STEP_RMAX];
+#pragma unroll
+        for (int r = 0; r < STEP_RMAX; r++) {
+            const int64_t i = w + STEP_KS * r;
+            st[r] = (ok && i < K) ? S[i * V] : 0.f;
+        }
+        const float vj = ok ? ldf(vv + j) : 0.f;
+        float u = vj;
+        if (delta) {
+            float part = 0.f;
+#pragma unroll
+            for (int r = 0; r < STEP_RMAX; r++) {
+                const int64_t i = w + STEP_KS * r;
+                if (i < K) part = fmaf(ks[i], st[r], part);
+            }
+            red[w][jj] = part;
+            __syncthreads();
+            const float rj = red_sum(red, jj);
+            u = beta * (vj - a * rj);
+            __syncthreads();
+        }
+        float part = 0.f;
+#pragma unroll
+        for (int r = 0; r < STEP_RMAX; r++) {
+            const int64_t i = w + STEP_KS * r;
+            if (i < K) {
+                const float ai = p.op == LA_OP_GLA ? gk[i] : a;
+                const float s = fmaf(ks[i], u, ai * st[r]);
+                if (ok) S[i * V] = s;
+                part = fmaf(qs[i], s, part);
+            }
+        }
+        red[w][jj] = part;
+        __syncthreads();
+        if (w == 0 && ok) {
+            float oj = red_sum(red, jj);
+            if (zrow) oj = oj / den_s;
+            stf(o + j, oj);
+        }
+        __syncthreads();
+    }
+    if (zrow && blockIdx.y == 0)
+        for (int i = t; i < K; i += STEP_THREADS) zrow[i] += ks[i];
+}
+
+
+/* The bandwidth path (V % 4 == 0): a thread owns 4 adjacent columns (16-byte
+ * loads and stores) of every 8th row; a CTA covers 128 columns and all K
+ * rows, so each thread has RMAX (K/8) float4 loads in flight before the
+ * first use, and two CTAs fit on a multiprocessor (K <= 128). Same
+ * arithmetic per element as above; row sums: per thread in row order, then
+ * the 8 row groups in order. */
+template <typename T, int RMAX>
+__global__ void __launch_bounds__(256, RMAX == 16 ? 2 : 1) la_cu_step_vec(step_args p) {
+    __shared__ float qs[256], ks[256], gk[256];
+    __shared__ float4 red[8][32];
+    __shared__ float den_s, rq_s, rk_s;
+    const int t = threadIdx.x, cq = t & 31, rg = t >> 5;
+    const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H;
+    const int64_t task = blockIdx.x, n = task / HS, hs = task % HS, hq = hs / (HS / H);
+    const T *q = (const T *)p.q + (n * H + hq) * K;
+    const T *k = (const T *)p.k + (n * H + hq) * K;
+    for (int i = t; i < K; i += 256) {
+        qs[i] = ldf(q + i);
+        ks[i] = ldf(k + i);
+    }
+    __syncthreads();
+    const bool lin = p.op == LA_OP_LINEAR_ATTN;
+    const bool delta = p.op == LA_OP_DELTA_RULE || p.op == LA_OP_GATED_DELTA_RULE;
+    if (delta && p.use_l2) {
+        if (rg == 0) {
+            float a = 0.f, b = 0.f;
+            for (int i = cq; i < K; i += 32) {
+                a = fmaf(qs[i], qs[i], a);
+                b = fmaf(ks[i], ks[i], b);
+            }
+            for (int off = 16; off > 0; off >>= 1) {
+                a += __shfl_xor_sync(0xffffffffu, a, off);
+                b += __shfl_xor_sync(0xffffffffu, b, off);
+            }
+            if (cq == 0) {
+                rq_s = 1.f / sqrtf(a + 1e-6f);
+                rk_s = 1.f / sqrtf(b + 1e-6f);
+            }
+        }
+        __syncthreads();
+        for (int i = t; i < K; i += 256) {
+            qs[i] *= rq_s;
+            ks[i] *= rk_s;
+        }
+    }
+    if (lin)
+        for (int i = t; i < K; i += 256) {
+            qs[i] = la_phi(p.fm, qs[i]) * (p.normalize ? 1.f : p.scale);
+            ks[i] = la_phi(p.fm, ks[i]);
+        }
+    else
+        for (int i = t; i < K; i += 256) qs[i] *= p.scale;
+    float a = 1.f;
+    if (p.op == LA_OP_SIMPLE_GLA)
+        a = expf((p.g ? p.g[task] : 0.f) + (p.g_gamma ? p.g_gamma[hs] : 0.f));
+    else if (p.op == LA_OP_GATED_DELTA_RULE)
+        a = expf(p.g[task]);
+    if (p.op == LA_OP_GLA)
+        for (int i = t; i < K; i += 256) gk[i] = expf(p.g[(n * H + hs) * K + i]);
+    const float beta = delta ? p.beta[task] : 0.f;
+    float *zrow = (lin && p.normalize) ? p.z + (n * H + hs) * K : NULL;
+    __syncthreads();
+    if (zrow) {
+        if (rg == 0) {
+            float d = 0.f;
+            for (int i = cq; i < K; i += 32) d = fmaf(qs[i], zrow[i] + ks[i], d);
+            for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+            if (cq == 0) den_s = d + p.eps;
+        }
+        __syncthreads();
+    }
+    const int64_t j0 = ((int64_t)blockIdx.y * 32 + cq) * 4;
+    const bool ok = j0 < V;
+    float4 *S = (float4 *)(p.S + task * K * V + j0);
+    const int64_t V4 = V / 4;
+    float4 st[RMAX];
+#pragma unroll
+    for (int r = 0; r < RMAX; r++) {
+        const int64_t i = rg + 8 * r;
+        st[r] = (ok && i < K) ? S[i * V4] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    const T *vv = (const T *)p.v + task * V + j0;
+    float4 u = ok ? make_float4(ldf(vv), ldf(vv + 1), ldf(vv + 2), ldf(vv + 3))
+                  : make_float4(0.f, 0.f, 0.f, 0.f);
+    if (delta) {
+        float4 part = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int r = 0; r < RMAX; r++) {
+            const int64_t i = rg + 8 * r;
+            if (i < K) {
+                const float ki = ks[i];
+                part.x = fmaf(ki, st[r].x, part.x);
+                part.y = fmaf(ki, st[r].y, part.y);
+                part.z = fmaf(ki, st[r].z, part.z);
+                part.w = fmaf(ki, st[r].w, part.w);
+            }
+        }
+        red[rg][cq] = part;
+        __syncthreads();
+        float4 rr = red[0][cq];
+#pragma unroll
+        for (int w = 1; w < 8; w++) {
+            rr.x += red[w][cq].x, rr.y += red[w][cq].y, rr.z += red[w][cq].z, rr.w += red[w][cq].w;
+        }
+        u.x = beta * (u.x - a * rr.x), u.y = beta * (u.y - a * rr.y);
+        u.z = beta * (u.z - a * rr.z), u.w = beta * (u.w - a * rr.w);
+        __syncthreads();
+    }
+    float4 part = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int r = 0; r < RMAX; r++) {
+        const int64_t i = rg + 8 * r;
+        if (i < K) {
+            const float ai = p.op == LA_OP_GLA ? gk[i] : a, ki = ks[i], qi = qs[i];
+            float4 x;
+            x.x = fmaf(ki, u.x, ai * st[r].x);
+            x.y = fmaf(ki, u.y, ai * st[r].y);
+            x.z = fmaf(ki, u.z, ai * st[r].z);
+            x.w = fmaf(ki, u.w, ai * st[r].w);
+            if (ok) S[i * V4] = x;
+            part.x = fmaf(qi, x.x, part.x);
+            part.y = fmaf(qi, x.y, part.y);
+            part.z = fmaf(qi, x.z, part.z);
+            part.w = fmaf(qi, x.w, part.w);
+        }
+    }
+    red[rg][cq] = part;
+    __syncthreads();
+    if (rg == 0 && ok) {
+        float4 oo = red[0][cq];
+#pragma unroll
+        for (int w = 1; w < 8; w++) {
+            oo.x += red[w][cq].x, oo.y += red[w][cq].y, oo.z += red[w][cq].z, oo.w += red[w][cq].w;
+        }
+        if (zrow) oo.x /= den_s, oo.y /= den_s, oo.z /= den_s, oo.w /= den_s;
+        T *o = (T *)p.o + task * V + j0;
+        stf(o, oo.x), stf(o + 1, oo.y), stf(o + 2, oo.z), stf(o + 3, oo.w);
+    }
+    if (zrow && blockIdx.y == 0) {
+        __syncthreads();
+        for (int i = t; i < K; i += 256) zrow[i] += ks[i];
+    }
+}
+
+extern "C" la_status la__cu_step(const la__cu_call *c, const la_decoder_config *cfg,
+                                 float *state, float *norm) {
+    LA_CU_TRY(c->op, cudaSetDevice(c->device));
+    step_args p = {};
+    p.S = state, p.z = norm, p.o = c->o, p.q = c->q, p.k = c->k, p.v = c->v;
+    p.g = c->g, p.g_gamma = c->g_gamma, p.beta = c->beta;
+    p.H = c->H, p.HS = c->HS, p.K = c->K, p.V = c->V;
+    p.scale = c->scale, p.eps = cfg->eps;
+    p.op = (int)cfg->op, p.fm = (int)cfg->feature_map;
+    p.normalize = cfg->op == LA_OP_LINEAR_ATTN && cfg->normalize;
+    p.use_l2 = cfg->use_qk_l2norm != 0;
+    cudaStream_t s = (cudaStream_t)c->stream;
+    if (c->V % 4 == 0 && (!p.normalize || c->V <= 128)) {
+        const dim3 grid((unsigned)(c->N * c->HS), (unsigned)((c->V + 127) / 128));
+        if (c->K <= 128) {
+            LA_CU_DTYPE_SWITCH(c->dtype, T, la_cu_step_vec<T, 16><<<grid, 256, 0, s>>>(p));
+        } else {
+            LA_CU_DTYPE_SWITCH(c->dtype, T, la_cu_step_vec<T, 32><<<grid, 256, 0, s>>>(p));
+        }
+        LA_CU_LAUNCHED(c->op);
+        return LA_OK;
+    }
+    const unsigned nvb = (unsigned)((c->V + 31) / 32);
+    /* normalised: one CTA per head walks every column block (z is shared) */
+    const dim3 grid((unsigned)(c->N * c->HS), p.normalize ? 1u : nvb);
+    LA_CU_DTYPE_SWITCH(c->dtype, T, la_cu_step_kernel<T><<<grid, STEP_THREADS, 0, s>>>(p));
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
