@@ -731,8 +731,8 @@ static void test_decoder(void) {
     float mu1[1];
     CHECK_STATUS(la_decoder_get_key_max(dec, mu1), LA_ERR_INVALID_ARGUMENT, "no key max");
     la_decoder_destroy(dec);
-    cfg.op = (la_op)5;
-    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_INVALID_ARGUMENT, "op 5 unknown here");
+    cfg.op = (la_op)(LA_OP_PERFORMER + 1);
+    CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_INVALID_ARGUMENT, "an la_op past the last");
     la_ctx_destroy(ctx);
 }
 

@@ -69,17 +69,23 @@ def test_random_features_and_performer():
     xs = q.double() * K ** -0.25
     ref = torch.exp(xs @ W.double().T - (xs * xs).sum(-1, keepdim=True) / 2) * m ** -0.5
     assert_close("phi", phi, ref, TOL)
-    qr, kr, vr = (t.clone().requires_grad_() for t in (q, k, v))
-    o = linattn.performer_attention(qr, kr, vr, W)
-    pq = linattn.random_features(qr, W, role="query")
-    pk = linattn.random_features(kr, W, role="key")
-    o2, _ = linattn.linear_attention(pq, pk, vr, feature_map="identity", normalize=True)
-    assert_close("o", o, o2, 1e-5)
-    do = torch.randn_like(o)
-    g1 = torch.autograd.grad((o * do).sum(), [qr, kr, vr])
-    g2 = torch.autograd.grad((o2 * do).sum(), [qr, kr, vr])
-    for a, b in zip(g1, g2):
-        assert_close("grad", a, b, 1e-4)
+    # Exactly linear attention over the features where the key stabiliser is
+    # one constant per sequence: non-causal (whole-sequence maximum), or no
+    # stabiliser. (The causal stabilised form uses the running key maximum,
+    # MATH.md section 3, and is checked against its reference in C.)
+    for causal, stabilize in ((False, True), (True, False)):
+        qr, kr, vr = (t.clone().requires_grad_() for t in (q, k, v))
+        o = linattn.performer_attention(qr, kr, vr, W, causal=causal, stabilize=stabilize)
+        pq = linattn.random_features(qr, W, role="query", stabilize=stabilize)
+        pk = linattn.random_features(kr, W, role="key", stabilize=stabilize)
+        o2, _ = linattn.linear_attention(pq, pk, vr, feature_map="identity", normalize=True,
+                                         causal=causal)
+        assert_close("o", o, o2, 1e-5)
+        do = torch.randn_like(o)
+        g1 = torch.autograd.grad((o * do).sum(), [qr, kr, vr])
+        g2 = torch.autograd.grad((o2 * do).sum(), [qr, kr, vr])
+        for a, b in zip(g1, g2):
+            assert_close("grad", a, b, 1e-4)
 
 
 def test_numpy_path_matches_torch():

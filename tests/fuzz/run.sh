@@ -25,7 +25,7 @@ if ! "$CC" -fsanitize=fuzzer,address,undefined "$probe" -o "$OUT/probe" >/dev/nu
 fi
 
 BIN="$OUT/fuzz_registry"
-SRCS=$(find "$ROOT/src/core" "$ROOT/src/ops" "$ROOT/src/kernels" -name '*.c' | sort)
+SRCS=$(find "$ROOT/src/core" "$ROOT/src/ops" "$ROOT/src/kernels" "$ROOT/src/cuda" -name '*.c' | sort)
 NEWEST=$(ls -t $SRCS "$ROOT"/src/*/*.h "$ROOT"/src/ops/*/*.h "$ROOT/include/linattn.h" \
              "$ROOT/tests/fuzz/fuzz_registry.c" 2>/dev/null | head -1)
 if [ ! -x "$BIN" ] || [ "$NEWEST" -nt "$BIN" ]; then
