@@ -263,10 +263,10 @@ static void step_task(void *p, int64_t task, int tid) {
     j->dec->entry->step(&io);
 }
 
-la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q, const float *k,
-                          const float *v, const float *g, const float *g_gamma, const float *beta) {
-    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_decoder_step (use la_state_step)");
-    static const char *const op = "la_decoder_step";
+/* la_decoder_step, with op naming the public function in messages. */
+static la_status decoder_step(const char *op, la_ctx *ctx, la_decoder *dec, float *o,
+                              const float *q, const float *k, const float *v, const float *g,
+                              const float *g_gamma, const float *beta) {
     la_status st;
     if ((st = la__check_ptr(op, "ctx", ctx)) || (st = la__check_ptr(op, "dec", dec)) ||
         (st = la__check_ptr(op, "o", o)) || (st = la__check_ptr(op, "q", q)) ||
@@ -312,6 +312,12 @@ la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q
     return LA_OK;
 }
 
+la_status la_decoder_step(la_ctx *ctx, la_decoder *dec, float *o, const float *q, const float *k,
+                          const float *v, const float *g, const float *g_gamma, const float *beta) {
+    if (la_ctx_is_cuda(ctx)) return la__cuda_unsupported("la_decoder_step (use la_state_step)");
+    return decoder_step("la_decoder_step", ctx, dec, o, q, k, v, g, g_gamma, beta);
+}
+
 /* la_state_step on the CPU: the step above over a decoder that views the
  * caller's state instead of owning one. Families whose decoder keeps data
  * of its own (hooks: the causal Performer's W and key maximum) need a
@@ -342,5 +348,5 @@ la_status la__decoder_view_step(const char *fn, la_ctx *ctx, const la_decoder_co
     if ((st = la__check_finite(fn, "state", state, view.state_n)) ||
         (normalized && (st = la__check_finite(fn, "norm", norm, view.norm_n))))
         return st;
-    return la_decoder_step(ctx, &view, o, q, k, v, g, g_gamma, beta);
+    return decoder_step(fn, ctx, &view, o, q, k, v, g, g_gamma, beta);
 }
