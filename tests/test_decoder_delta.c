@@ -2,7 +2,11 @@
  * recurrent forward bit for bit (same per-token code), and the chunk form
  * within rounding (relative RMS <= 1e-5, as the forms agree with float64).
  * Also the decoder's checks of beta and g for these ops. */
-#include "test_delta_rule_util.h"
+#include "delta_rule_cases.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* V = 12: the steps' scalar column loop; V = 168: a 128-column vector
  * block (AVX-512 builds), 32-column blocks and a scalar tail of 8

@@ -2,7 +2,11 @@
  * the recurrent forward bit for bit (same per-token arithmetic), outputs and
  * final state, from a given initial state, for 1 and 2 threads; and the
  * decoder's gate checks for these ops. */
-#include "test_gla_common.h"
+#include "gla_cases.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* x [B,T,H,D] at token t -> y [B,H,D] */
 static void take_token(float *y, const float *x, int64_t B, int64_t T, int64_t t, int64_t H,

@@ -7,7 +7,11 @@
  * rounding does not grow along the sequence; measured worst ~1e-6, printed
  * at the end). The chunk form's triangular solve with normalised keys and
  * beta <= 1.99 is well conditioned and meets the same bound. */
-#include "test_delta_rule_util.h"
+#include "delta_rule_cases.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* All K, V in {16, 60, 64, 100, 128} (K != V included) at small T, both
  * forms, chunk sizes 16, 32, 64. */

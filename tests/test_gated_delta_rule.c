@@ -8,7 +8,11 @@
  * grow along the sequence; the chunk form exponentiates only differences of
  * double-summed log-gates (<= 0), so -1e4 resets cost no accuracy. Measured
  * worst ~1e-6 (printed at the end). */
-#include "test_delta_rule_util.h"
+#include "delta_rule_cases.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 static void test_sweep(la_ctx *ctx) {
     const int64_t dims[] = {16, 60, 64, 100, 128};

@@ -1,7 +1,7 @@
 /* Simple GLA (per-token scalar decay) and the RetNet preset: recurrent and
  * chunk forms against the float64 reference, forward and backward, with g
  * only, g_gamma only, both, and neither (plain linear attention). */
-#include "test_gla_common.h"
+#include "gla_cases.h"
 
 #include <math.h>
 
@@ -26,22 +26,22 @@ static void test_retnet(void) {
 
 int main(void) {
     test_retnet();
-    test_ref_fd(0);
+    gla_test_ref_fd(0);
     /* gates: g only, g_gamma only (RetNet), both, neither */
     const int gate_sets[] = {GC_G, GC_GAMMA, GC_G | GC_GAMMA, 0};
     for (int i = 0; i < 4; i++) {
         const int f = gate_sets[i] | GC_S0 | GC_DST;
-        test_sweep(0, i == 2 ? f : (f & ~GC_S0), 100 + (uint64_t)i, i == 2);
-        test_varlen(0, f, 200 + (uint64_t)i);
-        test_threads(0, f, 300 + (uint64_t)i);
+        gla_test_sweep(0, i == 2 ? f : (f & ~GC_S0), 100 + (uint64_t)i, i == 2);
+        gla_test_varlen(0, f, 200 + (uint64_t)i);
+        gla_test_threads(0, f, 300 + (uint64_t)i);
     }
-    test_long(0, GC_G | GC_GAMMA | GC_S0 | GC_DST, 400, 3);
-    test_long(0, GC_GAMMA, 401, 1);
-    test_pieces(0, GC_G | GC_GAMMA, 500);
-    test_pieces(0, GC_GAMMA, 501);
-    test_extreme(0, 600);
-    test_odd_chunks(0, GC_ALL, 700);
-    test_bad(0);
+    gla_test_long(0, GC_G | GC_GAMMA | GC_S0 | GC_DST, 400, 3);
+    gla_test_long(0, GC_GAMMA, 401, 1);
+    gla_test_pieces(0, GC_G | GC_GAMMA, 500);
+    gla_test_pieces(0, GC_GAMMA, 501);
+    gla_test_extreme(0, 600);
+    gla_test_odd_chunks(0, GC_ALL, 700);
+    gla_test_bad(0);
     gc_print_worst("simple GLA");
     return th_summary("simple_gla");
 }

@@ -103,7 +103,7 @@ typedef struct la__op_entry {
     unsigned needs;     /* LA__NEED_* / LA__HAS_* / LA__CAUSAL / LA__QUADRATIC */
     int decode_op;      /* la_op of the family's decoding step, or -1 */
     /* FLOPs of one call for one head (multiply-add = 2; the table in
-     * tools/bench_core.c); backward = forward + backward. C = chunk size. */
+     * tools/bench/bench_core.c); backward = forward + backward. C = chunk size. */
     double (*flops)(double T, double K, double V, double C, int backward);
     la__op_fn forward, backward;
 } la__op_entry;

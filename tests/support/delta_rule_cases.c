@@ -1,36 +1,16 @@
-/* Shared by the delta-rule test programs (header-only, static functions):
+/* Shared by the delta-rule test programs (tests/support/delta_rule_cases.h):
  * random problem instances, one call of the library's forward and backward,
  * the float64 reference over every (sequence, value head), and errors. */
-#ifndef TEST_DELTA_RULE_UTIL_H
-#define TEST_DELTA_RULE_UTIL_H
+#include "delta_rule_cases.h"
 
 #include "core/internal.h"
-#include "harness.h"
 #include "ref_delta_rule.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { GATE_RANDOM = 0, GATE_ZERO, GATE_RESETS } gate_mode;
-
-typedef struct dcase {
-    int gated;
-    int64_t B, T, H, HV, K, V; /* HV 0: H */
-    const int64_t *cu;         /* cu_seqlens or NULL */
-    int64_t n_seqs;
-    la_form form;
-    int64_t chunk;
-    int l2norm;
-    float scale;
-    int with_init, with_dfinal; /* pass an initial state / d_final_state */
-    gate_mode gate;
-    double beta_lo, beta_hi;  /* beta ~ U(lo, hi); lo == hi: constant */
-    double k_std;             /* std of k (q, v have std 1) */
-    uint64_t seed;
-} dcase;
-
-static dcase dc_default(int gated) {
+dcase dc_default(int gated) {
     dcase c = {0};
     c.gated = gated;
     c.B = 2; c.T = 33; c.H = 2; c.K = 16; c.V = 16;
@@ -43,22 +23,8 @@ static dcase dc_default(int gated) {
     return c;
 }
 
-typedef struct ddata {
-    la_dims d;
-    int64_t N, HS;
-    size_t nqk, nv, ng, ns;
-    float *q, *k, *v, *g, *beta, *S0, *d_o, *dST;
-} ddata;
 
-typedef struct dout {
-    float *o, *ST, *dq, *dk, *dv, *dg, *dbeta, *dS0;
-} dout;
-
-typedef struct dref {
-    double *o, *ST, *dq, *dk, *dv, *dg, *dbeta, *dS0;
-} dref;
-
-static ddata dc_data(const dcase *c) {
+ddata dc_data(const dcase *c) {
     ddata x;
     memset(&x, 0, sizeof x);
     x.d.B = c->B; x.d.T = c->T; x.d.H = c->H; x.d.K = c->K; x.d.V = c->V;
@@ -95,12 +61,12 @@ static ddata dc_data(const dcase *c) {
     return x;
 }
 
-static void dc_free_data(ddata *x) {
+void dc_free_data(ddata *x) {
     free(x->q); free(x->k); free(x->v); free(x->g); free(x->beta);
     free(x->S0); free(x->d_o); free(x->dST);
 }
 
-static la_gated_opts dc_opts(const dcase *c) {
+la_gated_opts dc_opts(const dcase *c) {
     la_gated_opts o = la_gated_opts_default();
     o.form = c->form;
     o.chunk_size = c->chunk;
@@ -109,7 +75,7 @@ static la_gated_opts dc_opts(const dcase *c) {
     return o;
 }
 
-static dout dc_alloc_out(const ddata *x) {
+dout dc_alloc_out(const ddata *x) {
     dout y;
     y.o = th_nan_floats(x->nv); y.ST = th_nan_floats(x->ns);
     y.dq = th_nan_floats(x->nqk); y.dk = th_nan_floats(x->nqk);
@@ -118,12 +84,12 @@ static dout dc_alloc_out(const ddata *x) {
     return y;
 }
 
-static void dc_free_out(dout *y) {
+void dc_free_out(dout *y) {
     free(y->o); free(y->ST); free(y->dq); free(y->dk); free(y->dv); free(y->dg);
     free(y->dbeta); free(y->dS0);
 }
 
-static la_status dc_forward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y) {
+la_status dc_forward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y) {
     la_gated_opts o = dc_opts(c);
     const float *S0 = c->with_init ? x->S0 : NULL;
     if (c->gated)
@@ -132,7 +98,7 @@ static la_status dc_forward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y
     return la_delta_rule_forward(ctx, &o, &x->d, y->o, y->ST, x->q, x->k, x->v, x->beta, S0);
 }
 
-static la_status dc_backward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y) {
+la_status dc_backward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y) {
     la_gated_opts o = dc_opts(c);
     const float *S0 = c->with_init ? x->S0 : NULL;
     const float *dST = c->with_dfinal ? x->dST : NULL;
@@ -160,7 +126,7 @@ static void dc_scatter_add(double *y, const double *src, const la_dims *d, int64
 }
 
 /* The float64 reference of the whole call; backward too when bwd. */
-static dref dc_reference(const dcase *c, const ddata *x, int bwd) {
+dref dc_reference(const dcase *c, const ddata *x, int bwd) {
     dref r;
     r.o = th_doubles(x->nv); r.ST = th_doubles(x->ns);
     r.dq = th_doubles(x->nqk); r.dk = th_doubles(x->nqk); r.dv = th_doubles(x->nv);
@@ -209,12 +175,12 @@ static dref dc_reference(const dcase *c, const ddata *x, int bwd) {
     return r;
 }
 
-static void dc_free_ref(dref *r) {
+void dc_free_ref(dref *r) {
     free(r->o); free(r->ST); free(r->dq); free(r->dk); free(r->dv); free(r->dg);
     free(r->dbeta); free(r->dS0);
 }
 
-static const char *dc_form_name(const dcase *c) {
+const char *dc_form_name(const dcase *c) {
     return c->form == LA_FORM_CHUNK ? "chunk" : "recurrent";
 }
 
@@ -222,7 +188,7 @@ static const char *dc_form_name(const dcase *c) {
 
 /* Relative-RMS error of one output against the reference; also fails on
  * any non-finite (e.g. unwritten, NaN-prefilled) element. */
-static double dc_err(const float *got, const double *want, size_t n) {
+double dc_err(const float *got, const double *want, size_t n) {
     if (ref_count_nonfinite(got, n)) return INFINITY;
     return ref_rms_rel_err(got, want, n);
 }
@@ -232,7 +198,7 @@ static double dc_worst_fwd, dc_worst_bwd, dc_worst_fwd_max, dc_worst_bwd_max;
 
 /* Runs forward (and backward when bwd_tol > 0) of case c and compares every
  * output with the float64 reference: relative RMS <= fwd_tol / bwd_tol. */
-static void dc_check_case(la_ctx *ctx, const dcase *c, double fwd_tol, double bwd_tol) {
+void dc_check_case(la_ctx *ctx, const dcase *c, double fwd_tol, double bwd_tol) {
     ddata x = dc_data(c);
     dout y = dc_alloc_out(&x);
     const int bwd = bwd_tol > 0;
@@ -278,13 +244,13 @@ static void dc_check_case(la_ctx *ctx, const dcase *c, double fwd_tol, double bw
     dc_free_data(&x);
 }
 
-static void dc_print_worst(const char *suite) {
+void dc_print_worst(const char *suite) {
     printf("%s: worst relative RMS error forward %.2e backward %.2e; worst max-relative "
            "forward %.2e backward %.2e\n", suite, dc_worst_fwd, dc_worst_bwd, dc_worst_fwd_max,
            dc_worst_bwd_max);
 }
 /* Relative RMS of float against float. */
-static double dc_rms_ff(const float *got, const float *want, size_t n) {
+double dc_rms_ff(const float *got, const float *want, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
         const double d = (double)got[i] - want[i];
@@ -295,7 +261,7 @@ static double dc_rms_ff(const float *got, const float *want, size_t n) {
 }
 
 /* The same case with 1 and 2 threads gives bit-identical outputs. */
-static void dc_check_threads(const dcase *c) {
+void dc_check_threads(const dcase *c) {
     la_ctx *c1 = th_ctx(1), *c2 = th_ctx(2);
     ddata x = dc_data(c);
     dout a = dc_alloc_out(&x), b = dc_alloc_out(&x);
@@ -318,7 +284,7 @@ static void dc_check_threads(const dcase *c) {
 
 /* A packed (cu_seqlens) batch equals each sequence run alone, bit for bit
  * (chunks and backward segments start at each sequence's first token). */
-static void dc_check_varlen(la_ctx *ctx, const dcase *base) {
+void dc_check_varlen(la_ctx *ctx, const dcase *base) {
     static const int64_t cu[] = {0, 5, 70, 71, 200};
     dcase c = *base;
     c.B = 1;
@@ -373,7 +339,7 @@ static void dc_check_varlen(la_ctx *ctx, const dcase *base) {
  * -> d_final_state of the first) equal the whole sequence: bit for bit in
  * the recurrent form (same token arithmetic), within tol in the chunk form
  * (chunk boundaries move). */
-static void dc_check_pieces(la_ctx *ctx, const dcase *base, double tol) {
+void dc_check_pieces(la_ctx *ctx, const dcase *base, double tol) {
     dcase c = *base;
     c.B = 1;
     c.T = 150;
@@ -452,7 +418,7 @@ typedef enum {
     BAD_COUNT
 } bad_kind;
 
-static void dc_check_bad_inputs(la_ctx *ctx, int gated) {
+void dc_check_bad_inputs(la_ctx *ctx, int gated) {
     static const struct { la_status st; const char *msg; } want[BAD_COUNT] = {
         {LA_ERR_NULL_POINTER, "beta"}, {LA_ERR_NULL_POINTER, "g is NULL"},
         {LA_ERR_INVALID_ARGUMENT, "beta[3] = 2.5"}, {LA_ERR_INVALID_ARGUMENT, "beta[3] = -0.1"},
@@ -548,7 +514,7 @@ static void dc_check_bad_inputs(la_ctx *ctx, int gated) {
 /* final_state may be the initial_state buffer (an in-place state update),
  * and d_initial_state the d_final_state buffer: each (sequence, head) slot
  * is read before it is written. */
-static void dc_check_inplace(la_ctx *ctx, const dcase *base) {
+void dc_check_inplace(la_ctx *ctx, const dcase *base) {
     dcase c = *base;
     c.with_init = c.with_dfinal = 1;
     ddata x = dc_data(&c);
@@ -576,5 +542,3 @@ static void dc_check_inplace(la_ctx *ctx, const dcase *base) {
     dc_free_out(&z);
     dc_free_data(&x);
 }
-
-#endif

@@ -1,10 +1,9 @@
-/* Shared by the simple-GLA, GLA and GLA-decoder tests (static helpers; this
- * header is not a test program): random cases, the float64 reference run
- * over every (sequence, head), the library calls, and error bookkeeping. */
-#ifndef LINATTN_TEST_GLA_COMMON_H
-#define LINATTN_TEST_GLA_COMMON_H
+/* Shared by the simple-GLA, GLA and GLA-decoder tests (gla_cases.h):
+ * random cases, the float64 reference run over every (sequence, head), the
+ * library calls, and error bookkeeping. */
 
-#include "harness.h"
+#include "gla_cases.h"
+
 #include "ref_gla.h"
 
 #include <math.h>
@@ -13,16 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Each test program uses a subset of these helpers. */
-#define GC_STATIC static __attribute__((unused))
-
-/* harness.h's CHECK_ERR passes err and tol after the caller's arguments, so
- * it only works with a message without arguments; this one formats first. */
-#define GC_CHECK_ERR(err, tol, ...) gc_check_err((err), (tol), __FILE__, __LINE__, __VA_ARGS__)
-GC_STATIC void gc_check_err(double err, double tol, const char *file, int line, const char *fmt,
-                         ...) __attribute__((format(printf, 5, 6)));
-GC_STATIC void gc_check_err(double err, double tol, const char *file, int line, const char *fmt,
-                         ...) {
+void gc_check_err(double err, double tol, const char *file, int line, const char *fmt, ...) {
     char msg[256];
     va_list ap;
     va_start(ap, fmt);
@@ -31,27 +21,16 @@ GC_STATIC void gc_check_err(double err, double tol, const char *file, int line, 
     th_check(err <= tol, file, line, "err %.3g > tol %.3g: %s", err, tol, msg);
 }
 
-typedef struct gcase {
-    int per_key;          /* 0 simple GLA, 1 GLA */
-    la_dims d;
-    int64_t *cu;          /* cu_seqlens storage (malloc'd) or NULL */
-    int64_t N, H, K, V;
-    size_t nqk, nv, ng, ns;
-    float *q, *k, *v, *g, *gamma, *s0, *d_o, *d_sT; /* g, gamma, s0, d_sT may be NULL */
-} gcase;
-
-enum { GC_G = 1, GC_GAMMA = 2, GC_S0 = 4, GC_DST = 8, GC_ALL = 15 };
-
 /* Log-gates in [-0.3, 0): decays between 0.74 and 1, so a 1000-token
  * sequence still remembers its recent past. */
-GC_STATIC float *gc_gates(size_t n, la_rng *rng) {
+static float *gc_gates(size_t n, la_rng *rng) {
     float *g = malloc(n * sizeof *g);
     ref_fill_uniform(g, n, rng, -0.3, 0.0);
     return g;
 }
 
 /* cu (nseq + 1 entries) may be NULL; then B sequences of T tokens. */
-GC_STATIC gcase gc_make(int per_key, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
+gcase gc_make(int per_key, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V,
                      const int64_t *cu, int64_t nseq, int flags, la_rng *rng) {
     gcase c;
     memset(&c, 0, sizeof c);
@@ -86,7 +65,7 @@ GC_STATIC gcase gc_make(int per_key, int64_t B, int64_t T, int64_t H, int64_t K,
     return c;
 }
 
-GC_STATIC void gc_free(gcase *c) {
+void gc_free(gcase *c) {
     free(c->cu);
     free(c->q);
     free(c->k);
@@ -98,14 +77,14 @@ GC_STATIC void gc_free(gcase *c) {
     free(c->d_sT);
 }
 
-GC_STATIC la_gated_opts gc_opts(la_form form, int64_t chunk) {
+la_gated_opts gc_opts(la_form form, int64_t chunk) {
     la_gated_opts o = la_gated_opts_default();
     o.form = form;
     o.chunk_size = chunk;
     return o;
 }
 
-GC_STATIC la_status gc_fwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *out,
+la_status gc_fwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *out,
                         float *sT) {
     if (c->per_key)
         return la_gla_forward(ctx, o, &c->d, out, sT, c->q, c->k, c->v, c->g, c->s0);
@@ -113,7 +92,7 @@ GC_STATIC la_status gc_fwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, 
                                  c->s0);
 }
 
-GC_STATIC la_status gc_bwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *dq,
+la_status gc_bwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *dq,
                         float *dk, float *dv, float *dg, float *dgam, float *ds0) {
     if (c->per_key)
         return la_gla_backward(ctx, o, &c->d, dq, dk, dv, dg, ds0, c->d_o, c->d_sT, c->q, c->k,
@@ -122,17 +101,11 @@ GC_STATIC la_status gc_bwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, 
                                   c->q, c->k, c->v, c->g, c->gamma, c->s0);
 }
 
-/* float64 results of the whole case. */
-typedef struct gref {
-    double *o, *sT, *dq, *dk, *dv, *dg, *dgam, *ds0;
-    double *dgam_abs; /* [H] sum over tokens of |scalar gate gradient| */
-} gref;
-
-GC_STATIC void gc_slice_state(double *dst, const float *s, int64_t idx, size_t KV) {
+static void gc_slice_state(double *dst, const float *s, int64_t idx, size_t KV) {
     for (size_t i = 0; i < KV; i++) dst[i] = s ? (double)s[(size_t)idx * KV + i] : 0.0;
 }
 
-GC_STATIC gref gc_ref(const gcase *c, int backward) {
+static gref gc_ref(const gcase *c, int backward) {
     gref r;
     memset(&r, 0, sizeof r);
     const int64_t K = c->K, V = c->V, H = c->H, T = c->d.T, gw = c->per_key ? K : 1;
@@ -192,18 +165,13 @@ GC_STATIC gref gc_ref(const gcase *c, int backward) {
     return r;
 }
 
-GC_STATIC void gref_free(gref *r) {
+static void gref_free(gref *r) {
     free(r->o); free(r->sT); free(r->dq); free(r->dk); free(r->dv); free(r->dg);
     free(r->dgam); free(r->ds0);
     free(r->dgam_abs);
 }
 
-/* Library outputs of one case. */
-typedef struct gout {
-    float *o, *sT, *dq, *dk, *dv, *dg, *dgam, *ds0;
-} gout;
-
-GC_STATIC gout gout_alloc(const gcase *c) {
+static gout gout_alloc(const gcase *c) {
     gout r;
     r.o = th_nan_floats(c->nv);
     r.sT = th_nan_floats(c->ns);
@@ -216,13 +184,13 @@ GC_STATIC gout gout_alloc(const gcase *c) {
     return r;
 }
 
-GC_STATIC void gout_free(gout *r) {
+static void gout_free(gout *r) {
     free(r->o); free(r->sT); free(r->dq); free(r->dk); free(r->dv); free(r->dg);
     free(r->dgam); free(r->ds0);
 }
 
 /* Runs forward and backward; returns 0 if both returned LA_OK. */
-GC_STATIC int gc_run(const gcase *c, la_ctx *ctx, const la_gated_opts *o, gout *r) {
+static int gc_run(const gcase *c, la_ctx *ctx, const la_gated_opts *o, gout *r) {
     la_status st = gc_fwd(c, ctx, o, r->o, r->sT);
     if (st) {
         CHECK_STATUS(st, LA_OK, "forward");
@@ -238,13 +206,13 @@ GC_STATIC int gc_run(const gcase *c, la_ctx *ctx, const la_gated_opts *o, gout *
 }
 
 /* Worst errors seen, printed at the end of a test program. */
-GC_STATIC double gc_worst_rms[8], gc_worst_max[8], gc_worst_cond;
-GC_STATIC const char *const gc_names[8] = {"o", "final_state", "dq", "dk", "dv", "dg",
+static double gc_worst_rms[8], gc_worst_max[8], gc_worst_cond;
+static const char *const gc_names[8] = {"o", "final_state", "dq", "dk", "dv", "dg",
                                         "dg_gamma", "d_initial_state"};
 
 /* Relative RMS <= rms_tol and max-relative <= max_tol (see the callers for
  * why those bounds). */
-GC_STATIC void gc_cmp(int which, const float *got, const double *want, size_t n, double rms_tol,
+static void gc_cmp(int which, const float *got, const double *want, size_t n, double rms_tol,
                    double max_tol, const char *what) {
     const double e_rms = ref_rms_rel_err(got, want, n), e_max = ref_max_rel_err(got, want, n);
     if (!(e_rms <= gc_worst_rms[which])) gc_worst_rms[which] = e_rms;
@@ -255,7 +223,7 @@ GC_STATIC void gc_cmp(int which, const float *got, const double *want, size_t n,
 }
 
 /* Every output of the case against the reference. */
-GC_STATIC void gc_cmp_all(const gcase *c, const gout *r, const gref *w, int backward,
+static void gc_cmp_all(const gcase *c, const gout *r, const gref *w, int backward,
                        double rms_tol, double max_tol, const char *what) {
     gc_cmp(0, r->o, w->o, c->nv, rms_tol, max_tol, what);
     gc_cmp(1, r->sT, w->sT, c->ns, rms_tol, max_tol, what);
@@ -285,7 +253,7 @@ GC_STATIC void gc_cmp_all(const gcase *c, const gout *r, const gref *w, int back
     gc_cmp(7, r->ds0, w->ds0, c->ns, rms_tol, max_tol, what);
 }
 
-GC_STATIC void gc_print_worst(const char *suite) {
+void gc_print_worst(const char *suite) {
     printf("%s: worst errors against float64 (rel-RMS / max-rel):\n", suite);
     for (int i = 0; i < 8; i++)
         printf("  %-16s %.3g / %.3g\n", gc_names[i], gc_worst_rms[i], gc_worst_max[i]);
@@ -294,7 +262,7 @@ GC_STATIC void gc_print_worst(const char *suite) {
 
 /* ---- the float64 reference against central finite differences ------- */
 
-GC_STATIC double fd_loss(int per_key, int64_t T, int64_t K, int64_t V, const double *q,
+static double fd_loss(int per_key, int64_t T, int64_t K, int64_t V, const double *q,
                       const double *k, const double *v, const double *g, double gamma,
                       const double *s0, const double *d_o, const double *d_sT) {
     double o[64 * 8], sT[8 * 8];
@@ -309,7 +277,7 @@ GC_STATIC double fd_loss(int per_key, int64_t T, int64_t K, int64_t V, const dou
  * about 1e-10 relative here (third derivative times eps^2, plus rounding
  * 1e-16/eps; measured 2e-11 .. 3.4e-10), so 1e-8 relative to the largest
  * gradient leaves a margin of 30 and still catches any wrong term. */
-GC_STATIC void test_ref_fd(int per_key) {
+void gla_test_ref_fd(int per_key) {
     enum { T = 7, K = 3, V = 4 };
     la_rng rng;
     la_rng_seed(&rng, 11 + (uint64_t)per_key);
@@ -359,11 +327,11 @@ GC_STATIC void test_ref_fd(int per_key) {
 #define GC_RMS 5e-6
 #define GC_MAX 1e-5
 
-GC_STATIC const la_form gc_forms[] = {LA_FORM_RECURRENT, LA_FORM_CHUNK, LA_FORM_CHUNK,
+static const la_form gc_forms[] = {LA_FORM_RECURRENT, LA_FORM_CHUNK, LA_FORM_CHUNK,
                                    LA_FORM_CHUNK};
-GC_STATIC const int64_t gc_chunks[] = {0, 16, 32, 64};
+static const int64_t gc_chunks[] = {0, 16, 32, 64};
 
-GC_STATIC void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label) {
+static void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label) {
     gref w = gc_ref(c, 1);
     for (int f = 0; f < 4; f++) {
         la_gated_opts o = gc_opts(gc_forms[f], gc_chunks[f]);
@@ -383,7 +351,7 @@ GC_STATIC void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label) {
  * B = 2, H = 1 (H > 1 elsewhere). full = 0 keeps two pairs, (16, 16)
  * and (60, 100), for the extra gate combinations (keeps the sanitizer run
  * short). */
-GC_STATIC void test_sweep(int per_key, int flags, uint64_t seed, int full) {
+void gla_test_sweep(int per_key, int flags, uint64_t seed, int full) {
     static const int64_t dims[] = {16, 60, 64, 100, 128};
     static const int64_t Ts[] = {1, 63, 64, 65};
     la_ctx *ctx = th_ctx(2);
@@ -405,7 +373,7 @@ GC_STATIC void test_sweep(int per_key, int flags, uint64_t seed, int full) {
 
 /* T = 1000 at the first n_sizes of (64, 64), (60, 100), (16, 128)
  * (B = 1, H = 2). */
-GC_STATIC void test_long(int per_key, int flags, uint64_t seed, int n_sizes) {
+void gla_test_long(int per_key, int flags, uint64_t seed, int n_sizes) {
     static const int64_t kv[][2] = {{64, 64}, {60, 100}, {16, 128}};
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
@@ -421,7 +389,7 @@ GC_STATIC void test_long(int per_key, int flags, uint64_t seed, int n_sizes) {
 /* Odd chunk sizes (1, 7, larger than T) and a sequence long enough (5000)
  * for the recurrent backward to checkpoint every ceil(sqrt(T)) = 71 tokens
  * instead of 64: same bounds against float64. */
-GC_STATIC void test_odd_chunks(int per_key, int flags, uint64_t seed) {
+void gla_test_odd_chunks(int per_key, int flags, uint64_t seed) {
     static const int64_t chunks[] = {1, 7, 100};
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
@@ -448,7 +416,7 @@ GC_STATIC void test_odd_chunks(int per_key, int flags, uint64_t seed) {
 /* ---- structure: varlen, pieces, threads ------------------------------ */
 
 /* Copies rows [t0, t0 + n) of every head of a [1, T, H, D] tensor. */
-GC_STATIC float *rows(const float *x, int64_t t0, int64_t n, int64_t H, int64_t D) {
+static float *rows(const float *x, int64_t t0, int64_t n, int64_t H, int64_t D) {
     if (!x) return NULL;
     float *y = malloc((size_t)(n * H * D) * sizeof *y);
     memcpy(y, x + (size_t)(t0 * H * D), (size_t)(n * H * D) * sizeof *y);
@@ -457,7 +425,7 @@ GC_STATIC float *rows(const float *x, int64_t t0, int64_t n, int64_t H, int64_t 
 
 /* A single sequence [t0, t0 + n) of a packed case, as its own B = 1 case;
  * state slot `slot` of s0 / d_sT. */
-GC_STATIC gcase gc_sub(const gcase *c, int64_t t0, int64_t n, int64_t slot) {
+static gcase gc_sub(const gcase *c, int64_t t0, int64_t n, int64_t slot) {
     gcase s = *c;
     const int64_t H = c->H, K = c->K, V = c->V, gw = c->per_key ? K : 1;
     s.d = (la_dims){.B = 1, .T = n, .H = H, .K = K, .V = V};
@@ -484,7 +452,7 @@ GC_STATIC gcase gc_sub(const gcase *c, int64_t t0, int64_t n, int64_t slot) {
 /* A packed batch equals running each sequence alone, bit for bit: the work
  * of one (sequence, head) does not depend on the others (chunks start at each
  * sequence's first token). */
-GC_STATIC void test_varlen(int per_key, int flags, uint64_t seed) {
+void gla_test_varlen(int per_key, int flags, uint64_t seed) {
     static const int64_t cu[] = {0, 5, 70, 71, 150};
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
@@ -534,7 +502,7 @@ GC_STATIC void test_varlen(int per_key, int flags, uint64_t seed) {
 /* Two pieces (final state -> initial state, and d_initial_state of the second
  * -> d_final_state of the first) equal the whole, bit for bit, when the cut
  * falls on a chunk boundary (64 is a multiple of every chunk size used). */
-GC_STATIC void test_pieces(int per_key, int flags, uint64_t seed) {
+void gla_test_pieces(int per_key, int flags, uint64_t seed) {
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
     la_rng_seed(&rng, seed);
@@ -588,7 +556,7 @@ GC_STATIC void test_pieces(int per_key, int flags, uint64_t seed) {
 }
 
 /* 1 and 2 threads give bit-identical results (dg_gamma included). */
-GC_STATIC void test_threads(int per_key, int flags, uint64_t seed) {
+void gla_test_threads(int per_key, int flags, uint64_t seed) {
     la_ctx *c1 = th_ctx(1), *c2 = th_ctx(2);
     la_rng rng;
     la_rng_seed(&rng, seed);
@@ -620,7 +588,7 @@ GC_STATIC void test_threads(int per_key, int flags, uint64_t seed) {
 /* g = 0 everywhere (no decay: plain linear attention, states grow) and
  * g = -1e4 (full reset) at random positions: same bounds against float64,
  * nothing non-finite, and after a reset the output equals a fresh start. */
-GC_STATIC void test_extreme(int per_key, uint64_t seed) {
+void gla_test_extreme(int per_key, uint64_t seed) {
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
     la_rng_seed(&rng, seed);
@@ -666,7 +634,7 @@ GC_STATIC void test_extreme(int per_key, uint64_t seed) {
 
 /* Each bad call must return `want`, leave every output NaN, and set a
  * message naming the op. */
-GC_STATIC void gc_expect_bad(const gcase *c, la_ctx *ctx, const la_gated_opts *o, int backward,
+static void gc_expect_bad(const gcase *c, la_ctx *ctx, const la_gated_opts *o, int backward,
                           la_status want, const char *what) {
     gout r = gout_alloc(c);
     la_status st = backward ? gc_bwd(c, ctx, o, r.dq, r.dk, r.dv, r.dg, c->per_key ? NULL : r.dgam,
@@ -683,7 +651,7 @@ GC_STATIC void gc_expect_bad(const gcase *c, la_ctx *ctx, const la_gated_opts *o
     gout_free(&r);
 }
 
-GC_STATIC void test_bad(int per_key) {
+void gla_test_bad(int per_key) {
     la_ctx *ctx = th_ctx(2);
     la_rng rng;
     la_rng_seed(&rng, 99);
@@ -817,5 +785,3 @@ GC_STATIC void test_bad(int per_key) {
     gc_free(&c);
     la_ctx_destroy(ctx);
 }
-
-#endif

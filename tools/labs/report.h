@@ -48,14 +48,14 @@ typedef struct lab_opts {
  * stderr) on failure. */
 typedef int (*lab_fn)(const lab_opts *opts, lab_output *out);
 
-/* Lab 1 (tools/lab_complexity.c): time and memory vs T, decoding cost vs
+/* Lab 1 (tools/labs/lab_complexity.c): time and memory vs T, decoding cost vs
  * position. */
 int lab_complexity(const lab_opts *opts, lab_output *out);
-/* Lab 2 (tools/lab_kernel_trick.c): (phi(Q)phi(K)^T)V = phi(Q)(phi(K)^T V). */
+/* Lab 2 (tools/labs/lab_kernel_trick.c): (phi(Q)phi(K)^T)V = phi(Q)(phi(K)^T V). */
 int lab_kernel_trick(const lab_opts *opts, lab_output *out);
-/* Lab 4 (tools/lab_causal.c): parallel, recurrent, chunk and decoding agree. */
+/* Lab 4 (tools/labs/lab_causal.c): parallel, recurrent, chunk and decoding agree. */
 int lab_causal(const lab_opts *opts, lab_output *out);
-/* Lab 3 (tools/cmd_approx.c): random-feature approximation of softmax. */
+/* Lab 3 (tools/labs/cmd_approx.c): random-feature approximation of softmax. */
 int lab_feature_maps(const lab_opts *opts, lab_output *out);
 
 /* Writes dir/index.html, dir/<id>.json for each lab, dir/report.json (all

@@ -1,5 +1,5 @@
 /* Public entry points of DeltaNet and Gated DeltaNet: validate every
- * argument, size the scratch, then run the form (forward.c, backward.c).
+ * argument, size the scratch, then run the form (driver.c).
  *
  * Policies (see also include/linattn.h):
  * - Forms: LA_FORM_RECURRENT (token by token, the decoder's arithmetic) and

@@ -1,5 +1,5 @@
 /* The chunkwise form of the delta rules: the WY (UT-transform)
- * representation of one chunk.
+ * representation of one chunk, forward and (below) backward.
  *
  * Inside a chunk of L tokens with cumulative log-gates gam_t = sum_{s<=t} g_s,
  * b_t = exp(gam_t), the recurrence S_t = a_t S_{t-1} + k_t^T r_t with
@@ -19,6 +19,7 @@
 #include "delta_rule.h"
 
 #include <math.h>
+#include <string.h>
 
 size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C;
@@ -85,4 +86,192 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     for (int64_t t = 0; t < L; t++)
         for (int64_t i = 0; i < K; i++) W[t * K + i] = eg[t] * k[t * K + i];
     kr->gemm_tn(K, V, L, 1.0f, W, K, U, V, 1.0f, S, V);
+}
+
+/* ---- backward ---------------------------------------------------------
+ *
+ * Backward of one chunk (notation of the forward above). Given the chunk's
+ * start state S_0, dO and the gradient G = dL/dS_L of its end state, it
+ * recomputes the chunk's forward quantities and returns the gradients of
+ * q, k, v, beta, g and of S_0:
+ *
+ *   S_L = b_L S_0 + sum_j e_j k_j^T R_j        e_j = exp(gam_L - gam_j)
+ *     dS_0 += b_L G, dR_j += e_j k_j G, dk_j += e_j G R_j^T, de_j = k_j G R_j^T
+ *   O = s (diag(b) Q S_0 + P R),  P = (Q K^T) (.) Gamma (.) mask (incl. diag)
+ *     dS_0 += (diag(b) Q)^T dO~, dq_t += b_t S_0 dO~_t, db_t += q_t S_0 dO~_t,
+ *     dP_tj = dO~_t . R_j, dR += P^T dO~  (dO~ = s dO)
+ *   R = U - W S_0:  dU = dR, dW = -dR S_0^T, dS_0 -= W^T dR
+ *   (I + M) U = diag(beta) V, (I + M) W = diag(beta b) K, M strictly lower:
+ *     Yu = (I + M)^{-T} dU, Yw = (I + M)^{-T} dW  (back substitution)
+ *     dM_tj = -(Yu_t . U_j + Yw_t . W_j)  (j < t)
+ *     dv_t = beta_t Yu_t, dk_t += beta_t b_t Yw_t,
+ *     dbeta_t += Yu_t . v_t + b_t Yw_t . k_t, db_t += beta_t Yw_t . k_t
+ *   M_tj = beta_t (k_t . k_j) Gamma_tj, P_tj = (q_t . k_j) Gamma_tj:
+ *     the products' gradients go to k, q, beta and to Gamma
+ *   gates: Gamma_tj = exp(gam_t - gam_j), b_t = exp(gam_t), e_j, b_L give
+ *     dgam; gam is the cumulative sum of g, so dg is the reverse cumulative
+ *     sum of dgam. Only exponentials of differences <= 0 appear, as in the
+ *     forward, so -1e4 resets neither overflow nor give NaN.
+ * Cost O(L^2 (K + V) + L K V) per chunk, at matrix-product shapes. */
+size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
+    const size_t c = (size_t)C, k = (size_t)K, v = (size_t)V;
+    /* gam, dgam (double); b, e, db, de; Gm, KKd, QKd, dGm, M, T1, T2 (C x C);
+     * U, R, dR, Yu (C x V); W, dW, Yw (C x K) */
+    return 4 * c + 4 * c + 7 * c * c + 4 * c * v + 3 * c * k + 16;
+}
+
+/* Every product runs on the micro-kernels (q, k, v, dO, dq, dk rows are
+ * contiguous): the [L,L] matrices by gemm_nt_tril, the solves by trsm_llu,
+ * the products with S_0 and G by gemm_nt / gemm_tn, the masked products by
+ * gemm_nn_lower / gemm_tn. Element-wise gate factors are applied between. */
+void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, float *G,
+                              const float *dO, float *dq, float *dk, float *dv, float *dbeta,
+                              float *dg, float *work) {
+    const int64_t L = in->L, K = in->K, V = in->V;
+    const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
+    const la__kernels *kr = in->kr;
+    const int gated = in->g != NULL;
+    double *gam = (double *)(void *)work, *dgam = gam + L;
+    float *b = work + 4 * L, *e = b + L, *db = e + L, *de = db + L;
+    float *Gm = de + L, *KKd = Gm + L * L, *QKd = KKd + L * L, *dGm = QKd + L * L;
+    float *Mm = dGm + L * L, *T1 = Mm + L * L, *T2 = T1 + L * L;
+    float *U = T2 + L * L, *R = U + L * V, *dR = R + L * V, *Yu = dR + L * V;
+    float *W = Yu + L * V, *dW = W + L * K, *Yw = dW + L * K;
+
+    /* ---- recompute the forward of the chunk ---- */
+    double cum = 0;
+    for (int64_t t = 0; t < L; t++) {
+        if (gated) cum += (double)in->g[t];
+        gam[t] = cum;
+        dgam[t] = 0;
+    }
+    for (int64_t t = 0; t < L; t++) {
+        b[t] = gated ? (float)exp(gam[t]) : 1.0f;
+        e[t] = gated ? (float)exp(gam[L - 1] - gam[t]) : 1.0f;
+        db[t] = de[t] = 0;
+    }
+    kr->gemm_nt_tril(L, K, 0, 1.0f, q, K, k, K, 0.0f, QKd, L);
+    kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KKd, L);
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t j = 0; j <= t; j++) {
+            Gm[t * L + j] = gated ? (float)exp(gam[t] - gam[j]) : 1.0f;
+            dGm[t * L + j] = 0;
+            /* M_tj = beta_t (k_t . k_j) Gamma_tj, strictly lower */
+            Mm[t * L + j] = j < t ? beta[t] * KKd[t * L + j] * Gm[t * L + j] : 0.0f;
+        }
+    for (int64_t t = 0; t < L; t++) {
+        const float bb = beta[t] * b[t];
+        for (int64_t c = 0; c < V; c++) U[t * V + c] = beta[t] * v[t * V + c];
+        for (int64_t i = 0; i < K; i++) W[t * K + i] = bb * k[t * K + i];
+    }
+    kr->trsm_llu(L, V, Mm, L, U, V);
+    kr->trsm_llu(L, K, Mm, L, W, K);
+    memcpy(R, U, (size_t)(L * V) * sizeof(float));
+    kr->gemm_nn(L, V, K, -1.0f, W, K, S0, V, 1.0f, R, V);
+
+    /* ---- S_L = b_L S_0 + sum_j e_j k_j^T R_j ---- */
+    double dbL = 0;
+    for (int64_t i = 0; i < K * V; i++) dbL += (double)G[i] * S0[i];
+    /* dR_j = e_j k_j G; Yw (work) = R G^T: dk_j += e_j (G R_j^T), de_j = k_j . (G R_j^T) */
+    kr->gemm_nn(L, V, K, 1.0f, k, K, G, V, 0.0f, dR, V);
+    kr->gemm_nt(L, K, V, 1.0f, R, V, G, V, 0.0f, Yw, K);
+    for (int64_t j = 0; j < L; j++) {
+        for (int64_t c = 0; c < V; c++) dR[j * V + c] *= e[j];
+        float dej = 0;
+        for (int64_t i = 0; i < K; i++) {
+            dk[j * K + i] += e[j] * Yw[j * K + i];
+            dej += k[j * K + i] * Yw[j * K + i];
+        }
+        de[j] = dej;
+    }
+    if (gated)
+        for (int64_t i = 0; i < K * V; i++) G[i] *= b[L - 1];
+    /* From here G accumulates dS_0. */
+
+    /* ---- O = s (diag(b) Q S_0 + P R) ---- */
+    /* Yw (work) = dO~ S_0^T: dq_t += b_t (S_0 dO~_t), db_t += q_t . (S_0 dO~_t) */
+    kr->gemm_nt(L, K, V, 1.0f, dO, V, S0, V, 0.0f, Yw, K);
+    for (int64_t t = 0; t < L; t++) {
+        float qs = 0;
+        for (int64_t i = 0; i < K; i++) {
+            dq[t * K + i] += b[t] * Yw[t * K + i];
+            qs += q[t * K + i] * Yw[t * K + i];
+            Yw[t * K + i] = b[t] * q[t * K + i];
+        }
+        db[t] += qs;
+    }
+    kr->gemm_tn(K, V, L, 1.0f, Yw, K, dO, V, 1.0f, G, V); /* dS_0 += (diag(b) Q)^T dO~ */
+    /* dR += P^T dO~, P = QKd (.) Gm (lower incl. diagonal) */
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t j = 0; j <= t; j++) T1[t * L + j] = QKd[t * L + j] * Gm[t * L + j];
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t j = t + 1; j < L; j++) T1[t * L + j] = 0.0f;
+    kr->gemm_tn(L, V, L, 1.0f, T1, L, dO, V, 1.0f, dR, V);
+    /* dP_tj = dO~_t . R_j; dGm += dP QKd; dq += (dP Gm) K, dk += (dP Gm)^T Q */
+    kr->gemm_nt_tril(L, V, 0, 1.0f, dO, V, R, V, 0.0f, T1, L);
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t j = 0; j <= t; j++) {
+            dGm[t * L + j] += T1[t * L + j] * QKd[t * L + j];
+            T1[t * L + j] *= Gm[t * L + j];
+        }
+    kr->gemm_nn_lower(L, K, L, 1.0f, T1, L, k, K, 1.0f, dq, K);
+    kr->gemm_tn(L, K, L, 1.0f, T1, L, q, K, 1.0f, dk, K);
+
+    /* ---- R = U - W S_0: dW = -dR S_0^T, dS_0 -= W^T dR ---- */
+    kr->gemm_nt(L, K, V, -1.0f, dR, V, S0, V, 0.0f, dW, K);
+    kr->gemm_tn(K, V, L, -1.0f, W, K, dR, V, 1.0f, G, V);
+
+    /* ---- triangular solves: Y = (I + M)^{-T} dX (in place in dR, dW) ---- */
+    la__trsm_llu_transposed(kr, L, V, Mm, T1, dR, Yu);
+    la__trsm_llu_transposed(kr, L, K, Mm, T1, dW, Yw);
+    float *YU = dR, *YW = dW;
+    /* dM_tj = -(Yu_t . U_j + Yw_t . W_j), j < t */
+    kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, T2, L);
+    kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, W, K, 1.0f, T2, L);
+    for (int64_t t = 0; t < L; t++) {
+        const float *Yut = YU + t * V, *Ywt = YW + t * K, *vt = v + t * V, *kt = k + t * K;
+        float yv = 0, yk = 0;
+        for (int64_t c = 0; c < V; c++) {
+            dv[t * V + c] = beta[t] * Yut[c];
+            yv += Yut[c] * vt[c];
+        }
+        const float bb = beta[t] * b[t];
+        for (int64_t i = 0; i < K; i++) {
+            dk[t * K + i] += bb * Ywt[i];
+            yk += Ywt[i] * kt[i];
+        }
+        float dbt = yv + b[t] * yk;
+        db[t] += beta[t] * yk;
+        /* M_tj = beta_t (k_t . k_j) Gamma_tj: T2 becomes dM_tj beta_t Gamma_tj */
+        for (int64_t j = 0; j < t; j++) {
+            const float dm = T2[t * L + j];
+            const float kk = KKd[t * L + j], gm = Gm[t * L + j];
+            dbt += dm * kk * gm;
+            dGm[t * L + j] += dm * beta[t] * kk;
+            T2[t * L + j] = dm * beta[t] * gm;
+        }
+        dbeta[t] = dbt;
+    }
+    kr->gemm_nn_lower(L, K, L, 1.0f, T2, L, k, K, 1.0f, dk, K);
+    kr->gemm_tn(L, K, L, 1.0f, T2, L, k, K, 1.0f, dk, K);
+
+    /* ---- gates ---- */
+    if (!gated) return;
+    for (int64_t t = 0; t < L; t++) {
+        for (int64_t j = 0; j < t; j++) { /* the diagonal Gamma_tt = 1 is constant */
+            const double x = (double)dGm[t * L + j] * Gm[t * L + j];
+            dgam[t] += x;
+            dgam[j] -= x;
+        }
+        dgam[t] += (double)db[t] * b[t];
+        const double y = (double)de[t] * e[t];
+        dgam[L - 1] += y;
+        dgam[t] -= y;
+    }
+    dgam[L - 1] += dbL * b[L - 1];
+    double acc = 0;
+    for (int64_t t = L - 1; t >= 0; t--) {
+        acc += dgam[t];
+        dg[t] = (float)acc;
+    }
 }

@@ -77,7 +77,7 @@ LA_HIDDEN size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o,
                                     int64_t ostride, float *work);
 
-/* Backward of one chunk (chunk_backward.c): S0 [K,V] the chunk's start
+/* Backward of one chunk (chunk.c): S0 [K,V] the chunk's start
  * state; G [K,V] holds dL/dS_L on entry and dL/dS_0 on exit; dO [L,V] is
  * scale * d_o (contiguous). dq, dk [L,K] are accumulated (+=); dv [L,V],
  * dbeta [L], dg [L] (gated only) are written. */

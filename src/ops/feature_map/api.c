@@ -4,13 +4,13 @@
  * Non-causal: the features of the whole tensor (key stabiliser per
  * sequence) through the public linear-attention op (identity feature map on
  * the M features). Causal: the stateful RNN view with a running key
- * maximum (performer.h, performer_chunk.c, performer_step.c).
+ * maximum (feature_map.h, chunk.c, step.c).
  *
  * All user outputs are written only after every step that can fail has
  * succeeded: the non-causal features and their gradients live in buffers
  * allocated here, dv is produced into a buffer and copied at the end, and
  * the scratch is reserved before anything starts. */
-#include "performer.h"
+#include "feature_map.h"
 #include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>

@@ -1,6 +1,6 @@
 /* Causal Performer, chunk form (forward and backward) and the recurrent
- * forward; the rule is in performer.h. */
-#include "performer.h"
+ * forward; the rule is in feature_map.h. */
+#include "feature_map.h"
 
 #include "../linear_attn/linear_attn.h"
 

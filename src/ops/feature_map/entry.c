@@ -4,7 +4,7 @@
  * maximum; the step is la__performer_token, the recurrent form's
  * arithmetic, so decoding equals that form bit for bit. */
 #include "../registry.h"
-#include "performer.h"
+#include "feature_map.h"
 
 #include <inttypes.h>
 #include <math.h>

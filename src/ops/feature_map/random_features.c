@@ -15,7 +15,7 @@
  * scratch, the second multiplies by exp(a_t - stab). Every other case is one
  * pass. Products w_i . x' are accumulated in double (float * float is exact
  * in double), so the features are accurate to a few float roundings. */
-#include "rf_internal.h"
+#include "feature_map.h"
 #include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>

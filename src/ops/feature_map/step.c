@@ -1,10 +1,10 @@
 /* One token of the causal Performer for one (sequence, head): the
  * recurrent form runs exactly this per token, and so does the decoder, so
- * decoding equals the recurrent form bit for bit. The rule (performer.h):
+ * decoding equals the recurrent form bit for bit. The rule (feature_map.h):
  * grow the running key max, rescale the state if it grew, add the key's
  * features relative to the new max, read out with the query's features
  * through the linear-attention token step (identity features, normalised). */
-#include "performer.h"
+#include "feature_map.h"
 
 #include "../linear_attn/linear_attn.h"
 

@@ -9,7 +9,7 @@
  * The chunk length is min(chunk_size, longest sequence); the recurrent
  * backward checkpoints the state every max(GLA_CKPT, sqrt(L)) tokens. */
 #include "../options.h"
-#include "gla_internal.h"
+#include "gla.h"
 #include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>

@@ -22,7 +22,7 @@
  * initial state) comes out as the rounding noise of two equal float32
  * numbers, and sums such as dg_gamma lose about a decimal digit (see the
  * comment above the gate-gradient block). */
-#include "gla_internal.h"
+#include "gla.h"
 
 #include <string.h>
 

@@ -1,7 +1,7 @@
 /* Registry entries of simple GLA (RetNet decay) and GLA, and their decoding
  * steps. */
 #include "../registry.h"
-#include "gla_internal.h"
+#include "gla.h"
 
 /* linear recurrent + the decay of the state (KV multiplies) per token */
 static double flops_recurrent(double T, double K, double V, double C, int backward) {

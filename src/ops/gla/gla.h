@@ -5,8 +5,8 @@
  * Both ops run through the same code. A "gate row" is either one scalar per
  * token and head (simple GLA: g_t + g_gamma[h], per_key = 0) or K values per
  * token and head (GLA, per_key = 1). */
-#ifndef LINATTN_GLA_INTERNAL_H
-#define LINATTN_GLA_INTERNAL_H
+#ifndef LINATTN_OPS_GLA_H
+#define LINATTN_OPS_GLA_H
 
 #include "../../core/internal.h"
 #include "../../kernels/kernels.h"

@@ -5,7 +5,7 @@
  * token, so it stores the state at the start of every segment of C tokens
  * (checkpoints) in a forward sweep and recomputes the C + 1 states of one
  * segment at a time with gla_token: memory O((L/C + C) K V), not O(L K V). */
-#include "gla_internal.h"
+#include "gla.h"
 
 #include <string.h>
 
