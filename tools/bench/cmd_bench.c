@@ -65,32 +65,16 @@ typedef struct opts {
     const char *json, *svg;
 } opts;
 
-/* "a,b,c" of integers in [lo, hi]; 0 on success */
-static int parse_list(const char *s, const char *opt, int64_t lo, int64_t hi, int64_t *out,
-                      int max, int *n) {
-    *n = 0;
-    const char *p = s;
-    if (!*p) goto bad;
-    for (;;) {
-        char *end;
-        if (*p < '0' || *p > '9') goto bad;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || v < lo || v > hi || *n >= max) goto bad;
-        out[(*n)++] = v;
-        if (*end == '\0') return 0;
-        if (*end != ',') goto bad;
-        p = end + 1;
-    }
-bad:
-    fprintf(stderr,
-            "linattn bench: %s expects a comma-separated list of at most %d integers in "
-            "[%lld, %lld], got '%s'\n",
-            opt, max, (long long)lo, (long long)hi, s);
-    return 1;
-}
-
 /* op names or family prefixes ("softmax", "gla", "delta_rule-chunk") */
-static int parse_ops(const char *s, int *sel) {
+typedef struct {
+    int *sel, *seen;
+} ops_sel;
+
+static int parse_ops(const char *cmd, const char *name, const char *s, void *out) {
+    int *sel = ((ops_sel *)out)->sel;
+    *((ops_sel *)out)->seen = 1;
+    (void)cmd;
+    (void)name;
     char buf[512];
     snprintf(buf, sizeof buf, "%s", s);
     int any = 0;
@@ -117,18 +101,6 @@ static int parse_ops(const char *s, int *sel) {
         fprintf(stderr, "linattn bench: --ops needs at least one op name\n");
         return 1;
     }
-    return 0;
-}
-
-static int parse_double(const char *s, const char *opt, double lo, double hi, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "linattn bench: %s expects a number in [%g, %g], got '%s'\n", opt, lo, hi,
-                s);
-        return 1;
-    }
-    *out = v;
     return 0;
 }
 
@@ -386,88 +358,39 @@ int cmd_bench(int argc, char **argv) {
     o.budget = 300;
     o.max_run = -1;
     o.max_gb = 2;
-    int have_T = 0, have_D = 0, have_thr = 0, sel[LA__OP_COUNT] = {0}, have_ops = 0, bad = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *s = NULL;
-        long lv;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--quick")) {
-            o.quick = 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--fwd-only")) {
-            o.fwd_only = 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--decode-only")) {
-            o.decode_only = 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--no-decode")) {
-            o.no_decode = 1;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--T", &s, &bad)) {
-            if (bad || parse_list(s, "--T", 1, 1 << 22, o.Ts, MAX_T, &o.nT)) return 2;
-            have_T = 1;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--D", &s, &bad)) {
-            if (bad || parse_list(s, "--D", 1, 1024, o.Ds, MAX_D, &o.nD)) return 2;
-            have_D = 1;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--threads", &s, &bad)) {
-            int64_t t[MAX_THR];
-            if (bad || parse_list(s, "--threads", 1, 256, t, MAX_THR, &o.nthr)) return 2;
-            for (int j = 0; j < o.nthr; j++) o.threads[j] = (int)t[j];
-            have_thr = 1;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--ops", &s, &bad)) {
-            if (bad || parse_ops(s, sel)) return 2;
-            have_ops = 1;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--budget", &s, &bad)) {
-            if (bad || parse_double(s, "--budget", 0, 1e6, &o.budget)) return 2;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--max-run", &s, &bad)) {
-            if (bad || parse_double(s, "--max-run", 0, 1e5, &o.max_run)) return 2;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--max-gb", &s, &bad)) {
-            if (bad || parse_double(s, "--max-gb", 0.001, 1e4, &o.max_gb)) return 2;
-            continue;
-        }
-        if (cli_opt_int(argc, argv, &i, "--repeats", 1, 200, &lv, &bad)) {
-            if (bad) return 2;
-            o.repeats = (int)lv;
-            continue;
-        }
-        if (cli_opt_int(argc, argv, &i, "--bh", 1, 4096, &lv, &bad)) {
-            if (bad) return 2;
-            o.bh = lv;
-            continue;
-        }
-        if (cli_opt_int(argc, argv, &i, "--chunk", 1, 4096, &lv, &bad)) {
-            if (bad) return 2;
-            o.chunk = lv;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--json", &o.json, &bad) ||
-            cli_opt_str(argc, argv, &i, "--svg", &o.svg, &bad)) {
-            if (bad) return 2;
-            continue;
-        }
-        fprintf(stderr, "linattn bench: unknown argument '%s'\n\n", argv[i]);
-        usage(stderr);
-        return 2;
-    }
+    int sel[LA__OP_COUNT] = {0}, have_ops = 0;
+    int64_t thr[MAX_THR];
+    cli_list Ts = {o.Ts, MAX_T, 0}, Ds = {o.Ds, MAX_D, 0}, thrs = {thr, MAX_THR, 0};
+    long repeats = o.repeats, bh = o.bh, chunk = o.chunk;
+    ops_sel ops = {sel, &have_ops};
+    const cli_opt table[] = {
+        CLI_OPT_QUICK(&o.quick),
+        CLI_OPT_JSON(&o.json),
+        {"--threads", CLI_INT_LIST, &thrs, 1, 256, NULL}, /* a list here: the sweep */
+        {"--T", CLI_INT_LIST, &Ts, 1, 1 << 22, NULL},
+        {"--D", CLI_INT_LIST, &Ds, 1, 1024, NULL},
+        {"--ops", CLI_CUSTOM, &ops, 0, 0, parse_ops},
+        {"--fwd-only", CLI_FLAG, &o.fwd_only, 0, 0, NULL},
+        {"--decode-only", CLI_FLAG, &o.decode_only, 0, 0, NULL},
+        {"--no-decode", CLI_FLAG, &o.no_decode, 0, 0, NULL},
+        {"--budget", CLI_DOUBLE, &o.budget, 0, 1e6, NULL},
+        {"--max-run", CLI_DOUBLE, &o.max_run, 0, 1e5, NULL},
+        {"--max-gb", CLI_DOUBLE, &o.max_gb, 0.001, 1e4, NULL},
+        {"--repeats", CLI_INT, &repeats, 1, 200, NULL},
+        {"--bh", CLI_INT, &bh, 1, 4096, NULL},
+        {"--chunk", CLI_INT, &chunk, 1, 4096, NULL},
+        {"--svg", CLI_STR, &o.svg, 0, 0, NULL}};
+    const int parsed = cli_parse("bench", argc, argv, table, CLI_COUNT(table));
+    if (parsed == CLI_HELP) usage(stdout);
+    if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
+    o.repeats = (int)repeats;
+    o.bh = bh;
+    o.chunk = chunk;
+    o.nT = Ts.n;
+    o.nD = Ds.n;
+    o.nthr = thrs.n;
+    for (int j = 0; j < o.nthr; j++) o.threads[j] = (int)thr[j];
+    const int have_T = Ts.n > 0, have_D = Ds.n > 0, have_thr = thrs.n > 0;
     if (!have_T) {
         const int64_t q[] = {128, 512, 2048}, d[] = {128, 512, 2048, 8192, 32768, 65536};
         o.nT = o.quick ? 3 : 6;

@@ -80,26 +80,12 @@ int cmd_check(int argc, char **argv) {
     uint64_t seed = 1;
     long threads = 0;
     const char *json = NULL;
-    int quick = 0, bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--quick")) {
-            quick = 1;
-            continue;
-        }
-        if (cli_opt_u64(argc, argv, &i, "--seed", &seed, &bad) ||
-            cli_opt_int(argc, argv, &i, "--threads", 0, 4096, &threads, &bad) ||
-            cli_opt_str(argc, argv, &i, "--json", &json, &bad)) {
-            if (bad) return 2;
-            continue;
-        }
-        fprintf(stderr, "linattn check: unknown argument '%s'\n\n", argv[i]);
-        usage(stderr);
-        return 2;
-    }
+    int quick = 0;
+    const cli_opt opts[] = {CLI_OPT_SEED(&seed), CLI_OPT_THREADS(&threads), CLI_OPT_QUICK(&quick),
+                            CLI_OPT_JSON(&json)};
+    const int parsed = cli_parse("check", argc, argv, opts, CLI_COUNT(opts));
+    if (parsed == CLI_HELP) usage(stdout);
+    if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
     check_report r = {0};
     r.seed = seed;
     r.quick = quick;

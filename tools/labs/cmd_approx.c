@@ -566,30 +566,17 @@ int cmd_approx(int argc, char **argv) {
     lab_opts lab = {.seed = 1};
     long threads = 0, draws = 0;
     const char *json = NULL, *svg = NULL, *prefix = NULL, *qk = NULL;
-    int bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--quick")) {
-            lab.quick = 1;
-            continue;
-        }
-        if (cli_opt_u64(argc, argv, &i, "--seed", &lab.seed, &bad) ||
-            cli_opt_int(argc, argv, &i, "--threads", 0, 4096, &threads, &bad) ||
-            cli_opt_int(argc, argv, &i, "--draws", 2, 100000, &draws, &bad) ||
-            cli_opt_str(argc, argv, &i, "--json", &json, &bad) ||
-            cli_opt_str(argc, argv, &i, "--svg", &svg, &bad) ||
-            cli_opt_str(argc, argv, &i, "--svg-prefix", &prefix, &bad) ||
-            cli_opt_str(argc, argv, &i, "--qk-std", &qk, &bad)) {
-            if (bad) return 2;
-            continue;
-        }
-        fprintf(stderr, "linattn approx: unknown argument '%s'\n\n", argv[i]);
-        usage(stderr);
-        return 2;
-    }
+    const cli_opt opts[] = {CLI_OPT_SEED(&lab.seed),
+                            CLI_OPT_THREADS(&threads),
+                            CLI_OPT_QUICK(&lab.quick),
+                            CLI_OPT_JSON(&json),
+                            {"--draws", CLI_INT, &draws, 2, 100000, NULL},
+                            {"--svg", CLI_STR, &svg, 0, 0, NULL},
+                            {"--svg-prefix", CLI_STR, &prefix, 0, 0, NULL},
+                            {"--qk-std", CLI_STR, &qk, 0, 0, NULL}};
+    const int parsed = cli_parse("approx", argc, argv, opts, CLI_COUNT(opts));
+    if (parsed == CLI_HELP) usage(stdout);
+    if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
     lab.threads = (int)threads;
     if (isatty(fileno(stderr))) lab.progress = print_progress;
     approx_cfg c;

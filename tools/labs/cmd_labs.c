@@ -75,27 +75,14 @@ int cmd_labs(int argc, char **argv) {
     lab_opts opts = {.seed = 1};
     const char *out = "labs-report", *only = NULL;
     long threads = 0;
-    int bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--quick")) {
-            opts.quick = 1;
-            continue;
-        }
-        if (cli_opt_u64(argc, argv, &i, "--seed", &opts.seed, &bad) ||
-            cli_opt_int(argc, argv, &i, "--threads", 0, 4096, &threads, &bad) ||
-            cli_opt_str(argc, argv, &i, "--out", &out, &bad) ||
-            cli_opt_str(argc, argv, &i, "--lab", &only, &bad)) {
-            if (bad) return 2;
-            continue;
-        }
-        fprintf(stderr, "linattn labs: unknown argument '%s'\n\n", argv[i]);
-        usage(stderr);
-        return 2;
-    }
+    const cli_opt table[] = {CLI_OPT_SEED(&opts.seed),
+                             CLI_OPT_THREADS(&threads),
+                             CLI_OPT_QUICK(&opts.quick),
+                             {"--out", CLI_STR, &out, 0, 0, NULL},
+                             {"--lab", CLI_STR, &only, 0, 0, NULL}};
+    const int parsed = cli_parse("labs", argc, argv, table, CLI_COUNT(table));
+    if (parsed == CLI_HELP) usage(stdout);
+    if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
     opts.threads = (int)threads;
     int n_run = 0;
     for (int i = 0; i < N_LABS; i++) n_run += !only || !strcmp(only, LABS[i].id);

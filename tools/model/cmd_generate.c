@@ -52,29 +52,17 @@ int cmd_generate(int argc, char **argv) {
     long max_tokens = 200, threads = 1;
     double temp = 0.8;
     uint64_t seed = 1;
-    int bad = 0, quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--quiet")) {
-            quiet = 1;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--ckpt", &ckpt, &bad) ||
-            cli_opt_str(argc, argv, &i, "--prompt", &prompt, &bad) ||
-            cli_opt_int(argc, argv, &i, "--max-tokens", 1, 1 << 22, &max_tokens, &bad) ||
-            cli_opt_int(argc, argv, &i, "--threads", 0, 4096, &threads, &bad) ||
-            cli_opt_u64(argc, argv, &i, "--seed", &seed, &bad) ||
-            mcli_opt_float(argc, argv, &i, "--temperature", 0.0, 100.0, &temp, &bad)) {
-            if (bad) return 2;
-            continue;
-        }
-        fprintf(stderr, "linattn generate: unknown argument '%s'\n\n", argv[i]);
-        usage(stderr);
-        return 2;
-    }
+    int quiet = 0;
+    const cli_opt opts[] = {CLI_OPT_SEED(&seed),
+                            CLI_OPT_THREADS(&threads),
+                            {"--quiet", CLI_FLAG, &quiet, 0, 0, NULL},
+                            {"--ckpt", CLI_STR, &ckpt, 0, 0, NULL},
+                            {"--prompt", CLI_STR, &prompt, 0, 0, NULL},
+                            {"--max-tokens", CLI_INT, &max_tokens, 1, 1 << 22, NULL},
+                            {"--temperature", CLI_DOUBLE, &temp, 0.0, 100.0, NULL}};
+    const int parsed = cli_parse("generate", argc, argv, opts, CLI_COUNT(opts));
+    if (parsed == CLI_HELP) usage(stdout);
+    if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
     if (!ckpt) {
         fprintf(stderr, "linattn generate: --ckpt FILE is required\n\n");
         usage(stderr);

@@ -68,51 +68,38 @@ int cmd_train(int argc, char **argv) {
     a.steps = a.batch = a.warmup = a.eval_every = a.seq_len = a.pairs = a.keys = -1;
     a.copy_tokens = a.depth = -1;
     a.stop_at = 0;
-    int bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--quick")) {
-            a.quick = 1;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--task", &a.task, &bad) ||
-            cli_opt_str(argc, argv, &i, "--mixer", &a.mixer, &bad) ||
-            cli_opt_str(argc, argv, &i, "--ckpt", &a.ckpt, &bad) ||
-            cli_opt_str(argc, argv, &i, "--resume", &a.resume, &bad) ||
-            cli_opt_str(argc, argv, &i, "--json", &a.json, &bad) ||
-            cli_opt_str(argc, argv, &i, "--text", &a.text, &bad) ||
-            cli_opt_str(argc, argv, &i, "--feature-map", &a.fmap, &bad) ||
-            cli_opt_str(argc, argv, &i, "--form", &a.form, &bad) ||
-            cli_opt_int(argc, argv, &i, "--d-model", 1, 16384, &a.d_model, &bad) ||
-            cli_opt_int(argc, argv, &i, "--layers", 1, 256, &a.layers, &bad) ||
-            cli_opt_int(argc, argv, &i, "--heads", 1, 1024, &a.heads, &bad) ||
-            cli_opt_int(argc, argv, &i, "--head-dim", 1, 1024, &a.head_dim, &bad) ||
-            cli_opt_int(argc, argv, &i, "--d-ff", 1, 65536, &a.d_ff, &bad) ||
-            cli_opt_int(argc, argv, &i, "--conv", 0, 64, &a.conv, &bad) ||
-            cli_opt_int(argc, argv, &i, "--performer-m", 1, 16384, &a.perf_m, &bad) ||
-            cli_opt_int(argc, argv, &i, "--steps", 1, 100000000, &a.steps, &bad) ||
-            cli_opt_int(argc, argv, &i, "--batch", 1, 65536, &a.batch, &bad) ||
-            cli_opt_int(argc, argv, &i, "--warmup", 0, 100000000, &a.warmup, &bad) ||
-            cli_opt_int(argc, argv, &i, "--eval-every", 1, 100000000, &a.eval_every, &bad) ||
-            cli_opt_int(argc, argv, &i, "--threads", 0, 4096, &a.threads, &bad) ||
-            cli_opt_int(argc, argv, &i, "--seq-len", 4, 1 << 20, &a.seq_len, &bad) ||
-            cli_opt_int(argc, argv, &i, "--pairs", 1, 4096, &a.pairs, &bad) ||
-            cli_opt_int(argc, argv, &i, "--keys", 1, 8192, &a.keys, &bad) ||
-            cli_opt_int(argc, argv, &i, "--copy-tokens", 1, 4096, &a.copy_tokens, &bad) ||
-            cli_opt_int(argc, argv, &i, "--depth", 0, 64, &a.depth, &bad) ||
-            cli_opt_int(argc, argv, &i, "--stop-at", 1, 100000000, &a.stop_at, &bad) ||
-            cli_opt_u64(argc, argv, &i, "--seed", &a.seed, &bad) ||
-            mcli_opt_float(argc, argv, &i, "--lr", 1e-8, 10.0, &a.lr, &bad)) {
-            if (bad) return 2;
-            continue;
-        }
-        fprintf(stderr, "linattn train: unknown argument '%s'\n\n", argv[i]);
-        usage(stderr);
-        return 2;
-    }
+    const cli_opt opts[] = {CLI_OPT_SEED(&a.seed),
+                            CLI_OPT_THREADS(&a.threads),
+                            CLI_OPT_QUICK(&a.quick),
+                            CLI_OPT_JSON(&a.json),
+                            {"--task", CLI_STR, &a.task, 0, 0, NULL},
+                            {"--mixer", CLI_STR, &a.mixer, 0, 0, NULL},
+                            {"--ckpt", CLI_STR, &a.ckpt, 0, 0, NULL},
+                            {"--resume", CLI_STR, &a.resume, 0, 0, NULL},
+                            {"--text", CLI_STR, &a.text, 0, 0, NULL},
+                            {"--feature-map", CLI_STR, &a.fmap, 0, 0, NULL},
+                            {"--form", CLI_STR, &a.form, 0, 0, NULL},
+                            {"--d-model", CLI_INT, &a.d_model, 1, 16384, NULL},
+                            {"--layers", CLI_INT, &a.layers, 1, 256, NULL},
+                            {"--heads", CLI_INT, &a.heads, 1, 1024, NULL},
+                            {"--head-dim", CLI_INT, &a.head_dim, 1, 1024, NULL},
+                            {"--d-ff", CLI_INT, &a.d_ff, 1, 65536, NULL},
+                            {"--conv", CLI_INT, &a.conv, 0, 64, NULL},
+                            {"--performer-m", CLI_INT, &a.perf_m, 1, 16384, NULL},
+                            {"--steps", CLI_INT, &a.steps, 1, 100000000, NULL},
+                            {"--batch", CLI_INT, &a.batch, 1, 65536, NULL},
+                            {"--warmup", CLI_INT, &a.warmup, 0, 100000000, NULL},
+                            {"--eval-every", CLI_INT, &a.eval_every, 1, 100000000, NULL},
+                            {"--seq-len", CLI_INT, &a.seq_len, 4, 1 << 20, NULL},
+                            {"--pairs", CLI_INT, &a.pairs, 1, 4096, NULL},
+                            {"--keys", CLI_INT, &a.keys, 1, 8192, NULL},
+                            {"--copy-tokens", CLI_INT, &a.copy_tokens, 1, 4096, NULL},
+                            {"--depth", CLI_INT, &a.depth, 0, 64, NULL},
+                            {"--stop-at", CLI_INT, &a.stop_at, 1, 100000000, NULL},
+                            {"--lr", CLI_DOUBLE, &a.lr, 1e-8, 10.0, NULL}};
+    const int parsed = cli_parse("train", argc, argv, opts, CLI_COUNT(opts));
+    if (parsed == CLI_HELP) usage(stdout);
+    if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
     const int task = lm_task_from_name(a.task), mixer = lm_mixer_from_name(a.mixer);
     if (task < 0) {
         fprintf(stderr, "linattn train: unknown task '%s' (mqar, copy, listops, bytes)\n", a.task);

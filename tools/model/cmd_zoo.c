@@ -344,32 +344,17 @@ int cmd_zoo(int argc, char **argv) {
     const char *out = "zoo-report";
     long threads = 0;
     double budget = -1;
-    int quick = 0, listops = 0, bad = 0;
+    int quick = 0, listops = 0;
     uint64_t seed = 1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--quick")) {
-            quick = 1;
-            continue;
-        }
-        if (!strcmp(argv[i], "--listops")) {
-            listops = 1;
-            continue;
-        }
-        if (cli_opt_str(argc, argv, &i, "--out", &out, &bad) ||
-            cli_opt_int(argc, argv, &i, "--threads", 0, 4096, &threads, &bad) ||
-            cli_opt_u64(argc, argv, &i, "--seed", &seed, &bad) ||
-            mcli_opt_float(argc, argv, &i, "--budget", 0.1, 1e6, &budget, &bad)) {
-            if (bad) return 2;
-            continue;
-        }
-        fprintf(stderr, "linattn zoo: unknown argument '%s'\n\n", argv[i]);
-        usage(stderr);
-        return 2;
-    }
+    const cli_opt opts[] = {CLI_OPT_SEED(&seed),
+                            CLI_OPT_THREADS(&threads),
+                            CLI_OPT_QUICK(&quick),
+                            {"--listops", CLI_FLAG, &listops, 0, 0, NULL},
+                            {"--out", CLI_STR, &out, 0, 0, NULL},
+                            {"--budget", CLI_DOUBLE, &budget, 0.1, 1e6, NULL}};
+    const int parsed = cli_parse("zoo", argc, argv, opts, CLI_COUNT(opts));
+    if (parsed == CLI_HELP) usage(stdout);
+    if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
     zoo_defaults(&z, quick ? 1 : 2);
     z.listops = listops;
     z.threads = (int)threads;

@@ -17,9 +17,6 @@ int lab_zoo(const lab_opts *opts, lab_output *out);
  * the current folder, the executable's folder's parent, or the source tree.
  * malloc'd; NULL (after a message) on failure. */
 unsigned char *mcli_read_text(const char *path, int64_t *n);
-/* Parses a float option like cli_opt_int. */
-int mcli_opt_float(int argc, char **argv, int *i, const char *name, double lo, double hi,
-                   double *out, int *bad);
 double mcli_now(void);
 /* "1:23" or "12.3 s" */
 void mcli_fmt_secs(char *buf, size_t n, double s);

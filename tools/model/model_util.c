@@ -63,23 +63,6 @@ unsigned char *mcli_read_text(const char *path, int64_t *n) {
     return b;
 }
 
-int mcli_opt_float(int argc, char **argv, int *i, const char *name, double lo, double hi,
-                   double *out, int *bad) {
-    const char *s;
-    if (!cli_opt_str(argc, argv, i, name, &s, bad)) return 0;
-    if (*bad) return 1;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "linattn: %s expects a number in [%g, %g], got '%s'\n", name, lo, hi, s);
-        *bad = 1;
-        return 1;
-    }
-    *out = v;
-    return 1;
-}
-
 double mcli_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
