@@ -676,6 +676,11 @@ LA_API la_status la_decoder_get_slot_state(const la_decoder *dec, int64_t n, flo
  * maximum is the constant 0: get returns 0 and set checks but keeps 0. */
 LA_API la_status la_decoder_set_key_max(la_decoder *dec, const float *key_max);
 LA_API la_status la_decoder_get_key_max(const la_decoder *dec, float *key_max);
+/* The same for one sequence slot n (0 <= n < N): key_max [H], slot n's
+ * maxima (with la_decoder_set/get_slot_state a server moves one Performer
+ * sequence in or out; reset_slot sets -INFINITY). Same rules as above. */
+LA_API la_status la_decoder_set_slot_key_max(la_decoder *dec, int64_t n, const float *key_max);
+LA_API la_status la_decoder_get_slot_key_max(const la_decoder *dec, int64_t n, float *key_max);
 
 /* One step for every sequence: o [N,HS,V] out; q,k [N,H,K]; v [N,HS,V];
  * g [N,HS] (simple GLA, gated delta; optional for simple GLA), or [N,H,K]

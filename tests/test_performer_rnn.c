@@ -678,6 +678,51 @@ static void test_decoder(void) {
         CHECK_STATUS(la_decoder_get_state(dec, S, z), LA_OK, "get state");
         CHECK(mu[p.nh - 1] == (stab ? -INFINITY : 0.0f) && S[0] == 0 && z[p.nz - 1] == 0,
               "reset (%s)", KIND[kind]);
+        { /* one slot moved in (state, norm, key max) decodes as if the whole
+           * decoder held that state: slot B-1's outputs bit for bit */
+            const int64_t n = B - 1, M = p.M;
+            const size_t sn = (size_t)(H * M * V), zn = (size_t)(H * M);
+            float *mus = th_nan_floats((size_t)H), *o1 = th_nan_floats((size_t)(B * H * V));
+            CHECK_STATUS(la_decoder_set_slot_state(dec, n, fS + n * sn, fz + n * zn), LA_OK,
+                         "set slot state");
+            CHECK_STATUS(la_decoder_set_slot_key_max(dec, n, fmu + n * H), LA_OK,
+                         "set slot key max");
+            CHECK_STATUS(la_decoder_get_slot_key_max(dec, n, mus), LA_OK, "get slot key max");
+            CHECK(th_bitwise_equal(mus, fmu + n * H, (size_t)H), "slot key max round trip (%s)",
+                  KIND[kind]);
+            CHECK_STATUS(la_decoder_get_key_max(dec, mu), LA_OK, "get key max");
+            CHECK(mu[0] == (stab ? -INFINITY : 0.0f), "other slots untouched (%s)", KIND[kind]);
+            CHECK_STATUS(la_decoder_step(ctx, dec, o1, qt, kt, vt, NULL, NULL, NULL), LA_OK,
+                         "step slot");
+            CHECK_STATUS(la_decoder_set_state(dec, fS, fz), LA_OK, "set state");
+            CHECK_STATUS(la_decoder_set_key_max(dec, fmu), LA_OK, "set key max");
+            CHECK_STATUS(la_decoder_step(ctx, dec, ot, qt, kt, vt, NULL, NULL, NULL), LA_OK,
+                         "step all");
+            CHECK(th_bitwise_equal(o1 + n * H * V, ot + n * H * V, (size_t)(H * V)),
+                  "moved slot decodes like the whole state, bit for bit (%s)", KIND[kind]);
+            /* refused: bad slot, NULL, NaN / +Inf (slot unchanged) */
+            CHECK_STATUS(la_decoder_set_slot_key_max(dec, B, mus), LA_ERR_INVALID_ARGUMENT,
+                         "slot N");
+            CHECK_STATUS(la_decoder_get_slot_key_max(dec, -1, mus), LA_ERR_INVALID_ARGUMENT,
+                         "slot -1");
+            CHECK_STATUS(la_decoder_set_slot_key_max(dec, n, NULL), LA_ERR_NULL_POINTER, "NULL");
+            CHECK_STATUS(la_decoder_get_slot_key_max(dec, n, mus), LA_OK, "get slot key max");
+            const float keep = mus[H - 1];
+            mus[H - 1] = NAN;
+            CHECK_STATUS(la_decoder_set_slot_key_max(dec, n, mus), LA_ERR_NON_FINITE, "NaN");
+            mus[H - 1] = INFINITY;
+            CHECK_STATUS(la_decoder_set_slot_key_max(dec, n, mus), LA_ERR_NON_FINITE, "+Inf");
+            CHECK_STATUS(la_decoder_get_slot_key_max(dec, n, mus), LA_OK, "get slot key max");
+            CHECK(mus[H - 1] == keep, "slot key max unchanged after refused sets (%s)",
+                  KIND[kind]);
+            CHECK_STATUS(la_decoder_reset_slot(dec, n), LA_OK, "reset slot");
+            CHECK_STATUS(la_decoder_get_slot_key_max(dec, n, mus), LA_OK, "get slot key max");
+            CHECK(mus[0] == (stab ? -INFINITY : 0.0f), "reset_slot resets the key max (%s)",
+                  KIND[kind]);
+            CHECK_STATUS(la_decoder_reset(dec), LA_OK, "reset");
+            free(mus);
+            free(o1);
+        }
         /* bad calls leave the state alone */
         float bad[6] = {0, 0, 0, NAN, 0, 0};
         CHECK_STATUS(la_decoder_set_key_max(dec, bad), LA_ERR_NON_FINITE, "key max NaN");
@@ -730,6 +775,8 @@ static void test_decoder(void) {
     CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_OK, "linear");
     float mu1[1];
     CHECK_STATUS(la_decoder_get_key_max(dec, mu1), LA_ERR_INVALID_ARGUMENT, "no key max");
+    CHECK_STATUS(la_decoder_set_slot_key_max(dec, 0, mu1), LA_ERR_INVALID_ARGUMENT,
+                 "no slot key max");
     la_decoder_destroy(dec);
     cfg.op = (la_op)(LA_OP_PERFORMER + 1);
     CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_ERR_INVALID_ARGUMENT, "an la_op past the last");

@@ -124,6 +124,10 @@ static void zero_length_sequences(int id, la_ctx *ctx) {
         if (c.a.final_norm)
             CHECK(th_bitwise_equal(c.a.final_norm + n * zslot, c.a.initial_norm + n * zslot, zslot),
                   "%s: empty sequence %d: final norm == initial norm", e->name, n);
+        if (c.a.final_key_max)
+            CHECK(th_bitwise_equal(c.a.final_key_max + n * d.H, c.a.initial_key_max + n * d.H,
+                                   (size_t)d.H),
+                  "%s: empty sequence %d: final key max == initial key max", e->name, n);
     }
     ref_op_case_free(&c);
 }
@@ -236,7 +240,10 @@ static void decoding_equals_recurrent(int id, la_ctx *ctx) {
                              .V = V,
                              .feature_map = c.a.feature_map,
                              .normalize = c.a.normalize,
-                             .use_qk_l2norm = c.a.use_qk_l2norm};
+                             .use_qk_l2norm = c.a.use_qk_l2norm,
+                             .rf_W = c.a.rf_W,
+                             .rf_m = c.a.rf_m,
+                             .rf = c.a.rf};
     la_decoder *dec = NULL;
     CHECK_STATUS(la_decoder_create(&dec, &cfg), LA_OK, de->family);
     if (!dec) {
@@ -245,6 +252,8 @@ static void decoding_equals_recurrent(int id, la_ctx *ctx) {
     }
     CHECK_STATUS(la_decoder_set_state(dec, c.a.initial_state, c.a.initial_norm), LA_OK,
                  "set state");
+    if (c.a.initial_key_max) /* random features: the state is relative to it */
+        CHECK_STATUS(la_decoder_set_key_max(dec, c.a.initial_key_max), LA_OK, "set key max");
     const int64_t gw = (de->needs & LA__NEED_GK) ? K : 1;
     float *qt = th_nan_floats((size_t)(B * H * K)), *kt = th_nan_floats((size_t)(B * H * K));
     float *vt = th_nan_floats((size_t)(B * HS * V)), *gt = th_nan_floats((size_t)(B * HS * gw));
@@ -273,6 +282,13 @@ static void decoding_equals_recurrent(int id, la_ctx *ctx) {
     if (z_dec)
         CHECK(th_bitwise_equal(z_dec, c.a.final_norm, c.n_norm),
               "%s: decoder normaliser == recurrent final_norm, bitwise", e->name);
+    if (c.a.final_key_max) {
+        float *mu_dec = th_nan_floats(c.n_mu);
+        CHECK_STATUS(la_decoder_get_key_max(dec, mu_dec), LA_OK, "get key max");
+        CHECK(th_bitwise_equal(mu_dec, c.a.final_key_max, c.n_mu),
+              "%s: decoder key max == recurrent final_key_max, bitwise", e->name);
+        free(mu_dec);
+    }
     la_decoder_destroy(dec);
     free(qt), free(kt), free(vt), free(gt), free(bt), free(ot), free(o_dec), free(s_dec);
     free(z_dec);

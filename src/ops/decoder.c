@@ -229,6 +229,39 @@ la_status la_decoder_get_slot_state(const la_decoder *dec, int64_t n, float *sta
     return LA_OK;
 }
 
+static la_status check_slot_key_max(const char *op, const la_decoder *dec, int64_t n,
+                                    const void *key_max) {
+    la_status st = check_slot(op, dec, n);
+    if (!st) st = la__check_ptr(op, "key_max", key_max);
+    if (!st && !dec->key_max)
+        st = la__error(LA_ERR_INVALID_ARGUMENT,
+                       "%s: op %d (%s) keeps no key maximum (LA_OP_PERFORMER only)", op,
+                       (int)dec->cfg.op, dec->entry->family);
+    return st;
+}
+
+la_status la_decoder_set_slot_key_max(la_decoder *dec, int64_t n, const float *key_max) {
+    static const char *const op = "la_decoder_set_slot_key_max";
+    la_status st = check_slot_key_max(op, dec, n, key_max);
+    if (st) return st;
+    for (int64_t h = 0; h < dec->cfg.H; h++)
+        if (key_max[h] != key_max[h] || key_max[h] == INFINITY)
+            return la__error(LA_ERR_NON_FINITE,
+                             "%s: key_max[%" PRId64 "] = %g (must be finite or -INFINITY)", op, h,
+                             (double)key_max[h]);
+    if (dec->key_max0 == 0.0f) return LA_OK; /* no stabiliser: the max stays 0 */
+    memcpy(dec->key_max + n * dec->cfg.H, key_max, (size_t)dec->cfg.H * sizeof(float));
+    return LA_OK;
+}
+
+la_status la_decoder_get_slot_key_max(const la_decoder *dec, int64_t n, float *key_max) {
+    static const char *const op = "la_decoder_get_slot_key_max";
+    la_status st = check_slot_key_max(op, dec, n, key_max);
+    if (st) return st;
+    memcpy(key_max, dec->key_max + n * dec->cfg.H, (size_t)dec->cfg.H * sizeof(float));
+    return LA_OK;
+}
+
 /* ---- the step ----------------------------------------------------------- */
 
 typedef struct {

@@ -20,6 +20,8 @@ static const la__op_entry *const OPS[] = {
     &la__entry_gated_delta_rule_chunk,
     &la__entry_kda_recurrent,
     &la__entry_kda_chunk,
+    &la__entry_performer_recurrent,
+    &la__entry_performer_chunk,
 };
 _Static_assert(sizeof OPS / sizeof OPS[0] == LA__OP_COUNT,
                "the op table must have one entry per la__op_id");
@@ -40,6 +42,11 @@ int la__op_find(const char *name) {
     for (int i = 0; i < LA__OP_COUNT; i++)
         if (!strcmp(OPS[i]->name, name)) return i;
     return -1;
+}
+
+int64_t la__op_state_rows(const la__op_entry *e, const la__op_args *a) {
+    if (!(e->needs & LA__NEED_RF)) return a->dims.K;
+    return la_rf_num_features(a->rf.kind, a->rf_m);
 }
 
 /* Indexed by la_op; NULL for the plain families. */

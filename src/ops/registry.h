@@ -51,6 +51,8 @@ typedef enum la__op_id {
     LA__OP_GATED_DELTA_RULE_CHUNK,
     LA__OP_KDA_RECURRENT,
     LA__OP_KDA_CHUNK,
+    LA__OP_PERFORMER_RECURRENT,
+    LA__OP_PERFORMER_CHUNK,
     LA__OP_COUNT
 } la__op_id;
 
@@ -71,7 +73,9 @@ enum {
     LA__CAUSAL = 1u << 10,          /* causal (else every token sees the whole sequence) */
     LA__QUADRATIC = 1u << 11,       /* O(T^2) per head */
     LA__HAS_LSE = 1u << 12,         /* optional log-sum-exp output lse [B,T,H] */
-    LA__NEED_RF = 1u << 13          /* random features: cfg.rf, rf_W [rf_m, K], rf_m */
+    LA__NEED_RF = 1u << 13          /* random features: rf, rf_W [rf_m, K], rf_m; the state
+                                       has M = la_rf_num_features rows (la__op_state_rows)
+                                       and a running key maximum [N,H] */
 };
 
 /* Uniform arguments of every op; what an entry does not need stays
@@ -91,6 +95,15 @@ typedef struct la__op_args {
     /* backward (inputs as in the forward) */
     float *dq, *dk, *dv, *dg, *dg_gamma, *dbeta, *d_initial_state, *d_initial_norm;
     const float *d_o, *d_final_state, *d_final_norm;
+    /* random features (LA__NEED_RF, the causal Performer): the feature map
+     * (role ignored), the projection W [rf_m, K]; the running key maximum
+     * [N,H] the state is relative to: initial (NULL = -INFINITY, no key
+     * yet; required with an initial state) and final (optional). */
+    la_rf_opts rf;
+    const float *rf_W;
+    int64_t rf_m;
+    const float *initial_key_max;
+    float *final_key_max;
 } la__op_args;
 
 typedef la_status (*la__op_fn)(la_ctx *ctx, const la__op_args *a);
@@ -112,6 +125,10 @@ typedef struct la__op_entry {
 LA_HIDDEN const la__op_entry *la__op_get(int id);
 /* The id named `name`, or -1. */
 LA_HIDDEN int la__op_find(const char *name);
+/* Rows of one head's state (and normaliser) for entry e called with a: K,
+ * or M = la_rf_num_features(a->rf.kind, a->rf_m) for LA__NEED_RF (0 when
+ * that is invalid). */
+LA_HIDDEN int64_t la__op_state_rows(const la__op_entry *e, const la__op_args *a);
 
 /* ---- decoding -------------------------------------------------------- */
 
@@ -169,11 +186,10 @@ typedef struct la__decode_ext {
 
 /* la_state_step's CPU path (decoder.c): la_decoder_step over caller-owned
  * state [N,HS,K,V] (and norm [N,H,K]); fn names the public function. */
-LA_HIDDEN la_status la__decoder_view_step(const char *fn, la_ctx *ctx,
-                                          const la_decoder_config *cfg, float *state,
-                                          float *norm, float *o, const float *q, const float *k,
-                                          const float *v, const float *g, const float *g_gamma,
-                                          const float *beta);
+LA_HIDDEN la_status la__decoder_view_step(const char *fn, la_ctx *ctx, const la_decoder_config *cfg,
+                                          float *state, float *norm, float *o, const float *q,
+                                          const float *k, const float *v, const float *g,
+                                          const float *g_gamma, const float *beta);
 
 /* The decoding entry of op (NULL for an unknown op). */
 LA_HIDDEN const la__decode_entry *la__decode_get(int op);
@@ -189,6 +205,7 @@ extern const la__op_entry la__entry_simple_gla_recurrent, la__entry_simple_gla_c
 extern const la__op_entry la__entry_delta_rule_recurrent, la__entry_delta_rule_chunk,
     la__entry_gated_delta_rule_recurrent, la__entry_gated_delta_rule_chunk;
 extern const la__op_entry la__entry_kda_recurrent, la__entry_kda_chunk;
+extern const la__op_entry la__entry_performer_recurrent, la__entry_performer_chunk;
 extern const la__decode_entry la__decode_linear_attn, la__decode_simple_gla, la__decode_gla,
     la__decode_delta_rule, la__decode_gated_delta_rule, la__decode_kda, la__decode_performer;
 extern const la__decode_ext la__decode_ext_performer;

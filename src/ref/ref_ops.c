@@ -1,12 +1,16 @@
 /* The reference table of the registry (see ref_ops.h). */
 #include "ref_ops.h"
 #include "ref_delta_rule.h"
+#include "ref_feature_map.h"
 #include "ref_gla.h"
 #include "ref_kda.h"
 #include "ref_linear_attn.h"
 #include "ref_softmax_attn.h"
 
+#include "ref_util.h"
+
 #include <math.h>
+#include <stdlib.h>
 
 double ref_resolved_scale(float scale, int64_t K) {
     return scale == 0 ? (double)(float)(1.0 / sqrt((double)K)) : (double)scale;
@@ -88,16 +92,83 @@ static int gd_bwd(const la__op_args *a, const ref_op_out *r) { return delta_bwd(
 
 /* ---- KDA ---- */
 static int kda_fwd(const la__op_args *a, const ref_op_out *r) {
-    return ref_kda_forward_all(&a->dims, ref_resolved_scale(a->scale, a->dims.K),
-                               a->use_qk_l2norm, a->q, a->k, a->v, a->g, a->beta,
-                               a->initial_state, r->o, r->final_state);
+    return ref_kda_forward_all(&a->dims, ref_resolved_scale(a->scale, a->dims.K), a->use_qk_l2norm,
+                               a->q, a->k, a->v, a->g, a->beta, a->initial_state, r->o,
+                               r->final_state);
 }
 static int kda_bwd(const la__op_args *a, const ref_op_out *r) {
-    return ref_kda_backward_all(&a->dims, ref_resolved_scale(a->scale, a->dims.K),
-                                a->use_qk_l2norm, a->q, a->k, a->v, a->g, a->beta,
-                                a->initial_state, a->d_o, a->d_final_state, r->dq, r->dk, r->dv,
-                                r->dg, r->dbeta, r->d_initial_state);
+    return ref_kda_backward_all(&a->dims, ref_resolved_scale(a->scale, a->dims.K), a->use_qk_l2norm,
+                                a->q, a->k, a->v, a->g, a->beta, a->initial_state, a->d_o,
+                                a->d_final_state, r->dq, r->dk, r->dv, r->dg, r->dbeta,
+                                r->d_initial_state);
 }
+
+/* ---- causal Performer (running key maximum) ---- */
+/* ref_performer_causal / _backward over every (sequence, head): gathers the
+ * rows, runs the float64 formula (MATH.md §3) and scatters the results. */
+static int perf_all(const la__op_args *a, const ref_op_out *r, int bwd) {
+    const la_dims *d = &a->dims;
+    const int64_t H = d->H, K = d->K, V = d->V, T = d->T, m = a->rf_m;
+    const int64_t N = d->cu_seqlens ? d->n_seqs : d->B;
+    const int64_t M = la_rf_num_features(a->rf.kind, m);
+    const double eps = a->eps ? a->eps : LA_LINEAR_ATTN_DEFAULT_EPS;
+    const size_t tk = (size_t)(T * K), tv = (size_t)(T * V), mv = (size_t)(M * V);
+    double *W = ref_to_double(a->rf_W, (size_t)(m * K));
+    double *buf = calloc(4 * tk + 3 * tv + 2 * (size_t)T + 4 * mv + 4 * (size_t)M + 1, sizeof *buf);
+    if (!W || !buf || M < 1) {
+        free(W);
+        free(buf);
+        return -1;
+    }
+    double *q = buf, *k = q + tk, *v = k + tk, *o = v + tv, *dq = o + tv, *dk = dq + tk;
+    double *dv = dk + tk, *sq = dv + tv, *mu = sq + T, *S0 = mu + T, *z0 = S0 + mv;
+    double *ST = z0 + M, *zT = ST + mv, *dST = zT + M, *dzT = dST + mv, *dS0 = dzT + M;
+    double *dz0 = dS0 + mv;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t u = n * H + h;
+            const int64_t L = ref_gather(q, a->q, d, n, h, H, K);
+            ref_gather(k, a->k, d, n, h, H, K);
+            ref_gather(v, a->v, d, n, h, H, V);
+            const int st = a->initial_state || a->initial_norm;
+            for (size_t i = 0; i < mv; i++)
+                S0[i] = a->initial_state ? a->initial_state[(size_t)u * mv + i] : 0.0;
+            for (int64_t i = 0; i < M; i++)
+                z0[i] = a->initial_norm ? a->initial_norm[u * M + i] : 0.0;
+            const double mu0 = a->initial_key_max ? a->initial_key_max[u] : -INFINITY;
+            double muT = 0;
+            ref_performer_causal(&a->rf, eps, L, K, V, m, q, k, v, W, st ? S0 : NULL,
+                                 st ? z0 : NULL, mu0, sq, mu, 0, o, ST, zT, &muT, NULL);
+            if (!bwd) {
+                if (r->o) ref_scatter(r->o, o, d, n, h, H, V);
+                for (size_t i = 0; r->final_state && i < mv; i++)
+                    r->final_state[(size_t)u * mv + i] = ST[i];
+                for (int64_t i = 0; r->final_norm && i < M; i++) r->final_norm[u * M + i] = zT[i];
+                if (r->final_key_max) r->final_key_max[u] = muT;
+                continue;
+            }
+            ref_gather(o, a->d_o, d, n, h, H, V); /* o now holds d_o */
+            for (size_t i = 0; i < mv; i++)
+                dST[i] = a->d_final_state ? a->d_final_state[(size_t)u * mv + i] : 0.0;
+            for (int64_t i = 0; i < M; i++)
+                dzT[i] = a->d_final_norm ? a->d_final_norm[u * M + i] : 0.0;
+            ref_performer_causal_backward(&a->rf, eps, L, K, V, m, q, k, v, W, st ? S0 : NULL,
+                                          st ? z0 : NULL, mu0, sq, mu, o, dST, dzT, dq, dk, dv, dS0,
+                                          dz0);
+            if (r->dq) ref_scatter(r->dq, dq, d, n, h, H, K);
+            if (r->dk) ref_scatter(r->dk, dk, d, n, h, H, K);
+            if (r->dv) ref_scatter(r->dv, dv, d, n, h, H, V);
+            for (size_t i = 0; r->d_initial_state && i < mv; i++)
+                r->d_initial_state[(size_t)u * mv + i] = dS0[i];
+            for (int64_t i = 0; r->d_initial_norm && i < M; i++)
+                r->d_initial_norm[u * M + i] = dz0[i];
+        }
+    free(W);
+    free(buf);
+    return 0;
+}
+static int perf_fwd(const la__op_args *a, const ref_op_out *r) { return perf_all(a, r, 0); }
+static int perf_bwd(const la__op_args *a, const ref_op_out *r) { return perf_all(a, r, 1); }
 
 /* One row per la__op_id, in its order. */
 static const ref_op_entry TABLE[] = {
@@ -117,6 +188,8 @@ static const ref_op_entry TABLE[] = {
     {gd_fwd, gd_bwd},           /* gated_delta_rule-chunk */
     {kda_fwd, kda_bwd},         /* kda-recurrent */
     {kda_fwd, kda_bwd},         /* kda-chunk */
+    {perf_fwd, perf_bwd},       /* performer-recurrent */
+    {perf_fwd, perf_bwd},       /* performer-chunk */
 };
 _Static_assert(sizeof TABLE / sizeof TABLE[0] == LA__OP_COUNT,
                "one reference per registry entry, in la__op_id order");
@@ -125,13 +198,26 @@ const ref_op_entry *ref_op_get(int id) { return id >= 0 && id < LA__OP_COUNT ? &
 
 /* ---- random cases --------------------------------------------------------- */
 
-#include "ref_util.h"
-
-#include <stdlib.h>
 #include <string.h>
 
-enum { I_Q, I_K, I_V, I_G, I_GGAMMA, I_BETA, I_S0, I_Z0, I_DO, I_DST, I_DZT, I_COUNT };
-enum { O_O, O_ST, O_ZT, O_LSE, O_DQ, O_DK, O_DV, O_DG, O_DGGAMMA, O_DBETA, O_DS0, O_DZ0, O_COUNT };
+enum { I_Q, I_K, I_V, I_G, I_GGAMMA, I_BETA, I_S0, I_Z0, I_DO, I_DST, I_DZT, I_W, I_MU0, I_COUNT };
+enum {
+    O_O,
+    O_ST,
+    O_ZT,
+    O_LSE,
+    O_DQ,
+    O_DK,
+    O_DV,
+    O_DG,
+    O_DGGAMMA,
+    O_DBETA,
+    O_DS0,
+    O_DZ0,
+    O_MU, /* final_key_max (forward) */
+    O_COUNT
+};
+_Static_assert(I_COUNT <= REF_CASE_MAX_BUFS && O_COUNT <= REF_CASE_MAX_BUFS, "ref_op_case sizes");
 
 static float *falloc(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
@@ -161,8 +247,20 @@ int ref_op_case_init(ref_op_case *c, int id, const la_dims *dims, int64_t chunk,
     c->n_v = BT * (size_t)(HS * V);
     c->n_hs = BT * (size_t)HS;
     c->n_g = (nd & LA__NEED_GK) ? c->n_hs * (size_t)K : c->n_hs;
-    c->n_state = (size_t)(N * HS * K * V);
-    c->n_norm = (size_t)(N * H * K);
+    /* random features: m = K/2 + 3 projection rows (not K, so M != K is
+     * exercised), FAVOR+ with its stabiliser and a small eps */
+    const int rf = (nd & LA__NEED_RF) != 0;
+    la__op_args *a = &c->a;
+    if (rf) {
+        a->rf = la_rf_opts_default();
+        a->rf.eps = 1e-4f;
+        a->rf_m = K / 2 + 3;
+    }
+    a->dims = c->dims;
+    const int64_t R = la__op_state_rows(c->e, a); /* rows of one head's state */
+    c->n_state = (size_t)(N * HS * R * V);
+    c->n_norm = (size_t)(N * H * R);
+    c->n_mu = rf ? (size_t)(N * H) : 0;
     c->n_lse = BT * (size_t)H;
 
     la_rng rng;
@@ -177,7 +275,9 @@ int ref_op_case_init(ref_op_case *c, int id, const la_dims *dims, int64_t chunk,
                                   state && norm ? c->n_norm : 0,
                                   c->n_v,
                                   state ? c->n_state : 0,
-                                  state && norm ? c->n_norm : 0};
+                                  state && norm ? c->n_norm : 0,
+                                  rf ? (size_t)(a->rf_m * K) : 0,
+                                  state ? c->n_mu : 0};
     for (int i = 0; i < I_COUNT; i++)
         if (in_n[i] && !(c->in[i] = falloc(in_n[i]))) return -1;
     ref_fill_normal(c->in[I_Q], c->n_qk, &rng, 1.0);
@@ -204,6 +304,8 @@ int ref_op_case_init(ref_op_case *c, int id, const la_dims *dims, int64_t chunk,
     if (c->in[I_DST]) ref_fill_normal(c->in[I_DST], c->n_state, &rng, 0.5);
     if (c->in[I_Z0]) ref_fill_uniform(c->in[I_Z0], c->n_norm, &rng, 0.5, 1.5);
     if (c->in[I_DZT]) ref_fill_normal(c->in[I_DZT], c->n_norm, &rng, 0.5);
+    if (c->in[I_W]) ref_fill_normal(c->in[I_W], (size_t)(a->rf_m * K), &rng, 1.0);
+    if (c->in[I_MU0]) ref_fill_uniform(c->in[I_MU0], c->n_mu, &rng, 0.0, 2.0);
 
     const size_t out_n[O_COUNT] = {c->n_v,
                                    (nd & LA__HAS_STATE) ? c->n_state : 0,
@@ -216,7 +318,8 @@ int ref_op_case_init(ref_op_case *c, int id, const la_dims *dims, int64_t chunk,
                                    0,
                                    (nd & LA__NEED_BETA) ? c->n_hs : 0,
                                    (nd & LA__HAS_STATE) ? c->n_state : 0,
-                                   norm ? c->n_norm : 0};
+                                   norm ? c->n_norm : 0,
+                                   c->n_mu};
     for (int i = 0; i < O_COUNT; i++)
         if (out_n[i]) {
             if (!(c->out[i] = falloc(out_n[i]))) return -1;
@@ -224,8 +327,6 @@ int ref_op_case_init(ref_op_case *c, int id, const la_dims *dims, int64_t chunk,
         }
     ref_op_case_poison(c);
 
-    la__op_args *a = &c->a;
-    a->dims = c->dims;
     a->chunk_size = c->e->form == LA_FORM_CHUNK ? chunk : 0;
     a->use_qk_l2norm = (nd & LA__NEED_L2NORM) != 0;
     a->feature_map = (nd & LA__NEED_FEATURE_MAP) ? LA_FEATURE_ELU1 : LA_FEATURE_IDENTITY;
@@ -253,6 +354,9 @@ int ref_op_case_init(ref_op_case *c, int id, const la_dims *dims, int64_t chunk,
     a->dbeta = c->out[O_DBETA];
     a->d_initial_state = c->out[O_DS0];
     a->d_initial_norm = c->out[O_DZ0];
+    a->rf_W = c->in[I_W];
+    a->initial_key_max = c->in[I_MU0];
+    a->final_key_max = c->out[O_MU];
     ref_op_out *w = &c->want;
     w->o = c->wbuf[O_O];
     w->final_state = c->wbuf[O_ST];
@@ -266,6 +370,7 @@ int ref_op_case_init(ref_op_case *c, int id, const la_dims *dims, int64_t chunk,
     w->dbeta = c->wbuf[O_DBETA];
     w->d_initial_state = c->wbuf[O_DS0];
     w->d_initial_norm = c->wbuf[O_DZ0];
+    w->final_key_max = c->wbuf[O_MU];
     return 0;
 }
 
@@ -292,14 +397,26 @@ void ref_op_case_free(ref_op_case *c) {
 }
 
 int ref_op_case_outputs(const ref_op_case *c, ref_op_output *list) {
-    static const char *const names[O_COUNT] = {
-        "o",        "final_state", "final_norm",      "lse",           "dq", "dk", "dv", "dg",
-        "dg_gamma", "dbeta",       "d_initial_state", "d_initial_norm"};
-    const size_t ns[O_COUNT] = {c->n_v, c->n_state, c->n_norm, c->n_lse, c->n_qk,    c->n_qk,
-                                c->n_v, c->n_g,     c->H,      c->n_hs,  c->n_state, c->n_norm};
+    static const char *const names[O_COUNT] = {"o",
+                                               "final_state",
+                                               "final_norm",
+                                               "lse",
+                                               "dq",
+                                               "dk",
+                                               "dv",
+                                               "dg",
+                                               "dg_gamma",
+                                               "dbeta",
+                                               "d_initial_state",
+                                               "d_initial_norm",
+                                               "final_key_max"};
+    const size_t ns[O_COUNT] = {c->n_v,     c->n_state, c->n_norm, c->n_lse, c->n_qk,
+                                c->n_qk,    c->n_v,     c->n_g,    c->H,     c->n_hs,
+                                c->n_state, c->n_norm,  c->n_mu};
     int n = 0;
     for (int i = 0; i < O_COUNT; i++)
         if (c->out[i])
-            list[n++] = (ref_op_output){names[i], c->out[i], c->wbuf[i], ns[i], i >= O_DQ};
+            list[n++] =
+                (ref_op_output){names[i], c->out[i], c->wbuf[i], ns[i], i >= O_DQ && i != O_MU};
     return n;
 }

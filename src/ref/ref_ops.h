@@ -12,6 +12,7 @@
 typedef struct ref_op_out {
     double *o, *final_state, *final_norm, *lse;
     double *dq, *dk, *dv, *dg, *dg_gamma, *dbeta, *d_initial_state, *d_initial_norm;
+    double *final_key_max; /* random features: the running key maximum [N,H] */
 } ref_op_out;
 
 /* The same arguments as the entry's adapters take (float32 inputs). The
@@ -43,21 +44,25 @@ enum {
 
 /* Inputs (random, from seed) and outputs (float32, NaN-poisoned) of one call
  * of entry id on dims, wired into `a`, and the reference outputs `want`. */
+#define REF_CASE_MAX_BUFS 16
 typedef struct ref_op_case {
     const la__op_entry *e;
     la__op_args a;
     la_dims dims;
     int64_t cu[64];
     size_t n_qk, n_v, n_g, n_hs, n_state, n_norm, n_lse, H;
-    float *in[12];  /* every input buffer (freed by ref_op_case_free) */
-    float *out[13]; /* every output buffer */
+    size_t n_mu;                   /* key maxima [N,H] (random features), else 0 */
+    float *in[REF_CASE_MAX_BUFS];  /* every input buffer (freed by ref_op_case_free) */
+    float *out[REF_CASE_MAX_BUFS]; /* every output buffer */
     ref_op_out want;
-    double *wbuf[13];
+    double *wbuf[REF_CASE_MAX_BUFS];
 } ref_op_case;
 
 /* Builds a case; dims->cu_seqlens (up to 63 sequences) is copied. Options:
  * feature map elu1 + normalize (linear attention), use_qk_l2norm where
- * read, chunk_size `chunk` (0: default). Returns 0, -1 when out of memory. */
+ * read, chunk_size `chunk` (0: default); random features (the causal
+ * Performer): FAVOR+ (stabilised, eps 1e-4), m = K/2 + 3 rows of W ~ N(0,1),
+ * initial key maxima in [0, 2] with the initial state. Returns 0, -1 when out of memory. */
 int ref_op_case_init(ref_op_case *c, int id, const la_dims *dims, int64_t chunk, uint64_t seed,
                      unsigned flags);
 /* NaN-fills every float32 output. */

@@ -281,16 +281,17 @@ void bench_fill(float *x, size_t n, uint64_t seed, float a) {
 }
 
 typedef struct need {
-    int g, gk, beta;
+    int g, gk, beta, rf;
 } need;
 
 static need op_needs(bench_op op) {
-    need n = {0, 0, 0};
+    need n = {0, 0, 0, 0};
     const la__op_entry *e = entry(op);
     if (!e) return n;
     n.g = (e->needs & (LA__NEED_G | LA__NEED_G_OPT)) != 0;
     n.gk = (e->needs & LA__NEED_GK) != 0;
     n.beta = (e->needs & LA__NEED_BETA) != 0;
+    n.rf = (e->needs & LA__NEED_RF) != 0;
     return n;
 }
 
@@ -299,7 +300,7 @@ double bench_bufs_bytes(bench_op op, int64_t T, int64_t H, int64_t K, int64_t V,
     double th = (double)T * (double)H;
     double fl = th * (2.0 * K + 2.0 * V) + th * (n.g + n.beta) + th * K * n.gk;
     if (backward) fl = 2 * fl + th * K; /* gradients of everything, dg sized T*H*K */
-    return 4 * fl;
+    return 4 * (fl + n.rf * (double)K * K);
 }
 
 static float *alloc_floats(size_t n, int *bad) {
@@ -322,6 +323,7 @@ int bench_bufs_alloc(bench_bufs *b, bench_op op, int64_t T, int64_t H, int64_t K
     b->o = alloc_floats(tv, &bad);
     if (n.g || n.gk) b->g = alloc_floats(ng, &bad);
     if (n.beta) b->beta = alloc_floats(th, &bad);
+    if (n.rf) b->rf_W = alloc_floats((size_t)(K * K), &bad);
     if (backward) {
         b->dq = alloc_floats(tk, &bad);
         b->dk = alloc_floats(tk, &bad);
@@ -346,6 +348,7 @@ int bench_bufs_alloc(bench_bufs *b, bench_op op, int64_t T, int64_t H, int64_t K
         bench_fill(b->beta, th, seed + 6, 0.4f);
         for (size_t i = 0; i < th; i++) b->beta[i] += 0.5f;
     }
+    if (b->rf_W) bench_fill(b->rf_W, (size_t)(K * K), seed + 8, 1.0f);
     if (backward) {
         bench_fill(b->d_o, tv, seed + 7, 1.0f);
         memset(b->dq, 0, tk * sizeof(float));
@@ -358,8 +361,8 @@ int bench_bufs_alloc(bench_bufs *b, bench_op op, int64_t T, int64_t H, int64_t K
 }
 
 void bench_bufs_free(bench_bufs *b) {
-    float *ps[] = {b->q, b->k, b->v, b->o, b->g, b->beta,
-                   b->dq, b->dk, b->dv, b->d_o, b->dg, b->dbeta};
+    float *ps[] = {b->q,  b->k,  b->v,   b->o,  b->g,  b->beta, b->dq,
+                   b->dk, b->dv, b->d_o, b->dg, b->dbeta, b->rf_W};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) free(ps[i]);
     memset(b, 0, sizeof *b);
 }
@@ -388,6 +391,11 @@ la_status bench_op_run(la_ctx *ctx, bench_op op, const bench_bufs *b, int backwa
     a.dg = b->dg;
     a.dbeta = b->dbeta;
     a.d_o = b->d_o;
+    if (e->needs & LA__NEED_RF) { /* Performer: FAVOR+, m = K rows (M = K features) */
+        a.rf = la_rf_opts_default();
+        a.rf_W = b->rf_W;
+        a.rf_m = b->dims.K;
+    }
     la_status st = e->forward(ctx, &a);
     if (!st && backward) st = e->backward(ctx, &a);
     return st;

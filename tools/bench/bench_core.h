@@ -54,6 +54,7 @@ typedef struct bench_bufs {
     int64_t chunk;
     float *q, *k, *v, *o, *g, *beta;
     float *dq, *dk, *dv, *d_o, *dg, *dbeta;
+    float *rf_W; /* random features: W [m = K, K] (M = K features, FAVOR+) */
 } bench_bufs;
 
 /* Allocates and fills (deterministic, from seed) every buffer op needs;

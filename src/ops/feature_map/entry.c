@@ -1,4 +1,6 @@
-/* The registry's decoding entry of the causal Performer (LA_OP_PERFORMER):
+/* The registry's op entries of the causal Performer (recurrent and chunk
+ * forms, with state and the running key maximum) and its decoding entry
+ * (LA_OP_PERFORMER):
  * the decoder keeps a copy of W and the resolved feature map as family
  * data, states of M = la_rf_num_features rows per head and a running key
  * maximum; the step is la__performer_token, the recurrent form's
@@ -105,3 +107,60 @@ const la__decode_entry la__decode_performer = {
 
 const la__decode_ext la__decode_ext_performer = {create, destroy, check_step, work_bytes,
                                                  key_max_reset};
+
+/* ---- op entries: la_performer_attn_{forward,backward}_state ------------ */
+
+/* Per token and head, with M = m = K (the registry's convention): the two
+ * projections (2 m K each), then normalised linear attention on M
+ * features: recurrent 4 M V (+ 4 M for z); chunk as the linear-attention
+ * chunk form. The exponentials are not counted. Backward about twice the
+ * forward on top. */
+static double flops_recurrent(double T, double K, double V, double C, int backward) {
+    (void)C;
+    return T * (4 * K * K + 4 * K * V + 4 * K) * (backward ? 3 : 1);
+}
+static double flops_chunk(double T, double K, double V, double C, int backward) {
+    return T * (4 * K * K + (C + 1) * (K + V + 1) + 4 * K * (V + 1)) * (backward ? 3 : 1);
+}
+
+static la_status run(la_ctx *ctx, const la__op_args *a, la_form form, int bwd) {
+    la_linear_attn_opts o = la_linear_attn_opts_default();
+    o.causal = 1;
+    o.form = form;
+    o.normalize = 1;
+    o.feature_map = LA_FEATURE_IDENTITY;
+    o.eps = a->eps ? a->eps : LA_LINEAR_ATTN_DEFAULT_EPS;
+    o.chunk_size = form == LA_FORM_CHUNK ? a->chunk_size : 0;
+    if (!bwd)
+        return la_performer_attn_forward_state(
+            ctx, &a->rf, &o, &a->dims, a->o, a->final_state, a->final_norm, a->final_key_max, a->q,
+            a->k, a->v, a->rf_W, a->rf_m, a->initial_state, a->initial_norm, a->initial_key_max);
+    return la_performer_attn_backward_state(
+        ctx, &a->rf, &o, &a->dims, a->dq, a->dk, a->dv, a->d_initial_state, a->d_initial_norm,
+        a->d_o, a->d_final_state, a->d_final_norm, a->q, a->k, a->v, a->rf_W, a->rf_m,
+        a->initial_state, a->initial_norm, a->initial_key_max);
+}
+
+static la_status fwd_rec(la_ctx *c, const la__op_args *a) {
+    return run(c, a, LA_FORM_RECURRENT, 0);
+}
+static la_status bwd_rec(la_ctx *c, const la__op_args *a) {
+    return run(c, a, LA_FORM_RECURRENT, 1);
+}
+static la_status fwd_chunk(la_ctx *c, const la__op_args *a) { return run(c, a, LA_FORM_CHUNK, 0); }
+static la_status bwd_chunk(la_ctx *c, const la__op_args *a) { return run(c, a, LA_FORM_CHUNK, 1); }
+
+#define PF_NEEDS (LA__NEED_RF | LA__NEED_NORMALIZER | LA__HAS_STATE | LA__CAUSAL)
+
+const la__op_entry la__entry_performer_recurrent = {LA__OP_PERFORMER_RECURRENT,
+                                                    "performer-recurrent",
+                                                    "performer",
+                                                    LA_FORM_RECURRENT,
+                                                    PF_NEEDS,
+                                                    LA_OP_PERFORMER,
+                                                    flops_recurrent,
+                                                    fwd_rec,
+                                                    bwd_rec};
+const la__op_entry la__entry_performer_chunk = {
+    LA__OP_PERFORMER_CHUNK, "performer-chunk", "performer", LA_FORM_CHUNK, PF_NEEDS,
+    LA_OP_PERFORMER,        flops_chunk,       fwd_chunk,   bwd_chunk};
