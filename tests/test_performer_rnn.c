@@ -713,8 +713,7 @@ static void test_decoder(void) {
             mus[H - 1] = INFINITY;
             CHECK_STATUS(la_decoder_set_slot_key_max(dec, n, mus), LA_ERR_NON_FINITE, "+Inf");
             CHECK_STATUS(la_decoder_get_slot_key_max(dec, n, mus), LA_OK, "get slot key max");
-            CHECK(mus[H - 1] == keep, "slot key max unchanged after refused sets (%s)",
-                  KIND[kind]);
+            CHECK(mus[H - 1] == keep, "slot key max unchanged after refused sets (%s)", KIND[kind]);
             CHECK_STATUS(la_decoder_reset_slot(dec, n), LA_OK, "reset slot");
             CHECK_STATUS(la_decoder_get_slot_key_max(dec, n, mus), LA_OK, "get slot key max");
             CHECK(mus[0] == (stab ? -INFINITY : 0.0f), "reset_slot resets the key max (%s)",
