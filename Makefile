@@ -14,7 +14,7 @@ run: all
 	./$(BUILD)/linattn labs
 
 # Every test: the release build, then the same suite under ASan + UBSan,
-# then a short libFuzzer run over every registry entry (SKIP without clang).
+# then a short libFuzzer run of each fuzz target (SKIP without clang).
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) test-sanitize
@@ -26,8 +26,9 @@ test-sanitize:
 	cmake --build $(BUILD)-san -j $(JOBS)
 	cd $(BUILD)-san && ctest --output-on-failure -j $(JOBS)
 
-# libFuzzer + ASan + UBSan over every op of the registry and the decoder
-# (tests/fuzz/); FUZZ_SECONDS of fuzzing, 15 by default.
+# libFuzzer + ASan + UBSan (tests/fuzz/): every op of the registry and the
+# decoder, and the model checkpoint loader; FUZZ_SECONDS per target, 15 by
+# default.
 FUZZ_SECONDS ?= 15
 test-fuzz:
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)

@@ -3,7 +3,8 @@
  * The first byte picks an op entry (or the decoder); the next bytes pick
  * sizes (sometimes zero, negative or overflowing), value heads, cu_seqlens
  * (sometimes malformed, sometimes with empty sequences), options (valid,
- * out of range, NaN), which pointers are NULL, and one NaN / Inf / huge
+ * out of range, NaN; for the causal Performer the feature kind, stabiliser,
+ * eps and projection rows m), which pointers are NULL, and one NaN / Inf / huge
  * value planted in one input. Tensor contents come from a PRNG seeded by
  * eight bytes. Built with ASan + UBSan (tests/fuzz/run.sh), so any out-of-
  * bounds access or undefined behaviour aborts. The target itself aborts
@@ -114,7 +115,22 @@ static void fail(const char *what, const char *name) {
 
 /* ---- one registry entry ------------------------------------------------- */
 
-enum { IN_Q, IN_K, IN_V, IN_G, IN_GG, IN_BETA, IN_S0, IN_Z0, IN_DO, IN_DST, IN_DZT, N_IN };
+enum {
+    IN_Q,
+    IN_K,
+    IN_V,
+    IN_G,
+    IN_GG,
+    IN_BETA,
+    IN_S0,
+    IN_Z0,
+    IN_DO,
+    IN_DST,
+    IN_DZT,
+    IN_W,
+    IN_MU0,
+    N_IN
+};
 enum {
     OUT_O,
     OUT_ST,
@@ -128,6 +144,7 @@ enum {
     OUT_DB,
     OUT_DS0,
     OUT_DZ0,
+    OUT_MU, /* final_key_max (random features) */
     N_OUT
 };
 
@@ -175,11 +192,21 @@ static void run_op(reader *r, la_ctx *ctx, int id) {
     const uint32_t nulls = rd(r) | (uint32_t)rd(r) << 8;
     const unsigned plant = rd(r), plant_at = rd(r) | rd(r) << 8;
     rng_state = rd64(r) | 1;
+    const int rf = (nd & LA__NEED_RF) != 0;
+    if (rf) { /* random features: kind (5 is invalid), stabiliser, eps, m */
+        const unsigned rb = rd(r);
+        a.rf.kind = (la_random_feature)(rb % 6);
+        a.rf.role = (la_rf_role)((rb >> 3) & 1);
+        a.rf.stabilize = (rb >> 4) & 1 ? 1 : (rb >> 5) & 1 ? 0 : 3; /* 3: invalid */
+        a.rf.eps = EPSS[(rb >> 5) & 7];
+        a.rf_m = rd_size(r, 6);
+    }
 
     /* Buffer sizes from the dims when they are sane; otherwise tiny (the
      * call must refuse before touching them). */
     int sane = d.B >= 1 && d.B <= 3 && d.T >= 1 && d.T <= 48 && d.H >= 1 && d.H <= 4 && d.K >= 1 &&
-               d.K <= 9 && d.V >= 1 && d.V <= 9 && d.HV >= 0 && d.HV <= 16;
+               d.K <= 9 && d.V >= 1 && d.V <= 9 && d.HV >= 0 && d.HV <= 16 &&
+               (!rf || (a.rf_m >= 1 && a.rf_m <= 6));
     const int64_t HSa = d.HV > d.H ? d.HV : d.H; /* generous for a bad HV */
     const int64_t N = d.cu_seqlens ? (d.n_seqs > 0 ? d.n_seqs : 1) : d.B;
     const size_t BT = sane ? (size_t)(d.B * d.T) : 1, H = sane ? (size_t)d.H : 1;
@@ -187,7 +214,12 @@ static void run_op(reader *r, la_ctx *ctx, int id) {
     const size_t HS = sane ? (size_t)HSa : 1, NN = sane ? (size_t)N : 1;
     const size_t n_qk = BT * H * K, n_v = BT * HS * V, n_hs = BT * HS;
     const size_t n_g = (nd & LA__NEED_GK) ? n_hs * K : n_hs;
-    const size_t n_s = NN * HS * K * V, n_z = NN * H * K;
+    /* state rows: K, or the M features of random features (1 when the
+     * kind is invalid: the call must refuse) */
+    const int64_t M = rf && sane ? la_rf_num_features(a.rf.kind, a.rf_m) : 0;
+    const size_t R = rf ? (M > 0 ? (size_t)M : 1) : K;
+    const size_t n_s = NN * HS * R * V, n_z = NN * H * R, n_mu = rf ? NN * H : 0;
+    const size_t n_w = rf && sane ? (size_t)a.rf_m * K : (size_t)rf;
     const int has_g = (nd & (LA__NEED_G | LA__NEED_G_OPT | LA__NEED_GK)) != 0;
     const int norm = (nd & LA__NEED_NORMALIZER) && a.normalize;
 
@@ -203,9 +235,12 @@ static void run_op(reader *r, la_ctx *ctx, int id) {
                                norm ? n_z : 0,
                                n_v,
                                (nd & LA__HAS_STATE) ? n_s : 0,
-                               norm ? n_z : 0};
-    const int in_kind[N_IN] = {FILL_PLAIN, FILL_PLAIN, FILL_PLAIN, FILL_GATE,  FILL_GATE, FILL_BETA,
-                               FILL_PLAIN, FILL_POS,   FILL_PLAIN, FILL_PLAIN, FILL_PLAIN};
+                               norm ? n_z : 0,
+                               n_w,
+                               n_mu};
+    const int in_kind[N_IN] = {FILL_PLAIN, FILL_PLAIN, FILL_PLAIN, FILL_GATE,  FILL_GATE,
+                               FILL_BETA,  FILL_PLAIN, FILL_POS,   FILL_PLAIN, FILL_PLAIN,
+                               FILL_PLAIN, FILL_PLAIN, FILL_POS};
     for (int i = 0; i < N_IN; i++)
         if (in_n[i]) in[i] = make_in(in_n[i], in_kind[i]);
     /* one planted value */
@@ -233,7 +268,8 @@ static void run_op(reader *r, la_ctx *ctx, int id) {
                                  (nd & LA__NEED_G_GAMMA) ? H : 0,
                                  (nd & LA__NEED_BETA) ? n_hs : 0,
                                  (nd & LA__HAS_STATE) ? n_s : 0,
-                                 norm ? n_z : 0};
+                                 norm ? n_z : 0,
+                                 n_mu};
     for (int i = 0; i < N_OUT; i++)
         if (out_n[i]) out[i] = make_out(out_n[i]);
 
@@ -248,7 +284,9 @@ static void run_op(reader *r, la_ctx *ctx, int id) {
                               &a.initial_norm,
                               &a.d_o,
                               &a.d_final_state,
-                              &a.d_final_norm};
+                              &a.d_final_norm,
+                              &a.rf_W,
+                              &a.initial_key_max};
     float **op[N_OUT] = {&a.o,
                          &a.final_state,
                          &a.final_norm,
@@ -260,7 +298,8 @@ static void run_op(reader *r, la_ctx *ctx, int id) {
                          &a.dg_gamma,
                          &a.dbeta,
                          &a.d_initial_state,
-                         &a.d_initial_norm};
+                         &a.d_initial_norm,
+                         &a.final_key_max};
     for (int i = 0; i < N_IN; i++) *ip[i] = (nulls >> i) & 1 ? NULL : in[i].p;
     for (int i = 0; i < N_OUT; i++) *op[i] = (nulls >> (i % 16)) & 0x10 ? NULL : out[i].p;
     /* the required ones are present most of the time */
@@ -270,6 +309,8 @@ static void run_op(reader *r, la_ctx *ctx, int id) {
         if (nd & (LA__NEED_G | LA__NEED_GK)) a.g = in[IN_G].p;
         if (nd & LA__NEED_BETA) a.beta = in[IN_BETA].p;
         if (a.g && has_g) a.dg = out[OUT_DG].p;
+        if (rf) a.rf_W = in[IN_W].p;
+        if (a.initial_state && rf) a.initial_key_max = in[IN_MU0].p; /* required with it */
     }
 
     for (int pass = 0; pass < 2; pass++) {
@@ -286,9 +327,12 @@ static void run_op(reader *r, la_ctx *ctx, int id) {
         }
         if (!sane) fail("insane dims accepted", e->name);
         /* every given output of this pass fully written; finite if allowed */
-        const int fwd_out[N_OUT] = {1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0};
-        const int may_blow = planted_bad || ((nd & LA__NEED_BETA) && !a.use_qk_l2norm) ||
-                             (norm && a.feature_map == LA_FEATURE_IDENTITY);
+        const int fwd_out[N_OUT] = {1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        /* trig features can make the Performer's denominator vanish */
+        const int may_blow =
+            planted_bad || ((nd & LA__NEED_BETA) && !a.use_qk_l2norm) ||
+            (norm && a.feature_map == LA_FEATURE_IDENTITY && !rf) ||
+            (rf && (a.rf.kind == LA_RF_TRIG_GAUSSIAN || a.rf.kind == LA_RF_TRIG_SOFTMAX));
         for (int i = 0; i < N_OUT; i++) {
             if (!*op[i] || fwd_out[i] == pass) continue;
             const size_t n = i == OUT_ST || i == OUT_DS0 ? n_s : out[i].n;
