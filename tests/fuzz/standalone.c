@@ -28,7 +28,7 @@ static size_t load(const char *path, uint8_t *buf, size_t cap) {
 }
 
 int main(int argc, char **argv) {
-    uint8_t buf[256];
+    static uint8_t buf[1 << 16]; /* checkpoint seeds are up to 12 KB */
     if (argc >= 4 && !strcmp(argv[1], "--random")) {
         const long long n = atoll(argv[2]);
         s ^= strtoull(argv[3], NULL, 10) * 0x9E3779B97F4A7C15ull;
