@@ -35,10 +35,10 @@ la_status la__cu_error(cudaError_t e, const char *op, const char *what) {
 /* Pointers already found to be device memory, per thread: a decoding loop
  * passes the same buffers every step, and cudaPointerGetAttributes costs
  * about a microsecond, so a hit in this small direct-mapped table skips it.
- * The check stays what it was (a guard against host pointers, not against
- * freed or too-small device buffers): an address that was device memory
- * stays in CUDA's reserved virtual range after a free, so no host buffer
- * can later sit at a cached address. */
+ * The check stays what it was: a guard against host pointers, not against
+ * freed or too-small device buffers. (A cached address is accepted again
+ * after its buffer is freed; device allocations come from virtual ranges
+ * CUDA reserves, which host allocations do not reuse in practice.) */
 #define LA_CU_PTR_SLOTS 64
 static thread_local const void *ptr_seen[LA_CU_PTR_SLOTS];
 
