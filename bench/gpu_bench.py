@@ -84,6 +84,7 @@ def timeit(fn, iters=30, warmup=3):
 
 
 RESULTS = []
+COPY_TBPS = []  # measured device copy bandwidth of this run (TB/s)
 
 
 def record(out, **kw):
@@ -140,6 +141,7 @@ def main():
         ms, _ = timeit(lambda: y.copy_(x))
         bw = 2 * x.numel() * 4 / (ms * 1e-3) / 1e12
         record(a.out, what="copy", bytes=2 * x.numel() * 4, ms=round(ms, 4), TBps=round(bw, 3))
+        COPY_TBPS.append(bw)
         del x, y
 
     go = GatedOpts(2, 0.0, 64, 0)
@@ -257,7 +259,33 @@ def main():
             L.ok(L.l.la_state_step(L.ctx, ctypes.byref(cfg), 1, P(S), None, P(o), P(q), P(k), P(v),
                                    P(g), None, P(beta)))
 
+        cols = os.environ.get("LINATTN_CUDA_STEP_COLS", "auto")
+        base["cols"] = cols
         attempt(a.out, dict(base, impl="linattn", mode="step"), step)
+        # a decoding loop: 100 direct calls back to back, per step (host-bound
+        # when the host enqueues slower than the GPU runs them)
+        def loop100():
+            for _ in range(100):
+                step()
+        try:
+            ms, n = timeit(loop100, 10)
+            record(a.out, **base, impl="linattn", mode="step, 100 direct calls, per step",
+                   ms=round(ms / 100, 5), calls=n)
+        except Exception as e:  # noqa: BLE001
+            record(a.out, **base, impl="linattn", mode="step loop", ms=None, note=str(e)[:200])
+        # host time of one direct call (ctypes + checks + launch), no sync
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            step()
+        host_us = (time.perf_counter() - t0) * 1e3
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(1000):  # the ctypes floor: a trivial library call, same arguments style
+            L.l.la_ctx_is_cuda(L.ctx)
+        floor_us = (time.perf_counter() - t0) * 1e3
+        record(a.out, **base, impl="linattn", mode="host time per direct call (us)",
+               ms=None, us=round(host_us, 3), ctypes_trivial_call_us=round(floor_us, 3))
         # the same step captured in a CUDA graph (a context bound to the capture stream)
         try:
             s2 = torch.cuda.Stream()
@@ -267,6 +295,17 @@ def main():
                 L2.ok(L2.l.la_state_step(L2.ctx, ctypes.byref(cfg), 1, P(S), None, P(o), P(q), P(k),
                                          P(v), P(g), None, P(beta)))
             attempt(a.out, dict(base, impl="linattn", mode="step (graph replay)"), graph.replay)
+            # 100 steps in one graph: the device time per step of a graph-driven decode loop
+            g100 = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g100, stream=s2):
+                for _ in range(100):
+                    L2.ok(L2.l.la_state_step(L2.ctx, ctypes.byref(cfg), 1, P(S), None, P(o), P(q),
+                                             P(k), P(v), P(g), None, P(beta)))
+            ms, n = timeit(g100.replay, 30)
+            record(a.out, **base, impl="linattn", mode="step, graph of 100 steps, per step",
+                   ms=round(ms / 100, 5), calls=n,
+                   pct_copy=round(100 * state_bytes / (ms / 100 * 1e-3) / 1e12 / COPY_TBPS[0], 1)
+                   if COPY_TBPS else None)
         except Exception as e:  # noqa: BLE001
             record(a.out, **base, impl="linattn", mode="step (graph replay)", ms=None,
                    note="failed: " + str(e)[:200])

@@ -5,7 +5,9 @@
  * varlen, odd sizes, run-to-run bitwise determinism and the error paths.
  * Without a CUDA device (or a CUDA build) it prints a SKIP line and passes.
  * LINATTN_CUDA_TEST_QUICK=1 keeps only the small cases (for
- * compute-sanitizer). Every measured error is printed. */
+ * compute-sanitizer); LINATTN_CUDA_TEST_ONLY=<letters> runs only those
+ * sections (e errors, s scalar, n normalised, d delta, t step). Every
+ * measured error is printed. */
 #include "harness.h"
 #include "ref_delta_rule.h"
 #include "ref_gla.h"
@@ -25,6 +27,8 @@ int main(void) {
 #include <cuda_runtime.h>
 
 static int quick;
+static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t), NULL = all */
+static int want(char section) { return !only || strchr(only, section) != NULL; }
 static double worst_f32;
 static int in_f32; /* the current case has fp32 inputs */
 
@@ -345,6 +349,131 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
     free(o), free(sT), free(dq), free(dk), free(dv), free(ds0), free(dg), free(dgam);
 }
 
+/* ---- normalised kernel linear attention ------------------------------------------ */
+typedef struct ncase {
+    const char *name;
+    int64_t B, T, H, K, V;
+    const int64_t *cu;
+    int64_t nseq;
+    la_dtype dt;
+    int fm;
+    float eps; /* 0: the default */
+    int determinism;
+} ncase;
+
+/* o, final state and final norm, every gradient (incl. d_initial_norm),
+ * against the float64 oracle and the CPU backend. Identity features get
+ * positive q, k (the denominator has no guard); the others Gaussian. */
+static void run_norm(la_ctx *gpu, la_ctx *cpu, const ncase *c, uint64_t seed) {
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    la_dims d = {.B = c->B,
+                 .T = c->T,
+                 .H = c->H,
+                 .K = c->K,
+                 .V = c->V,
+                 .cu_seqlens = c->cu,
+                 .n_seqs = c->nseq};
+    const int64_t N = c->cu ? c->nseq : c->B, H = c->H, K = c->K, V = c->V;
+    const size_t ntok = (size_t)(c->B * c->T), nqk = ntok * H * K, nv = ntok * H * V,
+                 ns = (size_t)N * H * K * V, nz = (size_t)N * H * K;
+    float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, 1.0);
+    if (c->fm == LA_FEATURE_IDENTITY) {
+        ref_fill_uniform(q, nqk, &rng, 0.05, 1.0);
+        ref_fill_uniform(k, nqk, &rng, 0.05, 1.0);
+    }
+    float *v = th_rand_floats(nv, &rng, 1.0), *dO = th_rand_floats(nv, &rng, 1.0);
+    float *s0 = th_rand_floats(ns, &rng, 0.5), *dsT = th_rand_floats(ns, &rng, 1.0);
+    float *z0 = malloc(nz * sizeof(float)), *dzT = th_rand_floats(nz, &rng, 1.0);
+    ref_fill_uniform(z0, nz, &rng, 0.5, 2.0);
+    quantize(q, nqk, c->dt), quantize(k, nqk, c->dt), quantize(v, nv, c->dt),
+        quantize(dO, nv, c->dt);
+    la_linear_attn_opts lo = la_linear_attn_opts_default();
+    lo.normalize = 1, lo.causal = 1, lo.form = LA_FORM_CHUNK, lo.feature_map = c->fm;
+    lo.eps = c->eps;
+    double *o_r = th_doubles(nv), *sT_r = th_doubles(ns), *zT_r = th_doubles(nz),
+           *dq_r = th_doubles(nqk), *dk_r = th_doubles(nqk), *dv_r = th_doubles(nv),
+           *ds0_r = th_doubles(ns), *dz0_r = th_doubles(nz);
+    ref_linear_attn_forward_all(&lo, &d, o_r, sT_r, zT_r, q, k, v, s0, z0);
+    ref_linear_attn_backward_all(&lo, &d, 0, dq_r, dk_r, dv_r, ds0_r, dz0_r, dO, dsT, dzT, q, k, v,
+                                 s0, z0);
+    const la_dtype dt = c->dt;
+    in_f32 = dt == LA_DTYPE_F32;
+    void *Dq = up(q, nqk, dt), *Dk = up(k, nqk, dt), *Dv = up(v, nv, dt), *DdO = up(dO, nv, dt);
+    float *Ds0 = up(s0, ns, LA_DTYPE_F32), *DdsT = up(dsT, ns, LA_DTYPE_F32);
+    float *Dz0 = up(z0, nz, LA_DTYPE_F32), *DdzT = up(dzT, nz, LA_DTYPE_F32);
+    void *Do = dev_alloc(nv * esize(dt)), *Ddq = dev_alloc(nqk * esize(dt)),
+         *Ddk = dev_alloc(nqk * esize(dt)), *Ddv = dev_alloc(nv * esize(dt));
+    float *DsT = dev_alloc(ns * 4), *DzT = dev_alloc(nz * 4), *Dds0 = dev_alloc(ns * 4),
+          *Ddz0 = dev_alloc(nz * 4);
+    la_dims dd = d;
+    dd.dtype = dt;
+    CHECK_STATUS(la_linear_attn_forward(gpu, &lo, &dd, Do, DsT, DzT, Dq, Dk, Dv, Ds0, Dz0), LA_OK,
+                 c->name);
+    CHECK_STATUS(la_linear_attn_backward(gpu, &lo, &dd, Ddq, Ddk, Ddv, Dds0, Ddz0, DdO, DdsT, DdzT,
+                                         Dq, Dk, Dv, Ds0, Dz0),
+                 LA_OK, c->name);
+    if (!sync_ok(c->name)) exit(1);
+    float *o = down(Do, nv, dt), *sT = down(DsT, ns, LA_DTYPE_F32),
+          *zT = down(DzT, nz, LA_DTYPE_F32), *dq = down(Ddq, nqk, dt), *dk = down(Ddk, nqk, dt),
+          *dv = down(Ddv, nv, dt), *ds0 = down(Dds0, ns, LA_DTYPE_F32),
+          *dz0 = down(Ddz0, nz, LA_DTYPE_F32);
+    const double tol = dt == LA_DTYPE_F32 ? 1e-5 : 1e-3 / 2;
+    cmp(c->name, "o", o, o_r, nv, dt, tol);
+    cmp(c->name, "final", sT, sT_r, ns, LA_DTYPE_F32, tol);
+    cmp(c->name, "fin_norm", zT, zT_r, nz, LA_DTYPE_F32, tol);
+    cmp(c->name, "dq", dq, dq_r, nqk, dt, tol);
+    cmp(c->name, "dk", dk, dk_r, nqk, dt, tol);
+    cmp(c->name, "dv", dv, dv_r, nv, dt, tol);
+    cmp(c->name, "d_init", ds0, ds0_r, ns, LA_DTYPE_F32, tol);
+    cmp(c->name, "d_norm0", dz0, dz0_r, nz, LA_DTYPE_F32, tol);
+    if (c->determinism) {
+        void *h1 = dup_dev_bytes(Ddq, nqk * esize(dt)), *h2 = dup_dev_bytes(Ddk, nqk * esize(dt));
+        void *h3 = dup_dev_bytes(Ddz0, nz * 4), *h4 = dup_dev_bytes(Do, nv * esize(dt));
+        for (int rep = 0; rep < 3; rep++) {
+            cudaMemset(Ddq, 0xff, nqk * esize(dt));
+            cudaMemset(Do, 0xff, nv * esize(dt));
+            la_status s1 =
+                la_linear_attn_forward(gpu, &lo, &dd, Do, DsT, DzT, Dq, Dk, Dv, Ds0, Dz0);
+            la_status s2 = la_linear_attn_backward(gpu, &lo, &dd, Ddq, Ddk, Ddv, Dds0, Ddz0, DdO,
+                                                   DdsT, DdzT, Dq, Dk, Dv, Ds0, Dz0);
+            sync_ok("rerun");
+            void *a1 = dup_dev_bytes(Ddq, nqk * esize(dt)),
+                 *a2 = dup_dev_bytes(Ddk, nqk * esize(dt));
+            void *a3 = dup_dev_bytes(Ddz0, nz * 4), *a4 = dup_dev_bytes(Do, nv * esize(dt));
+            CHECK(s1 == LA_OK && s2 == LA_OK && bits_equal(a1, h1, nqk * esize(dt)) &&
+                      bits_equal(a2, h2, nqk * esize(dt)) && bits_equal(a3, h3, nz * 4) &&
+                      bits_equal(a4, h4, nv * esize(dt)),
+                  "%s: rerun %d bitwise identical", c->name, rep);
+            free(a1), free(a2), free(a3), free(a4);
+        }
+        printf("  %-40s forward + backward bitwise identical over 4 runs\n", c->name);
+        free(h1), free(h2), free(h3), free(h4);
+    }
+    if (dt == LA_DTYPE_F32) {
+        float *co = th_nan_floats(nv), *csT = th_nan_floats(ns), *czT = th_nan_floats(nz),
+              *cdq = th_nan_floats(nqk), *cdk = th_nan_floats(nqk), *cdv = th_nan_floats(nv),
+              *cds0 = th_nan_floats(ns), *cdz0 = th_nan_floats(nz);
+        CHECK_STATUS(la_linear_attn_forward(cpu, &lo, &d, co, csT, czT, q, k, v, s0, z0), LA_OK,
+                     "cpu");
+        CHECK_STATUS(la_linear_attn_backward(cpu, &lo, &d, cdq, cdk, cdv, cds0, cdz0, dO, dsT, dzT,
+                                             q, k, v, s0, z0),
+                     LA_OK, "cpu");
+        cmp_ff(c->name, "o", o, co, nv, 2e-5);
+        cmp_ff(c->name, "fin_norm", zT, czT, nz, 2e-5);
+        cmp_ff(c->name, "dq", dq, cdq, nqk, 2e-5);
+        cmp_ff(c->name, "dk", dk, cdk, nqk, 2e-5);
+        cmp_ff(c->name, "dv", dv, cdv, nv, 2e-5);
+        cmp_ff(c->name, "d_norm0", dz0, cdz0, nz, 2e-5);
+        free(co), free(csT), free(czT), free(cdq), free(cdk), free(cdv), free(cds0), free(cdz0);
+    }
+    void *bufs[] = {Dq, Dk, Dv, DdO, Ds0, DdsT, Dz0, DdzT, Do, Ddq, Ddk, Ddv, DsT, DzT, Dds0, Ddz0};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+    free(q), free(k), free(v), free(dO), free(s0), free(dsT), free(z0), free(dzT);
+    free(o_r), free(sT_r), free(zT_r), free(dq_r), free(dk_r), free(dv_r), free(ds0_r), free(dz0_r);
+    free(o), free(sT), free(zT), free(dq), free(dk), free(dv), free(ds0), free(dz0);
+}
+
 /* ---- delta rules (forward) ---------------------------------------------------- */
 typedef struct dcase {
     const char *name;
@@ -620,6 +749,19 @@ static void run_errors(la_ctx *gpu, la_ctx *cpu) {
     b16.dtype = (la_dtype)7;
     CHECK_STATUS(la_simple_gla_forward(gpu, &go, &b16, Do, NULL, Dq, Dq, Dq, NULL, NULL, NULL),
                  LA_ERR_INVALID_ARGUMENT, "unknown dtype");
+    la_linear_attn_opts lo = la_linear_attn_opts_default();
+    lo.causal = 1, lo.normalize = 1, lo.eps = -1.0f;
+    CHECK_STATUS(la_linear_attn_forward(gpu, &lo, &d, Do, NULL, NULL, Dq, Dq, Dq, NULL, NULL),
+                 LA_ERR_INVALID_ARGUMENT, "normalised, eps = -1");
+    lo.eps = 0, lo.causal = 0;
+    CHECK_STATUS(la_linear_attn_forward(gpu, &lo, &d, Do, NULL, NULL, Dq, Dq, Dq, NULL, NULL),
+                 LA_ERR_UNSUPPORTED, "non-causal on a CUDA context");
+    lo.causal = 1;
+    CHECK_STATUS(la_linear_attn_forward(gpu, &lo, &d, Do, NULL, hq, Dq, Dq, Dq, NULL, NULL),
+                 LA_ERR_INVALID_ARGUMENT, "host final_norm on a CUDA context");
+    o = down(Do, n, LA_DTYPE_F32);
+    CHECK(th_untouched(o, n), "nothing written on the rejected normalised calls");
+    free(o);
     la_ctx *bad = NULL;
     CHECK_STATUS(la_ctx_create_cuda(&bad, 999, NULL), LA_ERR_INVALID_ARGUMENT, "device 999");
     CHECK(bad == NULL, "no context on failure");
@@ -632,6 +774,7 @@ static void run_errors(la_ctx *gpu, la_ctx *cpu) {
 int main(void) {
     const char *qe = getenv("LINATTN_CUDA_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
+    only = getenv("LINATTN_CUDA_TEST_ONLY");
     la_ctx *gpu = NULL;
     la_status st = la_ctx_create_cuda(&gpu, 0, NULL);
     if (st != LA_OK) {
@@ -639,7 +782,7 @@ int main(void) {
         return 0;
     }
     la_ctx *cpu = th_ctx(2);
-    run_errors(gpu, cpu);
+    if (want('e')) run_errors(gpu, cpu);
 
     static const int64_t cu1[] = {0, 63, 64 + 63, 64 + 63 + 1, 300};
     static const int64_t cu2[] = {0, 1, 65, 1065};
@@ -671,10 +814,40 @@ int main(void) {
          0},
     };
     printf("kernel linear attention and simple GLA, forward + backward:\n");
-    for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) run_scalar(gpu, cpu, &sc[i], 1000 + i);
-    if (!quick)
+    for (size_t i = 0; i < sizeof sc / sizeof sc[0] && want('s'); i++)
+        run_scalar(gpu, cpu, &sc[i], 1000 + i);
+    if (!quick && want('s'))
         for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
             run_scalar(gpu, cpu, &big[i], 2000 + i);
+
+    static const int64_t cu0[] = {0, 0, 63, 63, 127, 128, 300};
+    const ncase nc[] = {
+        {"norm elu1 B2 T65 K64 V64", 2, 65, 2, 64, 64, NULL, 0, LA_DTYPE_F32, LA_FEATURE_ELU1, 0,
+         1},
+        {"norm relu T1 K100 V100", 1, 1, 1, 100, 100, NULL, 0, LA_DTYPE_F32, LA_FEATURE_RELU, 0, 0},
+        {"norm identity+ T130 K100 V63 eps1e-3", 1, 130, 2, 100, 63, NULL, 0, LA_DTYPE_F32,
+         LA_FEATURE_IDENTITY, 1e-3f, 0},
+        {"norm elu1 varlen (zero-length) K64 V100", 1, 300, 2, 64, 100, cu0, 6, LA_DTYPE_F32,
+         LA_FEATURE_ELU1, 0, 0},
+        {"norm relu T65 K256 V256", 1, 65, 1, 256, 256, NULL, 0, LA_DTYPE_F32, LA_FEATURE_RELU, 0,
+         0},
+        {"norm bf16 elu1 T200 K64 V64", 1, 200, 2, 64, 64, NULL, 0, LA_DTYPE_BF16, LA_FEATURE_ELU1,
+         0, 1},
+        {"norm fp16 relu T65 K128 V128", 1, 65, 2, 128, 128, NULL, 0, LA_DTYPE_F16, LA_FEATURE_RELU,
+         0, 0},
+    };
+    const ncase nbig[] = {
+        {"norm elu1 T1000 K128 V128", 1, 1000, 2, 128, 128, NULL, 0, LA_DTYPE_F32, LA_FEATURE_ELU1,
+         0, 0},
+        {"norm identity+ T4097 K64 V64", 1, 4097, 1, 64, 64, NULL, 0, LA_DTYPE_F32,
+         LA_FEATURE_IDENTITY, 0, 0},
+    };
+    printf("normalised kernel linear attention, forward + backward:\n");
+    for (size_t i = 0; i < sizeof nc / sizeof nc[0] && want('n'); i++)
+        run_norm(gpu, cpu, &nc[i], 5000 + i);
+    if (!quick && want('n'))
+        for (size_t i = 0; i < sizeof nbig / sizeof nbig[0]; i++)
+            run_norm(gpu, cpu, &nbig[i], 6000 + i);
 
     const dcase dc[] = {
         {"delta l2 B2 T65 K64 V100", 2, 65, 2, 0, 64, 100, NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
@@ -691,27 +864,37 @@ int main(void) {
         {"delta l2 T4097 K64 V64", 1, 4097, 1, 0, 64, 64, NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
     };
     printf("DeltaNet / Gated DeltaNet, forward + backward:\n");
-    for (size_t i = 0; i < sizeof dc / sizeof dc[0]; i++) run_delta(gpu, cpu, &dc[i], 3000 + i);
-    if (!quick)
+    for (size_t i = 0; i < sizeof dc / sizeof dc[0] && want('d'); i++)
+        run_delta(gpu, cpu, &dc[i], 3000 + i);
+    if (!quick && want('d'))
         for (size_t i = 0; i < sizeof dbig / sizeof dbig[0]; i++)
             run_delta(gpu, cpu, &dbig[i], 4000 + i);
 
-    printf("decoding step (la_state_step), GPU vs CPU:\n");
-    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 3, 2, 0, 100, 64, LA_DTYPE_F32,
-             51);
-    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_ELU1, 1, 3, 2, 0, 64, 100, LA_DTYPE_F32, 52);
-    run_step(gpu, cpu, LA_OP_SIMPLE_GLA, 0, 0, 3, 2, 0, 128, 128, LA_DTYPE_F32, 53);
-    run_step(gpu, cpu, LA_OP_GLA, 0, 0, 2, 2, 0, 64, 100, LA_DTYPE_F32, 54);
-    run_step(gpu, cpu, LA_OP_DELTA_RULE, 0, 0, 3, 2, 0, 256, 64, LA_DTYPE_F32, 55);
-    run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 128, 128, LA_DTYPE_F32, 56);
-    run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 128, 128, LA_DTYPE_BF16, 57);
-    run_step(gpu, cpu, LA_OP_SIMPLE_GLA, 0, 0, 3, 2, 0, 100, 100, LA_DTYPE_F16, 58);
-    /* V % 4 != 0 and normalised V > 128: the scalar-column kernel */
-    run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 64, 66, LA_DTYPE_F32, 59);
-    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_RELU, 1, 2, 2, 0, 64, 132, LA_DTYPE_F32, 60);
-    run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 2, 1, 0, 32, 256, LA_DTYPE_BF16,
-             61);
+    if (want('t')) {
+        printf("decoding step (la_state_step), GPU vs CPU:\n");
+        run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 3, 2, 0, 100, 64,
+                 LA_DTYPE_F32, 51);
+        run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_ELU1, 1, 3, 2, 0, 64, 100, LA_DTYPE_F32,
+                 52);
+        run_step(gpu, cpu, LA_OP_SIMPLE_GLA, 0, 0, 3, 2, 0, 128, 128, LA_DTYPE_F32, 53);
+        run_step(gpu, cpu, LA_OP_GLA, 0, 0, 2, 2, 0, 64, 100, LA_DTYPE_F32, 54);
+        run_step(gpu, cpu, LA_OP_DELTA_RULE, 0, 0, 3, 2, 0, 256, 64, LA_DTYPE_F32, 55);
+        run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 128, 128, LA_DTYPE_F32, 56);
+        run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 128, 128, LA_DTYPE_BF16, 57);
+        run_step(gpu, cpu, LA_OP_SIMPLE_GLA, 0, 0, 3, 2, 0, 100, 100, LA_DTYPE_F16, 58);
+        /* V % 4 != 0 and normalised V > 128: the scalar-column kernel */
+        run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 64, 66, LA_DTYPE_F32, 59);
+        run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_RELU, 1, 2, 2, 0, 64, 132, LA_DTYPE_F32,
+                 60);
+        run_step(gpu, cpu, LA_OP_LINEAR_ATTN, LA_FEATURE_IDENTITY, 0, 2, 1, 0, 32, 256,
+                 LA_DTYPE_BF16, 61);
 
+        /* batches that pick the 128-, 64- and 32-column tiles of the bandwidth path
+         * on a 132-multiprocessor GPU (the small ones above take 16 columns) */
+        run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 70, 2, 4, 128, 128, LA_DTYPE_BF16, 62);
+        run_step(gpu, cpu, LA_OP_SIMPLE_GLA, 0, 0, 40, 2, 0, 128, 128, LA_DTYPE_F32, 63);
+        run_step(gpu, cpu, LA_OP_DELTA_RULE, 0, 0, 20, 2, 0, 256, 64, LA_DTYPE_F32, 64);
+    }
     printf("worst fp32 rel RMS against the float64 oracle: %.3e\n", worst_f32);
     la_ctx_destroy(gpu);
     la_ctx_destroy(cpu);

@@ -54,17 +54,28 @@ _ERROR_CLASS = {1: LinattnValueError, 2: LinattnValueError, 3: LinattnValueError
                 7: LinattnMemoryError, 8: LinattnUnsupportedError}
 
 
-def raise_for(status, fname):
+def raise_for(status, fname, hint=""):
     name = _ffi.STATUS_NAMES.get(status, "status %d" % status)
     msg = (lib.la_last_error() or b"").decode("utf-8", "replace")
     cls = _ERROR_CLASS.get(status, LinattnRuntimeError)
-    raise cls(name, "%s failed (%s): %s" % (fname, name, msg))
+    raise cls(name, "%s failed (%s): %s%s" % (fname, name, msg, hint))
+
+
+_CUDA_HANDLES = set()  # handles made by cuda_context (for error messages)
+
+
+def _on_cuda(ctx):
+    return isinstance(ctx, int) and ctx in _CUDA_HANDLES
 
 
 def call(fname, *args):
     st = getattr(lib, fname)(*args)
     if st:
-        raise_for(st, fname)
+        hint = ""
+        if st == 8 and args and _on_cuda(args[0]):
+            hint = (" [%s on CUDA tensors: the CUDA backend does not serve this op or option; "
+                    "move the tensors to the CPU (.cpu()) for it]" % fname)
+        raise_for(st, fname, hint)
 
 
 # ---------------------------------------------------------------- contexts
@@ -253,15 +264,14 @@ class TorchXP:
         return x.contiguous()
 
     def i64(self, x, name):
+        """Offsets (cu_seqlens, kv_lens) as a contiguous int64 CPU tensor: the
+        library reads la_dims and its offsets on the host for every backend
+        (a CUDA tensor is copied back, which waits for its stream)."""
         if isinstance(x, _torch.Tensor):
             if x.dtype.is_floating_point or x.is_complex() or x.dtype == _torch.bool:
                 raise TypeError("%s: must be an integer tensor, got %s" % (name, x.dtype))
-            # CPU backend: offsets on the host; CUDA backend: every pointer is a
-            # device pointer (BRIEF), offsets included
-            dev = self.device if self.cuda else "cpu"
-            return x.detach().to(device=dev, dtype=_torch.int64).contiguous()
-        t = _torch.from_numpy(NumpyXP.i64(x, name))
-        return t.to(self.device) if self.cuda else t
+            return x.detach().to(device="cpu", dtype=_torch.int64).contiguous()
+        return _torch.from_numpy(NumpyXP.i64(x, name))
 
     @staticmethod
     def ptr(x):
@@ -283,27 +293,41 @@ class TorchXP:
         return cuda_context(self.device) if self.cuda else cpu_context()
 
 
+class _CudaContext(_Context):
+    """A la_ctx bound to one device and stream (la_ctx_create_cuda)."""
+
+    def __init__(self, index, stream):
+        h = _ffi.c_ptr()
+        call("la_ctx_create_cuda", ctypes_byref(h), int(index), _ffi.c_ptr(stream))
+        self.handle = h.value
+        self._destroy = lib.la_ctx_destroy
+        _CUDA_HANDLES.add(self.handle)
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            _CUDA_HANDLES.discard(self.handle)
+        _Context.__del__(self)
+
+
 def cuda_context(device):
-    """Context for a CUDA device on torch's current stream (per thread, device
-    and stream). Needs la_ctx_create_cuda in the loaded library."""
+    """Context for a CUDA device on torch's current stream, one per (Python
+    thread, device, stream), created on first use. Calls only enqueue work on
+    that stream, so results are ordered with the torch ops around them. Needs
+    la_ctx_create_cuda in the loaded library."""
     if not has_symbol("la_ctx_create_cuda"):
         raise NotImplementedError(
             "linattn: CUDA tensors need the CUDA backend (la_ctx_create_cuda), which the "
             "loaded library %s does not have; move the tensors to the CPU (.cpu())"
             % library_path)
-    stream = _torch.cuda.current_stream(device)
-    key = (device.index, stream.cuda_stream, _settings["generation"])
+    index = device.index if device.index is not None else _torch.cuda.current_device()
+    stream = _torch.cuda.current_stream(index).cuda_stream
+    key = (index, stream)
     cache = getattr(_local, "cuda", None)
     if cache is None:
         cache = _local.cuda = {}
     c = cache.get(key)
     if c is None:
-        h = _ffi.c_ptr()
-        call("la_ctx_create_cuda", ctypes_byref(h), int(device.index or 0),
-             _ffi.c_ptr(stream.cuda_stream))
-        c = _Context.__new__(_Context)
-        c.handle, c._destroy = h.value, lib.la_ctx_destroy
-        cache[key] = c
+        c = cache[key] = _CudaContext(index, stream)
     return c.handle
 
 

@@ -134,17 +134,18 @@ def gated_prepare(xp, family, q, k, v, g, g_gamma, beta, h0, cu_seqlens):
     B, T, HV, K = d.B, d.T, d.HV, d.K
     if spec["g"] is None and g is not None:
         raise ValueError("%s takes no gate g" % family)
+    # gates, beta and their gradients are float32 whatever q/k/v's dtype
     if spec["g"] == "head":
-        g = _opt(xp, g, "g", (B, T, HV))
+        g = _opt(xp, g, "g", (B, T, HV), state=True)
     elif spec["g"] == "key":
         _need(g, "g", 4)
-        g = _opt(xp, g, "g", (B, T, HV, K))
+        g = _opt(xp, g, "g", (B, T, HV, K), state=True)
     if g_gamma is not None and family != "simple_gla":
         raise ValueError("g_gamma is only for simple GLA")
-    g_gamma = _opt(xp, g_gamma, "g_gamma", (d.H,))
+    g_gamma = _opt(xp, g_gamma, "g_gamma", (d.H,), state=True)
     if spec["beta"]:
         _need(beta, "beta", 3)
-        beta = _opt(xp, beta, "beta", (B, T, HV))
+        beta = _opt(xp, beta, "beta", (B, T, HV), state=True)
     elif beta is not None:
         raise ValueError("%s takes no beta" % family)
     h0 = _opt(xp, h0, "initial_state", (d.N, HV, K, d.V), state=True)
@@ -196,11 +197,11 @@ def gated_backward(family, do, dht, q, k, v, g=None, g_gamma=None, beta=None,
     dht = _opt(xp, dht, "dht", (d.N, d.HV, d.K, d.V), state=True)
     out = {"dq": xp.empty(q.shape), "dk": xp.empty(k.shape), "dv": xp.empty(v.shape)}
     if g is not None:
-        out["dg"] = xp.empty(g.shape)
+        out["dg"] = xp.empty_state(g.shape)
     if family == "simple_gla" and need_dg_gamma:
         out["dg_gamma"] = xp.empty_state((d.H,))
     if beta is not None:
-        out["dbeta"] = xp.empty(beta.shape)
+        out["dbeta"] = xp.empty_state(beta.shape)
     if need_dh0:
         out["dh0"] = xp.empty_state((d.N, d.HV, d.K, d.V))
     opts = _gated_opts(form, scale, chunk_size, use_qk_l2norm)

@@ -94,6 +94,17 @@ la_status la__cu_step(const la__cu_call *c, const la_decoder_config *cfg, float 
 /* 1 if p is device (or managed) memory usable by the current device. */
 int la__cu_is_device_ptr(const void *p);
 
+/* Normalised kernel linear attention (src/cuda/linear_norm.cu): the
+ * normaliser tensors beside a la__cu_call (device pointers; NULL = zeros /
+ * not wanted) and the resolved eps. */
+typedef struct la__cu_norm {
+    const float *z0, *dzT;
+    float *zT, *dz0;
+    float eps;
+} la__cu_norm;
+la_status la__cu_linear_norm_forward(const la__cu_call *c, const la__cu_norm *z);
+la_status la__cu_linear_norm_backward(const la__cu_call *c, const la__cu_norm *z);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
 #include "cuda_backend.h"
 
 #include <inttypes.h>
+#include <math.h>
 
 #define DEFAULT_CHUNK 64
 
@@ -97,7 +98,9 @@ static la_status need(const char *op, const char *name, const void *p) {
 
 /* ---- kernel linear attention ---------------------------------------- */
 
-static la_status linear_common(la__cu_call *c, la_ctx *ctx, const char *op,
+/* Normalised attention: eps resolved as on the CPU (0 = the default; the
+ * scale option is ignored there). Unnormalised: no normaliser tensor. */
+static la_status linear_common(la__cu_call *c, la__cu_norm *z, la_ctx *ctx, const char *op,
                                const la_linear_attn_opts *opts, const la_dims *dims,
                                const void *norm_a, const void *norm_b) {
     la_status st = la__check_ptr(op, "opts", opts);
@@ -115,13 +118,20 @@ static la_status linear_common(la__cu_call *c, la_ctx *ctx, const char *op,
     if (!opts->causal)
         return la__error(LA_ERR_UNSUPPORTED,
                          "%s: opts.causal = 0 is not served by the CUDA backend yet", op);
-    if (opts->normalize)
-        return la__error(LA_ERR_UNSUPPORTED,
-                         "%s: opts.normalize = 1 is not served by the CUDA backend yet", op);
-    if (norm_a || norm_b)
+    *z = (la__cu_norm){0};
+    z->eps = LA_LINEAR_ATTN_DEFAULT_EPS;
+    if (opts->normalize && opts->eps != 0) {
+        if (!(opts->eps > 0) || !isfinite(opts->eps))
+            return la__error(LA_ERR_INVALID_ARGUMENT,
+                             "%s: opts.eps = %g (must be finite and > 0; 0 means %g)", op,
+                             (double)opts->eps, (double)LA_LINEAR_ATTN_DEFAULT_EPS);
+        z->eps = opts->eps;
+    }
+    if (!opts->normalize && (norm_a || norm_b))
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: a normaliser state given but opts.normalize = 0", op);
-    if ((st = common(c, ctx, op, dims, 0, opts->scale))) return st;
+    if ((st = common(c, ctx, op, dims, 0, opts->normalize ? 0.0f : opts->scale))) return st;
+    if (opts->normalize) c->scale = 1.0f;
     c->feature_map = (int)opts->feature_map;
     return LA_OK;
 }
@@ -133,15 +143,24 @@ la_status la__cuda_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *o
                                        const float *initial_norm) {
     static const char *const op = "la_linear_attn_forward";
     la__cu_call c;
-    la_status st = linear_common(&c, ctx, op, opts, dims, final_norm, initial_norm);
+    la__cu_norm z;
+    la_status st = linear_common(&c, &z, ctx, op, opts, dims, final_norm, initial_norm);
     if (st) return st;
     if ((st = need(op, "o", o)) || (st = need(op, "q", q)) || (st = need(op, "k", k)) ||
         (st = need(op, "v", v)))
         return st;
-    const named_ptr ps[] = {{"o", o}, {"final_state", final_state},    {"q", q}, {"k", k},
-                            {"v", v}, {"initial_state", initial_state}};
-    if ((st = check_device_ptrs(op, ps, 6))) return st;
+    const named_ptr ps[] = {{"o", o},
+                            {"final_state", final_state},
+                            {"q", q},
+                            {"k", k},
+                            {"v", v},
+                            {"initial_state", initial_state},
+                            {"final_norm", final_norm},
+                            {"initial_norm", initial_norm}};
+    if ((st = check_device_ptrs(op, ps, 8))) return st;
     c.o = o, c.final_state = final_state, c.q = q, c.k = k, c.v = v, c.s0 = initial_state;
+    z.zT = final_norm, z.z0 = initial_norm;
+    if (opts->normalize) LAUNCH(la__cu_linear_norm_forward(&c, &z));
     LAUNCH(la__cu_scalar_forward(&c));
 }
 
@@ -154,21 +173,32 @@ la_status la__cuda_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *
                                         const float *initial_norm) {
     static const char *const op = "la_linear_attn_backward";
     la__cu_call c;
-    la_status st = linear_common(&c, ctx, op, opts, dims, d_initial_norm,
+    la__cu_norm z;
+    la_status st = linear_common(&c, &z, ctx, op, opts, dims, d_initial_norm,
                                  d_final_norm ? (const void *)d_final_norm : initial_norm);
     if (st) return st;
     if ((st = need(op, "dq", dq)) || (st = need(op, "dk", dk)) || (st = need(op, "dv", dv)) ||
         (st = need(op, "d_o", d_o)) || (st = need(op, "q", q)) || (st = need(op, "k", k)) ||
         (st = need(op, "v", v)))
         return st;
-    const named_ptr ps[] = {{"dq", dq},   {"dk", dk},
-                            {"dv", dv},   {"d_initial_state", d_initial_state},
-                            {"d_o", d_o}, {"d_final_state", d_final_state},
-                            {"q", q},     {"k", k},
-                            {"v", v},     {"initial_state", initial_state}};
-    if ((st = check_device_ptrs(op, ps, 10))) return st;
+    const named_ptr ps[] = {{"dq", dq},
+                            {"dk", dk},
+                            {"dv", dv},
+                            {"d_initial_state", d_initial_state},
+                            {"d_o", d_o},
+                            {"d_final_state", d_final_state},
+                            {"q", q},
+                            {"k", k},
+                            {"v", v},
+                            {"initial_state", initial_state},
+                            {"d_initial_norm", d_initial_norm},
+                            {"d_final_norm", d_final_norm},
+                            {"initial_norm", initial_norm}};
+    if ((st = check_device_ptrs(op, ps, 13))) return st;
     c.dq = dq, c.dk = dk, c.dv = dv, c.ds0 = d_initial_state, c.d_o = d_o;
     c.dsT = d_final_state, c.q = q, c.k = k, c.v = v, c.s0 = initial_state;
+    z.dz0 = d_initial_norm, z.dzT = d_final_norm, z.z0 = initial_norm;
+    if (opts->normalize) LAUNCH(la__cu_linear_norm_backward(&c, &z));
     LAUNCH(la__cu_scalar_backward(&c));
 }
 

@@ -32,13 +32,28 @@ la_status la__cu_error(cudaError_t e, const char *op, const char *what) {
                      cudaGetErrorString(e), what);
 }
 
+/* Pointers already found to be device memory, per thread: a decoding loop
+ * passes the same buffers every step, and cudaPointerGetAttributes costs
+ * about a microsecond, so a hit in this small direct-mapped table skips it.
+ * The check stays what it was: a guard against host pointers, not against
+ * freed or too-small device buffers. (A cached address is accepted again
+ * after its buffer is freed; device allocations come from virtual ranges
+ * CUDA reserves, which host allocations do not reuse in practice.) */
+#define LA_CU_PTR_SLOTS 64
+static thread_local const void *ptr_seen[LA_CU_PTR_SLOTS];
+
 extern "C" int la__cu_is_device_ptr(const void *p) {
+    const uintptr_t u = (uintptr_t)p;
+    const unsigned slot = (unsigned)((u >> 8) ^ (u >> 17) ^ (u >> 29)) % LA_CU_PTR_SLOTS;
+    if (ptr_seen[slot] == p) return 1;
     cudaPointerAttributes a;
     if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
         cudaGetLastError(); /* clear the sticky-free error */
         return 0;
     }
-    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+    const int dev = a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+    if (dev) ptr_seen[slot] = p;
+    return dev;
 }
 
 la_status la__cu_alloc(la_cu_arena *a, void **p, size_t bytes) {
