@@ -204,7 +204,10 @@ __device__ __forceinline__ void delta_load_qk(const T *q, const T *k, int64_t K,
     }
 }
 
-template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(delta_bwd_args p) {
+/* RMAX: state rows per thread (K <= 4 RMAX); 32 where K <= 128 (202
+ * registers, no spills; 64 needs 255 and spills). */
+template <typename T, int RMAX>
+__global__ void __launch_bounds__(128) la_cu_delta_bwd(delta_bwd_args p) {
     __shared__ float qs[256], ks[256], rn[2];
     __shared__ float red[DK_KS][32];
     __shared__ float tr[256][33];
@@ -229,9 +232,9 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
         const float *dinit = p.chunks ? p.dhst + ((size_t)(a / HS) * HS + hs) * K * V
                                       : (p.dsT ? p.dsT + sbase : NULL);
         const int c_hi = p.chunks ? ch.idx : s.nch - 1, c_lo = p.chunks ? ch.idx : 0;
-        float dS[DK_RMAX], st[DK_RMAX];
+        float dS[RMAX], st[RMAX];
 #pragma unroll
-        for (int r = 0; r < DK_RMAX; r++) {
+        for (int r = 0; r < RMAX; r++) {
             const int64_t i = w + DK_KS * r;
             dS[r] = (ok && i < K && dinit) ? dinit[i * V + j] : 0.f;
         }
@@ -240,7 +243,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
             const int L = (int)(s.len - t0 < LA_CU_C ? s.len - t0 : LA_CU_C);
             const float *cp = p.ckpt + ((size_t)(s.chunk0 + c) * HS + hs) * K * V + j;
 #pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
+            for (int r = 0; r < RMAX; r++) {
                 const int64_t i = w + DK_KS * r;
                 st[r] = (ok && i < K) ? cp[i * V] : 0.f;
             }
@@ -248,7 +251,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
             for (int tt = 0; tt < L; tt++) {
                 const int64_t tok = s.start + t0 + tt;
 #pragma unroll
-                for (int r = 0; r < DK_RMAX; r++) {
+                for (int r = 0; r < RMAX; r++) {
                     const int64_t i = w + DK_KS * r;
                     if (i < K) sb[((size_t)tt * K + i) * 32 + jj] = st[r];
                 }
@@ -259,7 +262,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
                 const float vj = ok ? ldf(v + vi * V + j) : 0.f;
                 float part = 0.f;
 #pragma unroll
-                for (int r = 0; r < DK_RMAX; r++) {
+                for (int r = 0; r < RMAX; r++) {
                     const int64_t i = w + DK_KS * r;
                     if (i < K) part = fmaf(ks[i], st[r], part);
                 }
@@ -268,7 +271,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
                 const float rj = ((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj];
                 const float u = beta * (vj - a * rj);
 #pragma unroll
-                for (int r = 0; r < DK_RMAX; r++) {
+                for (int r = 0; r < RMAX; r++) {
                     const int64_t i = w + DK_KS * r;
                     if (i < K) st[r] = fmaf(ks[i], u, a * st[r]);
                 }
@@ -285,7 +288,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
                 const float doj = ok ? ldf(dO + vi * V + j) : 0.f;
                 float part = 0.f;
 #pragma unroll
-                for (int r = 0; r < DK_RMAX; r++) {
+                for (int r = 0; r < RMAX; r++) {
                     const int64_t i = w + DK_KS * r;
                     st[r] = i < K ? sb[((size_t)tt * K + i) * 32 + jj] : 0.f; /* S_{t-1} */
                     if (i < K) part = fmaf(ks[i], st[r], part);
@@ -298,7 +301,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
                 /* dS_t += scale q do^T; dq_i = scale sum_j S_t[i,j] do_j (to tr) */
                 part = 0.f;
 #pragma unroll
-                for (int r = 0; r < DK_RMAX; r++) {
+                for (int r = 0; r < RMAX; r++) {
                     const int64_t i = w + DK_KS * r;
                     if (i < K) {
                         const float sti = fmaf(ks[i], u, a * st[r]);
@@ -323,7 +326,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
                  * du_j */
                 float pa = 0.f;
 #pragma unroll
-                for (int r = 0; r < DK_RMAX; r++) {
+                for (int r = 0; r < RMAX; r++) {
                     const int64_t i = w + DK_KS * r;
                     if (i < K) {
                         tr[i][jj] = ok ? fmaf(dS[r], u, st[r] * dr) : 0.f;
@@ -354,7 +357,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
                 }
                 /* dS_{t-1} = a dS_t + k dr^T */
 #pragma unroll
-                for (int r = 0; r < DK_RMAX; r++) {
+                for (int r = 0; r < RMAX; r++) {
                     const int64_t i = w + DK_KS * r;
                     if (i < K) dS[r] = fmaf(ks[i], dr, a * dS[r]);
                 }
@@ -363,7 +366,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_bwd(del
         }
         if (!p.chunks && p.ds0 && ok) {
 #pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
+            for (int r = 0; r < RMAX; r++) {
                 const int64_t i = w + DK_KS * r;
                 if (i < K) p.ds0[sbase + i * V + j] = dS[r];
             }
@@ -437,19 +440,21 @@ template <typename T> static la_status delta_backward(const la__cu_call *c, la_c
     la_status st = la__cu_make_table(ar, c, &tb);
     if (st) return st;
     const int64_t nvb = (c->V + 31) / 32, ntok = c->B * c->T;
+    /* the chunk form where its reverse pass fits the device's shared memory */
+    const bool chunk = c->chunk_form && la__cu_delta_chunk_bwd_fits(c);
     const size_t KV = (size_t)c->K * c->V, nckpt = (size_t)(tb.nchunks ? tb.nchunks : 1);
     /* work items: (sequence, value head, column block) in the recurrent form,
      * (chunk, value head, column block) in the chunk form, where a
      * persistent grid of at most `resident` CTAs loops over them (sbuf is per
      * CTA) */
-    const int64_t nitems = (c->chunk_form ? tb.nchunks : c->N) * c->HS * nvb;
-    int64_t ctas = c->chunk_form ? 0 : nitems;
-    if (c->chunk_form) {
+    void (*kern)(delta_bwd_args) = c->K <= 128 ? la_cu_delta_bwd<T, 32> : la_cu_delta_bwd<T, 64>;
+    const int64_t nitems = (chunk ? tb.nchunks : c->N) * c->HS * nvb;
+    int64_t ctas = chunk ? 0 : nitems;
+    if (chunk) {
         int dev = 0, sms = 0, per = 0;
         LA_CU_TRY(c->op, cudaGetDevice(&dev));
         LA_CU_TRY(c->op, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        LA_CU_TRY(c->op,
-                  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_cu_delta_bwd<T>, 128, 0));
+        LA_CU_TRY(c->op, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kern, 128, 0));
         const int64_t resident = (int64_t)sms * (per > 0 ? per : 1);
         ctas = nitems < resident ? nitems : resident;
     }
@@ -460,9 +465,9 @@ template <typename T> static la_status delta_backward(const la__cu_call *c, la_c
         (st = la__cu_alloc(ar, (void **)&dkp, (size_t)nvb * ntok * c->HS * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dbp, (size_t)nvb * ntok * c->HS * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dgp, (size_t)nvb * ntok * c->HS * 4)) ||
-        (c->chunk_form && (st = la__cu_alloc(ar, (void **)&dhst, nckpt * c->HS * KV * 4))))
+        (chunk && (st = la__cu_alloc(ar, (void **)&dhst, nckpt * c->HS * KV * 4))))
         return st;
-    if (c->chunk_form) { /* states and state gradients at every chunk boundary */
+    if (chunk) { /* states and state gradients at every chunk boundary */
         if ((st = la__cu_delta_chunk_dstates(c, ar, tb, ckpt, dhst))) return st;
     } else {
         delta_args f = {};
@@ -480,9 +485,9 @@ template <typename T> static la_status delta_backward(const la__cu_call *c, la_c
     b.dqp = dqp, b.dkp = dkp, b.dbp = dbp, b.dgp = dgp;
     b.H = c->H, b.HS = c->HS, b.K = c->K, b.V = c->V, b.ntok = ntok, b.scale = c->scale;
     b.use_l2 = c->use_l2;
-    b.chunks = c->chunk_form ? tb.chunks : NULL, b.dhst = dhst, b.nitems = nitems, b.nvb = nvb;
+    b.chunks = chunk ? tb.chunks : NULL, b.dhst = dhst, b.nitems = nitems, b.nvb = nvb;
     if (ctas > 0) {
-        la_cu_delta_bwd<T><<<(unsigned)ctas, 128, 0, ar->stream>>>(b);
+        kern<<<(unsigned)ctas, 128, 0, ar->stream>>>(b);
         LA_CU_LAUNCHED(c->op);
     }
     if (ntok > 0) {

@@ -34,9 +34,11 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu
     la_cu_dc_rnorm<T>(rk, (const T *)p.k, tok0, L, H, hq, K, p.use_l2);
     if (t < LA_CU_C) be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
     __syncthreads();
-    if (t < L) {
-        bt[t] = la_cu_expd(gam[t]);
-        p.ks[(tok0 + t) * HS + hs] = la_cu_expd(gam[L - 1] - gam[t]) * rk[t];
+    if (t < L) bt[t] = la_cu_expd(gam[t]);
+    for (int e = t; e < L * (int)K; e += 256) {
+        const int r = e / (int)K, i = e % (int)K;
+        p.Kd[((tok0 + r) * HS + hs) * K + i] =
+            (la_cu_expd(gam[L - 1] - gam[r]) * rk[r]) * ldf(kc + r * kst + i);
     }
     if (t == 0) p.bL[(int64_t)blockIdx.x * HS + hs] = la_cu_expd(gam[L - 1]);
     float acc[4][4];
@@ -106,34 +108,67 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu
 }
 
 /* ---- state pass: one CTA per (sequence, value head, VB columns) -----------
- * Shared: W and the scaled keys of the chunk ([64][KP] each, rows >= L and
- * columns >= K zero), U then R ([64][VB]), the state tile h ([K4][VB]).
- * Thread (ri, cj) = (tid / 16, tid % 16): R rows ri + 16u (u < 4) and state
- * rows ri + 16a (a < KA), columns cj + 16w (w < VB / 16). */
-template <typename T, int VB, int KA>
+ * Shared, NB buffers of: W and Kd of the chunk ([64][KP] each, rows >= L and
+ * columns >= K zero), U then R ([64][VB]); then the state tile h
+ * ([K4][VB]). With NB = 2 the next chunk's tiles load (cp.async) while this
+ * one computes. Thread (ri, cj) = (tid / 16, tid % 16): R rows ri + 16u
+ * (u < 4) and state rows ri + 16a (a < KA), columns cj + 16w (w < VB / 16). */
+template <int VB, int NB> static size_t dc_state_smem(int64_t K) {
+    const int K4 = la_cu_dc_k4(K), KP = K4 + 4;
+    return sizeof(float) * ((size_t)NB * (2 * LA_CU_C * KP + LA_CU_C * VB) + (size_t)K4 * VB);
+}
+template <typename T, int VB, int KA, int NB>
 __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
     extern __shared__ float4 dc_sm4[];
     float *sm = (float *)dc_sm4;
     constexpr int TJ = VB / 16;
-    const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H;
-    const int K4 = ((int)K + 3) & ~3, KP = K4 + 4;
-    float *Ws = sm, *Ks = Ws + LA_CU_C * KP, *Us = Ks + LA_CU_C * KP, *Hm = Us + LA_CU_C * VB;
+    const int64_t K = p.K, V = p.V, HS = p.HS;
+    const int K4 = la_cu_dc_k4(K), KP = K4 + 4, BUF = 2 * LA_CU_C * KP + LA_CU_C * VB;
+    float *Hm = sm + NB * BUF;
     const int t = threadIdx.x, ri = t >> 4, cj = t & 15;
-    const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS, hq = hs / (HS / H);
+    const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS;
     const int64_t v0 = (int64_t)blockIdx.y * VB;
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
-    const T *k = (const T *)p.k;
     for (int e = t; e < K4 * VB; e += 256) {
         const int i = e / VB, j = e % VB;
         Hm[e] = (p.s0 && i < K && v0 + j < V) ? p.s0[sbase + i * V + v0 + j] : 0.f;
     }
+    auto issue = [&](int c, int b) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
+        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
+        float *Wb = sm + b * BUF, *Kb = Wb + LA_CU_C * KP, *Ub = Kb + LA_CU_C * KP;
+        for (int e = t; e < LA_CU_C * K4; e += 256) {
+            const int r = e / K4, i = e % K4;
+            const bool in = r < L && i < K;
+            const int64_t o = ((tok0 + r) * HS + hs) * K + i;
+            la_cu_cp4(Wb + r * KP + i, in ? p.W + o : p.W, in);
+            la_cu_cp4(Kb + r * KP + i, in ? p.Kd + o : p.Kd, in);
+        }
+        for (int e = t; e < LA_CU_C * VB; e += 256) {
+            const int r = e / VB, j = e % VB;
+            const bool in = r < L && v0 + j < V;
+            la_cu_cp4(Ub + e, in ? p.U + ((tok0 + r) * HS + hs) * V + v0 + j : p.U, in);
+        }
+        la_cu_cp_commit();
+    };
+    if (s.nch > 0) issue(0, 0);
     for (int c = 0; c < s.nch; c++) {
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
         const int L =
             (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
         const size_t chk = (size_t)s.chunk0 + c;
-        __syncthreads(); /* Hm complete, last chunk's reads of Ws/Ks/Us done */
+        const int b = NB == 2 ? (c & 1) : 0;
+        const float *Ws = sm + b * BUF, *Ks = Ws + LA_CU_C * KP;
+        float *Us = sm + b * BUF + 2 * LA_CU_C * KP;
+        const float bl = p.bL[chk * HS + hs];
+        if (NB == 2 && c + 1 < s.nch) {
+            issue(c + 1, b ^ 1);
+            la_cu_cp_wait<1>();
+        } else {
+            la_cu_cp_wait<0>();
+        }
+        __syncthreads(); /* chunk c's tiles and h visible */
         if (p.hst) {
             float *hc = p.hst + (chk * HS + hs) * K * V + v0;
             for (int e = t; e < (int)K * VB; e += 256) {
@@ -141,19 +176,6 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
                 if (v0 + j < V) hc[(int64_t)i * V + j] = Hm[e];
             }
         }
-        for (int e = t; e < LA_CU_C * K4; e += 256) {
-            const int r = e / K4, i = e % K4;
-            const bool in = r < L && i < K;
-            const int64_t tv = (tok0 + r) * HS + hs;
-            Ws[r * KP + i] = in ? p.W[tv * K + i] : 0.f;
-            Ks[r * KP + i] = in ? p.ks[tv] * ldf(k + ((tok0 + r) * H + hq) * K + i) : 0.f;
-        }
-        for (int e = t; e < LA_CU_C * VB; e += 256) {
-            const int r = e / VB, j = e % VB;
-            Us[e] = (r < L && v0 + j < V) ? p.U[((tok0 + r) * HS + hs) * V + v0 + j] : 0.f;
-        }
-        const float bl = p.bL[chk * HS + hs];
-        __syncthreads();
         /* R = U - W h */
         float racc[4][TJ];
 #pragma unroll
@@ -220,6 +242,8 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
                     *h = fmaf(bl, *h, hacc[a][w]);
                 }
         }
+        __syncthreads(); /* buffer b and h read: free for the next loads */
+        if (NB == 1 && c + 1 < s.nch) issue(c + 1, 0);
     }
     __syncthreads();
     if (p.sT)
@@ -287,24 +311,43 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_out(la_cu_
 }
 
 /* ---- launchers ------------------------------------------------------------ */
-template <typename T, int VB, int KA>
+template <typename T, int VB, int KA, int NB>
 static la_status dc_state_launch(const la__cu_call *c, const la_cu_dc_args &p,
                                  cudaStream_t stream) {
-    const int K4 = ((int)c->K + 3) & ~3, KP = K4 + 4;
-    const size_t smem = sizeof(float) * ((size_t)2 * LA_CU_C * KP + LA_CU_C * VB + (size_t)K4 * VB);
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state<T, VB, KA>,
+    const size_t smem = dc_state_smem<VB, NB>(c->K);
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state<T, VB, KA, NB>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)(c->N * c->HS), (unsigned)((c->V + VB - 1) / VB));
-    la_cu_dc_state<T, VB, KA><<<grid, 256, smem, stream>>>(p);
+    la_cu_dc_state<T, VB, KA, NB><<<grid, 256, smem, stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
 
-template <typename T, int VB>
-static la_status dc_state_ka(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s) {
-    if (c->K <= 64) return dc_state_launch<T, VB, 4>(c, p, s);
-    if (c->K <= 128) return dc_state_launch<T, VB, 8>(c, p, s);
-    return dc_state_launch<T, VB, 16>(c, p, s);
+/* Double-buffered where it fits the device's shared memory. */
+template <typename T, int VB, int KA>
+static la_status dc_state_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s) {
+    if (dc_state_smem<VB, 2>(c->K) <= (size_t)la__cu_smem_optin(c))
+        return dc_state_launch<T, VB, KA, 2>(c, p, s);
+    return dc_state_launch<T, VB, KA, 1>(c, p, s);
+}
+
+/* VB = 16 where 32-column blocks would leave most SMs idle or not fit. */
+template <typename T, int KA>
+static la_status dc_state_vb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s) {
+    const int64_t ctas32 = c->N * c->HS * ((c->V + 31) / 32);
+    if (ctas32 >= 264 && dc_state_smem<32, 1>(c->K) <= (size_t)la__cu_smem_optin(c))
+        return dc_state_nb<T, 32, KA>(c, p, s);
+    return dc_state_nb<T, 16, KA>(c, p, s);
+}
+
+int la__cu_smem_optin(const la__cu_call *c) {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device) !=
+        cudaSuccess) {
+        cudaGetLastError();
+        return 48 * 1024;
+    }
+    return v;
 }
 
 /* Runs prep and the state pass: p.U holds R afterwards, p.hst the state
@@ -320,17 +363,16 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
     const size_t nt = (size_t)ntok * c->HS;
     if ((st = la__cu_alloc(ar, (void **)&p.W, nt * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&p.U, nt * c->V * 4)) ||
-        (st = la__cu_alloc(ar, (void **)&p.ks, nt * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&p.Kd, nt * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&p.bL, (size_t)tb.nchunks * c->HS * 4)))
         return st;
     if (tb.nchunks > 0) {
         la_cu_dc_prep<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
         LA_CU_LAUNCHED(c->op);
     }
-    /* VB = 16 where 32-column blocks would leave most SMs idle */
-    const int64_t ctas32 = c->N * c->HS * ((c->V + 31) / 32);
-    return ctas32 >= 264 ? dc_state_ka<T, 32>(c, p, ar->stream)
-                         : dc_state_ka<T, 16>(c, p, ar->stream);
+    if (c->K <= 64) return dc_state_vb<T, 4>(c, p, ar->stream);
+    if (c->K <= 128) return dc_state_vb<T, 8>(c, p, ar->stream);
+    return dc_state_vb<T, 16>(c, p, ar->stream);
 }
 
 template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_arena *ar) {

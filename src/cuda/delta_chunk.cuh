@@ -15,7 +15,7 @@ struct la_cu_dc_args {
     float *sT;
     float *W;   /* [tokens][HS][K]: A diag(beta b) K */
     float *U;   /* [tokens][HS][V]: A diag(beta) V, then R = U - W S (state pass) */
-    float *ks;  /* [tokens][HS]: e^{gam_L - gam_t} / |k_t| (|k_t| = 1 without l2) */
+    float *Kd;  /* [tokens][HS][K]: e^{gam_L - gam_t} k_t / |k_t| (|k_t| = 1 without l2) */
     float *bL;  /* [chunks][HS]: e^{gam_L} */
     float *hst; /* [chunks][HS][K][V]: the state before each chunk */
     int64_t H, HS, K, V;
@@ -41,6 +41,30 @@ __device__ __forceinline__ void la_cu_dc_rnorm(float *rn, const T *x, int64_t to
         if (lane == 0) rn[t] = use_l2 ? 1.f / sqrtf(a + 1e-6f) : 1.f;
     }
 }
+
+/* K rounded up to a multiple of 4 (the float4 reads of the tile rows). */
+__host__ __device__ constexpr int la_cu_dc_k4(int64_t K) { return ((int)K + 3) & ~3; }
+
+/* 4-byte asynchronous copy global -> shared (sm_80+); in = 0 writes a zero
+ * (src is not read). Completed by la_cu_cp_commit + la_cu_cp_wait<N> and a
+ * barrier. */
+__device__ __forceinline__ void la_cu_cp4(float *dst, const float *src, bool in) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+                 "r"(in ? 4 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void la_cu_cp_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void la_cu_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+/* The largest dynamic shared memory a block may opt in to on c's device. */
+int la__cu_smem_optin(const la__cu_call *c);
+/* Whether the chunk form's backward fits this device (its reverse pass
+ * needs 3 [64][K] tiles in shared memory); otherwise the recurrent one runs. */
+int la__cu_delta_chunk_bwd_fits(const la__cu_call *c);
 
 /* Prep and state pass of the chunk form on c's inputs (any dtype): writes
  * the state before every chunk into hst ([tb.nchunks][HS][K][V], fp32; may

@@ -14,10 +14,12 @@
 #include "common.cuh"
 #include "delta_chunk.cuh"
 
-/* dRo = P^T dO ([tokens][HS][V], fp32); qsc[t] = scale b_t / |q_t|. */
+/* dRo = P^T dO ([tokens][HS][V], fp32); Qd = Qt (rows scale b_t q_t / |q_t|),
+ * dOf = dO in fp32 (the reverse pass loads fp32 tiles asynchronously). */
 template <typename T>
 __global__ void __launch_bounds__(256)
-    la_cu_dcb_pto(la_cu_dc_args p, const void *d_o, float *dRo, float *qsc) {
+    la_cu_dcb_pto(la_cu_dc_args p, const void *d_o, float *dRo, float *Qd, float *dOf) {
+    __shared__ float qsc[LA_CU_C];
     __shared__ double gam[LA_CU_C];
     __shared__ float rq[LA_CU_C], rk[LA_CU_C];
     __shared__ float P[LA_CU_C][LA_CU_C + 1];
@@ -33,7 +35,16 @@ __global__ void __launch_bounds__(256)
     la_cu_dc_rnorm<T>(rq, (const T *)p.q, tok0, L, H, hq, K, p.use_l2);
     la_cu_dc_rnorm<T>(rk, (const T *)p.k, tok0, L, H, hq, K, p.use_l2);
     __syncthreads();
-    if (t < L) qsc[(tok0 + t) * HS + hs] = p.scale * (la_cu_expd(gam[t]) * rq[t]);
+    if (t < L) qsc[t] = p.scale * (la_cu_expd(gam[t]) * rq[t]);
+    __syncthreads();
+    for (int e = t; e < L * (int)K; e += 256) {
+        const int r = e / (int)K, i = e % (int)K;
+        Qd[((tok0 + r) * HS + hs) * K + i] = qsc[r] * ldf(qc + r * kst + i);
+    }
+    for (int e = t; e < L * (int)V; e += 256) {
+        const int r = e / (int)V, j = e % (int)V;
+        dOf[((tok0 + r) * HS + hs) * V + j] = ldf(dOc + r * HS * V + j);
+    }
     float acc[4][4];
     la_cu_zero(acc);
     la_cu_gemm<true>(
@@ -67,36 +78,71 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-/* Reverse pass. Shared: W, Ks, Qt of the chunk ([64][KP] each, zero
- * outside), dO and dRo then dR ([64][VB] each), dh ([K4][VB]). Writes dh'
- * (the gradient of the state after chunk c) into dhst[c] before stepping
- * through chunk c, and d_initial_state at the end. */
-template <typename T, int VB, int KA>
+/* Reverse pass. Shared, NB buffers of: W, Kd, Qd of the chunk ([64][KP]
+ * each, zero outside), dO and dRo then dR ([64][VB] each); then dh
+ * ([K4][VB]). Writes dh' (the gradient of the state after chunk c) into
+ * dhst[c] before stepping through chunk c, and d_initial_state at the end. */
+template <int VB, int NB> static size_t dcb_rev_smem(int64_t K) {
+    const int K4 = la_cu_dc_k4(K), KP = K4 + 4;
+    return sizeof(float) * ((size_t)NB * (3 * LA_CU_C * KP + 2 * LA_CU_C * VB) + (size_t)K4 * VB);
+}
+template <int VB, int KA, int NB>
 __global__ void __launch_bounds__(256)
-    la_cu_dcb_rev(la_cu_dc_args p, const void *d_o, const float *dsT, float *ds0, float *dRo,
-                  const float *qsc, float *dhst) {
+    la_cu_dcb_rev(la_cu_dc_args p, const float *Qd, const float *dOf, const float *dsT, float *ds0,
+                  const float *dRo, float *dhst) {
     extern __shared__ float4 dcb_sm4[];
     float *sm = (float *)dcb_sm4;
     constexpr int TJ = VB / 16;
-    const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H;
-    const int K4 = ((int)K + 3) & ~3, KP = K4 + 4;
-    float *Ws = sm, *Ks = Ws + LA_CU_C * KP, *Qs = Ks + LA_CU_C * KP, *Os = Qs + LA_CU_C * KP;
-    float *Rs = Os + LA_CU_C * VB, *Dm = Rs + LA_CU_C * VB;
+    const int64_t K = p.K, V = p.V, HS = p.HS;
+    const int K4 = la_cu_dc_k4(K), KP = K4 + 4, BUF = 3 * LA_CU_C * KP + 2 * LA_CU_C * VB;
+    float *Dm = sm + NB * BUF;
     const int t = threadIdx.x, ri = t >> 4, cj = t & 15;
-    const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS, hq = hs / (HS / H);
+    const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS;
     const int64_t v0 = (int64_t)blockIdx.y * VB;
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
-    const T *k = (const T *)p.k, *q = (const T *)p.q, *dO = (const T *)d_o;
     for (int e = t; e < K4 * VB; e += 256) {
         const int i = e / VB, j = e % VB;
         Dm[e] = (dsT && i < K && v0 + j < V) ? dsT[sbase + i * V + v0 + j] : 0.f;
     }
-    for (int c = s.nch - 1; c >= 0; c--) {
-        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
+    auto issue = [&](int c, int b) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
+        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
+        float *Wb = sm + b * BUF, *Kb = Wb + LA_CU_C * KP, *Qb = Kb + LA_CU_C * KP;
+        float *Ob = Qb + LA_CU_C * KP, *Rb = Ob + LA_CU_C * VB;
+        for (int e = t; e < LA_CU_C * K4; e += 256) {
+            const int r = e / K4, i = e % K4;
+            const bool in = r < L && i < K;
+            const int64_t o = ((tok0 + r) * HS + hs) * K + i;
+            la_cu_cp4(Wb + r * KP + i, in ? p.W + o : p.W, in);
+            la_cu_cp4(Kb + r * KP + i, in ? p.Kd + o : p.Kd, in);
+            la_cu_cp4(Qb + r * KP + i, in ? Qd + o : Qd, in);
+        }
+        for (int e = t; e < LA_CU_C * VB; e += 256) {
+            const int r = e / VB, j = e % VB;
+            const bool in = r < L && v0 + j < V;
+            const int64_t o = ((tok0 + r) * HS + hs) * V + v0 + j;
+            la_cu_cp4(Ob + e, in ? dOf + o : dOf, in);
+            la_cu_cp4(Rb + e, in ? dRo + o : dRo, in);
+        }
+        la_cu_cp_commit();
+    };
+    if (s.nch > 0) issue(s.nch - 1, 0);
+    for (int c = s.nch - 1, it = 0; c >= 0; c--, it++) {
         const int L =
             (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
         const size_t chk = (size_t)s.chunk0 + c;
+        const int b = NB == 2 ? (it & 1) : 0;
+        const float *Ws = sm + b * BUF, *Ks = Ws + LA_CU_C * KP, *Qs = Ks + LA_CU_C * KP;
+        const float *Os = Qs + LA_CU_C * KP;
+        float *Rs = sm + b * BUF + 3 * LA_CU_C * KP + LA_CU_C * VB;
+        const float bl = p.bL[chk * HS + hs];
+        if (NB == 2 && c > 0) {
+            issue(c - 1, b ^ 1);
+            la_cu_cp_wait<1>();
+        } else {
+            la_cu_cp_wait<0>();
+        }
         __syncthreads();
         {
             float *dc = dhst + (chk * HS + hs) * K * V + v0;
@@ -105,23 +151,6 @@ __global__ void __launch_bounds__(256)
                 if (v0 + j < V) dc[(int64_t)i * V + j] = Dm[e];
             }
         }
-        for (int e = t; e < LA_CU_C * K4; e += 256) {
-            const int r = e / K4, i = e % K4;
-            const bool in = r < L && i < K;
-            const int64_t tv = (tok0 + r) * HS + hs, tq = ((tok0 + r) * H + hq) * K + i;
-            Ws[r * KP + i] = in ? p.W[tv * K + i] : 0.f;
-            Ks[r * KP + i] = in ? p.ks[tv] * ldf(k + tq) : 0.f;
-            Qs[r * KP + i] = in ? qsc[tv] * ldf(q + tq) : 0.f;
-        }
-        for (int e = t; e < LA_CU_C * VB; e += 256) {
-            const int r = e / VB, j = e % VB;
-            const bool in = r < L && v0 + j < V;
-            const int64_t o = ((tok0 + r) * HS + hs) * V + v0 + j;
-            Os[e] = in ? ldf(dO + o) : 0.f;
-            Rs[e] = in ? dRo[o] : 0.f;
-        }
-        const float bl = p.bL[chk * HS + hs];
-        __syncthreads();
         /* dR = dRo + Ks dh' */
         float racc[4][TJ];
 #pragma unroll
@@ -190,6 +219,8 @@ __global__ void __launch_bounds__(256)
                     *h = fmaf(bl, *h, hacc[a][w]);
                 }
         }
+        __syncthreads(); /* buffer b and dh read: free for the next loads */
+        if (NB == 1 && c > 0) issue(c - 1, 0);
     }
     __syncthreads();
     if (ds0)
@@ -199,45 +230,59 @@ __global__ void __launch_bounds__(256)
         }
 }
 
-template <typename T, int VB, int KA>
+template <int VB, int KA, int NB>
 static la_status dcb_rev_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                                float *dRo, const float *qsc, float *dhst) {
-    const int K4 = ((int)c->K + 3) & ~3, KP = K4 + 4;
-    const size_t smem =
-        sizeof(float) * ((size_t)3 * LA_CU_C * KP + 2 * LA_CU_C * VB + (size_t)K4 * VB);
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev<T, VB, KA>,
+                                const float *Qd, const float *dOf, const float *dRo, float *dhst) {
+    const size_t smem = dcb_rev_smem<VB, NB>(c->K);
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev<VB, KA, NB>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)(c->N * c->HS), (unsigned)((c->V + VB - 1) / VB));
-    la_cu_dcb_rev<T, VB, KA>
-        <<<grid, 256, smem, stream>>>(p, c->d_o, c->dsT, c->ds0, dRo, qsc, dhst);
+    la_cu_dcb_rev<VB, KA, NB><<<grid, 256, smem, stream>>>(p, Qd, dOf, c->dsT, c->ds0, dRo, dhst);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
 
-/* After la__cu_delta_chunk_states filled p (W, ks, bL; p.hst unused here):
+/* Double-buffered where it fits; 32-column blocks where there are enough. */
+template <int VB, int KA>
+static la_status dcb_rev_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s,
+                            const float *Qd, const float *dOf, const float *dRo, float *dhst) {
+    if (dcb_rev_smem<VB, 2>(c->K) <= (size_t)la__cu_smem_optin(c))
+        return dcb_rev_launch<VB, KA, 2>(c, p, s, Qd, dOf, dRo, dhst);
+    return dcb_rev_launch<VB, KA, 1>(c, p, s, Qd, dOf, dRo, dhst);
+}
+template <int KA>
+static la_status dcb_rev_vb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s,
+                            const float *Qd, const float *dOf, const float *dRo, float *dhst) {
+    const int64_t ctas32 = c->N * c->HS * ((c->V + 31) / 32);
+    if (ctas32 >= 264 && dcb_rev_smem<32, 1>(c->K) <= (size_t)la__cu_smem_optin(c))
+        return dcb_rev_nb<32, KA>(c, p, s, Qd, dOf, dRo, dhst);
+    return dcb_rev_nb<16, KA>(c, p, s, Qd, dOf, dRo, dhst);
+}
+
+int la__cu_delta_chunk_bwd_fits(const la__cu_call *c) {
+    return dcb_rev_smem<16, 1>(c->K) <= (size_t)la__cu_smem_optin(c);
+}
+
+/* After la__cu_delta_chunk_states filled p (W, Kd, bL; p.hst unused here):
  * dhst[c] = gradient of the state after chunk c, c->ds0 written. */
 template <typename T>
 static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
                              const la_cu_dc_args &p, float *dhst) {
     la_status st;
     const size_t nt = (size_t)c->B * c->T * c->HS;
-    float *dRo, *qsc;
+    float *dRo, *Qd, *dOf;
     if ((st = la__cu_alloc(ar, (void **)&dRo, nt * c->V * 4)) ||
-        (st = la__cu_alloc(ar, (void **)&qsc, nt * 4)))
+        (st = la__cu_alloc(ar, (void **)&Qd, nt * c->K * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&dOf, nt * c->V * 4)))
         return st;
     if (tb.nchunks > 0) {
         la_cu_dcb_pto<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(
-            p, c->d_o, dRo, qsc);
+            p, c->d_o, dRo, Qd, dOf);
         LA_CU_LAUNCHED(c->op);
     }
-    const bool wide = c->N * c->HS * ((c->V + 31) / 32) >= 264 && c->K <= 128;
-    if (c->K <= 64)
-        return wide ? dcb_rev_launch<T, 32, 4>(c, p, ar->stream, dRo, qsc, dhst)
-                    : dcb_rev_launch<T, 16, 4>(c, p, ar->stream, dRo, qsc, dhst);
-    if (c->K <= 128)
-        return wide ? dcb_rev_launch<T, 32, 8>(c, p, ar->stream, dRo, qsc, dhst)
-                    : dcb_rev_launch<T, 16, 8>(c, p, ar->stream, dRo, qsc, dhst);
-    return dcb_rev_launch<T, 16, 16>(c, p, ar->stream, dRo, qsc, dhst);
+    if (c->K <= 64) return dcb_rev_vb<4>(c, p, ar->stream, Qd, dOf, dRo, dhst);
+    if (c->K <= 128) return dcb_rev_vb<8>(c, p, ar->stream, Qd, dOf, dRo, dhst);
+    return dcb_rev_vb<16>(c, p, ar->stream, Qd, dOf, dRo, dhst);
 }
 
 la_status la__cu_delta_chunk_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
