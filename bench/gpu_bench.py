@@ -111,8 +111,8 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-fla", action="store_true")
-    ap.add_argument("--sections", default="copy,dense,gdn,step",
-                    help="comma list of copy, dense, gdn, step")
+    ap.add_argument("--sections", default="copy,dense,delta,gdn,step",
+                    help="comma list of copy, dense, delta, gdn, step")
     ap.add_argument("--shapes", default="0,1,2", help="indices of the dense shapes to run")
     a = ap.parse_args()
     dev = torch.device("cuda")
@@ -127,7 +127,9 @@ def main():
             from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
             from fla.ops.linear_attn import chunk_linear_attn
             from fla.ops.simple_gla import chunk_simple_gla
+            from fla.ops.delta_rule import chunk_delta_rule
             fla = dict(version=fla_mod.__version__, lin=chunk_linear_attn, sgla=chunk_simple_gla,
+                       delta=chunk_delta_rule,
                        gdn=chunk_gated_delta_rule, gdn_step=fused_recurrent_gated_delta_rule)
             print("fla", fla["version"], flush=True)
         except Exception as e:  # noqa: BLE001
@@ -202,6 +204,44 @@ def main():
             del q, k, v, do, g, o, dq, dk, dv, dg
             torch.cuda.empty_cache()
 
+    # DeltaNet (chunk form, l2-normalised q, k in the kernel), fla's chunk_delta_rule beside
+    for (B, T, H, D) in [(8, 2048, 16, 128), (1, 16384, 16, 128)] if "delta" in sec else ():
+        for dt in (torch.bfloat16, torch.float32):
+            q = torch.randn(B, T, H, D, device=dev, dtype=dt)
+            k = torch.randn(B, T, H, D, device=dev, dtype=dt)
+            v = torch.randn(B, T, H, D, device=dev, dtype=dt)
+            do = torch.randn(B, T, H, D, device=dev, dtype=dt)
+            beta = torch.rand(B, T, H, device=dev).float()
+            o = torch.empty_like(v)
+            dq, dk, dv, db = (torch.empty_like(t) for t in (q, k, v, beta))
+            dims = Dims(B, T, H, D, D, 0, None, 0, DT[dt])
+            dl = GatedOpts(2, 0.0, 64, 1)
+            base = dict(B=B, T=T, H=H, D=D, dtype=str(dt).replace("torch.", ""), op="delta")
+
+            def dn_f():
+                L.ok(L.l.la_delta_rule_forward(L.ctx, ctypes.byref(dl), ctypes.byref(dims), P(o),
+                                               None, P(q), P(k), P(v), P(beta), None))
+
+            def dn_fb():
+                dn_f()
+                L.ok(L.l.la_delta_rule_backward(L.ctx, ctypes.byref(dl), ctypes.byref(dims), P(dq),
+                                                P(dk), P(dv), P(db), None, P(do), None, P(q), P(k),
+                                                P(v), P(beta), None))
+
+            attempt(a.out, dict(base, impl="linattn", mode="fwd"), dn_f)
+            attempt(a.out, dict(base, impl="linattn", mode="fwd+bwd"), dn_fb)
+            if fla:
+                qr, kr, vr = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+                br = beta.detach().clone().to(dt).requires_grad_(True)
+                bb = beta.to(dt)
+                attempt(a.out, dict(base, impl="fla", mode="fwd"),
+                        lambda: fla["delta"](q, k, v, bb, use_qk_l2norm_in_kernel=True))
+                attempt(a.out, dict(base, impl="fla", mode="fwd+bwd"),
+                        lambda: fla["delta"](qr, kr, vr, br,
+                                             use_qk_l2norm_in_kernel=True)[0].backward(do))
+            del q, k, v, do, beta, o, dq, dk, dv, db
+            torch.cuda.empty_cache()
+
     # Gated DeltaNet prefill shape
     B, T, H, HV, D = 1, 65536 if not a.quick else 8192, 2, 8, 128
     for dt in (torch.bfloat16, torch.float32) if "gdn" in sec else ():
@@ -231,6 +271,10 @@ def main():
 
         attempt(a.out, dict(base, impl="linattn", mode="fwd"), gdn_f)
         attempt(a.out, dict(base, impl="linattn", mode="fwd+bwd"), gdn_fb)
+        go_r = go
+        go = GatedOpts(1, 0.0, 64, 0)  # the recurrent form, for comparison
+        attempt(a.out, dict(base, impl="linattn", mode="fwd (recurrent form)"), gdn_f)
+        go = go_r
         if fla:
             qr, kr, vr = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
             gr, br = g.detach().clone().requires_grad_(True), beta.detach().clone().requires_grad_(True)

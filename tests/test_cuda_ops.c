@@ -593,6 +593,22 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     const double tol = dt == LA_DTYPE_F32 ? 1e-5 : (c->gated ? 5e-3 : 6e-3) / 2;
     cmp(c->name, "o", o, o_r, nv, dt, tol);
     cmp(c->name, "final", sT, sT_r, ns, LA_DTYPE_F32, tol);
+    { /* the recurrent form (the default above is the chunk form) */
+        la_gated_opts ro = go;
+        ro.form = LA_FORM_RECURRENT;
+        void *Do2 = dev_alloc(nv * esize(dt));
+        float *DsT2 = dev_alloc(ns * 4);
+        st = c->gated
+                 ? la_gated_delta_rule_forward(gpu, &ro, &dd, Do2, DsT2, Dq, Dk, Dv, Dg, Db, Ds0)
+                 : la_delta_rule_forward(gpu, &ro, &dd, Do2, DsT2, Dq, Dk, Dv, Db, Ds0);
+        CHECK_STATUS(st, LA_OK, c->name);
+        if (!sync_ok(c->name)) exit(1);
+        float *o2 = down(Do2, nv, dt), *sT2 = down(DsT2, ns, LA_DTYPE_F32);
+        cmp(c->name, "o (recurrent)", o2, o_r, nv, dt, tol);
+        cmp(c->name, "final (recurrent)", sT2, sT_r, ns, LA_DTYPE_F32, tol);
+        free(o2), free(sT2);
+        cudaFree(Do2), cudaFree(DsT2);
+    }
     /* backward */
     void *DdO = up(dO, nv, dt), *Ddq = dev_alloc(nqk * esize(dt)),
          *Ddk = dev_alloc(nqk * esize(dt)), *Ddv = dev_alloc(nv * esize(dt));
@@ -786,6 +802,7 @@ int main(void) {
 
     static const int64_t cu1[] = {0, 63, 64 + 63, 64 + 63 + 1, 300};
     static const int64_t cu2[] = {0, 1, 65, 1065};
+    static const int64_t cu3[] = {0, 70, 70, 133, 300};
     const scase sc[] = {
         /* name                              B  T     H  K    V    cu   ns dt lin fm gates ext det
          */
@@ -857,11 +874,22 @@ int main(void) {
         {"gdn varlen l2 K64 V64 HV=3H", 1, 300, 1, 3, 64, 64, cu1, 4, LA_DTYPE_F32, 1, 1, 1, 1.0},
         {"gdn bf16 l2 T65 K128 V128", 1, 65, 2, 4, 128, 128, NULL, 0, LA_DTYPE_BF16, 1, 1, 0, 1.0},
         {"delta fp16 l2 T63 K256 V64", 1, 63, 1, 0, 256, 64, NULL, 0, LA_DTYPE_F16, 0, 1, 0, 1.0},
+        /* K, V not multiples of 4 / 16; a zero-length sequence */
+        {"gdn l2 extreme T130 K33 V50 HV=2H", 1, 130, 1, 2, 33, 50, NULL, 0, LA_DTYPE_F32, 1, 1, 1,
+         1.0},
+        {"gdn varlen zero-length K100 V100", 1, 300, 1, 2, 100, 100, cu3, 4, LA_DTYPE_F32, 1, 1, 1,
+         1.0},
+        {"delta bf16 raw keys T200 K256 V256", 1, 200, 1, 0, 256, 256, NULL, 0, LA_DTYPE_BF16, 0, 0,
+         0, 0.06},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,
          1.0},
         {"delta l2 T4097 K64 V64", 1, 4097, 1, 0, 64, 64, NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
+        {"gdn l2 extreme T1000 K256 V256 HV=4H", 1, 1000, 1, 4, 256, 256, NULL, 0, LA_DTYPE_F32, 1,
+         1, 1, 1.0},
+        {"gdn bf16 l2 T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0, LA_DTYPE_BF16, 1, 1,
+         1, 1.0},
     };
     printf("DeltaNet / Gated DeltaNet, forward + backward:\n");
     for (size_t i = 0; i < sizeof dc / sizeof dc[0] && want('d'); i++)

@@ -32,6 +32,7 @@ typedef struct la__cu_call {
     int feature_map; /* la_feature_map; identity for the gated ops */
     int use_l2;      /* delta rules: l2-normalise q and k */
     int gated;       /* gated delta rule */
+    int chunk_form;  /* delta rules: LA_FORM_CHUNK (else the recurrent kernels) */
     /* forward */
     void *o;
     float *final_state;
@@ -89,6 +90,7 @@ la_status la__cu_scalar_forward(const la__cu_call *c);
 la_status la__cu_scalar_backward(const la__cu_call *c);
 la_status la__cu_delta_forward(const la__cu_call *c);
 la_status la__cu_delta_backward(const la__cu_call *c);
+la_status la__cu_delta_chunk_forward(const la__cu_call *c);
 la_status la__cu_step(const la__cu_call *c, const la_decoder_config *cfg, float *state,
                       float *norm);
 /* 1 if p is device (or managed) memory usable by the current device. */

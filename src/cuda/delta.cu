@@ -14,8 +14,10 @@
  * columns (dq, dk) and per-token sums (dbeta, dg) are written per column
  * block and summed afterwards in a fixed order (over column blocks, then the
  * value heads of a q/k head), followed by the l2norm backward. No atomics.
- * The chunkwise (WY) form is not written yet. */
+ * The chunkwise (WY) forward is delta_chunk.cu; in the chunk form this
+ * backward takes its checkpoints from that form's state pass. */
 #include "common.cuh"
+#include "delta_chunk.cuh"
 
 #define DK_KS 4
 #define DK_RMAX 64
@@ -32,8 +34,7 @@ struct delta_args {
     int use_l2;
 };
 
-template <typename T>
-__global__ void __launch_bounds__(128) la_cu_delta_fwd(delta_args p) {
+template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_fwd(delta_args p) {
     __shared__ float qs[256], ks[256];
     __shared__ float red[DK_KS][32];
     __shared__ float rn[2];
@@ -125,8 +126,7 @@ __global__ void __launch_bounds__(128) la_cu_delta_fwd(delta_args p) {
     }
 }
 
-template <typename T>
-static la_status delta_forward(const la__cu_call *c, la_cu_arena *ar) {
+template <typename T> static la_status delta_forward(const la__cu_call *c, la_cu_arena *ar) {
     la_cu_table tb;
     la_status st = la__cu_make_table(ar, c, &tb);
     if (st) return st;
@@ -158,8 +158,11 @@ struct delta_bwd_args {
     const float *g, *beta, *ckpt, *dsT;
     float *ds0;
     float *sbuf;               /* [CTAs][C][K][32] */
-    float *dqp, *dkp;          /* [nvb][tokens][HS][K] */
-    float *dbp, *dgp;          /* [nvb][tokens][HS] */
+    const la_cu_chunk *chunks; /* chunk form: one chunk per item, dS from dhst */
+    const float *dhst;         /* [chunks][HS][K][V]: dL/d(state after each chunk) */
+    int64_t nitems, nvb;
+    float *dqp, *dkp; /* [nvb][tokens][HS][K] */
+    float *dbp, *dgp; /* [nvb][tokens][HS] */
     int64_t H, HS, K, V, ntok;
     float scale;
     int use_l2;
@@ -201,157 +204,174 @@ __device__ __forceinline__ void delta_load_qk(const T *q, const T *k, int64_t K,
     }
 }
 
-template <typename T>
+/* RMAX: state rows per thread (K <= 4 RMAX); 32 where K <= 128 (202
+ * registers, no spills; 64 needs 255 and spills). */
+template <typename T, int RMAX>
 __global__ void __launch_bounds__(128) la_cu_delta_bwd(delta_bwd_args p) {
     __shared__ float qs[256], ks[256], rn[2];
     __shared__ float red[DK_KS][32];
     __shared__ float tr[256][33];
     const int t = threadIdx.x, jj = t & 31, w = t >> 5;
     const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H;
-    const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS, hq = hs / (HS / H);
-    const int64_t vb = blockIdx.y, j = vb * 32 + jj;
-    const bool ok = j < V;
-    const la_cu_seq s = p.seqs[n];
-    const size_t sbase = ((size_t)n * HS + hs) * K * V;
-    float *sb = p.sbuf + ((size_t)blockIdx.x * gridDim.y + blockIdx.y) * LA_CU_C * K * 32;
+    float *sb = p.sbuf + (size_t)blockIdx.x * LA_CU_C * K * 32;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     const T *dO = (const T *)p.d_o;
     T *dv = (T *)p.dv;
-    float dS[DK_RMAX], st[DK_RMAX];
+    /* item = (a, column block); recurrent: a = (sequence, value head), all
+     * its chunks from the last, dS from d_final_state; chunk form: a =
+     * (chunk, value head), that chunk alone, dS from dhst. */
+    for (int64_t item = blockIdx.x; item < p.nitems; item += gridDim.x) {
+        const int64_t a = item / p.nvb, vb = item % p.nvb, j = vb * 32 + jj;
+        const bool ok = j < V;
+        const int64_t hs = a % HS, hq = hs / (HS / H);
+        la_cu_chunk ch = {};
+        if (p.chunks) ch = p.chunks[a / HS];
+        const int64_t n = p.chunks ? ch.seq : a / HS;
+        const la_cu_seq s = p.seqs[n];
+        const size_t sbase = ((size_t)n * HS + hs) * K * V;
+        const float *dinit = p.chunks ? p.dhst + ((size_t)(a / HS) * HS + hs) * K * V
+                                      : (p.dsT ? p.dsT + sbase : NULL);
+        const int c_hi = p.chunks ? ch.idx : s.nch - 1, c_lo = p.chunks ? ch.idx : 0;
+        float dS[RMAX], st[RMAX];
 #pragma unroll
-    for (int r = 0; r < DK_RMAX; r++) {
-        const int64_t i = w + DK_KS * r;
-        dS[r] = (ok && i < K && p.dsT) ? p.dsT[sbase + i * V + j] : 0.f;
-    }
-    for (int c = s.nch - 1; c >= 0; c--) {
-        const int64_t t0 = (int64_t)c * LA_CU_C;
-        const int L = (int)(s.len - t0 < LA_CU_C ? s.len - t0 : LA_CU_C);
-        const float *cp = p.ckpt + ((size_t)(s.chunk0 + c) * HS + hs) * K * V + j;
-#pragma unroll
-        for (int r = 0; r < DK_RMAX; r++) {
+        for (int r = 0; r < RMAX; r++) {
             const int64_t i = w + DK_KS * r;
-            st[r] = (ok && i < K) ? cp[i * V] : 0.f;
+            dS[r] = (ok && i < K && dinit) ? dinit[i * V + j] : 0.f;
         }
-        /* recompute: sb[tt] = the state before token tt of the chunk */
-        for (int tt = 0; tt < L; tt++) {
-            const int64_t tok = s.start + t0 + tt;
+        for (int c = c_hi; c >= c_lo; c--) {
+            const int64_t t0 = (int64_t)c * LA_CU_C;
+            const int L = (int)(s.len - t0 < LA_CU_C ? s.len - t0 : LA_CU_C);
+            const float *cp = p.ckpt + ((size_t)(s.chunk0 + c) * HS + hs) * K * V + j;
 #pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
+            for (int r = 0; r < RMAX; r++) {
                 const int64_t i = w + DK_KS * r;
-                if (i < K) sb[((size_t)tt * K + i) * 32 + jj] = st[r];
+                st[r] = (ok && i < K) ? cp[i * V] : 0.f;
             }
-            delta_load_qk(q + (tok * H + hq) * K, k + (tok * H + hq) * K, K, p.use_l2, qs, ks, rn);
-            const size_t vi = (size_t)(tok * HS + hs);
-            const float a = p.g ? expf(p.g[vi]) : 1.f, beta = p.beta[vi];
-            const float vj = ok ? ldf(v + vi * V + j) : 0.f;
-            float part = 0.f;
+            /* recompute: sb[tt] = the state before token tt of the chunk */
+            for (int tt = 0; tt < L; tt++) {
+                const int64_t tok = s.start + t0 + tt;
 #pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
-                const int64_t i = w + DK_KS * r;
-                if (i < K) part = fmaf(ks[i], st[r], part);
-            }
-            red[w][jj] = part;
-            __syncthreads();
-            const float rj = ((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj];
-            const float u = beta * (vj - a * rj);
+                for (int r = 0; r < RMAX; r++) {
+                    const int64_t i = w + DK_KS * r;
+                    if (i < K) sb[((size_t)tt * K + i) * 32 + jj] = st[r];
+                }
+                delta_load_qk(q + (tok * H + hq) * K, k + (tok * H + hq) * K, K, p.use_l2, qs, ks,
+                              rn);
+                const size_t vi = (size_t)(tok * HS + hs);
+                const float a = p.g ? expf(p.g[vi]) : 1.f, beta = p.beta[vi];
+                const float vj = ok ? ldf(v + vi * V + j) : 0.f;
+                float part = 0.f;
 #pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
-                const int64_t i = w + DK_KS * r;
-                if (i < K) st[r] = fmaf(ks[i], u, a * st[r]);
+                for (int r = 0; r < RMAX; r++) {
+                    const int64_t i = w + DK_KS * r;
+                    if (i < K) part = fmaf(ks[i], st[r], part);
+                }
+                red[w][jj] = part;
+                __syncthreads();
+                const float rj = ((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj];
+                const float u = beta * (vj - a * rj);
+#pragma unroll
+                for (int r = 0; r < RMAX; r++) {
+                    const int64_t i = w + DK_KS * r;
+                    if (i < K) st[r] = fmaf(ks[i], u, a * st[r]);
+                }
+                __syncthreads();
             }
-            __syncthreads();
+            /* reverse through the chunk */
+            for (int tt = L - 1; tt >= 0; tt--) {
+                const int64_t tok = s.start + t0 + tt;
+                delta_load_qk(q + (tok * H + hq) * K, k + (tok * H + hq) * K, K, p.use_l2, qs, ks,
+                              rn);
+                const size_t vi = (size_t)(tok * HS + hs);
+                const float a = p.g ? expf(p.g[vi]) : 1.f, beta = p.beta[vi];
+                const float vj = ok ? ldf(v + vi * V + j) : 0.f;
+                const float doj = ok ? ldf(dO + vi * V + j) : 0.f;
+                float part = 0.f;
+#pragma unroll
+                for (int r = 0; r < RMAX; r++) {
+                    const int64_t i = w + DK_KS * r;
+                    st[r] = i < K ? sb[((size_t)tt * K + i) * 32 + jj] : 0.f; /* S_{t-1} */
+                    if (i < K) part = fmaf(ks[i], st[r], part);
+                }
+                red[w][jj] = part;
+                __syncthreads();
+                const float rj = ((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj];
+                const float u = beta * (vj - a * rj);
+                __syncthreads();
+                /* dS_t += scale q do^T; dq_i = scale sum_j S_t[i,j] do_j (to tr) */
+                part = 0.f;
+#pragma unroll
+                for (int r = 0; r < RMAX; r++) {
+                    const int64_t i = w + DK_KS * r;
+                    if (i < K) {
+                        const float sti = fmaf(ks[i], u, a * st[r]);
+                        tr[i][jj] = sti * doj;
+                        dS[r] = fmaf(p.scale * qs[i], doj, dS[r]);
+                        part = fmaf(ks[i], dS[r], part);
+                    }
+                }
+                red[w][jj] = part;
+                __syncthreads();
+                const float du = ((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj];
+                float *dqp = p.dqp + ((size_t)vb * p.ntok * HS + vi) * K;
+                for (int i = t; i < K; i += 128) {
+                    float x = 0.f;
+                    for (int c2 = 0; c2 < 32; c2++) x += tr[i][c2];
+                    dqp[i] = p.scale * x;
+                }
+                if (ok && w == 0) stf(dv + vi * V + j, beta * du);
+                const float dr = -beta * a * du;
+                __syncthreads();
+                /* dk_i = sum_j dS[i,j] u_j + S_{t-1}[i,j] dr_j; da = <S_{t-1}, dS> - sum_j beta r_j
+                 * du_j */
+                float pa = 0.f;
+#pragma unroll
+                for (int r = 0; r < RMAX; r++) {
+                    const int64_t i = w + DK_KS * r;
+                    if (i < K) {
+                        tr[i][jj] = ok ? fmaf(dS[r], u, st[r] * dr) : 0.f;
+                        pa = fmaf(st[r], dS[r], pa);
+                    }
+                }
+                red[w][jj] = ok ? pa : 0.f;
+                __syncthreads();
+                float *dkp = p.dkp + ((size_t)vb * p.ntok * HS + vi) * K;
+                for (int i = t; i < K; i += 128) {
+                    float x = 0.f;
+                    for (int c2 = 0; c2 < 32; c2++) x += tr[i][c2];
+                    dkp[i] = x;
+                }
+                if (w == 0) {
+                    float da = ok ? (((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj]) -
+                                        beta * rj * du
+                                  : 0.f;
+                    float db = ok ? (vj - a * rj) * du : 0.f;
+                    for (int off = 16; off > 0; off >>= 1) {
+                        da += __shfl_xor_sync(0xffffffffu, da, off);
+                        db += __shfl_xor_sync(0xffffffffu, db, off);
+                    }
+                    if (jj == 0) {
+                        p.dbp[(size_t)vb * p.ntok * HS + vi] = db;
+                        p.dgp[(size_t)vb * p.ntok * HS + vi] = da * a;
+                    }
+                }
+                /* dS_{t-1} = a dS_t + k dr^T */
+#pragma unroll
+                for (int r = 0; r < RMAX; r++) {
+                    const int64_t i = w + DK_KS * r;
+                    if (i < K) dS[r] = fmaf(ks[i], dr, a * dS[r]);
+                }
+                __syncthreads();
+            }
         }
-        /* reverse through the chunk */
-        for (int tt = L - 1; tt >= 0; tt--) {
-            const int64_t tok = s.start + t0 + tt;
-            delta_load_qk(q + (tok * H + hq) * K, k + (tok * H + hq) * K, K, p.use_l2, qs, ks, rn);
-            const size_t vi = (size_t)(tok * HS + hs);
-            const float a = p.g ? expf(p.g[vi]) : 1.f, beta = p.beta[vi];
-            const float vj = ok ? ldf(v + vi * V + j) : 0.f;
-            const float doj = ok ? ldf(dO + vi * V + j) : 0.f;
-            float part = 0.f;
+        if (!p.chunks && p.ds0 && ok) {
 #pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
+            for (int r = 0; r < RMAX; r++) {
                 const int64_t i = w + DK_KS * r;
-                st[r] = i < K ? sb[((size_t)tt * K + i) * 32 + jj] : 0.f; /* S_{t-1} */
-                if (i < K) part = fmaf(ks[i], st[r], part);
+                if (i < K) p.ds0[sbase + i * V + j] = dS[r];
             }
-            red[w][jj] = part;
-            __syncthreads();
-            const float rj = ((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj];
-            const float u = beta * (vj - a * rj);
-            __syncthreads();
-            /* dS_t += scale q do^T; dq_i = scale sum_j S_t[i,j] do_j (to tr) */
-            part = 0.f;
-#pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
-                const int64_t i = w + DK_KS * r;
-                if (i < K) {
-                    const float sti = fmaf(ks[i], u, a * st[r]);
-                    tr[i][jj] = sti * doj;
-                    dS[r] = fmaf(p.scale * qs[i], doj, dS[r]);
-                    part = fmaf(ks[i], dS[r], part);
-                }
-            }
-            red[w][jj] = part;
-            __syncthreads();
-            const float du = ((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj];
-            float *dqp = p.dqp + ((size_t)vb * p.ntok * HS + vi) * K;
-            for (int i = t; i < K; i += 128) {
-                float x = 0.f;
-                for (int c2 = 0; c2 < 32; c2++) x += tr[i][c2];
-                dqp[i] = p.scale * x;
-            }
-            if (ok && w == 0) stf(dv + vi * V + j, beta * du);
-            const float dr = -beta * a * du;
-            __syncthreads();
-            /* dk_i = sum_j dS[i,j] u_j + S_{t-1}[i,j] dr_j; da = <S_{t-1}, dS> - sum_j beta r_j du_j */
-            float pa = 0.f;
-#pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
-                const int64_t i = w + DK_KS * r;
-                if (i < K) {
-                    tr[i][jj] = ok ? fmaf(dS[r], u, st[r] * dr) : 0.f;
-                    pa = fmaf(st[r], dS[r], pa);
-                }
-            }
-            red[w][jj] = ok ? pa : 0.f;
-            __syncthreads();
-            float *dkp = p.dkp + ((size_t)vb * p.ntok * HS + vi) * K;
-            for (int i = t; i < K; i += 128) {
-                float x = 0.f;
-                for (int c2 = 0; c2 < 32; c2++) x += tr[i][c2];
-                dkp[i] = x;
-            }
-            if (w == 0) {
-                float da = ok ? (((red[0][jj] + red[1][jj]) + red[2][jj]) + red[3][jj]) -
-                                    beta * rj * du
-                              : 0.f;
-                float db = ok ? (vj - a * rj) * du : 0.f;
-                for (int off = 16; off > 0; off >>= 1) {
-                    da += __shfl_xor_sync(0xffffffffu, da, off);
-                    db += __shfl_xor_sync(0xffffffffu, db, off);
-                }
-                if (jj == 0) {
-                    p.dbp[(size_t)vb * p.ntok * HS + vi] = db;
-                    p.dgp[(size_t)vb * p.ntok * HS + vi] = da * a;
-                }
-            }
-            /* dS_{t-1} = a dS_t + k dr^T */
-#pragma unroll
-            for (int r = 0; r < DK_RMAX; r++) {
-                const int64_t i = w + DK_KS * r;
-                if (i < K) dS[r] = fmaf(ks[i], dr, a * dS[r]);
-            }
-            __syncthreads();
         }
-    }
-    if (p.ds0 && ok) {
-#pragma unroll
-        for (int r = 0; r < DK_RMAX; r++) {
-            const int64_t i = w + DK_KS * r;
-            if (i < K) p.ds0[sbase + i * V + j] = dS[r];
-        }
+        __syncthreads();
     }
 }
 
@@ -359,9 +379,9 @@ __global__ void __launch_bounds__(128) la_cu_delta_bwd(delta_bwd_args p) {
  * blocks, then the value heads of the group), then the l2norm backward
  * dx = rstd (dy - y (y.dy)); dbeta, dg of the group's value heads. */
 template <typename T>
-__global__ void __launch_bounds__(128) la_cu_delta_bwd_reduce(delta_bwd_args p, int nvb, void *dq_out,
-                                                              void *dk_out, float *dbeta,
-                                                              float *dg) {
+__global__ void __launch_bounds__(128)
+    la_cu_delta_bwd_reduce(delta_bwd_args p, int nvb, void *dq_out, void *dk_out, float *dbeta,
+                           float *dg) {
     __shared__ float xs[256], ys[256], red[4], rstd;
     const int t = threadIdx.x;
     const int64_t tok = blockIdx.x, hq = blockIdx.y, K = p.K, HS = p.HS, G = HS / p.H;
@@ -387,15 +407,15 @@ __global__ void __launch_bounds__(128) la_cu_delta_bwd_reduce(delta_bwd_args p, 
                 for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
                 const float rs = 1.f / sqrtf(ss + 1e-6f);
                 for (int i = t; i < K; i += 32) dot = fmaf(xs[i] * rs, ys[i], dot);
-                for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+                for (int off = 16; off > 0; off >>= 1)
+                    dot += __shfl_xor_sync(0xffffffffu, dot, off);
                 if (t == 0) {
                     rstd = rs;
                     red[0] = dot;
                 }
             }
             __syncthreads();
-            for (int i = t; i < K; i += 128)
-                stf(out + i, rstd * (ys[i] - xs[i] * rstd * red[0]));
+            for (int i = t; i < K; i += 128) stf(out + i, rstd * (ys[i] - xs[i] * rstd * red[0]));
         } else {
             for (int i = t; i < K; i += 128) stf(out + i, ys[i]);
         }
@@ -413,38 +433,63 @@ __global__ void __launch_bounds__(128) la_cu_delta_bwd_reduce(delta_bwd_args p, 
     }
 }
 
-template <typename T>
-static la_status delta_backward(const la__cu_call *c, la_cu_arena *ar) {
+template <typename T> static la_status delta_backward(const la__cu_call *c, la_cu_arena *ar) {
     if (c->HS / c->H > 128)
         return la__error(LA_ERR_UNSUPPORTED, "%s: HV / H > 128 on the GPU", c->op);
     la_cu_table tb;
     la_status st = la__cu_make_table(ar, c, &tb);
     if (st) return st;
     const int64_t nvb = (c->V + 31) / 32, ntok = c->B * c->T;
-    const size_t KV = (size_t)c->K * c->V, ctas = (size_t)(c->N * c->HS * nvb);
-    float *ckpt, *sbuf, *dqp, *dkp, *dbp, *dgp;
-    if ((st = la__cu_alloc(ar, (void **)&ckpt, (size_t)(tb.nchunks ? tb.nchunks : 1) * c->HS * KV * 4)) ||
-        (st = la__cu_alloc(ar, (void **)&sbuf, ctas * LA_CU_C * c->K * 32 * 4)) ||
+    /* the chunk form where its reverse pass fits the device's shared memory */
+    const bool chunk = c->chunk_form && la__cu_delta_chunk_bwd_fits(c);
+    const size_t KV = (size_t)c->K * c->V, nckpt = (size_t)(tb.nchunks ? tb.nchunks : 1);
+    /* work items: (sequence, value head, column block) in the recurrent form,
+     * (chunk, value head, column block) in the chunk form, where a
+     * persistent grid of at most `resident` CTAs loops over them (sbuf is per
+     * CTA) */
+    void (*kern)(delta_bwd_args) = c->K <= 128 ? la_cu_delta_bwd<T, 32> : la_cu_delta_bwd<T, 64>;
+    const int64_t nitems = (chunk ? tb.nchunks : c->N) * c->HS * nvb;
+    int64_t ctas = chunk ? 0 : nitems;
+    if (chunk) {
+        int dev = 0, sms = 0, per = 0;
+        LA_CU_TRY(c->op, cudaGetDevice(&dev));
+        LA_CU_TRY(c->op, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        LA_CU_TRY(c->op, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kern, 128, 0));
+        const int64_t resident = (int64_t)sms * (per > 0 ? per : 1);
+        ctas = nitems < resident ? nitems : resident;
+    }
+    float *ckpt, *sbuf, *dqp, *dkp, *dbp, *dgp, *dhst = NULL;
+    if ((st = la__cu_alloc(ar, (void **)&ckpt, nckpt * c->HS * KV * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&sbuf, (size_t)ctas * LA_CU_C * c->K * 32 * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dqp, (size_t)nvb * ntok * c->HS * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dkp, (size_t)nvb * ntok * c->HS * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dbp, (size_t)nvb * ntok * c->HS * 4)) ||
-        (st = la__cu_alloc(ar, (void **)&dgp, (size_t)nvb * ntok * c->HS * 4)))
+        (st = la__cu_alloc(ar, (void **)&dgp, (size_t)nvb * ntok * c->HS * 4)) ||
+        (chunk && (st = la__cu_alloc(ar, (void **)&dhst, nckpt * c->HS * KV * 4))))
         return st;
-    delta_args f = {};
-    f.seqs = tb.seqs, f.q = c->q, f.k = c->k, f.v = c->v, f.o = NULL, f.g = c->g;
-    f.beta = c->beta, f.s0 = c->s0, f.sT = NULL, f.ckpt = ckpt;
-    f.H = c->H, f.HS = c->HS, f.K = c->K, f.V = c->V, f.scale = c->scale, f.use_l2 = c->use_l2;
-    const dim3 grid((unsigned)(c->N * c->HS), (unsigned)nvb);
-    la_cu_delta_fwd<T><<<grid, 128, 0, ar->stream>>>(f);
-    LA_CU_LAUNCHED(c->op);
+    if (chunk) { /* states and state gradients at every chunk boundary */
+        if ((st = la__cu_delta_chunk_dstates(c, ar, tb, ckpt, dhst))) return st;
+    } else {
+        delta_args f = {};
+        f.seqs = tb.seqs, f.q = c->q, f.k = c->k, f.v = c->v, f.o = NULL, f.g = c->g;
+        f.beta = c->beta, f.s0 = c->s0, f.sT = NULL, f.ckpt = ckpt;
+        f.H = c->H, f.HS = c->HS, f.K = c->K, f.V = c->V, f.scale = c->scale;
+        f.use_l2 = c->use_l2;
+        la_cu_delta_fwd<T>
+            <<<dim3((unsigned)(c->N * c->HS), (unsigned)nvb), 128, 0, ar->stream>>>(f);
+        LA_CU_LAUNCHED(c->op);
+    }
     delta_bwd_args b = {};
     b.seqs = tb.seqs, b.q = c->q, b.k = c->k, b.v = c->v, b.d_o = c->d_o, b.dv = c->dv;
     b.g = c->g, b.beta = c->beta, b.ckpt = ckpt, b.dsT = c->dsT, b.ds0 = c->ds0, b.sbuf = sbuf;
     b.dqp = dqp, b.dkp = dkp, b.dbp = dbp, b.dgp = dgp;
     b.H = c->H, b.HS = c->HS, b.K = c->K, b.V = c->V, b.ntok = ntok, b.scale = c->scale;
     b.use_l2 = c->use_l2;
-    la_cu_delta_bwd<T><<<grid, 128, 0, ar->stream>>>(b);
-    LA_CU_LAUNCHED(c->op);
+    b.chunks = chunk ? tb.chunks : NULL, b.dhst = dhst, b.nitems = nitems, b.nvb = nvb;
+    if (ctas > 0) {
+        kern<<<(unsigned)ctas, 128, 0, ar->stream>>>(b);
+        LA_CU_LAUNCHED(c->op);
+    }
     if (ntok > 0) {
         la_cu_delta_bwd_reduce<T><<<dim3((unsigned)ntok, (unsigned)c->H), 128, 0, ar->stream>>>(
             b, (int)nvb, c->dq, c->dk, c->dbeta, c->dg);

@@ -288,7 +288,8 @@ la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *op
     c.gated = gated, c.use_l2 = opts->use_qk_l2norm != 0;
     c.o = o, c.final_state = final_state, c.q = q, c.k = k, c.v = v, c.g = gated ? g : NULL;
     c.beta = beta, c.s0 = initial_state;
-    LAUNCH(la__cu_delta_forward(&c));
+    c.chunk_form = opts->form != LA_FORM_RECURRENT;
+    LAUNCH(c.chunk_form ? la__cu_delta_chunk_forward(&c) : la__cu_delta_forward(&c));
 }
 
 la_status la__cuda_delta_backward(la_ctx *ctx, int gated, const la_gated_opts *opts,
@@ -319,6 +320,7 @@ la_status la__cuda_delta_backward(la_ctx *ctx, int gated, const la_gated_opts *o
     c.dq = dq, c.dk = dk, c.dv = dv, c.dg = gated ? dg : NULL, c.dbeta = dbeta;
     c.ds0 = d_initial_state, c.d_o = d_o, c.dsT = d_final_state;
     c.q = q, c.k = k, c.v = v, c.g = gated ? g : NULL, c.beta = beta, c.s0 = initial_state;
+    c.chunk_form = opts->form != LA_FORM_RECURRENT;
     LAUNCH(la__cu_delta_backward(&c));
 }
 

@@ -1,0 +1,415 @@
+/* DeltaNet and Gated DeltaNet on the GPU, chunkwise forward (the WY /
+ * UT-transform form of src/ops/delta_rule/chunk.c, same math, fp32 FFMA
+ * for every input dtype). In a chunk of L <= 64 tokens with gam_t the
+ * cumulative log-gate inside the chunk (double), b_t = e^{gam_t}, k and q
+ * l2-normalised when asked:
+ *   Lo = strictly_lower(diag(beta) K K^T (.) Gamma),  A = (I + Lo)^{-1}
+ *   U = A diag(beta) V,  W = A diag(beta b) K                  (prep kernel)
+ *   R = U - W S,  S' = b_L S + (diag(e^{gam_L - gam}) K)^T R    (state kernel)
+ *   O = scale (diag(b) Q S + (Q K^T (.) Gamma (.) causal) R)     (output kernel)
+ * Three kernels: prep is parallel over (chunk, value head) and inverts the
+ * unit lower-triangular 64x64 (I + Lo) by columns (4 threads per column, a
+ * fixed order); the state kernel walks the chunks of one sequence in order,
+ * one CTA per (sequence, value head, VB value columns) with the state tile
+ * in shared memory, and writes the state before every chunk; the output
+ * kernel is parallel over (chunk, value head) again. Gates only enter as
+ * exp of non-positive differences (la_cu_expd), so g = -1e4 gives 0, not
+ * Inf. No atomics: every sum has a fixed order. */
+#include "common.cuh"
+#include "delta_chunk.cuh"
+
+/* ---- prep: A, U, W, the key scales of the state update, b_L ------------- */
+template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu_dc_args p) {
+    __shared__ double gam[LA_CU_C];
+    __shared__ float bt[LA_CU_C], be[LA_CU_C], rk[LA_CU_C];
+    __shared__ float Lo[LA_CU_C][LA_CU_C + 1], A[LA_CU_C][LA_CU_C + 1];
+    __shared__ la_cu_gemm_smem gs;
+    const la_cu_chunk ch = p.chunks[blockIdx.x];
+    const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = blockIdx.y, hq = hs / (HS / H);
+    const int L = ch.len, t = threadIdx.x, ty = t >> 4, tx = t & 15;
+    const int64_t tok0 = ch.tok0, kst = H * K, vst = HS * V;
+    const T *kc = (const T *)p.k + (tok0 * H + hq) * K;
+    const T *vc = (const T *)p.v + (tok0 * HS + hs) * V;
+    la_cu_chunk_gates(gam, p.g, 0.f, tok0, L, HS, (int)hs);
+    la_cu_dc_rnorm<T>(rk, (const T *)p.k, tok0, L, H, hq, K, p.use_l2);
+    if (t < LA_CU_C) be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
+    __syncthreads();
+    if (t < L) bt[t] = la_cu_expd(gam[t]);
+    for (int e = t; e < L * (int)K; e += 256) {
+        const int r = e / (int)K, i = e % (int)K;
+        p.Kd[((tok0 + r) * HS + hs) * K + i] =
+            (la_cu_expd(gam[L - 1] - gam[r]) * rk[r]) * ldf(kc + r * kst + i);
+    }
+    if (t == 0) p.bL[(int64_t)blockIdx.x * HS + hs] = la_cu_expd(gam[L - 1]);
+    float acc[4][4];
+    la_cu_zero(acc);
+    la_cu_gemm<true>(
+        acc, (int)K, [&](int m, int r) -> float { return m < L ? ldf(kc + m * kst + r) : 0.f; },
+        [&](int r, int n) -> float { return n < L ? ldf(kc + n * kst + r) : 0.f; }, gs);
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int m = ty + 16 * a, n = tx + 16 * b;
+            Lo[m][n] = (n < m && m < L)
+                           ? be[m] * (rk[m] * rk[n] * acc[a][b]) * la_cu_expd(gam[m] - gam[n])
+                           : 0.f;
+        }
+    __syncthreads();
+    /* A = (I + Lo)^{-1} by columns: column c, rows i ascending,
+     * A[i][c] = -sum_{c<=j<i} Lo[i][j] A[j][c]; lane pp of the column's
+     * four sums (and owns) the rows j = pp (mod 4), so it only reads what
+     * it wrote itself. */
+    {
+        const int c = t >> 2, pp = t & 3;
+        for (int i = 0; i < LA_CU_C; i++) {
+            float s = 0.f;
+            for (int j = c + ((pp - c) & 3); j < i; j += 4) s = fmaf(Lo[i][j], A[j][c], s);
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            if ((i & 3) == pp) A[i][c] = i < c ? 0.f : (i == c ? 1.f : -s);
+        }
+    }
+    __syncthreads();
+    for (int64_t v0 = 0; v0 < V; v0 += 64) {
+        la_cu_zero(acc);
+        la_cu_gemm(
+            acc, LA_CU_C, [&](int m, int r) -> float { return A[m][r]; },
+            [&](int r, int n) -> float {
+                return (r < L && v0 + n < V) ? be[r] * ldf(vc + r * vst + v0 + n) : 0.f;
+            },
+            gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int m = ty + 16 * a, n = tx + 16 * b;
+                if (m < L && v0 + n < V) p.U[((tok0 + m) * HS + hs) * V + v0 + n] = acc[a][b];
+            }
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += 64) {
+        la_cu_zero(acc);
+        la_cu_gemm(
+            acc, LA_CU_C, [&](int m, int r) -> float { return A[m][r]; },
+            [&](int r, int n) -> float {
+                return (r < L && k0 + n < K)
+                           ? (be[r] * bt[r]) * (rk[r] * ldf(kc + r * kst + k0 + n))
+                           : 0.f;
+            },
+            gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int m = ty + 16 * a, n = tx + 16 * b;
+                if (m < L && k0 + n < K) p.W[((tok0 + m) * HS + hs) * K + k0 + n] = acc[a][b];
+            }
+    }
+}
+
+/* ---- state pass: one CTA per (sequence, value head, VB columns) -----------
+ * Shared, NB buffers of: W and Kd of the chunk ([64][KP] each, rows >= L and
+ * columns >= K zero), U then R ([64][VB]); then the state tile h
+ * ([K4][VB]). With NB = 2 the next chunk's tiles load (cp.async) while this
+ * one computes. Thread (ri, cj) = (tid / 16, tid % 16): R rows ri + 16u
+ * (u < 4) and state rows ri + 16a (a < KA), columns cj + 16w (w < VB / 16). */
+template <int VB, int NB> static size_t dc_state_smem(int64_t K) {
+    const int K4 = la_cu_dc_k4(K), KP = K4 + 4;
+    return sizeof(float) * ((size_t)NB * (2 * LA_CU_C * KP + LA_CU_C * VB) + (size_t)K4 * VB);
+}
+template <typename T, int VB, int KA, int NB>
+__global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
+    extern __shared__ float4 dc_sm4[];
+    float *sm = (float *)dc_sm4;
+    constexpr int TJ = VB / 16;
+    const int64_t K = p.K, V = p.V, HS = p.HS;
+    const int K4 = la_cu_dc_k4(K), KP = K4 + 4, BUF = 2 * LA_CU_C * KP + LA_CU_C * VB;
+    float *Hm = sm + NB * BUF;
+    const int t = threadIdx.x, ri = t >> 4, cj = t & 15;
+    const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS;
+    const int64_t v0 = (int64_t)blockIdx.y * VB;
+    const la_cu_seq s = p.seqs[n];
+    const size_t sbase = ((size_t)n * HS + hs) * K * V;
+    for (int e = t; e < K4 * VB; e += 256) {
+        const int i = e / VB, j = e % VB;
+        Hm[e] = (p.s0 && i < K && v0 + j < V) ? p.s0[sbase + i * V + v0 + j] : 0.f;
+    }
+    auto issue = [&](int c, int b) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
+        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
+        float *Wb = sm + b * BUF, *Kb = Wb + LA_CU_C * KP, *Ub = Kb + LA_CU_C * KP;
+        for (int e = t; e < LA_CU_C * K4; e += 256) {
+            const int r = e / K4, i = e % K4;
+            const bool in = r < L && i < K;
+            const int64_t o = ((tok0 + r) * HS + hs) * K + i;
+            la_cu_cp4(Wb + r * KP + i, in ? p.W + o : p.W, in);
+            la_cu_cp4(Kb + r * KP + i, in ? p.Kd + o : p.Kd, in);
+        }
+        for (int e = t; e < LA_CU_C * VB; e += 256) {
+            const int r = e / VB, j = e % VB;
+            const bool in = r < L && v0 + j < V;
+            la_cu_cp4(Ub + e, in ? p.U + ((tok0 + r) * HS + hs) * V + v0 + j : p.U, in);
+        }
+        la_cu_cp_commit();
+    };
+    if (s.nch > 0) issue(0, 0);
+    for (int c = 0; c < s.nch; c++) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
+        const int L =
+            (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
+        const size_t chk = (size_t)s.chunk0 + c;
+        const int b = NB == 2 ? (c & 1) : 0;
+        const float *Ws = sm + b * BUF, *Ks = Ws + LA_CU_C * KP;
+        float *Us = sm + b * BUF + 2 * LA_CU_C * KP;
+        const float bl = p.bL[chk * HS + hs];
+        if (NB == 2 && c + 1 < s.nch) {
+            issue(c + 1, b ^ 1);
+            la_cu_cp_wait<1>();
+        } else {
+            la_cu_cp_wait<0>();
+        }
+        __syncthreads(); /* chunk c's tiles and h visible */
+        if (p.hst) {
+            float *hc = p.hst + (chk * HS + hs) * K * V + v0;
+            for (int e = t; e < (int)K * VB; e += 256) {
+                const int i = e / VB, j = e % VB;
+                if (v0 + j < V) hc[(int64_t)i * V + j] = Hm[e];
+            }
+        }
+        /* R = U - W h */
+        float racc[4][TJ];
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+#pragma unroll
+            for (int w = 0; w < TJ; w++) racc[u][w] = 0.f;
+        for (int i = 0; i < K4; i += 4) {
+            float4 wv[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) wv[u] = *(const float4 *)&Ws[(ri + 16 * u) * KP + i];
+#pragma unroll
+            for (int ii = 0; ii < 4; ii++) {
+                float hv[TJ];
+#pragma unroll
+                for (int w = 0; w < TJ; w++) hv[w] = Hm[(i + ii) * VB + cj + 16 * w];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const float x = ii == 0   ? wv[u].x
+                                    : ii == 1 ? wv[u].y
+                                    : ii == 2 ? wv[u].z
+                                              : wv[u].w;
+#pragma unroll
+                    for (int w = 0; w < TJ; w++) racc[u][w] = fmaf(x, hv[w], racc[u][w]);
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+#pragma unroll
+            for (int w = 0; w < TJ; w++) {
+                const int r = ri + 16 * u, j = cj + 16 * w;
+                const float x = Us[r * VB + j] - racc[u][w];
+                Us[r * VB + j] = x;
+                if (r < L && v0 + j < V) p.U[((tok0 + r) * HS + hs) * V + v0 + j] = x;
+            }
+        __syncthreads();
+        /* h = b_L h + Ks^T R */
+        float hacc[KA][TJ];
+#pragma unroll
+        for (int a = 0; a < KA; a++)
+#pragma unroll
+            for (int w = 0; w < TJ; w++) hacc[a][w] = 0.f;
+        for (int r = 0; r < L; r++) {
+            float rv[TJ];
+#pragma unroll
+            for (int w = 0; w < TJ; w++) rv[w] = Us[r * VB + cj + 16 * w];
+#pragma unroll
+            for (int a = 0; a < KA; a++) {
+                const int i = ri + 16 * a;
+                if (i < K4) {
+                    const float kv = Ks[r * KP + i];
+#pragma unroll
+                    for (int w = 0; w < TJ; w++) hacc[a][w] = fmaf(kv, rv[w], hacc[a][w]);
+                }
+            }
+        }
+#pragma unroll
+        for (int a = 0; a < KA; a++) {
+            const int i = ri + 16 * a;
+            if (i < K4)
+#pragma unroll
+                for (int w = 0; w < TJ; w++) {
+                    float *h = &Hm[i * VB + cj + 16 * w];
+                    *h = fmaf(bl, *h, hacc[a][w]);
+                }
+        }
+        __syncthreads(); /* buffer b and h read: free for the next loads */
+        if (NB == 1 && c + 1 < s.nch) issue(c + 1, 0);
+    }
+    __syncthreads();
+    if (p.sT)
+        for (int e = t; e < (int)K * VB; e += 256) {
+            const int i = e / VB, j = e % VB;
+            if (v0 + j < V) p.sT[sbase + (int64_t)i * V + v0 + j] = Hm[e];
+        }
+}
+
+/* ---- outputs: O = scale (diag(b) Q h + (Q K^T (.) Gamma (.) causal) R) ---- */
+template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_out(la_cu_dc_args p) {
+    __shared__ double gam[LA_CU_C];
+    __shared__ float bq[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
+    __shared__ float P[LA_CU_C][LA_CU_C + 1];
+    __shared__ la_cu_gemm_smem gs;
+    const la_cu_chunk ch = p.chunks[blockIdx.x];
+    const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = blockIdx.y, hq = hs / (HS / H);
+    const int L = ch.len, t = threadIdx.x, ty = t >> 4, tx = t & 15;
+    const int64_t tok0 = ch.tok0, kst = H * K;
+    const T *qc = (const T *)p.q + (tok0 * H + hq) * K;
+    const T *kc = (const T *)p.k + (tok0 * H + hq) * K;
+    la_cu_chunk_gates(gam, p.g, 0.f, tok0, L, HS, (int)hs);
+    la_cu_dc_rnorm<T>(rq, (const T *)p.q, tok0, L, H, hq, K, p.use_l2);
+    la_cu_dc_rnorm<T>(rk, (const T *)p.k, tok0, L, H, hq, K, p.use_l2);
+    __syncthreads();
+    if (t < L) bq[t] = p.scale * (la_cu_expd(gam[t]) * rq[t]);
+    float acc[4][4];
+    la_cu_zero(acc);
+    la_cu_gemm<true>(
+        acc, (int)K, [&](int m, int r) -> float { return m < L ? ldf(qc + m * kst + r) : 0.f; },
+        [&](int r, int n) -> float { return n < L ? ldf(kc + n * kst + r) : 0.f; }, gs);
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int m = ty + 16 * a, n = tx + 16 * b;
+            P[m][n] = (n <= m && m < L)
+                          ? p.scale * (rq[m] * rk[n] * acc[a][b]) * la_cu_expd(gam[m] - gam[n])
+                          : 0.f;
+        }
+    __syncthreads();
+    const float *hc = p.hst + ((size_t)blockIdx.x * HS + hs) * K * V;
+    const float *R = p.U + (tok0 * HS + hs) * V;
+    T *o = (T *)p.o + (tok0 * HS + hs) * V;
+    for (int64_t v0 = 0; v0 < V; v0 += 64) {
+        la_cu_zero(acc);
+        la_cu_gemm(
+            acc, (int)K,
+            [&](int m, int r) -> float { return m < L ? bq[m] * ldf(qc + m * kst + r) : 0.f; },
+            [&](int r, int n) -> float { return v0 + n < V ? hc[r * V + v0 + n] : 0.f; }, gs);
+        la_cu_gemm(
+            acc, LA_CU_C, [&](int m, int r) -> float { return P[m][r]; },
+            [&](int r, int n) -> float {
+                return (r < L && v0 + n < V) ? R[r * HS * V + v0 + n] : 0.f;
+            },
+            gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int m = ty + 16 * a, n = tx + 16 * b;
+                if (m < L && v0 + n < V) stf(o + m * HS * V + v0 + n, acc[a][b]);
+            }
+    }
+}
+
+/* ---- launchers ------------------------------------------------------------ */
+template <typename T, int VB, int KA, int NB>
+static la_status dc_state_launch(const la__cu_call *c, const la_cu_dc_args &p,
+                                 cudaStream_t stream) {
+    const size_t smem = dc_state_smem<VB, NB>(c->K);
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state<T, VB, KA, NB>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)(c->N * c->HS), (unsigned)((c->V + VB - 1) / VB));
+    la_cu_dc_state<T, VB, KA, NB><<<grid, 256, smem, stream>>>(p);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
+
+/* Double-buffered where it fits the device's shared memory. */
+template <typename T, int VB, int KA>
+static la_status dc_state_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s) {
+    if (dc_state_smem<VB, 2>(c->K) <= (size_t)la__cu_smem_optin(c))
+        return dc_state_launch<T, VB, KA, 2>(c, p, s);
+    return dc_state_launch<T, VB, KA, 1>(c, p, s);
+}
+
+/* VB = 16 where 32-column blocks would leave most SMs idle or not fit. */
+template <typename T, int KA>
+static la_status dc_state_vb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s) {
+    const int64_t ctas32 = c->N * c->HS * ((c->V + 31) / 32);
+    if (ctas32 >= 264 && dc_state_smem<32, 1>(c->K) <= (size_t)la__cu_smem_optin(c))
+        return dc_state_nb<T, 32, KA>(c, p, s);
+    return dc_state_nb<T, 16, KA>(c, p, s);
+}
+
+int la__cu_smem_optin(const la__cu_call *c) {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device) !=
+        cudaSuccess) {
+        cudaGetLastError();
+        return 48 * 1024;
+    }
+    return v;
+}
+
+/* Runs prep and the state pass: p.U holds R afterwards, p.hst the state
+ * before every chunk ([nchunks][HS][K][V]). p.hst, p.sT may be NULL. */
+template <typename T>
+static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
+                           la_cu_dc_args &p) {
+    la_status st;
+    const int64_t ntok = c->B * c->T;
+    p.chunks = tb.chunks, p.seqs = tb.seqs;
+    p.q = c->q, p.k = c->k, p.v = c->v, p.g = c->g, p.beta = c->beta, p.s0 = c->s0;
+    p.H = c->H, p.HS = c->HS, p.K = c->K, p.V = c->V, p.scale = c->scale, p.use_l2 = c->use_l2;
+    const size_t nt = (size_t)ntok * c->HS;
+    if ((st = la__cu_alloc(ar, (void **)&p.W, nt * c->K * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&p.U, nt * c->V * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&p.Kd, nt * c->K * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&p.bL, (size_t)tb.nchunks * c->HS * 4)))
+        return st;
+    if (tb.nchunks > 0) {
+        la_cu_dc_prep<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
+        LA_CU_LAUNCHED(c->op);
+    }
+    if (c->K <= 64) return dc_state_vb<T, 4>(c, p, ar->stream);
+    if (c->K <= 128) return dc_state_vb<T, 8>(c, p, ar->stream);
+    return dc_state_vb<T, 16>(c, p, ar->stream);
+}
+
+template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_arena *ar) {
+    la_cu_table tb;
+    la_status st = la__cu_make_table(ar, c, &tb);
+    if (st) return st;
+    la_cu_dc_args p = {};
+    p.sT = c->final_state;
+    if ((st = la__cu_alloc(ar, (void **)&p.hst,
+                           (size_t)tb.nchunks * c->HS * c->K * c->V * sizeof(float))) ||
+        (st = dc_states<T>(c, ar, tb, p)))
+        return st;
+    p.o = c->o;
+    if (tb.nchunks > 0) {
+        la_cu_dc_out<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
+        LA_CU_LAUNCHED(c->op);
+    }
+    return LA_OK;
+}
+
+la_status la__cu_delta_chunk_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
+                                    float *hst, la_cu_dc_args *out) {
+    la_cu_dc_args p = {};
+    p.hst = hst;
+    la_status st = LA_OK;
+    LA_CU_DTYPE_SWITCH(c->dtype, T, st = dc_states<T>(c, ar, tb, p));
+    if (out) *out = p;
+    return st;
+}
+
+extern "C" la_status la__cu_delta_chunk_forward(const la__cu_call *c) {
+    LA_CU_TRY(c->op, cudaSetDevice(c->device));
+    la_cu_arena ar = {};
+    ar.stream = (cudaStream_t)c->stream;
+    ar.op = c->op;
+    la_status st = LA_OK;
+    LA_CU_DTYPE_SWITCH(c->dtype, T, st = dc_forward<T>(c, &ar));
+    la__cu_free_all(&ar);
+    return st;
+}

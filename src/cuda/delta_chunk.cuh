@@ -1,0 +1,81 @@
+/* Shared pieces of the chunkwise (WY) delta-rule kernels: their argument
+ * block and the state pass that the recurrent backward also uses for its
+ * per-chunk checkpoints. */
+#ifndef LINATTN_CUDA_DELTA_CHUNK_CUH
+#define LINATTN_CUDA_DELTA_CHUNK_CUH
+
+#include "common.cuh"
+
+struct la_cu_dc_args {
+    const la_cu_chunk *chunks;
+    const la_cu_seq *seqs;
+    const void *q, *k, *v;
+    void *o;
+    const float *g, *beta, *s0;
+    float *sT;
+    float *W;   /* [tokens][HS][K]: A diag(beta b) K */
+    float *U;   /* [tokens][HS][V]: A diag(beta) V, then R = U - W S (state pass) */
+    float *Kd;  /* [tokens][HS][K]: e^{gam_L - gam_t} k_t / |k_t| (|k_t| = 1 without l2) */
+    float *bL;  /* [chunks][HS]: e^{gam_L} */
+    float *hst; /* [chunks][HS][K][V]: the state before each chunk */
+    int64_t H, HS, K, V;
+    float scale;
+    int use_l2;
+};
+
+/* rn[t] = 1 / sqrt(|x_t|^2 + 1e-6) for the chunk's rows (1 without l2). */
+template <typename T>
+__device__ __forceinline__ void la_cu_dc_rnorm(float *rn, const T *x, int64_t tok0, int L,
+                                               int64_t H, int64_t hq, int64_t K, int use_l2) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int t = w; t < LA_CU_C; t += 8) {
+        float a = 0.f;
+        if (use_l2 && t < L) {
+            const T *r = x + ((tok0 + t) * H + hq) * K;
+            for (int64_t i = lane; i < K; i += 32) {
+                const float y = ldf(r + i);
+                a = fmaf(y, y, a);
+            }
+        }
+        for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+        if (lane == 0) rn[t] = use_l2 ? 1.f / sqrtf(a + 1e-6f) : 1.f;
+    }
+}
+
+/* K rounded up to a multiple of 4 (the float4 reads of the tile rows). */
+__host__ __device__ constexpr int la_cu_dc_k4(int64_t K) { return ((int)K + 3) & ~3; }
+
+/* 4-byte asynchronous copy global -> shared (sm_80+); in = 0 writes a zero
+ * (src is not read). Completed by la_cu_cp_commit + la_cu_cp_wait<N> and a
+ * barrier. */
+__device__ __forceinline__ void la_cu_cp4(float *dst, const float *src, bool in) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+                 "r"(in ? 4 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void la_cu_cp_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void la_cu_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+/* The largest dynamic shared memory a block may opt in to on c's device. */
+int la__cu_smem_optin(const la__cu_call *c);
+/* Whether the chunk form's backward fits this device (its reverse pass
+ * needs 3 [64][K] tiles in shared memory); otherwise the recurrent one runs. */
+int la__cu_delta_chunk_bwd_fits(const la__cu_call *c);
+
+/* Prep and state pass of the chunk form on c's inputs (any dtype): writes
+ * the state before every chunk into hst ([tb.nchunks][HS][K][V], fp32; may
+ * be NULL), scratch from ar; *out (may be NULL) gets the filled arguments
+ * (W, R in U, ks, bL) for the backward. */
+la_status la__cu_delta_chunk_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
+                                    float *hst, la_cu_dc_args *out);
+/* The chunk form's state gradients: dhst[c] = dL/d(state after chunk c)
+ * ([chunks][HS][K][V]), c->ds0 written; runs la__cu_delta_chunk_states
+ * (writing hst) first. */
+la_status la__cu_delta_chunk_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
+                                     float *hst, float *dhst);
+
+#endif
