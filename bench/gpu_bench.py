@@ -104,6 +104,21 @@ def attempt(out, base, fn, iters=30):
     torch.cuda.synchronize()
 
 
+def profile_kernels(out, base, op, fn):
+    """Device time of each kernel in one call of fn (after a warm-up call)."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if us:
+            record(out, **base, op=op, impl="linattn", mode="kernel", kernel=ev.key[:90],
+                   count=ev.count, us=round(us, 1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default="build/liblinattn.so")
@@ -113,6 +128,8 @@ def main():
     ap.add_argument("--sections", default="copy,dense,gdn,step",
                     help="comma list of copy, dense, gdn, step")
     ap.add_argument("--shapes", default="0,1,2", help="indices of the dense shapes to run")
+    ap.add_argument("--profile", action="store_true",
+                    help="dense shapes: per-kernel times of one linattn fwd+bwd (torch.profiler)")
     a = ap.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -182,6 +199,9 @@ def main():
                                                 P(dk), P(dv), P(dg), None, None, P(do), None, P(q),
                                                 P(k), P(v), P(g), None, None))
 
+            if a.profile:
+                profile_kernels(a.out, base, "linear", lin_fb)
+                profile_kernels(a.out, base, "simple_gla", sg_fb)
             attempt(a.out, dict(base, op="linear", impl="linattn", mode="fwd"), lin_f)
             attempt(a.out, dict(base, op="linear", impl="linattn", mode="fwd+bwd"), lin_fb)
             attempt(a.out, dict(base, op="simple_gla", impl="linattn", mode="fwd"), sg_f)
