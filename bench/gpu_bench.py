@@ -128,6 +128,7 @@ def main():
     ap.add_argument("--sections", default="copy,dense,gdn,step",
                     help="comma list of copy, dense, gdn, step")
     ap.add_argument("--shapes", default="0,1,2", help="indices of the dense shapes to run")
+    ap.add_argument("--dtypes", default="bf16,fp32", help="dense shapes: dtypes, outer loop")
     ap.add_argument("--profile", action="store_true",
                     help="dense shapes: per-kernel times of one linattn fwd+bwd (torch.profiler)")
     a = ap.parse_args()
@@ -165,8 +166,10 @@ def main():
     shapes = [shapes[int(i)] for i in a.shapes.split(",")] if "dense" in sec else []
     if a.quick:
         shapes = shapes[:1]
-    for (B, T, H, D) in shapes:
-        for dt in (torch.bfloat16, torch.float32):
+    dts = [dict(bf16=torch.bfloat16, fp32=torch.float32, fp16=torch.float16)[x]
+           for x in a.dtypes.split(",")]
+    for dt in dts:
+        for (B, T, H, D) in shapes:
             q = torch.randn(B, T, H, D, device=dev, dtype=dt)
             k = torch.randn(B, T, H, D, device=dev, dtype=dt) / math.sqrt(D)
             v = torch.randn(B, T, H, D, device=dev, dtype=dt)

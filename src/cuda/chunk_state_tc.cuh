@@ -64,9 +64,10 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_state_pass(la_cu_sp_args 
     float ra[LA_TC_PER], rb[LA_TC_PER];
     double gnext = 0.0;
     auto fetch = [&](int c) {
-        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
-        const int L = ch.len;
-        const int64_t tok0 = ch.tok0;
+        /* chunk c of the sequence, as la__cu_make_table cuts it (no table load) */
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
+        const int L = (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C
+                                                                     : LA_CU_C);
         const int col = t & 63, r0 = t >> 6;
         la_tc_fetch_rows(ra, A + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L,
                          k0 + col < K);
@@ -76,7 +77,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_state_pass(la_cu_sp_args 
     if (s.nch > 0) fetch(REV ? s.nch - 1 : 0);
     for (int cc = 0; cc < s.nch; cc++) {
         const int c = REV ? s.nch - 1 - cc : cc;
-        const int L = p.chunks[s.chunk0 + c].len;
+        const int L = (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C
+                                                                     : LA_CU_C);
         if (p.hbuf) {
             __syncthreads(); /* earlier readers of F are done */
             la_tc_store(F, acc);

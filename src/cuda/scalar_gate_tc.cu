@@ -178,8 +178,6 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_bwd(la_cu_intra_arg
                   (c < r && r < L) ? x * la_cu_expd(G[r] - G[c]) : 0.f);
         if (c == r) dPd[r] = r < L ? x : 0.f;
     }
-    /* epilogue rows: thread t takes row t/2, columns 2i + (t&1) */
-    const int er = t >> 1, eh = t & 1;
     for (int64_t k0 = 0; k0 < K; k0 += 64) {
         /* ---- dQf[:, k0..] = e^{G_i} do S^T + dP Kf */
         la_tc_zero(acc);
@@ -202,32 +200,35 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_bwd(la_cu_intra_arg
         la_tc_mma64x<T, false, false>(acc, dPh, dPl, dPl2, Xh, Xl, NULL);
         la_tc_store(F, acc);
         __syncthreads();
-        double part_q = 0.0;
-#pragma unroll 1
-        for (int b = 0; b < 32; b += 16) {
-            float kx[16], qx[16];
+        {
+            /* dq (coalesced: thread t, column t % 64, rows t / 64 + 2u); with DG
+             * the products Qf dQf replace F, then one thread per row sums them */
+            float kx[LA_TC_PER], qx[LA_TC_PER];
+            const bool okc = k0 + col < K;
+            la_tc_fetch_rows(kx, k + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L, okc);
+            la_tc_fetch_rows(qx, q + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L, okc);
 #pragma unroll
-            for (int u = 0; u < 16; u++) {
-                const int64_t col = k0 + 2 * (b + u) + eh;
-                const bool ok = er < L && col < K;
-                kx[u] = ok ? ldf(k + ((tok0 + er) * H + h) * K + col) : 0.f;
-                qx[u] = ok ? ldf(q + ((tok0 + er) * H + h) * K + col) : 0.f;
-            }
-#pragma unroll
-            for (int u = 0; u < 16; u++) {
-                const int c = 2 * (b + u) + eh;
-                const int64_t col = k0 + c;
-                if (er < L && col < K) {
-                    const float a = F[er * LA_TC_LDF + c];
-                    if (DG) part_q += (double)(scale * la_phi(fm, qx[u])) * (double)a;
-                    const float d = fmaf(dPd[er], la_phi(fm, kx[u]), a);
-                    stf((T *)p.dq + ((tok0 + er) * H + h) * K + col, d * scale * la_dphi(fm, qx[u]));
+            for (int u = 0; u < LA_TC_PER; u++) {
+                const int r = r0 + 2 * u;
+                float *f = F + r * LA_TC_LDF + col;
+                if (r < L && okc) {
+                    const float a = *f;
+                    if (DG) *f = scale * la_phi(fm, qx[u]) * a;
+                    const float d = fmaf(dPd[r], la_phi(fm, kx[u]), a);
+                    stf((T *)p.dq + ((tok0 + r) * H + h) * K + k0 + col,
+                        d * scale * la_dphi(fm, qx[u]));
+                } else if (DG) {
+                    *f = 0.f;
                 }
             }
-        }
-        if (DG) {
-            part_q += __shfl_xor_sync(0xffffffffu, part_q, 1);
-            if (eh == 0) rq[er] += part_q;
+            if (DG) {
+                __syncthreads();
+                if (t < 64) {
+                    double sum = 0.0;
+                    for (int c = 0; c < 64; c++) sum += (double)F[t * LA_TC_LDF + c];
+                    rq[t] += sum;
+                }
+            }
         }
         /* ---- dKf[:, k0..] = e^{G_L-G_j} v dS^T + scale dP^T phi(q) */
         la_tc_zero(acc);
@@ -256,32 +257,32 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_bwd(la_cu_intra_arg
                 acc[j].x[i] = fmaf(scale, acc2[j].x[i], acc[j].x[i]);
         la_tc_store(F, acc);
         __syncthreads();
-        double part_k = 0.0;
-#pragma unroll 1
-        for (int b = 0; b < 32; b += 16) {
-            float kx[16], qx[16];
+        {
+            float kx[LA_TC_PER], qx[LA_TC_PER];
+            const bool okc = k0 + col < K;
+            la_tc_fetch_rows(kx, k + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L, okc);
+            la_tc_fetch_rows(qx, q + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L, okc);
 #pragma unroll
-            for (int u = 0; u < 16; u++) {
-                const int64_t col = k0 + 2 * (b + u) + eh;
-                const bool ok = er < L && col < K;
-                kx[u] = ok ? ldf(k + ((tok0 + er) * H + h) * K + col) : 0.f;
-                qx[u] = ok ? ldf(q + ((tok0 + er) * H + h) * K + col) : 0.f;
-            }
-#pragma unroll
-            for (int u = 0; u < 16; u++) {
-                const int c = 2 * (b + u) + eh;
-                const int64_t col = k0 + c;
-                if (er < L && col < K) {
-                    const float a = F[er * LA_TC_LDF + c];
-                    if (DG) part_k += (double)la_phi(fm, kx[u]) * (double)a;
-                    const float d = fmaf(dPd[er], scale * la_phi(fm, qx[u]), a);
-                    stf((T *)p.dk + ((tok0 + er) * H + h) * K + col, d * la_dphi(fm, kx[u]));
+            for (int u = 0; u < LA_TC_PER; u++) {
+                const int r = r0 + 2 * u;
+                float *f = F + r * LA_TC_LDF + col;
+                if (r < L && okc) {
+                    const float a = *f;
+                    if (DG) *f = la_phi(fm, kx[u]) * a;
+                    const float d = fmaf(dPd[r], scale * la_phi(fm, qx[u]), a);
+                    stf((T *)p.dk + ((tok0 + r) * H + h) * K + k0 + col, d * la_dphi(fm, kx[u]));
+                } else if (DG) {
+                    *f = 0.f;
                 }
             }
-        }
-        if (DG) {
-            part_k += __shfl_xor_sync(0xffffffffu, part_k, 1);
-            if (eh == 0) rk[er] += part_k;
+            if (DG) {
+                __syncthreads();
+                if (t < 64) {
+                    double sum = 0.0;
+                    for (int c = 0; c < 64; c++) sum += (double)F[t * LA_TC_LDF + c];
+                    rk[t] += sum;
+                }
+            }
         }
     }
     for (int64_t v0 = 0; v0 < V; v0 += 64) {

@@ -1,8 +1,8 @@
 /* Tensor-core pieces for 16-bit inputs (bf16 / fp16), shared by the chunk
  * kernels: 64x64 operand tiles in shared memory, the split of an fp32 value
- * into two 16-bit parts (x = hi + lo, about 16 significant bits for bf16,
- * 22 for fp16), a 64x64x64 block product on tensor cores (nvcuda::wmma,
- * fp32 accumulation), and a chunk's log-gate prefix sums by a warp scan.
+ * into 16-bit parts (x = hi + lo (+ lo2)), a 64x64x64 block product on
+ * tensor cores (mma.sync m16n8k16 with ldmatrix loads, fp32 accumulation;
+ * sm_80 and later), and a chunk's log-gate prefix sums by a warp scan.
  *
  * Inputs q, k, v, do are exact in their 16-bit type, so a product of two
  * inputs needs one tensor-core product; a product with an fp32 quantity
@@ -17,8 +17,6 @@
 
 #include "common.cuh"
 
-#include <mma.h>
-
 #define LA_TC_THREADS 128
 #define LA_TC_LD 72                    /* row stride of a 16-bit tile (elements) */
 #define LA_TC_LDF 68                   /* row stride of an fp32 tile */
@@ -27,8 +25,14 @@
 #define LA_TC_TILE_BYTES (LA_TC_TILE * 2)
 #define LA_TC_TILEF_BYTES (LA_TC_TILEF * 4)
 
-namespace la_wm = nvcuda::wmma;
-typedef la_wm::fragment<la_wm::accumulator, 16, 16, 16, float> la_tc_acc;
+/* The warp's 16x16 fp32 block of a result, as two m16n8 mma.sync
+ * accumulators: x[0..3] columns 0-7, x[4..7] columns 8-15; lane l holds
+ * rows l/4 (x[0], x[1]; x[4], x[5]) and l/4 + 8 (x[2], x[3]; x[6], x[7]),
+ * columns 2 (l%4) and 2 (l%4) + 1. */
+struct la_tc_acc {
+    enum { num_elements = 8 };
+    float x[8];
+};
 
 template <typename T> __device__ __forceinline__ T la_tc_cvt(float x);
 template <> __device__ __forceinline__ __nv_bfloat16 la_tc_cvt<__nv_bfloat16>(float x) {
@@ -104,28 +108,63 @@ __device__ __forceinline__ void la_tc_stage(T *hi, T *lo, T *lo2, F f) {
     la_tc_put_all(hi, lo, lo2, x, [](int, int, float y) { return y; });
 }
 
-template <bool T> struct la_tc_lay { typedef la_wm::row_major type; };
-template <> struct la_tc_lay<true> { typedef la_wm::col_major type; };
+/* ldmatrix: four 8x8 16-bit matrices; lane l gives the address of row l%8
+ * of matrix l/8 (TR: transposed on the way). */
+template <bool TR> __device__ __forceinline__ void la_tc_ldsm4(uint32_t (&r)[4], const void *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    if (TR)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+}
+/* d (m16n8, fp32) += a (m16k16) b (k16n8) */
+template <typename T>
+__device__ __forceinline__ void la_tc_mma(float *d, const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void la_tc_mma<__nv_bfloat16>(float *d, const uint32_t (&a)[4],
+                                                         uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void la_tc_mma<__half>(float *d, const uint32_t (&a)[4], uint32_t b0,
+                                                  uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 
 /* acc[j] (rows 16w.., columns 16j.. of a 64x64 result) += sum_{r<64}
  * A(m, r) B(r, n), r in steps of 16, ascending. AT: A is stored [r][m]
- * (a transposed operand); BT: B is stored [n][r]. */
+ * (a transposed operand); BT: B is stored [n][r]. mma.sync m16n8k16 with
+ * ldmatrix operand loads. */
 template <typename T, bool AT, bool BT>
 __device__ __forceinline__ void la_tc_mma64(la_tc_acc (&acc)[4], const T *A, const T *B) {
-    typedef typename la_tc_lay<AT>::type LA;
-    typedef typename la_tc_lay<BT>::type LB;
-    const int w = threadIdx.x >> 5;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
+    const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-        la_wm::fragment<la_wm::matrix_a, 16, 16, 16, T, LA> a;
-        la_wm::load_matrix_sync(a, AT ? A + 16 * kk * LA_TC_LD + 16 * w : A + 16 * w * LA_TC_LD + 16 * kk,
-                                LA_TC_LD);
+        uint32_t a[4]; /* matrices: (m 0-7, r 0-7), (m 8-15, r 0-7), (m 0-7, r 8-15), (m 8-15, r 8-15) */
+        if (AT)
+            la_tc_ldsm4<true>(a, A + (16 * kk + hi8 + rr) * LA_TC_LD + 16 * w + lo8);
+        else
+            la_tc_ldsm4<false>(a, A + (16 * w + lo8 + rr) * LA_TC_LD + 16 * kk + hi8);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            la_wm::fragment<la_wm::matrix_b, 16, 16, 16, T, LB> b;
-            la_wm::load_matrix_sync(b, BT ? B + 16 * j * LA_TC_LD + 16 * kk : B + 16 * kk * LA_TC_LD + 16 * j,
-                                    LA_TC_LD);
-            la_wm::mma_sync(acc[j], a, b, acc[j]);
+            uint32_t b[4]; /* (r 0-7, n 0-7), (r 8-15, n 0-7), (r 0-7, n 8-15), (r 8-15, n 8-15) */
+            if (BT)
+                la_tc_ldsm4<false>(b, B + (16 * j + hi8 + rr) * LA_TC_LD + 16 * kk + lo8);
+            else
+                la_tc_ldsm4<true>(b, B + (16 * kk + lo8 + rr) * LA_TC_LD + 16 * j + hi8);
+            la_tc_mma<T>(acc[j].x, a, b[0], b[1]);
+            la_tc_mma<T>(acc[j].x + 4, a, b[2], b[3]);
         }
     }
 }
@@ -150,22 +189,35 @@ template <> struct la_tc_three<__nv_bfloat16> { static const bool value = true; 
 
 __device__ __forceinline__ void la_tc_zero(la_tc_acc (&acc)[4]) {
 #pragma unroll
-    for (int j = 0; j < 4; j++) la_wm::fill_fragment(acc[j], 0.f);
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[j].x[i] = 0.f;
 }
 /* The warp's rows of a 64x64 fp32 tile F (row stride LA_TC_LDF) to / from acc. */
 __device__ __forceinline__ void la_tc_store(float *F, const la_tc_acc (&acc)[4]) {
-    const int w = threadIdx.x >> 5;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    float *f = F + (16 * w + g) * LA_TC_LDF + 2 * q;
 #pragma unroll
     for (int j = 0; j < 4; j++)
-        la_wm::store_matrix_sync(F + 16 * w * LA_TC_LDF + 16 * j, acc[j], LA_TC_LDF,
-                                 la_wm::mem_row_major);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            float *p = f + 16 * j + 8 * hf;
+            *(float2 *)p = make_float2(acc[j].x[4 * hf], acc[j].x[4 * hf + 1]);
+            *(float2 *)(p + 8 * LA_TC_LDF) = make_float2(acc[j].x[4 * hf + 2], acc[j].x[4 * hf + 3]);
+        }
 }
 __device__ __forceinline__ void la_tc_load(la_tc_acc (&acc)[4], const float *F) {
-    const int w = threadIdx.x >> 5;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const float *f = F + (16 * w + g) * LA_TC_LDF + 2 * q;
 #pragma unroll
     for (int j = 0; j < 4; j++)
-        la_wm::load_matrix_sync(acc[j], F + 16 * w * LA_TC_LDF + 16 * j, LA_TC_LDF,
-                                la_wm::mem_row_major);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const float *p = f + 16 * j + 8 * hf;
+            const float2 u = *(const float2 *)p, v = *(const float2 *)(p + 8 * LA_TC_LDF);
+            acc[j].x[4 * hf] = u.x, acc[j].x[4 * hf + 1] = u.y;
+            acc[j].x[4 * hf + 2] = v.x, acc[j].x[4 * hf + 3] = v.y;
+        }
 }
 
 /* G[i] = sum_{s<=i} (g_s + g_gamma) for the chunk's L <= 64 tokens, in
