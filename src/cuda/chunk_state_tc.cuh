@@ -53,9 +53,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_state_pass(la_cu_sp_args 
     T *bl2 = (bl && three) ? Bl2 : (T *)NULL;
     for (int e = t; e < 64 * 64; e += LA_TC_THREADS) {
         const int r = e >> 6, c = e & 63;
-        F[r * LA_TC_LDF + c] = (p.init && k0 + r < K && v0 + c < V)
-                                   ? p.init[sbase + (k0 + r) * V + v0 + c]
-                                   : 0.f;
+        F[r * LA_TC_LDF + c] =
+            (p.init && k0 + r < K && v0 + c < V) ? p.init[sbase + (k0 + r) * V + v0 + c] : 0.f;
     }
     __syncthreads();
     la_tc_acc acc[4];
@@ -66,19 +65,18 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_state_pass(la_cu_sp_args 
     auto fetch = [&](int c) {
         /* chunk c of the sequence, as la__cu_make_table cuts it (no table load) */
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
-        const int L = (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C
-                                                                     : LA_CU_C);
+        const int L =
+            (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
         const int col = t & 63, r0 = t >> 6;
-        la_tc_fetch_rows(ra, A + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L,
-                         k0 + col < K);
+        la_tc_fetch_rows(ra, A + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L, k0 + col < K);
         la_tc_fetch_rows(rb, Bv + ((tok0 + r0) * H + h) * V + v0 + col, H * V, L, v0 + col < V);
         gnext = t < L ? (double)((p.g ? p.g[(tok0 + t) * H + h] : 0.f) + gam) : 0.0;
     };
     if (s.nch > 0) fetch(REV ? s.nch - 1 : 0);
     for (int cc = 0; cc < s.nch; cc++) {
         const int c = REV ? s.nch - 1 - cc : cc;
-        const int L = (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C
-                                                                     : LA_CU_C);
+        const int L =
+            (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
         if (p.hbuf) {
             __syncthreads(); /* earlier readers of F are done */
             la_tc_store(F, acc);

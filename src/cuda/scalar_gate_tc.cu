@@ -58,8 +58,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_fwd(la_cu_intra_arg
     T *pl2 = three ? Ql : (T *)NULL;
     for (int e = t; e < 64 * 64; e += LA_TC_THREADS) {
         const int r = e >> 6, c = e & 63;
-        const float x = (c <= r && r < L) ? Pf[r * LA_TC_LDF + c] * scale * la_cu_expd(G[r] - G[c])
-                                          : 0.f;
+        const float x =
+            (c <= r && r < L) ? Pf[r * LA_TC_LDF + c] * scale * la_cu_expd(G[r] - G[c]) : 0.f;
         la_tc_put(Kh, Kl, pl2, r * LA_TC_LD + c, x);
         Of[r * LA_TC_LDF + c] *= r < L ? scale * la_cu_expd(G[r]) : 0.f;
     }
@@ -130,12 +130,12 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_bwd(la_cu_intra_arg
     const auto same = [](int, int, float y) { return y; };
     const int col = t & 63, r0 = t >> 6;
     /* input tile (phi applied for q, k; fm = identity for v, do) */
-    auto in_tile = [&](float (&x)[LA_TC_PER], const T *src, int64_t c0, int64_t D, int f) {
+    auto in_tile = [&](float(&x)[LA_TC_PER], const T *src, int64_t c0, int64_t D, int f) {
         la_tc_fetch_rows(x, src + ((tok0 + r0) * H + h) * D + c0 + col, H * D, L, c0 + col < D);
         la_tc_phi_rows(x, f, L, c0 + col < D);
     };
     /* state tile rows k0.., columns v0.. of an fp32 [K][V] state */
-    auto st_tile = [&](float (&x)[LA_TC_PER], const float *src, int64_t k0, int64_t v0) {
+    auto st_tile = [&](float(&x)[LA_TC_PER], const float *src, int64_t k0, int64_t v0) {
         la_tc_fetch_rows(x, src + (k0 + r0) * V + v0 + col, V, K - k0, v0 + col < V);
     };
     la_tc_acc acc[4], acc2[4];
@@ -192,7 +192,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_bwd(la_cu_intra_arg
         }
         la_tc_store(F, acc);
         __syncthreads();
-        for (int e = t; e < 64 * 64; e += LA_TC_THREADS) F[(e >> 6) * LA_TC_LDF + (e & 63)] *= eG[e >> 6];
+        for (int e = t; e < 64 * 64; e += LA_TC_THREADS)
+            F[(e >> 6) * LA_TC_LDF + (e & 63)] *= eG[e >> 6];
         in_tile(x1, k, k0, K, fm);
         la_tc_put_all(Xh, Xl, (T *)NULL, x1, same);
         __syncthreads();
@@ -243,7 +244,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_bwd(la_cu_intra_arg
         }
         la_tc_store(F, acc);
         __syncthreads();
-        for (int e = t; e < 64 * 64; e += LA_TC_THREADS) F[(e >> 6) * LA_TC_LDF + (e & 63)] *= eL[e >> 6];
+        for (int e = t; e < 64 * 64; e += LA_TC_THREADS)
+            F[(e >> 6) * LA_TC_LDF + (e & 63)] *= eL[e >> 6];
         in_tile(x1, q, k0, K, fm);
         la_tc_put_all(Xh, Xl, (T *)NULL, x1, same);
         __syncthreads();
@@ -299,7 +301,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_bwd(la_cu_intra_arg
         }
         la_tc_store(F, acc);
         __syncthreads();
-        for (int e = t; e < 64 * 64; e += LA_TC_THREADS) F[(e >> 6) * LA_TC_LDF + (e & 63)] *= eL[e >> 6];
+        for (int e = t; e < 64 * 64; e += LA_TC_THREADS)
+            F[(e >> 6) * LA_TC_LDF + (e & 63)] *= eL[e >> 6];
         in_tile(x1, dO, v0, V, LA_FEATURE_IDENTITY);
         la_tc_put_all(Xh, (T *)NULL, (T *)NULL, x1, same);
         __syncthreads();

@@ -10,18 +10,18 @@
  * bf16), one product each, so the sums keep fp32-like accuracy (two parts
  * of bf16 were measured too coarse for the gate gradient dg_gamma, a sum
  * with cancellation). Scales such as 1/sqrt(K) are applied to fp32 results,
- * so phi(q), phi(k) stay exact (one part) for identity and relu. CTAs of these kernels have LA_TC_THREADS = 128
- * threads (4 warps); warp w owns rows 16w..16w+15 of every 64x64 result. */
+ * so phi(q), phi(k) stay exact (one part) for identity and relu. CTAs of these kernels have
+ * LA_TC_THREADS = 128 threads (4 warps); warp w owns rows 16w..16w+15 of every 64x64 result. */
 #ifndef LINATTN_CUDA_TC_CUH
 #define LINATTN_CUDA_TC_CUH
 
 #include "common.cuh"
 
 #define LA_TC_THREADS 128
-#define LA_TC_LD 72                    /* row stride of a 16-bit tile (elements) */
-#define LA_TC_LDF 68                   /* row stride of an fp32 tile */
-#define LA_TC_TILE (64 * LA_TC_LD)     /* elements of a 16-bit tile */
-#define LA_TC_TILEF (64 * LA_TC_LDF)   /* elements of an fp32 tile */
+#define LA_TC_LD 72                  /* row stride of a 16-bit tile (elements) */
+#define LA_TC_LDF 68                 /* row stride of an fp32 tile */
+#define LA_TC_TILE (64 * LA_TC_LD)   /* elements of a 16-bit tile */
+#define LA_TC_TILEF (64 * LA_TC_LDF) /* elements of an fp32 tile */
 #define LA_TC_TILE_BYTES (LA_TC_TILE * 2)
 #define LA_TC_TILEF_BYTES (LA_TC_TILEF * 4)
 
@@ -38,7 +38,9 @@ template <typename T> __device__ __forceinline__ T la_tc_cvt(float x);
 template <> __device__ __forceinline__ __nv_bfloat16 la_tc_cvt<__nv_bfloat16>(float x) {
     return __float2bfloat16_rn(x);
 }
-template <> __device__ __forceinline__ __half la_tc_cvt<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __half la_tc_cvt<__half>(float x) {
+    return __float2half_rn(x);
+}
 __device__ __forceinline__ float la_tc_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float la_tc_f(__half x) { return __half2float(x); }
 
@@ -82,7 +84,8 @@ __device__ __forceinline__ void la_tc_fetch_rows(float (&x)[LA_TC_PER], const S 
         x[u] = (ok && r0 + 2 * u < rows) ? ldf(p + (int64_t)(2 * u) * stride) : 0.f;
 }
 /* x[u] = phi(x[u]) inside the operand (rows < rows, ok), 0 outside. */
-__device__ __forceinline__ void la_tc_phi_rows(float (&x)[LA_TC_PER], int fm, int64_t rows, bool ok) {
+__device__ __forceinline__ void la_tc_phi_rows(float (&x)[LA_TC_PER], int fm, int64_t rows,
+                                               bool ok) {
     const int r0 = threadIdx.x >> 6;
     if (fm == LA_FEATURE_IDENTITY) return;
 #pragma unroll
@@ -123,7 +126,8 @@ template <bool TR> __device__ __forceinline__ void la_tc_ldsm4(uint32_t (&r)[4],
 }
 /* d (m16n8, fp32) += a (m16k16) b (k16n8) */
 template <typename T>
-__device__ __forceinline__ void la_tc_mma(float *d, const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+__device__ __forceinline__ void la_tc_mma(float *d, const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1);
 template <>
 __device__ __forceinline__ void la_tc_mma<__nv_bfloat16>(float *d, const uint32_t (&a)[4],
                                                          uint32_t b0, uint32_t b1) {
@@ -151,7 +155,8 @@ __device__ __forceinline__ void la_tc_mma64(la_tc_acc (&acc)[4], const T *A, con
     const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-        uint32_t a[4]; /* matrices: (m 0-7, r 0-7), (m 8-15, r 0-7), (m 0-7, r 8-15), (m 8-15, r 8-15) */
+        uint32_t
+            a[4]; /* matrices: (m 0-7, r 0-7), (m 8-15, r 0-7), (m 0-7, r 8-15), (m 8-15, r 8-15) */
         if (AT)
             la_tc_ldsm4<true>(a, A + (16 * kk + hi8 + rr) * LA_TC_LD + 16 * w + lo8);
         else
@@ -174,8 +179,7 @@ __device__ __forceinline__ void la_tc_mma64(la_tc_acc (&acc)[4], const T *A, con
  * products of two lo parts are left out: below the parts' own precision). */
 template <typename T, bool AT, bool BT>
 __device__ __forceinline__ void la_tc_mma64x(la_tc_acc (&acc)[4], const T *Ah, const T *Al,
-                                             const T *Al2, const T *Bh, const T *Bl,
-                                             const T *Bl2) {
+                                             const T *Al2, const T *Bh, const T *Bl, const T *Bl2) {
     la_tc_mma64<T, AT, BT>(acc, Ah, Bh);
     if (Al) la_tc_mma64<T, AT, BT>(acc, Al, Bh);
     if (Bl) la_tc_mma64<T, AT, BT>(acc, Ah, Bl);
@@ -203,7 +207,8 @@ __device__ __forceinline__ void la_tc_store(float *F, const la_tc_acc (&acc)[4])
         for (int hf = 0; hf < 2; hf++) {
             float *p = f + 16 * j + 8 * hf;
             *(float2 *)p = make_float2(acc[j].x[4 * hf], acc[j].x[4 * hf + 1]);
-            *(float2 *)(p + 8 * LA_TC_LDF) = make_float2(acc[j].x[4 * hf + 2], acc[j].x[4 * hf + 3]);
+            *(float2 *)(p + 8 * LA_TC_LDF) =
+                make_float2(acc[j].x[4 * hf + 2], acc[j].x[4 * hf + 3]);
         }
 }
 __device__ __forceinline__ void la_tc_load(la_tc_acc (&acc)[4], const float *F) {
