@@ -105,6 +105,21 @@ def attempt(out, base, fn, iters=30):
     torch.cuda.synchronize()
 
 
+def profile_kernels(out, base, op, fn):
+    """Device time of each kernel in one call of fn (after a warm-up call)."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if us:
+            record(out, **base, op=op, impl="linattn", mode="kernel", kernel=ev.key[:90],
+                   count=ev.count, us=round(us, 1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default="build/liblinattn.so")
@@ -114,6 +129,9 @@ def main():
     ap.add_argument("--sections", default="copy,dense,delta,gdn,step",
                     help="comma list of copy, dense, delta, gdn, step")
     ap.add_argument("--shapes", default="0,1,2", help="indices of the dense shapes to run")
+    ap.add_argument("--dtypes", default="bf16,fp32", help="dense shapes: dtypes, outer loop")
+    ap.add_argument("--profile", action="store_true",
+                    help="dense shapes: per-kernel times of one linattn fwd+bwd (torch.profiler)")
     a = ap.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -152,8 +170,10 @@ def main():
     shapes = [shapes[int(i)] for i in a.shapes.split(",")] if "dense" in sec else []
     if a.quick:
         shapes = shapes[:1]
-    for (B, T, H, D) in shapes:
-        for dt in (torch.bfloat16, torch.float32):
+    dts = [dict(bf16=torch.bfloat16, fp32=torch.float32, fp16=torch.float16)[x]
+           for x in a.dtypes.split(",")]
+    for dt in dts:
+        for (B, T, H, D) in shapes:
             q = torch.randn(B, T, H, D, device=dev, dtype=dt)
             k = torch.randn(B, T, H, D, device=dev, dtype=dt) / math.sqrt(D)
             v = torch.randn(B, T, H, D, device=dev, dtype=dt)
@@ -186,6 +206,9 @@ def main():
                                                 P(dk), P(dv), P(dg), None, None, P(do), None, P(q),
                                                 P(k), P(v), P(g), None, None))
 
+            if a.profile:
+                profile_kernels(a.out, base, "linear", lin_fb)
+                profile_kernels(a.out, base, "simple_gla", sg_fb)
             attempt(a.out, dict(base, op="linear", impl="linattn", mode="fwd"), lin_f)
             attempt(a.out, dict(base, op="linear", impl="linattn", mode="fwd+bwd"), lin_fb)
             attempt(a.out, dict(base, op="simple_gla", impl="linattn", mode="fwd"), sg_f)

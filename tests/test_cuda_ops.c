@@ -803,6 +803,7 @@ int main(void) {
     static const int64_t cu1[] = {0, 63, 64 + 63, 64 + 63 + 1, 300};
     static const int64_t cu2[] = {0, 1, 65, 1065};
     static const int64_t cu3[] = {0, 70, 70, 133, 300};
+    static const int64_t cu4[] = {0, 0, 70, 70, 200, 200}; /* zero-length sequences */
     const scase sc[] = {
         /* name                              B  T     H  K    V    cu   ns dt lin fm gates ext det
          */
@@ -822,6 +823,17 @@ int main(void) {
         {"sgla fp16 g+gamma T65 K128 V128", 1, 65, 2, 128, 128, NULL, 0, LA_DTYPE_F16, 0, 0, 3, 0,
          0},
         {"linear bf16 identity T200 K64", 1, 200, 2, 64, 64, NULL, 0, LA_DTYPE_BF16, 1, 0, 0, 0, 0},
+        /* 16-bit inputs (tensor cores): tails of K, V not multiples of 16 / 64,
+         * elu+1 (phi not exact in 16 bits), zero-length sequences */
+        {"linear bf16 elu1 varlen K100 V100", 1, 1065, 1, 100, 100, cu2, 3, LA_DTYPE_BF16, 1,
+         LA_FEATURE_ELU1, 0, 0, 1},
+        {"sgla fp16 g+gamma extreme varlen K256 V100", 1, 300, 2, 256, 100, cu1, 4, LA_DTYPE_F16,
+         0, 0, 3, 1, 0},
+        {"linear fp16 relu T63 K64 V256", 2, 63, 1, 64, 256, NULL, 0, LA_DTYPE_F16, 1,
+         LA_FEATURE_RELU, 0, 0, 0},
+        {"sgla bf16 g zero-length seqs K72 V40", 1, 200, 2, 72, 40, cu4, 5, LA_DTYPE_BF16, 0, 0, 1,
+         1, 0},
+        {"sgla g zero-length seqs K72 V40", 1, 200, 2, 72, 40, cu4, 5, LA_DTYPE_F32, 0, 0, 1, 1, 0},
     };
     const scase big[] = {
         {"sgla g+gamma T1000 K128 V128", 1, 1000, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 0, 0, 3, 1,
@@ -829,6 +841,10 @@ int main(void) {
         {"sgla g T4097 K64 V64", 1, 4097, 1, 64, 64, NULL, 0, LA_DTYPE_F32, 0, 0, 1, 0, 0},
         {"sgla bf16 g T1000 K128 V128", 1, 1000, 2, 128, 128, NULL, 0, LA_DTYPE_BF16, 0, 0, 1, 0,
          0},
+        {"sgla bf16 g+gamma extreme T4097 K128 V128", 1, 4097, 2, 128, 128, NULL, 0,
+         LA_DTYPE_BF16, 0, 0, 3, 1, 1},
+        {"linear fp16 elu1 B3 T1000 K256 V64", 3, 1000, 1, 256, 64, NULL, 0, LA_DTYPE_F16, 1,
+         LA_FEATURE_ELU1, 0, 0, 0},
     };
     printf("kernel linear attention and simple GLA, forward + backward:\n");
     for (size_t i = 0; i < sizeof sc / sizeof sc[0] && want('s'); i++)

@@ -1,6 +1,7 @@
 /* Kernel linear attention (unnormalised; identity, elu+1, relu) and simple
  * GLA (per-token g and/or per-head g_gamma) on the GPU: chunkwise forward
- * and backward, fp32 math (FFMA) for every input type.
+ * and backward; fp32 inputs in fp32 FFMA math (this file), bf16 / fp16 inputs on
+ * tensor cores with the same structure (scalar_gate_tc.cu, chunk_state_tc.cuh).
  *
  * Forward:  la_cu_state_pass (chunk_state.cuh) stores the state at each chunk
  *           start, then one CTA per (chunk, head) computes
@@ -12,19 +13,7 @@
  *           dg_t = sum_{u>=t} (Qf_u.dQf_u - Kf_u.dKf_u) + [final] <dS_T, S_T>
  *           with the diagonal pair left out of both dots (it cancels), the
  *           sums in float64 and in a fixed order. */
-#include "chunk_state.cuh"
-
-struct la_cu_intra_args {
-    const la_cu_chunk *chunks;
-    const void *q, *k, *v, *d_o;
-    void *o, *dq, *dk, *dv;
-    const float *g, *g_gamma;
-    const float *hbuf, *dhbuf;
-    double *dgl, *ctot;
-    int64_t H, K, V;
-    float scale;
-    int fm;
-};
+#include "scalar_gate.cuh"
 
 #define LA_TILE_IDX                                                                          \
     const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;                                  \
@@ -338,12 +327,16 @@ static la_status scalar_forward(const la__cu_call *c, la_cu_arena *ar) {
         return st;
     la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
                        c->final_state, hbuf, c->H, c->K, c->V, c->scale, c->feature_map};
-    if ((st = la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a))) return st;
+    const bool tc = sizeof(T) == 2; /* bf16 / fp16: tensor cores (scalar_gate_tc.cu) */
+    if ((st = tc ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
+                 : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
+        return st;
     if (tb.nchunks == 0) return LA_OK;
     la_cu_intra_args p = {};
     p.chunks = tb.chunks, p.q = c->q, p.k = c->k, p.v = c->v, p.o = c->o, p.g = c->g;
     p.g_gamma = c->g_gamma, p.hbuf = hbuf, p.H = c->H, p.K = c->K, p.V = c->V;
     p.scale = c->scale, p.fm = c->feature_map;
+    if (tc) return la__tc_intra_fwd(c->op, ar->stream, c->dtype, tb.nchunks, p);
     la_cu_scalar_intra_fwd<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->H), 256, 0, ar->stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
@@ -373,14 +366,19 @@ static la_status scalar_backward(const la__cu_call *c, la_cu_arena *ar) {
     }
     la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0, sT, hbuf,
                        c->H, c->K, c->V, c->scale, c->feature_map};
-    if ((st = la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a))) return st;
+    const bool tc = sizeof(T) == 2; /* bf16 / fp16: tensor cores (scalar_gate_tc.cu) */
+    if ((st = tc ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
+                 : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
+        return st;
     if (fin) { /* before the reverse pass: d_initial_state may alias d_final_state */
         la_cu_state_dot<<<(unsigned)NH, 256, 0, ar->stream>>>(c->dsT, sT, fin, (int64_t)KV);
         LA_CU_LAUNCHED(c->op);
     }
     la_cu_sp_args r = {tb.seqs, tb.chunks, c->q, c->d_o, c->g, c->g_gamma, c->dsT, c->ds0, dhbuf,
                        c->H, c->K, c->V, c->scale, c->feature_map};
-    if ((st = la_cu_launch_state_pass<T, true>(c->op, ar->stream, c->N, r))) return st;
+    if ((st = tc ? la__tc_state_pass(c->op, ar->stream, c->dtype, 1, c->N, r)
+                 : la_cu_launch_state_pass<T, true>(c->op, ar->stream, c->N, r)))
+        return st;
     if (tb.nchunks == 0) {
         if (c->dg_gamma) LA_CU_TRY(c->op, cudaMemsetAsync(c->dg_gamma, 0, c->H * sizeof(float),
                                                           ar->stream));
@@ -392,10 +390,13 @@ static la_status scalar_backward(const la__cu_call *c, la_cu_arena *ar) {
     p.hbuf = hbuf, p.dhbuf = dhbuf, p.dgl = dgl, p.ctot = ctot;
     p.H = c->H, p.K = c->K, p.V = c->V, p.scale = c->scale, p.fm = c->feature_map;
     const dim3 grid((unsigned)tb.nchunks, (unsigned)c->H);
-    if (DG)
+    if (tc) {
+        if ((st = la__tc_intra_bwd(c->op, ar->stream, c->dtype, tb.nchunks, DG, p))) return st;
+    } else if (DG) {
         la_cu_scalar_intra_bwd<T, true><<<grid, 256, 0, ar->stream>>>(p);
-    else
+    } else {
         la_cu_scalar_intra_bwd<T, false><<<grid, 256, 0, ar->stream>>>(p);
+    }
     LA_CU_LAUNCHED(c->op);
     if (DG) {
         la_cu_dg_finish<<<grid, LA_CU_C, 0, ar->stream>>>(tb.seqs, tb.chunks, ctot, fin, dgl,
