@@ -27,35 +27,34 @@
 #include <string.h>
 
 typedef struct chunk_bufs {
-    float *S;     /* [K,V] running state (forward) */
-    double *G;    /* [C,gw] cumulative log-gates of the chunk */
-    float *eG;    /* [C,gw] exp(G_i) */
-    float *eLm;   /* [C,gw] exp(G_L - G_i) */
-    float *e;     /* [K] exp(G_i - G_j) of one pair (GLA backward) */
-    float *R;     /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
-    float *F;     /* [C,K] GLA backward: exp(G_b - G_j) for j < b */
+    float *S;       /* [K,V] running state (forward) */
+    double *G;      /* [C,gw] cumulative log-gates of the chunk */
+    float *eG;      /* [C,gw] exp(G_i) */
+    float *eLm;     /* [C,gw] exp(G_L - G_i) */
+    float *e;       /* [K] exp(G_i - G_j) of one pair (GLA backward) */
+    float *R;       /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
+    float *F;       /* [C,K] GLA backward: exp(G_b - G_j) for j < b */
     float *Qc, *Kc; /* [C,K] the chunk's q and k rows, contiguous */
-    float *Vc;    /* [C,V] the chunk's v rows */
-    float *Qs;    /* [C,K] q * e^{G_i} (inter-chunk); GLA intra: q * R */
-    float *Ks;    /* [C,K] k * e^{G_L - G_j} (state update) */
-    float *KF;    /* [C,K] GLA: k_j * exp(G_b - G_j), j < b */
-    float *A;     /* [C,C] intra-chunk matrix (lower; zeros above) */
+    float *Vc;      /* [C,V] the chunk's v rows */
+    float *Qs;      /* [C,K] q * e^{G_i} (inter-chunk); GLA intra: q * R */
+    float *Ks;      /* [C,K] k * e^{G_L - G_j} (state update) */
+    float *KF;      /* [C,K] GLA: k_j * exp(G_b - G_j), j < b */
+    float *A;       /* [C,C] intra-chunk matrix (lower; zeros above) */
     /* backward only */
-    float *ckpt;   /* [ceil(nch/M), K, V] state before every M-th chunk */
-    float *states; /* [M, K, V] states before each chunk of one group of M */
-    float *dS;     /* [K,V] */
+    float *ckpt;      /* [ceil(nch/M), K, V] state before every M-th chunk */
+    float *states;    /* [M, K, V] states before each chunk of one group of M */
+    float *dS;        /* [K,V] */
     float *dqc, *dkc; /* [C,K] dq inter-chunk part, dk state part */
     float *dqs, *dks; /* [C,K] strictly-intra parts (pairs j < i) */
-    float *dvc;    /* [C,V] */
-    double *dG;    /* [C,gw] */
-    double *dGp;   /* [gw] running prefix */
-    float *dA;     /* [C,C] scale dO V^T, strictly lower (times the decay) */
-    float *dOc;    /* [C,V] the chunk's d_o rows */
-    float *Tq, *Tk; /* [C,K] GLA backward: products before their gate factor */
+    float *dvc;       /* [C,V] */
+    double *dG;       /* [C,gw] */
+    double *dGp;      /* [gw] running prefix */
+    float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
+    float *dOc;       /* [C,V] the chunk's d_o rows */
+    float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
 } chunk_bufs;
 
-static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base,
-                           chunk_bufs *b) {
+static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base, chunk_bufs *b) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
     const size_t gw = j->per_key ? K : 1, CKg = j->per_key ? C * K : 1;
     la__arena a = {.base = base};
@@ -112,6 +111,12 @@ size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L) {
  * exact zeros, never Inf or NaN. */
 GLA_INLINE float exp_nonpos(float x) { return la__exp_nonpos(x); }
 
+/* e^x for 0 <= x <= GLA_SPAN (30): the same code, whose argument reduction
+ * x = n ln2 + r and exponent-bit addition stay exact up to n = 126; here
+ * n <= 44 and the result is at most e^30 = 1.1e13 (a sub-block's own
+ * pre-scaled keys, below). */
+GLA_INLINE float exp_span(float x) { return la__exp_nonpos(x); }
+
 /* sum_x a_x b_x c_x, in eight partial sums (vectorisable). */
 GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n) {
     float acc[8] = {0};
@@ -145,14 +150,23 @@ GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t
 }
 
 /* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, cost an exponential per
- * key and pair. The chunk is cut into sub-blocks of GLA_SUB tokens; for j
- * before the first token b of i's sub-block,
+ * key and pair if taken one by one. The chunk is cut into sub-blocks of
+ * GLA_SUB tokens, each with the reference point b = its first token:
  *   exp(G_i - G_j) = exp(G_i - G_b) * exp(G_b - G_j),
- * and both factors are <= 1 because G never increases (g <= 0): no overflow
- * whatever the gates (fla's reference point inside the block, which gives
- * factors >= 1, would overflow at g = -1e4). Only pairs inside one sub-block
- * take their own exponentials. */
+ * so the rows of a sub-block times every earlier row are one matrix product
+ * of pre-scaled rows, q_i R_i with R_i = e^{G_i - G_b} and k_j F_j with
+ * F_j = e^{G_b - G_j} (secondary chunking, Yang et al.'s chunkwise GLA).
+ * For j < b both factors are <= 1 (G never increases, g <= 0): no overflow
+ * whatever the gates. Inside the sub-block (b <= j <= i) F_j = 1 / e^{G_j - G_b}
+ * is >= 1 but at most e^{span}, span = max_k (G_b - G_last) over the block's
+ * keys, and R_i >= e^{-span}: with span <= GLA_SPAN both stay normal floats
+ * far from overflow, and each product q_ik R_ik k_jk F_jk is q_ik k_jk
+ * e^{G_ik - G_jk} to a few ulps, as with the pair's own exponential. A
+ * sub-block whose span is larger (strong gates, resets such as g = -1e4)
+ * takes its diagonal pairs one by one with their own exponentials (no
+ * exp of a positive number, no 0 * Inf anywhere). */
 #define GLA_SUB 16
+#define GLA_SPAN 30.0
 
 /* R for the chunk's L tokens. */
 GLA_INLINE void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
@@ -162,6 +176,40 @@ GLA_INLINE void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
         const double *Gi = b->G + i * K, *Gb = b->G + (i - i % GLA_SUB) * K;
         for (int64_t x = 0; x < K; x++) b->R[i * K + x] = exp_nonpos((float)(Gi[x] - Gb[x]));
     }
+}
+
+/* F_j (into b->F) and k_j F_j (into b->KF) for the sub-block of ni rows at
+ * i0 against rows j < i0, and against its own rows when its span allows
+ * (the return value: 1 when the rows [i0, i0 + ni) are filled too). */
+GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64_t ni) {
+    const int64_t K = j->K;
+    const double *Gb = b->G + i0 * K, *Ge = b->G + (i0 + ni - 1) * K;
+    double span = 0.0;
+    for (int64_t x = 0; x < K; x++) {
+        const double d = Gb[x] - Ge[x];
+        span = d > span ? d : span;
+    }
+    const int own = span <= GLA_SPAN;
+    for (int64_t jj = 0; jj < i0; jj++) {
+        const double *Gj = b->G + jj * K;
+        const float *kj = b->Kc + jj * K;
+        float *f = b->F + jj * K, *kf = b->KF + jj * K;
+        for (int64_t x = 0; x < K; x++) {
+            f[x] = exp_nonpos((float)(Gb[x] - Gj[x]));
+            kf[x] = kj[x] * f[x];
+        }
+    }
+    if (own)
+        for (int64_t jj = i0; jj < i0 + ni; jj++) {
+            const double *Gj = b->G + jj * K;
+            const float *kj = b->Kc + jj * K;
+            float *f = b->F + jj * K, *kf = b->KF + jj * K;
+            for (int64_t x = 0; x < K; x++) {
+                f[x] = exp_span((float)(Gb[x] - Gj[x]));
+                kf[x] = kj[x] * f[x];
+            }
+        }
+    return own;
 }
 
 /* Rows [r0, r0 + n) of head h of x ([.., H, w]) into dst [n, w], contiguous
@@ -175,8 +223,7 @@ static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_
 /* Prefetch rows [r0, r0 + n) of head h of x ([.., H, w]) into L2 while the
  * current chunk is computed: the rows are H·w floats apart (a page at
  * H·w = 1024), too far apart for the hardware prefetcher. */
-static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int64_t n,
-                          int64_t h) {
+static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int64_t n, int64_t h) {
 #if defined(__GNUC__)
     for (int64_t i = 0; i < n; i++) {
         const float *row = x + (size_t)((r0 + i) * H + h) * (size_t)w;
@@ -189,7 +236,7 @@ static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int6
 
 /* dst[i,x] = src[i,x] * f[i, x or 0] (gate factors per key or per token). */
 GLA_INLINE void scale_rows(float *dst, const float *src, const float *f, int per_key, int64_t n,
-                       int64_t K) {
+                           int64_t K) {
     for (int64_t i = 0; i < n; i++) {
         const float *fi = f + (per_key ? i * K : i);
         for (int64_t x = 0; x < K; x++) dst[i * K + x] = src[i * K + x] * fi[per_key ? x : 0];
@@ -200,7 +247,7 @@ GLA_INLINE void scale_rows(float *dst, const float *src, const float *f, int per
  * pre-scaled keys; every factor <= 1). Fills b->Ks, and b->Kc, b->Vc unless
  * `gathered` says they hold the chunk's rows already. */
 GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
-                               int64_t h, int gathered) {
+                                   int64_t h, int gathered) {
     const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
     const float *eGL = b->eG + (n - 1) * gw;
     if (!gathered) {
@@ -245,27 +292,22 @@ GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int str
         for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
     for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
         const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
-        if (i0 > 0) {
-            const double *Gb = b->G + i0 * K;
-            for (int64_t jj = 0; jj < i0; jj++) {
-                const double *Gj = b->G + jj * K;
-                const float *kj = b->Kc + jj * K;
-                float *kf = b->KF + jj * K;
-                for (int64_t x = 0; x < K; x++) kf[x] = kj[x] * exp_nonpos((float)(Gb[x] - Gj[x]));
-            }
-            j->kr->gemm_nt(ni, i0, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
-        }
+        const int own = sub_block_keys(j, b, i0, ni);
+        const int64_t ncol = own ? i0 + ni : i0;
+        if (ncol > 0)
+            j->kr->gemm_nt(ni, ncol, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
         for (int64_t i = i0; i < i0 + ni; i++) {
             const double *Gi = b->G + i * K;
             const float *qi = b->Qc + i * K;
             float *Ai = A + i * C;
             const int64_t end = strict ? i : i + 1;
-            for (int64_t jj = i0; jj < end; jj++) {
-                const double *Gj = b->G + jj * K;
-                const float *kj = b->Kc + jj * K;
-                for (int64_t x = 0; x < K; x++) b->e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
-                Ai[jj] = dot3(qi, kj, b->e, K);
-            }
+            if (!own)
+                for (int64_t jj = i0; jj < end; jj++) {
+                    const double *Gj = b->G + jj * K;
+                    const float *kj = b->Kc + jj * K;
+                    for (int64_t x = 0; x < K; x++) b->e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                    Ai[jj] = dot3(qi, kj, b->e, K);
+                }
             for (int64_t jj = end; jj < L; jj++) Ai[jj] = 0.0f;
         }
     }
@@ -290,24 +332,18 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     for (int64_t i = 0; i < L * K; i++) b->dqs[i] = b->dks[i] = 0.0f;
     for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
         const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
-        if (i0 > 0) {
-            const double *Gb = b->G + i0 * K;
-            for (int64_t jj = 0; jj < i0; jj++) {
-                const double *Gj = b->G + jj * K;
-                const float *kj = b->Kc + jj * K;
-                float *f = b->F + jj * K, *kf = b->KF + jj * K;
-                for (int64_t x = 0; x < K; x++) {
-                    f[x] = exp_nonpos((float)(Gb[x] - Gj[x]));
-                    kf[x] = kj[x] * f[x];
-                }
-            }
-            kr->gemm_nt(ni, i0, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
-            kr->gemm_nn(ni, K, i0, 1.0f, dA + i0 * C, C, b->KF, K, 0.0f, b->Tq, K);
+        const int own = sub_block_keys(j, b, i0, ni);
+        const int64_t ncol = own ? i0 + ni : i0;
+        if (ncol > 0) {
+            /* dA is zero on and above its diagonal, so the block's own
+             * columns add only the pairs j < i */
+            kr->gemm_nt(ni, ncol, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
+            kr->gemm_nn(ni, K, ncol, 1.0f, dA + i0 * C, C, b->KF, K, 0.0f, b->Tq, K);
             for (int64_t i = i0; i < i0 + ni; i++)
                 for (int64_t x = 0; x < K; x++)
                     b->dqs[i * K + x] += b->R[i * K + x] * b->Tq[(i - i0) * K + x];
-            kr->gemm_tn(i0, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f, b->Tk, K);
-            for (int64_t jj = 0; jj < i0; jj++)
+            kr->gemm_tn(ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f, b->Tk, K);
+            for (int64_t jj = 0; jj < ncol; jj++)
                 for (int64_t x = 0; x < K; x++)
                     b->dks[jj * K + x] += b->F[jj * K + x] * b->Tk[jj * K + x];
         }
@@ -315,19 +351,20 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
             const double *Gi = b->G + i * K;
             const float *qi = b->Qc + i * K;
             float *Ai = A + i * C, *dqi = b->dqs + i * K;
-            for (int64_t jj = i0; jj < i; jj++) {
-                const double *Gj = b->G + jj * K;
-                const float *kj = b->Kc + jj * K;
-                float *dkj = b->dks + jj * K, *e = b->e;
-                for (int64_t x = 0; x < K; x++) e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
-                Ai[jj] = dot3(qi, kj, e, K);
-                const float d = dA[i * C + jj];
-                for (int64_t x = 0; x < K; x++) {
-                    const float w = d * e[x];
-                    dqi[x] += w * kj[x];
-                    dkj[x] += w * qi[x];
+            if (!own)
+                for (int64_t jj = i0; jj < i; jj++) {
+                    const double *Gj = b->G + jj * K;
+                    const float *kj = b->Kc + jj * K;
+                    float *dkj = b->dks + jj * K, *e = b->e;
+                    for (int64_t x = 0; x < K; x++) e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                    Ai[jj] = dot3(qi, kj, e, K);
+                    const float d = dA[i * C + jj];
+                    for (int64_t x = 0; x < K; x++) {
+                        const float w = d * e[x];
+                        dqi[x] += w * kj[x];
+                        dkj[x] += w * qi[x];
+                    }
                 }
-            }
             for (int64_t jj = i; jj < L; jj++) Ai[jj] = 0.0f;
         }
     }
@@ -371,6 +408,7 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             /* inter-chunk: o = scale (q * e^{G_i}) S */
             scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
             if (pn > 0) prefetch_rows(j->q, H, K, pr, pn, ph);
+            if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr, pn, ph);
             j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
             /* intra-chunk: o += scale A V */
             if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
@@ -396,7 +434,7 @@ static void chunk_fwd_portable(const gla_job *j, int64_t task, int tid) {
 
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target("avx2"))) static void chunk_fwd_avx2(const gla_job *j, int64_t task,
-                                                            int tid) {
+                                                           int tid) {
     chunk_fwd_body(j, task, tid);
 }
 
@@ -603,7 +641,7 @@ static void chunk_bwd_portable(const gla_job *j, int64_t task, int tid) {
 
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target("avx2"))) static void chunk_bwd_avx2(const gla_job *j, int64_t task,
-                                                            int tid) {
+                                                           int tid) {
     chunk_bwd_body(j, task, tid);
 }
 
