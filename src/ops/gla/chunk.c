@@ -31,15 +31,18 @@ typedef struct chunk_bufs {
     double *G;      /* [C,gw] cumulative log-gates of the chunk */
     float *eG;      /* [C,gw] exp(G_i) */
     float *eLm;     /* [C,gw] exp(G_L - G_i) */
-    float *e;       /* [K] exp(G_i - G_j) of one pair (GLA backward) */
+    float *e;       /* [K] GLA: one pair's exp(G_i - G_j), or one sub-block's vector */
     float *R;       /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
-    float *F;       /* [C,K] GLA backward: exp(G_b - G_j) for j < b */
+    float *P;       /* [C,K] GLA: exp(G_e - G_i), e = last token of i's sub-block */
+    float *KP;      /* [C,K] GLA: k * P */
+    float *F;       /* [C,K] GLA: P_j X_IJ = exp(G_b - G_j) for one sub-block I */
     float *Qc, *Kc; /* [C,K] the chunk's q and k rows, contiguous */
     float *Vc;      /* [C,V] the chunk's v rows */
     float *Qs;      /* [C,K] q * e^{G_i} (inter-chunk); GLA intra: q * R */
     float *Ks;      /* [C,K] k * e^{G_L - G_j} (state update) */
-    float *KF;      /* [C,K] GLA: k_j * exp(G_b - G_j), j < b */
+    float *KF;      /* [C,K] GLA: k_j * F_j */
     float *A;       /* [C,C] intra-chunk matrix (lower; zeros above) */
+    float *Oc;      /* [C,V] forward: the chunk's output rows, contiguous */
     /* backward only */
     float *ckpt;      /* [ceil(nch/M), K, V] state before every M-th chunk */
     float *states;    /* [M, K, V] states before each chunk of one group of M */
@@ -65,6 +68,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->eLm = la__arena_take(&a, C * gw, sizeof(float));
     b->e = la__arena_take(&a, K, sizeof(float));
     b->R = la__arena_take(&a, CKg, sizeof(float));
+    b->P = la__arena_take(&a, CKg, sizeof(float));
+    b->KP = la__arena_take(&a, CKg, sizeof(float));
     b->F = la__arena_take(&a, CKg, sizeof(float));
     b->Qc = la__arena_take(&a, C * K, sizeof(float));
     b->Kc = la__arena_take(&a, C * K, sizeof(float));
@@ -73,6 +78,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->Ks = la__arena_take(&a, C * K, sizeof(float));
     b->KF = la__arena_take(&a, CKg, sizeof(float));
     b->A = la__arena_take(&a, C * C, sizeof(float));
+    b->Oc = la__arena_take(&a, backward ? 0 : C * V, sizeof(float));
     if (backward) {
         const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
         const size_t ngroups = (nch + M - 1) / M;
@@ -114,7 +120,7 @@ GLA_INLINE float exp_nonpos(float x) { return la__exp_nonpos(x); }
 /* e^x for 0 <= x <= GLA_SPAN (30): the same code, whose argument reduction
  * x = n ln2 + r and exponent-bit addition stay exact up to n = 126; here
  * n <= 44 and the result is at most e^30 = 1.1e13 (a sub-block's own
- * pre-scaled keys, below). */
+ * pair factors, below). */
 GLA_INLINE float exp_span(float x) { return la__exp_nonpos(x); }
 
 /* sum_x a_x b_x c_x, in eight partial sums (vectorisable). */
@@ -129,8 +135,38 @@ GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n)
     return s;
 }
 
-/* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials. */
-GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
+/* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, would cost an
+ * exponential per key and pair if taken one by one. The chunk is cut into
+ * sub-blocks of GLA_SUB tokens (secondary chunking, as in Yang et al.'s
+ * chunkwise GLA); with b(i) the first and e(i) the last token of i's
+ * sub-block, every token gets two factors
+ *   R_i = exp(G_i - G_b(i)) <= 1,   P_i = exp(G_e(i) - G_i) <= 1,
+ * and every pair of sub-blocks J <= I one per-key vector
+ *   X_IJ = exp(G_b(I) - G_e(J))     (<= 1 for J < I),
+ * so that for j in J, i in I:
+ *   exp(G_i - G_j) = R_i * X_IJ * P_j,
+ * and the rows of sub-block I times all earlier rows are one matrix product
+ * of pre-scaled rows, (q_i R_i) . (k_j P_j X_IJ). For J < I every factor is
+ * <= 1 (G never increases, g <= 0): no overflow whatever the gates, and a
+ * factor that underflows to 0 stands for a product below e^-80. A
+ * sub-block's own pairs (J = I, b <= j <= i) use X_II = exp(G_b - G_e) =
+ * e^{span} >= 1 per key: when the largest span over the keys is <= GLA_SPAN,
+ * X_II <= e^30 and R_i >= e^-30 stay normal floats far from overflow, and
+ * every product q_ik R_ik X_IIk k_jk P_jk is q_ik k_jk e^{G_ik - G_jk} to a
+ * few ulps, as with the pair's own exponential. A sub-block whose span is
+ * larger (strong gates, resets such as g = -1e4) takes its own pairs one by
+ * one with their own exponentials (no exp of a positive number beyond e^30,
+ * no 0 * Inf). The inter-chunk factors come from the same two:
+ * e^{G_i} = e^{G_b(i)} R_i and e^{G_L - G_j} = e^{G_L - G_e(j)} P_j, so a
+ * token costs two exponentials per key. */
+#define GLA_SUB 16
+#define GLA_SPAN 30.0
+
+/* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials
+ * (eG, eLm; GLA also R and P). full == 0: only what the state update reads
+ * (eLm and the last row of eG; GLA also P). */
+GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h,
+                            int full) {
     const int64_t gw = j->per_key ? j->K : 1;
     const double gamma = j->g_gamma ? (double)j->g_gamma[h] : 0.0;
     for (int64_t i = 0; i < n; i++) {
@@ -142,73 +178,77 @@ GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t
         }
     }
     const double *GL = b->G + (n - 1) * gw;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t x = 0; x < gw; x++) {
-            b->eG[i * gw + x] = exp_nonpos((float)(b->G[i * gw + x]));
-            b->eLm[i * gw + x] = exp_nonpos((float)(GL[x] - b->G[i * gw + x]));
+    if (!j->per_key) {
+        for (int64_t i = 0; i < n; i++) {
+            b->eG[i] = exp_nonpos((float)b->G[i]);
+            b->eLm[i] = exp_nonpos((float)(GL[0] - b->G[i]));
         }
-}
-
-/* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, cost an exponential per
- * key and pair if taken one by one. The chunk is cut into sub-blocks of
- * GLA_SUB tokens, each with the reference point b = its first token:
- *   exp(G_i - G_j) = exp(G_i - G_b) * exp(G_b - G_j),
- * so the rows of a sub-block times every earlier row are one matrix product
- * of pre-scaled rows, q_i R_i with R_i = e^{G_i - G_b} and k_j F_j with
- * F_j = e^{G_b - G_j} (secondary chunking, Yang et al.'s chunkwise GLA).
- * For j < b both factors are <= 1 (G never increases, g <= 0): no overflow
- * whatever the gates. Inside the sub-block (b <= j <= i) F_j = 1 / e^{G_j - G_b}
- * is >= 1 but at most e^{span}, span = max_k (G_b - G_last) over the block's
- * keys, and R_i >= e^{-span}: with span <= GLA_SPAN both stay normal floats
- * far from overflow, and each product q_ik R_ik k_jk F_jk is q_ik k_jk
- * e^{G_ik - G_jk} to a few ulps, as with the pair's own exponential. A
- * sub-block whose span is larger (strong gates, resets such as g = -1e4)
- * takes its diagonal pairs one by one with their own exponentials (no
- * exp of a positive number, no 0 * Inf anywhere). */
-#define GLA_SUB 16
-#define GLA_SPAN 30.0
-
-/* R for the chunk's L tokens. */
-GLA_INLINE void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
-    const int64_t K = j->K;
-    if (!j->per_key) return;
-    for (int64_t i = 0; i < L; i++) {
-        const double *Gi = b->G + i * K, *Gb = b->G + (i - i % GLA_SUB) * K;
-        for (int64_t x = 0; x < K; x++) b->R[i * K + x] = exp_nonpos((float)(Gi[x] - Gb[x]));
+        return;
+    }
+    const int64_t K = gw;
+    float *eb = b->e; /* [K] per sub-block: e^{G_b}, then e^{G_L - G_e} */
+    for (int64_t i0 = 0; i0 < n; i0 += GLA_SUB) {
+        const int64_t i1 = n - i0 < GLA_SUB ? n : i0 + GLA_SUB;
+        const double *Gb = b->G + i0 * K, *Ge = b->G + (i1 - 1) * K;
+        for (int64_t i = i0; i < i1; i++) {
+            const double *Gi = b->G + i * K;
+            float *P = b->P + i * K;
+            for (int64_t x = 0; x < K; x++) P[x] = exp_nonpos((float)(Ge[x] - Gi[x]));
+        }
+        if (full) {
+            for (int64_t i = i0; i < i1; i++) {
+                const double *Gi = b->G + i * K;
+                float *R = b->R + i * K;
+                for (int64_t x = 0; x < K; x++) R[x] = exp_nonpos((float)(Gi[x] - Gb[x]));
+            }
+            for (int64_t x = 0; x < K; x++) eb[x] = exp_nonpos((float)Gb[x]);
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t x = 0; x < K; x++) b->eG[i * K + x] = eb[x] * b->R[i * K + x];
+        } else if (i1 == n) { /* the state's decay: e^{G_L} as the full form rounds it */
+            for (int64_t x = 0; x < K; x++)
+                b->eG[(n - 1) * K + x] =
+                    exp_nonpos((float)Gb[x]) * exp_nonpos((float)(GL[x] - Gb[x]));
+        }
+        for (int64_t x = 0; x < K; x++) eb[x] = exp_nonpos((float)(GL[x] - Ge[x]));
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t x = 0; x < K; x++) b->eLm[i * K + x] = eb[x] * b->P[i * K + x];
     }
 }
 
-/* F_j (into b->F) and k_j F_j (into b->KF) for the sub-block of ni rows at
- * i0 against rows j < i0, and against its own rows when its span allows
- * (the return value: 1 when the rows [i0, i0 + ni) are filled too). */
-GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64_t ni) {
+/* KP = k * P for the chunk's L tokens (Kc and P filled). */
+GLA_INLINE void keys_times_p(const gla_job *j, chunk_bufs *b, int64_t L) {
+    for (int64_t i = 0; i < L * j->K; i++) b->KP[i] = b->Kc[i] * b->P[i];
+}
+
+/* F_j = P_j X_IJ (into b->F when need_f) and k_j F_j (into b->KF) for the sub-block I
+ * of ni rows at i0 against the rows j < i0, and against its own rows when
+ * its span allows (the return value: 1 when rows [i0, i0 + ni) are filled
+ * too). */
+GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64_t ni, int need_f) {
     const int64_t K = j->K;
     const double *Gb = b->G + i0 * K, *Ge = b->G + (i0 + ni - 1) * K;
+    float *X = b->e;
     double span = 0.0;
     for (int64_t x = 0; x < K; x++) {
         const double d = Gb[x] - Ge[x];
         span = d > span ? d : span;
     }
     const int own = span <= GLA_SPAN;
-    for (int64_t jj = 0; jj < i0; jj++) {
-        const double *Gj = b->G + jj * K;
-        const float *kj = b->Kc + jj * K;
-        float *f = b->F + jj * K, *kf = b->KF + jj * K;
-        for (int64_t x = 0; x < K; x++) {
-            f[x] = exp_nonpos((float)(Gb[x] - Gj[x]));
-            kf[x] = kj[x] * f[x];
+    for (int64_t j0 = 0; j0 < (own ? i0 + ni : i0); j0 += GLA_SUB) {
+        const int64_t j1 = j0 < i0 ? j0 + GLA_SUB : i0 + ni;
+        const double *GeJ = b->G + (j1 - 1) * K;
+        if (j0 < i0)
+            for (int64_t x = 0; x < K; x++) X[x] = exp_nonpos((float)(Gb[x] - GeJ[x]));
+        else
+            for (int64_t x = 0; x < K; x++) X[x] = exp_span((float)(Gb[x] - GeJ[x]));
+        for (int64_t jj = j0; jj < j1; jj++) {
+            const float *kp = b->KP + jj * K, *p = b->P + jj * K;
+            float *f = b->F + jj * K, *kf = b->KF + jj * K;
+            if (need_f)
+                for (int64_t x = 0; x < K; x++) f[x] = p[x] * X[x];
+            for (int64_t x = 0; x < K; x++) kf[x] = kp[x] * X[x];
         }
     }
-    if (own)
-        for (int64_t jj = i0; jj < i0 + ni; jj++) {
-            const double *Gj = b->G + jj * K;
-            const float *kj = b->Kc + jj * K;
-            float *f = b->F + jj * K, *kf = b->KF + jj * K;
-            for (int64_t x = 0; x < K; x++) {
-                f[x] = exp_span((float)(Gb[x] - Gj[x]));
-                kf[x] = kj[x] * f[x];
-            }
-        }
     return own;
 }
 
@@ -287,12 +327,12 @@ GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int str
         }
         return;
     }
-    sub_block_rows(j, b, L);
+    keys_times_p(j, b, L);
     for (int64_t i = 0; i < L; i++)
         for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
     for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
         const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
-        const int own = sub_block_keys(j, b, i0, ni);
+        const int own = sub_block_keys(j, b, i0, ni, 0);
         const int64_t ncol = own ? i0 + ni : i0;
         if (ncol > 0)
             j->kr->gemm_nt(ni, ncol, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
@@ -326,13 +366,13 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     const int64_t K = j->K, C = j->C;
     const la__kernels *kr = j->kr;
     float *A = b->A, *dA = b->dA;
-    sub_block_rows(j, b, L);
+    keys_times_p(j, b, L);
     for (int64_t i = 0; i < L; i++)
         for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
     for (int64_t i = 0; i < L * K; i++) b->dqs[i] = b->dks[i] = 0.0f;
     for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
         const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
-        const int own = sub_block_keys(j, b, i0, ni);
+        const int own = sub_block_keys(j, b, i0, ni, 1);
         const int64_t ncol = own ? i0 + ni : i0;
         if (ncol > 0) {
             /* dA is zero on and above its diagonal, so the block's own
@@ -401,7 +441,7 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             const int64_t pn = hh + 1 < nh ? L : Ln;
             b.S = S0 + hh * KV;
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
-            chunk_gates(j, &b, r0, L, h);
+            chunk_gates(j, &b, r0, L, h, 1);
             gather_rows(b.Qc, j->q, H, K, r0, L, h);
             gather_rows(b.Kc, j->k, H, K, r0, L, h);
             gather_rows(b.Vc, j->v, H, V, r0, L, h);
@@ -409,12 +449,14 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
             if (pn > 0) prefetch_rows(j->q, H, K, pr, pn, ph);
             if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr, pn, ph);
-            j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
+            j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, b.Oc, V);
             /* intra-chunk: o += scale A V */
             if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
             intra_matrix(j, &b, L, 0);
             if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
-            j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
+            j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, b.Oc, V);
+            for (int64_t i = 0; i < L; i++)
+                memcpy(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V, (size_t)V * sizeof(float));
             chunk_state_update(j, &b, b.S, r0, L, h, 1);
         }
     }
@@ -481,7 +523,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     for (int64_t c = 0; c < nch; c++) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
-        chunk_gates(j, &b, start + c0, L, h);
+        chunk_gates(j, &b, start + c0, L, h, 0);
         chunk_state_update(j, &b, b.states, start + c0, L, h, 0);
     }
 
@@ -500,16 +542,21 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
                 const int64_t p0 = (g0 + m - 1) * j->C, pl = len - p0 < j->C ? len - p0 : j->C;
                 float *S = b.states + (size_t)m * KV;
                 memcpy(S, S - KV, KV * sizeof(float));
-                chunk_gates(j, &b, start + p0, pl, h);
+                chunk_gates(j, &b, start + p0, pl, h, 0);
                 chunk_state_update(j, &b, S, start + p0, pl, h, 0);
             }
         }
         const float *S0 = b.states + (size_t)(c % M) * KV;
-        chunk_gates(j, &b, r0, L, h);
+        chunk_gates(j, &b, r0, L, h, 1);
         gather_rows(b.Qc, j->q, H, K, r0, L, h);
         gather_rows(b.Kc, j->k, H, K, r0, L, h);
         gather_rows(b.Vc, j->v, H, V, r0, L, h);
         gather_rows(b.dOc, j->d_o, H, V, r0, L, h);
+        /* the previous chunk's rows (the next ones this task reads), one
+         * tensor per stage so the misses overlap the products */
+        const int64_t pr0 = r0 - j->C, pn = c > 0 ? j->C : 0;
+        if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr0, pn, h);
+        if (pn > 0) prefetch_rows(j->q, H, K, pr0, pn, h);
         /* Inter-chunk and state terms:
          *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
          *   dv_j = (k_j * e^{G_L-G_j}) dS. */
@@ -527,7 +574,9 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
         /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
          * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
          * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
+        if (pn > 0) prefetch_rows(j->k, H, K, pr0, pn, h);
         kr->gemm_nt_tril(L, V, 1, scale, b.dOc, V, b.Vc, V, 0.0f, b.dA, j->C);
+        if (pn > 0) prefetch_rows(j->v, H, V, pr0, pn, h);
         if (j->per_key) {
             intra_bwd_per_key(j, &b, L);
         } else {
@@ -543,6 +592,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             kr->gemm_nn_lower(L, K, L, 1.0f, b.dA, j->C, b.Kc, K, 0.0f, b.dqs, K);
             kr->gemm_tn(L, K, L, 1.0f, b.dA, j->C, b.Qc, K, 0.0f, b.dks, K);
         }
+        if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
         kr->gemm_tn(L, V, L, scale, b.A, j->C, b.dOc, V, 1.0f, b.dvc, V);
         /* Gate gradient, term by term (no cancelling pairs are formed):
          *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
