@@ -274,6 +274,16 @@ static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int6
 #endif
 }
 
+/* Prefetch the k, v and (GLA) gate rows of the next chunk of a state pass,
+ * starting at row r0 with `left` rows left in the sequence. */
+static void prefetch_state_rows(const gla_job *j, int64_t r0, int64_t left, int64_t h) {
+    const int64_t n = left < j->C ? left : j->C;
+    if (n <= 0) return;
+    prefetch_rows(j->k, j->H, j->K, r0, n, h);
+    prefetch_rows(j->v, j->H, j->V, r0, n, h);
+    if (j->per_key && j->g) prefetch_rows(j->g, j->H, j->K, r0, n, h);
+}
+
 /* dst[i,x] = src[i,x] * f[i, x or 0] (gate factors per key or per token). */
 GLA_INLINE void scale_rows(float *dst, const float *src, const float *f, int per_key, int64_t n,
                            int64_t K) {
@@ -523,6 +533,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     for (int64_t c = 0; c < nch; c++) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
+        prefetch_state_rows(j, start + c0 + L, len - c0 - L, h);
         chunk_gates(j, &b, start + c0, L, h, 0);
         chunk_state_update(j, &b, b.states, start + c0, L, h, 0);
     }
@@ -542,6 +553,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
                 const int64_t p0 = (g0 + m - 1) * j->C, pl = len - p0 < j->C ? len - p0 : j->C;
                 float *S = b.states + (size_t)m * KV;
                 memcpy(S, S - KV, KV * sizeof(float));
+                if (m < c - g0) prefetch_state_rows(j, start + p0 + pl, len - p0 - pl, h);
                 chunk_gates(j, &b, start + p0, pl, h, 0);
                 chunk_state_update(j, &b, S, start + p0, pl, h, 0);
             }
