@@ -2,10 +2,11 @@
  *
  * A sequence is cut into chunks of C tokens. Inside a chunk the log-gates are
  * summed (G_i = g_1 + ... + g_i, in float64 so that differences of large
- * sums such as -1e4 + small stay exact enough) and only exponentials of
- * non-positive quantities are taken: exp(G_i), exp(G_i - G_j) for i >= j and
- * exp(G_L - G_j). A full reset (g = -1e4) therefore gives exact zeros, never
- * Inf or NaN. For chunk start state S:
+ * sums such as -1e4 + small stay exact enough) and the exponentials taken
+ * are of non-positive quantities (differences G_i - G_j, i >= j, and G_L -
+ * G_j) except one bounded factor <= e^30 per key inside a GLA sub-block (see
+ * GLA_SPAN). A full reset (g = -1e4) therefore gives exact zeros, never Inf
+ * or NaN. For chunk start state S:
  *
  *   o_i   = scale [ (q_i * e^{G_i}) S + sum_{j<=i} A_ij v_j ],
  *   A_ij  = sum_k q_ik k_jk e^{G_ik - G_jk}            (per key, O(C^2 K))
@@ -317,13 +318,13 @@ GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, in
     j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
 }
 
-/* The intra-chunk matrix of the chunk's L tokens (Qc, Kc, G, R filled):
+/* The intra-chunk matrix of the chunk's L tokens (Qc, Kc, G, R, P filled):
  *   A_ij = sum_x q_ix k_jx exp(G_ix - G_jx)  for j <= i (strict: j < i), 0 above,
  * in b->A (row stride C). Simple GLA: Q K^T by gemm_nt_tril, then each entry
- * times its scalar decay. GLA: for i in the sub-block starting at b and j < b,
- * A_ij = (q_i * e^{G_i - G_b}) . (k_j * e^{G_b - G_j}), a plain gemm_nt of
- * pre-scaled rows (both factors <= 1); pairs inside one sub-block take their
- * own exponentials. */
+ * times its scalar decay. GLA: for i in sub-block I and j in J <= I,
+ * A_ij = (q_i R_i) . (k_j P_j X_IJ), one gemm_nt of pre-scaled rows per
+ * sub-block I (see GLA_SUB); a sub-block whose span is too large takes its
+ * own pairs with their own exponentials. */
 GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict) {
     const int64_t K = j->K, C = j->C;
     float *A = b->A;
@@ -366,12 +367,13 @@ GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int str
 /* GLA backward, pairs j < i of the chunk (dA = scale dO V^T strict in b->A's
  * twin b->dA, without decay): A (strict, with decay) into b->A and
  *   dqs_i = sum_{j<i} dA_ij k_j * e^{G_i - G_j},  dks_j = sum_{i>j} dA_ij q_i * e^{G_i - G_j}.
- * For i in the sub-block starting at b0 and j < b0 the factor splits as
- * R_i * F_j (F_j = e^{G_b0 - G_j}, both <= 1), so those pairs are products:
- *   A[i, j<b0] = (q_i R_i) . (k_j F_j)                          (gemm_nt)
- *   dqs_i += R_i * sum_{j<b0} dA_ij (k_j F_j)                    (gemm_nn)
- *   dks_j += F_j * sum_{i in block} dA_ij (q_i R_i)              (gemm_tn)
- * Pairs inside one sub-block take their own exponentials. */
+ * For i in sub-block I (first token b0) and j in J <= I the factor splits as
+ * R_i * F_j (F_j = P_j X_IJ = e^{G_b0 - G_j}), so those pairs are products:
+ *   A[i, j] = (q_i R_i) . (k_j F_j)                              (gemm_nt)
+ *   dqs_i += R_i * sum_j dA_ij (k_j F_j)                         (gemm_nn)
+ *   dks_j += F_j * sum_{i in I} dA_ij (q_i R_i)                  (gemm_tn)
+ * (dA is zero for j >= i). A sub-block whose span is too large takes its own
+ * pairs with their own exponentials. */
 GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     const int64_t K = j->K, C = j->C;
     const la__kernels *kr = j->kr;
