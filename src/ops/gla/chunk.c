@@ -2,10 +2,11 @@
  *
  * A sequence is cut into chunks of C tokens. Inside a chunk the log-gates are
  * summed (G_i = g_1 + ... + g_i, in float64 so that differences of large
- * sums such as -1e4 + small stay exact enough) and only exponentials of
- * non-positive quantities are taken: exp(G_i), exp(G_i - G_j) for i >= j and
- * exp(G_L - G_j). A full reset (g = -1e4) therefore gives exact zeros, never
- * Inf or NaN. For chunk start state S:
+ * sums such as -1e4 + small stay exact enough) and the exponentials taken
+ * are of non-positive quantities (differences G_i - G_j, i >= j, and G_L -
+ * G_j) except one bounded factor <= e^30 per key inside a GLA sub-block (see
+ * GLA_SPAN). A full reset (g = -1e4) therefore gives exact zeros, never Inf
+ * or NaN. For chunk start state S:
  *
  *   o_i   = scale [ (q_i * e^{G_i}) S + sum_{j<=i} A_ij v_j ],
  *   A_ij  = sum_k q_ik k_jk e^{G_ik - G_jk}            (per key, O(C^2 K))
@@ -27,35 +28,37 @@
 #include <string.h>
 
 typedef struct chunk_bufs {
-    float *S;     /* [K,V] running state (forward) */
-    double *G;    /* [C,gw] cumulative log-gates of the chunk */
-    float *eG;    /* [C,gw] exp(G_i) */
-    float *eLm;   /* [C,gw] exp(G_L - G_i) */
-    float *e;     /* [K] exp(G_i - G_j) of one pair (GLA backward) */
-    float *R;     /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
-    float *F;     /* [C,K] GLA backward: exp(G_b - G_j) for j < b */
+    float *S;       /* [K,V] running state (forward) */
+    double *G;      /* [C,gw] cumulative log-gates of the chunk */
+    float *eG;      /* [C,gw] exp(G_i) */
+    float *eLm;     /* [C,gw] exp(G_L - G_i) */
+    float *e;       /* [K] GLA: one pair's exp(G_i - G_j), or one sub-block's vector */
+    float *R;       /* [C,K] GLA: exp(G_i - G_b), b = first token of i's sub-block */
+    float *P;       /* [C,K] GLA: exp(G_e - G_i), e = last token of i's sub-block */
+    float *KP;      /* [C,K] GLA: k * P */
+    float *F;       /* [C,K] GLA: P_j X_IJ = exp(G_b - G_j) for one sub-block I */
     float *Qc, *Kc; /* [C,K] the chunk's q and k rows, contiguous */
-    float *Vc;    /* [C,V] the chunk's v rows */
-    float *Qs;    /* [C,K] q * e^{G_i} (inter-chunk); GLA intra: q * R */
-    float *Ks;    /* [C,K] k * e^{G_L - G_j} (state update) */
-    float *KF;    /* [C,K] GLA: k_j * exp(G_b - G_j), j < b */
-    float *A;     /* [C,C] intra-chunk matrix (lower; zeros above) */
+    float *Vc;      /* [C,V] the chunk's v rows */
+    float *Qs;      /* [C,K] q * e^{G_i} (inter-chunk); GLA intra: q * R */
+    float *Ks;      /* [C,K] k * e^{G_L - G_j} (state update) */
+    float *KF;      /* [C,K] GLA: k_j * F_j */
+    float *A;       /* [C,C] intra-chunk matrix (lower; zeros above) */
+    float *Oc;      /* [C,V] forward: the chunk's output rows, contiguous */
     /* backward only */
-    float *ckpt;   /* [ceil(nch/M), K, V] state before every M-th chunk */
-    float *states; /* [M, K, V] states before each chunk of one group of M */
-    float *dS;     /* [K,V] */
+    float *ckpt;      /* [ceil(nch/M), K, V] state before every M-th chunk */
+    float *states;    /* [M, K, V] states before each chunk of one group of M */
+    float *dS;        /* [K,V] */
     float *dqc, *dkc; /* [C,K] dq inter-chunk part, dk state part */
     float *dqs, *dks; /* [C,K] strictly-intra parts (pairs j < i) */
-    float *dvc;    /* [C,V] */
-    double *dG;    /* [C,gw] */
-    double *dGp;   /* [gw] running prefix */
-    float *dA;     /* [C,C] scale dO V^T, strictly lower (times the decay) */
-    float *dOc;    /* [C,V] the chunk's d_o rows */
-    float *Tq, *Tk; /* [C,K] GLA backward: products before their gate factor */
+    float *dvc;       /* [C,V] */
+    double *dG;       /* [C,gw] */
+    double *dGp;      /* [gw] running prefix */
+    float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
+    float *dOc;       /* [C,V] the chunk's d_o rows */
+    float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
 } chunk_bufs;
 
-static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base,
-                           chunk_bufs *b) {
+static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base, chunk_bufs *b) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
     const size_t gw = j->per_key ? K : 1, CKg = j->per_key ? C * K : 1;
     la__arena a = {.base = base};
@@ -66,6 +69,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->eLm = la__arena_take(&a, C * gw, sizeof(float));
     b->e = la__arena_take(&a, K, sizeof(float));
     b->R = la__arena_take(&a, CKg, sizeof(float));
+    b->P = la__arena_take(&a, CKg, sizeof(float));
+    b->KP = la__arena_take(&a, CKg, sizeof(float));
     b->F = la__arena_take(&a, CKg, sizeof(float));
     b->Qc = la__arena_take(&a, C * K, sizeof(float));
     b->Kc = la__arena_take(&a, C * K, sizeof(float));
@@ -74,6 +79,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->Ks = la__arena_take(&a, C * K, sizeof(float));
     b->KF = la__arena_take(&a, CKg, sizeof(float));
     b->A = la__arena_take(&a, C * C, sizeof(float));
+    b->Oc = la__arena_take(&a, backward ? 0 : C * V, sizeof(float));
     if (backward) {
         const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
         const size_t ngroups = (nch + M - 1) / M;
@@ -112,6 +118,12 @@ size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L) {
  * exact zeros, never Inf or NaN. */
 GLA_INLINE float exp_nonpos(float x) { return la__exp_nonpos(x); }
 
+/* e^x for 0 <= x <= GLA_SPAN (30): the same code, whose argument reduction
+ * x = n ln2 + r and exponent-bit addition stay exact up to n = 126; here
+ * n <= 44 and the result is at most e^30 = 1.1e13 (a sub-block's own
+ * pair factors, below). */
+GLA_INLINE float exp_span(float x) { return la__exp_nonpos(x); }
+
 /* sum_x a_x b_x c_x, in eight partial sums (vectorisable). */
 GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n) {
     float acc[8] = {0};
@@ -124,8 +136,38 @@ GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n)
     return s;
 }
 
-/* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials. */
-GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
+/* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, would cost an
+ * exponential per key and pair if taken one by one. The chunk is cut into
+ * sub-blocks of GLA_SUB tokens (secondary chunking, as in Yang et al.'s
+ * chunkwise GLA); with b(i) the first and e(i) the last token of i's
+ * sub-block, every token gets two factors
+ *   R_i = exp(G_i - G_b(i)) <= 1,   P_i = exp(G_e(i) - G_i) <= 1,
+ * and every pair of sub-blocks J <= I one per-key vector
+ *   X_IJ = exp(G_b(I) - G_e(J))     (<= 1 for J < I),
+ * so that for j in J, i in I:
+ *   exp(G_i - G_j) = R_i * X_IJ * P_j,
+ * and the rows of sub-block I times all earlier rows are one matrix product
+ * of pre-scaled rows, (q_i R_i) . (k_j P_j X_IJ). For J < I every factor is
+ * <= 1 (G never increases, g <= 0): no overflow whatever the gates, and a
+ * factor that underflows to 0 stands for a product below e^-80. A
+ * sub-block's own pairs (J = I, b <= j <= i) use X_II = exp(G_b - G_e) =
+ * e^{span} >= 1 per key: when the largest span over the keys is <= GLA_SPAN,
+ * X_II <= e^30 and R_i >= e^-30 stay normal floats far from overflow, and
+ * every product q_ik R_ik X_IIk k_jk P_jk is q_ik k_jk e^{G_ik - G_jk} to a
+ * few ulps, as with the pair's own exponential. A sub-block whose span is
+ * larger (strong gates, resets such as g = -1e4) takes its own pairs one by
+ * one with their own exponentials (no exp of a positive number beyond e^30,
+ * no 0 * Inf). The inter-chunk factors come from the same two:
+ * e^{G_i} = e^{G_b(i)} R_i and e^{G_L - G_j} = e^{G_L - G_e(j)} P_j, so a
+ * token costs two exponentials per key. */
+#define GLA_SUB 16
+#define GLA_SPAN 30.0
+
+/* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials
+ * (eG, eLm; GLA also R and P). full == 0: only what the state update reads
+ * (eLm and the last row of eG; GLA also P). */
+GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h,
+                            int full) {
     const int64_t gw = j->per_key ? j->K : 1;
     const double gamma = j->g_gamma ? (double)j->g_gamma[h] : 0.0;
     for (int64_t i = 0; i < n; i++) {
@@ -137,31 +179,78 @@ GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t
         }
     }
     const double *GL = b->G + (n - 1) * gw;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t x = 0; x < gw; x++) {
-            b->eG[i * gw + x] = exp_nonpos((float)(b->G[i * gw + x]));
-            b->eLm[i * gw + x] = exp_nonpos((float)(GL[x] - b->G[i * gw + x]));
+    if (!j->per_key) {
+        for (int64_t i = 0; i < n; i++) {
+            b->eG[i] = exp_nonpos((float)b->G[i]);
+            b->eLm[i] = exp_nonpos((float)(GL[0] - b->G[i]));
         }
+        return;
+    }
+    const int64_t K = gw;
+    float *eb = b->e; /* [K] per sub-block: e^{G_b}, then e^{G_L - G_e} */
+    for (int64_t i0 = 0; i0 < n; i0 += GLA_SUB) {
+        const int64_t i1 = n - i0 < GLA_SUB ? n : i0 + GLA_SUB;
+        const double *Gb = b->G + i0 * K, *Ge = b->G + (i1 - 1) * K;
+        for (int64_t i = i0; i < i1; i++) {
+            const double *Gi = b->G + i * K;
+            float *P = b->P + i * K;
+            for (int64_t x = 0; x < K; x++) P[x] = exp_nonpos((float)(Ge[x] - Gi[x]));
+        }
+        if (full) {
+            for (int64_t i = i0; i < i1; i++) {
+                const double *Gi = b->G + i * K;
+                float *R = b->R + i * K;
+                for (int64_t x = 0; x < K; x++) R[x] = exp_nonpos((float)(Gi[x] - Gb[x]));
+            }
+            for (int64_t x = 0; x < K; x++) eb[x] = exp_nonpos((float)Gb[x]);
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t x = 0; x < K; x++) b->eG[i * K + x] = eb[x] * b->R[i * K + x];
+        } else if (i1 == n) { /* the state's decay: e^{G_L} as the full form rounds it */
+            for (int64_t x = 0; x < K; x++)
+                b->eG[(n - 1) * K + x] =
+                    exp_nonpos((float)Gb[x]) * exp_nonpos((float)(GL[x] - Gb[x]));
+        }
+        for (int64_t x = 0; x < K; x++) eb[x] = exp_nonpos((float)(GL[x] - Ge[x]));
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t x = 0; x < K; x++) b->eLm[i * K + x] = eb[x] * b->P[i * K + x];
+    }
 }
 
-/* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, cost an exponential per
- * key and pair. The chunk is cut into sub-blocks of GLA_SUB tokens; for j
- * before the first token b of i's sub-block,
- *   exp(G_i - G_j) = exp(G_i - G_b) * exp(G_b - G_j),
- * and both factors are <= 1 because G never increases (g <= 0): no overflow
- * whatever the gates (fla's reference point inside the block, which gives
- * factors >= 1, would overflow at g = -1e4). Only pairs inside one sub-block
- * take their own exponentials. */
-#define GLA_SUB 16
+/* KP = k * P for the chunk's L tokens (Kc and P filled). */
+GLA_INLINE void keys_times_p(const gla_job *j, chunk_bufs *b, int64_t L) {
+    for (int64_t i = 0; i < L * j->K; i++) b->KP[i] = b->Kc[i] * b->P[i];
+}
 
-/* R for the chunk's L tokens. */
-GLA_INLINE void sub_block_rows(const gla_job *j, chunk_bufs *b, int64_t L) {
+/* F_j = P_j X_IJ (into b->F when need_f) and k_j F_j (into b->KF) for the sub-block I
+ * of ni rows at i0 against the rows j < i0, and against its own rows when
+ * its span allows (the return value: 1 when rows [i0, i0 + ni) are filled
+ * too). */
+GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64_t ni, int need_f) {
     const int64_t K = j->K;
-    if (!j->per_key) return;
-    for (int64_t i = 0; i < L; i++) {
-        const double *Gi = b->G + i * K, *Gb = b->G + (i - i % GLA_SUB) * K;
-        for (int64_t x = 0; x < K; x++) b->R[i * K + x] = exp_nonpos((float)(Gi[x] - Gb[x]));
+    const double *Gb = b->G + i0 * K, *Ge = b->G + (i0 + ni - 1) * K;
+    float *X = b->e;
+    double span = 0.0;
+    for (int64_t x = 0; x < K; x++) {
+        const double d = Gb[x] - Ge[x];
+        span = d > span ? d : span;
     }
+    const int own = span <= GLA_SPAN;
+    for (int64_t j0 = 0; j0 < (own ? i0 + ni : i0); j0 += GLA_SUB) {
+        const int64_t j1 = j0 < i0 ? j0 + GLA_SUB : i0 + ni;
+        const double *GeJ = b->G + (j1 - 1) * K;
+        if (j0 < i0)
+            for (int64_t x = 0; x < K; x++) X[x] = exp_nonpos((float)(Gb[x] - GeJ[x]));
+        else
+            for (int64_t x = 0; x < K; x++) X[x] = exp_span((float)(Gb[x] - GeJ[x]));
+        for (int64_t jj = j0; jj < j1; jj++) {
+            const float *kp = b->KP + jj * K, *p = b->P + jj * K;
+            float *f = b->F + jj * K, *kf = b->KF + jj * K;
+            if (need_f)
+                for (int64_t x = 0; x < K; x++) f[x] = p[x] * X[x];
+            for (int64_t x = 0; x < K; x++) kf[x] = kp[x] * X[x];
+        }
+    }
+    return own;
 }
 
 /* Rows [r0, r0 + n) of head h of x ([.., H, w]) into dst [n, w], contiguous
@@ -175,8 +264,7 @@ static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_
 /* Prefetch rows [r0, r0 + n) of head h of x ([.., H, w]) into L2 while the
  * current chunk is computed: the rows are H·w floats apart (a page at
  * H·w = 1024), too far apart for the hardware prefetcher. */
-static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int64_t n,
-                          int64_t h) {
+static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int64_t n, int64_t h) {
 #if defined(__GNUC__)
     for (int64_t i = 0; i < n; i++) {
         const float *row = x + (size_t)((r0 + i) * H + h) * (size_t)w;
@@ -187,9 +275,19 @@ static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int6
 #endif
 }
 
+/* Prefetch the k, v and (GLA) gate rows of the next chunk of a state pass,
+ * starting at row r0 with `left` rows left in the sequence. */
+static void prefetch_state_rows(const gla_job *j, int64_t r0, int64_t left, int64_t h) {
+    const int64_t n = left < j->C ? left : j->C;
+    if (n <= 0) return;
+    prefetch_rows(j->k, j->H, j->K, r0, n, h);
+    prefetch_rows(j->v, j->H, j->V, r0, n, h);
+    if (j->per_key && j->g) prefetch_rows(j->g, j->H, j->K, r0, n, h);
+}
+
 /* dst[i,x] = src[i,x] * f[i, x or 0] (gate factors per key or per token). */
 GLA_INLINE void scale_rows(float *dst, const float *src, const float *f, int per_key, int64_t n,
-                       int64_t K) {
+                           int64_t K) {
     for (int64_t i = 0; i < n; i++) {
         const float *fi = f + (per_key ? i * K : i);
         for (int64_t x = 0; x < K; x++) dst[i * K + x] = src[i * K + x] * fi[per_key ? x : 0];
@@ -200,7 +298,7 @@ GLA_INLINE void scale_rows(float *dst, const float *src, const float *f, int per
  * pre-scaled keys; every factor <= 1). Fills b->Ks, and b->Kc, b->Vc unless
  * `gathered` says they hold the chunk's rows already. */
 GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
-                               int64_t h, int gathered) {
+                                   int64_t h, int gathered) {
     const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
     const float *eGL = b->eG + (n - 1) * gw;
     if (!gathered) {
@@ -220,13 +318,13 @@ GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, in
     j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
 }
 
-/* The intra-chunk matrix of the chunk's L tokens (Qc, Kc, G, R filled):
+/* The intra-chunk matrix of the chunk's L tokens (Qc, Kc, G, R, P filled):
  *   A_ij = sum_x q_ix k_jx exp(G_ix - G_jx)  for j <= i (strict: j < i), 0 above,
  * in b->A (row stride C). Simple GLA: Q K^T by gemm_nt_tril, then each entry
- * times its scalar decay. GLA: for i in the sub-block starting at b and j < b,
- * A_ij = (q_i * e^{G_i - G_b}) . (k_j * e^{G_b - G_j}), a plain gemm_nt of
- * pre-scaled rows (both factors <= 1); pairs inside one sub-block take their
- * own exponentials. */
+ * times its scalar decay. GLA: for i in sub-block I and j in J <= I,
+ * A_ij = (q_i R_i) . (k_j P_j X_IJ), one gemm_nt of pre-scaled rows per
+ * sub-block I (see GLA_SUB); a sub-block whose span is too large takes its
+ * own pairs with their own exponentials. */
 GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int strict) {
     const int64_t K = j->K, C = j->C;
     float *A = b->A;
@@ -240,32 +338,27 @@ GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int str
         }
         return;
     }
-    sub_block_rows(j, b, L);
+    keys_times_p(j, b, L);
     for (int64_t i = 0; i < L; i++)
         for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
     for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
         const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
-        if (i0 > 0) {
-            const double *Gb = b->G + i0 * K;
-            for (int64_t jj = 0; jj < i0; jj++) {
-                const double *Gj = b->G + jj * K;
-                const float *kj = b->Kc + jj * K;
-                float *kf = b->KF + jj * K;
-                for (int64_t x = 0; x < K; x++) kf[x] = kj[x] * exp_nonpos((float)(Gb[x] - Gj[x]));
-            }
-            j->kr->gemm_nt(ni, i0, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
-        }
+        const int own = sub_block_keys(j, b, i0, ni, 0);
+        const int64_t ncol = own ? i0 + ni : i0;
+        if (ncol > 0)
+            j->kr->gemm_nt(ni, ncol, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
         for (int64_t i = i0; i < i0 + ni; i++) {
             const double *Gi = b->G + i * K;
             const float *qi = b->Qc + i * K;
             float *Ai = A + i * C;
             const int64_t end = strict ? i : i + 1;
-            for (int64_t jj = i0; jj < end; jj++) {
-                const double *Gj = b->G + jj * K;
-                const float *kj = b->Kc + jj * K;
-                for (int64_t x = 0; x < K; x++) b->e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
-                Ai[jj] = dot3(qi, kj, b->e, K);
-            }
+            if (!own)
+                for (int64_t jj = i0; jj < end; jj++) {
+                    const double *Gj = b->G + jj * K;
+                    const float *kj = b->Kc + jj * K;
+                    for (int64_t x = 0; x < K; x++) b->e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                    Ai[jj] = dot3(qi, kj, b->e, K);
+                }
             for (int64_t jj = end; jj < L; jj++) Ai[jj] = 0.0f;
         }
     }
@@ -274,40 +367,35 @@ GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int str
 /* GLA backward, pairs j < i of the chunk (dA = scale dO V^T strict in b->A's
  * twin b->dA, without decay): A (strict, with decay) into b->A and
  *   dqs_i = sum_{j<i} dA_ij k_j * e^{G_i - G_j},  dks_j = sum_{i>j} dA_ij q_i * e^{G_i - G_j}.
- * For i in the sub-block starting at b0 and j < b0 the factor splits as
- * R_i * F_j (F_j = e^{G_b0 - G_j}, both <= 1), so those pairs are products:
- *   A[i, j<b0] = (q_i R_i) . (k_j F_j)                          (gemm_nt)
- *   dqs_i += R_i * sum_{j<b0} dA_ij (k_j F_j)                    (gemm_nn)
- *   dks_j += F_j * sum_{i in block} dA_ij (q_i R_i)              (gemm_tn)
- * Pairs inside one sub-block take their own exponentials. */
+ * For i in sub-block I (first token b0) and j in J <= I the factor splits as
+ * R_i * F_j (F_j = P_j X_IJ = e^{G_b0 - G_j}), so those pairs are products:
+ *   A[i, j] = (q_i R_i) . (k_j F_j)                              (gemm_nt)
+ *   dqs_i += R_i * sum_j dA_ij (k_j F_j)                         (gemm_nn)
+ *   dks_j += F_j * sum_{i in I} dA_ij (q_i R_i)                  (gemm_tn)
+ * (dA is zero for j >= i). A sub-block whose span is too large takes its own
+ * pairs with their own exponentials. */
 GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     const int64_t K = j->K, C = j->C;
     const la__kernels *kr = j->kr;
     float *A = b->A, *dA = b->dA;
-    sub_block_rows(j, b, L);
+    keys_times_p(j, b, L);
     for (int64_t i = 0; i < L; i++)
         for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
     for (int64_t i = 0; i < L * K; i++) b->dqs[i] = b->dks[i] = 0.0f;
     for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
         const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
-        if (i0 > 0) {
-            const double *Gb = b->G + i0 * K;
-            for (int64_t jj = 0; jj < i0; jj++) {
-                const double *Gj = b->G + jj * K;
-                const float *kj = b->Kc + jj * K;
-                float *f = b->F + jj * K, *kf = b->KF + jj * K;
-                for (int64_t x = 0; x < K; x++) {
-                    f[x] = exp_nonpos((float)(Gb[x] - Gj[x]));
-                    kf[x] = kj[x] * f[x];
-                }
-            }
-            kr->gemm_nt(ni, i0, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
-            kr->gemm_nn(ni, K, i0, 1.0f, dA + i0 * C, C, b->KF, K, 0.0f, b->Tq, K);
+        const int own = sub_block_keys(j, b, i0, ni, 1);
+        const int64_t ncol = own ? i0 + ni : i0;
+        if (ncol > 0) {
+            /* dA is zero on and above its diagonal, so the block's own
+             * columns add only the pairs j < i */
+            kr->gemm_nt(ni, ncol, K, 1.0f, b->Qs + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
+            kr->gemm_nn(ni, K, ncol, 1.0f, dA + i0 * C, C, b->KF, K, 0.0f, b->Tq, K);
             for (int64_t i = i0; i < i0 + ni; i++)
                 for (int64_t x = 0; x < K; x++)
                     b->dqs[i * K + x] += b->R[i * K + x] * b->Tq[(i - i0) * K + x];
-            kr->gemm_tn(i0, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f, b->Tk, K);
-            for (int64_t jj = 0; jj < i0; jj++)
+            kr->gemm_tn(ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f, b->Tk, K);
+            for (int64_t jj = 0; jj < ncol; jj++)
                 for (int64_t x = 0; x < K; x++)
                     b->dks[jj * K + x] += b->F[jj * K + x] * b->Tk[jj * K + x];
         }
@@ -315,19 +403,20 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
             const double *Gi = b->G + i * K;
             const float *qi = b->Qc + i * K;
             float *Ai = A + i * C, *dqi = b->dqs + i * K;
-            for (int64_t jj = i0; jj < i; jj++) {
-                const double *Gj = b->G + jj * K;
-                const float *kj = b->Kc + jj * K;
-                float *dkj = b->dks + jj * K, *e = b->e;
-                for (int64_t x = 0; x < K; x++) e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
-                Ai[jj] = dot3(qi, kj, e, K);
-                const float d = dA[i * C + jj];
-                for (int64_t x = 0; x < K; x++) {
-                    const float w = d * e[x];
-                    dqi[x] += w * kj[x];
-                    dkj[x] += w * qi[x];
+            if (!own)
+                for (int64_t jj = i0; jj < i; jj++) {
+                    const double *Gj = b->G + jj * K;
+                    const float *kj = b->Kc + jj * K;
+                    float *dkj = b->dks + jj * K, *e = b->e;
+                    for (int64_t x = 0; x < K; x++) e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                    Ai[jj] = dot3(qi, kj, e, K);
+                    const float d = dA[i * C + jj];
+                    for (int64_t x = 0; x < K; x++) {
+                        const float w = d * e[x];
+                        dqi[x] += w * kj[x];
+                        dkj[x] += w * qi[x];
+                    }
                 }
-            }
             for (int64_t jj = i; jj < L; jj++) Ai[jj] = 0.0f;
         }
     }
@@ -364,19 +453,22 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             const int64_t pn = hh + 1 < nh ? L : Ln;
             b.S = S0 + hh * KV;
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
-            chunk_gates(j, &b, r0, L, h);
+            chunk_gates(j, &b, r0, L, h, 1);
             gather_rows(b.Qc, j->q, H, K, r0, L, h);
             gather_rows(b.Kc, j->k, H, K, r0, L, h);
             gather_rows(b.Vc, j->v, H, V, r0, L, h);
             /* inter-chunk: o = scale (q * e^{G_i}) S */
             scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
             if (pn > 0) prefetch_rows(j->q, H, K, pr, pn, ph);
-            j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, oc, H * V);
+            if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr, pn, ph);
+            j->kr->gemm_nn(L, V, K, j->scale, b.Qs, K, b.S, V, 0.0f, b.Oc, V);
             /* intra-chunk: o += scale A V */
             if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
             intra_matrix(j, &b, L, 0);
             if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
-            j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, oc, H * V);
+            j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, b.Oc, V);
+            for (int64_t i = 0; i < L; i++)
+                memcpy(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V, (size_t)V * sizeof(float));
             chunk_state_update(j, &b, b.S, r0, L, h, 1);
         }
     }
@@ -396,7 +488,7 @@ static void chunk_fwd_portable(const gla_job *j, int64_t task, int tid) {
 
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target("avx2"))) static void chunk_fwd_avx2(const gla_job *j, int64_t task,
-                                                            int tid) {
+                                                           int tid) {
     chunk_fwd_body(j, task, tid);
 }
 
@@ -443,7 +535,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     for (int64_t c = 0; c < nch; c++) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
-        chunk_gates(j, &b, start + c0, L, h);
+        prefetch_state_rows(j, start + c0 + L, len - c0 - L, h);
+        chunk_gates(j, &b, start + c0, L, h, 0);
         chunk_state_update(j, &b, b.states, start + c0, L, h, 0);
     }
 
@@ -462,16 +555,22 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
                 const int64_t p0 = (g0 + m - 1) * j->C, pl = len - p0 < j->C ? len - p0 : j->C;
                 float *S = b.states + (size_t)m * KV;
                 memcpy(S, S - KV, KV * sizeof(float));
-                chunk_gates(j, &b, start + p0, pl, h);
+                if (m < c - g0) prefetch_state_rows(j, start + p0 + pl, len - p0 - pl, h);
+                chunk_gates(j, &b, start + p0, pl, h, 0);
                 chunk_state_update(j, &b, S, start + p0, pl, h, 0);
             }
         }
         const float *S0 = b.states + (size_t)(c % M) * KV;
-        chunk_gates(j, &b, r0, L, h);
+        chunk_gates(j, &b, r0, L, h, 1);
         gather_rows(b.Qc, j->q, H, K, r0, L, h);
         gather_rows(b.Kc, j->k, H, K, r0, L, h);
         gather_rows(b.Vc, j->v, H, V, r0, L, h);
         gather_rows(b.dOc, j->d_o, H, V, r0, L, h);
+        /* the previous chunk's rows (the next ones this task reads), one
+         * tensor per stage so the misses overlap the products */
+        const int64_t pr0 = r0 - j->C, pn = c > 0 ? j->C : 0;
+        if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr0, pn, h);
+        if (pn > 0) prefetch_rows(j->q, H, K, pr0, pn, h);
         /* Inter-chunk and state terms:
          *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
          *   dv_j = (k_j * e^{G_L-G_j}) dS. */
@@ -489,7 +588,9 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
         /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
          * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
          * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
+        if (pn > 0) prefetch_rows(j->k, H, K, pr0, pn, h);
         kr->gemm_nt_tril(L, V, 1, scale, b.dOc, V, b.Vc, V, 0.0f, b.dA, j->C);
+        if (pn > 0) prefetch_rows(j->v, H, V, pr0, pn, h);
         if (j->per_key) {
             intra_bwd_per_key(j, &b, L);
         } else {
@@ -505,6 +606,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             kr->gemm_nn_lower(L, K, L, 1.0f, b.dA, j->C, b.Kc, K, 0.0f, b.dqs, K);
             kr->gemm_tn(L, K, L, 1.0f, b.dA, j->C, b.Qc, K, 0.0f, b.dks, K);
         }
+        if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
         kr->gemm_tn(L, V, L, scale, b.A, j->C, b.dOc, V, 1.0f, b.dvc, V);
         /* Gate gradient, term by term (no cancelling pairs are formed):
          *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
@@ -603,7 +705,7 @@ static void chunk_bwd_portable(const gla_job *j, int64_t task, int tid) {
 
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target("avx2"))) static void chunk_bwd_avx2(const gla_job *j, int64_t task,
-                                                            int tid) {
+                                                           int tid) {
     chunk_bwd_body(j, task, tid);
 }
 
