@@ -331,7 +331,7 @@ static const la_form gc_forms[] = {LA_FORM_RECURRENT, LA_FORM_CHUNK, LA_FORM_CHU
                                    LA_FORM_CHUNK};
 static const int64_t gc_chunks[] = {0, 16, 32, 64};
 
-static void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label) {
+void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label) {
     gref w = gc_ref(c, 1);
     for (int f = 0; f < 4; f++) {
         la_gated_opts o = gc_opts(gc_forms[f], gc_chunks[f]);

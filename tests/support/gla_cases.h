@@ -38,6 +38,9 @@ void gc_check_err(double err, double tol, const char *file, int line, const char
 gcase gc_make(int per_key, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, const int64_t *cu,
               int64_t nseq, int flags, la_rng *rng);
 void gc_free(gcase *c);
+/* Every form (recurrent; chunk 16, 32, 64) against the float64 reference,
+ * forward and backward. */
+void gc_check_forms(const gcase *c, la_ctx *ctx, const char *label);
 la_gated_opts gc_opts(la_form form, int64_t chunk);
 la_status gc_fwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *out, float *sT);
 la_status gc_bwd(const gcase *c, la_ctx *ctx, const la_gated_opts *o, float *dq, float *dk,
