@@ -97,6 +97,20 @@ LA_HIDDEN void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, vo
 LA_HIDDEN void la__parallel_for_sized(la_ctx *ctx, int64_t n_tasks, int64_t bytes_per_task,
                                       la__task_fn fn, void *arg);
 
+/* Work statistics of the context since the last reset, for benchmarks
+ * (`linattn bench --scaling`): the tasks handed out, the parallel regions,
+ * and the CPU-time critical path beyond the caller's own thread: for every
+ * threaded region, (the busiest thread's CPU time) - (the caller's CPU time
+ * in it). Caller thread CPU time over a call + crit_extra_s estimates the
+ * call's wall time on an otherwise idle machine (CPU clocks do not count
+ * time a thread spent preempted or blocked). */
+typedef struct la__ctx_stats {
+    int64_t tasks, regions;
+    double crit_extra_s;
+} la__ctx_stats;
+LA_HIDDEN void la__ctx_stats_get(const la_ctx *ctx, la__ctx_stats *out);
+LA_HIDDEN void la__ctx_stats_reset(la_ctx *ctx);
+
 /* Makes sure every thread has at least `bytes` of 64-byte-aligned scratch;
  * call before la__parallel_for (tasks cannot fail). Grows, never shrinks. */
 LA_HIDDEN la_status la__scratch_reserve(la_ctx *ctx, size_t bytes);

@@ -209,8 +209,17 @@ void la__lin_chunk_seg_sum(const la__lin_job *j, const la__lin_unit *u, int64_t 
     la__lin_chunk_layout(j, 0, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
     memset(Ssum, 0, (size_t)(K * Vx) * sizeof(float));
+    /* identity features, no ones column: the rows are K̃ and Vx as they
+     * stand (φ(x) = 1·x exactly), and the product packs its operands
+     * itself, so reading them in place gives the same bits as the copies */
+    const int direct = j->fm == LA_FEATURE_IDENTITY && !j->normalize;
     for (int64_t t0 = tb; t0 < te; t0 += C) {
         const int64_t L = te - t0 < C ? te - t0 : C;
+        if (direct) {
+            j->kr->gemm_tn(K, Vx, L, 1.0f, u->k + t0 * u->sqk, u->sqk, u->v + t0 * u->sv, u->sv,
+                           1.0f, Ssum, Vx);
+            continue;
+        }
         la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, p[C_KH]);
         la__lin_load_vx(j, u->v, u->sv, t0, L, p[C_VB]);
         j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Ssum, Vx);
