@@ -236,8 +236,9 @@ static la_status run_units(const char *op, const la_linear_attn_opts *opts, cons
     layout_fn lay;
     task_arg a = {j, NULL};
     pick(opts, backward, &lay, &a.run);
+    if ((a.run == la__lin_chunk_fwd || a.run == la__lin_chunk_bwd) && la__lin_split_over_time(j))
+        return la__lin_run_split(op, j, backward);
     if (a.run == la__lin_chunk_fwd) {
-        if (la__lin_split_over_time(j)) return la__lin_run_split(op, j);
         const int64_t ng = (j->H + LA__LIN_HEAD_GROUP - 1) / LA__LIN_HEAD_GROUP;
         la__parallel_for(j->ctx, la__num_seqs(j->dims) * ng, group_task, &a);
         return LA_OK;

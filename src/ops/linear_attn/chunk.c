@@ -36,8 +36,9 @@ enum { C_S, C_QH, C_KH, C_VB, C_A, C_NUM, C_G, C_DA, C_DQH, C_DVB };
 void la__lin_chunk_layout(const la__lin_job *j, int backward, la__arena *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->chunk;
     const size_t Vx = (size_t)la__lin_vx(j);
-    /* the forward keeps the states of a whole head group */
-    const size_t ns = backward ? 1 : (size_t)LA__LIN_HEAD_GROUP;
+    /* the forward keeps the states of a whole head group; the backward split
+     * over time its local and total state and the serial path's two */
+    const size_t ns = (size_t)LA__LIN_HEAD_GROUP;
     p[C_S] = la__arena_floats(b, la__mul(ns, la__mul(K, Vx)));
     p[C_QH] = la__arena_floats(b, la__mul(C, K));
     p[C_KH] = la__arena_floats(b, la__mul(C, K));
@@ -249,4 +250,107 @@ void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t 
     }
     if (Sout)
         for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
+}
+
+/* ---- the backward of one sequence split over time -------------------
+ * The same segments, twice. Forward sweep of segment [tb, te) from the
+ * state Sin before it: each chunk uses Stot = Sin + Sloc (Sloc its local
+ * K̃ᵀVx sum, from zero), rebuilds its output, and writes dq and parks G, δ
+ * as la__lin_chunk_bwd does. Reverse sweep from dSin, the gradient of the
+ * state after the segment: chunks from the last, dStot = dSin + dSloc with
+ * dSloc the local sum of Q̂ᵀGx over the chunks after this one; writes dk,
+ * dv. la__lin_chunk_seg_rsum forms the same dSloc (same order, same
+ * products) without the sweep. */
+void la__lin_chunk_seg_bwd_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t tb,
+                               int64_t te, const float *Sin, float *Sout, float *scratch) {
+    float *p[LA__LIN_MAX_BUFS];
+    la__arena b = {(char *)scratch, 0, 0};
+    la__lin_chunk_layout(j, 1, &b, p);
+    const la__kernels *kr = j->kr;
+    const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j), KVx = K * Vx;
+    float *Sloc = p[C_S], *Stot = p[C_S] + KVx, *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB];
+    float *A = p[C_A], *num = p[C_NUM], *g = p[C_G], *dA = p[C_DA], *dqh = p[C_DQH];
+    memset(Sloc, 0, (size_t)KVx * sizeof(float));
+    for (int64_t t0 = tb; t0 < te; t0 += C) {
+        const int64_t L = te - t0 < C ? te - t0 : C;
+        for (int64_t x = 0; x < KVx; x++) Stot[x] = Sin[x] + Sloc[x];
+        load_chunk(j, u, t0, L, qh, kh, vb, A);
+        chunk_num(j, L, Stot, qh, vb, A, num);
+        la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
+        kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
+        kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, Stot, Vx, 0.0f, dqh, K);
+        kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dqh, K);
+        la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dqh, u->q);
+        if (j->normalize) /* park G and δ for the reverse sweep */
+            for (int64_t i = 0; i < L; i++) {
+                memcpy(u->dv + (t0 + i) * u->sv, g + i * Vx, (size_t)V * sizeof(float));
+                u->dk[(t0 + i) * u->sqk] = g[i * Vx + V];
+            }
+        kr->gemm_tn(K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sloc, Vx);
+    }
+    if (Sout)
+        for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
+}
+
+/* Gx rows of the chunk [t0, t0+L): parked G, δ (normalised) or dO. */
+static void load_gx(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
+                    float *g) {
+    const int64_t V = j->V, Vx = la__lin_vx(j);
+    for (int64_t i = 0; i < L; i++) {
+        const int64_t rv = (t0 + i) * u->sv;
+        if (j->normalize) {
+            memcpy(g + i * Vx, u->dv + rv, (size_t)V * sizeof(float));
+            g[i * Vx + V] = u->dk[(t0 + i) * u->sqk];
+        } else {
+            memcpy(g + i * Vx, u->d_o + rv, (size_t)V * sizeof(float));
+        }
+    }
+}
+
+static int64_t last_chunk(const la__lin_job *j, int64_t tb, int64_t te) {
+    return tb + (te - tb - 1) / j->chunk * j->chunk;
+}
+
+void la__lin_chunk_seg_rsum(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
+                            float *dSsum, float *scratch) {
+    float *p[LA__LIN_MAX_BUFS];
+    la__arena b = {(char *)scratch, 0, 0};
+    la__lin_chunk_layout(j, 1, &b, p);
+    const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
+    memset(dSsum, 0, (size_t)(K * Vx) * sizeof(float));
+    for (int64_t t0 = last_chunk(j, tb, te); t0 >= tb; t0 -= C) {
+        const int64_t L = te - t0 < C ? te - t0 : C;
+        la__lin_phi_rows(j, j->qscale, u->q, u->sqk, t0, L, p[C_QH]);
+        load_gx(j, u, t0, L, p[C_G]);
+        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_QH], K, p[C_G], Vx, 1.0f, dSsum, Vx);
+    }
+}
+
+void la__lin_chunk_seg_bwd_rev(const la__lin_job *j, const la__lin_unit *u, int64_t tb,
+                               int64_t te, const float *dSin, float *dSout, float *scratch) {
+    float *p[LA__LIN_MAX_BUFS];
+    la__arena b = {(char *)scratch, 0, 0};
+    la__lin_chunk_layout(j, 1, &b, p);
+    const la__kernels *kr = j->kr;
+    const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j), KVx = K * Vx;
+    float *dSloc = p[C_S], *dStot = p[C_S] + KVx, *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB];
+    float *A = p[C_A], *g = p[C_G], *dA = p[C_DA], *dkh = p[C_DQH], *dvb = p[C_DVB];
+    memset(dSloc, 0, (size_t)KVx * sizeof(float));
+    for (int64_t t0 = last_chunk(j, tb, te); t0 >= tb; t0 -= C) {
+        const int64_t L = te - t0 < C ? te - t0 : C;
+        for (int64_t x = 0; x < KVx; x++) dStot[x] = dSin[x] + dSloc[x];
+        load_chunk(j, u, t0, L, qh, kh, vb, A);
+        load_gx(j, u, t0, L, g);
+        kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
+        kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dStot, Vx, 0.0f, dkh, K);
+        kr->gemm_tn(L, K, L, 1.0f, dA, C, qh, K, 1.0f, dkh, K);
+        kr->gemm_nn(L, V, K, 1.0f, kh, K, dStot, Vx, 0.0f, dvb, V);
+        kr->gemm_tn(L, V, L, 1.0f, A, C, g, Vx, 1.0f, dvb, V);
+        kr->gemm_tn(K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSloc, Vx);
+        la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
+        for (int64_t jj = 0; jj < L; jj++)
+            memcpy(u->dv + (t0 + jj) * u->sv, dvb + jj * V, (size_t)V * sizeof(float));
+    }
+    if (dSout)
+        for (int64_t x = 0; x < KVx; x++) dSout[x] = dSin[x] + dSloc[x];
 }

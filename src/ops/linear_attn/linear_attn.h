@@ -255,7 +255,17 @@ void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scrat
 #define LA__LIN_SEG_CHUNKS 16
 #define LA__LIN_SPLIT_BELOW 8
 int la__lin_split_over_time(const la__lin_job *j);
-la_status la__lin_run_split(const char *op, const la__lin_job *j);
+la_status la__lin_run_split(const char *op, const la__lin_job *j, int backward);
+/* The backward's two sweeps over a segment (chunk.c): forward (dq, parks G
+ * and δ; Sout = Sin + local K̃ᵀVx) and reverse (dk, dv; dSout = dSin +
+ * local Q̂ᵀGx, summed from the last chunk), and the reverse local sum
+ * alone. */
+void la__lin_chunk_seg_bwd_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t tb,
+                               int64_t te, const float *Sin, float *Sout, float *scratch);
+void la__lin_chunk_seg_bwd_rev(const la__lin_job *j, const la__lin_unit *u, int64_t tb,
+                               int64_t te, const float *dSin, float *dSout, float *scratch);
+void la__lin_chunk_seg_rsum(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
+                            float *dSsum, float *scratch);
 void la__lin_chunk_seg_sum(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
                            float *Ssum, float *scratch);
 void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
