@@ -32,6 +32,11 @@ LA_HIDDEN la_status la__check_ptr(const char *op, const char *name, const void *
 LA_HIDDEN la_status la__check_finite(const char *op, const char *name, const float *x,
                                      size_t n);
 
+/* la__check_finite shared over the context's threads for large tensors
+ * (the same answer and message; serial when small or out of memory). */
+LA_HIDDEN la_status la__check_finite_ctx(la_ctx *ctx, const char *op, const char *name,
+                                         const float *x, size_t n);
+
 /* *n = a*b*c*d with every factor >= 1 and the byte count fitting size_t. */
 LA_HIDDEN la_status la__numel(const char *op, const char *name, size_t *n, int64_t a,
                               int64_t b, int64_t c, int64_t d);

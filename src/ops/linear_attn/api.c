@@ -271,8 +271,9 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
     const size_t nv = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
     const size_t nz = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
     const size_t ns = nz * (size_t)dims->V;
-    if ((st = la__check_finite(op, "q", q, nqk)) || (st = la__check_finite(op, "k", k, nqk)) ||
-        (st = la__check_finite(op, "v", v, nv)) ||
+    if ((st = la__check_finite_ctx(ctx, op, "q", q, nqk)) ||
+        (st = la__check_finite_ctx(ctx, op, "k", k, nqk)) ||
+        (st = la__check_finite_ctx(ctx, op, "v", v, nv)) ||
         (initial_state && (st = la__check_finite(op, "initial_state", initial_state, ns))) ||
         (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, nz))))
         return st;
@@ -317,9 +318,10 @@ la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
     const size_t nv = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
     const size_t nz = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
     const size_t ns = nz * (size_t)dims->V;
-    if ((st = la__check_finite(op, "q", q, nqk)) || (st = la__check_finite(op, "k", k, nqk)) ||
-        (st = la__check_finite(op, "v", v, nv)) ||
-        (st = la__check_finite(op, "d_o", d_o, nv)) ||
+    if ((st = la__check_finite_ctx(ctx, op, "q", q, nqk)) ||
+        (st = la__check_finite_ctx(ctx, op, "k", k, nqk)) ||
+        (st = la__check_finite_ctx(ctx, op, "v", v, nv)) ||
+        (st = la__check_finite_ctx(ctx, op, "d_o", d_o, nv)) ||
         (initial_state && (st = la__check_finite(op, "initial_state", initial_state, ns))) ||
         (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, nz))) ||
         (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, ns))) ||
