@@ -218,7 +218,7 @@ static void unit_task(void *p, int64_t task, int tid) {
     a->run(a->j, &u, la__scratch(a->j->ctx, tid));
 }
 
-/* Chunk forward: a task is (sequence, group of LA__LIN_HEAD_GROUP heads), a
+/* Chunk forward and backward: a task is (sequence, group of LA__LIN_HEAD_GROUP heads), a
  * split that does not depend on the thread count, and every head computes
  * exactly what a (sequence, head) task would. */
 static void group_task(void *p, int64_t task, int tid) {
@@ -228,7 +228,10 @@ static void group_task(void *p, int64_t task, int tid) {
     const int64_t nh = j->H - h0 < G ? j->H - h0 : G;
     la__lin_unit u[LA__LIN_HEAD_GROUP];
     for (int64_t h = 0; h < nh; h++) la__lin_unit_init(j, n * j->H + h0 + h, &u[h]);
-    la__lin_chunk_fwd_group(j, u, nh, la__scratch(j->ctx, tid));
+    if (((const task_arg *)p)->run == la__lin_chunk_bwd)
+        la__lin_chunk_bwd_group(j, u, nh, la__scratch(j->ctx, tid));
+    else
+        la__lin_chunk_fwd_group(j, u, nh, la__scratch(j->ctx, tid));
 }
 
 static la_status run_units(const char *op, const la_linear_attn_opts *opts, const la__lin_job *j,
@@ -238,7 +241,7 @@ static la_status run_units(const char *op, const la_linear_attn_opts *opts, cons
     pick(opts, backward, &lay, &a.run);
     if ((a.run == la__lin_chunk_fwd || a.run == la__lin_chunk_bwd) && la__lin_split_over_time(j))
         return la__lin_run_split(op, j, backward);
-    if (a.run == la__lin_chunk_fwd) {
+    if (a.run == la__lin_chunk_fwd || a.run == la__lin_chunk_bwd) {
         const int64_t ng = (j->H + LA__LIN_HEAD_GROUP - 1) / LA__LIN_HEAD_GROUP;
         la__parallel_for(j->ctx, la__num_seqs(j->dims) * ng, group_task, &a);
         return LA_OK;

@@ -242,6 +242,9 @@ void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scrat
 void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *u, int64_t n,
                              float *scratch);
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+/* The chunk backward of n units of one sequence, grouped as the forward. */
+void la__lin_chunk_bwd_group(const la__lin_job *j, const la__lin_unit *u, int64_t n,
+                             float *scratch);
 
 /* The chunk forward of one long sequence split over time (few sequences x
  * heads for the threads, split.c): segments of LA__LIN_SEG_CHUNKS chunks, a
