@@ -138,8 +138,8 @@ static int compare(int op, const shape *s) {
             } else {
                 const la_gated_opts *oo = w == 1 ? &oc : &orr;
                 st = op == OP_GLA ? la_gla_forward(ctx, oo, &dims, o, NULL, q, k, v, g, NULL)
-                                  : la_gated_delta_rule_forward(ctx, oo, &dims, o, NULL, q, k, v,
-                                                                g, beta, NULL);
+                                  : la_gated_delta_rule_forward(ctx, oo, &dims, o, NULL, q, k, v, g,
+                                                                beta, NULL);
                 if (r < 0) { /* outputs against ggml's, once */
                     const float *go = out->data;
                     for (size_t i = 0; i < n; i++) {
@@ -181,10 +181,14 @@ int main(int argc, char **argv) {
     int thr[8] = {1}, nthr = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *b = argv[i + 1];
-        if (!strcmp(a, "--T")) s.T = atoll(b);
-        else if (!strcmp(a, "--bh")) s.H = atoll(b);
-        else if (!strcmp(a, "--D")) s.D = atoll(b);
-        else if (!strcmp(a, "--repeats")) s.repeats = atoi(b);
+        if (!strcmp(a, "--T"))
+            s.T = atoll(b);
+        else if (!strcmp(a, "--bh"))
+            s.H = atoll(b);
+        else if (!strcmp(a, "--D"))
+            s.D = atoll(b);
+        else if (!strcmp(a, "--repeats"))
+            s.repeats = atoi(b);
         else if (!strcmp(a, "--threads")) {
             nthr = 0;
             for (const char *p = b; *p && nthr < 8; p = strchr(p, ',') ? strchr(p, ',') + 1 : "")
@@ -201,8 +205,7 @@ int main(int argc, char **argv) {
     ggml_cpu_init();
     printf("ggml vs linattn, forward, B = 1, H = %lld, T = %lld, K = V = %lld, library path %s;\n"
            "x = ggml time / ours (> 1: ours faster); median of %d, alternating\n",
-           (long long)s.H, (long long)s.T, (long long)s.D, la_isa_name(la_isa_active()),
-           s.repeats);
+           (long long)s.H, (long long)s.T, (long long)s.D, la_isa_name(la_isa_active()), s.repeats);
     int rc = 0;
     for (int t = 0; t < nthr; t++) {
         s.threads = thr[t] < 1 ? 1 : thr[t];

@@ -106,7 +106,8 @@ int bench_scaling(const bench_scaling_cfg *c) {
                         const double flops = bench_op_flops(op, T, D, D, BH, c->chunk, fb);
                         int bad = 0;
                         sample warm;
-                        for (int t = 1; t <= N && !bad; t++) bad = timed_call(ctx[t], op, &b, fb, &warm);
+                        for (int t = 1; t <= N && !bad; t++)
+                            bad = timed_call(ctx[t], op, &b, fb, &warm);
                         for (int r = 0; r < reps && !bad; r++)
                             for (int t = 1; t <= N && !bad; t++)
                                 bad = timed_call(ctx[t], op, &b, fb, &S[t * MAX_REP + r]);
@@ -138,9 +139,9 @@ int bench_scaling(const bench_scaling_cfg *c) {
                                     "\"tasks\": %lld, \"regions\": %lld, \"tasks_per_thread\": "
                                     "%.2f, \"pct_peak_wall\": %.3f, \"pct_peak_crit\": %.3f}",
                                     first ? "" : ",\n", e->name, (long long)BH, (long long)D,
-                                    (long long)T, fb ? "true" : "false", t, flops, w, cp, k,
-                                    w1 / w, k1 / k, (long long)s[0].tasks,
-                                    (long long)s[0].regions, tpt, pw, pk);
+                                    (long long)T, fb ? "true" : "false", t, flops, w, cp, k, w1 / w,
+                                    k1 / k, (long long)s[0].tasks, (long long)s[0].regions, tpt, pw,
+                                    pk);
                             first = 0;
                         }
                         fflush(stdout);

@@ -89,8 +89,10 @@ static void make_plan(int64_t n, int max_lanes, double r, plan *pl) {
     double lo = (double)n / max_lanes, hi = (double)n;
     for (int it = 0; it < 40; it++) { /* the smallest finishing time that fits */
         const double mid = 0.5 * (lo + hi);
-        if (plan_try(n, max_lanes, r, mid, pl->k, pl->j) <= max_lanes) hi = mid;
-        else lo = mid;
+        if (plan_try(n, max_lanes, r, mid, pl->k, pl->j) <= max_lanes)
+            hi = mid;
+        else
+            lo = mid;
     }
     pl->lanes = plan_try(n, max_lanes, r, hi, pl->k, pl->j);
     if (pl->lanes > max_lanes) { /* cannot happen (F = n fits one lane) */
@@ -107,11 +109,11 @@ typedef struct split_arg {
     pass_kind kind;
     int64_t seg_len, nseg_max, units;
     int max_lanes;
-    float *W;            /* [units, nseg_max + 1, K, Vx]: the state before position i */
-    float *Ws;           /* [units, nseg_max, K, Vx]: local sums of summed positions */
-    atomic_int *ready;   /* [units, nseg_max + 1]: W[i] published */
-    atomic_int *summed;  /* [units, max_lanes]: lane p's sums done */
-    plan *plans;         /* [units] */
+    float *W;           /* [units, nseg_max + 1, K, Vx]: the state before position i */
+    float *Ws;          /* [units, nseg_max, K, Vx]: local sums of summed positions */
+    atomic_int *ready;  /* [units, nseg_max + 1]: W[i] published */
+    atomic_int *summed; /* [units, max_lanes]: lane p's sums done */
+    plan *plans;        /* [units] */
 } split_arg;
 
 static size_t kvx(const la__lin_job *j) { return (size_t)j->K * (size_t)la__lin_vx(j); }
@@ -139,8 +141,10 @@ static void position(const split_arg *a, int64_t len, int64_t i, int64_t *tb, in
 }
 
 static void pass_init(const split_arg *a, const la__lin_unit *u, float *S0) {
-    if (a->kind == PASS_BWD_REV) la__lin_ext_load(a->j, S0, u->dST, u->dzT);
-    else la__lin_ext_load(a->j, S0, u->S0, u->z0);
+    if (a->kind == PASS_BWD_REV)
+        la__lin_ext_load(a->j, S0, u->dST, u->dzT);
+    else
+        la__lin_ext_load(a->j, S0, u->S0, u->z0);
 }
 static void pass_final(const split_arg *a, const la__lin_unit *u, const float *S) {
     if (a->kind == PASS_FWD) la__lin_ext_store(a->j, S, u->fS, u->fz);
@@ -150,8 +154,10 @@ static void pass_sum(const split_arg *a, const la__lin_unit *u, int64_t i, float
                      float *scratch) {
     int64_t tb, te;
     position(a, u->len, i, &tb, &te);
-    if (a->kind == PASS_BWD_REV) la__lin_chunk_seg_rsum(a->j, u, tb, te, Ssum, scratch);
-    else la__lin_chunk_seg_sum(a->j, u, tb, te, Ssum, scratch);
+    if (a->kind == PASS_BWD_REV)
+        la__lin_chunk_seg_rsum(a->j, u, tb, te, Ssum, scratch);
+    else
+        la__lin_chunk_seg_sum(a->j, u, tb, te, Ssum, scratch);
 }
 static void pass_run(const split_arg *a, const la__lin_unit *u, int64_t i, const float *Sin,
                      float *Sout, float *scratch) {
