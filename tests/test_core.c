@@ -4,6 +4,8 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void count_task(void *arg, int64_t task, int tid) {
@@ -191,7 +193,37 @@ static void test_dims(void) {
     CHECK_STATUS(la__check_beta(op, "beta", beta, 2), LA_ERR_INVALID_ARGUMENT, "beta > 2");
 }
 
+/* The threaded scan gives the serial scan's answer and message: the first
+ * bad index, in the first, a middle and the last block, and none. */
+static void test_check_finite_ctx(void) {
+    const size_t n = (size_t)3 << 20 | 123; /* above the threaded size, a partial last block */
+    float *x = calloc(n, sizeof *x);
+    CHECK(x != NULL, "alloc");
+    if (!x) return;
+    for (size_t i = 0; i < n; i++) x[i] = (float)(i % 97) - 48.0f;
+    const size_t at[] = {0, 70000, (size_t)2 << 20, n - 1};
+    for (int t = 1; t <= 3; t++) {
+        la_ctx *ctx = th_ctx(t);
+        CHECK(la__check_finite_ctx(ctx, "op", "q", x, n) == LA_OK, "all finite, %d threads", t);
+        for (size_t a = 0; a < sizeof at / sizeof at[0]; a++) {
+            x[at[a]] = a % 2 ? INFINITY : NAN;
+            if (at[a] + 5 < n) x[at[a] + 5] = NAN; /* a later one is not the one named */
+            char want[96];
+            snprintf(want, sizeof want, "op: q[%zu] is %s", at[a], a % 2 ? "Inf" : "NaN");
+            CHECK(la__check_finite_ctx(ctx, "op", "q", x, n) == LA_ERR_NON_FINITE,
+                  "bad at %zu, %d threads", at[a], t);
+            CHECK(strstr(la_last_error(), want) != NULL, "message '%s' names %s", la_last_error(),
+                  want);
+            x[at[a]] = 1.0f;
+            if (at[a] + 5 < n) x[at[a] + 5] = 1.0f;
+        }
+        la_ctx_destroy(ctx);
+    }
+    free(x);
+}
+
 int main(void) {
+    test_check_finite_ctx();
     test_parallel_for_sized();
     test_status();
     test_ctx();

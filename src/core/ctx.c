@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct la_ctx {
@@ -28,6 +29,9 @@ struct la_ctx {
     /* scratch */
     void **scratch;
     size_t scratch_bytes;
+    /* statistics (la__ctx_stats): busy[tid] = thread CPU seconds in this region */
+    double *busy;
+    la__ctx_stats stats;
     /* CUDA contexts (la_ctx_create_cuda): ops run on this device and stream */
     int cuda;
     int device;
@@ -39,13 +43,22 @@ typedef struct {
     int tid;
 } worker_arg;
 
+static double thread_cpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static void run_tasks(la_ctx *ctx, int tid) {
+    ctx->busy[tid] = 0;
     if (tid >= ctx->n_active) return;
+    const double t0 = thread_cpu();
     for (;;) {
         int64_t t = atomic_fetch_add(&ctx->next, 1);
         if (t >= ctx->n_tasks) break;
         ctx->fn(ctx->arg, t, tid);
     }
+    ctx->busy[tid] = thread_cpu() - t0;
 }
 
 static void *worker_main(void *p) {
@@ -83,9 +96,11 @@ la_status la_ctx_create(la_ctx **out, int n_threads) {
     ctx->n_threads = n_threads;
     ctx->scratch = calloc((size_t)n_threads, sizeof *ctx->scratch);
     ctx->workers = calloc((size_t)n_threads, sizeof *ctx->workers);
-    if (!ctx->scratch || !ctx->workers) {
+    ctx->busy = calloc((size_t)n_threads, sizeof *ctx->busy);
+    if (!ctx->scratch || !ctx->workers || !ctx->busy) {
         free(ctx->scratch);
         free(ctx->workers);
+        free(ctx->busy);
         free(ctx);
         return la__error(LA_ERR_OUT_OF_MEMORY, "la_ctx_create: out of memory");
     }
@@ -126,6 +141,7 @@ void la_ctx_destroy(la_ctx *ctx) {
     pthread_cond_destroy(&ctx->done);
     free(ctx->scratch);
     free(ctx->workers);
+    free(ctx->busy);
     free(ctx);
 }
 
@@ -153,6 +169,8 @@ void *la__ctx_stream(const la_ctx *ctx) { return ctx->stream; }
 static void parallel_for_on(la_ctx *ctx, int n_active, int64_t n_tasks, la__task_fn fn,
                             void *arg) {
     if (n_tasks <= 0) return;
+    ctx->stats.tasks += n_tasks;
+    ctx->stats.regions++;
     if (n_active <= 1 || n_tasks == 1) {
         for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
         return;
@@ -171,7 +189,13 @@ static void parallel_for_on(la_ctx *ctx, int n_active, int64_t n_tasks, la__task
     pthread_mutex_lock(&ctx->mu);
     while (ctx->finished < ctx->n_threads - 1) pthread_cond_wait(&ctx->done, &ctx->mu);
     pthread_mutex_unlock(&ctx->mu);
+    double most = ctx->busy[0];
+    for (int i = 1; i < n_active; i++) most = ctx->busy[i] > most ? ctx->busy[i] : most;
+    ctx->stats.crit_extra_s += most - ctx->busy[0];
 }
+
+void la__ctx_stats_get(const la_ctx *ctx, la__ctx_stats *out) { *out = ctx->stats; }
+void la__ctx_stats_reset(la_ctx *ctx) { memset(&ctx->stats, 0, sizeof ctx->stats); }
 
 la_status la__scratch_reserve(la_ctx *ctx, size_t bytes) {
     if (bytes <= ctx->scratch_bytes) return LA_OK;

@@ -32,6 +32,11 @@ LA_HIDDEN la_status la__check_ptr(const char *op, const char *name, const void *
 LA_HIDDEN la_status la__check_finite(const char *op, const char *name, const float *x,
                                      size_t n);
 
+/* la__check_finite shared over the context's threads for large tensors
+ * (the same answer and message; serial when small or out of memory). */
+LA_HIDDEN la_status la__check_finite_ctx(la_ctx *ctx, const char *op, const char *name,
+                                         const float *x, size_t n);
+
 /* *n = a*b*c*d with every factor >= 1 and the byte count fitting size_t. */
 LA_HIDDEN la_status la__numel(const char *op, const char *name, size_t *n, int64_t a,
                               int64_t b, int64_t c, int64_t d);
@@ -96,6 +101,20 @@ LA_HIDDEN void la__parallel_for(la_ctx *ctx, int64_t n_tasks, la__task_fn fn, vo
 #define LA__PARALLEL_MIN_BYTES ((int64_t)1 << 20)
 LA_HIDDEN void la__parallel_for_sized(la_ctx *ctx, int64_t n_tasks, int64_t bytes_per_task,
                                       la__task_fn fn, void *arg);
+
+/* Work statistics of the context since the last reset, for benchmarks
+ * (`linattn bench --scaling`): the tasks handed out, the parallel regions,
+ * and the CPU-time critical path beyond the caller's own thread: for every
+ * threaded region, (the busiest thread's CPU time) - (the caller's CPU time
+ * in it). Caller thread CPU time over a call + crit_extra_s estimates the
+ * call's wall time on an otherwise idle machine (CPU clocks do not count
+ * time a thread spent preempted or blocked). */
+typedef struct la__ctx_stats {
+    int64_t tasks, regions;
+    double crit_extra_s;
+} la__ctx_stats;
+LA_HIDDEN void la__ctx_stats_get(const la_ctx *ctx, la__ctx_stats *out);
+LA_HIDDEN void la__ctx_stats_reset(la_ctx *ctx);
 
 /* Makes sure every thread has at least `bytes` of 64-byte-aligned scratch;
  * call before la__parallel_for (tasks cannot fail). Grows, never shrinks. */

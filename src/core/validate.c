@@ -5,6 +5,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
 
 la_status la__check_ptr(const char *op, const char *name, const void *p) {
     if (p == NULL) return la__error(LA_ERR_NULL_POINTER, "%s: %s is NULL", op, name);
@@ -34,6 +35,44 @@ la_status la__check_finite(const char *op, const char *name, const float *x, siz
                              op, name, i, isnan(x[i]) ? "NaN" : "Inf");
     }
     return LA_OK;
+}
+
+/* Blocks of a parallel scan: one flag per block, then the first bad block
+ * is scanned again serially for the message (same as la__check_finite). */
+enum { PAR_BLK = 1 << 16, PAR_MIN = 1 << 20 };
+
+typedef struct {
+    const float *x;
+    size_t n;
+    unsigned char *bad;
+} finite_arg;
+
+static void finite_task(void *p, int64_t task, int tid) {
+    (void)tid;
+    const finite_arg *a = p;
+    const size_t b0 = (size_t)task * PAR_BLK, m = a->n - b0 < PAR_BLK ? a->n - b0 : PAR_BLK;
+    uint32_t bad = 0;
+    for (size_t i = 0; i < m; i++) {
+        union { float f; uint32_t u; } c;
+        c.f = a->x[b0 + i];
+        bad |= (uint32_t)((c.u & 0x7f800000u) == 0x7f800000u);
+    }
+    a->bad[task] = (unsigned char)(bad != 0);
+}
+
+la_status la__check_finite_ctx(la_ctx *ctx, const char *op, const char *name, const float *x,
+                               size_t n) {
+    const size_t nb = (n + PAR_BLK - 1) / PAR_BLK;
+    finite_arg a = {x, n, NULL};
+    if (n < PAR_MIN || la_ctx_threads(ctx) < 2 || !(a.bad = malloc(nb)))
+        return la__check_finite(op, name, x, n);
+    la__parallel_for(ctx, (int64_t)nb, finite_task, &a);
+    size_t b = 0;
+    while (b < nb && !a.bad[b]) b++;
+    free(a.bad);
+    if (b == nb) return LA_OK;
+    const size_t end = (b + 1) * PAR_BLK < n ? (b + 1) * PAR_BLK : n;
+    return la__check_finite(op, name, x, end); /* the message names the first bad index */
 }
 
 la_status la__numel(const char *op, const char *name, size_t *n, int64_t a, int64_t b,

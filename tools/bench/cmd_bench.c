@@ -11,6 +11,7 @@
  * each linear form beats streaming softmax, and the decoding step
  * (B = 1, H = 8, K = V = D) against a memcpy of its state. */
 #include "bench_core.h"
+#include "bench_scaling.h"
 #include "cli.h"
 #include "linattn.h"
 #include "ops/registry.h"
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_T 32
 #define MAX_D 8
@@ -59,7 +61,7 @@ typedef struct opts {
     int nT, nD, nthr;
     int ops[LA__OP_COUNT];
     int nops;
-    int fwd_only, quick, no_decode, decode_only, repeats;
+    int fwd_only, quick, no_decode, decode_only, repeats, scaling, have_bh;
     int64_t bh, chunk;
     double budget, max_run, max_gb;
     const char *json, *svg;
@@ -109,7 +111,7 @@ static void usage(FILE *f) {
             "usage: linattn bench [--T LIST] [--D LIST] [--ops LIST] [--threads LIST]\n"
             "                     [--bh N] [--chunk N] [--fwd-only] [--repeats N] [--quick]\n"
             "                     [--budget S] [--max-run S] [--max-gb G] [--no-decode]\n"
-            "                     [--decode-only]\n"
+            "                     [--decode-only] [--scaling]\n"
             "                     [--json FILE] [--svg PREFIX]\n"
             "\n"
             "Times every op and form (causal; K = V = D; B = 1, H = B*H) over a sweep of T,\n"
@@ -138,10 +140,15 @@ static void usage(FILE *f) {
                "  --max-gb G      skip a configuration whose inputs exceed G GB (default 2)\n"
                "  --no-decode     skip the decoding-step measurement\n"
                "  --decode-only   only the decoding-step measurement\n"
+               "  --scaling       thread scaling of the chunk forms instead: threads 1..N\n"
+               "                  (N = the largest --threads, default all CPUs), B*H in\n"
+               "                  1,8,16 (or --bh), T 8192 and D 128 unless given; wall and\n"
+               "                  CPU critical-path speed-up, tasks per thread, %% of peak\n"
                "  --json FILE     write every number as JSON\n"
                "  --svg PREFIX    write PREFIXtime_D<d>_fwd.svg, ..._fwdbwd.svg, PREFIXmem_D<d>.svg\n"
                "\n"
-               "example: linattn bench --T 1024,8192 --D 128 --ops softmax,linear --threads 1,2\n");
+               "example: linattn bench --T 1024,8192 --D 128 --ops softmax,linear --threads 1,2\n"
+               "         linattn bench --scaling --T 65536 --bh 1 --ops linear_attn-chunk --json s.json\n");
 }
 
 static const char *fb_name(int fb) { return fb ? "fwd+bwd" : "fwd"; }
@@ -361,7 +368,7 @@ int cmd_bench(int argc, char **argv) {
     int sel[LA__OP_COUNT] = {0}, have_ops = 0;
     int64_t thr[MAX_THR];
     cli_list Ts = {o.Ts, MAX_T, 0}, Ds = {o.Ds, MAX_D, 0}, thrs = {thr, MAX_THR, 0};
-    long repeats = o.repeats, bh = o.bh, chunk = o.chunk;
+    long repeats = o.repeats, bh = -1, chunk = o.chunk; /* bh -1: not given */
     ops_sel ops = {sel, &have_ops};
     const cli_opt table[] = {
         CLI_OPT_QUICK(&o.quick),
@@ -373,6 +380,7 @@ int cmd_bench(int argc, char **argv) {
         {"--fwd-only", CLI_FLAG, &o.fwd_only, 0, 0, NULL},
         {"--decode-only", CLI_FLAG, &o.decode_only, 0, 0, NULL},
         {"--no-decode", CLI_FLAG, &o.no_decode, 0, 0, NULL},
+        {"--scaling", CLI_FLAG, &o.scaling, 0, 0, NULL},
         {"--budget", CLI_DOUBLE, &o.budget, 0, 1e6, NULL},
         {"--max-run", CLI_DOUBLE, &o.max_run, 0, 1e5, NULL},
         {"--max-gb", CLI_DOUBLE, &o.max_gb, 0.001, 1e4, NULL},
@@ -384,13 +392,23 @@ int cmd_bench(int argc, char **argv) {
     if (parsed == CLI_HELP) usage(stdout);
     if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
     o.repeats = (int)repeats;
-    o.bh = bh;
+    o.have_bh = bh > 0;
+    if (o.have_bh) o.bh = bh;
     o.chunk = chunk;
     o.nT = Ts.n;
     o.nD = Ds.n;
     o.nthr = thrs.n;
     for (int j = 0; j < o.nthr; j++) o.threads[j] = (int)thr[j];
-    const int have_T = Ts.n > 0, have_D = Ds.n > 0, have_thr = thrs.n > 0;
+    int have_T = Ts.n > 0, have_D = Ds.n > 0, have_thr = thrs.n > 0;
+    if (o.scaling) { /* its own defaults: one long-sequence shape */
+        if (!have_T) o.Ts[0] = o.quick ? 2048 : 8192, o.nT = have_T = 1;
+        if (!have_D) o.Ds[0] = o.quick ? 64 : 128, o.nD = have_D = 1;
+        if (!have_thr) {
+            long np = sysconf(_SC_NPROCESSORS_ONLN);
+            o.threads[0] = np < 1 ? 1 : np > 256 ? 256 : (int)np;
+            o.nthr = have_thr = 1;
+        }
+    }
     if (!have_T) {
         const int64_t q[] = {128, 512, 2048}, d[] = {128, 512, 2048, 8192, 32768, 65536};
         o.nT = o.quick ? 3 : 6;
@@ -436,6 +454,15 @@ int cmd_bench(int argc, char **argv) {
         printf("library path: %s (LINATTN_ISA=avx2 for the AVX2 kernels); %s peak: %.1f "
                "GFLOP/s\n",
                la_isa_name(la_isa_active()), isa2, peak_avx2);
+    }
+    if (o.scaling) {
+        int maxthr = 1;
+        for (int t = 0; t < o.nthr; t++) maxthr = o.threads[t] > maxthr ? o.threads[t] : maxthr;
+        const int64_t bhs_def[] = {1, 8, 16};
+        bench_scaling_cfg sc = {o.ops, o.nops, o.Ts, o.Ds, o.have_bh ? &o.bh : bhs_def,
+                                o.nT, o.nD, o.have_bh ? 1 : 3, maxthr, o.fwd_only,
+                                o.repeats, o.chunk, o.max_gb, peak, o.json, cpu, date, isa};
+        return bench_scaling(&sc);
     }
     printf("times: median wall ms per call (cpu: process CPU ms, all threads); %% peak = "
            "GFLOP/s / (threads x peak);\n%%pk cpu = FLOPs / (CPU seconds x peak): the rate while "

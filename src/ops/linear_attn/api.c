@@ -218,7 +218,7 @@ static void unit_task(void *p, int64_t task, int tid) {
     a->run(a->j, &u, la__scratch(a->j->ctx, tid));
 }
 
-/* Chunk forward: a task is (sequence, group of LA__LIN_HEAD_GROUP heads), a
+/* Chunk forward and backward: a task is (sequence, group of LA__LIN_HEAD_GROUP heads), a
  * split that does not depend on the thread count, and every head computes
  * exactly what a (sequence, head) task would. */
 static void group_task(void *p, int64_t task, int tid) {
@@ -228,148 +228,10 @@ static void group_task(void *p, int64_t task, int tid) {
     const int64_t nh = j->H - h0 < G ? j->H - h0 : G;
     la__lin_unit u[LA__LIN_HEAD_GROUP];
     for (int64_t h = 0; h < nh; h++) la__lin_unit_init(j, n * j->H + h0 + h, &u[h]);
-    la__lin_chunk_fwd_group(j, u, nh, la__scratch(j->ctx, tid));
-}
-
-/* ---- chunk forward split over time (linear_attn.h) ---------------- */
-
-typedef struct {
-    const la__lin_job *j;
-    int64_t seg_len, nseg_max; /* tokens per segment, segments of the longest sequence */
-    int threads;
-    float *W; /* [units, nseg_max, K, Vx]: slot s = the state before segment s */
-} split_arg;
-
-static int64_t unit_segments(const split_arg *a, int64_t len) {
-    return (len + a->seg_len - 1) / a->seg_len;
-}
-
-static float *split_slot(const split_arg *a, int64_t unit, int64_t s) {
-    const size_t KVx = (size_t)a->j->K * (size_t)la__lin_vx(a->j);
-    return a->W + ((size_t)unit * (size_t)a->nseg_max + (size_t)s) * KVx;
-}
-
-/* Segments [0, m) of a unit run in order by one task during phase 1 (they
- * need no sums; the chain produces the state before segment m itself),
- * while the other threads sum segments m.. (a sum costs ~0.3 of a
- * segment's forward). Any m gives the same bits (the chain and the prefix
- * do the same additions), so m may follow the thread count: it balances
- * the chain against the sums, m = r nseg / (P - 1 + r). */
-static int64_t chain_segments(const split_arg *a, int64_t nseg) {
-    if (nseg <= 1) return 0;
-    const double r = 0.3;
-    int64_t m = (int64_t)((double)nseg * r / ((double)a->threads - 1.0 + r));
-    return m < nseg - 1 ? m : nseg - 1;
-}
-
-static int64_t seg_end(const split_arg *a, int64_t len, int64_t s) {
-    return len - s * a->seg_len < a->seg_len ? len : (s + 1) * a->seg_len;
-}
-
-/* Phase 1, task (unit, s): s == 0 runs the chain of segments [0, m);
- * s >= m + 1 sums segment s - 1 into slot s. */
-static void split_sum_task(void *p, int64_t task, int tid) {
-    const split_arg *a = p;
-    const la__lin_job *j = a->j;
-    const int64_t unit = task / a->nseg_max, s = task % a->nseg_max;
-    la__lin_unit u;
-    la__lin_unit_init(j, unit, &u);
-    const int64_t nseg = unit_segments(a, u.len), m = chain_segments(a, nseg);
-    float *scratch = la__scratch(j->ctx, tid);
-    if (s == 0 && m > 0) {
-        la__lin_ext_load(j, split_slot(a, unit, 0), u.S0, u.z0);
-        for (int64_t c = 0; c < m; c++)
-            la__lin_chunk_seg_fwd(j, &u, c * a->seg_len, seg_end(a, u.len, c),
-                                  split_slot(a, unit, c), split_slot(a, unit, c + 1), scratch);
-        return;
-    }
-    if (s < m + 1 || s >= nseg) return;
-    la__lin_chunk_seg_sum(j, &u, (s - 1) * a->seg_len, s * a->seg_len, split_slot(a, unit, s),
-                          scratch);
-}
-
-/* Phase 3: segment s >= m from the state in slot s. */
-static void split_fwd_task(void *p, int64_t task, int tid) {
-    const split_arg *a = p;
-    const la__lin_job *j = a->j;
-    const int64_t unit = task / a->nseg_max, s = task % a->nseg_max;
-    la__lin_unit u;
-    la__lin_unit_init(j, unit, &u);
-    const int64_t nseg = unit_segments(a, u.len);
-    if (s >= nseg || s < chain_segments(a, nseg)) return;
-    float *scratch = la__scratch(j->ctx, tid);
-    const int last = s + 1 == nseg && (u.fS || u.fz);
-    /* the final state: after the layout's Sloc and Stot slots */
-    float *Sout = last ? scratch + 2 * j->K * la__lin_vx(j) : NULL;
-    la__lin_chunk_seg_fwd(j, &u, s * a->seg_len, seg_end(a, u.len, s), split_slot(a, unit, s),
-                          Sout, scratch);
-    if (last) la__lin_ext_store(j, Sout, u.fS, u.fz);
-}
-
-/* One thread: every unit's segments in order, each producing the next
- * segment's state (slots 2 and 3 of the scratch's four state slots). */
-static void split_serial_task(void *p, int64_t unit, int tid) {
-    const split_arg *a = p;
-    const la__lin_job *j = a->j;
-    const int64_t KVx = j->K * la__lin_vx(j);
-    la__lin_unit u;
-    la__lin_unit_init(j, unit, &u);
-    float *scratch = la__scratch(j->ctx, tid);
-    float *Sin = scratch + 2 * KVx, *Sout = scratch + 3 * KVx;
-    la__lin_ext_load(j, Sin, u.S0, u.z0);
-    const int64_t nseg = unit_segments(a, u.len);
-    for (int64_t s = 0; s < nseg; s++) {
-        const int64_t tb = s * a->seg_len, te = u.len - tb < a->seg_len ? u.len : tb + a->seg_len;
-        la__lin_chunk_seg_fwd(j, &u, tb, te, Sin, Sout, scratch);
-        float *t = Sin;
-        Sin = Sout;
-        Sout = t;
-    }
-    la__lin_ext_store(j, Sin, u.fS, u.fz); /* the initial state for an empty sequence */
-}
-
-/* Whether the chunk forward splits sequences over time: decided by the
- * shape alone (never by the thread count). Split units are single heads,
- * which gives up the 4-head grouping (one thread at B*H = 8, T = 8192:
- * 54 -> 75 ms), hence only below 8 (sequence, head) units. */
-static int split_over_time(const la__lin_job *j) {
-    return la__num_seqs(j->dims) * j->H < LA__LIN_SPLIT_BELOW &&
-           j->Tmax >= 2 * LA__LIN_SEG_CHUNKS * j->chunk;
-}
-
-static la_status run_split(const char *op, const la__lin_job *j) {
-    const int64_t units = la__num_seqs(j->dims) * j->H;
-    split_arg a = {j, LA__LIN_SEG_CHUNKS * j->chunk, 0, la_ctx_threads(j->ctx), NULL};
-    a.nseg_max = (j->Tmax + a.seg_len - 1) / a.seg_len;
-    if (la_ctx_threads(j->ctx) == 1) {
-        la__parallel_for(j->ctx, units, split_serial_task, &a);
-        return LA_OK;
-    }
-    const size_t KVx = (size_t)j->K * (size_t)la__lin_vx(j);
-    const size_t n = (size_t)units * (size_t)a.nseg_max; /* units < LA__LIN_SPLIT_BELOW */
-    a.W = n <= SIZE_MAX / sizeof(float) / KVx ? malloc(n * KVx * sizeof(float)) : NULL;
-    if (!a.W)
-        return la__error(LA_ERR_OUT_OF_MEMORY,
-                         "%s: out of memory for %zu segment states of %zu floats (one sequence "
-                         "split over time)",
-                         op, n, KVx);
-    la__parallel_for(j->ctx, (int64_t)n, split_sum_task, &a);
-    for (int64_t unit = 0; unit < units; unit++) { /* phase 2: in order */
-        la__lin_unit u;
-        la__lin_unit_init(j, unit, &u);
-        const int64_t nseg = unit_segments(&a, u.len), m = chain_segments(&a, nseg);
-        float *Sin = split_slot(&a, unit, m); /* the chain's result, or the initial state */
-        if (m == 0) la__lin_ext_load(j, Sin, u.S0, u.z0);
-        if (u.len == 0) la__lin_ext_store(j, Sin, u.fS, u.fz);
-        for (int64_t s = m + 1; s < nseg; s++) {
-            float *next = split_slot(&a, unit, s); /* holds the sum of segment s - 1 */
-            for (size_t x = 0; x < KVx; x++) next[x] = Sin[x] + next[x];
-            Sin = next;
-        }
-    }
-    la__parallel_for(j->ctx, (int64_t)n, split_fwd_task, &a);
-    free(a.W);
-    return LA_OK;
+    if (((const task_arg *)p)->run == la__lin_chunk_bwd)
+        la__lin_chunk_bwd_group(j, u, nh, la__scratch(j->ctx, tid));
+    else
+        la__lin_chunk_fwd_group(j, u, nh, la__scratch(j->ctx, tid));
 }
 
 static la_status run_units(const char *op, const la_linear_attn_opts *opts, const la__lin_job *j,
@@ -377,8 +239,9 @@ static la_status run_units(const char *op, const la_linear_attn_opts *opts, cons
     layout_fn lay;
     task_arg a = {j, NULL};
     pick(opts, backward, &lay, &a.run);
-    if (a.run == la__lin_chunk_fwd) {
-        if (split_over_time(j)) return run_split(op, j);
+    if ((a.run == la__lin_chunk_fwd || a.run == la__lin_chunk_bwd) && la__lin_split_over_time(j))
+        return la__lin_run_split(op, j, backward);
+    if (a.run == la__lin_chunk_fwd || a.run == la__lin_chunk_bwd) {
         const int64_t ng = (j->H + LA__LIN_HEAD_GROUP - 1) / LA__LIN_HEAD_GROUP;
         la__parallel_for(j->ctx, la__num_seqs(j->dims) * ng, group_task, &a);
         return LA_OK;
@@ -411,8 +274,9 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
     const size_t nv = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
     const size_t nz = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
     const size_t ns = nz * (size_t)dims->V;
-    if ((st = la__check_finite(op, "q", q, nqk)) || (st = la__check_finite(op, "k", k, nqk)) ||
-        (st = la__check_finite(op, "v", v, nv)) ||
+    if ((st = la__check_finite_ctx(ctx, op, "q", q, nqk)) ||
+        (st = la__check_finite_ctx(ctx, op, "k", k, nqk)) ||
+        (st = la__check_finite_ctx(ctx, op, "v", v, nv)) ||
         (initial_state && (st = la__check_finite(op, "initial_state", initial_state, ns))) ||
         (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, nz))))
         return st;
@@ -457,9 +321,10 @@ la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
     const size_t nv = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
     const size_t nz = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
     const size_t ns = nz * (size_t)dims->V;
-    if ((st = la__check_finite(op, "q", q, nqk)) || (st = la__check_finite(op, "k", k, nqk)) ||
-        (st = la__check_finite(op, "v", v, nv)) ||
-        (st = la__check_finite(op, "d_o", d_o, nv)) ||
+    if ((st = la__check_finite_ctx(ctx, op, "q", q, nqk)) ||
+        (st = la__check_finite_ctx(ctx, op, "k", k, nqk)) ||
+        (st = la__check_finite_ctx(ctx, op, "v", v, nv)) ||
+        (st = la__check_finite_ctx(ctx, op, "d_o", d_o, nv)) ||
         (initial_state && (st = la__check_finite(op, "initial_state", initial_state, ns))) ||
         (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, nz))) ||
         (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, ns))) ||

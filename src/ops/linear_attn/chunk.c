@@ -36,8 +36,9 @@ enum { C_S, C_QH, C_KH, C_VB, C_A, C_NUM, C_G, C_DA, C_DQH, C_DVB };
 void la__lin_chunk_layout(const la__lin_job *j, int backward, la__arena *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->chunk;
     const size_t Vx = (size_t)la__lin_vx(j);
-    /* the forward keeps the states of a whole head group */
-    const size_t ns = backward ? 1 : (size_t)LA__LIN_HEAD_GROUP;
+    /* the forward keeps the states of a whole head group; the backward split
+     * over time its local and total state and the serial path's two */
+    const size_t ns = (size_t)LA__LIN_HEAD_GROUP;
     p[C_S] = la__arena_floats(b, la__mul(ns, la__mul(K, Vx)));
     p[C_QH] = la__arena_floats(b, la__mul(C, K));
     p[C_KH] = la__arena_floats(b, la__mul(C, K));
@@ -131,66 +132,102 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
         la__lin_ext_store(j, p[C_S] + h * K * Vx, units[h].fS, units[h].fz);
 }
 
+/* The backward's forward sweep over the chunk [t0, t0+L): products with
+ * the state S before it, dq, G and δ parked in dv and dk (normalised),
+ * then Sacc += K̃ᵀ Vx (Sacc = S, or a segment's local sum). */
+static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
+                          const float *S, float *Sacc, float **p) {
+    const la__kernels *kr = j->kr;
+    const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
+    float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
+    float *num = p[C_NUM], *g = p[C_G], *dA = p[C_DA], *dqh = p[C_DQH];
+    load_chunk(j, u, t0, L, qh, kh, vb, A);
+    chunk_num(j, L, S, qh, vb, A, num);
+    la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
+    kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
+    kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, dqh, K);
+    kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dqh, K);
+    la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dqh, u->q);
+    if (j->normalize) /* park G and δ for the reverse sweep */
+        for (int64_t i = 0; i < L; i++) {
+            memcpy(u->dv + (t0 + i) * u->sv, g + i * Vx, (size_t)V * sizeof(float));
+            u->dk[(t0 + i) * u->sqk] = g[i * Vx + V];
+        }
+    kr->gemm_tn(K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
+}
+
+/* Gx rows of the chunk [t0, t0+L): parked G, δ (normalised) or dO. */
+static void load_gx(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
+                    float *g) {
+    const int64_t V = j->V, Vx = la__lin_vx(j);
+    for (int64_t i = 0; i < L; i++) {
+        const int64_t rv = (t0 + i) * u->sv;
+        if (j->normalize) {
+            memcpy(g + i * Vx, u->dv + rv, (size_t)V * sizeof(float));
+            g[i * Vx + V] = u->dk[(t0 + i) * u->sqk];
+        } else {
+            memcpy(g + i * Vx, u->d_o + rv, (size_t)V * sizeof(float));
+        }
+    }
+}
+
+/* The reverse sweep over the chunk [t0, t0+L) with dS, the gradient of the
+ * state after it: dk, dv, then dSacc += Q̂ᵀ Gx. */
+static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
+                          const float *dS, float *dSacc, float **p) {
+    const la__kernels *kr = j->kr;
+    const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
+    float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
+    float *g = p[C_G], *dA = p[C_DA], *dkh = p[C_DQH], *dvb = p[C_DVB];
+    load_chunk(j, u, t0, L, qh, kh, vb, A);
+    load_gx(j, u, t0, L, g);
+    kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
+    /* dK̃ = Vx dSxᵀ + dAᵀ Q̂ (dA is zero above the diagonal) */
+    kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dS, Vx, 0.0f, dkh, K);
+    kr->gemm_tn(L, K, L, 1.0f, dA, C, qh, K, 1.0f, dkh, K);
+    /* dV = K̃ dS + Aᵀ G */
+    kr->gemm_nn(L, V, K, 1.0f, kh, K, dS, Vx, 0.0f, dvb, V);
+    kr->gemm_tn(L, V, L, 1.0f, A, C, g, Vx, 1.0f, dvb, V);
+    kr->gemm_tn(K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
+    la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
+    for (int64_t jj = 0; jj < L; jj++)
+        memcpy(u->dv + (t0 + jj) * u->sv, dvb + jj * V, (size_t)V * sizeof(float));
+}
+
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch) {
+    la__lin_chunk_bwd_group(j, u, 1, scratch);
+}
+
+/* Heads of one sequence chunk by chunk, head by head within a chunk (as
+ * the forward group): each head's arithmetic is la__lin_chunk_bwd's. */
+void la__lin_chunk_bwd_group(const la__lin_job *j, const la__lin_unit *units, int64_t nh,
+                             float *scratch) {
     float *p[LA__LIN_MAX_BUFS];
     la__arena b = {(char *)scratch, 0, 0};
     la__lin_chunk_layout(j, 1, &b, p);
-    const la__kernels *kr = j->kr;
-    const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
-    const int norm = j->normalize;
-    float *Sx = p[C_S], *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
-    float *num = p[C_NUM], *g = p[C_G], *dA = p[C_DA], *dqh = p[C_DQH], *dvb = p[C_DVB];
-
+    const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j), len = units[0].len;
     /* Forward sweep: rebuild each chunk's output, then Gx and dQ. */
-    la__lin_ext_load(j, Sx, u->S0, u->z0);
-    for (int64_t t0 = 0; t0 < u->len; t0 += C) {
-        const int64_t L = u->len - t0 < C ? u->len - t0 : C;
-        load_chunk(j, u, t0, L, qh, kh, vb, A);
-        chunk_num(j, L, Sx, qh, vb, A, num);
-        la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
-        kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
-        kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, Sx, Vx, 0.0f, dqh, K);
-        kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dqh, K);
-        la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dqh, u->q);
-        if (norm) /* park G and δ for the reverse sweep */
-            for (int64_t i = 0; i < L; i++) {
-                memcpy(u->dv + (t0 + i) * u->sv, g + i * Vx, (size_t)V * sizeof(float));
-                u->dk[(t0 + i) * u->sqk] = g[i * Vx + V];
-            }
-        kr->gemm_tn(K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sx, Vx);
-    }
-
-    /* Reverse sweep: Sx now carries dSx = [dS, dz]. */
-    float *dSx = Sx;
-    la__lin_ext_load(j, dSx, u->dST, u->dzT);
-    const int64_t n_chunks = (u->len + C - 1) / C;
-    for (int64_t ci = n_chunks - 1; ci >= 0; ci--) {
-        const int64_t t0 = ci * C;
-        const int64_t L = u->len - t0 < C ? u->len - t0 : C;
-        load_chunk(j, u, t0, L, qh, kh, vb, A);
-        for (int64_t i = 0; i < L; i++) {
-            const int64_t rv = (t0 + i) * u->sv;
-            if (norm) {
-                memcpy(g + i * Vx, u->dv + rv, (size_t)V * sizeof(float));
-                g[i * Vx + V] = u->dk[(t0 + i) * u->sqk];
-            } else {
-                memcpy(g + i * Vx, u->d_o + rv, (size_t)V * sizeof(float));
-            }
+    for (int64_t h = 0; h < nh; h++)
+        la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
+    for (int64_t t0 = 0; t0 < len; t0 += C) {
+        const int64_t L = len - t0 < C ? len - t0 : C;
+        for (int64_t h = 0; h < nh; h++) {
+            float *Sx = p[C_S] + h * K * Vx;
+            bwd_fwd_chunk(j, units + h, t0, L, Sx, Sx, p);
         }
-        kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
-        float *dkh = dqh;
-        /* dK̃ = Vx dSxᵀ + dAᵀ Q̂ (dA is zero above the diagonal) */
-        kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dSx, Vx, 0.0f, dkh, K);
-        kr->gemm_tn(L, K, L, 1.0f, dA, C, qh, K, 1.0f, dkh, K);
-        /* dV = K̃ dS + Aᵀ G */
-        kr->gemm_nn(L, V, K, 1.0f, kh, K, dSx, Vx, 0.0f, dvb, V);
-        kr->gemm_tn(L, V, L, 1.0f, A, C, g, Vx, 1.0f, dvb, V);
-        kr->gemm_tn(K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSx, Vx);
-        la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
-        for (int64_t jj = 0; jj < L; jj++)
-            memcpy(u->dv + (t0 + jj) * u->sv, dvb + jj * V, (size_t)V * sizeof(float));
     }
-    la__lin_ext_store(j, dSx, u->dS0, u->dz0);
+    /* Reverse sweep: the state slots now carry dSx = [dS, dz]. */
+    for (int64_t h = 0; h < nh; h++)
+        la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].dST, units[h].dzT);
+    for (int64_t t0 = (len - 1) / C * C; t0 >= 0 && len > 0; t0 -= C) {
+        const int64_t L = len - t0 < C ? len - t0 : C;
+        for (int64_t h = 0; h < nh; h++) {
+            float *dSx = p[C_S] + h * K * Vx;
+            bwd_rev_chunk(j, units + h, t0, L, dSx, dSx, p);
+        }
+    }
+    for (int64_t h = 0; h < nh; h++)
+        la__lin_ext_store(j, p[C_S] + h * K * Vx, units[h].dS0, units[h].dz0);
 }
 
 /* ---- one sequence split over time (api.c schedules the segments) ----
@@ -209,8 +246,17 @@ void la__lin_chunk_seg_sum(const la__lin_job *j, const la__lin_unit *u, int64_t 
     la__lin_chunk_layout(j, 0, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
     memset(Ssum, 0, (size_t)(K * Vx) * sizeof(float));
+    /* identity features, no ones column: the rows are K̃ and Vx as they
+     * stand (φ(x) = 1·x exactly), and the product packs its operands
+     * itself, so reading them in place gives the same bits as the copies */
+    const int direct = j->fm == LA_FEATURE_IDENTITY && !j->normalize;
     for (int64_t t0 = tb; t0 < te; t0 += C) {
         const int64_t L = te - t0 < C ? te - t0 : C;
+        if (direct) {
+            j->kr->gemm_tn(K, Vx, L, 1.0f, u->k + t0 * u->sqk, u->sqk, u->v + t0 * u->sv, u->sv,
+                           1.0f, Ssum, Vx);
+            continue;
+        }
         la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, p[C_KH]);
         la__lin_load_vx(j, u->v, u->sv, t0, L, p[C_VB]);
         j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Ssum, Vx);
@@ -240,4 +286,66 @@ void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t 
     }
     if (Sout)
         for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
+}
+
+/* ---- the backward of one sequence split over time -------------------
+ * The same segments, twice. Forward sweep of segment [tb, te) from the
+ * state Sin before it: each chunk uses Stot = Sin + Sloc (Sloc its local
+ * K̃ᵀVx sum, from zero), rebuilds its output, and writes dq and parks G, δ
+ * as la__lin_chunk_bwd does. Reverse sweep from dSin, the gradient of the
+ * state after the segment: chunks from the last, dStot = dSin + dSloc with
+ * dSloc the local sum of Q̂ᵀGx over the chunks after this one; writes dk,
+ * dv. la__lin_chunk_seg_rsum forms the same dSloc (same order, same
+ * products) without the sweep. */
+void la__lin_chunk_seg_bwd_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t tb,
+                               int64_t te, const float *Sin, float *Sout, float *scratch) {
+    float *p[LA__LIN_MAX_BUFS];
+    la__arena b = {(char *)scratch, 0, 0};
+    la__lin_chunk_layout(j, 1, &b, p);
+    const int64_t C = j->chunk, KVx = j->K * la__lin_vx(j);
+    float *Sloc = p[C_S], *Stot = p[C_S] + KVx;
+    memset(Sloc, 0, (size_t)KVx * sizeof(float));
+    for (int64_t t0 = tb; t0 < te; t0 += C) {
+        const int64_t L = te - t0 < C ? te - t0 : C;
+        for (int64_t x = 0; x < KVx; x++) Stot[x] = Sin[x] + Sloc[x];
+        bwd_fwd_chunk(j, u, t0, L, Stot, Sloc, p);
+    }
+    if (Sout)
+        for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
+}
+
+static int64_t last_chunk(const la__lin_job *j, int64_t tb, int64_t te) {
+    return tb + (te - tb - 1) / j->chunk * j->chunk;
+}
+
+void la__lin_chunk_seg_rsum(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
+                            float *dSsum, float *scratch) {
+    float *p[LA__LIN_MAX_BUFS];
+    la__arena b = {(char *)scratch, 0, 0};
+    la__lin_chunk_layout(j, 1, &b, p);
+    const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
+    memset(dSsum, 0, (size_t)(K * Vx) * sizeof(float));
+    for (int64_t t0 = last_chunk(j, tb, te); t0 >= tb; t0 -= C) {
+        const int64_t L = te - t0 < C ? te - t0 : C;
+        la__lin_phi_rows(j, j->qscale, u->q, u->sqk, t0, L, p[C_QH]);
+        load_gx(j, u, t0, L, p[C_G]);
+        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_QH], K, p[C_G], Vx, 1.0f, dSsum, Vx);
+    }
+}
+
+void la__lin_chunk_seg_bwd_rev(const la__lin_job *j, const la__lin_unit *u, int64_t tb,
+                               int64_t te, const float *dSin, float *dSout, float *scratch) {
+    float *p[LA__LIN_MAX_BUFS];
+    la__arena b = {(char *)scratch, 0, 0};
+    la__lin_chunk_layout(j, 1, &b, p);
+    const int64_t C = j->chunk, KVx = j->K * la__lin_vx(j);
+    float *dSloc = p[C_S], *dStot = p[C_S] + KVx;
+    memset(dSloc, 0, (size_t)KVx * sizeof(float));
+    for (int64_t t0 = last_chunk(j, tb, te); t0 >= tb; t0 -= C) {
+        const int64_t L = te - t0 < C ? te - t0 : C;
+        for (int64_t x = 0; x < KVx; x++) dStot[x] = dSin[x] + dSloc[x];
+        bwd_rev_chunk(j, u, t0, L, dStot, dSloc, p);
+    }
+    if (dSout)
+        for (int64_t x = 0; x < KVx; x++) dSout[x] = dSin[x] + dSloc[x];
 }

@@ -242,19 +242,33 @@ void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scrat
 void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *u, int64_t n,
                              float *scratch);
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
+/* The chunk backward of n units of one sequence, grouped as the forward. */
+void la__lin_chunk_bwd_group(const la__lin_job *j, const la__lin_unit *u, int64_t n,
+                             float *scratch);
 
 /* The chunk forward of one long sequence split over time (few sequences x
- * heads for the threads): segments of LA__LIN_SEG_CHUNKS chunks, a split
- * fixed by the shape alone (used when sequences x heads <
+ * heads for the threads, split.c): segments of LA__LIN_SEG_CHUNKS chunks, a
+ * split fixed by the shape alone (used when sequences x heads <
  * LA__LIN_SPLIT_BELOW and the longest sequence has >= 2 segments), so the
- * results are the same bits for any thread count. Phase 1 (threads > 1):
- * each segment's local state sum (seg_sum), in parallel; phase 2: the
- * states before the segments, Sin[s+1] = Sin[s] + sum[s], in order; phase 3:
- * every segment's outputs (seg_fwd) in parallel. One thread runs phase 3
- * segment after segment, each producing the next Sin itself (the same
- * operations). Sx states [K, Vx]; Sout (may be NULL) = Sin + local sum. */
+ * results are the same bits for any thread count: the state before a
+ * segment is the one before the previous segment plus that segment's local
+ * sum, whether its forward (seg_fwd) or a sum task (seg_sum) produced the
+ * sum. split.c schedules the segments as a dependency pipeline. Sx states
+ * [K, Vx]; Sout (may be NULL) = Sin + local sum. */
 #define LA__LIN_SEG_CHUNKS 16
 #define LA__LIN_SPLIT_BELOW 8
+int la__lin_split_over_time(const la__lin_job *j);
+la_status la__lin_run_split(const char *op, const la__lin_job *j, int backward);
+/* The backward's two sweeps over a segment (chunk.c): forward (dq, parks G
+ * and δ; Sout = Sin + local K̃ᵀVx) and reverse (dk, dv; dSout = dSin +
+ * local Q̂ᵀGx, summed from the last chunk), and the reverse local sum
+ * alone. */
+void la__lin_chunk_seg_bwd_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t tb,
+                               int64_t te, const float *Sin, float *Sout, float *scratch);
+void la__lin_chunk_seg_bwd_rev(const la__lin_job *j, const la__lin_unit *u, int64_t tb,
+                               int64_t te, const float *dSin, float *dSout, float *scratch);
+void la__lin_chunk_seg_rsum(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
+                            float *dSsum, float *scratch);
 void la__lin_chunk_seg_sum(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
                            float *Ssum, float *scratch);
 void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t tb, int64_t te,
