@@ -129,6 +129,13 @@ static void zoo_defaults(zoo_cfg *z, int size) { /* size: 0 smoke, 1 quick, 2 fu
     z->gen_len = size == 0 ? 64 : size == 1 ? 1024 : 4096;
 }
 
+/* A run's share of the time budget: what is left over the runs left, so time
+ * a fast run does not use goes to the runs after it; never less than half the
+ * even share (a run that overshoots does not starve the rest). */
+static double share(double budget, int n_runs, double left, int runs_left) {
+    return fmax(left / runs_left, 0.5 * budget / n_runs);
+}
+
 static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     int mixers[LM_MIXER_COUNT], nm = 0;
     for (int i = 0; i < LM_MIXER_COUNT; i++)
@@ -146,8 +153,6 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     }
     const int n_runs = nm * (z->n_pairs + (z->listops ? 1 : 0));
     const double per_run = z->budget / n_runs;
-    /* A run's share is the budget left over the runs left, so time a fast
-     * run does not use goes to the runs after it. */
     double left = z->budget;
     int done = 0;
     for (int mi = 0; mi < nm; mi++) {
@@ -157,7 +162,8 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
             lm_task_cfg t;
             memset(&t, 0, sizeof t);
             t.task = LM_TASK_MQAR, t.T = z->T, t.pairs = z->pairs[pi], t.n_keys = z->keys;
-            if (train_one(z, ctx, mixers[mi], &t, left / (n_runs - done), &res[mi][pi], NULL)) {
+            if (train_one(z, ctx, mixers[mi], &t, share(z->budget, n_runs, left, n_runs - done),
+                          &res[mi][pi], NULL)) {
                 fprintf(stderr, "zoo: %s on MQAR: %s\n", lm_mixer_name(mixers[mi]), lm_error());
                 la_ctx_destroy(ctx);
                 return 1;
@@ -169,7 +175,8 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
             lm_task_cfg t;
             memset(&t, 0, sizeof t);
             t.task = LM_TASK_LISTOPS, t.T = z->T, t.listops_depth = 3;
-            if (train_one(z, ctx, mixers[mi], &t, left / (n_runs - done), &lops[mi], NULL)) {
+            if (train_one(z, ctx, mixers[mi], &t, share(z->budget, n_runs, left, n_runs - done),
+                          &lops[mi], NULL)) {
                 fprintf(stderr, "zoo: %s on ListOps: %s\n", lm_mixer_name(mixers[mi]), lm_error());
                 la_ctx_destroy(ctx);
                 return 1;
@@ -344,7 +351,8 @@ static void usage(FILE *f) {
                "  --listops        also train each mixer on ListOps\n"
                "  --budget SECONDS cap on the training time of all runs together\n"
                "                   (quick 150, default 1800; a run stops at its share:\n"
-               "                   the budget left over the runs left)\n"
+               "                   the budget left over the runs left, at least half\n"
+               "                   the even share)\n"
                "  --steps N        training steps per run (quick 200, default 2000)\n"
                "  --pairs A,B,...  MQAR key-value pairs (quick 2,4,8; default 4,8,16,32,64)\n"
                "  --seq-len N      MQAR and ListOps sequence length (quick 48, default 256)\n"
