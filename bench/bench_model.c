@@ -17,6 +17,13 @@ static double now(void) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
+/* CPU seconds of the whole process (all threads): on a shared machine the
+ * work a step costs, whatever share of the cores it got. */
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 static int cmpd(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -85,21 +92,23 @@ int main(int argc, char **argv) {
         lm_train_state ts;
         memset(&ts, 0, sizeof ts);
         la_rng_seed(&ts.data_rng, 1);
-        double times[1000], loss, acc;
+        double times[1000], cpu[1000], loss, acc;
         for (int s = 0; steps > 0 && s <= steps; s++) {
-            double t0 = now();
+            const double t0 = now(), c0 = cpu_now();
             if (lm_train_step(m, &opt, &t, &ts, B, &loss, &acc)) {
                 fprintf(stderr, "%s\n", lm_error());
                 return 1;
             }
-            if (s) times[s - 1] = now() - t0;
+            if (s) times[s - 1] = now() - t0, cpu[s - 1] = cpu_now() - c0;
         }
         const double med = steps > 0 ? median(times, steps) : 0.0;
+        const double cmed = steps > 0 ? median(cpu, steps) : 0.0;
         if (steps > 0)
-            printf(
-                "{\"impl\": \"linattn\", \"mixer\": \"%s\", \"threads\": %d, \"seconds_per_step\": "
-                "%.4f, \"tokens_per_s\": %.1f, \"steps\": %d, \"params\": %ld}\n",
-                lm_mixer_name(mix), threads, med, B * T / med, steps, (long)m->n_params);
+            printf("{\"impl\": \"linattn\", \"mixer\": \"%s\", \"threads\": %d, \"seq_len\": %d, "
+                   "\"seconds_per_step\": %.4f, \"cpu_seconds_per_step\": %.4f, \"tokens_per_s\": "
+                   "%.1f, \"steps\": %d, \"params\": %ld}\n",
+                   lm_mixer_name(mix), threads, T, med, cmed, B * T / med, steps,
+                   (long)m->n_params);
         fflush(stdout);
         /* Generation: median time per token over positions (p/2, p] (the
          * median: the machine is shared and single tokens get preempted). */

@@ -7,8 +7,13 @@
 # unpacked libopenblas0-pthread (usr/lib/x86_64-linux-gnu/openblas-pthread,
 # loaded through LD_LIBRARY_PATH; nothing installed), and with Debian's
 # default BLAS (netlib reference, as installed) for NETLIB_MIXER.
+# SEQ_LEN (512) shortens both for a smaller config; GEN_LEN (2048) is the C
+# generation curve's length. Each JSON line has wall and process CPU seconds
+# per step (all threads; the fairer measure on a loaded machine).
 #   OPENBLAS_DIR=... sh bench/run_model_bench.sh > bench/model_results.jsonl
 THREADS=${THREADS:-2}
+SEQ_LEN=${SEQ_LEN:-512}
+GEN_LEN=${GEN_LEN:-2048}
 STEPS=${STEPS:-2}
 TSTEPS=${TSTEPS:-1}
 TWARM=${TWARM:-0}
@@ -16,16 +21,16 @@ MIXERS=${MIXERS:-"linear gdn softmax performer retnet gla deltanet"}
 TORCH_MIXERS=${TORCH_MIXERS:-"linear gdn softmax"}
 PY=/usr/bin/python3
 for m in $MIXERS; do
-  ./build/bench_model --mixer $m --threads $THREADS --steps $STEPS --gen-len 2048
+  ./build/bench_model --mixer $m --threads $THREADS --steps $STEPS --gen-len $GEN_LEN --seq-len $SEQ_LEN
   case " $TORCH_MIXERS " in *" $m "*)
     if [ -n "$OPENBLAS_DIR" ]; then
       LD_LIBRARY_PATH=$OPENBLAS_DIR OPENBLAS_NUM_THREADS=$THREADS \
         $PY bench/model_torch.py --mixer $m --threads $THREADS --steps $TSTEPS --warmup $TWARM \
-        | sed 's/"impl": "pytorch"/"impl": "pytorch+openblas"/'
+        --seq-len $SEQ_LEN | sed 's/"impl": "pytorch"/"impl": "pytorch+openblas"/'
     fi
     if [ "$m" = "$NETLIB_MIXER" ]; then
       $PY bench/model_torch.py --mixer $m --threads $THREADS --steps $TSTEPS --warmup $TWARM \
-        | sed 's/"impl": "pytorch"/"impl": "pytorch+netlib (Debian default BLAS)"/'
+        --seq-len $SEQ_LEN | sed 's/"impl": "pytorch"/"impl": "pytorch+netlib (Debian default BLAS)"/'
     fi;;
   esac
 done

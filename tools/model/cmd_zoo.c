@@ -129,6 +129,13 @@ static void zoo_defaults(zoo_cfg *z, int size) { /* size: 0 smoke, 1 quick, 2 fu
     z->gen_len = size == 0 ? 64 : size == 1 ? 1024 : 4096;
 }
 
+/* A run's share of the time budget: what is left over the runs left, so time
+ * a fast run does not use goes to the runs after it; never less than half the
+ * even share (a run that overshoots does not starve the rest). */
+static double share(double budget, int n_runs, double left, int runs_left) {
+    return fmax(left / runs_left, 0.5 * budget / n_runs);
+}
+
 static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     int mixers[LM_MIXER_COUNT], nm = 0;
     for (int i = 0; i < LM_MIXER_COUNT; i++)
@@ -146,6 +153,7 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     }
     const int n_runs = nm * (z->n_pairs + (z->listops ? 1 : 0));
     const double per_run = z->budget / n_runs;
+    double left = z->budget;
     int done = 0;
     for (int mi = 0; mi < nm; mi++) {
         for (int pi = 0; pi < z->n_pairs; pi++) {
@@ -154,22 +162,26 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
             lm_task_cfg t;
             memset(&t, 0, sizeof t);
             t.task = LM_TASK_MQAR, t.T = z->T, t.pairs = z->pairs[pi], t.n_keys = z->keys;
-            if (train_one(z, ctx, mixers[mi], &t, per_run, &res[mi][pi], NULL)) {
+            if (train_one(z, ctx, mixers[mi], &t, share(z->budget, n_runs, left, n_runs - done),
+                          &res[mi][pi], NULL)) {
                 fprintf(stderr, "zoo: %s on MQAR: %s\n", lm_mixer_name(mixers[mi]), lm_error());
                 la_ctx_destroy(ctx);
                 return 1;
             }
+            left -= res[mi][pi].secs;
             done++;
         }
         if (z->listops) {
             lm_task_cfg t;
             memset(&t, 0, sizeof t);
             t.task = LM_TASK_LISTOPS, t.T = z->T, t.listops_depth = 3;
-            if (train_one(z, ctx, mixers[mi], &t, per_run, &lops[mi], NULL)) {
+            if (train_one(z, ctx, mixers[mi], &t, share(z->budget, n_runs, left, n_runs - done),
+                          &lops[mi], NULL)) {
                 fprintf(stderr, "zoo: %s on ListOps: %s\n", lm_mixer_name(mixers[mi]), lm_error());
                 la_ctx_destroy(ctx);
                 return 1;
             }
+            left -= lops[mi].secs;
             done++;
         }
         if (gen_curve(z, ctx, mixers[mi], gpos[mi], gus[mi], &gnp[mi])) {
@@ -189,8 +201,9 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
             "trained with every token mixer on multi-query associative recall: %ld-token "
             "sequences of key-value pairs (keys from %d, values from %d) followed by queries; "
             "accuracy is the fraction of held-out queries whose value is predicted. Each run "
-            "trains %ld steps of batch %ld unless its %.1f s share of the time budget runs "
-            "out first (then it stops early: see the steps column). The literature (Zoology, "
+            "trains %ld steps of batch %ld unless its share of the %.0f s time budget (%.1f s, "
+            "plus what earlier runs left unused) runs out first (then it stops early: see the "
+            "steps column). The literature (Zoology, "
             "Based, DeltaNet, Gated "
             "DeltaNet) expects softmax to recall nearly everything, plain linear attention to "
             "degrade as pairs grow, and delta-rule mixers to recover most of the gap; the "
@@ -198,7 +211,7 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
             "sequence (all layers, plus the conv history), or for softmax the KV cache at "
             "position %ld.",
             z->layers, z->d_model, z->heads, (long)z->T, z->keys, z->keys, (long)z->max_steps,
-            (long)z->B, per_run, (long)z->T);
+            (long)z->B, z->budget, per_run, (long)z->T);
     sb_addf(&out->table, "%-10s", "mixer");
     for (int pi = 0; pi < z->n_pairs; pi++) sb_addf(&out->table, "  acc@%-3d", z->pairs[pi]);
     if (z->listops) sb_addf(&out->table, "  listops");
@@ -214,8 +227,10 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
     }
     sb_addf(&out->json,
             "{\"id\": \"zoo\", \"config\": {\"T\": %ld, \"batch\": %ld, \"d_model\": %d, "
-            "\"layers\": %d, \"heads\": %d, \"keys\": %d, \"seconds_per_run\": ",
+            "\"layers\": %d, \"heads\": %d, \"keys\": %d, \"budget_s\": ",
             (long)z->T, (long)z->B, z->d_model, z->layers, z->heads, z->keys);
+    sb_json_num(&out->json, z->budget);
+    sb_addf(&out->json, ", \"seconds_per_run\": ");
     sb_json_num(&out->json, per_run);
     sb_addf(&out->json, ", \"max_steps\": %ld, \"seed\": %llu}, \"mqar\": [", (long)z->max_steps,
             (unsigned long long)z->seed);
@@ -237,7 +252,9 @@ static int zoo_run_all(const zoo_cfg *z, lab_output *out) {
         sb_addf(&out->json, "%s{\"mixer\": \"%s\", \"accuracy\": ", mi ? ", " : "",
                 lm_mixer_name(mixers[mi]));
         sb_json_num(&out->json, lops[mi].acc);
-        sb_addf(&out->json, ", \"steps\": %ld}", (long)lops[mi].steps);
+        sb_addf(&out->json, ", \"steps\": %ld, \"train_tokens_per_s\": ", (long)lops[mi].steps);
+        sb_json_num(&out->json, lops[mi].train_tps);
+        sb_addf(&out->json, "}");
     }
     sb_addf(&out->json, "], \"generation\": [");
     for (int mi = 0; mi < nm; mi++) {
@@ -321,7 +338,8 @@ int lab_zoo(const lab_opts *opts, lab_output *out) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: linattn zoo [--quick] [--listops] [--budget SECONDS] [--out DIR]\n"
-               "                   [--seed N] [--threads N]\n"
+               "                   [--steps N] [--pairs A,B,...] [--seq-len N] [--seed N]\n"
+               "                   [--threads N]\n"
                "\n"
                "Trains every token mixer on MQAR at increasing numbers of key-value pairs\n"
                "within a time budget and writes a report folder (index.html, zoo.json, SVG):\n"
@@ -332,17 +350,49 @@ static void usage(FILE *f) {
                "                   (default: pairs 4..64, T 256, d_model 64, 2000 steps)\n"
                "  --listops        also train each mixer on ListOps\n"
                "  --budget SECONDS cap on the training time of all runs together\n"
-               "                   (quick 150, default 1800; a run stops at its share)\n"
+               "                   (quick 150, default 1800; a run stops at its share:\n"
+               "                   the budget left over the runs left, at least half\n"
+               "                   the even share)\n"
+               "  --steps N        training steps per run (quick 200, default 2000)\n"
+               "  --pairs A,B,...  MQAR key-value pairs (quick 2,4,8; default 4,8,16,32,64)\n"
+               "  --seq-len N      MQAR and ListOps sequence length (quick 48, default 256)\n"
                "  --out DIR        report folder (default zoo-report)\n"
                "\n"
                "example: linattn zoo --quick && xdg-open zoo-report/index.html\n");
+}
+
+/* "4,8,16": up to ZOO_MAX_P counts in [1, 4096]. */
+static int parse_pairs(const char *s, zoo_cfg *z) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        const long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 4096 || n == ZOO_MAX_P || (*end && *end != ',') ||
+            (*end == ',' && !end[1])) {
+            fprintf(stderr,
+                    "linattn zoo: --pairs '%s': want up to %d comma-separated counts in "
+                    "[1, 4096]\n",
+                    s, ZOO_MAX_P);
+            return 1;
+        }
+        z->pairs[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (!n) {
+        fprintf(stderr, "linattn zoo: --pairs is empty\n");
+        return 1;
+    }
+    z->n_pairs = n;
+    return 0;
 }
 
 int cmd_zoo(int argc, char **argv) {
     zoo_cfg z;
     memset(&z, 0, sizeof z);
     const char *out = "zoo-report";
-    long threads = 0;
+    long threads = 0, steps = 0, seq_len = 0;
+    const char *pairs = NULL;
     double budget = -1;
     int quick = 0, listops = 0;
     uint64_t seed = 1;
@@ -351,7 +401,10 @@ int cmd_zoo(int argc, char **argv) {
                             CLI_OPT_QUICK(&quick),
                             {"--listops", CLI_FLAG, &listops, 0, 0, NULL},
                             {"--out", CLI_STR, &out, 0, 0, NULL},
-                            {"--budget", CLI_DOUBLE, &budget, 0.1, 1e6, NULL}};
+                            {"--budget", CLI_DOUBLE, &budget, 0.1, 1e6, NULL},
+                            {"--steps", CLI_INT, &steps, 1, 1000000, NULL},
+                            {"--seq-len", CLI_INT, &seq_len, 4, 1 << 16, NULL},
+                            {"--pairs", CLI_STR, &pairs, 0, 0, NULL}};
     const int parsed = cli_parse("zoo", argc, argv, opts, CLI_COUNT(opts));
     if (parsed == CLI_HELP) usage(stdout);
     if (parsed != CLI_OK) return parsed == CLI_HELP ? 0 : 2;
@@ -360,6 +413,17 @@ int cmd_zoo(int argc, char **argv) {
     z.threads = (int)threads;
     z.seed = seed;
     if (budget > 0) z.budget = budget;
+    if (steps > 0) z.max_steps = steps;
+    if (seq_len > 0) z.T = seq_len;
+    if (pairs && parse_pairs(pairs, &z)) return 2;
+    for (int pi = 0; pi < z.n_pairs; pi++)
+        if (z.pairs[pi] > z.keys || z.T < 2 * (int64_t)z.pairs[pi] + 2) {
+            fprintf(stderr,
+                    "linattn zoo: %d pairs need at most %d keys and a sequence length of at "
+                    "least %d (--seq-len is %ld)\n",
+                    z.pairs[pi], z.keys, 2 * z.pairs[pi] + 2, (long)z.T);
+            return 2;
+        }
     lab_output res;
     memset(&res, 0, sizeof res);
     printf("linattn zoo: %s, training budget %.0f s, report in %s/\n", quick ? "quick" : "full",
@@ -368,9 +432,13 @@ int cmd_zoo(int argc, char **argv) {
     int rc = zoo_run_all(&z, &res);
     if (!rc) {
         printf("%s\n%s\n", res.table.s ? res.table.s : "", res.summary.s ? res.summary.s : "");
-        char cmdline[256];
-        snprintf(cmdline, sizeof cmdline, "linattn zoo%s%s --seed %llu", quick ? " --quick" : "",
-                 listops ? " --listops" : "", (unsigned long long)seed);
+        char cmdline[512], plist[128] = "";
+        for (int pi = 0, o = 0; pi < z.n_pairs; pi++)
+            o += snprintf(plist + o, sizeof plist - (size_t)o, "%s%d", pi ? "," : "", z.pairs[pi]);
+        snprintf(cmdline, sizeof cmdline,
+                 "linattn zoo%s%s --budget %.0f --steps %ld --pairs %s --seq-len %ld --seed %llu",
+                 quick ? " --quick" : "", listops ? " --listops" : "", z.budget, (long)z.max_steps,
+                 plist, (long)z.T, (unsigned long long)seed);
         rc = report_write(out, &res, 1, cmdline) ? 1 : 0;
         if (!rc) printf("report: %s/index.html (%.0f s)\n", out, mcli_now() - t0);
     }
