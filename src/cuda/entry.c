@@ -81,9 +81,12 @@ static la_status common(la__cu_call *c, la_ctx *ctx, const char *op, const la_di
 static la_status gated_opts(const char *op, const la_gated_opts *opts) {
     la_status st = la__check_ptr(op, "opts", opts);
     if (st) return st;
-    if (opts->form != LA_FORM_RECURRENT && opts->form != LA_FORM_CHUNK)
+    /* 0 (a zeroed struct, LA_FORM_PARALLEL) means the chunk form, as on the CPU */
+    if (opts->form != LA_FORM_PARALLEL && opts->form != LA_FORM_RECURRENT &&
+        opts->form != LA_FORM_CHUNK)
         return la__error(LA_ERR_INVALID_ARGUMENT,
-                         "%s: opts.form = %d (the gated ops have the recurrent and chunk forms)",
+                         "%s: opts.form = %d is not a known la_form (recurrent 1, chunk 2; 0 "
+                         "means chunk)",
                          op, (int)opts->form);
     if (opts->chunk_size < 0)
         return la__error(LA_ERR_INVALID_ARGUMENT,

@@ -1,7 +1,8 @@
 /* Kernel linear attention (unnormalised; identity, elu+1, relu) and simple
  * GLA (per-token g and/or per-head g_gamma) on the GPU: chunkwise forward
- * and backward; fp32 inputs in fp32 FFMA math (this file), bf16 / fp16 inputs on
- * tensor cores with the same structure (scalar_gate_tc.cu, chunk_state_tc.cuh).
+ * and backward in fp32 FFMA math (this file); for bf16 / fp16 inputs the
+ * state passes run on tensor cores (chunk_state_tc.cuh; scalar_gate_tc.cu has
+ * tensor-core output / backward kernels too, see use_tc below).
  *
  * Forward:  la_cu_state_pass (chunk_state.cuh) stores the state at each chunk
  *           start, then one CTA per (chunk, head) computes
@@ -12,11 +13,19 @@
  *           for dq, dk, dv, and the gate gradient as fla's identity
  *           dg_t = sum_{u>=t} (Qf_u.dQf_u - Kf_u.dKf_u) + [final] <dS_T, S_T>
  *           with the diagonal pair left out of both dots (it cancels), the
- *           sums in float64 and in a fixed order. */
+ *           sums in float64 and in a fixed order. dg_gamma (fp32 path) does
+ *           not sum that dg (its dots cancel, weighted by positions up to T):
+ *           per chunk, with weights <= 64 (bench/GPU.md, cuda-glue section),
+ *             L e^{G_e} <dS_e,S'> + sum_j (L-1-j) e^{G_e-G_j} (Kf_j dS_e).v_j
+ *             + sum_i (i+1) e^{G_i} (Qf_i S').do_i
+ *             + sum_{j<i} (i-j) e^{G_i-G_j} (Qf_i.Kf_j)(do_i.v_j),
+ *           one float64 per (chunk, head), summed over chunks in order. */
 #include "scalar_gate.cuh"
 
-#define LA_TILE_IDX                                                                          \
-    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;                                  \
+#include <stdlib.h>
+
+#define LA_TILE_IDX                                                                                \
+    const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;                                        \
     (void)ty, (void)tx;
 
 template <typename T>
@@ -55,22 +64,24 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_fwd(la_cu_intra_args p
     __syncthreads();
     for (int64_t vb = 0; vb < V; vb += 64) {
         la_cu_zero(acc);
-        la_cu_gemm(acc, (int)K, Qf,
-                   [&](int r, int nn) -> float {
-                       const int64_t col = vb + nn;
-                       return (r < K && col < V) ? S[r * V + col] : 0.f;
-                   },
-                   gs);
+        la_cu_gemm(
+            acc, (int)K, Qf,
+            [&](int r, int nn) -> float {
+                const int64_t col = vb + nn;
+                return (r < K && col < V) ? S[r * V + col] : 0.f;
+            },
+            gs);
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
             for (int b = 0; b < 4; b++) acc[a][b] *= eG[ty + 16 * a];
-        la_cu_gemm(acc, L, [&](int m, int r) -> float { return P[m][r]; },
-                   [&](int r, int nn) -> float {
-                       const int64_t col = vb + nn;
-                       return (r < L && col < V) ? ldf(v + ((tok0 + r) * H + h) * V + col) : 0.f;
-                   },
-                   gs);
+        la_cu_gemm(
+            acc, L, [&](int m, int r) -> float { return P[m][r]; },
+            [&](int r, int nn) -> float {
+                const int64_t col = vb + nn;
+                return (r < L && col < V) ? ldf(v + ((tok0 + r) * H + h) * V + col) : 0.f;
+            },
+            gs);
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -100,6 +111,8 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
     __shared__ double G[LA_CU_C];
     __shared__ float eG[LA_CU_C], eL[LA_CU_C];
     __shared__ double rq[LA_CU_C], rk[LA_CU_C];
+    __shared__ double red[256];
+    double gam = 0.0; /* this thread's share of the chunk's dg_gamma terms (DG) */
     LA_TILE_IDX
     const la_cu_chunk ch = p.chunks[blockIdx.x];
     const int h = blockIdx.y, L = ch.len;
@@ -136,7 +149,8 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
     /* P = e^{G_i-G_j} Qf_i.Kf_j (j <= i), dP = e^{G_i-G_j} do_i.v_j (j < i),
      * dPd_i = do_i.v_i (the diagonal, no decay). */
     la_cu_zero(acc);
-    la_cu_gemm<true>(acc, (int)K, Qf, [&](int r, int nn) { return Kf(nn, r); }, gs);
+    la_cu_gemm<true>(
+        acc, (int)K, Qf, [&](int r, int nn) { return Kf(nn, r); }, gs);
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -145,7 +159,8 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
             P[m][nn] = (nn <= m && m < L) ? acc[a][b] * la_cu_expd(G[m] - G[nn]) : 0.f;
         }
     la_cu_zero(acc);
-    la_cu_gemm<true>(acc, (int)V, DO, [&](int r, int nn) { return Vv(nn, r); }, gs);
+    la_cu_gemm<true>(
+        acc, (int)V, DO, [&](int r, int nn) { return Vv(nn, r); }, gs);
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -153,23 +168,32 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
             const int m = ty + 16 * a, nn = tx + 16 * b;
             dP[m][nn] = (nn < m && m < L) ? acc[a][b] * la_cu_expd(G[m] - G[nn]) : 0.f;
             if (nn == m && m < L) dPd[m] = acc[a][b];
+            /* (T4); P[m][nn] was written by this thread above */
+            if (DG && nn < m && m < L) gam += (double)(m - nn) * ((double)P[m][nn] * acc[a][b]);
         }
     __syncthreads();
     for (int64_t kb = 0; kb < K; kb += 64) {
         /* dQf = e^{G_i} do_i S^T + dP Kf (+ the diagonal) */
         la_cu_zero(acc);
-        la_cu_gemm<true>(acc, (int)V, DO,
-                   [&](int r, int nn) -> float {
-                       const int64_t col = kb + nn;
-                       return (r < V && col < K) ? S[col * V + r] : 0.f;
-                   },
-                   gs);
+        la_cu_gemm<true>(
+            acc, (int)V, DO,
+            [&](int r, int nn) -> float {
+                const int64_t col = kb + nn;
+                return (r < V && col < K) ? S[col * V + r] : 0.f;
+            },
+            gs);
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
-            for (int b = 0; b < 4; b++) acc[a][b] *= eG[ty + 16 * a];
-        la_cu_gemm(acc, L, [&](int m, int r) -> float { return dP[m][r]; },
-                   [&](int r, int nn) { return Kf(r, (int)(kb + nn)); }, gs);
+            for (int b = 0; b < 4; b++) {
+                acc[a][b] *= eG[ty + 16 * a];
+                if (DG) /* (T3) */
+                    gam += (double)(ty + 16 * a + 1) *
+                           ((double)Qf(ty + 16 * a, (int)kb + tx + 16 * b) * acc[a][b]);
+            }
+        la_cu_gemm(
+            acc, L, [&](int m, int r) -> float { return dP[m][r]; },
+            [&](int r, int nn) { return Kf(r, (int)(kb + nn)); }, gs);
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             const int m = ty + 16 * a;
@@ -191,18 +215,25 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
         }
         /* dKf = e^{G_L-G_j} v_j dS^T + dP^T Qf (+ the diagonal) */
         la_cu_zero(acc);
-        la_cu_gemm<true>(acc, (int)V, Vv,
-                   [&](int r, int nn) -> float {
-                       const int64_t col = kb + nn;
-                       return (r < V && col < K) ? dS[col * V + r] : 0.f;
-                   },
-                   gs);
+        la_cu_gemm<true>(
+            acc, (int)V, Vv,
+            [&](int r, int nn) -> float {
+                const int64_t col = kb + nn;
+                return (r < V && col < K) ? dS[col * V + r] : 0.f;
+            },
+            gs);
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
-            for (int b = 0; b < 4; b++) acc[a][b] *= eL[ty + 16 * a];
-        la_cu_gemm(acc, L, [&](int m, int r) -> float { return dP[r][m]; },
-                   [&](int r, int nn) { return Qf(r, (int)(kb + nn)); }, gs);
+            for (int b = 0; b < 4; b++) {
+                acc[a][b] *= eL[ty + 16 * a];
+                if (DG && ty + 16 * a < L) /* (T2) */
+                    gam += (double)(L - 1 - (ty + 16 * a)) *
+                           ((double)Kf(ty + 16 * a, (int)kb + tx + 16 * b) * acc[a][b]);
+            }
+        la_cu_gemm(
+            acc, L, [&](int m, int r) -> float { return dP[r][m]; },
+            [&](int r, int nn) { return Qf(r, (int)(kb + nn)); }, gs);
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             const int m = ty + 16 * a;
@@ -226,18 +257,20 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
     for (int64_t vb = 0; vb < V; vb += 64) {
         /* dv = e^{G_L-G_j} Kf_j dS + P^T do */
         la_cu_zero(acc);
-        la_cu_gemm(acc, (int)K, Kf,
-                   [&](int r, int nn) -> float {
-                       const int64_t col = vb + nn;
-                       return (r < K && col < V) ? dS[r * V + col] : 0.f;
-                   },
-                   gs);
+        la_cu_gemm(
+            acc, (int)K, Kf,
+            [&](int r, int nn) -> float {
+                const int64_t col = vb + nn;
+                return (r < K && col < V) ? dS[r * V + col] : 0.f;
+            },
+            gs);
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
             for (int b = 0; b < 4; b++) acc[a][b] *= eL[ty + 16 * a];
-        la_cu_gemm(acc, L, [&](int m, int r) -> float { return P[r][m]; },
-                   [&](int r, int nn) { return DO(r, (int)(vb + nn)); }, gs);
+        la_cu_gemm(
+            acc, L, [&](int m, int r) -> float { return P[r][m]; },
+            [&](int r, int nn) { return DO(r, (int)(vb + nn)); }, gs);
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -248,7 +281,17 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
             }
     }
     if (DG) {
+        /* (T1) and the chunk's dg_gamma total (fixed tree) */
+        double sd = 0.0;
+        for (int64_t i = threadIdx.x; i < K * V; i += 256) sd += (double)S[i] * (double)dS[i];
+        gam += (double)L * (double)eG[L - 1] * sd;
+        red[threadIdx.x] = gam;
         __syncthreads();
+        for (int w = 128; w > 0; w >>= 1) {
+            if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) p.cgam[(size_t)blockIdx.x * H + h] = red[0];
         if (threadIdx.x == 0) {
             double run = 0.0;
             for (int i = L - 1; i >= 0; i--) {
@@ -261,8 +304,8 @@ __global__ void __launch_bounds__(256) la_cu_scalar_intra_bwd(la_cu_intra_args p
 }
 
 /* fin[n, h] = <dS_T, S_T> (float64, fixed order), one CTA per (n, h). */
-__global__ void __launch_bounds__(256) la_cu_state_dot(const float *a, const float *b,
-                                                       double *out, int64_t KV) {
+__global__ void __launch_bounds__(256)
+    la_cu_state_dot(const float *a, const float *b, double *out, int64_t KV) {
     __shared__ double red[256];
     const float *x = a + (size_t)blockIdx.x * KV, *y = b + (size_t)blockIdx.x * KV;
     double s = 0.0;
@@ -298,9 +341,10 @@ __global__ void la_cu_dg_finish(const la_cu_seq *seqs, const la_cu_chunk *chunks
     }
 }
 
-/* dg_gamma[h] = sum over every token of dg (float64, fixed tree). */
-__global__ void __launch_bounds__(256) la_cu_dg_gamma(const double *dgl, float *dg_gamma,
-                                                      int64_t ntok, int64_t H) {
+/* dg_gamma[h] = sum over n of x[n * H + h] (float64, fixed tree): x = the
+ * per-token dg (tensor-core path) or the per-chunk totals (fp32 path). */
+__global__ void __launch_bounds__(256)
+    la_cu_dg_gamma(const double *dgl, float *dg_gamma, int64_t ntok, int64_t H) {
     __shared__ double red[256];
     const int h = blockIdx.x;
     double s = 0.0;
@@ -316,8 +360,22 @@ __global__ void __launch_bounds__(256) la_cu_dg_gamma(const double *dgl, float *
 
 /* ---- launchers ------------------------------------------------------------ */
 
-template <typename T>
-static la_status scalar_forward(const la__cu_call *c, la_cu_arena *ar) {
+/* Which kernels take bf16 / fp16 inputs: the state passes on tensor cores
+ * (chunk_state_tc.cuh; faster than the FFMA ones), the per-chunk output and
+ * backward kernels in fp32 FFMA (this file; faster than scalar_gate_tc.cu at
+ * 8,2048,16,128 on the H200, bench/GPU.md "Why the chunk kernels are slow").
+ * LINATTN_CUDA_TC = 0: FFMA for everything, = 1: tensor cores for everything
+ * (benchmarking and testing knobs, read once). what: 0 state pass, 1 intra. */
+static bool use_tc(size_t elem, int what) {
+    static int mode = -1; /* 0 none, 1 all, 2 state passes only */
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_TC");
+        mode = !e ? 2 : e[0] == '0' ? 0 : e[0] == '1' ? 1 : 2;
+    }
+    return elem == 2 && (mode == 1 || (mode == 2 && what == 0));
+}
+
+template <typename T> static la_status scalar_forward(const la__cu_call *c, la_cu_arena *ar) {
     la_cu_table tb;
     la_status st = la__cu_make_table(ar, c, &tb);
     if (st) return st;
@@ -325,11 +383,11 @@ static la_status scalar_forward(const la__cu_call *c, la_cu_arena *ar) {
     float *hbuf = NULL;
     if ((st = la__cu_alloc(ar, (void **)&hbuf, (size_t)tb.nchunks * c->H * KV * sizeof(float))))
         return st;
-    la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
-                       c->final_state, hbuf, c->H, c->K, c->V, c->scale, c->feature_map};
-    const bool tc = sizeof(T) == 2; /* bf16 / fp16: tensor cores (scalar_gate_tc.cu) */
-    if ((st = tc ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
-                 : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
+    la_cu_sp_args a = {tb.seqs,        tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
+                       c->final_state, hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
+    const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 1);
+    if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
+                  : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
         return st;
     if (tb.nchunks == 0) return LA_OK;
     la_cu_intra_args p = {};
@@ -337,13 +395,13 @@ static la_status scalar_forward(const la__cu_call *c, la_cu_arena *ar) {
     p.g_gamma = c->g_gamma, p.hbuf = hbuf, p.H = c->H, p.K = c->K, p.V = c->V;
     p.scale = c->scale, p.fm = c->feature_map;
     if (tc) return la__tc_intra_fwd(c->op, ar->stream, c->dtype, tb.nchunks, p);
-    la_cu_scalar_intra_fwd<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->H), 256, 0, ar->stream>>>(p);
+    la_cu_scalar_intra_fwd<T>
+        <<<dim3((unsigned)tb.nchunks, (unsigned)c->H), 256, 0, ar->stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
 
-template <typename T>
-static la_status scalar_backward(const la__cu_call *c, la_cu_arena *ar) {
+template <typename T> static la_status scalar_backward(const la__cu_call *c, la_cu_arena *ar) {
     la_cu_table tb;
     la_status st = la__cu_make_table(ar, c, &tb);
     if (st) return st;
@@ -351,43 +409,45 @@ static la_status scalar_backward(const la__cu_call *c, la_cu_arena *ar) {
     const size_t ntok = (size_t)c->B * c->T;
     const bool DG = c->dg || c->dg_gamma;
     float *hbuf = NULL, *dhbuf = NULL, *sT = NULL;
-    double *dgl = NULL, *ctot = NULL, *fin = NULL;
+    double *dgl = NULL, *ctot = NULL, *fin = NULL, *cgam = NULL;
     const size_t hb = (size_t)tb.nchunks * c->H * KV * sizeof(float);
     if ((st = la__cu_alloc(ar, (void **)&hbuf, hb)) || (st = la__cu_alloc(ar, (void **)&dhbuf, hb)))
         return st;
     if (DG) {
         if ((st = la__cu_alloc(ar, (void **)&dgl, ntok * c->H * sizeof(double))) ||
-            (st = la__cu_alloc(ar, (void **)&ctot, (size_t)(tb.nchunks ? tb.nchunks : 1) * c->H *
-                                                       sizeof(double))))
+            (st = la__cu_alloc(ar, (void **)&ctot,
+                               (size_t)(tb.nchunks ? tb.nchunks : 1) * c->H * sizeof(double))) ||
+            (st = la__cu_alloc(ar, (void **)&cgam,
+                               (size_t)(tb.nchunks ? tb.nchunks : 1) * c->H * sizeof(double))))
             return st;
         if (c->dsT && ((st = la__cu_alloc(ar, (void **)&sT, NH * KV * sizeof(float))) ||
                        (st = la__cu_alloc(ar, (void **)&fin, NH * sizeof(double)))))
             return st;
     }
-    la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0, sT, hbuf,
-                       c->H, c->K, c->V, c->scale, c->feature_map};
-    const bool tc = sizeof(T) == 2; /* bf16 / fp16: tensor cores (scalar_gate_tc.cu) */
-    if ((st = tc ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
-                 : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
+    la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
+                       sT,      hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
+    const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 1);
+    if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
+                  : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
         return st;
     if (fin) { /* before the reverse pass: d_initial_state may alias d_final_state */
         la_cu_state_dot<<<(unsigned)NH, 256, 0, ar->stream>>>(c->dsT, sT, fin, (int64_t)KV);
         LA_CU_LAUNCHED(c->op);
     }
-    la_cu_sp_args r = {tb.seqs, tb.chunks, c->q, c->d_o, c->g, c->g_gamma, c->dsT, c->ds0, dhbuf,
-                       c->H, c->K, c->V, c->scale, c->feature_map};
-    if ((st = tc ? la__tc_state_pass(c->op, ar->stream, c->dtype, 1, c->N, r)
-                 : la_cu_launch_state_pass<T, true>(c->op, ar->stream, c->N, r)))
+    la_cu_sp_args r = {tb.seqs, tb.chunks, c->q, c->d_o, c->g, c->g_gamma, c->dsT,
+                       c->ds0,  dhbuf,     c->H, c->K,   c->V, c->scale,   c->feature_map};
+    if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 1, c->N, r)
+                  : la_cu_launch_state_pass<T, true>(c->op, ar->stream, c->N, r)))
         return st;
     if (tb.nchunks == 0) {
-        if (c->dg_gamma) LA_CU_TRY(c->op, cudaMemsetAsync(c->dg_gamma, 0, c->H * sizeof(float),
-                                                          ar->stream));
+        if (c->dg_gamma)
+            LA_CU_TRY(c->op, cudaMemsetAsync(c->dg_gamma, 0, c->H * sizeof(float), ar->stream));
         return LA_OK;
     }
     la_cu_intra_args p = {};
     p.chunks = tb.chunks, p.q = c->q, p.k = c->k, p.v = c->v, p.d_o = c->d_o;
     p.dq = c->dq, p.dk = c->dk, p.dv = c->dv, p.g = c->g, p.g_gamma = c->g_gamma;
-    p.hbuf = hbuf, p.dhbuf = dhbuf, p.dgl = dgl, p.ctot = ctot;
+    p.hbuf = hbuf, p.dhbuf = dhbuf, p.dgl = dgl, p.ctot = ctot, p.cgam = cgam;
     p.H = c->H, p.K = c->K, p.V = c->V, p.scale = c->scale, p.fm = c->feature_map;
     const dim3 grid((unsigned)tb.nchunks, (unsigned)c->H);
     if (tc) {
@@ -399,12 +459,16 @@ static la_status scalar_backward(const la__cu_call *c, la_cu_arena *ar) {
     }
     LA_CU_LAUNCHED(c->op);
     if (DG) {
-        la_cu_dg_finish<<<grid, LA_CU_C, 0, ar->stream>>>(tb.seqs, tb.chunks, ctot, fin, dgl,
-                                                          c->dg, c->H);
+        la_cu_dg_finish<<<grid, LA_CU_C, 0, ar->stream>>>(tb.seqs, tb.chunks, ctot, fin, dgl, c->dg,
+                                                          c->H);
         LA_CU_LAUNCHED(c->op);
         if (c->dg_gamma) {
-            la_cu_dg_gamma<<<(unsigned)c->H, 256, 0, ar->stream>>>(dgl, c->dg_gamma,
-                                                                   (int64_t)ntok, c->H);
+            if (tc) /* per-token dg summed (its bf16/fp16 bounds are met) */
+                la_cu_dg_gamma<<<(unsigned)c->H, 256, 0, ar->stream>>>(dgl, c->dg_gamma,
+                                                                       (int64_t)ntok, c->H);
+            else /* the per-chunk totals of the exact chunk formula */
+                la_cu_dg_gamma<<<(unsigned)c->H, 256, 0, ar->stream>>>(cgam, c->dg_gamma,
+                                                                       (int64_t)tb.nchunks, c->H);
             LA_CU_LAUNCHED(c->op);
         }
     }

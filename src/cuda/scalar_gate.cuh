@@ -7,14 +7,15 @@
 #include "chunk_state.cuh"
 
 /* One (chunk, head) kernel's view of a call; dgl / ctot: the backward's
- * per-token float64 gate-gradient sums and per-chunk totals. */
+ * per-token float64 gate-gradient sums and per-chunk totals; cgam: the
+ * per-(chunk, head) dg_gamma terms (fp32 kernel only). */
 struct la_cu_intra_args {
     const la_cu_chunk *chunks;
     const void *q, *k, *v, *d_o;
     void *o, *dq, *dk, *dv;
     const float *g, *g_gamma;
     const float *hbuf, *dhbuf;
-    double *dgl, *ctot;
+    double *dgl, *ctot, *cgam;
     int64_t H, K, V;
     float scale;
     int fm;
