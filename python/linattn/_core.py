@@ -303,9 +303,11 @@ class _CudaContext(_Context):
         self._destroy = lib.la_ctx_destroy
         _CUDA_HANDLES.add(self.handle)
 
-    def __del__(self):
+    # The set is bound as a default: at interpreter exit the module's globals
+    # may already be None when the last thread-local contexts are collected.
+    def __del__(self, _handles=_CUDA_HANDLES):
         if getattr(self, "handle", None):
-            _CUDA_HANDLES.discard(self.handle)
+            _handles.discard(self.handle)
         _Context.__del__(self)
 
 
