@@ -360,19 +360,20 @@ __global__ void __launch_bounds__(256)
 
 /* ---- launchers ------------------------------------------------------------ */
 
-/* Which kernels take bf16 / fp16 inputs: the state passes on tensor cores
- * (chunk_state_tc.cuh; faster than the FFMA ones), the per-chunk output and
- * backward kernels in fp32 FFMA (this file; faster than scalar_gate_tc.cu at
- * 8,2048,16,128 on the H200, bench/GPU.md "Why the chunk kernels are slow").
- * LINATTN_CUDA_TC = 0: FFMA for everything, = 1: tensor cores for everything
- * (benchmarking and testing knobs, read once). what: 0 state pass, 1 intra. */
+/* Which kernels take bf16 / fp16 inputs: the state passes and the output
+ * kernel on tensor cores (chunk_state_tc.cuh, scalar_gate_tc.cu: whole tiles
+ * by cp.async), the backward per-chunk kernel in fp32 FFMA (this file;
+ * faster than the tensor-core one, bench/GPU.md "cuda-lin (round 2,
+ * session 3)"). LINATTN_CUDA_TC = 0: FFMA for everything, = 1: tensor
+ * cores for everything (benchmarking and testing knobs, read once).
+ * what: 0 state pass, 1 output kernel, 2 backward kernel. */
 static bool use_tc(size_t elem, int what) {
-    static int mode = -1; /* 0 none, 1 all, 2 state passes only */
+    static int mode = -1; /* 0 none, 1 all, 2 all but the backward kernel */
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC");
         mode = !e ? 2 : e[0] == '0' ? 0 : e[0] == '1' ? 1 : 2;
     }
-    return elem == 2 && (mode == 1 || (mode == 2 && what == 0));
+    return elem == 2 && (mode == 1 || (mode == 2 && what < 2));
 }
 
 template <typename T> static la_status scalar_forward(const la__cu_call *c, la_cu_arena *ar) {
@@ -426,7 +427,7 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     }
     la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
                        sT,      hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
-    const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 1);
+    const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 2);
     if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
                   : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
         return st;

@@ -9,75 +9,180 @@
 #include "scalar_gate.cuh"
 
 /* o_i = scale e^{G_i} phi(q_i) S + sum_{j<=i} scale e^{G_i-G_j} (phi(q_i).phi(k_j)) v_j
- * for 64 value columns (blockIdx.z). */
+ * for 64 value columns (blockIdx.z). Per 64-key block: q, k tiles by
+ * 16-byte cp.async (double-buffered over the key blocks), the state block
+ * (fp32) by vector loads into registers one block ahead and split into parts
+ * in shared memory; P = phi(q) phi(k)^T and phi(q) S accumulate in
+ * registers; the mask and decay of P and the row scales of the state term
+ * are applied in registers; o goes out through a 16-bit shared tile in
+ * 16-byte stores. */
+#define LA_TC_FWD_SMEM (10 * LA_TC_TILE_BYTES)
 template <typename T>
-__global__ void __launch_bounds__(LA_TC_THREADS) la_tc_intra_fwd(la_cu_intra_args p) {
+__global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_intra_fwd(la_cu_intra_args p) {
     extern __shared__ __align__(128) unsigned char la_tc_fwd_smem[];
-    T *Qh = (T *)la_tc_fwd_smem, *Ql = Qh + LA_TC_TILE, *Kh = Ql + LA_TC_TILE,
-      *Kl = Kh + LA_TC_TILE, *Hh = Kl + LA_TC_TILE, *Hl = Hh + LA_TC_TILE, *Hl2 = Hl + LA_TC_TILE;
-    float *Pf = (float *)(Hl2 + LA_TC_TILE), *Of = Pf + LA_TC_TILEF;
-    __shared__ double G[64], part[64];
+    T *const tiles = (T *)la_tc_fwd_smem; /* Q[2], K[2] */
+    T *const Hh = tiles + 4 * LA_TC_TILE, *const Hl = Hh + LA_TC_TILE, *const Hl2 = Hl + LA_TC_TILE;
+    T *const Ql = Hl2 + LA_TC_TILE, *const Kl = Ql + LA_TC_TILE, *const Vs = Kl + LA_TC_TILE;
+    __shared__ double Gw[LA_TC_THREADS / 32][64];
     const la_cu_chunk ch = p.chunks[blockIdx.x];
-    const int h = blockIdx.y, L = ch.len, t = threadIdx.x;
+    const int h = blockIdx.y, L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31;
     const int64_t H = p.H, K = p.K, V = p.V, tok0 = ch.tok0, v0 = (int64_t)blockIdx.z * 64;
     const float scale = p.scale, gam = p.g_gamma ? p.g_gamma[h] : 0.f;
     const int fm = p.fm;
-    const bool three = la_tc_three<T>::value;
-    T *ql = fm == LA_FEATURE_ELU1 ? Ql : (T *)NULL; /* phi(x) not exact in T */
-    T *kl = ql ? Kl : (T *)NULL;
-    T *hl2 = three ? Hl2 : (T *)NULL;
+    const bool three = la_tc_three<T>::value, elu = fm == LA_FEATURE_ELU1;
+    T *const ql = elu ? Ql : (T *)NULL; /* phi(x) not exact in T */
+    T *const kl = elu ? Kl : (T *)NULL;
+    T *const hl2 = three ? Hl2 : (T *)NULL;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     const float *S = p.hbuf + ((size_t)blockIdx.x * H + h) * K * V;
-    const double gv = t < L ? (double)((p.g ? p.g[(tok0 + t) * H + h] : 0.f) + gam) : 0.0;
-    la_tc_gate_scan(G, part, gv);
+    const bool vec = ((K | V) & 7) == 0 &&
+                     (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)p.o) & 15) == 0;
+    const int bcols = (int)(V - v0 < 64 ? V - v0 : 64);
+    /* the state block: piece e = t + 128 u (u < 8) is row e / 16, columns 4 (e % 16) .. +3 */
+    float4 hx[8];
+    auto fetch_h = [&](int64_t k0) {
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int e = t + LA_TC_THREADS * u, r = e >> 4, c = (e & 15) * 4;
+            const float *s = S + (k0 + r) * V + v0 + c;
+            if (vec) {
+                hx[u] = (k0 + r < K && c < bcols) ? *(const float4 *)s : make_float4(0, 0, 0, 0);
+            } else {
+                float y[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) y[i] = (k0 + r < K && c + i < bcols) ? s[i] : 0.f;
+                hx[u] = make_float4(y[0], y[1], y[2], y[3]);
+            }
+        }
+    };
+    auto fetch_qk = [&](int64_t k0, int buf) {
+        const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
+        la_tc_tile_fetch(tiles + buf * LA_TC_TILE, q + (tok0 * H + h) * K + k0, H * K, L, cols, vec);
+        la_tc_tile_fetch(tiles + (2 + buf) * LA_TC_TILE, k + (tok0 * H + h) * K + k0, H * K, L,
+                         cols, vec);
+    };
+    fetch_qk(0, 0);
+    la_tc_tile_fetch(Vs, v + (tok0 * H + h) * V + v0, H * V, L, bcols, vec);
+    la_tc_cp_commit();
+    fetch_h(0);
+    double *G = Gw[w];
+    {
+        const float x0 = 2 * lane < L ? (p.g ? p.g[(tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
+        const float x1 =
+            2 * lane + 1 < L ? (p.g ? p.g[(tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
+        la_tc_warp_gates(G, (double)x0, (double)x1);
+        __syncwarp();
+    }
     la_tc_acc accP[4], accO[4];
     la_tc_zero(accP);
     la_tc_zero(accO);
-    const auto same = [](int, int, float y) { return y; };
-    for (int64_t k0 = 0; k0 < K; k0 += 64) {
-        if (k0) __syncthreads(); /* the previous block's products are done */
-        float xq[LA_TC_PER], xk[LA_TC_PER], xh[LA_TC_PER];
-        const int col = t & 63, r0 = t >> 6;
-        const bool okk = k0 + col < K;
-        la_tc_fetch_rows(xq, q + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L, okk);
-        la_tc_phi_rows(xq, fm, L, okk);
-        la_tc_fetch_rows(xk, k + ((tok0 + r0) * H + h) * K + k0 + col, H * K, L, okk);
-        la_tc_phi_rows(xk, fm, L, okk);
-        la_tc_fetch_rows(xh, S + (k0 + r0) * V + v0 + col, V, K - k0, v0 + col < V);
-        la_tc_put_all(Qh, ql, (T *)NULL, xq, same);
-        la_tc_put_all(Kh, kl, (T *)NULL, xk, same);
-        la_tc_put_all(Hh, Hl, hl2, xh, same);
+    int buf = 0;
+    for (int64_t k0 = 0; k0 < K; k0 += 64, buf ^= 1) {
+        T *const Qh = tiles + buf * LA_TC_TILE, *const Kh = tiles + (2 + buf) * LA_TC_TILE;
+        const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
+        la_tc_cp_wait_all();
+        __syncthreads(); /* tiles in; the previous block's products are done */
+        if (fm != LA_FEATURE_IDENTITY) {
+            const auto f = [&](int r, int c, float x) -> float {
+                return (r < L && c < cols) ? la_phi(fm, x) : 0.f;
+            };
+            la_tc_tile_split(Qh, ql, (T *)NULL, f);
+            la_tc_tile_split(Kh, kl, (T *)NULL, f);
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int e = t + LA_TC_THREADS * u, r = e >> 4, c = (e & 15) * 4;
+            const float y[4] = {hx[u].x, hx[u].y, hx[u].z, hx[u].w};
+            __align__(8) T a[4];
+            __align__(8) T b[4];
+            __align__(8) T d[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                a[i] = la_tc_cvt<T>(y[i]);
+                const float res = y[i] - la_tc_f(a[i]);
+                b[i] = la_tc_cvt<T>(res);
+                d[i] = la_tc_cvt<T>(res - la_tc_f(b[i]));
+            }
+            *(uint2 *)(Hh + r * LA_TC_LD + c) = *(const uint2 *)a;
+            *(uint2 *)(Hl + r * LA_TC_LD + c) = *(const uint2 *)b;
+            if (hl2) *(uint2 *)(hl2 + r * LA_TC_LD + c) = *(const uint2 *)d;
+        }
         __syncthreads();
+        if (k0 + 64 < K) {
+            fetch_qk(k0 + 64, buf ^ 1);
+            la_tc_cp_commit();
+            fetch_h(k0 + 64);
+        }
         la_tc_mma64x<T, false, true>(accP, Qh, ql, NULL, Kh, kl, NULL);
         la_tc_mma64x<T, false, false>(accO, Qh, ql, NULL, Hh, Hl, hl2);
     }
-    la_tc_store(Pf, accP);
-    la_tc_store(Of, accO);
-    __syncthreads();
-    /* masked, decayed scores into (Kh, Kl, Ql); inter-chunk rows scaled */
-    T *pl2 = three ? Ql : (T *)NULL;
-    for (int e = t; e < 64 * 64; e += LA_TC_THREADS) {
-        const int r = e >> 6, c = e & 63;
-        const float x =
-            (c <= r && r < L) ? Pf[r * LA_TC_LDF + c] * scale * la_cu_expd(G[r] - G[c]) : 0.f;
-        la_tc_put(Kh, Kl, pl2, r * LA_TC_LD + c, x);
-        Of[r * LA_TC_LDF + c] *= r < L ? scale * la_cu_expd(G[r]) : 0.f;
-    }
+    __syncthreads(); /* the H parts are free: they take P */
+    T *const Ph = Hh, *const Pl = Hl, *const pl2 = hl2;
     {
-        float xv[LA_TC_PER];
-        const int col = t & 63, r0 = t >> 6;
-        la_tc_fetch_rows(xv, v + ((tok0 + r0) * H + h) * V + v0 + col, H * V, L, v0 + col < V);
-        la_tc_put_all(Qh, (T *)NULL, (T *)NULL, xv, same);
+        const int g8 = lane >> 2, q4 = lane & 3;
+#pragma unroll
+        for (int rh = 0; rh < 2; rh++) {
+            const int r = 16 * w + g8 + 8 * rh;
+            const float ro = r < L ? scale * la_cu_expd(G[r]) : 0.f;
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    __align__(4) T a[2];
+                    __align__(4) T b[2];
+                    __align__(4) T d[2];
+                    const int c0 = 16 * j + 8 * hf + 2 * q4;
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int c = c0 + i;
+                        float &x = accP[j].x[4 * hf + 2 * rh + i];
+                        const float y = (c <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[c]) : 0.f;
+                        a[i] = la_tc_cvt<T>(y);
+                        const float res = y - la_tc_f(a[i]);
+                        b[i] = la_tc_cvt<T>(res);
+                        d[i] = la_tc_cvt<T>(res - la_tc_f(b[i]));
+                        accO[j].x[4 * hf + 2 * rh + i] *= ro;
+                    }
+                    *(uint32_t *)(Ph + r * LA_TC_LD + c0) = *(const uint32_t *)a;
+                    *(uint32_t *)(Pl + r * LA_TC_LD + c0) = *(const uint32_t *)b;
+                    if (pl2) *(uint32_t *)(pl2 + r * LA_TC_LD + c0) = *(const uint32_t *)d;
+                }
+        }
     }
     __syncthreads();
-    la_tc_load(accO, Of);
-    la_tc_mma64x<T, false, false>(accO, Kh, Kl, pl2, Qh, NULL, NULL);
-    la_tc_store(Of, accO);
+    la_tc_mma64x<T, false, false>(accO, Ph, Pl, pl2, Vs, NULL, NULL);
+    /* o through a 16-bit tile (Q's first buffer: its readers are done) */
+    __syncthreads();
+    T *const Os = tiles;
+    {
+        const int g8 = lane >> 2, q4 = lane & 3;
+#pragma unroll
+        for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    const int r = 16 * w + g8 + 8 * rh, c0 = 16 * j + 8 * hf + 2 * q4;
+                    __align__(4) T a[2];
+                    a[0] = la_tc_cvt<T>(accO[j].x[4 * hf + 2 * rh]);
+                    a[1] = la_tc_cvt<T>(accO[j].x[4 * hf + 2 * rh + 1]);
+                    *(uint32_t *)(Os + r * LA_TC_LD + c0) = *(const uint32_t *)a;
+                }
+    }
     __syncthreads();
     T *o = (T *)p.o;
-    for (int e = t; e < 64 * 64; e += LA_TC_THREADS) {
-        const int r = e >> 6, c = e & 63;
-        if (r < L && v0 + c < V) stf(o + ((tok0 + r) * H + h) * V + v0 + c, Of[r * LA_TC_LDF + c]);
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = t + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
+        if (r >= L) continue;
+        T *d = o + ((tok0 + r) * H + h) * V + v0 + c;
+        if (vec) {
+            if (c < bcols) *(uint4 *)d = *(const uint4 *)(Os + r * LA_TC_LD + c);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                if (c + i < bcols) d[i] = Os[r * LA_TC_LD + c + i];
+        }
     }
 }
 
@@ -343,7 +448,7 @@ la_status la__tc_state_pass(const char *op, cudaStream_t stream, la_dtype dt, in
 template <typename T>
 static la_status tc_fwd(const char *op, cudaStream_t stream, int64_t nchunks,
                         const la_cu_intra_args &p) {
-    const size_t smem = 7 * LA_TC_TILE_BYTES + 2 * LA_TC_TILEF_BYTES;
+    const size_t smem = LA_TC_FWD_SMEM;
     LA_CU_TRY(op, cudaFuncSetAttribute(la_tc_intra_fwd<T>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)nchunks, (unsigned)p.H, (unsigned)((p.V + 63) / 64));

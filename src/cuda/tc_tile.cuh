@@ -1,0 +1,150 @@
+/* Whole-tile machinery for the tensor-core kernels (16-bit inputs): a
+ * 64-row x 64-column tile of a [tokens, H, D] input copied into shared
+ * memory with 16-byte cp.async (zero-filled outside the operand; a scalar
+ * fallback when D % 8 != 0 or a pointer is not 16-byte aligned), an
+ * in-place pass over a staged tile that applies a per-element function and
+ * splits the result into 16-bit parts (hi in place, lo / lo2 in other
+ * tiles, 16-byte shared accesses), and fp32 state tiles moved between mma
+ * accumulators and global memory without staging. CTAs of LA_TC_THREADS
+ * (128) threads; a tile is 512 16-byte pieces, 4 per thread: piece
+ * e = threadIdx.x + 128 u is row e / 8, columns 8 (e % 8) .. +7. */
+#ifndef LINATTN_CUDA_TC_TILE_CUH
+#define LINATTN_CUDA_TC_TILE_CUH
+
+#include "tc.cuh"
+
+__device__ __forceinline__ void la_tc_cp16(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void la_tc_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void la_tc_cp_wait_all() {
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+/* dst (a 64 x LA_TC_LD tile) <- rows r < rows, columns c < cols of the
+ * operand whose element (0, 0) is src (row stride `stride` elements); 0
+ * elsewhere. vec: cols % 8 == 0, src and stride 16-byte aligned (cp.async,
+ * completes at la_tc_cp_wait_all); otherwise scalar loads, done on return. */
+template <typename T>
+__device__ __forceinline__ void la_tc_tile_fetch(T *dst, const T *src, int64_t stride, int rows,
+                                                 int cols, bool vec) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
+        T *d = dst + r * LA_TC_LD + c;
+        if (vec) {
+            const bool ok = r < rows && c < cols;
+            la_tc_cp16(d, ok ? (const void *)(src + (int64_t)r * stride + c) : (const void *)src,
+                       ok ? 16 : 0);
+        } else {
+            __align__(16) T x[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                x[i] = (r < rows && c + i < cols) ? src[(int64_t)r * stride + c + i]
+                                                  : la_tc_cvt<T>(0.f);
+            *(uint4 *)d = *(const uint4 *)x;
+        }
+    }
+}
+
+/* hi[r][c] <- f(r, c, hi[r][c]) split into hi (in place), lo, lo2 (each may
+ * be NULL: fewer parts). Each thread rewrites its own 4 pieces; the caller
+ * syncs before other threads read the parts. */
+template <typename T, class F>
+__device__ __forceinline__ void la_tc_tile_split(T *hi, T *lo, T *lo2, F f) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
+        const int o = r * LA_TC_LD + c;
+        __align__(16) T x[8];
+        __align__(16) T y[8];
+        __align__(16) T z[8];
+        *(uint4 *)x = *(const uint4 *)(hi + o);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const float v = f(r, c + i, la_tc_f(x[i]));
+            const T a = la_tc_cvt<T>(v);
+            x[i] = a;
+            const float res = v - la_tc_f(a);
+            const T b = la_tc_cvt<T>(res);
+            y[i] = b;
+            z[i] = la_tc_cvt<T>(res - la_tc_f(b));
+        }
+        *(uint4 *)(hi + o) = *(const uint4 *)x;
+        if (lo) *(uint4 *)(lo + o) = *(const uint4 *)y;
+        if (lo2) *(uint4 *)(lo2 + o) = *(const uint4 *)z;
+    }
+}
+
+/* acc (the CTA's 64x64 fp32 tile, tc.cuh layout) <-> rows k0.., columns
+ * v0.. of a row-major [K][V] fp32 matrix, straight from / to registers
+ * (8-byte accesses when V is even); src == NULL reads zeros. */
+__device__ __forceinline__ void la_tc_acc_in(la_tc_acc (&acc)[4], const float *src, int64_t k0,
+                                             int64_t v0, int64_t K, int64_t V) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++) {
+                const int64_t r = k0 + 16 * w + g + 8 * rh, c = v0 + 16 * j + 8 * hf + 2 * q;
+                float a = 0.f, b = 0.f;
+                if (src && r < K) {
+                    const float *s = src + r * V + c;
+                    if (!(V & 1) && c + 1 < V) {
+                        const float2 u = *(const float2 *)s;
+                        a = u.x, b = u.y;
+                    } else {
+                        if (c < V) a = s[0];
+                        if (c + 1 < V) b = s[1];
+                    }
+                }
+                acc[j].x[4 * hf + 2 * rh] = a;
+                acc[j].x[4 * hf + 2 * rh + 1] = b;
+            }
+}
+__device__ __forceinline__ void la_tc_acc_out(float *dst, const la_tc_acc (&acc)[4], int64_t k0,
+                                              int64_t v0, int64_t K, int64_t V) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++) {
+                const int64_t r = k0 + 16 * w + g + 8 * rh, c = v0 + 16 * j + 8 * hf + 2 * q;
+                const float a = acc[j].x[4 * hf + 2 * rh], b = acc[j].x[4 * hf + 2 * rh + 1];
+                if (r >= K) continue;
+                float *d = dst + r * V + c;
+                if (!(V & 1) && c + 1 < V) {
+                    *(float2 *)d = make_float2(a, b);
+                } else {
+                    if (c < V) d[0] = a;
+                    if (c + 1 < V) d[1] = b;
+                }
+            }
+}
+
+/* The chunk's cumulative log-gates in double, computed by each warp alone
+ * (no CTA barrier): lane l holds the gates of tokens 2l, 2l+1 (x0, x1; 0
+ * past the chunk); writes G[0..63] (the warp's own copy) with the fixed
+ * order G[2l] = (sum over lanes < l of x0 + x1) + x0, G[2l+1] = G[2l] + x1.
+ * The caller __syncwarp()s before reading G. */
+__device__ __forceinline__ void la_tc_warp_gates(double *G, double x0, double x1) {
+    const int lane = threadIdx.x & 31;
+    double s = x0 + x1;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const double y = __shfl_up_sync(0xffffffffu, s, off);
+        if (lane >= off) s += y;
+    }
+    double ex = __shfl_up_sync(0xffffffffu, s, 1);
+    if (lane == 0) ex = 0.0;
+    const double a = ex + x0;
+    G[2 * lane] = a;
+    G[2 * lane + 1] = a + x1;
+}
+
+#endif
