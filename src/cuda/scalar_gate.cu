@@ -1,8 +1,7 @@
 /* Kernel linear attention (unnormalised; identity, elu+1, relu) and simple
  * GLA (per-token g and/or per-head g_gamma) on the GPU: chunkwise forward
- * and backward in fp32 FFMA math (this file); for bf16 / fp16 inputs the
- * state passes run on tensor cores (chunk_state_tc.cuh; scalar_gate_tc.cu has
- * tensor-core output / backward kernels too, see use_tc below).
+ * and backward in fp32 FFMA math (this file); bf16 / fp16 inputs run on
+ * tensor cores (chunk_state_tc.cuh, scalar_gate_tc.cu; see use_tc below).
  *
  * Forward:  la_cu_state_pass (chunk_state.cuh) stores the state at each chunk
  *           start, then one CTA per (chunk, head) computes
@@ -360,18 +359,17 @@ __global__ void __launch_bounds__(256)
 
 /* ---- launchers ------------------------------------------------------------ */
 
-/* Which kernels take bf16 / fp16 inputs: the state passes and the output
- * kernel on tensor cores (chunk_state_tc.cuh, scalar_gate_tc.cu: whole tiles
- * by cp.async), the backward per-chunk kernel in fp32 FFMA (this file;
- * faster than the tensor-core one, bench/GPU.md "cuda-lin (round 2,
- * session 3)"). LINATTN_CUDA_TC = 0: FFMA for everything, = 1: tensor
- * cores for everything (benchmarking and testing knobs, read once).
- * what: 0 state pass, 1 output kernel, 2 backward kernel. */
+/* Which kernels take bf16 / fp16 inputs: by default all on tensor cores
+ * (chunk_state_tc.cuh, scalar_gate_tc.cu: whole tiles by cp.async; bench/GPU.md
+ * "cuda-lin (round 2, session 3)"). LINATTN_CUDA_TC = 0: fp32 FFMA kernels
+ * for everything; = 2: tensor-core state passes and output kernel, FFMA
+ * backward kernel (benchmarking and testing knobs, read once).
+ * what: 0 state pass, 1 output kernel, 2 backward kernels. */
 static bool use_tc(size_t elem, int what) {
     static int mode = -1; /* 0 none, 1 all, 2 all but the backward kernel */
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC");
-        mode = !e ? 2 : e[0] == '0' ? 0 : e[0] == '1' ? 1 : 2;
+        mode = !e ? 1 : e[0] == '0' ? 0 : e[0] == '2' ? 2 : 1;
     }
     return elem == 2 && (mode == 1 || (mode == 2 && what < 2));
 }

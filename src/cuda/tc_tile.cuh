@@ -147,4 +147,109 @@ __device__ __forceinline__ void la_tc_warp_gates(double *G, double x0, double x1
     G[2 * lane + 1] = a + x1;
 }
 
+/* The 64x64 fp32 block rows k0.., columns v0.. of a row-major [K][V] state
+ * into registers (piece e = threadIdx.x + 128 u, u < 8: row e / 16, columns
+ * 4 (e % 16) .. +3; 16-byte loads when vec: V % 8 == 0 and S 16-byte
+ * aligned), 0 outside; then split into parts hi, lo (, lo2) in shared tiles. */
+__device__ __forceinline__ void la_tc_state_fetch(float4 (&hx)[8], const float *S, int64_t k0,
+                                                  int64_t v0, int64_t K, int64_t V, bool vec) {
+    const int cols = (int)(V - v0 < 64 ? V - v0 : 64);
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+        const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 4, c = (e & 15) * 4;
+        const float *s = S + (k0 + r) * V + v0 + c;
+        if (vec) {
+            hx[u] = (k0 + r < K && c < cols) ? *(const float4 *)s : make_float4(0, 0, 0, 0);
+        } else {
+            float y[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) y[i] = (k0 + r < K && c + i < cols) ? s[i] : 0.f;
+            hx[u] = make_float4(y[0], y[1], y[2], y[3]);
+        }
+    }
+}
+template <typename T>
+__device__ __forceinline__ void la_tc_state_split(const float4 (&hx)[8], T *hi, T *lo, T *lo2) {
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+        const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 4, c = (e & 15) * 4;
+        const float y[4] = {hx[u].x, hx[u].y, hx[u].z, hx[u].w};
+        __align__(8) T a[4];
+        __align__(8) T b[4];
+        __align__(8) T d[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            a[i] = la_tc_cvt<T>(y[i]);
+            const float res = y[i] - la_tc_f(a[i]);
+            b[i] = la_tc_cvt<T>(res);
+            d[i] = la_tc_cvt<T>(res - la_tc_f(b[i]));
+        }
+        *(uint2 *)(hi + r * LA_TC_LD + c) = *(const uint2 *)a;
+        *(uint2 *)(lo + r * LA_TC_LD + c) = *(const uint2 *)b;
+        if (lo2) *(uint2 *)(lo2 + r * LA_TC_LD + c) = *(const uint2 *)d;
+    }
+}
+
+/* f(r, c, x) for every element of the warp's rows of acc (r = row in the
+ * 64x64 tile, c = column, x = the accumulator, by reference). */
+template <class F> __device__ __forceinline__ void la_tc_acc_each(la_tc_acc (&acc)[4], F f) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+                    f(16 * w + g + 8 * rh, 16 * j + 8 * hf + 2 * q + i, acc[j].x[4 * hf + 2 * rh + i]);
+}
+/* tile[r][c] <- f(r, c, acc) as 16-bit parts hi (, lo (, lo2)); 4-byte stores. */
+template <typename T, class F>
+__device__ __forceinline__ void la_tc_acc_split(const la_tc_acc (&acc)[4], T *hi, T *lo, T *lo2,
+                                                F f) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int r = 16 * w + g + 8 * rh, c0 = 16 * j + 8 * hf + 2 * q;
+                __align__(4) T a[2];
+                __align__(4) T b[2];
+                __align__(4) T d[2];
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const float y = f(r, c0 + i, acc[j].x[4 * hf + 2 * rh + i]);
+                    a[i] = la_tc_cvt<T>(y);
+                    const float res = y - la_tc_f(a[i]);
+                    b[i] = la_tc_cvt<T>(res);
+                    d[i] = la_tc_cvt<T>(res - la_tc_f(b[i]));
+                }
+                *(uint32_t *)(hi + r * LA_TC_LD + c0) = *(const uint32_t *)a;
+                if (lo) *(uint32_t *)(lo + r * LA_TC_LD + c0) = *(const uint32_t *)b;
+                if (lo2) *(uint32_t *)(lo2 + r * LA_TC_LD + c0) = *(const uint32_t *)d;
+            }
+}
+/* rows r < rows, columns c < cols of a staged 16-bit tile to global memory
+ * (element (0, 0) at dst, row stride `stride`): 16-byte stores when vec. */
+template <typename T>
+__device__ __forceinline__ void la_tc_tile_store(T *dst, int64_t stride, const T *tile, int rows,
+                                                 int cols, bool vec) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
+        if (r >= rows) continue;
+        T *d = dst + (int64_t)r * stride + c;
+        if (vec) {
+            if (c < cols) *(uint4 *)d = *(const uint4 *)(tile + r * LA_TC_LD + c);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                if (c + i < cols) d[i] = tile[r * LA_TC_LD + c + i];
+        }
+    }
+}
+
 #endif
