@@ -126,6 +126,8 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-fla", action="store_true")
+    ap.add_argument("--fla-ops", default="lin,sgla",
+                    help="dense shapes: fla ops to time (its Triton compiles take minutes)")
     ap.add_argument("--sections", default="copy,dense,delta,gdn,step",
                     help="comma list of copy, dense, delta, gdn, step")
     ap.add_argument("--shapes", default="0,1,2", help="indices of the dense shapes to run")
@@ -216,14 +218,17 @@ def main():
             if fla:
                 qr, kr, vr = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
                 gr = g.detach().clone().requires_grad_(True)
-                attempt(a.out, dict(base, op="linear", impl="fla", mode="fwd"),
-                        lambda: fla["lin"](q, k, v, normalize=False))
-                attempt(a.out, dict(base, op="linear", impl="fla", mode="fwd+bwd"),
-                        lambda: fla["lin"](qr, kr, vr, normalize=False)[0].backward(do))
-                attempt(a.out, dict(base, op="simple_gla", impl="fla", mode="fwd"),
-                        lambda: fla["sgla"](q, k, v, g=g))
-                attempt(a.out, dict(base, op="simple_gla", impl="fla", mode="fwd+bwd"),
-                        lambda: fla["sgla"](qr, kr, vr, g=gr)[0].backward(do))
+                fops = a.fla_ops.split(",")
+                if "lin" in fops:
+                    attempt(a.out, dict(base, op="linear", impl="fla", mode="fwd"),
+                            lambda: fla["lin"](q, k, v, normalize=False))
+                    attempt(a.out, dict(base, op="linear", impl="fla", mode="fwd+bwd"),
+                            lambda: fla["lin"](qr, kr, vr, normalize=False)[0].backward(do))
+                if "sgla" in fops:
+                    attempt(a.out, dict(base, op="simple_gla", impl="fla", mode="fwd"),
+                            lambda: fla["sgla"](q, k, v, g=g))
+                    attempt(a.out, dict(base, op="simple_gla", impl="fla", mode="fwd+bwd"),
+                            lambda: fla["sgla"](qr, kr, vr, g=gr)[0].backward(do))
             del q, k, v, do, g, o, dq, dk, dv, dg
             torch.cuda.empty_cache()
 

@@ -21,16 +21,23 @@
 #include "chunk_state.cuh"
 #include "tc_tile.cuh"
 
-/* shared memory: A and B tiles twice (double buffer), three part tiles */
-#define LA_TC_SP_SMEM (7 * LA_TC_TILE_BYTES)
+/* Extra part tiles (beyond A and B, double-buffered): fp32 quantities
+ * (scaled / decayed rows) take lo (and lo2 for bf16), phi of elu+1 takes lo,
+ * exact inputs are used as copied. */
+static inline int la_tc_sp_parts(bool rev, bool gated, int fm, bool three) {
+    const int a = rev ? (three ? 2 : 1) : (fm == LA_FEATURE_ELU1 ? 1 : 0);
+    const int b = (!rev && gated) ? (three ? 2 : 1) : 0;
+    return a + b;
+}
 
+/* Forward: 4 CTAs per SM (1 wave of 512 CTAs on 132 SMs at 8,2048,16,128)
+ * where the shared memory allows (6 tiles or fewer); the reverse pass, 3 (it
+ * spills at 128 registers). */
 template <typename T, bool REV>
-__global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_state_pass(la_cu_sp_args p) {
+__global__ void __launch_bounds__(LA_TC_THREADS, REV ? 3 : 4) la_tc_state_pass(la_cu_sp_args p) {
     extern __shared__ __align__(128) unsigned char la_tc_sp_smem[];
     T *const tiles = (T *)la_tc_sp_smem;
-    T *const P1 = tiles + 4 * LA_TC_TILE, *const P2 = P1 + LA_TC_TILE, *const P3 = P2 + LA_TC_TILE;
-    __shared__ double Gw[LA_TC_THREADS / 32][64];
-    const int t = threadIdx.x, w = t >> 5, lane = t & 31;
+    const int t = threadIdx.x, lane = t & 31;
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t n = blockIdx.x / H;
     const int h = (int)(blockIdx.x % H);
@@ -44,17 +51,18 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_state_pass(la_cu_sp_ar
     const int fm = p.fm;
     const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)A | (uintptr_t)Bv) & 15) == 0;
     const int acols = (int)(K - k0 < 64 ? K - k0 : 64), bcols = (int)(V - v0 < 64 ? V - v0 : 64);
-    /* parts: fp32 quantities (scaled / decayed rows) take lo (and lo2 for
-     * bf16), phi of elu+1 takes lo, exact inputs are used as copied */
     const bool three = la_tc_three<T>::value;
     const bool convA = REV || fm != LA_FEATURE_IDENTITY, convB = !REV && gated;
-    T *const al = (REV || fm == LA_FEATURE_ELU1) ? P1 : (T *)NULL;
-    T *const al2 = (REV && three) ? P2 : (T *)NULL;
-    T *const bl = convB ? P2 : (T *)NULL;
-    T *const bl2 = (convB && three) ? P3 : (T *)NULL;
+    T *P = tiles + 4 * LA_TC_TILE; /* the part tiles in use, in order (la_tc_sp_parts) */
+    T *const al = (REV || fm == LA_FEATURE_ELU1) ? P : (T *)NULL;
+    if (al) P += LA_TC_TILE;
+    T *const al2 = (REV && three) ? P : (T *)NULL;
+    if (al2) P += LA_TC_TILE;
+    T *const bl = convB ? P : (T *)NULL;
+    if (bl) P += LA_TC_TILE;
+    T *const bl2 = (convB && three) ? P : (T *)NULL;
     la_tc_acc acc[4];
     la_tc_acc_in(acc, p.init ? p.init + sbase : (const float *)NULL, k0, v0, K, V);
-    double *G = Gw[w];
     float g0 = 0.f, g1 = 0.f; /* this lane's gates of the next chunk (tokens 2 lane, +1) */
     auto issue = [&](int c, int buf) {
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
@@ -76,29 +84,37 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_state_pass(la_cu_sp_ar
         const int L = (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C
                                                                  : LA_CU_C);
         T *const Ah = tiles + buf * LA_TC_TILE, *const Bh = tiles + (2 + buf) * LA_TC_TILE;
+        /* per-row factors of this lane's rows 2 lane, 2 lane + 1 (0 past the
+         * chunk): forward e^{G_L - G_s} on B, backward scale e^{G_s} on A */
+        float decay = 1.f, f0 = 2 * lane < L ? 1.f : 0.f, f1 = 2 * lane + 1 < L ? 1.f : 0.f;
+        if (gated) {
+            double G0, G1;
+            la_tc_warp_gates_reg(G0, G1, (double)g0, (double)g1);
+            const int sl = (L - 1) >> 1;
+            const double a = __shfl_sync(0xffffffffu, G0, sl), b = __shfl_sync(0xffffffffu, G1, sl);
+            const double GL = ((L - 1) & 1) ? b : a;
+            decay = la_cu_expd(GL);
+            f0 *= REV ? la_cu_expd(G0) : la_cu_expd(GL - G0);
+            f1 *= REV ? la_cu_expd(G1) : la_cu_expd(GL - G1);
+        }
+        if (REV) f0 *= scale, f1 *= scale;
+        float fr[4]; /* the factors of this thread's tile pieces (rows t / 8 + 16 u) */
+#pragma unroll
+        for (int u = 0; u < 4; u++) fr[u] = la_tc_row_get(f0, f1, (t >> 3) + 16 * u);
         la_tc_cp_wait_all();
         __syncthreads(); /* chunk c's tiles are in; the previous chunk's readers are done */
-        float decay = 1.f;
-        if (gated) {
-            la_tc_warp_gates(G, (double)g0, (double)g1);
-            __syncwarp();
-            decay = la_cu_expd(G[L - 1]);
-        }
         if (cc + 1 < s.nch) issue(REV ? c - 1 : c + 1, buf ^ 1);
         if (p.hbuf)
             la_tc_acc_out(p.hbuf + ((size_t)(s.chunk0 + c) * H + h) * K * V, acc, k0, v0, K, V);
         if (convA)
-            la_tc_tile_split(Ah, al, al2, [&](int r, int col, float x) -> float {
+            la_tc_tile_split_u(Ah, al, al2, [&](int u, int r, int col, float x) -> float {
                 if (r >= L || col >= acols) return 0.f;
                 const float y = la_phi(fm, x);
-                return REV ? y * (scale * (gated ? la_cu_expd(G[r]) : 1.f)) : y;
+                return REV ? y * fr[u] : y;
             });
-        if (convB) {
-            const double GL = G[L - 1];
-            la_tc_tile_split(Bh, bl, bl2, [&](int r, int, float x) -> float {
-                return r < L ? x * la_cu_expd(GL - G[r]) : 0.f;
-            });
-        }
+        if (convB)
+            la_tc_tile_split_u(Bh, bl, bl2,
+                               [&](int u, int, int, float x) -> float { return x * fr[u]; });
         if (convA || convB) __syncthreads();
 #pragma unroll
         for (int j = 0; j < 4; j++)
@@ -112,7 +128,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_state_pass(la_cu_sp_ar
 template <typename T, bool REV>
 static la_status la_tc_launch_state_pass(const char *op, cudaStream_t stream, int64_t N,
                                          const la_cu_sp_args &a) {
-    const size_t smem = LA_TC_SP_SMEM;
+    const int parts = la_tc_sp_parts(REV, a.g || a.g_gamma, a.fm, la_tc_three<T>::value);
+    const size_t smem = (size_t)(4 + parts) * LA_TC_TILE_BYTES;
     LA_CU_TRY(op, cudaFuncSetAttribute(la_tc_state_pass<T, REV>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((unsigned)(N * a.H), (unsigned)((a.V + 63) / 64), (unsigned)((a.K + 63) / 64));

@@ -28,13 +28,13 @@ __device__ __forceinline__ void la_tc_chunk_gates(double *G, const float *g, flo
  * Per 64-key block: q, k tiles by cp.async (double-buffered over the key
  * blocks), the state block by vector loads into registers one block ahead,
  * split into parts in shared memory. */
-#define LA_TC_FWD_SMEM (10 * LA_TC_TILE_BYTES)
+#define LA_TC_FWD_SMEM(elu) (((elu) ? 10 : 8) * LA_TC_TILE_BYTES) /* Ql, Kl for elu+1 */
 template <typename T, bool DV>
-__global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_intra_fwd(la_cu_intra_args p) {
+__global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_intra_fwd(la_cu_intra_args p) {
     extern __shared__ __align__(128) unsigned char la_tc_fwd_smem[];
     T *const tiles = (T *)la_tc_fwd_smem; /* Q[2], K[2] */
     T *const Hh = tiles + 4 * LA_TC_TILE, *const Hl = Hh + LA_TC_TILE, *const Hl2 = Hl + LA_TC_TILE;
-    T *const Ql = Hl2 + LA_TC_TILE, *const Kl = Ql + LA_TC_TILE, *const Vs = Kl + LA_TC_TILE;
+    T *const Vs = Hl2 + LA_TC_TILE, *const Ql = Vs + LA_TC_TILE, *const Kl = Ql + LA_TC_TILE;
     __shared__ double Gw[LA_TC_THREADS / 32][64];
     const la_cu_chunk ch = p.chunks[blockIdx.x];
     const int h = blockIdx.y, L = ch.len, t = threadIdx.x;
@@ -316,7 +316,7 @@ la_status la__tc_state_pass(const char *op, cudaStream_t stream, la_dtype dt, in
 template <typename T, bool DV>
 static la_status tc_fwd(const char *op, cudaStream_t stream, int64_t nchunks,
                         const la_cu_intra_args &p) {
-    const size_t smem = LA_TC_FWD_SMEM;
+    const size_t smem = LA_TC_FWD_SMEM(p.fm == LA_FEATURE_ELU1);
     LA_CU_TRY(op, cudaFuncSetAttribute(la_tc_intra_fwd<T, DV>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)nchunks, (unsigned)p.H, (unsigned)((p.V + 63) / 64));

@@ -48,11 +48,12 @@ __device__ __forceinline__ void la_tc_tile_fetch(T *dst, const T *src, int64_t s
     }
 }
 
-/* hi[r][c] <- f(r, c, hi[r][c]) split into hi (in place), lo, lo2 (each may
- * be NULL: fewer parts). Each thread rewrites its own 4 pieces; the caller
+/* hi[r][c] <- f(u, r, c, hi[r][c]) split into hi (in place), lo, lo2 (each
+ * may be NULL: fewer parts); u < 4: the thread's piece (row r =
+ * threadIdx.x / 8 + 16 u). Each thread rewrites its own 4 pieces; the caller
  * syncs before other threads read the parts. */
 template <typename T, class F>
-__device__ __forceinline__ void la_tc_tile_split(T *hi, T *lo, T *lo2, F f) {
+__device__ __forceinline__ void la_tc_tile_split_u(T *hi, T *lo, T *lo2, F f) {
 #pragma unroll
     for (int u = 0; u < 4; u++) {
         const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
@@ -63,7 +64,7 @@ __device__ __forceinline__ void la_tc_tile_split(T *hi, T *lo, T *lo2, F f) {
         *(uint4 *)x = *(const uint4 *)(hi + o);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const float v = f(r, c + i, la_tc_f(x[i]));
+            const float v = f(u, r, c + i, la_tc_f(x[i]));
             const T a = la_tc_cvt<T>(v);
             x[i] = a;
             const float res = v - la_tc_f(a);
@@ -75,6 +76,12 @@ __device__ __forceinline__ void la_tc_tile_split(T *hi, T *lo, T *lo2, F f) {
         if (lo) *(uint4 *)(lo + o) = *(const uint4 *)y;
         if (lo2) *(uint4 *)(lo2 + o) = *(const uint4 *)z;
     }
+}
+
+/* The same with f(r, c, x). */
+template <typename T, class F>
+__device__ __forceinline__ void la_tc_tile_split(T *hi, T *lo, T *lo2, F f) {
+    la_tc_tile_split_u(hi, lo, lo2, [&](int, int r, int c, float x) { return f(r, c, x); });
 }
 
 /* acc (the CTA's 64x64 fp32 tile, tc.cuh layout) <-> rows k0.., columns
@@ -127,12 +134,10 @@ __device__ __forceinline__ void la_tc_acc_out(float *dst, const la_tc_acc (&acc)
             }
 }
 
-/* The chunk's cumulative log-gates in double, computed by each warp alone
- * (no CTA barrier): lane l holds the gates of tokens 2l, 2l+1 (x0, x1; 0
- * past the chunk); writes G[0..63] (the warp's own copy) with the fixed
- * order G[2l] = (sum over lanes < l of x0 + x1) + x0, G[2l+1] = G[2l] + x1.
- * The caller __syncwarp()s before reading G. */
-__device__ __forceinline__ void la_tc_warp_gates(double *G, double x0, double x1) {
+/* The chunk's cumulative log-gates of tokens 2 lane, 2 lane + 1 (G0, G1) in
+ * registers, by a warp scan of the gates x0, x1 of those tokens (0 past
+ * the chunk), in the order of la_tc_warp_gates. */
+__device__ __forceinline__ void la_tc_warp_gates_reg(double &G0, double &G1, double x0, double x1) {
     const int lane = threadIdx.x & 31;
     double s = x0 + x1;
 #pragma unroll
@@ -142,9 +147,27 @@ __device__ __forceinline__ void la_tc_warp_gates(double *G, double x0, double x1
     }
     double ex = __shfl_up_sync(0xffffffffu, s, 1);
     if (lane == 0) ex = 0.0;
-    const double a = ex + x0;
-    G[2 * lane] = a;
-    G[2 * lane + 1] = a + x1;
+    G0 = ex + x0;
+    G1 = G0 + x1;
+}
+/* The value of row r (< 64) of a per-row quantity held as (a: row 2 lane,
+ * b: row 2 lane + 1); every lane of the warp calls it. */
+__device__ __forceinline__ float la_tc_row_get(float a, float b, int r) {
+    const float x = __shfl_sync(0xffffffffu, a, r >> 1), y = __shfl_sync(0xffffffffu, b, r >> 1);
+    return (r & 1) ? y : x;
+}
+
+/* The chunk's cumulative log-gates in double, computed by each warp alone
+ * (no CTA barrier): lane l holds the gates of tokens 2l, 2l+1 (x0, x1; 0
+ * past the chunk); writes G[0..63] (the warp's own copy) with the fixed
+ * order G[2l] = (sum over lanes < l of x0 + x1) + x0, G[2l+1] = G[2l] + x1.
+ * The caller __syncwarp()s before reading G. */
+__device__ __forceinline__ void la_tc_warp_gates(double *G, double x0, double x1) {
+    const int lane = threadIdx.x & 31;
+    double G0, G1;
+    la_tc_warp_gates_reg(G0, G1, x0, x1);
+    G[2 * lane] = G0;
+    G[2 * lane + 1] = G1;
 }
 
 /* The 64x64 fp32 block rows k0.., columns v0.. of a row-major [K][V] state
