@@ -66,8 +66,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, REV ? 3 : 4) la_tc_state_pass(l
     float g0 = 0.f, g1 = 0.f; /* this lane's gates of the next chunk (tokens 2 lane, +1) */
     auto issue = [&](int c, int buf) {
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
-        const int L = (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C
-                                                                 : LA_CU_C);
+        const int L =
+            (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
         la_tc_tile_fetch(tiles + buf * LA_TC_TILE, A + (tok0 * H + h) * K + k0, H * K, L, acols,
                          vec);
         la_tc_tile_fetch(tiles + (2 + buf) * LA_TC_TILE, Bv + (tok0 * H + h) * V + v0, H * V, L,
@@ -81,8 +81,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, REV ? 3 : 4) la_tc_state_pass(l
     if (s.nch > 0) issue(REV ? s.nch - 1 : 0, 0);
     for (int cc = 0; cc < s.nch; cc++) {
         const int c = REV ? s.nch - 1 - cc : cc, buf = cc & 1;
-        const int L = (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C
-                                                                 : LA_CU_C);
+        const int L =
+            (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
         T *const Ah = tiles + buf * LA_TC_TILE, *const Bh = tiles + (2 + buf) * LA_TC_TILE;
         /* per-row factors of this lane's rows 2 lane, 2 lane + 1 (0 past the
          * chunk): forward e^{G_L - G_s} on B, backward scale e^{G_s} on A */

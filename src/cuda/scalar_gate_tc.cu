@@ -55,7 +55,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_intra_fwd(la_cu_intra_
     float4 hx[8];
     auto fetch_qk = [&](int64_t k0, int buf) {
         const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
-        la_tc_tile_fetch(tiles + buf * LA_TC_TILE, q + (tok0 * H + h) * K + k0, H * K, L, cols, vec);
+        la_tc_tile_fetch(tiles + buf * LA_TC_TILE, q + (tok0 * H + h) * K + k0, H * K, L, cols,
+                         vec);
         la_tc_tile_fetch(tiles + (2 + buf) * LA_TC_TILE, k + (tok0 * H + h) * K + k0, H * K, L,
                          cols, vec);
     };
@@ -124,7 +125,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_intra_fwd(la_cu_intra_
 template <typename T, bool DG>
 __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_args p) {
     extern __shared__ __align__(128) unsigned char la_tc_dqk_smem[];
-    T *const dPh = (T *)la_tc_dqk_smem, *const dPl = dPh + LA_TC_TILE, *const dPl2s = dPl + LA_TC_TILE;
+    T *const dPh = (T *)la_tc_dqk_smem, *const dPl = dPh + LA_TC_TILE,
+             *const dPl2s = dPl + LA_TC_TILE;
     T *const X0 = dPl2s + LA_TC_TILE, *const X1 = X0 + LA_TC_TILE;
     T *const Sh = X1 + LA_TC_TILE, *const Sl = Sh + LA_TC_TILE, *const Sl2s = Sl + LA_TC_TILE;
     T *const Qh = Sl2s + LA_TC_TILE, *const Kh = Qh + LA_TC_TILE;
@@ -145,8 +147,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
     const float *S = p.hbuf + ((size_t)blockIdx.x * H + h) * K * V;
     const float *dS = p.dhbuf + ((size_t)blockIdx.x * H + h) * K * V;
     const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v |
-                                              (uintptr_t)dO | (uintptr_t)p.dq | (uintptr_t)p.dk) &
-                                             15) == 0;
+                                             (uintptr_t)dO | (uintptr_t)p.dq | (uintptr_t)p.dk) &
+                                            15) == 0;
     double *G = Gw[t >> 5];
     la_tc_chunk_gates(G, p.g, gam, tok0, L, H, h);
     const double GL = L > 0 ? G[L - 1] : 0.0;
@@ -175,7 +177,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
         return (c < r && r < L) ? x * la_cu_expd(G[r] - G[c]) : 0.f;
     });
     const auto phid = [&](float f) -> float { /* phi'(x) from f = phi(x) */
-        return fm == LA_FEATURE_ELU1 ? fminf(f, 1.f) : fm == LA_FEATURE_RELU ? (f > 0.f ? 1.f : 0.f)
+                                              return fm == LA_FEATURE_ELU1   ? fminf(f, 1.f)
+                                                     : fm == LA_FEATURE_RELU ? (f > 0.f ? 1.f : 0.f)
                                                                              : 1.f;
     };
     /* a 16-bit part value of tile X at (r, c) (+ its lo part) */
@@ -220,7 +223,10 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
                 const float qf = tv(Qh, ql, r, c), kf = tv(Kh, kl, r, c);
                 if (DG) {
                     const double d = (double)(scale * qf * x);
-                    if (r & 8) part[1] += d; else part[0] += d;
+                    if (r & 8)
+                        part[1] += d;
+                    else
+                        part[0] += d;
                 }
                 x = fmaf(dPd[r], kf, x) * scale * phid(qf);
             });
@@ -253,7 +259,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
             __syncthreads();
             la_tc_mma64x<T, false, true>(acc, X0, NULL, NULL, Sh, Sl, Sl2);
         }
-        la_tc_acc_each(acc, [&](int r, int, float &x) { x *= r < L ? la_cu_expd(GL - G[r]) : 0.f; });
+        la_tc_acc_each(acc,
+                       [&](int r, int, float &x) { x *= r < L ? la_cu_expd(GL - G[r]) : 0.f; });
         la_tc_zero(acc2);
         la_tc_mma64x<T, true, false>(acc2, dPh, dPl, dPl2, Qh, ql, NULL);
 #pragma unroll
@@ -268,7 +275,10 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
                 const float qf = tv(Qh, ql, r, c), kf = tv(Kh, kl, r, c);
                 if (DG) {
                     const double d = (double)(kf * x);
-                    if (r & 8) part[1] += d; else part[0] += d;
+                    if (r & 8)
+                        part[1] += d;
+                    else
+                        part[0] += d;
                 }
                 x = fmaf(dPd[r], scale * qf, x) * phid(kf);
             });

@@ -225,7 +225,8 @@ template <class F> __device__ __forceinline__ void la_tc_acc_each(la_tc_acc (&ac
             for (int hf = 0; hf < 2; hf++)
 #pragma unroll
                 for (int i = 0; i < 2; i++)
-                    f(16 * w + g + 8 * rh, 16 * j + 8 * hf + 2 * q + i, acc[j].x[4 * hf + 2 * rh + i]);
+                    f(16 * w + g + 8 * rh, 16 * j + 8 * hf + 2 * q + i,
+                      acc[j].x[4 * hf + 2 * rh + i]);
 }
 /* tile[r][c] <- f(r, c, acc) as 16-bit parts hi (, lo (, lo2)); 4-byte stores. */
 template <typename T, class F>
