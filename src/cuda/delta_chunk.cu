@@ -71,6 +71,10 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu
         }
     }
     __syncthreads();
+    if (p.AT) { /* A^T for the backward: AT[m][r] = A[r][m] */
+        float *at = p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C;
+        for (int e = t; e < LA_CU_C * LA_CU_C; e += 256) at[e] = A[e & 63][e >> 6];
+    }
     for (int64_t v0 = 0; v0 < V; v0 += 64) {
         la_cu_zero(acc);
         la_cu_gemm(
@@ -394,10 +398,13 @@ template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_ar
 }
 
 la_status la__cu_delta_chunk_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                    float *hst, la_cu_dc_args *out) {
+                                    float *hst, la_cu_dc_args *out, int want_A) {
     la_cu_dc_args p = {};
     p.hst = hst;
     la_status st = LA_OK;
+    if (want_A && (st = la__cu_alloc(ar, (void **)&p.AT,
+                                     (size_t)tb.nchunks * c->HS * LA_CU_C * LA_CU_C * 4)))
+        return st;
     LA_CU_DTYPE_SWITCH(c->dtype, T, st = dc_states<T>(c, ar, tb, p));
     if (out) *out = p;
     return st;

@@ -18,6 +18,7 @@ struct la_cu_dc_args {
     float *Kd;  /* [tokens][HS][K]: e^{gam_L - gam_t} k_t / |k_t| (|k_t| = 1 without l2) */
     float *bL;  /* [chunks][HS]: e^{gam_L} */
     float *hst; /* [chunks][HS][K][V]: the state before each chunk */
+    float *AT;  /* [chunks][HS][64][64]: A^T (written by prep where not NULL) */
     int64_t H, HS, K, V;
     float scale;
     int use_l2;
@@ -71,11 +72,21 @@ int la__cu_delta_chunk_bwd_fits(const la__cu_call *c);
  * be NULL), scratch from ar; *out (may be NULL) gets the filled arguments
  * (W, R in U, ks, bL) for the backward. */
 la_status la__cu_delta_chunk_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                    float *hst, la_cu_dc_args *out);
+                                    float *hst, la_cu_dc_args *out, int want_A = 0);
 /* The chunk form's state gradients: dhst[c] = dL/d(state after chunk c)
  * ([chunks][HS][K][V]), c->ds0 written; runs la__cu_delta_chunk_states
- * (writing hst) first. */
+ * (writing hst) first. Where pout is not NULL it gets the forward's
+ * arguments (with A^T) and *dR the gradient of R ([tokens][HS][V], fp32). */
 la_status la__cu_delta_chunk_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                     float *hst, float *dhst);
+                                     float *hst, float *dhst, la_cu_dc_args *pout = NULL,
+                                     float **dR = NULL);
+/* The chunkwise token gradients (delta_chunk_grad.cu) from the outputs of
+ * la__cu_delta_chunk_dstates: dv written; per value head dq, dk
+ * ([tokens][HS][K]), dbeta, dg ([tokens][HS]) for delta.cu's reduce. */
+int la__cu_delta_chunk_grads_fits(const la__cu_call *c);
+la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
+                                   const la_cu_table &tb, const la_cu_dc_args &p, float *dR,
+                                   const float *hst, const float *dhst, float *dqp, float *dkp,
+                                   float *dbp, float *dgp);
 
 #endif

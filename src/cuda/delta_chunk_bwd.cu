@@ -89,7 +89,7 @@ template <int VB, int NB> static size_t dcb_rev_smem(int64_t K) {
 template <int VB, int KA, int NB>
 __global__ void __launch_bounds__(256)
     la_cu_dcb_rev(la_cu_dc_args p, const float *Qd, const float *dOf, const float *dsT, float *ds0,
-                  const float *dRo, float *dhst) {
+                  float *dRo, float *dhst) {
     extern __shared__ float4 dcb_sm4[];
     float *sm = (float *)dcb_sm4;
     constexpr int TJ = VB / 16;
@@ -182,7 +182,10 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
             for (int w = 0; w < TJ; w++) {
                 const int r = ri + 16 * u, j = cj + 16 * w;
-                Rs[r * VB + j] += racc[u][w];
+                const float x = Rs[r * VB + j] + racc[u][w];
+                Rs[r * VB + j] = x;
+                if (r < L && v0 + j < V) /* dR for the chunkwise token gradients */
+                    dRo[((s.start + (int64_t)c * LA_CU_C + r) * HS + hs) * V + v0 + j] = x;
             }
         __syncthreads();
         /* dh = b_L dh' + Qt^T dO - W^T dR */
@@ -232,7 +235,7 @@ __global__ void __launch_bounds__(256)
 
 template <int VB, int KA, int NB>
 static la_status dcb_rev_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                                const float *Qd, const float *dOf, const float *dRo, float *dhst) {
+                                const float *Qd, const float *dOf, float *dRo, float *dhst) {
     const size_t smem = dcb_rev_smem<VB, NB>(c->K);
     LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev<VB, KA, NB>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -245,14 +248,14 @@ static la_status dcb_rev_launch(const la__cu_call *c, const la_cu_dc_args &p, cu
 /* Double-buffered where it fits; 32-column blocks where there are enough. */
 template <int VB, int KA>
 static la_status dcb_rev_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s,
-                            const float *Qd, const float *dOf, const float *dRo, float *dhst) {
+                            const float *Qd, const float *dOf, float *dRo, float *dhst) {
     if (dcb_rev_smem<VB, 2>(c->K) <= (size_t)la__cu_smem_optin(c))
         return dcb_rev_launch<VB, KA, 2>(c, p, s, Qd, dOf, dRo, dhst);
     return dcb_rev_launch<VB, KA, 1>(c, p, s, Qd, dOf, dRo, dhst);
 }
 template <int KA>
 static la_status dcb_rev_vb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s,
-                            const float *Qd, const float *dOf, const float *dRo, float *dhst) {
+                            const float *Qd, const float *dOf, float *dRo, float *dhst) {
     const int64_t ctas32 = c->N * c->HS * ((c->V + 31) / 32);
     if (ctas32 >= 264 && dcb_rev_smem<32, 1>(c->K) <= (size_t)la__cu_smem_optin(c))
         return dcb_rev_nb<32, KA>(c, p, s, Qd, dOf, dRo, dhst);
@@ -267,7 +270,7 @@ int la__cu_delta_chunk_bwd_fits(const la__cu_call *c) {
  * dhst[c] = gradient of the state after chunk c, c->ds0 written. */
 template <typename T>
 static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                             const la_cu_dc_args &p, float *dhst) {
+                             const la_cu_dc_args &p, float *dhst, float **dRout) {
     la_status st;
     const size_t nt = (size_t)c->B * c->T * c->HS;
     float *dRo, *Qd, *dOf;
@@ -275,6 +278,7 @@ static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_
         (st = la__cu_alloc(ar, (void **)&Qd, nt * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dOf, nt * c->V * 4)))
         return st;
+    if (dRout) *dRout = dRo;
     if (tb.nchunks > 0) {
         la_cu_dcb_pto<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(
             p, c->d_o, dRo, Qd, dOf);
@@ -286,10 +290,12 @@ static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_
 }
 
 la_status la__cu_delta_chunk_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                     float *hst, float *dhst) {
+                                     float *hst, float *dhst, la_cu_dc_args *pout,
+                                     float **dR) {
     la_cu_dc_args p;
-    la_status st = la__cu_delta_chunk_states(c, ar, tb, hst, &p);
+    la_status st = la__cu_delta_chunk_states(c, ar, tb, hst, &p, pout != NULL);
     if (st) return st;
-    LA_CU_DTYPE_SWITCH(c->dtype, T, st = dcb_dstates<T>(c, ar, tb, p, dhst));
+    LA_CU_DTYPE_SWITCH(c->dtype, T, st = dcb_dstates<T>(c, ar, tb, p, dhst, dR));
+    if (pout) *pout = p;
     return st;
 }
