@@ -17,6 +17,9 @@
  *   dgam from the gate factors (Gamma, b, e, b_L), dg its reverse cumsum.
  * fp32 FFMA, fixed summation orders, no atomics. Outputs: dv (final), and
  * per value head dq, dk ([tokens][HS][K], fp32), dbeta, dg ([tokens][HS]). */
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.cuh"
 #include "delta_chunk.cuh"
 
@@ -46,8 +49,9 @@ __device__ __forceinline__ void dcg_rowadd(float (&x)[4], float *dst) {
     }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(256, 2)
+/* MINB: CTAs per SM asked of ptxas (2: 128 registers, a few spills; 1: none) */
+template <typename T, int MINB>
+__global__ void __launch_bounds__(256, MINB)
     la_cu_dcg(la_cu_dc_args p, const void *d_o, const float *hst, const float *dhst, float *dR,
               void *dv_out, float *dqp, float *dkp, float *dbp, float *dgp) {
     extern __shared__ double dcg_raw[];
@@ -299,12 +303,14 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
     if (tb.nchunks == 0) return LA_OK;
     const size_t smem = sizeof(dcg_smem);
     const dim3 grid((unsigned)tb.nchunks, (unsigned)c->HS);
+    const char *e = getenv("LINATTN_CUDA_DCG_MINB"); /* benchmarking knob */
+    const bool one = e && !strcmp(e, "1");
     LA_CU_DTYPE_SWITCH(c->dtype, T, {
-        LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcg<T>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              (int)smem));
-        la_cu_dcg<T>
-            <<<grid, 256, smem, stream>>>(p, c->d_o, hst, dhst, dR, c->dv, dqp, dkp, dbp, dgp);
+        void (*f)(la_cu_dc_args, const void *, const float *, const float *, float *, void *,
+                  float *, float *, float *, float *) = one ? la_cu_dcg<T, 1> : la_cu_dcg<T, 2>;
+        LA_CU_TRY(c->op,
+                  cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        f<<<grid, 256, smem, stream>>>(p, c->d_o, hst, dhst, dR, c->dv, dqp, dkp, dbp, dgp);
     });
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
