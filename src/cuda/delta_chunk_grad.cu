@@ -296,10 +296,10 @@ int la__cu_delta_chunk_grads_fits(const la__cu_call *c) {
     return sizeof(dcg_smem) <= (size_t)la__cu_smem_optin(c);
 }
 
-la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
-                                   const la_cu_table &tb, const la_cu_dc_args &p, float *dR,
-                                   const float *hst, const float *dhst, float *dqp, float *dkp,
-                                   float *dbp, float *dgp) {
+la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
+                                   const la_cu_dc_args &p, float *dR, const float *hst,
+                                   const float *dhst, float *dqp, float *dkp, float *dbp,
+                                   float *dgp) {
     if (tb.nchunks == 0) return LA_OK;
     const size_t smem = sizeof(dcg_smem);
     const dim3 grid((unsigned)tb.nchunks, (unsigned)c->HS);
