@@ -134,6 +134,10 @@ def main():
     ap.add_argument("--dtypes", default="bf16,fp32", help="dense shapes: dtypes, outer loop")
     ap.add_argument("--profile", action="store_true",
                     help="dense shapes: per-kernel times of one linattn fwd+bwd (torch.profiler)")
+    # cuda-delta3: narrower delta/gdn runs (device calls are time-limited)
+    ap.add_argument("--delta-dtypes", default="bf16,fp32", help="delta and gdn sections: dtypes")
+    ap.add_argument("--delta-shapes", default="0,1", help="delta section: shape indices")
+    ap.add_argument("--no-recurrent", action="store_true", help="gdn: skip the recurrent form")
     a = ap.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -233,8 +237,12 @@ def main():
             torch.cuda.empty_cache()
 
     # DeltaNet (chunk form, l2-normalised q, k in the kernel), fla's chunk_delta_rule beside
-    for (B, T, H, D) in [(8, 2048, 16, 128), (1, 16384, 16, 128)] if "delta" in sec else ():
-        for dt in (torch.bfloat16, torch.float32):
+    ddt = [d for d in (torch.bfloat16, torch.float32)
+           if {torch.bfloat16: "bf16", torch.float32: "fp32"}[d] in a.delta_dtypes.split(",")]
+    dsh = [int(x) for x in a.delta_shapes.split(",") if x]
+    for (B, T, H, D) in [s_ for i, s_ in enumerate([(8, 2048, 16, 128), (1, 16384, 16, 128)])
+                         if i in dsh] if "delta" in sec else ():
+        for dt in ddt:
             q = torch.randn(B, T, H, D, device=dev, dtype=dt)
             k = torch.randn(B, T, H, D, device=dev, dtype=dt)
             v = torch.randn(B, T, H, D, device=dev, dtype=dt)
@@ -258,6 +266,8 @@ def main():
 
             attempt(a.out, dict(base, impl="linattn", mode="fwd"), dn_f)
             attempt(a.out, dict(base, impl="linattn", mode="fwd+bwd"), dn_fb)
+            if a.profile:
+                profile_kernels(a.out, {k_: v_ for k_, v_ in base.items() if k_ != "op"}, "delta", dn_fb)
             if fla:
                 qr, kr, vr = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
                 br = beta.detach().clone().to(dt).requires_grad_(True)
@@ -272,7 +282,7 @@ def main():
 
     # Gated DeltaNet prefill shape
     B, T, H, HV, D = 1, 65536 if not a.quick else 8192, 2, 8, 128
-    for dt in (torch.bfloat16, torch.float32) if "gdn" in sec else ():
+    for dt in ddt if "gdn" in sec else ():
         q = torch.nn.functional.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
         k = torch.nn.functional.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
         v = torch.randn(B, T, HV, D, device=dev, dtype=dt)
@@ -299,9 +309,12 @@ def main():
 
         attempt(a.out, dict(base, impl="linattn", mode="fwd"), gdn_f)
         attempt(a.out, dict(base, impl="linattn", mode="fwd+bwd"), gdn_fb)
+        if a.profile:
+            profile_kernels(a.out, {k_: v_ for k_, v_ in base.items() if k_ != "op"}, "gated_delta", gdn_fb)
         go_r = go
         go = GatedOpts(1, 0.0, 64, 0)  # the recurrent form, for comparison
-        attempt(a.out, dict(base, impl="linattn", mode="fwd (recurrent form)"), gdn_f)
+        if not a.no_recurrent:
+            attempt(a.out, dict(base, impl="linattn", mode="fwd (recurrent form)"), gdn_f)
         go = go_r
         if fla:
             qr, kr, vr = (t.detach().clone().requires_grad_(True) for t in (q, k, v))

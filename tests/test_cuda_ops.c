@@ -904,6 +904,12 @@ int main(void) {
          1.0},
         {"delta bf16 raw keys T200 K256 V256", 1, 200, 1, 0, 256, 256, NULL, 0, LA_DTYPE_BF16, 0, 0,
          0, 0.06},
+        /* cuda-delta3: the state / reverse passes' 32- and 16-column blocks
+         * (the small cases above take 8-column blocks) */
+        {"gdn l2 extreme B2 T130 H66 K64 V64 (VB 32)", 2, 130, 66, 0, 64, 64, NULL, 0, LA_DTYPE_F32,
+         1, 1, 1, 1.0},
+        {"gdn bf16 extreme HV=3H T100 K100 V176 (VB 16)", 1, 100, 4, 12, 100, 176, NULL, 0,
+         LA_DTYPE_BF16, 1, 1, 1, 1.0},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,

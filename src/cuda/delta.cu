@@ -16,6 +16,9 @@
  * value heads of a q/k head), followed by the l2norm backward. No atomics.
  * The chunkwise (WY) forward is delta_chunk.cu; in the chunk form this
  * backward takes its checkpoints from that form's state pass. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.cuh"
 #include "delta_chunk.cuh"
 
@@ -433,6 +436,38 @@ __global__ void __launch_bounds__(128)
     }
 }
 
+/* The chunk form with the chunkwise token gradients: states and state
+ * gradients at every chunk boundary, then every chunk's dq, dk, dv, dbeta,
+ * dg at once, then the reduce (over value heads, l2norm backward). */
+template <typename T>
+static la_status delta_backward_wy(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb) {
+    la_status st;
+    const int64_t ntok = c->B * c->T;
+    const size_t KV = (size_t)c->K * c->V, nckpt = (size_t)(tb.nchunks ? tb.nchunks : 1);
+    const size_t nt = (size_t)ntok * c->HS;
+    float *hst, *dhst, *dqp, *dkp, *dbp, *dgp, *dR = NULL;
+    if ((st = la__cu_alloc(ar, (void **)&hst, nckpt * c->HS * KV * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&dhst, nckpt * c->HS * KV * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&dqp, nt * c->K * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&dkp, nt * c->K * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&dbp, nt * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&dgp, nt * 4)))
+        return st;
+    la_cu_dc_args p;
+    if ((st = la__cu_delta_chunk_dstates(c, ar, tb, hst, dhst, &p, &dR)) ||
+        (st = la__cu_delta_chunk_grads(c, ar->stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp)))
+        return st;
+    delta_bwd_args b = {};
+    b.q = c->q, b.k = c->k, b.dqp = dqp, b.dkp = dkp, b.dbp = dbp, b.dgp = dgp;
+    b.H = c->H, b.HS = c->HS, b.K = c->K, b.V = c->V, b.ntok = ntok, b.use_l2 = c->use_l2;
+    if (ntok > 0) {
+        la_cu_delta_bwd_reduce<T><<<dim3((unsigned)ntok, (unsigned)c->H), 128, 0, ar->stream>>>(
+            b, 1, c->dq, c->dk, c->dbeta, c->dg);
+        LA_CU_LAUNCHED(c->op);
+    }
+    return LA_OK;
+}
+
 template <typename T> static la_status delta_backward(const la__cu_call *c, la_cu_arena *ar) {
     if (c->HS / c->H > 128)
         return la__error(LA_ERR_UNSUPPORTED, "%s: HV / H > 128 on the GPU", c->op);
@@ -442,6 +477,14 @@ template <typename T> static la_status delta_backward(const la__cu_call *c, la_c
     const int64_t nvb = (c->V + 31) / 32, ntok = c->B * c->T;
     /* the chunk form where its reverse pass fits the device's shared memory */
     const bool chunk = c->chunk_form && la__cu_delta_chunk_bwd_fits(c);
+    /* chunk form: the chunkwise token gradients (delta_chunk_grad.cu) unless
+     * LINATTN_CUDA_DELTA_BWD=token asks for the token backward per chunk */
+    bool wy = chunk && la__cu_delta_chunk_grads_fits(c);
+    if (wy) {
+        const char *e = getenv("LINATTN_CUDA_DELTA_BWD");
+        if (e && !strcmp(e, "token")) wy = false;
+    }
+    if (wy) return delta_backward_wy<T>(c, ar, tb);
     const size_t KV = (size_t)c->K * c->V, nckpt = (size_t)(tb.nchunks ? tb.nchunks : 1);
     /* work items: (sequence, value head, column block) in the recurrent form,
      * (chunk, value head, column block) in the chunk form, where a

@@ -71,6 +71,10 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu
         }
     }
     __syncthreads();
+    if (p.AT) { /* A^T for the backward: AT[m][r] = A[r][m] */
+        float *at = p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C;
+        for (int e = t; e < LA_CU_C * LA_CU_C; e += 256) at[e] = A[e & 63][e >> 6];
+    }
     for (int64_t v0 = 0; v0 < V; v0 += 64) {
         la_cu_zero(acc);
         la_cu_gemm(
@@ -110,46 +114,43 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu
 /* ---- state pass: one CTA per (sequence, value head, VB columns) -----------
  * Shared, NB buffers of: W and Kd of the chunk ([64][KP] each, rows >= L and
  * columns >= K zero), U then R ([64][VB]); then the state tile h
- * ([K4][VB]). With NB = 2 the next chunk's tiles load (cp.async) while this
- * one computes. Thread (ri, cj) = (tid / 16, tid % 16): R rows ri + 16u
- * (u < 4) and state rows ri + 16a (a < KA), columns cj + 16w (w < VB / 16). */
+ * ([K4][VB]). With NB = 2 the next chunk's tiles load (cp.async, 16 bytes
+ * where K and V are multiples of 4) while this one computes. Thread
+ * (ri, cj) = (tid / CJ, tid % CJ) with CJ = min(VB, 16) and RI = 256 / CJ:
+ * R rows ri + RI u (u < 64 / RI) and state rows ri + RI a (a < KA16 16 / RI),
+ * columns cj + CJ w (w < VB / CJ). VB = 8 doubles the CTAs for few heads. */
 template <int VB, int NB> static size_t dc_state_smem(int64_t K) {
     const int K4 = la_cu_dc_k4(K), KP = K4 + 4;
     return sizeof(float) * ((size_t)NB * (2 * LA_CU_C * KP + LA_CU_C * VB) + (size_t)K4 * VB);
 }
-template <typename T, int VB, int KA, int NB>
+template <int VB, int KA16, int NB>
 __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
     extern __shared__ float4 dc_sm4[];
     float *sm = (float *)dc_sm4;
-    constexpr int TJ = VB / 16;
+    constexpr int CJ = VB < 16 ? VB : 16, RI = 256 / CJ, TJ = VB / CJ, RU = LA_CU_C / RI;
+    constexpr int KA = KA16 * 16 / RI;
     const int64_t K = p.K, V = p.V, HS = p.HS;
     const int K4 = la_cu_dc_k4(K), KP = K4 + 4, BUF = 2 * LA_CU_C * KP + LA_CU_C * VB;
+    const bool vec = (K & 3) == 0 && (V & 3) == 0;
     float *Hm = sm + NB * BUF;
-    const int t = threadIdx.x, ri = t >> 4, cj = t & 15;
+    const int t = threadIdx.x, ri = t / CJ, cj = t % CJ;
     const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS;
     const int64_t v0 = (int64_t)blockIdx.y * VB;
+    const int vc = (int)(V - v0 < VB ? V - v0 : VB); /* columns of this block */
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
     for (int e = t; e < K4 * VB; e += 256) {
         const int i = e / VB, j = e % VB;
-        Hm[e] = (p.s0 && i < K && v0 + j < V) ? p.s0[sbase + i * V + v0 + j] : 0.f;
+        Hm[e] = (p.s0 && i < K && j < vc) ? p.s0[sbase + i * V + v0 + j] : 0.f;
     }
     auto issue = [&](int c, int b) {
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
         const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
         float *Wb = sm + b * BUF, *Kb = Wb + LA_CU_C * KP, *Ub = Kb + LA_CU_C * KP;
-        for (int e = t; e < LA_CU_C * K4; e += 256) {
-            const int r = e / K4, i = e % K4;
-            const bool in = r < L && i < K;
-            const int64_t o = ((tok0 + r) * HS + hs) * K + i;
-            la_cu_cp4(Wb + r * KP + i, in ? p.W + o : p.W, in);
-            la_cu_cp4(Kb + r * KP + i, in ? p.Kd + o : p.Kd, in);
-        }
-        for (int e = t; e < LA_CU_C * VB; e += 256) {
-            const int r = e / VB, j = e % VB;
-            const bool in = r < L && v0 + j < V;
-            la_cu_cp4(Ub + e, in ? p.U + ((tok0 + r) * HS + hs) * V + v0 + j : p.U, in);
-        }
+        const int64_t ko = (tok0 * HS + hs) * K;
+        la_cu_dc_tile(Wb, KP, p.W + ko, HS * K, L, (int)K, K4, vec);
+        la_cu_dc_tile(Kb, KP, p.Kd + ko, HS * K, L, (int)K, K4, vec);
+        la_cu_dc_tile(Ub, VB, p.U + (tok0 * HS + hs) * V + v0, HS * V, L, vc, VB, vec);
         la_cu_cp_commit();
     };
     if (s.nch > 0) issue(0, 0);
@@ -173,26 +174,26 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
             float *hc = p.hst + (chk * HS + hs) * K * V + v0;
             for (int e = t; e < (int)K * VB; e += 256) {
                 const int i = e / VB, j = e % VB;
-                if (v0 + j < V) hc[(int64_t)i * V + j] = Hm[e];
+                if (j < vc) hc[(int64_t)i * V + j] = Hm[e];
             }
         }
         /* R = U - W h */
-        float racc[4][TJ];
+        float racc[RU][TJ];
 #pragma unroll
-        for (int u = 0; u < 4; u++)
+        for (int u = 0; u < RU; u++)
 #pragma unroll
             for (int w = 0; w < TJ; w++) racc[u][w] = 0.f;
         for (int i = 0; i < K4; i += 4) {
-            float4 wv[4];
+            float4 wv[RU];
 #pragma unroll
-            for (int u = 0; u < 4; u++) wv[u] = *(const float4 *)&Ws[(ri + 16 * u) * KP + i];
+            for (int u = 0; u < RU; u++) wv[u] = *(const float4 *)&Ws[(ri + RI * u) * KP + i];
 #pragma unroll
             for (int ii = 0; ii < 4; ii++) {
                 float hv[TJ];
 #pragma unroll
-                for (int w = 0; w < TJ; w++) hv[w] = Hm[(i + ii) * VB + cj + 16 * w];
+                for (int w = 0; w < TJ; w++) hv[w] = Hm[(i + ii) * VB + cj + CJ * w];
 #pragma unroll
-                for (int u = 0; u < 4; u++) {
+                for (int u = 0; u < RU; u++) {
                     const float x = ii == 0   ? wv[u].x
                                     : ii == 1 ? wv[u].y
                                     : ii == 2 ? wv[u].z
@@ -203,13 +204,13 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
             }
         }
 #pragma unroll
-        for (int u = 0; u < 4; u++)
+        for (int u = 0; u < RU; u++)
 #pragma unroll
             for (int w = 0; w < TJ; w++) {
-                const int r = ri + 16 * u, j = cj + 16 * w;
+                const int r = ri + RI * u, j = cj + CJ * w;
                 const float x = Us[r * VB + j] - racc[u][w];
                 Us[r * VB + j] = x;
-                if (r < L && v0 + j < V) p.U[((tok0 + r) * HS + hs) * V + v0 + j] = x;
+                if (r < L && j < vc) p.U[((tok0 + r) * HS + hs) * V + v0 + j] = x;
             }
         __syncthreads();
         /* h = b_L h + Ks^T R */
@@ -221,10 +222,10 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
         for (int r = 0; r < L; r++) {
             float rv[TJ];
 #pragma unroll
-            for (int w = 0; w < TJ; w++) rv[w] = Us[r * VB + cj + 16 * w];
+            for (int w = 0; w < TJ; w++) rv[w] = Us[r * VB + cj + CJ * w];
 #pragma unroll
             for (int a = 0; a < KA; a++) {
-                const int i = ri + 16 * a;
+                const int i = ri + RI * a;
                 if (i < K4) {
                     const float kv = Ks[r * KP + i];
 #pragma unroll
@@ -234,11 +235,11 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
         }
 #pragma unroll
         for (int a = 0; a < KA; a++) {
-            const int i = ri + 16 * a;
+            const int i = ri + RI * a;
             if (i < K4)
 #pragma unroll
                 for (int w = 0; w < TJ; w++) {
-                    float *h = &Hm[i * VB + cj + 16 * w];
+                    float *h = &Hm[i * VB + cj + CJ * w];
                     *h = fmaf(bl, *h, hacc[a][w]);
                 }
         }
@@ -249,7 +250,7 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
     if (p.sT)
         for (int e = t; e < (int)K * VB; e += 256) {
             const int i = e / VB, j = e % VB;
-            if (v0 + j < V) p.sT[sbase + (int64_t)i * V + v0 + j] = Hm[e];
+            if (j < vc) p.sT[sbase + (int64_t)i * V + v0 + j] = Hm[e];
         }
 }
 
@@ -311,33 +312,50 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_out(la_cu_
 }
 
 /* ---- launchers ------------------------------------------------------------ */
-template <typename T, int VB, int KA, int NB>
+template <int VB, int KA, int NB>
 static la_status dc_state_launch(const la__cu_call *c, const la_cu_dc_args &p,
                                  cudaStream_t stream) {
     const size_t smem = dc_state_smem<VB, NB>(c->K);
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state<T, VB, KA, NB>,
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state<VB, KA, NB>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)(c->N * c->HS), (unsigned)((c->V + VB - 1) / VB));
-    la_cu_dc_state<T, VB, KA, NB><<<grid, 256, smem, stream>>>(p);
+    la_cu_dc_state<VB, KA, NB><<<grid, 256, smem, stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
 
 /* Double-buffered where it fits the device's shared memory. */
-template <typename T, int VB, int KA>
+template <int VB, int KA>
 static la_status dc_state_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s) {
     if (dc_state_smem<VB, 2>(c->K) <= (size_t)la__cu_smem_optin(c))
-        return dc_state_launch<T, VB, KA, 2>(c, p, s);
-    return dc_state_launch<T, VB, KA, 1>(c, p, s);
+        return dc_state_launch<VB, KA, 2>(c, p, s);
+    return dc_state_launch<VB, KA, 1>(c, p, s);
 }
 
-/* VB = 16 where 32-column blocks would leave most SMs idle or not fit. */
-template <typename T, int KA>
+/* The column block per CTA (the whole state of a head is split into column
+ * blocks, each walked by one CTA): 32 columns where that gives two CTAs per
+ * SM, 8 where 16 would leave SMs idle, else 16. */
+int la__cu_delta_state_vb(const la__cu_call *c, int64_t nsm, size_t smem32) {
+    const int64_t heads = c->N * c->HS;
+    if (heads * ((c->V + 31) / 32) >= 2 * nsm && smem32 <= (size_t)la__cu_smem_optin(c)) return 32;
+    if (heads * ((c->V + 15) / 16) < nsm) return 8;
+    return 16;
+}
+int64_t la__cu_sm_count(const la__cu_call *c) {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, c->device) != cudaSuccess) {
+        cudaGetLastError();
+        return 132;
+    }
+    return v;
+}
+template <int KA>
 static la_status dc_state_vb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s) {
-    const int64_t ctas32 = c->N * c->HS * ((c->V + 31) / 32);
-    if (ctas32 >= 264 && dc_state_smem<32, 1>(c->K) <= (size_t)la__cu_smem_optin(c))
-        return dc_state_nb<T, 32, KA>(c, p, s);
-    return dc_state_nb<T, 16, KA>(c, p, s);
+    switch (la__cu_delta_state_vb(c, la__cu_sm_count(c), dc_state_smem<32, 1>(c->K))) {
+    case 32: return dc_state_nb<32, KA>(c, p, s);
+    case 8: return dc_state_nb<8, KA>(c, p, s);
+    default: return dc_state_nb<16, KA>(c, p, s);
+    }
 }
 
 int la__cu_smem_optin(const la__cu_call *c) {
@@ -370,9 +388,9 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
         la_cu_dc_prep<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
         LA_CU_LAUNCHED(c->op);
     }
-    if (c->K <= 64) return dc_state_vb<T, 4>(c, p, ar->stream);
-    if (c->K <= 128) return dc_state_vb<T, 8>(c, p, ar->stream);
-    return dc_state_vb<T, 16>(c, p, ar->stream);
+    if (c->K <= 64) return dc_state_vb<4>(c, p, ar->stream);
+    if (c->K <= 128) return dc_state_vb<8>(c, p, ar->stream);
+    return dc_state_vb<16>(c, p, ar->stream);
 }
 
 template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_arena *ar) {
@@ -394,10 +412,13 @@ template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_ar
 }
 
 la_status la__cu_delta_chunk_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                    float *hst, la_cu_dc_args *out) {
+                                    float *hst, la_cu_dc_args *out, int want_A) {
     la_cu_dc_args p = {};
     p.hst = hst;
     la_status st = LA_OK;
+    if (want_A && (st = la__cu_alloc(ar, (void **)&p.AT,
+                                     (size_t)tb.nchunks * c->HS * LA_CU_C * LA_CU_C * 4)))
+        return st;
     LA_CU_DTYPE_SWITCH(c->dtype, T, st = dc_states<T>(c, ar, tb, p));
     if (out) *out = p;
     return st;

@@ -18,6 +18,7 @@ struct la_cu_dc_args {
     float *Kd;  /* [tokens][HS][K]: e^{gam_L - gam_t} k_t / |k_t| (|k_t| = 1 without l2) */
     float *bL;  /* [chunks][HS]: e^{gam_L} */
     float *hst; /* [chunks][HS][K][V]: the state before each chunk */
+    float *AT;  /* [chunks][HS][64][64]: A^T (written by prep where not NULL) */
     int64_t H, HS, K, V;
     float scale;
     int use_l2;
@@ -54,6 +55,34 @@ __device__ __forceinline__ void la_cu_cp4(float *dst, const float *src, bool in)
                  "r"(in ? 4 : 0)
                  : "memory");
 }
+/* 16-byte asynchronous copy (dst, src 16-byte aligned); in = 0 zero-fills. */
+__device__ __forceinline__ void la_cu_cp16(float *dst, const float *src, bool in) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+                 "r"(in ? 16 : 0)
+                 : "memory");
+}
+/* Issues the copy of a [64][W4] fp32 tile into shared rows of SP floats:
+ * element (r, c) from src[r * rs + c] where r < L and c < C, zero elsewhere.
+ * vec: 16-byte copies (C, rs, src and SP multiples of 4 floats / 16 bytes). */
+__device__ __forceinline__ void la_cu_dc_tile(float *dst, int SP, const float *src, int64_t rs,
+                                              int L, int C, int W4, bool vec) {
+    const int t = threadIdx.x;
+    if (vec) {
+        const int q4 = W4 >> 2;
+        for (int e = t; e < LA_CU_C * q4; e += 256) {
+            const int r = e / q4, c = (e - r * q4) << 2;
+            const bool in = r < L && c < C;
+            la_cu_cp16(dst + r * SP + c, in ? src + r * rs + c : src, in);
+        }
+    } else {
+        for (int e = t; e < LA_CU_C * W4; e += 256) {
+            const int r = e / W4, c = e - r * W4;
+            const bool in = r < L && c < C;
+            la_cu_cp4(dst + r * SP + c, in ? src + r * rs + c : src, in);
+        }
+    }
+}
 __device__ __forceinline__ void la_cu_cp_commit() {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
@@ -62,6 +91,10 @@ template <int N> __device__ __forceinline__ void la_cu_cp_wait() {
 }
 /* The largest dynamic shared memory a block may opt in to on c's device. */
 int la__cu_smem_optin(const la__cu_call *c);
+/* The number of SMs of c's device; the value columns per CTA of the state
+ * and reverse passes (32, 16 or 8; smem32: shared memory at 32). */
+int64_t la__cu_sm_count(const la__cu_call *c);
+int la__cu_delta_state_vb(const la__cu_call *c, int64_t nsm, size_t smem32);
 /* Whether the chunk form's backward fits this device (its reverse pass
  * needs 3 [64][K] tiles in shared memory); otherwise the recurrent one runs. */
 int la__cu_delta_chunk_bwd_fits(const la__cu_call *c);
@@ -71,11 +104,21 @@ int la__cu_delta_chunk_bwd_fits(const la__cu_call *c);
  * be NULL), scratch from ar; *out (may be NULL) gets the filled arguments
  * (W, R in U, ks, bL) for the backward. */
 la_status la__cu_delta_chunk_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                    float *hst, la_cu_dc_args *out);
+                                    float *hst, la_cu_dc_args *out, int want_A = 0);
 /* The chunk form's state gradients: dhst[c] = dL/d(state after chunk c)
  * ([chunks][HS][K][V]), c->ds0 written; runs la__cu_delta_chunk_states
- * (writing hst) first. */
+ * (writing hst) first. Where pout is not NULL it gets the forward's
+ * arguments (with A^T) and *dR the gradient of R ([tokens][HS][V], fp32). */
 la_status la__cu_delta_chunk_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                     float *hst, float *dhst);
+                                     float *hst, float *dhst, la_cu_dc_args *pout = NULL,
+                                     float **dR = NULL);
+/* The chunkwise token gradients (delta_chunk_grad.cu) from the outputs of
+ * la__cu_delta_chunk_dstates: dv written; per value head dq, dk
+ * ([tokens][HS][K]), dbeta, dg ([tokens][HS]) for delta.cu's reduce. */
+int la__cu_delta_chunk_grads_fits(const la__cu_call *c);
+la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
+                                   const la_cu_table &tb, const la_cu_dc_args &p, float *dR,
+                                   const float *hst, const float *dhst, float *dqp, float *dkp,
+                                   float *dbp, float *dgp);
 
 #endif

@@ -86,45 +86,39 @@ template <int VB, int NB> static size_t dcb_rev_smem(int64_t K) {
     const int K4 = la_cu_dc_k4(K), KP = K4 + 4;
     return sizeof(float) * ((size_t)NB * (3 * LA_CU_C * KP + 2 * LA_CU_C * VB) + (size_t)K4 * VB);
 }
-template <int VB, int KA, int NB>
+template <int VB, int KA16, int NB>
 __global__ void __launch_bounds__(256)
     la_cu_dcb_rev(la_cu_dc_args p, const float *Qd, const float *dOf, const float *dsT, float *ds0,
-                  const float *dRo, float *dhst) {
+                  float *dRo, float *dhst) {
     extern __shared__ float4 dcb_sm4[];
     float *sm = (float *)dcb_sm4;
-    constexpr int TJ = VB / 16;
+    constexpr int CJ = VB < 16 ? VB : 16, RI = 256 / CJ, TJ = VB / CJ, RU = LA_CU_C / RI;
+    constexpr int KA = KA16 * 16 / RI;
     const int64_t K = p.K, V = p.V, HS = p.HS;
     const int K4 = la_cu_dc_k4(K), KP = K4 + 4, BUF = 3 * LA_CU_C * KP + 2 * LA_CU_C * VB;
+    const bool vec = (K & 3) == 0 && (V & 3) == 0;
     float *Dm = sm + NB * BUF;
-    const int t = threadIdx.x, ri = t >> 4, cj = t & 15;
+    const int t = threadIdx.x, ri = t / CJ, cj = t % CJ;
     const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS;
     const int64_t v0 = (int64_t)blockIdx.y * VB;
+    const int vc = (int)(V - v0 < VB ? V - v0 : VB);
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
     for (int e = t; e < K4 * VB; e += 256) {
         const int i = e / VB, j = e % VB;
-        Dm[e] = (dsT && i < K && v0 + j < V) ? dsT[sbase + i * V + v0 + j] : 0.f;
+        Dm[e] = (dsT && i < K && j < vc) ? dsT[sbase + i * V + v0 + j] : 0.f;
     }
     auto issue = [&](int c, int b) {
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
         const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
         float *Wb = sm + b * BUF, *Kb = Wb + LA_CU_C * KP, *Qb = Kb + LA_CU_C * KP;
         float *Ob = Qb + LA_CU_C * KP, *Rb = Ob + LA_CU_C * VB;
-        for (int e = t; e < LA_CU_C * K4; e += 256) {
-            const int r = e / K4, i = e % K4;
-            const bool in = r < L && i < K;
-            const int64_t o = ((tok0 + r) * HS + hs) * K + i;
-            la_cu_cp4(Wb + r * KP + i, in ? p.W + o : p.W, in);
-            la_cu_cp4(Kb + r * KP + i, in ? p.Kd + o : p.Kd, in);
-            la_cu_cp4(Qb + r * KP + i, in ? Qd + o : Qd, in);
-        }
-        for (int e = t; e < LA_CU_C * VB; e += 256) {
-            const int r = e / VB, j = e % VB;
-            const bool in = r < L && v0 + j < V;
-            const int64_t o = ((tok0 + r) * HS + hs) * V + v0 + j;
-            la_cu_cp4(Ob + e, in ? dOf + o : dOf, in);
-            la_cu_cp4(Rb + e, in ? dRo + o : dRo, in);
-        }
+        const int64_t ko = (tok0 * HS + hs) * K, vo = (tok0 * HS + hs) * V + v0;
+        la_cu_dc_tile(Wb, KP, p.W + ko, HS * K, L, (int)K, K4, vec);
+        la_cu_dc_tile(Kb, KP, p.Kd + ko, HS * K, L, (int)K, K4, vec);
+        la_cu_dc_tile(Qb, KP, Qd + ko, HS * K, L, (int)K, K4, vec);
+        la_cu_dc_tile(Ob, VB, dOf + vo, HS * V, L, vc, VB, vec);
+        la_cu_dc_tile(Rb, VB, dRo + vo, HS * V, L, vc, VB, vec);
         la_cu_cp_commit();
     };
     if (s.nch > 0) issue(s.nch - 1, 0);
@@ -148,26 +142,26 @@ __global__ void __launch_bounds__(256)
             float *dc = dhst + (chk * HS + hs) * K * V + v0;
             for (int e = t; e < (int)K * VB; e += 256) {
                 const int i = e / VB, j = e % VB;
-                if (v0 + j < V) dc[(int64_t)i * V + j] = Dm[e];
+                if (j < vc) dc[(int64_t)i * V + j] = Dm[e];
             }
         }
         /* dR = dRo + Ks dh' */
-        float racc[4][TJ];
+        float racc[RU][TJ];
 #pragma unroll
-        for (int u = 0; u < 4; u++)
+        for (int u = 0; u < RU; u++)
 #pragma unroll
             for (int w = 0; w < TJ; w++) racc[u][w] = 0.f;
         for (int i = 0; i < K4; i += 4) {
-            float4 kv[4];
+            float4 kv[RU];
 #pragma unroll
-            for (int u = 0; u < 4; u++) kv[u] = *(const float4 *)&Ks[(ri + 16 * u) * KP + i];
+            for (int u = 0; u < RU; u++) kv[u] = *(const float4 *)&Ks[(ri + RI * u) * KP + i];
 #pragma unroll
             for (int ii = 0; ii < 4; ii++) {
                 float dv[TJ];
 #pragma unroll
-                for (int w = 0; w < TJ; w++) dv[w] = Dm[(i + ii) * VB + cj + 16 * w];
+                for (int w = 0; w < TJ; w++) dv[w] = Dm[(i + ii) * VB + cj + CJ * w];
 #pragma unroll
-                for (int u = 0; u < 4; u++) {
+                for (int u = 0; u < RU; u++) {
                     const float x = ii == 0   ? kv[u].x
                                     : ii == 1 ? kv[u].y
                                     : ii == 2 ? kv[u].z
@@ -178,11 +172,14 @@ __global__ void __launch_bounds__(256)
             }
         }
 #pragma unroll
-        for (int u = 0; u < 4; u++)
+        for (int u = 0; u < RU; u++)
 #pragma unroll
             for (int w = 0; w < TJ; w++) {
-                const int r = ri + 16 * u, j = cj + 16 * w;
-                Rs[r * VB + j] += racc[u][w];
+                const int r = ri + RI * u, j = cj + CJ * w;
+                const float x = Rs[r * VB + j] + racc[u][w];
+                Rs[r * VB + j] = x;
+                if (r < L && j < vc) /* dR for the chunkwise token gradients */
+                    dRo[((s.start + (int64_t)c * LA_CU_C + r) * HS + hs) * V + v0 + j] = x;
             }
         __syncthreads();
         /* dh = b_L dh' + Qt^T dO - W^T dR */
@@ -195,12 +192,12 @@ __global__ void __launch_bounds__(256)
             float ov[TJ], rv[TJ];
 #pragma unroll
             for (int w = 0; w < TJ; w++) {
-                ov[w] = Os[r * VB + cj + 16 * w];
-                rv[w] = Rs[r * VB + cj + 16 * w];
+                ov[w] = Os[r * VB + cj + CJ * w];
+                rv[w] = Rs[r * VB + cj + CJ * w];
             }
 #pragma unroll
             for (int a = 0; a < KA; a++) {
-                const int i = ri + 16 * a;
+                const int i = ri + RI * a;
                 if (i < K4) {
                     const float qv = Qs[r * KP + i], wv = Ws[r * KP + i];
 #pragma unroll
@@ -211,11 +208,11 @@ __global__ void __launch_bounds__(256)
         }
 #pragma unroll
         for (int a = 0; a < KA; a++) {
-            const int i = ri + 16 * a;
+            const int i = ri + RI * a;
             if (i < K4)
 #pragma unroll
                 for (int w = 0; w < TJ; w++) {
-                    float *h = &Dm[i * VB + cj + 16 * w];
+                    float *h = &Dm[i * VB + cj + CJ * w];
                     *h = fmaf(bl, *h, hacc[a][w]);
                 }
         }
@@ -226,13 +223,13 @@ __global__ void __launch_bounds__(256)
     if (ds0)
         for (int e = t; e < (int)K * VB; e += 256) {
             const int i = e / VB, j = e % VB;
-            if (v0 + j < V) ds0[sbase + (int64_t)i * V + v0 + j] = Dm[e];
+            if (j < vc) ds0[sbase + (int64_t)i * V + v0 + j] = Dm[e];
         }
 }
 
 template <int VB, int KA, int NB>
 static la_status dcb_rev_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                                const float *Qd, const float *dOf, const float *dRo, float *dhst) {
+                                const float *Qd, const float *dOf, float *dRo, float *dhst) {
     const size_t smem = dcb_rev_smem<VB, NB>(c->K);
     LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev<VB, KA, NB>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -245,18 +242,19 @@ static la_status dcb_rev_launch(const la__cu_call *c, const la_cu_dc_args &p, cu
 /* Double-buffered where it fits; 32-column blocks where there are enough. */
 template <int VB, int KA>
 static la_status dcb_rev_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s,
-                            const float *Qd, const float *dOf, const float *dRo, float *dhst) {
+                            const float *Qd, const float *dOf, float *dRo, float *dhst) {
     if (dcb_rev_smem<VB, 2>(c->K) <= (size_t)la__cu_smem_optin(c))
         return dcb_rev_launch<VB, KA, 2>(c, p, s, Qd, dOf, dRo, dhst);
     return dcb_rev_launch<VB, KA, 1>(c, p, s, Qd, dOf, dRo, dhst);
 }
 template <int KA>
 static la_status dcb_rev_vb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s,
-                            const float *Qd, const float *dOf, const float *dRo, float *dhst) {
-    const int64_t ctas32 = c->N * c->HS * ((c->V + 31) / 32);
-    if (ctas32 >= 264 && dcb_rev_smem<32, 1>(c->K) <= (size_t)la__cu_smem_optin(c))
-        return dcb_rev_nb<32, KA>(c, p, s, Qd, dOf, dRo, dhst);
-    return dcb_rev_nb<16, KA>(c, p, s, Qd, dOf, dRo, dhst);
+                            const float *Qd, const float *dOf, float *dRo, float *dhst) {
+    switch (la__cu_delta_state_vb(c, la__cu_sm_count(c), dcb_rev_smem<32, 1>(c->K))) {
+    case 32: return dcb_rev_nb<32, KA>(c, p, s, Qd, dOf, dRo, dhst);
+    case 8: return dcb_rev_nb<8, KA>(c, p, s, Qd, dOf, dRo, dhst);
+    default: return dcb_rev_nb<16, KA>(c, p, s, Qd, dOf, dRo, dhst);
+    }
 }
 
 int la__cu_delta_chunk_bwd_fits(const la__cu_call *c) {
@@ -267,7 +265,7 @@ int la__cu_delta_chunk_bwd_fits(const la__cu_call *c) {
  * dhst[c] = gradient of the state after chunk c, c->ds0 written. */
 template <typename T>
 static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                             const la_cu_dc_args &p, float *dhst) {
+                             const la_cu_dc_args &p, float *dhst, float **dRout) {
     la_status st;
     const size_t nt = (size_t)c->B * c->T * c->HS;
     float *dRo, *Qd, *dOf;
@@ -275,6 +273,7 @@ static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_
         (st = la__cu_alloc(ar, (void **)&Qd, nt * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dOf, nt * c->V * 4)))
         return st;
+    if (dRout) *dRout = dRo;
     if (tb.nchunks > 0) {
         la_cu_dcb_pto<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(
             p, c->d_o, dRo, Qd, dOf);
@@ -286,10 +285,12 @@ static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_
 }
 
 la_status la__cu_delta_chunk_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                     float *hst, float *dhst) {
+                                     float *hst, float *dhst, la_cu_dc_args *pout,
+                                     float **dR) {
     la_cu_dc_args p;
-    la_status st = la__cu_delta_chunk_states(c, ar, tb, hst, &p);
+    la_status st = la__cu_delta_chunk_states(c, ar, tb, hst, &p, pout != NULL);
     if (st) return st;
-    LA_CU_DTYPE_SWITCH(c->dtype, T, st = dcb_dstates<T>(c, ar, tb, p, dhst));
+    LA_CU_DTYPE_SWITCH(c->dtype, T, st = dcb_dstates<T>(c, ar, tb, p, dhst, dR));
+    if (pout) *pout = p;
     return st;
 }

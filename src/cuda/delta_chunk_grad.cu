@@ -1,0 +1,317 @@
+/* DeltaNet and Gated DeltaNet on the GPU, chunk-form backward, the token
+ * gradients of every chunk at once (one CTA per (chunk, value head)), the
+ * same math as la__delta_chunk_backward in src/ops/delta_rule/chunk.c. The
+ * state pass and the reverse pass (delta_chunk.cu, delta_chunk_bwd.cu) give
+ * per chunk S0 (the state before it), G (the gradient of the state after
+ * it), R = U - W S0, A^T = (I + M)^{-T} and dR = P^T dO~ + diag(e) K G
+ * (dO~ = scale dO). Notation of chunk.c, q and k l2-normalised (the reduce
+ * kernel of delta.cu applies the l2norm backward):
+ *   Yu = A^T dR,  dv = diag(beta) Yu,  Yw = -Yu S0^T  (the dW = -dR S0^T
+ *     of R = U - W S0 goes through the same solve, so the second triangular
+ *     solve is one product), and dM_tj = -(Yu_t.U_j + Yw_t.W_j) = -Yu_t.R_j;
+ *   dP = dO~ R^T (lower incl. diagonal), T1 = dP (.) Gamma,
+ *   T2 = diag(beta) dM (.) Gamma (strictly lower);
+ *   dq = diag(b) dO~ S0^T + T1 K
+ *   dk = diag(e) R G^T + diag(beta b) Yw + T1^T Q + (T2 + T2^T) K
+ *   dbeta_t = Yu_t.v_t + b_t Yw_t.k_t + sum_j dM_tj (k_t.k_j) Gamma_tj
+ *   dgam from the gate factors (Gamma, b, e, b_L), dg its reverse cumsum.
+ * fp32 FFMA, fixed summation orders, no atomics. Outputs: dv (final), and
+ * per value head dq, dk ([tokens][HS][K], fp32), dbeta, dg ([tokens][HS]). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.cuh"
+#include "delta_chunk.cuh"
+
+struct dcg_smem {
+    double gam[LA_CU_C], dgam[LA_CU_C], red[8];
+    float bt[LA_CU_C], et[LA_CU_C], be[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
+    float dbb[LA_CU_C], dee[LA_CU_C], dbt[LA_CU_C];
+    float M1[LA_CU_C][LA_CU_C + 1]; /* q.k (lower incl. diagonal), then T2 */
+    float M2[LA_CU_C][LA_CU_C + 1]; /* k.k (strictly lower) */
+    float T1[LA_CU_C][LA_CU_C + 1];
+    float Z[LA_CU_C][LA_CU_C + 1]; /* dGamma (.) Gamma, strictly lower */
+    la_cu_gemm_smem gs;
+};
+
+/* row sums of a 64x64 tile held as acc[a][b] (row ty + 16a) over its 16 tx
+ * threads: x[a] summed over columns, added (fixed order) into dst[row] by tx 0 */
+__device__ __forceinline__ void dcg_rowadd(float (&x)[4], float *dst) {
+    const int t = threadIdx.x, ty = t >> 4, tx = t & 15;
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        float s = x[a];
+        s += __shfl_xor_sync(0xffffffffu, s, 8);
+        s += __shfl_xor_sync(0xffffffffu, s, 4);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        if (tx == 0) dst[ty + 16 * a] += s;
+    }
+}
+
+/* MINB: CTAs per SM asked of ptxas (2: 128 registers, a few spills; 1: none) */
+template <typename T, int MINB>
+__global__ void __launch_bounds__(256, MINB)
+    la_cu_dcg(la_cu_dc_args p, const void *d_o, const float *hst, const float *dhst, float *dR,
+              void *dv_out, float *dqp, float *dkp, float *dbp, float *dgp) {
+    extern __shared__ double dcg_raw[];
+    dcg_smem &S = *(dcg_smem *)dcg_raw;
+    const la_cu_chunk ch = p.chunks[blockIdx.x];
+    const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = blockIdx.y, hq = hs / (HS / H);
+    const int L = ch.len, t = threadIdx.x, ty = t >> 4, tx = t & 15;
+    const int64_t tok0 = ch.tok0, kst = H * K, vst = HS * V;
+    const float sc = p.scale;
+    const T *qc = (const T *)p.q + (tok0 * H + hq) * K;
+    const T *kc = (const T *)p.k + (tok0 * H + hq) * K;
+    const T *vc = (const T *)p.v + (tok0 * HS + hs) * V;
+    const T *dOc = (const T *)d_o + (tok0 * HS + hs) * V;
+    const float *Rc = p.U + (tok0 * HS + hs) * V; /* R after the state pass */
+    float *Yc = dR + (tok0 * HS + hs) * V;        /* dR, then Yu in place */
+    const size_t cs = ((size_t)blockIdx.x * HS + hs) * K * V;
+    const float *S0 = hst + cs, *G = dhst + cs;
+    const float *AT = p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C;
+    la_cu_chunk_gates(S.gam, p.g, 0.f, tok0, L, HS, (int)hs);
+    la_cu_dc_rnorm<T>(S.rq, (const T *)p.q, tok0, L, H, hq, K, p.use_l2);
+    la_cu_dc_rnorm<T>(S.rk, (const T *)p.k, tok0, L, H, hq, K, p.use_l2);
+    if (t < LA_CU_C) {
+        S.be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
+        S.dbb[t] = S.dee[t] = S.dbt[t] = 0.f;
+    }
+    { /* dbL = <G, S0>, doubles, fixed order */
+        double a = 0;
+        for (int64_t e = t; e < K * V; e += 256) a += (double)G[e] * (double)S0[e];
+        for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+        if ((t & 31) == 0) S.red[t >> 5] = a;
+    }
+    __syncthreads();
+    if (t < LA_CU_C) {
+        S.bt[t] = t < L ? la_cu_expd(S.gam[t]) : 0.f;
+        S.et[t] = t < L ? la_cu_expd(S.gam[L - 1] - S.gam[t]) : 0.f;
+    }
+    auto gm = [&](int m, int n) -> float { return la_cu_expd(S.gam[m] - S.gam[n]); };
+    auto qn = [&](int m, int64_t i) -> float { return S.rq[m] * ldf(qc + m * kst + i); };
+    auto kn = [&](int m, int64_t i) -> float { return S.rk[m] * ldf(kc + m * kst + i); };
+    float acc[4][4], acc2[4][4], xs[4];
+    /* ---- q.k and k.k of the chunk ---- */
+    la_cu_zero(acc);
+    la_cu_gemm<true>(
+        acc, (int)K, [&](int m, int r) -> float { return m < L ? ldf(qc + m * kst + r) : 0.f; },
+        [&](int r, int n) -> float { return n < L ? ldf(kc + n * kst + r) : 0.f; }, S.gs);
+    la_cu_zero(acc2);
+    la_cu_gemm<true>(
+        acc2, (int)K, [&](int m, int r) -> float { return m < L ? ldf(kc + m * kst + r) : 0.f; },
+        [&](int r, int n) -> float { return n < L ? ldf(kc + n * kst + r) : 0.f; }, S.gs);
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int m = ty + 16 * a, n = tx + 16 * b;
+            S.M1[m][n] = (n <= m && m < L) ? S.rq[m] * S.rk[n] * acc[a][b] : 0.f;
+            S.M2[m][n] = (n < m && m < L) ? S.rk[m] * S.rk[n] * acc2[a][b] : 0.f;
+        }
+    /* ---- dP = dO~ R^T: T1 = dP (.) Gamma, Z = dP (.) qk (.) Gamma ---- */
+    la_cu_zero(acc);
+    la_cu_gemm<true>(
+        acc, (int)V,
+        [&](int m, int r) -> float { return m < L ? sc * ldf(dOc + m * vst + r) : 0.f; },
+        [&](int r, int n) -> float { return n < L ? Rc[n * vst + r] : 0.f; }, S.gs);
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int m = ty + 16 * a, n = tx + 16 * b;
+            const bool in = n <= m && m < L;
+            const float x = in ? acc[a][b] * gm(m, n) : 0.f;
+            S.T1[m][n] = x;
+            S.Z[m][n] = (in && n < m) ? x * S.M1[m][n] : 0.f;
+        }
+    /* ---- Yu = A^T dR (in place), dv = beta Yu, dbeta += Yu.v ---- */
+    for (int64_t v0 = 0; v0 < V; v0 += 64) {
+        la_cu_zero(acc);
+        la_cu_gemm(
+            acc, LA_CU_C, [&](int m, int r) -> float { return AT[m * LA_CU_C + r]; },
+            [&](int r, int n) -> float {
+                return (r < L && v0 + n < V) ? Yc[r * vst + v0 + n] : 0.f;
+            },
+            S.gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int m = ty + 16 * a;
+            xs[a] = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int64_t n = v0 + tx + 16 * b;
+                if (m < L && n < V) {
+                    const float y = acc[a][b];
+                    Yc[m * vst + n] = y;
+                    stf((T *)dv_out + (tok0 * HS + hs) * V + m * vst + n, S.be[m] * y);
+                    xs[a] = fmaf(y, ldf(vc + m * vst + n), xs[a]);
+                }
+            }
+        }
+        dcg_rowadd(xs, S.dbt);
+    }
+    __syncthreads(); /* Yu (global) visible to the block */
+    /* ---- dM = -Yu R^T: T2 = beta dM (.) Gamma, Z += beta dM (.) kk (.) Gamma ---- */
+    la_cu_zero(acc);
+    la_cu_gemm<true>(
+        acc, (int)V, [&](int m, int r) -> float { return m < L ? Yc[m * vst + r] : 0.f; },
+        [&](int r, int n) -> float { return n < L ? Rc[n * vst + r] : 0.f; }, S.gs);
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        const int m = ty + 16 * a;
+        xs[a] = 0.f;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const int n = tx + 16 * b;
+            float t2 = 0.f;
+            if (n < m && m < L) {
+                const float dm = -acc[a][b], g = gm(m, n), x = dm * S.M2[m][n] * g;
+                t2 = dm * S.be[m] * g;
+                S.Z[m][n] += S.be[m] * x;
+                xs[a] += x;
+            }
+            S.M1[m][n] = t2;
+        }
+    }
+    dcg_rowadd(xs, S.dbt);
+    __syncthreads();
+    /* ---- dq, dk by 64-column blocks of K ---- */
+    for (int64_t k0 = 0; k0 < K; k0 += 64) {
+        /* dq = diag(b) dO~ S0^T + T1 K; (db b)_t += q_t . (b_t dO~_t S0^T) */
+        la_cu_zero(acc);
+        la_cu_gemm<true>(
+            acc, (int)V,
+            [&](int m, int r) -> float {
+                return m < L ? (sc * S.bt[m]) * ldf(dOc + m * vst + r) : 0.f;
+            },
+            [&](int r, int n) -> float { return k0 + n < K ? S0[(k0 + n) * V + r] : 0.f; }, S.gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int m = ty + 16 * a;
+            xs[a] = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int64_t n = k0 + tx + 16 * b;
+                if (m < L && n < K) xs[a] = fmaf(acc[a][b], qn(m, n), xs[a]);
+            }
+        }
+        dcg_rowadd(xs, S.dbb);
+        la_cu_gemm(
+            acc, LA_CU_C, [&](int m, int r) -> float { return S.T1[m][r]; },
+            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? kn(r, k0 + n) : 0.f; },
+            S.gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int m = ty + 16 * a;
+                const int64_t n = k0 + tx + 16 * b;
+                if (m < L && n < K) dqp[((tok0 + m) * HS + hs) * K + n] = acc[a][b];
+            }
+        /* b Yw = -diag(b) Yu S0^T: dbeta += k.(b Yw), (db b) += beta k.(b Yw) */
+        la_cu_zero(acc);
+        la_cu_gemm<true>(
+            acc, (int)V,
+            [&](int m, int r) -> float { return m < L ? -S.bt[m] * Yc[m * vst + r] : 0.f; },
+            [&](int r, int n) -> float { return k0 + n < K ? S0[(k0 + n) * V + r] : 0.f; }, S.gs);
+        float ys[4];
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int m = ty + 16 * a;
+            xs[a] = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int64_t n = k0 + tx + 16 * b;
+                if (m < L && n < K) xs[a] = fmaf(acc[a][b], kn(m, n), xs[a]);
+            }
+            ys[a] = S.be[m] * xs[a];
+#pragma unroll
+            for (int b = 0; b < 4; b++) acc[a][b] *= S.be[m];
+        }
+        dcg_rowadd(xs, S.dbt);
+        dcg_rowadd(ys, S.dbb);
+        /* diag(e) R G^T: (de e)_t += k_t . (e_t R_t G^T) */
+        la_cu_zero(acc2);
+        la_cu_gemm<true>(
+            acc2, (int)V,
+            [&](int m, int r) -> float { return m < L ? S.et[m] * Rc[m * vst + r] : 0.f; },
+            [&](int r, int n) -> float { return k0 + n < K ? G[(k0 + n) * V + r] : 0.f; }, S.gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int m = ty + 16 * a;
+            xs[a] = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int64_t n = k0 + tx + 16 * b;
+                if (m < L && n < K) xs[a] = fmaf(acc2[a][b], kn(m, n), xs[a]);
+                acc[a][b] += acc2[a][b];
+            }
+        }
+        dcg_rowadd(xs, S.dee);
+        /* + T1^T Q + (T2 + T2^T) K */
+        la_cu_gemm(
+            acc, LA_CU_C, [&](int m, int r) -> float { return S.T1[r][m]; },
+            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? qn(r, k0 + n) : 0.f; },
+            S.gs);
+        la_cu_gemm(
+            acc, LA_CU_C, [&](int m, int r) -> float { return S.M1[m][r] + S.M1[r][m]; },
+            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? kn(r, k0 + n) : 0.f; },
+            S.gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int m = ty + 16 * a;
+                const int64_t n = k0 + tx + 16 * b;
+                if (m < L && n < K) dkp[((tok0 + m) * HS + hs) * K + n] = acc[a][b];
+            }
+    }
+    __syncthreads();
+    /* ---- gates: dgam (double, fixed order), dg = reverse cumsum ---- */
+    if (t < L) {
+        double d = (double)S.dbb[t] - (double)S.dee[t];
+        for (int j = 0; j < t; j++) d += (double)S.Z[t][j];
+        for (int j = t + 1; j < L; j++) d -= (double)S.Z[j][t];
+        if (t == L - 1) {
+            double db = 0;
+            for (int w = 0; w < 8; w++) db += S.red[w];
+            for (int j = 0; j < L; j++) d += (double)S.dee[j];
+            d += db * (double)S.bt[L - 1];
+        }
+        S.dgam[t] = d;
+        dbp[(tok0 + t) * HS + hs] = S.dbt[t];
+    }
+    __syncthreads();
+    if (t == 0) {
+        double a = 0;
+        for (int j = L - 1; j >= 0; j--) {
+            a += S.dgam[j];
+            dgp[(tok0 + j) * HS + hs] = (float)a;
+        }
+    }
+}
+
+int la__cu_delta_chunk_grads_fits(const la__cu_call *c) {
+    return sizeof(dcg_smem) <= (size_t)la__cu_smem_optin(c);
+}
+
+la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
+                                   const la_cu_dc_args &p, float *dR, const float *hst,
+                                   const float *dhst, float *dqp, float *dkp, float *dbp,
+                                   float *dgp) {
+    if (tb.nchunks == 0) return LA_OK;
+    const size_t smem = sizeof(dcg_smem);
+    const dim3 grid((unsigned)tb.nchunks, (unsigned)c->HS);
+    const char *e = getenv("LINATTN_CUDA_DCG_MINB"); /* benchmarking knob */
+    const bool one = e && !strcmp(e, "1");
+    LA_CU_DTYPE_SWITCH(c->dtype, T, {
+        void (*f)(la_cu_dc_args, const void *, const float *, const float *, float *, void *,
+                  float *, float *, float *, float *) = one ? la_cu_dcg<T, 1> : la_cu_dcg<T, 2>;
+        LA_CU_TRY(c->op,
+                  cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        f<<<grid, 256, smem, stream>>>(p, c->d_o, hst, dhst, dR, c->dv, dqp, dkp, dbp, dgp);
+    });
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
