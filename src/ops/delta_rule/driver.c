@@ -15,10 +15,13 @@
  *     recurrence; inside a segment the token states are recomputed from the
  *     checkpoint and the gradient goes back token by token (below).
  *   LA_FORM_CHUNK: segments are the chunks; checkpoints from the WY chunk
- *     step; each chunk's backward is the chunkwise WY backward
- *     (chunk.c), matrix products over the chunk, no token states.
+ *     step (la__delta_chunk_keep, which also keeps each chunk's K K^T, U, W
+ *     and R = U - W S_0 for the reverse sweep instead of recomputing them);
+ *     each chunk's backward is the chunkwise WY backward (chunk.c), matrix
+ *     products over the chunk, no token states.
  * Memory per thread: T/seg checkpoints of K V floats (+ seg+1 token states
- * for the recurrent form) plus O(T K), never T K V.
+ * for the recurrent form; + T (C + K + 2V) kept floats for the chunk form)
+ * plus O(T K), never T K V.
  *
  * Per token, with P = S_{t-1}, a = exp(g_t), S' = a P, u = k S',
  * r = beta (v - u), S_t = S' + k^T r, o_t = scale q S_t, and G = dL/dS_t:
@@ -149,6 +152,7 @@ typedef struct {
     float *rq, *rk;    /* [len] their rstd */
     float *dqn, *dkn;  /* [len,K] gradients w.r.t. qn, kn, summed over the group */
     float *ckpt;       /* [nseg,K,V] */
+    float *kept;       /* chunk form: [nseg] x la__delta_chunk_kept_floats(seg,K,V) */
     float *states;     /* [seg+1,K,V] */
     float *G;          /* [K,V] the carried dS */
     float *vc, *gc, *bc; /* [seg,V], [seg], [seg]: one chunk of v, g, beta */
@@ -173,11 +177,12 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
     }
     const size_t sizes[] = {(size_t)(len * K), (size_t)(len * K), (size_t)len, (size_t)len,
                             (size_t)(len * K), (size_t)(len * K), (size_t)nseg * KV,
+                            chunk ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
                             chunk ? 0 : (size_t)(seg + 1) * KV, KV, (size_t)(seg * V),
                             (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
                             chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
                             chunk ? (size_t)seg : 0, (size_t)V, (size_t)V, (size_t)V, work};
-    float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->states,
+    float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->kept, &s->states,
                       &s->G, &s->vc, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
                       &s->w, &s->u, &s->r, &s->work};
     la__arena ar = {(char *)base, 0, 0};
@@ -193,7 +198,8 @@ size_t la__delta_backward_scratch(const la__delta_args *a) {
      * size would overflow. */
     const double C = (double)segment_len(a), T = (double)la__max_seq_len(&a->dims);
     const double KV = (double)a->K * (double)a->V;
-    if ((8 * C * C + (T / C + C + 4) * KV + 8 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
+    if ((8 * C * C + (T / C + C + 4) * KV + (8 * (T + C) + 2 * T) * (double)(a->K + a->V) +
+         (T + C) * C) * 4 > 0x1p62)
         return SIZE_MAX;
     bwd_scratch s;
     const size_t bytes = layout(a, la__max_seq_len(&a->dims), NULL, &s);
@@ -201,9 +207,11 @@ size_t la__delta_backward_scratch(const la__delta_args *a) {
 }
 
 /* Advances S over tokens [t0, t0 + L) of the sequence (indices into the
- * normalised rows qn/kn; tok0 = first flattened token of the sequence). */
-static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, int64_t tok0,
-                    int64_t hv, int64_t t0, int64_t L) {
+ * normalised rows qn/kn; tok0 = first flattened token of the sequence).
+ * Chunk form: from S into S1 (NULL: the last chunk, whose end state is not
+ * needed), keeping the chunk's products in kept. */
+static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, float *S1,
+                    float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     if (a->form == LA_FORM_RECURRENT) {
         for (int64_t t = t0; t < t0 + L; t++) {
@@ -222,7 +230,7 @@ static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, int
     }
     la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
                              a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
-    la__delta_chunk_step(&in, S, NULL, 0, s->work);
+    la__delta_chunk_keep(&in, S, S1, kept, s->work);
 }
 
 /* Reverse pass over one token: G holds dL/dS_t on entry, dL/dS_{t-1} on exit. */
@@ -288,7 +296,7 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
 /* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
  * state, s->G carried from dL/dS_end to dL/dS_start. */
 static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
-                           int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+                           float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
@@ -302,7 +310,7 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
     }
     la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
                              a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
-    la__delta_chunk_backward(&in, S0, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
+    la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
                              s->dbc, s->dgc, s->work);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
@@ -322,6 +330,7 @@ static void backward_task(void *p, int64_t task, int tid) {
     bwd_scratch s;
     layout(a, len, la__scratch(a->ctx, tid), &s);
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
+    const size_t kslot = la__delta_chunk_kept_floats(seg, K, V);
 
     for (int64_t t = 0; t < len; t++) {
         const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
@@ -340,16 +349,28 @@ static void backward_task(void *p, int64_t task, int tid) {
         const size_t so = (size_t)(n * HV + hv) * KV;
         if (a->initial_state) memcpy(s.ckpt, a->initial_state + so, KV * sizeof(float));
         else memset(s.ckpt, 0, KV * sizeof(float));
-        for (int64_t c = 0; c + 1 < nseg; c++) {
-            memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
-            advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, tok0, hv, c * seg, seg);
+        if (a->form == LA_FORM_CHUNK) {
+            for (int64_t c = 0; c < nseg; c++) {
+                const int64_t L = len - c * seg < seg ? len - c * seg : seg;
+                advance(a, &s, s.ckpt + (size_t)c * KV,
+                        c + 1 < nseg ? s.ckpt + (size_t)(c + 1) * KV : NULL,
+                        s.kept + (size_t)c * kslot, tok0, hv, c * seg, L);
+            }
+        } else {
+            for (int64_t c = 0; c + 1 < nseg; c++) {
+                memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV,
+                       KV * sizeof(float));
+                advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, NULL, NULL, tok0, hv, c * seg,
+                        seg);
+            }
         }
         if (a->d_final_state) memcpy(s.G, a->d_final_state + so, KV * sizeof(float));
         else memset(s.G, 0, KV * sizeof(float));
         for (int64_t c = nseg - 1; c >= 0; c--) {
             const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
             if (a->form == LA_FORM_CHUNK) {
-                chunk_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
+                chunk_backward(a, &s, s.ckpt + (size_t)c * KV, s.kept + (size_t)c * kslot, tok0,
+                               hv, t0, L);
                 continue;
             }
             /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
