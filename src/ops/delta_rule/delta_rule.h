@@ -16,6 +16,24 @@
 #include "../registry.h"
 #include "../../kernels/kernels.h"
 
+/* Rows of one head in [B,T,H,D] tensors lie H*D floats apart (a new page
+ * per row at H*D = 1024): the row loops that gather or scatter them fetch
+ * the row LA__DELTA_AHEAD tokens ahead (rw 1: about to be written). Only a
+ * hint: no value changes. */
+#define LA__DELTA_AHEAD 8
+static inline void la__delta_prefetch(const float *p, int64_t n, int rw) {
+#if defined(__GNUC__)
+    if (rw)
+        for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1, 3);
+    else
+        for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+#else
+    (void)p;
+    (void)n;
+    (void)rw;
+#endif
+}
+
 /* The L2 norm of q and k (opts.use_qk_l2norm): x / sqrt(sum x^2 + eps), as
  * fla's l2norm (eps = 1e-6); an all-zero row stays zero. */
 #define LA__DELTA_L2_EPS 1e-6f

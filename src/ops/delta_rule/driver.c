@@ -114,6 +114,12 @@ static void forward_task(void *p, int64_t task, int tid) {
             for (int64_t t = 0; t < L; t++) {
                 const int64_t tok = start + t0 + t;
                 const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
+                if (t0 + t + LA__DELTA_AHEAD < len) {
+                    const size_t ah = (size_t)LA__DELTA_AHEAD;
+                    la__delta_prefetch(a->q + (qh + ah * (size_t)H) * (size_t)K, K, 0);
+                    la__delta_prefetch(a->k + (qh + ah * (size_t)H) * (size_t)K, K, 0);
+                    la__delta_prefetch(a->v + (vh + ah * (size_t)HV) * (size_t)V, V, 0);
+                }
                 if (a->l2norm) {
                     la__delta_l2norm(qc + t * K, a->q + qh * (size_t)K, K);
                     la__delta_l2norm(kc + t * K, a->k + qh * (size_t)K, K);
@@ -224,6 +230,8 @@ static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, flo
     }
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        if (t + LA__DELTA_AHEAD < L)
+            la__delta_prefetch(a->v + (vh + (size_t)(LA__DELTA_AHEAD * HV)) * (size_t)V, V, 0);
         memcpy(s->vc + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
@@ -301,6 +309,12 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
         const float *vt = a->v + vh * (size_t)V, *dot = a->d_o + vh * (size_t)V;
+        if (t + LA__DELTA_AHEAD < L) {
+            const size_t ah = (size_t)(LA__DELTA_AHEAD * HV) * (size_t)V;
+            la__delta_prefetch(vt + ah, V, 0);
+            la__delta_prefetch(dot + ah, V, 0);
+            la__delta_prefetch(a->dv + vh * (size_t)V + ah, V, 1);
+        }
         for (int64_t c = 0; c < V; c++) {
             s->vc[t * V + c] = vt[c];
             s->dOc[t * V + c] = a->scale * dot[c];
@@ -334,6 +348,10 @@ static void backward_task(void *p, int64_t task, int tid) {
 
     for (int64_t t = 0; t < len; t++) {
         const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        if (t + LA__DELTA_AHEAD < len) {
+            la__delta_prefetch(a->q + qh + (size_t)(LA__DELTA_AHEAD * H * K), K, 0);
+            la__delta_prefetch(a->k + qh + (size_t)(LA__DELTA_AHEAD * H * K), K, 0);
+        }
         if (a->l2norm) {
             s.rq[t] = la__delta_l2norm(s.qn + t * K, a->q + qh, K);
             s.rk[t] = la__delta_l2norm(s.kn + t * K, a->k + qh, K);
@@ -400,6 +418,10 @@ static void backward_task(void *p, int64_t task, int tid) {
         const float *dy[2] = {s.dqn + t * K, s.dkn + t * K};
         const float rs[2] = {a->l2norm ? s.rq[t] : 1.0f, a->l2norm ? s.rk[t] : 1.0f};
         float *dx[2] = {a->dq + qh, a->dk + qh};
+        if (t + LA__DELTA_AHEAD < len) {
+            la__delta_prefetch(dx[0] + (size_t)(LA__DELTA_AHEAD * H * K), K, 1);
+            la__delta_prefetch(dx[1] + (size_t)(LA__DELTA_AHEAD * H * K), K, 1);
+        }
         for (int m = 0; m < 2; m++) {
             if (!a->l2norm) {
                 memcpy(dx[m], dy[m], (size_t)K * sizeof(float));
