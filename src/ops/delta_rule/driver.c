@@ -43,8 +43,26 @@ int64_t la__delta_chunk_len(const la__delta_args *a) {
     return a->chunk < m ? a->chunk : m;
 }
 
+/* Chunk form: a forward task is (sequence, group of up to
+ * LA__DELTA_FWD_GROUP value heads), run chunk by chunk, the group's rows of
+ * a chunk gathered in one pass (the heads of a token are adjacent in
+ * memory, so a group shares the page walks and cache lines of its rows),
+ * then head by head. Each head's arithmetic is that of a one-head task, so
+ * the group size changes no bit; it is chosen to leave >= 2 tasks per
+ * thread (1 on many threads, up to 4 on one). */
+#define LA__DELTA_FWD_GROUP 4
+
+static int64_t fwd_group(const la__delta_args *a) {
+    if (a->form != LA_FORM_CHUNK) return 1;
+    int64_t G = a->N * a->HV / (2 * (int64_t)la_ctx_threads(a->ctx));
+    if (G > LA__DELTA_FWD_GROUP) G = LA__DELTA_FWD_GROUP;
+    if (G > a->HV) G = a->HV;
+    return G < 1 ? 1 : G;
+}
+
 /* The scratch of one task: S, the step's work, and for the chunk form one
- * chunk of normalised q, k and of v, g, beta plus the chunk step's work. */
+ * chunk of normalised q, k and of v, g, beta plus the chunk step's work;
+ * S and the chunk rows once per head of the group. */
 typedef struct {
     float *S, *work, *qc, *kc, *vc, *gc, *bc, *cw;
 } fwd_scratch;
@@ -53,17 +71,17 @@ typedef struct {
  * size overflows). */
 static size_t fwd_layout(const la__delta_args *a, void *base, fwd_scratch *s) {
     la__arena ar = {(char *)base, 0, 0};
-    const size_t K = (size_t)a->K, V = (size_t)a->V;
+    const size_t K = (size_t)a->K, V = (size_t)a->V, G = (size_t)fwd_group(a);
     memset(s, 0, sizeof *s);
-    s->S = la__arena_floats(&ar, K * V);
+    s->S = la__arena_floats(&ar, G * K * V);
     s->work = la__arena_floats(&ar, LA__STEP_WORK_FLOATS(K, V));
     if (a->form == LA_FORM_CHUNK) {
         const size_t C = (size_t)la__delta_chunk_len(a);
-        s->qc = la__arena_floats(&ar, C * K);
-        s->kc = la__arena_floats(&ar, C * K);
-        s->vc = la__arena_floats(&ar, C * V);
-        s->gc = la__arena_floats(&ar, C);
-        s->bc = la__arena_floats(&ar, C);
+        s->qc = la__arena_floats(&ar, G * C * K);
+        s->kc = la__arena_floats(&ar, G * C * K);
+        s->vc = la__arena_floats(&ar, G * C * V);
+        s->gc = la__arena_floats(&ar, G * C);
+        s->bc = la__arena_floats(&ar, G * C);
         s->cw = la__arena_floats(&ar, la__delta_chunk_work_floats((int64_t)C, a->K, a->V));
     }
     return la__arena_size(&ar);
@@ -73,7 +91,9 @@ size_t la__delta_forward_scratch(const la__delta_args *a) {
     /* Absurd sizes (a chunk of 2^30 tokens) would overflow size_t below:
      * ask for SIZE_MAX instead, which la__scratch_reserve reports as OOM. */
     const double C2 = (double)la__delta_chunk_len(a), KVd = (double)a->K * (double)a->V;
-    if ((4 * C2 * C2 + 4 * KVd + 8 * C2 * (double)(a->K + a->V)) * 4 > 0x1p62) return SIZE_MAX;
+    if ((4 * C2 * C2 + 4 * KVd + 8 * C2 * (double)(a->K + a->V)) * 4 * LA__DELTA_FWD_GROUP >
+        0x1p62)
+        return SIZE_MAX;
     fwd_scratch s;
     const size_t bytes = fwd_layout(a, NULL, &s);
     return bytes ? bytes : SIZE_MAX;
@@ -87,6 +107,7 @@ static void load_state(const la__delta_args *a, float *S, int64_t n, int64_t hv)
         memset(S, 0, KV * sizeof(float));
 }
 
+/* The recurrent form's task: one (sequence, value head), token by token. */
 static void forward_task(void *p, int64_t task, int tid) {
     const la__delta_args *a = p;
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
@@ -99,48 +120,79 @@ static void forward_task(void *p, int64_t task, int tid) {
     float *S = sc.S, *work = sc.work;
     load_state(a, S, n, hv);
 
-    if (a->form == LA_FORM_RECURRENT) {
-        for (int64_t t = start; t < start + len; t++) {
-            const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
-            la__delta_token(K, V, a->l2norm, a->scale, S, a->o + vh * (size_t)V,
-                            a->q + qh * (size_t)K, a->k + qh * (size_t)K,
-                            a->v + vh * (size_t)V, a->g ? a->g + vh : NULL, a->beta[vh], work);
-        }
-    } else {
-        const int64_t C = la__delta_chunk_len(a);
-        float *qc = sc.qc, *kc = sc.kc, *vc = sc.vc, *gc = sc.gc, *bc = sc.bc, *cw = sc.cw;
-        for (int64_t t0 = 0; t0 < len; t0 += C) {
-            const int64_t L = len - t0 < C ? len - t0 : C;
-            for (int64_t t = 0; t < L; t++) {
-                const int64_t tok = start + t0 + t;
-                const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
-                if (t0 + t + LA__DELTA_AHEAD < len) {
-                    const size_t ah = (size_t)LA__DELTA_AHEAD;
-                    la__delta_prefetch(a->q + (qh + ah * (size_t)H) * (size_t)K, K, 0);
-                    la__delta_prefetch(a->k + (qh + ah * (size_t)H) * (size_t)K, K, 0);
-                    la__delta_prefetch(a->v + (vh + ah * (size_t)HV) * (size_t)V, V, 0);
-                }
-                if (a->l2norm) {
-                    la__delta_l2norm(qc + t * K, a->q + qh * (size_t)K, K);
-                    la__delta_l2norm(kc + t * K, a->k + qh * (size_t)K, K);
-                } else {
-                    memcpy(qc + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
-                    memcpy(kc + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
-                }
-                memcpy(vc + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
-                gc[t] = a->g ? a->g[vh] : 0.0f;
-                bc[t] = a->beta[vh];
-            }
-            la__delta_chunk_in in = {L, K, V, qc, kc, vc, a->g ? gc : NULL, bc, a->scale, a->kr};
-            la__delta_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V,
-                                 HV * V, cw);
-        }
+    for (int64_t t = start; t < start + len; t++) {
+        const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
+        la__delta_token(K, V, a->l2norm, a->scale, S, a->o + vh * (size_t)V,
+                        a->q + qh * (size_t)K, a->k + qh * (size_t)K, a->v + vh * (size_t)V,
+                        a->g ? a->g + vh : NULL, a->beta[vh], work);
     }
     if (a->final_state)
         memcpy(a->final_state + (size_t)(n * HV + hv) * KV, S, KV * sizeof(float));
 }
 
+/* The chunk form's task: value heads [hv0, hv0 + nh) of sequence n. */
+static void forward_group_task(void *p, int64_t task, int tid) {
+    const la__delta_args *a = p;
+    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
+    const int64_t G = fwd_group(a), ng = (HV + G - 1) / G;
+    const int64_t n = task / ng, hv0 = task % ng * G, nh = HV - hv0 < G ? HV - hv0 : G;
+    const int64_t hq0 = hv0 / group, nq = (hv0 + nh - 1) / group - hq0 + 1;
+    const size_t KV = (size_t)K * (size_t)V;
+    const int64_t C = la__delta_chunk_len(a);
+    int64_t start, len;
+    la__seq_bounds(&a->dims, n, &start, &len);
+    fwd_scratch sc;
+    fwd_layout(a, la__scratch(a->ctx, tid), &sc);
+    for (int64_t h = 0; h < nh; h++) load_state(a, sc.S + (size_t)h * KV, n, hv0 + h);
+    for (int64_t t0 = 0; t0 < len; t0 += C) {
+        const int64_t L = len - t0 < C ? len - t0 : C;
+        for (int64_t t = 0; t < L; t++) {
+            const int64_t tok = start + t0 + t;
+            if (t0 + t + LA__DELTA_AHEAD < len) { /* the group's span of each row */
+                const size_t qa = (size_t)((tok + LA__DELTA_AHEAD) * H + hq0) * (size_t)K;
+                const size_t va = (size_t)((tok + LA__DELTA_AHEAD) * HV + hv0) * (size_t)V;
+                la__delta_prefetch(a->q + qa, nq * K, 0);
+                la__delta_prefetch(a->k + qa, nq * K, 0);
+                la__delta_prefetch(a->v + va, nh * V, 0);
+            }
+            for (int64_t h = 0; h < nh; h++) {
+                const int64_t hv = hv0 + h, hq = hv / group;
+                const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
+                float *qc = sc.qc + (h * C + t) * K, *kc = sc.kc + (h * C + t) * K;
+                if (a->l2norm) {
+                    la__delta_l2norm(qc, a->q + qh * (size_t)K, K);
+                    la__delta_l2norm(kc, a->k + qh * (size_t)K, K);
+                } else {
+                    memcpy(qc, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
+                    memcpy(kc, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
+                }
+                memcpy(sc.vc + (h * C + t) * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+                sc.gc[h * C + t] = a->g ? a->g[vh] : 0.0f;
+                sc.bc[h * C + t] = a->beta[vh];
+            }
+        }
+        for (int64_t h = 0; h < nh; h++) {
+            const int64_t hv = hv0 + h;
+            la__delta_chunk_in in = {L,      K,      V,  sc.qc + h * C * K, sc.kc + h * C * K,
+                                     sc.vc + h * C * V, a->g ? sc.gc + h * C : NULL,
+                                     sc.bc + h * C, a->scale, a->kr};
+            la__delta_chunk_step(&in, sc.S + (size_t)h * KV,
+                                 a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
+                                 sc.cw);
+        }
+    }
+    if (a->final_state)
+        for (int64_t h = 0; h < nh; h++)
+            memcpy(a->final_state + (size_t)(n * HV + hv0 + h) * KV, sc.S + (size_t)h * KV,
+                   KV * sizeof(float));
+}
+
 void la__delta_forward(const la__delta_args *a) {
+    if (a->form == LA_FORM_CHUNK) {
+        const int64_t G = fwd_group(a);
+        la__parallel_for(a->ctx, a->N * ((a->HV + G - 1) / G), forward_group_task, (void *)a);
+        return;
+    }
     la__parallel_for(a->ctx, a->N * a->HV, forward_task, (void *)a);
 }
 
