@@ -234,8 +234,18 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     }
 
     /* ---- S_L = b_L S_0 + sum_j e_j k_j^T R_j ---- */
+    /* dbL = <G, S_0> (gated only: DeltaNet has no gate to differentiate), in
+     * eight partial sums of fixed assignment and order: one chain of K V
+     * dependent double additions cost ~8% of the chunk's backward. */
     double dbL = 0;
-    for (int64_t i = 0; i < K * V; i++) dbL += (double)G[i] * S0[i];
+    if (gated) {
+        double ps[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = 0;
+        for (; i + 8 <= K * V; i += 8)
+            for (int l = 0; l < 8; l++) ps[l] += (double)G[i + l] * S0[i + l];
+        for (int l = 0; i < K * V; i++, l++) ps[l] += (double)G[i] * S0[i];
+        dbL = ((ps[0] + ps[4]) + (ps[1] + ps[5])) + ((ps[2] + ps[6]) + (ps[3] + ps[7]));
+    }
     /* dR_j = e_j k_j G; Yw (work) = R G^T: dk_j += e_j (G R_j^T), de_j = k_j . (G R_j^T) */
     kr->gemm_nn(L, V, K, 1.0f, k, K, G, V, 0.0f, dR, V);
     kr->gemm_nt(L, K, V, 1.0f, R, V, G, V, 0.0f, Yw, K);
