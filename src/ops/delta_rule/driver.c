@@ -54,7 +54,8 @@ int64_t la__delta_chunk_len(const la__delta_args *a) {
 
 static int64_t fwd_group(const la__delta_args *a) {
     if (a->form != LA_FORM_CHUNK) return 1;
-    int64_t G = a->N * a->HV / (2 * (int64_t)la_ctx_threads(a->ctx));
+    const int64_t thr = la_ctx_threads(a->ctx);
+    int64_t G = a->N * a->HV / (2 * (thr < 1 ? 1 : thr));
     if (G > LA__DELTA_FWD_GROUP) G = LA__DELTA_FWD_GROUP;
     if (G > a->HV) G = a->HV;
     return G < 1 ? 1 : G;
@@ -91,9 +92,8 @@ size_t la__delta_forward_scratch(const la__delta_args *a) {
     /* Absurd sizes (a chunk of 2^30 tokens) would overflow size_t below:
      * ask for SIZE_MAX instead, which la__scratch_reserve reports as OOM. */
     const double C2 = (double)la__delta_chunk_len(a), KVd = (double)a->K * (double)a->V;
-    if ((4 * C2 * C2 + 4 * KVd + 8 * C2 * (double)(a->K + a->V)) * 4 * LA__DELTA_FWD_GROUP >
-        0x1p62)
-        return SIZE_MAX;
+    const double per_head = 4 * C2 * C2 + 4 * KVd + 8 * C2 * (double)(a->K + a->V);
+    if (per_head * 4 * LA__DELTA_FWD_GROUP > 0x1p62) return SIZE_MAX;
     fwd_scratch s;
     const size_t bytes = fwd_layout(a, NULL, &s);
     return bytes ? bytes : SIZE_MAX;
@@ -122,9 +122,9 @@ static void forward_task(void *p, int64_t task, int tid) {
 
     for (int64_t t = start; t < start + len; t++) {
         const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
-        la__delta_token(K, V, a->l2norm, a->scale, S, a->o + vh * (size_t)V,
-                        a->q + qh * (size_t)K, a->k + qh * (size_t)K, a->v + vh * (size_t)V,
-                        a->g ? a->g + vh : NULL, a->beta[vh], work);
+        la__delta_token(K, V, a->l2norm, a->scale, S, a->o + vh * (size_t)V, a->q + qh * (size_t)K,
+                        a->k + qh * (size_t)K, a->v + vh * (size_t)V, a->g ? a->g + vh : NULL,
+                        a->beta[vh], work);
     }
     if (a->final_state)
         memcpy(a->final_state + (size_t)(n * HV + hv) * KV, S, KV * sizeof(float));
@@ -172,10 +172,10 @@ static void forward_group_task(void *p, int64_t task, int tid) {
             }
         }
         for (int64_t h = 0; h < nh; h++) {
-            const int64_t hv = hv0 + h;
-            la__delta_chunk_in in = {L,      K,      V,  sc.qc + h * C * K, sc.kc + h * C * K,
-                                     sc.vc + h * C * V, a->g ? sc.gc + h * C : NULL,
-                                     sc.bc + h * C, a->scale, a->kr};
+            const int64_t hv = hv0 + h, hc = h * C;
+            const float *qh = sc.qc + hc * K, *kh = sc.kc + hc * K, *vh = sc.vc + hc * V;
+            const float *gh = a->g ? sc.gc + hc : NULL;
+            la__delta_chunk_in in = {L, K, V, qh, kh, vh, gh, sc.bc + hc, a->scale, a->kr};
             la__delta_chunk_step(&in, sc.S + (size_t)h * KV,
                                  a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
                                  sc.cw);
