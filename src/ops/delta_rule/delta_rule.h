@@ -16,6 +16,24 @@
 #include "../registry.h"
 #include "../../kernels/kernels.h"
 
+/* Rows of one head in [B,T,H,D] tensors lie H*D floats apart (a new page
+ * per row at H*D = 1024): the row loops that gather or scatter them fetch
+ * the row LA__DELTA_AHEAD tokens ahead (rw 1: about to be written). Only a
+ * hint: no value changes. */
+#define LA__DELTA_AHEAD 8
+static inline void la__delta_prefetch(const float *p, int64_t n, int rw) {
+#if defined(__GNUC__)
+    if (rw)
+        for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1, 3);
+    else
+        for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+#else
+    (void)p;
+    (void)n;
+    (void)rw;
+#endif
+}
+
 /* The L2 norm of q and k (opts.use_qk_l2norm): x / sqrt(sum x^2 + eps), as
  * fla's l2norm (eps = 1e-6); an all-zero row stays zero. */
 #define LA__DELTA_L2_EPS 1e-6f
@@ -77,13 +95,24 @@ LA_HIDDEN size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o,
                                     int64_t ostride, float *work);
 
+/* The backward's forward sweep over one chunk (chunk.c): as
+ * la__delta_chunk_step without an output, bit for bit, from S0 (S1 receives
+ * S_L unless NULL; S1 may equal S0), keeping in `kept`
+ * (la__delta_chunk_kept_floats(L, K, V) floats) the products the chunk's
+ * backward would otherwise recompute. work as la__delta_chunk_step's. */
+LA_HIDDEN size_t la__delta_chunk_kept_floats(int64_t L, int64_t K, int64_t V);
+LA_HIDDEN void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *S1,
+                                    float *kept, float *work);
+
 /* Backward of one chunk (chunk.c): S0 [K,V] the chunk's start
- * state; G [K,V] holds dL/dS_L on entry and dL/dS_0 on exit; dO [L,V] is
- * scale * d_o (contiguous). dq, dk [L,K] are accumulated (+=); dv [L,V],
- * dbeta [L], dg [L] (gated only) are written. */
+ * state; kept: NULL (recompute) or what la__delta_chunk_keep kept for this
+ * chunk from S0 (same bits either way); G [K,V] holds dL/dS_L on entry and
+ * dL/dS_0 on exit; dO [L,V] is scale * d_o (contiguous). dq, dk [L,K] are
+ * accumulated (+=); dv [L,V], dbeta [L], dg [L] (gated only) are written. */
 LA_HIDDEN size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0,
-                                        float *G, const float *dO, float *dq, float *dk,
-                                        float *dv, float *dbeta, float *dg, float *work);
+                                        float *kept, float *G, const float *dO, float *dq,
+                                        float *dk, float *dv, float *dbeta, float *dg,
+                                        float *work);
 
 #endif

@@ -15,10 +15,13 @@
  *     recurrence; inside a segment the token states are recomputed from the
  *     checkpoint and the gradient goes back token by token (below).
  *   LA_FORM_CHUNK: segments are the chunks; checkpoints from the WY chunk
- *     step; each chunk's backward is the chunkwise WY backward
- *     (chunk.c), matrix products over the chunk, no token states.
+ *     step (la__delta_chunk_keep, which also keeps each chunk's K K^T, U, W
+ *     and R = U - W S_0 for the reverse sweep instead of recomputing them);
+ *     each chunk's backward is the chunkwise WY backward (chunk.c), matrix
+ *     products over the chunk, no token states.
  * Memory per thread: T/seg checkpoints of K V floats (+ seg+1 token states
- * for the recurrent form) plus O(T K), never T K V.
+ * for the recurrent form; + T (C + K + 2V) kept floats for the chunk form)
+ * plus O(T K), never T K V.
  *
  * Per token, with P = S_{t-1}, a = exp(g_t), S' = a P, u = k S',
  * r = beta (v - u), S_t = S' + k^T r, o_t = scale q S_t, and G = dL/dS_t:
@@ -40,8 +43,27 @@ int64_t la__delta_chunk_len(const la__delta_args *a) {
     return a->chunk < m ? a->chunk : m;
 }
 
+/* Chunk form: a forward task is (sequence, group of up to
+ * LA__DELTA_FWD_GROUP value heads), run chunk by chunk, the group's rows of
+ * a chunk gathered in one pass (the heads of a token are adjacent in
+ * memory, so a group shares the page walks and cache lines of its rows),
+ * then head by head. Each head's arithmetic is that of a one-head task, so
+ * the group size changes no bit; it is chosen to leave >= 2 tasks per
+ * thread (1 on many threads, up to 4 on one). */
+#define LA__DELTA_FWD_GROUP 4
+
+static int64_t fwd_group(const la__delta_args *a) {
+    if (a->form != LA_FORM_CHUNK) return 1;
+    const int64_t thr = la_ctx_threads(a->ctx);
+    int64_t G = a->N * a->HV / (2 * (thr < 1 ? 1 : thr));
+    if (G > LA__DELTA_FWD_GROUP) G = LA__DELTA_FWD_GROUP;
+    if (G > a->HV) G = a->HV;
+    return G < 1 ? 1 : G;
+}
+
 /* The scratch of one task: S, the step's work, and for the chunk form one
- * chunk of normalised q, k and of v, g, beta plus the chunk step's work. */
+ * chunk of normalised q, k and of v, g, beta plus the chunk step's work;
+ * S and the chunk rows once per head of the group. */
 typedef struct {
     float *S, *work, *qc, *kc, *vc, *gc, *bc, *cw;
 } fwd_scratch;
@@ -50,17 +72,17 @@ typedef struct {
  * size overflows). */
 static size_t fwd_layout(const la__delta_args *a, void *base, fwd_scratch *s) {
     la__arena ar = {(char *)base, 0, 0};
-    const size_t K = (size_t)a->K, V = (size_t)a->V;
+    const size_t K = (size_t)a->K, V = (size_t)a->V, G = (size_t)fwd_group(a);
     memset(s, 0, sizeof *s);
-    s->S = la__arena_floats(&ar, K * V);
+    s->S = la__arena_floats(&ar, G * K * V);
     s->work = la__arena_floats(&ar, LA__STEP_WORK_FLOATS(K, V));
     if (a->form == LA_FORM_CHUNK) {
         const size_t C = (size_t)la__delta_chunk_len(a);
-        s->qc = la__arena_floats(&ar, C * K);
-        s->kc = la__arena_floats(&ar, C * K);
-        s->vc = la__arena_floats(&ar, C * V);
-        s->gc = la__arena_floats(&ar, C);
-        s->bc = la__arena_floats(&ar, C);
+        s->qc = la__arena_floats(&ar, G * C * K);
+        s->kc = la__arena_floats(&ar, G * C * K);
+        s->vc = la__arena_floats(&ar, G * C * V);
+        s->gc = la__arena_floats(&ar, G * C);
+        s->bc = la__arena_floats(&ar, G * C);
         s->cw = la__arena_floats(&ar, la__delta_chunk_work_floats((int64_t)C, a->K, a->V));
     }
     return la__arena_size(&ar);
@@ -70,7 +92,8 @@ size_t la__delta_forward_scratch(const la__delta_args *a) {
     /* Absurd sizes (a chunk of 2^30 tokens) would overflow size_t below:
      * ask for SIZE_MAX instead, which la__scratch_reserve reports as OOM. */
     const double C2 = (double)la__delta_chunk_len(a), KVd = (double)a->K * (double)a->V;
-    if ((4 * C2 * C2 + 4 * KVd + 8 * C2 * (double)(a->K + a->V)) * 4 > 0x1p62) return SIZE_MAX;
+    const double per_head = 4 * C2 * C2 + 4 * KVd + 8 * C2 * (double)(a->K + a->V);
+    if (per_head * 4 * LA__DELTA_FWD_GROUP > 0x1p62) return SIZE_MAX;
     fwd_scratch s;
     const size_t bytes = fwd_layout(a, NULL, &s);
     return bytes ? bytes : SIZE_MAX;
@@ -84,6 +107,7 @@ static void load_state(const la__delta_args *a, float *S, int64_t n, int64_t hv)
         memset(S, 0, KV * sizeof(float));
 }
 
+/* The recurrent form's task: one (sequence, value head), token by token. */
 static void forward_task(void *p, int64_t task, int tid) {
     const la__delta_args *a = p;
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
@@ -96,42 +120,79 @@ static void forward_task(void *p, int64_t task, int tid) {
     float *S = sc.S, *work = sc.work;
     load_state(a, S, n, hv);
 
-    if (a->form == LA_FORM_RECURRENT) {
-        for (int64_t t = start; t < start + len; t++) {
-            const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
-            la__delta_token(K, V, a->l2norm, a->scale, S, a->o + vh * (size_t)V,
-                            a->q + qh * (size_t)K, a->k + qh * (size_t)K,
-                            a->v + vh * (size_t)V, a->g ? a->g + vh : NULL, a->beta[vh], work);
-        }
-    } else {
-        const int64_t C = la__delta_chunk_len(a);
-        float *qc = sc.qc, *kc = sc.kc, *vc = sc.vc, *gc = sc.gc, *bc = sc.bc, *cw = sc.cw;
-        for (int64_t t0 = 0; t0 < len; t0 += C) {
-            const int64_t L = len - t0 < C ? len - t0 : C;
-            for (int64_t t = 0; t < L; t++) {
-                const int64_t tok = start + t0 + t;
-                const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
-                if (a->l2norm) {
-                    la__delta_l2norm(qc + t * K, a->q + qh * (size_t)K, K);
-                    la__delta_l2norm(kc + t * K, a->k + qh * (size_t)K, K);
-                } else {
-                    memcpy(qc + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
-                    memcpy(kc + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
-                }
-                memcpy(vc + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
-                gc[t] = a->g ? a->g[vh] : 0.0f;
-                bc[t] = a->beta[vh];
-            }
-            la__delta_chunk_in in = {L, K, V, qc, kc, vc, a->g ? gc : NULL, bc, a->scale, a->kr};
-            la__delta_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V,
-                                 HV * V, cw);
-        }
+    for (int64_t t = start; t < start + len; t++) {
+        const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
+        la__delta_token(K, V, a->l2norm, a->scale, S, a->o + vh * (size_t)V, a->q + qh * (size_t)K,
+                        a->k + qh * (size_t)K, a->v + vh * (size_t)V, a->g ? a->g + vh : NULL,
+                        a->beta[vh], work);
     }
     if (a->final_state)
         memcpy(a->final_state + (size_t)(n * HV + hv) * KV, S, KV * sizeof(float));
 }
 
+/* The chunk form's task: value heads [hv0, hv0 + nh) of sequence n. */
+static void forward_group_task(void *p, int64_t task, int tid) {
+    const la__delta_args *a = p;
+    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
+    const int64_t G = fwd_group(a), ng = (HV + G - 1) / G;
+    const int64_t n = task / ng, hv0 = task % ng * G, nh = HV - hv0 < G ? HV - hv0 : G;
+    const int64_t hq0 = hv0 / group, nq = (hv0 + nh - 1) / group - hq0 + 1;
+    const size_t KV = (size_t)K * (size_t)V;
+    const int64_t C = la__delta_chunk_len(a);
+    int64_t start, len;
+    la__seq_bounds(&a->dims, n, &start, &len);
+    fwd_scratch sc;
+    fwd_layout(a, la__scratch(a->ctx, tid), &sc);
+    for (int64_t h = 0; h < nh; h++) load_state(a, sc.S + (size_t)h * KV, n, hv0 + h);
+    for (int64_t t0 = 0; t0 < len; t0 += C) {
+        const int64_t L = len - t0 < C ? len - t0 : C;
+        for (int64_t t = 0; t < L; t++) {
+            const int64_t tok = start + t0 + t;
+            if (t0 + t + LA__DELTA_AHEAD < len) { /* the group's span of each row */
+                const size_t qa = (size_t)((tok + LA__DELTA_AHEAD) * H + hq0) * (size_t)K;
+                const size_t va = (size_t)((tok + LA__DELTA_AHEAD) * HV + hv0) * (size_t)V;
+                la__delta_prefetch(a->q + qa, nq * K, 0);
+                la__delta_prefetch(a->k + qa, nq * K, 0);
+                la__delta_prefetch(a->v + va, nh * V, 0);
+            }
+            for (int64_t h = 0; h < nh; h++) {
+                const int64_t hv = hv0 + h, hq = hv / group;
+                const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
+                float *qc = sc.qc + (h * C + t) * K, *kc = sc.kc + (h * C + t) * K;
+                if (a->l2norm) {
+                    la__delta_l2norm(qc, a->q + qh * (size_t)K, K);
+                    la__delta_l2norm(kc, a->k + qh * (size_t)K, K);
+                } else {
+                    memcpy(qc, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
+                    memcpy(kc, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
+                }
+                memcpy(sc.vc + (h * C + t) * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+                sc.gc[h * C + t] = a->g ? a->g[vh] : 0.0f;
+                sc.bc[h * C + t] = a->beta[vh];
+            }
+        }
+        for (int64_t h = 0; h < nh; h++) {
+            const int64_t hv = hv0 + h, hc = h * C;
+            const float *qh = sc.qc + hc * K, *kh = sc.kc + hc * K, *vh = sc.vc + hc * V;
+            const float *gh = a->g ? sc.gc + hc : NULL;
+            la__delta_chunk_in in = {L, K, V, qh, kh, vh, gh, sc.bc + hc, a->scale, a->kr};
+            la__delta_chunk_step(&in, sc.S + (size_t)h * KV,
+                                 a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
+                                 sc.cw);
+        }
+    }
+    if (a->final_state)
+        for (int64_t h = 0; h < nh; h++)
+            memcpy(a->final_state + (size_t)(n * HV + hv0 + h) * KV, sc.S + (size_t)h * KV,
+                   KV * sizeof(float));
+}
+
 void la__delta_forward(const la__delta_args *a) {
+    if (a->form == LA_FORM_CHUNK) {
+        const int64_t G = fwd_group(a);
+        la__parallel_for(a->ctx, a->N * ((a->HV + G - 1) / G), forward_group_task, (void *)a);
+        return;
+    }
     la__parallel_for(a->ctx, a->N * a->HV, forward_task, (void *)a);
 }
 
@@ -149,6 +210,7 @@ typedef struct {
     float *rq, *rk;    /* [len] their rstd */
     float *dqn, *dkn;  /* [len,K] gradients w.r.t. qn, kn, summed over the group */
     float *ckpt;       /* [nseg,K,V] */
+    float *kept;       /* chunk form: [nseg] x la__delta_chunk_kept_floats(seg,K,V) */
     float *states;     /* [seg+1,K,V] */
     float *G;          /* [K,V] the carried dS */
     float *vc, *gc, *bc; /* [seg,V], [seg], [seg]: one chunk of v, g, beta */
@@ -173,11 +235,12 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
     }
     const size_t sizes[] = {(size_t)(len * K), (size_t)(len * K), (size_t)len, (size_t)len,
                             (size_t)(len * K), (size_t)(len * K), (size_t)nseg * KV,
+                            chunk ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
                             chunk ? 0 : (size_t)(seg + 1) * KV, KV, (size_t)(seg * V),
                             (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
                             chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
                             chunk ? (size_t)seg : 0, (size_t)V, (size_t)V, (size_t)V, work};
-    float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->states,
+    float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->kept, &s->states,
                       &s->G, &s->vc, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
                       &s->w, &s->u, &s->r, &s->work};
     la__arena ar = {(char *)base, 0, 0};
@@ -193,7 +256,8 @@ size_t la__delta_backward_scratch(const la__delta_args *a) {
      * size would overflow. */
     const double C = (double)segment_len(a), T = (double)la__max_seq_len(&a->dims);
     const double KV = (double)a->K * (double)a->V;
-    if ((8 * C * C + (T / C + C + 4) * KV + 8 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
+    if ((8 * C * C + (T / C + C + 4) * KV + (8 * (T + C) + 2 * T) * (double)(a->K + a->V) +
+         (T + C) * C) * 4 > 0x1p62)
         return SIZE_MAX;
     bwd_scratch s;
     const size_t bytes = layout(a, la__max_seq_len(&a->dims), NULL, &s);
@@ -201,9 +265,11 @@ size_t la__delta_backward_scratch(const la__delta_args *a) {
 }
 
 /* Advances S over tokens [t0, t0 + L) of the sequence (indices into the
- * normalised rows qn/kn; tok0 = first flattened token of the sequence). */
-static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, int64_t tok0,
-                    int64_t hv, int64_t t0, int64_t L) {
+ * normalised rows qn/kn; tok0 = first flattened token of the sequence).
+ * Chunk form: from S into S1 (NULL: the last chunk, whose end state is not
+ * needed), keeping the chunk's products in kept. */
+static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, float *S1,
+                    float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     if (a->form == LA_FORM_RECURRENT) {
         for (int64_t t = t0; t < t0 + L; t++) {
@@ -216,13 +282,15 @@ static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, int
     }
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        if (t + LA__DELTA_AHEAD < L)
+            la__delta_prefetch(a->v + (vh + (size_t)(LA__DELTA_AHEAD * HV)) * (size_t)V, V, 0);
         memcpy(s->vc + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
     }
     la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
                              a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
-    la__delta_chunk_step(&in, S, NULL, 0, s->work);
+    la__delta_chunk_keep(&in, S, S1, kept, s->work);
 }
 
 /* Reverse pass over one token: G holds dL/dS_t on entry, dL/dS_{t-1} on exit. */
@@ -288,11 +356,17 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
 /* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
  * state, s->G carried from dL/dS_end to dL/dS_start. */
 static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
-                           int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+                           float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
         const float *vt = a->v + vh * (size_t)V, *dot = a->d_o + vh * (size_t)V;
+        if (t + LA__DELTA_AHEAD < L) {
+            const size_t ah = (size_t)(LA__DELTA_AHEAD * HV) * (size_t)V;
+            la__delta_prefetch(vt + ah, V, 0);
+            la__delta_prefetch(dot + ah, V, 0);
+            la__delta_prefetch(a->dv + vh * (size_t)V + ah, V, 1);
+        }
         for (int64_t c = 0; c < V; c++) {
             s->vc[t * V + c] = vt[c];
             s->dOc[t * V + c] = a->scale * dot[c];
@@ -302,7 +376,7 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
     }
     la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
                              a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
-    la__delta_chunk_backward(&in, S0, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
+    la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
                              s->dbc, s->dgc, s->work);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
@@ -322,9 +396,14 @@ static void backward_task(void *p, int64_t task, int tid) {
     bwd_scratch s;
     layout(a, len, la__scratch(a->ctx, tid), &s);
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
+    const size_t kslot = la__delta_chunk_kept_floats(seg, K, V);
 
     for (int64_t t = 0; t < len; t++) {
         const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        if (t + LA__DELTA_AHEAD < len) {
+            la__delta_prefetch(a->q + qh + (size_t)(LA__DELTA_AHEAD * H * K), K, 0);
+            la__delta_prefetch(a->k + qh + (size_t)(LA__DELTA_AHEAD * H * K), K, 0);
+        }
         if (a->l2norm) {
             s.rq[t] = la__delta_l2norm(s.qn + t * K, a->q + qh, K);
             s.rk[t] = la__delta_l2norm(s.kn + t * K, a->k + qh, K);
@@ -340,16 +419,28 @@ static void backward_task(void *p, int64_t task, int tid) {
         const size_t so = (size_t)(n * HV + hv) * KV;
         if (a->initial_state) memcpy(s.ckpt, a->initial_state + so, KV * sizeof(float));
         else memset(s.ckpt, 0, KV * sizeof(float));
-        for (int64_t c = 0; c + 1 < nseg; c++) {
-            memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
-            advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, tok0, hv, c * seg, seg);
+        if (a->form == LA_FORM_CHUNK) {
+            for (int64_t c = 0; c < nseg; c++) {
+                const int64_t L = len - c * seg < seg ? len - c * seg : seg;
+                advance(a, &s, s.ckpt + (size_t)c * KV,
+                        c + 1 < nseg ? s.ckpt + (size_t)(c + 1) * KV : NULL,
+                        s.kept + (size_t)c * kslot, tok0, hv, c * seg, L);
+            }
+        } else {
+            for (int64_t c = 0; c + 1 < nseg; c++) {
+                memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV,
+                       KV * sizeof(float));
+                advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, NULL, NULL, tok0, hv, c * seg,
+                        seg);
+            }
         }
         if (a->d_final_state) memcpy(s.G, a->d_final_state + so, KV * sizeof(float));
         else memset(s.G, 0, KV * sizeof(float));
         for (int64_t c = nseg - 1; c >= 0; c--) {
             const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
             if (a->form == LA_FORM_CHUNK) {
-                chunk_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
+                chunk_backward(a, &s, s.ckpt + (size_t)c * KV, s.kept + (size_t)c * kslot, tok0,
+                               hv, t0, L);
                 continue;
             }
             /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
@@ -379,6 +470,10 @@ static void backward_task(void *p, int64_t task, int tid) {
         const float *dy[2] = {s.dqn + t * K, s.dkn + t * K};
         const float rs[2] = {a->l2norm ? s.rq[t] : 1.0f, a->l2norm ? s.rk[t] : 1.0f};
         float *dx[2] = {a->dq + qh, a->dk + qh};
+        if (t + LA__DELTA_AHEAD < len) {
+            la__delta_prefetch(dx[0] + (size_t)(LA__DELTA_AHEAD * H * K), K, 1);
+            la__delta_prefetch(dx[1] + (size_t)(LA__DELTA_AHEAD * H * K), K, 1);
+        }
         for (int m = 0; m < 2; m++) {
             if (!a->l2norm) {
                 memcpy(dx[m], dy[m], (size_t)K * sizeof(float));

@@ -141,8 +141,13 @@ static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
     float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
     float *num = p[C_NUM], *g = p[C_G], *dA = p[C_DA], *dqh = p[C_DQH];
-    load_chunk(j, u, t0, L, qh, kh, vb, A);
-    chunk_num(j, L, S, qh, vb, A, num);
+    if (j->normalize) { /* G and δ need the output's num and den */
+        load_chunk(j, u, t0, L, qh, kh, vb, A);
+        chunk_num(j, L, S, qh, vb, A, num);
+    } else { /* G = dO: neither Q̂ nor A nor the output is needed here */
+        la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, kh);
+        la__lin_load_vx(j, u->v, u->sv, t0, L, vb);
+    }
     la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
     kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
     kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, dqh, K);
