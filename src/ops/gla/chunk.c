@@ -422,6 +422,127 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     }
 }
 
+/* cpu-gla3: the GLA forward of one head over one chunk in fused passes.
+ * The per-token factors are applied where they are made: per sub-block
+ * (first token b, last e), for every row i and key x
+ *   R = e^{G_i - G_b}, P = e^{G_e - G_i}, eG = e^{G_b} R, eLm = e^{G_L - G_e} P,
+ *   Qs = q eG (inter-chunk), QR = q R (intra), KP = k P (intra), Ks = k eLm (state),
+ * reading q, k and the gate rows in place (no gathered copies, no R, P, eG,
+ * eLm arrays written and read back). v is read in place by the kernels (they
+ * pack their operands) and o written in place. Every float is the product
+ * of the same factors in the same order as chunk_gates + scale_rows +
+ * keys_times_p made it, so the results are those of the unfused form bit for
+ * bit. QR lives in b->Qc. */
+/* One row of gla_fwd_factors' products (restrict parameters: vectorised). */
+GLA_INLINE void gla_fwd_row(int64_t K, const float *restrict q, const float *restrict k,
+                            const float *restrict eb, const float *restrict el,
+                            const float *restrict R, const float *restrict P, float *restrict eG,
+                            float *restrict Qs, float *restrict QR, float *restrict KP,
+                            float *restrict Ks) {
+    for (int64_t x = 0; x < K; x++) {
+        const float g1 = eb[x] * R[x], l1 = el[x] * P[x];
+        eG[x] = g1;
+        Qs[x] = q[x] * g1;
+        QR[x] = q[x] * R[x];
+        KP[x] = k[x] * P[x];
+        Ks[x] = k[x] * l1;
+    }
+}
+
+GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
+                                int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+    const int64_t H = j->H, K = j->K;
+    double *G = b->G;
+    for (int64_t i = 0; i < L; i++) {
+        const float *gr = j->g + (size_t)((r0 + i) * H + h) * (size_t)K;
+        double *Gi = G + i * K;
+        if (i == 0)
+            for (int64_t x = 0; x < K; x++) Gi[x] = 0.0 + (double)gr[x];
+        else
+            for (int64_t x = 0; x < K; x++) Gi[x] = Gi[x - K] + (double)gr[x];
+    }
+    const double *GL = G + (L - 1) * K;
+    float *eb = b->e, *el = b->F; /* [K] each: e^{G_b}, e^{G_L - G_e} */
+    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
+        const int64_t i1 = L - i0 < GLA_SUB ? L : i0 + GLA_SUB;
+        const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
+        for (int64_t x = 0; x < K; x++) {
+            eb[x] = exp_nonpos((float)Gb[x]);
+            el[x] = exp_nonpos((float)(GL[x] - Ge[x]));
+        }
+        for (int64_t i = i0; i < i1; i++) {
+            const size_t row = (size_t)((r0 + i) * H + h) * (size_t)K;
+            const float *restrict q = j->q + row, *restrict k = j->k + row;
+            const double *Gi = G + i * K;
+            float *restrict Qs = b->Qs + i * K, *restrict QR = b->Qc + i * K;
+            float *restrict KP = b->KP + i * K, *restrict Ks = b->Ks + i * K;
+            float *restrict eG = b->eG + i * K, *restrict R = b->R, *restrict P = b->P;
+            for (int64_t x = 0; x < K; x++) R[x] = exp_nonpos((float)(Gi[x] - Gb[x]));
+            for (int64_t x = 0; x < K; x++) P[x] = exp_nonpos((float)(Ge[x] - Gi[x]));
+            gla_fwd_row(K, q, k, eb, el, R, P, eG, Qs, QR, KP, Ks);
+            /* the next head's (or chunk's) row i, one row of each tensor per
+             * row computed: spread out, the misses overlap the work instead
+             * of filling the miss buffers in one burst */
+            if (i < pn) {
+                prefetch_rows(j->g, H, K, pr + i, 1, ph);
+                prefetch_rows(j->q, H, K, pr + i, 1, ph);
+                prefetch_rows(j->k, H, K, pr + i, 1, ph);
+                prefetch_rows(j->v, H, j->V, pr + i, 1, ph);
+            }
+        }
+    }
+}
+
+/* The intra-chunk matrix (j <= i) of the fused forward: as intra_matrix's
+ * GLA branch, with QR in b->Qc and q, k read in place by a sub-block that
+ * takes its own pairs one by one. */
+GLA_INLINE void gla_fwd_intra(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h) {
+    const int64_t H = j->H, K = j->K, C = j->C;
+    float *A = b->A;
+    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
+        const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
+        const int own = sub_block_keys(j, b, i0, ni, 0);
+        const int64_t ncol = own ? i0 + ni : i0;
+        if (ncol > 0)
+            j->kr->gemm_nt(ni, ncol, K, 1.0f, b->Qc + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
+        for (int64_t i = i0; i < i0 + ni; i++) {
+            const double *Gi = b->G + i * K;
+            const float *qi = j->q + (size_t)((r0 + i) * H + h) * (size_t)K;
+            float *Ai = A + i * C;
+            if (!own)
+                for (int64_t jj = i0; jj <= i; jj++) {
+                    const double *Gj = b->G + jj * K;
+                    const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
+                    for (int64_t x = 0; x < K; x++) b->e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                    Ai[jj] = dot3(qi, kj, b->e, K);
+                }
+            for (int64_t jj = i + 1; jj < L; jj++) Ai[jj] = 0.0f;
+        }
+    }
+}
+
+/* One head of one chunk of the GLA forward (fused passes, see above). */
+GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
+                                   int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C;
+    const float *vr = j->v + (size_t)(r0 * H + h) * (size_t)V;
+    float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
+    gla_fwd_factors(j, b, r0, L, h, pr, pn, ph);
+    /* inter-chunk: o = scale (q * e^{G_i}) S */
+    j->kr->gemm_nn(L, V, K, j->scale, b->Qs, K, b->S, V, 0.0f, oc, H * V);
+    gla_fwd_intra(j, b, r0, L, h);
+    /* intra-chunk: o += scale A V */
+    j->kr->gemm_nn_lower(L, V, L, j->scale, b->A, C, vr, H * V, 1.0f, oc, H * V);
+    /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V */
+    const float *eGL = b->eG + (L - 1) * K;
+    for (int64_t x = 0; x < K; x++) {
+        float *row = b->S + x * V;
+        const float d = eGL[x];
+        for (int64_t y = 0; y < V; y++) row[y] *= d;
+    }
+    j->kr->gemm_tn(K, V, L, 1.0f, b->Ks, K, vr, H * V, 1.0f, b->S, V);
+}
+
 static void load_state(const gla_job *j, int64_t task, float *S) {
     const size_t KV = (size_t)j->K * (size_t)j->V;
     if (j->s0)
@@ -452,6 +573,10 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             const int64_t ph = hh + 1 < nh ? h + 1 : h0, pr = hh + 1 < nh ? r0 : r0 + C;
             const int64_t pn = hh + 1 < nh ? L : Ln;
             b.S = S0 + hh * KV;
+            if (j->per_key && j->g) {
+                gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph);
+                continue;
+            }
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
             chunk_gates(j, &b, r0, L, h, 1);
             gather_rows(b.Qc, j->q, H, K, r0, L, h);
