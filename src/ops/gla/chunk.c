@@ -136,6 +136,19 @@ GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n)
     return s;
 }
 
+/* sum_y a_y b_y in float64, in eight partial sums (vectorisable; a fixed
+ * order, so the same bits on every path and thread count). */
+GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
+    double acc[8] = {0};
+    int64_t y = 0;
+    for (; y + 8 <= n; y += 8)
+        for (int u = 0; u < 8; u++) acc[u] += (double)a[y + u] * (double)b[y + u];
+    double s = 0.0;
+    for (; y < n; y++) s += (double)a[y] * (double)b[y];
+    for (int u = 0; u < 8; u++) s += acc[u];
+    return s;
+}
+
 /* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, would cost an
  * exponential per key and pair if taken one by one. The chunk is cut into
  * sub-blocks of GLA_SUB tokens (secondary chunking, as in Yang et al.'s
@@ -660,6 +673,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     for (int64_t c = 0; c < nch; c++) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
+        if (c == nch - 1) break; /* the state after the last chunk is not used */
         prefetch_state_rows(j, start + c0 + L, len - c0 - L, h);
         chunk_gates(j, &b, start + c0, L, h, 0);
         chunk_state_update(j, &b, b.states, start + c0, L, h, 0);
@@ -672,7 +686,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     double gamma_sum = 0.0;
     for (int64_t c = nch - 1; c >= 0; c--) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C, r0 = start + c0;
-        if (c % M == M - 1 || c == nch - 1) {
+        if (M > 1 && (c % M == M - 1 || c == nch - 1)) {
             /* Entering group c / M from its end: states[m] = before chunk g0 + m. */
             const int64_t g0 = c - c % M;
             memcpy(b.states, b.ckpt + (size_t)(g0 / M) * KV, KV * sizeof(float));
@@ -685,7 +699,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
                 chunk_state_update(j, &b, S, start + p0, pl, h, 0);
             }
         }
-        const float *S0 = b.states + (size_t)(c % M) * KV;
+        const float *S0 = M == 1 ? b.ckpt + (size_t)c * KV : b.states + (size_t)(c % M) * KV;
         chunk_gates(j, &b, r0, L, h, 1);
         gather_rows(b.Qc, j->q, H, K, r0, L, h);
         gather_rows(b.Kc, j->k, H, K, r0, L, h);
@@ -755,8 +769,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             /* the state term's constant part */
             for (int64_t x = 0; x < K; x++) {
                 const float *dsr = b.dS + x * V, *s0r = S0 + x * V;
-                double s = 0.0;
-                for (int64_t y = 0; y < V; y++) s += (double)dsr[y] * (double)s0r[y];
+                const double s = dot_f64(dsr, s0r, V);
                 const double add = s * (double)eGL[j->per_key ? x : 0];
                 for (int64_t i = 0; i < L; i++) dG[i * gw + (j->per_key ? x : 0)] += add;
             }
