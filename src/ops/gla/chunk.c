@@ -53,6 +53,7 @@ typedef struct chunk_bufs {
     float *dvc;       /* [C,V] */
     double *dG;       /* [C,gw] */
     double *dGp;      /* [gw] running prefix */
+    double *dGc;      /* [K] the state term's constant part, per key */
     float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
@@ -94,6 +95,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dvc = la__arena_take(&a, C * V, sizeof(float));
         b->dG = la__arena_take(&a, C * gw, sizeof(double));
         b->dGp = la__arena_take(&a, gw, sizeof(double));
+        b->dGc = la__arena_take(&a, K, sizeof(double));
         b->dA = la__arena_take(&a, C * C, sizeof(float));
         b->dOc = la__arena_take(&a, C * V, sizeof(float));
         b->Tq = la__arena_take(&a, CKg, sizeof(float));
@@ -770,8 +772,16 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             for (int64_t x = 0; x < K; x++) {
                 const float *dsr = b.dS + x * V, *s0r = S0 + x * V;
                 const double s = dot_f64(dsr, s0r, V);
-                const double add = s * (double)eGL[j->per_key ? x : 0];
-                for (int64_t i = 0; i < L; i++) dG[i * gw + (j->per_key ? x : 0)] += add;
+                b.dGc[x] = s * (double)eGL[j->per_key ? x : 0];
+            }
+            /* row by row (each element gets the same additions in the same
+             * order as column by column) */
+            for (int64_t i = 0; i < L; i++) {
+                double *dGi = dG + i * gw;
+                if (j->per_key)
+                    for (int64_t x = 0; x < K; x++) dGi[x] += b.dGc[x];
+                else
+                    for (int64_t x = 0; x < K; x++) dGi[0] += b.dGc[x];
             }
             /* forward prefix of the state and pair terms */
             for (int64_t i = 1; i < L; i++) {
