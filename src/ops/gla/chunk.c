@@ -760,8 +760,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
             /* reverse cumulative sum of the inter-chunk term */
             for (int64_t i = L - 1; i >= 0; i--) {
-                const size_t bi = (size_t)((r0 + i) * H + h);
-                const float *qi = j->q + bi * (size_t)K;
+                const float *qi = b.Qc + i * K; /* the gathered rows: no page walks */
                 double *dGi = dG + i * gw;
                 if (i < L - 1)
                     for (int64_t x = 0; x < gw; x++) dGi[x] = dGi[x + gw];
@@ -785,8 +784,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             }
             /* forward prefix of the state and pair terms */
             for (int64_t i = 1; i < L; i++) {
-                const size_t bp = (size_t)((r0 + i - 1) * H + h);
-                const float *qp = j->q + bp * (size_t)K, *kp = j->k + bp * (size_t)K;
+                const float *qp = b.Qc + (i - 1) * K, *kp = b.Kc + (i - 1) * K;
                 double *dGp = b.dGp;
                 if (i == 1)
                     for (int64_t x = 0; x < gw; x++) dGp[x] = 0.0;
@@ -811,9 +809,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
         }
         /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
         for (int64_t i = 0; i < L; i++) {
-            const size_t bi = (size_t)((r0 + i) * H + h);
-            const float *qi = j->q + bi * (size_t)K, *ki = j->k + bi * (size_t)K;
-            const float *vi = j->v + bi * (size_t)V, *doi = j->d_o + bi * (size_t)V;
+            const float *qi = b.Qc + i * K, *ki = b.Kc + i * K;
+            const float *vi = b.Vc + i * V, *doi = b.dOc + i * V;
             float *dvi = b.dvc + i * V;
             float A = 0.0f, dA = 0.0f;
             for (int64_t x = 0; x < K; x++) A += qi[x] * ki[x];
