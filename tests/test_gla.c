@@ -39,6 +39,7 @@ int main(void) {
     gla_test_threads(1, GC_S0 | GC_DST, 1400);
     gla_test_pieces(1, 0, 1500);
     gla_test_extreme(1, 1600);
+    gla_test_ckpt_paths(1, 1610);
     test_strong_gates(1650);
     gla_test_odd_chunks(1, GC_S0 | GC_DST, 1700);
     gla_test_bad(1);

@@ -40,6 +40,7 @@ int main(void) {
     gla_test_pieces(0, GC_G | GC_GAMMA, 500);
     gla_test_pieces(0, GC_GAMMA, 501);
     gla_test_extreme(0, 600);
+    gla_test_ckpt_paths(0, 610);
     gla_test_odd_chunks(0, GC_ALL, 700);
     gla_test_bad(0);
     gc_print_worst("simple GLA");

@@ -583,6 +583,55 @@ void gla_test_threads(int per_key, int flags, uint64_t seed) {
     la_ctx_destroy(c2);
 }
 
+/* ---- chunk backward: every state kept vs two-level checkpoints (cpu-gla3) */
+
+/* The chunk backward keeps every chunk's start state when they fit
+ * (la__gla_bwd_all_states_bytes, 32 MiB: every case of these tests) and
+ * otherwise recomputes them group by group. With the limit set to 0 the
+ * second path runs: against float64 (every form, varlen, s0, d_sT, resets)
+ * and bit for bit equal to the first (the recomputation is exact). */
+extern size_t la__gla_bwd_all_states_bytes;
+
+void gla_test_ckpt_paths(int per_key, uint64_t seed) {
+    la_ctx *ctx = th_ctx(2);
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    const size_t keep = la__gla_bwd_all_states_bytes;
+    const int64_t cu[] = {0, 37, 200, 389};
+    for (int v = 0; v < 2; v++) {
+        gcase c = v ? gc_make(per_key, 1, 389, 2, 24, 20, cu, 3, GC_ALL, &rng)
+                    : gc_make(per_key, 2, 333, 2, 24, 20, NULL, 0, GC_ALL, &rng);
+        if (v) /* resets inside the second sequence */
+            for (int64_t t = 90; t < 200; t += 31)
+                for (size_t x = 0; x < (per_key ? 24u : 1u); x++)
+                    c.g[(size_t)(t * 2) * (per_key ? 24u : 1u) + x] = -1e4f;
+        la__gla_bwd_all_states_bytes = 0;
+        gc_check_forms(&c, ctx, per_key ? "GLA two-level checkpoints" : "simple GLA two-level checkpoints");
+        for (int f = 1; f < 4; f++) {
+            la_gated_opts o = gc_opts(gc_forms[f], gc_chunks[f]);
+            gout a = gout_alloc(&c), b = gout_alloc(&c);
+            la__gla_bwd_all_states_bytes = 0;
+            const int fa = gc_run(&c, ctx, &o, &a);
+            la__gla_bwd_all_states_bytes = keep;
+            if (!fa && !gc_run(&c, ctx, &o, &b)) {
+                int same = th_bitwise_equal(a.dq, b.dq, c.nqk) &&
+                           th_bitwise_equal(a.dk, b.dk, c.nqk) &&
+                           th_bitwise_equal(a.dv, b.dv, c.nv) &&
+                           th_bitwise_equal(a.ds0, b.ds0, c.ns) &&
+                           th_bitwise_equal(a.dg, b.dg, c.ng) &&
+                           (per_key || th_bitwise_equal(a.dgam, b.dgam, (size_t)c.H));
+                CHECK(same, "%s chunk %d varlen %d: every state kept = two-level, bit for bit",
+                      per_key ? "GLA" : "simple GLA", (int)gc_chunks[f], v);
+            }
+            gout_free(&a);
+            gout_free(&b);
+        }
+        la__gla_bwd_all_states_bytes = keep;
+        gc_free(&c);
+    }
+    la_ctx_destroy(ctx);
+}
+
 /* ---- extreme gates ---------------------------------------------------- */
 
 /* g = 0 everywhere (no decay: plain linear attention, states grow) and

@@ -54,6 +54,7 @@ void gla_test_varlen(int per_key, int flags, uint64_t seed);
 void gla_test_pieces(int per_key, int flags, uint64_t seed);
 void gla_test_threads(int per_key, int flags, uint64_t seed);
 void gla_test_extreme(int per_key, uint64_t seed);
+void gla_test_ckpt_paths(int per_key, uint64_t seed); /* cpu-gla3 */
 void gla_test_bad(int per_key);
 
 #endif

@@ -70,6 +70,8 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *
     return LA_OK;
 }
 
+size_t la__gla_bwd_all_states_bytes = LA__GLA_BWD_ALL_STATES_BYTES;
+
 static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
     if (bytes == 0)
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: work space size overflows size_t", op);
@@ -129,6 +131,11 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
         const int64_t nch = (L + j.C - 1) / j.C;
         j.group = (int64_t)ceil(sqrt((double)nch));
         if (j.group < 1) j.group = 1;
+        /* cpu-gla3: every chunk's start state kept when they fit (no second
+         * state pass; same results, the recomputation being exact) */
+        if ((double)nch * (double)dims->K * (double)dims->V * sizeof(float) <=
+            (double)la__gla_bwd_all_states_bytes)
+            j.group = 1;
     } else {
         /* Checkpoint interval max(GLA_CKPT, sqrt(L)): O(sqrt(L) K V) memory for
          * long sequences. The result does not depend on it (recomputation

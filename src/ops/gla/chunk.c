@@ -53,6 +53,7 @@ typedef struct chunk_bufs {
     float *dvc;       /* [C,V] */
     double *dG;       /* [C,gw] */
     double *dGp;      /* [gw] running prefix */
+    double *dGc;      /* [K] the state term's constant part, per key */
     float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
@@ -94,6 +95,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dvc = la__arena_take(&a, C * V, sizeof(float));
         b->dG = la__arena_take(&a, C * gw, sizeof(double));
         b->dGp = la__arena_take(&a, gw, sizeof(double));
+        b->dGc = la__arena_take(&a, K, sizeof(double));
         b->dA = la__arena_take(&a, C * C, sizeof(float));
         b->dOc = la__arena_take(&a, C * V, sizeof(float));
         b->Tq = la__arena_take(&a, CKg, sizeof(float));
@@ -132,6 +134,19 @@ GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n)
         for (int u = 0; u < 8; u++) acc[u] += a[x + u] * b[x + u] * c[x + u];
     float s = 0.0f;
     for (; x < n; x++) s += a[x] * b[x] * c[x];
+    for (int u = 0; u < 8; u++) s += acc[u];
+    return s;
+}
+
+/* sum_y a_y b_y in float64, in eight partial sums (vectorisable; a fixed
+ * order, so the same bits on every path and thread count). */
+GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
+    double acc[8] = {0};
+    int64_t y = 0;
+    for (; y + 8 <= n; y += 8)
+        for (int u = 0; u < 8; u++) acc[u] += (double)a[y + u] * (double)b[y + u];
+    double s = 0.0;
+    for (; y < n; y++) s += (double)a[y] * (double)b[y];
     for (int u = 0; u < 8; u++) s += acc[u];
     return s;
 }
@@ -422,6 +437,127 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     }
 }
 
+/* cpu-gla3: the GLA forward of one head over one chunk in fused passes.
+ * The per-token factors are applied where they are made: per sub-block
+ * (first token b, last e), for every row i and key x
+ *   R = e^{G_i - G_b}, P = e^{G_e - G_i}, eG = e^{G_b} R, eLm = e^{G_L - G_e} P,
+ *   Qs = q eG (inter-chunk), QR = q R (intra), KP = k P (intra), Ks = k eLm (state),
+ * reading q, k and the gate rows in place (no gathered copies, no R, P, eG,
+ * eLm arrays written and read back). v is read in place by the kernels (they
+ * pack their operands) and o written in place. Every float is the product
+ * of the same factors in the same order as chunk_gates + scale_rows +
+ * keys_times_p made it, so the results are those of the unfused form bit for
+ * bit. QR lives in b->Qc. */
+/* One row of gla_fwd_factors' products (restrict parameters: vectorised). */
+GLA_INLINE void gla_fwd_row(int64_t K, const float *restrict q, const float *restrict k,
+                            const float *restrict eb, const float *restrict el,
+                            const float *restrict R, const float *restrict P, float *restrict eG,
+                            float *restrict Qs, float *restrict QR, float *restrict KP,
+                            float *restrict Ks) {
+    for (int64_t x = 0; x < K; x++) {
+        const float g1 = eb[x] * R[x], l1 = el[x] * P[x];
+        eG[x] = g1;
+        Qs[x] = q[x] * g1;
+        QR[x] = q[x] * R[x];
+        KP[x] = k[x] * P[x];
+        Ks[x] = k[x] * l1;
+    }
+}
+
+GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
+                                int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+    const int64_t H = j->H, K = j->K;
+    double *G = b->G;
+    for (int64_t i = 0; i < L; i++) {
+        const float *gr = j->g + (size_t)((r0 + i) * H + h) * (size_t)K;
+        double *Gi = G + i * K;
+        if (i == 0)
+            for (int64_t x = 0; x < K; x++) Gi[x] = 0.0 + (double)gr[x];
+        else
+            for (int64_t x = 0; x < K; x++) Gi[x] = Gi[x - K] + (double)gr[x];
+    }
+    const double *GL = G + (L - 1) * K;
+    float *eb = b->e, *el = b->F; /* [K] each: e^{G_b}, e^{G_L - G_e} */
+    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
+        const int64_t i1 = L - i0 < GLA_SUB ? L : i0 + GLA_SUB;
+        const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
+        for (int64_t x = 0; x < K; x++) {
+            eb[x] = exp_nonpos((float)Gb[x]);
+            el[x] = exp_nonpos((float)(GL[x] - Ge[x]));
+        }
+        for (int64_t i = i0; i < i1; i++) {
+            const size_t row = (size_t)((r0 + i) * H + h) * (size_t)K;
+            const float *restrict q = j->q + row, *restrict k = j->k + row;
+            const double *Gi = G + i * K;
+            float *restrict Qs = b->Qs + i * K, *restrict QR = b->Qc + i * K;
+            float *restrict KP = b->KP + i * K, *restrict Ks = b->Ks + i * K;
+            float *restrict eG = b->eG + i * K, *restrict R = b->R, *restrict P = b->P;
+            for (int64_t x = 0; x < K; x++) R[x] = exp_nonpos((float)(Gi[x] - Gb[x]));
+            for (int64_t x = 0; x < K; x++) P[x] = exp_nonpos((float)(Ge[x] - Gi[x]));
+            gla_fwd_row(K, q, k, eb, el, R, P, eG, Qs, QR, KP, Ks);
+            /* the next head's (or chunk's) row i, one row of each tensor per
+             * row computed: spread out, the misses overlap the work instead
+             * of filling the miss buffers in one burst */
+            if (i < pn) {
+                prefetch_rows(j->g, H, K, pr + i, 1, ph);
+                prefetch_rows(j->q, H, K, pr + i, 1, ph);
+                prefetch_rows(j->k, H, K, pr + i, 1, ph);
+                prefetch_rows(j->v, H, j->V, pr + i, 1, ph);
+            }
+        }
+    }
+}
+
+/* The intra-chunk matrix (j <= i) of the fused forward: as intra_matrix's
+ * GLA branch, with QR in b->Qc and q, k read in place by a sub-block that
+ * takes its own pairs one by one. */
+GLA_INLINE void gla_fwd_intra(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h) {
+    const int64_t H = j->H, K = j->K, C = j->C;
+    float *A = b->A;
+    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
+        const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
+        const int own = sub_block_keys(j, b, i0, ni, 0);
+        const int64_t ncol = own ? i0 + ni : i0;
+        if (ncol > 0)
+            j->kr->gemm_nt(ni, ncol, K, 1.0f, b->Qc + i0 * K, K, b->KF, K, 0.0f, A + i0 * C, C);
+        for (int64_t i = i0; i < i0 + ni; i++) {
+            const double *Gi = b->G + i * K;
+            const float *qi = j->q + (size_t)((r0 + i) * H + h) * (size_t)K;
+            float *Ai = A + i * C;
+            if (!own)
+                for (int64_t jj = i0; jj <= i; jj++) {
+                    const double *Gj = b->G + jj * K;
+                    const float *kj = j->k + (size_t)((r0 + jj) * H + h) * (size_t)K;
+                    for (int64_t x = 0; x < K; x++) b->e[x] = exp_nonpos((float)(Gi[x] - Gj[x]));
+                    Ai[jj] = dot3(qi, kj, b->e, K);
+                }
+            for (int64_t jj = i + 1; jj < L; jj++) Ai[jj] = 0.0f;
+        }
+    }
+}
+
+/* One head of one chunk of the GLA forward (fused passes, see above). */
+GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
+                                   int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C;
+    const float *vr = j->v + (size_t)(r0 * H + h) * (size_t)V;
+    float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
+    gla_fwd_factors(j, b, r0, L, h, pr, pn, ph);
+    /* inter-chunk: o = scale (q * e^{G_i}) S */
+    j->kr->gemm_nn(L, V, K, j->scale, b->Qs, K, b->S, V, 0.0f, oc, H * V);
+    gla_fwd_intra(j, b, r0, L, h);
+    /* intra-chunk: o += scale A V */
+    j->kr->gemm_nn_lower(L, V, L, j->scale, b->A, C, vr, H * V, 1.0f, oc, H * V);
+    /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V */
+    const float *eGL = b->eG + (L - 1) * K;
+    for (int64_t x = 0; x < K; x++) {
+        float *row = b->S + x * V;
+        const float d = eGL[x];
+        for (int64_t y = 0; y < V; y++) row[y] *= d;
+    }
+    j->kr->gemm_tn(K, V, L, 1.0f, b->Ks, K, vr, H * V, 1.0f, b->S, V);
+}
+
 static void load_state(const gla_job *j, int64_t task, float *S) {
     const size_t KV = (size_t)j->K * (size_t)j->V;
     if (j->s0)
@@ -452,6 +588,10 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             const int64_t ph = hh + 1 < nh ? h + 1 : h0, pr = hh + 1 < nh ? r0 : r0 + C;
             const int64_t pn = hh + 1 < nh ? L : Ln;
             b.S = S0 + hh * KV;
+            if (j->per_key && j->g) {
+                gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph);
+                continue;
+            }
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
             chunk_gates(j, &b, r0, L, h, 1);
             gather_rows(b.Qc, j->q, H, K, r0, L, h);
@@ -535,6 +675,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     for (int64_t c = 0; c < nch; c++) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
+        if (c == nch - 1) break; /* the state after the last chunk is not used */
         prefetch_state_rows(j, start + c0 + L, len - c0 - L, h);
         chunk_gates(j, &b, start + c0, L, h, 0);
         chunk_state_update(j, &b, b.states, start + c0, L, h, 0);
@@ -547,7 +688,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     double gamma_sum = 0.0;
     for (int64_t c = nch - 1; c >= 0; c--) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C, r0 = start + c0;
-        if (c % M == M - 1 || c == nch - 1) {
+        if (M > 1 && (c % M == M - 1 || c == nch - 1)) {
             /* Entering group c / M from its end: states[m] = before chunk g0 + m. */
             const int64_t g0 = c - c % M;
             memcpy(b.states, b.ckpt + (size_t)(g0 / M) * KV, KV * sizeof(float));
@@ -560,7 +701,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
                 chunk_state_update(j, &b, S, start + p0, pl, h, 0);
             }
         }
-        const float *S0 = b.states + (size_t)(c % M) * KV;
+        const float *S0 = M == 1 ? b.ckpt + (size_t)c * KV : b.states + (size_t)(c % M) * KV;
         chunk_gates(j, &b, r0, L, h, 1);
         gather_rows(b.Qc, j->q, H, K, r0, L, h);
         gather_rows(b.Kc, j->k, H, K, r0, L, h);
@@ -619,8 +760,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
             /* reverse cumulative sum of the inter-chunk term */
             for (int64_t i = L - 1; i >= 0; i--) {
-                const size_t bi = (size_t)((r0 + i) * H + h);
-                const float *qi = j->q + bi * (size_t)K;
+                const float *qi = b.Qc + i * K; /* the gathered rows: no page walks */
                 double *dGi = dG + i * gw;
                 if (i < L - 1)
                     for (int64_t x = 0; x < gw; x++) dGi[x] = dGi[x + gw];
@@ -630,15 +770,21 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             /* the state term's constant part */
             for (int64_t x = 0; x < K; x++) {
                 const float *dsr = b.dS + x * V, *s0r = S0 + x * V;
-                double s = 0.0;
-                for (int64_t y = 0; y < V; y++) s += (double)dsr[y] * (double)s0r[y];
-                const double add = s * (double)eGL[j->per_key ? x : 0];
-                for (int64_t i = 0; i < L; i++) dG[i * gw + (j->per_key ? x : 0)] += add;
+                const double s = dot_f64(dsr, s0r, V);
+                b.dGc[x] = s * (double)eGL[j->per_key ? x : 0];
+            }
+            /* row by row (each element gets the same additions in the same
+             * order as column by column) */
+            for (int64_t i = 0; i < L; i++) {
+                double *dGi = dG + i * gw;
+                if (j->per_key)
+                    for (int64_t x = 0; x < K; x++) dGi[x] += b.dGc[x];
+                else
+                    for (int64_t x = 0; x < K; x++) dGi[0] += b.dGc[x];
             }
             /* forward prefix of the state and pair terms */
             for (int64_t i = 1; i < L; i++) {
-                const size_t bp = (size_t)((r0 + i - 1) * H + h);
-                const float *qp = j->q + bp * (size_t)K, *kp = j->k + bp * (size_t)K;
+                const float *qp = b.Qc + (i - 1) * K, *kp = b.Kc + (i - 1) * K;
                 double *dGp = b.dGp;
                 if (i == 1)
                     for (int64_t x = 0; x < gw; x++) dGp[x] = 0.0;
@@ -663,9 +809,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
         }
         /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
         for (int64_t i = 0; i < L; i++) {
-            const size_t bi = (size_t)((r0 + i) * H + h);
-            const float *qi = j->q + bi * (size_t)K, *ki = j->k + bi * (size_t)K;
-            const float *vi = j->v + bi * (size_t)V, *doi = j->d_o + bi * (size_t)V;
+            const float *qi = b.Qc + i * K, *ki = b.Kc + i * K;
+            const float *vi = b.Vc + i * V, *doi = b.dOc + i * V;
             float *dvi = b.dvc + i * V;
             float A = 0.0f, dA = 0.0f;
             for (int64_t x = 0; x < K; x++) A += qi[x] * ki[x];

@@ -235,6 +235,14 @@ LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
 #define LA__GLA_HEAD_GROUP 4
 LA_HIDDEN void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
+/* The chunk backward keeps the start state of every chunk (one state pass)
+ * when they take at most this many bytes per thread (T = 8192, K = V = 128,
+ * chunk 64: 8 MiB), else the state before every sqrt(chunks)-th chunk and
+ * recomputes the others group by group (two state passes). */
+#define LA__GLA_BWD_ALL_STATES_BYTES ((size_t)32 << 20)
+/* The limit in use (LA__GLA_BWD_ALL_STATES_BYTES; tests set 0 to run the
+ * two-pass path on small cases and compare the two bit for bit). */
+LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
 
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
 static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {
