@@ -82,7 +82,8 @@ static void test_reference_fd(int l2norm, uint64_t seed) {
 
 /* ---- cases: the library against the reference ------------------------ */
 
-typedef enum { GATE_RANDOM = 0, GATE_ZERO, GATE_RESETS, GATE_STRONG } gate_mode;
+/* GATE_SPAN: g uniform in [-span_gate, 0) (test_spans). */
+typedef enum { GATE_RANDOM = 0, GATE_ZERO, GATE_RESETS, GATE_STRONG, GATE_SPAN } gate_mode;
 
 typedef struct kcase {
     int64_t B, T, H, HV, K, V;
@@ -94,6 +95,7 @@ typedef struct kcase {
     float scale;
     int with_init, with_dfinal;
     gate_mode gate;
+    double span_gate; /* GATE_SPAN only */
     double beta_lo, beta_hi;
     double k_std;
     uint64_t seed;
@@ -154,6 +156,7 @@ static kdata kc_data(const kcase *c) {
         if (c->gate == GATE_ZERO) g = 0;
         if (c->gate == GATE_RESETS && u < 0.05) g = -1e4;
         if (c->gate == GATE_STRONG) g = -6.0 * u * u; /* keys that forget within a few tokens */
+        if (c->gate == GATE_SPAN) g = -c->span_gate * u;
         x.g[i] = (float)g;
     }
     return x;
@@ -341,6 +344,34 @@ static void test_extremes(la_ctx *ctx) {
         c.scale = 0.3f;
         kc_check(ctx, &c, 1e-5);
     }
+}
+
+/* The chunk form takes a sub-block's own gated pairs as one matrix product
+ * of rows scaled by e^{+-span} only when the block's largest per-key decay
+ * (span, log space) is <= LA__KDA_SPAN (30), else pair by pair. Gates
+ * uniform in [-s, 0) give 16-token spans around 8 s: s = 1, 2 below the
+ * limit, 4 on both sides of it, 8 and 12 above it and beyond float's e^88
+ * (where taking them as a product would give Inf and NaN: raising the limit
+ * to 1e9 makes this test fail); resets are test_extremes's;
+ * chunks 16, 32, 64 (and 48: blocks cut by the chunk end), forward and
+ * backward against float64. */
+static void test_spans(la_ctx *ctx) {
+    const double spans[] = {1, 2, 4, 8, 12};
+    const int64_t chunks[] = {16, 32, 64, 48};
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 4; j++) {
+            kcase c = kc_default();
+            c.form = LA_FORM_CHUNK;
+            c.B = 1;
+            c.T = 150;
+            c.K = 32;
+            c.V = 24;
+            c.chunk = chunks[j];
+            c.gate = GATE_SPAN;
+            c.span_gate = spans[i];
+            c.seed = (uint64_t)(700 + 4 * i + j);
+            kc_check(ctx, &c, 1e-5);
+        }
 }
 
 /* Long sequences: rounding must not grow along 1000 tokens. */
@@ -688,6 +719,7 @@ int main(void) {
     la_ctx *ctx = th_ctx(2);
     test_sweep(ctx);
     test_extremes(ctx);
+    test_spans(ctx);
     test_chunk_edges(ctx);
     test_long(ctx);
     test_lopsided(ctx);

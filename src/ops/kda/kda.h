@@ -111,6 +111,9 @@ LA_HIDDEN void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S
  * Both [L,L] with row stride L. Only exponentials of non-positive numbers
  * are taken (sub-blocks, see pairs.c). P is skipped when NULL. */
 #define LA__KDA_SUB 16
+/* The largest sub-block span (log space) whose own pairs are taken as a
+ * matrix product of rows scaled by factors in [e^-span, e^span] (pairs.c). */
+#define LA__KDA_SPAN 30.0
 LA_HIDDEN size_t la__kda_pairs_work_floats(int64_t C, int64_t K);
 LA_HIDDEN void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
                                      const float *k, const double *gam, float *P, float *M,

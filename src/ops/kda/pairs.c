@@ -29,13 +29,14 @@
 #include <string.h>
 
 /* Work layout (floats, 64-byte aligned pieces): R, F, YF, XR (q*R), KR,
- * dqs, dks, dys, T1, A [C,K] each and e [K]. */
+ * dqs, dks, dys, T1, A [C,K] each, e [K] and dPb [LA__KDA_SUB,C]. */
 size_t la__kda_pairs_work_floats(int64_t C, int64_t K) {
-    return 10 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 + 16;
+    return 10 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 +
+           ((size_t)LA__KDA_SUB * (size_t)C + 15) / 16 * 16 + 16;
 }
 
 typedef struct {
-    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *A, *e;
+    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *A, *e, *dPb;
 } pair_bufs;
 
 static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
@@ -48,6 +49,7 @@ static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
         w += n;
     }
     p->e = w;
+    p->dPb = w + ((size_t)K + 15) / 16 * 16;
 }
 
 /* out[x] = exp(a[x] - b[x]) (b NULL: exp(a[x])) for differences <= 0, the
@@ -121,14 +123,32 @@ static void sub_block_rows(int64_t L, int64_t K, const float *q, const float *k,
     }
 }
 
-/* F_j = exp(gam_b - gam_j), YF_j = k_j * F_j for j < b. */
-static void before_block(int64_t b, int64_t K, const float *k, const double *gam,
+/* F_j = exp(gam_b - gam_j), YF_j = k_j * F_j for j < nj: <= 1 for j < b,
+ * and in [1, e^LA__KDA_SPAN] for the sub-block's own rows b <= j < nj when
+ * own_block allowed them (the e^x of vexp.h is exact in form up to e^87). */
+static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
                          const pair_bufs *p) {
-    for (int64_t j = 0; j < b; j++) {
+    for (int64_t j = 0; j < nj; j++) {
         float *F = p->F + j * K;
         exp_diff(F, gam + b * K, gam + j * K, K);
         for (int64_t x = 0; x < K; x++) p->YF[j * K + x] = k[j * K + x] * F[x];
     }
+}
+
+/* 1 when the sub-block of ni rows at i0 takes its own pairs as one matrix
+ * product: its span, the largest per-key decay over it in log space
+ * (max_x gam_{i0,x} - gam_{i0+ni-1,x}), is <= LA__KDA_SPAN, so the factors
+ * R_t >= e^-span and F_j <= e^span stay normal floats far from overflow and
+ * R_t F_j = exp(gam_t - gam_j) to a few ulps. Larger spans (strong decays,
+ * resets g = -1e4) take the pairs one by one (no 0 * Inf). */
+static int own_block(int64_t K, const double *gam, int64_t i0, int64_t ni) {
+    const double *gb = gam + i0 * K, *ge = gam + (i0 + ni - 1) * K;
+    double span = 0.0;
+    for (int64_t x = 0; x < K; x++) {
+        const double d = gb[x] - ge[x];
+        span = d > span ? d : span;
+    }
+    return span <= LA__KDA_SPAN;
 }
 
 void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
@@ -138,13 +158,16 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
     sub_block_rows(L, K, P ? q : NULL, k, gam, &p);
     for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
         const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
-        if (i0 > 0) {
-            before_block(i0, K, k, gam, &p);
-            if (P) kr->gemm_nt(ni, i0, K, 1.0f, p.QR + i0 * K, K, p.YF, K, 0.0f, P + i0 * L, L);
-            kr->gemm_nt(ni, i0, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
+        const int own = own_block(K, gam, i0, ni);
+        const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
+        if (nj > 0) {
+            before_block(i0, nj, K, k, gam, &p);
+            if (P) kr->gemm_nt(ni, nj, K, 1.0f, p.QR + i0 * K, K, p.YF, K, 0.0f, P + i0 * L, L);
+            kr->gemm_nt(ni, nj, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
         }
-        /* in-block pairs, column j at a time: e = k_j * A_{j+1} ... A_t */
-        for (int64_t j = i0; j < i0 + ni; j++) {
+        /* in-block pairs when the span is too large, column j at a time:
+         * e = k_j * A_{j+1} ... A_t (the diagonal and above are set below) */
+        for (int64_t j = i0; !own && j < i0 + ni; j++) {
             if (j + 1 < i0 + ni) memcpy(p.e, k + j * K, (size_t)K * sizeof(float));
             for (int64_t t = j + 1; t < i0 + ni; t++) {
                 decay(p.e, p.A + t * K, 0, K);
@@ -174,25 +197,37 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
     memset(p.dys, 0, LK * sizeof(float));
     for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
         const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
-        if (i0 > 0) {
-            before_block(i0, K, k, gam, &p);
-            /* x side: dqs_t += R_t * (dP[t, :b] YF), dks_t += R_t * (dM[t, :b] YF) */
-            kr->gemm_nn(ni, K, i0, 1.0f, dP + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
+        const int own = own_block(K, gam, i0, ni);
+        const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
+        if (nj > 0) {
+            before_block(i0, nj, K, k, gam, &p);
+            /* dP's rows of the block, strictly lower: the diagonal has no
+             * gate factor and is taken apart below */
+            const float *dPb = dP + i0 * L;
+            if (own) {
+                for (int64_t t = 0; t < ni; t++) {
+                    memcpy(p.dPb + t * L, dP + (i0 + t) * L, (size_t)nj * sizeof(float));
+                    p.dPb[t * L + i0 + t] = 0.0f;
+                }
+                dPb = p.dPb;
+            }
+            /* x side: dqs_t += R_t * (dP[t, :nj] YF), dks_t += R_t * (dM[t, :nj] YF) */
+            kr->gemm_nn(ni, K, nj, 1.0f, dPb, L, p.YF, K, 0.0f, p.T1, K);
             for (int64_t t = 0; t < ni; t++)
                 for (int64_t x = 0; x < K; x++)
                     p.dqs[(i0 + t) * K + x] += p.R[(i0 + t) * K + x] * p.T1[t * K + x];
-            kr->gemm_nn(ni, K, i0, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
+            kr->gemm_nn(ni, K, nj, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
             for (int64_t t = 0; t < ni; t++)
                 for (int64_t x = 0; x < K; x++)
                     p.dks[(i0 + t) * K + x] += p.R[(i0 + t) * K + x] * p.T1[t * K + x];
             /* y side: dys_j += F_j * (dP[:, j]^T QR + dM[:, j]^T KR) over the block */
-            kr->gemm_tn(i0, K, ni, 1.0f, dP + i0 * L, L, p.QR + i0 * K, K, 0.0f, p.T1, K);
-            kr->gemm_tn(i0, K, ni, 1.0f, dM + i0 * L, L, p.KR + i0 * K, K, 1.0f, p.T1, K);
-            for (int64_t j = 0; j < i0; j++)
+            kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, p.QR + i0 * K, K, 0.0f, p.T1, K);
+            kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, p.KR + i0 * K, K, 1.0f, p.T1, K);
+            for (int64_t j = 0; j < nj; j++)
                 for (int64_t x = 0; x < K; x++)
                     p.dys[j * K + x] += p.F[j * K + x] * p.T1[j * K + x];
         }
-        for (int64_t j = i0; j < i0 + ni; j++) {
+        for (int64_t j = i0; !own && j < i0 + ni; j++) {
             const float *kj = k + j * K;
             float *dyj = p.dys + j * K, *e = p.e;
             for (int64_t t = j + 1; t < i0 + ni; t++) {
