@@ -19,6 +19,10 @@
 
 #define RECURRENT_SEGMENT 64
 
+/* Rows of one head are H*K floats apart (a page each at H*K = 1024): the
+ * gathers and scatters prefetch the row AHEAD tokens on (delta_rule.h). */
+#define AHEAD LA__DELTA_AHEAD
+
 /* Forward scratch of one task: the state, the token work (recurrent) or one
  * chunk's contiguous rows and the chunk work (chunk form). */
 typedef struct {
@@ -94,6 +98,13 @@ static void forward_task(void *p, int64_t task, int tid) {
             for (int64_t t = 0; t < L; t++) {
                 const int64_t tok = start + t0 + t;
                 const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
+                if (t0 + t + AHEAD < len) {
+                    const size_t va = vh + (size_t)(AHEAD * HV), qa = qh + (size_t)(AHEAD * H);
+                    la__delta_prefetch(a->q + qa * (size_t)K, K, 0);
+                    la__delta_prefetch(a->k + qa * (size_t)K, K, 0);
+                    la__delta_prefetch(a->v + va * (size_t)V, V, 0);
+                    la__delta_prefetch(a->g + va * (size_t)K, K, 0);
+                }
                 if (a->l2norm) {
                     la__delta_l2norm(w.q + t * K, a->q + qh * (size_t)K, K);
                     la__delta_l2norm(w.k + t * K, a->k + qh * (size_t)K, K);
@@ -184,6 +195,11 @@ static void gather_vgb(const la__kda_args *a, const bwd_scratch *s, int64_t tok0
     const int64_t K = a->K, V = a->V, HV = a->HV;
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        if (t + AHEAD < L) {
+            const size_t va = vh + (size_t)(AHEAD * HV);
+            la__delta_prefetch(a->v + va * (size_t)V, V, 0);
+            la__delta_prefetch(a->g + va * (size_t)K, K, 0);
+        }
         memcpy(s->v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
         memcpy(s->g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
         s->beta[t] = a->beta[vh];
@@ -214,6 +230,7 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
     gather_vgb(a, s, tok0, hv, t0, L);
     for (int64_t t = 0; t < L; t++) {
         const float *dot = a->d_o + (size_t)((tok0 + t0 + t) * HV + hv) * (size_t)V;
+        if (t + AHEAD < L) la__delta_prefetch(dot + (size_t)(AHEAD * HV * V), V, 0);
         for (int64_t c = 0; c < V; c++) s->dO[t * V + c] = a->scale * dot[c];
     }
     la__kda_chunk_in in = {L,    K,    V,       s->qn + t0 * K, s->kn + t0 * K,
@@ -222,6 +239,11 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
                            s->dg, s->work);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        if (t + AHEAD < L) {
+            const size_t va = vh + (size_t)(AHEAD * HV);
+            la__delta_prefetch(a->dv + va * (size_t)V, V, 1);
+            la__delta_prefetch(a->dg + va * (size_t)K, K, 1);
+        }
         memcpy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V * sizeof(float));
         memcpy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K * sizeof(float));
         a->dbeta[vh] = s->dbeta[t];
@@ -263,6 +285,10 @@ static void backward_task(void *p, int64_t task, int tid) {
 
     for (int64_t t = 0; t < len; t++) {
         const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        if (t + AHEAD < len) {
+            la__delta_prefetch(a->q + qh + (size_t)(AHEAD * H * K), K, 0);
+            la__delta_prefetch(a->k + qh + (size_t)(AHEAD * H * K), K, 0);
+        }
         if (a->l2norm) {
             s.rq[t] = la__delta_l2norm(s.qn + t * K, a->q + qh, K);
             s.rk[t] = la__delta_l2norm(s.kn + t * K, a->k + qh, K);
@@ -295,6 +321,10 @@ static void backward_task(void *p, int64_t task, int tid) {
     /* through the L2 norm y = x rstd: dx = rstd (dy - (y . dy) y) */
     for (int64_t t = 0; t < len; t++) {
         const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        if (t + AHEAD < len) {
+            la__delta_prefetch(a->dq + qh + (size_t)(AHEAD * H * K), K, 1);
+            la__delta_prefetch(a->dk + qh + (size_t)(AHEAD * H * K), K, 1);
+        }
         const float *y[2] = {s.qn + t * K, s.kn + t * K};
         const float *dy[2] = {s.dqn + t * K, s.dkn + t * K};
         float *dx[2] = {a->dq + qh, a->dk + qh};
