@@ -29,22 +29,22 @@
 #include <string.h>
 
 /* Work layout (floats, 64-byte aligned pieces): R, F, YF, XR (q*R), KR,
- * dqs, dks, dys, T1, A [C,K] each, e [K] and dPb [LA__KDA_SUB,C]. */
+ * dqs, dks, dys, T1, A, Pe [C,K] each, e [K] and dPb [LA__KDA_SUB,C]. */
 size_t la__kda_pairs_work_floats(int64_t C, int64_t K) {
-    return 10 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 +
+    return 11 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 +
            ((size_t)LA__KDA_SUB * (size_t)C + 15) / 16 * 16 + 16;
 }
 
 typedef struct {
-    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *A, *e, *dPb;
+    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *A, *Pe, *e, *dPb;
 } pair_bufs;
 
 static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
     const size_t n = ((size_t)L * (size_t)K + 15) / 16 * 16;
     float *w = la__kda_align(work);
-    float **ptr[] = {&p->R,   &p->F,   &p->YF,  &p->QR, &p->KR,
-                     &p->dqs, &p->dks, &p->dys, &p->T1, &p->A};
-    for (int i = 0; i < 10; i++) {
+    float **ptr[] = {&p->R,   &p->F,   &p->YF, &p->QR, &p->KR, &p->dqs,
+                     &p->dks, &p->dys, &p->T1, &p->A,  &p->Pe};
+    for (int i = 0; i < 11; i++) {
         *ptr[i] = w;
         w += n;
     }
@@ -107,15 +107,17 @@ static float dot2(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-/* R_t = exp(gam_t - gam_b(t)); QR = q * R (when q), KR = k * R; the
- * per-token decays A_t = exp(gam_t - gam_{t-1}) (t > 0). */
+/* R_t = exp(gam_t - gam_b(t)), Pe_t = exp(gam_e(t) - gam_t) (b, e: first
+ * and last token of t's sub-block; both <= 1); QR = q * R (when q), KR =
+ * k * R. */
 static void sub_block_rows(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            const pair_bufs *p) {
-    for (int64_t t = 1; t < L; t++) exp_diff(p->A + t * K, gam + t * K, gam + (t - 1) * K, K);
     for (int64_t t = 0; t < L; t++) {
-        const int64_t b = t - t % LA__KDA_SUB;
+        const int64_t b = t - t % LA__KDA_SUB,
+                      e = b + LA__KDA_SUB < L ? b + LA__KDA_SUB - 1 : L - 1;
         float *R = p->R + t * K;
         exp_diff(R, gam + t * K, gam + b * K, K);
+        exp_diff(p->Pe + t * K, gam + e * K, gam + t * K, K);
         for (int64_t x = 0; x < K; x++) {
             if (q) p->QR[t * K + x] = q[t * K + x] * R[x];
             p->KR[t * K + x] = k[t * K + x] * R[x];
@@ -123,15 +125,32 @@ static void sub_block_rows(int64_t L, int64_t K, const float *q, const float *k,
     }
 }
 
-/* F_j = exp(gam_b - gam_j), YF_j = k_j * F_j for j < nj: <= 1 for j < b,
- * and in [1, e^LA__KDA_SPAN] for the sub-block's own rows b <= j < nj when
- * own_block allowed them (the e^x of vexp.h is exact in form up to e^87). */
+/* The per-token decays A_t = exp(gam_t - gam_{t-1}) of the sub-block's rows
+ * i0 < t < i0 + ni (its pairs taken one by one). */
+static void block_decays(int64_t i0, int64_t ni, int64_t K, const double *gam, const pair_bufs *p) {
+    for (int64_t t = i0 + 1; t < i0 + ni; t++)
+        exp_diff(p->A + t * K, gam + t * K, gam + (t - 1) * K, K);
+}
+
+/* F_j = exp(gam_b - gam_j) = X_J Pe_j with X_J = exp(gam_b - gam_e(J)) per
+ * earlier sub-block J (<= 1), and YF_j = k_j * F_j, for j < nj; for the
+ * sub-block's own rows b <= j < nj (when own_block allowed them) X =
+ * exp(gam_b - gam_e) is in [1, e^LA__KDA_SPAN] (the e^x of vexp.h is exact
+ * in form up to e^87), F_j in [e^-span, e^span]. One exponential per
+ * sub-block pair instead of one per (block, earlier row). */
 static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
                          const pair_bufs *p) {
-    for (int64_t j = 0; j < nj; j++) {
-        float *F = p->F + j * K;
-        exp_diff(F, gam + b * K, gam + j * K, K);
-        for (int64_t x = 0; x < K; x++) p->YF[j * K + x] = k[j * K + x] * F[x];
+    for (int64_t j0 = 0; j0 < nj; j0 += LA__KDA_SUB) {
+        const int64_t j1 = j0 + LA__KDA_SUB < nj ? j0 + LA__KDA_SUB : nj;
+        exp_diff(p->e, gam + b * K, gam + (j1 - 1) * K, K);
+        for (int64_t j = j0; j < j1; j++) {
+            float *F = p->F + j * K;
+            const float *Pe = p->Pe + j * K;
+            for (int64_t x = 0; x < K; x++) {
+                F[x] = Pe[x] * p->e[x];
+                p->YF[j * K + x] = k[j * K + x] * F[x];
+            }
+        }
     }
 }
 
@@ -167,6 +186,7 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
         }
         /* in-block pairs when the span is too large, column j at a time:
          * e = k_j * A_{j+1} ... A_t (the diagonal and above are set below) */
+        if (!own) block_decays(i0, ni, K, gam, &p);
         for (int64_t j = i0; !own && j < i0 + ni; j++) {
             if (j + 1 < i0 + ni) memcpy(p.e, k + j * K, (size_t)K * sizeof(float));
             for (int64_t t = j + 1; t < i0 + ni; t++) {
@@ -227,6 +247,7 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
                 for (int64_t x = 0; x < K; x++)
                     p.dys[j * K + x] += p.F[j * K + x] * p.T1[j * K + x];
         }
+        if (!own) block_decays(i0, ni, K, gam, &p);
         for (int64_t j = i0; !own && j < i0 + ni; j++) {
             const float *kj = k + j * K;
             float *dyj = p.dys + j * K, *e = p.e;
