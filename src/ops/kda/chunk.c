@@ -41,17 +41,15 @@ size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     return 2 * ck + 3 * ck + 2 * up16(c * c) + cv + ck + la__kda_pairs_work_floats(C, K) + 64;
 }
 
-/* gam = cumulative sums of the chunk's gates (float64); b = exp(gam),
- * e = exp(gam_L - gam). */
-static void chunk_gates(int64_t L, int64_t K, const float *g, double *gam, float *b, float *e) {
+/* gam = cumulative sums of the chunk's gates (float64); then the pair
+ * factors and b = exp(gam), e = exp(gam_L - gam) (pairs.c). */
+static void chunk_gates(int64_t L, int64_t K, const float *g, const float *q, const float *k,
+                        double *gam, float *b, float *e, float *pw) {
     for (int64_t x = 0; x < K; x++) gam[x] = (double)g[x];
     for (int64_t t = 1; t < L; t++)
         for (int64_t x = 0; x < K; x++)
             gam[t * K + x] = gam[(t - 1) * K + x] + (double)g[t * K + x];
-    for (int64_t t = 0; t < L; t++) {
-        la__kda_exp_diff(b + t * K, gam + t * K, NULL, K);
-        la__kda_exp_diff(e + t * K, gam + (L - 1) * K, gam + t * K, K);
-    }
+    la__kda_pairs_prepare(L, K, q, k, gam, b, e, pw);
 }
 
 /* dst = x * f elementwise over n floats. */
@@ -70,7 +68,7 @@ void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t 
     float *b = w + 2 * ck, *e = b + ck, *Xs = e + ck, *P = Xs + ck, *M = P + up16((size_t)(L * L)),
           *U = M + up16((size_t)(L * L)), *W = U + up16((size_t)(L * V)), *pw = W + ck;
 
-    chunk_gates(L, K, in->g, gam, b, e);
+    chunk_gates(L, K, in->g, o ? q : NULL, k, gam, b, e, pw);
     la__kda_pairs_forward(kr, L, K, q, k, gam, o ? P : NULL, M, pw);
     for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j < t; j++) M[t * L + j] *= beta[t];
@@ -120,7 +118,7 @@ void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *
     float *U = T + cc, *R = U + cv, *dR = R + cv, *Yu = dR + cv, *pw = Yu + cv;
 
     /* ---- recompute the chunk's forward ---- */
-    chunk_gates(L, K, in->g, gam, b, e);
+    chunk_gates(L, K, in->g, q, k, gam, b, e, pw);
     la__kda_pairs_forward(kr, L, K, q, k, gam, P, M, pw);
     for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j < t; j++) T[t * L + j] = beta[t] * M[t * L + j]; /* Mb */

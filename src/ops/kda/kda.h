@@ -115,6 +115,14 @@ LA_HIDDEN void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S
  * matrix product of rows scaled by factors in [e^-span, e^span] (pairs.c). */
 #define LA__KDA_SPAN 30.0
 LA_HIDDEN size_t la__kda_pairs_work_floats(int64_t C, int64_t K);
+/* First, once per chunk: the per-token factors R_t = exp(gam_t - gam_b(t)),
+ * Pe_t = exp(gam_e(t) - gam_t) (b, e: first and last token of t's
+ * sub-block) and q * R (q may be NULL when P is not needed), k * R into
+ * work, which the two calls below read; and the chunk's gate factors
+ * b_t = exp(gam_t) = exp(gam_b) R_t, e_t = exp(gam_L - gam_t) =
+ * exp(gam_L - gam_e) Pe_t [L,K] (products of factors <= 1: no overflow). */
+LA_HIDDEN void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k,
+                                     const double *gam, float *b, float *e, float *work);
 LA_HIDDEN void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
                                      const float *k, const double *gam, float *P, float *M,
                                      float *work);

@@ -125,6 +125,23 @@ static void sub_block_rows(int64_t L, int64_t K, const float *q, const float *k,
     }
 }
 
+void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
+                           float *b, float *e, float *work) {
+    pair_bufs p;
+    layout(L, K, work, &p);
+    sub_block_rows(L, K, q, k, gam, &p);
+    const double *gL = gam + (L - 1) * K;
+    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
+        const int64_t i1 = i0 + LA__KDA_SUB < L ? i0 + LA__KDA_SUB : L;
+        exp_diff(p.e, gam + i0 * K, NULL, K); /* exp(gam_b) */
+        for (int64_t t = i0; t < i1; t++)
+            for (int64_t x = 0; x < K; x++) b[t * K + x] = p.e[x] * p.R[t * K + x];
+        exp_diff(p.e, gL, gam + (i1 - 1) * K, K); /* exp(gam_L - gam_e) */
+        for (int64_t t = i0; t < i1; t++)
+            for (int64_t x = 0; x < K; x++) e[t * K + x] = p.e[x] * p.Pe[t * K + x];
+    }
+}
+
 /* The per-token decays A_t = exp(gam_t - gam_{t-1}) of the sub-block's rows
  * i0 < t < i0 + ni (its pairs taken one by one). */
 static void block_decays(int64_t i0, int64_t ni, int64_t K, const double *gam, const pair_bufs *p) {
@@ -174,7 +191,6 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
                            const float *k, const double *gam, float *P, float *M, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    sub_block_rows(L, K, P ? q : NULL, k, gam, &p);
     for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
         const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
         const int own = own_block(K, gam, i0, ni);
@@ -210,7 +226,6 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
                             float *dq, float *dk, double *dgam, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    sub_block_rows(L, K, q, k, gam, &p);
     const size_t LK = (size_t)L * (size_t)K;
     memset(p.dqs, 0, LK * sizeof(float));
     memset(p.dks, 0, LK * sizeof(float));
