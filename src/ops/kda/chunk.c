@@ -12,8 +12,9 @@
  *     O = scale ((Q * B) S_0 + P R),  P_tj = sum_i q_ti k_ji exp(gam_ti - gam_ji), j <= t
  *     S_L = Diag(b_L) S_0 + (K * E)^T R
  * (X * B: row t times b_t elementwise). A is never formed: U and W come
- * from trsm_llu. Every exponential is of a difference <= 0, so g = -1e4
- * (a full reset) gives exact zeros, never Inf or NaN.
+ * from trsm_llu. Every exponential is of a difference <= 0 (or <= 30
+ * inside a sub-block of small span, pairs.c), so g = -1e4 (a full reset)
+ * gives exact zeros, never Inf or NaN.
  *
  * Backward (G = dL/dS_L, dO~ = scale dO), the forward in reverse:
  *   S_L:  dS_0 = Diag(b_L) G, db_L = rowsum(G * S_0), dR = (K * E) G,
@@ -28,7 +29,8 @@
  *   gates: dgam += dB * B, dgam_L += sum_j dE_j * E_j + db_L * b_L,
  *         dgam_j -= dE_j * E_j; dg = reverse cumulative sum of dgam.
  * Cost O(L^2 (K + V) + L K V) per chunk at matrix-product shapes, plus
- * O(L * LA__KDA_SUB * K) exponentials for the in-block pairs. */
+ * 2 L K exponentials (pairs.c) and, for sub-blocks of span > 30 only,
+ * O(L * LA__KDA_SUB * K) multiplications for their own pairs. */
 #include "kda.h"
 
 #include <string.h>

@@ -108,8 +108,10 @@ LA_HIDDEN void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S
  * cumulative log-gates (float64, non-increasing along the chunk):
  *     P_tj = sum_i q_ti k_ji exp(gam_ti - gam_ji)   j <= t   (0 above)
  *     M_tj = sum_i k_ti k_ji exp(gam_ti - gam_ji)   j <  t   (0 on and above)
- * Both [L,L] with row stride L. Only exponentials of non-positive numbers
- * are taken (sub-blocks, see pairs.c). P is skipped when NULL. */
+ * Both [L,L] with row stride L. Only exponentials of numbers <= 0, or
+ * <= LA__KDA_SPAN inside a sub-block, are taken (see pairs.c); work must
+ * hold la__kda_pairs_prepare's factors of this chunk. P is skipped when
+ * NULL. */
 #define LA__KDA_SUB 16
 /* The largest sub-block span (log space) whose own pairs are taken as a
  * matrix product of rows scaled by factors in [e^-span, e^span] (pairs.c). */

@@ -4,18 +4,25 @@
  * and their reverse. With per-key gates the factor cannot be taken out of
  * the sum, and exp(gam_t) exp(-gam_j) would overflow at the first reset
  * (g = -1e4). As in the GLA chunk (src/ops/gla/chunk.c), the chunk is cut
- * into sub-blocks of LA__KDA_SUB tokens; for t in the sub-block that starts
- * at token b and j < b,
- *     exp(gam_t - gam_j) = exp(gam_t - gam_b) * exp(gam_b - gam_j),
- * both factors <= 1 (gam never increases, g <= 0), so those pairs are plain
- * matrix products of pre-scaled rows on the micro-kernels:
- *     P[t, j<b] = (q_t * R_t) . (k_j * F_j),  R_t = e^{gam_t - gam_b},
- *                                             F_j = e^{gam_b - gam_j}.
- * Pairs inside one sub-block (j < t, same sub-block) use the product of the
- * per-token decays, exp(gam_t - gam_j) = a_{j+1} ... a_t with a_s =
- * exp(gam_s - gam_{s-1}) <= 1: one multiplication per pair and key instead
- * of an exponential (at most LA__KDA_SUB - 1 factors, relative rounding
- * <= 15 half-ulps; an exponential per pair cost more than the products).
+ * into sub-blocks of LA__KDA_SUB tokens; for t in the sub-block I that
+ * starts at token b (last token e) and j in a sub-block J (last token e_J),
+ *     exp(gam_t - gam_j) = R_t * X_IJ * Pe_j,   R_t = e^{gam_t - gam_b},
+ *                          X_IJ = e^{gam_b - gam_{e_J}}, Pe_j = e^{gam_{e_J} - gam_j},
+ * all three <= 1 for J before I (gam never increases, g <= 0), so those
+ * pairs are plain matrix products of pre-scaled rows on the micro-kernels:
+ *     P[t, j<b] = (q_t * R_t) . (k_j * F_j),  F_j = X_IJ Pe_j,
+ * two exponentials per token and key (R, Pe) and one per sub-block pair
+ * (X); the chunk's b = e^{gam} and e = e^{gam_L - gam} come from the same R
+ * and Pe (la__kda_pairs_prepare). A sub-block's own pairs (J = I) use
+ * X_II = e^{gam_b - gam_e} >= 1: when its span (largest X_II exponent over
+ * the keys) is <= LA__KDA_SPAN (30), the factors stay in [e^-30, e^30] and
+ * its own pairs join the same product (the diagonal and above are then
+ * overwritten: P's diagonal is q_t . k_t exactly). A larger span (strong
+ * decays, resets g = -1e4, where e^{span} would overflow and meet a zero
+ * R) takes them one by one with the product of the per-token decays,
+ * exp(gam_t - gam_j) = a_{j+1} ... a_t with a_s = exp(gam_s - gam_{s-1})
+ * <= 1 (at most LA__KDA_SUB - 1 factors, relative rounding <= 15
+ * half-ulps). test_kda's test_spans fails when the limit is lifted.
  * Reverse, for upstream dP, dM (x the left, y the right operand):
  *     dx_t += sum_j dA_tj y_j * e_tj,  dy_j += sum_t dA_tj x_t * e_tj,
  *     dgam_t += x_t * (that dx_t),     dgam_j -= y_j * (that dy_j)
