@@ -59,8 +59,34 @@ static void mul(float *dst, const float *x, const float *f, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = x[i] * f[i];
 }
 
+size_t la__kda_chunk_keep_floats(int64_t C, int64_t K, int64_t V) {
+    const size_t c = (size_t)C;
+    return up16(c * c) + 2 * up16(c * (size_t)V) + up16(c * (size_t)K);
+}
+
+/* keep's pieces: M, U, W, R (see kda.h). */
+static void keep_layout(int64_t L, int64_t K, int64_t V, const float *keep, const float **M,
+                        const float **U, const float **W, const float **R) {
+    *M = keep;
+    *U = *M + up16((size_t)(L * L));
+    *W = *U + up16((size_t)(L * V));
+    *R = *W + up16((size_t)(L * K));
+}
+
+static void chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride, float *keep,
+                       float *work);
+
 void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
                         float *work) {
+    chunk_step(in, S, o, ostride, NULL, work);
+}
+
+void la__kda_chunk_keep(const la__kda_chunk_in *in, float *S, float *keep, float *work) {
+    chunk_step(in, S, NULL, 0, keep, work);
+}
+
+static void chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride, float *keep,
+                       float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
     const la__kernels *kr = in->kr;
@@ -72,6 +98,11 @@ void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t 
 
     chunk_gates(L, K, in->g, o ? q : NULL, k, gam, b, e, pw);
     la__kda_pairs_forward(kr, L, K, q, k, gam, o ? P : NULL, M, pw);
+    const float *kM = NULL, *kU = NULL, *kW = NULL, *kR = NULL;
+    if (keep) {
+        keep_layout(L, K, V, keep, &kM, &kU, &kW, &kR);
+        memcpy(keep, M, (size_t)(L * L) * sizeof(float));
+    }
     for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j < t; j++) M[t * L + j] *= beta[t];
     /* U = A Diag(beta) V, W = A Diag(beta) (K * B) */
@@ -81,7 +112,12 @@ void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t 
     }
     kr->trsm_llu(L, V, M, L, U, V);
     kr->trsm_llu(L, K, M, L, W, K);
+    if (keep) {
+        memcpy((float *)kU, U, (size_t)(L * V) * sizeof(float));
+        memcpy((float *)kW, W, (size_t)(L * K) * sizeof(float));
+    }
     kr->gemm_nn(L, V, K, -1.0f, W, K, S, V, 1.0f, U, V); /* U := R = U - W S_0 */
+    if (keep) memcpy((float *)kR, U, (size_t)(L * V) * sizeof(float));
     if (o) {
         mul(Xs, q, b, LK);
         kr->gemm_nn(L, V, K, in->scale, Xs, K, S, V, 0.0f, o, ostride);
@@ -105,7 +141,8 @@ size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
 }
 
 void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *G, const float *dO,
-                            float *dq, float *dk, float *dv, float *dbeta, float *dg, float *work) {
+                            const float *kept, float *dq, float *dk, float *dv, float *dbeta,
+                            float *dg, float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
     const la__kernels *kr = in->kr;
@@ -116,23 +153,27 @@ void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *
            *dbL = (double *)(void *)(w + 4 * ck);
     float *b = w + 4 * ck + 2 * up16((size_t)K), *e = b + ck, *db = e + ck, *de = db + ck,
           *Kb = de + ck, *W = Kb + ck, *dW = W + ck, *Yw = dW + ck;
-    float *P = Yw + ck, *M = P + cc, *dP = M + cc, *dM = dP + cc, *T = dM + cc;
-    float *U = T + cc, *R = U + cv, *dR = R + cv, *Yu = dR + cv, *pw = Yu + cv;
+    float *P = Yw + ck, *Mw = P + cc, *dP = Mw + cc, *dM = dP + cc, *T = dM + cc;
+    float *Uw = T + cc, *Rw = Uw + cv, *dR = Rw + cv, *Yu = dR + cv, *pw = Yu + cv;
+    const float *M = Mw, *U = Uw, *R = Rw, *Wk = W;
 
     /* ---- recompute the chunk's forward ---- */
     chunk_gates(L, K, in->g, q, k, gam, b, e, pw);
-    la__kda_pairs_forward(kr, L, K, q, k, gam, P, M, pw);
+    la__kda_pairs_forward(kr, L, K, q, k, gam, P, kept ? NULL : Mw, pw);
+    if (kept) keep_layout(L, K, V, kept, &M, &U, &Wk, &R);
     for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j < t; j++) T[t * L + j] = beta[t] * M[t * L + j]; /* Mb */
     mul(Kb, k, b, LK);
-    for (int64_t t = 0; t < L; t++) {
-        for (int64_t c = 0; c < V; c++) U[t * V + c] = beta[t] * v[t * V + c];
-        for (int64_t x = 0; x < K; x++) W[t * K + x] = beta[t] * Kb[t * K + x];
+    if (!kept) {
+        for (int64_t t = 0; t < L; t++) {
+            for (int64_t c = 0; c < V; c++) Uw[t * V + c] = beta[t] * v[t * V + c];
+            for (int64_t x = 0; x < K; x++) W[t * K + x] = beta[t] * Kb[t * K + x];
+        }
+        kr->trsm_llu(L, V, T, L, Uw, V);
+        kr->trsm_llu(L, K, T, L, W, K);
+        memcpy(Rw, Uw, (size_t)(L * V) * sizeof(float));
+        kr->gemm_nn(L, V, K, -1.0f, W, K, S0, V, 1.0f, Rw, V);
     }
-    kr->trsm_llu(L, V, T, L, U, V);
-    kr->trsm_llu(L, K, T, L, W, K);
-    memcpy(R, U, (size_t)(L * V) * sizeof(float));
-    kr->gemm_nn(L, V, K, -1.0f, W, K, S0, V, 1.0f, R, V);
     memset(dgam, 0, LK * sizeof(double));
     memset(db, 0, LK * sizeof(float));
 
@@ -167,14 +208,14 @@ void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *
 
     /* ---- R = U - W S_0 ---- */
     kr->gemm_nt(L, K, V, -1.0f, dR, V, S0, V, 0.0f, dW, K);
-    kr->gemm_tn(K, V, L, -1.0f, W, K, dR, V, 1.0f, G, V);
+    kr->gemm_tn(K, V, L, -1.0f, Wk, K, dR, V, 1.0f, G, V);
 
     /* ---- solves: Yu = A^T dR, Yw = A^T dW (in place in dR, dW) ---- */
     la__trsm_llu_transposed(kr, L, V, T, dM, dR, Yu);
     la__trsm_llu_transposed(kr, L, K, T, dM, dW, Yw);
     const float *YU = dR, *YW = dW;
     kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, dM, L);
-    kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, W, K, 1.0f, dM, L); /* dMb */
+    kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, Wk, K, 1.0f, dM, L); /* dMb */
     for (int64_t t = 0; t < L; t++) {
         const float *yu = YU + t * V, *yw = YW + t * K;
         float acc = 0;

@@ -135,6 +135,7 @@ typedef struct {
     float *rq, *rk;              /* [len] their rstd */
     float *dqn, *dkn;            /* [len,K] gradients w.r.t. qn, kn, summed over the group */
     float *ckpt;                 /* [nseg,K,V] states at segment starts */
+    float *keep;                 /* chunk: [nseg - 1] chunk products kept (la__kda_chunk_keep) */
     float *states;               /* recurrent: [seg+1,K,V] token states of one segment */
     float *G;                    /* [K,V] the carried dL/dS */
     float *v, *g, *beta;         /* one segment's rows [seg,V], [seg,K], [seg] */
@@ -164,6 +165,8 @@ static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scr
     s->dqn = la__arena_floats(&ar, lk);
     s->dkn = la__arena_floats(&ar, lk);
     s->ckpt = la__arena_floats(&ar, (size_t)nseg * KV);
+    s->keep =
+        chunk ? la__arena_floats(&ar, (size_t)nseg * la__kda_chunk_keep_floats(seg, K, V)) : NULL;
     s->states = chunk ? NULL : la__arena_floats(&ar, (size_t)(seg + 1) * KV);
     s->G = la__arena_floats(&ar, KV);
     s->v = la__arena_floats(&ar, (size_t)(seg * V));
@@ -182,7 +185,10 @@ static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scr
 size_t la__kda_backward_scratch(const la__kda_args *a) {
     const double C = (double)segment_len(a), T = (double)a->longest;
     const double KV = (double)a->K * (double)a->V;
-    if ((20 * C * C + (T / C + C + 8) * KV + 40 * (T + C) * (double)(a->K + a->V)) * 4 > 0x1p62)
+    if ((20 * C * C + (T / C + C + 8) * KV + 40 * (T + C) * (double)(a->K + a->V) +
+         (T / C + 1) * (C * C + C * (double)(a->K + 2 * a->V) + 64)) *
+            4 >
+        0x1p62)
         return SIZE_MAX;
     bwd_scratch s = {0};
     const size_t n = bwd_layout(a, a->longest, NULL, &s);
@@ -206,9 +212,10 @@ static void gather_vgb(const la__kda_args *a, const bwd_scratch *s, int64_t tok0
     }
 }
 
-/* Advances S over tokens [t0, t0 + L) of the sequence. */
-static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, int64_t tok0, int64_t hv,
-                    int64_t t0, int64_t L) {
+/* Advances S over tokens [t0, t0 + L) of the sequence (chunk form: keeping
+ * the chunk's products into keep). */
+static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, float *keep,
+                    int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     if (a->form == LA_FORM_RECURRENT) {
         for (int64_t t = t0; t < t0 + L; t++) {
@@ -221,11 +228,12 @@ static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, int64
     gather_vgb(a, s, tok0, hv, t0, L);
     la__kda_chunk_in in = {L,    K,    V,       s->qn + t0 * K, s->kn + t0 * K,
                            s->v, s->g, s->beta, a->scale,       a->kr};
-    la__kda_chunk_step(&in, S, NULL, 0, s->work);
+    la__kda_chunk_keep(&in, S, keep, s->work);
 }
 
 static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, const float *S0,
-                                   int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+                                   const float *kept, int64_t tok0, int64_t hv, int64_t t0,
+                                   int64_t L) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     gather_vgb(a, s, tok0, hv, t0, L);
     for (int64_t t = 0; t < L; t++) {
@@ -235,8 +243,8 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
     }
     la__kda_chunk_in in = {L,    K,    V,       s->qn + t0 * K, s->kn + t0 * K,
                            s->v, s->g, s->beta, a->scale,       a->kr};
-    la__kda_chunk_backward(&in, S0, s->G, s->dO, s->dqn + t0 * K, s->dkn + t0 * K, s->dv, s->dbeta,
-                           s->dg, s->work);
+    la__kda_chunk_backward(&in, S0, s->G, s->dO, kept, s->dqn + t0 * K, s->dkn + t0 * K, s->dv,
+                           s->dbeta, s->dg, s->work);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
         if (t + AHEAD < L) {
@@ -259,7 +267,7 @@ static void recurrent_segment_backward(const la__kda_args *a, const bwd_scratch 
     for (int64_t tau = 1; tau <= L; tau++) {
         float *St = s->states + (size_t)tau * KV;
         memcpy(St, St - KV, KV * sizeof(float));
-        advance(a, s, St, tok0, hv, t0 + tau - 1, 1);
+        advance(a, s, St, NULL, tok0, hv, t0 + tau - 1, 1);
     }
     for (int64_t tau = L; tau >= 1; tau--) {
         const int64_t t = t0 + tau - 1;
@@ -282,6 +290,7 @@ static void backward_task(void *p, int64_t task, int tid) {
     bwd_scratch s = {0};
     bwd_layout(a, len, la__scratch(a->ctx, tid), &s);
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
+    const size_t kslot = la__kda_chunk_keep_floats(seg, K, a->V);
 
     for (int64_t t = 0; t < len; t++) {
         const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
@@ -305,13 +314,16 @@ static void backward_task(void *p, int64_t task, int tid) {
         load_state(a->initial_state, s.ckpt, KV, slot);
         for (int64_t c = 0; c + 1 < nseg; c++) {
             memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
-            advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, tok0, hv, c * seg, seg);
+            advance(a, &s, s.ckpt + (size_t)(c + 1) * KV,
+                    s.keep ? s.keep + (size_t)c * kslot : NULL, tok0, hv, c * seg, seg);
         }
         load_state(a->d_final_state, s.G, KV, slot);
         for (int64_t c = nseg - 1; c >= 0; c--) {
             const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
             if (a->form == LA_FORM_CHUNK)
-                chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
+                chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV,
+                                       c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, tok0, hv,
+                                       t0, L);
             else
                 recurrent_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
         }

@@ -96,13 +96,24 @@ LA_HIDDEN size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
                                   float *work);
 
+/* The chunk products the backward would recompute, kept from the backward's
+ * checkpoint pass: M [L,L] (the gated K K^T, strictly lower), U = A Diag(beta)
+ * V [L,V], W = A Diag(beta) (K * B) [L,K], R = U - W S_0 [L,V];
+ * la__kda_chunk_keep_floats(C, K, V) floats per chunk. la__kda_chunk_keep
+ * runs la__kda_chunk_step (o NULL) and stores them into keep; the same code
+ * on the same inputs, so the backward that reads them gives the same bits
+ * as one that recomputes them. */
+LA_HIDDEN size_t la__kda_chunk_keep_floats(int64_t C, int64_t K, int64_t V);
+LA_HIDDEN void la__kda_chunk_keep(const la__kda_chunk_in *in, float *S, float *keep, float *work);
+
 /* Backward of one chunk: S0 its start state; G [K,V] holds dL/dS_L on entry
  * and dL/dS_0 on exit; dO [L,V] is scale * d_o (contiguous). dq, dk [L,K]
- * accumulated (+=); dv [L,V], dbeta [L], dg [L,K] written. */
+ * accumulated (+=); dv [L,V], dbeta [L], dg [L,K] written. kept: the
+ * chunk's la__kda_chunk_keep products, or NULL (recomputed). */
 LA_HIDDEN size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *G,
-                                      const float *dO, float *dq, float *dk, float *dv,
-                                      float *dbeta, float *dg, float *work);
+                                      const float *dO, const float *kept, float *dq, float *dk,
+                                      float *dv, float *dbeta, float *dg, float *work);
 
 /* The per-key-gated products of a chunk (pairs.c). With gam [L,K] the
  * cumulative log-gates (float64, non-increasing along the chunk):

@@ -205,7 +205,7 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
         if (nj > 0) {
             before_block(i0, nj, K, k, gam, &p);
             if (P) kr->gemm_nt(ni, nj, K, 1.0f, p.QR + i0 * K, K, p.YF, K, 0.0f, P + i0 * L, L);
-            kr->gemm_nt(ni, nj, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
+            if (M) kr->gemm_nt(ni, nj, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
         }
         /* in-block pairs when the span is too large, column j at a time:
          * e = k_j * A_{j+1} ... A_t (the diagonal and above are set below) */
@@ -215,7 +215,7 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
             for (int64_t t = j + 1; t < i0 + ni; t++) {
                 decay(p.e, p.A + t * K, 0, K);
                 if (P) P[t * L + j] = dot2(q + t * K, p.e, K);
-                M[t * L + j] = dot2(k + t * K, p.e, K);
+                if (M) M[t * L + j] = dot2(k + t * K, p.e, K);
             }
         }
         for (int64_t t = i0; t < i0 + ni; t++) {
@@ -223,7 +223,7 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
                 P[t * L + t] = dot2(q + t * K, k + t * K, K);
                 for (int64_t j = t + 1; j < L; j++) P[t * L + j] = 0.0f;
             }
-            for (int64_t j = t; j < L; j++) M[t * L + j] = 0.0f;
+            for (int64_t j = t; M && j < L; j++) M[t * L + j] = 0.0f;
         }
     }
 }
