@@ -147,8 +147,9 @@ LA_HIDDEN void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t 
                                       const float *dM, float *dq, float *dk, double *dgam,
                                       float *work);
 
-/* out[x] = exp(a[x] - b[x]) for a[x] <= b[x] (b NULL: exp(a[x]), a <= 0),
- * vectorised, the same bits on every ISA path (pairs.c). */
+/* out[x] = exp(a[x] - b[x]) for a[x] - b[x] <= 0, or <= LA__KDA_SPAN
+ * where pairs.c takes a sub-block's own factor (b NULL: exp(a[x]),
+ * a <= 0), vectorised, the same bits on every ISA path (pairs.c). */
 LA_HIDDEN void la__kda_exp_diff(float *out, const double *a, const double *b, int64_t K);
 
 /* p rounded up to 64 bytes. */

@@ -59,7 +59,7 @@ static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
     p->dPb = w + ((size_t)K + 15) / 16 * 16;
 }
 
-/* out[x] = exp(a[x] - b[x]) (b NULL: exp(a[x])) for differences <= 0, the
+/* out[x] = exp(a[x] - b[x]) (b NULL: exp(a[x])) for differences <= 0 (or <= 30), the
  * vectorised e^x of vexp.h; built twice (baseline and AVX2) with the same
  * elementwise operations, so both paths give the same bits. */
 #define EXP_DIFF_BODY                                                                              \
