@@ -27,20 +27,11 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     return 2 * c + 2 * c + 2 * c * c + c * (size_t)V + c * (size_t)K + (size_t)V + 16;
 }
 
-/* All products run on the micro-kernels (q, k, v rows are contiguous here):
- * K K^T and Q K^T by gemm_nt_tril, then each entry times beta_t Gamma_tj or
- * Gamma_tj; U and W by trsm_llu with (I + Lo); R = U - W S_0 and b Q S_0 by
- * gemm_nn; (Q K^T (.) Gamma) R by gemm_nn_lower; the state update by gemm_tn
- * on the rows eg_j k_j. */
-void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int64_t ostride,
-                          float *work) {
-    const int64_t L = in->L, K = in->K, V = in->V;
-    const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
-    const la__kernels *kr = in->kr;
-    double *gam = (double *)(void *)work; /* work is 64-byte aligned */
-    float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *QK = Lo + L * L, *U = QK + L * L,
-          *W = U + L * V;
-
+/* The chunk's gate factors: gam_t = sum_{s<=t} g_s (double), b_t = e^{gam_t},
+ * eg_t = e^{gam_L - gam_t} (all 1 without gates). Shared by the forward
+ * step and the backward's forward sweep so both give the same bits. */
+static void gate_factors(const la__delta_chunk_in *in, double *gam, float *b, float *eg) {
+    const int64_t L = in->L;
     double cum = 0;
     for (int64_t t = 0; t < L; t++) {
         if (in->g) cum += (double)in->g[t];
@@ -50,6 +41,35 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
         b[t] = (float)exp(gam[t]);
         eg[t] = (float)exp(gam[L - 1] - gam[t]);
     }
+}
+
+/* The right-hand sides of the two solves: U = diag(beta) V, W = diag(beta b) K. */
+static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, float *W) {
+    const int64_t L = in->L, K = in->K, V = in->V;
+    for (int64_t t = 0; t < L; t++) {
+        float *Ut = U + t * V, *Wt = W + t * K;
+        const float *vt = in->v + t * V, *kt = in->k + t * K;
+        const float bb = in->beta[t] * b[t];
+        for (int64_t c = 0; c < V; c++) Ut[c] = in->beta[t] * vt[c];
+        for (int64_t i = 0; i < K; i++) Wt[i] = bb * kt[i];
+    }
+}
+
+/* All products run on the micro-kernels (q, k, v rows are contiguous here):
+ * K K^T and Q K^T by gemm_nt_tril, then each entry times beta_t Gamma_tj or
+ * Gamma_tj; U and W by trsm_llu with (I + Lo); R = U - W S_0 and b Q S_0 by
+ * gemm_nn; (Q K^T (.) Gamma) R by gemm_nn_lower; the state update by gemm_tn
+ * on the rows eg_j k_j. */
+void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int64_t ostride,
+                          float *work) {
+    const int64_t L = in->L, K = in->K, V = in->V;
+    const float *q = in->q, *k = in->k, *beta = in->beta;
+    const la__kernels *kr = in->kr;
+    double *gam = (double *)(void *)work; /* work is 64-byte aligned */
+    float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *QK = Lo + L * L, *U = QK + L * L,
+          *W = U + L * V;
+
+    gate_factors(in, gam, b, eg);
     /* Lo (strictly lower) and QK (lower incl. diagonal), both times Gamma. */
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, Lo, L);
     if (o) kr->gemm_nt_tril(L, K, 0, 1.0f, q, K, k, K, 0.0f, QK, L);
@@ -62,13 +82,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
         }
     }
     /* U = (I + Lo)^{-1} diag(beta) V, W = (I + Lo)^{-1} diag(beta b) K. */
-    for (int64_t t = 0; t < L; t++) {
-        float *Ut = U + t * V, *Wt = W + t * K;
-        const float *vt = v + t * V, *kt = k + t * K;
-        const float bb = beta[t] * b[t];
-        for (int64_t c = 0; c < V; c++) Ut[c] = beta[t] * vt[c];
-        for (int64_t i = 0; i < K; i++) Wt[i] = bb * kt[i];
-    }
+    scaled_rows(in, b, U, W);
     kr->trsm_llu(L, V, Lo, L, U, V);
     kr->trsm_llu(L, K, Lo, L, W, K);
     /* R = U - W S_0 (in place in U). */
@@ -102,34 +116,20 @@ size_t la__delta_chunk_kept_floats(int64_t L, int64_t K, int64_t V) {
 void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *S1, float *kept,
                           float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
-    const float *k = in->k, *v = in->v, *beta = in->beta;
+    const float *k = in->k, *beta = in->beta;
     const la__kernels *kr = in->kr;
     double *gam = (double *)(void *)work;
     float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *EK = Lo + L * L;
     float *KK = kept, *U = KK + L * L, *W = U + L * V, *R = W + L * K;
 
-    double cum = 0;
-    for (int64_t t = 0; t < L; t++) {
-        if (in->g) cum += (double)in->g[t];
-        gam[t] = cum;
-    }
-    for (int64_t t = 0; t < L; t++) {
-        b[t] = (float)exp(gam[t]);
-        eg[t] = (float)exp(gam[L - 1] - gam[t]);
-    }
+    gate_factors(in, gam, b, eg);
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
     for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j < t; j++) {
             const float gm = in->g ? (float)exp(gam[t] - gam[j]) : 1.0f;
             Lo[t * L + j] = beta[t] * KK[t * L + j] * gm;
         }
-    for (int64_t t = 0; t < L; t++) {
-        float *Ut = U + t * V, *Wt = W + t * K;
-        const float *vt = v + t * V, *kt = k + t * K;
-        const float bb = beta[t] * b[t];
-        for (int64_t c = 0; c < V; c++) Ut[c] = beta[t] * vt[c];
-        for (int64_t i = 0; i < K; i++) Wt[i] = bb * kt[i];
-    }
+    scaled_rows(in, b, U, W);
     kr->trsm_llu(L, V, Lo, L, U, V);
     kr->trsm_llu(L, K, Lo, L, W, K);
     memcpy(R, U, (size_t)(L * V) * sizeof(float));
