@@ -290,6 +290,18 @@ static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int6
 #endif
 }
 
+/* The same for rows about to be written (dq, dk, dv, dg of the backward). */
+static void prefetch_rows_w(float *x, int64_t H, int64_t w, int64_t r0, int64_t n, int64_t h) {
+#if defined(__GNUC__)
+    for (int64_t i = 0; i < n; i++) {
+        const float *row = x + (size_t)((r0 + i) * H + h) * (size_t)w;
+        for (int64_t c = 0; c < w; c += 16) __builtin_prefetch(row + c, 1, 2);
+    }
+#else
+    (void)x, (void)H, (void)w, (void)r0, (void)n, (void)h;
+#endif
+}
+
 /* Prefetch the k, v and (GLA) gate rows of the next chunk of a state pass,
  * starting at row r0 with `left` rows left in the sequence. */
 static void prefetch_state_rows(const gla_job *j, int64_t r0, int64_t left, int64_t h) {
@@ -749,6 +761,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
         }
         if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
         kr->gemm_tn(L, V, L, scale, b.A, j->C, b.dOc, V, 1.0f, b.dvc, V);
+        /* the previous chunk's gradient rows (written next), one tensor per stage */
+        if (pn > 0) prefetch_rows_w(j->dq, H, K, pr0, pn, h);
         /* Gate gradient, term by term (no cancelling pairs are formed):
          *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
          *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
@@ -807,6 +821,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
                 gamma_sum += b.dG[i];
             }
         }
+        if (pn > 0) prefetch_rows_w(j->dk, H, K, pr0, pn, h);
+        if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr0, pn, h);
         /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
         for (int64_t i = 0; i < L; i++) {
             const float *qi = b.Qc + i * K, *ki = b.Kc + i * K;
@@ -830,6 +846,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             const float d = eGL[j->per_key ? x : 0];
             for (int64_t y = 0; y < V; y++) dsr[y] *= d;
         }
+        if (pn > 0) prefetch_rows_w(j->dv, H, V, pr0, pn, h);
         scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
         kr->gemm_tn(K, V, L, scale, b.Qs, K, b.dOc, V, 1.0f, b.dS, V);
         for (int64_t i = 0; i < L; i++) {
