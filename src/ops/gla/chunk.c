@@ -57,6 +57,7 @@ typedef struct chunk_bufs {
     float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
+    double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
 } chunk_bufs;
 
 static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base, chunk_bufs *b) {
@@ -100,6 +101,10 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dOc = la__arena_take(&a, C * V, sizeof(float));
         b->Tq = la__arena_take(&a, CKg, sizeof(float));
         b->Tk = la__arena_take(&a, CKg, sizeof(float));
+        /* simple GLA (a few bytes per token): G summed once per chunk. GLA
+         * sums twice instead (keeping [nch,C,K] doubles doubled the memory
+         * of the one state pass and measured no faster) */
+        b->Gall = la__arena_take(&a, M == 1 && !j->per_key ? nch * C : 0, sizeof(double));
     }
     return la__arena_size(&a);
 }
@@ -178,11 +183,11 @@ GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
 #define GLA_SUB 16
 #define GLA_SPAN 30.0
 
-/* Cumulative gates of tokens [r0, r0 + n) of head h and their exponentials
- * (eG, eLm; GLA also R and P). full == 0: only what the state update reads
- * (eLm and the last row of eG; GLA also P). */
-GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h,
-                            int full) {
+/* Cumulative gates of tokens [r0, r0 + n) of head h into b->G (chunk_cumsum)
+ * and their exponentials (chunk_gate_exps: eG, eLm; GLA also R and P).
+ * full == 0: only what the state update reads (eLm and the last row of eG;
+ * GLA also P). chunk_gates does both. */
+GLA_INLINE void chunk_cumsum(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
     const int64_t gw = j->per_key ? j->K : 1;
     const double gamma = j->g_gamma ? (double)j->g_gamma[h] : 0.0;
     for (int64_t i = 0; i < n; i++) {
@@ -193,6 +198,11 @@ GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t
             Gi[x] = (i ? Gi[x - gw] : 0.0) + gi;
         }
     }
+}
+
+/* The exponentials of chunk_gates from b->G (filled). */
+GLA_INLINE void chunk_gate_exps(const gla_job *j, chunk_bufs *b, int64_t n, int full) {
+    const int64_t gw = j->per_key ? j->K : 1;
     const double *GL = b->G + (n - 1) * gw;
     if (!j->per_key) {
         for (int64_t i = 0; i < n; i++) {
@@ -229,6 +239,12 @@ GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t
         for (int64_t i = i0; i < i1; i++)
             for (int64_t x = 0; x < K; x++) b->eLm[i * K + x] = eb[x] * b->P[i * K + x];
     }
+}
+
+GLA_INLINE void chunk_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h,
+                            int full) {
+    chunk_cumsum(j, b, r0, n, h);
+    chunk_gate_exps(j, b, n, full);
 }
 
 /* KP = k * P for the chunk's L tokens (Kc and P filled). */
@@ -284,6 +300,18 @@ static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int6
     for (int64_t i = 0; i < n; i++) {
         const float *row = x + (size_t)((r0 + i) * H + h) * (size_t)w;
         for (int64_t c = 0; c < w; c += 16) __builtin_prefetch(row + c, 0, 2);
+    }
+#else
+    (void)x, (void)H, (void)w, (void)r0, (void)n, (void)h;
+#endif
+}
+
+/* The same for rows about to be written (dq, dk, dv, dg of the backward). */
+static void prefetch_rows_w(float *x, int64_t H, int64_t w, int64_t r0, int64_t n, int64_t h) {
+#if defined(__GNUC__)
+    for (int64_t i = 0; i < n; i++) {
+        const float *row = x + (size_t)((r0 + i) * H + h) * (size_t)w;
+        for (int64_t c = 0; c < w; c += 16) __builtin_prefetch(row + c, 1, 2);
     }
 #else
     (void)x, (void)H, (void)w, (void)r0, (void)n, (void)h;
@@ -671,12 +699,14 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
      * reverse sweep reaches it: O((nch/M + M) K V) memory, one extra pass
      * of state updates. */
     const int64_t M = j->group;
+    const int keepG = M == 1 && !j->per_key;
     load_state(j, task, b.states);
     for (int64_t c = 0; c < nch; c++) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
         if (c == nch - 1) break; /* the state after the last chunk is not used */
         prefetch_state_rows(j, start + c0 + L, len - c0 - L, h);
+        if (keepG) b.G = b.Gall + c * j->C; /* kept for the reverse sweep */
         chunk_gates(j, &b, start + c0, L, h, 0);
         chunk_state_update(j, &b, b.states, start + c0, L, h, 0);
     }
@@ -702,7 +732,13 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             }
         }
         const float *S0 = M == 1 ? b.ckpt + (size_t)c * KV : b.states + (size_t)(c % M) * KV;
-        chunk_gates(j, &b, r0, L, h, 1);
+        if (keepG) { /* the state pass summed every chunk's gates but the last one */
+            b.G = b.Gall + c * j->C;
+            if (c == nch - 1) chunk_cumsum(j, &b, r0, L, h);
+            chunk_gate_exps(j, &b, L, 1);
+        } else {
+            chunk_gates(j, &b, r0, L, h, 1);
+        }
         gather_rows(b.Qc, j->q, H, K, r0, L, h);
         gather_rows(b.Kc, j->k, H, K, r0, L, h);
         gather_rows(b.Vc, j->v, H, V, r0, L, h);
@@ -749,6 +785,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
         }
         if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
         kr->gemm_tn(L, V, L, scale, b.A, j->C, b.dOc, V, 1.0f, b.dvc, V);
+        /* the previous chunk's gradient rows (written next), one tensor per stage */
+        if (pn > 0) prefetch_rows_w(j->dq, H, K, pr0, pn, h);
         /* Gate gradient, term by term (no cancelling pairs are formed):
          *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
          *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
@@ -807,6 +845,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
                 gamma_sum += b.dG[i];
             }
         }
+        if (pn > 0) prefetch_rows_w(j->dk, H, K, pr0, pn, h);
+        if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr0, pn, h);
         /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
         for (int64_t i = 0; i < L; i++) {
             const float *qi = b.Qc + i * K, *ki = b.Kc + i * K;
@@ -830,6 +870,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             const float d = eGL[j->per_key ? x : 0];
             for (int64_t y = 0; y < V; y++) dsr[y] *= d;
         }
+        if (pn > 0) prefetch_rows_w(j->dv, H, V, pr0, pn, h);
         scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
         kr->gemm_tn(K, V, L, scale, b.Qs, K, b.dOc, V, 1.0f, b.dS, V);
         for (int64_t i = 0; i < L; i++) {
