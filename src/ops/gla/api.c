@@ -72,6 +72,12 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *
 
 size_t la__gla_bwd_all_states_bytes = LA__GLA_BWD_ALL_STATES_BYTES;
 
+/* cpu-glasplit: simple GLA's chunk forward with one sequence split over
+ * time when (sequences x heads) is small (split.c). */
+LA_HIDDEN int la__gla_split_over_time(const gla_job *j);
+LA_HIDDEN size_t la__gla_split_bytes(const gla_job *j);
+LA_HIDDEN la_status la__gla_run_split(const char *op, const gla_job *j);
+
 static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
     if (bytes == 0)
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: work space size overflows size_t", op);
@@ -89,6 +95,12 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
     if (st) return st;
     if ((st = la__check_ptr(op, "o", o))) return st;
     const int chunk = form == LA_FORM_CHUNK;
+    if (chunk && la__gla_split_over_time(&j)) {
+        if ((st = reserve(op, ctx, la__gla_split_bytes(&j)))) return st;
+        j.o = o;
+        j.sT = final_state;
+        return la__gla_run_split(op, &j);
+    }
     if ((st = reserve(op, ctx, chunk ? la__gla_chunk_fwd_bytes(&j)
                                      : la__gla_recurrent_fwd_bytes(&j))))
         return st;
