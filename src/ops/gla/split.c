@@ -46,8 +46,7 @@ LA_HIDDEN la_status la__gla_run_split(const char *op, const gla_job *j);
 typedef struct seg_bufs {
     double *G;               /* [C] */
     float *eG, *eLm;         /* [C] */
-    float *Qc, *Kc, *Qs, *Ks; /* [C,K] */
-    float *Vc, *Oc;          /* [C,V] */
+    float *Qs, *Ks;          /* [C,K] */
     float *A;                /* [C,C] */
     float *U, *R, *L;        /* [K,V] */
     float *Sa, *Sb;          /* [K,V] one thread: the states before and after a segment */
@@ -59,12 +58,8 @@ static size_t seg_layout(const gla_job *j, char *base, seg_bufs *b) {
     b->G = la__arena_take(&a, C, sizeof(double));
     b->eG = la__arena_take(&a, C, sizeof(float));
     b->eLm = la__arena_take(&a, C, sizeof(float));
-    b->Qc = la__arena_take(&a, C * K, sizeof(float));
-    b->Kc = la__arena_take(&a, C * K, sizeof(float));
     b->Qs = la__arena_take(&a, C * K, sizeof(float));
     b->Ks = la__arena_take(&a, C * K, sizeof(float));
-    b->Vc = la__arena_take(&a, C * V, sizeof(float));
-    b->Oc = la__arena_take(&a, C * V, sizeof(float));
     b->A = la__arena_take(&a, C * C, sizeof(float));
     b->U = la__arena_take(&a, K * V, sizeof(float));
     b->R = la__arena_take(&a, K * V, sizeof(float));
@@ -77,12 +72,6 @@ static size_t seg_layout(const gla_job *j, char *base, seg_bufs *b) {
 size_t la__gla_split_bytes(const gla_job *j) {
     seg_bufs b;
     return seg_layout(j, NULL, &b);
-}
-
-static void gather(float *dst, const float *x, int64_t H, int64_t w, int64_t r0, int64_t n,
-                   int64_t h) {
-    for (int64_t i = 0; i < n; i++)
-        memcpy(dst + i * w, x + (size_t)((r0 + i) * H + h) * (size_t)w, (size_t)w * sizeof(float));
 }
 
 /* Cumulative gates of tokens [r0, r0 + n) of head h from the chunk start and
@@ -102,13 +91,19 @@ GLA_INLINE double seg_gates(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n
     return GL;
 }
 
-/* U = (K e^{G_L - G})ᵀ V of the chunk (gates and Kc, Vc filled), then
- * L = d L + U. */
-GLA_INLINE void seg_local(const gla_job *j, seg_bufs *b, int64_t n) {
-    const int64_t K = j->K, V = j->V;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t x = 0; x < K; x++) b->Ks[i * K + x] = b->Kc[i * K + x] * b->eLm[i];
-    j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 0.0f, b->U, V);
+/* U = (k e^{G_L - G})ᵀ v of the chunk at row r0 (gates filled; k and v
+ * read in place: the kernels pack their operands, the bits do not depend
+ * on the strides), then L = d L + U. */
+GLA_INLINE void seg_local(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n, int64_t h) {
+    const int64_t H = j->H, K = j->K, V = j->V;
+    for (int64_t i = 0; i < n; i++) {
+        const float *restrict k = j->k + (size_t)((r0 + i) * H + h) * (size_t)K;
+        float *restrict Ks = b->Ks + i * K;
+        const float e = b->eLm[i];
+        for (int64_t x = 0; x < K; x++) Ks[x] = k[x] * e;
+    }
+    j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, j->v + (size_t)(r0 * H + h) * (size_t)V, H * V, 0.0f,
+                   b->U, V);
     const float d = b->eG[n - 1];
     float *restrict Lr = b->L;
     const float *restrict U = b->U;
@@ -127,9 +122,7 @@ GLA_INLINE void seg_sum_body(const gla_job *j, int64_t start, int64_t h, int64_t
     for (int64_t c0 = tb; c0 < te; c0 += j->C) {
         const int64_t n = te - c0 < j->C ? te - c0 : j->C, r0 = start + c0;
         Dsum += seg_gates(j, &b, r0, n, h);
-        gather(b.Kc, j->k, j->H, j->K, r0, n, h);
-        gather(b.Vc, j->v, j->H, j->V, r0, n, h);
-        seg_local(j, &b, n);
+        seg_local(j, &b, r0, n, h);
     }
     *Dout = la__exp_nonpos((float)Dsum);
 }
@@ -148,25 +141,26 @@ GLA_INLINE void seg_fwd_body(const gla_job *j, int64_t start, int64_t h, int64_t
     for (int64_t c0 = tb; c0 < te; c0 += C) {
         const int64_t n = te - c0 < C ? te - c0 : C, r0 = start + c0;
         Dsum += seg_gates(j, &b, r0, n, h);
-        gather(b.Qc, j->q, H, K, r0, n, h);
-        gather(b.Kc, j->k, H, K, r0, n, h);
-        gather(b.Vc, j->v, H, V, r0, n, h);
-        /* inter-chunk: o = scale (q e^{G_i}) R */
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t x = 0; x < K; x++) b.Qs[i * K + x] = b.Qc[i * K + x] * b.eG[i];
-        j->kr->gemm_nn(n, V, K, j->scale, b.Qs, K, b.R, V, 0.0f, b.Oc, V);
-        /* intra-chunk: o += scale A V, A_ij = q_i k_j e^{G_i - G_j} (j <= i) */
-        j->kr->gemm_nt_tril(n, K, 0, 1.0f, b.Qc, K, b.Kc, K, 0.0f, b.A, C);
+        const size_t rq = (size_t)(r0 * H + h) * (size_t)K, rv = (size_t)(r0 * H + h) * (size_t)V;
+        const float *q = j->q + rq, *k = j->k + rq, *v = j->v + rv;
+        float *o = j->o + rv;
+        /* inter-chunk: o = scale (q e^{G_i}) R (rows read and written in place) */
+        for (int64_t i = 0; i < n; i++) {
+            const float *restrict qi = q + i * H * K;
+            float *restrict Qs = b.Qs + i * K;
+            const float e = b.eG[i];
+            for (int64_t x = 0; x < K; x++) Qs[x] = qi[x] * e;
+        }
+        j->kr->gemm_nn(n, V, K, j->scale, b.Qs, K, b.R, V, 0.0f, o, H * V);
+        /* intra-chunk: o += scale A v, A_ij = q_i k_j e^{G_i - G_j} (j <= i) */
+        j->kr->gemm_nt_tril(n, K, 0, 1.0f, q, H * K, k, H * K, 0.0f, b.A, C);
         for (int64_t i = 0; i < n; i++) {
             float *Ai = b.A + i * C;
             for (int64_t jj = 0; jj <= i; jj++)
                 Ai[jj] *= la__exp_nonpos((float)(b.G[i] - b.G[jj]));
         }
-        j->kr->gemm_nn_lower(n, V, n, j->scale, b.A, C, b.Vc, V, 1.0f, b.Oc, V);
-        float *o = j->o + (size_t)(r0 * H + h) * (size_t)V;
-        for (int64_t i = 0; i < n; i++)
-            memcpy(o + (size_t)(i * H) * (size_t)V, b.Oc + i * V, (size_t)V * sizeof(float));
-        seg_local(j, &b, n);
+        j->kr->gemm_nn_lower(n, V, n, j->scale, b.A, C, v, H * V, 1.0f, o, H * V);
+        seg_local(j, &b, r0, n, h);
         if (c0 + C < te) {
             const float d = b.eG[n - 1];
             float *restrict R = b.R;
