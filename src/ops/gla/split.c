@@ -36,6 +36,10 @@
  * whole chunk: K V C of K V C (2 + ...) products); only the balance depends
  * on it. */
 #define SUM_COST 0.4
+#define SHARE_BYTES ((size_t)24 << 20)
+/* What a forward saves with a summed segment's products: r less the
+ * reading of them (measured 0.14 of 0.73 ms at D = 128 without reusing L). */
+#define SHARE_SAVE 0.3
 
 LA_HIDDEN int la__gla_split_over_time(const gla_job *j);
 LA_HIDDEN size_t la__gla_split_bytes(const gla_job *j);
@@ -94,8 +98,10 @@ GLA_INLINE double seg_gates(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n
 /* U = (k e^{G_L - G})ᵀ v of the chunk at row r0 (gates filled; k and v
  * read in place: the kernels pack their operands, the bits do not depend
  * on the strides), then L = d L + U. */
-GLA_INLINE void seg_local(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n, int64_t h) {
+GLA_INLINE void seg_local(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n, int64_t h,
+                          float *Uc) {
     const int64_t H = j->H, K = j->K, V = j->V;
+    b->U = Uc ? Uc : b->U;
     for (int64_t i = 0; i < n; i++) {
         const float *restrict k = j->k + (size_t)((r0 + i) * H + h) * (size_t)K;
         float *restrict Ks = b->Ks + i * K;
@@ -110,9 +116,10 @@ GLA_INLINE void seg_local(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n, 
     for (int64_t x = 0; x < K * V; x++) Lr[x] = d * Lr[x] + U[x];
 }
 
-/* The local sum of the segment [tb, te) of unit (n, h): L and D. */
+/* The local sum of the segment [tb, te) of unit (n, h): L and D; the
+ * chunks' U into Uc (chunk by chunk, K V floats each) unless NULL. */
 GLA_INLINE void seg_sum_body(const gla_job *j, int64_t start, int64_t h, int64_t tb, int64_t te,
-                             float *Lout, float *Dout, char *scratch) {
+                             float *Lout, float *Dout, float *Uc, char *scratch) {
     seg_bufs b;
     seg_layout(j, scratch, &b);
     const int64_t KV = j->K * j->V;
@@ -122,16 +129,24 @@ GLA_INLINE void seg_sum_body(const gla_job *j, int64_t start, int64_t h, int64_t
     for (int64_t c0 = tb; c0 < te; c0 += j->C) {
         const int64_t n = te - c0 < j->C ? te - c0 : j->C, r0 = start + c0;
         Dsum += seg_gates(j, &b, r0, n, h);
-        seg_local(j, &b, r0, n, h);
+        seg_local(j, &b, r0, n, h, Uc ? Uc + (c0 - tb) / j->C * KV : NULL);
     }
     *Dout = la__exp_nonpos((float)Dsum);
 }
 
+/* A segment a sum task summed: its chunks' U, its L and D (the floats the
+ * forward would make). */
+typedef struct seg_sum_out {
+    const float *U, *L;
+    float D;
+} seg_sum_out;
+
 /* The forward of the segment [tb, te) from Sin: the output rows, and
- * Sout = D Sin + L (L, D: the segment's local sum, as seg_sum_body). Sin
- * and Sout may be the scratch's Sa / Sb, not its other buffers. */
+ * Sout = D Sin + L (L, D: the segment's local sum, as seg_sum_body, or
+ * those of ss when not NULL). Sin and Sout may be the scratch's Sa / Sb,
+ * not its other buffers. */
 GLA_INLINE void seg_fwd_body(const gla_job *j, int64_t start, int64_t h, int64_t tb, int64_t te,
-                             const float *Sin, float *Sout, char *scratch) {
+                             const float *Sin, float *Sout, const seg_sum_out *ss, char *scratch) {
     seg_bufs b;
     seg_layout(j, scratch, &b);
     const int64_t H = j->H, K = j->K, V = j->V, C = j->C, KV = K * V;
@@ -160,7 +175,10 @@ GLA_INLINE void seg_fwd_body(const gla_job *j, int64_t start, int64_t h, int64_t
                 Ai[jj] *= la__exp_nonpos((float)(b.G[i] - b.G[jj]));
         }
         j->kr->gemm_nn_lower(n, V, n, j->scale, b.A, C, v, H * V, 1.0f, o, H * V);
-        seg_local(j, &b, r0, n, h);
+        if (ss)
+            b.U = (float *)ss->U + (c0 - tb) / C * KV;
+        else
+            seg_local(j, &b, r0, n, h, NULL);
         if (c0 + C < te) {
             const float d = b.eG[n - 1];
             float *restrict R = b.R;
@@ -168,69 +186,70 @@ GLA_INLINE void seg_fwd_body(const gla_job *j, int64_t start, int64_t h, int64_t
             for (int64_t x = 0; x < KV; x++) R[x] = d * R[x] + U[x];
         }
     }
-    const float D = la__exp_nonpos((float)Dsum);
-    for (int64_t x = 0; x < KV; x++) Sout[x] = D * Sin[x] + b.L[x];
+    const float D = ss ? ss->D : la__exp_nonpos((float)Dsum);
+    const float *L = ss ? ss->L : b.L;
+    for (int64_t x = 0; x < KV; x++) Sout[x] = D * Sin[x] + L[x];
 }
 
 /* Built for the baseline ISA, AVX2 and AVX-512 (elementwise operations in
  * a fixed order, no contraction: the same bits; the kernels dispatch on
  * their own). */
 static void seg_sum_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                             float *L, float *D, char *s) {
-    seg_sum_body(j, st, h, tb, te, L, D, s);
+                             float *L, float *D, float *U, char *s) {
+    seg_sum_body(j, st, h, tb, te, L, D, U, s);
 }
 static void seg_fwd_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                             const float *Sin, float *Sout, char *s) {
-    seg_fwd_body(j, st, h, tb, te, Sin, Sout, s);
+                             const float *Sin, float *Sout, const seg_sum_out *U, char *s) {
+    seg_fwd_body(j, st, h, tb, te, Sin, Sout, U, s);
 }
 #if defined(__GNUC__) && defined(__x86_64__)
 #define GLA_SPLIT_ISA 1
 __attribute__((target("avx2"))) static void seg_sum_avx2(const gla_job *j, int64_t st, int64_t h,
                                                          int64_t tb, int64_t te, float *L,
-                                                         float *D, char *s) {
-    seg_sum_body(j, st, h, tb, te, L, D, s);
+                                                         float *D, float *U, char *s) {
+    seg_sum_body(j, st, h, tb, te, L, D, U, s);
 }
 __attribute__((target("avx2"))) static void seg_fwd_avx2(const gla_job *j, int64_t st, int64_t h,
                                                          int64_t tb, int64_t te, const float *Sin,
-                                                         float *Sout, char *s) {
-    seg_fwd_body(j, st, h, tb, te, Sin, Sout, s);
+                                                         float *Sout, const seg_sum_out *U, char *s) {
+    seg_fwd_body(j, st, h, tb, te, Sin, Sout, U, s);
 }
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
 seg_sum_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, float *L, float *D,
-               char *s) {
-    seg_sum_body(j, st, h, tb, te, L, D, s);
+               float *U, char *s) {
+    seg_sum_body(j, st, h, tb, te, L, D, U, s);
 }
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
 seg_fwd_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, const float *Sin,
-               float *Sout, char *s) {
-    seg_fwd_body(j, st, h, tb, te, Sin, Sout, s);
+               float *Sout, const seg_sum_out *U, char *s) {
+    seg_fwd_body(j, st, h, tb, te, Sin, Sout, U, s);
 }
 #endif
 
 static void seg_sum(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, float *L,
-                    float *D, char *s) {
+                    float *D, float *U, char *s) {
 #ifdef GLA_SPLIT_ISA
     const la_isa isa = la_isa_active();
     if (isa == LA_ISA_AVX512)
-        seg_sum_avx512(j, st, h, tb, te, L, D, s);
+        seg_sum_avx512(j, st, h, tb, te, L, D, U, s);
     else if (isa == LA_ISA_AVX2)
-        seg_sum_avx2(j, st, h, tb, te, L, D, s);
+        seg_sum_avx2(j, st, h, tb, te, L, D, U, s);
     else
 #endif
-        seg_sum_portable(j, st, h, tb, te, L, D, s);
+        seg_sum_portable(j, st, h, tb, te, L, D, U, s);
 }
 
 static void seg_fwd(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                    const float *Sin, float *Sout, char *s) {
+                    const float *Sin, float *Sout, const seg_sum_out *U, char *s) {
 #ifdef GLA_SPLIT_ISA
     const la_isa isa = la_isa_active();
     if (isa == LA_ISA_AVX512)
-        seg_fwd_avx512(j, st, h, tb, te, Sin, Sout, s);
+        seg_fwd_avx512(j, st, h, tb, te, Sin, Sout, U, s);
     else if (isa == LA_ISA_AVX2)
-        seg_fwd_avx2(j, st, h, tb, te, Sin, Sout, s);
+        seg_fwd_avx2(j, st, h, tb, te, Sin, Sout, U, s);
     else
 #endif
-        seg_fwd_portable(j, st, h, tb, te, Sin, Sout, s);
+        seg_fwd_portable(j, st, h, tb, te, Sin, Sout, U, s);
 }
 
 /* ---- the plan (as linear_attn/split.c) --------------------------------- */
@@ -242,48 +261,77 @@ typedef struct plan {
 } plan;
 
 /* Lanes that fit a finishing time F (segment forwards as the unit); returns
- * the number of lanes needed to reach n (or max_lanes + 1). */
-static int plan_try(int64_t n, int max_lanes, double r, double F, int64_t *k, int64_t *j) {
+ * the number of lanes needed to reach n (or max_lanes + 1). Lane p reuses
+ * the products U of the first ms segments of [j_{p+1}, k_{p+1}) that lane
+ * p + 1 summed, running them at 1 - SHARE_SAVE of a forward. Lane p (start t) that cannot
+ * finish the rest takes the (k, j) with the earliest next start relative
+ * to k: start = max(t + j - k_p, r (k - j)) (S[j] published, sums done),
+ * its best j the crossing of the two, within lane p's finishing time. */
+static double lane_finish(double t, int64_t kp, int64_t k, int64_t j, int64_t ms) {
+    const int64_t sh = k - j < ms ? k - j : ms;
+    return t + (double)(j - kp) + (1 - SHARE_SAVE) * (double)sh + (double)(k - j - sh);
+}
+
+static int plan_try(int64_t n, int max_lanes, double r, int64_t ms, double F, int64_t *k,
+                    int64_t *j) {
     double t = 0;
     k[0] = 0;
     j[0] = 0;
     for (int p = 0; p < max_lanes; p++) {
-        const double room = floor(F - t + 1e-9);
-        int64_t len = room < 1 ? 0 : (int64_t)room;
-        if (len > n - k[p]) len = n - k[p];
-        if (len == 0) return max_lanes + 1;
-        k[p + 1] = k[p] + len;
-        if (k[p + 1] == n) return p + 1;
-        if (p + 1 == max_lanes) break;
-        double best = INFINITY;
-        int64_t bj = k[p];
-        for (int64_t jj = k[p]; jj <= k[p + 1]; jj++) {
-            const double pub = t + (double)(jj - k[p]), sum = r * (double)(k[p + 1] - jj);
-            const double start = pub > sum ? pub : sum;
-            if (start < best) best = start, bj = jj;
+        const int64_t kp = k[p];
+        if (t + (double)(n - kp) <= F + 1e-9) {
+            k[p + 1] = n;
+            return p + 1;
         }
+        if (p + 1 == max_lanes) break;
+        double best = INFINITY, bstart = 0;
+        int64_t bk = -1, bj = -1;
+        for (int64_t kk = kp + 1; kk < n; kk++) {
+            /* the largest j that lets lane p finish by F (non-decreasing in j) */
+            if (lane_finish(t, kp, kk, kp, ms) > F + 1e-9) break;
+            int64_t jlo = kp, jhi = kk;
+            while (jlo < jhi) {
+                const int64_t mid = jlo + (jhi - jlo + 1) / 2;
+                if (lane_finish(t, kp, kk, mid, ms) <= F + 1e-9)
+                    jlo = mid;
+                else
+                    jhi = mid - 1;
+            }
+            const int64_t jmax = jlo;
+            const double jc = (r * (double)kk + (double)kp - t) / (1 + r);
+            const int64_t cand[2] = {(int64_t)floor(jc), (int64_t)ceil(jc)};
+            for (int c = 0; c < 2; c++) {
+                int64_t jj = cand[c] < kp ? kp : cand[c];
+                if (jj > jmax) jj = jmax;
+                const double pub = t + (double)(jj - kp), sum = r * (double)(kk - jj);
+                const double start = pub > sum ? pub : sum;
+                if (start - (double)kk < best) best = start - (double)kk, bk = kk, bj = jj, bstart = start;
+            }
+        }
+        if (bk < 0) break;
+        k[p + 1] = bk;
         j[p + 1] = bj;
-        t = best;
+        t = bstart;
     }
     return max_lanes + 1;
 }
 
-static void make_plan(int64_t n, int max_lanes, double r, plan *pl) {
+static void make_plan(int64_t n, int max_lanes, double r, int64_t ms, plan *pl) {
     pl->k[0] = 0;
     pl->k[1] = n;
     pl->lanes = 1;
     if (max_lanes > n) max_lanes = (int)n;
     if (max_lanes < 2) return;
-    double lo = (double)n / max_lanes, hi = (double)n;
+    double lo = 0.5 * (double)n / max_lanes, hi = (double)n;
     for (int it = 0; it < 40; it++) {
         const double mid = 0.5 * (lo + hi);
-        if (plan_try(n, max_lanes, r, mid, pl->k, pl->j) <= max_lanes)
+        if (plan_try(n, max_lanes, r, ms, mid, pl->k, pl->j) <= max_lanes)
             hi = mid;
         else
             lo = mid;
     }
-    pl->lanes = plan_try(n, max_lanes, r, hi, pl->k, pl->j);
-    if (pl->lanes > max_lanes) {
+    pl->lanes = plan_try(n, max_lanes, r, ms, hi, pl->k, pl->j);
+    if (pl->lanes > max_lanes) { /* cannot happen (F = n fits one lane) */
         pl->lanes = 1;
         pl->k[0] = 0;
         pl->k[1] = n;
@@ -300,6 +348,9 @@ typedef struct split_arg {
     float *Ws;          /* [units, nseg_max, K, V]: local sums */
     float *Ds;          /* [units, nseg_max]: segment decays */
     atomic_int *ready;  /* [units, nseg_max + 1]: S[i] published */
+    atomic_int *sdone;  /* [units, nseg_max]: segment i summed (its U cached) */
+    float *Ucache;      /* the summed segments' chunk products U, or NULL */
+    int64_t *Uoff;      /* [units, nseg_max]: segment i's U in Ucache (floats), or -1 */
     plan *plans;        /* [units] */
 } split_arg;
 
@@ -309,6 +360,11 @@ static float *state_slot(const split_arg *a, int64_t unit, int64_t i) {
 }
 static float *sum_slot(const split_arg *a, int64_t unit, int64_t i) {
     return a->Ws + ((size_t)unit * (size_t)a->nseg_max + (size_t)i) * kv(a->j);
+}
+static float *ucache(const split_arg *a, int64_t unit, int64_t i) {
+    if (!a->Ucache) return NULL;
+    const int64_t off = a->Uoff[unit * a->nseg_max + i];
+    return off < 0 ? NULL : a->Ucache + off;
 }
 static void publish(atomic_int *flag) { atomic_store_explicit(flag, 1, memory_order_release); }
 static void wait_for(atomic_int *flag) {
@@ -357,7 +413,9 @@ static void lane_task(void *arg, int64_t task, int tid) {
         const int64_t jp = pl->j[p];
         for (int64_t i = jp; i < k0; i++) {
             seg_range(a, len, i, &tb, &te);
-            seg_sum(j, start, h, tb, te, sum_slot(a, unit, i), &Ds[i], scratch);
+            seg_sum(j, start, h, tb, te, sum_slot(a, unit, i), &Ds[i], ucache(a, unit, i),
+                    scratch);
+            publish(&a->sdone[unit * a->nseg_max + i]);
         }
         wait_for(&ready[jp]);
         const size_t m = kv(j);
@@ -374,8 +432,15 @@ static void lane_task(void *arg, int64_t task, int tid) {
     }
     for (int64_t i = k0; i < k1; i++) {
         seg_range(a, len, i, &tb, &te);
+        /* lane p + 1 summed this segment with its products kept */
+        seg_sum_out ss = {.U = ucache(a, unit, i)};
+        if (ss.U) {
+            wait_for(&a->sdone[unit * a->nseg_max + i]);
+            ss.L = sum_slot(a, unit, i);
+            ss.D = Ds[i];
+        }
         seg_fwd(j, start, h, tb, te, i == k0 ? Sin : state_slot(a, unit, i),
-                state_slot(a, unit, i + 1), scratch);
+                state_slot(a, unit, i + 1), ss.U ? &ss : NULL, scratch);
         publish(&ready[i + 1]);
     }
     if (k1 == nseg) store_final(j, unit, state_slot(a, unit, nseg));
@@ -394,7 +459,7 @@ static void serial_task(void *arg, int64_t unit, int tid) {
     load_init(j, unit, Sin);
     for (int64_t i = 0; i < segments(a, len); i++) {
         seg_range(a, len, i, &tb, &te);
-        seg_fwd(j, start, unit % j->H, tb, te, Sin, Sout, scratch);
+        seg_fwd(j, start, unit % j->H, tb, te, Sin, Sout, NULL, scratch);
         float *t = Sin;
         Sin = Sout;
         Sout = t;
@@ -427,10 +492,12 @@ la_status la__gla_run_split(const char *op, const gla_job *j) {
     a.Ws = a.W ? a.W + slots * n : NULL;
     a.Ds = malloc(slots * sizeof *a.Ds);
     a.ready = malloc(slots * sizeof *a.ready);
+    a.sdone = malloc(slots * sizeof *a.sdone);
+    a.Uoff = malloc(slots * sizeof *a.Uoff);
     a.plans = calloc((size_t)a.units, sizeof *a.plans);
     int64_t *kj = calloc((size_t)a.units * (2 * (size_t)a.max_lanes + 1), sizeof *kj);
     la_status st = LA_OK;
-    if (!a.W || !a.Ds || !a.ready || !a.plans || !kj) {
+    if (!a.W || !a.Ds || !a.ready || !a.sdone || !a.Uoff || !a.plans || !kj) {
         st = la__error(LA_ERR_OUT_OF_MEMORY,
                        "%s: out of memory for %zu segment states of %zu floats (one sequence "
                        "split over time)",
@@ -438,18 +505,44 @@ la_status la__gla_run_split(const char *op, const gla_job *j) {
         goto done;
     }
     for (size_t i = 0; i < slots; i++) atomic_init(&a.ready[i], 0);
-    for (int64_t unit = 0; unit < a.units; unit++) {
-        int64_t start, len;
-        la__seq_bounds(j->d, unit / j->H, &start, &len);
-        a.plans[unit].k = kj + (size_t)unit * (2 * (size_t)a.max_lanes + 1);
-        a.plans[unit].j = a.plans[unit].k + a.max_lanes + 1;
-        make_plan(segments(&a, len), a.max_lanes, SUM_COST, &a.plans[unit]);
+    for (size_t i = 0; i < slots; i++) atomic_init(&a.sdone[i], 0);
+    /* plans that share up to SHARE_BYTES of summed products (kept below
+     * glibc's largest mmap threshold, 32 MiB, so that the heap keeps the
+     * pages from call to call: a fresh mapping's page faults cost as much
+     * as the work saved); without the memory, plans that recompute them.
+     * Same bits either way. */
+    const size_t seg_bytes = (size_t)GLA_SEG_CHUNKS * n * sizeof(float);
+    const size_t per_lane = SHARE_BYTES / (size_t)a.units / (size_t)(a.max_lanes > 1 ? a.max_lanes - 1 : 1);
+    for (int64_t ms = (int64_t)(per_lane / seg_bytes);; ms = 0) {
+        size_t cache = 0;
+        for (int64_t unit = 0; unit < a.units; unit++) {
+            int64_t start, len;
+            la__seq_bounds(j->d, unit / j->H, &start, &len);
+            plan *pl = &a.plans[unit];
+            pl->k = kj + (size_t)unit * (2 * (size_t)a.max_lanes + 1);
+            pl->j = pl->k + a.max_lanes + 1;
+            make_plan(segments(&a, len), a.max_lanes, SUM_COST, ms, pl);
+            for (int64_t i = 0; i < a.nseg_max; i++) a.Uoff[unit * a.nseg_max + i] = -1;
+            for (int p = 1; p < pl->lanes; p++)
+                for (int64_t i = pl->j[p]; i < pl->k[p] && i < pl->j[p] + ms; i++) {
+                    int64_t tb, te;
+                    seg_range(&a, len, i, &tb, &te);
+                    a.Uoff[unit * a.nseg_max + i] = (int64_t)(cache * n);
+                    cache += (size_t)((te - tb + j->C - 1) / j->C);
+                }
+        }
+        if (ms == 0 || cache == 0) break;
+        a.Ucache = malloc(cache * n * sizeof(float)); /* <= SHARE_BYTES */
+        if (a.Ucache) break;
     }
     la__parallel_for(j->ctx, a.units * a.max_lanes, lane_task, &a);
 done:
     free(a.W);
     free(a.Ds);
     free(a.ready);
+    free(a.sdone);
+    free(a.Uoff);
+    free(a.Ucache);
     free(a.plans);
     free(kj);
     return st;
