@@ -99,7 +99,7 @@ GLA_INLINE double seg_gates(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n
  * read in place: the kernels pack their operands, the bits do not depend
  * on the strides), then L = d L + U. */
 GLA_INLINE void seg_local(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n, int64_t h,
-                          float *Uc) {
+                          float *Uc, int fuse_R) {
     const int64_t H = j->H, K = j->K, V = j->V;
     b->U = Uc ? Uc : b->U;
     for (int64_t i = 0; i < n; i++) {
@@ -111,9 +111,15 @@ GLA_INLINE void seg_local(const gla_job *j, seg_bufs *b, int64_t r0, int64_t n, 
     j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, j->v + (size_t)(r0 * H + h) * (size_t)V, H * V, 0.0f,
                    b->U, V);
     const float d = b->eG[n - 1];
-    float *restrict Lr = b->L;
+    float *restrict Lr = b->L, *restrict Rr = b->R;
     const float *restrict U = b->U;
-    for (int64_t x = 0; x < K * V; x++) Lr[x] = d * Lr[x] + U[x];
+    if (fuse_R) /* the forward's running state too, in the same pass over U */
+        for (int64_t x = 0; x < K * V; x++) {
+            Lr[x] = d * Lr[x] + U[x];
+            Rr[x] = d * Rr[x] + U[x];
+        }
+    else
+        for (int64_t x = 0; x < K * V; x++) Lr[x] = d * Lr[x] + U[x];
 }
 
 /* The local sum of the segment [tb, te) of unit (n, h): L and D; the
@@ -129,7 +135,7 @@ GLA_INLINE void seg_sum_body(const gla_job *j, int64_t start, int64_t h, int64_t
     for (int64_t c0 = tb; c0 < te; c0 += j->C) {
         const int64_t n = te - c0 < j->C ? te - c0 : j->C, r0 = start + c0;
         Dsum += seg_gates(j, &b, r0, n, h);
-        seg_local(j, &b, r0, n, h, Uc ? Uc + (c0 - tb) / j->C * KV : NULL);
+        seg_local(j, &b, r0, n, h, Uc ? Uc + (c0 - tb) / j->C * KV : NULL, 0);
     }
     *Dout = la__exp_nonpos((float)Dsum);
 }
@@ -175,11 +181,10 @@ GLA_INLINE void seg_fwd_body(const gla_job *j, int64_t start, int64_t h, int64_t
                 Ai[jj] *= la__exp_nonpos((float)(b.G[i] - b.G[jj]));
         }
         j->kr->gemm_nn_lower(n, V, n, j->scale, b.A, C, v, H * V, 1.0f, o, H * V);
-        if (ss)
+        if (!ss) {
+            seg_local(j, &b, r0, n, h, NULL, c0 + C < te);
+        } else if (c0 + C < te) {
             b.U = (float *)ss->U + (c0 - tb) / C * KV;
-        else
-            seg_local(j, &b, r0, n, h, NULL);
-        if (c0 + C < te) {
             const float d = b.eG[n - 1];
             float *restrict R = b.R;
             const float *restrict U = b.U;
