@@ -48,12 +48,12 @@ LA_HIDDEN la_status la__gla_run_split(const char *op, const gla_job *j);
 /* ---- per-chunk work (simple GLA) --------------------------------------- */
 
 typedef struct seg_bufs {
-    double *G;               /* [C] */
-    float *eG, *eLm;         /* [C] */
-    float *Qs, *Ks;          /* [C,K] */
-    float *A;                /* [C,C] */
-    float *U, *R, *L;        /* [K,V] */
-    float *Sa, *Sb;          /* [K,V] one thread: the states before and after a segment */
+    double *G;        /* [C] */
+    float *eG, *eLm;  /* [C] */
+    float *Qs, *Ks;   /* [C,K] */
+    float *A;         /* [C,C] */
+    float *U, *R, *L; /* [K,V] */
+    float *Sa, *Sb;   /* [K,V] one thread: the states before and after a segment */
 } seg_bufs;
 
 static size_t seg_layout(const gla_job *j, char *base, seg_bufs *b) {
@@ -177,8 +177,7 @@ GLA_INLINE void seg_fwd_body(const gla_job *j, int64_t start, int64_t h, int64_t
         j->kr->gemm_nt_tril(n, K, 0, 1.0f, q, H * K, k, H * K, 0.0f, b.A, C);
         for (int64_t i = 0; i < n; i++) {
             float *Ai = b.A + i * C;
-            for (int64_t jj = 0; jj <= i; jj++)
-                Ai[jj] *= la__exp_nonpos((float)(b.G[i] - b.G[jj]));
+            for (int64_t jj = 0; jj <= i; jj++) Ai[jj] *= la__exp_nonpos((float)(b.G[i] - b.G[jj]));
         }
         j->kr->gemm_nn_lower(n, V, n, j->scale, b.A, C, v, H * V, 1.0f, o, H * V);
         if (!ss) {
@@ -210,13 +209,14 @@ static void seg_fwd_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb
 #if defined(__GNUC__) && defined(__x86_64__)
 #define GLA_SPLIT_ISA 1
 __attribute__((target("avx2"))) static void seg_sum_avx2(const gla_job *j, int64_t st, int64_t h,
-                                                         int64_t tb, int64_t te, float *L,
-                                                         float *D, float *U, char *s) {
+                                                         int64_t tb, int64_t te, float *L, float *D,
+                                                         float *U, char *s) {
     seg_sum_body(j, st, h, tb, te, L, D, U, s);
 }
 __attribute__((target("avx2"))) static void seg_fwd_avx2(const gla_job *j, int64_t st, int64_t h,
                                                          int64_t tb, int64_t te, const float *Sin,
-                                                         float *Sout, const seg_sum_out *U, char *s) {
+                                                         float *Sout, const seg_sum_out *U,
+                                                         char *s) {
     seg_fwd_body(j, st, h, tb, te, Sin, Sout, U, s);
 }
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
@@ -310,7 +310,8 @@ static int plan_try(int64_t n, int max_lanes, double r, int64_t ms, double F, in
                 if (jj > jmax) jj = jmax;
                 const double pub = t + (double)(jj - kp), sum = r * (double)(kk - jj);
                 const double start = pub > sum ? pub : sum;
-                if (start - (double)kk < best) best = start - (double)kk, bk = kk, bj = jj, bstart = start;
+                if (start - (double)kk < best)
+                    best = start - (double)kk, bk = kk, bj = jj, bstart = start;
             }
         }
         if (bk < 0) break;
@@ -349,14 +350,14 @@ typedef struct split_arg {
     const gla_job *j;
     int64_t seg_len, nseg_max, units;
     int max_lanes;
-    float *W;           /* [units, nseg_max + 1, K, V]: S[i] */
-    float *Ws;          /* [units, nseg_max, K, V]: local sums */
-    float *Ds;          /* [units, nseg_max]: segment decays */
-    atomic_int *ready;  /* [units, nseg_max + 1]: S[i] published */
-    atomic_int *sdone;  /* [units, nseg_max]: segment i summed (its U cached) */
-    float *Ucache;      /* the summed segments' chunk products U, or NULL */
-    int64_t *Uoff;      /* [units, nseg_max]: segment i's U in Ucache (floats), or -1 */
-    plan *plans;        /* [units] */
+    float *W;          /* [units, nseg_max + 1, K, V]: S[i] */
+    float *Ws;         /* [units, nseg_max, K, V]: local sums */
+    float *Ds;         /* [units, nseg_max]: segment decays */
+    atomic_int *ready; /* [units, nseg_max + 1]: S[i] published */
+    atomic_int *sdone; /* [units, nseg_max]: segment i summed (its U cached) */
+    float *Ucache;     /* the summed segments' chunk products U, or NULL */
+    int64_t *Uoff;     /* [units, nseg_max]: segment i's U in Ucache (floats), or -1 */
+    plan *plans;       /* [units] */
 } split_arg;
 
 static size_t kv(const gla_job *j) { return (size_t)j->K * (size_t)j->V; }
@@ -418,8 +419,7 @@ static void lane_task(void *arg, int64_t task, int tid) {
         const int64_t jp = pl->j[p];
         for (int64_t i = jp; i < k0; i++) {
             seg_range(a, len, i, &tb, &te);
-            seg_sum(j, start, h, tb, te, sum_slot(a, unit, i), &Ds[i], ucache(a, unit, i),
-                    scratch);
+            seg_sum(j, start, h, tb, te, sum_slot(a, unit, i), &Ds[i], ucache(a, unit, i), scratch);
             publish(&a->sdone[unit * a->nseg_max + i]);
         }
         wait_for(&ready[jp]);
@@ -517,7 +517,8 @@ la_status la__gla_run_split(const char *op, const gla_job *j) {
      * as the work saved); without the memory, plans that recompute them.
      * Same bits either way. */
     const size_t seg_bytes = (size_t)GLA_SEG_CHUNKS * n * sizeof(float);
-    const size_t per_lane = SHARE_BYTES / (size_t)a.units / (size_t)(a.max_lanes > 1 ? a.max_lanes - 1 : 1);
+    const size_t per_lane =
+        SHARE_BYTES / (size_t)a.units / (size_t)(a.max_lanes > 1 ? a.max_lanes - 1 : 1);
     for (int64_t ms = (int64_t)(per_lane / seg_bytes);; ms = 0) {
         size_t cache = 0;
         for (int64_t unit = 0; unit < a.units; unit++) {
