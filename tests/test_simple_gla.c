@@ -4,6 +4,8 @@
 #include "gla_cases.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 /* la_retnet_decay against log(1 - 2^(-5-h)) computed another way (float
  * rounding only: 1 ulp), and its argument checks. */
@@ -24,7 +26,57 @@ static void test_retnet(void) {
     CHECK_STATUS(la_retnet_decay(NULL, 3), LA_ERR_NULL_POINTER, "NULL g_gamma");
 }
 
+/* cpu-glasplit: the chunk forward with one sequence split over time
+ * (src/ops/gla/split.c: N*H < 8 and >= 2 segments of 16 chunks). Chunks of
+ * 16 and 32 at T = 1100 split (5 and 3 segments). Every form against
+ * float64 (3 threads: three lanes), and the forward's outputs and final
+ * state bit for bit equal at 1, 2, 3 and 4 threads. Cases: initial and
+ * final state with resets g = -1e4 and a stretch of g = 0; g = 0
+ * everywhere; RetNet (g_gamma only, no initial state); varlen with an
+ * empty sequence (H = 2). */
+static void test_split(void) {
+    la_ctx *ctx[4] = {th_ctx(1), th_ctx(2), th_ctx(3), th_ctx(4)};
+    la_rng rng;
+    la_rng_seed(&rng, 800);
+    const int64_t cu[] = {0, 37, 37, 1100};
+    for (int v = 0; v < 4; v++) {
+        gcase c = v == 3   ? gc_make(0, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
+                  : v == 2 ? gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_GAMMA | GC_DST, &rng)
+                           : gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng);
+        if (v == 0) {
+            for (int64_t t = 100; t < 1100; t += 197) c.g[t] = -1e4f;
+            for (int64_t t = 500; t < 800; t++) c.g[t] = 0.0f;
+        }
+        if (v == 1)
+            for (size_t t = 0; t < c.ng; t++) c.g[t] = 0.0f;
+        if (v == 3)
+            for (int64_t t = 300; t < 1100; t += 211) c.g[t * 2 + 1] = -1e4f;
+        char label[64];
+        snprintf(label, sizeof label, "simple GLA split over time, case %d", v);
+        gc_check_forms(&c, ctx[2], label);
+        for (int64_t chunk = 16; chunk <= 32; chunk *= 2) {
+            la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
+            float *o1 = th_nan_floats(c.nv), *s1 = th_nan_floats(c.ns);
+            CHECK_STATUS(gc_fwd(&c, ctx[0], &o, o1, s1), LA_OK, "split forward, 1 thread");
+            for (int t = 1; t < 4; t++) {
+                float *ot = th_nan_floats(c.nv), *st = th_nan_floats(c.ns);
+                CHECK_STATUS(gc_fwd(&c, ctx[t], &o, ot, st), LA_OK, "split forward");
+                CHECK(th_bitwise_equal(o1, ot, c.nv) && th_bitwise_equal(s1, st, c.ns),
+                      "%s chunk %d: %d threads = 1 thread, bit for bit", label, (int)chunk,
+                      t + 1);
+                free(ot);
+                free(st);
+            }
+            free(o1);
+            free(s1);
+        }
+        gc_free(&c);
+    }
+    for (int t = 0; t < 4; t++) la_ctx_destroy(ctx[t]);
+}
+
 int main(void) {
+    test_split();
     test_retnet();
     gla_test_ref_fd(0);
     /* gates: g only, g_gamma only (RetNet), both, neither */
