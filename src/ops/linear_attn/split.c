@@ -111,6 +111,8 @@ typedef struct split_arg {
     int max_lanes;
     float *W;           /* [units, nseg_max + 1, K, Vx]: the state before position i */
     float *Ws;          /* [units, nseg_max, K, Vx]: local sums of summed positions */
+    float *Wd;          /* [units, max_lanes, K, Vx]: a lane's last state when the next
+                           lane makes that state (every slot of W has one writer) */
     atomic_int *ready;  /* [units, nseg_max + 1]: W[i] published */
     atomic_int *summed; /* [units, max_lanes]: lane p's sums done */
     plan *plans;        /* [units] */
@@ -123,6 +125,9 @@ static float *state_slot(const split_arg *a, int64_t unit, int64_t i) {
 }
 static float *sum_slot(const split_arg *a, int64_t unit, int64_t i) {
     return a->Ws + ((size_t)unit * (size_t)a->nseg_max + (size_t)i) * kvx(a->j);
+}
+static float *discard_slot(const split_arg *a, int64_t unit, int p) {
+    return a->Wd + ((size_t)unit * (size_t)a->max_lanes + (size_t)p) * kvx(a->j);
 }
 static void publish(atomic_int *flag) { atomic_store_explicit(flag, 1, memory_order_release); }
 static void wait_for(atomic_int *flag) {
@@ -192,20 +197,30 @@ static void lane_task(void *arg, int64_t task, int tid) {
         for (int64_t i = jp; i < k0; i++) pass_sum(a, &u, i, sum_slot(a, unit, i), scratch);
         publish(&summed[p]);
         wait_for(&ready[jp]);
+        /* S[i+1] = S[i] + Sloc[i], the states between in this lane's own sum
+         * slots (lane p - 1 writes those of W); S[k0] into W */
         const size_t n = kvx(j);
+        const float *Sin = state_slot(a, unit, jp);
         for (int64_t i = jp; i < k0; i++) {
-            const float *Sin = state_slot(a, unit, i), *Ss = sum_slot(a, unit, i);
-            float *Sout = state_slot(a, unit, i + 1);
+            float *Ss = sum_slot(a, unit, i);
+            float *Sout = i + 1 == k0 ? state_slot(a, unit, k0) : Ss;
             for (size_t x = 0; x < n; x++) Sout[x] = Sin[x] + Ss[x];
+            Sin = Sout;
         }
         publish(&ready[k0]);
     }
     /* the reverse sums read rows this lane's sweeps overwrite */
     const int guard = a->kind == PASS_BWD_REV && p + 1 < pl->lanes;
+    /* the next lane makes S[k1] itself when it summed anything */
+    const int next_makes_k1 = p + 1 < pl->lanes && pl->j[p + 1] < k1;
     for (int64_t i = k0; i < k1; i++) {
         if (guard && i == pl->j[p + 1]) wait_for(&summed[p + 1]);
-        pass_run(a, &u, i, state_slot(a, unit, i), state_slot(a, unit, i + 1), scratch);
-        publish(&ready[i + 1]);
+        if (next_makes_k1 && i + 1 == k1) {
+            pass_run(a, &u, i, state_slot(a, unit, i), discard_slot(a, unit, p), scratch);
+        } else {
+            pass_run(a, &u, i, state_slot(a, unit, i), state_slot(a, unit, i + 1), scratch);
+            publish(&ready[i + 1]);
+        }
     }
     if (k1 == nseg) pass_final(a, &u, state_slot(a, unit, nseg));
 }
@@ -268,10 +283,11 @@ la_status la__lin_run_split(const char *op, const la__lin_job *j, int backward) 
         a.max_lanes = (int)((threads + a.units - 1) / a.units);
         if (a.max_lanes > a.nseg_max) a.max_lanes = (int)a.nseg_max;
         const size_t n = kvx(j), slots = (size_t)a.units * (size_t)(a.nseg_max + 1);
-        const size_t lim = SIZE_MAX / sizeof(float) / n / 2;
+        const size_t lim = SIZE_MAX / sizeof(float) / n / 3;
         const size_t nl = (size_t)a.units * (size_t)a.max_lanes;
-        a.W = slots <= lim ? malloc(2 * slots * n * sizeof(float)) : NULL;
+        a.W = slots <= lim ? malloc((2 * slots + nl) * n * sizeof(float)) : NULL;
         a.Ws = a.W ? a.W + slots * n : NULL;
+        a.Wd = a.W ? a.Ws + slots * n : NULL;
         a.ready = malloc(slots * sizeof *a.ready);
         a.summed = malloc(nl * sizeof *a.summed);
         a.plans = calloc((size_t)a.units, sizeof *a.plans);
@@ -285,7 +301,7 @@ la_status la__lin_run_split(const char *op, const la__lin_job *j, int backward) 
             return la__error(LA_ERR_OUT_OF_MEMORY,
                              "%s: out of memory for %zu segment states of %zu floats (one "
                              "sequence split over time)",
-                             op, 2 * slots, n);
+                             op, 2 * slots + nl, n);
         }
         for (int64_t unit = 0; unit < a.units; unit++) {
             a.plans[unit].k = kj + (size_t)unit * (2 * (size_t)a.max_lanes + 1);
