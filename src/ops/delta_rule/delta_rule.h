@@ -41,6 +41,14 @@ static inline void la__delta_prefetch(const float *p, int64_t n, int rw) {
 /* y = x * rstd, returns rstd = 1 / sqrt(sum x^2 + eps). y may equal x. */
 LA_HIDDEN float la__delta_l2norm(float *y, const float *x, int64_t n);
 
+/* The q and k rows of query head hq for tokens [tok0, tok0 + len) (rows H*K
+ * floats apart) copied into qn, kn [len, K], L2-normalised when l2norm (the
+ * rstd of each row into rq, rk), the rows LA__DELTA_AHEAD tokens ahead
+ * prefetched. The backward drivers of the delta rule and KDA share it. */
+LA_HIDDEN void la__delta_gather_qk(const float *q, const float *k, int64_t tok0, int64_t len,
+                                   int64_t H, int64_t hq, int64_t K, int l2norm, float *qn,
+                                   float *kn, float *rq, float *rk);
+
 /* One token of one (sequence, value head): S [K,V] updated in place, o [V]
  * written unless NULL; q, k [K] (normalised here when l2norm), v [V]; g NULL
  * or one log-gate; work >= LA__STEP_WORK_FLOATS(K, V) floats. The recurrent

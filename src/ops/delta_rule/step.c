@@ -2,6 +2,8 @@
  * and the decoder (its registry step, entry.c) so that decoding equals the
  * recurrent forward bit for bit. */
 #include "delta_rule.h"
+
+#include <string.h>
 #include "../../kernels/rowvec.h"
 
 #if defined(__GNUC__)
@@ -25,6 +27,25 @@ float la__delta_l2norm(float *y, const float *x, int64_t n) {
     const float rstd = 1.0f / sqrtf(ss + LA__DELTA_L2_EPS);
     for (i = 0; i < n; i++) y[i] = x[i] * rstd;
     return rstd;
+}
+
+void la__delta_gather_qk(const float *q, const float *k, int64_t tok0, int64_t len, int64_t H,
+                         int64_t hq, int64_t K, int l2norm, float *qn, float *kn, float *rq,
+                         float *rk) {
+    for (int64_t t = 0; t < len; t++) {
+        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        if (t + LA__DELTA_AHEAD < len) {
+            la__delta_prefetch(q + qh + (size_t)(LA__DELTA_AHEAD * H * K), K, 0);
+            la__delta_prefetch(k + qh + (size_t)(LA__DELTA_AHEAD * H * K), K, 0);
+        }
+        if (l2norm) {
+            rq[t] = la__delta_l2norm(qn + t * K, q + qh, K);
+            rk[t] = la__delta_l2norm(kn + t * K, k + qh, K);
+        } else {
+            memcpy(qn + t * K, q + qh, (size_t)K * sizeof(float));
+            memcpy(kn + t * K, k + qh, (size_t)K * sizeof(float));
+        }
+    }
 }
 
 /* Two passes over S, the first read-only:

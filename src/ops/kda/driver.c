@@ -292,20 +292,7 @@ static void backward_task(void *p, int64_t task, int tid) {
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
     const size_t kslot = la__kda_chunk_keep_floats(seg, K, a->V);
 
-    for (int64_t t = 0; t < len; t++) {
-        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
-        if (t + AHEAD < len) {
-            la__delta_prefetch(a->q + qh + (size_t)(AHEAD * H * K), K, 0);
-            la__delta_prefetch(a->k + qh + (size_t)(AHEAD * H * K), K, 0);
-        }
-        if (a->l2norm) {
-            s.rq[t] = la__delta_l2norm(s.qn + t * K, a->q + qh, K);
-            s.rk[t] = la__delta_l2norm(s.kn + t * K, a->k + qh, K);
-        } else {
-            memcpy(s.qn + t * K, a->q + qh, (size_t)K * sizeof(float));
-            memcpy(s.kn + t * K, a->k + qh, (size_t)K * sizeof(float));
-        }
-    }
+    la__delta_gather_qk(a->q, a->k, tok0, len, H, hq, K, a->l2norm, s.qn, s.kn, s.rq, s.rk);
     memset(s.dqn, 0, (size_t)(len * K) * sizeof(float));
     memset(s.dkn, 0, (size_t)(len * K) * sizeof(float));
 
