@@ -6,8 +6,11 @@
  * Without a CUDA device (or a CUDA build) it prints a SKIP line and passes.
  * LINATTN_CUDA_TEST_QUICK=1 keeps only the small cases (for
  * compute-sanitizer); LINATTN_CUDA_TEST_ONLY=<letters> runs only those
- * sections (e errors, s scalar, n normalised, d delta, t step). Every
- * measured error is printed. */
+ * sections (e errors, s scalar, n normalised, d delta, t step);
+ * LINATTN_CUDA_TEST_SHARD=i/n runs only every n-th case of the s, n, d
+ * sections from the i-th (0-based), so a slow tool such as racecheck can
+ * cover a section in n processes side by side. Every measured error is
+ * printed. */
 #include "harness.h"
 #include "ref_delta_rule.h"
 #include "ref_gla.h"
@@ -29,6 +32,11 @@ int main(void) {
 static int quick;
 static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t), NULL = all */
 static int want(char section) { return !only || strchr(only, section) != NULL; }
+static int shard_i, shard_n = 1; /* LINATTN_CUDA_TEST_SHARD=i/n */
+static int take(void) {         /* this case belongs to the shard (cases counted in order) */
+    static long seen;
+    return seen++ % shard_n == shard_i;
+}
 static double worst_f32;
 static int in_f32; /* the current case has fp32 inputs */
 
@@ -789,6 +797,12 @@ int main(void) {
     const char *qe = getenv("LINATTN_CUDA_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
     only = getenv("LINATTN_CUDA_TEST_ONLY");
+    const char *sh = getenv("LINATTN_CUDA_TEST_SHARD");
+    if (sh && (sscanf(sh, "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 || shard_i < 0 ||
+               shard_i >= shard_n)) {
+        printf("FAIL: LINATTN_CUDA_TEST_SHARD=\"%s\" (want i/n with 0 <= i < n)\n", sh);
+        return 1;
+    }
     la_ctx *gpu = NULL;
     la_status st = la_ctx_create_cuda(&gpu, 0, NULL);
     if (st != LA_OK) {
@@ -846,19 +860,19 @@ int main(void) {
     };
     printf("kernel linear attention and simple GLA, forward + backward:\n");
     for (size_t i = 0; i < sizeof sc / sizeof sc[0] && want('s'); i++)
-        run_scalar(gpu, cpu, &sc[i], 1000 + i);
+        if (take()) run_scalar(gpu, cpu, &sc[i], 1000 + i);
     if (want('s')) {
         const scase z[] = {
             {"sgla g+gamma extreme zeroed opts T130 K64 V48", 1, 130, 2, 64, 48, NULL, 0,
              LA_DTYPE_F32, 0, 0, 3, 1, 0},
         };
         zeroed_opts = 1;
-        run_scalar(gpu, cpu, &z[0], 1999);
+        if (take()) run_scalar(gpu, cpu, &z[0], 1999);
         zeroed_opts = 0;
     }
     if (!quick && want('s'))
         for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
-            run_scalar(gpu, cpu, &big[i], 2000 + i);
+            if (take()) run_scalar(gpu, cpu, &big[i], 2000 + i);
 
     static const int64_t cu0[] = {0, 0, 63, 63, 127, 128, 300};
     const ncase nc[] = {
@@ -884,10 +898,10 @@ int main(void) {
     };
     printf("normalised kernel linear attention, forward + backward:\n");
     for (size_t i = 0; i < sizeof nc / sizeof nc[0] && want('n'); i++)
-        run_norm(gpu, cpu, &nc[i], 5000 + i);
+        if (take()) run_norm(gpu, cpu, &nc[i], 5000 + i);
     if (!quick && want('n'))
         for (size_t i = 0; i < sizeof nbig / sizeof nbig[0]; i++)
-            run_norm(gpu, cpu, &nbig[i], 6000 + i);
+            if (take()) run_norm(gpu, cpu, &nbig[i], 6000 + i);
 
     const dcase dc[] = {
         {"delta l2 B2 T65 K64 V100", 2, 65, 2, 0, 64, 100, NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1.0},
@@ -922,10 +936,10 @@ int main(void) {
     };
     printf("DeltaNet / Gated DeltaNet, forward + backward:\n");
     for (size_t i = 0; i < sizeof dc / sizeof dc[0] && want('d'); i++)
-        run_delta(gpu, cpu, &dc[i], 3000 + i);
+        if (take()) run_delta(gpu, cpu, &dc[i], 3000 + i);
     if (!quick && want('d'))
         for (size_t i = 0; i < sizeof dbig / sizeof dbig[0]; i++)
-            run_delta(gpu, cpu, &dbig[i], 4000 + i);
+            if (take()) run_delta(gpu, cpu, &dbig[i], 4000 + i);
 
     if (want('t')) {
         printf("decoding step (la_state_step), GPU vs CPU:\n");
