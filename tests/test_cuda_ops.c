@@ -33,7 +33,8 @@ static int quick;
 static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t), NULL = all */
 static int want(char section) { return !only || strchr(only, section) != NULL; }
 static int shard_i, shard_n = 1; /* LINATTN_CUDA_TEST_SHARD=i/n */
-static int take(void) {         /* this case belongs to the shard (cases counted in order) */
+/* this case belongs to the shard (cases counted in order) */
+static int take(void) {
     static long seen;
     return seen++ % shard_n == shard_i;
 }
