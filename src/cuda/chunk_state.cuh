@@ -19,7 +19,8 @@
 __device__ __forceinline__ void la_cu_chunk_gates_par(double *G, const float *g, float gam,
                                                       int64_t tok0, int L, int64_t H, int h) {
     __syncthreads(); /* earlier readers of G are done */
-    if ((int)threadIdx.x < L) G[threadIdx.x] = (double)((g ? g[(tok0 + threadIdx.x) * H + h] : 0.f) + gam);
+    if ((int)threadIdx.x < L)
+        G[threadIdx.x] = (double)((g ? g[(tok0 + threadIdx.x) * H + h] : 0.f) + gam);
     __syncthreads();
     if (threadIdx.x == 0) {
         double acc = 0;
@@ -43,6 +44,8 @@ struct la_cu_sp_args {
     int64_t H, K, V;
     float scale;
     int fm;
+    int64_t nchunks; /* chunks of all sequences (0: not given; the 16-bit
+                      * passes then walk the chunks in one kernel) */
 };
 
 template <typename T, bool REV>

@@ -125,9 +125,189 @@ __global__ void __launch_bounds__(LA_TC_THREADS, REV ? 3 : 4) la_tc_state_pass(l
     if (p.fin) la_tc_acc_out(p.fin + sbase, acc, k0, v0, K, V);
 }
 
+/* ---- cuda-lin4: the pass in two levels, for grids too small to fill the
+ * GPU (few sequences x heads, long sequences). la_tc_state_local: one CTA
+ * per (chunk, head, 64 value columns, 64 key rows) computes the chunk's own
+ * term U_c = A_c^T B_c (same operands, factors and parts as the pass above)
+ * into the chunk's hbuf slot; la_tc_state_scan: each thread walks the
+ * chunks of its sequence for 4 state entries, slot c <- R (the state before
+ * the chunk: forward at its start, backward at its end), R <- e^{G_L} R +
+ * U_c, in the chunk order of the pass above; fin <- R. The decay e^{G_L} is
+ * computed as in the pass above (each warp scans the chunk's gates). */
+template <typename T, bool REV>
+__global__ void __launch_bounds__(LA_TC_THREADS, 4) la_tc_state_local(la_cu_sp_args p) {
+    extern __shared__ __align__(128) unsigned char la_tc_sl_smem[];
+    T *const Ah = (T *)la_tc_sl_smem, *const Bh = Ah + LA_TC_TILE;
+    const int t = threadIdx.x, lane = t & 31;
+    const int64_t H = p.H, K = p.K, V = p.V;
+    const int64_t cg = blockIdx.x / H;
+    const int h = (int)(blockIdx.x % H);
+    const int64_t v0 = (int64_t)blockIdx.y * 64, k0 = (int64_t)blockIdx.z * 64;
+    const la_cu_chunk ch = p.chunks[cg];
+    const int64_t tok0 = ch.tok0;
+    const int L = ch.len;
+    const float gam = p.g_gamma ? p.g_gamma[h] : 0.f;
+    const bool gated = p.g || p.g_gamma;
+    const T *A = (const T *)p.a_src, *Bv = (const T *)p.b_src;
+    const float scale = p.scale;
+    const int fm = p.fm;
+    const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)A | (uintptr_t)Bv) & 15) == 0;
+    const int acols = (int)(K - k0 < 64 ? K - k0 : 64), bcols = (int)(V - v0 < 64 ? V - v0 : 64);
+    const bool three = la_tc_three<T>::value;
+    const bool convA = REV || fm != LA_FEATURE_IDENTITY, convB = !REV && gated;
+    T *P = Bh + LA_TC_TILE; /* the part tiles in use, in order (la_tc_sp_parts) */
+    T *const al = (REV || fm == LA_FEATURE_ELU1) ? P : (T *)NULL;
+    if (al) P += LA_TC_TILE;
+    T *const al2 = (REV && three) ? P : (T *)NULL;
+    if (al2) P += LA_TC_TILE;
+    T *const bl = convB ? P : (T *)NULL;
+    if (bl) P += LA_TC_TILE;
+    T *const bl2 = (convB && three) ? P : (T *)NULL;
+    la_tc_tile_fetch(Ah, A + (tok0 * H + h) * K + k0, H * K, L, acols, vec);
+    la_tc_tile_fetch(Bh, Bv + (tok0 * H + h) * V + v0, H * V, L, bcols, vec);
+    la_tc_cp_commit();
+    float f0 = 2 * lane < L ? 1.f : 0.f, f1 = 2 * lane + 1 < L ? 1.f : 0.f;
+    if (gated) {
+        const float g0 = 2 * lane < L ? (p.g ? p.g[(tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
+        const float g1 =
+            2 * lane + 1 < L ? (p.g ? p.g[(tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
+        double G0, G1;
+        la_tc_warp_gates_reg(G0, G1, (double)g0, (double)g1);
+        const int sl = (L - 1) >> 1;
+        const double a = __shfl_sync(0xffffffffu, G0, sl), b = __shfl_sync(0xffffffffu, G1, sl);
+        const double GL = ((L - 1) & 1) ? b : a;
+        f0 *= REV ? la_cu_expd(G0) : la_cu_expd(GL - G0);
+        f1 *= REV ? la_cu_expd(G1) : la_cu_expd(GL - G1);
+    }
+    if (REV) f0 *= scale, f1 *= scale;
+    float fr[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) fr[u] = la_tc_row_get(f0, f1, (t >> 3) + 16 * u);
+    la_tc_cp_wait_all();
+    __syncthreads();
+    if (convA)
+        la_tc_tile_split_u(Ah, al, al2, [&](int u, int r, int col, float x) -> float {
+            if (r >= L || col >= acols) return 0.f;
+            const float y = la_phi(fm, x);
+            return REV ? y * fr[u] : y;
+        });
+    if (convB)
+        la_tc_tile_split_u(Bh, bl, bl2,
+                           [&](int u, int, int, float x) -> float { return x * fr[u]; });
+    if (convA || convB) __syncthreads();
+    la_tc_acc acc[4];
+    la_tc_zero(acc);
+    la_tc_mma64x<T, true, false>(acc, Ah, al, al2, Bh, bl, bl2);
+    la_tc_acc_out(p.hbuf + ((size_t)cg * H + h) * K * V, acc, k0, v0, K, V);
+}
+
+/* 128 threads x 4 entries per CTA; grid (N H, ceil(K V / 512)). The next
+ * chunk's U entries and gates are loaded while the current chunk's run. */
+template <bool REV> __global__ void __launch_bounds__(128) la_tc_state_scan(la_cu_sp_args p) {
+    const int lane = threadIdx.x & 31;
+    const int64_t H = p.H, KV = p.K * p.V;
+    const int64_t n = blockIdx.x / H;
+    const int h = (int)(blockIdx.x % H);
+    const int64_t e = ((int64_t)blockIdx.y * 128 + threadIdx.x) * 4;
+    const la_cu_seq s = p.seqs[n];
+    const float gam = p.g_gamma ? p.g_gamma[h] : 0.f;
+    const bool gated = p.g || p.g_gamma;
+    const size_t sbase = ((size_t)n * H + h) * KV;
+    const int m = e < KV ? (int)(KV - e < 4 ? KV - e : 4) : 0; /* entries of this thread */
+    const bool v4 = m == 4 && !(KV & 3);
+    float R[4] = {0.f, 0.f, 0.f, 0.f};
+    if (p.init)
+        for (int i = 0; i < m; i++) R[i] = p.init[sbase + e + i];
+    /* chunk cc (in walking order): its slot, length, gates of tokens 2 lane, +1, U */
+    const auto load = [&](int cc, float(&u)[4], float &g0, float &g1) {
+        const int c = REV ? s.nch - 1 - cc : cc;
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
+        const int L =
+            (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
+        g0 = 2 * lane < L ? (p.g ? p.g[(tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
+        g1 = 2 * lane + 1 < L ? (p.g ? p.g[(tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
+        const float *slot = p.hbuf + ((size_t)(s.chunk0 + c) * H + h) * KV + e;
+        if (v4) {
+            const float4 x = *(const float4 *)slot;
+            u[0] = x.x, u[1] = x.y, u[2] = x.z, u[3] = x.w;
+        } else {
+            for (int i = 0; i < 4; i++) u[i] = i < m ? slot[i] : 0.f;
+        }
+    };
+    float u[4], g0 = 0.f, g1 = 0.f;
+    if (s.nch > 0) load(0, u, g0, g1);
+    for (int cc = 0; cc < s.nch; cc++) {
+        const int c = REV ? s.nch - 1 - cc : cc;
+        const int L =
+            (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
+        float un[4] = {0.f, 0.f, 0.f, 0.f}, gn0 = 0.f, gn1 = 0.f;
+        if (cc + 1 < s.nch) load(cc + 1, un, gn0, gn1);
+        float decay = 1.f;
+        if (gated) {
+            double G0, G1;
+            la_tc_warp_gates_reg(G0, G1, (double)g0, (double)g1);
+            const int sl = (L - 1) >> 1;
+            const double a = __shfl_sync(0xffffffffu, G0, sl), b = __shfl_sync(0xffffffffu, G1, sl);
+            decay = la_cu_expd(((L - 1) & 1) ? b : a);
+        }
+        float *slot = p.hbuf + ((size_t)(s.chunk0 + c) * H + h) * KV + e;
+        if (v4)
+            *(float4 *)slot = make_float4(R[0], R[1], R[2], R[3]);
+        else
+            for (int i = 0; i < m; i++) slot[i] = R[i];
+#pragma unroll
+        for (int i = 0; i < 4; i++) R[i] = decay * R[i] + u[i], u[i] = un[i];
+        g0 = gn0, g1 = gn1;
+    }
+    if (p.fin)
+        for (int i = 0; i < m; i++) p.fin[sbase + e + i] = R[i];
+}
+
+/* Whether the two-level pass runs: LINATTN_CUDA_SPLIT_STATE = 0 never, 1
+ * always (testing), unset: when the one-kernel pass would have fewer CTAs
+ * than 2 per SM and converts an operand per chunk (gated forward, every
+ * backward). Needs the hbuf slots and the chunk count. */
+static inline bool la_tc_split_state(bool rev, int64_t N, const la_cu_sp_args &a) {
+    static int mode = -2; /* -1 automatic */
+    if (mode == -2) {
+        const char *e = getenv("LINATTN_CUDA_SPLIT_STATE");
+        mode = !e ? -1 : e[0] == '0' ? 0 : e[0] == '1' ? 1 : -1;
+    }
+    if (!a.hbuf || a.nchunks <= 0 || mode == 0) return false;
+    if (mode == 1) return true;
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    const int64_t ctas = N * a.H * ((a.V + 63) / 64) * ((a.K + 63) / 64);
+    return ctas < 2 * (int64_t)sms && (rev || a.g || a.g_gamma);
+}
+
+template <typename T, bool REV>
+static la_status la_tc_launch_state_split(const char *op, cudaStream_t stream, int64_t N,
+                                          const la_cu_sp_args &a) {
+    const int parts = la_tc_sp_parts(REV, a.g || a.g_gamma, a.fm, la_tc_three<T>::value);
+    const size_t smem = (size_t)(2 + parts) * LA_TC_TILE_BYTES;
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_tc_state_local<T, REV>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)(a.nchunks * a.H), (unsigned)((a.V + 63) / 64),
+                    (unsigned)((a.K + 63) / 64));
+    la_tc_state_local<T, REV><<<grid, LA_TC_THREADS, smem, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    const int64_t KV = a.K * a.V;
+    la_tc_state_scan<REV>
+        <<<dim3((unsigned)(N * a.H), (unsigned)((KV + 511) / 512)), 128, 0, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
+}
+
 template <typename T, bool REV>
 static la_status la_tc_launch_state_pass(const char *op, cudaStream_t stream, int64_t N,
                                          const la_cu_sp_args &a) {
+    if (N > 0 && la_tc_split_state(REV, N, a))
+        return la_tc_launch_state_split<T, REV>(op, stream, N, a);
     const int parts = la_tc_sp_parts(REV, a.g || a.g_gamma, a.fm, la_tc_three<T>::value);
     const size_t smem = (size_t)(4 + parts) * LA_TC_TILE_BYTES;
     LA_CU_TRY(op, cudaFuncSetAttribute(la_tc_state_pass<T, REV>,

@@ -384,6 +384,7 @@ template <typename T> static la_status scalar_forward(const la__cu_call *c, la_c
         return st;
     la_cu_sp_args a = {tb.seqs,        tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
                        c->final_state, hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
+    a.nchunks = tb.nchunks;
     const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 1);
     if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
                   : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
@@ -425,6 +426,7 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     }
     la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
                        sT,      hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
+    a.nchunks = tb.nchunks;
     const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 2);
     if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
                   : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
@@ -435,6 +437,7 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     }
     la_cu_sp_args r = {tb.seqs, tb.chunks, c->q, c->d_o, c->g, c->g_gamma, c->dsT,
                        c->ds0,  dhbuf,     c->H, c->K,   c->V, c->scale,   c->feature_map};
+    r.nchunks = tb.nchunks;
     if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 1, c->N, r)
                   : la_cu_launch_state_pass<T, true>(c->op, ar->stream, c->N, r)))
         return st;

@@ -101,9 +101,13 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_intra_fwd(la_cu_intra_
     la_tc_acc_split(accP, Ph, Pl, pl2, [&](int r, int c, float x) -> float {
         return (c <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[c]) : 0.f;
     });
-    la_tc_acc_each(accO, [&](int r, int, float &x) {
-        x *= r < L ? (DV ? la_cu_expd(GL - G[r]) : scale * la_cu_expd(G[r])) : 0.f;
-    });
+    float rf[2]; /* the factor of this thread's two rows, once per row */
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++) {
+        const int r = 16 * (t >> 5) + ((t & 31) >> 2) + 8 * rh;
+        rf[rh] = r < L ? (DV ? la_cu_expd(GL - G[r]) : scale * la_cu_expd(G[r])) : 0.f;
+    }
+    la_tc_acc_each_rh(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
     __syncthreads();
     la_tc_mma64x<T, DV, false>(accO, Ph, Pl, pl2, Vs, NULL, NULL);
     __syncthreads(); /* Q's first buffer takes the result */
@@ -120,7 +124,12 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_intra_fwd(la_cu_intra_
  * float64, reverse-summed over the chunk into dgl, the chunk's total into
  * ctot. phi' is taken from phi (elu+1: min(phi, 1); relu: phi > 0). Tiles:
  * dP (3 parts), do / v (2), the state block (3 parts), q, k (2) and their
- * lo parts for elu+1 (2). */
+ * lo parts for elu+1 (2). Loads run one step ahead of the products: the
+ * do / v blocks of dP in two buffer pairs (X0 / X1, then the state tiles),
+ * the q, k tiles of a key block during its first state product, each fp32
+ * state block (registers) during the products of the block before it (the
+ * first of a sweep during the previous sweep's last products). Per-row
+ * factors e^{G_i}, e^{G_L-G_j} once per thread row. */
 #define LA_TC_DQK_SMEM (12 * LA_TC_TILE_BYTES)
 template <typename T, bool DG>
 __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_args p) {
@@ -137,6 +146,7 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
     const la_cu_chunk ch = p.chunks[blockIdx.x];
     const int h = blockIdx.y, L = ch.len, t = threadIdx.x, lane = t & 31;
     const int64_t H = p.H, K = p.K, V = p.V, tok0 = ch.tok0;
+    const int nvb = (int)((V + 63) / 64);
     const float scale = p.scale, gam = p.g_gamma ? p.g_gamma[h] : 0.f;
     const int fm = p.fm;
     const bool three = la_tc_three<T>::value, elu = fm == LA_FEATURE_ELU1;
@@ -149,26 +159,45 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
     const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v |
                                              (uintptr_t)dO | (uintptr_t)p.dq | (uintptr_t)p.dk) &
                                             15) == 0;
+    float4 hx[8];
+    /* state block (the gradient dS when grad) rows k0.., value block jb */
+    const auto sfetch = [&](bool grad, int64_t k0, int jb) {
+        la_tc_state_fetch(hx, grad ? dS : S, k0, (int64_t)jb * 64, K, V, vec);
+    };
+    sfetch(false, 0, 0);
     double *G = Gw[t >> 5];
     la_tc_chunk_gates(G, p.g, gam, tok0, L, H, h);
     const double GL = L > 0 ? G[L - 1] : 0.0;
+    float eq[2], ek[2]; /* e^{G_r}, e^{G_L-G_r} of this thread's rows (0 past the chunk) */
+    int rows[2];
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++) {
+        const int r = 16 * (t >> 5) + (lane >> 2) + 8 * rh;
+        rows[rh] = r;
+        eq[rh] = r < L ? la_cu_expd(G[r]) : 0.f;
+        ek[rh] = r < L ? la_cu_expd(GL - G[r]) : 0.f;
+    }
     if (t < 64) rq[t] = 0.0, rk[t] = 0.0;
     const int64_t sq = H * K, sv = H * V;
     const T *qb = q + (tok0 * H + h) * K, *kb = k + (tok0 * H + h) * K;
     const T *vb = v + (tok0 * H + h) * V, *ob = dO + (tok0 * H + h) * V;
     la_tc_acc acc[4], acc2[4];
-    float4 hx[8];
     /* ---- dP = do v^T, strictly below the diagonal, decayed; dPd its diagonal */
-    la_tc_zero(acc);
-    for (int64_t v0 = 0; v0 < V; v0 += 64) {
+    const auto fetch_dp = [&](int jb, T *a, T *b) {
+        const int64_t v0 = (int64_t)jb * 64;
         const int cols = (int)(V - v0 < 64 ? V - v0 : 64);
-        __syncthreads(); /* readers of X0 / X1 are done */
-        la_tc_tile_fetch(X0, ob + v0, sv, L, cols, vec);
-        la_tc_tile_fetch(X1, vb + v0, sv, L, cols, vec);
+        la_tc_tile_fetch(a, ob + v0, sv, L, cols, vec);
+        la_tc_tile_fetch(b, vb + v0, sv, L, cols, vec);
         la_tc_cp_commit();
+    };
+    la_tc_zero(acc);
+    fetch_dp(0, X0, X1);
+    for (int jb = 0; jb < nvb; jb++) {
+        T *const A = (jb & 1) ? Sh : X0, *const B = (jb & 1) ? Sl : X1;
         la_tc_cp_wait_all();
-        __syncthreads();
-        la_tc_mma64<T, false, true>(acc, X0, X1);
+        __syncthreads(); /* block jb is in; the products of block jb - 1 are done */
+        if (jb + 1 < nvb) fetch_dp(jb + 1, (jb & 1) ? X0 : Sh, (jb & 1) ? X1 : Sl);
+        la_tc_mma64<T, false, true>(acc, A, B);
     }
     la_tc_acc_each(acc, [&](int r, int c, float &x) {
         if (r == c) dPd[r] = r < L ? x : 0.f;
@@ -186,49 +215,51 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
         const float x = la_tc_f(hi[r * LA_TC_LD + c]);
         return lo ? x + la_tc_f(lo[r * LA_TC_LD + c]) : x;
     };
+    /* acc += (e^{G} do | e^{G_L - G} v) (S | dS)^T over the value blocks */
+    const auto state_sweep = [&](bool grad, int64_t k0) {
+        const T *xb = grad ? vb : ob;
+        for (int jb = 0; jb < nvb; jb++) {
+            const int64_t v0 = (int64_t)jb * 64;
+            const int cols = (int)(V - v0 < 64 ? V - v0 : 64);
+            __syncthreads(); /* readers of X0 / S parts are done */
+            la_tc_tile_fetch(X0, xb + v0, sv, L, cols, vec);
+            la_tc_cp_commit();
+            la_tc_state_split(hx, Sh, Sl, Sl2);
+            if (jb + 1 < nvb) sfetch(grad, k0, jb + 1);
+            la_tc_cp_wait_all();
+            __syncthreads();
+            la_tc_mma64x<T, false, true>(acc, X0, NULL, NULL, Sh, Sl, Sl2);
+        }
+    };
     for (int64_t k0 = 0; k0 < K; k0 += 64) {
         const int kcols = (int)(K - k0 < 64 ? K - k0 : 64);
-        __syncthreads(); /* readers of Q, K (previous block) are done */
+        /* the previous key block's readers of Q, K passed the barrier
+         * before its dk store */
         la_tc_tile_fetch(Qh, qb + k0, sq, L, kcols, vec);
         la_tc_tile_fetch(Kh, kb + k0, sq, L, kcols, vec);
         la_tc_cp_commit();
-        la_tc_cp_wait_all();
-        __syncthreads();
+        /* ---- dQf[:, k0..] = e^{G_i} do S^T + dP Kf */
+        la_tc_zero(acc);
+        state_sweep(false, k0); /* Q, K are in and visible after it */
         if (fm != LA_FEATURE_IDENTITY) {
             const auto f = [&](int r, int c, float x) -> float {
                 return (r < L && c < kcols) ? la_phi(fm, x) : 0.f;
             };
             la_tc_tile_split(Qh, ql, (T *)NULL, f);
             la_tc_tile_split(Kh, kl, (T *)NULL, f);
-        }
-        /* ---- dQf[:, k0..] = e^{G_i} do S^T + dP Kf */
-        la_tc_zero(acc);
-        for (int64_t v0 = 0; v0 < V; v0 += 64) {
-            const int cols = (int)(V - v0 < 64 ? V - v0 : 64);
-            la_tc_state_fetch(hx, S, k0, v0, K, V, vec);
-            __syncthreads(); /* readers of X0 / S parts are done; phi of Q, K visible */
-            la_tc_tile_fetch(X0, ob + v0, sv, L, cols, vec);
-            la_tc_cp_commit();
-            la_tc_state_split(hx, Sh, Sl, Sl2);
-            la_tc_cp_wait_all();
             __syncthreads();
-            la_tc_mma64x<T, false, true>(acc, X0, NULL, NULL, Sh, Sl, Sl2);
         }
-        la_tc_acc_each(acc, [&](int r, int, float &x) { x *= r < L ? la_cu_expd(G[r]) : 0.f; });
+        la_tc_acc_each_rh(acc, [&](int rh, int, int, float &x) { x *= eq[rh]; });
+        sfetch(true, k0, 0); /* the dk sweep's first block */
         la_tc_mma64x<T, false, false>(acc, dPh, dPl, dPl2, Kh, kl, NULL);
         __syncthreads(); /* X0 takes dq */
         {
+            const float dpd[2] = {dPd[rows[0]], dPd[rows[1]]};
             double part[2] = {0.0, 0.0};
-            la_tc_acc_each(acc, [&](int r, int c, float &x) {
+            la_tc_acc_each_rh(acc, [&](int rh, int r, int c, float &x) {
                 const float qf = tv(Qh, ql, r, c), kf = tv(Kh, kl, r, c);
-                if (DG) {
-                    const double d = (double)(scale * qf * x);
-                    if (r & 8)
-                        part[1] += d;
-                    else
-                        part[0] += d;
-                }
-                x = fmaf(dPd[r], kf, x) * scale * phid(qf);
+                if (DG) part[rh] += (double)(scale * qf * x);
+                x = fmaf(dpd[rh], kf, x) * scale * phid(qf);
             });
             if (DG) {
 #pragma unroll
@@ -237,9 +268,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
                     part[i] += __shfl_xor_sync(0xffffffffu, part[i], 2);
                 }
                 if ((lane & 3) == 0) {
-                    const int r = 16 * (t >> 5) + (lane >> 2);
-                    rq[r] += part[0];
-                    rq[r + 8] += part[1];
+                    rq[rows[0]] += part[0];
+                    rq[rows[1]] += part[1];
                 }
             }
         }
@@ -248,19 +278,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
         la_tc_tile_store((T *)p.dq + (tok0 * H + h) * K + k0, sq, X0, L, kcols, vec);
         /* ---- dKf[:, k0..] = e^{G_L-G_j} v dS^T + scale dP^T Qf */
         la_tc_zero(acc);
-        for (int64_t v0 = 0; v0 < V; v0 += 64) {
-            const int cols = (int)(V - v0 < 64 ? V - v0 : 64);
-            la_tc_state_fetch(hx, dS, k0, v0, K, V, vec);
-            __syncthreads(); /* readers of X0 / S parts are done */
-            la_tc_tile_fetch(X0, vb + v0, sv, L, cols, vec);
-            la_tc_cp_commit();
-            la_tc_state_split(hx, Sh, Sl, Sl2);
-            la_tc_cp_wait_all();
-            __syncthreads();
-            la_tc_mma64x<T, false, true>(acc, X0, NULL, NULL, Sh, Sl, Sl2);
-        }
-        la_tc_acc_each(acc,
-                       [&](int r, int, float &x) { x *= r < L ? la_cu_expd(GL - G[r]) : 0.f; });
+        state_sweep(true, k0);
+        la_tc_acc_each_rh(acc, [&](int rh, int, int, float &x) { x *= ek[rh]; });
         la_tc_zero(acc2);
         la_tc_mma64x<T, true, false>(acc2, dPh, dPl, dPl2, Qh, ql, NULL);
 #pragma unroll
@@ -268,19 +287,15 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
 #pragma unroll
             for (int i = 0; i < acc[j].num_elements; i++)
                 acc[j].x[i] = fmaf(scale, acc2[j].x[i], acc[j].x[i]);
-        __syncthreads(); /* X0 takes dk */
+        if (k0 + 64 < K) sfetch(false, k0 + 64, 0); /* the next key block's first block */
+        __syncthreads();                            /* X0 takes dk */
         {
+            const float dpd[2] = {dPd[rows[0]], dPd[rows[1]]};
             double part[2] = {0.0, 0.0};
-            la_tc_acc_each(acc, [&](int r, int c, float &x) {
+            la_tc_acc_each_rh(acc, [&](int rh, int r, int c, float &x) {
                 const float qf = tv(Qh, ql, r, c), kf = tv(Kh, kl, r, c);
-                if (DG) {
-                    const double d = (double)(kf * x);
-                    if (r & 8)
-                        part[1] += d;
-                    else
-                        part[0] += d;
-                }
-                x = fmaf(dPd[r], scale * qf, x) * phid(kf);
+                if (DG) part[rh] += (double)(kf * x);
+                x = fmaf(dpd[rh], scale * qf, x) * phid(kf);
             });
             if (DG) {
 #pragma unroll
@@ -289,9 +304,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_ar
                     part[i] += __shfl_xor_sync(0xffffffffu, part[i], 2);
                 }
                 if ((lane & 3) == 0) {
-                    const int r = 16 * (t >> 5) + (lane >> 2);
-                    rk[r] += part[0];
-                    rk[r + 8] += part[1];
+                    rk[rows[0]] += part[0];
+                    rk[rows[1]] += part[1];
                 }
             }
         }

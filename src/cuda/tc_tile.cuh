@@ -22,6 +22,35 @@ __device__ __forceinline__ void la_tc_cp_wait_all() {
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
 
+/* Two fp32 values as 16-bit parts, packed in pairs (element 0 in the low
+ * half): hi = rn(y), lo = rn(y - hi), lo2 = rn(y - hi - lo). One paired
+ * conversion (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32) per part instead of
+ * one per element; every element rounds as la_tc_cvt does (same bits). */
+__device__ __forceinline__ uint32_t la_tc_pk(__nv_bfloat16, float a, float b) {
+    const __nv_bfloat162 r = __floats2bfloat162_rn(a, b);
+    return *(const uint32_t *)&r;
+}
+__device__ __forceinline__ uint32_t la_tc_pk(__half, float a, float b) {
+    const __half2 r = __floats2half2_rn(a, b);
+    return *(const uint32_t *)&r;
+}
+__device__ __forceinline__ float2 la_tc_upk(__nv_bfloat16, uint32_t u) {
+    return __bfloat1622float2(*(const __nv_bfloat162 *)&u);
+}
+__device__ __forceinline__ float2 la_tc_upk(__half, uint32_t u) {
+    return __half22float2(*(const __half2 *)&u);
+}
+template <typename T>
+__device__ __forceinline__ void la_tc_split2(float a, float b, uint32_t &hi, uint32_t &lo,
+                                             uint32_t &lo2) {
+    hi = la_tc_pk(T(), a, b);
+    const float2 h = la_tc_upk(T(), hi);
+    const float ra = a - h.x, rb = b - h.y;
+    lo = la_tc_pk(T(), ra, rb);
+    const float2 l = la_tc_upk(T(), lo);
+    lo2 = la_tc_pk(T(), ra - l.x, rb - l.y);
+}
+
 /* dst (a 64 x LA_TC_LD tile) <- rows r < rows, columns c < cols of the
  * operand whose element (0, 0) is src (row stride `stride` elements); 0
  * elsewhere. vec: cols % 8 == 0, src and stride 16-byte aligned (cp.async,
@@ -58,19 +87,13 @@ __device__ __forceinline__ void la_tc_tile_split_u(T *hi, T *lo, T *lo2, F f) {
     for (int u = 0; u < 4; u++) {
         const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
         const int o = r * LA_TC_LD + c;
-        __align__(16) T x[8];
-        __align__(16) T y[8];
-        __align__(16) T z[8];
+        uint32_t x[4], y[4], z[4];
         *(uint4 *)x = *(const uint4 *)(hi + o);
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const float v = f(u, r, c + i, la_tc_f(x[i]));
-            const T a = la_tc_cvt<T>(v);
-            x[i] = a;
-            const float res = v - la_tc_f(a);
-            const T b = la_tc_cvt<T>(res);
-            y[i] = b;
-            z[i] = la_tc_cvt<T>(res - la_tc_f(b));
+        for (int i = 0; i < 4; i++) {
+            const float2 in = la_tc_upk(T(), x[i]);
+            la_tc_split2<T>(f(u, r, c + 2 * i, in.x), f(u, r, c + 2 * i + 1, in.y), x[i], y[i],
+                            z[i]);
         }
         *(uint4 *)(hi + o) = *(const uint4 *)x;
         if (lo) *(uint4 *)(lo + o) = *(const uint4 *)y;
@@ -196,20 +219,12 @@ __device__ __forceinline__ void la_tc_state_split(const float4 (&hx)[8], T *hi, 
 #pragma unroll
     for (int u = 0; u < 8; u++) {
         const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 4, c = (e & 15) * 4;
-        const float y[4] = {hx[u].x, hx[u].y, hx[u].z, hx[u].w};
-        __align__(8) T a[4];
-        __align__(8) T b[4];
-        __align__(8) T d[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            a[i] = la_tc_cvt<T>(y[i]);
-            const float res = y[i] - la_tc_f(a[i]);
-            b[i] = la_tc_cvt<T>(res);
-            d[i] = la_tc_cvt<T>(res - la_tc_f(b[i]));
-        }
-        *(uint2 *)(hi + r * LA_TC_LD + c) = *(const uint2 *)a;
-        *(uint2 *)(lo + r * LA_TC_LD + c) = *(const uint2 *)b;
-        if (lo2) *(uint2 *)(lo2 + r * LA_TC_LD + c) = *(const uint2 *)d;
+        uint2 a, b, d;
+        la_tc_split2<T>(hx[u].x, hx[u].y, a.x, b.x, d.x);
+        la_tc_split2<T>(hx[u].z, hx[u].w, a.y, b.y, d.y);
+        *(uint2 *)(hi + r * LA_TC_LD + c) = a;
+        *(uint2 *)(lo + r * LA_TC_LD + c) = b;
+        if (lo2) *(uint2 *)(lo2 + r * LA_TC_LD + c) = d;
     }
 }
 
@@ -228,6 +243,22 @@ template <class F> __device__ __forceinline__ void la_tc_acc_each(la_tc_acc (&ac
                     f(16 * w + g + 8 * rh, 16 * j + 8 * hf + 2 * q + i,
                       acc[j].x[4 * hf + 2 * rh + i]);
 }
+/* The same with the row's half rh (row 16 w + lane / 4 + 8 rh) passed
+ * first: per-row factors computed once per thread (two rows) are taken by
+ * rh, f(rh, r, c, x). */
+template <class F> __device__ __forceinline__ void la_tc_acc_each_rh(la_tc_acc (&acc)[4], F f) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+                    f(rh, 16 * w + g + 8 * rh, 16 * j + 8 * hf + 2 * q + i,
+                      acc[j].x[4 * hf + 2 * rh + i]);
+}
 /* tile[r][c] <- f(r, c, acc) as 16-bit parts hi (, lo (, lo2)); 4-byte stores. */
 template <typename T, class F>
 __device__ __forceinline__ void la_tc_acc_split(const la_tc_acc (&acc)[4], T *hi, T *lo, T *lo2,
@@ -240,20 +271,12 @@ __device__ __forceinline__ void la_tc_acc_split(const la_tc_acc (&acc)[4], T *hi
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
                 const int r = 16 * w + g + 8 * rh, c0 = 16 * j + 8 * hf + 2 * q;
-                __align__(4) T a[2];
-                __align__(4) T b[2];
-                __align__(4) T d[2];
-#pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    const float y = f(r, c0 + i, acc[j].x[4 * hf + 2 * rh + i]);
-                    a[i] = la_tc_cvt<T>(y);
-                    const float res = y - la_tc_f(a[i]);
-                    b[i] = la_tc_cvt<T>(res);
-                    d[i] = la_tc_cvt<T>(res - la_tc_f(b[i]));
-                }
-                *(uint32_t *)(hi + r * LA_TC_LD + c0) = *(const uint32_t *)a;
-                if (lo) *(uint32_t *)(lo + r * LA_TC_LD + c0) = *(const uint32_t *)b;
-                if (lo2) *(uint32_t *)(lo2 + r * LA_TC_LD + c0) = *(const uint32_t *)d;
+                uint32_t a, b, d;
+                la_tc_split2<T>(f(r, c0, acc[j].x[4 * hf + 2 * rh]),
+                                f(r, c0 + 1, acc[j].x[4 * hf + 2 * rh + 1]), a, b, d);
+                *(uint32_t *)(hi + r * LA_TC_LD + c0) = a;
+                if (lo) *(uint32_t *)(lo + r * LA_TC_LD + c0) = b;
+                if (lo2) *(uint32_t *)(lo2 + r * LA_TC_LD + c0) = d;
             }
 }
 /* rows r < rows, columns c < cols of a staged 16-bit tile to global memory
