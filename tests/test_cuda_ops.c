@@ -935,6 +935,9 @@ int main(void) {
          LA_DTYPE_BF16, 1, 1, 1, 1.0},
         {"delta fp16 l2 B2 T130 K64 V100", 2, 130, 2, 0, 64, 100, NULL, 0, LA_DTYPE_F16, 0, 1, 0,
          1.0},
+        /* the bf16 output kernel with an odd V and K < 64 */
+        {"gdn bf16 l2 extreme T70 K40 V33", 1, 70, 1, 0, 40, 33, NULL, 0, LA_DTYPE_BF16, 1, 1, 1,
+         1.0},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,

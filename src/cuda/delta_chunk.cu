@@ -410,7 +410,9 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
         p.Kh = p.Wh + nt * k8;
         if (parts == 2) p.Wl = p.Kh + nt * k8, p.Kl = p.Wl + nt * k8;
     }
-    if (tb.nchunks > 0) {
+    if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_prep()) {
+        if ((st = la__cu_delta_prep_tc(c, p, tb.nchunks, ar->stream))) return st;
+    } else if (tb.nchunks > 0) {
         la_cu_dc_prep<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
         LA_CU_LAUNCHED(c->op);
     }
@@ -431,6 +433,8 @@ template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_ar
         (st = dc_states<T>(c, ar, tb, p, true)))
         return st;
     p.o = c->o;
+    if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_out())
+        return la__cu_delta_out_tc(c, p, tb.nchunks, ar->stream);
     if (tb.nchunks > 0) {
         la_cu_dc_out<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
         LA_CU_LAUNCHED(c->op);

@@ -131,5 +131,16 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
  * parts per operand (LINATTN_CUDA_TC, LINATTN_CUDA_DELTA_TC_PARTS). */
 la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream);
 int la__cu_delta_tc_parts(size_t elem);
+/* cuda-delta4: the output kernel on tensor cores for bf16 inputs
+ * (delta_out_tc.cu), and whether it runs (LINATTN_CUDA_TC,
+ * LINATTN_CUDA_DELTA_TC_OUT). */
+la_status la__cu_delta_out_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                              cudaStream_t stream);
+int la__cu_delta_tc_out(void);
+/* cuda-delta4: prep on tensor cores for bf16 inputs (delta_prep_tc.cu), and
+ * whether it runs (LINATTN_CUDA_TC, LINATTN_CUDA_DELTA_TC_PREP). */
+la_status la__cu_delta_prep_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                               cudaStream_t stream);
+int la__cu_delta_tc_prep(void);
 
 #endif

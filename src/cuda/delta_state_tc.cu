@@ -3,23 +3,28 @@
  *     R = U - W S,   S' = b_L S + Kd^T R,
  * with W, Kd as 16-bit parts written by prep (bf16, row length K8 = K
  * rounded up to 8, zero-padded; NP = 2: hi + lo, NP = 1: hi only) and U, R
- * in fp32. One CTA of 4 warps per (sequence, value head, 16 value columns);
- * warp w keeps the transposed state S^T[16 values][KW keys w*KW..] (KW = K
- * rounded up to 64, over 4) in mma.sync m16n8 accumulators, fp32. The
- * accumulator layout of m16n8 is the A-operand layout of m16n8k16, so S^T
- * and R^T go into the next product from registers (split into bf16 hi (+ lo)
- * there), never through shared memory:
+ * in fp32. One CTA of NW warps per (sequence, value head, 16 value
+ * columns); warp w keeps the transposed state S^T[16 values][KW keys from
+ * w KW] (NW KW = K rounded up to 64) in mma.sync m16n8 accumulators, fp32.
+ * The accumulator layout of m16n8 is the A-operand layout of m16n8k16, so
+ * S^T goes into the next product from registers (split into bf16 hi (+ lo)
+ * there):
  *   partial R^T_w = S^T[:, keys of w] W^T[keys of w, :]   (16 x 64 tokens)
- *   R^T = U^T - (P_0 + P_1 + P_2 + P_3)     (partials through shared memory,
- *                                            every warp sums them in order)
+ *   R^T = U^T - (P_0 + ... + P_{NW-1})   (partials through shared memory,
+ *         summed in warp order; warp w sums 64 / NW tokens, writes them to
+ *         global memory (fp32) and as bf16 parts to shared memory)
  *   S^T[:, keys of w] = b_L S^T[...] + R^T Kd[:, keys of w]
- * NP = 2 takes three products per product (hi*hi, lo*hi, hi*lo; about 16
- * significant bits per operand), NP = 1 one (bf16 operands, as fla does).
- * The next chunk's W, Kd and U tiles are copied by 16-byte cp.async while
- * this one computes (NB = 2; one buffer where shared memory is short, K =
- * 256 with NP = 2). Two barriers per chunk (tiles in; partials out). The
- * state before every chunk goes to hst straight from the accumulators.
- * Fixed summation order, no atomics: bitwise identical run to run. */
+ * NP = 2 takes three products per product (hi*hi, lo*hi, hi*lo, the cross
+ * terms in their own accumulators; about 16 significant bits per operand),
+ * NP = 1 one (bf16 operands, as fla does; LINATTN_CUDA_DELTA_TC_PARTS=1,
+ * outside the 16-bit error bounds of the tests: bench/GPU.md). The next
+ * chunk's W, Kd and U tiles are copied by 16-byte cp.async while this one
+ * computes (NB = 2; one buffer where shared memory is short, K = 256 with
+ * NP = 2). Three barriers per chunk (tiles in; partials out; R parts out).
+ * The state before every chunk goes to hst straight from the accumulators.
+ * The value blocks of a head are neighbours in the launch order (they read
+ * the same tiles, from L2). Fixed summation order, no atomics: bitwise
+ * identical run to run. */
 #include "delta_chunk.cuh"
 #include "tc.cuh"
 
@@ -29,6 +34,7 @@ typedef __nv_bfloat16 dst_bf;
 
 #define DST_SU 20  /* row stride (floats) of the U tile: 16 columns + 4 */
 #define DST_PLD 72 /* row stride (floats) of a partial R^T tile [16][64] */
+#define DST_RLD 72 /* row stride (bf16) of the R^T part tiles [16][64] */
 
 __device__ __forceinline__ void dst_cp16(void *dst, const void *src, int bytes) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
@@ -50,23 +56,32 @@ __device__ __forceinline__ void dst_pack(float x, float y, uint32_t &hi, uint32_
     lo = *(const uint32_t *)&l;
 }
 
-template <int KW, int NP, int NB> static size_t dst_smem() {
-    constexpr int LD = 4 * KW + 8;
+/* Shared memory: NB buffers of the W and Kd part tiles ([64][KP + 8] bf16
+ * each) and the U tile ([64][DST_SU] fp32); the warps' partial R^T
+ * ([NW][16][DST_PLD] fp32); R^T as bf16 hi, lo ([16][DST_RLD] each). */
+template <int NW, int KW, int NP, int NB> static size_t dst_smem() {
+    constexpr int LD = NW * KW + 8;
     return (size_t)NB * 2 * NP * 64 * LD * 2 + (size_t)NB * 64 * DST_SU * 4 +
-           (size_t)2 * 4 * 16 * DST_PLD * 4;
+           (size_t)NW * 16 * DST_PLD * 4 + (size_t)2 * 16 * DST_RLD * 2;
 }
 
-template <int KW, int NP, int NB>
-__global__ void __launch_bounds__(128, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
+/* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16). */
+template <int NW, int KW, int NP, int NB>
+__global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
     extern __shared__ __align__(128) unsigned char dst_sm[];
-    constexpr int KP = 4 * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8, KQ = KP / 8;
-    dst_bf *const tiles = (dst_bf *)dst_sm;              /* [NB][W parts, Kd parts][64][LD] */
+    constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
+    constexpr int KQ = KP / 8, JW = 8 / NW; /* R^T column tiles (8 tokens) reduced per warp */
+    dst_bf *const tiles = (dst_bf *)dst_sm;                  /* [NB][W, Kd parts][64][LD] */
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] */
-    float *const Ps = Us + NB * 64 * DST_SU;             /* [2][4 warps][16][DST_PLD] */
+    float *const Ps = Us + NB * 64 * DST_SU;                 /* [NW][16][DST_PLD] */
+    dst_bf *const Rh = (dst_bf *)(Ps + NW * 16 * DST_PLD), *const Rl = Rh + 16 * DST_RLD;
     const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
     const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
     const int64_t K = p.K, V = p.V, HS = p.HS, K8 = (K + 7) & ~(int64_t)7;
-    const int64_t n = blockIdx.x / HS, hs = blockIdx.x % HS, v0 = (int64_t)blockIdx.y * 16;
+    /* value blocks of one head are neighbours in the launch order (they
+     * share the W, Kd tiles in L2) */
+    const int64_t nvb = (V + 15) / 16, nh = blockIdx.x / nvb;
+    const int64_t n = nh / HS, hs = nh % HS, v0 = (int64_t)(blockIdx.x % nvb) * 16;
     const int vc = (int)(V - v0 < 16 ? V - v0 : 16);
     const bool uvec = (V & 3) == 0;
     const la_cu_seq s = p.seqs[n];
@@ -88,7 +103,7 @@ __global__ void __launch_bounds__(128, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
         const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
         const int64_t ko = (tok0 * HS + hs) * K8, rs = HS * K8;
         dst_bf *tb = tiles + b * 2 * NP * TILE;
-        for (int e = t; e < 64 * KQ; e += 128) {
+        for (int e = t; e < 64 * KQ; e += NTH) {
             const int r = e / KQ, c8 = (e - r * KQ) * 8;
             const bool in = r < L && c8 < K8;
             const int64_t off = in ? ko + r * rs + c8 : 0;
@@ -103,13 +118,13 @@ __global__ void __launch_bounds__(128, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
         float *ub = Us + b * 64 * DST_SU;
         const float *us = p.U + (tok0 * HS + hs) * V + v0;
         if (uvec) {
-            for (int e = t; e < 64 * 4; e += 128) {
+            for (int e = t; e < 64 * 4; e += NTH) {
                 const int r = e >> 2, c4 = (e & 3) * 4;
                 const bool in = r < L && c4 < vc;
                 dst_cp16(ub + r * DST_SU + c4, in ? us + r * HS * V + c4 : us, in ? 16 : 0);
             }
         } else {
-            for (int e = t; e < 64 * 16; e += 128) {
+            for (int e = t; e < 64 * 16; e += NTH) {
                 const int r = e >> 4, cc = e & 15;
                 const bool in = r < L && cc < vc;
                 dst_cp4(ub + r * DST_SU + cc, in ? us + r * HS * V + cc : us, in ? 4 : 0);
@@ -170,48 +185,48 @@ __global__ void __launch_bounds__(128, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
                 }
             }
         }
-        if (NP == 2)
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
-        float *const pb = Ps + (c & 1) * 4 * 16 * DST_PLD;
         {
-            float *pw = pb + w * 16 * DST_PLD;
+            float *pw = Ps + w * 16 * DST_PLD;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
+                if (NP == 2)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
                 *(float2 *)&pw[g * DST_PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
                 *(float2 *)&pw[(g + 8) * DST_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
             }
         }
         __syncthreads(); /* partials out */
-        /* R^T = U^T - (((P0 + P1) + P2) + P3), the same in every warp */
-        const float *const Ub = Us + b * 64 * DST_SU;
-        float R[8][4];
+        /* warp w: R^T of tokens 8 j .. 8 j + 7, j = JW w ..: U^T minus the
+         * partials summed in warp order; to global (fp32) and to Rh, Rl */
+        {
+            const float *const Ub = Us + b * 64 * DST_SU;
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int jw = 0; jw < JW; jw++) {
+                const int j = JW * w + jw;
 #pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * DST_PLD + tt;
-                float2 a = *(const float2 *)&pb[o];
+                for (int hf = 0; hf < 2; hf++) {
+                    const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * DST_PLD + tt;
+                    float2 a = *(const float2 *)&Ps[o];
 #pragma unroll
-                for (int ww = 1; ww < 4; ww++) {
-                    const float2 y = *(const float2 *)&pb[ww * 16 * DST_PLD + o];
-                    a.x += y.x, a.y += y.y;
+                    for (int ww = 1; ww < NW; ww++) {
+                        const float2 y = *(const float2 *)&Ps[ww * 16 * DST_PLD + o];
+                        a.x += y.x, a.y += y.y;
+                    }
+                    const float r0 = Ub[tt * DST_SU + v] - a.x, r1 = Ub[(tt + 1) * DST_SU + v] - a.y;
+                    uint32_t hi, lo;
+                    dst_pack(r0, r1, hi, lo);
+                    *(uint32_t *)&Rh[v * DST_RLD + tt] = hi;
+                    *(uint32_t *)&Rl[v * DST_RLD + tt] = lo;
+                    if (v < vc) {
+                        float *u = p.U + ((tok0 + tt) * HS + hs) * V + v0 + v;
+                        if (tt < L) u[0] = r0;
+                        if (tt + 1 < L) u[HS * V] = r1;
+                    }
                 }
-                R[j][2 * hf] = Ub[tt * DST_SU + v] - a.x;
-                R[j][2 * hf + 1] = Ub[(tt + 1) * DST_SU + v] - a.y;
-            }
-        /* warp w writes R of tokens 16 w .. 16 w + 15 */
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            if ((j >> 1) != w) continue; /* constant indices into R (registers) */
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int v = g + 8 * (e >> 1), tt = 8 * j + 2 * q + (e & 1);
-                if (tt < L && v < vc) p.U[((tok0 + tt) * HS + hs) * V + v0 + v] = R[j][e];
             }
         }
+        __syncthreads(); /* R^T parts out */
         /* S^T = b_L S^T + R^T Kd[:, keys of w] (+ the cross terms, NP = 2) */
         float Sx[NT][4];
 #pragma unroll
@@ -220,11 +235,10 @@ __global__ void __launch_bounds__(128, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
             for (int e = 0; e < 4; e++) S[j][e] *= bl, Sx[j][e] = 0.f;
 #pragma unroll
         for (int kt = 0; kt < 4; kt++) {
+            const int ao = ((m8 & 1) * 8 + rr) * DST_RLD + 16 * kt + (m8 >> 1) * 8;
             uint32_t ah[4], al[4];
-            dst_pack(R[2 * kt][0], R[2 * kt][1], ah[0], al[0]);
-            dst_pack(R[2 * kt][2], R[2 * kt][3], ah[1], al[1]);
-            dst_pack(R[2 * kt + 1][0], R[2 * kt + 1][1], ah[2], al[2]);
-            dst_pack(R[2 * kt + 1][2], R[2 * kt + 1][3], ah[3], al[3]);
+            la_tc_ldsm4<false>(ah, Rh + ao);
+            if (NP == 2) la_tc_ldsm4<false>(al, Rl + ao);
 #pragma unroll
             for (int jn = 0; jn < KW / 16; jn++) {
                 const int off = (16 * kt + (m8 & 1) * 8 + rr) * LD + kb + 16 * jn + (m8 >> 1) * 8;
@@ -263,30 +277,31 @@ __global__ void __launch_bounds__(128, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
             }
 }
 
-template <int KW, int NP, int NB>
+template <int NW, int KW, int NP, int NB>
 static la_status dst_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    const size_t smem = dst_smem<KW, NP, NB>();
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state_tc<KW, NP, NB>,
+    const size_t smem = dst_smem<NW, KW, NP, NB>();
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state_tc<NW, KW, NP, NB>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    const dim3 grid((unsigned)(c->N * c->HS), (unsigned)((c->V + 15) / 16));
-    la_cu_dc_state_tc<KW, NP, NB><<<grid, 128, smem, stream>>>(p);
+    const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
+    la_cu_dc_state_tc<NW, KW, NP, NB><<<grid, NW * 32, smem, stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
-template <int KW, int NP>
+template <int NW, int KW, int NP>
 static la_status dst_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    if (dst_smem<KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
-        return dst_launch<KW, NP, 2>(c, p, stream);
-    if (dst_smem<KW, NP, 1>() <= (size_t)la__cu_smem_optin(c))
-        return dst_launch<KW, NP, 1>(c, p, stream);
+    if (dst_smem<NW, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
+        return dst_launch<NW, KW, NP, 2>(c, p, stream);
+    if (dst_smem<NW, KW, NP, 1>() <= (size_t)la__cu_smem_optin(c))
+        return dst_launch<NW, KW, NP, 1>(c, p, stream);
     return la__error(LA_ERR_UNSUPPORTED, "%s: K = %lld needs more shared memory than the device has",
                      c->op, (long long)c->K);
 }
+/* K <= 64: 4 warps of 16 keys; K <= 128: 8 warps of 16; K <= 256: 8 of 32. */
 template <int NP>
 static la_status dst_k(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    if (c->K <= 64) return dst_nb<16, NP>(c, p, stream);
-    if (c->K <= 128) return dst_nb<32, NP>(c, p, stream);
-    return dst_nb<64, NP>(c, p, stream);
+    if (c->K <= 64) return dst_nb<4, 16, NP>(c, p, stream);
+    if (c->K <= 128) return dst_nb<8, 16, NP>(c, p, stream);
+    return dst_nb<8, 32, NP>(c, p, stream);
 }
 
 la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
