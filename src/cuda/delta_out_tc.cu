@@ -62,8 +62,7 @@ __device__ __forceinline__ void dot_fetch(dot_bf *dst, const dot_bf *src, int64_
 /* 1 / sqrt(|x_r|^2 + 1e-6) of the tile's rows (1 without l2), in the order
  * of la_cu_dc_rnorm; warp w takes rows w, w + 4, ... */
 template <int KP>
-__device__ __forceinline__ void dot_rnorm(float *rn, const dot_bf *tile, int L, int K,
-                                          int use_l2) {
+__device__ __forceinline__ void dot_rnorm(float *rn, const dot_bf *tile, int L, int K, int use_l2) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     for (int r = w; r < 64; r += 4) {
         float a = 0.f;
@@ -116,7 +115,8 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
 #pragma unroll
         for (int jj = 0; jj < 4; jj++) {
             uint32_t b[4];
-            la_tc_ldsm4<false>(b, Ks + (16 * jj + (m8 >> 1) * 8 + rr) * LD + 16 * kk + (m8 & 1) * 8);
+            la_tc_ldsm4<false>(b,
+                               Ks + (16 * jj + (m8 >> 1) * 8 + rr) * LD + 16 * kk + (m8 & 1) * 8);
             la_tc_mma<dot_bf>(A[2 * jj], a, b[0], b[1]);
             la_tc_mma<dot_bf>(A[2 * jj + 1], a, b[2], b[3]);
         }
@@ -226,7 +226,8 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
                 const int64_t col = v0 + 8 * j + 2 * q;
                 if (m >= L) continue;
                 dot_bf *d = o + (int64_t)m * HS * V + col;
-                const float x0 = O[j][2 * hf] + X[j][2 * hf], x1 = O[j][2 * hf + 1] + X[j][2 * hf + 1];
+                const float x0 = O[j][2 * hf] + X[j][2 * hf],
+                            x1 = O[j][2 * hf + 1] + X[j][2 * hf + 1];
                 if (!(V & 1) && col + 1 < V) {
                     *(__nv_bfloat162 *)d = __floats2bfloat162_rn(x0, x1);
                 } else {

@@ -86,7 +86,7 @@ template <int KP, int VP> __global__ void __launch_bounds__(256) la_cu_dc_prep_t
     __shared__ float bt[LA_CU_C], be[LA_CU_C], rk[LA_CU_C];
     __shared__ float Lo[LA_CU_C][LA_CU_C + 1], A[LA_CU_C][LA_CU_C + 1];
     dpt_bf *const Ks = (dpt_bf *)dpt_sm, *const Vs = Ks + 64 * LK;
-    dpt_bf *const Uh = Vs + 64 * LV, *const Ul = Uh + 64 * DPT_ALD; /* A diag(beta) */
+    dpt_bf *const Uh = Vs + 64 * LV, *const Ul = Uh + 64 * DPT_ALD;      /* A diag(beta) */
     dpt_bf *const Wh = Ul + 64 * DPT_ALD, *const Wl = Wh + 64 * DPT_ALD; /* A diag(beta b / |k|) */
     const la_cu_chunk ch = p.chunks[blockIdx.x];
     const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = blockIdx.y, hq = hs / (HS / H);

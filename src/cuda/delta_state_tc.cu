@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
     extern __shared__ __align__(128) unsigned char dst_sm[];
     constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
     constexpr int KQ = KP / 8, JW = 8 / NW; /* R^T column tiles (8 tokens) reduced per warp */
-    dst_bf *const tiles = (dst_bf *)dst_sm;                  /* [NB][W, Kd parts][64][LD] */
+    dst_bf *const tiles = (dst_bf *)dst_sm; /* [NB][W, Kd parts][64][LD] */
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] */
     float *const Ps = Us + NB * 64 * DST_SU;                 /* [NW][16][DST_PLD] */
     dst_bf *const Rh = (dst_bf *)(Ps + NW * 16 * DST_PLD), *const Rl = Rh + 16 * DST_RLD;
@@ -213,7 +213,8 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
                         const float2 y = *(const float2 *)&Ps[ww * 16 * DST_PLD + o];
                         a.x += y.x, a.y += y.y;
                     }
-                    const float r0 = Ub[tt * DST_SU + v] - a.x, r1 = Ub[(tt + 1) * DST_SU + v] - a.y;
+                    const float r0 = Ub[tt * DST_SU + v] - a.x,
+                                r1 = Ub[(tt + 1) * DST_SU + v] - a.y;
                     uint32_t hi, lo;
                     dst_pack(r0, r1, hi, lo);
                     *(uint32_t *)&Rh[v * DST_RLD + tt] = hi;
@@ -293,8 +294,9 @@ static la_status dst_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
         return dst_launch<NW, KW, NP, 2>(c, p, stream);
     if (dst_smem<NW, KW, NP, 1>() <= (size_t)la__cu_smem_optin(c))
         return dst_launch<NW, KW, NP, 1>(c, p, stream);
-    return la__error(LA_ERR_UNSUPPORTED, "%s: K = %lld needs more shared memory than the device has",
-                     c->op, (long long)c->K);
+    return la__error(LA_ERR_UNSUPPORTED,
+                     "%s: K = %lld needs more shared memory than the device has", c->op,
+                     (long long)c->K);
 }
 /* K <= 64: 4 warps of 16 keys; K <= 128: 8 warps of 16; K <= 256: 8 of 32. */
 template <int NP>
