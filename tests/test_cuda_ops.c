@@ -600,6 +600,25 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     const double tol = dt == LA_DTYPE_F32 ? 1e-5 : (c->gated ? 5e-3 : 6e-3) / 2;
     cmp(c->name, "o", o, o_r, nv, dt, tol);
     cmp(c->name, "final", sT, sT_r, ns, LA_DTYPE_F32, tol);
+    { /* cuda-delta4: the same call again gives the same bits */
+        void *Do3 = dev_alloc(nv * esize(dt));
+        float *DsT3 = dev_alloc(ns * 4);
+        st = c->gated
+                 ? la_gated_delta_rule_forward(gpu, &go, &dd, Do3, DsT3, Dq, Dk, Dv, Dg, Db, Ds0)
+                 : la_delta_rule_forward(gpu, &go, &dd, Do3, DsT3, Dq, Dk, Dv, Db, Ds0);
+        CHECK_STATUS(st, LA_OK, c->name);
+        if (!sync_ok(c->name)) exit(1);
+        void *h1 = malloc(nv * esize(dt) + 4), *h2 = malloc(nv * esize(dt) + 4);
+        void *h3 = malloc(ns * 4 + 4), *h4 = malloc(ns * 4 + 4);
+        cudaMemcpy(h1, Do, nv * esize(dt), cudaMemcpyDeviceToHost);
+        cudaMemcpy(h2, Do3, nv * esize(dt), cudaMemcpyDeviceToHost);
+        cudaMemcpy(h3, DsT, ns * 4, cudaMemcpyDeviceToHost);
+        cudaMemcpy(h4, DsT3, ns * 4, cudaMemcpyDeviceToHost);
+        CHECK(bits_equal(h1, h2, nv * esize(dt)) && bits_equal(h3, h4, ns * 4),
+              "%s: forward bitwise identical run to run", c->name);
+        free(h1), free(h2), free(h3), free(h4);
+        cudaFree(Do3), cudaFree(DsT3);
+    }
     { /* the recurrent form (the default above is the chunk form) */
         la_gated_opts ro = go;
         ro.form = LA_FORM_RECURRENT;
@@ -925,6 +944,15 @@ int main(void) {
          1, 1, 1, 1.0},
         {"gdn bf16 extreme HV=3H T100 K100 V176 (VB 16)", 1, 100, 4, 12, 100, 176, NULL, 0,
          LA_DTYPE_BF16, 1, 1, 1, 1.0},
+        /* cuda-delta4: the tensor-core state pass (16-bit inputs) with K % 8 != 0,
+         * V % 4 != 0, V % 16 != 0, K = 64, zero-length sequences */
+        {"gdn bf16 l2 extreme varlen zero-length K33 V50 HV=2H", 1, 300, 1, 2, 33, 50, cu3, 4,
+         LA_DTYPE_BF16, 1, 1, 1, 1.0},
+        {"delta fp16 l2 B2 T130 K64 V100", 2, 130, 2, 0, 64, 100, NULL, 0, LA_DTYPE_F16, 0, 1, 0,
+         1.0},
+        /* the bf16 output kernel with an odd V and K < 64 */
+        {"gdn bf16 l2 extreme T70 K40 V33", 1, 70, 1, 0, 40, 33, NULL, 0, LA_DTYPE_BF16, 1, 1, 1,
+         1.0},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,
@@ -934,6 +962,11 @@ int main(void) {
          1, 1, 1.0},
         {"gdn bf16 l2 T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0, LA_DTYPE_BF16, 1, 1,
          1, 1.0},
+        /* cuda-delta4: long 16-bit sequences through the tensor-core state pass */
+        {"gdn fp16 l2 extreme T4097 K128 V128 HV=2H", 1, 4097, 1, 2, 128, 128, NULL, 0,
+         LA_DTYPE_F16, 1, 1, 1, 1.0},
+        {"delta bf16 l2 T4097 K128 V64", 1, 4097, 1, 0, 128, 64, NULL, 0, LA_DTYPE_BF16, 0, 1, 0,
+         1.0},
     };
     printf("DeltaNet / Gated DeltaNet, forward + backward:\n");
     for (size_t i = 0; i < sizeof dc / sizeof dc[0] && want('d'); i++)

@@ -1,8 +1,11 @@
 /* DeltaNet and Gated DeltaNet on the GPU, chunkwise forward (the WY /
- * UT-transform form of src/ops/delta_rule/chunk.c, same math, fp32 FFMA
- * for every input dtype). In a chunk of L <= 64 tokens with gam_t the
- * cumulative log-gate inside the chunk (double), b_t = e^{gam_t}, k and q
- * l2-normalised when asked:
+ * UT-transform form of src/ops/delta_rule/chunk.c, same math; these are the
+ * fp32 FFMA kernels: fp32 inputs, and 16-bit ones under LINATTN_CUDA_TC=0;
+ * bf16 / fp16 inputs otherwise take the tensor-core state pass
+ * (delta_state_tc.cu) and, for bf16, the tensor-core prep and output
+ * (delta_prep_tc.cu, delta_out_tc.cu)). In a chunk of L <= 64 tokens
+ * with gam_t the cumulative log-gate inside the chunk (double),
+ * b_t = e^{gam_t}, k and q l2-normalised when asked:
  *   Lo = strictly_lower(diag(beta) K K^T (.) Gamma),  A = (I + Lo)^{-1}
  *   U = A diag(beta) V,  W = A diag(beta b) K                  (prep kernel)
  *   R = U - W S,  S' = b_L S + (diag(e^{gam_L - gam}) K)^T R    (state kernel)
@@ -17,6 +20,15 @@
  * Inf. No atomics: every sum has a fixed order. */
 #include "common.cuh"
 #include "delta_chunk.cuh"
+
+/* x as bf16 hi[i] (+ lo[i] = x - hi where lo is not NULL): the operand
+ * parts of the tensor-core state pass (cuda-delta4). */
+__device__ __forceinline__ void dc_put_parts(__nv_bfloat16 *hi, __nv_bfloat16 *lo, int64_t i,
+                                             float x) {
+    const __nv_bfloat16 h = __float2bfloat16_rn(x);
+    hi[i] = h;
+    if (lo) lo[i] = __float2bfloat16_rn(x - __bfloat162float(h));
+}
 
 /* ---- prep: A, U, W, the key scales of the state update, b_L ------------- */
 template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu_dc_args p) {
@@ -35,10 +47,14 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu
     if (t < LA_CU_C) be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
     __syncthreads();
     if (t < L) bt[t] = la_cu_expd(gam[t]);
-    for (int e = t; e < L * (int)K; e += 256) {
-        const int r = e / (int)K, i = e % (int)K;
-        p.Kd[((tok0 + r) * HS + hs) * K + i] =
-            (la_cu_expd(gam[L - 1] - gam[r]) * rk[r]) * ldf(kc + r * kst + i);
+    const int64_t K8 = (K + 7) & ~(int64_t)7; /* row length of the bf16 parts */
+    const int KE = p.Kh ? (int)K8 : (int)K;
+    for (int e = t; e < L * KE; e += 256) {
+        const int r = e / KE, i = e % KE;
+        const float x =
+            i < K ? (la_cu_expd(gam[L - 1] - gam[r]) * rk[r]) * ldf(kc + r * kst + i) : 0.f;
+        if (p.Kd && i < K) p.Kd[((tok0 + r) * HS + hs) * K + i] = x;
+        if (p.Kh) dc_put_parts(p.Kh, p.Kl, ((tok0 + r) * HS + hs) * K8 + i, x);
     }
     if (t == 0) p.bL[(int64_t)blockIdx.x * HS + hs] = la_cu_expd(gam[L - 1]);
     float acc[4][4];
@@ -106,7 +122,10 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu
 #pragma unroll
             for (int b = 0; b < 4; b++) {
                 const int m = ty + 16 * a, n = tx + 16 * b;
-                if (m < L && k0 + n < K) p.W[((tok0 + m) * HS + hs) * K + k0 + n] = acc[a][b];
+                if (p.W && m < L && k0 + n < K)
+                    p.W[((tok0 + m) * HS + hs) * K + k0 + n] = acc[a][b];
+                if (p.Wh && m < L && k0 + n < K8) /* acc is 0 in the padding */
+                    dc_put_parts(p.Wh, p.Wl, ((tok0 + m) * HS + hs) * K8 + k0 + n, acc[a][b]);
             }
     }
 }
@@ -372,22 +391,35 @@ int la__cu_smem_optin(const la__cu_call *c) {
  * before every chunk ([nchunks][HS][K][V]). p.hst, p.sT may be NULL. */
 template <typename T>
 static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                           la_cu_dc_args &p) {
+                           la_cu_dc_args &p, bool fwd_only = false) {
     la_status st;
     const int64_t ntok = c->B * c->T;
     p.chunks = tb.chunks, p.seqs = tb.seqs;
     p.q = c->q, p.k = c->k, p.v = c->v, p.g = c->g, p.beta = c->beta, p.s0 = c->s0;
     p.H = c->H, p.HS = c->HS, p.K = c->K, p.V = c->V, p.scale = c->scale, p.use_l2 = c->use_l2;
     const size_t nt = (size_t)ntok * c->HS;
-    if ((st = la__cu_alloc(ar, (void **)&p.W, nt * c->K * 4)) ||
+    /* tensor cores for 16-bit inputs: W, Kd as bf16 parts; the forward alone
+     * does not keep their fp32 copies (the backward's kernels read those) */
+    const int parts = la__cu_delta_tc_parts(sizeof(T));
+    const bool fp32wk = !parts || !fwd_only;
+    const size_t k8 = (size_t)((c->K + 7) & ~(int64_t)7);
+    if ((fp32wk && (st = la__cu_alloc(ar, (void **)&p.W, nt * c->K * 4))) ||
         (st = la__cu_alloc(ar, (void **)&p.U, nt * c->V * 4)) ||
-        (st = la__cu_alloc(ar, (void **)&p.Kd, nt * c->K * 4)) ||
+        (fp32wk && (st = la__cu_alloc(ar, (void **)&p.Kd, nt * c->K * 4))) ||
         (st = la__cu_alloc(ar, (void **)&p.bL, (size_t)tb.nchunks * c->HS * 4)))
         return st;
-    if (tb.nchunks > 0) {
+    if (parts) { /* one scratch block (the arena holds 16): Wh, Kh (, Wl, Kl) */
+        if ((st = la__cu_alloc(ar, (void **)&p.Wh, (size_t)2 * parts * nt * k8 * 2))) return st;
+        p.Kh = p.Wh + nt * k8;
+        if (parts == 2) p.Wl = p.Kh + nt * k8, p.Kl = p.Wl + nt * k8;
+    }
+    if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_prep()) {
+        if ((st = la__cu_delta_prep_tc(c, p, tb.nchunks, ar->stream))) return st;
+    } else if (tb.nchunks > 0) {
         la_cu_dc_prep<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
         LA_CU_LAUNCHED(c->op);
     }
+    if (parts) return la__cu_delta_state_tc(c, p, ar->stream);
     if (c->K <= 64) return dc_state_vb<4>(c, p, ar->stream);
     if (c->K <= 128) return dc_state_vb<8>(c, p, ar->stream);
     return dc_state_vb<16>(c, p, ar->stream);
@@ -401,9 +433,11 @@ template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_ar
     p.sT = c->final_state;
     if ((st = la__cu_alloc(ar, (void **)&p.hst,
                            (size_t)tb.nchunks * c->HS * c->K * c->V * sizeof(float))) ||
-        (st = dc_states<T>(c, ar, tb, p)))
+        (st = dc_states<T>(c, ar, tb, p, true)))
         return st;
     p.o = c->o;
+    if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_out())
+        return la__cu_delta_out_tc(c, p, tb.nchunks, ar->stream);
     if (tb.nchunks > 0) {
         la_cu_dc_out<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
         LA_CU_LAUNCHED(c->op);

@@ -22,6 +22,10 @@ struct la_cu_dc_args {
     int64_t H, HS, K, V;
     float scale;
     int use_l2;
+    /* cuda-delta4: W and Kd as bf16 parts for the tensor-core state pass
+     * ([tokens][HS][K8], K8 = K rounded up to 8, zero-padded; written by
+     * prep where not NULL; Wl, Kl NULL: one part) */
+    __nv_bfloat16 *Wh, *Wl, *Kh, *Kl;
 };
 
 /* rn[t] = 1 / sqrt(|x_t|^2 + 1e-6) for the chunk's rows (1 without l2). */
@@ -120,5 +124,23 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
                                    const la_cu_table &tb, const la_cu_dc_args &p, float *dR,
                                    const float *hst, const float *dhst, float *dqp, float *dkp,
                                    float *dbp, float *dgp);
+
+/* cuda-delta4: the state pass on tensor cores (delta_state_tc.cu) for
+ * 16-bit inputs, from p.Wh, p.Kh (and p.Wl, p.Kl: two parts); and which
+ * path a call takes: 0 the fp32 FFMA kernels, else the number of bf16
+ * parts per operand (LINATTN_CUDA_TC, LINATTN_CUDA_DELTA_TC_PARTS). */
+la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream);
+int la__cu_delta_tc_parts(size_t elem);
+/* cuda-delta4: the output kernel on tensor cores for bf16 inputs
+ * (delta_out_tc.cu), and whether it runs (LINATTN_CUDA_TC,
+ * LINATTN_CUDA_DELTA_TC_OUT). */
+la_status la__cu_delta_out_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                              cudaStream_t stream);
+int la__cu_delta_tc_out(void);
+/* cuda-delta4: prep on tensor cores for bf16 inputs (delta_prep_tc.cu), and
+ * whether it runs (LINATTN_CUDA_TC, LINATTN_CUDA_DELTA_TC_PREP). */
+la_status la__cu_delta_prep_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                               cudaStream_t stream);
+int la__cu_delta_tc_prep(void);
 
 #endif

@@ -1,0 +1,269 @@
+/* The delta rules' output kernel on tensor cores (bf16 inputs): the same
+ *     O = diag(b q_scale) Q S + (scale Q K^T (.) Gamma (.) causal) R
+ * as la_cu_dc_out (delta_chunk.cu), S the state before the chunk (hst,
+ * fp32) and R the state pass's R (fp32). One CTA of 4 warps per (chunk,
+ * value head); warp w owns the chunk's rows 16 w .. 16 w + 15. Q and K are
+ * exact in bf16 and go to the tensor cores as copied (16-byte cp.async);
+ * S and R are split into bf16 hi + lo in shared memory, P = the masked,
+ * gated Q K^T is split in registers (the m16n8 accumulator layout is the
+ * A-operand layout of m16n8k16), so every product is hi*hi + lo*hi + hi*lo
+ * (about 16 significant bits per fp32 operand; mma.sync m16n8k16, fp32
+ * accumulation). l2 norms of q, k rows come from the copied tiles, in the
+ * order of la_cu_dc_rnorm. Value columns in blocks of 64. No atomics. fp16
+ * inputs keep the FFMA kernel (their hi part would need fp16's range). */
+#include "delta_chunk.cuh"
+#include "tc.cuh"
+
+#include <stdlib.h>
+
+typedef __nv_bfloat16 dot_bf;
+
+#define DOT_SLD 72 /* row stride (bf16) of the S and R part tiles ([.][64]) */
+
+__device__ __forceinline__ void dot_cp16(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void dot_pack(float x, float y, uint32_t &hi, uint32_t &lo) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    const __nv_bfloat162 l =
+        __floats2bfloat162_rn(x - __bfloat162float(h.x), y - __bfloat162float(h.y));
+    hi = *(const uint32_t *)&h;
+    lo = *(const uint32_t *)&l;
+}
+
+/* Shared memory: Q, K tiles [64][KP + 8], S parts [KP][DOT_SLD] x 2, R parts
+ * [64][DOT_SLD] x 2 (bf16). */
+template <int KP> static size_t dot_smem() {
+    return (size_t)2 * 64 * (KP + 8) * 2 + (size_t)2 * KP * DOT_SLD * 2 +
+           (size_t)2 * 64 * DOT_SLD * 2;
+}
+
+/* A 64 x KP tile of a [tokens][H][K] bf16 input: rows < L, columns < K, 0
+ * elsewhere (16-byte cp.async where vec, else 2-byte loads). */
+template <int KP>
+__device__ __forceinline__ void dot_fetch(dot_bf *dst, const dot_bf *src, int64_t stride, int L,
+                                          int K, bool vec) {
+    constexpr int LD = KP + 8, KQ = KP / 8;
+    for (int e = threadIdx.x; e < 64 * KQ; e += 128) {
+        const int r = e / KQ, c8 = (e - r * KQ) * 8;
+        dot_bf *d = dst + r * LD + c8;
+        if (vec) {
+            const bool in = r < L && c8 < K;
+            dot_cp16(d, in ? src + r * stride + c8 : src, in ? 16 : 0);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                d[i] = (r < L && c8 + i < K) ? src[r * stride + c8 + i] : __float2bfloat16_rn(0.f);
+        }
+    }
+}
+/* 1 / sqrt(|x_r|^2 + 1e-6) of the tile's rows (1 without l2), in the order
+ * of la_cu_dc_rnorm; warp w takes rows w, w + 4, ... */
+template <int KP>
+__device__ __forceinline__ void dot_rnorm(float *rn, const dot_bf *tile, int L, int K, int use_l2) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int r = w; r < 64; r += 4) {
+        float a = 0.f;
+        if (use_l2 && r < L)
+            for (int i = lane; i < K; i += 32) {
+                const float y = __bfloat162float(tile[r * (KP + 8) + i]);
+                a = fmaf(y, y, a);
+            }
+        for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+        if (lane == 0) rn[r] = use_l2 ? 1.f / sqrtf(a + 1e-6f) : 1.f;
+    }
+}
+
+template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_dc_args p) {
+    extern __shared__ __align__(128) unsigned char dot_sm[];
+    constexpr int LD = KP + 8;
+    __shared__ double gam[LA_CU_C];
+    __shared__ float bq[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
+    dot_bf *const Qs = (dot_bf *)dot_sm, *const Ks = Qs + 64 * LD;
+    dot_bf *const Sh = Ks + 64 * LD, *const Sl = Sh + KP * DOT_SLD;
+    dot_bf *const Rh = Sl + KP * DOT_SLD, *const Rl = Rh + 64 * DOT_SLD;
+    const la_cu_chunk ch = p.chunks[blockIdx.x];
+    const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = blockIdx.y, hq = hs / (HS / H);
+    const int L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
+    const int m8 = lane >> 3, rr = lane & 7;
+    const int64_t tok0 = ch.tok0, kst = H * K;
+    const dot_bf *qc = (const dot_bf *)p.q + (tok0 * H + hq) * K;
+    const dot_bf *kc = (const dot_bf *)p.k + (tok0 * H + hq) * K;
+    const bool vec = (K & 7) == 0 && (((uintptr_t)p.q | (uintptr_t)p.k) & 15) == 0;
+    dot_fetch<KP>(Qs, qc, kst, L, (int)K, vec);
+    dot_fetch<KP>(Ks, kc, kst, L, (int)K, vec);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    la_cu_chunk_gates(gam, p.g, 0.f, tok0, L, HS, (int)hs);
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    __syncthreads();
+    dot_rnorm<KP>(rq, Qs, L, (int)K, p.use_l2);
+    dot_rnorm<KP>(rk, Ks, L, (int)K, p.use_l2);
+    __syncthreads();
+    if (t < LA_CU_C) bq[t] = t < L ? p.scale * (la_cu_expd(gam[t]) * rq[t]) : 0.f;
+    /* Q K^T, rows 16 w .., columns 8 j .. (j < 8) */
+    float A[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) A[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KP / 16; kk++) {
+        uint32_t a[4];
+        la_tc_ldsm4<false>(a, Qs + (16 * w + (m8 & 1) * 8 + rr) * LD + 16 * kk + (m8 >> 1) * 8);
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            uint32_t b[4];
+            la_tc_ldsm4<false>(b,
+                               Ks + (16 * jj + (m8 >> 1) * 8 + rr) * LD + 16 * kk + (m8 & 1) * 8);
+            la_tc_mma<dot_bf>(A[2 * jj], a, b[0], b[1]);
+            la_tc_mma<dot_bf>(A[2 * jj + 1], a, b[2], b[3]);
+        }
+    }
+    __syncthreads(); /* bq visible */
+    /* P (masked, gated, scaled) as A fragments over s: k-step kt covers
+     * columns 16 kt .. 16 kt + 15 */
+    uint32_t ph[4][4], pl[4][4];
+    {
+        float P[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = 16 * w + g + 8 * (e >> 1), n = 8 * j + 2 * q + (e & 1);
+                P[j][e] = (n <= m && m < L)
+                              ? p.scale * (rq[m] * rk[n] * A[j][e]) * la_cu_expd(gam[m] - gam[n])
+                              : 0.f;
+            }
+#pragma unroll
+        for (int kt = 0; kt < 4; kt++) {
+            dot_pack(P[2 * kt][0], P[2 * kt][1], ph[kt][0], pl[kt][0]);
+            dot_pack(P[2 * kt][2], P[2 * kt][3], ph[kt][1], pl[kt][1]);
+            dot_pack(P[2 * kt + 1][0], P[2 * kt + 1][1], ph[kt][2], pl[kt][2]);
+            dot_pack(P[2 * kt + 1][2], P[2 * kt + 1][3], ph[kt][3], pl[kt][3]);
+        }
+    }
+    const float b0 = bq[16 * w + g], b1 = bq[16 * w + g + 8];
+    const float *hc = p.hst + ((size_t)blockIdx.x * HS + hs) * K * V;
+    const float *R = p.U + (tok0 * HS + hs) * V;
+    dot_bf *o = (dot_bf *)p.o + (tok0 * HS + hs) * V;
+    const bool v4 = (V & 3) == 0;
+    for (int64_t v0 = 0; v0 < V; v0 += 64) {
+        if (v0 > 0) __syncthreads(); /* the previous block's parts are read */
+        /* S rows i < K, R rows < L, columns v0 .. v0 + 63 (< V) as parts */
+        for (int e = t; e < (KP + 64) * 16; e += 128) {
+            const int r = e >> 4, c4 = (e & 15) * 4;
+            const bool isS = r < KP;
+            const int rw = isS ? r : r - KP;
+            const bool rin = isS ? rw < K : rw < L;
+            const float *src = isS ? hc + (int64_t)rw * V + v0 + c4 : R + rw * HS * V + v0 + c4;
+            float y[4];
+            if (v4 && rin && v0 + c4 < V) {
+                const float4 f = *(const float4 *)src;
+                y[0] = f.x, y[1] = f.y, y[2] = f.z, y[3] = f.w;
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; i++) y[i] = (rin && v0 + c4 + i < V) ? src[i] : 0.f;
+            }
+            uint32_t h0, l0, h1, l1;
+            dot_pack(y[0], y[1], h0, l0);
+            dot_pack(y[2], y[3], h1, l1);
+            dot_bf *dh = isS ? Sh + rw * DOT_SLD + c4 : Rh + rw * DOT_SLD + c4;
+            dot_bf *dl = isS ? Sl + rw * DOT_SLD + c4 : Rl + rw * DOT_SLD + c4;
+            *(uint2 *)dh = make_uint2(h0, h1);
+            *(uint2 *)dl = make_uint2(l0, l1);
+        }
+        __syncthreads();
+        float O[8][4], X[8][4]; /* X: the P R product, added after the row scale of Q S */
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) O[j][e] = 0.f, X[j][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KP / 16; kk++) {
+            uint32_t a[4];
+            la_tc_ldsm4<false>(a, Qs + (16 * w + (m8 & 1) * 8 + rr) * LD + 16 * kk + (m8 >> 1) * 8);
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                const int off = (16 * kk + (m8 & 1) * 8 + rr) * DOT_SLD + 16 * jj + (m8 >> 1) * 8;
+                uint32_t bh[4], bl[4];
+                la_tc_ldsm4<true>(bh, Sh + off);
+                la_tc_ldsm4<true>(bl, Sl + off);
+                la_tc_mma<dot_bf>(O[2 * jj], a, bh[0], bh[1]);
+                la_tc_mma<dot_bf>(O[2 * jj + 1], a, bh[2], bh[3]);
+                la_tc_mma<dot_bf>(X[2 * jj], a, bl[0], bl[1]);
+                la_tc_mma<dot_bf>(X[2 * jj + 1], a, bl[2], bl[3]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            O[j][0] = b0 * (O[j][0] + X[j][0]), O[j][1] = b0 * (O[j][1] + X[j][1]);
+            O[j][2] = b1 * (O[j][2] + X[j][2]), O[j][3] = b1 * (O[j][3] + X[j][3]);
+#pragma unroll
+            for (int e = 0; e < 4; e++) X[j][e] = 0.f;
+        }
+#pragma unroll
+        for (int kt = 0; kt < 4; kt++)
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                const int off = (16 * kt + (m8 & 1) * 8 + rr) * DOT_SLD + 16 * jj + (m8 >> 1) * 8;
+                uint32_t bh[4], bl[4];
+                la_tc_ldsm4<true>(bh, Rh + off);
+                la_tc_ldsm4<true>(bl, Rl + off);
+                la_tc_mma<dot_bf>(X[2 * jj], ph[kt], bh[0], bh[1]);
+                la_tc_mma<dot_bf>(X[2 * jj + 1], ph[kt], bh[2], bh[3]);
+                la_tc_mma<dot_bf>(X[2 * jj], pl[kt], bh[0], bh[1]);
+                la_tc_mma<dot_bf>(X[2 * jj + 1], pl[kt], bh[2], bh[3]);
+                la_tc_mma<dot_bf>(X[2 * jj], ph[kt], bl[0], bl[1]);
+                la_tc_mma<dot_bf>(X[2 * jj + 1], ph[kt], bl[2], bl[3]);
+            }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int m = 16 * w + g + 8 * hf;
+                const int64_t col = v0 + 8 * j + 2 * q;
+                if (m >= L) continue;
+                dot_bf *d = o + (int64_t)m * HS * V + col;
+                const float x0 = O[j][2 * hf] + X[j][2 * hf],
+                            x1 = O[j][2 * hf + 1] + X[j][2 * hf + 1];
+                if (!(V & 1) && col + 1 < V) {
+                    *(__nv_bfloat162 *)d = __floats2bfloat162_rn(x0, x1);
+                } else {
+                    if (col < V) d[0] = __float2bfloat16_rn(x0);
+                    if (col + 1 < V) d[1] = __float2bfloat16_rn(x1);
+                }
+            }
+    }
+}
+
+template <int KP>
+static la_status dot_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                            cudaStream_t stream) {
+    const size_t smem = dot_smem<KP>();
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_out_tc<KP>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    la_cu_dc_out_tc<KP><<<dim3((unsigned)nchunks, (unsigned)c->HS), 128, smem, stream>>>(p);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
+
+la_status la__cu_delta_out_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                              cudaStream_t stream) {
+    if (c->K <= 64) return dot_launch<64>(c, p, nchunks, stream);
+    if (c->K <= 128) return dot_launch<128>(c, p, nchunks, stream);
+    return dot_launch<256>(c, p, nchunks, stream);
+}
+
+/* Whether bf16 forwards take this kernel: yes unless LINATTN_CUDA_TC = 0
+ * (every delta kernel FFMA) or LINATTN_CUDA_DELTA_TC_OUT = 0 (this one
+ * FFMA; benchmarking knobs, read once). */
+int la__cu_delta_tc_out(void) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DELTA_TC_OUT");
+        mode = !((e && e[0] == '0') || (o && o[0] == '0'));
+    }
+    return mode;
+}

@@ -1,0 +1,324 @@
+/* The delta rules' state pass on tensor cores (bf16 / fp16 inputs): the same
+ * update as la_cu_dc_state (delta_chunk.cu), per chunk of L <= 64 tokens
+ *     R = U - W S,   S' = b_L S + Kd^T R,
+ * with W, Kd as 16-bit parts written by prep (bf16, row length K8 = K
+ * rounded up to 8, zero-padded; NP = 2: hi + lo, NP = 1: hi only) and U, R
+ * in fp32. One CTA of NW warps per (sequence, value head, 16 value
+ * columns); warp w keeps the transposed state S^T[16 values][KW keys from
+ * w KW] (NW KW = K rounded up to 64) in mma.sync m16n8 accumulators, fp32.
+ * The accumulator layout of m16n8 is the A-operand layout of m16n8k16, so
+ * S^T goes into the next product from registers (split into bf16 hi (+ lo)
+ * there):
+ *   partial R^T_w = S^T[:, keys of w] W^T[keys of w, :]   (16 x 64 tokens)
+ *   R^T = U^T - (P_0 + ... + P_{NW-1})   (partials through shared memory,
+ *         summed in warp order; warp w sums 64 / NW tokens, writes them to
+ *         global memory (fp32) and as bf16 parts to shared memory)
+ *   S^T[:, keys of w] = b_L S^T[...] + R^T Kd[:, keys of w]
+ * NP = 2 takes three products per product (hi*hi, lo*hi, hi*lo, the cross
+ * terms in their own accumulators; about 16 significant bits per operand),
+ * NP = 1 one (bf16 operands, as fla does; LINATTN_CUDA_DELTA_TC_PARTS=1,
+ * outside the 16-bit error bounds of the tests: bench/GPU.md). The next
+ * chunk's W, Kd and U tiles are copied by 16-byte cp.async while this one
+ * computes (NB = 2; one buffer where shared memory is short, K = 256 with
+ * NP = 2). Three barriers per chunk (tiles in; partials out; R parts out).
+ * The state before every chunk goes to hst straight from the accumulators.
+ * The value blocks of a head are neighbours in the launch order (they read
+ * the same tiles, from L2). Fixed summation order, no atomics: bitwise
+ * identical run to run. */
+#include "delta_chunk.cuh"
+#include "tc.cuh"
+
+#include <stdlib.h>
+
+typedef __nv_bfloat16 dst_bf;
+
+#define DST_SU 20  /* row stride (floats) of the U tile: 16 columns + 4 */
+#define DST_PLD 72 /* row stride (floats) of a partial R^T tile [16][64] */
+#define DST_RLD 72 /* row stride (bf16) of the R^T part tiles [16][64] */
+
+__device__ __forceinline__ void dst_cp16(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void dst_cp4(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+
+/* (x, y) as a bf16 pair hi (x in the low half) and the pair of remainders. */
+__device__ __forceinline__ void dst_pack(float x, float y, uint32_t &hi, uint32_t &lo) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    const __nv_bfloat162 l =
+        __floats2bfloat162_rn(x - __bfloat162float(h.x), y - __bfloat162float(h.y));
+    hi = *(const uint32_t *)&h;
+    lo = *(const uint32_t *)&l;
+}
+
+/* Shared memory: NB buffers of the W and Kd part tiles ([64][KP + 8] bf16
+ * each) and the U tile ([64][DST_SU] fp32); the warps' partial R^T
+ * ([NW][16][DST_PLD] fp32); R^T as bf16 hi, lo ([16][DST_RLD] each). */
+template <int NW, int KW, int NP, int NB> static size_t dst_smem() {
+    constexpr int LD = NW * KW + 8;
+    return (size_t)NB * 2 * NP * 64 * LD * 2 + (size_t)NB * 64 * DST_SU * 4 +
+           (size_t)NW * 16 * DST_PLD * 4 + (size_t)2 * 16 * DST_RLD * 2;
+}
+
+/* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16). */
+template <int NW, int KW, int NP, int NB>
+__global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
+    extern __shared__ __align__(128) unsigned char dst_sm[];
+    constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
+    constexpr int KQ = KP / 8, JW = 8 / NW; /* R^T column tiles (8 tokens) reduced per warp */
+    dst_bf *const tiles = (dst_bf *)dst_sm; /* [NB][W, Kd parts][64][LD] */
+    float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] */
+    float *const Ps = Us + NB * 64 * DST_SU;                 /* [NW][16][DST_PLD] */
+    dst_bf *const Rh = (dst_bf *)(Ps + NW * 16 * DST_PLD), *const Rl = Rh + 16 * DST_RLD;
+    const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
+    const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
+    const int64_t K = p.K, V = p.V, HS = p.HS, K8 = (K + 7) & ~(int64_t)7;
+    /* value blocks of one head are neighbours in the launch order (they
+     * share the W, Kd tiles in L2) */
+    const int64_t nvb = (V + 15) / 16, nh = blockIdx.x / nvb;
+    const int64_t n = nh / HS, hs = nh % HS, v0 = (int64_t)(blockIdx.x % nvb) * 16;
+    const int vc = (int)(V - v0 < 16 ? V - v0 : 16);
+    const bool uvec = (V & 3) == 0;
+    const la_cu_seq s = p.seqs[n];
+    const size_t sbase = ((size_t)n * HS + hs) * K * V;
+
+    /* S^T accumulators: S[j][e] = S^T[v][i], v = g + 8 (e >> 1), i = kb + 8 j + 2 q + (e & 1) */
+    float S[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int v = g + 8 * (e >> 1);
+            const int64_t i = kb + 8 * j + 2 * q + (e & 1);
+            S[j][e] = (p.s0 && i < K && v < vc) ? p.s0[sbase + i * V + v0 + v] : 0.f;
+        }
+
+    auto issue = [&](int c, int b) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
+        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
+        const int64_t ko = (tok0 * HS + hs) * K8, rs = HS * K8;
+        dst_bf *tb = tiles + b * 2 * NP * TILE;
+        for (int e = t; e < 64 * KQ; e += NTH) {
+            const int r = e / KQ, c8 = (e - r * KQ) * 8;
+            const bool in = r < L && c8 < K8;
+            const int64_t off = in ? ko + r * rs + c8 : 0;
+            dst_bf *d = tb + r * LD + c8;
+            dst_cp16(d, p.Wh + off, in ? 16 : 0);
+            dst_cp16(d + NP * TILE, p.Kh + off, in ? 16 : 0);
+            if (NP == 2) {
+                dst_cp16(d + TILE, p.Wl + off, in ? 16 : 0);
+                dst_cp16(d + 3 * TILE, p.Kl + off, in ? 16 : 0);
+            }
+        }
+        float *ub = Us + b * 64 * DST_SU;
+        const float *us = p.U + (tok0 * HS + hs) * V + v0;
+        if (uvec) {
+            for (int e = t; e < 64 * 4; e += NTH) {
+                const int r = e >> 2, c4 = (e & 3) * 4;
+                const bool in = r < L && c4 < vc;
+                dst_cp16(ub + r * DST_SU + c4, in ? us + r * HS * V + c4 : us, in ? 16 : 0);
+            }
+        } else {
+            for (int e = t; e < 64 * 16; e += NTH) {
+                const int r = e >> 4, cc = e & 15;
+                const bool in = r < L && cc < vc;
+                dst_cp4(ub + r * DST_SU + cc, in ? us + r * HS * V + cc : us, in ? 4 : 0);
+            }
+        }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+    };
+
+    if (s.nch > 0) issue(0, 0);
+    for (int c = 0; c < s.nch; c++) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
+        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
+        const size_t chk = (size_t)s.chunk0 + c;
+        const int b = NB == 2 ? (c & 1) : 0;
+        const float bl = p.bL[chk * HS + hs];
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
+        if (NB == 2 && c + 1 < s.nch) issue(c + 1, b ^ 1);
+        const dst_bf *const Wt = tiles + b * 2 * NP * TILE, *const Kt = Wt + NP * TILE;
+        if (p.hst) {
+            float *hc = p.hst + (chk * HS + hs) * K * V + v0;
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int v = g + 8 * (e >> 1);
+                    const int64_t i = kb + 8 * j + 2 * q + (e & 1);
+                    if (i < K && v < vc) hc[i * V + v] = S[j][e];
+                }
+        }
+        /* partial R^T of this warp's keys: P[j] = tokens 8 j .. 8 j + 7 */
+        float P[8][4], Px[8][4]; /* Px: the cross terms lo*hi + hi*lo (NP = 2) */
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) P[j][e] = 0.f, Px[j][e] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < KW / 16; ks++) {
+            uint32_t ah[4], al[4];
+            dst_pack(S[2 * ks][0], S[2 * ks][1], ah[0], al[0]);
+            dst_pack(S[2 * ks][2], S[2 * ks][3], ah[1], al[1]);
+            dst_pack(S[2 * ks + 1][0], S[2 * ks + 1][1], ah[2], al[2]);
+            dst_pack(S[2 * ks + 1][2], S[2 * ks + 1][3], ah[3], al[3]);
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kb + 16 * ks + (m8 & 1) * 8;
+                uint32_t bh[4];
+                la_tc_ldsm4<false>(bh, Wt + off);
+                la_tc_mma<dst_bf>(P[2 * jj], ah, bh[0], bh[1]);
+                la_tc_mma<dst_bf>(P[2 * jj + 1], ah, bh[2], bh[3]);
+                if (NP == 2) {
+                    uint32_t bw[4];
+                    la_tc_ldsm4<false>(bw, Wt + TILE + off);
+                    la_tc_mma<dst_bf>(Px[2 * jj], al, bh[0], bh[1]);
+                    la_tc_mma<dst_bf>(Px[2 * jj + 1], al, bh[2], bh[3]);
+                    la_tc_mma<dst_bf>(Px[2 * jj], ah, bw[0], bw[1]);
+                    la_tc_mma<dst_bf>(Px[2 * jj + 1], ah, bw[2], bw[3]);
+                }
+            }
+        }
+        {
+            float *pw = Ps + w * 16 * DST_PLD;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                if (NP == 2)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
+                *(float2 *)&pw[g * DST_PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
+                *(float2 *)&pw[(g + 8) * DST_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
+            }
+        }
+        __syncthreads(); /* partials out */
+        /* warp w: R^T of tokens 8 j .. 8 j + 7, j = JW w ..: U^T minus the
+         * partials summed in warp order; to global (fp32) and to Rh, Rl */
+        {
+            const float *const Ub = Us + b * 64 * DST_SU;
+#pragma unroll
+            for (int jw = 0; jw < JW; jw++) {
+                const int j = JW * w + jw;
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * DST_PLD + tt;
+                    float2 a = *(const float2 *)&Ps[o];
+#pragma unroll
+                    for (int ww = 1; ww < NW; ww++) {
+                        const float2 y = *(const float2 *)&Ps[ww * 16 * DST_PLD + o];
+                        a.x += y.x, a.y += y.y;
+                    }
+                    const float r0 = Ub[tt * DST_SU + v] - a.x,
+                                r1 = Ub[(tt + 1) * DST_SU + v] - a.y;
+                    uint32_t hi, lo;
+                    dst_pack(r0, r1, hi, lo);
+                    *(uint32_t *)&Rh[v * DST_RLD + tt] = hi;
+                    *(uint32_t *)&Rl[v * DST_RLD + tt] = lo;
+                    if (v < vc) {
+                        float *u = p.U + ((tok0 + tt) * HS + hs) * V + v0 + v;
+                        if (tt < L) u[0] = r0;
+                        if (tt + 1 < L) u[HS * V] = r1;
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* R^T parts out */
+        /* S^T = b_L S^T + R^T Kd[:, keys of w] (+ the cross terms, NP = 2) */
+        float Sx[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) S[j][e] *= bl, Sx[j][e] = 0.f;
+#pragma unroll
+        for (int kt = 0; kt < 4; kt++) {
+            const int ao = ((m8 & 1) * 8 + rr) * DST_RLD + 16 * kt + (m8 >> 1) * 8;
+            uint32_t ah[4], al[4];
+            la_tc_ldsm4<false>(ah, Rh + ao);
+            if (NP == 2) la_tc_ldsm4<false>(al, Rl + ao);
+#pragma unroll
+            for (int jn = 0; jn < KW / 16; jn++) {
+                const int off = (16 * kt + (m8 & 1) * 8 + rr) * LD + kb + 16 * jn + (m8 >> 1) * 8;
+                uint32_t bh[4];
+                la_tc_ldsm4<true>(bh, Kt + off);
+                la_tc_mma<dst_bf>(S[2 * jn], ah, bh[0], bh[1]);
+                la_tc_mma<dst_bf>(S[2 * jn + 1], ah, bh[2], bh[3]);
+                if (NP == 2) {
+                    uint32_t bk[4];
+                    la_tc_ldsm4<true>(bk, Kt + TILE + off);
+                    la_tc_mma<dst_bf>(Sx[2 * jn], al, bh[0], bh[1]);
+                    la_tc_mma<dst_bf>(Sx[2 * jn + 1], al, bh[2], bh[3]);
+                    la_tc_mma<dst_bf>(Sx[2 * jn], ah, bk[0], bk[1]);
+                    la_tc_mma<dst_bf>(Sx[2 * jn + 1], ah, bk[2], bk[3]);
+                }
+            }
+        }
+        if (NP == 2)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) S[j][e] += Sx[j][e];
+        if (NB == 1 && c + 1 < s.nch) {
+            __syncthreads(); /* buffer 0 read by every warp */
+            issue(c + 1, 0);
+        }
+    }
+    if (p.sT)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int v = g + 8 * (e >> 1);
+                const int64_t i = kb + 8 * j + 2 * q + (e & 1);
+                if (i < K && v < vc) p.sT[sbase + i * V + v0 + v] = S[j][e];
+            }
+}
+
+template <int NW, int KW, int NP, int NB>
+static la_status dst_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
+    const size_t smem = dst_smem<NW, KW, NP, NB>();
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state_tc<NW, KW, NP, NB>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
+    la_cu_dc_state_tc<NW, KW, NP, NB><<<grid, NW * 32, smem, stream>>>(p);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
+template <int NW, int KW, int NP>
+static la_status dst_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
+    if (dst_smem<NW, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
+        return dst_launch<NW, KW, NP, 2>(c, p, stream);
+    if (dst_smem<NW, KW, NP, 1>() <= (size_t)la__cu_smem_optin(c))
+        return dst_launch<NW, KW, NP, 1>(c, p, stream);
+    return la__error(LA_ERR_UNSUPPORTED,
+                     "%s: K = %lld needs more shared memory than the device has", c->op,
+                     (long long)c->K);
+}
+/* K <= 64: 4 warps of 16 keys; K <= 128: 8 warps of 16; K <= 256: 8 of 32. */
+template <int NP>
+static la_status dst_k(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
+    if (c->K <= 64) return dst_nb<4, 16, NP>(c, p, stream);
+    if (c->K <= 128) return dst_nb<8, 16, NP>(c, p, stream);
+    return dst_nb<8, 32, NP>(c, p, stream);
+}
+
+la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
+    return p.Wl ? dst_k<2>(c, p, stream) : dst_k<1>(c, p, stream);
+}
+
+/* LINATTN_CUDA_TC = 0: the fp32 FFMA kernels for every dtype (as in
+ * scalar_gate.cu); LINATTN_CUDA_DELTA_TC_PARTS = 1: one bf16 part per
+ * operand in the tensor-core state pass (benchmarking knobs, read once). */
+int la__cu_delta_tc_parts(size_t elem) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_TC");
+        const char *np = getenv("LINATTN_CUDA_DELTA_TC_PARTS");
+        mode = (e && e[0] == '0') ? 0 : (np && np[0] == '1') ? 1 : 2;
+    }
+    return elem == 2 ? mode : 0;
+}
