@@ -72,25 +72,8 @@ template <typename T> __global__ void __launch_bounds__(256) la_cu_dc_prep(la_cu
                            : 0.f;
         }
     __syncthreads();
-    /* A = (I + Lo)^{-1} by columns: column c, rows i ascending,
-     * A[i][c] = -sum_{c<=j<i} Lo[i][j] A[j][c]; lane pp of the column's
-     * four sums (and owns) the rows j = pp (mod 4), so it only reads what
-     * it wrote itself. */
-    {
-        const int c = t >> 2, pp = t & 3;
-        for (int i = 0; i < LA_CU_C; i++) {
-            float s = 0.f;
-            for (int j = c + ((pp - c) & 3); j < i; j += 4) s = fmaf(Lo[i][j], A[j][c], s);
-            s += __shfl_xor_sync(0xffffffffu, s, 1);
-            s += __shfl_xor_sync(0xffffffffu, s, 2);
-            if ((i & 3) == pp) A[i][c] = i < c ? 0.f : (i == c ? 1.f : -s);
-        }
-    }
-    __syncthreads();
-    if (p.AT) { /* A^T for the backward: AT[m][r] = A[r][m] */
-        float *at = p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C;
-        for (int e = t; e < LA_CU_C * LA_CU_C; e += 256) at[e] = A[e & 63][e >> 6];
-    }
+    la_cu_dc_inverse(Lo, A,
+                     p.AT ? p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C : NULL);
     for (int64_t v0 = 0; v0 < V; v0 += 64) {
         la_cu_zero(acc);
         la_cu_gemm(

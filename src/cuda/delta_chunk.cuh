@@ -47,6 +47,27 @@ __device__ __forceinline__ void la_cu_dc_rnorm(float *rn, const T *x, int64_t to
     }
 }
 
+/* A = (I + Lo)^{-1} for a chunk's strictly lower Lo (256 threads), then,
+ * where at is not NULL, at = A^T for the backward (at[m][r] = A[r][m]).
+ * By columns: column c, rows i ascending, A[i][c] = -sum_{c<=j<i} Lo[i][j]
+ * A[j][c]; lane pp of the column's four sums (and owns) the rows j = pp
+ * (mod 4), so it only reads what it wrote itself. Lo must be visible to
+ * every thread before the call; A is on return. */
+__device__ __forceinline__ void la_cu_dc_inverse(const float (*Lo)[LA_CU_C + 1],
+                                                 float (*A)[LA_CU_C + 1], float *at) {
+    const int t = threadIdx.x, c = t >> 2, pp = t & 3;
+    for (int i = 0; i < LA_CU_C; i++) {
+        float s = 0.f;
+        for (int j = c + ((pp - c) & 3); j < i; j += 4) s = fmaf(Lo[i][j], A[j][c], s);
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        if ((i & 3) == pp) A[i][c] = i < c ? 0.f : (i == c ? 1.f : -s);
+    }
+    __syncthreads();
+    if (at)
+        for (int e = t; e < LA_CU_C * LA_CU_C; e += 256) at[e] = A[e & 63][e >> 6];
+}
+
 /* K rounded up to a multiple of 4 (the float4 reads of the tile rows). */
 __host__ __device__ constexpr int la_cu_dc_k4(int64_t K) { return ((int)K + 3) & ~3; }
 

@@ -144,22 +144,8 @@ template <int KP, int VP> __global__ void __launch_bounds__(256) la_cu_dc_prep_t
                            : 0.f;
         }
     __syncthreads();
-    /* A = (I + Lo)^{-1} by columns, as la_cu_dc_prep */
-    {
-        const int c = t >> 2, pp = t & 3;
-        for (int i = 0; i < LA_CU_C; i++) {
-            float s = 0.f;
-            for (int j = c + ((pp - c) & 3); j < i; j += 4) s = fmaf(Lo[i][j], A[j][c], s);
-            s += __shfl_xor_sync(0xffffffffu, s, 1);
-            s += __shfl_xor_sync(0xffffffffu, s, 2);
-            if ((i & 3) == pp) A[i][c] = i < c ? 0.f : (i == c ? 1.f : -s);
-        }
-    }
-    __syncthreads();
-    if (p.AT) {
-        float *at = p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C;
-        for (int e = t; e < LA_CU_C * LA_CU_C; e += 256) at[e] = A[e & 63][e >> 6];
-    }
+    la_cu_dc_inverse(Lo, A,
+                     p.AT ? p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C : NULL);
     for (int e = t; e < LA_CU_C * LA_CU_C; e += 256) {
         const int m = e >> 6, r = e & 63;
         const float a = A[m][r];
