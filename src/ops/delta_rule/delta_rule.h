@@ -49,6 +49,25 @@ LA_HIDDEN void la__delta_gather_qk(const float *q, const float *k, int64_t tok0,
                                    int64_t H, int64_t hq, int64_t K, int l2norm, float *qn,
                                    float *kn, float *rq, float *rk);
 
+/* The same for the query heads [hq0, hq0 + nq) (a backward task's group):
+ * qn, kn [nq][len][K], rq, rk [nq][len], head h at h len K (h len); the
+ * group's rows of a token are adjacent, so the group shares page walks and
+ * prefetch streams. Per row the arithmetic of the one-head call. */
+LA_HIDDEN void la__delta_gather_qk_group(const float *q, const float *k, int64_t tok0,
+                                         int64_t len, int64_t H, int64_t hq0, int64_t nq,
+                                         int64_t K, int l2norm, float *qn, float *kn, float *rq,
+                                         float *rk);
+
+/* The backward of that gather: dq, dk rows of heads [hq0, hq0 + nq) of
+ * tokens [tok0, tok0 + len) written (not accumulated) from dqn, dkn (the
+ * gradients w.r.t. the normalised rows, layout of qn) through the L2 norm
+ * (dx = rstd (dy - (y . dy) y); a copy without l2norm). */
+LA_HIDDEN void la__delta_scatter_dqk_group(float *dq, float *dk, int64_t tok0, int64_t len,
+                                           int64_t H, int64_t hq0, int64_t nq, int64_t K,
+                                           int l2norm, const float *qn, const float *kn,
+                                           const float *rq, const float *rk, const float *dqn,
+                                           const float *dkn);
+
 /* One token of one (sequence, value head): S [K,V] updated in place, o [V]
  * written unless NULL; q, k [K] (normalised here when l2norm), v [V]; g NULL
  * or one log-gate; work >= LA__STEP_WORK_FLOATS(K, V) floats. The recurrent
