@@ -220,10 +220,18 @@ static int64_t segment_len(const la__delta_args *a) {
 #define LA__DELTA_BWD_GROUP 4
 #define LA__DELTA_BWD_GROUP_BYTES ((double)(64 << 20))
 
+/* Chunk form with one value head per q/k head: dq and dk of a chunk are
+ * final once its backward ran, so they go through the L2 norm and out to
+ * dq, dk right then, from a one-chunk buffer still in cache (no
+ * whole-sequence dqn, dkn to zero, fill and read back). */
+static int fused_dqk(const la__delta_args *a) {
+    return a->form == LA_FORM_CHUNK && a->HV == a->H;
+}
+
 static int64_t bwd_group(const la__delta_args *a) {
     const int64_t thr = la_ctx_threads(a->ctx);
-    const double per_head =
-        (4.0 * (double)a->K + 2.0) * (double)la__max_seq_len(&a->dims) * sizeof(float);
+    const double per_head = ((fused_dqk(a) ? 2.0 : 4.0) * (double)a->K + 2.0) *
+                            (double)la__max_seq_len(&a->dims) * sizeof(float);
     int64_t G = a->N * a->H / (2 * (thr < 1 ? 1 : thr));
     if (G > LA__DELTA_BWD_GROUP) G = LA__DELTA_BWD_GROUP;
     if (G > a->H) G = a->H;
@@ -262,7 +270,8 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
         if (bw > work) work = bw;
     }
     const size_t sizes[] = {G * (size_t)(len * K), G * (size_t)(len * K), G * (size_t)len,
-                            G * (size_t)len, G * (size_t)(len * K), G * (size_t)(len * K),
+                            G * (size_t)len, fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
+                            fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
                             (size_t)nseg * KV,
                             chunk ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
                             chunk ? 0 : (size_t)(seg + 1) * KV, KV, (size_t)(seg * V),
@@ -385,9 +394,11 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
 }
 
 /* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
- * state, s->G carried from dL/dS_end to dL/dS_start. */
+ * state, s->G carried from dL/dS_end to dL/dS_start; the chunk's dq, dk
+ * rows accumulate into dqc, dkc [L,K]. */
 static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
-                           float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+                           float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L,
+                           float *dqc, float *dkc) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
@@ -407,8 +418,8 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
     }
     la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
                              a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
-    la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
-                             s->dbc, s->dgc, s->work);
+    la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, dqc, dkc, s->dvc, s->dbc, s->dgc,
+                             s->work);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
         memcpy(a->dv + vh * (size_t)V, s->dvc + t * V, (size_t)V * sizeof(float));
@@ -447,9 +458,19 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
     else memset(s->G, 0, KV * sizeof(float));
     for (int64_t c = nseg - 1; c >= 0; c--) {
         const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+        if (fused_dqk(a)) {
+            memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
+            memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
+            chunk_backward(a, s, s->ckpt + (size_t)c * KV, s->kept + (size_t)c * kslot, tok0, hv,
+                           t0, L, s->dqn, s->dkn);
+            la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm,
+                                        s->qn + t0 * K, s->kn + t0 * K, s->rq + t0, s->rk + t0,
+                                        s->dqn, s->dkn);
+            continue;
+        }
         if (a->form == LA_FORM_CHUNK) {
             chunk_backward(a, s, s->ckpt + (size_t)c * KV, s->kept + (size_t)c * kslot, tok0, hv,
-                           t0, L);
+                           t0, L, s->dqn + t0 * K, s->dkn + t0 * K);
             continue;
         }
         /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
@@ -472,7 +493,8 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
 }
 
 /* Task (sequence n, query heads [hq0, hq0 + nq)): the group's q/k gather,
- * every value head of every q head in order, the group's dq/dk scatter. */
+ * every value head of every q head in order, the group's dq/dk scatter
+ * (fused_dqk: chunk by chunk inside the sweeps instead). */
 static void backward_task(void *p, int64_t task, int tid) {
     const la__delta_args *a = p;
     const int64_t K = a->K, H = a->H, group = a->HV / a->H;
@@ -486,18 +508,26 @@ static void backward_task(void *p, int64_t task, int tid) {
 
     la__delta_gather_qk_group(a->q, a->k, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
                               s.rk);
-    memset(s.dqn, 0, (size_t)nq * hs * sizeof(float));
-    memset(s.dkn, 0, (size_t)nq * hs * sizeof(float));
+    const int fused = fused_dqk(a);
+    if (!fused) {
+        memset(s.dqn, 0, (size_t)nq * hs * sizeof(float));
+        memset(s.dkn, 0, (size_t)nq * hs * sizeof(float));
+    }
     for (int64_t h = 0; h < nq; h++) {
         bwd_scratch sh = s;
         sh.qn += (size_t)h * hs;
         sh.kn += (size_t)h * hs;
-        sh.dqn += (size_t)h * hs;
-        sh.dkn += (size_t)h * hs;
+        sh.rq += h * len;
+        sh.rk += h * len;
+        if (!fused) {
+            sh.dqn += (size_t)h * hs;
+            sh.dkn += (size_t)h * hs;
+        }
         for (int64_t hv = (hq0 + h) * group; hv < (hq0 + h + 1) * group; hv++)
             head_backward(a, &sh, n, tok0, len, hv);
     }
-    la__delta_scatter_dqk_group(a->dq, a->dk, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn,
+    if (!fused)
+        la__delta_scatter_dqk_group(a->dq, a->dk, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn,
                                 s.rq, s.rk, s.dqn, s.dkn);
 }
 
