@@ -251,12 +251,8 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     kr->gemm_nt(L, K, V, 1.0f, R, V, G, V, 0.0f, Yw, K);
     for (int64_t j = 0; j < L; j++) {
         for (int64_t c = 0; c < V; c++) dR[j * V + c] *= e[j];
-        float dej = 0;
-        for (int64_t i = 0; i < K; i++) {
-            dk[j * K + i] += e[j] * Yw[j * K + i];
-            dej += k[j * K + i] * Yw[j * K + i];
-        }
-        de[j] = dej;
+        for (int64_t i = 0; i < K; i++) dk[j * K + i] += e[j] * Yw[j * K + i];
+        de[j] = la__delta_dot(k + j * K, Yw + j * K, K);
     }
     if (gated)
         for (int64_t i = 0; i < K * V; i++) G[i] *= b[L - 1];
@@ -266,13 +262,11 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     /* Yw (work) = dO~ S_0^T: dq_t += b_t (S_0 dO~_t), db_t += q_t . (S_0 dO~_t) */
     kr->gemm_nt(L, K, V, 1.0f, dO, V, S0, V, 0.0f, Yw, K);
     for (int64_t t = 0; t < L; t++) {
-        float qs = 0;
+        db[t] += la__delta_dot(q + t * K, Yw + t * K, K);
         for (int64_t i = 0; i < K; i++) {
             dq[t * K + i] += b[t] * Yw[t * K + i];
-            qs += q[t * K + i] * Yw[t * K + i];
             Yw[t * K + i] = b[t] * q[t * K + i];
         }
-        db[t] += qs;
     }
     kr->gemm_tn(K, V, L, 1.0f, Yw, K, dO, V, 1.0f, G, V); /* dS_0 += (diag(b) Q)^T dO~ */
     /* dR += P^T dO~, P = QKd (.) Gm (lower incl. diagonal) */
@@ -304,16 +298,10 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, W, K, 1.0f, T2, L);
     for (int64_t t = 0; t < L; t++) {
         const float *Yut = YU + t * V, *Ywt = YW + t * K, *vt = v + t * V, *kt = k + t * K;
-        float yv = 0, yk = 0;
-        for (int64_t c = 0; c < V; c++) {
-            dv[t * V + c] = beta[t] * Yut[c];
-            yv += Yut[c] * vt[c];
-        }
+        const float yv = la__delta_dot(Yut, vt, V), yk = la__delta_dot(Ywt, kt, K);
+        for (int64_t c = 0; c < V; c++) dv[t * V + c] = beta[t] * Yut[c];
         const float bb = beta[t] * b[t];
-        for (int64_t i = 0; i < K; i++) {
-            dk[t * K + i] += bb * Ywt[i];
-            yk += Ywt[i] * kt[i];
-        }
+        for (int64_t i = 0; i < K; i++) dk[t * K + i] += bb * Ywt[i];
         float dbt = yv + b[t] * yk;
         db[t] += beta[t] * yk;
         /* M_tj = beta_t (k_t . k_j) Gamma_tj: T2 becomes dM_tj beta_t Gamma_tj */

@@ -86,8 +86,7 @@ void la__delta_scatter_dqk_group(float *dq, float *dk, int64_t tok0, int64_t len
                     continue;
                 }
                 const float rs = m ? rk[h * len + t] : rq[h * len + t];
-                float yd = 0;
-                for (int64_t i = 0; i < K; i++) yd += y[m][i] * dy[m][i];
+                const float yd = la__delta_dot(y[m], dy[m], K);
                 for (int64_t i = 0; i < K; i++) dx[m][i] = rs * (dy[m][i] - yd * y[m][i]);
             }
         }
