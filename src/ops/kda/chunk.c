@@ -250,11 +250,14 @@ void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *
             dgam[j * K + x] -= y;
         }
     for (int64_t x = 0; x < K; x++) dgL[x] += dbL[x] * bL[x];
-    for (int64_t x = 0; x < K; x++) {
-        double acc = 0;
-        for (int64_t t = L - 1; t >= 0; t--) {
-            acc += dgam[t * K + x];
-            dg[t * K + x] = (float)acc;
+    /* dg = reverse cumulative sum of dgam over t, per key: token-major so
+     * the K independent sums advance side by side (each in the same order
+     * as one key at a time: the same bits); dbL is free again. */
+    double *acc = dbL;
+    for (int64_t x = 0; x < K; x++) acc[x] = 0;
+    for (int64_t t = L - 1; t >= 0; t--)
+        for (int64_t x = 0; x < K; x++) {
+            acc[x] += dgam[t * K + x];
+            dg[t * K + x] = (float)acc[x];
         }
-    }
 }
