@@ -39,8 +39,8 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
 #define GAMMA_ROW_BODY                                                                             \
     for (int64_t j = 0; j < n; j++) LA__EXP_NONPOS(out[j], (float)(gt - gam[j]))
 
-LA__VECTORISE static void gamma_row_base(float *restrict out, double gt,
-                                         const double *restrict gam, int64_t n) {
+LA__VECTORISE static void gamma_row_base(float *restrict out, double gt, const double *restrict gam,
+                                         int64_t n) {
     GAMMA_ROW_BODY;
 }
 

@@ -224,9 +224,7 @@ static int64_t segment_len(const la__delta_args *a) {
  * final once its backward ran, so they go through the L2 norm and out to
  * dq, dk right then, from a one-chunk buffer still in cache (no
  * whole-sequence dqn, dkn to zero, fill and read back). */
-static int fused_dqk(const la__delta_args *a) {
-    return a->form == LA_FORM_CHUNK && a->HV == a->H;
-}
+static int fused_dqk(const la__delta_args *a) { return a->form == LA_FORM_CHUNK && a->HV == a->H; }
 
 static int64_t bwd_group(const la__delta_args *a) {
     const int64_t thr = la_ctx_threads(a->ctx);

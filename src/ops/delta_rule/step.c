@@ -39,9 +39,9 @@ void la__delta_gather_qk(const float *q, const float *k, int64_t tok0, int64_t l
  * page walk and one prefetch stream per token for the whole group. Each
  * row's arithmetic is that of la__delta_l2norm alone, so the group size
  * changes no bit. */
-void la__delta_gather_qk_group(const float *q, const float *k, int64_t tok0, int64_t len,
-                               int64_t H, int64_t hq0, int64_t nq, int64_t K, int l2norm,
-                               float *qn, float *kn, float *rq, float *rk) {
+void la__delta_gather_qk_group(const float *q, const float *k, int64_t tok0, int64_t len, int64_t H,
+                               int64_t hq0, int64_t nq, int64_t K, int l2norm, float *qn, float *kn,
+                               float *rq, float *rk) {
     const size_t hs = (size_t)(len * K); /* head stride of qn, kn */
     for (int64_t t = 0; t < len; t++) {
         const size_t qh = (size_t)((tok0 + t) * H + hq0) * (size_t)K;
@@ -65,9 +65,9 @@ void la__delta_gather_qk_group(const float *q, const float *k, int64_t tok0, int
 /* Through the L2 norm y = x rstd: dx = rstd (dy - (y . dy) y), one token's
  * rows of the whole group after another (adjacent in dq and dk). */
 void la__delta_scatter_dqk_group(float *dq, float *dk, int64_t tok0, int64_t len, int64_t H,
-                                 int64_t hq0, int64_t nq, int64_t K, int l2norm,
-                                 const float *qn, const float *kn, const float *rq,
-                                 const float *rk, const float *dqn, const float *dkn) {
+                                 int64_t hq0, int64_t nq, int64_t K, int l2norm, const float *qn,
+                                 const float *kn, const float *rq, const float *rk,
+                                 const float *dqn, const float *dkn) {
     const size_t hs = (size_t)(len * K);
     for (int64_t t = 0; t < len; t++) {
         const size_t qh = (size_t)((tok0 + t) * H + hq0) * (size_t)K;
