@@ -34,6 +34,21 @@ static inline void la__delta_prefetch(const float *p, int64_t n, int rw) {
 #endif
 }
 
+/* x . y in 16 partial sums (lane l takes i = l mod 16), combined in a fixed
+ * tree: deterministic, the same bits on every ISA, and 16 independent
+ * addition chains instead of one chain of n dependent additions (the
+ * backward's row dot products were latency-bound: ~4 cycles per element). */
+static inline float la__delta_dot(const float *x, const float *y, int64_t n) {
+    float p[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) p[l] += x[i + l] * y[i + l];
+    for (int l = 0; i < n; i++, l++) p[l] += x[i] * y[i];
+    for (int l = 0; l < 8; l++) p[l] += p[l + 8];
+    for (int l = 0; l < 4; l++) p[l] += p[l + 4];
+    return (p[0] + p[2]) + (p[1] + p[3]);
+}
+
 /* The L2 norm of q and k (opts.use_qk_l2norm): x / sqrt(sum x^2 + eps), as
  * fla's l2norm (eps = 1e-6); an all-zero row stays zero. */
 #define LA__DELTA_L2_EPS 1e-6f
@@ -48,6 +63,25 @@ LA_HIDDEN float la__delta_l2norm(float *y, const float *x, int64_t n);
 LA_HIDDEN void la__delta_gather_qk(const float *q, const float *k, int64_t tok0, int64_t len,
                                    int64_t H, int64_t hq, int64_t K, int l2norm, float *qn,
                                    float *kn, float *rq, float *rk);
+
+/* The same for the query heads [hq0, hq0 + nq) (a backward task's group):
+ * qn, kn [nq][len][K], rq, rk [nq][len], head h at h len K (h len); the
+ * group's rows of a token are adjacent, so the group shares page walks and
+ * prefetch streams. Per row the arithmetic of the one-head call. */
+LA_HIDDEN void la__delta_gather_qk_group(const float *q, const float *k, int64_t tok0,
+                                         int64_t len, int64_t H, int64_t hq0, int64_t nq,
+                                         int64_t K, int l2norm, float *qn, float *kn, float *rq,
+                                         float *rk);
+
+/* The backward of that gather: dq, dk rows of heads [hq0, hq0 + nq) of
+ * tokens [tok0, tok0 + len) written (not accumulated) from dqn, dkn (the
+ * gradients w.r.t. the normalised rows, layout of qn) through the L2 norm
+ * (dx = rstd (dy - (y . dy) y); a copy without l2norm). */
+LA_HIDDEN void la__delta_scatter_dqk_group(float *dq, float *dk, int64_t tok0, int64_t len,
+                                           int64_t H, int64_t hq0, int64_t nq, int64_t K,
+                                           int l2norm, const float *qn, const float *kn,
+                                           const float *rq, const float *rk, const float *dqn,
+                                           const float *dkn);
 
 /* One token of one (sequence, value head): S [K,V] updated in place, o [V]
  * written unless NULL; q, k [K] (normalised here when l2norm), v [V]; g NULL

@@ -6,9 +6,10 @@
  * gathers a chunk into contiguous rows (normalising q and k once) and runs
  * la__delta_chunk_step.
  *
- * Backward: one task per (sequence, q/k head): it loops over the value
- * heads of its group in order, so dq and dk (summed over the group) never
- * depend on the thread count. For each value head the states at segment starts
+ * Backward: one task per (sequence, group of q/k heads; bwd_group): q/k
+ * rows gathered for the group in one pass, then for each q/k head the value
+ * heads sharing it in order, so dq and dk (summed over those value heads)
+ * never depend on the thread count. For each value head the states at segment starts
  * (checkpoints) are recomputed forward, then segments are visited last to
  * first carrying dS = dL/dS back:
  *   LA_FORM_RECURRENT: segments of 64 tokens; checkpoints from the token
@@ -204,11 +205,43 @@ static int64_t segment_len(const la__delta_args *a) {
     return a->form == LA_FORM_CHUNK ? la__delta_chunk_len(a) : RECURRENT_SEGMENT;
 }
 
+/* A backward task is (sequence, group of up to LA__DELTA_BWD_GROUP query
+ * heads with their value heads): the group's q and k rows are gathered and
+ * normalised in one pass over the tokens, and dq, dk go back through the
+ * L2 norm in one pass (a token's rows of the group are adjacent: one page
+ * walk per token instead of one per head and token); between, each value
+ * head runs its checkpoint and reverse sweeps alone, on scratch that the
+ * heads share. Memory: 4 len K + 2 len floats per head of the group (qn,
+ * kn, dqn, dkn, rq, rk), the group capped so these stay within
+ * LA__DELTA_BWD_GROUP_BYTES (at T = 8192, K = 128: 16 MiB a head, 4
+ * heads). Each head's arithmetic is that of a one-head task, so the group
+ * size (which depends on the thread count, leaving >= 2 tasks per thread)
+ * changes no bit. */
+#define LA__DELTA_BWD_GROUP 4
+#define LA__DELTA_BWD_GROUP_BYTES ((double)(64 << 20))
+
+/* Chunk form with one value head per q/k head: dq and dk of a chunk are
+ * final once its backward ran, so they go through the L2 norm and out to
+ * dq, dk right then, from a one-chunk buffer still in cache (no
+ * whole-sequence dqn, dkn to zero, fill and read back). */
+static int fused_dqk(const la__delta_args *a) { return a->form == LA_FORM_CHUNK && a->HV == a->H; }
+
+static int64_t bwd_group(const la__delta_args *a) {
+    const int64_t thr = la_ctx_threads(a->ctx);
+    const double per_head = ((fused_dqk(a) ? 2.0 : 4.0) * (double)a->K + 2.0) *
+                            (double)la__max_seq_len(&a->dims) * sizeof(float);
+    int64_t G = a->N * a->H / (2 * (thr < 1 ? 1 : thr));
+    if (G > LA__DELTA_BWD_GROUP) G = LA__DELTA_BWD_GROUP;
+    if (G > a->H) G = a->H;
+    while (G > 1 && (double)G * per_head > LA__DELTA_BWD_GROUP_BYTES) G--;
+    return G < 1 ? 1 : G;
+}
+
 /* Scratch layout (floats), each piece 64-byte aligned. */
 typedef struct {
-    float *qn, *kn;    /* [len,K] normalised (or copied) q, k */
+    float *qn, *kn;    /* [len,K] normalised (or copied) q, k (one head; G heads in the task) */
     float *rq, *rk;    /* [len] their rstd */
-    float *dqn, *dkn;  /* [len,K] gradients w.r.t. qn, kn, summed over the group */
+    float *dqn, *dkn;  /* [len,K] gradients w.r.t. qn, kn, summed over the value heads */
     float *ckpt;       /* [nseg,K,V] */
     float *kept;       /* chunk form: [nseg] x la__delta_chunk_kept_floats(seg,K,V) */
     float *states;     /* [seg+1,K,V] */
@@ -227,14 +260,17 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
     const size_t KV = (size_t)K * (size_t)V;
     size_t work = LA__STEP_WORK_FLOATS(K, V);
     const int chunk = a->form == LA_FORM_CHUNK;
+    const size_t G = (size_t)bwd_group(a);
     if (chunk) {
         const size_t cw = la__delta_chunk_work_floats(seg, K, V);
         const size_t bw = la__delta_chunk_bwd_work_floats(seg, K, V);
         if (cw > work) work = cw;
         if (bw > work) work = bw;
     }
-    const size_t sizes[] = {(size_t)(len * K), (size_t)(len * K), (size_t)len, (size_t)len,
-                            (size_t)(len * K), (size_t)(len * K), (size_t)nseg * KV,
+    const size_t sizes[] = {G * (size_t)(len * K), G * (size_t)(len * K), G * (size_t)len,
+                            G * (size_t)len, fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
+                            fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
+                            (size_t)nseg * KV,
                             chunk ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
                             chunk ? 0 : (size_t)(seg + 1) * KV, KV, (size_t)(seg * V),
                             (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
@@ -256,8 +292,10 @@ size_t la__delta_backward_scratch(const la__delta_args *a) {
      * size would overflow. */
     const double C = (double)segment_len(a), T = (double)la__max_seq_len(&a->dims);
     const double KV = (double)a->K * (double)a->V;
-    if ((8 * C * C + (T / C + C + 4) * KV + (8 * (T + C) + 2 * T) * (double)(a->K + a->V) +
-         (T + C) * C) * 4 > 0x1p62)
+    if ((8 * C * C + (T / C + C + 4) * KV +
+         (8 * (T + C) + 2 * T * LA__DELTA_BWD_GROUP) * (double)(a->K + a->V) + (T + C) * C) *
+            4 * LA__DELTA_BWD_GROUP >
+        0x1p62)
         return SIZE_MAX;
     bwd_scratch s;
     const size_t bytes = layout(a, la__max_seq_len(&a->dims), NULL, &s);
@@ -354,9 +392,11 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
 }
 
 /* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
- * state, s->G carried from dL/dS_end to dL/dS_start. */
+ * state, s->G carried from dL/dS_end to dL/dS_start; the chunk's dq, dk
+ * rows accumulate into dqc, dkc [L,K]. */
 static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
-                           float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L) {
+                           float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L,
+                           float *dqc, float *dkc) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
@@ -376,8 +416,8 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
     }
     la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
                              a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
-    la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, s->dqn + t0 * K, s->dkn + t0 * K, s->dvc,
-                             s->dbc, s->dgc, s->work);
+    la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, dqc, dkc, s->dvc, s->dbc, s->dgc,
+                             s->work);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
         memcpy(a->dv + vh * (size_t)V, s->dvc + t * V, (size_t)V * sizeof(float));
@@ -386,93 +426,110 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
     }
 }
 
+/* One value head's sweeps: checkpoints (and, chunk form, kept products)
+ * forward, then the segments last to first; dq, dk of its q head
+ * accumulate in s->dqn, s->dkn. */
+static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_t n, int64_t tok0,
+                          int64_t len, int64_t hv) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    const size_t KV = (size_t)K * (size_t)V;
+    const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
+    const size_t kslot = la__delta_chunk_kept_floats(seg, K, V);
+    bwd_scratch sv = *sp, *s = &sv;
+    const size_t so = (size_t)(n * HV + hv) * KV;
+    if (a->initial_state) memcpy(s->ckpt, a->initial_state + so, KV * sizeof(float));
+    else memset(s->ckpt, 0, KV * sizeof(float));
+    if (a->form == LA_FORM_CHUNK) {
+        for (int64_t c = 0; c < nseg; c++) {
+            const int64_t L = len - c * seg < seg ? len - c * seg : seg;
+            advance(a, s, s->ckpt + (size_t)c * KV,
+                    c + 1 < nseg ? s->ckpt + (size_t)(c + 1) * KV : NULL,
+                    s->kept + (size_t)c * kslot, tok0, hv, c * seg, L);
+        }
+    } else {
+        for (int64_t c = 0; c + 1 < nseg; c++) {
+            memcpy(s->ckpt + (size_t)(c + 1) * KV, s->ckpt + (size_t)c * KV, KV * sizeof(float));
+            advance(a, s, s->ckpt + (size_t)(c + 1) * KV, NULL, NULL, tok0, hv, c * seg, seg);
+        }
+    }
+    if (a->d_final_state) memcpy(s->G, a->d_final_state + so, KV * sizeof(float));
+    else memset(s->G, 0, KV * sizeof(float));
+    for (int64_t c = nseg - 1; c >= 0; c--) {
+        const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+        if (fused_dqk(a)) {
+            memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
+            memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
+            chunk_backward(a, s, s->ckpt + (size_t)c * KV, s->kept + (size_t)c * kslot, tok0, hv,
+                           t0, L, s->dqn, s->dkn);
+            la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm,
+                                        s->qn + t0 * K, s->kn + t0 * K, s->rq + t0, s->rk + t0,
+                                        s->dqn, s->dkn);
+            continue;
+        }
+        if (a->form == LA_FORM_CHUNK) {
+            chunk_backward(a, s, s->ckpt + (size_t)c * KV, s->kept + (size_t)c * kslot, tok0, hv,
+                           t0, L, s->dqn + t0 * K, s->dkn + t0 * K);
+            continue;
+        }
+        /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
+        memcpy(s->states, s->ckpt + (size_t)c * KV, KV * sizeof(float));
+        for (int64_t tau = 1; tau <= L; tau++) {
+            float *St = s->states + (size_t)tau * KV;
+            memcpy(St, St - KV, KV * sizeof(float));
+            const int64_t t = t0 + tau - 1;
+            const size_t vh = (size_t)((tok0 + t) * HV + hv);
+            la__delta_token(K, V, 0, a->scale, St, NULL, s->qn + t * K, s->kn + t * K,
+                            a->v + vh * (size_t)V, a->g ? a->g + vh : NULL, a->beta[vh], s->work);
+        }
+        for (int64_t tau = L; tau >= 1; tau--) {
+            const int64_t t = t0 + tau - 1;
+            token_backward(a, s, s->states + (size_t)(tau - 1) * KV, s->states + (size_t)tau * KV,
+                           t, (size_t)((tok0 + t) * HV + hv));
+        }
+    }
+    if (a->d_initial_state) memcpy(a->d_initial_state + so, s->G, KV * sizeof(float));
+}
+
+/* Task (sequence n, query heads [hq0, hq0 + nq)): the group's q/k gather,
+ * every value head of every q head in order, the group's dq/dk scatter
+ * (fused_dqk: chunk by chunk inside the sweeps instead). */
 static void backward_task(void *p, int64_t task, int tid) {
     const la__delta_args *a = p;
-    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
-    const int64_t n = task / H, hq = task % H;
-    const size_t KV = (size_t)K * (size_t)V;
+    const int64_t K = a->K, H = a->H, group = a->HV / a->H;
+    const int64_t G = bwd_group(a), ng = (H + G - 1) / G;
+    const int64_t n = task / ng, hq0 = task % ng * G, nq = H - hq0 < G ? H - hq0 : G;
     int64_t tok0, len;
     la__seq_bounds(&a->dims, n, &tok0, &len);
     bwd_scratch s;
     layout(a, len, la__scratch(a->ctx, tid), &s);
-    const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
-    const size_t kslot = la__delta_chunk_kept_floats(seg, K, V);
+    const size_t hs = (size_t)(len * K);
 
-    la__delta_gather_qk(a->q, a->k, tok0, len, H, hq, K, a->l2norm, s.qn, s.kn, s.rq, s.rk);
-    memset(s.dqn, 0, (size_t)(len * K) * sizeof(float));
-    memset(s.dkn, 0, (size_t)(len * K) * sizeof(float));
-
-    for (int64_t hv = hq * group; hv < (hq + 1) * group; hv++) {
-        const size_t so = (size_t)(n * HV + hv) * KV;
-        if (a->initial_state) memcpy(s.ckpt, a->initial_state + so, KV * sizeof(float));
-        else memset(s.ckpt, 0, KV * sizeof(float));
-        if (a->form == LA_FORM_CHUNK) {
-            for (int64_t c = 0; c < nseg; c++) {
-                const int64_t L = len - c * seg < seg ? len - c * seg : seg;
-                advance(a, &s, s.ckpt + (size_t)c * KV,
-                        c + 1 < nseg ? s.ckpt + (size_t)(c + 1) * KV : NULL,
-                        s.kept + (size_t)c * kslot, tok0, hv, c * seg, L);
-            }
-        } else {
-            for (int64_t c = 0; c + 1 < nseg; c++) {
-                memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV,
-                       KV * sizeof(float));
-                advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, NULL, NULL, tok0, hv, c * seg,
-                        seg);
-            }
-        }
-        if (a->d_final_state) memcpy(s.G, a->d_final_state + so, KV * sizeof(float));
-        else memset(s.G, 0, KV * sizeof(float));
-        for (int64_t c = nseg - 1; c >= 0; c--) {
-            const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
-            if (a->form == LA_FORM_CHUNK) {
-                chunk_backward(a, &s, s.ckpt + (size_t)c * KV, s.kept + (size_t)c * kslot, tok0,
-                               hv, t0, L);
-                continue;
-            }
-            /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
-            memcpy(s.states, s.ckpt + (size_t)c * KV, KV * sizeof(float));
-            for (int64_t tau = 1; tau <= L; tau++) {
-                float *St = s.states + (size_t)tau * KV;
-                memcpy(St, St - KV, KV * sizeof(float));
-                const int64_t t = t0 + tau - 1;
-                const size_t vh = (size_t)((tok0 + t) * HV + hv);
-                la__delta_token(K, V, 0, a->scale, St, NULL, s.qn + t * K, s.kn + t * K,
-                                a->v + vh * (size_t)V, a->g ? a->g + vh : NULL, a->beta[vh],
-                                s.work);
-            }
-            for (int64_t tau = L; tau >= 1; tau--) {
-                const int64_t t = t0 + tau - 1;
-                token_backward(a, &s, s.states + (size_t)(tau - 1) * KV,
-                               s.states + (size_t)tau * KV, t,
-                               (size_t)((tok0 + t) * HV + hv));
-            }
-        }
-        if (a->d_initial_state) memcpy(a->d_initial_state + so, s.G, KV * sizeof(float));
+    la__delta_gather_qk_group(a->q, a->k, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
+                              s.rk);
+    const int fused = fused_dqk(a);
+    if (!fused) {
+        memset(s.dqn, 0, (size_t)nq * hs * sizeof(float));
+        memset(s.dkn, 0, (size_t)nq * hs * sizeof(float));
     }
-
-    for (int64_t t = 0; t < len; t++) {
-        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
-        const float *y[2] = {s.qn + t * K, s.kn + t * K};
-        const float *dy[2] = {s.dqn + t * K, s.dkn + t * K};
-        const float rs[2] = {a->l2norm ? s.rq[t] : 1.0f, a->l2norm ? s.rk[t] : 1.0f};
-        float *dx[2] = {a->dq + qh, a->dk + qh};
-        if (t + LA__DELTA_AHEAD < len) {
-            la__delta_prefetch(dx[0] + (size_t)(LA__DELTA_AHEAD * H * K), K, 1);
-            la__delta_prefetch(dx[1] + (size_t)(LA__DELTA_AHEAD * H * K), K, 1);
+    for (int64_t h = 0; h < nq; h++) {
+        bwd_scratch sh = s;
+        sh.qn += (size_t)h * hs;
+        sh.kn += (size_t)h * hs;
+        sh.rq += h * len;
+        sh.rk += h * len;
+        if (!fused) {
+            sh.dqn += (size_t)h * hs;
+            sh.dkn += (size_t)h * hs;
         }
-        for (int m = 0; m < 2; m++) {
-            if (!a->l2norm) {
-                memcpy(dx[m], dy[m], (size_t)K * sizeof(float));
-                continue;
-            }
-            float yd = 0;
-            for (int64_t i = 0; i < K; i++) yd += y[m][i] * dy[m][i];
-            for (int64_t i = 0; i < K; i++) dx[m][i] = rs[m] * (dy[m][i] - yd * y[m][i]);
-        }
+        for (int64_t hv = (hq0 + h) * group; hv < (hq0 + h + 1) * group; hv++)
+            head_backward(a, &sh, n, tok0, len, hv);
     }
+    if (!fused)
+        la__delta_scatter_dqk_group(a->dq, a->dk, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn,
+                                s.rq, s.rk, s.dqn, s.dkn);
 }
 
 void la__delta_backward(const la__delta_args *a) {
-    la__parallel_for(a->ctx, a->N * a->H, backward_task, (void *)a);
+    const int64_t G = bwd_group(a);
+    la__parallel_for(a->ctx, a->N * ((a->H + G - 1) / G), backward_task, (void *)a);
 }

@@ -32,18 +32,63 @@ float la__delta_l2norm(float *y, const float *x, int64_t n) {
 void la__delta_gather_qk(const float *q, const float *k, int64_t tok0, int64_t len, int64_t H,
                          int64_t hq, int64_t K, int l2norm, float *qn, float *kn, float *rq,
                          float *rk) {
+    la__delta_gather_qk_group(q, k, tok0, len, H, hq, 1, K, l2norm, qn, kn, rq, rk);
+}
+
+/* Token by token, the group's q (then k) rows are adjacent in memory: one
+ * page walk and one prefetch stream per token for the whole group. Each
+ * row's arithmetic is that of la__delta_l2norm alone, so the group size
+ * changes no bit. */
+void la__delta_gather_qk_group(const float *q, const float *k, int64_t tok0, int64_t len, int64_t H,
+                               int64_t hq0, int64_t nq, int64_t K, int l2norm, float *qn, float *kn,
+                               float *rq, float *rk) {
+    const size_t hs = (size_t)(len * K); /* head stride of qn, kn */
     for (int64_t t = 0; t < len; t++) {
-        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
+        const size_t qh = (size_t)((tok0 + t) * H + hq0) * (size_t)K;
         if (t + LA__DELTA_AHEAD < len) {
-            la__delta_prefetch(q + qh + (size_t)(LA__DELTA_AHEAD * H * K), K, 0);
-            la__delta_prefetch(k + qh + (size_t)(LA__DELTA_AHEAD * H * K), K, 0);
+            la__delta_prefetch(q + qh + (size_t)(LA__DELTA_AHEAD * H * K), nq * K, 0);
+            la__delta_prefetch(k + qh + (size_t)(LA__DELTA_AHEAD * H * K), nq * K, 0);
         }
-        if (l2norm) {
-            rq[t] = la__delta_l2norm(qn + t * K, q + qh, K);
-            rk[t] = la__delta_l2norm(kn + t * K, k + qh, K);
-        } else {
-            memcpy(qn + t * K, q + qh, (size_t)K * sizeof(float));
-            memcpy(kn + t * K, k + qh, (size_t)K * sizeof(float));
+        for (int64_t h = 0; h < nq; h++) {
+            const size_t src = qh + (size_t)(h * K), dst = (size_t)h * hs + (size_t)(t * K);
+            if (l2norm) {
+                rq[h * len + t] = la__delta_l2norm(qn + dst, q + src, K);
+                rk[h * len + t] = la__delta_l2norm(kn + dst, k + src, K);
+            } else {
+                memcpy(qn + dst, q + src, (size_t)K * sizeof(float));
+                memcpy(kn + dst, k + src, (size_t)K * sizeof(float));
+            }
+        }
+    }
+}
+
+/* Through the L2 norm y = x rstd: dx = rstd (dy - (y . dy) y), one token's
+ * rows of the whole group after another (adjacent in dq and dk). */
+void la__delta_scatter_dqk_group(float *dq, float *dk, int64_t tok0, int64_t len, int64_t H,
+                                 int64_t hq0, int64_t nq, int64_t K, int l2norm, const float *qn,
+                                 const float *kn, const float *rq, const float *rk,
+                                 const float *dqn, const float *dkn) {
+    const size_t hs = (size_t)(len * K);
+    for (int64_t t = 0; t < len; t++) {
+        const size_t qh = (size_t)((tok0 + t) * H + hq0) * (size_t)K;
+        if (t + LA__DELTA_AHEAD < len) {
+            la__delta_prefetch(dq + qh + (size_t)(LA__DELTA_AHEAD * H * K), nq * K, 1);
+            la__delta_prefetch(dk + qh + (size_t)(LA__DELTA_AHEAD * H * K), nq * K, 1);
+        }
+        for (int64_t h = 0; h < nq; h++) {
+            const size_t o = (size_t)h * hs + (size_t)(t * K);
+            const float *y[2] = {qn + o, kn + o};
+            const float *dy[2] = {dqn + o, dkn + o};
+            float *dx[2] = {dq + qh + (size_t)(h * K), dk + qh + (size_t)(h * K)};
+            for (int m = 0; m < 2; m++) {
+                if (!l2norm) {
+                    memcpy(dx[m], dy[m], (size_t)K * sizeof(float));
+                    continue;
+                }
+                const float rs = m ? rk[h * len + t] : rq[h * len + t];
+                const float yd = la__delta_dot(y[m], dy[m], K);
+                for (int64_t i = 0; i < K; i++) dx[m][i] = rs * (dy[m][i] - yd * y[m][i]);
+            }
         }
     }
 }

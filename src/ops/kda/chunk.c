@@ -179,10 +179,17 @@ void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *
 
     /* ---- S_L = Diag(b_L) S_0 + (K * E)^T R ---- */
     const float *bL = b + (L - 1) * K;
+    /* dbL_x = <G_x, S0_x> in eight partial sums of fixed assignment and
+     * order (one chain of V dependent double additions per key was ~15% of
+     * this function's time). */
     for (int64_t x = 0; x < K; x++) {
-        double acc = 0;
-        for (int64_t c = 0; c < V; c++) acc += (double)G[x * V + c] * S0[x * V + c];
-        dbL[x] = acc;
+        const float *Gx = G + x * V, *Sx = S0 + x * V;
+        double ps[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t c = 0;
+        for (; c + 8 <= V; c += 8)
+            for (int l = 0; l < 8; l++) ps[l] += (double)Gx[c + l] * Sx[c + l];
+        for (int l = 0; c < V; c++, l++) ps[l] += (double)Gx[c] * Sx[c];
+        dbL[x] = ((ps[0] + ps[4]) + (ps[1] + ps[5])) + ((ps[2] + ps[6]) + (ps[3] + ps[7]));
     }
     mul(Yw, k, e, LK); /* K * E (work) */
     kr->gemm_nn(L, V, K, 1.0f, Yw, K, G, V, 0.0f, dR, V);
@@ -218,13 +225,10 @@ void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *
     kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, Wk, K, 1.0f, dM, L); /* dMb */
     for (int64_t t = 0; t < L; t++) {
         const float *yu = YU + t * V, *yw = YW + t * K;
-        float acc = 0;
-        for (int64_t c = 0; c < V; c++) {
-            dv[t * V + c] = beta[t] * yu[c];
-            acc += yu[c] * v[t * V + c];
-        }
+        /* the two row dots in 16 partial sums each (la__delta_dot) */
+        float acc = la__delta_dot(yu, v + t * V, V) + la__delta_dot(yw, Kb + t * K, K);
+        for (int64_t c = 0; c < V; c++) dv[t * V + c] = beta[t] * yu[c];
         for (int64_t x = 0; x < K; x++) {
-            acc += yw[x] * Kb[t * K + x];
             dk[t * K + x] += beta[t] * b[t * K + x] * yw[x];
             db[t * K + x] += beta[t] * k[t * K + x] * yw[x];
         }
@@ -246,11 +250,14 @@ void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *
             dgam[j * K + x] -= y;
         }
     for (int64_t x = 0; x < K; x++) dgL[x] += dbL[x] * bL[x];
-    for (int64_t x = 0; x < K; x++) {
-        double acc = 0;
-        for (int64_t t = L - 1; t >= 0; t--) {
-            acc += dgam[t * K + x];
-            dg[t * K + x] = (float)acc;
+    /* dg = reverse cumulative sum of dgam over t, per key: token-major so
+     * the K independent sums advance side by side (each in the same order
+     * as one key at a time: the same bits); dbL is free again. */
+    double *acc = dbL;
+    for (int64_t x = 0; x < K; x++) acc[x] = 0;
+    for (int64_t t = L - 1; t >= 0; t--)
+        for (int64_t x = 0; x < K; x++) {
+            acc[x] += dgam[t * K + x];
+            dg[t * K + x] = (float)acc[x];
         }
-    }
 }

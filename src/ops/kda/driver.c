@@ -317,27 +317,9 @@ static void backward_task(void *p, int64_t task, int tid) {
         if (a->d_initial_state) memcpy(a->d_initial_state + slot * KV, s.G, KV * sizeof(float));
     }
 
-    /* through the L2 norm y = x rstd: dx = rstd (dy - (y . dy) y) */
-    for (int64_t t = 0; t < len; t++) {
-        const size_t qh = (size_t)((tok0 + t) * H + hq) * (size_t)K;
-        if (t + AHEAD < len) {
-            la__delta_prefetch(a->dq + qh + (size_t)(AHEAD * H * K), K, 1);
-            la__delta_prefetch(a->dk + qh + (size_t)(AHEAD * H * K), K, 1);
-        }
-        const float *y[2] = {s.qn + t * K, s.kn + t * K};
-        const float *dy[2] = {s.dqn + t * K, s.dkn + t * K};
-        float *dx[2] = {a->dq + qh, a->dk + qh};
-        for (int m = 0; m < 2; m++) {
-            if (!a->l2norm) {
-                memcpy(dx[m], dy[m], (size_t)K * sizeof(float));
-                continue;
-            }
-            const float rs = m ? s.rk[t] : s.rq[t];
-            float yd = 0;
-            for (int64_t i = 0; i < K; i++) yd += y[m][i] * dy[m][i];
-            for (int64_t i = 0; i < K; i++) dx[m][i] = rs * (dy[m][i] - yd * y[m][i]);
-        }
-    }
+    /* through the L2 norm (the delta rules' row loop: dots in 16 partial sums) */
+    la__delta_scatter_dqk_group(a->dq, a->dk, tok0, len, H, hq, 1, K, a->l2norm, s.qn, s.kn, s.rq,
+                                s.rk, s.dqn, s.dkn);
 }
 
 void la__kda_backward(const la__kda_args *a) {
