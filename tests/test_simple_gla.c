@@ -26,6 +26,31 @@ static void test_retnet(void) {
     CHECK_STATUS(la_retnet_decay(NULL, 3), LA_ERR_NULL_POINTER, "NULL g_gamma");
 }
 
+/* cpu-bwdsplit: the backward (src/ops/gla/split_bwd.c) gives the same bits
+ * at 1, 2, 3 and 4 threads: dq, dk, dv, dg, dg_gamma, d_initial_state
+ * (NaN-poisoned before each call). */
+static void check_split_bwd_threads(const gcase *c, la_ctx *const *ctx, const la_gated_opts *o,
+                                    const char *label, int64_t chunk) {
+    const size_t n[6] = {c->nqk, c->nqk, c->nv, c->ng, (size_t)c->H, c->ns};
+    static const char *const names[6] = {"dq", "dk", "dv", "dg", "dg_gamma", "d_initial_state"};
+    float *r[4][6];
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < 6; i++) r[t][i] = th_nan_floats(n[i]);
+        CHECK_STATUS(gc_bwd(c, ctx[t], o, r[t][0], r[t][1], r[t][2], c->g ? r[t][3] : NULL,
+                            c->gamma ? r[t][4] : NULL, r[t][5]),
+                     LA_OK, "split backward");
+    }
+    for (int t = 1; t < 4; t++)
+        for (int i = 0; i < 6; i++) {
+            if ((i == 3 && !c->g) || (i == 4 && !c->gamma)) continue;
+            CHECK(th_bitwise_equal(r[0][i], r[t][i], n[i]),
+                  "%s chunk %d backward %s: %d threads = 1 thread, bit for bit", label, (int)chunk,
+                  names[i], t + 1);
+        }
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 6; i++) free(r[t][i]);
+}
+
 /* cpu-glasplit: the chunk forward with one sequence split over time
  * (src/ops/gla/split.c: N*H < 8 and >= 2 segments of 16 chunks). Chunks of
  * 16 and 32 at T = 1100 split (5 and 3 segments). Every form against
@@ -33,14 +58,16 @@ static void test_retnet(void) {
  * state bit for bit equal at 1, 2, 3 and 4 threads. Cases: initial and
  * final state with resets g = -1e4 and a stretch of g = 0; g = 0
  * everywhere; RetNet (g_gamma only, no initial state); varlen with an
- * empty sequence (H = 2). */
+ * empty sequence (H = 2); cpu-bwdsplit: odd T = 2047 (8 and 4 segments)
+ * with resets on segment boundaries, and the backward (same checks). */
 static void test_split(void) {
     la_ctx *ctx[4] = {th_ctx(1), th_ctx(2), th_ctx(3), th_ctx(4)};
     la_rng rng;
     la_rng_seed(&rng, 800);
     const int64_t cu[] = {0, 37, 37, 1100};
-    for (int v = 0; v < 4; v++) {
-        gcase c = v == 3   ? gc_make(0, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
+    for (int v = 0; v < 5; v++) {
+        gcase c = v == 4   ? gc_make(0, 1, 2047, 1, 16, 12, NULL, 0, GC_ALL, &rng)
+                  : v == 3 ? gc_make(0, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
                   : v == 2 ? gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_GAMMA | GC_DST, &rng)
                            : gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng);
         if (v == 0) {
@@ -51,6 +78,9 @@ static void test_split(void) {
             for (size_t t = 0; t < c.ng; t++) c.g[t] = 0.0f;
         if (v == 3)
             for (int64_t t = 300; t < 1100; t += 211) c.g[t * 2 + 1] = -1e4f;
+        if (v == 4) /* resets on segment boundaries (chunks 16 and 32), a stretch of g = 0 */
+            for (int64_t t = 0; t < 2047; t++)
+                c.g[t] = t % 256 == 0 || t % 512 == 511 ? -1e4f : t / 256 == 5 ? 0.0f : c.g[t];
         char label[64];
         snprintf(label, sizeof label, "simple GLA split over time, case %d", v);
         gc_check_forms(&c, ctx[2], label);
@@ -69,6 +99,7 @@ static void test_split(void) {
             }
             free(o1);
             free(s1);
+            check_split_bwd_threads(&c, ctx, &o, label, chunk);
         }
         gc_free(&c);
     }

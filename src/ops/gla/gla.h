@@ -244,6 +244,19 @@ LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
  * two-pass path on small cases and compare the two bit for bit). */
 LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
 
+/* cpu-bwdsplit: one chunk of the chunk backward, rows [r0, r0 + L) of head
+ * h, from the state S0 before it and the gradient dS of the state after it
+ * (both K x V): the chunk's dq, dk, dv, dg rows, *gamma_sum += its scalar
+ * gate gradient, Mc = scale (Q e^G)^T dO (so that the gradient of the state
+ * before the chunk is d dS + Mc), *d = e^{G_L}. scratch: per thread,
+ * la__gla_chunk_bwd_piece_bytes (a job with group 1); pn > 0 prefetches
+ * the pn rows before r0. The same arithmetic as the unsplit backward's
+ * chunk (but its fused dS update). */
+LA_HIDDEN size_t la__gla_chunk_bwd_piece_bytes(const gla_job *j);
+LA_HIDDEN void la__gla_chunk_bwd_piece(const gla_job *j, char *scratch, const float *S0,
+                                       const float *dS, int64_t r0, int64_t L, int64_t h,
+                                       int64_t pn, double *gamma_sum, float *Mc, float *d);
+
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
 static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {
     if (!j->g) return NULL;
