@@ -7,13 +7,14 @@
  * one exponential):
  *   forward states   S[s+1] = D_s S[s] + L_s,  S[0] the initial state,
  *                    L_s = d_m (... (d_1 0 + U_1) ...) + U_m,
- *                    U_c = (k e^{G_L - G})ᵀ v;
+ *                    U_c = (k e^{G_L - G})ᵀ v (added by the product's beta);
  *   state gradients  E[s] = D_s E[s+1] + M_s, E[nseg] = d_final_state,
  *                    M_s = d_1 (... (d_m 0 + Mc_m) ...) + Mc_1,
  *                    Mc_c = scale (q e^{G})ᵀ dO,
  * E[s] the gradient of the state before segment s (E[0] is
  * d_initial_state). Inside a segment the chunk states run from S[s]
- * (R_1 = S[s], R_{c+1} = d_c R_c + U_c) and the state gradients from
+ * (R_1 = S[s], R_{c+1} = d_c R_c + U_c, the product's beta again) and
+ * the state gradients from
  * E[s+1] (dS_m = E[s+1], dS_{c-1} = d_c dS_c + Mc_c); each chunk's dq, dk,
  * dv, dg are those of the unsplit backward's chunk from (R_c, dS_c)
  * (la__gla_chunk_bwd_piece). The gate gradient has no term that crosses
@@ -57,7 +58,7 @@ typedef struct sb_bufs {
     float *eG, *eLm; /* [C] */
     float *X;        /* [C,K]: k e^{G_L - G} or q e^{G} */
     float *Oc;       /* [C,V]: the chunk's dO rows */
-    float *U;        /* [K,V]: U_c or Mc_c */
+    float *U;        /* [K,V]: Mc_c */
     float *R, *M;    /* [K,V]: running state (gradient), local sum */
     float *Sa, *Sb;  /* [K,V]: one thread, E before and after a segment */
     float *states;   /* [BWD_SEG_CHUNKS,K,V]: the chunk states of a segment */
@@ -106,8 +107,10 @@ GLA_INLINE double sb_gates(const gla_job *j, sb_bufs *b, int64_t r0, int64_t n, 
     return b->G[n - 1];
 }
 
-/* U = (k e^{G_L - G})ᵀ v of the chunk at row r0 (gates filled). */
-GLA_INLINE void sb_state_product(const gla_job *j, sb_bufs *b, int64_t r0, int64_t n, int64_t h) {
+/* S <- beta S + (k e^{G_L - G})ᵀ v of the chunk at row r0 (gates filled;
+ * the product's beta). */
+GLA_INLINE void sb_state_product(const gla_job *j, sb_bufs *b, int64_t r0, int64_t n, int64_t h,
+                                 float beta, float *S) {
     const int64_t H = j->H, K = j->K, V = j->V;
     for (int64_t i = 0; i < n; i++) {
         const float *restrict k = j->k + (size_t)((r0 + i) * H + h) * (size_t)K;
@@ -115,8 +118,8 @@ GLA_INLINE void sb_state_product(const gla_job *j, sb_bufs *b, int64_t r0, int64
         const float e = b->eLm[i];
         for (int64_t x = 0; x < K; x++) X[x] = k[x] * e;
     }
-    j->kr->gemm_tn(K, V, n, 1.0f, b->X, K, j->v + (size_t)(r0 * H + h) * (size_t)V, H * V, 0.0f,
-                   b->U, V);
+    j->kr->gemm_tn(K, V, n, 1.0f, b->X, K, j->v + (size_t)(r0 * H + h) * (size_t)V, H * V, beta, S,
+                   V);
 }
 
 /* Mc = scale (q e^G)ᵀ dO of the chunk at row r0 (gates filled), with the
@@ -151,8 +154,7 @@ GLA_INLINE void sb_fwd_sum_body(const gla_job *j, int64_t start, int64_t h, int6
     for (int64_t c0 = tb; c0 < te; c0 += j->C) {
         const int64_t n = te - c0 < j->C ? te - c0 : j->C, r0 = start + c0;
         Dsum += sb_gates(j, &b, r0, n, h);
-        sb_state_product(j, &b, r0, n, h);
-        sb_axpy(L, b.eG[n - 1], b.U, KV);
+        sb_state_product(j, &b, r0, n, h, b.eG[n - 1], L);
     }
     *D = la__exp_nonpos((float)Dsum);
 }
@@ -186,8 +188,8 @@ GLA_INLINE void sb_run_body(const gla_job *j, int64_t start, int64_t h, int64_t 
         const int64_t r0 = start + tb + c * C;
         float *Rn = b.states + (size_t)(c + 1) * (size_t)KV;
         sb_gates(j, &b, r0, C, h);
-        sb_state_product(j, &b, r0, C, h);
-        for (int64_t x = 0; x < KV; x++) Rn[x] = b.eG[C - 1] * Rn[x - KV] + b.U[x];
+        memcpy(Rn, Rn - KV, (size_t)KV * sizeof(float));
+        sb_state_product(j, &b, r0, C, h, b.eG[C - 1], Rn);
     }
     /* the chunks in reverse with the running state gradient */
     memcpy(b.R, Ein, (size_t)KV * sizeof(float));
@@ -198,8 +200,16 @@ GLA_INLINE void sb_run_body(const gla_job *j, int64_t start, int64_t h, int64_t 
         float d;
         la__gla_chunk_bwd_piece(j, b.piece, b.states + (size_t)c * (size_t)KV, b.R, start + c0, n,
                                 h, c0 > 0 ? C : 0, &gs, b.U, &d);
-        if (c > 0) sb_axpy(b.R, d, b.U, KV);
-        sb_axpy(b.M, d, b.U, KV);
+        if (c > 0) { /* both in one pass over Mc */
+            float *restrict R = b.R, *restrict M = b.M;
+            const float *restrict U = b.U;
+            for (int64_t x = 0; x < KV; x++) {
+                R[x] = d * R[x] + U[x];
+                M[x] = d * M[x] + U[x];
+            }
+        } else {
+            sb_axpy(b.M, d, b.U, KV);
+        }
     }
     for (int64_t x = 0; x < KV; x++) Eout[x] = D * Ein[x] + b.M[x];
     *gsum = gs;
