@@ -85,6 +85,12 @@ LA_HIDDEN la_status la__gla_run_split(const char *op, const gla_job *j);
 LA_HIDDEN size_t la__gla_split_bwd_bytes(const gla_job *j);
 LA_HIDDEN la_status la__gla_run_split_bwd(const char *op, const gla_job *j);
 
+/* cpu-bwdsplit: GLA's (per-key gates) chunk forward split over time
+ * (split_gla.c). */
+LA_HIDDEN int la__gla_split_gla_over_time(const gla_job *j);
+LA_HIDDEN size_t la__gla_split_gla_bytes(const gla_job *j);
+LA_HIDDEN la_status la__gla_run_split_gla(const char *op, const gla_job *j);
+
 static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
     if (bytes == 0)
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: work space size overflows size_t", op);
@@ -107,6 +113,12 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
         j.o = o;
         j.sT = final_state;
         return la__gla_run_split(op, &j);
+    }
+    if (chunk && la__gla_split_gla_over_time(&j)) {
+        if ((st = reserve(op, ctx, la__gla_split_gla_bytes(&j)))) return st;
+        j.o = o;
+        j.sT = final_state;
+        return la__gla_run_split_gla(op, &j);
     }
     if ((st = reserve(op, ctx, chunk ? la__gla_chunk_fwd_bytes(&j)
                                      : la__gla_recurrent_fwd_bytes(&j))))

@@ -564,9 +564,10 @@ GLA_INLINE void gla_fwd_intra(const gla_job *j, chunk_bufs *b, int64_t r0, int64
     }
 }
 
-/* One head of one chunk of the GLA forward (fused passes, see above). */
+/* One head of one chunk of the GLA forward (fused passes, see above).
+ * cpu-bwdsplit: with U, b->S is not updated and U = (K * e^{G_L - G})^T V. */
 GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
-                                   int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+                                   int64_t h, int64_t pr, int64_t pn, int64_t ph, float *U) {
     const int64_t H = j->H, K = j->K, V = j->V, C = j->C;
     const float *vr = j->v + (size_t)(r0 * H + h) * (size_t)V;
     float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
@@ -576,6 +577,10 @@ GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, 
     gla_fwd_intra(j, b, r0, L, h);
     /* intra-chunk: o += scale A V */
     j->kr->gemm_nn_lower(L, V, L, j->scale, b->A, C, vr, H * V, 1.0f, oc, H * V);
+    if (U) {
+        j->kr->gemm_tn(K, V, L, 1.0f, b->Ks, K, vr, H * V, 0.0f, U, V);
+        return;
+    }
     /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V */
     const float *eGL = b->eG + (L - 1) * K;
     for (int64_t x = 0; x < K; x++) {
@@ -617,7 +622,7 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             const int64_t pn = hh + 1 < nh ? L : Ln;
             b.S = S0 + hh * KV;
             if (j->per_key && j->g) {
-                gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph);
+                gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph, NULL);
                 continue;
             }
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
@@ -985,4 +990,62 @@ void la__gla_chunk_bwd_piece(const gla_job *j, char *scratch, const float *S0, c
     }
 #endif
     chunk_piece_portable(j, scratch, S0, dS, r0, L, h, pn, gamma_sum, Mc, d);
+}
+
+/* ---- cpu-bwdsplit: one chunk of the GLA forward for split_gla.c -------- */
+
+GLA_INLINE void gla_piece_body(const gla_job *j, char *scratch, const float *S, int64_t r0,
+                               int64_t L, int64_t h, int outputs, float *U, float *d,
+                               double *GLsum) {
+    const int64_t H = j->H, K = j->K, V = j->V;
+    chunk_bufs b;
+    chunk_layout(j, 0, 0, scratch, &b);
+    if (outputs) {
+        b.S = (float *)S; /* read only (U given) */
+        gla_fwd_chunk_head(j, &b, r0, L, h, r0, 0, h, U);
+    } else {
+        gla_fwd_factors(j, &b, r0, L, h, r0, 0, h);
+        j->kr->gemm_tn(K, V, L, 1.0f, b.Ks, K, j->v + (size_t)(r0 * H + h) * (size_t)V, H * V, 0.0f,
+                       U, V);
+    }
+    const float *eGL = b.eG + (L - 1) * K;
+    const double *GL = b.G + (L - 1) * K;
+    for (int64_t x = 0; x < K; x++) {
+        d[x] = eGL[x];
+        GLsum[x] += GL[x];
+    }
+}
+
+static void gla_piece_portable(const gla_job *j, char *s, const float *S, int64_t r0, int64_t L,
+                               int64_t h, int outputs, float *U, float *d, double *GLsum) {
+    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
+}
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void gla_piece_avx2(const gla_job *j, char *s,
+                                                           const float *S, int64_t r0, int64_t L,
+                                                           int64_t h, int outputs, float *U,
+                                                           float *d, double *GLsum) {
+    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
+}
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+gla_piece_avx512(const gla_job *j, char *s, const float *S, int64_t r0, int64_t L, int64_t h,
+                 int outputs, float *U, float *d, double *GLsum) {
+    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
+}
+#endif
+
+void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const float *S, int64_t r0, int64_t L,
+                             int64_t h, int outputs, float *U, float *d, double *GLsum) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        gla_piece_avx512(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        gla_piece_avx2(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
+        return;
+    }
+#endif
+    gla_piece_portable(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
 }

@@ -257,6 +257,16 @@ LA_HIDDEN void la__gla_chunk_bwd_piece(const gla_job *j, char *scratch, const fl
                                        const float *dS, int64_t r0, int64_t L, int64_t h,
                                        int64_t pn, double *gamma_sum, float *Mc, float *d);
 
+/* cpu-bwdsplit: one chunk of the GLA (per-key gates) forward, rows
+ * [r0, r0 + L) of head h: with outputs, its o rows from the state S before
+ * it (not updated); always U = (k e^{G_L - G})ᵀ v, d[x] = e^{G_L,x} and
+ * GLsum[x] += G_L,x (float64), so that the state after it is
+ * Diag(d) S + U. The same factors and products as the unsplit chunk
+ * forward (gla_fwd_chunk_head). scratch: la__gla_chunk_fwd_bytes. */
+LA_HIDDEN void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const float *S,
+                                       int64_t r0, int64_t L, int64_t h, int outputs, float *U,
+                                       float *d, double *GLsum);
+
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
 static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {
     if (!j->g) return NULL;
