@@ -35,7 +35,8 @@ static void test_strong_gates(uint64_t seed) {
 
 /* cpu-bwdsplit: the chunk forward with one sequence split over time
  * (src/ops/gla/split_gla.c: N*H < 8 and >= 2 segments of 16 chunks).
- * Chunks 16 and 32 at T = 1100 (5 and 3 segments) and T = 2047 (8 and 4).
+ * Chunks 16 and 32 at T = 1100 (5 and 3 segments) and T = 4111 (17, 9 and,
+ * chunk 64 in the float64 check, 5: the last one a chunk of 15 tokens).
  * Every form against float64 with 3 threads (three lanes), and the
  * forward's outputs and final state bit for bit equal at 1, 2, 3, 4
  * threads (NaN-poisoned). Cases: initial and final state with a reset of
@@ -50,7 +51,7 @@ static void test_split(void) {
     const int64_t cu[] = {0, 37, 37, 1100};
     for (int v = 0; v < 5; v++) {
         gcase c = v == 4   ? gc_make(1, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng)
-                  : v == 3 ? gc_make(1, 1, 2047, 1, 16, 12, NULL, 0, GC_DST, &rng)
+                  : v == 3 ? gc_make(1, 1, 4111, 1, 16, 12, NULL, 0, GC_DST, &rng)
                   : v == 2 ? gc_make(1, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
                            : gc_make(1, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng);
         const int64_t K = c.K, T = c.d.T, H = c.H;
