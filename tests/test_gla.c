@@ -38,8 +38,8 @@ static void test_strong_gates(uint64_t seed) {
  * Chunks 16 and 32 at T = 1100 (5 and 3 segments) and T = 4111 (17, 9 and,
  * chunk 64 in the float64 check, 5: the last one a chunk of 15 tokens).
  * Every form against float64 with 3 threads (three lanes), and the
- * forward's outputs and final state bit for bit equal at 1, 2, 3, 4
- * threads (NaN-poisoned). Cases: initial and final state with a reset of
+ * forward's outputs and final state, the backward's gradients (split_bwd.c)
+ * bit for bit equal at 1, 2, 3, 4 threads (NaN-poisoned). Cases: initial and final state with a reset of
  * every key (-1e4) on segment boundaries, one key reset elsewhere and a
  * stretch of g = 0; g = 0 everywhere; varlen with an empty sequence
  * (H = 2); odd T, no initial state; mild gates that differ per key (the
@@ -86,6 +86,7 @@ static void test_split(void) {
             }
             free(o1);
             free(s1);
+            gc_check_bwd_threads(&c, ctx, &o, label, chunk);
         }
         gc_free(&c);
     }

@@ -26,31 +26,6 @@ static void test_retnet(void) {
     CHECK_STATUS(la_retnet_decay(NULL, 3), LA_ERR_NULL_POINTER, "NULL g_gamma");
 }
 
-/* cpu-bwdsplit: the backward (src/ops/gla/split_bwd.c) gives the same bits
- * at 1, 2, 3 and 4 threads: dq, dk, dv, dg, dg_gamma, d_initial_state
- * (NaN-poisoned before each call). */
-static void check_split_bwd_threads(const gcase *c, la_ctx *const *ctx, const la_gated_opts *o,
-                                    const char *label, int64_t chunk) {
-    const size_t n[6] = {c->nqk, c->nqk, c->nv, c->ng, (size_t)c->H, c->ns};
-    static const char *const names[6] = {"dq", "dk", "dv", "dg", "dg_gamma", "d_initial_state"};
-    float *r[4][6];
-    for (int t = 0; t < 4; t++) {
-        for (int i = 0; i < 6; i++) r[t][i] = th_nan_floats(n[i]);
-        CHECK_STATUS(gc_bwd(c, ctx[t], o, r[t][0], r[t][1], r[t][2], c->g ? r[t][3] : NULL,
-                            c->gamma ? r[t][4] : NULL, r[t][5]),
-                     LA_OK, "split backward");
-    }
-    for (int t = 1; t < 4; t++)
-        for (int i = 0; i < 6; i++) {
-            if ((i == 3 && !c->g) || (i == 4 && !c->gamma)) continue;
-            CHECK(th_bitwise_equal(r[0][i], r[t][i], n[i]),
-                  "%s chunk %d backward %s: %d threads = 1 thread, bit for bit", label, (int)chunk,
-                  names[i], t + 1);
-        }
-    for (int t = 0; t < 4; t++)
-        for (int i = 0; i < 6; i++) free(r[t][i]);
-}
-
 /* cpu-glasplit: the chunk forward with one sequence split over time
  * (src/ops/gla/split.c: N*H < 8 and >= 2 segments of 16 chunks). Chunks of
  * 16 and 32 at T = 1100 split (5 and 3 segments). Every form against
@@ -104,7 +79,7 @@ static void test_split(void) {
             }
             free(o1);
             free(s1);
-            check_split_bwd_threads(&c, ctx, &o, label, chunk);
+            gc_check_bwd_threads(&c, ctx, &o, label, chunk);
         }
         gc_free(&c);
     }

@@ -80,8 +80,9 @@ LA_HIDDEN int la__gla_split_over_time(const gla_job *j);
 LA_HIDDEN size_t la__gla_split_bytes(const gla_job *j);
 LA_HIDDEN la_status la__gla_run_split(const char *op, const gla_job *j);
 
-/* cpu-bwdsplit: the simple GLA chunk backward split over time on the same
- * condition (split_bwd.c). */
+/* cpu-bwdsplit: the simple GLA and GLA chunk backward split over time on
+ * the same condition (split_bwd.c). */
+LA_HIDDEN int la__gla_split_bwd_over_time(const gla_job *j);
 LA_HIDDEN size_t la__gla_split_bwd_bytes(const gla_job *j);
 LA_HIDDEN la_status la__gla_run_split_bwd(const char *op, const gla_job *j);
 
@@ -175,7 +176,7 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
         if (c < GLA_CKPT) c = GLA_CKPT;
         j.C = c < L ? c : L;
     }
-    const int split = chunk && la__gla_split_over_time(&j);
+    const int split = chunk && la__gla_split_bwd_over_time(&j);
     if (split) j.group = 1; /* the per-chunk pieces' layout */
     if ((st = reserve(op, ctx, split   ? la__gla_split_bwd_bytes(&j)
                                : chunk ? la__gla_chunk_bwd_bytes(&j, L)

@@ -945,7 +945,7 @@ size_t la__gla_chunk_bwd_piece_bytes(const gla_job *j) {
 
 /* chunk_bwd_chunk with its gates (chunk_gates, full) on a scratch laid out
  * for one chunk: dS (K x V, the gradient of the state after the chunk) is
- * read, Mc = scale (Q e^G)^T dO written, *d = e^{G_L}. */
+ * read, Mc = scale (Q e^G)^T dO written, d = e^{G_L} (per key for GLA). */
 GLA_INLINE void chunk_piece_body(const gla_job *j, char *scratch, const float *S0, const float *dS,
                                  int64_t r0, int64_t L, int64_t h, int64_t pn, double *gamma_sum,
                                  float *Mc, float *d) {
@@ -954,7 +954,8 @@ GLA_INLINE void chunk_piece_body(const gla_job *j, char *scratch, const float *S
     b.dS = (float *)dS; /* read only when Mc is given */
     chunk_gates(j, &b, r0, L, h, 1);
     chunk_bwd_chunk(j, &b, S0, r0, L, h, pn, gamma_sum, Mc);
-    *d = b.eG[L - 1];
+    const int64_t gw = j->per_key ? j->K : 1;
+    for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
 }
 
 static void chunk_piece_portable(const gla_job *j, char *s, const float *S0, const float *dS,
@@ -1048,4 +1049,59 @@ void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const float *S, in
     }
 #endif
     gla_piece_portable(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
+}
+
+/* The backward split's sums for GLA (per-key gates), on the same scratch:
+ * kind 0, S <- Diag(e^{G_L}) S + (K e^{G_L - G})^T V (chunk_state_update)
+ * and GLsum[x] += G_L,x; kind 1, S = Mc = scale (Q e^G)^T dO as
+ * chunk_bwd_chunk makes it (the same floats) and d = e^{G_L}. */
+GLA_INLINE void sum_piece_body(const gla_job *j, char *scratch, int64_t r0, int64_t L, int64_t h,
+                               int kind, float *S, float *d, double *GLsum) {
+    const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
+    chunk_bufs b;
+    chunk_layout(j, j->C, 1, scratch, &b);
+    chunk_gates(j, &b, r0, L, h, kind);
+    if (kind == 0) {
+        chunk_state_update(j, &b, S, r0, L, h, 0);
+        for (int64_t x = 0; x < gw; x++) GLsum[x] += b.G[(L - 1) * gw + x];
+        return;
+    }
+    gather_rows(b.Qc, j->q, H, K, r0, L, h);
+    gather_rows(b.dOc, j->d_o, H, V, r0, L, h);
+    scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
+    j->kr->gemm_tn(K, V, L, j->scale, b.Qs, K, b.dOc, V, 0.0f, S, V);
+    for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
+}
+
+static void sum_piece_portable(const gla_job *j, char *s, int64_t r0, int64_t L, int64_t h,
+                               int kind, float *S, float *d, double *GLsum) {
+    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
+}
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void sum_piece_avx2(const gla_job *j, char *s, int64_t r0,
+                                                           int64_t L, int64_t h, int kind,
+                                                           float *S, float *d, double *GLsum) {
+    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
+}
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+sum_piece_avx512(const gla_job *j, char *s, int64_t r0, int64_t L, int64_t h, int kind, float *S,
+                 float *d, double *GLsum) {
+    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
+}
+#endif
+
+void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, int64_t L,
+                                 int64_t h, int kind, float *S, float *d, double *GLsum) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        sum_piece_avx512(j, scratch, r0, L, h, kind, S, d, GLsum);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        sum_piece_avx2(j, scratch, r0, L, h, kind, S, d, GLsum);
+        return;
+    }
+#endif
+    sum_piece_portable(j, scratch, r0, L, h, kind, S, d, GLsum);
 }

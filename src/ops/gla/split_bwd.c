@@ -1,6 +1,10 @@
-/* The chunk backward of simple GLA / RetNet with one sequence split over
- * time, for calls with few (sequence, head) pairs (issue 12; the forward's
- * split is split.c). Segments of BWD_SEG_CHUNKS chunks, fixed by the shape.
+/* The chunk backward of simple GLA / RetNet and of GLA with one sequence
+ * split over time, for calls with few (sequence, head) pairs (issue 12;
+ * the forwards' splits are split.c and split_gla.c). Segments of
+ * BWD_SEG_CHUNKS chunks, fixed by the shape. GLA: every decay below is a
+ * per-key diagonal (d_c, D_s: K values; D_s[x] = e^{sum_c G_L,x(c)}), the
+ * products are chunk.c's (la__gla_chunk_bwd_sum_piece); simple GLA's sums
+ * are written here with the same kernels.
  *
  * The rule (what the bits are). For segment s (chunks c = 1..m, d_c =
  * e^{G_L} of chunk c, D_s = e^{sum_c G_L(c)}: chunk sums added in float64,
@@ -45,12 +49,14 @@
 #include <string.h>
 
 #define BWD_SEG_CHUNKS 16
+#define BWD_SPLIT_BELOW 8
 /* The M sum (gates, one K V C product per chunk) against running a
  * segment (the state recomputation, the chunk backward's ~7 products of
  * that size); only the balance depends on it. */
 #define SUM_COST 0.15
 #define ROW_BLOCK 16
 
+LA_HIDDEN int la__gla_split_bwd_over_time(const gla_job *j);
 LA_HIDDEN size_t la__gla_split_bwd_bytes(const gla_job *j);
 LA_HIDDEN la_status la__gla_run_split_bwd(const char *op, const gla_job *j);
 
@@ -63,6 +69,8 @@ typedef struct sb_bufs {
     float *R, *M;    /* [K,V]: running state (gradient), local sum */
     float *Sa, *Sb;  /* [K,V]: one thread, E before and after a segment */
     float *states;   /* [BWD_SEG_CHUNKS,K,V]: the chunk states of a segment */
+    float *dk;       /* [K]: GLA, a chunk's per-key decay */
+    double *GLs;     /* [K]: GLA, a segment's per-key gate sums */
     char *piece;     /* la__gla_chunk_bwd_piece's scratch */
 } sb_bufs;
 
@@ -80,6 +88,8 @@ static size_t sb_layout(const gla_job *j, char *base, sb_bufs *b) {
     b->Sa = la__arena_take(&a, KV, sizeof(float));
     b->Sb = la__arena_take(&a, KV, sizeof(float));
     b->states = la__arena_take(&a, (size_t)BWD_SEG_CHUNKS * KV, sizeof(float));
+    b->dk = la__arena_take(&a, K, sizeof(float));
+    b->GLs = la__arena_take(&a, K, sizeof(double));
     const size_t pb = la__gla_chunk_bwd_piece_bytes(j);
     b->piece = pb ? la__arena_take(&a, pb, 1) : NULL;
     return pb ? la__arena_size(&a) : 0;
@@ -144,6 +154,12 @@ GLA_INLINE void sb_axpy(float *restrict y, float d, const float *restrict x, int
     for (int64_t i = 0; i < n; i++) y[i] = d * y[i] + x[i];
 }
 
+/* GLA: y = Diag(d) y + x, row by row (K rows of V). */
+GLA_INLINE void sb_axpy_rows(float *restrict y, const float *restrict d, const float *restrict x,
+                             int64_t K, int64_t V) {
+    for (int64_t r = 0; r < K; r++) sb_axpy(y + r * V, d[r], x + r * V, V);
+}
+
 /* L_s and D_s of the segment [tb, te) of the sequence at `start`, head h. */
 GLA_INLINE void sb_fwd_sum_body(const gla_job *j, int64_t start, int64_t h, int64_t tb, int64_t te,
                                 float *L, float *D, char *scratch) {
@@ -151,6 +167,15 @@ GLA_INLINE void sb_fwd_sum_body(const gla_job *j, int64_t start, int64_t h, int6
     sb_layout(j, scratch, &b);
     const int64_t KV = j->K * j->V;
     memset(L, 0, (size_t)KV * sizeof(float));
+    if (j->per_key) { /* GLA: chunk.c's state update, per-key decays */
+        for (int64_t x = 0; x < j->K; x++) b.GLs[x] = 0.0;
+        for (int64_t c0 = tb; c0 < te; c0 += j->C) {
+            const int64_t n = te - c0 < j->C ? te - c0 : j->C;
+            la__gla_chunk_bwd_sum_piece(j, b.piece, start + c0, n, h, 0, L, NULL, b.GLs);
+        }
+        for (int64_t x = 0; x < j->K; x++) D[x] = la__exp_nonpos((float)b.GLs[x]);
+        return;
+    }
     double Dsum = 0.0;
     for (int64_t c0 = tb; c0 < te; c0 += j->C) {
         const int64_t n = te - c0 < j->C ? te - c0 : j->C, r0 = start + c0;
@@ -169,6 +194,11 @@ GLA_INLINE void sb_rev_sum_body(const gla_job *j, int64_t start, int64_t h, int6
     memset(M, 0, (size_t)KV * sizeof(float));
     for (int64_t c0 = tb + (te - tb - 1) / C * C; c0 >= tb; c0 -= C) {
         const int64_t n = te - c0 < C ? te - c0 : C, r0 = start + c0;
+        if (j->per_key) {
+            la__gla_chunk_bwd_sum_piece(j, b.piece, r0, n, h, 1, b.U, b.dk, NULL);
+            sb_axpy_rows(M, b.dk, b.U, j->K, j->V);
+            continue;
+        }
         sb_gates(j, &b, r0, n, h);
         sb_grad_product(j, &b, r0, n, h);
         sb_axpy(M, b.eG[n - 1], b.U, KV);
@@ -178,8 +208,8 @@ GLA_INLINE void sb_rev_sum_body(const gla_job *j, int64_t start, int64_t h, int6
 /* The backward of the segment [tb, te) from S = S[s] and Ein = E[s+1]:
  * its gradient rows, *gsum = its dg_gamma part, Eout = D Ein + M_s. */
 GLA_INLINE void sb_run_body(const gla_job *j, int64_t start, int64_t h, int64_t tb, int64_t te,
-                            const float *S, float D, const float *Ein, float *Eout, double *gsum,
-                            char *scratch) {
+                            const float *S, const float *D, const float *Ein, float *Eout,
+                            double *gsum, char *scratch) {
     sb_bufs b;
     sb_layout(j, scratch, &b);
     const int64_t KV = j->K * j->V, C = j->C, m = (te - tb + C - 1) / C;
@@ -188,8 +218,12 @@ GLA_INLINE void sb_run_body(const gla_job *j, int64_t start, int64_t h, int64_t 
     for (int64_t c = 0; c + 1 < m; c++) {
         const int64_t r0 = start + tb + c * C;
         float *Rn = b.states + (size_t)(c + 1) * (size_t)KV;
-        sb_gates(j, &b, r0, C, h);
         memcpy(Rn, Rn - KV, (size_t)KV * sizeof(float));
+        if (j->per_key) {
+            la__gla_chunk_bwd_sum_piece(j, b.piece, r0, C, h, 0, Rn, NULL, b.GLs);
+            continue;
+        }
+        sb_gates(j, &b, r0, C, h);
         sb_state_product(j, &b, r0, C, h, b.eG[C - 1], Rn);
     }
     /* the chunks in reverse with the running state gradient */
@@ -200,8 +234,11 @@ GLA_INLINE void sb_run_body(const gla_job *j, int64_t start, int64_t h, int64_t 
         const int64_t c0 = tb + c * C, n = te - c0 < C ? te - c0 : C;
         float d;
         la__gla_chunk_bwd_piece(j, b.piece, b.states + (size_t)c * (size_t)KV, b.R, start + c0, n,
-                                h, c0 > 0 ? C : 0, &gs, b.U, &d);
-        if (c > 0) { /* both in one pass over Mc */
+                                h, c0 > 0 ? C : 0, &gs, b.U, j->per_key ? b.dk : &d);
+        if (j->per_key) {
+            if (c > 0) sb_axpy_rows(b.R, b.dk, b.U, j->K, j->V);
+            sb_axpy_rows(b.M, b.dk, b.U, j->K, j->V);
+        } else if (c > 0) { /* both in one pass over Mc */
             float *restrict R = b.R, *restrict M = b.M;
             const float *restrict U = b.U;
             for (int64_t x = 0; x < KV; x++) {
@@ -212,7 +249,7 @@ GLA_INLINE void sb_run_body(const gla_job *j, int64_t start, int64_t h, int64_t 
             sb_axpy(b.M, d, b.U, KV);
         }
     }
-    for (int64_t x = 0; x < KV; x++) Eout[x] = D * Ein[x] + b.M[x];
+    for (int64_t x = 0; x < KV; x++) Eout[x] = D[j->per_key ? x / j->V : 0] * Ein[x] + b.M[x];
     *gsum = gs;
 }
 
@@ -228,7 +265,7 @@ static void rev_sum_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb
     sb_rev_sum_body(j, st, h, tb, te, M, s);
 }
 static void run_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                         const float *S, float D, const float *Ein, float *Eout, double *gs,
+                         const float *S, const float *D, const float *Ein, float *Eout, double *gs,
                          char *s) {
     sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
 }
@@ -253,13 +290,13 @@ SB_AVX512 static void rev_sum_avx512(const gla_job *j, int64_t st, int64_t h, in
     sb_rev_sum_body(j, st, h, tb, te, M, s);
 }
 SB_AVX2 static void run_avx2(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                             const float *S, float D, const float *Ein, float *Eout, double *gs,
-                             char *s) {
+                             const float *S, const float *D, const float *Ein, float *Eout,
+                             double *gs, char *s) {
     sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
 }
 SB_AVX512 static void run_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                                 const float *S, float D, const float *Ein, float *Eout, double *gs,
-                                 char *s) {
+                                 const float *S, const float *D, const float *Ein, float *Eout,
+                                 double *gs, char *s) {
     sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
 }
 #define SB_DISPATCH(name, ...)                                                                     \
@@ -286,7 +323,7 @@ typedef struct sb_arg {
     float *L;          /* [units, nseg_max, K, V]: L_s, then the lanes' M sums */
     float *E;          /* [units, nseg_max + 1, K, V]: E at position i (segment nseg - i) */
     float *Wd;         /* [units, max_lanes, K, V]: a lane's last E when the next lane makes it */
-    float *D;          /* [units, nseg_max] */
+    float *D;          /* [units, nseg_max, 1 or K]: D_s */
     double *gp;        /* [units, nseg_max]: dg_gamma part of segment s */
     atomic_int *ready; /* [units, nseg_max + 1]: E at position i published */
     plan *plans;       /* [units] */
@@ -295,6 +332,11 @@ typedef struct sb_arg {
 static size_t kv(const gla_job *j) { return (size_t)j->K * (size_t)j->V; }
 static float *slot(float *W, const sb_arg *a, int64_t unit, int64_t per, int64_t i) {
     return W + ((size_t)unit * (size_t)per + (size_t)i) * kv(a->j);
+}
+/* D_s of unit (K floats for GLA, one for simple GLA). */
+static float *dec(const sb_arg *a, int64_t unit, int64_t s) {
+    const size_t gw = a->j->per_key ? (size_t)a->j->K : 1;
+    return a->D + ((size_t)unit * (size_t)a->nseg_max + (size_t)s) * gw;
 }
 static int64_t nseg_of(const sb_arg *a, int64_t unit, int64_t *start, int64_t *len) {
     la__seq_bounds(a->j->d, unit / a->j->H, start, len);
@@ -318,7 +360,7 @@ static void fwd_sum_task(void *arg, int64_t task, int tid) {
     if (s >= nseg_of(a, unit, &start, &len)) return;
     seg_range(a, len, s, &tb, &te);
     SB_DISPATCH(fwd_sum, j, start, unit % j->H, tb, te, slot(a->L, a, unit, a->nseg_max, s),
-                &a->D[unit * a->nseg_max + s], la__scratch(j->ctx, tid));
+                dec(a, unit, s), la__scratch(j->ctx, tid));
 }
 
 /* (2) task (unit, block of ROW_BLOCK rows of the state): the S[s] chain. */
@@ -340,8 +382,9 @@ static void chain_task(void *arg, int64_t task, int tid) {
         const float *Si = slot(a->S, a, unit, a->nseg_max + 1, s) + o;
         const float *Ls = slot(a->L, a, unit, a->nseg_max, s) + o;
         float *So = slot(a->S, a, unit, a->nseg_max + 1, s + 1) + o;
-        const float D = a->D[unit * a->nseg_max + s];
-        for (size_t x = 0; x < n; x++) So[x] = D * Si[x] + Ls[x];
+        const float *D = dec(a, unit, s);
+        for (size_t x = 0; x < n; x++)
+            So[x] = D[j->per_key ? x0 + (int64_t)x / j->V : 0] * Si[x] + Ls[x];
     }
 }
 
@@ -363,7 +406,7 @@ static void run_pos(const sb_arg *a, int64_t unit, int64_t start, int64_t len, i
     int64_t tb, te;
     seg_range(a, len, s, &tb, &te);
     SB_DISPATCH(run, j, start, unit % j->H, tb, te, slot(a->S, a, unit, a->nseg_max + 1, s),
-                a->D[unit * a->nseg_max + s], Ein, Eout, &a->gp[unit * a->nseg_max + s], scratch);
+                dec(a, unit, s), Ein, Eout, &a->gp[unit * a->nseg_max + s], scratch);
 }
 
 /* (3), several threads: task (unit, lane p). Every slot has one writer:
@@ -399,8 +442,9 @@ static void lane_task(void *arg, int64_t task, int tid) {
         for (int64_t i = jp; i < k0; i++) {
             float *Ms = slot(a->L, a, unit, a->nseg_max, i);
             float *Eo = i + 1 == k0 ? slot(a->E, a, unit, per, k0) : Ms;
-            const float D = a->D[unit * a->nseg_max + (nseg - 1 - i)];
-            for (size_t x = 0; x < n; x++) Eo[x] = D * Ein[x] + Ms[x];
+            const float *D = dec(a, unit, nseg - 1 - i);
+            for (size_t x = 0; x < n; x++)
+                Eo[x] = D[j->per_key ? (int64_t)x / j->V : 0] * Ein[x] + Ms[x];
             Ein = Eo;
         }
         publish(&ready[k0]);
@@ -439,11 +483,16 @@ static void serial_task(void *arg, int64_t unit, int tid) {
     store_ds0(j, unit, Ein);
 }
 
+int la__gla_split_bwd_over_time(const gla_job *j) {
+    return la__num_seqs(j->d) * j->H < BWD_SPLIT_BELOW &&
+           la__max_seq_len(j->d) >= 2 * BWD_SEG_CHUNKS * j->C;
+}
+
 la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
     sb_arg a;
     memset(&a, 0, sizeof a);
     a.j = j;
-    a.units = la__num_seqs(j->d) * j->H; /* small (la__gla_split_over_time) */
+    a.units = la__num_seqs(j->d) * j->H; /* < BWD_SPLIT_BELOW */
     a.seg_len = BWD_SEG_CHUNKS * j->C;
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
     const int threads = la_ctx_threads(j->ctx);
@@ -457,7 +506,7 @@ la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
     a.L = a.S ? a.S + slots * n : NULL;
     a.E = a.S ? a.L + slots * n : NULL;
     a.Wd = a.S ? a.E + slots * n : NULL;
-    a.D = malloc(slots * sizeof *a.D);
+    a.D = slots <= lim ? malloc(slots * (size_t)(j->per_key ? j->K : 1) * sizeof *a.D) : NULL;
     a.gp = malloc(slots * sizeof *a.gp);
     a.ready = malloc(slots * sizeof *a.ready);
     a.plans = calloc((size_t)a.units, sizeof *a.plans);
