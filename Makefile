@@ -30,9 +30,9 @@ test-sanitize:
 	cd $(BUILD)-san && ctest --output-on-failure -j $(JOBS)
 
 # ThreadSanitizer (clang) over the programs whose lanes hand states to each
-# other through their own publish/wait flags (src/ops/*/split.c) at 1-4
+# other through their own publish/wait flags (src/ops/*/split*.c) at 1-4
 # threads; any report fails.
-TSAN_TESTS ?= test_linear_split test_simple_gla
+TSAN_TESTS ?= test_linear_split test_simple_gla test_gla
 test-tsan:
 	@if command -v clang >/dev/null 2>&1; then \
 	  CC=clang cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -3,6 +3,9 @@
  * tests of the family. */
 #include "gla_cases.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
 /* Strong gates: the chunk form's sub-blocks of 16 tokens take their own
  * pairs as one product of pre-scaled rows when the block's gate span (the
  * largest decay of a key over the block, in log space) is <= 30, with
@@ -30,7 +33,68 @@ static void test_strong_gates(uint64_t seed) {
     la_ctx_destroy(ctx);
 }
 
+/* cpu-bwdsplit: the chunk forward with one sequence split over time
+ * (src/ops/gla/split_gla.c: N*H < 8 and >= 2 segments of 16 chunks).
+ * Chunks 16 and 32 at T = 1100 (5 and 3 segments) and T = 4111 (17, 9 and,
+ * chunk 64 in the float64 check, 5: the last one a chunk of 15 tokens).
+ * Every form against float64 with 3 threads (three lanes), and the
+ * forward's outputs and final state, the backward's gradients (split_bwd.c)
+ * bit for bit equal at 1, 2, 3, 4 threads (NaN-poisoned). Cases: initial and final state with a reset of
+ * every key (-1e4) on segment boundaries, one key reset elsewhere and a
+ * stretch of g = 0; g = 0 everywhere; varlen with an empty sequence
+ * (H = 2); odd T, no initial state; mild gates that differ per key (the
+ * state carried across segments matters, per key). */
+static void test_split(void) {
+    la_ctx *ctx[4] = {th_ctx(1), th_ctx(2), th_ctx(3), th_ctx(4)};
+    la_rng rng;
+    la_rng_seed(&rng, 1900);
+    const int64_t cu[] = {0, 37, 37, 1100};
+    for (int v = 0; v < 5; v++) {
+        gcase c = v == 4   ? gc_make(1, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng)
+                  : v == 3 ? gc_make(1, 1, 4111, 1, 16, 12, NULL, 0, GC_DST, &rng)
+                  : v == 2 ? gc_make(1, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
+                           : gc_make(1, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng);
+        const int64_t K = c.K, T = c.d.T, H = c.H;
+        if (v == 0)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t x = 0; x < K; x++) {
+                    float *g = &c.g[(t * H) * K + x];
+                    if (t % 256 == 0 || (t % 97 == 5 && x == t % K)) *g = -1e4f;
+                    if (t >= 500 && t < 800) *g = 0.0f;
+                }
+        if (v == 1)
+            for (size_t i = 0; i < c.ng; i++) c.g[i] = 0.0f;
+        if (v == 2)
+            for (int64_t t = 300; t < T; t += 211) c.g[(t * H + 1) * K + t % K] = -1e4f;
+        if (v == 4) /* mild gates, different per key: segment decays 0.03-0.8 */
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t x = 0; x < K; x++) c.g[t * K + x] *= 0.003f * (float)(1 + x % 5);
+        char label[64];
+        snprintf(label, sizeof label, "GLA split over time, case %d", v);
+        gc_check_forms(&c, ctx[2], label);
+        for (int64_t chunk = 16; chunk <= 32; chunk *= 2) {
+            la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
+            float *o1 = th_nan_floats(c.nv), *s1 = th_nan_floats(c.ns);
+            CHECK_STATUS(gc_fwd(&c, ctx[0], &o, o1, s1), LA_OK, "split forward, 1 thread");
+            for (int t = 1; t < 4; t++) {
+                float *ot = th_nan_floats(c.nv), *st = th_nan_floats(c.ns);
+                CHECK_STATUS(gc_fwd(&c, ctx[t], &o, ot, st), LA_OK, "split forward");
+                CHECK(th_bitwise_equal(o1, ot, c.nv) && th_bitwise_equal(s1, st, c.ns),
+                      "%s chunk %d: %d threads = 1 thread, bit for bit", label, (int)chunk, t + 1);
+                free(ot);
+                free(st);
+            }
+            free(o1);
+            free(s1);
+            gc_check_bwd_threads(&c, ctx, &o, label, chunk);
+        }
+        gc_free(&c);
+    }
+    for (int t = 0; t < 4; t++) la_ctx_destroy(ctx[t]);
+}
+
 int main(void) {
+    test_split();
     gla_test_ref_fd(1);
     gla_test_sweep(1, GC_S0 | GC_DST, 1100, 1);
     gla_test_sweep(1, 0, 1101, 0);

@@ -33,14 +33,19 @@ static void test_retnet(void) {
  * state bit for bit equal at 1, 2, 3 and 4 threads. Cases: initial and
  * final state with resets g = -1e4 and a stretch of g = 0; g = 0
  * everywhere; RetNet (g_gamma only, no initial state); varlen with an
- * empty sequence (H = 2). */
+ * empty sequence (H = 2); cpu-bwdsplit: odd T = 4111 (17, 9, 5 segments at chunks
+ * 16, 32, 64: the last one a chunk of 15 tokens)
+ * with resets on segment boundaries, mild gates (segment decays ~0.5), and
+ * the backward (same checks). */
 static void test_split(void) {
     la_ctx *ctx[4] = {th_ctx(1), th_ctx(2), th_ctx(3), th_ctx(4)};
     la_rng rng;
     la_rng_seed(&rng, 800);
     const int64_t cu[] = {0, 37, 37, 1100};
-    for (int v = 0; v < 4; v++) {
-        gcase c = v == 3   ? gc_make(0, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
+    for (int v = 0; v < 6; v++) {
+        gcase c = v == 5   ? gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng)
+                  : v == 4 ? gc_make(0, 1, 4111, 1, 16, 12, NULL, 0, GC_ALL, &rng)
+                  : v == 3 ? gc_make(0, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
                   : v == 2 ? gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_GAMMA | GC_DST, &rng)
                            : gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng);
         if (v == 0) {
@@ -51,6 +56,11 @@ static void test_split(void) {
             for (size_t t = 0; t < c.ng; t++) c.g[t] = 0.0f;
         if (v == 3)
             for (int64_t t = 300; t < 1100; t += 211) c.g[t * 2 + 1] = -1e4f;
+        if (v == 5) /* mild gates: segment decays ~0.5, the carried state matters */
+            for (size_t t = 0; t < c.ng; t++) c.g[t] *= 0.01f;
+        if (v == 4) /* resets on segment boundaries (chunks 16 and 32), a stretch of g = 0 */
+            for (int64_t t = 0; t < 4111; t++)
+                c.g[t] = t % 256 == 0 || t % 512 == 511 ? -1e4f : t / 256 == 5 ? 0.0f : c.g[t];
         char label[64];
         snprintf(label, sizeof label, "simple GLA split over time, case %d", v);
         gc_check_forms(&c, ctx[2], label);
@@ -69,6 +79,7 @@ static void test_split(void) {
             }
             free(o1);
             free(s1);
+            gc_check_bwd_threads(&c, ctx, &o, label, chunk);
         }
         gc_free(&c);
     }

@@ -834,3 +834,28 @@ void gla_test_bad(int per_key) {
     gc_free(&c);
     la_ctx_destroy(ctx);
 }
+
+/* cpu-bwdsplit: the backward gives the same bits at the thread counts of
+ * ctx[0..3] (1, 2, 3, 4): dq, dk, dv, dg, dg_gamma (simple GLA),
+ * d_initial_state, NaN-poisoned before each call. */
+void gc_check_bwd_threads(const gcase *c, la_ctx *const *ctx, const la_gated_opts *o,
+                          const char *label, int64_t chunk) {
+    const size_t n[6] = {c->nqk, c->nqk, c->nv, c->ng, (size_t)c->H, c->ns};
+    static const char *const names[6] = {"dq", "dk", "dv", "dg", "dg_gamma", "d_initial_state"};
+    float *r[4][6];
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < 6; i++) r[t][i] = th_nan_floats(n[i]);
+        CHECK_STATUS(gc_bwd(c, ctx[t], o, r[t][0], r[t][1], r[t][2], c->g ? r[t][3] : NULL,
+                            c->gamma ? r[t][4] : NULL, r[t][5]),
+                     LA_OK, "split backward");
+    }
+    for (int t = 1; t < 4; t++)
+        for (int i = 0; i < 6; i++) {
+            if ((i == 3 && !c->g) || (i == 4 && !c->gamma)) continue;
+            CHECK(th_bitwise_equal(r[0][i], r[t][i], n[i]),
+                  "%s chunk %d backward %s: %d threads = 1 thread, bit for bit", label, (int)chunk,
+                  names[i], t + 1);
+        }
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 6; i++) free(r[t][i]);
+}

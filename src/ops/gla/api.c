@@ -80,6 +80,18 @@ LA_HIDDEN int la__gla_split_over_time(const gla_job *j);
 LA_HIDDEN size_t la__gla_split_bytes(const gla_job *j);
 LA_HIDDEN la_status la__gla_run_split(const char *op, const gla_job *j);
 
+/* cpu-bwdsplit: the simple GLA and GLA chunk backward split over time on
+ * the same condition (split_bwd.c). */
+LA_HIDDEN int la__gla_split_bwd_over_time(const gla_job *j);
+LA_HIDDEN size_t la__gla_split_bwd_bytes(const gla_job *j);
+LA_HIDDEN la_status la__gla_run_split_bwd(const char *op, const gla_job *j);
+
+/* cpu-bwdsplit: GLA's (per-key gates) chunk forward split over time
+ * (split_gla.c). */
+LA_HIDDEN int la__gla_split_gla_over_time(const gla_job *j);
+LA_HIDDEN size_t la__gla_split_gla_bytes(const gla_job *j);
+LA_HIDDEN la_status la__gla_run_split_gla(const char *op, const gla_job *j);
+
 static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
     if (bytes == 0)
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: work space size overflows size_t", op);
@@ -102,6 +114,12 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
         j.o = o;
         j.sT = final_state;
         return la__gla_run_split(op, &j);
+    }
+    if (chunk && la__gla_split_gla_over_time(&j)) {
+        if ((st = reserve(op, ctx, la__gla_split_gla_bytes(&j)))) return st;
+        j.o = o;
+        j.sT = final_state;
+        return la__gla_run_split_gla(op, &j);
     }
     if ((st = reserve(op, ctx, chunk ? la__gla_chunk_fwd_bytes(&j)
                                      : la__gla_recurrent_fwd_bytes(&j))))
@@ -158,8 +176,11 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
         if (c < GLA_CKPT) c = GLA_CKPT;
         j.C = c < L ? c : L;
     }
-    if ((st = reserve(op, ctx, chunk ? la__gla_chunk_bwd_bytes(&j, L)
-                                     : la__gla_recurrent_bwd_bytes(&j, L))))
+    const int split = chunk && la__gla_split_bwd_over_time(&j);
+    if (split) j.group = 1; /* the per-chunk pieces' layout */
+    if ((st = reserve(op, ctx, split   ? la__gla_split_bwd_bytes(&j)
+                               : chunk ? la__gla_chunk_bwd_bytes(&j, L)
+                                       : la__gla_recurrent_bwd_bytes(&j, L))))
         return st;
     double *part = NULL;
     if (dg_gamma) {
@@ -176,8 +197,15 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
     j.dg = dg;
     j.ds0 = d_initial_state;
     j.dgamma_part = part;
-    la__parallel_for(ctx, N * H, chunk ? la__gla_chunk_bwd_task : la__gla_recurrent_bwd_task,
-                     &j);
+    if (split) {
+        if ((st = la__gla_run_split_bwd(op, &j))) {
+            free(part);
+            return st;
+        }
+    } else {
+        la__parallel_for(ctx, N * H, chunk ? la__gla_chunk_bwd_task : la__gla_recurrent_bwd_task,
+                         &j);
+    }
     if (part) {
         /* Fixed order (sequence 0, 1, ...) whatever the thread count. */
         for (int64_t h = 0; h < H; h++) {

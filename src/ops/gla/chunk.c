@@ -564,9 +564,10 @@ GLA_INLINE void gla_fwd_intra(const gla_job *j, chunk_bufs *b, int64_t r0, int64
     }
 }
 
-/* One head of one chunk of the GLA forward (fused passes, see above). */
+/* One head of one chunk of the GLA forward (fused passes, see above).
+ * cpu-bwdsplit: with U, b->S is not updated and U = (K * e^{G_L - G})^T V. */
 GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
-                                   int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+                                   int64_t h, int64_t pr, int64_t pn, int64_t ph, float *U) {
     const int64_t H = j->H, K = j->K, V = j->V, C = j->C;
     const float *vr = j->v + (size_t)(r0 * H + h) * (size_t)V;
     float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
@@ -576,6 +577,10 @@ GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, 
     gla_fwd_intra(j, b, r0, L, h);
     /* intra-chunk: o += scale A V */
     j->kr->gemm_nn_lower(L, V, L, j->scale, b->A, C, vr, H * V, 1.0f, oc, H * V);
+    if (U) {
+        j->kr->gemm_tn(K, V, L, 1.0f, b->Ks, K, vr, H * V, 0.0f, U, V);
+        return;
+    }
     /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V */
     const float *eGL = b->eG + (L - 1) * K;
     for (int64_t x = 0; x < K; x++) {
@@ -617,7 +622,7 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             const int64_t pn = hh + 1 < nh ? L : Ln;
             b.S = S0 + hh * KV;
             if (j->per_key && j->g) {
-                gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph);
+                gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph, NULL);
                 continue;
             }
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
@@ -682,12 +687,163 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     chunk_fwd_portable(j, task, tid);
 }
 
-GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
-    const int64_t H = j->H, K = j->K, V = j->V, h = task % H, n = task / H;
-    const int64_t gw = j->per_key ? K : 1;
-    const size_t KV = (size_t)K * (size_t)V;
+/* One chunk of the backward, rows [r0, r0 + L) of head h (gates in b
+ * filled, b->dS the gradient of the state after the chunk, S0 the state
+ * before it): dq, dk, dv, dg rows, *gamma_sum += the chunk's scalar gate
+ * gradient, and b->dS <- Diag(e^{G_L}) dS + scale (Q e^G)^T dO; with Mc
+ * (cpu-bwdsplit) dS is left alone and Mc = scale (Q e^G)^T dO instead.
+ * pn > 0: prefetch the pn rows before r0. */
+GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0, int64_t r0,
+                                int64_t L, int64_t h, int64_t pn, double *gamma_sum, float *Mc) {
+    const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
     const float scale = j->scale;
     const la__kernels *kr = j->kr;
+    gather_rows(b->Qc, j->q, H, K, r0, L, h);
+    gather_rows(b->Kc, j->k, H, K, r0, L, h);
+    gather_rows(b->Vc, j->v, H, V, r0, L, h);
+    gather_rows(b->dOc, j->d_o, H, V, r0, L, h);
+    /* the previous chunk's rows (the next ones this task reads), one
+     * tensor per stage so the misses overlap the products */
+    const int64_t pr0 = r0 - j->C;
+    if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr0, pn, h);
+    if (pn > 0) prefetch_rows(j->q, H, K, pr0, pn, h);
+    /* Inter-chunk and state terms:
+     *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
+     *   dv_j = (k_j * e^{G_L-G_j}) dS. */
+    kr->gemm_nt(L, K, V, scale, b->dOc, V, S0, V, 0.0f, b->dqc, K);
+    kr->gemm_nt(L, K, V, 1.0f, b->Vc, V, b->dS, V, 0.0f, b->dkc, K);
+    for (int64_t i = 0; i < L; i++) {
+        const float *eGi = b->eG + i * gw, *eLi = b->eLm + i * gw;
+        for (int64_t x = 0; x < K; x++) {
+            b->dqc[i * K + x] *= eGi[j->per_key ? x : 0];
+            b->dkc[i * K + x] *= eLi[j->per_key ? x : 0];
+        }
+    }
+    scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, L, K);
+    kr->gemm_nn(L, V, K, 1.0f, b->Ks, K, b->dS, V, 0.0f, b->dvc, V);
+    /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
+     * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
+     * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
+    if (pn > 0) prefetch_rows(j->k, H, K, pr0, pn, h);
+    kr->gemm_nt_tril(L, V, 1, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
+    if (pn > 0) prefetch_rows(j->v, H, V, pr0, pn, h);
+    if (j->per_key) {
+        intra_bwd_per_key(j, b, L);
+    } else {
+        kr->gemm_nt_tril(L, K, 1, 1.0f, b->Qc, K, b->Kc, K, 0.0f, b->A, j->C);
+        for (int64_t i = 0; i < L; i++) {
+            float *Ai = b->A + i * j->C, *dAi = b->dA + i * j->C;
+            for (int64_t jj = 0; jj < i; jj++) {
+                const float e = exp_nonpos((float)(b->G[i] - b->G[jj]));
+                Ai[jj] *= e;
+                dAi[jj] *= e;
+            }
+        }
+        kr->gemm_nn_lower(L, K, L, 1.0f, b->dA, j->C, b->Kc, K, 0.0f, b->dqs, K);
+        kr->gemm_tn(L, K, L, 1.0f, b->dA, j->C, b->Qc, K, 0.0f, b->dks, K);
+    }
+    if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
+    kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
+    /* the previous chunk's gradient rows (written next), one tensor per stage */
+    if (pn > 0) prefetch_rows_w(j->dq, H, K, pr0, pn, h);
+    /* Gate gradient, term by term (no cancelling pairs are formed):
+     *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
+     *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
+     *        + sum_{j<t} (k_j * dk^intra_j - q_j * dq^intra_j)     (pairs j < t <= i)
+     * the last line being the prefix form of sum_{i>=t>j} of the pair terms. */
+    {
+        const float *eGL = b->eG + (L - 1) * gw;
+        double *dG = b->dG;
+        for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
+        /* reverse cumulative sum of the inter-chunk term */
+        for (int64_t i = L - 1; i >= 0; i--) {
+            const float *qi = b->Qc + i * K; /* the gathered rows: no page walks */
+            double *dGi = dG + i * gw;
+            if (i < L - 1)
+                for (int64_t x = 0; x < gw; x++) dGi[x] = dGi[x + gw];
+            for (int64_t x = 0; x < K; x++)
+                dGi[j->per_key ? x : 0] += (double)qi[x] * (double)b->dqc[i * K + x];
+        }
+        /* the state term's constant part */
+        for (int64_t x = 0; x < K; x++) {
+            const float *dsr = b->dS + x * V, *s0r = S0 + x * V;
+            const double s = dot_f64(dsr, s0r, V);
+            b->dGc[x] = s * (double)eGL[j->per_key ? x : 0];
+        }
+        /* row by row (each element gets the same additions in the same
+         * order as column by column) */
+        for (int64_t i = 0; i < L; i++) {
+            double *dGi = dG + i * gw;
+            if (j->per_key)
+                for (int64_t x = 0; x < K; x++) dGi[x] += b->dGc[x];
+            else
+                for (int64_t x = 0; x < K; x++) dGi[0] += b->dGc[x];
+        }
+        /* forward prefix of the state and pair terms */
+        for (int64_t i = 1; i < L; i++) {
+            const float *qp = b->Qc + (i - 1) * K, *kp = b->Kc + (i - 1) * K;
+            double *dGp = b->dGp;
+            if (i == 1)
+                for (int64_t x = 0; x < gw; x++) dGp[x] = 0.0;
+            const int64_t p = i - 1;
+            for (int64_t x = 0; x < K; x++)
+                dGp[j->per_key ? x : 0] +=
+                    (double)kp[x] * ((double)b->dkc[p * K + x] + (double)b->dks[p * K + x]) -
+                    (double)qp[x] * (double)b->dqs[p * K + x];
+            for (int64_t x = 0; x < gw; x++) dG[i * gw + x] += dGp[x];
+        }
+    }
+    for (int64_t i = 0; i < L; i++) {
+        const size_t bi = (size_t)((r0 + i) * H + h);
+        if (j->per_key) {
+            if (j->dg)
+                for (int64_t x = 0; x < K; x++)
+                    j->dg[bi * (size_t)K + (size_t)x] = (float)b->dG[i * K + x];
+        } else {
+            if (j->dg) j->dg[bi] = (float)b->dG[i];
+            *gamma_sum += b->dG[i];
+        }
+    }
+    if (pn > 0) prefetch_rows_w(j->dk, H, K, pr0, pn, h);
+    if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr0, pn, h);
+    /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
+    for (int64_t i = 0; i < L; i++) {
+        const float *qi = b->Qc + i * K, *ki = b->Kc + i * K;
+        const float *vi = b->Vc + i * V, *doi = b->dOc + i * V;
+        float *dvi = b->dvc + i * V;
+        float A = 0.0f, dA = 0.0f;
+        for (int64_t x = 0; x < K; x++) A += qi[x] * ki[x];
+        for (int64_t y = 0; y < V; y++) dA += doi[y] * vi[y];
+        dA *= scale;
+        const float sA = scale * A;
+        for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
+        for (int64_t x = 0; x < K; x++) {
+            b->dqc[i * K + x] += b->dqs[i * K + x] + dA * ki[x];
+            b->dkc[i * K + x] += b->dks[i * K + x] + dA * qi[x];
+        }
+    }
+    /* dS before the chunk: Diag(e^{G_L}) dS + scale (Q * e^{G})^T dO. */
+    const float *eGL = b->eG + (L - 1) * gw;
+    if (!Mc)
+        for (int64_t x = 0; x < K; x++) {
+            float *dsr = b->dS + x * V;
+            const float d = eGL[j->per_key ? x : 0];
+            for (int64_t y = 0; y < V; y++) dsr[y] *= d;
+        }
+    if (pn > 0) prefetch_rows_w(j->dv, H, V, pr0, pn, h);
+    scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
+    kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
+    for (int64_t i = 0; i < L; i++) {
+        const size_t bi = (size_t)((r0 + i) * H + h);
+        memcpy(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K * sizeof(float));
+        memcpy(j->dk + bi * (size_t)K, b->dkc + i * K, (size_t)K * sizeof(float));
+        memcpy(j->dv + bi * (size_t)V, b->dvc + i * V, (size_t)V * sizeof(float));
+    }
+}
+
+GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
+    const int64_t H = j->H, K = j->K, V = j->V, h = task % H, n = task / H;
+    const size_t KV = (size_t)K * (size_t)V;
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     chunk_bufs b;
@@ -739,146 +895,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
         } else {
             chunk_gates(j, &b, r0, L, h, 1);
         }
-        gather_rows(b.Qc, j->q, H, K, r0, L, h);
-        gather_rows(b.Kc, j->k, H, K, r0, L, h);
-        gather_rows(b.Vc, j->v, H, V, r0, L, h);
-        gather_rows(b.dOc, j->d_o, H, V, r0, L, h);
-        /* the previous chunk's rows (the next ones this task reads), one
-         * tensor per stage so the misses overlap the products */
-        const int64_t pr0 = r0 - j->C, pn = c > 0 ? j->C : 0;
-        if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr0, pn, h);
-        if (pn > 0) prefetch_rows(j->q, H, K, pr0, pn, h);
-        /* Inter-chunk and state terms:
-         *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
-         *   dv_j = (k_j * e^{G_L-G_j}) dS. */
-        kr->gemm_nt(L, K, V, scale, b.dOc, V, S0, V, 0.0f, b.dqc, K);
-        kr->gemm_nt(L, K, V, 1.0f, b.Vc, V, b.dS, V, 0.0f, b.dkc, K);
-        for (int64_t i = 0; i < L; i++) {
-            const float *eGi = b.eG + i * gw, *eLi = b.eLm + i * gw;
-            for (int64_t x = 0; x < K; x++) {
-                b.dqc[i * K + x] *= eGi[j->per_key ? x : 0];
-                b.dkc[i * K + x] *= eLi[j->per_key ? x : 0];
-            }
-        }
-        scale_rows(b.Ks, b.Kc, b.eLm, j->per_key, L, K);
-        kr->gemm_nn(L, V, K, 1.0f, b.Ks, K, b.dS, V, 0.0f, b.dvc, V);
-        /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
-         * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
-         * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
-        if (pn > 0) prefetch_rows(j->k, H, K, pr0, pn, h);
-        kr->gemm_nt_tril(L, V, 1, scale, b.dOc, V, b.Vc, V, 0.0f, b.dA, j->C);
-        if (pn > 0) prefetch_rows(j->v, H, V, pr0, pn, h);
-        if (j->per_key) {
-            intra_bwd_per_key(j, &b, L);
-        } else {
-            kr->gemm_nt_tril(L, K, 1, 1.0f, b.Qc, K, b.Kc, K, 0.0f, b.A, j->C);
-            for (int64_t i = 0; i < L; i++) {
-                float *Ai = b.A + i * j->C, *dAi = b.dA + i * j->C;
-                for (int64_t jj = 0; jj < i; jj++) {
-                    const float e = exp_nonpos((float)(b.G[i] - b.G[jj]));
-                    Ai[jj] *= e;
-                    dAi[jj] *= e;
-                }
-            }
-            kr->gemm_nn_lower(L, K, L, 1.0f, b.dA, j->C, b.Kc, K, 0.0f, b.dqs, K);
-            kr->gemm_tn(L, K, L, 1.0f, b.dA, j->C, b.Qc, K, 0.0f, b.dks, K);
-        }
-        if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
-        kr->gemm_tn(L, V, L, scale, b.A, j->C, b.dOc, V, 1.0f, b.dvc, V);
-        /* the previous chunk's gradient rows (written next), one tensor per stage */
-        if (pn > 0) prefetch_rows_w(j->dq, H, K, pr0, pn, h);
-        /* Gate gradient, term by term (no cancelling pairs are formed):
-         *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
-         *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
-         *        + sum_{j<t} (k_j * dk^intra_j - q_j * dq^intra_j)     (pairs j < t <= i)
-         * the last line being the prefix form of sum_{i>=t>j} of the pair terms. */
-        {
-            const float *eGL = b.eG + (L - 1) * gw;
-            double *dG = b.dG;
-            for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
-            /* reverse cumulative sum of the inter-chunk term */
-            for (int64_t i = L - 1; i >= 0; i--) {
-                const float *qi = b.Qc + i * K; /* the gathered rows: no page walks */
-                double *dGi = dG + i * gw;
-                if (i < L - 1)
-                    for (int64_t x = 0; x < gw; x++) dGi[x] = dGi[x + gw];
-                for (int64_t x = 0; x < K; x++)
-                    dGi[j->per_key ? x : 0] += (double)qi[x] * (double)b.dqc[i * K + x];
-            }
-            /* the state term's constant part */
-            for (int64_t x = 0; x < K; x++) {
-                const float *dsr = b.dS + x * V, *s0r = S0 + x * V;
-                const double s = dot_f64(dsr, s0r, V);
-                b.dGc[x] = s * (double)eGL[j->per_key ? x : 0];
-            }
-            /* row by row (each element gets the same additions in the same
-             * order as column by column) */
-            for (int64_t i = 0; i < L; i++) {
-                double *dGi = dG + i * gw;
-                if (j->per_key)
-                    for (int64_t x = 0; x < K; x++) dGi[x] += b.dGc[x];
-                else
-                    for (int64_t x = 0; x < K; x++) dGi[0] += b.dGc[x];
-            }
-            /* forward prefix of the state and pair terms */
-            for (int64_t i = 1; i < L; i++) {
-                const float *qp = b.Qc + (i - 1) * K, *kp = b.Kc + (i - 1) * K;
-                double *dGp = b.dGp;
-                if (i == 1)
-                    for (int64_t x = 0; x < gw; x++) dGp[x] = 0.0;
-                const int64_t p = i - 1;
-                for (int64_t x = 0; x < K; x++)
-                    dGp[j->per_key ? x : 0] +=
-                        (double)kp[x] * ((double)b.dkc[p * K + x] + (double)b.dks[p * K + x]) -
-                        (double)qp[x] * (double)b.dqs[p * K + x];
-                for (int64_t x = 0; x < gw; x++) dG[i * gw + x] += dGp[x];
-            }
-        }
-        for (int64_t i = 0; i < L; i++) {
-            const size_t bi = (size_t)((r0 + i) * H + h);
-            if (j->per_key) {
-                if (j->dg)
-                    for (int64_t x = 0; x < K; x++)
-                        j->dg[bi * (size_t)K + (size_t)x] = (float)b.dG[i * K + x];
-            } else {
-                if (j->dg) j->dg[bi] = (float)b.dG[i];
-                gamma_sum += b.dG[i];
-            }
-        }
-        if (pn > 0) prefetch_rows_w(j->dk, H, K, pr0, pn, h);
-        if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr0, pn, h);
-        /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
-        for (int64_t i = 0; i < L; i++) {
-            const float *qi = b.Qc + i * K, *ki = b.Kc + i * K;
-            const float *vi = b.Vc + i * V, *doi = b.dOc + i * V;
-            float *dvi = b.dvc + i * V;
-            float A = 0.0f, dA = 0.0f;
-            for (int64_t x = 0; x < K; x++) A += qi[x] * ki[x];
-            for (int64_t y = 0; y < V; y++) dA += doi[y] * vi[y];
-            dA *= scale;
-            const float sA = scale * A;
-            for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
-            for (int64_t x = 0; x < K; x++) {
-                b.dqc[i * K + x] += b.dqs[i * K + x] + dA * ki[x];
-                b.dkc[i * K + x] += b.dks[i * K + x] + dA * qi[x];
-            }
-        }
-        /* dS before the chunk: Diag(e^{G_L}) dS + scale (Q * e^{G})^T dO. */
-        const float *eGL = b.eG + (L - 1) * gw;
-        for (int64_t x = 0; x < K; x++) {
-            float *dsr = b.dS + x * V;
-            const float d = eGL[j->per_key ? x : 0];
-            for (int64_t y = 0; y < V; y++) dsr[y] *= d;
-        }
-        if (pn > 0) prefetch_rows_w(j->dv, H, V, pr0, pn, h);
-        scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
-        kr->gemm_tn(K, V, L, scale, b.Qs, K, b.dOc, V, 1.0f, b.dS, V);
-        for (int64_t i = 0; i < L; i++) {
-            const size_t bi = (size_t)((r0 + i) * H + h);
-            memcpy(j->dq + bi * (size_t)K, b.dqc + i * K, (size_t)K * sizeof(float));
-            memcpy(j->dk + bi * (size_t)K, b.dkc + i * K, (size_t)K * sizeof(float));
-            memcpy(j->dv + bi * (size_t)V, b.dvc + i * V, (size_t)V * sizeof(float));
-        }
+        const int64_t pn = c > 0 ? j->C : 0;
+        chunk_bwd_chunk(j, &b, S0, r0, L, h, pn, &gamma_sum, NULL);
     }
     if (j->ds0) memcpy(j->ds0 + (size_t)task * KV, b.dS, KV * sizeof(float));
     if (j->dgamma_part) j->dgamma_part[task] = gamma_sum;
@@ -915,4 +933,175 @@ void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
     }
 #endif
     chunk_bwd_portable(j, task, tid);
+}
+
+/* ---- cpu-bwdsplit: one chunk of the backward for split.c's segments ---- */
+
+/* Scratch bytes of la__gla_chunk_bwd_piece (j->group must be 1). */
+size_t la__gla_chunk_bwd_piece_bytes(const gla_job *j) {
+    chunk_bufs b;
+    return chunk_layout(j, j->C, 1, NULL, &b);
+}
+
+/* chunk_bwd_chunk with its gates (chunk_gates, full) on a scratch laid out
+ * for one chunk: dS (K x V, the gradient of the state after the chunk) is
+ * read, Mc = scale (Q e^G)^T dO written, d = e^{G_L} (per key for GLA). */
+GLA_INLINE void chunk_piece_body(const gla_job *j, char *scratch, const float *S0, const float *dS,
+                                 int64_t r0, int64_t L, int64_t h, int64_t pn, double *gamma_sum,
+                                 float *Mc, float *d) {
+    chunk_bufs b;
+    chunk_layout(j, j->C, 1, scratch, &b);
+    b.dS = (float *)dS; /* read only when Mc is given */
+    chunk_gates(j, &b, r0, L, h, 1);
+    chunk_bwd_chunk(j, &b, S0, r0, L, h, pn, gamma_sum, Mc);
+    const int64_t gw = j->per_key ? j->K : 1;
+    for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
+}
+
+static void chunk_piece_portable(const gla_job *j, char *s, const float *S0, const float *dS,
+                                 int64_t r0, int64_t L, int64_t h, int64_t pn, double *gs,
+                                 float *Mc, float *d) {
+    chunk_piece_body(j, s, S0, dS, r0, L, h, pn, gs, Mc, d);
+}
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void
+chunk_piece_avx2(const gla_job *j, char *s, const float *S0, const float *dS, int64_t r0, int64_t L,
+                 int64_t h, int64_t pn, double *gs, float *Mc, float *d) {
+    chunk_piece_body(j, s, S0, dS, r0, L, h, pn, gs, Mc, d);
+}
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+chunk_piece_avx512(const gla_job *j, char *s, const float *S0, const float *dS, int64_t r0,
+                   int64_t L, int64_t h, int64_t pn, double *gs, float *Mc, float *d) {
+    chunk_piece_body(j, s, S0, dS, r0, L, h, pn, gs, Mc, d);
+}
+#endif
+
+void la__gla_chunk_bwd_piece(const gla_job *j, char *scratch, const float *S0, const float *dS,
+                             int64_t r0, int64_t L, int64_t h, int64_t pn, double *gamma_sum,
+                             float *Mc, float *d) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        chunk_piece_avx512(j, scratch, S0, dS, r0, L, h, pn, gamma_sum, Mc, d);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        chunk_piece_avx2(j, scratch, S0, dS, r0, L, h, pn, gamma_sum, Mc, d);
+        return;
+    }
+#endif
+    chunk_piece_portable(j, scratch, S0, dS, r0, L, h, pn, gamma_sum, Mc, d);
+}
+
+/* ---- cpu-bwdsplit: one chunk of the GLA forward for split_gla.c -------- */
+
+GLA_INLINE void gla_piece_body(const gla_job *j, char *scratch, const float *S, int64_t r0,
+                               int64_t L, int64_t h, int outputs, float *U, float *d,
+                               double *GLsum) {
+    const int64_t H = j->H, K = j->K, V = j->V;
+    chunk_bufs b;
+    chunk_layout(j, 0, 0, scratch, &b);
+    if (outputs) {
+        b.S = (float *)S; /* read only (U given) */
+        gla_fwd_chunk_head(j, &b, r0, L, h, r0, 0, h, U);
+    } else {
+        gla_fwd_factors(j, &b, r0, L, h, r0, 0, h);
+        j->kr->gemm_tn(K, V, L, 1.0f, b.Ks, K, j->v + (size_t)(r0 * H + h) * (size_t)V, H * V, 0.0f,
+                       U, V);
+    }
+    const float *eGL = b.eG + (L - 1) * K;
+    const double *GL = b.G + (L - 1) * K;
+    for (int64_t x = 0; x < K; x++) {
+        d[x] = eGL[x];
+        GLsum[x] += GL[x];
+    }
+}
+
+static void gla_piece_portable(const gla_job *j, char *s, const float *S, int64_t r0, int64_t L,
+                               int64_t h, int outputs, float *U, float *d, double *GLsum) {
+    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
+}
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void gla_piece_avx2(const gla_job *j, char *s,
+                                                           const float *S, int64_t r0, int64_t L,
+                                                           int64_t h, int outputs, float *U,
+                                                           float *d, double *GLsum) {
+    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
+}
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+gla_piece_avx512(const gla_job *j, char *s, const float *S, int64_t r0, int64_t L, int64_t h,
+                 int outputs, float *U, float *d, double *GLsum) {
+    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
+}
+#endif
+
+void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const float *S, int64_t r0, int64_t L,
+                             int64_t h, int outputs, float *U, float *d, double *GLsum) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        gla_piece_avx512(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        gla_piece_avx2(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
+        return;
+    }
+#endif
+    gla_piece_portable(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
+}
+
+/* The backward split's sums for GLA (per-key gates), on the same scratch:
+ * kind 0, S <- Diag(e^{G_L}) S + (K e^{G_L - G})^T V (chunk_state_update)
+ * and GLsum[x] += G_L,x; kind 1, S = Mc = scale (Q e^G)^T dO as
+ * chunk_bwd_chunk makes it (the same floats) and d = e^{G_L}. */
+GLA_INLINE void sum_piece_body(const gla_job *j, char *scratch, int64_t r0, int64_t L, int64_t h,
+                               int kind, float *S, float *d, double *GLsum) {
+    const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
+    chunk_bufs b;
+    chunk_layout(j, j->C, 1, scratch, &b);
+    chunk_gates(j, &b, r0, L, h, kind);
+    if (kind == 0) {
+        chunk_state_update(j, &b, S, r0, L, h, 0);
+        for (int64_t x = 0; x < gw; x++) GLsum[x] += b.G[(L - 1) * gw + x];
+        return;
+    }
+    gather_rows(b.Qc, j->q, H, K, r0, L, h);
+    gather_rows(b.dOc, j->d_o, H, V, r0, L, h);
+    scale_rows(b.Qs, b.Qc, b.eG, j->per_key, L, K);
+    j->kr->gemm_tn(K, V, L, j->scale, b.Qs, K, b.dOc, V, 0.0f, S, V);
+    for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
+}
+
+static void sum_piece_portable(const gla_job *j, char *s, int64_t r0, int64_t L, int64_t h,
+                               int kind, float *S, float *d, double *GLsum) {
+    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
+}
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void sum_piece_avx2(const gla_job *j, char *s, int64_t r0,
+                                                           int64_t L, int64_t h, int kind,
+                                                           float *S, float *d, double *GLsum) {
+    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
+}
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+sum_piece_avx512(const gla_job *j, char *s, int64_t r0, int64_t L, int64_t h, int kind, float *S,
+                 float *d, double *GLsum) {
+    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
+}
+#endif
+
+void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, int64_t L,
+                                 int64_t h, int kind, float *S, float *d, double *GLsum) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        sum_piece_avx512(j, scratch, r0, L, h, kind, S, d, GLsum);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        sum_piece_avx2(j, scratch, r0, L, h, kind, S, d, GLsum);
+        return;
+    }
+#endif
+    sum_piece_portable(j, scratch, r0, L, h, kind, S, d, GLsum);
 }

@@ -244,6 +244,38 @@ LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
  * two-pass path on small cases and compare the two bit for bit). */
 LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
 
+/* cpu-bwdsplit: one chunk of the chunk backward, rows [r0, r0 + L) of head
+ * h, from the state S0 before it and the gradient dS of the state after it
+ * (both K x V): the chunk's dq, dk, dv, dg rows, *gamma_sum += its scalar
+ * gate gradient, Mc = scale (Q e^G)^T dO (so that the gradient of the state
+ * before the chunk is Diag(d) dS + Mc), d = e^{G_L} (K floats for GLA).
+ * scratch: per thread,
+ * la__gla_chunk_bwd_piece_bytes (a job with group 1); pn > 0 prefetches
+ * the pn rows before r0. The same arithmetic as the unsplit backward's
+ * chunk (but its fused dS update). */
+LA_HIDDEN size_t la__gla_chunk_bwd_piece_bytes(const gla_job *j);
+LA_HIDDEN void la__gla_chunk_bwd_piece(const gla_job *j, char *scratch, const float *S0,
+                                       const float *dS, int64_t r0, int64_t L, int64_t h,
+                                       int64_t pn, double *gamma_sum, float *Mc, float *d);
+
+/* cpu-bwdsplit: the backward split's per-chunk sums for GLA (the same
+ * scratch): kind 0, S <- Diag(e^{G_L}) S + (k e^{G_L - G})ᵀ v and
+ * GLsum[x] += G_L,x (float64); kind 1, S = Mc as la__gla_chunk_bwd_piece
+ * makes it (the same floats) and d = e^{G_L}. */
+LA_HIDDEN void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0,
+                                           int64_t L, int64_t h, int kind, float *S, float *d,
+                                           double *GLsum);
+
+/* cpu-bwdsplit: one chunk of the GLA (per-key gates) forward, rows
+ * [r0, r0 + L) of head h: with outputs, its o rows from the state S before
+ * it (not updated); always U = (k e^{G_L - G})ᵀ v, d[x] = e^{G_L,x} and
+ * GLsum[x] += G_L,x (float64), so that the state after it is
+ * Diag(d) S + U. The same factors and products as the unsplit chunk
+ * forward (gla_fwd_chunk_head). scratch: la__gla_chunk_fwd_bytes. */
+LA_HIDDEN void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const float *S,
+                                       int64_t r0, int64_t L, int64_t h, int outputs, float *U,
+                                       float *d, double *GLsum);
+
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
 static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {
     if (!j->g) return NULL;

@@ -1,0 +1,553 @@
+/* The chunk backward of simple GLA / RetNet and of GLA with one sequence
+ * split over time, for calls with few (sequence, head) pairs (issue 12;
+ * the forwards' splits are split.c and split_gla.c). Segments of
+ * BWD_SEG_CHUNKS chunks, fixed by the shape. GLA: every decay below is a
+ * per-key diagonal (d_c, D_s: K values; D_s[x] = e^{sum_c G_L,x(c)}), the
+ * products are chunk.c's (la__gla_chunk_bwd_sum_piece); simple GLA's sums
+ * are written here with the same kernels.
+ *
+ * The rule (what the bits are). For segment s (chunks c = 1..m, d_c =
+ * e^{G_L} of chunk c, D_s = e^{sum_c G_L(c)}: chunk sums added in float64,
+ * one exponential):
+ *   forward states   S[s+1] = D_s S[s] + L_s,  S[0] the initial state,
+ *                    L_s = d_m (... (d_1 0 + U_1) ...) + U_m,
+ *                    U_c = (k e^{G_L - G})ᵀ v (added by the product's beta);
+ *   state gradients  E[s] = D_s E[s+1] + M_s, E[nseg] = d_final_state,
+ *                    M_s = d_1 (... (d_m 0 + Mc_m) ...) + Mc_1,
+ *                    Mc_c = scale (q e^{G})ᵀ dO,
+ * E[s] the gradient of the state before segment s (E[0] is
+ * d_initial_state). Inside a segment the chunk states run from S[s]
+ * (R_1 = S[s], R_{c+1} = d_c R_c + U_c, the product's beta again) and
+ * the state gradients from
+ * E[s+1] (dS_m = E[s+1], dS_{c-1} = d_c dS_c + Mc_c); each chunk's dq, dk,
+ * dv, dg are those of the unsplit backward's chunk from (R_c, dS_c)
+ * (la__gla_chunk_bwd_piece). The gate gradient has no term that crosses
+ * chunks other than through R_c and dS_c (chunk.c's identity: the state
+ * term is e^{G_L} rowsum(dS ⊙ S0), the rest is chunk-local), so segments
+ * meet only through S[s] and E[s+1]; dg_gamma is summed per segment in
+ * float64, the segments then added in order 0, 1, ... Every thread count
+ * (1 included) computes these same floats; against the unsplit backward
+ * the bits differ (segment boundary states, dS updates without the gemm's
+ * fused beta).
+ *
+ * Schedule: (1) the L_s, one task per (unit, segment), all in parallel;
+ * (2) the S[s] chain, one task per (unit, block of 16 state rows: each
+ * element's chain is on its own); (3) the reverse sweep as linear
+ * attention's pipeline of lanes over positions i = nseg - 1 - s: lane 0
+ * runs positions [0, k1) from d_final_state; lane p >= 1 sums M over
+ * [j_p, k_p) (a sum costs SUM_COST of running the segment), waits for
+ * E at j_p, adds its sums and runs [k_p, k_{p+1}). Every state slot has
+ * one writer (as linear_attn/split.c). One thread: (3) runs the positions
+ * in order with the same formula. */
+#include "gla.h"
+#include "split_plan.h"
+
+#include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BWD_SEG_CHUNKS 16
+#define BWD_SPLIT_BELOW 8
+/* The M sum (gates, one K V C product per chunk) against running a
+ * segment (the state recomputation, the chunk backward's ~7 products of
+ * that size); only the balance depends on it. */
+#define SUM_COST 0.15
+#define ROW_BLOCK 16
+
+LA_HIDDEN int la__gla_split_bwd_over_time(const gla_job *j);
+LA_HIDDEN size_t la__gla_split_bwd_bytes(const gla_job *j);
+LA_HIDDEN la_status la__gla_run_split_bwd(const char *op, const gla_job *j);
+
+typedef struct sb_bufs {
+    double *G;       /* [C] */
+    float *eG, *eLm; /* [C] */
+    float *X;        /* [C,K]: k e^{G_L - G} or q e^{G} */
+    float *Oc;       /* [C,V]: the chunk's dO rows */
+    float *U;        /* [K,V]: Mc_c */
+    float *R, *M;    /* [K,V]: running state (gradient), local sum */
+    float *Sa, *Sb;  /* [K,V]: one thread, E before and after a segment */
+    float *states;   /* [BWD_SEG_CHUNKS,K,V]: the chunk states of a segment */
+    float *dk;       /* [K]: GLA, a chunk's per-key decay */
+    double *GLs;     /* [K]: GLA, a segment's per-key gate sums */
+    char *piece;     /* la__gla_chunk_bwd_piece's scratch */
+} sb_bufs;
+
+static size_t sb_layout(const gla_job *j, char *base, sb_bufs *b) {
+    const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C, KV = K * V;
+    la__arena a = {.base = base};
+    b->G = la__arena_take(&a, C, sizeof(double));
+    b->eG = la__arena_take(&a, C, sizeof(float));
+    b->eLm = la__arena_take(&a, C, sizeof(float));
+    b->X = la__arena_take(&a, C * K, sizeof(float));
+    b->Oc = la__arena_take(&a, C * V, sizeof(float));
+    b->U = la__arena_take(&a, KV, sizeof(float));
+    b->R = la__arena_take(&a, KV, sizeof(float));
+    b->M = la__arena_take(&a, KV, sizeof(float));
+    b->Sa = la__arena_take(&a, KV, sizeof(float));
+    b->Sb = la__arena_take(&a, KV, sizeof(float));
+    b->states = la__arena_take(&a, (size_t)BWD_SEG_CHUNKS * KV, sizeof(float));
+    b->dk = la__arena_take(&a, K, sizeof(float));
+    b->GLs = la__arena_take(&a, K, sizeof(double));
+    const size_t pb = la__gla_chunk_bwd_piece_bytes(j);
+    b->piece = pb ? la__arena_take(&a, pb, 1) : NULL;
+    return pb ? la__arena_size(&a) : 0;
+}
+
+size_t la__gla_split_bwd_bytes(const gla_job *j) {
+    sb_bufs b;
+    return sb_layout(j, NULL, &b);
+}
+
+/* ---- per-segment work (the three ISA builds below) --------------------- */
+
+/* Cumulative gates of tokens [r0, r0 + n) of head h from the chunk start and
+ * their exponentials, as chunk.c's chunk_gates (scalar gates); returns G_L. */
+GLA_INLINE double sb_gates(const gla_job *j, sb_bufs *b, int64_t r0, int64_t n, int64_t h) {
+    const double gamma = j->g_gamma ? (double)j->g_gamma[h] : 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *gr = gla_gate_row(j, r0 + i, h);
+        const double gi = (gr ? (double)gr[0] : 0.0) + gamma;
+        b->G[i] = (i ? b->G[i - 1] : 0.0) + gi;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        b->eG[i] = la__exp_nonpos((float)b->G[i]);
+        b->eLm[i] = la__exp_nonpos((float)(b->G[n - 1] - b->G[i]));
+    }
+    return b->G[n - 1];
+}
+
+/* S <- beta S + (k e^{G_L - G})ᵀ v of the chunk at row r0 (gates filled;
+ * the product's beta). */
+GLA_INLINE void sb_state_product(const gla_job *j, sb_bufs *b, int64_t r0, int64_t n, int64_t h,
+                                 float beta, float *S) {
+    const int64_t H = j->H, K = j->K, V = j->V;
+    for (int64_t i = 0; i < n; i++) {
+        const float *restrict k = j->k + (size_t)((r0 + i) * H + h) * (size_t)K;
+        float *restrict X = b->X + i * K;
+        const float e = b->eLm[i];
+        for (int64_t x = 0; x < K; x++) X[x] = k[x] * e;
+    }
+    j->kr->gemm_tn(K, V, n, 1.0f, b->X, K, j->v + (size_t)(r0 * H + h) * (size_t)V, H * V, beta, S,
+                   V);
+}
+
+/* Mc = scale (q e^G)ᵀ dO of the chunk at row r0 (gates filled), with the
+ * operands gathered as la__gla_chunk_bwd_piece gathers them (the same
+ * products in the same order: the same floats). */
+GLA_INLINE void sb_grad_product(const gla_job *j, sb_bufs *b, int64_t r0, int64_t n, int64_t h) {
+    const int64_t H = j->H, K = j->K, V = j->V;
+    for (int64_t i = 0; i < n; i++) {
+        const float *restrict q = j->q + (size_t)((r0 + i) * H + h) * (size_t)K;
+        float *restrict X = b->X + i * K;
+        const float e = b->eG[i];
+        for (int64_t x = 0; x < K; x++) X[x] = q[x] * e;
+        memcpy(b->Oc + i * V, j->d_o + (size_t)((r0 + i) * H + h) * (size_t)V,
+               (size_t)V * sizeof(float));
+    }
+    j->kr->gemm_tn(K, V, n, j->scale, b->X, K, b->Oc, V, 0.0f, b->U, V);
+}
+
+/* y = d y + x over K V floats. */
+GLA_INLINE void sb_axpy(float *restrict y, float d, const float *restrict x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = d * y[i] + x[i];
+}
+
+/* GLA: y = Diag(d) y + x, row by row (K rows of V). */
+GLA_INLINE void sb_axpy_rows(float *restrict y, const float *restrict d, const float *restrict x,
+                             int64_t K, int64_t V) {
+    for (int64_t r = 0; r < K; r++) sb_axpy(y + r * V, d[r], x + r * V, V);
+}
+
+/* L_s and D_s of the segment [tb, te) of the sequence at `start`, head h. */
+GLA_INLINE void sb_fwd_sum_body(const gla_job *j, int64_t start, int64_t h, int64_t tb, int64_t te,
+                                float *L, float *D, char *scratch) {
+    sb_bufs b;
+    sb_layout(j, scratch, &b);
+    const int64_t KV = j->K * j->V;
+    memset(L, 0, (size_t)KV * sizeof(float));
+    if (j->per_key) { /* GLA: chunk.c's state update, per-key decays */
+        for (int64_t x = 0; x < j->K; x++) b.GLs[x] = 0.0;
+        for (int64_t c0 = tb; c0 < te; c0 += j->C) {
+            const int64_t n = te - c0 < j->C ? te - c0 : j->C;
+            la__gla_chunk_bwd_sum_piece(j, b.piece, start + c0, n, h, 0, L, NULL, b.GLs);
+        }
+        for (int64_t x = 0; x < j->K; x++) D[x] = la__exp_nonpos((float)b.GLs[x]);
+        return;
+    }
+    double Dsum = 0.0;
+    for (int64_t c0 = tb; c0 < te; c0 += j->C) {
+        const int64_t n = te - c0 < j->C ? te - c0 : j->C, r0 = start + c0;
+        Dsum += sb_gates(j, &b, r0, n, h);
+        sb_state_product(j, &b, r0, n, h, b.eG[n - 1], L);
+    }
+    *D = la__exp_nonpos((float)Dsum);
+}
+
+/* M_s of the segment [tb, te): the chunks in reverse. */
+GLA_INLINE void sb_rev_sum_body(const gla_job *j, int64_t start, int64_t h, int64_t tb, int64_t te,
+                                float *M, char *scratch) {
+    sb_bufs b;
+    sb_layout(j, scratch, &b);
+    const int64_t KV = j->K * j->V, C = j->C;
+    memset(M, 0, (size_t)KV * sizeof(float));
+    for (int64_t c0 = tb + (te - tb - 1) / C * C; c0 >= tb; c0 -= C) {
+        const int64_t n = te - c0 < C ? te - c0 : C, r0 = start + c0;
+        if (j->per_key) {
+            la__gla_chunk_bwd_sum_piece(j, b.piece, r0, n, h, 1, b.U, b.dk, NULL);
+            sb_axpy_rows(M, b.dk, b.U, j->K, j->V);
+            continue;
+        }
+        sb_gates(j, &b, r0, n, h);
+        sb_grad_product(j, &b, r0, n, h);
+        sb_axpy(M, b.eG[n - 1], b.U, KV);
+    }
+}
+
+/* The backward of the segment [tb, te) from S = S[s] and Ein = E[s+1]:
+ * its gradient rows, *gsum = its dg_gamma part, Eout = D Ein + M_s. */
+GLA_INLINE void sb_run_body(const gla_job *j, int64_t start, int64_t h, int64_t tb, int64_t te,
+                            const float *S, const float *D, const float *Ein, float *Eout,
+                            double *gsum, char *scratch) {
+    sb_bufs b;
+    sb_layout(j, scratch, &b);
+    const int64_t KV = j->K * j->V, C = j->C, m = (te - tb + C - 1) / C;
+    /* the chunk states R_c from S */
+    memcpy(b.states, S, (size_t)KV * sizeof(float));
+    for (int64_t c = 0; c + 1 < m; c++) {
+        const int64_t r0 = start + tb + c * C;
+        float *Rn = b.states + (size_t)(c + 1) * (size_t)KV;
+        memcpy(Rn, Rn - KV, (size_t)KV * sizeof(float));
+        if (j->per_key) {
+            la__gla_chunk_bwd_sum_piece(j, b.piece, r0, C, h, 0, Rn, NULL, b.GLs);
+            continue;
+        }
+        sb_gates(j, &b, r0, C, h);
+        sb_state_product(j, &b, r0, C, h, b.eG[C - 1], Rn);
+    }
+    /* the chunks in reverse with the running state gradient */
+    memcpy(b.R, Ein, (size_t)KV * sizeof(float));
+    memset(b.M, 0, (size_t)KV * sizeof(float));
+    double gs = 0.0;
+    for (int64_t c = m - 1; c >= 0; c--) {
+        const int64_t c0 = tb + c * C, n = te - c0 < C ? te - c0 : C;
+        float d;
+        la__gla_chunk_bwd_piece(j, b.piece, b.states + (size_t)c * (size_t)KV, b.R, start + c0, n,
+                                h, c0 > 0 ? C : 0, &gs, b.U, j->per_key ? b.dk : &d);
+        if (j->per_key) {
+            if (c > 0) sb_axpy_rows(b.R, b.dk, b.U, j->K, j->V);
+            sb_axpy_rows(b.M, b.dk, b.U, j->K, j->V);
+        } else if (c > 0) { /* both in one pass over Mc */
+            float *restrict R = b.R, *restrict M = b.M;
+            const float *restrict U = b.U;
+            for (int64_t x = 0; x < KV; x++) {
+                R[x] = d * R[x] + U[x];
+                M[x] = d * M[x] + U[x];
+            }
+        } else {
+            sb_axpy(b.M, d, b.U, KV);
+        }
+    }
+    for (int64_t x = 0; x < KV; x++) Eout[x] = D[j->per_key ? x / j->V : 0] * Ein[x] + b.M[x];
+    *gsum = gs;
+}
+
+/* Built for the baseline ISA, AVX2 and AVX-512 (elementwise operations in a
+ * fixed order, no contraction: the same bits; the kernels dispatch on their
+ * own). */
+static void fwd_sum_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
+                             float *L, float *D, char *s) {
+    sb_fwd_sum_body(j, st, h, tb, te, L, D, s);
+}
+static void rev_sum_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
+                             float *M, char *s) {
+    sb_rev_sum_body(j, st, h, tb, te, M, s);
+}
+static void run_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
+                         const float *S, const float *D, const float *Ein, float *Eout, double *gs,
+                         char *s) {
+    sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
+}
+#if defined(__GNUC__) && defined(__x86_64__)
+#define SB_ISA 1
+#define SB_AVX2 __attribute__((target("avx2")))
+#define SB_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2")))
+SB_AVX2 static void fwd_sum_avx2(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
+                                 float *L, float *D, char *s) {
+    sb_fwd_sum_body(j, st, h, tb, te, L, D, s);
+}
+SB_AVX512 static void fwd_sum_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb,
+                                     int64_t te, float *L, float *D, char *s) {
+    sb_fwd_sum_body(j, st, h, tb, te, L, D, s);
+}
+SB_AVX2 static void rev_sum_avx2(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
+                                 float *M, char *s) {
+    sb_rev_sum_body(j, st, h, tb, te, M, s);
+}
+SB_AVX512 static void rev_sum_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb,
+                                     int64_t te, float *M, char *s) {
+    sb_rev_sum_body(j, st, h, tb, te, M, s);
+}
+SB_AVX2 static void run_avx2(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
+                             const float *S, const float *D, const float *Ein, float *Eout,
+                             double *gs, char *s) {
+    sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
+}
+SB_AVX512 static void run_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
+                                 const float *S, const float *D, const float *Ein, float *Eout,
+                                 double *gs, char *s) {
+    sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
+}
+#define SB_DISPATCH(name, ...)                                                                     \
+    do {                                                                                           \
+        const la_isa isa_ = la_isa_active();                                                       \
+        if (isa_ == LA_ISA_AVX512)                                                                 \
+            name##_avx512(__VA_ARGS__);                                                            \
+        else if (isa_ == LA_ISA_AVX2)                                                              \
+            name##_avx2(__VA_ARGS__);                                                              \
+        else                                                                                       \
+            name##_portable(__VA_ARGS__);                                                          \
+    } while (0)
+#else
+#define SB_DISPATCH(name, ...) name##_portable(__VA_ARGS__)
+#endif
+
+/* ---- the passes ---------------------------------------------------------- */
+
+typedef struct sb_arg {
+    const gla_job *j;
+    int64_t seg_len, nseg_max, units;
+    int max_lanes;
+    float *S;          /* [units, nseg_max + 1, K, V]: S[s] */
+    float *L;          /* [units, nseg_max, K, V]: L_s, then the lanes' M sums */
+    float *E;          /* [units, nseg_max + 1, K, V]: E at position i (segment nseg - i) */
+    float *Wd;         /* [units, max_lanes, K, V]: a lane's last E when the next lane makes it */
+    float *D;          /* [units, nseg_max, 1 or K]: D_s */
+    double *gp;        /* [units, nseg_max]: dg_gamma part of segment s */
+    atomic_int *ready; /* [units, nseg_max + 1]: E at position i published */
+    plan *plans;       /* [units] */
+} sb_arg;
+
+static size_t kv(const gla_job *j) { return (size_t)j->K * (size_t)j->V; }
+static float *slot(float *W, const sb_arg *a, int64_t unit, int64_t per, int64_t i) {
+    return W + ((size_t)unit * (size_t)per + (size_t)i) * kv(a->j);
+}
+/* D_s of unit (K floats for GLA, one for simple GLA). */
+static float *dec(const sb_arg *a, int64_t unit, int64_t s) {
+    const size_t gw = a->j->per_key ? (size_t)a->j->K : 1;
+    return a->D + ((size_t)unit * (size_t)a->nseg_max + (size_t)s) * gw;
+}
+static int64_t nseg_of(const sb_arg *a, int64_t unit, int64_t *start, int64_t *len) {
+    la__seq_bounds(a->j->d, unit / a->j->H, start, len);
+    return (*len + a->seg_len - 1) / a->seg_len;
+}
+static void seg_range(const sb_arg *a, int64_t len, int64_t s, int64_t *tb, int64_t *te) {
+    *tb = s * a->seg_len;
+    *te = len - *tb < a->seg_len ? len : *tb + a->seg_len;
+}
+static void publish(atomic_int *flag) { atomic_store_explicit(flag, 1, memory_order_release); }
+static void wait_for(atomic_int *flag) {
+    while (!atomic_load_explicit(flag, memory_order_acquire)) sched_yield();
+}
+
+/* (1) task (unit, segment): L_s, D_s. */
+static void fwd_sum_task(void *arg, int64_t task, int tid) {
+    const sb_arg *a = arg;
+    const gla_job *j = a->j;
+    const int64_t unit = task / a->nseg_max, s = task % a->nseg_max;
+    int64_t start, len, tb, te;
+    if (s >= nseg_of(a, unit, &start, &len)) return;
+    seg_range(a, len, s, &tb, &te);
+    SB_DISPATCH(fwd_sum, j, start, unit % j->H, tb, te, slot(a->L, a, unit, a->nseg_max, s),
+                dec(a, unit, s), la__scratch(j->ctx, tid));
+}
+
+/* (2) task (unit, block of ROW_BLOCK rows of the state): the S[s] chain. */
+static void chain_task(void *arg, int64_t task, int tid) {
+    (void)tid;
+    const sb_arg *a = arg;
+    const gla_job *j = a->j;
+    const int64_t nb = (j->K + ROW_BLOCK - 1) / ROW_BLOCK, unit = task / nb;
+    const int64_t x0 = task % nb * ROW_BLOCK, x1 = j->K - x0 < ROW_BLOCK ? j->K : x0 + ROW_BLOCK;
+    const size_t o = (size_t)x0 * (size_t)j->V, n = (size_t)(x1 - x0) * (size_t)j->V;
+    int64_t start, len;
+    const int64_t nseg = nseg_of(a, unit, &start, &len);
+    float *S0 = slot(a->S, a, unit, a->nseg_max + 1, 0) + o;
+    if (j->s0)
+        memcpy(S0, j->s0 + (size_t)unit * kv(j) + o, n * sizeof(float));
+    else
+        memset(S0, 0, n * sizeof(float));
+    for (int64_t s = 0; s + 1 < nseg; s++) {
+        const float *Si = slot(a->S, a, unit, a->nseg_max + 1, s) + o;
+        const float *Ls = slot(a->L, a, unit, a->nseg_max, s) + o;
+        float *So = slot(a->S, a, unit, a->nseg_max + 1, s + 1) + o;
+        const float *D = dec(a, unit, s);
+        for (size_t x = 0; x < n; x++)
+            So[x] = D[j->per_key ? x0 + (int64_t)x / j->V : 0] * Si[x] + Ls[x];
+    }
+}
+
+static void load_dST(const gla_job *j, int64_t unit, float *E) {
+    if (j->d_sT)
+        memcpy(E, j->d_sT + (size_t)unit * kv(j), kv(j) * sizeof(float));
+    else
+        memset(E, 0, kv(j) * sizeof(float));
+}
+static void store_ds0(const gla_job *j, int64_t unit, const float *E) {
+    if (j->ds0) memcpy(j->ds0 + (size_t)unit * kv(j), E, kv(j) * sizeof(float));
+}
+
+/* Run position i (segment nseg - 1 - i) of unit from Ein into Eout. */
+static void run_pos(const sb_arg *a, int64_t unit, int64_t start, int64_t len, int64_t i,
+                    const float *Ein, float *Eout, char *scratch) {
+    const gla_job *j = a->j;
+    const int64_t nseg = (len + a->seg_len - 1) / a->seg_len, s = nseg - 1 - i;
+    int64_t tb, te;
+    seg_range(a, len, s, &tb, &te);
+    SB_DISPATCH(run, j, start, unit % j->H, tb, te, slot(a->S, a, unit, a->nseg_max + 1, s),
+                dec(a, unit, s), Ein, Eout, &a->gp[unit * a->nseg_max + s], scratch);
+}
+
+/* (3), several threads: task (unit, lane p). Every slot has one writer:
+ * lane p writes E at the positions it runs (its last one to its discard
+ * slot when lane p + 1 makes that E from its sums) and the sums of
+ * [j_p, k_p) into L's slots (read only by itself). */
+static void lane_task(void *arg, int64_t task, int tid) {
+    const sb_arg *a = arg;
+    const gla_job *j = a->j;
+    const int64_t unit = task / a->max_lanes;
+    const int p = (int)(task % a->max_lanes);
+    const plan *pl = &a->plans[unit];
+    if (p >= pl->lanes) return;
+    atomic_int *ready = a->ready + (size_t)unit * (size_t)(a->nseg_max + 1);
+    char *scratch = la__scratch(j->ctx, tid);
+    int64_t start, len;
+    const int64_t nseg = nseg_of(a, unit, &start, &len), k0 = pl->k[p], k1 = pl->k[p + 1];
+    const int64_t per = a->nseg_max + 1;
+    if (p == 0) {
+        load_dST(j, unit, slot(a->E, a, unit, per, 0));
+        publish(&ready[0]);
+    } else {
+        const int64_t jp = pl->j[p];
+        for (int64_t i = jp; i < k0; i++) {
+            int64_t tb, te;
+            seg_range(a, len, nseg - 1 - i, &tb, &te);
+            SB_DISPATCH(rev_sum, j, start, unit % j->H, tb, te, slot(a->L, a, unit, a->nseg_max, i),
+                        scratch);
+        }
+        wait_for(&ready[jp]);
+        const size_t n = kv(j);
+        const float *Ein = slot(a->E, a, unit, per, jp);
+        for (int64_t i = jp; i < k0; i++) {
+            float *Ms = slot(a->L, a, unit, a->nseg_max, i);
+            float *Eo = i + 1 == k0 ? slot(a->E, a, unit, per, k0) : Ms;
+            const float *D = dec(a, unit, nseg - 1 - i);
+            for (size_t x = 0; x < n; x++)
+                Eo[x] = D[j->per_key ? (int64_t)x / j->V : 0] * Ein[x] + Ms[x];
+            Ein = Eo;
+        }
+        publish(&ready[k0]);
+    }
+    const int next_makes_k1 = p + 1 < pl->lanes && pl->j[p + 1] < k1;
+    for (int64_t i = k0; i < k1; i++) {
+        const float *Ein = slot(a->E, a, unit, per, i);
+        if (next_makes_k1 && i + 1 == k1) {
+            run_pos(a, unit, start, len, i, Ein,
+                    a->Wd + ((size_t)unit * (size_t)a->max_lanes + (size_t)p) * kv(j), scratch);
+        } else {
+            run_pos(a, unit, start, len, i, Ein, slot(a->E, a, unit, per, i + 1), scratch);
+            publish(&ready[i + 1]);
+        }
+    }
+    if (k1 == nseg) store_ds0(j, unit, slot(a->E, a, unit, per, nseg));
+}
+
+/* (3), one thread: every unit's positions in order. */
+static void serial_task(void *arg, int64_t unit, int tid) {
+    const sb_arg *a = arg;
+    const gla_job *j = a->j;
+    char *scratch = la__scratch(j->ctx, tid);
+    sb_bufs b;
+    sb_layout(j, scratch, &b);
+    float *Ein = b.Sa, *Eout = b.Sb;
+    int64_t start, len;
+    const int64_t nseg = nseg_of(a, unit, &start, &len);
+    load_dST(j, unit, Ein);
+    for (int64_t i = 0; i < nseg; i++) {
+        run_pos(a, unit, start, len, i, Ein, Eout, scratch);
+        float *t = Ein;
+        Ein = Eout;
+        Eout = t;
+    }
+    store_ds0(j, unit, Ein);
+}
+
+int la__gla_split_bwd_over_time(const gla_job *j) {
+    return la__num_seqs(j->d) * j->H < BWD_SPLIT_BELOW &&
+           la__max_seq_len(j->d) >= 2 * BWD_SEG_CHUNKS * j->C;
+}
+
+la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
+    sb_arg a;
+    memset(&a, 0, sizeof a);
+    a.j = j;
+    a.units = la__num_seqs(j->d) * j->H; /* < BWD_SPLIT_BELOW */
+    a.seg_len = BWD_SEG_CHUNKS * j->C;
+    a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
+    const int threads = la_ctx_threads(j->ctx);
+    a.max_lanes = (int)((threads + a.units - 1) / a.units);
+    if (a.max_lanes > a.nseg_max) a.max_lanes = (int)a.nseg_max;
+    if (a.max_lanes < 1) a.max_lanes = 1;
+    const size_t n = kv(j), slots = (size_t)a.units * (size_t)(a.nseg_max + 1);
+    const size_t nl = (size_t)a.units * (size_t)a.max_lanes;
+    const size_t lim = SIZE_MAX / sizeof(float) / n / 4;
+    a.S = slots <= lim ? malloc((3 * slots + nl) * n * sizeof(float)) : NULL;
+    a.L = a.S ? a.S + slots * n : NULL;
+    a.E = a.S ? a.L + slots * n : NULL;
+    a.Wd = a.S ? a.E + slots * n : NULL;
+    a.D = slots <= lim ? malloc(slots * (size_t)(j->per_key ? j->K : 1) * sizeof *a.D) : NULL;
+    a.gp = malloc(slots * sizeof *a.gp);
+    a.ready = malloc(slots * sizeof *a.ready);
+    a.plans = calloc((size_t)a.units, sizeof *a.plans);
+    int64_t *kj = calloc((size_t)a.units * (2 * (size_t)a.max_lanes + 1), sizeof *kj);
+    la_status st = LA_OK;
+    if (!a.S || !a.D || !a.gp || !a.ready || !a.plans || !kj) {
+        st = la__error(LA_ERR_OUT_OF_MEMORY,
+                       "%s: out of memory for %zu segment states of %zu floats (one sequence "
+                       "split over time)",
+                       op, 3 * slots + nl, n);
+        goto done;
+    }
+    la__parallel_for(j->ctx, a.units * a.nseg_max, fwd_sum_task, &a);
+    la__parallel_for(j->ctx, a.units * ((j->K + ROW_BLOCK - 1) / ROW_BLOCK), chain_task, &a);
+    if (threads == 1) {
+        la__parallel_for(j->ctx, a.units, serial_task, &a);
+    } else {
+        for (size_t i = 0; i < slots; i++) atomic_init(&a.ready[i], 0);
+        for (int64_t unit = 0; unit < a.units; unit++) {
+            int64_t start, len;
+            plan *pl = &a.plans[unit];
+            pl->k = kj + (size_t)unit * (2 * (size_t)a.max_lanes + 1);
+            pl->j = pl->k + a.max_lanes + 1;
+            make_plan(nseg_of(&a, unit, &start, &len), a.max_lanes, SUM_COST, pl);
+        }
+        la__parallel_for(j->ctx, a.units * a.max_lanes, lane_task, &a);
+    }
+    if (j->dgamma_part)
+        for (int64_t unit = 0; unit < a.units; unit++) {
+            int64_t start, len;
+            const int64_t nseg = nseg_of(&a, unit, &start, &len);
+            double s = 0.0;
+            for (int64_t i = 0; i < nseg; i++) s += a.gp[unit * a.nseg_max + i];
+            j->dgamma_part[unit] = s;
+        }
+done:
+    free(a.S);
+    free(a.D);
+    free(a.gp);
+    free(a.ready);
+    free(a.plans);
+    free(kj);
+    return st;
+}
