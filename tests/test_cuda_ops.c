@@ -687,15 +687,15 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
         const void *b[6] = {q2, k2, v2, b2, c->gated ? g2 : b2, s2};
         const size_t nb[6] = {nqk * esize(dt), nqk * esize(dt), nv * esize(dt),
                               ng * 4,          ng * 4,          ns * 4};
-        int same = 1;
+        const char *nm[6] = {"dq", "dk", "dv", "dbeta", "dg", "d_init"};
         for (int i = 0; i < 6; i++) {
             void *h1 = malloc(nb[i] + 4), *h2 = malloc(nb[i] + 4);
             cudaMemcpy(h1, a[i], nb[i], cudaMemcpyDeviceToHost);
             cudaMemcpy(h2, b[i], nb[i], cudaMemcpyDeviceToHost);
-            same = same && bits_equal(h1, h2, nb[i]);
+            CHECK(bits_equal(h1, h2, nb[i]), "%s: backward %s bitwise identical run to run",
+                  c->name, nm[i]);
             free(h1), free(h2);
         }
-        CHECK(same, "%s: backward bitwise identical run to run", c->name);
         cudaFree(q2), cudaFree(k2), cudaFree(v2), cudaFree(b2), cudaFree(g2), cudaFree(s2);
     }
     cudaFree(DdO), cudaFree(Ddq), cudaFree(Ddk), cudaFree(Ddv), cudaFree(DdsT), cudaFree(Ddb);

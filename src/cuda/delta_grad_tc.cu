@@ -12,7 +12,8 @@
  * Gamma + diag(beta) dM (.) kk (.) Gamma are taken from the accumulators in
  * double (rows by lane shuffles, columns per warp, warps in order). Fixed
  * orders, no atomics. fp16 keeps la_cu_dcg (its hi part would need fp16's
- * range for the gradients). */
+ * range for the gradients). Opt-in (LINATTN_CUDA_DELTA_TC_GRAD=1): slower
+ * than la_cu_dcg as measured, see la__cu_delta_tc_grad. */
 #include <stdlib.h>
 
 #include "delta_chunk.cuh"
@@ -390,13 +391,15 @@ la_status la__cu_delta_grads_tc(const la__cu_call *c, cudaStream_t stream, const
     return LA_OK;
 }
 
-/* Whether bf16 backwards take this kernel: yes unless LINATTN_CUDA_TC = 0
- * or LINATTN_CUDA_DELTA_TC_GRAD = 0 (benchmarking knobs, read once). */
+/* Whether bf16 backwards take this kernel: only with
+ * LINATTN_CUDA_DELTA_TC_GRAD = 1 and not LINATTN_CUDA_TC = 0 (read once).
+ * Opt-in: on an H100 it took 12.2 ms where la_cu_dcg takes 8.6 ms (GDN
+ * 1,65536,2/8,128; bench/GPU.md, cuda-delta5). */
 int la__cu_delta_tc_grad(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DELTA_TC_GRAD");
-        mode = !((e && e[0] == '0') || (o && o[0] == '0'));
+        mode = (o && o[0] == '1') && !(e && e[0] == '0');
     }
     return mode;
 }
