@@ -673,6 +673,31 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
         }
         free(dq), free(dk), free(dv), free(db), free(dg), free(ds0);
     }
+    { /* cuda-delta5: the same backward again gives the same bits */
+        void *q2 = dev_alloc(nqk * esize(dt)), *k2 = dev_alloc(nqk * esize(dt)),
+             *v2 = dev_alloc(nv * esize(dt));
+        float *b2 = dev_alloc(ng * 4), *g2 = dev_alloc(ng * 4), *s2 = dev_alloc(ns * 4);
+        st = c->gated ? la_gated_delta_rule_backward(gpu, &go, &dd, q2, k2, v2, g2, b2, s2, DdO,
+                                                     DdsT, Dq, Dk, Dv, Dg, Db, Ds0)
+                      : la_delta_rule_backward(gpu, &go, &dd, q2, k2, v2, b2, s2, DdO, DdsT, Dq, Dk,
+                                               Dv, Db, Ds0);
+        CHECK_STATUS(st, LA_OK, c->name);
+        if (!sync_ok(c->name)) exit(1);
+        const void *a[6] = {Ddq, Ddk, Ddv, Ddb, c->gated ? Ddg : Ddb, Dds0};
+        const void *b[6] = {q2, k2, v2, b2, c->gated ? g2 : b2, s2};
+        const size_t nb[6] = {nqk * esize(dt), nqk * esize(dt), nv * esize(dt),
+                              ng * 4,          ng * 4,          ns * 4};
+        const char *nm[6] = {"dq", "dk", "dv", "dbeta", "dg", "d_init"};
+        for (int i = 0; i < 6; i++) {
+            void *h1 = malloc(nb[i] + 4), *h2 = malloc(nb[i] + 4);
+            cudaMemcpy(h1, a[i], nb[i], cudaMemcpyDeviceToHost);
+            cudaMemcpy(h2, b[i], nb[i], cudaMemcpyDeviceToHost);
+            CHECK(bits_equal(h1, h2, nb[i]), "%s: backward %s bitwise identical run to run",
+                  c->name, nm[i]);
+            free(h1), free(h2);
+        }
+        cudaFree(q2), cudaFree(k2), cudaFree(v2), cudaFree(b2), cudaFree(g2), cudaFree(s2);
+    }
     cudaFree(DdO), cudaFree(Ddq), cudaFree(Ddk), cudaFree(Ddv), cudaFree(DdsT), cudaFree(Ddb);
     cudaFree(Ddg), cudaFree(Dds0);
     free(dO), free(dsT), free(dq_r), free(dk_r), free(dv_r), free(db_r), free(dg_r), free(ds0_r);

@@ -15,7 +15,9 @@
  *   dk = diag(e) R G^T + diag(beta b) Yw + T1^T Q + (T2 + T2^T) K
  *   dbeta_t = Yu_t.v_t + b_t Yw_t.k_t + sum_j dM_tj (k_t.k_j) Gamma_tj
  *   dgam from the gate factors (Gamma, b, e, b_L), dg its reverse cumsum.
- * fp32 FFMA, fixed summation orders, no atomics. Outputs: dv (final), and
+ * fp32 FFMA (bf16 inputs with LINATTN_CUDA_DELTA_TC_GRAD=1: delta_grad_tc.cu
+ * on tensor cores, slower as measured), fixed summation
+ * orders, no atomics. Outputs: dv (final), and
  * per value head dq, dk ([tokens][HS][K], fp32), dbeta, dg ([tokens][HS]). */
 #include <stdlib.h>
 #include <string.h>
@@ -292,6 +294,15 @@ __global__ void __launch_bounds__(256, MINB)
     }
 }
 
+/* cuda-delta5: the tensor-core kernel for bf16 inputs (delta_grad_tc.cu),
+ * whether it fits c's device, and whether it runs (opt-in:
+ * LINATTN_CUDA_DELTA_TC_GRAD=1, unless LINATTN_CUDA_TC=0). */
+int la__cu_delta_grads_tc_fits(const la__cu_call *c);
+la_status la__cu_delta_grads_tc(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
+                                const la_cu_dc_args &p, float *dR, const float *hst,
+                                const float *dhst, float *dqp, float *dkp, float *dbp, float *dgp);
+int la__cu_delta_tc_grad(void);
+
 int la__cu_delta_chunk_grads_fits(const la__cu_call *c) {
     return sizeof(dcg_smem) <= (size_t)la__cu_smem_optin(c);
 }
@@ -301,6 +312,8 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream, co
                                    const float *dhst, float *dqp, float *dkp, float *dbp,
                                    float *dgp) {
     if (tb.nchunks == 0) return LA_OK;
+    if (c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_grad() && la__cu_delta_grads_tc_fits(c))
+        return la__cu_delta_grads_tc(c, stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp);
     const size_t smem = sizeof(dcg_smem);
     const dim3 grid((unsigned)tb.nchunks, (unsigned)c->HS);
     const char *e = getenv("LINATTN_CUDA_DCG_MINB"); /* benchmarking knob */
