@@ -113,7 +113,9 @@ template <int KP, int VP> __global__ void __launch_bounds__(256) la_cu_dc_prep_t
         for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
         if (lane == 0) rk[r] = p.use_l2 ? 1.f / sqrtf(a + 1e-6f) : 1.f;
     }
-    if (t < L) bt[t] = la_cu_expd(gam[t]);
+    /* every row: W's padding rows r >= L multiply be[r] = 0 by bt[r], and an
+     * unwritten bt[r] (NaN or Inf bits left in shared memory) would make 0 * bt NaN */
+    if (t < LA_CU_C) bt[t] = t < L ? la_cu_expd(gam[t]) : 0.f;
     /* K K^T on tensor cores (exact inputs) */
     float G[4][4];
 #pragma unroll
