@@ -46,6 +46,8 @@ struct la_cu_sp_args {
     int fm;
     int64_t nchunks; /* chunks of all sequences (0: not given; the 16-bit
                       * passes then walk the chunks in one kernel) */
+    float *decay;    /* cuda-lin5: [nchunks, H] workspace for e^{G_L} of the
+                      * two-level pass (NULL: its scan recomputes them) */
 };
 
 template <typename T, bool REV>

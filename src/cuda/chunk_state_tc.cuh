@@ -133,7 +133,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, REV ? 3 : 4) la_tc_state_pass(l
  * chunks of its sequence for 4 state entries, slot c <- R (the state before
  * the chunk: forward at its start, backward at its end), R <- e^{G_L} R +
  * U_c, in the chunk order of the pass above; fin <- R. The decay e^{G_L} is
- * computed as in the pass above (each warp scans the chunk's gates). */
+ * computed as in the pass above (each warp scans the chunk's gates), by the
+ * local kernel into p.decay where given (cuda-lin5), else by the scan. */
 template <typename T, bool REV>
 __global__ void __launch_bounds__(LA_TC_THREADS, 4) la_tc_state_local(la_cu_sp_args p) {
     extern __shared__ __align__(128) unsigned char la_tc_sl_smem[];
@@ -178,6 +179,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 4) la_tc_state_local(la_cu_sp_a
         const double GL = ((L - 1) & 1) ? b : a;
         f0 *= REV ? la_cu_expd(G0) : la_cu_expd(GL - G0);
         f1 *= REV ? la_cu_expd(G1) : la_cu_expd(GL - G1);
+        if (p.decay && t == 0 && blockIdx.y == 0 && blockIdx.z == 0)
+            p.decay[cg * H + h] = la_cu_expd(GL); /* the scan's factor, as it computed it */
     }
     if (REV) f0 *= scale, f1 *= scale;
     float fr[4];
@@ -201,8 +204,10 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 4) la_tc_state_local(la_cu_sp_a
     la_tc_acc_out(p.hbuf + ((size_t)cg * H + h) * K * V, acc, k0, v0, K, V);
 }
 
-/* 128 threads x 4 entries per CTA; grid (N H, ceil(K V / 512)). The next
- * chunk's U entries and gates are loaded while the current chunk's run. */
+/* 128 threads x 4 entries per CTA; grid (N H, ceil(K V / 512)). The U
+ * entries (and decays) of the next three chunks are loaded while the
+ * current chunk's run. The decay e^{G_L} is read from p.decay (written by the local
+ * kernel, cuda-lin5) where given, else each warp scans the chunk's gates. */
 template <bool REV> __global__ void __launch_bounds__(128) la_tc_state_scan(la_cu_sp_args p) {
     const int lane = threadIdx.x & 31;
     const int64_t H = p.H, KV = p.K * p.V;
@@ -211,41 +216,55 @@ template <bool REV> __global__ void __launch_bounds__(128) la_tc_state_scan(la_c
     const int64_t e = ((int64_t)blockIdx.y * 128 + threadIdx.x) * 4;
     const la_cu_seq s = p.seqs[n];
     const float gam = p.g_gamma ? p.g_gamma[h] : 0.f;
-    const bool gated = p.g || p.g_gamma;
+    const bool gated = p.g || p.g_gamma, stored = gated && p.decay;
     const size_t sbase = ((size_t)n * H + h) * KV;
     const int m = e < KV ? (int)(KV - e < 4 ? KV - e : 4) : 0; /* entries of this thread */
     const bool v4 = m == 4 && !(KV & 3);
     float R[4] = {0.f, 0.f, 0.f, 0.f};
     if (p.init)
         for (int i = 0; i < m; i++) R[i] = p.init[sbase + e + i];
-    /* chunk cc (in walking order): its slot, length, gates of tokens 2 lane, +1, U */
-    const auto load = [&](int cc, float(&u)[4], float &g0, float &g1) {
+    struct ld {
+        float u[4], g0, g1, d; /* U entries; gates of tokens 2 lane, +1 or the stored decay */
+    };
+    /* chunk cc (in walking order): its U entries and gates / decay */
+    const auto load = [&](int cc, ld &x) {
         const int c = REV ? s.nch - 1 - cc : cc;
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C;
         const int L =
             (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
-        g0 = 2 * lane < L ? (p.g ? p.g[(tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
-        g1 = 2 * lane + 1 < L ? (p.g ? p.g[(tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
+        x.g0 = x.g1 = 0.f, x.d = 1.f;
+        if (stored)
+            x.d = p.decay[(size_t)(s.chunk0 + c) * H + h];
+        else if (gated) {
+            x.g0 = 2 * lane < L ? (p.g ? p.g[(tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
+            x.g1 = 2 * lane + 1 < L ? (p.g ? p.g[(tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
+        }
         const float *slot = p.hbuf + ((size_t)(s.chunk0 + c) * H + h) * KV + e;
         if (v4) {
-            const float4 x = *(const float4 *)slot;
-            u[0] = x.x, u[1] = x.y, u[2] = x.z, u[3] = x.w;
+            const float4 y = *(const float4 *)slot;
+            x.u[0] = y.x, x.u[1] = y.y, x.u[2] = y.z, x.u[3] = y.w;
         } else {
-            for (int i = 0; i < 4; i++) u[i] = i < m ? slot[i] : 0.f;
+            for (int i = 0; i < 4; i++) x.u[i] = i < m ? slot[i] : 0.f;
         }
     };
-    float u[4], g0 = 0.f, g1 = 0.f;
-    if (s.nch > 0) load(0, u, g0, g1);
+    constexpr int D = 4; /* chunks in flight: q[0] the current one */
+    ld q[D];
+#pragma unroll
+    for (int i = 0; i < D - 1; i++) {
+        q[i] = ld{};
+        if (i < s.nch) load(i, q[i]);
+    }
     for (int cc = 0; cc < s.nch; cc++) {
         const int c = REV ? s.nch - 1 - cc : cc;
         const int L =
             (int)(s.len - (int64_t)c * LA_CU_C < LA_CU_C ? s.len - (int64_t)c * LA_CU_C : LA_CU_C);
-        float un[4] = {0.f, 0.f, 0.f, 0.f}, gn0 = 0.f, gn1 = 0.f;
-        if (cc + 1 < s.nch) load(cc + 1, un, gn0, gn1);
-        float decay = 1.f;
-        if (gated) {
+        q[D - 1] = ld{};
+        if (cc + D - 1 < s.nch) load(cc + D - 1, q[D - 1]);
+        const ld &cur = q[0];
+        float decay = cur.d;
+        if (gated && !stored) {
             double G0, G1;
-            la_tc_warp_gates_reg(G0, G1, (double)g0, (double)g1);
+            la_tc_warp_gates_reg(G0, G1, (double)cur.g0, (double)cur.g1);
             const int sl = (L - 1) >> 1;
             const double a = __shfl_sync(0xffffffffu, G0, sl), b = __shfl_sync(0xffffffffu, G1, sl);
             decay = la_cu_expd(((L - 1) & 1) ? b : a);
@@ -256,8 +275,9 @@ template <bool REV> __global__ void __launch_bounds__(128) la_tc_state_scan(la_c
         else
             for (int i = 0; i < m; i++) slot[i] = R[i];
 #pragma unroll
-        for (int i = 0; i < 4; i++) R[i] = decay * R[i] + u[i], u[i] = un[i];
-        g0 = gn0, g1 = gn1;
+        for (int i = 0; i < 4; i++) R[i] = decay * R[i] + cur.u[i];
+#pragma unroll
+        for (int i = 0; i < D - 1; i++) q[i] = q[i + 1];
     }
     if (p.fin)
         for (int i = 0; i < m; i++) p.fin[sbase + e + i] = R[i];

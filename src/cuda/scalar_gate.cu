@@ -380,11 +380,11 @@ template <typename T> static la_status scalar_forward(const la__cu_call *c, la_c
     if (st) return st;
     const size_t KV = (size_t)c->K * (size_t)c->V;
     float *hbuf = NULL;
-    if ((st = la__cu_alloc(ar, (void **)&hbuf, (size_t)tb.nchunks * c->H * KV * sizeof(float))))
-        return st;
+    const size_t nh = (size_t)tb.nchunks * c->H; /* hbuf + the decays of the two-level pass */
+    if ((st = la__cu_alloc(ar, (void **)&hbuf, nh * (KV + 1) * sizeof(float)))) return st;
     la_cu_sp_args a = {tb.seqs,        tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
                        c->final_state, hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
-    a.nchunks = tb.nchunks;
+    a.nchunks = tb.nchunks, a.decay = hbuf + nh * KV;
     const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 1);
     if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
                   : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
@@ -410,7 +410,8 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     const bool DG = c->dg || c->dg_gamma;
     float *hbuf = NULL, *dhbuf = NULL, *sT = NULL;
     double *dgl = NULL, *ctot = NULL, *fin = NULL, *cgam = NULL;
-    const size_t hb = (size_t)tb.nchunks * c->H * KV * sizeof(float);
+    const size_t nh = (size_t)tb.nchunks * c->H; /* hbuf + the decays of the two-level pass */
+    const size_t hb = nh * (KV + 1) * sizeof(float);
     if ((st = la__cu_alloc(ar, (void **)&hbuf, hb)) || (st = la__cu_alloc(ar, (void **)&dhbuf, hb)))
         return st;
     if (DG) {
@@ -426,7 +427,7 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     }
     la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
                        sT,      hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
-    a.nchunks = tb.nchunks;
+    a.nchunks = tb.nchunks, a.decay = hbuf + nh * KV;
     const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 2);
     if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
                   : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
@@ -437,7 +438,7 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     }
     la_cu_sp_args r = {tb.seqs, tb.chunks, c->q, c->d_o, c->g, c->g_gamma, c->dsT,
                        c->ds0,  dhbuf,     c->H, c->K,   c->V, c->scale,   c->feature_map};
-    r.nchunks = tb.nchunks;
+    r.nchunks = tb.nchunks, r.decay = dhbuf + nh * KV;
     if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 1, c->N, r)
                   : la_cu_launch_state_pass<T, true>(c->op, ar->stream, c->N, r)))
         return st;
