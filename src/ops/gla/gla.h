@@ -276,6 +276,16 @@ LA_HIDDEN void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const fl
                                        int64_t r0, int64_t L, int64_t h, int outputs, float *U,
                                        float *d, double *GLsum);
 
+/* cpu-split2: chunks per segment of the splits over time (split.c,
+ * split_gla.c, split_bwd.c), by the shape only (never the thread count, so
+ * that every thread count gives the same bits): 16 when the longest
+ * sequence has >= 32 chunks of C tokens, 8 when it has 16..31 (issue 12:
+ * the task count is not the limit from 16 chunks on), 0 (no split) below. */
+static inline int64_t la__gla_seg_chunks(const gla_job *j) {
+    const int64_t L = la__max_seq_len(j->d);
+    return L >= 32 * j->C ? 16 : L >= 16 * j->C ? 8 : 0;
+}
+
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
 static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {
     if (!j->g) return NULL;
