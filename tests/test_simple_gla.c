@@ -71,7 +71,7 @@ static void test_split(void) {
         char label[64];
         snprintf(label, sizeof label, "simple GLA split over time, case %d", v);
         gc_check_forms(&c, ctx[2], label);
-        /* chunk 64 at T = 1100: 18 chunks, segments of 8 (cpu-split2) */
+        /* chunk 64: T = 4111 splits (65 chunks), T = 1100 does not (cpu-split2) */
         for (int64_t chunk = 16; chunk <= 64; chunk *= 2) {
             la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
             float *o1 = th_nan_floats(c.nv), *s1 = th_nan_floats(c.ns);

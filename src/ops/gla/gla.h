@@ -279,11 +279,12 @@ LA_HIDDEN void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const fl
 /* cpu-split2: chunks per segment of the splits over time (split.c,
  * split_gla.c, split_bwd.c), by the shape only (never the thread count, so
  * that every thread count gives the same bits): 16 when the longest
- * sequence has >= 32 chunks of C tokens, 8 when it has 16..31 (issue 12:
- * the task count is not the limit from 16 chunks on), 0 (no split) below. */
+ * sequence has >= 32 chunks of C tokens, 0 (no split) below. Segments of
+ * 8 chunks from 16 chunks on were tried and measured slower (bench/NOTES.md,
+ * cpu-split2: at T = 1024, C = 64 the 2-thread GLA forward ran at 0.8-0.9x
+ * of its one thread). */
 static inline int64_t la__gla_seg_chunks(const gla_job *j) {
-    const int64_t L = la__max_seq_len(j->d);
-    return L >= 32 * j->C ? 16 : L >= 16 * j->C ? 8 : 0;
+    return la__max_seq_len(j->d) >= 32 * j->C ? 16 : 0;
 }
 
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
