@@ -999,8 +999,7 @@ void la__gla_chunk_bwd_piece(const gla_job *j, char *scratch, const float *S0, c
  * last row's e^{G_L}, with gla_fwd_factors's expressions (the same floats:
  * el * P, and e^{G_b} * e^{G_i - G_b} for the last row), without the
  * queries' factors (half of the exponentials). */
-GLA_INLINE void gla_sum_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
-                                int64_t h) {
+GLA_INLINE void gla_sum_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h) {
     const int64_t H = j->H, K = j->K;
     double *G = b->G;
     for (int64_t i = 0; i < L; i++) {
