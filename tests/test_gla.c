@@ -49,8 +49,13 @@ static void test_split(void) {
     la_rng rng;
     la_rng_seed(&rng, 1900);
     const int64_t cu[] = {0, 37, 37, 1100};
-    for (int v = 0; v < 5; v++) {
-        gcase c = v == 4   ? gc_make(1, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng)
+    for (int v = 0; v < 7; v++) {
+        /* cpu-split2: the backward splits only 1..3 (sequence, head) pairs:
+         * case 5 is varlen with an empty sequence at H = 1 (3 pairs), case
+         * 6 one sequence of 3 heads */
+        gcase c = v == 6   ? gc_make(1, 1, 1100, 3, 24, 20, NULL, 0, GC_ALL, &rng)
+                  : v == 5 ? gc_make(1, 1, 1100, 1, 24, 20, cu, 3, GC_ALL, &rng)
+                  : v == 4 ? gc_make(1, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng)
                   : v == 3 ? gc_make(1, 1, 4111, 1, 16, 12, NULL, 0, GC_DST, &rng)
                   : v == 2 ? gc_make(1, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
                            : gc_make(1, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng);
@@ -66,13 +71,16 @@ static void test_split(void) {
             for (size_t i = 0; i < c.ng; i++) c.g[i] = 0.0f;
         if (v == 2)
             for (int64_t t = 300; t < T; t += 211) c.g[(t * H + 1) * K + t % K] = -1e4f;
+        if (v == 5)
+            for (int64_t t = 300; t < T; t += 211) c.g[t * K + t % K] = -1e4f;
         if (v == 4) /* mild gates, different per key: segment decays 0.03-0.8 */
             for (int64_t t = 0; t < T; t++)
                 for (int64_t x = 0; x < K; x++) c.g[t * K + x] *= 0.003f * (float)(1 + x % 5);
         char label[64];
         snprintf(label, sizeof label, "GLA split over time, case %d", v);
         gc_check_forms(&c, ctx[2], label);
-        for (int64_t chunk = 16; chunk <= 32; chunk *= 2) {
+        /* chunk 64: T = 4111 splits (65 chunks), T = 1100 does not (cpu-split2) */
+        for (int64_t chunk = 16; chunk <= 64; chunk *= 2) {
             la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
             float *o1 = th_nan_floats(c.nv), *s1 = th_nan_floats(c.ns);
             CHECK_STATUS(gc_fwd(&c, ctx[0], &o, o1, s1), LA_OK, "split forward, 1 thread");

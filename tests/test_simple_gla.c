@@ -42,8 +42,13 @@ static void test_split(void) {
     la_rng rng;
     la_rng_seed(&rng, 800);
     const int64_t cu[] = {0, 37, 37, 1100};
-    for (int v = 0; v < 6; v++) {
-        gcase c = v == 5   ? gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng)
+    for (int v = 0; v < 8; v++) {
+        /* cpu-split2: the backward splits only 1..3 (sequence, head) pairs:
+         * case 6 is varlen with an empty sequence at H = 1 (3 pairs), case
+         * 7 one sequence of 3 heads */
+        gcase c = v == 7   ? gc_make(0, 1, 1100, 3, 24, 20, NULL, 0, GC_ALL, &rng)
+                  : v == 6 ? gc_make(0, 1, 1100, 1, 24, 20, cu, 3, GC_ALL, &rng)
+                  : v == 5 ? gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_ALL, &rng)
                   : v == 4 ? gc_make(0, 1, 4111, 1, 16, 12, NULL, 0, GC_ALL, &rng)
                   : v == 3 ? gc_make(0, 1, 1100, 2, 24, 20, cu, 3, GC_ALL, &rng)
                   : v == 2 ? gc_make(0, 1, 1100, 1, 24, 20, NULL, 0, GC_GAMMA | GC_DST, &rng)
@@ -56,6 +61,8 @@ static void test_split(void) {
             for (size_t t = 0; t < c.ng; t++) c.g[t] = 0.0f;
         if (v == 3)
             for (int64_t t = 300; t < 1100; t += 211) c.g[t * 2 + 1] = -1e4f;
+        if (v == 6)
+            for (int64_t t = 300; t < 1100; t += 211) c.g[t] = -1e4f;
         if (v == 5) /* mild gates: segment decays ~0.5, the carried state matters */
             for (size_t t = 0; t < c.ng; t++) c.g[t] *= 0.01f;
         if (v == 4) /* resets on segment boundaries (chunks 16 and 32), a stretch of g = 0 */
@@ -64,7 +71,8 @@ static void test_split(void) {
         char label[64];
         snprintf(label, sizeof label, "simple GLA split over time, case %d", v);
         gc_check_forms(&c, ctx[2], label);
-        for (int64_t chunk = 16; chunk <= 32; chunk *= 2) {
+        /* chunk 64: T = 4111 splits (65 chunks), T = 1100 does not (cpu-split2) */
+        for (int64_t chunk = 16; chunk <= 64; chunk *= 2) {
             la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
             float *o1 = th_nan_floats(c.nv), *s1 = th_nan_floats(c.ns);
             CHECK_STATUS(gc_fwd(&c, ctx[0], &o, o1, s1), LA_OK, "split forward, 1 thread");

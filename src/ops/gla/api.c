@@ -80,8 +80,8 @@ LA_HIDDEN int la__gla_split_over_time(const gla_job *j);
 LA_HIDDEN size_t la__gla_split_bytes(const gla_job *j);
 LA_HIDDEN la_status la__gla_run_split(const char *op, const gla_job *j);
 
-/* cpu-bwdsplit: the simple GLA and GLA chunk backward split over time on
- * the same condition (split_bwd.c). */
+/* cpu-bwdsplit: the simple GLA and GLA chunk backward split over time (on
+ * sequences x heads < 4 since cpu-split2; split_bwd.c). */
 LA_HIDDEN int la__gla_split_bwd_over_time(const gla_job *j);
 LA_HIDDEN size_t la__gla_split_bwd_bytes(const gla_job *j);
 LA_HIDDEN la_status la__gla_run_split_bwd(const char *op, const gla_job *j);

@@ -995,6 +995,45 @@ void la__gla_chunk_bwd_piece(const gla_job *j, char *scratch, const float *S0, c
 
 /* ---- cpu-bwdsplit: one chunk of the GLA forward for split_gla.c -------- */
 
+/* cpu-split2: the factors a sum needs, no more: Ks = k e^{G_L - G} and the
+ * last row's e^{G_L}, with gla_fwd_factors's expressions (the same floats:
+ * el * P, and e^{G_b} * e^{G_i - G_b} for the last row), without the
+ * queries' factors (half of the exponentials). */
+GLA_INLINE void gla_sum_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h) {
+    const int64_t H = j->H, K = j->K;
+    double *G = b->G;
+    for (int64_t i = 0; i < L; i++) {
+        const float *gr = j->g + (size_t)((r0 + i) * H + h) * (size_t)K;
+        double *Gi = G + i * K;
+        if (i == 0)
+            for (int64_t x = 0; x < K; x++) Gi[x] = 0.0 + (double)gr[x];
+        else
+            for (int64_t x = 0; x < K; x++) Gi[x] = Gi[x - K] + (double)gr[x];
+    }
+    const double *GL = G + (L - 1) * K;
+    float *el = b->F, *P = b->P;
+    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
+        const int64_t i1 = L - i0 < GLA_SUB ? L : i0 + GLA_SUB;
+        const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
+        for (int64_t x = 0; x < K; x++) el[x] = exp_nonpos((float)(GL[x] - Ge[x]));
+        for (int64_t i = i0; i < i1; i++) {
+            const float *restrict k = j->k + (size_t)((r0 + i) * H + h) * (size_t)K;
+            const double *Gi = G + i * K;
+            float *restrict Ks = b->Ks + i * K;
+            for (int64_t x = 0; x < K; x++) P[x] = exp_nonpos((float)(Ge[x] - Gi[x]));
+            for (int64_t x = 0; x < K; x++) {
+                const float l1 = el[x] * P[x];
+                Ks[x] = k[x] * l1;
+            }
+        }
+        if (i1 == L) {
+            float *restrict eG = b->eG + (L - 1) * K;
+            for (int64_t x = 0; x < K; x++)
+                eG[x] = exp_nonpos((float)Gb[x]) * exp_nonpos((float)(GL[x] - Gb[x]));
+        }
+    }
+}
+
 GLA_INLINE void gla_piece_body(const gla_job *j, char *scratch, const float *S, int64_t r0,
                                int64_t L, int64_t h, int outputs, float *U, float *d,
                                double *GLsum) {
@@ -1005,7 +1044,7 @@ GLA_INLINE void gla_piece_body(const gla_job *j, char *scratch, const float *S, 
         b.S = (float *)S; /* read only (U given) */
         gla_fwd_chunk_head(j, &b, r0, L, h, r0, 0, h, U);
     } else {
-        gla_fwd_factors(j, &b, r0, L, h, r0, 0, h);
+        gla_sum_factors(j, &b, r0, L, h);
         j->kr->gemm_tn(K, V, L, 1.0f, b.Ks, K, j->v + (size_t)(r0 * H + h) * (size_t)V, H * V, 0.0f,
                        U, V);
     }

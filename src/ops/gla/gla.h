@@ -276,6 +276,17 @@ LA_HIDDEN void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const fl
                                        int64_t r0, int64_t L, int64_t h, int outputs, float *U,
                                        float *d, double *GLsum);
 
+/* cpu-split2: chunks per segment of the splits over time (split.c,
+ * split_gla.c, split_bwd.c), by the shape only (never the thread count, so
+ * that every thread count gives the same bits): 16 when the longest
+ * sequence has >= 32 chunks of C tokens, 0 (no split) below. Segments of
+ * 8 chunks from 16 chunks on were tried and measured slower (bench/NOTES.md,
+ * cpu-split2: at T = 1024, C = 64 the 2-thread GLA forward ran at 0.8-0.9x
+ * of its one thread). */
+static inline int64_t la__gla_seg_chunks(const gla_job *j) {
+    return la__max_seq_len(j->d) >= 32 * j->C ? 16 : 0;
+}
+
 /* Gate pointer of flattened token r, head h (NULL when g is absent). */
 static inline const float *gla_gate_row(const gla_job *j, int64_t r, int64_t h) {
     if (!j->g) return NULL;

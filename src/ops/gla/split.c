@@ -1,7 +1,7 @@
 /* The chunk forward of simple GLA / RetNet (one scalar decay per token and
  * head) with one sequence split over time, for calls with few (sequence,
  * head) pairs (issue 12). The scheme is that of kernel linear attention
- * (src/ops/linear_attn/split.c): segments of GLA_SEG_CHUNKS chunks, fixed by
+ * (src/ops/linear_attn/split.c): segments of la__gla_seg_chunks (gla.h) chunks, fixed by
  * the shape, and a pipeline of lanes.
  *
  * A segment s (chunks c = 1..m) with start state S[s] runs the chunks as the
@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GLA_SEG_CHUNKS 16
 #define GLA_SPLIT_BELOW 8
 /* A segment's local sum against its forward (the state update against the
  * whole chunk: K V C of K V C (2 + ...) products); only the balance depends
@@ -474,7 +473,7 @@ static void serial_task(void *arg, int64_t unit, int tid) {
 
 int la__gla_split_over_time(const gla_job *j) {
     return !j->per_key && la__num_seqs(j->d) * j->H < GLA_SPLIT_BELOW &&
-           la__max_seq_len(j->d) >= 2 * GLA_SEG_CHUNKS * j->C;
+           la__gla_seg_chunks(j) > 0;
 }
 
 la_status la__gla_run_split(const char *op, const gla_job *j) {
@@ -482,7 +481,7 @@ la_status la__gla_run_split(const char *op, const gla_job *j) {
     memset(&a, 0, sizeof a);
     a.j = j;
     a.units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
-    a.seg_len = GLA_SEG_CHUNKS * j->C;
+    a.seg_len = la__gla_seg_chunks(j) * j->C;
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
     const int threads = la_ctx_threads(j->ctx);
     if (threads == 1) {
@@ -516,7 +515,7 @@ la_status la__gla_run_split(const char *op, const gla_job *j) {
      * pages from call to call: a fresh mapping's page faults cost as much
      * as the work saved); without the memory, plans that recompute them.
      * Same bits either way. */
-    const size_t seg_bytes = (size_t)GLA_SEG_CHUNKS * n * sizeof(float);
+    const size_t seg_bytes = (size_t)la__gla_seg_chunks(j) * n * sizeof(float);
     const size_t per_lane =
         SHARE_BYTES / (size_t)a.units / (size_t)(a.max_lanes > 1 ? a.max_lanes - 1 : 1);
     for (int64_t ms = (int64_t)(per_lane / seg_bytes);; ms = 0) {

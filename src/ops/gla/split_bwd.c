@@ -1,7 +1,7 @@
 /* The chunk backward of simple GLA / RetNet and of GLA with one sequence
  * split over time, for calls with few (sequence, head) pairs (issue 12;
  * the forwards' splits are split.c and split_gla.c). Segments of
- * BWD_SEG_CHUNKS chunks, fixed by the shape. GLA: every decay below is a
+ * la__gla_seg_chunks (gla.h) chunks, fixed by the shape. GLA: every decay below is a
  * per-key diagonal (d_c, D_s: K values; D_s[x] = e^{sum_c G_L,x(c)}), the
  * products are chunk.c's (la__gla_chunk_bwd_sum_piece); simple GLA's sums
  * are written here with the same kernels.
@@ -48,8 +48,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BWD_SEG_CHUNKS 16
-#define BWD_SPLIT_BELOW 8
+#define BWD_SEG_CHUNKS 16 /* the most chunks of a segment (la__gla_seg_chunks) */
+/* cpu-split2: the backward splits only 1..3 (sequence, head) pairs. From 4
+ * on, the unsplit backward's one task per pair already keeps 2-4 threads
+ * busy, and the split cost +4-8% (simple GLA) and +17-22% (GLA) of one
+ * thread's time at B*H = 4, T = 16384 and ran 4-13% slower on 2 threads
+ * (bench/NOTES.md, cpu-bwdsplit); it only gains there from 8 threads. */
+#define BWD_SPLIT_BELOW 4
 /* The M sum (gates, one K V C product per chunk) against running a
  * segment (the state recomputation, the chunk backward's ~7 products of
  * that size); only the balance depends on it. */
@@ -484,8 +489,7 @@ static void serial_task(void *arg, int64_t unit, int tid) {
 }
 
 int la__gla_split_bwd_over_time(const gla_job *j) {
-    return la__num_seqs(j->d) * j->H < BWD_SPLIT_BELOW &&
-           la__max_seq_len(j->d) >= 2 * BWD_SEG_CHUNKS * j->C;
+    return la__num_seqs(j->d) * j->H < BWD_SPLIT_BELOW && la__gla_seg_chunks(j) > 0;
 }
 
 la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
@@ -493,7 +497,7 @@ la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
     memset(&a, 0, sizeof a);
     a.j = j;
     a.units = la__num_seqs(j->d) * j->H; /* < BWD_SPLIT_BELOW */
-    a.seg_len = BWD_SEG_CHUNKS * j->C;
+    a.seg_len = la__gla_seg_chunks(j) * j->C;
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
     const int threads = la_ctx_threads(j->ctx);
     a.max_lanes = (int)((threads + a.units - 1) / a.units);

@@ -1,7 +1,7 @@
 /* The chunk forward of GLA (per-key gates) with one sequence split over
  * time, for calls with few (sequence, head) pairs (issue 12): simple GLA's
  * scheme (split.c) with a per-key diagonal decay. Segments of
- * GLA_SEG_CHUNKS chunks, fixed by the shape.
+ * la__gla_seg_chunks (gla.h) chunks, fixed by the shape.
  *
  * The rule. Segment s (chunks c = 1..m) from its start state S[s] runs its
  * chunks with la__gla_chunk_fwd_piece (the unsplit chunk's factors and
@@ -25,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GLA_SEG_CHUNKS 16
 #define GLA_SPLIT_BELOW 8
 /* A segment's local sum (the gate factors, two exponentials per key and
  * token, and the state product) against its run (also the inter- and
@@ -219,7 +218,7 @@ static void serial_task(void *arg, int64_t unit, int tid) {
 
 int la__gla_split_gla_over_time(const gla_job *j) {
     return j->per_key && j->g && la__num_seqs(j->d) * j->H < GLA_SPLIT_BELOW &&
-           la__max_seq_len(j->d) >= 2 * GLA_SEG_CHUNKS * j->C;
+           la__gla_seg_chunks(j) > 0;
 }
 
 la_status la__gla_run_split_gla(const char *op, const gla_job *j) {
@@ -227,7 +226,7 @@ la_status la__gla_run_split_gla(const char *op, const gla_job *j) {
     memset(&a, 0, sizeof a);
     a.j = j;
     a.units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
-    a.seg_len = GLA_SEG_CHUNKS * j->C;
+    a.seg_len = la__gla_seg_chunks(j) * j->C;
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
     const int threads = la_ctx_threads(j->ctx);
     if (threads == 1) {
