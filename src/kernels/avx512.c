@@ -382,7 +382,8 @@ INLINE TARGET void trsm_block(const int nb, const int nv, int64_t i0, const floa
         const __m512 minus1 = _mm512_set1_ps(-1.0f);
 #pragma GCC unroll 12
         for (int r = 0; r < nb; r++) {
-            x[r][0] = _mm512_add_ps(_mm512_mul_ps(minus1, acc[r][0]), _mm512_load_ps(rows + r * NR));
+            x[r][0] =
+                _mm512_add_ps(_mm512_mul_ps(minus1, acc[r][0]), _mm512_load_ps(rows + r * NR));
             x[r][1] = nv > 1 ? _mm512_add_ps(_mm512_mul_ps(minus1, acc[r][1]),
                                              _mm512_load_ps(rows + r * NR + 16))
                              : _mm512_setzero_ps();

@@ -277,7 +277,8 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--isa") == 0 && i + 1 < argc)
             only_isa = la__isa_from_name(argv[++i]); /* cpu-gemm: one path only */
         else {
-            fprintf(stderr, "usage: %s [--quick] [--budget SECONDS] [--filter TEXT] [--isa NAME]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--budget SECONDS] [--filter TEXT] [--isa NAME]\n",
+                    argv[0]);
             return 2;
         }
     }
