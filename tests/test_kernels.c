@@ -287,6 +287,7 @@ static void test_gemm_nt_tril(const la__kernels **paths, int n_paths) {
                 ref_product(n, n, k, A.x, A.ld, 1, B.x, 1, B.ld, P, mag);
                 float alpha = alphas[variant], beta = betas[variant];
                 float *C0 = beta != 0.0f ? th_rand_floats((size_t)(n * n), &rng, 1.0) : NULL;
+                float *c_avx2 = NULL;
                 for (int q = 0; q < n_paths; q++) {
                     mat_fill(&C, SENTINEL, 0);
                     for (int64_t i = 0; i < n; i++)
@@ -297,7 +298,17 @@ static void test_gemm_nt_tril(const la__kernels **paths, int n_paths) {
                     note(&worst[q], ratio_vs_ref(&C, C0, k, alpha, beta, P, mag, strict ? 0 : 1), n,
                          n, k);
                     pad_ok &= padding_is(&C, SENTINEL);
+                    /* cpu-gemm: AVX-512 (8-row steps) == AVX2 (6-row tiles), bit for bit */
+                    const size_t bytes = C.len * sizeof(float);
+                    if (paths[q]->isa == LA_ISA_AVX2 && !c_avx2 && (c_avx2 = malloc(bytes)))
+                        memcpy(c_avx2, C.x, bytes);
+                    if (paths[q]->isa == LA_ISA_AVX512 && c_avx2) {
+                        n_simd_compared++;
+                        n_simd_same += memcmp(c_avx2, C.x, bytes) == 0;
+                    }
                 }
+                free(c_avx2);
+                c_avx2 = NULL;
                 variant = (variant + 1) % 3;
                 free(C0);
                 free(P);
@@ -395,31 +406,53 @@ static double residual_ratio(const mat *L, const float *b, int64_t ldb_, const m
     return worst;
 }
 
+/* Every path on the same inputs; cpu-gemm: the AVX-512 path (its own panel
+ * solve, the same operations as the blocked solve) must match AVX2's bits. */
+static int n_trsm_compared, n_trsm_same;
+
 static void test_trsm(const la__kernels **paths, int n_paths) {
-    for (int q = 0; q < n_paths; q++) {
-        worst_t w = {0, 0, 0, 0};
-        int pad_ok = 1;
-        for (int a = 0; a < N_SIZES; a++)
-            for (int c = 0; c < N_SIZES; c++) {
-                int64_t n = sizes[a], r = sizes[c];
-                mat L = unit_lower(n, 1 + (n + r) % 4);
-                mat X = mat_new(n, r, 2 + r % 3);
-                mat_fill(&X, SENTINEL, 1);
-                float *b = th_nan_floats((size_t)(n * r));
-                for (int64_t i = 0; i < n; i++)
-                    memcpy(b + i * r, X.x + i * X.ld, (size_t)r * sizeof(float));
+    worst_t w[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+    int pad_ok[4] = {1, 1, 1, 1};
+    for (int a = 0; a < N_SIZES; a++)
+        for (int c = 0; c < N_SIZES; c++) {
+            int64_t n = sizes[a], r = sizes[c];
+            mat L = unit_lower(n, 1 + (n + r) % 4);
+            mat X = mat_new(n, r, 2 + r % 3);
+            mat_fill(&X, SENTINEL, 1);
+            const size_t bytes = X.len * sizeof(float);
+            float *x0 = malloc(bytes), *avx2 = malloc(bytes);
+            float *b = th_nan_floats((size_t)(n * r));
+            if (!x0 || !avx2 || !b) abort();
+            memcpy(x0, X.x, bytes);
+            for (int64_t i = 0; i < n; i++)
+                memcpy(b + i * r, X.x + i * X.ld, (size_t)r * sizeof(float));
+            int have_avx2 = 0;
+            for (int q = 0; q < n_paths; q++) {
+                memcpy(X.x, x0, bytes);
                 paths[q]->trsm_llu(n, r, L.x, L.ld, X.x, X.ld);
-                note(&w, residual_ratio(&L, b, r, &X), n, r, 0);
-                pad_ok &= padding_is(&X, SENTINEL);
-                free(b);
-                free(L.x);
-                free(X.x);
+                note(&w[q], residual_ratio(&L, b, r, &X), n, r, 0);
+                pad_ok[q] &= padding_is(&X, SENTINEL);
+                if (paths[q]->isa == LA_ISA_AVX2) {
+                    memcpy(avx2, X.x, bytes);
+                    have_avx2 = 1;
+                }
+                if (paths[q]->isa == LA_ISA_AVX512 && have_avx2) {
+                    n_trsm_compared++;
+                    n_trsm_same += memcmp(avx2, X.x, bytes) == 0;
+                }
             }
-        CHECK(w.ratio <= 1.0, "trsm_llu %s: residual / bound = %.3g at n=%lld r=%lld",
-              la_isa_name(paths[q]->isa), w.ratio, (long long)w.m, (long long)w.n);
-        CHECK(pad_ok, "trsm_llu %s: nothing written beyond a row", la_isa_name(paths[q]->isa));
+            free(b);
+            free(x0);
+            free(avx2);
+            free(L.x);
+            free(X.x);
+        }
+    for (int q = 0; q < n_paths; q++) {
+        CHECK(w[q].ratio <= 1.0, "trsm_llu %s: residual / bound = %.3g at n=%lld r=%lld",
+              la_isa_name(paths[q]->isa), w[q].ratio, (long long)w[q].m, (long long)w[q].n);
+        CHECK(pad_ok[q], "trsm_llu %s: nothing written beyond a row", la_isa_name(paths[q]->isa));
         printf("trsm_llu       %-8s max residual / bound %.3f\n", la_isa_name(paths[q]->isa),
-               w.ratio);
+               w[q].ratio);
     }
 }
 
@@ -477,5 +510,8 @@ int main(void) {
     CHECK(n_simd_same == n_simd_compared, "AVX-512 == AVX2 bit for bit in %d of %d products",
           n_simd_same, n_simd_compared);
     printf("AVX-512 vs AVX2, bitwise: %d products compared\n", n_simd_compared);
+    CHECK(n_trsm_same == n_trsm_compared, "trsm_llu AVX-512 == AVX2 bit for bit in %d of %d solves",
+          n_trsm_same, n_trsm_compared);
+    printf("trsm_llu AVX-512 vs AVX2, bitwise: %d solves compared\n", n_trsm_compared);
     return th_summary("test_kernels");
 }
