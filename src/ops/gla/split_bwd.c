@@ -40,7 +40,7 @@
  * one writer (as linear_attn/split.c). One thread: (3) runs the positions
  * in order with the same formula. */
 #include "gla.h"
-#include "split_plan.h"
+#include "../split_plan.h"
 
 #include <math.h>
 #include <sched.h>

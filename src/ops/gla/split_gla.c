@@ -18,7 +18,7 @@
  * Schedule: the lanes of split_plan.h, as split_bwd.c's reverse sweep
  * (every state slot has one writer). One thread: the segments in order. */
 #include "gla.h"
-#include "split_plan.h"
+#include "../split_plan.h"
 
 #include <sched.h>
 #include <stdatomic.h>

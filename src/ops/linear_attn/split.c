@@ -30,6 +30,7 @@
  * segment lane p summed (only a wait on a lane already handed out or about
  * to be: the next task index). */
 #include "linear_attn.h"
+#include "../split_plan.h"
 
 #include <math.h>
 #include <sched.h>
@@ -43,64 +44,6 @@
  * for about the same sums, ~0.25. Only the balance depends on them. */
 #define SUM_COST_FWD 0.4
 #define SUM_COST_BWD 0.25
-
-typedef struct plan {
-    int lanes;
-    int64_t *k; /* [lanes + 1]: lane p runs the segments [k[p], k[p+1]) */
-    int64_t *j; /* [lanes]: lane p >= 1 sums [j[p], k[p]) */
-} plan;
-
-/* Lanes that fit a finishing time F (segment forwards as the time unit);
- * returns the number of lanes needed to reach n (or max_lanes + 1). */
-static int plan_try(int64_t n, int max_lanes, double r, double F, int64_t *k, int64_t *j) {
-    double t = 0; /* start time of the current lane's forwards */
-    k[0] = 0;
-    j[0] = 0;
-    for (int p = 0; p < max_lanes; p++) {
-        const double room = floor(F - t + 1e-9);
-        int64_t len = room < 1 ? 0 : (int64_t)room;
-        if (len > n - k[p]) len = n - k[p];
-        if (len == 0) return max_lanes + 1;
-        k[p + 1] = k[p] + len;
-        if (k[p + 1] == n) return p + 1;
-        if (p + 1 == max_lanes) break;
-        /* the next lane: sums [jj, k[p+1]) while lane p publishes S[jj] at
-         * t + (jj - k[p]); it starts when both are done */
-        double best = INFINITY;
-        int64_t bj = k[p];
-        for (int64_t jj = k[p]; jj <= k[p + 1]; jj++) {
-            const double pub = t + (double)(jj - k[p]);
-            const double sum = r * (double)(k[p + 1] - jj);
-            const double start = pub > sum ? pub : sum;
-            if (start < best) best = start, bj = jj;
-        }
-        j[p + 1] = bj;
-        t = best;
-    }
-    return max_lanes + 1;
-}
-
-static void make_plan(int64_t n, int max_lanes, double r, plan *pl) {
-    pl->k[0] = 0;
-    pl->k[1] = n;
-    pl->lanes = 1;
-    if (max_lanes > n) max_lanes = (int)n;
-    if (max_lanes < 2) return;
-    double lo = (double)n / max_lanes, hi = (double)n;
-    for (int it = 0; it < 40; it++) { /* the smallest finishing time that fits */
-        const double mid = 0.5 * (lo + hi);
-        if (plan_try(n, max_lanes, r, mid, pl->k, pl->j) <= max_lanes)
-            hi = mid;
-        else
-            lo = mid;
-    }
-    pl->lanes = plan_try(n, max_lanes, r, hi, pl->k, pl->j);
-    if (pl->lanes > max_lanes) { /* cannot happen (F = n fits one lane) */
-        pl->lanes = 1;
-        pl->k[0] = 0;
-        pl->k[1] = n;
-    }
-}
 
 typedef enum { PASS_FWD, PASS_BWD_FWD, PASS_BWD_REV } pass_kind;
 

@@ -1,11 +1,12 @@
-/* The lane plan of the split-over-time passes of split_bwd.c and
- * split_gla.c (as linear_attn/split.c): lane 0 runs positions [0, k1) from
- * the known state; lane p >= 1 sums [j_p, k_p) (a sum costs r of a run),
- * waits for the state at j_p, adds its sums and runs [k_p, k_{p+1}). The
- * plan picks the k_p and j_p that finish the lanes together. Only the
- * balance depends on it, never the bits. */
-#ifndef LINATTN_OPS_GLA_SPLIT_PLAN_H
-#define LINATTN_OPS_GLA_SPLIT_PLAN_H
+/* The lane plan of the split-over-time passes (linear_attn/split.c,
+ * gla/split_bwd.c, gla/split_gla.c; gla/split.c keeps a variant with a
+ * minimum lane length): lane 0 runs positions [0, k1) from the known
+ * state; lane p >= 1 sums [j_p, k_p) (a sum costs r of a run), waits for
+ * the state at j_p, adds its sums and runs [k_p, k_{p+1}). The plan picks
+ * the k_p and j_p that finish the lanes together. Only the balance depends
+ * on it, never the bits. */
+#ifndef LINATTN_OPS_SPLIT_PLAN_H
+#define LINATTN_OPS_SPLIT_PLAN_H
 
 #include <math.h>
 #include <stdint.h>
