@@ -29,8 +29,8 @@
  * overwrites: lane p - 1 waits for lane p's sums before running the first
  * segment lane p summed (only a wait on a lane already handed out or about
  * to be: the next task index). */
-#include "linear_attn.h"
 #include "../split_plan.h"
+#include "linear_attn.h"
 
 #include <math.h>
 #include <sched.h>
