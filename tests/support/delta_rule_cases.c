@@ -542,3 +542,35 @@ void dc_check_inplace(la_ctx *ctx, const dcase *base) {
     dc_free_out(&z);
     dc_free_data(&x);
 }
+
+/* Head groups: on one thread a backward task takes a group of q/k heads
+ * (up to 4, N H / 2 of them: H = 5 -> groups 2 + 2 + 1, H = 6 -> 3 + 3,
+ * H = 8 -> 4 + 4) and the chunk forward a group of value heads; every head
+ * has its own random data, so a group that mixed up the heads' rows, norms
+ * or gradients fails the float64 comparison. Both forms; HV = H, and for
+ * the gated rule also HV = 2H. */
+void dc_check_head_groups(int gated) {
+    la_ctx *c1 = th_ctx(1);
+    const int64_t Hs[] = {5, 6, 8};
+    for (int form = 1; form <= 2; form++)
+        for (int i = 0; i < 3; i++)
+            for (int gqa = 0; gqa <= (gated ? 1 : 0); gqa++) {
+                dcase c = dc_default(gated);
+                c.form = (la_form)form;
+                c.B = 1;
+                c.T = 70;
+                c.H = Hs[i];
+                c.HV = gqa ? 2 * c.H : c.H;
+                c.K = 24;
+                c.V = 20;
+                c.chunk = 16;
+                c.l2norm = i != 1; /* raw keys (the copy path), |k|^2 ~ 0.4, beta < 1 */
+                if (!c.l2norm) {
+                    c.k_std = 1.0 / 8;
+                    c.beta_hi = 0.9;
+                }
+                c.seed = (uint64_t)(900 + 10 * i + 2 * form + gqa);
+                dc_check_case(c1, &c, 1e-5, 1e-5);
+            }
+    la_ctx_destroy(c1);
+}

@@ -60,5 +60,6 @@ void dc_check_varlen(la_ctx *ctx, const dcase *base);
 void dc_check_pieces(la_ctx *ctx, const dcase *base, double tol);
 void dc_check_bad_inputs(la_ctx *ctx, int gated);
 void dc_check_inplace(la_ctx *ctx, const dcase *base);
+void dc_check_head_groups(int gated);
 
 #endif
