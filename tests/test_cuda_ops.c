@@ -861,6 +861,8 @@ int main(void) {
     static const int64_t cu2[] = {0, 1, 65, 1065};
     static const int64_t cu3[] = {0, 70, 70, 133, 300};
     static const int64_t cu4[] = {0, 0, 70, 70, 200, 200}; /* zero-length sequences */
+    /* cuda-delta7: sequences of 1, 0, 2, 3, 4, 5 chunks (the last one token long) */
+    static const int64_t cu5[] = {0, 1, 1, 129, 321, 577, 834};
     const scase sc[] = {
         /* name                              B  T     H  K    V    cu   ns dt lin fm gates ext det
          */
@@ -978,6 +980,13 @@ int main(void) {
         /* the bf16 output kernel with an odd V and K < 64 */
         {"gdn bf16 l2 extreme T70 K40 V33", 1, 70, 1, 0, 40, 33, NULL, 0, LA_DTYPE_BF16, 1, 1, 1,
          1.0},
+        /* cuda-delta7: the tensor-core reverse pass (bf16): 1..5 chunks per
+         * sequence with a zero-length one, K and V not multiples of 16,
+         * HV = 2H; K in (64, 128] (two buffers) with 5 chunks, V = 36 */
+        {"gdn bf16 l2 extreme varlen 1..5 chunks K48 V40 HV=2H", 1, 834, 1, 2, 48, 40, cu5, 6,
+         LA_DTYPE_BF16, 1, 1, 1, 1.0},
+        {"delta bf16 raw keys B2 T257 K72 V36", 2, 257, 2, 0, 72, 36, NULL, 0, LA_DTYPE_BF16, 0, 0,
+         0, 0.1},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,

@@ -164,4 +164,12 @@ la_status la__cu_delta_prep_tc(const la__cu_call *c, const la_cu_dc_args &p, int
                                cudaStream_t stream);
 int la__cu_delta_tc_prep(void);
 
+/* cuda-delta7: the backward's reverse pass on tensor cores for bf16 inputs
+ * (delta_rev_tc.cu), from p's bf16 parts of W, Kd, q as bf16 in Qb
+ * ([tokens][H][K8]) and dOq = qsc dO, dRo = P^T dO (overwritten by dR);
+ * and whether it runs (LINATTN_CUDA_TC, LINATTN_CUDA_DELTA_TC_REV). */
+la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                              const void *Qb, const float *dOq, float *dRo, float *dhst);
+int la__cu_delta_tc_rev(const la__cu_call *c, const la_cu_dc_args &p);
+
 #endif

@@ -15,10 +15,13 @@
 #include "delta_chunk.cuh"
 
 /* dRo = P^T dO ([tokens][HS][V], fp32); Qd = Qt (rows scale b_t q_t / |q_t|),
- * dOf = dO in fp32 (the reverse pass loads fp32 tiles asynchronously). */
+ * dOf = dO in fp32 (the reverse pass loads fp32 tiles asynchronously).
+ * cuda-delta7: with Qb (the tensor-core reverse pass, bf16) instead Qb = q
+ * as bf16 ([tokens][H][K8], zero-padded; written by the first value head of
+ * each q head), dOf = qsc_t dO_t, and Qd is not written. */
 template <typename T>
-__global__ void __launch_bounds__(256)
-    la_cu_dcb_pto(la_cu_dc_args p, const void *d_o, float *dRo, float *Qd, float *dOf) {
+__global__ void __launch_bounds__(256) la_cu_dcb_pto(la_cu_dc_args p, const void *d_o, float *dRo,
+                                                     float *Qd, float *dOf, __nv_bfloat16 *Qb) {
     __shared__ float qsc[LA_CU_C];
     __shared__ double gam[LA_CU_C];
     __shared__ float rq[LA_CU_C], rk[LA_CU_C];
@@ -37,13 +40,24 @@ __global__ void __launch_bounds__(256)
     __syncthreads();
     if (t < L) qsc[t] = p.scale * (la_cu_expd(gam[t]) * rq[t]);
     __syncthreads();
-    for (int e = t; e < L * (int)K; e += 256) {
-        const int r = e / (int)K, i = e % (int)K;
-        Qd[((tok0 + r) * HS + hs) * K + i] = qsc[r] * ldf(qc + r * kst + i);
+    if (Qb) {
+        const int K8 = ((int)K + 7) & ~7;
+        if (hs % (HS / H) == 0)
+            for (int e = t; e < L * K8; e += 256) {
+                const int r = e / K8, i = e % K8;
+                Qb[((tok0 + r) * H + hq) * K8 + i] =
+                    __float2bfloat16_rn(i < (int)K ? ldf(qc + r * kst + i) : 0.f);
+            }
+    } else {
+        for (int e = t; e < L * (int)K; e += 256) {
+            const int r = e / (int)K, i = e % (int)K;
+            Qd[((tok0 + r) * HS + hs) * K + i] = qsc[r] * ldf(qc + r * kst + i);
+        }
     }
     for (int e = t; e < L * (int)V; e += 256) {
         const int r = e / (int)V, j = e % (int)V;
-        dOf[((tok0 + r) * HS + hs) * V + j] = ldf(dOc + r * HS * V + j);
+        const float x = ldf(dOc + r * HS * V + j);
+        dOf[((tok0 + r) * HS + hs) * V + j] = Qb ? qsc[r] * x : x;
     }
     float acc[4][4];
     la_cu_zero(acc);
@@ -268,25 +282,30 @@ static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_
                              const la_cu_dc_args &p, float *dhst, float **dRout) {
     la_status st;
     const size_t nt = (size_t)c->B * c->T * c->HS;
+    /* cuda-delta7: the tensor-core reverse pass (bf16) takes q as bf16
+     * ([tokens][H][K8]) in Qd's place, and dO scaled by qsc */
+    const bool tc = la__cu_delta_tc_rev(c, p) != 0;
+    const size_t qbytes =
+        tc ? (size_t)c->B * c->T * c->H * (size_t)((c->K + 7) & ~(int64_t)7) * 2 : nt * c->K * 4;
     float *dRo, *Qd, *dOf;
     if ((st = la__cu_alloc(ar, (void **)&dRo, nt * c->V * 4)) ||
-        (st = la__cu_alloc(ar, (void **)&Qd, nt * c->K * 4)) ||
+        (st = la__cu_alloc(ar, (void **)&Qd, qbytes)) ||
         (st = la__cu_alloc(ar, (void **)&dOf, nt * c->V * 4)))
         return st;
     if (dRout) *dRout = dRo;
     if (tb.nchunks > 0) {
         la_cu_dcb_pto<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(
-            p, c->d_o, dRo, Qd, dOf);
+            p, c->d_o, dRo, Qd, dOf, tc ? (__nv_bfloat16 *)Qd : NULL);
         LA_CU_LAUNCHED(c->op);
     }
+    if (tc) return la__cu_delta_rev_tc(c, p, ar->stream, Qd, dOf, dRo, dhst);
     if (c->K <= 64) return dcb_rev_vb<4>(c, p, ar->stream, Qd, dOf, dRo, dhst);
     if (c->K <= 128) return dcb_rev_vb<8>(c, p, ar->stream, Qd, dOf, dRo, dhst);
     return dcb_rev_vb<16>(c, p, ar->stream, Qd, dOf, dRo, dhst);
 }
 
 la_status la__cu_delta_chunk_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                                     float *hst, float *dhst, la_cu_dc_args *pout,
-                                     float **dR) {
+                                     float *hst, float *dhst, la_cu_dc_args *pout, float **dR) {
     la_cu_dc_args p;
     la_status st = la__cu_delta_chunk_states(c, ar, tb, hst, &p, pout != NULL);
     if (st) return st;

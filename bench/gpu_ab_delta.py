@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""A/B of two linattn libraries in one process for the delta rules
+(cuda-delta7; gpu_ab.py does linear attention and simple GLA): bf16 DeltaNet
+8,2048,16,128 (l2 in the kernel) and Gated DeltaNet 1,65536,H2,HV8,128,
+forward and forward+backward, the libraries alternating (A B A B); median
+of 30 CUDA-event-timed calls each (gpu_bench.timeit). Reports the largest
+relative difference (max |a - b| / max |a|) of every output and gradient
+between the libraries on the same inputs, and with --profile per-kernel
+device times of one fwd+bwd per library (torch.profiler). --fla: fla's
+chunk_delta_rule fwd and fwd+bwd at the DeltaNet shape, last.
+
+    python3 bench/gpu_ab_delta.py --libs base.so,new.so [--ops delta,gdn] [--profile] [--fla]
+"""
+import argparse
+import ctypes
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_bench import DT, P, Dims, GatedOpts, Lib, timeit  # noqa: E402
+
+
+def inputs(op, dev, dt):
+    torch.manual_seed(0)
+    if op == "delta":
+        B, T, H, HV, D = 8, 2048, 16, 16, 128
+        q = torch.randn(B, T, H, D, device=dev, dtype=dt)
+        k = torch.randn(B, T, H, D, device=dev, dtype=dt)
+    else:
+        B, T, H, HV, D = 1, 65536, 2, 8, 128
+        q = torch.nn.functional.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
+        k = torch.nn.functional.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
+    v = torch.randn(B, T, HV, D, device=dev, dtype=dt)
+    do = torch.randn(B, T, HV, D, device=dev, dtype=dt)
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, HV, device=dev)).float() / 16
+    beta = torch.rand(B, T, HV, device=dev).float()
+    dims = Dims(B, T, H, D, D, HV if op == "gdn" else 0, None, 0, DT[dt])
+    return (B, T, H, HV, D), dims, q, k, v, do, g, beta
+
+
+def calls(L, op, dims, t):
+    R = ctypes.byref
+    q, k, v, do, g, beta, o, dq, dk, dv, dg, db = t
+    if op == "delta":
+        go = GatedOpts(2, 0.0, 64, 1)
+        fwd = lambda: L.ok(L.l.la_delta_rule_forward(L.ctx, R(go), R(dims), P(o), None, P(q), P(k),
+                                                     P(v), P(beta), None))
+        bwd = lambda: L.ok(L.l.la_delta_rule_backward(L.ctx, R(go), R(dims), P(dq), P(dk), P(dv),
+                                                      P(db), None, P(do), None, P(q), P(k), P(v),
+                                                      P(beta), None))
+    else:
+        go = GatedOpts(2, 0.0, 64, 0)
+        fwd = lambda: L.ok(L.l.la_gated_delta_rule_forward(L.ctx, R(go), R(dims), P(o), None,
+                                                           P(q), P(k), P(v), P(g), P(beta), None))
+        bwd = lambda: L.ok(L.l.la_gated_delta_rule_backward(L.ctx, R(go), R(dims), P(dq), P(dk),
+                                                            P(dv), P(dg), P(db), None, P(do), None,
+                                                            P(q), P(k), P(v), P(g), P(beta), None))
+    return fwd, lambda: (fwd(), bwd())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--libs", required=True)
+    ap.add_argument("--ops", default="delta,gdn")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--fla", action="store_true")
+    a = ap.parse_args()
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    stream = torch.cuda.current_stream().cuda_stream
+    paths = a.libs.split(",")
+    libs = [Lib(p, stream) for p in paths]
+    name = torch.cuda.get_device_name(0)
+    for op in a.ops.split(","):
+        shape, dims, q, k, v, do, g, beta = inputs(op, dev, dt)
+        outs, res = [], {}
+        for L, p in zip(libs, paths):
+            t = [q, k, v, do, g, beta] + [torch.full_like(x, float("nan"))
+                                          for x in (v, q, k, v, g, beta)]
+            fwd, fb = calls(L, op, dims, t)
+            fb()
+            torch.cuda.synchronize()
+            outs.append([x.clone() for x in t[6:]])
+            res[p] = (fwd, fb, [], [])
+        names = ["o", "dq", "dk", "dv", "dg", "dbeta"]
+        for nm, x, y in zip(names, outs[0], outs[-1]):
+            if op == "delta" and nm == "dg":
+                continue
+            x, y = x.float(), y.float()
+            rel = ((x - y).abs().max() / x.abs().max().clamp_min(1e-30)).item()
+            print("%s %s A-B max rel diff %.3e (finite B: %s)" %
+                  (op, nm, rel, bool(torch.isfinite(y).all())), flush=True)
+        for _ in range(a.reps):
+            for p in paths:
+                fwd, fb, tf, tb = res[p]
+                tf.append(timeit(fwd)[0])
+                tb.append(timeit(fb)[0])
+        for p in paths:
+            _, _, tf, tb = res[p]
+            print("%s %s bf16 %s fwd %.3f fwd+bwd %.3f ms (%s; runs %s / %s)" %
+                  (os.path.basename(os.path.dirname(p)), op, shape, statistics.median(tf),
+                   statistics.median(tb), name, " ".join("%.3f" % x for x in tf),
+                   " ".join("%.3f" % x for x in tb)), flush=True)
+        if a.profile:
+            from torch.profiler import ProfilerActivity, profile
+            for p in paths:
+                fb = res[p][1]
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    fb()
+                    torch.cuda.synchronize()
+                for ev in prof.key_averages():
+                    us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+                    if us:
+                        print("  kernel %s %s: %s x%d %.1f us" %
+                              (os.path.basename(os.path.dirname(p)), op, ev.key[:70], ev.count, us),
+                              flush=True)
+        del q, k, v, do, g, beta, outs, res
+        torch.cuda.empty_cache()
+    if a.fla:
+        from fla.ops.delta_rule import chunk_delta_rule
+        B, T, H, D = 8, 2048, 16, 128
+        torch.manual_seed(0)
+        q, k, v, do = (torch.randn(B, T, H, D, device=dev, dtype=dt) for _ in range(4))
+        beta = torch.rand(B, T, H, device=dev).to(dt)
+        qr, kr, vr, br = (x.detach().clone().requires_grad_(True) for x in (q, k, v, beta))
+        f = lambda: chunk_delta_rule(q, k, v, beta, use_qk_l2norm_in_kernel=True)
+        fb = lambda: chunk_delta_rule(qr, kr, vr, br, use_qk_l2norm_in_kernel=True)[0].backward(do)
+        for lbl, fn in (("fwd", f), ("fwd+bwd", fb)):
+            try:
+                ms = [timeit(fn)[0] for _ in range(2)]
+                # the first timeit includes the compile / autotune (5 calls): the second counts
+                print("fla chunk_delta_rule bf16 %d,%d,%d,%d %s %.3f ms (%s; runs %s)" %
+                      (B, T, H, D, lbl, ms[-1], name,
+                       " ".join("%.3f" % x for x in ms)), flush=True)
+            except Exception as e:  # noqa: BLE001 - a refusal is a result
+                print("fla chunk_delta_rule %s refused: %s" % (lbl, str(e)[-300:]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

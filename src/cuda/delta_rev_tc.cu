@@ -1,0 +1,335 @@
+/* The delta rules' reverse state-gradient pass on tensor cores (bf16 inputs):
+ * the same recurrence as la_cu_dcb_rev (delta_chunk_bwd.cu), per chunk of
+ * L <= 64 tokens, walking the chunks of a sequence backwards,
+ *     dR = dRo + Kd dh',   dh = b_L dh' + Qt^T dO - W^T dR
+ * (dRo = P^T dO from la_cu_dcb_pto; Qt^T dO = Q^T diag(qsc) dO with
+ * qsc_t = scale b_t / |q_t|). Transposed, it is the forward state pass
+ * (delta_state_tc.cu, whose layout this kernel takes over) with the roles of
+ * W and Kd swapped:
+ *     partial dR^T_w = dh^T[:, keys of w] Kd^T[keys of w, :]   (16 x 64)
+ *     dR^T = dRo^T + (P_0 + ... + P_{NW-1})   (warp order)
+ *     dh^T[:, keys of w] = b_L dh^T + (-dR^T) W[:, keys of w]
+ *                                    + (diag(qsc) dO)^T Q[:, keys of w]
+ * One CTA of NW warps per (sequence, value head, 16 value columns); warp w
+ * keeps dh^T[16 values][KW keys] in mma.sync m16n8 accumulators (fp32),
+ * which are the A-operand layout of m16n8k16, split there into bf16 hi + lo.
+ * W, Kd come as prep's bf16 parts (hi + lo), q as its exact bf16 values
+ * (one part, [tokens][H][K8] written by la_cu_dcb_pto), dRo and the scaled
+ * dO (fp32, written by la_cu_dcb_pto) are split into hi + lo in the
+ * reduction step. Every fp32 x fp32 product is hi*hi + lo*hi + hi*lo (cross
+ * terms in their own accumulators), fp32 x exact is hi*x + lo*x. The next
+ * (earlier) chunk's tiles are copied by 16-byte cp.async while this one
+ * computes (NB = 2; one buffer at K > 128). Three barriers per chunk. Writes
+ * dh' of every chunk to dhst straight from the accumulators, dR over dRo
+ * (for la_cu_dcg) and d_initial_state at the end. Fixed summation orders,
+ * no atomics: bitwise identical run to run. bf16 only (the q tile is exact
+ * only there); fp16 and fp32 keep the FFMA pass. */
+#include <stdlib.h>
+
+#include "delta_chunk.cuh"
+#include "tc.cuh"
+
+typedef __nv_bfloat16 drt_bf;
+
+#define DRT_SU 20  /* row stride (floats) of the dRo / dO tiles: 16 columns + 4 */
+#define DRT_PLD 72 /* row stride (floats) of a partial dR^T tile [16][64] */
+#define DRT_RLD 72 /* row stride (bf16) of the dR^T / dO^T part tiles [16][64] */
+#define DRT_NT 5   /* 16-bit tiles per buffer: Kd hi, lo, W hi, lo, q */
+
+__device__ __forceinline__ void drt_cp16(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void drt_cp4(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+/* (x, y) as a bf16 pair hi (x in the low half) and the pair of remainders. */
+__device__ __forceinline__ void drt_pack(float x, float y, uint32_t &hi, uint32_t &lo) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    const __nv_bfloat162 l =
+        __floats2bfloat162_rn(x - __bfloat162float(h.x), y - __bfloat162float(h.y));
+    hi = *(const uint32_t *)&h;
+    lo = *(const uint32_t *)&l;
+}
+
+/* Shared memory: NB buffers of DRT_NT 16-bit tiles ([64][KP + 8] each) and
+ * of the dRo, dO tiles ([64][DRT_SU] fp32 each); the warps' partial dR^T
+ * ([NW][16][DRT_PLD] fp32); -dR^T and dO^T as bf16 hi, lo ([16][DRT_RLD]). */
+template <int NW, int KW, int NB> static size_t drt_smem() {
+    constexpr int LD = NW * KW + 8;
+    return (size_t)NB * DRT_NT * 64 * LD * 2 + (size_t)NB * 2 * 64 * DRT_SU * 4 +
+           (size_t)NW * 16 * DRT_PLD * 4 + (size_t)4 * 16 * DRT_RLD * 2;
+}
+
+/* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16).
+ * Qb: q as bf16 [tokens][H][K8]; dOq: qsc_t dO_t ([tokens][HS][V] fp32). */
+template <int NW, int KW, int NB>
+__global__ void __launch_bounds__(NW * 32, 1)
+    la_cu_dcb_rev_tc(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
+                     float *ds0, float *dRo, float *dhst) {
+    extern __shared__ __align__(128) unsigned char drt_sm[];
+    constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
+    constexpr int KQ = KP / 8, JW = 8 / NW;
+    drt_bf *const tiles = (drt_bf *)drt_sm;                  /* [NB][Kh, Kl, Wh, Wl, Q][64][LD] */
+    float *const Fs = (float *)(tiles + NB * DRT_NT * TILE); /* [NB][dRo, dO][64][DRT_SU] */
+    float *const Ps = Fs + NB * 2 * 64 * DRT_SU;             /* [NW][16][DRT_PLD] */
+    drt_bf *const Rh = (drt_bf *)(Ps + NW * 16 * DRT_PLD), *const Rl = Rh + 16 * DRT_RLD;
+    drt_bf *const Oh = Rl + 16 * DRT_RLD, *const Ol = Oh + 16 * DRT_RLD;
+    const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
+    const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
+    const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H, K8 = (K + 7) & ~(int64_t)7;
+    const int64_t nvb = (V + 15) / 16, nh = blockIdx.x / nvb;
+    const int64_t n = nh / HS, hs = nh % HS, hq = hs / (HS / H);
+    const int64_t v0 = (int64_t)(blockIdx.x % nvb) * 16;
+    const int vc = (int)(V - v0 < 16 ? V - v0 : 16);
+    const bool uvec = (V & 3) == 0;
+    const la_cu_seq s = p.seqs[n];
+    const size_t sbase = ((size_t)n * HS + hs) * K * V;
+
+    /* dh^T accumulators: D[j][e] = dh^T[v][i], v = g + 8 (e >> 1), i = kb + 8 j + 2 q + (e & 1) */
+    float D[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int v = g + 8 * (e >> 1);
+            const int64_t i = kb + 8 * j + 2 * q + (e & 1);
+            D[j][e] = (dsT && i < K && v < vc) ? dsT[sbase + i * V + v0 + v] : 0.f;
+        }
+
+    auto issue = [&](int c, int b) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
+        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
+        const int64_t ko = (tok0 * HS + hs) * K8, rs = HS * K8;
+        const int64_t qo = (tok0 * H + hq) * K8, qs = H * K8;
+        drt_bf *tb = tiles + b * DRT_NT * TILE;
+        for (int e = t; e < 64 * KQ; e += NTH) {
+            const int r = e / KQ, c8 = (e - r * KQ) * 8;
+            const bool in = r < L && c8 < K8;
+            const int64_t off = in ? ko + r * rs + c8 : 0, qf = in ? qo + r * qs + c8 : 0;
+            drt_bf *d = tb + r * LD + c8;
+            drt_cp16(d, p.Kh + off, in ? 16 : 0);
+            drt_cp16(d + TILE, p.Kl + off, in ? 16 : 0);
+            drt_cp16(d + 2 * TILE, p.Wh + off, in ? 16 : 0);
+            drt_cp16(d + 3 * TILE, p.Wl + off, in ? 16 : 0);
+            drt_cp16(d + 4 * TILE, Qb + qf, in ? 16 : 0);
+        }
+        float *rb = Fs + b * 2 * 64 * DRT_SU, *ob = rb + 64 * DRT_SU;
+        const int64_t vo = (tok0 * HS + hs) * V + v0;
+        if (uvec) {
+            for (int e = t; e < 64 * 4; e += NTH) {
+                const int r = e >> 2, c4 = (e & 3) * 4;
+                const bool in = r < L && c4 < vc;
+                const int64_t off = in ? vo + r * HS * V + c4 : 0;
+                drt_cp16(rb + r * DRT_SU + c4, dRo + off, in ? 16 : 0);
+                drt_cp16(ob + r * DRT_SU + c4, dOq + off, in ? 16 : 0);
+            }
+        } else {
+            for (int e = t; e < 64 * 16; e += NTH) {
+                const int r = e >> 4, cc = e & 15;
+                const bool in = r < L && cc < vc;
+                const int64_t off = in ? vo + r * HS * V + cc : 0;
+                drt_cp4(rb + r * DRT_SU + cc, dRo + off, in ? 4 : 0);
+                drt_cp4(ob + r * DRT_SU + cc, dOq + off, in ? 4 : 0);
+            }
+        }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+    };
+
+    if (s.nch > 0) issue(s.nch - 1, 0);
+    for (int c = s.nch - 1, it = 0; c >= 0; c--, it++) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
+        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
+        const size_t chk = (size_t)s.chunk0 + c;
+        const int b = NB == 2 ? (it & 1) : 0;
+        const float bl = p.bL[chk * HS + hs];
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        __syncthreads(); /* chunk c's tiles in; every warp is past chunk c + 1 */
+        if (NB == 2 && c > 0) issue(c - 1, b ^ 1);
+        const drt_bf *const Kt = tiles + b * DRT_NT * TILE, *const Wt = Kt + 2 * TILE;
+        const drt_bf *const Qt = Kt + 4 * TILE;
+        if (dhst) { /* dh' of chunk c */
+            float *hc = dhst + (chk * HS + hs) * K * V + v0;
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int v = g + 8 * (e >> 1);
+                    const int64_t i = kb + 8 * j + 2 * q + (e & 1);
+                    if (i < K && v < vc) hc[i * V + v] = D[j][e];
+                }
+        }
+        /* partial dR^T of this warp's keys: P[j] = tokens 8 j .. 8 j + 7 */
+        float P[8][4], Px[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) P[j][e] = 0.f, Px[j][e] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < KW / 16; ks++) {
+            uint32_t ah[4], al[4];
+            drt_pack(D[2 * ks][0], D[2 * ks][1], ah[0], al[0]);
+            drt_pack(D[2 * ks][2], D[2 * ks][3], ah[1], al[1]);
+            drt_pack(D[2 * ks + 1][0], D[2 * ks + 1][1], ah[2], al[2]);
+            drt_pack(D[2 * ks + 1][2], D[2 * ks + 1][3], ah[3], al[3]);
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kb + 16 * ks + (m8 & 1) * 8;
+                uint32_t bh[4], bw[4];
+                la_tc_ldsm4<false>(bh, Kt + off);
+                la_tc_ldsm4<false>(bw, Kt + TILE + off);
+                la_tc_mma<drt_bf>(P[2 * jj], ah, bh[0], bh[1]);
+                la_tc_mma<drt_bf>(P[2 * jj + 1], ah, bh[2], bh[3]);
+                la_tc_mma<drt_bf>(Px[2 * jj], al, bh[0], bh[1]);
+                la_tc_mma<drt_bf>(Px[2 * jj + 1], al, bh[2], bh[3]);
+                la_tc_mma<drt_bf>(Px[2 * jj], ah, bw[0], bw[1]);
+                la_tc_mma<drt_bf>(Px[2 * jj + 1], ah, bw[2], bw[3]);
+            }
+        }
+        {
+            float *pw = Ps + w * 16 * DRT_PLD;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
+                *(float2 *)&pw[g * DRT_PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
+                *(float2 *)&pw[(g + 8) * DRT_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
+            }
+        }
+        __syncthreads(); /* partials out */
+        /* warp w: dR^T of tokens 8 j .. 8 j + 7, j = JW w ..: dRo^T plus the
+         * partials in warp order; dR to global (fp32), -dR^T and dO^T as
+         * parts to shared */
+        {
+            const float *const Rb = Fs + b * 2 * 64 * DRT_SU, *const Ob = Rb + 64 * DRT_SU;
+#pragma unroll
+            for (int jw = 0; jw < JW; jw++) {
+                const int j = JW * w + jw;
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * DRT_PLD + tt;
+                    float2 a = *(const float2 *)&Ps[o];
+#pragma unroll
+                    for (int ww = 1; ww < NW; ww++) {
+                        const float2 y = *(const float2 *)&Ps[ww * 16 * DRT_PLD + o];
+                        a.x += y.x, a.y += y.y;
+                    }
+                    const float r0 = Rb[tt * DRT_SU + v] + a.x,
+                                r1 = Rb[(tt + 1) * DRT_SU + v] + a.y;
+                    uint32_t hi, lo;
+                    drt_pack(-r0, -r1, hi, lo);
+                    *(uint32_t *)&Rh[v * DRT_RLD + tt] = hi;
+                    *(uint32_t *)&Rl[v * DRT_RLD + tt] = lo;
+                    drt_pack(Ob[tt * DRT_SU + v], Ob[(tt + 1) * DRT_SU + v], hi, lo);
+                    *(uint32_t *)&Oh[v * DRT_RLD + tt] = hi;
+                    *(uint32_t *)&Ol[v * DRT_RLD + tt] = lo;
+                    if (v < vc) {
+                        float *u = dRo + ((tok0 + tt) * HS + hs) * V + v0 + v;
+                        if (tt < L) u[0] = r0;
+                        if (tt + 1 < L) u[HS * V] = r1;
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* parts out */
+        /* dh^T = b_L dh^T + (-dR^T) W[:, keys of w] + (qsc dO)^T Q[:, keys of w] */
+        float Dx[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) D[j][e] *= bl, Dx[j][e] = 0.f;
+#pragma unroll
+        for (int kt = 0; kt < 4; kt++) {
+            const int ao = ((m8 & 1) * 8 + rr) * DRT_RLD + 16 * kt + (m8 >> 1) * 8;
+            uint32_t ah[4], al[4], oh[4], ol[4];
+            la_tc_ldsm4<false>(ah, Rh + ao);
+            la_tc_ldsm4<false>(al, Rl + ao);
+            la_tc_ldsm4<false>(oh, Oh + ao);
+            la_tc_ldsm4<false>(ol, Ol + ao);
+#pragma unroll
+            for (int jn = 0; jn < KW / 16; jn++) {
+                const int off = (16 * kt + (m8 & 1) * 8 + rr) * LD + kb + 16 * jn + (m8 >> 1) * 8;
+                uint32_t bh[4], bw[4], bq[4];
+                la_tc_ldsm4<true>(bh, Wt + off);
+                la_tc_ldsm4<true>(bw, Wt + TILE + off);
+                la_tc_ldsm4<true>(bq, Qt + off);
+                la_tc_mma<drt_bf>(D[2 * jn], ah, bh[0], bh[1]);
+                la_tc_mma<drt_bf>(D[2 * jn + 1], ah, bh[2], bh[3]);
+                la_tc_mma<drt_bf>(D[2 * jn], oh, bq[0], bq[1]);
+                la_tc_mma<drt_bf>(D[2 * jn + 1], oh, bq[2], bq[3]);
+                la_tc_mma<drt_bf>(Dx[2 * jn], al, bh[0], bh[1]);
+                la_tc_mma<drt_bf>(Dx[2 * jn + 1], al, bh[2], bh[3]);
+                la_tc_mma<drt_bf>(Dx[2 * jn], ah, bw[0], bw[1]);
+                la_tc_mma<drt_bf>(Dx[2 * jn + 1], ah, bw[2], bw[3]);
+                la_tc_mma<drt_bf>(Dx[2 * jn], ol, bq[0], bq[1]);
+                la_tc_mma<drt_bf>(Dx[2 * jn + 1], ol, bq[2], bq[3]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) D[j][e] += Dx[j][e];
+        if (NB == 1 && c > 0) {
+            __syncthreads(); /* buffer 0 read by every warp */
+            issue(c - 1, 0);
+        }
+    }
+    if (ds0)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int v = g + 8 * (e >> 1);
+                const int64_t i = kb + 8 * j + 2 * q + (e & 1);
+                if (i < K && v < vc) ds0[sbase + i * V + v0 + v] = D[j][e];
+            }
+}
+
+template <int NW, int KW, int NB>
+static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                            const void *Qb, const float *dOq, float *dRo, float *dhst) {
+    const size_t smem = drt_smem<NW, KW, NB>();
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev_tc<NW, KW, NB>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
+    la_cu_dcb_rev_tc<NW, KW, NB>
+        <<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
+/* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit);
+ * K <= 256: 8 warps of 32, one buffer. */
+template <int NW, int KW>
+static la_status drt_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                        const void *Qb, const float *dOq, float *dRo, float *dhst) {
+    if (drt_smem<NW, KW, 2>() <= (size_t)la__cu_smem_optin(c))
+        return drt_launch<NW, KW, 2>(c, p, stream, Qb, dOq, dRo, dhst);
+    return drt_launch<NW, KW, 1>(c, p, stream, Qb, dOq, dRo, dhst);
+}
+
+la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                              const void *Qb, const float *dOq, float *dRo, float *dhst) {
+    if (c->K <= 64) return drt_nb<4, 16>(c, p, stream, Qb, dOq, dRo, dhst);
+    if (c->K <= 128) return drt_nb<4, 32>(c, p, stream, Qb, dOq, dRo, dhst);
+    return drt_nb<8, 32>(c, p, stream, Qb, dOq, dRo, dhst);
+}
+
+/* Whether the reverse pass runs on tensor cores: bf16 inputs with the
+ * two-part W, Kd of prep (p.Wl set), LINATTN_CUDA_DELTA_TC_REV not 0 (and
+ * LINATTN_CUDA_TC not 0, which leaves p.Wl NULL), and its shared memory
+ * fits. */
+int la__cu_delta_tc_rev(const la__cu_call *c, const la_cu_dc_args &p) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DELTA_TC_REV");
+        mode = !((e && e[0] == '0') || (o && o[0] == '0'));
+    }
+    if (!mode || c->dtype != LA_DTYPE_BF16 || !p.Wh || !p.Wl || c->K > 256) return 0;
+    const size_t need = c->K <= 64    ? drt_smem<4, 16, 1>()
+                        : c->K <= 128 ? drt_smem<4, 32, 1>()
+                                      : drt_smem<8, 32, 1>();
+    return need <= (size_t)la__cu_smem_optin(c);
+}
