@@ -10,7 +10,9 @@
  * P^T dO is parallel over chunks (first kernel, which also writes the row
  * scales of Qt); the reverse pass is sequential per (sequence, value head,
  * VB value columns) like the forward's state pass, columns being
- * independent. fp32 FFMA, fixed summation orders, no atomics. */
+ * independent. fp32 FFMA, fixed summation orders, no atomics; for bf16
+ * inputs the reverse pass runs on tensor cores instead (delta_rev_tc.cu,
+ * cuda-delta7; LINATTN_CUDA_DELTA_TC_REV=0 keeps this one). */
 #include "common.cuh"
 #include "delta_chunk.cuh"
 
