@@ -15,8 +15,10 @@
  *   dk = diag(e) R G^T + diag(beta b) Yw + T1^T Q + (T2 + T2^T) K
  *   dbeta_t = Yu_t.v_t + b_t Yw_t.k_t + sum_j dM_tj (k_t.k_j) Gamma_tj
  *   dgam from the gate factors (Gamma, b, e, b_L), dg its reverse cumsum.
- * fp32 FFMA (bf16 inputs with LINATTN_CUDA_DELTA_TC_GRAD=1: delta_grad_tc.cu
- * on tensor cores, slower as measured), fixed summation
+ * fp32 FFMA, its 64x64 products staged through shared memory and read as
+ * float4 (dcg_gemm4; LINATTN_CUDA_DCG_V4=0: la_cu_gemm's 4-byte reads, bitwise
+ * the same results) (bf16 inputs with LINATTN_CUDA_DELTA_TC_GRAD=1:
+ * delta_grad_tc.cu on tensor cores, slower as measured), fixed summation
  * orders, no atomics. Outputs: dv (final), and
  * per value head dq, dk ([tokens][HS][K], fp32), dbeta, dg ([tokens][HS]). */
 #include <stdlib.h>
@@ -24,6 +26,47 @@
 
 #include "common.cuh"
 #include "delta_chunk.cuh"
+
+/* cuda-delta8: la_cu_gemm (common.cuh) with 16-byte shared loads. Each
+ * 16-step tile is stored permuted, index m (0..63) at 4 (m % 16) + m / 16, so
+ * the four rows ty + 16 i a thread owns (and the four columns tx + 16 j) are
+ * one float4: 2 LDS.128 instead of 8 LDS.32 per 16 FFMA, 3 shared wavefronts
+ * per warp instead of 8. Same products, same owners, same order per element
+ * as la_cu_gemm, so the results are bitwise the same. */
+struct __align__(16) dcg_gsm {
+    float a[LA_CU_TR][64 + 4];
+    float b[LA_CU_TR][64 + 4];
+};
+__device__ __forceinline__ int dcg_perm(int m) { return 4 * (m & 15) + (m >> 4); }
+template <bool BT, class FA, class FB>
+__device__ __forceinline__ void dcg_gemm4(float (&acc)[4][4], int R, FA fa, FB fb, dcg_gsm &sm) {
+    const int t = threadIdx.x, ty = t >> 4, tx = t & 15;
+    for (int r0 = 0; r0 < R; r0 += LA_CU_TR) {
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int e = t + 256 * u, m = e >> 4, r = e & 15;
+            sm.a[r][dcg_perm(m)] = (r0 + r < R) ? fa(m, r0 + r) : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int e = t + 256 * u;
+            const int r = BT ? (e & 15) : (e >> 6), n = BT ? (e >> 4) : (e & 63);
+            sm.b[r][dcg_perm(n)] = (r0 + r < R) ? fb(r0 + r, n) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < LA_CU_TR; r++) {
+            const float4 a4 = *(const float4 *)&sm.a[r][4 * ty];
+            const float4 b4 = *(const float4 *)&sm.b[r][4 * tx];
+            const float av[4] = {a4.x, a4.y, a4.z, a4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+}
 
 struct dcg_smem {
     double gam[LA_CU_C], dgam[LA_CU_C], red[8];
@@ -33,8 +76,20 @@ struct dcg_smem {
     float M2[LA_CU_C][LA_CU_C + 1]; /* k.k (strictly lower) */
     float T1[LA_CU_C][LA_CU_C + 1];
     float Z[LA_CU_C][LA_CU_C + 1]; /* dGamma (.) Gamma, strictly lower */
-    la_cu_gemm_smem gs;
+    union {
+        la_cu_gemm_smem gs; /* la_cu_gemm's staging */
+        dcg_gsm gv;         /* dcg_gemm4's */
+    };
 };
+
+/* V4: dcg_gemm4 (default), else la_cu_gemm (LINATTN_CUDA_DCG_V4=0) */
+template <bool V4, bool BT = false, class FA, class FB>
+__device__ __forceinline__ void dcg_mm(float (&acc)[4][4], int R, FA fa, FB fb, dcg_smem &S) {
+    if constexpr (V4)
+        dcg_gemm4<BT>(acc, R, fa, fb, S.gv);
+    else
+        la_cu_gemm<BT>(acc, R, fa, fb, S.gs);
+}
 
 /* row sums of a 64x64 tile held as acc[a][b] (row ty + 16a) over its 16 tx
  * threads: x[a] summed over columns, added (fixed order) into dst[row] by tx 0 */
@@ -52,11 +107,11 @@ __device__ __forceinline__ void dcg_rowadd(float (&x)[4], float *dst) {
 }
 
 /* MINB: CTAs per SM asked of ptxas (2: 128 registers, a few spills; 1: none) */
-template <typename T, int MINB>
+template <typename T, int MINB, bool V4>
 __global__ void __launch_bounds__(256, MINB)
     la_cu_dcg(la_cu_dc_args p, const void *d_o, const float *hst, const float *dhst, float *dR,
               void *dv_out, float *dqp, float *dkp, float *dbp, float *dgp) {
-    extern __shared__ double dcg_raw[];
+    extern __shared__ __align__(16) double dcg_raw[];
     dcg_smem &S = *(dcg_smem *)dcg_raw;
     const la_cu_chunk ch = p.chunks[blockIdx.x];
     const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = blockIdx.y, hq = hs / (HS / H);
@@ -96,13 +151,13 @@ __global__ void __launch_bounds__(256, MINB)
     float acc[4][4], acc2[4][4], xs[4];
     /* ---- q.k and k.k of the chunk ---- */
     la_cu_zero(acc);
-    la_cu_gemm<true>(
+    dcg_mm<V4, true>(
         acc, (int)K, [&](int m, int r) -> float { return m < L ? ldf(qc + m * kst + r) : 0.f; },
-        [&](int r, int n) -> float { return n < L ? ldf(kc + n * kst + r) : 0.f; }, S.gs);
+        [&](int r, int n) -> float { return n < L ? ldf(kc + n * kst + r) : 0.f; }, S);
     la_cu_zero(acc2);
-    la_cu_gemm<true>(
+    dcg_mm<V4, true>(
         acc2, (int)K, [&](int m, int r) -> float { return m < L ? ldf(kc + m * kst + r) : 0.f; },
-        [&](int r, int n) -> float { return n < L ? ldf(kc + n * kst + r) : 0.f; }, S.gs);
+        [&](int r, int n) -> float { return n < L ? ldf(kc + n * kst + r) : 0.f; }, S);
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -113,10 +168,10 @@ __global__ void __launch_bounds__(256, MINB)
         }
     /* ---- dP = dO~ R^T: T1 = dP (.) Gamma, Z = dP (.) qk (.) Gamma ---- */
     la_cu_zero(acc);
-    la_cu_gemm<true>(
+    dcg_mm<V4, true>(
         acc, (int)V,
         [&](int m, int r) -> float { return m < L ? sc * ldf(dOc + m * vst + r) : 0.f; },
-        [&](int r, int n) -> float { return n < L ? Rc[n * vst + r] : 0.f; }, S.gs);
+        [&](int r, int n) -> float { return n < L ? Rc[n * vst + r] : 0.f; }, S);
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -130,12 +185,12 @@ __global__ void __launch_bounds__(256, MINB)
     /* ---- Yu = A^T dR (in place), dv = beta Yu, dbeta += Yu.v ---- */
     for (int64_t v0 = 0; v0 < V; v0 += 64) {
         la_cu_zero(acc);
-        la_cu_gemm(
+        dcg_mm<V4>(
             acc, LA_CU_C, [&](int m, int r) -> float { return AT[m * LA_CU_C + r]; },
             [&](int r, int n) -> float {
                 return (r < L && v0 + n < V) ? Yc[r * vst + v0 + n] : 0.f;
             },
-            S.gs);
+            S);
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             const int m = ty + 16 * a;
@@ -156,9 +211,9 @@ __global__ void __launch_bounds__(256, MINB)
     __syncthreads(); /* Yu (global) visible to the block */
     /* ---- dM = -Yu R^T: T2 = beta dM (.) Gamma, Z += beta dM (.) kk (.) Gamma ---- */
     la_cu_zero(acc);
-    la_cu_gemm<true>(
+    dcg_mm<V4, true>(
         acc, (int)V, [&](int m, int r) -> float { return m < L ? Yc[m * vst + r] : 0.f; },
-        [&](int r, int n) -> float { return n < L ? Rc[n * vst + r] : 0.f; }, S.gs);
+        [&](int r, int n) -> float { return n < L ? Rc[n * vst + r] : 0.f; }, S);
 #pragma unroll
     for (int a = 0; a < 4; a++) {
         const int m = ty + 16 * a;
@@ -182,12 +237,12 @@ __global__ void __launch_bounds__(256, MINB)
     for (int64_t k0 = 0; k0 < K; k0 += 64) {
         /* dq = diag(b) dO~ S0^T + T1 K; (db b)_t += q_t . (b_t dO~_t S0^T) */
         la_cu_zero(acc);
-        la_cu_gemm<true>(
+        dcg_mm<V4, true>(
             acc, (int)V,
             [&](int m, int r) -> float {
                 return m < L ? (sc * S.bt[m]) * ldf(dOc + m * vst + r) : 0.f;
             },
-            [&](int r, int n) -> float { return k0 + n < K ? S0[(k0 + n) * V + r] : 0.f; }, S.gs);
+            [&](int r, int n) -> float { return k0 + n < K ? S0[(k0 + n) * V + r] : 0.f; }, S);
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             const int m = ty + 16 * a;
@@ -199,10 +254,9 @@ __global__ void __launch_bounds__(256, MINB)
             }
         }
         dcg_rowadd(xs, S.dbb);
-        la_cu_gemm(
+        dcg_mm<V4>(
             acc, LA_CU_C, [&](int m, int r) -> float { return S.T1[m][r]; },
-            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? kn(r, k0 + n) : 0.f; },
-            S.gs);
+            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? kn(r, k0 + n) : 0.f; }, S);
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -213,10 +267,10 @@ __global__ void __launch_bounds__(256, MINB)
             }
         /* b Yw = -diag(b) Yu S0^T: dbeta += k.(b Yw), (db b) += beta k.(b Yw) */
         la_cu_zero(acc);
-        la_cu_gemm<true>(
+        dcg_mm<V4, true>(
             acc, (int)V,
             [&](int m, int r) -> float { return m < L ? -S.bt[m] * Yc[m * vst + r] : 0.f; },
-            [&](int r, int n) -> float { return k0 + n < K ? S0[(k0 + n) * V + r] : 0.f; }, S.gs);
+            [&](int r, int n) -> float { return k0 + n < K ? S0[(k0 + n) * V + r] : 0.f; }, S);
         float ys[4];
 #pragma unroll
         for (int a = 0; a < 4; a++) {
@@ -235,10 +289,10 @@ __global__ void __launch_bounds__(256, MINB)
         dcg_rowadd(ys, S.dbb);
         /* diag(e) R G^T: (de e)_t += k_t . (e_t R_t G^T) */
         la_cu_zero(acc2);
-        la_cu_gemm<true>(
+        dcg_mm<V4, true>(
             acc2, (int)V,
             [&](int m, int r) -> float { return m < L ? S.et[m] * Rc[m * vst + r] : 0.f; },
-            [&](int r, int n) -> float { return k0 + n < K ? G[(k0 + n) * V + r] : 0.f; }, S.gs);
+            [&](int r, int n) -> float { return k0 + n < K ? G[(k0 + n) * V + r] : 0.f; }, S);
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             const int m = ty + 16 * a;
@@ -252,14 +306,12 @@ __global__ void __launch_bounds__(256, MINB)
         }
         dcg_rowadd(xs, S.dee);
         /* + T1^T Q + (T2 + T2^T) K */
-        la_cu_gemm(
+        dcg_mm<V4>(
             acc, LA_CU_C, [&](int m, int r) -> float { return S.T1[r][m]; },
-            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? qn(r, k0 + n) : 0.f; },
-            S.gs);
-        la_cu_gemm(
+            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? qn(r, k0 + n) : 0.f; }, S);
+        dcg_mm<V4>(
             acc, LA_CU_C, [&](int m, int r) -> float { return S.M1[m][r] + S.M1[r][m]; },
-            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? kn(r, k0 + n) : 0.f; },
-            S.gs);
+            [&](int r, int n) -> float { return (r < L && k0 + n < K) ? kn(r, k0 + n) : 0.f; }, S);
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -318,9 +370,13 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream, co
     const dim3 grid((unsigned)tb.nchunks, (unsigned)c->HS);
     const char *e = getenv("LINATTN_CUDA_DCG_MINB"); /* benchmarking knob */
     const bool one = e && !strcmp(e, "1");
+    const char *e4 = getenv("LINATTN_CUDA_DCG_V4"); /* 0: la_cu_gemm's 4-byte loads */
+    const bool v4 = !(e4 && !strcmp(e4, "0"));
     LA_CU_DTYPE_SWITCH(c->dtype, T, {
         void (*f)(la_cu_dc_args, const void *, const float *, const float *, float *, void *,
-                  float *, float *, float *, float *) = one ? la_cu_dcg<T, 1> : la_cu_dcg<T, 2>;
+                  float *, float *, float *, float *) = one  ? la_cu_dcg<T, 1, true>
+                                                        : v4 ? la_cu_dcg<T, 2, true>
+                                                             : la_cu_dcg<T, 2, false>;
         LA_CU_TRY(c->op,
                   cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         f<<<grid, 256, smem, stream>>>(p, c->d_o, hst, dhst, dR, c->dv, dqp, dkp, dbp, dgp);
