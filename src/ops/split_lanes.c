@@ -1,6 +1,7 @@
 /* The lanes of the split-over-time passes (split_lanes.h). */
 #include "split_lanes.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,40 +84,65 @@ static void serial_task(void *arg, int64_t unit, int tid) {
     o->final(o->arg, unit, Sin); /* the initial state for an empty sequence */
 }
 
-la_status la__lanes_open(la__lanes *L, la_ctx *ctx, const char *op, int64_t units, int64_t nseg_max,
-                         size_t n) {
+char *la__split_mem(la_ctx *ctx, const char *op, size_t task_bytes, size_t bytes) {
+    const size_t off = (task_bytes + 63) / 64 * 64;
+    if (off < task_bytes || bytes > SIZE_MAX - off || la__scratch_reserve(ctx, off + bytes)) {
+        la__error(LA_ERR_OUT_OF_MEMORY,
+                  "%s: out of memory for %zu bytes of segment states (one sequence split over "
+                  "time)",
+                  op, bytes);
+        return NULL;
+    }
+    return (char *)la__scratch(ctx, 0) + off;
+}
+
+void la__lanes_take(la__lanes *L, la__arena *a, la_ctx *ctx, int64_t units, int64_t nseg_max,
+                    size_t n, int take_sums) {
     memset(L, 0, sizeof *L);
     L->ctx = ctx;
     L->units = units;
     L->nseg_max = nseg_max;
     L->n = n;
     const int threads = la_ctx_threads(ctx);
-    if (threads == 1) return LA_OK;
+    if (threads == 1) return;
     int64_t lanes = (threads + units - 1) / units;
     if (lanes > nseg_max) lanes = nseg_max;
     if (lanes < 1) lanes = 1;
     L->max_lanes = (int)lanes;
     const size_t slots = (size_t)units * (size_t)(nseg_max + 1);
     const size_t own = (size_t)units * (size_t)L->max_lanes;
-    const size_t lim = SIZE_MAX / sizeof(float) / n / 4;
-    L->W = slots <= lim && own <= lim ? malloc((2 * slots + 2 * own) * n * sizeof(float)) : NULL;
-    L->Ws = L->W ? L->W + slots * n : NULL;
-    L->Wp = L->W ? L->Ws + slots * n : NULL;
-    L->ready = malloc(slots * sizeof *L->ready);
-    L->summed = malloc(own * sizeof *L->summed);
-    L->plans = calloc((size_t)units, sizeof *L->plans);
-    L->kj = calloc((size_t)units * (2 * (size_t)L->max_lanes + 1), sizeof *L->kj);
-    if (!L->W || !L->ready || !L->summed || !L->plans || !L->kj) {
-        la__lanes_close(L);
-        return la__error(LA_ERR_OUT_OF_MEMORY,
-                         "%s: out of memory for %zu segment states of %zu floats (one sequence "
-                         "split over time)",
-                         op, 2 * slots + 2 * own, n);
-    }
-    for (int64_t unit = 0; unit < units; unit++) {
+    L->W = la__arena_floats(a, slots > SIZE_MAX / n ? SIZE_MAX : slots * n);
+    L->Wp = la__arena_floats(a, 2 * own > SIZE_MAX / n ? SIZE_MAX : 2 * own * n);
+    if (take_sums) L->Ws = la__arena_floats(a, slots > SIZE_MAX / n ? SIZE_MAX : slots * n);
+    L->ready = la__arena_take(a, slots, sizeof *L->ready);
+    L->summed = la__arena_take(a, own, sizeof *L->summed);
+    L->plans = la__arena_take(a, (size_t)units, sizeof *L->plans);
+    L->kj = la__arena_take(a, (size_t)units * (2 * (size_t)L->max_lanes + 1), sizeof *L->kj);
+    for (int64_t unit = 0; L->plans && unit < units; unit++) {
         L->plans[unit].k = L->kj + (size_t)unit * (2 * (size_t)L->max_lanes + 1);
         L->plans[unit].j = L->plans[unit].k + L->max_lanes + 1;
     }
+}
+
+la_status la__lanes_open(la__lanes *L, la_ctx *ctx, const char *op, size_t task_bytes,
+                         int64_t units, int64_t nseg_max, size_t n, int take_sums, size_t extra,
+                         char **extra_mem) {
+    la__arena a = {NULL, 0, 0};
+    la__lanes_take(L, &a, ctx, units, nseg_max, n, take_sums);
+    const size_t lanes = la__arena_size(&a);
+    *extra_mem = NULL;
+    if (a.overflow || extra > SIZE_MAX - lanes)
+        return la__error(LA_ERR_OUT_OF_MEMORY,
+                         "%s: the segment states of %" PRId64 " x %" PRId64
+                         " segments overflow size_t (one sequence split over time)",
+                         op, units, nseg_max);
+    if (lanes + extra == 0) return LA_OK;
+    char *mem = la__split_mem(ctx, op, task_bytes, lanes + extra);
+    if (!mem) return LA_ERR_OUT_OF_MEMORY;
+    a.base = mem;
+    a.used = 0;
+    la__lanes_take(L, &a, ctx, units, nseg_max, n, take_sums);
+    *extra_mem = extra ? mem + lanes : NULL;
     return LA_OK;
 }
 
@@ -136,16 +162,4 @@ void la__lanes_run(la__lanes *L, const la__lane_ops *ops) {
     for (size_t i = 0; i < (size_t)L->units * (size_t)L->max_lanes; i++)
         atomic_init(&L->summed[i], 0);
     la__parallel_for(L->ctx, L->units * L->max_lanes, lane_task, &r);
-}
-
-void la__lanes_close(la__lanes *L) {
-    free(L->W);
-    free(L->ready);
-    free(L->summed);
-    free(L->plans);
-    free(L->kj);
-    L->W = L->Ws = L->Wp = NULL;
-    L->ready = L->summed = NULL;
-    L->plans = NULL;
-    L->kj = NULL;
 }

@@ -55,24 +55,39 @@ typedef struct la__lanes {
     int max_lanes;              /* 0: one thread, nothing allocated */
     size_t n;                   /* floats of a state */
     float *W;                   /* [units, nseg_max + 1, n]: S[i] */
-    float *Ws;                  /* [units, nseg_max, n]: the sums of a lane */
     float *Wp;                  /* [units, max_lanes, 2, n]: a lane's own slots */
+    float *Ws;                  /* [units, nseg_max, n]: the sums of a lane */
     atomic_int *ready, *summed; /* [units, nseg_max + 1], [units, max_lanes] */
     plan *plans;                /* [units] */
     int64_t *kj;
 } la__lanes;
 
-/* With more than one thread: lanes per unit (the threads shared out over
- * the units, at most nseg_max), the slots and the plans' storage; an
- * out-of-memory error names op. */
-LA_HIDDEN la_status la__lanes_open(la__lanes *L, la_ctx *ctx, const char *op, int64_t units,
-                                   int64_t nseg_max, size_t n);
+/* The memory of a split call: the part of thread 0's scratch after its
+ * first task_bytes (what a task on thread 0 uses), grown by
+ * la__scratch_reserve and never shrunk, so that the next call finds its
+ * pages mapped. Fresh pages cost ~13 us each on first touch on the 2-vCPU
+ * VM of bench/NOTES.md (a 32 MiB malloc'd block: ~100 ms), more than the
+ * lanes' work. NULL (the error set, naming op) when it cannot grow. Call
+ * from the caller's thread before la__parallel_for; it may move every
+ * thread's scratch. */
+LA_HIDDEN char *la__split_mem(la_ctx *ctx, const char *op, size_t task_bytes, size_t bytes);
+/* Lanes per unit with more than one thread (the threads shared out over
+ * the units, at most nseg_max; 0: one thread, nothing taken) and the
+ * slots, flags and plans' storage taken from `a` (a->base NULL: only
+ * counted, the same sequence sizes la__split_mem's request). take_sums 0:
+ * the caller sets L->Ws ([units, nseg_max, n], memory it no longer needs). */
+LA_HIDDEN void la__lanes_take(la__lanes *L, la__arena *a, la_ctx *ctx, int64_t units,
+                              int64_t nseg_max, size_t n, int take_sums);
+/* The lanes and `extra` bytes more for the caller (*extra_mem, 64-byte
+ * aligned; NULL when 0) in one la__split_mem request. */
+LA_HIDDEN la_status la__lanes_open(la__lanes *L, la_ctx *ctx, const char *op, size_t task_bytes,
+                                   int64_t units, int64_t nseg_max, size_t n, int take_sums,
+                                   size_t extra, char **extra_mem);
 /* Every unit's plan from split_plan.h's make_plan with sum cost r (or fill
  * L->plans[unit] yourself with at most L->max_lanes lanes). */
 LA_HIDDEN void la__lanes_plan_all(la__lanes *L, const la__lane_ops *ops, double r);
 /* One pass over every unit (the plans made). */
 LA_HIDDEN void la__lanes_run(la__lanes *L, const la__lane_ops *ops);
-LA_HIDDEN void la__lanes_close(la__lanes *L);
 /* The slot S[i] of unit (the lanes' states, for a run that reads them). */
 LA_HIDDEN float *la__lanes_state(const la__lanes *L, int64_t unit, int64_t i);
 /* The slot of the sum of position i of unit (written by the lane that sums

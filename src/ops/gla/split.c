@@ -422,22 +422,46 @@ static void sp_bufs(void *arg, int tid, float **Sa, float **Sb) {
     *Sb = b.Sb;
 }
 
+/* Ds, sdone, Uoff from the arena (base NULL: only counted). */
+static void sp_take(split_arg *a, la__arena *ar, size_t slots) {
+    a->Ds = la__arena_take(ar, slots, sizeof *a->Ds);
+    a->sdone = la__arena_take(ar, slots, sizeof *a->sdone);
+    a->Uoff = la__arena_take(ar, slots, sizeof *a->Uoff);
+}
+
 int la__gla_split_over_time(const gla_job *j) {
     return !j->per_key && la__num_seqs(j->d) * j->H < GLA_SPLIT_BELOW && la__gla_seg_chunks(j) > 0;
 }
 
 la_status la__gla_run_split(const char *op, const gla_job *j) {
-    la__lanes L;
     split_arg a;
     memset(&a, 0, sizeof a);
     a.j = j;
-    a.L = &L;
     const int64_t units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
     a.seg_len = la__gla_seg_chunks(j) * j->C;
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
     const size_t n = kv(j), slots = (size_t)units * (size_t)a.nseg_max;
-    la_status st = la__lanes_open(&L, j->ctx, op, units, a.nseg_max, n);
+    /* Ds, sdone, Uoff, then up to SHARE_BYTES of summed products (several
+     * threads): plans that share them; without the memory, plans that
+     * recompute them. Same bits either way. */
+    const int threads = la_ctx_threads(j->ctx);
+    const size_t seg_bytes = (size_t)la__gla_seg_chunks(j) * n * sizeof(float);
+    la__arena ar = {NULL, 0, 0};
+    sp_take(&a, &ar, slots);
+    size_t cache = slots > SHARE_BYTES / seg_bytes ? SHARE_BYTES : slots * seg_bytes;
+    la__lanes L;
+    char *mem;
+    la_status st = LA_ERR_OUT_OF_MEMORY;
+    if (threads > 1)
+        st = la__lanes_open(&L, j->ctx, op, la__gla_split_bytes(j), units, a.nseg_max, n, 1,
+                            la__arena_size(&ar) + cache, &mem);
+    if (st != LA_OK) {
+        cache = 0;
+        st = la__lanes_open(&L, j->ctx, op, la__gla_split_bytes(j), units, a.nseg_max, n, 1,
+                            threads > 1 ? la__arena_size(&ar) : 0, &mem);
+    }
     if (st != LA_OK) return st;
+    a.L = &L;
     const la__lane_ops ops = {.arg = &a,
                               .count = sp_count,
                               .init = sp_init,
@@ -450,50 +474,28 @@ la_status la__gla_run_split(const char *op, const gla_job *j) {
         la__lanes_run(&L, &ops);
         return LA_OK;
     }
-    a.Ds = malloc(slots * sizeof *a.Ds);
-    a.sdone = malloc(slots * sizeof *a.sdone);
-    a.Uoff = malloc(slots * sizeof *a.Uoff);
-    if (!a.Ds || !a.sdone || !a.Uoff) {
-        st = la__error(LA_ERR_OUT_OF_MEMORY,
-                       "%s: out of memory for %zu segment decays (one sequence split over time)",
-                       op, slots);
-        goto done;
-    }
+    ar = (la__arena){mem, 0, 0};
+    sp_take(&a, &ar, slots);
+    a.Ucache = cache ? (float *)(void *)(mem + la__arena_size(&ar)) : NULL;
     for (size_t i = 0; i < slots; i++) atomic_init(&a.sdone[i], 0);
-    /* plans that share up to SHARE_BYTES of summed products (kept below
-     * glibc's largest mmap threshold, 32 MiB, so that the heap keeps the
-     * pages from call to call: a fresh mapping's page faults cost as much
-     * as the work saved); without the memory, plans that recompute them.
-     * Same bits either way. */
-    const size_t seg_bytes = (size_t)la__gla_seg_chunks(j) * n * sizeof(float);
     const size_t per_lane =
         SHARE_BYTES / (size_t)units / (size_t)(L.max_lanes > 1 ? L.max_lanes - 1 : 1);
-    for (int64_t ms = (int64_t)(per_lane / seg_bytes);; ms = 0) {
-        size_t cache = 0;
-        for (int64_t unit = 0; unit < units; unit++) {
-            int64_t start, len;
-            la__seq_bounds(j->d, unit / j->H, &start, &len);
-            plan *pl = &L.plans[unit];
-            share_make_plan(segments(&a, len), L.max_lanes, SUM_COST, ms, pl);
-            for (int64_t i = 0; i < a.nseg_max; i++) a.Uoff[unit * a.nseg_max + i] = -1;
-            for (int p = 1; p < pl->lanes; p++)
-                for (int64_t i = pl->j[p]; i < pl->k[p] && i < pl->j[p] + ms; i++) {
-                    int64_t tb, te;
-                    seg_range(&a, len, i, &tb, &te);
-                    a.Uoff[unit * a.nseg_max + i] = (int64_t)(cache * n);
-                    cache += (size_t)((te - tb + j->C - 1) / j->C);
-                }
-        }
-        if (ms == 0 || cache == 0) break;
-        a.Ucache = malloc(cache * n * sizeof(float)); /* <= SHARE_BYTES */
-        if (a.Ucache) break;
+    const int64_t ms = cache ? (int64_t)(per_lane / seg_bytes) : 0;
+    size_t used = 0;
+    for (int64_t unit = 0; unit < units; unit++) {
+        int64_t start, len;
+        la__seq_bounds(j->d, unit / j->H, &start, &len);
+        plan *pl = &L.plans[unit];
+        share_make_plan(segments(&a, len), L.max_lanes, SUM_COST, ms, pl);
+        for (int64_t i = 0; i < a.nseg_max; i++) a.Uoff[unit * a.nseg_max + i] = -1;
+        for (int p = 1; p < pl->lanes; p++)
+            for (int64_t i = pl->j[p]; i < pl->k[p] && i < pl->j[p] + ms; i++) {
+                int64_t tb, te;
+                seg_range(&a, len, i, &tb, &te);
+                a.Uoff[unit * a.nseg_max + i] = (int64_t)(used * n);
+                used += (size_t)((te - tb + j->C - 1) / j->C); /* <= SHARE_BYTES */
+            }
     }
     la__lanes_run(&L, &ops);
-done:
-    la__lanes_close(&L);
-    free(a.Ds);
-    free(a.sdone);
-    free(a.Uoff);
-    free(a.Ucache);
-    return st;
+    return LA_OK;
 }

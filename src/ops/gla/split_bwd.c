@@ -42,6 +42,7 @@
 #include "../split_lanes.h"
 #include "gla.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -436,6 +437,15 @@ static void rev_bufs(void *arg, int tid, float **Sa, float **Sb) {
     *Sb = b.Sb;
 }
 
+/* S, L, D, gp from the arena (base NULL: only counted). */
+static void sb_take(sb_arg *a, la__arena *ar) {
+    const size_t slots = (size_t)a->units * (size_t)(a->nseg_max + 1);
+    a->S = la__arena_take(ar, slots, kv(a->j) * sizeof(float));
+    a->L = la__arena_take(ar, slots, kv(a->j) * sizeof(float));
+    a->D = la__arena_take(ar, slots, (a->j->per_key ? (size_t)a->j->K : 1) * sizeof(float));
+    a->gp = la__arena_take(ar, slots, sizeof(double));
+}
+
 int la__gla_split_bwd_over_time(const gla_job *j) {
     return la__num_seqs(j->d) * j->H < BWD_SPLIT_BELOW && la__gla_seg_chunks(j) > 0;
 }
@@ -447,22 +457,22 @@ la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
     a.units = la__num_seqs(j->d) * j->H; /* < BWD_SPLIT_BELOW */
     a.seg_len = la__gla_seg_chunks(j) * j->C;
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
-    const size_t n = kv(j), slots = (size_t)a.units * (size_t)(a.nseg_max + 1);
-    const size_t lim = SIZE_MAX / sizeof(float) / n / 2;
-    a.S = slots <= lim ? malloc(2 * slots * n * sizeof(float)) : NULL;
-    a.L = a.S ? a.S + slots * n : NULL;
-    a.D = slots <= lim ? malloc(slots * (size_t)(j->per_key ? j->K : 1) * sizeof *a.D) : NULL;
-    a.gp = malloc(slots * sizeof *a.gp);
+    const size_t n = kv(j);
+    la__arena ar = {NULL, 0, 0};
+    sb_take(&a, &ar);
+    if (ar.overflow)
+        return la__error(LA_ERR_OUT_OF_MEMORY,
+                         "%s: the segment states of %" PRId64 " x %" PRId64
+                         " segments overflow size_t (one sequence split over time)",
+                         op, a.units, a.nseg_max);
     la__lanes L;
-    la_status st = la__lanes_open(&L, j->ctx, op, a.units, a.nseg_max, n);
-    if (st != LA_OK) goto done;
-    if (!a.S || !a.D || !a.gp) {
-        st = la__error(LA_ERR_OUT_OF_MEMORY,
-                       "%s: out of memory for %zu segment states of %zu floats (one sequence "
-                       "split over time)",
-                       op, 2 * slots, n);
-        goto done;
-    }
+    char *mem;
+    la_status st = la__lanes_open(&L, j->ctx, op, la__gla_split_bwd_bytes(j), a.units,
+                                  a.nseg_max, n, 0, la__arena_size(&ar), &mem);
+    if (st != LA_OK) return st;
+    ar = (la__arena){mem, 0, 0};
+    sb_take(&a, &ar);
+    L.Ws = a.L; /* L_s is read by (2) only, before the lanes' sums */
     la__parallel_for(j->ctx, a.units * a.nseg_max, fwd_sum_task, &a);
     la__parallel_for(j->ctx, a.units * ((j->K + ROW_BLOCK - 1) / ROW_BLOCK), chain_task, &a);
     const la__lane_ops ops = {.arg = &a,
@@ -483,10 +493,5 @@ la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
             for (int64_t i = 0; i < nseg; i++) s += a.gp[unit * a.nseg_max + i];
             j->dgamma_part[unit] = s;
         }
-done:
-    la__lanes_close(&L);
-    free(a.S);
-    free(a.D);
-    free(a.gp);
-    return st;
+    return LA_OK;
 }

@@ -182,22 +182,17 @@ la_status la__gla_run_split_gla(const char *op, const gla_job *j) {
     sg_arg a = {.j = j, .seg_len = la__gla_seg_chunks(j) * j->C};
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
     const int64_t units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
+    /* the decays of summed segments (several threads) */
+    const size_t slots = (size_t)units * (size_t)a.nseg_max, K = (size_t)j->K;
+    const size_t ds = la_ctx_threads(j->ctx) == 1           ? 0
+                      : slots > SIZE_MAX / sizeof(float) / K ? SIZE_MAX
+                                                             : slots * K * sizeof(float);
     la__lanes L;
-    la_status st = la__lanes_open(&L, j->ctx, op, units, a.nseg_max, kv(j));
+    char *extra;
+    la_status st = la__lanes_open(&L, j->ctx, op, la__gla_split_gla_bytes(j), units, a.nseg_max,
+                                  kv(j), 1, ds, &extra);
     if (st != LA_OK) return st;
-    const size_t slots = (size_t)units * (size_t)a.nseg_max;
-    if (L.max_lanes) {
-        a.Ds = slots <= SIZE_MAX / sizeof(float) / (size_t)j->K
-                   ? malloc(slots * (size_t)j->K * sizeof(float))
-                   : NULL;
-        if (!a.Ds) {
-            la__lanes_close(&L);
-            return la__error(LA_ERR_OUT_OF_MEMORY,
-                             "%s: out of memory for %zu segment decays of %d floats (one "
-                             "sequence split over time)",
-                             op, slots, (int)j->K);
-        }
-    }
+    a.Ds = (float *)(void *)extra;
     const la__lane_ops ops = {.arg = &a,
                               .count = sg_count,
                               .init = sg_init,
@@ -208,7 +203,5 @@ la_status la__gla_run_split_gla(const char *op, const gla_job *j) {
                               .serial_bufs = sg_bufs_of};
     la__lanes_plan_all(&L, &ops, SUM_COST);
     la__lanes_run(&L, &ops);
-    free(a.Ds);
-    la__lanes_close(&L);
     return LA_OK;
 }

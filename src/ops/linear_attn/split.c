@@ -135,9 +135,13 @@ int la__lin_split_over_time(const la__lin_job *j) {
 la_status la__lin_run_split(const char *op, const la__lin_job *j, int backward) {
     split_arg a = {.j = j, .seg_len = LA__LIN_SEG_CHUNKS * j->chunk};
     const int64_t units = la__num_seqs(j->dims) * j->H; /* < LA__LIN_SPLIT_BELOW */
+    la__arena tb = {NULL, 0, 0}; /* a task's scratch */
+    float *bufs[LA__LIN_MAX_BUFS];
+    la__lin_chunk_layout(j, backward, &tb, bufs);
     la__lanes L;
-    la_status st =
-        la__lanes_open(&L, j->ctx, op, units, (j->Tmax + a.seg_len - 1) / a.seg_len, kvx(j));
+    char *extra;
+    la_status st = la__lanes_open(&L, j->ctx, op, tb.used, units,
+                                  (j->Tmax + a.seg_len - 1) / a.seg_len, kvx(j), 1, 0, &extra);
     if (st != LA_OK) return st;
     const la__lane_ops ops = {.arg = &a,
                               .count = pass_count,
@@ -156,6 +160,5 @@ la_status la__lin_run_split(const char *op, const la__lin_job *j, int backward) 
         la__lanes_plan_all(&L, &ops, a.kind == PASS_FWD ? SUM_COST_FWD : SUM_COST_BWD);
         la__lanes_run(&L, a.kind == PASS_BWD_REV ? &rev : &ops);
     }
-    la__lanes_close(&L);
     return LA_OK;
 }
