@@ -2,7 +2,6 @@
 #include "split_lanes.h"
 
 #include <inttypes.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct lane_run {

@@ -26,7 +26,6 @@
 #include "../split_lanes.h"
 #include "gla.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define GLA_SPLIT_BELOW 8

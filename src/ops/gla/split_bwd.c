@@ -44,7 +44,6 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define BWD_SEG_CHUNKS 16 /* the most chunks of a segment (la__gla_seg_chunks) */
@@ -467,8 +466,8 @@ la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
                          op, a.units, a.nseg_max);
     la__lanes L;
     char *mem;
-    la_status st = la__lanes_open(&L, j->ctx, op, la__gla_split_bwd_bytes(j), a.units,
-                                  a.nseg_max, n, 0, la__arena_size(&ar), &mem);
+    la_status st = la__lanes_open(&L, j->ctx, op, la__gla_split_bwd_bytes(j), a.units, a.nseg_max,
+                                  n, 0, la__arena_size(&ar), &mem);
     if (st != LA_OK) return st;
     ar = (la__arena){mem, 0, 0};
     sb_take(&a, &ar);

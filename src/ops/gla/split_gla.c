@@ -20,7 +20,6 @@
 #include "../split_lanes.h"
 #include "gla.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define GLA_SPLIT_BELOW 8
@@ -184,7 +183,7 @@ la_status la__gla_run_split_gla(const char *op, const gla_job *j) {
     const int64_t units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
     /* the decays of summed segments (several threads) */
     const size_t slots = (size_t)units * (size_t)a.nseg_max, K = (size_t)j->K;
-    const size_t ds = la_ctx_threads(j->ctx) == 1           ? 0
+    const size_t ds = la_ctx_threads(j->ctx) == 1            ? 0
                       : slots > SIZE_MAX / sizeof(float) / K ? SIZE_MAX
                                                              : slots * K * sizeof(float);
     la__lanes L;

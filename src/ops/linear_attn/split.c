@@ -135,7 +135,7 @@ int la__lin_split_over_time(const la__lin_job *j) {
 la_status la__lin_run_split(const char *op, const la__lin_job *j, int backward) {
     split_arg a = {.j = j, .seg_len = LA__LIN_SEG_CHUNKS * j->chunk};
     const int64_t units = la__num_seqs(j->dims) * j->H; /* < LA__LIN_SPLIT_BELOW */
-    la__arena tb = {NULL, 0, 0}; /* a task's scratch */
+    la__arena tb = {NULL, 0, 0};                        /* a task's scratch */
     float *bufs[LA__LIN_MAX_BUFS];
     la__lin_chunk_layout(j, backward, &tb, bufs);
     la__lanes L;
