@@ -1,6 +1,6 @@
-/* The lane plan of the split-over-time passes (linear_attn/split.c,
- * gla/split_bwd.c, gla/split_gla.c; gla/split.c keeps a variant with a
- * minimum lane length): lane 0 runs positions [0, k1) from the known
+/* The lane plan of the split-over-time passes (split_lanes.h runs them;
+ * linear_attn/split.c, gla/split_bwd.c, gla/split_gla.c; gla/split.c plans
+ * with shared products of its own): lane 0 runs positions [0, k1) from the known
  * state; lane p >= 1 sums [j_p, k_p) (a sum costs r of a run), waits for
  * the state at j_p, adds its sums and runs [k_p, k_{p+1}). The plan picks
  * the k_p and j_p that finish the lanes together. Only the balance depends
@@ -19,7 +19,7 @@ typedef struct plan {
 
 /* Lanes that fit a finishing time F (runs as the unit); the number of lanes
  * needed to reach n, or max_lanes + 1. */
-static int plan_try(int64_t n, int max_lanes, double r, double F, int64_t *k, int64_t *j) {
+static inline int plan_try(int64_t n, int max_lanes, double r, double F, int64_t *k, int64_t *j) {
     double t = 0; /* when the current lane starts running */
     k[0] = 0;
     j[0] = 0;
@@ -45,7 +45,7 @@ static int plan_try(int64_t n, int max_lanes, double r, double F, int64_t *k, in
     return max_lanes + 1;
 }
 
-static void make_plan(int64_t n, int max_lanes, double r, plan *pl) {
+static inline void make_plan(int64_t n, int max_lanes, double r, plan *pl) {
     pl->k[0] = 0;
     pl->k[1] = n;
     pl->lanes = 1;

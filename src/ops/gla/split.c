@@ -19,15 +19,13 @@
  * bits differ at the segment boundaries (S[s+1] instead of R_m; U added
  * without the gemm's fused beta), not the gate sums.
  *
- * Schedule (as linear_attn/split.c): lane 0 runs the segments [0, k1) from
- * the initial state; lane p >= 1 sums [j_p, k_p), waits for S[j_p], adds its
- * sums, runs [k_p, k_{p+1}). Tasks are handed out in index order, so a
- * waiting lane's producer is always already running. */
+ * Schedule (split_lanes.h): lane 0 runs the segments [0, k1) from the
+ * initial state; lane p >= 1 sums [j_p, k_p), waits for S[j_p], adds its
+ * sums, runs [k_p, k_{p+1}); a lane that runs a segment the next lane
+ * summed with its products kept waits for them and reuses them. */
+#include "../split_lanes.h"
 #include "gla.h"
 
-#include <sched.h>
-#include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define GLA_SPLIT_BELOW 8
@@ -256,13 +254,7 @@ static void seg_fwd(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t
         seg_fwd_portable(j, st, h, tb, te, Sin, Sout, U, s);
 }
 
-/* ---- the plan (as linear_attn/split.c) --------------------------------- */
-
-typedef struct plan {
-    int lanes;
-    int64_t *k; /* [lanes + 1]: lane p runs the segments [k[p], k[p+1]) */
-    int64_t *j; /* [lanes]: lane p >= 1 sums [j[p], k[p]) */
-} plan;
+/* ---- the plan (split_plan.h's, with shared products) ----------------- */
 
 /* Lanes that fit a finishing time F (segment forwards as the unit); returns
  * the number of lanes needed to reach n (or max_lanes + 1). Lane p reuses
@@ -276,8 +268,8 @@ static double lane_finish(double t, int64_t kp, int64_t k, int64_t j, int64_t ms
     return t + (double)(j - kp) + (1 - SHARE_SAVE) * (double)sh + (double)(k - j - sh);
 }
 
-static int plan_try(int64_t n, int max_lanes, double r, int64_t ms, double F, int64_t *k,
-                    int64_t *j) {
+static int share_plan_try(int64_t n, int max_lanes, double r, int64_t ms, double F, int64_t *k,
+                          int64_t *j) {
     double t = 0;
     k[0] = 0;
     j[0] = 0;
@@ -321,7 +313,7 @@ static int plan_try(int64_t n, int max_lanes, double r, int64_t ms, double F, in
     return max_lanes + 1;
 }
 
-static void make_plan(int64_t n, int max_lanes, double r, int64_t ms, plan *pl) {
+static void share_make_plan(int64_t n, int max_lanes, double r, int64_t ms, plan *pl) {
     pl->k[0] = 0;
     pl->k[1] = n;
     pl->lanes = 1;
@@ -330,12 +322,12 @@ static void make_plan(int64_t n, int max_lanes, double r, int64_t ms, plan *pl) 
     double lo = 0.5 * (double)n / max_lanes, hi = (double)n;
     for (int it = 0; it < 40; it++) {
         const double mid = 0.5 * (lo + hi);
-        if (plan_try(n, max_lanes, r, ms, mid, pl->k, pl->j) <= max_lanes)
+        if (share_plan_try(n, max_lanes, r, ms, mid, pl->k, pl->j) <= max_lanes)
             hi = mid;
         else
             lo = mid;
     }
-    pl->lanes = plan_try(n, max_lanes, r, ms, hi, pl->k, pl->j);
+    pl->lanes = share_plan_try(n, max_lanes, r, ms, hi, pl->k, pl->j);
     if (pl->lanes > max_lanes) { /* cannot happen (F = n fits one lane) */
         pl->lanes = 1;
         pl->k[0] = 0;
@@ -343,37 +335,23 @@ static void make_plan(int64_t n, int max_lanes, double r, int64_t ms, plan *pl) 
     }
 }
 
-/* ---- the pass ----------------------------------------------------------- */
+/* ---- the pass (split_lanes.h) ------------------------------------------- */
 
 typedef struct split_arg {
     const gla_job *j;
-    int64_t seg_len, nseg_max, units;
-    int max_lanes;
-    float *W;          /* [units, nseg_max + 1, K, V]: S[i] */
-    float *Ws;         /* [units, nseg_max, K, V]: local sums */
+    const la__lanes *L;
+    int64_t seg_len, nseg_max;
     float *Ds;         /* [units, nseg_max]: segment decays */
-    atomic_int *ready; /* [units, nseg_max + 1]: S[i] published */
     atomic_int *sdone; /* [units, nseg_max]: segment i summed (its U cached) */
     float *Ucache;     /* the summed segments' chunk products U, or NULL */
     int64_t *Uoff;     /* [units, nseg_max]: segment i's U in Ucache (floats), or -1 */
-    plan *plans;       /* [units] */
 } split_arg;
 
 static size_t kv(const gla_job *j) { return (size_t)j->K * (size_t)j->V; }
-static float *state_slot(const split_arg *a, int64_t unit, int64_t i) {
-    return a->W + ((size_t)unit * (size_t)(a->nseg_max + 1) + (size_t)i) * kv(a->j);
-}
-static float *sum_slot(const split_arg *a, int64_t unit, int64_t i) {
-    return a->Ws + ((size_t)unit * (size_t)a->nseg_max + (size_t)i) * kv(a->j);
-}
 static float *ucache(const split_arg *a, int64_t unit, int64_t i) {
     if (!a->Ucache) return NULL;
     const int64_t off = a->Uoff[unit * a->nseg_max + i];
     return off < 0 ? NULL : a->Ucache + off;
-}
-static void publish(atomic_int *flag) { atomic_store_explicit(flag, 1, memory_order_release); }
-static void wait_for(atomic_int *flag) {
-    while (!atomic_load_explicit(flag, memory_order_acquire)) sched_yield();
 }
 static int64_t segments(const split_arg *a, int64_t len) {
     return (len + a->seg_len - 1) / a->seg_len;
@@ -382,173 +360,141 @@ static void seg_range(const split_arg *a, int64_t len, int64_t i, int64_t *tb, i
     *tb = i * a->seg_len;
     *te = len - *tb < a->seg_len ? len : *tb + a->seg_len;
 }
-static void load_init(const gla_job *j, int64_t unit, float *S) {
+
+static int64_t sp_count(void *arg, int64_t unit) {
+    const split_arg *a = arg;
+    int64_t start, len;
+    la__seq_bounds(a->j->d, unit / a->j->H, &start, &len);
+    return segments(a, len);
+}
+static void sp_init(void *arg, int64_t unit, float *S) {
+    const gla_job *j = ((const split_arg *)arg)->j;
     if (j->s0)
         memcpy(S, j->s0 + (size_t)unit * kv(j), kv(j) * sizeof(float));
     else
         memset(S, 0, kv(j) * sizeof(float));
 }
-static void store_final(const gla_job *j, int64_t unit, const float *S) {
+static void sp_final(void *arg, int64_t unit, const float *S) {
+    const gla_job *j = ((const split_arg *)arg)->j;
     if (j->sT) memcpy(j->sT + (size_t)unit * kv(j), S, kv(j) * sizeof(float));
 }
-
-/* Task (unit, lane p). Every slot has one writer: lane p writes S[i + 1]
- * for the segments i it runs and the sums of [j_p, k_p); the states it
- * derives from S[j_p] stay in its scratch (Sa, Sb). */
-static void lane_task(void *arg, int64_t task, int tid) {
+/* L, D of segment i (and its chunks' U when cached: the lane before
+ * waits for them) */
+static void sp_sum(void *arg, int64_t unit, int64_t i, float *Ls, int tid) {
     const split_arg *a = arg;
     const gla_job *j = a->j;
-    const int64_t unit = task / a->max_lanes, n = unit / j->H, h = unit % j->H;
-    const int p = (int)(task % a->max_lanes);
-    const plan *pl = &a->plans[unit];
-    if (p >= pl->lanes) return;
-    atomic_int *ready = a->ready + (size_t)unit * (size_t)(a->nseg_max + 1);
-    float *Ds = a->Ds + (size_t)unit * (size_t)a->nseg_max;
-    char *scratch = la__scratch(j->ctx, tid);
-    seg_bufs b;
-    seg_layout(j, scratch, &b);
-    int64_t start, len, tb, te;
-    la__seq_bounds(j->d, n, &start, &len);
-    const int64_t nseg = segments(a, len), k0 = pl->k[p], k1 = pl->k[p + 1];
-    const float *Sin = state_slot(a, unit, 0);
-    if (p == 0) {
-        load_init(j, unit, state_slot(a, unit, 0));
-        publish(&ready[0]);
-    } else {
-        const int64_t jp = pl->j[p];
-        for (int64_t i = jp; i < k0; i++) {
-            seg_range(a, len, i, &tb, &te);
-            seg_sum(j, start, h, tb, te, sum_slot(a, unit, i), &Ds[i], ucache(a, unit, i), scratch);
-            publish(&a->sdone[unit * a->nseg_max + i]);
-        }
-        wait_for(&ready[jp]);
-        const size_t m = kv(j);
-        Sin = state_slot(a, unit, jp);
-        float *S = b.Sa, *T = b.Sb;
-        for (int64_t i = jp; i < k0; i++) {
-            const float *Ss = sum_slot(a, unit, i);
-            const float D = Ds[i];
-            for (size_t x = 0; x < m; x++) S[x] = D * Sin[x] + Ss[x];
-            Sin = S;
-            S = T;
-            T = (float *)Sin;
-        }
-    }
-    for (int64_t i = k0; i < k1; i++) {
-        seg_range(a, len, i, &tb, &te);
-        /* lane p + 1 summed this segment with its products kept */
-        seg_sum_out ss = {.U = ucache(a, unit, i)};
-        if (ss.U) {
-            wait_for(&a->sdone[unit * a->nseg_max + i]);
-            ss.L = sum_slot(a, unit, i);
-            ss.D = Ds[i];
-        }
-        seg_fwd(j, start, h, tb, te, i == k0 ? Sin : state_slot(a, unit, i),
-                state_slot(a, unit, i + 1), ss.U ? &ss : NULL, scratch);
-        publish(&ready[i + 1]);
-    }
-    if (k1 == nseg) store_final(j, unit, state_slot(a, unit, nseg));
-}
-
-/* One thread: every unit's segments in order (the same formula). */
-static void serial_task(void *arg, int64_t unit, int tid) {
-    const split_arg *a = arg;
-    const gla_job *j = a->j;
-    char *scratch = la__scratch(j->ctx, tid);
-    seg_bufs b;
-    seg_layout(j, scratch, &b);
-    float *Sin = b.Sa, *Sout = b.Sb;
     int64_t start, len, tb, te;
     la__seq_bounds(j->d, unit / j->H, &start, &len);
-    load_init(j, unit, Sin);
-    for (int64_t i = 0; i < segments(a, len); i++) {
-        seg_range(a, len, i, &tb, &te);
-        seg_fwd(j, start, unit % j->H, tb, te, Sin, Sout, NULL, scratch);
-        float *t = Sin;
-        Sin = Sout;
-        Sout = t;
+    seg_range(a, len, i, &tb, &te);
+    seg_sum(j, start, unit % j->H, tb, te, Ls, &a->Ds[unit * a->nseg_max + i], ucache(a, unit, i),
+            la__scratch(j->ctx, tid));
+    la__lanes_publish(&a->sdone[unit * a->nseg_max + i]);
+}
+/* S[i+1] = D S[i] + L */
+static void sp_add(void *arg, int64_t unit, int64_t i, const float *Sin, const float *Ls,
+                   float *S) {
+    const split_arg *a = arg;
+    const size_t m = kv(a->j);
+    const float D = a->Ds[unit * a->nseg_max + i];
+    for (size_t x = 0; x < m; x++) S[x] = D * Sin[x] + Ls[x];
+}
+static void sp_run(void *arg, int64_t unit, int64_t i, const float *Sin, float *Sout, int tid) {
+    const split_arg *a = arg;
+    const gla_job *j = a->j;
+    int64_t start, len, tb, te;
+    la__seq_bounds(j->d, unit / j->H, &start, &len);
+    seg_range(a, len, i, &tb, &te);
+    /* the next lane summed this segment with its products kept */
+    seg_sum_out ss = {.U = ucache(a, unit, i)};
+    if (ss.U) {
+        la__lanes_wait(&a->sdone[unit * a->nseg_max + i]);
+        ss.L = la__lanes_sum(a->L, unit, i);
+        ss.D = a->Ds[unit * a->nseg_max + i];
     }
-    store_final(j, unit, Sin);
+    seg_fwd(j, start, unit % j->H, tb, te, Sin, Sout, ss.U ? &ss : NULL, la__scratch(j->ctx, tid));
+}
+static void sp_bufs(void *arg, int tid, float **Sa, float **Sb) {
+    const split_arg *a = arg;
+    seg_bufs b;
+    seg_layout(a->j, la__scratch(a->j->ctx, tid), &b);
+    *Sa = b.Sa;
+    *Sb = b.Sb;
+}
+
+/* Ds, sdone, Uoff from the arena (base NULL: only counted). */
+static void sp_take(split_arg *a, la__arena *ar, size_t slots) {
+    a->Ds = la__arena_take(ar, slots, sizeof *a->Ds);
+    a->sdone = la__arena_take(ar, slots, sizeof *a->sdone);
+    a->Uoff = la__arena_take(ar, slots, sizeof *a->Uoff);
 }
 
 int la__gla_split_over_time(const gla_job *j) {
-    return !j->per_key && la__num_seqs(j->d) * j->H < GLA_SPLIT_BELOW &&
-           la__gla_seg_chunks(j) > 0;
+    return !j->per_key && la__num_seqs(j->d) * j->H < GLA_SPLIT_BELOW && la__gla_seg_chunks(j) > 0;
 }
 
 la_status la__gla_run_split(const char *op, const gla_job *j) {
     split_arg a;
     memset(&a, 0, sizeof a);
     a.j = j;
-    a.units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
+    const int64_t units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
     a.seg_len = la__gla_seg_chunks(j) * j->C;
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
+    const size_t n = kv(j), slots = (size_t)units * (size_t)a.nseg_max;
+    /* Ds, sdone, Uoff, then up to SHARE_BYTES of summed products (several
+     * threads): plans that share them; without the memory, plans that
+     * recompute them. Same bits either way. */
     const int threads = la_ctx_threads(j->ctx);
-    if (threads == 1) {
-        la__parallel_for(j->ctx, a.units, serial_task, &a);
+    const size_t seg_bytes = (size_t)la__gla_seg_chunks(j) * n * sizeof(float);
+    la__arena ar = {NULL, 0, 0};
+    sp_take(&a, &ar, slots);
+    size_t cache = slots > SHARE_BYTES / seg_bytes ? SHARE_BYTES : slots * seg_bytes;
+    la__lanes L;
+    char *mem;
+    la_status st = LA_ERR_OUT_OF_MEMORY;
+    if (threads > 1)
+        st = la__lanes_open(&L, j->ctx, op, la__gla_split_bytes(j), units, a.nseg_max, n, 1,
+                            la__arena_size(&ar) + cache, &mem);
+    if (st != LA_OK) {
+        cache = 0;
+        st = la__lanes_open(&L, j->ctx, op, la__gla_split_bytes(j), units, a.nseg_max, n, 1,
+                            threads > 1 ? la__arena_size(&ar) : 0, &mem);
+    }
+    if (st != LA_OK) return st;
+    a.L = &L;
+    const la__lane_ops ops = {.arg = &a,
+                              .count = sp_count,
+                              .init = sp_init,
+                              .final = sp_final,
+                              .sum = sp_sum,
+                              .add = sp_add,
+                              .run = sp_run,
+                              .serial_bufs = sp_bufs};
+    if (!L.max_lanes) { /* one thread */
+        la__lanes_run(&L, &ops);
         return LA_OK;
     }
-    a.max_lanes = (int)((threads + a.units - 1) / a.units);
-    if (a.max_lanes > a.nseg_max) a.max_lanes = (int)a.nseg_max;
-    const size_t n = kv(j), slots = (size_t)a.units * (size_t)(a.nseg_max + 1);
-    const size_t lim = SIZE_MAX / sizeof(float) / n / 2;
-    a.W = slots <= lim ? malloc(2 * slots * n * sizeof(float)) : NULL;
-    a.Ws = a.W ? a.W + slots * n : NULL;
-    a.Ds = malloc(slots * sizeof *a.Ds);
-    a.ready = malloc(slots * sizeof *a.ready);
-    a.sdone = malloc(slots * sizeof *a.sdone);
-    a.Uoff = malloc(slots * sizeof *a.Uoff);
-    a.plans = calloc((size_t)a.units, sizeof *a.plans);
-    int64_t *kj = calloc((size_t)a.units * (2 * (size_t)a.max_lanes + 1), sizeof *kj);
-    la_status st = LA_OK;
-    if (!a.W || !a.Ds || !a.ready || !a.sdone || !a.Uoff || !a.plans || !kj) {
-        st = la__error(LA_ERR_OUT_OF_MEMORY,
-                       "%s: out of memory for %zu segment states of %zu floats (one sequence "
-                       "split over time)",
-                       op, 2 * slots, n);
-        goto done;
-    }
-    for (size_t i = 0; i < slots; i++) atomic_init(&a.ready[i], 0);
+    ar = (la__arena){mem, 0, 0};
+    sp_take(&a, &ar, slots);
+    a.Ucache = cache ? (float *)(void *)(mem + la__arena_size(&ar)) : NULL;
     for (size_t i = 0; i < slots; i++) atomic_init(&a.sdone[i], 0);
-    /* plans that share up to SHARE_BYTES of summed products (kept below
-     * glibc's largest mmap threshold, 32 MiB, so that the heap keeps the
-     * pages from call to call: a fresh mapping's page faults cost as much
-     * as the work saved); without the memory, plans that recompute them.
-     * Same bits either way. */
-    const size_t seg_bytes = (size_t)la__gla_seg_chunks(j) * n * sizeof(float);
     const size_t per_lane =
-        SHARE_BYTES / (size_t)a.units / (size_t)(a.max_lanes > 1 ? a.max_lanes - 1 : 1);
-    for (int64_t ms = (int64_t)(per_lane / seg_bytes);; ms = 0) {
-        size_t cache = 0;
-        for (int64_t unit = 0; unit < a.units; unit++) {
-            int64_t start, len;
-            la__seq_bounds(j->d, unit / j->H, &start, &len);
-            plan *pl = &a.plans[unit];
-            pl->k = kj + (size_t)unit * (2 * (size_t)a.max_lanes + 1);
-            pl->j = pl->k + a.max_lanes + 1;
-            make_plan(segments(&a, len), a.max_lanes, SUM_COST, ms, pl);
-            for (int64_t i = 0; i < a.nseg_max; i++) a.Uoff[unit * a.nseg_max + i] = -1;
-            for (int p = 1; p < pl->lanes; p++)
-                for (int64_t i = pl->j[p]; i < pl->k[p] && i < pl->j[p] + ms; i++) {
-                    int64_t tb, te;
-                    seg_range(&a, len, i, &tb, &te);
-                    a.Uoff[unit * a.nseg_max + i] = (int64_t)(cache * n);
-                    cache += (size_t)((te - tb + j->C - 1) / j->C);
-                }
-        }
-        if (ms == 0 || cache == 0) break;
-        a.Ucache = malloc(cache * n * sizeof(float)); /* <= SHARE_BYTES */
-        if (a.Ucache) break;
+        SHARE_BYTES / (size_t)units / (size_t)(L.max_lanes > 1 ? L.max_lanes - 1 : 1);
+    const int64_t ms = cache ? (int64_t)(per_lane / seg_bytes) : 0;
+    size_t used = 0;
+    for (int64_t unit = 0; unit < units; unit++) {
+        int64_t start, len;
+        la__seq_bounds(j->d, unit / j->H, &start, &len);
+        plan *pl = &L.plans[unit];
+        share_make_plan(segments(&a, len), L.max_lanes, SUM_COST, ms, pl);
+        for (int64_t i = 0; i < a.nseg_max; i++) a.Uoff[unit * a.nseg_max + i] = -1;
+        for (int p = 1; p < pl->lanes; p++)
+            for (int64_t i = pl->j[p]; i < pl->k[p] && i < pl->j[p] + ms; i++) {
+                int64_t tb, te;
+                seg_range(&a, len, i, &tb, &te);
+                a.Uoff[unit * a.nseg_max + i] = (int64_t)(used * n);
+                used += (size_t)((te - tb + j->C - 1) / j->C); /* <= SHARE_BYTES */
+            }
     }
-    la__parallel_for(j->ctx, a.units * a.max_lanes, lane_task, &a);
-done:
-    free(a.W);
-    free(a.Ds);
-    free(a.ready);
-    free(a.sdone);
-    free(a.Uoff);
-    free(a.Ucache);
-    free(a.plans);
-    free(kj);
-    return st;
+    la__lanes_run(&L, &ops);
+    return LA_OK;
 }

@@ -36,16 +36,14 @@
  * attention's pipeline of lanes over positions i = nseg - 1 - s: lane 0
  * runs positions [0, k1) from d_final_state; lane p >= 1 sums M over
  * [j_p, k_p) (a sum costs SUM_COST of running the segment), waits for
- * E at j_p, adds its sums and runs [k_p, k_{p+1}). Every state slot has
- * one writer (as linear_attn/split.c). One thread: (3) runs the positions
- * in order with the same formula. */
+ * E at j_p, adds its sums and runs [k_p, k_{p+1}) (split_lanes.h: every
+ * state slot has one writer). One thread: (3) runs the positions in order
+ * with the same formula. */
+#include "../split_lanes.h"
 #include "gla.h"
-#include "../split_plan.h"
 
+#include <inttypes.h>
 #include <math.h>
-#include <sched.h>
-#include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define BWD_SEG_CHUNKS 16 /* the most chunks of a segment (la__gla_seg_chunks) */
@@ -323,15 +321,10 @@ SB_AVX512 static void run_avx512(const gla_job *j, int64_t st, int64_t h, int64_
 typedef struct sb_arg {
     const gla_job *j;
     int64_t seg_len, nseg_max, units;
-    int max_lanes;
-    float *S;          /* [units, nseg_max + 1, K, V]: S[s] */
-    float *L;          /* [units, nseg_max, K, V]: L_s, then the lanes' M sums */
-    float *E;          /* [units, nseg_max + 1, K, V]: E at position i (segment nseg - i) */
-    float *Wd;         /* [units, max_lanes, K, V]: a lane's last E when the next lane makes it */
-    float *D;          /* [units, nseg_max, 1 or K]: D_s */
-    double *gp;        /* [units, nseg_max]: dg_gamma part of segment s */
-    atomic_int *ready; /* [units, nseg_max + 1]: E at position i published */
-    plan *plans;       /* [units] */
+    float *S;   /* [units, nseg_max + 1, K, V]: S[s] */
+    float *L;   /* [units, nseg_max, K, V]: L_s */
+    float *D;   /* [units, nseg_max, 1 or K]: D_s */
+    double *gp; /* [units, nseg_max]: dg_gamma part of segment s */
 } sb_arg;
 
 static size_t kv(const gla_job *j) { return (size_t)j->K * (size_t)j->V; }
@@ -350,10 +343,6 @@ static int64_t nseg_of(const sb_arg *a, int64_t unit, int64_t *start, int64_t *l
 static void seg_range(const sb_arg *a, int64_t len, int64_t s, int64_t *tb, int64_t *te) {
     *tb = s * a->seg_len;
     *te = len - *tb < a->seg_len ? len : *tb + a->seg_len;
-}
-static void publish(atomic_int *flag) { atomic_store_explicit(flag, 1, memory_order_release); }
-static void wait_for(atomic_int *flag) {
-    while (!atomic_load_explicit(flag, memory_order_acquire)) sched_yield();
 }
 
 /* (1) task (unit, segment): L_s, D_s. */
@@ -393,99 +382,67 @@ static void chain_task(void *arg, int64_t task, int tid) {
     }
 }
 
-static void load_dST(const gla_job *j, int64_t unit, float *E) {
+/* ---- (3): the reverse sweep's callbacks (split_lanes.h); position i is
+ * segment nseg - 1 - i, its state E[nseg - i] ----------------------------- */
+
+static int64_t rev_count(void *arg, int64_t unit) {
+    int64_t start, len;
+    return nseg_of(arg, unit, &start, &len);
+}
+static void rev_init(void *arg, int64_t unit, float *E) {
+    const gla_job *j = ((const sb_arg *)arg)->j;
     if (j->d_sT)
         memcpy(E, j->d_sT + (size_t)unit * kv(j), kv(j) * sizeof(float));
     else
         memset(E, 0, kv(j) * sizeof(float));
 }
-static void store_ds0(const gla_job *j, int64_t unit, const float *E) {
+static void rev_final(void *arg, int64_t unit, const float *E) {
+    const gla_job *j = ((const sb_arg *)arg)->j;
     if (j->ds0) memcpy(j->ds0 + (size_t)unit * kv(j), E, kv(j) * sizeof(float));
 }
-
-/* Run position i (segment nseg - 1 - i) of unit from Ein into Eout. */
-static void run_pos(const sb_arg *a, int64_t unit, int64_t start, int64_t len, int64_t i,
-                    const float *Ein, float *Eout, char *scratch) {
+static void rev_sum(void *arg, int64_t unit, int64_t i, float *M, int tid) {
+    const sb_arg *a = arg;
     const gla_job *j = a->j;
-    const int64_t nseg = (len + a->seg_len - 1) / a->seg_len, s = nseg - 1 - i;
-    int64_t tb, te;
+    int64_t start, len, tb, te;
+    const int64_t nseg = nseg_of(a, unit, &start, &len);
+    seg_range(a, len, nseg - 1 - i, &tb, &te);
+    SB_DISPATCH(rev_sum, j, start, unit % j->H, tb, te, M, la__scratch(j->ctx, tid));
+}
+/* E before the segment = D E after it + M */
+static void rev_add(void *arg, int64_t unit, int64_t i, const float *Ein, const float *Ms,
+                    float *Eo) {
+    const sb_arg *a = arg;
+    const gla_job *j = a->j;
+    int64_t start, len;
+    const float *D = dec(a, unit, nseg_of(a, unit, &start, &len) - 1 - i);
+    const size_t n = kv(j);
+    for (size_t x = 0; x < n; x++) Eo[x] = D[j->per_key ? (int64_t)x / j->V : 0] * Ein[x] + Ms[x];
+}
+static void rev_run(void *arg, int64_t unit, int64_t i, const float *Ein, float *Eout, int tid) {
+    const sb_arg *a = arg;
+    const gla_job *j = a->j;
+    int64_t start, len, tb, te;
+    const int64_t s = nseg_of(a, unit, &start, &len) - 1 - i;
     seg_range(a, len, s, &tb, &te);
     SB_DISPATCH(run, j, start, unit % j->H, tb, te, slot(a->S, a, unit, a->nseg_max + 1, s),
-                dec(a, unit, s), Ein, Eout, &a->gp[unit * a->nseg_max + s], scratch);
+                dec(a, unit, s), Ein, Eout, &a->gp[unit * a->nseg_max + s],
+                la__scratch(j->ctx, tid));
 }
-
-/* (3), several threads: task (unit, lane p). Every slot has one writer:
- * lane p writes E at the positions it runs (its last one to its discard
- * slot when lane p + 1 makes that E from its sums) and the sums of
- * [j_p, k_p) into L's slots (read only by itself). */
-static void lane_task(void *arg, int64_t task, int tid) {
+static void rev_bufs(void *arg, int tid, float **Sa, float **Sb) {
     const sb_arg *a = arg;
-    const gla_job *j = a->j;
-    const int64_t unit = task / a->max_lanes;
-    const int p = (int)(task % a->max_lanes);
-    const plan *pl = &a->plans[unit];
-    if (p >= pl->lanes) return;
-    atomic_int *ready = a->ready + (size_t)unit * (size_t)(a->nseg_max + 1);
-    char *scratch = la__scratch(j->ctx, tid);
-    int64_t start, len;
-    const int64_t nseg = nseg_of(a, unit, &start, &len), k0 = pl->k[p], k1 = pl->k[p + 1];
-    const int64_t per = a->nseg_max + 1;
-    if (p == 0) {
-        load_dST(j, unit, slot(a->E, a, unit, per, 0));
-        publish(&ready[0]);
-    } else {
-        const int64_t jp = pl->j[p];
-        for (int64_t i = jp; i < k0; i++) {
-            int64_t tb, te;
-            seg_range(a, len, nseg - 1 - i, &tb, &te);
-            SB_DISPATCH(rev_sum, j, start, unit % j->H, tb, te, slot(a->L, a, unit, a->nseg_max, i),
-                        scratch);
-        }
-        wait_for(&ready[jp]);
-        const size_t n = kv(j);
-        const float *Ein = slot(a->E, a, unit, per, jp);
-        for (int64_t i = jp; i < k0; i++) {
-            float *Ms = slot(a->L, a, unit, a->nseg_max, i);
-            float *Eo = i + 1 == k0 ? slot(a->E, a, unit, per, k0) : Ms;
-            const float *D = dec(a, unit, nseg - 1 - i);
-            for (size_t x = 0; x < n; x++)
-                Eo[x] = D[j->per_key ? (int64_t)x / j->V : 0] * Ein[x] + Ms[x];
-            Ein = Eo;
-        }
-        publish(&ready[k0]);
-    }
-    const int next_makes_k1 = p + 1 < pl->lanes && pl->j[p + 1] < k1;
-    for (int64_t i = k0; i < k1; i++) {
-        const float *Ein = slot(a->E, a, unit, per, i);
-        if (next_makes_k1 && i + 1 == k1) {
-            run_pos(a, unit, start, len, i, Ein,
-                    a->Wd + ((size_t)unit * (size_t)a->max_lanes + (size_t)p) * kv(j), scratch);
-        } else {
-            run_pos(a, unit, start, len, i, Ein, slot(a->E, a, unit, per, i + 1), scratch);
-            publish(&ready[i + 1]);
-        }
-    }
-    if (k1 == nseg) store_ds0(j, unit, slot(a->E, a, unit, per, nseg));
-}
-
-/* (3), one thread: every unit's positions in order. */
-static void serial_task(void *arg, int64_t unit, int tid) {
-    const sb_arg *a = arg;
-    const gla_job *j = a->j;
-    char *scratch = la__scratch(j->ctx, tid);
     sb_bufs b;
-    sb_layout(j, scratch, &b);
-    float *Ein = b.Sa, *Eout = b.Sb;
-    int64_t start, len;
-    const int64_t nseg = nseg_of(a, unit, &start, &len);
-    load_dST(j, unit, Ein);
-    for (int64_t i = 0; i < nseg; i++) {
-        run_pos(a, unit, start, len, i, Ein, Eout, scratch);
-        float *t = Ein;
-        Ein = Eout;
-        Eout = t;
-    }
-    store_ds0(j, unit, Ein);
+    sb_layout(a->j, la__scratch(a->j->ctx, tid), &b);
+    *Sa = b.Sa;
+    *Sb = b.Sb;
+}
+
+/* S, L, D, gp from the arena (base NULL: only counted). */
+static void sb_take(sb_arg *a, la__arena *ar) {
+    const size_t slots = (size_t)a->units * (size_t)(a->nseg_max + 1);
+    a->S = la__arena_take(ar, slots, kv(a->j) * sizeof(float));
+    a->L = la__arena_take(ar, slots, kv(a->j) * sizeof(float));
+    a->D = la__arena_take(ar, slots, (a->j->per_key ? (size_t)a->j->K : 1) * sizeof(float));
+    a->gp = la__arena_take(ar, slots, sizeof(double));
 }
 
 int la__gla_split_bwd_over_time(const gla_job *j) {
@@ -499,45 +456,34 @@ la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
     a.units = la__num_seqs(j->d) * j->H; /* < BWD_SPLIT_BELOW */
     a.seg_len = la__gla_seg_chunks(j) * j->C;
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
-    const int threads = la_ctx_threads(j->ctx);
-    a.max_lanes = (int)((threads + a.units - 1) / a.units);
-    if (a.max_lanes > a.nseg_max) a.max_lanes = (int)a.nseg_max;
-    if (a.max_lanes < 1) a.max_lanes = 1;
-    const size_t n = kv(j), slots = (size_t)a.units * (size_t)(a.nseg_max + 1);
-    const size_t nl = (size_t)a.units * (size_t)a.max_lanes;
-    const size_t lim = SIZE_MAX / sizeof(float) / n / 4;
-    a.S = slots <= lim ? malloc((3 * slots + nl) * n * sizeof(float)) : NULL;
-    a.L = a.S ? a.S + slots * n : NULL;
-    a.E = a.S ? a.L + slots * n : NULL;
-    a.Wd = a.S ? a.E + slots * n : NULL;
-    a.D = slots <= lim ? malloc(slots * (size_t)(j->per_key ? j->K : 1) * sizeof *a.D) : NULL;
-    a.gp = malloc(slots * sizeof *a.gp);
-    a.ready = malloc(slots * sizeof *a.ready);
-    a.plans = calloc((size_t)a.units, sizeof *a.plans);
-    int64_t *kj = calloc((size_t)a.units * (2 * (size_t)a.max_lanes + 1), sizeof *kj);
-    la_status st = LA_OK;
-    if (!a.S || !a.D || !a.gp || !a.ready || !a.plans || !kj) {
-        st = la__error(LA_ERR_OUT_OF_MEMORY,
-                       "%s: out of memory for %zu segment states of %zu floats (one sequence "
-                       "split over time)",
-                       op, 3 * slots + nl, n);
-        goto done;
-    }
+    const size_t n = kv(j);
+    la__arena ar = {NULL, 0, 0};
+    sb_take(&a, &ar);
+    if (ar.overflow)
+        return la__error(LA_ERR_OUT_OF_MEMORY,
+                         "%s: the segment states of %" PRId64 " x %" PRId64
+                         " segments overflow size_t (one sequence split over time)",
+                         op, a.units, a.nseg_max);
+    la__lanes L;
+    char *mem;
+    la_status st = la__lanes_open(&L, j->ctx, op, la__gla_split_bwd_bytes(j), a.units, a.nseg_max,
+                                  n, 0, la__arena_size(&ar), &mem);
+    if (st != LA_OK) return st;
+    ar = (la__arena){mem, 0, 0};
+    sb_take(&a, &ar);
+    L.Ws = a.L; /* L_s is read by (2) only, before the lanes' sums */
     la__parallel_for(j->ctx, a.units * a.nseg_max, fwd_sum_task, &a);
     la__parallel_for(j->ctx, a.units * ((j->K + ROW_BLOCK - 1) / ROW_BLOCK), chain_task, &a);
-    if (threads == 1) {
-        la__parallel_for(j->ctx, a.units, serial_task, &a);
-    } else {
-        for (size_t i = 0; i < slots; i++) atomic_init(&a.ready[i], 0);
-        for (int64_t unit = 0; unit < a.units; unit++) {
-            int64_t start, len;
-            plan *pl = &a.plans[unit];
-            pl->k = kj + (size_t)unit * (2 * (size_t)a.max_lanes + 1);
-            pl->j = pl->k + a.max_lanes + 1;
-            make_plan(nseg_of(&a, unit, &start, &len), a.max_lanes, SUM_COST, pl);
-        }
-        la__parallel_for(j->ctx, a.units * a.max_lanes, lane_task, &a);
-    }
+    const la__lane_ops ops = {.arg = &a,
+                              .count = rev_count,
+                              .init = rev_init,
+                              .final = rev_final,
+                              .sum = rev_sum,
+                              .add = rev_add,
+                              .run = rev_run,
+                              .serial_bufs = rev_bufs};
+    la__lanes_plan_all(&L, &ops, SUM_COST);
+    la__lanes_run(&L, &ops);
     if (j->dgamma_part)
         for (int64_t unit = 0; unit < a.units; unit++) {
             int64_t start, len;
@@ -546,12 +492,5 @@ la_status la__gla_run_split_bwd(const char *op, const gla_job *j) {
             for (int64_t i = 0; i < nseg; i++) s += a.gp[unit * a.nseg_max + i];
             j->dgamma_part[unit] = s;
         }
-done:
-    free(a.S);
-    free(a.D);
-    free(a.gp);
-    free(a.ready);
-    free(a.plans);
-    free(kj);
-    return st;
+    return LA_OK;
 }

@@ -15,14 +15,11 @@
  * against the unsplit form they differ at segment boundaries and in the
  * state update (U added by a multiply-add, not the gemm's beta).
  *
- * Schedule: the lanes of split_plan.h, as split_bwd.c's reverse sweep
- * (every state slot has one writer). One thread: the segments in order. */
+ * Schedule: the lanes of split_lanes.h (every state slot has one writer).
+ * One thread: the segments in order. */
+#include "../split_lanes.h"
 #include "gla.h"
-#include "../split_plan.h"
 
-#include <sched.h>
-#include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define GLA_SPLIT_BELOW 8
@@ -108,20 +105,11 @@ static void segment(const gla_job *j, int64_t start, int64_t h, int64_t tb, int6
 
 typedef struct sg_arg {
     const gla_job *j;
-    int64_t seg_len, nseg_max, units;
-    int max_lanes;
-    float *W;          /* [units, nseg_max + 1, K, V]: S[s] */
-    float *Ws;         /* [units, nseg_max, K, V]: a lane's sums (and states between) */
-    float *Wd;         /* [units, max_lanes, K, V]: discard slots */
-    float *Ds;         /* [units, nseg_max, K]: decays of summed segments */
-    atomic_int *ready; /* [units, nseg_max + 1] */
-    plan *plans;
+    int64_t seg_len, nseg_max;
+    float *Ds; /* [units, nseg_max, K]: decays of summed segments */
 } sg_arg;
 
 static size_t kv(const gla_job *j) { return (size_t)j->K * (size_t)j->V; }
-static float *slot(float *W, int64_t unit, int64_t per, int64_t i, size_t n) {
-    return W + ((size_t)unit * (size_t)per + (size_t)i) * n;
-}
 static int64_t nseg_of(const sg_arg *a, int64_t unit, int64_t *start, int64_t *len) {
     la__seq_bounds(a->j->d, unit / a->j->H, start, len);
     return (*len + a->seg_len - 1) / a->seg_len;
@@ -130,90 +118,58 @@ static void seg_range(const sg_arg *a, int64_t len, int64_t s, int64_t *tb, int6
     *tb = s * a->seg_len;
     *te = len - *tb < a->seg_len ? len : *tb + a->seg_len;
 }
-static void publish(atomic_int *f) { atomic_store_explicit(f, 1, memory_order_release); }
-static void wait_for(atomic_int *f) {
-    while (!atomic_load_explicit(f, memory_order_acquire)) sched_yield();
+static float *dec(const sg_arg *a, int64_t unit, int64_t i) {
+    return a->Ds + ((size_t)unit * (size_t)a->nseg_max + (size_t)i) * (size_t)a->j->K;
 }
-static void load_init(const gla_job *j, int64_t unit, float *S) {
+
+/* ---- the pass's callbacks (split_lanes.h) ---------------------------- */
+
+static int64_t sg_count(void *arg, int64_t unit) {
+    int64_t start, len;
+    return nseg_of(arg, unit, &start, &len);
+}
+static void sg_init(void *arg, int64_t unit, float *S) {
+    const gla_job *j = ((const sg_arg *)arg)->j;
     if (j->s0)
         memcpy(S, j->s0 + (size_t)unit * kv(j), kv(j) * sizeof(float));
     else
         memset(S, 0, kv(j) * sizeof(float));
 }
-static void store_final(const gla_job *j, int64_t unit, const float *S) {
+static void sg_final(void *arg, int64_t unit, const float *S) {
+    const gla_job *j = ((const sg_arg *)arg)->j;
     if (j->sT) memcpy(j->sT + (size_t)unit * kv(j), S, kv(j) * sizeof(float));
 }
-
-static void lane_task(void *arg, int64_t task, int tid) {
+static void sg_sum(void *arg, int64_t unit, int64_t i, float *Ssum, int tid) {
     const sg_arg *a = arg;
-    const gla_job *j = a->j;
-    const int64_t unit = task / a->max_lanes, h = unit % j->H, per = a->nseg_max + 1;
-    const int p = (int)(task % a->max_lanes);
-    const plan *pl = &a->plans[unit];
-    if (p >= pl->lanes) return;
-    atomic_int *ready = a->ready + (size_t)unit * (size_t)per;
-    char *scratch = la__scratch(j->ctx, tid);
-    const size_t n = kv(j);
     int64_t start, len, tb, te;
-    const int64_t nseg = nseg_of(a, unit, &start, &len), k0 = pl->k[p], k1 = pl->k[p + 1];
-    if (p == 0) {
-        load_init(j, unit, slot(a->W, unit, per, 0, n));
-        publish(&ready[0]);
-    } else {
-        const int64_t jp = pl->j[p];
-        for (int64_t i = jp; i < k0; i++) {
-            seg_range(a, len, i, &tb, &te);
-            segment(j, start, h, tb, te, NULL, NULL, slot(a->Ws, unit, a->nseg_max, i, n),
-                    a->Ds + ((size_t)unit * (size_t)a->nseg_max + (size_t)i) * (size_t)j->K,
-                    scratch);
-        }
-        wait_for(&ready[jp]);
-        const float *Sin = slot(a->W, unit, per, jp, n);
-        for (int64_t i = jp; i < k0; i++) {
-            float *Ls = slot(a->Ws, unit, a->nseg_max, i, n);
-            float *So = i + 1 == k0 ? slot(a->W, unit, per, k0, n) : Ls;
-            const float *D =
-                a->Ds + ((size_t)unit * (size_t)a->nseg_max + (size_t)i) * (size_t)j->K;
-            for (int64_t x = 0; x < j->K; x++)
-                for (int64_t y = 0; y < j->V; y++)
-                    So[x * j->V + y] = D[x] * Sin[x * j->V + y] + Ls[x * j->V + y];
-            Sin = So;
-        }
-        publish(&ready[k0]);
-    }
-    const int next_makes_k1 = p + 1 < pl->lanes && pl->j[p + 1] < k1;
-    for (int64_t i = k0; i < k1; i++) {
-        seg_range(a, len, i, &tb, &te);
-        const float *Sin = slot(a->W, unit, per, i, n);
-        if (next_makes_k1 && i + 1 == k1) {
-            segment(j, start, h, tb, te, Sin, slot(a->Wd, unit, a->max_lanes, p, n), NULL, NULL,
-                    scratch);
-        } else {
-            segment(j, start, h, tb, te, Sin, slot(a->W, unit, per, i + 1, n), NULL, NULL, scratch);
-            publish(&ready[i + 1]);
-        }
-    }
-    if (k1 == nseg) store_final(j, unit, slot(a->W, unit, per, nseg, n));
+    nseg_of(a, unit, &start, &len);
+    seg_range(a, len, i, &tb, &te);
+    segment(a->j, start, unit % a->j->H, tb, te, NULL, NULL, Ssum, dec(a, unit, i),
+            la__scratch(a->j->ctx, tid));
 }
-
-static void serial_task(void *arg, int64_t unit, int tid) {
+/* S[i+1] = Diag(D) S[i] + L */
+static void sg_add(void *arg, int64_t unit, int64_t i, const float *Sin, const float *Ls,
+                   float *So) {
     const sg_arg *a = arg;
-    const gla_job *j = a->j;
-    char *scratch = la__scratch(j->ctx, tid);
-    sg_bufs b;
-    sg_layout(j, scratch, &b);
-    float *Sin = b.Sa, *Sout = b.Sb;
+    const int64_t K = a->j->K, V = a->j->V;
+    const float *D = dec(a, unit, i);
+    for (int64_t x = 0; x < K; x++)
+        for (int64_t y = 0; y < V; y++) So[x * V + y] = D[x] * Sin[x * V + y] + Ls[x * V + y];
+}
+static void sg_run(void *arg, int64_t unit, int64_t i, const float *Sin, float *Sout, int tid) {
+    const sg_arg *a = arg;
     int64_t start, len, tb, te;
-    const int64_t nseg = nseg_of(a, unit, &start, &len);
-    load_init(j, unit, Sin);
-    for (int64_t i = 0; i < nseg; i++) {
-        seg_range(a, len, i, &tb, &te);
-        segment(j, start, unit % j->H, tb, te, Sin, Sout, NULL, NULL, scratch);
-        float *t = Sin;
-        Sin = Sout;
-        Sout = t;
-    }
-    store_final(j, unit, Sin);
+    nseg_of(a, unit, &start, &len);
+    seg_range(a, len, i, &tb, &te);
+    segment(a->j, start, unit % a->j->H, tb, te, Sin, Sout, NULL, NULL,
+            la__scratch(a->j->ctx, tid));
+}
+static void sg_bufs_of(void *arg, int tid, float **Sa, float **Sb) {
+    const sg_arg *a = arg;
+    sg_bufs b;
+    sg_layout(a->j, la__scratch(a->j->ctx, tid), &b);
+    *Sa = b.Sa;
+    *Sb = b.Sb;
 }
 
 int la__gla_split_gla_over_time(const gla_job *j) {
@@ -222,51 +178,29 @@ int la__gla_split_gla_over_time(const gla_job *j) {
 }
 
 la_status la__gla_run_split_gla(const char *op, const gla_job *j) {
-    sg_arg a;
-    memset(&a, 0, sizeof a);
-    a.j = j;
-    a.units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
-    a.seg_len = la__gla_seg_chunks(j) * j->C;
+    sg_arg a = {.j = j, .seg_len = la__gla_seg_chunks(j) * j->C};
     a.nseg_max = (la__max_seq_len(j->d) + a.seg_len - 1) / a.seg_len;
-    const int threads = la_ctx_threads(j->ctx);
-    if (threads == 1) {
-        la__parallel_for(j->ctx, a.units, serial_task, &a);
-        return LA_OK;
-    }
-    a.max_lanes = (int)((threads + a.units - 1) / a.units);
-    if (a.max_lanes > a.nseg_max) a.max_lanes = (int)a.nseg_max;
-    const size_t n = kv(j), slots = (size_t)a.units * (size_t)(a.nseg_max + 1);
-    const size_t nl = (size_t)a.units * (size_t)a.max_lanes;
-    const size_t lim = SIZE_MAX / sizeof(float) / n / 3;
-    a.W = slots <= lim ? malloc((2 * slots + nl) * n * sizeof(float)) : NULL;
-    a.Ws = a.W ? a.W + slots * n : NULL;
-    a.Wd = a.W ? a.Ws + slots * n : NULL;
-    a.Ds = slots <= lim ? malloc(slots * (size_t)j->K * sizeof(float)) : NULL;
-    a.ready = malloc(slots * sizeof *a.ready);
-    a.plans = calloc((size_t)a.units, sizeof *a.plans);
-    int64_t *kj = calloc((size_t)a.units * (2 * (size_t)a.max_lanes + 1), sizeof *kj);
-    la_status st = LA_OK;
-    if (!a.W || !a.Ds || !a.ready || !a.plans || !kj) {
-        st = la__error(LA_ERR_OUT_OF_MEMORY,
-                       "%s: out of memory for %zu segment states of %zu floats (one sequence "
-                       "split over time)",
-                       op, 2 * slots + nl, n);
-        goto done;
-    }
-    for (size_t i = 0; i < slots; i++) atomic_init(&a.ready[i], 0);
-    for (int64_t unit = 0; unit < a.units; unit++) {
-        int64_t start, len;
-        plan *pl = &a.plans[unit];
-        pl->k = kj + (size_t)unit * (2 * (size_t)a.max_lanes + 1);
-        pl->j = pl->k + a.max_lanes + 1;
-        make_plan(nseg_of(&a, unit, &start, &len), a.max_lanes, SUM_COST, pl);
-    }
-    la__parallel_for(j->ctx, a.units * a.max_lanes, lane_task, &a);
-done:
-    free(a.W);
-    free(a.Ds);
-    free(a.ready);
-    free(a.plans);
-    free(kj);
-    return st;
+    const int64_t units = la__num_seqs(j->d) * j->H; /* < GLA_SPLIT_BELOW */
+    /* the decays of summed segments (several threads) */
+    const size_t slots = (size_t)units * (size_t)a.nseg_max, K = (size_t)j->K;
+    const size_t ds = la_ctx_threads(j->ctx) == 1            ? 0
+                      : slots > SIZE_MAX / sizeof(float) / K ? SIZE_MAX
+                                                             : slots * K * sizeof(float);
+    la__lanes L;
+    char *extra;
+    la_status st = la__lanes_open(&L, j->ctx, op, la__gla_split_gla_bytes(j), units, a.nseg_max,
+                                  kv(j), 1, ds, &extra);
+    if (st != LA_OK) return st;
+    a.Ds = (float *)(void *)extra;
+    const la__lane_ops ops = {.arg = &a,
+                              .count = sg_count,
+                              .init = sg_init,
+                              .final = sg_final,
+                              .sum = sg_sum,
+                              .add = sg_add,
+                              .run = sg_run,
+                              .serial_bufs = sg_bufs_of};
+    la__lanes_plan_all(&L, &ops, SUM_COST);
+    la__lanes_run(&L, &ops);
+    return LA_OK;
 }
