@@ -24,7 +24,17 @@
  * The state before every chunk goes to hst straight from the accumulators.
  * The value blocks of a head are neighbours in the launch order (they read
  * the same tiles, from L2). Fixed summation order, no atomics: bitwise
- * identical run to run. */
+ * identical run to run.
+ * BK (cuda-delta6, sm_90, opt-in: LINATTN_CUDA_DELTA_TC_BULK=1): the tiles
+ * come by bulk copies (cp.async.bulk, one per tile row, issued by the lanes
+ * of warp 0, completion counted on an mbarrier per buffer) instead of 16-byte
+ * cp.async from every thread (ncu: issuing ~17 cp.async per thread per chunk
+ * takes 44% of the step). The buffers are zeroed once; rows past a short
+ * chunk's end hold an earlier chunk's (finite) values, which only reach R^T's
+ * columns past L, set to 0. Same bits as the cp.async path, but 4.2x slower
+ * (H200, bench/GPU.md "cuda-delta6"): the per-row copies take per-lane
+ * addresses into uniform registers one lane at a time, so warp 0 spends
+ * the step issuing while the other warps wait at the partials' barrier. */
 #include "delta_chunk.cuh"
 #include "tc.cuh"
 
@@ -40,6 +50,34 @@ __device__ __forceinline__ void dst_cp16(void *dst, const void *src, int bytes) 
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
                  : "memory");
+}
+/* sm_90 bulk copy of `bytes` (a multiple of 16, both addresses 16-byte
+ * aligned) into this CTA's shared memory, counted on mbarrier `bar`. */
+__device__ __forceinline__ void dst_bulk(void *dst, const void *src, unsigned bytes, unsigned bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];\n" ::"r"(d),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void dst_expect(unsigned bar, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void dst_mwait(unsigned bar, unsigned parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    unsigned ok = 0;
+    while (!ok)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(ok)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+#endif
 }
 __device__ __forceinline__ void dst_cp4(void *dst, const void *src, int bytes) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
@@ -62,11 +100,11 @@ __device__ __forceinline__ void dst_pack(float x, float y, uint32_t &hi, uint32_
 template <int NW, int KW, int NP, int NB> static size_t dst_smem() {
     constexpr int LD = NW * KW + 8;
     return (size_t)NB * 2 * NP * 64 * LD * 2 + (size_t)NB * 64 * DST_SU * 4 +
-           (size_t)NW * 16 * DST_PLD * 4 + (size_t)2 * 16 * DST_RLD * 2;
+           (size_t)NW * 16 * DST_PLD * 4 + (size_t)2 * 16 * DST_RLD * 2 + 16;
 }
 
 /* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16). */
-template <int NW, int KW, int NP, int NB>
+template <int NW, int KW, int NP, int NB, bool BK>
 __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
     extern __shared__ __align__(128) unsigned char dst_sm[];
     constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
@@ -75,6 +113,7 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] */
     float *const Ps = Us + NB * 64 * DST_SU;                 /* [NW][16][DST_PLD] */
     dst_bf *const Rh = (dst_bf *)(Ps + NW * 16 * DST_PLD), *const Rl = Rh + 16 * DST_RLD;
+    uint64_t *const mb = (uint64_t *)(Rl + 16 * DST_RLD); /* [NB] mbarriers (BK) */
     const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
     const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
     const int64_t K = p.K, V = p.V, HS = p.HS, K8 = (K + 7) & ~(int64_t)7;
@@ -133,16 +172,67 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
         asm volatile("cp.async.commit_group;\n" ::: "memory");
     };
 
-    if (s.nch > 0) issue(0, 0);
+    /* BK: warp 0 copies chunk c's rows into buffer b, one bulk copy per row
+     * of each tile, the bytes announced on mb[b] first */
+    auto issue_bulk = [&](int c, int b) {
+        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
+        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
+        const unsigned rb = (unsigned)K8 * 2, ub = (unsigned)vc * 4;
+        const unsigned bar = (unsigned)__cvta_generic_to_shared(mb + b);
+        if (lane == 0) dst_expect(bar, (unsigned)L * (2 * NP * rb + ub));
+        __syncwarp();
+        const int64_t ko = (tok0 * HS + hs) * K8, rs = HS * K8;
+        dst_bf *tb = tiles + b * 2 * NP * TILE;
+        float *ubuf = Us + b * 64 * DST_SU;
+        const float *us = p.U + (tok0 * HS + hs) * V + v0;
+        for (int r = lane; r < L; r += 32) {
+            const int64_t off = ko + r * rs;
+            dst_bf *d = tb + r * LD;
+            dst_bulk(d, p.Wh + off, rb, bar);
+            dst_bulk(d + NP * TILE, p.Kh + off, rb, bar);
+            if (NP == 2) {
+                dst_bulk(d + TILE, p.Wl + off, rb, bar);
+                dst_bulk(d + 3 * TILE, p.Kl + off, rb, bar);
+            }
+            dst_bulk(ubuf + r * DST_SU, us + r * HS * V, ub, bar);
+        }
+    };
+    if (BK) {
+        /* zero the tiles once: columns past K8 / vc are never copied, rows
+         * past a short chunk's end must be finite */
+        const int n4 = (int)((size_t)(NB * 2 * NP * TILE * 2 + NB * 64 * DST_SU * 4) / 16);
+        for (int e = t; e < n4; e += NTH) ((uint4 *)dst_sm)[e] = make_uint4(0, 0, 0, 0);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        if (t < NB)
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(
+                             (unsigned)__cvta_generic_to_shared(mb + t))
+                         : "memory");
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+        __syncthreads();
+        if (w == 0 && s.nch > 0) issue_bulk(0, 0);
+    } else if (s.nch > 0)
+        issue(0, 0);
     for (int c = 0; c < s.nch; c++) {
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
         const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
         const size_t chk = (size_t)s.chunk0 + c;
         const int b = NB == 2 ? (c & 1) : 0;
         const float bl = p.bL[chk * HS + hs];
-        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-        __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
-        if (NB == 2 && c + 1 < s.nch) issue(c + 1, b ^ 1);
+        if (BK) {
+            __syncthreads(); /* every warp is past chunk c - 1 */
+            if (NB == 2 && c + 1 < s.nch && w == 0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+                issue_bulk(c + 1, b ^ 1);
+            }
+            dst_mwait((unsigned)__cvta_generic_to_shared(mb + b), (unsigned)(c / NB) & 1u);
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+            __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
+            if (NB == 2 && c + 1 < s.nch) issue(c + 1, b ^ 1);
+        }
         const dst_bf *const Wt = tiles + b * 2 * NP * TILE, *const Kt = Wt + NP * TILE;
         if (p.hst) {
             float *hc = p.hst + (chk * HS + hs) * K * V + v0;
@@ -213,8 +303,9 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
                         const float2 y = *(const float2 *)&Ps[ww * 16 * DST_PLD + o];
                         a.x += y.x, a.y += y.y;
                     }
-                    const float r0 = Ub[tt * DST_SU + v] - a.x,
-                                r1 = Ub[(tt + 1) * DST_SU + v] - a.y;
+                    /* columns past L are 0 (their tile rows may be stale, BK) */
+                    const float r0 = (!BK || tt < L) ? Ub[tt * DST_SU + v] - a.x : 0.f,
+                                r1 = (!BK || tt + 1 < L) ? Ub[(tt + 1) * DST_SU + v] - a.y : 0.f;
                     uint32_t hi, lo;
                     dst_pack(r0, r1, hi, lo);
                     *(uint32_t *)&Rh[v * DST_RLD + tt] = hi;
@@ -264,7 +355,14 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
                 for (int e = 0; e < 4; e++) S[j][e] += Sx[j][e];
         if (NB == 1 && c + 1 < s.nch) {
             __syncthreads(); /* buffer 0 read by every warp */
-            issue(c + 1, 0);
+            if (!BK)
+                issue(c + 1, 0);
+            else if (w == 0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+                issue_bulk(c + 1, 0);
+            }
         }
     }
     if (p.sT)
@@ -278,22 +376,46 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
             }
 }
 
-template <int NW, int KW, int NP, int NB>
+template <int NW, int KW, int NP, int NB, bool BK>
 static la_status dst_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
     const size_t smem = dst_smem<NW, KW, NP, NB>();
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state_tc<NW, KW, NP, NB>,
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state_tc<NW, KW, NP, NB, BK>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
-    la_cu_dc_state_tc<NW, KW, NP, NB><<<grid, NW * 32, smem, stream>>>(p);
+    la_cu_dc_state_tc<NW, KW, NP, NB, BK><<<grid, NW * 32, smem, stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
+}
+/* Bulk copies (BK) need sm_90, 16-byte aligned tile rows (the parts' rows
+ * are K8 elements; U's 16-column blocks need V % 4 == 0) and are opt-in:
+ * LINATTN_CUDA_DELTA_TC_BULK = 1 (read once; slower, see the top). */
+static bool dst_bulk_ok(const la__cu_call *c, const la_cu_dc_args &p) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_DELTA_TC_BULK");
+        mode = e && e[0] == '1';
+    }
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) !=
+        cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    const uintptr_t al =
+        (uintptr_t)p.Wh | (uintptr_t)p.Kh | (uintptr_t)p.Wl | (uintptr_t)p.Kl | (uintptr_t)p.U;
+    return mode && major >= 9 && (al & 15) == 0 && (c->V & 3) == 0;
+}
+template <int NW, int KW, int NP, int NB>
+static la_status dst_bk(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
+    if (dst_bulk_ok(c, p)) return dst_launch<NW, KW, NP, NB, true>(c, p, stream);
+    return dst_launch<NW, KW, NP, NB, false>(c, p, stream);
 }
 template <int NW, int KW, int NP>
 static la_status dst_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
     if (dst_smem<NW, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
-        return dst_launch<NW, KW, NP, 2>(c, p, stream);
+        return dst_bk<NW, KW, NP, 2>(c, p, stream);
     if (dst_smem<NW, KW, NP, 1>() <= (size_t)la__cu_smem_optin(c))
-        return dst_launch<NW, KW, NP, 1>(c, p, stream);
+        return dst_bk<NW, KW, NP, 1>(c, p, stream);
     return la__error(LA_ERR_UNSUPPORTED,
                      "%s: K = %lld needs more shared memory than the device has", c->op,
                      (long long)c->K);
