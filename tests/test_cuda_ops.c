@@ -863,6 +863,8 @@ int main(void) {
     static const int64_t cu4[] = {0, 0, 70, 70, 200, 200}; /* zero-length sequences */
     /* cuda-delta7: sequences of 1, 0, 2, 3, 4, 5 chunks (the last one token long) */
     static const int64_t cu5[] = {0, 1, 1, 129, 321, 577, 834};
+    /* cuda-delta6: sequences of 0, 1, 2, 3 (last of 1 token), 4, 5 (last of 44) chunks, 0 */
+    static const int64_t cu6[] = {0, 0, 64, 192, 321, 577, 877, 877};
     const scase sc[] = {
         /* name                              B  T     H  K    V    cu   ns dt lin fm gates ext det
          */
@@ -987,6 +989,13 @@ int main(void) {
          LA_DTYPE_BF16, 1, 1, 1, 1.0},
         {"delta bf16 raw keys B2 T257 K72 V36", 2, 257, 2, 0, 72, 36, NULL, 0, LA_DTYPE_BF16, 0, 0,
          0, 0.1},
+        /* cuda-delta6: the state pass's bulk-copy pipeline (V % 4 == 0) over
+         * 0..5 chunks per sequence, K % 8 != 0 (K8 = 40), a 4-column value
+         * block; K = 128 with 8 warps */
+        {"gdn bf16 l2 extreme varlen 0-5 chunks K36 V68 HV=2H", 1, 877, 1, 2, 36, 68, cu6, 7,
+         LA_DTYPE_BF16, 1, 1, 1, 1.0},
+        {"delta fp16 l2 varlen 0-5 chunks K128 V64", 1, 877, 1, 0, 128, 64, cu6, 7, LA_DTYPE_F16, 0,
+         1, 0, 1.0},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,
