@@ -38,21 +38,8 @@
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* cpu-fwd5: the chunk step and the chunk backward are built for the
- * baseline ISA, AVX2 and AVX-512 (their element loops: gate sums, row
- * scalings, the backward's gradient rows); every helper they call in this
- * file is inlined into each build. Elementwise float operations in a fixed
- * order and no contraction: every build gives the same bits, as the GLA
- * chunk's (gla/chunk.c); la_isa_active() picks one, as for the kernels. */
-#if defined(__GNUC__)
-#define KDA_INLINE static inline __attribute__((always_inline))
-#else
-#define KDA_INLINE static inline
-#endif
-#if defined(__GNUC__) && defined(__x86_64__)
-#define KDA_ISA_BUILDS 1
-#define KDA_AVX2 __attribute__((target("avx2")))
-#define KDA_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2")))
-#endif
+ * baseline ISA, AVX2 and AVX-512 (KDA_ISA_BUILDS, kda.h): their element
+ * loops (gate sums, row scalings, the backward's gradient rows). */
 
 size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C, ck = up16(c * (size_t)K), cv = up16(c * (size_t)V);
@@ -63,7 +50,7 @@ size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
 /* gam = cumulative sums of the chunk's gates (float64); then the pair
  * factors and b = exp(gam), e = exp(gam_L - gam) (pairs.c). */
 KDA_INLINE void chunk_gates(int64_t L, int64_t K, const float *g, const float *q, const float *k,
-                        double *gam, float *b, float *e, float *pw) {
+                            double *gam, float *b, float *e, float *pw) {
     for (int64_t x = 0; x < K; x++) gam[x] = (double)g[x];
     for (int64_t t = 1; t < L; t++)
         for (int64_t x = 0; x < K; x++)
@@ -83,7 +70,7 @@ size_t la__kda_chunk_keep_floats(int64_t C, int64_t K, int64_t V) {
 
 /* keep's pieces: M, U, W, R (see kda.h). */
 KDA_INLINE void keep_layout(int64_t L, int64_t K, int64_t V, const float *keep, const float **M,
-                        const float **U, const float **W, const float **R) {
+                            const float **U, const float **W, const float **R) {
     *M = keep;
     *U = *M + up16((size_t)(L * L));
     *W = *U + up16((size_t)(L * V));
@@ -313,7 +300,7 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
 }
 
 #define KDA_BWD_ARGS                                                                               \
-    const la__kda_chunk_in *in, const float *S0, float *G, const float *dO, const float *kept,    \
+    const la__kda_chunk_in *in, const float *S0, float *G, const float *dO, const float *kept,     \
         float *dq, float *dk, float *dv, float *dbeta, float *dg, float *work
 #define KDA_BWD_CALL in, S0, G, dO, kept, dq, dk, dv, dbeta, dg, work
 
