@@ -1,8 +1,10 @@
 /* The tasks of a KDA call.
  *
- * Forward: one task per (sequence, value head). The recurrent form runs
- * la__kda_token token by token; the chunk form gathers a chunk's rows into
- * contiguous scratch (normalising q and k once) and runs la__kda_chunk_step.
+ * Forward: one task per (sequence, value head) for the recurrent form, which
+ * runs la__kda_token token by token; per (sequence, group of value heads)
+ * for the chunk form, which gathers a chunk's rows of each head of the group
+ * in turn into contiguous scratch (normalising q and k once) and runs
+ * la__kda_chunk_step (fwd_group).
  *
  * Backward: one task per (sequence, q/k head), looping over the value heads
  * of its group in order, so dq and dk (summed over the group) never depend
@@ -32,10 +34,25 @@ typedef struct {
     float *work;                 /* token or chunk work */
 } fwd_scratch;
 
+/* cpu-fwd5: the chunk forward's task is (sequence, group of up to
+ * FWD_GROUP value heads), each chunk run head after head of the group: a
+ * token's rows of the group share pages (a page per token at HV*K = 1024),
+ * walked for the group at once instead of once per head over the whole
+ * sequence. Each head's arithmetic is that of a one-head task, so the group
+ * (which depends on the thread count: at least about one task per thread)
+ * changes no bit. */
+#define FWD_GROUP 4
+
+static int64_t fwd_group(const la__kda_args *a) {
+    if (a->form != LA_FORM_CHUNK) return 1;
+    const int64_t th = la_ctx_threads(a->ctx), per = a->N * a->HV / (th > 0 ? th : 1);
+    return per >= FWD_GROUP ? FWD_GROUP : per > 1 ? per : 1;
+}
+
 static size_t fwd_layout(const la__kda_args *a, void *base, fwd_scratch *s) {
     const size_t K = (size_t)a->K, V = (size_t)a->V, C = (size_t)a->chunk;
     la__arena ar = {(char *)base, 0, 0};
-    s->S = la__arena_floats(&ar, K * V);
+    s->S = la__arena_floats(&ar, K * V * (size_t)fwd_group(a));
     if (a->form == LA_FORM_RECURRENT) {
         s->qn = la__arena_floats(&ar, K);
         s->kn = la__arena_floats(&ar, K);
@@ -53,7 +70,7 @@ static size_t fwd_layout(const la__kda_args *a, void *base, fwd_scratch *s) {
 
 size_t la__kda_forward_scratch(const la__kda_args *a) {
     const double C = (double)a->chunk, K = (double)a->K, V = (double)a->V;
-    if ((2 * K * V + 12 * C * C + 40 * C * (K + V)) * 4 > 0x1p62) return SIZE_MAX;
+    if (((1 + FWD_GROUP) * K * V + 12 * C * C + 40 * C * (K + V)) * 4 > 0x1p62) return SIZE_MAX;
     fwd_scratch s = {0};
     const size_t n = fwd_layout(a, NULL, &s);
     return n ? n : SIZE_MAX;
@@ -69,16 +86,19 @@ static void load_state(const float *init, float *S, size_t KV, size_t slot) {
 static void forward_task(void *p, int64_t task, int tid) {
     const la__kda_args *a = p;
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
-    const int64_t n = task / HV, hv = task % HV, hq = hv / group;
+    const int64_t G = fwd_group(a), ng = (HV + G - 1) / G;
+    const int64_t n = task / ng, hv0 = task % ng * G, nh = HV - hv0 < G ? HV - hv0 : G;
     const size_t KV = (size_t)K * (size_t)V;
     int64_t start, len;
     la__seq_bounds(&a->dims, n, &start, &len);
     fwd_scratch w = {0};
     fwd_layout(a, la__scratch(a->ctx, tid), &w);
-    float *S = w.S;
-    load_state(a->initial_state, S, KV, (size_t)task);
+    for (int64_t i = 0; i < nh; i++)
+        load_state(a->initial_state, w.S + (size_t)i * KV, KV, (size_t)(n * HV + hv0 + i));
 
-    if (a->form == LA_FORM_RECURRENT) {
+    if (a->form == LA_FORM_RECURRENT) { /* G = 1 */
+        const int64_t hv = hv0, hq = hv / group;
+        float *S = w.S;
         for (int64_t t = start; t < start + len; t++) {
             const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
             const float *q = a->q + qh * (size_t)K, *k = a->k + qh * (size_t)K;
@@ -95,37 +115,45 @@ static void forward_task(void *p, int64_t task, int tid) {
         const int64_t C = a->chunk;
         for (int64_t t0 = 0; t0 < len; t0 += C) {
             const int64_t L = len - t0 < C ? len - t0 : C;
-            for (int64_t t = 0; t < L; t++) {
-                const int64_t tok = start + t0 + t;
-                const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
-                if (t0 + t + AHEAD < len) {
-                    const size_t va = vh + (size_t)(AHEAD * HV), qa = qh + (size_t)(AHEAD * H);
-                    la__delta_prefetch(a->q + qa * (size_t)K, K, 0);
-                    la__delta_prefetch(a->k + qa * (size_t)K, K, 0);
-                    la__delta_prefetch(a->v + va * (size_t)V, V, 0);
-                    la__delta_prefetch(a->g + va * (size_t)K, K, 0);
+            for (int64_t i = 0; i < nh; i++) {
+                const int64_t hv = hv0 + i, hq = hv / group;
+                for (int64_t t = 0; t < L; t++) {
+                    const int64_t tok = start + t0 + t;
+                    const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
+                    if (t0 + t + AHEAD < len) {
+                        const size_t va = vh + (size_t)(AHEAD * HV), qa = qh + (size_t)(AHEAD * H);
+                        la__delta_prefetch(a->q + qa * (size_t)K, K, 0);
+                        la__delta_prefetch(a->k + qa * (size_t)K, K, 0);
+                        la__delta_prefetch(a->v + va * (size_t)V, V, 0);
+                        la__delta_prefetch(a->g + va * (size_t)K, K, 0);
+                    }
+                    if (a->l2norm) {
+                        la__delta_l2norm(w.q + t * K, a->q + qh * (size_t)K, K);
+                        la__delta_l2norm(w.k + t * K, a->k + qh * (size_t)K, K);
+                    } else {
+                        memcpy(w.q + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
+                        memcpy(w.k + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
+                    }
+                    memcpy(w.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+                    memcpy(w.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
+                    w.beta[t] = a->beta[vh];
                 }
-                if (a->l2norm) {
-                    la__delta_l2norm(w.q + t * K, a->q + qh * (size_t)K, K);
-                    la__delta_l2norm(w.k + t * K, a->k + qh * (size_t)K, K);
-                } else {
-                    memcpy(w.q + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
-                    memcpy(w.k + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
-                }
-                memcpy(w.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
-                memcpy(w.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
-                w.beta[t] = a->beta[vh];
+                la__kda_chunk_in in = {L, K, V, w.q, w.k, w.v, w.g, w.beta, a->scale, a->kr};
+                la__kda_chunk_step(&in, w.S + (size_t)i * KV,
+                                   a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
+                                   w.work);
             }
-            la__kda_chunk_in in = {L, K, V, w.q, w.k, w.v, w.g, w.beta, a->scale, a->kr};
-            la__kda_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
-                               w.work);
         }
     }
-    if (a->final_state) memcpy(a->final_state + (size_t)task * KV, S, KV * sizeof(float));
+    if (a->final_state)
+        for (int64_t i = 0; i < nh; i++)
+            memcpy(a->final_state + (size_t)(n * HV + hv0 + i) * KV, w.S + (size_t)i * KV,
+                   KV * sizeof(float));
 }
 
 void la__kda_forward(const la__kda_args *a) {
-    la__parallel_for(a->ctx, a->N * a->HV, forward_task, (void *)a);
+    const int64_t G = fwd_group(a);
+    la__parallel_for(a->ctx, a->N * ((a->HV + G - 1) / G), forward_task, (void *)a);
 }
 
 /* ---- backward --------------------------------------------------------- */
