@@ -222,7 +222,40 @@ static void test_check_finite_ctx(void) {
     free(x);
 }
 
+/* cpu-fwd5: la__check_log_gate's block scan: every valid kind (+0, -0, a
+ * reset, a negative denormal) passes; each bad kind (a positive denormal,
+ * 0.5, +-Inf, NaN of either sign), in the first, a middle and the last
+ * block, is named at its index, not a later bad one. */
+static void test_check_log_gate_scan(void) {
+    const size_t n = 3 * 2048 + 77;
+    float *g = malloc(n * sizeof *g);
+    CHECK(g != NULL, "alloc");
+    if (!g) return;
+    const float ok[4] = {0.0f, -0.0f, -1e4f, -1e-45f};
+    for (size_t i = 0; i < n; i++) g[i] = i % 5 == 4 ? -0.01f * (float)(i % 13) : ok[i % 5 % 4];
+    CHECK(la__check_log_gate("op", "g", g, n) == LA_OK, "valid gates pass");
+    const float bad[6] = {1e-45f, 0.5f, INFINITY, -INFINITY, NAN, -NAN};
+    const size_t at[3] = {3, 2048 + 1000, n - 1};
+    for (int b = 0; b < 6; b++)
+        for (int a = 0; a < 3; a++) {
+            const float keep = g[at[a]];
+            g[at[a]] = bad[b];
+            if (at[a] + 3 < n) g[at[a] + 3] = 0.25f; /* a later one is not the one named */
+            char want[48];
+            snprintf(want, sizeof want, "op: g[%zu]", at[a]);
+            const la_status st = la__check_log_gate("op", "g", g, n);
+            CHECK(st == (b >= 2 ? LA_ERR_NON_FINITE : LA_ERR_INVALID_ARGUMENT),
+                  "bad kind %d at %zu: status %d", b, at[a], (int)st);
+            CHECK(strstr(la_last_error(), want) != NULL, "message '%s' names %s", la_last_error(),
+                  want);
+            g[at[a]] = keep;
+            if (at[a] + 3 < n) g[at[a] + 3] = -0.5f;
+        }
+    free(g);
+}
+
 int main(void) {
+    test_check_log_gate_scan();
     test_check_finite_ctx();
     test_parallel_for_sized();
     test_status();

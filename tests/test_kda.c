@@ -430,6 +430,33 @@ static void test_chunk_edges(la_ctx *ctx) {
     }
 }
 
+/* cpu-fwd5: head groups on one thread, where they are largest: the chunk
+ * forward's tasks take up to 4 value heads (groups 4 + 1, 3 + 3, 4 + 4 + 2
+ * here) and the backward's up to 4 q/k heads (4 + 1, 3 + 3, 3), each
+ * against float64 with its own random data per head. */
+static void test_head_groups(void) {
+    la_ctx *ctx = th_ctx(1);
+    const int64_t hs[][3] = {{5, 5, 2}, {6, 6, 1}, {5, 10, 2}, {3, 6, 2}}; /* H, HV, B */
+    for (int i = 0; i < 4; i++)
+        for (int form = 1; form <= 2; form++) {
+            kcase c = kc_default();
+            c.form = (la_form)form;
+            c.H = hs[i][0];
+            c.HV = hs[i][1];
+            c.B = hs[i][2];
+            c.T = 45;
+            c.K = 20;
+            c.V = 12;
+            c.chunk = 16;
+            c.with_init = 1;
+            c.with_dfinal = 1;
+            c.gate = (gate_mode)(i % 4);
+            c.seed = (uint64_t)(900 + 10 * i + form);
+            kc_check(ctx, &c, 1e-5);
+        }
+    la_ctx_destroy(ctx);
+}
+
 /* Packed sequences (cu_seqlens) against the reference, also with
  * zero-length sequences (final state = initial state). */
 static void test_varlen(la_ctx *ctx) {
@@ -724,6 +751,7 @@ int main(void) {
     test_long(ctx);
     test_lopsided(ctx);
     test_varlen(ctx);
+    test_head_groups();
     test_chunk_vs_recurrent(ctx);
     test_default_opts(ctx);
     test_threads();

@@ -209,7 +209,25 @@ la_status la__resolve_scale(const char *op, float scale, int64_t K, float *out) 
 }
 
 la_status la__check_log_gate(const char *op, const char *name, const float *g, size_t n) {
-    for (size_t i = 0; i < n; i++) {
+    /* cpu-fwd5: fast scan as la__check_finite's (branch-free, vectorised):
+     * g is bad iff NaN/Inf (exponent all ones) or > 0 (sign clear, not
+     * +0: 1 <= bits <= 0x7fffffff); the loop below, from the first block
+     * with a bad element, finds the first bad index for the message. */
+    enum { BLK = 2048 };
+    size_t b0 = 0;
+    for (; b0 < n; b0 += BLK) {
+        const size_t m = n - b0 < BLK ? n - b0 : BLK;
+        const float *gb = g + b0;
+        uint32_t bad = 0;
+        for (size_t i = 0; i < m; i++) {
+            union { float f; uint32_t u; } c;
+            c.f = gb[i];
+            bad |= (uint32_t)((c.u & 0x7f800000u) == 0x7f800000u) |
+                   (uint32_t)(c.u - 1u < 0x7fffffffu);
+        }
+        if (bad) break;
+    }
+    for (size_t i = b0; i < n; i++) {
         if (!isfinite(g[i]))
             return la__error(LA_ERR_NON_FINITE, "%s: %s[%zu] is %s (log-gates must be finite;"
                              " use a large negative value such as -1e4 for a full reset)",

@@ -37,6 +37,10 @@
 
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
+/* cpu-fwd5: the chunk step and the chunk backward are built for the
+ * baseline ISA, AVX2 and AVX-512 (KDA_ISA_BUILDS, kda.h): their element
+ * loops (gate sums, row scalings, the backward's gradient rows). */
+
 size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C, ck = up16(c * (size_t)K), cv = up16(c * (size_t)V);
     /* gam (double) + b, e, Xs [C,K]; P, M [C,C]; U [C,V]; W [C,K]; pairs */
@@ -45,8 +49,8 @@ size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
 
 /* gam = cumulative sums of the chunk's gates (float64); then the pair
  * factors and b = exp(gam), e = exp(gam_L - gam) (pairs.c). */
-static void chunk_gates(int64_t L, int64_t K, const float *g, const float *q, const float *k,
-                        double *gam, float *b, float *e, float *pw) {
+KDA_INLINE void chunk_gates(int64_t L, int64_t K, const float *g, const float *q, const float *k,
+                            double *gam, float *b, float *e, float *pw) {
     for (int64_t x = 0; x < K; x++) gam[x] = (double)g[x];
     for (int64_t t = 1; t < L; t++)
         for (int64_t x = 0; x < K; x++)
@@ -55,7 +59,7 @@ static void chunk_gates(int64_t L, int64_t K, const float *g, const float *q, co
 }
 
 /* dst = x * f elementwise over n floats. */
-static void mul(float *dst, const float *x, const float *f, size_t n) {
+KDA_INLINE void mul(float *dst, const float *x, const float *f, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = x[i] * f[i];
 }
 
@@ -65,8 +69,8 @@ size_t la__kda_chunk_keep_floats(int64_t C, int64_t K, int64_t V) {
 }
 
 /* keep's pieces: M, U, W, R (see kda.h). */
-static void keep_layout(int64_t L, int64_t K, int64_t V, const float *keep, const float **M,
-                        const float **U, const float **W, const float **R) {
+KDA_INLINE void keep_layout(int64_t L, int64_t K, int64_t V, const float *keep, const float **M,
+                            const float **U, const float **W, const float **R) {
     *M = keep;
     *U = *M + up16((size_t)(L * L));
     *W = *U + up16((size_t)(L * V));
@@ -85,8 +89,8 @@ void la__kda_chunk_keep(const la__kda_chunk_in *in, float *S, float *keep, float
     chunk_step(in, S, NULL, 0, keep, work);
 }
 
-static void chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride, float *keep,
-                       float *work) {
+KDA_INLINE void chunk_step_body(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
+                                float *keep, float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
     const la__kernels *kr = in->kr;
@@ -131,6 +135,39 @@ static void chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t o
     kr->gemm_tn(K, V, L, 1.0f, Xs, K, U, V, 1.0f, S, V);
 }
 
+static void chunk_step_portable(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
+                                float *keep, float *work) {
+    chunk_step_body(in, S, o, ostride, keep, work);
+}
+
+#ifdef KDA_ISA_BUILDS
+KDA_AVX2 static void chunk_step_avx2(const la__kda_chunk_in *in, float *S, float *o,
+                                     int64_t ostride, float *keep, float *work) {
+    chunk_step_body(in, S, o, ostride, keep, work);
+}
+
+KDA_AVX512 static void chunk_step_avx512(const la__kda_chunk_in *in, float *S, float *o,
+                                         int64_t ostride, float *keep, float *work) {
+    chunk_step_body(in, S, o, ostride, keep, work);
+}
+#endif
+
+static void chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride, float *keep,
+                       float *work) {
+#ifdef KDA_ISA_BUILDS
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        chunk_step_avx512(in, S, o, ostride, keep, work);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        chunk_step_avx2(in, S, o, ostride, keep, work);
+        return;
+    }
+#endif
+    chunk_step_portable(in, S, o, ostride, keep, work);
+}
+
 size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C, ck = up16(c * (size_t)K), cv = up16(c * (size_t)V);
     const size_t cc = up16(c * c);
@@ -140,9 +177,9 @@ size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
            la__kda_pairs_work_floats(C, K) + 64;
 }
 
-void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *G, const float *dO,
-                            const float *kept, float *dq, float *dk, float *dv, float *dbeta,
-                            float *dg, float *work) {
+KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0, float *G,
+                                    const float *dO, const float *kept, float *dq, float *dk,
+                                    float *dv, float *dbeta, float *dg, float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
     const la__kernels *kr = in->kr;
@@ -260,4 +297,32 @@ void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *
             acc[x] += dgam[t * K + x];
             dg[t * K + x] = (float)acc[x];
         }
+}
+
+#define KDA_BWD_ARGS                                                                               \
+    const la__kda_chunk_in *in, const float *S0, float *G, const float *dO, const float *kept,     \
+        float *dq, float *dk, float *dv, float *dbeta, float *dg, float *work
+#define KDA_BWD_CALL in, S0, G, dO, kept, dq, dk, dv, dbeta, dg, work
+
+static void chunk_backward_portable(KDA_BWD_ARGS) { chunk_backward_body(KDA_BWD_CALL); }
+
+#ifdef KDA_ISA_BUILDS
+KDA_AVX2 static void chunk_backward_avx2(KDA_BWD_ARGS) { chunk_backward_body(KDA_BWD_CALL); }
+
+KDA_AVX512 static void chunk_backward_avx512(KDA_BWD_ARGS) { chunk_backward_body(KDA_BWD_CALL); }
+#endif
+
+void la__kda_chunk_backward(KDA_BWD_ARGS) {
+#ifdef KDA_ISA_BUILDS
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        chunk_backward_avx512(KDA_BWD_CALL);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        chunk_backward_avx2(KDA_BWD_CALL);
+        return;
+    }
+#endif
+    chunk_backward_portable(KDA_BWD_CALL);
 }

@@ -1,11 +1,13 @@
 /* The tasks of a KDA call.
  *
- * Forward: one task per (sequence, value head). The recurrent form runs
- * la__kda_token token by token; the chunk form gathers a chunk's rows into
- * contiguous scratch (normalising q and k once) and runs la__kda_chunk_step.
+ * Forward: one task per (sequence, value head) for the recurrent form, which
+ * runs la__kda_token token by token; per (sequence, group of value heads)
+ * for the chunk form, which gathers a chunk's rows of each head of the group
+ * in turn into contiguous scratch (normalising q and k once) and runs
+ * la__kda_chunk_step (fwd_group).
  *
- * Backward: one task per (sequence, q/k head), looping over the value heads
- * of its group in order, so dq and dk (summed over the group) never depend
+ * Backward: one task per (sequence, group of q/k heads; bwd_group), looping
+ * over the value heads of each q/k head in order, so dq and dk (summed over the group) never depend
  * on the thread count. For each value head the states at segment starts
  * (checkpoints) are recomputed forward, then segments are visited last to
  * first carrying G = dL/dS back: segments are the chunks (chunk form: the
@@ -32,10 +34,25 @@ typedef struct {
     float *work;                 /* token or chunk work */
 } fwd_scratch;
 
+/* cpu-fwd5: the chunk forward's task is (sequence, group of up to
+ * FWD_GROUP value heads), each chunk run head after head of the group: a
+ * token's rows of the group share pages (a page per token at HV*K = 1024),
+ * walked for the group at once instead of once per head over the whole
+ * sequence. Each head's arithmetic is that of a one-head task, so the group
+ * (which depends on the thread count: at least about one task per thread)
+ * changes no bit. */
+#define FWD_GROUP 4
+
+static int64_t fwd_group(const la__kda_args *a) {
+    if (a->form != LA_FORM_CHUNK) return 1;
+    const int64_t th = la_ctx_threads(a->ctx), per = a->N * a->HV / (th > 0 ? th : 1);
+    return per >= FWD_GROUP ? FWD_GROUP : per > 1 ? per : 1;
+}
+
 static size_t fwd_layout(const la__kda_args *a, void *base, fwd_scratch *s) {
     const size_t K = (size_t)a->K, V = (size_t)a->V, C = (size_t)a->chunk;
     la__arena ar = {(char *)base, 0, 0};
-    s->S = la__arena_floats(&ar, K * V);
+    s->S = la__arena_floats(&ar, K * V * (size_t)fwd_group(a));
     if (a->form == LA_FORM_RECURRENT) {
         s->qn = la__arena_floats(&ar, K);
         s->kn = la__arena_floats(&ar, K);
@@ -53,7 +70,7 @@ static size_t fwd_layout(const la__kda_args *a, void *base, fwd_scratch *s) {
 
 size_t la__kda_forward_scratch(const la__kda_args *a) {
     const double C = (double)a->chunk, K = (double)a->K, V = (double)a->V;
-    if ((2 * K * V + 12 * C * C + 40 * C * (K + V)) * 4 > 0x1p62) return SIZE_MAX;
+    if (((1 + FWD_GROUP) * K * V + 12 * C * C + 40 * C * (K + V)) * 4 > 0x1p62) return SIZE_MAX;
     fwd_scratch s = {0};
     const size_t n = fwd_layout(a, NULL, &s);
     return n ? n : SIZE_MAX;
@@ -69,16 +86,19 @@ static void load_state(const float *init, float *S, size_t KV, size_t slot) {
 static void forward_task(void *p, int64_t task, int tid) {
     const la__kda_args *a = p;
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H;
-    const int64_t n = task / HV, hv = task % HV, hq = hv / group;
+    const int64_t G = fwd_group(a), ng = (HV + G - 1) / G;
+    const int64_t n = task / ng, hv0 = task % ng * G, nh = HV - hv0 < G ? HV - hv0 : G;
     const size_t KV = (size_t)K * (size_t)V;
     int64_t start, len;
     la__seq_bounds(&a->dims, n, &start, &len);
     fwd_scratch w = {0};
     fwd_layout(a, la__scratch(a->ctx, tid), &w);
-    float *S = w.S;
-    load_state(a->initial_state, S, KV, (size_t)task);
+    for (int64_t i = 0; i < nh; i++)
+        load_state(a->initial_state, w.S + (size_t)i * KV, KV, (size_t)(n * HV + hv0 + i));
 
-    if (a->form == LA_FORM_RECURRENT) {
+    if (a->form == LA_FORM_RECURRENT) { /* G = 1 */
+        const int64_t hv = hv0, hq = hv / group;
+        float *S = w.S;
         for (int64_t t = start; t < start + len; t++) {
             const size_t vh = (size_t)(t * HV + hv), qh = (size_t)(t * H + hq);
             const float *q = a->q + qh * (size_t)K, *k = a->k + qh * (size_t)K;
@@ -95,37 +115,45 @@ static void forward_task(void *p, int64_t task, int tid) {
         const int64_t C = a->chunk;
         for (int64_t t0 = 0; t0 < len; t0 += C) {
             const int64_t L = len - t0 < C ? len - t0 : C;
-            for (int64_t t = 0; t < L; t++) {
-                const int64_t tok = start + t0 + t;
-                const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
-                if (t0 + t + AHEAD < len) {
-                    const size_t va = vh + (size_t)(AHEAD * HV), qa = qh + (size_t)(AHEAD * H);
-                    la__delta_prefetch(a->q + qa * (size_t)K, K, 0);
-                    la__delta_prefetch(a->k + qa * (size_t)K, K, 0);
-                    la__delta_prefetch(a->v + va * (size_t)V, V, 0);
-                    la__delta_prefetch(a->g + va * (size_t)K, K, 0);
+            for (int64_t i = 0; i < nh; i++) {
+                const int64_t hv = hv0 + i, hq = hv / group;
+                for (int64_t t = 0; t < L; t++) {
+                    const int64_t tok = start + t0 + t;
+                    const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
+                    if (t0 + t + AHEAD < len) {
+                        const size_t va = vh + (size_t)(AHEAD * HV), qa = qh + (size_t)(AHEAD * H);
+                        la__delta_prefetch(a->q + qa * (size_t)K, K, 0);
+                        la__delta_prefetch(a->k + qa * (size_t)K, K, 0);
+                        la__delta_prefetch(a->v + va * (size_t)V, V, 0);
+                        la__delta_prefetch(a->g + va * (size_t)K, K, 0);
+                    }
+                    if (a->l2norm) {
+                        la__delta_l2norm(w.q + t * K, a->q + qh * (size_t)K, K);
+                        la__delta_l2norm(w.k + t * K, a->k + qh * (size_t)K, K);
+                    } else {
+                        memcpy(w.q + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
+                        memcpy(w.k + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
+                    }
+                    memcpy(w.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+                    memcpy(w.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
+                    w.beta[t] = a->beta[vh];
                 }
-                if (a->l2norm) {
-                    la__delta_l2norm(w.q + t * K, a->q + qh * (size_t)K, K);
-                    la__delta_l2norm(w.k + t * K, a->k + qh * (size_t)K, K);
-                } else {
-                    memcpy(w.q + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
-                    memcpy(w.k + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
-                }
-                memcpy(w.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
-                memcpy(w.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
-                w.beta[t] = a->beta[vh];
+                la__kda_chunk_in in = {L, K, V, w.q, w.k, w.v, w.g, w.beta, a->scale, a->kr};
+                la__kda_chunk_step(&in, w.S + (size_t)i * KV,
+                                   a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
+                                   w.work);
             }
-            la__kda_chunk_in in = {L, K, V, w.q, w.k, w.v, w.g, w.beta, a->scale, a->kr};
-            la__kda_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
-                               w.work);
         }
     }
-    if (a->final_state) memcpy(a->final_state + (size_t)task * KV, S, KV * sizeof(float));
+    if (a->final_state)
+        for (int64_t i = 0; i < nh; i++)
+            memcpy(a->final_state + (size_t)(n * HV + hv0 + i) * KV, w.S + (size_t)i * KV,
+                   KV * sizeof(float));
 }
 
 void la__kda_forward(const la__kda_args *a) {
-    la__parallel_for(a->ctx, a->N * a->HV, forward_task, (void *)a);
+    const int64_t G = fwd_group(a);
+    la__parallel_for(a->ctx, a->N * ((a->HV + G - 1) / G), forward_task, (void *)a);
 }
 
 /* ---- backward --------------------------------------------------------- */
@@ -143,13 +171,34 @@ typedef struct {
     float *work;                 /* token / chunk work */
 } bwd_scratch;
 
+/* cpu-fwd5: the backward's task is (sequence, group of up to BWD_GROUP q/k
+ * heads): the group's q/k rows are gathered (and normalised) in one pass
+ * over the tokens and dq/dk scattered through the L2 norm in one pass (a
+ * token's rows of the group adjacent), as the delta rules' bwd_group; between,
+ * each q/k head runs its value heads alone, as a one-head task did. G =
+ * min(4, N H / (2 threads), H), fewer while the group's q/k arrays (4 len K
+ * + 2 len floats per head) would pass 64 MiB; each row's arithmetic is that
+ * of the one-head gather and scatter, so G changes no bit. */
+#define BWD_GROUP 4
+#define BWD_GROUP_BYTES ((double)(64 << 20))
+
+static int64_t bwd_group(const la__kda_args *a) {
+    const int64_t thr = la_ctx_threads(a->ctx);
+    const double per_head = (4.0 * (double)a->K + 2.0) * (double)a->longest * sizeof(float);
+    int64_t G = a->N * a->H / (2 * (thr < 1 ? 1 : thr));
+    if (G > BWD_GROUP) G = BWD_GROUP;
+    if (G > a->H) G = a->H;
+    while (G > 1 && (double)G * per_head > BWD_GROUP_BYTES) G--;
+    return G < 1 ? 1 : G;
+}
+
 static int64_t segment_len(const la__kda_args *a) {
     return a->form == LA_FORM_CHUNK ? a->chunk : RECURRENT_SEGMENT;
 }
 
 static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scratch *s) {
     const int64_t K = a->K, V = a->V, seg = segment_len(a), nseg = (len + seg - 1) / seg;
-    const size_t KV = (size_t)K * (size_t)V, lk = (size_t)(len * K);
+    const size_t KV = (size_t)K * (size_t)V, lk = (size_t)(len * K), G = (size_t)bwd_group(a);
     const int chunk = a->form == LA_FORM_CHUNK;
     size_t work = LA__KDA_TOKEN_WORK(K, V);
     if (chunk) {
@@ -158,12 +207,12 @@ static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scr
         work = cw > bw ? cw : bw;
     }
     la__arena ar = {(char *)base, 0, 0};
-    s->qn = la__arena_floats(&ar, lk);
-    s->kn = la__arena_floats(&ar, lk);
-    s->rq = la__arena_floats(&ar, (size_t)len);
-    s->rk = la__arena_floats(&ar, (size_t)len);
-    s->dqn = la__arena_floats(&ar, lk);
-    s->dkn = la__arena_floats(&ar, lk);
+    s->qn = la__arena_floats(&ar, G * lk);
+    s->kn = la__arena_floats(&ar, G * lk);
+    s->rq = la__arena_floats(&ar, G * (size_t)len);
+    s->rk = la__arena_floats(&ar, G * (size_t)len);
+    s->dqn = la__arena_floats(&ar, G * lk);
+    s->dkn = la__arena_floats(&ar, G * lk);
     s->ckpt = la__arena_floats(&ar, (size_t)nseg * KV);
     s->keep =
         chunk ? la__arena_floats(&ar, (size_t)nseg * la__kda_chunk_keep_floats(seg, K, V)) : NULL;
@@ -185,7 +234,7 @@ static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scr
 size_t la__kda_backward_scratch(const la__kda_args *a) {
     const double C = (double)segment_len(a), T = (double)a->longest;
     const double KV = (double)a->K * (double)a->V;
-    if ((20 * C * C + (T / C + C + 8) * KV + 40 * (T + C) * (double)(a->K + a->V) +
+    if ((20 * C * C + (T / C + C + 8) * KV + 40 * BWD_GROUP * (T + C) * (double)(a->K + a->V) +
          (T / C + 1) * (C * C + C * (double)(a->K + 2 * a->V) + 64)) *
             4 >
         0x1p62)
@@ -280,48 +329,69 @@ static void recurrent_segment_backward(const la__kda_args *a, const bwd_scratch 
     }
 }
 
+/* One value head hv of sequence n: states at segment starts, then the
+ * segments last to first carrying G = dL/dS (dq, dk summed into s->dqn,
+ * s->dkn: the q/k head's rows). */
+static void value_head_backward(const la__kda_args *a, const bwd_scratch *ps, int64_t n, int64_t hv,
+                                int64_t tok0, int64_t len) {
+    const bwd_scratch s = *ps;
+    const int64_t K = a->K, HV = a->HV;
+    const size_t KV = (size_t)K * (size_t)a->V;
+    const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
+    const size_t kslot = la__kda_chunk_keep_floats(seg, K, a->V);
+    const size_t slot = (size_t)(n * HV + hv);
+    load_state(a->initial_state, s.ckpt, KV, slot);
+    for (int64_t c = 0; c + 1 < nseg; c++) {
+        memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
+        advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, s.keep ? s.keep + (size_t)c * kslot : NULL,
+                tok0, hv, c * seg, seg);
+    }
+    load_state(a->d_final_state, s.G, KV, slot);
+    for (int64_t c = nseg - 1; c >= 0; c--) {
+        const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+        if (a->form == LA_FORM_CHUNK)
+            chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV,
+                                   c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, tok0, hv, t0,
+                                   L);
+        else
+            recurrent_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
+    }
+    if (a->d_initial_state) memcpy(a->d_initial_state + slot * KV, s.G, KV * sizeof(float));
+}
+
 static void backward_task(void *p, int64_t task, int tid) {
     const la__kda_args *a = p;
-    const int64_t K = a->K, H = a->H, HV = a->HV, group = HV / H;
-    const int64_t n = task / H, hq = task % H;
-    const size_t KV = (size_t)K * (size_t)a->V;
+    const int64_t K = a->K, H = a->H, group = a->HV / H;
+    const int64_t G = bwd_group(a), ng = (H + G - 1) / G;
+    const int64_t n = task / ng, hq0 = task % ng * G, nq = H - hq0 < G ? H - hq0 : G;
     int64_t tok0, len;
     la__seq_bounds(&a->dims, n, &tok0, &len);
     bwd_scratch s = {0};
     bwd_layout(a, len, la__scratch(a->ctx, tid), &s);
-    const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
-    const size_t kslot = la__kda_chunk_keep_floats(seg, K, a->V);
+    const size_t lk = (size_t)(len * K);
+    la__delta_gather_qk_group(a->q, a->k, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
+                              s.rk);
+    memset(s.dqn, 0, (size_t)nq * lk * sizeof(float));
+    memset(s.dkn, 0, (size_t)nq * lk * sizeof(float));
 
-    la__delta_gather_qk(a->q, a->k, tok0, len, H, hq, K, a->l2norm, s.qn, s.kn, s.rq, s.rk);
-    memset(s.dqn, 0, (size_t)(len * K) * sizeof(float));
-    memset(s.dkn, 0, (size_t)(len * K) * sizeof(float));
-
-    for (int64_t hv = hq * group; hv < (hq + 1) * group; hv++) {
-        const size_t slot = (size_t)(n * HV + hv);
-        load_state(a->initial_state, s.ckpt, KV, slot);
-        for (int64_t c = 0; c + 1 < nseg; c++) {
-            memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
-            advance(a, &s, s.ckpt + (size_t)(c + 1) * KV,
-                    s.keep ? s.keep + (size_t)c * kslot : NULL, tok0, hv, c * seg, seg);
-        }
-        load_state(a->d_final_state, s.G, KV, slot);
-        for (int64_t c = nseg - 1; c >= 0; c--) {
-            const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
-            if (a->form == LA_FORM_CHUNK)
-                chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV,
-                                       c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, tok0, hv,
-                                       t0, L);
-            else
-                recurrent_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
-        }
-        if (a->d_initial_state) memcpy(a->d_initial_state + slot * KV, s.G, KV * sizeof(float));
+    for (int64_t i = 0; i < nq; i++) {
+        const int64_t hq = hq0 + i;
+        /* head hq's rows of the group's arrays */
+        bwd_scratch h = s;
+        h.qn = s.qn + (size_t)i * lk;
+        h.kn = s.kn + (size_t)i * lk;
+        h.dqn = s.dqn + (size_t)i * lk;
+        h.dkn = s.dkn + (size_t)i * lk;
+        for (int64_t hv = hq * group; hv < (hq + 1) * group; hv++)
+            value_head_backward(a, &h, n, hv, tok0, len);
     }
 
     /* through the L2 norm (the delta rules' row loop: dots in 16 partial sums) */
-    la__delta_scatter_dqk_group(a->dq, a->dk, tok0, len, H, hq, 1, K, a->l2norm, s.qn, s.kn, s.rq,
+    la__delta_scatter_dqk_group(a->dq, a->dk, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
                                 s.rk, s.dqn, s.dkn);
 }
 
 void la__kda_backward(const la__kda_args *a) {
-    la__parallel_for(a->ctx, a->N * a->H, backward_task, (void *)a);
+    const int64_t G = bwd_group(a);
+    la__parallel_for(a->ctx, a->N * ((a->H + G - 1) / G), backward_task, (void *)a);
 }

@@ -152,6 +152,25 @@ LA_HIDDEN void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t 
  * a <= 0), vectorised, the same bits on every ISA path (pairs.c). */
 LA_HIDDEN void la__kda_exp_diff(float *out, const double *a, const double *b, int64_t K);
 
+/* cpu-fwd5: the chunk step and the chunk backward (chunk.c) are built for
+ * the baseline ISA, AVX2 and AVX-512 (their element loops: gate sums, row
+ * scalings, gradient rows); every helper they call in their file is inlined
+ * into each build (KDA_INLINE). (The same builds of pairs.c measured 1.00x:
+ * not kept.)
+ * Elementwise float operations in a fixed order and no contraction: every
+ * build gives the same bits, as the GLA chunk's (gla/chunk.c);
+ * la_isa_active() picks one, as for the kernels. */
+#if defined(__GNUC__)
+#define KDA_INLINE static inline __attribute__((always_inline))
+#else
+#define KDA_INLINE static inline
+#endif
+#if defined(__GNUC__) && defined(__x86_64__)
+#define KDA_ISA_BUILDS 1
+#define KDA_AVX2 __attribute__((target("avx2")))
+#define KDA_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2")))
+#endif
+
 /* p rounded up to 64 bytes. */
 static inline float *la__kda_align(float *p) {
     return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);

@@ -81,11 +81,23 @@ LA__VECTORISE __attribute__((target("avx2"))) static void
 exp_diff_avx2(float *restrict out, const double *restrict a, const double *restrict b, int64_t K) {
     EXP_DIFF_BODY;
 }
+
+/* cpu-fwd5: and for AVX-512 (16 lanes; same operations, same bits) */
+LA__VECTORISE __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+exp_diff_avx512(float *restrict out, const double *restrict a, const double *restrict b,
+                int64_t K) {
+    EXP_DIFF_BODY;
+}
 #endif
 
 void la__kda_exp_diff(float *out, const double *a, const double *b, int64_t K) {
 #ifdef KDA_EXP_AVX2
-    if (la_isa_active() != LA_ISA_PORTABLE) {
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        exp_diff_avx512(out, a, b, K);
+        return;
+    }
+    if (isa != LA_ISA_PORTABLE) {
         exp_diff_avx2(out, a, b, K);
         return;
     }
