@@ -114,6 +114,28 @@ __device__ __forceinline__ void la_cu_cp_commit() {
 template <int N> __device__ __forceinline__ void la_cu_cp_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+/* The tensor-core delta kernels' copies of 16-bit tiles: `bytes` (0..16, or
+ * 0..4) are read from src into dst, the rest of the 16 (4) bytes zero-filled
+ * (bytes = 0 reads nothing). */
+__device__ __forceinline__ void la_cu_cpb16(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void la_cu_cpb4(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+/* (x, y) as a bf16 pair hi (x in the low half) and the pair of remainders
+ * lo = (x, y) - hi rounded to bf16: the two parts of an fp32 mma operand. */
+__device__ __forceinline__ void la_cu_bf16_parts(float x, float y, uint32_t &hi, uint32_t &lo) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    const __nv_bfloat162 l =
+        __floats2bfloat162_rn(x - __bfloat162float(h.x), y - __bfloat162float(h.y));
+    hi = *(const uint32_t *)&h;
+    lo = *(const uint32_t *)&l;
+}
 /* The largest dynamic shared memory a block may opt in to on c's device. */
 int la__cu_smem_optin(const la__cu_call *c);
 /* The number of SMs of c's device; the value columns per CTA of the state

@@ -20,11 +20,6 @@ typedef __nv_bfloat16 dpt_bf;
 
 #define DPT_ALD 72 /* row stride (bf16) of the A-factor part tiles */
 
-__device__ __forceinline__ void dpt_cp16(void *dst, const void *src, int bytes) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
-                 : "memory");
-}
 /* A 64 x CP tile (row stride CP + 8) of rows < L, columns < C of src (row
  * stride `stride`), 0 elsewhere; 256 threads. */
 template <int CP>
@@ -36,7 +31,7 @@ __device__ __forceinline__ void dpt_fetch(dpt_bf *dst, const dpt_bf *src, int64_
         dpt_bf *d = dst + r * LD + c8;
         if (vec) {
             const bool in = r < L && c8 < C;
-            dpt_cp16(d, in ? src + r * stride + c8 : src, in ? 16 : 0);
+            la_cu_cpb16(d, in ? src + r * stride + c8 : src, in ? 16 : 0);
         } else {
 #pragma unroll
             for (int i = 0; i < 8; i++)

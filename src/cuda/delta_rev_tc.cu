@@ -36,25 +36,6 @@ typedef __nv_bfloat16 drt_bf;
 #define DRT_RLD 72 /* row stride (bf16) of the dR^T / dO^T part tiles [16][64] */
 #define DRT_NT 5   /* 16-bit tiles per buffer: Kd hi, lo, W hi, lo, q */
 
-__device__ __forceinline__ void drt_cp16(void *dst, const void *src, int bytes) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void drt_cp4(void *dst, const void *src, int bytes) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
-                 : "memory");
-}
-/* (x, y) as a bf16 pair hi (x in the low half) and the pair of remainders. */
-__device__ __forceinline__ void drt_pack(float x, float y, uint32_t &hi, uint32_t &lo) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    const __nv_bfloat162 l =
-        __floats2bfloat162_rn(x - __bfloat162float(h.x), y - __bfloat162float(h.y));
-    hi = *(const uint32_t *)&h;
-    lo = *(const uint32_t *)&l;
-}
-
 /* Shared memory: NB buffers of DRT_NT 16-bit tiles ([64][KP + 8] each) and
  * of the dRo, dO tiles ([64][DRT_SU] fp32 each); the warps' partial dR^T
  * ([NW][16][DRT_PLD] fp32); -dR^T and dO^T as bf16 hi, lo ([16][DRT_RLD]). */
@@ -111,11 +92,11 @@ __global__ void __launch_bounds__(NW * 32, 1)
             const bool in = r < L && c8 < K8;
             const int64_t off = in ? ko + r * rs + c8 : 0, qf = in ? qo + r * qs + c8 : 0;
             drt_bf *d = tb + r * LD + c8;
-            drt_cp16(d, p.Kh + off, in ? 16 : 0);
-            drt_cp16(d + TILE, p.Kl + off, in ? 16 : 0);
-            drt_cp16(d + 2 * TILE, p.Wh + off, in ? 16 : 0);
-            drt_cp16(d + 3 * TILE, p.Wl + off, in ? 16 : 0);
-            drt_cp16(d + 4 * TILE, Qb + qf, in ? 16 : 0);
+            la_cu_cpb16(d, p.Kh + off, in ? 16 : 0);
+            la_cu_cpb16(d + TILE, p.Kl + off, in ? 16 : 0);
+            la_cu_cpb16(d + 2 * TILE, p.Wh + off, in ? 16 : 0);
+            la_cu_cpb16(d + 3 * TILE, p.Wl + off, in ? 16 : 0);
+            la_cu_cpb16(d + 4 * TILE, Qb + qf, in ? 16 : 0);
         }
         float *rb = Fs + b * 2 * 64 * DRT_SU, *ob = rb + 64 * DRT_SU;
         const int64_t vo = (tok0 * HS + hs) * V + v0;
@@ -124,16 +105,16 @@ __global__ void __launch_bounds__(NW * 32, 1)
                 const int r = e >> 2, c4 = (e & 3) * 4;
                 const bool in = r < L && c4 < vc;
                 const int64_t off = in ? vo + r * HS * V + c4 : 0;
-                drt_cp16(rb + r * DRT_SU + c4, dRo + off, in ? 16 : 0);
-                drt_cp16(ob + r * DRT_SU + c4, dOq + off, in ? 16 : 0);
+                la_cu_cpb16(rb + r * DRT_SU + c4, dRo + off, in ? 16 : 0);
+                la_cu_cpb16(ob + r * DRT_SU + c4, dOq + off, in ? 16 : 0);
             }
         } else {
             for (int e = t; e < 64 * 16; e += NTH) {
                 const int r = e >> 4, cc = e & 15;
                 const bool in = r < L && cc < vc;
                 const int64_t off = in ? vo + r * HS * V + cc : 0;
-                drt_cp4(rb + r * DRT_SU + cc, dRo + off, in ? 4 : 0);
-                drt_cp4(ob + r * DRT_SU + cc, dOq + off, in ? 4 : 0);
+                la_cu_cpb4(rb + r * DRT_SU + cc, dRo + off, in ? 4 : 0);
+                la_cu_cpb4(ob + r * DRT_SU + cc, dOq + off, in ? 4 : 0);
             }
         }
         asm volatile("cp.async.commit_group;\n" ::: "memory");
@@ -171,10 +152,10 @@ __global__ void __launch_bounds__(NW * 32, 1)
 #pragma unroll
         for (int ks = 0; ks < KW / 16; ks++) {
             uint32_t ah[4], al[4];
-            drt_pack(D[2 * ks][0], D[2 * ks][1], ah[0], al[0]);
-            drt_pack(D[2 * ks][2], D[2 * ks][3], ah[1], al[1]);
-            drt_pack(D[2 * ks + 1][0], D[2 * ks + 1][1], ah[2], al[2]);
-            drt_pack(D[2 * ks + 1][2], D[2 * ks + 1][3], ah[3], al[3]);
+            la_cu_bf16_parts(D[2 * ks][0], D[2 * ks][1], ah[0], al[0]);
+            la_cu_bf16_parts(D[2 * ks][2], D[2 * ks][3], ah[1], al[1]);
+            la_cu_bf16_parts(D[2 * ks + 1][0], D[2 * ks + 1][1], ah[2], al[2]);
+            la_cu_bf16_parts(D[2 * ks + 1][2], D[2 * ks + 1][3], ah[3], al[3]);
 #pragma unroll
             for (int jj = 0; jj < 4; jj++) {
                 const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kb + 16 * ks + (m8 & 1) * 8;
@@ -220,10 +201,10 @@ __global__ void __launch_bounds__(NW * 32, 1)
                     const float r0 = Rb[tt * DRT_SU + v] + a.x,
                                 r1 = Rb[(tt + 1) * DRT_SU + v] + a.y;
                     uint32_t hi, lo;
-                    drt_pack(-r0, -r1, hi, lo);
+                    la_cu_bf16_parts(-r0, -r1, hi, lo);
                     *(uint32_t *)&Rh[v * DRT_RLD + tt] = hi;
                     *(uint32_t *)&Rl[v * DRT_RLD + tt] = lo;
-                    drt_pack(Ob[tt * DRT_SU + v], Ob[(tt + 1) * DRT_SU + v], hi, lo);
+                    la_cu_bf16_parts(Ob[tt * DRT_SU + v], Ob[(tt + 1) * DRT_SU + v], hi, lo);
                     *(uint32_t *)&Oh[v * DRT_RLD + tt] = hi;
                     *(uint32_t *)&Ol[v * DRT_RLD + tt] = lo;
                     if (v < vc) {

@@ -36,26 +36,6 @@ typedef __nv_bfloat16 dst_bf;
 #define DST_PLD 72 /* row stride (floats) of a partial R^T tile [16][64] */
 #define DST_RLD 72 /* row stride (bf16) of the R^T part tiles [16][64] */
 
-__device__ __forceinline__ void dst_cp16(void *dst, const void *src, int bytes) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void dst_cp4(void *dst, const void *src, int bytes) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
-                 : "memory");
-}
-
-/* (x, y) as a bf16 pair hi (x in the low half) and the pair of remainders. */
-__device__ __forceinline__ void dst_pack(float x, float y, uint32_t &hi, uint32_t &lo) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    const __nv_bfloat162 l =
-        __floats2bfloat162_rn(x - __bfloat162float(h.x), y - __bfloat162float(h.y));
-    hi = *(const uint32_t *)&h;
-    lo = *(const uint32_t *)&l;
-}
-
 /* Shared memory: NB buffers of the W and Kd part tiles ([64][KP + 8] bf16
  * each) and the U tile ([64][DST_SU] fp32); the warps' partial R^T
  * ([NW][16][DST_PLD] fp32); R^T as bf16 hi, lo ([16][DST_RLD] each). */
@@ -108,11 +88,11 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
             const bool in = r < L && c8 < K8;
             const int64_t off = in ? ko + r * rs + c8 : 0;
             dst_bf *d = tb + r * LD + c8;
-            dst_cp16(d, p.Wh + off, in ? 16 : 0);
-            dst_cp16(d + NP * TILE, p.Kh + off, in ? 16 : 0);
+            la_cu_cpb16(d, p.Wh + off, in ? 16 : 0);
+            la_cu_cpb16(d + NP * TILE, p.Kh + off, in ? 16 : 0);
             if (NP == 2) {
-                dst_cp16(d + TILE, p.Wl + off, in ? 16 : 0);
-                dst_cp16(d + 3 * TILE, p.Kl + off, in ? 16 : 0);
+                la_cu_cpb16(d + TILE, p.Wl + off, in ? 16 : 0);
+                la_cu_cpb16(d + 3 * TILE, p.Kl + off, in ? 16 : 0);
             }
         }
         float *ub = Us + b * 64 * DST_SU;
@@ -121,13 +101,13 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
             for (int e = t; e < 64 * 4; e += NTH) {
                 const int r = e >> 2, c4 = (e & 3) * 4;
                 const bool in = r < L && c4 < vc;
-                dst_cp16(ub + r * DST_SU + c4, in ? us + r * HS * V + c4 : us, in ? 16 : 0);
+                la_cu_cpb16(ub + r * DST_SU + c4, in ? us + r * HS * V + c4 : us, in ? 16 : 0);
             }
         } else {
             for (int e = t; e < 64 * 16; e += NTH) {
                 const int r = e >> 4, cc = e & 15;
                 const bool in = r < L && cc < vc;
-                dst_cp4(ub + r * DST_SU + cc, in ? us + r * HS * V + cc : us, in ? 4 : 0);
+                la_cu_cpb4(ub + r * DST_SU + cc, in ? us + r * HS * V + cc : us, in ? 4 : 0);
             }
         }
         asm volatile("cp.async.commit_group;\n" ::: "memory");
@@ -164,10 +144,10 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
 #pragma unroll
         for (int ks = 0; ks < KW / 16; ks++) {
             uint32_t ah[4], al[4];
-            dst_pack(S[2 * ks][0], S[2 * ks][1], ah[0], al[0]);
-            dst_pack(S[2 * ks][2], S[2 * ks][3], ah[1], al[1]);
-            dst_pack(S[2 * ks + 1][0], S[2 * ks + 1][1], ah[2], al[2]);
-            dst_pack(S[2 * ks + 1][2], S[2 * ks + 1][3], ah[3], al[3]);
+            la_cu_bf16_parts(S[2 * ks][0], S[2 * ks][1], ah[0], al[0]);
+            la_cu_bf16_parts(S[2 * ks][2], S[2 * ks][3], ah[1], al[1]);
+            la_cu_bf16_parts(S[2 * ks + 1][0], S[2 * ks + 1][1], ah[2], al[2]);
+            la_cu_bf16_parts(S[2 * ks + 1][2], S[2 * ks + 1][3], ah[3], al[3]);
 #pragma unroll
             for (int jj = 0; jj < 4; jj++) {
                 const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kb + 16 * ks + (m8 & 1) * 8;
@@ -216,7 +196,7 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
                     const float r0 = Ub[tt * DST_SU + v] - a.x,
                                 r1 = Ub[(tt + 1) * DST_SU + v] - a.y;
                     uint32_t hi, lo;
-                    dst_pack(r0, r1, hi, lo);
+                    la_cu_bf16_parts(r0, r1, hi, lo);
                     *(uint32_t *)&Rh[v * DST_RLD + tt] = hi;
                     *(uint32_t *)&Rl[v * DST_RLD + tt] = lo;
                     if (v < vc) {
