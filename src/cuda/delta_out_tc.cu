@@ -19,6 +19,7 @@
 typedef __nv_bfloat16 dot_bf;
 
 #define DOT_SLD 72 /* row stride (bf16) of the S and R part tiles ([.][64]) */
+#define DOT_NB 8   /* staging rows per thread loaded before any split ((KP + 64) / 8 % 8 == 0) */
 
 __device__ __forceinline__ void dot_cp16(void *dst, const void *src, int bytes) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
@@ -151,28 +152,43 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
     const bool v4 = (V & 3) == 0;
     for (int64_t v0 = 0; v0 < V; v0 += 64) {
         if (v0 > 0) __syncthreads(); /* the previous block's parts are read */
-        /* S rows i < K, R rows < L, columns v0 .. v0 + 63 (< V) as parts */
-        for (int e = t; e < (KP + 64) * 16; e += 128) {
-            const int r = e >> 4, c4 = (e & 15) * 4;
-            const bool isS = r < KP;
-            const int rw = isS ? r : r - KP;
-            const bool rin = isS ? rw < K : rw < L;
-            const float *src = isS ? hc + (int64_t)rw * V + v0 + c4 : R + rw * HS * V + v0 + c4;
-            float y[4];
-            if (v4 && rin && v0 + c4 < V) {
-                const float4 f = *(const float4 *)src;
-                y[0] = f.x, y[1] = f.y, y[2] = f.z, y[3] = f.w;
-            } else {
+        /* S rows i < K, R rows < L, columns v0 .. v0 + 63 (< V) as parts.
+         * Thread t's elements are rows t / 16 + 8 i, columns c4 .. c4 + 3
+         * (c4 fixed); DOT_NB rows' loads are issued before any is split
+         * (cuda-delta9: one exposed load latency per batch, not per row). */
+        const int c4 = (t & 15) * 4, r0 = t >> 4;
+        const bool cin = v0 + c4 < V, cv = v4 && cin;
+        for (int b = 0; b < (KP + 64) / 8; b += DOT_NB) {
+            float4 y[DOT_NB];
 #pragma unroll
-                for (int i = 0; i < 4; i++) y[i] = (rin && v0 + c4 + i < V) ? src[i] : 0.f;
+            for (int u = 0; u < DOT_NB; u++) {
+                const int r = r0 + 8 * (b + u);
+                const bool isS = r < KP;
+                const int rw = isS ? r : r - KP;
+                const bool rin = isS ? rw < K : rw < L;
+                const float *src = isS ? hc + (int64_t)rw * V + v0 + c4 : R + rw * HS * V + v0 + c4;
+                if (cv && rin) {
+                    y[u] = __ldg((const float4 *)src);
+                } else {
+                    y[u].x = (rin && cin) ? src[0] : 0.f;
+                    y[u].y = (rin && v0 + c4 + 1 < V) ? src[1] : 0.f;
+                    y[u].z = (rin && v0 + c4 + 2 < V) ? src[2] : 0.f;
+                    y[u].w = (rin && v0 + c4 + 3 < V) ? src[3] : 0.f;
+                }
             }
-            uint32_t h0, l0, h1, l1;
-            dot_pack(y[0], y[1], h0, l0);
-            dot_pack(y[2], y[3], h1, l1);
-            dot_bf *dh = isS ? Sh + rw * DOT_SLD + c4 : Rh + rw * DOT_SLD + c4;
-            dot_bf *dl = isS ? Sl + rw * DOT_SLD + c4 : Rl + rw * DOT_SLD + c4;
-            *(uint2 *)dh = make_uint2(h0, h1);
-            *(uint2 *)dl = make_uint2(l0, l1);
+#pragma unroll
+            for (int u = 0; u < DOT_NB; u++) {
+                const int r = r0 + 8 * (b + u);
+                const bool isS = r < KP;
+                const int rw = isS ? r : r - KP;
+                uint32_t h0, l0, h1, l1;
+                dot_pack(y[u].x, y[u].y, h0, l0);
+                dot_pack(y[u].z, y[u].w, h1, l1);
+                dot_bf *dh = isS ? Sh + rw * DOT_SLD + c4 : Rh + rw * DOT_SLD + c4;
+                dot_bf *dl = isS ? Sl + rw * DOT_SLD + c4 : Rl + rw * DOT_SLD + c4;
+                *(uint2 *)dh = make_uint2(h0, h1);
+                *(uint2 *)dl = make_uint2(l0, l1);
+            }
         }
         __syncthreads();
         float O[8][4], X[8][4]; /* X: the P R product, added after the row scale of Q S */
