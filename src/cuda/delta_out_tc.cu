@@ -21,19 +21,6 @@ typedef __nv_bfloat16 dot_bf;
 #define DOT_SLD 72 /* row stride (bf16) of the S and R part tiles ([.][64]) */
 #define DOT_NB 8   /* staging rows per thread loaded before any split ((KP + 64) / 8 % 8 == 0) */
 
-__device__ __forceinline__ void dot_cp16(void *dst, const void *src, int bytes) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void dot_pack(float x, float y, uint32_t &hi, uint32_t &lo) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    const __nv_bfloat162 l =
-        __floats2bfloat162_rn(x - __bfloat162float(h.x), y - __bfloat162float(h.y));
-    hi = *(const uint32_t *)&h;
-    lo = *(const uint32_t *)&l;
-}
-
 /* Shared memory: Q, K tiles [64][KP + 8], S parts [KP][DOT_SLD] x 2, R parts
  * [64][DOT_SLD] x 2 (bf16). */
 template <int KP> static size_t dot_smem() {
@@ -52,7 +39,7 @@ __device__ __forceinline__ void dot_fetch(dot_bf *dst, const dot_bf *src, int64_
         dot_bf *d = dst + r * LD + c8;
         if (vec) {
             const bool in = r < L && c8 < K;
-            dot_cp16(d, in ? src + r * stride + c8 : src, in ? 16 : 0);
+            la_cu_cpb16(d, in ? src + r * stride + c8 : src, in ? 16 : 0);
         } else {
 #pragma unroll
             for (int i = 0; i < 8; i++)
@@ -139,10 +126,10 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
             }
 #pragma unroll
         for (int kt = 0; kt < 4; kt++) {
-            dot_pack(P[2 * kt][0], P[2 * kt][1], ph[kt][0], pl[kt][0]);
-            dot_pack(P[2 * kt][2], P[2 * kt][3], ph[kt][1], pl[kt][1]);
-            dot_pack(P[2 * kt + 1][0], P[2 * kt + 1][1], ph[kt][2], pl[kt][2]);
-            dot_pack(P[2 * kt + 1][2], P[2 * kt + 1][3], ph[kt][3], pl[kt][3]);
+            la_cu_bf16_parts(P[2 * kt][0], P[2 * kt][1], ph[kt][0], pl[kt][0]);
+            la_cu_bf16_parts(P[2 * kt][2], P[2 * kt][3], ph[kt][1], pl[kt][1]);
+            la_cu_bf16_parts(P[2 * kt + 1][0], P[2 * kt + 1][1], ph[kt][2], pl[kt][2]);
+            la_cu_bf16_parts(P[2 * kt + 1][2], P[2 * kt + 1][3], ph[kt][3], pl[kt][3]);
         }
     }
     const float b0 = bq[16 * w + g], b1 = bq[16 * w + g + 8];
@@ -182,8 +169,8 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
                 const bool isS = r < KP;
                 const int rw = isS ? r : r - KP;
                 uint32_t h0, l0, h1, l1;
-                dot_pack(y[u].x, y[u].y, h0, l0);
-                dot_pack(y[u].z, y[u].w, h1, l1);
+                la_cu_bf16_parts(y[u].x, y[u].y, h0, l0);
+                la_cu_bf16_parts(y[u].z, y[u].w, h1, l1);
                 dot_bf *dh = isS ? Sh + rw * DOT_SLD + c4 : Rh + rw * DOT_SLD + c4;
                 dot_bf *dl = isS ? Sl + rw * DOT_SLD + c4 : Rl + rw * DOT_SLD + c4;
                 *(uint2 *)dh = make_uint2(h0, h1);
