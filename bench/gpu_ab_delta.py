@@ -2,14 +2,17 @@
 """A/B of two linattn libraries in one process for the delta rules
 (cuda-delta7; gpu_ab.py does linear attention and simple GLA): bf16 DeltaNet
 8,2048,16,128 (l2 in the kernel) and Gated DeltaNet 1,65536,H2,HV8,128,
-forward and forward+backward, the libraries alternating (A B A B); median
-of 30 CUDA-event-timed calls each (gpu_bench.timeit). Reports the largest
-relative difference (max |a - b| / max |a|) of every output and gradient
-between the libraries on the same inputs, and with --profile per-kernel
-device times of one fwd+bwd per library (torch.profiler). --fla: fla's
-chunk_delta_rule fwd and fwd+bwd at the DeltaNet shape, last.
+forward and forward+backward (--fwd-only: the forward alone), the
+libraries alternating (A B A B); median of 30 CUDA-event-timed calls each
+(gpu_bench.timeit). Reports whether every output (o, final state) and
+gradient is bitwise identical between the first and the last library on the
+same inputs, else the largest relative difference (max |a - b| / max |a|),
+and with --profile per-kernel device times of one call per library
+(torch.profiler). --fla: fla's chunk_delta_rule fwd and fwd+bwd at the
+DeltaNet shape, last.
 
-    python3 bench/gpu_ab_delta.py --libs base.so,new.so [--ops delta,gdn] [--profile] [--fla]
+    python3 bench/gpu_ab_delta.py --libs base.so,new.so [--ops delta,gdn] [--fwd-only]
+                                  [--profile] [--fla]
 """
 import argparse
 import ctypes
@@ -43,17 +46,17 @@ def inputs(op, dev, dt):
 
 def calls(L, op, dims, t):
     R = ctypes.byref
-    q, k, v, do, g, beta, o, dq, dk, dv, dg, db = t
+    q, k, v, do, g, beta, o, sT, dq, dk, dv, dg, db = t
     if op == "delta":
         go = GatedOpts(2, 0.0, 64, 1)
-        fwd = lambda: L.ok(L.l.la_delta_rule_forward(L.ctx, R(go), R(dims), P(o), None, P(q), P(k),
-                                                     P(v), P(beta), None))
+        fwd = lambda: L.ok(L.l.la_delta_rule_forward(L.ctx, R(go), R(dims), P(o), P(sT), P(q),
+                                                     P(k), P(v), P(beta), None))
         bwd = lambda: L.ok(L.l.la_delta_rule_backward(L.ctx, R(go), R(dims), P(dq), P(dk), P(dv),
                                                       P(db), None, P(do), None, P(q), P(k), P(v),
                                                       P(beta), None))
     else:
         go = GatedOpts(2, 0.0, 64, 0)
-        fwd = lambda: L.ok(L.l.la_gated_delta_rule_forward(L.ctx, R(go), R(dims), P(o), None,
+        fwd = lambda: L.ok(L.l.la_gated_delta_rule_forward(L.ctx, R(go), R(dims), P(o), P(sT),
                                                            P(q), P(k), P(v), P(g), P(beta), None))
         bwd = lambda: L.ok(L.l.la_gated_delta_rule_backward(L.ctx, R(go), R(dims), P(dq), P(dk),
                                                             P(dv), P(dg), P(db), None, P(do), None,
@@ -66,6 +69,7 @@ def main():
     ap.add_argument("--libs", required=True)
     ap.add_argument("--ops", default="delta,gdn")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--fwd-only", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--fla", action="store_true")
     a = ap.parse_args()
@@ -76,18 +80,25 @@ def main():
     name = torch.cuda.get_device_name(0)
     for op in a.ops.split(","):
         shape, dims, q, k, v, do, g, beta = inputs(op, dev, dt)
+        B, T, H, HV, D = shape
+        nh = HV if op == "gdn" else H
         outs, res = [], {}
         for L, p in zip(libs, paths):
-            t = [q, k, v, do, g, beta] + [torch.full_like(x, float("nan"))
-                                          for x in (v, q, k, v, g, beta)]
+            sT = torch.full((B, nh, D, D), float("nan"), device=dev)
+            t = [q, k, v, do, g, beta] + [torch.full_like(v, float("nan")), sT] + [
+                torch.full_like(x, float("nan")) for x in (q, k, v, g, beta)]
             fwd, fb = calls(L, op, dims, t)
-            fb()
+            (fwd if a.fwd_only else fb)()
             torch.cuda.synchronize()
             outs.append([x.clone() for x in t[6:]])
             res[p] = (fwd, fb, [], [])
-        names = ["o", "dq", "dk", "dv", "dg", "dbeta"]
+        names = ["o", "final state", "dq", "dk", "dv", "dg", "dbeta"]
         for nm, x, y in zip(names, outs[0], outs[-1]):
-            if op == "delta" and nm == "dg":
+            if (op == "delta" and nm == "dg") or (a.fwd_only and nm.startswith("d")):
+                continue
+            if torch.equal(x.view(torch.int16 if x.element_size() == 2 else torch.int32),
+                           y.view(torch.int16 if y.element_size() == 2 else torch.int32)):
+                print("%s %s: A and B bitwise identical" % (op, nm), flush=True)
                 continue
             x, y = x.float(), y.float()
             rel = ((x - y).abs().max() / x.abs().max().clamp_min(1e-30)).item()
@@ -97,17 +108,19 @@ def main():
             for p in paths:
                 fwd, fb, tf, tb = res[p]
                 tf.append(timeit(fwd)[0])
-                tb.append(timeit(fb)[0])
+                if not a.fwd_only:
+                    tb.append(timeit(fb)[0])
         for p in paths:
             _, _, tf, tb = res[p]
-            print("%s %s bf16 %s fwd %.3f fwd+bwd %.3f ms (%s; runs %s / %s)" %
+            print("%s %s bf16 %s fwd %.3f fwd+bwd %s ms (%s; runs %s / %s)" %
                   (os.path.basename(os.path.dirname(p)), op, shape, statistics.median(tf),
-                   statistics.median(tb), name, " ".join("%.3f" % x for x in tf),
-                   " ".join("%.3f" % x for x in tb)), flush=True)
+                   "%.3f" % statistics.median(tb) if tb else "-", name,
+                   " ".join("%.3f" % x for x in tf), " ".join("%.3f" % x for x in tb)),
+                  flush=True)
         if a.profile:
             from torch.profiler import ProfilerActivity, profile
             for p in paths:
-                fb = res[p][1]
+                fb = res[p][0 if a.fwd_only else 1]
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:
                     fb()
                     torch.cuda.synchronize()
