@@ -176,25 +176,6 @@ static void load_gx(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int
     }
 }
 
-/* C[L,n] += Aᵀ B for A [L,L] lower triangular (row stride lda), in two
- * calls (cpu-bwd6): row i of the result only sums A's rows p >= i, so the
- * rows [h, L) skip k in [0, h), whose terms are exact zeros. Each element
- * is the same sum in the same order less leading zero products, so the
- * bits do not change while L is one k block of gemm_tn on every path (96
- * on AVX2/AVX-512): only chunks of up to 64 take the two calls. Saves a
- * quarter of the product. */
-static void gemm_tn_lower_a(const la__kernels *kr, int64_t L, int64_t n, const float *A,
-                            int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc) {
-    const int64_t h = L / 16 * 8; /* a multiple of the 8-row tiles */
-    if (h == 0 || L > 64) {
-        kr->gemm_tn(L, n, L, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
-        return;
-    }
-    kr->gemm_tn(h, n, L, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
-    kr->gemm_tn(L - h, n, L - h, 1.0f, A + h * lda + h, lda, B + h * ldb, ldb, 1.0f, C + h * ldc,
-                ldc);
-}
-
 /* The reverse sweep over the chunk [t0, t0+L) with dS, the gradient of the
  * state after it: dk, dv, then dSacc += Q̂ᵀ Gx. */
 static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
@@ -208,10 +189,10 @@ static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
     /* dK̃ = Vx dSxᵀ + dAᵀ Q̂ (dA is zero above the diagonal) */
     kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dS, Vx, 0.0f, dkh, K);
-    gemm_tn_lower_a(kr, L, K, dA, C, qh, K, dkh, K);
+    la__gemm_tn_lower_acc(kr, L, K, dA, C, qh, K, dkh, K); /* kernels.h */
     /* dV = K̃ dS + Aᵀ G */
     kr->gemm_nn(L, V, K, 1.0f, kh, K, dS, Vx, 0.0f, dvb, V);
-    gemm_tn_lower_a(kr, L, V, A, C, g, Vx, dvb, V);
+    la__gemm_tn_lower_acc(kr, L, V, A, C, g, Vx, dvb, V);
     kr->gemm_tn(K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
     la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
     for (int64_t jj = 0; jj < L; jj++)
