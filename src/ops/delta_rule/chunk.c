@@ -314,7 +314,7 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         for (int64_t j = 0; j <= t; j++) T1[t * L + j] = QKd[t * L + j] * Gm[t * L + j];
     for (int64_t t = 0; t < L; t++)
         for (int64_t j = t + 1; j < L; j++) T1[t * L + j] = 0.0f;
-    kr->gemm_tn(L, V, L, 1.0f, T1, L, dO, V, 1.0f, dR, V);
+    la__gemm_tn_lower_acc(kr, L, V, T1, L, dO, V, dR, V); /* kernels.h */
     /* dP_tj = dO~_t . R_j; dGm += dP QKd; dq += (dP Gm) K, dk += (dP Gm)^T Q */
     kr->gemm_nt_tril(L, V, 0, 1.0f, dO, V, R, V, 0.0f, T1, L);
     for (int64_t t = 0; t < L; t++)
@@ -323,7 +323,7 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
             T1[t * L + j] *= Gm[t * L + j];
         }
     kr->gemm_nn_lower(L, K, L, 1.0f, T1, L, k, K, 1.0f, dq, K);
-    kr->gemm_tn(L, K, L, 1.0f, T1, L, q, K, 1.0f, dk, K);
+    la__gemm_tn_lower_acc(kr, L, K, T1, L, q, K, dk, K);
 
     /* ---- R = U - W S_0: dW = -dR S_0^T, dS_0 -= W^T dR ---- */
     kr->gemm_nt(L, K, V, -1.0f, dR, V, S0, V, 0.0f, dW, K);
@@ -355,7 +355,7 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         dbeta[t] = dbt;
     }
     kr->gemm_nn_lower(L, K, L, 1.0f, T2, L, k, K, 1.0f, dk, K);
-    kr->gemm_tn(L, K, L, 1.0f, T2, L, k, K, 1.0f, dk, K);
+    la__gemm_tn_lower_acc(kr, L, K, T2, L, k, K, dk, K);
 
     /* ---- gates ---- */
     if (!gated) return;

@@ -189,10 +189,10 @@ static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
     /* dK̃ = Vx dSxᵀ + dAᵀ Q̂ (dA is zero above the diagonal) */
     kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dS, Vx, 0.0f, dkh, K);
-    kr->gemm_tn(L, K, L, 1.0f, dA, C, qh, K, 1.0f, dkh, K);
+    la__gemm_tn_lower_acc(kr, L, K, dA, C, qh, K, dkh, K); /* kernels.h */
     /* dV = K̃ dS + Aᵀ G */
     kr->gemm_nn(L, V, K, 1.0f, kh, K, dS, Vx, 0.0f, dvb, V);
-    kr->gemm_tn(L, V, L, 1.0f, A, C, g, Vx, 1.0f, dvb, V);
+    la__gemm_tn_lower_acc(kr, L, V, A, C, g, Vx, dvb, V);
     kr->gemm_tn(K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
     la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
     for (int64_t jj = 0; jj < L; jj++)
