@@ -12,10 +12,13 @@ la_status la__check_ptr(const char *op, const char *name, const void *p) {
     return LA_OK;
 }
 
-la_status la__check_finite(const char *op, const char *name, const float *x, size_t n) {
-    /* Fast scan: a float is NaN or Inf iff its exponent bits are all ones.
-     * OR that test over blocks (a branch-free loop the compiler vectorises)
-     * and look for the first bad index only in a block that has one. */
+/* Fast scan for the checks below: the index of the first block of 2048
+ * values holding a bad one (n if none), from a branch-free loop the compiler
+ * vectorises. A float is NaN or Inf iff its exponent bits are all ones;
+ * with gate set, a value > 0 (sign clear, not +0: 1 <= bits <= 0x7fffffff)
+ * is bad too. The caller's loop from there finds the first bad index for
+ * the message. */
+static inline size_t first_bad_block(const float *x, size_t n, int gate) {
     enum { BLK = 2048 };
     size_t b0 = 0;
     for (; b0 < n; b0 += BLK) {
@@ -26,9 +29,15 @@ la_status la__check_finite(const char *op, const char *name, const float *x, siz
             union { float f; uint32_t u; } c;
             c.f = xb[i];
             bad |= (uint32_t)((c.u & 0x7f800000u) == 0x7f800000u);
+            if (gate) bad |= (uint32_t)(c.u - 1u < 0x7fffffffu);
         }
         if (bad) break;
     }
+    return b0;
+}
+
+la_status la__check_finite(const char *op, const char *name, const float *x, size_t n) {
+    const size_t b0 = first_bad_block(x, n, 0);
     for (size_t i = b0; i < n; i++) {
         if (!isfinite(x[i]))
             return la__error(LA_ERR_NON_FINITE, "%s: %s[%zu] is %s (inputs must be finite)",
@@ -51,13 +60,7 @@ static void finite_task(void *p, int64_t task, int tid) {
     (void)tid;
     const finite_arg *a = p;
     const size_t b0 = (size_t)task * PAR_BLK, m = a->n - b0 < PAR_BLK ? a->n - b0 : PAR_BLK;
-    uint32_t bad = 0;
-    for (size_t i = 0; i < m; i++) {
-        union { float f; uint32_t u; } c;
-        c.f = a->x[b0 + i];
-        bad |= (uint32_t)((c.u & 0x7f800000u) == 0x7f800000u);
-    }
-    a->bad[task] = (unsigned char)(bad != 0);
+    a->bad[task] = (unsigned char)(first_bad_block(a->x + b0, m, 0) < m);
 }
 
 la_status la__check_finite_ctx(la_ctx *ctx, const char *op, const char *name, const float *x,
@@ -209,24 +212,7 @@ la_status la__resolve_scale(const char *op, float scale, int64_t K, float *out) 
 }
 
 la_status la__check_log_gate(const char *op, const char *name, const float *g, size_t n) {
-    /* cpu-fwd5: fast scan as la__check_finite's (branch-free, vectorised):
-     * g is bad iff NaN/Inf (exponent all ones) or > 0 (sign clear, not
-     * +0: 1 <= bits <= 0x7fffffff); the loop below, from the first block
-     * with a bad element, finds the first bad index for the message. */
-    enum { BLK = 2048 };
-    size_t b0 = 0;
-    for (; b0 < n; b0 += BLK) {
-        const size_t m = n - b0 < BLK ? n - b0 : BLK;
-        const float *gb = g + b0;
-        uint32_t bad = 0;
-        for (size_t i = 0; i < m; i++) {
-            union { float f; uint32_t u; } c;
-            c.f = gb[i];
-            bad |= (uint32_t)((c.u & 0x7f800000u) == 0x7f800000u) |
-                   (uint32_t)(c.u - 1u < 0x7fffffffu);
-        }
-        if (bad) break;
-    }
+    const size_t b0 = first_bad_block(g, n, 1);
     for (size_t i = b0; i < n; i++) {
         if (!isfinite(g[i]))
             return la__error(LA_ERR_NON_FINITE, "%s: %s[%zu] is %s (log-gates must be finite;"
