@@ -28,12 +28,13 @@ struct la_cu_dc_args {
     __nv_bfloat16 *Wh, *Wl, *Kh, *Kl;
 };
 
-/* rn[t] = 1 / sqrt(|x_t|^2 + 1e-6) for the chunk's rows (1 without l2). */
-template <typename T>
+/* rn[t] = 1 / sqrt(|x_t|^2 + 1e-6) for the chunk's rows (1 without l2);
+ * NW warps, one row per warp at a time. */
+template <typename T, int NW = 8>
 __device__ __forceinline__ void la_cu_dc_rnorm(float *rn, const T *x, int64_t tok0, int L,
                                                int64_t H, int64_t hq, int64_t K, int use_l2) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int t = w; t < LA_CU_C; t += 8) {
+    for (int t = w; t < LA_CU_C; t += NW) {
         float a = 0.f;
         if (use_l2 && t < L) {
             const T *r = x + ((tok0 + t) * H + hq) * K;

@@ -33,24 +33,6 @@ struct dgt_smem {
     float dbb[LA_CU_C], dee[LA_CU_C], dbt[LA_CU_C];
 };
 
-/* rn[t] = 1 / sqrt(|x_t|^2 + 1e-6) (1 without l2), la_cu_dc_rnorm's order, 4 warps */
-__device__ __forceinline__ void dgt_rnorm(float *rn, const dgt_bf *x, int64_t tok0, int L,
-                                          int64_t H, int64_t hq, int64_t K, int use_l2) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int t = w; t < LA_CU_C; t += 4) {
-        float a = 0.f;
-        if (use_l2 && t < L) {
-            const dgt_bf *r = x + ((tok0 + t) * H + hq) * K;
-            for (int64_t i = lane; i < K; i += 32) {
-                const float y = ldf(r + i);
-                a = fmaf(y, y, a);
-            }
-        }
-        for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-        if (lane == 0) rn[t] = use_l2 ? 1.f / sqrtf(a + 1e-6f) : 1.f;
-    }
-}
-
 /* Row sums of the warp's rows of acc weighted by f(r, c) (fp32, fixed
  * order), added into dst[r] by the row's lane q == 0 (one writer per row). */
 template <class F>
@@ -108,8 +90,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2)
     const float *ATc = p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C;
     dgt_bf *const X = S.X, *const Y = S.Y;
     la_cu_chunk_gates(S.gam, p.g, 0.f, tok0, L, HS, (int)hs);
-    dgt_rnorm(S.rq, (const dgt_bf *)p.q, tok0, L, H, hq, K, p.use_l2);
-    dgt_rnorm(S.rk, (const dgt_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
+    la_cu_dc_rnorm<dgt_bf, 4>(S.rq, (const dgt_bf *)p.q, tok0, L, H, hq, K, p.use_l2);
+    la_cu_dc_rnorm<dgt_bf, 4>(S.rk, (const dgt_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
     if (t < LA_CU_C) {
         S.be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
         S.dbb[t] = S.dee[t] = S.dbt[t] = 0.f;
