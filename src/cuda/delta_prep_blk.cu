@@ -21,8 +21,10 @@
  *   fp32 factor split into bf16 hi + lo in registers (no part tiles in
  *   shared memory; only the blocks kt <= row block, A being lower
  *   triangular); fp32 pairs and bf16 pairs stored 8 / 4 bytes at a time.
- * Shared memory 55 KB at K = V = 128 (4 CTAs per SM). No atomics; every sum
- * has a fixed order, so results are bitwise identical run to run. */
+ * Shared memory 55 KB at K = V = 128 (the old kernel: 106 KB), 80 registers:
+ * 3 CTAs per SM. The value heads of a chunk are neighbours in the launch
+ * order (they share the key tile). No atomics; every sum has a fixed order,
+ * so results are bitwise identical run to run. */
 #include "delta_chunk.cuh"
 #include "tc.cuh"
 
@@ -103,18 +105,24 @@ __device__ __forceinline__ void dpb_prod(float (&acc)[4][4], const float *M, con
 
 /* flags: 1 K tile by 16-byte copies, 2 V tile likewise, 4 Kd rows as
  * float4 (K % 4 == 0, Kd 16-byte aligned), 8 U rows as float2 (V even),
- * 16 W rows as float2 (K even). */
-template <int KP, int VP, int MINB>
-__global__ void __launch_bounds__(256, MINB) la_cu_dc_prep_blk(la_cu_dc_args p, int flags) {
+ * 16 W rows as float2 (K even), 32 grid (HS, chunks). */
+template <int KP, int VP>
+__global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int flags) {
     extern __shared__ __align__(128) unsigned char dpb_sm[];
     constexpr int LK = KP + 8, LV = VP + 8;
     __shared__ double gam[LA_CU_C];
-    __shared__ __align__(16) float gr[LA_CU_C], be[LA_CU_C], rk[LA_CU_C], bt[LA_CU_C],
-        sd[LA_CU_C], ws[LA_CU_C];
+    __shared__ __align__(16) float gr[LA_CU_C], be[LA_CU_C], rk[LA_CU_C], bt[LA_CU_C], sd[LA_CU_C],
+        ws[LA_CU_C];
     dpb_bf *const Ks = (dpb_bf *)dpb_sm, *const Vs = Ks + 64 * LK;
     float *const M = (float *)(Vs + 64 * LV);
-    const la_cu_chunk ch = p.chunks[blockIdx.x];
-    const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = blockIdx.y, hq = hs / (HS / H);
+    /* flags & 32: grid (HS, chunks), the value heads of a chunk neighbours
+     * in the launch order (they share the key tile where HS > H); else
+     * (chunks, HS) for more than 65535 chunks */
+    const bool hx = flags & 32;
+    const unsigned cid = hx ? blockIdx.y : blockIdx.x;
+    const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = hx ? blockIdx.x : blockIdx.y;
+    const int64_t hq = hs / (HS / H);
+    const la_cu_chunk ch = p.chunks[cid];
     const int L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
     const int m8 = lane >> 3, rr = lane & 7, rb = w & 3, cb = 32 * (w >> 2);
     const int64_t tok0 = ch.tok0, kst = H * K, vst = HS * V;
@@ -128,29 +136,47 @@ __global__ void __launch_bounds__(256, MINB) la_cu_dc_prep_blk(la_cu_dc_args p, 
         gr[t] = (t < L && p.g) ? p.g[(tok0 + t) * HS + hs] : 0.f;
     }
     __syncthreads(); /* gr */
-    if (t == 0) {    /* as la_cu_chunk_gates: double, token order */
+    if (t == 0) {    /* as la_cu_chunk_gates: double, token order (8 loads at a time) */
         double acc = 0;
-        for (int i = 0; i < L; i++) {
-            acc += (double)(gr[i] + 0.f);
-            gam[i] = acc;
+        for (int i0 = 0; i0 < L; i0 += 8) {
+            float x[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) x[u] = gr[i0 + u];
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (i0 + u < L) {
+                    acc += (double)(x[u] + 0.f);
+                    gam[i0 + u] = acc;
+                }
         }
     }
     la_cu_cp_wait<1>(); /* the K tile */
     __syncthreads();    /* gam, Ks */
-    /* row norms of k, in the order of la_cu_dc_rnorm */
-    for (int r = w; r < LA_CU_C; r += 8) {
-        float a = 0.f;
-        if (p.use_l2 && r < L)
-            for (int64_t i = lane; i < K; i += 32) {
-                const float y = __bfloat162float(Ks[r * LK + i]);
-                a = fmaf(y, y, a);
+    /* row norms of k, in the order of la_cu_dc_rnorm; warp w's eight rows
+     * w + 8 u side by side (rows >= L of Ks are 0) */
+    if (p.use_l2) {
+        float a[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) a[u] = 0.f;
+        for (int i = lane; i < K; i += 32)
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                const float y = __bfloat162float(Ks[(w + 8 * u) * LK + i]);
+                a[u] = fmaf(y, y, a[u]);
             }
-        for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-        if (lane == 0) rk[r] = p.use_l2 ? 1.f / sqrtf(a + 1e-6f) : 1.f;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+            for (int u = 0; u < 8; u++) a[u] += __shfl_xor_sync(0xffffffffu, a[u], off);
+        if (lane == 0)
+#pragma unroll
+            for (int u = 0; u < 8; u++) rk[w + 8 * u] = 1.f / sqrtf(a[u] + 1e-6f);
+    } else if (t < LA_CU_C) {
+        rk[t] = 1.f;
     }
     /* every row (rows >= L are 0: W's padding rows multiply be = 0 by bt) */
     if (t < LA_CU_C) bt[t] = t < L ? la_cu_expd(gam[t]) : 0.f;
-    if (t == 0) p.bL[(int64_t)blockIdx.x * HS + hs] = la_cu_expd(gam[L - 1]);
+    if (t == 0) p.bL[(int64_t)cid * HS + hs] = la_cu_expd(gam[L - 1]);
     /* K K^T on tensor cores (exact inputs) */
     float G[4][4];
 #pragma unroll
@@ -315,7 +341,7 @@ __global__ void __launch_bounds__(256, MINB) la_cu_dc_prep_blk(la_cu_dc_args p, 
     la_cu_cp_wait<0>(); /* the V tile */
     __syncthreads();    /* A (lower blocks of M), Vs */
     if (p.AT) {         /* A^T for the backward; the upper blocks are 0 */
-        float *at = p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C;
+        float *at = p.AT + ((size_t)cid * HS + hs) * LA_CU_C * LA_CU_C;
         for (int e = t; e < 16 * LA_CU_C; e += 256) {
             const int r = e & 63, m4 = (e >> 6) * 4;
             const float4 x = (m4 >> 4) > (r >> 4) ? make_float4(0.f, 0.f, 0.f, 0.f)
@@ -341,7 +367,8 @@ __global__ void __launch_bounds__(256, MINB) la_cu_dc_prep_blk(la_cu_dc_args p, 
             for (int j = 0; j < 4; j++) {
                 const int64_t col = cc + cb + 8 * j + 2 * q;
                 if (flags & 8) {
-                    if (col < V) *(float2 *)(ur + col) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
+                    if (col < V)
+                        *(float2 *)(ur + col) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
                 } else {
                     if (col < V) ur[col] = acc[j][2 * h];
                     if (col + 1 < V) ur[col + 1] = acc[j][2 * h + 1];
@@ -381,41 +408,37 @@ __global__ void __launch_bounds__(256, MINB) la_cu_dc_prep_blk(la_cu_dc_args p, 
     }
 }
 
-template <int KP, int VP, int MINB>
+template <int KP, int VP>
 static la_status dpb_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                             cudaStream_t stream) {
     const size_t smem = dpb_smem<KP, VP>();
     const auto al = [](const void *x, uintptr_t n) { return ((uintptr_t)x & (n - 1)) == 0; };
-    const int flags = ((c->K & 7) == 0 && al(p.k, 16) ? 1 : 0) |
-                      ((c->V & 7) == 0 && al(p.v, 16) ? 2 : 0) |
-                      ((c->K & 3) == 0 && al(p.Kd, 16) ? 4 : 0) |
-                      ((c->V & 1) == 0 && al(p.U, 8) ? 8 : 0) |
-                      ((c->K & 1) == 0 && al(p.W, 8) ? 16 : 0);
+    const int flags =
+        ((c->K & 7) == 0 && al(p.k, 16) ? 1 : 0) | ((c->V & 7) == 0 && al(p.v, 16) ? 2 : 0) |
+        ((c->K & 3) == 0 && al(p.Kd, 16) ? 4 : 0) | ((c->V & 1) == 0 && al(p.U, 8) ? 8 : 0) |
+        ((c->K & 1) == 0 && al(p.W, 8) ? 16 : 0) | (nchunks <= 65535 ? 32 : 0);
     if (!al(p.Kh, 16) || !al(p.Kl, 16) || !al(p.Wh, 4) || !al(p.Wl, 4))
         return la__error(LA_ERR_INTERNAL, "%s: bf16 part buffers not aligned", c->op);
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_prep_blk<KP, VP, MINB>,
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_prep_blk<KP, VP>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_prep_blk<KP, VP, MINB>,
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_prep_blk<KP, VP>,
                                           cudaFuncAttributePreferredSharedMemoryCarveout,
                                           (int)cudaSharedmemCarveoutMaxShared));
-    la_cu_dc_prep_blk<KP, VP, MINB>
-        <<<dim3((unsigned)nchunks, (unsigned)c->HS), 256, smem, stream>>>(p, flags);
+    la_cu_dc_prep_blk<KP, VP><<<(flags & 32) ? dim3((unsigned)c->HS, (unsigned)nchunks)
+                                             : dim3((unsigned)nchunks, (unsigned)c->HS),
+                                256, smem, stream>>>(p, flags);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
 template <int KP>
 static la_status dpb_v(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                        cudaStream_t stream) {
-    /* 80 registers, 3 CTAs per SM; LINATTN_CUDA_DELTA_PREP_BLK=4: 64
-     * registers (some spilled), 4 CTAs per SM where shared memory allows */
-    if (la__cu_delta_prep_blk_on() == 4) {
-        if (c->V <= 64) return dpb_launch<KP, 64, 4>(c, p, nchunks, stream);
-        if (c->V <= 128) return dpb_launch<KP, 128, 4>(c, p, nchunks, stream);
-        return dpb_launch<KP, 256, 4>(c, p, nchunks, stream);
-    }
-    if (c->V <= 64) return dpb_launch<KP, 64, 3>(c, p, nchunks, stream);
-    if (c->V <= 128) return dpb_launch<KP, 128, 3>(c, p, nchunks, stream);
-    return dpb_launch<KP, 256, 3>(c, p, nchunks, stream);
+    /* 80 registers: 3 CTAs per SM (shared memory would allow 4 at K, V <=
+     * 128; the 64-register build spilled and was not faster: 502 vs 488 us
+     * at the GDN shape, H200) */
+    if (c->V <= 64) return dpb_launch<KP, 64>(c, p, nchunks, stream);
+    if (c->V <= 128) return dpb_launch<KP, 128>(c, p, nchunks, stream);
+    return dpb_launch<KP, 256>(c, p, nchunks, stream);
 }
 la_status la__cu_delta_prep_blk(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                                 cudaStream_t stream) {
@@ -424,14 +447,14 @@ la_status la__cu_delta_prep_blk(const la__cu_call *c, const la_cu_dc_args &p, in
     return dpb_v<256>(c, p, nchunks, stream);
 }
 
-/* Whether the tensor-core prep takes this kernel (non-zero) and which
- * variant (4: the 4-CTA one, else 1): LINATTN_CUDA_DELTA_PREP_BLK = 0 takes
- * the column-inverse kernel la_cu_dc_prep_tc, for A/B (read once). */
+/* Whether the tensor-core prep takes this kernel: yes unless
+ * LINATTN_CUDA_DELTA_PREP_BLK = 0 (the column-inverse kernel
+ * la_cu_dc_prep_tc then runs, for A/B; read once). */
 int la__cu_delta_prep_blk_on(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_PREP_BLK");
-        mode = !e ? 1 : e[0] == '0' ? 0 : e[0] == '4' ? 4 : 1;
+        mode = !(e && e[0] == '0');
     }
     return mode;
 }
