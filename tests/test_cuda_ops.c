@@ -996,6 +996,12 @@ int main(void) {
          LA_DTYPE_BF16, 1, 1, 1, 1.0},
         {"delta fp16 l2 varlen 0-5 chunks K128 V64", 1, 877, 1, 0, 128, 64, cu6, 7, LA_DTYPE_F16, 0,
          1, 0, 1.0},
+        /* cuda-delta12: the blocked-inverse prep's tile shapes K 256 / V 64
+         * and K 64 / V 256, chunks of 64 and shorter */
+        {"gdn bf16 l2 extreme T150 K256 V64 HV=2H", 1, 150, 1, 2, 256, 64, NULL, 0, LA_DTYPE_BF16,
+         1, 1, 1, 1.0},
+        {"delta bf16 raw keys B2 T97 K64 V256", 2, 97, 1, 0, 64, 256, NULL, 0, LA_DTYPE_BF16, 0, 0,
+         0, 0.1},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,

@@ -16,6 +16,13 @@
 
 #include <stdlib.h>
 
+/* cuda-delta12: the bf16 prep with a blocked triangular inverse
+ * (delta_prep_blk.cu), taken below unless LINATTN_CUDA_DELTA_PREP_BLK = 0
+ * (this file's column-inverse kernel then runs, for A/B). */
+la_status la__cu_delta_prep_blk(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                                cudaStream_t stream);
+int la__cu_delta_prep_blk_on(void);
+
 typedef __nv_bfloat16 dpt_bf;
 
 #define DPT_ALD 72 /* row stride (bf16) of the A-factor part tiles */
@@ -224,6 +231,7 @@ static la_status dpt_v(const la__cu_call *c, const la_cu_dc_args &p, int64_t nch
 }
 la_status la__cu_delta_prep_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                                cudaStream_t stream) {
+    if (la__cu_delta_prep_blk_on()) return la__cu_delta_prep_blk(c, p, nchunks, stream);
     if (c->K <= 64) return dpt_v<64>(c, p, nchunks, stream);
     if (c->K <= 128) return dpt_v<128>(c, p, nchunks, stream);
     return dpt_v<256>(c, p, nchunks, stream);
