@@ -131,22 +131,19 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 3) la_tc_intra_fwd(la_cu_intra_
  * first of a sweep during the previous sweep's last products). Per-row
  * factors e^{G_i}, e^{G_L-G_j} once per thread row. */
 #define LA_TC_DQK_SMEM (12 * LA_TC_TILE_BYTES)
-/* ROLE 0: dq and dk (one CTA per (chunk, head)); ROLE 1: dq only, ROLE 2: dk
- * only (cuda-lin6: the split kernel, dP recomputed by both roles; no DG). The
- * chunk is cix; the static shared arrays come from the kernel (one set). */
-template <typename T, bool DG, int ROLE>
-__device__ __forceinline__ void la_tc_dqk_body(const la_cu_intra_args &p, const int cix,
-                                               unsigned char *la_tc_dqk_smem, double (*Gw)[64],
-                                               double *rq, double *rk, float *dPd) {
-    static_assert(ROLE == 0 || !DG, "the split roles do not sum dg");
-    constexpr bool DQ = ROLE != 2, DK = ROLE != 1;
+template <typename T, bool DG>
+__global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_args p) {
+    extern __shared__ __align__(128) unsigned char la_tc_dqk_smem[];
     T *const dPh = (T *)la_tc_dqk_smem, *const dPl = dPh + LA_TC_TILE,
              *const dPl2s = dPl + LA_TC_TILE;
     T *const X0 = dPl2s + LA_TC_TILE, *const X1 = X0 + LA_TC_TILE;
     T *const Sh = X1 + LA_TC_TILE, *const Sl = Sh + LA_TC_TILE, *const Sl2s = Sl + LA_TC_TILE;
     T *const Qh = Sl2s + LA_TC_TILE, *const Kh = Qh + LA_TC_TILE;
     T *const Qls = Kh + LA_TC_TILE, *const Kls = Qls + LA_TC_TILE;
-    const la_cu_chunk ch = p.chunks[cix];
+    __shared__ double Gw[LA_TC_THREADS / 32][64];
+    __shared__ double rq[64], rk[64];
+    __shared__ float dPd[64];
+    const la_cu_chunk ch = p.chunks[blockIdx.x];
     const int h = blockIdx.y, L = ch.len, t = threadIdx.x, lane = t & 31;
     const int64_t H = p.H, K = p.K, V = p.V, tok0 = ch.tok0;
     const int nvb = (int)((V + 63) / 64);
@@ -157,8 +154,8 @@ __device__ __forceinline__ void la_tc_dqk_body(const la_cu_intra_args &p, const 
     T *const ql = elu ? Qls : (T *)NULL, *const kl = elu ? Kls : (T *)NULL;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     const T *dO = (const T *)p.d_o;
-    const float *S = p.hbuf + ((size_t)cix * H + h) * K * V;
-    const float *dS = p.dhbuf + ((size_t)cix * H + h) * K * V;
+    const float *S = p.hbuf + ((size_t)blockIdx.x * H + h) * K * V;
+    const float *dS = p.dhbuf + ((size_t)blockIdx.x * H + h) * K * V;
     const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v |
                                              (uintptr_t)dO | (uintptr_t)p.dq | (uintptr_t)p.dk) &
                                             15) == 0;
@@ -167,7 +164,7 @@ __device__ __forceinline__ void la_tc_dqk_body(const la_cu_intra_args &p, const 
     const auto sfetch = [&](bool grad, int64_t k0, int jb) {
         la_tc_state_fetch(hx, grad ? dS : S, k0, (int64_t)jb * 64, K, V, vec);
     };
-    sfetch(!DQ, 0, 0);
+    sfetch(false, 0, 0);
     double *G = Gw[t >> 5];
     la_tc_chunk_gates(G, p.g, gam, tok0, L, H, h);
     const double GL = L > 0 ? G[L - 1] : 0.0;
@@ -241,54 +238,10 @@ __device__ __forceinline__ void la_tc_dqk_body(const la_cu_intra_args &p, const 
         la_tc_tile_fetch(Qh, qb + k0, sq, L, kcols, vec);
         la_tc_tile_fetch(Kh, kb + k0, sq, L, kcols, vec);
         la_tc_cp_commit();
-        if (DQ) {
-            /* ---- dQf[:, k0..] = e^{G_i} do S^T + dP Kf */
-            la_tc_zero(acc);
-            state_sweep(false, k0); /* Q, K are in and visible after it */
-            if (fm != LA_FEATURE_IDENTITY) {
-                const auto f = [&](int r, int c, float x) -> float {
-                    return (r < L && c < kcols) ? la_phi(fm, x) : 0.f;
-                };
-                la_tc_tile_split(Qh, ql, (T *)NULL, f);
-                la_tc_tile_split(Kh, kl, (T *)NULL, f);
-                __syncthreads();
-            }
-            la_tc_acc_each_rh(acc, [&](int rh, int, int, float &x) { x *= eq[rh]; });
-            if (DK)
-                sfetch(true, k0, 0); /* the dk sweep's first block */
-            else if (k0 + 64 < K)
-                sfetch(false, k0 + 64, 0); /* the next key block's first block */
-            la_tc_mma64x<T, false, false>(acc, dPh, dPl, dPl2, Kh, kl, NULL);
-            __syncthreads(); /* X0 takes dq */
-            {
-                const float dpd[2] = {dPd[rows[0]], dPd[rows[1]]};
-                double part[2] = {0.0, 0.0};
-                la_tc_acc_each_rh(acc, [&](int rh, int r, int c, float &x) {
-                    const float qf = tv(Qh, ql, r, c), kf = tv(Kh, kl, r, c);
-                    if (DG) part[rh] += (double)(scale * qf * x);
-                    x = fmaf(dpd[rh], kf, x) * scale * phid(qf);
-                });
-                if (DG) {
-#pragma unroll
-                    for (int i = 0; i < 2; i++) {
-                        part[i] += __shfl_xor_sync(0xffffffffu, part[i], 1);
-                        part[i] += __shfl_xor_sync(0xffffffffu, part[i], 2);
-                    }
-                    if ((lane & 3) == 0) {
-                        rq[rows[0]] += part[0];
-                        rq[rows[1]] += part[1];
-                    }
-                }
-            }
-            la_tc_acc_split(acc, X0, (T *)NULL, (T *)NULL, [](int, int, float x) { return x; });
-            __syncthreads();
-            la_tc_tile_store((T *)p.dq + (tok0 * H + h) * K + k0, sq, X0, L, kcols, vec);
-        }
-        if (!DK) continue;
-        /* ---- dKf[:, k0..] = e^{G_L-G_j} v dS^T + scale dP^T Qf */
+        /* ---- dQf[:, k0..] = e^{G_i} do S^T + dP Kf */
         la_tc_zero(acc);
-        state_sweep(true, k0);
-        if (!DQ && fm != LA_FEATURE_IDENTITY) { /* Q, K are in and visible */
+        state_sweep(false, k0); /* Q, K are in and visible after it */
+        if (fm != LA_FEATURE_IDENTITY) {
             const auto f = [&](int r, int c, float x) -> float {
                 return (r < L && c < kcols) ? la_phi(fm, x) : 0.f;
             };
@@ -296,6 +249,36 @@ __device__ __forceinline__ void la_tc_dqk_body(const la_cu_intra_args &p, const 
             la_tc_tile_split(Kh, kl, (T *)NULL, f);
             __syncthreads();
         }
+        la_tc_acc_each_rh(acc, [&](int rh, int, int, float &x) { x *= eq[rh]; });
+        sfetch(true, k0, 0); /* the dk sweep's first block */
+        la_tc_mma64x<T, false, false>(acc, dPh, dPl, dPl2, Kh, kl, NULL);
+        __syncthreads(); /* X0 takes dq */
+        {
+            const float dpd[2] = {dPd[rows[0]], dPd[rows[1]]};
+            double part[2] = {0.0, 0.0};
+            la_tc_acc_each_rh(acc, [&](int rh, int r, int c, float &x) {
+                const float qf = tv(Qh, ql, r, c), kf = tv(Kh, kl, r, c);
+                if (DG) part[rh] += (double)(scale * qf * x);
+                x = fmaf(dpd[rh], kf, x) * scale * phid(qf);
+            });
+            if (DG) {
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    part[i] += __shfl_xor_sync(0xffffffffu, part[i], 1);
+                    part[i] += __shfl_xor_sync(0xffffffffu, part[i], 2);
+                }
+                if ((lane & 3) == 0) {
+                    rq[rows[0]] += part[0];
+                    rq[rows[1]] += part[1];
+                }
+            }
+        }
+        la_tc_acc_split(acc, X0, (T *)NULL, (T *)NULL, [](int, int, float x) { return x; });
+        __syncthreads();
+        la_tc_tile_store((T *)p.dq + (tok0 * H + h) * K + k0, sq, X0, L, kcols, vec);
+        /* ---- dKf[:, k0..] = e^{G_L-G_j} v dS^T + scale dP^T Qf */
+        la_tc_zero(acc);
+        state_sweep(true, k0);
         la_tc_acc_each_rh(acc, [&](int rh, int, int, float &x) { x *= ek[rh]; });
         la_tc_zero(acc2);
         la_tc_mma64x<T, true, false>(acc2, dPh, dPl, dPl2, Qh, ql, NULL);
@@ -304,8 +287,8 @@ __device__ __forceinline__ void la_tc_dqk_body(const la_cu_intra_args &p, const 
 #pragma unroll
             for (int i = 0; i < acc[j].num_elements; i++)
                 acc[j].x[i] = fmaf(scale, acc2[j].x[i], acc[j].x[i]);
-        if (k0 + 64 < K) sfetch(!DQ, k0 + 64, 0); /* the next key block's first block */
-        __syncthreads();                          /* X0 takes dk */
+        if (k0 + 64 < K) sfetch(false, k0 + 64, 0); /* the next key block's first block */
+        __syncthreads();                            /* X0 takes dk */
         {
             const float dpd[2] = {dPd[rows[0]], dPd[rows[1]]};
             double part[2] = {0.0, 0.0};
@@ -338,36 +321,9 @@ __device__ __forceinline__ void la_tc_dqk_body(const la_cu_intra_args &p, const 
                 run += rq[i] - rk[i];
                 p.dgl[(tok0 + i) * H + h] = run;
             }
-            p.ctot[(size_t)cix * H + h] = run;
+            p.ctot[(size_t)blockIdx.x * H + h] = run;
         }
     }
-}
-
-/* SPLIT: blockIdx.x = 2 chunk + role (even: dq, odd: dk), the two roles of
- * a chunk next to each other in the launch order (do / v, q / k shared in L2). */
-template <typename T, bool DG, bool SPLIT>
-__global__ void __launch_bounds__(LA_TC_THREADS, 2) la_tc_bwd_dqk(la_cu_intra_args p) {
-    extern __shared__ __align__(128) unsigned char la_tc_dqk_smem[];
-    __shared__ double Gw[LA_TC_THREADS / 32][64];
-    __shared__ double rq[64], rk[64];
-    __shared__ float dPd[64];
-    if (!SPLIT)
-        la_tc_dqk_body<T, DG, 0>(p, (int)blockIdx.x, la_tc_dqk_smem, Gw, rq, rk, dPd);
-    else if (blockIdx.x & 1)
-        la_tc_dqk_body<T, false, 2>(p, (int)(blockIdx.x >> 1), la_tc_dqk_smem, Gw, rq, rk, dPd);
-    else
-        la_tc_dqk_body<T, false, 1>(p, (int)(blockIdx.x >> 1), la_tc_dqk_smem, Gw, rq, rk, dPd);
-}
-
-/* LINATTN_CUDA_SPLIT_DQK = 0: the fused dq/dk kernel, 1: the split roles
- * where no dg is summed (cuda-lin6, A/B; read once). */
-static bool la_tc_split_dqk(bool dg) {
-    static int mode = -1;
-    if (mode < 0) {
-        const char *e = getenv("LINATTN_CUDA_SPLIT_DQK");
-        mode = e && e[0] == '1' ? 1 : 0;
-    }
-    return mode == 1 && !dg;
 }
 
 /* ---- launchers ------------------------------------------------------------ */
@@ -405,18 +361,10 @@ static la_status tc_bwd(const char *op, cudaStream_t stream, int64_t nchunks,
     la_status st = tc_fwd<T, true>(op, stream, nchunks, p); /* dv */
     if (st) return st;
     const size_t smem = LA_TC_DQK_SMEM;
-    if (!DG && la_tc_split_dqk(DG)) {
-        LA_CU_TRY(op, cudaFuncSetAttribute(la_tc_bwd_dqk<T, false, true>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        const dim3 grid((unsigned)(2 * nchunks), (unsigned)p.H);
-        la_tc_bwd_dqk<T, false, true><<<grid, LA_TC_THREADS, smem, stream>>>(p);
-        LA_CU_LAUNCHED(op);
-        return LA_OK;
-    }
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_tc_bwd_dqk<T, DG, false>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_tc_bwd_dqk<T, DG>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)nchunks, (unsigned)p.H);
-    la_tc_bwd_dqk<T, DG, false><<<grid, LA_TC_THREADS, smem, stream>>>(p);
+    la_tc_bwd_dqk<T, DG><<<grid, LA_TC_THREADS, smem, stream>>>(p);
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
