@@ -15,7 +15,7 @@
  *
  * build (from the repository root, after building build/):
  *   gcc -O2 -std=c11 -Iinclude bench/saved_ab.c build/liblinattn.a -lm -lpthread -o saved_ab
- * usage: saved_ab [gated 0|1] [pairs] [T] [--fresh] */
+ * usage: saved_ab [gated 0|1] [pairs] [T] [--fresh | --saved-only] */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
@@ -124,6 +124,7 @@ int main(int argc, char **argv) {
     const int pairs = argc > 2 ? atoi(argv[2]) : 9;
     const int64_t T = argc > 3 ? atoll(argv[3]) : 8192, H = 8, D = 128, C = 64;
     const int fresh = argc > 4 && !strcmp(argv[4], "--fresh");
+    const int only = argc > 4 && !strcmp(argv[4], "--saved-only"); /* for perf record */
     p.d.B = 1, p.d.T = T, p.d.H = H, p.d.K = D, p.d.V = D;
     const size_t n = (size_t)(T * H * D), ng = (size_t)(T * H);
     la_rng r;
@@ -164,7 +165,7 @@ int main(int argc, char **argv) {
         pk[i] = peak();
         for (int j = 0; j < 2; j++) {
             if ((i + j) % 2 == 0) {
-                run(&p, ctx, NULL, &of[i], &ob[i]);
+                run(&p, ctx, only ? s : NULL, &of[i], &ob[i]);
             } else {
                 run(&p, ctx, s, &nf[i], &nb[i]);
             }
