@@ -57,7 +57,7 @@ def test_bitwise_same_gradients(family, threads, case):
                     h0=cu is None, seed=hash(case) % 1000)
         kw = {"chunk_size": 16} if case == "chunk16" else {}
         o0, g0 = _run(family, x, cu, save_for_backward=False, **kw)
-        o1, g1 = _run(family, x, cu, **kw)  # the default saves
+        o1, g1 = _run(family, x, cu, save_for_backward=True, **kw)
         assert torch.equal(o0, o1)
         for n in g0:
             assert g0[n] is not None and torch.equal(g0[n], g1[n]), n
@@ -81,14 +81,15 @@ def _spy(monkeypatch):
 @pytest.mark.parametrize("family", ["delta_rule", "gated_delta_rule"])
 def test_backward_reads_a_filled_object(family, monkeypatch):
     seen = _spy(monkeypatch)
-    _run(family, _inputs(family))
+    _run(family, _inputs(family), save_for_backward=True)
     assert len(seen) == 1 and seen[0] is not None, seen
     filled, nbytes = seen[0]
     assert filled == 1 and nbytes > 0
-    # save_for_backward=False, the recurrent form, another family: nothing
+    # save_for_backward=False (the default), the recurrent form: nothing
     _run(family, _inputs(family), save_for_backward=False)
-    _run(family, _inputs(family), form="recurrent")
-    assert seen[1:] == [None, None], seen
+    _run(family, _inputs(family))
+    _run(family, _inputs(family), form="recurrent", save_for_backward=True)
+    assert seen[1:] == [None, None, None], seen
 
 
 def test_pool_reuse_and_release():
@@ -96,21 +97,22 @@ def test_pool_reuse_and_release():
     ctxo = _core.cpu_context_object()
     assert ctxo.saved_idle == []
     x = _inputs("gated_delta_rule")
-    _run("gated_delta_rule", x)
+    _run("gated_delta_rule", x, save_for_backward=True)
     assert len(ctxo.saved_idle) == 1  # back after the backward
     h = ctxo.saved_idle[0]
-    _run("gated_delta_rule", x)
+    _run("gated_delta_rule", x, save_for_backward=True)
     assert ctxo.saved_idle == [h]  # the same object again
     # a forward whose graph is freed without a backward returns it too
     y = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
-    o, _ = linattn.gated_delta_rule(y["q"], y["k"], y["v"], y["g"], y["beta"])
+    o, _ = linattn.gated_delta_rule(y["q"], y["k"], y["v"], y["g"], y["beta"],
+                                    save_for_backward=True)
     assert ctxo.saved_idle == [] and o.grad_fn.saved_products.handle == h
     del o
     gc.collect()
     assert ctxo.saved_idle == [h]
     # two graphs alive at once: two objects
-    o1, _ = linattn.delta_rule(y["q"], y["k"], y["v"], y["beta"])
-    o2, _ = linattn.delta_rule(y["q"], y["k"], y["v"], y["beta"])
+    o1, _ = linattn.delta_rule(y["q"], y["k"], y["v"], y["beta"], save_for_backward=True)
+    o2, _ = linattn.delta_rule(y["q"], y["k"], y["v"], y["beta"], save_for_backward=True)
     assert o1.grad_fn.saved_products.handle != o2.grad_fn.saved_products.handle
     del o1, o2
     gc.collect()
@@ -124,7 +126,7 @@ def test_no_graph_borrows_nothing():
     ctxo = _core.cpu_context_object()
     x = _inputs("delta_rule")
     with torch.no_grad():
-        linattn.delta_rule(x["q"], x["k"], x["v"], x["beta"])
+        linattn.delta_rule(x["q"], x["k"], x["v"], x["beta"], save_for_backward=True)
     o, _ = linattn.gla(x["q"], x["k"], x["v"][..., :24].contiguous(),
                        torch.zeros(1, 150, 2, 24))
     assert ctxo.saved_idle == []
