@@ -509,12 +509,48 @@ LA_API la_status la_performer_attn_backward_state(
 /* Gated and delta-rule linear attention (fla conventions)             */
 /* ------------------------------------------------------------------ */
 
+/* Saved for backward (cpu-save6). A forward that is followed by its
+ * backward can keep the per-chunk products the backward would otherwise
+ * recompute (the "keep" sweep: the chunk start states and each chunk's
+ * K K^T, U, W, R of the WY form), at a cost in memory, la_saved_bytes().
+ *  - la_saved_create makes an empty object bound to ctx; set
+ *    la_gated_opts.saved to it in the forward AND the backward call.
+ *  - A forward given opts->saved fills it (replacing what it held); a
+ *    backward given a filled one reads it instead of recomputing, with
+ *    gradients bitwise identical to the backward without it; an empty one
+ *    means recompute. The object stays filled after the backward (a second
+ *    backward may use it again) until the next forward or la_saved_destroy.
+ *  - Filled by a different call (another op or form, other dims or
+ *    cu_seqlens offsets, scale, use_qk_l2norm, chunk length used, input
+ *    pointers q/k/v/g/beta/initial_state, or another context): the backward
+ *    fails with LA_ERR_INVALID_ARGUMENT naming the mismatch. The inputs'
+ *    VALUES are not compared: do not change them between the two calls.
+ *  - Ops that fill it: la_delta_rule_forward and
+ *    la_gated_delta_rule_forward in LA_FORM_CHUNK on a CPU context. Their
+ *    LA_FORM_RECURRENT forwards leave it empty (they save nothing). The
+ *    other ops taking la_gated_opts (simple GLA, GLA, KDA) ignore the field.
+ *    A CUDA context rejects a non-NULL opts->saved (LA_ERR_UNSUPPORTED).
+ *  - Memory: the object keeps its largest buffer (no page faults when it is
+ *    reused for the same shapes); at chunk C: (K V / C + C + 2 V + K)
+ *    floats per value head and token (K = V = 128, C = 64: 2.8 KB).
+ *  - One call at a time per object, as per context. Destroy the objects
+ *    before or after their context, not concurrently with calls on it; an
+ *    object whose context was destroyed is an error to use. */
+typedef struct la_saved la_saved;
+LA_API la_status la_saved_create(la_ctx *ctx, la_saved **out);
+LA_API void la_saved_destroy(la_saved *saved); /* NULL is a no-op */
+/* Bytes of memory the object holds now (0 for NULL). */
+LA_API size_t la_saved_bytes(const la_saved *saved);
+/* 1 when a forward filled it (a backward of the same call would use it). */
+LA_API int la_saved_filled(const la_saved *saved);
+
 typedef struct la_gated_opts {
     la_form form;          /* LA_FORM_RECURRENT or LA_FORM_CHUNK; 0
                               (LA_FORM_PARALLEL) means LA_FORM_CHUNK */
     float scale;           /* 0 means K^-1/2 */
     int64_t chunk_size;    /* LA_FORM_CHUNK only; 0 means 64 */
     int use_qk_l2norm;     /* delta rules only: L2-normalise q and k inside the op */
+    la_saved *saved;       /* NULL (default): none; see "Saved for backward" */
 } la_gated_opts;
 
 /* Chunk form, scale K^-1/2, chunk 64, no L2 norm (= zeroed). */

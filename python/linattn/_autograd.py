@@ -2,12 +2,31 @@
 backward the C backward (which recomputes what it needs, so the saved tensors
 are exactly the float32 inputs). Calls that need no graph (no_grad, or no
 input requiring grad) bypass the Functions and save nothing.
+
+The delta rules (DeltaNet, Gated DeltaNet) in the chunk form on CPU tensors
+also keep the forward's per-chunk products for the backward in a la_saved
+object when cfg["save_for_backward"] (off by default; see functional.py): the
+backward then skips its re-run of the forward sweep, with the same gradient
+bits. The object comes from the context's pool and goes back after the
+backward, or when the graph is freed without one.
 """
 
 import torch
 
 from . import _ops
 from ._core import torch_xp as TorchXP
+from . import _core
+
+_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule")
+
+
+def _borrow_saved(cfg, xp):
+    """A SavedForBackward for this forward, or None."""
+    if not cfg.get("save_for_backward") or cfg["family"] not in _SAVING_FAMILIES:
+        return None
+    if cfg["form"] != "chunk" or xp.cuda or not _core.saved_available():
+        return None
+    return _core.SavedForBackward(_core.cpu_context_object())
 
 
 def _needs_graph(*xs):
@@ -24,11 +43,13 @@ class GatedFunction(torch.autograd.Function):
         xp = TorchXP(q.device, v.dtype)
         fam = cfg["family"]
         prep = _ops.gated_prepare(xp, fam, q, k, v, g, g_gamma, beta, h0, cfg["cu_seqlens"])
+        sv = _borrow_saved(cfg, xp)
         o, ht = _ops.gated_forward(fam, None, None, None, form=cfg["form"], scale=cfg["scale"],
                                    chunk_size=cfg["chunk_size"],
                                    use_qk_l2norm=cfg["use_qk_l2norm"],
                                    output_final_state=cfg["output_final_state"], xp=xp,
-                                   prepared=prep)
+                                   prepared=prep, saved=None if sv is None else sv.handle)
+        ctx.saved_products = sv
         ctx.save_for_backward(*prep[:7])
         ctx.dims = prep[7]
         ctx.cfg = cfg
@@ -42,13 +63,27 @@ class GatedFunction(torch.autograd.Function):
         if do is None:
             do = torch.zeros_like(v)
         need = ctx.needs_input_grad
-        r = _ops.gated_backward(cfg["family"], do, dht, None, None, None,
-                                form=cfg["form"], scale=cfg["scale"],
-                                chunk_size=cfg["chunk_size"], use_qk_l2norm=cfg["use_qk_l2norm"],
-                                need_dh0=h0 is not None and need[7],
-                                need_dg_gamma=g_gamma is not None and need[5],
-                                xp=TorchXP(q.device, v.dtype),
-                                prepared=(q, k, v, g, g_gamma, beta, h0, ctx.dims))
+        xp = TorchXP(q.device, v.dtype)
+        sv = getattr(ctx, "saved_products", None)
+        handle = None
+        # only on the context that filled it (a backward on another thread
+        # has its own context: it recomputes, with the same bits)
+        if sv is not None and sv.handle is not None and \
+                sv.context is _core.cpu_context_object():
+            handle = sv.handle
+        try:
+            r = _ops.gated_backward(cfg["family"], do, dht, None, None, None,
+                                    form=cfg["form"], scale=cfg["scale"],
+                                    chunk_size=cfg["chunk_size"],
+                                    use_qk_l2norm=cfg["use_qk_l2norm"],
+                                    need_dh0=h0 is not None and need[7],
+                                    need_dg_gamma=g_gamma is not None and need[5],
+                                    xp=xp, prepared=(q, k, v, g, g_gamma, beta, h0, ctx.dims),
+                                    saved=handle)
+        finally:
+            if sv is not None:
+                sv.release()
+                ctx.saved_products = None
         grads = [r["dq"], r["dk"], r["dv"], r.get("dg"), r.get("dg_gamma"), r.get("dbeta"),
                  r.get("dh0")]
         out = [None]

@@ -85,18 +85,84 @@ _local = threading.local()
 
 
 class _Context:
-    """Owns one la_ctx; destroyed with the thread-local that holds it."""
+    """Owns one la_ctx; destroyed with the thread-local that holds it. Also
+    keeps the idle la_saved objects of this context (SavedForBackward): a
+    training loop gets back the same ones, whose memory was touched before
+    (a fresh buffer pays a page fault per 4 KiB on first touch)."""
 
     def __init__(self, n_threads):
         h = _ffi.c_ptr()
         call("la_ctx_create", ctypes_byref(h), int(n_threads))
         self.handle = h.value
         self._destroy = lib.la_ctx_destroy
+        self.saved_idle = []
+        self._lock = threading.Lock()  # the pool: objects come back from GC anywhere
+
+    def saved_acquire(self):
+        with self._lock:
+            if self.saved_idle:
+                return self.saved_idle.pop()
+        h = _ffi.c_ptr()
+        call("la_saved_create", self.handle, ctypes_byref(h))
+        return h.value
+
+    def saved_release(self, h):
+        with self._lock:
+            if self.handle is not None:
+                self.saved_idle.append(h)
+                return
+        lib.la_saved_destroy(h)
+
+    def saved_clear(self):
+        """Frees the idle saved objects (their memory)."""
+        with self._lock:
+            idle, self.saved_idle = self.saved_idle, []
+        for h in idle:
+            lib.la_saved_destroy(h)
 
     def __del__(self):
+        if getattr(self, "saved_idle", None):
+            self.saved_clear()
         if getattr(self, "handle", None):
             self._destroy(self.handle)
             self.handle = None
+
+
+class SavedForBackward:
+    """One la_saved borrowed from a CPU context's pool for one forward and
+    its backward (the delta rules' autograd functions); goes back to the
+    pool on release() or when garbage collected (a forward whose backward
+    never runs). It keeps its context alive."""
+
+    def __init__(self, context):
+        self.context = context
+        self.handle = context.saved_acquire()
+
+    def release(self):
+        h, self.handle = self.handle, None
+        if h is not None:
+            self.context.saved_release(h)
+
+    def __del__(self):
+        if getattr(self, "handle", None) is not None:
+            self.release()
+
+
+def cpu_context_object():
+    """The calling thread's _Context (cpu_context() returns its handle)."""
+    cpu_context()
+    return _local.cpu
+
+
+def saved_available():
+    return has_symbol("la_saved_create")
+
+
+def release_saved_memory():
+    """Frees the calling thread's idle saved-for-backward objects."""
+    c = getattr(_local, "cpu", None)
+    if c is not None:
+        c.saved_clear()
 
 
 def ctypes_byref(x):

@@ -45,7 +45,8 @@ class la_rf_opts(ctypes.Structure):
 
 class la_gated_opts(ctypes.Structure):
     _fields_ = [("form", c_int), ("scale", c_float), ("chunk_size", c_i64),
-                ("use_qk_l2norm", c_int)]
+                ("use_qk_l2norm", c_int),
+                ("saved", c_ptr)]  # la_saved * or NULL (cpu-save6)
 
 
 class la_decoder_config(ctypes.Structure):
@@ -119,11 +120,16 @@ _SIGNATURES = {
     "la_ctx_is_cuda": (c_int, [P]),
     "la_isa_active": (c_int, []),
     "la_isa_name": (ctypes.c_char_p, [c_int]),
+    "la_saved_create": (c_int, [P, P]),
+    "la_saved_destroy": (None, [P]),
+    "la_saved_bytes": (ctypes.c_size_t, [P]),
+    "la_saved_filled": (c_int, [P]),
 }
 # Symbols other branches add; everything else must be present.
 OPTIONAL = {"la_kda_forward", "la_kda_backward", "la_decoder_reset_slot",
             "la_decoder_set_slot_state", "la_decoder_get_slot_state",
-            "la_ctx_create_cuda", "la_ctx_is_cuda"}
+            "la_ctx_create_cuda", "la_ctx_is_cuda",
+            "la_saved_create", "la_saved_destroy", "la_saved_bytes", "la_saved_filled"}
 
 
 def _candidates():

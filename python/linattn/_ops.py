@@ -116,6 +116,17 @@ def _gated_opts(form, scale, chunk_size, use_qk_l2norm):
     return o
 
 
+def _with_saved(opts, saved):
+    """opts itself, or a copy carrying the la_saved handle (the cached
+    structs are shared and must not keep one)."""
+    if saved is None:
+        return opts
+    o = _ffi.la_gated_opts()
+    _ffi.ctypes.pointer(o)[0] = opts
+    o.saved = saved
+    return o
+
+
 def _check_family(family):
     if family == "kda" and not has_symbol("la_kda_forward"):
         raise NotImplementedError(
@@ -154,9 +165,12 @@ def gated_prepare(xp, family, q, k, v, g, g_gamma, beta, h0, cu_seqlens):
 
 def gated_forward(family, q, k, v, g=None, g_gamma=None, beta=None, initial_state=None,
                   form="chunk", scale=None, chunk_size=0, use_qk_l2norm=False,
-                  cu_seqlens=None, output_final_state=False, xp=None, prepared=None):
+                  cu_seqlens=None, output_final_state=False, xp=None, prepared=None,
+                  saved=None):
     """(o, final_state or None); o in the compute dtype (float32 on CPU).
-    prepared: gated_prepare's result when the caller already has it."""
+    prepared: gated_prepare's result when the caller already has it; saved:
+    a la_saved handle of xp's context the forward fills (delta rules, chunk
+    form, CPU) or None."""
     _check_family(family)
     xp = xp or backend(q, v)
     if prepared is None:
@@ -165,7 +179,7 @@ def gated_forward(family, q, k, v, g=None, g_gamma=None, beta=None, initial_stat
     q, k, v, g, g_gamma, beta, h0, d = prepared
     o = xp.empty((d.B, d.T, d.HV, d.V))
     hT = xp.empty_state((d.N, d.HV, d.K, d.V)) if output_final_state else None
-    opts = _gated_opts(form, scale, chunk_size, use_qk_l2norm)
+    opts = _with_saved(_gated_opts(form, scale, chunk_size, use_qk_l2norm), saved)
     P = xp.ptr
     args = [xp.context(), _ffi.ctypes.byref(opts), _ffi.ctypes.byref(d.c), P(o), _p(xp, hT),
             P(q), P(k), P(v)]
@@ -183,9 +197,10 @@ def gated_forward(family, q, k, v, g=None, g_gamma=None, beta=None, initial_stat
 def gated_backward(family, do, dht, q, k, v, g=None, g_gamma=None, beta=None,
                    initial_state=None, form="chunk", scale=None, chunk_size=0,
                    use_qk_l2norm=False, cu_seqlens=None, need_dh0=True, need_dg_gamma=True,
-                   xp=None, prepared=None):
+                   xp=None, prepared=None, saved=None):
     """dict of gradients: dq, dk, dv and where they exist dg, dg_gamma, dbeta,
-    dh0 (float32 / compute dtype)."""
+    dh0 (float32 / compute dtype). saved: the la_saved handle the forward of
+    the same inputs filled, or None (recompute)."""
     _check_family(family)
     xp = xp or backend(q, v)
     if prepared is None:
@@ -204,7 +219,7 @@ def gated_backward(family, do, dht, q, k, v, g=None, g_gamma=None, beta=None,
         out["dbeta"] = xp.empty_state(beta.shape)
     if need_dh0:
         out["dh0"] = xp.empty_state((d.N, d.HV, d.K, d.V))
-    opts = _gated_opts(form, scale, chunk_size, use_qk_l2norm)
+    opts = _with_saved(_gated_opts(form, scale, chunk_size, use_qk_l2norm), saved)
     P = xp.ptr
     G = out.get
     args = [xp.context(), _ffi.ctypes.byref(opts), _ffi.ctypes.byref(d.c),

@@ -36,6 +36,10 @@ struct la_ctx {
     int cuda;
     int device;
     void *stream;
+    /* saved-for-backward objects bound to this context (saved.c) */
+    pthread_mutex_t saved_mu;
+    la_saved **saved;
+    size_t n_saved, cap_saved;
 };
 
 typedef struct {
@@ -105,6 +109,7 @@ la_status la_ctx_create(la_ctx **out, int n_threads) {
         return la__error(LA_ERR_OUT_OF_MEMORY, "la_ctx_create: out of memory");
     }
     pthread_mutex_init(&ctx->mu, NULL);
+    pthread_mutex_init(&ctx->saved_mu, NULL);
     pthread_cond_init(&ctx->wake, NULL);
     pthread_cond_init(&ctx->done, NULL);
     for (int i = 1; i < n_threads; i++) {
@@ -136,6 +141,9 @@ void la_ctx_destroy(la_ctx *ctx) {
     pthread_mutex_unlock(&ctx->mu);
     for (int i = 1; i < ctx->n_threads; i++) pthread_join(ctx->workers[i - 1], NULL);
     for (int i = 0; i < ctx->n_threads; i++) free(ctx->scratch[i]);
+    for (size_t i = 0; i < ctx->n_saved; i++) la__saved_orphan(ctx->saved[i]);
+    free(ctx->saved);
+    pthread_mutex_destroy(&ctx->saved_mu);
     pthread_mutex_destroy(&ctx->mu);
     pthread_cond_destroy(&ctx->wake);
     pthread_cond_destroy(&ctx->done);
@@ -230,3 +238,29 @@ void la__parallel_for_sized(la_ctx *ctx, int64_t n_tasks, int64_t bytes_per_task
 }
 
 void *la__scratch(la_ctx *ctx, int tid) { return ctx->scratch[tid]; }
+
+/* ---- saved-for-backward objects of the context (cpu-save6) ---------- */
+
+la_status la__ctx_saved_add(la_ctx *ctx, la_saved *s) {
+    la_status st = LA_OK;
+    pthread_mutex_lock(&ctx->saved_mu);
+    if (ctx->n_saved == ctx->cap_saved) {
+        const size_t cap = ctx->cap_saved ? 2 * ctx->cap_saved : 8;
+        la_saved **p = realloc(ctx->saved, cap * sizeof *p);
+        if (!p) st = la__error(LA_ERR_OUT_OF_MEMORY, "la_saved_create: out of memory");
+        else ctx->saved = p, ctx->cap_saved = cap;
+    }
+    if (!st) ctx->saved[ctx->n_saved++] = s;
+    pthread_mutex_unlock(&ctx->saved_mu);
+    return st;
+}
+
+void la__ctx_saved_remove(la_ctx *ctx, la_saved *s) {
+    pthread_mutex_lock(&ctx->saved_mu);
+    for (size_t i = 0; i < ctx->n_saved; i++)
+        if (ctx->saved[i] == s) {
+            ctx->saved[i] = ctx->saved[--ctx->n_saved];
+            break;
+        }
+    pthread_mutex_unlock(&ctx->saved_mu);
+}

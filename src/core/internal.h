@@ -84,6 +84,44 @@ LA_HIDDEN int la__ctx_device(const la_ctx *ctx);
 LA_HIDDEN la_status la__cuda_unsupported(const char *op);
 LA_HIDDEN void *la__ctx_stream(const la_ctx *ctx);
 
+/* ---- saved for backward (la_saved; src/core/saved.c) -------------- */
+
+/* What identifies the call that filled a saved object. Every field is
+ * compared by la__saved_match; each op fills what it has (unused pointers
+ * NULL). */
+#define LA__SAVED_NPTR 6
+typedef struct la__saved_key {
+    const char *family;  /* e.g. "delta_rule", "gated_delta_rule" */
+    la_form form;
+    int64_t chunk;       /* chunk length used */
+    float scale;
+    int l2norm;
+    la_dims dims;        /* cu_seqlens compared by its offsets */
+    const void *ptr[LA__SAVED_NPTR];
+    const char *ptr_name[LA__SAVED_NPTR];
+} la__saved_key;
+
+/* NULL saved: LA_OK. Else it must belong to ctx (not another context, not
+ * one destroyed since); the message names `opts->saved`. */
+LA_HIDDEN la_status la__saved_check(const char *op, la_ctx *ctx, const la_saved *s);
+/* Forward: makes s hold at least `bytes` (64-byte aligned, content
+ * undefined) for `key`, marked empty until la__saved_commit. On failure s
+ * is unchanged. */
+LA_HIDDEN la_status la__saved_prepare(const char *op, la_saved *s, const la__saved_key *key,
+                                      size_t bytes, void **data);
+LA_HIDDEN void la__saved_commit(la_saved *s);
+LA_HIDDEN void la__saved_clear(la_saved *s);
+/* Backward: *data = NULL when s is NULL or empty; the data when s was
+ * filled by the call `key` describes; else LA_ERR_INVALID_ARGUMENT naming
+ * the first field that differs. */
+LA_HIDDEN la_status la__saved_match(const char *op, const la_saved *s, const la__saved_key *key,
+                                    const void **data);
+/* The context's list of its saved objects (ctx.c): add may fail (OOM);
+ * la_ctx_destroy orphans those left (la__saved_orphan). */
+LA_HIDDEN la_status la__ctx_saved_add(la_ctx *ctx, la_saved *s);
+LA_HIDDEN void la__ctx_saved_remove(la_ctx *ctx, la_saved *s);
+LA_HIDDEN void la__saved_orphan(la_saved *s);
+
 /* ---- threads and scratch ------------------------------------------ */
 
 /* fn(arg, task, tid) for task in [0, n_tasks), tid in [0, threads). Every task

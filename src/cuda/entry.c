@@ -81,6 +81,12 @@ static la_status common(la__cu_call *c, la_ctx *ctx, const char *op, const la_di
 static la_status gated_opts(const char *op, const la_gated_opts *opts) {
     la_status st = la__check_ptr(op, "opts", opts);
     if (st) return st;
+    /* cpu-save6: saving for backward is CPU-only for now (include/linattn.h) */
+    if (opts->saved)
+        return la__error(LA_ERR_UNSUPPORTED,
+                         "%s: opts->saved is set, but the CUDA backend does not save for "
+                         "backward yet (pass NULL: the backward recomputes)",
+                         op);
     /* 0 (a zeroed struct, LA_FORM_PARALLEL) means the chunk form, as on the CPU */
     if (opts->form != LA_FORM_PARALLEL && opts->form != LA_FORM_RECURRENT &&
         opts->form != LA_FORM_CHUNK)

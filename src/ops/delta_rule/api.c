@@ -20,6 +20,7 @@
 #include "../../cuda/cuda_backend.h"
 
 #include <inttypes.h>
+#include <string.h>
 
 typedef struct {
     const la_gated_opts *opts;
@@ -36,6 +37,7 @@ static la_status validate(const char *op, la_ctx *ctx, const delta_call *c, la__
         return st;
     if ((st = la__check_dims(op, c->dims, c->gated))) return st;
     const la_gated_opts *o = c->opts;
+    if ((st = la__saved_check(op, ctx, o->saved))) return st;
     la_form form;
     int64_t chunk;
     if ((st = la__gated_form(op, o, &form, &chunk))) return st;
@@ -86,6 +88,22 @@ static la_status validate(const char *op, la_ctx *ctx, const delta_call *c, la__
     return LA_OK;
 }
 
+/* The call a la_saved records (see la__saved_match). */
+static la__saved_key saved_key(const delta_call *c, const la__delta_args *a) {
+    la__saved_key k;
+    memset(&k, 0, sizeof k);
+    k.family = c->gated ? "gated_delta_rule" : "delta_rule";
+    k.form = a->form;
+    k.chunk = a->form == LA_FORM_CHUNK ? la__delta_chunk_len(a) : 0;
+    k.scale = a->scale;
+    k.l2norm = a->l2norm;
+    k.dims = a->dims;
+    const void *p[LA__SAVED_NPTR] = {a->q, a->k, a->v, a->g, a->beta, a->initial_state};
+    static const char *const names[LA__SAVED_NPTR] = {"q", "k", "v", "g", "beta", "initial_state"};
+    for (int i = 0; i < LA__SAVED_NPTR; i++) k.ptr[i] = p[i], k.ptr_name[i] = names[i];
+    return k;
+}
+
 static la_status forward(const char *op, la_ctx *ctx, const delta_call *c, float *o,
                          float *final_state) {
     la__delta_args a = {0};
@@ -96,7 +114,18 @@ static la_status forward(const char *op, la_ctx *ctx, const delta_call *c, float
     a.o = o;
     a.final_state = final_state;
     if ((st = la__scratch_reserve(ctx, la__delta_forward_scratch(&a)))) return st;
+    la_saved *sv = c->opts->saved;
+    if (sv && a.form == LA_FORM_CHUNK) {
+        const size_t bytes = la__delta_saved_bytes(&a);
+        const la__saved_key key = saved_key(c, &a);
+        if (!bytes)
+            return la__error(LA_ERR_OUT_OF_MEMORY, "%s: opts->saved: the saved size overflows",
+                             op);
+        if ((st = la__saved_prepare(op, sv, &key, bytes, &a.save))) return st;
+    }
     la__delta_forward(&a);
+    if (sv && a.save) la__saved_commit(sv);
+    else la__saved_clear(sv); /* the recurrent form saves nothing */
     return LA_OK;
 }
 
@@ -116,6 +145,8 @@ static la_status backward(const char *op, la_ctx *ctx, const delta_call *c, floa
     a.dg = c->gated ? dg : NULL;
     a.dbeta = dbeta;
     a.d_initial_state = d_initial_state;
+    const la__saved_key key = saved_key(c, &a);
+    if ((st = la__saved_match(op, c->opts->saved, &key, &a.saved))) return st;
     if ((st = la__scratch_reserve(ctx, la__delta_backward_scratch(&a)))) return st;
     la__delta_backward(&a);
     return LA_OK;

@@ -94,48 +94,56 @@ static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, 
  * K K^T and Q K^T by gemm_nt_tril, then each entry times beta_t Gamma_tj or
  * Gamma_tj; U and W by trsm_llu with (I + Lo); R = U - W S_0 and b Q S_0 by
  * gemm_nn; (Q K^T (.) Gamma) R by gemm_nn_lower; the state update by gemm_tn
- * on the rows eg_j k_j. */
+ * on the rows eg_j k_j. With kept (a forward that saves for its backward,
+ * la_saved): K K^T, U, W and R are made in kept's slots, in the layout and
+ * with the arithmetic of la__delta_chunk_keep (same bits), instead of in
+ * place in the work. */
 void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int64_t ostride,
-                          float *work) {
+                          float *kept, float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
     const float *q = in->q, *k = in->k, *beta = in->beta;
     const la__kernels *kr = in->kr;
     double *gam = (double *)(void *)work; /* work is 64-byte aligned */
     float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *QK = Lo + L * L, *U = QK + L * L,
           *W = U + L * V, *grow = W + L * K;
+    /* KK (raw k_t . k_j), the solved U and W, and R: in kept, or in place */
+    float *KK = kept ? kept : Lo, *Us = kept ? KK + L * L : U, *Ws = kept ? Us + L * V : W;
+    float *R = kept ? Ws + L * K : U;
 
     gate_factors(in, gam, b, eg);
     /* Lo (strictly lower) and QK (lower incl. diagonal), both times Gamma. */
-    kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, Lo, L);
+    kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
     if (o) kr->gemm_nt_tril(L, K, 0, 1.0f, q, K, k, K, 0.0f, QK, L);
     for (int64_t t = 0; t < L; t++) {
         float *Lot = Lo + t * L, *QKt = QK + t * L;
+        const float *KKt = KK + t * L;
         if (in->g) gamma_row(grow, gam[t], gam, t + 1);
         for (int64_t j = 0; j <= t; j++) {
             const float gm = in->g ? grow[j] : 1.0f;
             if (o) QKt[j] *= gm;
-            if (j < t) Lot[j] = beta[t] * Lot[j] * gm;
+            if (j < t) Lot[j] = beta[t] * KKt[j] * gm;
         }
     }
     /* U = (I + Lo)^{-1} diag(beta) V, W = (I + Lo)^{-1} diag(beta b) K. */
-    scaled_rows(in, b, U, W);
-    kr->trsm_llu(L, V, Lo, L, U, V);
-    kr->trsm_llu(L, K, Lo, L, W, K);
-    /* R = U - W S_0 (in place in U). */
-    kr->gemm_nn(L, V, K, -1.0f, W, K, S, V, 1.0f, U, V);
+    scaled_rows(in, b, Us, Ws);
+    kr->trsm_llu(L, V, Lo, L, Us, V);
+    kr->trsm_llu(L, K, Lo, L, Ws, K);
+    /* R = U - W S_0 (in place in U unless kept). */
+    if (kept) memcpy(R, Us, (size_t)(L * V) * sizeof(float));
+    kr->gemm_nn(L, V, K, -1.0f, Ws, K, S, V, 1.0f, R, V);
     /* O = scale (diag(b) Q S_0 + (QK (.) Gamma) R), from S_0. */
     if (o) {
         for (int64_t t = 0; t < L; t++)
             for (int64_t i = 0; i < K; i++) W[t * K + i] = b[t] * q[t * K + i];
         kr->gemm_nn(L, V, K, in->scale, W, K, S, V, 0.0f, o, ostride);
-        kr->gemm_nn_lower(L, V, L, in->scale, QK, L, U, V, 1.0f, o, ostride);
+        kr->gemm_nn_lower(L, V, L, in->scale, QK, L, R, V, 1.0f, o, ostride);
     }
     /* S_L = b_L S_0 + (diag(eg) K)^T R. */
     if (in->g)
         for (int64_t i = 0; i < K * V; i++) S[i] *= b[L - 1];
     for (int64_t t = 0; t < L; t++)
         for (int64_t i = 0; i < K; i++) W[t * K + i] = eg[t] * k[t * K + i];
-    kr->gemm_tn(K, V, L, 1.0f, W, K, U, V, 1.0f, S, V);
+    kr->gemm_tn(K, V, L, 1.0f, W, K, R, V, 1.0f, S, V);
 }
 
 /* The backward's forward sweep over one chunk (no output): the same

@@ -108,7 +108,17 @@ typedef struct la__delta_args {
     /* backward */
     float *dq, *dk, *dv, *dg, *dbeta, *d_initial_state;
     const float *d_o, *d_final_state;
+    /* saved for backward (la_saved, chunk form): the forward fills `save`,
+     * the backward reads `saved` (la__delta_saved_bytes, layout in driver.c);
+     * NULL: none */
+    void *save;
+    const void *saved;
+    int64_t saved_chunks; /* chunks of all sequences (set by the drivers) */
 } la__delta_args;
+
+/* Bytes of a filled la_saved for this call (chunk form), 0 if a size
+ * overflows. */
+LA_HIDDEN size_t la__delta_saved_bytes(const la__delta_args *a);
 
 /* Chunk length actually used: opts' chunk size capped at the longest
  * sequence (a longer chunk would be the whole sequence anyway). */
@@ -122,7 +132,10 @@ LA_HIDDEN void la__delta_backward(const la__delta_args *a);
 
 /* The chunkwise (WY / UT-transform) forward of one chunk of one
  * (sequence, value head); see chunk.c. Advances S [K,V] over the chunk and
- * writes o (row stride ostride floats) unless o is NULL. */
+ * writes o (row stride ostride floats) unless o is NULL. kept (in
+ * la__delta_chunk_step): NULL, or la__delta_chunk_kept_floats(L, K, V)
+ * floats receiving what la__delta_chunk_keep would keep from the same S,
+ * bit for bit (a forward that saves for its backward). */
 typedef struct la__delta_chunk_in {
     int64_t L, K, V;       /* chunk length, head dims */
     const float *q, *k;    /* [L,K] rows, already normalised if l2norm */
@@ -135,7 +148,7 @@ typedef struct la__delta_chunk_in {
 
 LA_HIDDEN size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o,
-                                    int64_t ostride, float *work);
+                                    int64_t ostride, float *kept, float *work);
 
 /* The backward's forward sweep over one chunk (chunk.c): as
  * la__delta_chunk_step without an output, bit for bit, from S0 (S1 receives

@@ -108,6 +108,49 @@ static void load_state(const la__delta_args *a, float *S, int64_t n, int64_t hv)
         memset(S, 0, KV * sizeof(float));
 }
 
+/* ---- saved for backward (la_saved; chunk form) --------------------------
+ * Layout of the saved bytes: cbase [N+1] int64 (chunks before sequence n),
+ * then for value head hv and chunk c of sequence n, at slot
+ * hv NC + cbase[n] + c (NC chunks in all, per head):
+ *   ckpt [slot][K,V]  the chunk's start state S_0
+ *   kept [slot][kslot] K K^T, U, W, R (la__delta_chunk_keep's layout)
+ * i.e. (K V + kslot) floats per chunk and value head: at C = 64,
+ * K = V = 128, 2.8 KB per token and head. */
+typedef struct {
+    int64_t *cbase, NC;
+    float *ckpt, *kept;
+    size_t kslot;
+} saved_view;
+
+/* Carves (or, base == NULL, sizes; then NC is counted from the sequences)
+ * the saved bytes; returns their size, 0 when a size overflows. */
+static size_t saved_layout(const la__delta_args *a, const void *base, saved_view *v) {
+    const int64_t C = la__delta_chunk_len(a);
+    int64_t NC = a->saved_chunks;
+    if (!base) {
+        NC = 0;
+        for (int64_t n = 0; n < a->N; n++) {
+            int64_t start, len;
+            la__seq_bounds(&a->dims, n, &start, &len);
+            NC += (len + C - 1) / C;
+        }
+    }
+    v->NC = NC;
+    v->kslot = la__delta_chunk_kept_floats(C, a->K, a->V);
+    const double per = (double)a->HV * (double)NC * ((double)a->K * (double)a->V + (double)v->kslot);
+    if (per * 4 > 0x1p62) return 0;
+    la__arena ar = {(char *)(uintptr_t)base, 0, 0};
+    v->cbase = la__arena_take(&ar, (size_t)a->N + 1, sizeof(int64_t));
+    v->ckpt = la__arena_floats(&ar, (size_t)(a->HV * NC) * (size_t)a->K * (size_t)a->V);
+    v->kept = la__arena_floats(&ar, (size_t)(a->HV * NC) * v->kslot);
+    return la__arena_size(&ar);
+}
+
+size_t la__delta_saved_bytes(const la__delta_args *a) {
+    saved_view v;
+    return saved_layout(a, NULL, &v);
+}
+
 /* The recurrent form's task: one (sequence, value head), token by token. */
 static void forward_task(void *p, int64_t task, int tid) {
     const la__delta_args *a = p;
@@ -177,9 +220,17 @@ static void forward_group_task(void *p, int64_t task, int tid) {
             const float *qh = sc.qc + hc * K, *kh = sc.kc + hc * K, *vh = sc.vc + hc * V;
             const float *gh = a->g ? sc.gc + hc : NULL;
             la__delta_chunk_in in = {L, K, V, qh, kh, vh, gh, sc.bc + hc, a->scale, a->kr};
+            float *kept = NULL;
+            if (a->save) { /* this chunk's start state and products into the saved slots */
+                saved_view sv;
+                saved_layout(a, a->save, &sv);
+                const size_t slot = (size_t)(hv * sv.NC + sv.cbase[n] + t0 / C);
+                memcpy(sv.ckpt + slot * KV, sc.S + (size_t)h * KV, KV * sizeof(float));
+                kept = sv.kept + slot * sv.kslot;
+            }
             la__delta_chunk_step(&in, sc.S + (size_t)h * KV,
                                  a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
-                                 sc.cw);
+                                 kept, sc.cw);
         }
     }
     if (a->final_state)
@@ -191,7 +242,21 @@ static void forward_group_task(void *p, int64_t task, int tid) {
 void la__delta_forward(const la__delta_args *a) {
     if (a->form == LA_FORM_CHUNK) {
         const int64_t G = fwd_group(a);
-        la__parallel_for(a->ctx, a->N * ((a->HV + G - 1) / G), forward_group_task, (void *)a);
+        la__delta_args b = *a;
+        if (b.save) { /* the chunk offsets of the sequences, once */
+            saved_view sv;
+            saved_layout(&b, NULL, &sv);
+            b.saved_chunks = sv.NC;
+            saved_layout(&b, b.save, &sv);
+            const int64_t C = la__delta_chunk_len(a);
+            sv.cbase[0] = 0;
+            for (int64_t n = 0; n < a->N; n++) {
+                int64_t start, len;
+                la__seq_bounds(&a->dims, n, &start, &len);
+                sv.cbase[n + 1] = sv.cbase[n] + (len + C - 1) / C;
+            }
+        }
+        la__parallel_for(a->ctx, a->N * ((a->HV + G - 1) / G), forward_group_task, &b);
         return;
     }
     la__parallel_for(a->ctx, a->N * a->HV, forward_task, (void *)a);
@@ -270,8 +335,8 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
     const size_t sizes[] = {G * (size_t)(len * K), G * (size_t)(len * K), G * (size_t)len,
                             G * (size_t)len, fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
                             fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
-                            (size_t)nseg * KV,
-                            chunk ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
+                            a->saved ? 0 : (size_t)nseg * KV,
+                            chunk && !a->saved ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
                             chunk ? 0 : (size_t)(seg + 1) * KV, KV, (size_t)(seg * V),
                             (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
                             chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
@@ -437,9 +502,20 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
     const size_t kslot = la__delta_chunk_kept_floats(seg, K, V);
     bwd_scratch sv = *sp, *s = &sv;
     const size_t so = (size_t)(n * HV + hv) * KV;
-    if (a->initial_state) memcpy(s->ckpt, a->initial_state + so, KV * sizeof(float));
-    else memset(s->ckpt, 0, KV * sizeof(float));
-    if (a->form == LA_FORM_CHUNK) {
+    if (a->saved) { /* the forward's checkpoints and products (chunk form) */
+        saved_view v;
+        saved_layout(a, a->saved, &v);
+        const size_t slot = (size_t)(hv * v.NC + v.cbase[n]);
+        s->ckpt = v.ckpt + slot * KV;
+        s->kept = v.kept + slot * v.kslot;
+    } else if (a->initial_state) {
+        memcpy(s->ckpt, a->initial_state + so, KV * sizeof(float));
+    } else {
+        memset(s->ckpt, 0, KV * sizeof(float));
+    }
+    if (a->saved) {
+        /* nothing to sweep */
+    } else if (a->form == LA_FORM_CHUNK) {
         for (int64_t c = 0; c < nseg; c++) {
             const int64_t L = len - c * seg < seg ? len - c * seg : seg;
             advance(a, s, s->ckpt + (size_t)c * KV,
@@ -531,5 +607,11 @@ static void backward_task(void *p, int64_t task, int tid) {
 
 void la__delta_backward(const la__delta_args *a) {
     const int64_t G = bwd_group(a);
-    la__parallel_for(a->ctx, a->N * ((a->H + G - 1) / G), backward_task, (void *)a);
+    la__delta_args b = *a;
+    if (b.saved) {
+        saved_view v;
+        saved_layout(&b, NULL, &v);
+        b.saved_chunks = v.NC;
+    }
+    la__parallel_for(a->ctx, a->N * ((a->H + G - 1) / G), backward_task, &b);
 }

@@ -1,0 +1,149 @@
+"""Saved for backward (la_saved) through the torch autograd functions of the
+delta rules: the same gradients bit for bit with and without it, the object
+borrowed from the context's pool in the forward, read by the backward and
+returned after it (or when the graph is freed without a backward)."""
+
+import gc
+
+import pytest
+import torch
+
+import linattn
+from linattn import _core, _ffi, _ops
+from linattn._core import lib
+
+pytestmark = pytest.mark.skipif(not linattn.has_symbol("la_saved_create"),
+                                reason="library without la_saved")
+
+
+def _inputs(family, B=1, T=150, H=2, HV=None, K=24, V=20, seed=0, h0=True):
+    g = torch.Generator().manual_seed(seed)
+    HV = HV or H
+    q = torch.randn(B, T, H, K, generator=g)
+    k = torch.randn(B, T, H, K, generator=g)
+    v = torch.randn(B, T, HV, V, generator=g)
+    beta = torch.rand(B, T, HV, generator=g)
+    x = {"q": q, "k": k, "v": v, "beta": beta}
+    if family == "gated_delta_rule":
+        x["g"] = torch.nn.functional.logsigmoid(2.5 + torch.randn(B, T, HV, generator=g))
+    if h0:
+        x["initial_state"] = torch.randn(B, HV, K, V, generator=g) * 0.5
+    return {n: t.requires_grad_() for n, t in x.items()}
+
+
+def _run(family, x, cu=None, **kw):
+    x = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+    fn = getattr(linattn, family)
+    args = [x["q"], x["k"], x["v"]] + ([x["g"]] if "g" in x else []) + [x["beta"]]
+    o, ht = fn(*args, initial_state=x.get("initial_state"), output_final_state=True,
+               use_qk_l2norm=True, cu_seqlens=cu, **kw)
+    gen = torch.Generator().manual_seed(9)
+    do = torch.randn(o.shape, generator=gen)
+    dht = torch.randn(ht.shape, generator=gen)
+    ((o * do).sum() + (ht * dht).sum()).backward()
+    return o.detach(), {n: t.grad for n, t in x.items()}
+
+
+@pytest.mark.parametrize("family", ["delta_rule", "gated_delta_rule"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", ["dense", "varlen", "hv2", "chunk16"])
+def test_bitwise_same_gradients(family, threads, case):
+    if case == "hv2" and family == "delta_rule":
+        pytest.skip("DeltaNet has HV = H")
+    linattn.set_num_threads(threads)
+    try:
+        cu = torch.tensor([0, 40, 40, 150], dtype=torch.int64) if case == "varlen" else None
+        x = _inputs(family, B=1 if cu is not None else 2, HV=4 if case == "hv2" else None,
+                    h0=cu is None, seed=hash(case) % 1000)
+        kw = {"chunk_size": 16} if case == "chunk16" else {}
+        o0, g0 = _run(family, x, cu, save_for_backward=False, **kw)
+        o1, g1 = _run(family, x, cu, save_for_backward=True, **kw)
+        assert torch.equal(o0, o1)
+        for n in g0:
+            assert g0[n] is not None and torch.equal(g0[n], g1[n]), n
+    finally:
+        linattn.set_num_threads(0)
+
+
+def _spy(monkeypatch):
+    seen = []
+    real = _ops.gated_backward
+
+    def spy(*a, **kw):
+        h = kw.get("saved")
+        seen.append(None if h is None else (lib.la_saved_filled(h), lib.la_saved_bytes(h)))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(_ops, "gated_backward", spy)
+    return seen
+
+
+@pytest.mark.parametrize("family", ["delta_rule", "gated_delta_rule"])
+def test_backward_reads_a_filled_object(family, monkeypatch):
+    seen = _spy(monkeypatch)
+    _run(family, _inputs(family), save_for_backward=True)
+    assert len(seen) == 1 and seen[0] is not None, seen
+    filled, nbytes = seen[0]
+    assert filled == 1 and nbytes > 0
+    # save_for_backward=False (the default), the recurrent form: nothing
+    _run(family, _inputs(family), save_for_backward=False)
+    _run(family, _inputs(family))
+    _run(family, _inputs(family), form="recurrent", save_for_backward=True)
+    assert seen[1:] == [None, None, None], seen
+
+
+def test_pool_reuse_and_release():
+    linattn.release_saved_memory()
+    ctxo = _core.cpu_context_object()
+    assert ctxo.saved_idle == []
+    x = _inputs("gated_delta_rule")
+    _run("gated_delta_rule", x, save_for_backward=True)
+    assert len(ctxo.saved_idle) == 1  # back after the backward
+    h = ctxo.saved_idle[0]
+    _run("gated_delta_rule", x, save_for_backward=True)
+    assert ctxo.saved_idle == [h]  # the same object again
+    # a forward whose graph is freed without a backward returns it too
+    y = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+    o, _ = linattn.gated_delta_rule(y["q"], y["k"], y["v"], y["g"], y["beta"],
+                                    save_for_backward=True)
+    assert ctxo.saved_idle == [] and o.grad_fn.saved_products.handle == h
+    del o
+    gc.collect()
+    assert ctxo.saved_idle == [h]
+    # two graphs alive at once: two objects
+    o1, _ = linattn.delta_rule(y["q"], y["k"], y["v"], y["beta"], save_for_backward=True)
+    o2, _ = linattn.delta_rule(y["q"], y["k"], y["v"], y["beta"], save_for_backward=True)
+    assert o1.grad_fn.saved_products.handle != o2.grad_fn.saved_products.handle
+    del o1, o2
+    gc.collect()
+    assert len(ctxo.saved_idle) == 2
+    linattn.release_saved_memory()
+    assert ctxo.saved_idle == []
+
+
+def test_no_graph_borrows_nothing():
+    linattn.release_saved_memory()
+    ctxo = _core.cpu_context_object()
+    x = _inputs("delta_rule")
+    with torch.no_grad():
+        linattn.delta_rule(x["q"], x["k"], x["v"], x["beta"], save_for_backward=True)
+    o, _ = linattn.gla(x["q"], x["k"], x["v"][..., :24].contiguous(),
+                       torch.zeros(1, 150, 2, 24))
+    assert ctxo.saved_idle == []
+
+
+def test_c_errors_reach_python():
+    """A saved object filled by one call and given to another backward is
+    refused by name (LinattnValueError from LA_ERR_INVALID_ARGUMENT)."""
+    x = {n: t.detach() for n, t in _inputs("delta_rule", h0=False).items()}
+    ctxo = _core.cpu_context_object()
+    sv = _core.SavedForBackward(ctxo)
+    xp = _core.torch_xp(x["q"].device, torch.float32)
+    _ops.gated_forward("delta_rule", x["q"], x["k"], x["v"], beta=x["beta"], xp=xp,
+                       saved=sv.handle)
+    assert lib.la_saved_filled(sv.handle) == 1
+    do = torch.randn_like(x["v"])
+    with pytest.raises(linattn.LinattnError, match="chunk length"):
+        _ops.gated_backward("delta_rule", do, None, x["q"], x["k"], x["v"], beta=x["beta"],
+                            chunk_size=16, xp=xp, saved=sv.handle)
+    sv.release()
