@@ -509,7 +509,7 @@ LA_API la_status la_performer_attn_backward_state(
 /* Gated and delta-rule linear attention (fla conventions)             */
 /* ------------------------------------------------------------------ */
 
-/* Saved for backward (cpu-save6). A forward that is followed by its
+/* Saved for backward. A forward that is followed by its
  * backward can keep the per-chunk products the backward would otherwise
  * recompute (the "keep" sweep: the chunk start states and each chunk's
  * K K^T, U, W, R of the WY form), at a cost in memory, la_saved_bytes().

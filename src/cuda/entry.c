@@ -81,7 +81,7 @@ static la_status common(la__cu_call *c, la_ctx *ctx, const char *op, const la_di
 static la_status gated_opts(const char *op, const la_gated_opts *opts) {
     la_status st = la__check_ptr(op, "opts", opts);
     if (st) return st;
-    /* cpu-save6: saving for backward is CPU-only for now (include/linattn.h) */
+    /* saving for backward (la_saved) is CPU-only for now (include/linattn.h) */
     if (opts->saved)
         return la__error(LA_ERR_UNSUPPORTED,
                          "%s: opts->saved is set, but the CUDA backend does not save for "
