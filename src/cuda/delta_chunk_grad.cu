@@ -118,6 +118,113 @@ __device__ __forceinline__ void dcg_gemm4x2(float (&acc)[4][4], float (&acc2)[4]
     }
 }
 
+/* cuda-delta11: a two-stage pipelined variant. Operands wrapped by dcg_a
+ * (raw fp32 in global memory: f returns the element's address, or nullptr
+ * outside the operand) are copied by 4-byte cp.async straight into the
+ * permuted tile of the next stage while the current one is multiplied;
+ * operands wrapped by dcg_s (f returns the value: bf16 widened, scaled) are
+ * loaded into registers before the products and stored after them. One
+ * barrier per 16 steps. Per element the same r-ascending sum as dcg_gemm4;
+ * row factors of raw operands move to the caller's epilogue. */
+template <class Fn> struct dcg_sy {
+    Fn f;
+};
+template <class Fn> struct dcg_as {
+    Fn f;
+};
+template <class Fn> __device__ __forceinline__ dcg_sy<Fn> dcg_s(Fn f) { return {f}; }
+template <class Fn> __device__ __forceinline__ dcg_as<Fn> dcg_a(Fn f) { return {f}; }
+template <class X> struct dcg_isas {
+    static constexpr bool v = false;
+};
+template <class Fn> struct dcg_isas<dcg_as<Fn>> {
+    static constexpr bool v = true;
+};
+struct __align__(16) dcg_gsa {
+    float t[2][3][LA_CU_TR][64 + 4]; /* [stage][A, A2, B][r][permuted index] */
+};
+/* KIND 0: an A operand f(m, r); 1: B read [n][r] (f(r, n), r fastest); 2: B
+ * read [r][n] (n fastest). Async: issues the copies; sync: loads into reg. */
+template <int KIND, class Op>
+__device__ __forceinline__ void dcg_issue(const Op &op, float (*buf)[64 + 4], float (&reg)[4],
+                                          int r0, int R, const float *z) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + 256 * u;
+        const int r = KIND == 2 ? (e >> 6) : (e & 15), i = KIND == 2 ? (e & 63) : (e >> 4);
+        const bool in = r0 + r < R;
+        if constexpr (dcg_isas<Op>::v) {
+            const float *src = in ? (KIND == 0 ? op.f(i, r0 + r) : op.f(r0 + r, i)) : nullptr;
+            la_cu_cp4(&buf[r][dcg_perm(i)], src ? src : z, src != nullptr);
+        } else {
+            reg[u] = in ? (KIND == 0 ? op.f(i, r0 + r) : op.f(r0 + r, i)) : 0.f;
+        }
+    }
+}
+template <int KIND, class Op>
+__device__ __forceinline__ void dcg_put(const Op &, float (*buf)[64 + 4], const float (&reg)[4]) {
+    if constexpr (!dcg_isas<Op>::v) {
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int e = threadIdx.x + 256 * u;
+            const int r = KIND == 2 ? (e >> 6) : (e & 15), i = KIND == 2 ? (e & 63) : (e >> 4);
+            buf[r][dcg_perm(i)] = reg[u];
+        }
+    }
+}
+/* acc += A B and, if TWO, acc2 += A2 B; KB: 1 B read [n][r], 2 B read [r][n];
+ * z: any valid global address (the source of zero-filled copies) */
+template <int KB, bool TWO, class OA, class OA2, class OB>
+__device__ __forceinline__ void dcg_pgemm(float (&acc)[4][4], float (&acc2)[4][4], int R,
+                                          const OA &oa, const OA2 &oa2, const OB &ob,
+                                          const float *z, dcg_gsa &sm) {
+    const int t = threadIdx.x, ty = t >> 4, tx = t & 15;
+    float ra[4], ra2[4], rb[4];
+    dcg_issue<0>(oa, sm.t[0][0], ra, 0, R, z);
+    if constexpr (TWO) dcg_issue<0>(oa2, sm.t[0][1], ra2, 0, R, z);
+    dcg_issue<KB>(ob, sm.t[0][2], rb, 0, R, z);
+    la_cu_cp_commit();
+    dcg_put<0>(oa, sm.t[0][0], ra);
+    if constexpr (TWO) dcg_put<0>(oa2, sm.t[0][1], ra2);
+    dcg_put<KB>(ob, sm.t[0][2], rb);
+    int st = 0;
+    for (int r0 = 0; r0 < R; r0 += LA_CU_TR, st ^= 1) {
+        la_cu_cp_wait<0>();
+        __syncthreads(); /* stage st complete; stage st ^ 1 no longer read */
+        const bool nx = r0 + LA_CU_TR < R;
+        if (nx) {
+            dcg_issue<0>(oa, sm.t[st ^ 1][0], ra, r0 + LA_CU_TR, R, z);
+            if constexpr (TWO) dcg_issue<0>(oa2, sm.t[st ^ 1][1], ra2, r0 + LA_CU_TR, R, z);
+            dcg_issue<KB>(ob, sm.t[st ^ 1][2], rb, r0 + LA_CU_TR, R, z);
+            la_cu_cp_commit();
+        }
+#pragma unroll
+        for (int r = 0; r < LA_CU_TR; r++) {
+            const float4 a4 = *(const float4 *)&sm.t[st][0][r][4 * ty];
+            const float4 b4 = *(const float4 *)&sm.t[st][2][r][4 * tx];
+            const float av[4] = {a4.x, a4.y, a4.z, a4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+            if constexpr (TWO) {
+                const float4 c4 = *(const float4 *)&sm.t[st][1][r][4 * ty];
+                const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc2[i][j] = fmaf(cv[i], bv[j], acc2[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        }
+        if (nx) {
+            dcg_put<0>(oa, sm.t[st ^ 1][0], ra);
+            if constexpr (TWO) dcg_put<0>(oa2, sm.t[st ^ 1][1], ra2);
+            dcg_put<KB>(ob, sm.t[st ^ 1][2], rb);
+        }
+    }
+    __syncthreads(); /* the staging union is free for the next product */
+}
+
 struct dcg_smem {
     double gam[LA_CU_C], dgam[LA_CU_C], red[8];
     float bt[LA_CU_C], et[LA_CU_C], be[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
@@ -130,6 +237,7 @@ struct dcg_smem {
         la_cu_gemm_smem gs; /* la_cu_gemm's staging */
         dcg_gsm gv;         /* dcg_gemm4's */
         dcg_gsm2 gv2;       /* dcg_gemm4x2's (cuda-delta11) */
+        dcg_gsa ga;         /* dcg_pgemm's (cuda-delta11) */
     };
 };
 
@@ -243,12 +351,22 @@ __global__ void __launch_bounds__(256, MINB)
     auto yu_pass = [&]() {
         for (int64_t v0 = 0; v0 < V; v0 += 64) {
             la_cu_zero(acc);
-            dcg_mm<V4>(
-                acc, LA_CU_C, [&](int m, int r) -> float { return AT[m * LA_CU_C + r]; },
-                [&](int r, int n) -> float {
-                    return (r < L && v0 + n < V) ? Yc[r * vst + v0 + n] : 0.f;
-                },
-                S);
+            if constexpr (F >= 3) {
+                const auto oat = dcg_a([&](int m, int r) { return AT + m * LA_CU_C + r; });
+                dcg_pgemm<2, false>(acc, acc, LA_CU_C, oat, oat,
+                                    dcg_a([&](int r, int n) -> const float * {
+                                        return (r < L && v0 + n < V) ? Yc + r * vst + v0 + n
+                                                                     : nullptr;
+                                    }),
+                                    AT, S.ga);
+            } else {
+                dcg_mm<V4>(
+                    acc, LA_CU_C, [&](int m, int r) -> float { return AT[m * LA_CU_C + r]; },
+                    [&](int r, int n) -> float {
+                        return (r < L && v0 + n < V) ? Yc[r * vst + v0 + n] : 0.f;
+                    },
+                    S);
+            }
 #pragma unroll
             for (int a = 0; a < 4; a++) {
                 const int m = ty + 16 * a;
@@ -293,7 +411,13 @@ __global__ void __launch_bounds__(256, MINB)
         yu_pass();
         la_cu_zero(acc);
         la_cu_zero(acc2);
-        dcg_gemm4x2<true>(acc, acc2, (int)V, fdo, fy, frt, S.gv2);
+        if constexpr (F >= 3)
+            dcg_pgemm<1, true>(
+                acc, acc2, (int)V, dcg_s(fdo),
+                dcg_a([&](int m, int r) { return m < L ? Yc + m * vst + r : nullptr; }),
+                dcg_a([&](int r, int n) { return n < L ? Rc + n * vst + r : nullptr; }), AT, S.ga);
+        else
+            dcg_gemm4x2<true>(acc, acc2, (int)V, fdo, fy, frt, S.gv2);
         dp_epi(acc);
         dm_epi(acc2);
     } else {
@@ -320,7 +444,14 @@ __global__ void __launch_bounds__(256, MINB)
         float(&rg)[4][4] = FK ? acc : acc2;
         /* dq = diag(b) dO~ S0^T + T1 K; (db b)_t += q_t . (b_t dO~_t S0^T) */
         la_cu_zero(acc);
-        if constexpr (FK) {
+        if constexpr (F >= 4) { /* acc2 = Yu S0^T, times -b in the epilogue below */
+            la_cu_zero(acc2);
+            dcg_pgemm<1, true>(
+                acc, acc2, (int)V, dcg_s(fdob),
+                dcg_a([&](int m, int r) { return m < L ? Yc + m * vst + r : nullptr; }),
+                dcg_a([&](int r, int n) { return k0 + n < K ? S0 + (k0 + n) * V + r : nullptr; }),
+                AT, S.ga);
+        } else if constexpr (FK) {
             la_cu_zero(acc2);
             dcg_gemm4x2<true>(acc, acc2, (int)V, fdob, fyb, fs0, S.gv2);
         } else {
@@ -358,6 +489,10 @@ __global__ void __launch_bounds__(256, MINB)
         for (int a = 0; a < 4; a++) {
             const int m = ty + 16 * a;
             xs[a] = 0.f;
+            if constexpr (F >= 4) {
+#pragma unroll
+                for (int b = 0; b < 4; b++) yw[a][b] *= -S.bt[m];
+            }
 #pragma unroll
             for (int b = 0; b < 4; b++) {
                 const int64_t n = k0 + tx + 16 * b;
@@ -371,10 +506,23 @@ __global__ void __launch_bounds__(256, MINB)
         dcg_rowadd(ys, S.dbb);
         /* diag(e) R G^T: (de e)_t += k_t . (e_t R_t G^T) */
         la_cu_zero(rg);
-        dcg_mm<V4, true>(
-            rg, (int)V,
-            [&](int m, int r) -> float { return m < L ? S.et[m] * Rc[m * vst + r] : 0.f; },
-            [&](int r, int n) -> float { return k0 + n < K ? G[(k0 + n) * V + r] : 0.f; }, S);
+        if constexpr (F >= 3) { /* R G^T, times e in the epilogue */
+            const auto orr = dcg_a([&](int m, int r) { return m < L ? Rc + m * vst + r : nullptr; });
+            dcg_pgemm<1, false>(
+                rg, rg, (int)V, orr, orr,
+                dcg_a([&](int r, int n) { return k0 + n < K ? G + (k0 + n) * V + r : nullptr; }),
+                AT, S.ga);
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) rg[a][b] *= S.et[ty + 16 * a];
+        } else {
+            dcg_mm<V4, true>(
+                rg, (int)V,
+                [&](int m, int r) -> float { return m < L ? S.et[m] * Rc[m * vst + r] : 0.f; },
+                [&](int r, int n) -> float { return k0 + n < K ? G[(k0 + n) * V + r] : 0.f; },
+                S);
+        }
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             const int m = ty + 16 * a;
@@ -455,15 +603,17 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream, co
     const char *e4 = getenv("LINATTN_CUDA_DCG_V4"); /* 0: la_cu_gemm's 4-byte loads */
     const bool v4 = !(e4 && !strcmp(e4, "0"));
     const char *ef = getenv("LINATTN_CUDA_DCG_FUSE"); /* 0: no fused products */
-    const int fu = ef && (!strcmp(ef, "0") || !strcmp(ef, "1")) ? ef[0] - '0' : 2;
+    const int fu = ef && ef[0] >= '0' && ef[0] <= '4' && !ef[1] ? ef[0] - '0' : 4;
     LA_CU_DTYPE_SWITCH(c->dtype, T, {
         void (*f)(la_cu_dc_args, const void *, const float *, const float *, float *, void *,
                   float *, float *, float *, float *) =
             !v4       ? la_cu_dcg<T, 2, false, 0>
             : fu == 0 ? la_cu_dcg<T, 2, true, 0>
             : fu == 1 ? la_cu_dcg<T, 2, true, 1>
-            : one     ? la_cu_dcg<T, 1, true, 2>
-                      : la_cu_dcg<T, 2, true, 2>;
+            : fu == 2 ? la_cu_dcg<T, 2, true, 2>
+            : fu == 3 ? la_cu_dcg<T, 2, true, 3>
+            : one     ? la_cu_dcg<T, 1, true, 4>
+                      : la_cu_dcg<T, 2, true, 4>;
         LA_CU_TRY(c->op,
                   cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         f<<<grid, 256, smem, stream>>>(p, c->d_o, hst, dhst, dR, c->dv, dqp, dkp, dbp, dgp);
