@@ -19,7 +19,8 @@
  * float4 (dcg_gemm4; LINATTN_CUDA_DCG_V4=0: la_cu_gemm's 4-byte reads, bitwise
  * the same results), products that share an operand in one pass (dcg_gemm4x2:
  * q.k with k.k, dP with dM, dO~ S0^T with Yu S0^T; LINATTN_CUDA_DCG_FUSE=0:
- * one at a time, bitwise the same results) (bf16 inputs with LINATTN_CUDA_DELTA_TC_GRAD=1:
+ * one at a time, bitwise the same results; 3, 4: dcg_pgemm, a cp.async pipeline,
+ * slower at the GDN shape) (bf16 inputs with LINATTN_CUDA_DELTA_TC_GRAD=1:
  * delta_grad_tc.cu on tensor cores, slower as measured), fixed summation
  * orders, no atomics. Outputs: dv (final), and
  * per value head dq, dk ([tokens][HS][K], fp32), dbeta, dg ([tokens][HS]). */
@@ -126,20 +127,12 @@ __device__ __forceinline__ void dcg_gemm4x2(float (&acc)[4][4], float (&acc2)[4]
  * loaded into registers before the products and stored after them. One
  * barrier per 16 steps. Per element the same r-ascending sum as dcg_gemm4;
  * row factors of raw operands move to the caller's epilogue. */
-template <class Fn> struct dcg_sy {
-    Fn f;
-};
-template <class Fn> struct dcg_as {
-    Fn f;
-};
+template <class Fn> struct dcg_sy { Fn f; };
+template <class Fn> struct dcg_as { Fn f; };
 template <class Fn> __device__ __forceinline__ dcg_sy<Fn> dcg_s(Fn f) { return {f}; }
 template <class Fn> __device__ __forceinline__ dcg_as<Fn> dcg_a(Fn f) { return {f}; }
-template <class X> struct dcg_isas {
-    static constexpr bool v = false;
-};
-template <class Fn> struct dcg_isas<dcg_as<Fn>> {
-    static constexpr bool v = true;
-};
+template <class X> struct dcg_isas { static constexpr bool v = false; };
+template <class Fn> struct dcg_isas<dcg_as<Fn>> { static constexpr bool v = true; };
 struct __align__(16) dcg_gsa {
     float t[2][3][LA_CU_TR][64 + 4]; /* [stage][A, A2, B][r][permuted index] */
 };
@@ -268,7 +261,8 @@ __device__ __forceinline__ void dcg_rowadd(float (&x)[4], float *dst) {
 /* MINB: CTAs per SM asked of ptxas (2: 128 registers, a few spills; 1: none);
  * F (cuda-delta11, needs V4): products sharing their B operand fused
  * (dcg_gemm4x2), bitwise the same results; 0 none, 1 q.k with k.k and dP with
- * dM, 2 also dO~ S0^T with Yu S0^T (LINATTN_CUDA_DCG_FUSE=0 / 1; default 2) */
+ * dM, 2 also dO~ S0^T with Yu S0^T (default); 3: dcg_pgemm (cp.async pipeline)
+ * for Yu, dP + dM, R G^T; 4: also dO~ S0^T + Yu S0^T (LINATTN_CUDA_DCG_FUSE=0..4) */
 template <typename T, int MINB, bool V4, int F>
 __global__ void __launch_bounds__(256, MINB)
     la_cu_dcg(la_cu_dc_args p, const void *d_o, const float *hst, const float *dhst, float *dR,
@@ -353,12 +347,11 @@ __global__ void __launch_bounds__(256, MINB)
             la_cu_zero(acc);
             if constexpr (F >= 3) {
                 const auto oat = dcg_a([&](int m, int r) { return AT + m * LA_CU_C + r; });
-                dcg_pgemm<2, false>(acc, acc, LA_CU_C, oat, oat,
-                                    dcg_a([&](int r, int n) -> const float * {
-                                        return (r < L && v0 + n < V) ? Yc + r * vst + v0 + n
-                                                                     : nullptr;
-                                    }),
-                                    AT, S.ga);
+                dcg_pgemm<2, false>(
+                    acc, acc, LA_CU_C, oat, oat, dcg_a([&](int r, int n) -> const float * {
+                        return (r < L && v0 + n < V) ? Yc + r * vst + v0 + n : nullptr;
+                    }),
+                    AT, S.ga);
             } else {
                 dcg_mm<V4>(
                     acc, LA_CU_C, [&](int m, int r) -> float { return AT[m * LA_CU_C + r]; },
@@ -507,11 +500,12 @@ __global__ void __launch_bounds__(256, MINB)
         /* diag(e) R G^T: (de e)_t += k_t . (e_t R_t G^T) */
         la_cu_zero(rg);
         if constexpr (F >= 3) { /* R G^T, times e in the epilogue */
-            const auto orr = dcg_a([&](int m, int r) { return m < L ? Rc + m * vst + r : nullptr; });
-            dcg_pgemm<1, false>(
-                rg, rg, (int)V, orr, orr,
-                dcg_a([&](int r, int n) { return k0 + n < K ? G + (k0 + n) * V + r : nullptr; }),
-                AT, S.ga);
+            const auto orr =
+                dcg_a([&](int m, int r) { return m < L ? Rc + m * vst + r : nullptr; });
+            dcg_pgemm<1, false>(rg, rg, (int)V, orr, orr, dcg_a([&](int r, int n) {
+                                    return k0 + n < K ? G + (k0 + n) * V + r : nullptr;
+                                }),
+                                AT, S.ga);
 #pragma unroll
             for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -520,8 +514,7 @@ __global__ void __launch_bounds__(256, MINB)
             dcg_mm<V4, true>(
                 rg, (int)V,
                 [&](int m, int r) -> float { return m < L ? S.et[m] * Rc[m * vst + r] : 0.f; },
-                [&](int r, int n) -> float { return k0 + n < K ? G[(k0 + n) * V + r] : 0.f; },
-                S);
+                [&](int r, int n) -> float { return k0 + n < K ? G[(k0 + n) * V + r] : 0.f; }, S);
         }
 #pragma unroll
         for (int a = 0; a < 4; a++) {
@@ -598,22 +591,22 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream, co
         return la__cu_delta_grads_tc(c, stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp);
     const size_t smem = sizeof(dcg_smem);
     const dim3 grid((unsigned)tb.nchunks, (unsigned)c->HS);
-    const char *e = getenv("LINATTN_CUDA_DCG_MINB"); /* benchmarking knob (fused path only) */
+    const char *e = getenv("LINATTN_CUDA_DCG_MINB"); /* benchmarking knob (FUSE=4 only) */
     const bool one = e && !strcmp(e, "1");
     const char *e4 = getenv("LINATTN_CUDA_DCG_V4"); /* 0: la_cu_gemm's 4-byte loads */
     const bool v4 = !(e4 && !strcmp(e4, "0"));
     const char *ef = getenv("LINATTN_CUDA_DCG_FUSE"); /* 0: no fused products */
-    const int fu = ef && ef[0] >= '0' && ef[0] <= '4' && !ef[1] ? ef[0] - '0' : 4;
+    /* default 2: fastest at the GDN shape and bitwise main's results (H200, bench/GPU.md) */
+    const int fu = ef && ef[0] >= '0' && ef[0] <= '4' && !ef[1] ? ef[0] - '0' : 2;
     LA_CU_DTYPE_SWITCH(c->dtype, T, {
         void (*f)(la_cu_dc_args, const void *, const float *, const float *, float *, void *,
                   float *, float *, float *, float *) =
             !v4       ? la_cu_dcg<T, 2, false, 0>
             : fu == 0 ? la_cu_dcg<T, 2, true, 0>
             : fu == 1 ? la_cu_dcg<T, 2, true, 1>
-            : fu == 2 ? la_cu_dcg<T, 2, true, 2>
             : fu == 3 ? la_cu_dcg<T, 2, true, 3>
-            : one     ? la_cu_dcg<T, 1, true, 4>
-                      : la_cu_dcg<T, 2, true, 4>;
+            : fu == 4 ? (one ? la_cu_dcg<T, 1, true, 4> : la_cu_dcg<T, 2, true, 4>)
+                      : la_cu_dcg<T, 2, true, 2>;
         LA_CU_TRY(c->op,
                   cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         f<<<grid, 256, smem, stream>>>(p, c->d_o, hst, dhst, dR, c->dv, dqp, dkp, dbp, dgp);
