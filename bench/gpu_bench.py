@@ -32,7 +32,7 @@ class Dims(ctypes.Structure):
 
 class GatedOpts(ctypes.Structure):
     _fields_ = [("form", c_int), ("scale", c_float), ("chunk_size", c_i64),
-                ("use_qk_l2norm", c_int)]
+                ("use_qk_l2norm", c_int), ("saved", ctypes.c_void_p)]  # la_saved *, NULL
 
 
 class LinOpts(ctypes.Structure):
