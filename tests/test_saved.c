@@ -26,29 +26,6 @@ static int same_grads(const ddata *x, const dout *a, const dout *b, int gated) {
            (!gated || th_bitwise_equal(a->dg, b->dg, x->ng));
 }
 
-static la_status fwd_saved(la_ctx *ctx, const dcase *c, const ddata *x, dout *y, la_saved *s) {
-    la_gated_opts o = dc_opts(c);
-    o.saved = s;
-    const float *S0 = c->with_init ? x->S0 : NULL;
-    if (c->gated)
-        return la_gated_delta_rule_forward(ctx, &o, &x->d, y->o, y->ST, x->q, x->k, x->v, x->g,
-                                           x->beta, S0);
-    return la_delta_rule_forward(ctx, &o, &x->d, y->o, y->ST, x->q, x->k, x->v, x->beta, S0);
-}
-
-static la_status bwd_saved(la_ctx *ctx, const dcase *c, const ddata *x, dout *y, la_saved *s) {
-    la_gated_opts o = dc_opts(c);
-    o.saved = s;
-    const float *S0 = c->with_init ? x->S0 : NULL;
-    const float *dST = c->with_dfinal ? x->dST : NULL;
-    if (c->gated)
-        return la_gated_delta_rule_backward(ctx, &o, &x->d, y->dq, y->dk, y->dv, y->dg,
-                                            y->dbeta, y->dS0, x->d_o, dST, x->q, x->k, x->v,
-                                            x->g, x->beta, S0);
-    return la_delta_rule_backward(ctx, &o, &x->d, y->dq, y->dk, y->dv, y->dbeta, y->dS0,
-                                  x->d_o, dST, x->q, x->k, x->v, x->beta, S0);
-}
-
 /* Saved vs recomputed, bit for bit, at 1-3 threads; and against float64. */
 static void check_bits(const dcase *c, const char *label) {
     ddata x = dc_data(c);
@@ -64,17 +41,17 @@ static void check_bits(const dcase *c, const char *label) {
         la_saved *s = NULL;
         CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, label);
         dout got = dc_alloc_out(&x);
-        CHECK_STATUS(fwd_saved(ctx, c, &x, &got, s), LA_OK, label);
+        CHECK_STATUS(dc_forward_saved(ctx, c, &x, &got, s), LA_OK, label);
         CHECK(la_saved_filled(s) == 1, "%s, %d threads: filled after the forward", label, thr);
         CHECK(la_saved_bytes(s) > 0, "%s: bytes", label);
         CHECK(th_bitwise_equal(got.o, want.o, x.nv) && th_bitwise_equal(got.ST, want.ST, x.ns),
               "%s, %d threads: forward output with saving == without", label, thr);
-        CHECK_STATUS(bwd_saved(ctx, c, &x, &got, s), LA_OK, label);
+        CHECK_STATUS(dc_backward_saved(ctx, c, &x, &got, s), LA_OK, label);
         CHECK(same_grads(&x, &got, &want, c->gated),
               "%s, %d threads: gradients from saved == recomputed", label, thr);
         /* a second backward reads the same saved products */
         dout again = dc_alloc_out(&x);
-        CHECK_STATUS(bwd_saved(ctx, c, &x, &again, s), LA_OK, label);
+        CHECK_STATUS(dc_backward_saved(ctx, c, &x, &again, s), LA_OK, label);
         CHECK(same_grads(&x, &again, &want, c->gated), "%s: second backward", label);
         dc_free_out(&again);
         dc_free_out(&got);
@@ -142,9 +119,9 @@ static void test_really_read(void) {
         la_saved *s = NULL;
         CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
         dout a = dc_alloc_out(&x), b = dc_alloc_out(&x);
-        CHECK_STATUS(fwd_saved(ctx, &c, &x, &a, s), LA_OK, "forward");
+        CHECK_STATUS(dc_forward_saved(ctx, &c, &x, &a, s), LA_OK, "forward");
         for (size_t i = 0; i < x.nv; i++) x.v[i] *= 0.5f;
-        CHECK_STATUS(bwd_saved(ctx, &c, &x, &a, s), LA_OK, "stale backward");
+        CHECK_STATUS(dc_backward_saved(ctx, &c, &x, &a, s), LA_OK, "stale backward");
         CHECK_STATUS(dc_backward(ctx, &c, &x, &b), LA_OK, "recompute");
         CHECK(!th_bitwise_equal(a.dk, b.dk, x.nqk), "%s: the backward reads the saved products",
               gated ? "gdn" : "delta");
@@ -161,9 +138,8 @@ static void test_really_read(void) {
 static void expect_mismatch(la_ctx *ctx, const dcase *c, const ddata *x, la_saved *s,
                             const char *what) {
     dout y = dc_alloc_out(x);
-    CHECK_STATUS(bwd_saved(ctx, c, x, &y, s), LA_ERR_INVALID_ARGUMENT, what);
-    CHECK(strstr(la_last_error(), what) != NULL, "message names '%s': %s", what,
-          la_last_error());
+    CHECK_STATUS(dc_backward_saved(ctx, c, x, &y, s), LA_ERR_INVALID_ARGUMENT, what);
+    CHECK(strstr(la_last_error(), what) != NULL, "message names '%s': %s", what, la_last_error());
     CHECK(th_untouched(y.dq, x->nqk) && th_untouched(y.dv, x->nv) && th_untouched(y.dS0, x->ns),
           "%s: nothing written", what);
     dc_free_out(&y);
@@ -183,7 +159,7 @@ static void test_mismatch(void) {
     la_saved *s = NULL;
     CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
     dout y = dc_alloc_out(&x);
-    CHECK_STATUS(fwd_saved(ctx, &c, &x, &y, s), LA_OK, "forward");
+    CHECK_STATUS(dc_forward_saved(ctx, &c, &x, &y, s), LA_OK, "forward");
     dcase d = c;
     d.gated = 0;
     expect_mismatch(ctx, &d, &x, s, "op");
@@ -210,24 +186,23 @@ static void test_mismatch(void) {
     expect_mismatch(ctx, &d, &x2, s, "dims.T");
     /* another context */
     dout z = dc_alloc_out(&x);
-    CHECK_STATUS(bwd_saved(other, &c, &x, &z, s), LA_ERR_INVALID_ARGUMENT, "other context");
-    CHECK(strstr(la_last_error(), "opts->saved") != NULL, "names opts->saved: %s",
-          la_last_error());
-    CHECK_STATUS(fwd_saved(other, &c, &x, &z, s), LA_ERR_INVALID_ARGUMENT,
+    CHECK_STATUS(dc_backward_saved(other, &c, &x, &z, s), LA_ERR_INVALID_ARGUMENT, "other context");
+    CHECK(strstr(la_last_error(), "opts->saved") != NULL, "names opts->saved: %s", la_last_error());
+    CHECK_STATUS(dc_forward_saved(other, &c, &x, &z, s), LA_ERR_INVALID_ARGUMENT,
                  "forward, other context");
     CHECK(th_untouched(z.o, x.nv), "forward on another context writes nothing");
     /* the matching call still works, and a later forward replaces the content */
-    CHECK_STATUS(bwd_saved(ctx, &c, &x, &z, s), LA_OK, "matching backward");
+    CHECK_STATUS(dc_backward_saved(ctx, &c, &x, &z, s), LA_OK, "matching backward");
     d = c, d.chunk = 32;
-    CHECK_STATUS(fwd_saved(ctx, &d, &x, &y, s), LA_OK, "refill");
+    CHECK_STATUS(dc_forward_saved(ctx, &d, &x, &y, s), LA_OK, "refill");
     expect_mismatch(ctx, &c, &x, s, "chunk length");
-    CHECK_STATUS(bwd_saved(ctx, &d, &x, &z, s), LA_OK, "backward of the refill");
+    CHECK_STATUS(dc_backward_saved(ctx, &d, &x, &z, s), LA_OK, "backward of the refill");
     /* the recurrent form leaves it empty; an empty one recomputes */
     d = c, d.form = LA_FORM_RECURRENT;
-    CHECK_STATUS(fwd_saved(ctx, &d, &x, &y, s), LA_OK, "recurrent forward");
+    CHECK_STATUS(dc_forward_saved(ctx, &d, &x, &y, s), LA_OK, "recurrent forward");
     CHECK(la_saved_filled(s) == 0, "recurrent forward leaves it empty");
     dout e = dc_alloc_out(&x), f = dc_alloc_out(&x);
-    CHECK_STATUS(bwd_saved(ctx, &c, &x, &e, s), LA_OK, "empty saved");
+    CHECK_STATUS(dc_backward_saved(ctx, &c, &x, &e, s), LA_OK, "empty saved");
     CHECK_STATUS(dc_backward(ctx, &c, &x, &f), LA_OK, "no saved");
     CHECK(same_grads(&x, &e, &f, 1), "empty saved == none");
     /* a context destroyed after the create */
@@ -235,7 +210,7 @@ static void test_mismatch(void) {
     CHECK_STATUS(la_saved_create(other, &orphan), LA_OK, "create on other");
     la_ctx_destroy(other);
     la_ctx *third = th_ctx(1);
-    CHECK_STATUS(bwd_saved(third, &c, &x, &z, orphan), LA_ERR_INVALID_ARGUMENT, "orphan");
+    CHECK_STATUS(dc_backward_saved(third, &c, &x, &z, orphan), LA_ERR_INVALID_ARGUMENT, "orphan");
     CHECK(strstr(la_last_error(), "destroyed") != NULL, "names the destroyed context: %s",
           la_last_error());
     la_saved_destroy(orphan);
@@ -255,8 +230,7 @@ static void test_bad_args(void) {
     CHECK_STATUS(la_saved_create(ctx, NULL), LA_ERR_NULL_POINTER, "NULL out");
     CHECK(strstr(la_last_error(), "out") != NULL, "names out: %s", la_last_error());
     CHECK_STATUS(la_saved_create(NULL, &s), LA_ERR_NULL_POINTER, "NULL ctx");
-    CHECK(s == NULL && strstr(la_last_error(), "ctx") != NULL, "names ctx: %s",
-          la_last_error());
+    CHECK(s == NULL && strstr(la_last_error(), "ctx") != NULL, "names ctx: %s", la_last_error());
     la_saved_destroy(NULL);
     CHECK(la_saved_bytes(NULL) == 0 && la_saved_filled(NULL) == 0, "NULL queries");
     CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");

@@ -90,7 +90,12 @@ void dc_free_out(dout *y) {
 }
 
 la_status dc_forward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y) {
+    return dc_forward_saved(ctx, c, x, y, NULL);
+}
+
+la_status dc_forward_saved(la_ctx *ctx, const dcase *c, const ddata *x, dout *y, la_saved *s) {
     la_gated_opts o = dc_opts(c);
+    o.saved = s;
     const float *S0 = c->with_init ? x->S0 : NULL;
     if (c->gated)
         return la_gated_delta_rule_forward(ctx, &o, &x->d, y->o, y->ST, x->q, x->k, x->v, x->g,
@@ -99,7 +104,12 @@ la_status dc_forward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y) {
 }
 
 la_status dc_backward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y) {
+    return dc_backward_saved(ctx, c, x, y, NULL);
+}
+
+la_status dc_backward_saved(la_ctx *ctx, const dcase *c, const ddata *x, dout *y, la_saved *s) {
     la_gated_opts o = dc_opts(c);
+    o.saved = s;
     const float *S0 = c->with_init ? x->S0 : NULL;
     const float *dST = c->with_dfinal ? x->dST : NULL;
     if (c->gated)

@@ -48,6 +48,9 @@ dout dc_alloc_out(const ddata *x);
 void dc_free_out(dout *y);
 la_status dc_forward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y);
 la_status dc_backward(la_ctx *ctx, const dcase *c, const ddata *x, dout *y);
+/* the same with opts.saved = s (la_saved; NULL: none) */
+la_status dc_forward_saved(la_ctx *ctx, const dcase *c, const ddata *x, dout *y, la_saved *s);
+la_status dc_backward_saved(la_ctx *ctx, const dcase *c, const ddata *x, dout *y, la_saved *s);
 dref dc_reference(const dcase *c, const ddata *x, int bwd);
 void dc_free_ref(dref *r);
 const char *dc_form_name(const dcase *c);
