@@ -9,10 +9,13 @@ gradient is bitwise identical between the first and the last library on the
 same inputs, else the largest relative difference (max |a - b| / max |a|),
 and with --profile per-kernel device times of one call per library
 (torch.profiler). --fla: fla's chunk_delta_rule fwd and fwd+bwd at the
-DeltaNet shape, last.
+DeltaNet shape, last. --saved (cuda-saved7): the last library once more with
+opts->saved (one la_saved reused by every call: the forward fills it, the
+backward reads it), timed in the same alternation and compared bitwise with
+that library without it.
 
     python3 bench/gpu_ab_delta.py --libs base.so,new.so [--ops delta,gdn] [--fwd-only]
-                                  [--profile] [--fla]
+                                  [--profile] [--fla] [--saved]
 """
 import argparse
 import ctypes
@@ -44,18 +47,18 @@ def inputs(op, dev, dt):
     return (B, T, H, HV, D), dims, q, k, v, do, g, beta
 
 
-def calls(L, op, dims, t):
+def calls(L, op, dims, t, saved=None):
     R = ctypes.byref
     q, k, v, do, g, beta, o, sT, dq, dk, dv, dg, db = t
     if op == "delta":
-        go = GatedOpts(2, 0.0, 64, 1)
+        go = GatedOpts(2, 0.0, 64, 1, saved)
         fwd = lambda: L.ok(L.l.la_delta_rule_forward(L.ctx, R(go), R(dims), P(o), P(sT), P(q),
                                                      P(k), P(v), P(beta), None))
         bwd = lambda: L.ok(L.l.la_delta_rule_backward(L.ctx, R(go), R(dims), P(dq), P(dk), P(dv),
                                                       P(db), None, P(do), None, P(q), P(k), P(v),
                                                       P(beta), None))
     else:
-        go = GatedOpts(2, 0.0, 64, 0)
+        go = GatedOpts(2, 0.0, 64, 0, saved)
         fwd = lambda: L.ok(L.l.la_gated_delta_rule_forward(L.ctx, R(go), R(dims), P(o), P(sT),
                                                            P(q), P(k), P(v), P(g), P(beta), None))
         bwd = lambda: L.ok(L.l.la_gated_delta_rule_backward(L.ctx, R(go), R(dims), P(dq), P(dk),
@@ -72,38 +75,51 @@ def main():
     ap.add_argument("--fwd-only", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--fla", action="store_true")
+    ap.add_argument("--saved", action="store_true")
     a = ap.parse_args()
     dev, dt = torch.device("cuda"), torch.bfloat16
     stream = torch.cuda.current_stream().cuda_stream
-    paths = a.libs.split(",")
-    libs = [Lib(p, stream) for p in paths]
+    libpaths = a.libs.split(",")
+    libs = [Lib(p, stream) for p in libpaths]
+    saved = [None] * len(libs)
+    paths = list(libpaths)  # labels of the variants timed
+    if a.saved:  # the last library again, with a la_saved object
+        sv = ctypes.c_void_p()
+        libs[-1].ok(libs[-1].l.la_saved_create(libs[-1].ctx, ctypes.byref(sv)))
+        libs.append(libs[-1])
+        saved.append(sv.value)
+        paths.append(libpaths[-1] + "+saved")
     name = torch.cuda.get_device_name(0)
     for op in a.ops.split(","):
         shape, dims, q, k, v, do, g, beta = inputs(op, dev, dt)
         B, T, H, HV, D = shape
         nh = HV if op == "gdn" else H
         outs, res = [], {}
-        for L, p in zip(libs, paths):
+        for L, p, svh in zip(libs, paths, saved):
             sT = torch.full((B, nh, D, D), float("nan"), device=dev)
             t = [q, k, v, do, g, beta] + [torch.full_like(v, float("nan")), sT] + [
                 torch.full_like(x, float("nan")) for x in (q, k, v, g, beta)]
-            fwd, fb = calls(L, op, dims, t)
+            fwd, fb = calls(L, op, dims, t, svh)
             (fwd if a.fwd_only else fb)()
             torch.cuda.synchronize()
             outs.append([x.clone() for x in t[6:]])
             res[p] = (fwd, fb, [], [])
         names = ["o", "final state", "dq", "dk", "dv", "dg", "dbeta"]
-        for nm, x, y in zip(names, outs[0], outs[-1]):
-            if (op == "delta" and nm == "dg") or (a.fwd_only and nm.startswith("d")):
-                continue
-            if torch.equal(x.view(torch.int16 if x.element_size() == 2 else torch.int32),
-                           y.view(torch.int16 if y.element_size() == 2 else torch.int32)):
-                print("%s %s: A and B bitwise identical" % (op, nm), flush=True)
-                continue
-            x, y = x.float(), y.float()
-            rel = ((x - y).abs().max() / x.abs().max().clamp_min(1e-30)).item()
-            print("%s %s A-B max rel diff %.3e (finite B: %s)" %
-                  (op, nm, rel, bool(torch.isfinite(y).all())), flush=True)
+        pairs = [("A", "B", outs[0], outs[len(libpaths) - 1])]
+        if a.saved:
+            pairs.append(("B", "B+saved", outs[len(libpaths) - 1], outs[-1]))
+        for la, lb, xs, ys in pairs:
+            for nm, x, y in zip(names, xs, ys):
+                if (op == "delta" and nm == "dg") or (a.fwd_only and nm.startswith("d")):
+                    continue
+                if torch.equal(x.view(torch.int16 if x.element_size() == 2 else torch.int32),
+                               y.view(torch.int16 if y.element_size() == 2 else torch.int32)):
+                    print("%s %s: %s and %s bitwise identical" % (op, nm, la, lb), flush=True)
+                    continue
+                x, y = x.float(), y.float()
+                rel = ((x - y).abs().max() / x.abs().max().clamp_min(1e-30)).item()
+                print("%s %s %s-%s max rel diff %.3e (finite %s: %s)" %
+                      (op, nm, la, lb, rel, lb, bool(torch.isfinite(y).all())), flush=True)
         for _ in range(a.reps):
             for p in paths:
                 fwd, fb, tf, tb = res[p]
@@ -113,7 +129,9 @@ def main():
         for p in paths:
             _, _, tf, tb = res[p]
             print("%s %s bf16 %s fwd %.3f fwd+bwd %s ms (%s; runs %s / %s)" %
-                  (os.path.basename(os.path.dirname(p)), op, shape, statistics.median(tf),
+                  (os.path.basename(os.path.dirname(p)) + ("+saved" if p.endswith("+saved")
+                                                           else ""), op, shape,
+                   statistics.median(tf),
                    "%.3f" % statistics.median(tb) if tb else "-", name,
                    " ".join("%.3f" % x for x in tf), " ".join("%.3f" % x for x in tb)),
                   flush=True)
@@ -128,7 +146,8 @@ def main():
                     us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
                     if us:
                         print("  kernel %s %s: %s x%d %.1f us" %
-                              (os.path.basename(os.path.dirname(p)), op, ev.key[:70], ev.count, us),
+                              (os.path.basename(os.path.dirname(p)) + ("+saved" if p.endswith(
+                                  "+saved") else ""), op, ev.key[:70], ev.count, us),
                               flush=True)
         del q, k, v, do, g, beta, outs, res
         torch.cuda.empty_cache()

@@ -526,13 +526,23 @@ LA_API la_status la_performer_attn_backward_state(
  *    fails with LA_ERR_INVALID_ARGUMENT naming the mismatch. The inputs'
  *    VALUES are not compared: do not change them between the two calls.
  *  - Ops that fill it: la_delta_rule_forward and
- *    la_gated_delta_rule_forward in LA_FORM_CHUNK on a CPU context. Their
- *    LA_FORM_RECURRENT forwards leave it empty (they save nothing). The
- *    other ops taking la_gated_opts (simple GLA, GLA, KDA) ignore the field.
- *    A CUDA context rejects a non-NULL opts->saved (LA_ERR_UNSUPPORTED).
+ *    la_gated_delta_rule_forward in LA_FORM_CHUNK, on a CPU or a CUDA
+ *    context. Their LA_FORM_RECURRENT forwards leave it empty (they save
+ *    nothing). The other ops taking la_gated_opts (simple GLA, GLA, KDA)
+ *    ignore the field. An object of a CPU context given to a CUDA call, or
+ *    the reverse, is LA_ERR_INVALID_ARGUMENT naming it.
  *  - Memory: the object keeps its largest buffer (no page faults when it is
  *    reused for the same shapes); at chunk C: (K V / C + C + 2 V + K)
  *    floats per value head and token (K = V = 128, C = 64: 2.8 KB).
+ *    On a CUDA context the buffer is device memory (cudaMallocAsync on the
+ *    context's stream; no allocation per step once large enough) holding
+ *    the chunk states, W, K, R, A^T and for 16-bit inputs W and K as bf16
+ *    parts: at K = V = 128, 3.8 KB per value head and token (bf16), 2.8 KB
+ *    (fp32). It is freed stream-ordered (cudaFreeAsync on that stream) by
+ *    la_saved_destroy or la_ctx_destroy, whichever comes first: the stream
+ *    must still exist then (no synchronisation; queued work that reads the
+ *    buffer finishes first). The caller keeps the inputs unchanged on the
+ *    stream between the forward and the backward.
  *  - One call at a time per object, as per context. Destroy the objects
  *    before or after their context, not concurrently with calls on it; an
  *    object whose context was destroyed is an error to use. */

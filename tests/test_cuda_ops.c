@@ -6,8 +6,9 @@
  * Without a CUDA device (or a CUDA build) it prints a SKIP line and passes.
  * LINATTN_CUDA_TEST_QUICK=1 keeps only the small cases (for
  * compute-sanitizer); LINATTN_CUDA_TEST_ONLY=<letters> runs only those
- * sections (e errors, s scalar, n normalised, d delta, t step);
- * LINATTN_CUDA_TEST_SHARD=i/n runs only every n-th case of the s, n, d
+ * sections (e errors, s scalar, n normalised, d delta, t step, v saved
+ * for backward);
+ * LINATTN_CUDA_TEST_SHARD=i/n runs only every n-th case of the s, n, d, v
  * sections from the i-th (0-based), so a slow tool such as racecheck can
  * cover a section in n processes side by side. Every measured error is
  * printed. */
@@ -838,6 +839,349 @@ static void run_errors(la_ctx *gpu, la_ctx *cpu) {
     free(hq), free(ho);
 }
 
+/* ---- cuda-saved7: saved for backward (la_saved) on the GPU, section v --------
+ * DeltaNet / Gated DeltaNet chunk forms with one la_saved object reused over
+ * every case (refills of other shapes, growth only): a forward that saves
+ * writes the bits of one that does not, and the backward reading the saved
+ * products gives bitwise the gradients of the recomputing one (twice). The
+ * products are really read: v changed in place after the forward makes the
+ * saved backward differ from a recomputing one. A filled object of another
+ * call (T, cu_seqlens, pointer, scale, form) is an error naming it, nothing
+ * written; the recurrent form empties it; simple GLA ignores it; objects of
+ * the other backend or of a destroyed context are named errors. */
+typedef struct vcase {
+    const char *name;
+    int64_t B, T, H, HV, K, V;
+    const int64_t *cu;
+    int64_t nseq;
+    la_dtype dt;
+    int gated, l2, extreme, s0, dsT;
+    double kstd;
+} vcase;
+typedef struct vgrads {
+    void *dq, *dk, *dv;
+    float *dg, *db, *ds0;
+} vgrads;
+typedef struct vbufs {
+    const vcase *c;
+    la_dims d;
+    size_t nqk, nv, ng, ns;
+    void *q, *k, *v, *dO;
+    float *g, *beta, *s0, *dsT;
+} vbufs;
+
+static la_status v_fwd(la_ctx *ctx, const vbufs *b, const la_gated_opts *go, const la_dims *d,
+                       void *o, float *sT) {
+    return b->c->gated ? la_gated_delta_rule_forward(ctx, go, d, o, sT, b->q, b->k, b->v, b->g,
+                                                     b->beta, b->s0)
+                       : la_delta_rule_forward(ctx, go, d, o, sT, b->q, b->k, b->v, b->beta, b->s0);
+}
+static la_status v_bwd(la_ctx *ctx, const vbufs *b, const la_gated_opts *go, const la_dims *d,
+                       const vgrads *r) {
+    return b->c->gated
+               ? la_gated_delta_rule_backward(ctx, go, d, r->dq, r->dk, r->dv, r->dg, r->db, r->ds0,
+                                              b->dO, b->dsT, b->q, b->k, b->v, b->g, b->beta, b->s0)
+               : la_delta_rule_backward(ctx, go, d, r->dq, r->dk, r->dv, r->db, r->ds0, b->dO,
+                                        b->dsT, b->q, b->k, b->v, b->beta, b->s0);
+}
+static vgrads v_grads(const vbufs *b) {
+    const size_t e = esize(b->c->dt);
+    vgrads r = {dev_alloc(b->nqk * e), dev_alloc(b->nqk * e), dev_alloc(b->nv * e),
+                dev_alloc(b->ng * 4),  dev_alloc(b->ng * 4),  dev_alloc(b->ns * 4)};
+    return r;
+}
+static void v_free(vgrads *r) {
+    cudaFree(r->dq), cudaFree(r->dk), cudaFree(r->dv), cudaFree(r->dg), cudaFree(r->db);
+    cudaFree(r->ds0);
+}
+/* 1: every gradient of a and b has the same bits (dg where gated, d_init
+ * where an initial state is given) */
+static int v_same(const vbufs *b, const vgrads *a, const vgrads *x) {
+    const size_t e = esize(b->c->dt);
+    const void *p[6] = {a->dq, a->dk, a->dv, a->db, a->dg, a->ds0};
+    const void *q[6] = {x->dq, x->dk, x->dv, x->db, x->dg, x->ds0};
+    const size_t n[6] = {b->nqk * e, b->nqk * e, b->nv * e, b->ng * 4, b->ng * 4, b->ns * 4};
+    int same = 1;
+    for (int i = 0; i < 6; i++) {
+        if ((i == 4 && !b->c->gated) || (i == 5 && !b->c->s0)) continue;
+        void *h1 = dup_dev_bytes(p[i], n[i]), *h2 = dup_dev_bytes(q[i], n[i]);
+        same &= bits_equal(h1, h2, n[i]);
+        free(h1), free(h2);
+    }
+    return same;
+}
+/* 1: the device floats at p are all still the 0xff poison */
+static int v_poisoned(const void *p, size_t bytes) {
+    unsigned char *h = dup_dev_bytes(p, bytes);
+    int ok = 1;
+    for (size_t i = 0; i < bytes; i++) ok &= h[i] == 0xff;
+    free(h);
+    return ok;
+}
+/* a backward with sv that must fail naming `what` and write nothing */
+static void v_reject(la_ctx *gpu, const vbufs *b, const la_gated_opts *go, const la_dims *d,
+                     const char *what, const char *label) {
+    vgrads r = v_grads(b);
+    la_status st = v_bwd(gpu, b, go, d, &r);
+    const char *msg = la_last_error();
+    CHECK(st == LA_ERR_INVALID_ARGUMENT && strstr(msg, what) != NULL,
+          "%s: saved backward with another %s is refused naming it (status %d: %s)", label, what,
+          (int)st, msg);
+    CHECK(v_poisoned(r.dq, b->nqk * esize(b->c->dt)) && v_poisoned(r.ds0, b->ns * 4),
+          "%s: nothing written on the refused call (%s)", label, what);
+    v_free(&r);
+}
+
+static void run_saved(la_ctx *gpu, la_saved *sv, const vcase *c, uint64_t seed) {
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    vbufs b = {0};
+    b.c = c;
+    b.d = (la_dims){.B = c->B,
+                    .T = c->T,
+                    .H = c->H,
+                    .K = c->K,
+                    .V = c->V,
+                    .HV = c->HV,
+                    .cu_seqlens = c->cu,
+                    .n_seqs = c->nseq,
+                    .dtype = c->dt};
+    const int64_t N = c->cu ? c->nseq : c->B, HS = c->HV ? c->HV : c->H;
+    const size_t ntok = (size_t)(c->B * c->T);
+    b.nqk = ntok * c->H * c->K, b.nv = ntok * HS * c->V, b.ng = ntok * HS;
+    b.ns = (size_t)N * HS * c->K * c->V;
+    float *q = th_rand_floats(b.nqk, &rng, 1.0), *k = th_rand_floats(b.nqk, &rng, c->kstd);
+    float *v = th_rand_floats(b.nv, &rng, 1.0), *s0 = th_rand_floats(b.ns, &rng, 0.5);
+    float *dO = th_rand_floats(b.nv, &rng, 1.0), *dsT = th_rand_floats(b.ns, &rng, 1.0);
+    float *beta = malloc(b.ng * sizeof(float)), *g = malloc(b.ng * sizeof(float));
+    ref_fill_uniform(beta, b.ng, &rng, 0.0, 1.0);
+    ref_fill_uniform(g, b.ng, &rng, -0.5, 0.0);
+    for (size_t i = 0; i < b.ng; i++) {
+        const uint64_t r = la_rng_u64(&rng) % 8;
+        beta[i] = r == 0 ? 0.0f : r == 1 ? 1.0f : r == 2 ? 1.99f : beta[i];
+        const uint64_t u = la_rng_u64(&rng) % 16;
+        if (c->extreme && u == 0) g[i] = -1e4f;
+        if (c->extreme && (u == 1 || u == 2)) g[i] = 0.0f;
+    }
+    for (int64_t h = 0; h < HS; h++) beta[h] = 0.5f; /* the first token reads v */
+    b.q = up(q, b.nqk, c->dt), b.k = up(k, b.nqk, c->dt), b.v = up(v, b.nv, c->dt);
+    b.dO = up(dO, b.nv, c->dt);
+    b.beta = up(beta, b.ng, LA_DTYPE_F32);
+    b.g = c->gated ? up(g, b.ng, LA_DTYPE_F32) : NULL;
+    b.s0 = c->s0 ? up(s0, b.ns, LA_DTYPE_F32) : NULL;
+    b.dsT = c->dsT ? up(dsT, b.ns, LA_DTYPE_F32) : NULL;
+    const size_t ob = b.nv * esize(c->dt), sb = b.ns * 4;
+    la_gated_opts go = la_gated_opts_default(), gs = go;
+    go.use_qk_l2norm = gs.use_qk_l2norm = c->l2;
+    gs.saved = sv;
+    const size_t bytes0 = la_saved_bytes(sv);
+
+    /* forward: with saving == without, bit for bit */
+    void *o0 = dev_alloc(ob), *o1 = dev_alloc(ob);
+    float *sT0 = dev_alloc(sb), *sT1 = dev_alloc(sb);
+    CHECK_STATUS(v_fwd(gpu, &b, &go, &b.d, o0, sT0), LA_OK, c->name);
+    CHECK_STATUS(v_fwd(gpu, &b, &gs, &b.d, o1, sT1), LA_OK, c->name);
+    if (!sync_ok(c->name)) exit(1);
+    {
+        void *h0 = dup_dev_bytes(o0, ob), *h1 = dup_dev_bytes(o1, ob);
+        void *s0h = dup_dev_bytes(sT0, sb), *s1h = dup_dev_bytes(sT1, sb);
+        CHECK(bits_equal(h0, h1, ob) && bits_equal(s0h, s1h, sb),
+              "%s: forward o and final state with saving == without (bitwise)", c->name);
+        free(h0), free(h1), free(s0h), free(s1h);
+    }
+    CHECK(la_saved_filled(sv) == 1, "%s: filled after the forward", c->name);
+    const size_t per = (size_t)(b.ng * (c->K * c->V / 64 + 2 * c->K + c->V) * 4);
+    CHECK(la_saved_bytes(sv) >= bytes0 && la_saved_bytes(sv) >= per,
+          "%s: la_saved_bytes %zu grows only (was %zu) and holds the products (>= %zu)", c->name,
+          la_saved_bytes(sv), bytes0, per);
+
+    /* backward: saved == recomputed, and a second one from the same object */
+    vgrads want = v_grads(&b), got = v_grads(&b), again = v_grads(&b);
+    CHECK_STATUS(v_bwd(gpu, &b, &go, &b.d, &want), LA_OK, c->name);
+    CHECK_STATUS(v_bwd(gpu, &b, &gs, &b.d, &got), LA_OK, c->name);
+    CHECK_STATUS(v_bwd(gpu, &b, &gs, &b.d, &again), LA_OK, c->name);
+    if (!sync_ok(c->name)) exit(1);
+    CHECK(v_same(&b, &got, &want), "%s: gradients from saved == recomputed (bitwise)", c->name);
+    CHECK(v_same(&b, &again, &want), "%s: a second backward from the same object", c->name);
+    CHECK(la_saved_filled(sv) == 1, "%s: still filled after the backwards", c->name);
+
+    /* filled by another call: named errors, nothing written */
+    if (!c->cu && c->T > 1) {
+        la_dims d2 = b.d;
+        d2.T = c->T - 1;
+        v_reject(gpu, &b, &gs, &d2, "dims.T", c->name);
+    }
+    if (c->cu) {
+        int64_t cu2[16];
+        memcpy(cu2, c->cu, (size_t)(c->nseq + 1) * sizeof *cu2);
+        for (int64_t i = 1; i < c->nseq; i++)
+            if (cu2[i] < cu2[i + 1]) {
+                cu2[i]++; /* one token moves to the previous sequence */
+                break;
+            }
+        la_dims d2 = b.d;
+        d2.cu_seqlens = cu2;
+        v_reject(gpu, &b, &gs, &d2, "cu_seqlens", c->name);
+    }
+    {
+        void *vcopy = up(v, b.nv, c->dt);
+        vbufs b2 = b;
+        b2.v = vcopy;
+        v_reject(gpu, &b2, &gs, &b.d, "opts->saved was filled by a different call (v differs",
+                 c->name);
+        cudaFree(vcopy);
+        la_gated_opts g2 = gs;
+        g2.scale = 0.5f;
+        v_reject(gpu, &b, &g2, &b.d, "opts.scale", c->name);
+        g2 = gs;
+        g2.form = LA_FORM_RECURRENT;
+        v_reject(gpu, &b, &g2, &b.d, "opts.form", c->name);
+        g2 = gs;
+        g2.use_qk_l2norm = !c->l2;
+        v_reject(gpu, &b, &g2, &b.d, "opts.use_qk_l2norm", c->name);
+    }
+
+    /* the saved products are read: v changed in place after the forward */
+    {
+        float *v2 = malloc(b.nv * sizeof(float));
+        for (size_t i = 0; i < b.nv; i++) v2[i] = roundf_dt(v[i] + 1.0f, c->dt);
+        void *hv = up(v2, b.nv, c->dt);
+        cudaMemcpy(b.v, hv, b.nv * esize(c->dt), cudaMemcpyDeviceToDevice);
+        vgrads stale = v_grads(&b), fresh = v_grads(&b);
+        CHECK_STATUS(v_bwd(gpu, &b, &gs, &b.d, &stale), LA_OK, c->name);
+        CHECK_STATUS(v_bwd(gpu, &b, &go, &b.d, &fresh), LA_OK, c->name);
+        if (!sync_ok(c->name)) exit(1);
+        CHECK(!v_same(&b, &stale, &fresh),
+              "%s: with v changed after the forward, the saved backward differs from a "
+              "recomputing one (the saved products are read)",
+              c->name);
+        v_free(&stale), v_free(&fresh);
+        cudaFree(hv), free(v2);
+        void *hv0 = up(v, b.nv, c->dt); /* v back */
+        cudaMemcpy(b.v, hv0, b.nv * esize(c->dt), cudaMemcpyDeviceToDevice);
+        cudaFree(hv0);
+    }
+
+    /* the recurrent form empties the object; an empty one recomputes */
+    {
+        la_gated_opts r = gs;
+        r.form = LA_FORM_RECURRENT;
+        void *o2 = dev_alloc(ob);
+        float *sT2 = dev_alloc(sb);
+        CHECK_STATUS(v_fwd(gpu, &b, &r, &b.d, o2, sT2), LA_OK, c->name);
+        CHECK(la_saved_filled(sv) == 0, "%s: the recurrent forward leaves it empty", c->name);
+        vgrads e = v_grads(&b);
+        CHECK_STATUS(v_bwd(gpu, &b, &gs, &b.d, &e), LA_OK, c->name);
+        if (!sync_ok(c->name)) exit(1);
+        CHECK(v_same(&b, &e, &want), "%s: an empty object recomputes (same bits)", c->name);
+        v_free(&e);
+        cudaFree(o2), cudaFree(sT2);
+    }
+    v_free(&want), v_free(&got), v_free(&again);
+    cudaFree(o0), cudaFree(o1), cudaFree(sT0), cudaFree(sT1);
+    void *bufs[] = {b.q, b.k, b.v, b.dO, b.g, b.beta, b.s0, b.dsT};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+    free(q), free(k), free(v), free(s0), free(dO), free(dsT), free(beta), free(g);
+}
+
+/* The object's lifetime and the other ops and backends. */
+static void run_saved_misc(la_ctx *gpu, la_ctx *cpu) {
+    static const vcase cs[] = {{"saved misc gdn bf16 T65 K64 V64 HV=2H", 1, 65, 1, 2, 64, 64, NULL,
+                                0, LA_DTYPE_BF16, 1, 1, 1, 1, 1, 1.0}};
+    const vcase c = cs[0];
+    la_rng rng;
+    la_rng_seed(&rng, 77);
+    vbufs b = {0};
+    b.c = &c;
+    b.d = (la_dims){.B = 1, .T = 65, .H = 1, .K = 64, .V = 64, .HV = 2, .dtype = LA_DTYPE_BF16};
+    b.nqk = 65 * 64, b.nv = 65 * 2 * 64, b.ng = 65 * 2, b.ns = 2 * 64 * 64;
+    float *x = th_rand_floats(b.nv, &rng, 1.0), *beta = malloc(b.ng * 4), *g = malloc(b.ng * 4);
+    ref_fill_uniform(beta, b.ng, &rng, 0.0, 1.0);
+    ref_fill_uniform(g, b.ng, &rng, -0.5, 0.0);
+    b.q = up(x, b.nqk, c.dt), b.k = up(x + 7, b.nqk, c.dt), b.v = up(x, b.nv, c.dt);
+    b.dO = up(x, b.nv, c.dt), b.beta = up(beta, b.ng, LA_DTYPE_F32);
+    b.g = up(g, b.ng, LA_DTYPE_F32), b.s0 = up(x, b.ns, LA_DTYPE_F32);
+    b.dsT = up(x, b.ns, LA_DTYPE_F32);
+    void *o = dev_alloc(b.nv * 2);
+    la_gated_opts gs = la_gated_opts_default();
+    gs.use_qk_l2norm = 1;
+
+    /* simple GLA ignores the field, as on the CPU */
+    la_saved *sv = NULL;
+    CHECK_STATUS(la_saved_create(gpu, &sv), LA_OK, "la_saved_create (CUDA context)");
+    gs.saved = sv;
+    la_dims ds = b.d;
+    ds.HV = 0, ds.H = 2;
+    CHECK_STATUS(la_simple_gla_forward(gpu, &gs, &ds, o, NULL, b.v, b.v, b.v, b.beta, NULL, NULL),
+                 LA_OK, "simple GLA with opts->saved on a CUDA context (ignored)");
+    CHECK(la_saved_filled(sv) == 0 && la_saved_bytes(sv) < 4096,
+          "simple GLA leaves the saved object alone");
+
+    /* an object of the other backend is a named error */
+    la_saved *svc = NULL;
+    CHECK_STATUS(la_saved_create(cpu, &svc), LA_OK, "la_saved_create (CPU context)");
+    gs.saved = svc;
+    la_status st = v_fwd(gpu, &b, &gs, &b.d, o, NULL);
+    CHECK(st == LA_ERR_INVALID_ARGUMENT && strstr(la_last_error(), "CPU context"),
+          "a CPU context's saved object in a CUDA forward: named (%s)", la_last_error());
+    vgrads r = v_grads(&b);
+    st = v_bwd(gpu, &b, &gs, &b.d, &r);
+    CHECK(st == LA_ERR_INVALID_ARGUMENT && strstr(la_last_error(), "CPU context"),
+          "a CPU context's saved object in a CUDA backward: named (%s)", la_last_error());
+    {
+        la_dims dh = b.d;
+        dh.dtype = LA_DTYPE_F32;
+        float *hq = th_rand_floats(b.nv, &rng, 1.0), *ho = th_nan_floats(b.nv);
+        la_gated_opts gc = gs;
+        gc.saved = sv;
+        st = la_gated_delta_rule_forward(cpu, &gc, &dh, ho, NULL, hq, hq, hq, g, beta, NULL);
+        CHECK(st == LA_ERR_INVALID_ARGUMENT && strstr(la_last_error(), "CUDA context"),
+              "a CUDA context's saved object in a CPU forward: named (%s)", la_last_error());
+        CHECK(th_untouched(ho, b.nv), "nothing written (CPU forward, CUDA object)");
+        free(hq), free(ho);
+    }
+    la_saved_destroy(svc);
+
+    /* destroy, then the context and a new object go on; a context destroyed
+     * under its object: the device block goes with it, the object is an error */
+    gs.saved = sv;
+    CHECK_STATUS(v_fwd(gpu, &b, &gs, &b.d, o, NULL), LA_OK, "fill");
+    la_saved_destroy(sv);
+    la_saved_destroy(NULL);
+    gs.saved = NULL;
+    vgrads w = v_grads(&b);
+    CHECK_STATUS(v_bwd(gpu, &b, &gs, &b.d, &w), LA_OK, "backward after la_saved_destroy");
+    CHECK_STATUS(la_saved_create(gpu, &sv), LA_OK, "a new object after destroy");
+    gs.saved = sv;
+    CHECK_STATUS(v_fwd(gpu, &b, &gs, &b.d, o, NULL), LA_OK, "refill");
+    vgrads w2 = v_grads(&b);
+    CHECK_STATUS(v_bwd(gpu, &b, &gs, &b.d, &w2), LA_OK, "backward from the new object");
+    if (!sync_ok("saved misc")) exit(1);
+    CHECK(v_same(&b, &w, &w2), "the new object's backward == recomputed (bitwise)");
+    la_saved_destroy(sv);
+    la_ctx *g2 = NULL;
+    CHECK_STATUS(la_ctx_create_cuda(&g2, 0, NULL), LA_OK, "second CUDA context");
+    la_saved *s2 = NULL;
+    CHECK_STATUS(la_saved_create(g2, &s2), LA_OK, "object of the second context");
+    gs.saved = s2;
+    CHECK_STATUS(v_fwd(g2, &b, &gs, &b.d, o, NULL), LA_OK, "fill in the second context");
+    st = v_bwd(gpu, &b, &gs, &b.d, &r);
+    CHECK(st == LA_ERR_INVALID_ARGUMENT && strstr(la_last_error(), "another context"),
+          "another CUDA context's object: named (%s)", la_last_error());
+    la_ctx_destroy(g2);
+    st = v_bwd(gpu, &b, &gs, &b.d, &r);
+    CHECK(st == LA_ERR_INVALID_ARGUMENT && strstr(la_last_error(), "destroyed"),
+          "an object whose context was destroyed: named (%s)", la_last_error());
+    CHECK(la_saved_bytes(s2) < 4096, "its device block went with the context (%zu bytes left)",
+          la_saved_bytes(s2));
+    la_saved_destroy(s2);
+    if (!sync_ok("saved lifetime")) exit(1);
+    v_free(&r), v_free(&w), v_free(&w2);
+    void *bufs[] = {b.q, b.k, b.v, b.dO, b.g, b.beta, b.s0, b.dsT, o};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+    free(x), free(beta), free(g);
+}
+
 int main(void) {
     const char *qe = getenv("LINATTN_CUDA_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
@@ -1048,6 +1392,43 @@ int main(void) {
         run_step(gpu, cpu, LA_OP_GATED_DELTA_RULE, 0, 0, 70, 2, 4, 128, 128, LA_DTYPE_BF16, 62);
         run_step(gpu, cpu, LA_OP_SIMPLE_GLA, 0, 0, 40, 2, 0, 128, 128, LA_DTYPE_F32, 63);
         run_step(gpu, cpu, LA_OP_DELTA_RULE, 0, 0, 20, 2, 0, 256, 64, LA_DTYPE_F32, 64);
+    }
+    if (want('v')) { /* cuda-saved7: la_saved (one object over every case) */
+        const vcase vc[] = {
+            /* name, B T H HV K V, cu nseq, dtype, gated l2 extreme s0 dsT, kstd */
+            {"saved delta l2 T1 K64 V64", 1, 1, 1, 0, 64, 64, NULL, 0, LA_DTYPE_F32, 0, 1, 0, 1, 1,
+             1.0},
+            {"saved gdn bf16 l2 extreme T63 K100 V64 HV=2H", 1, 63, 1, 2, 100, 64, NULL, 0,
+             LA_DTYPE_BF16, 1, 1, 1, 1, 1, 1.0},
+            {"saved gdn bf16 l2 extreme B2 T65 K128 V128 HV=2H", 2, 65, 1, 2, 128, 128, NULL, 0,
+             LA_DTYPE_BF16, 1, 1, 1, 1, 0, 1.0},
+            {"saved delta raw keys T65 K64 V100 no s0", 1, 65, 2, 0, 64, 100, NULL, 0, LA_DTYPE_F32,
+             0, 0, 0, 0, 1, 0.1},
+            {"saved gdn varlen zero-length K64 V64 HV=2H", 1, 300, 1, 2, 64, 64, cu3, 4,
+             LA_DTYPE_F32, 1, 1, 1, 1, 1, 1.0},
+            {"saved gdn bf16 raw varlen zero-length K128 V128", 1, 200, 1, 2, 128, 128, cu4, 5,
+             LA_DTYPE_BF16, 1, 0, 1, 0, 0, 0.05},
+            {"saved delta fp16 l2 T65 K33 V50", 1, 65, 1, 0, 33, 50, NULL, 0, LA_DTYPE_F16, 0, 1, 0,
+             1, 1, 1.0},
+        };
+        const vcase vbig[] = {
+            {"saved gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
+             LA_DTYPE_BF16, 1, 1, 1, 1, 1, 1.0},
+            {"saved delta l2 T1000 K128 V128", 1, 1000, 2, 0, 128, 128, NULL, 0, LA_DTYPE_F32, 0, 1,
+             0, 1, 1, 1.0},
+            {"saved gdn fp16 l2 varlen 0-5 chunks K128 V64 HV=2H", 1, 877, 1, 2, 128, 64, cu6, 7,
+             LA_DTYPE_F16, 1, 1, 1, 1, 0, 1.0},
+        };
+        printf("saved for backward (la_saved), DeltaNet / Gated DeltaNet:\n");
+        la_saved *sv = NULL;
+        CHECK_STATUS(la_saved_create(gpu, &sv), LA_OK, "la_saved_create");
+        for (size_t i = 0; i < sizeof vc / sizeof vc[0]; i++)
+            if (take()) run_saved(gpu, sv, &vc[i], 7000 + i);
+        if (!quick)
+            for (size_t i = 0; i < sizeof vbig / sizeof vbig[0]; i++)
+                if (take()) run_saved(gpu, sv, &vbig[i], 7100 + i);
+        la_saved_destroy(sv);
+        if (take()) run_saved_misc(gpu, cpu);
     }
     printf("worst fp32 rel RMS against the float64 oracle: %.3e\n", worst_f32);
     la_ctx_destroy(gpu);

@@ -3,8 +3,8 @@ backward the C backward (which recomputes what it needs, so the saved tensors
 are exactly the float32 inputs). Calls that need no graph (no_grad, or no
 input requiring grad) bypass the Functions and save nothing.
 
-The delta rules (DeltaNet, Gated DeltaNet) in the chunk form on CPU tensors
-also keep the forward's per-chunk products for the backward in a la_saved
+The delta rules (DeltaNet, Gated DeltaNet) in the chunk form (CPU or, since
+cuda-saved7, CUDA tensors) also keep the forward's per-chunk products for the backward in a la_saved
 object when cfg["save_for_backward"] (off by default; see functional.py): the
 backward then skips its re-run of the forward sweep, with the same gradient
 bits. The object comes from the context's pool and goes back after the
@@ -24,8 +24,10 @@ def _borrow_saved(cfg, xp):
     """A SavedForBackward for this forward, or None."""
     if not cfg.get("save_for_backward") or cfg["family"] not in _SAVING_FAMILIES:
         return None
-    if cfg["form"] != "chunk" or xp.cuda or not _core.saved_available():
+    if cfg["form"] != "chunk" or not _core.saved_available():
         return None
+    if xp.cuda:  # cuda-saved7: device memory of the CUDA context of this stream
+        return _core.SavedForBackward(_core.cuda_context_object(xp.device))
     return _core.SavedForBackward(_core.cpu_context_object())
 
 
@@ -71,6 +73,14 @@ class GatedFunction(torch.autograd.Function):
         if sv is not None and sv.handle is not None and \
                 sv.context is _core.cpu_context_object():
             handle = sv.handle
+        elif sv is not None and sv.handle is not None and xp.cuda and \
+                getattr(sv.context, "stream", None) == \
+                torch.cuda.current_stream(q.device).cuda_stream:
+            # cuda-saved7: autograd runs a CUDA backward on its device thread,
+            # whose context is another one; this call goes to the forward's
+            # (same device and stream; a CUDA context keeps no per-call state)
+            handle = sv.handle
+            xp = _core.xp_on_context(xp, sv.context.handle)
         try:
             r = _ops.gated_backward(cfg["family"], do, dht, None, None, None,
                                     form=cfg["form"], scale=cfg["scale"],

@@ -368,6 +368,9 @@ class _CudaContext(_Context):
         self.handle = h.value
         self._destroy = lib.la_ctx_destroy
         _CUDA_HANDLES.add(self.handle)
+        self.stream = stream  # cuda-saved7: la_saved pool as a CPU context's
+        self.saved_idle = []
+        self._lock = threading.Lock()
 
     # The set is bound as a default: at interpreter exit the module's globals
     # may already be None when the last thread-local contexts are collected.
@@ -397,6 +400,31 @@ def cuda_context(device):
     if c is None:
         c = cache[key] = _CudaContext(index, stream)
     return c.handle
+
+
+def cuda_context_object(device):
+    """cuda-saved7: the _CudaContext cuda_context(device) returns the handle of."""
+    cuda_context(device)
+    index = device.index if device.index is not None else _torch.cuda.current_device()
+    return _local.cuda[(index, _torch.cuda.current_stream(index).cuda_stream)]
+
+
+class _XPOnContext:
+    """cuda-saved7: an xp whose calls go to a given context handle (a CUDA
+    backward on autograd's thread reading the forward's la_saved)."""
+
+    def __init__(self, xp, handle):
+        self._xp, self._handle = xp, handle
+
+    def __getattr__(self, name):
+        return getattr(self._xp, name)
+
+    def context(self):
+        return self._handle
+
+
+def xp_on_context(xp, handle):
+    return _XPOnContext(xp, handle)
 
 
 _NUMPY = NumpyXP()

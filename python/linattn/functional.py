@@ -33,8 +33,8 @@ def gated_attention(family, q, k, v, g=None, g_gamma=None, beta=None, scale=None
     g_gamma [H]), "gla" (g [B,T,H,K]), "delta_rule" (beta [B,T,H]),
     "gated_delta_rule" (g, beta [B,T,HV]), "kda" (g [B,T,HV,K], beta [B,T,HV]).
     form: "chunk" or "recurrent". Returns (o, final_state or None).
-    save_for_backward (delta rules, chunk form, CPU tensors that need a
-    gradient; default False): keep the forward's per-chunk products for the
+    save_for_backward (delta rules, chunk form, CPU or CUDA tensors that
+    need a gradient; default False): keep the forward's per-chunk products for the
     backward (la_saved) instead of recomputing them; the same gradients bit
     for bit, 2.8 KB per value head and token (K = V = 128, chunk 64) held
     from the forward to the backward. In C it makes fwd+bwd ~1.15x faster

@@ -121,6 +121,22 @@ LA_HIDDEN la_status la__saved_match(const char *op, const la_saved *s, const la_
 LA_HIDDEN la_status la__ctx_saved_add(la_ctx *ctx, la_saved *s);
 LA_HIDDEN void la__ctx_saved_remove(la_ctx *ctx, la_saved *s);
 LA_HIDDEN void la__saved_orphan(la_saved *s);
+/* cuda-saved7: a CUDA context's saved object keeps its products in device
+ * memory. The CUDA backend passes how it allocates (on the context's stream
+ * and device) and frees (stream-ordered: cudaFreeAsync on that stream);
+ * saved.c keeps the block (growth only) and frees it through `release` at
+ * la_saved_destroy, at la_ctx_destroy (orphaning), or when a larger block
+ * replaces it. prepare_dev is la__saved_prepare for that block; match_dev
+ * is la__saved_match giving the device block. Either kind of object used
+ * by the other backend's call is LA_ERR_INVALID_ARGUMENT naming it. */
+typedef struct la__saved_dev_ops {
+    la_status (*alloc)(const char *op, void **p, size_t bytes, void *stream, int device);
+    void (*release)(void *p, void *stream, int device);
+} la__saved_dev_ops;
+LA_HIDDEN la_status la__saved_prepare_dev(const char *op, la_saved *s, const la__saved_key *key,
+                                          size_t bytes, const la__saved_dev_ops *ops, void **data);
+LA_HIDDEN la_status la__saved_match_dev(const char *op, const la_saved *s,
+                                        const la__saved_key *key, const void **data);
 
 /* ---- threads and scratch ------------------------------------------ */
 

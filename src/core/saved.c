@@ -5,7 +5,17 @@
  *
  * The buffer only grows (a training loop reuses the object for the same
  * shapes: its pages are touched once, not per step; a first touch costs
- * ~13 us per 4 KiB page on the VMs here, see bench/NOTES.md cpu-lane5). */
+ * ~13 us per 4 KiB page on the VMs here, see bench/NOTES.md cpu-lane5).
+ *
+ * cuda-saved7: an object of a CUDA context keeps its products in one device
+ * block instead (la__saved_prepare_dev; the CUDA backend allocates it with
+ * cudaMallocAsync on the context's stream, so no per-step cudaMalloc once it
+ * is large enough). It is freed with cudaFreeAsync on that same stream by
+ * la_saved_destroy, by la_ctx_destroy (the object is orphaned then), or when
+ * a larger block replaces it: stream-ordered, so work already queued on the
+ * stream that reads it finishes first, and no call synchronises. The caller
+ * guarantees what a context already requires: its stream exists until the
+ * object or its context is destroyed. */
 #include "internal.h"
 
 #include <inttypes.h>
@@ -21,7 +31,23 @@ struct la_saved {
     size_t cu_cap;   /* entries */
     void *data;
     size_t cap;      /* bytes */
+    /* cuda-saved7: a CUDA context's products, in device memory (dev_cap
+     * bytes from dev_ops->alloc on dev_stream / dev_device); filled_dev: the
+     * object was filled by a CUDA forward (dev), not a CPU one (data) */
+    void *dev;
+    size_t dev_cap;
+    const la__saved_dev_ops *dev_ops;
+    void *dev_stream;
+    int dev_device;
+    int filled_dev;
 };
+
+/* Frees the device block (stream-ordered on the stream that allocated it). */
+static void dev_release(la_saved *s) {
+    if (s->dev) s->dev_ops->release(s->dev, s->dev_stream, s->dev_device);
+    s->dev = NULL;
+    s->dev_cap = 0;
+}
 
 la_status la_saved_create(la_ctx *ctx, la_saved **out) {
     static const char *const op = "la_saved_create";
@@ -41,18 +67,23 @@ la_status la_saved_create(la_ctx *ctx, la_saved **out) {
 void la_saved_destroy(la_saved *s) {
     if (!s) return;
     if (s->ctx) la__ctx_saved_remove(s->ctx, s);
+    dev_release(s);
     free(s->data);
     free(s->cu);
     free(s);
 }
 
 size_t la_saved_bytes(const la_saved *s) {
-    return s ? s->cap + s->cu_cap * sizeof(int64_t) + sizeof *s : 0;
+    return s ? s->cap + s->dev_cap + s->cu_cap * sizeof(int64_t) + sizeof *s : 0;
 }
 
 int la_saved_filled(const la_saved *s) { return s ? s->filled : 0; }
 
+/* la_ctx_destroy: the context's stream still exists here, so the device
+ * block is freed now (a later la_saved_destroy may come after the caller
+ * destroyed the stream). */
 void la__saved_orphan(la_saved *s) {
+    dev_release(s);
     s->ctx = NULL;
     s->filled = 0;
 }
@@ -62,6 +93,12 @@ la_status la__saved_check(const char *op, la_ctx *ctx, const la_saved *s) {
     if (!s->ctx)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts->saved belongs to a context that was destroyed", op);
+    if (s->ctx != ctx && la_ctx_is_cuda(s->ctx) != la_ctx_is_cuda(ctx))
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: opts->saved was created for a %s context, this call runs in a %s "
+                         "one (la_saved_create with this call's context)",
+                         op, la_ctx_is_cuda(s->ctx) ? "CUDA" : "CPU",
+                         la_ctx_is_cuda(ctx) ? "CUDA" : "CPU");
     if (s->ctx != ctx)
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts->saved was created for another context (la_saved_create)",
@@ -73,10 +110,39 @@ void la__saved_clear(la_saved *s) {
     if (s) s->filled = 0;
 }
 
+/* Makes s->cu hold the key's offsets (ncu entries) from a block that grows
+ * only: *grown is the new block to install (NULL: the old one is large
+ * enough); nothing in s changes here. */
+static la_status cu_reserve(const char *op, const la_saved *s, size_t ncu, int64_t **grown) {
+    *grown = NULL;
+    if (ncu > s->cu_cap && !(*grown = malloc(ncu * sizeof **grown)))
+        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for opts->saved", op);
+    return LA_OK;
+}
+
+/* Records key (its offsets copied into s->cu, grown to cu_new when set) and
+ * marks s empty until la__saved_commit. */
+static void set_key(la_saved *s, const la__saved_key *key, int64_t *cu_new, size_t ncu) {
+    if (cu_new) {
+        free(s->cu);
+        s->cu = cu_new;
+        s->cu_cap = ncu;
+    }
+    s->filled = 0;
+    s->key = *key;
+    if (ncu) {
+        memcpy(s->cu, key->dims.cu_seqlens, ncu * sizeof *s->cu);
+        s->key.dims.cu_seqlens = s->cu;
+    }
+}
+
+static size_t key_ncu(const la__saved_key *key) {
+    return key->dims.cu_seqlens ? (size_t)key->dims.n_seqs + 1 : 0;
+}
+
 la_status la__saved_prepare(const char *op, la_saved *s, const la__saved_key *key, size_t bytes,
                             void **data) {
-    const la_dims *d = &key->dims;
-    const size_t ncu = d->cu_seqlens ? (size_t)d->n_seqs + 1 : 0;
+    const size_t ncu = key_ncu(key);
     if (bytes > SIZE_MAX - 63)
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: opts->saved: %zu bytes overflow", op, bytes);
     bytes = (bytes + 63) & ~(size_t)63;
@@ -85,27 +151,51 @@ la_status la__saved_prepare(const char *op, la_saved *s, const la__saved_key *ke
     if (bytes > s->cap && posix_memalign(&nd, 64, bytes) != 0)
         return la__error(LA_ERR_OUT_OF_MEMORY,
                          "%s: out of memory allocating %zu bytes for opts->saved", op, bytes);
-    if (ncu > s->cu_cap && !(ncu_p = malloc(ncu * sizeof *ncu_p))) {
+    la_status st = cu_reserve(op, s, ncu, &ncu_p);
+    if (st) {
         free(nd);
-        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory for opts->saved", op);
+        return st;
     }
     if (nd) {
         free(s->data);
         s->data = nd;
         s->cap = bytes;
     }
-    if (ncu_p) {
-        free(s->cu);
-        s->cu = ncu_p;
-        s->cu_cap = ncu;
-    }
-    s->filled = 0;
-    s->key = *key;
-    if (ncu) {
-        memcpy(s->cu, d->cu_seqlens, ncu * sizeof *s->cu);
-        s->key.dims.cu_seqlens = s->cu;
-    }
+    set_key(s, key, ncu_p, ncu);
+    s->filled_dev = 0;
     *data = s->data;
+    return LA_OK;
+}
+
+/* cuda-saved7: the device twin of la__saved_prepare (growth only; the old
+ * block is released stream-ordered after the new one is allocated, so a
+ * failure leaves s unchanged). */
+la_status la__saved_prepare_dev(const char *op, la_saved *s, const la__saved_key *key, size_t bytes,
+                                const la__saved_dev_ops *ops, void **data) {
+    const size_t ncu = key_ncu(key);
+    if (bytes > SIZE_MAX - 255)
+        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: opts->saved: %zu bytes overflow", op, bytes);
+    bytes = (bytes + 255) & ~(size_t)255;
+    void *nd = NULL, *stream = la__ctx_stream(s->ctx);
+    const int device = la__ctx_device(s->ctx);
+    la_status st;
+    if (bytes > s->dev_cap && (st = ops->alloc(op, &nd, bytes, stream, device))) return st;
+    int64_t *ncu_p = NULL;
+    if ((st = cu_reserve(op, s, ncu, &ncu_p))) {
+        if (nd) ops->release(nd, stream, device);
+        return st;
+    }
+    if (nd) {
+        dev_release(s);
+        s->dev = nd;
+        s->dev_cap = bytes;
+        s->dev_ops = ops;
+        s->dev_stream = stream;
+        s->dev_device = device;
+    }
+    set_key(s, key, ncu_p, ncu);
+    s->filled_dev = 1;
+    *data = s->dev;
     return LA_OK;
 }
 
@@ -118,10 +208,9 @@ static la_status differs(const char *op, const char *what, const char *detail) {
                      op, what, detail);
 }
 
-la_status la__saved_match(const char *op, const la_saved *s, const la__saved_key *key,
-                          const void **data) {
-    *data = NULL;
-    if (!s || !s->filled) return LA_OK;
+/* LA_OK when s's key equals key; else the error naming the first field
+ * that differs. */
+static la_status match_key(const char *op, const la_saved *s, const la__saved_key *key) {
     const la__saved_key *f = &s->key;
     char buf[160];
     if (strcmp(f->family, key->family) != 0) {
@@ -166,6 +255,35 @@ la_status la__saved_match(const char *op, const la_saved *s, const la__saved_key
         if (f->ptr[i] != key->ptr[i])
             return differs(op, key->ptr_name[i] ? key->ptr_name[i] : "an input pointer",
                            " (another tensor)");
-    *data = s->data;
     return LA_OK;
+}
+
+/* cuda-saved7: a host backward given products in device memory, or a
+ * device backward given host ones (not reachable through the context
+ * binding, which la__saved_check names first; kept as a guard). */
+static la_status wrong_memory(const char *op, int dev) {
+    return la__error(LA_ERR_INVALID_ARGUMENT,
+                     "%s: opts->saved was filled by a %s forward (its products are in %s "
+                     "memory); this is a %s backward",
+                     op, dev ? "CUDA" : "CPU", dev ? "device" : "host", dev ? "CPU" : "CUDA");
+}
+
+la_status la__saved_match(const char *op, const la_saved *s, const la__saved_key *key,
+                          const void **data) {
+    *data = NULL;
+    if (!s || !s->filled) return LA_OK;
+    if (s->filled_dev) return wrong_memory(op, 1);
+    la_status st = match_key(op, s, key);
+    if (!st) *data = s->data;
+    return st;
+}
+
+la_status la__saved_match_dev(const char *op, const la_saved *s, const la__saved_key *key,
+                              const void **data) {
+    *data = NULL;
+    if (!s || !s->filled) return LA_OK;
+    if (!s->filled_dev) return wrong_memory(op, 0);
+    la_status st = match_key(op, s, key);
+    if (!st) *data = s->dev;
+    return st;
 }

@@ -43,6 +43,12 @@ typedef struct la__cu_call {
     float *dg, *dg_gamma, *dbeta, *ds0;
     const void *d_o;
     const float *dsT;
+    /* cuda-saved7: the delta rules' la_saved (chunk form). A forward with
+     * saved set fills it for saved_key; a backward reads saved_dev (the
+     * device block of a matching filled object; NULL: recompute). */
+    la_saved *saved;
+    const la__saved_key *saved_key;
+    const void *saved_dev;
 } la__cu_call;
 
 /* Public-function twins (same arguments). */

@@ -445,8 +445,9 @@ static la_status delta_backward_wy(const la__cu_call *c, la_cu_arena *ar, const 
     const int64_t ntok = c->B * c->T;
     const size_t KV = (size_t)c->K * c->V, nckpt = (size_t)(tb.nchunks ? tb.nchunks : 1);
     const size_t nt = (size_t)ntok * c->HS;
-    float *hst, *dhst, *dqp, *dkp, *dbp, *dgp, *dR = NULL;
-    if ((st = la__cu_alloc(ar, (void **)&hst, nckpt * c->HS * KV * 4)) ||
+    /* cuda-saved7: the per-chunk states of a saving forward (la_saved) */
+    float *hst = la__cu_delta_saved_hst(c, tb.nchunks), *dhst, *dqp, *dkp, *dbp, *dgp, *dR = NULL;
+    if ((!hst && (st = la__cu_alloc(ar, (void **)&hst, nckpt * c->HS * KV * 4))) ||
         (st = la__cu_alloc(ar, (void **)&dhst, nckpt * c->HS * KV * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dqp, nt * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dkp, nt * c->K * 4)) ||
@@ -501,8 +502,10 @@ template <typename T> static la_status delta_backward(const la__cu_call *c, la_c
         const int64_t resident = (int64_t)sms * (per > 0 ? per : 1);
         ctas = nitems < resident ? nitems : resident;
     }
-    float *ckpt, *sbuf, *dqp, *dkp, *dbp, *dgp, *dhst = NULL;
-    if ((st = la__cu_alloc(ar, (void **)&ckpt, nckpt * c->HS * KV * 4)) ||
+    /* cuda-saved7: the chunk form's states from a saving forward (la_saved) */
+    float *ckpt = chunk ? la__cu_delta_saved_hst(c, tb.nchunks) : NULL;
+    float *sbuf, *dqp, *dkp, *dbp, *dgp, *dhst = NULL;
+    if ((!ckpt && (st = la__cu_alloc(ar, (void **)&ckpt, nckpt * c->HS * KV * 4))) ||
         (st = la__cu_alloc(ar, (void **)&sbuf, (size_t)ctas * LA_CU_C * c->K * 32 * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dqp, (size_t)nvb * ntok * c->HS * c->K * 4)) ||
         (st = la__cu_alloc(ar, (void **)&dkp, (size_t)nvb * ntok * c->HS * c->K * 4)) ||

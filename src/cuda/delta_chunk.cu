@@ -370,31 +370,30 @@ int la__cu_smem_optin(const la__cu_call *c) {
     return v;
 }
 
-/* Runs prep and the state pass: p.U holds R afterwards, p.hst the state
- * before every chunk ([nchunks][HS][K][V]). p.hst, p.sT may be NULL. */
-template <typename T>
-static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                           la_cu_dc_args &p, bool fwd_only = false) {
-    la_status st;
-    const int64_t ntok = c->B * c->T;
+void la__cu_dc_inputs(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args &p) {
     p.chunks = tb.chunks, p.seqs = tb.seqs;
     p.q = c->q, p.k = c->k, p.v = c->v, p.g = c->g, p.beta = c->beta, p.s0 = c->s0;
     p.H = c->H, p.HS = c->HS, p.K = c->K, p.V = c->V, p.scale = c->scale, p.use_l2 = c->use_l2;
-    const size_t nt = (size_t)ntok * c->HS;
+}
+
+/* Runs prep and the state pass: p.U holds R afterwards, p.hst the state
+ * before every chunk ([nchunks][HS][K][V]). p.hst, p.sT may be NULL.
+ * carved: p's product buffers (W, U, Kd, bL, parts) are set already (a
+ * forward that saves, cuda-saved7); otherwise they come from the arena. */
+template <typename T>
+static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
+                           la_cu_dc_args &p, bool fwd_only = false, bool carved = false) {
+    la_status st;
+    la__cu_dc_inputs(c, tb, p);
     /* tensor cores for 16-bit inputs: W, Kd as bf16 parts; the forward alone
      * does not keep their fp32 copies (the backward's kernels read those) */
     const int parts = la__cu_delta_tc_parts(sizeof(T));
-    const bool fp32wk = !parts || !fwd_only;
-    const size_t k8 = (size_t)((c->K + 7) & ~(int64_t)7);
-    if ((fp32wk && (st = la__cu_alloc(ar, (void **)&p.W, nt * c->K * 4))) ||
-        (st = la__cu_alloc(ar, (void **)&p.U, nt * c->V * 4)) ||
-        (fp32wk && (st = la__cu_alloc(ar, (void **)&p.Kd, nt * c->K * 4))) ||
-        (st = la__cu_alloc(ar, (void **)&p.bL, (size_t)tb.nchunks * c->HS * 4)))
-        return st;
-    if (parts) { /* one scratch block (the arena holds 16): Wh, Kh (, Wl, Kl) */
-        if ((st = la__cu_alloc(ar, (void **)&p.Wh, (size_t)2 * parts * nt * k8 * 2))) return st;
-        p.Kh = p.Wh + nt * k8;
-        if (parts == 2) p.Wl = p.Kh + nt * k8, p.Kl = p.Wl + nt * k8;
+    if (!carved) { /* one scratch block (the arena holds 16): la__cu_dc_layout */
+        const la_cu_dc_layout l =
+            la__cu_dc_layout(c, tb.nchunks, parts, !parts || !fwd_only, false, false);
+        char *blk;
+        if ((st = la__cu_alloc(ar, (void **)&blk, l.bytes))) return st;
+        la__cu_dc_carve(c, l, blk, p);
     }
     if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_prep()) {
         if ((st = la__cu_delta_prep_tc(c, p, tb.nchunks, ar->stream))) return st;
@@ -414,10 +413,14 @@ template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_ar
     if (st) return st;
     la_cu_dc_args p = {};
     p.sT = c->final_state;
-    if ((st = la__cu_alloc(ar, (void **)&p.hst,
-                           (size_t)tb.nchunks * c->HS * c->K * c->V * sizeof(float))) ||
-        (st = dc_states<T>(c, ar, tb, p, true)))
+    /* cuda-saved7: a forward that saves runs the backward's variant (fp32 W,
+     * Kd and A^T too) into the saved object's block, hst included */
+    const bool save = c->saved != NULL;
+    if (save ? (st = la__cu_delta_save_begin(c, tb, p))
+             : (st = la__cu_alloc(ar, (void **)&p.hst,
+                                  (size_t)tb.nchunks * c->HS * c->K * c->V * sizeof(float))))
         return st;
+    if ((st = dc_states<T>(c, ar, tb, p, !save, save))) return st;
     p.o = c->o;
     if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_out())
         return la__cu_delta_out_tc(c, p, tb.nchunks, ar->stream);
@@ -449,5 +452,6 @@ extern "C" la_status la__cu_delta_chunk_forward(const la__cu_call *c) {
     la_status st = LA_OK;
     LA_CU_DTYPE_SWITCH(c->dtype, T, st = dc_forward<T>(c, &ar));
     la__cu_free_all(&ar);
+    if (!st && c->saved) la__saved_commit(c->saved); /* every launch issued */
     return st;
 }

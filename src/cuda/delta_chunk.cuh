@@ -195,4 +195,32 @@ la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cuda
                               const void *Qb, const float *dOq, float *dRo, float *dhst);
 int la__cu_delta_tc_rev(const la__cu_call *c, const la_cu_dc_args &p);
 
+/* ---- cuda-saved7: la_saved for the chunk form (delta_saved.cu) -----------
+ * Where prep and the state pass keep their products: W, R (in U), Kd, bL,
+ * A^T, the bf16 parts Wh, Kh (, Wl, Kl) and the per-chunk states hst, cut
+ * from one block at 256-byte offsets (absent: SIZE_MAX). The same layout
+ * serves the arena (dc_states of a call that does not save), the saved
+ * object's device block (a forward that saves: the backward's variant, fp32
+ * W and Kd, A^T and hst included) and the backward reading that block. */
+struct la_cu_dc_layout {
+    size_t W, U, Kd, bL, AT, Wh, hst; /* byte offsets */
+    size_t bytes;
+    int parts;
+};
+la_cu_dc_layout la__cu_dc_layout(const la__cu_call *c, int64_t nchunks, int parts, bool fp32wk,
+                                 bool want_A, bool want_hst);
+/* Sets p's pointers of the products present in l (others untouched). */
+void la__cu_dc_carve(const la__cu_call *c, const la_cu_dc_layout &l, char *base, la_cu_dc_args &p);
+/* p's inputs (tables, tensors, sizes) for prep and the state pass. */
+void la__cu_dc_inputs(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args &p);
+/* A forward with c->saved: grows and marks empty the saved object's device
+ * block for c->saved_key (la__saved_prepare_dev) and carves p from it; the
+ * caller commits (la__saved_commit) once every launch was issued. */
+la_status la__cu_delta_save_begin(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args &p);
+/* A backward with c->saved_dev: p (inputs and products) from the saved
+ * block, true; false (p untouched) when there is none. */
+bool la__cu_delta_saved_args(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args &p);
+/* The saved per-chunk states ([max(nchunks, 1)][HS][K][V]), NULL if none. */
+float *la__cu_delta_saved_hst(const la__cu_call *c, int64_t nchunks);
+
 #endif

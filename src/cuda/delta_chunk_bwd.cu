@@ -309,7 +309,11 @@ static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_
 la_status la__cu_delta_chunk_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
                                      float *hst, float *dhst, la_cu_dc_args *pout, float **dR) {
     la_cu_dc_args p;
-    la_status st = la__cu_delta_chunk_states(c, ar, tb, hst, &p, pout != NULL);
+    la_status st = LA_OK;
+    /* cuda-saved7: the forward's products where it saved them (la_saved; hst
+     * is then la__cu_delta_saved_hst), else prep and the state pass again */
+    if (!la__cu_delta_saved_args(c, tb, p))
+        st = la__cu_delta_chunk_states(c, ar, tb, hst, &p, pout != NULL);
     if (st) return st;
     LA_CU_DTYPE_SWITCH(c->dtype, T, st = dcb_dstates<T>(c, ar, tb, p, dhst, dR));
     if (pout) *pout = p;

@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <string.h>
 
 #define DEFAULT_CHUNK 64
 
@@ -81,12 +82,8 @@ static la_status common(la__cu_call *c, la_ctx *ctx, const char *op, const la_di
 static la_status gated_opts(const char *op, const la_gated_opts *opts) {
     la_status st = la__check_ptr(op, "opts", opts);
     if (st) return st;
-    /* saving for backward (la_saved) is CPU-only for now (include/linattn.h) */
-    if (opts->saved)
-        return la__error(LA_ERR_UNSUPPORTED,
-                         "%s: opts->saved is set, but the CUDA backend does not save for "
-                         "backward yet (pass NULL: the backward recomputes)",
-                         op);
+    /* opts->saved (la_saved): the delta rules check and use it (cuda-saved7,
+     * delta_saved_key below); simple GLA ignores it, as on the CPU */
     /* 0 (a zeroed struct, LA_FORM_PARALLEL) means the chunk form, as on the CPU */
     if (opts->form != LA_FORM_PARALLEL && opts->form != LA_FORM_RECURRENT &&
         opts->form != LA_FORM_CHUNK)
@@ -277,6 +274,25 @@ la_status la__cuda_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts, c
 
 /* ---- delta rules -------------------------------------------------------- */
 
+/* cuda-saved7: the call a la_saved records, as the CPU's saved_key
+ * (src/ops/delta_rule/api.c): the chunk length used is LA_CU_C = 64 (the
+ * CUDA chunk form's, whatever opts.chunk_size says), 0 in the recurrent
+ * form; scale resolved. */
+static la__saved_key delta_saved_key(int gated, const la__cu_call *c, const la_dims *dims) {
+    la__saved_key k;
+    memset(&k, 0, sizeof k);
+    k.family = gated ? "gated_delta_rule" : "delta_rule";
+    k.form = c->chunk_form ? LA_FORM_CHUNK : LA_FORM_RECURRENT;
+    k.chunk = c->chunk_form ? 64 : 0;
+    k.scale = c->scale;
+    k.l2norm = c->use_l2;
+    k.dims = *dims;
+    const void *p[LA__SAVED_NPTR] = {c->q, c->k, c->v, c->g, c->beta, c->s0};
+    static const char *const names[LA__SAVED_NPTR] = {"q", "k", "v", "g", "beta", "initial_state"};
+    for (int i = 0; i < LA__SAVED_NPTR; i++) k.ptr[i] = p[i], k.ptr_name[i] = names[i];
+    return k;
+}
+
 la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *opts,
                                  const la_dims *dims, float *o, float *final_state, const float *q,
                                  const float *k, const float *v, const float *g, const float *beta,
@@ -284,7 +300,8 @@ la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *op
     const char *op = gated ? "la_gated_delta_rule_forward" : "la_delta_rule_forward";
     la__cu_call c;
     la_status st;
-    if ((st = gated_opts(op, opts)) || (st = common(&c, ctx, op, dims, gated, opts->scale)))
+    if ((st = gated_opts(op, opts)) || (st = la__saved_check(op, ctx, opts->saved)) ||
+        (st = common(&c, ctx, op, dims, gated, opts->scale)))
         return st;
     if ((st = need(op, "o", o)) || (st = need(op, "q", q)) || (st = need(op, "k", k)) ||
         (st = need(op, "v", v)) || (st = need(op, "beta", beta)) ||
@@ -298,7 +315,18 @@ la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *op
     c.o = o, c.final_state = final_state, c.q = q, c.k = k, c.v = v, c.g = gated ? g : NULL;
     c.beta = beta, c.s0 = initial_state;
     c.chunk_form = opts->form != LA_FORM_RECURRENT;
-    LAUNCH(c.chunk_form ? la__cu_delta_chunk_forward(&c) : la__cu_delta_forward(&c));
+    /* cuda-saved7: the chunk form fills opts->saved; the recurrent form
+     * saves nothing and leaves it empty (as on the CPU) */
+    const la__saved_key key = delta_saved_key(gated, &c, dims);
+    if (c.chunk_form) c.saved = opts->saved, c.saved_key = &key;
+#ifdef LINATTN_HAS_CUDA
+    if (c.chunk_form) return la__cu_delta_chunk_forward(&c);
+    if ((st = la__cu_delta_forward(&c))) return st;
+    la__saved_clear(opts->saved);
+    return LA_OK;
+#else
+    LAUNCH(LA_OK);
+#endif
 }
 
 la_status la__cuda_delta_backward(la_ctx *ctx, int gated, const la_gated_opts *opts,
@@ -310,7 +338,8 @@ la_status la__cuda_delta_backward(la_ctx *ctx, int gated, const la_gated_opts *o
     const char *op = gated ? "la_gated_delta_rule_backward" : "la_delta_rule_backward";
     la__cu_call c;
     la_status st;
-    if ((st = gated_opts(op, opts)) || (st = common(&c, ctx, op, dims, gated, opts->scale)))
+    if ((st = gated_opts(op, opts)) || (st = la__saved_check(op, ctx, opts->saved)) ||
+        (st = common(&c, ctx, op, dims, gated, opts->scale)))
         return st;
     if ((st = need(op, "dq", dq)) || (st = need(op, "dk", dk)) || (st = need(op, "dv", dv)) ||
         (st = need(op, "dbeta", dbeta)) || (st = need(op, "d_o", d_o)) || (st = need(op, "q", q)) ||
@@ -330,6 +359,10 @@ la_status la__cuda_delta_backward(la_ctx *ctx, int gated, const la_gated_opts *o
     c.ds0 = d_initial_state, c.d_o = d_o, c.dsT = d_final_state;
     c.q = q, c.k = k, c.v = v, c.g = gated ? g : NULL, c.beta = beta, c.s0 = initial_state;
     c.chunk_form = opts->form != LA_FORM_RECURRENT;
+    /* cuda-saved7: a filled opts->saved of this very call gives the
+     * forward's products (else an error naming what differs) */
+    const la__saved_key key = delta_saved_key(gated, &c, dims);
+    if ((st = la__saved_match_dev(op, opts->saved, &key, &c.saved_dev))) return st;
     LAUNCH(la__cu_delta_backward(&c));
 }
 
