@@ -136,28 +136,30 @@ __device__ __forceinline__ void dg2_fetch(dg2_ft &x, const float *src, int strid
         }
     }
 }
-/* four values as three bf16 parts at element i of hi, lo, lo2 (8-byte stores) */
-__device__ __forceinline__ void dg2_put4(dg2_bf (*P)[LA_TC_TILE], int i, float4 v) {
+/* four values as NP (3: hi, lo, lo2; 2: hi, lo) bf16 parts at element i of
+ * the part tiles P (8-byte stores) */
+template <int NP> __device__ __forceinline__ void dg2_put4(dg2_bf (*P)[LA_TC_TILE], int i, float4 v) {
     uint32_t h0, l0, m0, h1, l1, m1;
     la_tc_split2<dg2_bf>(v.x, v.y, h0, l0, m0);
     la_tc_split2<dg2_bf>(v.z, v.w, h1, l1, m1);
     *(uint2 *)(P[0] + i) = make_uint2(h0, h1);
     *(uint2 *)(P[1] + i) = make_uint2(l0, l1);
-    *(uint2 *)(P[2] + i) = make_uint2(m0, m1);
+    if (NP == 3) *(uint2 *)(P[2] + i) = make_uint2(m0, m1);
 }
-__device__ __forceinline__ void dg2_put(dg2_bf (*P)[LA_TC_TILE], const dg2_ft &x) {
+template <int NP> __device__ __forceinline__ void dg2_put(dg2_bf (*P)[LA_TC_TILE], const dg2_ft &x) {
 #pragma unroll
     for (int u = 0; u < 4; u++) {
         const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
-        dg2_put4(P, r * LA_TC_LD + c, x.v[u]);
+        dg2_put4<NP>(P, r * LA_TC_LD + c, x.v[u]);
     }
 }
 /* parts of f(r, c) (a float4: columns c .. c + 3) for the whole tile */
-template <class F> __device__ __forceinline__ void dg2_put_fn(dg2_bf (*P)[LA_TC_TILE], F f) {
+template <int NP, class F>
+__device__ __forceinline__ void dg2_put_fn(dg2_bf (*P)[LA_TC_TILE], F f) {
 #pragma unroll
     for (int u = 0; u < 4; u++) {
         const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
-        dg2_put4(P, r * LA_TC_LD + c, f(r, c));
+        dg2_put4<NP>(P, r * LA_TC_LD + c, f(r, c));
     }
 }
 /* A bf16 tile (rows < rows, columns < cols, 0 elsewhere): piece e =
@@ -202,26 +204,28 @@ __device__ __forceinline__ void dg2_rowput(float (*rp)[LA_CU_C], const float (&x
     }
 }
 
-/* One phase of steps j < n: fetch(j, xa, xb) loads step j's fp32 tiles into
- * registers, put(j, xa, xb) stores them as parts (and issues the cp.async of
- * its bf16 tiles), comp(j) multiplies from shared memory. Step j + 1's loads
- * are issued before comp(j). Starts with a barrier (the previous phase's
- * shared tiles and global writes are done); the caller syncs after. */
+/* One phase of steps j < n: fetch(j, wh, xa, xb) loads step j's fp32 tiles
+ * into registers (wh & 1: xa, wh & 2: xb), put(j, xa, xb) stores them as
+ * parts (and issues the cp.async of its bf16 tiles), comp(j) multiplies from
+ * shared memory. PF: step j + 1's xb is loaded before comp(j) (its latency
+ * hidden by the products; xa too would spill at 128 registers). Starts with
+ * a barrier (the previous phase's shared tiles and global writes are done);
+ * the caller syncs after. */
 template <bool PF, class Fe, class Pu, class Co>
 __device__ __forceinline__ void dg2_phase(int n, Fe fetch, Pu put, Co comp) {
     dg2_ft xa, xb;
     __syncthreads();
-    fetch(0, xa, xb);
+    fetch(0, 3, xa, xb);
     put(0, xa, xb);
     la_tc_cp_wait_all();
     __syncthreads();
     for (int j = 0; j < n; j++) {
         const bool nx = j + 1 < n;
-        if (PF && nx) fetch(j + 1, xa, xb);
+        if (PF && nx) fetch(j + 1, 2, xa, xb);
         comp(j);
         if (nx) {
             __syncthreads();
-            if (!PF) fetch(j + 1, xa, xb);
+            fetch(j + 1, PF ? 1 : 3, xa, xb);
             put(j + 1, xa, xb);
             la_tc_cp_wait_all();
             __syncthreads();
@@ -236,7 +240,10 @@ struct dg2_flags {
     int vat; /* A^T by float4 (aligned) */
 };
 
-template <bool PF>
+/* PF: the next step's fp32 tiles loaded into registers during the current
+ * step's products (spills at 128 registers; slower as measured); NP: parts
+ * of the fp32 operands (3, or 2 as a measured alternative) */
+template <bool PF, int NP>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
                   float *dR, dg2_bf *dv_out, float *dqp, float *dkp, float *dbp, float *dgp,
@@ -266,8 +273,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
 #define G (dhst + CS)
 #define ATc (p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C)
     dg2_bf *const X = S.X, *const Y = S.Y;
+    const dg2_bf *const A2 = NP == 3 ? S.A[2] : NULL, *const B2 = NP == 3 ? S.B[2] : NULL;
     const int nk = (K + 63) / 64, nv = (V + 63) / 64;
-    la_cu_chunk_gates(S.gam, p.g, 0.f, tok0, L, HS, (int)hs);
+    /* the chunk's gate prefix sums by a two-warp scan (tc.cuh; dgam as its
+     * scratch, written only at the end) */
+    la_tc_gate_scan(S.gam, S.dgam, (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
     la_cu_dc_rnorm<dg2_bf, 8>(S.rq, (const dg2_bf *)p.q, tok0, L, H, hq, K, p.use_l2);
     la_cu_dc_rnorm<dg2_bf, 8>(S.rk, (const dg2_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
     if (t < LA_CU_C) {
@@ -301,7 +311,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     dg2_zero(a0);
     dg2_zero(a1);
     dg2_phase<PF>(
-        nk, [&](int, dg2_ft &, dg2_ft &) {},
+        nk, [&](int, int, dg2_ft &, dg2_ft &) {},
         [&](int j, dg2_ft &, dg2_ft &) {
             const int k0 = 64 * j;
             dg2_tile(X, qc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
@@ -321,19 +331,19 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     xs[0] = xs[1] = 0.f;
     dg2_phase<PF>(
         nv,
-        [&](int j, dg2_ft &xa, dg2_ft &xb) {
+        [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
-            if (j == 0) dg2_fetch(xa, ATc, LA_CU_C, LA_CU_C, LA_CU_C, fl.vat);
-            dg2_fetch(xb, Yc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vf);
+            if (j == 0 && (wh & 1)) dg2_fetch(xa, ATc, LA_CU_C, LA_CU_C, LA_CU_C, fl.vat);
+            if (wh & 2) dg2_fetch(xb, Yc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vf);
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
-            if (j == 0) dg2_put(S.A, xa);
-            dg2_put(S.B, xb);
+            if (j == 0) dg2_put<NP>(S.A, xa);
+            dg2_put<NP>(S.B, xb);
         },
         [&](int j) {
             const int v0 = 64 * j;
             dg2_zero(a0);
-            dg2_mmax<false, false>(a0, S.A[0], S.A[1], S.A[2], S.B[0], S.B[1], S.B[2]);
+            dg2_mmax<false, false>(a0, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
             dg2_each(a0, [&](int rh, int m, int n, float &y) {
                 const int c = v0 + n;
                 if (m < L && c < V) {
@@ -349,21 +359,21 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     dg2_zero(a1);
     dg2_phase<PF>(
         nv,
-        [&](int j, dg2_ft &xa, dg2_ft &xb) {
+        [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
             const int cols = (V - v0 < 64 ? V - v0 : 64);
-            dg2_fetch(xa, Yc + v0, vst, L, cols, vf);
-            dg2_fetch(xb, Rc + v0, vst, L, cols, vf);
+            if (wh & 1) dg2_fetch(xa, Yc + v0, vst, L, cols, vf);
+            if (wh & 2) dg2_fetch(xb, Rc + v0, vst, L, cols, vf);
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
-            dg2_put(S.A, xa);
-            dg2_put(S.B, xb);
+            dg2_put<NP>(S.A, xa);
+            dg2_put<NP>(S.B, xb);
             dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
         },
         [&](int) {
-            dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], S.B[2]);
-            dg2_mmax<false, true>(a1, S.A[0], S.A[1], S.A[2], S.B[0], S.B[1], S.B[2]);
+            dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], B2);
+            dg2_mmax<false, true>(a1, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
         });
     if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t]; /* (rp written before the phase's barriers) */
     /* T1 = scale dP (.) Gamma (lower incl. diagonal); a0 <- Z's dP part */
@@ -438,18 +448,18 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_zero(a0);
         dg2_phase<PF>(
             nv,
-            [&](int j, dg2_ft &xa, dg2_ft &xb) {
+            [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
                 const int cols = (V - v0 < 64 ? V - v0 : 64);
-                dg2_fetch(xa, Rc + v0, vst, L, cols, vf);
-                dg2_fetch(xb, G + k0 * V + v0, V, kcols, cols, vf);
+                if (wh & 1) dg2_fetch(xa, Rc + v0, vst, L, cols, vf);
+                if (wh & 2) dg2_fetch(xb, G + k0 * V + v0, V, kcols, cols, vf);
             },
             [&](int, dg2_ft &xa, dg2_ft &xb) {
-                dg2_put(S.A, xa);
-                dg2_put(S.B, xb);
+                dg2_put<NP>(S.A, xa);
+                dg2_put<NP>(S.B, xb);
             },
             [&](int) {
-                dg2_mmax<false, true>(a0, S.A[0], S.A[1], S.A[2], S.B[0], S.B[1], S.B[2]);
+                dg2_mmax<false, true>(a0, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
             });
         dg2_each(a0, [&](int, int m, int n, float &x) {
             if (m < L && k0 + n < K) dkc[m * HS * K + n] = x * S.et[m];
@@ -459,27 +469,27 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_zero(a1);
         dg2_phase<PF>(
             nv,
-            [&](int j, dg2_ft &xa, dg2_ft &xb) {
+            [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
                 const int cols = (V - v0 < 64 ? V - v0 : 64);
-                dg2_fetch(xa, Yc + v0, vst, L, cols, vf);
-                dg2_fetch(xb, S0 + k0 * V + v0, V, kcols, cols, vf);
+                if (wh & 1) dg2_fetch(xa, Yc + v0, vst, L, cols, vf);
+                if (wh & 2) dg2_fetch(xb, S0 + k0 * V + v0, V, kcols, cols, vf);
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
-                dg2_put(S.A, xa);
-                dg2_put(S.B, xb);
+                dg2_put<NP>(S.A, xa);
+                dg2_put<NP>(S.B, xb);
                 dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
             },
             [&](int) {
-                dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], S.B[2]);
-                dg2_mmax<false, true>(a1, S.A[0], S.A[1], S.A[2], S.B[0], S.B[1], S.B[2]);
+                dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], B2);
+                dg2_mmax<false, true>(a1, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
             });
         __syncthreads(); /* the products are done with A, B, X */
         /* the q block, the k block (exact) and T1 diag(rk) as parts */
         dg2_tile(X, qc + k0, kst, L, kcols, vqk);
         dg2_tile(Y, kc + k0, kst, L, kcols, vqk);
-        dg2_put_fn(S.A, [&](int r, int c) -> float4 {
+        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             return make_float4(a.x * S.rk[c], a.y * S.rk[c + 1], a.z * S.rk[c + 2],
                                a.w * S.rk[c + 3]);
@@ -500,7 +510,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         });
         dg2_rowput(S.rp[1], xs);
         /* dq = a0 + T1 K */
-        dg2_mmax<false, false>(a0, S.A[0], S.A[1], S.A[2], Y, NULL, NULL);
+        dg2_mmax<false, false>(a0, S.A[0], S.A[1], A2, Y, NULL, NULL);
         dg2_each(a0, [&](int, int m, int n, float &x) {
             if (m < L && k0 + n < K) dqp[((tok0 + m) * HS + hs) * K + k0 + n] = x;
         });
@@ -520,7 +530,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_each(a1, [&](int, int m, int n, float &x) {
             if (m < L && k0 + n < K) x += dkc[m * HS * K + n];
         });
-        dg2_put_fn(S.A, [&](int r, int c) -> float4 { /* stored [r][m]: diag(rq) T1 */
+        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 { /* stored [r][m]: diag(rq) T1 */
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             const float f = S.rq[r];
             return make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
@@ -529,14 +539,14 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_rowput(S.rp[0], xs);
         dg2_mma<true, false>(a1, S.A[0], X);
         dg2_mma<true, false>(a1, S.A[1], X);
-        dg2_mma<true, false>(a1, S.A[2], X);
+        if (NP == 3) dg2_mma<true, false>(a1, S.A[2], X);
         __syncthreads();
         if (t < LA_CU_C) {
             const float s = S.rp[0][0][t] + S.rp[0][1][t];
             S.dbt[t] += s;
             S.dbb[t] += S.be[t] * s;
         }
-        dg2_put_fn(S.A, [&](int r, int c) -> float4 {
+        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
             const float *a = &S.T2[r * LA_TC_LDF + c];
             float y[4];
 #pragma unroll
@@ -544,7 +554,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             return make_float4(y[0], y[1], y[2], y[3]);
         });
         __syncthreads();
-        dg2_mmax<false, false>(a1, S.A[0], S.A[1], S.A[2], Y, NULL, NULL);
+        dg2_mmax<false, false>(a1, S.A[0], S.A[1], A2, Y, NULL, NULL);
         dg2_each(a1, [&](int, int m, int n, float &x) {
             if (m < L && k0 + n < K) dkc[m * HS * K + n] = x;
         });
@@ -606,7 +616,9 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     fl.vdo = p.V % 8 == 0 && dg2_al(c->d_o, 16);
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
               float *, float *, float *, float *, dg2_flags) =
-        la__cu_dcg_tc2_on() == 2 ? la_cu_dcg_tc2<false> : la_cu_dcg_tc2<true>;
+        la__cu_dcg_tc2_on() == 2   ? la_cu_dcg_tc2<true, 3>
+        : la__cu_dcg_tc2_on() == 3 ? la_cu_dcg_tc2<false, 2>
+                                   : la_cu_dcg_tc2<false, 3>;
     LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     f<<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), DG2_THREADS, smem, stream>>>(
         p, (const dg2_bf *)c->d_o, hst, dhst, dR, (dg2_bf *)c->dv, dqp, dkp, dbp, dgp, fl);
@@ -615,13 +627,16 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
 }
 
 /* Whether bf16 backwards take this kernel (read once): LINATTN_CUDA_DCG_TC=0
- * or LINATTN_CUDA_TC=0: no (0); LINATTN_CUDA_DCG_TC=2: yes, without the
- * register prefetch of the next step's tiles (2); else yes (1). */
+ * or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA); LINATTN_CUDA_DCG_TC=2: with
+ * the register prefetch of the next step's tiles (2); =3: two parts per fp32
+ * operand instead of three (3); else the default (1). */
 int la__cu_dcg_tc2_on(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DCG_TC");
-        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0 : (o && o[0] == '2') ? 2 : 1;
+        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0
+               : (o && (o[0] == '2' || o[0] == '3'))    ? o[0] - '0'
+                                                        : 1;
     }
     return mode;
 }
