@@ -233,11 +233,57 @@ __device__ __forceinline__ void dg2_phase(int n, Fe fetch, Pu put, Co comp) {
     }
 }
 
+/* la_cu_dc_rnorm (delta_chunk.cuh) for q and k at once, the loads of a
+ * warp's 8 rows issued together (same per-lane order, same bits): warp w
+ * owns rows w + 8 r. */
+__device__ __forceinline__ void dg2_rnorm(float *rq, float *rk, const dg2_bf *q, const dg2_bf *k,
+                                          int64_t tok0, int L, int H, int hq, int K, int use_l2) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float aq[8], ak[8];
+#pragma unroll
+    for (int r = 0; r < 8; r++) aq[r] = ak[r] = 0.f;
+    if (use_l2)
+        for (int i0 = lane; i0 < K; i0 += 128) {
+            float yq[8][4], yk[8][4];
+#pragma unroll
+            for (int r = 0; r < 8; r++)
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int t = w + 8 * r, i = i0 + 32 * u;
+                    const bool in = t < L && i < K;
+                    const int64_t o = ((tok0 + t) * H + hq) * K + i;
+                    yq[r][u] = in ? ldf(q + o) : 0.f;
+                    yk[r][u] = in ? ldf(k + o) : 0.f;
+                }
+#pragma unroll
+            for (int r = 0; r < 8; r++)
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    if (i0 + 32 * u < K) {
+                        aq[r] = fmaf(yq[r][u], yq[r][u], aq[r]);
+                        ak[r] = fmaf(yk[r][u], yk[r][u], ak[r]);
+                    }
+                }
+        }
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        for (int off = 16; off > 0; off >>= 1) {
+            aq[r] += __shfl_xor_sync(0xffffffffu, aq[r], off);
+            ak[r] += __shfl_xor_sync(0xffffffffu, ak[r], off);
+        }
+        if (lane == 0) {
+            rq[w + 8 * r] = use_l2 ? 1.f / sqrtf(aq[r] + 1e-6f) : 1.f;
+            rk[w + 8 * r] = use_l2 ? 1.f / sqrtf(ak[r] + 1e-6f) : 1.f;
+        }
+    }
+}
+
 struct dg2_flags {
     int vf;  /* fp32 tiles by float4 (V % 4 == 0, aligned) */
     int vqk; /* q, k tiles by cp.async (K % 8 == 0, aligned) */
     int vdo; /* dO tiles by cp.async (V % 8 == 0, aligned) */
     int vat; /* A^T by float4 (aligned) */
+    int vkv; /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
 };
 
 /* PF: the next step's fp32 tiles loaded into registers during the current
@@ -278,8 +324,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     /* the chunk's gate prefix sums by a two-warp scan (tc.cuh; dgam as its
      * scratch, written only at the end) */
     la_tc_gate_scan(S.gam, S.dgam, (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
-    la_cu_dc_rnorm<dg2_bf, 8>(S.rq, (const dg2_bf *)p.q, tok0, L, H, hq, K, p.use_l2);
-    la_cu_dc_rnorm<dg2_bf, 8>(S.rk, (const dg2_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
+    dg2_rnorm(S.rq, S.rk, (const dg2_bf *)p.q, (const dg2_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
     if (t < LA_CU_C) {
         S.be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
         S.dbb[t] = S.dee[t] = S.dbt[t] = 0.f;
@@ -288,6 +333,25 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         double a = 0;
         const int KV = K * V;
         int e = t;
+        if (fl.vkv) { /* float4 pieces e4 = t + 256 i, 8 + 8 loads in flight */
+            const float4 *g4 = (const float4 *)G, *s4 = (const float4 *)S0;
+            const int n4 = KV / 4;
+            for (; e + 7 * DG2_THREADS < n4; e += 8 * DG2_THREADS) {
+                float4 gv[8], sv[8];
+#pragma unroll
+                for (int i = 0; i < 8; i++) gv[i] = g4[e + i * DG2_THREADS], sv[i] = s4[e + i * DG2_THREADS];
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    a += (double)gv[i].x * (double)sv[i].x + (double)gv[i].y * (double)sv[i].y +
+                         (double)gv[i].z * (double)sv[i].z + (double)gv[i].w * (double)sv[i].w;
+            }
+            for (; e < n4; e += DG2_THREADS) {
+                const float4 gv = g4[e], sv = s4[e];
+                a += (double)gv.x * (double)sv.x + (double)gv.y * (double)sv.y +
+                     (double)gv.z * (double)sv.z + (double)gv.w * (double)sv.w;
+            }
+            e = KV; /* done */
+        }
         for (; e + 3 * DG2_THREADS < KV; e += 4 * DG2_THREADS) {
             float gv[4], sv[4];
 #pragma unroll
@@ -310,17 +374,31 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     /* ---- q.k, k.k of the chunk (exact inputs), kept masked in T1 / T2 ---- */
     dg2_zero(a0);
     dg2_zero(a1);
-    dg2_phase<PF>(
-        nk, [&](int, int, dg2_ft &, dg2_ft &) {},
-        [&](int j, dg2_ft &, dg2_ft &) {
+    if (nk <= 3) { /* K <= 192: every block at once, q in A's tiles, k in B's */
+        for (int j = 0; j < nk; j++) {
             const int k0 = 64 * j;
-            dg2_tile(X, qc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
-            dg2_tile(Y, kc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
-        },
-        [&](int) {
-            dg2_mma<false, true>(a0, X, Y);
-            dg2_mma<false, true>(a1, Y, Y);
-        });
+            dg2_tile(S.A[j], qc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+            dg2_tile(S.B[j], kc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+        }
+        la_tc_cp_wait_all();
+        __syncthreads();
+        for (int j = 0; j < nk; j++) {
+            dg2_mma<false, true>(a0, S.A[j], S.B[j]);
+            dg2_mma<false, true>(a1, S.B[j], S.B[j]);
+        }
+    } else {
+        dg2_phase<PF>(
+            nk, [&](int, int, dg2_ft &, dg2_ft &) {},
+            [&](int j, dg2_ft &, dg2_ft &) {
+                const int k0 = 64 * j;
+                dg2_tile(X, qc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+                dg2_tile(Y, kc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+            },
+            [&](int) {
+                dg2_mma<false, true>(a0, X, Y);
+                dg2_mma<false, true>(a1, Y, Y);
+            });
+    }
     dg2_each(a0, [&](int, int m, int n, float &x) {
         S.T1[m * LA_TC_LDF + n] = (n <= m && m < L) ? S.rq[m] * S.rk[n] * x : 0.f;
     });
@@ -612,6 +690,7 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     fl.vf = p.V % 4 == 0 && dg2_al(p.U, 16) && dg2_al(dR, 16) && dg2_al(hst, 16) &&
             dg2_al(dhst, 16);
     fl.vat = dg2_al(p.AT, 16);
+    fl.vkv = (p.K * p.V) % 4 == 0 && dg2_al(hst, 16) && dg2_al(dhst, 16);
     fl.vqk = p.K % 8 == 0 && dg2_al(p.q, 16) && dg2_al(p.k, 16);
     fl.vdo = p.V % 8 == 0 && dg2_al(c->d_o, 16);
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
