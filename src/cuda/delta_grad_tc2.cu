@@ -699,6 +699,9 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
         : la__cu_dcg_tc2_on() == 3 ? la_cu_dcg_tc2<false, 2>
                                    : la_cu_dcg_tc2<false, 3>;
     LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    /* two CTAs per SM need the largest shared-memory carveout */
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                          (int)cudaSharedmemCarveoutMaxShared));
     f<<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), DG2_THREADS, smem, stream>>>(
         p, (const dg2_bf *)c->d_o, hst, dhst, dR, (dg2_bf *)c->dv, dqp, dkp, dbp, dgp, fl);
     LA_CU_LAUNCHED(c->op);
