@@ -21,7 +21,9 @@
  * q.k with k.k, dP with dM, dO~ S0^T with Yu S0^T; LINATTN_CUDA_DCG_FUSE=0:
  * one at a time, bitwise the same results; 3, 4: dcg_pgemm, a cp.async pipeline,
  * slower at the GDN shape) (bf16 inputs with LINATTN_CUDA_DELTA_TC_GRAD=1:
- * delta_grad_tc.cu on tensor cores, slower as measured), fixed summation
+ * delta_grad_tc.cu on tensor cores, slower as measured; bf16 by default:
+ * cuda-dcg7's la_cu_dcg_tc2 in delta_grad_tc2.cu, LINATTN_CUDA_DCG_TC=0 keeps
+ * this kernel), fixed summation
  * orders, no atomics. Outputs: dv (final), and
  * per value head dq, dk ([tokens][HS][K], fp32), dbeta, dg ([tokens][HS]). */
 #include <stdlib.h>

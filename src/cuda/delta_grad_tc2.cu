@@ -1,21 +1,23 @@
 /* cuda-dcg7: the delta rules' chunkwise token gradients on tensor cores for
  * bf16 inputs, the default for bf16 (LINATTN_CUDA_DCG_TC=0: la_cu_dcg's
  * FFMA kernel). Same math as la_cu_dcg (delta_chunk_grad.cu's header gives
- * the formulas) and the same products and parts as cuda-delta5's
- * la_cu_dcg_tc (delta_grad_tc.cu): q, k, dO exact in one bf16 part; the fp32
- * quantities S0, G, R, dR, Yu, A^T, T1, T2 as three parts hi + lo + lo2, so a
- * product of two fp32 operands is five m16n8k16 products and one with an
- * input three. What differs is how the operands reach shared memory (the
- * staging was what made la_cu_dcg_tc slow, bench/GPU.md cuda-delta5):
+ * the formulas) and the same products as cuda-delta5's la_cu_dcg_tc
+ * (delta_grad_tc.cu): q, k, dO exact in one bf16 part; the fp32 quantities
+ * S0, G, R, dR, Yu, A^T, T1, T2 as NP bf16 parts: by default two (hi + lo,
+ * about 16 significant bits; a product of two fp32 operands is three
+ * m16n8k16 products hi*hi + lo*hi + hi*lo, one with an input two), or three
+ * (hi + lo + lo2, five and three products; LINATTN_CUDA_DCG_TC=3). What
+ * differs from la_cu_dcg_tc is how the operands reach shared memory (the
+ * staging made it slow, bench/GPU.md cuda-delta5):
  * - 8 warps per CTA (2 CTAs per SM: 16 warps), warp w owns rows
  *   16 (w % 4) .. +15 and columns 32 (w / 4) .. +31 of every 64x64 result;
  * - fp32 tiles read as float4 (4 per thread per tile, every load of a step
  *   issued before any use), split into parts in registers and stored as
  *   8-byte words; bf16 tiles (q, k, dO) by 16-byte cp.async;
- * - the next step's fp32 tiles are loaded into registers before the current
- *   step's tensor-core products (dg2_phase), so their latency is hidden;
- * - A^T staged once for every value block; R G^T kept in registers (three
- *   accumulators per warp) instead of parked in dk.
+ * - PF (LINATTN_CUDA_DCG_TC=2): the next step's B tile loaded into
+ *   registers before the current step's products (dg2_phase; spills, slower);
+ * - A^T staged once for every value block; the q.k / k.k blocks at once;
+ *   the prologue's loads (q, k norms, <G, S0>) issued together.
  * Row sums over the two column halves go through per-half partials summed
  * in a fixed order; the gate gradient's sums over Z in double as in
  * la_cu_dcg_tc. Fixed orders, no atomics (bitwise identical run to run). */
@@ -138,7 +140,8 @@ __device__ __forceinline__ void dg2_fetch(dg2_ft &x, const float *src, int strid
 }
 /* four values as NP (3: hi, lo, lo2; 2: hi, lo) bf16 parts at element i of
  * the part tiles P (8-byte stores) */
-template <int NP> __device__ __forceinline__ void dg2_put4(dg2_bf (*P)[LA_TC_TILE], int i, float4 v) {
+template <int NP>
+__device__ __forceinline__ void dg2_put4(dg2_bf (*P)[LA_TC_TILE], int i, float4 v) {
     uint32_t h0, l0, m0, h1, l1, m1;
     la_tc_split2<dg2_bf>(v.x, v.y, h0, l0, m0);
     la_tc_split2<dg2_bf>(v.z, v.w, h1, l1, m1);
@@ -146,7 +149,8 @@ template <int NP> __device__ __forceinline__ void dg2_put4(dg2_bf (*P)[LA_TC_TIL
     *(uint2 *)(P[1] + i) = make_uint2(l0, l1);
     if (NP == 3) *(uint2 *)(P[2] + i) = make_uint2(m0, m1);
 }
-template <int NP> __device__ __forceinline__ void dg2_put(dg2_bf (*P)[LA_TC_TILE], const dg2_ft &x) {
+template <int NP>
+__device__ __forceinline__ void dg2_put(dg2_bf (*P)[LA_TC_TILE], const dg2_ft &x) {
 #pragma unroll
     for (int u = 0; u < 4; u++) {
         const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
@@ -180,8 +184,8 @@ __device__ __forceinline__ void dg2_tile(dg2_bf *dst, const dg2_bf *src, int str
             __align__(16) dg2_bf x[8];
 #pragma unroll
             for (int i = 0; i < 8; i++)
-                x[i] = (r < rows && c + i < cols) ? src[r * stride + c + i]
-                                                  : __float2bfloat16_rn(0.f);
+                x[i] =
+                    (r < rows && c + i < cols) ? src[r * stride + c + i] : __float2bfloat16_rn(0.f);
             *(uint4 *)d = *(const uint4 *)x;
         }
     }
@@ -286,9 +290,9 @@ struct dg2_flags {
     int vkv; /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
 };
 
-/* PF: the next step's fp32 tiles loaded into registers during the current
+/* PF: the next step's B tile loaded into registers during the current
  * step's products (spills at 128 registers; slower as measured); NP: parts
- * of the fp32 operands (3, or 2 as a measured alternative) */
+ * of the fp32 operands (2, the default, or 3) */
 template <bool PF, int NP>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
@@ -339,7 +343,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             for (; e + 7 * DG2_THREADS < n4; e += 8 * DG2_THREADS) {
                 float4 gv[8], sv[8];
 #pragma unroll
-                for (int i = 0; i < 8; i++) gv[i] = g4[e + i * DG2_THREADS], sv[i] = s4[e + i * DG2_THREADS];
+                for (int i = 0; i < 8; i++)
+                    gv[i] = g4[e + i * DG2_THREADS], sv[i] = s4[e + i * DG2_THREADS];
 #pragma unroll
                 for (int i = 0; i < 8; i++)
                     a += (double)gv[i].x * (double)sv[i].x + (double)gv[i].y * (double)sv[i].y +
@@ -355,7 +360,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         for (; e + 3 * DG2_THREADS < KV; e += 4 * DG2_THREADS) {
             float gv[4], sv[4];
 #pragma unroll
-            for (int i = 0; i < 4; i++) gv[i] = G[e + i * DG2_THREADS], sv[i] = S0[e + i * DG2_THREADS];
+            for (int i = 0; i < 4; i++)
+                gv[i] = G[e + i * DG2_THREADS], sv[i] = S0[e + i * DG2_THREADS];
 #pragma unroll
             for (int i = 0; i < 4; i++) a += (double)gv[i] * (double)sv[i];
         }
@@ -453,7 +459,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], B2);
             dg2_mmax<false, true>(a1, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
         });
-    if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t]; /* (rp written before the phase's barriers) */
+    /* rp[0] was written before the phase's barriers */
+    if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t];
     /* T1 = scale dP (.) Gamma (lower incl. diagonal); a0 <- Z's dP part */
     dg2_each(a0, [&](int, int m, int n, float &x) {
         const bool in = n <= m && m < L;
@@ -536,9 +543,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 dg2_put<NP>(S.A, xa);
                 dg2_put<NP>(S.B, xb);
             },
-            [&](int) {
-                dg2_mmax<false, true>(a0, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
-            });
+            [&](int) { dg2_mmax<false, true>(a0, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2); });
         dg2_each(a0, [&](int, int m, int n, float &x) {
             if (m < L && k0 + n < K) dkc[m * HS * K + n] = x * S.et[m];
         });
@@ -608,7 +613,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_each(a1, [&](int, int m, int n, float &x) {
             if (m < L && k0 + n < K) x += dkc[m * HS * K + n];
         });
-        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 { /* stored [r][m]: diag(rq) T1 */
+        /* stored [r][m]: diag(rq) T1 */
+        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             const float f = S.rq[r];
             return make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
@@ -687,8 +693,8 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     if (tb.nchunks == 0) return LA_OK;
     const size_t smem = sizeof(dg2_smem);
     dg2_flags fl;
-    fl.vf = p.V % 4 == 0 && dg2_al(p.U, 16) && dg2_al(dR, 16) && dg2_al(hst, 16) &&
-            dg2_al(dhst, 16);
+    fl.vf =
+        p.V % 4 == 0 && dg2_al(p.U, 16) && dg2_al(dR, 16) && dg2_al(hst, 16) && dg2_al(dhst, 16);
     fl.vat = dg2_al(p.AT, 16);
     fl.vkv = (p.K * p.V) % 4 == 0 && dg2_al(hst, 16) && dg2_al(dhst, 16);
     fl.vqk = p.K % 8 == 0 && dg2_al(p.q, 16) && dg2_al(p.k, 16);
@@ -696,9 +702,10 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
               float *, float *, float *, float *, dg2_flags) =
         la__cu_dcg_tc2_on() == 2   ? la_cu_dcg_tc2<true, 3>
-        : la__cu_dcg_tc2_on() == 3 ? la_cu_dcg_tc2<false, 2>
-                                   : la_cu_dcg_tc2<false, 3>;
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        : la__cu_dcg_tc2_on() == 3 ? la_cu_dcg_tc2<false, 3>
+                                   : la_cu_dcg_tc2<false, 2>;
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
     LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
                                           (int)cudaSharedmemCarveoutMaxShared));
@@ -708,10 +715,13 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     return LA_OK;
 }
 
-/* Whether bf16 backwards take this kernel (read once): LINATTN_CUDA_DCG_TC=0
- * or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA); LINATTN_CUDA_DCG_TC=2: with
- * the register prefetch of the next step's tiles (2); =3: two parts per fp32
- * operand instead of three (3); else the default (1). */
+/* Whether bf16 backwards take this kernel, and which variant (read once):
+ * LINATTN_CUDA_DCG_TC=0 or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA);
+ * =2: three parts and the register prefetch of one tile (2); =3: three parts
+ * (3); else (default, 1) two parts. H200, bench/GPU.md cuda-dcg7: two parts
+ * 3.97 / 2.05 ms (GDN / DeltaNet), three 4.55 / 2.33, three + prefetch
+ * 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against float64 of two and
+ * three parts are alike (worst bf16 dq 1.9e-4 both; bound 4e-3). */
 int la__cu_dcg_tc2_on(void) {
     static int mode = -1;
     if (mode < 0) {
