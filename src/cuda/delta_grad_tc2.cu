@@ -1,0 +1,734 @@
+/* cuda-dcg7: the delta rules' chunkwise token gradients on tensor cores for
+ * bf16 inputs, the default for bf16 (LINATTN_CUDA_DCG_TC=0: la_cu_dcg's
+ * FFMA kernel). Same math as la_cu_dcg (delta_chunk_grad.cu's header gives
+ * the formulas) and the same products as cuda-delta5's la_cu_dcg_tc
+ * (delta_grad_tc.cu): q, k, dO exact in one bf16 part; the fp32 quantities
+ * S0, G, R, dR, Yu, A^T, T1, T2 as NP bf16 parts: by default two (hi + lo,
+ * about 16 significant bits; a product of two fp32 operands is three
+ * m16n8k16 products hi*hi + lo*hi + hi*lo, one with an input two), or three
+ * (hi + lo + lo2, five and three products; LINATTN_CUDA_DCG_TC=3). What
+ * differs from la_cu_dcg_tc is how the operands reach shared memory (the
+ * staging made it slow, bench/GPU.md cuda-delta5):
+ * - 8 warps per CTA (2 CTAs per SM: 16 warps), warp w owns rows
+ *   16 (w % 4) .. +15 and columns 32 (w / 4) .. +31 of every 64x64 result;
+ * - fp32 tiles read as float4 (4 per thread per tile, every load of a step
+ *   issued before any use), split into parts in registers and stored as
+ *   8-byte words; bf16 tiles (q, k, dO) by 16-byte cp.async;
+ * - PF (LINATTN_CUDA_DCG_TC=2): the next step's B tile loaded into
+ *   registers before the current step's products (dg2_phase; spills, slower);
+ * - A^T staged once for every value block; the q.k / k.k blocks at once;
+ *   the prologue's loads (q, k norms, <G, S0>) issued together.
+ * Row sums over the two column halves go through per-half partials summed
+ * in a fixed order; the gate gradient's sums over Z in double as in
+ * la_cu_dcg_tc. Fixed orders, no atomics (bitwise identical run to run). */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "delta_chunk.cuh"
+#include "tc_tile.cuh"
+
+typedef __nv_bfloat16 dg2_bf;
+#define DG2_THREADS 256
+
+struct dg2_smem {
+    float T1[64 * LA_TC_LDF]; /* q.k (masked) until dP's epilogue, then T1 */
+    float T2[64 * LA_TC_LDF]; /* k.k (masked) until dM's epilogue, then T2 */
+    dg2_bf A[3][LA_TC_TILE];  /* A-operand parts */
+    dg2_bf B[3][LA_TC_TILE];  /* B-operand parts */
+    dg2_bf X[LA_TC_TILE];     /* q block, or dO block */
+    dg2_bf Y[LA_TC_TILE];     /* k block */
+    /* rowZ: Z's row sums over columns 0..31; dgam holds those over 32..63
+     * until the end, where each thread turns its own row into dgam */
+    double gam[LA_CU_C], dgam[LA_CU_C], rowZ[LA_CU_C], colZ[4][LA_CU_C], red[8];
+    float bt[LA_CU_C], et[LA_CU_C], be[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
+    float dbb[LA_CU_C], dee[LA_CU_C], dbt[LA_CU_C];
+    float rp[2][2][LA_CU_C]; /* row-sum partials [slot][column half][row] */
+};
+/* two CTAs per SM on sm_90 (228 KB, 1 KB reserved per CTA) */
+static_assert(sizeof(dg2_smem) <= 115712, "dg2_smem too large for 2 CTAs per SM");
+
+/* The warp's 16x32 block of a 64x64 result: acc[j] holds columns 32 cw +
+ * 16 j .. +15 in tc.cuh's la_tc_acc layout. */
+typedef la_tc_acc dg2_acc[2];
+
+__device__ __forceinline__ void dg2_zero(dg2_acc &a) {
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) a[j].x[i] = 0.f;
+}
+
+/* f(rh, m, n, x) for the warp's elements (row m = 16 rw + lane / 4 + 8 rh) */
+template <class F> __device__ __forceinline__ void dg2_each(dg2_acc &a, F f) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int rw = w & 3, cw = w >> 2;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+                    f(rh, 16 * rw + g + 8 * rh, 32 * cw + 16 * j + 8 * hf + 2 * q + i,
+                      a[j].x[4 * hf + 2 * rh + i]);
+}
+
+/* acc += A B over r < 64 (steps of 16, ascending). AT: A stored [r][m]; BT:
+ * B stored [n][r]. tc.cuh's la_tc_mma64 for a 16x32 block per warp. */
+template <bool AT, bool BT>
+__device__ __forceinline__ void dg2_mma(dg2_acc &acc, const dg2_bf *A, const dg2_bf *B) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
+    const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8, rw = w & 3, cw = w >> 2;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t a[4];
+        if (AT)
+            la_tc_ldsm4<true>(a, A + (16 * kk + hi8 + rr) * LA_TC_LD + 16 * rw + lo8);
+        else
+            la_tc_ldsm4<false>(a, A + (16 * rw + lo8 + rr) * LA_TC_LD + 16 * kk + hi8);
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int n0 = 32 * cw + 16 * j;
+            uint32_t b[4];
+            if (BT)
+                la_tc_ldsm4<false>(b, B + (n0 + hi8 + rr) * LA_TC_LD + 16 * kk + lo8);
+            else
+                la_tc_ldsm4<true>(b, B + (16 * kk + lo8 + rr) * LA_TC_LD + n0 + hi8);
+            la_tc_mma<dg2_bf>(acc[j].x, a, b[0], b[1]);
+            la_tc_mma<dg2_bf>(acc[j].x + 4, a, b[2], b[3]);
+        }
+    }
+}
+/* A = Ah + Al + Al2, B = Bh + Bl + Bl2 (lo parts may be NULL): hi*hi, lo*hi,
+ * hi*lo, lo2*hi, hi*lo2 (la_tc_mma64x's order) */
+template <bool AT, bool BT>
+__device__ __forceinline__ void dg2_mmax(dg2_acc &acc, const dg2_bf *Ah, const dg2_bf *Al,
+                                         const dg2_bf *Al2, const dg2_bf *Bh, const dg2_bf *Bl,
+                                         const dg2_bf *Bl2) {
+    dg2_mma<AT, BT>(acc, Ah, Bh);
+    if (Al) dg2_mma<AT, BT>(acc, Al, Bh);
+    if (Bl) dg2_mma<AT, BT>(acc, Ah, Bl);
+    if (Al2) dg2_mma<AT, BT>(acc, Al2, Bh);
+    if (Bl2) dg2_mma<AT, BT>(acc, Ah, Bl2);
+}
+
+/* An fp32 64x64 tile in registers: piece e = threadIdx.x + 256 u (u < 4) is
+ * row e / 16, columns 4 (e % 16) .. +3. */
+struct dg2_ft {
+    float4 v[4];
+};
+/* rows r < rows, columns c < cols of the operand at src (row stride
+ * `stride`), 0 elsewhere; vec: cols % 4 == 0 and src, stride 16-byte
+ * aligned (float4 loads), else scalar loads */
+__device__ __forceinline__ void dg2_fetch(dg2_ft &x, const float *src, int stride, int rows,
+                                          int cols, bool vec) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
+        const float *p = src + r * stride + c;
+        if (vec) {
+            x.v[u] = (r < rows && c < cols) ? *(const float4 *)p : make_float4(0, 0, 0, 0);
+        } else {
+            const bool in = r < rows;
+            x.v[u].x = (in && c < cols) ? p[0] : 0.f;
+            x.v[u].y = (in && c + 1 < cols) ? p[1] : 0.f;
+            x.v[u].z = (in && c + 2 < cols) ? p[2] : 0.f;
+            x.v[u].w = (in && c + 3 < cols) ? p[3] : 0.f;
+        }
+    }
+}
+/* four values as NP (3: hi, lo, lo2; 2: hi, lo) bf16 parts at element i of
+ * the part tiles P (8-byte stores) */
+template <int NP>
+__device__ __forceinline__ void dg2_put4(dg2_bf (*P)[LA_TC_TILE], int i, float4 v) {
+    uint32_t h0, l0, m0, h1, l1, m1;
+    la_tc_split2<dg2_bf>(v.x, v.y, h0, l0, m0);
+    la_tc_split2<dg2_bf>(v.z, v.w, h1, l1, m1);
+    *(uint2 *)(P[0] + i) = make_uint2(h0, h1);
+    *(uint2 *)(P[1] + i) = make_uint2(l0, l1);
+    if (NP == 3) *(uint2 *)(P[2] + i) = make_uint2(m0, m1);
+}
+template <int NP>
+__device__ __forceinline__ void dg2_put(dg2_bf (*P)[LA_TC_TILE], const dg2_ft &x) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
+        dg2_put4<NP>(P, r * LA_TC_LD + c, x.v[u]);
+    }
+}
+/* parts of f(r, c) (a float4: columns c .. c + 3) for the whole tile */
+template <int NP, class F>
+__device__ __forceinline__ void dg2_put_fn(dg2_bf (*P)[LA_TC_TILE], F f) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
+        dg2_put4<NP>(P, r * LA_TC_LD + c, f(r, c));
+    }
+}
+/* A bf16 tile (rows < rows, columns < cols, 0 elsewhere): piece e =
+ * threadIdx.x + 256 u (u < 2) is row e / 8, columns 8 (e % 8) .. +7; vec
+ * (cols % 8 == 0, 16-byte aligned rows): cp.async, complete at
+ * la_tc_cp_wait_all; else scalar loads. */
+__device__ __forceinline__ void dg2_tile(dg2_bf *dst, const dg2_bf *src, int stride, int rows,
+                                         int cols, bool vec) {
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int e = threadIdx.x + DG2_THREADS * u, r = e >> 3, c = (e & 7) * 8;
+        dg2_bf *d = dst + r * LA_TC_LD + c;
+        if (vec) {
+            const bool ok = r < rows && c < cols;
+            la_tc_cp16(d, ok ? (const void *)(src + r * stride + c) : (const void *)src,
+                       ok ? 16 : 0);
+        } else {
+            __align__(16) dg2_bf x[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                x[i] =
+                    (r < rows && c + i < cols) ? src[r * stride + c + i] : __float2bfloat16_rn(0.f);
+            *(uint4 *)d = *(const uint4 *)x;
+        }
+    }
+    la_tc_cp_commit();
+}
+
+/* Row sums: xs[rh] += sum over the thread's columns of x * f(m, n) */
+template <class F> __device__ __forceinline__ void dg2_rowacc(dg2_acc &a, float (&xs)[2], F f) {
+    dg2_each(a, [&](int rh, int m, int n, float &x) { xs[rh] = fmaf(x, f(m, n), xs[rh]); });
+}
+/* the warp's row sums (over its 32 columns) into rp[slot][column half][row] */
+__device__ __forceinline__ void dg2_rowput(float (*rp)[LA_CU_C], const float (&xs)[2]) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++) {
+        float s = xs[rh];
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        if ((lane & 3) == 0) rp[w >> 2][16 * (w & 3) + (lane >> 2) + 8 * rh] = s;
+    }
+}
+
+/* One phase of steps j < n: fetch(j, wh, xa, xb) loads step j's fp32 tiles
+ * into registers (wh & 1: xa, wh & 2: xb), put(j, xa, xb) stores them as
+ * parts (and issues the cp.async of its bf16 tiles), comp(j) multiplies from
+ * shared memory. PF: step j + 1's xb is loaded before comp(j) (its latency
+ * hidden by the products; xa too would spill at 128 registers). Starts with
+ * a barrier (the previous phase's shared tiles and global writes are done);
+ * the caller syncs after. */
+template <bool PF, class Fe, class Pu, class Co>
+__device__ __forceinline__ void dg2_phase(int n, Fe fetch, Pu put, Co comp) {
+    dg2_ft xa, xb;
+    __syncthreads();
+    fetch(0, 3, xa, xb);
+    put(0, xa, xb);
+    la_tc_cp_wait_all();
+    __syncthreads();
+    for (int j = 0; j < n; j++) {
+        const bool nx = j + 1 < n;
+        if (PF && nx) fetch(j + 1, 2, xa, xb);
+        comp(j);
+        if (nx) {
+            __syncthreads();
+            fetch(j + 1, PF ? 1 : 3, xa, xb);
+            put(j + 1, xa, xb);
+            la_tc_cp_wait_all();
+            __syncthreads();
+        }
+    }
+}
+
+/* la_cu_dc_rnorm (delta_chunk.cuh) for q and k at once, the loads of a
+ * warp's 8 rows issued together (same per-lane order, same bits): warp w
+ * owns rows w + 8 r. */
+__device__ __forceinline__ void dg2_rnorm(float *rq, float *rk, const dg2_bf *q, const dg2_bf *k,
+                                          int64_t tok0, int L, int H, int hq, int K, int use_l2) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float aq[8], ak[8];
+#pragma unroll
+    for (int r = 0; r < 8; r++) aq[r] = ak[r] = 0.f;
+    if (use_l2)
+        for (int i0 = lane; i0 < K; i0 += 128) {
+            float yq[8][4], yk[8][4];
+#pragma unroll
+            for (int r = 0; r < 8; r++)
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int t = w + 8 * r, i = i0 + 32 * u;
+                    const bool in = t < L && i < K;
+                    const int64_t o = ((tok0 + t) * H + hq) * K + i;
+                    yq[r][u] = in ? ldf(q + o) : 0.f;
+                    yk[r][u] = in ? ldf(k + o) : 0.f;
+                }
+#pragma unroll
+            for (int r = 0; r < 8; r++)
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    if (i0 + 32 * u < K) {
+                        aq[r] = fmaf(yq[r][u], yq[r][u], aq[r]);
+                        ak[r] = fmaf(yk[r][u], yk[r][u], ak[r]);
+                    }
+                }
+        }
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        for (int off = 16; off > 0; off >>= 1) {
+            aq[r] += __shfl_xor_sync(0xffffffffu, aq[r], off);
+            ak[r] += __shfl_xor_sync(0xffffffffu, ak[r], off);
+        }
+        if (lane == 0) {
+            rq[w + 8 * r] = use_l2 ? 1.f / sqrtf(aq[r] + 1e-6f) : 1.f;
+            rk[w + 8 * r] = use_l2 ? 1.f / sqrtf(ak[r] + 1e-6f) : 1.f;
+        }
+    }
+}
+
+struct dg2_flags {
+    int vf;  /* fp32 tiles by float4 (V % 4 == 0, aligned) */
+    int vqk; /* q, k tiles by cp.async (K % 8 == 0, aligned) */
+    int vdo; /* dO tiles by cp.async (V % 8 == 0, aligned) */
+    int vat; /* A^T by float4 (aligned) */
+    int vkv; /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
+};
+
+/* PF: the next step's B tile loaded into registers during the current
+ * step's products (spills at 128 registers; slower as measured); NP: parts
+ * of the fp32 operands (2, the default, or 3) */
+template <bool PF, int NP>
+__global__ void __launch_bounds__(DG2_THREADS, 2)
+    la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
+                  float *dR, dg2_bf *dv_out, float *dqp, float *dkp, float *dbp, float *dgp,
+                  dg2_flags fl) {
+    extern __shared__ __align__(128) unsigned char dg2_raw[];
+    dg2_smem &S = *(dg2_smem *)dg2_raw;
+    const la_cu_chunk ch = p.chunks[blockIdx.x];
+    /* dims as int (small), token offsets int64; operand pointers are formed
+     * at their use from the kernel parameters (fewer long-lived registers) */
+    const int HS = (int)p.HS, H = (int)p.H, K = (int)p.K, V = (int)p.V, hs = blockIdx.y,
+              hq = hs / (HS / H);
+    const int L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2;
+    const int rw = w & 3, cw = w >> 2;
+    const int kst = H * K, vst = HS * V;
+    const int64_t tok0 = ch.tok0, ko = (tok0 * H + hq) * K, vo = (tok0 * HS + hs) * V;
+    const float sc = p.scale;
+    const bool vf = fl.vf, vqk = fl.vqk, vdo = fl.vdo;
+#define qc ((const dg2_bf *)p.q + ko)
+#define kc ((const dg2_bf *)p.k + ko)
+#define vc ((const dg2_bf *)p.v + vo)
+#define dOc (d_o + vo)
+#define dvc (dv_out + vo)
+#define Rc ((const float *)p.U + vo) /* R after the state pass */
+#define Yc (dR + vo)                 /* dR, then Yu in place */
+#define CS (((size_t)blockIdx.x * HS + hs) * K * V)
+#define S0 (hst + CS)
+#define G (dhst + CS)
+#define ATc (p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C)
+    dg2_bf *const X = S.X, *const Y = S.Y;
+    const dg2_bf *const A2 = NP == 3 ? S.A[2] : NULL, *const B2 = NP == 3 ? S.B[2] : NULL;
+    const int nk = (K + 63) / 64, nv = (V + 63) / 64;
+    /* the chunk's gate prefix sums by a two-warp scan (tc.cuh; dgam as its
+     * scratch, written only at the end) */
+    la_tc_gate_scan(S.gam, S.dgam, (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
+    dg2_rnorm(S.rq, S.rk, (const dg2_bf *)p.q, (const dg2_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
+    if (t < LA_CU_C) {
+        S.be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
+        S.dbb[t] = S.dee[t] = S.dbt[t] = 0.f;
+    }
+    { /* dbL = <G, S0>, doubles, fixed order (each thread its elements ascending) */
+        double a = 0;
+        const int KV = K * V;
+        int e = t;
+        if (fl.vkv) { /* float4 pieces e4 = t + 256 i, 8 + 8 loads in flight */
+            const float4 *g4 = (const float4 *)G, *s4 = (const float4 *)S0;
+            const int n4 = KV / 4;
+            for (; e + 7 * DG2_THREADS < n4; e += 8 * DG2_THREADS) {
+                float4 gv[8], sv[8];
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    gv[i] = g4[e + i * DG2_THREADS], sv[i] = s4[e + i * DG2_THREADS];
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    a += (double)gv[i].x * (double)sv[i].x + (double)gv[i].y * (double)sv[i].y +
+                         (double)gv[i].z * (double)sv[i].z + (double)gv[i].w * (double)sv[i].w;
+            }
+            for (; e < n4; e += DG2_THREADS) {
+                const float4 gv = g4[e], sv = s4[e];
+                a += (double)gv.x * (double)sv.x + (double)gv.y * (double)sv.y +
+                     (double)gv.z * (double)sv.z + (double)gv.w * (double)sv.w;
+            }
+            e = KV; /* done */
+        }
+        for (; e + 3 * DG2_THREADS < KV; e += 4 * DG2_THREADS) {
+            float gv[4], sv[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                gv[i] = G[e + i * DG2_THREADS], sv[i] = S0[e + i * DG2_THREADS];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a += (double)gv[i] * (double)sv[i];
+        }
+        for (; e < KV; e += DG2_THREADS) a += (double)G[e] * (double)S0[e];
+        for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+        if (lane == 0) S.red[w] = a;
+    }
+    __syncthreads();
+    if (t < LA_CU_C) {
+        S.bt[t] = t < L ? la_cu_expd(S.gam[t]) : 0.f;
+        S.et[t] = t < L ? la_cu_expd(S.gam[L - 1] - S.gam[t]) : 0.f;
+    }
+    auto gm = [&](int m, int n) -> float { return la_cu_expd(S.gam[m] - S.gam[n]); };
+    dg2_acc a0, a1;
+    float xs[2];
+    /* ---- q.k, k.k of the chunk (exact inputs), kept masked in T1 / T2 ---- */
+    dg2_zero(a0);
+    dg2_zero(a1);
+    if (nk <= 3) { /* K <= 192: every block at once, q in A's tiles, k in B's */
+        for (int j = 0; j < nk; j++) {
+            const int k0 = 64 * j;
+            dg2_tile(S.A[j], qc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+            dg2_tile(S.B[j], kc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+        }
+        la_tc_cp_wait_all();
+        __syncthreads();
+        for (int j = 0; j < nk; j++) {
+            dg2_mma<false, true>(a0, S.A[j], S.B[j]);
+            dg2_mma<false, true>(a1, S.B[j], S.B[j]);
+        }
+    } else {
+        dg2_phase<PF>(
+            nk, [&](int, int, dg2_ft &, dg2_ft &) {},
+            [&](int j, dg2_ft &, dg2_ft &) {
+                const int k0 = 64 * j;
+                dg2_tile(X, qc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+                dg2_tile(Y, kc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+            },
+            [&](int) {
+                dg2_mma<false, true>(a0, X, Y);
+                dg2_mma<false, true>(a1, Y, Y);
+            });
+    }
+    dg2_each(a0, [&](int, int m, int n, float &x) {
+        S.T1[m * LA_TC_LDF + n] = (n <= m && m < L) ? S.rq[m] * S.rk[n] * x : 0.f;
+    });
+    dg2_each(a1, [&](int, int m, int n, float &x) {
+        S.T2[m * LA_TC_LDF + n] = (n < m && m < L) ? S.rk[m] * S.rk[n] * x : 0.f;
+    });
+    /* ---- Yu = A^T dR (in place), dv = beta Yu, dbeta += Yu.v; A^T staged once ---- */
+    xs[0] = xs[1] = 0.f;
+    dg2_phase<PF>(
+        nv,
+        [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
+            const int v0 = 64 * j;
+            if (j == 0 && (wh & 1)) dg2_fetch(xa, ATc, LA_CU_C, LA_CU_C, LA_CU_C, fl.vat);
+            if (wh & 2) dg2_fetch(xb, Yc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vf);
+        },
+        [&](int j, dg2_ft &xa, dg2_ft &xb) {
+            if (j == 0) dg2_put<NP>(S.A, xa);
+            dg2_put<NP>(S.B, xb);
+        },
+        [&](int j) {
+            const int v0 = 64 * j;
+            dg2_zero(a0);
+            dg2_mmax<false, false>(a0, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
+            dg2_each(a0, [&](int rh, int m, int n, float &y) {
+                const int c = v0 + n;
+                if (m < L && c < V) {
+                    Yc[m * vst + c] = y;
+                    stf(dvc + m * vst + c, S.be[m] * y);
+                    xs[rh] = fmaf(y, ldf(vc + m * vst + c), xs[rh]);
+                }
+            });
+        });
+    dg2_rowput(S.rp[0], xs);
+    /* ---- dP = dO R^T (a0), dM = -Yu R^T (a1), R's parts shared ---- */
+    dg2_zero(a0);
+    dg2_zero(a1);
+    dg2_phase<PF>(
+        nv,
+        [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
+            const int v0 = 64 * j;
+            const int cols = (V - v0 < 64 ? V - v0 : 64);
+            if (wh & 1) dg2_fetch(xa, Yc + v0, vst, L, cols, vf);
+            if (wh & 2) dg2_fetch(xb, Rc + v0, vst, L, cols, vf);
+        },
+        [&](int j, dg2_ft &xa, dg2_ft &xb) {
+            const int v0 = 64 * j;
+            dg2_put<NP>(S.A, xa);
+            dg2_put<NP>(S.B, xb);
+            dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
+        },
+        [&](int) {
+            dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], B2);
+            dg2_mmax<false, true>(a1, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
+        });
+    /* rp[0] was written before the phase's barriers */
+    if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t];
+    /* T1 = scale dP (.) Gamma (lower incl. diagonal); a0 <- Z's dP part */
+    dg2_each(a0, [&](int, int m, int n, float &x) {
+        const bool in = n <= m && m < L;
+        const float y = in ? sc * x * gm(m, n) : 0.f;
+        const float qk = S.T1[m * LA_TC_LDF + n];
+        S.T1[m * LA_TC_LDF + n] = y;
+        x = (in && n < m) ? y * qk : 0.f;
+    });
+    /* T2 = beta dM (.) Gamma (strictly lower); a1 <- dM (.) kk (.) Gamma;
+     * dbeta += its rows */
+    dg2_each(a1, [&](int, int m, int n, float &x) {
+        float t2 = 0.f, z = 0.f;
+        if (n < m && m < L) {
+            const float dm = -x, gg = gm(m, n);
+            z = dm * S.T2[m * LA_TC_LDF + n] * gg;
+            t2 = dm * S.be[m] * gg;
+        }
+        S.T2[m * LA_TC_LDF + n] = t2;
+        x = z;
+    });
+    xs[0] = xs[1] = 0.f;
+    dg2_rowacc(a1, xs, [](int, int) -> float { return 1.f; });
+    dg2_rowput(S.rp[1], xs);
+    /* Z = a0 + diag(beta) a1: row sums (columns 0..31 in rowZ, 32..63 in
+     * dgam) and per-row-block column sums (colZ), in double, fixed order */
+    {
+        const int q = lane & 3;
+#pragma unroll
+        for (int rh = 0; rh < 2; rh++) {
+            const int m = 16 * rw + g + 8 * rh;
+            const float bm = S.be[m];
+            double s = 0;
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int e = 4 * hf + 2 * rh + i;
+                        a0[j].x[e] += bm * a1[j].x[e];
+                        s += (double)a0[j].x[e];
+                    }
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            if (q == 0) (cw == 0 ? S.rowZ : S.dgam)[m] = s;
+        }
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    double s = (double)a0[j].x[4 * hf + i] + (double)a0[j].x[4 * hf + 2 + i];
+                    s += __shfl_xor_sync(0xffffffffu, s, 4);
+                    s += __shfl_xor_sync(0xffffffffu, s, 8);
+                    s += __shfl_xor_sync(0xffffffffu, s, 16);
+                    if (g == 0) S.colZ[rw][32 * cw + 16 * j + 8 * hf + 2 * q + i] = s;
+                }
+    }
+    __syncthreads();
+    if (t < LA_CU_C) S.dbt[t] += S.rp[1][0][t] + S.rp[1][1][t];
+    /* ---- dq, dk by 64-column blocks of K ---- */
+    auto qn = [&](int m, int n) -> float { return S.rq[m] * la_tc_f(X[m * LA_TC_LD + n]); };
+    auto kn = [&](int m, int n) -> float { return S.rk[m] * la_tc_f(Y[m * LA_TC_LD + n]); };
+    for (int k0 = 0; k0 < K; k0 += 64) {
+        const int kcols = (K - k0 < 64 ? K - k0 : 64);
+        float *dkc = dkp + (tok0 * HS + hs) * K + k0;
+        /* diag(e) R G^T (value blocks in order), parked in dk by its owner
+         * (read back below by the same thread: two accumulators live) */
+        dg2_zero(a0);
+        dg2_phase<PF>(
+            nv,
+            [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
+                const int v0 = 64 * j;
+                const int cols = (V - v0 < 64 ? V - v0 : 64);
+                if (wh & 1) dg2_fetch(xa, Rc + v0, vst, L, cols, vf);
+                if (wh & 2) dg2_fetch(xb, G + k0 * V + v0, V, kcols, cols, vf);
+            },
+            [&](int, dg2_ft &xa, dg2_ft &xb) {
+                dg2_put<NP>(S.A, xa);
+                dg2_put<NP>(S.B, xb);
+            },
+            [&](int) { dg2_mmax<false, true>(a0, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2); });
+        dg2_each(a0, [&](int, int m, int n, float &x) {
+            if (m < L && k0 + n < K) dkc[m * HS * K + n] = x * S.et[m];
+        });
+        /* a0 = dO S0^T, a1 = Yu S0^T (S0's parts shared) */
+        dg2_zero(a0);
+        dg2_zero(a1);
+        dg2_phase<PF>(
+            nv,
+            [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
+                const int v0 = 64 * j;
+                const int cols = (V - v0 < 64 ? V - v0 : 64);
+                if (wh & 1) dg2_fetch(xa, Yc + v0, vst, L, cols, vf);
+                if (wh & 2) dg2_fetch(xb, S0 + k0 * V + v0, V, kcols, cols, vf);
+            },
+            [&](int j, dg2_ft &xa, dg2_ft &xb) {
+                const int v0 = 64 * j;
+                dg2_put<NP>(S.A, xa);
+                dg2_put<NP>(S.B, xb);
+                dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
+            },
+            [&](int) {
+                dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], B2);
+                dg2_mmax<false, true>(a1, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
+            });
+        __syncthreads(); /* the products are done with A, B, X */
+        /* the q block, the k block (exact) and T1 diag(rk) as parts */
+        dg2_tile(X, qc + k0, kst, L, kcols, vqk);
+        dg2_tile(Y, kc + k0, kst, L, kcols, vqk);
+        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
+            const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
+            return make_float4(a.x * S.rk[c], a.y * S.rk[c + 1], a.z * S.rk[c + 2],
+                               a.w * S.rk[c + 3]);
+        });
+        la_tc_cp_wait_all();
+        __syncthreads();
+        /* (de e)_t += k_t . (diag(e) R G^T)_t (read back from dk, own elements) */
+        xs[0] = xs[1] = 0.f;
+        dg2_each(a1, [&](int rh, int m, int n, float &) {
+            if (m < L && k0 + n < K) xs[rh] = fmaf(dkc[m * HS * K + n], kn(m, n), xs[rh]);
+        });
+        dg2_rowput(S.rp[0], xs);
+        /* dq part: diag(sc b) dO S0^T; (db b)_t += q_t . that */
+        xs[0] = xs[1] = 0.f;
+        dg2_each(a0, [&](int rh, int m, int n, float &x) {
+            x *= sc * S.bt[m];
+            xs[rh] = fmaf(x, qn(m, n), xs[rh]);
+        });
+        dg2_rowput(S.rp[1], xs);
+        /* dq = a0 + T1 K */
+        dg2_mmax<false, false>(a0, S.A[0], S.A[1], A2, Y, NULL, NULL);
+        dg2_each(a0, [&](int, int m, int n, float &x) {
+            if (m < L && k0 + n < K) dqp[((tok0 + m) * HS + hs) * K + k0 + n] = x;
+        });
+        /* b Yw = -diag(b) Yu S0^T: dbeta += k.(b Yw), (db b) += beta k.(b Yw) */
+        xs[0] = xs[1] = 0.f;
+        dg2_each(a1, [&](int rh, int m, int n, float &x) {
+            x *= -S.bt[m];
+            xs[rh] = fmaf(x, kn(m, n), xs[rh]);
+        });
+        __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
+        if (t < LA_CU_C) {
+            S.dee[t] += S.rp[0][0][t] + S.rp[0][1][t];
+            S.dbb[t] += S.rp[1][0][t] + S.rp[1][1][t];
+        }
+        /* dk = diag(beta) b Yw + diag(e) R G^T + T1^T Q + (T2 + T2^T) K */
+        dg2_each(a1, [&](int, int m, int, float &x) { x *= S.be[m]; });
+        dg2_each(a1, [&](int, int m, int n, float &x) {
+            if (m < L && k0 + n < K) x += dkc[m * HS * K + n];
+        });
+        /* stored [r][m]: diag(rq) T1 */
+        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
+            const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
+            const float f = S.rq[r];
+            return make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
+        });
+        __syncthreads(); /* rp[0] free again (read above), A complete */
+        dg2_rowput(S.rp[0], xs);
+        dg2_mma<true, false>(a1, S.A[0], X);
+        dg2_mma<true, false>(a1, S.A[1], X);
+        if (NP == 3) dg2_mma<true, false>(a1, S.A[2], X);
+        __syncthreads();
+        if (t < LA_CU_C) {
+            const float s = S.rp[0][0][t] + S.rp[0][1][t];
+            S.dbt[t] += s;
+            S.dbb[t] += S.be[t] * s;
+        }
+        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
+            const float *a = &S.T2[r * LA_TC_LDF + c];
+            float y[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) y[i] = (a[i] + S.T2[(c + i) * LA_TC_LDF + r]) * S.rk[c + i];
+            return make_float4(y[0], y[1], y[2], y[3]);
+        });
+        __syncthreads();
+        dg2_mmax<false, false>(a1, S.A[0], S.A[1], A2, Y, NULL, NULL);
+        dg2_each(a1, [&](int, int m, int n, float &x) {
+            if (m < L && k0 + n < K) dkc[m * HS * K + n] = x;
+        });
+    }
+    __syncthreads();
+    /* ---- gates: dgam (double, fixed order), dg = reverse cumsum ---- */
+    if (t < L) {
+        double d = (double)S.dbb[t] - (double)S.dee[t];
+        d += S.rowZ[t] + S.dgam[t];
+        d -= ((S.colZ[0][t] + S.colZ[1][t]) + S.colZ[2][t]) + S.colZ[3][t];
+        if (t == L - 1) {
+            double db = 0;
+            for (int i = 0; i < 8; i++) db += S.red[i];
+            for (int j = 0; j < L; j++) d += (double)S.dee[j];
+            d += db * (double)S.bt[L - 1];
+        }
+        S.dgam[t] = d;
+        dbp[(tok0 + t) * HS + hs] = S.dbt[t];
+    }
+    __syncthreads();
+    if (t == 0) {
+        double a = 0;
+        for (int j = L - 1; j >= 0; j--) {
+            a += S.dgam[j];
+            dgp[(tok0 + j) * HS + hs] = (float)a;
+        }
+    }
+}
+#undef qc
+#undef kc
+#undef vc
+#undef dOc
+#undef dvc
+#undef Rc
+#undef Yc
+#undef CS
+#undef S0
+#undef G
+#undef ATc
+
+static bool dg2_al(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+int la__cu_dcg_tc2_on(void);
+
+int la__cu_dcg_tc2_fits(const la__cu_call *c) {
+    return sizeof(dg2_smem) <= (size_t)la__cu_smem_optin(c);
+}
+
+la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
+                         const la_cu_dc_args &p, float *dR, const float *hst, const float *dhst,
+                         float *dqp, float *dkp, float *dbp, float *dgp) {
+    if (tb.nchunks == 0) return LA_OK;
+    const size_t smem = sizeof(dg2_smem);
+    dg2_flags fl;
+    fl.vf =
+        p.V % 4 == 0 && dg2_al(p.U, 16) && dg2_al(dR, 16) && dg2_al(hst, 16) && dg2_al(dhst, 16);
+    fl.vat = dg2_al(p.AT, 16);
+    fl.vkv = (p.K * p.V) % 4 == 0 && dg2_al(hst, 16) && dg2_al(dhst, 16);
+    fl.vqk = p.K % 8 == 0 && dg2_al(p.q, 16) && dg2_al(p.k, 16);
+    fl.vdo = p.V % 8 == 0 && dg2_al(c->d_o, 16);
+    void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
+              float *, float *, float *, float *, dg2_flags) =
+        la__cu_dcg_tc2_on() == 2   ? la_cu_dcg_tc2<true, 3>
+        : la__cu_dcg_tc2_on() == 3 ? la_cu_dcg_tc2<false, 3>
+                                   : la_cu_dcg_tc2<false, 2>;
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    /* two CTAs per SM need the largest shared-memory carveout */
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                          (int)cudaSharedmemCarveoutMaxShared));
+    f<<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), DG2_THREADS, smem, stream>>>(
+        p, (const dg2_bf *)c->d_o, hst, dhst, dR, (dg2_bf *)c->dv, dqp, dkp, dbp, dgp, fl);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
+
+/* Whether bf16 backwards take this kernel, and which variant (read once):
+ * LINATTN_CUDA_DCG_TC=0 or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA);
+ * =2: three parts and the register prefetch of one tile (2); =3: three parts
+ * (3); else (default, 1) two parts. H200, bench/GPU.md cuda-dcg7: two parts
+ * 3.97 / 2.05 ms (GDN / DeltaNet), three 4.55 / 2.33, three + prefetch
+ * 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against float64 of two and
+ * three parts are alike (worst bf16 dq 1.9e-4 both; bound 4e-3). */
+int la__cu_dcg_tc2_on(void) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DCG_TC");
+        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0
+               : (o && (o[0] == '2' || o[0] == '3'))    ? o[0] - '0'
+                                                        : 1;
+    }
+    return mode;
+}
