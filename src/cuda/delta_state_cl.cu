@@ -60,6 +60,14 @@ __device__ __forceinline__ void dcl_st4(unsigned a, float4 v) {
                  "f"(v.z), "f"(v.w)
                  : "memory");
 }
+/* d += a b, m16n8k8, bf16 operands (a: rows g, g + 8 of the A tile; b: the
+ * B fragment of one 8 x 8 tile), fp32 accumulate. */
+__device__ __forceinline__ void dcl_mma8(float *d, uint32_t a0, uint32_t a1, uint32_t b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5}, "
+                 "{%6}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(b));
+}
 /* Every thread of both CTAs: release this CTA's earlier memory operations,
  * acquire the peer's. */
 __device__ __forceinline__ void dcl_cluster_sync() {
@@ -69,15 +77,17 @@ __device__ __forceinline__ void dcl_cluster_sync() {
 }
 #endif
 
-/* NW = 4 warps per CTA (128 threads: the Q sum takes 8 floats per thread). */
+/* NW = 4 or 8 warps per CTA; KW = 8 keys per warp takes m16n8k8 for the W
+ * product (the S^T accumulator tile is its A fragment), else m16n8k16. */
 template <int NW, int KW, int NP, int NB>
 __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_cl(la_cu_dc_args p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    static_assert(NW == 4, "the Q sum maps 8 floats to each of 128 threads");
+    static_assert((NW == 4 || NW == 8) && (KW == 8 || KW % 16 == 0), "warps / keys per warp");
     extern __shared__ __align__(128) unsigned char dcl_sm[];
     constexpr int NTH = NW * 32, KC = NW * KW, LD = KC + 8, TILE = 64 * LD, NT = KW / 8;
-    constexpr int KQ = KC / 8, JW = 8 / NW; /* R^T column tiles (8 tokens) per warp */
-    dcl_bf *const tiles = (dcl_bf *)dcl_sm; /* [NB][W, Kd parts][64][LD] */
+    constexpr int KQ = KC / 8, JW = 8 / NW;         /* R^T column tiles (8 tokens) per warp */
+    constexpr int FPT = 1024 / NTH, TPR = 64 / FPT; /* Q sum: floats per thread, threads per row */
+    dcl_bf *const tiles = (dcl_bf *)dcl_sm;         /* [NB][W, Kd parts][64][LD] */
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DCL_SU] */
     float *const Ps = Us + NB * 64 * DCL_SU;                 /* [NW][16][DCL_PLD] */
     float *const Qs = Ps + NW * 16 * DCL_PLD;                /* [2][2][16][DCL_PLD] */
@@ -172,6 +182,26 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_cl(la_cu_dc_args p)
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) P[j][e] = 0.f, Px[j][e] = 0.f;
+        if (KW == 8) { /* m16n8k8: S^T's one accumulator tile is the A fragment */
+            uint32_t ah0, al0, ah1, al1;
+            la_cu_bf16_parts(S[0][0], S[0][1], ah0, al0);
+            la_cu_bf16_parts(S[0][2], S[0][3], ah1, al1);
+#pragma unroll
+            for (int jh = 0; jh < 2; jh++) { /* token tiles 4 jh .. 4 jh + 3 */
+                const int off = (32 * jh + 8 * m8 + rr) * LD + kbl;
+                uint32_t bh[4], bw[4];
+                la_tc_ldsm4<false>(bh, Wt + off);
+                if (NP == 2) la_tc_ldsm4<false>(bw, Wt + TILE + off);
+#pragma unroll
+                for (int m = 0; m < 4; m++) {
+                    dcl_mma8(P[4 * jh + m], ah0, ah1, bh[m]);
+                    if (NP == 2) {
+                        dcl_mma8(Px[4 * jh + m], al0, al1, bh[m]);
+                        dcl_mma8(Px[4 * jh + m], ah0, ah1, bw[m]);
+                    }
+                }
+            }
+        }
 #pragma unroll
         for (int ks = 0; ks < KW / 16; ks++) {
             uint32_t ah[4], al[4];
@@ -208,23 +238,26 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_cl(la_cu_dc_args p)
             }
         }
         __syncthreads(); /* partials out */
-        /* Q of this CTA: row t >> 3, tokens 8 (t & 7) .. + 7, summed in warp
-         * order; into Qs[qb][rank] here and at the peer */
+        /* Q of this CTA: row t / TPR, tokens FPT (t % TPR) .. + FPT - 1,
+         * summed in warp order; into Qs[qb][rank] here and at the peer */
         {
-            const int o = (t >> 3) * DCL_PLD + 8 * (t & 7);
-            float4 a0 = *(const float4 *)&Ps[o], a1 = *(const float4 *)&Ps[o + 4];
+            const int o = (t / TPR) * DCL_PLD + FPT * (t % TPR);
+            float4 a[FPT / 4];
 #pragma unroll
-            for (int ww = 1; ww < NW; ww++) {
-                const float4 y0 = *(const float4 *)&Ps[ww * 16 * DCL_PLD + o];
-                const float4 y1 = *(const float4 *)&Ps[ww * 16 * DCL_PLD + o + 4];
-                a0.x += y0.x, a0.y += y0.y, a0.z += y0.z, a0.w += y0.w;
-                a1.x += y1.x, a1.y += y1.y, a1.z += y1.z, a1.w += y1.w;
-            }
+            for (int f = 0; f < FPT / 4; f++) a[f] = *(const float4 *)&Ps[o + 4 * f];
+#pragma unroll
+            for (int ww = 1; ww < NW; ww++)
+#pragma unroll
+                for (int f = 0; f < FPT / 4; f++) {
+                    const float4 y = *(const float4 *)&Ps[ww * 16 * DCL_PLD + o + 4 * f];
+                    a[f].x += y.x, a[f].y += y.y, a[f].z += y.z, a[f].w += y.w;
+                }
             const int qo = (qb * 2 + (int)rank) * 16 * DCL_PLD + o;
-            *(float4 *)&Qs[qo] = a0;
-            *(float4 *)&Qs[qo + 4] = a1;
-            dcl_st4(qs_peer + 4u * (unsigned)qo, a0);
-            dcl_st4(qs_peer + 4u * (unsigned)(qo + 4), a1);
+#pragma unroll
+            for (int f = 0; f < FPT / 4; f++) {
+                *(float4 *)&Qs[qo + 4 * f] = a[f];
+                dcl_st4(qs_peer + 4u * (unsigned)(qo + 4 * f), a[f]);
+            }
         }
         dcl_cluster_sync(); /* both CTAs' Q in both CTAs */
         /* warp w: R^T of tokens 8 j .. 8 j + 7, j = JW w ..: U^T - (Q_0 + Q_1);
@@ -261,8 +294,29 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_cl(la_cu_dc_args p)
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) S[j][e] *= bl, Sx[j][e] = 0.f;
+        if (KW == 8) /* Kd of tokens 32 kp .. 32 kp + 31 for two token steps at once */
 #pragma unroll
-        for (int kt = 0; kt < 4; kt++) {
+            for (int kp = 0; kp < 2; kp++) {
+                const int off = (32 * kp + 8 * m8 + rr) * LD + kbl;
+                uint32_t bh[4], bk[4];
+                la_tc_ldsm4<true>(bh, Kt + off);
+                if (NP == 2) la_tc_ldsm4<true>(bk, Kt + TILE + off);
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int ao =
+                        ((m8 & 1) * 8 + rr) * DCL_RLD + 16 * (2 * kp + h) + (m8 >> 1) * 8;
+                    uint32_t ah[4], al[4];
+                    la_tc_ldsm4<false>(ah, Rh + ao);
+                    la_tc_mma<dcl_bf>(S[0], ah, bh[2 * h], bh[2 * h + 1]);
+                    if (NP == 2) {
+                        la_tc_ldsm4<false>(al, Rl + ao);
+                        la_tc_mma<dcl_bf>(Sx[0], al, bh[2 * h], bh[2 * h + 1]);
+                        la_tc_mma<dcl_bf>(Sx[0], ah, bk[2 * h], bk[2 * h + 1]);
+                    }
+                }
+            }
+#pragma unroll
+        for (int kt = 0; kt < (KW == 8 ? 0 : 4); kt++) {
             const int ao = ((m8 & 1) * 8 + rr) * DCL_RLD + 16 * kt + (m8 >> 1) * 8;
             uint32_t ah[4], al[4];
             la_tc_ldsm4<false>(ah, Rh + ao);
@@ -321,35 +375,40 @@ static la_status dcl_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaSt
     LA_CU_TRY(c->op, cudaLaunchKernelEx(&cfg, la_cu_dc_state_cl<NW, KW, NP, NB>, p));
     return LA_OK;
 }
-template <int KW, int NP>
+template <int NW, int KW, int NP>
 static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    if (dcl_smem<4, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
-        return dcl_launch<4, KW, NP, 2>(c, p, stream);
-    return dcl_launch<4, KW, NP, 1>(c, p, stream);
+    if (dcl_smem<NW, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
+        return dcl_launch<NW, KW, NP, 2>(c, p, stream);
+    return dcl_launch<NW, KW, NP, 1>(c, p, stream);
+}
+template <int NW, int KW>
+static la_status dcl_np(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
+    return p.Wl ? dcl_nb<NW, KW, 2>(c, p, stream) : dcl_nb<NW, KW, 1>(c, p, stream);
 }
 
 /* LINATTN_CUDA_DELTA_STATE=old: never the cluster kernel; =cl: also where
- * the grid takes more than one wave (A/B knobs, read once). 0 off, 1 by
- * grid size, 2 always. */
+ * the grid takes more than one wave; =w4: 4 warps of 16 (32) keys per CTA
+ * instead of 8 of 8 (16) (A/B knobs, read once). 0 off, 1 by grid size,
+ * 2 always, 3 w4 by grid size. */
 static int dcl_mode(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_STATE");
-        mode = (e && e[0] == 'o') ? 0 : (e && e[0] == 'c') ? 2 : 1;
+        mode = !e ? 1 : e[0] == 'o' ? 0 : e[0] == 'c' ? 2 : e[0] == 'w' ? 3 : 1;
     }
     return mode;
 }
 
-/* The cluster kernel where it pays: 64 < K <= 256 (4 warps of 16 or 32
- * keys per CTA), compute capability 9+, and twice the one-CTA kernel's grid
- * still fits one wave (one CTA per SM); elsewhere the one-CTA kernel, which
- * does half the copies per chunk in total. Returns 0 where not taken. */
+/* The cluster kernel where it pays: 64 < K <= 256 (8 warps of 8 or 16 keys
+ * per CTA), compute capability 9+, and twice the one-CTA kernel's grid still
+ * fits one wave (one CTA per SM); elsewhere the one-CTA kernel, which does
+ * half the copies per chunk in total. Returns 0 where not taken. */
 int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                           la_status *st) {
     const int mode = dcl_mode();
     if (!mode || c->K <= 64 || c->K > 256) return 0;
     const int64_t ctas = 2 * ((c->V + 15) / 16) * c->N * c->HS;
-    if (mode == 1 && ctas > la__cu_sm_count(c)) return 0;
+    if (mode != 2 && ctas > la__cu_sm_count(c)) return 0;
     int major = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) !=
         cudaSuccess) {
@@ -357,9 +416,9 @@ int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStre
         return 0;
     }
     if (major < 9) return 0;
-    if (c->K <= 128)
-        *st = p.Wl ? dcl_nb<16, 2>(c, p, stream) : dcl_nb<16, 1>(c, p, stream);
+    if (mode == 3)
+        *st = c->K <= 128 ? dcl_np<4, 16>(c, p, stream) : dcl_np<4, 32>(c, p, stream);
     else
-        *st = p.Wl ? dcl_nb<32, 2>(c, p, stream) : dcl_nb<32, 1>(c, p, stream);
+        *st = c->K <= 128 ? dcl_np<8, 8>(c, p, stream) : dcl_np<8, 16>(c, p, stream);
     return 1;
 }
