@@ -2,11 +2,15 @@
  * cluster (sm_90; cuda-state7). The same update as la_cu_dc_state_tc
  * (delta_state_tc.cu), per chunk R = U - W S, S' = b_L S + Kd^T R, one
  * cluster of two CTAs per (sequence, value head, 16 value columns): CTA r
- * of the cluster owns keys r KC .. r KC + KC - 1 (KC = NW KW; NW warps of KW
- * keys each, as in la_cu_dc_state_tc) and copies only those columns of the
- * W, Kd part tiles per chunk: half the bytes per SM of the one-CTA kernel,
- * whose step is bound by the tile copy (bench/GPU.md, cuda-delta6), on
- * twice the SMs. Per chunk:
+ * of the cluster owns keys r KC .. r KC + KC - 1 (KC = NW KW; by default
+ * NW = 8 warps of KW = 8 keys, the W product by m16n8k8; NW = 4 of 16 keys
+ * behind LINATTN_CUDA_DELTA_STATE=w4) and copies only those columns of the
+ * W, Kd part tiles per chunk: half the bytes and half the copy instructions
+ * per SM of the one-CTA kernel, on twice the SMs. Measured (H200, GDN
+ * shape, bench/GPU.md cuda-state7): 5.6% faster per pass with 8 warps, 2%
+ * slower with 4: the step is bound by each warp's serial instruction
+ * stream (~580 instructions per chunk, mostly 64-bit address arithmetic),
+ * not by the copied bytes. Per chunk:
  *   partial R^T_w = S^T[:, keys of w] W^T[keys of w, :]  (as before)
  *   Q_r = ((P_0 + P_1) + P_2) + ...  (the CTA's warps, in warp order; to
  *         its own shared memory and to the peer's, DSMEM stores)
