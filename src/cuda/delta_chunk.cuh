@@ -175,6 +175,11 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
  * parts per operand (LINATTN_CUDA_TC, LINATTN_CUDA_DELTA_TC_PARTS). */
 la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream);
 int la__cu_delta_tc_parts(size_t elem);
+/* cuda-state7: the state pass split over the keys of a 2-CTA cluster
+ * (delta_state_cl.cu); returns 0 (nothing launched) where it does not apply
+ * or LINATTN_CUDA_DELTA_STATE=old, else 1 with the launch's status in *st. */
+int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                          la_status *st);
 /* cuda-delta4: the output kernel on tensor cores for bf16 inputs
  * (delta_out_tc.cu), and whether it runs (LINATTN_CUDA_TC,
  * LINATTN_CUDA_DELTA_TC_OUT). */
