@@ -5,7 +5,7 @@ input requiring grad) bypass the Functions and save nothing.
 
 The delta rules (DeltaNet, Gated DeltaNet) in the chunk form on CPU tensors
 also keep the forward's per-chunk products for the backward in a la_saved
-object when cfg["save_for_backward"] (off by default; see functional.py): the
+object when cfg["save_for_backward"] (on by default; see functional.py): the
 backward then skips its re-run of the forward sweep, with the same gradient
 bits. The object comes from the context's pool and goes back after the
 backward, or when the graph is freed without one.
