@@ -12,7 +12,11 @@ every round), one forward + backward per mode per round:
   c_saved  c with a la_saved object reused (delta rules)
 Per mode: medians of thread CPU time and wall time of the forward and the
 backward, minor page faults of this thread per call, and the median of the
-per-round ratios py / c. Library and torch each on one thread.
+per-round ratios to c and to py (py_nopool for the *_nopool modes), and the
+first (warm-up) call's forward + backward. Library and torch each on one
+thread. The *_nopool modes churn fresh mappings, which on the shared VMs
+slowed the other modes of the same process too: run them in a separate
+process (--modes c,py_nopool,py_saved_nopool,c_saved).
 
 usage: LINATTN_LIBRARY=build/liblinattn.so python3 bench/py_overhead.py
        [--ops delta,gdn,sgla,gla,linear] [--rounds 5] [--T 8192] [--H 8]
@@ -180,10 +184,10 @@ def run_op(op, args, modes):
     for m in ("py", "py_saved"):  # the same without the output pool (limit 0)
         calls[m + "_nopool"] = nopool(*calls[m][:2]) + (calls[m][2],)
     rec = {m: [] for m in modes}
+    warm = {}
     for m in modes:  # warm-up: reused buffers touched, pools filled
         f, b, s = calls[m]
-        f(s)
-        b(s)
+        warm[m] = measure(lambda: f(s)) + measure(lambda: b(s))
     for r in range(args.rounds):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
         for m in order:
@@ -195,17 +199,23 @@ def run_op(op, args, modes):
     la = os.getloadavg()[0]
     print("## %s  B*H=%d T=%d D=%d, %d rounds, load %.2f" % (op, args.H, args.T, args.D,
                                                              args.rounds, la))
-    print("%-9s %9s %9s %9s %9s %9s %8s %8s" % ("mode", "fwd cpu", "bwd cpu", "f+b cpu",
-                                                 "f+b wall", "vs c cpu", "flt fwd", "flt bwd"))
-    base = rec.get("c")
+    print("%-15s %7s %7s %7s %8s %8s %8s %7s %7s %9s" % (
+        "mode", "fwd cpu", "bwd cpu", "f+b cpu", "f+b wall", "vs c cpu", "vs py", "flt fwd",
+        "flt bwd", "1st f+b"))
+
+    def ratio(m, ref):
+        a, b = rec[m], rec.get(ref)
+        if not b:
+            return float("nan")
+        return med([(a[i][0] + a[i][3]) / (b[i][0] + b[i][3]) for i in range(len(a))])
+
     for m in modes:
         x = rec[m]
-        fb = [a[0] + a[3] for a in x]
-        ratio = med([fb[i] / (base[i][0] + base[i][3]) for i in range(len(x))]) if base else 0
-        print("%-9s %9.3f %9.3f %9.3f %9.3f %9.3f %8d %8d" % (
-            m, med([a[0] for a in x]), med([a[3] for a in x]), med(fb),
-            med([a[1] + a[4] for a in x]), ratio, med([a[2] for a in x]),
-            med([a[5] for a in x])))
+        py = "py_nopool" if "nopool" in m else "py"
+        print("%-15s %7.3f %7.3f %7.3f %8.3f %8.3f %8.3f %7d %7d %9.3f" % (
+            m, med([a[0] for a in x]), med([a[3] for a in x]), med([a[0] + a[3] for a in x]),
+            med([a[1] + a[4] for a in x]), ratio(m, "c"), ratio(m, py),
+            med([a[2] for a in x]), med([a[5] for a in x]), warm[m][0] + warm[m][3]))
     sys.stdout.flush()
     return rec
 

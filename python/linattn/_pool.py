@@ -11,7 +11,8 @@ when the last view of an array dies (torch storage or numpy base), its
 block goes back to an idle list and the next request of the same size
 class gets it, already touched. Blocks are anonymous mappings of our own,
 marked MADV_HUGEPAGE where the kernel offers it (fewer first-touch faults;
-only this package's memory is advised, never the caller's).
+only this package's memory is advised, never the caller's;
+LINATTN_POOL_HUGEPAGE=0 leaves them plain).
 
 Idle blocks are kept up to a limit (default: a quarter of physical memory,
 at most 4 GiB; LINATTN_POOL_BYTES in the environment, or set_limit());
@@ -31,6 +32,7 @@ MIN_BYTES = int(os.environ.get("LINATTN_POOL_MIN_BYTES", 1 << 20))
 # fails to write then shows, instead of an earlier call's value)
 POISON = os.environ.get("LINATTN_POOL_POISON", "") not in ("", "0")
 _HUGE = 2 << 20
+HUGEPAGE = os.environ.get("LINATTN_POOL_HUGEPAGE", "1") != "0"
 
 
 def _default_limit():
@@ -56,8 +58,9 @@ class _Block:
 
     def __init__(self, cap):
         self.cap = cap
-        huge = cap >= 2 * _HUGE and hasattr(mmap, "MADV_HUGEPAGE")
-        self.mm = mmap.mmap(-1, cap + (_HUGE if huge else 0))
+        huge = HUGEPAGE and cap >= 2 * _HUGE and hasattr(mmap, "MADV_HUGEPAGE")
+        self.mm = mmap.mmap(-1, cap + (_HUGE if huge else 0),  # private: not shared on fork
+                            flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         base = np.frombuffer(self.mm, np.uint8, count=1).ctypes.data
         self.addr = (-base) % _HUGE if huge else 0  # offset of the 2 MiB-aligned start
         if huge:

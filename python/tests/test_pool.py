@@ -179,3 +179,17 @@ def test_threads_share_the_pool():
     for t in ts:
         t.join()
     assert not bad
+
+
+def test_fork_child_writes_stay_in_the_child():
+    import os
+    a = POOL.array((MB // 4,))
+    a.fill(1.0)
+    pid = os.fork()
+    if pid == 0:  # the child: its writes must not reach the parent's block
+        a.fill(2.0)
+        b = POOL.array((MB // 4,))  # the child's own pool works
+        os._exit(0 if b is not None else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert (a == 1.0).all()
