@@ -9,6 +9,10 @@ every round), one forward + backward per mode per round:
            gradients dropped (as a training step does)
   py_saved the same with save_for_backward=True (delta rules)
   *_nopool the py modes with the package's output pool off (plain torch.empty)
+  layer    py with q, k, v (, g, beta) made by a torch op from the leaves in
+           every step (fresh torch tensors and their gradients, as in a
+           model: torch's own allocations churn memory beside the op)
+  layer_saved the same with save_for_backward=True
   c_saved  c with a la_saved object reused (delta rules)
 Per mode: medians of thread CPU time and wall time of the forward and the
 backward, minor page faults of this thread per call, and the median of the
@@ -139,8 +143,10 @@ class Op:
     def leaves(self):
         return {n: t.detach().requires_grad_() for n, t in self.x.items()}
 
-    def py_fwd(self, saved=False):
+    def py_fwd(self, saved=False, layer=False):
         lv = self.lv = self.leaves()
+        if layer:  # inputs made by torch ops each step (fresh tensors), as in a model
+            lv = {n: t * 1.0 for n, t in lv.items()}
         if self.fam is None:
             o, _ = linattn.linear_attention(lv["q"], lv["k"], lv["v"], feature_map="identity",
                                             normalize=False)
@@ -149,6 +155,9 @@ class Op:
                                            beta=lv.get("beta"), use_qk_l2norm=self.l2,
                                            save_for_backward=saved)
         self.o = o
+
+    def layer_fwd(self, saved=False):
+        self.py_fwd(saved, layer=True)
 
     def py_bwd(self, saved=False):
         self.o.backward(self.do)
@@ -181,6 +190,8 @@ def run_op(op, args, modes):
         modes = [m for m in modes if "saved" not in m]
     calls = {"c": (o.c_fwd, o.c_bwd, False), "c_saved": (o.c_fwd, o.c_bwd, True),
              "py": (o.py_fwd, o.py_bwd, False), "py_saved": (o.py_fwd, o.py_bwd, True)}
+    calls["layer"] = (o.layer_fwd, o.py_bwd, False)
+    calls["layer_saved"] = (o.layer_fwd, o.py_bwd, True)
     for m in ("py", "py_saved"):  # the same without the output pool (limit 0)
         calls[m + "_nopool"] = nopool(*calls[m][:2]) + (calls[m][2],)
     rec = {m: [] for m in modes}
@@ -211,7 +222,7 @@ def run_op(op, args, modes):
 
     for m in modes:
         x = rec[m]
-        py = "py_nopool" if "nopool" in m else "py"
+        py = "py_nopool" if "nopool" in m else "layer" if "layer" in m else "py"
         print("%-15s %7.3f %7.3f %7.3f %8.3f %8.3f %8.3f %7d %7d %9.3f" % (
             m, med([a[0] for a in x]), med([a[3] for a in x]), med([a[0] + a[3] for a in x]),
             med([a[1] + a[4] for a in x]), ratio(m, "c"), ratio(m, py),
