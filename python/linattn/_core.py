@@ -97,7 +97,7 @@ class _Context:
         self.handle = h.value
         self._destroy = lib.la_ctx_destroy
         self.saved_idle = []
-        self._lock = threading.Lock()  # the pool: objects come back from GC anywhere
+        self._lock = threading.RLock()  # reentrant: objects come back from GC anywhere
 
     def saved_acquire(self):
         with self._lock:

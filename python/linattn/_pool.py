@@ -76,7 +76,7 @@ class Pool:
         self.idle = {}  # size class -> [blocks], most recent last
         self.order = []  # idle blocks, oldest first (for the limit)
         self.idle_bytes = 0
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # reentrant: a GC pass inside the lock may return a block
         self.stats = {"hits": 0, "misses": 0}
 
     def _take(self, cap):
@@ -140,7 +140,7 @@ POOL = Pool()
 
 def _after_fork_in_child():
     # a lock held by another thread at the fork would never be released
-    POOL.lock = threading.Lock()
+    POOL.lock = threading.RLock()
     POOL.idle, POOL.order, POOL.idle_bytes = {}, [], 0
 
 

@@ -193,3 +193,20 @@ def test_fork_child_writes_stay_in_the_child():
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert (a == 1.0).all()
+
+
+def test_block_returned_while_the_lock_is_held():
+    """A GC pass inside the pool's lock (any allocation there may run one)
+    can return a block on the same thread: the lock must be reentrant."""
+    done = []
+
+    def work():
+        a = POOL.array((MB // 4,))
+        with POOL.lock:
+            del a  # its finalizer runs here, on the thread that holds the lock
+        done.append(POOL.idle_bytes)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join(10)
+    assert done == [MB]
