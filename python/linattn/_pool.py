@@ -9,10 +9,13 @@ call touches (a la_saved object, the inputs) slower to reach afterwards.
 So arrays of at least MIN_BYTES are views of blocks this module maps once:
 when the last view of an array dies (torch storage or numpy base), its
 block goes back to an idle list and the next request of the same size
-class gets it, already touched. Blocks are anonymous mappings of our own,
-marked MADV_HUGEPAGE where the kernel offers it (fewer first-touch faults;
-only this package's memory is advised, never the caller's;
-LINATTN_POOL_HUGEPAGE=0 leaves them plain).
+class gets it, already touched. Blocks are private anonymous mappings of
+our own. LINATTN_POOL_HUGEPAGE=1 marks them MADV_HUGEPAGE (only this
+package's memory is advised, never the caller's): the first touch of four
+32 MiB blocks took 12-267 ms instead of ~500 ms, but on the shared VMs
+the process's other, 4 KiB-page memory (a la_saved object, torch's
+tensors) then ran 1.3-2.2x slower under load, so it is off by default
+(bench/PYTHON.md, cpu-py7).
 
 Idle blocks are kept up to a limit (default: a quarter of physical memory,
 at most 4 GiB; LINATTN_POOL_BYTES in the environment, or set_limit());
@@ -32,7 +35,7 @@ MIN_BYTES = int(os.environ.get("LINATTN_POOL_MIN_BYTES", 1 << 20))
 # fails to write then shows, instead of an earlier call's value)
 POISON = os.environ.get("LINATTN_POOL_POISON", "") not in ("", "0")
 _HUGE = 2 << 20
-HUGEPAGE = os.environ.get("LINATTN_POOL_HUGEPAGE", "1") != "0"
+HUGEPAGE = os.environ.get("LINATTN_POOL_HUGEPAGE", "0") not in ("", "0")
 
 
 def _default_limit():
