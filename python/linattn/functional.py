@@ -39,7 +39,7 @@ def gated_attention(family, q, k, v, g=None, g_gamma=None, beta=None, scale=None
     for bit, 2.8 KB per value head and token (K = V = 128, chunk 64; 5.5x
     the size of q) held from the forward to the backward, and kept idle for
     the next graph afterwards (linattn.release_memory() frees it). Forward +
-    backward 1.02-1.15x faster through this package at D = 128, T = 8192
+    backward 1.06-1.22x faster through this package at D = 128, T = 8192
     (bench/PYTHON.md, cpu-py7); False recomputes and holds nothing. Other
     families and forms ignore it."""
     if form not in ("chunk", "recurrent"):
