@@ -10,7 +10,8 @@ backward. See README.md ("Python") for the table of fla names.
 
 from ._core import (LinattnError, LinattnMemoryError, LinattnRuntimeError,
                     LinattnUnsupportedError, LinattnValueError, get_num_threads,
-                    has_symbol, library_path, release_saved_memory, set_num_threads)
+                    get_pool_limit, has_symbol, library_path, release_memory,
+                    release_saved_memory, set_num_threads, set_pool_limit)
 from ._core import lib as _lib
 from .decoder import Decoder
 from .functional import (delta_rule, draw_projection, gated_attention, gated_delta_rule, gla,

@@ -3,9 +3,10 @@ backward the C backward (which recomputes what it needs, so the saved tensors
 are exactly the float32 inputs). Calls that need no graph (no_grad, or no
 input requiring grad) bypass the Functions and save nothing.
 
-The delta rules (DeltaNet, Gated DeltaNet) in the chunk form (CPU or, since
-cuda-saved7, CUDA tensors) also keep the forward's per-chunk products for the backward in a la_saved
-object when cfg["save_for_backward"] (off by default; see functional.py): the
+The delta rules (DeltaNet, Gated DeltaNet) in the chunk form also keep the
+forward's per-chunk products for the backward in a la_saved object when
+cfg["save_for_backward"] asks for it (None, the default: CPU tensors only;
+True: CPU and CUDA tensors (cuda-saved7: device memory); see functional.py): the
 backward then skips its re-run of the forward sweep, with the same gradient
 bits. The object comes from the context's pool and goes back after the
 backward, or when the graph is freed without one.
@@ -22,7 +23,10 @@ _SAVING_FAMILIES = ("delta_rule", "gated_delta_rule")
 
 def _borrow_saved(cfg, xp):
     """A SavedForBackward for this forward, or None."""
-    if not cfg.get("save_for_backward") or cfg["family"] not in _SAVING_FAMILIES:
+    want = cfg.get("save_for_backward")  # None: CPU tensors only
+    if want is False or cfg["family"] not in _SAVING_FAMILIES:
+        return None
+    if xp.cuda and want is not True:  # device memory: opt-in (README)
         return None
     if cfg["form"] != "chunk" or not _core.saved_available():
         return None

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from . import _ffi
+from ._pool import POOL
 
 lib, library_path = _ffi.load()
 
@@ -96,7 +97,7 @@ class _Context:
         self.handle = h.value
         self._destroy = lib.la_ctx_destroy
         self.saved_idle = []
-        self._lock = threading.Lock()  # the pool: objects come back from GC anywhere
+        self._lock = threading.RLock()  # reentrant: objects come back from GC anywhere
 
     def saved_acquire(self):
         with self._lock:
@@ -163,6 +164,26 @@ def release_saved_memory():
     c = getattr(_local, "cpu", None)
     if c is not None:
         c.saved_clear()
+
+
+def release_memory():
+    """Frees the idle memory the package keeps for reuse: the calling
+    thread's idle saved-for-backward objects and the output pool's idle
+    blocks (see set_pool_limit)."""
+    release_saved_memory()
+    POOL.release()
+
+
+def set_pool_limit(nbytes):
+    """Most bytes of idle output blocks kept for reuse (default: a quarter
+    of physical memory, at most 4 GiB, or $LINATTN_POOL_BYTES); 0 turns the
+    pool off: outputs are then plain torch.empty / numpy.empty arrays, whose
+    pages fault on first touch in every call (bench/PYTHON.md, cpu-py7)."""
+    POOL.set_limit(nbytes)
+
+
+def get_pool_limit():
+    return POOL.limit
 
 
 def ctypes_byref(x):
@@ -239,7 +260,11 @@ class NumpyXP:
         if x.dtype.kind not in "fiub":
             raise TypeError("%s: dtype %s is not a real number type" % (name, x.dtype))
         if x.dtype != np.float32 or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, dtype=np.float32)
+            y = POOL.array(x.shape)
+            if y is None:
+                return np.ascontiguousarray(x, dtype=np.float32)
+            np.copyto(y, x, casting="unsafe")
+            x = y
         return x
 
     @staticmethod
@@ -253,7 +278,8 @@ class NumpyXP:
 
     @staticmethod
     def empty(shape):
-        return np.empty(shape, np.float32)
+        a = POOL.array(shape)
+        return np.empty(shape, np.float32) if a is None else a
 
     empty_state = empty
 
@@ -313,10 +339,13 @@ class TorchXP:
         if x.dtype != self.compute_dtype:
             if x.is_complex() or x.dtype == _torch.bool:
                 raise TypeError("%s: dtype %s is not a real number type" % (name, x.dtype))
-            x = x.to(self.compute_dtype)
-        if not x.is_contiguous():
-            x = x.contiguous()
-        return x
+        elif x.is_contiguous():
+            return x
+        if not self.cuda and not (x.requires_grad and _torch.is_grad_enabled()):
+            y = self.empty(x.shape)  # the copy in pooled memory
+            y.copy_(x)
+            return y
+        return x.to(self.compute_dtype).contiguous()
 
     def state(self, x, name):
         """States are always float32."""
@@ -344,9 +373,17 @@ class TorchXP:
         return x.data_ptr()
 
     def empty(self, shape):
+        if not self.cuda:  # the CPU computes in float32
+            a = POOL.array(shape)
+            if a is not None:
+                return _torch.from_numpy(a)
         return _torch.empty(shape, dtype=self.compute_dtype, device=self.device)
 
     def empty_state(self, shape):
+        if not self.cuda:
+            a = POOL.array(shape)
+            if a is not None:
+                return _torch.from_numpy(a)
         return _torch.empty(shape, dtype=_torch.float32, device=self.device)
 
     def zeros(self, shape):

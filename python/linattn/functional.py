@@ -28,18 +28,21 @@ def _scale(scale):
 
 def gated_attention(family, q, k, v, g=None, g_gamma=None, beta=None, scale=None,
                     initial_state=None, output_final_state=False, cu_seqlens=None,
-                    form="chunk", chunk_size=0, use_qk_l2norm=False, save_for_backward=False):
+                    form="chunk", chunk_size=0, use_qk_l2norm=False, save_for_backward=None):
     """The gated / delta-rule family. family: "simple_gla" (g [B,T,H] and/or
     g_gamma [H]), "gla" (g [B,T,H,K]), "delta_rule" (beta [B,T,H]),
     "gated_delta_rule" (g, beta [B,T,HV]), "kda" (g [B,T,HV,K], beta [B,T,HV]).
     form: "chunk" or "recurrent". Returns (o, final_state or None).
-    save_for_backward (delta rules, chunk form, CPU or CUDA tensors that
-    need a gradient; default False): keep the forward's per-chunk products for the
+    save_for_backward (delta rules, chunk form, tensors that need a
+    gradient; None (default): on for CPU tensors, off for CUDA tensors;
+    True / False: on / off for both): keep the forward's per-chunk products for the
     backward (la_saved) instead of recomputing them; the same gradients bit
-    for bit, 2.8 KB per value head and token (K = V = 128, chunk 64) held
-    from the forward to the backward. In C it makes fwd+bwd ~1.15x faster
-    (D = 128, T = 8192); through this package it measured 0.76-0.81x
-    (slower; bench/NOTES.md cpu-save6), hence off by default. Other families and forms ignore it."""
+    for bit, 2.8 KB per value head and token (K = V = 128, chunk 64; 5.5x
+    the size of q) held from the forward to the backward, and kept idle for
+    the next graph afterwards (linattn.release_memory() frees it). Forward +
+    backward 1.06-1.22x faster through this package at D = 128, T = 8192
+    (bench/PYTHON.md, cpu-py7); False recomputes and holds nothing. Other
+    families and forms ignore it."""
     if form not in ("chunk", "recurrent"):
         raise ValueError("form = %r (chunk or recurrent)" % (form,))
     if family not in _ops.GATED:
@@ -47,7 +50,7 @@ def gated_attention(family, q, k, v, g=None, g_gamma=None, beta=None, scale=None
     cfg = {"family": family, "form": form, "scale": _scale(scale),
            "chunk_size": int(chunk_size or 0), "use_qk_l2norm": bool(use_qk_l2norm),
            "cu_seqlens": cu_seqlens, "output_final_state": bool(output_final_state),
-           "save_for_backward": bool(save_for_backward)}
+           "save_for_backward": None if save_for_backward is None else bool(save_for_backward)}
     if _is_torch(q):
         from . import _autograd
         return _autograd.gated(cfg, q, k, v, g, g_gamma, beta, initial_state)

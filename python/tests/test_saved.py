@@ -85,11 +85,18 @@ def test_backward_reads_a_filled_object(family, monkeypatch):
     assert len(seen) == 1 and seen[0] is not None, seen
     filled, nbytes = seen[0]
     assert filled == 1 and nbytes > 0
-    # save_for_backward=False (the default), the recurrent form: nothing
+    # save_for_backward=False, the recurrent form: nothing
     _run(family, _inputs(family), save_for_backward=False)
-    _run(family, _inputs(family))
     _run(family, _inputs(family), form="recurrent", save_for_backward=True)
-    assert seen[1:] == [None, None, None], seen
+    assert seen[1:] == [None, None], seen
+    # the default (cpu-py7: on), through linattn's and fla's names
+    _run(family, _inputs(family))
+    x = {n: t.detach().clone().requires_grad_() for n, t in _inputs(family).items()}
+    fn = getattr(linattn.fla, "chunk_" + family)
+    args = [x["q"], x["k"], x["v"]] + ([x["g"]] if "g" in x else []) + [x["beta"]]
+    o, _ = fn(*args, use_qk_l2norm_in_kernel=True)
+    o.sum().backward()
+    assert len(seen) == 5 and all(s is not None and s[0] == 1 for s in seen[3:]), seen
 
 
 def test_pool_reuse_and_release():

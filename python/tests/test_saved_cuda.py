@@ -71,3 +71,20 @@ def test_cuda_bitwise_same_gradients(family, dtype, case, monkeypatch):
     assert torch.equal(o0, o1)
     for n in g0:
         assert g0[n] is not None and torch.equal(g0[n], g1[n]), n
+
+
+@pytest.mark.parametrize("family", ["delta_rule", "gated_delta_rule"])
+def test_cuda_default_recomputes(family, monkeypatch):
+    # the default (None) saves on CPU tensors only: device memory is opt-in
+    seen = []
+    real = _ops.gated_backward
+
+    def spy(*a, **kw):
+        seen.append(kw.get("saved"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(_ops, "gated_backward", spy)
+    x = _inputs(family, torch.bfloat16, seed=3)
+    _run(family, x)
+    _run(family, x, save_for_backward=None)
+    assert seen == [None, None], seen
