@@ -136,7 +136,8 @@ int main(int argc, char **argv) {
     const la_dims d = {.B = 1, .T = T, .H = H, .K = K, .V = V};
     la_gated_opts oc = {.form = LA_FORM_CHUNK}, orr = oc;
     orr.form = LA_FORM_RECURRENT;
-    const int has512 = __builtin_cpu_supports("avx512f");
+    const char *isa = getenv("LINATTN_ISA"); /* the AVX2 path's % is of the AVX2 peak */
+    const int has512 = __builtin_cpu_supports("avx512f") && !(isa && strcmp(isa, "avx512"));
     /* the registry's model of the GLA forward (both forms): per token and
      * head 4 K V (state read and update) + the chunk's intra products */
     const char *fl = getenv("GLA_AB_GFLOP");

@@ -526,8 +526,7 @@ GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
             gla_fwd_row(K, q, k, Gi, Gb, Ge, eb, el, Qs, QR, KP, Ks);
             if (i == L - 1) { /* e^{G_L} = e^{G_b} R_L, as the state update reads it */
                 float *restrict eG = b->eG + i * K;
-                for (int64_t x = 0; x < K; x++)
-                    eG[x] = eb[x] * exp_nonpos((float)(Gi[x] - Gb[x]));
+                for (int64_t x = 0; x < K; x++) eG[x] = eb[x] * exp_nonpos((float)(Gi[x] - Gb[x]));
             }
             /* the next head's (or chunk's) row i, one row of each tensor per
              * row computed: spread out, the misses overlap the work instead
