@@ -476,18 +476,22 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
  * of the same factors in the same order as chunk_gates + scale_rows +
  * keys_times_p made it, so the results are those of the unfused form bit for
  * bit. QR lives in b->Qc. */
-/* One row of gla_fwd_factors' products (restrict parameters: vectorised). */
+/* One row of gla_fwd_factors' products (restrict parameters: vectorised).
+ * cpu-gla7: R and P are made in the same loop (no [K] rows stored and read
+ * back) and e^{G_i} is not stored: the state update reads only the last
+ * row's, which gla_fwd_factors makes from the same R (same bits). */
 GLA_INLINE void gla_fwd_row(int64_t K, const float *restrict q, const float *restrict k,
-                            const float *restrict eb, const float *restrict el,
-                            const float *restrict R, const float *restrict P, float *restrict eG,
-                            float *restrict Qs, float *restrict QR, float *restrict KP,
-                            float *restrict Ks) {
+                            const double *restrict Gi, const double *restrict Gb,
+                            const double *restrict Ge, const float *restrict eb,
+                            const float *restrict el, float *restrict Qs, float *restrict QR,
+                            float *restrict KP, float *restrict Ks) {
     for (int64_t x = 0; x < K; x++) {
-        const float g1 = eb[x] * R[x], l1 = el[x] * P[x];
-        eG[x] = g1;
+        const float R = exp_nonpos((float)(Gi[x] - Gb[x]));
+        const float P = exp_nonpos((float)(Ge[x] - Gi[x]));
+        const float g1 = eb[x] * R, l1 = el[x] * P;
         Qs[x] = q[x] * g1;
-        QR[x] = q[x] * R[x];
-        KP[x] = k[x] * P[x];
+        QR[x] = q[x] * R;
+        KP[x] = k[x] * P;
         Ks[x] = k[x] * l1;
     }
 }
@@ -519,10 +523,11 @@ GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
             const double *Gi = G + i * K;
             float *restrict Qs = b->Qs + i * K, *restrict QR = b->Qc + i * K;
             float *restrict KP = b->KP + i * K, *restrict Ks = b->Ks + i * K;
-            float *restrict eG = b->eG + i * K, *restrict R = b->R, *restrict P = b->P;
-            for (int64_t x = 0; x < K; x++) R[x] = exp_nonpos((float)(Gi[x] - Gb[x]));
-            for (int64_t x = 0; x < K; x++) P[x] = exp_nonpos((float)(Ge[x] - Gi[x]));
-            gla_fwd_row(K, q, k, eb, el, R, P, eG, Qs, QR, KP, Ks);
+            gla_fwd_row(K, q, k, Gi, Gb, Ge, eb, el, Qs, QR, KP, Ks);
+            if (i == L - 1) { /* e^{G_L} = e^{G_b} R_L, as the state update reads it */
+                float *restrict eG = b->eG + i * K;
+                for (int64_t x = 0; x < K; x++) eG[x] = eb[x] * exp_nonpos((float)(Gi[x] - Gb[x]));
+            }
             /* the next head's (or chunk's) row i, one row of each tensor per
              * row computed: spread out, the misses overlap the work instead
              * of filling the miss buffers in one burst */

@@ -1,0 +1,181 @@
+/* GLA forward of two liblinattn.so builds, alternating in one process
+ * (bench/NOTES.md, cpu-gla7): old vs new library, chunk and recurrent form.
+ *
+ * Shape of issue 12 by default: B = 1, H = 8, T = 8192, K = V = 128, chunk
+ * 64, per-key log-gates in [-0.1, -0.01], one thread. Per pair (order swapped
+ * every pair): old chunk, new chunk (and, with --rec, the new library's
+ * recurrent form once per pair). Times in thread CPU (each context has one
+ * thread, so all work runs on the caller's); the FMA peak (AVX-512, 24
+ * chains; AVX2, 12) timed before each pair; FLOPs of the registry's model
+ * (5.38 GFLOP at the default shape, as `linattn bench`). Prints the medians,
+ * % of peak, new/old speed and an FNV hash of o for each library (equal
+ * when the change keeps the bits).
+ *
+ * build (from the repository root):
+ *   gcc -O2 -std=c11 -Iinclude bench/gla_ab.c -ldl -lm -o gla_ab
+ * usage: gla_ab OLD.so NEW.so [pairs] [T] [--rec]   (env GLA_AB_H: heads, default 8) */
+#define _POSIX_C_SOURCE 200809L
+#include "linattn.h"
+
+#include <dlfcn.h>
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double tcpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+__attribute__((target("avx512f,fma"))) static double peak512(void) {
+    static volatile float seed[2] = {0.999999f, 1e-7f};
+    __m512 a[24], x = _mm512_set1_ps(seed[0]), y = _mm512_set1_ps(seed[1]);
+    for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps((float)i + seed[1]);
+    const int64_t it = 20000;
+    double t0 = tcpu();
+    for (int64_t n = 0; n < it; n++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], x, y);
+    }
+    double t = tcpu() - t0;
+    float s = 0;
+    for (int i = 0; i < 24; i++) s += _mm512_reduce_add_ps(a[i]);
+    if (s == 12345.f) puts("");
+    return (double)it * 24 * 16 * 2 / t / 1e9;
+}
+
+__attribute__((target("avx2,fma"))) static double peak256(void) {
+    static volatile float seed[2] = {0.999999f, 1e-7f};
+    __m256 a[12], x = _mm256_set1_ps(seed[0]), y = _mm256_set1_ps(seed[1]);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i + seed[1]);
+    const int64_t it = 40000;
+    double t0 = tcpu();
+    for (int64_t n = 0; n < it; n++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
+    }
+    double t = tcpu() - t0;
+    float s[8], r = 0;
+    for (int i = 0; i < 12; i++) {
+        _mm256_storeu_ps(s, a[i]);
+        for (int u = 0; u < 8; u++) r += s[u];
+    }
+    if (r == 12345.f) puts("");
+    return (double)it * 12 * 8 * 2 / t / 1e9;
+}
+
+typedef la_status (*ctx_create_fn)(la_ctx **, int);
+typedef la_status (*gla_fwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
+                                const float *, const float *, const float *, const float *,
+                                const float *);
+typedef struct lib {
+    la_ctx *ctx;
+    gla_fwd_fn fwd;
+} lib;
+
+static int open_lib(const char *path, lib *l) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "%s\n", dlerror());
+        return 1;
+    }
+    ctx_create_fn cc = (ctx_create_fn)(uintptr_t)dlsym(h, "la_ctx_create");
+    l->fwd = (gla_fwd_fn)(uintptr_t)dlsym(h, "la_gla_forward");
+    if (!cc || !l->fwd || cc(&l->ctx, 1) != LA_OK) return 1;
+    return 0;
+}
+
+static uint64_t fnv(const float *x, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *p = (const unsigned char *)x;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *x, int n) {
+    qsort(x, (size_t)n, sizeof(double), cmp);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: gla_ab OLD.so NEW.so [pairs] [T] [--rec]\n");
+        return 2;
+    }
+    const int pairs = argc > 3 ? atoi(argv[3]) : 7;
+    const char *hs = getenv("GLA_AB_H"); /* heads (default 8) */
+    const int64_t T = argc > 4 ? atoll(argv[4]) : 8192, H = hs ? atoll(hs) : 8, K = 128, V = 128;
+    const int rec = argc > 5 && !strcmp(argv[5], "--rec");
+    lib L[2];
+    if (open_lib(argv[1], &L[0]) || open_lib(argv[2], &L[1])) return 1;
+    const size_t nk = (size_t)(T * H * K), nv = (size_t)(T * H * V);
+    float *q = malloc(nk * 4), *k = malloc(nk * 4), *v = malloc(nv * 4), *g = malloc(nk * 4);
+    float *o = malloc(nv * 4);
+    if (!q || !k || !v || !g || !o) return 1;
+    uint64_t s = 88172645463325252ull;
+    for (size_t i = 0; i < nk; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        const float u = (float)((s >> 40) * (1.0 / 16777216.0));
+        q[i] = u - 0.5f;
+        k[i] = 0.5f - u * u;
+        g[i] = -0.01f - 0.09f * (float)((s >> 20 & 0xfffff) * (1.0 / 1048576.0));
+    }
+    for (size_t i = 0; i < nv; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        v[i] = (float)((s >> 40) * (1.0 / 16777216.0)) - 0.5f;
+    }
+    const la_dims d = {.B = 1, .T = T, .H = H, .K = K, .V = V};
+    la_gated_opts oc = {.form = LA_FORM_CHUNK}, orr = oc;
+    orr.form = LA_FORM_RECURRENT;
+    const char *isa = getenv("LINATTN_ISA"); /* the AVX2 path's % is of the AVX2 peak */
+    const int has512 = __builtin_cpu_supports("avx512f") && !(isa && strcmp(isa, "avx512"));
+    /* the registry's model of the GLA forward (both forms): per token and
+     * head 4 K V (state read and update) + the chunk's intra products */
+    const char *fl = getenv("GLA_AB_GFLOP");
+    const double gflop = fl ? atof(fl) : 5.38 * (double)T / 8192.0 * (double)H / 8.0;
+    double t[3][64], pk[64];
+    uint64_t hash[2] = {0, 0};
+    for (int w = 0; w < 2; w++) L[w].fwd(L[w].ctx, &oc, &d, o, NULL, q, k, v, g, NULL); /* warm */
+    for (int p = 0; p < pairs && p < 64; p++) {
+        pk[p] = has512 ? peak512() : peak256();
+        for (int u = 0; u < 2; u++) {
+            const int w = (p & 1) ? 1 - u : u;
+            memset(o, 0xff, nv * 4);
+            double t0 = tcpu();
+            if (L[w].fwd(L[w].ctx, &oc, &d, o, NULL, q, k, v, g, NULL) != LA_OK) return 1;
+            t[w][p] = tcpu() - t0;
+            hash[w] = fnv(o, nv);
+        }
+        if (rec) {
+            double t0 = tcpu();
+            L[1].fwd(L[1].ctx, &orr, &d, o, NULL, q, k, v, g, NULL);
+            t[2][p] = tcpu() - t0;
+        }
+    }
+    const int n = pairs < 64 ? pairs : 64;
+    double ratio[64];
+    for (int p = 0; p < n; p++) ratio[p] = t[0][p] / t[1][p];
+    const double peak = median(pk, n), r = median(ratio, n);
+    const double to = median(t[0], n), tn = median(t[1], n);
+    printf("T=%lld pairs=%d peak %.1f GFLOP/s (%s)\n", (long long)T, n, peak,
+           has512 ? "avx512 loop" : "avx2 loop");
+    printf("old chunk %.2f ms (%.1f%% pk)  new chunk %.2f ms (%.1f%% pk)  new/old speed %.3fx\n",
+           1e3 * to, 100 * gflop / to / peak, 1e3 * tn, 100 * gflop / tn / peak, r);
+    if (rec) {
+        const double tr = median(t[2], n);
+        printf("new recurrent %.2f ms (%.1f%% pk)  chunk/recurrent speed %.2fx\n", 1e3 * tr,
+               100 * gflop / tr / peak, tr / tn);
+    }
+    printf("hash old %016llx new %016llx %s\n", (unsigned long long)hash[0],
+           (unsigned long long)hash[1], hash[0] == hash[1] ? "same bits" : "BITS DIFFER");
+    return 0;
+}
