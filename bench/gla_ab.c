@@ -11,7 +11,7 @@
  * % of peak, new/old speed and an FNV hash of o for each library (equal
  * when the change keeps the bits).
  *
- * build (from the repository root):
+ * built with the tools (CMake target gla_ab), or by hand from the repository root:
  *   gcc -O2 -std=c11 -Iinclude bench/gla_ab.c -ldl -lm -o gla_ab
  * usage: gla_ab OLD.so NEW.so [pairs] [T] [--rec]   (env GLA_AB_H: heads, default 8) */
 #define _POSIX_C_SOURCE 200809L
