@@ -825,11 +825,12 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
  * =2: three parts and the register prefetch of one tile (2); =3: three parts
  * (3); =4: two parts, outputs stored from the accumulators and dk's first
  * terms parked in dk (cuda-dcg7's default; 4); else (default, 1) two parts
- * with the outputs through shared memory (cuda-dcg8). H200, bench/GPU.md
- * cuda-dcg7: two parts
- * 3.97 / 2.05 ms (GDN / DeltaNet), three 4.55 / 2.33, three + prefetch
- * 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against float64 of two and
- * three parts are alike (worst bf16 dq 1.9e-4 both; bound 4e-3). */
+ * with the outputs through shared memory (cuda-dcg8, bitwise the same
+ * results as =4). H200, bench/GPU.md cuda-dcg8: default 3.64 / 1.88 ms
+ * (GDN / DeltaNet), =4 3.95 / 2.03; cuda-dcg7: three parts 4.55 / 2.33,
+ * three + prefetch 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against
+ * float64 of two and three parts are alike (worst bf16 dq 1.9e-4 both;
+ * bound 4e-3). */
 int la__cu_dcg_tc2_on(void) {
     static int mode = -1;
     if (mode < 0) {
