@@ -18,6 +18,10 @@
  *   registers before the current step's products (dg2_phase; spills, slower);
  * - A^T staged once for every value block; the q.k / k.k blocks at once;
  *   the prologue's loads (q, k norms, <G, S0>) issued together.
+ * - ST (cuda-dcg8, two parts, the default; LINATTN_CUDA_DCG_TC=4: off):
+ *   Yu, dv, dq and dk written through an fp32 tile in the two free part
+ *   tiles as coalesced rows, and diag(e) R G^T parked there instead of in
+ *   dk (no global read-back).
  * Row sums over the two column halves go through per-half partials summed
  * in a fixed order; the gate gradient's sums over Z in double as in
  * la_cu_dcg_tc. Fixed orders, no atomics (bitwise identical run to run). */
@@ -33,10 +37,11 @@ typedef __nv_bfloat16 dg2_bf;
 struct dg2_smem {
     float T1[64 * LA_TC_LDF]; /* q.k (masked) until dP's epilogue, then T1 */
     float T2[64 * LA_TC_LDF]; /* k.k (masked) until dM's epilogue, then T2 */
-    dg2_bf A[3][LA_TC_TILE];  /* A-operand parts */
-    dg2_bf B[3][LA_TC_TILE];  /* B-operand parts */
-    dg2_bf X[LA_TC_TILE];     /* q block, or dO block */
-    dg2_bf Y[LA_TC_TILE];     /* k block */
+    /* part tiles: A-operand parts P[0 .. NP-1], B-operand parts P[NP ..
+     * 2 NP-1]; with two parts P[4 .. 5] is the fp32 tile W (cuda-dcg8) */
+    dg2_bf P[6][LA_TC_TILE];
+    dg2_bf X[LA_TC_TILE]; /* q block, or dO block */
+    dg2_bf Y[LA_TC_TILE]; /* k block */
     /* rowZ: Z's row sums over columns 0..31; dgam holds those over 32..63
      * until the end, where each thread turns its own row into dgam */
     double gam[LA_CU_C], dgam[LA_CU_C], rowZ[LA_CU_C], colZ[4][LA_CU_C], red[8];
@@ -208,6 +213,56 @@ __device__ __forceinline__ void dg2_rowput(float (*rp)[LA_CU_C], const float (&x
     }
 }
 
+/* cuda-dcg8: outputs through shared memory. W is an fp32 64 x DG2_LDW tile
+ * (the two free part tiles of the two-part kernel; stride 72: the float2
+ * stores of a half warp hit distinct banks). dg2_wput: the warp's
+ * accumulator elements f(m, x) into W (own positions); dg2_out: rows < rows,
+ * columns < cols of W, each value through f(r, x), to dst (row stride
+ * `stride`) as coalesced rows: piece e = threadIdx.x + 256 u is row e / 16,
+ * columns 4 (e % 16) .. +3; vec: 4-value stores (cols % 4 == 0, rows
+ * aligned), else scalar. Callers sync between the two. */
+#define DG2_LDW 72
+static_assert(64 * DG2_LDW * 4 <= 2 * LA_TC_TILE * 2, "W does not fit two part tiles");
+template <class F> __device__ __forceinline__ void dg2_wput(float *W, const dg2_acc &a, F f) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int rw = w & 3, cw = w >> 2;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int m = 16 * rw + g + 8 * rh, n = 32 * cw + 16 * j + 8 * hf + 2 * q;
+                const int e = 4 * hf + 2 * rh;
+                *(float2 *)&W[m * DG2_LDW + n] = make_float2(f(m, a[j].x[e]), f(m, a[j].x[e + 1]));
+            }
+}
+__device__ __forceinline__ void dg2_st4(float *d, float4 x) { *(float4 *)d = x; }
+__device__ __forceinline__ void dg2_st4(dg2_bf *d, float4 x) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
+    *(uint2 *)d = make_uint2(*(uint32_t *)&a, *(uint32_t *)&b);
+}
+template <class T, class F>
+__device__ __forceinline__ void dg2_out(T *dst, int stride, const float *W, int rows, int cols,
+                                        bool vec, F f) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
+        if (r >= rows || c >= cols) continue;
+        float4 x = *(const float4 *)&W[r * DG2_LDW + c];
+        x = make_float4(f(r, x.x), f(r, x.y), f(r, x.z), f(r, x.w));
+        T *d = dst + r * stride + c;
+        if (vec) {
+            dg2_st4(d, x);
+        } else {
+            stf(d, x.x);
+            if (c + 1 < cols) stf(d + 1, x.y);
+            if (c + 2 < cols) stf(d + 2, x.z);
+            if (c + 3 < cols) stf(d + 3, x.w);
+        }
+    }
+}
+
 /* One phase of steps j < n: fetch(j, wh, xa, xb) loads step j's fp32 tiles
  * into registers (wh & 1: xa, wh & 2: xb), put(j, xa, xb) stores them as
  * parts (and issues the cp.async of its bf16 tiles), comp(j) multiplies from
@@ -288,12 +343,14 @@ struct dg2_flags {
     int vdo; /* dO tiles by cp.async (V % 8 == 0, aligned) */
     int vat; /* A^T by float4 (aligned) */
     int vkv; /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
+    int vdv; /* dv by 8-byte stores (V % 4 == 0, aligned; ST) */
+    int vqo; /* dq, dk by float4 stores (K % 4 == 0, aligned; ST) */
 };
 
 /* PF: the next step's B tile loaded into registers during the current
  * step's products (spills at 128 registers; slower as measured); NP: parts
  * of the fp32 operands (2, the default, or 3) */
-template <bool PF, int NP>
+template <bool PF, int NP, bool ST>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
                   float *dR, dg2_bf *dv_out, float *dqp, float *dkp, float *dbp, float *dgp,
@@ -323,7 +380,10 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
 #define G (dhst + CS)
 #define ATc (p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C)
     dg2_bf *const X = S.X, *const Y = S.Y;
-    const dg2_bf *const A2 = NP == 3 ? S.A[2] : NULL, *const B2 = NP == 3 ? S.B[2] : NULL;
+    dg2_bf(*const SA)[LA_TC_TILE] = S.P, (*const SB)[LA_TC_TILE] = S.P + NP;
+    float *const W = (float *)S.P[4]; /* ST (two parts) only */
+    static_assert(!ST || NP == 2, "staged outputs need the free tiles of two parts");
+    const dg2_bf *const A2 = NP == 3 ? SA[2] : NULL, *const B2 = NP == 3 ? SB[2] : NULL;
     const int nk = (K + 63) / 64, nv = (V + 63) / 64;
     /* the chunk's gate prefix sums by a two-warp scan (tc.cuh; dgam as its
      * scratch, written only at the end) */
@@ -383,14 +443,14 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     if (nk <= 3) { /* K <= 192: every block at once, q in A's tiles, k in B's */
         for (int j = 0; j < nk; j++) {
             const int k0 = 64 * j;
-            dg2_tile(S.A[j], qc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
-            dg2_tile(S.B[j], kc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+            dg2_tile(S.P[j], qc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
+            dg2_tile(S.P[3 + j], kc + k0, kst, L, (K - k0 < 64 ? K - k0 : 64), vqk);
         }
         la_tc_cp_wait_all();
         __syncthreads();
         for (int j = 0; j < nk; j++) {
-            dg2_mma<false, true>(a0, S.A[j], S.B[j]);
-            dg2_mma<false, true>(a1, S.B[j], S.B[j]);
+            dg2_mma<false, true>(a0, S.P[j], S.P[3 + j]);
+            dg2_mma<false, true>(a1, S.P[3 + j], S.P[3 + j]);
         }
     } else {
         dg2_phase<PF>(
@@ -421,21 +481,31 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             if (wh & 2) dg2_fetch(xb, Yc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vf);
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
-            if (j == 0) dg2_put<NP>(S.A, xa);
-            dg2_put<NP>(S.B, xb);
+            if (j == 0) dg2_put<NP>(SA, xa);
+            dg2_put<NP>(SB, xb);
         },
         [&](int j) {
             const int v0 = 64 * j;
             dg2_zero(a0);
-            dg2_mmax<false, false>(a0, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
+            dg2_mmax<false, false>(a0, SA[0], SA[1], A2, SB[0], SB[1], B2);
             dg2_each(a0, [&](int rh, int m, int n, float &y) {
                 const int c = v0 + n;
                 if (m < L && c < V) {
-                    Yc[m * vst + c] = y;
-                    stf(dvc + m * vst + c, S.be[m] * y);
+                    if (!ST) {
+                        Yc[m * vst + c] = y;
+                        stf(dvc + m * vst + c, S.be[m] * y);
+                    }
                     xs[rh] = fmaf(y, ldf(vc + m * vst + c), xs[rh]);
                 }
             });
+            if (ST) { /* Yu and dv as rows through W */
+                dg2_wput(W, a0, [](int, float x) { return x; });
+                __syncthreads();
+                const int cols = (V - v0 < 64 ? V - v0 : 64);
+                dg2_out(Yc + v0, vst, W, L, cols, vf, [](int, float x) { return x; });
+                dg2_out(dvc + v0, vst, W, L, cols, fl.vdv,
+                        [&](int r, float x) { return S.be[r] * x; });
+            }
         });
     dg2_rowput(S.rp[0], xs);
     /* ---- dP = dO R^T (a0), dM = -Yu R^T (a1), R's parts shared ---- */
@@ -451,13 +521,13 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
-            dg2_put<NP>(S.A, xa);
-            dg2_put<NP>(S.B, xb);
+            dg2_put<NP>(SA, xa);
+            dg2_put<NP>(SB, xb);
             dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
         },
         [&](int) {
-            dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], B2);
-            dg2_mmax<false, true>(a1, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
+            dg2_mmax<false, true>(a0, X, NULL, NULL, SB[0], SB[1], B2);
+            dg2_mmax<false, true>(a1, SA[0], SA[1], A2, SB[0], SB[1], B2);
         });
     /* rp[0] was written before the phase's barriers */
     if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t];
@@ -540,13 +610,16 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 if (wh & 2) dg2_fetch(xb, G + k0 * V + v0, V, kcols, cols, vf);
             },
             [&](int, dg2_ft &xa, dg2_ft &xb) {
-                dg2_put<NP>(S.A, xa);
-                dg2_put<NP>(S.B, xb);
+                dg2_put<NP>(SA, xa);
+                dg2_put<NP>(SB, xb);
             },
-            [&](int) { dg2_mmax<false, true>(a0, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2); });
-        dg2_each(a0, [&](int, int m, int n, float &x) {
-            if (m < L && k0 + n < K) dkc[m * HS * K + n] = x * S.et[m];
-        });
+            [&](int) { dg2_mmax<false, true>(a0, SA[0], SA[1], A2, SB[0], SB[1], B2); });
+        if (ST) /* parked in W (own positions) */
+            dg2_wput(W, a0, [&](int m, float x) { return x * S.et[m]; });
+        else
+            dg2_each(a0, [&](int, int m, int n, float &x) {
+                if (m < L && k0 + n < K) dkc[m * HS * K + n] = x * S.et[m];
+            });
         /* a0 = dO S0^T, a1 = Yu S0^T (S0's parts shared) */
         dg2_zero(a0);
         dg2_zero(a1);
@@ -560,19 +633,19 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
-                dg2_put<NP>(S.A, xa);
-                dg2_put<NP>(S.B, xb);
+                dg2_put<NP>(SA, xa);
+                dg2_put<NP>(SB, xb);
                 dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
             },
             [&](int) {
-                dg2_mmax<false, true>(a0, X, NULL, NULL, S.B[0], S.B[1], B2);
-                dg2_mmax<false, true>(a1, S.A[0], S.A[1], A2, S.B[0], S.B[1], B2);
+                dg2_mmax<false, true>(a0, X, NULL, NULL, SB[0], SB[1], B2);
+                dg2_mmax<false, true>(a1, SA[0], SA[1], A2, SB[0], SB[1], B2);
             });
         __syncthreads(); /* the products are done with A, B, X */
         /* the q block, the k block (exact) and T1 diag(rk) as parts */
         dg2_tile(X, qc + k0, kst, L, kcols, vqk);
         dg2_tile(Y, kc + k0, kst, L, kcols, vqk);
-        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
+        dg2_put_fn<NP>(SA, [&](int r, int c) -> float4 {
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             return make_float4(a.x * S.rk[c], a.y * S.rk[c + 1], a.z * S.rk[c + 2],
                                a.w * S.rk[c + 3]);
@@ -582,7 +655,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* (de e)_t += k_t . (diag(e) R G^T)_t (read back from dk, own elements) */
         xs[0] = xs[1] = 0.f;
         dg2_each(a1, [&](int rh, int m, int n, float &) {
-            if (m < L && k0 + n < K) xs[rh] = fmaf(dkc[m * HS * K + n], kn(m, n), xs[rh]);
+            if (m < L && k0 + n < K)
+                xs[rh] = fmaf(ST ? W[m * DG2_LDW + n] : dkc[m * HS * K + n], kn(m, n), xs[rh]);
         });
         dg2_rowput(S.rp[0], xs);
         /* dq part: diag(sc b) dO S0^T; (db b)_t += q_t . that */
@@ -592,45 +666,66 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             xs[rh] = fmaf(x, qn(m, n), xs[rh]);
         });
         dg2_rowput(S.rp[1], xs);
+        /* b Yw = -diag(b) Yu S0^T: dbeta += k.(b Yw), (db b) += beta k.(b Yw);
+         * ST: here, with dk's first two terms (below), so that W is free for
+         * dq (the same operations per element as below) */
+        if (ST) {
+            xs[0] = xs[1] = 0.f;
+            dg2_each(a1, [&](int rh, int m, int n, float &x) {
+                x *= -S.bt[m];
+                xs[rh] = fmaf(x, kn(m, n), xs[rh]);
+                x *= S.be[m];
+                if (m < L && k0 + n < K) x += W[m * DG2_LDW + n];
+            });
+        }
         /* dq = a0 + T1 K */
-        dg2_mmax<false, false>(a0, S.A[0], S.A[1], A2, Y, NULL, NULL);
-        dg2_each(a0, [&](int, int m, int n, float &x) {
-            if (m < L && k0 + n < K) dqp[((tok0 + m) * HS + hs) * K + k0 + n] = x;
-        });
-        /* b Yw = -diag(b) Yu S0^T: dbeta += k.(b Yw), (db b) += beta k.(b Yw) */
-        xs[0] = xs[1] = 0.f;
-        dg2_each(a1, [&](int rh, int m, int n, float &x) {
-            x *= -S.bt[m];
-            xs[rh] = fmaf(x, kn(m, n), xs[rh]);
-        });
+        dg2_mmax<false, false>(a0, SA[0], SA[1], A2, Y, NULL, NULL);
+        if (ST)
+            dg2_wput(W, a0, [](int, float x) { return x; });
+        else
+            dg2_each(a0, [&](int, int m, int n, float &x) {
+                if (m < L && k0 + n < K) dqp[((tok0 + m) * HS + hs) * K + k0 + n] = x;
+            });
+        if (!ST) {
+            xs[0] = xs[1] = 0.f;
+            dg2_each(a1, [&](int rh, int m, int n, float &x) {
+                x *= -S.bt[m];
+                xs[rh] = fmaf(x, kn(m, n), xs[rh]);
+            });
+        }
         __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
+        if (ST)          /* dq rows from W */
+            dg2_out(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
+                    [](int, float x) { return x; });
         if (t < LA_CU_C) {
             S.dee[t] += S.rp[0][0][t] + S.rp[0][1][t];
             S.dbb[t] += S.rp[1][0][t] + S.rp[1][1][t];
         }
         /* dk = diag(beta) b Yw + diag(e) R G^T + T1^T Q + (T2 + T2^T) K */
-        dg2_each(a1, [&](int, int m, int, float &x) { x *= S.be[m]; });
-        dg2_each(a1, [&](int, int m, int n, float &x) {
-            if (m < L && k0 + n < K) x += dkc[m * HS * K + n];
-        });
+        if (!ST) {
+            dg2_each(a1, [&](int, int m, int, float &x) { x *= S.be[m]; });
+            dg2_each(a1, [&](int, int m, int n, float &x) {
+                if (m < L && k0 + n < K) x += dkc[m * HS * K + n];
+            });
+        }
         /* stored [r][m]: diag(rq) T1 */
-        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
+        dg2_put_fn<NP>(SA, [&](int r, int c) -> float4 {
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             const float f = S.rq[r];
             return make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
         });
         __syncthreads(); /* rp[0] free again (read above), A complete */
         dg2_rowput(S.rp[0], xs);
-        dg2_mma<true, false>(a1, S.A[0], X);
-        dg2_mma<true, false>(a1, S.A[1], X);
-        if (NP == 3) dg2_mma<true, false>(a1, S.A[2], X);
+        dg2_mma<true, false>(a1, SA[0], X);
+        dg2_mma<true, false>(a1, SA[1], X);
+        if (NP == 3) dg2_mma<true, false>(a1, SA[2], X);
         __syncthreads();
         if (t < LA_CU_C) {
             const float s = S.rp[0][0][t] + S.rp[0][1][t];
             S.dbt[t] += s;
             S.dbb[t] += S.be[t] * s;
         }
-        dg2_put_fn<NP>(S.A, [&](int r, int c) -> float4 {
+        dg2_put_fn<NP>(SA, [&](int r, int c) -> float4 {
             const float *a = &S.T2[r * LA_TC_LDF + c];
             float y[4];
 #pragma unroll
@@ -638,10 +733,16 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             return make_float4(y[0], y[1], y[2], y[3]);
         });
         __syncthreads();
-        dg2_mmax<false, false>(a1, S.A[0], S.A[1], A2, Y, NULL, NULL);
-        dg2_each(a1, [&](int, int m, int n, float &x) {
-            if (m < L && k0 + n < K) dkc[m * HS * K + n] = x;
-        });
+        dg2_mmax<false, false>(a1, SA[0], SA[1], A2, Y, NULL, NULL);
+        if (ST) { /* dk rows from W (dq's rows were read before two barriers) */
+            dg2_wput(W, a1, [](int, float x) { return x; });
+            __syncthreads();
+            dg2_out(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
+        } else {
+            dg2_each(a1, [&](int, int m, int n, float &x) {
+                if (m < L && k0 + n < K) dkc[m * HS * K + n] = x;
+            });
+        }
     }
     __syncthreads();
     /* ---- gates: dgam (double, fixed order), dg = reverse cumsum ---- */
@@ -699,11 +800,15 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     fl.vkv = (p.K * p.V) % 4 == 0 && dg2_al(hst, 16) && dg2_al(dhst, 16);
     fl.vqk = p.K % 8 == 0 && dg2_al(p.q, 16) && dg2_al(p.k, 16);
     fl.vdo = p.V % 8 == 0 && dg2_al(c->d_o, 16);
+    fl.vdv = p.V % 4 == 0 && dg2_al(c->dv, 8);
+    fl.vqo = p.K % 4 == 0 && dg2_al(dqp, 16) && dg2_al(dkp, 16);
+    const int mode = la__cu_dcg_tc2_on();
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
               float *, float *, float *, float *, dg2_flags) =
-        la__cu_dcg_tc2_on() == 2   ? la_cu_dcg_tc2<true, 3>
-        : la__cu_dcg_tc2_on() == 3 ? la_cu_dcg_tc2<false, 3>
-                                   : la_cu_dcg_tc2<false, 2>;
+        mode == 2   ? la_cu_dcg_tc2<true, 3, false>
+        : mode == 3 ? la_cu_dcg_tc2<false, 3, false>
+        : mode == 4 ? la_cu_dcg_tc2<false, 2, false>
+                    : la_cu_dcg_tc2<false, 2, true>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
@@ -718,17 +823,21 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
 /* Whether bf16 backwards take this kernel, and which variant (read once):
  * LINATTN_CUDA_DCG_TC=0 or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA);
  * =2: three parts and the register prefetch of one tile (2); =3: three parts
- * (3); else (default, 1) two parts. H200, bench/GPU.md cuda-dcg7: two parts
- * 3.97 / 2.05 ms (GDN / DeltaNet), three 4.55 / 2.33, three + prefetch
- * 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against float64 of two and
- * three parts are alike (worst bf16 dq 1.9e-4 both; bound 4e-3). */
+ * (3); =4: two parts, outputs stored from the accumulators and dk's first
+ * terms parked in dk (cuda-dcg7's default; 4); else (default, 1) two parts
+ * with the outputs through shared memory (cuda-dcg8, bitwise the same
+ * results as =4). H200, bench/GPU.md cuda-dcg8: default 3.64 / 1.88 ms
+ * (GDN / DeltaNet), =4 3.95 / 2.03; cuda-dcg7: three parts 4.55 / 2.33,
+ * three + prefetch 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against
+ * float64 of two and three parts are alike (worst bf16 dq 1.9e-4 both;
+ * bound 4e-3). */
 int la__cu_dcg_tc2_on(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DCG_TC");
-        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0
-               : (o && (o[0] == '2' || o[0] == '3'))    ? o[0] - '0'
-                                                        : 1;
+        mode = (o && o[0] == '0') || (e && e[0] == '0')             ? 0
+               : (o && (o[0] == '2' || o[0] == '3' || o[0] == '4')) ? o[0] - '0'
+                                                                    : 1;
     }
     return mode;
 }
