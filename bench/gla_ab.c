@@ -17,56 +17,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
+#include "ab_peak.h"
+
 #include <dlfcn.h>
-#include <immintrin.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double tcpu(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-__attribute__((target("avx512f,fma"))) static double peak512(void) {
-    static volatile float seed[2] = {0.999999f, 1e-7f};
-    __m512 a[24], x = _mm512_set1_ps(seed[0]), y = _mm512_set1_ps(seed[1]);
-    for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps((float)i + seed[1]);
-    const int64_t it = 20000;
-    double t0 = tcpu();
-    for (int64_t n = 0; n < it; n++) {
-#pragma GCC unroll 24
-        for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], x, y);
-    }
-    double t = tcpu() - t0;
-    float s = 0;
-    for (int i = 0; i < 24; i++) s += _mm512_reduce_add_ps(a[i]);
-    if (s == 12345.f) puts("");
-    return (double)it * 24 * 16 * 2 / t / 1e9;
-}
-
-__attribute__((target("avx2,fma"))) static double peak256(void) {
-    static volatile float seed[2] = {0.999999f, 1e-7f};
-    __m256 a[12], x = _mm256_set1_ps(seed[0]), y = _mm256_set1_ps(seed[1]);
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i + seed[1]);
-    const int64_t it = 40000;
-    double t0 = tcpu();
-    for (int64_t n = 0; n < it; n++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
-    }
-    double t = tcpu() - t0;
-    float s[8], r = 0;
-    for (int i = 0; i < 12; i++) {
-        _mm256_storeu_ps(s, a[i]);
-        for (int u = 0; u < 8; u++) r += s[u];
-    }
-    if (r == 12345.f) puts("");
-    return (double)it * 12 * 8 * 2 / t / 1e9;
-}
 
 typedef la_status (*ctx_create_fn)(la_ctx **, int);
 typedef la_status (*gla_fwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,

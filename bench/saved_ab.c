@@ -19,67 +19,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
-#include <immintrin.h>
+#include "ab_peak.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double tcpu(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-__attribute__((target("avx512f,fma"))) static double peak512(void) {
-    static volatile float seed[2] = {0.999999f, 1e-7f};
-    __m512 a[24], x = _mm512_set1_ps(seed[0]), y = _mm512_set1_ps(seed[1]);
-    for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps((float)i + seed[1]);
-    const int64_t it = 20000;
-    double t0 = tcpu();
-    for (int64_t n = 0; n < it; n++) {
-#pragma GCC unroll 24
-        for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], x, y);
-    }
-    double t = tcpu() - t0;
-    float s = 0;
-    for (int i = 0; i < 24; i++) s += _mm512_reduce_add_ps(a[i]);
-    if (s == 12345.f) puts("");
-    return (double)it * 24 * 16 * 2 / t / 1e9;
-}
-
-/* The same loop on 8-wide AVX2 registers, for CPUs without AVX-512 (Zen 3). */
-__attribute__((target("avx2,fma"))) static double peak256(void) {
-    static volatile float seed[2] = {0.999999f, 1e-7f};
-    __m256 a[12], x = _mm256_set1_ps(seed[0]), y = _mm256_set1_ps(seed[1]);
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i + seed[1]);
-    const int64_t it = 40000;
-    double t0 = tcpu();
-    for (int64_t n = 0; n < it; n++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
-    }
-    double t = tcpu() - t0;
-    float buf[8], s = 0;
-    for (int i = 0; i < 12; i++) {
-        _mm256_storeu_ps(buf, a[i]);
-        for (int j = 0; j < 8; j++) s += buf[j];
-    }
-    if (s == 12345.f) puts("");
-    return (double)it * 12 * 8 * 2 / t / 1e9;
-}
-
-static double peak(void) {
-    const int wide = __builtin_cpu_supports("avx512f");
-    double best = 0;
-    for (int r = 0; r < 5; r++) {
-        double p = wide ? peak512() : peak256();
-        best = p > best ? p : best;
-    }
-    return best;
-}
 
 static uint64_t hash(const float *x, size_t n) {
     uint64_t h = 1469598103934665603ull;
@@ -123,12 +70,12 @@ static double run(prob *p, la_ctx *ctx, la_saved *s, double *tf, double *tb) {
     double t1 = tcpu();
     if (!st) {
         if (p->gated)
-            st = la_gated_delta_rule_backward(ctx, &o, &p->d, p->dq, p->dk, p->dv, p->dg,
-                                              p->dbeta, NULL, p->d_o, NULL, p->q, p->k, p->v,
-                                              p->g, p->beta, NULL);
+            st = la_gated_delta_rule_backward(ctx, &o, &p->d, p->dq, p->dk, p->dv, p->dg, p->dbeta,
+                                              NULL, p->d_o, NULL, p->q, p->k, p->v, p->g, p->beta,
+                                              NULL);
         else
-            st = la_delta_rule_backward(ctx, &o, &p->d, p->dq, p->dk, p->dv, p->dbeta, NULL,
-                                        p->d_o, NULL, p->q, p->k, p->v, p->beta, NULL);
+            st = la_delta_rule_backward(ctx, &o, &p->d, p->dq, p->dk, p->dv, p->dbeta, NULL, p->d_o,
+                                        NULL, p->q, p->k, p->v, p->beta, NULL);
     }
     double t2 = tcpu();
     if (st) {
@@ -173,15 +120,15 @@ int main(int argc, char **argv) {
     uint64_t h1 = hash(p.dq, n) ^ hash(p.dk, n) * 3 ^ hash(p.dv, n) * 5 ^ hash(p.dbeta, ng) * 7 ^
                   hash(p.dg, ng) * 11;
     printf("%s T=%lld H=%lld D=%lld C=%lld isa=%s; hashes recompute %016llx saved %016llx %s\n",
-           p.gated ? "gated_delta_rule" : "delta_rule", (long long)T, (long long)H,
-           (long long)D, (long long)C, la_isa_name(la_isa_active()), (unsigned long long)h0,
+           p.gated ? "gated_delta_rule" : "delta_rule", (long long)T, (long long)H, (long long)D,
+           (long long)C, la_isa_name(la_isa_active()), (unsigned long long)h0,
            (unsigned long long)h1, h0 == h1 ? "EQUAL" : "DIFFER");
     printf("saved bytes %.1f MB = %.0f bytes per head and token\n", la_saved_bytes(s) / 1e6,
            (double)la_saved_bytes(s) / (double)(H * T));
     double *rf = malloc(sizeof(double) * 12 * (size_t)pairs);
-    double *of = rf + pairs, *ob = of + pairs, *nf = ob + pairs, *nb = nf + pairs,
-           *ff = nb + pairs, *fb = ff + pairs, *ratio = fb + pairs, *pk = ratio + pairs,
-           *bratio = pk + pairs, *fratio = bratio + pairs, *pct_o = fratio + pairs;
+    double *of = rf + pairs, *ob = of + pairs, *nf = ob + pairs, *nb = nf + pairs, *ff = nb + pairs,
+           *fb = ff + pairs, *ratio = fb + pairs, *pk = ratio + pairs, *bratio = pk + pairs,
+           *fratio = bratio + pairs, *pct_o = fratio + pairs;
     double pct_n[256], pct_f[256];
     for (int i = 0; i < pairs; i++) {
         pk[i] = peak();
@@ -214,7 +161,8 @@ int main(int argc, char **argv) {
     }
     (void)w;
     double lo = 1e9, hi = 0;
-    for (int i = 0; i < pairs; i++) lo = ratio[i] < lo ? ratio[i] : lo, hi = ratio[i] > hi ? ratio[i] : hi;
+    for (int i = 0; i < pairs; i++)
+        lo = ratio[i] < lo ? ratio[i] : lo, hi = ratio[i] > hi ? ratio[i] : hi;
     printf("MEDIAN peak %.0f GF/s; fwd+bwd %%peak recompute %.1f saved %.1f fresh %.1f; "
            "fwd+bwd old/new %.3f (%.3f-%.3f); fwd old/new %.3f; bwd old/new %.3f; "
            "ms recompute %.1f+%.1f saved %.1f+%.1f fresh %.1f+%.1f\n",

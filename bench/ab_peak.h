@@ -1,0 +1,68 @@
+/* Shared by the bench A/B harnesses (saved_ab.c, gla_ab.c): thread CPU time
+ * and the FMA peak of one core, timed in the same process as the work it is
+ * compared with (x86: AVX-512 where the CPU has it, else AVX2). Not part of the
+ * library; header-only so each harness stays one file plus this. */
+#ifndef LA_BENCH_AB_PEAK_H
+#define LA_BENCH_AB_PEAK_H
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+static inline double tcpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+__attribute__((target("avx512f,fma"))) static double peak512(void) {
+    static volatile float seed[2] = {0.999999f, 1e-7f};
+    __m512 a[24], x = _mm512_set1_ps(seed[0]), y = _mm512_set1_ps(seed[1]);
+    for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps((float)i + seed[1]);
+    const int64_t it = 20000;
+    double t0 = tcpu();
+    for (int64_t n = 0; n < it; n++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], x, y);
+    }
+    double t = tcpu() - t0;
+    float s = 0;
+    for (int i = 0; i < 24; i++) s += _mm512_reduce_add_ps(a[i]);
+    if (s == 12345.f) puts("");
+    return (double)it * 24 * 16 * 2 / t / 1e9;
+}
+
+/* The same loop on 8-wide AVX2 registers, for CPUs without AVX-512 (Zen 3). */
+__attribute__((target("avx2,fma"))) static double peak256(void) {
+    static volatile float seed[2] = {0.999999f, 1e-7f};
+    __m256 a[12], x = _mm256_set1_ps(seed[0]), y = _mm256_set1_ps(seed[1]);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i + seed[1]);
+    const int64_t it = 40000;
+    double t0 = tcpu();
+    for (int64_t n = 0; n < it; n++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
+    }
+    double t = tcpu() - t0;
+    float buf[8], s = 0;
+    for (int i = 0; i < 12; i++) {
+        _mm256_storeu_ps(buf, a[i]);
+        for (int j = 0; j < 8; j++) s += buf[j];
+    }
+    if (s == 12345.f) puts("");
+    return (double)it * 12 * 8 * 2 / t / 1e9;
+}
+
+/* Best of five runs of the widest loop the CPU has, GFLOP/s. */
+static inline double peak(void) {
+    const int wide = __builtin_cpu_supports("avx512f");
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        double p = wide ? peak512() : peak256();
+        best = p > best ? p : best;
+    }
+    return best;
+}
+
+#endif
