@@ -377,7 +377,10 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_cl(la_cu_dc_args p)
  * constant stride; the column predicates are per-thread constants; the row
  * predicates (r < L) run only on a sequence's last, partial chunk (a
  * separate branch, uniform over the block). cuda-state7's kernel stays
- * behind LINATTN_CUDA_DELTA_STATE=cl7. */
+ * behind LINATTN_CUDA_DELTA_STATE=cl7. Measured (H200, GDN shape, bench/
+ * GPU.md cuda-state8): 565 -> 372 instructions per warp per chunk but only
+ * 4100 -> 3880 cycles per chunk (2371 -> 2231 us per pass): the step is a
+ * latency chain (barriers, mma chains, the DSMEM round trip), not issue. */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void dcl_cp16(unsigned d, const void *src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
