@@ -1346,6 +1346,11 @@ int main(void) {
          1, 1, 1, 1.0},
         {"delta bf16 raw keys B2 T97 K64 V256", 2, 97, 1, 0, 64, 256, NULL, 0, LA_DTYPE_BF16, 0, 0,
          0, 0.1},
+        /* cuda-state8: the cluster state pass (K in (64, 128], 112 CTAs) with
+         * V % 4 != 0 (4-byte U copies, a 2-column value block), the peer
+         * CTA's keys 64..103 partly padding, 0-5 chunks per sequence */
+        {"gdn bf16 l2 extreme varlen 0-5 chunks K100 V50 HV=2H", 1, 877, 1, 2, 100, 50, cu6, 7,
+         LA_DTYPE_BF16, 1, 1, 1, 1.0},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,

@@ -23,13 +23,17 @@
  * passed the barrier of chunk c + 1, which this CTA reaches only after its
  * reads of buffer b in chunk c. Fixed summation order, no atomics: bitwise
  * identical run to run (not to the one-CTA kernel: its partials are summed
- * in one run of NW * 2 terms). Launched with a cluster dimension of 2
+ * in one run of NW * 2 terms). la_cu_dc_state_cl8 below (cuda-state8) is
+ * the 8-warp kernel with 32-bit offsets computed once and row checks only
+ * on a sequence's last chunk, bitwise the same results; the default where
+ * the sizes fit 32 bits. Launched with a cluster dimension of 2
  * (cudaLaunchKernelEx); the body is empty below sm_90, where the host never
  * launches it. */
 #include "delta_chunk.cuh"
 #include "tc.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef __nv_bfloat16 dcl_bf;
 
@@ -364,41 +368,408 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_cl(la_cu_dc_args p)
 #endif
 }
 
-template <int NW, int KW, int NP, int NB>
-static la_status dcl_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    const size_t smem = dcl_smem<NW, KW, NP, NB>();
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state_cl<NW, KW, NP, NB>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+/* cuda-state8: the same kernel (8 warps; every product, sum and rounding in
+ * the same order, so bitwise the same results) with a short instruction
+ * stream per chunk. Every element offset is 32-bit (the host takes this
+ * kernel only where every tensor it touches has fewer than 2^31 elements)
+ * and computed once: each thread's copy rows, copy column, hst slots and R
+ * slots are fixed for the whole sequence, so a chunk adds c times a
+ * constant stride; the column predicates are per-thread constants; the row
+ * predicates (r < L) run only on a sequence's last, partial chunk (a
+ * separate branch, uniform over the block). cuda-state7's kernel stays
+ * behind LINATTN_CUDA_DELTA_STATE=cl7. Measured (H200, GDN shape, bench/
+ * GPU.md cuda-state8): 565 -> 372 instructions per warp per chunk but only
+ * 4100 -> 3880 cycles per chunk (2371 -> 2231 us per pass): the step is a
+ * latency chain (barriers, mma chains, the DSMEM round trip), not issue. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void dcl_cp16(unsigned d, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void dcl_cp4(unsigned d, const void *src, int bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
+                 : "memory");
+}
+#endif
+
+template <int KW, int NP, int NB>
+__global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    static_assert(KW == 8 || KW == 16, "keys per warp");
+    extern __shared__ __align__(128) unsigned char dcl_sm[];
+    constexpr int NW = 8, NTH = 256, KC = NW * KW, LD = KC + 8, TILE = 64 * LD, NT = KW / 8;
+    constexpr int KQ = KC / 8;                      /* 16-byte copies per tile row */
+    constexpr int RPI = NTH / KQ, NIT = 64 / RPI;   /* tile rows per copy round, rounds */
+    constexpr int FPT = 1024 / NTH, TPR = 64 / FPT; /* Q sum: floats per thread, threads per row */
+    dcl_bf *const tiles = (dcl_bf *)dcl_sm;
+    float *const Us = (float *)(tiles + NB * 2 * NP * TILE);
+    float *const Ps = Us + NB * 64 * DCL_SU;
+    float *const Qs = Ps + NW * 16 * DCL_PLD;
+    dcl_bf *const Rh = (dcl_bf *)(Qs + 4 * 16 * DCL_PLD), *const Rl = Rh + 16 * DCL_RLD;
+    const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
+    const int m8 = lane >> 3, rr = lane & 7;
+    const unsigned rank = dcl_rank();
+    const int kc0 = (int)rank * KC, kbl = w * KW, kb = kc0 + kbl;
+    const unsigned K = (unsigned)p.K, V = (unsigned)p.V, HS = (unsigned)p.HS, K8 = (K + 7) & ~7u;
+    const unsigned nvb = (V + 15) / 16, ci = blockIdx.x >> 1, nh = ci / nvb;
+    const unsigned n = nh / HS, hs = nh % HS, v0 = (ci % nvb) * 16;
+    const int vc = (int)(V - v0 < 16 ? V - v0 : 16);
+    const bool uvec = (V & 3) == 0;
+    const la_cu_seq s = p.seqs[n];
+    const unsigned st0 = (unsigned)s.start, HV = HS * V, sbase = (n * HS + hs) * K * V;
+    const unsigned qs_me = (unsigned)__cvta_generic_to_shared(Qs);
+    const unsigned qs_peer = dcl_mapa(qs_me, rank ^ 1u);
+    const int nch = s.nch, lastL = (int)(s.len - (int64_t)(nch - 1) * LA_CU_C);
+
+    /* this thread's slots: S^T[v][i], v = g + 8 (e >> 1), i = kb + 8 j + 2 q + (e & 1) */
+    bool sok[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            sok[j][e] = kb + 8 * j + 2 * q + (e & 1) < (int)K && g + 8 * (e >> 1) < vc;
+    /* slot (j, e) at so + (8 j + (e & 1)) V + 8 (e >> 1) */
+    const unsigned so = (unsigned)(kb + 2 * q) * V + v0 + g;
+    float S[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            S[j][e] = (p.s0 && sok[j][e])
+                          ? p.s0[sbase + so + (unsigned)(8 * j + (e & 1)) * V + 8 * (e >> 1)]
+                          : 0.f;
+
+    /* W, Kd part copies: rows r0 + RPI i, columns c8 .. c8 + 7 of this CTA's keys */
+    const int c8 = (t % KQ) * 8, r0 = t / KQ;
+    const bool cin = kc0 + c8 < (int)K8;
+    const int cby = cin ? 16 : 0;
+    const unsigned rs = HS * K8, rstep = cin ? RPI * rs : 0u, wstep = cin ? LA_CU_C * rs : 0u;
+    const unsigned w0 = cin ? (st0 * HS + hs) * K8 + kc0 + r0 * rs + c8 : 0u;
+    const unsigned tsm = (unsigned)__cvta_generic_to_shared(tiles) + 2u * (r0 * LD + c8);
+    /* U copies: 16 bytes (V % 4 == 0: row t / 4, columns 4 (t % 4) ..) or 4
+     * bytes (rows t / 16 + 16 i, column t % 16) */
+    const int ur0 = uvec ? t >> 2 : t >> 4, uc = uvec ? (t & 3) * 4 : t & 15;
+    const bool ucin = uc < vc;
+    const unsigned ustep = ucin ? LA_CU_C * HV : 0u, urstep = ucin ? 16u * HV : 0u;
+    const unsigned u0 = ucin ? (st0 * HS + hs) * V + v0 + ur0 * HV + uc : 0u;
+    const unsigned usm = (unsigned)__cvta_generic_to_shared(Us) + 4u * (ur0 * DCL_SU + uc);
+
+    auto issue = [&](int c, int b) {
+        const unsigned d = tsm + (unsigned)(b * 2 * NP * TILE * 2), o = w0 + (unsigned)c * wstep;
+        const unsigned du = usm + (unsigned)(b * 64 * DCL_SU * 4), ou = u0 + (unsigned)c * ustep;
+        if (c + 1 < nch) { /* a full chunk: only the per-thread column predicates */
+#pragma unroll
+            for (int i = 0; i < NIT; i++) {
+                const unsigned di = d + 2u * (i * RPI * LD), oi = o + i * rstep;
+                dcl_cp16(di, p.Wh + oi, cby);
+                dcl_cp16(di + 2 * NP * TILE, p.Kh + oi, cby);
+                if (NP == 2) {
+                    dcl_cp16(di + 2 * TILE, p.Wl + oi, cby);
+                    dcl_cp16(di + 2 * 3 * TILE, p.Kl + oi, cby);
+                }
+            }
+            if (uvec)
+                dcl_cp16(du, p.U + ou, ucin ? 16 : 0);
+            else
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    dcl_cp4(du + 4u * (16 * i * DCL_SU), p.U + ou + i * urstep, ucin ? 4 : 0);
+        } else { /* the last chunk: rows r >= L zero-filled */
+#pragma unroll
+            for (int i = 0; i < NIT; i++) {
+                const bool in = cin && r0 + RPI * i < lastL;
+                const unsigned di = d + 2u * (i * RPI * LD), oi = in ? o + i * rstep : 0u;
+                const int by = in ? 16 : 0;
+                dcl_cp16(di, p.Wh + oi, by);
+                dcl_cp16(di + 2 * NP * TILE, p.Kh + oi, by);
+                if (NP == 2) {
+                    dcl_cp16(di + 2 * TILE, p.Wl + oi, by);
+                    dcl_cp16(di + 2 * 3 * TILE, p.Kl + oi, by);
+                }
+            }
+            if (uvec) {
+                const bool in = ucin && ur0 < lastL;
+                dcl_cp16(du, p.U + (in ? ou : 0u), in ? 16 : 0);
+            } else
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const bool in = ucin && ur0 + 16 * i < lastL;
+                    dcl_cp4(du + 4u * (16 * i * DCL_SU), p.U + (in ? ou + i * urstep : 0u),
+                            in ? 4 : 0);
+                }
+        }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+    };
+
+    /* R^T slots of this warp (tokens tt, tt + 1 of 8 w .. 8 w + 7, columns g, g + 8) */
+    const int tt = 8 * w + 2 * q;
+    const bool mine = (w >> 2) == (int)rank;
+    const bool rin0 = g < vc, rin1 = g + 8 < vc;
+    const unsigned ro0 = ((st0 + tt) * HS + hs) * V + v0 + g, rstp = LA_CU_C * HV;
+    const unsigned ho0 = ((unsigned)s.chunk0 * HS + hs) * K * V + so, hstp = HS * K * V;
+    const float *bLp = p.bL + (unsigned)s.chunk0 * HS + hs;
+
+    dcl_cluster_sync();
+    if (nch > 0) issue(0, 0);
+    for (int c = 0; c < nch; c++) {
+        const int b = NB == 2 ? (c & 1) : 0, qb = c & 1;
+        const float bl = bLp[(unsigned)c * HS];
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
+        if (NB == 2 && c + 1 < nch) issue(c + 1, b ^ 1);
+        const dcl_bf *const Wt = tiles + b * 2 * NP * TILE, *const Kt = Wt + NP * TILE;
+        if (p.hst) {
+            float *const hc = p.hst + (ho0 + (unsigned)c * hstp);
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (sok[j][e]) hc[(unsigned)(8 * j + (e & 1)) * V + 8 * (e >> 1)] = S[j][e];
+        }
+        /* partial R^T of this warp's keys: P[j] = tokens 8 j .. 8 j + 7 */
+        float P[8][4], Px[8][4]; /* Px: the cross terms lo*hi + hi*lo (NP = 2) */
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) P[j][e] = 0.f, Px[j][e] = 0.f;
+        if (KW == 8) { /* m16n8k8: S^T's one accumulator tile is the A fragment */
+            uint32_t ah0, al0, ah1, al1;
+            la_cu_bf16_parts(S[0][0], S[0][1], ah0, al0);
+            la_cu_bf16_parts(S[0][2], S[0][3], ah1, al1);
+#pragma unroll
+            for (int jh = 0; jh < 2; jh++) { /* token tiles 4 jh .. 4 jh + 3 */
+                const int off = (32 * jh + 8 * m8 + rr) * LD + kbl;
+                uint32_t bh[4], bw[4];
+                la_tc_ldsm4<false>(bh, Wt + off);
+                if (NP == 2) la_tc_ldsm4<false>(bw, Wt + TILE + off);
+#pragma unroll
+                for (int m = 0; m < 4; m++) {
+                    dcl_mma8(P[4 * jh + m], ah0, ah1, bh[m]);
+                    if (NP == 2) {
+                        dcl_mma8(Px[4 * jh + m], al0, al1, bh[m]);
+                        dcl_mma8(Px[4 * jh + m], ah0, ah1, bw[m]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int ks = 0; ks < KW / 16; ks++) {
+            uint32_t ah[4], al[4];
+            la_cu_bf16_parts(S[2 * ks][0], S[2 * ks][1], ah[0], al[0]);
+            la_cu_bf16_parts(S[2 * ks][2], S[2 * ks][3], ah[1], al[1]);
+            la_cu_bf16_parts(S[2 * ks + 1][0], S[2 * ks + 1][1], ah[2], al[2]);
+            la_cu_bf16_parts(S[2 * ks + 1][2], S[2 * ks + 1][3], ah[3], al[3]);
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kbl + 16 * ks + (m8 & 1) * 8;
+                uint32_t bh[4];
+                la_tc_ldsm4<false>(bh, Wt + off);
+                la_tc_mma<dcl_bf>(P[2 * jj], ah, bh[0], bh[1]);
+                la_tc_mma<dcl_bf>(P[2 * jj + 1], ah, bh[2], bh[3]);
+                if (NP == 2) {
+                    uint32_t bw[4];
+                    la_tc_ldsm4<false>(bw, Wt + TILE + off);
+                    la_tc_mma<dcl_bf>(Px[2 * jj], al, bh[0], bh[1]);
+                    la_tc_mma<dcl_bf>(Px[2 * jj + 1], al, bh[2], bh[3]);
+                    la_tc_mma<dcl_bf>(Px[2 * jj], ah, bw[0], bw[1]);
+                    la_tc_mma<dcl_bf>(Px[2 * jj + 1], ah, bw[2], bw[3]);
+                }
+            }
+        }
+        {
+            float *pw = Ps + w * 16 * DCL_PLD;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                if (NP == 2)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
+                *(float2 *)&pw[g * DCL_PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
+                *(float2 *)&pw[(g + 8) * DCL_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
+            }
+        }
+        __syncthreads(); /* partials out */
+        /* Q of this CTA: row t / TPR, tokens FPT (t % TPR) .. + FPT - 1,
+         * summed in warp order; into Qs[qb][rank] here and at the peer */
+        {
+            const int o = (t / TPR) * DCL_PLD + FPT * (t % TPR);
+            float4 a[FPT / 4];
+#pragma unroll
+            for (int f = 0; f < FPT / 4; f++) a[f] = *(const float4 *)&Ps[o + 4 * f];
+#pragma unroll
+            for (int ww = 1; ww < NW; ww++)
+#pragma unroll
+                for (int f = 0; f < FPT / 4; f++) {
+                    const float4 y = *(const float4 *)&Ps[ww * 16 * DCL_PLD + o + 4 * f];
+                    a[f].x += y.x, a[f].y += y.y, a[f].z += y.z, a[f].w += y.w;
+                }
+            const int qo = (qb * 2 + (int)rank) * 16 * DCL_PLD + o;
+#pragma unroll
+            for (int f = 0; f < FPT / 4; f++) {
+                *(float4 *)&Qs[qo + 4 * f] = a[f];
+                dcl_st4(qs_peer + 4u * (unsigned)(qo + 4 * f), a[f]);
+            }
+        }
+        dcl_cluster_sync(); /* both CTAs' Q in both CTAs */
+        /* warp w: R^T of tokens 8 w .. 8 w + 7: U^T - (Q_0 + Q_1); to Rh, Rl,
+         * and to global memory (fp32) for the tokens of this rank */
+        {
+            const float *const Ub = Us + b * 64 * DCL_SU;
+            const float *const Q0 = Qs + qb * 2 * 16 * DCL_PLD, *const Q1 = Q0 + 16 * DCL_PLD;
+            float *const u = p.U + (ro0 + (unsigned)c * rstp);
+            const int L = c + 1 < nch ? LA_CU_C : lastL;
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int v = g + 8 * hf, o = v * DCL_PLD + tt;
+                const float2 a = *(const float2 *)&Q0[o], y = *(const float2 *)&Q1[o];
+                const float r0 = Ub[tt * DCL_SU + v] - (a.x + y.x),
+                            r1 = Ub[(tt + 1) * DCL_SU + v] - (a.y + y.y);
+                uint32_t hi, lo;
+                la_cu_bf16_parts(r0, r1, hi, lo);
+                *(uint32_t *)&Rh[v * DCL_RLD + tt] = hi;
+                *(uint32_t *)&Rl[v * DCL_RLD + tt] = lo;
+                if (mine && (hf ? rin1 : rin0)) {
+                    if (L == LA_CU_C) {
+                        u[8 * hf] = r0;
+                        u[HV + 8 * hf] = r1;
+                    } else {
+                        if (tt < L) u[8 * hf] = r0;
+                        if (tt + 1 < L) u[HV + 8 * hf] = r1;
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* R^T parts out */
+        /* S^T = b_L S^T + R^T Kd[:, keys of w] (+ the cross terms, NP = 2) */
+        float Sx[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) S[j][e] *= bl, Sx[j][e] = 0.f;
+        if (KW == 8) /* Kd of tokens 32 kp .. 32 kp + 31 for two token steps at once */
+#pragma unroll
+            for (int kp = 0; kp < 2; kp++) {
+                const int off = (32 * kp + 8 * m8 + rr) * LD + kbl;
+                uint32_t bh[4], bk[4];
+                la_tc_ldsm4<true>(bh, Kt + off);
+                if (NP == 2) la_tc_ldsm4<true>(bk, Kt + TILE + off);
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int ao =
+                        ((m8 & 1) * 8 + rr) * DCL_RLD + 16 * (2 * kp + h) + (m8 >> 1) * 8;
+                    uint32_t ah[4], al[4];
+                    la_tc_ldsm4<false>(ah, Rh + ao);
+                    la_tc_mma<dcl_bf>(S[0], ah, bh[2 * h], bh[2 * h + 1]);
+                    if (NP == 2) {
+                        la_tc_ldsm4<false>(al, Rl + ao);
+                        la_tc_mma<dcl_bf>(Sx[0], al, bh[2 * h], bh[2 * h + 1]);
+                        la_tc_mma<dcl_bf>(Sx[0], ah, bk[2 * h], bk[2 * h + 1]);
+                    }
+                }
+            }
+#pragma unroll
+        for (int kt = 0; kt < (KW == 8 ? 0 : 4); kt++) {
+            const int ao = ((m8 & 1) * 8 + rr) * DCL_RLD + 16 * kt + (m8 >> 1) * 8;
+            uint32_t ah[4], al[4];
+            la_tc_ldsm4<false>(ah, Rh + ao);
+            if (NP == 2) la_tc_ldsm4<false>(al, Rl + ao);
+#pragma unroll
+            for (int jn = 0; jn < KW / 16; jn++) {
+                const int off = (16 * kt + (m8 & 1) * 8 + rr) * LD + kbl + 16 * jn + (m8 >> 1) * 8;
+                uint32_t bh[4];
+                la_tc_ldsm4<true>(bh, Kt + off);
+                la_tc_mma<dcl_bf>(S[2 * jn], ah, bh[0], bh[1]);
+                la_tc_mma<dcl_bf>(S[2 * jn + 1], ah, bh[2], bh[3]);
+                if (NP == 2) {
+                    uint32_t bk[4];
+                    la_tc_ldsm4<true>(bk, Kt + TILE + off);
+                    la_tc_mma<dcl_bf>(Sx[2 * jn], al, bh[0], bh[1]);
+                    la_tc_mma<dcl_bf>(Sx[2 * jn + 1], al, bh[2], bh[3]);
+                    la_tc_mma<dcl_bf>(Sx[2 * jn], ah, bk[0], bk[1]);
+                    la_tc_mma<dcl_bf>(Sx[2 * jn + 1], ah, bk[2], bk[3]);
+                }
+            }
+        }
+        if (NP == 2)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) S[j][e] += Sx[j][e];
+        if (NB == 1 && c + 1 < nch) {
+            __syncthreads(); /* buffer 0 read by every warp */
+            issue(c + 1, 0);
+        }
+    }
+    if (p.sT)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (sok[j][e])
+                    p.sT[sbase + so + (unsigned)(8 * j + (e & 1)) * V + 8 * (e >> 1)] = S[j][e];
+#endif
+}
+
+/* Launches kern (NTH threads, smem bytes) in clusters of 2 CTAs, two per
+ * (sequence, value head, 16 value columns). */
+static la_status dcl_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                        void (*kern)(la_cu_dc_args), int nth, size_t smem) {
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)(2 * ((c->V + 15) / 16) * c->N * c->HS));
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeClusterDimension;
     at[0].val.clusterDim.x = 2, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid, cfg.blockDim = dim3(NW * 32), cfg.dynamicSmemBytes = smem;
+    cfg.gridDim = grid, cfg.blockDim = dim3(nth), cfg.dynamicSmemBytes = smem;
     cfg.stream = stream, cfg.attrs = at, cfg.numAttrs = 1;
-    LA_CU_TRY(c->op, cudaLaunchKernelEx(&cfg, la_cu_dc_state_cl<NW, KW, NP, NB>, p));
+    LA_CU_TRY(c->op, cudaLaunchKernelEx(&cfg, kern, p));
     return LA_OK;
 }
-template <int NW, int KW, int NP>
+/* S8: cuda-state8's kernel (NW = 8 only), else cuda-state7's */
+template <int NW, int KW, int NP, int NB, bool S8> struct dcl_k {
+    static constexpr void (*f)(la_cu_dc_args) = la_cu_dc_state_cl<NW, KW, NP, NB>;
+};
+template <int KW, int NP, int NB> struct dcl_k<8, KW, NP, NB, true> {
+    static constexpr void (*f)(la_cu_dc_args) = la_cu_dc_state_cl8<KW, NP, NB>;
+};
+template <int NW, int KW, int NP, bool S8>
 static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
     if (dcl_smem<NW, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
-        return dcl_launch<NW, KW, NP, 2>(c, p, stream);
-    return dcl_launch<NW, KW, NP, 1>(c, p, stream);
+        return dcl_go(c, p, stream, dcl_k<NW, KW, NP, 2, S8>::f, NW * 32,
+                      dcl_smem<NW, KW, NP, 2>());
+    return dcl_go(c, p, stream, dcl_k<NW, KW, NP, 1, S8>::f, NW * 32, dcl_smem<NW, KW, NP, 1>());
 }
-template <int NW, int KW>
+template <int NW, int KW, bool S8>
 static la_status dcl_np(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    return p.Wl ? dcl_nb<NW, KW, 2>(c, p, stream) : dcl_nb<NW, KW, 1>(c, p, stream);
+    return p.Wl ? dcl_nb<NW, KW, 2, S8>(c, p, stream) : dcl_nb<NW, KW, 1, S8>(c, p, stream);
+}
+
+/* cuda-state8's kernel takes 32-bit element offsets: every tensor it
+ * touches (W, Kd parts [tokens][HS][K8], U [tokens][HS][V], hst
+ * [chunks][HS][K][V], s0 / sT [N][HS][K][V]) below 2^31 elements, with a
+ * chunk of margin. */
+static int dcl_fits32(const la__cu_call *c) {
+    const int64_t lim = (int64_t)1 << 31, K8 = (c->K + 7) & ~(int64_t)7;
+    const int64_t tok = c->B * c->T + LA_CU_C, nch = tok / LA_CU_C + c->N + 1;
+    const int64_t KV = c->K * c->V, KM = K8 > c->V ? K8 : c->V;
+    return tok < lim / (c->HS * KM) && nch < lim / (c->HS * KV) && c->N < lim / (c->HS * KV);
 }
 
 /* LINATTN_CUDA_DELTA_STATE=old: never the cluster kernel; =cl: also where
  * the grid takes more than one wave; =w4: 4 warps of 16 (32) keys per CTA
- * instead of 8 of 8 (16) (A/B knobs, read once). 0 off, 1 by grid size,
- * 2 always, 3 w4 by grid size. */
+ * instead of 8 of 8 (16); =cl7: cuda-state7's 8-warp kernel instead of
+ * cuda-state8's (A/B knobs, read once). 0 off, 1 by grid size, 2 always,
+ * 3 w4 by grid size, 4 cl7 by grid size. */
 static int dcl_mode(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_STATE");
-        mode = !e ? 1 : e[0] == 'o' ? 0 : e[0] == 'c' ? 2 : e[0] == 'w' ? 3 : 1;
+        mode = !e                  ? 1
+               : !strcmp(e, "cl7") ? 4
+               : e[0] == 'o'       ? 0
+               : e[0] == 'c'       ? 2
+               : e[0] == 'w'       ? 3
+                                   : 1;
     }
     return mode;
 }
@@ -421,8 +792,10 @@ int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStre
     }
     if (major < 9) return 0;
     if (mode == 3)
-        *st = c->K <= 128 ? dcl_np<4, 16>(c, p, stream) : dcl_np<4, 32>(c, p, stream);
+        *st = c->K <= 128 ? dcl_np<4, 16, false>(c, p, stream) : dcl_np<4, 32, false>(c, p, stream);
+    else if (mode == 4 || !dcl_fits32(c))
+        *st = c->K <= 128 ? dcl_np<8, 8, false>(c, p, stream) : dcl_np<8, 16, false>(c, p, stream);
     else
-        *st = c->K <= 128 ? dcl_np<8, 8>(c, p, stream) : dcl_np<8, 16>(c, p, stream);
+        *st = c->K <= 128 ? dcl_np<8, 8, true>(c, p, stream) : dcl_np<8, 16, true>(c, p, stream);
     return 1;
 }
