@@ -20,10 +20,9 @@
  * the same results), products that share an operand in one pass (dcg_gemm4x2:
  * q.k with k.k, dP with dM, dO~ S0^T with Yu S0^T; LINATTN_CUDA_DCG_FUSE=0:
  * one at a time, bitwise the same results; 3, 4: dcg_pgemm, a cp.async pipeline,
- * slower at the GDN shape) (bf16 inputs with LINATTN_CUDA_DELTA_TC_GRAD=1:
- * delta_grad_tc.cu on tensor cores, slower as measured; bf16 by default:
- * cuda-dcg7's la_cu_dcg_tc2 in delta_grad_tc2.cu, LINATTN_CUDA_DCG_TC=0 keeps
- * this kernel), fixed summation
+ * slower at the GDN shape) (bf16 by default: cuda-dcg7's tensor-core
+ * la_cu_dcg_tc2 in delta_grad_tc2.cu, LINATTN_CUDA_DCG_TC=0 keeps this
+ * kernel), fixed summation
  * orders, no atomics. Outputs: dv (final), and
  * per value head dq, dk ([tokens][HS][K], fp32), dbeta, dg ([tokens][HS]). */
 #include <stdlib.h>
@@ -571,14 +570,6 @@ __global__ void __launch_bounds__(256, MINB)
     }
 }
 
-/* cuda-delta5: the tensor-core kernel for bf16 inputs (delta_grad_tc.cu),
- * whether it fits c's device, and whether it runs (opt-in:
- * LINATTN_CUDA_DELTA_TC_GRAD=1, unless LINATTN_CUDA_TC=0). */
-int la__cu_delta_grads_tc_fits(const la__cu_call *c);
-la_status la__cu_delta_grads_tc(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
-                                const la_cu_dc_args &p, float *dR, const float *hst,
-                                const float *dhst, float *dqp, float *dkp, float *dbp, float *dgp);
-int la__cu_delta_tc_grad(void);
 /* cuda-dcg7: the tensor-core kernel with pipelined staging (delta_grad_tc2.cu),
  * the default for bf16 (LINATTN_CUDA_DCG_TC=0 or LINATTN_CUDA_TC=0: this file's
  * FFMA kernel) */
@@ -597,8 +588,6 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream, co
                                    const float *dhst, float *dqp, float *dkp, float *dbp,
                                    float *dgp) {
     if (tb.nchunks == 0) return LA_OK;
-    if (c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_grad() && la__cu_delta_grads_tc_fits(c))
-        return la__cu_delta_grads_tc(c, stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp);
     if (c->dtype == LA_DTYPE_BF16 && la__cu_dcg_tc2_on() && la__cu_dcg_tc2_fits(c))
         return la__cu_dcg_tc2(c, stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp);
     const size_t smem = sizeof(dcg_smem);

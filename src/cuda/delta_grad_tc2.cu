@@ -2,7 +2,7 @@
  * bf16 inputs, the default for bf16 (LINATTN_CUDA_DCG_TC=0: la_cu_dcg's
  * FFMA kernel). Same math as la_cu_dcg (delta_chunk_grad.cu's header gives
  * the formulas) and the same products as cuda-delta5's la_cu_dcg_tc
- * (delta_grad_tc.cu): q, k, dO exact in one bf16 part; the fp32 quantities
+ * (delta_grad_tc.cu, removed once this kernel replaced it): q, k, dO exact in one bf16 part; the fp32 quantities
  * S0, G, R, dR, Yu, A^T, T1, T2 as NP bf16 parts: by default two (hi + lo,
  * about 16 significant bits; a product of two fp32 operands is three
  * m16n8k16 products hi*hi + lo*hi + hi*lo, one with an input two), or three
