@@ -436,6 +436,111 @@ __global__ void __launch_bounds__(128)
     }
 }
 
+/* cuda-red8: the same reduce with one warp per (token, q/k head), 8 warps a
+ * CTA, a grid-stride loop over the rows; no shared memory, no barriers.
+ * Lane l holds the elements i = l + 32 m (m < NPL, i < K) in registers, so
+ * every sum is the old kernel's: each element over the value heads (outer)
+ * and column blocks (inner) from 0.f; ss and y.dy per lane in increasing i,
+ * then the same xor tree; the output expression as above with lane 0's rstd
+ * and dot (the old kernel's warp-0 values); dbeta, dg over the blocks in
+ * order. Loads stay scalar: the warp's 32 consecutive elements are one
+ * coalesced 128-byte (fp32) or 64-byte (16-bit) access, and a 16-byte load
+ * would put consecutive elements in one lane, changing the lane sums. */
+template <typename T, int NPL>
+__global__ void __launch_bounds__(256)
+    la_cu_delta_bwd_reduce_w(delta_bwd_args p, int nvb, void *dq_out, void *dk_out, float *dbeta,
+                             float *dg) {
+    const int lane = threadIdx.x & 31;
+    const int64_t K = p.K, HS = p.HS, H = p.H, G = HS / H, ntok = p.ntok, rows = ntok * H;
+    const int64_t nw = (int64_t)gridDim.x * (blockDim.x >> 5);
+    const size_t plane = (size_t)ntok * HS; /* one column block's partials, in rows */
+    for (int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
+         r += nw) {
+        const int64_t tok = r / H, hq = r % H;
+        for (int which = 0; which < 2; which++) {
+            const float *part = (which ? p.dkp : p.dqp) + ((size_t)tok * HS + hq * G) * K + lane;
+            const T *x = (const T *)(which ? p.k : p.q) + r * K + lane;
+            T *out = (T *)(which ? dk_out : dq_out) + r * K + lane;
+            float y[NPL], xv[NPL];
+#pragma unroll
+            for (int m = 0; m < NPL; m++) y[m] = 0.f;
+            if (nvb == 1) {
+#pragma unroll 4
+                for (int64_t gi = 0; gi < G; gi++) {
+                    const float *pp = part + (size_t)gi * K;
+#pragma unroll
+                    for (int m = 0; m < NPL; m++)
+                        if (lane + 32 * m < K) y[m] += __ldcs(pp + 32 * m);
+                }
+            } else {
+                for (int64_t gi = 0; gi < G; gi++)
+                    for (int b = 0; b < nvb; b++) {
+                        const float *pp = part + ((size_t)b * plane + gi) * K;
+#pragma unroll
+                        for (int m = 0; m < NPL; m++)
+                            if (lane + 32 * m < K) y[m] += __ldcs(pp + 32 * m);
+                    }
+            }
+#pragma unroll
+            for (int m = 0; m < NPL; m++) xv[m] = lane + 32 * m < K ? ldf(x + 32 * m) : 0.f;
+            if (p.use_l2) {
+                float ss = 0.f, dot = 0.f;
+#pragma unroll
+                for (int m = 0; m < NPL; m++)
+                    if (lane + 32 * m < K) ss = fmaf(xv[m], xv[m], ss);
+                for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+                const float rs = 1.f / sqrtf(ss + 1e-6f);
+#pragma unroll
+                for (int m = 0; m < NPL; m++)
+                    if (lane + 32 * m < K) dot = fmaf(xv[m] * rs, y[m], dot);
+                for (int off = 16; off > 0; off >>= 1)
+                    dot += __shfl_xor_sync(0xffffffffu, dot, off);
+                const float rstd = __shfl_sync(0xffffffffu, rs, 0);
+                const float d0 = __shfl_sync(0xffffffffu, dot, 0);
+#pragma unroll
+                for (int m = 0; m < NPL; m++)
+                    if (lane + 32 * m < K) stf(out + 32 * m, rstd * (y[m] - xv[m] * rstd * d0));
+            } else {
+#pragma unroll
+                for (int m = 0; m < NPL; m++)
+                    if (lane + 32 * m < K) stf(out + 32 * m, y[m]);
+            }
+        }
+        for (int64_t gi = lane; gi < G; gi += 32) {
+            const size_t vi = (size_t)tok * HS + hq * G + gi;
+            float b = 0.f, gg = 0.f;
+            for (int bb = 0; bb < nvb; bb++) {
+                b += p.dbp[(size_t)bb * plane + vi];
+                gg += p.dgp[(size_t)bb * plane + vi];
+            }
+            dbeta[vi] = b;
+            if (dg) dg[vi] = gg;
+        }
+    }
+}
+
+/* Launches the reduce: the warp kernel unless LINATTN_CUDA_DELTA_REDUCE=old
+ * asks for the CTA-per-row kernel above (the A/B). */
+template <typename T>
+static void delta_reduce_launch(const la__cu_call *c, cudaStream_t stream, const delta_bwd_args &b,
+                                int nvb) {
+    const int64_t ntok = c->B * c->T, rows = ntok * c->H;
+    const char *e = getenv("LINATTN_CUDA_DELTA_REDUCE");
+    if (e && !strcmp(e, "old")) {
+        la_cu_delta_bwd_reduce<T><<<dim3((unsigned)ntok, (unsigned)c->H), 128, 0, stream>>>(
+            b, nvb, c->dq, c->dk, c->dbeta, c->dg);
+        return;
+    }
+    int64_t ctas = (rows + 7) / 8;
+    if (ctas > (1 << 22)) ctas = 1 << 22;
+    void (*kern)(delta_bwd_args, int, void *, void *, float *, float *) =
+        c->K <= 32    ? la_cu_delta_bwd_reduce_w<T, 1>
+        : c->K <= 64  ? la_cu_delta_bwd_reduce_w<T, 2>
+        : c->K <= 128 ? la_cu_delta_bwd_reduce_w<T, 4>
+                      : la_cu_delta_bwd_reduce_w<T, 8>;
+    kern<<<(unsigned)ctas, 256, 0, stream>>>(b, nvb, c->dq, c->dk, c->dbeta, c->dg);
+}
+
 /* The chunk form with the chunkwise token gradients: states and state
  * gradients at every chunk boundary, then every chunk's dq, dk, dv, dbeta,
  * dg at once, then the reduce (over value heads, l2norm backward). */
@@ -462,8 +567,7 @@ static la_status delta_backward_wy(const la__cu_call *c, la_cu_arena *ar, const 
     b.q = c->q, b.k = c->k, b.dqp = dqp, b.dkp = dkp, b.dbp = dbp, b.dgp = dgp;
     b.H = c->H, b.HS = c->HS, b.K = c->K, b.V = c->V, b.ntok = ntok, b.use_l2 = c->use_l2;
     if (ntok > 0) {
-        la_cu_delta_bwd_reduce<T><<<dim3((unsigned)ntok, (unsigned)c->H), 128, 0, ar->stream>>>(
-            b, 1, c->dq, c->dk, c->dbeta, c->dg);
+        delta_reduce_launch<T>(c, ar->stream, b, 1);
         LA_CU_LAUNCHED(c->op);
     }
     return LA_OK;
@@ -537,8 +641,7 @@ template <typename T> static la_status delta_backward(const la__cu_call *c, la_c
         LA_CU_LAUNCHED(c->op);
     }
     if (ntok > 0) {
-        la_cu_delta_bwd_reduce<T><<<dim3((unsigned)ntok, (unsigned)c->H), 128, 0, ar->stream>>>(
-            b, (int)nvb, c->dq, c->dk, c->dbeta, c->dg);
+        delta_reduce_launch<T>(c, ar->stream, b, (int)nvb);
         LA_CU_LAUNCHED(c->op);
     }
     return LA_OK;
