@@ -94,7 +94,11 @@ class _Context:
     def __init__(self, n_threads):
         h = _ffi.c_ptr()
         call("la_ctx_create", ctypes_byref(h), int(n_threads))
-        self.handle = h.value
+        self._adopt(h.value)
+
+    def _adopt(self, handle):
+        """Takes ownership of a created la_ctx (CPU or CUDA)."""
+        self.handle = handle
         self._destroy = lib.la_ctx_destroy
         self.saved_idle = []
         self._lock = threading.RLock()  # reentrant: objects come back from GC anywhere
@@ -380,10 +384,8 @@ class TorchXP:
         return _torch.empty(shape, dtype=self.compute_dtype, device=self.device)
 
     def empty_state(self, shape):
-        if not self.cuda:
-            a = POOL.array(shape)
-            if a is not None:
-                return _torch.from_numpy(a)
+        if not self.cuda:  # float32 there too: empty's pooled block
+            return self.empty(shape)
         return _torch.empty(shape, dtype=_torch.float32, device=self.device)
 
     def zeros(self, shape):
@@ -402,12 +404,9 @@ class _CudaContext(_Context):
     def __init__(self, index, stream):
         h = _ffi.c_ptr()
         call("la_ctx_create_cuda", ctypes_byref(h), int(index), _ffi.c_ptr(stream))
-        self.handle = h.value
-        self._destroy = lib.la_ctx_destroy
+        self._adopt(h.value)  # its la_saved pool too, as a CPU context's (cuda-saved7)
         _CUDA_HANDLES.add(self.handle)
-        self.stream = stream  # cuda-saved7: la_saved pool as a CPU context's
-        self.saved_idle = []
-        self._lock = threading.Lock()
+        self.stream = stream
 
     # The set is bound as a default: at interpreter exit the module's globals
     # may already be None when the last thread-local contexts are collected.
@@ -422,6 +421,11 @@ def cuda_context(device):
     thread, device, stream), created on first use. Calls only enqueue work on
     that stream, so results are ordered with the torch ops around them. Needs
     la_ctx_create_cuda in the loaded library."""
+    return cuda_context_object(device).handle
+
+
+def cuda_context_object(device):
+    """The _CudaContext whose handle cuda_context(device) returns."""
     if not has_symbol("la_ctx_create_cuda"):
         raise NotImplementedError(
             "linattn: CUDA tensors need the CUDA backend (la_ctx_create_cuda), which the "
@@ -436,14 +440,7 @@ def cuda_context(device):
     c = cache.get(key)
     if c is None:
         c = cache[key] = _CudaContext(index, stream)
-    return c.handle
-
-
-def cuda_context_object(device):
-    """cuda-saved7: the _CudaContext cuda_context(device) returns the handle of."""
-    cuda_context(device)
-    index = device.index if device.index is not None else _torch.cuda.current_device()
-    return _local.cuda[(index, _torch.cuda.current_stream(index).cuda_stream)]
+    return c
 
 
 class _XPOnContext:
