@@ -3,7 +3,7 @@
  * fp32 FFMA kernels: fp32 inputs, and 16-bit ones under LINATTN_CUDA_TC=0;
  * bf16 / fp16 inputs otherwise take the tensor-core state pass
  * (delta_state_tc.cu) and, for bf16, the tensor-core prep and output
- * (delta_prep_tc.cu, delta_out_tc.cu)). In a chunk of L <= 64 tokens
+ * (delta_prep_blk.cu, delta_out_tc.cu)). In a chunk of L <= 64 tokens
  * with gam_t the cumulative log-gate inside the chunk (double),
  * b_t = e^{gam_t}, k and q l2-normalised when asked:
  *   Lo = strictly_lower(diag(beta) K K^T (.) Gamma),  A = (I + Lo)^{-1}

@@ -186,7 +186,7 @@ int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStre
 la_status la__cu_delta_out_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                               cudaStream_t stream);
 int la__cu_delta_tc_out(void);
-/* cuda-delta4: prep on tensor cores for bf16 inputs (delta_prep_tc.cu), and
+/* cuda-delta4: prep on tensor cores for bf16 inputs (delta_prep_blk.cu), and
  * whether it runs (LINATTN_CUDA_TC, LINATTN_CUDA_DELTA_TC_PREP). */
 la_status la__cu_delta_prep_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                                cudaStream_t stream);

@@ -1,7 +1,12 @@
-/* cuda-delta12: the delta rules' prep kernel for bf16 inputs with a blocked
- * triangular inverse; the same outputs as la_cu_dc_prep_tc
- * (delta_prep_tc.cu, formulas there) for a chunk of L <= 64 tokens. One CTA
- * of 8 warps per (chunk, value head):
+/* The delta rules' prep kernel on tensor cores (bf16 inputs): the same
+ * outputs as la_cu_dc_prep (delta_chunk.cu) for a chunk of L <= 64 tokens:
+ *   Lo = strictly_lower(diag(beta) K K^T (.) Gamma),  A = (I + Lo)^{-1}
+ *   U = A diag(beta) V,  W = A diag(beta b) K,  Kd = diag(e^{gam_L - gam}) K
+ * (K row-normalised where asked), plus A^T, b_L and the bf16 parts of W, Kd
+ * for the tensor-core state pass; fp16 inputs keep the FFMA kernel.
+ * cuda-delta12's blocked triangular inverse (cuda-dout9 removed the older
+ * column-inverse kernel, delta_prep_tc.cu, and moved its dispatchers here).
+ * One CTA of 8 warps per (chunk, value head):
  * - K and V tiles by 16-byte cp.async in two groups (V is waited for only
  *   before U = A diag(beta) V, so its load overlaps the inverse); g and beta
  *   by 64 threads, the chunk's gate prefix sums by thread 0 in double in
@@ -21,7 +26,7 @@
  *   fp32 factor split into bf16 hi + lo in registers (no part tiles in
  *   shared memory; only the blocks kt <= row block, A being lower
  *   triangular); fp32 pairs and bf16 pairs stored 8 / 4 bytes at a time.
- * Shared memory 55 KB at K = V = 128 (the old kernel: 106 KB), 80 registers:
+ * Shared memory 55 KB at K = V = 128 (the column-inverse kernel: 106 KB), 80 registers:
  * 3 CTAs per SM. The value heads of a chunk are neighbours in the launch
  * order (they share the key tile). No atomics; every sum has a fixed order,
  * so results are bitwise identical run to run. */
@@ -32,15 +37,10 @@
 
 typedef __nv_bfloat16 dpb_bf;
 
-/* (declared here and in delta_prep_tc.cu, which calls them) */
-la_status la__cu_delta_prep_blk(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
-                                cudaStream_t stream);
-int la__cu_delta_prep_blk_on(void);
-
 #define DPB_MS 72 /* row stride (floats) of the fp32 tile M (Lo, then A) */
 
 /* A 64 x CP tile (row stride CP + 8) of rows < L, columns < C of src (row
- * stride `stride`), 0 elsewhere; 256 threads (as delta_prep_tc.cu's fetch). */
+ * stride `stride`), 0 elsewhere; 256 threads. */
 template <int CP>
 __device__ __forceinline__ void dpb_fetch(dpb_bf *dst, const dpb_bf *src, int64_t stride, int L,
                                           int C, bool vec) {
@@ -440,21 +440,22 @@ static la_status dpb_v(const la__cu_call *c, const la_cu_dc_args &p, int64_t nch
     if (c->V <= 128) return dpb_launch<KP, 128>(c, p, nchunks, stream);
     return dpb_launch<KP, 256>(c, p, nchunks, stream);
 }
-la_status la__cu_delta_prep_blk(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
-                                cudaStream_t stream) {
+/* la_cu_dc_prep_blk for bf16 inputs (delta_chunk.cu calls this where
+ * la__cu_delta_tc_prep says so). */
+la_status la__cu_delta_prep_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                               cudaStream_t stream) {
     if (c->K <= 64) return dpb_v<64>(c, p, nchunks, stream);
     if (c->K <= 128) return dpb_v<128>(c, p, nchunks, stream);
     return dpb_v<256>(c, p, nchunks, stream);
 }
 
-/* Whether the tensor-core prep takes this kernel: yes unless
- * LINATTN_CUDA_DELTA_PREP_BLK = 0 (the column-inverse kernel
- * la_cu_dc_prep_tc then runs, for A/B; read once). */
-int la__cu_delta_prep_blk_on(void) {
+/* Whether bf16 calls take this kernel: yes unless LINATTN_CUDA_TC = 0 or
+ * LINATTN_CUDA_DELTA_TC_PREP = 0 (benchmarking knobs, read once). */
+int la__cu_delta_tc_prep(void) {
     static int mode = -1;
     if (mode < 0) {
-        const char *e = getenv("LINATTN_CUDA_DELTA_PREP_BLK");
-        mode = !(e && e[0] == '0');
+        const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DELTA_TC_PREP");
+        mode = !((e && e[0] == '0') || (o && o[0] == '0'));
     }
     return mode;
 }
