@@ -228,4 +228,11 @@ bool la__cu_delta_saved_args(const la__cu_call *c, const la_cu_table &tb, la_cu_
 /* The saved per-chunk states ([max(nchunks, 1)][HS][K][V]), NULL if none. */
 float *la__cu_delta_saved_hst(const la__cu_call *c, int64_t nchunks);
 
+/* cuda-dout9: the backward's P^T dO (and dOf, bf16 q) on tensor cores for
+ * bf16 inputs (delta_pto_tc.cu), for the tensor-core reverse pass; whether
+ * it runs (LINATTN_CUDA_DELTA_PTO = old keeps la_cu_dcb_pto). */
+int la__cu_delta_pto_tc_on(const la__cu_call *c, int64_t nchunks);
+la_status la__cu_delta_pto_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                              cudaStream_t stream, float *dRo, float *dOf, __nv_bfloat16 *Qb);
+
 #endif

@@ -295,7 +295,11 @@ static la_status dcb_dstates(const la__cu_call *c, la_cu_arena *ar, const la_cu_
         (st = la__cu_alloc(ar, (void **)&dOf, nt * c->V * 4)))
         return st;
     if (dRout) *dRout = dRo;
-    if (tb.nchunks > 0) {
+    if (tb.nchunks > 0 && tc && la__cu_delta_pto_tc_on(c, tb.nchunks)) {
+        /* cuda-dout9: P^T dO on tensor cores (delta_pto_tc.cu) */
+        if ((st = la__cu_delta_pto_tc(c, p, tb.nchunks, ar->stream, dRo, dOf, (__nv_bfloat16 *)Qd)))
+            return st;
+    } else if (tb.nchunks > 0) {
         la_cu_dcb_pto<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(
             p, c->d_o, dRo, Qd, dOf, tc ? (__nv_bfloat16 *)Qd : NULL);
         LA_CU_LAUNCHED(c->op);

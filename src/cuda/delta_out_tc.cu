@@ -12,9 +12,11 @@
  * order of la_cu_dc_rnorm. Value columns in blocks of 64. No atomics. fp16
  * inputs keep the FFMA kernel (their hi part would need fp16's range). */
 #include "delta_chunk.cuh"
+#include "delta_tile.cuh"
 #include "tc.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef __nv_bfloat16 dot_bf;
 
@@ -26,42 +28,6 @@ typedef __nv_bfloat16 dot_bf;
 template <int KP> static size_t dot_smem() {
     return (size_t)2 * 64 * (KP + 8) * 2 + (size_t)2 * KP * DOT_SLD * 2 +
            (size_t)2 * 64 * DOT_SLD * 2;
-}
-
-/* A 64 x KP tile of a [tokens][H][K] bf16 input: rows < L, columns < K, 0
- * elsewhere (16-byte cp.async where vec, else 2-byte loads). */
-template <int KP>
-__device__ __forceinline__ void dot_fetch(dot_bf *dst, const dot_bf *src, int64_t stride, int L,
-                                          int K, bool vec) {
-    constexpr int LD = KP + 8, KQ = KP / 8;
-    for (int e = threadIdx.x; e < 64 * KQ; e += 128) {
-        const int r = e / KQ, c8 = (e - r * KQ) * 8;
-        dot_bf *d = dst + r * LD + c8;
-        if (vec) {
-            const bool in = r < L && c8 < K;
-            la_cu_cpb16(d, in ? src + r * stride + c8 : src, in ? 16 : 0);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                d[i] = (r < L && c8 + i < K) ? src[r * stride + c8 + i] : __float2bfloat16_rn(0.f);
-        }
-    }
-}
-/* 1 / sqrt(|x_r|^2 + 1e-6) of the tile's rows (1 without l2), in the order
- * of la_cu_dc_rnorm; warp w takes rows w, w + 4, ... */
-template <int KP>
-__device__ __forceinline__ void dot_rnorm(float *rn, const dot_bf *tile, int L, int K, int use_l2) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int r = w; r < 64; r += 4) {
-        float a = 0.f;
-        if (use_l2 && r < L)
-            for (int i = lane; i < K; i += 32) {
-                const float y = __bfloat162float(tile[r * (KP + 8) + i]);
-                a = fmaf(y, y, a);
-            }
-        for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-        if (lane == 0) rn[r] = use_l2 ? 1.f / sqrtf(a + 1e-6f) : 1.f;
-    }
 }
 
 template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_dc_args p) {
@@ -80,14 +46,14 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
     const dot_bf *qc = (const dot_bf *)p.q + (tok0 * H + hq) * K;
     const dot_bf *kc = (const dot_bf *)p.k + (tok0 * H + hq) * K;
     const bool vec = (K & 7) == 0 && (((uintptr_t)p.q | (uintptr_t)p.k) & 15) == 0;
-    dot_fetch<KP>(Qs, qc, kst, L, (int)K, vec);
-    dot_fetch<KP>(Ks, kc, kst, L, (int)K, vec);
+    la_dt_fetch<KP>(Qs, qc, kst, L, (int)K, vec);
+    la_dt_fetch<KP>(Ks, kc, kst, L, (int)K, vec);
     asm volatile("cp.async.commit_group;\n" ::: "memory");
     la_cu_chunk_gates(gam, p.g, 0.f, tok0, L, HS, (int)hs);
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     __syncthreads();
-    dot_rnorm<KP>(rq, Qs, L, (int)K, p.use_l2);
-    dot_rnorm<KP>(rk, Ks, L, (int)K, p.use_l2);
+    la_dt_rnorm<KP>(rq, Qs, L, (int)K, p.use_l2);
+    la_dt_rnorm<KP>(rk, Ks, L, (int)K, p.use_l2);
     __syncthreads();
     if (t < LA_CU_C) bq[t] = t < L ? p.scale * (la_cu_expd(gam[t]) * rq[t]) : 0.f;
     /* Q K^T, rows 16 w .., columns 8 j .. (j < 8) */
@@ -241,6 +207,220 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
     }
 }
 
+/* cuda-dout9: the same O with the work split by value columns, S and R
+ * never staged. Warp w takes 16-column blocks cb = w, w + 4, ... and all 64
+ * rows (4 m-tiles x 2 n-tiles of m16n8 accumulators). It reads its columns
+ * of S (rows < K) and R (rows < L) straight from global memory into
+ * registers, 16 rows (one k-step) at a time, D steps ahead of the mma
+ * (lane (g, q) reads rows 2q, 2q+1, 2q+8, 2q+9 of the step, columns 2g,
+ * 2g+1 as float2: a warp's load covers 4 rows x 64 contiguous bytes) and
+ * splits them into bf16 hi + lo B fragments in registers. The two n-tiles
+ * are interleaved: n-tile j's column n is the block's column 2n + j, so
+ * lane (g, q)'s float2 gives column g of both n-tiles and its accumulators
+ * hold the block's columns 4q .. 4q+3 (one 8-byte bf16 store per row). P
+ * (masked, gated, scaled Q K^T; warp w computes rows 16w..) is split once
+ * into bf16 hi + lo tiles in shared memory that every warp reads by
+ * ldmatrix. Products as in la_cu_dc_out_tc: Q Sh + Q Sl, scaled by the row
+ * factor b q_scale, then + Ph Rh + Pl Rh + Ph Rl (tiles where P = 0, above
+ * the diagonal, skipped), one fp32 accumulator per element, fixed order.
+ * Offsets inside S and R are 32-bit (the launcher checks). */
+#define DO2_PLD 72 /* row stride (bf16) of the P part tiles */
+template <int KP> static size_t do2_smem() {
+    return (size_t)2 * 64 * (KP + 8) * 2 + (size_t)2 * 64 * DO2_PLD * 2;
+}
+
+/* k-step s's four float2 of lane (g, q) (column c = block start + 2g):
+ * rows 16 s' + 2q + {0, 1, 8, 9} of S (s < KP / 16, s' = s, rows < K, row
+ * stride V) or of R (s' = s - KP / 16, rows < L, row stride rst); 0
+ * outside. v2: 8-byte loads (V even, aligned, c < V). */
+template <int KP>
+__device__ __forceinline__ void do2_load(float2 (&y)[4], int s, const float *hc, const float *R,
+                                         int rst, int K, int L, int c, int V, bool v2, int q) {
+    constexpr int KS = KP / 16;
+    const bool isS = s < KS;
+    const int r0 = 16 * (isS ? s : s - KS) + 2 * q, lim = isS ? K : L;
+    const float *base = isS ? hc : R;
+    const int st = isS ? V : rst;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int r = r0 + (i & 1) + 8 * (i >> 1);
+        const float *src = base + (r * st + c);
+        if (r < lim && v2) {
+            y[i] = __ldg((const float2 *)src);
+        } else {
+            y[i].x = (r < lim && c < V) ? src[0] : 0.f;
+            y[i].y = (r < lim && c + 1 < V) ? src[1] : 0.f;
+        }
+    }
+}
+
+template <int KP, int D>
+__global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
+    extern __shared__ __align__(128) unsigned char do2_sm[];
+    constexpr int LD = KP + 8, KS = KP / 16, NS = KS + 4;
+    __shared__ double gam[LA_CU_C];
+    __shared__ float bq[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
+    dot_bf *const Qs = (dot_bf *)do2_sm, *const Ks = Qs + 64 * LD;
+    dot_bf *const Ph = Ks + 64 * LD, *const Pl = Ph + 64 * DO2_PLD;
+    const int64_t HS = p.HS, H = p.H, K = p.K;
+    const int64_t cid = blockIdx.x / HS, hs = blockIdx.x - cid * HS, hq = hs / (HS / H);
+    const la_cu_chunk ch = p.chunks[cid];
+    const int V = (int)p.V, L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31;
+    const int g = lane >> 2, q = lane & 3, m8 = lane >> 3, rr = lane & 7;
+    const int64_t tok0 = ch.tok0, kst = H * K;
+    const dot_bf *qc = (const dot_bf *)p.q + (tok0 * H + hq) * K;
+    const dot_bf *kc = (const dot_bf *)p.k + (tok0 * H + hq) * K;
+    const bool vec = (K & 7) == 0 && (((uintptr_t)p.q | (uintptr_t)p.k) & 15) == 0;
+    la_dt_fetch<KP>(Qs, qc, kst, L, (int)K, vec);
+    la_dt_fetch<KP>(Ks, kc, kst, L, (int)K, vec);
+    la_cu_cp_commit();
+    const float *hc = p.hst + ((size_t)cid * HS + hs) * K * V;
+    const float *R = p.U + (tok0 * HS + hs) * V;
+    const int rst = (int)HS * V;
+    const bool al2 = (V & 1) == 0 && (((uintptr_t)p.hst | (uintptr_t)p.U) & 7) == 0;
+    const bool ov4 = (V & 3) == 0 && ((uintptr_t)p.o & 7) == 0;
+    const int nblk = (V + 15) / 16;
+    float2 y[D][4];
+    /* the first D k-steps of block cb, in flight during what follows */
+    auto prologue = [&](int cb) {
+        const int c = 16 * cb + 2 * g;
+#pragma unroll
+        for (int d = 0; d < D; d++)
+            do2_load<KP>(y[d], d, hc, R, rst, (int)K, L, c, V, al2 && c < V, q);
+    };
+    if (w < nblk) prologue(w);
+    la_cu_chunk_gates(gam, p.g, 0.f, tok0, L, HS, (int)hs);
+    la_cu_cp_wait<0>();
+    __syncthreads();
+    la_dt_rnorm<KP>(rq, Qs, L, (int)K, p.use_l2);
+    la_dt_rnorm<KP>(rk, Ks, L, (int)K, p.use_l2);
+    __syncthreads();
+    if (t < LA_CU_C) bq[t] = t < L ? p.scale * (la_cu_expd(gam[t]) * rq[t]) : 0.f;
+    {
+        /* Q K^T, rows 16 w .., columns 8 j ..; P's parts into Ph, Pl */
+        float A[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) A[j][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            uint32_t a[4];
+            la_tc_ldsm4<false>(a, Qs + (16 * w + (m8 & 1) * 8 + rr) * LD + 16 * kk + (m8 >> 1) * 8);
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                uint32_t b[4];
+                la_tc_ldsm4<false>(b, Ks + (16 * jj + (m8 >> 1) * 8 + rr) * LD + 16 * kk +
+                                          (m8 & 1) * 8);
+                la_tc_mma<dot_bf>(A[2 * jj], a, b[0], b[1]);
+                la_tc_mma<dot_bf>(A[2 * jj + 1], a, b[2], b[3]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int m = 16 * w + g + 8 * hf, n = 8 * j + 2 * q;
+                float x[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    x[e] = (n + e <= m && m < L)
+                               ? p.scale * (rq[m] * rk[n + e] * A[j][2 * hf + e]) *
+                                     la_cu_expd(gam[m] - gam[n + e])
+                               : 0.f;
+                uint32_t h, l;
+                la_cu_bf16_parts(x[0], x[1], h, l);
+                *(uint32_t *)(Ph + m * DO2_PLD + n) = h;
+                *(uint32_t *)(Pl + m * DO2_PLD + n) = l;
+            }
+    }
+    __syncthreads(); /* Ph, Pl, bq visible */
+    dot_bf *const o = (dot_bf *)p.o + (tok0 * HS + hs) * V;
+    for (int cb = w; cb < nblk; cb += 4) {
+        const int c = 16 * cb + 2 * g;
+        const bool v2 = al2 && c < V;
+        float acc[4][2][4];
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[mt][j][e] = 0.f;
+#pragma unroll
+        for (int s = 0; s < NS; s++) {
+            uint32_t bh[2][2], bl[2][2];
+            la_cu_bf16_parts(y[s % D][0].x, y[s % D][1].x, bh[0][0], bl[0][0]);
+            la_cu_bf16_parts(y[s % D][2].x, y[s % D][3].x, bh[0][1], bl[0][1]);
+            la_cu_bf16_parts(y[s % D][0].y, y[s % D][1].y, bh[1][0], bl[1][0]);
+            la_cu_bf16_parts(y[s % D][2].y, y[s % D][3].y, bh[1][1], bl[1][1]);
+            if (s + D < NS) do2_load<KP>(y[s % D], s + D, hc, R, rst, (int)K, L, c, V, v2, q);
+            if (s < KS) {
+#pragma unroll
+                for (int mt = 0; mt < 4; mt++) {
+                    uint32_t a[4];
+                    la_tc_ldsm4<false>(a, Qs + (16 * mt + (m8 & 1) * 8 + rr) * LD + 16 * s +
+                                              (m8 >> 1) * 8);
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        la_tc_mma<dot_bf>(acc[mt][j], a, bh[j][0], bh[j][1]);
+                        la_tc_mma<dot_bf>(acc[mt][j], a, bl[j][0], bl[j][1]);
+                    }
+                }
+                if (s == KS - 1)
+#pragma unroll
+                    for (int mt = 0; mt < 4; mt++) {
+                        const float b0 = bq[16 * mt + g], b1 = bq[16 * mt + g + 8];
+#pragma unroll
+                        for (int j = 0; j < 2; j++) {
+                            acc[mt][j][0] *= b0, acc[mt][j][1] *= b0;
+                            acc[mt][j][2] *= b1, acc[mt][j][3] *= b1;
+                        }
+                    }
+            } else {
+                const int kt = s - KS;
+#pragma unroll
+                for (int mt = kt; mt < 4; mt++) {
+                    uint32_t ah[4], al[4];
+                    const int off =
+                        (16 * mt + (m8 & 1) * 8 + rr) * DO2_PLD + 16 * kt + (m8 >> 1) * 8;
+                    la_tc_ldsm4<false>(ah, Ph + off);
+                    la_tc_ldsm4<false>(al, Pl + off);
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        la_tc_mma<dot_bf>(acc[mt][j], ah, bh[j][0], bh[j][1]);
+                        la_tc_mma<dot_bf>(acc[mt][j], al, bh[j][0], bh[j][1]);
+                        la_tc_mma<dot_bf>(acc[mt][j], ah, bl[j][0], bl[j][1]);
+                    }
+                }
+            }
+        }
+        if (cb + 4 < nblk) prologue(cb + 4);
+        /* lane (g, q): rows 16 mt + g (+ 8), columns 4q .. 4q + 3 of the block */
+        const int col = 16 * cb + 4 * q;
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int m = 16 * mt + g + 8 * hf;
+                if (m >= L) continue;
+                const float x[4] = {acc[mt][0][2 * hf], acc[mt][1][2 * hf], acc[mt][0][2 * hf + 1],
+                                    acc[mt][1][2 * hf + 1]};
+                dot_bf *d = o + ((int64_t)m * HS * V + col);
+                if (ov4 && col < V) {
+                    uint2 u;
+                    __nv_bfloat162 b;
+                    b = __floats2bfloat162_rn(x[0], x[1]), u.x = *(const uint32_t *)&b;
+                    b = __floats2bfloat162_rn(x[2], x[3]), u.y = *(const uint32_t *)&b;
+                    *(uint2 *)d = u;
+                } else {
+#pragma unroll
+                    for (int u = 0; u < 4; u++)
+                        if (col + u < V) d[u] = __float2bfloat16_rn(x[u]);
+                }
+            }
+    }
+}
+
 template <int KP>
 static la_status dot_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                             cudaStream_t stream) {
@@ -252,11 +432,38 @@ static la_status dot_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_
     return LA_OK;
 }
 
+template <int KP, int D>
+static la_status do2_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                            cudaStream_t stream) {
+    const size_t smem = do2_smem<KP>();
+    const int64_t nb = nchunks * c->HS;
+    /* (32-bit offsets inside S and R, one CTA per (chunk, value head)) */
+    if (nb > 0x7fffffff || 256 * c->V > 0x7fffffff || 64 * c->HS * c->V > 0x7fffffff)
+        return dot_launch<KP>(c, p, nchunks, stream);
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_out_tc2<KP, D>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    la_cu_dc_out_tc2<KP, D><<<(unsigned)nb, 128, smem, stream>>>(p);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
+template <int KP>
+static la_status do2_pick(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                          cudaStream_t stream) {
+    /* cuda-dout9: LINATTN_CUDA_DELTA_OUT = old: la_cu_dc_out_tc (for A/B);
+     * = d2 / d6: two / six k-steps in flight instead of 4 (read at each
+     * launch) */
+    const char *e = getenv("LINATTN_CUDA_DELTA_OUT");
+    if (e && !strcmp(e, "old")) return dot_launch<KP>(c, p, nchunks, stream);
+    if (e && !strcmp(e, "d2")) return do2_launch<KP, 2>(c, p, nchunks, stream);
+    if (e && !strcmp(e, "d6")) return do2_launch<KP, 6>(c, p, nchunks, stream);
+    return do2_launch<KP, 4>(c, p, nchunks, stream);
+}
+
 la_status la__cu_delta_out_tc(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                               cudaStream_t stream) {
-    if (c->K <= 64) return dot_launch<64>(c, p, nchunks, stream);
-    if (c->K <= 128) return dot_launch<128>(c, p, nchunks, stream);
-    return dot_launch<256>(c, p, nchunks, stream);
+    if (c->K <= 64) return do2_pick<64>(c, p, nchunks, stream);
+    if (c->K <= 128) return do2_pick<128>(c, p, nchunks, stream);
+    return do2_pick<256>(c, p, nchunks, stream);
 }
 
 /* Whether bf16 forwards take this kernel: yes unless LINATTN_CUDA_TC = 0
