@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """cuda-dout9: per-kernel A/B of the delta rules' output kernel and P^T dO
 kernel variants inside one library, selected per call by environment
-(LINATTN_CUDA_DELTA_OUT = old | d2 | (unset: d4) | d6, LINATTN_CUDA_DELTA_PTO =
+(LINATTN_CUDA_DELTA_OUT = old | d2 | (unset: d4), LINATTN_CUDA_DELTA_PTO =
 old | (unset)); both are read at each launch. bf16 DeltaNet 8,2048,16,128 and
 Gated DeltaNet 1,65536,H2,HV8,128 (bench/gpu_ab_delta.py's inputs), one
 fwd+bwd per variant under torch.profiler, variants alternating, --reps rounds;
@@ -9,7 +9,7 @@ prints the median device time of every output / P^T dO kernel per variant,
 and whether o, dq, dk, dv, dbeta (dg) are bitwise identical between
 variants that differ only in the P^T dO or output kernel's depth.
 
-    LINATTN_LIBRARY-free: python3 bench/gpu_ab_dout.py --lib liblinattn.so [--ops delta,gdn]
+    python3 bench/gpu_ab_dout.py --lib liblinattn.so [--ops delta,gdn] [--reps 3]
 """
 import argparse
 import os
@@ -22,8 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu_ab_delta import calls, inputs  # noqa: E402
 from gpu_bench import Lib  # noqa: E402
 
-VARIANTS = [("old/old", "old", "old"), ("d4/new", None, None), ("d2/new", "d2", None),
-            ("d6/new", "d6", None)]
+VARIANTS = [("old/old", "old", "old"), ("d4/new", None, None), ("d2/new", "d2", None)]
 
 
 def setenv(k, v):

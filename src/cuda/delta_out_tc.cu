@@ -223,7 +223,8 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
  * ldmatrix. Products as in la_cu_dc_out_tc: Q Sh + Q Sl, scaled by the row
  * factor b q_scale, then + Ph Rh + Pl Rh + Ph Rl (tiles where P = 0, above
  * the diagonal, skipped), one fp32 accumulator per element, fixed order.
- * Offsets inside S and R are 32-bit (the launcher checks). */
+ * Offsets inside S and R are 32-bit (the launcher checks). Row norms by
+ * 16-byte shared loads (la_dt_rnorm_v), the gates loaded by 64 threads. */
 #define DO2_PLD 72 /* row stride (bf16) of the P part tiles */
 template <int KP> static size_t do2_smem() {
     return (size_t)2 * 64 * (KP + 8) * 2 + (size_t)2 * 64 * DO2_PLD * 2;
@@ -232,15 +233,23 @@ template <int KP> static size_t do2_smem() {
 /* k-step s's four float2 of lane (g, q) (column c = block start + 2g):
  * rows 16 s' + 2q + {0, 1, 8, 9} of S (s < KP / 16, s' = s, rows < K, row
  * stride V) or of R (s' = s - KP / 16, rows < L, row stride rst); 0
- * outside. v2: 8-byte loads (V even, aligned, c < V). */
+ * outside. v2: 8-byte loads (V even, aligned, c < V); fs / fr (warp-uniform):
+ * S / R steps need no bounds checks (K = KP / L = 64, V % 16 == 0, v2). */
 template <int KP>
 __device__ __forceinline__ void do2_load(float2 (&y)[4], int s, const float *hc, const float *R,
-                                         int rst, int K, int L, int c, int V, bool v2, int q) {
+                                         int rst, int K, int L, int c, int V, bool v2, int q,
+                                         bool fs, bool fr) {
     constexpr int KS = KP / 16;
     const bool isS = s < KS;
     const int r0 = 16 * (isS ? s : s - KS) + 2 * q, lim = isS ? K : L;
     const float *base = isS ? hc : R;
     const int st = isS ? V : rst;
+    if (isS ? fs : fr) { /* every row in range, every lane's columns too */
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            y[i] = __ldg((const float2 *)(base + ((r0 + (i & 1) + 8 * (i >> 1)) * st + c)));
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const int r = r0 + (i & 1) + 8 * (i >> 1);
@@ -259,6 +268,7 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
     extern __shared__ __align__(128) unsigned char do2_sm[];
     constexpr int LD = KP + 8, KS = KP / 16, NS = KS + 4;
     __shared__ double gam[LA_CU_C];
+    __shared__ float gsm[LA_CU_C];
     __shared__ float bq[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
     dot_bf *const Qs = (dot_bf *)do2_sm, *const Ks = Qs + 64 * LD;
     dot_bf *const Ph = Ks + 64 * LD, *const Pl = Ph + 64 * DO2_PLD;
@@ -280,20 +290,22 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
     const bool al2 = (V & 1) == 0 && (((uintptr_t)p.hst | (uintptr_t)p.U) & 7) == 0;
     const bool ov4 = (V & 3) == 0 && ((uintptr_t)p.o & 7) == 0;
     const int nblk = (V + 15) / 16;
+    const bool fs = al2 && (V & 15) == 0 && K == KP, fr = al2 && (V & 15) == 0 && L == 64;
     float2 y[D][4];
     /* the first D k-steps of block cb, in flight during what follows */
     auto prologue = [&](int cb) {
         const int c = 16 * cb + 2 * g;
 #pragma unroll
         for (int d = 0; d < D; d++)
-            do2_load<KP>(y[d], d, hc, R, rst, (int)K, L, c, V, al2 && c < V, q);
+            do2_load<KP>(y[d], d, hc, R, rst, (int)K, L, c, V, al2 && c < V, q, fs, fr);
     };
     if (w < nblk) prologue(w);
-    la_cu_chunk_gates(gam, p.g, 0.f, tok0, L, HS, (int)hs);
+    la_dt_gates_load(gsm, p.g, tok0, L, HS, hs);
     la_cu_cp_wait<0>();
     __syncthreads();
-    la_dt_rnorm<KP>(rq, Qs, L, (int)K, p.use_l2);
-    la_dt_rnorm<KP>(rk, Ks, L, (int)K, p.use_l2);
+    la_dt_gates_sum(gam, gsm, L, 96); /* (warp 3; visible after the next barrier) */
+    la_dt_rnorm_v<KP>(rq, Qs, L, p.use_l2);
+    la_dt_rnorm_v<KP>(rk, Ks, L, p.use_l2);
     __syncthreads();
     if (t < LA_CU_C) bq[t] = t < L ? p.scale * (la_cu_expd(gam[t]) * rq[t]) : 0.f;
     {
@@ -353,7 +365,8 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
             la_cu_bf16_parts(y[s % D][2].x, y[s % D][3].x, bh[0][1], bl[0][1]);
             la_cu_bf16_parts(y[s % D][0].y, y[s % D][1].y, bh[1][0], bl[1][0]);
             la_cu_bf16_parts(y[s % D][2].y, y[s % D][3].y, bh[1][1], bl[1][1]);
-            if (s + D < NS) do2_load<KP>(y[s % D], s + D, hc, R, rst, (int)K, L, c, V, v2, q);
+            if (s + D < NS)
+                do2_load<KP>(y[s % D], s + D, hc, R, rst, (int)K, L, c, V, v2, q, fs, fr);
             if (s < KS) {
 #pragma unroll
                 for (int mt = 0; mt < 4; mt++) {
@@ -450,12 +463,11 @@ template <int KP>
 static la_status do2_pick(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
                           cudaStream_t stream) {
     /* cuda-dout9: LINATTN_CUDA_DELTA_OUT = old: la_cu_dc_out_tc (for A/B);
-     * = d2 / d6: two / six k-steps in flight instead of 4 (read at each
-     * launch) */
+     * = d2: two k-steps in flight instead of 4 (read at each launch; six
+     * measured slower, H200) */
     const char *e = getenv("LINATTN_CUDA_DELTA_OUT");
     if (e && !strcmp(e, "old")) return dot_launch<KP>(c, p, nchunks, stream);
     if (e && !strcmp(e, "d2")) return do2_launch<KP, 2>(c, p, nchunks, stream);
-    if (e && !strcmp(e, "d6")) return do2_launch<KP, 6>(c, p, nchunks, stream);
     return do2_launch<KP, 4>(c, p, nchunks, stream);
 }
 

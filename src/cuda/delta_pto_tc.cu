@@ -13,9 +13,10 @@
  * (exact, a 64 x 64-column bf16 tile by cp.async, double-buffered over the
  * value blocks): Ph dO + Pl dO, fp32 accumulation, the k-steps left of the
  * diagonal (P^T = 0 there) skipped. dOf and Qb come from the shared tiles
- * with 16-byte accesses; they are bitwise la_cu_dcb_pto's (same qsc, same
- * row norms in the same order); dRo differs from it by rounding only. No
- * atomics; fixed orders. */
+ * with 16-byte accesses. Row norms by 16-byte shared loads (la_dt_rnorm_v:
+ * a fixed order, not la_cu_dcb_pto's), so qsc, dOf and dRo differ from
+ * la_cu_dcb_pto's by rounding; Qb is bitwise the same. No atomics; fixed
+ * orders. */
 #include "delta_chunk.cuh"
 #include "delta_tile.cuh"
 #include "tc.cuh"
@@ -34,6 +35,7 @@ __global__ void __launch_bounds__(128, 4)
     extern __shared__ __align__(128) unsigned char dpo_sm[];
     constexpr int LD = KP + 8, KS = KP / 16;
     __shared__ double gam[LA_CU_C];
+    __shared__ float gsm[LA_CU_C];
     __shared__ float qsc[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
     la_dt_bf *const Qs = (la_dt_bf *)dpo_sm, *const Ks = Qs + 64 * LD, *const Ob = Ks + 64 * LD;
     const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V;
@@ -52,11 +54,12 @@ __global__ void __launch_bounds__(128, 4)
     la_cu_cp_commit();
     la_dt_fetch<64>(Ob, dOc, vst, L, (int)V, ovec);
     la_cu_cp_commit();
-    la_cu_chunk_gates(gam, p.g, 0.f, tok0, L, HS, (int)hs);
+    la_dt_gates_load(gsm, p.g, tok0, L, HS, hs);
     la_cu_cp_wait<1>();
     __syncthreads();
-    la_dt_rnorm<KP>(rq, Qs, L, (int)K, p.use_l2);
-    la_dt_rnorm<KP>(rk, Ks, L, (int)K, p.use_l2);
+    la_dt_gates_sum(gam, gsm, L, 96); /* (warp 3; visible after the next barrier) */
+    la_dt_rnorm_v<KP>(rq, Qs, L, p.use_l2);
+    la_dt_rnorm_v<KP>(rk, Ks, L, p.use_l2);
     if (Qb && hs % (HS / H) == 0) {
         const int K8 = ((int)K + 7) & ~7, KQ = K8 / 8;
         for (int e = t; e < L * KQ; e += 128) {

@@ -48,4 +48,54 @@ __device__ __forceinline__ void la_dt_rnorm(float *rn, const la_dt_bf *tile, int
     }
 }
 
+/* The same norms with 16-byte shared loads: a row's CP / 8 chunks of 8
+ * elements go to CP / 8 neighbouring lanes (32 / (CP / 8) rows a pass; warp
+ * w takes rows w, w + 4, ...); each lane sums its 8 squares in order, then
+ * an xor tree over the row's lanes. A fixed order (deterministic), but not
+ * la_cu_dc_rnorm's: the norms may differ from it in the last bit. Columns
+ * >= K must be 0 in the tile (la_dt_fetch zero-fills them). */
+template <int CP>
+__device__ __forceinline__ void la_dt_rnorm_v(float *rn, const la_dt_bf *tile, int L, int use_l2) {
+    constexpr int CH = CP / 8, RP = 32 / CH;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, sub = lane / CH, ch = lane % CH;
+#pragma unroll
+    for (int ps = 0; ps < 16 / RP; ps++) {
+        const int r = w + 4 * (ps * RP + sub);
+        float a = 0.f;
+        if (use_l2 && r < L) {
+            const uint4 u = *(const uint4 *)(tile + r * (CP + 8) + 8 * ch);
+            const __nv_bfloat162 *b = (const __nv_bfloat162 *)&u;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float y0 = __low2float(b[i]), y1 = __high2float(b[i]);
+                a = fmaf(y0, y0, a);
+                a = fmaf(y1, y1, a);
+            }
+        }
+#pragma unroll
+        for (int off = CH / 2; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+        if (ch == 0) rn[r] = use_l2 ? 1.f / sqrtf(a + 1e-6f) : 1.f;
+    }
+}
+
+/* la_cu_chunk_gates in two steps, the loads side by side: la_dt_gates_load
+ * (threads t < L: gs[t] = g_t, 0 without gates), a barrier, then
+ * la_dt_gates_sum (thread t0: the prefix sums in double in token order, as
+ * la_cu_chunk_gates with gam = 0: the same bits); a barrier before G is
+ * read. */
+__device__ __forceinline__ void la_dt_gates_load(float *gs, const float *g, int64_t tok0, int L,
+                                                 int64_t H, int64_t h) {
+    const int t = threadIdx.x;
+    if (t < L) gs[t] = g ? g[(tok0 + t) * H + h] : 0.f;
+}
+__device__ __forceinline__ void la_dt_gates_sum(double *G, const float *gs, int L, int t0) {
+    if (threadIdx.x == t0) {
+        double acc = 0;
+        for (int i = 0; i < L; i++) {
+            acc += (double)(gs[i] + 0.f);
+            G[i] = acc;
+        }
+    }
+}
+
 #endif
