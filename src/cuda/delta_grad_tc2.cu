@@ -151,6 +151,18 @@ __device__ __forceinline__ float4 dg2_ldcs(const float *p) {
         : "l"(p));
     return r;
 }
+/* cuda-dcg9: L2 prefetch of rows r < rows (row_bytes each, `stride`
+ * bytes apart) from p: one 128-byte line per thread and pass. A hint only
+ * (no registers, no shared memory): the next phase's first-touch tiles are
+ * fetched from DRAM while this phase runs. */
+__device__ __forceinline__ void dg2_pf(const void *p, int64_t stride, int rows, int row_bytes) {
+    const int lpr = (row_bytes + 127) >> 7, n = rows * lpr;
+    for (int l = threadIdx.x; l < n; l += DG2_THREADS) {
+        const int r = l / lpr, c = l - r * lpr;
+        const char *a = (const char *)p + r * stride + 128 * c;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+    }
+}
 /* rows r < rows, columns c < cols of the operand at src (row stride
  * `stride`), 0 elsewhere; vec: cols % 4 == 0 and src, stride 16-byte
  * aligned (float4 loads), else scalar loads */
@@ -449,6 +461,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
      * S0; not dR, whose lines Yu overwrites and is read again) and stores of
      * dq, dk, dv (cuda-dcg9) */
     constexpr bool CSL = GM != 0;
+    if (GM) { /* L2 prefetch: the Yu phase's operands (A^T, dR, v) */
+        dg2_pf(ATc, 0, 1, LA_CU_C * LA_CU_C * 4);
+        dg2_pf(Yc, (int64_t)vst * 4, L, V * 4);
+        dg2_pf(vc, (int64_t)vst * 2, L, V * 2);
+    }
     if (!NG)
         la_tc_gate_scan(S.gam, S.dgam,
                         (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
@@ -457,7 +474,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         S.be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
         S.dbb[t] = S.dee[t] = S.dbt[t] = 0.f;
     }
-    if (!NG) { /* dbL = <G, S0>, doubles, fixed order (each thread its elements ascending) */
+    /* dbL = <G, S0>, doubles, fixed order (each thread its elements
+     * ascending); GM (gated, cuda-dcg9): just before the dq/dk loop, after
+     * an L2 prefetch of the first K block of G and S0, so that the loop's
+     * reads of G and S0 find them in L2 (same sums, same bits) */
+    auto dbl = [&]() {
         double a = 0;
         const int KV = K * V;
         int e = t;
@@ -492,7 +513,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         for (; e < KV; e += DG2_THREADS) a += (double)G[e] * (double)S0[e];
         for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
         if (lane == 0) S.red[w] = a;
-    }
+    };
+    if (GM == 0) dbl();
     __syncthreads();
     if (t < LA_CU_C) {
         S.bt[t] = t < L ? (NG ? 1.f : la_cu_expd(S.gam[t])) : 0.f;
@@ -537,6 +559,10 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     });
     /* ---- Yu = A^T dR (in place), dv = beta Yu, dbeta += Yu.v; A^T staged once ---- */
     xs[0] = xs[1] = 0.f;
+    if (GM) { /* L2 prefetch: the next phase's R and dO */
+        dg2_pf(Rc, (int64_t)vst * 4, L, V * 4);
+        dg2_pf(dOc, (int64_t)vst * 2, L, V * 2);
+    }
     dg2_phase<PF>(
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
@@ -580,6 +606,12 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     /* ---- dP = dO R^T (a0), dM = -Yu R^T (a1), R's parts shared ---- */
     dg2_zero(a0);
     dg2_zero(a1);
+    if (GM == 1) { /* L2 prefetch: G and S0, read whole by dbl before the K loop */
+        dg2_pf(G, 0, 1, K * V * 4);
+        dg2_pf(S0, 0, 1, K * V * 4);
+    } else if (GM) { /* the first K block of G (R G^T) */
+        dg2_pf(G, 0, 1, (K < 64 ? K : 64) * V * 4);
+    }
     dg2_phase<PF>(
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
@@ -681,6 +713,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     if (t < LA_CU_C) S.dbt[t] += S.rp[1][0][t] + S.rp[1][1][t];
+    if (GM == 1) dbl();
     /* ---- dq, dk by 64-column blocks of K ---- */
     auto qn = [&](int m, int n) -> float { return S.rq[m] * la_tc_f(X[m * LA_TC_LD + n]); };
     auto kn = [&](int m, int n) -> float { return S.rk[m] * la_tc_f(Y[m * LA_TC_LD + n]); };
@@ -690,6 +723,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* diag(e) R G^T (value blocks in order), parked in dk by its owner
          * (read back below by the same thread: two accumulators live) */
         dg2_zero(a0);
+        if (GM) { /* L2 prefetch: this K block's S0, q, k (the next phases) */
+            dg2_pf(S0 + k0 * V, 0, 1, kcols * V * 4);
+            dg2_pf(qc + k0, (int64_t)kst * 2, L, kcols * 2);
+            dg2_pf(kc + k0, (int64_t)kst * 2, L, kcols * 2);
+        }
         dg2_phase<PF>(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
@@ -712,6 +750,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* a0 = dO S0^T, a1 = Yu S0^T (S0's parts shared) */
         dg2_zero(a0);
         dg2_zero(a1);
+        if (GM && k0 + 64 < K) /* L2 prefetch: the next K block's G */
+            dg2_pf(G + (k0 + 64) * V, 0, 1, (K - k0 - 64 < 64 ? K - k0 - 64 : 64) * V * 4);
         dg2_phase<PF>(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
