@@ -2,13 +2,12 @@
  * bf16 inputs, the default for bf16 (LINATTN_CUDA_DCG_TC=0: la_cu_dcg's
  * FFMA kernel). Same math as la_cu_dcg (delta_chunk_grad.cu's header gives
  * the formulas) and the same products as cuda-delta5's la_cu_dcg_tc
- * (delta_grad_tc.cu, removed once this kernel replaced it): q, k, dO exact in one bf16 part; the fp32 quantities
- * S0, G, R, dR, Yu, A^T, T1, T2 as NP bf16 parts: by default two (hi + lo,
- * about 16 significant bits; a product of two fp32 operands is three
- * m16n8k16 products hi*hi + lo*hi + hi*lo, one with an input two), or three
- * (hi + lo + lo2, five and three products; LINATTN_CUDA_DCG_TC=3). What
- * differs from la_cu_dcg_tc is how the operands reach shared memory (the
- * staging made it slow, bench/GPU.md cuda-delta5):
+ * (delta_grad_tc.cu, removed once this kernel replaced it): q, k, dO exact in one bf16 part; the
+ * fp32 quantities S0, G, R, dR, Yu, A^T, T1, T2 as NP bf16 parts: by default two (hi + lo, about 16
+ * significant bits; a product of two fp32 operands is three m16n8k16 products hi*hi + lo*hi +
+ * hi*lo, one with an input two), or three (hi + lo + lo2, five and three products;
+ * LINATTN_CUDA_DCG_TC=3). What differs from la_cu_dcg_tc is how the operands reach shared memory
+ * (the staging made it slow, bench/GPU.md cuda-delta5):
  * - 8 warps per CTA (2 CTAs per SM: 16 warps), warp w owns rows
  *   16 (w % 4) .. +15 and columns 32 (w / 4) .. +31 of every 64x64 result;
  * - fp32 tiles read as float4 (4 per thread per tile, every load of a step
@@ -22,6 +21,15 @@
  *   Yu, dv, dq and dk written through an fp32 tile in the two free part
  *   tiles as coalesced rows, and diag(e) R G^T parked there instead of in
  *   dk (no global read-back).
+ * - GM (cuda-dcg9, the default; LINATTN_CUDA_DCG_TC=8: cuda-dcg8's kernel,
+ *   GM 0): GM 2 without gates (DeltaNet: every gate factor is 1, the work
+ *   that only feeds dg is skipped, bitwise the same dq, dk, dv, dbeta), GM 1
+ *   gated (<G, S0> summed in the R G^T phase instead of a pass of its own;
+ *   =9: GM 3, that pass before the dq/dk loop, bitwise GM 0's dg); all: the
+ *   gate factor Gamma once per element for T1 and T2, v by cp.async, an L2
+ *   prefetch of the next phase's first-touch tiles, evict-first loads of
+ *   tiles read for the last time and streaming stores of dq, dk, dv, and a
+ *   head-major grid.
  * Row sums over the two column halves go through per-half partials summed
  * in a fixed order; the gate gradient's sums over Z in double as in
  * la_cu_dcg_tc. Fixed orders, no atomics (bitwise identical run to run). */
@@ -397,20 +405,22 @@ __device__ __forceinline__ void dg2_rnorm(float *rq, float *rk, const dg2_bf *q,
 }
 
 struct dg2_flags {
-    int vf;  /* fp32 tiles by float4 (V % 4 == 0, aligned) */
-    int vqk; /* q, k tiles by cp.async (K % 8 == 0, aligned) */
-    int vdo; /* dO tiles by cp.async (V % 8 == 0, aligned) */
-    int vat; /* A^T by float4 (aligned) */
-    int vkv; /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
-    int vdv; /* dv by 8-byte stores (V % 4 == 0, aligned; ST) */
-    int vqo; /* dq, dk by float4 stores (K % 4 == 0, aligned; ST) */
+    int vf;   /* fp32 tiles by float4 (V % 4 == 0, aligned) */
+    int vqk;  /* q, k tiles by cp.async (K % 8 == 0, aligned) */
+    int vdo;  /* dO tiles by cp.async (V % 8 == 0, aligned) */
+    int vat;  /* A^T by float4 (aligned) */
+    int vkv;  /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
+    int vdv;  /* dv by 8-byte stores (V % 4 == 0, aligned; ST) */
+    int vqo;  /* dq, dk by float4 stores (K % 4 == 0, aligned; ST) */
     int vv;   /* v tiles by cp.async (V % 8 == 0, aligned; GM) */
     int hmaj; /* grid (HS, chunks) instead of (chunks, HS) (GM) */
 };
 
 /* PF: the next step's B tile loaded into registers during the current
  * step's products (spills at 128 registers; slower as measured); NP: parts
- * of the fp32 operands (2, the default, or 3) */
+ * of the fp32 operands (2, the default, or 3); ST: outputs through shared
+ * memory (cuda-dcg8); GM: cuda-dcg9's variants (0: off, 1: gated, 2: no
+ * gates, 3: gated with the <G, S0> pass; file header) */
 template <bool PF, int NP, bool ST, int GM>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
@@ -426,8 +436,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     const la_cu_chunk ch = p.chunks[cb];
     /* dims as int (small), token offsets int64; operand pointers are formed
      * at their use from the kernel parameters (fewer long-lived registers) */
-    const int HS = (int)p.HS, H = (int)p.H, K = (int)p.K, V = (int)p.V,
-              hq = hs / (HS / H);
+    const int HS = (int)p.HS, H = (int)p.H, K = (int)p.K, V = (int)p.V, hq = hs / (HS / H);
     const int L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2;
     const int rw = w & 3, cw = w >> 2;
     const int kst = H * K, vst = HS * V;
@@ -467,8 +476,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_pf(vc, (int64_t)vst * 2, L, V * 2);
     }
     if (!NG)
-        la_tc_gate_scan(S.gam, S.dgam,
-                        (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
+        la_tc_gate_scan(S.gam, S.dgam, (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
     dg2_rnorm(S.rq, S.rk, (const dg2_bf *)p.q, (const dg2_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
     if (t < LA_CU_C) {
         S.be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
@@ -589,8 +597,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                         Yc[m * vst + c] = y;
                         stf(dvc + m * vst + c, S.be[m] * y);
                     }
-                    xs[rh] = fmaf(y, GM ? la_tc_f(Y[m * LA_TC_LD + n]) : ldf(vc + m * vst + c),
-                                  xs[rh]);
+                    xs[rh] =
+                        fmaf(y, GM ? la_tc_f(Y[m * LA_TC_LD + n]) : ldf(vc + m * vst + c), xs[rh]);
                 }
             });
             if (ST) { /* Yu and dv as rows through W */
@@ -599,18 +607,20 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 const int cols = (V - v0 < 64 ? V - v0 : 64);
                 dg2_out(Yc + v0, vst, W, L, cols, vf, [](int, float x) { return x; });
                 dg2_out<CSL>(dvc + v0, vst, W, L, cols, fl.vdv,
-                        [&](int r, float x) { return S.be[r] * x; });
+                             [&](int r, float x) { return S.be[r] * x; });
             }
         });
     dg2_rowput(S.rp[0], xs);
     /* ---- dP = dO R^T (a0), dM = -Yu R^T (a1), R's parts shared ---- */
     dg2_zero(a0);
     dg2_zero(a1);
-    if (GM == 1) { /* L2 prefetch: G and S0, read whole by dbl before the K loop */
+    if (GM == 3) { /* L2 prefetch: G and S0, read whole by dbl before the K loop */
         dg2_pf(G, 0, 1, K * V * 4);
         dg2_pf(S0, 0, 1, K * V * 4);
-    } else if (GM) { /* the first K block of G (R G^T) */
+    } else if (GM) { /* the first K block of G (R G^T) and, gated, of S0 (read
+                      * there too, for <G, S0>) */
         dg2_pf(G, 0, 1, (K < 64 ? K : 64) * V * 4);
+        if (!NG) dg2_pf(S0, 0, 1, (K < 64 ? K : 64) * V * 4);
     }
     dg2_phase<PF>(
         nv,
@@ -713,7 +723,13 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     if (t < LA_CU_C) S.dbt[t] += S.rp[1][0][t] + S.rp[1][1][t];
-    if (GM == 1) dbl();
+    if (GM == 3) dbl(); /* GM 3 (LINATTN_CUDA_DCG_TC=9): <G, S0> here, same bits as GM 0 */
+    /* GM 1 (gated): dbL = <G, S0> summed in the R G^T phase from the fetched G
+     * tile and the S0 tile at the same positions (G and S0 read from DRAM
+     * once, not twice): per K block, each thread its pieces in (value
+     * block, piece) order, the warp's tree, added to the warp's slot red[w]
+     * in K-block order; the 8 slots summed at the end as before. Double,
+     * fixed order. */
     /* ---- dq, dk by 64-column blocks of K ---- */
     auto qn = [&](int m, int n) -> float { return S.rq[m] * la_tc_f(X[m * LA_TC_LD + n]); };
     auto kn = [&](int m, int n) -> float { return S.rk[m] * la_tc_f(Y[m * LA_TC_LD + n]); };
@@ -723,6 +739,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* diag(e) R G^T (value blocks in order), parked in dk by its owner
          * (read back below by the same thread: two accumulators live) */
         dg2_zero(a0);
+        double dga = 0;
         if (GM) { /* L2 prefetch: this K block's S0, q, k (the next phases) */
             dg2_pf(S0 + k0 * V, 0, 1, kcols * V * 4);
             dg2_pf(qc + k0, (int64_t)kst * 2, L, kcols * 2);
@@ -736,11 +753,25 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 if (wh & 1) dg2_fetch(xa, Rc + v0, vst, L, cols, vf);
                 if (wh & 2) dg2_fetch<CSL>(xb, G + k0 * V + v0, V, kcols, cols, vf);
             },
-            [&](int, dg2_ft &xa, dg2_ft &xb) {
+            [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 dg2_put<NP>(SA, xa);
+                if (GM == 1) { /* S0 at G's positions (xa's registers free now) */
+                    const int v0 = 64 * j;
+                    dg2_fetch(xa, S0 + k0 * V + v0, V, kcols, (V - v0 < 64 ? V - v0 : 64), vf);
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        const float4 gv = xb.v[u], sv = xa.v[u];
+                        dga += (double)gv.x * (double)sv.x + (double)gv.y * (double)sv.y +
+                               (double)gv.z * (double)sv.z + (double)gv.w * (double)sv.w;
+                    }
+                }
                 dg2_put<NP>(SB, xb);
             },
             [&](int) { dg2_mmax<false, true>(a0, SA[0], SA[1], A2, SB[0], SB[1], B2); });
+        if (GM == 1) {
+            for (int off = 16; off > 0; off >>= 1) dga += __shfl_xor_sync(0xffffffffu, dga, off);
+            if (lane == 0) S.red[w] = (k0 == 0 ? 0.0 : S.red[w]) + dga;
+        }
         if (ST) /* parked in W (own positions) */
             dg2_wput(W, a0, [&](int m, float x) { return x * S.et[m]; });
         else
@@ -750,8 +781,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* a0 = dO S0^T, a1 = Yu S0^T (S0's parts shared) */
         dg2_zero(a0);
         dg2_zero(a1);
-        if (GM && k0 + 64 < K) /* L2 prefetch: the next K block's G */
-            dg2_pf(G + (k0 + 64) * V, 0, 1, (K - k0 - 64 < 64 ? K - k0 - 64 : 64) * V * 4);
+        if (GM && k0 + 64 < K) { /* L2 prefetch: the next K block's G (and S0) */
+            const int nb = (K - k0 - 64 < 64 ? K - k0 - 64 : 64) * V * 4;
+            dg2_pf(G + (k0 + 64) * V, 0, 1, nb);
+            if (GM == 1) dg2_pf(S0 + (k0 + 64) * V, 0, 1, nb);
+        }
         dg2_phase<PF>(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
@@ -787,8 +821,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             xs[0] = xs[1] = 0.f;
             dg2_each(a1, [&](int rh, int m, int n, float &) {
                 if (m < L && k0 + n < K)
-                    xs[rh] =
-                        fmaf(ST ? W[m * DG2_LDW + n] : dkc[m * HS * K + n], kn(m, n), xs[rh]);
+                    xs[rh] = fmaf(ST ? W[m * DG2_LDW + n] : dkc[m * HS * K + n], kn(m, n), xs[rh]);
             });
             dg2_rowput(S.rp[0], xs);
         }
@@ -829,7 +862,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
         if (ST)          /* dq rows from W */
             dg2_out<CSL>(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
-                    [](int, float x) { return x; });
+                         [](int, float x) { return x; });
         if (!NG && t < LA_CU_C) {
             S.dee[t] += S.rp[0][0][t] + S.rp[0][1][t];
             S.dbb[t] += S.rp[1][0][t] + S.rp[1][1][t];
@@ -950,19 +983,20 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
         : mode == 3 ? la_cu_dcg_tc2<false, 3, false, 0>
         : mode == 4 ? la_cu_dcg_tc2<false, 2, false, 0>
         : mode == 8 ? la_cu_dcg_tc2<false, 2, true, 0>
-        : p.g       ? la_cu_dcg_tc2<false, 2, true, 1>
-                    : la_cu_dcg_tc2<false, 2, true, 2>;
+        : !p.g      ? la_cu_dcg_tc2<false, 2, true, 2>
+        : mode == 9 ? la_cu_dcg_tc2<false, 2, true, 3>
+                    : la_cu_dcg_tc2<false, 2, true, 1>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
     LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
                                           (int)cudaSharedmemCarveoutMaxShared));
     /* cuda-dcg9 (mode 1): head-major grid where the chunks fit gridDim.y */
-    fl.hmaj = mode == 1 && tb.nchunks <= 65535;
+    fl.hmaj = (mode == 1 || mode == 9) && tb.nchunks <= 65535;
     const dim3 grid = fl.hmaj ? dim3((unsigned)c->HS, (unsigned)tb.nchunks)
                               : dim3((unsigned)tb.nchunks, (unsigned)c->HS);
-    f<<<grid, DG2_THREADS, smem, stream>>>(
-        p, (const dg2_bf *)c->d_o, hst, dhst, dR, (dg2_bf *)c->dv, dqp, dkp, dbp, dgp, fl);
+    f<<<grid, DG2_THREADS, smem, stream>>>(p, (const dg2_bf *)c->d_o, hst, dhst, dR,
+                                           (dg2_bf *)c->dv, dqp, dkp, dbp, dgp, fl);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
@@ -972,8 +1006,9 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
  * =2: three parts and the register prefetch of one tile (2); =3: three parts
  * (3); =4: two parts, outputs stored from the accumulators and dk's first
  * terms parked in dk (cuda-dcg7's default; 4); else (default, 1) two parts
- * with the outputs through shared memory (cuda-dcg8, bitwise the same
- * results as =4). H200, bench/GPU.md cuda-dcg8: default 3.64 / 1.88 ms
+ * with the outputs through shared memory and cuda-dcg9's changes (GM; =8:
+ * cuda-dcg8's kernel, bitwise the same results as =4; =9: GM 3 for gated
+ * inputs). H200, bench/GPU.md cuda-dcg9 has its numbers; cuda-dcg8: 3.64 / 1.88 ms
  * (GDN / DeltaNet), =4 3.95 / 2.03; cuda-dcg7: three parts 4.55 / 2.33,
  * three + prefetch 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against
  * float64 of two and three parts are alike (worst bf16 dq 1.9e-4 both;
@@ -983,8 +1018,9 @@ int la__cu_dcg_tc2_on(void) {
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DCG_TC");
         mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0
-               : (o && (o[0] == '2' || o[0] == '3' || o[0] == '4' || o[0] == '8')) ? o[0] - '0'
-                                                                                   : 1;
+               : (o && (o[0] == '2' || o[0] == '3' || o[0] == '4' || o[0] == '8' || o[0] == '9'))
+                   ? o[0] - '0'
+                   : 1;
     }
     return mode;
 }
