@@ -23,13 +23,14 @@
  *   dk (no global read-back).
  * - GM (cuda-dcg9, the default; LINATTN_CUDA_DCG_TC=8: cuda-dcg8's kernel,
  *   GM 0): GM 2 without gates (DeltaNet: every gate factor is 1, the work
- *   that only feeds dg is skipped, bitwise the same dq, dk, dv, dbeta), GM 1
- *   gated (<G, S0> summed in the R G^T phase instead of a pass of its own;
- *   =9: GM 3, that pass before the dq/dk loop, bitwise GM 0's dg); all: the
- *   gate factor Gamma once per element for T1 and T2, v by cp.async, an L2
- *   prefetch of the next phase's first-touch tiles, evict-first loads of
- *   tiles read for the last time and streaming stores of dq, dk, dv, and a
- *   head-major grid.
+ *   that only feeds dg is skipped; bitwise the same dq, dk, dv, dbeta),
+ *   GM 1 gated (bitwise GM 0's results); both: the gate factor Gamma once
+ *   per element for T1 and T2, v by cp.async, evict-first loads of tiles
+ *   read for the last time (A^T, G, S0) and streaming stores of dq, dk, dv,
+ *   a head-major grid. GM 3 (=9, gated, opt-in): <G, S0> summed in the
+ *   R G^T phase from the fetched tiles instead of a pass of its own (G, S0
+ *   read once; another double summation order). An L2 prefetch of each
+ *   next phase's tiles was measured slower and removed (bench/GPU.md).
  * Row sums over the two column halves go through per-half partials summed
  * in a fixed order; the gate gradient's sums over Z in double as in
  * la_cu_dcg_tc. Fixed orders, no atomics (bitwise identical run to run). */
@@ -158,18 +159,6 @@ __device__ __forceinline__ float4 dg2_ldcs(const float *p) {
         : "=f"(r.x), "=f"(r.y), "=f"(r.z), "=f"(r.w)
         : "l"(p));
     return r;
-}
-/* cuda-dcg9: L2 prefetch of rows r < rows (row_bytes each, `stride`
- * bytes apart) from p: one 128-byte line per thread and pass. A hint only
- * (no registers, no shared memory): the next phase's first-touch tiles are
- * fetched from DRAM while this phase runs. */
-__device__ __forceinline__ void dg2_pf(const void *p, int64_t stride, int rows, int row_bytes) {
-    const int lpr = (row_bytes + 127) >> 7, n = rows * lpr;
-    for (int l = threadIdx.x; l < n; l += DG2_THREADS) {
-        const int r = l / lpr, c = l - r * lpr;
-        const char *a = (const char *)p + r * stride + 128 * c;
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
-    }
 }
 /* rows r < rows, columns c < cols of the operand at src (row stride
  * `stride`), 0 elsewhere; vec: cols % 4 == 0 and src, stride 16-byte
@@ -420,7 +409,7 @@ struct dg2_flags {
  * step's products (spills at 128 registers; slower as measured); NP: parts
  * of the fp32 operands (2, the default, or 3); ST: outputs through shared
  * memory (cuda-dcg8); GM: cuda-dcg9's variants (0: off, 1: gated, 2: no
- * gates, 3: gated with the <G, S0> pass; file header) */
+ * gates, 3: gated, <G, S0> in the R G^T phase; file header) */
 template <bool PF, int NP, bool ST, int GM>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
@@ -470,11 +459,6 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
      * S0; not dR, whose lines Yu overwrites and is read again) and stores of
      * dq, dk, dv (cuda-dcg9) */
     constexpr bool CSL = GM != 0;
-    if (GM) { /* L2 prefetch: the Yu phase's operands (A^T, dR, v) */
-        dg2_pf(ATc, 0, 1, LA_CU_C * LA_CU_C * 4);
-        dg2_pf(Yc, (int64_t)vst * 4, L, V * 4);
-        dg2_pf(vc, (int64_t)vst * 2, L, V * 2);
-    }
     if (!NG)
         la_tc_gate_scan(S.gam, S.dgam, (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
     dg2_rnorm(S.rq, S.rk, (const dg2_bf *)p.q, (const dg2_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
@@ -483,9 +467,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         S.dbb[t] = S.dee[t] = S.dbt[t] = 0.f;
     }
     /* dbL = <G, S0>, doubles, fixed order (each thread its elements
-     * ascending); GM (gated, cuda-dcg9): just before the dq/dk loop, after
-     * an L2 prefetch of the first K block of G and S0, so that the loop's
-     * reads of G and S0 find them in L2 (same sums, same bits) */
+     * ascending); GM 3 sums it in the R G^T phase instead */
     auto dbl = [&]() {
         double a = 0;
         const int KV = K * V;
@@ -522,7 +504,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
         if (lane == 0) S.red[w] = a;
     };
-    if (GM == 0) dbl();
+    if (GM <= 1) dbl();
     __syncthreads();
     if (t < LA_CU_C) {
         S.bt[t] = t < L ? (NG ? 1.f : la_cu_expd(S.gam[t])) : 0.f;
@@ -567,10 +549,6 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     });
     /* ---- Yu = A^T dR (in place), dv = beta Yu, dbeta += Yu.v; A^T staged once ---- */
     xs[0] = xs[1] = 0.f;
-    if (GM) { /* L2 prefetch: the next phase's R and dO */
-        dg2_pf(Rc, (int64_t)vst * 4, L, V * 4);
-        dg2_pf(dOc, (int64_t)vst * 2, L, V * 2);
-    }
     dg2_phase<PF>(
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
@@ -614,14 +592,6 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     /* ---- dP = dO R^T (a0), dM = -Yu R^T (a1), R's parts shared ---- */
     dg2_zero(a0);
     dg2_zero(a1);
-    if (GM == 3) { /* L2 prefetch: G and S0, read whole by dbl before the K loop */
-        dg2_pf(G, 0, 1, K * V * 4);
-        dg2_pf(S0, 0, 1, K * V * 4);
-    } else if (GM) { /* the first K block of G (R G^T) and, gated, of S0 (read
-                      * there too, for <G, S0>) */
-        dg2_pf(G, 0, 1, (K < 64 ? K : 64) * V * 4);
-        if (!NG) dg2_pf(S0, 0, 1, (K < 64 ? K : 64) * V * 4);
-    }
     dg2_phase<PF>(
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
@@ -723,13 +693,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     if (t < LA_CU_C) S.dbt[t] += S.rp[1][0][t] + S.rp[1][1][t];
-    if (GM == 3) dbl(); /* GM 3 (LINATTN_CUDA_DCG_TC=9): <G, S0> here, same bits as GM 0 */
-    /* GM 1 (gated): dbL = <G, S0> summed in the R G^T phase from the fetched G
-     * tile and the S0 tile at the same positions (G and S0 read from DRAM
-     * once, not twice): per K block, each thread its pieces in (value
-     * block, piece) order, the warp's tree, added to the warp's slot red[w]
-     * in K-block order; the 8 slots summed at the end as before. Double,
-     * fixed order. */
+    /* GM 3 (gated, LINATTN_CUDA_DCG_TC=9): dbL = <G, S0> summed in the R G^T phase from the fetched
+     * G tile and the S0 tile at the same positions (G and S0 read from DRAM once, not twice): per K
+     * block, each thread its pieces in (value block, piece) order, the warp's tree, added to the
+     * warp's slot red[w] in K-block order; the 8 slots summed at the end as before. Double, fixed
+     * order. */
     /* ---- dq, dk by 64-column blocks of K ---- */
     auto qn = [&](int m, int n) -> float { return S.rq[m] * la_tc_f(X[m * LA_TC_LD + n]); };
     auto kn = [&](int m, int n) -> float { return S.rk[m] * la_tc_f(Y[m * LA_TC_LD + n]); };
@@ -740,11 +708,6 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
          * (read back below by the same thread: two accumulators live) */
         dg2_zero(a0);
         double dga = 0;
-        if (GM) { /* L2 prefetch: this K block's S0, q, k (the next phases) */
-            dg2_pf(S0 + k0 * V, 0, 1, kcols * V * 4);
-            dg2_pf(qc + k0, (int64_t)kst * 2, L, kcols * 2);
-            dg2_pf(kc + k0, (int64_t)kst * 2, L, kcols * 2);
-        }
         dg2_phase<PF>(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
@@ -755,7 +718,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 dg2_put<NP>(SA, xa);
-                if (GM == 1) { /* S0 at G's positions (xa's registers free now) */
+                if (GM == 3) { /* S0 at G's positions (xa's registers free now) */
                     const int v0 = 64 * j;
                     dg2_fetch(xa, S0 + k0 * V + v0, V, kcols, (V - v0 < 64 ? V - v0 : 64), vf);
 #pragma unroll
@@ -768,7 +731,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 dg2_put<NP>(SB, xb);
             },
             [&](int) { dg2_mmax<false, true>(a0, SA[0], SA[1], A2, SB[0], SB[1], B2); });
-        if (GM == 1) {
+        if (GM == 3) {
             for (int off = 16; off > 0; off >>= 1) dga += __shfl_xor_sync(0xffffffffu, dga, off);
             if (lane == 0) S.red[w] = (k0 == 0 ? 0.0 : S.red[w]) + dga;
         }
@@ -781,11 +744,6 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* a0 = dO S0^T, a1 = Yu S0^T (S0's parts shared) */
         dg2_zero(a0);
         dg2_zero(a1);
-        if (GM && k0 + 64 < K) { /* L2 prefetch: the next K block's G (and S0) */
-            const int nb = (K - k0 - 64 < 64 ? K - k0 - 64 : 64) * V * 4;
-            dg2_pf(G + (k0 + 64) * V, 0, 1, nb);
-            if (GM == 1) dg2_pf(S0 + (k0 + 64) * V, 0, 1, nb);
-        }
         dg2_phase<PF>(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
