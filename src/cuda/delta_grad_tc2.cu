@@ -2,13 +2,12 @@
  * bf16 inputs, the default for bf16 (LINATTN_CUDA_DCG_TC=0: la_cu_dcg's
  * FFMA kernel). Same math as la_cu_dcg (delta_chunk_grad.cu's header gives
  * the formulas) and the same products as cuda-delta5's la_cu_dcg_tc
- * (delta_grad_tc.cu, removed once this kernel replaced it): q, k, dO exact in one bf16 part; the fp32 quantities
- * S0, G, R, dR, Yu, A^T, T1, T2 as NP bf16 parts: by default two (hi + lo,
- * about 16 significant bits; a product of two fp32 operands is three
- * m16n8k16 products hi*hi + lo*hi + hi*lo, one with an input two), or three
- * (hi + lo + lo2, five and three products; LINATTN_CUDA_DCG_TC=3). What
- * differs from la_cu_dcg_tc is how the operands reach shared memory (the
- * staging made it slow, bench/GPU.md cuda-delta5):
+ * (delta_grad_tc.cu, removed once this kernel replaced it): q, k, dO exact in one bf16 part; the
+ * fp32 quantities S0, G, R, dR, Yu, A^T, T1, T2 as NP bf16 parts: by default two (hi + lo, about 16
+ * significant bits; a product of two fp32 operands is three m16n8k16 products hi*hi + lo*hi +
+ * hi*lo, one with an input two), or three (hi + lo + lo2, five and three products;
+ * LINATTN_CUDA_DCG_TC=3). What differs from la_cu_dcg_tc is how the operands reach shared memory
+ * (the staging made it slow, bench/GPU.md cuda-delta5):
  * - 8 warps per CTA (2 CTAs per SM: 16 warps), warp w owns rows
  *   16 (w % 4) .. +15 and columns 32 (w / 4) .. +31 of every 64x64 result;
  * - fp32 tiles read as float4 (4 per thread per tile, every load of a step
@@ -22,6 +21,16 @@
  *   Yu, dv, dq and dk written through an fp32 tile in the two free part
  *   tiles as coalesced rows, and diag(e) R G^T parked there instead of in
  *   dk (no global read-back).
+ * - GM (cuda-dcg9, the default; LINATTN_CUDA_DCG_TC=8: cuda-dcg8's kernel,
+ *   GM 0): GM 2 without gates (DeltaNet: every gate factor is 1, the work
+ *   that only feeds dg is skipped; bitwise the same dq, dk, dv, dbeta),
+ *   GM 1 gated (bitwise GM 0's results); both: the gate factor Gamma once
+ *   per element for T1 and T2, v by cp.async, evict-first loads of tiles
+ *   read for the last time (A^T, G, S0) and streaming stores of dq, dk, dv,
+ *   a head-major grid. GM 3 (=9, gated, opt-in): <G, S0> summed in the
+ *   R G^T phase from the fetched tiles instead of a pass of its own (G, S0
+ *   read once; another double summation order). An L2 prefetch of each
+ *   next phase's tiles was measured slower and removed (bench/GPU.md).
  * Row sums over the two column halves go through per-half partials summed
  * in a fixed order; the gate gradient's sums over Z in double as in
  * la_cu_dcg_tc. Fixed orders, no atomics (bitwise identical run to run). */
@@ -79,6 +88,24 @@ template <class F> __device__ __forceinline__ void dg2_each(dg2_acc &a, F f) {
                       a[j].x[4 * hf + 2 * rh + i]);
 }
 
+/* cuda-dcg9: f(m, n, x, y) for the same element of two accumulators */
+template <class F> __device__ __forceinline__ void dg2_each2(dg2_acc &a, dg2_acc &b, F f) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int rw = w & 3, cw = w >> 2;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int e = 4 * hf + 2 * rh + i;
+                    f(16 * rw + g + 8 * rh, 32 * cw + 16 * j + 8 * hf + 2 * q + i, a[j].x[e],
+                      b[j].x[e]);
+                }
+}
+
 /* acc += A B over r < 64 (steps of 16, ascending). AT: A stored [r][m]; BT:
  * B stored [n][r]. tc.cuh's la_tc_mma64 for a 16x32 block per warp. */
 template <bool AT, bool BT>
@@ -123,9 +150,20 @@ __device__ __forceinline__ void dg2_mmax(dg2_acc &acc, const dg2_bf *Ah, const d
 struct dg2_ft {
     float4 v[4];
 };
+/* cuda-dcg9: evict-first (.cs) loads without asm volatile (cuda's __ldcs
+ * is volatile, which pinned the loads' order and spilled registers); only
+ * for operands no thread writes during the kernel (A^T, S0, G) */
+__device__ __forceinline__ float4 dg2_ldcs(const float *p) {
+    float4 r;
+    asm("ld.global.cs.v4.f32 {%0,%1,%2,%3}, [%4];"
+        : "=f"(r.x), "=f"(r.y), "=f"(r.z), "=f"(r.w)
+        : "l"(p));
+    return r;
+}
 /* rows r < rows, columns c < cols of the operand at src (row stride
  * `stride`), 0 elsewhere; vec: cols % 4 == 0 and src, stride 16-byte
  * aligned (float4 loads), else scalar loads */
+template <bool CSL = false>
 __device__ __forceinline__ void dg2_fetch(dg2_ft &x, const float *src, int stride, int rows,
                                           int cols, bool vec) {
 #pragma unroll
@@ -133,7 +171,13 @@ __device__ __forceinline__ void dg2_fetch(dg2_ft &x, const float *src, int strid
         const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
         const float *p = src + r * stride + c;
         if (vec) {
-            x.v[u] = (r < rows && c < cols) ? *(const float4 *)p : make_float4(0, 0, 0, 0);
+            const bool in = r < rows && c < cols;
+            if (CSL) { /* unconditional load (src itself when out), then select */
+                const float4 y = dg2_ldcs(in ? p : src);
+                x.v[u] = in ? y : make_float4(0, 0, 0, 0);
+            } else {
+                x.v[u] = in ? *(const float4 *)p : make_float4(0, 0, 0, 0);
+            }
         } else {
             const bool in = r < rows;
             x.v[u].x = (in && c < cols) ? p[0] : 0.f;
@@ -237,12 +281,24 @@ template <class F> __device__ __forceinline__ void dg2_wput(float *W, const dg2_
                 *(float2 *)&W[m * DG2_LDW + n] = make_float2(f(m, a[j].x[e]), f(m, a[j].x[e + 1]));
             }
 }
-__device__ __forceinline__ void dg2_st4(float *d, float4 x) { *(float4 *)d = x; }
-__device__ __forceinline__ void dg2_st4(dg2_bf *d, float4 x) {
-    __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
-    *(uint2 *)d = make_uint2(*(uint32_t *)&a, *(uint32_t *)&b);
+template <bool CSS = false> __device__ __forceinline__ void dg2_st4(float *d, float4 x) {
+    if (CSS)
+        __stcs((float4 *)d, x);
+    else
+        *(float4 *)d = x;
 }
-template <class T, class F>
+template <bool CSS = false> __device__ __forceinline__ void dg2_st4(dg2_bf *d, float4 x) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
+    const uint2 u = make_uint2(*(uint32_t *)&a, *(uint32_t *)&b);
+    if (CSS)
+        __stcs((uint2 *)d, u);
+    else
+        *(uint2 *)d = u;
+}
+/* CSS (cuda-dcg9): streaming (evict-first) stores for outputs read only by
+ * a later kernel (dq, dk, dv), so that L2 keeps the tiles this CTA reads
+ * again (Yu, R) */
+template <bool CSS = false, class T, class F>
 __device__ __forceinline__ void dg2_out(T *dst, int stride, const float *W, int rows, int cols,
                                         bool vec, F f) {
 #pragma unroll
@@ -253,7 +309,7 @@ __device__ __forceinline__ void dg2_out(T *dst, int stride, const float *W, int 
         x = make_float4(f(r, x.x), f(r, x.y), f(r, x.z), f(r, x.w));
         T *d = dst + r * stride + c;
         if (vec) {
-            dg2_st4(d, x);
+            dg2_st4<CSS>(d, x);
         } else {
             stf(d, x.x);
             if (c + 1 < cols) stf(d + 1, x.y);
@@ -338,30 +394,38 @@ __device__ __forceinline__ void dg2_rnorm(float *rq, float *rk, const dg2_bf *q,
 }
 
 struct dg2_flags {
-    int vf;  /* fp32 tiles by float4 (V % 4 == 0, aligned) */
-    int vqk; /* q, k tiles by cp.async (K % 8 == 0, aligned) */
-    int vdo; /* dO tiles by cp.async (V % 8 == 0, aligned) */
-    int vat; /* A^T by float4 (aligned) */
-    int vkv; /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
-    int vdv; /* dv by 8-byte stores (V % 4 == 0, aligned; ST) */
-    int vqo; /* dq, dk by float4 stores (K % 4 == 0, aligned; ST) */
+    int vf;   /* fp32 tiles by float4 (V % 4 == 0, aligned) */
+    int vqk;  /* q, k tiles by cp.async (K % 8 == 0, aligned) */
+    int vdo;  /* dO tiles by cp.async (V % 8 == 0, aligned) */
+    int vat;  /* A^T by float4 (aligned) */
+    int vkv;  /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
+    int vdv;  /* dv by 8-byte stores (V % 4 == 0, aligned; ST) */
+    int vqo;  /* dq, dk by float4 stores (K % 4 == 0, aligned; ST) */
+    int vv;   /* v tiles by cp.async (V % 8 == 0, aligned; GM) */
+    int hmaj; /* grid (HS, chunks) instead of (chunks, HS) (GM) */
 };
 
 /* PF: the next step's B tile loaded into registers during the current
  * step's products (spills at 128 registers; slower as measured); NP: parts
- * of the fp32 operands (2, the default, or 3) */
-template <bool PF, int NP, bool ST>
+ * of the fp32 operands (2, the default, or 3); ST: outputs through shared
+ * memory (cuda-dcg8); GM: cuda-dcg9's variants (0: off, 1: gated, 2: no
+ * gates, 3: gated, <G, S0> in the R G^T phase; file header) */
+template <bool PF, int NP, bool ST, int GM>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
                   float *dR, dg2_bf *dv_out, float *dqp, float *dkp, float *dbp, float *dgp,
                   dg2_flags fl) {
     extern __shared__ __align__(128) unsigned char dg2_raw[];
     dg2_smem &S = *(dg2_smem *)dg2_raw;
-    const la_cu_chunk ch = p.chunks[blockIdx.x];
+    /* GM (cuda-dcg9): head-major grid (blockIdx.x = value head) when the
+     * chunks fit gridDim.y, so a chunk's value heads run together (GDN's
+     * shared q, k from L2) */
+    const int cb = (GM && fl.hmaj) ? (int)blockIdx.y : (int)blockIdx.x;
+    const int hs = (GM && fl.hmaj) ? (int)blockIdx.x : (int)blockIdx.y;
+    const la_cu_chunk ch = p.chunks[cb];
     /* dims as int (small), token offsets int64; operand pointers are formed
      * at their use from the kernel parameters (fewer long-lived registers) */
-    const int HS = (int)p.HS, H = (int)p.H, K = (int)p.K, V = (int)p.V, hs = blockIdx.y,
-              hq = hs / (HS / H);
+    const int HS = (int)p.HS, H = (int)p.H, K = (int)p.K, V = (int)p.V, hq = hs / (HS / H);
     const int L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2;
     const int rw = w & 3, cw = w >> 2;
     const int kst = H * K, vst = HS * V;
@@ -375,10 +439,10 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
 #define dvc (dv_out + vo)
 #define Rc ((const float *)p.U + vo) /* R after the state pass */
 #define Yc (dR + vo)                 /* dR, then Yu in place */
-#define CS (((size_t)blockIdx.x * HS + hs) * K * V)
+#define CS (((size_t)cb * HS + hs) * K * V)
 #define S0 (hst + CS)
 #define G (dhst + CS)
-#define ATc (p.AT + ((size_t)blockIdx.x * HS + hs) * LA_CU_C * LA_CU_C)
+#define ATc (p.AT + ((size_t)cb * HS + hs) * LA_CU_C * LA_CU_C)
     dg2_bf *const X = S.X, *const Y = S.Y;
     dg2_bf(*const SA)[LA_TC_TILE] = S.P, (*const SB)[LA_TC_TILE] = S.P + NP;
     float *const W = (float *)S.P[4]; /* ST (two parts) only */
@@ -387,13 +451,24 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     const int nk = (K + 63) / 64, nv = (V + 63) / 64;
     /* the chunk's gate prefix sums by a two-warp scan (tc.cuh; dgam as its
      * scratch, written only at the end) */
-    la_tc_gate_scan(S.gam, S.dgam, (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
+    /* NG (cuda-dcg9, no gates: DeltaNet): gam = 0, so Gamma = b = e = 1 and
+     * every gate factor below is the constant 1 (expf(0) = 1: the same bits),
+     * and dg (not asked for) with its sums is skipped; dgp gets zeros */
+    constexpr bool NG = GM == 2;
+    /* GM: evict-first loads of the tiles read for the last time (A^T, G,
+     * S0; not dR, whose lines Yu overwrites and is read again) and stores of
+     * dq, dk, dv (cuda-dcg9) */
+    constexpr bool CSL = GM != 0;
+    if (!NG)
+        la_tc_gate_scan(S.gam, S.dgam, (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
     dg2_rnorm(S.rq, S.rk, (const dg2_bf *)p.q, (const dg2_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
     if (t < LA_CU_C) {
         S.be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
         S.dbb[t] = S.dee[t] = S.dbt[t] = 0.f;
     }
-    { /* dbL = <G, S0>, doubles, fixed order (each thread its elements ascending) */
+    /* dbL = <G, S0>, doubles, fixed order (each thread its elements
+     * ascending); GM 3 sums it in the R G^T phase instead */
+    auto dbl = [&]() {
         double a = 0;
         const int KV = K * V;
         int e = t;
@@ -428,13 +503,14 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         for (; e < KV; e += DG2_THREADS) a += (double)G[e] * (double)S0[e];
         for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
         if (lane == 0) S.red[w] = a;
-    }
+    };
+    if (GM <= 1) dbl();
     __syncthreads();
     if (t < LA_CU_C) {
-        S.bt[t] = t < L ? la_cu_expd(S.gam[t]) : 0.f;
-        S.et[t] = t < L ? la_cu_expd(S.gam[L - 1] - S.gam[t]) : 0.f;
+        S.bt[t] = t < L ? (NG ? 1.f : la_cu_expd(S.gam[t])) : 0.f;
+        S.et[t] = t < L ? (NG ? 1.f : la_cu_expd(S.gam[L - 1] - S.gam[t])) : 0.f;
     }
-    auto gm = [&](int m, int n) -> float { return la_cu_expd(S.gam[m] - S.gam[n]); };
+    auto gm = [&](int m, int n) -> float { return NG ? 1.f : la_cu_expd(S.gam[m] - S.gam[n]); };
     dg2_acc a0, a1;
     float xs[2];
     /* ---- q.k, k.k of the chunk (exact inputs), kept masked in T1 / T2 ---- */
@@ -477,12 +553,16 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
-            if (j == 0 && (wh & 1)) dg2_fetch(xa, ATc, LA_CU_C, LA_CU_C, LA_CU_C, fl.vat);
+            if (j == 0 && (wh & 1)) dg2_fetch<CSL>(xa, ATc, LA_CU_C, LA_CU_C, LA_CU_C, fl.vat);
             if (wh & 2) dg2_fetch(xb, Yc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vf);
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
             if (j == 0) dg2_put<NP>(SA, xa);
             dg2_put<NP>(SB, xb);
+            if (GM) { /* cuda-dcg9: the v block by cp.async into Y (free here) */
+                const int v0 = 64 * j;
+                dg2_tile(Y, vc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), fl.vv);
+            }
         },
         [&](int j) {
             const int v0 = 64 * j;
@@ -495,7 +575,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                         Yc[m * vst + c] = y;
                         stf(dvc + m * vst + c, S.be[m] * y);
                     }
-                    xs[rh] = fmaf(y, ldf(vc + m * vst + c), xs[rh]);
+                    xs[rh] =
+                        fmaf(y, GM ? la_tc_f(Y[m * LA_TC_LD + n]) : ldf(vc + m * vst + c), xs[rh]);
                 }
             });
             if (ST) { /* Yu and dv as rows through W */
@@ -503,8 +584,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 __syncthreads();
                 const int cols = (V - v0 < 64 ? V - v0 : 64);
                 dg2_out(Yc + v0, vst, W, L, cols, vf, [](int, float x) { return x; });
-                dg2_out(dvc + v0, vst, W, L, cols, fl.vdv,
-                        [&](int r, float x) { return S.be[r] * x; });
+                dg2_out<CSL>(dvc + v0, vst, W, L, cols, fl.vdv,
+                             [&](int r, float x) { return S.be[r] * x; });
             }
         });
     dg2_rowput(S.rp[0], xs);
@@ -531,32 +612,52 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         });
     /* rp[0] was written before the phase's barriers */
     if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t];
-    /* T1 = scale dP (.) Gamma (lower incl. diagonal); a0 <- Z's dP part */
-    dg2_each(a0, [&](int, int m, int n, float &x) {
-        const bool in = n <= m && m < L;
-        const float y = in ? sc * x * gm(m, n) : 0.f;
-        const float qk = S.T1[m * LA_TC_LDF + n];
-        S.T1[m * LA_TC_LDF + n] = y;
-        x = (in && n < m) ? y * qk : 0.f;
-    });
-    /* T2 = beta dM (.) Gamma (strictly lower); a1 <- dM (.) kk (.) Gamma;
-     * dbeta += its rows */
-    dg2_each(a1, [&](int, int m, int n, float &x) {
-        float t2 = 0.f, z = 0.f;
-        if (n < m && m < L) {
-            const float dm = -x, gg = gm(m, n);
-            z = dm * S.T2[m * LA_TC_LDF + n] * gg;
-            t2 = dm * S.be[m] * gg;
-        }
-        S.T2[m * LA_TC_LDF + n] = t2;
-        x = z;
-    });
+    /* T1 = scale dP (.) Gamma (lower incl. diagonal); a0 <- Z's dP part;
+     * T2 = beta dM (.) Gamma (strictly lower); a1 <- dM (.) kk (.) Gamma;
+     * dbeta += its rows. GM (cuda-dcg9): both in one pass, Gamma_mn
+     * computed once per element (the same value, the same bits); NG: no Z */
+    if (GM) {
+        dg2_each2(a0, a1, [&](int m, int n, float &x, float &x1) {
+            const bool in = n <= m && m < L;
+            const float gg = in ? gm(m, n) : 0.f;
+            const float y = in ? sc * x * gg : 0.f;
+            const float qk = S.T1[m * LA_TC_LDF + n];
+            S.T1[m * LA_TC_LDF + n] = y;
+            if (!NG) x = (in && n < m) ? y * qk : 0.f;
+            float t2 = 0.f, z = 0.f;
+            if (n < m && m < L) {
+                const float dm = -x1;
+                z = dm * S.T2[m * LA_TC_LDF + n] * gg;
+                t2 = dm * S.be[m] * gg;
+            }
+            S.T2[m * LA_TC_LDF + n] = t2;
+            x1 = z;
+        });
+    } else {
+        dg2_each(a0, [&](int, int m, int n, float &x) {
+            const bool in = n <= m && m < L;
+            const float y = in ? sc * x * gm(m, n) : 0.f;
+            const float qk = S.T1[m * LA_TC_LDF + n];
+            S.T1[m * LA_TC_LDF + n] = y;
+            x = (in && n < m) ? y * qk : 0.f;
+        });
+        dg2_each(a1, [&](int, int m, int n, float &x) {
+            float t2 = 0.f, z = 0.f;
+            if (n < m && m < L) {
+                const float dm = -x, gg = gm(m, n);
+                z = dm * S.T2[m * LA_TC_LDF + n] * gg;
+                t2 = dm * S.be[m] * gg;
+            }
+            S.T2[m * LA_TC_LDF + n] = t2;
+            x = z;
+        });
+    }
     xs[0] = xs[1] = 0.f;
     dg2_rowacc(a1, xs, [](int, int) -> float { return 1.f; });
     dg2_rowput(S.rp[1], xs);
     /* Z = a0 + diag(beta) a1: row sums (columns 0..31 in rowZ, 32..63 in
      * dgam) and per-row-block column sums (colZ), in double, fixed order */
-    {
+    if (!NG) {
         const int q = lane & 3;
 #pragma unroll
         for (int rh = 0; rh < 2; rh++) {
@@ -592,6 +693,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     if (t < LA_CU_C) S.dbt[t] += S.rp[1][0][t] + S.rp[1][1][t];
+    /* GM 3 (gated, LINATTN_CUDA_DCG_TC=9): dbL = <G, S0> summed in the R G^T phase from the fetched
+     * G tile and the S0 tile at the same positions (G and S0 read from DRAM once, not twice): per K
+     * block, each thread its pieces in (value block, piece) order, the warp's tree, added to the
+     * warp's slot red[w] in K-block order; the 8 slots summed at the end as before. Double, fixed
+     * order. */
     /* ---- dq, dk by 64-column blocks of K ---- */
     auto qn = [&](int m, int n) -> float { return S.rq[m] * la_tc_f(X[m * LA_TC_LD + n]); };
     auto kn = [&](int m, int n) -> float { return S.rk[m] * la_tc_f(Y[m * LA_TC_LD + n]); };
@@ -601,19 +707,34 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* diag(e) R G^T (value blocks in order), parked in dk by its owner
          * (read back below by the same thread: two accumulators live) */
         dg2_zero(a0);
+        double dga = 0;
         dg2_phase<PF>(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
                 const int cols = (V - v0 < 64 ? V - v0 : 64);
                 if (wh & 1) dg2_fetch(xa, Rc + v0, vst, L, cols, vf);
-                if (wh & 2) dg2_fetch(xb, G + k0 * V + v0, V, kcols, cols, vf);
+                if (wh & 2) dg2_fetch<CSL>(xb, G + k0 * V + v0, V, kcols, cols, vf);
             },
-            [&](int, dg2_ft &xa, dg2_ft &xb) {
+            [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 dg2_put<NP>(SA, xa);
+                if (GM == 3) { /* S0 at G's positions (xa's registers free now) */
+                    const int v0 = 64 * j;
+                    dg2_fetch(xa, S0 + k0 * V + v0, V, kcols, (V - v0 < 64 ? V - v0 : 64), vf);
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        const float4 gv = xb.v[u], sv = xa.v[u];
+                        dga += (double)gv.x * (double)sv.x + (double)gv.y * (double)sv.y +
+                               (double)gv.z * (double)sv.z + (double)gv.w * (double)sv.w;
+                    }
+                }
                 dg2_put<NP>(SB, xb);
             },
             [&](int) { dg2_mmax<false, true>(a0, SA[0], SA[1], A2, SB[0], SB[1], B2); });
+        if (GM == 3) {
+            for (int off = 16; off > 0; off >>= 1) dga += __shfl_xor_sync(0xffffffffu, dga, off);
+            if (lane == 0) S.red[w] = (k0 == 0 ? 0.0 : S.red[w]) + dga;
+        }
         if (ST) /* parked in W (own positions) */
             dg2_wput(W, a0, [&](int m, float x) { return x * S.et[m]; });
         else
@@ -629,7 +750,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 const int v0 = 64 * j;
                 const int cols = (V - v0 < 64 ? V - v0 : 64);
                 if (wh & 1) dg2_fetch(xa, Yc + v0, vst, L, cols, vf);
-                if (wh & 2) dg2_fetch(xb, S0 + k0 * V + v0, V, kcols, cols, vf);
+                if (wh & 2) dg2_fetch<CSL>(xb, S0 + k0 * V + v0, V, kcols, cols, vf);
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
@@ -652,20 +773,23 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         });
         la_tc_cp_wait_all();
         __syncthreads();
-        /* (de e)_t += k_t . (diag(e) R G^T)_t (read back from dk, own elements) */
-        xs[0] = xs[1] = 0.f;
-        dg2_each(a1, [&](int rh, int m, int n, float &) {
-            if (m < L && k0 + n < K)
-                xs[rh] = fmaf(ST ? W[m * DG2_LDW + n] : dkc[m * HS * K + n], kn(m, n), xs[rh]);
-        });
-        dg2_rowput(S.rp[0], xs);
+        /* (de e)_t += k_t . (diag(e) R G^T)_t (read back from dk, own elements);
+         * NG: de, db only feed dg (not asked for), skipped */
+        if (!NG) {
+            xs[0] = xs[1] = 0.f;
+            dg2_each(a1, [&](int rh, int m, int n, float &) {
+                if (m < L && k0 + n < K)
+                    xs[rh] = fmaf(ST ? W[m * DG2_LDW + n] : dkc[m * HS * K + n], kn(m, n), xs[rh]);
+            });
+            dg2_rowput(S.rp[0], xs);
+        }
         /* dq part: diag(sc b) dO S0^T; (db b)_t += q_t . that */
         xs[0] = xs[1] = 0.f;
         dg2_each(a0, [&](int rh, int m, int n, float &x) {
             x *= sc * S.bt[m];
-            xs[rh] = fmaf(x, qn(m, n), xs[rh]);
+            if (!NG) xs[rh] = fmaf(x, qn(m, n), xs[rh]);
         });
-        dg2_rowput(S.rp[1], xs);
+        if (!NG) dg2_rowput(S.rp[1], xs);
         /* b Yw = -diag(b) Yu S0^T: dbeta += k.(b Yw), (db b) += beta k.(b Yw);
          * ST: here, with dk's first two terms (below), so that W is free for
          * dq (the same operations per element as below) */
@@ -695,9 +819,9 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         }
         __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
         if (ST)          /* dq rows from W */
-            dg2_out(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
-                    [](int, float x) { return x; });
-        if (t < LA_CU_C) {
+            dg2_out<CSL>(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
+                         [](int, float x) { return x; });
+        if (!NG && t < LA_CU_C) {
             S.dee[t] += S.rp[0][0][t] + S.rp[0][1][t];
             S.dbb[t] += S.rp[1][0][t] + S.rp[1][1][t];
         }
@@ -723,7 +847,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         if (t < LA_CU_C) {
             const float s = S.rp[0][0][t] + S.rp[0][1][t];
             S.dbt[t] += s;
-            S.dbb[t] += S.be[t] * s;
+            if (!NG) S.dbb[t] += S.be[t] * s;
         }
         dg2_put_fn<NP>(SA, [&](int r, int c) -> float4 {
             const float *a = &S.T2[r * LA_TC_LDF + c];
@@ -737,7 +861,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         if (ST) { /* dk rows from W (dq's rows were read before two barriers) */
             dg2_wput(W, a1, [](int, float x) { return x; });
             __syncthreads();
-            dg2_out(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
+            dg2_out<CSL>(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
         } else {
             dg2_each(a1, [&](int, int m, int n, float &x) {
                 if (m < L && k0 + n < K) dkc[m * HS * K + n] = x;
@@ -746,6 +870,13 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     /* ---- gates: dgam (double, fixed order), dg = reverse cumsum ---- */
+    if (NG) { /* no gates: dbeta, and zeros for the reduce's unused dg sum */
+        if (t < L) {
+            dbp[(tok0 + t) * HS + hs] = S.dbt[t];
+            dgp[(tok0 + t) * HS + hs] = 0.f;
+        }
+        return;
+    }
     if (t < L) {
         double d = (double)S.dbb[t] - (double)S.dee[t];
         d += S.rowZ[t] + S.dgam[t];
@@ -802,20 +933,28 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     fl.vdo = p.V % 8 == 0 && dg2_al(c->d_o, 16);
     fl.vdv = p.V % 4 == 0 && dg2_al(c->dv, 8);
     fl.vqo = p.K % 4 == 0 && dg2_al(dqp, 16) && dg2_al(dkp, 16);
+    fl.vv = p.V % 8 == 0 && dg2_al(p.v, 16);
     const int mode = la__cu_dcg_tc2_on();
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
               float *, float *, float *, float *, dg2_flags) =
-        mode == 2   ? la_cu_dcg_tc2<true, 3, false>
-        : mode == 3 ? la_cu_dcg_tc2<false, 3, false>
-        : mode == 4 ? la_cu_dcg_tc2<false, 2, false>
-                    : la_cu_dcg_tc2<false, 2, true>;
+        mode == 2   ? la_cu_dcg_tc2<true, 3, false, 0>
+        : mode == 3 ? la_cu_dcg_tc2<false, 3, false, 0>
+        : mode == 4 ? la_cu_dcg_tc2<false, 2, false, 0>
+        : mode == 8 ? la_cu_dcg_tc2<false, 2, true, 0>
+        : !p.g      ? la_cu_dcg_tc2<false, 2, true, 2>
+        : mode == 9 ? la_cu_dcg_tc2<false, 2, true, 3>
+                    : la_cu_dcg_tc2<false, 2, true, 1>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
     LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
                                           (int)cudaSharedmemCarveoutMaxShared));
-    f<<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), DG2_THREADS, smem, stream>>>(
-        p, (const dg2_bf *)c->d_o, hst, dhst, dR, (dg2_bf *)c->dv, dqp, dkp, dbp, dgp, fl);
+    /* cuda-dcg9 (mode 1): head-major grid where the chunks fit gridDim.y */
+    fl.hmaj = (mode == 1 || mode == 9) && tb.nchunks <= 65535;
+    const dim3 grid = fl.hmaj ? dim3((unsigned)c->HS, (unsigned)tb.nchunks)
+                              : dim3((unsigned)tb.nchunks, (unsigned)c->HS);
+    f<<<grid, DG2_THREADS, smem, stream>>>(p, (const dg2_bf *)c->d_o, hst, dhst, dR,
+                                           (dg2_bf *)c->dv, dqp, dkp, dbp, dgp, fl);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
@@ -825,8 +964,9 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
  * =2: three parts and the register prefetch of one tile (2); =3: three parts
  * (3); =4: two parts, outputs stored from the accumulators and dk's first
  * terms parked in dk (cuda-dcg7's default; 4); else (default, 1) two parts
- * with the outputs through shared memory (cuda-dcg8, bitwise the same
- * results as =4). H200, bench/GPU.md cuda-dcg8: default 3.64 / 1.88 ms
+ * with the outputs through shared memory and cuda-dcg9's changes (GM; =8:
+ * cuda-dcg8's kernel, bitwise the same results as =4; =9: GM 3 for gated
+ * inputs). H200, bench/GPU.md cuda-dcg9 has its numbers; cuda-dcg8: 3.64 / 1.88 ms
  * (GDN / DeltaNet), =4 3.95 / 2.03; cuda-dcg7: three parts 4.55 / 2.33,
  * three + prefetch 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against
  * float64 of two and three parts are alike (worst bf16 dq 1.9e-4 both;
@@ -835,9 +975,10 @@ int la__cu_dcg_tc2_on(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DCG_TC");
-        mode = (o && o[0] == '0') || (e && e[0] == '0')             ? 0
-               : (o && (o[0] == '2' || o[0] == '3' || o[0] == '4')) ? o[0] - '0'
-                                                                    : 1;
+        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0
+               : (o && (o[0] == '2' || o[0] == '3' || o[0] == '4' || o[0] == '8' || o[0] == '9'))
+                   ? o[0] - '0'
+                   : 1;
     }
     return mode;
 }
