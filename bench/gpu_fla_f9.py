@@ -13,6 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.getcwd(), "bench"))  # a copy run from elsewhere
 from gpu_bench import timeit  # noqa: E402
 
 

@@ -9,8 +9,11 @@
  * Qf = phi(q), Kf = phi(k) (identity or relu: exact in the 16-bit type).
  * Every product runs on tensor cores (tc.cuh); S, P and Vt enter as 16-bit
  * parts (3 for bf16, 2 for fp16), like the chunk-parallel kernels, so the
- * accuracy matches them. The next chunk's q, k, v tiles come by cp.async
- * into a second buffer while the current chunk computes. No per-chunk
+ * accuracy matches them. One tile buffer (two CTAs per SM: session 8's
+ * double-buffered version held one CTA, 4 warps, per SM and ran at half
+ * the speed): the next chunk's q tiles come by cp.async as soon as the
+ * current chunk's q products are done, its k, v tiles after the state
+ * update, both while the other CTA of the SM computes. No per-chunk
  * state leaves the chip. Sums run in a fixed order: run-to-run identical. */
 #include <stdlib.h>
 
@@ -18,7 +21,7 @@
 #include "tc_tile.cuh"
 
 #define LF_NW 6 /* work tiles: S parts (2 key blocks x 3), then P and Vt parts */
-static size_t lf_smem(int nk) { return (size_t)(2 * (2 * nk + 1) + LF_NW) * LA_TC_TILE_BYTES; }
+static size_t lf_smem(int nk) { return (size_t)((2 * nk + 1) + LF_NW) * LA_TC_TILE_BYTES; }
 
 struct lf_args {
     const la_cu_seq *seqs;
@@ -33,10 +36,10 @@ struct lf_args {
 };
 
 template <typename T, int NK>
-__global__ void __launch_bounds__(LA_TC_THREADS, 1) la_lf_fwd(lf_args p) {
+__global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
     extern __shared__ __align__(128) unsigned char la_lf_smem[];
     T *const base = (T *)la_lf_smem;
-    T *const W = base + 2 * (2 * NK + 1) * LA_TC_TILE; /* LF_NW work tiles */
+    T *const W = base + (2 * NK + 1) * LA_TC_TILE; /* LF_NW work tiles */
     __shared__ double Gw[LA_TC_THREADS / 32][64];
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
@@ -51,32 +54,41 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 1) la_lf_fwd(lf_args p) {
     T *o = (T *)p.o;
     const bool vec = ((K | V) & 7) == 0 &&
                      (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o) & 15) == 0;
-    /* buffer b: Q blocks, K blocks, V */
-    auto Qt = [&](int b, int kb) { return base + (b * (2 * NK + 1) + kb) * LA_TC_TILE; };
-    auto Kt = [&](int b, int kb) { return base + (b * (2 * NK + 1) + NK + kb) * LA_TC_TILE; };
-    auto Vt = [&](int b) { return base + (b * (2 * NK + 1) + 2 * NK) * LA_TC_TILE; };
-    auto fetch = [&](int c, int b) {
-        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+    /* one buffer (two CTAs per SM): Q blocks, K blocks, V */
+    auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
+    auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
+    T *const Vs = base + 2 * NK * LA_TC_TILE;
+    auto fetch = [&](int c,
+                     bool qpart) { /* qpart: Q blocks, else K blocks and V */
+                                   const la_cu_chunk ch = p.chunks[s.chunk0 + c];
 #pragma unroll
-        for (int kb = 0; kb < NK; kb++) {
-            const int64_t k0 = 64 * kb;
-            const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
-            la_tc_tile_fetch(Qt(b, kb), q + (ch.tok0 * H + h) * K + k0, H * K, ch.len, cols, vec);
-            la_tc_tile_fetch(Kt(b, kb), k + (ch.tok0 * H + h) * K + k0, H * K, ch.len, cols, vec);
-        }
-        la_tc_tile_fetch(Vt(b), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
-        la_tc_cp_commit();
+                                   for (int kb = 0; kb < NK; kb++) {
+                                       const int64_t k0 = 64 * kb;
+                                       const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
+                                       if (qpart)
+                                           la_tc_tile_fetch(Qt(kb), q + (ch.tok0 * H + h) * K + k0,
+                                                            H * K, ch.len, cols, vec);
+                                       else
+                                           la_tc_tile_fetch(Kt(kb), k + (ch.tok0 * H + h) * K + k0,
+                                                            H * K, ch.len, cols, vec);
+                                   }
+                                   if (!qpart)
+                                       la_tc_tile_fetch(Vs, v + (ch.tok0 * H + h) * V + v0, H * V,
+                                                        ch.len, bcols, vec);
+                                   la_tc_cp_commit();
     };
     la_tc_acc S[NK][4];
     const size_t sbase = ((size_t)n * H + h) * K * V;
 #pragma unroll
     for (int kb = 0; kb < NK; kb++)
         la_tc_acc_in(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
-    if (s.nch > 0) fetch(0, 0);
+    if (s.nch > 0) {
+        fetch(0, true);
+        fetch(0, false);
+    }
     double *G = Gw[t >> 5];
     const int w = t >> 5, lane = t & 31;
     for (int c = 0; c < s.nch; c++) {
-        const int b = c & 1;
         const la_cu_chunk ch = p.chunks[s.chunk0 + c];
         const int L = ch.len;
         __syncwarp(); /* the warp's reads of the previous chunk's G are done */
@@ -89,14 +101,13 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 1) la_lf_fwd(lf_args p) {
             __syncwarp();
         }
         la_tc_cp_wait_all();
-        __syncthreads(); /* chunk c's tiles in; chunk c-1's readers of buffer b^1 done */
-        if (c + 1 < s.nch) fetch(c + 1, b ^ 1);
+        __syncthreads(); /* chunk c's tiles in; chunk c-1's output readers of W done */
         if (relu) {
 #pragma unroll
             for (int kb = 0; kb < NK; kb++) {
-                la_tc_tile_split(Qt(b, kb), (T *)NULL, (T *)NULL,
+                la_tc_tile_split(Qt(kb), (T *)NULL, (T *)NULL,
                                  [](int, int, float x) { return x > 0.f ? x : 0.f; });
-                la_tc_tile_split(Kt(b, kb), (T *)NULL, (T *)NULL,
+                la_tc_tile_split(Kt(kb), (T *)NULL, (T *)NULL,
                                  [](int, int, float x) { return x > 0.f ? x : 0.f; });
             }
         }
@@ -111,12 +122,13 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 1) la_lf_fwd(lf_args p) {
         la_tc_zero(accO);
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
-            la_tc_mma64<T, false, true>(accP, Qt(b, kb), Kt(b, kb));
-            la_tc_mma64x<T, false, false>(accO, Qt(b, kb), NULL, NULL, W + 3 * kb * LA_TC_TILE,
+            la_tc_mma64<T, false, true>(accP, Qt(kb), Kt(kb));
+            la_tc_mma64x<T, false, false>(accO, Qt(kb), NULL, NULL, W + 3 * kb * LA_TC_TILE,
                                           W + (3 * kb + 1) * LA_TC_TILE,
                                           three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL);
         }
-        __syncthreads(); /* the S parts are free: P and Vt take them */
+        __syncthreads(); /* Q and the S parts are free: Q takes chunk c+1, P and Vt the parts */
+        if (c + 1 < s.nch) fetch(c + 1, true);
         T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = three ? W + 2 * LA_TC_TILE : NULL;
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
@@ -125,7 +137,6 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 1) la_lf_fwd(lf_args p) {
             return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
         });
         if (gated) { /* Vt = e^{G_L - G_j} v_j as parts; V stays for P V */
-            const T *Vs = Vt(b);
 #pragma unroll
             for (int u = 0; u < 4; u++) {
                 const int e = t + LA_TC_THREADS * u, r = e >> 3, c0 = (e & 7) * 8;
@@ -151,19 +162,20 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 1) la_lf_fwd(lf_args p) {
         }
         la_tc_acc_each_rh(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
-        la_tc_mma64x<T, false, false>(accO, Ph, Pl, Pl2, Vt(b), NULL, NULL);
+        la_tc_mma64x<T, false, false>(accO, Ph, Pl, Pl2, Vs, NULL, NULL);
         const float eL = gated ? la_cu_expd(GL) : 1.f;
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
             if (gated) {
                 la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= eL; });
-                la_tc_mma64x<T, true, false>(S[kb], Kt(b, kb), NULL, NULL, Th, Tl, Tl2);
+                la_tc_mma64x<T, true, false>(S[kb], Kt(kb), NULL, NULL, Th, Tl, Tl2);
             } else {
-                la_tc_mma64<T, true, false>(S[kb], Kt(b, kb), Vt(b));
+                la_tc_mma64<T, true, false>(S[kb], Kt(kb), Vs);
             }
         }
-        __syncthreads(); /* Q's first block of buffer b takes the output */
-        T *const Os = Qt(b, 0);
+        __syncthreads(); /* K, V, P, Vt read: K, V take chunk c+1, W the output */
+        if (c + 1 < s.nch) fetch(c + 1, false);
+        T *const Os = W;
         la_tc_acc_split(accO, Os, (T *)NULL, (T *)NULL, [](int, int, float x) { return x; });
         __syncthreads();
         la_tc_tile_store(o + (ch.tok0 * H + h) * V + v0, H * V, Os, L, bcols, vec);
@@ -174,7 +186,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 1) la_lf_fwd(lf_args p) {
 }
 
 /* LINATTN_CUDA_LIN_FUSED: 0 never, 1 whenever supported, unset / other:
- * when supported and the grid fills about one wave of the GPU. */
+ * when supported and the grid has >= 1.25 CTAs per SM (one CTA walks a
+ * whole sequence: with fewer CTAs the chunk-parallel path is faster). */
 static int lf_mode() {
     static int mode = -1;
     if (mode < 0) {
@@ -196,7 +209,7 @@ bool la__lf_use(const la__cu_call *c) {
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
         return false;
     const int64_t ctas = c->N * c->H * ((c->V + 63) / 64);
-    return ctas >= (int64_t)sms * (c->K <= 64 ? 2 : 1);
+    return 4 * ctas >= 5 * (int64_t)sms; /* 1.25 waves of one CTA per SM (two fit) */
 }
 
 template <typename T, int NK>
