@@ -1263,6 +1263,19 @@ int main(void) {
         if (take()) run_scalar(gpu, cpu, &z[0], 1999);
         zeroed_opts = 0;
     }
+    if (want('s')) { /* cuda-fused9: 16-bit cases of the fused forward (K <= 128, identity /
+                      * relu): varlen with scalar tile loads (K, V % 8 != 0), K = 128 with V tails */
+        const scase f9[] = {
+            {"linear bf16 relu varlen K100 V100", 1, 1065, 1, 100, 100, cu2, 3, LA_DTYPE_BF16, 1,
+             LA_FEATURE_RELU, 0, 0, 0},
+            {"sgla bf16 g extreme varlen K128 V72", 1, 877, 2, 128, 72, cu6, 7, LA_DTYPE_BF16, 0, 0,
+             1, 1, 1},
+            {"sgla fp16 gamma B3 T129 K36 V130", 3, 129, 2, 36, 130, NULL, 0, LA_DTYPE_F16, 0, 0, 2,
+             0, 0},
+        };
+        for (size_t i = 0; i < sizeof f9 / sizeof f9[0]; i++)
+            if (take()) run_scalar(gpu, cpu, &f9[i], 2900 + i);
+    }
     if (!quick && want('s'))
         for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
             if (take()) run_scalar(gpu, cpu, &big[i], 2000 + i);

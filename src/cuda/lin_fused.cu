@@ -1,0 +1,238 @@
+/* cuda-fused9: the fused chunk-recurrent forward of kernel linear attention
+ * and simple GLA for bf16 / fp16 inputs. One CTA (4 warps) per (sequence,
+ * head, block of 64 value columns) walks its chunks in order with the fp32
+ * state S (K <= 128 rows, 64 columns) in registers; per chunk of L <= 64
+ * tokens, with G the chunk's cumulative log-gates (0 for linear attention):
+ *   o_i  = scale e^{G_i} Qf_i S + sum_{j<=i} P_ij v_j,
+ *   P_ij = scale e^{G_i - G_j} Qf_i . Kf_j,
+ *   S   <- e^{G_L} S + Kf^T Vt,  Vt_j = e^{G_L - G_j} v_j,
+ * Qf = phi(q), Kf = phi(k) (identity or relu: exact in the 16-bit type).
+ * Every product runs on tensor cores (tc.cuh); S, P and Vt enter as 16-bit
+ * parts (3 for bf16, 2 for fp16), like the chunk-parallel kernels, so the
+ * accuracy matches them. One tile buffer (two CTAs per SM: session 8's
+ * double-buffered version held one CTA, 4 warps, per SM and ran at half
+ * the speed): the next chunk's q tiles come by cp.async as soon as the
+ * current chunk's q products are done, its k, v tiles after the state
+ * update, both while the other CTA of the SM computes. No per-chunk
+ * state leaves the chip. Sums run in a fixed order: run-to-run identical. */
+#include <stdlib.h>
+
+#include "lin_fused.cuh"
+#include "tc_tile.cuh"
+
+#define LF_NW 6 /* work tiles: S parts (2 key blocks x 3), then P and Vt parts */
+static size_t lf_smem(int nk) { return (size_t)((2 * nk + 1) + LF_NW) * LA_TC_TILE_BYTES; }
+
+struct lf_args {
+    const la_cu_seq *seqs;
+    const la_cu_chunk *chunks;
+    const void *q, *k, *v;
+    void *o;
+    const float *g, *g_gamma, *s0;
+    float *fin;
+    int64_t H, K, V;
+    float scale;
+    int fm, nvb;
+};
+
+template <typename T, int NK>
+__global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
+    extern __shared__ __align__(128) unsigned char la_lf_smem[];
+    T *const base = (T *)la_lf_smem;
+    T *const W = base + (2 * NK + 1) * LA_TC_TILE; /* LF_NW work tiles */
+    __shared__ double Gw[LA_TC_THREADS / 32][64];
+    const int64_t H = p.H, K = p.K, V = p.V;
+    const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
+    const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), t = threadIdx.x;
+    const int64_t v0 = (int64_t)vb * 64;
+    const int bcols = (int)(V - v0 < 64 ? V - v0 : 64);
+    const la_cu_seq s = p.seqs[n];
+    const float scale = p.scale, gam = p.g_gamma ? p.g_gamma[h] : 0.f;
+    const bool gated = p.g || p.g_gamma, relu = p.fm == LA_FEATURE_RELU;
+    const bool three = la_tc_three<T>::value;
+    const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
+    T *o = (T *)p.o;
+    const bool vec = ((K | V) & 7) == 0 &&
+                     (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o) & 15) == 0;
+    /* one buffer (two CTAs per SM): Q blocks, K blocks, V */
+    auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
+    auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
+    T *const Vs = base + 2 * NK * LA_TC_TILE;
+    auto fetch = [&](int c,
+                     bool qpart) { /* qpart: Q blocks, else K blocks and V */
+                                   const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+#pragma unroll
+                                   for (int kb = 0; kb < NK; kb++) {
+                                       const int64_t k0 = 64 * kb;
+                                       const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
+                                       if (qpart)
+                                           la_tc_tile_fetch(Qt(kb), q + (ch.tok0 * H + h) * K + k0,
+                                                            H * K, ch.len, cols, vec);
+                                       else
+                                           la_tc_tile_fetch(Kt(kb), k + (ch.tok0 * H + h) * K + k0,
+                                                            H * K, ch.len, cols, vec);
+                                   }
+                                   if (!qpart)
+                                       la_tc_tile_fetch(Vs, v + (ch.tok0 * H + h) * V + v0, H * V,
+                                                        ch.len, bcols, vec);
+                                   la_tc_cp_commit();
+    };
+    la_tc_acc S[NK][4];
+    const size_t sbase = ((size_t)n * H + h) * K * V;
+#pragma unroll
+    for (int kb = 0; kb < NK; kb++)
+        la_tc_acc_in(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
+    if (s.nch > 0) {
+        fetch(0, true);
+        fetch(0, false);
+    }
+    double *G = Gw[t >> 5];
+    const int w = t >> 5, lane = t & 31;
+    for (int c = 0; c < s.nch; c++) {
+        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const int L = ch.len;
+        __syncwarp(); /* the warp's reads of the previous chunk's G are done */
+        {
+            const float x0 =
+                2 * lane < L ? (p.g ? p.g[(ch.tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
+            const float x1 =
+                2 * lane + 1 < L ? (p.g ? p.g[(ch.tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
+            la_tc_warp_gates(G, (double)x0, (double)x1);
+            __syncwarp();
+        }
+        la_tc_cp_wait_all();
+        __syncthreads(); /* chunk c's tiles in; chunk c-1's output readers of W done */
+        if (relu) {
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) {
+                la_tc_tile_split(Qt(kb), (T *)NULL, (T *)NULL,
+                                 [](int, int, float x) { return x > 0.f ? x : 0.f; });
+                la_tc_tile_split(Kt(kb), (T *)NULL, (T *)NULL,
+                                 [](int, int, float x) { return x > 0.f ? x : 0.f; });
+            }
+        }
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++)
+            la_tc_acc_split(S[kb], W + 3 * kb * LA_TC_TILE, W + (3 * kb + 1) * LA_TC_TILE,
+                            three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL,
+                            [](int, int, float x) { return x; });
+        __syncthreads();
+        la_tc_acc accP[4], accO[4];
+        la_tc_zero(accP);
+        la_tc_zero(accO);
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) {
+            la_tc_mma64<T, false, true>(accP, Qt(kb), Kt(kb));
+            la_tc_mma64x<T, false, false>(accO, Qt(kb), NULL, NULL, W + 3 * kb * LA_TC_TILE,
+                                          W + (3 * kb + 1) * LA_TC_TILE,
+                                          three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL);
+        }
+        __syncthreads(); /* Q and the S parts are free: Q takes chunk c+1, P and Vt the parts */
+        if (c + 1 < s.nch) fetch(c + 1, true);
+        T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = three ? W + 2 * LA_TC_TILE : NULL;
+        T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
+                 *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
+        const double GL = L > 0 ? G[L - 1] : 0.0;
+        la_tc_acc_split(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
+            return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
+        });
+        if (gated) { /* Vt = e^{G_L - G_j} v_j as parts; V stays for P V */
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int e = t + LA_TC_THREADS * u, r = e >> 3, c0 = (e & 7) * 8;
+                const int off = r * LA_TC_LD + c0;
+                const float f = r < L ? la_cu_expd(GL - G[r]) : 0.f;
+                uint32_t x[4], y[4], z[4];
+                *(uint4 *)x = *(const uint4 *)(Vs + off);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float2 in = la_tc_upk(T(), x[i]);
+                    la_tc_split2<T>(in.x * f, in.y * f, x[i], y[i], z[i]);
+                }
+                *(uint4 *)(Th + off) = *(const uint4 *)x;
+                *(uint4 *)(Tl + off) = *(const uint4 *)y;
+                if (Tl2) *(uint4 *)(Tl2 + off) = *(const uint4 *)z;
+            }
+        }
+        float rf[2];
+#pragma unroll
+        for (int rh = 0; rh < 2; rh++) {
+            const int r = 16 * w + (lane >> 2) + 8 * rh;
+            rf[rh] = r < L ? scale * la_cu_expd(G[r]) : 0.f;
+        }
+        la_tc_acc_each_rh(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
+        __syncthreads();
+        la_tc_mma64x<T, false, false>(accO, Ph, Pl, Pl2, Vs, NULL, NULL);
+        const float eL = gated ? la_cu_expd(GL) : 1.f;
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) {
+            if (gated) {
+                la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= eL; });
+                la_tc_mma64x<T, true, false>(S[kb], Kt(kb), NULL, NULL, Th, Tl, Tl2);
+            } else {
+                la_tc_mma64<T, true, false>(S[kb], Kt(kb), Vs);
+            }
+        }
+        __syncthreads(); /* K, V, P, Vt read: K, V take chunk c+1, W the output */
+        if (c + 1 < s.nch) fetch(c + 1, false);
+        T *const Os = W;
+        la_tc_acc_split(accO, Os, (T *)NULL, (T *)NULL, [](int, int, float x) { return x; });
+        __syncthreads();
+        la_tc_tile_store(o + (ch.tok0 * H + h) * V + v0, H * V, Os, L, bcols, vec);
+    }
+    if (p.fin)
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) la_tc_acc_out(p.fin + sbase, S[kb], 64 * kb, v0, K, V);
+}
+
+/* LINATTN_CUDA_LIN_FUSED: 0 never, 1 whenever supported, unset / other:
+ * when supported and the grid has >= 1.25 CTAs per SM (one CTA walks a
+ * whole sequence: with fewer CTAs the chunk-parallel path is faster). */
+static int lf_mode() {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_LIN_FUSED");
+        mode = !e ? 2 : e[0] == '0' ? 0 : e[0] == '1' ? 1 : 2;
+    }
+    return mode;
+}
+
+bool la__lf_use(const la__cu_call *c) {
+    const int mode = lf_mode();
+    if (mode == 0) return false;
+    if (c->dtype != LA_DTYPE_BF16 && c->dtype != LA_DTYPE_F16) return false;
+    if (c->K < 1 || c->K > 128 || c->V < 1) return false;
+    if (c->feature_map != LA_FEATURE_IDENTITY && c->feature_map != LA_FEATURE_RELU) return false;
+    if (mode == 1) return true;
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        return false;
+    const int64_t ctas = c->N * c->H * ((c->V + 63) / 64);
+    return 4 * ctas >= 5 * (int64_t)sms; /* 1.25 waves of one CTA per SM (two fit) */
+}
+
+template <typename T, int NK>
+static la_status lf_launch(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
+    const size_t smem = lf_smem(NK);
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NK>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    la_lf_fwd<T, NK><<<(unsigned)ctas, LA_TC_THREADS, smem, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
+}
+
+la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb) {
+    lf_args a = {};
+    a.seqs = tb.seqs, a.chunks = tb.chunks, a.q = c->q, a.k = c->k, a.v = c->v, a.o = c->o;
+    a.g = c->g, a.g_gamma = c->g_gamma, a.s0 = c->s0, a.fin = c->final_state;
+    a.H = c->H, a.K = c->K, a.V = c->V, a.scale = c->scale, a.fm = c->feature_map;
+    a.nvb = (int)((c->V + 63) / 64);
+    const int64_t ctas = c->N * c->H * a.nvb;
+    if (ctas == 0) return LA_OK;
+    if (c->dtype == LA_DTYPE_BF16)
+        return c->K <= 64 ? lf_launch<__nv_bfloat16, 1>(c->op, stream, ctas, a)
+                          : lf_launch<__nv_bfloat16, 2>(c->op, stream, ctas, a);
+    return c->K <= 64 ? lf_launch<__half, 1>(c->op, stream, ctas, a)
+                      : lf_launch<__half, 2>(c->op, stream, ctas, a);
+}

@@ -1,0 +1,15 @@
+/* cuda-fused9: the fused chunk-recurrent forward of kernel linear attention
+ * and simple GLA for 16-bit inputs (lin_fused.cu). */
+#ifndef LINATTN_CUDA_LIN_FUSED_CUH
+#define LINATTN_CUDA_LIN_FUSED_CUH
+
+#include "common.cuh"
+
+/* Whether the fused forward takes this call (dtype, K <= 128, feature map,
+ * grid size; LINATTN_CUDA_LIN_FUSED = 0 / 1 forces it off / on where
+ * supported). */
+bool la__lf_use(const la__cu_call *c);
+/* o and final_state of the call, initial state s0 (NULL: zeros). */
+la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb);
+
+#endif
