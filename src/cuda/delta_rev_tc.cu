@@ -288,9 +288,9 @@ __global__ void __launch_bounds__(NW * 32, 1)
     constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
     constexpr int KQ = KP / 8, JW = 8 / NW;
     static_assert(NTH % KQ == 0 && (64 * KQ) % NTH == 0, "copy layout");
-    constexpr int RS = NTH / KQ, NI = 64 * KQ / NTH;  /* 16-bit tiles: row step, trips */
-    constexpr int RSV = NTH / 4, NIV = 256 / NTH;      /* dRo / dO, 16-byte copies */
-    constexpr int RS1 = NTH / 16, NI1 = 1024 / NTH;    /* dRo / dO, 4-byte copies */
+    constexpr int RS = NTH / KQ, NI = 64 * KQ / NTH; /* 16-bit tiles: row step, trips */
+    constexpr int RSV = NTH / 4, NIV = 256 / NTH;    /* dRo / dO, 16-byte copies */
+    constexpr int RS1 = NTH / 16, NI1 = 1024 / NTH;  /* dRo / dO, 4-byte copies */
     drt_bf *const tiles = (drt_bf *)drt_sm;
     float *const Fs = (float *)(tiles + NB * DRT_NT * TILE);
     float *const Ps = Fs + NB * 2 * 64 * DRT_SU;
@@ -529,16 +529,24 @@ static int drt_fits32(const la__cu_call *c) {
     return tok < lim / (c->HS * KM) && nch < lim / (c->HS * KV);
 }
 
-/* LINATTN_CUDA_DELTA_REV=old: cuda-delta7's kernel (A/B switch, read once);
- * else cuda-rev9's where drt_fits32 holds. */
-static int drt_new(const la__cu_call *c) {
+/* LINATTN_CUDA_DELTA_REV=old: cuda-delta7's kernel; =cl: the cluster split
+ * (delta_rev_cl.cu) where it is taken, elsewhere cuda-rev9's one-CTA kernel
+ * (opt-in: slower at the GDN shape, see bench/GPU.md cuda-rev9); else
+ * (default) cuda-rev9's one-CTA kernel. cuda-rev9's kernels only where
+ * drt_fits32 holds (A/B switch, read once). Returns 0 old, 1 tc9, 2 cl. */
+static int drt_mode(const la__cu_call *c) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_REV");
-        mode = !(e && !strcmp(e, "old"));
+        mode = !e ? 1 : !strcmp(e, "old") ? 0 : !strcmp(e, "cl") ? 2 : 1;
     }
-    return mode && drt_fits32(c);
+    return drt_fits32(c) ? mode : 0;
 }
+static int drt_new(const la__cu_call *c) { return drt_mode(c) > 0; }
+
+/* delta_rev_cl.cu (cuda-rev9) */
+int la__cu_delta_rev_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                        const void *Qb, const float *dOq, float *dRo, float *dhst, la_status *st);
 
 template <int NW, int KW, int NB>
 static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
@@ -549,14 +557,14 @@ static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaSt
         LA_CU_TRY(c->op,
                   cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        la_cu_dcb_rev_tc9<NW, KW, NB><<<grid, NW * 32, smem, stream>>>(
-            p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+        la_cu_dcb_rev_tc9<NW, KW, NB><<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq,
+                                                                       c->dsT, c->ds0, dRo, dhst);
     } else {
         LA_CU_TRY(c->op,
                   cudaFuncSetAttribute(la_cu_dcb_rev_tc<NW, KW, NB>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        la_cu_dcb_rev_tc<NW, KW, NB><<<grid, NW * 32, smem, stream>>>(
-            p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+        la_cu_dcb_rev_tc<NW, KW, NB><<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq,
+                                                                      c->dsT, c->ds0, dRo, dhst);
     }
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
@@ -573,6 +581,8 @@ static la_status drt_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
 
 la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                               const void *Qb, const float *dOq, float *dRo, float *dhst) {
+    la_status st;
+    if (drt_mode(c) == 2 && la__cu_delta_rev_cl(c, p, stream, Qb, dOq, dRo, dhst, &st)) return st;
     if (c->K <= 64) return drt_nb<4, 16>(c, p, stream, Qb, dOq, dRo, dhst);
     if (c->K <= 128) return drt_nb<4, 32>(c, p, stream, Qb, dOq, dRo, dhst);
     return drt_nb<8, 32>(c, p, stream, Qb, dOq, dRo, dhst);
