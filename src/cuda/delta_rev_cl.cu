@@ -7,11 +7,14 @@
  * dR^T = dh^T Kd^T of both CTAs go to both CTAs' shared memory (slot
  * 4 r + w, two chunk parities), one cluster barrier per chunk takes the
  * place of the CTA barrier after the partials, and each CTA sums the eight
- * partials in slot order: the same dR^T bits in both (dR stored by the CTA
- * whose rank is the token block's half). Fixed orders, no atomics: bitwise
- * identical run to run (not to the one-CTA kernel, whose partials are four
- * of 32 keys). Launched with a cluster dimension of 2; the body is empty
- * below sm_90, where the host never launches it. */
+ * partials in slot order: the same dR^T bits in both (dR of an 8-token
+ * group stored by the CTA whose rank is the group's parity). Fixed orders,
+ * no atomics: bitwise identical run to run (not to the one-CTA kernel,
+ * whose partials are four of 32 keys). Opt-in (LINATTN_CUDA_DELTA_REV=cl):
+ * slower than the one-CTA kernel at the GDN shape, the cluster barrier's
+ * release draining the chunk's global stores (bench/GPU.md, cuda-rev9).
+ * Launched with a cluster dimension of 2; the body is empty below sm_90,
+ * where the host never launches it. */
 #include "cluster.cuh"
 #include "delta_chunk.cuh"
 #include "tc.cuh"
