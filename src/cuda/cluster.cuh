@@ -1,0 +1,67 @@
+/* Thread-block cluster primitives (sm_90+), shared by the kernels that split
+ * one problem over the CTAs of a cluster and exchange partial products
+ * through distributed shared memory (cuda-rev9: delta_rev_cl.cu). Device
+ * functions exist only for __CUDA_ARCH__ >= 900; callers guard their bodies
+ * the same way and their hosts launch them only on compute capability 9+. */
+#pragma once
+
+#include <cuda_runtime.h>
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+/* This CTA's rank in its cluster. */
+__device__ __forceinline__ unsigned la_cl_rank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+/* The shared::cluster address, in CTA r, of the shared::cta address a. */
+__device__ __forceinline__ unsigned la_cl_mapa(unsigned a, unsigned r) {
+    unsigned d;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(r));
+    return d;
+}
+/* The shared::cluster address of this CTA's shared memory at p in CTA r. */
+__device__ __forceinline__ unsigned la_cl_map(const void *p, unsigned r) {
+    return la_cl_mapa((unsigned)__cvta_generic_to_shared(p), r);
+}
+/* Stores to a shared::cluster address (8 / 16 bytes, aligned). */
+__device__ __forceinline__ void la_cl_st2(unsigned a, float x, float y) {
+    asm volatile("st.shared::cluster.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(x), "f"(y) : "memory");
+}
+__device__ __forceinline__ void la_cl_st4(unsigned a, float4 v) {
+    asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "f"(v.x), "f"(v.y),
+                 "f"(v.z), "f"(v.w)
+                 : "memory");
+}
+/* Cluster barrier, every thread of every CTA: arrive releases this thread's
+ * earlier memory operations (shared::cluster stores included), wait acquires
+ * the others'. la_cl_sync is both. */
+__device__ __forceinline__ void la_cl_arrive() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void la_cl_wait() {
+    asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void la_cl_sync() {
+    la_cl_arrive();
+    la_cl_wait();
+}
+#endif
+
+/* Launches kern(args...) with grid x CTAs in clusters of cx along x (grid a
+ * multiple of cx), nth threads, smem bytes of dynamic shared memory (the
+ * kernel's limit raised to it first). Returns the CUDA error. */
+template <typename... A, typename... B>
+static cudaError_t la_cl_launch(void (*kern)(A...), unsigned grid, unsigned cx, int nth,
+                                size_t smem, cudaStream_t stream, B... args) {
+    cudaError_t e =
+        cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = cx, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(nth), cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream, cfg.attrs = at, cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kern, args...);
+}
