@@ -80,16 +80,17 @@ __device__ __forceinline__ void dcl_cluster_sync() {
 #endif
 
 /* cuda-state8: the kernel with a short instruction stream per chunk
- * (bitwise the results of cuda-state7's 64-bit version). Every element offset is 32-bit (the host takes this
- * kernel only where every tensor it touches has fewer than 2^31 elements)
- * and computed once: each thread's copy rows, copy column, hst slots and R
- * slots are fixed for the whole sequence, so a chunk adds c times a
- * constant stride; the column predicates are per-thread constants; the row
- * predicates (r < L) run only on a sequence's last, partial chunk (a
- * separate branch, uniform over the block). Measured (H200, GDN shape, bench/
- * GPU.md cuda-state8): 565 -> 372 instructions per warp per chunk but only
- * 4100 -> 3880 cycles per chunk (2371 -> 2231 us per pass): the step is a
- * latency chain (barriers, mma chains, the DSMEM round trip), not issue. */
+ * (bitwise the results of cuda-state7's 64-bit version). Every element
+ * offset is 32-bit (the host takes this kernel only where every tensor it
+ * touches has fewer than 2^31 elements) and computed once: each thread's
+ * copy rows, copy column, hst slots and R slots are fixed for the whole
+ * sequence, so a chunk adds c times a constant stride; the column
+ * predicates are per-thread constants; the row predicates (r < L) run only
+ * on a sequence's last, partial chunk (a separate branch, uniform over the
+ * block). Measured (H200, GDN shape, bench/GPU.md cuda-state8): 565 -> 372
+ * instructions per warp per chunk but only 4100 -> 3880 cycles per chunk
+ * (2371 -> 2231 us per pass): the step is a latency chain (barriers, mma
+ * chains, the DSMEM round trip), not issue. */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void dcl_cp16(unsigned d, const void *src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
@@ -470,8 +471,9 @@ static int dcl_mode(void) {
 
 /* The cluster kernel where it pays: 64 < K <= 256 (8 warps of 8 or 16 keys
  * per CTA), compute capability 9+, sizes within 32-bit offsets, and twice
- * the one-CTA kernel's grid still fits one wave (one CTA per SM); elsewhere the one-CTA kernel, which does
- * half the copies per chunk in total. Returns 0 where not taken. */
+ * the one-CTA kernel's grid still fits one wave (one CTA per SM);
+ * elsewhere the one-CTA kernel, which does half the copies per chunk in
+ * total. Returns 0 where not taken. */
 int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                           la_status *st) {
     const int mode = dcl_mode();

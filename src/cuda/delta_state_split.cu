@@ -28,10 +28,11 @@
  * blocks starting from the identity, the scan running p downwards (the
  * scan kernel's loop order and M's transposition are its only changes).
  * Measured (H200, GDN 1,65536,H2,HV8,128, bench/GPU.md cuda-split9): P = 8
- * takes 2074 + 190 + 1248 us per pass against the cluster kernel's 2215: at
- * two CTAs per SM the steps are bound by the L2 -> SM traffic of the W, Kd
- * part tiles (68 KB per chunk per 16-column block, ~4.4 TB/s in all), which
- * the split triples. So it is off by default:
+ * takes 2074 + 190 + 1248 us per pass against the cluster kernel's 2215: a
+ * chunk step costs an SM as much with two CTAs per SM (single-buffered) as
+ * with one (double-buffered), each copying the 68 KB of W, Kd part tiles
+ * per chunk per 16-column block, so the split's threefold work over twice
+ * the SMs is a loss at any P. Off by default:
  * LINATTN_CUDA_DELTA_SPLIT: unset or 0 never, 1 by grid size, n >= 2 always
  * with P = n (tests reach the split at odd sizes that way);
  * LINATTN_CUDA_DELTA_SPLIT_OCC=1: the double-buffered one-CTA-per-SM kernel
@@ -163,7 +164,7 @@ la_status la__cu_delta_state_split(const la__cu_call *c, la_cu_arena *ar, const 
                                    const la_cu_dc_args &p, int *taken) {
     *taken = 0;
     int occ;
-    dss_env(&occ);
+    if (!dss_env(&occ)) return LA_OK; /* off: no device attribute query */
     const int P = la__cu_delta_split_p(c, tb.nchunks, la__cu_sm_count(c));
     if (!P || c->N <= 0) return LA_OK;
     const int64_t nseg = c->N * P, KV = c->K * c->V;

@@ -88,9 +88,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) la_cu_dc_state_tc(la_cu_dc_args
         for (int e = 0; e < 4; e++) {
             const int v = g + 8 * (e >> 1);
             const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-            S[j][e] = tr ? (i == v0 + v && v < vc ? 1.f : 0.f)
-                  : (p.s0 && i < K && v < vc) ? p.s0[sbase + i * V + v0 + v]
-                                              : 0.f;
+            S[j][e] = tr                          ? (i == v0 + v && v < vc ? 1.f : 0.f)
+                      : (p.s0 && i < K && v < vc) ? p.s0[sbase + i * V + v0 + v]
+                                                  : 0.f;
         }
 
     auto issue = [&](int c, int b) {
