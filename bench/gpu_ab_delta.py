@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--fla", action="store_true")
     ap.add_argument("--saved", action="store_true")
+    # cuda-split9: fla's chunk_gated_delta_rule forward at the GDN shape, last
+    ap.add_argument("--fla-gdn", action="store_true")
     a = ap.parse_args()
     dev, dt = torch.device("cuda"), torch.bfloat16
     stream = torch.cuda.current_stream().cuda_stream
@@ -169,6 +171,17 @@ def main():
                        " ".join("%.3f" % x for x in ms)), flush=True)
             except Exception as e:  # noqa: BLE001 - a refusal is a result
                 print("fla chunk_delta_rule %s refused: %s" % (lbl, str(e)[-300:]), flush=True)
+    if a.fla_gdn:  # cuda-split9: the inputs of inputs("gdn"), fla's layout (HV heads of q, k)
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+        (B, T, H, HV, D), _, q, k, v, do, g, beta = inputs("gdn", dev, dt)
+        qf, kf = (x.repeat_interleave(HV // H, dim=2).contiguous() for x in (q, k))
+        f = lambda: chunk_gated_delta_rule(qf, kf, v, g, beta, output_final_state=True)
+        try:
+            ms = [timeit(f)[0] for _ in range(2)]
+            print("fla chunk_gated_delta_rule bf16 %d,%d,H%d->HV%d,%d fwd %.3f ms (%s; runs %s)" %
+                  (B, T, H, HV, D, ms[-1], name, " ".join("%.3f" % x for x in ms)), flush=True)
+        except Exception as e:  # noqa: BLE001 - a refusal is a result
+            print("fla chunk_gated_delta_rule fwd refused: %s" % str(e)[-300:], flush=True)
 
 
 if __name__ == "__main__":

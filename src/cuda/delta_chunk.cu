@@ -401,7 +401,11 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
         la_cu_dc_prep<T><<<dim3((unsigned)tb.nchunks, (unsigned)c->HS), 256, 0, ar->stream>>>(p);
         LA_CU_LAUNCHED(c->op);
     }
-    if (parts) return la__cu_delta_state_tc(c, p, ar->stream);
+    if (parts) { /* cuda-split9: split over time where the grid is under a wave */
+        int taken = 0;
+        if ((st = la__cu_delta_state_split(c, ar, tb, p, &taken)) || taken) return st;
+        return la__cu_delta_state_tc(c, p, ar->stream);
+    }
     if (c->K <= 64) return dc_state_vb<4>(c, p, ar->stream);
     if (c->K <= 128) return dc_state_vb<8>(c, p, ar->stream);
     return dc_state_vb<16>(c, p, ar->stream);

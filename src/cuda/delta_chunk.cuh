@@ -180,6 +180,17 @@ int la__cu_delta_tc_parts(size_t elem);
  * or LINATTN_CUDA_DELTA_STATE=old, else 1 with the launch's status in *st. */
 int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                           la_status *st);
+/* ---- cuda-split9: the state pass split over time (delta_state_split.cu) --
+ * la__cu_delta_state_split runs it where la__cu_delta_split_p gives P >= 2
+ * segments per sequence (*taken = 1), else launches nothing (*taken = 0);
+ * la__cu_delta_state_tc_seg launches the one-CTA tensor-core kernel over
+ * nseq entries of p.seqs: mode 0 the full pass, 1 the local pass (end
+ * states and transitions into p.sT); occ 2: two CTAs per SM (K <= 128). */
+int la__cu_delta_split_p(const la__cu_call *c, int64_t nchunks, int64_t nsm);
+la_status la__cu_delta_state_split(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
+                                   const la_cu_dc_args &p, int *taken);
+la_status la__cu_delta_state_tc_seg(const la__cu_call *c, const la_cu_dc_args &p, int64_t nseq,
+                                    int mode, int occ, cudaStream_t stream);
 /* cuda-delta4: the output kernel on tensor cores for bf16 inputs
  * (delta_out_tc.cu), and whether it runs (LINATTN_CUDA_TC,
  * LINATTN_CUDA_DELTA_TC_OUT). */

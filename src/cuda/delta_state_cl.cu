@@ -1,17 +1,13 @@
 /* The delta rules' tensor-core state pass split over the keys of a 2-CTA
- * cluster (sm_90; cuda-state7). The same update as la_cu_dc_state_tc
- * (delta_state_tc.cu), per chunk R = U - W S, S' = b_L S + Kd^T R, one
- * cluster of two CTAs per (sequence, value head, 16 value columns): CTA r
- * of the cluster owns keys r KC .. r KC + KC - 1 (KC = NW KW; by default
- * NW = 8 warps of KW = 8 keys, the W product by m16n8k8; NW = 4 of 16 keys
- * behind LINATTN_CUDA_DELTA_STATE=w4) and copies only those columns of the
- * W, Kd part tiles per chunk: half the bytes and half the copy instructions
- * per SM of the one-CTA kernel, on twice the SMs. Measured (H200, GDN
- * shape, bench/GPU.md cuda-state7): 5.6% faster per pass with 8 warps, 2%
- * slower with 4: the step is bound by each warp's serial instruction
- * stream (~580 instructions per chunk, mostly 64-bit address arithmetic),
- * not by the copied bytes. Per chunk:
- *   partial R^T_w = S^T[:, keys of w] W^T[keys of w, :]  (as before)
+ * cluster (sm_90; cuda-state7, cuda-state8). The same update as
+ * la_cu_dc_state_tc (delta_state_tc.cu), per chunk R = U - W S,
+ * S' = b_L S + Kd^T R, one cluster of two CTAs per (sequence, value head, 16
+ * value columns): CTA r of the cluster owns keys r KC .. r KC + KC - 1
+ * (KC = 8 warps of KW = 8 keys, the W product by m16n8k8; KW = 16 for
+ * K <= 256) and copies only those columns of the W, Kd part tiles per
+ * chunk: half the bytes and half the copy instructions per SM of the
+ * one-CTA kernel, on twice the SMs. Per chunk:
+ *   partial R^T_w = S^T[:, keys of w] W^T[keys of w, :]
  *   Q_r = ((P_0 + P_1) + P_2) + ...  (the CTA's warps, in warp order; to
  *         its own shared memory and to the peer's, DSMEM stores)
  *   cluster barrier (release / acquire)
@@ -23,17 +19,15 @@
  * passed the barrier of chunk c + 1, which this CTA reaches only after its
  * reads of buffer b in chunk c. Fixed summation order, no atomics: bitwise
  * identical run to run (not to the one-CTA kernel: its partials are summed
- * in one run of NW * 2 terms). la_cu_dc_state_cl8 below (cuda-state8) is
- * the 8-warp kernel with 32-bit offsets computed once and row checks only
- * on a sequence's last chunk, bitwise the same results; the default where
- * the sizes fit 32 bits. Launched with a cluster dimension of 2
+ * in one run of NW * 2 terms). cuda-state7's first versions (64-bit
+ * addressing; a 4-warp variant) were removed in cuda-split9 (bench/GPU.md
+ * has their numbers). Launched with a cluster dimension of 2
  * (cudaLaunchKernelEx); the body is empty below sm_90, where the host never
  * launches it. */
 #include "delta_chunk.cuh"
 #include "tc.cuh"
 
 #include <stdlib.h>
-#include <string.h>
 
 typedef __nv_bfloat16 dcl_bf;
 
@@ -85,302 +79,18 @@ __device__ __forceinline__ void dcl_cluster_sync() {
 }
 #endif
 
-/* NW = 4 or 8 warps per CTA; KW = 8 keys per warp takes m16n8k8 for the W
- * product (the S^T accumulator tile is its A fragment), else m16n8k16. */
-template <int NW, int KW, int NP, int NB>
-__global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_cl(la_cu_dc_args p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    static_assert((NW == 4 || NW == 8) && (KW == 8 || KW % 16 == 0), "warps / keys per warp");
-    extern __shared__ __align__(128) unsigned char dcl_sm[];
-    constexpr int NTH = NW * 32, KC = NW * KW, LD = KC + 8, TILE = 64 * LD, NT = KW / 8;
-    constexpr int KQ = KC / 8, JW = 8 / NW;         /* R^T column tiles (8 tokens) per warp */
-    constexpr int FPT = 1024 / NTH, TPR = 64 / FPT; /* Q sum: floats per thread, threads per row */
-    dcl_bf *const tiles = (dcl_bf *)dcl_sm;         /* [NB][W, Kd parts][64][LD] */
-    float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DCL_SU] */
-    float *const Ps = Us + NB * 64 * DCL_SU;                 /* [NW][16][DCL_PLD] */
-    float *const Qs = Ps + NW * 16 * DCL_PLD;                /* [2][2][16][DCL_PLD] */
-    dcl_bf *const Rh = (dcl_bf *)(Qs + 4 * 16 * DCL_PLD), *const Rl = Rh + 16 * DCL_RLD;
-    const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
-    const int m8 = lane >> 3, rr = lane & 7;
-    const unsigned rank = dcl_rank();
-    const int kc0 = (int)rank * KC, kbl = w * KW, kb = kc0 + kbl; /* global keys of warp w */
-    const int64_t K = p.K, V = p.V, HS = p.HS, K8 = (K + 7) & ~(int64_t)7;
-    /* clusters of one head's value blocks are neighbours in the launch order */
-    const int64_t nvb = (V + 15) / 16, ci = blockIdx.x >> 1, nh = ci / nvb;
-    const int64_t n = nh / HS, hs = nh % HS, v0 = (ci % nvb) * 16;
-    const int vc = (int)(V - v0 < 16 ? V - v0 : 16);
-    const bool uvec = (V & 3) == 0;
-    const la_cu_seq s = p.seqs[n];
-    const size_t sbase = ((size_t)n * HS + hs) * K * V;
-    const unsigned qs_me = (unsigned)__cvta_generic_to_shared(Qs);
-    const unsigned qs_peer = dcl_mapa(qs_me, rank ^ 1u);
-
-    float S[NT][4]; /* S[j][e] = S^T[v][i], v = g + 8 (e >> 1), i = kb + 8 j + 2 q + (e & 1) */
-#pragma unroll
-    for (int j = 0; j < NT; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int v = g + 8 * (e >> 1);
-            const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-            S[j][e] = (p.s0 && i < K && v < vc) ? p.s0[sbase + i * V + v0 + v] : 0.f;
-        }
-
-    auto issue = [&](int c, int b) {
-        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
-        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
-        const int64_t ko = (tok0 * HS + hs) * K8 + kc0, rs = HS * K8;
-        dcl_bf *tb = tiles + b * 2 * NP * TILE;
-        for (int e = t; e < 64 * KQ; e += NTH) {
-            const int r = e / KQ, c8 = (e - r * KQ) * 8;
-            const bool in = r < L && kc0 + c8 < K8;
-            const int64_t off = in ? ko + r * rs + c8 : 0;
-            dcl_bf *d = tb + r * LD + c8;
-            la_cu_cpb16(d, p.Wh + off, in ? 16 : 0);
-            la_cu_cpb16(d + NP * TILE, p.Kh + off, in ? 16 : 0);
-            if (NP == 2) {
-                la_cu_cpb16(d + TILE, p.Wl + off, in ? 16 : 0);
-                la_cu_cpb16(d + 3 * TILE, p.Kl + off, in ? 16 : 0);
-            }
-        }
-        float *ub = Us + b * 64 * DCL_SU;
-        const float *us = p.U + (tok0 * HS + hs) * V + v0;
-        if (uvec) {
-            for (int e = t; e < 64 * 4; e += NTH) {
-                const int r = e >> 2, c4 = (e & 3) * 4;
-                const bool in = r < L && c4 < vc;
-                la_cu_cpb16(ub + r * DCL_SU + c4, in ? us + r * HS * V + c4 : us, in ? 16 : 0);
-            }
-        } else {
-            for (int e = t; e < 64 * 16; e += NTH) {
-                const int r = e >> 4, cc = e & 15;
-                const bool in = r < L && cc < vc;
-                la_cu_cpb4(ub + r * DCL_SU + cc, in ? us + r * HS * V + cc : us, in ? 4 : 0);
-            }
-        }
-        asm volatile("cp.async.commit_group;\n" ::: "memory");
-    };
-
-    /* both CTAs running before any DSMEM store */
-    dcl_cluster_sync();
-    if (s.nch > 0) issue(0, 0);
-    for (int c = 0; c < s.nch; c++) {
-        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
-        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
-        const size_t chk = (size_t)s.chunk0 + c;
-        const int b = NB == 2 ? (c & 1) : 0, qb = c & 1;
-        const float bl = p.bL[chk * HS + hs];
-        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-        __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
-        if (NB == 2 && c + 1 < s.nch) issue(c + 1, b ^ 1);
-        const dcl_bf *const Wt = tiles + b * 2 * NP * TILE, *const Kt = Wt + NP * TILE;
-        if (p.hst) {
-            float *hc = p.hst + (chk * HS + hs) * K * V + v0;
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int v = g + 8 * (e >> 1);
-                    const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-                    if (i < K && v < vc) hc[i * V + v] = S[j][e];
-                }
-        }
-        /* partial R^T of this warp's keys: P[j] = tokens 8 j .. 8 j + 7 */
-        float P[8][4], Px[8][4]; /* Px: the cross terms lo*hi + hi*lo (NP = 2) */
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) P[j][e] = 0.f, Px[j][e] = 0.f;
-        if (KW == 8) { /* m16n8k8: S^T's one accumulator tile is the A fragment */
-            uint32_t ah0, al0, ah1, al1;
-            la_cu_bf16_parts(S[0][0], S[0][1], ah0, al0);
-            la_cu_bf16_parts(S[0][2], S[0][3], ah1, al1);
-#pragma unroll
-            for (int jh = 0; jh < 2; jh++) { /* token tiles 4 jh .. 4 jh + 3 */
-                const int off = (32 * jh + 8 * m8 + rr) * LD + kbl;
-                uint32_t bh[4], bw[4];
-                la_tc_ldsm4<false>(bh, Wt + off);
-                if (NP == 2) la_tc_ldsm4<false>(bw, Wt + TILE + off);
-#pragma unroll
-                for (int m = 0; m < 4; m++) {
-                    dcl_mma8(P[4 * jh + m], ah0, ah1, bh[m]);
-                    if (NP == 2) {
-                        dcl_mma8(Px[4 * jh + m], al0, al1, bh[m]);
-                        dcl_mma8(Px[4 * jh + m], ah0, ah1, bw[m]);
-                    }
-                }
-            }
-        }
-#pragma unroll
-        for (int ks = 0; ks < KW / 16; ks++) {
-            uint32_t ah[4], al[4];
-            la_cu_bf16_parts(S[2 * ks][0], S[2 * ks][1], ah[0], al[0]);
-            la_cu_bf16_parts(S[2 * ks][2], S[2 * ks][3], ah[1], al[1]);
-            la_cu_bf16_parts(S[2 * ks + 1][0], S[2 * ks + 1][1], ah[2], al[2]);
-            la_cu_bf16_parts(S[2 * ks + 1][2], S[2 * ks + 1][3], ah[3], al[3]);
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
-                const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kbl + 16 * ks + (m8 & 1) * 8;
-                uint32_t bh[4];
-                la_tc_ldsm4<false>(bh, Wt + off);
-                la_tc_mma<dcl_bf>(P[2 * jj], ah, bh[0], bh[1]);
-                la_tc_mma<dcl_bf>(P[2 * jj + 1], ah, bh[2], bh[3]);
-                if (NP == 2) {
-                    uint32_t bw[4];
-                    la_tc_ldsm4<false>(bw, Wt + TILE + off);
-                    la_tc_mma<dcl_bf>(Px[2 * jj], al, bh[0], bh[1]);
-                    la_tc_mma<dcl_bf>(Px[2 * jj + 1], al, bh[2], bh[3]);
-                    la_tc_mma<dcl_bf>(Px[2 * jj], ah, bw[0], bw[1]);
-                    la_tc_mma<dcl_bf>(Px[2 * jj + 1], ah, bw[2], bw[3]);
-                }
-            }
-        }
-        {
-            float *pw = Ps + w * 16 * DCL_PLD;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if (NP == 2)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
-                *(float2 *)&pw[g * DCL_PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
-                *(float2 *)&pw[(g + 8) * DCL_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
-            }
-        }
-        __syncthreads(); /* partials out */
-        /* Q of this CTA: row t / TPR, tokens FPT (t % TPR) .. + FPT - 1,
-         * summed in warp order; into Qs[qb][rank] here and at the peer */
-        {
-            const int o = (t / TPR) * DCL_PLD + FPT * (t % TPR);
-            float4 a[FPT / 4];
-#pragma unroll
-            for (int f = 0; f < FPT / 4; f++) a[f] = *(const float4 *)&Ps[o + 4 * f];
-#pragma unroll
-            for (int ww = 1; ww < NW; ww++)
-#pragma unroll
-                for (int f = 0; f < FPT / 4; f++) {
-                    const float4 y = *(const float4 *)&Ps[ww * 16 * DCL_PLD + o + 4 * f];
-                    a[f].x += y.x, a[f].y += y.y, a[f].z += y.z, a[f].w += y.w;
-                }
-            const int qo = (qb * 2 + (int)rank) * 16 * DCL_PLD + o;
-#pragma unroll
-            for (int f = 0; f < FPT / 4; f++) {
-                *(float4 *)&Qs[qo + 4 * f] = a[f];
-                dcl_st4(qs_peer + 4u * (unsigned)(qo + 4 * f), a[f]);
-            }
-        }
-        dcl_cluster_sync(); /* both CTAs' Q in both CTAs */
-        /* warp w: R^T of tokens 8 j .. 8 j + 7, j = JW w ..: U^T - (Q_0 + Q_1);
-         * to Rh, Rl, and to global memory (fp32) for the tokens of this rank */
-        {
-            const float *const Ub = Us + b * 64 * DCL_SU;
-            const float *const Q0 = Qs + qb * 2 * 16 * DCL_PLD, *const Q1 = Q0 + 16 * DCL_PLD;
-#pragma unroll
-            for (int jw = 0; jw < JW; jw++) {
-                const int j = JW * w + jw;
-                const bool mine = (j >> 2) == (int)rank;
-#pragma unroll
-                for (int hf = 0; hf < 2; hf++) {
-                    const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * DCL_PLD + tt;
-                    const float2 a = *(const float2 *)&Q0[o], y = *(const float2 *)&Q1[o];
-                    const float r0 = Ub[tt * DCL_SU + v] - (a.x + y.x),
-                                r1 = Ub[(tt + 1) * DCL_SU + v] - (a.y + y.y);
-                    uint32_t hi, lo;
-                    la_cu_bf16_parts(r0, r1, hi, lo);
-                    *(uint32_t *)&Rh[v * DCL_RLD + tt] = hi;
-                    *(uint32_t *)&Rl[v * DCL_RLD + tt] = lo;
-                    if (mine && v < vc) {
-                        float *u = p.U + ((tok0 + tt) * HS + hs) * V + v0 + v;
-                        if (tt < L) u[0] = r0;
-                        if (tt + 1 < L) u[HS * V] = r1;
-                    }
-                }
-            }
-        }
-        __syncthreads(); /* R^T parts out */
-        /* S^T = b_L S^T + R^T Kd[:, keys of w] (+ the cross terms, NP = 2) */
-        float Sx[NT][4];
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) S[j][e] *= bl, Sx[j][e] = 0.f;
-        if (KW == 8) /* Kd of tokens 32 kp .. 32 kp + 31 for two token steps at once */
-#pragma unroll
-            for (int kp = 0; kp < 2; kp++) {
-                const int off = (32 * kp + 8 * m8 + rr) * LD + kbl;
-                uint32_t bh[4], bk[4];
-                la_tc_ldsm4<true>(bh, Kt + off);
-                if (NP == 2) la_tc_ldsm4<true>(bk, Kt + TILE + off);
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int ao =
-                        ((m8 & 1) * 8 + rr) * DCL_RLD + 16 * (2 * kp + h) + (m8 >> 1) * 8;
-                    uint32_t ah[4], al[4];
-                    la_tc_ldsm4<false>(ah, Rh + ao);
-                    la_tc_mma<dcl_bf>(S[0], ah, bh[2 * h], bh[2 * h + 1]);
-                    if (NP == 2) {
-                        la_tc_ldsm4<false>(al, Rl + ao);
-                        la_tc_mma<dcl_bf>(Sx[0], al, bh[2 * h], bh[2 * h + 1]);
-                        la_tc_mma<dcl_bf>(Sx[0], ah, bk[2 * h], bk[2 * h + 1]);
-                    }
-                }
-            }
-#pragma unroll
-        for (int kt = 0; kt < (KW == 8 ? 0 : 4); kt++) {
-            const int ao = ((m8 & 1) * 8 + rr) * DCL_RLD + 16 * kt + (m8 >> 1) * 8;
-            uint32_t ah[4], al[4];
-            la_tc_ldsm4<false>(ah, Rh + ao);
-            if (NP == 2) la_tc_ldsm4<false>(al, Rl + ao);
-#pragma unroll
-            for (int jn = 0; jn < KW / 16; jn++) {
-                const int off = (16 * kt + (m8 & 1) * 8 + rr) * LD + kbl + 16 * jn + (m8 >> 1) * 8;
-                uint32_t bh[4];
-                la_tc_ldsm4<true>(bh, Kt + off);
-                la_tc_mma<dcl_bf>(S[2 * jn], ah, bh[0], bh[1]);
-                la_tc_mma<dcl_bf>(S[2 * jn + 1], ah, bh[2], bh[3]);
-                if (NP == 2) {
-                    uint32_t bk[4];
-                    la_tc_ldsm4<true>(bk, Kt + TILE + off);
-                    la_tc_mma<dcl_bf>(Sx[2 * jn], al, bh[0], bh[1]);
-                    la_tc_mma<dcl_bf>(Sx[2 * jn + 1], al, bh[2], bh[3]);
-                    la_tc_mma<dcl_bf>(Sx[2 * jn], ah, bk[0], bk[1]);
-                    la_tc_mma<dcl_bf>(Sx[2 * jn + 1], ah, bk[2], bk[3]);
-                }
-            }
-        }
-        if (NP == 2)
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) S[j][e] += Sx[j][e];
-        if (NB == 1 && c + 1 < s.nch) {
-            __syncthreads(); /* buffer 0 read by every warp */
-            issue(c + 1, 0);
-        }
-    }
-    if (p.sT)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int v = g + 8 * (e >> 1);
-                const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-                if (i < K && v < vc) p.sT[sbase + i * V + v0 + v] = S[j][e];
-            }
-#endif
-}
-
-/* cuda-state8: the same kernel (8 warps; every product, sum and rounding in
- * the same order, so bitwise the same results) with a short instruction
- * stream per chunk. Every element offset is 32-bit (the host takes this
- * kernel only where every tensor it touches has fewer than 2^31 elements)
- * and computed once: each thread's copy rows, copy column, hst slots and R
- * slots are fixed for the whole sequence, so a chunk adds c times a
- * constant stride; the column predicates are per-thread constants; the row
- * predicates (r < L) run only on a sequence's last, partial chunk (a
- * separate branch, uniform over the block). cuda-state7's kernel stays
- * behind LINATTN_CUDA_DELTA_STATE=cl7. Measured (H200, GDN shape, bench/
- * GPU.md cuda-state8): 565 -> 372 instructions per warp per chunk but only
- * 4100 -> 3880 cycles per chunk (2371 -> 2231 us per pass): the step is a
- * latency chain (barriers, mma chains, the DSMEM round trip), not issue. */
+/* cuda-state8: the kernel with a short instruction stream per chunk
+ * (bitwise the results of cuda-state7's 64-bit version). Every element
+ * offset is 32-bit (the host takes this kernel only where every tensor it
+ * touches has fewer than 2^31 elements) and computed once: each thread's
+ * copy rows, copy column, hst slots and R slots are fixed for the whole
+ * sequence, so a chunk adds c times a constant stride; the column
+ * predicates are per-thread constants; the row predicates (r < L) run only
+ * on a sequence's last, partial chunk (a separate branch, uniform over the
+ * block). Measured (H200, GDN shape, bench/GPU.md cuda-state8): 565 -> 372
+ * instructions per warp per chunk but only 4100 -> 3880 cycles per chunk
+ * (2371 -> 2231 us per pass): the step is a latency chain (barriers, mma
+ * chains, the DSMEM round trip), not issue. */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void dcl_cp16(unsigned d, const void *src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
@@ -725,23 +435,15 @@ static la_status dcl_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
     LA_CU_TRY(c->op, cudaLaunchKernelEx(&cfg, kern, p));
     return LA_OK;
 }
-/* S8: cuda-state8's kernel (NW = 8 only), else cuda-state7's */
-template <int NW, int KW, int NP, int NB, bool S8> struct dcl_k {
-    static constexpr void (*f)(la_cu_dc_args) = la_cu_dc_state_cl<NW, KW, NP, NB>;
-};
-template <int KW, int NP, int NB> struct dcl_k<8, KW, NP, NB, true> {
-    static constexpr void (*f)(la_cu_dc_args) = la_cu_dc_state_cl8<KW, NP, NB>;
-};
-template <int NW, int KW, int NP, bool S8>
+template <int KW, int NP>
 static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    if (dcl_smem<NW, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
-        return dcl_go(c, p, stream, dcl_k<NW, KW, NP, 2, S8>::f, NW * 32,
-                      dcl_smem<NW, KW, NP, 2>());
-    return dcl_go(c, p, stream, dcl_k<NW, KW, NP, 1, S8>::f, NW * 32, dcl_smem<NW, KW, NP, 1>());
+    if (dcl_smem<8, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
+        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 2>, 256, dcl_smem<8, KW, NP, 2>());
+    return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 1>, 256, dcl_smem<8, KW, NP, 1>());
 }
-template <int NW, int KW, bool S8>
+template <int KW>
 static la_status dcl_np(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    return p.Wl ? dcl_nb<NW, KW, 2, S8>(c, p, stream) : dcl_nb<NW, KW, 1, S8>(c, p, stream);
+    return p.Wl ? dcl_nb<KW, 2>(c, p, stream) : dcl_nb<KW, 1>(c, p, stream);
 }
 
 /* cuda-state8's kernel takes 32-bit element offsets: every tensor it
@@ -756,28 +458,22 @@ static int dcl_fits32(const la__cu_call *c) {
 }
 
 /* LINATTN_CUDA_DELTA_STATE=old: never the cluster kernel; =cl: also where
- * the grid takes more than one wave; =w4: 4 warps of 16 (32) keys per CTA
- * instead of 8 of 8 (16); =cl7: cuda-state7's 8-warp kernel instead of
- * cuda-state8's (A/B knobs, read once). 0 off, 1 by grid size, 2 always,
- * 3 w4 by grid size, 4 cl7 by grid size. */
+ * the grid takes more than one wave (A/B knobs, read once). 0 off, 1 by
+ * grid size, 2 always. */
 static int dcl_mode(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_STATE");
-        mode = !e                  ? 1
-               : !strcmp(e, "cl7") ? 4
-               : e[0] == 'o'       ? 0
-               : e[0] == 'c'       ? 2
-               : e[0] == 'w'       ? 3
-                                   : 1;
+        mode = !e ? 1 : e[0] == 'o' ? 0 : e[0] == 'c' ? 2 : 1;
     }
     return mode;
 }
 
 /* The cluster kernel where it pays: 64 < K <= 256 (8 warps of 8 or 16 keys
- * per CTA), compute capability 9+, and twice the one-CTA kernel's grid still
- * fits one wave (one CTA per SM); elsewhere the one-CTA kernel, which does
- * half the copies per chunk in total. Returns 0 where not taken. */
+ * per CTA), compute capability 9+, sizes within 32-bit offsets, and twice
+ * the one-CTA kernel's grid still fits one wave (one CTA per SM);
+ * elsewhere the one-CTA kernel, which does half the copies per chunk in
+ * total. Returns 0 where not taken. */
 int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                           la_status *st) {
     const int mode = dcl_mode();
@@ -790,12 +486,7 @@ int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStre
         cudaGetLastError();
         return 0;
     }
-    if (major < 9) return 0;
-    if (mode == 3)
-        *st = c->K <= 128 ? dcl_np<4, 16, false>(c, p, stream) : dcl_np<4, 32, false>(c, p, stream);
-    else if (mode == 4 || !dcl_fits32(c))
-        *st = c->K <= 128 ? dcl_np<8, 8, false>(c, p, stream) : dcl_np<8, 16, false>(c, p, stream);
-    else
-        *st = c->K <= 128 ? dcl_np<8, 8, true>(c, p, stream) : dcl_np<8, 16, true>(c, p, stream);
+    if (major < 9 || !dcl_fits32(c)) return 0;
+    *st = c->K <= 128 ? dcl_np<8>(c, p, stream) : dcl_np<16>(c, p, stream);
     return 1;
 }

@@ -39,30 +39,43 @@ typedef __nv_bfloat16 dst_bf;
 /* Shared memory: NB buffers of the W and Kd part tiles ([64][KP + 8] bf16
  * each) and the U tile ([64][DST_SU] fp32); the warps' partial R^T
  * ([NW][16][DST_PLD] fp32); R^T as bf16 hi, lo ([16][DST_RLD] each). */
-template <int NW, int KW, int NP, int NB> static size_t dst_smem() {
+template <int NW, int KW, int NP, int NB, int PLD = DST_PLD> static size_t dst_smem() {
     constexpr int LD = NW * KW + 8;
     return (size_t)NB * 2 * NP * 64 * LD * 2 + (size_t)NB * 64 * DST_SU * 4 +
-           (size_t)NW * 16 * DST_PLD * 4 + (size_t)2 * 16 * DST_RLD * 2;
+           (size_t)NW * 16 * PLD * 4 + (size_t)2 * 16 * DST_RLD * 2;
 }
 
-/* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16). */
-template <int NW, int KW, int NP, int NB>
-__global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p) {
+/* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16).
+ * cuda-split9 (delta_state_split.cu): p.seqs may be the segments of the
+ * sequences (then p.s0 holds each segment's start state and p.sT is NULL);
+ * MODE = 1 is the split's local pass: no R (U is only read) and no hst;
+ * after the ceil(V / 16) value blocks of a head come ceil(K / 16)
+ * transition blocks, whose columns start as the identity's and read U = 0,
+ * so the same step computes A_c M with A_c = b_L I - Kd^T W; the end state
+ * of value blocks goes to p.sT ([segments][HS][K][V]), of transition blocks
+ * to the transition M ([segments][HS][K][K], right after). MINB = 2: two
+ * CTAs per SM (one buffer, partial rows of 68 floats). */
+template <int NW, int KW, int NP, int NB, int MODE = 0, int MINB = 1>
+__global__ void __launch_bounds__(NW * 32, MINB) la_cu_dc_state_tc(la_cu_dc_args p) {
     extern __shared__ __align__(128) unsigned char dst_sm[];
     constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
+    constexpr int PLD = MINB == 2 ? 68 : DST_PLD; /* partial row stride */
     constexpr int KQ = KP / 8, JW = 8 / NW; /* R^T column tiles (8 tokens) reduced per warp */
     dst_bf *const tiles = (dst_bf *)dst_sm; /* [NB][W, Kd parts][64][LD] */
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] */
-    float *const Ps = Us + NB * 64 * DST_SU;                 /* [NW][16][DST_PLD] */
-    dst_bf *const Rh = (dst_bf *)(Ps + NW * 16 * DST_PLD), *const Rl = Rh + 16 * DST_RLD;
+    float *const Ps = Us + NB * 64 * DST_SU;                 /* [NW][16][PLD] */
+    dst_bf *const Rh = (dst_bf *)(Ps + NW * 16 * PLD), *const Rl = Rh + 16 * DST_RLD;
     const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
     const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
     const int64_t K = p.K, V = p.V, HS = p.HS, K8 = (K + 7) & ~(int64_t)7;
     /* value blocks of one head are neighbours in the launch order (they
      * share the W, Kd tiles in L2) */
-    const int64_t nvb = (V + 15) / 16, nh = blockIdx.x / nvb;
-    const int64_t n = nh / HS, hs = nh % HS, v0 = (int64_t)(blockIdx.x % nvb) * 16;
-    const int vc = (int)(V - v0 < 16 ? V - v0 : 16);
+    const int64_t nvb = (V + 15) / 16, nvt = nvb + (MODE ? (K + 15) / 16 : 0);
+    const int64_t nh = blockIdx.x / nvt, jb = blockIdx.x % nvt;
+    const bool tr = MODE && jb >= nvb; /* a transition block (MODE 1) */
+    const int64_t VW = tr ? K : V;     /* columns of the block's matrix */
+    const int64_t n = nh / HS, hs = nh % HS, v0 = (tr ? jb - nvb : jb) * 16;
+    const int vc = (int)(VW - v0 < 16 ? VW - v0 : 16);
     const bool uvec = (V & 3) == 0;
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
@@ -75,7 +88,9 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
         for (int e = 0; e < 4; e++) {
             const int v = g + 8 * (e >> 1);
             const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-            S[j][e] = (p.s0 && i < K && v < vc) ? p.s0[sbase + i * V + v0 + v] : 0.f;
+            S[j][e] = tr                          ? (i == v0 + v && v < vc ? 1.f : 0.f)
+                      : (p.s0 && i < K && v < vc) ? p.s0[sbase + i * V + v0 + v]
+                                                  : 0.f;
         }
 
     auto issue = [&](int c, int b) {
@@ -96,17 +111,17 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
             }
         }
         float *ub = Us + b * 64 * DST_SU;
-        const float *us = p.U + (tok0 * HS + hs) * V + v0;
+        const float *us = p.U + (tok0 * HS + hs) * V + (tr ? 0 : v0);
         if (uvec) {
             for (int e = t; e < 64 * 4; e += NTH) {
                 const int r = e >> 2, c4 = (e & 3) * 4;
-                const bool in = r < L && c4 < vc;
+                const bool in = !tr && r < L && c4 < vc;
                 la_cu_cpb16(ub + r * DST_SU + c4, in ? us + r * HS * V + c4 : us, in ? 16 : 0);
             }
         } else {
             for (int e = t; e < 64 * 16; e += NTH) {
                 const int r = e >> 4, cc = e & 15;
-                const bool in = r < L && cc < vc;
+                const bool in = !tr && r < L && cc < vc;
                 la_cu_cpb4(ub + r * DST_SU + cc, in ? us + r * HS * V + cc : us, in ? 4 : 0);
             }
         }
@@ -124,7 +139,7 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
         __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
         if (NB == 2 && c + 1 < s.nch) issue(c + 1, b ^ 1);
         const dst_bf *const Wt = tiles + b * 2 * NP * TILE, *const Kt = Wt + NP * TILE;
-        if (p.hst) {
+        if (!MODE && p.hst) {
             float *hc = p.hst + (chk * HS + hs) * K * V + v0;
 #pragma unroll
             for (int j = 0; j < NT; j++)
@@ -166,14 +181,14 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
             }
         }
         {
-            float *pw = Ps + w * 16 * DST_PLD;
+            float *pw = Ps + w * 16 * PLD;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 if (NP == 2)
 #pragma unroll
                     for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
-                *(float2 *)&pw[g * DST_PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
-                *(float2 *)&pw[(g + 8) * DST_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
+                *(float2 *)&pw[g * PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
+                *(float2 *)&pw[(g + 8) * PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
             }
         }
         __syncthreads(); /* partials out */
@@ -186,11 +201,11 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
                 const int j = JW * w + jw;
 #pragma unroll
                 for (int hf = 0; hf < 2; hf++) {
-                    const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * DST_PLD + tt;
+                    const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * PLD + tt;
                     float2 a = *(const float2 *)&Ps[o];
 #pragma unroll
                     for (int ww = 1; ww < NW; ww++) {
-                        const float2 y = *(const float2 *)&Ps[ww * 16 * DST_PLD + o];
+                        const float2 y = *(const float2 *)&Ps[ww * 16 * PLD + o];
                         a.x += y.x, a.y += y.y;
                     }
                     const float r0 = Ub[tt * DST_SU + v] - a.x,
@@ -199,7 +214,7 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
                     la_cu_bf16_parts(r0, r1, hi, lo);
                     *(uint32_t *)&Rh[v * DST_RLD + tt] = hi;
                     *(uint32_t *)&Rl[v * DST_RLD + tt] = lo;
-                    if (v < vc) {
+                    if (!MODE && v < vc) {
                         float *u = p.U + ((tok0 + tt) * HS + hs) * V + v0 + v;
                         if (tt < L) u[0] = r0;
                         if (tt + 1 < L) u[HS * V] = r1;
@@ -247,15 +262,18 @@ __global__ void __launch_bounds__(NW * 32, 1) la_cu_dc_state_tc(la_cu_dc_args p)
             issue(c + 1, 0);
         }
     }
-    if (p.sT)
+    if (p.sT) {
+        /* MODE 1: transition blocks write M after the segments' states */
+        float *const so = tr ? p.sT + (size_t)(gridDim.x / nvt) * K * V + nh * K * K : p.sT + sbase;
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int v = g + 8 * (e >> 1);
                 const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-                if (i < K && v < vc) p.sT[sbase + i * V + v0 + v] = S[j][e];
+                if (i < K && v < vc) so[i * VW + v0 + v] = S[j][e];
             }
+    }
 }
 
 template <int NW, int KW, int NP, int NB>
@@ -290,6 +308,48 @@ la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cu
     la_status st = LA_OK; /* cuda-state7: the 2-CTA cluster kernel where it pays */
     if (la__cu_delta_state_cl(c, p, stream, &st)) return st;
     return p.Wl ? dst_k<2>(c, p, stream) : dst_k<1>(c, p, stream);
+}
+
+/* ---- cuda-split9: the one-CTA kernel over segments ---------------------- */
+template <int NW, int KW, int NP, int NB, int MODE, int MINB>
+static la_status dst_seg_go(const la__cu_call *c, const la_cu_dc_args &p, int64_t nseq,
+                            cudaStream_t stream) {
+    const size_t smem = dst_smem<NW, KW, NP, NB, MINB == 2 ? 68 : DST_PLD>();
+    auto kern = la_cu_dc_state_tc<NW, KW, NP, NB, MODE, MINB>;
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const int64_t blocks = (c->V + 15) / 16 + (MODE ? (c->K + 15) / 16 : 0);
+    kern<<<dim3((unsigned)(blocks * nseq * c->HS)), NW * 32, smem, stream>>>(p);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
+template <int NW, int KW, int NP, int MODE>
+static la_status dst_seg_nb(const la__cu_call *c, const la_cu_dc_args &p, int64_t nseq,
+                            cudaStream_t stream) {
+    if (dst_smem<NW, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
+        return dst_seg_go<NW, KW, NP, 2, MODE, 1>(c, p, nseq, stream);
+    if (dst_smem<NW, KW, NP, 1>() <= (size_t)la__cu_smem_optin(c))
+        return dst_seg_go<NW, KW, NP, 1, MODE, 1>(c, p, nseq, stream);
+    return la__error(LA_ERR_UNSUPPORTED,
+                     "%s: K = %lld needs more shared memory than the device has", c->op,
+                     (long long)c->K);
+}
+template <int NP, int MODE>
+static la_status dst_seg_k(const la__cu_call *c, const la_cu_dc_args &p, int64_t nseq, int occ,
+                           cudaStream_t stream) {
+    if (c->K <= 64) return dst_seg_nb<4, 16, NP, MODE>(c, p, nseq, stream);
+    if (c->K <= 128)
+        return occ == 2 && dst_smem<8, 16, NP, 1, 68>() <= (size_t)la__cu_smem_optin(c)
+                   ? dst_seg_go<8, 16, NP, 1, MODE, 2>(c, p, nseq, stream)
+                   : dst_seg_nb<8, 16, NP, MODE>(c, p, nseq, stream);
+    return dst_seg_nb<8, 32, NP, MODE>(c, p, nseq, stream);
+}
+la_status la__cu_delta_state_tc_seg(const la__cu_call *c, const la_cu_dc_args &p, int64_t nseq,
+                                    int mode, int occ, cudaStream_t stream) {
+    if (mode) return p.Wl ? dst_seg_k<2, 1>(c, p, nseq, occ, stream)
+                          : dst_seg_k<1, 1>(c, p, nseq, occ, stream);
+    return p.Wl ? dst_seg_k<2, 0>(c, p, nseq, occ, stream)
+                : dst_seg_k<1, 0>(c, p, nseq, occ, stream);
 }
 
 /* LINATTN_CUDA_TC = 0: the fp32 FFMA kernels for every dtype (as in
