@@ -38,9 +38,8 @@ typedef la_status (*gfwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, f
                              const float *, const float *, const float *, const float *,
                              const float *, const float *);
 typedef la_status (*dbwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
-                             float *, float *, float *, const float *, const float *,
-                             const float *, const float *, const float *, const float *,
-                             const float *);
+                             float *, float *, float *, const float *, const float *, const float *,
+                             const float *, const float *, const float *, const float *);
 typedef la_status (*gbwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
                              float *, float *, float *, float *, const float *, const float *,
                              const float *, const float *, const float *, const float *,
@@ -74,8 +73,7 @@ static int open_lib(const char *path, lib *l) {
     l->dbwd = (dbwd_fn)(uintptr_t)dlsym(h, "la_delta_rule_backward");
     l->gbwd = (gbwd_fn)(uintptr_t)dlsym(h, "la_gated_delta_rule_backward");
     l->err = (err_fn)(uintptr_t)dlsym(h, "la_last_error");
-    if (!cc || !sc || !l->opts || !l->dfwd || !l->gfwd || !l->dbwd || !l->gbwd || !l->err)
-        return 1;
+    if (!cc || !sc || !l->opts || !l->dfwd || !l->gfwd || !l->dbwd || !l->gbwd || !l->err) return 1;
     if (cc(&l->ctx, 1) != LA_OK || sc(l->ctx, &l->s) != LA_OK) return 1;
     return 0;
 }
@@ -102,8 +100,8 @@ static void run(const lib *l, prob *p, double *tf, double *tb) {
             st = l->gbwd(l->ctx, &o, &p->d, p->dq, p->dk, p->dv, p->dg, p->dbeta, NULL, p->d_o,
                          NULL, p->q, p->k, p->v, p->g, p->beta, NULL);
         else
-            st = l->dbwd(l->ctx, &o, &p->d, p->dq, p->dk, p->dv, p->dbeta, NULL, p->d_o, NULL,
-                         p->q, p->k, p->v, p->beta, NULL);
+            st = l->dbwd(l->ctx, &o, &p->d, p->dq, p->dk, p->dv, p->dbeta, NULL, p->d_o, NULL, p->q,
+                         p->k, p->v, p->beta, NULL);
     }
     double t2 = tcpu();
     if (st) {
@@ -187,13 +185,15 @@ int main(int argc, char **argv) {
            hs[0] == hs[1] ? "EQUAL" : "DIFFER");
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
-    double pk[256], of[256], ob[256], nf[256], nb[256], r[256], rf[256], rb[256], po[256],
-        pn[256], pfo[256], pfn[256];
+    double pk[256], of[256], ob[256], nf[256], nb[256], r[256], rf[256], rb[256], po[256], pn[256],
+        pfo[256], pfn[256];
     for (int i = 0; i < pairs; i++) {
         pk[i] = peak();
         for (int j = 0; j < 2; j++) {
-            if ((i + j) % 2 == 0) run(&L[0], &p, &of[i], &ob[i]);
-            else run(&L[1], &p, &nf[i], &nb[i]);
+            if ((i + j) % 2 == 0)
+                run(&L[0], &p, &of[i], &ob[i]);
+            else
+                run(&L[1], &p, &nf[i], &nb[i]);
         }
         r[i] = (of[i] + ob[i]) / (nf[i] + nb[i]);
         rf[i] = of[i] / nf[i];
