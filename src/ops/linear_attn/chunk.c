@@ -17,10 +17,11 @@
  * Gx = [G, δ] (G = dO / den, δ = -rowsum(dO ⊙ O) / den; G = dO and no δ
  * column unnormalised):
  *   forward sweep, with Sx before the chunk:
- *     dA  = (Gx Vxᵀ) ⊙ M             = (G Vᵀ + δ 1ᵀ) ⊙ M
- *     dQ̂  = Gx Sxᵀ + dA K̃            = G Sᵀ + δ zᵀ + dA K̃
+ *     dQ̂  = Gx Sxᵀ  (parked in dq)    = G Sᵀ + δ zᵀ
  *   reverse sweep, with dSx = [dS, dz] the gradient of the state after the
  *   chunk (d_final_state, d_final_norm for the last one):
+ *     dA  = (Gx Vxᵀ) ⊙ M             = (G Vᵀ + δ 1ᵀ) ⊙ M
+ *     dQ̂ += dA K̃                     (cpu-lin8: dA is formed once, here)
  *     dK̃  = dAᵀ Q̂ + Vx dSxᵀ          = dAᵀ Q̂ + V dSᵀ + 1 dzᵀ
  *     dV  = Aᵀ G + K̃ dS
  *     dSx += Q̂ᵀ Gx                   dS += Q̂ᵀ G, dz += Q̂ᵀ δ
@@ -132,15 +133,17 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
         la__lin_ext_store(j, p[C_S] + h * K * Vx, units[h].fS, units[h].fz);
 }
 
-/* The backward's forward sweep over the chunk [t0, t0+L): products with
- * the state S before it, dq, G and δ parked in dv and dk (normalised),
- * then Sacc += K̃ᵀ Vx (Sacc = S, or a segment's local sum). */
+/* The backward's forward sweep over the chunk [t0, t0+L): with the state S
+ * before it, the inter-chunk part Gx Sxᵀ of dQ̂ parked in dq's rows (the
+ * reverse sweep adds dA K̃ and applies dφ: it forms dA anyway), G and δ
+ * parked in dv and dk (normalised), then Sacc += K̃ᵀ Vx (Sacc = S, or a
+ * segment's local sum). */
 static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
                           const float *S, float *Sacc, float **p) {
     const la__kernels *kr = j->kr;
-    const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
+    const int64_t K = j->K, V = j->V, Vx = la__lin_vx(j);
     float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
-    float *num = p[C_NUM], *g = p[C_G], *dA = p[C_DA], *dqh = p[C_DQH];
+    float *num = p[C_NUM], *g = p[C_G];
     if (j->normalize) { /* G and δ need the output's num and den */
         load_chunk(j, u, t0, L, qh, kh, vb, A);
         chunk_num(j, L, S, qh, vb, A, num);
@@ -149,10 +152,7 @@ static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
         la__lin_load_vx(j, u->v, u->sv, t0, L, vb);
     }
     la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
-    kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
-    kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, dqh, K);
-    kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dqh, K);
-    la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dqh, u->q);
+    kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, u->dq + t0 * u->sqk, u->sqk);
     if (j->normalize) /* park G and δ for the reverse sweep */
         for (int64_t i = 0; i < L; i++) {
             memcpy(u->dv + (t0 + i) * u->sv, g + i * Vx, (size_t)V * sizeof(float));
@@ -187,6 +187,12 @@ static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     load_chunk(j, u, t0, L, qh, kh, vb, A);
     load_gx(j, u, t0, L, g);
     kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
+    /* dQ̂ = (Gx Sxᵀ, parked in dq by the forward sweep) + dA K̃, then dφ;
+     * dkh's block holds dQ̂ until dq is written */
+    for (int64_t i = 0; i < L; i++)
+        memcpy(dkh + i * K, u->dq + (t0 + i) * u->sqk, (size_t)K * sizeof(float));
+    kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dkh, K);
+    la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dkh, u->q);
     /* dK̃ = Vx dSxᵀ + dAᵀ Q̂ (dA is zero above the diagonal) */
     kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dS, Vx, 0.0f, dkh, K);
     la__gemm_tn_lower_acc(kr, L, K, dA, C, qh, K, dkh, K); /* kernels.h */
