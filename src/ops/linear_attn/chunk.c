@@ -126,7 +126,7 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
                 chunk_num_to(j, L, Sx, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
             }
             if (pn > 0) prefetch_rows(pu->k, pu->sqk, K, pt, pn);
-            j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
+            la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
             if (pn > 0) prefetch_rows(pu->v, pu->sv, j->V, pt, pn);
         }
     }
@@ -166,9 +166,9 @@ static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
             u->dk[(t0 + i) * u->sqk] = g[i * Vx + V];
         }
     if (j->normalize)
-        kr->gemm_tn(K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
+        la__gemm_tn_block(kr, K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
     else
-        kr->gemm_tn(V, K, L, 1.0f, vb, V, kh, K, 1.0f, Sacc, K);
+        la__gemm_tn_block(kr, V, K, L, 1.0f, vb, V, kh, K, 1.0f, Sacc, K);
 }
 
 /* The state slot of the backward's forward sweep: Sx as la__lin_ext_load
@@ -222,7 +222,7 @@ static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     /* dV = K̃ dS + Aᵀ G */
     kr->gemm_nn(L, V, K, 1.0f, kh, K, dS, Vx, 0.0f, dvb, V);
     la__gemm_tn_lower_acc(kr, L, V, A, C, g, Vx, dvb, V);
-    kr->gemm_tn(K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
+    la__gemm_tn_block(kr, K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
     la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
     for (int64_t jj = 0; jj < L; jj++)
         memcpy(u->dv + (t0 + jj) * u->sv, dvb + jj * V, (size_t)V * sizeof(float));
@@ -293,7 +293,7 @@ void la__lin_chunk_seg_sum(const la__lin_job *j, const la__lin_unit *u, int64_t 
         }
         la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, p[C_KH]);
         la__lin_load_vx(j, u->v, u->sv, t0, L, p[C_VB]);
-        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Ssum, Vx);
+        la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Ssum, Vx);
     }
 }
 
@@ -316,7 +316,7 @@ void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t 
         } else {
             chunk_num_to(j, L, Stot, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
         }
-        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sloc, Vx);
+        la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sloc, Vx);
     }
     if (Sout)
         for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
@@ -370,7 +370,7 @@ void la__lin_chunk_seg_rsum(const la__lin_job *j, const la__lin_unit *u, int64_t
         const int64_t L = te - t0 < C ? te - t0 : C;
         la__lin_phi_rows(j, j->qscale, u->q, u->sqk, t0, L, p[C_QH]);
         load_gx(j, u, t0, L, p[C_G]);
-        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_QH], K, p[C_G], Vx, 1.0f, dSsum, Vx);
+        la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_QH], K, p[C_G], Vx, 1.0f, dSsum, Vx);
     }
 }
 
