@@ -139,8 +139,16 @@ int main(int argc, char **argv) {
     const float *q = rnd(nk, -1, 1), *k = rnd(nk, -1, 1), *v = rnd(nv, -1, 1);
     const float *g = rnd(ng, -0.1f, -0.01f), *d_o = rnd(nv, -1, 1);
     for (int i = 0; i < 2; i++) {
-        b[i] = (bufs){q, k, v, g, d_o, malloc(nv * 4), malloc(nk * 4), malloc(nk * 4),
-                      malloc(nv * 4), malloc(ng * 4)};
+        b[i] = (bufs){q,
+                      k,
+                      v,
+                      g,
+                      d_o,
+                      malloc(nv * 4),
+                      malloc(nk * 4),
+                      malloc(nk * 4),
+                      malloc(nv * 4),
+                      malloc(ng * 4)};
         memset(b[i].o, 0, nv * 4);
     }
     la_dims d = {.B = 1, .T = T, .H = H, .K = K, .V = V};
@@ -174,7 +182,8 @@ int main(int argc, char **argv) {
            sgla ? "simple GLA" : "linear", (long long)T, (long long)H, (long long)K, pairs, P);
     for (int i = 0; i < 2; i++) {
         double lo = ts[i][0], hi = ts[i][0];
-        for (int p = 0; p < pairs; p++) lo = ts[i][p] < lo ? ts[i][p] : lo, hi = ts[i][p] > hi ? ts[i][p] : hi;
+        for (int p = 0; p < pairs; p++)
+            lo = ts[i][p] < lo ? ts[i][p] : lo, hi = ts[i][p] > hi ? ts[i][p] : hi;
         const double f = median(tf[i], pairs), bw = median(tb[i], pairs), s = median(ts[i], pairs);
         printf("%s: fwd %.1f ms (%.1f%%)  bwd %.1f ms (%.1f%%)  fwd+bwd %.1f ms [%.1f-%.1f] "
                "(%.1f%% of peak)\n",

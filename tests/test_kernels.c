@@ -534,8 +534,8 @@ static void test_gemm_tn_block(const la__kernels **paths, int n_paths) {
                 }
     CHECK(same == compared, "gemm_tn_block == gemm_tn bit for bit in %d of %d products", same,
           compared);
-    CHECK(clean == compared, "gemm_tn_block: finite results, C's padding intact in %d of %d",
-          clean, compared);
+    CHECK(clean == compared, "gemm_tn_block: finite results, C's padding intact in %d of %d", clean,
+          compared);
 }
 
 int main(void) {

@@ -351,8 +351,7 @@ void la__lin_chunk_seg_bwd_fwd(const la__lin_job *j, const la__lin_unit *u, int6
         for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
     else if (Sout) /* Sloc holds the local sum transposed */
         for (int64_t kk = 0; kk < K; kk++)
-            for (int64_t v = 0; v < V; v++)
-                Sout[kk * V + v] = Sin[kk * V + v] + Sloc[v * K + kk];
+            for (int64_t v = 0; v < V; v++) Sout[kk * V + v] = Sin[kk * V + v] + Sloc[v * K + kk];
 }
 
 static int64_t last_chunk(const la__lin_job *j, int64_t tb, int64_t te) {
