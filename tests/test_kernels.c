@@ -491,6 +491,53 @@ static void test_trinv(const la__kernels **paths, int n_paths) {
     }
 }
 
+/* ---- cpu-lin8: gemm_tn_block ------------------------------------------
+ * la__gemm_tn_block against the same path's gemm_tn, bit for bit (the
+ * kernel promises the same sums), at odd m, n, k (k beyond gemm_tn's k
+ * block and m beyond one row block included, where it falls back), rows
+ * wider than their width holding NaN (read = NaN in the sums), C's
+ * padding sentinels intact, beta 0 over a NaN-filled C. */
+static void test_gemm_tn_block(const la__kernels **paths, int n_paths) {
+    static const int64_t ms[] = {1, 7, 16, 33, 64, 100, 128, 129};
+    static const int64_t ks[] = {1, 9, 64, 96, 97, 128};
+    int compared = 0, same = 0, clean = 0;
+    for (int pi = 0; pi < n_paths; pi++)
+        for (int a = 0; a < (int)(sizeof ms / sizeof ms[0]); a++)
+            for (int c = 0; c < (int)(sizeof ks / sizeof ks[0]); c++)
+                for (int bi = 0; bi < 2; bi++) {
+                    const int64_t m = ms[a], n = ms[(a + c) % 8], k = ks[c];
+                    const float beta = betas[bi];
+                    mat A = mat_new(k, m, 3), B = mat_new(k, n, 5), C0 = mat_new(m, n, 2);
+                    mat C1 = mat_new(m, n, 2), C2 = mat_new(m, n, 2);
+                    mat_fill(&A, NAN, 1);
+                    mat_fill(&B, NAN, 1);
+                    mat_fill(&C0, SENTINEL, 1);
+                    memcpy(C1.x, C0.x, C0.len * sizeof(float));
+                    memcpy(C2.x, C0.x, C0.len * sizeof(float));
+                    if (beta == 0.0f) /* overwrite mode never reads C */
+                        for (int64_t i = 0; i < m; i++)
+                            for (int64_t j = 0; j < n; j++) C1.x[i * C1.ld + j] = NAN;
+                    paths[pi]->gemm_tn(m, n, k, 1.5f, A.x, A.ld, B.x, B.ld, beta, C2.x, C2.ld);
+                    la__gemm_tn_block(paths[pi], m, n, k, 1.5f, A.x, A.ld, B.x, B.ld, beta, C1.x,
+                                      C1.ld);
+                    int eq = 1, fin = 1;
+                    for (int64_t i = 0; i < m; i++)
+                        for (int64_t j = 0; j < n; j++) {
+                            const float x = C1.x[i * C1.ld + j], y = C2.x[i * C2.ld + j];
+                            eq &= memcmp(&x, &y, sizeof x) == 0;
+                            fin &= isfinite(x) != 0;
+                        }
+                    compared++;
+                    same += eq;
+                    clean += fin && padding_is(&C1, SENTINEL);
+                    free(A.x), free(B.x), free(C0.x), free(C1.x), free(C2.x);
+                }
+    CHECK(same == compared, "gemm_tn_block == gemm_tn bit for bit in %d of %d products", same,
+          compared);
+    CHECK(clean == compared, "gemm_tn_block: finite results, C's padding intact in %d of %d", clean,
+          compared);
+}
+
 int main(void) {
     la_rng_seed(&rng, 20261126);
     test_dispatch();
@@ -507,6 +554,7 @@ int main(void) {
     test_trsm(paths, n_paths);
     test_trinv(paths, n_paths);
     test_gemm(paths, n_paths);
+    test_gemm_tn_block(paths, n_paths);
     CHECK(n_simd_same == n_simd_compared, "AVX-512 == AVX2 bit for bit in %d of %d products",
           n_simd_same, n_simd_compared);
     printf("AVX-512 vs AVX2, bitwise: %d products compared\n", n_simd_compared);

@@ -92,6 +92,10 @@ typedef struct la__kernels {
     la__gemm_nt_tril_fn gemm_nt_tril;
     la__trsm_fn trsm_llu;
     la__trinv_fn trinv_llu;
+    /* cpu-lin8: gemm_tn for an A that sits in a small dense block (a
+     * per-thread chunk block, lda the row width): the same bits as gemm_tn;
+     * NULL where the path has none (la__gemm_tn_block picks gemm_tn). */
+    la__gemm_fn gemm_tn_block;
 } la__kernels;
 
 /* The table for `isa`, or for the best path below it that this CPU and build
@@ -158,6 +162,15 @@ static inline void la__gemm_tn_lower_acc(const la__kernels *kr, int64_t L, int64
     kr->gemm_tn(h, n, L, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
     kr->gemm_tn(L - h, n, L - h, 1.0f, A + h * lda + h, lda, B + h * ldb, ldb, 1.0f, C + h * ldc,
                 ldc);
+}
+
+/* ---- cpu-lin8 ---------------------------------------------------------
+ * kr->gemm_tn_block where the path has it, else kr->gemm_tn (same bits). */
+static inline void la__gemm_tn_block(const la__kernels *kr, int64_t m, int64_t n, int64_t k,
+                                     float alpha, const float *A, int64_t lda, const float *B,
+                                     int64_t ldb, float beta, float *C, int64_t ldc) {
+    (kr->gemm_tn_block ? kr->gemm_tn_block : kr->gemm_tn)(m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                                          ldc);
 }
 
 #endif

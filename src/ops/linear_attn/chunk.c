@@ -17,10 +17,11 @@
  * Gx = [G, δ] (G = dO / den, δ = -rowsum(dO ⊙ O) / den; G = dO and no δ
  * column unnormalised):
  *   forward sweep, with Sx before the chunk:
- *     dA  = (Gx Vxᵀ) ⊙ M             = (G Vᵀ + δ 1ᵀ) ⊙ M
- *     dQ̂  = Gx Sxᵀ + dA K̃            = G Sᵀ + δ zᵀ + dA K̃
+ *     dQ̂  = Gx Sxᵀ  (parked in dq)    = G Sᵀ + δ zᵀ
  *   reverse sweep, with dSx = [dS, dz] the gradient of the state after the
  *   chunk (d_final_state, d_final_norm for the last one):
+ *     dA  = (Gx Vxᵀ) ⊙ M             = (G Vᵀ + δ 1ᵀ) ⊙ M
+ *     dQ̂ += dA K̃                     (cpu-lin8: dA is formed once, here)
  *     dK̃  = dAᵀ Q̂ + Vx dSxᵀ          = dAᵀ Q̂ + V dSᵀ + 1 dzᵀ
  *     dV  = Aᵀ G + K̃ dS
  *     dSx += Q̂ᵀ Gx                   dS += Q̂ᵀ G, dz += Q̂ᵀ δ
@@ -37,8 +38,9 @@ void la__lin_chunk_layout(const la__lin_job *j, int backward, la__arena *b, floa
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->chunk;
     const size_t Vx = (size_t)la__lin_vx(j);
     /* the forward keeps the states of a whole head group; the backward split
-     * over time its local and total state and the serial path's two */
-    const size_t ns = (size_t)LA__LIN_HEAD_GROUP;
+     * over time its local and total state, the serial path's two (slots 2
+     * and 3, split.c) and Sin transposed (slot 4, la__lin_chunk_seg_bwd_fwd) */
+    const size_t ns = (size_t)LA__LIN_HEAD_GROUP + (backward ? 1 : 0);
     p[C_S] = la__arena_floats(b, la__mul(ns, la__mul(K, Vx)));
     p[C_QH] = la__arena_floats(b, la__mul(C, K));
     p[C_KH] = la__arena_floats(b, la__mul(C, K));
@@ -124,7 +126,7 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
                 chunk_num_to(j, L, Sx, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
             }
             if (pn > 0) prefetch_rows(pu->k, pu->sqk, K, pt, pn);
-            j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
+            la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
             if (pn > 0) prefetch_rows(pu->v, pu->sv, j->V, pt, pn);
         }
     }
@@ -132,15 +134,20 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
         la__lin_ext_store(j, p[C_S] + h * K * Vx, units[h].fS, units[h].fz);
 }
 
-/* The backward's forward sweep over the chunk [t0, t0+L): products with
- * the state S before it, dq, G and δ parked in dv and dk (normalised),
- * then Sacc += K̃ᵀ Vx (Sacc = S, or a segment's local sum). */
+/* The backward's forward sweep over the chunk [t0, t0+L): with the state S
+ * before it, the inter-chunk part Gx Sxᵀ of dQ̂ parked in dq's rows (the
+ * reverse sweep adds dA K̃ and applies dφ: it forms dA anyway), G and δ
+ * parked in dv and dk (normalised), then Sacc += K̃ᵀ Vx (Sacc = S, or a
+ * segment's local sum). Unnormalised, S and Sacc hold Sᵀ [V, K] (cpu-lin8):
+ * G Sᵀ is then a gemm_nn, whose B panel is a row copy instead of gemm_nt's
+ * transposition, and Sᵀ += Vᵀ K̃ sums the same products in the same order
+ * as S += K̃ᵀ V (a·b = b·a in each fused multiply-add): the same bits. */
 static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
                           const float *S, float *Sacc, float **p) {
     const la__kernels *kr = j->kr;
-    const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
+    const int64_t K = j->K, V = j->V, Vx = la__lin_vx(j);
     float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
-    float *num = p[C_NUM], *g = p[C_G], *dA = p[C_DA], *dqh = p[C_DQH];
+    float *num = p[C_NUM], *g = p[C_G];
     if (j->normalize) { /* G and δ need the output's num and den */
         load_chunk(j, u, t0, L, qh, kh, vb, A);
         chunk_num(j, L, S, qh, vb, A, num);
@@ -149,16 +156,32 @@ static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
         la__lin_load_vx(j, u->v, u->sv, t0, L, vb);
     }
     la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
-    kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
-    kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, dqh, K);
-    kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dqh, K);
-    la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dqh, u->q);
+    if (j->normalize)
+        kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, u->dq + t0 * u->sqk, u->sqk);
+    else
+        kr->gemm_nn(L, K, V, 1.0f, g, V, S, K, 0.0f, u->dq + t0 * u->sqk, u->sqk);
     if (j->normalize) /* park G and δ for the reverse sweep */
         for (int64_t i = 0; i < L; i++) {
             memcpy(u->dv + (t0 + i) * u->sv, g + i * Vx, (size_t)V * sizeof(float));
             u->dk[(t0 + i) * u->sqk] = g[i * Vx + V];
         }
-    kr->gemm_tn(K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
+    if (j->normalize)
+        la__gemm_tn_block(kr, K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
+    else
+        la__gemm_tn_block(kr, V, K, L, 1.0f, vb, V, kh, K, 1.0f, Sacc, K);
+}
+
+/* The state slot of the backward's forward sweep: Sx as la__lin_ext_load
+ * makes it (normalised) or Sᵀ (unnormalised, see bwd_fwd_chunk); S0 may be
+ * NULL (zeros). */
+static void bwd_state_load(const la__lin_job *j, float *Sx, const float *S0, const float *z0) {
+    const int64_t K = j->K, V = j->V;
+    if (j->normalize) {
+        la__lin_ext_load(j, Sx, S0, z0);
+        return;
+    }
+    for (int64_t v = 0; v < V; v++)
+        for (int64_t kk = 0; kk < K; kk++) Sx[v * K + kk] = S0 ? S0[kk * V + v] : 0.0f;
 }
 
 /* Gx rows of the chunk [t0, t0+L): parked G, δ (normalised) or dO. */
@@ -187,13 +210,19 @@ static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     load_chunk(j, u, t0, L, qh, kh, vb, A);
     load_gx(j, u, t0, L, g);
     kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
+    /* dQ̂ = (Gx Sxᵀ, parked in dq by the forward sweep) + dA K̃, then dφ;
+     * dkh's block holds dQ̂ until dq is written */
+    for (int64_t i = 0; i < L; i++)
+        memcpy(dkh + i * K, u->dq + (t0 + i) * u->sqk, (size_t)K * sizeof(float));
+    kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dkh, K);
+    la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dkh, u->q);
     /* dK̃ = Vx dSxᵀ + dAᵀ Q̂ (dA is zero above the diagonal) */
     kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dS, Vx, 0.0f, dkh, K);
     la__gemm_tn_lower_acc(kr, L, K, dA, C, qh, K, dkh, K); /* kernels.h */
     /* dV = K̃ dS + Aᵀ G */
     kr->gemm_nn(L, V, K, 1.0f, kh, K, dS, Vx, 0.0f, dvb, V);
     la__gemm_tn_lower_acc(kr, L, V, A, C, g, Vx, dvb, V);
-    kr->gemm_tn(K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
+    la__gemm_tn_block(kr, K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
     la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
     for (int64_t jj = 0; jj < L; jj++)
         memcpy(u->dv + (t0 + jj) * u->sv, dvb + jj * V, (size_t)V * sizeof(float));
@@ -213,7 +242,7 @@ void la__lin_chunk_bwd_group(const la__lin_job *j, const la__lin_unit *units, in
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j), len = units[0].len;
     /* Forward sweep: rebuild each chunk's output, then Gx and dQ. */
     for (int64_t h = 0; h < nh; h++)
-        la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
+        bwd_state_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
     for (int64_t t0 = 0; t0 < len; t0 += C) {
         const int64_t L = len - t0 < C ? len - t0 : C;
         for (int64_t h = 0; h < nh; h++) {
@@ -264,7 +293,7 @@ void la__lin_chunk_seg_sum(const la__lin_job *j, const la__lin_unit *u, int64_t 
         }
         la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, p[C_KH]);
         la__lin_load_vx(j, u->v, u->sv, t0, L, p[C_VB]);
-        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Ssum, Vx);
+        la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Ssum, Vx);
     }
 }
 
@@ -287,7 +316,7 @@ void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t 
         } else {
             chunk_num_to(j, L, Stot, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
         }
-        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sloc, Vx);
+        la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sloc, Vx);
     }
     if (Sout)
         for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
@@ -307,16 +336,22 @@ void la__lin_chunk_seg_bwd_fwd(const la__lin_job *j, const la__lin_unit *u, int6
     float *p[LA__LIN_MAX_BUFS];
     la__arena b = {(char *)scratch, 0, 0};
     la__lin_chunk_layout(j, 1, &b, p);
-    const int64_t C = j->chunk, KVx = j->K * la__lin_vx(j);
+    const int64_t C = j->chunk, K = j->K, V = j->V, KVx = K * la__lin_vx(j);
     float *Sloc = p[C_S], *Stot = p[C_S] + KVx;
+    float *SinT = p[C_S] + 4 * KVx; /* unnormalised: Sin transposed, [V, K] */
     memset(Sloc, 0, (size_t)KVx * sizeof(float));
+    if (!j->normalize) bwd_state_load(j, SinT, Sin, NULL);
+    const float *Sin_t = j->normalize ? Sin : SinT; /* in bwd_fwd_chunk's layout */
     for (int64_t t0 = tb; t0 < te; t0 += C) {
         const int64_t L = te - t0 < C ? te - t0 : C;
-        for (int64_t x = 0; x < KVx; x++) Stot[x] = Sin[x] + Sloc[x];
+        for (int64_t x = 0; x < KVx; x++) Stot[x] = Sin_t[x] + Sloc[x];
         bwd_fwd_chunk(j, u, t0, L, Stot, Sloc, p);
     }
-    if (Sout)
+    if (Sout && j->normalize)
         for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
+    else if (Sout) /* Sloc holds the local sum transposed */
+        for (int64_t kk = 0; kk < K; kk++)
+            for (int64_t v = 0; v < V; v++) Sout[kk * V + v] = Sin[kk * V + v] + Sloc[v * K + kk];
 }
 
 static int64_t last_chunk(const la__lin_job *j, int64_t tb, int64_t te) {
@@ -334,7 +369,7 @@ void la__lin_chunk_seg_rsum(const la__lin_job *j, const la__lin_unit *u, int64_t
         const int64_t L = te - t0 < C ? te - t0 : C;
         la__lin_phi_rows(j, j->qscale, u->q, u->sqk, t0, L, p[C_QH]);
         load_gx(j, u, t0, L, p[C_G]);
-        j->kr->gemm_tn(K, Vx, L, 1.0f, p[C_QH], K, p[C_G], Vx, 1.0f, dSsum, Vx);
+        la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_QH], K, p[C_G], Vx, 1.0f, dSsum, Vx);
     }
 }
 

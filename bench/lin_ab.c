@@ -1,0 +1,202 @@
+/* Forward and backward of linear attention (causal chunk, identity map,
+ * unnormalised, scale K^-1/2) and simple GLA (chunk, per-token log-gates in
+ * [-0.1, -0.01]) of two liblinattn.so builds, alternating in one process
+ * (bench/NOTES.md, cpu-lin8).
+ *
+ * Shape of issue 12 by default: B = 1, H = 8, T = 8192, K = V = 128, chunk
+ * 64, one thread. Per pair (order swapped every pair): old forward +
+ * backward, new forward + backward, each timed in thread CPU (each context
+ * has one thread); the FMA peak (ab_peak.h) timed before each pair; FLOPs of
+ * the registry's chunk model (forward T((C+1)(K+V) + 4KV) per head, fwd+bwd
+ * three times that). Prints medians and ranges, % of peak, new/old speed and
+ * FNV hashes of o, dq, dk, dv (equal when a change keeps the bits).
+ *
+ *   gcc -O2 -std=c11 -Iinclude bench/lin_ab.c -ldl -lm -o lin_ab
+ * usage: lin_ab OLD.so NEW.so [pairs] [T] [op: lin | sgla] */
+#define _POSIX_C_SOURCE 200809L
+#include "linattn.h"
+
+#include "ab_peak.h"
+
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef la_status (*ctx_create_fn)(la_ctx **, int);
+typedef la_linear_attn_opts (*lin_def_fn)(void);
+typedef la_status (*lin_fwd_fn)(la_ctx *, const la_linear_attn_opts *, const la_dims *, float *,
+                                float *, float *, const float *, const float *, const float *,
+                                const float *, const float *);
+typedef la_status (*lin_bwd_fn)(la_ctx *, const la_linear_attn_opts *, const la_dims *, float *,
+                                float *, float *, float *, float *, const float *, const float *,
+                                const float *, const float *, const float *, const float *,
+                                const float *, const float *);
+typedef la_status (*sg_fwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
+                               const float *, const float *, const float *, const float *,
+                               const float *, const float *);
+typedef la_status (*sg_bwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
+                               float *, float *, float *, float *, const float *, const float *,
+                               const float *, const float *, const float *, const float *,
+                               const float *, const float *);
+typedef struct lib {
+    la_ctx *ctx;
+    lin_def_fn ldef;
+    lin_fwd_fn lfwd;
+    lin_bwd_fn lbwd;
+    sg_fwd_fn sfwd;
+    sg_bwd_fn sbwd;
+} lib;
+
+static int open_lib(const char *path, lib *l) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "%s\n", dlerror());
+        return 1;
+    }
+    ctx_create_fn cc = (ctx_create_fn)(uintptr_t)dlsym(h, "la_ctx_create");
+    l->ldef = (lin_def_fn)(uintptr_t)dlsym(h, "la_linear_attn_opts_default");
+    l->lfwd = (lin_fwd_fn)(uintptr_t)dlsym(h, "la_linear_attn_forward");
+    l->lbwd = (lin_bwd_fn)(uintptr_t)dlsym(h, "la_linear_attn_backward");
+    l->sfwd = (sg_fwd_fn)(uintptr_t)dlsym(h, "la_simple_gla_forward");
+    l->sbwd = (sg_bwd_fn)(uintptr_t)dlsym(h, "la_simple_gla_backward");
+    if (!cc || !l->ldef || !l->lfwd || !l->lbwd || !l->sfwd || !l->sbwd || cc(&l->ctx, 1) != LA_OK)
+        return 1;
+    return 0;
+}
+
+static uint64_t fnv(const float *x, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *p = (const unsigned char *)x;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *x, int n) {
+    qsort(x, (size_t)n, sizeof(double), cmp);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+static float *rnd(size_t n, float lo, float hi) {
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)rand() / (float)RAND_MAX;
+    return x;
+}
+
+typedef struct bufs {
+    const float *q, *k, *v, *g, *d_o;
+    float *o, *dq, *dk, *dv, *dg;
+} bufs;
+
+/* forward then backward; returns 0 on success, times in t[0] (fwd), t[1] (bwd) */
+static int run(const lib *l, int sgla, const la_dims *d, bufs *b, double t[2]) {
+    double t0 = tcpu();
+    la_status st;
+    if (sgla) {
+        la_gated_opts o = {.form = LA_FORM_CHUNK};
+        st = l->sfwd(l->ctx, &o, d, b->o, NULL, b->q, b->k, b->v, b->g, NULL, NULL);
+        t[0] = tcpu() - t0;
+        t0 = tcpu();
+        if (st == LA_OK)
+            st = l->sbwd(l->ctx, &o, d, b->dq, b->dk, b->dv, b->dg, NULL, NULL, b->d_o, NULL, b->q,
+                         b->k, b->v, b->g, NULL, NULL);
+    } else {
+        la_linear_attn_opts o = l->ldef();
+        o.feature_map = LA_FEATURE_IDENTITY;
+        o.causal = 1;
+        o.form = LA_FORM_CHUNK;
+        o.normalize = 0;
+        st = l->lfwd(l->ctx, &o, d, b->o, NULL, NULL, b->q, b->k, b->v, NULL, NULL);
+        t[0] = tcpu() - t0;
+        t0 = tcpu();
+        if (st == LA_OK)
+            st = l->lbwd(l->ctx, &o, d, b->dq, b->dk, b->dv, NULL, NULL, b->d_o, NULL, NULL, b->q,
+                         b->k, b->v, NULL, NULL);
+    }
+    t[1] = tcpu() - t0;
+    return st != LA_OK;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: lin_ab OLD.so NEW.so [pairs] [T] [lin|sgla]\n");
+        return 2;
+    }
+    const int pairs = argc > 3 ? atoi(argv[3]) : 9;
+    const int64_t T = argc > 4 ? atoll(argv[4]) : 8192, H = 8, K = 128, V = 128, C = 64;
+    const int sgla = argc > 5 && !strcmp(argv[5], "sgla");
+    lib L[2];
+    if (open_lib(argv[1], &L[0]) || open_lib(argv[2], &L[1])) return 1;
+    const size_t nk = (size_t)(T * H * K), nv = (size_t)(T * H * V), ng = (size_t)(T * H);
+    bufs b[2];
+    const float *q = rnd(nk, -1, 1), *k = rnd(nk, -1, 1), *v = rnd(nv, -1, 1);
+    const float *g = rnd(ng, -0.1f, -0.01f), *d_o = rnd(nv, -1, 1);
+    for (int i = 0; i < 2; i++) {
+        b[i] = (bufs){q,
+                      k,
+                      v,
+                      g,
+                      d_o,
+                      malloc(nv * 4),
+                      malloc(nk * 4),
+                      malloc(nk * 4),
+                      malloc(nv * 4),
+                      malloc(ng * 4)};
+        memset(b[i].o, 0, nv * 4);
+    }
+    la_dims d = {.B = 1, .T = T, .H = H, .K = K, .V = V};
+    const double fl = (double)T * (double)H * ((double)(C + 1) * (K + V) + 4.0 * K * V);
+    double *tf[2], *tb[2], *ts[2], *pk = malloc((size_t)pairs * sizeof(double));
+    for (int i = 0; i < 2; i++) {
+        tf[i] = malloc((size_t)pairs * sizeof(double));
+        tb[i] = malloc((size_t)pairs * sizeof(double));
+        ts[i] = malloc((size_t)pairs * sizeof(double));
+    }
+    double warm[2];
+    for (int i = 0; i < 2; i++)
+        if (run(&L[i], sgla, &d, &b[i], warm)) return 1;
+    double ratio[64], bratio[64];
+    for (int p = 0; p < pairs; p++) {
+        pk[p] = peak();
+        for (int s = 0; s < 2; s++) {
+            const int i = (p % 2) ^ s;
+            double t[2];
+            if (run(&L[i], sgla, &d, &b[i], t)) return 1;
+            tf[i][p] = t[0];
+            tb[i][p] = t[1];
+            ts[i][p] = t[0] + t[1];
+        }
+        if (p < 64) ratio[p] = ts[0][p] / ts[1][p], bratio[p] = tb[0][p] / tb[1][p];
+    }
+    const int nr = pairs < 64 ? pairs : 64;
+    const double rmed = median(ratio, nr), rlo = ratio[0], rhi = ratio[nr - 1];
+    const double P = median(pk, pairs);
+    printf("%s T=%lld H=%lld K=V=%lld, %d pairs, peak median %.1f GFLOP/s\n",
+           sgla ? "simple GLA" : "linear", (long long)T, (long long)H, (long long)K, pairs, P);
+    for (int i = 0; i < 2; i++) {
+        double lo = ts[i][0], hi = ts[i][0];
+        for (int p = 0; p < pairs; p++)
+            lo = ts[i][p] < lo ? ts[i][p] : lo, hi = ts[i][p] > hi ? ts[i][p] : hi;
+        const double f = median(tf[i], pairs), bw = median(tb[i], pairs), s = median(ts[i], pairs);
+        printf("%s: fwd %.1f ms (%.1f%%)  bwd %.1f ms (%.1f%%)  fwd+bwd %.1f ms [%.1f-%.1f] "
+               "(%.1f%% of peak)\n",
+               i ? "new" : "old", 1e3 * f, 100 * fl / f / (P * 1e9), 1e3 * bw,
+               100 * 2 * fl / bw / (P * 1e9), 1e3 * s, 1e3 * lo, 1e3 * hi,
+               100 * 3 * fl / s / (P * 1e9));
+    }
+    printf("fwd+bwd new/old speed: median %.3fx, range %.3f-%.3f\n", rmed, rlo, rhi);
+    const double bmed = median(bratio, nr);
+    printf("bwd new/old speed: median %.3fx, range %.3f-%.3f\n", bmed, bratio[0], bratio[nr - 1]);
+    for (int i = 0; i < 2; i++)
+        printf("%s hashes o %016llx dq %016llx dk %016llx dv %016llx\n", i ? "new" : "old",
+               (unsigned long long)fnv(b[i].o, nv), (unsigned long long)fnv(b[i].dq, nk),
+               (unsigned long long)fnv(b[i].dk, nk), (unsigned long long)fnv(b[i].dv, nv));
+    return 0;
+}
