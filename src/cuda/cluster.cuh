@@ -1,6 +1,7 @@
 /* Thread-block cluster primitives (sm_90+), shared by the kernels that split
  * one problem over the CTAs of a cluster and exchange partial products
- * through distributed shared memory (cuda-rev9: delta_rev_cl.cu). Device
+ * through distributed shared memory (delta_state_cl.cu; written by cuda-rev9
+ * for its cluster reverse pass, which lost and was removed). Device
  * functions exist only for __CUDA_ARCH__ >= 900; callers guard their bodies
  * the same way and their hosts launch them only on compute capability 9+. */
 #pragma once

@@ -58,23 +58,7 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
     if (t < LA_CU_C) bq[t] = t < L ? p.scale * (la_cu_expd(gam[t]) * rq[t]) : 0.f;
     /* Q K^T, rows 16 w .., columns 8 j .. (j < 8) */
     float A[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) A[j][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < KP / 16; kk++) {
-        uint32_t a[4];
-        la_tc_ldsm4<false>(a, Qs + (16 * w + (m8 & 1) * 8 + rr) * LD + 16 * kk + (m8 >> 1) * 8);
-#pragma unroll
-        for (int jj = 0; jj < 4; jj++) {
-            uint32_t b[4];
-            la_tc_ldsm4<false>(b,
-                               Ks + (16 * jj + (m8 >> 1) * 8 + rr) * LD + 16 * kk + (m8 & 1) * 8);
-            la_tc_mma<dot_bf>(A[2 * jj], a, b[0], b[1]);
-            la_tc_mma<dot_bf>(A[2 * jj + 1], a, b[2], b[3]);
-        }
-    }
+    la_dt_xyt<KP / 16>(A, Qs, Ks, LD, w, m8, rr);
     __syncthreads(); /* bq visible */
     /* P (masked, gated, scaled) as A fragments over s: k-step kt covers
      * columns 16 kt .. 16 kt + 15 */
@@ -90,13 +74,7 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
                               ? p.scale * (rq[m] * rk[n] * A[j][e]) * la_cu_expd(gam[m] - gam[n])
                               : 0.f;
             }
-#pragma unroll
-        for (int kt = 0; kt < 4; kt++) {
-            la_cu_bf16_parts(P[2 * kt][0], P[2 * kt][1], ph[kt][0], pl[kt][0]);
-            la_cu_bf16_parts(P[2 * kt][2], P[2 * kt][3], ph[kt][1], pl[kt][1]);
-            la_cu_bf16_parts(P[2 * kt + 1][0], P[2 * kt + 1][1], ph[kt][2], pl[kt][2]);
-            la_cu_bf16_parts(P[2 * kt + 1][2], P[2 * kt + 1][3], ph[kt][3], pl[kt][3]);
-        }
+la_dt_parts(P, ph, pl);
     }
     const float b0 = bq[16 * w + g], b1 = bq[16 * w + g + 8];
     const float *hc = p.hst + ((size_t)blockIdx.x * HS + hs) * K * V;
@@ -311,23 +289,7 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
     {
         /* Q K^T, rows 16 w .., columns 8 j ..; P's parts into Ph, Pl */
         float A[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) A[j][e] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) {
-            uint32_t a[4];
-            la_tc_ldsm4<false>(a, Qs + (16 * w + (m8 & 1) * 8 + rr) * LD + 16 * kk + (m8 >> 1) * 8);
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
-                uint32_t b[4];
-                la_tc_ldsm4<false>(b, Ks + (16 * jj + (m8 >> 1) * 8 + rr) * LD + 16 * kk +
-                                          (m8 & 1) * 8);
-                la_tc_mma<dot_bf>(A[2 * jj], a, b[0], b[1]);
-                la_tc_mma<dot_bf>(A[2 * jj + 1], a, b[2], b[3]);
-            }
-        }
+        la_dt_xyt<KS>(A, Qs, Ks, LD, w, m8, rr);
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll

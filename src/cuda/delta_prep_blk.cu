@@ -31,33 +31,14 @@
  * order (they share the key tile). No atomics; every sum has a fixed order,
  * so results are bitwise identical run to run. */
 #include "delta_chunk.cuh"
+#include "delta_tile.cuh"
 #include "tc.cuh"
 
 #include <stdlib.h>
 
 typedef __nv_bfloat16 dpb_bf;
-
 #define DPB_MS 72 /* row stride (floats) of the fp32 tile M (Lo, then A) */
 
-/* A 64 x CP tile (row stride CP + 8) of rows < L, columns < C of src (row
- * stride `stride`), 0 elsewhere; 256 threads. */
-template <int CP>
-__device__ __forceinline__ void dpb_fetch(dpb_bf *dst, const dpb_bf *src, int64_t stride, int L,
-                                          int C, bool vec) {
-    constexpr int LD = CP + 8, CQ = CP / 8;
-    for (int e = threadIdx.x; e < 64 * CQ; e += 256) {
-        const int r = e / CQ, c8 = (e - r * CQ) * 8;
-        dpb_bf *d = dst + r * LD + c8;
-        if (vec) {
-            const bool in = r < L && c8 < C;
-            la_cu_cpb16(d, in ? src + r * stride + c8 : src, in ? 16 : 0);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                d[i] = (r < L && c8 + i < C) ? src[r * stride + c8 + i] : __float2bfloat16_rn(0.f);
-        }
-    }
-}
 
 template <int KP, int VP> static size_t dpb_smem() {
     return (size_t)64 * (KP + 8) * 2 + (size_t)64 * (VP + 8) * 2 + (size_t)64 * DPB_MS * 4;
@@ -127,9 +108,9 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
     const int m8 = lane >> 3, rr = lane & 7, rb = w & 3, cb = 32 * (w >> 2);
     const int64_t tok0 = ch.tok0, kst = H * K, vst = HS * V;
     const int64_t K8 = (K + 7) & ~(int64_t)7;
-    dpb_fetch<KP>(Ks, (const dpb_bf *)p.k + (tok0 * H + hq) * K, kst, L, (int)K, flags & 1);
+    la_dt_fetch<KP, 256>(Ks, (const dpb_bf *)p.k + (tok0 * H + hq) * K, kst, L, (int)K, flags & 1);
     la_cu_cp_commit();
-    dpb_fetch<VP>(Vs, (const dpb_bf *)p.v + (tok0 * HS + hs) * V, vst, L, (int)V, flags & 2);
+    la_dt_fetch<VP, 256>(Vs, (const dpb_bf *)p.v + (tok0 * HS + hs) * V, vst, L, (int)V, flags & 2);
     la_cu_cp_commit();
     if (t < LA_CU_C) {
         be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;

@@ -74,23 +74,7 @@ __global__ void __launch_bounds__(128, 4)
     uint32_t ph[4][4], pl[4][4];
     {
         float A[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) A[j][e] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) {
-            uint32_t a[4];
-            la_tc_ldsm4<false>(a, Ks + (16 * w + (m8 & 1) * 8 + rr) * LD + 16 * kk + (m8 >> 1) * 8);
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
-                uint32_t b[4];
-                la_tc_ldsm4<false>(b, Qs + (16 * jj + (m8 >> 1) * 8 + rr) * LD + 16 * kk +
-                                          (m8 & 1) * 8);
-                la_tc_mma<la_dt_bf>(A[2 * jj], a, b[0], b[1]);
-                la_tc_mma<la_dt_bf>(A[2 * jj + 1], a, b[2], b[3]);
-            }
-        }
+        la_dt_xyt<KS>(A, Ks, Qs, LD, w, m8, rr);
         float P[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -101,13 +85,7 @@ __global__ void __launch_bounds__(128, 4)
                               ? p.scale * (rq[tq] * rk[s] * A[j][e]) * la_cu_expd(gam[tq] - gam[s])
                               : 0.f;
             }
-#pragma unroll
-        for (int kt = 0; kt < 4; kt++) {
-            la_cu_bf16_parts(P[2 * kt][0], P[2 * kt][1], ph[kt][0], pl[kt][0]);
-            la_cu_bf16_parts(P[2 * kt][2], P[2 * kt][3], ph[kt][1], pl[kt][1]);
-            la_cu_bf16_parts(P[2 * kt + 1][0], P[2 * kt + 1][1], ph[kt][2], pl[kt][2]);
-            la_cu_bf16_parts(P[2 * kt + 1][2], P[2 * kt + 1][3], ph[kt][3], pl[kt][3]);
-        }
+la_dt_parts(P, ph, pl);
     }
     const bool f4 = (V & 3) == 0 && ((uintptr_t)dOf & 15) == 0;
     const bool r2 = (V & 1) == 0 && ((uintptr_t)dRo & 7) == 0;

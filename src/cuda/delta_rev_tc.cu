@@ -529,24 +529,20 @@ static int drt_fits32(const la__cu_call *c) {
     return tok < lim / (c->HS * KM) && nch < lim / (c->HS * KV);
 }
 
-/* LINATTN_CUDA_DELTA_REV=old: cuda-delta7's kernel; =cl: the cluster split
- * (delta_rev_cl.cu) where it is taken, elsewhere cuda-rev9's one-CTA kernel
- * (opt-in: slower at the GDN shape, see bench/GPU.md cuda-rev9); else
- * (default) cuda-rev9's one-CTA kernel. cuda-rev9's kernels only where
- * drt_fits32 holds (A/B switch, read once). Returns 0 old, 1 tc9, 2 cl. */
+/* LINATTN_CUDA_DELTA_REV=old: cuda-delta7's kernel (for A/B); else
+ * (default) cuda-rev9's one-CTA kernel, only where drt_fits32 holds (read
+ * once). cuda-rev9 also tried the keys split over a 2-CTA cluster: slower
+ * at the GDN shape (bench/GPU.md cuda-rev9), removed at merge. Returns 0
+ * old, 1 tc9. */
 static int drt_mode(const la__cu_call *c) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_REV");
-        mode = !e ? 1 : !strcmp(e, "old") ? 0 : !strcmp(e, "cl") ? 2 : 1;
+        mode = e && !strcmp(e, "old") ? 0 : 1;
     }
     return drt_fits32(c) ? mode : 0;
 }
 static int drt_new(const la__cu_call *c) { return drt_mode(c) > 0; }
-
-/* delta_rev_cl.cu (cuda-rev9) */
-int la__cu_delta_rev_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                        const void *Qb, const float *dOq, float *dRo, float *dhst, la_status *st);
 
 template <int NW, int KW, int NB>
 static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
@@ -581,8 +577,6 @@ static la_status drt_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
 
 la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                               const void *Qb, const float *dOq, float *dRo, float *dhst) {
-    la_status st;
-    if (drt_mode(c) == 2 && la__cu_delta_rev_cl(c, p, stream, Qb, dOq, dRo, dhst, &st)) return st;
     if (c->K <= 64) return drt_nb<4, 16>(c, p, stream, Qb, dOq, dRo, dhst);
     if (c->K <= 128) return drt_nb<4, 32>(c, p, stream, Qb, dOq, dRo, dhst);
     return drt_nb<8, 32>(c, p, stream, Qb, dOq, dRo, dhst);

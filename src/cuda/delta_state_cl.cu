@@ -25,6 +25,7 @@
  * (cudaLaunchKernelEx); the body is empty below sm_90, where the host never
  * launches it. */
 #include "delta_chunk.cuh"
+#include "cluster.cuh"
 #include "tc.cuh"
 
 #include <stdlib.h>
@@ -46,22 +47,6 @@ template <int NW, int KW, int NP, int NB> static size_t dcl_smem() {
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ unsigned dcl_rank() {
-    unsigned r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-    return r;
-}
-/* The shared::cluster address of this CTA's shared address a in CTA r. */
-__device__ __forceinline__ unsigned dcl_mapa(unsigned a, unsigned r) {
-    unsigned d;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(r));
-    return d;
-}
-__device__ __forceinline__ void dcl_st4(unsigned a, float4 v) {
-    asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "f"(v.x), "f"(v.y),
-                 "f"(v.z), "f"(v.w)
-                 : "memory");
-}
 /* d += a b, m16n8k8, bf16 operands (a: rows g, g + 8 of the A tile; b: the
  * B fragment of one 8 x 8 tile), fp32 accumulate. */
 __device__ __forceinline__ void dcl_mma8(float *d, uint32_t a0, uint32_t a1, uint32_t b) {
@@ -69,13 +54,6 @@ __device__ __forceinline__ void dcl_mma8(float *d, uint32_t a0, uint32_t a1, uin
                  "{%6}, {%0, %1, %2, %3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(b));
-}
-/* Every thread of both CTAs: release this CTA's earlier memory operations,
- * acquire the peer's. */
-__device__ __forceinline__ void dcl_cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\n"
-                 "barrier.cluster.wait.acquire.aligned;\n" ::
-                     : "memory");
 }
 #endif
 
@@ -118,7 +96,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     dcl_bf *const Rh = (dcl_bf *)(Qs + 4 * 16 * DCL_PLD), *const Rl = Rh + 16 * DCL_RLD;
     const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
     const int m8 = lane >> 3, rr = lane & 7;
-    const unsigned rank = dcl_rank();
+    const unsigned rank = la_cl_rank();
     const int kc0 = (int)rank * KC, kbl = w * KW, kb = kc0 + kbl;
     const unsigned K = (unsigned)p.K, V = (unsigned)p.V, HS = (unsigned)p.HS, K8 = (K + 7) & ~7u;
     const unsigned nvb = (V + 15) / 16, ci = blockIdx.x >> 1, nh = ci / nvb;
@@ -128,7 +106,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     const la_cu_seq s = p.seqs[n];
     const unsigned st0 = (unsigned)s.start, HV = HS * V, sbase = (n * HS + hs) * K * V;
     const unsigned qs_me = (unsigned)__cvta_generic_to_shared(Qs);
-    const unsigned qs_peer = dcl_mapa(qs_me, rank ^ 1u);
+    const unsigned qs_peer = la_cl_mapa(qs_me, rank ^ 1u);
     const int nch = s.nch, lastL = (int)(s.len - (int64_t)(nch - 1) * LA_CU_C);
 
     /* this thread's slots: S^T[v][i], v = g + 8 (e >> 1), i = kb + 8 j + 2 q + (e & 1) */
@@ -219,7 +197,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     const unsigned ho0 = ((unsigned)s.chunk0 * HS + hs) * K * V + so, hstp = HS * K * V;
     const float *bLp = p.bL + (unsigned)s.chunk0 * HS + hs;
 
-    dcl_cluster_sync();
+    la_cl_sync();
     if (nch > 0) issue(0, 0);
     for (int c = 0; c < nch; c++) {
         const int b = NB == 2 ? (c & 1) : 0, qb = c & 1;
@@ -316,10 +294,10 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
 #pragma unroll
             for (int f = 0; f < FPT / 4; f++) {
                 *(float4 *)&Qs[qo + 4 * f] = a[f];
-                dcl_st4(qs_peer + 4u * (unsigned)(qo + 4 * f), a[f]);
+                la_cl_st4(qs_peer + 4u * (unsigned)(qo + 4 * f), a[f]);
             }
         }
-        dcl_cluster_sync(); /* both CTAs' Q in both CTAs */
+        la_cl_sync(); /* both CTAs' Q in both CTAs */
         /* warp w: R^T of tokens 8 w .. 8 w + 7: U^T - (Q_0 + Q_1); to Rh, Rl,
          * and to global memory (fp32) for the tokens of this rank */
         {
@@ -423,16 +401,8 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
  * (sequence, value head, 16 value columns). */
 static la_status dcl_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                         void (*kern)(la_cu_dc_args), int nth, size_t smem) {
-    LA_CU_TRY(c->op,
-              cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    const dim3 grid((unsigned)(2 * ((c->V + 15) / 16) * c->N * c->HS));
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = 2, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid, cfg.blockDim = dim3(nth), cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream, cfg.attrs = at, cfg.numAttrs = 1;
-    LA_CU_TRY(c->op, cudaLaunchKernelEx(&cfg, kern, p));
+    const unsigned grid = (unsigned)(2 * ((c->V + 15) / 16) * c->N * c->HS);
+    LA_CU_TRY(c->op, la_cl_launch(kern, grid, 2, nth, smem, stream, p));
     return LA_OK;
 }
 template <int KW, int NP>

@@ -7,17 +7,19 @@
 #define LINATTN_CUDA_DELTA_TILE_CUH
 
 #include "delta_chunk.cuh"
+#include "tc.cuh"
 
 typedef __nv_bfloat16 la_dt_bf;
 
 /* A 64 x CP tile (row stride CP + 8) of rows < L, columns < C of src (row
  * stride `stride`), 0 elsewhere: 16-byte cp.async where vec (C % 8 == 0,
- * src 16-byte aligned), else 2-byte loads. The caller commits / waits. */
-template <int CP>
+ * src 16-byte aligned), else 2-byte loads, by NTH threads (delta_prep_blk.cu
+ * uses 256). The caller commits / waits. */
+template <int CP, int NTH = 128>
 __device__ __forceinline__ void la_dt_fetch(la_dt_bf *dst, const la_dt_bf *src, int64_t stride,
                                             int L, int C, bool vec) {
     constexpr int LD = CP + 8, CQ = CP / 8;
-    for (int e = threadIdx.x; e < 64 * CQ; e += 128) {
+    for (int e = threadIdx.x; e < 64 * CQ; e += NTH) {
         const int r = e / CQ, c8 = (e - r * CQ) * 8;
         la_dt_bf *d = dst + r * LD + c8;
         if (vec) {
@@ -95,6 +97,43 @@ __device__ __forceinline__ void la_dt_gates_sum(double *G, const float *gs, int 
             acc += (double)(gs[i] + 0.f);
             G[i] = acc;
         }
+    }
+}
+
+/* Warp w's rows 16 w .. 16 w + 15 of X Yᵀ (X, Y: 64 x 16 KS bf16 tiles, row
+ * stride LD) into A[8][4], the m16n8 accumulator fragments of its 8 column
+ * blocks (block j: columns 8 j ..); m8 = lane / 8, rr = lane % 8. */
+template <int KS>
+__device__ __forceinline__ void la_dt_xyt(float (*A)[4], const la_dt_bf *X, const la_dt_bf *Y,
+                                          int LD, int w, int m8, int rr) {
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) A[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        uint32_t a[4];
+        la_tc_ldsm4<false>(a, X + (16 * w + (m8 & 1) * 8 + rr) * LD + 16 * kk + (m8 >> 1) * 8);
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            uint32_t b[4];
+            la_tc_ldsm4<false>(b, Y + (16 * jj + (m8 >> 1) * 8 + rr) * LD + 16 * kk + (m8 & 1) * 8);
+            la_tc_mma<la_dt_bf>(A[2 * jj], a, b[0], b[1]);
+            la_tc_mma<la_dt_bf>(A[2 * jj + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+/* The accumulator fragments P[8][4] of a warp's 16 x 64 block as bf16 hi +
+ * lo A fragments over its 64 columns (k-step kt: columns 16 kt ..). */
+__device__ __forceinline__ void la_dt_parts(const float (*P)[4], uint32_t (*ph)[4],
+                                            uint32_t (*pl)[4]) {
+#pragma unroll
+    for (int kt = 0; kt < 4; kt++) {
+        la_cu_bf16_parts(P[2 * kt][0], P[2 * kt][1], ph[kt][0], pl[kt][0]);
+        la_cu_bf16_parts(P[2 * kt][2], P[2 * kt][3], ph[kt][1], pl[kt][1]);
+        la_cu_bf16_parts(P[2 * kt + 1][0], P[2 * kt + 1][1], ph[kt][2], pl[kt][2]);
+        la_cu_bf16_parts(P[2 * kt + 1][2], P[2 * kt + 1][3], ph[kt][3], pl[kt][3]);
     }
 }
 
