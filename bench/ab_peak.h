@@ -1,5 +1,6 @@
-/* Shared by the bench A/B harnesses (saved_ab.c, gla_ab.c): thread CPU time
- * and the FMA peak of one core, timed in the same process as the work it is
+/* Shared by the bench A/B harnesses (saved_ab.c, gla_ab.c, lin_ab.c,
+ * delta_ab.c): thread CPU time, hashes and medians of the results, and the
+ * FMA peak of one core, timed in the same process as the work it is
  * compared with (x86: AVX-512 where the CPU has it, else AVX2). Not part of the
  * library; header-only so each harness stays one file plus this. */
 #ifndef LA_BENCH_AB_PEAK_H
@@ -8,7 +9,30 @@
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
+
+#define AB_FNV0 1469598103934665603ull /* FNV-1a offset basis */
+
+/* FNV-1a over the bytes of n floats, continuing from h (start at AB_FNV0):
+ * equal hashes of old and new results = the same bits. */
+static inline uint64_t ab_fnv(uint64_t h, const float *x, size_t n) {
+    const unsigned char *p = (const unsigned char *)x;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static inline int ab_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median of x[0 .. n) (sorted in place); with lo, hi also the extremes. */
+static inline double ab_median(double *x, int n, double *lo, double *hi) {
+    qsort(x, (size_t)n, sizeof *x, ab_cmp);
+    if (lo) *lo = x[0], *hi = x[n - 1];
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
 
 static inline double tcpu(void) {
     struct timespec t;

@@ -112,30 +112,12 @@ static void run(const lib *l, prob *p, double *tf, double *tb) {
     *tb = t2 - t1;
 }
 
-static uint64_t fnv(uint64_t h, const float *x, size_t n) {
-    const unsigned char *p = (const unsigned char *)x;
-    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
 static uint64_t hash_all(const prob *p, size_t n, size_t ng) {
-    uint64_t h = 1469598103934665603ull;
-    h = fnv(h, p->o, n), h = fnv(h, p->dq, n), h = fnv(h, p->dk, n), h = fnv(h, p->dv, n);
-    h = fnv(h, p->dbeta, ng);
-    return p->gated ? fnv(h, p->dg, ng) : h;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *x0, int n, double *lo, double *hi) {
-    double x[256];
-    memcpy(x, x0, sizeof(double) * (size_t)n);
-    qsort(x, (size_t)n, sizeof(double), cmp);
-    if (lo) *lo = x[0], *hi = x[n - 1];
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+    uint64_t h = AB_FNV0;
+    h = ab_fnv(h, p->o, n), h = ab_fnv(h, p->dq, n), h = ab_fnv(h, p->dk, n),
+    h = ab_fnv(h, p->dv, n);
+    h = ab_fnv(h, p->dbeta, ng);
+    return p->gated ? ab_fnv(h, p->dg, ng) : h;
 }
 
 static float *randn(size_t n, unsigned *seed) {
@@ -210,15 +192,16 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru1);
     printf("minor page faults in the timed pairs: %ld\n", ru1.ru_minflt - ru0.ru_minflt);
     double lo, hi, lo2, hi2, lo3, hi3;
-    const double mr = median(r, pairs, &lo, &hi);
-    const double mpo = median(po, pairs, NULL, NULL), mpn = median(pn, pairs, &lo2, &hi2);
-    const double mfn = median(pfn, pairs, &lo3, &hi3);
+    const double mr = ab_median(r, pairs, &lo, &hi);
+    const double mpo = ab_median(po, pairs, NULL, NULL), mpn = ab_median(pn, pairs, &lo2, &hi2);
+    const double mfn = ab_median(pfn, pairs, &lo3, &hi3);
     printf("MEDIAN peak %.0f GF/s; fwd+bwd %%peak old %.1f new %.1f (%.1f-%.1f); fwd %%peak old "
            "%.1f new %.1f (%.1f-%.1f); fwd+bwd old/new %.3f (%.3f-%.3f); fwd old/new %.3f; bwd "
            "old/new %.3f; ms old %.1f+%.1f new %.1f+%.1f\n",
-           median(pk, pairs, NULL, NULL), mpo, mpn, lo2, hi2, median(pfo, pairs, NULL, NULL), mfn,
-           lo3, hi3, mr, lo, hi, median(rf, pairs, NULL, NULL), median(rb, pairs, NULL, NULL),
-           median(of, pairs, NULL, NULL) * 1e3, median(ob, pairs, NULL, NULL) * 1e3,
-           median(nf, pairs, NULL, NULL) * 1e3, median(nb, pairs, NULL, NULL) * 1e3);
+           ab_median(pk, pairs, NULL, NULL), mpo, mpn, lo2, hi2, ab_median(pfo, pairs, NULL, NULL),
+           mfn, lo3, hi3, mr, lo, hi, ab_median(rf, pairs, NULL, NULL),
+           ab_median(rb, pairs, NULL, NULL), ab_median(of, pairs, NULL, NULL) * 1e3,
+           ab_median(ob, pairs, NULL, NULL) * 1e3, ab_median(nf, pairs, NULL, NULL) * 1e3,
+           ab_median(nb, pairs, NULL, NULL) * 1e3);
     return 0;
 }

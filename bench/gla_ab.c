@@ -47,23 +47,6 @@ static int open_lib(const char *path, lib *l) {
     return 0;
 }
 
-static uint64_t fnv(const float *x, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    const unsigned char *p = (const unsigned char *)x;
-    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *x, int n) {
-    qsort(x, (size_t)n, sizeof(double), cmp);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: gla_ab OLD.so NEW.so [pairs] [T] [--rec]\n");
@@ -111,7 +94,7 @@ int main(int argc, char **argv) {
             double t0 = tcpu();
             if (L[w].fwd(L[w].ctx, &oc, &d, o, NULL, q, k, v, g, NULL) != LA_OK) return 1;
             t[w][p] = tcpu() - t0;
-            hash[w] = fnv(o, nv);
+            hash[w] = ab_fnv(AB_FNV0, o, nv);
         }
         if (rec) {
             double t0 = tcpu();
@@ -122,14 +105,14 @@ int main(int argc, char **argv) {
     const int n = pairs < 64 ? pairs : 64;
     double ratio[64];
     for (int p = 0; p < n; p++) ratio[p] = t[0][p] / t[1][p];
-    const double peak = median(pk, n), r = median(ratio, n);
-    const double to = median(t[0], n), tn = median(t[1], n);
+    const double peak = ab_median(pk, n, NULL, NULL), r = ab_median(ratio, n, NULL, NULL);
+    const double to = ab_median(t[0], n, NULL, NULL), tn = ab_median(t[1], n, NULL, NULL);
     printf("T=%lld pairs=%d peak %.1f GFLOP/s (%s)\n", (long long)T, n, peak,
            has512 ? "avx512 loop" : "avx2 loop");
     printf("old chunk %.2f ms (%.1f%% pk)  new chunk %.2f ms (%.1f%% pk)  new/old speed %.3fx\n",
            1e3 * to, 100 * gflop / to / peak, 1e3 * tn, 100 * gflop / tn / peak, r);
     if (rec) {
-        const double tr = median(t[2], n);
+        const double tr = ab_median(t[2], n, NULL, NULL);
         printf("new recurrent %.2f ms (%.1f%% pk)  chunk/recurrent speed %.2fx\n", 1e3 * tr,
                100 * gflop / tr / peak, tr / tn);
     }

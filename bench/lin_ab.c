@@ -11,7 +11,7 @@
  * three times that). Prints medians and ranges, % of peak, new/old speed and
  * FNV hashes of o, dq, dk, dv (equal when a change keeps the bits).
  *
- *   gcc -O2 -std=c11 -Iinclude bench/lin_ab.c -ldl -lm -o lin_ab
+ * Built with the tools (CMake target lin_ab).
  * usage: lin_ab OLD.so NEW.so [pairs] [T] [op: lin | sgla] */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
@@ -65,23 +65,6 @@ static int open_lib(const char *path, lib *l) {
     if (!cc || !l->ldef || !l->lfwd || !l->lbwd || !l->sfwd || !l->sbwd || cc(&l->ctx, 1) != LA_OK)
         return 1;
     return 0;
-}
-
-static uint64_t fnv(const float *x, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    const unsigned char *p = (const unsigned char *)x;
-    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *x, int n) {
-    qsort(x, (size_t)n, sizeof(double), cmp);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
 static float *rnd(size_t n, float lo, float hi) {
@@ -176,15 +159,17 @@ int main(int argc, char **argv) {
         if (p < 64) ratio[p] = ts[0][p] / ts[1][p], bratio[p] = tb[0][p] / tb[1][p];
     }
     const int nr = pairs < 64 ? pairs : 64;
-    const double rmed = median(ratio, nr), rlo = ratio[0], rhi = ratio[nr - 1];
-    const double P = median(pk, pairs);
+    const double rmed = ab_median(ratio, nr, NULL, NULL), rlo = ratio[0], rhi = ratio[nr - 1];
+    const double P = ab_median(pk, pairs, NULL, NULL);
     printf("%s T=%lld H=%lld K=V=%lld, %d pairs, peak median %.1f GFLOP/s\n",
            sgla ? "simple GLA" : "linear", (long long)T, (long long)H, (long long)K, pairs, P);
     for (int i = 0; i < 2; i++) {
         double lo = ts[i][0], hi = ts[i][0];
         for (int p = 0; p < pairs; p++)
             lo = ts[i][p] < lo ? ts[i][p] : lo, hi = ts[i][p] > hi ? ts[i][p] : hi;
-        const double f = median(tf[i], pairs), bw = median(tb[i], pairs), s = median(ts[i], pairs);
+        const double f = ab_median(tf[i], pairs, NULL, NULL),
+                     bw = ab_median(tb[i], pairs, NULL, NULL),
+                     s = ab_median(ts[i], pairs, NULL, NULL);
         printf("%s: fwd %.1f ms (%.1f%%)  bwd %.1f ms (%.1f%%)  fwd+bwd %.1f ms [%.1f-%.1f] "
                "(%.1f%% of peak)\n",
                i ? "new" : "old", 1e3 * f, 100 * fl / f / (P * 1e9), 1e3 * bw,
@@ -192,11 +177,13 @@ int main(int argc, char **argv) {
                100 * 3 * fl / s / (P * 1e9));
     }
     printf("fwd+bwd new/old speed: median %.3fx, range %.3f-%.3f\n", rmed, rlo, rhi);
-    const double bmed = median(bratio, nr);
+    const double bmed = ab_median(bratio, nr, NULL, NULL);
     printf("bwd new/old speed: median %.3fx, range %.3f-%.3f\n", bmed, bratio[0], bratio[nr - 1]);
     for (int i = 0; i < 2; i++)
         printf("%s hashes o %016llx dq %016llx dk %016llx dv %016llx\n", i ? "new" : "old",
-               (unsigned long long)fnv(b[i].o, nv), (unsigned long long)fnv(b[i].dq, nk),
-               (unsigned long long)fnv(b[i].dk, nk), (unsigned long long)fnv(b[i].dv, nv));
+               (unsigned long long)ab_fnv(AB_FNV0, b[i].o, nv),
+               (unsigned long long)ab_fnv(AB_FNV0, b[i].dq, nk),
+               (unsigned long long)ab_fnv(AB_FNV0, b[i].dk, nk),
+               (unsigned long long)ab_fnv(AB_FNV0, b[i].dv, nv));
     return 0;
 }

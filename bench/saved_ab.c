@@ -35,15 +35,6 @@ static uint64_t hash(const float *x, size_t n) {
     return h;
 }
 
-static int cmpd(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *x, int n) {
-    qsort(x, (size_t)n, sizeof *x, cmpd);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
 typedef struct {
     int gated;
     la_dims d;
@@ -166,10 +157,13 @@ int main(int argc, char **argv) {
     printf("MEDIAN peak %.0f GF/s; fwd+bwd %%peak recompute %.1f saved %.1f fresh %.1f; "
            "fwd+bwd old/new %.3f (%.3f-%.3f); fwd old/new %.3f; bwd old/new %.3f; "
            "ms recompute %.1f+%.1f saved %.1f+%.1f fresh %.1f+%.1f\n",
-           median(pk, pairs), median(pct_o, pairs), median(pct_n, pairs), median(pct_f, pairs),
-           median(ratio, pairs), lo, hi, median(fratio, pairs), median(bratio, pairs),
-           median(of, pairs) * 1e3, median(ob, pairs) * 1e3, median(nf, pairs) * 1e3,
-           median(nb, pairs) * 1e3, median(ff, pairs) * 1e3, median(fb, pairs) * 1e3);
+           ab_median(pk, pairs, NULL, NULL), ab_median(pct_o, pairs, NULL, NULL),
+           ab_median(pct_n, pairs, NULL, NULL), ab_median(pct_f, pairs, NULL, NULL),
+           ab_median(ratio, pairs, NULL, NULL), lo, hi, ab_median(fratio, pairs, NULL, NULL),
+           ab_median(bratio, pairs, NULL, NULL), ab_median(of, pairs, NULL, NULL) * 1e3,
+           ab_median(ob, pairs, NULL, NULL) * 1e3, ab_median(nf, pairs, NULL, NULL) * 1e3,
+           ab_median(nb, pairs, NULL, NULL) * 1e3, ab_median(ff, pairs, NULL, NULL) * 1e3,
+           ab_median(fb, pairs, NULL, NULL) * 1e3);
     la_saved_destroy(s);
     la_ctx_destroy(ctx);
     return 0;
