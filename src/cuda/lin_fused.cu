@@ -30,12 +30,75 @@ struct lf_args {
     void *o;
     const float *g, *g_gamma, *s0;
     float *fin;
-    int64_t H, K, V;
-    float scale;
+    int64_t H, K, V; /* K: the contraction width of q, k; V: the width of v, o */
+    float scale;     /* sP: on P (and the forward's scale) */
+    float sq, sv;    /* on the state term of o; on the state update's v rows */
+    const void *m;   /* (backward) o's rows are masked by m > 0 (relu'), width V */
     int fm, nvb;
+    int fab, fc, s0t; /* relu on q, k tiles; on v tiles; s0 transposed ([V][K]) */
 };
 
-template <typename T, int NK>
+/* acc <- the 64x64 block rows k0.., columns v0.. of S = src^T, src a
+ * row-major [V][K] fp32 matrix (NULL: zeros); scalar loads, once per CTA. */
+__device__ __forceinline__ void lf_acc_in_t(la_tc_acc (&acc)[4], const float *src, int64_t k0,
+                                            int64_t v0, int64_t K, int64_t V) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int64_t r = k0 + 16 * w + g + 8 * rh, c = v0 + 16 * j + 8 * hf + 2 * q + i;
+                    acc[j].x[4 * hf + 2 * rh + i] = (src && r < K && c < V) ? src[c * K + r] : 0.f;
+                }
+}
+
+/* la_tc_tile_store with each element zeroed where m (same shape, stride)
+ * is not > 0 (m == NULL: a plain store). */
+template <typename T>
+__device__ __forceinline__ void lf_store(T *dst, int64_t stride, const T *tile, int rows, int cols,
+                                         bool vec, const T *m) {
+    if (!m) {
+        la_tc_tile_store(dst, stride, tile, rows, cols, vec);
+        return;
+    }
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
+        if (r >= rows) continue;
+        T *d = dst + (int64_t)r * stride + c;
+        const T *mm = m + (int64_t)r * stride + c;
+        if (vec) {
+            if (c < cols) {
+                uint32_t x[4], y[4];
+                *(uint4 *)x = *(const uint4 *)(tile + r * LA_TC_LD + c);
+                *(uint4 *)y = *(const uint4 *)mm;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float2 f = la_tc_upk(T(), y[i]);
+                    x[i] &= (f.x > 0.f ? 0xffffu : 0u) | (f.y > 0.f ? 0xffff0000u : 0u);
+                }
+                *(uint4 *)d = *(const uint4 *)x;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                if (c + i < cols)
+                    d[i] = (float)mm[i] > 0.f ? tile[r * LA_TC_LD + c + i] : la_tc_cvt<T>(0.f);
+        }
+    }
+}
+
+/* REV (cuda-fusedb10, the backward): the chunks in reverse order, with
+ *   o_j  = sq e^{G_L - G_j} Qf_j S + sum_{i>=j} P_ji v_i,
+ *   P_ji = sP e^{G_i - G_j} Qf_j . Kf_i,
+ *   S   <- e^{G_L} S + Kf^T Vt,  Vt_i = sv e^{G_i} v_i
+ * (S: the gradient of the state at the chunk's end; bench/GPU.md,
+ * cuda-fusedb10). The forward: sq = sP = scale, sv = 1. */
+template <typename T, int NK, bool REV>
 __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
     extern __shared__ __align__(128) unsigned char la_lf_smem[];
     T *const base = (T *)la_lf_smem;
@@ -48,18 +111,21 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
     const int bcols = (int)(V - v0 < 64 ? V - v0 : 64);
     const la_cu_seq s = p.seqs[n];
     const float scale = p.scale, gam = p.g_gamma ? p.g_gamma[h] : 0.f;
-    const bool gated = p.g || p.g_gamma, relu = p.fm == LA_FEATURE_RELU;
+    const bool gated = p.g || p.g_gamma, relu = p.fab, reluc = p.fc, vt = gated || p.sv != 1.f;
+    const float sq = p.sq, sv = p.sv;
     const bool three = la_tc_three<T>::value;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     T *o = (T *)p.o;
-    const bool vec = ((K | V) & 7) == 0 &&
-                     (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o) & 15) == 0;
+    const T *const mk = (const T *)p.m;
+    const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v |
+                                             (uintptr_t)o | (uintptr_t)mk) & 15) == 0;
     /* one buffer (two CTAs per SM): Q blocks, K blocks, V */
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
     auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
     T *const Vs = base + 2 * NK * LA_TC_TILE;
-    auto fetch = [&](int c,
+    auto fetch = [&](int ci,
                      bool qpart) { /* qpart: Q blocks, else K blocks and V */
+                                   const int c = REV ? s.nch - 1 - ci : ci;
                                    const la_cu_chunk ch = p.chunks[s.chunk0 + c];
 #pragma unroll
                                    for (int kb = 0; kb < NK; kb++) {
@@ -80,8 +146,12 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
     la_tc_acc S[NK][4];
     const size_t sbase = ((size_t)n * H + h) * K * V;
 #pragma unroll
-    for (int kb = 0; kb < NK; kb++)
-        la_tc_acc_in(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
+    for (int kb = 0; kb < NK; kb++) {
+        if (p.s0t)
+            lf_acc_in_t(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
+        else
+            la_tc_acc_in(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
+    }
     if (s.nch > 0) {
         fetch(0, true);
         fetch(0, false);
@@ -89,7 +159,7 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
     double *G = Gw[t >> 5];
     const int w = t >> 5, lane = t & 31;
     for (int c = 0; c < s.nch; c++) {
-        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
         __syncwarp(); /* the warp's reads of the previous chunk's G are done */
         {
@@ -111,6 +181,9 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
                                  [](int, int, float x) { return x > 0.f ? x : 0.f; });
             }
         }
+        if (reluc)
+            la_tc_tile_split(Vs, (T *)NULL, (T *)NULL,
+                             [](int, int, float x) { return x > 0.f ? x : 0.f; });
 #pragma unroll
         for (int kb = 0; kb < NK; kb++)
             la_tc_acc_split(S[kb], W + 3 * kb * LA_TC_TILE, W + (3 * kb + 1) * LA_TC_TILE,
@@ -134,14 +207,15 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
         const double GL = L > 0 ? G[L - 1] : 0.0;
         la_tc_acc_split(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
+            if (REV) return (r <= cc && cc < L) ? x * scale * la_cu_expd(G[cc] - G[r]) : 0.f;
             return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
         });
-        if (gated) { /* Vt = e^{G_L - G_j} v_j as parts; V stays for P V */
+        if (vt) { /* Vt = sv e^{G_L - G_j} v_j (REV: sv e^{G_j} v_j) as parts; V stays for P V */
 #pragma unroll
             for (int u = 0; u < 4; u++) {
                 const int e = t + LA_TC_THREADS * u, r = e >> 3, c0 = (e & 7) * 8;
                 const int off = r * LA_TC_LD + c0;
-                const float f = r < L ? la_cu_expd(GL - G[r]) : 0.f;
+                const float f = r < L ? sv * la_cu_expd(REV ? G[r] : GL - G[r]) : 0.f;
                 uint32_t x[4], y[4], z[4];
                 *(uint4 *)x = *(const uint4 *)(Vs + off);
 #pragma unroll
@@ -158,7 +232,7 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
 #pragma unroll
         for (int rh = 0; rh < 2; rh++) {
             const int r = 16 * w + (lane >> 2) + 8 * rh;
-            rf[rh] = r < L ? scale * la_cu_expd(G[r]) : 0.f;
+            rf[rh] = r < L ? sq * la_cu_expd(REV ? GL - G[r] : G[r]) : 0.f;
         }
         la_tc_acc_each_rh(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
@@ -166,8 +240,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
         const float eL = gated ? la_cu_expd(GL) : 1.f;
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
-            if (gated) {
-                la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= eL; });
+            if (vt) {
+                if (gated) la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= eL; });
                 la_tc_mma64x<T, true, false>(S[kb], Kt(kb), NULL, NULL, Th, Tl, Tl2);
             } else {
                 la_tc_mma64<T, true, false>(S[kb], Kt(kb), Vs);
@@ -178,7 +252,8 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
         T *const Os = W;
         la_tc_acc_split(accO, Os, (T *)NULL, (T *)NULL, [](int, int, float x) { return x; });
         __syncthreads();
-        la_tc_tile_store(o + (ch.tok0 * H + h) * V + v0, H * V, Os, L, bcols, vec);
+        lf_store(o + (ch.tok0 * H + h) * V + v0, H * V, Os, L, bcols, vec,
+                 mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
     }
     if (p.fin)
 #pragma unroll
@@ -212,14 +287,27 @@ bool la__lf_use(const la__cu_call *c) {
     return 4 * ctas >= 5 * (int64_t)sms; /* 1.25 waves of one CTA per SM (two fit) */
 }
 
-template <typename T, int NK>
+template <typename T, int NK, bool REV>
 static la_status lf_launch(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
     const size_t smem = lf_smem(NK);
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NK, REV>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_lf_fwd<T, NK><<<(unsigned)ctas, LA_TC_THREADS, smem, stream>>>(a);
+    la_lf_fwd<T, NK, REV><<<(unsigned)ctas, LA_TC_THREADS, smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
+}
+
+/* One walk: a.K (<= 128) picks NK, a.V the value blocks. */
+template <bool REV>
+static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a) {
+    a.nvb = (int)((a.V + 63) / 64);
+    const int64_t ctas = c->N * c->H * a.nvb;
+    if (ctas == 0) return LA_OK;
+    if (c->dtype == LA_DTYPE_BF16)
+        return a.K <= 64 ? lf_launch<__nv_bfloat16, 1, REV>(c->op, stream, ctas, a)
+                         : lf_launch<__nv_bfloat16, 2, REV>(c->op, stream, ctas, a);
+    return a.K <= 64 ? lf_launch<__half, 1, REV>(c->op, stream, ctas, a)
+                     : lf_launch<__half, 2, REV>(c->op, stream, ctas, a);
 }
 
 la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb) {
@@ -227,12 +315,41 @@ la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.q = c->q, a.k = c->k, a.v = c->v, a.o = c->o;
     a.g = c->g, a.g_gamma = c->g_gamma, a.s0 = c->s0, a.fin = c->final_state;
     a.H = c->H, a.K = c->K, a.V = c->V, a.scale = c->scale, a.fm = c->feature_map;
-    a.nvb = (int)((c->V + 63) / 64);
-    const int64_t ctas = c->N * c->H * a.nvb;
-    if (ctas == 0) return LA_OK;
-    if (c->dtype == LA_DTYPE_BF16)
-        return c->K <= 64 ? lf_launch<__nv_bfloat16, 1>(c->op, stream, ctas, a)
-                          : lf_launch<__nv_bfloat16, 2>(c->op, stream, ctas, a);
-    return c->K <= 64 ? lf_launch<__half, 1>(c->op, stream, ctas, a)
-                      : lf_launch<__half, 2>(c->op, stream, ctas, a);
+    a.sq = c->scale, a.sv = 1.f, a.fab = c->feature_map == LA_FEATURE_RELU;
+    return lf_run<false>(c, stream, a);
+}
+
+/* ---- cuda-fusedb10: the backward as three walks of the same kernel ------ */
+
+bool la__lf_bwd_use(const la__cu_call *c) {
+    return !c->dg && !c->dg_gamma && c->V <= 128 && la__lf_use(c);
+}
+
+/* With Qf = phi(q), Kf = phi(k) and S0 / dS_T the initial state / the
+ * final state's gradient (bench/lin_fused_identities.py):
+ *   dk = phi'(k) * rev(A = v,  B = dO, C = Qf; S = dS_T^T)  (sq 1, sv scale)
+ *   dq = phi'(q) * fwd(A = dO, B = v,  C = Kf; S = S0^T)    (sq scale, sv 1)
+ *   dv, dS0 = rev(A = Kf, B = Qf, C = dO; S = dS_T)         (sq 1, sv scale)
+ * in this order: d_initial_state may alias d_final_state. */
+la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb) {
+    const bool relu = c->feature_map == LA_FEATURE_RELU;
+    lf_args a = {};
+    a.seqs = tb.seqs, a.chunks = tb.chunks, a.g = c->g, a.g_gamma = c->g_gamma, a.H = c->H;
+    a.scale = c->scale, a.fm = c->feature_map;
+    lf_args b = a;
+    b.q = c->v, b.k = c->d_o, b.v = c->q, b.o = c->dk, b.m = relu ? c->k : NULL;
+    b.K = c->V, b.V = c->K, b.sq = 1.f, b.sv = c->scale, b.fc = relu;
+    b.s0 = c->dsT, b.s0t = 1;
+    la_status st = lf_run<true>(c, stream, b);
+    if (st) return st;
+    b = a;
+    b.q = c->d_o, b.k = c->v, b.v = c->k, b.o = c->dq, b.m = relu ? c->q : NULL;
+    b.K = c->V, b.V = c->K, b.sq = c->scale, b.sv = 1.f, b.fc = relu;
+    b.s0 = c->s0, b.s0t = 1;
+    if ((st = lf_run<false>(c, stream, b))) return st;
+    b = a;
+    b.q = c->k, b.k = c->q, b.v = c->d_o, b.o = c->dv, b.fab = relu;
+    b.K = c->K, b.V = c->V, b.sq = 1.f, b.sv = c->scale;
+    b.s0 = c->dsT, b.fin = c->ds0;
+    return lf_run<true>(c, stream, b);
 }

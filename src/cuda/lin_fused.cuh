@@ -12,4 +12,10 @@ bool la__lf_use(const la__cu_call *c);
 /* o and final_state of the call, initial state s0 (NULL: zeros). */
 la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb);
 
+/* cuda-fusedb10: whether the fused backward takes this call (la__lf_use,
+ * V <= 128, no gate gradient asked) and the backward itself (dq, dk, dv,
+ * d_initial_state from d_o and d_final_state). */
+bool la__lf_bwd_use(const la__cu_call *c);
+la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb);
+
 #endif

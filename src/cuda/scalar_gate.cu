@@ -411,6 +411,8 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     const size_t KV = (size_t)c->K * (size_t)c->V, NH = (size_t)c->N * c->H;
     const size_t ntok = (size_t)c->B * c->T;
     const bool DG = c->dg || c->dg_gamma;
+    if (sizeof(T) == 2 && use_tc(sizeof(T), 2) && la__lf_bwd_use(c)) /* cuda-fusedb10 */
+        return la__lf_backward(c, ar->stream, tb);
     float *hbuf = NULL, *dhbuf = NULL, *sT = NULL;
     double *dgl = NULL, *ctot = NULL, *fin = NULL, *cgam = NULL;
     const size_t nh = (size_t)tb.nchunks * c->H; /* hbuf + the decays of the two-level pass */
