@@ -180,6 +180,7 @@ typedef struct scase {
     int determinism;
 } scase;
 static int zeroed_opts; /* run_scalar: a zeroed la_gated_opts (form 0 = chunk, defaults) */
+static int no_dgam;     /* run_scalar (cuda-fusedb10): the GPU backward without dg_gamma */
 
 static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) {
     la_rng rng;
@@ -282,8 +283,8 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
                                       Dk, Dv, Ds0, NULL);
     } else {
         st1 = la_simple_gla_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
-        st2 = la_simple_gla_backward(gpu, &go, &dd, Ddq, Ddk, Ddv, Ddg, Ddgam, Dds0, DdO, DdsT, Dq,
-                                     Dk, Dv, Dg, Dgam, Ds0);
+        st2 = la_simple_gla_backward(gpu, &go, &dd, Ddq, Ddk, Ddv, Ddg, no_dgam ? NULL : Ddgam,
+                                     Dds0, DdO, DdsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
     }
     CHECK_STATUS(st1, LA_OK, c->name);
     CHECK_STATUS(st2, LA_OK, c->name);
@@ -291,7 +292,7 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
     float *o = down(Do, nv, dt), *sT = down(DsT, ns, LA_DTYPE_F32), *dq = down(Ddq, nqk, dt),
           *dk = down(Ddk, nqk, dt), *dv = down(Ddv, nv, dt), *ds0 = down(Dds0, ns, LA_DTYPE_F32);
     float *dg = g ? down(Ddg, ng, LA_DTYPE_F32) : NULL;
-    float *dgam = c->lin ? NULL : down(Ddgam, (size_t)H, LA_DTYPE_F32);
+    float *dgam = c->lin || no_dgam ? NULL : down(Ddgam, (size_t)H, LA_DTYPE_F32);
     const double tol = dt == LA_DTYPE_F32 ? 1e-5 : (c->lin ? 1e-3 : 4e-3) / 2;
     cmp(c->name, "o", o, o_r, nv, dt, tol);
     cmp(c->name, "final", sT, sT_r, ns, LA_DTYPE_F32, tol);
@@ -1275,6 +1276,27 @@ int main(void) {
         };
         for (size_t i = 0; i < sizeof f9 / sizeof f9[0]; i++)
             if (take()) run_scalar(gpu, cpu, &f9[i], 2900 + i);
+    }
+    if (want('s')) { /* cuda-fusedb10: 16-bit cases of the fused backward (K, V <= 128, identity /
+                      * relu, no gate gradient): K = 128, zero-length sequences, scalar tile
+                      * loads, RetNet decay without dg_gamma (the gated reverse walk) */
+        const scase b10[] = {
+            {"linear fp16 relu B3 T129 K128 V72", 3, 129, 1, 128, 72, NULL, 0, LA_DTYPE_F16, 1,
+             LA_FEATURE_RELU, 0, 0, 0},
+            {"linear bf16 identity zero-length seqs K72 V40", 1, 200, 2, 72, 40, cu4, 5,
+             LA_DTYPE_BF16, 1, LA_FEATURE_IDENTITY, 0, 0, 1},
+            {"linear fp16 identity varlen K36 V100", 1, 834, 1, 36, 100, cu5, 6, LA_DTYPE_F16, 1,
+             LA_FEATURE_IDENTITY, 0, 0, 0},
+            {"sgla bf16 gamma no dg_gamma B2 T130 K128 V128", 2, 130, 2, 128, 128, NULL, 0,
+             LA_DTYPE_BF16, 0, 0, 2, 0, 0},
+            {"sgla fp16 gamma no dg_gamma varlen K72 V40", 1, 877, 2, 72, 40, cu6, 7, LA_DTYPE_F16,
+             0, 0, 2, 0, 0},
+        };
+        for (size_t i = 0; i < sizeof b10 / sizeof b10[0]; i++) {
+            no_dgam = !b10[i].lin;
+            if (take()) run_scalar(gpu, cpu, &b10[i], 3000 + i);
+            no_dgam = 0;
+        }
     }
     if (!quick && want('s'))
         for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)

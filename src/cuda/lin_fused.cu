@@ -321,6 +321,8 @@ la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_
 
 /* ---- cuda-fusedb10: the backward as three walks of the same kernel ------ */
 
+/* Simple GLA only without a gate gradient (g_gamma alone, no dg_gamma): the
+ * gate gradient needs the old path's per-chunk dots. */
 bool la__lf_bwd_use(const la__cu_call *c) {
     return !c->dg && !c->dg_gamma && c->V <= 128 && la__lf_use(c);
 }
