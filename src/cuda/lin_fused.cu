@@ -30,10 +30,11 @@ struct lf_args {
     void *o;
     const float *g, *g_gamma, *s0;
     float *fin;
-    int64_t H, K, V; /* K: the contraction width of q, k; V: the width of v, o */
-    float scale;     /* sP: on P (and the forward's scale) */
-    float sq, sv;    /* on the state term of o; on the state update's v rows */
-    const void *m;   /* (backward) o's rows are masked by m > 0 (relu'), width V */
+    int64_t H, K, V;     /* K: the contraction width of q, k; V: the width of v, o */
+    float scale;         /* sP: on P (and the forward's scale) */
+    float sq, sv;        /* on the state term of o; on the state update's v rows */
+    float s0mul, finmul; /* on the initial state as loaded; on the final state as stored */
+    const void *m;       /* (backward) o's rows are masked by m > 0 (relu'), width V */
     int fm, nvb;
     int fab, fc, s0t; /* relu on q, k tiles; on v tiles; s0 transposed ([V][K]) */
 };
@@ -51,7 +52,8 @@ __device__ __forceinline__ void lf_acc_in_t(la_tc_acc (&acc)[4], const float *sr
             for (int rh = 0; rh < 2; rh++)
 #pragma unroll
                 for (int i = 0; i < 2; i++) {
-                    const int64_t r = k0 + 16 * w + g + 8 * rh, c = v0 + 16 * j + 8 * hf + 2 * q + i;
+                    const int64_t r = k0 + 16 * w + g + 8 * rh,
+                                  c = v0 + 16 * j + 8 * hf + 2 * q + i;
                     acc[j].x[4 * hf + 2 * rh + i] = (src && r < K && c < V) ? src[c * K + r] : 0.f;
                 }
 }
@@ -117,8 +119,9 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     T *o = (T *)p.o;
     const T *const mk = (const T *)p.m;
-    const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v |
-                                             (uintptr_t)o | (uintptr_t)mk) & 15) == 0;
+    const bool vec =
+        ((K | V) & 7) == 0 &&
+        (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o | (uintptr_t)mk) & 15) == 0;
     /* one buffer (two CTAs per SM): Q blocks, K blocks, V */
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
     auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
@@ -151,6 +154,7 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
             lf_acc_in_t(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
         else
             la_tc_acc_in(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
+        if (p.s0mul != 1.f) la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= p.s0mul; });
     }
     if (s.nch > 0) {
         fetch(0, true);
@@ -257,7 +261,10 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
     }
     if (p.fin)
 #pragma unroll
-        for (int kb = 0; kb < NK; kb++) la_tc_acc_out(p.fin + sbase, S[kb], 64 * kb, v0, K, V);
+        for (int kb = 0; kb < NK; kb++) {
+            if (p.finmul != 1.f) la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= p.finmul; });
+            la_tc_acc_out(p.fin + sbase, S[kb], 64 * kb, v0, K, V);
+        }
 }
 
 /* LINATTN_CUDA_LIN_FUSED: 0 never, 1 whenever supported, unset / other:
@@ -298,8 +305,7 @@ static la_status lf_launch(const char *op, cudaStream_t stream, int64_t ctas, co
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks. */
-template <bool REV>
-static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a) {
+template <bool REV> static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a) {
     a.nvb = (int)((a.V + 63) / 64);
     const int64_t ctas = c->N * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
@@ -315,7 +321,8 @@ la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.q = c->q, a.k = c->k, a.v = c->v, a.o = c->o;
     a.g = c->g, a.g_gamma = c->g_gamma, a.s0 = c->s0, a.fin = c->final_state;
     a.H = c->H, a.K = c->K, a.V = c->V, a.scale = c->scale, a.fm = c->feature_map;
-    a.sq = c->scale, a.sv = 1.f, a.fab = c->feature_map == LA_FEATURE_RELU;
+    a.sq = c->scale, a.sv = 1.f, a.s0mul = a.finmul = 1.f,
+    a.fab = c->feature_map == LA_FEATURE_RELU;
     return lf_run<false>(c, stream, a);
 }
 
@@ -332,16 +339,23 @@ bool la__lf_bwd_use(const la__cu_call *c) {
  *   dk = phi'(k) * rev(A = v,  B = dO, C = Qf; S = dS_T^T)  (sq 1, sv scale)
  *   dq = phi'(q) * fwd(A = dO, B = v,  C = Kf; S = S0^T)    (sq scale, sv 1)
  *   dv, dS0 = rev(A = Kf, B = Qf, C = dO; S = dS_T)         (sq 1, sv scale)
+ * (the reverse walks run as sq scale, sv 1 on S / scale, below)
  * in this order: d_initial_state may alias d_final_state. */
 la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb) {
     const bool relu = c->feature_map == LA_FEATURE_RELU;
     lf_args a = {};
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.g = c->g, a.g_gamma = c->g_gamma, a.H = c->H;
-    a.scale = c->scale, a.fm = c->feature_map;
+    a.scale = c->scale, a.fm = c->feature_map, a.s0mul = a.finmul = 1.f;
+    /* The reverse walks carry S' = S / scale (sq = scale, sv = 1: v rows
+     * enter unsplit unless gated), the initial dS_T divided, the end state
+     * multiplied; with sv = scale where 1 / scale is not finite. */
+    const float inv = 1.f / c->scale;
+    const bool div = c->scale != 0.f && isfinite(inv) && isfinite(c->scale);
+    const float rsq = div ? c->scale : 1.f, rsv = div ? 1.f : c->scale, rin = div ? inv : 1.f;
     lf_args b = a;
     b.q = c->v, b.k = c->d_o, b.v = c->q, b.o = c->dk, b.m = relu ? c->k : NULL;
-    b.K = c->V, b.V = c->K, b.sq = 1.f, b.sv = c->scale, b.fc = relu;
-    b.s0 = c->dsT, b.s0t = 1;
+    b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
+    b.s0 = c->dsT, b.s0t = 1, b.s0mul = rin;
     la_status st = lf_run<true>(c, stream, b);
     if (st) return st;
     b = a;
@@ -351,7 +365,7 @@ la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu
     if ((st = lf_run<false>(c, stream, b))) return st;
     b = a;
     b.q = c->k, b.k = c->q, b.v = c->d_o, b.o = c->dv, b.fab = relu;
-    b.K = c->K, b.V = c->V, b.sq = 1.f, b.sv = c->scale;
-    b.s0 = c->dsT, b.fin = c->ds0;
+    b.K = c->K, b.V = c->V, b.sq = rsq, b.sv = rsv;
+    b.s0 = c->dsT, b.fin = c->ds0, b.s0mul = rin, b.finmul = div ? c->scale : 1.f;
     return lf_run<true>(c, stream, b);
 }
