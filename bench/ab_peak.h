@@ -6,11 +6,20 @@
 #ifndef LA_BENCH_AB_PEAK_H
 #define LA_BENCH_AB_PEAK_H
 
+#include <dlfcn.h>
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+/* dlopen of one library build (RTLD_NOW | RTLD_LOCAL, so two builds of the
+ * same symbols coexist); NULL with dlerror() printed. */
+static inline void *ab_dlopen(const char *path) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) fprintf(stderr, "%s\n", dlerror());
+    return h;
+}
 
 #define AB_FNV0 1469598103934665603ull /* FNV-1a offset basis */
 

@@ -60,11 +60,8 @@ typedef struct lib {
 #define SYM(h, name) (void)(*(void **)(&name##_p) = dlsym(h, #name))
 
 static int open_lib(const char *path, lib *l) {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        fprintf(stderr, "%s\n", dlerror());
-        return 1;
-    }
+    void *h = ab_dlopen(path);
+    if (!h) return 1;
     ctx_create_fn cc = (ctx_create_fn)(uintptr_t)dlsym(h, "la_ctx_create");
     saved_create_fn sc = (saved_create_fn)(uintptr_t)dlsym(h, "la_saved_create");
     l->opts = (opts_fn)(uintptr_t)dlsym(h, "la_gated_opts_default");

@@ -51,11 +51,8 @@ typedef struct lib {
 } lib;
 
 static int open_lib(const char *path, lib *l) {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        fprintf(stderr, "%s\n", dlerror());
-        return 1;
-    }
+    void *h = ab_dlopen(path);
+    if (!h) return 1;
     ctx_create_fn cc = (ctx_create_fn)(uintptr_t)dlsym(h, "la_ctx_create");
     l->ldef = (lin_def_fn)(uintptr_t)dlsym(h, "la_linear_attn_opts_default");
     l->lfwd = (lin_fwd_fn)(uintptr_t)dlsym(h, "la_linear_attn_forward");
