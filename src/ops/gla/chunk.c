@@ -350,7 +350,8 @@ GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, in
     }
     scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, n, K);
     if (!j->per_key) { /* one decay for the whole state: the product's beta */
-        j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, eGL[0], S, V);
+        /* cpu-sgla9: gemm_tn_block (same bits as gemm_tn) */
+        la__gemm_tn_block(j->kr, K, V, n, 1.0f, b->Ks, K, b->Vc, V, eGL[0], S, V);
         return;
     }
     for (int64_t x = 0; x < K; x++) {
@@ -496,8 +497,8 @@ GLA_INLINE void gla_fwd_row(int64_t K, const float *restrict q, const float *res
     }
 }
 
-GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
-                                int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
+                                int64_t pr, int64_t pn, int64_t ph) {
     const int64_t H = j->H, K = j->K;
     double *G = b->G;
     for (int64_t i = 0; i < L; i++) {
@@ -692,6 +693,48 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     chunk_fwd_portable(j, task, tid);
 }
 
+/* cpu-sgla9: simple GLA's gate gradient (one gate per token), the same
+ * terms as chunk_bwd_chunk's GLA block below, with every sum over the K keys
+ * (and the V values) in eight float64 partial sums instead of one serial
+ * chain per row (the per-key form sums each key on its own; with one gate the
+ * chains were 128 dependent additions per row, ~4% of the backward):
+ *   dG_t = sum_{i>=t} q_i . dq^inter_i + e^{G_L} <dS, S0>
+ *        + sum_{j<t} (k_j . (dk^state_j + dk^intra_j) - q_j . dq^intra_j). */
+GLA_INLINE double dot_kq_f64(const float *k, const float *dkc, const float *dks, const float *q,
+                             const float *dqs, int64_t n) {
+    double acc[8] = {0};
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8)
+        for (int u = 0; u < 8; u++)
+            acc[u] += (double)k[x + u] * ((double)dkc[x + u] + (double)dks[x + u]) -
+                      (double)q[x + u] * (double)dqs[x + u];
+    double s = 0.0;
+    for (; x < n; x++)
+        s += (double)k[x] * ((double)dkc[x] + (double)dks[x]) - (double)q[x] * (double)dqs[x];
+    for (int u = 0; u < 8; u++) s += acc[u];
+    return s;
+}
+
+GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, int64_t L) {
+    const int64_t K = j->K, V = j->V;
+    double *dG = b->dG;
+    /* reverse cumulative sum of the inter-chunk term */
+    for (int64_t i = L - 1; i >= 0; i--)
+        dG[i] = (i < L - 1 ? dG[i + 1] : 0.0) + dot_f64(b->Qc + i * K, b->dqc + i * K, K);
+    /* the state term's constant part, one number for the chunk */
+    double c = 0.0;
+    for (int64_t x = 0; x < K; x++) c += dot_f64(b->dS + x * V, S0 + x * V, V);
+    c *= (double)b->eG[L - 1];
+    /* forward prefix of the state and pair terms */
+    double p = 0.0;
+    dG[0] += c;
+    for (int64_t i = 1; i < L; i++) {
+        const int64_t r = (i - 1) * K;
+        p += dot_kq_f64(b->Kc + r, b->dkc + r, b->dks + r, b->Qc + r, b->dqs + r, K);
+        dG[i] += c + p;
+    }
+}
+
 /* One chunk of the backward, rows [r0, r0 + L) of head h (gates in b
  * filled, b->dS the gradient of the state after the chunk, S0 the state
  * before it): dq, dk, dv, dg rows, *gamma_sum += the chunk's scalar gate
@@ -735,7 +778,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (j->per_key) {
         intra_bwd_per_key(j, b, L);
     } else {
-        kr->gemm_nt_tril(L, K, 1, 1.0f, b->Qc, K, b->Kc, K, 0.0f, b->A, j->C);
+        /* cpu-sgla9: A carries the scale (dv's product below is the
+         * triangular la__gemm_tn_lower_acc, whose alpha is 1) */
+        kr->gemm_nt_tril(L, K, 1, scale, b->Qc, K, b->Kc, K, 0.0f, b->A, j->C);
         for (int64_t i = 0; i < L; i++) {
             float *Ai = b->A + i * j->C, *dAi = b->dA + i * j->C;
             for (int64_t jj = 0; jj < i; jj++) {
@@ -745,10 +790,15 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
             }
         }
         kr->gemm_nn_lower(L, K, L, 1.0f, b->dA, j->C, b->Kc, K, 0.0f, b->dqs, K);
-        kr->gemm_tn(L, K, L, 1.0f, b->dA, j->C, b->Qc, K, 0.0f, b->dks, K);
+        /* cpu-sgla9: dA and A are strictly lower: the triangular products */
+        memset(b->dks, 0, (size_t)(L * K) * sizeof(float));
+        la__gemm_tn_lower_acc(kr, L, K, b->dA, j->C, b->Qc, K, b->dks, K);
     }
     if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
-    kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
+    if (j->per_key)
+        kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
+    else
+        la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, b->dOc, V, b->dvc, V);
     /* the previous chunk's gradient rows (written next), one tensor per stage */
     if (pn > 0) prefetch_rows_w(j->dq, H, K, pr0, pn, h);
     /* Gate gradient, term by term (no cancelling pairs are formed):
@@ -756,7 +806,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
      *        + sum_{j<t} (k_j * dk^intra_j - q_j * dq^intra_j)     (pairs j < t <= i)
      * the last line being the prefix form of sum_{i>=t>j} of the pair terms. */
-    {
+    if (!j->per_key) {
+        sgla_gate_grad(j, b, S0, L);
+    } else {
         const float *eGL = b->eG + (L - 1) * gw;
         double *dG = b->dG;
         for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
@@ -837,7 +889,11 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         }
     if (pn > 0) prefetch_rows_w(j->dv, H, V, pr0, pn, h);
     scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
-    kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
+    if (j->per_key)
+        kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
+    else /* cpu-sgla9: same bits as gemm_tn */
+        la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f,
+                          Mc ? Mc : b->dS, V);
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
         memcpy(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K * sizeof(float));
@@ -1123,8 +1179,8 @@ static void sum_piece_portable(const gla_job *j, char *s, int64_t r0, int64_t L,
 }
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target("avx2"))) static void sum_piece_avx2(const gla_job *j, char *s, int64_t r0,
-                                                           int64_t L, int64_t h, int kind,
-                                                           float *S, float *d, double *GLsum) {
+                                                           int64_t L, int64_t h, int kind, float *S,
+                                                           float *d, double *GLsum) {
     sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
 }
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
@@ -1134,8 +1190,8 @@ sum_piece_avx512(const gla_job *j, char *s, int64_t r0, int64_t L, int64_t h, in
 }
 #endif
 
-void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, int64_t L,
-                                 int64_t h, int kind, float *S, float *d, double *GLsum) {
+void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, int64_t L, int64_t h,
+                                 int kind, float *S, float *d, double *GLsum) {
 #if defined(__GNUC__) && defined(__x86_64__)
     const la_isa isa = la_isa_active();
     if (isa == LA_ISA_AVX512) {
