@@ -1205,3 +1205,116 @@ void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, in
 #endif
     sum_piece_portable(j, scratch, r0, L, h, kind, S, d, GLsum);
 }
+
+/* ---- cpu-sgla9: simple GLA's backward over a group of heads ----------
+ * With every chunk's start state kept (j->group == 1) a task of the chunk
+ * backward is one head over its whole sequence, so each row it gathers or
+ * writes (q, k, v, d_o, dq, dk, dv: 512 bytes at K = V = 128) sits on a
+ * page of its own (the rows of one token's H heads share a page): a TLB
+ * miss per row. Here a task is (sequence, group of up to
+ * LA__GLA_HEAD_GROUP heads), run chunk by chunk and head by head as the
+ * chunk forward does, so a token's heads are walked together. Each head has
+ * its own scratch (its states) and the arithmetic of a task of its own: the
+ * results are those of la__gla_chunk_bwd_task bit for bit. */
+int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L) {
+    if (j->per_key || j->group != 1 || j->H < 2) return 1;
+    const double nch = (double)((L + j->C - 1) / j->C);
+    const double per = nch * (double)j->K * (double)j->V * sizeof(float);
+    int64_t gh = j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
+    while (gh > 1 && (double)gh * per > (double)la__gla_bwd_all_states_bytes) gh--;
+    return gh;
+}
+
+size_t la__sgla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
+    const size_t one = la__gla_chunk_bwd_bytes(j, L);
+    const size_t gh = (size_t)la__sgla_bwd_heads(j, L);
+    return one > SIZE_MAX / gh ? 0 : one * gh;
+}
+
+GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C;
+    const int64_t gh = la__sgla_bwd_heads(j, la__max_seq_len(j->d));
+    const int64_t ng = (H + gh - 1) / gh, n = task / ng, h0 = (task % ng) * gh;
+    const int64_t nh = H - h0 < gh ? H - h0 : gh;
+    const size_t KV = (size_t)K * (size_t)V;
+    int64_t start, len;
+    la__seq_bounds(j->d, n, &start, &len);
+    chunk_bufs bs[LA__GLA_HEAD_GROUP];
+    double gamma_sum[LA__GLA_HEAD_GROUP];
+    char *base = la__scratch(j->ctx, tid);
+    const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
+    for (int64_t hh = 0; hh < nh; hh++) {
+        chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
+        load_state(j, n * H + h0 + hh, bs[hh].states);
+        gamma_sum[hh] = 0.0;
+    }
+    const int64_t nch = (len + C - 1) / C;
+    /* the state pass: every chunk's start state, every chunk's G but the last */
+    for (int64_t c = 0; c < nch; c++) {
+        const int64_t c0 = c * C, L = len - c0 < C ? len - c0 : C;
+        for (int64_t hh = 0; hh < nh; hh++) {
+            chunk_bufs *b = &bs[hh];
+            memcpy(b->ckpt + (size_t)c * KV, b->states, KV * sizeof(float));
+            if (c == nch - 1) continue; /* the state after the last chunk is not used */
+            prefetch_state_rows(j, start + c0 + L, len - c0 - L, h0 + hh);
+            b->G = b->Gall + c * C;
+            chunk_gates(j, b, start + c0, L, h0 + hh, 0);
+            chunk_state_update(j, b, b->states, start + c0, L, h0 + hh, 0);
+        }
+    }
+    for (int64_t hh = 0; hh < nh; hh++) {
+        const int64_t t = n * H + h0 + hh;
+        if (j->d_sT)
+            memcpy(bs[hh].dS, j->d_sT + (size_t)t * KV, KV * sizeof(float));
+        else
+            memset(bs[hh].dS, 0, KV * sizeof(float));
+    }
+    for (int64_t c = nch - 1; c >= 0; c--) {
+        const int64_t c0 = c * C, L = len - c0 < C ? len - c0 : C, r0 = start + c0;
+        for (int64_t hh = 0; hh < nh; hh++) {
+            chunk_bufs *b = &bs[hh];
+            b->G = b->Gall + c * C;
+            if (c == nch - 1) chunk_cumsum(j, b, r0, L, h0 + hh);
+            chunk_gate_exps(j, b, L, 1);
+            chunk_bwd_chunk(j, b, b->ckpt + (size_t)c * KV, r0, L, h0 + hh, c > 0 ? C : 0,
+                            &gamma_sum[hh], NULL);
+        }
+    }
+    for (int64_t hh = 0; hh < nh; hh++) {
+        const int64_t t = n * H + h0 + hh;
+        if (j->ds0) memcpy(j->ds0 + (size_t)t * KV, bs[hh].dS, KV * sizeof(float));
+        if (j->dgamma_part) j->dgamma_part[t] = gamma_sum[hh];
+    }
+}
+
+static void sgla_bwd_group_portable(const gla_job *j, int64_t task, int tid) {
+    sgla_bwd_group_body(j, task, tid);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void sgla_bwd_group_avx2(const gla_job *j, int64_t task,
+                                                                int tid) {
+    sgla_bwd_group_body(j, task, tid);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+sgla_bwd_group_avx512(const gla_job *j, int64_t task, int tid) {
+    sgla_bwd_group_body(j, task, tid);
+}
+#endif
+
+void la__sgla_chunk_bwd_group_task(void *arg, int64_t task, int tid) {
+    const gla_job *j = arg;
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        sgla_bwd_group_avx512(j, task, tid);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        sgla_bwd_group_avx2(j, task, tid);
+        return;
+    }
+#endif
+    sgla_bwd_group_portable(j, task, tid);
+}
