@@ -497,8 +497,8 @@ GLA_INLINE void gla_fwd_row(int64_t K, const float *restrict q, const float *res
     }
 }
 
-GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
-                                int64_t pr, int64_t pn, int64_t ph) {
+GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
+                                int64_t h, int64_t pr, int64_t pn, int64_t ph) {
     const int64_t H = j->H, K = j->K;
     double *G = b->G;
     for (int64_t i = 0; i < L; i++) {
@@ -1179,8 +1179,8 @@ static void sum_piece_portable(const gla_job *j, char *s, int64_t r0, int64_t L,
 }
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target("avx2"))) static void sum_piece_avx2(const gla_job *j, char *s, int64_t r0,
-                                                           int64_t L, int64_t h, int kind, float *S,
-                                                           float *d, double *GLsum) {
+                                                           int64_t L, int64_t h, int kind,
+                                                           float *S, float *d, double *GLsum) {
     sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
 }
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
@@ -1190,8 +1190,8 @@ sum_piece_avx512(const gla_job *j, char *s, int64_t r0, int64_t L, int64_t h, in
 }
 #endif
 
-void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, int64_t L, int64_t h,
-                                 int kind, float *S, float *d, double *GLsum) {
+void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, int64_t L,
+                                 int64_t h, int kind, float *S, float *d, double *GLsum) {
 #if defined(__GNUC__) && defined(__x86_64__)
     const la_isa isa = la_isa_active();
     if (isa == LA_ISA_AVX512) {
