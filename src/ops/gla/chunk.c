@@ -350,7 +350,8 @@ GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, in
     }
     scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, n, K);
     if (!j->per_key) { /* one decay for the whole state: the product's beta */
-        j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, eGL[0], S, V);
+        /* cpu-sgla9: gemm_tn_block (same bits as gemm_tn) */
+        la__gemm_tn_block(j->kr, K, V, n, 1.0f, b->Ks, K, b->Vc, V, eGL[0], S, V);
         return;
     }
     for (int64_t x = 0; x < K; x++) {
@@ -692,6 +693,48 @@ void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
     chunk_fwd_portable(j, task, tid);
 }
 
+/* cpu-sgla9: simple GLA's gate gradient (one gate per token), the same
+ * terms as chunk_bwd_chunk's GLA block below, with every sum over the K keys
+ * (and the V values) in eight float64 partial sums instead of one serial
+ * chain per row (the per-key form sums each key on its own; with one gate the
+ * chains were 128 dependent additions per row, ~4% of the backward):
+ *   dG_t = sum_{i>=t} q_i . dq^inter_i + e^{G_L} <dS, S0>
+ *        + sum_{j<t} (k_j . (dk^state_j + dk^intra_j) - q_j . dq^intra_j). */
+GLA_INLINE double dot_kq_f64(const float *k, const float *dkc, const float *dks, const float *q,
+                             const float *dqs, int64_t n) {
+    double acc[8] = {0};
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8)
+        for (int u = 0; u < 8; u++)
+            acc[u] += (double)k[x + u] * ((double)dkc[x + u] + (double)dks[x + u]) -
+                      (double)q[x + u] * (double)dqs[x + u];
+    double s = 0.0;
+    for (; x < n; x++)
+        s += (double)k[x] * ((double)dkc[x] + (double)dks[x]) - (double)q[x] * (double)dqs[x];
+    for (int u = 0; u < 8; u++) s += acc[u];
+    return s;
+}
+
+GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, int64_t L) {
+    const int64_t K = j->K, V = j->V;
+    double *dG = b->dG;
+    /* reverse cumulative sum of the inter-chunk term */
+    for (int64_t i = L - 1; i >= 0; i--)
+        dG[i] = (i < L - 1 ? dG[i + 1] : 0.0) + dot_f64(b->Qc + i * K, b->dqc + i * K, K);
+    /* the state term's constant part, one number for the chunk */
+    double c = 0.0;
+    for (int64_t x = 0; x < K; x++) c += dot_f64(b->dS + x * V, S0 + x * V, V);
+    c *= (double)b->eG[L - 1];
+    /* forward prefix of the state and pair terms */
+    double p = 0.0;
+    dG[0] += c;
+    for (int64_t i = 1; i < L; i++) {
+        const int64_t r = (i - 1) * K;
+        p += dot_kq_f64(b->Kc + r, b->dkc + r, b->dks + r, b->Qc + r, b->dqs + r, K);
+        dG[i] += c + p;
+    }
+}
+
 /* One chunk of the backward, rows [r0, r0 + L) of head h (gates in b
  * filled, b->dS the gradient of the state after the chunk, S0 the state
  * before it): dq, dk, dv, dg rows, *gamma_sum += the chunk's scalar gate
@@ -735,7 +778,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (j->per_key) {
         intra_bwd_per_key(j, b, L);
     } else {
-        kr->gemm_nt_tril(L, K, 1, 1.0f, b->Qc, K, b->Kc, K, 0.0f, b->A, j->C);
+        /* cpu-sgla9: A carries the scale (dv's product below is the
+         * triangular la__gemm_tn_lower_acc, whose alpha is 1) */
+        kr->gemm_nt_tril(L, K, 1, scale, b->Qc, K, b->Kc, K, 0.0f, b->A, j->C);
         for (int64_t i = 0; i < L; i++) {
             float *Ai = b->A + i * j->C, *dAi = b->dA + i * j->C;
             for (int64_t jj = 0; jj < i; jj++) {
@@ -745,10 +790,15 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
             }
         }
         kr->gemm_nn_lower(L, K, L, 1.0f, b->dA, j->C, b->Kc, K, 0.0f, b->dqs, K);
-        kr->gemm_tn(L, K, L, 1.0f, b->dA, j->C, b->Qc, K, 0.0f, b->dks, K);
+        /* cpu-sgla9: dA and A are strictly lower: the triangular products */
+        memset(b->dks, 0, (size_t)(L * K) * sizeof(float));
+        la__gemm_tn_lower_acc(kr, L, K, b->dA, j->C, b->Qc, K, b->dks, K);
     }
     if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
-    kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
+    if (j->per_key)
+        kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
+    else
+        la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, b->dOc, V, b->dvc, V);
     /* the previous chunk's gradient rows (written next), one tensor per stage */
     if (pn > 0) prefetch_rows_w(j->dq, H, K, pr0, pn, h);
     /* Gate gradient, term by term (no cancelling pairs are formed):
@@ -756,7 +806,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
      *        + sum_{j<t} (k_j * dk^intra_j - q_j * dq^intra_j)     (pairs j < t <= i)
      * the last line being the prefix form of sum_{i>=t>j} of the pair terms. */
-    {
+    if (!j->per_key) {
+        sgla_gate_grad(j, b, S0, L);
+    } else {
         const float *eGL = b->eG + (L - 1) * gw;
         double *dG = b->dG;
         for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
@@ -837,7 +889,11 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         }
     if (pn > 0) prefetch_rows_w(j->dv, H, V, pr0, pn, h);
     scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
-    kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
+    if (j->per_key)
+        kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
+    else /* cpu-sgla9: same bits as gemm_tn */
+        la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f,
+                          Mc ? Mc : b->dS, V);
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
         memcpy(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K * sizeof(float));
@@ -1148,4 +1204,117 @@ void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, in
     }
 #endif
     sum_piece_portable(j, scratch, r0, L, h, kind, S, d, GLsum);
+}
+
+/* ---- cpu-sgla9: simple GLA's backward over a group of heads ----------
+ * With every chunk's start state kept (j->group == 1) a task of the chunk
+ * backward is one head over its whole sequence, so each row it gathers or
+ * writes (q, k, v, d_o, dq, dk, dv: 512 bytes at K = V = 128) sits on a
+ * page of its own (the rows of one token's H heads share a page): a TLB
+ * miss per row. Here a task is (sequence, group of up to
+ * LA__GLA_HEAD_GROUP heads), run chunk by chunk and head by head as the
+ * chunk forward does, so a token's heads are walked together. Each head has
+ * its own scratch (its states) and the arithmetic of a task of its own: the
+ * results are those of la__gla_chunk_bwd_task bit for bit. */
+int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L) {
+    if (j->per_key || j->group != 1 || j->H < 2) return 1;
+    const double nch = (double)((L + j->C - 1) / j->C);
+    const double per = nch * (double)j->K * (double)j->V * sizeof(float);
+    int64_t gh = j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
+    while (gh > 1 && (double)gh * per > (double)la__gla_bwd_all_states_bytes) gh--;
+    return gh;
+}
+
+size_t la__sgla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
+    const size_t one = la__gla_chunk_bwd_bytes(j, L);
+    const size_t gh = (size_t)la__sgla_bwd_heads(j, L);
+    return one > SIZE_MAX / gh ? 0 : one * gh;
+}
+
+GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C;
+    const int64_t gh = la__sgla_bwd_heads(j, la__max_seq_len(j->d));
+    const int64_t ng = (H + gh - 1) / gh, n = task / ng, h0 = (task % ng) * gh;
+    const int64_t nh = H - h0 < gh ? H - h0 : gh;
+    const size_t KV = (size_t)K * (size_t)V;
+    int64_t start, len;
+    la__seq_bounds(j->d, n, &start, &len);
+    chunk_bufs bs[LA__GLA_HEAD_GROUP];
+    double gamma_sum[LA__GLA_HEAD_GROUP];
+    char *base = la__scratch(j->ctx, tid);
+    const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
+    for (int64_t hh = 0; hh < nh; hh++) {
+        chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
+        load_state(j, n * H + h0 + hh, bs[hh].states);
+        gamma_sum[hh] = 0.0;
+    }
+    const int64_t nch = (len + C - 1) / C;
+    /* the state pass: every chunk's start state, every chunk's G but the last */
+    for (int64_t c = 0; c < nch; c++) {
+        const int64_t c0 = c * C, L = len - c0 < C ? len - c0 : C;
+        for (int64_t hh = 0; hh < nh; hh++) {
+            chunk_bufs *b = &bs[hh];
+            memcpy(b->ckpt + (size_t)c * KV, b->states, KV * sizeof(float));
+            if (c == nch - 1) continue; /* the state after the last chunk is not used */
+            prefetch_state_rows(j, start + c0 + L, len - c0 - L, h0 + hh);
+            b->G = b->Gall + c * C;
+            chunk_gates(j, b, start + c0, L, h0 + hh, 0);
+            chunk_state_update(j, b, b->states, start + c0, L, h0 + hh, 0);
+        }
+    }
+    for (int64_t hh = 0; hh < nh; hh++) {
+        const int64_t t = n * H + h0 + hh;
+        if (j->d_sT)
+            memcpy(bs[hh].dS, j->d_sT + (size_t)t * KV, KV * sizeof(float));
+        else
+            memset(bs[hh].dS, 0, KV * sizeof(float));
+    }
+    for (int64_t c = nch - 1; c >= 0; c--) {
+        const int64_t c0 = c * C, L = len - c0 < C ? len - c0 : C, r0 = start + c0;
+        for (int64_t hh = 0; hh < nh; hh++) {
+            chunk_bufs *b = &bs[hh];
+            b->G = b->Gall + c * C;
+            if (c == nch - 1) chunk_cumsum(j, b, r0, L, h0 + hh);
+            chunk_gate_exps(j, b, L, 1);
+            chunk_bwd_chunk(j, b, b->ckpt + (size_t)c * KV, r0, L, h0 + hh, c > 0 ? C : 0,
+                            &gamma_sum[hh], NULL);
+        }
+    }
+    for (int64_t hh = 0; hh < nh; hh++) {
+        const int64_t t = n * H + h0 + hh;
+        if (j->ds0) memcpy(j->ds0 + (size_t)t * KV, bs[hh].dS, KV * sizeof(float));
+        if (j->dgamma_part) j->dgamma_part[t] = gamma_sum[hh];
+    }
+}
+
+static void sgla_bwd_group_portable(const gla_job *j, int64_t task, int tid) {
+    sgla_bwd_group_body(j, task, tid);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void sgla_bwd_group_avx2(const gla_job *j, int64_t task,
+                                                                int tid) {
+    sgla_bwd_group_body(j, task, tid);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
+sgla_bwd_group_avx512(const gla_job *j, int64_t task, int tid) {
+    sgla_bwd_group_body(j, task, tid);
+}
+#endif
+
+void la__sgla_chunk_bwd_group_task(void *arg, int64_t task, int tid) {
+    const gla_job *j = arg;
+#if defined(__GNUC__) && defined(__x86_64__)
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        sgla_bwd_group_avx512(j, task, tid);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        sgla_bwd_group_avx2(j, task, tid);
+        return;
+    }
+#endif
+    sgla_bwd_group_portable(j, task, tid);
 }
