@@ -20,6 +20,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu_bench import DT, P, Dims, GatedOpts, Lib, LinOpts, timeit  # noqa: E402
 
 
+def lin_inputs(B, T, H, D, dev, dt):
+    """q, k, v, dO and log-gates g of one shape (seed 0), the same for every
+    harness that times linear attention / simple GLA (also gpu_fla_f9.py)."""
+    torch.manual_seed(0)
+    q = torch.randn(B, T, H, D, device=dev, dtype=dt)
+    k = torch.randn(B, T, H, D, device=dev, dtype=dt) / math.sqrt(D)
+    v = torch.randn(B, T, H, D, device=dev, dtype=dt)
+    do = torch.randn(B, T, H, D, device=dev, dtype=dt)
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev)).float() / 16
+    return q, k, v, do, g
+
+
 def calls(L, op, dims, t):
     R = ctypes.byref
     lo, go = LinOpts(0, 1, 2, 0, 1e-6, 0.0, 64), GatedOpts(2, 0.0, 64, 0)
@@ -56,12 +68,7 @@ def main():
     for sh in a.shapes.split(";"):
         B, T, H, D = (int(x) for x in sh.split(","))
         dt = torch.bfloat16
-        torch.manual_seed(0)
-        q = torch.randn(B, T, H, D, device=dev, dtype=dt)
-        k = torch.randn(B, T, H, D, device=dev, dtype=dt) / math.sqrt(D)
-        v = torch.randn(B, T, H, D, device=dev, dtype=dt)
-        do = torch.randn(B, T, H, D, device=dev, dtype=dt)
-        g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev)).float() / 16
+        q, k, v, do, g = lin_inputs(B, T, H, D, dev, dt)
         dims = Dims(B, T, H, D, D, 0, None, 0, DT[dt])
         for op in a.ops.split(","):
             outs, res = [], {p: ([], []) for p in paths}

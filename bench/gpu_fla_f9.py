@@ -6,7 +6,6 @@ makes them, timed by gpu_bench.timeit (median of 30 CUDA-event calls).
     PYTHONPATH=<fla> python3 bench/gpu_fla_f9.py [--shapes 8,2048,16,128;4,4096,64,128]
 """
 import argparse
-import math
 import os
 import sys
 
@@ -14,6 +13,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.getcwd(), "bench"))  # a copy run from elsewhere
+from gpu_ab import lin_inputs  # noqa: E402
 from gpu_bench import timeit  # noqa: E402
 
 
@@ -42,12 +42,7 @@ def main():
     allruns = []
     for sh in a.shapes.split(";"):
         B, T, H, D = (int(x) for x in sh.split(","))
-        torch.manual_seed(0)
-        q = torch.randn(B, T, H, D, device=dev, dtype=dt)
-        k = torch.randn(B, T, H, D, device=dev, dtype=dt) / math.sqrt(D)
-        v = torch.randn(B, T, H, D, device=dev, dtype=dt)
-        do = torch.randn(B, T, H, D, device=dev, dtype=dt)
-        g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev)).float() / 16
+        q, k, v, do, g = lin_inputs(B, T, H, D, dev, dt)
         runs = make_runs(chunk_linear_attn, chunk_simple_gla, q, k, v, do, g)
         runs = [(w, f) for w, f in runs if w.split()[1] in a.modes.split(",")]
         if a.wait_file:
