@@ -58,39 +58,44 @@ __device__ __forceinline__ void lf_acc_in_t(la_tc_acc (&acc)[4], const float *sr
                 }
 }
 
-/* la_tc_tile_store with each element zeroed where m (same shape, stride)
- * is not > 0 (m == NULL: a plain store). */
+/* cuda-fused11: rows r < rows, columns c < cols of the CTA's 64x64 fp32
+ * accumulator tile (tc.cuh layout) rounded to T and stored to global memory
+ * straight from registers (element (0, 0) at dst, row stride `stride`; 4-byte
+ * stores of a column pair when vec), each element zeroed where m (same
+ * shape, stride) is not > 0 (m == NULL: a plain store). Rounds as
+ * la_tc_acc_split's hi part did: same bits as the staged store it replaces. */
 template <typename T>
-__device__ __forceinline__ void lf_store(T *dst, int64_t stride, const T *tile, int rows, int cols,
-                                         bool vec, const T *m) {
-    if (!m) {
-        la_tc_tile_store(dst, stride, tile, rows, cols, vec);
-        return;
-    }
+__device__ __forceinline__ void lf_acc_store(T *dst, int64_t stride, const la_tc_acc (&acc)[4],
+                                             int rows, int cols, bool vec, const T *m) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
 #pragma unroll
-    for (int u = 0; u < 4; u++) {
-        const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
+    for (int rh = 0; rh < 2; rh++) {
+        const int r = 16 * w + g + 8 * rh;
         if (r >= rows) continue;
-        T *d = dst + (int64_t)r * stride + c;
-        const T *mm = m + (int64_t)r * stride + c;
-        if (vec) {
-            if (c < cols) {
-                uint32_t x[4], y[4];
-                *(uint4 *)x = *(const uint4 *)(tile + r * LA_TC_LD + c);
-                *(uint4 *)y = *(const uint4 *)mm;
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const float2 f = la_tc_upk(T(), y[i]);
-                    x[i] &= (f.x > 0.f ? 0xffffu : 0u) | (f.y > 0.f ? 0xffff0000u : 0u);
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int c0 = 16 * j + 8 * hf + 2 * q;
+                const float a = acc[j].x[4 * hf + 2 * rh], b = acc[j].x[4 * hf + 2 * rh + 1];
+                T *d = dst + (int64_t)r * stride + c0;
+                const T *mm = m ? m + (int64_t)r * stride + c0 : (const T *)NULL;
+                if (vec) { /* cols % 8 == 0: c0 < cols implies c0 + 1 < cols */
+                    if (c0 >= cols) continue;
+                    uint32_t x = la_tc_pk(T(), a, b);
+                    if (mm) {
+                        const float2 f = la_tc_upk(T(), *(const uint32_t *)mm);
+                        x &= (f.x > 0.f ? 0xffffu : 0u) | (f.y > 0.f ? 0xffff0000u : 0u);
+                    }
+                    *(uint32_t *)d = x;
+                } else {
+#pragma unroll
+                    for (int i = 0; i < 2; i++)
+                        if (c0 + i < cols)
+                            d[i] = (mm && !((float)mm[i] > 0.f)) ? la_tc_cvt<T>(0.f)
+                                                                 : la_tc_cvt<T>(i ? b : a);
                 }
-                *(uint4 *)d = *(const uint4 *)x;
             }
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                if (c + i < cols)
-                    d[i] = (float)mm[i] > 0.f ? tile[r * LA_TC_LD + c + i] : la_tc_cvt<T>(0.f);
-        }
     }
 }
 
@@ -174,8 +179,16 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
             la_tc_warp_gates(G, (double)x0, (double)x1);
             __syncwarp();
         }
+        /* cuda-fused11: S's parts into W before the wait (W's last readers,
+         * chunk c-1's P V and state update, are behind its last barrier) */
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++)
+            la_tc_acc_split(S[kb], W + 3 * kb * LA_TC_TILE, W + (3 * kb + 1) * LA_TC_TILE,
+                            three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL,
+                            [](int, int, float x) { return x; });
         la_tc_cp_wait_all();
-        __syncthreads(); /* chunk c's tiles in; chunk c-1's output readers of W done */
+        /* relu on the thread's own pieces (the pieces its fetch copied, in
+         * place, visible to it after the wait): no barrier of its own */
         if (relu) {
 #pragma unroll
             for (int kb = 0; kb < NK; kb++) {
@@ -188,12 +201,7 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
         if (reluc)
             la_tc_tile_split(Vs, (T *)NULL, (T *)NULL,
                              [](int, int, float x) { return x > 0.f ? x : 0.f; });
-#pragma unroll
-        for (int kb = 0; kb < NK; kb++)
-            la_tc_acc_split(S[kb], W + 3 * kb * LA_TC_TILE, W + (3 * kb + 1) * LA_TC_TILE,
-                            three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL,
-                            [](int, int, float x) { return x; });
-        __syncthreads();
+        __syncthreads(); /* chunk c's tiles and S's parts in */
         la_tc_acc accP[4], accO[4];
         la_tc_zero(accP);
         la_tc_zero(accO);
@@ -251,13 +259,10 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
                 la_tc_mma64<T, true, false>(S[kb], Kt(kb), Vs);
             }
         }
-        __syncthreads(); /* K, V, P, Vt read: K, V take chunk c+1, W the output */
+        __syncthreads(); /* K, V, P, Vt read: K, V take chunk c+1, W chunk c+1's S parts */
         if (c + 1 < s.nch) fetch(c + 1, false);
-        T *const Os = W;
-        la_tc_acc_split(accO, Os, (T *)NULL, (T *)NULL, [](int, int, float x) { return x; });
-        __syncthreads();
-        lf_store(o + (ch.tok0 * H + h) * V + v0, H * V, Os, L, bcols, vec,
-                 mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
+        lf_acc_store(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec,
+                     mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
     }
     if (p.fin)
 #pragma unroll
