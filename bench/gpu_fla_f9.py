@@ -30,6 +30,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="8,2048,16,128;4,4096,64,128")
     ap.add_argument("--modes", default="fwd,fwd+bwd")
+    ap.add_argument("--ops", default="linear,simple_gla", help="cuda-fused11: which ops")
     ap.add_argument("--wait-file", default=None,
                     help="compile/autotune everything first, then wait for this file to exist")
     a = ap.parse_args()
@@ -45,6 +46,7 @@ def main():
         q, k, v, do, g = lin_inputs(B, T, H, D, dev, dt)
         runs = make_runs(chunk_linear_attn, chunk_simple_gla, q, k, v, do, g)
         runs = [(w, f) for w, f in runs if w.split()[1] in a.modes.split(",")]
+        runs = [(w, f) for w, f in runs if w.split()[0] in a.ops.split(",")]
         if a.wait_file:
             for what, fn in runs:
                 try:

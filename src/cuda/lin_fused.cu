@@ -39,44 +39,166 @@ struct lf_args {
     int fab, fc, s0t; /* relu on q, k tiles; on v tiles; s0 transposed ([V][K]) */
 };
 
-/* acc <- the 64x64 block rows k0.., columns v0.. of S = src^T, src a
- * row-major [V][K] fp32 matrix (NULL: zeros); scalar loads, once per CTA. */
-__device__ __forceinline__ void lf_acc_in_t(la_tc_acc (&acc)[4], const float *src, int64_t k0,
-                                            int64_t v0, int64_t K, int64_t V) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+/* cuda-fused11: the warp layout. A walk runs with NJ = 4 or 2 of the four
+ * 16-column blocks of every 64x64 result per warp: LF_NT(NJ) = 512 / NJ
+ * threads, warp wi owns rows 16 (wi % 4) .. + 15 and column blocks
+ * (wi / 4) NJ .. + NJ - 1 (NJ = 4: tc.cuh's layout, 4 warps; NJ = 2: 8
+ * warps, each half the columns: twice the warps per SM at half the
+ * accumulators per thread). Every element of a result is summed in the same
+ * order either way (same mma inputs, same k order): same bits. Staged tiles
+ * are 512 16-byte pieces, piece e = threadIdx.x + LF_NT u (row e / 8,
+ * columns 8 (e % 8) .. + 7), u < 512 / LF_NT. */
+#define LF_NT(NJ) (512 / (NJ))
+__device__ __forceinline__ int lf_w() { return (threadIdx.x >> 5) & 3; }
+template <int NJ> __device__ __forceinline__ int lf_jb() { return (int)(threadIdx.x >> 7) * NJ; }
+
+/* acc[j] (the warp's rows, column block lf_jb + j) += A B over 64 (la_tc_mma64's
+ * order: k in steps of 16 ascending; AT: A stored [k][m]; BT: B stored [n][k]). */
+template <typename T, bool AT, bool BT, int NJ>
+__device__ __forceinline__ void lf_mma(la_tc_acc (&acc)[NJ], const T *A, const T *B) {
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, m8 = lane >> 3,
+              rr = lane & 7;
+    const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
 #pragma unroll
-    for (int j = 0; j < 4; j++)
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t a[4];
+        if (AT)
+            la_tc_ldsm4<true>(a, A + (16 * kk + hi8 + rr) * LA_TC_LD + 16 * w + lo8);
+        else
+            la_tc_ldsm4<false>(a, A + (16 * w + lo8 + rr) * LA_TC_LD + 16 * kk + hi8);
 #pragma unroll
-        for (int hf = 0; hf < 2; hf++)
+        for (int j = 0; j < NJ; j++) {
+            const int jj = jb + j;
+            uint32_t b[4];
+            if (BT)
+                la_tc_ldsm4<false>(b, B + (16 * jj + hi8 + rr) * LA_TC_LD + 16 * kk + lo8);
+            else
+                la_tc_ldsm4<true>(b, B + (16 * kk + lo8 + rr) * LA_TC_LD + 16 * jj + hi8);
+            la_tc_mma<T>(acc[j].x, a, b[0], b[1]);
+            la_tc_mma<T>(acc[j].x + 4, a, b[2], b[3]);
+        }
+    }
+}
+/* la_tc_mma64x's parts and order. */
+template <typename T, bool AT, bool BT, int NJ>
+__device__ __forceinline__ void lf_mmax(la_tc_acc (&acc)[NJ], const T *Ah, const T *Al,
+                                        const T *Al2, const T *Bh, const T *Bl, const T *Bl2) {
+    lf_mma<T, AT, BT, NJ>(acc, Ah, Bh);
+    if (Al) lf_mma<T, AT, BT, NJ>(acc, Al, Bh);
+    if (Bl) lf_mma<T, AT, BT, NJ>(acc, Ah, Bl);
+    if (Al2) lf_mma<T, AT, BT, NJ>(acc, Al2, Bh);
+    if (Bl2) lf_mma<T, AT, BT, NJ>(acc, Ah, Bl2);
+}
+/* f(rh, r, c, x) over the thread's elements of acc (row r = 16 w + lane / 4
+ * + 8 rh, column c, x by reference). */
+template <int NJ, class F> __device__ __forceinline__ void lf_each(la_tc_acc (&acc)[NJ], F f) {
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
 #pragma unroll
-            for (int rh = 0; rh < 2; rh++)
+    for (int rh = 0; rh < 2; rh++)
 #pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    const int64_t r = k0 + 16 * w + g + 8 * rh,
-                                  c = v0 + 16 * j + 8 * hf + 2 * q + i;
-                    acc[j].x[4 * hf + 2 * rh + i] = (src && r < K && c < V) ? src[c * K + r] : 0.f;
-                }
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+                    f(rh, 16 * w + g + 8 * rh, 16 * (jb + j) + 8 * hf + 2 * q + i,
+                      acc[j].x[4 * hf + 2 * rh + i]);
+}
+/* tile[r][c] <- f(r, c, acc) as 16-bit parts (la_tc_acc_split's rounding). */
+template <typename T, int NJ, class F>
+__device__ __forceinline__ void lf_acc_split(const la_tc_acc (&acc)[NJ], T *hi, T *lo, T *lo2,
+                                             F f) {
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int r = 16 * w + g + 8 * rh, c0 = 16 * (jb + j) + 8 * hf + 2 * q;
+                uint32_t a, b, d;
+                la_tc_split2<T>(f(r, c0, acc[j].x[4 * hf + 2 * rh]),
+                                f(r, c0 + 1, acc[j].x[4 * hf + 2 * rh + 1]), a, b, d);
+                *(uint32_t *)(hi + r * LA_TC_LD + c0) = a;
+                if (lo) *(uint32_t *)(lo + r * LA_TC_LD + c0) = b;
+                if (lo2) *(uint32_t *)(lo2 + r * LA_TC_LD + c0) = d;
+            }
+}
+/* acc <- rows k0.., columns v0.. of S (row-major [K][V] fp32), or of
+ * S = src^T (tr: src row-major [V][K]); NULL: zeros; once per CTA. */
+template <int NJ>
+__device__ __forceinline__ void lf_acc_in(la_tc_acc (&acc)[NJ], const float *src, bool tr,
+                                          int64_t k0, int64_t v0, int64_t K, int64_t V) {
+    lf_each<NJ>(acc, [&](int, int r, int c, float &x) {
+        const int64_t rr = k0 + r, cc = v0 + c;
+        x = (src && rr < K && cc < V) ? (tr ? src[cc * K + rr] : src[rr * V + cc]) : 0.f;
+    });
+}
+template <int NJ>
+__device__ __forceinline__ void lf_acc_out(float *dst, la_tc_acc (&acc)[NJ], int64_t k0,
+                                           int64_t v0, int64_t K, int64_t V) {
+    lf_each<NJ>(acc, [&](int, int r, int c, float &x) {
+        if (k0 + r < K && v0 + c < V) dst[(k0 + r) * V + v0 + c] = x;
+    });
+}
+/* la_tc_tile_fetch with LF_NT(NJ) threads. */
+template <typename T, int NJ>
+__device__ __forceinline__ void lf_fetch(T *dst, const T *src, int64_t stride, int rows, int cols,
+                                         bool vec) {
+#pragma unroll
+    for (int u = 0; u < 512 / LF_NT(NJ); u++) {
+        const int e = threadIdx.x + LF_NT(NJ) * u, r = e >> 3, c = (e & 7) * 8;
+        T *d = dst + r * LA_TC_LD + c;
+        if (vec) {
+            const bool ok = r < rows && c < cols;
+            la_tc_cp16(d, ok ? (const void *)(src + (int64_t)r * stride + c) : (const void *)src,
+                       ok ? 16 : 0);
+        } else {
+            __align__(16) T x[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                x[i] = (r < rows && c + i < cols) ? src[(int64_t)r * stride + c + i]
+                                                  : la_tc_cvt<T>(0.f);
+            *(uint4 *)d = *(const uint4 *)x;
+        }
+    }
+}
+/* relu in place on the pieces this thread fetched (visible to it after the
+ * wait, before any barrier). */
+template <typename T, int NJ> __device__ __forceinline__ void lf_relu(T *tile) {
+#pragma unroll
+    for (int u = 0; u < 512 / LF_NT(NJ); u++) {
+        const int e = threadIdx.x + LF_NT(NJ) * u, o = (e >> 3) * LA_TC_LD + (e & 7) * 8;
+        uint32_t x[4];
+        *(uint4 *)x = *(const uint4 *)(tile + o);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 f = la_tc_upk(T(), x[i]);
+            x[i] = la_tc_pk(T(), f.x > 0.f ? f.x : 0.f, f.y > 0.f ? f.y : 0.f);
+        }
+        *(uint4 *)(tile + o) = *(const uint4 *)x;
+    }
 }
 
 /* cuda-fused11: rows r < rows, columns c < cols of the CTA's 64x64 fp32
- * accumulator tile (tc.cuh layout) rounded to T and stored to global memory
- * straight from registers (element (0, 0) at dst, row stride `stride`; 4-byte
- * stores of a column pair when vec), each element zeroed where m (same
- * shape, stride) is not > 0 (m == NULL: a plain store). Rounds as
+ * result (the warps' accumulators) rounded to T and stored to global memory
+ * straight from registers (element (0, 0) at dst, row stride `stride`;
+ * 4-byte stores of a column pair when vec), each element zeroed where m
+ * (same shape, stride) is not > 0 (m == NULL: a plain store). Rounds as
  * la_tc_acc_split's hi part did: same bits as the staged store it replaces. */
-template <typename T>
-__device__ __forceinline__ void lf_acc_store(T *dst, int64_t stride, const la_tc_acc (&acc)[4],
+template <typename T, int NJ>
+__device__ __forceinline__ void lf_acc_store(T *dst, int64_t stride, const la_tc_acc (&acc)[NJ],
                                              int rows, int cols, bool vec, const T *m) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
 #pragma unroll
     for (int rh = 0; rh < 2; rh++) {
         const int r = 16 * w + g + 8 * rh;
         if (r >= rows) continue;
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < NJ; j++)
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                const int c0 = 16 * j + 8 * hf + 2 * q;
+                const int c0 = 16 * (jb + j) + 8 * hf + 2 * q;
                 const float a = acc[j].x[4 * hf + 2 * rh], b = acc[j].x[4 * hf + 2 * rh + 1];
                 T *d = dst + (int64_t)r * stride + c0;
                 const T *mm = m ? m + (int64_t)r * stride + c0 : (const T *)NULL;
@@ -104,13 +226,14 @@ __device__ __forceinline__ void lf_acc_store(T *dst, int64_t stride, const la_tc
  *   P_ji = sP e^{G_i - G_j} Qf_j . Kf_i,
  *   S   <- e^{G_L} S + Kf^T Vt,  Vt_i = sv e^{G_i} v_i
  * (S: the gradient of the state at the chunk's end; bench/GPU.md,
- * cuda-fusedb10). The forward: sq = sP = scale, sv = 1. */
-template <typename T, int NK, bool REV>
-__global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
+ * cuda-fusedb10). The forward: sq = sP = scale, sv = 1.
+ * cuda-fused11: NJ (above); 4 barriers per chunk step. */
+template <typename T, int NK, bool REV, int NJ>
+__global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     extern __shared__ __align__(128) unsigned char la_lf_smem[];
     T *const base = (T *)la_lf_smem;
     T *const W = base + (2 * NK + 1) * LA_TC_TILE; /* LF_NW work tiles */
-    __shared__ double Gw[LA_TC_THREADS / 32][64];
+    __shared__ double Gw[LF_NT(NJ) / 32][64];
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
     const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), t = threadIdx.x;
@@ -131,42 +254,35 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
     auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
     T *const Vs = base + 2 * NK * LA_TC_TILE;
-    auto fetch = [&](int ci,
-                     bool qpart) { /* qpart: Q blocks, else K blocks and V */
-                                   const int c = REV ? s.nch - 1 - ci : ci;
-                                   const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+    auto fetch = [&](int ci, bool qpart) { /* qpart: Q blocks, else K blocks and V */
+        const int c = REV ? s.nch - 1 - ci : ci;
+        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
 #pragma unroll
-                                   for (int kb = 0; kb < NK; kb++) {
-                                       const int64_t k0 = 64 * kb;
-                                       const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
-                                       if (qpart)
-                                           la_tc_tile_fetch(Qt(kb), q + (ch.tok0 * H + h) * K + k0,
-                                                            H * K, ch.len, cols, vec);
-                                       else
-                                           la_tc_tile_fetch(Kt(kb), k + (ch.tok0 * H + h) * K + k0,
-                                                            H * K, ch.len, cols, vec);
-                                   }
-                                   if (!qpart)
-                                       la_tc_tile_fetch(Vs, v + (ch.tok0 * H + h) * V + v0, H * V,
-                                                        ch.len, bcols, vec);
-                                   la_tc_cp_commit();
+        for (int kb = 0; kb < NK; kb++) {
+            const int64_t k0 = 64 * kb;
+            const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
+            if (qpart)
+                lf_fetch<T, NJ>(Qt(kb), q + (ch.tok0 * H + h) * K + k0, H * K, ch.len, cols, vec);
+            else
+                lf_fetch<T, NJ>(Kt(kb), k + (ch.tok0 * H + h) * K + k0, H * K, ch.len, cols, vec);
+        }
+        if (!qpart)
+            lf_fetch<T, NJ>(Vs, v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
+        la_tc_cp_commit();
     };
-    la_tc_acc S[NK][4];
+    la_tc_acc S[NK][NJ];
     const size_t sbase = ((size_t)n * H + h) * K * V;
 #pragma unroll
     for (int kb = 0; kb < NK; kb++) {
-        if (p.s0t)
-            lf_acc_in_t(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
-        else
-            la_tc_acc_in(S[kb], p.s0 ? p.s0 + sbase : NULL, 64 * kb, v0, K, V);
-        if (p.s0mul != 1.f) la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= p.s0mul; });
+        lf_acc_in<NJ>(S[kb], p.s0 ? p.s0 + sbase : NULL, p.s0t, 64 * kb, v0, K, V);
+        if (p.s0mul != 1.f) lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= p.s0mul; });
     }
     if (s.nch > 0) {
         fetch(0, true);
         fetch(0, false);
     }
     double *G = Gw[t >> 5];
-    const int w = t >> 5, lane = t & 31;
+    const int w = lf_w(), lane = t & 31;
     for (int c = 0; c < s.nch; c++) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
@@ -179,38 +295,33 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
             la_tc_warp_gates(G, (double)x0, (double)x1);
             __syncwarp();
         }
-        /* cuda-fused11: S's parts into W before the wait (W's last readers,
-         * chunk c-1's P V and state update, are behind its last barrier) */
+        /* S's parts into W before the wait (W's last readers, chunk c-1's
+         * P V and state update, are behind its last barrier) */
 #pragma unroll
         for (int kb = 0; kb < NK; kb++)
-            la_tc_acc_split(S[kb], W + 3 * kb * LA_TC_TILE, W + (3 * kb + 1) * LA_TC_TILE,
-                            three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL,
-                            [](int, int, float x) { return x; });
+            lf_acc_split<T, NJ>(S[kb], W + 3 * kb * LA_TC_TILE, W + (3 * kb + 1) * LA_TC_TILE,
+                                three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL,
+                                [](int, int, float x) { return x; });
         la_tc_cp_wait_all();
-        /* relu on the thread's own pieces (the pieces its fetch copied, in
-         * place, visible to it after the wait): no barrier of its own */
+        /* relu on the thread's own fetched pieces: no barrier of its own */
         if (relu) {
 #pragma unroll
             for (int kb = 0; kb < NK; kb++) {
-                la_tc_tile_split(Qt(kb), (T *)NULL, (T *)NULL,
-                                 [](int, int, float x) { return x > 0.f ? x : 0.f; });
-                la_tc_tile_split(Kt(kb), (T *)NULL, (T *)NULL,
-                                 [](int, int, float x) { return x > 0.f ? x : 0.f; });
+                lf_relu<T, NJ>(Qt(kb));
+                lf_relu<T, NJ>(Kt(kb));
             }
         }
-        if (reluc)
-            la_tc_tile_split(Vs, (T *)NULL, (T *)NULL,
-                             [](int, int, float x) { return x > 0.f ? x : 0.f; });
+        if (reluc) lf_relu<T, NJ>(Vs);
         __syncthreads(); /* chunk c's tiles and S's parts in */
-        la_tc_acc accP[4], accO[4];
-        la_tc_zero(accP);
-        la_tc_zero(accO);
+        la_tc_acc accP[NJ], accO[NJ];
+        lf_each<NJ>(accP, [](int, int, int, float &x) { x = 0.f; });
+        lf_each<NJ>(accO, [](int, int, int, float &x) { x = 0.f; });
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
-            la_tc_mma64<T, false, true>(accP, Qt(kb), Kt(kb));
-            la_tc_mma64x<T, false, false>(accO, Qt(kb), NULL, NULL, W + 3 * kb * LA_TC_TILE,
-                                          W + (3 * kb + 1) * LA_TC_TILE,
-                                          three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL);
+            lf_mma<T, false, true, NJ>(accP, Qt(kb), Kt(kb));
+            lf_mmax<T, false, false, NJ>(accO, Qt(kb), NULL, NULL, W + 3 * kb * LA_TC_TILE,
+                                         W + (3 * kb + 1) * LA_TC_TILE,
+                                         three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL);
         }
         __syncthreads(); /* Q and the S parts are free: Q takes chunk c+1, P and Vt the parts */
         if (c + 1 < s.nch) fetch(c + 1, true);
@@ -218,14 +329,14 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
         const double GL = L > 0 ? G[L - 1] : 0.0;
-        la_tc_acc_split(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
+        lf_acc_split<T, NJ>(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
             if (REV) return (r <= cc && cc < L) ? x * scale * la_cu_expd(G[cc] - G[r]) : 0.f;
             return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
         });
         if (vt) { /* Vt = sv e^{G_L - G_j} v_j (REV: sv e^{G_j} v_j) as parts; V stays for P V */
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const int e = t + LA_TC_THREADS * u, r = e >> 3, c0 = (e & 7) * 8;
+            for (int u = 0; u < 512 / LF_NT(NJ); u++) {
+                const int e = t + LF_NT(NJ) * u, r = e >> 3, c0 = (e & 7) * 8;
                 const int off = r * LA_TC_LD + c0;
                 const float f = r < L ? sv * la_cu_expd(REV ? G[r] : GL - G[r]) : 0.f;
                 uint32_t x[4], y[4], z[4];
@@ -246,29 +357,30 @@ __global__ void __launch_bounds__(LA_TC_THREADS, 2) la_lf_fwd(lf_args p) {
             const int r = 16 * w + (lane >> 2) + 8 * rh;
             rf[rh] = r < L ? sq * la_cu_expd(REV ? GL - G[r] : G[r]) : 0.f;
         }
-        la_tc_acc_each_rh(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
+        lf_each<NJ>(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
-        la_tc_mma64x<T, false, false>(accO, Ph, Pl, Pl2, Vs, NULL, NULL);
+        lf_mmax<T, false, false, NJ>(accO, Ph, Pl, Pl2, Vs, NULL, NULL);
         const float eL = gated ? la_cu_expd(GL) : 1.f;
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
             if (vt) {
-                if (gated) la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= eL; });
-                la_tc_mma64x<T, true, false>(S[kb], Kt(kb), NULL, NULL, Th, Tl, Tl2);
+                if (gated) lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
+                lf_mmax<T, true, false, NJ>(S[kb], Kt(kb), NULL, NULL, Th, Tl, Tl2);
             } else {
-                la_tc_mma64<T, true, false>(S[kb], Kt(kb), Vs);
+                lf_mma<T, true, false, NJ>(S[kb], Kt(kb), Vs);
             }
         }
         __syncthreads(); /* K, V, P, Vt read: K, V take chunk c+1, W chunk c+1's S parts */
         if (c + 1 < s.nch) fetch(c + 1, false);
-        lf_acc_store(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec,
-                     mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
+        lf_acc_store<T, NJ>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec,
+                            mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
     }
     if (p.fin)
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
-            if (p.finmul != 1.f) la_tc_acc_each(S[kb], [&](int, int, float &x) { x *= p.finmul; });
-            la_tc_acc_out(p.fin + sbase, S[kb], 64 * kb, v0, K, V);
+            if (p.finmul != 1.f)
+                lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= p.finmul; });
+            lf_acc_out<NJ>(p.fin + sbase, S[kb], 64 * kb, v0, K, V);
         }
 }
 
@@ -299,14 +411,30 @@ bool la__lf_use(const la__cu_call *c) {
     return 4 * ctas >= 5 * (int64_t)sms; /* 1.25 waves of one CTA per SM (two fit) */
 }
 
-template <typename T, int NK, bool REV>
+/* cuda-fused11: LINATTN_CUDA_LIN_FUSED_WARPS = 4: 4 warps per CTA (each
+ * warp all 64 columns of its rows, NJ = 4); unset / other: 8 warps (NJ = 2). */
+static int lf_nj() {
+    static int nj = 0;
+    if (!nj) {
+        const char *e = getenv("LINATTN_CUDA_LIN_FUSED_WARPS");
+        nj = e && e[0] == '4' && !e[1] ? 4 : 2;
+    }
+    return nj;
+}
+
+template <typename T, int NK, bool REV, int NJ>
 static la_status lf_launch(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
     const size_t smem = lf_smem(NK);
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NK, REV>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NK, REV, NJ>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_lf_fwd<T, NK, REV><<<(unsigned)ctas, LA_TC_THREADS, smem, stream>>>(a);
+    la_lf_fwd<T, NK, REV, NJ><<<(unsigned)ctas, LF_NT(NJ), smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
+}
+template <typename T, int NK, bool REV>
+static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
+    return lf_nj() == 4 ? lf_launch<T, NK, REV, 4>(op, stream, ctas, a)
+                        : lf_launch<T, NK, REV, 2>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks. */
@@ -315,10 +443,10 @@ template <bool REV> static la_status lf_run(const la__cu_call *c, cudaStream_t s
     const int64_t ctas = c->N * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
     if (c->dtype == LA_DTYPE_BF16)
-        return a.K <= 64 ? lf_launch<__nv_bfloat16, 1, REV>(c->op, stream, ctas, a)
-                         : lf_launch<__nv_bfloat16, 2, REV>(c->op, stream, ctas, a);
-    return a.K <= 64 ? lf_launch<__half, 1, REV>(c->op, stream, ctas, a)
-                     : lf_launch<__half, 2, REV>(c->op, stream, ctas, a);
+        return a.K <= 64 ? lf_launch_nj<__nv_bfloat16, 1, REV>(c->op, stream, ctas, a)
+                         : lf_launch_nj<__nv_bfloat16, 2, REV>(c->op, stream, ctas, a);
+    return a.K <= 64 ? lf_launch_nj<__half, 1, REV>(c->op, stream, ctas, a)
+                     : lf_launch_nj<__half, 2, REV>(c->op, stream, ctas, a);
 }
 
 la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb) {
