@@ -221,6 +221,45 @@ __device__ __forceinline__ void lf_acc_store(T *dst, int64_t stride, const la_tc
     }
 }
 
+/* The same for vec, staged through the warp's own rows 16 w .., columns
+ * 16 lf_jb .. of the free tile Wt (no other warp touches that region
+ * between the step's last barrier and the next one): 16-byte stores of
+ * whole row pieces instead of 4-byte column pairs; same bits. */
+template <typename T, int NJ>
+__device__ __forceinline__ void lf_acc_store_st(T *dst, int64_t stride, const la_tc_acc (&acc)[NJ],
+                                                int rows, int cols, T *Wt, const T *m) {
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int r = 16 * w + g + 8 * rh, c0 = 16 * (jb + j) + 8 * hf + 2 * q;
+                *(uint32_t *)(Wt + r * LA_TC_LD + c0) =
+                    la_tc_pk(T(), acc[j].x[4 * hf + 2 * rh], acc[j].x[4 * hf + 2 * rh + 1]);
+            }
+    __syncwarp();
+#pragma unroll
+    for (int u = 0; u < NJ; u++) { /* 16 rows x 2 NJ pieces, NJ per lane */
+        const int pc = lane + 32 * u, r = 16 * w + pc / (2 * NJ), c = 16 * jb + 8 * (pc % (2 * NJ));
+        if (r >= rows || c >= cols) continue;
+        uint32_t x[4];
+        *(uint4 *)x = *(const uint4 *)(Wt + r * LA_TC_LD + c);
+        if (m) {
+            uint32_t y[4];
+            *(uint4 *)y = *(const uint4 *)(m + (int64_t)r * stride + c);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float2 f = la_tc_upk(T(), y[i]);
+                x[i] &= (f.x > 0.f ? 0xffffu : 0u) | (f.y > 0.f ? 0xffff0000u : 0u);
+            }
+        }
+        *(uint4 *)(dst + (int64_t)r * stride + c) = *(const uint4 *)x;
+    }
+    __syncwarp();
+}
+
 /* REV (cuda-fusedb10, the backward): the chunks in reverse order, with
  *   o_j  = sq e^{G_L - G_j} Qf_j S + sum_{i>=j} P_ji v_i,
  *   P_ji = sP e^{G_i - G_j} Qf_j . Kf_i,
@@ -287,7 +326,7 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
         __syncwarp(); /* the warp's reads of the previous chunk's G are done */
-        {
+        if (gated) { /* cuda-fused11: ungated walks read no G (every factor is exactly 1) */
             const float x0 =
                 2 * lane < L ? (p.g ? p.g[(ch.tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
             const float x1 =
@@ -328,8 +367,9 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = three ? W + 2 * LA_TC_TILE : NULL;
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
-        const double GL = L > 0 ? G[L - 1] : 0.0;
+        const double GL = gated && L > 0 ? G[L - 1] : 0.0;
         lf_acc_split<T, NJ>(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
+            if (!gated) return (REV ? r <= cc && cc < L : cc <= r && r < L) ? x * scale : 0.f;
             if (REV) return (r <= cc && cc < L) ? x * scale * la_cu_expd(G[cc] - G[r]) : 0.f;
             return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
         });
@@ -338,7 +378,8 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
             for (int u = 0; u < 512 / LF_NT(NJ); u++) {
                 const int e = t + LF_NT(NJ) * u, r = e >> 3, c0 = (e & 7) * 8;
                 const int off = r * LA_TC_LD + c0;
-                const float f = r < L ? sv * la_cu_expd(REV ? G[r] : GL - G[r]) : 0.f;
+                const float f =
+                    r < L ? (gated ? sv * la_cu_expd(REV ? G[r] : GL - G[r]) : sv) : 0.f;
                 uint32_t x[4], y[4], z[4];
                 *(uint4 *)x = *(const uint4 *)(Vs + off);
 #pragma unroll
@@ -355,7 +396,7 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
 #pragma unroll
         for (int rh = 0; rh < 2; rh++) {
             const int r = 16 * w + (lane >> 2) + 8 * rh;
-            rf[rh] = r < L ? sq * la_cu_expd(REV ? GL - G[r] : G[r]) : 0.f;
+            rf[rh] = r < L ? (gated ? sq * la_cu_expd(REV ? GL - G[r] : G[r]) : sq) : 0.f;
         }
         lf_each<NJ>(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
@@ -372,8 +413,14 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         }
         __syncthreads(); /* K, V, P, Vt read: K, V take chunk c+1, W chunk c+1's S parts */
         if (c + 1 < s.nch) fetch(c + 1, false);
-        lf_acc_store<T, NJ>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec,
-                            mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
+        /* o: staged through the warp's own region of W tile 0 (free until
+         * this warp's S split of chunk c+1) when vec */
+        if (vec)
+            lf_acc_store_st<T, NJ>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, W,
+                                   mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
+        else
+            lf_acc_store<T, NJ>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, false,
+                                mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
     }
     if (p.fin)
 #pragma unroll
