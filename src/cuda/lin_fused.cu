@@ -14,7 +14,11 @@
  * the speed): the next chunk's q tiles come by cp.async as soon as the
  * current chunk's q products are done, its k, v tiles after the state
  * update, both while the other CTA of the SM computes. No per-chunk
- * state leaves the chip. Sums run in a fixed order: run-to-run identical. */
+ * state leaves the chip. Sums run in a fixed order: run-to-run identical.
+ * cuda-fused11: 8 warps per CTA by default (each half the value columns of
+ * its 16 rows, 128 registers: 16 warps per SM), 4 barriers per chunk step,
+ * o stored from the accumulators through each warp's own smem region, no
+ * gate work in ungated walks; all with the same bits (bench/GPU.md). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -56,8 +60,7 @@ template <int NJ> __device__ __forceinline__ int lf_jb() { return (int)(threadId
  * order: k in steps of 16 ascending; AT: A stored [k][m]; BT: B stored [n][k]). */
 template <typename T, bool AT, bool BT, int NJ>
 __device__ __forceinline__ void lf_mma(la_tc_acc (&acc)[NJ], const T *A, const T *B) {
-    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, m8 = lane >> 3,
-              rr = lane & 7;
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
     const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
@@ -135,8 +138,8 @@ __device__ __forceinline__ void lf_acc_in(la_tc_acc (&acc)[NJ], const float *src
     });
 }
 template <int NJ>
-__device__ __forceinline__ void lf_acc_out(float *dst, la_tc_acc (&acc)[NJ], int64_t k0,
-                                           int64_t v0, int64_t K, int64_t V) {
+__device__ __forceinline__ void lf_acc_out(float *dst, la_tc_acc (&acc)[NJ], int64_t k0, int64_t v0,
+                                           int64_t K, int64_t V) {
     lf_each<NJ>(acc, [&](int, int r, int c, float &x) {
         if (k0 + r < K && v0 + c < V) dst[(k0 + r) * V + v0 + c] = x;
     });
@@ -293,21 +296,25 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
     auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
     T *const Vs = base + 2 * NK * LA_TC_TILE;
-    auto fetch = [&](int ci, bool qpart) { /* qpart: Q blocks, else K blocks and V */
-        const int c = REV ? s.nch - 1 - ci : ci;
-        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+    auto fetch = [&](int ci,
+                     bool qpart) { /* qpart: Q blocks, else K blocks and V */
+                                   const int c = REV ? s.nch - 1 - ci : ci;
+                                   const la_cu_chunk ch = p.chunks[s.chunk0 + c];
 #pragma unroll
-        for (int kb = 0; kb < NK; kb++) {
-            const int64_t k0 = 64 * kb;
-            const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
-            if (qpart)
-                lf_fetch<T, NJ>(Qt(kb), q + (ch.tok0 * H + h) * K + k0, H * K, ch.len, cols, vec);
-            else
-                lf_fetch<T, NJ>(Kt(kb), k + (ch.tok0 * H + h) * K + k0, H * K, ch.len, cols, vec);
-        }
-        if (!qpart)
-            lf_fetch<T, NJ>(Vs, v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
-        la_tc_cp_commit();
+                                   for (int kb = 0; kb < NK; kb++) {
+                                       const int64_t k0 = 64 * kb;
+                                       const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
+                                       if (qpart)
+                                           lf_fetch<T, NJ>(Qt(kb), q + (ch.tok0 * H + h) * K + k0,
+                                                           H * K, ch.len, cols, vec);
+                                       else
+                                           lf_fetch<T, NJ>(Kt(kb), k + (ch.tok0 * H + h) * K + k0,
+                                                           H * K, ch.len, cols, vec);
+                                   }
+                                   if (!qpart)
+                                       lf_fetch<T, NJ>(Vs, v + (ch.tok0 * H + h) * V + v0, H * V,
+                                                       ch.len, bcols, vec);
+                                   la_tc_cp_commit();
     };
     la_tc_acc S[NK][NJ];
     const size_t sbase = ((size_t)n * H + h) * K * V;
@@ -326,7 +333,7 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
         __syncwarp(); /* the warp's reads of the previous chunk's G are done */
-        if (gated) { /* cuda-fused11: ungated walks read no G (every factor is exactly 1) */
+        if (gated) {  /* cuda-fused11: ungated walks read no G (every factor is exactly 1) */
             const float x0 =
                 2 * lane < L ? (p.g ? p.g[(ch.tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
             const float x1 =
