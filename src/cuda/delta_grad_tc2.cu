@@ -21,11 +21,11 @@
  *   the work that only feeds dg is skipped), GM 1 gated; both: the gate
  *   factor Gamma once per element for T1 and T2, v by cp.async,
  *   evict-first loads of tiles read for the last time (A^T, G, S0) and
- *   streaming stores of dq, dk, dv, a head-major grid. GM 3 (=9, gated,
- *   opt-in): <G, S0> summed in the R G^T phase from the fetched tiles
- *   instead of a pass of its own (G, S0 read once; another double
- *   summation order). An L2 prefetch of each next phase's tiles was
- *   measured slower and removed (bench/GPU.md).
+ *   streaming stores of dq, dk, dv, a head-major grid. GM 3 (gated; the
+ *   default since cuda-dcg11, GM 1 opt-in =1): <G, S0> summed in the R G^T
+ *   phase from the fetched tiles instead of a pass of its own (G, S0 read
+ *   once; another double summation order). An L2 prefetch of each next
+ *   phase's tiles was measured slower and removed (bench/GPU.md).
  * - cuda-dcg11: the older variants removed (three parts, =3; three parts
  *   with a register prefetch, =2; direct stores, =4; cuda-dcg8's kernel
  *   without GM, =8: each measured slower at both standard shapes,
@@ -651,11 +651,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     if (t < LA_CU_C) S.dbt[t] += S.rp[1][0][t] + S.rp[1][1][t];
-    /* GM 3 (gated, LINATTN_CUDA_DCG_TC=9): dbL = <G, S0> summed in the R G^T phase from the fetched
-     * G tile and the S0 tile at the same positions (G and S0 read from DRAM once, not twice): per K
-     * block, each thread its pieces in (value block, piece) order, the warp's tree, added to the
-     * warp's slot red[w] in K-block order; the 8 slots summed at the end as before. Double, fixed
-     * order. */
+    /* GM 3 (gated, the default; GM 1 with LINATTN_CUDA_DCG_TC=1): dbL = <G, S0> summed in the R G^T
+     * phase from the fetched G tile and the S0 tile at the same positions (G and S0 read from DRAM
+     * once, not twice): per K block, each thread its pieces in (value block, piece) order, the
+     * warp's tree, added to the warp's slot red[w] in K-block order; the 8 slots summed at the end
+     * as before. Double, fixed order. */
     /* ---- dq, dk by 64-column blocks of K ---- */
     auto qn = [&](int m, int n) -> float { return S.rq[m] * la_tc_f(X[m * LA_TC_LD + n]); };
     auto kn = [&](int m, int n) -> float { return S.rk[m] * la_tc_f(Y[m * LA_TC_LD + n]); };
@@ -865,8 +865,8 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     const int mode = la__cu_dcg_tc2_on();
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
               float *, float *, float *, float *, dg2_flags) = !p.g        ? la_cu_dcg_tc2<2>
-                                                               : mode == 9 ? la_cu_dcg_tc2<3>
-                                                                           : la_cu_dcg_tc2<1>;
+                                                               : mode == 1 ? la_cu_dcg_tc2<1>
+                                                                           : la_cu_dcg_tc2<3>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
@@ -884,10 +884,12 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
 
 /* Whether bf16 backwards take this kernel, and which variant (read once):
  * LINATTN_CUDA_DCG_TC=0 or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA);
- * =9: GM 3 for gated inputs (9); else (default, 1) GM 1 gated, GM 2 without
- * gates. The older variants (=2, =3, =4, =8) were removed by cuda-dcg11 (an
- * old setting now selects the default). H200 (bench/GPU.md): cuda-dcg9
- * 3.66 / 1.52 ms (GDN / DeltaNet); cuda-dcg8 (=8) 3.64-3.68 / 1.88-1.89;
+ * =1: GM 1 for gated inputs (1: <G, S0> in a pass of its own, the default
+ * before cuda-dcg11); else (default, 9) GM 3 gated, GM 2 without gates. The
+ * older variants (=2, =3, =4, =8) were removed by cuda-dcg11 (an old
+ * setting now selects the default). H200 (bench/GPU.md): cuda-dcg11 GM 3
+ * 3.29 ms, GM 1 3.60 (GDN), GM 2 1.49-1.52 (DeltaNet); cuda-dcg8 (=8)
+ * 3.64-3.68 / 1.88-1.89;
  * =4 3.95 / 2.03; cuda-dcg7: three parts 4.55 / 2.33, three + prefetch
  * 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against float64 of two and
  * three parts are alike (worst bf16 dq 1.9e-4 both; bound 4e-3). */
@@ -895,7 +897,7 @@ int la__cu_dcg_tc2_on(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DCG_TC");
-        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0 : (o && o[0] == '9') ? 9 : 1;
+        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0 : (o && o[0] == '1') ? 1 : 9;
     }
     return mode;
 }
