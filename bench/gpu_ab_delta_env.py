@@ -3,7 +3,7 @@
 (AB_ENV="path=value,..."; the library reads it once, at its first backward,
 so two copies of one .so in two folders run two variants in one process):
 
-    AB_ENV="old/liblinattn.so=4" python3 bench/gpu_ab_delta_env.py --libs old/liblinattn.so,new/liblinattn.so --profile
+    AB_ENV="old/liblinattn.so=1" python3 bench/gpu_ab_delta_env.py --libs old/liblinattn.so,new/liblinattn.so --profile
 """
 import os
 import sys

@@ -3,34 +3,33 @@
  * FFMA kernel). Same math as la_cu_dcg (delta_chunk_grad.cu's header gives
  * the formulas) and the same products as cuda-delta5's la_cu_dcg_tc
  * (delta_grad_tc.cu, removed once this kernel replaced it): q, k, dO exact in one bf16 part; the
- * fp32 quantities S0, G, R, dR, Yu, A^T, T1, T2 as NP bf16 parts: by default two (hi + lo, about 16
- * significant bits; a product of two fp32 operands is three m16n8k16 products hi*hi + lo*hi +
- * hi*lo, one with an input two), or three (hi + lo + lo2, five and three products;
- * LINATTN_CUDA_DCG_TC=3). What differs from la_cu_dcg_tc is how the operands reach shared memory
- * (the staging made it slow, bench/GPU.md cuda-delta5):
+ * fp32 quantities S0, G, R, dR, Yu, A^T, T1, T2 as two bf16 parts (hi + lo, about 16 significant
+ * bits; a product of two fp32 operands is three m16n8k16 products hi*hi + lo*hi + hi*lo, one with
+ * an input two). What differs from la_cu_dcg_tc is how the operands reach shared memory (the
+ * staging made it slow, bench/GPU.md cuda-delta5):
  * - 8 warps per CTA (2 CTAs per SM: 16 warps), warp w owns rows
  *   16 (w % 4) .. +15 and columns 32 (w / 4) .. +31 of every 64x64 result;
  * - fp32 tiles read as float4 (4 per thread per tile, every load of a step
  *   issued before any use), split into parts in registers and stored as
- *   8-byte words; bf16 tiles (q, k, dO) by 16-byte cp.async;
- * - PF (LINATTN_CUDA_DCG_TC=2): the next step's B tile loaded into
- *   registers before the current step's products (dg2_phase; spills, slower);
+ *   8-byte words; bf16 tiles (q, k, dO, v) by 16-byte cp.async;
  * - A^T staged once for every value block; the q.k / k.k blocks at once;
  *   the prologue's loads (q, k norms, <G, S0>) issued together.
- * - ST (cuda-dcg8, two parts, the default; LINATTN_CUDA_DCG_TC=4: off):
- *   Yu, dv, dq and dk written through an fp32 tile in the two free part
- *   tiles as coalesced rows, and diag(e) R G^T parked there instead of in
- *   dk (no global read-back).
- * - GM (cuda-dcg9, the default; LINATTN_CUDA_DCG_TC=8: cuda-dcg8's kernel,
- *   GM 0): GM 2 without gates (DeltaNet: every gate factor is 1, the work
- *   that only feeds dg is skipped; bitwise the same dq, dk, dv, dbeta),
- *   GM 1 gated (bitwise GM 0's results); both: the gate factor Gamma once
- *   per element for T1 and T2, v by cp.async, evict-first loads of tiles
- *   read for the last time (A^T, G, S0) and streaming stores of dq, dk, dv,
- *   a head-major grid. GM 3 (=9, gated, opt-in): <G, S0> summed in the
- *   R G^T phase from the fetched tiles instead of a pass of its own (G, S0
- *   read once; another double summation order). An L2 prefetch of each
- *   next phase's tiles was measured slower and removed (bench/GPU.md).
+ * - cuda-dcg8: Yu, dv, dq and dk written through an fp32 tile W in the two
+ *   free part tiles as coalesced rows, and diag(e) R G^T parked there
+ *   instead of in dk (no global read-back).
+ * - GM (cuda-dcg9): GM 2 without gates (DeltaNet: every gate factor is 1,
+ *   the work that only feeds dg is skipped), GM 1 gated; both: the gate
+ *   factor Gamma once per element for T1 and T2, v by cp.async,
+ *   evict-first loads of tiles read for the last time (A^T, G, S0) and
+ *   streaming stores of dq, dk, dv, a head-major grid. GM 3 (gated; the
+ *   default since cuda-dcg11, GM 1 opt-in =1): <G, S0> summed in the R G^T
+ *   phase from the fetched tiles instead of a pass of its own (G, S0 read
+ *   once; another double summation order). An L2 prefetch of each next
+ *   phase's tiles was measured slower and removed (bench/GPU.md).
+ * - cuda-dcg11: the older variants removed (three parts, =3; three parts
+ *   with a register prefetch, =2; direct stores, =4; cuda-dcg8's kernel
+ *   without GM, =8: each measured slower at both standard shapes,
+ *   bench/GPU.md cuda-dcg7 .. cuda-dcg9; kept in the git history).
  * Row sums over the two column halves go through per-half partials summed
  * in a fixed order; the gate gradient's sums over Z in double as in
  * la_cu_dcg_tc. Fixed orders, no atomics (bitwise identical run to run). */
@@ -46,8 +45,8 @@ typedef __nv_bfloat16 dg2_bf;
 struct dg2_smem {
     float T1[64 * LA_TC_LDF]; /* q.k (masked) until dP's epilogue, then T1 */
     float T2[64 * LA_TC_LDF]; /* k.k (masked) until dM's epilogue, then T2 */
-    /* part tiles: A-operand parts P[0 .. NP-1], B-operand parts P[NP ..
-     * 2 NP-1]; with two parts P[4 .. 5] is the fp32 tile W (cuda-dcg8) */
+    /* part tiles: A-operand parts P[0 .. 1], B-operand parts P[2 .. 3];
+     * P[4 .. 5] is the fp32 tile W (cuda-dcg8) */
     dg2_bf P[6][LA_TC_TILE];
     dg2_bf X[LA_TC_TILE]; /* q block, or dO block */
     dg2_bf Y[LA_TC_TILE]; /* k block */
@@ -132,17 +131,14 @@ __device__ __forceinline__ void dg2_mma(dg2_acc &acc, const dg2_bf *A, const dg2
         }
     }
 }
-/* A = Ah + Al + Al2, B = Bh + Bl + Bl2 (lo parts may be NULL): hi*hi, lo*hi,
- * hi*lo, lo2*hi, hi*lo2 (la_tc_mma64x's order) */
+/* A = Ah + Al, B = Bh + Bl (lo parts may be NULL): hi*hi, lo*hi, hi*lo
+ * (la_tc_mma64x's order) */
 template <bool AT, bool BT>
 __device__ __forceinline__ void dg2_mmax(dg2_acc &acc, const dg2_bf *Ah, const dg2_bf *Al,
-                                         const dg2_bf *Al2, const dg2_bf *Bh, const dg2_bf *Bl,
-                                         const dg2_bf *Bl2) {
+                                         const dg2_bf *Bh, const dg2_bf *Bl) {
     dg2_mma<AT, BT>(acc, Ah, Bh);
     if (Al) dg2_mma<AT, BT>(acc, Al, Bh);
     if (Bl) dg2_mma<AT, BT>(acc, Ah, Bl);
-    if (Al2) dg2_mma<AT, BT>(acc, Al2, Bh);
-    if (Bl2) dg2_mma<AT, BT>(acc, Ah, Bl2);
 }
 
 /* An fp32 64x64 tile in registers: piece e = threadIdx.x + 256 u (u < 4) is
@@ -187,32 +183,28 @@ __device__ __forceinline__ void dg2_fetch(dg2_ft &x, const float *src, int strid
         }
     }
 }
-/* four values as NP (3: hi, lo, lo2; 2: hi, lo) bf16 parts at element i of
- * the part tiles P (8-byte stores) */
-template <int NP>
+/* four values as two bf16 parts (hi, lo) at element i of the part tiles P
+ * (8-byte stores) */
 __device__ __forceinline__ void dg2_put4(dg2_bf (*P)[LA_TC_TILE], int i, float4 v) {
     uint32_t h0, l0, m0, h1, l1, m1;
     la_tc_split2<dg2_bf>(v.x, v.y, h0, l0, m0);
     la_tc_split2<dg2_bf>(v.z, v.w, h1, l1, m1);
     *(uint2 *)(P[0] + i) = make_uint2(h0, h1);
     *(uint2 *)(P[1] + i) = make_uint2(l0, l1);
-    if (NP == 3) *(uint2 *)(P[2] + i) = make_uint2(m0, m1);
 }
-template <int NP>
 __device__ __forceinline__ void dg2_put(dg2_bf (*P)[LA_TC_TILE], const dg2_ft &x) {
 #pragma unroll
     for (int u = 0; u < 4; u++) {
         const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
-        dg2_put4<NP>(P, r * LA_TC_LD + c, x.v[u]);
+        dg2_put4(P, r * LA_TC_LD + c, x.v[u]);
     }
 }
 /* parts of f(r, c) (a float4: columns c .. c + 3) for the whole tile */
-template <int NP, class F>
-__device__ __forceinline__ void dg2_put_fn(dg2_bf (*P)[LA_TC_TILE], F f) {
+template <class F> __device__ __forceinline__ void dg2_put_fn(dg2_bf (*P)[LA_TC_TILE], F f) {
 #pragma unroll
     for (int u = 0; u < 4; u++) {
         const int e = threadIdx.x + DG2_THREADS * u, r = e >> 4, c = 4 * (e & 15);
-        dg2_put4<NP>(P, r * LA_TC_LD + c, f(r, c));
+        dg2_put4(P, r * LA_TC_LD + c, f(r, c));
     }
 }
 /* A bf16 tile (rows < rows, columns < cols, 0 elsewhere): piece e =
@@ -322,11 +314,9 @@ __device__ __forceinline__ void dg2_out(T *dst, int stride, const float *W, int 
 /* One phase of steps j < n: fetch(j, wh, xa, xb) loads step j's fp32 tiles
  * into registers (wh & 1: xa, wh & 2: xb), put(j, xa, xb) stores them as
  * parts (and issues the cp.async of its bf16 tiles), comp(j) multiplies from
- * shared memory. PF: step j + 1's xb is loaded before comp(j) (its latency
- * hidden by the products; xa too would spill at 128 registers). Starts with
- * a barrier (the previous phase's shared tiles and global writes are done);
- * the caller syncs after. */
-template <bool PF, class Fe, class Pu, class Co>
+ * shared memory. Starts with a barrier (the previous phase's shared tiles and global writes are
+ * done); the caller syncs after. */
+template <class Fe, class Pu, class Co>
 __device__ __forceinline__ void dg2_phase(int n, Fe fetch, Pu put, Co comp) {
     dg2_ft xa, xb;
     __syncthreads();
@@ -335,12 +325,10 @@ __device__ __forceinline__ void dg2_phase(int n, Fe fetch, Pu put, Co comp) {
     la_tc_cp_wait_all();
     __syncthreads();
     for (int j = 0; j < n; j++) {
-        const bool nx = j + 1 < n;
-        if (PF && nx) fetch(j + 1, 2, xa, xb);
         comp(j);
-        if (nx) {
+        if (j + 1 < n) {
             __syncthreads();
-            fetch(j + 1, PF ? 1 : 3, xa, xb);
+            fetch(j + 1, 3, xa, xb);
             put(j + 1, xa, xb);
             la_tc_cp_wait_all();
             __syncthreads();
@@ -399,29 +387,26 @@ struct dg2_flags {
     int vdo;  /* dO tiles by cp.async (V % 8 == 0, aligned) */
     int vat;  /* A^T by float4 (aligned) */
     int vkv;  /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
-    int vdv;  /* dv by 8-byte stores (V % 4 == 0, aligned; ST) */
-    int vqo;  /* dq, dk by float4 stores (K % 4 == 0, aligned; ST) */
-    int vv;   /* v tiles by cp.async (V % 8 == 0, aligned; GM) */
-    int hmaj; /* grid (HS, chunks) instead of (chunks, HS) (GM) */
+    int vdv;  /* dv by 8-byte stores (V % 4 == 0, aligned) */
+    int vqo;  /* dq, dk by float4 stores (K % 4 == 0, aligned) */
+    int vv;   /* v tiles by cp.async (V % 8 == 0, aligned) */
+    int hmaj; /* grid (HS, chunks) instead of (chunks, HS) */
 };
 
-/* PF: the next step's B tile loaded into registers during the current
- * step's products (spills at 128 registers; slower as measured); NP: parts
- * of the fp32 operands (2, the default, or 3); ST: outputs through shared
- * memory (cuda-dcg8); GM: cuda-dcg9's variants (0: off, 1: gated, 2: no
- * gates, 3: gated, <G, S0> in the R G^T phase; file header) */
-template <bool PF, int NP, bool ST, int GM>
+/* GM: cuda-dcg9's variants (1: gated, 2: no gates, 3: gated, <G, S0> in
+ * the R G^T phase; file header) */
+template <int GM>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
                   float *dR, dg2_bf *dv_out, float *dqp, float *dkp, float *dbp, float *dgp,
                   dg2_flags fl) {
     extern __shared__ __align__(128) unsigned char dg2_raw[];
     dg2_smem &S = *(dg2_smem *)dg2_raw;
-    /* GM (cuda-dcg9): head-major grid (blockIdx.x = value head) when the
+    /* cuda-dcg9: head-major grid (blockIdx.x = value head) when the
      * chunks fit gridDim.y, so a chunk's value heads run together (GDN's
      * shared q, k from L2) */
-    const int cb = (GM && fl.hmaj) ? (int)blockIdx.y : (int)blockIdx.x;
-    const int hs = (GM && fl.hmaj) ? (int)blockIdx.x : (int)blockIdx.y;
+    const int cb = fl.hmaj ? (int)blockIdx.y : (int)blockIdx.x;
+    const int hs = fl.hmaj ? (int)blockIdx.x : (int)blockIdx.y;
     const la_cu_chunk ch = p.chunks[cb];
     /* dims as int (small), token offsets int64; operand pointers are formed
      * at their use from the kernel parameters (fewer long-lived registers) */
@@ -444,10 +429,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
 #define G (dhst + CS)
 #define ATc (p.AT + ((size_t)cb * HS + hs) * LA_CU_C * LA_CU_C)
     dg2_bf *const X = S.X, *const Y = S.Y;
-    dg2_bf(*const SA)[LA_TC_TILE] = S.P, (*const SB)[LA_TC_TILE] = S.P + NP;
-    float *const W = (float *)S.P[4]; /* ST (two parts) only */
-    static_assert(!ST || NP == 2, "staged outputs need the free tiles of two parts");
-    const dg2_bf *const A2 = NP == 3 ? SA[2] : NULL, *const B2 = NP == 3 ? SB[2] : NULL;
+    dg2_bf(*const SA)[LA_TC_TILE] = S.P, (*const SB)[LA_TC_TILE] = S.P + 2;
+    float *const W = (float *)S.P[4];
     const int nk = (K + 63) / 64, nv = (V + 63) / 64;
     /* the chunk's gate prefix sums by a two-warp scan (tc.cuh; dgam as its
      * scratch, written only at the end) */
@@ -455,10 +438,10 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
      * every gate factor below is the constant 1 (expf(0) = 1: the same bits),
      * and dg (not asked for) with its sums is skipped; dgp gets zeros */
     constexpr bool NG = GM == 2;
-    /* GM: evict-first loads of the tiles read for the last time (A^T, G,
-     * S0; not dR, whose lines Yu overwrites and is read again) and stores of
-     * dq, dk, dv (cuda-dcg9) */
-    constexpr bool CSL = GM != 0;
+    /* evict-first loads of the tiles read for the last time (A^T, G, S0;
+     * not dR, whose lines Yu overwrites and is read again) and stores of dq,
+     * dk, dv (cuda-dcg9) */
+    constexpr bool CSL = true;
     if (!NG)
         la_tc_gate_scan(S.gam, S.dgam, (t < L && p.g) ? (double)p.g[(tok0 + t) * HS + hs] : 0.0);
     dg2_rnorm(S.rq, S.rk, (const dg2_bf *)p.q, (const dg2_bf *)p.k, tok0, L, H, hq, K, p.use_l2);
@@ -504,7 +487,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
         if (lane == 0) S.red[w] = a;
     };
-    if (GM <= 1) dbl();
+    if (GM == 1) dbl();
     __syncthreads();
     if (t < LA_CU_C) {
         S.bt[t] = t < L ? (NG ? 1.f : la_cu_expd(S.gam[t])) : 0.f;
@@ -529,7 +512,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             dg2_mma<false, true>(a1, S.P[3 + j], S.P[3 + j]);
         }
     } else {
-        dg2_phase<PF>(
+        dg2_phase(
             nk, [&](int, int, dg2_ft &, dg2_ft &) {},
             [&](int j, dg2_ft &, dg2_ft &) {
                 const int k0 = 64 * j;
@@ -549,7 +532,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     });
     /* ---- Yu = A^T dR (in place), dv = beta Yu, dbeta += Yu.v; A^T staged once ---- */
     xs[0] = xs[1] = 0.f;
-    dg2_phase<PF>(
+    dg2_phase(
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
@@ -557,9 +540,9 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             if (wh & 2) dg2_fetch(xb, Yc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vf);
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
-            if (j == 0) dg2_put<NP>(SA, xa);
-            dg2_put<NP>(SB, xb);
-            if (GM) { /* cuda-dcg9: the v block by cp.async into Y (free here) */
+            if (j == 0) dg2_put(SA, xa);
+            dg2_put(SB, xb);
+            { /* cuda-dcg9: the v block by cp.async into Y (free here) */
                 const int v0 = 64 * j;
                 dg2_tile(Y, vc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), fl.vv);
             }
@@ -567,19 +550,12 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         [&](int j) {
             const int v0 = 64 * j;
             dg2_zero(a0);
-            dg2_mmax<false, false>(a0, SA[0], SA[1], A2, SB[0], SB[1], B2);
+            dg2_mmax<false, false>(a0, SA[0], SA[1], SB[0], SB[1]);
             dg2_each(a0, [&](int rh, int m, int n, float &y) {
                 const int c = v0 + n;
-                if (m < L && c < V) {
-                    if (!ST) {
-                        Yc[m * vst + c] = y;
-                        stf(dvc + m * vst + c, S.be[m] * y);
-                    }
-                    xs[rh] =
-                        fmaf(y, GM ? la_tc_f(Y[m * LA_TC_LD + n]) : ldf(vc + m * vst + c), xs[rh]);
-                }
+                if (m < L && c < V) xs[rh] = fmaf(y, la_tc_f(Y[m * LA_TC_LD + n]), xs[rh]);
             });
-            if (ST) { /* Yu and dv as rows through W */
+            { /* Yu and dv as rows through W */
                 dg2_wput(W, a0, [](int, float x) { return x; });
                 __syncthreads();
                 const int cols = (V - v0 < 64 ? V - v0 : 64);
@@ -592,7 +568,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     /* ---- dP = dO R^T (a0), dM = -Yu R^T (a1), R's parts shared ---- */
     dg2_zero(a0);
     dg2_zero(a1);
-    dg2_phase<PF>(
+    dg2_phase(
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
@@ -602,21 +578,21 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
-            dg2_put<NP>(SA, xa);
-            dg2_put<NP>(SB, xb);
+            dg2_put(SA, xa);
+            dg2_put(SB, xb);
             dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
         },
         [&](int) {
-            dg2_mmax<false, true>(a0, X, NULL, NULL, SB[0], SB[1], B2);
-            dg2_mmax<false, true>(a1, SA[0], SA[1], A2, SB[0], SB[1], B2);
+            dg2_mmax<false, true>(a0, X, NULL, SB[0], SB[1]);
+            dg2_mmax<false, true>(a1, SA[0], SA[1], SB[0], SB[1]);
         });
     /* rp[0] was written before the phase's barriers */
     if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t];
     /* T1 = scale dP (.) Gamma (lower incl. diagonal); a0 <- Z's dP part;
      * T2 = beta dM (.) Gamma (strictly lower); a1 <- dM (.) kk (.) Gamma;
-     * dbeta += its rows. GM (cuda-dcg9): both in one pass, Gamma_mn
-     * computed once per element (the same value, the same bits); NG: no Z */
-    if (GM) {
+     * dbeta += its rows. cuda-dcg9: both in one pass, Gamma_mn computed
+     * once per element (the same value, the same bits); NG: no Z */
+    {
         dg2_each2(a0, a1, [&](int m, int n, float &x, float &x1) {
             const bool in = n <= m && m < L;
             const float gg = in ? gm(m, n) : 0.f;
@@ -632,24 +608,6 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             }
             S.T2[m * LA_TC_LDF + n] = t2;
             x1 = z;
-        });
-    } else {
-        dg2_each(a0, [&](int, int m, int n, float &x) {
-            const bool in = n <= m && m < L;
-            const float y = in ? sc * x * gm(m, n) : 0.f;
-            const float qk = S.T1[m * LA_TC_LDF + n];
-            S.T1[m * LA_TC_LDF + n] = y;
-            x = (in && n < m) ? y * qk : 0.f;
-        });
-        dg2_each(a1, [&](int, int m, int n, float &x) {
-            float t2 = 0.f, z = 0.f;
-            if (n < m && m < L) {
-                const float dm = -x, gg = gm(m, n);
-                z = dm * S.T2[m * LA_TC_LDF + n] * gg;
-                t2 = dm * S.be[m] * gg;
-            }
-            S.T2[m * LA_TC_LDF + n] = t2;
-            x = z;
         });
     }
     xs[0] = xs[1] = 0.f;
@@ -693,22 +651,22 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     if (t < LA_CU_C) S.dbt[t] += S.rp[1][0][t] + S.rp[1][1][t];
-    /* GM 3 (gated, LINATTN_CUDA_DCG_TC=9): dbL = <G, S0> summed in the R G^T phase from the fetched
-     * G tile and the S0 tile at the same positions (G and S0 read from DRAM once, not twice): per K
-     * block, each thread its pieces in (value block, piece) order, the warp's tree, added to the
-     * warp's slot red[w] in K-block order; the 8 slots summed at the end as before. Double, fixed
-     * order. */
+    /* GM 3 (gated, the default; GM 1 with LINATTN_CUDA_DCG_TC=1): dbL = <G, S0> summed in the R G^T
+     * phase from the fetched G tile and the S0 tile at the same positions (G and S0 read from DRAM
+     * once, not twice): per K block, each thread its pieces in (value block, piece) order, the
+     * warp's tree, added to the warp's slot red[w] in K-block order; the 8 slots summed at the end
+     * as before. Double, fixed order. */
     /* ---- dq, dk by 64-column blocks of K ---- */
     auto qn = [&](int m, int n) -> float { return S.rq[m] * la_tc_f(X[m * LA_TC_LD + n]); };
     auto kn = [&](int m, int n) -> float { return S.rk[m] * la_tc_f(Y[m * LA_TC_LD + n]); };
     for (int k0 = 0; k0 < K; k0 += 64) {
         const int kcols = (K - k0 < 64 ? K - k0 : 64);
         float *dkc = dkp + (tok0 * HS + hs) * K + k0;
-        /* diag(e) R G^T (value blocks in order), parked in dk by its owner
+        /* diag(e) R G^T (value blocks in order), parked in W by its owner
          * (read back below by the same thread: two accumulators live) */
         dg2_zero(a0);
         double dga = 0;
-        dg2_phase<PF>(
+        dg2_phase(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
@@ -717,7 +675,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 if (wh & 2) dg2_fetch<CSL>(xb, G + k0 * V + v0, V, kcols, cols, vf);
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
-                dg2_put<NP>(SA, xa);
+                dg2_put(SA, xa);
                 if (GM == 3) { /* S0 at G's positions (xa's registers free now) */
                     const int v0 = 64 * j;
                     dg2_fetch(xa, S0 + k0 * V + v0, V, kcols, (V - v0 < 64 ? V - v0 : 64), vf);
@@ -728,23 +686,19 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                                (double)gv.z * (double)sv.z + (double)gv.w * (double)sv.w;
                     }
                 }
-                dg2_put<NP>(SB, xb);
+                dg2_put(SB, xb);
             },
-            [&](int) { dg2_mmax<false, true>(a0, SA[0], SA[1], A2, SB[0], SB[1], B2); });
+            [&](int) { dg2_mmax<false, true>(a0, SA[0], SA[1], SB[0], SB[1]); });
         if (GM == 3) {
             for (int off = 16; off > 0; off >>= 1) dga += __shfl_xor_sync(0xffffffffu, dga, off);
             if (lane == 0) S.red[w] = (k0 == 0 ? 0.0 : S.red[w]) + dga;
         }
-        if (ST) /* parked in W (own positions) */
-            dg2_wput(W, a0, [&](int m, float x) { return x * S.et[m]; });
-        else
-            dg2_each(a0, [&](int, int m, int n, float &x) {
-                if (m < L && k0 + n < K) dkc[m * HS * K + n] = x * S.et[m];
-            });
+        /* parked in W (own positions) */
+        dg2_wput(W, a0, [&](int m, float x) { return x * S.et[m]; });
         /* a0 = dO S0^T, a1 = Yu S0^T (S0's parts shared) */
         dg2_zero(a0);
         dg2_zero(a1);
-        dg2_phase<PF>(
+        dg2_phase(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
@@ -754,32 +708,31 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
-                dg2_put<NP>(SA, xa);
-                dg2_put<NP>(SB, xb);
+                dg2_put(SA, xa);
+                dg2_put(SB, xb);
                 dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
             },
             [&](int) {
-                dg2_mmax<false, true>(a0, X, NULL, NULL, SB[0], SB[1], B2);
-                dg2_mmax<false, true>(a1, SA[0], SA[1], A2, SB[0], SB[1], B2);
+                dg2_mmax<false, true>(a0, X, NULL, SB[0], SB[1]);
+                dg2_mmax<false, true>(a1, SA[0], SA[1], SB[0], SB[1]);
             });
         __syncthreads(); /* the products are done with A, B, X */
         /* the q block, the k block (exact) and T1 diag(rk) as parts */
         dg2_tile(X, qc + k0, kst, L, kcols, vqk);
         dg2_tile(Y, kc + k0, kst, L, kcols, vqk);
-        dg2_put_fn<NP>(SA, [&](int r, int c) -> float4 {
+        dg2_put_fn(SA, [&](int r, int c) -> float4 {
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             return make_float4(a.x * S.rk[c], a.y * S.rk[c + 1], a.z * S.rk[c + 2],
                                a.w * S.rk[c + 3]);
         });
         la_tc_cp_wait_all();
         __syncthreads();
-        /* (de e)_t += k_t . (diag(e) R G^T)_t (read back from dk, own elements);
+        /* (de e)_t += k_t . (diag(e) R G^T)_t (read back from W, own elements);
          * NG: de, db only feed dg (not asked for), skipped */
         if (!NG) {
             xs[0] = xs[1] = 0.f;
             dg2_each(a1, [&](int rh, int m, int n, float &) {
-                if (m < L && k0 + n < K)
-                    xs[rh] = fmaf(ST ? W[m * DG2_LDW + n] : dkc[m * HS * K + n], kn(m, n), xs[rh]);
+                if (m < L && k0 + n < K) xs[rh] = fmaf(W[m * DG2_LDW + n], kn(m, n), xs[rh]);
             });
             dg2_rowput(S.rp[0], xs);
         }
@@ -791,9 +744,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         });
         if (!NG) dg2_rowput(S.rp[1], xs);
         /* b Yw = -diag(b) Yu S0^T: dbeta += k.(b Yw), (db b) += beta k.(b Yw);
-         * ST: here, with dk's first two terms (below), so that W is free for
-         * dq (the same operations per element as below) */
-        if (ST) {
+         * here, with dk's first two terms, so that W is free for dq */
+        {
             xs[0] = xs[1] = 0.f;
             dg2_each(a1, [&](int rh, int m, int n, float &x) {
                 x *= -S.bt[m];
@@ -803,37 +755,19 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             });
         }
         /* dq = a0 + T1 K */
-        dg2_mmax<false, false>(a0, SA[0], SA[1], A2, Y, NULL, NULL);
-        if (ST)
-            dg2_wput(W, a0, [](int, float x) { return x; });
-        else
-            dg2_each(a0, [&](int, int m, int n, float &x) {
-                if (m < L && k0 + n < K) dqp[((tok0 + m) * HS + hs) * K + k0 + n] = x;
-            });
-        if (!ST) {
-            xs[0] = xs[1] = 0.f;
-            dg2_each(a1, [&](int rh, int m, int n, float &x) {
-                x *= -S.bt[m];
-                xs[rh] = fmaf(x, kn(m, n), xs[rh]);
-            });
-        }
+        dg2_mmax<false, false>(a0, SA[0], SA[1], Y, NULL);
+        dg2_wput(W, a0, [](int, float x) { return x; });
         __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
-        if (ST)          /* dq rows from W */
-            dg2_out<CSL>(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
-                         [](int, float x) { return x; });
+        /* dq rows from W */
+        dg2_out<CSL>(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
+                     [](int, float x) { return x; });
         if (!NG && t < LA_CU_C) {
             S.dee[t] += S.rp[0][0][t] + S.rp[0][1][t];
             S.dbb[t] += S.rp[1][0][t] + S.rp[1][1][t];
         }
         /* dk = diag(beta) b Yw + diag(e) R G^T + T1^T Q + (T2 + T2^T) K */
-        if (!ST) {
-            dg2_each(a1, [&](int, int m, int, float &x) { x *= S.be[m]; });
-            dg2_each(a1, [&](int, int m, int n, float &x) {
-                if (m < L && k0 + n < K) x += dkc[m * HS * K + n];
-            });
-        }
         /* stored [r][m]: diag(rq) T1 */
-        dg2_put_fn<NP>(SA, [&](int r, int c) -> float4 {
+        dg2_put_fn(SA, [&](int r, int c) -> float4 {
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             const float f = S.rq[r];
             return make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
@@ -842,14 +776,13 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_rowput(S.rp[0], xs);
         dg2_mma<true, false>(a1, SA[0], X);
         dg2_mma<true, false>(a1, SA[1], X);
-        if (NP == 3) dg2_mma<true, false>(a1, SA[2], X);
         __syncthreads();
         if (t < LA_CU_C) {
             const float s = S.rp[0][0][t] + S.rp[0][1][t];
             S.dbt[t] += s;
             if (!NG) S.dbb[t] += S.be[t] * s;
         }
-        dg2_put_fn<NP>(SA, [&](int r, int c) -> float4 {
+        dg2_put_fn(SA, [&](int r, int c) -> float4 {
             const float *a = &S.T2[r * LA_TC_LDF + c];
             float y[4];
 #pragma unroll
@@ -857,16 +790,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             return make_float4(y[0], y[1], y[2], y[3]);
         });
         __syncthreads();
-        dg2_mmax<false, false>(a1, SA[0], SA[1], A2, Y, NULL, NULL);
-        if (ST) { /* dk rows from W (dq's rows were read before two barriers) */
-            dg2_wput(W, a1, [](int, float x) { return x; });
-            __syncthreads();
-            dg2_out<CSL>(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
-        } else {
-            dg2_each(a1, [&](int, int m, int n, float &x) {
-                if (m < L && k0 + n < K) dkc[m * HS * K + n] = x;
-            });
-        }
+        dg2_mmax<false, false>(a1, SA[0], SA[1], Y, NULL);
+        /* dk rows from W (dq's rows were read before two barriers) */
+        dg2_wput(W, a1, [](int, float x) { return x; });
+        __syncthreads();
+        dg2_out<CSL>(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
     }
     __syncthreads();
     /* ---- gates: dgam (double, fixed order), dg = reverse cumsum ---- */
@@ -936,21 +864,16 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     fl.vv = p.V % 8 == 0 && dg2_al(p.v, 16);
     const int mode = la__cu_dcg_tc2_on();
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
-              float *, float *, float *, float *, dg2_flags) =
-        mode == 2   ? la_cu_dcg_tc2<true, 3, false, 0>
-        : mode == 3 ? la_cu_dcg_tc2<false, 3, false, 0>
-        : mode == 4 ? la_cu_dcg_tc2<false, 2, false, 0>
-        : mode == 8 ? la_cu_dcg_tc2<false, 2, true, 0>
-        : !p.g      ? la_cu_dcg_tc2<false, 2, true, 2>
-        : mode == 9 ? la_cu_dcg_tc2<false, 2, true, 3>
-                    : la_cu_dcg_tc2<false, 2, true, 1>;
+              float *, float *, float *, float *, dg2_flags) = !p.g        ? la_cu_dcg_tc2<2>
+                                                               : mode == 1 ? la_cu_dcg_tc2<1>
+                                                                           : la_cu_dcg_tc2<3>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
     LA_CU_TRY(c->op, cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
                                           (int)cudaSharedmemCarveoutMaxShared));
-    /* cuda-dcg9 (mode 1): head-major grid where the chunks fit gridDim.y */
-    fl.hmaj = (mode == 1 || mode == 9) && tb.nchunks <= 65535;
+    /* cuda-dcg9: head-major grid where the chunks fit gridDim.y */
+    fl.hmaj = tb.nchunks <= 65535;
     const dim3 grid = fl.hmaj ? dim3((unsigned)c->HS, (unsigned)tb.nchunks)
                               : dim3((unsigned)tb.nchunks, (unsigned)c->HS);
     f<<<grid, DG2_THREADS, smem, stream>>>(p, (const dg2_bf *)c->d_o, hst, dhst, dR,
@@ -961,24 +884,20 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
 
 /* Whether bf16 backwards take this kernel, and which variant (read once):
  * LINATTN_CUDA_DCG_TC=0 or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA);
- * =2: three parts and the register prefetch of one tile (2); =3: three parts
- * (3); =4: two parts, outputs stored from the accumulators and dk's first
- * terms parked in dk (cuda-dcg7's default; 4); else (default, 1) two parts
- * with the outputs through shared memory and cuda-dcg9's changes (GM; =8:
- * cuda-dcg8's kernel, bitwise the same results as =4; =9: GM 3 for gated
- * inputs). H200, bench/GPU.md cuda-dcg9 has its numbers; cuda-dcg8: 3.64 / 1.88 ms
- * (GDN / DeltaNet), =4 3.95 / 2.03; cuda-dcg7: three parts 4.55 / 2.33,
- * three + prefetch 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against
- * float64 of two and three parts are alike (worst bf16 dq 1.9e-4 both;
- * bound 4e-3). */
+ * =1: GM 1 for gated inputs (1: <G, S0> in a pass of its own, the default
+ * before cuda-dcg11); else (default, 9) GM 3 gated, GM 2 without gates. The
+ * older variants (=2, =3, =4, =8) were removed by cuda-dcg11 (an old
+ * setting now selects the default). H200 (bench/GPU.md): cuda-dcg11 GM 3
+ * 3.29 ms, GM 1 3.60 (GDN), GM 2 1.49-1.52 (DeltaNet); cuda-dcg8 (=8)
+ * 3.64-3.68 / 1.88-1.89;
+ * =4 3.95 / 2.03; cuda-dcg7: three parts 4.55 / 2.33, three + prefetch
+ * 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against float64 of two and
+ * three parts are alike (worst bf16 dq 1.9e-4 both; bound 4e-3). */
 int la__cu_dcg_tc2_on(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DCG_TC");
-        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0
-               : (o && (o[0] == '2' || o[0] == '3' || o[0] == '4' || o[0] == '8' || o[0] == '9'))
-                   ? o[0] - '0'
-                   : 1;
+        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0 : (o && o[0] == '1') ? 1 : 9;
     }
     return mode;
 }
