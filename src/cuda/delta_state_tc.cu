@@ -72,7 +72,8 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
     constexpr bool UR = MT > 1;             /* U through registers */
     dst_bf *const tiles = (dst_bf *)dst_sm; /* [NB][W, Kd parts][64][LD] */
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] (MT = 1) */
-    const int t = threadIdx.x, w = (t >> 5) % NW, mt = (t >> 5) / NW, lane = t & 31;
+    const int t = threadIdx.x, w = MT == 1 ? t >> 5 : (t >> 5) % NW, lane = t & 31;
+    const int mt = MT == 1 ? 0 : (t >> 5) / NW; /* constant 0 for MT = 1 (same code as before) */
     const int g = lane >> 2, q = lane & 3;
     /* group mt's partials [NW][16][PLD] and R^T parts */
     float *const Ps = Us + (UR ? 0 : NB * 64 * DST_SU) + mt * NW * 16 * PLD;
