@@ -68,9 +68,9 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
     extern __shared__ __align__(128) unsigned char dst_sm[];
     constexpr int NTH = NW * 32 * MT, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
     constexpr int PLD = MINB == 2 ? 68 : DST_PLD; /* partial row stride */
-    constexpr int KQ = KP / 8, JW = 8 / NW; /* R^T column tiles (8 tokens) reduced per warp */
-    constexpr bool UR = MT > 1;             /* U through registers */
-    dst_bf *const tiles = (dst_bf *)dst_sm; /* [NB][W, Kd parts][64][LD] */
+    constexpr int KQ = KP / 8, JW = 8 / NW;       /* R^T column tiles (8 tokens) reduced per warp */
+    constexpr bool UR = MT > 1;                   /* U through registers */
+    dst_bf *const tiles = (dst_bf *)dst_sm;       /* [NB][W, Kd parts][64][LD] */
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] (MT = 1) */
     const int t = threadIdx.x, w = MT == 1 ? t >> 5 : (t >> 5) % NW, lane = t & 31;
     const int mt = MT == 1 ? 0 : (t >> 5) / NW; /* constant 0 for MT = 1 (same code as before) */
@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
     float *const Ps = Us + (UR ? 0 : NB * 64 * DST_SU) + mt * NW * 16 * PLD;
     dst_bf *const Rh = (dst_bf *)(Us + (UR ? 0 : NB * 64 * DST_SU) + MT * NW * 16 * PLD) +
                        mt * 2 * 16 * DST_RLD,
-                 *const Rl = Rh + 16 * DST_RLD;
+                  *const Rl = Rh + 16 * DST_RLD;
     const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
     const int64_t K = p.K, V = p.V, HS = p.HS, K8 = (K + 7) & ~(int64_t)7;
     /* value blocks of one head are neighbours in the launch order (they
