@@ -39,10 +39,10 @@ typedef __nv_bfloat16 dst_bf;
 /* Shared memory: NB buffers of the W and Kd part tiles ([64][KP + 8] bf16
  * each) and the U tile ([64][DST_SU] fp32); the warps' partial R^T
  * ([NW][16][DST_PLD] fp32); R^T as bf16 hi, lo ([16][DST_RLD] each). */
-template <int NW, int KW, int NP, int NB, int PLD = DST_PLD> static size_t dst_smem() {
+template <int NW, int KW, int NP, int NB, int PLD = DST_PLD, int MT = 1> static size_t dst_smem() {
     constexpr int LD = NW * KW + 8;
-    return (size_t)NB * 2 * NP * 64 * LD * 2 + (size_t)NB * 64 * DST_SU * 4 +
-           (size_t)NW * 16 * PLD * 4 + (size_t)2 * 16 * DST_RLD * 2;
+    return (size_t)NB * 2 * NP * 64 * LD * 2 + (MT == 1 ? (size_t)NB * 64 * DST_SU * 4 : 0) +
+           (size_t)MT * NW * 16 * PLD * 4 + (size_t)MT * 2 * 16 * DST_RLD * 2;
 }
 
 /* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16).
@@ -54,27 +54,41 @@ template <int NW, int KW, int NP, int NB, int PLD = DST_PLD> static size_t dst_s
  * so the same step computes A_c M with A_c = b_L I - Kd^T W; the end state
  * of value blocks goes to p.sT ([segments][HS][K][V]), of transition blocks
  * to the transition M ([segments][HS][K][K], right after). MINB = 2: two
- * CTAs per SM (one buffer, partial rows of 68 floats). */
-template <int NW, int KW, int NP, int NB, int MODE = 0, int MINB = 1>
-__global__ void __launch_bounds__(NW * 32, MINB) la_cu_dc_state_tc(la_cu_dc_args p) {
+ * CTAs per SM (one buffer, partial rows of 68 floats).
+ * cuda-state11: MT = 2 (MODE 0 only) gives a CTA 32 value columns: two
+ * groups of NW warps, group m owning columns 16 m .. 16 m + 15 of the block
+ * with the one-CTA kernel's steps and summation order unchanged (the same
+ * bits), sharing one copy of the W, Kd tiles per chunk (half the copies per
+ * head); U is read from global memory into registers at the top of each
+ * chunk instead of through shared memory (the tiles, partials and R parts
+ * of two groups fill the rest). */
+template <int NW, int KW, int NP, int NB, int MODE = 0, int MINB = 1, int MT = 1>
+__global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc_args p) {
+    static_assert(MT == 1 || (MT == 2 && MODE == 0 && MINB == 1 && NW <= 8), "MT");
     extern __shared__ __align__(128) unsigned char dst_sm[];
-    constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
+    constexpr int NTH = NW * 32 * MT, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
     constexpr int PLD = MINB == 2 ? 68 : DST_PLD; /* partial row stride */
-    constexpr int KQ = KP / 8, JW = 8 / NW; /* R^T column tiles (8 tokens) reduced per warp */
-    dst_bf *const tiles = (dst_bf *)dst_sm; /* [NB][W, Kd parts][64][LD] */
-    float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] */
-    float *const Ps = Us + NB * 64 * DST_SU;                 /* [NW][16][PLD] */
-    dst_bf *const Rh = (dst_bf *)(Ps + NW * 16 * PLD), *const Rl = Rh + 16 * DST_RLD;
-    const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
+    constexpr int KQ = KP / 8, JW = 8 / NW;       /* R^T column tiles (8 tokens) reduced per warp */
+    constexpr bool UR = MT > 1;                   /* U through registers */
+    dst_bf *const tiles = (dst_bf *)dst_sm;       /* [NB][W, Kd parts][64][LD] */
+    float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] (MT = 1) */
+    const int t = threadIdx.x, w = MT == 1 ? t >> 5 : (t >> 5) % NW, lane = t & 31;
+    const int mt = MT == 1 ? 0 : (t >> 5) / NW; /* constant 0 for MT = 1 (same code as before) */
+    const int g = lane >> 2, q = lane & 3;
+    /* group mt's partials [NW][16][PLD] and R^T parts */
+    float *const Ps = Us + (UR ? 0 : NB * 64 * DST_SU) + mt * NW * 16 * PLD;
+    dst_bf *const Rh = (dst_bf *)(Us + (UR ? 0 : NB * 64 * DST_SU) + MT * NW * 16 * PLD) +
+                       mt * 2 * 16 * DST_RLD,
+                  *const Rl = Rh + 16 * DST_RLD;
     const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
     const int64_t K = p.K, V = p.V, HS = p.HS, K8 = (K + 7) & ~(int64_t)7;
     /* value blocks of one head are neighbours in the launch order (they
      * share the W, Kd tiles in L2) */
-    const int64_t nvb = (V + 15) / 16, nvt = nvb + (MODE ? (K + 15) / 16 : 0);
+    const int64_t nvb = (V + 16 * MT - 1) / (16 * MT), nvt = nvb + (MODE ? (K + 15) / 16 : 0);
     const int64_t nh = blockIdx.x / nvt, jb = blockIdx.x % nvt;
     const bool tr = MODE && jb >= nvb; /* a transition block (MODE 1) */
     const int64_t VW = tr ? K : V;     /* columns of the block's matrix */
-    const int64_t n = nh / HS, hs = nh % HS, v0 = (tr ? jb - nvb : jb) * 16;
+    const int64_t n = nh / HS, hs = nh % HS, v0 = (tr ? jb - nvb : jb) * 16 * MT + 16 * mt;
     const int vc = (int)(VW - v0 < 16 ? VW - v0 : 16);
     const bool uvec = (V & 3) == 0;
     const la_cu_seq s = p.seqs[n];
@@ -112,7 +126,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) la_cu_dc_state_tc(la_cu_dc_args
         }
         float *ub = Us + b * 64 * DST_SU;
         const float *us = p.U + (tok0 * HS + hs) * V + (tr ? 0 : v0);
-        if (uvec) {
+        if (UR) {
+        } else if (uvec) {
             for (int e = t; e < 64 * 4; e += NTH) {
                 const int r = e >> 2, c4 = (e & 3) * 4;
                 const bool in = !tr && r < L && c4 < vc;
@@ -135,6 +150,17 @@ __global__ void __launch_bounds__(NW * 32, MINB) la_cu_dc_state_tc(la_cu_dc_args
         const size_t chk = (size_t)s.chunk0 + c;
         const int b = NB == 2 ? (c & 1) : 0;
         const float bl = p.bL[chk * HS + hs];
+        float ur[JW][2][2]; /* MT = 2: U^T of this thread's R slots (0 outside) */
+        if (UR)
+#pragma unroll
+            for (int jw = 0; jw < JW; jw++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    const int v = g + 8 * hf, tt = 8 * (JW * w + jw) + 2 * q;
+                    const float *u = p.U + ((tok0 + tt) * HS + hs) * V + v0 + v;
+                    ur[jw][hf][0] = v < vc && tt < L ? u[0] : 0.f;
+                    ur[jw][hf][1] = v < vc && tt + 1 < L ? u[HS * V] : 0.f;
+                }
         asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
         if (NB == 2 && c + 1 < s.nch) issue(c + 1, b ^ 1);
@@ -208,8 +234,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) la_cu_dc_state_tc(la_cu_dc_args
                         const float2 y = *(const float2 *)&Ps[ww * 16 * PLD + o];
                         a.x += y.x, a.y += y.y;
                     }
-                    const float r0 = Ub[tt * DST_SU + v] - a.x,
-                                r1 = Ub[(tt + 1) * DST_SU + v] - a.y;
+                    const float r0 = (UR ? ur[jw][hf][0] : Ub[tt * DST_SU + v]) - a.x,
+                                r1 = (UR ? ur[jw][hf][1] : Ub[(tt + 1) * DST_SU + v]) - a.y;
                     uint32_t hi, lo;
                     la_cu_bf16_parts(r0, r1, hi, lo);
                     *(uint32_t *)&Rh[v * DST_RLD + tt] = hi;
@@ -304,9 +330,46 @@ static la_status dst_k(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_
     return dst_nb<8, 32, NP>(c, p, stream);
 }
 
+/* ---- cuda-state11: 32 value columns per CTA (MT = 2) ------------------- */
+/* LINATTN_CUDA_DELTA_WIDE=0: never; unset / 1: where 64 < K <= 128 and the
+ * wide grid still fills a wave (one CTA per SM); 2: wherever 64 < K <= 128
+ * (the tests). Read once. */
+static int dst_wide_mode(void) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_DELTA_WIDE");
+        mode = !e ? 1 : e[0] == '0' ? 0 : e[0] == '2' ? 2 : 1;
+    }
+    return mode;
+}
+template <int NW, int KW, int NP, int NB>
+static la_status dst_wide_go(const la__cu_call *c, const la_cu_dc_args &p, int64_t ctas,
+                             size_t smem, cudaStream_t stream) {
+    auto kern = la_cu_dc_state_tc<NW, KW, NP, NB, 0, 1, 2>;
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    kern<<<dim3((unsigned)ctas), NW * 32 * 2, smem, stream>>>(p);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
+template <int NP>
+static int dst_wide(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                    la_status *st) {
+    constexpr int NW = 8, KW = 16, NB = 2;
+    const int mode = dst_wide_mode();
+    const int64_t ctas = (c->V + 31) / 32 * c->N * c->HS;
+    if (!mode || c->K <= 64 || c->K > 128) return 0;
+    if (mode == 1 && ctas < la__cu_sm_count(c)) return 0;
+    const size_t smem = dst_smem<NW, KW, NP, NB, DST_PLD, 2>();
+    if (smem > (size_t)la__cu_smem_optin(c)) return 0;
+    *st = dst_wide_go<NW, KW, NP, NB>(c, p, ctas, smem, stream);
+    return 1;
+}
+
 la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
     la_status st = LA_OK; /* cuda-state7: the 2-CTA cluster kernel where it pays */
     if (la__cu_delta_state_cl(c, p, stream, &st)) return st;
+    if (p.Wl ? dst_wide<2>(c, p, stream, &st) : dst_wide<1>(c, p, stream, &st)) return st;
     return p.Wl ? dst_k<2>(c, p, stream) : dst_k<1>(c, p, stream);
 }
 
