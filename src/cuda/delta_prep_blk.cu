@@ -265,11 +265,15 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
         const int r0 = 16 * (2 * s + 1), k0 = 32 * s;
         float p0 = 0.f, p1 = 0.f;
 #pragma unroll
-        for (int k = 0; k < 16; k++) {
-            const float m = M[(r0 + i) * DPB_MS + k0 + k];
-            const float2 a = *(const float2 *)(M + (k0 + k) * DPB_MS + k0 + j);
-            p0 = fmaf(m, a.x, p0);
-            p1 = fmaf(m, a.y, p1);
+        for (int k4 = 0; k4 < 16; k4 += 4) { /* cuda-prep11: the row 4 at a time */
+            const float4 m4 = *(const float4 *)(M + (r0 + i) * DPB_MS + k0 + k4);
+            const float ms[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 a = *(const float2 *)(M + (k0 + k4 + u) * DPB_MS + k0 + j);
+                p0 = fmaf(ms[u], a.x, p0);
+                p1 = fmaf(ms[u], a.y, p1);
+            }
         }
         *(float2 *)(M + (16 * s + i) * DPB_MS + 48 + j) = make_float2(p0, p1);
     }
@@ -279,12 +283,16 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
         const int r0 = 16 * (2 * s + 1), k0 = 32 * s, kn = (i | 3) + 1;
         float p0 = 0.f, p1 = 0.f;
 #pragma unroll
-        for (int k = 0; k < 16; k++) {
-            if (k >= kn) break;
-            const float m = M[(r0 + i) * DPB_MS + r0 + k];
-            const float2 a = *(const float2 *)(M + (16 * s + k) * DPB_MS + 48 + j);
-            p0 = fmaf(m, a.x, p0);
-            p1 = fmaf(m, a.y, p1);
+        for (int k4 = 0; k4 < 16; k4 += 4) { /* kn is a multiple of 4 */
+            if (k4 >= kn) break;
+            const float4 m4 = *(const float4 *)(M + (r0 + i) * DPB_MS + r0 + k4);
+            const float ms[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 a = *(const float2 *)(M + (16 * s + k4 + u) * DPB_MS + 48 + j);
+                p0 = fmaf(ms[u], a.x, p0);
+                p1 = fmaf(ms[u], a.y, p1);
+            }
         }
         *(float2 *)(M + (r0 + i) * DPB_MS + k0 + j) = make_float2(-p0, -p1);
     }
@@ -293,13 +301,18 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
     { /* T = M[32:, :32] A[:32, :32] into M[:32, 32:] */
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-        for (int k = 0; k < 32; k++) {
-            const float m = M[(32 + ti) * DPB_MS + k];
-            const float4 a = *(const float4 *)(M + k * DPB_MS + tj);
-            acc.x = fmaf(m, a.x, acc.x);
-            acc.y = fmaf(m, a.y, acc.y);
-            acc.z = fmaf(m, a.z, acc.z);
-            acc.w = fmaf(m, a.w, acc.w);
+        for (int k4 = 0; k4 < 32; k4 += 4) {
+            const float4 m4 = *(const float4 *)(M + (32 + ti) * DPB_MS + k4);
+            const float ms[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float m = ms[u];
+                const float4 a = *(const float4 *)(M + (k4 + u) * DPB_MS + tj);
+                acc.x = fmaf(m, a.x, acc.x);
+                acc.y = fmaf(m, a.y, acc.y);
+                acc.z = fmaf(m, a.z, acc.z);
+                acc.w = fmaf(m, a.w, acc.w);
+            }
         }
         *(float4 *)(M + ti * DPB_MS + 32 + tj) = acc;
     }
@@ -308,14 +321,19 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
         const int kn = (ti | 3) + 1;
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-        for (int k = 0; k < 32; k++) {
-            if (k >= kn) break;
-            const float m = M[(32 + ti) * DPB_MS + 32 + k];
-            const float4 a = *(const float4 *)(M + k * DPB_MS + 32 + tj);
-            acc.x = fmaf(m, a.x, acc.x);
-            acc.y = fmaf(m, a.y, acc.y);
-            acc.z = fmaf(m, a.z, acc.z);
-            acc.w = fmaf(m, a.w, acc.w);
+        for (int k4 = 0; k4 < 32; k4 += 4) { /* kn is a multiple of 4 */
+            if (k4 >= kn) break;
+            const float4 m4 = *(const float4 *)(M + (32 + ti) * DPB_MS + 32 + k4);
+            const float ms[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float m = ms[u];
+                const float4 a = *(const float4 *)(M + (k4 + u) * DPB_MS + 32 + tj);
+                acc.x = fmaf(m, a.x, acc.x);
+                acc.y = fmaf(m, a.y, acc.y);
+                acc.z = fmaf(m, a.z, acc.z);
+                acc.w = fmaf(m, a.w, acc.w);
+            }
         }
         *(float4 *)(M + (32 + ti) * DPB_MS + tj) = make_float4(-acc.x, -acc.y, -acc.z, -acc.w);
     }
