@@ -43,7 +43,6 @@
 typedef __nv_bfloat16 dpb_bf;
 #define DPB_MS 72 /* row stride (floats) of the fp32 tile M (Lo, then A) */
 
-
 template <int KP, int VP> static size_t dpb_smem() {
     return (size_t)64 * (KP + 8) * 2 + (size_t)64 * (VP + 8) * 2 + (size_t)64 * DPB_MS * 4;
 }
@@ -404,7 +403,8 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
                     const uint32_t rl = __shfl_xor_sync(0xffffffffu, odd ? l0 : l1, 1);
                     const int64_t col = cc + cw + 8 * j + (odd ? 8 + 2 * (q - 1) : 2 * q);
                     if (m < L && col < K8) {
-                        *(uint2 *)(p.Wh + row * K8 + col) = odd ? make_uint2(rh, h1) : make_uint2(h0, rh);
+                        *(uint2 *)(p.Wh + row * K8 + col) =
+                            odd ? make_uint2(rh, h1) : make_uint2(h0, rh);
                         if (p.Wl)
                             *(uint2 *)(p.Wl + row * K8 + col) =
                                 odd ? make_uint2(rl, l1) : make_uint2(l0, rl);
