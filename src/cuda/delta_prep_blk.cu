@@ -25,7 +25,11 @@
  * - U = A diag(beta) V, W = A diag(beta b / |k|) K on tensor cores with the
  *   fp32 factor split into bf16 hi + lo in registers (no part tiles in
  *   shared memory; only the blocks kt <= row block, A being lower
- *   triangular); fp32 pairs and bf16 pairs stored 8 / 4 bytes at a time.
+ *   triangular); fp32 pairs stored 8 bytes at a time, the bf16 parts 8
+ *   bytes per lane after a lane-pair swap (a quad writes whole 32-byte
+ *   sectors; cuda-prep11). A warp takes 64 columns per pass (U: V tile
+ *   >= 128; W: K tile 128, 32 at K 256, where 64 spilled once the swap came
+ *   in): the A fragments of a k-step made once for them.
  * Shared memory 55 KB at K = V = 128 (the column-inverse kernel: 106 KB), 80 registers:
  * 3 CTAs per SM. The value heads of a chunk are neighbours in the launch
  * order (they share the key tile). No atomics; every sum has a fixed order,
@@ -39,7 +43,6 @@
 typedef __nv_bfloat16 dpb_bf;
 #define DPB_MS 72 /* row stride (floats) of the fp32 tile M (Lo, then A) */
 
-
 template <int KP, int VP> static size_t dpb_smem() {
     return (size_t)64 * (KP + 8) * 2 + (size_t)64 * (VP + 8) * 2 + (size_t)64 * DPB_MS * 4;
 }
@@ -48,12 +51,12 @@ template <int KP, int VP> static size_t dpb_smem() {
  * B a [64][LDB] bf16 tile, A (fp32, M) as bf16 hi + lo A-operand fragments
  * made in registers per 16-column block kt; only kt <= rb (A is lower
  * triangular). */
-template <int LDB>
-__device__ __forceinline__ void dpb_prod(float (&acc)[4][4], const float *M, const float *sc,
+template <int LDB, int NJ>
+__device__ __forceinline__ void dpb_prod(float (&acc)[8][4], const float *M, const float *sc,
                                          const dpb_bf *B, int c0, int rb) {
     const int lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7, g = lane >> 2, q = lane & 3;
 #pragma unroll
-    for (int j = 0; j < 4; j++)
+    for (int j = 0; j < NJ; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[j][e] = 0.f;
 #pragma unroll
@@ -72,7 +75,7 @@ __device__ __forceinline__ void dpb_prod(float (&acc)[4][4], const float *M, con
             la_cu_bf16_parts(x3.x * s1.x, x3.y * s1.y, fh[3], fl[3]);
         }
 #pragma unroll
-        for (int jj = 0; jj < 2; jj++) {
+        for (int jj = 0; jj < NJ / 2; jj++) {
             uint32_t b[4];
             la_tc_ldsm4<true>(b, B + (16 * kt + (m8 & 1) * 8 + rr) * LDB + c0 + 16 * jj +
                                      (m8 >> 1) * 8);
@@ -265,11 +268,15 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
         const int r0 = 16 * (2 * s + 1), k0 = 32 * s;
         float p0 = 0.f, p1 = 0.f;
 #pragma unroll
-        for (int k = 0; k < 16; k++) {
-            const float m = M[(r0 + i) * DPB_MS + k0 + k];
-            const float2 a = *(const float2 *)(M + (k0 + k) * DPB_MS + k0 + j);
-            p0 = fmaf(m, a.x, p0);
-            p1 = fmaf(m, a.y, p1);
+        for (int k4 = 0; k4 < 16; k4 += 4) { /* cuda-prep11: the row 4 at a time */
+            const float4 m4 = *(const float4 *)(M + (r0 + i) * DPB_MS + k0 + k4);
+            const float ms[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 a = *(const float2 *)(M + (k0 + k4 + u) * DPB_MS + k0 + j);
+                p0 = fmaf(ms[u], a.x, p0);
+                p1 = fmaf(ms[u], a.y, p1);
+            }
         }
         *(float2 *)(M + (16 * s + i) * DPB_MS + 48 + j) = make_float2(p0, p1);
     }
@@ -279,12 +286,16 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
         const int r0 = 16 * (2 * s + 1), k0 = 32 * s, kn = (i | 3) + 1;
         float p0 = 0.f, p1 = 0.f;
 #pragma unroll
-        for (int k = 0; k < 16; k++) {
-            if (k >= kn) break;
-            const float m = M[(r0 + i) * DPB_MS + r0 + k];
-            const float2 a = *(const float2 *)(M + (16 * s + k) * DPB_MS + 48 + j);
-            p0 = fmaf(m, a.x, p0);
-            p1 = fmaf(m, a.y, p1);
+        for (int k4 = 0; k4 < 16; k4 += 4) { /* kn is a multiple of 4 */
+            if (k4 >= kn) break;
+            const float4 m4 = *(const float4 *)(M + (r0 + i) * DPB_MS + r0 + k4);
+            const float ms[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 a = *(const float2 *)(M + (16 * s + k4 + u) * DPB_MS + 48 + j);
+                p0 = fmaf(ms[u], a.x, p0);
+                p1 = fmaf(ms[u], a.y, p1);
+            }
         }
         *(float2 *)(M + (r0 + i) * DPB_MS + k0 + j) = make_float2(-p0, -p1);
     }
@@ -293,13 +304,18 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
     { /* T = M[32:, :32] A[:32, :32] into M[:32, 32:] */
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-        for (int k = 0; k < 32; k++) {
-            const float m = M[(32 + ti) * DPB_MS + k];
-            const float4 a = *(const float4 *)(M + k * DPB_MS + tj);
-            acc.x = fmaf(m, a.x, acc.x);
-            acc.y = fmaf(m, a.y, acc.y);
-            acc.z = fmaf(m, a.z, acc.z);
-            acc.w = fmaf(m, a.w, acc.w);
+        for (int k4 = 0; k4 < 32; k4 += 4) {
+            const float4 m4 = *(const float4 *)(M + (32 + ti) * DPB_MS + k4);
+            const float ms[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float m = ms[u];
+                const float4 a = *(const float4 *)(M + (k4 + u) * DPB_MS + tj);
+                acc.x = fmaf(m, a.x, acc.x);
+                acc.y = fmaf(m, a.y, acc.y);
+                acc.z = fmaf(m, a.z, acc.z);
+                acc.w = fmaf(m, a.w, acc.w);
+            }
         }
         *(float4 *)(M + ti * DPB_MS + 32 + tj) = acc;
     }
@@ -308,14 +324,19 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
         const int kn = (ti | 3) + 1;
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-        for (int k = 0; k < 32; k++) {
-            if (k >= kn) break;
-            const float m = M[(32 + ti) * DPB_MS + 32 + k];
-            const float4 a = *(const float4 *)(M + k * DPB_MS + 32 + tj);
-            acc.x = fmaf(m, a.x, acc.x);
-            acc.y = fmaf(m, a.y, acc.y);
-            acc.z = fmaf(m, a.z, acc.z);
-            acc.w = fmaf(m, a.w, acc.w);
+        for (int k4 = 0; k4 < 32; k4 += 4) { /* kn is a multiple of 4 */
+            if (k4 >= kn) break;
+            const float4 m4 = *(const float4 *)(M + (32 + ti) * DPB_MS + 32 + k4);
+            const float ms[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float m = ms[u];
+                const float4 a = *(const float4 *)(M + (k4 + u) * DPB_MS + 32 + tj);
+                acc.x = fmaf(m, a.x, acc.x);
+                acc.y = fmaf(m, a.y, acc.y);
+                acc.z = fmaf(m, a.z, acc.z);
+                acc.w = fmaf(m, a.w, acc.w);
+            }
         }
         *(float4 *)(M + (32 + ti) * DPB_MS + tj) = make_float4(-acc.x, -acc.y, -acc.z, -acc.w);
     }
@@ -334,19 +355,23 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
         }
     }
     /* U = (A diag(beta)) V, then W = (A diag(beta b / |k|)) K, 64 columns at
-     * a time; warp w: rows 16 rb .., columns cb .. cb + 31 of each block */
-    float acc[4][4];
-    for (int cc = 0; cc < VP; cc += 64) {
+     * a time; warp w: rows 16 rb .., columns cu .. (cw ..) of each block */
+    /* cuda-prep11: NJ 8-column tiles per warp and pass (the A fragments of a
+     * k-step made once for 64 columns where the tile is 128 or more wide) */
+    constexpr int NU = VP >= 128 ? 8 : 4, NW = KP == 128 ? 8 : 4;
+    float acc[8][4];
+    const int cu = 8 * NU * (w >> 2), cw = 8 * NW * (w >> 2);
+    for (int cc = 0; cc < VP; cc += 16 * NU) {
         if (cc >= V) break;
-        dpb_prod<LV>(acc, M, be, Vs, cc + cb, rb);
+        dpb_prod<LV, NU>(acc, M, be, Vs, cc + cu, rb);
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int m = 16 * rb + g + 8 * h;
             if (m >= L) continue;
             float *ur = p.U + ((tok0 + m) * HS + hs) * V;
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int64_t col = cc + cb + 8 * j + 2 * q;
+            for (int j = 0; j < NU; j++) {
+                const int64_t col = cc + cu + 8 * j + 2 * q;
                 if (flags & 8) {
                     if (col < V)
                         *(float2 *)(ur + col) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
@@ -357,19 +382,41 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
             }
         }
     }
-    for (int cc = 0; cc < KP; cc += 64) {
+    for (int cc = 0; cc < KP; cc += 16 * NW) {
         if (cc >= K8) break;
-        dpb_prod<LK>(acc, M, ws, Ks, cc + cb, rb);
+        dpb_prod<LK, NW>(acc, M, ws, Ks, cc + cw, rb);
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int m = 16 * rb + g + 8 * h;
-            if (m >= L) continue;
             const int64_t row = (tok0 + m) * HS + hs;
+            if (p.Wh) { /* cuda-prep11: the bf16 parts 4 columns (8 bytes) per
+                         * lane, a quad's row segment one 32-byte sector: lanes
+                         * q, q ^ 1 swap their column pairs of n-tiles j, j + 1
+                         * (every lane of the warp takes part; the padding is 0) */
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int64_t col = cc + cb + 8 * j + 2 * q;
+                for (int j = 0; j < NW; j += 2) {
+                    uint32_t h0, l0, h1, l1;
+                    la_cu_bf16_parts(acc[j][2 * h], acc[j][2 * h + 1], h0, l0);
+                    la_cu_bf16_parts(acc[j + 1][2 * h], acc[j + 1][2 * h + 1], h1, l1);
+                    const bool odd = q & 1;
+                    const uint32_t rh = __shfl_xor_sync(0xffffffffu, odd ? h0 : h1, 1);
+                    const uint32_t rl = __shfl_xor_sync(0xffffffffu, odd ? l0 : l1, 1);
+                    const int64_t col = cc + cw + 8 * j + (odd ? 8 + 2 * (q - 1) : 2 * q);
+                    if (m < L && col < K8) {
+                        *(uint2 *)(p.Wh + row * K8 + col) =
+                            odd ? make_uint2(rh, h1) : make_uint2(h0, rh);
+                        if (p.Wl)
+                            *(uint2 *)(p.Wl + row * K8 + col) =
+                                odd ? make_uint2(rl, l1) : make_uint2(l0, rl);
+                    }
+                }
+            }
+            if (m >= L || !p.W) continue;
+#pragma unroll
+            for (int j = 0; j < NW; j++) {
+                const int64_t col = cc + cw + 8 * j + 2 * q;
                 const float x0 = acc[j][2 * h], x1 = acc[j][2 * h + 1];
-                if (p.W) {
+                {
                     float *wr = p.W + row * K;
                     if (flags & 16) {
                         if (col < K) *(float2 *)(wr + col) = make_float2(x0, x1);
@@ -377,12 +424,6 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
                         if (col < K) wr[col] = x0;
                         if (col + 1 < K) wr[col + 1] = x1;
                     }
-                }
-                if (p.Wh && col < K8) { /* x is 0 in the padding */
-                    uint32_t hw, lw;
-                    la_cu_bf16_parts(x0, x1, hw, lw);
-                    *(uint32_t *)(p.Wh + row * K8 + col) = hw;
-                    if (p.Wl) *(uint32_t *)(p.Wl + row * K8 + col) = lw;
                 }
             }
         }
@@ -398,7 +439,7 @@ static la_status dpb_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_
         ((c->K & 7) == 0 && al(p.k, 16) ? 1 : 0) | ((c->V & 7) == 0 && al(p.v, 16) ? 2 : 0) |
         ((c->K & 3) == 0 && al(p.Kd, 16) ? 4 : 0) | ((c->V & 1) == 0 && al(p.U, 8) ? 8 : 0) |
         ((c->K & 1) == 0 && al(p.W, 8) ? 16 : 0) | (nchunks <= 65535 ? 32 : 0);
-    if (!al(p.Kh, 16) || !al(p.Kl, 16) || !al(p.Wh, 4) || !al(p.Wl, 4))
+    if (!al(p.Kh, 16) || !al(p.Kl, 16) || !al(p.Wh, 8) || !al(p.Wl, 8))
         return la__error(LA_ERR_INTERNAL, "%s: bf16 part buffers not aligned", c->op);
     LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_prep_blk<KP, VP>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
