@@ -56,76 +56,26 @@ struct lf_args {
 __device__ __forceinline__ int lf_w() { return (threadIdx.x >> 5) & 3; }
 template <int NJ> __device__ __forceinline__ int lf_jb() { return (int)(threadIdx.x >> 7) * NJ; }
 
-/* acc[j] (the warp's rows, column block lf_jb + j) += A B over 64 (la_tc_mma64's
- * order: k in steps of 16 ascending; AT: A stored [k][m]; BT: B stored [n][k]). */
+/* tc.cuh / tc_tile.cuh's products and element walks on the warp's rows
+ * 16 lf_w .. and column blocks lf_jb .. lf_jb + NJ - 1 (same order, same
+ * bits as the 4-warp layout's la_tc_mma64 / la_tc_mma64x / la_tc_acc_split). */
 template <typename T, bool AT, bool BT, int NJ>
 __device__ __forceinline__ void lf_mma(la_tc_acc (&acc)[NJ], const T *A, const T *B) {
-    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
-    const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-        uint32_t a[4];
-        if (AT)
-            la_tc_ldsm4<true>(a, A + (16 * kk + hi8 + rr) * LA_TC_LD + 16 * w + lo8);
-        else
-            la_tc_ldsm4<false>(a, A + (16 * w + lo8 + rr) * LA_TC_LD + 16 * kk + hi8);
-#pragma unroll
-        for (int j = 0; j < NJ; j++) {
-            const int jj = jb + j;
-            uint32_t b[4];
-            if (BT)
-                la_tc_ldsm4<false>(b, B + (16 * jj + hi8 + rr) * LA_TC_LD + 16 * kk + lo8);
-            else
-                la_tc_ldsm4<true>(b, B + (16 * kk + lo8 + rr) * LA_TC_LD + 16 * jj + hi8);
-            la_tc_mma<T>(acc[j].x, a, b[0], b[1]);
-            la_tc_mma<T>(acc[j].x + 4, a, b[2], b[3]);
-        }
-    }
+    la_tc_mma64_part<T, AT, BT, NJ>(acc, A, B, lf_w(), lf_jb<NJ>());
 }
-/* la_tc_mma64x's parts and order. */
 template <typename T, bool AT, bool BT, int NJ>
 __device__ __forceinline__ void lf_mmax(la_tc_acc (&acc)[NJ], const T *Ah, const T *Al,
                                         const T *Al2, const T *Bh, const T *Bl, const T *Bl2) {
-    lf_mma<T, AT, BT, NJ>(acc, Ah, Bh);
-    if (Al) lf_mma<T, AT, BT, NJ>(acc, Al, Bh);
-    if (Bl) lf_mma<T, AT, BT, NJ>(acc, Ah, Bl);
-    if (Al2) lf_mma<T, AT, BT, NJ>(acc, Al2, Bh);
-    if (Bl2) lf_mma<T, AT, BT, NJ>(acc, Ah, Bl2);
+    la_tc_mma64x_part<T, AT, BT, NJ>(acc, Ah, Al, Al2, Bh, Bl, Bl2, lf_w(), lf_jb<NJ>());
 }
-/* f(rh, r, c, x) over the thread's elements of acc (row r = 16 w + lane / 4
- * + 8 rh, column c, x by reference). */
+/* f(rh, r, c, x) over the thread's elements of acc. */
 template <int NJ, class F> __device__ __forceinline__ void lf_each(la_tc_acc (&acc)[NJ], F f) {
-    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-#pragma unroll
-    for (int rh = 0; rh < 2; rh++)
-#pragma unroll
-        for (int j = 0; j < NJ; j++)
-#pragma unroll
-            for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-                for (int i = 0; i < 2; i++)
-                    f(rh, 16 * w + g + 8 * rh, 16 * (jb + j) + 8 * hf + 2 * q + i,
-                      acc[j].x[4 * hf + 2 * rh + i]);
+    la_tc_acc_each_part<NJ>(acc, lf_w(), lf_jb<NJ>(), f);
 }
-/* tile[r][c] <- f(r, c, acc) as 16-bit parts (la_tc_acc_split's rounding). */
 template <typename T, int NJ, class F>
 __device__ __forceinline__ void lf_acc_split(const la_tc_acc (&acc)[NJ], T *hi, T *lo, T *lo2,
                                              F f) {
-    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-#pragma unroll
-    for (int rh = 0; rh < 2; rh++)
-#pragma unroll
-        for (int j = 0; j < NJ; j++)
-#pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                const int r = 16 * w + g + 8 * rh, c0 = 16 * (jb + j) + 8 * hf + 2 * q;
-                uint32_t a, b, d;
-                la_tc_split2<T>(f(r, c0, acc[j].x[4 * hf + 2 * rh]),
-                                f(r, c0 + 1, acc[j].x[4 * hf + 2 * rh + 1]), a, b, d);
-                *(uint32_t *)(hi + r * LA_TC_LD + c0) = a;
-                if (lo) *(uint32_t *)(lo + r * LA_TC_LD + c0) = b;
-                if (lo2) *(uint32_t *)(lo2 + r * LA_TC_LD + c0) = d;
-            }
+    la_tc_acc_split_part<T, NJ>(acc, lf_w(), lf_jb<NJ>(), hi, lo, lo2, f);
 }
 /* acc <- rows k0.., columns v0.. of S (row-major [K][V] fp32), or of
  * S = src^T (tr: src row-major [V][K]); NULL: zeros; once per CTA. */

@@ -145,13 +145,16 @@ __device__ __forceinline__ void la_tc_mma<__half>(float *d, const uint32_t (&a)[
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* acc[j] (rows 16w.., columns 16j.. of a 64x64 result) += sum_{r<64}
- * A(m, r) B(r, n), r in steps of 16, ascending. AT: A is stored [r][m]
- * (a transposed operand); BT: B is stored [n][r]. mma.sync m16n8k16 with
- * ldmatrix operand loads. */
-template <typename T, bool AT, bool BT>
-__device__ __forceinline__ void la_tc_mma64(la_tc_acc (&acc)[4], const T *A, const T *B) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
+/* acc[j] (rows 16w.., columns 16(jb + j).. of a 64x64 result, j < NJ) +=
+ * sum_{r<64} A(m, r) B(r, n), r in steps of 16, ascending. AT: A is stored
+ * [r][m] (a transposed operand); BT: B is stored [n][r]. mma.sync m16n8k16
+ * with ldmatrix operand loads. The 4-warp kernels use la_tc_mma64 (warp w =
+ * threadIdx.x / 32, all four column blocks); a kernel with more warps per
+ * 16 rows gives each its w and column blocks (lin_fused.cu). */
+template <typename T, bool AT, bool BT, int NJ>
+__device__ __forceinline__ void la_tc_mma64_part(la_tc_acc (&acc)[NJ], const T *A, const T *B,
+                                                 int w, int jb) {
+    const int lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
     const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
@@ -162,29 +165,40 @@ __device__ __forceinline__ void la_tc_mma64(la_tc_acc (&acc)[4], const T *A, con
         else
             la_tc_ldsm4<false>(a, A + (16 * w + lo8 + rr) * LA_TC_LD + 16 * kk + hi8);
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
+        for (int j = 0; j < NJ; j++) {
+            const int jj = jb + j;
             uint32_t b[4]; /* (r 0-7, n 0-7), (r 8-15, n 0-7), (r 0-7, n 8-15), (r 8-15, n 8-15) */
             if (BT)
-                la_tc_ldsm4<false>(b, B + (16 * j + hi8 + rr) * LA_TC_LD + 16 * kk + lo8);
+                la_tc_ldsm4<false>(b, B + (16 * jj + hi8 + rr) * LA_TC_LD + 16 * kk + lo8);
             else
-                la_tc_ldsm4<true>(b, B + (16 * kk + lo8 + rr) * LA_TC_LD + 16 * j + hi8);
+                la_tc_ldsm4<true>(b, B + (16 * kk + lo8 + rr) * LA_TC_LD + 16 * jj + hi8);
             la_tc_mma<T>(acc[j].x, a, b[0], b[1]);
             la_tc_mma<T>(acc[j].x + 4, a, b[2], b[3]);
         }
     }
 }
+template <typename T, bool AT, bool BT>
+__device__ __forceinline__ void la_tc_mma64(la_tc_acc (&acc)[4], const T *A, const T *B) {
+    la_tc_mma64_part<T, AT, BT, 4>(acc, A, B, threadIdx.x >> 5, 0);
+}
 
 /* acc += A B with A = Ah + Al + Al2, B = Bh + Bl + Bl2 (the lo parts may be
  * NULL): hi*hi, then lo*hi, hi*lo, lo2*hi, hi*lo2, in that order (the
  * products of two lo parts are left out: below the parts' own precision). */
+template <typename T, bool AT, bool BT, int NJ>
+__device__ __forceinline__ void la_tc_mma64x_part(la_tc_acc (&acc)[NJ], const T *Ah, const T *Al,
+                                                  const T *Al2, const T *Bh, const T *Bl,
+                                                  const T *Bl2, int w, int jb) {
+    la_tc_mma64_part<T, AT, BT, NJ>(acc, Ah, Bh, w, jb);
+    if (Al) la_tc_mma64_part<T, AT, BT, NJ>(acc, Al, Bh, w, jb);
+    if (Bl) la_tc_mma64_part<T, AT, BT, NJ>(acc, Ah, Bl, w, jb);
+    if (Al2) la_tc_mma64_part<T, AT, BT, NJ>(acc, Al2, Bh, w, jb);
+    if (Bl2) la_tc_mma64_part<T, AT, BT, NJ>(acc, Ah, Bl2, w, jb);
+}
 template <typename T, bool AT, bool BT>
 __device__ __forceinline__ void la_tc_mma64x(la_tc_acc (&acc)[4], const T *Ah, const T *Al,
                                              const T *Al2, const T *Bh, const T *Bl, const T *Bl2) {
-    la_tc_mma64<T, AT, BT>(acc, Ah, Bh);
-    if (Al) la_tc_mma64<T, AT, BT>(acc, Al, Bh);
-    if (Bl) la_tc_mma64<T, AT, BT>(acc, Ah, Bl);
-    if (Al2) la_tc_mma64<T, AT, BT>(acc, Al2, Bh);
-    if (Bl2) la_tc_mma64<T, AT, BT>(acc, Ah, Bl2);
+    la_tc_mma64x_part<T, AT, BT, 4>(acc, Ah, Al, Al2, Bh, Bl, Bl2, threadIdx.x >> 5, 0);
 }
 
 /* Three parts for fp32 quantities in bf16, two in fp16 (22 bits suffice). */

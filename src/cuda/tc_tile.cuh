@@ -228,49 +228,45 @@ __device__ __forceinline__ void la_tc_state_split(const float4 (&hx)[8], T *hi, 
     }
 }
 
-/* f(r, c, x) for every element of the warp's rows of acc (r = row in the
- * 64x64 tile, c = column, x = the accumulator, by reference). */
-template <class F> __device__ __forceinline__ void la_tc_acc_each(la_tc_acc (&acc)[4], F f) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+/* f(rh, r, c, x) for every element of the warp's rows of acc[j], column
+ * blocks jb + j (r = 16 w + lane / 4 + 8 rh = row in the 64x64 tile, c =
+ * column, x = the accumulator, by reference; per-row factors computed once
+ * per thread (two rows) are taken by rh). */
+template <int NJ, class F>
+__device__ __forceinline__ void la_tc_acc_each_part(la_tc_acc (&acc)[NJ], int w, int jb, F f) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
 #pragma unroll
     for (int rh = 0; rh < 2; rh++)
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < NJ; j++)
 #pragma unroll
             for (int hf = 0; hf < 2; hf++)
 #pragma unroll
                 for (int i = 0; i < 2; i++)
-                    f(16 * w + g + 8 * rh, 16 * j + 8 * hf + 2 * q + i,
+                    f(rh, 16 * w + g + 8 * rh, 16 * (jb + j) + 8 * hf + 2 * q + i,
                       acc[j].x[4 * hf + 2 * rh + i]);
 }
-/* The same with the row's half rh (row 16 w + lane / 4 + 8 rh) passed
- * first: per-row factors computed once per thread (two rows) are taken by
- * rh, f(rh, r, c, x). */
+/* The 4-warp layout: f(rh, r, c, x) / f(r, c, x) over all four column blocks. */
 template <class F> __device__ __forceinline__ void la_tc_acc_each_rh(la_tc_acc (&acc)[4], F f) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-#pragma unroll
-    for (int rh = 0; rh < 2; rh++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-                for (int i = 0; i < 2; i++)
-                    f(rh, 16 * w + g + 8 * rh, 16 * j + 8 * hf + 2 * q + i,
-                      acc[j].x[4 * hf + 2 * rh + i]);
+    la_tc_acc_each_part<4>(acc, threadIdx.x >> 5, 0, f);
 }
-/* tile[r][c] <- f(r, c, acc) as 16-bit parts hi (, lo (, lo2)); 4-byte stores. */
-template <typename T, class F>
-__device__ __forceinline__ void la_tc_acc_split(const la_tc_acc (&acc)[4], T *hi, T *lo, T *lo2,
-                                                F f) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+template <class F> __device__ __forceinline__ void la_tc_acc_each(la_tc_acc (&acc)[4], F f) {
+    la_tc_acc_each_part<4>(acc, threadIdx.x >> 5, 0,
+                           [&](int, int r, int c, float &x) { f(r, c, x); });
+}
+/* tile[r][c] <- f(r, c, acc) as 16-bit parts hi (, lo (, lo2)); 4-byte
+ * stores; the warp's rows, column blocks jb + j. */
+template <typename T, int NJ, class F>
+__device__ __forceinline__ void la_tc_acc_split_part(const la_tc_acc (&acc)[NJ], int w, int jb,
+                                                     T *hi, T *lo, T *lo2, F f) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
 #pragma unroll
     for (int rh = 0; rh < 2; rh++)
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < NJ; j++)
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                const int r = 16 * w + g + 8 * rh, c0 = 16 * j + 8 * hf + 2 * q;
+                const int r = 16 * w + g + 8 * rh, c0 = 16 * (jb + j) + 8 * hf + 2 * q;
                 uint32_t a, b, d;
                 la_tc_split2<T>(f(r, c0, acc[j].x[4 * hf + 2 * rh]),
                                 f(r, c0 + 1, acc[j].x[4 * hf + 2 * rh + 1]), a, b, d);
@@ -278,6 +274,11 @@ __device__ __forceinline__ void la_tc_acc_split(const la_tc_acc (&acc)[4], T *hi
                 if (lo) *(uint32_t *)(lo + r * LA_TC_LD + c0) = b;
                 if (lo2) *(uint32_t *)(lo2 + r * LA_TC_LD + c0) = d;
             }
+}
+template <typename T, class F>
+__device__ __forceinline__ void la_tc_acc_split(const la_tc_acc (&acc)[4], T *hi, T *lo, T *lo2,
+                                                F f) {
+    la_tc_acc_split_part<T, 4>(acc, threadIdx.x >> 5, 0, hi, lo, lo2, f);
 }
 /* rows r < rows, columns c < cols of a staged 16-bit tile to global memory
  * (element (0, 0) at dst, row stride `stride`): 16-byte stores when vec. */
