@@ -25,6 +25,7 @@
  * no atomics: bitwise identical run to run. bf16 only (the q tile is exact
  * only there); fp16 and fp32 keep the FFMA pass. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "delta_chunk.cuh"
 #include "tc.cuh"
@@ -59,7 +60,7 @@ template <int NW, int KW, int NB> static size_t drt_smem() {
  * (padding keys, the last value block's columns) are per-thread constants;
  * row predicates (r < L) run only on a sequence's last chunk, the only one
  * shorter than LA_CU_C. */
-template <int NW, int KW, int NB>
+template <int NW, int KW, int NB, int XS>
 __global__ void __launch_bounds__(NW * 32, 1)
     la_cu_dcb_rev_tc9(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
                       float *ds0, float *dRo, float *dhst) {
@@ -251,11 +252,18 @@ __global__ void __launch_bounds__(NW * 32, 1)
             }
         }
         __syncthreads(); /* parts out */
-        float Dx[NT][4];
+        /* XS (cuda-rev11, opt-in LINATTN_CUDA_DELTA_REV=x2): the lo x q
+         * cross terms in their own accumulators Dy (chains of 8 mma at most
+         * instead of Dx's 12; other bits) */
+        float Dx[NT][4], Dy[XS ? NT : 1][4];
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) D[j][e] *= bl, Dx[j][e] = 0.f;
+#pragma unroll
+        for (int j = 0; j < (XS ? NT : 1); j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) Dy[j][e] = 0.f;
 #pragma unroll
         for (int kt = 0; kt < 4; kt++) {
             const int ao = ((m8 & 1) * 8 + rr) * DRT_RLD + 16 * kt + (m8 >> 1) * 8;
@@ -279,14 +287,17 @@ __global__ void __launch_bounds__(NW * 32, 1)
                 la_tc_mma<drt_bf>(Dx[2 * jn + 1], al, bh[2], bh[3]);
                 la_tc_mma<drt_bf>(Dx[2 * jn], ah, bw[0], bw[1]);
                 la_tc_mma<drt_bf>(Dx[2 * jn + 1], ah, bw[2], bw[3]);
-                la_tc_mma<drt_bf>(Dx[2 * jn], ol, bq[0], bq[1]);
-                la_tc_mma<drt_bf>(Dx[2 * jn + 1], ol, bq[2], bq[3]);
+                la_tc_mma<drt_bf>(XS ? Dy[2 * jn] : Dx[2 * jn], ol, bq[0], bq[1]);
+                la_tc_mma<drt_bf>(XS ? Dy[2 * jn + 1] : Dx[2 * jn + 1], ol, bq[2], bq[3]);
             }
         }
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) D[j][e] += Dx[j][e];
+            for (int e = 0; e < 4; e++) {
+                D[j][e] += Dx[j][e];
+                if (XS) D[j][e] += Dy[j][e];
+            }
         if (NB == 1 && c > 0) {
             __syncthreads(); /* buffer 0 read by every warp */
             issue(c - 1, 0, false);
@@ -324,10 +335,24 @@ static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaSt
                             const void *Qb, const float *dOq, float *dRo, float *dhst) {
     const size_t smem = drt_smem<NW, KW, NB>();
     const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_cu_dcb_rev_tc9<NW, KW, NB><<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq,
-                                                                   c->dsT, c->ds0, dRo, dhst);
+    static int xs = -1;
+    if (xs < 0) {
+        const char *e = getenv("LINATTN_CUDA_DELTA_REV");
+        xs = e && !strcmp(e, "x2");
+    }
+    if (xs) {
+        LA_CU_TRY(c->op,
+                  cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, 1>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        la_cu_dcb_rev_tc9<NW, KW, NB, 1><<<grid, NW * 32, smem, stream>>>(
+            p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+    } else {
+        LA_CU_TRY(c->op,
+                  cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, 0>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        la_cu_dcb_rev_tc9<NW, KW, NB, 0><<<grid, NW * 32, smem, stream>>>(
+            p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+    }
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
