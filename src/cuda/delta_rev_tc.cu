@@ -48,19 +48,17 @@ template <int NW, int KW, int NB> static size_t drt_smem() {
 
 /* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16).
  * Qb: q as bf16 [tokens][H][K8]; dOq: qsc_t dO_t ([tokens][HS][V] fp32).
- * Addressing (cuda-rev9's short instruction stream, cuda-rev11's 64-bit
- * bases): each chunk's bases are 64-bit (the chunk's first token times the
- * row stride of the [tokens][HS][K8] and [tokens][HS][V] tensors, its
- * (chunk, head) block of dh'), every per-thread offset inside a chunk is
- * 32-bit and computed once (its copy rows and column of the 16-bit tiles,
- * of the dRo / dO tiles, its dh' slots and dR slots), so a tensor of any
- * size is addressed with one 64-bit multiply per chunk and base. The
- * in-chunk offsets are below 64 HS max(K8, V) and K V: the host takes this
- * kernel only where 64 HS max(K8, V) < 2^31 (drt_fits). Column predicates
+ * Addressing (cuda-rev9's short instruction stream): every per-thread
+ * offset is 32-bit and computed once (its copy rows and column of the 16-bit
+ * tiles, of the dRo / dO tiles, its dh' slots and dR slots); CB = 0: from
+ * the tensors' starts, chunk c adding c times a constant stride; CB = 1
+ * (cuda-rev11): from 64-bit bases of chunk c (its first token times the
+ * row stride, its (chunk, head) block of dh'), for tensors of any size (the
+ * host's choice: drt_launch). Column predicates
  * (padding keys, the last value block's columns) are per-thread constants;
  * row predicates (r < L) run only on a sequence's last chunk, the only one
  * shorter than LA_CU_C. */
-template <int NW, int KW, int NB, int XS>
+template <int NW, int KW, int NB, int XS, int CB>
 __global__ void __launch_bounds__(NW * 32, 1)
     la_cu_dcb_rev_tc9(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
                       float *ds0, float *dRo, float *dhst) {
@@ -91,13 +89,16 @@ __global__ void __launch_bounds__(NW * 32, 1)
     /* per-thread copy slots: 16-bit tiles (row t / KQ + RS i, column c8) */
     const int r0 = t / KQ, c8 = (t % KQ) * 8;
     const bool cin = c8 < K8;
-    const unsigned ko0 = r0 * rs + hs * K8 + c8, qo0 = r0 * qs + hq * K8 + c8;
+    /* CB = 0: whole-tensor 32-bit offsets (the sequence's first token st0
+     * folded in, chunk c adds c times a 32-bit stride); CB = 1: in-chunk */
+    const unsigned st0 = CB ? 0u : (unsigned)s.start;
+    const unsigned ko0 = (st0 + r0) * rs + hs * K8 + c8, qo0 = (st0 + r0) * qs + hq * K8 + c8;
     const int so0 = r0 * LD + c8;
     /* dRo / dO tiles: 16-byte copies (row t / 4 + RSV i, column c4) or 4-byte
      * ones (row t / 16 + RS1 i, column cc) */
     const int rv0 = uvec ? t >> 2 : t >> 4, cv = uvec ? (t & 3) * 4 : t & 15;
     const bool vin = cv < vc;
-    const unsigned vo0 = rv0 * HSV + hs * V + v0 + cv;
+    const unsigned vo0 = (st0 + rv0) * HSV + hs * V + v0 + cv;
     const int fo0 = rv0 * DRT_SU + cv;
 
     /* dh^T accumulators: D[j][e] = dh^T[v][i], v = g + 8 (e >> 1), i = kb + 8 j + 2 q + (e & 1) */
@@ -113,24 +114,27 @@ __global__ void __launch_bounds__(NW * 32, 1)
             D[j][e] = (dsT && in) ? dsT[sbase + (size_t)i * V + v0 + v] : 0.f;
         }
     const unsigned KV = (unsigned)K * V;
-    const unsigned ho0 = (kb + 2 * q) * V + v0 + g;
+    const unsigned ho0 =
+        (CB ? 0u : ((unsigned)s.chunk0 * HS + hs) * KV) + (kb + 2 * q) * V + v0 + g;
     /* dR slots of phase 2: token 8 (JW w + jw) + 2 q (+ 1), column g + 8 hf */
-    const unsigned ro0 = (8 * JW * w + 2 * q) * HSV + hs * V + v0 + g;
-    /* 64-bit bases of chunk c: its first token's rows, its block of dh' */
+    const unsigned ro0 = (st0 + 8 * JW * w + 2 * q) * HSV + hs * V + v0 + g;
+    /* CB = 1: 64-bit bases of chunk c: its first token's rows, its block of dh' */
     auto tokb = [&](int c) { return (size_t)(s.start + (int64_t)c * LA_CU_C); };
     auto chkb = [&](int c) { return (size_t)s.chunk0 + (size_t)c; };
 
     auto issue = [&](int c, int b, bool last) {
         const int L = last ? (int)(s.len - (int64_t)c * LA_CU_C) : LA_CU_C;
-        const size_t tk = tokb(c), kc = tk * rs, qc = tk * qs;
+        const size_t tk = CB ? tokb(c) : 0, kc = tk * rs, qc = tk * qs;
         const drt_bf *const kh = p.Kh + kc, *const kl = p.Kl + kc, *const wh = p.Wh + kc;
         const drt_bf *const wl = p.Wl + kc, *const qb = Qb + qc;
+        const unsigned k32 = ko0 + (CB ? 0u : (unsigned)c * (LA_CU_C * rs));
+        const unsigned q32 = qo0 + (CB ? 0u : (unsigned)c * (LA_CU_C * qs));
         drt_bf *tb = tiles + b * DRT_NT * TILE + so0;
 #pragma unroll
         for (int i = 0; i < NI; i++) {
             const bool in = cin && (!last || r0 + RS * i < L);
-            const unsigned off = in ? ko0 + (unsigned)(RS * i) * rs : 0u;
-            const unsigned qf = in ? qo0 + (unsigned)(RS * i) * qs : 0u;
+            const unsigned off = in ? k32 + (unsigned)(RS * i) * rs : 0u;
+            const unsigned qf = in ? q32 + (unsigned)(RS * i) * qs : 0u;
             drt_bf *d = tb + RS * i * LD;
             la_cu_cpb16(d, kh + off, in ? 16 : 0);
             la_cu_cpb16(d + TILE, kl + off, in ? 16 : 0);
@@ -139,13 +143,14 @@ __global__ void __launch_bounds__(NW * 32, 1)
             la_cu_cpb16(d + 4 * TILE, qb + qf, in ? 16 : 0);
         }
         float *rb = Fs + b * 2 * 64 * DRT_SU + fo0, *ob = rb + 64 * DRT_SU;
-        const size_t vc64 = tokb(c) * HSV;
+        const size_t vc64 = CB ? tokb(c) * HSV : 0;
         const float *const rg = dRo + vc64, *const og = dOq + vc64;
+        const unsigned v32 = vo0 + (CB ? 0u : (unsigned)c * (LA_CU_C * HSV));
         if (uvec) {
 #pragma unroll
             for (int i = 0; i < NIV; i++) {
                 const bool in = vin && (!last || rv0 + RSV * i < L);
-                const unsigned off = in ? vo0 + (unsigned)(RSV * i) * HSV : 0u;
+                const unsigned off = in ? v32 + (unsigned)(RSV * i) * HSV : 0u;
                 la_cu_cpb16(rb + RSV * i * DRT_SU, rg + off, in ? 16 : 0);
                 la_cu_cpb16(ob + RSV * i * DRT_SU, og + off, in ? 16 : 0);
             }
@@ -153,7 +158,7 @@ __global__ void __launch_bounds__(NW * 32, 1)
 #pragma unroll
             for (int i = 0; i < NI1; i++) {
                 const bool in = vin && (!last || rv0 + RS1 * i < L);
-                const unsigned off = in ? vo0 + (unsigned)(RS1 * i) * HSV : 0u;
+                const unsigned off = in ? v32 + (unsigned)(RS1 * i) * HSV : 0u;
                 la_cu_cpb4(rb + RS1 * i * DRT_SU, rg + off, in ? 4 : 0);
                 la_cu_cpb4(ob + RS1 * i * DRT_SU, og + off, in ? 4 : 0);
             }
@@ -166,14 +171,15 @@ __global__ void __launch_bounds__(NW * 32, 1)
         const bool last = c == s.nch - 1;
         const int L = last ? (int)(s.len - (int64_t)c * LA_CU_C) : LA_CU_C;
         const int b = NB == 2 ? (it & 1) : 0;
-        const float bl = p.bL[chkb(c) * HS + hs];
+        const float bl = CB ? p.bL[chkb(c) * HS + hs] : p.bL[((unsigned)s.chunk0 + c) * HS + hs];
         asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         __syncthreads(); /* chunk c's tiles in; every warp is past chunk c + 1 */
         if (NB == 2 && c > 0) issue(c - 1, b ^ 1, false);
         const drt_bf *const Kt = tiles + b * DRT_NT * TILE, *const Wt = Kt + 2 * TILE;
         const drt_bf *const Qt = Kt + 4 * TILE;
         if (dhst) { /* dh' of chunk c */
-            float *hc = dhst + (chkb(c) * HS + hs) * KV + ho0;
+            float *hc = CB ? dhst + (chkb(c) * HS + hs) * KV + ho0
+                           : dhst + (ho0 + (unsigned)c * (HS * KV));
 #pragma unroll
             for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -221,7 +227,8 @@ __global__ void __launch_bounds__(NW * 32, 1)
         __syncthreads(); /* partials out */
         {
             const float *const Rb = Fs + b * 2 * 64 * DRT_SU, *const Ob = Rb + 64 * DRT_SU;
-            float *const rc = dRo + tokb(c) * HSV + ro0;
+            float *const rc = CB ? dRo + tokb(c) * HSV + ro0
+                                 : dRo + (ro0 + (unsigned)c * (LA_CU_C * HSV));
 #pragma unroll
             for (int jw = 0; jw < JW; jw++) {
                 const int j = JW * w + jw;
@@ -313,48 +320,70 @@ __global__ void __launch_bounds__(NW * 32, 1)
             }
 }
 
-/* The kernel's 32-bit in-chunk offsets stay below 64 HS max(K8, V) (rows of
- * a chunk times the row stride, plus the head's columns) and K V (a thread's
- * dh' slot inside its (chunk, head) block); the tensors' sizes only enter
- * through the 64-bit chunk bases. So it runs at any token count, for
- * 64 HS max(K8, V) < 2^31 (HS max(K8, V) < 2^25: 131072 heads of 256 keys)
- * and a grid below 2^31 CTAs; beyond that the FFMA pass (64-bit offsets)
- * runs instead (la__cu_delta_tc_rev returns 0). cuda-rev11 (round 2,
- * session 9): this replaced cuda-rev9's whole-tensor 32-bit offsets and the
- * old kernel (cuda-delta7's, 64-bit everywhere, kept for the tensors above
- * 2^31 elements and as LINATTN_CUDA_DELTA_REV=old; the same results bit for
- * bit, removed with that switch). */
+/* Addressing (cuda-rev11, round 2 session 9). CB = 0 (cuda-rev9's): every
+ * offset is a whole-tensor 32-bit one, taken where every tensor the kernel
+ * steps through has fewer than 2^31 elements with a chunk of margin
+ * (drt_fits32: W, Kd parts and q as bf16: tokens x HS x K8; dRo, qsc dO:
+ * tokens x HS x V; dh': chunks x HS x K x V). CB = 1 (any token count):
+ * 64-bit chunk bases plus 32-bit in-chunk offsets, which stay below
+ * 64 HS max(K8, V) (rows of a chunk times the row stride, plus the head's
+ * columns) and K V (a thread's dh' slot in its (chunk, head) block); taken
+ * where 64 HS max(K8, V) < 2^31 (131072 heads of 256 keys) and the grid is
+ * below 2^31 CTAs (drt_fits); beyond that the FFMA pass (64-bit offsets)
+ * runs (la__cu_delta_tc_rev returns 0). bench/drt_index64.py emulates CB =
+ * 1's index math at tensors of 2^31 .. 2^35 elements. The two give the same
+ * bits; CB = 1 costs ~130 more instructions per warp and chunk (64-bit
+ * pointer arithmetic: DeltaNet 965 vs 835, +5% time on the H200), so CB = 0
+ * stays where it fits. This replaced cuda-delta7's kernel (64-bit offsets
+ * everywhere, kept until now for the tensors above 2^31 elements and as
+ * LINATTN_CUDA_DELTA_REV=old; same bits, removed with that switch). */
+static int drt_fits32(const la__cu_call *c) {
+    const int64_t lim = (int64_t)1 << 31, K8 = (c->K + 7) & ~(int64_t)7;
+    const int64_t tok = c->B * c->T + LA_CU_C, nch = tok / LA_CU_C + c->N + 1;
+    const int64_t KV = c->K * c->V, KM = K8 > c->V ? K8 : c->V;
+    return tok < lim / (c->HS * KM) && nch < lim / (c->HS * KV);
+}
 static int drt_fits(const la__cu_call *c) {
     const int64_t K8 = (c->K + 7) & ~(int64_t)7, KM = K8 > c->V ? K8 : c->V;
     return c->HS <= ((int64_t)1 << 25) / KM &&
            (c->V + 15) / 16 * c->N < (((int64_t)1 << 31) - 1) / c->HS;
 }
 
+/* LINATTN_CUDA_DELTA_REV (read once): unset: the kernel as above; x2: the
+ * lo x q cross terms in their own accumulators (XS, other bits); b64: CB = 1
+ * at every size (to test the 64-bit path on small tensors). */
+static int drt_env() {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_DELTA_REV");
+        mode = !e ? 0 : !strcmp(e, "x2") ? 1 : !strcmp(e, "b64") ? 2 : 0;
+    }
+    return mode;
+}
+
+template <int NW, int KW, int NB, int XS, int CB>
+static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                        const void *Qb, const float *dOq, float *dRo, float *dhst) {
+    const size_t smem = drt_smem<NW, KW, NB>();
+    const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, XS, CB>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    la_cu_dcb_rev_tc9<NW, KW, NB, XS, CB><<<grid, NW * 32, smem, stream>>>(
+        p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
 template <int NW, int KW, int NB>
 static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                             const void *Qb, const float *dOq, float *dRo, float *dhst) {
-    const size_t smem = drt_smem<NW, KW, NB>();
-    const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
-    static int xs = -1;
-    if (xs < 0) {
-        const char *e = getenv("LINATTN_CUDA_DELTA_REV");
-        xs = e && !strcmp(e, "x2");
+    const int xs = drt_env() == 1, cb = drt_env() == 2 || !drt_fits32(c);
+    if (cb) {
+        if (xs) return drt_go<NW, KW, NB, 1, 1>(c, p, stream, Qb, dOq, dRo, dhst);
+        return drt_go<NW, KW, NB, 0, 1>(c, p, stream, Qb, dOq, dRo, dhst);
     }
-    if (xs) {
-        LA_CU_TRY(c->op,
-                  cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, 1>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        la_cu_dcb_rev_tc9<NW, KW, NB, 1><<<grid, NW * 32, smem, stream>>>(
-            p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
-    } else {
-        LA_CU_TRY(c->op,
-                  cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, 0>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        la_cu_dcb_rev_tc9<NW, KW, NB, 0><<<grid, NW * 32, smem, stream>>>(
-            p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
-    }
-    LA_CU_LAUNCHED(c->op);
-    return LA_OK;
+    if (xs) return drt_go<NW, KW, NB, 1, 0>(c, p, stream, Qb, dOq, dRo, dhst);
+    return drt_go<NW, KW, NB, 0, 0>(c, p, stream, Qb, dOq, dRo, dhst);
 }
 /* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit);
  * K <= 256: 8 warps of 32, one buffer. */
