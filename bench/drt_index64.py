@@ -2,9 +2,10 @@
 """cuda-rev11: host emulation of la_cu_dcb_rev_tc9's addressing
 (src/cuda/delta_rev_tc.cu) for tensors above 2^31 elements.
 
-The kernel addresses every tensor as a 64-bit chunk base (the chunk's first
-token times the row stride, or its (chunk, head) block of dh') plus a 32-bit
-unsigned in-chunk offset that wraps modulo 2^32 in C. This script recomputes
+Above 2^31 elements (or with LINATTN_CUDA_DELTA_REV=b64) the kernel runs
+with CB = 1: every tensor addressed as a 64-bit chunk base (the chunk's
+first token times the row stride, or its (chunk, head) block of dh') plus a
+32-bit unsigned in-chunk offset that wraps modulo 2^32 in C. This script recomputes
 both parts as the kernel does (the in-chunk part masked to 32 bits) for every
 thread, copy trip and accumulator slot of sampled CTAs and chunks, and
 compares the sum with the plain 64-bit element index (cuda-delta7's kernel's

@@ -58,7 +58,7 @@ template <int NW, int KW, int NB> static size_t drt_smem() {
  * (padding keys, the last value block's columns) are per-thread constants;
  * row predicates (r < L) run only on a sequence's last chunk, the only one
  * shorter than LA_CU_C. */
-template <int NW, int KW, int NB, int XS, int CB>
+template <int NW, int KW, int NB, int CB>
 __global__ void __launch_bounds__(NW * 32, 1)
     la_cu_dcb_rev_tc9(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
                       float *ds0, float *dRo, float *dhst) {
@@ -178,8 +178,8 @@ __global__ void __launch_bounds__(NW * 32, 1)
         const drt_bf *const Kt = tiles + b * DRT_NT * TILE, *const Wt = Kt + 2 * TILE;
         const drt_bf *const Qt = Kt + 4 * TILE;
         if (dhst) { /* dh' of chunk c */
-            float *hc = CB ? dhst + (chkb(c) * HS + hs) * KV + ho0
-                           : dhst + (ho0 + (unsigned)c * (HS * KV));
+            float *hc =
+                CB ? dhst + (chkb(c) * HS + hs) * KV + ho0 : dhst + (ho0 + (unsigned)c * (HS * KV));
 #pragma unroll
             for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -227,8 +227,8 @@ __global__ void __launch_bounds__(NW * 32, 1)
         __syncthreads(); /* partials out */
         {
             const float *const Rb = Fs + b * 2 * 64 * DRT_SU, *const Ob = Rb + 64 * DRT_SU;
-            float *const rc = CB ? dRo + tokb(c) * HSV + ro0
-                                 : dRo + (ro0 + (unsigned)c * (LA_CU_C * HSV));
+            float *const rc =
+                CB ? dRo + tokb(c) * HSV + ro0 : dRo + (ro0 + (unsigned)c * (LA_CU_C * HSV));
 #pragma unroll
             for (int jw = 0; jw < JW; jw++) {
                 const int j = JW * w + jw;
@@ -259,18 +259,11 @@ __global__ void __launch_bounds__(NW * 32, 1)
             }
         }
         __syncthreads(); /* parts out */
-        /* XS (cuda-rev11, opt-in LINATTN_CUDA_DELTA_REV=x2): the lo x q
-         * cross terms in their own accumulators Dy (chains of 8 mma at most
-         * instead of Dx's 12; other bits) */
-        float Dx[NT][4], Dy[XS ? NT : 1][4];
+        float Dx[NT][4];
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) D[j][e] *= bl, Dx[j][e] = 0.f;
-#pragma unroll
-        for (int j = 0; j < (XS ? NT : 1); j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) Dy[j][e] = 0.f;
 #pragma unroll
         for (int kt = 0; kt < 4; kt++) {
             const int ao = ((m8 & 1) * 8 + rr) * DRT_RLD + 16 * kt + (m8 >> 1) * 8;
@@ -294,17 +287,14 @@ __global__ void __launch_bounds__(NW * 32, 1)
                 la_tc_mma<drt_bf>(Dx[2 * jn + 1], al, bh[2], bh[3]);
                 la_tc_mma<drt_bf>(Dx[2 * jn], ah, bw[0], bw[1]);
                 la_tc_mma<drt_bf>(Dx[2 * jn + 1], ah, bw[2], bw[3]);
-                la_tc_mma<drt_bf>(XS ? Dy[2 * jn] : Dx[2 * jn], ol, bq[0], bq[1]);
-                la_tc_mma<drt_bf>(XS ? Dy[2 * jn + 1] : Dx[2 * jn + 1], ol, bq[2], bq[3]);
+                la_tc_mma<drt_bf>(Dx[2 * jn], ol, bq[0], bq[1]);
+                la_tc_mma<drt_bf>(Dx[2 * jn + 1], ol, bq[2], bq[3]);
             }
         }
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                D[j][e] += Dx[j][e];
-                if (XS) D[j][e] += Dy[j][e];
-            }
+            for (int e = 0; e < 4; e++) D[j][e] += Dx[j][e];
         if (NB == 1 && c > 0) {
             __syncthreads(); /* buffer 0 read by every warp */
             issue(c - 1, 0, false);
@@ -349,41 +339,37 @@ static int drt_fits(const la__cu_call *c) {
            (c->V + 15) / 16 * c->N < (((int64_t)1 << 31) - 1) / c->HS;
 }
 
-/* LINATTN_CUDA_DELTA_REV (read once): unset: the kernel as above; x2: the
- * lo x q cross terms in their own accumulators (XS, other bits); b64: CB = 1
- * at every size (to test the 64-bit path on small tensors). */
-static int drt_env() {
+/* LINATTN_CUDA_DELTA_REV=b64 (read once): CB = 1 at every size (to test
+ * the 64-bit path on small tensors). cuda-rev11 also tried the W / Q
+ * product's lo x q cross terms in their own accumulators (mma chains of 8
+ * instead of 12): within 1% at DeltaNet and GDN fwd+bwd (bench/GPU.md),
+ * removed. */
+static int drt_b64() {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_REV");
-        mode = !e ? 0 : !strcmp(e, "x2") ? 1 : !strcmp(e, "b64") ? 2 : 0;
+        mode = e && !strcmp(e, "b64");
     }
     return mode;
 }
 
-template <int NW, int KW, int NB, int XS, int CB>
+template <int NW, int KW, int NB, int CB>
 static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                         const void *Qb, const float *dOq, float *dRo, float *dhst) {
     const size_t smem = drt_smem<NW, KW, NB>();
     const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
-    LA_CU_TRY(c->op,
-              cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, XS, CB>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_cu_dcb_rev_tc9<NW, KW, NB, XS, CB><<<grid, NW * 32, smem, stream>>>(
-        p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, CB>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    la_cu_dcb_rev_tc9<NW, KW, NB, CB>
+        <<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
 template <int NW, int KW, int NB>
 static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                             const void *Qb, const float *dOq, float *dRo, float *dhst) {
-    const int xs = drt_env() == 1, cb = drt_env() == 2 || !drt_fits32(c);
-    if (cb) {
-        if (xs) return drt_go<NW, KW, NB, 1, 1>(c, p, stream, Qb, dOq, dRo, dhst);
-        return drt_go<NW, KW, NB, 0, 1>(c, p, stream, Qb, dOq, dRo, dhst);
-    }
-    if (xs) return drt_go<NW, KW, NB, 1, 0>(c, p, stream, Qb, dOq, dRo, dhst);
-    return drt_go<NW, KW, NB, 0, 0>(c, p, stream, Qb, dOq, dRo, dhst);
+    if (drt_b64() || !drt_fits32(c)) return drt_go<NW, KW, NB, 1>(c, p, stream, Qb, dOq, dRo, dhst);
+    return drt_go<NW, KW, NB, 0>(c, p, stream, Qb, dOq, dRo, dhst);
 }
 /* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit);
  * K <= 256: 8 warps of 32, one buffer. */
