@@ -47,240 +47,18 @@ template <int NW, int KW, int NB> static size_t drt_smem() {
 }
 
 /* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16).
- * Qb: q as bf16 [tokens][H][K8]; dOq: qsc_t dO_t ([tokens][HS][V] fp32). */
-template <int NW, int KW, int NB>
-__global__ void __launch_bounds__(NW * 32, 1)
-    la_cu_dcb_rev_tc(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
-                     float *ds0, float *dRo, float *dhst) {
-    extern __shared__ __align__(128) unsigned char drt_sm[];
-    constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
-    constexpr int KQ = KP / 8, JW = 8 / NW;
-    drt_bf *const tiles = (drt_bf *)drt_sm;                  /* [NB][Kh, Kl, Wh, Wl, Q][64][LD] */
-    float *const Fs = (float *)(tiles + NB * DRT_NT * TILE); /* [NB][dRo, dO][64][DRT_SU] */
-    float *const Ps = Fs + NB * 2 * 64 * DRT_SU;             /* [NW][16][DRT_PLD] */
-    drt_bf *const Rh = (drt_bf *)(Ps + NW * 16 * DRT_PLD), *const Rl = Rh + 16 * DRT_RLD;
-    drt_bf *const Oh = Rl + 16 * DRT_RLD, *const Ol = Oh + 16 * DRT_RLD;
-    const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
-    const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
-    const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H, K8 = (K + 7) & ~(int64_t)7;
-    const int64_t nvb = (V + 15) / 16, nh = blockIdx.x / nvb;
-    const int64_t n = nh / HS, hs = nh % HS, hq = hs / (HS / H);
-    const int64_t v0 = (int64_t)(blockIdx.x % nvb) * 16;
-    const int vc = (int)(V - v0 < 16 ? V - v0 : 16);
-    const bool uvec = (V & 3) == 0;
-    const la_cu_seq s = p.seqs[n];
-    const size_t sbase = ((size_t)n * HS + hs) * K * V;
-
-    /* dh^T accumulators: D[j][e] = dh^T[v][i], v = g + 8 (e >> 1), i = kb + 8 j + 2 q + (e & 1) */
-    float D[NT][4];
-#pragma unroll
-    for (int j = 0; j < NT; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int v = g + 8 * (e >> 1);
-            const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-            D[j][e] = (dsT && i < K && v < vc) ? dsT[sbase + i * V + v0 + v] : 0.f;
-        }
-
-    auto issue = [&](int c, int b) {
-        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
-        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
-        const int64_t ko = (tok0 * HS + hs) * K8, rs = HS * K8;
-        const int64_t qo = (tok0 * H + hq) * K8, qs = H * K8;
-        drt_bf *tb = tiles + b * DRT_NT * TILE;
-        for (int e = t; e < 64 * KQ; e += NTH) {
-            const int r = e / KQ, c8 = (e - r * KQ) * 8;
-            const bool in = r < L && c8 < K8;
-            const int64_t off = in ? ko + r * rs + c8 : 0, qf = in ? qo + r * qs + c8 : 0;
-            drt_bf *d = tb + r * LD + c8;
-            la_cu_cpb16(d, p.Kh + off, in ? 16 : 0);
-            la_cu_cpb16(d + TILE, p.Kl + off, in ? 16 : 0);
-            la_cu_cpb16(d + 2 * TILE, p.Wh + off, in ? 16 : 0);
-            la_cu_cpb16(d + 3 * TILE, p.Wl + off, in ? 16 : 0);
-            la_cu_cpb16(d + 4 * TILE, Qb + qf, in ? 16 : 0);
-        }
-        float *rb = Fs + b * 2 * 64 * DRT_SU, *ob = rb + 64 * DRT_SU;
-        const int64_t vo = (tok0 * HS + hs) * V + v0;
-        if (uvec) {
-            for (int e = t; e < 64 * 4; e += NTH) {
-                const int r = e >> 2, c4 = (e & 3) * 4;
-                const bool in = r < L && c4 < vc;
-                const int64_t off = in ? vo + r * HS * V + c4 : 0;
-                la_cu_cpb16(rb + r * DRT_SU + c4, dRo + off, in ? 16 : 0);
-                la_cu_cpb16(ob + r * DRT_SU + c4, dOq + off, in ? 16 : 0);
-            }
-        } else {
-            for (int e = t; e < 64 * 16; e += NTH) {
-                const int r = e >> 4, cc = e & 15;
-                const bool in = r < L && cc < vc;
-                const int64_t off = in ? vo + r * HS * V + cc : 0;
-                la_cu_cpb4(rb + r * DRT_SU + cc, dRo + off, in ? 4 : 0);
-                la_cu_cpb4(ob + r * DRT_SU + cc, dOq + off, in ? 4 : 0);
-            }
-        }
-        asm volatile("cp.async.commit_group;\n" ::: "memory");
-    };
-
-    if (s.nch > 0) issue(s.nch - 1, 0);
-    for (int c = s.nch - 1, it = 0; c >= 0; c--, it++) {
-        const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
-        const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
-        const size_t chk = (size_t)s.chunk0 + c;
-        const int b = NB == 2 ? (it & 1) : 0;
-        const float bl = p.bL[chk * HS + hs];
-        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-        __syncthreads(); /* chunk c's tiles in; every warp is past chunk c + 1 */
-        if (NB == 2 && c > 0) issue(c - 1, b ^ 1);
-        const drt_bf *const Kt = tiles + b * DRT_NT * TILE, *const Wt = Kt + 2 * TILE;
-        const drt_bf *const Qt = Kt + 4 * TILE;
-        if (dhst) { /* dh' of chunk c */
-            float *hc = dhst + (chk * HS + hs) * K * V + v0;
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int v = g + 8 * (e >> 1);
-                    const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-                    if (i < K && v < vc) hc[i * V + v] = D[j][e];
-                }
-        }
-        /* partial dR^T of this warp's keys: P[j] = tokens 8 j .. 8 j + 7 */
-        float P[8][4], Px[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) P[j][e] = 0.f, Px[j][e] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < KW / 16; ks++) {
-            uint32_t ah[4], al[4];
-            la_cu_bf16_parts(D[2 * ks][0], D[2 * ks][1], ah[0], al[0]);
-            la_cu_bf16_parts(D[2 * ks][2], D[2 * ks][3], ah[1], al[1]);
-            la_cu_bf16_parts(D[2 * ks + 1][0], D[2 * ks + 1][1], ah[2], al[2]);
-            la_cu_bf16_parts(D[2 * ks + 1][2], D[2 * ks + 1][3], ah[3], al[3]);
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
-                const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kb + 16 * ks + (m8 & 1) * 8;
-                uint32_t bh[4], bw[4];
-                la_tc_ldsm4<false>(bh, Kt + off);
-                la_tc_ldsm4<false>(bw, Kt + TILE + off);
-                la_tc_mma<drt_bf>(P[2 * jj], ah, bh[0], bh[1]);
-                la_tc_mma<drt_bf>(P[2 * jj + 1], ah, bh[2], bh[3]);
-                la_tc_mma<drt_bf>(Px[2 * jj], al, bh[0], bh[1]);
-                la_tc_mma<drt_bf>(Px[2 * jj + 1], al, bh[2], bh[3]);
-                la_tc_mma<drt_bf>(Px[2 * jj], ah, bw[0], bw[1]);
-                la_tc_mma<drt_bf>(Px[2 * jj + 1], ah, bw[2], bw[3]);
-            }
-        }
-        {
-            float *pw = Ps + w * 16 * DRT_PLD;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
-                *(float2 *)&pw[g * DRT_PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
-                *(float2 *)&pw[(g + 8) * DRT_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
-            }
-        }
-        __syncthreads(); /* partials out */
-        /* warp w: dR^T of tokens 8 j .. 8 j + 7, j = JW w ..: dRo^T plus the
-         * partials in warp order; dR to global (fp32), -dR^T and dO^T as
-         * parts to shared */
-        {
-            const float *const Rb = Fs + b * 2 * 64 * DRT_SU, *const Ob = Rb + 64 * DRT_SU;
-#pragma unroll
-            for (int jw = 0; jw < JW; jw++) {
-                const int j = JW * w + jw;
-#pragma unroll
-                for (int hf = 0; hf < 2; hf++) {
-                    const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * DRT_PLD + tt;
-                    float2 a = *(const float2 *)&Ps[o];
-#pragma unroll
-                    for (int ww = 1; ww < NW; ww++) {
-                        const float2 y = *(const float2 *)&Ps[ww * 16 * DRT_PLD + o];
-                        a.x += y.x, a.y += y.y;
-                    }
-                    const float r0 = Rb[tt * DRT_SU + v] + a.x,
-                                r1 = Rb[(tt + 1) * DRT_SU + v] + a.y;
-                    uint32_t hi, lo;
-                    la_cu_bf16_parts(-r0, -r1, hi, lo);
-                    *(uint32_t *)&Rh[v * DRT_RLD + tt] = hi;
-                    *(uint32_t *)&Rl[v * DRT_RLD + tt] = lo;
-                    la_cu_bf16_parts(Ob[tt * DRT_SU + v], Ob[(tt + 1) * DRT_SU + v], hi, lo);
-                    *(uint32_t *)&Oh[v * DRT_RLD + tt] = hi;
-                    *(uint32_t *)&Ol[v * DRT_RLD + tt] = lo;
-                    if (v < vc) {
-                        float *u = dRo + ((tok0 + tt) * HS + hs) * V + v0 + v;
-                        if (tt < L) u[0] = r0;
-                        if (tt + 1 < L) u[HS * V] = r1;
-                    }
-                }
-            }
-        }
-        __syncthreads(); /* parts out */
-        /* dh^T = b_L dh^T + (-dR^T) W[:, keys of w] + (qsc dO)^T Q[:, keys of w] */
-        float Dx[NT][4];
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) D[j][e] *= bl, Dx[j][e] = 0.f;
-#pragma unroll
-        for (int kt = 0; kt < 4; kt++) {
-            const int ao = ((m8 & 1) * 8 + rr) * DRT_RLD + 16 * kt + (m8 >> 1) * 8;
-            uint32_t ah[4], al[4], oh[4], ol[4];
-            la_tc_ldsm4<false>(ah, Rh + ao);
-            la_tc_ldsm4<false>(al, Rl + ao);
-            la_tc_ldsm4<false>(oh, Oh + ao);
-            la_tc_ldsm4<false>(ol, Ol + ao);
-#pragma unroll
-            for (int jn = 0; jn < KW / 16; jn++) {
-                const int off = (16 * kt + (m8 & 1) * 8 + rr) * LD + kb + 16 * jn + (m8 >> 1) * 8;
-                uint32_t bh[4], bw[4], bq[4];
-                la_tc_ldsm4<true>(bh, Wt + off);
-                la_tc_ldsm4<true>(bw, Wt + TILE + off);
-                la_tc_ldsm4<true>(bq, Qt + off);
-                la_tc_mma<drt_bf>(D[2 * jn], ah, bh[0], bh[1]);
-                la_tc_mma<drt_bf>(D[2 * jn + 1], ah, bh[2], bh[3]);
-                la_tc_mma<drt_bf>(D[2 * jn], oh, bq[0], bq[1]);
-                la_tc_mma<drt_bf>(D[2 * jn + 1], oh, bq[2], bq[3]);
-                la_tc_mma<drt_bf>(Dx[2 * jn], al, bh[0], bh[1]);
-                la_tc_mma<drt_bf>(Dx[2 * jn + 1], al, bh[2], bh[3]);
-                la_tc_mma<drt_bf>(Dx[2 * jn], ah, bw[0], bw[1]);
-                la_tc_mma<drt_bf>(Dx[2 * jn + 1], ah, bw[2], bw[3]);
-                la_tc_mma<drt_bf>(Dx[2 * jn], ol, bq[0], bq[1]);
-                la_tc_mma<drt_bf>(Dx[2 * jn + 1], ol, bq[2], bq[3]);
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) D[j][e] += Dx[j][e];
-        if (NB == 1 && c > 0) {
-            __syncthreads(); /* buffer 0 read by every warp */
-            issue(c - 1, 0);
-        }
-    }
-    if (ds0)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int v = g + 8 * (e >> 1);
-                const int64_t i = kb + 8 * j + 2 * q + (e & 1);
-                if (i < K && v < vc) ds0[sbase + i * V + v0 + v] = D[j][e];
-            }
-}
-
-/* cuda-rev9: the same kernel (the same products, partial sums and bf16 splits
- * in the same order: bitwise the same results) with a short instruction
- * stream. Every element offset is 32-bit and computed once per thread: its
- * copy rows and column of the 16-bit tiles, of the dRo / dO tiles, its dh'
- * slots and dR slots stay the same for the whole sequence, so chunk c adds c
- * times a constant stride. Column predicates (padding keys, the last value
- * block's columns) are per-thread constants; row predicates (r < L) run only
- * on a sequence's last chunk, the only one shorter than LA_CU_C. The host
- * takes it only where every tensor it steps through has fewer than 2^31
- * elements (drt_fits32). */
-template <int NW, int KW, int NB>
+ * Qb: q as bf16 [tokens][H][K8]; dOq: qsc_t dO_t ([tokens][HS][V] fp32).
+ * Addressing (cuda-rev9's short instruction stream): every per-thread
+ * offset is 32-bit and computed once (its copy rows and column of the 16-bit
+ * tiles, of the dRo / dO tiles, its dh' slots and dR slots); CB = 0: from
+ * the tensors' starts, chunk c adding c times a constant stride; CB = 1
+ * (cuda-rev11): from 64-bit bases of chunk c (its first token times the
+ * row stride, its (chunk, head) block of dh'), for tensors of any size (the
+ * host's choice: drt_launch). Column predicates
+ * (padding keys, the last value block's columns) are per-thread constants;
+ * row predicates (r < L) run only on a sequence's last chunk, the only one
+ * shorter than LA_CU_C. */
+template <int NW, int KW, int NB, int CB>
 __global__ void __launch_bounds__(NW * 32, 1)
     la_cu_dcb_rev_tc9(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
                       float *ds0, float *dRo, float *dhst) {
@@ -307,11 +85,13 @@ __global__ void __launch_bounds__(NW * 32, 1)
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
     const unsigned HSV = (unsigned)HS * V, rs = (unsigned)HS * K8, qs = (unsigned)H * K8;
-    const unsigned st0 = (unsigned)s.start;
 
     /* per-thread copy slots: 16-bit tiles (row t / KQ + RS i, column c8) */
     const int r0 = t / KQ, c8 = (t % KQ) * 8;
     const bool cin = c8 < K8;
+    /* CB = 0: whole-tensor 32-bit offsets (the sequence's first token st0
+     * folded in, chunk c adds c times a 32-bit stride); CB = 1: in-chunk */
+    const unsigned st0 = CB ? 0u : (unsigned)s.start;
     const unsigned ko0 = (st0 + r0) * rs + hs * K8 + c8, qo0 = (st0 + r0) * qs + hq * K8 + c8;
     const int so0 = r0 * LD + c8;
     /* dRo / dO tiles: 16-byte copies (row t / 4 + RSV i, column c4) or 4-byte
@@ -334,44 +114,53 @@ __global__ void __launch_bounds__(NW * 32, 1)
             D[j][e] = (dsT && in) ? dsT[sbase + (size_t)i * V + v0 + v] : 0.f;
         }
     const unsigned KV = (unsigned)K * V;
-    const unsigned ho0 = ((unsigned)s.chunk0 * HS + hs) * KV + (kb + 2 * q) * V + v0 + g;
+    const unsigned ho0 =
+        (CB ? 0u : ((unsigned)s.chunk0 * HS + hs) * KV) + (kb + 2 * q) * V + v0 + g;
     /* dR slots of phase 2: token 8 (JW w + jw) + 2 q (+ 1), column g + 8 hf */
     const unsigned ro0 = (st0 + 8 * JW * w + 2 * q) * HSV + hs * V + v0 + g;
+    /* CB = 1: 64-bit bases of chunk c: its first token's rows, its block of dh' */
+    auto tokb = [&](int c) { return (size_t)(s.start + (int64_t)c * LA_CU_C); };
+    auto chkb = [&](int c) { return (size_t)s.chunk0 + (size_t)c; };
 
     auto issue = [&](int c, int b, bool last) {
         const int L = last ? (int)(s.len - (int64_t)c * LA_CU_C) : LA_CU_C;
-        const unsigned kc = ko0 + (unsigned)c * (LA_CU_C * rs);
-        const unsigned qc = qo0 + (unsigned)c * (LA_CU_C * qs);
+        const size_t tk = CB ? tokb(c) : 0, kc = tk * rs, qc = tk * qs;
+        const drt_bf *const kh = p.Kh + kc, *const kl = p.Kl + kc, *const wh = p.Wh + kc;
+        const drt_bf *const wl = p.Wl + kc, *const qb = Qb + qc;
+        const unsigned k32 = ko0 + (CB ? 0u : (unsigned)c * (LA_CU_C * rs));
+        const unsigned q32 = qo0 + (CB ? 0u : (unsigned)c * (LA_CU_C * qs));
         drt_bf *tb = tiles + b * DRT_NT * TILE + so0;
 #pragma unroll
         for (int i = 0; i < NI; i++) {
             const bool in = cin && (!last || r0 + RS * i < L);
-            const unsigned off = in ? kc + (unsigned)(RS * i) * rs : 0u;
-            const unsigned qf = in ? qc + (unsigned)(RS * i) * qs : 0u;
+            const unsigned off = in ? k32 + (unsigned)(RS * i) * rs : 0u;
+            const unsigned qf = in ? q32 + (unsigned)(RS * i) * qs : 0u;
             drt_bf *d = tb + RS * i * LD;
-            la_cu_cpb16(d, p.Kh + off, in ? 16 : 0);
-            la_cu_cpb16(d + TILE, p.Kl + off, in ? 16 : 0);
-            la_cu_cpb16(d + 2 * TILE, p.Wh + off, in ? 16 : 0);
-            la_cu_cpb16(d + 3 * TILE, p.Wl + off, in ? 16 : 0);
-            la_cu_cpb16(d + 4 * TILE, Qb + qf, in ? 16 : 0);
+            la_cu_cpb16(d, kh + off, in ? 16 : 0);
+            la_cu_cpb16(d + TILE, kl + off, in ? 16 : 0);
+            la_cu_cpb16(d + 2 * TILE, wh + off, in ? 16 : 0);
+            la_cu_cpb16(d + 3 * TILE, wl + off, in ? 16 : 0);
+            la_cu_cpb16(d + 4 * TILE, qb + qf, in ? 16 : 0);
         }
         float *rb = Fs + b * 2 * 64 * DRT_SU + fo0, *ob = rb + 64 * DRT_SU;
-        const unsigned vcb = vo0 + (unsigned)c * (LA_CU_C * HSV);
+        const size_t vc64 = CB ? tokb(c) * HSV : 0;
+        const float *const rg = dRo + vc64, *const og = dOq + vc64;
+        const unsigned v32 = vo0 + (CB ? 0u : (unsigned)c * (LA_CU_C * HSV));
         if (uvec) {
 #pragma unroll
             for (int i = 0; i < NIV; i++) {
                 const bool in = vin && (!last || rv0 + RSV * i < L);
-                const unsigned off = in ? vcb + (unsigned)(RSV * i) * HSV : 0u;
-                la_cu_cpb16(rb + RSV * i * DRT_SU, dRo + off, in ? 16 : 0);
-                la_cu_cpb16(ob + RSV * i * DRT_SU, dOq + off, in ? 16 : 0);
+                const unsigned off = in ? v32 + (unsigned)(RSV * i) * HSV : 0u;
+                la_cu_cpb16(rb + RSV * i * DRT_SU, rg + off, in ? 16 : 0);
+                la_cu_cpb16(ob + RSV * i * DRT_SU, og + off, in ? 16 : 0);
             }
         } else {
 #pragma unroll
             for (int i = 0; i < NI1; i++) {
                 const bool in = vin && (!last || rv0 + RS1 * i < L);
-                const unsigned off = in ? vcb + (unsigned)(RS1 * i) * HSV : 0u;
-                la_cu_cpb4(rb + RS1 * i * DRT_SU, dRo + off, in ? 4 : 0);
-                la_cu_cpb4(ob + RS1 * i * DRT_SU, dOq + off, in ? 4 : 0);
+                const unsigned off = in ? v32 + (unsigned)(RS1 * i) * HSV : 0u;
+                la_cu_cpb4(rb + RS1 * i * DRT_SU, rg + off, in ? 4 : 0);
+                la_cu_cpb4(ob + RS1 * i * DRT_SU, og + off, in ? 4 : 0);
             }
         }
         asm volatile("cp.async.commit_group;\n" ::: "memory");
@@ -382,14 +171,15 @@ __global__ void __launch_bounds__(NW * 32, 1)
         const bool last = c == s.nch - 1;
         const int L = last ? (int)(s.len - (int64_t)c * LA_CU_C) : LA_CU_C;
         const int b = NB == 2 ? (it & 1) : 0;
-        const float bl = p.bL[((unsigned)s.chunk0 + c) * HS + hs];
+        const float bl = CB ? p.bL[chkb(c) * HS + hs] : p.bL[((unsigned)s.chunk0 + c) * HS + hs];
         asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         __syncthreads(); /* chunk c's tiles in; every warp is past chunk c + 1 */
         if (NB == 2 && c > 0) issue(c - 1, b ^ 1, false);
         const drt_bf *const Kt = tiles + b * DRT_NT * TILE, *const Wt = Kt + 2 * TILE;
         const drt_bf *const Qt = Kt + 4 * TILE;
         if (dhst) { /* dh' of chunk c */
-            float *hc = dhst + (ho0 + (unsigned)c * (HS * KV));
+            float *hc =
+                CB ? dhst + (chkb(c) * HS + hs) * KV + ho0 : dhst + (ho0 + (unsigned)c * (HS * KV));
 #pragma unroll
             for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -437,7 +227,8 @@ __global__ void __launch_bounds__(NW * 32, 1)
         __syncthreads(); /* partials out */
         {
             const float *const Rb = Fs + b * 2 * 64 * DRT_SU, *const Ob = Rb + 64 * DRT_SU;
-            float *const rc = dRo + (ro0 + (unsigned)c * (LA_CU_C * HSV));
+            float *const rc =
+                CB ? dRo + tokb(c) * HSV + ro0 : dRo + (ro0 + (unsigned)c * (LA_CU_C * HSV));
 #pragma unroll
             for (int jw = 0; jw < JW; jw++) {
                 const int j = JW * w + jw;
@@ -519,51 +310,66 @@ __global__ void __launch_bounds__(NW * 32, 1)
             }
 }
 
-/* Every tensor cuda-rev9's kernel steps through with 32-bit offsets (W, Kd
- * parts and q as bf16: tokens x HS x K8; dRo, qsc dO: tokens x HS x V; dh':
- * chunks x HS x K x V) has fewer than 2^31 elements, with a chunk of margin. */
+/* Addressing (cuda-rev11, round 2 session 9). CB = 0 (cuda-rev9's): every
+ * offset is a whole-tensor 32-bit one, taken where every tensor the kernel
+ * steps through has fewer than 2^31 elements with a chunk of margin
+ * (drt_fits32: W, Kd parts and q as bf16: tokens x HS x K8; dRo, qsc dO:
+ * tokens x HS x V; dh': chunks x HS x K x V). CB = 1 (any token count):
+ * 64-bit chunk bases plus 32-bit in-chunk offsets, which stay below
+ * 64 HS max(K8, V) (rows of a chunk times the row stride, plus the head's
+ * columns) and K V (a thread's dh' slot in its (chunk, head) block); taken
+ * where 64 HS max(K8, V) < 2^31 (131072 heads of 256 keys) and the grid is
+ * below 2^31 CTAs (drt_fits); beyond that the FFMA pass (64-bit offsets)
+ * runs (la__cu_delta_tc_rev returns 0). bench/drt_index64.py emulates CB =
+ * 1's index math at tensors of 2^31 .. 2^35 elements. The two give the same
+ * bits; CB = 1 costs ~130 more instructions per warp and chunk (64-bit
+ * pointer arithmetic: DeltaNet 965 vs 835, +5% time on the H200), so CB = 0
+ * stays where it fits. This replaced cuda-delta7's kernel (64-bit offsets
+ * everywhere, kept until now for the tensors above 2^31 elements and as
+ * LINATTN_CUDA_DELTA_REV=old; same bits, removed with that switch). */
 static int drt_fits32(const la__cu_call *c) {
     const int64_t lim = (int64_t)1 << 31, K8 = (c->K + 7) & ~(int64_t)7;
     const int64_t tok = c->B * c->T + LA_CU_C, nch = tok / LA_CU_C + c->N + 1;
     const int64_t KV = c->K * c->V, KM = K8 > c->V ? K8 : c->V;
     return tok < lim / (c->HS * KM) && nch < lim / (c->HS * KV);
 }
+static int drt_fits(const la__cu_call *c) {
+    const int64_t K8 = (c->K + 7) & ~(int64_t)7, KM = K8 > c->V ? K8 : c->V;
+    return c->HS <= ((int64_t)1 << 25) / KM &&
+           (c->V + 15) / 16 * c->N < (((int64_t)1 << 31) - 1) / c->HS;
+}
 
-/* LINATTN_CUDA_DELTA_REV=old: cuda-delta7's kernel (for A/B); else
- * (default) cuda-rev9's one-CTA kernel, only where drt_fits32 holds (read
- * once). cuda-rev9 also tried the keys split over a 2-CTA cluster: slower
- * at the GDN shape (bench/GPU.md cuda-rev9), removed at merge. Returns 0
- * old, 1 tc9. */
-static int drt_mode(const la__cu_call *c) {
+/* LINATTN_CUDA_DELTA_REV=b64 (read once): CB = 1 at every size (to test
+ * the 64-bit path on small tensors). cuda-rev11 also tried the W / Q
+ * product's lo x q cross terms in their own accumulators (mma chains of 8
+ * instead of 12): within 1% at DeltaNet and GDN fwd+bwd (bench/GPU.md),
+ * removed. */
+static int drt_b64() {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_REV");
-        mode = e && !strcmp(e, "old") ? 0 : 1;
+        mode = e && !strcmp(e, "b64");
     }
-    return drt_fits32(c) ? mode : 0;
+    return mode;
 }
-static int drt_new(const la__cu_call *c) { return drt_mode(c) > 0; }
 
+template <int NW, int KW, int NB, int CB>
+static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                        const void *Qb, const float *dOq, float *dRo, float *dhst) {
+    const size_t smem = drt_smem<NW, KW, NB>();
+    const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, CB>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    la_cu_dcb_rev_tc9<NW, KW, NB, CB>
+        <<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+    LA_CU_LAUNCHED(c->op);
+    return LA_OK;
+}
 template <int NW, int KW, int NB>
 static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                             const void *Qb, const float *dOq, float *dRo, float *dhst) {
-    const size_t smem = drt_smem<NW, KW, NB>();
-    const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
-    if (drt_new(c)) {
-        LA_CU_TRY(c->op,
-                  cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        la_cu_dcb_rev_tc9<NW, KW, NB><<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq,
-                                                                       c->dsT, c->ds0, dRo, dhst);
-    } else {
-        LA_CU_TRY(c->op,
-                  cudaFuncSetAttribute(la_cu_dcb_rev_tc<NW, KW, NB>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        la_cu_dcb_rev_tc<NW, KW, NB><<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq,
-                                                                      c->dsT, c->ds0, dRo, dhst);
-    }
-    LA_CU_LAUNCHED(c->op);
-    return LA_OK;
+    if (drt_b64() || !drt_fits32(c)) return drt_go<NW, KW, NB, 1>(c, p, stream, Qb, dOq, dRo, dhst);
+    return drt_go<NW, KW, NB, 0>(c, p, stream, Qb, dOq, dRo, dhst);
 }
 /* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit);
  * K <= 256: 8 warps of 32, one buffer. */
@@ -592,7 +398,8 @@ int la__cu_delta_tc_rev(const la__cu_call *c, const la_cu_dc_args &p) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DELTA_TC_REV");
         mode = !((e && e[0] == '0') || (o && o[0] == '0'));
     }
-    if (!mode || c->dtype != LA_DTYPE_BF16 || !p.Wh || !p.Wl || c->K > 256) return 0;
+    if (!mode || c->dtype != LA_DTYPE_BF16 || !p.Wh || !p.Wl || c->K > 256 || !drt_fits(c))
+        return 0;
     const size_t need = c->K <= 64    ? drt_smem<4, 16, 1>()
                         : c->K <= 128 ? drt_smem<4, 32, 1>()
                                       : drt_smem<8, 32, 1>();
