@@ -80,10 +80,10 @@ static void gate_factors(const la__delta_chunk_in *in, double *gam, float *b, fl
 
 /* The right-hand sides of the two solves: U = diag(beta) V, W = diag(beta b) K. */
 static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, float *W) {
-    const int64_t L = in->L, K = in->K, V = in->V;
+    const int64_t L = in->L, K = in->K, V = in->V, ldv = in->ldv ? in->ldv : V;
     for (int64_t t = 0; t < L; t++) {
         float *Ut = U + t * V, *Wt = W + t * K;
-        const float *vt = in->v + t * V, *kt = in->k + t * K;
+        const float *vt = in->v + t * ldv, *kt = in->k + t * K;
         const float bb = in->beta[t] * b[t];
         for (int64_t c = 0; c < V; c++) Ut[c] = in->beta[t] * vt[c];
         for (int64_t i = 0; i < K; i++) Wt[i] = bb * kt[i];
@@ -228,7 +228,7 @@ size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
 void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, float *kept, float *G,
                               const float *dO, float *dq, float *dk, float *dv, float *dbeta,
                               float *dg, float *work) {
-    const int64_t L = in->L, K = in->K, V = in->V;
+    const int64_t L = in->L, K = in->K, V = in->V, ldv = in->ldv ? in->ldv : V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
     const la__kernels *kr = in->kr;
     const int gated = in->g != NULL;
@@ -260,19 +260,27 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     } else {
         kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KKd, L);
     }
+    /* Gm, dGm and M row by row in three separate loops over disjoint
+     * (restrict) rows, so each vectorises (one loop storing Gm and reading it
+     * back through possibly aliased pointers ran one element at a time: ~25%
+     * of this function's samples, cpu-delta11). */
     for (int64_t t = 0; t < L; t++) {
-        if (gated) gamma_row(Gm + t * L, gam[t], gam, t + 1);
-        for (int64_t j = 0; j <= t; j++) {
-            if (!gated) Gm[t * L + j] = 1.0f;
-            dGm[t * L + j] = 0;
-            /* M_tj = beta_t (k_t . k_j) Gamma_tj, strictly lower */
-            Mm[t * L + j] = j < t ? beta[t] * KKd[t * L + j] * Gm[t * L + j] : 0.0f;
-        }
+        float *restrict Gmt = Gm + t * L, *restrict dGmt = dGm + t * L, *restrict Mmt = Mm + t * L;
+        const float *restrict KKt = KKd + t * L;
+        const float bt = beta[t];
+        if (gated)
+            gamma_row(Gmt, gam[t], gam, t + 1);
+        else
+            for (int64_t j = 0; j <= t; j++) Gmt[j] = 1.0f;
+        for (int64_t j = 0; j <= t; j++) dGmt[j] = 0;
+        /* M_tj = beta_t (k_t . k_j) Gamma_tj, strictly lower */
+        for (int64_t j = 0; j < t; j++) Mmt[j] = bt * KKt[j] * Gmt[j];
+        Mmt[t] = 0.0f;
     }
     if (!kept) {
         for (int64_t t = 0; t < L; t++) {
             const float bb = beta[t] * b[t];
-            for (int64_t c = 0; c < V; c++) U[t * V + c] = beta[t] * v[t * V + c];
+            for (int64_t c = 0; c < V; c++) U[t * V + c] = beta[t] * v[t * ldv + c];
             for (int64_t i = 0; i < K; i++) W[t * K + i] = bb * k[t * K + i];
         }
         kr->trsm_llu(L, V, Mm, L, U, V);
@@ -344,8 +352,14 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     /* dM_tj = -(Yu_t . U_j + Yw_t . W_j), j < t */
     kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, T2, L);
     kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, W, K, 1.0f, T2, L);
+    /* v's rows are read in place (ldv floats apart, a page apart at
+     * H V = 1024): fetched LA__DELTA_AHEAD tokens ahead. (dv written the
+     * same way, in place, stalled on its stores: the backward ran 3-9%
+     * slower than through a contiguous dv and a row copy, cpu-delta11.) */
+    for (int64_t t = 0; t < L && t < LA__DELTA_AHEAD; t++) la__delta_prefetch(v + t * ldv, V, 0);
     for (int64_t t = 0; t < L; t++) {
-        const float *Yut = YU + t * V, *Ywt = YW + t * K, *vt = v + t * V, *kt = k + t * K;
+        if (t + LA__DELTA_AHEAD < L) la__delta_prefetch(v + (t + LA__DELTA_AHEAD) * ldv, V, 0);
+        const float *Yut = YU + t * V, *Ywt = YW + t * K, *vt = v + t * ldv, *kt = k + t * K;
         const float yv = la__delta_dot(Yut, vt, V), yk = la__delta_dot(Ywt, kt, K);
         for (int64_t c = 0; c < V; c++) dv[t * V + c] = beta[t] * Yut[c];
         const float bb = beta[t] * b[t];
