@@ -352,13 +352,12 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     /* dM_tj = -(Yu_t . U_j + Yw_t . W_j), j < t */
     kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, T2, L);
     kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, W, K, 1.0f, T2, L);
-    /* v's rows are read in place (ldv floats apart, a page apart at
-     * H V = 1024): fetched LA__DELTA_AHEAD tokens ahead. (dv written the
-     * same way, in place, stalled on its stores: the backward ran 3-9%
-     * slower than through a contiguous dv and a row copy, cpu-delta11.) */
-    for (int64_t t = 0; t < L && t < LA__DELTA_AHEAD; t++) la__delta_prefetch(v + t * ldv, V, 0);
+    /* v's rows may be the caller's, in place (ldv floats apart): the
+     * driver prefetched them. (dv written the same way, in place, stalled
+     * on its stores: the backward ran 3-9% slower than through a
+     * contiguous dv and a row copy; prefetching v's rows here stalled on
+     * the prefetches, cpu-delta11.) */
     for (int64_t t = 0; t < L; t++) {
-        if (t + LA__DELTA_AHEAD < L) la__delta_prefetch(v + (t + LA__DELTA_AHEAD) * ldv, V, 0);
         const float *Yut = YU + t * V, *Ywt = YW + t * K, *vt = v + t * ldv, *kt = k + t * K;
         const float yv = la__delta_dot(Yut, vt, V), yk = la__delta_dot(Ywt, kt, K);
         for (int64_t c = 0; c < V; c++) dv[t * V + c] = beta[t] * Yut[c];

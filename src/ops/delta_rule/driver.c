@@ -466,9 +466,9 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
                            float *dqc, float *dkc) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     /* v is read in place (rows HV V floats apart; no copy through a vc,
-     * cpu-delta11; la__delta_chunk_backward prefetches its rows where it
-     * reads them); d_o's rows LA__DELTA_AHEAD ahead of its scaled copy, dv's
-     * for writing. */
+     * cpu-delta11): its rows prefetched here, read at the end of the
+     * chunk's backward; d_o's rows LA__DELTA_AHEAD ahead of its scaled copy,
+     * dv's for writing. */
     const size_t v0 = (size_t)((tok0 + t0) * HV + hv);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = v0 + (size_t)(t * HV);
@@ -478,6 +478,7 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
             la__delta_prefetch(dot + ah, V, 0);
             la__delta_prefetch(a->dv + vh * (size_t)V + ah, V, 1);
         }
+        la__delta_prefetch(a->v + vh * (size_t)V, V, 0);
         for (int64_t c = 0; c < V; c++) s->dOc[t * V + c] = a->scale * dot[c];
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
