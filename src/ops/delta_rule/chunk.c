@@ -272,7 +272,8 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
             gamma_row(Gmt, gam[t], gam, t + 1);
         else
             for (int64_t j = 0; j <= t; j++) Gmt[j] = 1.0f;
-        for (int64_t j = 0; j <= t; j++) dGmt[j] = 0;
+        if (gated) /* dGm feeds only the gate gradient */
+            for (int64_t j = 0; j <= t; j++) dGmt[j] = 0;
         /* M_tj = beta_t (k_t . k_j) Gamma_tj, strictly lower */
         for (int64_t j = 0; j < t; j++) Mmt[j] = bt * KKt[j] * Gmt[j];
         Mmt[t] = 0.0f;
@@ -333,11 +334,12 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     la__gemm_tn_lower_acc(kr, L, V, T1, L, dO, V, dR, V); /* kernels.h */
     /* dP_tj = dO~_t . R_j; dGm += dP QKd; dq += (dP Gm) K, dk += (dP Gm)^T Q */
     kr->gemm_nt_tril(L, V, 0, 1.0f, dO, V, R, V, 0.0f, T1, L);
-    for (int64_t t = 0; t < L; t++)
-        for (int64_t j = 0; j <= t; j++) {
-            dGm[t * L + j] += T1[t * L + j] * QKd[t * L + j];
-            T1[t * L + j] *= Gm[t * L + j];
-        }
+    if (gated) /* without gates Gm == 1 (T1 unchanged) and dGm is unused */
+        for (int64_t t = 0; t < L; t++)
+            for (int64_t j = 0; j <= t; j++) {
+                dGm[t * L + j] += T1[t * L + j] * QKd[t * L + j];
+                T1[t * L + j] *= Gm[t * L + j];
+            }
     kr->gemm_nn_lower(L, K, L, 1.0f, T1, L, k, K, 1.0f, dq, K);
     la__gemm_tn_lower_acc(kr, L, K, T1, L, q, K, dk, K);
 
@@ -366,11 +368,13 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         float dbt = yv + b[t] * yk;
         db[t] += beta[t] * yk;
         /* M_tj = beta_t (k_t . k_j) Gamma_tj: T2 becomes dM_tj beta_t Gamma_tj */
+        if (gated) /* dM_tj beta_t (k_t . k_j) into dGm, as dm beta kk */
+            for (int64_t j = 0; j < t; j++)
+                dGm[t * L + j] += T2[t * L + j] * beta[t] * KKd[t * L + j];
         for (int64_t j = 0; j < t; j++) {
             const float dm = T2[t * L + j];
             const float kk = KKd[t * L + j], gm = Gm[t * L + j];
             dbt += dm * kk * gm;
-            dGm[t * L + j] += dm * beta[t] * kk;
             T2[t * L + j] = dm * beta[t] * gm;
         }
         dbeta[t] = dbt;
