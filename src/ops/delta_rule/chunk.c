@@ -80,10 +80,10 @@ static void gate_factors(const la__delta_chunk_in *in, double *gam, float *b, fl
 
 /* The right-hand sides of the two solves: U = diag(beta) V, W = diag(beta b) K. */
 static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, float *W) {
-    const int64_t L = in->L, K = in->K, V = in->V;
+    const int64_t L = in->L, K = in->K, V = in->V, ldv = in->ldv ? in->ldv : V;
     for (int64_t t = 0; t < L; t++) {
         float *Ut = U + t * V, *Wt = W + t * K;
-        const float *vt = in->v + t * V, *kt = in->k + t * K;
+        const float *vt = in->v + t * ldv, *kt = in->k + t * K;
         const float bb = in->beta[t] * b[t];
         for (int64_t c = 0; c < V; c++) Ut[c] = in->beta[t] * vt[c];
         for (int64_t i = 0; i < K; i++) Wt[i] = bb * kt[i];
@@ -228,7 +228,7 @@ size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
 void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, float *kept, float *G,
                               const float *dO, float *dq, float *dk, float *dv, float *dbeta,
                               float *dg, float *work) {
-    const int64_t L = in->L, K = in->K, V = in->V;
+    const int64_t L = in->L, K = in->K, V = in->V, ldv = in->ldv ? in->ldv : V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
     const la__kernels *kr = in->kr;
     const int gated = in->g != NULL;
@@ -260,19 +260,28 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     } else {
         kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KKd, L);
     }
+    /* Gm, dGm and M row by row in three separate loops over disjoint
+     * (restrict) rows, so each vectorises (one loop storing Gm and reading it
+     * back through possibly aliased pointers ran one element at a time: ~25%
+     * of this function's samples, cpu-delta11). */
     for (int64_t t = 0; t < L; t++) {
-        if (gated) gamma_row(Gm + t * L, gam[t], gam, t + 1);
-        for (int64_t j = 0; j <= t; j++) {
-            if (!gated) Gm[t * L + j] = 1.0f;
-            dGm[t * L + j] = 0;
-            /* M_tj = beta_t (k_t . k_j) Gamma_tj, strictly lower */
-            Mm[t * L + j] = j < t ? beta[t] * KKd[t * L + j] * Gm[t * L + j] : 0.0f;
-        }
+        float *restrict Gmt = Gm + t * L, *restrict dGmt = dGm + t * L, *restrict Mmt = Mm + t * L;
+        const float *restrict KKt = KKd + t * L;
+        const float bt = beta[t];
+        if (gated)
+            gamma_row(Gmt, gam[t], gam, t + 1);
+        else
+            for (int64_t j = 0; j <= t; j++) Gmt[j] = 1.0f;
+        if (gated) /* dGm feeds only the gate gradient */
+            for (int64_t j = 0; j <= t; j++) dGmt[j] = 0;
+        /* M_tj = beta_t (k_t . k_j) Gamma_tj, strictly lower */
+        for (int64_t j = 0; j < t; j++) Mmt[j] = bt * KKt[j] * Gmt[j];
+        Mmt[t] = 0.0f;
     }
     if (!kept) {
         for (int64_t t = 0; t < L; t++) {
             const float bb = beta[t] * b[t];
-            for (int64_t c = 0; c < V; c++) U[t * V + c] = beta[t] * v[t * V + c];
+            for (int64_t c = 0; c < V; c++) U[t * V + c] = beta[t] * v[t * ldv + c];
             for (int64_t i = 0; i < K; i++) W[t * K + i] = bb * k[t * K + i];
         }
         kr->trsm_llu(L, V, Mm, L, U, V);
@@ -325,11 +334,12 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     la__gemm_tn_lower_acc(kr, L, V, T1, L, dO, V, dR, V); /* kernels.h */
     /* dP_tj = dO~_t . R_j; dGm += dP QKd; dq += (dP Gm) K, dk += (dP Gm)^T Q */
     kr->gemm_nt_tril(L, V, 0, 1.0f, dO, V, R, V, 0.0f, T1, L);
-    for (int64_t t = 0; t < L; t++)
-        for (int64_t j = 0; j <= t; j++) {
-            dGm[t * L + j] += T1[t * L + j] * QKd[t * L + j];
-            T1[t * L + j] *= Gm[t * L + j];
-        }
+    if (gated) /* without gates Gm == 1 (T1 unchanged) and dGm is unused */
+        for (int64_t t = 0; t < L; t++)
+            for (int64_t j = 0; j <= t; j++) {
+                dGm[t * L + j] += T1[t * L + j] * QKd[t * L + j];
+                T1[t * L + j] *= Gm[t * L + j];
+            }
     kr->gemm_nn_lower(L, K, L, 1.0f, T1, L, k, K, 1.0f, dq, K);
     la__gemm_tn_lower_acc(kr, L, K, T1, L, q, K, dk, K);
 
@@ -344,8 +354,13 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
     /* dM_tj = -(Yu_t . U_j + Yw_t . W_j), j < t */
     kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, T2, L);
     kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, W, K, 1.0f, T2, L);
+    /* v's rows may be the caller's, in place (ldv floats apart): the
+     * driver prefetched them. (dv written the same way, in place, stalled
+     * on its stores: the backward ran 3-9% slower than through a
+     * contiguous dv and a row copy; prefetching v's rows here stalled on
+     * the prefetches, cpu-delta11.) */
     for (int64_t t = 0; t < L; t++) {
-        const float *Yut = YU + t * V, *Ywt = YW + t * K, *vt = v + t * V, *kt = k + t * K;
+        const float *Yut = YU + t * V, *Ywt = YW + t * K, *vt = v + t * ldv, *kt = k + t * K;
         const float yv = la__delta_dot(Yut, vt, V), yk = la__delta_dot(Ywt, kt, K);
         for (int64_t c = 0; c < V; c++) dv[t * V + c] = beta[t] * Yut[c];
         const float bb = beta[t] * b[t];
@@ -353,11 +368,13 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         float dbt = yv + b[t] * yk;
         db[t] += beta[t] * yk;
         /* M_tj = beta_t (k_t . k_j) Gamma_tj: T2 becomes dM_tj beta_t Gamma_tj */
+        if (gated) /* dM_tj beta_t (k_t . k_j) into dGm, as dm beta kk */
+            for (int64_t j = 0; j < t; j++)
+                dGm[t * L + j] += T2[t * L + j] * beta[t] * KKd[t * L + j];
         for (int64_t j = 0; j < t; j++) {
             const float dm = T2[t * L + j];
             const float kk = KKd[t * L + j], gm = Gm[t * L + j];
             dbt += dm * kk * gm;
-            dGm[t * L + j] += dm * beta[t] * kk;
             T2[t * L + j] = dm * beta[t] * gm;
         }
         dbeta[t] = dbt;

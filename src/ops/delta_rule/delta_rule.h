@@ -139,11 +139,12 @@ LA_HIDDEN void la__delta_backward(const la__delta_args *a);
 typedef struct la__delta_chunk_in {
     int64_t L, K, V;       /* chunk length, head dims */
     const float *q, *k;    /* [L,K] rows, already normalised if l2norm */
-    const float *v;        /* [L,V] rows */
+    const float *v;        /* [L,V] rows, ldv floats apart */
     const float *g;        /* [L] log-gates or NULL */
     const float *beta;     /* [L] */
     float scale;
     const la__kernels *kr; /* micro-kernel table of the op call */
+    int64_t ldv;           /* row stride of v in floats; 0: V (contiguous rows) */
 } la__delta_chunk_in;
 
 LA_HIDDEN size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V);

@@ -63,10 +63,10 @@ static int64_t fwd_group(const la__delta_args *a) {
 }
 
 /* The scratch of one task: S, the step's work, and for the chunk form one
- * chunk of normalised q, k and of v, g, beta plus the chunk step's work;
- * S and the chunk rows once per head of the group. */
+ * chunk of normalised q, k and of g, beta (v is read in place) plus the
+ * chunk step's work; S and the chunk rows once per head of the group. */
 typedef struct {
-    float *S, *work, *qc, *kc, *vc, *gc, *bc, *cw;
+    float *S, *work, *qc, *kc, *gc, *bc, *cw;
 } fwd_scratch;
 
 /* Carves (or, base == NULL, sizes) the scratch; returns its bytes (0 when a
@@ -81,7 +81,6 @@ static size_t fwd_layout(const la__delta_args *a, void *base, fwd_scratch *s) {
         const size_t C = (size_t)la__delta_chunk_len(a);
         s->qc = la__arena_floats(&ar, G * C * K);
         s->kc = la__arena_floats(&ar, G * C * K);
-        s->vc = la__arena_floats(&ar, G * C * V);
         s->gc = la__arena_floats(&ar, G * C);
         s->bc = la__arena_floats(&ar, G * C);
         s->cw = la__arena_floats(&ar, la__delta_chunk_work_floats((int64_t)C, a->K, a->V));
@@ -210,16 +209,18 @@ static void forward_group_task(void *p, int64_t task, int tid) {
                     memcpy(qc, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
                     memcpy(kc, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
                 }
-                memcpy(sc.vc + (h * C + t) * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
                 sc.gc[h * C + t] = a->g ? a->g[vh] : 0.0f;
                 sc.bc[h * C + t] = a->beta[vh];
             }
         }
         for (int64_t h = 0; h < nh; h++) {
             const int64_t hv = hv0 + h, hc = h * C;
-            const float *qh = sc.qc + hc * K, *kh = sc.kc + hc * K, *vh = sc.vc + hc * V;
+            const float *qh = sc.qc + hc * K, *kh = sc.kc + hc * K;
             const float *gh = a->g ? sc.gc + hc : NULL;
-            la__delta_chunk_in in = {L, K, V, qh, kh, vh, gh, sc.bc + hc, a->scale, a->kr};
+            /* v read in place, rows HV V floats apart (cpu-delta11; the
+             * gather above prefetched them) */
+            const float *vh = a->v + (size_t)((start + t0) * HV + hv) * (size_t)V;
+            la__delta_chunk_in in = {L, K, V, qh, kh, vh, gh, sc.bc + hc, a->scale, a->kr, HV * V};
             float *kept = NULL;
             if (a->save) { /* this chunk's start state and products into the saved slots */
                 saved_view sv;
@@ -311,7 +312,7 @@ typedef struct {
     float *kept;       /* chunk form: [nseg] x la__delta_chunk_kept_floats(seg,K,V) */
     float *states;     /* [seg+1,K,V] */
     float *G;          /* [K,V] the carried dS */
-    float *vc, *gc, *bc; /* [seg,V], [seg], [seg]: one chunk of v, g, beta */
+    float *gc, *bc;    /* [seg], [seg]: one chunk of g, beta (v is read in place) */
     float *dOc, *dvc, *dbc, *dgc; /* chunk form: [seg,V] scale*d_o, dv, [seg] dbeta, dg */
     float *w, *u, *r;  /* [V] */
     float *work;       /* step / chunk work */
@@ -337,12 +338,12 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
                             fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
                             a->saved ? 0 : (size_t)nseg * KV,
                             chunk && !a->saved ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
-                            chunk ? 0 : (size_t)(seg + 1) * KV, KV, (size_t)(seg * V),
+                            chunk ? 0 : (size_t)(seg + 1) * KV, KV,
                             (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
                             chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
                             chunk ? (size_t)seg : 0, (size_t)V, (size_t)V, (size_t)V, work};
     float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->kept, &s->states,
-                      &s->G, &s->vc, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
+                      &s->G, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
                       &s->w, &s->u, &s->r, &s->work};
     la__arena ar = {(char *)base, 0, 0};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -383,16 +384,17 @@ static void advance(const la__delta_args *a, const bwd_scratch *s, float *S, flo
         }
         return;
     }
+    /* v is read in place (rows HV V floats apart; cpu-delta11): each row
+     * prefetched here, read once by the chunk's scaled rows */
+    const size_t v0 = (size_t)((tok0 + t0) * HV + hv);
     for (int64_t t = 0; t < L; t++) {
-        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
-        if (t + LA__DELTA_AHEAD < L)
-            la__delta_prefetch(a->v + (vh + (size_t)(LA__DELTA_AHEAD * HV)) * (size_t)V, V, 0);
-        memcpy(s->vc + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
+        const size_t vh = v0 + (size_t)(t * HV);
+        la__delta_prefetch(a->v + vh * (size_t)V, V, 0);
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
     }
-    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
-                             a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
+    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, a->v + v0 * (size_t)V,
+                             a->g ? s->gc : NULL, s->bc, a->scale, a->kr, HV * V};
     la__delta_chunk_keep(&in, S, S1, kept, s->work);
 }
 
@@ -463,28 +465,30 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
                            float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L,
                            float *dqc, float *dkc) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
+    /* v is read in place (rows HV V floats apart; no copy through a vc,
+     * cpu-delta11): its rows prefetched here, read at the end of the
+     * chunk's backward; d_o's rows LA__DELTA_AHEAD ahead of its scaled copy,
+     * dv's for writing. */
+    const size_t v0 = (size_t)((tok0 + t0) * HV + hv);
     for (int64_t t = 0; t < L; t++) {
-        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
-        const float *vt = a->v + vh * (size_t)V, *dot = a->d_o + vh * (size_t)V;
+        const size_t vh = v0 + (size_t)(t * HV);
+        const float *dot = a->d_o + vh * (size_t)V;
         if (t + LA__DELTA_AHEAD < L) {
             const size_t ah = (size_t)(LA__DELTA_AHEAD * HV) * (size_t)V;
-            la__delta_prefetch(vt + ah, V, 0);
             la__delta_prefetch(dot + ah, V, 0);
             la__delta_prefetch(a->dv + vh * (size_t)V + ah, V, 1);
         }
-        for (int64_t c = 0; c < V; c++) {
-            s->vc[t * V + c] = vt[c];
-            s->dOc[t * V + c] = a->scale * dot[c];
-        }
+        la__delta_prefetch(a->v + vh * (size_t)V, V, 0);
+        for (int64_t c = 0; c < V; c++) s->dOc[t * V + c] = a->scale * dot[c];
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
     }
-    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, s->vc,
-                             a->g ? s->gc : NULL, s->bc, a->scale, a->kr};
+    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, a->v + v0 * (size_t)V,
+                             a->g ? s->gc : NULL, s->bc, a->scale, a->kr, HV * V};
     la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, dqc, dkc, s->dvc, s->dbc, s->dgc,
                              s->work);
     for (int64_t t = 0; t < L; t++) {
-        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        const size_t vh = v0 + (size_t)(t * HV);
         memcpy(a->dv + vh * (size_t)V, s->dvc + t * V, (size_t)V * sizeof(float));
         a->dbeta[vh] = s->dbc[t];
         if (a->g) a->dg[vh] = s->dgc[t];
