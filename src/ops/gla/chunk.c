@@ -734,19 +734,8 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     const la__kernels *kr = j->kr;
     gather_rows(b->Qc, j->q, H, K, r0, L, h);
     gather_rows(b->Kc, j->k, H, K, r0, L, h);
-    /* cpu-sgla11: simple GLA reads v and d_o in place (row stride H V; the
-     * products' sums do not depend on the stride: the same floats); GLA
-     * gathers them */
-    const float *vc = b->Vc, *doc = b->dOc;
-    int64_t lv = V;
-    if (j->per_key) {
-        gather_rows(b->Vc, j->v, H, V, r0, L, h);
-        gather_rows(b->dOc, j->d_o, H, V, r0, L, h);
-    } else {
-        vc = j->v + (size_t)(r0 * H + h) * (size_t)V;
-        doc = j->d_o + (size_t)(r0 * H + h) * (size_t)V;
-        lv = H * V;
-    }
+    gather_rows(b->Vc, j->v, H, V, r0, L, h);
+    gather_rows(b->dOc, j->d_o, H, V, r0, L, h);
     /* the previous chunk's rows (the next ones this task reads), one
      * tensor per stage so the misses overlap the products */
     const int64_t pr0 = r0 - j->C;
@@ -755,8 +744,8 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     /* Inter-chunk and state terms:
      *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
      *   dv_j = (k_j * e^{G_L-G_j}) dS. */
-    kr->gemm_nt(L, K, V, scale, doc, lv, S0, V, 0.0f, b->dqc, K);
-    kr->gemm_nt(L, K, V, 1.0f, vc, lv, b->dS, V, 0.0f, b->dkc, K);
+    kr->gemm_nt(L, K, V, scale, b->dOc, V, S0, V, 0.0f, b->dqc, K);
+    kr->gemm_nt(L, K, V, 1.0f, b->Vc, V, b->dS, V, 0.0f, b->dkc, K);
     for (int64_t i = 0; i < L; i++) {
         const float *eGi = b->eG + i * gw, *eLi = b->eLm + i * gw;
         for (int64_t x = 0; x < K; x++) {
@@ -770,7 +759,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
      * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
     if (pn > 0) prefetch_rows(j->k, H, K, pr0, pn, h);
-    kr->gemm_nt_tril(L, V, 1, scale, doc, lv, vc, lv, 0.0f, b->dA, j->C);
+    kr->gemm_nt_tril(L, V, 1, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
     if (pn > 0) prefetch_rows(j->v, H, V, pr0, pn, h);
     if (j->per_key) {
         intra_bwd_per_key(j, b, L);
@@ -793,9 +782,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     }
     if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
     if (j->per_key)
-        kr->gemm_tn(L, V, L, scale, b->A, j->C, doc, lv, 1.0f, b->dvc, V);
+        kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
     else
-        la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, doc, lv, b->dvc, V);
+        la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, b->dOc, V, b->dvc, V);
     /* the previous chunk's gradient rows (written next), one tensor per stage */
     if (pn > 0) prefetch_rows_w(j->dq, H, K, pr0, pn, h);
     /* Gate gradient, term by term (no cancelling pairs are formed):
@@ -863,7 +852,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
     for (int64_t i = 0; i < L; i++) {
         const float *qi = b->Qc + i * K, *ki = b->Kc + i * K;
-        const float *vi = vc + i * lv, *doi = doc + i * lv;
+        const float *vi = b->Vc + i * V, *doi = b->dOc + i * V;
         float *dvi = b->dvc + i * V;
         float A = 0.0f, dA = 0.0f;
         for (int64_t x = 0; x < K; x++) A += qi[x] * ki[x];
@@ -887,9 +876,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (pn > 0) prefetch_rows_w(j->dv, H, V, pr0, pn, h);
     scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
     if (j->per_key)
-        kr->gemm_tn(K, V, L, scale, b->Qs, K, doc, lv, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
+        kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
     else /* cpu-sgla9: same bits as gemm_tn */
-        la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, doc, lv, Mc ? 0.0f : 1.0f,
+        la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f,
                           Mc ? Mc : b->dS, V);
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
