@@ -339,11 +339,26 @@ GLA_INLINE void scale_rows(float *dst, const float *src, const float *f, int per
 
 /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V over the chunk (gemm_tn on the
  * pre-scaled keys; every factor <= 1). Fills b->Ks, and b->Kc, b->Vc unless
- * `gathered` says they hold the chunk's rows already. */
+ * `gathered` says they hold the chunk's rows already (simple GLA: Ks only,
+ * the rows read in place). */
 GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, int64_t r0, int64_t n,
                                    int64_t h, int gathered) {
     const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
     const float *eGL = b->eG + (n - 1) * gw;
+    if (!j->per_key && !gathered) {
+        /* cpu-sgla11: simple GLA reads the chunk's rows in place (no
+         * gathered copies of K and V): the keys scaled straight from their
+         * rows, V as the product's B with its row stride H V (the same
+         * floats: gemm_tn_block's sums do not depend on the stride) */
+        for (int64_t i = 0; i < n; i++) {
+            const float *ki = j->k + (size_t)((r0 + i) * H + h) * (size_t)K;
+            const float fi = b->eLm[i];
+            for (int64_t x = 0; x < K; x++) b->Ks[i * K + x] = ki[x] * fi;
+        }
+        la__gemm_tn_block(j->kr, K, V, n, 1.0f, b->Ks, K, j->v + (size_t)(r0 * H + h) * (size_t)V,
+                          H * V, eGL[0], S, V);
+        return;
+    }
     if (!gathered) {
         gather_rows(b->Kc, j->k, H, K, r0, n, h);
         gather_rows(b->Vc, j->v, H, V, r0, n, h);
@@ -661,37 +676,8 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
  * ~60% of its instructions outside the kernels). Elementwise float
  * operations in a fixed order and no contraction: every build gives the
  * same bits; la_isa_active() picks one, as for the kernels. */
-static void chunk_fwd_portable(const gla_job *j, int64_t task, int tid) {
-    chunk_fwd_body(j, task, tid);
-}
-
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx2"))) static void chunk_fwd_avx2(const gla_job *j, int64_t task,
-                                                           int tid) {
-    chunk_fwd_body(j, task, tid);
-}
-
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
-chunk_fwd_avx512(const gla_job *j, int64_t task, int tid) {
-    chunk_fwd_body(j, task, tid);
-}
-#endif
-
-void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid) {
-    const gla_job *j = arg;
-#if defined(__GNUC__) && defined(__x86_64__)
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        chunk_fwd_avx512(j, task, tid);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        chunk_fwd_avx2(j, task, tid);
-        return;
-    }
-#endif
-    chunk_fwd_portable(j, task, tid);
-}
+LA_ISA_BUILDS(, la__gla_chunk_fwd_task, chunk_fwd_body, (void *arg, int64_t task, int tid),
+              (arg, task, tid))
 
 /* cpu-sgla9: simple GLA's gate gradient (one gate per token), the same
  * terms as chunk_bwd_chunk's GLA block below, with every sum over the K keys
@@ -964,37 +950,8 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
 }
 
 /* The backward in the same three builds as the forward (same bits). */
-static void chunk_bwd_portable(const gla_job *j, int64_t task, int tid) {
-    chunk_bwd_body(j, task, tid);
-}
-
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx2"))) static void chunk_bwd_avx2(const gla_job *j, int64_t task,
-                                                           int tid) {
-    chunk_bwd_body(j, task, tid);
-}
-
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
-chunk_bwd_avx512(const gla_job *j, int64_t task, int tid) {
-    chunk_bwd_body(j, task, tid);
-}
-#endif
-
-void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid) {
-    const gla_job *j = arg;
-#if defined(__GNUC__) && defined(__x86_64__)
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        chunk_bwd_avx512(j, task, tid);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        chunk_bwd_avx2(j, task, tid);
-        return;
-    }
-#endif
-    chunk_bwd_portable(j, task, tid);
-}
+LA_ISA_BUILDS(, la__gla_chunk_bwd_task, chunk_bwd_body, (void *arg, int64_t task, int tid),
+              (arg, task, tid))
 
 /* ---- cpu-bwdsplit: one chunk of the backward for split.c's segments ---- */
 
@@ -1019,40 +976,10 @@ GLA_INLINE void chunk_piece_body(const gla_job *j, char *scratch, const float *S
     for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
 }
 
-static void chunk_piece_portable(const gla_job *j, char *s, const float *S0, const float *dS,
-                                 int64_t r0, int64_t L, int64_t h, int64_t pn, double *gs,
-                                 float *Mc, float *d) {
-    chunk_piece_body(j, s, S0, dS, r0, L, h, pn, gs, Mc, d);
-}
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx2"))) static void
-chunk_piece_avx2(const gla_job *j, char *s, const float *S0, const float *dS, int64_t r0, int64_t L,
-                 int64_t h, int64_t pn, double *gs, float *Mc, float *d) {
-    chunk_piece_body(j, s, S0, dS, r0, L, h, pn, gs, Mc, d);
-}
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
-chunk_piece_avx512(const gla_job *j, char *s, const float *S0, const float *dS, int64_t r0,
-                   int64_t L, int64_t h, int64_t pn, double *gs, float *Mc, float *d) {
-    chunk_piece_body(j, s, S0, dS, r0, L, h, pn, gs, Mc, d);
-}
-#endif
-
-void la__gla_chunk_bwd_piece(const gla_job *j, char *scratch, const float *S0, const float *dS,
-                             int64_t r0, int64_t L, int64_t h, int64_t pn, double *gamma_sum,
-                             float *Mc, float *d) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        chunk_piece_avx512(j, scratch, S0, dS, r0, L, h, pn, gamma_sum, Mc, d);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        chunk_piece_avx2(j, scratch, S0, dS, r0, L, h, pn, gamma_sum, Mc, d);
-        return;
-    }
-#endif
-    chunk_piece_portable(j, scratch, S0, dS, r0, L, h, pn, gamma_sum, Mc, d);
-}
+LA_ISA_BUILDS(, la__gla_chunk_bwd_piece, chunk_piece_body,
+              (const gla_job *j, char *scratch, const float *S0, const float *dS, int64_t r0,
+               int64_t L, int64_t h, int64_t pn, double *gamma_sum, float *Mc, float *d),
+              (j, scratch, S0, dS, r0, L, h, pn, gamma_sum, Mc, d))
 
 /* ---- cpu-bwdsplit: one chunk of the GLA forward for split_gla.c -------- */
 
@@ -1117,39 +1044,10 @@ GLA_INLINE void gla_piece_body(const gla_job *j, char *scratch, const float *S, 
     }
 }
 
-static void gla_piece_portable(const gla_job *j, char *s, const float *S, int64_t r0, int64_t L,
-                               int64_t h, int outputs, float *U, float *d, double *GLsum) {
-    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
-}
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx2"))) static void gla_piece_avx2(const gla_job *j, char *s,
-                                                           const float *S, int64_t r0, int64_t L,
-                                                           int64_t h, int outputs, float *U,
-                                                           float *d, double *GLsum) {
-    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
-}
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
-gla_piece_avx512(const gla_job *j, char *s, const float *S, int64_t r0, int64_t L, int64_t h,
-                 int outputs, float *U, float *d, double *GLsum) {
-    gla_piece_body(j, s, S, r0, L, h, outputs, U, d, GLsum);
-}
-#endif
-
-void la__gla_chunk_fwd_piece(const gla_job *j, char *scratch, const float *S, int64_t r0, int64_t L,
-                             int64_t h, int outputs, float *U, float *d, double *GLsum) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        gla_piece_avx512(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        gla_piece_avx2(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
-        return;
-    }
-#endif
-    gla_piece_portable(j, scratch, S, r0, L, h, outputs, U, d, GLsum);
-}
+LA_ISA_BUILDS(, la__gla_chunk_fwd_piece, gla_piece_body,
+              (const gla_job *j, char *scratch, const float *S, int64_t r0, int64_t L, int64_t h,
+               int outputs, float *U, float *d, double *GLsum),
+              (j, scratch, S, r0, L, h, outputs, U, d, GLsum))
 
 /* The backward split's sums for GLA (per-key gates), on the same scratch:
  * kind 0, S <- Diag(e^{G_L}) S + (K e^{G_L - G})^T V (chunk_state_update)
@@ -1173,38 +1071,10 @@ GLA_INLINE void sum_piece_body(const gla_job *j, char *scratch, int64_t r0, int6
     for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
 }
 
-static void sum_piece_portable(const gla_job *j, char *s, int64_t r0, int64_t L, int64_t h,
-                               int kind, float *S, float *d, double *GLsum) {
-    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
-}
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx2"))) static void sum_piece_avx2(const gla_job *j, char *s, int64_t r0,
-                                                           int64_t L, int64_t h, int kind,
-                                                           float *S, float *d, double *GLsum) {
-    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
-}
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
-sum_piece_avx512(const gla_job *j, char *s, int64_t r0, int64_t L, int64_t h, int kind, float *S,
-                 float *d, double *GLsum) {
-    sum_piece_body(j, s, r0, L, h, kind, S, d, GLsum);
-}
-#endif
-
-void la__gla_chunk_bwd_sum_piece(const gla_job *j, char *scratch, int64_t r0, int64_t L,
-                                 int64_t h, int kind, float *S, float *d, double *GLsum) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        sum_piece_avx512(j, scratch, r0, L, h, kind, S, d, GLsum);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        sum_piece_avx2(j, scratch, r0, L, h, kind, S, d, GLsum);
-        return;
-    }
-#endif
-    sum_piece_portable(j, scratch, r0, L, h, kind, S, d, GLsum);
-}
+LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
+              (const gla_job *j, char *scratch, int64_t r0, int64_t L, int64_t h, int kind,
+               float *S, float *d, double *GLsum),
+              (j, scratch, r0, L, h, kind, S, d, GLsum))
 
 /* ---- cpu-sgla9: simple GLA's backward over a group of heads ----------
  * With every chunk's start state kept (j->group == 1) a task of the chunk
@@ -1287,34 +1157,5 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     }
 }
 
-static void sgla_bwd_group_portable(const gla_job *j, int64_t task, int tid) {
-    sgla_bwd_group_body(j, task, tid);
-}
-
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx2"))) static void sgla_bwd_group_avx2(const gla_job *j, int64_t task,
-                                                                int tid) {
-    sgla_bwd_group_body(j, task, tid);
-}
-
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
-sgla_bwd_group_avx512(const gla_job *j, int64_t task, int tid) {
-    sgla_bwd_group_body(j, task, tid);
-}
-#endif
-
-void la__sgla_chunk_bwd_group_task(void *arg, int64_t task, int tid) {
-    const gla_job *j = arg;
-#if defined(__GNUC__) && defined(__x86_64__)
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        sgla_bwd_group_avx512(j, task, tid);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        sgla_bwd_group_avx2(j, task, tid);
-        return;
-    }
-#endif
-    sgla_bwd_group_portable(j, task, tid);
-}
+LA_ISA_BUILDS(, la__sgla_chunk_bwd_group_task, sgla_bwd_group_body,
+              (void *arg, int64_t task, int tid), (arg, task, tid))

@@ -9,6 +9,7 @@
 #define LINATTN_OPS_GLA_H
 
 #include "../../core/internal.h"
+#include "../../kernels/isa_builds.h"
 #include "../../kernels/kernels.h"
 #include "../../kernels/vexp.h"
 #include "../../kernels/rowvec.h"

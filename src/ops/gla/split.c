@@ -195,64 +195,14 @@ GLA_INLINE void seg_fwd_body(const gla_job *j, int64_t start, int64_t h, int64_t
 /* Built for the baseline ISA, AVX2 and AVX-512 (elementwise operations in
  * a fixed order, no contraction: the same bits; the kernels dispatch on
  * their own). */
-static void seg_sum_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                             float *L, float *D, float *U, char *s) {
-    seg_sum_body(j, st, h, tb, te, L, D, U, s);
-}
-static void seg_fwd_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                             const float *Sin, float *Sout, const seg_sum_out *U, char *s) {
-    seg_fwd_body(j, st, h, tb, te, Sin, Sout, U, s);
-}
-#if defined(__GNUC__) && defined(__x86_64__)
-#define GLA_SPLIT_ISA 1
-__attribute__((target("avx2"))) static void seg_sum_avx2(const gla_job *j, int64_t st, int64_t h,
-                                                         int64_t tb, int64_t te, float *L, float *D,
-                                                         float *U, char *s) {
-    seg_sum_body(j, st, h, tb, te, L, D, U, s);
-}
-__attribute__((target("avx2"))) static void seg_fwd_avx2(const gla_job *j, int64_t st, int64_t h,
-                                                         int64_t tb, int64_t te, const float *Sin,
-                                                         float *Sout, const seg_sum_out *U,
-                                                         char *s) {
-    seg_fwd_body(j, st, h, tb, te, Sin, Sout, U, s);
-}
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
-seg_sum_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, float *L, float *D,
-               float *U, char *s) {
-    seg_sum_body(j, st, h, tb, te, L, D, U, s);
-}
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2"))) static void
-seg_fwd_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, const float *Sin,
-               float *Sout, const seg_sum_out *U, char *s) {
-    seg_fwd_body(j, st, h, tb, te, Sin, Sout, U, s);
-}
-#endif
-
-static void seg_sum(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, float *L,
-                    float *D, float *U, char *s) {
-#ifdef GLA_SPLIT_ISA
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512)
-        seg_sum_avx512(j, st, h, tb, te, L, D, U, s);
-    else if (isa == LA_ISA_AVX2)
-        seg_sum_avx2(j, st, h, tb, te, L, D, U, s);
-    else
-#endif
-        seg_sum_portable(j, st, h, tb, te, L, D, U, s);
-}
-
-static void seg_fwd(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                    const float *Sin, float *Sout, const seg_sum_out *U, char *s) {
-#ifdef GLA_SPLIT_ISA
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512)
-        seg_fwd_avx512(j, st, h, tb, te, Sin, Sout, U, s);
-    else if (isa == LA_ISA_AVX2)
-        seg_fwd_avx2(j, st, h, tb, te, Sin, Sout, U, s);
-    else
-#endif
-        seg_fwd_portable(j, st, h, tb, te, Sin, Sout, U, s);
-}
+LA_ISA_BUILDS(static, seg_sum, seg_sum_body,
+              (const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, float *L, float *D,
+               float *U, char *s),
+              (j, st, h, tb, te, L, D, U, s))
+LA_ISA_BUILDS(static, seg_fwd, seg_fwd_body,
+              (const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, const float *Sin,
+               float *Sout, const seg_sum_out *U, char *s),
+              (j, st, h, tb, te, Sin, Sout, U, s))
 
 /* ---- the plan (split_plan.h's, with shared products) ----------------- */
 

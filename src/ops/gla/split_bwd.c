@@ -259,62 +259,17 @@ GLA_INLINE void sb_run_body(const gla_job *j, int64_t start, int64_t h, int64_t 
 /* Built for the baseline ISA, AVX2 and AVX-512 (elementwise operations in a
  * fixed order, no contraction: the same bits; the kernels dispatch on their
  * own). */
-static void fwd_sum_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                             float *L, float *D, char *s) {
-    sb_fwd_sum_body(j, st, h, tb, te, L, D, s);
-}
-static void rev_sum_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                             float *M, char *s) {
-    sb_rev_sum_body(j, st, h, tb, te, M, s);
-}
-static void run_portable(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                         const float *S, const float *D, const float *Ein, float *Eout, double *gs,
-                         char *s) {
-    sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
-}
-#if defined(__GNUC__) && defined(__x86_64__)
-#define SB_ISA 1
-#define SB_AVX2 __attribute__((target("avx2")))
-#define SB_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2")))
-SB_AVX2 static void fwd_sum_avx2(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                                 float *L, float *D, char *s) {
-    sb_fwd_sum_body(j, st, h, tb, te, L, D, s);
-}
-SB_AVX512 static void fwd_sum_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb,
-                                     int64_t te, float *L, float *D, char *s) {
-    sb_fwd_sum_body(j, st, h, tb, te, L, D, s);
-}
-SB_AVX2 static void rev_sum_avx2(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                                 float *M, char *s) {
-    sb_rev_sum_body(j, st, h, tb, te, M, s);
-}
-SB_AVX512 static void rev_sum_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb,
-                                     int64_t te, float *M, char *s) {
-    sb_rev_sum_body(j, st, h, tb, te, M, s);
-}
-SB_AVX2 static void run_avx2(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                             const float *S, const float *D, const float *Ein, float *Eout,
-                             double *gs, char *s) {
-    sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
-}
-SB_AVX512 static void run_avx512(const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te,
-                                 const float *S, const float *D, const float *Ein, float *Eout,
-                                 double *gs, char *s) {
-    sb_run_body(j, st, h, tb, te, S, D, Ein, Eout, gs, s);
-}
-#define SB_DISPATCH(name, ...)                                                                     \
-    do {                                                                                           \
-        const la_isa isa_ = la_isa_active();                                                       \
-        if (isa_ == LA_ISA_AVX512)                                                                 \
-            name##_avx512(__VA_ARGS__);                                                            \
-        else if (isa_ == LA_ISA_AVX2)                                                              \
-            name##_avx2(__VA_ARGS__);                                                              \
-        else                                                                                       \
-            name##_portable(__VA_ARGS__);                                                          \
-    } while (0)
-#else
-#define SB_DISPATCH(name, ...) name##_portable(__VA_ARGS__)
-#endif
+LA_ISA_BUILDS(static, sb_fwd_sum, sb_fwd_sum_body,
+              (const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, float *L, float *D,
+               char *s),
+              (j, st, h, tb, te, L, D, s))
+LA_ISA_BUILDS(static, sb_rev_sum, sb_rev_sum_body,
+              (const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, float *M, char *s),
+              (j, st, h, tb, te, M, s))
+LA_ISA_BUILDS(static, sb_run, sb_run_body,
+              (const gla_job *j, int64_t st, int64_t h, int64_t tb, int64_t te, const float *S,
+               const float *D, const float *Ein, float *Eout, double *gs, char *s),
+              (j, st, h, tb, te, S, D, Ein, Eout, gs, s))
 
 /* ---- the passes ---------------------------------------------------------- */
 
@@ -353,8 +308,8 @@ static void fwd_sum_task(void *arg, int64_t task, int tid) {
     int64_t start, len, tb, te;
     if (s >= nseg_of(a, unit, &start, &len)) return;
     seg_range(a, len, s, &tb, &te);
-    SB_DISPATCH(fwd_sum, j, start, unit % j->H, tb, te, slot(a->L, a, unit, a->nseg_max, s),
-                dec(a, unit, s), la__scratch(j->ctx, tid));
+    sb_fwd_sum(j, start, unit % j->H, tb, te, slot(a->L, a, unit, a->nseg_max, s), dec(a, unit, s),
+               la__scratch(j->ctx, tid));
 }
 
 /* (2) task (unit, block of ROW_BLOCK rows of the state): the S[s] chain. */
@@ -406,7 +361,7 @@ static void rev_sum(void *arg, int64_t unit, int64_t i, float *M, int tid) {
     int64_t start, len, tb, te;
     const int64_t nseg = nseg_of(a, unit, &start, &len);
     seg_range(a, len, nseg - 1 - i, &tb, &te);
-    SB_DISPATCH(rev_sum, j, start, unit % j->H, tb, te, M, la__scratch(j->ctx, tid));
+    sb_rev_sum(j, start, unit % j->H, tb, te, M, la__scratch(j->ctx, tid));
 }
 /* E before the segment = D E after it + M */
 static void rev_add(void *arg, int64_t unit, int64_t i, const float *Ein, const float *Ms,
@@ -424,9 +379,8 @@ static void rev_run(void *arg, int64_t unit, int64_t i, const float *Ein, float 
     int64_t start, len, tb, te;
     const int64_t s = nseg_of(a, unit, &start, &len) - 1 - i;
     seg_range(a, len, s, &tb, &te);
-    SB_DISPATCH(run, j, start, unit % j->H, tb, te, slot(a->S, a, unit, a->nseg_max + 1, s),
-                dec(a, unit, s), Ein, Eout, &a->gp[unit * a->nseg_max + s],
-                la__scratch(j->ctx, tid));
+    sb_run(j, start, unit % j->H, tb, te, slot(a->S, a, unit, a->nseg_max + 1, s), dec(a, unit, s),
+           Ein, Eout, &a->gp[unit * a->nseg_max + s], la__scratch(j->ctx, tid));
 }
 static void rev_bufs(void *arg, int tid, float **Sa, float **Sb) {
     const sb_arg *a = arg;

@@ -38,7 +38,7 @@
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* cpu-fwd5: the chunk step and the chunk backward are built for the
- * baseline ISA, AVX2 and AVX-512 (KDA_ISA_BUILDS, kda.h): their element
+ * baseline ISA, AVX2 and AVX-512 (LA_ISA_BUILDS, kernels/isa_builds.h): their element
  * loops (gate sums, row scalings, the backward's gradient rows). */
 
 size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
@@ -135,38 +135,10 @@ KDA_INLINE void chunk_step_body(const la__kda_chunk_in *in, float *S, float *o, 
     kr->gemm_tn(K, V, L, 1.0f, Xs, K, U, V, 1.0f, S, V);
 }
 
-static void chunk_step_portable(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
-                                float *keep, float *work) {
-    chunk_step_body(in, S, o, ostride, keep, work);
-}
-
-#ifdef KDA_ISA_BUILDS
-KDA_AVX2 static void chunk_step_avx2(const la__kda_chunk_in *in, float *S, float *o,
-                                     int64_t ostride, float *keep, float *work) {
-    chunk_step_body(in, S, o, ostride, keep, work);
-}
-
-KDA_AVX512 static void chunk_step_avx512(const la__kda_chunk_in *in, float *S, float *o,
-                                         int64_t ostride, float *keep, float *work) {
-    chunk_step_body(in, S, o, ostride, keep, work);
-}
-#endif
-
-static void chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride, float *keep,
-                       float *work) {
-#ifdef KDA_ISA_BUILDS
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        chunk_step_avx512(in, S, o, ostride, keep, work);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        chunk_step_avx2(in, S, o, ostride, keep, work);
-        return;
-    }
-#endif
-    chunk_step_portable(in, S, o, ostride, keep, work);
-}
+LA_ISA_BUILDS(static, chunk_step, chunk_step_body,
+              (const la__kda_chunk_in *in, float *S, float *o, int64_t ostride, float *keep,
+               float *work),
+              (in, S, o, ostride, keep, work))
 
 size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C, ck = up16(c * (size_t)K), cv = up16(c * (size_t)V);
@@ -304,25 +276,4 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
         float *dq, float *dk, float *dv, float *dbeta, float *dg, float *work
 #define KDA_BWD_CALL in, S0, G, dO, kept, dq, dk, dv, dbeta, dg, work
 
-static void chunk_backward_portable(KDA_BWD_ARGS) { chunk_backward_body(KDA_BWD_CALL); }
-
-#ifdef KDA_ISA_BUILDS
-KDA_AVX2 static void chunk_backward_avx2(KDA_BWD_ARGS) { chunk_backward_body(KDA_BWD_CALL); }
-
-KDA_AVX512 static void chunk_backward_avx512(KDA_BWD_ARGS) { chunk_backward_body(KDA_BWD_CALL); }
-#endif
-
-void la__kda_chunk_backward(KDA_BWD_ARGS) {
-#ifdef KDA_ISA_BUILDS
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        chunk_backward_avx512(KDA_BWD_CALL);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        chunk_backward_avx2(KDA_BWD_CALL);
-        return;
-    }
-#endif
-    chunk_backward_portable(KDA_BWD_CALL);
-}
+LA_ISA_BUILDS(, la__kda_chunk_backward, chunk_backward_body, (KDA_BWD_ARGS), (KDA_BWD_CALL))

@@ -16,6 +16,7 @@
 #define LINATTN_KDA_H
 
 #include "../../core/internal.h"
+#include "../../kernels/isa_builds.h"
 #include "../../kernels/kernels.h"
 #include "../delta_rule/delta_rule.h" /* la__delta_l2norm: the same L2 norm as the delta rules */
 
@@ -159,16 +160,11 @@ LA_HIDDEN void la__kda_exp_diff(float *out, const double *a, const double *b, in
  * not kept.)
  * Elementwise float operations in a fixed order and no contraction: every
  * build gives the same bits, as the GLA chunk's (gla/chunk.c);
- * la_isa_active() picks one, as for the kernels. */
+ * la_isa_active() picks one, as for the kernels (LA_ISA_BUILDS). */
 #if defined(__GNUC__)
 #define KDA_INLINE static inline __attribute__((always_inline))
 #else
 #define KDA_INLINE static inline
-#endif
-#if defined(__GNUC__) && defined(__x86_64__)
-#define KDA_ISA_BUILDS 1
-#define KDA_AVX2 __attribute__((target("avx2")))
-#define KDA_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2")))
 #endif
 
 /* p rounded up to 64 bytes. */
