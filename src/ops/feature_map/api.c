@@ -33,9 +33,15 @@ typedef struct performer_state {
     const float *dST, *dzT;     /* backward inputs */
 } performer_state;
 
-static int any_state(const performer_state *s) {
-    return s->fS || s->fz || s->fmu || s->S0 || s->z0 || s->mu0 || s->dS0 || s->dz0 || s->dST ||
-           s->dzT;
+/* The non-causal form has no state: any state argument is an error. */
+static la_status check_no_state(const char *op, const performer_state *s) {
+    if (s->fS || s->fz || s->fmu || s->S0 || s->z0 || s->mu0 || s->dS0 || s->dz0 || s->dST ||
+        s->dzT)
+        return la__error(LA_ERR_INVALID_ARGUMENT,
+                         "%s: a state argument is given but attn.causal = 0 (Performer "
+                         "states are for the causal, RNN form)",
+                         op);
+    return LA_OK;
 }
 
 static la_status setup(const char *op, la_ctx *ctx, const la_rf_opts *rf,
@@ -150,6 +156,19 @@ done:
 
 /* ---- causal: the stateful form ------------------------------------------ */
 
+/* The causal job's inputs, shared by the forward and the backward; the
+ * caller adds its outputs. */
+static void causal_job_init(la__pf_job *j, const float *q, const float *k, const float *v,
+                            const performer_state *s) {
+    memset(j, 0, sizeof *j);
+    j->q = q;
+    j->k = k;
+    j->v = v;
+    j->S0 = s->S0;
+    j->z0 = s->z0;
+    j->mu0 = s->mu0;
+}
+
 static la_status check_state(const char *op, const performer_setup *p, const performer_state *s) {
     la_status st;
     if ((s->S0 && (st = la__check_finite(op, "initial_state", s->S0, p->n_s))) ||
@@ -240,22 +259,12 @@ static la_status forward_impl(const char *op, la_ctx *ctx, const la_rf_opts *rf,
     if (st) return st;
     if ((st = la__check_ptr(op, "o", o))) return st;
     if (!attn->causal) {
-        if (any_state(s))
-            return la__error(LA_ERR_INVALID_ARGUMENT,
-                             "%s: a state argument is given but attn.causal = 0 (Performer "
-                             "states are for the causal, RNN form)",
-                             op);
+        if ((st = check_no_state(op, s))) return st;
         return noncausal_forward(op, ctx, &p, attn, dims, o, q, k, v, W, m);
     }
     if ((st = check_state(op, &p, s))) return st;
     la__pf_job j;
-    memset(&j, 0, sizeof j);
-    j.q = q;
-    j.k = k;
-    j.v = v;
-    j.S0 = s->S0;
-    j.z0 = s->z0;
-    j.mu0 = s->mu0;
+    causal_job_init(&j, q, k, v, s);
     j.o = o;
     j.fS = s->fS;
     j.fz = s->fz;
@@ -278,22 +287,12 @@ static la_status backward_impl(const char *op, la_ctx *ctx, const la_rf_opts *rf
     if ((st = la__check_ptr(op, "d_o", d_o))) return st;
     if ((st = la__check_finite(op, "d_o", d_o, p.n_v))) return st;
     if (!attn->causal) {
-        if (any_state(s))
-            return la__error(LA_ERR_INVALID_ARGUMENT,
-                             "%s: a state argument is given but attn.causal = 0 (Performer "
-                             "states are for the causal, RNN form)",
-                             op);
+        if ((st = check_no_state(op, s))) return st;
         return noncausal_backward(op, ctx, &p, attn, dims, dq, dk, dv, d_o, q, k, v, W, m);
     }
     if ((st = check_state(op, &p, s))) return st;
     la__pf_job j;
-    memset(&j, 0, sizeof j);
-    j.q = q;
-    j.k = k;
-    j.v = v;
-    j.S0 = s->S0;
-    j.z0 = s->z0;
-    j.mu0 = s->mu0;
+    causal_job_init(&j, q, k, v, s);
     j.d_o = d_o;
     j.dST = s->dST;
     j.dzT = s->dzT;

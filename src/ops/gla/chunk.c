@@ -512,10 +512,11 @@ GLA_INLINE void gla_fwd_row(int64_t K, const float *restrict q, const float *res
     }
 }
 
-GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
-                                int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+/* G[i][x] = sum of g over the chunk's rows 0..i, in double, row by row
+ * (rows r0 .. r0 + L - 1 of head h); shared by gla_fwd_factors and
+ * gla_sum_factors, whose floats must agree. */
+GLA_INLINE void gla_gate_prefix(const gla_job *j, double *G, int64_t r0, int64_t L, int64_t h) {
     const int64_t H = j->H, K = j->K;
-    double *G = b->G;
     for (int64_t i = 0; i < L; i++) {
         const float *gr = j->g + (size_t)((r0 + i) * H + h) * (size_t)K;
         double *Gi = G + i * K;
@@ -524,6 +525,13 @@ GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
         else
             for (int64_t x = 0; x < K; x++) Gi[x] = Gi[x - K] + (double)gr[x];
     }
+}
+
+GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
+                                int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+    const int64_t H = j->H, K = j->K;
+    double *G = b->G;
+    gla_gate_prefix(j, G, r0, L, h);
     const double *GL = G + (L - 1) * K;
     float *eb = b->e, *el = b->F; /* [K] each: e^{G_b}, e^{G_L - G_e} */
     for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
@@ -990,14 +998,7 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_piece, chunk_piece_body,
 GLA_INLINE void gla_sum_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h) {
     const int64_t H = j->H, K = j->K;
     double *G = b->G;
-    for (int64_t i = 0; i < L; i++) {
-        const float *gr = j->g + (size_t)((r0 + i) * H + h) * (size_t)K;
-        double *Gi = G + i * K;
-        if (i == 0)
-            for (int64_t x = 0; x < K; x++) Gi[x] = 0.0 + (double)gr[x];
-        else
-            for (int64_t x = 0; x < K; x++) Gi[x] = Gi[x - K] + (double)gr[x];
-    }
+    gla_gate_prefix(j, G, r0, L, h);
     const double *GL = G + (L - 1) * K;
     float *el = b->F, *P = b->P;
     for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {

@@ -250,6 +250,43 @@ static la_status run_units(const char *op, const la_linear_attn_opts *opts, cons
     return LA_OK;
 }
 
+/* Element counts of the tensors, shared by the forward and the backward:
+ * q / k rows, v / o / d_o rows, a normaliser z [N,H,K] and a state
+ * S [N,H,K,V] (N sequences). */
+typedef struct {
+    size_t qk, v, z, s;
+} lin_sizes;
+
+static lin_sizes sizes_of(const la_dims *dims) {
+    lin_sizes n;
+    n.qk = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->K;
+    n.v = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
+    n.z = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
+    n.s = n.z * (size_t)dims->V;
+    return n;
+}
+
+/* q, k, v must be finite (checked in this order). */
+static la_status check_qkv(la_ctx *ctx, const char *op, const lin_sizes *n, const float *q,
+                           const float *k, const float *v) {
+    la_status st;
+    if ((st = la__check_finite_ctx(ctx, op, "q", q, n->qk)) ||
+        (st = la__check_finite_ctx(ctx, op, "k", k, n->qk)) ||
+        (st = la__check_finite_ctx(ctx, op, "v", v, n->v)))
+        return st;
+    return LA_OK;
+}
+
+/* The optional start state and normaliser, when given, must be finite. */
+static la_status check_start(const char *op, const lin_sizes *n, const float *initial_state,
+                             const float *initial_norm) {
+    la_status st;
+    if ((initial_state && (st = la__check_finite(op, "initial_state", initial_state, n->s))) ||
+        (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, n->z))))
+        return st;
+    return LA_OK;
+}
+
 la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
                                  const la_dims *dims, float *o, float *final_state,
                                  float *final_norm, const float *q, const float *k,
@@ -270,15 +307,9 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: initial_norm given but opts.normalize = 0 (no normaliser state)",
                          op);
-    const size_t nqk = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->K;
-    const size_t nv = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
-    const size_t nz = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
-    const size_t ns = nz * (size_t)dims->V;
-    if ((st = la__check_finite_ctx(ctx, op, "q", q, nqk)) ||
-        (st = la__check_finite_ctx(ctx, op, "k", k, nqk)) ||
-        (st = la__check_finite_ctx(ctx, op, "v", v, nv)) ||
-        (initial_state && (st = la__check_finite(op, "initial_state", initial_state, ns))) ||
-        (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, nz))))
+    const lin_sizes n = sizes_of(dims);
+    if ((st = check_qkv(ctx, op, &n, q, k, v)) ||
+        (st = check_start(op, &n, initial_state, initial_norm)))
         return st;
     if ((st = reserve(op, opts, &j, 0))) return st;
     j.o = o;
@@ -317,18 +348,12 @@ la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
             return la__error(LA_ERR_INVALID_ARGUMENT,
                              "%s: %s given but opts.normalize = 0 (no normaliser state)", op,
                              norm_args[i].name);
-    const size_t nqk = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->K;
-    const size_t nv = (size_t)dims->B * (size_t)dims->T * (size_t)dims->H * (size_t)dims->V;
-    const size_t nz = (size_t)la__num_seqs(dims) * (size_t)dims->H * (size_t)dims->K;
-    const size_t ns = nz * (size_t)dims->V;
-    if ((st = la__check_finite_ctx(ctx, op, "q", q, nqk)) ||
-        (st = la__check_finite_ctx(ctx, op, "k", k, nqk)) ||
-        (st = la__check_finite_ctx(ctx, op, "v", v, nv)) ||
-        (st = la__check_finite_ctx(ctx, op, "d_o", d_o, nv)) ||
-        (initial_state && (st = la__check_finite(op, "initial_state", initial_state, ns))) ||
-        (initial_norm && (st = la__check_finite(op, "initial_norm", initial_norm, nz))) ||
-        (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, ns))) ||
-        (d_final_norm && (st = la__check_finite(op, "d_final_norm", d_final_norm, nz))))
+    const lin_sizes n = sizes_of(dims);
+    if ((st = check_qkv(ctx, op, &n, q, k, v)) ||
+        (st = la__check_finite_ctx(ctx, op, "d_o", d_o, n.v)) ||
+        (st = check_start(op, &n, initial_state, initial_norm)) ||
+        (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, n.s))) ||
+        (d_final_norm && (st = la__check_finite(op, "d_final_norm", d_final_norm, n.z))))
         return st;
     if ((st = reserve(op, opts, &j, 1))) return st;
     j.dq = dq;

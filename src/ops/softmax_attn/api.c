@@ -176,6 +176,27 @@ static void backward_task(void *arg, int64_t task, int tid) {
         sa_streaming_backward(&hd, la__scratch(c->ctx, tid));
 }
 
+/* q, k, v are given (checked in this order, after the outputs). */
+static la_status check_qkv_ptrs(const char *op, const float *q, const float *k, const float *v) {
+    la_status st;
+    if ((st = la__check_ptr(op, "q", q)) || (st = la__check_ptr(op, "k", k)) ||
+        (st = la__check_ptr(op, "v", v)))
+        return st;
+    return LA_OK;
+}
+
+/* q, k, v are finite (checked in this order, after d_o in the backward). */
+static la_status check_qkv_finite(const char *op, const la_dims *dims, const float *q,
+                                  const float *k, const float *v) {
+    const size_t nqk = (size_t)(dims->B * dims->T * dims->H * dims->K);
+    const size_t nv = (size_t)(dims->B * dims->T * dims->H * dims->V);
+    la_status st;
+    if ((st = la__check_finite(op, "q", q, nqk)) || (st = la__check_finite(op, "k", k, nqk)) ||
+        (st = la__check_finite(op, "v", v, nv)))
+        return st;
+    return LA_OK;
+}
+
 la_status la_softmax_attn_forward(la_ctx *ctx, const la_softmax_opts *opts, const la_dims *dims,
                                   float *o, float *lse, const float *q, const float *k,
                                   const float *v) {
@@ -185,17 +206,11 @@ la_status la_softmax_attn_forward(la_ctx *ctx, const la_softmax_opts *opts, cons
     la_status st;
     if ((st = check_call(op, ctx, opts, dims, &c))) return st;
     if ((st = la__check_ptr(op, "o", o))) return st;
-    if ((st = la__check_ptr(op, "q", q))) return st;
-    if ((st = la__check_ptr(op, "k", k))) return st;
-    if ((st = la__check_ptr(op, "v", v))) return st;
+    if ((st = check_qkv_ptrs(op, q, k, v))) return st;
     /* Scratch before reading any data: a size that cannot be served fails
      * without touching the tensors. */
     if ((st = reserve_scratch(op, &c, 0))) return st;
-    const size_t nqk = (size_t)(dims->B * dims->T * dims->H * dims->K);
-    const size_t nv = (size_t)(dims->B * dims->T * dims->H * dims->V);
-    if ((st = la__check_finite(op, "q", q, nqk))) return st;
-    if ((st = la__check_finite(op, "k", k, nqk))) return st;
-    if ((st = la__check_finite(op, "v", v, nv))) return st;
+    if ((st = check_qkv_finite(op, dims, q, k, v))) return st;
     c.q = q;
     c.k = k;
     c.v = v;
@@ -222,16 +237,11 @@ la_status la_softmax_attn_backward(la_ctx *ctx, const la_softmax_opts *opts,
     if ((st = la__check_ptr(op, "dk", dk))) return st;
     if ((st = la__check_ptr(op, "dv", dv))) return st;
     if ((st = la__check_ptr(op, "d_o", d_o))) return st;
-    if ((st = la__check_ptr(op, "q", q))) return st;
-    if ((st = la__check_ptr(op, "k", k))) return st;
-    if ((st = la__check_ptr(op, "v", v))) return st;
+    if ((st = check_qkv_ptrs(op, q, k, v))) return st;
     if ((st = reserve_scratch(op, &c, 1))) return st;
-    const size_t nqk = (size_t)(dims->B * dims->T * dims->H * dims->K);
     const size_t nv = (size_t)(dims->B * dims->T * dims->H * dims->V);
     if ((st = la__check_finite(op, "d_o", d_o, nv))) return st;
-    if ((st = la__check_finite(op, "q", q, nqk))) return st;
-    if ((st = la__check_finite(op, "k", k, nqk))) return st;
-    if ((st = la__check_finite(op, "v", v, nv))) return st;
+    if ((st = check_qkv_finite(op, dims, q, k, v))) return st;
     c.q = q;
     c.k = k;
     c.v = v;
