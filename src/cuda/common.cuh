@@ -55,6 +55,26 @@ __device__ __forceinline__ float la_dphi(int fm, float x) {
     return 1.f;
 }
 
+/* ---- use_qk_l2norm ------------------------------------------------------ */
+/* One warp: *rq = 1 / sqrt(|qs|^2 + 1e-6), *rk = the same of ks (K floats in
+ * shared memory; lane = this thread's lane; lane 0 writes). */
+__device__ __forceinline__ void la_cu_l2_inv_pair(const float *qs, const float *ks, int64_t K,
+                                                  int lane, float *rq, float *rk) {
+    float a = 0.f, b = 0.f;
+    for (int i = lane; i < K; i += 32) {
+        a = fmaf(qs[i], qs[i], a);
+        b = fmaf(ks[i], ks[i], b);
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, off);
+        b += __shfl_xor_sync(0xffffffffu, b, off);
+    }
+    if (lane == 0) {
+        *rq = 1.f / sqrtf(a + 1e-6f);
+        *rk = 1.f / sqrtf(b + 1e-6f);
+    }
+}
+
 /* ---- errors -------------------------------------------------------------- */
 /* la_status for a CUDA error, with the call site and CUDA's message. */
 la_status la__cu_error(cudaError_t e, const char *op, const char *what);

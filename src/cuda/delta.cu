@@ -72,21 +72,7 @@ template <typename T> __global__ void __launch_bounds__(128) la_cu_delta_fwd(del
         }
         __syncthreads();
         if (p.use_l2) {
-            if (w == 0) {
-                float a = 0.f, b = 0.f;
-                for (int i = jj; i < K; i += 32) {
-                    a = fmaf(qs[i], qs[i], a);
-                    b = fmaf(ks[i], ks[i], b);
-                }
-                for (int off = 16; off > 0; off >>= 1) {
-                    a += __shfl_xor_sync(0xffffffffu, a, off);
-                    b += __shfl_xor_sync(0xffffffffu, b, off);
-                }
-                if (jj == 0) {
-                    rn[0] = 1.f / sqrtf(a + 1e-6f);
-                    rn[1] = 1.f / sqrtf(b + 1e-6f);
-                }
-            }
+            if (w == 0) la_cu_l2_inv_pair(qs, ks, K, jj, &rn[0], &rn[1]);
             __syncthreads();
         }
         const float rq = p.use_l2 ? rn[0] * p.scale : p.scale, rk = p.use_l2 ? rn[1] : 1.f;
@@ -183,21 +169,7 @@ __device__ __forceinline__ void delta_load_qk(const T *q, const T *k, int64_t K,
     }
     __syncthreads();
     if (use_l2) {
-        if (w == 0) {
-            float a = 0.f, b = 0.f;
-            for (int i = jj; i < K; i += 32) {
-                a = fmaf(qs[i], qs[i], a);
-                b = fmaf(ks[i], ks[i], b);
-            }
-            for (int off = 16; off > 0; off >>= 1) {
-                a += __shfl_xor_sync(0xffffffffu, a, off);
-                b += __shfl_xor_sync(0xffffffffu, b, off);
-            }
-            if (jj == 0) {
-                rn[0] = 1.f / sqrtf(a + 1e-6f);
-                rn[1] = 1.f / sqrtf(b + 1e-6f);
-            }
-        }
+        if (w == 0) la_cu_l2_inv_pair(qs, ks, K, jj, &rn[0], &rn[1]);
         __syncthreads();
         for (int i = t; i < K; i += 128) {
             qs[i] *= rn[0];

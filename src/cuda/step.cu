@@ -49,21 +49,7 @@ __global__ void __launch_bounds__(STEP_THREADS) la_cu_step_kernel(step_args p) {
     const bool lin = p.op == LA_OP_LINEAR_ATTN;
     const bool delta = p.op == LA_OP_DELTA_RULE || p.op == LA_OP_GATED_DELTA_RULE;
     if (delta && p.use_l2) {
-        if (w == 0) {
-            float a = 0.f, b = 0.f;
-            for (int i = jj; i < K; i += 32) {
-                a = fmaf(qs[i], qs[i], a);
-                b = fmaf(ks[i], ks[i], b);
-            }
-            for (int off = 16; off > 0; off >>= 1) {
-                a += __shfl_xor_sync(0xffffffffu, a, off);
-                b += __shfl_xor_sync(0xffffffffu, b, off);
-            }
-            if (jj == 0) {
-                rq_s = 1.f / sqrtf(a + 1e-6f);
-                rk_s = 1.f / sqrtf(b + 1e-6f);
-            }
-        }
+        if (w == 0) la_cu_l2_inv_pair(qs, ks, K, jj, &rq_s, &rk_s);
         __syncthreads();
         for (int i = t; i < K; i += STEP_THREADS) {
             qs[i] *= rq_s;
@@ -217,21 +203,7 @@ __global__ void __launch_bounds__(256, RMAX <= 8 ? 3 : (RMAX == 16 ? 2 : 1))
     const bool lin = p.op == LA_OP_LINEAR_ATTN;
     const bool delta = p.op == LA_OP_DELTA_RULE || p.op == LA_OP_GATED_DELTA_RULE;
     if (delta && p.use_l2) {
-        if (wp == 0) {
-            float a = 0.f, b = 0.f;
-            for (int i = lane; i < K; i += 32) {
-                a = fmaf(qs[i], qs[i], a);
-                b = fmaf(ks[i], ks[i], b);
-            }
-            for (int off = 16; off > 0; off >>= 1) {
-                a += __shfl_xor_sync(0xffffffffu, a, off);
-                b += __shfl_xor_sync(0xffffffffu, b, off);
-            }
-            if (lane == 0) {
-                rq_s = 1.f / sqrtf(a + 1e-6f);
-                rk_s = 1.f / sqrtf(b + 1e-6f);
-            }
-        }
+        if (wp == 0) la_cu_l2_inv_pair(qs, ks, K, lane, &rq_s, &rk_s);
         __syncthreads();
         for (int i = t; i < K; i += 256) {
             qs[i] *= rq_s;
