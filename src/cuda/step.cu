@@ -31,17 +31,20 @@ struct step_args {
     int op, fm, normalize, use_l2;
 };
 
-template <typename T>
-__global__ void __launch_bounds__(STEP_THREADS) la_cu_step_kernel(step_args p) {
-    __shared__ float qs[256], ks[256], gk[256];
-    __shared__ float red[STEP_KS][32];
-    __shared__ float den_s, rq_s, rk_s;
+/* Both kernels' prologue (NT threads, all take part): q, k of the task into
+ * qs, ks (l2-normalised when asked, feature-mapped or q scaled), the decay a
+ * (per key in gk for GLA), beta, and for normalised linear attention zrow and
+ * den = qf.(z + kf) + eps in *den_s. Ends with a barrier. */
+template <typename T, int NT>
+__device__ __forceinline__ void step_prologue(const step_args &p, int64_t task, float *qs,
+                                              float *ks, float *gk, float *den_s, float *rq_s,
+                                              float *rk_s, float &a, float &beta, float *&zrow) {
     const int t = threadIdx.x, jj = t & 31, w = t >> 5;
-    const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H;
-    const int64_t task = blockIdx.x, n = task / HS, hs = task % HS, hq = hs / (HS / H);
+    const int64_t K = p.K, HS = p.HS, H = p.H;
+    const int64_t n = task / HS, hs = task % HS, hq = hs / (HS / H);
     const T *q = (const T *)p.q + (n * H + hq) * K;
     const T *k = (const T *)p.k + (n * H + hq) * K;
-    for (int i = t; i < K; i += STEP_THREADS) {
+    for (int i = t; i < K; i += NT) {
         qs[i] = ldf(q + i);
         ks[i] = ldf(k + i);
     }
@@ -49,30 +52,30 @@ __global__ void __launch_bounds__(STEP_THREADS) la_cu_step_kernel(step_args p) {
     const bool lin = p.op == LA_OP_LINEAR_ATTN;
     const bool delta = p.op == LA_OP_DELTA_RULE || p.op == LA_OP_GATED_DELTA_RULE;
     if (delta && p.use_l2) {
-        if (w == 0) la_cu_l2_inv_pair(qs, ks, K, jj, &rq_s, &rk_s);
+        if (w == 0) la_cu_l2_inv_pair(qs, ks, K, jj, rq_s, rk_s);
         __syncthreads();
-        for (int i = t; i < K; i += STEP_THREADS) {
-            qs[i] *= rq_s;
-            ks[i] *= rk_s;
+        for (int i = t; i < K; i += NT) {
+            qs[i] *= *rq_s;
+            ks[i] *= *rk_s;
         }
     }
     if (lin)
-        for (int i = t; i < K; i += STEP_THREADS) {
+        for (int i = t; i < K; i += NT) {
             qs[i] = la_phi(p.fm, qs[i]) * (p.normalize ? 1.f : p.scale);
             ks[i] = la_phi(p.fm, ks[i]);
         }
     else
-        for (int i = t; i < K; i += STEP_THREADS) qs[i] *= p.scale;
+        for (int i = t; i < K; i += NT) qs[i] *= p.scale;
     /* decay: per row for GLA, else one scalar */
-    float a = 1.f;
+    a = 1.f;
     if (p.op == LA_OP_SIMPLE_GLA)
         a = expf((p.g ? p.g[task] : 0.f) + (p.g_gamma ? p.g_gamma[hs] : 0.f));
     else if (p.op == LA_OP_GATED_DELTA_RULE)
         a = expf(p.g[task]);
     if (p.op == LA_OP_GLA)
-        for (int i = t; i < K; i += STEP_THREADS) gk[i] = expf(p.g[(n * H + hs) * K + i]);
-    const float beta = delta ? p.beta[task] : 0.f;
-    float *zrow = (lin && p.normalize) ? p.z + (n * H + hs) * K : NULL;
+        for (int i = t; i < K; i += NT) gk[i] = expf(p.g[(n * H + hs) * K + i]);
+    beta = delta ? p.beta[task] : 0.f;
+    zrow = (lin && p.normalize) ? p.z + (n * H + hs) * K : NULL;
     __syncthreads();
     if (zrow) {
         /* den = qf.(z + kf) + eps, z written back once every block has read it */
@@ -80,10 +83,22 @@ __global__ void __launch_bounds__(STEP_THREADS) la_cu_step_kernel(step_args p) {
             float d = 0.f;
             for (int i = jj; i < K; i += 32) d = fmaf(qs[i], zrow[i] + ks[i], d);
             for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
-            if (jj == 0) den_s = d + p.eps;
+            if (jj == 0) *den_s = d + p.eps;
         }
         __syncthreads();
     }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(STEP_THREADS) la_cu_step_kernel(step_args p) {
+    __shared__ float qs[256], ks[256], gk[256];
+    __shared__ float red[STEP_KS][32];
+    __shared__ float den_s, rq_s, rk_s;
+    const int t = threadIdx.x, jj = t & 31, w = t >> 5;
+    const int64_t K = p.K, V = p.V, task = blockIdx.x;
+    float a, beta, *zrow;
+    step_prologue<T, STEP_THREADS>(p, task, qs, ks, gk, &den_s, &rq_s, &rk_s, a, beta, zrow);
+    const bool delta = p.op == LA_OP_DELTA_RULE || p.op == LA_OP_GATED_DELTA_RULE;
     const int64_t base = task * K * V;
     const T *vv = (const T *)p.v + task * V;
     T *o = (T *)p.o + task * V;
@@ -179,8 +194,7 @@ __global__ void __launch_bounds__(256, RMAX <= 8 ? 3 : (RMAX == 16 ? 2 : 1))
     __shared__ float4 red[8][CQ];
     __shared__ float den_s, rq_s, rk_s;
     const int t = threadIdx.x, cq = t % CQ, rg = t / CQ, lane = t & 31, wp = t >> 5;
-    const int64_t K = p.K, V = p.V, HS = p.HS, H = p.H;
-    const int64_t task = blockIdx.x, n = task / HS, hs = task % HS, hq = hs / (HS / H);
+    const int64_t K = p.K, V = p.V, task = blockIdx.x;
     /* 32-bit offsets inside one head's state (K V <= 2^18): fewer live
      * registers than 64-bit addresses per row */
     const int c4 = (int)blockIdx.y * CQ + cq, V4 = (int)(V / 4), Ki = (int)K;
@@ -193,49 +207,9 @@ __global__ void __launch_bounds__(256, RMAX <= 8 ? 3 : (RMAX == 16 ? 2 : 1))
         const int i = rg + RG * r;
         st[r] = (ok && i < Ki) ? step_ld<CS>(S + i * V4) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    const T *q = (const T *)p.q + (n * H + hq) * K;
-    const T *k = (const T *)p.k + (n * H + hq) * K;
-    for (int i = t; i < K; i += 256) {
-        qs[i] = ldf(q + i);
-        ks[i] = ldf(k + i);
-    }
-    __syncthreads();
-    const bool lin = p.op == LA_OP_LINEAR_ATTN;
+    float a, beta, *zrow;
+    step_prologue<T, 256>(p, task, qs, ks, gk, &den_s, &rq_s, &rk_s, a, beta, zrow);
     const bool delta = p.op == LA_OP_DELTA_RULE || p.op == LA_OP_GATED_DELTA_RULE;
-    if (delta && p.use_l2) {
-        if (wp == 0) la_cu_l2_inv_pair(qs, ks, K, lane, &rq_s, &rk_s);
-        __syncthreads();
-        for (int i = t; i < K; i += 256) {
-            qs[i] *= rq_s;
-            ks[i] *= rk_s;
-        }
-    }
-    if (lin)
-        for (int i = t; i < K; i += 256) {
-            qs[i] = la_phi(p.fm, qs[i]) * (p.normalize ? 1.f : p.scale);
-            ks[i] = la_phi(p.fm, ks[i]);
-        }
-    else
-        for (int i = t; i < K; i += 256) qs[i] *= p.scale;
-    float a = 1.f;
-    if (p.op == LA_OP_SIMPLE_GLA)
-        a = expf((p.g ? p.g[task] : 0.f) + (p.g_gamma ? p.g_gamma[hs] : 0.f));
-    else if (p.op == LA_OP_GATED_DELTA_RULE)
-        a = expf(p.g[task]);
-    if (p.op == LA_OP_GLA)
-        for (int i = t; i < K; i += 256) gk[i] = expf(p.g[(n * H + hs) * K + i]);
-    const float beta = delta ? p.beta[task] : 0.f;
-    float *zrow = (lin && p.normalize) ? p.z + (n * H + hs) * K : NULL;
-    __syncthreads();
-    if (zrow) {
-        if (wp == 0) {
-            float d = 0.f;
-            for (int i = lane; i < K; i += 32) d = fmaf(qs[i], zrow[i] + ks[i], d);
-            for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
-            if (lane == 0) den_s = d + p.eps;
-        }
-        __syncthreads();
-    }
     const T *vv = (const T *)p.v + task * V + j0;
     float4 u = ok ? make_float4(ldf(vv), ldf(vv + 1), ldf(vv + 2), ldf(vv + 3))
                   : make_float4(0.f, 0.f, 0.f, 0.f);
