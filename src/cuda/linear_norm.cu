@@ -287,55 +287,39 @@ template <typename T> __global__ void __launch_bounds__(256) ln_intra_bwd(ln_arg
             if (nn == m && m < L) dPd[m] = acc[a][b];
         }
     __syncthreads();
+    /* One 64-column block of dq (A = DA, M = S, dP as is, F = Kf) or dk
+     * (A = W, M = dS, dP transposed, F = Qf): dx = phi'(x) * (A M^T[kb..] +
+     * dP F + dPd F). */
+    auto grad_block = [&](int64_t kb, auto A, const float *M, bool dPT, auto F, T *dx,
+                          const T *x) {
+        la_cu_zero(acc);
+        la_cu_gemm<true>(
+            acc, (int)VA, A,
+            [&](int r, int nn) -> float {
+                const int64_t col = kb + nn;
+                return (r < VA && col < K) ? M[col * VA + r] : 0.f;
+            },
+            gs);
+        la_cu_gemm(
+            acc, L, [&](int m, int r) -> float { return dPT ? dP[r][m] : dP[m][r]; },
+            [&](int r, int nn) { return F(r, (int)(kb + nn)); }, gs);
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int m = ty + 16 * a;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int col = (int)kb + tx + 16 * b;
+                if (m < L && col < K) {
+                    const float g = fmaf(dPd[m], F(m, col), acc[a][b]);
+                    const size_t at = (size_t)((tok0 + m) * H + h) * K + col;
+                    stf(dx + at, g * la_dphi(fm, ldf(x + at)));
+                }
+            }
+        }
+    };
     for (int64_t kb = 0; kb < K; kb += 64) {
-        la_cu_zero(acc);
-        la_cu_gemm<true>(
-            acc, (int)VA, DA,
-            [&](int r, int nn) -> float {
-                const int64_t col = kb + nn;
-                return (r < VA && col < K) ? S[col * VA + r] : 0.f;
-            },
-            gs);
-        la_cu_gemm(
-            acc, L, [&](int m, int r) -> float { return dP[m][r]; },
-            [&](int r, int nn) { return Kf(r, (int)(kb + nn)); }, gs);
-#pragma unroll
-        for (int a = 0; a < 4; a++) {
-            const int m = ty + 16 * a;
-#pragma unroll
-            for (int b = 0; b < 4; b++) {
-                const int col = (int)kb + tx + 16 * b;
-                if (m < L && col < K) {
-                    const float g = fmaf(dPd[m], Kf(m, col), acc[a][b]);
-                    const size_t at = (size_t)((tok0 + m) * H + h) * K + col;
-                    stf(dq + at, g * la_dphi(fm, ldf(q + at)));
-                }
-            }
-        }
-        la_cu_zero(acc);
-        la_cu_gemm<true>(
-            acc, (int)VA, W,
-            [&](int r, int nn) -> float {
-                const int64_t col = kb + nn;
-                return (r < VA && col < K) ? dS[col * VA + r] : 0.f;
-            },
-            gs);
-        la_cu_gemm(
-            acc, L, [&](int m, int r) -> float { return dP[r][m]; },
-            [&](int r, int nn) { return Qf(r, (int)(kb + nn)); }, gs);
-#pragma unroll
-        for (int a = 0; a < 4; a++) {
-            const int m = ty + 16 * a;
-#pragma unroll
-            for (int b = 0; b < 4; b++) {
-                const int col = (int)kb + tx + 16 * b;
-                if (m < L && col < K) {
-                    const float g = fmaf(dPd[m], Qf(m, col), acc[a][b]);
-                    const size_t at = (size_t)((tok0 + m) * H + h) * K + col;
-                    stf(dk + at, g * la_dphi(fm, ldf(k + at)));
-                }
-            }
-        }
+        grad_block(kb, DA, S, false, Kf, dq, q);
+        grad_block(kb, W, dS, true, Qf, dk, k);
     }
     for (int64_t vb = 0; vb < V; vb += 64) {
         la_cu_zero(acc);
