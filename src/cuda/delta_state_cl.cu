@@ -1,5 +1,5 @@
 /* The delta rules' tensor-core state pass split over the keys of a 2-CTA
- * cluster (sm_90; cuda-state7, cuda-state8). The same update as
+ * cluster (sm_90; cuda-state7, cuda-state8, cuda-gdn12). The same update as
  * la_cu_dc_state_tc (delta_state_tc.cu), per chunk R = U - W S,
  * S' = b_L S + Kd^T R, one cluster of two CTAs per (sequence, value head, 16
  * value columns): CTA r of the cluster owns keys r KC .. r KC + KC - 1
@@ -7,17 +7,26 @@
  * K <= 256) and copies only those columns of the W, Kd part tiles per
  * chunk: half the bytes and half the copy instructions per SM of the
  * one-CTA kernel, on twice the SMs. Per chunk:
- *   partial R^T_w = S^T[:, keys of w] W^T[keys of w, :]
- *   Q_r = ((P_0 + P_1) + P_2) + ...  (the CTA's warps, in warp order; to
- *         its own shared memory and to the peer's, DSMEM stores)
- *   cluster barrier (release / acquire)
+ *   partial R^T_w = S^T[:, keys of w] W^T[keys of w, :]   (CTA barrier)
+ *   Q_r = ((P_0 + P_1) + P_2) + ...  (the CTA's warps, in warp order; each
+ *         thread sums its own R^T slots, keeps them in registers and sends
+ *         them to the peer's shared memory by st.async, which counts the
+ *         bytes on the peer's mbarrier)
+ *   wait on this CTA's mbarrier for the peer's Q
  *   R^T = U^T - (Q_0 + Q_1)  (both CTAs, the same bits; each writes half
- *         of the tokens to global memory)
+ *         of the tokens to global memory)   (CTA barrier)
  *   S^T[:, keys of w] = b_L S^T[...] + R^T Kd[:, keys of w]
- * Q is double-buffered by chunk parity, so one cluster barrier per chunk
- * suffices: the peer's store into buffer b in chunk c + 2 comes after it
- * passed the barrier of chunk c + 1, which this CTA reaches only after its
- * reads of buffer b in chunk c. Fixed summation order, no atomics: bitwise
+ * Q is double-buffered by chunk parity (one mbarrier each): the peer's store
+ * into buffer b in chunk c + 2 comes after it received this CTA's Q of chunk
+ * c + 1, which this CTA sends only after its reads of buffer b in chunk c.
+ * Until cuda-gdn12 the exchange was a cluster barrier (arrive.release /
+ * wait.acquire) per chunk: ncu put 21% of the stall samples on it, mostly
+ * the memory barrier of the release, which also waits for the next chunk's
+ * cp.async copies in flight. The W, Kd, U tiles run in a ring of NB = 3
+ * buffers where shared memory allows (K <= 128): chunk c + 2 is issued
+ * while the peer's Q is on its way, and no barrier opens the chunk (NB = 2:
+ * chunk c + 1 issued after that barrier). 2217 -> 1727 us per pass at the
+ * GDN shape (H200, bench/GPU.md). Fixed summation order, no atomics: bitwise
  * identical run to run (not to the one-CTA kernel: its partials are summed
  * in one run of NW * 2 terms). cuda-state7's first versions (64-bit
  * addressing; a 4-warp variant) were removed in cuda-split9 (bench/GPU.md
@@ -38,12 +47,12 @@ typedef __nv_bfloat16 dcl_bf;
 
 /* Shared memory: NB buffers of the W and Kd part tiles ([64][KC + 8] bf16
  * each, this CTA's keys) and the U tile ([64][DCL_SU] fp32); the warps'
- * partial R^T ([NW][16][DCL_PLD] fp32); the two CTAs' sums Q ([2 chunk
- * parities][2 ranks][16][DCL_PLD] fp32); R^T as bf16 hi, lo. */
+ * partial R^T ([NW][16][DCL_PLD] fp32); the peer's sum Q ([2 chunk
+ * parities][16][DCL_PLD] fp32); R^T as bf16 hi, lo; two mbarriers. */
 template <int NW, int KW, int NP, int NB> static size_t dcl_smem() {
     constexpr int LD = NW * KW + 8;
     return (size_t)NB * 2 * NP * 64 * LD * 2 + (size_t)NB * 64 * DCL_SU * 4 +
-           (size_t)(NW + 4) * 16 * DCL_PLD * 4 + (size_t)2 * 16 * DCL_RLD * 2;
+           (size_t)(NW + 2) * 16 * DCL_PLD * 4 + (size_t)2 * 16 * DCL_RLD * 2 + 16;
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -78,6 +87,39 @@ __device__ __forceinline__ void dcl_cp4(unsigned d, const void *src, int bytes) 
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
                  : "memory");
 }
+/* cuda-gdn12: the Q exchange through mbarriers (sm_90). Two mbarriers of
+ * one arrival at shared addresses a, a + 8 (before the cluster barrier that
+ * publishes them to the peer). */
+__device__ __forceinline__ void dcl_mbar_init2(unsigned a) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(a) : "memory");
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(a + 8) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+/* x, y to shared::cluster address d, with a complete_tx of 8 bytes on the
+ * (peer's) mbarrier at shared::cluster address bar */
+__device__ __forceinline__ void dcl_st_async2(unsigned d, float2 v, unsigned bar) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, "
+                 "[%3];\n" ::"r"(d),
+                 "f"(v.x), "f"(v.y), "r"(bar)
+                 : "memory");
+}
+/* The one arrival of the mbarrier at a, expecting bytes from st.async. */
+__device__ __forceinline__ void dcl_mbar_arm(unsigned a, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes)
+                 : "memory");
+}
+/* Waits until the phase of parity par of the mbarrier at a has completed
+ * (acquire at cluster scope: the peer's st.async data are visible). */
+__device__ __forceinline__ void dcl_mbar_wait(unsigned a, unsigned par) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n .reg .pred p;\n"
+                     " mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+                     " selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(a), "r"(par)
+                     : "memory");
+}
 #endif
 
 template <int KW, int NP, int NB>
@@ -88,12 +130,13 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     constexpr int NW = 8, NTH = 256, KC = NW * KW, LD = KC + 8, TILE = 64 * LD, NT = KW / 8;
     constexpr int KQ = KC / 8;                      /* 16-byte copies per tile row */
     constexpr int RPI = NTH / KQ, NIT = 64 / RPI;   /* tile rows per copy round, rounds */
-    constexpr int FPT = 1024 / NTH, TPR = 64 / FPT; /* Q sum: floats per thread, threads per row */
     dcl_bf *const tiles = (dcl_bf *)dcl_sm;
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE);
     float *const Ps = Us + NB * 64 * DCL_SU;
     float *const Qs = Ps + NW * 16 * DCL_PLD;
-    dcl_bf *const Rh = (dcl_bf *)(Qs + 4 * 16 * DCL_PLD), *const Rl = Rh + 16 * DCL_RLD;
+    dcl_bf *const Rh = (dcl_bf *)(Qs + 2 * 16 * DCL_PLD), *const Rl = Rh + 16 * DCL_RLD;
+    /* one mbarrier per Q parity; the peer's Q arrives by st.async */
+    const unsigned bar_me = (unsigned)__cvta_generic_to_shared(Rl + 16 * DCL_RLD);
     const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
     const int m8 = lane >> 3, rr = lane & 7;
     const unsigned rank = la_cl_rank();
@@ -106,7 +149,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     const la_cu_seq s = p.seqs[n];
     const unsigned st0 = (unsigned)s.start, HV = HS * V, sbase = (n * HS + hs) * K * V;
     const unsigned qs_me = (unsigned)__cvta_generic_to_shared(Qs);
-    const unsigned qs_peer = la_cl_mapa(qs_me, rank ^ 1u);
+    const unsigned qs_peer = la_cl_mapa(qs_me, rank ^ 1u), bar_peer = la_cl_mapa(bar_me, rank ^ 1u);
     const int nch = s.nch, lastL = (int)(s.len - (int64_t)(nch - 1) * LA_CU_C);
 
     /* this thread's slots: S^T[v][i], v = g + 8 (e >> 1), i = kb + 8 j + 2 q + (e & 1) */
@@ -197,13 +240,22 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     const unsigned ho0 = ((unsigned)s.chunk0 * HS + hs) * K * V + so, hstp = HS * K * V;
     const float *bLp = p.bL + (unsigned)s.chunk0 * HS + hs;
 
+    if (t == 0) dcl_mbar_init2(bar_me);
     la_cl_sync();
     if (nch > 0) issue(0, 0);
-    for (int c = 0; c < nch; c++) {
-        const int b = NB == 2 ? (c & 1) : 0, qb = c & 1;
+    if (NB == 3) { /* chunk 1 in flight too (an empty group where there is none) */
+        if (nch > 1) issue(1, 1);
+        else asm volatile("cp.async.commit_group;\n" ::: "memory");
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        __syncthreads(); /* chunk 0's tiles in */
+    }
+    for (int c = 0, b = 0; c < nch; c++, b = NB == 3 ? (b == 2 ? 0 : b + 1) : NB == 2 ? b ^ 1 : 0) {
+        const int qb = c & 1;
         const float bl = bLp[(unsigned)c * HS];
-        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-        __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
+        if (NB < 3) {
+            asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+            __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
+        }
         if (NB == 2 && c + 1 < nch) issue(c + 1, b ^ 1);
         const dcl_bf *const Wt = tiles + b * 2 * NP * TILE, *const Kt = Wt + NP * TILE;
         if (p.hst) {
@@ -275,40 +327,56 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                 *(float2 *)&pw[(g + 8) * DCL_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
             }
         }
-        __syncthreads(); /* partials out */
-        /* Q of this CTA: row t / TPR, tokens FPT (t % TPR) .. + FPT - 1,
-         * summed in warp order; into Qs[qb][rank] here and at the peer */
+        __syncthreads(); /* partials out; every warp is past chunk c - 1 */
+        /* Q of this CTA at this thread's R^T slots (columns g, g + 8, tokens
+         * tt, tt + 1): the warps' partials summed in warp order, kept in
+         * registers and stored into the peer's Qs[qb] by st.async, each with
+         * a complete_tx of 8 bytes on the peer's barrier qb */
+        float2 qm[2];
         {
-            const int o = (t / TPR) * DCL_PLD + FPT * (t % TPR);
-            float4 a[FPT / 4];
+            const unsigned bp = bar_peer + 8u * (unsigned)qb;
 #pragma unroll
-            for (int f = 0; f < FPT / 4; f++) a[f] = *(const float4 *)&Ps[o + 4 * f];
+            for (int hf = 0; hf < 2; hf++) {
+                const int o = (g + 8 * hf) * DCL_PLD + tt;
+                float2 a = *(const float2 *)&Ps[o];
 #pragma unroll
-            for (int ww = 1; ww < NW; ww++)
-#pragma unroll
-                for (int f = 0; f < FPT / 4; f++) {
-                    const float4 y = *(const float4 *)&Ps[ww * 16 * DCL_PLD + o + 4 * f];
-                    a[f].x += y.x, a[f].y += y.y, a[f].z += y.z, a[f].w += y.w;
+                for (int ww = 1; ww < NW; ww++) {
+                    const float2 y = *(const float2 *)&Ps[ww * 16 * DCL_PLD + o];
+                    a.x += y.x, a.y += y.y;
                 }
-            const int qo = (qb * 2 + (int)rank) * 16 * DCL_PLD + o;
-#pragma unroll
-            for (int f = 0; f < FPT / 4; f++) {
-                *(float4 *)&Qs[qo + 4 * f] = a[f];
-                la_cl_st4(qs_peer + 4u * (unsigned)(qo + 4 * f), a[f]);
+                qm[hf] = a;
+                dcl_st_async2(qs_peer + 4u * (unsigned)(qb * 16 * DCL_PLD + o), a, bp);
             }
         }
-        la_cl_sync(); /* both CTAs' Q in both CTAs */
+        {
+            /* the peer's Q: this CTA's barrier qb takes one arrival (thread
+             * 0, expecting 16 x 64 floats); its phase c >> 1 completes when
+             * they are in. The peer stores into Qs[qb] again (chunk c + 2)
+             * only after it has this CTA's Q of chunk c + 1, sent after the
+             * barrier "R^T parts out" below, which follows every read of
+             * Qs[qb] here. */
+            const unsigned bq = bar_me + 8u * (unsigned)qb;
+            if (t == 0) dcl_mbar_arm(bq, 16 * 64 * 4);
+            /* NB = 3: chunk c + 2 into chunk c - 1's buffer (every warp is
+             * past chunk c - 1), while the peer's Q is on its way (issued
+             * before the Q sum instead: 1727 -> 1917 us per pass, H200) */
+            if (NB == 3) {
+                if (c + 2 < nch) issue(c + 2, b == 0 ? 2 : b - 1);
+                else asm volatile("cp.async.commit_group;\n" ::: "memory");
+            }
+            dcl_mbar_wait(bq, (unsigned)(c >> 1) & 1u);
+        }
         /* warp w: R^T of tokens 8 w .. 8 w + 7: U^T - (Q_0 + Q_1); to Rh, Rl,
          * and to global memory (fp32) for the tokens of this rank */
         {
             const float *const Ub = Us + b * 64 * DCL_SU;
-            const float *const Q0 = Qs + qb * 2 * 16 * DCL_PLD, *const Q1 = Q0 + 16 * DCL_PLD;
+            const float *const Qp = Qs + qb * 16 * DCL_PLD;
             float *const u = p.U + (ro0 + (unsigned)c * rstp);
             const int L = c + 1 < nch ? LA_CU_C : lastL;
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
                 const int v = g + 8 * hf, o = v * DCL_PLD + tt;
-                const float2 a = *(const float2 *)&Q0[o], y = *(const float2 *)&Q1[o];
+                const float2 a = qm[hf], y = *(const float2 *)&Qp[o]; /* (Q_0 + Q_1): + commutes */
                 const float r0 = Ub[tt * DCL_SU + v] - (a.x + y.x),
                             r1 = Ub[(tt + 1) * DCL_SU + v] - (a.y + y.y);
                 uint32_t hi, lo;
@@ -326,7 +394,8 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                 }
             }
         }
-        __syncthreads(); /* R^T parts out */
+        if (NB == 3) asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        __syncthreads(); /* R^T parts out (NB = 3: and chunk c + 1's tiles in) */
         /* S^T = b_L S^T + R^T Kd[:, keys of w] (+ the cross terms, NP = 2) */
         float Sx[NT][4];
 #pragma unroll
@@ -387,6 +456,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
             issue(c + 1, 0);
         }
     }
+    la_cl_sync(); /* no CTA leaves while the peer's st.async may be in flight */
     if (p.sT)
 #pragma unroll
         for (int j = 0; j < NT; j++)
@@ -407,7 +477,10 @@ static la_status dcl_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
 }
 template <int KW, int NP>
 static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    if (dcl_smem<8, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
+    const size_t lim = (size_t)la__cu_smem_optin(c);
+    if (dcl_smem<8, KW, NP, 3>() <= lim)
+        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 3>, 256, dcl_smem<8, KW, NP, 3>());
+    if (dcl_smem<8, KW, NP, 2>() <= lim)
         return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 2>, 256, dcl_smem<8, KW, NP, 2>());
     return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 1>, 256, dcl_smem<8, KW, NP, 1>());
 }
