@@ -33,7 +33,7 @@
  * has their numbers). Launched with a cluster dimension of 2
  * (cudaLaunchKernelEx); the body is empty below sm_90, where the host never
  * launches it. */
-#include "delta_chunk.cuh"
+#include "delta_state.cuh"
 #include "cluster.cuh"
 #include "tc.cuh"
 
@@ -292,41 +292,8 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                 }
             }
         }
-#pragma unroll
-        for (int ks = 0; ks < KW / 16; ks++) {
-            uint32_t ah[4], al[4];
-            la_cu_bf16_parts(S[2 * ks][0], S[2 * ks][1], ah[0], al[0]);
-            la_cu_bf16_parts(S[2 * ks][2], S[2 * ks][3], ah[1], al[1]);
-            la_cu_bf16_parts(S[2 * ks + 1][0], S[2 * ks + 1][1], ah[2], al[2]);
-            la_cu_bf16_parts(S[2 * ks + 1][2], S[2 * ks + 1][3], ah[3], al[3]);
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
-                const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kbl + 16 * ks + (m8 & 1) * 8;
-                uint32_t bh[4];
-                la_tc_ldsm4<false>(bh, Wt + off);
-                la_tc_mma<dcl_bf>(P[2 * jj], ah, bh[0], bh[1]);
-                la_tc_mma<dcl_bf>(P[2 * jj + 1], ah, bh[2], bh[3]);
-                if (NP == 2) {
-                    uint32_t bw[4];
-                    la_tc_ldsm4<false>(bw, Wt + TILE + off);
-                    la_tc_mma<dcl_bf>(Px[2 * jj], al, bh[0], bh[1]);
-                    la_tc_mma<dcl_bf>(Px[2 * jj + 1], al, bh[2], bh[3]);
-                    la_tc_mma<dcl_bf>(Px[2 * jj], ah, bw[0], bw[1]);
-                    la_tc_mma<dcl_bf>(Px[2 * jj + 1], ah, bw[2], bw[3]);
-                }
-            }
-        }
-        {
-            float *pw = Ps + w * 16 * DCL_PLD;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if (NP == 2)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
-                *(float2 *)&pw[g * DCL_PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
-                *(float2 *)&pw[(g + 8) * DCL_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
-            }
-        }
+        la_dst_rt_partial<KW, NP>(P, Px, S, Wt, LD, TILE, kbl, m8, rr);
+        la_dst_rt_store<NP, DCL_PLD>(Ps + w * 16 * DCL_PLD, P, Px, g, q);
         __syncthreads(); /* partials out; every warp is past chunk c - 1 */
         /* Q of this CTA at this thread's R^T slots (columns g, g + 8, tokens
          * tt, tt + 1): the warps' partials summed in warp order, kept in

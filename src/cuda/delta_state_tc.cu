@@ -25,8 +25,7 @@
  * The value blocks of a head are neighbours in the launch order (they read
  * the same tiles, from L2). Fixed summation order, no atomics: bitwise
  * identical run to run. */
-#include "delta_chunk.cuh"
-#include "tc.cuh"
+#include "delta_state.cuh"
 
 #include <stdlib.h>
 
@@ -182,41 +181,8 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) P[j][e] = 0.f, Px[j][e] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < KW / 16; ks++) {
-            uint32_t ah[4], al[4];
-            la_cu_bf16_parts(S[2 * ks][0], S[2 * ks][1], ah[0], al[0]);
-            la_cu_bf16_parts(S[2 * ks][2], S[2 * ks][3], ah[1], al[1]);
-            la_cu_bf16_parts(S[2 * ks + 1][0], S[2 * ks + 1][1], ah[2], al[2]);
-            la_cu_bf16_parts(S[2 * ks + 1][2], S[2 * ks + 1][3], ah[3], al[3]);
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
-                const int off = (16 * jj + (m8 >> 1) * 8 + rr) * LD + kb + 16 * ks + (m8 & 1) * 8;
-                uint32_t bh[4];
-                la_tc_ldsm4<false>(bh, Wt + off);
-                la_tc_mma<dst_bf>(P[2 * jj], ah, bh[0], bh[1]);
-                la_tc_mma<dst_bf>(P[2 * jj + 1], ah, bh[2], bh[3]);
-                if (NP == 2) {
-                    uint32_t bw[4];
-                    la_tc_ldsm4<false>(bw, Wt + TILE + off);
-                    la_tc_mma<dst_bf>(Px[2 * jj], al, bh[0], bh[1]);
-                    la_tc_mma<dst_bf>(Px[2 * jj + 1], al, bh[2], bh[3]);
-                    la_tc_mma<dst_bf>(Px[2 * jj], ah, bw[0], bw[1]);
-                    la_tc_mma<dst_bf>(Px[2 * jj + 1], ah, bw[2], bw[3]);
-                }
-            }
-        }
-        {
-            float *pw = Ps + w * 16 * PLD;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if (NP == 2)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) P[j][e] += Px[j][e];
-                *(float2 *)&pw[g * PLD + 8 * j + 2 * q] = make_float2(P[j][0], P[j][1]);
-                *(float2 *)&pw[(g + 8) * PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
-            }
-        }
+        la_dst_rt_partial<KW, NP>(P, Px, S, Wt, LD, TILE, kb, m8, rr);
+        la_dst_rt_store<NP, PLD>(Ps + w * 16 * PLD, P, Px, g, q);
         __syncthreads(); /* partials out */
         /* warp w: R^T of tokens 8 j .. 8 j + 7, j = JW w ..: U^T minus the
          * partials summed in warp order; to global (fp32) and to Rh, Rl */
