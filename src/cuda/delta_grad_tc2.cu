@@ -18,14 +18,17 @@
  *   free part tiles as coalesced rows, and diag(e) R G^T parked there
  *   instead of in dk (no global read-back).
  * - GM (cuda-dcg9): GM 2 without gates (DeltaNet: every gate factor is 1,
- *   the work that only feeds dg is skipped), GM 1 gated; both: the gate
+ *   the work that only feeds dg is skipped), GM 3 gated; both: the gate
  *   factor Gamma once per element for T1 and T2, v by cp.async,
  *   evict-first loads of tiles read for the last time (A^T, G, S0) and
- *   streaming stores of dq, dk, dv, a head-major grid. GM 3 (gated; the
- *   default since cuda-dcg11, GM 1 opt-in =1): <G, S0> summed in the R G^T
- *   phase from the fetched tiles instead of a pass of its own (G, S0 read
- *   once; another double summation order). An L2 prefetch of each next
- *   phase's tiles was measured slower and removed (bench/GPU.md).
+ *   streaming stores of dq, dk, dv, a head-major grid. GM 3 (cuda-dcg11):
+ *   <G, S0> summed in the R G^T phase from the fetched tiles (G, S0 read
+ *   once). An L2 prefetch of each next phase's tiles was measured slower
+ *   and removed (bench/GPU.md).
+ * - cuda-dcg12: GM 1 (<G, S0> in a pass of its own, opt-in =1) removed: its
+ *   dg was bitwise identical with GM 3's at GDN 1,65536,H2,HV8,128 and it
+ *   was 5% slower; a cp.async double buffer of the fp32 tiles was measured
+ *   slower (7-10%) and not kept (bench/GPU.md cuda-dcg12).
  * - cuda-dcg11: the older variants removed (three parts, =3; three parts
  *   with a register prefetch, =2; direct stores, =4; cuda-dcg8's kernel
  *   without GM, =8: each measured slower at both standard shapes,
@@ -386,15 +389,13 @@ struct dg2_flags {
     int vqk;  /* q, k tiles by cp.async (K % 8 == 0, aligned) */
     int vdo;  /* dO tiles by cp.async (V % 8 == 0, aligned) */
     int vat;  /* A^T by float4 (aligned) */
-    int vkv;  /* S0, G by float4 for <G, S0> (K V % 4 == 0, aligned) */
     int vdv;  /* dv by 8-byte stores (V % 4 == 0, aligned) */
     int vqo;  /* dq, dk by float4 stores (K % 4 == 0, aligned) */
     int vv;   /* v tiles by cp.async (V % 8 == 0, aligned) */
     int hmaj; /* grid (HS, chunks) instead of (chunks, HS) */
 };
 
-/* GM: cuda-dcg9's variants (1: gated, 2: no gates, 3: gated, <G, S0> in
- * the R G^T phase; file header) */
+/* GM: 2 without gates, 3 gated (<G, S0> in the R G^T phase; file header) */
 template <int GM>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
@@ -449,45 +450,6 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         S.be[t] = t < L ? p.beta[(tok0 + t) * HS + hs] : 0.f;
         S.dbb[t] = S.dee[t] = S.dbt[t] = 0.f;
     }
-    /* dbL = <G, S0>, doubles, fixed order (each thread its elements
-     * ascending); GM 3 sums it in the R G^T phase instead */
-    auto dbl = [&]() {
-        double a = 0;
-        const int KV = K * V;
-        int e = t;
-        if (fl.vkv) { /* float4 pieces e4 = t + 256 i, 8 + 8 loads in flight */
-            const float4 *g4 = (const float4 *)G, *s4 = (const float4 *)S0;
-            const int n4 = KV / 4;
-            for (; e + 7 * DG2_THREADS < n4; e += 8 * DG2_THREADS) {
-                float4 gv[8], sv[8];
-#pragma unroll
-                for (int i = 0; i < 8; i++)
-                    gv[i] = g4[e + i * DG2_THREADS], sv[i] = s4[e + i * DG2_THREADS];
-#pragma unroll
-                for (int i = 0; i < 8; i++)
-                    a += (double)gv[i].x * (double)sv[i].x + (double)gv[i].y * (double)sv[i].y +
-                         (double)gv[i].z * (double)sv[i].z + (double)gv[i].w * (double)sv[i].w;
-            }
-            for (; e < n4; e += DG2_THREADS) {
-                const float4 gv = g4[e], sv = s4[e];
-                a += (double)gv.x * (double)sv.x + (double)gv.y * (double)sv.y +
-                     (double)gv.z * (double)sv.z + (double)gv.w * (double)sv.w;
-            }
-            e = KV; /* done */
-        }
-        for (; e + 3 * DG2_THREADS < KV; e += 4 * DG2_THREADS) {
-            float gv[4], sv[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                gv[i] = G[e + i * DG2_THREADS], sv[i] = S0[e + i * DG2_THREADS];
-#pragma unroll
-            for (int i = 0; i < 4; i++) a += (double)gv[i] * (double)sv[i];
-        }
-        for (; e < KV; e += DG2_THREADS) a += (double)G[e] * (double)S0[e];
-        for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-        if (lane == 0) S.red[w] = a;
-    };
-    if (GM == 1) dbl();
     __syncthreads();
     if (t < LA_CU_C) {
         S.bt[t] = t < L ? (NG ? 1.f : la_cu_expd(S.gam[t])) : 0.f;
@@ -651,7 +613,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     if (t < LA_CU_C) S.dbt[t] += S.rp[1][0][t] + S.rp[1][1][t];
-    /* GM 3 (gated, the default; GM 1 with LINATTN_CUDA_DCG_TC=1): dbL = <G, S0> summed in the R G^T
+    /* GM 3 (gated): dbL = <G, S0> summed in the R G^T
      * phase from the fetched G tile and the S0 tile at the same positions (G and S0 read from DRAM
      * once, not twice): per K block, each thread its pieces in (value block, piece) order, the
      * warp's tree, added to the warp's slot red[w] in K-block order; the 8 slots summed at the end
@@ -856,17 +818,14 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     fl.vf =
         p.V % 4 == 0 && dg2_al(p.U, 16) && dg2_al(dR, 16) && dg2_al(hst, 16) && dg2_al(dhst, 16);
     fl.vat = dg2_al(p.AT, 16);
-    fl.vkv = (p.K * p.V) % 4 == 0 && dg2_al(hst, 16) && dg2_al(dhst, 16);
     fl.vqk = p.K % 8 == 0 && dg2_al(p.q, 16) && dg2_al(p.k, 16);
     fl.vdo = p.V % 8 == 0 && dg2_al(c->d_o, 16);
     fl.vdv = p.V % 4 == 0 && dg2_al(c->dv, 8);
     fl.vqo = p.K % 4 == 0 && dg2_al(dqp, 16) && dg2_al(dkp, 16);
     fl.vv = p.V % 8 == 0 && dg2_al(p.v, 16);
-    const int mode = la__cu_dcg_tc2_on();
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
-              float *, float *, float *, float *, dg2_flags) = !p.g        ? la_cu_dcg_tc2<2>
-                                                               : mode == 1 ? la_cu_dcg_tc2<1>
-                                                                           : la_cu_dcg_tc2<3>;
+              float *, float *, float *, float *, dg2_flags) =
+        p.g ? la_cu_dcg_tc2<3> : la_cu_dcg_tc2<2>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
@@ -882,13 +841,13 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     return LA_OK;
 }
 
-/* Whether bf16 backwards take this kernel, and which variant (read once):
- * LINATTN_CUDA_DCG_TC=0 or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA);
- * =1: GM 1 for gated inputs (1: <G, S0> in a pass of its own, the default
- * before cuda-dcg11); else (default, 9) GM 3 gated, GM 2 without gates. The
- * older variants (=2, =3, =4, =8) were removed by cuda-dcg11 (an old
- * setting now selects the default). H200 (bench/GPU.md): cuda-dcg11 GM 3
- * 3.29 ms, GM 1 3.60 (GDN), GM 2 1.49-1.52 (DeltaNet); cuda-dcg8 (=8)
+/* Whether bf16 backwards take this kernel (read once): LINATTN_CUDA_DCG_TC=0
+ * or LINATTN_CUDA_TC=0: no (0, la_cu_dcg's FFMA); else (1) GM 3 gated, GM 2
+ * without gates. The older variants (=1 by cuda-dcg12; =2, =3, =4, =8 by
+ * cuda-dcg11) were removed: an old setting selects the default. H200
+ * (bench/GPU.md): cuda-dcg12 GM 3 3.32-3.55 ms, GM 1 3.72 (GDN, one
+ * process); cuda-dcg11 GM 3 3.29 ms, GM 1 3.60 (GDN), GM 2 1.49-1.52
+ * (DeltaNet); cuda-dcg8 (=8)
  * 3.64-3.68 / 1.88-1.89;
  * =4 3.95 / 2.03; cuda-dcg7: three parts 4.55 / 2.33, three + prefetch
  * 4.69 / 2.39, FFMA 7.30 / 4.11; the errors against float64 of two and
@@ -897,7 +856,7 @@ int la__cu_dcg_tc2_on(void) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_TC"), *o = getenv("LINATTN_CUDA_DCG_TC");
-        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0 : (o && o[0] == '1') ? 1 : 9;
+        mode = (o && o[0] == '0') || (e && e[0] == '0') ? 0 : 1;
     }
     return mode;
 }
