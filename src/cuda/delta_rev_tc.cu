@@ -24,11 +24,10 @@
  * columns, sharing one copy of the 16-bit tiles; each thread loads the dRo
  * and scaled dO values of its dR slots into registers one chunk ahead in
  * place of their tiles (two groups' tiles would not fit 227 KB). Three
- * barriers per chunk. Writes
- * dh' of every chunk to dhst straight from the accumulators, dR over dRo
- * (for la_cu_dcg) and d_initial_state at the end. Fixed summation orders,
- * no atomics: bitwise identical run to run. bf16 only (the q tile is exact
- * only there); fp16 and fp32 keep the FFMA pass. */
+ * barriers per chunk. Writes dh' of every chunk to dhst straight from the
+ * accumulators, dR over dRo (for la_cu_dcg) and d_initial_state at the end.
+ * Fixed summation orders, no atomics: bitwise identical run to run. bf16
+ * only (the q tile is exact only there); fp16 and fp32 keep the FFMA pass. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,7 +67,7 @@ template <int NW, int KW, int NB, int MT = 1> static size_t drt_smem() {
  * (padding keys, the last value block's columns) are per-thread constants;
  * row predicates (r < L) run only on a sequence's last chunk, the only one
  * shorter than LA_CU_C. */
-template <int NW, int KW, int NB, int CB, int MT, int VAR>
+template <int NW, int KW, int NB, int CB, int MT>
 __global__ void __launch_bounds__(NW * 32 * MT, 1)
     la_cu_dcb_rev_tc9(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
                       float *ds0, float *dRo, float *dhst) {
@@ -80,18 +79,18 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
     constexpr int RS = NTH / KQ, NI = 64 * KQ / NTH; /* 16-bit tiles: row step, trips */
     constexpr int RSV = NTH / 4, NIV = 256 / NTH;    /* dRo / dO, 16-byte copies (MT = 1) */
     constexpr int RS1 = NTH / 16, NI1 = 1024 / NTH;  /* dRo / dO, 4-byte copies (MT = 1) */
-    constexpr bool FR = MT > 1; /* dRo / dO through registers, not tiles */
-    /* MT = 2 trials (cuda-rev12): GB group barriers, FE fetch at the chunk's top */
-    constexpr bool GB = MT > 1 && (VAR & 1), FE = MT > 1 && (VAR & 2);
+    constexpr bool FR = MT > 1;                      /* dRo / dO through registers, not tiles */
     const int t = threadIdx.x, lane = t & 31, g = lane >> 2, q = lane & 3;
     /* warp w of group mt (the constant 0 for MT = 1: MT = 1's code as before) */
     const int w = MT == 1 ? t >> 5 : (t >> 5) % NW, mt = MT == 1 ? 0 : (t >> 5) / NW;
     const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
     drt_bf *const tiles = (drt_bf *)drt_sm;
     float *const Fs = (float *)(tiles + NB * DRT_NT * TILE); /* [NB][2][64][DRT_SU] (MT = 1) */
-    float *const Ps0 = Fs + (FR ? 0 : NB * 2 * 64 * DRT_SU), *const Ps = Ps0 + mt * NW * 16 * DRT_PLD;
+    float *const Ps0 = Fs + (FR ? 0 : NB * 2 * 64 * DRT_SU); /* the groups' partials */
+    float *const Ps = Ps0 + mt * NW * 16 * DRT_PLD;
     drt_bf *const Rh = (drt_bf *)(Ps0 + MT * NW * 16 * DRT_PLD) + mt * 4 * 16 * DRT_RLD;
-    drt_bf *const Rl = Rh + 16 * DRT_RLD, *const Oh = Rl + 16 * DRT_RLD, *const Ol = Oh + 16 * DRT_RLD;
+    drt_bf *const Rl = Rh + 16 * DRT_RLD, *const Oh = Rl + 16 * DRT_RLD,
+                  *const Ol = Oh + 16 * DRT_RLD;
     const int K = (int)p.K, V = (int)p.V, HS = (int)p.HS, H = (int)p.H, K8 = (K + 7) & ~7;
     const int nvb = (V + 16 * MT - 1) / (16 * MT), nh = (int)blockIdx.x / nvb;
     const int n = nh / HS, hs = nh % HS, hq = hs / (HS / H);
@@ -137,12 +136,14 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
     /* CB = 1: 64-bit bases of chunk c: its first token's rows, its block of dh' */
     auto tokb = [&](int c) { return (size_t)(s.start + (int64_t)c * LA_CU_C); };
     auto chkb = [&](int c) { return (size_t)s.chunk0 + (size_t)c; };
-    /* MT = 2: dRo and qsc dO at this thread's dR slots of chunk c (0 outside),
-     * loaded one chunk ahead: fr / fo[jw][hf][0 / 1] = token tt / tt + 1, column
-     * v (MT = 1 tried the same, cuda-rev12: GDN's reverse pass 2.79 -> 3.20 ms,
-     * so it keeps the tiles) */
+    /* MT = 2: dRo and qsc dO at this thread's dR slots (0 outside): fr / fo
+     * [jw][hf][0 / 1] = token tt / tt + 1, column v of chunk c; fnr / fno the
+     * same of chunk c - 1, loaded at the top of chunk c, a whole step before
+     * their use (loaded after chunk c's reduction, half a step ahead, the
+     * wide kernel took 585 us at DeltaNet instead of 480, and MT = 1 with
+     * that placement in place of its tiles 3.20 ms at GDN instead of 2.79) */
     float fr[JW][2][2], fo[JW][2][2], fnr[JW][2][2], fno[JW][2][2];
-    auto fetch = [&](int c, bool last, float (&xr)[JW][2][2], float (&xo)[JW][2][2]) {
+    auto fetch = [&](int c, bool last, float(&xr)[JW][2][2], float(&xo)[JW][2][2]) {
         const int L = last ? (int)(s.len - (int64_t)c * LA_CU_C) : LA_CU_C;
         const size_t vc64 = CB ? tokb(c) * HSV : 0;
         const unsigned v32 = ro0 + (CB ? 0u : (unsigned)c * (LA_CU_C * HSV));
@@ -207,12 +208,6 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
         asm volatile("cp.async.commit_group;\n" ::: "memory");
     };
 
-    /* MT = 2 (GB = 1): the barriers after the partials and the parts only
-     * within the group (named barrier 1 + mt) */
-    auto gsync = [&]() {
-        if (MT == 1 || !GB) __syncthreads();
-        else asm volatile("bar.sync %0, %1;\n" ::"r"(1 + mt), "n"(NW * 32) : "memory");
-    };
     if (s.nch > 0) {
         issue(s.nch - 1, 0, true);
         if (FR) fetch(s.nch - 1, true, fr, fo);
@@ -225,7 +220,7 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
         asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         __syncthreads(); /* chunk c's tiles in; every warp is past chunk c + 1 */
         if (NB == 2 && c > 0) issue(c - 1, b ^ 1, false);
-        if (FE) { /* chunk c's values (fetched a step ago), then chunk c - 1's */
+        if (FR) { /* chunk c's values (fetched a step ago), then chunk c - 1's */
             if (it > 0)
 #pragma unroll
                 for (int jw = 0; jw < JW; jw++)
@@ -285,7 +280,7 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
                 *(float2 *)&pw[(g + 8) * DRT_PLD + 8 * j + 2 * q] = make_float2(P[j][2], P[j][3]);
             }
         }
-        gsync(); /* partials out */
+        __syncthreads(); /* partials out */
         {
             const float *const Rb = Fs + b * 2 * 64 * DRT_SU, *const Ob = Rb + 64 * DRT_SU;
             float *const rc =
@@ -320,8 +315,7 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
                 }
             }
         }
-        if (FR && !FE && c > 0) fetch(c - 1, false, fr, fo); /* used in the next chunk */
-        gsync(); /* parts out */
+        __syncthreads(); /* parts out */
         float Dx[NT][4];
 #pragma unroll
         for (int j = 0; j < NT; j++)
@@ -402,17 +396,16 @@ static int drt_fits(const la__cu_call *c) {
            (c->V + 15) / 16 * c->N < (((int64_t)1 << 31) - 1) / c->HS;
 }
 
-/* LINATTN_CUDA_DELTA_REV (read once): b64 gives CB = 1 at every size (to
- * test the 64-bit path on small tensors); gb (cuda-rev12, trial): the
- * wide kernel's group barriers (GB = 1). cuda-rev11
- * also tried the W / Q product's lo x q cross terms in their own
- * accumulators (mma chains of 8 instead of 12): within 1% at DeltaNet and
- * GDN fwd+bwd (bench/GPU.md), removed. */
-static int drt_mode() {
+/* LINATTN_CUDA_DELTA_REV=b64 (read once): CB = 1 at every size (to test
+ * the 64-bit path on small tensors). cuda-rev11 also tried the W / Q
+ * product's lo x q cross terms in their own accumulators (mma chains of 8
+ * instead of 12): within 1% at DeltaNet and GDN fwd+bwd (bench/GPU.md),
+ * removed. */
+static int drt_b64() {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_DELTA_REV");
-        mode = !e ? 0 : !strcmp(e, "b64") ? 1 : !strcmp(e, "gb") ? 2 : !strcmp(e, "fe") ? 3 : !strcmp(e, "gbfe") ? 4 : 0;
+        mode = e && !strcmp(e, "b64");
     }
     return mode;
 }
@@ -429,12 +422,12 @@ static int drt_wide_mode() {
     return mode;
 }
 
-template <int NW, int KW, int NB, int CB, int MT, int VAR = 0>
+template <int NW, int KW, int NB, int CB, int MT>
 static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                         const void *Qb, const float *dOq, float *dRo, float *dhst) {
     const size_t smem = drt_smem<NW, KW, NB, MT>();
     const dim3 grid((unsigned)((c->V + 16 * MT - 1) / (16 * MT) * c->N * c->HS));
-    auto kern = la_cu_dcb_rev_tc9<NW, KW, NB, CB, MT, VAR>;
+    auto kern = la_cu_dcb_rev_tc9<NW, KW, NB, CB, MT>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     kern<<<grid, NW * 32 * MT, smem, stream>>>(p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo,
@@ -445,14 +438,8 @@ static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
 template <int NW, int KW, int NB, int MT = 1>
 static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                             const void *Qb, const float *dOq, float *dRo, float *dhst) {
-    if (drt_mode() == 1 || !drt_fits32(c))
+    if (drt_b64() || !drt_fits32(c))
         return drt_go<NW, KW, NB, 1, MT>(c, p, stream, Qb, dOq, dRo, dhst);
-    if (MT == 2 && drt_mode() == 2)
-        return drt_go<NW, KW, NB, 0, MT, MT == 2 ? 1 : 0>(c, p, stream, Qb, dOq, dRo, dhst);
-    if (MT == 2 && drt_mode() == 3)
-        return drt_go<NW, KW, NB, 0, MT, MT == 2 ? 2 : 0>(c, p, stream, Qb, dOq, dRo, dhst);
-    if (MT == 2 && drt_mode() == 4)
-        return drt_go<NW, KW, NB, 0, MT, MT == 2 ? 3 : 0>(c, p, stream, Qb, dOq, dRo, dhst);
     return drt_go<NW, KW, NB, 0, MT>(c, p, stream, Qb, dOq, dRo, dhst);
 }
 /* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit),
@@ -479,6 +466,7 @@ la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cuda
     }
     return drt_nb<8, 32>(c, p, stream, Qb, dOq, dRo, dhst);
 }
+
 /* Whether the reverse pass runs on tensor cores: bf16 inputs with the
  * two-part W, Kd of prep (p.Wl set), LINATTN_CUDA_DELTA_TC_REV not 0 (and
  * LINATTN_CUDA_TC not 0, which leaves p.Wl NULL), and its shared memory
