@@ -11,7 +11,10 @@ thread, copy trip and accumulator slot of sampled CTAs and chunks, and
 compares the sum with the plain 64-bit element index (cuda-delta7's kernel's
 formula). Shapes: tensors of 2^32 - 2^34 elements (dense and varlen), the
 largest HS max(K8, V) that drt_fits admits, and one shape beyond it that
-must fail (so the check can fail). Run: python3 bench/drt_index64.py
+must fail (so the check can fail). cuda-rev12: MT = 2 (two groups of warps,
+32 value columns per CTA, at 64 < K <= 128) for the same shapes; its dRo /
+dO register loads use the dR slots' offsets (checked as those), it copies
+no dRo / dO tiles. Run: python3 bench/drt_index64.py
 """
 import sys
 
@@ -29,9 +32,9 @@ def cfg(K, V):
     return 8, 32
 
 
-def check(name, lens, H, HS, K, V, expect_ok=True, nchunk_samples=6, rng=None):
+def check(name, lens, H, HS, K, V, expect_ok=True, nchunk_samples=6, rng=None, MT=1):
     NW, KW = cfg(K, V)
-    NTH, KP = NW * 32, NW * KW
+    NTH, KP = NW * 32 * MT, NW * KW
     KQ, JW, NT = KP // 8, 8 // NW, KW // 8
     RS, NI = NTH // KQ, 64 * KQ // NTH
     uvec = V % 4 == 0
@@ -42,9 +45,9 @@ def check(name, lens, H, HS, K, V, expect_ok=True, nchunk_samples=6, rng=None):
     starts = np.cumsum([0] + lens[:-1])
     nchs = [(l + C - 1) // C for l in lens]
     chunk0 = np.cumsum([0] + nchs[:-1])
-    nvb = (V + 15) // 16
+    nvb = (V + 16 * MT - 1) // (16 * MT)
     t = np.arange(NTH, dtype=np.int64)
-    w, lane = t >> 5, t & 31
+    w, mt, lane = (t >> 5) % NW, (t >> 5) // NW, t & 31
     g, q = lane >> 2, lane & 3
     kb = w * KW
     r0, c8 = t // KQ, (t % KQ) * 8
@@ -59,8 +62,8 @@ def check(name, lens, H, HS, K, V, expect_ok=True, nchunk_samples=6, rng=None):
                 ctas.add((n, hs, vb))
     for n, hs, vb in sorted(ctas):
         hq = hs // (HS // H)
-        v0 = vb * 16
-        vc = min(V - v0, 16)
+        v0 = vb * 16 * MT + 16 * mt  # per thread (its group's columns)
+        vc = np.minimum(V - v0, 16)
         nch = nchs[n]
         if nch == 0:
             continue
@@ -86,7 +89,7 @@ def check(name, lens, H, HS, K, V, expect_ok=True, nchunk_samples=6, rng=None):
                 bad += int(np.sum(m & ((got != ref) | (gq != rq))))
                 tot += int(np.sum(m)) * 2
             RSx, NIx = (RSV, NIV) if uvec else (RS1, NI1)
-            for i in range(NIx):
+            for i in range(NIx if MT == 1 else 0):  # dRo / dO tiles (MT = 1)
                 r = rv0 + RSx * i
                 m = (cv < vc) & (r < L)
                 got = tk * HSV + ((vo0 + (RSx * i) * HSV) & M32)
@@ -101,7 +104,7 @@ def check(name, lens, H, HS, K, V, expect_ok=True, nchunk_samples=6, rng=None):
                     ref = (chk * HS + hs) * K * V + i * V + v0 + v
                     bad += int(np.sum(m & (got != ref)))
                     tot += int(np.sum(m))
-            for jw in range(JW):  # dR slots
+            for jw in range(JW):  # dR slots (MT = 2: also its dRo / dO loads)
                 for hf in range(2):
                     for d in range(2):
                         tt = 8 * (JW * w + jw) + 2 * q + d
@@ -117,7 +120,7 @@ def check(name, lens, H, HS, K, V, expect_ok=True, nchunk_samples=6, rng=None):
     fits = HS <= (1 << 25) // KM
     ok = bad == 0
     status = "ok" if ok == expect_ok else "UNEXPECTED"
-    print(f"{status}: {name}: largest tensor {big} elements (2^{np.log2(big):.2f}), "
+    print(f"{status}: {name}{' MT=2' if MT == 2 else ''}: largest tensor {big} elements (2^{np.log2(big):.2f}), "
           f"drt_fits {int(fits)}, {tot} addresses checked, {bad} differ")
     return ok == expect_ok and fits == expect_ok
 
@@ -125,6 +128,13 @@ def check(name, lens, H, HS, K, V, expect_ok=True, nchunk_samples=6, rng=None):
 def main():
     rng = np.random.default_rng(11)
     res = [
+        check("GDN T=2^22+37 H2 HV8 K=V=128", [(1 << 22) + 37], 2, 8, 128, 128, rng=rng, MT=2),
+        check("DeltaNet varlen K100 V72 H16", [(1 << 20) + 5, 3, (1 << 20), 64], 16, 16, 100, 72,
+              rng=rng, MT=2),
+        check("DeltaNet K128 V176 (empty second group) HS 24", [(1 << 21) + 7], 24, 24, 128, 176,
+              rng=rng, MT=2),
+        check("beyond drt_fits: HS 1048576 K=V=128 (must wrap)", [130], 1, 1048576, 128, 128,
+              expect_ok=False, rng=rng, MT=2),
         check("GDN T=2^22+37 H2 HV8 K=V=128", [(1 << 22) + 37], 2, 8, 128, 128, rng=rng),
         check("DeltaNet varlen K100 V72 H16", [(1 << 20) + 5, 3, (1 << 20), 64], 16, 16, 100, 72, rng=rng),
         check("K256 V256 HS4, T 2^21+1 (NW 8)", [(1 << 21) + 1], 4, 4, 256, 256, rng=rng),

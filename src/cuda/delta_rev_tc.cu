@@ -19,11 +19,15 @@
  * reduction step. Every fp32 x fp32 product is hi*hi + lo*hi + hi*lo (cross
  * terms in their own accumulators), fp32 x exact is hi*x + lo*x. The next
  * (earlier) chunk's tiles are copied by 16-byte cp.async while this one
- * computes (NB = 2; one buffer at K > 128). Three barriers per chunk. Writes
- * dh' of every chunk to dhst straight from the accumulators, dR over dRo
- * (for la_cu_dcg) and d_initial_state at the end. Fixed summation orders,
- * no atomics: bitwise identical run to run. bf16 only (the q tile is exact
- * only there); fp16 and fp32 keep the FFMA pass. */
+ * computes (NB = 2; one buffer at K > 128), with the dRo and scaled dO
+ * tiles. MT = 2 (cuda-rev12): two groups of NW warps per CTA, 32 value
+ * columns, sharing one copy of the 16-bit tiles; each thread loads the dRo
+ * and scaled dO values of its dR slots into registers one chunk ahead in
+ * place of their tiles (two groups' tiles would not fit 227 KB). Three
+ * barriers per chunk. Writes dh' of every chunk to dhst straight from the
+ * accumulators, dR over dRo (for la_cu_dcg) and d_initial_state at the end.
+ * Fixed summation orders, no atomics: bitwise identical run to run. bf16
+ * only (the q tile is exact only there); fp16 and fp32 keep the FFMA pass. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,19 +42,24 @@ typedef __nv_bfloat16 drt_bf;
 #define DRT_NT 5   /* 16-bit tiles per buffer: Kd hi, lo, W hi, lo, q */
 
 /* Shared memory: NB buffers of DRT_NT 16-bit tiles ([64][KP + 8] each) and
- * of the dRo, dO tiles ([64][DRT_SU] fp32 each); the warps' partial dR^T
- * ([NW][16][DRT_PLD] fp32); -dR^T and dO^T as bf16 hi, lo ([16][DRT_RLD]). */
-template <int NW, int KW, int NB> static size_t drt_smem() {
+ * (MT = 1) of the dRo, dO tiles ([64][DRT_SU] fp32 each); per group of NW
+ * warps, the warps' partial dR^T ([NW][16][DRT_PLD] fp32) and -dR^T, dO^T
+ * as bf16 hi, lo ([16][DRT_RLD] each). K = 128, NB = 2: 217 KB (MT = 1),
+ * 224 KB (MT = 2). */
+template <int NW, int KW, int NB, int MT = 1> static size_t drt_smem() {
     constexpr int LD = NW * KW + 8;
-    return (size_t)NB * DRT_NT * 64 * LD * 2 + (size_t)NB * 2 * 64 * DRT_SU * 4 +
-           (size_t)NW * 16 * DRT_PLD * 4 + (size_t)4 * 16 * DRT_RLD * 2;
+    return (size_t)NB * DRT_NT * 64 * LD * 2 + (MT == 1 ? (size_t)NB * 2 * 64 * DRT_SU * 4 : 0) +
+           (size_t)MT * NW * 16 * DRT_PLD * 4 + (size_t)MT * 4 * 16 * DRT_RLD * 2;
 }
 
-/* NW warps, warp w owns keys w KW .. w KW + KW - 1 (KW a multiple of 16).
+/* NW warps per group, warp w of a group owns keys w KW .. w KW + KW - 1 (KW a
+ * multiple of 16); group m (MT groups) the value columns 16 m .. 16 m + 15 of
+ * the CTA's 16 MT. Each group runs MT = 1's steps, partials and summation
+ * order on its columns (the same bits); the CTA's threads copy the tiles.
  * Qb: q as bf16 [tokens][H][K8]; dOq: qsc_t dO_t ([tokens][HS][V] fp32).
  * Addressing (cuda-rev9's short instruction stream): every per-thread
  * offset is 32-bit and computed once (its copy rows and column of the 16-bit
- * tiles, of the dRo / dO tiles, its dh' slots and dR slots); CB = 0: from
+ * tiles, its dh' slots and dR slots); CB = 0: from
  * the tensors' starts, chunk c adding c times a constant stride; CB = 1
  * (cuda-rev11): from 64-bit bases of chunk c (its first token times the
  * row stride, its (chunk, head) block of dh'), for tensors of any size (the
@@ -58,29 +67,35 @@ template <int NW, int KW, int NB> static size_t drt_smem() {
  * (padding keys, the last value block's columns) are per-thread constants;
  * row predicates (r < L) run only on a sequence's last chunk, the only one
  * shorter than LA_CU_C. */
-template <int NW, int KW, int NB, int CB>
-__global__ void __launch_bounds__(NW * 32, 1)
+template <int NW, int KW, int NB, int CB, int MT>
+__global__ void __launch_bounds__(NW * 32 * MT, 1)
     la_cu_dcb_rev_tc9(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
                       float *ds0, float *dRo, float *dhst) {
     extern __shared__ __align__(128) unsigned char drt_sm[];
-    constexpr int NTH = NW * 32, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
+    static_assert(MT == 1 || MT == 2, "MT");
+    constexpr int NTH = NW * 32 * MT, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
     constexpr int KQ = KP / 8, JW = 8 / NW;
     static_assert(NTH % KQ == 0 && (64 * KQ) % NTH == 0, "copy layout");
     constexpr int RS = NTH / KQ, NI = 64 * KQ / NTH; /* 16-bit tiles: row step, trips */
-    constexpr int RSV = NTH / 4, NIV = 256 / NTH;    /* dRo / dO, 16-byte copies */
-    constexpr int RS1 = NTH / 16, NI1 = 1024 / NTH;  /* dRo / dO, 4-byte copies */
-    drt_bf *const tiles = (drt_bf *)drt_sm;
-    float *const Fs = (float *)(tiles + NB * DRT_NT * TILE);
-    float *const Ps = Fs + NB * 2 * 64 * DRT_SU;
-    drt_bf *const Rh = (drt_bf *)(Ps + NW * 16 * DRT_PLD), *const Rl = Rh + 16 * DRT_RLD;
-    drt_bf *const Oh = Rl + 16 * DRT_RLD, *const Ol = Oh + 16 * DRT_RLD;
-    const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
+    constexpr int RSV = NTH / 4, NIV = 256 / NTH;    /* dRo / dO, 16-byte copies (MT = 1) */
+    constexpr int RS1 = NTH / 16, NI1 = 1024 / NTH;  /* dRo / dO, 4-byte copies (MT = 1) */
+    constexpr bool FR = MT > 1;                      /* dRo / dO through registers, not tiles */
+    const int t = threadIdx.x, lane = t & 31, g = lane >> 2, q = lane & 3;
+    /* warp w of group mt (the constant 0 for MT = 1: MT = 1's code as before) */
+    const int w = MT == 1 ? t >> 5 : (t >> 5) % NW, mt = MT == 1 ? 0 : (t >> 5) / NW;
     const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
+    drt_bf *const tiles = (drt_bf *)drt_sm;
+    float *const Fs = (float *)(tiles + NB * DRT_NT * TILE); /* [NB][2][64][DRT_SU] (MT = 1) */
+    float *const Ps0 = Fs + (FR ? 0 : NB * 2 * 64 * DRT_SU); /* the groups' partials */
+    float *const Ps = Ps0 + mt * NW * 16 * DRT_PLD;
+    drt_bf *const Rh = (drt_bf *)(Ps0 + MT * NW * 16 * DRT_PLD) + mt * 4 * 16 * DRT_RLD;
+    drt_bf *const Rl = Rh + 16 * DRT_RLD, *const Oh = Rl + 16 * DRT_RLD,
+                  *const Ol = Oh + 16 * DRT_RLD;
     const int K = (int)p.K, V = (int)p.V, HS = (int)p.HS, H = (int)p.H, K8 = (K + 7) & ~7;
-    const int nvb = (V + 15) / 16, nh = (int)blockIdx.x / nvb;
+    const int nvb = (V + 16 * MT - 1) / (16 * MT), nh = (int)blockIdx.x / nvb;
     const int n = nh / HS, hs = nh % HS, hq = hs / (HS / H);
-    const int v0 = ((int)blockIdx.x % nvb) * 16;
-    const int vc = V - v0 < 16 ? V - v0 : 16;
+    const int v0 = ((int)blockIdx.x % nvb) * 16 * MT + 16 * mt;
+    const int vc = V - v0 < 16 ? V - v0 : 16; /* <= 0: an empty second group */
     const bool uvec = (V & 3) == 0;
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
@@ -94,8 +109,8 @@ __global__ void __launch_bounds__(NW * 32, 1)
     const unsigned st0 = CB ? 0u : (unsigned)s.start;
     const unsigned ko0 = (st0 + r0) * rs + hs * K8 + c8, qo0 = (st0 + r0) * qs + hq * K8 + c8;
     const int so0 = r0 * LD + c8;
-    /* dRo / dO tiles: 16-byte copies (row t / 4 + RSV i, column c4) or 4-byte
-     * ones (row t / 16 + RS1 i, column cc) */
+    /* MT = 1: dRo / dO tiles: 16-byte copies (row t / 4 + RSV i, column c4) or
+     * 4-byte ones (row t / 16 + RS1 i, column cc) */
     const int rv0 = uvec ? t >> 2 : t >> 4, cv = uvec ? (t & 3) * 4 : t & 15;
     const bool vin = cv < vc;
     const unsigned vo0 = (st0 + rv0) * HSV + hs * V + v0 + cv;
@@ -121,6 +136,31 @@ __global__ void __launch_bounds__(NW * 32, 1)
     /* CB = 1: 64-bit bases of chunk c: its first token's rows, its block of dh' */
     auto tokb = [&](int c) { return (size_t)(s.start + (int64_t)c * LA_CU_C); };
     auto chkb = [&](int c) { return (size_t)s.chunk0 + (size_t)c; };
+    /* MT = 2: dRo and qsc dO at this thread's dR slots (0 outside): fr / fo
+     * [jw][hf][0 / 1] = token tt / tt + 1, column v of chunk c; fnr / fno the
+     * same of chunk c - 1, loaded at the top of chunk c, a whole step before
+     * their use (loaded after chunk c's reduction, half a step ahead, the
+     * wide kernel took 585 us at DeltaNet instead of 480, and MT = 1 with
+     * that placement in place of its tiles 3.20 ms at GDN instead of 2.79) */
+    float fr[JW][2][2], fo[JW][2][2], fnr[JW][2][2], fno[JW][2][2];
+    auto fetch = [&](int c, bool last, float(&xr)[JW][2][2], float(&xo)[JW][2][2]) {
+        const int L = last ? (int)(s.len - (int64_t)c * LA_CU_C) : LA_CU_C;
+        const size_t vc64 = CB ? tokb(c) * HSV : 0;
+        const unsigned v32 = ro0 + (CB ? 0u : (unsigned)c * (LA_CU_C * HSV));
+        const float *const rg = dRo + vc64 + v32, *const og = dOq + vc64 + v32;
+#pragma unroll
+        for (int jw = 0; jw < JW; jw++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int v = g + 8 * hf, tt = 8 * (JW * w + jw) + 2 * q;
+                const unsigned o = (unsigned)(8 * jw) * HSV + 8 * hf;
+                const bool i0 = v < vc && (!last || tt < L), i1 = v < vc && (!last || tt + 1 < L);
+                xr[jw][hf][0] = i0 ? rg[o] : 0.f;
+                xr[jw][hf][1] = i1 ? rg[o + HSV] : 0.f;
+                xo[jw][hf][0] = i0 ? og[o] : 0.f;
+                xo[jw][hf][1] = i1 ? og[o + HSV] : 0.f;
+            }
+    };
 
     auto issue = [&](int c, int b, bool last) {
         const int L = last ? (int)(s.len - (int64_t)c * LA_CU_C) : LA_CU_C;
@@ -142,31 +182,36 @@ __global__ void __launch_bounds__(NW * 32, 1)
             la_cu_cpb16(d + 3 * TILE, wl + off, in ? 16 : 0);
             la_cu_cpb16(d + 4 * TILE, qb + qf, in ? 16 : 0);
         }
-        float *rb = Fs + b * 2 * 64 * DRT_SU + fo0, *ob = rb + 64 * DRT_SU;
-        const size_t vc64 = CB ? tokb(c) * HSV : 0;
-        const float *const rg = dRo + vc64, *const og = dOq + vc64;
-        const unsigned v32 = vo0 + (CB ? 0u : (unsigned)c * (LA_CU_C * HSV));
-        if (uvec) {
+        if (!FR) {
+            float *rb = Fs + b * 2 * 64 * DRT_SU + fo0, *ob = rb + 64 * DRT_SU;
+            const size_t vc64 = CB ? tokb(c) * HSV : 0;
+            const float *const rg = dRo + vc64, *const og = dOq + vc64;
+            const unsigned v32 = vo0 + (CB ? 0u : (unsigned)c * (LA_CU_C * HSV));
+            if (uvec) {
 #pragma unroll
-            for (int i = 0; i < NIV; i++) {
-                const bool in = vin && (!last || rv0 + RSV * i < L);
-                const unsigned off = in ? v32 + (unsigned)(RSV * i) * HSV : 0u;
-                la_cu_cpb16(rb + RSV * i * DRT_SU, rg + off, in ? 16 : 0);
-                la_cu_cpb16(ob + RSV * i * DRT_SU, og + off, in ? 16 : 0);
-            }
-        } else {
+                for (int i = 0; i < NIV; i++) {
+                    const bool in = vin && (!last || rv0 + RSV * i < L);
+                    const unsigned off = in ? v32 + (unsigned)(RSV * i) * HSV : 0u;
+                    la_cu_cpb16(rb + RSV * i * DRT_SU, rg + off, in ? 16 : 0);
+                    la_cu_cpb16(ob + RSV * i * DRT_SU, og + off, in ? 16 : 0);
+                }
+            } else {
 #pragma unroll
-            for (int i = 0; i < NI1; i++) {
-                const bool in = vin && (!last || rv0 + RS1 * i < L);
-                const unsigned off = in ? v32 + (unsigned)(RS1 * i) * HSV : 0u;
-                la_cu_cpb4(rb + RS1 * i * DRT_SU, rg + off, in ? 4 : 0);
-                la_cu_cpb4(ob + RS1 * i * DRT_SU, og + off, in ? 4 : 0);
+                for (int i = 0; i < NI1; i++) {
+                    const bool in = vin && (!last || rv0 + RS1 * i < L);
+                    const unsigned off = in ? v32 + (unsigned)(RS1 * i) * HSV : 0u;
+                    la_cu_cpb4(rb + RS1 * i * DRT_SU, rg + off, in ? 4 : 0);
+                    la_cu_cpb4(ob + RS1 * i * DRT_SU, og + off, in ? 4 : 0);
+                }
             }
         }
         asm volatile("cp.async.commit_group;\n" ::: "memory");
     };
 
-    if (s.nch > 0) issue(s.nch - 1, 0, true);
+    if (s.nch > 0) {
+        issue(s.nch - 1, 0, true);
+        if (FR) fetch(s.nch - 1, true, fr, fo);
+    }
     for (int c = s.nch - 1, it = 0; c >= 0; c--, it++) {
         const bool last = c == s.nch - 1;
         const int L = last ? (int)(s.len - (int64_t)c * LA_CU_C) : LA_CU_C;
@@ -175,6 +220,17 @@ __global__ void __launch_bounds__(NW * 32, 1)
         asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         __syncthreads(); /* chunk c's tiles in; every warp is past chunk c + 1 */
         if (NB == 2 && c > 0) issue(c - 1, b ^ 1, false);
+        if (FR) { /* chunk c's values (fetched a step ago), then chunk c - 1's */
+            if (it > 0)
+#pragma unroll
+                for (int jw = 0; jw < JW; jw++)
+#pragma unroll
+                    for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            fr[jw][hf][e] = fnr[jw][hf][e], fo[jw][hf][e] = fno[jw][hf][e];
+            if (c > 0) fetch(c - 1, false, fnr, fno);
+        }
         const drt_bf *const Kt = tiles + b * DRT_NT * TILE, *const Wt = Kt + 2 * TILE;
         const drt_bf *const Qt = Kt + 4 * TILE;
         if (dhst) { /* dh' of chunk c */
@@ -241,13 +297,14 @@ __global__ void __launch_bounds__(NW * 32, 1)
                         const float2 y = *(const float2 *)&Ps[ww * 16 * DRT_PLD + o];
                         a.x += y.x, a.y += y.y;
                     }
-                    const float r0f = Rb[tt * DRT_SU + v] + a.x,
-                                r1f = Rb[(tt + 1) * DRT_SU + v] + a.y;
+                    const float r0f = (FR ? fr[jw][hf][0] : Rb[tt * DRT_SU + v]) + a.x,
+                                r1f = (FR ? fr[jw][hf][1] : Rb[(tt + 1) * DRT_SU + v]) + a.y;
                     uint32_t hi, lo;
                     la_cu_bf16_parts(-r0f, -r1f, hi, lo);
                     *(uint32_t *)&Rh[v * DRT_RLD + tt] = hi;
                     *(uint32_t *)&Rl[v * DRT_RLD + tt] = lo;
-                    la_cu_bf16_parts(Ob[tt * DRT_SU + v], Ob[(tt + 1) * DRT_SU + v], hi, lo);
+                    la_cu_bf16_parts(FR ? fo[jw][hf][0] : Ob[tt * DRT_SU + v],
+                                     FR ? fo[jw][hf][1] : Ob[(tt + 1) * DRT_SU + v], hi, lo);
                     *(uint32_t *)&Oh[v * DRT_RLD + tt] = hi;
                     *(uint32_t *)&Ol[v * DRT_RLD + tt] = lo;
                     if (v < vc) {
@@ -352,27 +409,42 @@ static int drt_b64() {
     }
     return mode;
 }
+/* cuda-rev12: 32 value columns per CTA (MT = 2) at 64 < K <= 128, as the
+ * state pass (cuda-state11, which reads the same switch):
+ * LINATTN_CUDA_DELTA_WIDE=0 never; unset / 1 where the wide grid still
+ * fills a wave (one CTA per SM); 2 wherever 64 < K <= 128 (the tests). */
+static int drt_wide_mode() {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_DELTA_WIDE");
+        mode = !e ? 1 : e[0] == '0' ? 0 : e[0] == '2' ? 2 : 1;
+    }
+    return mode;
+}
 
-template <int NW, int KW, int NB, int CB>
+template <int NW, int KW, int NB, int CB, int MT>
 static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                         const void *Qb, const float *dOq, float *dRo, float *dhst) {
-    const size_t smem = drt_smem<NW, KW, NB>();
-    const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_rev_tc9<NW, KW, NB, CB>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_cu_dcb_rev_tc9<NW, KW, NB, CB>
-        <<<grid, NW * 32, smem, stream>>>(p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst);
+    const size_t smem = drt_smem<NW, KW, NB, MT>();
+    const dim3 grid((unsigned)((c->V + 16 * MT - 1) / (16 * MT) * c->N * c->HS));
+    auto kern = la_cu_dcb_rev_tc9<NW, KW, NB, CB, MT>;
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    kern<<<grid, NW * 32 * MT, smem, stream>>>(p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo,
+                                               dhst);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
-template <int NW, int KW, int NB>
+template <int NW, int KW, int NB, int MT = 1>
 static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                             const void *Qb, const float *dOq, float *dRo, float *dhst) {
-    if (drt_b64() || !drt_fits32(c)) return drt_go<NW, KW, NB, 1>(c, p, stream, Qb, dOq, dRo, dhst);
-    return drt_go<NW, KW, NB, 0>(c, p, stream, Qb, dOq, dRo, dhst);
+    if (drt_b64() || !drt_fits32(c))
+        return drt_go<NW, KW, NB, 1, MT>(c, p, stream, Qb, dOq, dRo, dhst);
+    return drt_go<NW, KW, NB, 0, MT>(c, p, stream, Qb, dOq, dRo, dhst);
 }
-/* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit);
- * K <= 256: 8 warps of 32, one buffer. */
+/* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit),
+ * two groups of them where the wide grid fills a wave; K <= 256: 8 warps
+ * of 32, one buffer. */
 template <int NW, int KW>
 static la_status drt_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                         const void *Qb, const float *dOq, float *dRo, float *dhst) {
@@ -384,7 +456,14 @@ static la_status drt_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
 la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                               const void *Qb, const float *dOq, float *dRo, float *dhst) {
     if (c->K <= 64) return drt_nb<4, 16>(c, p, stream, Qb, dOq, dRo, dhst);
-    if (c->K <= 128) return drt_nb<4, 32>(c, p, stream, Qb, dOq, dRo, dhst);
+    if (c->K <= 128) {
+        const int wide = drt_wide_mode(), optin = la__cu_smem_optin(c);
+        const int64_t ctas = (c->V + 31) / 32 * c->N * c->HS;
+        if (wide && (wide == 2 || ctas >= la__cu_sm_count(c)) &&
+            drt_smem<4, 32, 2, 2>() <= (size_t)optin)
+            return drt_launch<4, 32, 2, 2>(c, p, stream, Qb, dOq, dRo, dhst);
+        return drt_nb<4, 32>(c, p, stream, Qb, dOq, dRo, dhst);
+    }
     return drt_nb<8, 32>(c, p, stream, Qb, dOq, dRo, dhst);
 }
 
