@@ -74,7 +74,7 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
                               ? p.scale * (rq[m] * rk[n] * A[j][e]) * la_cu_expd(gam[m] - gam[n])
                               : 0.f;
             }
-la_dt_parts(P, ph, pl);
+        la_dt_parts(P, ph, pl);
     }
     const float b0 = bq[16 * w + g], b1 = bq[16 * w + g + 8];
     const float *hc = p.hst + ((size_t)blockIdx.x * HS + hs) * K * V;
@@ -196,11 +196,16 @@ la_dt_parts(P, ph, pl);
  * are interleaved: n-tile j's column n is the block's column 2n + j, so
  * lane (g, q)'s float2 gives column g of both n-tiles and its accumulators
  * hold the block's columns 4q .. 4q+3 (one 8-byte bf16 store per row). P
- * (masked, gated, scaled Q K^T; warp w computes rows 16w..) is split once
- * into bf16 hi + lo tiles in shared memory that every warp reads by
- * ldmatrix. Products as in la_cu_dc_out_tc: Q Sh + Q Sl, scaled by the row
- * factor b q_scale, then + Ph Rh + Pl Rh + Ph Rl (tiles where P = 0, above
- * the diagonal, skipped), one fp32 accumulator per element, fixed order.
+ * (masked, gated, scaled Q K^T; cuda-par12: its 10 tiles on or below the
+ * diagonal spread over the warps by la_dt_tri_parts, no gate factors formed
+ * without gates) is split once into bf16 hi + lo tiles in shared memory
+ * that every warp reads by ldmatrix. A warp's last D k-steps load its next
+ * block's first D (no pipeline restart between blocks); each step's
+ * products are issued accumulator after accumulator (mma.sync is volatile
+ * asm, issued in program order), the per-accumulator order unchanged.
+ * Products as in la_cu_dc_out_tc: Q Sh + Q Sl, scaled by the row factor
+ * b q_scale, then + Ph Rh + Pl Rh + Ph Rl (tiles where P = 0, above the
+ * diagonal, skipped), one fp32 accumulator per element, fixed order.
  * Offsets inside S and R are 32-bit (the launcher checks). Row norms by
  * 16-byte shared loads (la_dt_rnorm_v), the gates loaded by 64 threads. */
 #define DO2_PLD 72 /* row stride (bf16) of the P part tiles */
@@ -245,6 +250,7 @@ template <int KP, int D>
 __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
     extern __shared__ __align__(128) unsigned char do2_sm[];
     constexpr int LD = KP + 8, KS = KP / 16, NS = KS + 4;
+    static_assert(NS % D == 0, "the next block's step d lands in y[d % D]");
     __shared__ double gam[LA_CU_C];
     __shared__ float gsm[LA_CU_C];
     __shared__ float bq[LA_CU_C], rq[LA_CU_C], rk[LA_CU_C];
@@ -278,41 +284,31 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
             do2_load<KP>(y[d], d, hc, R, rst, (int)K, L, c, V, al2 && c < V, q, fs, fr);
     };
     if (w < nblk) prologue(w);
+    const bool gated = p.g != nullptr;
     la_dt_gates_load(gsm, p.g, tok0, L, HS, hs);
     la_cu_cp_wait<0>();
     __syncthreads();
-    la_dt_gates_sum(gam, gsm, L, 96); /* (warp 3; visible after the next barrier) */
+    if (gated)
+        la_dt_gates_sum(gam, gsm, L, 96); /* (warp 3; visible after the next barrier) */
+    else if (t < LA_CU_C)
+        gam[t] = 0.0; /* (the sum of zeros: the same bits, no serial loop) */
     la_dt_rnorm_v<KP>(rq, Qs, L, p.use_l2);
     la_dt_rnorm_v<KP>(rk, Ks, L, p.use_l2);
     __syncthreads();
     if (t < LA_CU_C) bq[t] = t < L ? p.scale * (la_cu_expd(gam[t]) * rq[t]) : 0.f;
-    {
-        /* Q K^T, rows 16 w .., columns 8 j ..; P's parts into Ph, Pl */
-        float A[8][4];
-        la_dt_xyt<KS>(A, Qs, Ks, LD, w, m8, rr);
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                const int m = 16 * w + g + 8 * hf, n = 8 * j + 2 * q;
-                float x[2];
-#pragma unroll
-                for (int e = 0; e < 2; e++)
-                    x[e] = (n + e <= m && m < L)
-                               ? p.scale * (rq[m] * rk[n + e] * A[j][2 * hf + e]) *
-                                     la_cu_expd(gam[m] - gam[n + e])
-                               : 0.f;
-                uint32_t h, l;
-                la_cu_bf16_parts(x[0], x[1], h, l);
-                *(uint32_t *)(Ph + m * DO2_PLD + n) = h;
-                *(uint32_t *)(Pl + m * DO2_PLD + n) = l;
-            }
-    }
+    /* P = masked, gated, scaled Q K^T into Ph, Pl: the 10 tiles on or below
+     * the diagonal over the 4 warps (cuda-par12; the gate factor is 1 =
+     * e^0 without gates, not computed) */
+    la_dt_tri_parts<KS, false>(Ph, Pl, DO2_PLD, Qs, Ks, LD, false, [&](int m, int n, float a) {
+        return (n <= m && m < L)
+                   ? p.scale * (rq[m] * rk[n] * a) * (gated ? la_cu_expd(gam[m] - gam[n]) : 1.f)
+                   : 0.f;
+    });
     __syncthreads(); /* Ph, Pl, bq visible */
     dot_bf *const o = (dot_bf *)p.o + (tok0 * HS + hs) * V;
     for (int cb = w; cb < nblk; cb += 4) {
-        const int c = 16 * cb + 2 * g;
-        const bool v2 = al2 && c < V;
+        const int c = 16 * cb + 2 * g, cn = c + 64; /* cn: the warp's next block */
+        const bool v2 = al2 && c < V, vn = al2 && cn < V, more = cb + 4 < nblk;
         float acc[4][2][4];
 #pragma unroll
         for (int mt = 0; mt < 4; mt++)
@@ -327,20 +323,32 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
             la_cu_bf16_parts(y[s % D][2].x, y[s % D][3].x, bh[0][1], bl[0][1]);
             la_cu_bf16_parts(y[s % D][0].y, y[s % D][1].y, bh[1][0], bl[1][0]);
             la_cu_bf16_parts(y[s % D][2].y, y[s % D][3].y, bh[1][1], bl[1][1]);
+            /* D steps ahead; the last D steps load the next block's first
+             * ones (cuda-par12: no pipeline restart between blocks) */
             if (s + D < NS)
                 do2_load<KP>(y[s % D], s + D, hc, R, rst, (int)K, L, c, V, v2, q, fs, fr);
+            else if (more)
+                do2_load<KP>(y[s % D], s + D - NS, hc, R, rst, (int)K, L, cn, V, vn, q, fs, fr);
+            /* each accumulator's order is hi then lo (then Pl Rh, Ph Rl),
+             * k-steps ascending; the products of a step are issued
+             * accumulator after accumulator so that neighbours are
+             * independent (mma.sync is volatile asm: program order) */
             if (s < KS) {
+                uint32_t a[4][4];
 #pragma unroll
-                for (int mt = 0; mt < 4; mt++) {
-                    uint32_t a[4];
-                    la_tc_ldsm4<false>(a, Qs + (16 * mt + (m8 & 1) * 8 + rr) * LD + 16 * s +
-                                              (m8 >> 1) * 8);
+                for (int mt = 0; mt < 4; mt++)
+                    la_tc_ldsm4<false>(a[mt], Qs + (16 * mt + (m8 & 1) * 8 + rr) * LD + 16 * s +
+                                                  (m8 >> 1) * 8);
 #pragma unroll
-                    for (int j = 0; j < 2; j++) {
-                        la_tc_mma<dot_bf>(acc[mt][j], a, bh[j][0], bh[j][1]);
-                        la_tc_mma<dot_bf>(acc[mt][j], a, bl[j][0], bl[j][1]);
-                    }
-                }
+                for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++)
+                        la_tc_mma<dot_bf>(acc[mt][j], a[mt], bh[j][0], bh[j][1]);
+#pragma unroll
+                for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++)
+                        la_tc_mma<dot_bf>(acc[mt][j], a[mt], bl[j][0], bl[j][1]);
                 if (s == KS - 1)
 #pragma unroll
                     for (int mt = 0; mt < 4; mt++) {
@@ -353,23 +361,40 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
                     }
             } else {
                 const int kt = s - KS;
+                /* m-tiles kt .. 3 in pairs (fragments of 2 at a time) */
 #pragma unroll
-                for (int mt = kt; mt < 4; mt++) {
-                    uint32_t ah[4], al[4];
-                    const int off =
-                        (16 * mt + (m8 & 1) * 8 + rr) * DO2_PLD + 16 * kt + (m8 >> 1) * 8;
-                    la_tc_ldsm4<false>(ah, Ph + off);
-                    la_tc_ldsm4<false>(al, Pl + off);
+                for (int m0 = kt; m0 < 4; m0 += 2) {
+                    const int nm = m0 + 1 < 4 ? 2 : 1;
+                    uint32_t ah[2][4], al[2][4];
 #pragma unroll
-                    for (int j = 0; j < 2; j++) {
-                        la_tc_mma<dot_bf>(acc[mt][j], ah, bh[j][0], bh[j][1]);
-                        la_tc_mma<dot_bf>(acc[mt][j], al, bh[j][0], bh[j][1]);
-                        la_tc_mma<dot_bf>(acc[mt][j], ah, bl[j][0], bl[j][1]);
+                    for (int i = 0; i < 2; i++) {
+                        if (i >= nm) continue;
+                        const int off =
+                            (16 * (m0 + i) + (m8 & 1) * 8 + rr) * DO2_PLD + 16 * kt + (m8 >> 1) * 8;
+                        la_tc_ldsm4<false>(ah[i], Ph + off);
+                        la_tc_ldsm4<false>(al[i], Pl + off);
                     }
+#pragma unroll
+                    for (int i = 0; i < 2; i++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++)
+                            if (i < nm)
+                                la_tc_mma<dot_bf>(acc[m0 + i][j], ah[i], bh[j][0], bh[j][1]);
+#pragma unroll
+                    for (int i = 0; i < 2; i++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++)
+                            if (i < nm)
+                                la_tc_mma<dot_bf>(acc[m0 + i][j], al[i], bh[j][0], bh[j][1]);
+#pragma unroll
+                    for (int i = 0; i < 2; i++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++)
+                            if (i < nm)
+                                la_tc_mma<dot_bf>(acc[m0 + i][j], ah[i], bl[j][0], bl[j][1]);
                 }
             }
         }
-        if (cb + 4 < nblk) prologue(cb + 4);
         /* lane (g, q): rows 16 mt + g (+ 8), columns 4q .. 4q + 3 of the block */
         const int col = 16 * cb + 4 * q;
 #pragma unroll

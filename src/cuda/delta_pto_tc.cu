@@ -16,7 +16,9 @@
  * with 16-byte accesses. Row norms by 16-byte shared loads (la_dt_rnorm_v:
  * a fixed order, not la_cu_dcb_pto's), so qsc, dOf and dRo differ from
  * la_cu_dcb_pto's by rounding; Qb is bitwise the same. No atomics; fixed
- * orders. */
+ * orders. cuda-par12: instantiated with and without gates (G = p.g !=
+ * NULL); without, the serial gate sum and the e^0 = 1 factors are not
+ * formed (same bits) and dO block 1 is fetched with block 0. */
 #include "delta_chunk.cuh"
 #include "delta_tile.cuh"
 #include "tc.cuh"
@@ -29,7 +31,7 @@ template <int KP> static size_t dpo_smem() {
     return (size_t)2 * 64 * (KP + 8) * 2 + (size_t)2 * 64 * DPO_LD * 2;
 }
 
-template <int KP>
+template <int KP, bool G>
 __global__ void __launch_bounds__(128, 4)
     la_cu_dcb_pto_tc(la_cu_dc_args p, const la_dt_bf *d_o, float *dRo, float *dOf, la_dt_bf *Qb) {
     extern __shared__ __align__(128) unsigned char dpo_sm[];
@@ -54,10 +56,25 @@ __global__ void __launch_bounds__(128, 4)
     la_cu_cp_commit();
     la_dt_fetch<64>(Ob, dOc, vst, L, (int)V, ovec);
     la_cu_cp_commit();
+    /* cuda-par12, without gates (!G): dO block 1 fetched now, not after P
+     * (block vb + 1 >= 2 still goes into block vb - 1's buffer at block
+     * vb); with gates main's order (measured: see bench/GPU.md) */
+    constexpr bool PF = !G;
+    const int nvb = (int)((V + 63) / 64);
+    if (PF && nvb > 1) {
+        la_dt_fetch<64>(Ob + 64 * DPO_LD, dOc + 64, vst, L, (int)(V - 64), ovec);
+        la_cu_cp_commit();
+    }
     la_dt_gates_load(gsm, p.g, tok0, L, HS, hs);
-    la_cu_cp_wait<1>();
+    if (PF && nvb > 1)
+        la_cu_cp_wait<2>();
+    else
+        la_cu_cp_wait<1>();
     __syncthreads();
-    la_dt_gates_sum(gam, gsm, L, 96); /* (warp 3; visible after the next barrier) */
+    if (G)
+        la_dt_gates_sum(gam, gsm, L, 96); /* (warp 3; visible after the next barrier) */
+    else if (t < LA_CU_C)
+        gam[t] = 0.0; /* the sums of zeros (the same bits), no serial loop */
     la_dt_rnorm_v<KP>(rq, Qs, L, p.use_l2);
     la_dt_rnorm_v<KP>(rk, Ks, L, p.use_l2);
     if (Qb && hs % (HS / H) == 0) {
@@ -81,28 +98,30 @@ __global__ void __launch_bounds__(128, 4)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int s = 16 * w + g + 8 * (e >> 1), tq = 8 * j + 2 * q + (e & 1);
-                P[j][e] = (s <= tq && tq < L)
-                              ? p.scale * (rq[tq] * rk[s] * A[j][e]) * la_cu_expd(gam[tq] - gam[s])
-                              : 0.f;
+                /* without gates the factor is e^0 = 1: not formed (same bits) */
+                const float x = p.scale * (rq[tq] * rk[s] * A[j][e]);
+                P[j][e] = (s <= tq && tq < L) ? (G ? x * la_cu_expd(gam[tq] - gam[s]) : x) : 0.f;
             }
-la_dt_parts(P, ph, pl);
+        la_dt_parts(P, ph, pl);
     }
     const bool f4 = (V & 3) == 0 && ((uintptr_t)dOf & 15) == 0;
     const bool r2 = (V & 1) == 0 && ((uintptr_t)dRo & 7) == 0;
-    const int nvb = (int)((V + 63) / 64);
     for (int vb = 0; vb < nvb; vb++) {
         const int64_t v0 = 64 * (int64_t)vb;
         la_dt_bf *const Oc = Ob + (vb & 1) * 64 * DPO_LD;
-        __syncthreads(); /* block vb - 1's tile (the other buffer) is read; qsc visible */
-        if (vb + 1 < nvb) {
+        const bool issue = vb + 1 < nvb && (vb > 0 || !PF); /* block vb + 1 not yet fetched */
+        if (!PF || issue)
+            __syncthreads(); /* block vb - 1's tile (the other buffer) is read; qsc visible */
+        if (issue) {
             la_dt_fetch<64>(Ob + ((vb + 1) & 1) * 64 * DPO_LD, dOc + v0 + 64, vst, L,
                             (int)(V - v0 - 64), ovec);
             la_cu_cp_commit();
-            la_cu_cp_wait<1>();
-        } else {
-            la_cu_cp_wait<0>();
         }
-        __syncthreads(); /* block vb's tile visible */
+        if (vb + 1 < nvb)
+            la_cu_cp_wait<1>();
+        else
+            la_cu_cp_wait<0>();
+        __syncthreads(); /* block vb's tile visible (vb = 0: qsc too) */
         /* dOf = qsc dO, 8 columns per thread and step */
         for (int e = t; e < 64 * 8; e += 128) {
             const int r = e >> 3, c8 = (e & 7) * 8;
@@ -164,16 +183,22 @@ la_dt_parts(P, ph, pl);
     }
 }
 
-template <int KP>
-static la_status dpo_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
-                            cudaStream_t stream, float *dRo, float *dOf, __nv_bfloat16 *Qb) {
+template <int KP, bool G>
+static la_status dpo_launch1(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                             cudaStream_t stream, float *dRo, float *dOf, __nv_bfloat16 *Qb) {
     const size_t smem = dpo_smem<KP>();
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_pto_tc<KP>,
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dcb_pto_tc<KP, G>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_cu_dcb_pto_tc<KP><<<(unsigned)(nchunks * c->HS), 128, smem, stream>>>(
+    la_cu_dcb_pto_tc<KP, G><<<(unsigned)(nchunks * c->HS), 128, smem, stream>>>(
         p, (const la_dt_bf *)c->d_o, dRo, dOf, Qb);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
+}
+template <int KP>
+static la_status dpo_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_t nchunks,
+                            cudaStream_t stream, float *dRo, float *dOf, __nv_bfloat16 *Qb) {
+    return p.g ? dpo_launch1<KP, true>(c, p, nchunks, stream, dRo, dOf, Qb)
+               : dpo_launch1<KP, false>(c, p, nchunks, stream, dRo, dOf, Qb);
 }
 
 int la__cu_delta_pto_tc_on(const la__cu_call *c, int64_t nchunks) {

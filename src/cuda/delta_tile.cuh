@@ -137,4 +137,66 @@ __device__ __forceinline__ void la_dt_parts(const float (*P)[4], uint32_t (*ph)[
     }
 }
 
+/* cuda-par12: the 10 lower (UPPER: upper) triangular 16 x 16 tiles of the
+ * 64 x 64 product X Yᵀ (X, Y: 64 x 16 KS bf16 tiles, row stride LD) spread
+ * over the 4 warps (tile i = w, w + 4, w + 8 of the triangle in row order),
+ * so no warp forms more than 3 (with la_dt_xyt every warp forms a whole
+ * 16-row band, 4 tiles, and the masked band's elements are all worked
+ * out). Every element is accumulated as in la_dt_xyt (k-steps ascending,
+ * one accumulator: the same bits). Then, after a barrier where `sync` (the
+ * caller writes Ph / Pl over X or Y), f(m, n, x) gives element (m, n)'s
+ * value from its product x, and the tile goes to Ph, Pl (row stride pld) as
+ * bf16 hi + lo parts (pairs n, n + 1, as la_dt_parts). Tiles outside the
+ * triangle are not written. */
+template <int KS, bool UPPER, class F>
+__device__ __forceinline__ void la_dt_tri_parts(la_dt_bf *Ph, la_dt_bf *Pl, int pld,
+                                                const la_dt_bf *X, const la_dt_bf *Y, int LD,
+                                                bool sync, F f) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int m8 = lane >> 3, rr = lane & 7;
+    const int nu = w < 2 ? 3 : 2; /* tiles w, w + 4 (, w + 8) */
+    int mt[3], nt[3];
+    float A[3][2][4];
+#pragma unroll
+    for (int u = 0; u < 3; u++) {
+        const int i = w + 4 * u, a = i >= 6 ? 3 : i >= 3 ? 2 : i >= 1 ? 1 : 0;
+        const int b = i - a * (a + 1) / 2;
+        mt[u] = UPPER ? b : a, nt[u] = UPPER ? a : b;
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) A[u][j][e] = 0.f;
+    }
+    /* k-step outermost: the up to 6 accumulators of a step are independent
+     * (mma.sync is volatile asm: issued in program order) */
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+        for (int u = 0; u < 3; u++) {
+            if (u >= nu) continue;
+            uint32_t a[4], b[4];
+            la_tc_ldsm4<false>(a,
+                               X + (16 * mt[u] + (m8 & 1) * 8 + rr) * LD + 16 * kk + (m8 >> 1) * 8);
+            la_tc_ldsm4<false>(b,
+                               Y + (16 * nt[u] + (m8 >> 1) * 8 + rr) * LD + 16 * kk + (m8 & 1) * 8);
+            la_tc_mma<la_dt_bf>(A[u][0], a, b[0], b[1]);
+            la_tc_mma<la_dt_bf>(A[u][1], a, b[2], b[3]);
+        }
+    if (sync) __syncthreads();
+#pragma unroll
+    for (int u = 0; u < 3; u++) {
+        if (u >= nu) continue;
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int m = 16 * mt[u] + g + 8 * hf, n = 16 * nt[u] + 8 * j + 2 * q;
+                uint32_t h, l;
+                la_cu_bf16_parts(f(m, n, A[u][j][2 * hf]), f(m, n + 1, A[u][j][2 * hf + 1]), h, l);
+                *(uint32_t *)(Ph + m * pld + n) = h;
+                *(uint32_t *)(Pl + m * pld + n) = l;
+            }
+    }
+}
+
 #endif
