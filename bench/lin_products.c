@@ -6,7 +6,9 @@
  * blocks: the kernel alone), and once more for gemm_nn with C in [T, H, V]
  * rows ("rows": row stride H·V = 1024 floats, the next chunk of a 128 MiB
  * tensor each call, so C's lines are cold, as when the op writes o or dq
- * straight into the rows). Thread CPU time of 200 calls, 15 samples,
+ * straight into the rows; "rows1040": the same with rows 1040 floats
+ * apart, so that they do not all fall in the same L1 sets, cpu-rows12).
+ * Thread CPU time of 200 calls, 15 samples,
  * medians; GFLOP/s on the useful FLOPs (masked work not counted).
  *
  * Built with the tools (CMake target lin_products).
@@ -32,10 +34,11 @@ static void run(const la__kernels *kr, const prod *p, const float *A, const floa
     const int m = p->m, n = p->n, k = p->k;
     float *c = C;
     int64_t ldc = n;
-    if (p->rows) { /* the next chunk's rows of a [T, 8, 128] tensor */
-        c = big + *next * 64 * 1024;
-        ldc = 1024;
-        *next = (*next + 1) % nbig_chunks;
+    if (p->rows) { /* the next chunk's rows of a [T, 8, 128] tensor (row stride
+                    * p->rows floats: 1024, or 1040 = not a multiple of 4 KiB) */
+        c = big + *next * 64 * p->rows;
+        ldc = p->rows;
+        *next = (*next + 1) % (nbig_chunks * 1024 / p->rows);
     }
     switch (p->kind) {
     case P_NN: kr->gemm_nn(m, n, k, 1.0f, A, k, B, n, 0.0f, c, ldc); break;
@@ -70,7 +73,8 @@ int main(void) {
     const prod ps[] = {
         {"gemm_nt_tril 64x64x128", P_TRIL, 64, 64, 128, 0, "A = Q K^T (M), dA = G V^T (M)"},
         {"gemm_nn 64x128x128", P_NN, 64, 128, 128, 0, "Q S, K dS, G S^T"},
-        {"gemm_nn 64x128x128 rows", P_NN, 64, 128, 128, 1, "o = Q S, dq = G S^T (C in rows)"},
+        {"gemm_nn 64x128x128 rows", P_NN, 64, 128, 128, 1024, "o = Q S, dq = G S^T (C in rows)"},
+        {"gemm_nn 64x128x128 rows1040", P_NN, 64, 128, 128, 1040, "(rows not 4 KiB apart)"},
         {"gemm_nn_lower 64x128x64", P_LOWER, 64, 128, 64, 0, "A V, dA K"},
         {"gemm_tn_block 128x128x64", P_TN_BLOCK, 128, 128, 64, 0, "S += K^T V, dS += Q^T G"},
         {"gemm_tn 128x128x64", P_TN, 128, 128, 64, 0, "(gemm_tn_block's fallback)"},
