@@ -9,7 +9,8 @@
  * has one thread); the FMA peak (ab_peak.h) timed before each pair; FLOPs of
  * the registry's chunk model (forward T((C+1)(K+V) + 4KV) per head, fwd+bwd
  * three times that). Prints medians and ranges, % of peak, new/old speed and
- * FNV hashes of o, dq, dk, dv (equal when a change keeps the bits).
+ * FNV hashes of o, dq, dk, dv and (simple GLA) dg (equal when a change keeps
+ * the bits; dg hashed since cpu-sgla12).
  *
  * Built with the tools (CMake target lin_ab).
  * usage: lin_ab OLD.so NEW.so [pairs] [T] [op: lin | sgla] */
@@ -177,10 +178,11 @@ int main(int argc, char **argv) {
     const double bmed = ab_median(bratio, nr, NULL, NULL);
     printf("bwd new/old speed: median %.3fx, range %.3f-%.3f\n", bmed, bratio[0], bratio[nr - 1]);
     for (int i = 0; i < 2; i++)
-        printf("%s hashes o %016llx dq %016llx dk %016llx dv %016llx\n", i ? "new" : "old",
-               (unsigned long long)ab_fnv(AB_FNV0, b[i].o, nv),
+        printf("%s hashes o %016llx dq %016llx dk %016llx dv %016llx dg %016llx\n",
+               i ? "new" : "old", (unsigned long long)ab_fnv(AB_FNV0, b[i].o, nv),
                (unsigned long long)ab_fnv(AB_FNV0, b[i].dq, nk),
                (unsigned long long)ab_fnv(AB_FNV0, b[i].dk, nk),
-               (unsigned long long)ab_fnv(AB_FNV0, b[i].dv, nv));
+               (unsigned long long)ab_fnv(AB_FNV0, b[i].dv, nv),
+               (unsigned long long)(sgla ? ab_fnv(AB_FNV0, b[i].dg, ng) : 0));
     return 0;
 }

@@ -306,6 +306,18 @@ static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int6
 #endif
 }
 
+/* cpu-sgla12: part `part` of `parts` of the n floats at p (a K x V state
+ * the next unit reads), so a 64 KiB block is fetched over several stages. */
+static void prefetch_part(const float *p, size_t n, int part, int parts) {
+#if defined(__GNUC__)
+    if (!p) return;
+    const size_t a = n * (size_t)part / (size_t)parts, e = n * (size_t)(part + 1) / (size_t)parts;
+    for (size_t c = a; c < e; c += 16) __builtin_prefetch(p + c, 0, 2);
+#else
+    (void)p, (void)n, (void)part, (void)parts;
+#endif
+}
+
 /* The same for rows about to be written (dq, dk, dv, dg of the backward). */
 static void prefetch_rows_w(float *x, int64_t H, int64_t w, int64_t r0, int64_t n, int64_t h) {
 #if defined(__GNUC__)
@@ -729,26 +741,46 @@ GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0,
     }
 }
 
+/* cpu-sgla12: out[u] = sum_x a_ux b_ux for the n <= 8 rows u of a and b
+ * (row stride w), each a serial float sum in x order (the bits of one row's
+ * loop); for a full block the eight rows' chains advance together, so the
+ * adds' latency overlaps instead of costing w dependent adds per row. */
+GLA_INLINE void row_dots8(const float *restrict a, const float *restrict b, int64_t w, int64_t n,
+                          float *restrict out) {
+    float s[8] = {0};
+    if (n == 8) {
+        for (int64_t x = 0; x < w; x++)
+            for (int u = 0; u < 8; u++) s[u] += a[u * w + x] * b[u * w + x];
+    } else {
+        for (int64_t u = 0; u < n; u++)
+            for (int64_t x = 0; x < w; x++) s[u] += a[u * w + x] * b[u * w + x];
+    }
+    for (int64_t u = 0; u < n; u++) out[u] = s[u];
+}
+
 /* One chunk of the backward, rows [r0, r0 + L) of head h (gates in b
  * filled, b->dS the gradient of the state after the chunk, S0 the state
  * before it): dq, dk, dv, dg rows, *gamma_sum += the chunk's scalar gate
  * gradient, and b->dS <- Diag(e^{G_L}) dS + scale (Q e^G)^T dO; with Mc
  * (cpu-bwdsplit) dS is left alone and Mc = scale (Q e^G)^T dO instead.
- * pn > 0: prefetch the pn rows before r0. */
+ * pn > 0: prefetch the pn rows of head ph from row pr (the unit this task
+ * runs next), and pS (if not NULL) its start state. */
 GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0, int64_t r0,
-                                int64_t L, int64_t h, int64_t pn, double *gamma_sum, float *Mc) {
+                                int64_t L, int64_t h, int64_t pr, int64_t pn, int64_t ph,
+                                const float *pS, double *gamma_sum, float *Mc) {
     const int64_t H = j->H, K = j->K, V = j->V, gw = j->per_key ? K : 1;
+    const size_t KVn = (size_t)K * (size_t)V;
     const float scale = j->scale;
     const la__kernels *kr = j->kr;
     gather_rows(b->Qc, j->q, H, K, r0, L, h);
     gather_rows(b->Kc, j->k, H, K, r0, L, h);
     gather_rows(b->Vc, j->v, H, V, r0, L, h);
     gather_rows(b->dOc, j->d_o, H, V, r0, L, h);
-    /* the previous chunk's rows (the next ones this task reads), one
-     * tensor per stage so the misses overlap the products */
-    const int64_t pr0 = r0 - j->C;
-    if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr0, pn, h);
-    if (pn > 0) prefetch_rows(j->q, H, K, pr0, pn, h);
+    /* the next unit's rows and start state, one tensor (one seventh of the
+     * state) per stage so the misses overlap the products */
+    if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr, pn, ph);
+    if (pn > 0) prefetch_rows(j->q, H, K, pr, pn, ph);
+    prefetch_part(pS, KVn, 0, 7);
     /* Inter-chunk and state terms:
      *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
      *   dv_j = (k_j * e^{G_L-G_j}) dS. */
@@ -766,9 +798,11 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
      * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
      * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
-    if (pn > 0) prefetch_rows(j->k, H, K, pr0, pn, h);
+    if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
+    prefetch_part(pS, KVn, 1, 7);
     kr->gemm_nt_tril(L, V, 1, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
-    if (pn > 0) prefetch_rows(j->v, H, V, pr0, pn, h);
+    if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
+    prefetch_part(pS, KVn, 2, 7);
     if (j->per_key) {
         intra_bwd_per_key(j, b, L);
     } else {
@@ -788,13 +822,15 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         memset(b->dks, 0, (size_t)(L * K) * sizeof(float));
         la__gemm_tn_lower_acc(kr, L, K, b->dA, j->C, b->Qc, K, b->dks, K);
     }
-    if (pn > 0) prefetch_rows(j->d_o, H, V, pr0, pn, h);
+    if (pn > 0) prefetch_rows(j->d_o, H, V, pr, pn, ph);
+    prefetch_part(pS, KVn, 3, 7);
     if (j->per_key)
         kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
     else
         la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, b->dOc, V, b->dvc, V);
-    /* the previous chunk's gradient rows (written next), one tensor per stage */
-    if (pn > 0) prefetch_rows_w(j->dq, H, K, pr0, pn, h);
+    /* the next unit's gradient rows (written next), one tensor per stage */
+    if (pn > 0) prefetch_rows_w(j->dq, H, K, pr, pn, ph);
+    prefetch_part(pS, KVn, 4, 7);
     /* Gate gradient, term by term (no cancelling pairs are formed):
      *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
      *        + e^{G_L} * rowsum(dS * S0) + sum_{j<t} k_j * dk^state_j (S_end)
@@ -855,22 +891,28 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
             *gamma_sum += b->dG[i];
         }
     }
-    if (pn > 0) prefetch_rows_w(j->dk, H, K, pr0, pn, h);
-    if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr0, pn, h);
-    /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay). */
-    for (int64_t i = 0; i < L; i++) {
-        const float *qi = b->Qc + i * K, *ki = b->Kc + i * K;
-        const float *vi = b->Vc + i * V, *doi = b->dOc + i * V;
-        float *dvi = b->dvc + i * V;
-        float A = 0.0f, dA = 0.0f;
-        for (int64_t x = 0; x < K; x++) A += qi[x] * ki[x];
-        for (int64_t y = 0; y < V; y++) dA += doi[y] * vi[y];
-        dA *= scale;
-        const float sA = scale * A;
-        for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
-        for (int64_t x = 0; x < K; x++) {
-            b->dqc[i * K + x] += b->dqs[i * K + x] + dA * ki[x];
-            b->dkc[i * K + x] += b->dks[i * K + x] + dA * qi[x];
+    if (pn > 0) prefetch_rows_w(j->dk, H, K, pr, pn, ph);
+    prefetch_part(pS, KVn, 5, 7);
+    if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr, pn, ph);
+    /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay),
+     * eight rows at a time (row_dots8: the diagonal's dot products) */
+    for (int64_t i0 = 0; i0 < L; i0 += 8) {
+        const int64_t nr = L - i0 < 8 ? L - i0 : 8;
+        float A8[8], dA8[8];
+        row_dots8(b->Qc + i0 * K, b->Kc + i0 * K, K, nr, A8);
+        row_dots8(b->dOc + i0 * V, b->Vc + i0 * V, V, nr, dA8);
+        for (int64_t i = i0; i < i0 + nr; i++) {
+            const float *restrict qi = b->Qc + i * K, *restrict ki = b->Kc + i * K;
+            const float *restrict doi = b->dOc + i * V;
+            const float *restrict dqsi = b->dqs + i * K, *restrict dksi = b->dks + i * K;
+            float *restrict dvi = b->dvc + i * V;
+            float *restrict dqi = b->dqc + i * K, *restrict dki = b->dkc + i * K;
+            const float dA = dA8[i - i0] * scale, sA = scale * A8[i - i0];
+            for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
+            for (int64_t x = 0; x < K; x++) {
+                dqi[x] += dqsi[x] + dA * ki[x];
+                dki[x] += dksi[x] + dA * qi[x];
+            }
         }
     }
     /* dS before the chunk: Diag(e^{G_L}) dS + scale (Q * e^{G})^T dO. */
@@ -881,7 +923,8 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
             const float d = eGL[j->per_key ? x : 0];
             for (int64_t y = 0; y < V; y++) dsr[y] *= d;
         }
-    if (pn > 0) prefetch_rows_w(j->dv, H, V, pr0, pn, h);
+    if (pn > 0) prefetch_rows_w(j->dv, H, V, pr, pn, ph);
+    prefetch_part(pS, KVn, 6, 7);
     scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
     if (j->per_key)
         kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
@@ -951,7 +994,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             chunk_gates(j, &b, r0, L, h, 1);
         }
         const int64_t pn = c > 0 ? j->C : 0;
-        chunk_bwd_chunk(j, &b, S0, r0, L, h, pn, &gamma_sum, NULL);
+        chunk_bwd_chunk(j, &b, S0, r0, L, h, r0 - j->C, pn, h, NULL, &gamma_sum, NULL);
     }
     if (j->ds0) memcpy(j->ds0 + (size_t)task * KV, b.dS, KV * sizeof(float));
     if (j->dgamma_part) j->dgamma_part[task] = gamma_sum;
@@ -979,7 +1022,7 @@ GLA_INLINE void chunk_piece_body(const gla_job *j, char *scratch, const float *S
     chunk_layout(j, j->C, 1, scratch, &b);
     b.dS = (float *)dS; /* read only when Mc is given */
     chunk_gates(j, &b, r0, L, h, 1);
-    chunk_bwd_chunk(j, &b, S0, r0, L, h, pn, gamma_sum, Mc);
+    chunk_bwd_chunk(j, &b, S0, r0, L, h, r0 - j->C, pn, h, NULL, gamma_sum, Mc);
     const int64_t gw = j->per_key ? j->K : 1;
     for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
 }
@@ -1147,7 +1190,17 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
             b->G = b->Gall + c * C;
             if (c == nch - 1) chunk_cumsum(j, b, r0, L, h0 + hh);
             chunk_gate_exps(j, b, L, 1);
-            chunk_bwd_chunk(j, b, b->ckpt + (size_t)c * KV, r0, L, h0 + hh, c > 0 ? C : 0,
+            /* cpu-sgla12: the rows the next head (or the previous chunk's
+             * first head) gathers and writes, as the chunk forward does:
+             * the previous chunk of the same head runs nh - 1 heads later,
+             * by when its prefetched rows were evicted */
+            const int64_t ph = hh + 1 < nh ? h0 + hh + 1 : h0, pr = hh + 1 < nh ? r0 : r0 - C;
+            const int64_t pn = hh + 1 < nh ? L : c > 0 ? C : 0;
+            /* and its start state (64 KiB of the checkpoints, not in cache) */
+            const float *pS = hh + 1 < nh ? bs[hh + 1].ckpt + (size_t)c * KV
+                              : c > 0     ? bs[0].ckpt + (size_t)(c - 1) * KV
+                                          : NULL;
+            chunk_bwd_chunk(j, b, b->ckpt + (size_t)c * KV, r0, L, h0 + hh, pr, pn, ph, pS,
                             &gamma_sum[hh], NULL);
         }
     }
