@@ -4,10 +4,11 @@ one GPU, two libraries (base = main, new) in one process.
 
     python3 bench/gpu_ab_dg.py --libs base.so,new.so [--shape 8,2048,16,128]
 
-1. bits: new's dq, dk, dv with dg asked against base's with dg not asked
-   (main's fused backward), and new's o against base's;
-2. accuracy: dg (and dq, dk, dv) of both libraries against a float64 chunk
+1. g (dg required): o bitwise against base, dq, dk, dv, dg against base
+   (main's old backward) and, for every library, against a float64 chunk
    recurrence (torch autograd on the GPU), relative RMS;
+2. RetNet decay (g_gamma): the last library's dq, dk, dv with dg_gamma
+   against the first's without it (main's fused backward), bitwise;
 3. time: g with dg (gpu_ab's sgla call) and RetNet decay (g_gamma) with
    dg_gamma, fwd+bwd, the libraries alternating, medians of 2 x 30 calls."""
 import argparse
@@ -81,35 +82,37 @@ def main():
         fwd = lambda: L.ok(L.l.la_simple_gla_forward(L.ctx, R(go), R(dims), P(o), None, P(q), P(k),
                                                      P(v), P(gg), P(gm), None))
         bwd = lambda: L.ok(L.l.la_simple_gla_backward(
-            L.ctx, R(go), R(dims), P(dq), P(dk), P(dv), P(dg) if with_dg and not retnet else None,
-            P(dgam) if retnet else None, None, P(do), None, P(q), P(k), P(v), P(gg), P(gm), None))
+            L.ctx, R(go), R(dims), P(dq), P(dk), P(dv), None if retnet else P(dg),
+            P(dgam) if retnet and with_dg else None, None, P(do), None, P(q), P(k), P(v), P(gg),
+            P(gm), None))
         return (o, dq, dk, dv, dg, dgam), fwd, lambda: (fwd(), bwd())
 
     name = torch.cuda.get_device_name(0)
     res = {}
-    for L, p in zip(libs, paths):
-        for with_dg in (False, True):
-            t, _, fb = run(L, with_dg)
-            fb()
-            torch.cuda.synchronize()
-            res[(p, with_dg)] = [x.clone() for x in t]
+    for L, p in zip(libs, paths):  # g requires dg: both libraries with dg
+        t, _, fb = run(L, True)
+        fb()
+        torch.cuda.synchronize()
+        res[p] = [x.clone() for x in t]
     base, new = paths[0], paths[-1]
-    nb = res[(new, True)]
-    print("bits: new (dg asked) o, dq, dk, dv == base (dg not asked):",
-          [bits(x, y) for x, y in zip(nb[:4], res[(base, False)][:4])], flush=True)
-    print("bits: new (dg asked) dq, dk, dv == new (dg not asked):",
-          [bits(x, y) for x, y in zip(nb[1:4], res[(new, False)][1:4])], flush=True)
-    print("bits: new (dg asked) o, dq, dk, dv, dg == base (dg asked, main's old backward):",
-          [bits(x, y) for x, y in zip(nb[:5], res[(base, True)][:5])], flush=True)
-    print("dg new vs base (old backward) rel RMS %.3e" % rel(nb[4], res[(base, True)][4]))
+    nb = res[new]
+    print("g, dg: new o == base o bitwise: %s; new vs base (main's old backward) rel RMS:"
+          " dq %.3e dk %.3e dv %.3e dg %.3e" % (bits(nb[0], res[base][0]),
+                                              *(rel(x, y) for x, y in zip(nb[1:5], res[base][1:5]))),
+          flush=True)
     if not a.no_ref:
         r = ref64(q, k, v, g, do, float(torch.tensor(D ** -0.5, dtype=torch.float32)))
         for p in paths:
-            x = res[(p, True)]
+            x = res[p]
             print("%s vs float64: o %.3e dq %.3e dk %.3e dv %.3e dg %.3e (rel RMS)" %
-                  (os.path.basename(p), rel(x[0], r[0]), rel(x[1], r[1]), rel(x[2], r[2]),
-                   rel(x[3], r[3]), rel(x[4], r[4])), flush=True)
+                  (p, rel(x[0], r[0]), rel(x[1], r[1]), rel(x[2], r[2]), rel(x[3], r[3]),
+                   rel(x[4], r[4])), flush=True)
         del r
+    # RetNet decay: new with dg_gamma against base without it (main's fused backward)
+    t, _, fb = run(libs[0], False, retnet=True)
+    fb()
+    torch.cuda.synchronize()
+    rb0 = [x.clone() for x in t]
     # RetNet decay with dg_gamma: bits of dq/dk/dv and dg_gamma's difference
     rb = {}
     for L, p in zip(libs, paths):
@@ -117,11 +120,13 @@ def main():
         fb()
         torch.cuda.synchronize()
         rb[p] = [x.clone() for x in t]
-    print("retnet dg_gamma base %s new %s (rel diff %.3e); o,dq,dk,dv bits equal: %s" %
-          (rb[base][5][:3].tolist(), rb[new][5][:3].tolist(), rel(rb[new][5], rb[base][5]),
-           [bits(x, y) for x, y in zip(rb[new][:4], rb[base][:4])]), flush=True)
+    print("retnet: new (dg_gamma) o, dq, dk, dv == base without dg_gamma (fused) bitwise: %s" %
+          [bits(x, y) for x, y in zip(rb[new][:4], rb0[:4])], flush=True)
+    print("retnet dg_gamma[:3] base %s new %s (rel diff %.3e)" %
+          (rb[base][5][:3].tolist(), rb[new][5][:3].tolist(), rel(rb[new][5], rb[base][5])),
+          flush=True)
     for what, kw in (("sgla g+dg", {}), ("retnet g_gamma+dg_gamma", {"retnet": True})):
-        fns = {p: run(L, True, **kw) for L, p in zip(libs, paths)}
+        fns = {p: run(L, True, **kw) for L, p in zip(libs, paths)}  # dg / dg_gamma asked
         ts = {p: ([], []) for p in paths}
         for _ in range(2):
             for p in paths:
@@ -130,7 +135,7 @@ def main():
                 ts[p][1].append(timeit(fb)[0])
         for p in paths:
             print("%s %s bf16 %s fwd %.3f fwd+bwd %.3f ms (%s; runs %s)" %
-                  (os.path.basename(os.path.dirname(p)) + "/" + os.path.basename(p), what,
+                  (p, what,
                    a.shape, statistics.median(ts[p][0]), statistics.median(ts[p][1]), name,
                    " ".join("%.3f" % x for x in ts[p][1])), flush=True)
 
