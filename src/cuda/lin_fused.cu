@@ -22,6 +22,7 @@
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
+#include "scalar_gate.cuh" /* la__cu_state_dot */
 #include "tc_tile.cuh"
 
 #define LF_NW 6 /* work tiles: S parts (2 key blocks x 3), then P and Vt parts */
@@ -41,6 +42,14 @@ struct lf_args {
     const void *m;       /* (backward) o's rows are masked by m > 0 (relu'), width V */
     int fm, nvb;
     int fab, fc, s0t; /* relu on q, k tiles; on v tiles; s0 transposed ([V][K]) */
+    int fint;         /* the final state stored transposed ([V][K]; DOT instances) */
+    /* cuda-fused12 (the backward's gate gradient): per token, the float64
+     * dot of dx's row (same shape as o) with o's fp32 row before rounding,
+     * one partial per (value block, column half) at dpart[(tok H + h)
+     * nslot + slot]; read by the DOT instances only */
+    const void *dx;
+    double *dpart;
+    int nslot;
 };
 
 /* cuda-fused11: the warp layout. A walk runs with NJ = 4 or 2 of the four
@@ -88,33 +97,11 @@ __device__ __forceinline__ void lf_acc_in(la_tc_acc (&acc)[NJ], const float *src
     });
 }
 template <int NJ>
-__device__ __forceinline__ void lf_acc_out(float *dst, la_tc_acc (&acc)[NJ], int64_t k0, int64_t v0,
-                                           int64_t K, int64_t V) {
+__device__ __forceinline__ void lf_acc_out(float *dst, la_tc_acc (&acc)[NJ], bool tr, int64_t k0,
+                                           int64_t v0, int64_t K, int64_t V) {
     lf_each<NJ>(acc, [&](int, int r, int c, float &x) {
-        if (k0 + r < K && v0 + c < V) dst[(k0 + r) * V + v0 + c] = x;
+        if (k0 + r < K && v0 + c < V) dst[tr ? (v0 + c) * K + k0 + r : (k0 + r) * V + v0 + c] = x;
     });
-}
-/* la_tc_tile_fetch with LF_NT(NJ) threads. */
-template <typename T, int NJ>
-__device__ __forceinline__ void lf_fetch(T *dst, const T *src, int64_t stride, int rows, int cols,
-                                         bool vec) {
-#pragma unroll
-    for (int u = 0; u < 512 / LF_NT(NJ); u++) {
-        const int e = threadIdx.x + LF_NT(NJ) * u, r = e >> 3, c = (e & 7) * 8;
-        T *d = dst + r * LA_TC_LD + c;
-        if (vec) {
-            const bool ok = r < rows && c < cols;
-            la_tc_cp16(d, ok ? (const void *)(src + (int64_t)r * stride + c) : (const void *)src,
-                       ok ? 16 : 0);
-        } else {
-            __align__(16) T x[8];
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                x[i] = (r < rows && c + i < cols) ? src[(int64_t)r * stride + c + i]
-                                                  : la_tc_cvt<T>(0.f);
-            *(uint4 *)d = *(const uint4 *)x;
-        }
-    }
 }
 /* relu in place on the pieces this thread fetched (visible to it after the
  * wait, before any barrier). */
@@ -213,6 +200,37 @@ __device__ __forceinline__ void lf_acc_store_st(T *dst, int64_t stride, const la
     __syncwarp();
 }
 
+/* cuda-fused12: dst[r nst] = sum over the CTA-half's columns c < cols of
+ * x[r, c] acc[r, c] for rows r < rows (float64 products and sums in a fixed
+ * order: the thread's 4 NJ elements, then the 4 lanes of a row by
+ * shuffles); x: row stride `stride`. (Simple GLA, the only op with a gate
+ * gradient, has phi = identity.) */
+template <typename T, int NJ>
+__device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x, int64_t stride,
+                                            const la_tc_acc (&acc)[NJ], int rows, int cols) {
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++) {
+        const int r = 16 * w + g + 8 * rh;
+        double s = 0.0;
+        if (r < rows)
+#pragma unroll
+            for (int j = 0; j < NJ; j++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int c = 16 * (jb + j) + 8 * hf + 2 * q + i;
+                        if (c >= cols) continue;
+                        s += (double)la_tc_f(x[(int64_t)r * stride + c]) *
+                             (double)acc[j].x[4 * hf + 2 * rh + i];
+                    }
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        if (q == 0 && r < rows) dst[(int64_t)r * nst] = s;
+    }
+}
+
 /* REV (cuda-fusedb10, the backward): the chunks in reverse order, with
  *   o_j  = sq e^{G_L - G_j} Qf_j S + sum_{i>=j} P_ji v_i,
  *   P_ji = sP e^{G_i - G_j} Qf_j . Kf_i,
@@ -220,7 +238,7 @@ __device__ __forceinline__ void lf_acc_store_st(T *dst, int64_t stride, const la
  * (S: the gradient of the state at the chunk's end; bench/GPU.md,
  * cuda-fusedb10). The forward: sq = sP = scale, sv = 1.
  * cuda-fused11: NJ (above); 4 barriers per chunk step. */
-template <typename T, int NK, bool REV, int NJ>
+template <typename T, int NK, bool REV, int NJ, bool DOT>
 __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     extern __shared__ __align__(128) unsigned char la_lf_smem[];
     T *const base = (T *)la_lf_smem;
@@ -246,25 +264,21 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
     auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
     T *const Vs = base + 2 * NK * LA_TC_TILE;
-    auto fetch = [&](int ci,
-                     bool qpart) { /* qpart: Q blocks, else K blocks and V */
-                                   const int c = REV ? s.nch - 1 - ci : ci;
-                                   const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+    /* chunk ci's (in walk order) Q blocks (qpart), else its K blocks and V */
+    auto fetch = [&](int ci, bool qpart) {
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - ci : ci)];
+        const int64_t tq = (ch.tok0 * H + h) * K;
 #pragma unroll
-                                   for (int kb = 0; kb < NK; kb++) {
-                                       const int64_t k0 = 64 * kb;
-                                       const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
-                                       if (qpart)
-                                           lf_fetch<T, NJ>(Qt(kb), q + (ch.tok0 * H + h) * K + k0,
-                                                           H * K, ch.len, cols, vec);
-                                       else
-                                           lf_fetch<T, NJ>(Kt(kb), k + (ch.tok0 * H + h) * K + k0,
-                                                           H * K, ch.len, cols, vec);
-                                   }
-                                   if (!qpart)
-                                       lf_fetch<T, NJ>(Vs, v + (ch.tok0 * H + h) * V + v0, H * V,
-                                                       ch.len, bcols, vec);
-                                   la_tc_cp_commit();
+        for (int kb = 0; kb < NK; kb++) {
+            const int64_t k0 = 64 * kb;
+            const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
+            la_tc_tile_fetch<T, LF_NT(NJ)>(qpart ? Qt(kb) : Kt(kb), (qpart ? q : k) + tq + k0,
+                                           H * K, ch.len, cols, vec);
+        }
+        if (!qpart)
+            la_tc_tile_fetch<T, LF_NT(NJ)>(Vs, v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols,
+                                           vec);
+        la_tc_cp_commit();
     };
     la_tc_acc S[NK][NJ];
     const size_t sbase = ((size_t)n * H + h) * K * V;
@@ -370,6 +384,10 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         }
         __syncthreads(); /* K, V, P, Vt read: K, V take chunk c+1, W chunk c+1's S parts */
         if (c + 1 < s.nch) fetch(c + 1, false);
+        if (DOT) /* cuda-fused12: the gate gradient's token dots */
+            lf_row_dots<T, NJ>(p.dpart + (ch.tok0 * H + h) * p.nslot + vb * (4 / NJ) + (t >> 7),
+                               H * p.nslot, (const T *)p.dx + (ch.tok0 * H + h) * V + v0, H * V,
+                               accO, L, bcols);
         /* o: staged through the warp's own region of W tile 0 (free until
          * this warp's S split of chunk c+1) when vec */
         if (vec)
@@ -384,7 +402,7 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         for (int kb = 0; kb < NK; kb++) {
             if (p.finmul != 1.f)
                 lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= p.finmul; });
-            lf_acc_out<NJ>(p.fin + sbase, S[kb], 64 * kb, v0, K, V);
+            lf_acc_out<NJ>(p.fin + sbase, S[kb], DOT && p.fint, 64 * kb, v0, K, V);
         }
 }
 
@@ -426,31 +444,34 @@ static int lf_nj() {
     return nj;
 }
 
-template <typename T, int NK, bool REV, int NJ>
+template <typename T, int NK, bool REV, int NJ, bool DOT>
 static la_status lf_launch(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
     const size_t smem = lf_smem(NK);
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NK, REV, NJ>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NK, REV, NJ, DOT>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_lf_fwd<T, NK, REV, NJ><<<(unsigned)ctas, LF_NT(NJ), smem, stream>>>(a);
+    la_lf_fwd<T, NK, REV, NJ, DOT><<<(unsigned)ctas, LF_NT(NJ), smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
-template <typename T, int NK, bool REV>
+template <typename T, int NK, bool REV, bool DOT>
 static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
-    return lf_nj() == 4 ? lf_launch<T, NK, REV, 4>(op, stream, ctas, a)
-                        : lf_launch<T, NK, REV, 2>(op, stream, ctas, a);
+    return lf_nj() == 4 ? lf_launch<T, NK, REV, 4, DOT>(op, stream, ctas, a)
+                        : lf_launch<T, NK, REV, 2, DOT>(op, stream, ctas, a);
 }
 
-/* One walk: a.K (<= 128) picks NK, a.V the value blocks. */
-template <bool REV> static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a) {
+/* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
+ * set (cuda-fused12: its own instances, so the other walks' registers and
+ * code stay as they were). */
+template <bool REV, bool DOT = false>
+static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a) {
     a.nvb = (int)((a.V + 63) / 64);
     const int64_t ctas = c->N * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
     if (c->dtype == LA_DTYPE_BF16)
-        return a.K <= 64 ? lf_launch_nj<__nv_bfloat16, 1, REV>(c->op, stream, ctas, a)
-                         : lf_launch_nj<__nv_bfloat16, 2, REV>(c->op, stream, ctas, a);
-    return a.K <= 64 ? lf_launch_nj<__half, 1, REV>(c->op, stream, ctas, a)
-                     : lf_launch_nj<__half, 2, REV>(c->op, stream, ctas, a);
+        return a.K <= 64 ? lf_launch_nj<__nv_bfloat16, 1, REV, DOT>(c->op, stream, ctas, a)
+                         : lf_launch_nj<__nv_bfloat16, 2, REV, DOT>(c->op, stream, ctas, a);
+    return a.K <= 64 ? lf_launch_nj<__half, 1, REV, DOT>(c->op, stream, ctas, a)
+                     : lf_launch_nj<__half, 2, REV, DOT>(c->op, stream, ctas, a);
 }
 
 la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb) {
@@ -465,11 +486,14 @@ la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_
 
 /* ---- cuda-fusedb10: the backward as three walks of the same kernel ------ */
 
-/* Simple GLA only without a gate gradient (g_gamma alone, no dg_gamma): the
- * gate gradient needs the old path's per-chunk dots. */
+/* cuda-fused12: with a gate gradient too (the walks' token dots; phi =
+ * identity, as simple GLA always has). */
 bool la__lf_bwd_use(const la__cu_call *c) {
-    return !c->dg && !c->dg_gamma && c->V <= 128 && la__lf_use(c);
+    const bool dg = c->dg || c->dg_gamma;
+    return c->V <= 128 && (!dg || c->feature_map == LA_FEATURE_IDENTITY) && la__lf_use(c);
 }
+
+int la__lf_dg_slots(const la__cu_call *c) { return (int)((c->K + 63) / 64) * (4 / lf_nj()); }
 
 /* With Qf = phi(q), Kf = phi(k) and S0 / dS_T the initial state / the
  * final state's gradient (bench/lin_fused_identities.py):
@@ -478,7 +502,8 @@ bool la__lf_bwd_use(const la__cu_call *c) {
  *   dv, dS0 = rev(A = Kf, B = Qf, C = dO; S = dS_T)         (sq 1, sv scale)
  * (the reverse walks run as sq scale, sv 1 on S / scale, below)
  * in this order: d_initial_state may alias d_final_state. */
-la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb) {
+la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
+                          const la_lf_dg *dg) {
     const bool relu = c->feature_map == LA_FEATURE_RELU;
     lf_args a = {};
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.g = c->g, a.g_gamma = c->g_gamma, a.H = c->H;
@@ -493,13 +518,23 @@ la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu
     b.q = c->v, b.k = c->d_o, b.v = c->q, b.o = c->dk, b.m = relu ? c->k : NULL;
     b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
     b.s0 = c->dsT, b.s0t = 1, b.s0mul = rin;
-    la_status st = lf_run<true>(c, stream, b);
+    if (dg) b.dx = c->k, b.dpart = dg->pk, b.nslot = dg->nslot;
+    la_status st = dg ? lf_run<true, true>(c, stream, b) : lf_run<true>(c, stream, b);
     if (st) return st;
     b = a;
     b.q = c->d_o, b.k = c->v, b.v = c->k, b.o = c->dq, b.m = relu ? c->q : NULL;
     b.K = c->V, b.V = c->K, b.sq = c->scale, b.sv = 1.f, b.fc = relu;
     b.s0 = c->s0, b.s0t = 1;
-    if ((st = lf_run<false>(c, stream, b))) return st;
+    if (dg) { /* its state is S^T: S_T stored back as [K][V] */
+        b.dx = c->q, b.dpart = dg->pq, b.nslot = dg->nslot;
+        if (dg->fin) b.fin = dg->sT, b.fint = 1;
+    }
+    if ((st = dg ? lf_run<false, true>(c, stream, b) : lf_run<false>(c, stream, b))) return st;
+    if (dg && dg->fin) { /* before the dv walk: d_initial_state may alias d_final_state */
+        if ((st = la__cu_state_dot(c->op, stream, c->dsT, dg->sT, dg->fin, c->N * c->H,
+                                   c->K * c->V)))
+            return st;
+    }
     b = a;
     b.q = c->k, b.k = c->q, b.v = c->d_o, b.o = c->dv, b.fab = relu;
     b.K = c->K, b.V = c->V, b.sq = rsq, b.sv = rsv;

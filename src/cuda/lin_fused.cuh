@@ -13,9 +13,21 @@ bool la__lf_use(const la__cu_call *c);
 la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb);
 
 /* cuda-fusedb10: whether the fused backward takes this call (la__lf_use,
- * V <= 128, no gate gradient asked) and the backward itself (dq, dk, dv,
- * d_initial_state from d_o and d_final_state). */
+ * V <= 128) and the backward itself (dq, dk, dv, d_initial_state from d_o
+ * and d_final_state). cuda-fused12: with dg (non-NULL: a gate gradient is
+ * asked) the dk and dq walks also leave per-token float64 dots of their
+ * fp32 rows, phi(k).dk in pk and phi(q).dq in pq (nslot =
+ * la__lf_dg_slots(c) partials a token, [token][head][slot]), the dq walk
+ * S_T in sT ([N][H][K][V]) and fin[n, h] = <dS_T, S_T> (when fin and
+ * c->dsT are non-NULL). */
+struct la_lf_dg {
+    double *pq, *pk, *fin;
+    float *sT;
+    int nslot;
+};
+int la__lf_dg_slots(const la__cu_call *c);
 bool la__lf_bwd_use(const la__cu_call *c);
-la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb);
+la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
+                          const la_lf_dg *dg);
 
 #endif

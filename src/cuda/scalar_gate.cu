@@ -319,6 +319,40 @@ __global__ void __launch_bounds__(256)
     if (threadIdx.x == 0) out[blockIdx.x] = red[0];
 }
 
+la_status la__cu_state_dot(const char *op, cudaStream_t stream, const float *a, const float *b,
+                           double *out, int64_t NH, int64_t KV) {
+    if (NH == 0) return LA_OK;
+    la_cu_state_dot<<<(unsigned)NH, 256, 0, stream>>>(a, b, out, KV);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
+}
+
+/* cuda-fused12 (the fused backward): per (chunk, head), token i's
+ * phi(q).dq - phi(k).dk from the walks' nslot partials (summed in slot
+ * order), reverse-summed over the chunk into dgl, the chunk's total into
+ * ctot (as la_tc_bwd_dqk leaves them; float64). */
+__global__ void la_cu_dg_tokens(const la_cu_chunk *chunks, const double *pq, const double *pk,
+                                int nslot, int64_t H, double *dgl, double *ctot) {
+    __shared__ double r[LA_CU_C];
+    const la_cu_chunk ch = chunks[blockIdx.x];
+    const int h = blockIdx.y, i = threadIdx.x;
+    if (i < ch.len) {
+        const size_t row = ((size_t)(ch.tok0 + i) * H + h) * nslot;
+        double a = 0.0, b = 0.0;
+        for (int s = 0; s < nslot; s++) a += pq[row + s], b += pk[row + s];
+        r[i] = a - b;
+    }
+    __syncthreads();
+    if (i == 0) {
+        double run = 0.0;
+        for (int j = ch.len - 1; j >= 0; j--) {
+            run += r[j];
+            dgl[(ch.tok0 + j) * H + h] = run;
+        }
+        ctot[(size_t)blockIdx.x * H + h] = run;
+    }
+}
+
 /* dg of the chunk's tokens: local reverse sum + later chunks + final term. */
 __global__ void la_cu_dg_finish(const la_cu_seq *seqs, const la_cu_chunk *chunks,
                                 const double *ctot, const double *fin, double *dgl, float *dg,
@@ -411,61 +445,80 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     const size_t KV = (size_t)c->K * (size_t)c->V, NH = (size_t)c->N * c->H;
     const size_t ntok = (size_t)c->B * c->T;
     const bool DG = c->dg || c->dg_gamma;
-    if (sizeof(T) == 2 && use_tc(sizeof(T), 2) && la__lf_bwd_use(c)) /* cuda-fusedb10 */
-        return la__lf_backward(c, ar->stream, tb);
+    const bool fused = sizeof(T) == 2 && use_tc(sizeof(T), 2) && la__lf_bwd_use(c); /* cuda-fusedb10 */
     float *hbuf = NULL, *dhbuf = NULL, *sT = NULL;
     double *dgl = NULL, *ctot = NULL, *fin = NULL, *cgam = NULL;
-    const size_t nh = (size_t)tb.nchunks * c->H; /* hbuf + the decays of the two-level pass */
-    const size_t hb = nh * (KV + 1) * sizeof(float);
-    if ((st = la__cu_alloc(ar, (void **)&hbuf, hb)) || (st = la__cu_alloc(ar, (void **)&dhbuf, hb)))
-        return st;
+    const size_t nc = (size_t)(tb.nchunks ? tb.nchunks : 1) * c->H;
     if (DG) {
         if ((st = la__cu_alloc(ar, (void **)&dgl, ntok * c->H * sizeof(double))) ||
-            (st = la__cu_alloc(ar, (void **)&ctot,
-                               (size_t)(tb.nchunks ? tb.nchunks : 1) * c->H * sizeof(double))) ||
-            (st = la__cu_alloc(ar, (void **)&cgam,
-                               (size_t)(tb.nchunks ? tb.nchunks : 1) * c->H * sizeof(double))))
+            (st = la__cu_alloc(ar, (void **)&ctot, nc * sizeof(double))) ||
+            (!fused && (st = la__cu_alloc(ar, (void **)&cgam, nc * sizeof(double)))))
             return st;
         if (c->dsT && ((st = la__cu_alloc(ar, (void **)&sT, NH * KV * sizeof(float))) ||
                        (st = la__cu_alloc(ar, (void **)&fin, NH * sizeof(double)))))
             return st;
     }
-    la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
-                       sT,      hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
-    a.nchunks = tb.nchunks, a.decay = hbuf + nh * KV;
-    const bool tcs = use_tc(sizeof(T), 0), tc = use_tc(sizeof(T), 2);
-    if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
-                  : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
-        return st;
-    if (fin) { /* before the reverse pass: d_initial_state may alias d_final_state */
-        la_cu_state_dot<<<(unsigned)NH, 256, 0, ar->stream>>>(c->dsT, sT, fin, (int64_t)KV);
-        LA_CU_LAUNCHED(c->op);
+    const dim3 grid((unsigned)(tb.nchunks ? tb.nchunks : 1), (unsigned)c->H);
+    const bool tc = use_tc(sizeof(T), 2);
+    if (fused) { /* cuda-fused12: dg from the dq / dk walks' token dots */
+        if (!DG) return la__lf_backward(c, ar->stream, tb, NULL);
+        la_lf_dg d = {};
+        d.nslot = la__lf_dg_slots(c), d.fin = fin, d.sT = sT;
+        const size_t np = ntok * c->H * (size_t)d.nslot * sizeof(double);
+        if ((st = la__cu_alloc(ar, (void **)&d.pq, np)) ||
+            (st = la__cu_alloc(ar, (void **)&d.pk, np)) ||
+            (st = la__lf_backward(c, ar->stream, tb, &d)))
+            return st;
+        if (tb.nchunks > 0) {
+            la_cu_dg_tokens<<<grid, LA_CU_C, 0, ar->stream>>>(tb.chunks, d.pq, d.pk, d.nslot, c->H,
+                                                              dgl, ctot);
+            LA_CU_LAUNCHED(c->op);
+        }
+    } else {
+        const size_t nh = (size_t)tb.nchunks * c->H; /* hbuf + the decays of the two-level pass */
+        const size_t hb = nh * (KV + 1) * sizeof(float);
+        if ((st = la__cu_alloc(ar, (void **)&hbuf, hb)) ||
+            (st = la__cu_alloc(ar, (void **)&dhbuf, hb)))
+            return st;
+        la_cu_sp_args a = {tb.seqs, tb.chunks, c->k, c->v, c->g, c->g_gamma, c->s0,
+                           sT,      hbuf,      c->H, c->K, c->V, c->scale,   c->feature_map};
+        a.nchunks = tb.nchunks, a.decay = hbuf + nh * KV;
+        const bool tcs = use_tc(sizeof(T), 0);
+        if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 0, c->N, a)
+                      : la_cu_launch_state_pass<T, false>(c->op, ar->stream, c->N, a)))
+            return st;
+        /* before the reverse pass: d_initial_state may alias d_final_state */
+        if (fin && (st = la__cu_state_dot(c->op, ar->stream, c->dsT, sT, fin, (int64_t)NH,
+                                          (int64_t)KV)))
+            return st;
+        la_cu_sp_args r = {tb.seqs, tb.chunks, c->q, c->d_o, c->g, c->g_gamma, c->dsT,
+                           c->ds0,  dhbuf,     c->H, c->K,   c->V, c->scale,   c->feature_map};
+        r.nchunks = tb.nchunks, r.decay = dhbuf + nh * KV;
+        if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 1, c->N, r)
+                      : la_cu_launch_state_pass<T, true>(c->op, ar->stream, c->N, r)))
+            return st;
+        if (tb.nchunks > 0) {
+            la_cu_intra_args p = {};
+            p.chunks = tb.chunks, p.q = c->q, p.k = c->k, p.v = c->v, p.d_o = c->d_o;
+            p.dq = c->dq, p.dk = c->dk, p.dv = c->dv, p.g = c->g, p.g_gamma = c->g_gamma;
+            p.hbuf = hbuf, p.dhbuf = dhbuf, p.dgl = dgl, p.ctot = ctot, p.cgam = cgam;
+            p.H = c->H, p.K = c->K, p.V = c->V, p.scale = c->scale, p.fm = c->feature_map;
+            if (tc) {
+                if ((st = la__tc_intra_bwd(c->op, ar->stream, c->dtype, tb.nchunks, DG, p)))
+                    return st;
+            } else if (DG) {
+                la_cu_scalar_intra_bwd<T, true><<<grid, 256, 0, ar->stream>>>(p);
+            } else {
+                la_cu_scalar_intra_bwd<T, false><<<grid, 256, 0, ar->stream>>>(p);
+            }
+            LA_CU_LAUNCHED(c->op);
+        }
     }
-    la_cu_sp_args r = {tb.seqs, tb.chunks, c->q, c->d_o, c->g, c->g_gamma, c->dsT,
-                       c->ds0,  dhbuf,     c->H, c->K,   c->V, c->scale,   c->feature_map};
-    r.nchunks = tb.nchunks, r.decay = dhbuf + nh * KV;
-    if ((st = tcs ? la__tc_state_pass(c->op, ar->stream, c->dtype, 1, c->N, r)
-                  : la_cu_launch_state_pass<T, true>(c->op, ar->stream, c->N, r)))
-        return st;
     if (tb.nchunks == 0) {
         if (c->dg_gamma)
             LA_CU_TRY(c->op, cudaMemsetAsync(c->dg_gamma, 0, c->H * sizeof(float), ar->stream));
         return LA_OK;
     }
-    la_cu_intra_args p = {};
-    p.chunks = tb.chunks, p.q = c->q, p.k = c->k, p.v = c->v, p.d_o = c->d_o;
-    p.dq = c->dq, p.dk = c->dk, p.dv = c->dv, p.g = c->g, p.g_gamma = c->g_gamma;
-    p.hbuf = hbuf, p.dhbuf = dhbuf, p.dgl = dgl, p.ctot = ctot, p.cgam = cgam;
-    p.H = c->H, p.K = c->K, p.V = c->V, p.scale = c->scale, p.fm = c->feature_map;
-    const dim3 grid((unsigned)tb.nchunks, (unsigned)c->H);
-    if (tc) {
-        if ((st = la__tc_intra_bwd(c->op, ar->stream, c->dtype, tb.nchunks, DG, p))) return st;
-    } else if (DG) {
-        la_cu_scalar_intra_bwd<T, true><<<grid, 256, 0, ar->stream>>>(p);
-    } else {
-        la_cu_scalar_intra_bwd<T, false><<<grid, 256, 0, ar->stream>>>(p);
-    }
-    LA_CU_LAUNCHED(c->op);
     if (DG) {
         la_cu_dg_finish<<<grid, LA_CU_C, 0, ar->stream>>>(tb.seqs, tb.chunks, ctot, fin, dgl, c->dg,
                                                           c->H);

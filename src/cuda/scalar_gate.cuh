@@ -29,4 +29,9 @@ la_status la__tc_intra_fwd(const char *op, cudaStream_t stream, la_dtype dt, int
 la_status la__tc_intra_bwd(const char *op, cudaStream_t stream, la_dtype dt, int64_t nchunks,
                            int dg, const la_cu_intra_args &p);
 
+/* out[i] = <a_i, b_i> over KV floats for i < NH (float64, fixed order;
+ * scalar_gate.cu). */
+la_status la__cu_state_dot(const char *op, cudaStream_t stream, const float *a, const float *b,
+                           double *out, int64_t NH, int64_t KV);
+
 #endif

@@ -54,13 +54,15 @@ __device__ __forceinline__ void la_tc_split2(float a, float b, uint32_t &hi, uin
 /* dst (a 64 x LA_TC_LD tile) <- rows r < rows, columns c < cols of the
  * operand whose element (0, 0) is src (row stride `stride` elements); 0
  * elsewhere. vec: cols % 8 == 0, src and stride 16-byte aligned (cp.async,
- * completes at la_tc_cp_wait_all); otherwise scalar loads, done on return. */
-template <typename T>
+ * completes at la_tc_cp_wait_all); otherwise scalar loads, done on return.
+ * NT: the CTA's threads (a divisor of 512), each fetching the 16-byte
+ * pieces threadIdx.x + NT u (cuda-fused12: lin_fused.cu's 256-thread CTAs). */
+template <typename T, int NT = LA_TC_THREADS>
 __device__ __forceinline__ void la_tc_tile_fetch(T *dst, const T *src, int64_t stride, int rows,
                                                  int cols, bool vec) {
 #pragma unroll
-    for (int u = 0; u < 4; u++) {
-        const int e = threadIdx.x + LA_TC_THREADS * u, r = e >> 3, c = (e & 7) * 8;
+    for (int u = 0; u < 512 / NT; u++) {
+        const int e = threadIdx.x + NT * u, r = e >> 3, c = (e & 7) * 8;
         T *d = dst + r * LA_TC_LD + c;
         if (vec) {
             const bool ok = r < rows && c < cols;
