@@ -14,7 +14,7 @@
  *
  * built with the tools (CMake target delta_ab), or by hand from the repository root:
  *   gcc -O2 -std=c11 -Iinclude bench/delta_ab.c -ldl -lm -o delta_ab
- * usage: delta_ab OLD.so NEW.so [gated 0|1] [pairs] [T] */
+ * usage: delta_ab OLD.so NEW.so [gated 0|1] [pairs] [T] [threads] [saved 1|0] */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
@@ -59,7 +59,7 @@ typedef struct lib {
 
 #define SYM(h, name) (void)(*(void **)(&name##_p) = dlsym(h, #name))
 
-static int open_lib(const char *path, lib *l) {
+static int open_lib(const char *path, lib *l, int threads) {
     void *h = ab_dlopen(path);
     if (!h) return 1;
     ctx_create_fn cc = (ctx_create_fn)(uintptr_t)dlsym(h, "la_ctx_create");
@@ -71,12 +71,12 @@ static int open_lib(const char *path, lib *l) {
     l->gbwd = (gbwd_fn)(uintptr_t)dlsym(h, "la_gated_delta_rule_backward");
     l->err = (err_fn)(uintptr_t)dlsym(h, "la_last_error");
     if (!cc || !sc || !l->opts || !l->dfwd || !l->gfwd || !l->dbwd || !l->gbwd || !l->err) return 1;
-    if (cc(&l->ctx, 1) != LA_OK || sc(l->ctx, &l->s) != LA_OK) return 1;
+    if (cc(&l->ctx, threads) != LA_OK || sc(l->ctx, &l->s) != LA_OK) return 1;
     return 0;
 }
 
 typedef struct {
-    int gated;
+    int gated, saved;
     la_dims d;
     float *q, *k, *v, *g, *beta, *o, *dq, *dk, *dv, *dg, *dbeta, *d_o;
 } prob;
@@ -84,7 +84,7 @@ typedef struct {
 static void run(const lib *l, prob *p, double *tf, double *tb) {
     la_gated_opts o = l->opts();
     o.use_qk_l2norm = 1;
-    o.saved = l->s;
+    o.saved = p->saved ? l->s : NULL;
     la_status st;
     double t0 = tcpu();
     if (p->gated)
@@ -129,7 +129,8 @@ static float *randn(size_t n, unsigned *seed) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: delta_ab OLD.so NEW.so [gated 0|1] [pairs] [T]\n");
+        fprintf(stderr,
+                "usage: delta_ab OLD.so NEW.so [gated 0|1] [pairs] [T] [threads] [saved 1|0]\n");
         return 2;
     }
     prob p = {0};
@@ -138,8 +139,10 @@ int main(int argc, char **argv) {
     if (pairs < 1) pairs = 1;
     if (pairs > 256) pairs = 256;
     const int64_t T = argc > 5 ? atoll(argv[5]) : 8192, H = 8, D = 128, C = 64;
+    const int threads = argc > 6 ? atoi(argv[6]) : 1; /* > 1: hashes only (CPU time is per thread) */
+    p.saved = argc > 7 ? atoi(argv[7]) : 1; /* 0: the backward recomputes the forward sweep */
     lib L[2];
-    if (open_lib(argv[1], &L[0]) || open_lib(argv[2], &L[1])) return 1;
+    if (open_lib(argv[1], &L[0], threads) || open_lib(argv[2], &L[1], threads)) return 1;
     p.d.B = 1, p.d.T = T, p.d.H = H, p.d.K = D, p.d.V = D;
     const size_t n = (size_t)(T * H * D), ng = (size_t)(T * H);
     unsigned seed = 7;
@@ -158,10 +161,10 @@ int main(int argc, char **argv) {
         run(&L[l], &p, &tf, &tb);
         hs[l] = hash_all(&p, n, ng);
     }
-    printf("%s T=%lld H=%lld D=%lld C=%lld saved; hashes old %016llx new %016llx %s\n",
+    printf("%s T=%lld H=%lld D=%lld C=%lld %s; hashes old %016llx new %016llx %s\n",
            p.gated ? "gated_delta_rule" : "delta_rule", (long long)T, (long long)H, (long long)D,
-           (long long)C, (unsigned long long)hs[0], (unsigned long long)hs[1],
-           hs[0] == hs[1] ? "EQUAL" : "DIFFER");
+           (long long)C, p.saved ? "saved" : "recomputed", (unsigned long long)hs[0],
+           (unsigned long long)hs[1], hs[0] == hs[1] ? "EQUAL" : "DIFFER");
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
     double pk[256], of[256], ob[256], nf[256], nb[256], r[256], rf[256], rb[256], po[256], pn[256],

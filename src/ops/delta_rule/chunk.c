@@ -18,10 +18,17 @@
  * cumulative sums (after a reset) would otherwise lose float precision. */
 #include "delta_rule.h"
 
+#include "../../kernels/isa_builds.h"
 #include "../../kernels/vexp.h"
 
 #include <math.h>
 #include <string.h>
+
+#if defined(__GNUC__)
+#define DELTA_INLINE static inline __attribute__((always_inline))
+#else
+#define DELTA_INLINE static inline
+#endif
 
 size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C;
@@ -143,7 +150,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
         for (int64_t i = 0; i < K * V; i++) S[i] *= b[L - 1];
     for (int64_t t = 0; t < L; t++)
         for (int64_t i = 0; i < K; i++) W[t * K + i] = eg[t] * k[t * K + i];
-    kr->gemm_tn(K, V, L, 1.0f, W, K, R, V, 1.0f, S, V);
+    la__gemm_tn_block(kr, K, V, L, 1.0f, W, K, R, V, 1.0f, S, V);
 }
 
 /* The backward's forward sweep over one chunk (no output): the same
@@ -186,7 +193,7 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
         for (int64_t i = 0; i < K * V; i++) S1[i] *= b[L - 1];
     for (int64_t t = 0; t < L; t++)
         for (int64_t i = 0; i < K; i++) EK[t * K + i] = eg[t] * k[t * K + i];
-    kr->gemm_tn(K, V, L, 1.0f, EK, K, R, V, 1.0f, S1, V);
+    la__gemm_tn_block(kr, K, V, L, 1.0f, EK, K, R, V, 1.0f, S1, V);
 }
 
 /* ---- backward ---------------------------------------------------------
@@ -225,9 +232,9 @@ size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
  * contiguous): the [L,L] matrices by gemm_nt_tril, the solves by trsm_llu,
  * the products with S_0 and G by gemm_nt / gemm_tn, the masked products by
  * gemm_nn_lower / gemm_tn. Element-wise gate factors are applied between. */
-void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, float *kept, float *G,
-                              const float *dO, float *dq, float *dk, float *dv, float *dbeta,
-                              float *dg, float *work) {
+DELTA_INLINE void chunk_backward_body(const la__delta_chunk_in *in, const float *S0, float *kept,
+                                      float *G, const float *dO, float *dq, float *dk, float *dv,
+                                      float *dbeta, float *dg, float *work) {
     const int64_t L = in->L, K = in->K, V = in->V, ldv = in->ldv ? in->ldv : V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
     const la__kernels *kr = in->kr;
@@ -325,7 +332,7 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
             Yw[t * K + i] = b[t] * q[t * K + i];
         }
     }
-    kr->gemm_tn(K, V, L, 1.0f, Yw, K, dO, V, 1.0f, G, V); /* dS_0 += (diag(b) Q)^T dO~ */
+    la__gemm_tn_block(kr, K, V, L, 1.0f, Yw, K, dO, V, 1.0f, G, V); /* dS_0 += (diag(b) Q)^T dO~ */
     /* dR += P^T dO~, P = QKd (.) Gm (lower incl. diagonal) */
     for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j <= t; j++) T1[t * L + j] = QKd[t * L + j] * Gm[t * L + j];
@@ -345,7 +352,7 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
 
     /* ---- R = U - W S_0: dW = -dR S_0^T, dS_0 -= W^T dR ---- */
     kr->gemm_nt(L, K, V, -1.0f, dR, V, S0, V, 0.0f, dW, K);
-    kr->gemm_tn(K, V, L, -1.0f, W, K, dR, V, 1.0f, G, V);
+    la__gemm_tn_block(kr, K, V, L, -1.0f, W, K, dR, V, 1.0f, G, V);
 
     /* ---- triangular solves: Y = (I + M)^{-T} dX (in place in dR, dW) ---- */
     la__trsm_llu_transposed(kr, L, V, Mm, T1, dR, Yu);
@@ -402,3 +409,14 @@ void la__delta_chunk_backward(const la__delta_chunk_in *in, const float *S0, flo
         dg[t] = (float)acc;
     }
 }
+
+/* The body built for the baseline ISA, AVX2 and AVX-512 (its element loops
+ * between the products: the dot products, row scalings, the Gm / M set-up
+ * and the dbeta rows ran 4 floats at a time on the baseline build, ~10% of
+ * the backward, cpu-delta12); elementwise the same operations in the same
+ * order, no contraction: the same bits on every path. */
+LA_ISA_BUILDS(, la__delta_chunk_backward, chunk_backward_body,
+              (const la__delta_chunk_in *in, const float *S0, float *kept, float *G,
+               const float *dO, float *dq, float *dk, float *dv, float *dbeta, float *dg,
+               float *work),
+              (in, S0, kept, G, dO, dq, dk, dv, dbeta, dg, work))

@@ -34,6 +34,16 @@ static inline void la__delta_prefetch(const float *p, int64_t n, int rw) {
 #endif
 }
 
+/* The same into L2 only (prefetcht1), for rows needed a chunk later. */
+static inline void la__delta_prefetch_l2(const float *p, int64_t n) {
+#if defined(__GNUC__)
+    for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 2);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 /* x . y in 16 partial sums (lane l takes i = l mod 16), combined in a fixed
  * tree: deterministic, the same bits on every ISA, and 16 independent
  * addition chains instead of one chain of n dependent additions (the

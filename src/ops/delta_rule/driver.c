@@ -311,7 +311,7 @@ typedef struct {
     float *ckpt;       /* [nseg,K,V] */
     float *kept;       /* chunk form: [nseg] x la__delta_chunk_kept_floats(seg,K,V) */
     float *states;     /* [seg+1,K,V] */
-    float *G;          /* [K,V] the carried dS */
+    float *G;          /* [K,V] the carried dS ([G][K,V]: one per head of the group) */
     float *gc, *bc;    /* [seg], [seg]: one chunk of g, beta (v is read in place) */
     float *dOc, *dvc, *dbc, *dgc; /* chunk form: [seg,V] scale*d_o, dv, [seg] dbeta, dg */
     float *w, *u, *r;  /* [V] */
@@ -338,7 +338,7 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
                             fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
                             a->saved ? 0 : (size_t)nseg * KV,
                             chunk && !a->saved ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
-                            chunk ? 0 : (size_t)(seg + 1) * KV, KV,
+                            chunk ? 0 : (size_t)(seg + 1) * KV, G * KV,
                             (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
                             chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
                             chunk ? (size_t)seg : 0, (size_t)V, (size_t)V, (size_t)V, work};
@@ -458,27 +458,66 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
     if (a->g) a->dg[vh] = (float)(ga * da);
 }
 
+/* The unit of the reverse sweep that runs after a chunk's backward: value
+ * head hv's chunk from token t0 (a full chunk unless it is the sequence's
+ * last), its saved slot (kept products, start state) and its head's
+ * normalised q, k rows. */
+typedef struct {
+    int64_t hv, t0;
+    const float *kept, *S0, *qn, *kn;
+} bwd_next;
+
 /* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
  * state, s->G carried from dL/dS_end to dL/dS_start; the chunk's dq, dk
- * rows accumulate into dqc, dkc [L,K]. */
+ * rows accumulate into dqc, dkc [L,K]. nx: the next unit (NULL: none);
+ * fetched: this chunk's rows were fetched by the unit before. */
 static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
                            float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L,
-                           float *dqc, float *dkc) {
+                           float *dqc, float *dkc, const bwd_next *nx, int fetched) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     /* v is read in place (rows HV V floats apart; no copy through a vc,
-     * cpu-delta11): its rows prefetched here, read at the end of the
-     * chunk's backward; d_o's rows LA__DELTA_AHEAD ahead of its scaled copy,
-     * dv's for writing. */
+     * cpu-delta11). The next unit's saved slot, its q, k rows and its rows
+     * of d_o, v, dv (fused: dq, dk) are fetched into L2 here, one row and
+     * 1/L of the slot per token, a whole chunk's backward ahead of their
+     * use (cpu-delta12); without one (the sweep's first unit has none
+     * before it), d_o's rows LA__DELTA_AHEAD ahead of its scaled copy, dv's
+     * for writing, v's for the chunk's end. */
     const size_t v0 = (size_t)((tok0 + t0) * HV + hv);
+    const size_t kslot = la__delta_chunk_kept_floats(segment_len(a), K, V);
+    const size_t KV = (size_t)K * (size_t)V;
+    const size_t slot_lines = kslot * sizeof(float) / 64, ckpt_lines = KV * sizeof(float) / 64;
+    const size_t per_t = (slot_lines + ckpt_lines + (size_t)L - 1) / (size_t)L;
+    const size_t pv0 = nx ? (size_t)((tok0 + nx->t0) * HV + nx->hv) : 0;
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = v0 + (size_t)(t * HV);
         const float *dot = a->d_o + vh * (size_t)V;
-        if (t + LA__DELTA_AHEAD < L) {
-            const size_t ah = (size_t)(LA__DELTA_AHEAD * HV) * (size_t)V;
-            la__delta_prefetch(dot + ah, V, 0);
-            la__delta_prefetch(a->dv + vh * (size_t)V + ah, V, 1);
+        if (nx) {
+            const size_t ph = pv0 + (size_t)(t * HV);
+            const size_t qr = (size_t)((nx->t0 + t) * K), qh = ph / (size_t)(HV / a->H);
+            la__delta_prefetch_l2(a->d_o + ph * (size_t)V, V);
+            la__delta_prefetch_l2(a->v + ph * (size_t)V, V);
+            la__delta_prefetch_l2(a->dv + ph * (size_t)V, V);
+            la__delta_prefetch_l2(nx->qn + qr, K);
+            la__delta_prefetch_l2(nx->kn + qr, K);
+            if (fused_dqk(a)) {
+                la__delta_prefetch_l2(a->dq + qh * (size_t)K, K);
+                la__delta_prefetch_l2(a->dk + qh * (size_t)K, K);
+            }
+            for (size_t i = (size_t)t * per_t; i < (size_t)(t + 1) * per_t; i++) {
+                if (i < slot_lines)
+                    __builtin_prefetch((const char *)nx->kept + 64 * i, 0, 2);
+                else if (i < slot_lines + ckpt_lines)
+                    __builtin_prefetch((const char *)nx->S0 + 64 * (i - slot_lines), 0, 2);
+            }
         }
-        la__delta_prefetch(a->v + vh * (size_t)V, V, 0);
+        if (!fetched) {
+            if (t + LA__DELTA_AHEAD < L) {
+                const size_t ah = (size_t)(LA__DELTA_AHEAD * HV) * (size_t)V;
+                la__delta_prefetch(dot + ah, V, 0);
+                la__delta_prefetch(a->dv + vh * (size_t)V + ah, V, 1);
+            }
+            la__delta_prefetch(a->v + vh * (size_t)V, V, 0);
+        }
         for (int64_t c = 0; c < V; c++) s->dOc[t * V + c] = a->scale * dot[c];
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
@@ -536,19 +575,25 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
     else memset(s->G, 0, KV * sizeof(float));
     for (int64_t c = nseg - 1; c >= 0; c--) {
         const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+        float *kept = NULL, *S0 = s->ckpt + (size_t)c * KV;
+        bwd_next nx = {0};
+        if (a->form == LA_FORM_CHUNK) {
+            kept = s->kept + (size_t)c * kslot;
+            if (c > 0) nx = (bwd_next){hv, t0 - seg, kept - kslot, S0 - KV, s->qn, s->kn};
+        }
         if (fused_dqk(a)) {
             memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
             memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
-            chunk_backward(a, s, s->ckpt + (size_t)c * KV, s->kept + (size_t)c * kslot, tok0, hv,
-                           t0, L, s->dqn, s->dkn);
+            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->dqn, s->dkn, nx.kept ? &nx : NULL,
+                           c < nseg - 1);
             la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm,
                                         s->qn + t0 * K, s->kn + t0 * K, s->rq + t0, s->rk + t0,
                                         s->dqn, s->dkn);
             continue;
         }
         if (a->form == LA_FORM_CHUNK) {
-            chunk_backward(a, s, s->ckpt + (size_t)c * KV, s->kept + (size_t)c * kslot, tok0, hv,
-                           t0, L, s->dqn + t0 * K, s->dkn + t0 * K);
+            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->dqn + t0 * K, s->dkn + t0 * K,
+                           nx.kept ? &nx : NULL, c < nseg - 1);
             continue;
         }
         /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
@@ -568,6 +613,56 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
         }
     }
     if (a->d_initial_state) memcpy(a->d_initial_state + so, s->G, KV * sizeof(float));
+}
+
+/* With la_saved and one value head per q head (fused_dqk), the group's
+ * heads sweep together, chunk by chunk (last to first), head by head
+ * inside a chunk, each carrying its own dS (s->G + h K V): the units that
+ * run one after the other read and write the same tokens' rows, which
+ * share pages (a token's heads are adjacent), so a chunk's page walks serve
+ * the whole group, as in the forward. Each head's arithmetic is that of
+ * head_backward (same bits). */
+static void group_backward_saved(const la__delta_args *a, const bwd_scratch *s, int64_t n,
+                                 int64_t tok0, int64_t len, int64_t h0, int64_t nh) {
+    const int64_t K = a->K, V = a->V, HV = a->HV;
+    const size_t KV = (size_t)K * (size_t)V, hs = (size_t)(len * K);
+    const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
+    saved_view v;
+    saved_layout(a, a->saved, &v);
+    for (int64_t h = 0; h < nh; h++) {
+        const size_t so = (size_t)(n * HV + h0 + h) * KV;
+        if (a->d_final_state) memcpy(s->G + h * KV, a->d_final_state + so, KV * sizeof(float));
+        else memset(s->G + h * KV, 0, KV * sizeof(float));
+    }
+    for (int64_t c = nseg - 1; c >= 0; c--) {
+        const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+        for (int64_t h = 0; h < nh; h++) {
+            const int64_t hv = h0 + h;
+            const size_t slot = (size_t)(hv * v.NC + v.cbase[n] + c);
+            bwd_scratch sh = *s;
+            sh.qn += (size_t)h * hs, sh.kn += (size_t)h * hs, sh.rq += h * len, sh.rk += h * len;
+            sh.G += (size_t)h * KV;
+            /* the next unit: the next head's chunk c, or the first head's c - 1 */
+            const int64_t nh1 = h + 1 < nh ? h + 1 : 0, nc = h + 1 < nh ? c : c - 1;
+            bwd_next nx = {0};
+            if (nc >= 0) {
+                const size_t ns = (size_t)((h0 + nh1) * v.NC + v.cbase[n] + nc);
+                nx = (bwd_next){h0 + nh1, nc * seg, v.kept + ns * v.kslot, v.ckpt + ns * KV,
+                                s->qn + (size_t)nh1 * hs, s->kn + (size_t)nh1 * hs};
+            }
+            memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
+            memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
+            chunk_backward(a, &sh, v.ckpt + slot * KV, v.kept + slot * v.kslot, tok0, hv, t0, L,
+                           s->dqn, s->dkn, nc >= 0 ? &nx : NULL, c < nseg - 1 || h > 0);
+            la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm,
+                                        sh.qn + t0 * K, sh.kn + t0 * K, sh.rq + t0, sh.rk + t0,
+                                        s->dqn, s->dkn);
+        }
+    }
+    if (a->d_initial_state)
+        for (int64_t h = 0; h < nh; h++)
+            memcpy(a->d_initial_state + (size_t)(n * HV + h0 + h) * KV, s->G + h * KV,
+                   KV * sizeof(float));
 }
 
 /* Task (sequence n, query heads [hq0, hq0 + nq)): the group's q/k gather,
@@ -590,6 +685,10 @@ static void backward_task(void *p, int64_t task, int tid) {
     if (!fused) {
         memset(s.dqn, 0, (size_t)nq * hs * sizeof(float));
         memset(s.dkn, 0, (size_t)nq * hs * sizeof(float));
+    }
+    if (fused && a->saved && a->form == LA_FORM_CHUNK) {
+        group_backward_saved(a, &s, n, tok0, len, hq0, nq);
+        return;
     }
     for (int64_t h = 0; h < nq; h++) {
         bwd_scratch sh = s;
