@@ -207,7 +207,9 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
  * b q_scale, then + Ph Rh + Pl Rh + Ph Rl (tiles where P = 0, above the
  * diagonal, skipped), one fp32 accumulator per element, fixed order.
  * Offsets inside S and R are 32-bit (the launcher checks). Row norms by
- * 16-byte shared loads (la_dt_rnorm_v), the gates loaded by 64 threads. */
+ * 16-byte shared loads (la_dt_rnorm_v), the gates loaded by 64 threads.
+ * cuda-outg13: instantiated with and without gates (G = p.g != NULL,
+ * chosen at launch); without, no gate load, sum or factor. */
 #define DO2_PLD 72 /* row stride (bf16) of the P part tiles */
 template <int KP> static size_t do2_smem() {
     return (size_t)2 * 64 * (KP + 8) * 2 + (size_t)2 * 64 * DO2_PLD * 2;
@@ -246,7 +248,7 @@ __device__ __forceinline__ void do2_load(float2 (&y)[4], int s, const float *hc,
     }
 }
 
-template <int KP, int D>
+template <int KP, int D, bool G>
 __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
     extern __shared__ __align__(128) unsigned char do2_sm[];
     constexpr int LD = KP + 8, KS = KP / 16, NS = KS + 4;
@@ -284,25 +286,28 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
             do2_load<KP>(y[d], d, hc, R, rst, (int)K, L, c, V, al2 && c < V, q, fs, fr);
     };
     if (w < nblk) prologue(w);
-    const bool gated = p.g != nullptr;
-    la_dt_gates_load(gsm, p.g, tok0, L, HS, hs);
+    if (G) la_dt_gates_load(gsm, p.g, tok0, L, HS, hs);
     la_cu_cp_wait<0>();
     __syncthreads();
-    if (gated)
+    if (G) {
         la_dt_gates_sum(gam, gsm, L, 96); /* (warp 3; visible after the next barrier) */
-    else if (t < LA_CU_C)
-        gam[t] = 0.0; /* (the sum of zeros: the same bits, no serial loop) */
+        if (t >= L && t < LA_CU_C)
+            gam[t] = 0.0; /* (rows >= L: read below for masked elements, not used) */
+    }
     la_dt_rnorm_v<KP>(rq, Qs, L, p.use_l2);
     la_dt_rnorm_v<KP>(rk, Ks, L, p.use_l2);
     __syncthreads();
-    if (t < LA_CU_C) bq[t] = t < L ? p.scale * (la_cu_expd(gam[t]) * rq[t]) : 0.f;
+    /* without gates the factor e^0 = 1 (exactly) is not formed: the same bits */
+    if (t < LA_CU_C) bq[t] = t < L ? p.scale * (G ? la_cu_expd(gam[t]) * rq[t] : rq[t]) : 0.f;
     /* P = masked, gated, scaled Q K^T into Ph, Pl: the 10 tiles on or below
-     * the diagonal over the 4 warps (cuda-par12; the gate factor is 1 =
-     * e^0 without gates, not computed) */
+     * the diagonal over the 4 warps (cuda-par12). cuda-outg13: every
+     * element's value formed without a branch, the mask applied last (a
+     * select of the same value: the same bits, and the exps of a warp's
+     * 24 elements can overlap); without gates no e^0 = 1 factor. */
     la_dt_tri_parts<KS, false>(Ph, Pl, DO2_PLD, Qs, Ks, LD, false, [&](int m, int n, float a) {
-        return (n <= m && m < L)
-                   ? p.scale * (rq[m] * rk[n] * a) * (gated ? la_cu_expd(gam[m] - gam[n]) : 1.f)
-                   : 0.f;
+        const float x = p.scale * (rq[m] * rk[n] * a);
+        const float y = G ? x * la_dt_expd_nb(gam[m] - gam[n]) : x;
+        return (n <= m && m < L) ? y : 0.f;
     });
     __syncthreads(); /* Ph, Pl, bq visible */
     dot_bf *const o = (dot_bf *)p.o + (tok0 * HS + hs) * V;
@@ -440,9 +445,12 @@ static la_status do2_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_
     /* (32-bit offsets inside S and R, one CTA per (chunk, value head)) */
     if (nb > 0x7fffffff || 256 * c->V > 0x7fffffff || 64 * c->HS * c->V > 0x7fffffff)
         return dot_launch<KP>(c, p, nchunks, stream);
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_out_tc2<KP, D>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_cu_dc_out_tc2<KP, D><<<(unsigned)nb, 128, smem, stream>>>(p);
+    /* cuda-outg13: with and without gates instantiated (no per-element
+     * test of p.g; measured 5% at GDN for P^T dO, cuda-par12) */
+    auto k = p.g ? la_cu_dc_out_tc2<KP, D, true> : la_cu_dc_out_tc2<KP, D, false>;
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    k<<<(unsigned)nb, 128, smem, stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }

@@ -18,7 +18,8 @@
  * la_cu_dcb_pto's by rounding; Qb is bitwise the same. No atomics; fixed
  * orders. cuda-par12: instantiated with and without gates (G = p.g !=
  * NULL); without, the serial gate sum and the e^0 = 1 factors are not
- * formed (same bits) and dO block 1 is fetched with block 0. */
+ * formed (same bits). dO block 1 is fetched with block 0 (cuda-par12
+ * without gates, cuda-outg13 with them too). */
 #include "delta_chunk.cuh"
 #include "delta_tile.cuh"
 #include "tc.cuh"
@@ -56,17 +57,16 @@ __global__ void __launch_bounds__(128, 4)
     la_cu_cp_commit();
     la_dt_fetch<64>(Ob, dOc, vst, L, (int)V, ovec);
     la_cu_cp_commit();
-    /* cuda-par12, without gates (!G): dO block 1 fetched now, not after P
-     * (block vb + 1 >= 2 still goes into block vb - 1's buffer at block
-     * vb); with gates main's order (measured: see bench/GPU.md) */
-    constexpr bool PF = !G;
+    /* dO block 1 fetched now, not after P (cuda-par12 without gates,
+     * cuda-outg13 with them too); block vb + 1 >= 2 still goes into block
+     * vb - 1's buffer at block vb */
     const int nvb = (int)((V + 63) / 64);
-    if (PF && nvb > 1) {
+    if (nvb > 1) {
         la_dt_fetch<64>(Ob + 64 * DPO_LD, dOc + 64, vst, L, (int)(V - 64), ovec);
         la_cu_cp_commit();
     }
     la_dt_gates_load(gsm, p.g, tok0, L, HS, hs);
-    if (PF && nvb > 1)
+    if (nvb > 1)
         la_cu_cp_wait<2>();
     else
         la_cu_cp_wait<1>();
@@ -109,10 +109,9 @@ __global__ void __launch_bounds__(128, 4)
     for (int vb = 0; vb < nvb; vb++) {
         const int64_t v0 = 64 * (int64_t)vb;
         la_dt_bf *const Oc = Ob + (vb & 1) * 64 * DPO_LD;
-        const bool issue = vb + 1 < nvb && (vb > 0 || !PF); /* block vb + 1 not yet fetched */
-        if (!PF || issue)
-            __syncthreads(); /* block vb - 1's tile (the other buffer) is read; qsc visible */
+        const bool issue = vb > 0 && vb + 1 < nvb; /* block vb + 1 not yet fetched */
         if (issue) {
+            __syncthreads(); /* block vb - 1's tile (the other buffer) is read */
             la_dt_fetch<64>(Ob + ((vb + 1) & 1) * 64 * DPO_LD, dOc + v0 + 64, vst, L,
                             (int)(V - v0 - 64), ovec);
             la_cu_cp_commit();

@@ -100,6 +100,15 @@ __device__ __forceinline__ void la_dt_gates_sum(double *G, const float *gs, int 
     }
 }
 
+/* cuda-outg13: la_cu_expd's value (0 below -100, else expf of x as a
+ * float) with the expf formed unconditionally and the cut applied as a
+ * select (the same bits; no branch, so neighbouring elements' exps can
+ * overlap). */
+__device__ __forceinline__ float la_dt_expd_nb(double x) {
+    const float e = expf((float)x);
+    return x < -100.0 ? 0.f : e;
+}
+
 /* Warp w's rows 16 w .. 16 w + 15 of X Yᵀ (X, Y: 64 x 16 KS bf16 tiles, row
  * stride LD) into A[8][4], the m16n8 accumulator fragments of its 8 column
  * blocks (block j: columns 8 j ..); m8 = lane / 8, rr = lane % 8. */
