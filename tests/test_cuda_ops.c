@@ -323,6 +323,20 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
             free(a), free(b), free(cc), free(e);
         }
         printf("  %-40s backward bitwise identical over 4 runs\n", c->name);
+        /* cuda-lsplit13: the forward too (o poisoned before each rerun) */
+        void *h0 = dup_dev_bytes(Do, nv * esize(dt)), *h1 = dup_dev_bytes(DsT, ns * 4);
+        for (int rep = 0; rep < 2; rep++) {
+            cudaMemset(Do, 0xff, nv * esize(dt));
+            cudaMemset(DsT, 0xff, ns * 4);
+            st1 = c->lin ? la_linear_attn_forward(gpu, &lo, &dd, Do, DsT, NULL, Dq, Dk, Dv, Ds0, NULL)
+                         : la_simple_gla_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
+            sync_ok("rerun fwd");
+            void *a = dup_dev_bytes(Do, nv * esize(dt)), *b = dup_dev_bytes(DsT, ns * 4);
+            CHECK(st1 == LA_OK && bits_equal(a, h0, nv * esize(dt)) && bits_equal(b, h1, ns * 4),
+                  "%s: forward rerun %d bitwise identical", c->name, rep);
+            free(a), free(b);
+        }
+        free(h0), free(h1);
         free(ho), free(hk), free(hv), free(hg);
     }
     /* CPU backend on the same inputs (float32 only) */
@@ -1276,6 +1290,24 @@ int main(void) {
         };
         for (size_t i = 0; i < sizeof f9 / sizeof f9[0]; i++)
             if (take()) run_scalar(gpu, cpu, &f9[i], 2900 + i);
+    }
+    if (want('s')) { /* cuda-lsplit13: the forward split over time (by grid size at T4097 H1
+                      * and T1000; everywhere with LINATTN_CUDA_LIN_SPLIT = P, e.g. 3: empty
+                      * trailing segments at T65), varlen with zero-length sequences */
+        const scase l13[] = {
+            {"linear bf16 identity B2 T65 K128 V72", 2, 65, 1, 128, 72, NULL, 0, LA_DTYPE_BF16, 1,
+             LA_FEATURE_IDENTITY, 0, 0, 1},
+            {"linear bf16 identity T1000 K128 V128", 1, 1000, 2, 128, 128, NULL, 0, LA_DTYPE_BF16,
+             1, LA_FEATURE_IDENTITY, 0, 0, 1},
+            {"linear fp16 relu T4097 K64 V72", 1, 4097, 1, 64, 72, NULL, 0, LA_DTYPE_F16, 1,
+             LA_FEATURE_RELU, 0, 0, 0},
+            {"linear bf16 identity T4097 K100 V64", 1, 4097, 1, 100, 64, NULL, 0, LA_DTYPE_BF16, 1,
+             LA_FEATURE_IDENTITY, 0, 0, 1},
+            {"linear fp16 identity zero-length seqs K72 V40", 1, 877, 2, 72, 40, cu6, 7,
+             LA_DTYPE_F16, 1, LA_FEATURE_IDENTITY, 0, 0, 0},
+        };
+        for (size_t i = 0; i < sizeof l13 / sizeof l13[0]; i++)
+            if (take()) run_scalar(gpu, cpu, &l13[i], 3100 + i);
     }
     if (want('s')) { /* cuda-fusedb10: 16-bit cases of the fused backward (K, V <= 128, identity /
                       * relu, no gate gradient): K = 128, zero-length sequences, scalar tile

@@ -418,19 +418,82 @@ static int lf_mode() {
     return mode;
 }
 
-bool la__lf_use(const la__cu_call *c) {
-    const int mode = lf_mode();
-    if (mode == 0) return false;
+static bool lf_supported(const la__cu_call *c) {
     if (c->dtype != LA_DTYPE_BF16 && c->dtype != LA_DTYPE_F16) return false;
     if (c->K < 1 || c->K > 128 || c->V < 1) return false;
-    if (c->feature_map != LA_FEATURE_IDENTITY && c->feature_map != LA_FEATURE_RELU) return false;
-    if (mode == 1) return true;
+    return c->feature_map == LA_FEATURE_IDENTITY || c->feature_map == LA_FEATURE_RELU;
+}
+
+static int64_t lf_sms() {
     int dev = 0, sms = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-        return false;
+        return 0;
+    return sms;
+}
+
+bool la__lf_use(const la__cu_call *c) {
+    const int mode = lf_mode();
+    if (mode == 0 || !lf_supported(c)) return false;
+    if (mode == 1) return true;
+    const int64_t sms = lf_sms();
     const int64_t ctas = c->N * c->H * ((c->V + 63) / 64);
-    return 4 * ctas >= 5 * (int64_t)sms; /* 1.25 waves of one CTA per SM (two fit) */
+    return sms > 0 && 4 * ctas >= 5 * sms; /* 1.25 waves of one CTA per SM (two fit) */
+}
+
+/* cuda-lsplit13: the ungated forward split over time where the walk's grid
+ * is small. With gamma = 1 the state after a segment is its start state plus
+ * the segment's local sum Kf^T V, so
+ *   1. a walk over the segments (as sequences, la_cu_dss_table) from zero
+ *      states leaves each segment's local end state (o into scratch);
+ *   2. la_lf_seg_scan: start(0) = s0 (or 0), start(p + 1) = start(p) +
+ *      local_p in fp32, p ascending; the last one is the final state;
+ *   3. the walk over the segments from their start states writes o.
+ * Segment p holds chunks p cs .. min((p + 1) cs, nch) - 1, cs = ceil(nch /
+ * P) (trailing ones may be empty). P depends on the shape and the SM count
+ * only, the sums run in a fixed order: bitwise identical run to run (not
+ * to the unsplit walk: the states are summed in another order).
+ * LINATTN_CUDA_LIN_SPLIT: 0 never; unset / 1 by grid size (where the fused
+ * walk is not taken: the smallest power of two P <= 16 with P CTAs >= 1.25
+ * SMs, halved while the chunks per sequence are under 8 P); n >= 2 always
+ * with P = n where the fused walk is supported (tests). */
+static int lsp_env() {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_LIN_SPLIT");
+        const int v = e ? atoi(e) : 1;
+        mode = v < 0 ? 0 : v > 64 ? 64 : v;
+    }
+    return mode;
+}
+
+int la__lf_split_p(const la__cu_call *c, int64_t nchunks) {
+    const int mode = lsp_env();
+    if (mode == 0 || c->g || c->g_gamma || lf_mode() == 0 || !lf_supported(c)) return 0;
+    if (mode >= 2) return mode;
+    if (lf_mode() == 1 || c->N <= 0) return 0;
+    const int64_t sms = lf_sms(), ctas = c->N * c->H * ((c->V + 63) / 64);
+    if (sms <= 0 || ctas <= 0 || 4 * ctas >= 5 * sms) return 0;
+    int P = 2;
+    while (P < 16 && 4 * ctas * P < 5 * sms) P <<= 1;
+    while (P >= 2 && nchunks < 8 * (int64_t)P * c->N) P >>= 1;
+    return P >= 2 ? P : 0;
+}
+
+/* One thread per (sequence, state element): the segments' start states and
+ * the final state (fin may be NULL). */
+__global__ void la_lf_seg_scan(const float *loc, float *starts, const float *s0, float *fin,
+                               int64_t N, int64_t HKV, int P) {
+    const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= N * HKV) return;
+    const int64_t n = e / HKV, r = e % HKV;
+    float s = s0 ? s0[e] : 0.f;
+    for (int p = 0; p < P; p++) {
+        const int64_t i = (n * P + p) * HKV + r;
+        starts[i] = s;
+        s += loc[i];
+    }
+    if (fin) fin[e] = s;
 }
 
 /* cuda-fused11: LINATTN_CUDA_LIN_FUSED_WARPS = 4: 4 warps per CTA (each
@@ -463,9 +526,9 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
  * set (cuda-fused12: its own instances, so the other walks' registers and
  * code stay as they were). */
 template <bool REV, bool DOT = false>
-static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a) {
+static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, int64_t nseq = -1) {
     a.nvb = (int)((a.V + 63) / 64);
-    const int64_t ctas = c->N * c->H * a.nvb;
+    const int64_t ctas = (nseq < 0 ? c->N : nseq) * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
     if (c->dtype == LA_DTYPE_BF16)
         return a.K <= 64 ? lf_launch_nj<__nv_bfloat16, 1, REV, DOT>(c->op, stream, ctas, a)
@@ -474,14 +537,36 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a) {
                      : lf_launch_nj<__half, 2, REV, DOT>(c->op, stream, ctas, a);
 }
 
-la_status la__lf_forward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb) {
+la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb) {
     lf_args a = {};
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.q = c->q, a.k = c->k, a.v = c->v, a.o = c->o;
     a.g = c->g, a.g_gamma = c->g_gamma, a.s0 = c->s0, a.fin = c->final_state;
     a.H = c->H, a.K = c->K, a.V = c->V, a.scale = c->scale, a.fm = c->feature_map;
     a.sq = c->scale, a.sv = 1.f, a.s0mul = a.finmul = 1.f,
     a.fab = c->feature_map == LA_FEATURE_RELU;
-    return lf_run<false>(c, stream, a);
+    const int P = la__lf_split_p(c, tb.nchunks);
+    if (!P || c->N <= 0) return lf_run<false>(c, ar->stream, a);
+    /* cuda-lsplit13: the split (above) */
+    const int64_t nseg = c->N * P, HKV = c->H * c->K * c->V;
+    const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
+    const size_t sb = ((size_t)nseg * HKV * 4 + 255) & ~(size_t)255;
+    char *blk;
+    la_status st;
+    if ((st = la__cu_alloc(ar, (void **)&blk, tab + 2 * sb + (size_t)c->B * c->T * c->H * c->V * 2)))
+        return st;
+    la_cu_seq *segs = (la_cu_seq *)blk;
+    float *loc = (float *)(blk + tab), *starts = (float *)(blk + tab + sb);
+    la_cu_dss_table<<<(unsigned)((nseg + 255) / 256), 256, 0, ar->stream>>>(tb.seqs, segs, c->N, P);
+    LA_CU_LAUNCHED(c->op);
+    lf_args b = a;
+    b.seqs = segs, b.s0 = NULL, b.fin = loc, b.o = blk + tab + 2 * sb;
+    if ((st = lf_run<false>(c, ar->stream, b, nseg))) return st;
+    la_lf_seg_scan<<<(unsigned)((c->N * HKV + 255) / 256), 256, 0, ar->stream>>>(
+        loc, starts, c->s0, c->final_state, c->N, HKV, P);
+    LA_CU_LAUNCHED(c->op);
+    b = a;
+    b.seqs = segs, b.s0 = starts, b.fin = NULL;
+    return lf_run<false>(c, ar->stream, b, nseg);
 }
 
 /* ---- cuda-fusedb10: the backward as three walks of the same kernel ------ */

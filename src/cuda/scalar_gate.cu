@@ -413,8 +413,9 @@ template <typename T> static la_status scalar_forward(const la__cu_call *c, la_c
     la_cu_table tb;
     la_status st = la__cu_make_table(ar, c, &tb);
     if (st) return st;
-    if (sizeof(T) == 2 && use_tc(sizeof(T), 1) && la__lf_use(c)) /* cuda-fused9 */
-        return la__lf_forward(c, ar->stream, tb);
+    if (sizeof(T) == 2 && use_tc(sizeof(T), 1) &&
+        (la__lf_use(c) || la__lf_split_p(c, tb.nchunks))) /* cuda-fused9, cuda-lsplit13 */
+        return la__lf_forward(c, ar, tb);
     const size_t KV = (size_t)c->K * (size_t)c->V;
     float *hbuf = NULL;
     const size_t nh = (size_t)tb.nchunks * c->H; /* hbuf + the decays of the two-level pass */
