@@ -16,6 +16,7 @@
  * usage: lin_ab OLD.so NEW.so [pairs] [T] [op: lin | sgla] */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
+#include "ab_api.h"
 
 #include "ab_peak.h"
 
@@ -26,22 +27,6 @@
 #include <string.h>
 #include <time.h>
 
-typedef la_status (*ctx_create_fn)(la_ctx **, int);
-typedef la_linear_attn_opts (*lin_def_fn)(void);
-typedef la_status (*lin_fwd_fn)(la_ctx *, const la_linear_attn_opts *, const la_dims *, float *,
-                                float *, float *, const float *, const float *, const float *,
-                                const float *, const float *);
-typedef la_status (*lin_bwd_fn)(la_ctx *, const la_linear_attn_opts *, const la_dims *, float *,
-                                float *, float *, float *, float *, const float *, const float *,
-                                const float *, const float *, const float *, const float *,
-                                const float *, const float *);
-typedef la_status (*sg_fwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
-                               const float *, const float *, const float *, const float *,
-                               const float *, const float *);
-typedef la_status (*sg_bwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
-                               float *, float *, float *, float *, const float *, const float *,
-                               const float *, const float *, const float *, const float *,
-                               const float *, const float *);
 typedef struct lib {
     la_ctx *ctx;
     lin_def_fn ldef;

@@ -17,6 +17,7 @@
  * usage: lin_pages LIB.so [rounds] */
 #define _GNU_SOURCE
 #include "linattn.h"
+#include "ab_api.h"
 
 #include "ab_peak.h"
 
@@ -27,15 +28,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
-typedef la_status (*ctx_create_fn)(la_ctx **, int);
-typedef la_linear_attn_opts (*lin_def_fn)(void);
-typedef la_status (*lin_fwd_fn)(la_ctx *, const la_linear_attn_opts *, const la_dims *, float *,
-                                float *, float *, const float *, const float *, const float *,
-                                const float *, const float *);
-typedef la_status (*lin_bwd_fn)(la_ctx *, const la_linear_attn_opts *, const la_dims *, float *,
-                                float *, float *, float *, float *, const float *, const float *,
-                                const float *, const float *, const float *, const float *,
-                                const float *, const float *);
 
 enum { MALLOC, ALIGNED_4K, ALIGNED_THP };
 #define NCFG 5

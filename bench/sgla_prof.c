@@ -14,6 +14,7 @@
  * runs taken close together. usage: sgla_prof LIB.so [reps] */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
+#include "ab_api.h"
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,14 +22,6 @@
 #include <string.h>
 #include <time.h>
 #include <x86intrin.h>
-typedef la_status (*ctx_create_fn)(la_ctx **, int);
-typedef la_status (*sg_fwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
-                               const float *, const float *, const float *, const float *,
-                               const float *, const float *);
-typedef la_status (*sg_bwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
-                               float *, float *, float *, float *, const float *, const float *,
-                               const float *, const float *, const float *, const float *,
-                               const float *, const float *);
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 static float *rnd(size_t n, float lo, float hi) {
     float *x = malloc(n * sizeof(float));
