@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The end-of-session check of the CUDA backend on a lent GPU machine, in one
+# device call: the whole test suite, compute-sanitizer memcheck and racecheck
+# of it (quick cases, sharded), the Python tests on the GPU, A/B timings
+# against a base build, and fla beside us (bench/gpu_bench.py).
+#
+#   bash bench/gpu_final.sh NEW BASE [FLA]
+#
+# NEW and BASE: folders holding liblinattn.so and test_cuda_ops (BASE's are
+# only timed against, never tested). FLA: an fla checkout for gpu_bench.py
+# (skipped if absent). Logs go to $OUT/final (or ./final-logs); a summary is
+# printed last. The jobs are spread over the GPUs the machine has, one job
+# per GPU where there are 4: GPU0 tests + memcheck + pytest + A/B, GPU1
+# gpu_bench.py, GPU2-3 racecheck; with fewer GPUs racecheck shares them (the
+# A/B and bench numbers then ran beside it: say so when quoting them).
+set -u
+NEW=$(readlink -f "$1"); BASE=$(readlink -f "$2"); FLA=${3:-}
+[ -n "$FLA" ] && FLA=$(readlink -f "$FLA")
+L=${OUT:-$PWD/final-logs}/final
+mkdir -p "$L"
+PY=${PYTHON:-python3}
+T0=$(date +%s)
+stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*" | tee -a "$L/0_progress.txt"; }
+NG=$(nvidia-smi -L | wc -l)
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$L/0_gpu.txt"
+stamp "GPUs: $NG"
+gpu() { echo $(( $1 % NG )); }   # the GPU a job slot runs on
+CS=/usr/local/cuda/bin/compute-sanitizer
+command -v compute-sanitizer >/dev/null && CS=compute-sanitizer
+
+tests_job() {   # GPU0: full suite in 4 shards, memcheck quick in 4, pytest, A/B
+    export CUDA_VISIBLE_DEVICES=$(gpu 0)
+    for i in 0 1 2 3; do
+        LINATTN_CUDA_TEST_SHARD=$i/4 "$NEW/test_cuda_ops" > "$L/1_tests_$i.log" 2>&1 &
+    done
+    wait
+    for i in 0 1 2 3; do
+        LINATTN_CUDA_TEST_QUICK=1 LINATTN_CUDA_TEST_SHARD=$i/4 timeout 400 \
+            $CS --tool memcheck --leak-check full "$NEW/test_cuda_ops" > "$L/2_memcheck_$i.log" 2>&1 &
+    done
+    wait
+    stamp "tests+memcheck done"
+    LINATTN_LIBRARY=$NEW/liblinattn.so timeout 200 $PY -m pytest -q python/tests \
+        > "$L/3_pytest.log" 2>&1
+    stamp "pytest done"
+    timeout 120 $PY bench/gpu_ab_delta.py --libs "$BASE/liblinattn.so,$NEW/liblinattn.so" \
+        --saved > "$L/4_ab_delta.log" 2>&1
+    stamp "ab_delta done"
+    timeout 150 $PY bench/gpu_ab.py --libs "$BASE/liblinattn.so,$NEW/liblinattn.so" \
+        --shapes "8,2048,16,128;1,16384,16,128;4,4096,64,128" > "$L/4_ab_lin.log" 2>&1
+    stamp "ab_lin done"
+}
+
+bench_job() {   # GPU1: fla and us in one process, bf16 (fp32's dense shapes are slow)
+    export CUDA_VISIBLE_DEVICES=$(gpu 1)
+    if [ -n "$FLA" ] && [ -d "$FLA" ]; then
+        PYTHONPATH=$FLA timeout ${BENCH_TIMEOUT:-330} $PY bench/gpu_bench.py \
+            --lib "$NEW/liblinattn.so" --dtypes bf16 --delta-dtypes bf16 \
+            --sections copy,dense,delta,gdn,step --out "$L/5_bench.jsonl" > "$L/5_bench.log" 2>&1
+    else
+        timeout ${BENCH_TIMEOUT:-330} $PY bench/gpu_bench.py --lib "$NEW/liblinattn.so" --skip-fla \
+            --dtypes bf16 --delta-dtypes bf16 --out "$L/5_bench.jsonl" > "$L/5_bench.log" 2>&1
+    fi
+    stamp "bench done (rc $?)"
+}
+
+race_job() {    # racecheck, quick, unfiltered: sections over shards, two GPU slots
+    local slot=$1; shift
+    export CUDA_VISIBLE_DEVICES=$(gpu "$slot")
+    for spec in "$@"; do        # spec = section:shards
+        local s=${spec%%:*} n=${spec##*:}
+        for ((i = 0; i < n; i++)); do
+            LINATTN_CUDA_TEST_QUICK=1 LINATTN_CUDA_TEST_ONLY=$s LINATTN_CUDA_TEST_SHARD=$i/$n \
+                timeout ${RACE_TIMEOUT:-300} $CS --tool racecheck "$NEW/test_cuda_ops" \
+                > "$L/6_race_${s}_$i.log" 2>&1 &
+        done
+    done
+    wait
+    stamp "racecheck slot $slot done"
+}
+
+tests_job &
+bench_job &
+race_job 2 d:12 &
+race_job 3 v:4 e:2 s:2 n:2 t:2 &
+wait
+
+{
+    echo "== GPU"; cat "$L/0_gpu.txt"
+    echo "== progress"; cat "$L/0_progress.txt"
+    echo "== tests (full, 4 shards)"; grep -h "^cuda_ops:" "$L"/1_tests_*.log
+    grep -h "FAIL" "$L"/1_tests_*.log | head -20
+    echo "== memcheck (quick, 4 shards)"
+    for f in "$L"/2_memcheck_*.log; do
+        echo "$(grep -h '^cuda_ops:' "$f") $(grep -h 'ERROR SUMMARY' "$f")"
+    done
+    echo "== racecheck (quick, unfiltered)"
+    for f in "$L"/6_race_*.log; do
+        echo "$(basename "$f" .log): $(grep -h '^cuda_ops:' "$f") $(grep -h 'RACECHECK SUMMARY' "$f")"
+    done
+    echo "== pytest"; tail -3 "$L/3_pytest.log"
+    echo "== A/B delta"; tail -25 "$L/4_ab_delta.log"
+    echo "== A/B linear"; tail -30 "$L/4_ab_lin.log"
+    echo "== bench"; tail -60 "$L/5_bench.log"
+} | tee "$L/0_summary.txt"
