@@ -141,10 +141,7 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
     const int vc = (int)(V - v0 < VB ? V - v0 : VB); /* columns of this block */
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
-    for (int e = t; e < K4 * VB; e += 256) {
-        const int i = e / VB, j = e % VB;
-        Hm[e] = (p.s0 && i < K && j < vc) ? p.s0[sbase + i * V + v0 + j] : 0.f;
-    }
+    la_cu_dc_state_in(Hm, p.s0 ? p.s0 + sbase + v0 : nullptr, K, K4, V, VB, vc, t);
     auto issue = [&](int c, int b) {
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
         const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
@@ -172,39 +169,10 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
             la_cu_cp_wait<0>();
         }
         __syncthreads(); /* chunk c's tiles and h visible */
-        if (p.hst) {
-            float *hc = p.hst + (chk * HS + hs) * K * V + v0;
-            for (int e = t; e < (int)K * VB; e += 256) {
-                const int i = e / VB, j = e % VB;
-                if (j < vc) hc[(int64_t)i * V + j] = Hm[e];
-            }
-        }
+        if (p.hst) la_cu_dc_state_out(p.hst + (chk * HS + hs) * K * V + v0, Hm, K, V, VB, vc, t);
         /* R = U - W h */
         float racc[RU][TJ];
-#pragma unroll
-        for (int u = 0; u < RU; u++)
-#pragma unroll
-            for (int w = 0; w < TJ; w++) racc[u][w] = 0.f;
-        for (int i = 0; i < K4; i += 4) {
-            float4 wv[RU];
-#pragma unroll
-            for (int u = 0; u < RU; u++) wv[u] = *(const float4 *)&Ws[(ri + RI * u) * KP + i];
-#pragma unroll
-            for (int ii = 0; ii < 4; ii++) {
-                float hv[TJ];
-#pragma unroll
-                for (int w = 0; w < TJ; w++) hv[w] = Hm[(i + ii) * VB + cj + CJ * w];
-#pragma unroll
-                for (int u = 0; u < RU; u++) {
-                    const float x = ii == 0   ? wv[u].x
-                                    : ii == 1 ? wv[u].y
-                                    : ii == 2 ? wv[u].z
-                                              : wv[u].w;
-#pragma unroll
-                    for (int w = 0; w < TJ; w++) racc[u][w] = fmaf(x, hv[w], racc[u][w]);
-                }
-            }
-        }
+        la_cu_dc_rows_state<RU, TJ, RI, CJ>(racc, Ws, KP, Hm, VB, K4, ri, cj);
 #pragma unroll
         for (int u = 0; u < RU; u++)
 #pragma unroll
@@ -235,25 +203,12 @@ __global__ void __launch_bounds__(256) la_cu_dc_state(la_cu_dc_args p) {
                 }
             }
         }
-#pragma unroll
-        for (int a = 0; a < KA; a++) {
-            const int i = ri + RI * a;
-            if (i < K4)
-#pragma unroll
-                for (int w = 0; w < TJ; w++) {
-                    float *h = &Hm[i * VB + cj + CJ * w];
-                    *h = fmaf(bl, *h, hacc[a][w]);
-                }
-        }
+        la_cu_dc_state_decay_add<KA, TJ, RI, CJ>(Hm, hacc, bl, K4, VB, ri, cj);
         __syncthreads(); /* buffer b and h read: free for the next loads */
         if (NB == 1 && c + 1 < s.nch) issue(c + 1, 0);
     }
     __syncthreads();
-    if (p.sT)
-        for (int e = t; e < (int)K * VB; e += 256) {
-            const int i = e / VB, j = e % VB;
-            if (j < vc) p.sT[sbase + (int64_t)i * V + v0 + j] = Hm[e];
-        }
+    if (p.sT) la_cu_dc_state_out(p.sT + sbase + v0, Hm, K, V, VB, vc, t);
 }
 
 /* ---- outputs: O = scale (diag(b) Q h + (Q K^T (.) Gamma (.) causal) R) ---- */

@@ -115,6 +115,73 @@ __device__ __forceinline__ void la_cu_cp_commit() {
 template <int N> __device__ __forceinline__ void la_cu_cp_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+/* ---- the FFMA state pass and reverse pass (delta_chunk.cu, delta_chunk_bwd.cu):
+ * a state tile X in shared ([K4][VB], the value block's VB columns, vc of
+ * them real), 256 threads, thread (ri, cj) = (tid / CJ, tid % CJ) owning
+ * columns cj + CJ w (w < TJ) of rows ri + RI u. */
+/* X = src's [K][vc] block (row stride V), zero elsewhere and where src is NULL. */
+__device__ __forceinline__ void la_cu_dc_state_in(float *X, const float *src, int64_t K, int K4,
+                                                  int64_t V, int VB, int vc, int t) {
+    for (int e = t; e < K4 * VB; e += 256) {
+        const int i = e / VB, j = e % VB;
+        X[e] = (src && i < K && j < vc) ? src[i * V + j] : 0.f;
+    }
+}
+/* dst's [K][vc] block (row stride V) = X's. */
+__device__ __forceinline__ void la_cu_dc_state_out(float *dst, const float *X, int64_t K, int64_t V,
+                                                   int VB, int vc, int t) {
+    for (int e = t; e < (int)K * VB; e += 256) {
+        const int i = e / VB, j = e % VB;
+        if (j < vc) dst[(int64_t)i * V + j] = X[e];
+    }
+}
+/* acc[u][w] = sum over i < K4 of A[r][i] X[i][j], r = ri + RI u, j = cj + CJ w:
+ * rows of a chunk tile A ([64][KP]) times the state tile, one fma chain per
+ * element in i order. */
+template <int RU, int TJ, int RI, int CJ>
+__device__ __forceinline__ void la_cu_dc_rows_state(float (&acc)[RU][TJ], const float *A, int KP,
+                                                    const float *X, int VB, int K4, int ri,
+                                                    int cj) {
+#pragma unroll
+    for (int u = 0; u < RU; u++)
+#pragma unroll
+        for (int w = 0; w < TJ; w++) acc[u][w] = 0.f;
+    for (int i = 0; i < K4; i += 4) {
+        float4 av[RU];
+#pragma unroll
+        for (int u = 0; u < RU; u++) av[u] = *(const float4 *)&A[(ri + RI * u) * KP + i];
+#pragma unroll
+        for (int ii = 0; ii < 4; ii++) {
+            float xv[TJ];
+#pragma unroll
+            for (int w = 0; w < TJ; w++) xv[w] = X[(i + ii) * VB + cj + CJ * w];
+#pragma unroll
+            for (int u = 0; u < RU; u++) {
+                const float a = ii == 0   ? av[u].x
+                                : ii == 1 ? av[u].y
+                                : ii == 2 ? av[u].z
+                                          : av[u].w;
+#pragma unroll
+                for (int w = 0; w < TJ; w++) acc[u][w] = fmaf(a, xv[w], acc[u][w]);
+            }
+        }
+    }
+}
+/* X[i][j] = bl X[i][j] + acc[a][w] for the state rows i = ri + RI a < K4. */
+template <int KA, int TJ, int RI, int CJ>
+__device__ __forceinline__ void la_cu_dc_state_decay_add(float *X, const float (&acc)[KA][TJ],
+                                                         float bl, int K4, int VB, int ri, int cj) {
+#pragma unroll
+    for (int a = 0; a < KA; a++) {
+        const int i = ri + RI * a;
+        if (i < K4)
+#pragma unroll
+            for (int w = 0; w < TJ; w++) {
+                float *x = &X[i * VB + cj + CJ * w];
+                *x = fmaf(bl, *x, acc[a][w]);
+            }
+    }
+}
 /* The tensor-core delta kernels' copies of 16-bit tiles: `bytes` (0..16, or
  * 0..4) are read from src into dst, the rest of the 16 (4) bytes zero-filled
  * (bytes = 0 reads nothing). */

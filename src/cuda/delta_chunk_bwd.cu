@@ -120,10 +120,7 @@ __global__ void __launch_bounds__(256)
     const int vc = (int)(V - v0 < VB ? V - v0 : VB);
     const la_cu_seq s = p.seqs[n];
     const size_t sbase = ((size_t)n * HS + hs) * K * V;
-    for (int e = t; e < K4 * VB; e += 256) {
-        const int i = e / VB, j = e % VB;
-        Dm[e] = (dsT && i < K && j < vc) ? dsT[sbase + i * V + v0 + j] : 0.f;
-    }
+    la_cu_dc_state_in(Dm, dsT ? dsT + sbase + v0 : nullptr, K, K4, V, VB, vc, t);
     auto issue = [&](int c, int b) {
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
         const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
@@ -154,39 +151,10 @@ __global__ void __launch_bounds__(256)
             la_cu_cp_wait<0>();
         }
         __syncthreads();
-        {
-            float *dc = dhst + (chk * HS + hs) * K * V + v0;
-            for (int e = t; e < (int)K * VB; e += 256) {
-                const int i = e / VB, j = e % VB;
-                if (j < vc) dc[(int64_t)i * V + j] = Dm[e];
-            }
-        }
+        la_cu_dc_state_out(dhst + (chk * HS + hs) * K * V + v0, Dm, K, V, VB, vc, t);
         /* dR = dRo + Ks dh' */
         float racc[RU][TJ];
-#pragma unroll
-        for (int u = 0; u < RU; u++)
-#pragma unroll
-            for (int w = 0; w < TJ; w++) racc[u][w] = 0.f;
-        for (int i = 0; i < K4; i += 4) {
-            float4 kv[RU];
-#pragma unroll
-            for (int u = 0; u < RU; u++) kv[u] = *(const float4 *)&Ks[(ri + RI * u) * KP + i];
-#pragma unroll
-            for (int ii = 0; ii < 4; ii++) {
-                float dv[TJ];
-#pragma unroll
-                for (int w = 0; w < TJ; w++) dv[w] = Dm[(i + ii) * VB + cj + CJ * w];
-#pragma unroll
-                for (int u = 0; u < RU; u++) {
-                    const float x = ii == 0   ? kv[u].x
-                                    : ii == 1 ? kv[u].y
-                                    : ii == 2 ? kv[u].z
-                                              : kv[u].w;
-#pragma unroll
-                    for (int w = 0; w < TJ; w++) racc[u][w] = fmaf(x, dv[w], racc[u][w]);
-                }
-            }
-        }
+        la_cu_dc_rows_state<RU, TJ, RI, CJ>(racc, Ks, KP, Dm, VB, K4, ri, cj);
 #pragma unroll
         for (int u = 0; u < RU; u++)
 #pragma unroll
@@ -222,25 +190,12 @@ __global__ void __launch_bounds__(256)
                 }
             }
         }
-#pragma unroll
-        for (int a = 0; a < KA; a++) {
-            const int i = ri + RI * a;
-            if (i < K4)
-#pragma unroll
-                for (int w = 0; w < TJ; w++) {
-                    float *h = &Dm[i * VB + cj + CJ * w];
-                    *h = fmaf(bl, *h, hacc[a][w]);
-                }
-        }
+        la_cu_dc_state_decay_add<KA, TJ, RI, CJ>(Dm, hacc, bl, K4, VB, ri, cj);
         __syncthreads(); /* buffer b and dh read: free for the next loads */
         if (NB == 1 && c > 0) issue(c - 1, 0);
     }
     __syncthreads();
-    if (ds0)
-        for (int e = t; e < (int)K * VB; e += 256) {
-            const int i = e / VB, j = e % VB;
-            if (j < vc) ds0[sbase + (int64_t)i * V + v0 + j] = Dm[e];
-        }
+    if (ds0) la_cu_dc_state_out(ds0 + sbase + v0, Dm, K, V, VB, vc, t);
 }
 
 template <int VB, int KA, int NB>
