@@ -9,10 +9,12 @@
 # NEW and BASE: folders holding liblinattn.so and test_cuda_ops (BASE's are
 # only timed against, never tested). FLA: an fla checkout for gpu_bench.py
 # (skipped if absent). Logs go to $OUT/final (or ./final-logs); a summary is
-# printed last. The jobs are spread over the GPUs the machine has, one job
-# per GPU where there are 4: GPU0 tests + memcheck + pytest + A/B, GPU1
-# gpu_bench.py, GPU2-3 racecheck; with fewer GPUs racecheck shares them (the
-# A/B and bench numbers then ran beside it: say so when quoting them).
+# printed last. PHASES (env): "check" (suite, memcheck, racecheck, pytest),
+# "time" (A/B, bench), or both (default). With 4 GPUs every job has its own
+# GPU (GPU0 suite + memcheck + pytest + A/B, GPU1 bench, GPU2-3 racecheck);
+# with fewer the check jobs run together, then the timings alone, so no
+# timing runs beside the sanitizers (two calls of PHASES=check and =time fit
+# the 600 s limit where one does not).
 set -u
 NEW=$(readlink -f "$1"); BASE=$(readlink -f "$2"); FLA=${3:-}
 [ -n "$FLA" ] && FLA=$(readlink -f "$FLA")
@@ -28,7 +30,7 @@ gpu() { echo $(( $1 % NG )); }   # the GPU a job slot runs on
 CS=/usr/local/cuda/bin/compute-sanitizer
 command -v compute-sanitizer >/dev/null && CS=compute-sanitizer
 
-tests_job() {   # GPU0: full suite in 4 shards, memcheck quick in 4, pytest, A/B
+tests_job() {   # GPU0: full suite in 4 shards, memcheck quick in 4, pytest
     export CUDA_VISIBLE_DEVICES=$(gpu 0)
     for i in 0 1 2 3; do
         LINATTN_CUDA_TEST_SHARD=$i/4 "$NEW/test_cuda_ops" > "$L/1_tests_$i.log" 2>&1 &
@@ -43,6 +45,10 @@ tests_job() {   # GPU0: full suite in 4 shards, memcheck quick in 4, pytest, A/B
     LINATTN_LIBRARY=$NEW/liblinattn.so timeout 200 $PY -m pytest -q python/tests \
         > "$L/3_pytest.log" 2>&1
     stamp "pytest done"
+}
+
+ab_job() {      # A/B against BASE, alternating in one process
+    export CUDA_VISIBLE_DEVICES=$(gpu 0)
     timeout 120 $PY bench/gpu_ab_delta.py --libs "$BASE/liblinattn.so,$NEW/liblinattn.so" \
         --saved > "$L/4_ab_delta.log" 2>&1
     stamp "ab_delta done"
@@ -79,27 +85,43 @@ race_job() {    # racecheck, quick, unfiltered: sections over shards, two GPU sl
     stamp "racecheck slot $slot done"
 }
 
-tests_job &
-bench_job &
-race_job 2 d:12 &
-race_job 3 v:4 e:2 s:2 n:2 t:2 &
-wait
+PHASES=${PHASES:-check,time}
+if [ "$NG" -ge 4 ] && [[ $PHASES == *check* && $PHASES == *time* ]]; then
+    (tests_job; ab_job) &
+    bench_job &
+    race_job 2 d:12 &
+    race_job 3 v:4 e:2 s:2 n:2 t:2 &
+    wait
+else
+    if [[ $PHASES == *check* ]]; then
+        tests_job &
+        race_job 0 d:12 &
+        race_job 1 v:4 e:2 s:2 n:2 t:2 &
+        wait
+    fi
+    if [[ $PHASES == *time* ]]; then
+        ab_job &
+        [ "$NG" -ge 2 ] || wait
+        bench_job &
+        wait
+    fi
+fi
 
 {
     echo "== GPU"; cat "$L/0_gpu.txt"
     echo "== progress"; cat "$L/0_progress.txt"
-    echo "== tests (full, 4 shards)"; grep -h "^cuda_ops:" "$L"/1_tests_*.log
-    grep -h "FAIL" "$L"/1_tests_*.log | head -20
+    echo "== tests (full, 4 shards)"; grep -h "^cuda_ops:" "$L"/1_tests_*.log 2>/dev/null
+    grep -h "FAIL" "$L"/1_tests_*.log 2>/dev/null | head -20
     echo "== memcheck (quick, 4 shards)"
-    for f in "$L"/2_memcheck_*.log; do
+    for f in $(ls "$L"/2_memcheck_*.log 2>/dev/null); do
         echo "$(grep -h '^cuda_ops:' "$f") $(grep -h 'ERROR SUMMARY' "$f")"
     done
     echo "== racecheck (quick, unfiltered)"
-    for f in "$L"/6_race_*.log; do
+    for f in $(ls "$L"/6_race_*.log 2>/dev/null); do
         echo "$(basename "$f" .log): $(grep -h '^cuda_ops:' "$f") $(grep -h 'RACECHECK SUMMARY' "$f")"
     done
-    echo "== pytest"; tail -3 "$L/3_pytest.log"
-    echo "== A/B delta"; tail -25 "$L/4_ab_delta.log"
-    echo "== A/B linear"; tail -30 "$L/4_ab_lin.log"
-    echo "== bench"; tail -60 "$L/5_bench.log"
+    echo "== pytest"; tail -3 "$L/3_pytest.log" 2>/dev/null
+    echo "== A/B delta"; tail -25 "$L/4_ab_delta.log" 2>/dev/null
+    echo "== A/B linear"; tail -30 "$L/4_ab_lin.log" 2>/dev/null
+    echo "== bench"; tail -60 "$L/5_bench.log" 2>/dev/null
 } | tee "$L/0_summary.txt"
