@@ -441,13 +441,18 @@ bool la__lf_use(const la__cu_call *c) {
     return sms > 0 && 4 * ctas >= 5 * sms; /* 1.25 waves of one CTA per SM (two fit) */
 }
 
-/* cuda-lsplit13: the ungated forward split over time where the walk's grid
- * is small. With gamma = 1 the state after a segment is its start state plus
- * the segment's local sum Kf^T V, so
- *   1. a walk over the segments (as sequences, la_cu_dss_table) from zero
- *      states leaves each segment's local end state (o into scratch);
- *   2. la_lf_seg_scan: start(0) = s0 (or 0), start(p + 1) = start(p) +
- *      local_p in fp32, p ascending; the last one is the final state;
+/* cuda-lsplit13: the 16-bit forward split over time where the walk's grid is
+ * small. With Gp the segment's total log-decay (sum over its tokens of
+ * g + gamma, in double; 0 ungated), the state after a segment is
+ * e^{Gp} times its start state plus the segment's local sum (its end state
+ * from a zero start, the in-segment decays applied), so
+ *   1. cuda-lsplit14: the tensor-core state pass (chunk_state_tc.cuh, no
+ *      per-chunk states, no q, no o) over the segments (as sequences,
+ *      la_cu_dss_table) from zero states leaves each segment's local sum;
+ *      gated: la_lf_seg_decay, one warp per (segment, head), e^{Gp};
+ *   2. la_lf_seg_scan: start(0) = s0 (or 0), start(p + 1) = e^{Gp}
+ *      start(p) + local_p in fp32, p ascending (the starts over the local
+ *      sums, in place); the last one is the final state;
  *   3. the walk over the segments from their start states writes o.
  * Segment p holds chunks p cs .. min((p + 1) cs, nch) - 1, cs = ceil(nch /
  * P) (trailing ones may be empty). P depends on the shape and the SM count
@@ -469,7 +474,7 @@ static int lsp_env() {
 
 int la__lf_split_p(const la__cu_call *c, int64_t nchunks) {
     const int mode = lsp_env();
-    if (mode == 0 || c->g || c->g_gamma || lf_mode() == 0 || !lf_supported(c)) return 0;
+    if (mode == 0 || lf_mode() == 0 || !lf_supported(c)) return 0;
     if (mode >= 2) return mode;
     if (lf_mode() == 1 || c->N <= 0) return 0;
     const int64_t sms = lf_sms(), ctas = c->N * c->H * ((c->V + 63) / 64);
@@ -480,18 +485,38 @@ int la__lf_split_p(const la__cu_call *c, int64_t nchunks) {
     return P >= 2 ? P : 0;
 }
 
-/* One thread per (sequence, state element): the segments' start states and
- * the final state (fin may be NULL). */
-__global__ void la_lf_seg_scan(const float *loc, float *starts, const float *s0, float *fin,
-                               int64_t N, int64_t HKV, int P) {
-    const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+/* e^{Gp} of segment (n P + p), head h at dec[(n P + p) H + h]: lane l sums
+ * the gates of tokens l, l + 32, .. in double, then a fixed butterfly. */
+__global__ void la_lf_seg_decay(const la_cu_seq *segs, const float *g, const float *g_gamma,
+                                float *dec, int64_t nseg, int64_t H) {
+    const int64_t wi = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (wi >= nseg * H) return; /* whole warps */
+    const la_cu_seq s = segs[wi / H];
+    const int64_t h = wi % H;
+    const float gam = g_gamma ? g_gamma[h] : 0.f;
+    double x = 0.0;
+    for (int64_t i = lane; i < s.len; i += 32)
+        x += (double)((g ? g[(s.start + i) * H + h] : 0.f) + gam);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+    if (lane == 0) dec[wi] = la_cu_expd(x);
+}
+
+/* One thread per (sequence, state element): st holds the segments' local
+ * sums and takes their start states; dec (NULL: ungated) the segments'
+ * e^{Gp} per head; the final state to fin (may be NULL). */
+__global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, float *fin,
+                               int64_t N, int64_t H, int64_t KV, int P) {
+    const int64_t HKV = H * KV, e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= N * HKV) return;
-    const int64_t n = e / HKV, r = e % HKV;
+    const int64_t n = e / HKV, r = e % HKV, h = r / KV;
     float s = s0 ? s0[e] : 0.f;
     for (int p = 0; p < P; p++) {
         const int64_t i = (n * P + p) * HKV + r;
-        starts[i] = s;
-        s += loc[i];
+        const float loc = st[i];
+        st[i] = s;
+        s = dec ? dec[(n * P + p) * H + h] * s + loc : s + loc;
     }
     if (fin) fin[e] = s;
 }
@@ -547,24 +572,32 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     const int P = la__lf_split_p(c, tb.nchunks);
     if (!P || c->N <= 0) return lf_run<false>(c, ar->stream, a);
     /* cuda-lsplit13: the split (above) */
+    const bool gated = c->g || c->g_gamma;
     const int64_t nseg = c->N * P, HKV = c->H * c->K * c->V;
     const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
     const size_t sb = ((size_t)nseg * HKV * 4 + 255) & ~(size_t)255;
     char *blk;
     la_status st;
-    if ((st = la__cu_alloc(ar, (void **)&blk, tab + 2 * sb + (size_t)c->B * c->T * c->H * c->V * 2)))
+    if ((st = la__cu_alloc(ar, (void **)&blk, tab + sb + (gated ? (size_t)nseg * c->H * 4 : 0))))
         return st;
     la_cu_seq *segs = (la_cu_seq *)blk;
-    float *loc = (float *)(blk + tab), *starts = (float *)(blk + tab + sb);
+    float *starts = (float *)(blk + tab), *dec = gated ? (float *)(blk + tab + sb) : NULL;
     la_cu_dss_table<<<(unsigned)((nseg + 255) / 256), 256, 0, ar->stream>>>(tb.seqs, segs, c->N, P);
     LA_CU_LAUNCHED(c->op);
-    lf_args b = a;
-    b.seqs = segs, b.s0 = NULL, b.fin = loc, b.o = blk + tab + 2 * sb;
-    if ((st = lf_run<false>(c, ar->stream, b, nseg))) return st;
+    la_cu_sp_args sp = {};
+    sp.seqs = segs, sp.chunks = tb.chunks, sp.a_src = c->k, sp.b_src = c->v, sp.g = c->g;
+    sp.g_gamma = c->g_gamma, sp.fin = starts, sp.H = c->H, sp.K = c->K, sp.V = c->V;
+    sp.scale = c->scale, sp.fm = c->feature_map; /* no init, hbuf: zero starts, one kernel */
+    if ((st = la__tc_state_pass(c->op, ar->stream, c->dtype, 0, nseg, sp))) return st;
+    if (gated) {
+        la_lf_seg_decay<<<(unsigned)((nseg * c->H + 7) / 8), 256, 0, ar->stream>>>(
+            segs, c->g, c->g_gamma, dec, nseg, c->H);
+        LA_CU_LAUNCHED(c->op);
+    }
     la_lf_seg_scan<<<(unsigned)((c->N * HKV + 255) / 256), 256, 0, ar->stream>>>(
-        loc, starts, c->s0, c->final_state, c->N, HKV, P);
+        starts, dec, c->s0, c->final_state, c->N, c->H, c->K * c->V, P);
     LA_CU_LAUNCHED(c->op);
-    b = a;
+    lf_args b = a;
     b.seqs = segs, b.s0 = starts, b.fin = NULL;
     return lf_run<false>(c, ar->stream, b, nseg);
 }
