@@ -505,20 +505,151 @@ __global__ void la_lf_seg_decay(const la_cu_seq *segs, const float *g, const flo
 
 /* One thread per (sequence, state element): st holds the segments' local
  * sums and takes their start states; dec (NULL: ungated) the segments'
- * e^{Gp} per head; the final state to fin (may be NULL). */
+ * e^{Gp} per head; the final state to fin (may be NULL). The loads of 8
+ * segments go out before their stores (in place: the compiler could not
+ * move a load past a store). */
 __global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, float *fin,
                                int64_t N, int64_t H, int64_t KV, int P) {
     const int64_t HKV = H * KV, e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= N * HKV) return;
     const int64_t n = e / HKV, r = e % HKV, h = r / KV;
     float s = s0 ? s0[e] : 0.f;
-    for (int p = 0; p < P; p++) {
-        const int64_t i = (n * P + p) * HKV + r;
-        const float loc = st[i];
-        st[i] = s;
-        s = dec ? dec[(n * P + p) * H + h] * s + loc : s + loc;
+    for (int p0 = 0; p0 < P; p0 += 8) {
+        float loc[8], d[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (p0 + j < P) {
+                loc[j] = st[(n * P + p0 + j) * HKV + r];
+                d[j] = dec ? dec[(n * P + p0 + j) * H + h] : 1.f;
+            }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (p0 + j < P) {
+                st[(n * P + p0 + j) * HKV + r] = s;
+                s = dec ? d[j] * s + loc[j] : s + loc[j];
+            }
     }
     if (fin) fin[e] = s;
+}
+
+/* cuda-lsplit14: the split's local pass. One CTA (8 warps, the walk's NJ = 2
+ * layout) per (segment, head, 64 value columns) sums S = Kf^T Vt over the
+ * segment's chunks from zero, all K (<= 128) rows at once: per chunk
+ * S <- e^{G_L} S + Kf^T Vt with Vt_j = e^{G_L - G_j} v_j as 16-bit parts
+ * (ungated: v as copied, one product), the same products in the same order
+ * as the walk's state update. k, v tiles double-buffered by cp.async (the
+ * next chunk's copy runs during this chunk's products), Vt's parts made
+ * once per chunk for both key blocks; no q, no o. Writes S to p.fin. */
+template <typename T, int NK>
+__global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
+    constexpr int NJ = 2, NT = LF_NT(NJ);
+    extern __shared__ __align__(128) unsigned char la_lfl_smem[];
+    T *const base = (T *)la_lfl_smem; /* 2 x (NK K tiles, V tile), then Vt's parts */
+    __shared__ double Gw[NT / 32][64];
+    const int64_t H = p.H, K = p.K, V = p.V;
+    const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
+    const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), t = threadIdx.x, lane = t & 31;
+    const int64_t v0 = (int64_t)vb * 64;
+    const int bcols = (int)(V - v0 < 64 ? V - v0 : 64);
+    const la_cu_seq s = p.seqs[n];
+    const float gam = p.g_gamma ? p.g_gamma[h] : 0.f;
+    const bool gated = p.g || p.g_gamma, three = la_tc_three<T>::value;
+    const T *k = (const T *)p.k, *v = (const T *)p.v;
+    const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)k | (uintptr_t)v) & 15) == 0;
+    auto Kt = [&](int buf, int kb) { return base + (buf * (NK + 1) + kb) * LA_TC_TILE; };
+    auto Vs = [&](int buf) { return base + (buf * (NK + 1) + NK) * LA_TC_TILE; };
+    T *const Th = base + 2 * (NK + 1) * LA_TC_TILE, *const Tl = Th + LA_TC_TILE;
+    T *const Tl2 = three ? Th + 2 * LA_TC_TILE : (T *)NULL;
+    auto fetch = [&](int ci, int buf) {
+        const la_cu_chunk ch = p.chunks[s.chunk0 + ci];
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) {
+            const int cols = (int)(K - 64 * kb < 64 ? K - 64 * kb : 64);
+            la_tc_tile_fetch<T, NT>(Kt(buf, kb), k + (ch.tok0 * H + h) * K + 64 * kb, H * K,
+                                    ch.len, cols, vec);
+        }
+        la_tc_tile_fetch<T, NT>(Vs(buf), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols,
+                                vec);
+        la_tc_cp_commit();
+    };
+    la_tc_acc S[NK][NJ];
+#pragma unroll
+    for (int kb = 0; kb < NK; kb++) lf_each<NJ>(S[kb], [](int, int, int, float &x) { x = 0.f; });
+    if (s.nch > 0) fetch(0, 0);
+    double *G = Gw[t >> 5];
+    for (int c = 0; c < s.nch; c++) {
+        const int buf = c & 1;
+        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const int L = ch.len;
+        if (gated) { /* the walk's gates (la_tc_warp_gates), the warp's own copy */
+            __syncwarp();
+            const float x0 =
+                2 * lane < L ? (p.g ? p.g[(ch.tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
+            const float x1 =
+                2 * lane + 1 < L ? (p.g ? p.g[(ch.tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
+            la_tc_warp_gates(G, (double)x0, (double)x1);
+            __syncwarp();
+        }
+        la_tc_cp_wait_all();
+        if (p.fab)
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) lf_relu<T, NJ>(Kt(buf, kb));
+        __syncthreads(); /* chunk c's tiles in; chunk c-1's readers (buf ^ 1, parts) done */
+        if (c + 1 < s.nch) fetch(c + 1, buf ^ 1);
+        if (gated) {
+            const double GL = L > 0 ? G[L - 1] : 0.0;
+#pragma unroll
+            for (int u = 0; u < 512 / NT; u++) {
+                const int e = t + NT * u, r = e >> 3, off = r * LA_TC_LD + (e & 7) * 8;
+                const float f = r < L ? la_cu_expd(GL - G[r]) : 0.f;
+                uint32_t x[4], y[4], z[4];
+                *(uint4 *)x = *(const uint4 *)(Vs(buf) + off);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float2 in = la_tc_upk(T(), x[i]);
+                    la_tc_split2<T>(in.x * f, in.y * f, x[i], y[i], z[i]);
+                }
+                *(uint4 *)(Th + off) = *(const uint4 *)x;
+                *(uint4 *)(Tl + off) = *(const uint4 *)y;
+                if (Tl2) *(uint4 *)(Tl2 + off) = *(const uint4 *)z;
+            }
+            __syncthreads(); /* Vt's parts in */
+            const float eL = la_cu_expd(GL);
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) {
+                lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
+                lf_mmax<T, true, false, NJ>(S[kb], Kt(buf, kb), NULL, NULL, Th, Tl, Tl2);
+            }
+        } else {
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) lf_mma<T, true, false, NJ>(S[kb], Kt(buf, kb), Vs(buf));
+        }
+    }
+    const size_t sbase = ((size_t)n * H + h) * K * V;
+#pragma unroll
+    for (int kb = 0; kb < NK; kb++) lf_acc_out<NJ>(p.fin + sbase, S[kb], false, 64 * kb, v0, K, V);
+}
+
+/* LINATTN_CUDA_LIN_SPLIT_LOCAL = 0: the split's local pass by the tensor-core
+ * state pass (chunk_state_tc.cuh) instead of la_lf_local (A/B). */
+static bool lsp_local() {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_LIN_SPLIT_LOCAL");
+        mode = !(e && e[0] == '0');
+    }
+    return mode;
+}
+
+template <typename T, int NK>
+static la_status lf_local_launch(const char *op, cudaStream_t stream, int64_t ctas,
+                                 const lf_args &a) {
+    const size_t smem = (size_t)(2 * (NK + 1) + 3) * LA_TC_TILE_BYTES;
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_local<T, NK>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    la_lf_local<T, NK><<<(unsigned)ctas, LF_NT(2), smem, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
 }
 
 /* cuda-fused11: LINATTN_CUDA_LIN_FUSED_WARPS = 4: 4 warps per CTA (each
@@ -584,11 +715,23 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     float *starts = (float *)(blk + tab), *dec = gated ? (float *)(blk + tab + sb) : NULL;
     la_cu_dss_table<<<(unsigned)((nseg + 255) / 256), 256, 0, ar->stream>>>(tb.seqs, segs, c->N, P);
     LA_CU_LAUNCHED(c->op);
-    la_cu_sp_args sp = {};
-    sp.seqs = segs, sp.chunks = tb.chunks, sp.a_src = c->k, sp.b_src = c->v, sp.g = c->g;
-    sp.g_gamma = c->g_gamma, sp.fin = starts, sp.H = c->H, sp.K = c->K, sp.V = c->V;
-    sp.scale = c->scale, sp.fm = c->feature_map; /* no init, hbuf: zero starts, one kernel */
-    if ((st = la__tc_state_pass(c->op, ar->stream, c->dtype, 0, nseg, sp))) return st;
+    if (lsp_local()) {
+        lf_args l = a;
+        l.seqs = segs, l.fin = starts, l.nvb = (int)((c->V + 63) / 64);
+        const int64_t ctas = nseg * c->H * l.nvb;
+        st = c->dtype == LA_DTYPE_BF16
+                 ? (c->K <= 64 ? lf_local_launch<__nv_bfloat16, 1>(c->op, ar->stream, ctas, l)
+                               : lf_local_launch<__nv_bfloat16, 2>(c->op, ar->stream, ctas, l))
+                 : (c->K <= 64 ? lf_local_launch<__half, 1>(c->op, ar->stream, ctas, l)
+                               : lf_local_launch<__half, 2>(c->op, ar->stream, ctas, l));
+    } else {
+        la_cu_sp_args sp = {};
+        sp.seqs = segs, sp.chunks = tb.chunks, sp.a_src = c->k, sp.b_src = c->v, sp.g = c->g;
+        sp.g_gamma = c->g_gamma, sp.fin = starts, sp.H = c->H, sp.K = c->K, sp.V = c->V;
+        sp.scale = c->scale, sp.fm = c->feature_map; /* no init, hbuf: zero starts */
+        st = la__tc_state_pass(c->op, ar->stream, c->dtype, 0, nseg, sp);
+    }
+    if (st) return st;
     if (gated) {
         la_lf_seg_decay<<<(unsigned)((nseg * c->H + 7) / 8), 256, 0, ar->stream>>>(
             segs, c->g, c->g_gamma, dec, nseg, c->H);
