@@ -446,10 +446,10 @@ bool la__lf_use(const la__cu_call *c) {
  * g + gamma, in double; 0 ungated), the state after a segment is
  * e^{Gp} times its start state plus the segment's local sum (its end state
  * from a zero start, the in-segment decays applied), so
- *   1. cuda-lsplit14: the tensor-core state pass (chunk_state_tc.cuh, no
- *      per-chunk states, no q, no o) over the segments (as sequences,
- *      la_cu_dss_table) from zero states leaves each segment's local sum;
- *      gated: la_lf_seg_decay, one warp per (segment, head), e^{Gp};
+ *   1. cuda-lsplit14: la_lf_local (below: the walk's state update alone,
+ *      no q, no o) over the segments (as sequences, la_cu_dss_table) from
+ *      zero states leaves each segment's local sum; gated: la_lf_seg_decay,
+ *      one warp per (segment, head), e^{Gp};
  *   2. la_lf_seg_scan: start(0) = s0 (or 0), start(p + 1) = e^{Gp}
  *      start(p) + local_p in fp32, p ascending (the starts over the local
  *      sums, in place); the last one is the final state;
@@ -508,8 +508,8 @@ __global__ void la_lf_seg_decay(const la_cu_seq *segs, const float *g, const flo
  * e^{Gp} per head; the final state to fin (may be NULL). The loads of 8
  * segments go out before their stores (in place: the compiler could not
  * move a load past a store). */
-__global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, float *fin,
-                               int64_t N, int64_t H, int64_t KV, int P) {
+__global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, float *fin, int64_t N,
+                               int64_t H, int64_t KV, int P) {
     const int64_t HKV = H * KV, e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= N * HKV) return;
     const int64_t n = e / HKV, r = e % HKV, h = r / KV;
@@ -565,11 +565,10 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
             const int cols = (int)(K - 64 * kb < 64 ? K - 64 * kb : 64);
-            la_tc_tile_fetch<T, NT>(Kt(buf, kb), k + (ch.tok0 * H + h) * K + 64 * kb, H * K,
-                                    ch.len, cols, vec);
+            la_tc_tile_fetch<T, NT>(Kt(buf, kb), k + (ch.tok0 * H + h) * K + 64 * kb, H * K, ch.len,
+                                    cols, vec);
         }
-        la_tc_tile_fetch<T, NT>(Vs(buf), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols,
-                                vec);
+        la_tc_tile_fetch<T, NT>(Vs(buf), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
         la_tc_cp_commit();
     };
     la_tc_acc S[NK][NJ];
@@ -628,17 +627,6 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     const size_t sbase = ((size_t)n * H + h) * K * V;
 #pragma unroll
     for (int kb = 0; kb < NK; kb++) lf_acc_out<NJ>(p.fin + sbase, S[kb], false, 64 * kb, v0, K, V);
-}
-
-/* LINATTN_CUDA_LIN_SPLIT_LOCAL = 0: the split's local pass by the tensor-core
- * state pass (chunk_state_tc.cuh) instead of la_lf_local (A/B). */
-static bool lsp_local() {
-    static int mode = -1;
-    if (mode < 0) {
-        const char *e = getenv("LINATTN_CUDA_LIN_SPLIT_LOCAL");
-        mode = !(e && e[0] == '0');
-    }
-    return mode;
 }
 
 template <typename T, int NK>
@@ -715,22 +703,14 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     float *starts = (float *)(blk + tab), *dec = gated ? (float *)(blk + tab + sb) : NULL;
     la_cu_dss_table<<<(unsigned)((nseg + 255) / 256), 256, 0, ar->stream>>>(tb.seqs, segs, c->N, P);
     LA_CU_LAUNCHED(c->op);
-    if (lsp_local()) {
-        lf_args l = a;
-        l.seqs = segs, l.fin = starts, l.nvb = (int)((c->V + 63) / 64);
-        const int64_t ctas = nseg * c->H * l.nvb;
-        st = c->dtype == LA_DTYPE_BF16
-                 ? (c->K <= 64 ? lf_local_launch<__nv_bfloat16, 1>(c->op, ar->stream, ctas, l)
-                               : lf_local_launch<__nv_bfloat16, 2>(c->op, ar->stream, ctas, l))
-                 : (c->K <= 64 ? lf_local_launch<__half, 1>(c->op, ar->stream, ctas, l)
-                               : lf_local_launch<__half, 2>(c->op, ar->stream, ctas, l));
-    } else {
-        la_cu_sp_args sp = {};
-        sp.seqs = segs, sp.chunks = tb.chunks, sp.a_src = c->k, sp.b_src = c->v, sp.g = c->g;
-        sp.g_gamma = c->g_gamma, sp.fin = starts, sp.H = c->H, sp.K = c->K, sp.V = c->V;
-        sp.scale = c->scale, sp.fm = c->feature_map; /* no init, hbuf: zero starts */
-        st = la__tc_state_pass(c->op, ar->stream, c->dtype, 0, nseg, sp);
-    }
+    lf_args l = a;
+    l.seqs = segs, l.fin = starts, l.nvb = (int)((c->V + 63) / 64);
+    const int64_t ctas = nseg * c->H * l.nvb;
+    st = c->dtype == LA_DTYPE_BF16
+             ? (c->K <= 64 ? lf_local_launch<__nv_bfloat16, 1>(c->op, ar->stream, ctas, l)
+                           : lf_local_launch<__nv_bfloat16, 2>(c->op, ar->stream, ctas, l))
+             : (c->K <= 64 ? lf_local_launch<__half, 1>(c->op, ar->stream, ctas, l)
+                           : lf_local_launch<__half, 2>(c->op, ar->stream, ctas, l));
     if (st) return st;
     if (gated) {
         la_lf_seg_decay<<<(unsigned)((nseg * c->H + 7) / 8), 256, 0, ar->stream>>>(
