@@ -1309,6 +1309,23 @@ int main(void) {
         for (size_t i = 0; i < sizeof l13 / sizeof l13[0]; i++)
             if (take()) run_scalar(gpu, cpu, &l13[i], 3100 + i);
     }
+    if (want('s')) { /* cuda-lsplit14: the gated forward split over time (by grid size: P = 2,
+                      * 8, 4, 2 below; every gated 16-bit case with LINATTN_CUDA_LIN_SPLIT = P):
+                      * extreme gates, odd T, K % 8 != 0 (scalar tile loads), varlen with
+                      * zero-length sequences (empty segments) */
+        static const int64_t cu7[] = {0, 0, 2500, 2500, 4097};
+        const scase l14[] = {
+            {"sgla bf16 g+gamma extreme T1000 K128 V128", 1, 1000, 2, 128, 128, NULL, 0,
+             LA_DTYPE_BF16, 0, 0, 3, 1, 1},
+            {"sgla fp16 g T4097 K64 V72", 1, 4097, 1, 64, 72, NULL, 0, LA_DTYPE_F16, 0, 0, 1, 0, 0},
+            {"sgla bf16 gamma B2 T2049 K100 V64", 2, 2049, 1, 100, 64, NULL, 0, LA_DTYPE_BF16, 0, 0,
+             2, 0, 1},
+            {"sgla bf16 g extreme zero-length seqs K72 V40", 1, 4097, 1, 72, 40, cu7, 4,
+             LA_DTYPE_BF16, 0, 0, 1, 1, 0},
+        };
+        for (size_t i = 0; i < sizeof l14 / sizeof l14[0]; i++)
+            if (take()) run_scalar(gpu, cpu, &l14[i], 3200 + i);
+    }
     if (want('s')) { /* cuda-fusedb10: 16-bit cases of the fused backward (K, V <= 128, identity /
                       * relu, no gate gradient): K = 128, zero-length sequences, scalar tile
                       * loads, RetNet decay without dg_gamma (the gated reverse walk) */

@@ -441,13 +441,18 @@ bool la__lf_use(const la__cu_call *c) {
     return sms > 0 && 4 * ctas >= 5 * sms; /* 1.25 waves of one CTA per SM (two fit) */
 }
 
-/* cuda-lsplit13: the ungated forward split over time where the walk's grid
- * is small. With gamma = 1 the state after a segment is its start state plus
- * the segment's local sum Kf^T V, so
- *   1. a walk over the segments (as sequences, la_cu_dss_table) from zero
- *      states leaves each segment's local end state (o into scratch);
- *   2. la_lf_seg_scan: start(0) = s0 (or 0), start(p + 1) = start(p) +
- *      local_p in fp32, p ascending; the last one is the final state;
+/* cuda-lsplit13: the 16-bit forward split over time where the walk's grid is
+ * small. With Gp the segment's total log-decay (sum over its tokens of
+ * g + gamma, in double; 0 ungated), the state after a segment is
+ * e^{Gp} times its start state plus the segment's local sum (its end state
+ * from a zero start, the in-segment decays applied), so
+ *   1. cuda-lsplit14: la_lf_local (below: the walk's state update alone,
+ *      no q, no o) over the segments (as sequences, la_cu_dss_table) from
+ *      zero states leaves each segment's local sum; gated: la_lf_seg_decay,
+ *      one warp per (segment, head), e^{Gp};
+ *   2. la_lf_seg_scan: start(0) = s0 (or 0), start(p + 1) = e^{Gp}
+ *      start(p) + local_p in fp32, p ascending (the starts over the local
+ *      sums, in place); the last one is the final state;
  *   3. the walk over the segments from their start states writes o.
  * Segment p holds chunks p cs .. min((p + 1) cs, nch) - 1, cs = ceil(nch /
  * P) (trailing ones may be empty). P depends on the shape and the SM count
@@ -469,7 +474,7 @@ static int lsp_env() {
 
 int la__lf_split_p(const la__cu_call *c, int64_t nchunks) {
     const int mode = lsp_env();
-    if (mode == 0 || c->g || c->g_gamma || lf_mode() == 0 || !lf_supported(c)) return 0;
+    if (mode == 0 || lf_mode() == 0 || !lf_supported(c)) return 0;
     if (mode >= 2) return mode;
     if (lf_mode() == 1 || c->N <= 0) return 0;
     const int64_t sms = lf_sms(), ctas = c->N * c->H * ((c->V + 63) / 64);
@@ -480,20 +485,159 @@ int la__lf_split_p(const la__cu_call *c, int64_t nchunks) {
     return P >= 2 ? P : 0;
 }
 
-/* One thread per (sequence, state element): the segments' start states and
- * the final state (fin may be NULL). */
-__global__ void la_lf_seg_scan(const float *loc, float *starts, const float *s0, float *fin,
-                               int64_t N, int64_t HKV, int P) {
-    const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+/* e^{Gp} of segment (n P + p), head h at dec[(n P + p) H + h]: lane l sums
+ * the gates of tokens l, l + 32, .. in double, then a fixed butterfly. */
+__global__ void la_lf_seg_decay(const la_cu_seq *segs, const float *g, const float *g_gamma,
+                                float *dec, int64_t nseg, int64_t H) {
+    const int64_t wi = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (wi >= nseg * H) return; /* whole warps */
+    const la_cu_seq s = segs[wi / H];
+    const int64_t h = wi % H;
+    const float gam = g_gamma ? g_gamma[h] : 0.f;
+    double x = 0.0;
+    for (int64_t i = lane; i < s.len; i += 32)
+        x += (double)((g ? g[(s.start + i) * H + h] : 0.f) + gam);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+    if (lane == 0) dec[wi] = la_cu_expd(x);
+}
+
+/* One thread per (sequence, state element): st holds the segments' local
+ * sums and takes their start states; dec (NULL: ungated) the segments'
+ * e^{Gp} per head; the final state to fin (may be NULL). The loads of 8
+ * segments go out before their stores (in place: the compiler could not
+ * move a load past a store). */
+__global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, float *fin, int64_t N,
+                               int64_t H, int64_t KV, int P) {
+    const int64_t HKV = H * KV, e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= N * HKV) return;
-    const int64_t n = e / HKV, r = e % HKV;
+    const int64_t n = e / HKV, r = e % HKV, h = r / KV;
     float s = s0 ? s0[e] : 0.f;
-    for (int p = 0; p < P; p++) {
-        const int64_t i = (n * P + p) * HKV + r;
-        starts[i] = s;
-        s += loc[i];
+    for (int p0 = 0; p0 < P; p0 += 8) {
+        float loc[8], d[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (p0 + j < P) {
+                loc[j] = st[(n * P + p0 + j) * HKV + r];
+                d[j] = dec ? dec[(n * P + p0 + j) * H + h] : 1.f;
+            }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (p0 + j < P) {
+                st[(n * P + p0 + j) * HKV + r] = s;
+                s = dec ? d[j] * s + loc[j] : s + loc[j];
+            }
     }
     if (fin) fin[e] = s;
+}
+
+/* cuda-lsplit14: the split's local pass. One CTA (8 warps, the walk's NJ = 2
+ * layout) per (segment, head, 64 value columns) sums S = Kf^T Vt over the
+ * segment's chunks from zero, all K (<= 128) rows at once: per chunk
+ * S <- e^{G_L} S + Kf^T Vt with Vt_j = e^{G_L - G_j} v_j as 16-bit parts
+ * (ungated: v as copied, one product), the same products in the same order
+ * as the walk's state update. k, v tiles double-buffered by cp.async (the
+ * next chunk's copy runs during this chunk's products), Vt's parts made
+ * once per chunk for both key blocks; no q, no o. Writes S to p.fin. */
+template <typename T, int NK>
+__global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
+    constexpr int NJ = 2, NT = LF_NT(NJ);
+    extern __shared__ __align__(128) unsigned char la_lfl_smem[];
+    T *const base = (T *)la_lfl_smem; /* 2 x (NK K tiles, V tile), then Vt's parts */
+    __shared__ double Gw[NT / 32][64];
+    const int64_t H = p.H, K = p.K, V = p.V;
+    const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
+    const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), t = threadIdx.x, lane = t & 31;
+    const int64_t v0 = (int64_t)vb * 64;
+    const int bcols = (int)(V - v0 < 64 ? V - v0 : 64);
+    const la_cu_seq s = p.seqs[n];
+    const float gam = p.g_gamma ? p.g_gamma[h] : 0.f;
+    const bool gated = p.g || p.g_gamma, three = la_tc_three<T>::value;
+    const T *k = (const T *)p.k, *v = (const T *)p.v;
+    const bool vec = ((K | V) & 7) == 0 && (((uintptr_t)k | (uintptr_t)v) & 15) == 0;
+    auto Kt = [&](int buf, int kb) { return base + (buf * (NK + 1) + kb) * LA_TC_TILE; };
+    auto Vs = [&](int buf) { return base + (buf * (NK + 1) + NK) * LA_TC_TILE; };
+    T *const Th = base + 2 * (NK + 1) * LA_TC_TILE, *const Tl = Th + LA_TC_TILE;
+    T *const Tl2 = three ? Th + 2 * LA_TC_TILE : (T *)NULL;
+    auto fetch = [&](int ci, int buf) {
+        const la_cu_chunk ch = p.chunks[s.chunk0 + ci];
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) {
+            const int cols = (int)(K - 64 * kb < 64 ? K - 64 * kb : 64);
+            la_tc_tile_fetch<T, NT>(Kt(buf, kb), k + (ch.tok0 * H + h) * K + 64 * kb, H * K, ch.len,
+                                    cols, vec);
+        }
+        la_tc_tile_fetch<T, NT>(Vs(buf), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
+        la_tc_cp_commit();
+    };
+    la_tc_acc S[NK][NJ];
+#pragma unroll
+    for (int kb = 0; kb < NK; kb++) lf_each<NJ>(S[kb], [](int, int, int, float &x) { x = 0.f; });
+    if (s.nch > 0) fetch(0, 0);
+    double *G = Gw[t >> 5];
+    for (int c = 0; c < s.nch; c++) {
+        const int buf = c & 1;
+        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const int L = ch.len;
+        if (gated) { /* the walk's gates (la_tc_warp_gates), the warp's own copy */
+            __syncwarp();
+            const float x0 =
+                2 * lane < L ? (p.g ? p.g[(ch.tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
+            const float x1 =
+                2 * lane + 1 < L ? (p.g ? p.g[(ch.tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
+            la_tc_warp_gates(G, (double)x0, (double)x1);
+            __syncwarp();
+        }
+        la_tc_cp_wait_all();
+        if (p.fab)
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) lf_relu<T, NJ>(Kt(buf, kb));
+        __syncthreads(); /* chunk c's tiles in; chunk c-1's readers (buf ^ 1, parts) done */
+        if (c + 1 < s.nch) fetch(c + 1, buf ^ 1);
+        if (gated) {
+            const double GL = L > 0 ? G[L - 1] : 0.0;
+#pragma unroll
+            for (int u = 0; u < 512 / NT; u++) {
+                const int e = t + NT * u, r = e >> 3, off = r * LA_TC_LD + (e & 7) * 8;
+                const float f = r < L ? la_cu_expd(GL - G[r]) : 0.f;
+                uint32_t x[4], y[4], z[4];
+                *(uint4 *)x = *(const uint4 *)(Vs(buf) + off);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float2 in = la_tc_upk(T(), x[i]);
+                    la_tc_split2<T>(in.x * f, in.y * f, x[i], y[i], z[i]);
+                }
+                *(uint4 *)(Th + off) = *(const uint4 *)x;
+                *(uint4 *)(Tl + off) = *(const uint4 *)y;
+                if (Tl2) *(uint4 *)(Tl2 + off) = *(const uint4 *)z;
+            }
+            __syncthreads(); /* Vt's parts in */
+            const float eL = la_cu_expd(GL);
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) {
+                lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
+                lf_mmax<T, true, false, NJ>(S[kb], Kt(buf, kb), NULL, NULL, Th, Tl, Tl2);
+            }
+        } else {
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) lf_mma<T, true, false, NJ>(S[kb], Kt(buf, kb), Vs(buf));
+        }
+    }
+    const size_t sbase = ((size_t)n * H + h) * K * V;
+#pragma unroll
+    for (int kb = 0; kb < NK; kb++) lf_acc_out<NJ>(p.fin + sbase, S[kb], false, 64 * kb, v0, K, V);
+}
+
+template <typename T, int NK>
+static la_status lf_local_launch(const char *op, cudaStream_t stream, int64_t ctas,
+                                 const lf_args &a) {
+    const size_t smem = (size_t)(2 * (NK + 1) + 3) * LA_TC_TILE_BYTES;
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_local<T, NK>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    la_lf_local<T, NK><<<(unsigned)ctas, LF_NT(2), smem, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
 }
 
 /* cuda-fused11: LINATTN_CUDA_LIN_FUSED_WARPS = 4: 4 warps per CTA (each
@@ -547,24 +691,36 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     const int P = la__lf_split_p(c, tb.nchunks);
     if (!P || c->N <= 0) return lf_run<false>(c, ar->stream, a);
     /* cuda-lsplit13: the split (above) */
+    const bool gated = c->g || c->g_gamma;
     const int64_t nseg = c->N * P, HKV = c->H * c->K * c->V;
     const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
     const size_t sb = ((size_t)nseg * HKV * 4 + 255) & ~(size_t)255;
     char *blk;
     la_status st;
-    if ((st = la__cu_alloc(ar, (void **)&blk, tab + 2 * sb + (size_t)c->B * c->T * c->H * c->V * 2)))
+    if ((st = la__cu_alloc(ar, (void **)&blk, tab + sb + (gated ? (size_t)nseg * c->H * 4 : 0))))
         return st;
     la_cu_seq *segs = (la_cu_seq *)blk;
-    float *loc = (float *)(blk + tab), *starts = (float *)(blk + tab + sb);
+    float *starts = (float *)(blk + tab), *dec = gated ? (float *)(blk + tab + sb) : NULL;
     la_cu_dss_table<<<(unsigned)((nseg + 255) / 256), 256, 0, ar->stream>>>(tb.seqs, segs, c->N, P);
     LA_CU_LAUNCHED(c->op);
-    lf_args b = a;
-    b.seqs = segs, b.s0 = NULL, b.fin = loc, b.o = blk + tab + 2 * sb;
-    if ((st = lf_run<false>(c, ar->stream, b, nseg))) return st;
+    lf_args l = a;
+    l.seqs = segs, l.fin = starts, l.nvb = (int)((c->V + 63) / 64);
+    const int64_t ctas = nseg * c->H * l.nvb;
+    st = c->dtype == LA_DTYPE_BF16
+             ? (c->K <= 64 ? lf_local_launch<__nv_bfloat16, 1>(c->op, ar->stream, ctas, l)
+                           : lf_local_launch<__nv_bfloat16, 2>(c->op, ar->stream, ctas, l))
+             : (c->K <= 64 ? lf_local_launch<__half, 1>(c->op, ar->stream, ctas, l)
+                           : lf_local_launch<__half, 2>(c->op, ar->stream, ctas, l));
+    if (st) return st;
+    if (gated) {
+        la_lf_seg_decay<<<(unsigned)((nseg * c->H + 7) / 8), 256, 0, ar->stream>>>(
+            segs, c->g, c->g_gamma, dec, nseg, c->H);
+        LA_CU_LAUNCHED(c->op);
+    }
     la_lf_seg_scan<<<(unsigned)((c->N * HKV + 255) / 256), 256, 0, ar->stream>>>(
-        loc, starts, c->s0, c->final_state, c->N, HKV, P);
+        starts, dec, c->s0, c->final_state, c->N, c->H, c->K * c->V, P);
     LA_CU_LAUNCHED(c->op);
-    b = a;
+    lf_args b = a;
     b.seqs = segs, b.s0 = starts, b.fin = NULL;
     return lf_run<false>(c, ar->stream, b, nseg);
 }

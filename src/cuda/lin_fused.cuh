@@ -12,7 +12,8 @@ bool la__lf_use(const la__cu_call *c);
 /* o and final_state of the call, initial state s0 (NULL: zeros). */
 la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb);
 /* cuda-lsplit13: the segments per sequence of the split forward (0: none;
- * ungated calls where the fused walk is supported, LINATTN_CUDA_LIN_SPLIT). */
+ * calls where the fused walk is supported, LINATTN_CUDA_LIN_SPLIT; gated
+ * ones too since cuda-lsplit14). */
 int la__lf_split_p(const la__cu_call *c, int64_t nchunks);
 /* delta_state_split.cu: segment p of sequence n at segs[n P + p]. */
 __global__ void la_cu_dss_table(const la_cu_seq *seqs, la_cu_seq *segs, int64_t N, int P);
