@@ -3,7 +3,8 @@
 linear attention and simple GLA, forward and forward+backward, the libraries
 alternating (A B A B) per (shape, op); median of 30 CUDA-event-timed calls
 each (gpu_bench.timeit). Also reports whether both libraries give bitwise
-identical outputs and gradients on the same inputs.
+identical outputs and gradients on the same inputs (every library against
+the first). Per-library LINATTN_* switches: AB_ENV (bench/ab_env.py).
 
     python3 bench/gpu_ab.py --libs base.so,new.so [--shapes 8,2048,16,128;1,16384,16,128]
 """
@@ -17,6 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ab_env  # noqa: E402
 from gpu_bench import DT, P, Dims, GatedOpts, Lib, LinOpts, timeit  # noqa: E402
 
 
@@ -74,16 +76,15 @@ def main():
             outs, res = [], {p: ([], []) for p in paths}
             for L, p in zip(libs, paths):
                 t = [q, k, v, do, g] + [torch.full_like(x, float("nan")) for x in (v, q, k, v, g)]
-                fwd, fb = calls(L, op, dims, t)
+                fwd, fb = (ab_env.wrap(p, f) for f in calls(L, op, dims, t))
                 fb()
                 torch.cuda.synchronize()
                 outs.append([x.clone() for x in t[5:]])
                 res[p] = (fwd, fb, [], [])
-            # bitwise, NaN == NaN (outputs an op does not write stay NaN-poisoned)
-            same = all(torch.equal(x.view(torch.int16) if x.dtype == torch.bfloat16 else
-                                   x.view(torch.int32), y.view(torch.int16) if y.dtype ==
-                                   torch.bfloat16 else y.view(torch.int32))
-                       for x, y in zip(outs[0], outs[-1]))
+            # bitwise, NaN == NaN (outputs an op does not write stay NaN-poisoned),
+            # each library against the first
+            same = " ".join(str(all(torch.equal(ab_env.bits(x), ab_env.bits(y))
+                                    for x, y in zip(outs[0], o))) for o in outs[1:])
             for _ in range(a.reps):
                 for p in paths:
                     fwd, fb, tf, tb = res[p]

@@ -5,14 +5,15 @@
 forward and forward+backward (--fwd-only: the forward alone), the
 libraries alternating (A B A B); median of 30 CUDA-event-timed calls each
 (gpu_bench.timeit). Reports whether every output (o, final state) and
-gradient is bitwise identical between the first and the last library on the
-same inputs, else the largest relative difference (max |a - b| / max |a|),
+gradient is bitwise identical between the first library and each other one
+on the same inputs, else the largest relative difference (max |a - b| / max |a|),
 and with --profile per-kernel device times of one call per library
 (torch.profiler). --fla: fla's chunk_delta_rule fwd and fwd+bwd at the
 DeltaNet shape, last. --saved (cuda-saved7): the last library once more with
 opts->saved (one la_saved reused by every call: the forward fills it, the
 backward reads it), timed in the same alternation and compared bitwise with
-that library without it.
+that library without it. Per-library LINATTN_* switches: AB_ENV
+(bench/ab_env.py).
 
     python3 bench/gpu_ab_delta.py --libs base.so,new.so [--ops delta,gdn] [--fwd-only]
                                   [--profile] [--fla] [--saved]
@@ -26,6 +27,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ab_env  # noqa: E402
 from gpu_bench import DT, P, Dims, GatedOpts, Lib, timeit  # noqa: E402
 
 
@@ -101,21 +103,22 @@ def main():
             sT = torch.full((B, nh, D, D), float("nan"), device=dev)
             t = [q, k, v, do, g, beta] + [torch.full_like(v, float("nan")), sT] + [
                 torch.full_like(x, float("nan")) for x in (q, k, v, g, beta)]
-            fwd, fb = calls(L, op, dims, t, svh)
+            fwd, fb = (ab_env.wrap(p.removesuffix("+saved"), f)
+                       for f in calls(L, op, dims, t, svh))
             (fwd if a.fwd_only else fb)()
             torch.cuda.synchronize()
             outs.append([x.clone() for x in t[6:]])
             res[p] = (fwd, fb, [], [])
         names = ["o", "final state", "dq", "dk", "dv", "dg", "dbeta"]
-        pairs = [("A", "B", outs[0], outs[len(libpaths) - 1])]
+        pairs = [("A", "B" if len(libpaths) == 2 else os.path.basename(os.path.dirname(libpaths[i])),
+                  outs[0], outs[i]) for i in range(1, len(libpaths))]
         if a.saved:
             pairs.append(("B", "B+saved", outs[len(libpaths) - 1], outs[-1]))
         for la, lb, xs, ys in pairs:
             for nm, x, y in zip(names, xs, ys):
                 if (op == "delta" and nm == "dg") or (a.fwd_only and nm.startswith("d")):
                     continue
-                if torch.equal(x.view(torch.int16 if x.element_size() == 2 else torch.int32),
-                               y.view(torch.int16 if y.element_size() == 2 else torch.int32)):
+                if torch.equal(ab_env.bits(x), ab_env.bits(y)):
                     print("%s %s: %s and %s bitwise identical" % (op, nm, la, lb), flush=True)
                     continue
                 x, y = x.float(), y.float()
