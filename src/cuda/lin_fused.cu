@@ -211,6 +211,8 @@ template <typename T, int NJ>
 __device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x, int64_t stride,
                                             const la_tc_acc (&acc)[NJ], int rows, int cols) {
     const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    /* cuda-occ14: a column pair in one 4-byte load where aligned */
+    const bool pair = (((uintptr_t)x | (uintptr_t)(stride * (int64_t)sizeof(T))) & 3) == 0;
 #pragma unroll
     for (int rh = 0; rh < 2; rh++) {
         const int r = 16 * w + g + 8 * rh;
@@ -219,14 +221,24 @@ __device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x
 #pragma unroll
             for (int j = 0; j < NJ; j++)
 #pragma unroll
-                for (int hf = 0; hf < 2; hf++)
+                for (int hf = 0; hf < 2; hf++) {
+                    const int c0 = 16 * (jb + j) + 8 * hf + 2 * q;
+                    const T *xr = x + (int64_t)r * stride + c0;
+                    float xv[2] = {0.f, 0.f};
+                    if (pair && c0 + 1 < cols) {
+                        const float2 f = la_tc_upk(T(), *(const uint32_t *)xr);
+                        xv[0] = f.x, xv[1] = f.y;
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < 2; i++)
+                            if (c0 + i < cols) xv[i] = la_tc_f(xr[i]);
+                    }
 #pragma unroll
                     for (int i = 0; i < 2; i++) {
-                        const int c = 16 * (jb + j) + 8 * hf + 2 * q + i;
-                        if (c >= cols) continue;
-                        s += (double)la_tc_f(x[(int64_t)r * stride + c]) *
-                             (double)acc[j].x[4 * hf + 2 * rh + i];
+                        if (c0 + i >= cols) continue;
+                        s += (double)xv[i] * (double)acc[j].x[4 * hf + 2 * rh + i];
                     }
+                }
         s += __shfl_xor_sync(0xffffffffu, s, 1);
         s += __shfl_xor_sync(0xffffffffu, s, 2);
         if (q == 0 && r < rows) dst[(int64_t)r * nst] = s;
@@ -308,6 +320,12 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
         T *const Vs = Vb(c);
+        if (DOT) { /* cuda-occ14: the step's dx rows (read at its end) into L2 now */
+            const T *const dx = (const T *)p.dx + (ch.tok0 * H + h) * V + v0 + 16 * (t & 3);
+            for (int r = t >> 2; r < L; r += LF_NT(NJ) / 4) /* 32 bytes a thread */
+                if (16 * (t & 3) < bcols)
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(dx + (int64_t)r * H * V));
+        }
         __syncwarp(); /* the warp's reads of the previous chunk's G are done */
         if (gated) {  /* cuda-fused11: ungated walks read no G (every factor is exactly 1) */
             la_tc_warp_gates(G, (double)gx0, (double)gx1);
