@@ -3,7 +3,8 @@
 linear attention and simple GLA, forward and forward+backward, the libraries
 alternating (A B A B) per (shape, op); median of 30 CUDA-event-timed calls
 each (gpu_bench.timeit). Also reports whether both libraries give bitwise
-identical outputs and gradients on the same inputs.
+identical outputs and gradients on the same inputs (cuda-occ14: each library
+after the first against the first, so base,x1,x2 checks both).
 
     python3 bench/gpu_ab.py --libs base.so,new.so [--shapes 8,2048,16,128;1,16384,16,128]
 """
@@ -80,10 +81,10 @@ def main():
                 outs.append([x.clone() for x in t[5:]])
                 res[p] = (fwd, fb, [], [])
             # bitwise, NaN == NaN (outputs an op does not write stay NaN-poisoned)
-            same = all(torch.equal(x.view(torch.int16) if x.dtype == torch.bfloat16 else
-                                   x.view(torch.int32), y.view(torch.int16) if y.dtype ==
-                                   torch.bfloat16 else y.view(torch.int32))
-                       for x, y in zip(outs[0], outs[-1]))
+            bi = lambda x: x.view(torch.int16) if x.dtype == torch.bfloat16 else x.view(torch.int32)
+            same = ["%s:%s" % (os.path.basename(p), all(torch.equal(bi(x), bi(y)) for x, y in
+                                                          zip(outs[0], o2)))
+                    for p, o2 in zip(paths[1:], outs[1:])]
             for _ in range(a.reps):
                 for p in paths:
                     fwd, fb, tf, tb = res[p]

@@ -18,7 +18,13 @@
  * cuda-fused11: 8 warps per CTA by default (each half the value columns of
  * its 16 rows, 128 registers: 16 warps per SM), 4 barriers per chunk step,
  * o stored from the accumulators through each warp's own smem region, no
- * gate work in ungated walks; all with the same bits (bench/GPU.md). */
+ * gate work in ungated walks; all with the same bits (bench/GPU.md).
+ * cuda-occ14: V double-buffered (12 tiles, still two CTAs per SM) and the
+ * ungated state update beside Q S, so the next chunk's Q, K, V (gated: Q, V)
+ * go out at the step's second barrier, half a step before they are waited
+ * on; same bits. ncu: the walk is bound by shared-memory wavefronts (~790
+ * per warp and chunk step, 80% ldmatrix; L1 84% busy, tensor 31%), not by
+ * occupancy (bench/GPU.md, cuda-occ14). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
