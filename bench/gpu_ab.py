@@ -83,8 +83,10 @@ def main():
                 res[p] = (fwd, fb, [], [])
             # bitwise, NaN == NaN (outputs an op does not write stay NaN-poisoned),
             # each library against the first
-            same = " ".join(str(all(torch.equal(ab_env.bits(x), ab_env.bits(y))
-                                    for x, y in zip(outs[0], o))) for o in outs[1:])
+            same = " ".join(
+                "%s:%s" % (os.path.basename(os.path.dirname(p)) or p,
+                           all(torch.equal(ab_env.bits(x), ab_env.bits(y)) for x, y in zip(outs[0], o)))
+                for p, o in zip(paths[1:], outs[1:]))
             for _ in range(a.reps):
                 for p in paths:
                     fwd, fb, tf, tb = res[p]

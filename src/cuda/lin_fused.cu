@@ -18,7 +18,13 @@
  * cuda-fused11: 8 warps per CTA by default (each half the value columns of
  * its 16 rows, 128 registers: 16 warps per SM), 4 barriers per chunk step,
  * o stored from the accumulators through each warp's own smem region, no
- * gate work in ungated walks; all with the same bits (bench/GPU.md). */
+ * gate work in ungated walks; all with the same bits (bench/GPU.md).
+ * cuda-occ14: V double-buffered (12 tiles, still two CTAs per SM) and the
+ * ungated state update beside Q S, so the next chunk's Q, K, V (gated: Q, V)
+ * go out at the step's second barrier, half a step before they are waited
+ * on; same bits. ncu: the walk is bound by shared-memory wavefronts (~790
+ * per warp and chunk step, 80% ldmatrix; L1 84% busy, tensor 31%), not by
+ * occupancy (bench/GPU.md, cuda-occ14). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -26,7 +32,9 @@
 #include "tc_tile.cuh"
 
 #define LF_NW 6 /* work tiles: S parts (2 key blocks x 3), then P and Vt parts */
-static size_t lf_smem(int nk) { return (size_t)((2 * nk + 1) + LF_NW) * LA_TC_TILE_BYTES; }
+/* Q blocks, K blocks, two V tiles (cuda-occ14: double-buffered), LF_NW work
+ * tiles: 12 tiles + 4 KB of gates = 114,688 B at NK = 2, two CTAs per SM */
+static size_t lf_smem(int nk) { return (size_t)((2 * nk + 2) + LF_NW) * LA_TC_TILE_BYTES; }
 
 struct lf_args {
     const la_cu_seq *seqs;
@@ -209,6 +217,8 @@ template <typename T, int NJ>
 __device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x, int64_t stride,
                                             const la_tc_acc (&acc)[NJ], int rows, int cols) {
     const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    /* cuda-occ14: a column pair in one 4-byte load where aligned */
+    const bool pair = (((uintptr_t)x | (uintptr_t)(stride * (int64_t)sizeof(T))) & 3) == 0;
 #pragma unroll
     for (int rh = 0; rh < 2; rh++) {
         const int r = 16 * w + g + 8 * rh;
@@ -217,14 +227,24 @@ __device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x
 #pragma unroll
             for (int j = 0; j < NJ; j++)
 #pragma unroll
-                for (int hf = 0; hf < 2; hf++)
+                for (int hf = 0; hf < 2; hf++) {
+                    const int c0 = 16 * (jb + j) + 8 * hf + 2 * q;
+                    const T *xr = x + (int64_t)r * stride + c0;
+                    float xv[2] = {0.f, 0.f};
+                    if (pair && c0 + 1 < cols) {
+                        const float2 f = la_tc_upk(T(), *(const uint32_t *)xr);
+                        xv[0] = f.x, xv[1] = f.y;
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < 2; i++)
+                            if (c0 + i < cols) xv[i] = la_tc_f(xr[i]);
+                    }
 #pragma unroll
                     for (int i = 0; i < 2; i++) {
-                        const int c = 16 * (jb + j) + 8 * hf + 2 * q + i;
-                        if (c >= cols) continue;
-                        s += (double)la_tc_f(x[(int64_t)r * stride + c]) *
-                             (double)acc[j].x[4 * hf + 2 * rh + i];
+                        if (c0 + i >= cols) continue;
+                        s += (double)xv[i] * (double)acc[j].x[4 * hf + 2 * rh + i];
                     }
+                }
         s += __shfl_xor_sync(0xffffffffu, s, 1);
         s += __shfl_xor_sync(0xffffffffu, s, 2);
         if (q == 0 && r < rows) dst[(int64_t)r * nst] = s;
@@ -242,7 +262,7 @@ template <typename T, int NK, bool REV, int NJ, bool DOT>
 __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     extern __shared__ __align__(128) unsigned char la_lf_smem[];
     T *const base = (T *)la_lf_smem;
-    T *const W = base + (2 * NK + 1) * LA_TC_TILE; /* LF_NW work tiles */
+    T *const W = base + (2 * NK + 2) * LA_TC_TILE; /* LF_NW work tiles */
     __shared__ double Gw[LF_NT(NJ) / 32][64];
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
@@ -260,25 +280,35 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     const bool vec =
         ((K | V) & 7) == 0 &&
         (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o | (uintptr_t)mk) & 15) == 0;
-    /* one buffer (two CTAs per SM): Q blocks, K blocks, V */
+    /* one buffer of Q and K blocks, two of V (two CTAs per SM) */
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
     auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
-    T *const Vs = base + 2 * NK * LA_TC_TILE;
-    /* chunk ci's (in walk order) Q blocks (qpart), else its K blocks and V */
-    auto fetch = [&](int ci, bool qpart) {
+    auto Vb = [&](int ci) { return base + (2 * NK + (ci & 1)) * LA_TC_TILE; };
+    /* chunk ci's (in walk order) tiles: Q blocks (what & 1), K blocks
+     * (what & 2), V into Vb(ci) (what & 4) */
+    auto fetch = [&](int ci, int what) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - ci : ci)];
         const int64_t tq = (ch.tok0 * H + h) * K;
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
             const int64_t k0 = 64 * kb;
             const int cols = (int)(K - k0 < 64 ? K - k0 : 64);
-            la_tc_tile_fetch<T, LF_NT(NJ)>(qpart ? Qt(kb) : Kt(kb), (qpart ? q : k) + tq + k0,
-                                           H * K, ch.len, cols, vec);
+            if (what & 1)
+                la_tc_tile_fetch<T, LF_NT(NJ)>(Qt(kb), q + tq + k0, H * K, ch.len, cols, vec);
+            if (what & 2)
+                la_tc_tile_fetch<T, LF_NT(NJ)>(Kt(kb), k + tq + k0, H * K, ch.len, cols, vec);
         }
-        if (!qpart)
-            la_tc_tile_fetch<T, LF_NT(NJ)>(Vs, v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols,
-                                           vec);
+        if (what & 4)
+            la_tc_tile_fetch<T, LF_NT(NJ)>(Vb(ci), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len,
+                                           bcols, vec);
         la_tc_cp_commit();
+    };
+    /* chunk ci's gates x0, x1 of tokens 2 lane, 2 lane + 1 (0 past it) */
+    auto gates = [&](int ci, float &x0, float &x1) {
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - ci : ci)];
+        const int l2 = 2 * (threadIdx.x & 31);
+        x0 = l2 < ch.len ? (p.g ? p.g[(ch.tok0 + l2) * H + h] : 0.f) + gam : 0.f;
+        x1 = l2 + 1 < ch.len ? (p.g ? p.g[(ch.tok0 + l2 + 1) * H + h] : 0.f) + gam : 0.f;
     };
     la_tc_acc S[NK][NJ];
     const size_t sbase = ((size_t)n * H + h) * K * V;
@@ -287,22 +317,24 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         lf_acc_in<NJ>(S[kb], p.s0 ? p.s0 + sbase : NULL, p.s0t, 64 * kb, v0, K, V);
         if (p.s0mul != 1.f) lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= p.s0mul; });
     }
-    if (s.nch > 0) {
-        fetch(0, true);
-        fetch(0, false);
-    }
+    if (s.nch > 0) fetch(0, 7);
+    float gx0 = 0.f, gx1 = 0.f; /* cuda-occ14: the next chunk's gates, loaded a step ahead */
+    if (gated && s.nch > 0) gates(0, gx0, gx1);
     double *G = Gw[t >> 5];
     const int w = lf_w(), lane = t & 31;
     for (int c = 0; c < s.nch; c++) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
+        T *const Vs = Vb(c);
+        if (DOT) { /* cuda-occ14: the step's dx rows (read at its end) into L2 now */
+            const T *const dx = (const T *)p.dx + (ch.tok0 * H + h) * V + v0 + 16 * (t & 3);
+            for (int r = t >> 2; r < L; r += LF_NT(NJ) / 4) /* 32 bytes a thread */
+                if (16 * (t & 3) < bcols)
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(dx + (int64_t)r * H * V));
+        }
         __syncwarp(); /* the warp's reads of the previous chunk's G are done */
         if (gated) {  /* cuda-fused11: ungated walks read no G (every factor is exactly 1) */
-            const float x0 =
-                2 * lane < L ? (p.g ? p.g[(ch.tok0 + 2 * lane) * H + h] : 0.f) + gam : 0.f;
-            const float x1 =
-                2 * lane + 1 < L ? (p.g ? p.g[(ch.tok0 + 2 * lane + 1) * H + h] : 0.f) + gam : 0.f;
-            la_tc_warp_gates(G, (double)x0, (double)x1);
+            la_tc_warp_gates(G, (double)gx0, (double)gx1);
             __syncwarp();
         }
         /* S's parts into W before the wait (W's last readers, chunk c-1's
@@ -332,9 +364,17 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
             lf_mmax<T, false, false, NJ>(accO, Qt(kb), NULL, NULL, W + 3 * kb * LA_TC_TILE,
                                          W + (3 * kb + 1) * LA_TC_TILE,
                                          three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL);
+            /* cuda-occ14: the ungated state update here (S's parts for Q S
+             * are taken), so K is free at the next barrier; same sums */
+            if (!vt) lf_mma<T, true, false, NJ>(S[kb], Kt(kb), Vs);
         }
-        __syncthreads(); /* Q and the S parts are free: Q takes chunk c+1, P and Vt the parts */
-        if (c + 1 < s.nch) fetch(c + 1, true);
+        __syncthreads(); /* Q (, K) and the S parts are free: Q (, K), V take chunk c+1
+                            (V the other buffer, last read before chunk c's first barrier),
+                            P and Vt the parts */
+        if (c + 1 < s.nch) {
+            fetch(c + 1, vt ? 5 : 7);
+            if (gated) gates(c + 1, gx0, gx1);
+        }
         T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = three ? W + 2 * LA_TC_TILE : NULL;
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
@@ -378,12 +418,10 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
             if (vt) {
                 if (gated) lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
                 lf_mmax<T, true, false, NJ>(S[kb], Kt(kb), NULL, NULL, Th, Tl, Tl2);
-            } else {
-                lf_mma<T, true, false, NJ>(S[kb], Kt(kb), Vs);
             }
         }
-        __syncthreads(); /* K, V, P, Vt read: K, V take chunk c+1, W chunk c+1's S parts */
-        if (c + 1 < s.nch) fetch(c + 1, false);
+        __syncthreads(); /* K, V, P, Vt read: (K takes chunk c+1,) W chunk c+1's S parts */
+        if (vt && c + 1 < s.nch) fetch(c + 1, 2);
         if (DOT) /* cuda-fused12: the gate gradient's token dots */
             lf_row_dots<T, NJ>(p.dpart + (ch.tok0 * H + h) * p.nslot + vb * (4 / NJ) + (t >> 7),
                                H * p.nslot, (const T *)p.dx + (ch.tok0 * H + h) * V + v0, H * V,
