@@ -619,7 +619,7 @@ GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, 
     /* intra-chunk: o += scale A V */
     j->kr->gemm_nn_lower(L, V, L, j->scale, b->A, C, vr, H * V, 1.0f, oc, H * V);
     if (U) {
-        j->kr->gemm_tn(K, V, L, 1.0f, b->Ks, K, vr, H * V, 0.0f, U, V);
+        la__gemm_tn_block(j->kr, K, V, L, 1.0f, b->Ks, K, vr, H * V, 0.0f, U, V);
         return;
     }
     /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V */
@@ -629,7 +629,10 @@ GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, 
         const float d = eGL[x];
         for (int64_t y = 0; y < V; y++) row[y] *= d;
     }
-    j->kr->gemm_tn(K, V, L, 1.0f, b->Ks, K, vr, H * V, 1.0f, b->S, V);
+    /* cpu-gla14: Ks is a dense [L, K] block, so gemm_tn_block (Kᵀ read in
+     * place, v's panels packed once instead of once per 72-row block of
+     * gemm_tn; the same bits) */
+    la__gemm_tn_block(j->kr, K, V, L, 1.0f, b->Ks, K, vr, H * V, 1.0f, b->S, V);
 }
 
 static void load_state(const gla_job *j, int64_t task, float *S) {
