@@ -160,12 +160,16 @@ GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
 /* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, would cost an
  * exponential per key and pair if taken one by one. The chunk is cut into
  * sub-blocks of GLA_SUB tokens, or of 2 GLA_SUB where the gates allow
- * (gla_sub_size; secondary chunking, as in Yang et al.'s chunkwise GLA); with b(i) the first and
- * e(i) the last token of i's sub-block, every token gets two factors R_i = exp(G_i - G_b(i)) <= 1,
- * P_i = exp(G_e(i) - G_i) <= 1, and every pair of sub-blocks J <= I one per-key vector X_IJ =
- * exp(G_b(I) - G_e(J))     (<= 1 for J < I), so that for j in J, i in I: exp(G_i - G_j) = R_i *
- * X_IJ * P_j, and the rows of sub-block I times all earlier rows are one matrix product of
- * pre-scaled rows, (q_i R_i) . (k_j P_j X_IJ). For J < I every factor is
+ * (gla_sub_size; secondary chunking, as in Yang et al.'s chunkwise GLA);
+ * with b(i) the first and e(i) the last token of i's sub-block, every
+ * token gets two factors
+ *   R_i = exp(G_i - G_b(i)) <= 1,   P_i = exp(G_e(i) - G_i) <= 1,
+ * and every pair of sub-blocks J <= I one per-key vector
+ *   X_IJ = exp(G_b(I) - G_e(J))     (<= 1 for J < I),
+ * so that for j in J, i in I:
+ *   exp(G_i - G_j) = R_i * X_IJ * P_j,
+ * and the rows of sub-block I times all earlier rows are one matrix product
+ * of pre-scaled rows, (q_i R_i) . (k_j P_j X_IJ). For J < I every factor is
  * <= 1 (G never increases, g <= 0): no overflow whatever the gates, and a
  * factor that underflows to 0 stands for a product below e^-80. A
  * sub-block's own pairs (J = I, b <= j <= i) use X_II = exp(G_b - G_e) =
