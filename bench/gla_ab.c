@@ -13,7 +13,10 @@
  *
  * built with the tools (CMake target gla_ab), or by hand from the repository root:
  *   gcc -O2 -std=c11 -Iinclude bench/gla_ab.c -ldl -lm -o gla_ab
- * usage: gla_ab OLD.so NEW.so [pairs] [T] [--rec]   (env GLA_AB_H: heads, default 8) */
+ * usage: gla_ab OLD.so NEW.so [pairs] [T] [--rec | --bwd]   (env GLA_AB_H: heads, default 8)
+ * --bwd (cpu-gla14): each timed call is the chunk forward + la_gla_backward
+ * (d_o random), FLOPs three times the forward's, and the hash covers o, dq,
+ * dk, dv and dg. */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
@@ -30,9 +33,11 @@ typedef la_status (*ctx_create_fn)(la_ctx **, int);
 typedef la_status (*gla_fwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *, float *, float *,
                                 const float *, const float *, const float *, const float *,
                                 const float *);
+typedef __typeof__(&la_gla_backward) gla_bwd_fn;
 typedef struct lib {
     la_ctx *ctx;
     gla_fwd_fn fwd;
+    gla_bwd_fn bwd;
 } lib;
 
 static int open_lib(const char *path, lib *l) {
@@ -40,7 +45,8 @@ static int open_lib(const char *path, lib *l) {
     if (!h) return 1;
     ctx_create_fn cc = (ctx_create_fn)(uintptr_t)dlsym(h, "la_ctx_create");
     l->fwd = (gla_fwd_fn)(uintptr_t)dlsym(h, "la_gla_forward");
-    if (!cc || !l->fwd || cc(&l->ctx, 1) != LA_OK) return 1;
+    l->bwd = (gla_bwd_fn)(uintptr_t)dlsym(h, "la_gla_backward");
+    if (!cc || !l->fwd || !l->bwd || cc(&l->ctx, 1) != LA_OK) return 1;
     return 0;
 }
 
@@ -53,12 +59,14 @@ int main(int argc, char **argv) {
     const char *hs = getenv("GLA_AB_H"); /* heads (default 8) */
     const int64_t T = argc > 4 ? atoll(argv[4]) : 8192, H = hs ? atoll(hs) : 8, K = 128, V = 128;
     const int rec = argc > 5 && !strcmp(argv[5], "--rec");
+    const int bwd = argc > 5 && !strcmp(argv[5], "--bwd");
     lib L[2];
     if (open_lib(argv[1], &L[0]) || open_lib(argv[2], &L[1])) return 1;
     const size_t nk = (size_t)(T * H * K), nv = (size_t)(T * H * V);
     float *q = malloc(nk * 4), *k = malloc(nk * 4), *v = malloc(nv * 4), *g = malloc(nk * 4);
-    float *o = malloc(nv * 4);
-    if (!q || !k || !v || !g || !o) return 1;
+    float *o = malloc(nv * 4), *d_o = malloc(nv * 4), *dv = malloc(nv * 4);
+    float *dq = malloc(nk * 4), *dk = malloc(nk * 4), *dg = malloc(nk * 4);
+    if (!q || !k || !v || !g || !o || !d_o || !dv || !dq || !dk || !dg) return 1;
     uint64_t s = 88172645463325252ull;
     for (size_t i = 0; i < nk; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -70,6 +78,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < nv; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
         v[i] = (float)((s >> 40) * (1.0 / 16777216.0)) - 0.5f;
+        d_o[i] = (float)((s >> 16 & 0xffffff) * (1.0 / 16777216.0)) - 0.5f;
     }
     const la_dims d = {.B = 1, .T = T, .H = H, .K = K, .V = V};
     la_gated_opts oc = {.form = LA_FORM_CHUNK}, orr = oc;
@@ -79,7 +88,8 @@ int main(int argc, char **argv) {
     /* the registry's model of the GLA forward (both forms): per token and
      * head 4 K V (state read and update) + the chunk's intra products */
     const char *fl = getenv("GLA_AB_GFLOP");
-    const double gflop = fl ? atof(fl) : 5.38 * (double)T / 8192.0 * (double)H / 8.0;
+    const double gflop =
+        (bwd ? 3.0 : 1.0) * (fl ? atof(fl) : 5.38 * (double)T / 8192.0 * (double)H / 8.0);
     double t[3][64], pk[64];
     uint64_t hash[2] = {0, 0};
     for (int w = 0; w < 2; w++) L[w].fwd(L[w].ctx, &oc, &d, o, NULL, q, k, v, g, NULL); /* warm */
@@ -90,8 +100,15 @@ int main(int argc, char **argv) {
             memset(o, 0xff, nv * 4);
             double t0 = tcpu();
             if (L[w].fwd(L[w].ctx, &oc, &d, o, NULL, q, k, v, g, NULL) != LA_OK) return 1;
+            if (bwd && L[w].bwd(L[w].ctx, &oc, &d, dq, dk, dv, dg, NULL, d_o, NULL, q, k, v, g,
+                                NULL) != LA_OK)
+                return 1;
             t[w][p] = tcpu() - t0;
             hash[w] = ab_fnv(AB_FNV0, o, nv);
+            if (bwd) {
+                hash[w] = ab_fnv(ab_fnv(hash[w], dq, nk), dk, nk);
+                hash[w] = ab_fnv(ab_fnv(hash[w], dv, nv), dg, nk);
+            }
         }
         if (rec) {
             double t0 = tcpu();
@@ -106,6 +123,7 @@ int main(int argc, char **argv) {
     const double to = ab_median(t[0], n, NULL, NULL), tn = ab_median(t[1], n, NULL, NULL);
     printf("T=%lld pairs=%d peak %.1f GFLOP/s (%s)\n", (long long)T, n, peak,
            has512 ? "avx512 loop" : "avx2 loop");
+    printf(bwd ? "fwd+bwd: " : "");
     printf("old chunk %.2f ms (%.1f%% pk)  new chunk %.2f ms (%.1f%% pk)  new/old speed %.3fx\n",
            1e3 * to, 100 * gflop / to / peak, 1e3 * tn, 100 * gflop / tn / peak, r);
     if (rec) {

@@ -308,6 +308,22 @@ static void avx2_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const flo
     gemm_driver(m, n, k, alpha, A, 1, lda, B, ldb, B_ROWS, beta, C, ldc, -1, 0, apack);
 }
 
+/* cpu-gla14: gemm_tn for an A in a small dense block, reading Aᵀ in place
+ * (as avx512.c's gemm_tn_block): with m <= MC (132) one row block, so B's
+ * panels are packed once, not once per MC_T (64) rows (the GLA and simple
+ * GLA / linear-attention state updates, m = K = 128). Each element is the
+ * same chain of FMAs over k as in gemm_tn while k <= KC_T (one k block in
+ * both): the same bits; beyond that, and for m > MC, gemm_tn itself. */
+static void avx2_gemm_tn_block(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                               int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                               int64_t ldc) {
+    if (k > KC_T || m > MC) {
+        avx2_gemm_tn(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_driver(m, n, k, alpha, A, 1, lda, B, ldb, B_ROWS, beta, C, ldc, -1, 0, NULL);
+}
+
 static void avx2_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
                               int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                               int64_t ldc) {
@@ -373,6 +389,7 @@ const la__kernels la__kernels_avx2 = {
     .gemm_nt_tril = avx2_gemm_nt_tril,
     .trsm_llu = avx2_trsm_llu,
     .trinv_llu = avx2_trinv_llu,
+    .gemm_tn_block = avx2_gemm_tn_block,
 };
 
 #endif

@@ -44,6 +44,7 @@ typedef struct chunk_bufs {
     float *KF;      /* [C,K] GLA: k_j * F_j */
     float *A;       /* [C,C] intra-chunk matrix (lower; zeros above) */
     float *Oc;      /* [C,V] forward: the chunk's output rows, contiguous */
+    int64_t sub;    /* GLA: the chunk's sub-block size (gla_sub_size) */
     /* backward only */
     float *ckpt;      /* [ceil(nch/M), K, V] state before every M-th chunk */
     float *states;    /* [M, K, V] states before each chunk of one group of M */
@@ -158,9 +159,10 @@ GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
 
 /* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, would cost an
  * exponential per key and pair if taken one by one. The chunk is cut into
- * sub-blocks of GLA_SUB tokens (secondary chunking, as in Yang et al.'s
- * chunkwise GLA); with b(i) the first and e(i) the last token of i's
- * sub-block, every token gets two factors
+ * sub-blocks of GLA_SUB tokens, or of 2 GLA_SUB where the gates allow
+ * (gla_sub_size; secondary chunking, as in Yang et al.'s chunkwise GLA);
+ * with b(i) the first and e(i) the last token of i's sub-block, every
+ * token gets two factors
  *   R_i = exp(G_i - G_b(i)) <= 1,   P_i = exp(G_e(i) - G_i) <= 1,
  * and every pair of sub-blocks J <= I one per-key vector
  *   X_IJ = exp(G_b(I) - G_e(J))     (<= 1 for J < I),
@@ -182,6 +184,32 @@ GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
  * token costs two exponentials per key. */
 #define GLA_SUB 16
 #define GLA_SPAN 30.0
+
+/* cpu-gla14: the sub-block size of a chunk of L rows (G, its [L, K]
+ * cumulative gates, filled): 2 GLA_SUB (32) when every block of 32 tokens
+ * has a span <= GLA_SPAN, so that all of them take their own pairs as
+ * products, else GLA_SUB. Twice the rows per sub-block means fewer
+ * pre-scaled key rows (K F: 96 per chunk of 64 instead of 160) and two
+ * larger intra products instead of four, for a few more multiply-adds on
+ * the diagonal blocks; strong gates (a span above 30 over 32 tokens) keep
+ * 16, whose own pairs stay products more often. The choice depends on G
+ * only, so the forward (gla_fwd_factors), its split's sums
+ * (gla_sum_factors) and the backward (chunk_gate_exps) make the same one:
+ * the same state factors, bit for bit. */
+GLA_INLINE int64_t gla_sub_size(int64_t K, const double *G, int64_t L) {
+    const int64_t sub = 2 * GLA_SUB;
+    for (int64_t i0 = 0; i0 < L; i0 += sub) {
+        const int64_t i1 = L - i0 < sub ? L : i0 + sub;
+        const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
+        double span = 0.0; /* as sub_block_keys measures it */
+        for (int64_t x = 0; x < K; x++) {
+            const double d = Gb[x] - Ge[x];
+            span = d > span ? d : span;
+        }
+        if (!(span <= GLA_SPAN)) return GLA_SUB;
+    }
+    return sub;
+}
 
 /* Cumulative gates of tokens [r0, r0 + n) of head h into b->G (chunk_cumsum)
  * and their exponentials (chunk_gate_exps: eG, eLm; GLA also R and P).
@@ -211,10 +239,10 @@ GLA_INLINE void chunk_gate_exps(const gla_job *j, chunk_bufs *b, int64_t n, int 
         }
         return;
     }
-    const int64_t K = gw;
+    const int64_t K = gw, sub = b->sub = gla_sub_size(K, b->G, n);
     float *eb = b->e; /* [K] per sub-block: e^{G_b}, then e^{G_L - G_e} */
-    for (int64_t i0 = 0; i0 < n; i0 += GLA_SUB) {
-        const int64_t i1 = n - i0 < GLA_SUB ? n : i0 + GLA_SUB;
+    for (int64_t i0 = 0; i0 < n; i0 += sub) {
+        const int64_t i1 = n - i0 < sub ? n : i0 + sub;
         const double *Gb = b->G + i0 * K, *Ge = b->G + (i1 - 1) * K;
         for (int64_t i = i0; i < i1; i++) {
             const double *Gi = b->G + i * K;
@@ -257,6 +285,7 @@ GLA_INLINE void keys_times_p(const gla_job *j, chunk_bufs *b, int64_t L) {
  * its span allows (the return value: 1 when rows [i0, i0 + ni) are filled
  * too). */
 GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64_t ni, int need_f) {
+    const int64_t sub = b->sub;
     const int64_t K = j->K;
     const double *Gb = b->G + i0 * K, *Ge = b->G + (i0 + ni - 1) * K;
     float *X = b->e;
@@ -266,8 +295,8 @@ GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64
         span = d > span ? d : span;
     }
     const int own = span <= GLA_SPAN;
-    for (int64_t j0 = 0; j0 < (own ? i0 + ni : i0); j0 += GLA_SUB) {
-        const int64_t j1 = j0 < i0 ? j0 + GLA_SUB : i0 + ni;
+    for (int64_t j0 = 0; j0 < (own ? i0 + ni : i0); j0 += sub) {
+        const int64_t j1 = j0 < i0 ? j0 + sub : i0 + ni;
         const double *GeJ = b->G + (j1 - 1) * K;
         if (j0 < i0)
             for (int64_t x = 0; x < K; x++) X[x] = exp_nonpos((float)(Gb[x] - GeJ[x]));
@@ -412,8 +441,8 @@ GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int str
     keys_times_p(j, b, L);
     for (int64_t i = 0; i < L; i++)
         for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
-    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
-        const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
+    for (int64_t i0 = 0; i0 < L; i0 += b->sub) {
+        const int64_t ni = L - i0 < b->sub ? L - i0 : b->sub;
         const int own = sub_block_keys(j, b, i0, ni, 0);
         const int64_t ncol = own ? i0 + ni : i0;
         if (ncol > 0)
@@ -453,8 +482,8 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     for (int64_t i = 0; i < L; i++)
         for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
     for (int64_t i = 0; i < L * K; i++) b->dqs[i] = b->dks[i] = 0.0f;
-    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
-        const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
+    for (int64_t i0 = 0; i0 < L; i0 += b->sub) {
+        const int64_t ni = L - i0 < b->sub ? L - i0 : b->sub;
         const int own = sub_block_keys(j, b, i0, ni, 1);
         const int64_t ncol = own ? i0 + ni : i0;
         if (ncol > 0) {
@@ -539,15 +568,16 @@ GLA_INLINE void gla_gate_prefix(const gla_job *j, double *G, int64_t r0, int64_t
     }
 }
 
-GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L,
-                                int64_t h, int64_t pr, int64_t pn, int64_t ph) {
+GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
+                                int64_t pr, int64_t pn, int64_t ph) {
     const int64_t H = j->H, K = j->K;
     double *G = b->G;
     gla_gate_prefix(j, G, r0, L, h);
+    const int64_t sub = b->sub = gla_sub_size(K, G, L);
     const double *GL = G + (L - 1) * K;
     float *eb = b->e, *el = b->F; /* [K] each: e^{G_b}, e^{G_L - G_e} */
-    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
-        const int64_t i1 = L - i0 < GLA_SUB ? L : i0 + GLA_SUB;
+    for (int64_t i0 = 0; i0 < L; i0 += sub) {
+        const int64_t i1 = L - i0 < sub ? L : i0 + sub;
         const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
         for (int64_t x = 0; x < K; x++) {
             eb[x] = exp_nonpos((float)Gb[x]);
@@ -583,8 +613,8 @@ GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
 GLA_INLINE void gla_fwd_intra(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h) {
     const int64_t H = j->H, K = j->K, C = j->C;
     float *A = b->A;
-    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
-        const int64_t ni = L - i0 < GLA_SUB ? L - i0 : GLA_SUB;
+    for (int64_t i0 = 0; i0 < L; i0 += b->sub) {
+        const int64_t ni = L - i0 < b->sub ? L - i0 : b->sub;
         const int own = sub_block_keys(j, b, i0, ni, 0);
         const int64_t ncol = own ? i0 + ni : i0;
         if (ncol > 0)
@@ -619,7 +649,7 @@ GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, 
     /* intra-chunk: o += scale A V */
     j->kr->gemm_nn_lower(L, V, L, j->scale, b->A, C, vr, H * V, 1.0f, oc, H * V);
     if (U) {
-        j->kr->gemm_tn(K, V, L, 1.0f, b->Ks, K, vr, H * V, 0.0f, U, V);
+        la__gemm_tn_block(j->kr, K, V, L, 1.0f, b->Ks, K, vr, H * V, 0.0f, U, V);
         return;
     }
     /* S <- Diag(e^{G_L}) S + (K * e^{G_L - G})^T V */
@@ -629,7 +659,10 @@ GLA_INLINE void gla_fwd_chunk_head(const gla_job *j, chunk_bufs *b, int64_t r0, 
         const float d = eGL[x];
         for (int64_t y = 0; y < V; y++) row[y] *= d;
     }
-    j->kr->gemm_tn(K, V, L, 1.0f, b->Ks, K, vr, H * V, 1.0f, b->S, V);
+    /* cpu-gla14: Ks is a dense [L, K] block, so gemm_tn_block (Kᵀ read in
+     * place, v's panels packed once instead of once per 72-row block of
+     * gemm_tn; the same bits) */
+    la__gemm_tn_block(j->kr, K, V, L, 1.0f, b->Ks, K, vr, H * V, 1.0f, b->S, V);
 }
 
 static void load_state(const gla_job *j, int64_t task, float *S) {
@@ -1042,10 +1075,11 @@ GLA_INLINE void gla_sum_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
     const int64_t H = j->H, K = j->K;
     double *G = b->G;
     gla_gate_prefix(j, G, r0, L, h);
+    const int64_t sub = gla_sub_size(K, G, L); /* as gla_fwd_factors */
     const double *GL = G + (L - 1) * K;
     float *el = b->F, *P = b->P;
-    for (int64_t i0 = 0; i0 < L; i0 += GLA_SUB) {
-        const int64_t i1 = L - i0 < GLA_SUB ? L : i0 + GLA_SUB;
+    for (int64_t i0 = 0; i0 < L; i0 += sub) {
+        const int64_t i1 = L - i0 < sub ? L : i0 + sub;
         const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
         for (int64_t x = 0; x < K; x++) el[x] = exp_nonpos((float)(GL[x] - Ge[x]));
         for (int64_t i = i0; i < i1; i++) {
