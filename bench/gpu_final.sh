@@ -70,14 +70,17 @@ bench_job() {   # GPU1: fla and us in one process, bf16 (fp32's dense shapes are
     stamp "bench done (rc $?)"
 }
 
-race_job() {    # racecheck, quick, unfiltered: sections over shards, two GPU slots
+# racecheck, quick, unfiltered unless RACE_KNS (a kernel-name substring) is set:
+# sections over shards (RACE_A, RACE_B: "section:shards ..."), two GPU slots
+race_job() {
     local slot=$1; shift
     export CUDA_VISIBLE_DEVICES=$(gpu "$slot")
     for spec in "$@"; do        # spec = section:shards
         local s=${spec%%:*} n=${spec##*:}
         for ((i = 0; i < n; i++)); do
             LINATTN_CUDA_TEST_QUICK=1 LINATTN_CUDA_TEST_ONLY=$s LINATTN_CUDA_TEST_SHARD=$i/$n \
-                timeout ${RACE_TIMEOUT:-300} $CS --tool racecheck "$NEW/test_cuda_ops" \
+                timeout ${RACE_TIMEOUT:-300} $CS --tool racecheck \
+                ${RACE_KNS:+--kernel-name kns=$RACE_KNS} "$NEW/test_cuda_ops" \
                 > "$L/6_race_${s}_$i.log" 2>&1 &
         done
     done
@@ -89,14 +92,14 @@ PHASES=${PHASES:-check,time}
 if [ "$NG" -ge 4 ] && [[ $PHASES == *check* && $PHASES == *time* ]]; then
     (tests_job; ab_job) &
     bench_job &
-    race_job 2 d:12 &
-    race_job 3 v:4 e:2 s:2 n:2 t:2 &
+    race_job 2 ${RACE_A:-d:12} &
+    race_job 3 ${RACE_B:-v:4 e:2 s:2 n:2 t:2} &
     wait
 else
     if [[ $PHASES == *check* ]]; then
         tests_job &
-        race_job 0 d:12 &
-        race_job 1 v:4 e:2 s:2 n:2 t:2 &
+        race_job 0 ${RACE_A:-d:12} &
+        race_job 1 ${RACE_B:-v:4 e:2 s:2 n:2 t:2} &
         wait
     fi
     if [[ $PHASES == *time* ]]; then
