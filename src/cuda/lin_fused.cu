@@ -85,6 +85,77 @@ __device__ __forceinline__ void lf_mmax(la_tc_acc (&acc)[NJ], const T *Ah, const
                                         const T *Al2, const T *Bh, const T *Bl, const T *Bl2) {
     la_tc_mma64x_part<T, AT, BT, NJ>(acc, Ah, Al, Al2, Bh, Bl, Bl2, lf_w(), lf_jb<NJ>());
 }
+/* Products that share an operand, each fragment loaded once per k step
+ * (shared-memory wavefronts are what bound the walk: bench/GPU.md,
+ * cuda-occ14). Every accumulator still sums its products over k ascending,
+ * as lf_mma does: same bits. B fragment (k step kk, column block jj) of B
+ * ([r][n], or [n][r] when BT). */
+template <typename T, bool BT>
+__device__ __forceinline__ void lf_ldb(uint32_t (&b)[4], const T *B, int kk, int jj) {
+    const int lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
+    const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
+    if (BT)
+        la_tc_ldsm4<false>(b, B + (16 * jj + hi8 + rr) * LA_TC_LD + 16 * kk + lo8);
+    else
+        la_tc_ldsm4<true>(b, B + (16 * kk + lo8 + rr) * LA_TC_LD + 16 * jj + hi8);
+}
+/* A fragment (k step kk) of A ([m][r], or [r][m] when AT), the warp's rows */
+template <typename T, bool AT>
+__device__ __forceinline__ void lf_lda(uint32_t (&a)[4], const T *A, int kk) {
+    const int lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7, w = lf_w();
+    const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
+    if (AT)
+        la_tc_ldsm4<true>(a, A + (16 * kk + hi8 + rr) * LA_TC_LD + 16 * w + lo8);
+    else
+        la_tc_ldsm4<false>(a, A + (16 * w + lo8 + rr) * LA_TC_LD + 16 * kk + hi8);
+}
+/* acc1 += A B1, acc2 += A B2 (Q K^T and Q S_hi: Q's fragments once) */
+template <typename T, bool BT1, bool BT2, int NJ>
+__device__ __forceinline__ void lf_mma_a2(la_tc_acc (&acc1)[NJ], la_tc_acc (&acc2)[NJ], const T *A,
+                                          const T *B1, const T *B2) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t a[4], b[4];
+        lf_lda<T, false>(a, A, kk);
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            lf_ldb<T, BT1>(b, B1, kk, lf_jb<NJ>() + j);
+            la_tc_mma<T>(acc1[j].x, a, b[0], b[1]);
+            la_tc_mma<T>(acc1[j].x + 4, a, b[2], b[3]);
+        }
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            lf_ldb<T, BT2>(b, B2, kk, lf_jb<NJ>() + j);
+            la_tc_mma<T>(acc2[j].x, a, b[0], b[1]);
+            la_tc_mma<T>(acc2[j].x + 4, a, b[2], b[3]);
+        }
+    }
+}
+/* acc += A B and S[kb] += Kt_kb^T B, kb < NK (P_hi V and the ungated state
+ * update: V's fragments once); Kt_kb = K0 + kb LA_TC_TILE */
+template <typename T, int NK, int NJ>
+__device__ __forceinline__ void lf_mma_b(la_tc_acc (&acc)[NJ], const T *A, la_tc_acc (&S)[NK][NJ],
+                                         const T *K0, const T *B) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t a[4], ak[NK][4];
+        lf_lda<T, false>(a, A, kk);
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) lf_lda<T, true>(ak[kb], K0 + kb * LA_TC_TILE, kk);
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            uint32_t b[4];
+            lf_ldb<T, false>(b, B, kk, lf_jb<NJ>() + j);
+            la_tc_mma<T>(acc[j].x, a, b[0], b[1]);
+            la_tc_mma<T>(acc[j].x + 4, a, b[2], b[3]);
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) {
+                la_tc_mma<T>(S[kb][j].x, ak[kb], b[0], b[1]);
+                la_tc_mma<T>(S[kb][j].x + 4, ak[kb], b[2], b[3]);
+            }
+        }
+    }
+}
 /* f(rh, r, c, x) over the thread's elements of acc. */
 template <int NJ, class F> __device__ __forceinline__ void lf_each(la_tc_acc (&acc)[NJ], F f) {
     la_tc_acc_each_part<NJ>(acc, lf_w(), lf_jb<NJ>(), f);
@@ -359,20 +430,16 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         lf_each<NJ>(accP, [](int, int, int, float &x) { x = 0.f; });
         lf_each<NJ>(accO, [](int, int, int, float &x) { x = 0.f; });
 #pragma unroll
-        for (int kb = 0; kb < NK; kb++) {
-            lf_mma<T, false, true, NJ>(accP, Qt(kb), Kt(kb));
-            lf_mmax<T, false, false, NJ>(accO, Qt(kb), NULL, NULL, W + 3 * kb * LA_TC_TILE,
-                                         W + (3 * kb + 1) * LA_TC_TILE,
-                                         three ? W + (3 * kb + 2) * LA_TC_TILE : (T *)NULL);
-            /* cuda-occ14: the ungated state update here (S's parts for Q S
-             * are taken), so K is free at the next barrier; same sums */
-            if (!vt) lf_mma<T, true, false, NJ>(S[kb], Kt(kb), Vs);
+        for (int kb = 0; kb < NK; kb++) { /* Q K^T, then Q S_hi, Q S_lo (, Q S_lo2) */
+            lf_mma_a2<T, true, false, NJ>(accP, accO, Qt(kb), Kt(kb), W + 3 * kb * LA_TC_TILE);
+            lf_mma<T, false, false, NJ>(accO, Qt(kb), W + (3 * kb + 1) * LA_TC_TILE);
+            if (three) lf_mma<T, false, false, NJ>(accO, Qt(kb), W + (3 * kb + 2) * LA_TC_TILE);
         }
-        __syncthreads(); /* Q (, K) and the S parts are free: Q (, K), V take chunk c+1
-                            (V the other buffer, last read before chunk c's first barrier),
-                            P and Vt the parts */
+        __syncthreads(); /* Q and the S parts are free: Q, V take chunk c+1 (V the other
+                            buffer, last read before chunk c's first barrier), P and Vt
+                            the parts */
         if (c + 1 < s.nch) {
-            fetch(c + 1, vt ? 5 : 7);
+            fetch(c + 1, 5);
             if (gated) gates(c + 1, gx0, gx1);
         }
         T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = three ? W + 2 * LA_TC_TILE : NULL;
@@ -411,17 +478,21 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         }
         lf_each<NJ>(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
-        lf_mmax<T, false, false, NJ>(accO, Ph, Pl, Pl2, Vs, NULL, NULL);
-        const float eL = gated ? la_cu_expd(GL) : 1.f;
+        if (vt) {
+            lf_mmax<T, false, false, NJ>(accO, Ph, Pl, Pl2, Vs, NULL, NULL);
+            const float eL = gated ? la_cu_expd(GL) : 1.f;
 #pragma unroll
-        for (int kb = 0; kb < NK; kb++) {
-            if (vt) {
+            for (int kb = 0; kb < NK; kb++) {
                 if (gated) lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
                 lf_mmax<T, true, false, NJ>(S[kb], Kt(kb), NULL, NULL, Th, Tl, Tl2);
             }
+        } else { /* P_hi V with the state update (V's fragments once), then P_lo V .. */
+            lf_mma_b<T, NK, NJ>(accO, Ph, S, Kt(0), Vs);
+            lf_mma<T, false, false, NJ>(accO, Pl, Vs);
+            if (Pl2) lf_mma<T, false, false, NJ>(accO, Pl2, Vs);
         }
-        __syncthreads(); /* K, V, P, Vt read: (K takes chunk c+1,) W chunk c+1's S parts */
-        if (vt && c + 1 < s.nch) fetch(c + 1, 2);
+        __syncthreads(); /* K, V, P, Vt read: K takes chunk c+1, W chunk c+1's S parts */
+        if (c + 1 < s.nch) fetch(c + 1, 2);
         if (DOT) /* cuda-fused12: the gate gradient's token dots */
             lf_row_dots<T, NJ>(p.dpart + (ch.tok0 * H + h) * p.nslot + vb * (4 / NJ) + (t >> 7),
                                H * p.nslot, (const T *)p.dx + (ch.tok0 * H + h) * V + v0, H * V,
