@@ -156,6 +156,26 @@ __device__ __forceinline__ void lf_mma_b(la_tc_acc (&acc)[NJ], const T *A, la_tc
         }
     }
 }
+/* Th, Tl (, Tl2) = the parts of f(r) V[r][c] for a 64 x 64 tile V, NT
+ * threads with 8 values each (f(r) once per row group of 8). */
+template <typename T, int NT, class F>
+__device__ __forceinline__ void lf_scaled_parts(T *Th, T *Tl, T *Tl2, const T *V, F f) {
+#pragma unroll
+    for (int u = 0; u < 512 / NT; u++) {
+        const int e = threadIdx.x + NT * u, r = e >> 3, off = r * LA_TC_LD + (e & 7) * 8;
+        const float s = f(r);
+        uint32_t x[4], y[4], z[4];
+        *(uint4 *)x = *(const uint4 *)(V + off);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 in = la_tc_upk(T(), x[i]);
+            la_tc_split2<T>(in.x * s, in.y * s, x[i], y[i], z[i]);
+        }
+        *(uint4 *)(Th + off) = *(const uint4 *)x;
+        *(uint4 *)(Tl + off) = *(const uint4 *)y;
+        if (Tl2) *(uint4 *)(Tl2 + off) = *(const uint4 *)z;
+    }
+}
 /* f(rh, r, c, x) over the thread's elements of acc. */
 template <int NJ, class F> __device__ __forceinline__ void lf_each(la_tc_acc (&acc)[NJ], F f) {
     la_tc_acc_each_part<NJ>(acc, lf_w(), lf_jb<NJ>(), f);
@@ -451,25 +471,10 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
             if (REV) return (r <= cc && cc < L) ? x * scale * la_cu_expd(G[cc] - G[r]) : 0.f;
             return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
         });
-        if (vt) { /* Vt = sv e^{G_L - G_j} v_j (REV: sv e^{G_j} v_j) as parts; V stays for P V */
-#pragma unroll
-            for (int u = 0; u < 512 / LF_NT(NJ); u++) {
-                const int e = t + LF_NT(NJ) * u, r = e >> 3, c0 = (e & 7) * 8;
-                const int off = r * LA_TC_LD + c0;
-                const float f =
-                    r < L ? (gated ? sv * la_cu_expd(REV ? G[r] : GL - G[r]) : sv) : 0.f;
-                uint32_t x[4], y[4], z[4];
-                *(uint4 *)x = *(const uint4 *)(Vs + off);
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const float2 in = la_tc_upk(T(), x[i]);
-                    la_tc_split2<T>(in.x * f, in.y * f, x[i], y[i], z[i]);
-                }
-                *(uint4 *)(Th + off) = *(const uint4 *)x;
-                *(uint4 *)(Tl + off) = *(const uint4 *)y;
-                if (Tl2) *(uint4 *)(Tl2 + off) = *(const uint4 *)z;
-            }
-        }
+        if (vt) /* Vt = sv e^{G_L - G_j} v_j (REV: sv e^{G_j} v_j) as parts; V stays for P V */
+            lf_scaled_parts<T, LF_NT(NJ)>(Th, Tl, Tl2, Vs, [&](int r) {
+                return r < L ? (gated ? sv * la_cu_expd(REV ? G[r] : GL - G[r]) : sv) : 0.f;
+            });
         float rf[2];
 #pragma unroll
         for (int rh = 0; rh < 2; rh++) {
@@ -706,21 +711,8 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
         if (c + 1 < s.nch) fetch(c + 1, buf ^ 1);
         if (gated) {
             const double GL = L > 0 ? G[L - 1] : 0.0;
-#pragma unroll
-            for (int u = 0; u < 512 / NT; u++) {
-                const int e = t + NT * u, r = e >> 3, off = r * LA_TC_LD + (e & 7) * 8;
-                const float f = r < L ? la_cu_expd(GL - G[r]) : 0.f;
-                uint32_t x[4], y[4], z[4];
-                *(uint4 *)x = *(const uint4 *)(Vs(buf) + off);
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const float2 in = la_tc_upk(T(), x[i]);
-                    la_tc_split2<T>(in.x * f, in.y * f, x[i], y[i], z[i]);
-                }
-                *(uint4 *)(Th + off) = *(const uint4 *)x;
-                *(uint4 *)(Tl + off) = *(const uint4 *)y;
-                if (Tl2) *(uint4 *)(Tl2 + off) = *(const uint4 *)z;
-            }
+            lf_scaled_parts<T, NT>(Th, Tl, Tl2, Vs(buf),
+                                   [&](int r) { return r < L ? la_cu_expd(GL - G[r]) : 0.f; });
             __syncthreads(); /* Vt's parts in */
             const float eL = la_cu_expd(GL);
 #pragma unroll
