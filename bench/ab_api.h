@@ -12,5 +12,6 @@ typedef __typeof__(&la_linear_attn_forward) lin_fwd_fn;
 typedef __typeof__(&la_linear_attn_backward) lin_bwd_fn;
 typedef __typeof__(&la_simple_gla_forward) sg_fwd_fn;
 typedef __typeof__(&la_simple_gla_backward) sg_bwd_fn;
+typedef __typeof__(&la_saved_create) saved_create_fn;
 
 #endif

@@ -12,8 +12,13 @@
  * FNV hashes of o, dq, dk, dv and (simple GLA) dg (equal when a change keeps
  * the bits; dg hashed since cpu-sgla12).
  *
+ * cpu-sgsaved13: simple GLA with a saved-for-backward object (la_saved,
+ * reused over the run) on the side(s) the last argument names: `new`,
+ * `old`, `both` or `none` (default). With OLD.so = NEW.so that is the A/B
+ * of saved vs recompute in one library (and `both` / `none` its A/A).
+ *
  * Built with the tools (CMake target lin_ab).
- * usage: lin_ab OLD.so NEW.so [pairs] [T] [op: lin | sgla] */
+ * usage: lin_ab OLD.so NEW.so [pairs] [T] [op: lin | sgla] [saved: none|new|old|both] */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 #include "ab_api.h"
@@ -29,6 +34,7 @@
 
 typedef struct lib {
     la_ctx *ctx;
+    la_saved *saved; /* simple GLA: opts.saved (NULL: recompute) */
     lin_def_fn ldef;
     lin_fwd_fn lfwd;
     lin_bwd_fn lbwd;
@@ -47,7 +53,14 @@ static int open_lib(const char *path, lib *l) {
     l->sbwd = (sg_bwd_fn)(uintptr_t)dlsym(h, "la_simple_gla_backward");
     if (!cc || !l->ldef || !l->lfwd || !l->lbwd || !l->sfwd || !l->sbwd || cc(&l->ctx, 1) != LA_OK)
         return 1;
+    l->saved = NULL;
     return 0;
+}
+
+/* The side's la_saved, in its own context (the library must have it). */
+static int open_saved(const char *path, lib *l) {
+    saved_create_fn sc = (saved_create_fn)(uintptr_t)dlsym(ab_dlopen(path), "la_saved_create");
+    return !sc || sc(l->ctx, &l->saved) != LA_OK;
 }
 
 static float *rnd(size_t n, float lo, float hi) {
@@ -66,7 +79,7 @@ static int run(const lib *l, int sgla, const la_dims *d, bufs *b, double t[2]) {
     double t0 = tcpu();
     la_status st;
     if (sgla) {
-        la_gated_opts o = {.form = LA_FORM_CHUNK};
+        la_gated_opts o = {.form = LA_FORM_CHUNK, .saved = l->saved};
         st = l->sfwd(l->ctx, &o, d, b->o, NULL, b->q, b->k, b->v, b->g, NULL, NULL);
         t[0] = tcpu() - t0;
         t0 = tcpu();
@@ -92,7 +105,7 @@ static int run(const lib *l, int sgla, const la_dims *d, bufs *b, double t[2]) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: lin_ab OLD.so NEW.so [pairs] [T] [lin|sgla]\n");
+        fprintf(stderr, "usage: lin_ab OLD.so NEW.so [pairs] [T] [lin|sgla] [none|new|old|both]\n");
         return 2;
     }
     const int pairs = argc > 3 ? atoi(argv[3]) : 9;
@@ -100,6 +113,17 @@ int main(int argc, char **argv) {
     const int sgla = argc > 5 && !strcmp(argv[5], "sgla");
     lib L[2];
     if (open_lib(argv[1], &L[0]) || open_lib(argv[2], &L[1])) return 1;
+    const char *sv = argc > 6 ? argv[6] : "none";
+    const int sv_old = !strcmp(sv, "old") || !strcmp(sv, "both");
+    const int sv_new = !strcmp(sv, "new") || !strcmp(sv, "both");
+    if ((sv_old || sv_new) && !sgla) {
+        fprintf(stderr, "lin_ab: la_saved only with sgla\n");
+        return 2;
+    }
+    if ((sv_old && open_saved(argv[1], &L[0])) || (sv_new && open_saved(argv[2], &L[1]))) {
+        fprintf(stderr, "lin_ab: la_saved_create failed\n");
+        return 1;
+    }
     const size_t nk = (size_t)(T * H * K), nv = (size_t)(T * H * V), ng = (size_t)(T * H);
     bufs b[2];
     const float *q = rnd(nk, -1, 1), *k = rnd(nk, -1, 1), *v = rnd(nv, -1, 1);
@@ -144,8 +168,8 @@ int main(int argc, char **argv) {
     const int nr = pairs < 64 ? pairs : 64;
     const double rmed = ab_median(ratio, nr, NULL, NULL), rlo = ratio[0], rhi = ratio[nr - 1];
     const double P = ab_median(pk, pairs, NULL, NULL);
-    printf("%s T=%lld H=%lld K=V=%lld, %d pairs, peak median %.1f GFLOP/s\n",
-           sgla ? "simple GLA" : "linear", (long long)T, (long long)H, (long long)K, pairs, P);
+    printf("%s T=%lld H=%lld K=V=%lld, %d pairs, peak median %.1f GFLOP/s; la_saved on: %s\n",
+           sgla ? "simple GLA" : "linear", (long long)T, (long long)H, (long long)K, pairs, P, sv);
     for (int i = 0; i < 2; i++) {
         double lo = ts[i][0], hi = ts[i][0];
         for (int p = 0; p < pairs; p++)

@@ -511,8 +511,9 @@ LA_API la_status la_performer_attn_backward_state(
 
 /* Saved for backward. A forward that is followed by its
  * backward can keep the per-chunk products the backward would otherwise
- * recompute (the "keep" sweep: the chunk start states and each chunk's
- * K K^T, U, W, R of the WY form), at a cost in memory, la_saved_bytes().
+ * recompute (the delta rules' "keep" sweep: the chunk start states and each
+ * chunk's K K^T, U, W, R of the WY form; simple GLA: the chunk start
+ * states), at a cost in memory, la_saved_bytes().
  *  - la_saved_create makes an empty object bound to ctx; set
  *    la_gated_opts.saved to it in the forward AND the backward call.
  *  - A forward given opts->saved fills it (replacing what it held); a
@@ -527,13 +528,22 @@ LA_API la_status la_performer_attn_backward_state(
  *    VALUES are not compared: do not change them between the two calls.
  *  - Ops that fill it: la_delta_rule_forward and
  *    la_gated_delta_rule_forward in LA_FORM_CHUNK, on a CPU or a CUDA
- *    context. Their LA_FORM_RECURRENT forwards leave it empty (they save
- *    nothing). The other ops taking la_gated_opts (simple GLA, GLA, KDA)
- *    ignore the field. An object of a CPU context given to a CUDA call, or
- *    the reverse, is LA_ERR_INVALID_ARGUMENT naming it.
+ *    context; la_simple_gla_forward in LA_FORM_CHUNK on a CPU context,
+ *    except where it splits one sequence over time (fewer than 8
+ *    (sequence, head) pairs and a longest sequence of >= 32 chunks: it
+ *    leaves the object empty, and its backward recomputes). The
+ *    LA_FORM_RECURRENT forwards of these ops leave it empty (they save
+ *    nothing). Their backwards check it (a mismatch is an error, whatever
+ *    the form). On a CUDA context la_simple_gla_forward and _backward
+ *    ignore the field (neither fill, read nor check it), as the other ops
+ *    taking la_gated_opts (GLA, KDA) do everywhere. An object of a CPU
+ *    context given to a CUDA call that uses it, or the reverse, is
+ *    LA_ERR_INVALID_ARGUMENT naming it.
  *  - Memory: the object keeps its largest buffer (no page faults when it is
- *    reused for the same shapes); at chunk C: (K V / C + C + 2 V + K)
- *    floats per value head and token (K = V = 128, C = 64: 2.8 KB).
+ *    reused for the same shapes); at chunk C: delta rules (K V / C + C +
+ *    2 V + K) floats per value head and token (K = V = 128, C = 64:
+ *    2.8 KB); simple GLA K V / C floats per head and token, each sequence
+ *    rounded up to whole chunks (1 KB at K = V = 128, C = 64).
  *    On a CUDA context the buffer is device memory (cudaMallocAsync on the
  *    context's stream; no allocation per step once large enough) holding
  *    the chunk states, W, K, R, A^T and for 16-bit inputs W and K as bf16

@@ -12,8 +12,15 @@
  * - A saved object filled by another call (op, form, dims, cu_seqlens,
  *   chunk, scale, l2norm, an input pointer, context) is an error naming the
  *   mismatch, nothing written; an empty one recomputes; the recurrent form
- *   leaves it empty; bad arguments of la_saved_create. */
+ *   leaves it empty; bad arguments of la_saved_create.
+ * - cpu-sgsaved13: simple GLA's chunk form (CPU) the same way: g, g_gamma
+ *   or both, initial state, varlen with empty sequences, chunks 7-64,
+ *   1-5 heads (the per-head and the grouped backward), resets g = -1e4 and
+ *   g = 0; saved vs the one-pass and the two-pass (checkpoint) recompute;
+ *   the split-over-time form (long T, few heads) leaves the object empty;
+ *   mismatches by name; stale states read; GLA ignores the field. */
 #include "delta_rule_cases.h"
+#include "gla_cases.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -239,10 +246,245 @@ static void test_bad_args(void) {
     la_ctx_destroy(ctx);
 }
 
+/* ---- simple GLA (cpu-sgsaved13) ----------------------------------------- */
+
+extern size_t la__gla_bwd_all_states_bytes; /* src/ops/gla: 0 = the two-pass backward */
+
+static int sg_same_grads(const gcase *c, const gout *a, const gout *b) {
+    return th_bitwise_equal(a->dq, b->dq, c->nqk) && th_bitwise_equal(a->dk, b->dk, c->nqk) &&
+           th_bitwise_equal(a->dv, b->dv, c->nv) && th_bitwise_equal(a->ds0, b->ds0, c->ns) &&
+           th_bitwise_equal(a->dgam, b->dgam, (size_t)c->H) &&
+           (!c->g || th_bitwise_equal(a->dg, b->dg, c->ng));
+}
+
+static la_status sg_fwd(la_ctx *ctx, const gcase *c, la_gated_opts o, gout *r, la_saved *s) {
+    o.saved = s;
+    return gc_fwd(c, ctx, &o, r->o, r->sT);
+}
+
+static la_status sg_bwd(la_ctx *ctx, const gcase *c, la_gated_opts o, gout *r, la_saved *s) {
+    o.saved = s;
+    return gc_bwd(c, ctx, &o, r->dq, r->dk, r->dv, c->g ? r->dg : NULL, r->dgam, r->ds0);
+}
+
+/* Saved vs recomputed, bit for bit, at 1-3 threads; `filled`: whether the
+ * forward keeps the states (0: the split form, which must leave it empty). */
+static void sg_check_bits(const gcase *c, int64_t chunk, int filled, const char *label) {
+    const la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
+    la_ctx *c1 = th_ctx(1);
+    gout want = gout_alloc(c), two = gout_alloc(c);
+    CHECK_STATUS(sg_fwd(c1, c, o, &want, NULL), LA_OK, label);
+    CHECK_STATUS(sg_bwd(c1, c, o, &want, NULL), LA_OK, label);
+    /* the two-pass (checkpoint) recompute gives the same bits */
+    const size_t keep = la__gla_bwd_all_states_bytes;
+    la__gla_bwd_all_states_bytes = 0;
+    CHECK_STATUS(sg_bwd(c1, c, o, &two, NULL), LA_OK, label);
+    la__gla_bwd_all_states_bytes = keep;
+    CHECK(sg_same_grads(c, &two, &want), "%s: two-pass == one-pass recompute", label);
+    for (int thr = 1; thr <= 3; thr++) {
+        la_ctx *ctx = th_ctx(thr);
+        la_saved *s = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, label);
+        gout got = gout_alloc(c);
+        CHECK_STATUS(sg_fwd(ctx, c, o, &got, s), LA_OK, label);
+        CHECK(la_saved_filled(s) == filled, "%s, %d threads: filled %d after the forward",
+              label, thr, la_saved_filled(s));
+        CHECK(th_bitwise_equal(got.o, want.o, c->nv) && th_bitwise_equal(got.sT, want.sT, c->ns),
+              "%s, %d threads: forward output with saving == without", label, thr);
+        CHECK_STATUS(sg_bwd(ctx, c, o, &got, s), LA_OK, label);
+        CHECK(sg_same_grads(c, &got, &want), "%s, %d threads: gradients from saved == recomputed",
+              label, thr);
+        /* a second backward reads the same states; under the two-pass limit too */
+        gout again = gout_alloc(c);
+        la__gla_bwd_all_states_bytes = 0;
+        CHECK_STATUS(sg_bwd(ctx, c, o, &again, s), LA_OK, label);
+        la__gla_bwd_all_states_bytes = keep;
+        CHECK(sg_same_grads(c, &again, &want), "%s: second backward", label);
+        gout_free(&again);
+        gout_free(&got);
+        la_saved_destroy(s);
+        la_ctx_destroy(ctx);
+    }
+    la_ctx_destroy(c1);
+    gout_free(&want);
+    gout_free(&two);
+}
+
+static void test_sgla_bits(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 1313);
+    static const int flag_sets[] = {GC_G, GC_GAMMA, GC_G | GC_GAMMA};
+    static const int64_t cu[] = {0, 0, 40, 40, 107, 150, 150};
+    for (int i = 0; i < 9; i++) {
+        const int flags = flag_sets[i % 3] | (i % 2 ? GC_S0 : 0) | (i % 4 < 2 ? GC_DST : 0);
+        const int64_t H = 1 + i % 5, K = 9 + 8 * (i % 3), V = 7 + 12 * (i % 4);
+        const int64_t chunk = i % 4 == 0 ? 7 : i % 4 == 1 ? 16 : i % 4 == 2 ? 64 : 0;
+        const int varlen = i % 3 == 2;
+        /* N H >= 8 or short: the unsplit forward (the split one saves nothing) */
+        gcase c = varlen ? gc_make(0, 1, 150, H + 1, K, V, cu, 6, flags, &rng)
+                         : gc_make(0, 1 + i % 2, 75 + 37 * i, H, K, V, NULL, 0, flags, &rng);
+        if (c.g && i % 3 == 0) /* resets and stretches of g = 0 */
+            for (size_t t = 0; t < c.ng; t++)
+                c.g[t] = t % 53 == 5 ? -1e4f : t % 97 < 20 ? 0.0f : c.g[t];
+        char label[96];
+        snprintf(label, sizeof label, "simple GLA case %d (H %d, K %d, V %d, chunk %d%s)", i,
+                 (int)c.H, (int)K, (int)V, (int)chunk, varlen ? ", varlen" : "");
+        if (i < 3) gc_check_forms(&c, th_ctx(2), label); /* against float64, every form */
+        sg_check_bits(&c, chunk, 1, label);
+        gc_free(&c);
+    }
+    /* long T: 8 (sequence, head) pairs keep the unsplit forward (states
+     * saved); 5 pairs split the forward, 1 pair splits both directions:
+     * the object stays empty and the backward recomputes */
+    static const struct {
+        int64_t B, H;
+        int filled;
+    } lt[] = {{2, 4, 1}, {1, 5, 0}, {1, 1, 0}};
+    for (int i = 0; i < 3; i++) {
+        gcase c = gc_make(0, lt[i].B, 1100, lt[i].H, 16, 12, NULL, 0, GC_ALL, &rng);
+        char label[96];
+        snprintf(label, sizeof label, "simple GLA T = 1100, B %d, H %d", (int)lt[i].B,
+                 (int)lt[i].H);
+        sg_check_bits(&c, 16, lt[i].filled, label);
+        gc_free(&c);
+    }
+}
+
+/* Stale states (v changed in place after the forward) give other gradients
+ * than a recompute: the backward reads them. */
+static void test_sgla_really_read(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 1314);
+    for (int64_t H = 1; H <= 3; H += 2) { /* the per-head and the grouped backward */
+        gcase c = gc_make(0, 1, 90, H, 16, 12, NULL, 0, GC_ALL, &rng);
+        const la_gated_opts o = gc_opts(LA_FORM_CHUNK, 16);
+        la_ctx *ctx = th_ctx(2);
+        la_saved *s = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+        gout a = gout_alloc(&c), b = gout_alloc(&c);
+        CHECK_STATUS(sg_fwd(ctx, &c, o, &a, s), LA_OK, "forward");
+        for (size_t i = 0; i < c.nv; i++) c.v[i] *= 0.5f;
+        CHECK_STATUS(sg_bwd(ctx, &c, o, &a, s), LA_OK, "stale backward");
+        CHECK_STATUS(sg_bwd(ctx, &c, o, &b, NULL), LA_OK, "recompute");
+        CHECK(!th_bitwise_equal(a.dq, b.dq, c.nqk), "simple GLA H %d: the backward reads the "
+              "saved states", (int)H);
+        gout_free(&a);
+        gout_free(&b);
+        la_saved_destroy(s);
+        la_ctx_destroy(ctx);
+        gc_free(&c);
+    }
+}
+
+static void sg_expect_mismatch(la_ctx *ctx, const gcase *c, la_gated_opts o, la_saved *s,
+                               const char *what) {
+    gout y = gout_alloc(c);
+    CHECK_STATUS(sg_bwd(ctx, c, o, &y, s), LA_ERR_INVALID_ARGUMENT, what);
+    CHECK(strstr(la_last_error(), what) != NULL, "message names '%s': %s", what, la_last_error());
+    CHECK(th_untouched(y.dq, c->nqk) && th_untouched(y.dv, c->nv) &&
+              th_untouched(y.ds0, c->ns) && th_untouched(y.dgam, (size_t)c->H),
+          "%s: nothing written", what);
+    gout_free(&y);
+}
+
+static void test_sgla_mismatch(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 1315);
+    static const int64_t cu1[] = {0, 20, 66}, cu2[] = {0, 21, 66};
+    la_ctx *ctx = th_ctx(2), *other = th_ctx(1);
+    gcase c = gc_make(0, 1, 66, 2, 16, 12, cu1, 2, GC_ALL, &rng);
+    const la_gated_opts o = gc_opts(LA_FORM_CHUNK, 16);
+    la_saved *s = NULL;
+    CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+    gout y = gout_alloc(&c), z = gout_alloc(&c);
+    CHECK_STATUS(sg_fwd(ctx, &c, o, &y, s), LA_OK, "forward");
+    CHECK(la_saved_filled(s) && la_saved_bytes(s) >= 2 * 5 * 16 * 12 * sizeof(float),
+          "filled, 2 heads x 5 chunks of states: %zu bytes", la_saved_bytes(s));
+    la_gated_opts p = o;
+    p.form = LA_FORM_RECURRENT;
+    sg_expect_mismatch(ctx, &c, p, s, "opts.form");
+    p = o, p.chunk_size = 32;
+    sg_expect_mismatch(ctx, &c, p, s, "chunk length");
+    p = o, p.scale = 0.5f;
+    sg_expect_mismatch(ctx, &c, p, s, "opts.scale");
+    gcase x = c; /* the same tensors, other offsets */
+    x.d.cu_seqlens = cu2;
+    sg_expect_mismatch(ctx, &x, o, s, "cu_seqlens");
+    x = c, x.s0 = NULL;
+    sg_expect_mismatch(ctx, &x, o, s, "initial_state");
+    x = c, x.gamma = NULL;
+    sg_expect_mismatch(ctx, &x, o, s, "g_gamma");
+    x = c, x.g = NULL;
+    sg_expect_mismatch(ctx, &x, o, s, "(g differs");
+    x = c; /* same values, another k buffer */
+    x.k = th_nan_floats(c.nqk);
+    memcpy(x.k, c.k, c.nqk * sizeof(float));
+    sg_expect_mismatch(ctx, &x, o, s, "k");
+    free(x.k);
+    x = c, x.d.H = 1; /* the same buffers read as one head */
+    sg_expect_mismatch(ctx, &x, o, s, "dims.H");
+    /* the delta rule's backward given simple GLA's object, and the reverse */
+    {
+        dcase d = dc_default(0);
+        d.form = LA_FORM_CHUNK;
+        d.chunk = 16;
+        ddata dx = dc_data(&d);
+        dout dy = dc_alloc_out(&dx);
+        CHECK_STATUS(dc_backward_saved(ctx, &d, &dx, &dy, s), LA_ERR_INVALID_ARGUMENT, "delta");
+        CHECK(strstr(la_last_error(), "filled by the simple_gla forward") != NULL,
+              "names the op: %s", la_last_error());
+        la_saved *t = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &t), LA_OK, "create");
+        CHECK_STATUS(dc_forward_saved(ctx, &d, &dx, &dy, t), LA_OK, "delta forward");
+        sg_expect_mismatch(ctx, &c, o, t, "filled by the delta_rule forward");
+        la_saved_destroy(t);
+        dc_free_out(&dy);
+        dc_free_data(&dx);
+    }
+    /* another context */
+    CHECK_STATUS(sg_bwd(other, &c, o, &z, s), LA_ERR_INVALID_ARGUMENT, "other context");
+    CHECK(strstr(la_last_error(), "opts->saved") != NULL, "names opts->saved: %s", la_last_error());
+    CHECK_STATUS(sg_fwd(other, &c, o, &z, s), LA_ERR_INVALID_ARGUMENT, "forward, other context");
+    CHECK(th_untouched(z.o, c.nv), "forward on another context writes nothing");
+    /* the matching call works; the recurrent form leaves it empty; an empty
+     * one recomputes */
+    CHECK_STATUS(sg_bwd(ctx, &c, o, &z, s), LA_OK, "matching backward");
+    p = o, p.form = LA_FORM_RECURRENT;
+    CHECK_STATUS(sg_fwd(ctx, &c, p, &y, s), LA_OK, "recurrent forward");
+    CHECK(la_saved_filled(s) == 0, "the recurrent forward leaves it empty");
+    gout e = gout_alloc(&c), f = gout_alloc(&c);
+    CHECK_STATUS(sg_bwd(ctx, &c, o, &e, s), LA_OK, "empty saved");
+    CHECK_STATUS(sg_bwd(ctx, &c, o, &f, NULL), LA_OK, "no saved");
+    CHECK(sg_same_grads(&c, &e, &f) && sg_same_grads(&c, &z, &f), "empty saved == none == saved");
+    /* GLA ignores the field: an object of another context is not an error,
+     * and a filled one stays as it is */
+    CHECK_STATUS(sg_fwd(ctx, &c, o, &y, s), LA_OK, "refill");
+    gcase gk = gc_make(1, 1, 40, 2, 16, 12, NULL, 0, GC_ALL, &rng);
+    gout gy = gout_alloc(&gk);
+    CHECK_STATUS(sg_fwd(other, &gk, o, &gy, s), LA_OK, "GLA forward ignores opts->saved");
+    CHECK_STATUS(sg_bwd(other, &gk, o, &gy, s), LA_OK, "GLA backward ignores opts->saved");
+    CHECK(la_saved_filled(s) == 1, "GLA leaves the object as it was");
+    CHECK_STATUS(sg_bwd(ctx, &c, o, &e, s), LA_OK, "backward after the GLA calls");
+    CHECK(sg_same_grads(&c, &e, &f), "still this call's states");
+    gout_free(&gy);
+    gc_free(&gk);
+    gout_free(&e);
+    gout_free(&f);
+    gout_free(&y);
+    gout_free(&z);
+    la_saved_destroy(s);
+    la_ctx_destroy(other);
+    la_ctx_destroy(ctx);
+    gc_free(&c);
+}
+
 int main(void) {
     test_bad_args();
     test_mismatch();
     test_really_read();
     test_bits();
+    test_sgla_mismatch();
+    test_sgla_really_read();
+    test_sgla_bits();
     return th_summary("test_saved");
 }

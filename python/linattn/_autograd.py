@@ -3,7 +3,8 @@ backward the C backward (which recomputes what it needs, so the saved tensors
 are exactly the float32 inputs). Calls that need no graph (no_grad, or no
 input requiring grad) bypass the Functions and save nothing.
 
-The delta rules (DeltaNet, Gated DeltaNet) in the chunk form also keep the
+The delta rules (DeltaNet, Gated DeltaNet) and, on CPU tensors, simple GLA
+(cpu-sgsaved13: its chunk start states) in the chunk form also keep the
 forward's per-chunk products for the backward in a la_saved object when
 cfg["save_for_backward"] asks for it (None, the default: CPU tensors only;
 True: CPU and CUDA tensors (cuda-saved7: device memory); see functional.py): the
@@ -18,7 +19,9 @@ from . import _ops
 from ._core import torch_xp as TorchXP
 from . import _core
 
-_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule")
+_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule", "simple_gla")
+# cpu-sgsaved13: CUDA simple GLA ignores la_saved (include/linattn.h)
+_CUDA_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule")
 
 
 def _borrow_saved(cfg, xp):
@@ -26,8 +29,8 @@ def _borrow_saved(cfg, xp):
     want = cfg.get("save_for_backward")  # None: CPU tensors only
     if want is False or cfg["family"] not in _SAVING_FAMILIES:
         return None
-    if xp.cuda and want is not True:  # device memory: opt-in (README)
-        return None
+    if xp.cuda and (want is not True or cfg["family"] not in _CUDA_SAVING_FAMILIES):
+        return None  # device memory: opt-in (README)
     if cfg["form"] != "chunk" or not _core.saved_available():
         return None
     if xp.cuda:  # cuda-saved7: device memory of the CUDA context of this stream

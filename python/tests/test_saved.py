@@ -1,5 +1,5 @@
 """Saved for backward (la_saved) through the torch autograd functions of the
-delta rules: the same gradients bit for bit with and without it, the object
+delta rules and (cpu-sgsaved13) simple GLA on CPU tensors: the same gradients bit for bit with and without it, the object
 borrowed from the context's pool in the forward, read by the backward and
 returned after it (or when the graph is freed without a backward)."""
 
@@ -154,3 +154,43 @@ def test_c_errors_reach_python():
         _ops.gated_backward("delta_rule", do, None, x["q"], x["k"], x["v"], beta=x["beta"],
                             chunk_size=16, xp=xp, saved=sv.handle)
     sv.release()
+
+
+def _sgla_inputs(T=150, H=2, K=24, V=20, seed=0, g=True, gamma=True, h0=True):
+    gen = torch.Generator().manual_seed(seed)
+    x = {"q": torch.randn(1, T, H, K, generator=gen), "k": torch.randn(1, T, H, K, generator=gen),
+         "v": torch.randn(1, T, H, V, generator=gen)}
+    if g:
+        x["g"] = torch.nn.functional.logsigmoid(2.5 + torch.randn(1, T, H, generator=gen))
+    if gamma:
+        x["g_gamma"] = -torch.rand(H, generator=gen) * 0.1
+    if h0:
+        x["initial_state"] = torch.randn(1, H, K, V, generator=gen) * 0.5
+    return x
+
+
+def _sgla_run(x, cu=None, **kw):
+    x = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+    o, ht = linattn.simple_gla(x["q"], x["k"], x["v"], g=x.get("g"), g_gamma=x.get("g_gamma"),
+                               initial_state=x.get("initial_state"), output_final_state=True,
+                               cu_seqlens=cu, **kw)
+    gen = torch.Generator().manual_seed(9)
+    ((o * torch.randn(o.shape, generator=gen)).sum() +
+     (ht * torch.randn(ht.shape, generator=gen)).sum()).backward()
+    return o.detach(), {n: t.grad for n, t in x.items()}
+
+
+@pytest.mark.parametrize("case", ["g", "g_gamma", "both", "varlen", "chunk16"])
+def test_simple_gla_bitwise_same_gradients(case, monkeypatch):
+    """cpu-sgsaved13: the backward reads a filled object; the same bits."""
+    seen = _spy(monkeypatch)
+    cu = torch.tensor([0, 0, 40, 40, 150], dtype=torch.int64) if case == "varlen" else None
+    x = _sgla_inputs(g=case != "g_gamma", gamma=case != "g", h0=cu is None,
+                     seed=hash(case) % 1000, H=8 if case == "varlen" else 4)
+    kw = {"chunk_size": 16} if case == "chunk16" else {}
+    o0, g0 = _sgla_run(x, cu, save_for_backward=False, **kw)
+    o1, g1 = _sgla_run(x, cu, **kw)  # the default: on for CPU tensors
+    assert seen[0] is None and seen[1] is not None and seen[1][0] == 1, seen
+    assert torch.equal(o0, o1)
+    for n in g0:
+        assert g0[n] is not None and torch.equal(g0[n], g1[n]), n

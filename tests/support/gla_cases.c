@@ -171,7 +171,7 @@ static void gref_free(gref *r) {
     free(r->dgam_abs);
 }
 
-static gout gout_alloc(const gcase *c) {
+gout gout_alloc(const gcase *c) {
     gout r;
     r.o = th_nan_floats(c->nv);
     r.sT = th_nan_floats(c->ns);
@@ -184,7 +184,7 @@ static gout gout_alloc(const gcase *c) {
     return r;
 }
 
-static void gout_free(gout *r) {
+void gout_free(gout *r) {
     free(r->o); free(r->sT); free(r->dq); free(r->dk); free(r->dv); free(r->dg);
     free(r->dgam); free(r->ds0);
 }

@@ -33,6 +33,10 @@ typedef struct gout {
  * it only works with a message without arguments; this one formats first. */
 #define GC_CHECK_ERR(err, tol, ...) gc_check_err((err), (tol), __FILE__, __LINE__, __VA_ARGS__)
 
+/* Every output of a case, poisoned (NaN) until written; gout_free frees them. */
+gout gout_alloc(const gcase *c);
+void gout_free(gout *r);
+
 void gc_check_err(double err, double tol, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 gcase gc_make(int per_key, int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, const int64_t *cu,

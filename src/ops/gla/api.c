@@ -14,7 +14,9 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define GLA_CKPT 64
 
@@ -98,6 +100,74 @@ static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
     return la__scratch_reserve(ctx, bytes);
 }
 
+/* ---- cpu-sgsaved13: la_saved for simple GLA (CPU, chunk form) ----------
+ * The forward writes every chunk's start state (the floats the backward's
+ * state pass makes: the same update, chunk.c); the backward reads them
+ * instead. Only the unsplit chunk form: the split forward's (split.c)
+ * states differ from the unsplit backward's in their last bits at the
+ * segment boundaries, and the split backward (split_bwd.c) recomputes its
+ * own, so a split forward leaves the object empty. Bytes: cbase [N + 1]
+ * int64 (chunks before sequence n), then H x cbase[N] states of K x V
+ * floats (la__sgla_saved_slot). */
+static size_t sgla_saved_layout(const gla_job *j, void *base, int64_t **cbase, float **states) {
+    const int64_t N = la__num_seqs(j->d);
+    int64_t NC = 0;
+    for (int64_t n = 0; n < N; n++) {
+        int64_t start, len;
+        la__seq_bounds(j->d, n, &start, &len);
+        NC += (len + j->C - 1) / j->C;
+    }
+    if ((double)j->H * (double)NC * (double)j->K * (double)j->V * sizeof(float) > 0x1p62)
+        return 0;
+    la__arena ar = {(char *)base, 0, 0};
+    *cbase = la__arena_take(&ar, (size_t)N + 1, sizeof(int64_t));
+    *states = la__arena_floats(&ar, (size_t)(j->H * NC) * (size_t)j->K * (size_t)j->V);
+    return la__arena_size(&ar);
+}
+
+/* The call a la_saved records (la__saved_match compares every field). */
+static la__saved_key sgla_saved_key(const gla_job *j, la_form form) {
+    la__saved_key k;
+    memset(&k, 0, sizeof k);
+    k.family = "simple_gla";
+    k.form = form;
+    k.chunk = form == LA_FORM_CHUNK ? j->C : 0;
+    k.scale = j->scale;
+    k.dims = *j->d;
+    const void *p[LA__SAVED_NPTR] = {j->q, j->k, j->v, j->g, j->g_gamma, j->s0};
+    static const char *const names[LA__SAVED_NPTR] = {"q", "k", "v", "g", "g_gamma",
+                                                      "initial_state"};
+    for (int i = 0; i < LA__SAVED_NPTR; i++) k.ptr[i] = p[i], k.ptr_name[i] = names[i];
+    return k;
+}
+
+/* Forward: makes the saved object hold this call's states (j->save, the
+ * offsets written) when asked and the form keeps them. */
+static la_status sgla_save_prepare(const char *op, la_saved *sv, gla_job *j, la_form form,
+                                   int keeps) {
+    if (!sv || !keeps) return LA_OK;
+    int64_t *cbase;
+    float *states;
+    const size_t bytes = sgla_saved_layout(j, NULL, &cbase, &states);
+    if (!bytes)
+        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: opts->saved: the saved size overflows", op);
+    const la__saved_key key = sgla_saved_key(j, form);
+    void *data;
+    la_status st = la__saved_prepare(op, sv, &key, bytes, &data);
+    if (st) return st;
+    sgla_saved_layout(j, data, &cbase, &states);
+    const int64_t N = la__num_seqs(j->d);
+    cbase[0] = 0;
+    for (int64_t n = 0; n < N; n++) {
+        int64_t start, len;
+        la__seq_bounds(j->d, n, &start, &len);
+        cbase[n + 1] = cbase[n] + (len + j->C - 1) / j->C;
+    }
+    j->save = states;
+    j->sv_cbase = cbase;
+    return LA_OK;
+}
+
 static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *opts,
                              const la_dims *dims, int per_key, float *o, float *final_state,
                              const float *q, const float *k, const float *v, const float *g,
@@ -108,11 +178,15 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
                                 initial_state, &j, &form);
     if (st) return st;
     if ((st = la__check_ptr(op, "o", o))) return st;
+    /* simple GLA fills opts->saved (GLA ignores the field) */
+    la_saved *sv = per_key ? NULL : opts->saved;
+    if ((st = la__saved_check(op, ctx, sv))) return st;
     const int chunk = form == LA_FORM_CHUNK;
     if (chunk && la__gla_split_over_time(&j)) {
         if ((st = reserve(op, ctx, la__gla_split_bytes(&j)))) return st;
         j.o = o;
         j.sT = final_state;
+        la__saved_clear(sv); /* the split form saves nothing (above) */
         return la__gla_run_split(op, &j);
     }
     if (chunk && la__gla_split_gla_over_time(&j)) {
@@ -124,12 +198,15 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
     if ((st = reserve(op, ctx, chunk ? la__gla_chunk_fwd_bytes(&j)
                                      : la__gla_recurrent_fwd_bytes(&j))))
         return st;
+    if ((st = sgla_save_prepare(op, sv, &j, form, chunk))) return st;
     j.o = o;
     j.sT = final_state;
     const int64_t nfwd = chunk ? (dims->H + LA__GLA_HEAD_GROUP - 1) / LA__GLA_HEAD_GROUP
                                : dims->H;
     la__parallel_for(ctx, la__num_seqs(dims) * nfwd,
                      chunk ? la__gla_chunk_fwd_task : la__gla_recurrent_fwd_task, &j);
+    if (j.save) la__saved_commit(sv);
+    else la__saved_clear(sv); /* the recurrent form saves nothing */
     return LA_OK;
 }
 
@@ -178,6 +255,23 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
     }
     const int split = chunk && la__gla_split_bwd_over_time(&j);
     if (split) j.group = 1; /* the per-chunk pieces' layout */
+    if (!per_key) { /* cpu-sgsaved13: the forward's chunk states, when it saved them */
+        const la__saved_key key = sgla_saved_key(&j, form);
+        const void *data;
+        if ((st = la__saved_check(op, ctx, opts->saved)) ||
+            (st = la__saved_match(op, opts->saved, &key, &data)))
+            return st;
+        /* a split backward recomputes (a filled object came from an unsplit
+         * forward, whose shape never splits the backward: a guard) */
+        if (data && chunk && !split) {
+            int64_t *cbase;
+            float *states;
+            sgla_saved_layout(&j, (void *)(uintptr_t)data, &cbase, &states);
+            j.saved = states;
+            j.sv_cbase = cbase;
+            j.group = 1;
+        }
+    }
     /* cpu-sgla9: simple GLA, every state kept: heads grouped per task */
     const int64_t sgh = chunk && !split ? la__sgla_bwd_heads(&j, L) : 1;
     if ((st = reserve(op, ctx, split     ? la__gla_split_bwd_bytes(&j)

@@ -84,9 +84,10 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     b->A = la__arena_take(&a, C * C, sizeof(float));
     b->Oc = la__arena_take(&a, backward ? 0 : C * V, sizeof(float));
     if (backward) {
-        const size_t nch = (size_t)((L + j->C - 1) / j->C), M = (size_t)j->group;
-        const size_t ngroups = (nch + M - 1) / M;
-        if (K * V > SIZE_MAX / sizeof(float) / (ngroups + M)) return 0;
+        /* cpu-sgsaved13: with the forward's saved states, no checkpoints */
+        const size_t nch = (size_t)((L + j->C - 1) / j->C), M = j->saved ? 0 : (size_t)j->group;
+        const size_t ngroups = M ? (nch + M - 1) / M : 0;
+        if (ngroups + M && K * V > SIZE_MAX / sizeof(float) / (ngroups + M)) return 0;
         b->ckpt = la__arena_take(&a, ngroups, K * V * sizeof(float));
         b->states = la__arena_take(&a, M, K * V * sizeof(float));
         b->dS = la__arena_take(&a, K * V, sizeof(float));
@@ -106,6 +107,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
          * sums twice instead (keeping [nch,C,K] doubles doubled the memory
          * of the one state pass and measured no faster) */
         b->Gall = la__arena_take(&a, M == 1 && !j->per_key ? nch * C : 0, sizeof(double));
+        if (j->saved) b->ckpt = b->states = NULL;
     }
     return la__arena_size(&a);
 }
@@ -700,6 +702,10 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
                 continue;
             }
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
+            /* cpu-sgsaved13: the chunk's start state for the backward (the
+             * floats its state pass would make: the same update below) */
+            if (j->save)
+                memcpy(j->save + la__sgla_saved_slot(j, n, h, c0 / C), b.S, KV * sizeof(float));
             chunk_gates(j, &b, r0, L, h, 1);
             gather_rows(b.Qc, j->q, H, K, r0, L, h);
             gather_rows(b.Kc, j->k, H, K, r0, L, h);
@@ -984,11 +990,12 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
     /* Two-level checkpoints: the state before every M-th chunk is kept, and
      * the states before the chunks of one group are recomputed when the
      * reverse sweep reaches it: O((nch/M + M) K V) memory, one extra pass
-     * of state updates. */
+     * of state updates. cpu-sgsaved13: with the forward's saved states
+     * (simple GLA, group 1) no state pass at all. */
     const int64_t M = j->group;
-    const int keepG = M == 1 && !j->per_key;
-    load_state(j, task, b.states);
-    for (int64_t c = 0; c < nch; c++) {
+    const int keepG = M == 1 && !j->per_key && !j->saved;
+    if (!j->saved) load_state(j, task, b.states);
+    for (int64_t c = 0; !j->saved && c < nch; c++) {
         const int64_t c0 = c * j->C, L = len - c0 < j->C ? len - c0 : j->C;
         if (c % M == 0) memcpy(b.ckpt + (size_t)(c / M) * KV, b.states, KV * sizeof(float));
         if (c == nch - 1) break; /* the state after the last chunk is not used */
@@ -1018,7 +1025,9 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
                 chunk_state_update(j, &b, S, start + p0, pl, h, 0);
             }
         }
-        const float *S0 = M == 1 ? b.ckpt + (size_t)c * KV : b.states + (size_t)(c % M) * KV;
+        const float *S0 = j->saved ? j->saved + la__sgla_saved_slot(j, n, h, c)
+                          : M == 1 ? b.ckpt + (size_t)c * KV
+                                   : b.states + (size_t)(c % M) * KV;
         if (keepG) { /* the state pass summed every chunk's gates but the last one */
             b.G = b.Gall + c * j->C;
             if (c == nch - 1) chunk_cumsum(j, &b, r0, L, h);
@@ -1166,6 +1175,7 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
  * results are those of la__gla_chunk_bwd_task bit for bit. */
 int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L) {
     if (j->per_key || j->group != 1 || j->H < 2) return 1;
+    if (j->saved) return j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
     const double nch = (double)((L + j->C - 1) / j->C);
     const double per = nch * (double)j->K * (double)j->V * sizeof(float);
     int64_t gh = j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
@@ -1189,16 +1199,19 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     la__seq_bounds(j->d, n, &start, &len);
     chunk_bufs bs[LA__GLA_HEAD_GROUP];
     double gamma_sum[LA__GLA_HEAD_GROUP];
+    const float *S0s[LA__GLA_HEAD_GROUP]; /* each head's chunk start states */
     char *base = la__scratch(j->ctx, tid);
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
     for (int64_t hh = 0; hh < nh; hh++) {
         chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
-        load_state(j, n * H + h0 + hh, bs[hh].states);
+        if (!j->saved) load_state(j, n * H + h0 + hh, bs[hh].states);
+        S0s[hh] = j->saved ? j->saved + la__sgla_saved_slot(j, n, h0 + hh, 0) : bs[hh].ckpt;
         gamma_sum[hh] = 0.0;
     }
     const int64_t nch = (len + C - 1) / C;
-    /* the state pass: every chunk's start state, every chunk's G but the last */
-    for (int64_t c = 0; c < nch; c++) {
+    /* the state pass: every chunk's start state, every chunk's G but the
+     * last (cpu-sgsaved13: none with the forward's saved states) */
+    for (int64_t c = 0; !j->saved && c < nch; c++) {
         const int64_t c0 = c * C, L = len - c0 < C ? len - c0 : C;
         for (int64_t hh = 0; hh < nh; hh++) {
             chunk_bufs *b = &bs[hh];
@@ -1221,8 +1234,8 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
         const int64_t c0 = c * C, L = len - c0 < C ? len - c0 : C, r0 = start + c0;
         for (int64_t hh = 0; hh < nh; hh++) {
             chunk_bufs *b = &bs[hh];
-            b->G = b->Gall + c * C;
-            if (c == nch - 1) chunk_cumsum(j, b, r0, L, h0 + hh);
+            if (!j->saved) b->G = b->Gall + c * C;
+            if (c == nch - 1 || j->saved) chunk_cumsum(j, b, r0, L, h0 + hh);
             chunk_gate_exps(j, b, L, 1);
             /* cpu-sgla12: the rows the next head (or the previous chunk's
              * first head) gathers and writes, as the chunk forward does:
@@ -1231,10 +1244,10 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
             const int64_t ph = hh + 1 < nh ? h0 + hh + 1 : h0, pr = hh + 1 < nh ? r0 : r0 - C;
             const int64_t pn = hh + 1 < nh ? L : c > 0 ? C : 0;
             /* and its start state (64 KiB of the checkpoints, not in cache) */
-            const float *pS = hh + 1 < nh ? bs[hh + 1].ckpt + (size_t)c * KV
-                              : c > 0     ? bs[0].ckpt + (size_t)(c - 1) * KV
+            const float *pS = hh + 1 < nh ? S0s[hh + 1] + (size_t)c * KV
+                              : c > 0     ? S0s[0] + (size_t)(c - 1) * KV
                                           : NULL;
-            chunk_bwd_chunk(j, b, b->ckpt + (size_t)c * KV, r0, L, h0 + hh, pr, pn, ph, pS,
+            chunk_bwd_chunk(j, b, S0s[hh] + (size_t)c * KV, r0, L, h0 + hh, pr, pn, ph, pS,
                             &gamma_sum[hh], NULL);
         }
     }

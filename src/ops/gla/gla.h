@@ -216,7 +216,22 @@ typedef struct gla_job {
     const float *d_o, *d_sT;
     float *dq, *dk, *dv, *dg, *ds0;
     double *dgamma_part; /* [N*H] per-task sum of the scalar gate gradient, or NULL */
+    /* cpu-sgsaved13, la_saved (simple GLA, unsplit chunk form): the start
+     * state of every chunk, K x V floats at la__sgla_saved_state. save: the
+     * forward writes them (NULL: not asked); saved: the backward reads them
+     * instead of its state pass (NULL: recompute). sv_cbase [N + 1]: chunks
+     * before sequence n (sv_cbase[N]: all of them, per head). */
+    float *save;
+    const float *saved;
+    const int64_t *sv_cbase;
 } gla_job;
+
+/* The saved start state of chunk c of sequence n, head h: slot
+ * h NC + cbase[n] + c of the states (each head's chunks in order). */
+static inline size_t la__sgla_saved_slot(const gla_job *j, int64_t n, int64_t h, int64_t c) {
+    const int64_t NC = j->sv_cbase[la__num_seqs(j->d)];
+    return (size_t)(h * NC + j->sv_cbase[n] + c) * (size_t)j->K * (size_t)j->V;
+}
 
 /* Scratch bytes per thread for each kernel; L = longest sequence. Returns 0
  * when the size would overflow size_t. */
