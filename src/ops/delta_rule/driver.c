@@ -312,8 +312,8 @@ typedef struct {
     float *kept;       /* chunk form: [nseg] x la__delta_chunk_kept_floats(seg,K,V) */
     float *states;     /* [seg+1,K,V] */
     float *G;          /* [K,V] the carried dS ([G][K,V]: one per head of the group) */
-    float *gc, *bc;    /* [seg], [seg]: one chunk of g, beta (v is read in place) */
-    float *dOc, *dvc, *dbc, *dgc; /* chunk form: [seg,V] scale*d_o, dv, [seg] dbeta, dg */
+    float *gc, *bc;    /* [seg], [seg]: one chunk of g, beta */
+    float *dOc, *vc, *dvc, *dbc, *dgc; /* chunk form: [seg,V] scale*d_o, v, dv, [seg] dbeta, dg */
     float *w, *u, *r;  /* [V] */
     float *work;       /* step / chunk work */
 } bwd_scratch;
@@ -340,10 +340,11 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
                             chunk && !a->saved ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
                             chunk ? 0 : (size_t)(seg + 1) * KV, G * KV,
                             (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
-                            chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
+                            chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)(seg * V) : 0,
+                            chunk ? (size_t)seg : 0,
                             chunk ? (size_t)seg : 0, (size_t)V, (size_t)V, (size_t)V, work};
     float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->kept, &s->states,
-                      &s->G, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
+                      &s->G, &s->gc, &s->bc, &s->dOc, &s->vc, &s->dvc, &s->dbc, &s->dgc,
                       &s->w, &s->u, &s->r, &s->work};
     la__arena ar = {(char *)base, 0, 0};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -475,13 +476,14 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
                            float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L,
                            float *dqc, float *dkc, const bwd_next *nx, int fetched) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
-    /* v is read in place (rows HV V floats apart; no copy through a vc,
-     * cpu-delta11). The next unit's saved slot, its q, k rows and its rows
-     * of d_o, v, dv (fused: dq, dk) are fetched into L2 here, one row and
-     * 1/L of the slot per token, a whole chunk's backward ahead of their
-     * use (cpu-delta12); without one (the sweep's first unit has none
-     * before it), d_o's rows LA__DELTA_AHEAD ahead of its scaled copy, dv's
-     * for writing, v's for the chunk's end. */
+    /* v's rows are copied into vc with d_o's (read in place, at the chunk's
+     * end, each row on its own page, the dbeta dot stalled: 33-42% of the
+     * chunk backward's own samples, cpu-dbwd15). The next unit's saved
+     * slot, its q, k rows and its rows of d_o, v, dv (fused: dq, dk) are
+     * fetched into L2 here, one row and 1/L of the slot per token, a whole
+     * chunk's backward ahead of their use (cpu-delta12); without one (the
+     * sweep's first unit has none before it), d_o's and v's rows
+     * LA__DELTA_AHEAD ahead of their copies, dv's for writing. */
     const size_t v0 = (size_t)((tok0 + t0) * HV + hv);
     const size_t kslot = la__delta_chunk_kept_floats(segment_len(a), K, V);
     const size_t KV = (size_t)K * (size_t)V;
@@ -514,16 +516,17 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
             if (t + LA__DELTA_AHEAD < L) {
                 const size_t ah = (size_t)(LA__DELTA_AHEAD * HV) * (size_t)V;
                 la__delta_prefetch(dot + ah, V, 0);
+                la__delta_prefetch(a->v + vh * (size_t)V + ah, V, 0);
                 la__delta_prefetch(a->dv + vh * (size_t)V + ah, V, 1);
             }
-            la__delta_prefetch(a->v + vh * (size_t)V, V, 0);
         }
         for (int64_t c = 0; c < V; c++) s->dOc[t * V + c] = a->scale * dot[c];
+        memcpy(s->vc + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
     }
-    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, a->v + v0 * (size_t)V,
-                             a->g ? s->gc : NULL, s->bc, a->scale, a->kr, HV * V};
+    la__delta_chunk_in in = {L,     K,     V,        s->qn + t0 * K, s->kn + t0 * K,
+                             s->vc, a->g ? s->gc : NULL, s->bc, a->scale, a->kr, 0};
     la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, dqc, dkc, s->dvc, s->dbc, s->dgc,
                              s->work);
     for (int64_t t = 0; t < L; t++) {
