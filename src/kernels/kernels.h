@@ -96,7 +96,13 @@ typedef struct la__kernels {
      * per-thread chunk block, lda the row width): the same bits as gemm_tn;
      * NULL where the path has none (la__gemm_tn_block picks gemm_tn). */
     la__gemm_fn gemm_tn_block;
+    /* cpu-dbwd15: B[n,r] := L^{-T} B for n <= LA__TRSM_T_ROWS (L unit lower,
+     * only its strictly lower part read), the bits of
+     * la__trsm_llu_transposed's reversal route; NULL where the path has none
+     * (call la__trsm_llu_transposed, which picks it when it can). */
+    la__trsm_fn trsm_llu_t;
 } la__kernels;
+#define LA__TRSM_T_ROWS 128
 
 /* The table for `isa`, or for the best path below it that this CPU and build
  * can run (never NULL). Tests use it to force each path. */
@@ -134,7 +140,8 @@ LA_KERNEL_HIDDEN void la__trsm_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn
 /* The transposed solve, B[n,r] := L^{-T} B for L [n,n] unit lower (strictly
  * lower part read, row stride n): with J the row reversal, J L^T J is unit
  * lower, so it is kr->trsm_llu on reversed rows. Lrev [n,n] and Brev [n,r]
- * are work space (no overlap with L or B). Used by the backward passes of
+ * are work space (no overlap with L or B), unused where kr->trsm_llu_t
+ * does the same solve in place. Used by the backward passes of
  * the WY (delta-rule) chunk forms. */
 LA_KERNEL_HIDDEN void la__trsm_llu_transposed(const la__kernels *kr, int64_t n, int64_t r,
                                               const float *L, float *Lrev, float *B, float *Brev);
