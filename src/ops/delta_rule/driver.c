@@ -461,8 +461,8 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
 
 /* The unit of the reverse sweep that runs after a chunk's backward: value
  * head hv's chunk from token t0 (a full chunk unless it is the sequence's
- * last), its saved slot (kept products, start state) and its head's
- * normalised q, k rows. */
+ * last), its saved slot (kept products, start state) and its normalised q,
+ * k rows (the chunk's first; NULL: not gathered yet). */
 typedef struct {
     int64_t hv, t0;
     const float *kept, *S0, *qn, *kn;
@@ -474,7 +474,8 @@ typedef struct {
  * fetched: this chunk's rows were fetched by the unit before. */
 static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
                            float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L,
-                           float *dqc, float *dkc, const bwd_next *nx, int fetched) {
+                           const float *qc, const float *kc, float *dqc, float *dkc,
+                           const bwd_next *nx, int fetched) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     /* v's rows are copied into vc with d_o's (read in place, at the chunk's
      * end, each row on its own page, the dbeta dot stalled: 33-42% of the
@@ -495,12 +496,14 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
         const float *dot = a->d_o + vh * (size_t)V;
         if (nx) {
             const size_t ph = pv0 + (size_t)(t * HV);
-            const size_t qr = (size_t)((nx->t0 + t) * K), qh = ph / (size_t)(HV / a->H);
+            const size_t qh = ph / (size_t)(HV / a->H);
             la__delta_prefetch_l2(a->d_o + ph * (size_t)V, V);
             la__delta_prefetch_l2(a->v + ph * (size_t)V, V);
             la__delta_prefetch_l2(a->dv + ph * (size_t)V, V);
-            la__delta_prefetch_l2(nx->qn + qr, K);
-            la__delta_prefetch_l2(nx->kn + qr, K);
+            if (nx->qn) {
+                la__delta_prefetch_l2(nx->qn + t * K, K);
+                la__delta_prefetch_l2(nx->kn + t * K, K);
+            }
             if (fused_dqk(a)) {
                 la__delta_prefetch_l2(a->dq + qh * (size_t)K, K);
                 la__delta_prefetch_l2(a->dk + qh * (size_t)K, K);
@@ -525,8 +528,8 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
     }
-    la__delta_chunk_in in = {L,     K,     V,        s->qn + t0 * K, s->kn + t0 * K,
-                             s->vc, a->g ? s->gc : NULL, s->bc, a->scale, a->kr, 0};
+    la__delta_chunk_in in = {L,     K,  V, qc, kc, s->vc, a->g ? s->gc : NULL, s->bc, a->scale,
+                             a->kr, 0};
     la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, dqc, dkc, s->dvc, s->dbc, s->dgc,
                              s->work);
     for (int64_t t = 0; t < L; t++) {
@@ -582,21 +585,23 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
         bwd_next nx = {0};
         if (a->form == LA_FORM_CHUNK) {
             kept = s->kept + (size_t)c * kslot;
-            if (c > 0) nx = (bwd_next){hv, t0 - seg, kept - kslot, S0 - KV, s->qn, s->kn};
+            if (c > 0)
+                nx = (bwd_next){hv, t0 - seg, kept - kslot, S0 - KV, s->qn + (t0 - seg) * K,
+                                s->kn + (t0 - seg) * K};
         }
         if (fused_dqk(a)) {
             memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
             memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
-            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->dqn, s->dkn, nx.kept ? &nx : NULL,
-                           c < nseg - 1);
+            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->qn + t0 * K, s->kn + t0 * K,
+                           s->dqn, s->dkn, nx.kept ? &nx : NULL, c < nseg - 1);
             la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm,
                                         s->qn + t0 * K, s->kn + t0 * K, s->rq + t0, s->rk + t0,
                                         s->dqn, s->dkn);
             continue;
         }
         if (a->form == LA_FORM_CHUNK) {
-            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->dqn + t0 * K, s->dkn + t0 * K,
-                           nx.kept ? &nx : NULL, c < nseg - 1);
+            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->qn + t0 * K, s->kn + t0 * K,
+                           s->dqn + t0 * K, s->dkn + t0 * K, nx.kept ? &nx : NULL, c < nseg - 1);
             continue;
         }
         /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
@@ -628,7 +633,7 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
 static void group_backward_saved(const la__delta_args *a, const bwd_scratch *s, int64_t n,
                                  int64_t tok0, int64_t len, int64_t h0, int64_t nh) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
-    const size_t KV = (size_t)K * (size_t)V, hs = (size_t)(len * K);
+    const size_t KV = (size_t)K * (size_t)V;
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
     saved_view v;
     saved_layout(a, a->saved, &v);
@@ -639,27 +644,30 @@ static void group_backward_saved(const la__delta_args *a, const bwd_scratch *s, 
     }
     for (int64_t c = nseg - 1; c >= 0; c--) {
         const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+        /* the group's q, k rows of this chunk, normalised: [nh][L][K] */
+        la__delta_gather_qk_group(a->q, a->k, tok0 + t0, L, a->H, h0, nh, K, a->l2norm, s->qn,
+                                  s->kn, s->rq, s->rk);
         for (int64_t h = 0; h < nh; h++) {
             const int64_t hv = h0 + h;
             const size_t slot = (size_t)(hv * v.NC + v.cbase[n] + c);
+            const float *qc = s->qn + (size_t)(h * L * K), *kc = s->kn + (size_t)(h * L * K);
             bwd_scratch sh = *s;
-            sh.qn += (size_t)h * hs, sh.kn += (size_t)h * hs, sh.rq += h * len, sh.rk += h * len;
             sh.G += (size_t)h * KV;
-            /* the next unit: the next head's chunk c, or the first head's c - 1 */
+            /* the next unit: the next head's chunk c, or the first head's c - 1
+             * (its q, k rows not gathered yet) */
             const int64_t nh1 = h + 1 < nh ? h + 1 : 0, nc = h + 1 < nh ? c : c - 1;
             bwd_next nx = {0};
             if (nc >= 0) {
                 const size_t ns = (size_t)((h0 + nh1) * v.NC + v.cbase[n] + nc);
                 nx = (bwd_next){h0 + nh1, nc * seg, v.kept + ns * v.kslot, v.ckpt + ns * KV,
-                                s->qn + (size_t)nh1 * hs, s->kn + (size_t)nh1 * hs};
+                                nc == c ? qc + L * K : NULL, nc == c ? kc + L * K : NULL};
             }
             memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
             memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
             chunk_backward(a, &sh, v.ckpt + slot * KV, v.kept + slot * v.kslot, tok0, hv, t0, L,
-                           s->dqn, s->dkn, nc >= 0 ? &nx : NULL, c < nseg - 1 || h > 0);
-            la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm,
-                                        sh.qn + t0 * K, sh.kn + t0 * K, sh.rq + t0, sh.rk + t0,
-                                        s->dqn, s->dkn);
+                           qc, kc, s->dqn, s->dkn, nc >= 0 ? &nx : NULL, c < nseg - 1 || h > 0);
+            la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm, qc,
+                                        kc, s->rq + h * L, s->rk + h * L, s->dqn, s->dkn);
         }
     }
     if (a->d_initial_state)
@@ -682,16 +690,16 @@ static void backward_task(void *p, int64_t task, int tid) {
     layout(a, len, la__scratch(a->ctx, tid), &s);
     const size_t hs = (size_t)(len * K);
 
+    const int fused = fused_dqk(a);
+    if (fused && a->saved && a->form == LA_FORM_CHUNK) { /* gathers chunk by chunk */
+        group_backward_saved(a, &s, n, tok0, len, hq0, nq);
+        return;
+    }
     la__delta_gather_qk_group(a->q, a->k, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
                               s.rk);
-    const int fused = fused_dqk(a);
     if (!fused) {
         memset(s.dqn, 0, (size_t)nq * hs * sizeof(float));
         memset(s.dkn, 0, (size_t)nq * hs * sizeof(float));
-    }
-    if (fused && a->saved && a->form == LA_FORM_CHUNK) {
-        group_backward_saved(a, &s, n, tok0, len, hq0, nq);
-        return;
     }
     for (int64_t h = 0; h < nq; h++) {
         bwd_scratch sh = s;
