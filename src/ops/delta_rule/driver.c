@@ -466,6 +466,9 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
 typedef struct {
     int64_t hv, t0;
     const float *kept, *S0, *qn, *kn;
+    const float *qraw, *kraw; /* else the caller's rows (the chunk's first token's
+                               * rows of the group), qspan floats a token */
+    int64_t qspan;
 } bwd_next;
 
 /* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
@@ -503,6 +506,9 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
             if (nx->qn) {
                 la__delta_prefetch_l2(nx->qn + t * K, K);
                 la__delta_prefetch_l2(nx->kn + t * K, K);
+            } else if (nx->qraw) {
+                la__delta_prefetch_l2(nx->qraw + t * a->H * K, nx->qspan);
+                la__delta_prefetch_l2(nx->kraw + t * a->H * K, nx->qspan);
             }
             if (fused_dqk(a)) {
                 la__delta_prefetch_l2(a->dq + qh * (size_t)K, K);
@@ -587,7 +593,7 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
             kept = s->kept + (size_t)c * kslot;
             if (c > 0)
                 nx = (bwd_next){hv, t0 - seg, kept - kslot, S0 - KV, s->qn + (t0 - seg) * K,
-                                s->kn + (t0 - seg) * K};
+                                s->kn + (t0 - seg) * K, NULL, NULL, 0};
         }
         if (fused_dqk(a)) {
             memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
@@ -659,8 +665,10 @@ static void group_backward_saved(const la__delta_args *a, const bwd_scratch *s, 
             bwd_next nx = {0};
             if (nc >= 0) {
                 const size_t ns = (size_t)((h0 + nh1) * v.NC + v.cbase[n] + nc);
+                const size_t qr = (size_t)(((tok0 + nc * seg) * a->H + h0) * K);
                 nx = (bwd_next){h0 + nh1, nc * seg, v.kept + ns * v.kslot, v.ckpt + ns * KV,
-                                nc == c ? qc + L * K : NULL, nc == c ? kc + L * K : NULL};
+                                nc == c ? qc + L * K : NULL, nc == c ? kc + L * K : NULL,
+                                nc == c ? NULL : a->q + qr, nc == c ? NULL : a->k + qr, nh * K};
             }
             memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
             memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
