@@ -280,9 +280,10 @@ static int64_t segment_len(const la__delta_args *a) {
  * heads share. Memory: 4 len K + 2 len floats per head of the group (qn,
  * kn, dqn, dkn, rq, rk), the group capped so these stay within
  * LA__DELTA_BWD_GROUP_BYTES (at T = 8192, K = 128: 16 MiB a head, 4
- * heads). Each head's arithmetic is that of a one-head task, so the group
- * size (which depends on the thread count, leaving >= 2 tasks per thread)
- * changes no bit. */
+ * heads). With la_saved (saved_sweep) the gather goes chunk by chunk
+ * instead, into one chunk's rows per head. Each head's arithmetic is that
+ * of a one-head task, so the group size (which depends on the thread
+ * count, leaving >= 2 tasks per thread) changes no bit. */
 #define LA__DELTA_BWD_GROUP 4
 #define LA__DELTA_BWD_GROUP_BYTES ((double)(64 << 20))
 
@@ -292,10 +293,15 @@ static int64_t segment_len(const la__delta_args *a) {
  * whole-sequence dqn, dkn to zero, fill and read back). */
 static int fused_dqk(const la__delta_args *a) { return a->form == LA_FORM_CHUNK && a->HV == a->H; }
 
+/* ... and with la_saved: no forward sweep, so q and k are gathered chunk
+ * by chunk in the reverse sweep (group_backward_saved). */
+static int saved_sweep(const la__delta_args *a) { return fused_dqk(a) && a->saved != NULL; }
+
 static int64_t bwd_group(const la__delta_args *a) {
     const int64_t thr = la_ctx_threads(a->ctx);
     const double per_head = ((fused_dqk(a) ? 2.0 : 4.0) * (double)a->K + 2.0) *
-                            (double)la__max_seq_len(&a->dims) * sizeof(float);
+                            (double)(saved_sweep(a) ? segment_len(a) : la__max_seq_len(&a->dims)) *
+                            sizeof(float);
     int64_t G = a->N * a->H / (2 * (thr < 1 ? 1 : thr));
     if (G > LA__DELTA_BWD_GROUP) G = LA__DELTA_BWD_GROUP;
     if (G > a->H) G = a->H;
@@ -305,8 +311,9 @@ static int64_t bwd_group(const la__delta_args *a) {
 
 /* Scratch layout (floats), each piece 64-byte aligned. */
 typedef struct {
-    float *qn, *kn;    /* [len,K] normalised (or copied) q, k (one head; G heads in the task) */
-    float *rq, *rk;    /* [len] their rstd */
+    float *qn, *kn;    /* [len,K] normalised (or copied) q, k (one head; G heads in the task;
+                        * saved_sweep: [seg,K], one chunk) */
+    float *rq, *rk;    /* [len] their rstd (saved_sweep: [seg]) */
     float *dqn, *dkn;  /* [len,K] gradients w.r.t. qn, kn, summed over the value heads */
     float *ckpt;       /* [nseg,K,V] */
     float *kept;       /* chunk form: [nseg] x la__delta_chunk_kept_floats(seg,K,V) */
@@ -333,8 +340,9 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
         if (cw > work) work = cw;
         if (bw > work) work = bw;
     }
-    const size_t sizes[] = {G * (size_t)(len * K), G * (size_t)(len * K), G * (size_t)len,
-                            G * (size_t)len, fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
+    const int64_t rows = saved_sweep(a) ? seg : len; /* of qn, kn */
+    const size_t sizes[] = {G * (size_t)(rows * K), G * (size_t)(rows * K), G * (size_t)rows,
+                            G * (size_t)rows, fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
                             fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
                             a->saved ? 0 : (size_t)nseg * KV,
                             chunk && !a->saved ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
@@ -699,7 +707,7 @@ static void backward_task(void *p, int64_t task, int tid) {
     const size_t hs = (size_t)(len * K);
 
     const int fused = fused_dqk(a);
-    if (fused && a->saved && a->form == LA_FORM_CHUNK) { /* gathers chunk by chunk */
+    if (saved_sweep(a)) { /* gathers chunk by chunk */
         group_backward_saved(a, &s, n, tok0, len, hq0, nq);
         return;
     }
