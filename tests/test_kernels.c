@@ -456,6 +456,71 @@ static void test_trsm(const la__kernels **paths, int n_paths) {
     }
 }
 
+/* cpu-dbwd15: la__trsm_llu_transposed (kr->trsm_llu_t in place where the
+ * path has it) gives the bits of the reversal route, kr->trsm_llu on
+ * reversed rows with Lrev = J L^T J, built here by hand; and it solves:
+ * L^T X == B to rounding (checked through the same route's residual). */
+static void test_trsm_transposed(const la__kernels **paths, int n_paths) {
+    int n_cases = 0, n_same = 0, n_direct = 0;
+    for (int q = 0; q < n_paths; q++)
+        for (int a = 0; a < N_SIZES; a++)
+            for (int c = 0; c < N_SIZES; c += 2) {
+                const int64_t n = sizes[a], r = sizes[c];
+                mat Lm = unit_lower(n, 3 + (n + r) % 4);
+                mat X = mat_new(n, r, 0);
+                mat_fill(&X, 0.0f, 1);
+                float *L = malloc((size_t)(n * n) * sizeof(float));
+                float *Lrev = th_nan_floats((size_t)(n * n)), *Brev = th_nan_floats((size_t)(n * r));
+                float *B = malloc((size_t)(n * r) * sizeof(float)),
+                      *Y = malloc((size_t)(n * r) * sizeof(float));
+                if (!L || !Lrev || !Brev || !B || !Y) abort();
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t j = 0; j < n; j++) /* upper part NaN: must not be read */
+                        L[i * n + j] = j < i ? Lm.x[i * Lm.ld + j] : NAN;
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t j = 0; j < r; j++) B[i * r + j] = X.x[i * X.ld + j];
+                /* the route by hand */
+                float *R = malloc((size_t)(n * n) * sizeof(float)),
+                      *Z = malloc((size_t)(n * r) * sizeof(float));
+                if (!R || !Z) abort();
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t j = 0; j < n; j++)
+                        R[i * n + j] = j < i ? L[(n - 1 - j) * n + (n - 1 - i)] : NAN;
+                for (int64_t i = 0; i < n; i++)
+                    memcpy(Z + i * r, B + (n - 1 - i) * r, (size_t)r * sizeof(float));
+                paths[q]->trsm_llu(n, r, R, n, Z, r);
+                memcpy(Y, B, (size_t)(n * r) * sizeof(float));
+                la__trsm_llu_transposed(paths[q], n, r, L, Lrev, Y, Brev);
+                int same = 1;
+                for (int64_t i = 0; i < n; i++)
+                    same &= memcmp(Y + (n - 1 - i) * r, Z + i * r, (size_t)r * sizeof(float)) == 0;
+                /* residual: (L^T Y)_i = Y_i + sum_{p > i} L[p][i] Y_p == B_i */
+                double worst = 0;
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t j = 0; j < r; j++) {
+                        double acc = Y[i * r + j], mag = fabs(Y[i * r + j]);
+                        for (int64_t p = i + 1; p < n; p++) {
+                            acc += (double)L[p * n + i] * Y[p * r + j];
+                            mag += fabs((double)L[p * n + i] * Y[p * r + j]);
+                        }
+                        double e = fabs(acc - B[i * r + j]) / (1e-5 * (double)n * (mag + 1));
+                        if (!(e <= 1e300)) e = INFINITY; /* NaN: a failure, never overwritten */
+                        if (e > worst) worst = e;
+                    }
+                CHECK(worst <= 1.0, "trsm transposed %s n=%lld r=%lld: residual / bound %.3g",
+                      la_isa_name(paths[q]->isa), (long long)n, (long long)r, worst);
+                n_cases++;
+                n_same += same;
+                n_direct += paths[q]->trsm_llu_t && n <= LA__TRSM_T_ROWS;
+                free(L), free(Lrev), free(Brev), free(B), free(Y), free(R), free(Z);
+                free(Lm.x), free(X.x);
+            }
+    CHECK(n_same == n_cases, "trsm transposed == the reversal route bit for bit in %d of %d",
+          n_same, n_cases);
+    printf("trsm transposed vs the reversal route, bitwise: %d solves (%d in place)\n", n_cases,
+           n_direct);
+}
+
 static void test_trinv(const la__kernels **paths, int n_paths) {
     for (int q = 0; q < n_paths; q++) {
         worst_t w = {0, 0, 0, 0};
@@ -552,6 +617,7 @@ int main(void) {
     test_alignment(paths, n_paths);
     test_gemm_nt_tril(paths, n_paths);
     test_trsm(paths, n_paths);
+    test_trsm_transposed(paths, n_paths);
     test_trinv(paths, n_paths);
     test_gemm(paths, n_paths);
     test_gemm_tn_block(paths, n_paths);

@@ -96,7 +96,13 @@ typedef struct la__kernels {
      * per-thread chunk block, lda the row width): the same bits as gemm_tn;
      * NULL where the path has none (la__gemm_tn_block picks gemm_tn). */
     la__gemm_fn gemm_tn_block;
+    /* cpu-dbwd15: B[n,r] := L^{-T} B for n <= LA__TRSM_T_ROWS (L unit lower,
+     * only its strictly lower part read), the bits of
+     * la__trsm_llu_transposed's reversal route; NULL where the path has none
+     * (call la__trsm_llu_transposed, which picks it when it can). */
+    la__trsm_fn trsm_llu_t;
 } la__kernels;
+#define LA__TRSM_T_ROWS 128
 
 /* The table for `isa`, or for the best path below it that this CPU and build
  * can run (never NULL). Tests use it to force each path. */
@@ -134,34 +140,39 @@ LA_KERNEL_HIDDEN void la__trsm_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn
 /* The transposed solve, B[n,r] := L^{-T} B for L [n,n] unit lower (strictly
  * lower part read, row stride n): with J the row reversal, J L^T J is unit
  * lower, so it is kr->trsm_llu on reversed rows. Lrev [n,n] and Brev [n,r]
- * are work space (no overlap with L or B). Used by the backward passes of
+ * are work space (no overlap with L or B), unused where kr->trsm_llu_t
+ * does the same solve in place. Used by the backward passes of
  * the WY (delta-rule) chunk forms. */
 LA_KERNEL_HIDDEN void la__trsm_llu_transposed(const la__kernels *kr, int64_t n, int64_t r,
                                               const float *L, float *Lrev, float *B, float *Brev);
 LA_KERNEL_HIDDEN void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n,
                                             const float *L, int64_t ldl, float *X, int64_t ldx);
 
-/* ---- cpu-bwd6 ---------------------------------------------------------
+/* ---- cpu-bwd6, cpu-dbwd15 ---------------------------------------------
  * C[L,n] += Aᵀ B for A [L,L] lower triangular (row stride lda, exact zeros
- * above the diagonal), in two gemm_tn calls: row i of the result only sums
- * A's rows p >= i, so the rows [h, L) skip k in [0, h), whose terms are
- * exact zeros. Each element is then the same sum in the same order less
- * leading zero products (0·b with b finite leaves the +0 start unchanged;
- * a non-finite B row would have made the full product NaN), so the bits
- * do not change while L is within one k block of gemm_tn on every path (96
- * on AVX2/AVX-512, unblocked on the portable path): only L <= 64 takes
- * the two calls. Saves a quarter of the product. */
+ * above the diagonal): row i of the result only sums A's rows p >= i, so
+ * the rows [h, h + 16) take k in [h, L) only, skipping terms that are exact
+ * zeros. Each element is then the same sum in the same order less leading
+ * zero products (0·b with b finite leaves the +0 start unchanged; a
+ * non-finite B row would have made the full product NaN), so the bits do
+ * not change while L is within one k block of gemm_tn on every path (96 on
+ * AVX2/AVX-512, unblocked on the portable path): only L <= 64 takes the
+ * blocks. Four 16-row calls of gemm_tn_block (A read in place) do 5/8 of
+ * the full product; cpu-bwd6's two gemm_tn halves did 3/4 (64x64 A, n 128,
+ * Zen 5: AVX-512 4.1 -> 3.55 us, AVX2 7.2 -> 6.2 us, same bits; 8-row
+ * blocks: 3.65 / 6.8 us, the B panels packed once per 8 rows). */
 static inline void la__gemm_tn_lower_acc(const la__kernels *kr, int64_t L, int64_t n,
                                          const float *A, int64_t lda, const float *B, int64_t ldb,
                                          float *C, int64_t ldc) {
-    const int64_t h = L / 16 * 8; /* a multiple of the 8-row tiles */
-    if (h == 0 || L > 64) {
+    if (L > 64) {
         kr->gemm_tn(L, n, L, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
         return;
     }
-    kr->gemm_tn(h, n, L, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
-    kr->gemm_tn(L - h, n, L - h, 1.0f, A + h * lda + h, lda, B + h * ldb, ldb, 1.0f, C + h * ldc,
-                ldc);
+    for (int64_t h = 0; h < L; h += 16) {
+        const int64_t m = L - h < 16 ? L - h : 16;
+        (kr->gemm_tn_block ? kr->gemm_tn_block : kr->gemm_tn)(
+            m, n, L - h, 1.0f, A + h * lda + h, lda, B + h * ldb, ldb, 1.0f, C + h * ldc, ldc);
+    }
 }
 
 /* ---- cpu-lin8 ---------------------------------------------------------

@@ -49,6 +49,10 @@ void la__trinv_llu_blocked(la__gemm_fn gemm_nn, la__trsm_diag_fn diag, int64_t n
 
 void la__trsm_llu_transposed(const la__kernels *kr, int64_t n, int64_t r, const float *L,
                              float *Lrev, float *B, float *Brev) {
+    if (kr->trsm_llu_t && n <= LA__TRSM_T_ROWS) {
+        kr->trsm_llu_t(n, r, L, n, B, r);
+        return;
+    }
     for (int64_t a = 0; a < n; a++)
         for (int64_t b = 0; b < a; b++) Lrev[a * n + b] = L[(n - 1 - b) * n + (n - 1 - a)];
     for (int64_t a = 0; a < n; a++)

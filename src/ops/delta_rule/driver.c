@@ -280,9 +280,10 @@ static int64_t segment_len(const la__delta_args *a) {
  * heads share. Memory: 4 len K + 2 len floats per head of the group (qn,
  * kn, dqn, dkn, rq, rk), the group capped so these stay within
  * LA__DELTA_BWD_GROUP_BYTES (at T = 8192, K = 128: 16 MiB a head, 4
- * heads). Each head's arithmetic is that of a one-head task, so the group
- * size (which depends on the thread count, leaving >= 2 tasks per thread)
- * changes no bit. */
+ * heads). With la_saved (saved_sweep) the gather goes chunk by chunk
+ * instead, into one chunk's rows per head. Each head's arithmetic is that
+ * of a one-head task, so the group size (which depends on the thread
+ * count, leaving >= 2 tasks per thread) changes no bit. */
 #define LA__DELTA_BWD_GROUP 4
 #define LA__DELTA_BWD_GROUP_BYTES ((double)(64 << 20))
 
@@ -292,10 +293,15 @@ static int64_t segment_len(const la__delta_args *a) {
  * whole-sequence dqn, dkn to zero, fill and read back). */
 static int fused_dqk(const la__delta_args *a) { return a->form == LA_FORM_CHUNK && a->HV == a->H; }
 
+/* ... and with la_saved: no forward sweep, so q and k are gathered chunk
+ * by chunk in the reverse sweep (group_backward_saved). */
+static int saved_sweep(const la__delta_args *a) { return fused_dqk(a) && a->saved != NULL; }
+
 static int64_t bwd_group(const la__delta_args *a) {
     const int64_t thr = la_ctx_threads(a->ctx);
     const double per_head = ((fused_dqk(a) ? 2.0 : 4.0) * (double)a->K + 2.0) *
-                            (double)la__max_seq_len(&a->dims) * sizeof(float);
+                            (double)(saved_sweep(a) ? segment_len(a) : la__max_seq_len(&a->dims)) *
+                            sizeof(float);
     int64_t G = a->N * a->H / (2 * (thr < 1 ? 1 : thr));
     if (G > LA__DELTA_BWD_GROUP) G = LA__DELTA_BWD_GROUP;
     if (G > a->H) G = a->H;
@@ -305,15 +311,16 @@ static int64_t bwd_group(const la__delta_args *a) {
 
 /* Scratch layout (floats), each piece 64-byte aligned. */
 typedef struct {
-    float *qn, *kn;    /* [len,K] normalised (or copied) q, k (one head; G heads in the task) */
-    float *rq, *rk;    /* [len] their rstd */
+    float *qn, *kn;    /* [len,K] normalised (or copied) q, k (one head; G heads in the task;
+                        * saved_sweep: [seg,K], one chunk) */
+    float *rq, *rk;    /* [len] their rstd (saved_sweep: [seg]) */
     float *dqn, *dkn;  /* [len,K] gradients w.r.t. qn, kn, summed over the value heads */
     float *ckpt;       /* [nseg,K,V] */
     float *kept;       /* chunk form: [nseg] x la__delta_chunk_kept_floats(seg,K,V) */
     float *states;     /* [seg+1,K,V] */
     float *G;          /* [K,V] the carried dS ([G][K,V]: one per head of the group) */
-    float *gc, *bc;    /* [seg], [seg]: one chunk of g, beta (v is read in place) */
-    float *dOc, *dvc, *dbc, *dgc; /* chunk form: [seg,V] scale*d_o, dv, [seg] dbeta, dg */
+    float *gc, *bc;    /* [seg], [seg]: one chunk of g, beta */
+    float *dOc, *vc, *dvc, *dbc, *dgc; /* chunk form: [seg,V] scale*d_o, v, dv, [seg] dbeta, dg */
     float *w, *u, *r;  /* [V] */
     float *work;       /* step / chunk work */
 } bwd_scratch;
@@ -333,17 +340,19 @@ static size_t layout(const la__delta_args *a, int64_t len, void *base, bwd_scrat
         if (cw > work) work = cw;
         if (bw > work) work = bw;
     }
-    const size_t sizes[] = {G * (size_t)(len * K), G * (size_t)(len * K), G * (size_t)len,
-                            G * (size_t)len, fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
+    const int64_t rows = saved_sweep(a) ? seg : len; /* of qn, kn */
+    const size_t sizes[] = {G * (size_t)(rows * K), G * (size_t)(rows * K), G * (size_t)rows,
+                            G * (size_t)rows, fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
                             fused_dqk(a) ? (size_t)(seg * K) : G * (size_t)(len * K),
                             a->saved ? 0 : (size_t)nseg * KV,
                             chunk && !a->saved ? (size_t)nseg * la__delta_chunk_kept_floats(seg, K, V) : 0,
                             chunk ? 0 : (size_t)(seg + 1) * KV, G * KV,
                             (size_t)seg, (size_t)seg, chunk ? (size_t)(seg * V) : 0,
-                            chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)seg : 0,
+                            chunk ? (size_t)(seg * V) : 0, chunk ? (size_t)(seg * V) : 0,
+                            chunk ? (size_t)seg : 0,
                             chunk ? (size_t)seg : 0, (size_t)V, (size_t)V, (size_t)V, work};
     float **ptrs[] = {&s->qn, &s->kn, &s->rq, &s->rk, &s->dqn, &s->dkn, &s->ckpt, &s->kept, &s->states,
-                      &s->G, &s->gc, &s->bc, &s->dOc, &s->dvc, &s->dbc, &s->dgc,
+                      &s->G, &s->gc, &s->bc, &s->dOc, &s->vc, &s->dvc, &s->dbc, &s->dgc,
                       &s->w, &s->u, &s->r, &s->work};
     la__arena ar = {(char *)base, 0, 0};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -460,11 +469,14 @@ static void token_backward(const la__delta_args *a, const bwd_scratch *s, const 
 
 /* The unit of the reverse sweep that runs after a chunk's backward: value
  * head hv's chunk from token t0 (a full chunk unless it is the sequence's
- * last), its saved slot (kept products, start state) and its head's
- * normalised q, k rows. */
+ * last), its saved slot (kept products, start state) and its normalised q,
+ * k rows (the chunk's first; NULL: not gathered yet). */
 typedef struct {
     int64_t hv, t0;
     const float *kept, *S0, *qn, *kn;
+    const float *qraw, *kraw; /* else the caller's rows (the chunk's first token's
+                               * rows of the group), qspan floats a token */
+    int64_t qspan;
 } bwd_next;
 
 /* The WY backward of chunk [t0, t0 + L) of one value head; S0 its start
@@ -473,15 +485,17 @@ typedef struct {
  * fetched: this chunk's rows were fetched by the unit before. */
 static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const float *S0,
                            float *kept, int64_t tok0, int64_t hv, int64_t t0, int64_t L,
-                           float *dqc, float *dkc, const bwd_next *nx, int fetched) {
+                           const float *qc, const float *kc, float *dqc, float *dkc,
+                           const bwd_next *nx, int fetched) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
-    /* v is read in place (rows HV V floats apart; no copy through a vc,
-     * cpu-delta11). The next unit's saved slot, its q, k rows and its rows
-     * of d_o, v, dv (fused: dq, dk) are fetched into L2 here, one row and
-     * 1/L of the slot per token, a whole chunk's backward ahead of their
-     * use (cpu-delta12); without one (the sweep's first unit has none
-     * before it), d_o's rows LA__DELTA_AHEAD ahead of its scaled copy, dv's
-     * for writing, v's for the chunk's end. */
+    /* v's rows are copied into vc with d_o's (read in place, at the chunk's
+     * end, each row on its own page, the dbeta dot stalled: 33-42% of the
+     * chunk backward's own samples, cpu-dbwd15). The next unit's saved
+     * slot, its q, k rows and its rows of d_o, v, dv (fused: dq, dk) are
+     * fetched into L2 here, one row and 1/L of the slot per token, a whole
+     * chunk's backward ahead of their use (cpu-delta12); without one (the
+     * sweep's first unit has none before it), d_o's and v's rows
+     * LA__DELTA_AHEAD ahead of their copies, dv's for writing. */
     const size_t v0 = (size_t)((tok0 + t0) * HV + hv);
     const size_t kslot = la__delta_chunk_kept_floats(segment_len(a), K, V);
     const size_t KV = (size_t)K * (size_t)V;
@@ -493,12 +507,17 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
         const float *dot = a->d_o + vh * (size_t)V;
         if (nx) {
             const size_t ph = pv0 + (size_t)(t * HV);
-            const size_t qr = (size_t)((nx->t0 + t) * K), qh = ph / (size_t)(HV / a->H);
+            const size_t qh = ph / (size_t)(HV / a->H);
             la__delta_prefetch_l2(a->d_o + ph * (size_t)V, V);
             la__delta_prefetch_l2(a->v + ph * (size_t)V, V);
             la__delta_prefetch_l2(a->dv + ph * (size_t)V, V);
-            la__delta_prefetch_l2(nx->qn + qr, K);
-            la__delta_prefetch_l2(nx->kn + qr, K);
+            if (nx->qn) {
+                la__delta_prefetch_l2(nx->qn + t * K, K);
+                la__delta_prefetch_l2(nx->kn + t * K, K);
+            } else if (nx->qraw) {
+                la__delta_prefetch_l2(nx->qraw + t * a->H * K, nx->qspan);
+                la__delta_prefetch_l2(nx->kraw + t * a->H * K, nx->qspan);
+            }
             if (fused_dqk(a)) {
                 la__delta_prefetch_l2(a->dq + qh * (size_t)K, K);
                 la__delta_prefetch_l2(a->dk + qh * (size_t)K, K);
@@ -514,16 +533,17 @@ static void chunk_backward(const la__delta_args *a, const bwd_scratch *s, const 
             if (t + LA__DELTA_AHEAD < L) {
                 const size_t ah = (size_t)(LA__DELTA_AHEAD * HV) * (size_t)V;
                 la__delta_prefetch(dot + ah, V, 0);
+                la__delta_prefetch(a->v + vh * (size_t)V + ah, V, 0);
                 la__delta_prefetch(a->dv + vh * (size_t)V + ah, V, 1);
             }
-            la__delta_prefetch(a->v + vh * (size_t)V, V, 0);
         }
         for (int64_t c = 0; c < V; c++) s->dOc[t * V + c] = a->scale * dot[c];
+        memcpy(s->vc + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
         s->gc[t] = a->g ? a->g[vh] : 0.0f;
         s->bc[t] = a->beta[vh];
     }
-    la__delta_chunk_in in = {L, K, V, s->qn + t0 * K, s->kn + t0 * K, a->v + v0 * (size_t)V,
-                             a->g ? s->gc : NULL, s->bc, a->scale, a->kr, HV * V};
+    la__delta_chunk_in in = {L,     K,  V, qc, kc, s->vc, a->g ? s->gc : NULL, s->bc, a->scale,
+                             a->kr, 0};
     la__delta_chunk_backward(&in, S0, kept, s->G, s->dOc, dqc, dkc, s->dvc, s->dbc, s->dgc,
                              s->work);
     for (int64_t t = 0; t < L; t++) {
@@ -579,21 +599,23 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
         bwd_next nx = {0};
         if (a->form == LA_FORM_CHUNK) {
             kept = s->kept + (size_t)c * kslot;
-            if (c > 0) nx = (bwd_next){hv, t0 - seg, kept - kslot, S0 - KV, s->qn, s->kn};
+            if (c > 0)
+                nx = (bwd_next){hv, t0 - seg, kept - kslot, S0 - KV, s->qn + (t0 - seg) * K,
+                                s->kn + (t0 - seg) * K, NULL, NULL, 0};
         }
         if (fused_dqk(a)) {
             memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
             memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
-            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->dqn, s->dkn, nx.kept ? &nx : NULL,
-                           c < nseg - 1);
+            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->qn + t0 * K, s->kn + t0 * K,
+                           s->dqn, s->dkn, nx.kept ? &nx : NULL, c < nseg - 1);
             la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm,
                                         s->qn + t0 * K, s->kn + t0 * K, s->rq + t0, s->rk + t0,
                                         s->dqn, s->dkn);
             continue;
         }
         if (a->form == LA_FORM_CHUNK) {
-            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->dqn + t0 * K, s->dkn + t0 * K,
-                           nx.kept ? &nx : NULL, c < nseg - 1);
+            chunk_backward(a, s, S0, kept, tok0, hv, t0, L, s->qn + t0 * K, s->kn + t0 * K,
+                           s->dqn + t0 * K, s->dkn + t0 * K, nx.kept ? &nx : NULL, c < nseg - 1);
             continue;
         }
         /* states[tau] = S_{t0 + tau - 1} (the state before token t0 + tau). */
@@ -625,7 +647,7 @@ static void head_backward(const la__delta_args *a, const bwd_scratch *sp, int64_
 static void group_backward_saved(const la__delta_args *a, const bwd_scratch *s, int64_t n,
                                  int64_t tok0, int64_t len, int64_t h0, int64_t nh) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
-    const size_t KV = (size_t)K * (size_t)V, hs = (size_t)(len * K);
+    const size_t KV = (size_t)K * (size_t)V;
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
     saved_view v;
     saved_layout(a, a->saved, &v);
@@ -636,27 +658,32 @@ static void group_backward_saved(const la__delta_args *a, const bwd_scratch *s, 
     }
     for (int64_t c = nseg - 1; c >= 0; c--) {
         const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
+        /* the group's q, k rows of this chunk, normalised: [nh][L][K] */
+        la__delta_gather_qk_group(a->q, a->k, tok0 + t0, L, a->H, h0, nh, K, a->l2norm, s->qn,
+                                  s->kn, s->rq, s->rk);
         for (int64_t h = 0; h < nh; h++) {
             const int64_t hv = h0 + h;
             const size_t slot = (size_t)(hv * v.NC + v.cbase[n] + c);
+            const float *qc = s->qn + (size_t)(h * L * K), *kc = s->kn + (size_t)(h * L * K);
             bwd_scratch sh = *s;
-            sh.qn += (size_t)h * hs, sh.kn += (size_t)h * hs, sh.rq += h * len, sh.rk += h * len;
             sh.G += (size_t)h * KV;
-            /* the next unit: the next head's chunk c, or the first head's c - 1 */
+            /* the next unit: the next head's chunk c, or the first head's c - 1
+             * (its q, k rows not gathered yet) */
             const int64_t nh1 = h + 1 < nh ? h + 1 : 0, nc = h + 1 < nh ? c : c - 1;
             bwd_next nx = {0};
             if (nc >= 0) {
                 const size_t ns = (size_t)((h0 + nh1) * v.NC + v.cbase[n] + nc);
+                const size_t qr = (size_t)(((tok0 + nc * seg) * a->H + h0) * K);
                 nx = (bwd_next){h0 + nh1, nc * seg, v.kept + ns * v.kslot, v.ckpt + ns * KV,
-                                s->qn + (size_t)nh1 * hs, s->kn + (size_t)nh1 * hs};
+                                nc == c ? qc + L * K : NULL, nc == c ? kc + L * K : NULL,
+                                nc == c ? NULL : a->q + qr, nc == c ? NULL : a->k + qr, nh * K};
             }
             memset(s->dqn, 0, (size_t)(L * K) * sizeof(float));
             memset(s->dkn, 0, (size_t)(L * K) * sizeof(float));
             chunk_backward(a, &sh, v.ckpt + slot * KV, v.kept + slot * v.kslot, tok0, hv, t0, L,
-                           s->dqn, s->dkn, nc >= 0 ? &nx : NULL, c < nseg - 1 || h > 0);
-            la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm,
-                                        sh.qn + t0 * K, sh.kn + t0 * K, sh.rq + t0, sh.rk + t0,
-                                        s->dqn, s->dkn);
+                           qc, kc, s->dqn, s->dkn, nc >= 0 ? &nx : NULL, c < nseg - 1 || h > 0);
+            la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, a->H, hv, 1, K, a->l2norm, qc,
+                                        kc, s->rq + h * L, s->rk + h * L, s->dqn, s->dkn);
         }
     }
     if (a->d_initial_state)
@@ -679,16 +706,16 @@ static void backward_task(void *p, int64_t task, int tid) {
     layout(a, len, la__scratch(a->ctx, tid), &s);
     const size_t hs = (size_t)(len * K);
 
+    const int fused = fused_dqk(a);
+    if (saved_sweep(a)) { /* gathers chunk by chunk */
+        group_backward_saved(a, &s, n, tok0, len, hq0, nq);
+        return;
+    }
     la__delta_gather_qk_group(a->q, a->k, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
                               s.rk);
-    const int fused = fused_dqk(a);
     if (!fused) {
         memset(s.dqn, 0, (size_t)nq * hs * sizeof(float));
         memset(s.dkn, 0, (size_t)nq * hs * sizeof(float));
-    }
-    if (fused && a->saved && a->form == LA_FORM_CHUNK) {
-        group_backward_saved(a, &s, n, tok0, len, hq0, nq);
-        return;
     }
     for (int64_t h = 0; h < nq; h++) {
         bwd_scratch sh = s;
