@@ -24,7 +24,10 @@
  * go out at the step's second barrier, half a step before they are waited
  * on; same bits. ncu: the walk is bound by shared-memory wavefronts (~790
  * per warp and chunk step, 80% ldmatrix; L1 84% busy, tensor 31%), not by
- * occupancy (bench/GPU.md, cuda-occ14). */
+ * occupancy (bench/GPU.md, cuda-occ14). cuda-reuse16: an fp32 operand's
+ * 16-bit parts are multiplied per k step together, so the other operand's
+ * fragments are loaded once for all of them (-32 of 132 ldmatrix.x4 per
+ * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -165,14 +168,24 @@ __device__ __forceinline__ void lf_mma_pv(la_tc_acc (&acc)[NJ], const T *P, cons
         uint32_t a[lf_np<T>::value][4], ak[NK][4];
 #pragma unroll
         for (int pi = 0; pi < lf_np<T>::value; pi++) lf_lda<T, false>(a[pi], P + pi * LA_TC_TILE, kk);
+        if (TV) /* P V first: K's fragments are not live beside P's (registers) */
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                uint32_t b[4];
+                lf_ldb<T, false>(b, Vs, kk, lf_jb<NJ>() + j);
+#pragma unroll
+                for (int pi = 0; pi < lf_np<T>::value; pi++) lf_mma16<T>(acc[j], a[pi], b);
+            }
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) lf_lda<T, true>(ak[kb], K0 + kb * LA_TC_TILE, kk);
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
             uint32_t b[4];
-            lf_ldb<T, false>(b, Vs, kk, lf_jb<NJ>() + j);
+            if (!TV) { /* V's fragment serves P V and the state update */
+                lf_ldb<T, false>(b, Vs, kk, lf_jb<NJ>() + j);
 #pragma unroll
-            for (int pi = 0; pi < lf_np<T>::value; pi++) lf_mma16<T>(acc[j], a[pi], b);
+                for (int pi = 0; pi < lf_np<T>::value; pi++) lf_mma16<T>(acc[j], a[pi], b);
+            }
             lf_st_step<T, NK, NJ, TV>(S, ak, b, Tp, kk, j);
         }
     }
