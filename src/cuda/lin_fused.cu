@@ -24,7 +24,10 @@
  * go out at the step's second barrier, half a step before they are waited
  * on; same bits. ncu: the walk is bound by shared-memory wavefronts (~790
  * per warp and chunk step, 80% ldmatrix; L1 84% busy, tensor 31%), not by
- * occupancy (bench/GPU.md, cuda-occ14). */
+ * occupancy (bench/GPU.md, cuda-occ14). cuda-reuse16: an fp32 operand's
+ * 16-bit parts are multiplied per k step together, so the other operand's
+ * fragments are loaded once for all of them (-32 of 132 ldmatrix.x4 per
+ * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -73,23 +76,16 @@ struct lf_args {
 __device__ __forceinline__ int lf_w() { return (threadIdx.x >> 5) & 3; }
 template <int NJ> __device__ __forceinline__ int lf_jb() { return (int)(threadIdx.x >> 7) * NJ; }
 
-/* tc.cuh / tc_tile.cuh's products and element walks on the warp's rows
- * 16 lf_w .. and column blocks lf_jb .. lf_jb + NJ - 1 (same order, same
- * bits as the 4-warp layout's la_tc_mma64 / la_tc_mma64x / la_tc_acc_split). */
-template <typename T, bool AT, bool BT, int NJ>
-__device__ __forceinline__ void lf_mma(la_tc_acc (&acc)[NJ], const T *A, const T *B) {
-    la_tc_mma64_part<T, AT, BT, NJ>(acc, A, B, lf_w(), lf_jb<NJ>());
-}
-template <typename T, bool AT, bool BT, int NJ>
-__device__ __forceinline__ void lf_mmax(la_tc_acc (&acc)[NJ], const T *Ah, const T *Al,
-                                        const T *Al2, const T *Bh, const T *Bl, const T *Bl2) {
-    la_tc_mma64x_part<T, AT, BT, NJ>(acc, Ah, Al, Al2, Bh, Bl, Bl2, lf_w(), lf_jb<NJ>());
-}
+/* tc.cuh / tc_tile.cuh's element walks on the warp's rows 16 lf_w .. and
+ * column blocks lf_jb .. lf_jb + NJ - 1 (the products are below). */
 /* Products that share an operand, each fragment loaded once per k step
  * (shared-memory wavefronts are what bound the walk: bench/GPU.md,
- * cuda-occ14). Every accumulator still sums its products over k ascending,
- * as lf_mma does: same bits. B fragment (k step kk, column block jj) of B
- * ([r][n], or [n][r] when BT). */
+ * cuda-occ14). cuda-reuse16: the 16-bit parts of an fp32 operand are taken
+ * together per k step (k step kk: hi, lo, lo2), so the other operand's
+ * fragment serves all of them; every product is still summed in one fixed
+ * order (run-to-run identical), not cuda-occ14's (all of hi's k steps, then
+ * lo's). B fragment (k step kk, column block jj) of B ([r][n], or [n][r]
+ * when BT). */
 template <typename T, bool BT>
 __device__ __forceinline__ void lf_ldb(uint32_t (&b)[4], const T *B, int kk, int jj) {
     const int lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
@@ -109,8 +105,20 @@ __device__ __forceinline__ void lf_lda(uint32_t (&a)[4], const T *A, int kk) {
     else
         la_tc_ldsm4<false>(a, A + (16 * w + lo8 + rr) * LA_TC_LD + 16 * kk + hi8);
 }
-/* acc1 += A B1, acc2 += A B2 (Q K^T and Q S_hi: Q's fragments once) */
-template <typename T, bool BT1, bool BT2, int NJ>
+template <typename T>
+__device__ __forceinline__ void lf_mma16(la_tc_acc &acc, const uint32_t (&a)[4],
+                                         const uint32_t (&b)[4]) {
+    la_tc_mma<T>(acc.x, a, b[0], b[1]);
+    la_tc_mma<T>(acc.x + 4, a, b[2], b[3]);
+}
+/* The number of 16-bit parts of an fp32 operand (3 for bf16, 2 for fp16);
+ * the parts of X are the tiles X, X + LA_TC_TILE (, X + 2 LA_TC_TILE). */
+template <typename T> struct lf_np {
+    static const int value = la_tc_three<T>::value ? 3 : 2;
+};
+/* acc1 += A B1, acc2 += A (B2's parts) (Q K^T and Q S: Q's fragments once
+ * per k step) */
+template <typename T, bool BT1, int NJ>
 __device__ __forceinline__ void lf_mma_a2(la_tc_acc (&acc1)[NJ], la_tc_acc (&acc2)[NJ], const T *A,
                                           const T *B1, const T *B2) {
 #pragma unroll
@@ -120,39 +128,82 @@ __device__ __forceinline__ void lf_mma_a2(la_tc_acc (&acc1)[NJ], la_tc_acc (&acc
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
             lf_ldb<T, BT1>(b, B1, kk, lf_jb<NJ>() + j);
-            la_tc_mma<T>(acc1[j].x, a, b[0], b[1]);
-            la_tc_mma<T>(acc1[j].x + 4, a, b[2], b[3]);
+            lf_mma16<T>(acc1[j], a, b);
         }
 #pragma unroll
-        for (int j = 0; j < NJ; j++) {
-            lf_ldb<T, BT2>(b, B2, kk, lf_jb<NJ>() + j);
-            la_tc_mma<T>(acc2[j].x, a, b[0], b[1]);
-            la_tc_mma<T>(acc2[j].x + 4, a, b[2], b[3]);
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int pi = 0; pi < lf_np<T>::value; pi++) {
+                lf_ldb<T, false>(b, B2 + pi * LA_TC_TILE, kk, lf_jb<NJ>() + j);
+                lf_mma16<T>(acc2[j], a, b);
+            }
+    }
+}
+/* S[kb][j] += (Kt_kb^T)'s fragments ak[kb] (k step kk) times column block j
+ * of Tp's parts when TV, else times b (already loaded) */
+template <typename T, int NK, int NJ, bool TV>
+__device__ __forceinline__ void lf_st_step(la_tc_acc (&S)[NK][NJ], const uint32_t (&ak)[NK][4],
+                                           const uint32_t (&b)[4], const T *Tp, int kk, int j) {
+    if (!TV) {
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) lf_mma16<T>(S[kb][j], ak[kb], b);
+    } else {
+#pragma unroll
+        for (int pi = 0; pi < lf_np<T>::value; pi++) {
+            uint32_t bt[4];
+            lf_ldb<T, false>(bt, Tp + pi * LA_TC_TILE, kk, lf_jb<NJ>() + j);
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) lf_mma16<T>(S[kb][j], ak[kb], bt);
         }
     }
 }
-/* acc += A B and S[kb] += Kt_kb^T B, kb < NK (P_hi V and the ungated state
- * update: V's fragments once); Kt_kb = K0 + kb LA_TC_TILE */
-template <typename T, int NK, int NJ>
-__device__ __forceinline__ void lf_mma_b(la_tc_acc (&acc)[NJ], const T *A, la_tc_acc (&S)[NK][NJ],
-                                         const T *K0, const T *B) {
+/* acc += (P's parts) V and the state update S[kb] += Kt_kb^T X, kb < NK,
+ * X = V (!TV) or Tp's parts (TV): V's and K's fragments once per k step
+ * (P V and the state update); Kt_kb = K0 + kb LA_TC_TILE */
+template <typename T, int NK, int NJ, bool TV>
+__device__ __forceinline__ void lf_mma_pv(la_tc_acc (&acc)[NJ], const T *P, const T *Vs,
+                                          la_tc_acc (&S)[NK][NJ], const T *K0, const T *Tp) {
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-        uint32_t a[4], ak[NK][4];
-        lf_lda<T, false>(a, A, kk);
+        uint32_t a[lf_np<T>::value][4], ak[NK][4];
+#pragma unroll
+        for (int pi = 0; pi < lf_np<T>::value; pi++) lf_lda<T, false>(a[pi], P + pi * LA_TC_TILE, kk);
+        if (TV) /* P V first: K's fragments are not live beside P's (registers) */
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                uint32_t b[4];
+                lf_ldb<T, false>(b, Vs, kk, lf_jb<NJ>() + j);
+#pragma unroll
+                for (int pi = 0; pi < lf_np<T>::value; pi++) lf_mma16<T>(acc[j], a[pi], b);
+            }
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) lf_lda<T, true>(ak[kb], K0 + kb * LA_TC_TILE, kk);
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
             uint32_t b[4];
-            lf_ldb<T, false>(b, B, kk, lf_jb<NJ>() + j);
-            la_tc_mma<T>(acc[j].x, a, b[0], b[1]);
-            la_tc_mma<T>(acc[j].x + 4, a, b[2], b[3]);
+            if (!TV) { /* V's fragment serves P V and the state update */
+                lf_ldb<T, false>(b, Vs, kk, lf_jb<NJ>() + j);
 #pragma unroll
-            for (int kb = 0; kb < NK; kb++) {
-                la_tc_mma<T>(S[kb][j].x, ak[kb], b[0], b[1]);
-                la_tc_mma<T>(S[kb][j].x + 4, ak[kb], b[2], b[3]);
+                for (int pi = 0; pi < lf_np<T>::value; pi++) lf_mma16<T>(acc[j], a[pi], b);
             }
+            lf_st_step<T, NK, NJ, TV>(S, ak, b, Tp, kk, j);
+        }
+    }
+}
+/* The state update alone (la_lf_local): S[kb] += Kt_kb^T X as above */
+template <typename T, int NK, int NJ, bool TV>
+__device__ __forceinline__ void lf_mma_st(la_tc_acc (&S)[NK][NJ], const T *K0, const T *Vs,
+                                          const T *Tp) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t ak[NK][4];
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) lf_lda<T, true>(ak[kb], K0 + kb * LA_TC_TILE, kk);
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            uint32_t b[4];
+            if (!TV) lf_ldb<T, false>(b, Vs, kk, lf_jb<NJ>() + j);
+            lf_st_step<T, NK, NJ, TV>(S, ak, b, Tp, kk, j);
         }
     }
 }
@@ -451,9 +502,8 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         lf_each<NJ>(accO, [](int, int, int, float &x) { x = 0.f; });
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) { /* Q K^T, then Q S_hi, Q S_lo (, Q S_lo2) */
-            lf_mma_a2<T, true, false, NJ>(accP, accO, Qt(kb), Kt(kb), W + 3 * kb * LA_TC_TILE);
-            lf_mma<T, false, false, NJ>(accO, Qt(kb), W + (3 * kb + 1) * LA_TC_TILE);
-            if (three) lf_mma<T, false, false, NJ>(accO, Qt(kb), W + (3 * kb + 2) * LA_TC_TILE);
+            T *const Sp = W + 3 * kb * LA_TC_TILE;
+            lf_mma_a2<T, true, NJ>(accP, accO, Qt(kb), Kt(kb), Sp);
         }
         __syncthreads(); /* Q and the S parts are free: Q, V take chunk c+1 (V the other
                             buffer, last read before chunk c's first barrier), P and Vt
@@ -483,18 +533,16 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         }
         lf_each<NJ>(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
-        if (vt) {
-            lf_mmax<T, false, false, NJ>(accO, Ph, Pl, Pl2, Vs, NULL, NULL);
-            const float eL = gated ? la_cu_expd(GL) : 1.f;
+        if (vt) { /* P V with the state update S <- e^{G_L} S + K^T Vt */
+            if (gated) {
+                const float eL = la_cu_expd(GL);
 #pragma unroll
-            for (int kb = 0; kb < NK; kb++) {
-                if (gated) lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
-                lf_mmax<T, true, false, NJ>(S[kb], Kt(kb), NULL, NULL, Th, Tl, Tl2);
+                for (int kb = 0; kb < NK; kb++)
+                    lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
             }
-        } else { /* P_hi V with the state update (V's fragments once), then P_lo V .. */
-            lf_mma_b<T, NK, NJ>(accO, Ph, S, Kt(0), Vs);
-            lf_mma<T, false, false, NJ>(accO, Pl, Vs);
-            if (Pl2) lf_mma<T, false, false, NJ>(accO, Pl2, Vs);
+            lf_mma_pv<T, NK, NJ, true>(accO, Ph, Vs, S, Kt(0), Th);
+        } else { /* P V with S <- S + K^T V */
+            lf_mma_pv<T, NK, NJ, false>(accO, Ph, Vs, S, Kt(0), NULL);
         }
         __syncthreads(); /* K, V, P, Vt read: K takes chunk c+1, W chunk c+1's S parts */
         if (c + 1 < s.nch) fetch(c + 1, 2);
@@ -716,13 +764,11 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
             __syncthreads(); /* Vt's parts in */
             const float eL = la_cu_expd(GL);
 #pragma unroll
-            for (int kb = 0; kb < NK; kb++) {
+            for (int kb = 0; kb < NK; kb++)
                 lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
-                lf_mmax<T, true, false, NJ>(S[kb], Kt(buf, kb), NULL, NULL, Th, Tl, Tl2);
-            }
+            lf_mma_st<T, NK, NJ, true>(S, Kt(buf, 0), NULL, Th);
         } else {
-#pragma unroll
-            for (int kb = 0; kb < NK; kb++) lf_mma<T, true, false, NJ>(S[kb], Kt(buf, kb), Vs(buf));
+            lf_mma_st<T, NK, NJ, false>(S, Kt(buf, 0), Vs(buf), NULL);
         }
     }
     const size_t sbase = ((size_t)n * H + h) * K * V;
