@@ -1330,7 +1330,9 @@ int main(void) {
                       * both; everywhere with LINATTN_CUDA_LIN_SPLIT = P): K != V (the reverse
                       * walks' transposed initial state), relu, odd T, initial state and
                       * d_final_state; varlen with zero-length sequences in l13 / b10 (split
-                      * when P is forced) */
+                      * when P is forced). Simple GLA's backward (the gated reverse local pass,
+                      * the gate gradient's walks and S_T from the scan): l14's cases above,
+                      * split by default (P 2, 8, 4, 2: extreme gates, zero-length sequences) */
         const scase b16[] = {
             {"linear bf16 relu T2049 K40 V128", 1, 2049, 1, 40, 128, NULL, 0, LA_DTYPE_BF16, 1,
              LA_FEATURE_RELU, 0, 0, 1},

@@ -625,15 +625,17 @@ __global__ void la_lf_seg_decay(const la_cu_seq *segs, const float *g, const flo
  * descending (the backward's reverse walks: a segment starts from the sum
  * over the segments after it); the initial state is s0 s0mul, read
  * transposed ([V][K] per head) when s0t, the final state stored times
- * finmul (the walk's own s0t / s0mul / finmul). In place when fin == s0
- * and !s0t (each thread reads its element before it writes it). */
+ * finmul, transposed when fint (the walk's own s0t / s0mul / fint /
+ * finmul). In place when fin == s0 and s0t == fint (each thread reads its
+ * element before it writes it). */
 __global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, float *fin, int64_t N,
                                int64_t H, int64_t K, int64_t V, int P, int rev, int s0t,
-                               float s0mul, float finmul) {
+                               float s0mul, int fint, float finmul) {
     const int64_t KV = K * V, HKV = H * KV, e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= N * HKV) return;
     const int64_t n = e / HKV, r = e % HKV, h = r / KV, x = r % KV;
-    const int64_t se = s0t ? e - x + (x % V) * K + x / V : e;
+    const int64_t te = e - x + (x % V) * K + x / V; /* the element's transposed place */
+    const int64_t se = s0t ? te : e;
     float s = s0 ? s0[se] * s0mul : 0.f;
     for (int p0 = 0; p0 < P; p0 += 8) {
         float loc[8], d[8];
@@ -651,7 +653,7 @@ __global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, flo
                 s = dec ? d[j] * s + loc[j] : s + loc[j];
             }
     }
-    if (fin) fin[e] = s * finmul;
+    if (fin) fin[fint ? te : e] = s * finmul;
 }
 
 /* cuda-lsplit14: the split's local pass. One CTA (8 warps, the walk's NJ = 2
@@ -663,8 +665,10 @@ __global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, flo
  * next chunk's copy runs during this chunk's products), Vt's parts made
  * once per chunk for both key blocks; no q, no o. Writes S to p.fin.
  * Relu on the k tiles where p.fab, on the v tiles where p.fc (cuda-bsplit16:
- * the backward's walks, whose "k" and "v" are other tensors). */
-template <typename T, int NK>
+ * the backward's walks, whose "k" and "v" are other tensors). REV
+ * (cuda-bsplit16): the reverse walk's update (la_lf_fwd's REV), chunks in
+ * reverse order, Vt_j = e^{G_j} v_j. */
+template <typename T, int NK, bool REV>
 __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     constexpr int NJ = 2, NT = LF_NT(NJ);
     extern __shared__ __align__(128) unsigned char la_lfl_smem[];
@@ -685,7 +689,7 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     T *const Th = base + 2 * (NK + 1) * LA_TC_TILE, *const Tl = Th + LA_TC_TILE;
     T *const Tl2 = three ? Th + 2 * LA_TC_TILE : (T *)NULL;
     auto fetch = [&](int ci, int buf) {
-        const la_cu_chunk ch = p.chunks[s.chunk0 + ci];
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - ci : ci)];
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
             const int cols = (int)(K - 64 * kb < 64 ? K - 64 * kb : 64);
@@ -702,7 +706,7 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     double *G = Gw[t >> 5];
     for (int c = 0; c < s.nch; c++) {
         const int buf = c & 1;
-        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
         if (gated) { /* the walk's gates (la_tc_warp_gates), the warp's own copy */
             __syncwarp();
@@ -723,7 +727,7 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
         if (gated) {
             const double GL = L > 0 ? G[L - 1] : 0.0;
             lf_scaled_parts<T, NT>(Th, Tl, Tl2, Vs(buf),
-                                   [&](int r) { return r < L ? la_cu_expd(GL - G[r]) : 0.f; });
+                                   [&](int r) { return r < L ? la_cu_expd(REV ? G[r] : GL - G[r]) : 0.f; });
             __syncthreads(); /* Vt's parts in */
             const float eL = la_cu_expd(GL);
 #pragma unroll
@@ -741,13 +745,13 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     for (int kb = 0; kb < NK; kb++) lf_acc_out<NJ>(p.fin + sbase, S[kb], false, 64 * kb, v0, K, V);
 }
 
-template <typename T, int NK>
+template <typename T, int NK, bool REV>
 static la_status lf_local_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                  const lf_args &a) {
     const size_t smem = (size_t)(2 * (NK + 1) + 3) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_local<T, NK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_local<T, NK, REV>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_lf_local<T, NK><<<(unsigned)ctas, LF_NT(2), smem, stream>>>(a);
+    la_lf_local<T, NK, REV><<<(unsigned)ctas, LF_NT(2), smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
@@ -823,12 +827,12 @@ static la_status lf_split_make(const la__cu_call *c, la_cu_arena *ar, const la_c
     return LA_OK;
 }
 
-/* The walk a (REV or not) over the segments of sp (above): the local sums
- * of a's state update (la_lf_local: a.k, a.v with its relus; sv = 1, and
- * REV only ungated: the reverse walk's gated update is another one), the
- * scan (p descending where REV) from a's initial state to a's final state,
- * then the walks from the start states. */
-template <bool REV>
+/* The walk a (REV or not; DOT: with the gate gradient's token dots) over
+ * the segments of sp (above): the local sums of a's state update
+ * (la_lf_local<REV>: a.k, a.v with their relus; sv = 1), the scan (p
+ * descending where REV) from a's initial state to a's final state, then
+ * the walks from the start states. */
+template <bool REV, bool DOT = false>
 static la_status lf_split_walk(const la__cu_call *c, cudaStream_t stream, const lf_args &a,
                                const lf_split &sp) {
     const int64_t nseg = c->N * sp.P, nvb = (a.V + 63) / 64;
@@ -837,17 +841,18 @@ static la_status lf_split_walk(const la__cu_call *c, cudaStream_t stream, const 
     const int64_t ctas = nseg * c->H * nvb;
     la_status st =
         c->dtype == LA_DTYPE_BF16
-            ? (a.K <= 64 ? lf_local_launch<__nv_bfloat16, 1>(c->op, stream, ctas, l)
-                         : lf_local_launch<__nv_bfloat16, 2>(c->op, stream, ctas, l))
-            : (a.K <= 64 ? lf_local_launch<__half, 1>(c->op, stream, ctas, l)
-                         : lf_local_launch<__half, 2>(c->op, stream, ctas, l));
+            ? (a.K <= 64 ? lf_local_launch<__nv_bfloat16, 1, REV>(c->op, stream, ctas, l)
+                         : lf_local_launch<__nv_bfloat16, 2, REV>(c->op, stream, ctas, l))
+            : (a.K <= 64 ? lf_local_launch<__half, 1, REV>(c->op, stream, ctas, l)
+                         : lf_local_launch<__half, 2, REV>(c->op, stream, ctas, l));
     if (st) return st;
     la_lf_seg_scan<<<(unsigned)((c->N * c->H * a.K * a.V + 255) / 256), 256, 0, stream>>>(
-        sp.starts, sp.dec, a.s0, a.fin, c->N, c->H, a.K, a.V, sp.P, REV, a.s0t, a.s0mul, a.finmul);
+        sp.starts, sp.dec, a.s0, a.fin, c->N, c->H, a.K, a.V, sp.P, REV, a.s0t, a.s0mul,
+        DOT && a.fint, a.finmul);
     LA_CU_LAUNCHED(c->op);
     lf_args b = a;
     b.seqs = sp.segs, b.s0 = sp.starts, b.s0t = 0, b.s0mul = 1.f, b.fin = NULL;
-    return lf_run<REV>(c, stream, b, nseg);
+    return lf_run<REV, DOT>(c, stream, b, nseg);
 }
 
 la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb) {
@@ -868,14 +873,12 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
 /* ---- cuda-fusedb10: the backward as three walks of the same kernel ------ */
 
 /* cuda-bsplit16: the backward's walks split over time like the forward
- * (la__lf_split_p's P and switch): ungated, no gate gradient, and the
- * reverse walks' state divided by scale (their v rows unscaled, as the
- * local pass sums them); else 0 (the unsplit walks). */
+ * (la__lf_split_p's P and switch) where the reverse walks' state is divided
+ * by scale (their v rows unscaled, as the local pass sums them); else 0
+ * (the unsplit walks). */
 static int lf_bwd_split_p(const la__cu_call *c, int64_t nchunks) {
     const float inv = 1.f / c->scale;
-    if (c->g || c->g_gamma || c->dg || c->dg_gamma || c->V > 128 || c->scale == 0.f ||
-        !isfinite(inv) || !isfinite(c->scale))
-        return 0;
+    if (c->V > 128 || c->scale == 0.f || !isfinite(inv) || !isfinite(c->scale)) return 0;
     return la__lf_split_p(c, nchunks);
 }
 
@@ -900,15 +903,21 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
                           const la_lf_dg *dg) {
     cudaStream_t stream = ar->stream;
     /* cuda-bsplit16: each walk split over time where the grid is small */
-    const int P = dg || c->N <= 0 ? 0 : lf_bwd_split_p(c, tb.nchunks);
+    const int P = c->N <= 0 ? 0 : lf_bwd_split_p(c, tb.nchunks);
     lf_split sp = {};
     la_status st;
-    if (P && (st = lf_split_make(c, ar, tb, P, false, &sp))) return st;
+    if (P && (st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, &sp))) return st;
     auto rev = [&](const lf_args &x) {
         return P ? lf_split_walk<true>(c, stream, x, sp) : lf_run<true>(c, stream, x);
     };
     auto fwd = [&](const lf_args &x) {
         return P ? lf_split_walk<false>(c, stream, x, sp) : lf_run<false>(c, stream, x);
+    };
+    auto rev_dot = [&](const lf_args &x) {
+        return P ? lf_split_walk<true, true>(c, stream, x, sp) : lf_run<true, true>(c, stream, x);
+    };
+    auto fwd_dot = [&](const lf_args &x) {
+        return P ? lf_split_walk<false, true>(c, stream, x, sp) : lf_run<false, true>(c, stream, x);
     };
     const bool relu = c->feature_map == LA_FEATURE_RELU;
     lf_args a = {};
@@ -925,7 +934,7 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
     b.s0 = c->dsT, b.s0t = 1, b.s0mul = rin;
     if (dg) b.dx = c->k, b.dpart = dg->pk, b.nslot = dg->nslot;
-    if ((st = dg ? lf_run<true, true>(c, stream, b) : rev(b))) return st;
+    if ((st = dg ? rev_dot(b) : rev(b))) return st;
     b = a;
     b.q = c->d_o, b.k = c->v, b.v = c->k, b.o = c->dq, b.m = relu ? c->q : NULL;
     b.K = c->V, b.V = c->K, b.sq = c->scale, b.sv = 1.f, b.fc = relu;
@@ -934,7 +943,7 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
         b.dx = c->q, b.dpart = dg->pq, b.nslot = dg->nslot;
         if (dg->fin) b.fin = dg->sT, b.fint = 1;
     }
-    if ((st = dg ? lf_run<false, true>(c, stream, b) : fwd(b))) return st;
+    if ((st = dg ? fwd_dot(b) : fwd(b))) return st;
     if (dg && dg->fin) { /* before the dv walk: d_initial_state may alias d_final_state */
         if ((st = la__cu_state_dot(c->op, stream, c->dsT, dg->sT, dg->fin, c->N * c->H,
                                    c->K * c->V)))
