@@ -25,9 +25,9 @@ __global__ void la_cu_dss_table(const la_cu_seq *seqs, la_cu_seq *segs, int64_t 
  * fp32 rows, phi(k).dk in pk and phi(q).dq in pq (nslot =
  * la__lf_dg_slots(c) partials a token, [token][head][slot]), the dq walk
  * S_T in sT ([N][H][K][V]) and fin[n, h] = <dS_T, S_T> (when fin and
- * c->dsT are non-NULL). cuda-bsplit16: ungated calls without a gate
- * gradient split each walk over time as the forward does (la__lf_split_p;
- * hence nchunks, and the arena for the split's scratch). */
+ * c->dsT are non-NULL). cuda-bsplit16: each walk split over time as the
+ * forward is (la__lf_split_p; hence nchunks, and the arena for the split's
+ * scratch). */
 struct la_lf_dg {
     double *pq, *pk, *fin;
     float *sT;
