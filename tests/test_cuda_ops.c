@@ -1326,6 +1326,22 @@ int main(void) {
         for (size_t i = 0; i < sizeof l14 / sizeof l14[0]; i++)
             if (take()) run_scalar(gpu, cpu, &l14[i], 3200 + i);
     }
+    if (want('s')) { /* cuda-bsplit16: the backward split over time (by grid size: P = 4 at
+                      * both; everywhere with LINATTN_CUDA_LIN_SPLIT = P): K != V (the reverse
+                      * walks' transposed initial state), relu, odd T, initial state and
+                      * d_final_state; varlen with zero-length sequences in l13 / b10 (split
+                      * when P is forced). Simple GLA's backward (the gated reverse local pass,
+                      * the gate gradient's walks and S_T from the scan): l14's cases above,
+                      * split by default (P 2, 8, 4, 2: extreme gates, zero-length sequences) */
+        const scase b16[] = {
+            {"linear bf16 relu T2049 K40 V128", 1, 2049, 1, 40, 128, NULL, 0, LA_DTYPE_BF16, 1,
+             LA_FEATURE_RELU, 0, 0, 1},
+            {"linear fp16 identity B2 T3001 K128 V100", 2, 3001, 1, 128, 100, NULL, 0,
+             LA_DTYPE_F16, 1, LA_FEATURE_IDENTITY, 0, 0, 0},
+        };
+        for (size_t i = 0; i < sizeof b16 / sizeof b16[0]; i++)
+            if (take()) run_scalar(gpu, cpu, &b16[i], 3300 + i);
+    }
     if (want('s')) { /* cuda-fusedb10: 16-bit cases of the fused backward (K, V <= 128, identity /
                       * relu, no gate gradient): K = 128, zero-length sequences, scalar tile
                       * loads, RetNet decay without dg_gamma (the gated reverse walk) */

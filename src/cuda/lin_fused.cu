@@ -669,29 +669,39 @@ __global__ void la_lf_seg_decay(const la_cu_seq *segs, const float *g, const flo
  * sums and takes their start states; dec (NULL: ungated) the segments'
  * e^{Gp} per head; the final state to fin (may be NULL). The loads of 8
  * segments go out before their stores (in place: the compiler could not
- * move a load past a store). */
+ * move a load past a store). cuda-bsplit16: rev walks the segments with p
+ * descending (the backward's reverse walks: a segment starts from the sum
+ * over the segments after it); the initial state is s0 s0mul, read
+ * transposed ([V][K] per head) when s0t, the final state stored times
+ * finmul, transposed when fint (the walk's own s0t / s0mul / fint /
+ * finmul). In place when fin == s0 and s0t == fint (each thread reads its
+ * element before it writes it). */
 __global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, float *fin, int64_t N,
-                               int64_t H, int64_t KV, int P) {
-    const int64_t HKV = H * KV, e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+                               int64_t H, int64_t K, int64_t V, int P, int rev, int s0t,
+                               float s0mul, int fint, float finmul) {
+    const int64_t KV = K * V, HKV = H * KV, e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= N * HKV) return;
-    const int64_t n = e / HKV, r = e % HKV, h = r / KV;
-    float s = s0 ? s0[e] : 0.f;
+    const int64_t n = e / HKV, r = e % HKV, h = r / KV, x = r % KV;
+    const int64_t te = e - x + (x % V) * K + x / V; /* the element's transposed place */
+    const int64_t se = s0t ? te : e;
+    float s = s0 ? s0[se] * s0mul : 0.f;
     for (int p0 = 0; p0 < P; p0 += 8) {
         float loc[8], d[8];
 #pragma unroll
         for (int j = 0; j < 8; j++)
             if (p0 + j < P) {
-                loc[j] = st[(n * P + p0 + j) * HKV + r];
-                d[j] = dec ? dec[(n * P + p0 + j) * H + h] : 1.f;
+                const int64_t sg = n * P + (rev ? P - 1 - (p0 + j) : p0 + j);
+                loc[j] = st[sg * HKV + r];
+                d[j] = dec ? dec[sg * H + h] : 1.f;
             }
 #pragma unroll
         for (int j = 0; j < 8; j++)
             if (p0 + j < P) {
-                st[(n * P + p0 + j) * HKV + r] = s;
+                st[(n * P + (rev ? P - 1 - (p0 + j) : p0 + j)) * HKV + r] = s;
                 s = dec ? d[j] * s + loc[j] : s + loc[j];
             }
     }
-    if (fin) fin[e] = s;
+    if (fin) fin[fint ? te : e] = s * finmul;
 }
 
 /* cuda-lsplit14: the split's local pass. One CTA (8 warps, the walk's NJ = 2
@@ -701,8 +711,12 @@ __global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, flo
  * (ungated: v as copied, one product), the same products in the same order
  * as the walk's state update. k, v tiles double-buffered by cp.async (the
  * next chunk's copy runs during this chunk's products), Vt's parts made
- * once per chunk for both key blocks; no q, no o. Writes S to p.fin. */
-template <typename T, int NK>
+ * once per chunk for both key blocks; no q, no o. Writes S to p.fin.
+ * Relu on the k tiles where p.fab, on the v tiles where p.fc (cuda-bsplit16:
+ * the backward's walks, whose "k" and "v" are other tensors). REV
+ * (cuda-bsplit16): the reverse walk's update (la_lf_fwd's REV), chunks in
+ * reverse order, Vt_j = e^{G_j} v_j. */
+template <typename T, int NK, bool REV>
 __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     constexpr int NJ = 2, NT = LF_NT(NJ);
     extern __shared__ __align__(128) unsigned char la_lfl_smem[];
@@ -723,7 +737,7 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     T *const Th = base + 2 * (NK + 1) * LA_TC_TILE, *const Tl = Th + LA_TC_TILE;
     T *const Tl2 = three ? Th + 2 * LA_TC_TILE : (T *)NULL;
     auto fetch = [&](int ci, int buf) {
-        const la_cu_chunk ch = p.chunks[s.chunk0 + ci];
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - ci : ci)];
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
             const int cols = (int)(K - 64 * kb < 64 ? K - 64 * kb : 64);
@@ -740,7 +754,7 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     double *G = Gw[t >> 5];
     for (int c = 0; c < s.nch; c++) {
         const int buf = c & 1;
-        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
         if (gated) { /* the walk's gates (la_tc_warp_gates), the warp's own copy */
             __syncwarp();
@@ -755,12 +769,13 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
         if (p.fab)
 #pragma unroll
             for (int kb = 0; kb < NK; kb++) lf_relu<T, NJ>(Kt(buf, kb));
+        if (p.fc) lf_relu<T, NJ>(Vs(buf)); /* cuda-bsplit16: the backward's walks */
         __syncthreads(); /* chunk c's tiles in; chunk c-1's readers (buf ^ 1, parts) done */
         if (c + 1 < s.nch) fetch(c + 1, buf ^ 1);
         if (gated) {
             const double GL = L > 0 ? G[L - 1] : 0.0;
             lf_scaled_parts<T, NT>(Th, Tl, Tl2, Vs(buf),
-                                   [&](int r) { return r < L ? la_cu_expd(GL - G[r]) : 0.f; });
+                                   [&](int r) { return r < L ? la_cu_expd(REV ? G[r] : GL - G[r]) : 0.f; });
             __syncthreads(); /* Vt's parts in */
             const float eL = la_cu_expd(GL);
 #pragma unroll
@@ -776,13 +791,13 @@ __global__ void __launch_bounds__(LF_NT(2), 2) la_lf_local(lf_args p) {
     for (int kb = 0; kb < NK; kb++) lf_acc_out<NJ>(p.fin + sbase, S[kb], false, 64 * kb, v0, K, V);
 }
 
-template <typename T, int NK>
+template <typename T, int NK, bool REV>
 static la_status lf_local_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                  const lf_args &a) {
     const size_t smem = (size_t)(2 * (NK + 1) + 3) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_local<T, NK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_local<T, NK, REV>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_lf_local<T, NK><<<(unsigned)ctas, LF_NT(2), smem, stream>>>(a);
+    la_lf_local<T, NK, REV><<<(unsigned)ctas, LF_NT(2), smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
@@ -828,6 +843,64 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
                      : lf_launch_nj<__half, 2, REV, DOT>(c->op, stream, ctas, a);
 }
 
+/* cuda-bsplit16: the segments of the split (segs, N P of them, from
+ * la_cu_dss_table) and one state buffer of N P H K V floats (the local
+ * sums, then the start states), gated: the segments' e^{Gp} (N P H). */
+struct lf_split {
+    la_cu_seq *segs;
+    float *starts, *dec;
+    int P;
+};
+static la_status lf_split_make(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb, int P,
+                               bool gated, lf_split *sp) {
+    const int64_t nseg = c->N * P, HKV = c->H * c->K * c->V;
+    const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
+    const size_t sb = ((size_t)nseg * HKV * 4 + 255) & ~(size_t)255;
+    char *blk;
+    la_status st;
+    if ((st = la__cu_alloc(ar, (void **)&blk, tab + sb + (gated ? (size_t)nseg * c->H * 4 : 0))))
+        return st;
+    sp->segs = (la_cu_seq *)blk, sp->P = P;
+    sp->starts = (float *)(blk + tab), sp->dec = gated ? (float *)(blk + tab + sb) : NULL;
+    la_cu_dss_table<<<(unsigned)((nseg + 255) / 256), 256, 0, ar->stream>>>(tb.seqs, sp->segs, c->N,
+                                                                           P);
+    LA_CU_LAUNCHED(c->op);
+    if (gated) {
+        la_lf_seg_decay<<<(unsigned)((nseg * c->H + 7) / 8), 256, 0, ar->stream>>>(
+            sp->segs, c->g, c->g_gamma, sp->dec, nseg, c->H);
+        LA_CU_LAUNCHED(c->op);
+    }
+    return LA_OK;
+}
+
+/* The walk a (REV or not; DOT: with the gate gradient's token dots) over
+ * the segments of sp (above): the local sums of a's state update
+ * (la_lf_local<REV>: a.k, a.v with their relus; sv = 1), the scan (p
+ * descending where REV) from a's initial state to a's final state, then
+ * the walks from the start states. */
+template <bool REV, bool DOT = false>
+static la_status lf_split_walk(const la__cu_call *c, cudaStream_t stream, const lf_args &a,
+                               const lf_split &sp) {
+    const int64_t nseg = c->N * sp.P, nvb = (a.V + 63) / 64;
+    lf_args l = a;
+    l.seqs = sp.segs, l.fin = sp.starts, l.nvb = (int)nvb;
+    const int64_t ctas = nseg * c->H * nvb;
+    la_status st =
+        c->dtype == LA_DTYPE_BF16
+            ? (a.K <= 64 ? lf_local_launch<__nv_bfloat16, 1, REV>(c->op, stream, ctas, l)
+                         : lf_local_launch<__nv_bfloat16, 2, REV>(c->op, stream, ctas, l))
+            : (a.K <= 64 ? lf_local_launch<__half, 1, REV>(c->op, stream, ctas, l)
+                         : lf_local_launch<__half, 2, REV>(c->op, stream, ctas, l));
+    if (st) return st;
+    la_lf_seg_scan<<<(unsigned)((c->N * c->H * a.K * a.V + 255) / 256), 256, 0, stream>>>(
+        sp.starts, sp.dec, a.s0, a.fin, c->N, c->H, a.K, a.V, sp.P, REV, a.s0t, a.s0mul,
+        DOT && a.fint, a.finmul);
+    LA_CU_LAUNCHED(c->op);
+    lf_args b = a;
+    b.seqs = sp.segs, b.s0 = sp.starts, b.s0t = 0, b.s0mul = 1.f, b.fin = NULL;
+    return lf_run<REV, DOT>(c, stream, b, nseg);
+}
+
 la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb) {
     lf_args a = {};
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.q = c->q, a.k = c->k, a.v = c->v, a.o = c->o;
@@ -838,47 +911,29 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     const int P = la__lf_split_p(c, tb.nchunks);
     if (!P || c->N <= 0) return lf_run<false>(c, ar->stream, a);
     /* cuda-lsplit13: the split (above) */
-    const bool gated = c->g || c->g_gamma;
-    const int64_t nseg = c->N * P, HKV = c->H * c->K * c->V;
-    const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
-    const size_t sb = ((size_t)nseg * HKV * 4 + 255) & ~(size_t)255;
-    char *blk;
-    la_status st;
-    if ((st = la__cu_alloc(ar, (void **)&blk, tab + sb + (gated ? (size_t)nseg * c->H * 4 : 0))))
-        return st;
-    la_cu_seq *segs = (la_cu_seq *)blk;
-    float *starts = (float *)(blk + tab), *dec = gated ? (float *)(blk + tab + sb) : NULL;
-    la_cu_dss_table<<<(unsigned)((nseg + 255) / 256), 256, 0, ar->stream>>>(tb.seqs, segs, c->N, P);
-    LA_CU_LAUNCHED(c->op);
-    lf_args l = a;
-    l.seqs = segs, l.fin = starts, l.nvb = (int)((c->V + 63) / 64);
-    const int64_t ctas = nseg * c->H * l.nvb;
-    st = c->dtype == LA_DTYPE_BF16
-             ? (c->K <= 64 ? lf_local_launch<__nv_bfloat16, 1>(c->op, ar->stream, ctas, l)
-                           : lf_local_launch<__nv_bfloat16, 2>(c->op, ar->stream, ctas, l))
-             : (c->K <= 64 ? lf_local_launch<__half, 1>(c->op, ar->stream, ctas, l)
-                           : lf_local_launch<__half, 2>(c->op, ar->stream, ctas, l));
-    if (st) return st;
-    if (gated) {
-        la_lf_seg_decay<<<(unsigned)((nseg * c->H + 7) / 8), 256, 0, ar->stream>>>(
-            segs, c->g, c->g_gamma, dec, nseg, c->H);
-        LA_CU_LAUNCHED(c->op);
-    }
-    la_lf_seg_scan<<<(unsigned)((c->N * HKV + 255) / 256), 256, 0, ar->stream>>>(
-        starts, dec, c->s0, c->final_state, c->N, c->H, c->K * c->V, P);
-    LA_CU_LAUNCHED(c->op);
-    lf_args b = a;
-    b.seqs = segs, b.s0 = starts, b.fin = NULL;
-    return lf_run<false>(c, ar->stream, b, nseg);
+    lf_split sp;
+    la_status st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, &sp);
+    return st ? st : lf_split_walk<false>(c, ar->stream, a, sp);
 }
 
 /* ---- cuda-fusedb10: the backward as three walks of the same kernel ------ */
 
+/* cuda-bsplit16: the backward's walks split over time like the forward
+ * (la__lf_split_p's P and switch) where the reverse walks' state is divided
+ * by scale (their v rows unscaled, as the local pass sums them); else 0
+ * (the unsplit walks). */
+static int lf_bwd_split_p(const la__cu_call *c, int64_t nchunks) {
+    const float inv = 1.f / c->scale;
+    if (c->V > 128 || c->scale == 0.f || !isfinite(inv) || !isfinite(c->scale)) return 0;
+    return la__lf_split_p(c, nchunks);
+}
+
 /* cuda-fused12: with a gate gradient too (the walks' token dots; phi =
  * identity, as simple GLA always has). */
-bool la__lf_bwd_use(const la__cu_call *c) {
+bool la__lf_bwd_use(const la__cu_call *c, int64_t nchunks) {
     const bool dg = c->dg || c->dg_gamma;
-    return c->V <= 128 && (!dg || c->feature_map == LA_FEATURE_IDENTITY) && la__lf_use(c);
+    return c->V <= 128 && (!dg || c->feature_map == LA_FEATURE_IDENTITY) &&
+           (la__lf_use(c) || lf_bwd_split_p(c, nchunks));
 }
 
 int la__lf_dg_slots(const la__cu_call *c) { return (int)((c->K + 63) / 64) * (4 / lf_nj()); }
@@ -890,8 +945,26 @@ int la__lf_dg_slots(const la__cu_call *c) { return (int)((c->K + 63) / 64) * (4 
  *   dv, dS0 = rev(A = Kf, B = Qf, C = dO; S = dS_T)         (sq 1, sv scale)
  * (the reverse walks run as sq scale, sv 1 on S / scale, below)
  * in this order: d_initial_state may alias d_final_state. */
-la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
+la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
                           const la_lf_dg *dg) {
+    cudaStream_t stream = ar->stream;
+    /* cuda-bsplit16: each walk split over time where the grid is small */
+    const int P = c->N <= 0 ? 0 : lf_bwd_split_p(c, tb.nchunks);
+    lf_split sp = {};
+    la_status st;
+    if (P && (st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, &sp))) return st;
+    auto rev = [&](const lf_args &x) {
+        return P ? lf_split_walk<true>(c, stream, x, sp) : lf_run<true>(c, stream, x);
+    };
+    auto fwd = [&](const lf_args &x) {
+        return P ? lf_split_walk<false>(c, stream, x, sp) : lf_run<false>(c, stream, x);
+    };
+    auto rev_dot = [&](const lf_args &x) {
+        return P ? lf_split_walk<true, true>(c, stream, x, sp) : lf_run<true, true>(c, stream, x);
+    };
+    auto fwd_dot = [&](const lf_args &x) {
+        return P ? lf_split_walk<false, true>(c, stream, x, sp) : lf_run<false, true>(c, stream, x);
+    };
     const bool relu = c->feature_map == LA_FEATURE_RELU;
     lf_args a = {};
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.g = c->g, a.g_gamma = c->g_gamma, a.H = c->H;
@@ -907,8 +980,7 @@ la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu
     b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
     b.s0 = c->dsT, b.s0t = 1, b.s0mul = rin;
     if (dg) b.dx = c->k, b.dpart = dg->pk, b.nslot = dg->nslot;
-    la_status st = dg ? lf_run<true, true>(c, stream, b) : lf_run<true>(c, stream, b);
-    if (st) return st;
+    if ((st = dg ? rev_dot(b) : rev(b))) return st;
     b = a;
     b.q = c->d_o, b.k = c->v, b.v = c->k, b.o = c->dq, b.m = relu ? c->q : NULL;
     b.K = c->V, b.V = c->K, b.sq = c->scale, b.sv = 1.f, b.fc = relu;
@@ -917,7 +989,7 @@ la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu
         b.dx = c->q, b.dpart = dg->pq, b.nslot = dg->nslot;
         if (dg->fin) b.fin = dg->sT, b.fint = 1;
     }
-    if ((st = dg ? lf_run<false, true>(c, stream, b) : lf_run<false>(c, stream, b))) return st;
+    if ((st = dg ? fwd_dot(b) : fwd(b))) return st;
     if (dg && dg->fin) { /* before the dv walk: d_initial_state may alias d_final_state */
         if ((st = la__cu_state_dot(c->op, stream, c->dsT, dg->sT, dg->fin, c->N * c->H,
                                    c->K * c->V)))
@@ -927,5 +999,5 @@ la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu
     b.q = c->k, b.k = c->q, b.v = c->d_o, b.o = c->dv, b.fab = relu;
     b.K = c->K, b.V = c->V, b.sq = rsq, b.sv = rsv;
     b.s0 = c->dsT, b.fin = c->ds0, b.s0mul = rin, b.finmul = div ? c->scale : 1.f;
-    return lf_run<true>(c, stream, b);
+    return rev(b);
 }

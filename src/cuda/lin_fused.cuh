@@ -25,15 +25,17 @@ __global__ void la_cu_dss_table(const la_cu_seq *seqs, la_cu_seq *segs, int64_t 
  * fp32 rows, phi(k).dk in pk and phi(q).dq in pq (nslot =
  * la__lf_dg_slots(c) partials a token, [token][head][slot]), the dq walk
  * S_T in sT ([N][H][K][V]) and fin[n, h] = <dS_T, S_T> (when fin and
- * c->dsT are non-NULL). */
+ * c->dsT are non-NULL). cuda-bsplit16: each walk split over time as the
+ * forward is (la__lf_split_p; hence nchunks, and the arena for the split's
+ * scratch). */
 struct la_lf_dg {
     double *pq, *pk, *fin;
     float *sT;
     int nslot;
 };
 int la__lf_dg_slots(const la__cu_call *c);
-bool la__lf_bwd_use(const la__cu_call *c);
-la_status la__lf_backward(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
+bool la__lf_bwd_use(const la__cu_call *c, int64_t nchunks);
+la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
                           const la_lf_dg *dg);
 
 #endif

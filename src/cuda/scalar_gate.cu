@@ -446,7 +446,8 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     const size_t KV = (size_t)c->K * (size_t)c->V, NH = (size_t)c->N * c->H;
     const size_t ntok = (size_t)c->B * c->T;
     const bool DG = c->dg || c->dg_gamma;
-    const bool fused = sizeof(T) == 2 && use_tc(sizeof(T), 2) && la__lf_bwd_use(c); /* cuda-fusedb10 */
+    const bool fused = sizeof(T) == 2 && use_tc(sizeof(T), 2) &&
+                       la__lf_bwd_use(c, tb.nchunks); /* cuda-fusedb10, cuda-bsplit16 */
     float *hbuf = NULL, *dhbuf = NULL, *sT = NULL;
     double *dgl = NULL, *ctot = NULL, *fin = NULL, *cgam = NULL;
     const size_t nc = (size_t)(tb.nchunks ? tb.nchunks : 1) * c->H;
@@ -462,13 +463,13 @@ template <typename T> static la_status scalar_backward(const la__cu_call *c, la_
     const dim3 grid((unsigned)(tb.nchunks ? tb.nchunks : 1), (unsigned)c->H);
     const bool tc = use_tc(sizeof(T), 2);
     if (fused) { /* cuda-fused12: dg from the dq / dk walks' token dots */
-        if (!DG) return la__lf_backward(c, ar->stream, tb, NULL);
+        if (!DG) return la__lf_backward(c, ar, tb, NULL);
         la_lf_dg d = {};
         d.nslot = la__lf_dg_slots(c), d.fin = fin, d.sT = sT;
         const size_t np = ntok * c->H * (size_t)d.nslot * sizeof(double);
         if ((st = la__cu_alloc(ar, (void **)&d.pq, np)) ||
             (st = la__cu_alloc(ar, (void **)&d.pk, np)) ||
-            (st = la__lf_backward(c, ar->stream, tb, &d)))
+            (st = la__lf_backward(c, ar, tb, &d)))
             return st;
         if (tb.nchunks > 0) {
             la_cu_dg_tokens<<<grid, LA_CU_C, 0, ar->stream>>>(tb.chunks, d.pq, d.pk, d.nslot, c->H,
