@@ -88,10 +88,11 @@ template <int NW, int KW, int NB, int MT = 1, int CL = 0> static size_t drt_smem
  * (warps 2 w / NW == r) and dh' of its keys. The peer's store into parity
  * b in step it + 2 comes after it received this CTA's sums of step it + 1,
  * sent after every read of parity b in step it. dR overwrites dRo: the
- * peer's reads of chunk c's dRo were issued a whole step earlier (cp.async
- * waited at the top of chunk c; MT = 2: loaded into registers at the top of
- * chunk c + 1 and moved at the top of chunk c), before it sends the sums of
- * chunk c that this CTA waits for before its dR stores of chunk c. */
+ * peer's cp.async copies of chunk c's dRo were waited for at the top of
+ * chunk c, before it sends the sums of chunk c that this CTA waits for
+ * before its dR stores of chunk c. The host launches CL = 1 with MT = 1
+ * only (with MT = 2 the dRo values are register loads, which no wait
+ * orders before the peer's stores; it also measured slower). */
 template <int NW, int KW, int NB, int CB, int MT, int CL>
 __global__ void __launch_bounds__(NW * 32 * MT, 1)
     la_cu_dcb_rev_tc9(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
@@ -128,9 +129,10 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
     const unsigned qs_me = (unsigned)__cvta_generic_to_shared(Qs) + 4u * (mt * 16 * DRT_PLD);
     const unsigned bar_me = (unsigned)__cvta_generic_to_shared(Qs + 2 * MT * 16 * DRT_PLD);
     const int K = (int)p.K, V = (int)p.V, HS = (int)p.HS, H = (int)p.H, K8 = (K + 7) & ~7;
-    const int nvb = (V + 16 * MT - 1) / (16 * MT), nh = (int)blockIdx.x / nvb;
+    const int bx = CL ? (int)(blockIdx.x >> 1) : (int)blockIdx.x; /* CL: the cluster's block */
+    const int nvb = (V + 16 * MT - 1) / (16 * MT), nh = bx / nvb;
     const int n = nh / HS, hs = nh % HS, hq = hs / (HS / H);
-    const int v0 = ((int)blockIdx.x % nvb) * 16 * MT + 16 * mt;
+    const int v0 = (bx % nvb) * 16 * MT + 16 * mt;
     const int vc = V - v0 < 16 ? V - v0 : 16; /* <= 0: an empty second group */
     const bool uvec = (V & 3) == 0;
     const la_cu_seq s = p.seqs[n];
@@ -526,12 +528,13 @@ static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaSt
         return drt_go<NW, KW, NB, 1, MT, CL>(c, p, stream, Qb, dOq, dRo, dhst);
     return drt_go<NW, KW, NB, 0, MT, CL>(c, p, stream, Qb, dOq, dRo, dhst);
 }
-/* cuda-gdnrev15: the cluster form (CL = 1) at 64 < K <= 128, compute
- * capability 9+. LINATTN_CUDA_DELTA_REV=cl: wherever that holds; =one:
- * never; else (unset, b64) where its grid (16 value columns per CTA, two
- * CTAs per block) fits one wave. 32 value columns per CTA as the one-CTA
- * kernel's rule (LINATTN_CUDA_DELTA_WIDE) on the cluster grid. Returns 0
- * where not taken. */
+/* cuda-gdnrev15: the cluster form (CL = 1, MT = 1: 4 warps of 16 keys per
+ * CTA, 16 value columns) at 64 < K <= 128, compute capability 9+.
+ * LINATTN_CUDA_DELTA_REV=cl: wherever that holds; =one: never; else (unset,
+ * b64) where its grid (two CTAs per value block) fits one wave. Measured
+ * (H200, bench/GPU.md): GDN shape (128 CTAs) 2759 -> 2172 us; MT = 2 in
+ * the cluster lost at both shapes (GDN 3281 us, DeltaNet 823 vs 492 us)
+ * and is not built. Returns 0 where not taken. */
 static int drt_cl_mode() {
     static int mode = -1;
     if (mode < 0) {
@@ -542,22 +545,17 @@ static int drt_cl_mode() {
 }
 static int drt_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                   const void *Qb, const float *dOq, float *dRo, float *dhst, la_status *st) {
-    const int mode = drt_cl_mode(), wide = drt_wide_mode(), sms = la__cu_sm_count(c);
-    const int64_t cl1 = 2 * ((c->V + 15) / 16) * c->N * c->HS;
-    const int64_t cl2 = 2 * ((c->V + 31) / 32) * c->N * c->HS;
-    if (!mode || (mode == 1 && cl1 > sms)) return 0;
+    const int mode = drt_cl_mode();
+    const int64_t ctas = 2 * ((c->V + 15) / 16) * c->N * c->HS;
+    if (!mode || (mode == 1 && ctas > la__cu_sm_count(c))) return 0;
     int major = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) !=
         cudaSuccess) {
         cudaGetLastError();
         return 0;
     }
-    const size_t optin = (size_t)la__cu_smem_optin(c);
-    if (major < 9 || drt_smem<4, 16, 2, 2, 1>() > optin) return 0;
-    if (wide && (wide == 2 || cl2 >= sms))
-        *st = drt_launch<4, 16, 2, 2, 1>(c, p, stream, Qb, dOq, dRo, dhst);
-    else
-        *st = drt_launch<4, 16, 2, 1, 1>(c, p, stream, Qb, dOq, dRo, dhst);
+    if (major < 9 || drt_smem<4, 16, 2, 1, 1>() > (size_t)la__cu_smem_optin(c)) return 0;
+    *st = drt_launch<4, 16, 2, 1, 1>(c, p, stream, Qb, dOq, dRo, dhst);
     return 1;
 }
 /* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit),
