@@ -1,12 +1,13 @@
 /* Thread-block cluster primitives (sm_90+), shared by the kernels that split
  * one problem over the CTAs of a cluster and exchange partial products
- * through distributed shared memory (delta_state_cl.cu; written by cuda-rev9
- * for its cluster reverse pass, which lost and was removed). Device
+ * through distributed shared memory (delta_state_cl.cu, delta_rev_tc.cu;
+ * first written by cuda-rev9 for a cluster reverse pass that lost). Device
  * functions exist only for __CUDA_ARCH__ >= 900; callers guard their bodies
  * the same way and their hosts launch them only on compute capability 9+. */
 #pragma once
 
 #include <cuda_runtime.h>
+#include <stdint.h>
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 /* This CTA's rank in its cluster. */
@@ -46,6 +47,46 @@ __device__ __forceinline__ void la_cl_wait() {
 __device__ __forceinline__ void la_cl_sync() {
     la_cl_arrive();
     la_cl_wait();
+}
+/* cuda-gdn12: exchanges through mbarriers (moved here from
+ * delta_state_cl.cu by cuda-gdnrev15 for the reverse pass's cluster form).
+ * Two mbarriers of one arrival at shared addresses a, a + 8 (before the
+ * cluster barrier that publishes them to the peer). */
+__device__ __forceinline__ void la_cl_mbar_init2(unsigned a) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(a) : "memory");
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(a + 8) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+/* x, y to shared::cluster address d, with a complete_tx of 8 bytes on the
+ * (peer's) mbarrier at shared::cluster address bar */
+__device__ __forceinline__ void la_cl_st_async2(unsigned d, float2 v, unsigned bar) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, "
+                 "[%3];\n" ::"r"(d),
+                 "f"(v.x), "f"(v.y), "r"(bar)
+                 : "memory");
+}
+/* The one arrival of the mbarrier at a, expecting bytes from st.async. */
+__device__ __forceinline__ void la_cl_mbar_arm(unsigned a, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes)
+                 : "memory");
+}
+/* Waits until the phase of parity par of the mbarrier at a has completed.
+ * Acquire at CTA scope (cuda-gdnst14; as CUTLASS's cluster pipelines wait):
+ * the peer's st.async bytes are counted by complete_tx on this CTA's own
+ * mbarrier, so the phase completing makes them visible to the CTA's
+ * threads; the cluster-scope acquire compiled to an L1 invalidate
+ * (CCTL.IVALL, 5% of the stall samples) that the shared-memory reads after
+ * it do not need. Same bits; GDN forward 2.589 -> 2.575 ms (H200,
+ * bench/GPU.md). */
+__device__ __forceinline__ void la_cl_mbar_wait(unsigned a, unsigned par) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n .reg .pred p;\n"
+                     " mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
+                     " selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(a), "r"(par)
+                     : "memory");
 }
 #endif
 

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.cuh"
 #include "delta_chunk.cuh"
 #include "tc.cuh"
 
@@ -40,16 +41,23 @@ typedef __nv_bfloat16 drt_bf;
 #define DRT_PLD 72 /* row stride (floats) of a partial dR^T tile [16][64] */
 #define DRT_RLD 72 /* row stride (bf16) of the dR^T / dO^T part tiles [16][64] */
 #define DRT_NT 5   /* 16-bit tiles per buffer: Kd hi, lo, W hi, lo, q */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define DRT_SM90 1 /* the cluster form's exchange (cluster.cuh) compiles */
+#else
+#define DRT_SM90 0
+#endif
 
 /* Shared memory: NB buffers of DRT_NT 16-bit tiles ([64][KP + 8] each) and
  * (MT = 1) of the dRo, dO tiles ([64][DRT_SU] fp32 each); per group of NW
  * warps, the warps' partial dR^T ([NW][16][DRT_PLD] fp32) and -dR^T, dO^T
  * as bf16 hi, lo ([16][DRT_RLD] each). K = 128, NB = 2: 217 KB (MT = 1),
- * 224 KB (MT = 2). */
-template <int NW, int KW, int NB, int MT = 1> static size_t drt_smem() {
+ * 224 KB (MT = 2). CL = 1: the peer's dR^T partial sums ([2 parities][MT][16]
+ * [DRT_PLD] fp32) and two mbarriers. */
+template <int NW, int KW, int NB, int MT = 1, int CL = 0> static size_t drt_smem() {
     constexpr int LD = NW * KW + 8;
     return (size_t)NB * DRT_NT * 64 * LD * 2 + (MT == 1 ? (size_t)NB * 2 * 64 * DRT_SU * 4 : 0) +
-           (size_t)MT * NW * 16 * DRT_PLD * 4 + (size_t)MT * 4 * 16 * DRT_RLD * 2;
+           (size_t)MT * NW * 16 * DRT_PLD * 4 + (size_t)MT * 4 * 16 * DRT_RLD * 2 +
+           (CL ? (size_t)2 * MT * 16 * DRT_PLD * 4 + 16 : 0);
 }
 
 /* NW warps per group, warp w of a group owns keys w KW .. w KW + KW - 1 (KW a
@@ -66,8 +74,26 @@ template <int NW, int KW, int NB, int MT = 1> static size_t drt_smem() {
  * host's choice: drt_launch). Column predicates
  * (padding keys, the last value block's columns) are per-thread constants;
  * row predicates (r < L) run only on a sequence's last chunk, the only one
- * shorter than LA_CU_C. */
-template <int NW, int KW, int NB, int CB, int MT>
+ * shorter than LA_CU_C.
+ * CL = 1 (cuda-gdnrev15): the keys split over the 2 CTAs of a cluster, as
+ * the state pass's cluster form (delta_state_cl.cu): CTA r owns keys
+ * r NW KW .. (r + 1) NW KW - 1 and copies only those columns of the Kd, W,
+ * q tiles. After "partials out" each thread sums its dR^T slots over the
+ * CTA's warps (warp order), keeps them in registers and sends them into
+ * the peer's shared memory by st.async (complete_tx on the peer's mbarrier
+ * of the chunk's parity: no release of the earlier dh' / dR global stores,
+ * which cuda-rev9's cluster barrier per chunk drained), then waits on its
+ * own mbarrier for the peer's sums: dR^T = dRo^T + (Q_0 + Q_1) (+ commutes:
+ * both CTAs get the same bits). Each CTA writes dR of half of the tokens
+ * (warps 2 w / NW == r) and dh' of its keys. The peer's store into parity
+ * b in step it + 2 comes after it received this CTA's sums of step it + 1,
+ * sent after every read of parity b in step it. dR overwrites dRo: the
+ * peer's cp.async copies of chunk c's dRo were waited for at the top of
+ * chunk c, before it sends the sums of chunk c that this CTA waits for
+ * before its dR stores of chunk c. The host launches CL = 1 with MT = 1
+ * only (with MT = 2 the dRo values are register loads, which no wait
+ * orders before the peer's stores; it also measured slower). */
+template <int NW, int KW, int NB, int CB, int MT, int CL>
 __global__ void __launch_bounds__(NW * 32 * MT, 1)
     la_cu_dcb_rev_tc9(la_cu_dc_args p, const drt_bf *Qb, const float *dOq, const float *dsT,
                       float *ds0, float *dRo, float *dhst) {
@@ -84,6 +110,13 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
     /* warp w of group mt (the constant 0 for MT = 1: MT = 1's code as before) */
     const int w = MT == 1 ? t >> 5 : (t >> 5) % NW, mt = MT == 1 ? 0 : (t >> 5) / NW;
     const int m8 = lane >> 3, rr = lane & 7, kb = w * KW;
+#if DRT_SM90
+    const unsigned rank = CL ? la_cl_rank() : 0u;
+#else
+    const unsigned rank = 0u;
+    if (CL) return; /* never launched below sm_90 */
+#endif
+    const int kc0 = (int)rank * KP; /* CL: the CTA's first key */
     drt_bf *const tiles = (drt_bf *)drt_sm;
     float *const Fs = (float *)(tiles + NB * DRT_NT * TILE); /* [NB][2][64][DRT_SU] (MT = 1) */
     float *const Ps0 = Fs + (FR ? 0 : NB * 2 * 64 * DRT_SU); /* the groups' partials */
@@ -91,10 +124,15 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
     drt_bf *const Rh = (drt_bf *)(Ps0 + MT * NW * 16 * DRT_PLD) + mt * 4 * 16 * DRT_RLD;
     drt_bf *const Rl = Rh + 16 * DRT_RLD, *const Oh = Rl + 16 * DRT_RLD,
                   *const Ol = Oh + 16 * DRT_RLD;
+    /* CL: the peer's sums [2][MT][16][DRT_PLD], then two mbarriers */
+    float *const Qs = (float *)((drt_bf *)(Ps0 + MT * NW * 16 * DRT_PLD) + MT * 4 * 16 * DRT_RLD);
+    const unsigned qs_me = (unsigned)__cvta_generic_to_shared(Qs) + 4u * (mt * 16 * DRT_PLD);
+    const unsigned bar_me = (unsigned)__cvta_generic_to_shared(Qs + 2 * MT * 16 * DRT_PLD);
     const int K = (int)p.K, V = (int)p.V, HS = (int)p.HS, H = (int)p.H, K8 = (K + 7) & ~7;
-    const int nvb = (V + 16 * MT - 1) / (16 * MT), nh = (int)blockIdx.x / nvb;
+    const int bx = CL ? (int)(blockIdx.x >> 1) : (int)blockIdx.x; /* CL: the cluster's block */
+    const int nvb = (V + 16 * MT - 1) / (16 * MT), nh = bx / nvb;
     const int n = nh / HS, hs = nh % HS, hq = hs / (HS / H);
-    const int v0 = ((int)blockIdx.x % nvb) * 16 * MT + 16 * mt;
+    const int v0 = (bx % nvb) * 16 * MT + 16 * mt;
     const int vc = V - v0 < 16 ? V - v0 : 16; /* <= 0: an empty second group */
     const bool uvec = (V & 3) == 0;
     const la_cu_seq s = p.seqs[n];
@@ -103,11 +141,12 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
 
     /* per-thread copy slots: 16-bit tiles (row t / KQ + RS i, column c8) */
     const int r0 = t / KQ, c8 = (t % KQ) * 8;
-    const bool cin = c8 < K8;
+    const bool cin = kc0 + c8 < K8;
     /* CB = 0: whole-tensor 32-bit offsets (the sequence's first token st0
      * folded in, chunk c adds c times a 32-bit stride); CB = 1: in-chunk */
     const unsigned st0 = CB ? 0u : (unsigned)s.start;
-    const unsigned ko0 = (st0 + r0) * rs + hs * K8 + c8, qo0 = (st0 + r0) * qs + hq * K8 + c8;
+    const unsigned ko0 = (st0 + r0) * rs + hs * K8 + kc0 + c8;
+    const unsigned qo0 = (st0 + r0) * qs + hq * K8 + kc0 + c8;
     const int so0 = r0 * LD + c8;
     /* MT = 1: dRo / dO tiles: 16-byte copies (row t / 4 + RSV i, column c4) or
      * 4-byte ones (row t / 16 + RS1 i, column cc) */
@@ -123,14 +162,14 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
     for (int j = 0; j < NT; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            const int v = g + 8 * (e >> 1), i = kb + 8 * j + 2 * q + (e & 1);
+            const int v = g + 8 * (e >> 1), i = kc0 + kb + 8 * j + 2 * q + (e & 1);
             const bool in = i < K && v < vc;
             dmask |= (in ? 1u : 0u) << (4 * j + e);
             D[j][e] = (dsT && in) ? dsT[sbase + (size_t)i * V + v0 + v] : 0.f;
         }
     const unsigned KV = (unsigned)K * V;
     const unsigned ho0 =
-        (CB ? 0u : ((unsigned)s.chunk0 * HS + hs) * KV) + (kb + 2 * q) * V + v0 + g;
+        (CB ? 0u : ((unsigned)s.chunk0 * HS + hs) * KV) + (kc0 + kb + 2 * q) * V + v0 + g;
     /* dR slots of phase 2: token 8 (JW w + jw) + 2 q (+ 1), column g + 8 hf */
     const unsigned ro0 = (st0 + 8 * JW * w + 2 * q) * HSV + hs * V + v0 + g;
     /* CB = 1: 64-bit bases of chunk c: its first token's rows, its block of dh' */
@@ -208,6 +247,14 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
         asm volatile("cp.async.commit_group;\n" ::: "memory");
     };
 
+    /* CL: dR of the tokens of warps w with 2 w / NW == rank */
+    const bool mine = !CL || (2 * w) / NW == (int)rank;
+#if DRT_SM90
+    if (CL) {
+        if (t == 0) la_cl_mbar_init2(bar_me);
+        la_cl_sync(); /* the peer's mbarriers initialised */
+    }
+#endif
     if (s.nch > 0) {
         issue(s.nch - 1, 0, true);
         if (FR) fetch(s.nch - 1, true, fr, fo);
@@ -281,7 +328,38 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
             }
         }
         __syncthreads(); /* partials out */
+        /* this CTA's sums over its warps at this thread's dR^T slots (CL:
+         * sent to the peer, the peer's added below) */
+        float2 am[JW][2];
+#pragma unroll
+        for (int jw = 0; jw < JW; jw++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int o = (g + 8 * hf) * DRT_PLD + 8 * (JW * w + jw) + 2 * q;
+                float2 a = *(const float2 *)&Ps[o];
+#pragma unroll
+                for (int ww = 1; ww < NW; ww++) {
+                    const float2 y = *(const float2 *)&Ps[ww * 16 * DRT_PLD + o];
+                    a.x += y.x, a.y += y.y;
+                }
+                am[jw][hf] = a;
+#if DRT_SM90
+                if (CL) {
+                    const unsigned qo = qs_me + 4u * ((it & 1) * MT * 16 * DRT_PLD + o);
+                    la_cl_st_async2(la_cl_mapa(qo, rank ^ 1u), a,
+                                    la_cl_mapa(bar_me + 8u * (it & 1), rank ^ 1u));
+                }
+#endif
+            }
+#if DRT_SM90
+        if (CL) { /* the peer's sums of this step: MT x 16 x 64 floats */
+            const unsigned bq = bar_me + 8u * (it & 1);
+            if (t == 0) la_cl_mbar_arm(bq, MT * 16 * 64 * 4);
+            la_cl_mbar_wait(bq, (unsigned)(it >> 1) & 1u);
+        }
+#endif
         {
+            const float *const Qp = Qs + (it & 1) * MT * 16 * DRT_PLD + mt * 16 * DRT_PLD;
             const float *const Rb = Fs + b * 2 * 64 * DRT_SU, *const Ob = Rb + 64 * DRT_SU;
             float *const rc =
                 CB ? dRo + tokb(c) * HSV + ro0 : dRo + (ro0 + (unsigned)c * (LA_CU_C * HSV));
@@ -291,10 +369,9 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
 #pragma unroll
                 for (int hf = 0; hf < 2; hf++) {
                     const int v = g + 8 * hf, tt = 8 * j + 2 * q, o = v * DRT_PLD + tt;
-                    float2 a = *(const float2 *)&Ps[o];
-#pragma unroll
-                    for (int ww = 1; ww < NW; ww++) {
-                        const float2 y = *(const float2 *)&Ps[ww * 16 * DRT_PLD + o];
+                    float2 a = am[jw][hf];
+                    if (CL) {
+                        const float2 y = *(const float2 *)&Qp[o];
                         a.x += y.x, a.y += y.y;
                     }
                     const float r0f = (FR ? fr[jw][hf][0] : Rb[tt * DRT_SU + v]) + a.x,
@@ -307,7 +384,7 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
                                      FR ? fo[jw][hf][1] : Ob[(tt + 1) * DRT_SU + v], hi, lo);
                     *(uint32_t *)&Oh[v * DRT_RLD + tt] = hi;
                     *(uint32_t *)&Ol[v * DRT_RLD + tt] = lo;
-                    if (v < vc) {
+                    if (mine && v < vc) {
                         float *u = rc + (unsigned)(8 * jw) * HSV + 8 * hf;
                         if (!last || tt < L) u[0] = r0f;
                         if (!last || tt + 1 < L) u[HSV] = r1f;
@@ -357,12 +434,15 @@ __global__ void __launch_bounds__(NW * 32 * MT, 1)
             issue(c - 1, 0, false);
         }
     }
+#if DRT_SM90
+    if (CL) la_cl_sync(); /* no CTA leaves while the peer's st.async may be in flight */
+#endif
     if (ds0)
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int v = g + 8 * (e >> 1), i = kb + 8 * j + 2 * q + (e & 1);
+                const int v = g + 8 * (e >> 1), i = kc0 + kb + 8 * j + 2 * q + (e & 1);
                 if (dmask >> (4 * j + e) & 1u) ds0[sbase + (size_t)i * V + v0 + v] = D[j][e];
             }
 }
@@ -422,12 +502,18 @@ static int drt_wide_mode() {
     return mode;
 }
 
-template <int NW, int KW, int NB, int CB, int MT>
+template <int NW, int KW, int NB, int CB, int MT, int CL>
 static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                         const void *Qb, const float *dOq, float *dRo, float *dhst) {
-    const size_t smem = drt_smem<NW, KW, NB, MT>();
-    const dim3 grid((unsigned)((c->V + 16 * MT - 1) / (16 * MT) * c->N * c->HS));
-    auto kern = la_cu_dcb_rev_tc9<NW, KW, NB, CB, MT>;
+    const size_t smem = drt_smem<NW, KW, NB, MT, CL>();
+    const unsigned ng = (unsigned)((c->V + 16 * MT - 1) / (16 * MT) * c->N * c->HS);
+    auto kern = la_cu_dcb_rev_tc9<NW, KW, NB, CB, MT, CL>;
+    if (CL) {
+        LA_CU_TRY(c->op, la_cl_launch(kern, 2 * ng, 2, NW * 32 * MT, smem, stream, p,
+                                      (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst));
+        return LA_OK;
+    }
+    const dim3 grid(ng);
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     kern<<<grid, NW * 32 * MT, smem, stream>>>(p, (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo,
@@ -435,12 +521,42 @@ static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
-template <int NW, int KW, int NB, int MT = 1>
+template <int NW, int KW, int NB, int MT = 1, int CL = 0>
 static la_status drt_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                             const void *Qb, const float *dOq, float *dRo, float *dhst) {
     if (drt_b64() || !drt_fits32(c))
-        return drt_go<NW, KW, NB, 1, MT>(c, p, stream, Qb, dOq, dRo, dhst);
-    return drt_go<NW, KW, NB, 0, MT>(c, p, stream, Qb, dOq, dRo, dhst);
+        return drt_go<NW, KW, NB, 1, MT, CL>(c, p, stream, Qb, dOq, dRo, dhst);
+    return drt_go<NW, KW, NB, 0, MT, CL>(c, p, stream, Qb, dOq, dRo, dhst);
+}
+/* cuda-gdnrev15: the cluster form (CL = 1, MT = 1: 4 warps of 16 keys per
+ * CTA, 16 value columns) at 64 < K <= 128, compute capability 9+.
+ * LINATTN_CUDA_DELTA_REV=cl: wherever that holds; =one: never; else (unset,
+ * b64) where its grid (two CTAs per value block) fits one wave. Measured
+ * (H200, bench/GPU.md): GDN shape (128 CTAs) 2759 -> 2172 us; MT = 2 in
+ * the cluster lost at both shapes (GDN 3281 us, DeltaNet 823 vs 492 us)
+ * and is not built. Returns 0 where not taken. */
+static int drt_cl_mode() {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("LINATTN_CUDA_DELTA_REV");
+        mode = !e ? 1 : !strcmp(e, "cl") ? 2 : !strcmp(e, "one") ? 0 : 1;
+    }
+    return mode;
+}
+static int drt_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                  const void *Qb, const float *dOq, float *dRo, float *dhst, la_status *st) {
+    const int mode = drt_cl_mode();
+    const int64_t ctas = 2 * ((c->V + 15) / 16) * c->N * c->HS;
+    if (!mode || (mode == 1 && ctas > la__cu_sm_count(c))) return 0;
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) !=
+        cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (major < 9 || drt_smem<4, 16, 2, 1, 1>() > (size_t)la__cu_smem_optin(c)) return 0;
+    *st = drt_launch<4, 16, 2, 1, 1>(c, p, stream, Qb, dOq, dRo, dhst);
+    return 1;
 }
 /* K <= 64: 4 warps of 16 keys; K <= 128: 4 warps of 32 (two buffers fit),
  * two groups of them where the wide grid fills a wave; K <= 256: 8 warps
@@ -457,6 +573,8 @@ la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cuda
                               const void *Qb, const float *dOq, float *dRo, float *dhst) {
     if (c->K <= 64) return drt_nb<4, 16>(c, p, stream, Qb, dOq, dRo, dhst);
     if (c->K <= 128) {
+        la_status st = LA_OK;
+        if (drt_cl(c, p, stream, Qb, dOq, dRo, dhst, &st)) return st;
         const int wide = drt_wide_mode(), optin = la__cu_smem_optin(c);
         const int64_t ctas = (c->V + 31) / 32 * c->N * c->HS;
         if (wide && (wide == 2 || ctas >= la__cu_sm_count(c)) &&

@@ -87,45 +87,6 @@ __device__ __forceinline__ void dcl_cp4(unsigned d, const void *src, int bytes) 
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes)
                  : "memory");
 }
-/* cuda-gdn12: the Q exchange through mbarriers (sm_90). Two mbarriers of
- * one arrival at shared addresses a, a + 8 (before the cluster barrier that
- * publishes them to the peer). */
-__device__ __forceinline__ void dcl_mbar_init2(unsigned a) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(a) : "memory");
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(a + 8) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-/* x, y to shared::cluster address d, with a complete_tx of 8 bytes on the
- * (peer's) mbarrier at shared::cluster address bar */
-__device__ __forceinline__ void dcl_st_async2(unsigned d, float2 v, unsigned bar) {
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, "
-                 "[%3];\n" ::"r"(d),
-                 "f"(v.x), "f"(v.y), "r"(bar)
-                 : "memory");
-}
-/* The one arrival of the mbarrier at a, expecting bytes from st.async. */
-__device__ __forceinline__ void dcl_mbar_arm(unsigned a, unsigned bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes)
-                 : "memory");
-}
-/* Waits until the phase of parity par of the mbarrier at a has completed.
- * Acquire at CTA scope (cuda-gdnst14; as CUTLASS's cluster pipelines wait):
- * the peer's st.async bytes are counted by complete_tx on this CTA's own
- * mbarrier, so the phase completing makes them visible to the CTA's
- * threads; the cluster-scope acquire compiled to an L1 invalidate
- * (CCTL.IVALL, 5% of the stall samples) that the shared-memory reads after
- * it do not need. Same bits; GDN forward 2.589 -> 2.575 ms (H200,
- * bench/GPU.md). */
-__device__ __forceinline__ void dcl_mbar_wait(unsigned a, unsigned par) {
-    uint32_t done = 0;
-    while (!done)
-        asm volatile("{\n .reg .pred p;\n"
-                     " mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
-                     " selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(a), "r"(par)
-                     : "memory");
-}
 #endif
 
 template <int KW, int NP, int NB>
@@ -246,7 +207,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     const unsigned ho0 = ((unsigned)s.chunk0 * HS + hs) * K * V + so, hstp = HS * K * V;
     const float *bLp = p.bL + (unsigned)s.chunk0 * HS + hs;
 
-    if (t == 0) dcl_mbar_init2(bar_me);
+    if (t == 0) la_cl_mbar_init2(bar_me);
     la_cl_sync();
     if (nch > 0) issue(0, 0);
     if (NB == 3) { /* chunk 1 in flight too (an empty group where there is none) */
@@ -318,7 +279,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                     a.x += y.x, a.y += y.y;
                 }
                 qm[hf] = a;
-                dcl_st_async2(qs_peer + 4u * (unsigned)(qb * 16 * DCL_PLD + o), a, bp);
+                la_cl_st_async2(qs_peer + 4u * (unsigned)(qb * 16 * DCL_PLD + o), a, bp);
             }
         }
         {
@@ -329,7 +290,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
              * barrier "R^T parts out" below, which follows every read of
              * Qs[qb] here. */
             const unsigned bq = bar_me + 8u * (unsigned)qb;
-            if (t == 0) dcl_mbar_arm(bq, 16 * 64 * 4);
+            if (t == 0) la_cl_mbar_arm(bq, 16 * 64 * 4);
             /* NB = 3: chunk c + 2 into chunk c - 1's buffer (every warp is
              * past chunk c - 1), while the peer's Q is on its way (issued
              * before the Q sum instead: 1727 -> 1917 us per pass, H200) */
@@ -337,7 +298,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                 if (c + 2 < nch) issue(c + 2, b == 0 ? 2 : b - 1);
                 else asm volatile("cp.async.commit_group;\n" ::: "memory");
             }
-            dcl_mbar_wait(bq, (unsigned)(c >> 1) & 1u);
+            la_cl_mbar_wait(bq, (unsigned)(c >> 1) & 1u);
         }
         /* warp w: R^T of tokens 8 w .. 8 w + 7: U^T - (Q_0 + Q_1); to Rh, Rl,
          * and to global memory (fp32) for the tokens of this rank */
