@@ -675,30 +675,31 @@ __global__ void la_lf_seg_decay(const la_cu_seq *segs, const float *g, const flo
  * transposed ([V][K] per head) when s0t, the final state stored times
  * finmul, transposed when fint (the walk's own s0t / s0mul / fint /
  * finmul). In place when fin == s0 and s0t == fint (each thread reads its
- * element before it writes it). */
-__global__ void la_lf_seg_scan(float *st, const float *dec, const float *s0, float *fin, int64_t N,
-                               int64_t H, int64_t K, int64_t V, int P, int rev, int s0t,
-                               float s0mul, int fint, float finmul) {
+ * element before it writes it). cuda-lscan16: the local sums are read from
+ * loc (== st: in place), transposed ([V][K] per head) when lt. */
+__global__ void la_lf_seg_scan(float *st, const float *loc, int lt, const float *dec, const float *s0,
+                               float *fin, int64_t N, int64_t H, int64_t K, int64_t V, int P, int rev,
+                               int s0t, float s0mul, int fint, float finmul) {
     const int64_t KV = K * V, HKV = H * KV, e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= N * HKV) return;
     const int64_t n = e / HKV, r = e % HKV, h = r / KV, x = r % KV;
     const int64_t te = e - x + (x % V) * K + x / V; /* the element's transposed place */
-    const int64_t se = s0t ? te : e;
+    const int64_t se = s0t ? te : e, lr = lt ? te - n * HKV : r;
     float s = s0 ? s0[se] * s0mul : 0.f;
     for (int p0 = 0; p0 < P; p0 += 8) {
-        float loc[8], d[8];
+        float l[8], d[8];
 #pragma unroll
         for (int j = 0; j < 8; j++)
             if (p0 + j < P) {
                 const int64_t sg = n * P + (rev ? P - 1 - (p0 + j) : p0 + j);
-                loc[j] = st[sg * HKV + r];
+                l[j] = loc[sg * HKV + lr];
                 d[j] = dec ? dec[sg * H + h] : 1.f;
             }
 #pragma unroll
         for (int j = 0; j < 8; j++)
             if (p0 + j < P) {
                 st[(n * P + (rev ? P - 1 - (p0 + j) : p0 + j)) * HKV + r] = s;
-                s = dec ? d[j] * s + loc[j] : s + loc[j];
+                s = dec ? d[j] * s + l[j] : s + l[j];
             }
     }
     if (fin) fin[fint ? te : e] = s * finmul;
@@ -845,23 +846,27 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
 
 /* cuda-bsplit16: the segments of the split (segs, N P of them, from
  * la_cu_dss_table) and one state buffer of N P H K V floats (the local
- * sums, then the start states), gated: the segments' e^{Gp} (N P H). */
+ * sums, then the start states), gated: the segments' e^{Gp} (N P H).
+ * cuda-lscan16: keep: a second buffer (loc) that keeps one walk's local
+ * sums for a later walk (the backward's dv walk, below). */
 struct lf_split {
     la_cu_seq *segs;
-    float *starts, *dec;
+    float *starts, *dec, *loc;
     int P;
 };
 static la_status lf_split_make(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb, int P,
-                               bool gated, lf_split *sp) {
+                               bool gated, bool keep, lf_split *sp) {
     const int64_t nseg = c->N * P, HKV = c->H * c->K * c->V;
     const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
-    const size_t sb = ((size_t)nseg * HKV * 4 + 255) & ~(size_t)255;
+    const size_t sb = ((size_t)nseg * HKV * 4 + 255) & ~(size_t)255, nb = keep ? 2 : 1;
     char *blk;
     la_status st;
-    if ((st = la__cu_alloc(ar, (void **)&blk, tab + sb + (gated ? (size_t)nseg * c->H * 4 : 0))))
+    if ((st = la__cu_alloc(ar, (void **)&blk,
+                           tab + nb * sb + (gated ? (size_t)nseg * c->H * 4 : 0))))
         return st;
     sp->segs = (la_cu_seq *)blk, sp->P = P;
-    sp->starts = (float *)(blk + tab), sp->dec = gated ? (float *)(blk + tab + sb) : NULL;
+    sp->starts = (float *)(blk + tab), sp->loc = keep ? (float *)(blk + tab + sb) : NULL;
+    sp->dec = gated ? (float *)(blk + tab + nb * sb) : NULL;
     la_cu_dss_table<<<(unsigned)((nseg + 255) / 256), 256, 0, ar->stream>>>(tb.seqs, sp->segs, c->N,
                                                                            P);
     LA_CU_LAUNCHED(c->op);
@@ -877,24 +882,31 @@ static la_status lf_split_make(const la__cu_call *c, la_cu_arena *ar, const la_c
  * the segments of sp (above): the local sums of a's state update
  * (la_lf_local<REV>: a.k, a.v with their relus; sv = 1), the scan (p
  * descending where REV) from a's initial state to a's final state, then
- * the walks from the start states. */
+ * the walks from the start states. cuda-lscan16: lm = LF_LOC_KEEP: the
+ * local sums go to sp.loc and stay there; LF_LOC_T: no local pass, the
+ * scan reads sp.loc transposed (a walk whose local sums are the transpose
+ * of the kept ones: same segments, same gates). */
+enum { LF_LOC_OWN = 0, LF_LOC_KEEP = 1, LF_LOC_T = 2 };
 template <bool REV, bool DOT = false>
 static la_status lf_split_walk(const la__cu_call *c, cudaStream_t stream, const lf_args &a,
-                               const lf_split &sp) {
+                               const lf_split &sp, int lm = LF_LOC_OWN) {
     const int64_t nseg = c->N * sp.P, nvb = (a.V + 63) / 64;
-    lf_args l = a;
-    l.seqs = sp.segs, l.fin = sp.starts, l.nvb = (int)nvb;
-    const int64_t ctas = nseg * c->H * nvb;
-    la_status st =
-        c->dtype == LA_DTYPE_BF16
-            ? (a.K <= 64 ? lf_local_launch<__nv_bfloat16, 1, REV>(c->op, stream, ctas, l)
-                         : lf_local_launch<__nv_bfloat16, 2, REV>(c->op, stream, ctas, l))
-            : (a.K <= 64 ? lf_local_launch<__half, 1, REV>(c->op, stream, ctas, l)
-                         : lf_local_launch<__half, 2, REV>(c->op, stream, ctas, l));
-    if (st) return st;
+    const float *loc = lm == LF_LOC_OWN ? sp.starts : sp.loc;
+    if (lm != LF_LOC_T) {
+        lf_args l = a;
+        l.seqs = sp.segs, l.fin = (float *)loc, l.nvb = (int)nvb;
+        const int64_t ctas = nseg * c->H * nvb;
+        la_status st =
+            c->dtype == LA_DTYPE_BF16
+                ? (a.K <= 64 ? lf_local_launch<__nv_bfloat16, 1, REV>(c->op, stream, ctas, l)
+                             : lf_local_launch<__nv_bfloat16, 2, REV>(c->op, stream, ctas, l))
+                : (a.K <= 64 ? lf_local_launch<__half, 1, REV>(c->op, stream, ctas, l)
+                             : lf_local_launch<__half, 2, REV>(c->op, stream, ctas, l));
+        if (st) return st;
+    }
     la_lf_seg_scan<<<(unsigned)((c->N * c->H * a.K * a.V + 255) / 256), 256, 0, stream>>>(
-        sp.starts, sp.dec, a.s0, a.fin, c->N, c->H, a.K, a.V, sp.P, REV, a.s0t, a.s0mul,
-        DOT && a.fint, a.finmul);
+        sp.starts, loc, lm == LF_LOC_T, sp.dec, a.s0, a.fin, c->N, c->H, a.K, a.V, sp.P, REV,
+        a.s0t, a.s0mul, DOT && a.fint, a.finmul);
     LA_CU_LAUNCHED(c->op);
     lf_args b = a;
     b.seqs = sp.segs, b.s0 = sp.starts, b.s0t = 0, b.s0mul = 1.f, b.fin = NULL;
@@ -912,7 +924,7 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     if (!P || c->N <= 0) return lf_run<false>(c, ar->stream, a);
     /* cuda-lsplit13: the split (above) */
     lf_split sp;
-    la_status st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, &sp);
+    la_status st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, false, &sp);
     return st ? st : lf_split_walk<false>(c, ar->stream, a, sp);
 }
 
@@ -952,15 +964,16 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     const int P = c->N <= 0 ? 0 : lf_bwd_split_p(c, tb.nchunks);
     lf_split sp = {};
     la_status st;
-    if (P && (st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, &sp))) return st;
-    auto rev = [&](const lf_args &x) {
-        return P ? lf_split_walk<true>(c, stream, x, sp) : lf_run<true>(c, stream, x);
+    if (P && (st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, true, &sp))) return st;
+    auto rev = [&](const lf_args &x, int lm) {
+        return P ? lf_split_walk<true>(c, stream, x, sp, lm) : lf_run<true>(c, stream, x);
     };
     auto fwd = [&](const lf_args &x) {
         return P ? lf_split_walk<false>(c, stream, x, sp) : lf_run<false>(c, stream, x);
     };
-    auto rev_dot = [&](const lf_args &x) {
-        return P ? lf_split_walk<true, true>(c, stream, x, sp) : lf_run<true, true>(c, stream, x);
+    auto rev_dot = [&](const lf_args &x, int lm) {
+        return P ? lf_split_walk<true, true>(c, stream, x, sp, lm)
+                 : lf_run<true, true>(c, stream, x);
     };
     auto fwd_dot = [&](const lf_args &x) {
         return P ? lf_split_walk<false, true>(c, stream, x, sp) : lf_run<false, true>(c, stream, x);
@@ -980,7 +993,9 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
     b.s0 = c->dsT, b.s0t = 1, b.s0mul = rin;
     if (dg) b.dx = c->k, b.dpart = dg->pk, b.nslot = dg->nslot;
-    if ((st = dg ? rev_dot(b) : rev(b))) return st;
+    /* cuda-lscan16: its local sums (sum over a segment of the reverse
+     * decays times dO^T Qf, [V][K]) kept for the dv walk's (Qf^T dO) */
+    if ((st = dg ? rev_dot(b, LF_LOC_KEEP) : rev(b, LF_LOC_KEEP))) return st;
     b = a;
     b.q = c->d_o, b.k = c->v, b.v = c->k, b.o = c->dq, b.m = relu ? c->q : NULL;
     b.K = c->V, b.V = c->K, b.sq = c->scale, b.sv = 1.f, b.fc = relu;
@@ -999,5 +1014,5 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     b.q = c->k, b.k = c->q, b.v = c->d_o, b.o = c->dv, b.fab = relu;
     b.K = c->K, b.V = c->V, b.sq = rsq, b.sv = rsv;
     b.s0 = c->dsT, b.fin = c->ds0, b.s0mul = rin, b.finmul = div ? c->scale : 1.f;
-    return rev(b);
+    return rev(b, LF_LOC_T);
 }
