@@ -31,14 +31,15 @@ import ab_env  # noqa: E402
 from gpu_bench import DT, P, Dims, GatedOpts, Lib, timeit  # noqa: E402
 
 
-def inputs(op, dev, dt):
+def inputs(op, dev, dt, shape=None):
+    """shape (B, T, H, HV, D): default the bench shapes (cuda-derr16: others for dry runs)"""
     torch.manual_seed(0)
     if op == "delta":
-        B, T, H, HV, D = 8, 2048, 16, 16, 128
+        B, T, H, HV, D = shape or (8, 2048, 16, 16, 128)
         q = torch.randn(B, T, H, D, device=dev, dtype=dt)
         k = torch.randn(B, T, H, D, device=dev, dtype=dt)
     else:
-        B, T, H, HV, D = 1, 65536, 2, 8, 128
+        B, T, H, HV, D = shape or (1, 65536, 2, 8, 128)
         q = torch.nn.functional.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
         k = torch.nn.functional.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
     v = torch.randn(B, T, HV, D, device=dev, dtype=dt)
@@ -49,18 +50,18 @@ def inputs(op, dev, dt):
     return (B, T, H, HV, D), dims, q, k, v, do, g, beta
 
 
-def calls(L, op, dims, t, saved=None):
+def calls(L, op, dims, t, saved=None, form=2):  # form: LA_FORM_CHUNK (1: RECURRENT)
     R = ctypes.byref
     q, k, v, do, g, beta, o, sT, dq, dk, dv, dg, db = t
     if op == "delta":
-        go = GatedOpts(2, 0.0, 64, 1, saved)
+        go = GatedOpts(form, 0.0, 64, 1, saved)
         fwd = lambda: L.ok(L.l.la_delta_rule_forward(L.ctx, R(go), R(dims), P(o), P(sT), P(q),
                                                      P(k), P(v), P(beta), None))
         bwd = lambda: L.ok(L.l.la_delta_rule_backward(L.ctx, R(go), R(dims), P(dq), P(dk), P(dv),
                                                       P(db), None, P(do), None, P(q), P(k), P(v),
                                                       P(beta), None))
     else:
-        go = GatedOpts(2, 0.0, 64, 0, saved)
+        go = GatedOpts(form, 0.0, 64, 0, saved)
         fwd = lambda: L.ok(L.l.la_gated_delta_rule_forward(L.ctx, R(go), R(dims), P(o), P(sT),
                                                            P(q), P(k), P(v), P(g), P(beta), None))
         bwd = lambda: L.ok(L.l.la_gated_delta_rule_backward(L.ctx, R(go), R(dims), P(dq), P(dk),
