@@ -226,7 +226,8 @@ static la_status match_key(const char *op, const la_saved *s, const la__saved_ke
     const la__saved_key *f = &s->key;
     char buf[160];
     if (strcmp(f->family, key->family) != 0) {
-        snprintf(buf, sizeof buf, ": filled by the %s forward", f->family);
+        snprintf(buf, sizeof buf, ": filled by the %s forward, this is the %s backward",
+                 f->family, key->family);
         return differs(op, "op", buf);
     }
     if (f->form != key->form) return differs(op, "opts.form", "");
