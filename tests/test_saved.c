@@ -690,7 +690,7 @@ static void test_lin_mismatch(void) {
     lc_expect_mismatch(ctx, &c, o, 0, s, "initial_state");
     float *k0 = c.k;
     c.k = th_rand_floats(c.nqk, &rng, 1.0);
-    lc_expect_mismatch(ctx, &c, o, 1, s, "k");
+    lc_expect_mismatch(ctx, &c, o, 1, s, "(k differs");
     free(c.k);
     c.k = k0;
     lout z = lout_alloc(&c); /* another context */
