@@ -261,6 +261,13 @@ typedef struct la_linear_attn_opts {
     float scale;                /* normalize == 0 only: multiplies phi(q);
                                    0 means K^-1/2 */
     int64_t chunk_size;         /* causal LA_FORM_CHUNK only; 0 means 64 */
+    struct la_saved *saved;     /* NULL (default): none. Causal chunk form on
+                                   a CPU context: the forward keeps every
+                                   chunk's start state in it (H K (V+1) floats
+                                   a chunk), the backward reads them, same
+                                   bits; see "Saved for backward". Other forms,
+                                   and one sequence split over time, leave it
+                                   empty; a CUDA context ignores it. */
 } la_linear_attn_opts;
 
 /* Recommended: elu1 features, normalize = 1, form LA_FORM_CHUNK (used once
@@ -515,7 +522,8 @@ LA_API la_status la_performer_attn_backward_state(
  * chunk's K K^T, U, W, R of the WY form; simple GLA: the chunk start
  * states), at a cost in memory, la_saved_bytes().
  *  - la_saved_create makes an empty object bound to ctx; set
- *    la_gated_opts.saved to it in the forward AND the backward call.
+ *    la_gated_opts.saved (la_linear_attn_opts.saved) to it in the forward
+ *    AND the backward call.
  *  - A forward given opts->saved fills it (replacing what it held); a
  *    backward given a filled one reads it instead of recomputing, with
  *    gradients bitwise identical to the backward without it; an empty one
@@ -531,7 +539,10 @@ LA_API la_status la_performer_attn_backward_state(
  *    context; la_simple_gla_forward in LA_FORM_CHUNK on a CPU context,
  *    except where it splits one sequence over time (fewer than 8
  *    (sequence, head) pairs and a longest sequence of >= 32 chunks: it
- *    leaves the object empty, and its backward recomputes). The
+ *    leaves the object empty, and its backward recomputes);
+ *    la_linear_attn_forward causal in LA_FORM_CHUNK on a CPU context, with
+ *    the same exception (the feature map and normalize are part of its
+ *    key; a CUDA context ignores the field). The
  *    LA_FORM_RECURRENT forwards of these ops leave it empty (they save
  *    nothing). Their backwards check it (a mismatch is an error, whatever
  *    the form). On a CUDA context la_simple_gla_forward and _backward
@@ -543,7 +554,8 @@ LA_API la_status la_performer_attn_backward_state(
  *    reused for the same shapes); at chunk C: delta rules (K V / C + C +
  *    2 V + K) floats per value head and token (K = V = 128, C = 64:
  *    2.8 KB); simple GLA K V / C floats per head and token, each sequence
- *    rounded up to whole chunks (1 KB at K = V = 128, C = 64).
+ *    rounded up to whole chunks (1 KB at K = V = 128, C = 64); linear
+ *    attention the same, K (V + 1) / C normalised.
  *    On a CUDA context the buffer is device memory (cudaMallocAsync on the
  *    context's stream; no allocation per step once large enough) holding
  *    the chunk states, W, K, R, A^T and for 16-bit inputs W and K as bf16

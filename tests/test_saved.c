@@ -18,7 +18,13 @@
  *   1-5 heads (the per-head and the grouped backward), resets g = -1e4 and
  *   g = 0; saved vs the one-pass and the two-pass (checkpoint) recompute;
  *   the split-over-time form (long T, few heads) leaves the object empty;
- *   mismatches by name; stale states read; GLA ignores the field. */
+ *   mismatches by name; stale states read; GLA ignores the field.
+ * - cpu-saved16: linear attention's causal chunk form (CPU) the same way:
+ *   elu1 / relu / identity features, normalised or not, initial state,
+ *   varlen with an empty sequence, chunks 7-64, 3-5 heads (head groups),
+ *   the split-over-time form leaves it empty, the recurrent forward too;
+ *   mismatches (features, normalize, chunk, form, pointers, context) by
+ *   name, nothing written; stale states read. */
 #include "delta_rule_cases.h"
 #include "gla_cases.h"
 
@@ -478,6 +484,228 @@ static void test_sgla_mismatch(void) {
     gc_free(&c);
 }
 
+/* ---- cpu-saved16: linear attention's causal chunk form (CPU) ---------- */
+
+typedef struct {
+    la_dims d;
+    size_t nqk, nv, ns, nz;
+    float *q, *k, *v, *s0, *z0, *d_o, *dsT, *dzT;
+} lcase;
+
+typedef struct {
+    float *o, *sT, *zT, *dq, *dk, *dv, *ds0, *dz0;
+} lout;
+
+static lcase lc_make(int64_t B, int64_t T, int64_t H, int64_t K, int64_t V, const int64_t *cu,
+                     int64_t nseq, la_rng *rng) {
+    lcase c;
+    c.d = th_dims(B, T, H, K, V);
+    if (cu) c.d.cu_seqlens = cu, c.d.n_seqs = nseq;
+    const size_t N = (size_t)(cu ? nseq : B);
+    c.nqk = (size_t)(B * T * H * K);
+    c.nv = (size_t)(B * T * H * V);
+    c.nz = N * (size_t)(H * K);
+    c.ns = c.nz * (size_t)V;
+    c.q = th_rand_floats(c.nqk, rng, 1.0);
+    c.k = th_rand_floats(c.nqk, rng, 1.0);
+    c.v = th_rand_floats(c.nv, rng, 1.0);
+    c.s0 = th_rand_floats(c.ns, rng, 0.5);
+    c.z0 = th_rand_floats(c.nz, rng, 0.5);
+    for (size_t i = 0; i < c.nz; i++) c.z0[i] = fabsf(c.z0[i]); /* a non-negative normaliser */
+    c.d_o = th_rand_floats(c.nv, rng, 1.0);
+    c.dsT = th_rand_floats(c.ns, rng, 0.5);
+    c.dzT = th_rand_floats(c.nz, rng, 0.5);
+    return c;
+}
+
+static void lc_free(lcase *c) {
+    float *p[] = {c->q, c->k, c->v, c->s0, c->z0, c->d_o, c->dsT, c->dzT};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+}
+
+static lout lout_alloc(const lcase *c) {
+    lout r = {th_nan_floats(c->nv), th_nan_floats(c->ns), th_nan_floats(c->nz),
+              th_nan_floats(c->nqk), th_nan_floats(c->nqk), th_nan_floats(c->nv),
+              th_nan_floats(c->ns), th_nan_floats(c->nz)};
+    return r;
+}
+
+static void lout_free(lout *r) {
+    float *p[] = {r->o, r->sT, r->zT, r->dq, r->dk, r->dv, r->ds0, r->dz0};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+}
+
+static la_linear_attn_opts lc_opts(la_feature_map fm, int normalize, int64_t chunk) {
+    la_linear_attn_opts o = la_linear_attn_opts_default();
+    o.feature_map = fm;
+    o.normalize = normalize;
+    o.causal = 1;
+    o.form = LA_FORM_CHUNK;
+    o.chunk_size = chunk;
+    return o;
+}
+
+/* init: initial state (and normaliser) given; normalised calls pass the
+ * normaliser's arguments too */
+static la_status lc_fwd(la_ctx *ctx, const lcase *c, la_linear_attn_opts o, int init, lout *r,
+                        la_saved *s) {
+    o.saved = s;
+    const int nz = o.normalize;
+    return la_linear_attn_forward(ctx, &o, &c->d, r->o, r->sT, nz ? r->zT : NULL, c->q, c->k,
+                                  c->v, init ? c->s0 : NULL, init && nz ? c->z0 : NULL);
+}
+
+static la_status lc_bwd(la_ctx *ctx, const lcase *c, la_linear_attn_opts o, int init, lout *r,
+                        la_saved *s) {
+    o.saved = s;
+    const int nz = o.normalize;
+    return la_linear_attn_backward(ctx, &o, &c->d, r->dq, r->dk, r->dv, r->ds0,
+                                   nz ? r->dz0 : NULL, c->d_o, c->dsT, nz ? c->dzT : NULL, c->q,
+                                   c->k, c->v, init ? c->s0 : NULL, init && nz ? c->z0 : NULL);
+}
+
+static int lc_same_grads(const lcase *c, int normalize, const lout *a, const lout *b) {
+    return th_bitwise_equal(a->dq, b->dq, c->nqk) && th_bitwise_equal(a->dk, b->dk, c->nqk) &&
+           th_bitwise_equal(a->dv, b->dv, c->nv) && th_bitwise_equal(a->ds0, b->ds0, c->ns) &&
+           (!normalize || th_bitwise_equal(a->dz0, b->dz0, c->nz));
+}
+
+/* Saved vs recomputed, bit for bit, at 1-3 threads; `filled`: whether the
+ * forward keeps the states (0: one sequence split over time). */
+static void lc_check_bits(const lcase *c, la_linear_attn_opts o, int init, int filled,
+                          const char *label) {
+    la_ctx *c1 = th_ctx(1);
+    lout want = lout_alloc(c);
+    CHECK_STATUS(lc_fwd(c1, c, o, init, &want, NULL), LA_OK, label);
+    CHECK_STATUS(lc_bwd(c1, c, o, init, &want, NULL), LA_OK, label);
+    for (int thr = 1; thr <= 3; thr++) {
+        la_ctx *ctx = th_ctx(thr);
+        la_saved *s = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, label);
+        lout got = lout_alloc(c);
+        CHECK_STATUS(lc_fwd(ctx, c, o, init, &got, s), LA_OK, label);
+        CHECK(la_saved_filled(s) == filled, "%s, %d threads: filled %d after the forward", label,
+              thr, la_saved_filled(s));
+        CHECK(th_bitwise_equal(got.o, want.o, c->nv) && th_bitwise_equal(got.sT, want.sT, c->ns) &&
+                  (!o.normalize || th_bitwise_equal(got.zT, want.zT, c->nz)),
+              "%s, %d threads: forward output with saving == without", label, thr);
+        CHECK_STATUS(lc_bwd(ctx, c, o, init, &got, s), LA_OK, label);
+        CHECK(lc_same_grads(c, o.normalize, &got, &want),
+              "%s, %d threads: gradients from saved == recomputed", label, thr);
+        lout again = lout_alloc(c); /* a second backward reads the same states */
+        CHECK_STATUS(lc_bwd(ctx, c, o, init, &again, s), LA_OK, label);
+        CHECK(lc_same_grads(c, o.normalize, &again, &want), "%s: second backward", label);
+        lout_free(&again);
+        lout_free(&got);
+        la_saved_destroy(s);
+        la_ctx_destroy(ctx);
+    }
+    la_ctx_destroy(c1);
+    lout_free(&want);
+}
+
+static void test_lin_bits(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 1601);
+    static const int64_t cu[] = {0, 0, 30, 95}; /* an empty sequence first */
+    const struct {
+        int64_t B, T, H, K, V, chunk, nseq;
+        const int64_t *cu;
+        la_feature_map fm;
+        int normalize, init, filled;
+    } cases[] = {
+        {2, 77, 3, 16, 12, 16, 0, NULL, LA_FEATURE_ELU1, 1, 1, 1},
+        {2, 77, 3, 16, 12, 16, 0, NULL, LA_FEATURE_IDENTITY, 0, 1, 1},
+        {2, 77, 3, 16, 12, 16, 0, NULL, LA_FEATURE_ELU1, 0, 0, 1},
+        {1, 95, 3, 9, 14, 7, 3, cu, LA_FEATURE_RELU, 1, 1, 1},
+        {1, 95, 3, 9, 14, 7, 3, cu, LA_FEATURE_IDENTITY, 0, 0, 1},
+        {1, 64, 5, 8, 8, 64, 0, NULL, LA_FEATURE_IDENTITY, 0, 1, 1}, /* head groups 4 + 1 */
+        {2, 33, 4, 20, 7, 0, 0, NULL, LA_FEATURE_ELU1, 1, 1, 1},    /* default chunk */
+        {1, 300, 2, 8, 8, 8, 0, NULL, LA_FEATURE_ELU1, 1, 1, 0},    /* split over time */
+        {1, 300, 2, 8, 8, 8, 0, NULL, LA_FEATURE_IDENTITY, 0, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lcase c = lc_make(cases[i].B, cases[i].T, cases[i].H, cases[i].K, cases[i].V, cases[i].cu,
+                          cases[i].nseq, &rng);
+        char label[64];
+        snprintf(label, sizeof label, "linear case %zu", i);
+        lc_check_bits(&c, lc_opts(cases[i].fm, cases[i].normalize, cases[i].chunk),
+                      cases[i].init, cases[i].filled, label);
+        lc_free(&c);
+    }
+}
+
+static void test_lin_really_read(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 1602);
+    for (int nz = 0; nz <= 1; nz++) {
+        lcase c = lc_make(1, 90, 3, 16, 12, NULL, 0, &rng);
+        const la_linear_attn_opts o = lc_opts(LA_FEATURE_ELU1, nz, 16);
+        la_ctx *ctx = th_ctx(2);
+        la_saved *s = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+        lout a = lout_alloc(&c), b = lout_alloc(&c);
+        CHECK_STATUS(lc_fwd(ctx, &c, o, 1, &a, s), LA_OK, "forward");
+        for (size_t i = 0; i < c.nv; i++) c.v[i] *= 0.5f;
+        CHECK_STATUS(lc_bwd(ctx, &c, o, 1, &a, s), LA_OK, "stale backward");
+        CHECK_STATUS(lc_bwd(ctx, &c, o, 1, &b, NULL), LA_OK, "recompute");
+        CHECK(!th_bitwise_equal(a.dq, b.dq, c.nqk),
+              "linear normalize %d: the backward reads the saved states", nz);
+        lout_free(&a);
+        lout_free(&b);
+        la_saved_destroy(s);
+        la_ctx_destroy(ctx);
+        lc_free(&c);
+    }
+}
+
+static void lc_expect_mismatch(la_ctx *ctx, const lcase *c, la_linear_attn_opts o, int init,
+                               la_saved *s, const char *what) {
+    lout y = lout_alloc(c);
+    CHECK_STATUS(lc_bwd(ctx, c, o, init, &y, s), LA_ERR_INVALID_ARGUMENT, what);
+    CHECK(strstr(la_last_error(), what) != NULL, "message names '%s': %s", what, la_last_error());
+    CHECK(th_untouched(y.dq, c->nqk) && th_untouched(y.dk, c->nqk) && th_untouched(y.dv, c->nv) &&
+              th_untouched(y.ds0, c->ns),
+          "%s: nothing written", what);
+    lout_free(&y);
+}
+
+static void test_lin_mismatch(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 1603);
+    la_ctx *ctx = th_ctx(2), *other = th_ctx(1);
+    lcase c = lc_make(2, 40, 2, 8, 6, NULL, 0, &rng);
+    const la_linear_attn_opts o = lc_opts(LA_FEATURE_ELU1, 1, 16);
+    la_saved *s = NULL;
+    CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+    lout y = lout_alloc(&c);
+    CHECK_STATUS(lc_fwd(ctx, &c, o, 1, &y, s), LA_OK, "forward");
+    CHECK(la_saved_filled(s) == 1, "linear: filled");
+    lc_expect_mismatch(ctx, &c, lc_opts(LA_FEATURE_RELU, 1, 16), 1, s, "this is the linear_attn (relu features, normalised)");
+    lc_expect_mismatch(ctx, &c, lc_opts(LA_FEATURE_ELU1, 0, 16), 0, s, "this is the linear_attn (elu1 features, unnormalised)");
+    lc_expect_mismatch(ctx, &c, lc_opts(LA_FEATURE_ELU1, 1, 8), 1, s, "chunk length");
+    la_linear_attn_opts rec = o;
+    rec.form = LA_FORM_RECURRENT;
+    lc_expect_mismatch(ctx, &c, rec, 1, s, "opts.form");
+    lc_expect_mismatch(ctx, &c, o, 0, s, "initial_state");
+    float *k0 = c.k;
+    c.k = th_rand_floats(c.nqk, &rng, 1.0);
+    lc_expect_mismatch(ctx, &c, o, 1, s, "(k differs");
+    free(c.k);
+    c.k = k0;
+    lout z = lout_alloc(&c); /* another context */
+    CHECK_STATUS(lc_bwd(other, &c, o, 1, &z, s), LA_ERR_INVALID_ARGUMENT, "other context");
+    lout_free(&z);
+    /* the recurrent forward leaves it empty: its backward recomputes */
+    CHECK_STATUS(lc_fwd(ctx, &c, rec, 1, &y, s), LA_OK, "recurrent forward");
+    CHECK(la_saved_filled(s) == 0, "linear: the recurrent forward leaves it empty");
+    lout_free(&y);
+    la_saved_destroy(s);
+    la_ctx_destroy(ctx);
+    la_ctx_destroy(other);
+    lc_free(&c);
+}
+
 int main(void) {
     test_bad_args();
     test_mismatch();
@@ -486,5 +714,8 @@ int main(void) {
     test_sgla_mismatch();
     test_sgla_really_read();
     test_sgla_bits();
+    test_lin_mismatch();
+    test_lin_really_read();
+    test_lin_bits();
     return th_summary("test_saved");
 }

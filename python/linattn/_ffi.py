@@ -36,7 +36,8 @@ class la_softmax_opts(ctypes.Structure):
 class la_linear_attn_opts(ctypes.Structure):
     _fields_ = [("feature_map", c_int), ("causal", c_int), ("form", c_int),
                 ("normalize", c_int), ("eps", c_float), ("scale", c_float),
-                ("chunk_size", c_i64)]
+                ("chunk_size", c_i64),
+                ("saved", c_ptr)]  # la_saved * or NULL (cpu-saved16)
 
 
 class la_rf_opts(ctypes.Structure):

@@ -110,6 +110,11 @@ LA_HIDDEN la_status la__saved_check(const char *op, la_ctx *ctx, const la_saved 
 LA_HIDDEN la_status la__saved_prepare(const char *op, la_saved *s, const la__saved_key *key,
                                       size_t bytes, void **data);
 LA_HIDDEN void la__saved_commit(la_saved *s);
+/* Chunks of C tokens of the N sequences of d, the layout the CPU saved
+ * objects index by (chunk c of sequence n is the cbase[n] + c-th): returns
+ * their total; cbase non-NULL also gets cbase[n] = chunks before sequence
+ * n, for n = 0..N (N + 1 entries, cbase[N] the total). */
+LA_HIDDEN int64_t la__saved_chunk_bases(const la_dims *d, int64_t N, int64_t C, int64_t *cbase);
 LA_HIDDEN void la__saved_clear(la_saved *s);
 /* Backward: *data = NULL when s is NULL or empty; the data when s was
  * filled by the call `key` describes; else LA_ERR_INVALID_ARGUMENT naming

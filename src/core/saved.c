@@ -106,6 +106,18 @@ la_status la__saved_check(const char *op, la_ctx *ctx, const la_saved *s) {
     return LA_OK;
 }
 
+int64_t la__saved_chunk_bases(const la_dims *d, int64_t N, int64_t C, int64_t *cbase) {
+    int64_t NC = 0;
+    for (int64_t n = 0; n < N; n++) {
+        if (cbase) cbase[n] = NC;
+        int64_t start, len;
+        la__seq_bounds(d, n, &start, &len);
+        NC += (len + C - 1) / C;
+    }
+    if (cbase) cbase[N] = NC;
+    return NC;
+}
+
 void la__saved_clear(la_saved *s) {
     if (s) s->filled = 0;
 }
@@ -214,7 +226,8 @@ static la_status match_key(const char *op, const la_saved *s, const la__saved_ke
     const la__saved_key *f = &s->key;
     char buf[160];
     if (strcmp(f->family, key->family) != 0) {
-        snprintf(buf, sizeof buf, ": filled by the %s forward", f->family);
+        snprintf(buf, sizeof buf, ": filled by the %s forward, this is the %s backward",
+                 f->family, key->family);
         return differs(op, "op", buf);
     }
     if (f->form != key->form) return differs(op, "opts.form", "");

@@ -125,15 +125,7 @@ typedef struct {
  * the saved bytes; returns their size, 0 when a size overflows. */
 static size_t saved_layout(const la__delta_args *a, const void *base, saved_view *v) {
     const int64_t C = la__delta_chunk_len(a);
-    int64_t NC = a->saved_chunks;
-    if (!base) {
-        NC = 0;
-        for (int64_t n = 0; n < a->N; n++) {
-            int64_t start, len;
-            la__seq_bounds(&a->dims, n, &start, &len);
-            NC += (len + C - 1) / C;
-        }
-    }
+    const int64_t NC = base ? a->saved_chunks : la__saved_chunk_bases(&a->dims, a->N, C, NULL);
     v->NC = NC;
     v->kslot = la__delta_chunk_kept_floats(C, a->K, a->V);
     const double per = (double)a->HV * (double)NC * ((double)a->K * (double)a->V + (double)v->kslot);
@@ -249,13 +241,7 @@ void la__delta_forward(const la__delta_args *a) {
             saved_layout(&b, NULL, &sv);
             b.saved_chunks = sv.NC;
             saved_layout(&b, b.save, &sv);
-            const int64_t C = la__delta_chunk_len(a);
-            sv.cbase[0] = 0;
-            for (int64_t n = 0; n < a->N; n++) {
-                int64_t start, len;
-                la__seq_bounds(&a->dims, n, &start, &len);
-                sv.cbase[n + 1] = sv.cbase[n] + (len + C - 1) / C;
-            }
+            la__saved_chunk_bases(&a->dims, a->N, la__delta_chunk_len(a), sv.cbase);
         }
         la__parallel_for(a->ctx, a->N * ((a->HV + G - 1) / G), forward_group_task, &b);
         return;

@@ -116,7 +116,9 @@ static la_status noncausal_forward(const char *op, la_ctx *ctx, const performer_
         goto done;
     }
     if ((st = features(ctx, p, dims, pq, pk, q, k, W, m))) goto done;
-    st = la_linear_attn_forward(ctx, attn, &p->ld, o, NULL, NULL, pq, pk, v, NULL, NULL);
+    la_linear_attn_opts lo = *attn;
+    lo.saved = NULL; /* the performer ops keep no la_saved (their features are temporaries) */
+    st = la_linear_attn_forward(ctx, &lo, &p->ld, o, NULL, NULL, pq, pk, v, NULL, NULL);
 done:
     free(pq);
     free(pk);
@@ -139,7 +141,9 @@ static la_status noncausal_backward(const char *op, la_ctx *ctx, const performer
     float *dv_tmp = buf + 4 * p->n_phi;
     if ((st = la__rf_backward_reserve(ctx, op, dims->K, m))) goto done;
     if ((st = features(ctx, p, dims, pq, pk, q, k, W, m))) goto done;
-    if ((st = la_linear_attn_backward(ctx, attn, &p->ld, dpq, dpk, dv_tmp, NULL, NULL, d_o, NULL,
+    la_linear_attn_opts lo = *attn;
+    lo.saved = NULL; /* as in noncausal_forward */
+    if ((st = la_linear_attn_backward(ctx, &lo, &p->ld, dpq, dpk, dv_tmp, NULL, NULL, d_o, NULL,
                                       NULL, pq, pk, v, NULL, NULL)))
         goto done;
     /* The feature gradients must be finite for la_rf_backward to accept them;

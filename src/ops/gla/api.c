@@ -110,13 +110,7 @@ static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
  * int64 (chunks before sequence n), then H x cbase[N] states of K x V
  * floats (la__sgla_saved_slot). */
 static size_t sgla_saved_layout(const gla_job *j, void *base, int64_t **cbase, float **states) {
-    const int64_t N = la__num_seqs(j->d);
-    int64_t NC = 0;
-    for (int64_t n = 0; n < N; n++) {
-        int64_t start, len;
-        la__seq_bounds(j->d, n, &start, &len);
-        NC += (len + j->C - 1) / j->C;
-    }
+    const int64_t N = la__num_seqs(j->d), NC = la__saved_chunk_bases(j->d, N, j->C, NULL);
     if ((double)j->H * (double)NC * (double)j->K * (double)j->V * sizeof(float) > 0x1p62)
         return 0;
     la__arena ar = {(char *)base, 0, 0};
@@ -156,13 +150,7 @@ static la_status sgla_save_prepare(const char *op, la_saved *sv, gla_job *j, la_
     la_status st = la__saved_prepare(op, sv, &key, bytes, &data);
     if (st) return st;
     sgla_saved_layout(j, data, &cbase, &states);
-    const int64_t N = la__num_seqs(j->d);
-    cbase[0] = 0;
-    for (int64_t n = 0; n < N; n++) {
-        int64_t start, len;
-        la__seq_bounds(j->d, n, &start, &len);
-        cbase[n + 1] = cbase[n] + (len + j->C - 1) / j->C;
-    }
+    la__saved_chunk_bases(j->d, la__num_seqs(j->d), j->C, cbase);
     j->save = states;
     j->sv_cbase = cbase;
     return LA_OK;

@@ -161,6 +161,11 @@ void la__lin_unit_init(const la__lin_job *j, int64_t task, la__lin_unit *u) {
     u->fz = j->final_norm ? j->final_norm + oz : NULL;
     u->dS0 = j->dS0 ? j->dS0 + os : NULL;
     u->dz0 = j->dz0 ? j->dz0 + oz : NULL;
+    const size_t osv = j->sv_cbase ? (size_t)(h * j->sv_nc + j->sv_cbase[n]) * (size_t)K *
+                                         (size_t)la__lin_vx(j)
+                                   : 0;
+    u->save_S = j->save ? j->save + osv : NULL;
+    u->saved_S = j->saved ? j->saved + osv : NULL;
 }
 
 void la__lin_state_init(const la__lin_job *j, const la__lin_unit *u, float *S, float *z) {
@@ -287,6 +292,54 @@ static la_status check_start(const char *op, const lin_sizes *n, const float *in
     return LA_OK;
 }
 
+/* ---- cpu-saved16: la_saved for the causal chunk form (CPU) ------------
+ * The forward copies every chunk's start state Sx [K, Vx] into the object;
+ * the backward's forward sweep reads them instead of summing K̃ᵀ Vx again
+ * (chunk.c). Only when one sequence is not split over time (the split
+ * form's segment states are Sin + Sloc, other floats); then the forward
+ * leaves the object empty and the backward recomputes. Bytes: cbase [N + 1]
+ * int64 (chunks before sequence n), then H x cbase[N] states. */
+static int lin_saves(const la_linear_attn_opts *opts, const la__lin_job *j) {
+    return opts->causal && opts->form == LA_FORM_CHUNK && !la__lin_split_over_time(j);
+}
+
+static size_t lin_saved_layout(la__lin_job *j, const void *base) {
+    const int64_t N = la__num_seqs(j->dims);
+    const int64_t NC = la__saved_chunk_bases(j->dims, N, j->chunk, NULL);
+    if ((double)j->H * (double)NC * (double)j->K * (double)la__lin_vx(j) * sizeof(float) > 0x1p62)
+        return 0;
+    la__arena ar = {(char *)(uintptr_t)base, 0, 0};
+    int64_t *cbase = la__arena_take(&ar, (size_t)N + 1, sizeof(int64_t));
+    float *states = la__arena_floats(&ar, (size_t)(j->H * NC) * (size_t)j->K * (size_t)la__lin_vx(j));
+    j->sv_cbase = cbase;
+    j->sv_nc = NC;
+    j->save = states; /* the caller keeps the one it needs */
+    return la__arena_size(&ar);
+}
+
+/* The call a la_saved records (la__saved_match compares every field); the
+ * feature map and normalize are named in the family. */
+static la__saved_key lin_saved_key(const la__lin_job *j, const la_linear_attn_opts *opts,
+                                   const float *q, const float *k, const float *v,
+                                   const float *initial_state, const float *initial_norm) {
+    static const char *const family[3][2] = {
+        {"linear_attn (identity features, unnormalised)", "linear_attn (identity features, normalised)"},
+        {"linear_attn (elu1 features, unnormalised)", "linear_attn (elu1 features, normalised)"},
+        {"linear_attn (relu features, unnormalised)", "linear_attn (relu features, normalised)"}};
+    la__saved_key key;
+    memset(&key, 0, sizeof key);
+    key.family = family[j->fm][j->normalize];
+    key.form = opts->causal ? opts->form : LA_FORM_PARALLEL;
+    key.chunk = key.form == LA_FORM_CHUNK ? j->chunk : 0;
+    key.scale = j->qscale;
+    key.dims = *j->dims;
+    const void *p[LA__SAVED_NPTR] = {q, k, v, initial_state, initial_norm, NULL};
+    static const char *const names[LA__SAVED_NPTR] = {"q", "k", "v", "initial_state",
+                                                      "initial_norm", NULL};
+    for (int i = 0; i < LA__SAVED_NPTR; i++) key.ptr[i] = p[i], key.ptr_name[i] = names[i];
+    return key;
+}
+
 la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
                                  const la_dims *dims, float *o, float *final_state,
                                  float *final_norm, const float *q, const float *k,
@@ -311,7 +364,18 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
     if ((st = check_qkv(ctx, op, &n, q, k, v)) ||
         (st = check_start(op, &n, initial_state, initial_norm)))
         return st;
-    if ((st = reserve(op, opts, &j, 0))) return st;
+    if ((st = reserve(op, opts, &j, 0)) || (st = la__saved_check(op, ctx, opts->saved))) return st;
+    la_saved *sv = opts->saved;
+    if (sv && lin_saves(opts, &j)) {
+        const size_t bytes = lin_saved_layout(&j, NULL);
+        if (!bytes)
+            return la__error(LA_ERR_OUT_OF_MEMORY, "%s: opts->saved: the saved size overflows", op);
+        const la__saved_key key = lin_saved_key(&j, opts, q, k, v, initial_state, initial_norm);
+        void *data;
+        if ((st = la__saved_prepare(op, sv, &key, bytes, &data))) return st;
+        lin_saved_layout(&j, data);
+        la__saved_chunk_bases(dims, la__num_seqs(dims), j.chunk, (int64_t *)(uintptr_t)j.sv_cbase);
+    }
     j.o = o;
     j.final_state = final_state;
     j.final_norm = final_norm;
@@ -320,7 +384,10 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
     j.v = v;
     j.S0 = initial_state;
     j.z0 = initial_norm;
-    return run_units(op, opts, &j, 0);
+    st = run_units(op, opts, &j, 0);
+    if (!st && j.save) la__saved_commit(sv);
+    else la__saved_clear(sv); /* other forms and the split one save nothing */
+    return st;
 }
 
 la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
@@ -356,6 +423,16 @@ la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
         (d_final_norm && (st = la__check_finite(op, "d_final_norm", d_final_norm, n.z))))
         return st;
     if ((st = reserve(op, opts, &j, 1))) return st;
+    const la__saved_key key = lin_saved_key(&j, opts, q, k, v, initial_state, initial_norm);
+    const void *data = NULL;
+    if ((st = la__saved_check(op, ctx, opts->saved)) ||
+        (st = la__saved_match(op, opts->saved, &key, &data)))
+        return st;
+    if (data && lin_saves(opts, &j)) { /* the forward's chunk states */
+        lin_saved_layout(&j, data);
+        j.saved = j.save;
+        j.save = NULL;
+    }
     j.dq = dq;
     j.dk = dk;
     j.dv = dv;

@@ -27,7 +27,11 @@
  *     dSx += Q̂ᵀ Gx                   dS += Q̂ᵀ G, dz += Q̂ᵀ δ
  *   and d_initial_state, d_initial_norm = dSx after the first chunk.
  * The forward sweep needs only the running state, the reverse sweep only
- * the running dSx, so no per-chunk state is stored. */
+ * the running dSx, so no per-chunk state is stored; unless the caller gives
+ * a la_saved (cpu-saved16): then the forward copies each chunk's start
+ * state Sx into it (la__lin_unit.save_S) and the backward's forward sweep
+ * reads them (saved_S) instead of summing K̃ᵀ Vx again: the same floats, so
+ * the same gradient bits. */
 #include "linear_attn.h"
 
 #include <string.h>
@@ -37,10 +41,9 @@ enum { C_S, C_QH, C_KH, C_VB, C_A, C_NUM, C_G, C_DA, C_DQH, C_DVB };
 void la__lin_chunk_layout(const la__lin_job *j, int backward, la__arena *b, float **p) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->chunk;
     const size_t Vx = (size_t)la__lin_vx(j);
-    /* the forward keeps the states of a whole head group; the backward split
-     * over time its local and total state, the serial path's two (slots 2
-     * and 3, split.c) and Sin transposed (slot 4, la__lin_chunk_seg_bwd_fwd) */
-    const size_t ns = (size_t)LA__LIN_HEAD_GROUP + (backward ? 1 : 0);
+    /* the states of a whole head group; split over time, the local and
+     * total state and the serial path's two (slots 2 and 3, split.c) */
+    const size_t ns = (size_t)LA__LIN_HEAD_GROUP;
     p[C_S] = la__arena_floats(b, la__mul(ns, la__mul(K, Vx)));
     p[C_QH] = la__arena_floats(b, la__mul(C, K));
     p[C_KH] = la__arena_floats(b, la__mul(C, K));
@@ -117,6 +120,8 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
             const la__lin_unit *pu = h + 1 < nh ? u + 1 : units;
             const int64_t pt = h + 1 < nh ? t0 : t0 + C;
             const int64_t pn = pt >= len ? 0 : len - pt < C ? len - pt : C;
+            if (u->save_S) /* la_saved: the chunk's start state */
+                memcpy(u->save_S + t0 / C * K * Vx, Sx, (size_t)(K * Vx) * sizeof(float));
             load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
             if (pn > 0) prefetch_rows(pu->q, pu->sqk, K, pt, pn);
             if (j->normalize) {
@@ -138,10 +143,11 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
  * before it, the inter-chunk part Gx Sxᵀ of dQ̂ parked in dq's rows (the
  * reverse sweep adds dA K̃ and applies dφ: it forms dA anyway), G and δ
  * parked in dv and dk (normalised), then Sacc += K̃ᵀ Vx (Sacc = S, or a
- * segment's local sum). Unnormalised, S and Sacc hold Sᵀ [V, K] (cpu-lin8):
- * G Sᵀ is then a gemm_nn, whose B panel is a row copy instead of gemm_nt's
- * transposition, and Sᵀ += Vᵀ K̃ sums the same products in the same order
- * as S += K̃ᵀ V (a·b = b·a in each fused multiply-add): the same bits. */
+ * segment's local sum; NULL: the state comes from la_saved). S is in the
+ * forward's layout, [K, Vx], normalised or not (cpu-saved16: so a saved
+ * state is read as the forward wrote it; cpu-lin8 had kept Sᵀ unnormalised
+ * for gemm_nn, and gemm_nt on S gives the same bits at the same speed,
+ * bench/NOTES.md). */
 static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
                           const float *S, float *Sacc, float **p) {
     const la__kernels *kr = j->kr;
@@ -156,32 +162,13 @@ static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
         la__lin_load_vx(j, u->v, u->sv, t0, L, vb);
     }
     la__lin_gx_rows(j, L, num, u->d_o, u->sv, t0, g);
-    if (j->normalize)
-        kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, u->dq + t0 * u->sqk, u->sqk);
-    else
-        kr->gemm_nn(L, K, V, 1.0f, g, V, S, K, 0.0f, u->dq + t0 * u->sqk, u->sqk);
+    kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, u->dq + t0 * u->sqk, u->sqk);
     if (j->normalize) /* park G and δ for the reverse sweep */
         for (int64_t i = 0; i < L; i++) {
             memcpy(u->dv + (t0 + i) * u->sv, g + i * Vx, (size_t)V * sizeof(float));
             u->dk[(t0 + i) * u->sqk] = g[i * Vx + V];
         }
-    if (j->normalize)
-        la__gemm_tn_block(kr, K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
-    else
-        la__gemm_tn_block(kr, V, K, L, 1.0f, vb, V, kh, K, 1.0f, Sacc, K);
-}
-
-/* The state slot of the backward's forward sweep: Sx as la__lin_ext_load
- * makes it (normalised) or Sᵀ (unnormalised, see bwd_fwd_chunk); S0 may be
- * NULL (zeros). */
-static void bwd_state_load(const la__lin_job *j, float *Sx, const float *S0, const float *z0) {
-    const int64_t K = j->K, V = j->V;
-    if (j->normalize) {
-        la__lin_ext_load(j, Sx, S0, z0);
-        return;
-    }
-    for (int64_t v = 0; v < V; v++)
-        for (int64_t kk = 0; kk < K; kk++) Sx[v * K + kk] = S0 ? S0[kk * V + v] : 0.0f;
+    if (Sacc) la__gemm_tn_block(kr, K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
 }
 
 /* Gx rows of the chunk [t0, t0+L): parked G, δ (normalised) or dO. */
@@ -240,14 +227,19 @@ void la__lin_chunk_bwd_group(const la__lin_job *j, const la__lin_unit *units, in
     la__arena b = {(char *)scratch, 0, 0};
     la__lin_chunk_layout(j, 1, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j), len = units[0].len;
-    /* Forward sweep: rebuild each chunk's output, then Gx and dQ. */
+    /* Forward sweep: rebuild each chunk's output, then Gx and dQ; the
+     * states from la_saved when the forward kept them. */
     for (int64_t h = 0; h < nh; h++)
-        bwd_state_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
+        if (!units[h].saved_S) la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
     for (int64_t t0 = 0; t0 < len; t0 += C) {
         const int64_t L = len - t0 < C ? len - t0 : C;
         for (int64_t h = 0; h < nh; h++) {
+            const la__lin_unit *u = units + h;
             float *Sx = p[C_S] + h * K * Vx;
-            bwd_fwd_chunk(j, units + h, t0, L, Sx, Sx, p);
+            if (u->saved_S)
+                bwd_fwd_chunk(j, u, t0, L, u->saved_S + t0 / C * K * Vx, NULL, p);
+            else
+                bwd_fwd_chunk(j, u, t0, L, Sx, Sx, p);
         }
     }
     /* Reverse sweep: the state slots now carry dSx = [dS, dz]. */
@@ -336,22 +328,16 @@ void la__lin_chunk_seg_bwd_fwd(const la__lin_job *j, const la__lin_unit *u, int6
     float *p[LA__LIN_MAX_BUFS];
     la__arena b = {(char *)scratch, 0, 0};
     la__lin_chunk_layout(j, 1, &b, p);
-    const int64_t C = j->chunk, K = j->K, V = j->V, KVx = K * la__lin_vx(j);
+    const int64_t C = j->chunk, KVx = j->K * la__lin_vx(j);
     float *Sloc = p[C_S], *Stot = p[C_S] + KVx;
-    float *SinT = p[C_S] + 4 * KVx; /* unnormalised: Sin transposed, [V, K] */
     memset(Sloc, 0, (size_t)KVx * sizeof(float));
-    if (!j->normalize) bwd_state_load(j, SinT, Sin, NULL);
-    const float *Sin_t = j->normalize ? Sin : SinT; /* in bwd_fwd_chunk's layout */
     for (int64_t t0 = tb; t0 < te; t0 += C) {
         const int64_t L = te - t0 < C ? te - t0 : C;
-        for (int64_t x = 0; x < KVx; x++) Stot[x] = Sin_t[x] + Sloc[x];
+        for (int64_t x = 0; x < KVx; x++) Stot[x] = Sin[x] + Sloc[x];
         bwd_fwd_chunk(j, u, t0, L, Stot, Sloc, p);
     }
-    if (Sout && j->normalize)
+    if (Sout)
         for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
-    else if (Sout) /* Sloc holds the local sum transposed */
-        for (int64_t kk = 0; kk < K; kk++)
-            for (int64_t v = 0; v < V; v++) Sout[kk * V + v] = Sin[kk * V + v] + Sloc[v * K + kk];
 }
 
 static int64_t last_chunk(const la__lin_job *j, int64_t tb, int64_t te) {

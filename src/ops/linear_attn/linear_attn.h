@@ -70,6 +70,14 @@ typedef struct la__lin_job {
     const float *d_o, *dST, *dzT;
     la_ctx *ctx;
     const la__kernels *kr; /* the micro-kernel table of this call */
+    /* cpu-saved16, la_saved (causal chunk form, one sequence not split over
+     * time): the start state Sx [K, Vx] of every chunk, head h's chunks of
+     * sequence n from slot h NC + cbase[n] on (NC chunks in all). save: the
+     * forward writes them; saved: the backward reads them; NULL: neither. */
+    float *save;
+    const float *saved;
+    const int64_t *sv_cbase;
+    int64_t sv_nc;
 } la__lin_job;
 
 /* One unit's view of the tensors: token t of the unit is row t. */
@@ -80,6 +88,8 @@ typedef struct la__lin_unit {
     float *o, *dq, *dk, *dv;
     const float *S0, *z0, *dST, *dzT; /* NULL when not given */
     float *fS, *fz, *dS0, *dz0;       /* NULL when not wanted */
+    float *save_S;                    /* la_saved: this unit's chunk states */
+    const float *saved_S;             /* (la__lin_job.save / saved), or NULL */
 } la__lin_unit;
 
 void la__lin_unit_init(const la__lin_job *j, int64_t task, la__lin_unit *u);
