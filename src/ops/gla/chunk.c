@@ -1174,7 +1174,7 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
  * its own scratch (its states) and the arithmetic of a task of its own: the
  * results are those of la__gla_chunk_bwd_task bit for bit. */
 int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L) {
-    if (j->per_key || j->group != 1 || j->H < 2) return 1;
+    if (j->group != 1 || j->H < 2) return 1;
     if (j->saved) return j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
     const double nch = (double)((L + j->C - 1) / j->C);
     const double per = nch * (double)j->K * (double)j->V * sizeof(float);
@@ -1218,7 +1218,7 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
             memcpy(b->ckpt + (size_t)c * KV, b->states, KV * sizeof(float));
             if (c == nch - 1) continue; /* the state after the last chunk is not used */
             prefetch_state_rows(j, start + c0 + L, len - c0 - L, h0 + hh);
-            b->G = b->Gall + c * C;
+            if (!j->per_key) b->G = b->Gall + c * C;
             chunk_gates(j, b, start + c0, L, h0 + hh, 0);
             chunk_state_update(j, b, b->states, start + c0, L, h0 + hh, 0);
         }
@@ -1234,9 +1234,13 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
         const int64_t c0 = c * C, L = len - c0 < C ? len - c0 : C, r0 = start + c0;
         for (int64_t hh = 0; hh < nh; hh++) {
             chunk_bufs *b = &bs[hh];
-            if (!j->saved) b->G = b->Gall + c * C;
-            if (c == nch - 1 || j->saved) chunk_cumsum(j, b, r0, L, h0 + hh);
-            chunk_gate_exps(j, b, L, 1);
+            if (j->per_key) { /* GLA sums its gates again (no Gall: chunk_layout) */
+                chunk_gates(j, b, r0, L, h0 + hh, 1);
+            } else {
+                if (!j->saved) b->G = b->Gall + c * C;
+                if (c == nch - 1 || j->saved) chunk_cumsum(j, b, r0, L, h0 + hh);
+                chunk_gate_exps(j, b, L, 1);
+            }
             /* cpu-sgla12: the rows the next head (or the previous chunk's
              * first head) gathers and writes, as the chunk forward does:
              * the previous chunk of the same head runs nh - 1 heads later,
