@@ -417,7 +417,7 @@ GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, in
         const float d = eGL[x];
         for (int64_t y = 0; y < V; y++) row[y] *= d;
     }
-    j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
+    la__gemm_tn_block(j->kr, K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
 }
 
 /* The intra-chunk matrix of the chunk's L tokens (Qc, Kc, G, R, P filled):
@@ -496,7 +496,8 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
             for (int64_t i = i0; i < i0 + ni; i++)
                 for (int64_t x = 0; x < K; x++)
                     b->dqs[i * K + x] += b->R[i * K + x] * b->Tq[(i - i0) * K + x];
-            kr->gemm_tn(ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f, b->Tk, K);
+            la__gemm_tn_block(kr, ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f,
+                              b->Tk, K);
             for (int64_t jj = 0; jj < ncol; jj++)
                 for (int64_t x = 0; x < K; x++)
                     b->dks[jj * K + x] += b->F[jj * K + x] * b->Tk[jj * K + x];
@@ -864,7 +865,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (pn > 0) prefetch_rows(j->d_o, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 3, 7);
     if (j->per_key)
-        kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
+        la__gemm_tn_block(kr, L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
     else
         la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, b->dOc, V, b->dvc, V);
     /* the next unit's gradient rows (written next), one tensor per stage */
@@ -965,11 +966,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (pn > 0) prefetch_rows_w(j->dv, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 6, 7);
     scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
-    if (j->per_key)
-        kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
-    else /* cpu-sgla9: same bits as gemm_tn */
-        la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f,
-                          Mc ? Mc : b->dS, V);
+    /* cpu-sgla9, cpu-glab15: same bits as gemm_tn */
+    la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS,
+                      V);
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
         memcpy(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K * sizeof(float));
