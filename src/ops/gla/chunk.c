@@ -1162,7 +1162,9 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
                float *S, float *d, double *GLsum),
               (j, scratch, r0, L, h, kind, S, d, GLsum))
 
-/* ---- cpu-sgla9: simple GLA's backward over a group of heads ----------
+/* ---- cpu-sgla9: the backward over a group of heads --------------------
+ * (simple GLA; cpu-glab15: GLA too, which sums its gates again in the
+ * reverse sweep instead of keeping them: 1.075-1.083x fwd+bwd)
  * With every chunk's start state kept (j->group == 1) a task of the chunk
  * backward is one head over its whole sequence, so each row it gathers or
  * writes (q, k, v, d_o, dq, dk, dv: 512 bytes at K = V = 128) sits on a
@@ -1172,7 +1174,7 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
  * chunk forward does, so a token's heads are walked together. Each head has
  * its own scratch (its states) and the arithmetic of a task of its own: the
  * results are those of la__gla_chunk_bwd_task bit for bit. */
-int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L) {
+int64_t la__gla_bwd_heads(const gla_job *j, int64_t L) {
     if (j->group != 1 || j->H < 2) return 1;
     if (j->saved) return j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
     const double nch = (double)((L + j->C - 1) / j->C);
@@ -1182,15 +1184,15 @@ int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L) {
     return gh;
 }
 
-size_t la__sgla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
+size_t la__gla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
     const size_t one = la__gla_chunk_bwd_bytes(j, L);
-    const size_t gh = (size_t)la__sgla_bwd_heads(j, L);
+    const size_t gh = (size_t)la__gla_bwd_heads(j, L);
     return one > SIZE_MAX / gh ? 0 : one * gh;
 }
 
-GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
+GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const int64_t H = j->H, K = j->K, V = j->V, C = j->C;
-    const int64_t gh = la__sgla_bwd_heads(j, la__max_seq_len(j->d));
+    const int64_t gh = la__gla_bwd_heads(j, la__max_seq_len(j->d));
     const int64_t ng = (H + gh - 1) / gh, n = task / ng, h0 = (task % ng) * gh;
     const int64_t nh = H - h0 < gh ? H - h0 : gh;
     const size_t KV = (size_t)K * (size_t)V;
@@ -1261,5 +1263,5 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     }
 }
 
-LA_ISA_BUILDS(, la__sgla_chunk_bwd_group_task, sgla_bwd_group_body,
+LA_ISA_BUILDS(, la__gla_chunk_bwd_group_task, gla_bwd_group_body,
               (void *arg, int64_t task, int tid), (arg, task, tid))
