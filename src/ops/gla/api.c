@@ -260,10 +260,10 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
             j.group = 1;
         }
     }
-    /* cpu-sgla9: simple GLA, every state kept: heads grouped per task */
-    const int64_t sgh = chunk && !split ? la__sgla_bwd_heads(&j, L) : 1;
+    /* cpu-sgla9: every state kept: heads grouped per task (cpu-glab15: GLA too) */
+    const int64_t sgh = chunk && !split ? la__gla_bwd_heads(&j, L) : 1;
     if ((st = reserve(op, ctx, split     ? la__gla_split_bwd_bytes(&j)
-                               : sgh > 1 ? la__sgla_chunk_bwd_group_bytes(&j, L)
+                               : sgh > 1 ? la__gla_chunk_bwd_group_bytes(&j, L)
                                : chunk   ? la__gla_chunk_bwd_bytes(&j, L)
                                          : la__gla_recurrent_bwd_bytes(&j, L))))
         return st;
@@ -288,7 +288,7 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
             return st;
         }
     } else if (sgh > 1) {
-        la__parallel_for(ctx, N * ((H + sgh - 1) / sgh), la__sgla_chunk_bwd_group_task, &j);
+        la__parallel_for(ctx, N * ((H + sgh - 1) / sgh), la__gla_chunk_bwd_group_task, &j);
     } else {
         la__parallel_for(ctx, N * H, chunk ? la__gla_chunk_bwd_task : la__gla_recurrent_bwd_task,
                          &j);

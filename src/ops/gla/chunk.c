@@ -417,7 +417,7 @@ GLA_INLINE void chunk_state_update(const gla_job *j, chunk_bufs *b, float *S, in
         const float d = eGL[x];
         for (int64_t y = 0; y < V; y++) row[y] *= d;
     }
-    j->kr->gemm_tn(K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
+    la__gemm_tn_block(j->kr, K, V, n, 1.0f, b->Ks, K, b->Vc, V, 1.0f, S, V);
 }
 
 /* The intra-chunk matrix of the chunk's L tokens (Qc, Kc, G, R, P filled):
@@ -496,7 +496,8 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
             for (int64_t i = i0; i < i0 + ni; i++)
                 for (int64_t x = 0; x < K; x++)
                     b->dqs[i * K + x] += b->R[i * K + x] * b->Tq[(i - i0) * K + x];
-            kr->gemm_tn(ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f, b->Tk, K);
+            la__gemm_tn_block(kr, ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f,
+                              b->Tk, K);
             for (int64_t jj = 0; jj < ncol; jj++)
                 for (int64_t x = 0; x < K; x++)
                     b->dks[jj * K + x] += b->F[jj * K + x] * b->Tk[jj * K + x];
@@ -864,7 +865,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (pn > 0) prefetch_rows(j->d_o, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 3, 7);
     if (j->per_key)
-        kr->gemm_tn(L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
+        la__gemm_tn_block(kr, L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
     else
         la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, b->dOc, V, b->dvc, V);
     /* the next unit's gradient rows (written next), one tensor per stage */
@@ -965,11 +966,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (pn > 0) prefetch_rows_w(j->dv, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 6, 7);
     scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
-    if (j->per_key)
-        kr->gemm_tn(K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
-    else /* cpu-sgla9: same bits as gemm_tn */
-        la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f,
-                          Mc ? Mc : b->dS, V);
+    /* cpu-sgla9, cpu-glab15: same bits as gemm_tn */
+    la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS,
+                      V);
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
         memcpy(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K * sizeof(float));
@@ -1163,7 +1162,9 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
                float *S, float *d, double *GLsum),
               (j, scratch, r0, L, h, kind, S, d, GLsum))
 
-/* ---- cpu-sgla9: simple GLA's backward over a group of heads ----------
+/* ---- cpu-sgla9: the backward over a group of heads --------------------
+ * (simple GLA; cpu-glab15: GLA too, which sums its gates again in the
+ * reverse sweep instead of keeping them: 1.075-1.083x fwd+bwd)
  * With every chunk's start state kept (j->group == 1) a task of the chunk
  * backward is one head over its whole sequence, so each row it gathers or
  * writes (q, k, v, d_o, dq, dk, dv: 512 bytes at K = V = 128) sits on a
@@ -1173,8 +1174,8 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
  * chunk forward does, so a token's heads are walked together. Each head has
  * its own scratch (its states) and the arithmetic of a task of its own: the
  * results are those of la__gla_chunk_bwd_task bit for bit. */
-int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L) {
-    if (j->per_key || j->group != 1 || j->H < 2) return 1;
+int64_t la__gla_bwd_heads(const gla_job *j, int64_t L) {
+    if (j->group != 1 || j->H < 2) return 1;
     if (j->saved) return j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
     const double nch = (double)((L + j->C - 1) / j->C);
     const double per = nch * (double)j->K * (double)j->V * sizeof(float);
@@ -1183,15 +1184,15 @@ int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L) {
     return gh;
 }
 
-size_t la__sgla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
+size_t la__gla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
     const size_t one = la__gla_chunk_bwd_bytes(j, L);
-    const size_t gh = (size_t)la__sgla_bwd_heads(j, L);
+    const size_t gh = (size_t)la__gla_bwd_heads(j, L);
     return one > SIZE_MAX / gh ? 0 : one * gh;
 }
 
-GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
+GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const int64_t H = j->H, K = j->K, V = j->V, C = j->C;
-    const int64_t gh = la__sgla_bwd_heads(j, la__max_seq_len(j->d));
+    const int64_t gh = la__gla_bwd_heads(j, la__max_seq_len(j->d));
     const int64_t ng = (H + gh - 1) / gh, n = task / ng, h0 = (task % ng) * gh;
     const int64_t nh = H - h0 < gh ? H - h0 : gh;
     const size_t KV = (size_t)K * (size_t)V;
@@ -1218,7 +1219,7 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
             memcpy(b->ckpt + (size_t)c * KV, b->states, KV * sizeof(float));
             if (c == nch - 1) continue; /* the state after the last chunk is not used */
             prefetch_state_rows(j, start + c0 + L, len - c0 - L, h0 + hh);
-            b->G = b->Gall + c * C;
+            if (!j->per_key) b->G = b->Gall + c * C;
             chunk_gates(j, b, start + c0, L, h0 + hh, 0);
             chunk_state_update(j, b, b->states, start + c0, L, h0 + hh, 0);
         }
@@ -1234,9 +1235,13 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
         const int64_t c0 = c * C, L = len - c0 < C ? len - c0 : C, r0 = start + c0;
         for (int64_t hh = 0; hh < nh; hh++) {
             chunk_bufs *b = &bs[hh];
-            if (!j->saved) b->G = b->Gall + c * C;
-            if (c == nch - 1 || j->saved) chunk_cumsum(j, b, r0, L, h0 + hh);
-            chunk_gate_exps(j, b, L, 1);
+            if (j->per_key) { /* GLA sums its gates again (no Gall: chunk_layout) */
+                chunk_gates(j, b, r0, L, h0 + hh, 1);
+            } else {
+                if (!j->saved) b->G = b->Gall + c * C;
+                if (c == nch - 1 || j->saved) chunk_cumsum(j, b, r0, L, h0 + hh);
+                chunk_gate_exps(j, b, L, 1);
+            }
             /* cpu-sgla12: the rows the next head (or the previous chunk's
              * first head) gathers and writes, as the chunk forward does:
              * the previous chunk of the same head runs nh - 1 heads later,
@@ -1258,5 +1263,5 @@ GLA_INLINE void sgla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     }
 }
 
-LA_ISA_BUILDS(, la__sgla_chunk_bwd_group_task, sgla_bwd_group_body,
+LA_ISA_BUILDS(, la__gla_chunk_bwd_group_task, gla_bwd_group_body,
               (void *arg, int64_t task, int tid), (arg, task, tid))

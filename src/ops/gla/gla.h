@@ -259,15 +259,15 @@ LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
 /* The limit in use (LA__GLA_BWD_ALL_STATES_BYTES; tests set 0 to run the
  * two-pass path on small cases and compare the two bit for bit). */
 LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
-/* cpu-sgla9: simple GLA's chunk backward with every state kept (group 1)
- * over groups of heads: la__sgla_bwd_heads = heads per task (<=
+/* cpu-sgla9: the chunk backward with every state kept (group 1) over
+ * groups of heads (simple GLA; cpu-glab15: GLA too): la__gla_bwd_heads = heads per task (<=
  * LA__GLA_HEAD_GROUP, their states within la__gla_bwd_all_states_bytes; 1 =
  * use la__gla_chunk_bwd_task), N * ceil(H / heads) tasks, the scratch
- * la__sgla_chunk_bwd_group_bytes per thread (0 on overflow); the same bits as
+ * la__gla_chunk_bwd_group_bytes per thread (0 on overflow); the same bits as
  * la__gla_chunk_bwd_task. L = the longest sequence. */
-LA_HIDDEN int64_t la__sgla_bwd_heads(const gla_job *j, int64_t L);
-LA_HIDDEN size_t la__sgla_chunk_bwd_group_bytes(const gla_job *j, int64_t L);
-LA_HIDDEN void la__sgla_chunk_bwd_group_task(void *arg, int64_t task, int tid);
+LA_HIDDEN int64_t la__gla_bwd_heads(const gla_job *j, int64_t L);
+LA_HIDDEN size_t la__gla_chunk_bwd_group_bytes(const gla_job *j, int64_t L);
+LA_HIDDEN void la__gla_chunk_bwd_group_task(void *arg, int64_t task, int tid);
 
 /* cpu-bwdsplit: one chunk of the chunk backward, rows [r0, r0 + L) of head
  * h, from the state S0 before it and the gradient dS of the state after it
