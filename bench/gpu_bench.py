@@ -37,7 +37,8 @@ class GatedOpts(ctypes.Structure):
 
 class LinOpts(ctypes.Structure):
     _fields_ = [("feature_map", c_int), ("causal", c_int), ("form", c_int), ("normalize", c_int),
-                ("eps", c_float), ("scale", c_float), ("chunk_size", c_i64)]
+                ("eps", c_float), ("scale", c_float), ("chunk_size", c_i64),
+                ("saved", ctypes.c_void_p)]  # la_saved *, NULL (cpu-saved16 added it)
 
 
 class DecCfg(ctypes.Structure):
