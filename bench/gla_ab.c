@@ -16,7 +16,11 @@
  * usage: gla_ab OLD.so NEW.so [pairs] [T] [--rec | --bwd]   (env GLA_AB_H: heads, default 8)
  * --bwd (cpu-gla14): each timed call is the chunk forward + la_gla_backward
  * (d_o random), FLOPs three times the forward's, and the hash covers o, dq,
- * dk, dv and dg. */
+ * dk, dv and dg.
+ * cpu-glsaved17: env GLA_AB_SAVED = new | old | both gives that side a
+ * saved-for-backward object (la_saved, reused over the run; the library
+ * must have GLA's): with OLD.so = NEW.so, the A/B of saved vs recompute in
+ * one library (`both` or unset: its A/A). */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
@@ -34,8 +38,10 @@ typedef la_status (*gla_fwd_fn)(la_ctx *, const la_gated_opts *, const la_dims *
                                 const float *, const float *, const float *, const float *,
                                 const float *);
 typedef __typeof__(&la_gla_backward) gla_bwd_fn;
+typedef __typeof__(&la_saved_create) saved_create_fn;
 typedef struct lib {
     la_ctx *ctx;
+    la_saved *saved; /* opts.saved (NULL: recompute) */
     gla_fwd_fn fwd;
     gla_bwd_fn bwd;
 } lib;
@@ -47,7 +53,14 @@ static int open_lib(const char *path, lib *l) {
     l->fwd = (gla_fwd_fn)(uintptr_t)dlsym(h, "la_gla_forward");
     l->bwd = (gla_bwd_fn)(uintptr_t)dlsym(h, "la_gla_backward");
     if (!cc || !l->fwd || !l->bwd || cc(&l->ctx, 1) != LA_OK) return 1;
+    l->saved = NULL;
     return 0;
+}
+
+/* The side's la_saved, in its own context (the library must have it). */
+static int open_saved(const char *path, lib *l) {
+    saved_create_fn sc = (saved_create_fn)(uintptr_t)dlsym(ab_dlopen(path), "la_saved_create");
+    return !sc || sc(l->ctx, &l->saved) != LA_OK;
 }
 
 int main(int argc, char **argv) {
@@ -62,6 +75,14 @@ int main(int argc, char **argv) {
     const int bwd = argc > 5 && !strcmp(argv[5], "--bwd");
     lib L[2];
     if (open_lib(argv[1], &L[0]) || open_lib(argv[2], &L[1])) return 1;
+    const char *sv = getenv("GLA_AB_SAVED");
+    sv = sv ? sv : "none";
+    const int sv_old = !strcmp(sv, "old") || !strcmp(sv, "both");
+    const int sv_new = !strcmp(sv, "new") || !strcmp(sv, "both");
+    if ((sv_old && open_saved(argv[1], &L[0])) || (sv_new && open_saved(argv[2], &L[1]))) {
+        fprintf(stderr, "gla_ab: la_saved_create failed\n");
+        return 1;
+    }
     const size_t nk = (size_t)(T * H * K), nv = (size_t)(T * H * V);
     float *q = malloc(nk * 4), *k = malloc(nk * 4), *v = malloc(nv * 4), *g = malloc(nk * 4);
     float *o = malloc(nv * 4), *d_o = malloc(nv * 4), *dv = malloc(nv * 4);
@@ -98,9 +119,11 @@ int main(int argc, char **argv) {
         for (int u = 0; u < 2; u++) {
             const int w = (p & 1) ? 1 - u : u;
             memset(o, 0xff, nv * 4);
+            la_gated_opts os = oc;
+            if (L[w].saved) os.saved = L[w].saved; /* only on a side given one */
             double t0 = tcpu();
-            if (L[w].fwd(L[w].ctx, &oc, &d, o, NULL, q, k, v, g, NULL) != LA_OK) return 1;
-            if (bwd && L[w].bwd(L[w].ctx, &oc, &d, dq, dk, dv, dg, NULL, d_o, NULL, q, k, v, g,
+            if (L[w].fwd(L[w].ctx, &os, &d, o, NULL, q, k, v, g, NULL) != LA_OK) return 1;
+            if (bwd && L[w].bwd(L[w].ctx, &os, &d, dq, dk, dv, dg, NULL, d_o, NULL, q, k, v, g,
                                 NULL) != LA_OK)
                 return 1;
             t[w][p] = tcpu() - t0;
@@ -121,8 +144,8 @@ int main(int argc, char **argv) {
     for (int p = 0; p < n; p++) ratio[p] = t[0][p] / t[1][p];
     const double peak = ab_median(pk, n, NULL, NULL), r = ab_median(ratio, n, NULL, NULL);
     const double to = ab_median(t[0], n, NULL, NULL), tn = ab_median(t[1], n, NULL, NULL);
-    printf("T=%lld pairs=%d peak %.1f GFLOP/s (%s)\n", (long long)T, n, peak,
-           has512 ? "avx512 loop" : "avx2 loop");
+    printf("T=%lld pairs=%d peak %.1f GFLOP/s (%s); la_saved on: %s\n", (long long)T, n, peak,
+           has512 ? "avx512 loop" : "avx2 loop", sv);
     printf(bwd ? "fwd+bwd: " : "");
     printf("old chunk %.2f ms (%.1f%% pk)  new chunk %.2f ms (%.1f%% pk)  new/old speed %.3fx\n",
            1e3 * to, 100 * gflop / to / peak, 1e3 * tn, 100 * gflop / tn / peak, r);

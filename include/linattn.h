@@ -519,8 +519,8 @@ LA_API la_status la_performer_attn_backward_state(
 /* Saved for backward. A forward that is followed by its
  * backward can keep the per-chunk products the backward would otherwise
  * recompute (the delta rules' "keep" sweep: the chunk start states and each
- * chunk's K K^T, U, W, R of the WY form; simple GLA: the chunk start
- * states), at a cost in memory, la_saved_bytes().
+ * chunk's K K^T, U, W, R of the WY form; simple GLA and GLA: the chunk
+ * start states), at a cost in memory, la_saved_bytes().
  *  - la_saved_create makes an empty object bound to ctx; set
  *    la_gated_opts.saved (la_linear_attn_opts.saved) to it in the forward
  *    AND the backward call.
@@ -540,6 +540,8 @@ LA_API la_status la_performer_attn_backward_state(
  *    except where it splits one sequence over time (fewer than 8
  *    (sequence, head) pairs and a longest sequence of >= 32 chunks: it
  *    leaves the object empty, and its backward recomputes);
+ *    la_gla_forward (per-key gates) the same way, with the same exception
+ *    (a CUDA context does not run GLA);
  *    la_linear_attn_forward causal in LA_FORM_CHUNK on a CPU context, with
  *    the same exception (the feature map and normalize are part of its
  *    key; a CUDA context ignores the field). The
@@ -547,14 +549,15 @@ LA_API la_status la_performer_attn_backward_state(
  *    nothing). Their backwards check it (a mismatch is an error, whatever
  *    the form). On a CUDA context la_simple_gla_forward and _backward
  *    ignore the field (neither fill, read nor check it), as the other ops
- *    taking la_gated_opts (GLA, KDA) do everywhere. An object of a CPU
+ *    taking la_gated_opts (KDA) do everywhere. An object of a CPU
  *    context given to a CUDA call that uses it, or the reverse, is
  *    LA_ERR_INVALID_ARGUMENT naming it.
  *  - Memory: the object keeps its largest buffer (no page faults when it is
  *    reused for the same shapes); at chunk C: delta rules (K V / C + C +
  *    2 V + K) floats per value head and token (K = V = 128, C = 64:
  *    2.8 KB); simple GLA K V / C floats per head and token, each sequence
- *    rounded up to whole chunks (1 KB at K = V = 128, C = 64); linear
+ *    rounded up to whole chunks (1 KB at K = V = 128, C = 64); GLA the
+ *    same; linear
  *    attention the same, K (V + 1) / C normalised.
  *    On a CUDA context the buffer is device memory (cudaMallocAsync on the
  *    context's stream; no allocation per step once large enough) holding

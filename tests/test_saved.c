@@ -18,7 +18,9 @@
  *   1-5 heads (the per-head and the grouped backward), resets g = -1e4 and
  *   g = 0; saved vs the one-pass and the two-pass (checkpoint) recompute;
  *   the split-over-time form (long T, few heads) leaves the object empty;
- *   mismatches by name; stale states read; GLA ignores the field.
+ *   mismatches by name; stale states read.
+ * - cpu-glsaved17: GLA (per-key gates) the same way (its own family name,
+ *   the split-over-time forward leaves it empty).
  * - cpu-saved16: linear attention's causal chunk form (CPU) the same way:
  *   elu1 / relu / identity features, normalised or not, initial state,
  *   varlen with an empty sequence, chunks 7-64, 3-5 heads (head groups),
@@ -354,15 +356,44 @@ static void test_sgla_bits(void) {
         sg_check_bits(&c, 16, lt[i].filled, label);
         gc_free(&c);
     }
+    /* cpu-glsaved17: GLA (per-key gates) the same way: 1-5 heads (the
+     * per-head and the grouped backward), chunks 7-64, initial state,
+     * varlen with empty sequences, resets g = -1e4 and stretches of g = 0 */
+    for (int i = 0; i < 6; i++) {
+        const int flags = GC_G | (i % 2 ? GC_S0 : 0) | (i % 4 < 2 ? GC_DST : 0);
+        const int64_t H = 1 + i % 5, K = 9 + 8 * (i % 3), V = 7 + 12 * (i % 4);
+        const int64_t chunk = i % 4 == 0 ? 7 : i % 4 == 1 ? 16 : i % 4 == 2 ? 64 : 0;
+        const int varlen = i % 3 == 2;
+        gcase c = varlen ? gc_make(1, 1, 150, H + 1, K, V, cu, 6, flags, &rng)
+                         : gc_make(1, 1 + i % 2, 75 + 37 * i, H, K, V, NULL, 0, flags, &rng);
+        if (i % 3 == 0)
+            for (size_t t = 0; t < c.ng; t++)
+                c.g[t] = t % 53 == 5 ? -1e4f : t % 97 < 20 ? 0.0f : c.g[t];
+        char label[96];
+        snprintf(label, sizeof label, "GLA case %d (H %d, K %d, V %d, chunk %d%s)", i, (int)c.H,
+                 (int)K, (int)V, (int)chunk, varlen ? ", varlen" : "");
+        if (i < 2) gc_check_forms(&c, th_ctx(2), label); /* against float64, every form */
+        sg_check_bits(&c, chunk, 1, label);
+        gc_free(&c);
+    }
+    /* long T: as above; GLA's split forward (split_gla.c) keeps no states */
+    for (int i = 0; i < 3; i++) {
+        gcase c = gc_make(1, lt[i].B, 1100, lt[i].H, 16, 12, NULL, 0, GC_G | GC_S0 | GC_DST, &rng);
+        char label[96];
+        snprintf(label, sizeof label, "GLA T = 1100, B %d, H %d", (int)lt[i].B, (int)lt[i].H);
+        sg_check_bits(&c, 16, lt[i].filled, label);
+        gc_free(&c);
+    }
 }
 
 /* Stale states (v changed in place after the forward) give other gradients
- * than a recompute: the backward reads them. */
+ * than a recompute: the backward reads them (simple GLA; cpu-glsaved17: GLA). */
 static void test_sgla_really_read(void) {
     la_rng rng;
     la_rng_seed(&rng, 1314);
+    for (int pk = 0; pk < 2; pk++)
     for (int64_t H = 1; H <= 3; H += 2) { /* the per-head and the grouped backward */
-        gcase c = gc_make(0, 1, 90, H, 16, 12, NULL, 0, GC_ALL, &rng);
+        gcase c = gc_make(pk, 1, 90, H, 16, 12, NULL, 0, GC_ALL, &rng);
         const la_gated_opts o = gc_opts(LA_FORM_CHUNK, 16);
         la_ctx *ctx = th_ctx(2);
         la_saved *s = NULL;
@@ -372,8 +403,8 @@ static void test_sgla_really_read(void) {
         for (size_t i = 0; i < c.nv; i++) c.v[i] *= 0.5f;
         CHECK_STATUS(sg_bwd(ctx, &c, o, &a, s), LA_OK, "stale backward");
         CHECK_STATUS(sg_bwd(ctx, &c, o, &b, NULL), LA_OK, "recompute");
-        CHECK(!th_bitwise_equal(a.dq, b.dq, c.nqk), "simple GLA H %d: the backward reads the "
-              "saved states", (int)H);
+        CHECK(!th_bitwise_equal(a.dq, b.dq, c.nqk), "%s H %d: the backward reads the "
+              "saved states", pk ? "GLA" : "simple GLA", (int)H);
         gout_free(&a);
         gout_free(&b);
         la_saved_destroy(s);
@@ -462,14 +493,29 @@ static void test_sgla_mismatch(void) {
     CHECK_STATUS(sg_bwd(ctx, &c, o, &e, s), LA_OK, "empty saved");
     CHECK_STATUS(sg_bwd(ctx, &c, o, &f, NULL), LA_OK, "no saved");
     CHECK(sg_same_grads(&c, &e, &f) && sg_same_grads(&c, &z, &f), "empty saved == none == saved");
-    /* GLA ignores the field: an object of another context is not an error,
-     * and a filled one stays as it is */
+    /* cpu-glsaved17: GLA fills the object too, under its own name: simple
+     * GLA's backward given it is an error naming it, and the reverse; GLA's
+     * forward on another context is an error */
     CHECK_STATUS(sg_fwd(ctx, &c, o, &y, s), LA_OK, "refill");
-    gcase gk = gc_make(1, 1, 40, 2, 16, 12, NULL, 0, GC_ALL, &rng);
+    gcase gk = gc_make(1, 1, 66, 2, 16, 12, cu1, 2, GC_G | GC_S0 | GC_DST, &rng);
     gout gy = gout_alloc(&gk);
-    CHECK_STATUS(sg_fwd(other, &gk, o, &gy, s), LA_OK, "GLA forward ignores opts->saved");
-    CHECK_STATUS(sg_bwd(other, &gk, o, &gy, s), LA_OK, "GLA backward ignores opts->saved");
-    CHECK(la_saved_filled(s) == 1, "GLA leaves the object as it was");
+    CHECK_STATUS(sg_fwd(other, &gk, o, &gy, s), LA_ERR_INVALID_ARGUMENT, "GLA, other context");
+    CHECK(th_untouched(gy.o, gk.nv), "GLA forward on another context writes nothing");
+    la_saved *t = NULL;
+    CHECK_STATUS(la_saved_create(ctx, &t), LA_OK, "create");
+    CHECK_STATUS(sg_fwd(ctx, &gk, o, &gy, t), LA_OK, "GLA forward");
+    CHECK(la_saved_filled(t) == 1, "GLA fills the object");
+    sg_expect_mismatch(ctx, &c, o, t, "filled by the gla forward");
+    sg_expect_mismatch(ctx, &gk, o, s, "filled by the simple_gla forward");
+    x = gk; /* GLA's gate tensor is in the key: same values, another buffer */
+    x.g = th_nan_floats(gk.ng);
+    memcpy(x.g, gk.g, gk.ng * sizeof(float));
+    sg_expect_mismatch(ctx, &x, o, t, "(g differs");
+    free(x.g);
+    p = o, p.chunk_size = 32;
+    sg_expect_mismatch(ctx, &gk, p, t, "chunk length");
+    CHECK_STATUS(sg_bwd(ctx, &gk, o, &gy, t), LA_OK, "GLA matching backward");
+    la_saved_destroy(t);
     CHECK_STATUS(sg_bwd(ctx, &c, o, &e, s), LA_OK, "backward after the GLA calls");
     CHECK(sg_same_grads(&c, &e, &f), "still this call's states");
     gout_free(&gy);

@@ -4,7 +4,7 @@ are exactly the float32 inputs). Calls that need no graph (no_grad, or no
 input requiring grad) bypass the Functions and save nothing.
 
 The delta rules (DeltaNet, Gated DeltaNet) and, on CPU tensors, simple GLA
-(cpu-sgsaved13: its chunk start states) in the chunk form also keep the
+(cpu-sgsaved13: its chunk start states) and GLA (cpu-glsaved17) in the chunk form also keep the
 forward's per-chunk products for the backward in a la_saved object when
 cfg["save_for_backward"] asks for it (None, the default: CPU tensors only;
 True: CPU and CUDA tensors (cuda-saved7: device memory); see functional.py): the
@@ -19,7 +19,7 @@ from . import _ops
 from ._core import torch_xp as TorchXP
 from . import _core
 
-_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule", "simple_gla")
+_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule", "simple_gla", "gla")
 # cpu-sgsaved13: CUDA simple GLA ignores la_saved (include/linattn.h)
 _CUDA_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule")
 

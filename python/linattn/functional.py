@@ -33,7 +33,7 @@ def gated_attention(family, q, k, v, g=None, g_gamma=None, beta=None, scale=None
     g_gamma [H]), "gla" (g [B,T,H,K]), "delta_rule" (beta [B,T,H]),
     "gated_delta_rule" (g, beta [B,T,HV]), "kda" (g [B,T,HV,K], beta [B,T,HV]).
     form: "chunk" or "recurrent". Returns (o, final_state or None).
-    save_for_backward (delta rules, and simple GLA on CPU tensors; chunk
+    save_for_backward (delta rules, and simple GLA and GLA on CPU tensors; chunk
     form, tensors that need a gradient; None (default): on for CPU tensors,
     off for CUDA tensors; True / False: on / off for both): keep the
     forward's per-chunk products for the backward (la_saved) instead of

@@ -1,5 +1,5 @@
 """Saved for backward (la_saved) through the torch autograd functions of the
-delta rules and (cpu-sgsaved13) simple GLA on CPU tensors: the same gradients bit for bit with and without it, the object
+delta rules and (cpu-sgsaved13) simple GLA and (cpu-glsaved17) GLA on CPU tensors: the same gradients bit for bit with and without it, the object
 borrowed from the context's pool in the forward, read by the backward and
 returned after it (or when the graph is freed without a backward)."""
 
@@ -190,6 +190,35 @@ def test_simple_gla_bitwise_same_gradients(case, monkeypatch):
     kw = {"chunk_size": 16} if case == "chunk16" else {}
     o0, g0 = _sgla_run(x, cu, save_for_backward=False, **kw)
     o1, g1 = _sgla_run(x, cu, **kw)  # the default: on for CPU tensors
+    assert seen[0] is None and seen[1] is not None and seen[1][0] == 1, seen
+    assert torch.equal(o0, o1)
+    for n in g0:
+        assert g0[n] is not None and torch.equal(g0[n], g1[n]), n
+
+
+@pytest.mark.parametrize("case", ["plain", "varlen", "chunk16"])
+def test_gla_bitwise_same_gradients(case, monkeypatch):
+    """cpu-glsaved17: GLA (per-key gates) the same way."""
+    seen = _spy(monkeypatch)
+    cu = torch.tensor([0, 0, 40, 40, 150], dtype=torch.int64) if case == "varlen" else None
+    H, K = (8 if cu is not None else 4), 24
+    gen = torch.Generator().manual_seed(17)
+    x = _sgla_inputs(g=False, gamma=False, h0=cu is None, seed=hash(case) % 1000, H=H, K=K)
+    x["g"] = torch.nn.functional.logsigmoid(2.5 + torch.randn(1, 150, H, K, generator=gen))
+    kw = {"chunk_size": 16} if case == "chunk16" else {}
+
+    def run(**k2):
+        y = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+        o, ht = linattn.gla(y["q"], y["k"], y["v"], y["g"],
+                            initial_state=y.get("initial_state"), output_final_state=True,
+                            cu_seqlens=cu, **kw, **k2)
+        gd = torch.Generator().manual_seed(9)
+        ((o * torch.randn(o.shape, generator=gd)).sum() +
+         (ht * torch.randn(ht.shape, generator=gd)).sum()).backward()
+        return o.detach(), {n: t.grad for n, t in y.items()}
+
+    o0, g0 = run(save_for_backward=False)
+    o1, g1 = run()  # the default: on for CPU tensors
     assert seen[0] is None and seen[1] is not None and seen[1][0] == 1, seen
     assert torch.equal(o0, o1)
     for n in g0:

@@ -100,7 +100,8 @@ static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
     return la__scratch_reserve(ctx, bytes);
 }
 
-/* ---- cpu-sgsaved13: la_saved for simple GLA (CPU, chunk form) ----------
+/* ---- cpu-sgsaved13: la_saved for simple GLA (CPU, chunk form); cpu-glsaved17:
+ * GLA (per-key gates) too, family "gla" ----------------------------------
  * The forward writes every chunk's start state (the floats the backward's
  * state pass makes: the same update, chunk.c); the backward reads them
  * instead. Only the unsplit chunk form: the split forward's (split.c)
@@ -123,7 +124,7 @@ static size_t sgla_saved_layout(const gla_job *j, void *base, int64_t **cbase, f
 static la__saved_key sgla_saved_key(const gla_job *j, la_form form) {
     la__saved_key k;
     memset(&k, 0, sizeof k);
-    k.family = "simple_gla";
+    k.family = j->per_key ? "gla" : "simple_gla";
     k.form = form;
     k.chunk = form == LA_FORM_CHUNK ? j->C : 0;
     k.scale = j->scale;
@@ -166,8 +167,7 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
                                 initial_state, &j, &form);
     if (st) return st;
     if ((st = la__check_ptr(op, "o", o))) return st;
-    /* simple GLA fills opts->saved (GLA ignores the field) */
-    la_saved *sv = per_key ? NULL : opts->saved;
+    la_saved *sv = opts->saved; /* simple GLA, GLA (cpu-glsaved17) */
     if ((st = la__saved_check(op, ctx, sv))) return st;
     const int chunk = form == LA_FORM_CHUNK;
     if (chunk && la__gla_split_over_time(&j)) {
@@ -181,6 +181,7 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
         if ((st = reserve(op, ctx, la__gla_split_gla_bytes(&j)))) return st;
         j.o = o;
         j.sT = final_state;
+        la__saved_clear(sv); /* nor does GLA's (split_gla.c) */
         return la__gla_run_split_gla(op, &j);
     }
     if ((st = reserve(op, ctx, chunk ? la__gla_chunk_fwd_bytes(&j)
@@ -243,7 +244,7 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
     }
     const int split = chunk && la__gla_split_bwd_over_time(&j);
     if (split) j.group = 1; /* the per-chunk pieces' layout */
-    if (!per_key) { /* cpu-sgsaved13: the forward's chunk states, when it saved them */
+    { /* cpu-sgsaved13, cpu-glsaved17: the forward's chunk states, when it saved them */
         const la__saved_key key = sgla_saved_key(&j, form);
         const void *data;
         if ((st = la__saved_check(op, ctx, opts->saved)) ||

@@ -698,15 +698,16 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             const int64_t ph = hh + 1 < nh ? h + 1 : h0, pr = hh + 1 < nh ? r0 : r0 + C;
             const int64_t pn = hh + 1 < nh ? L : Ln;
             b.S = S0 + hh * KV;
+            /* cpu-sgsaved13, cpu-glsaved17: the chunk's start state for the
+             * backward (the floats its state pass would make: the same
+             * update, chunk_state_update) */
+            if (j->save)
+                memcpy(j->save + la__sgla_saved_slot(j, n, h, c0 / C), b.S, KV * sizeof(float));
             if (j->per_key && j->g) {
                 gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph, NULL);
                 continue;
             }
             float *oc = j->o + (size_t)(r0 * H + h) * (size_t)V;
-            /* cpu-sgsaved13: the chunk's start state for the backward (the
-             * floats its state pass would make: the same update below) */
-            if (j->save)
-                memcpy(j->save + la__sgla_saved_slot(j, n, h, c0 / C), b.S, KV * sizeof(float));
             chunk_gates(j, &b, r0, L, h, 1);
             gather_rows(b.Qc, j->q, H, K, r0, L, h);
             gather_rows(b.Kc, j->k, H, K, r0, L, h);

@@ -216,7 +216,7 @@ typedef struct gla_job {
     const float *d_o, *d_sT;
     float *dq, *dk, *dv, *dg, *ds0;
     double *dgamma_part; /* [N*H] per-task sum of the scalar gate gradient, or NULL */
-    /* cpu-sgsaved13, la_saved (simple GLA, unsplit chunk form): the start
+    /* cpu-sgsaved13, la_saved (simple GLA; cpu-glsaved17: GLA; unsplit chunk form): the start
      * state of every chunk, K x V floats at la__sgla_saved_state. save: the
      * forward writes them (NULL: not asked); saved: the backward reads them
      * instead of its state pass (NULL: recompute). sv_cbase [N + 1]: chunks
