@@ -4,7 +4,8 @@ are exactly the float32 inputs). Calls that need no graph (no_grad, or no
 input requiring grad) bypass the Functions and save nothing.
 
 The delta rules (DeltaNet, Gated DeltaNet) and, on CPU tensors, simple GLA
-(cpu-sgsaved13: its chunk start states) and GLA (cpu-glsaved17) in the chunk form also keep the
+(cpu-sgsaved13: its chunk start states), GLA (cpu-glsaved17) and causal
+kernel linear attention (py-linsaved17: the same) in the chunk form also keep the
 forward's per-chunk products for the backward in a la_saved object when
 cfg["save_for_backward"] asks for it (None, the default: CPU tensors only;
 True: CPU and CUDA tensors (cuda-saved7: device memory); see functional.py): the
@@ -36,6 +37,22 @@ def _borrow_saved(cfg, xp):
     if xp.cuda:  # cuda-saved7: device memory of the CUDA context of this stream
         return _core.SavedForBackward(_core.cuda_context_object(xp.device))
     return _core.SavedForBackward(_core.cpu_context_object())
+
+
+def _borrow_linear_saved(cfg, xp):
+    """py-linsaved17: kernel linear attention, causal chunk form, CPU tensors
+    (a CUDA context ignores la_linear_attn_opts.saved): the chunk start
+    states. save_for_backward None (default) or True: on; False: off."""
+    if cfg.get("save_for_backward") is False or xp.cuda or not cfg["causal"]:
+        return None
+    if cfg["form"] != "chunk" or not _core.saved_available():
+        return None
+    return _core.SavedForBackward(_core.cpu_context_object())
+
+
+def _linear_kw(cfg):
+    """cfg less the keys linear_forward / linear_backward do not take."""
+    return {n: x for n, x in cfg.items() if n != "save_for_backward"}
 
 
 def _needs_graph(*xs):
@@ -130,7 +147,13 @@ class LinearFunction(torch.autograd.Function):
         xp = TorchXP(q.device, v.dtype)
         qc, kc, vc, h0c, z0c, d = _ops.linear_prepare(xp, q, k, v, h0, z0, cfg["normalize"],
                                                       cfg["cu_seqlens"])
-        o, ht, zt = _ops.linear_forward(qc, kc, vc, h0c, z0c, xp=xp, **cfg)
+        sv = _borrow_linear_saved(cfg, xp)
+        o, ht, zt = _ops.linear_forward(qc, kc, vc, h0c, z0c, xp=xp,
+                                        saved=None if sv is None else sv.handle,
+                                        **_linear_kw(cfg))
+        ctx.saved_products = sv
+        # the backward passes these same buffers (the la_saved key compares
+        # the input pointers)
         ctx.save_for_backward(qc, kc, vc, h0c, z0c)
         ctx.cfg = cfg
         ctx.in_dtypes = [None if x is None else x.dtype for x in (q, k, v, h0, z0)]
@@ -139,16 +162,26 @@ class LinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dht, dzt):
         q, k, v, h0, z0 = ctx.saved_tensors
-        cfg = dict(ctx.cfg)
+        cfg = _linear_kw(ctx.cfg)
         cfg.pop("output_final_state", None)
         cfg.pop("output_final_norm", None)
         if do is None:
             do = torch.zeros_like(v)
         need = ctx.needs_input_grad
-        r = _ops.linear_backward(do, dht, dzt, q, k, v, h0, z0,
-                                 need_dh0=h0 is not None and need[4],
-                                 need_dz0=z0 is not None and need[5],
-                                 xp=TorchXP(q.device, v.dtype), **cfg)
+        sv = getattr(ctx, "saved_products", None)
+        # only on the context that filled it (another thread's context
+        # recomputes, with the same bits)
+        handle = sv.handle if sv is not None and \
+            sv.context is _core.cpu_context_object() else None
+        try:
+            r = _ops.linear_backward(do, dht, dzt, q, k, v, h0, z0,
+                                     need_dh0=h0 is not None and need[4],
+                                     need_dz0=z0 is not None and need[5],
+                                     xp=TorchXP(q.device, v.dtype), saved=handle, **cfg)
+        finally:
+            if sv is not None:
+                sv.release()
+                ctx.saved_products = None
         grads = [r["dq"], r["dk"], r["dv"], r["dh0"], r["dz0"]]
         out = [None]
         for i, (gr, dt) in enumerate(zip(grads, ctx.in_dtypes)):
@@ -160,7 +193,7 @@ def linear(cfg, q, k, v, h0, z0):
     if _needs_graph(q, k, v, h0, z0):
         return LinearFunction.apply(cfg, q, k, v, h0, z0)
     xp = TorchXP(q.device, v.dtype)
-    o, ht, zt = _ops.linear_forward(q, k, v, h0, z0, xp=xp, **cfg)
+    o, ht, zt = _ops.linear_forward(q, k, v, h0, z0, xp=xp, **_linear_kw(cfg))
     return xp.out(o), ht, zt
 
 

@@ -276,16 +276,19 @@ def linear_prepare(xp, q, k, v, h0, z0, normalize, cu_seqlens):
 def linear_forward(q, k, v, initial_state=None, initial_norm=None, feature_map="identity",
                    causal=True, form="chunk", normalize=False, eps=1e-6, scale=None,
                    chunk_size=0, cu_seqlens=None, output_final_state=False,
-                   output_final_norm=None, xp=None):
+                   output_final_norm=None, xp=None, saved=None):
     """(o, final_state, final_norm); final_state only if output_final_state,
     final_norm only when normalize and output_final_norm (default: the same as
-    output_final_state)."""
+    output_final_state). saved: a la_saved handle of xp's CPU context the
+    causal chunk forward fills (py-linsaved17; give the backward the same
+    handle and the same q/k/v/initial_state/initial_norm buffers)."""
     if output_final_norm is None:
         output_final_norm = output_final_state
     xp = xp or backend(q, v)
     q, k, v, h0, z0, d = linear_prepare(xp, q, k, v, initial_state, initial_norm, normalize,
                                         cu_seqlens)
     opts = _linear_opts(feature_map, causal, form, normalize, eps, scale, chunk_size)
+    opts.saved = saved
     o = xp.empty((d.B, d.T, d.H, d.V))
     hT = xp.empty_state((d.N, d.H, d.K, d.V)) if output_final_state else None
     zT = xp.empty_state((d.N, d.H, d.K)) if output_final_norm and normalize else None
@@ -299,11 +302,13 @@ def linear_forward(q, k, v, initial_state=None, initial_norm=None, feature_map="
 def linear_backward(do, dht, dzt, q, k, v, initial_state=None, initial_norm=None,
                     feature_map="identity", causal=True, form="chunk", normalize=False,
                     eps=1e-6, scale=None, chunk_size=0, cu_seqlens=None, need_dh0=True,
-                    need_dz0=True, xp=None):
+                    need_dz0=True, xp=None, saved=None):
+    """saved: the la_saved handle the forward of these same buffers filled."""
     xp = xp or backend(q, v)
     q, k, v, h0, z0, d = linear_prepare(xp, q, k, v, initial_state, initial_norm, normalize,
                                         cu_seqlens)
     opts = _linear_opts(feature_map, causal, form, normalize, eps, scale, chunk_size)
+    opts.saved = saved
     do = xp.f32(do, "do")
     expect(do, _shape(v), "do")
     dht = _opt(xp, dht, "dht", (d.N, d.H, d.K, d.V), state=True)

@@ -86,18 +86,26 @@ def kda(q, k, v, g, beta, **kw):
 
 def linear_attention(q, k, v, feature_map="elu1", causal=True, normalize=True, eps=1e-6,
                      scale=None, form="chunk", chunk_size=0, initial_state=None,
-                     initial_norm=None, output_final_state=False, cu_seqlens=None):
+                     initial_norm=None, output_final_state=False, cu_seqlens=None,
+                     save_for_backward=None):
     """Kernel (feature-map) linear attention, MATH.md section 2:
     o_t = phi(q_t) S_t / (phi(q_t).z_t + eps) (normalize) or scale phi(q_t) S_t.
     feature_map: "identity", "elu1", "relu". Non-causal when causal=False.
     Returns (o, final) with final = (S [N,H,K,V], z [N,H,K]) when normalize,
-    else S; None unless output_final_state."""
+    else S; None unless output_final_state.
+    save_for_backward (py-linsaved17; causal chunk form, CPU tensors that
+    need a gradient; None (default) or True: on, False: off): the forward
+    keeps every chunk's start state (la_saved, K (V + 1) / C floats per head
+    and token) for the backward instead of recomputing them, with the same
+    gradient bits; CUDA tensors and other forms ignore it."""
     cfg = {"feature_map": feature_map, "causal": bool(causal), "form": form,
            "normalize": bool(normalize), "eps": float(eps), "scale": _scale(scale),
            "chunk_size": int(chunk_size or 0), "cu_seqlens": cu_seqlens,
            "output_final_state": bool(output_final_state)}
     if _is_torch(q):
         from . import _autograd
+        cfg["save_for_backward"] = None if save_for_backward is None else \
+            bool(save_for_backward)
         o, ht, zt = _autograd.linear(cfg, q, k, v, initial_state, initial_norm)
     else:
         xp = backend(q, v)

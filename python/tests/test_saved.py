@@ -1,6 +1,8 @@
 """Saved for backward (la_saved) through the torch autograd functions of the
-delta rules and (cpu-sgsaved13) simple GLA and (cpu-glsaved17) GLA on CPU tensors: the same gradients bit for bit with and without it, the object
-borrowed from the context's pool in the forward, read by the backward and
+delta rules and, on CPU tensors, (cpu-sgsaved13) simple GLA, (cpu-glsaved17)
+GLA and (py-linsaved17) causal kernel linear attention: the same gradients bit
+for bit with and without it, the object borrowed from the context's pool in
+the forward, read by the backward and
 returned after it (or when the graph is freed without a backward)."""
 
 import gc
@@ -223,3 +225,92 @@ def test_gla_bitwise_same_gradients(case, monkeypatch):
     assert torch.equal(o0, o1)
     for n in g0:
         assert g0[n] is not None and torch.equal(g0[n], g1[n]), n
+# py-linsaved17: causal kernel linear attention (chunk start states)
+
+def _linear_spy(monkeypatch):
+    seen = []
+    real = _ops.linear_backward
+
+    def spy(*a, **kw):
+        h = kw.get("saved")
+        seen.append(None if h is None else (lib.la_saved_filled(h), lib.la_saved_bytes(h)))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(_ops, "linear_backward", spy)
+    return seen
+
+
+def _la_inputs(B=1, T=150, H=3, K=24, V=20, seed=0, h0=True, normalize=True):
+    gen = torch.Generator().manual_seed(seed)
+    x = {"q": torch.randn(B, T, H, K, generator=gen), "k": torch.randn(B, T, H, K, generator=gen),
+         "v": torch.randn(B, T, H, V, generator=gen)}
+    if h0:
+        x["initial_state"] = torch.randn(B, H, K, V, generator=gen) * 0.5
+        if normalize:
+            x["initial_norm"] = torch.rand(B, H, K, generator=gen) + 0.5
+    return x
+
+
+def _la_run(x, cu=None, **kw):
+    x = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+    o, fin = linattn.linear_attention(x["q"], x["k"], x["v"],
+                                      initial_state=x.get("initial_state"),
+                                      initial_norm=x.get("initial_norm"),
+                                      output_final_state=True, cu_seqlens=cu, **kw)
+    gen = torch.Generator().manual_seed(9)
+    loss = (o * torch.randn(o.shape, generator=gen)).sum()
+    for t in (fin if isinstance(fin, tuple) else (fin,)):
+        loss = loss + (t * torch.randn(t.shape, generator=gen)).sum()
+    loss.backward()
+    return o.detach(), {n: t.grad for n, t in x.items()}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", ["elu1", "relu_plain", "identity", "varlen", "chunk16"])
+def test_linear_attn_bitwise_same_gradients(case, threads, monkeypatch):
+    """The backward reads a filled object (the default: on for CPU tensors);
+    the same output and gradient bits as without it."""
+    seen = _linear_spy(monkeypatch)
+    linattn.set_num_threads(threads)
+    try:
+        cu = torch.tensor([0, 0, 40, 40, 150], dtype=torch.int64) if case == "varlen" else None
+        fm = {"relu_plain": "relu", "identity": "identity"}.get(case, "elu1")
+        normalize = case != "relu_plain"
+        # >= 8 (sequence, head) pairs: the forward does not split a sequence
+        # over time (which leaves the object empty, include/linattn.h)
+        x = _la_inputs(B=1 if cu is not None else 3, H=8 if cu is not None else 3,
+                       h0=cu is None, normalize=normalize, seed=hash(case) % 1000)
+        kw = {"feature_map": fm, "normalize": normalize}
+        if case == "chunk16":
+            kw["chunk_size"] = 16
+        o0, g0 = _la_run(x, cu, save_for_backward=False, **kw)
+        o1, g1 = _la_run(x, cu, **kw)
+        assert seen[0] is None and seen[1] is not None, seen
+        assert seen[1][0] == 1 and seen[1][1] > 0, seen
+        assert torch.equal(o0, o1)
+        for n in g0:
+            assert g0[n] is not None and torch.equal(g0[n], g1[n]), n
+    finally:
+        linattn.set_num_threads(0)
+
+
+def test_linear_attn_what_borrows(monkeypatch):
+    """Non-causal, recurrent form and no graph borrow nothing; fla's
+    chunk_linear_attn / fused_chunk_linear_attn do; the object goes back."""
+    seen = _linear_spy(monkeypatch)
+    linattn.release_saved_memory()
+    ctxo = _core.cpu_context_object()
+    x = _la_inputs(B=3, h0=False)
+    _la_run(x, causal=False)
+    _la_run(x, form="recurrent", save_for_backward=True)
+    assert seen == [None, None], seen
+    with torch.no_grad():
+        linattn.linear_attention(x["q"], x["k"], x["v"])
+    assert ctxo.saved_idle == []
+    for fn in (linattn.fla.chunk_linear_attn, linattn.fla.fused_chunk_linear_attn):
+        y = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+        o, _ = fn(y["q"], y["k"], y["v"])
+        o.sum().backward()
+    assert len(seen) == 4 and all(s is not None and s[0] == 1 for s in seen[2:]), seen
+    assert len(ctxo.saved_idle) == 1  # the same object, back after each backward
+    linattn.release_saved_memory()
