@@ -67,16 +67,18 @@ def test_bitwise_same_gradients(family, threads, case):
         linattn.set_num_threads(0)
 
 
-def _spy(monkeypatch):
+def _spy(monkeypatch, name="gated_backward"):
+    """Records, per call of _ops.<name>, (la_saved_filled, la_saved_bytes) of
+    the saved handle it was given, or None."""
     seen = []
-    real = _ops.gated_backward
+    real = getattr(_ops, name)
 
     def spy(*a, **kw):
         h = kw.get("saved")
         seen.append(None if h is None else (lib.la_saved_filled(h), lib.la_saved_bytes(h)))
         return real(*a, **kw)
 
-    monkeypatch.setattr(_ops, "gated_backward", spy)
+    monkeypatch.setattr(_ops, name, spy)
     return seen
 
 
@@ -228,16 +230,7 @@ def test_gla_bitwise_same_gradients(case, monkeypatch):
 # py-linsaved17: causal kernel linear attention (chunk start states)
 
 def _linear_spy(monkeypatch):
-    seen = []
-    real = _ops.linear_backward
-
-    def spy(*a, **kw):
-        h = kw.get("saved")
-        seen.append(None if h is None else (lib.la_saved_filled(h), lib.la_saved_bytes(h)))
-        return real(*a, **kw)
-
-    monkeypatch.setattr(_ops, "linear_backward", spy)
-    return seen
+    return _spy(monkeypatch, "linear_backward")
 
 
 def _la_inputs(B=1, T=150, H=3, K=24, V=20, seed=0, h0=True, normalize=True):
