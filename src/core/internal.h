@@ -115,6 +115,13 @@ LA_HIDDEN void la__saved_commit(la_saved *s);
  * their total; cbase non-NULL also gets cbase[n] = chunks before sequence
  * n, for n = 0..N (N + 1 entries, cbase[N] the total). */
 LA_HIDDEN int64_t la__saved_chunk_bases(const la_dims *d, int64_t N, int64_t C, int64_t *cbase);
+/* The layout of an object of chunk start states (simple GLA, GLA, linear
+ * attention): cbase [N + 1] int64 (la__saved_chunk_bases), then H x (total
+ * chunks) states of state_floats floats each, carved from base (NULL:
+ * sizes only). Returns the bytes, 0 on overflow; *nc: the total chunks. */
+LA_HIDDEN size_t la__saved_states_layout(const la_dims *d, int64_t C, int64_t H,
+                                         size_t state_floats, const void *base, int64_t **cbase,
+                                         float **states, int64_t *nc);
 LA_HIDDEN void la__saved_clear(la_saved *s);
 /* Backward: *data = NULL when s is NULL or empty; the data when s was
  * filled by the call `key` describes; else LA_ERR_INVALID_ARGUMENT naming

@@ -118,6 +118,17 @@ int64_t la__saved_chunk_bases(const la_dims *d, int64_t N, int64_t C, int64_t *c
     return NC;
 }
 
+size_t la__saved_states_layout(const la_dims *d, int64_t C, int64_t H, size_t state_floats,
+                               const void *base, int64_t **cbase, float **states, int64_t *nc) {
+    const int64_t N = la__num_seqs(d), NC = la__saved_chunk_bases(d, N, C, NULL);
+    if ((double)H * (double)NC * (double)state_floats * sizeof(float) > 0x1p62) return 0;
+    la__arena ar = {(char *)(uintptr_t)base, 0, 0};
+    *cbase = la__arena_take(&ar, (size_t)N + 1, sizeof(int64_t));
+    *states = la__arena_floats(&ar, (size_t)(H * NC) * state_floats);
+    if (nc) *nc = NC;
+    return la__arena_size(&ar);
+}
+
 void la__saved_clear(la_saved *s) {
     if (s) s->filled = 0;
 }

@@ -111,13 +111,8 @@ static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
  * int64 (chunks before sequence n), then H x cbase[N] states of K x V
  * floats (la__sgla_saved_slot). */
 static size_t sgla_saved_layout(const gla_job *j, void *base, int64_t **cbase, float **states) {
-    const int64_t N = la__num_seqs(j->d), NC = la__saved_chunk_bases(j->d, N, j->C, NULL);
-    if ((double)j->H * (double)NC * (double)j->K * (double)j->V * sizeof(float) > 0x1p62)
-        return 0;
-    la__arena ar = {(char *)base, 0, 0};
-    *cbase = la__arena_take(&ar, (size_t)N + 1, sizeof(int64_t));
-    *states = la__arena_floats(&ar, (size_t)(j->H * NC) * (size_t)j->K * (size_t)j->V);
-    return la__arena_size(&ar);
+    return la__saved_states_layout(j->d, j->C, j->H, (size_t)j->K * (size_t)j->V, base, cbase,
+                                   states, NULL);
 }
 
 /* The call a la_saved records (la__saved_match compares every field). */

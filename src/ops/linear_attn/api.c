@@ -304,17 +304,17 @@ static int lin_saves(const la_linear_attn_opts *opts, const la__lin_job *j) {
 }
 
 static size_t lin_saved_layout(la__lin_job *j, const void *base) {
-    const int64_t N = la__num_seqs(j->dims);
-    const int64_t NC = la__saved_chunk_bases(j->dims, N, j->chunk, NULL);
-    if ((double)j->H * (double)NC * (double)j->K * (double)la__lin_vx(j) * sizeof(float) > 0x1p62)
-        return 0;
-    la__arena ar = {(char *)(uintptr_t)base, 0, 0};
-    int64_t *cbase = la__arena_take(&ar, (size_t)N + 1, sizeof(int64_t));
-    float *states = la__arena_floats(&ar, (size_t)(j->H * NC) * (size_t)j->K * (size_t)la__lin_vx(j));
-    j->sv_cbase = cbase;
-    j->sv_nc = NC;
-    j->save = states; /* the caller keeps the one it needs */
-    return la__arena_size(&ar);
+    int64_t *cbase, nc;
+    float *states;
+    const size_t bytes = la__saved_states_layout(j->dims, j->chunk, j->H,
+                                                 (size_t)j->K * (size_t)la__lin_vx(j), base,
+                                                 &cbase, &states, &nc);
+    if (bytes) {
+        j->sv_cbase = cbase;
+        j->sv_nc = nc;
+        j->save = states; /* the caller keeps the one it needs */
+    }
+    return bytes;
 }
 
 /* The call a la_saved records (la__saved_match compares every field); the
