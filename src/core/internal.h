@@ -122,6 +122,13 @@ LA_HIDDEN int64_t la__saved_chunk_bases(const la_dims *d, int64_t N, int64_t C, 
 LA_HIDDEN size_t la__saved_states_layout(const la_dims *d, int64_t C, int64_t H,
                                          size_t state_floats, const void *base, int64_t **cbase,
                                          float **states, int64_t *nc);
+/* Forward of a chunk-start-state family: la__saved_prepare for the
+ * la__saved_states_layout of (d, C, H, state_floats), carved, with the
+ * chunk bases filled; the overflow of the size is an error naming op. */
+LA_HIDDEN la_status la__saved_prepare_states(const char *op, la_saved *s,
+                                             const la__saved_key *key, const la_dims *d,
+                                             int64_t C, int64_t H, size_t state_floats,
+                                             int64_t **cbase, float **states, int64_t *nc);
 LA_HIDDEN void la__saved_clear(la_saved *s);
 /* Backward: *data = NULL when s is NULL or empty; the data when s was
  * filled by the call `key` describes; else LA_ERR_INVALID_ARGUMENT naming

@@ -129,6 +129,20 @@ size_t la__saved_states_layout(const la_dims *d, int64_t C, int64_t H, size_t st
     return la__arena_size(&ar);
 }
 
+la_status la__saved_prepare_states(const char *op, la_saved *s, const la__saved_key *key,
+                                   const la_dims *d, int64_t C, int64_t H, size_t state_floats,
+                                   int64_t **cbase, float **states, int64_t *nc) {
+    const size_t bytes = la__saved_states_layout(d, C, H, state_floats, NULL, cbase, states, nc);
+    if (!bytes)
+        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: opts->saved: the saved size overflows", op);
+    void *data;
+    const la_status st = la__saved_prepare(op, s, key, bytes, &data);
+    if (st) return st;
+    la__saved_states_layout(d, C, H, state_floats, data, cbase, states, nc);
+    la__saved_chunk_bases(d, la__num_seqs(d), C, *cbase);
+    return LA_OK;
+}
+
 void la__saved_clear(la_saved *s) {
     if (s) s->filled = 0;
 }

@@ -136,17 +136,13 @@ static la__saved_key sgla_saved_key(const gla_job *j, la_form form) {
 static la_status sgla_save_prepare(const char *op, la_saved *sv, gla_job *j, la_form form,
                                    int keeps) {
     if (!sv || !keeps) return LA_OK;
+    const la__saved_key key = sgla_saved_key(j, form);
     int64_t *cbase;
     float *states;
-    const size_t bytes = sgla_saved_layout(j, NULL, &cbase, &states);
-    if (!bytes)
-        return la__error(LA_ERR_OUT_OF_MEMORY, "%s: opts->saved: the saved size overflows", op);
-    const la__saved_key key = sgla_saved_key(j, form);
-    void *data;
-    la_status st = la__saved_prepare(op, sv, &key, bytes, &data);
+    const la_status st = la__saved_prepare_states(op, sv, &key, j->d, j->C, j->H,
+                                                  (size_t)j->K * (size_t)j->V, &cbase, &states,
+                                                  NULL);
     if (st) return st;
-    sgla_saved_layout(j, data, &cbase, &states);
-    la__saved_chunk_bases(j->d, la__num_seqs(j->d), j->C, cbase);
     j->save = states;
     j->sv_cbase = cbase;
     return LA_OK;

@@ -367,14 +367,15 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
     if ((st = reserve(op, opts, &j, 0)) || (st = la__saved_check(op, ctx, opts->saved))) return st;
     la_saved *sv = opts->saved;
     if (sv && lin_saves(opts, &j)) {
-        const size_t bytes = lin_saved_layout(&j, NULL);
-        if (!bytes)
-            return la__error(LA_ERR_OUT_OF_MEMORY, "%s: opts->saved: the saved size overflows", op);
         const la__saved_key key = lin_saved_key(&j, opts, q, k, v, initial_state, initial_norm);
-        void *data;
-        if ((st = la__saved_prepare(op, sv, &key, bytes, &data))) return st;
-        lin_saved_layout(&j, data);
-        la__saved_chunk_bases(dims, la__num_seqs(dims), j.chunk, (int64_t *)(uintptr_t)j.sv_cbase);
+        int64_t *cbase;
+        float *states;
+        if ((st = la__saved_prepare_states(op, sv, &key, dims, j.chunk, j.H,
+                                           (size_t)j.K * (size_t)la__lin_vx(&j), &cbase, &states,
+                                           &j.sv_nc)))
+            return st;
+        j.sv_cbase = cbase;
+        j.save = states;
     }
     j.o = o;
     j.final_state = final_state;
