@@ -855,7 +855,8 @@ struct lf_split {
     int P;
 };
 static la_status lf_split_make(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb, int P,
-                               bool gated, bool keep, lf_split *sp) {
+                               bool keep, lf_split *sp) {
+    const bool gated = c->g || c->g_gamma;
     const int64_t nseg = c->N * P, HKV = c->H * c->K * c->V;
     const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
     const size_t sb = ((size_t)nseg * HKV * 4 + 255) & ~(size_t)255, nb = keep ? 2 : 1;
@@ -913,6 +914,13 @@ static la_status lf_split_walk(const la__cu_call *c, cudaStream_t stream, const 
     return lf_run<REV, DOT>(c, stream, b, nseg);
 }
 
+/* A walk split over time where sp was made (sp.P > 0), else the unsplit one. */
+template <bool REV, bool DOT = false>
+static la_status lf_walk(const la__cu_call *c, cudaStream_t stream, const lf_args &a,
+                         const lf_split &sp, int lm = LF_LOC_OWN) {
+    return sp.P ? lf_split_walk<REV, DOT>(c, stream, a, sp, lm) : lf_run<REV, DOT>(c, stream, a);
+}
+
 la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb) {
     lf_args a = {};
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.q = c->q, a.k = c->k, a.v = c->v, a.o = c->o;
@@ -920,12 +928,11 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     a.H = c->H, a.K = c->K, a.V = c->V, a.scale = c->scale, a.fm = c->feature_map;
     a.sq = c->scale, a.sv = 1.f, a.s0mul = a.finmul = 1.f,
     a.fab = c->feature_map == LA_FEATURE_RELU;
-    const int P = la__lf_split_p(c, tb.nchunks);
-    if (!P || c->N <= 0) return lf_run<false>(c, ar->stream, a);
-    /* cuda-lsplit13: the split (above) */
-    lf_split sp;
-    la_status st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, false, &sp);
-    return st ? st : lf_split_walk<false>(c, ar->stream, a, sp);
+    /* cuda-lsplit13: split over time where the grid is small (above) */
+    const int P = c->N <= 0 ? 0 : la__lf_split_p(c, tb.nchunks);
+    lf_split sp = {};
+    la_status st = P ? lf_split_make(c, ar, tb, P, false, &sp) : LA_OK;
+    return st ? st : lf_walk<false>(c, ar->stream, a, sp);
 }
 
 /* ---- cuda-fusedb10: the backward as three walks of the same kernel ------ */
@@ -964,20 +971,7 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     const int P = c->N <= 0 ? 0 : lf_bwd_split_p(c, tb.nchunks);
     lf_split sp = {};
     la_status st;
-    if (P && (st = lf_split_make(c, ar, tb, P, c->g || c->g_gamma, true, &sp))) return st;
-    auto rev = [&](const lf_args &x, int lm) {
-        return P ? lf_split_walk<true>(c, stream, x, sp, lm) : lf_run<true>(c, stream, x);
-    };
-    auto fwd = [&](const lf_args &x) {
-        return P ? lf_split_walk<false>(c, stream, x, sp) : lf_run<false>(c, stream, x);
-    };
-    auto rev_dot = [&](const lf_args &x, int lm) {
-        return P ? lf_split_walk<true, true>(c, stream, x, sp, lm)
-                 : lf_run<true, true>(c, stream, x);
-    };
-    auto fwd_dot = [&](const lf_args &x) {
-        return P ? lf_split_walk<false, true>(c, stream, x, sp) : lf_run<false, true>(c, stream, x);
-    };
+    if (P && (st = lf_split_make(c, ar, tb, P, true, &sp))) return st;
     const bool relu = c->feature_map == LA_FEATURE_RELU;
     lf_args a = {};
     a.seqs = tb.seqs, a.chunks = tb.chunks, a.g = c->g, a.g_gamma = c->g_gamma, a.H = c->H;
@@ -995,7 +989,9 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     if (dg) b.dx = c->k, b.dpart = dg->pk, b.nslot = dg->nslot;
     /* cuda-lscan16: its local sums (sum over a segment of the reverse
      * decays times dO^T Qf, [V][K]) kept for the dv walk's (Qf^T dO) */
-    if ((st = dg ? rev_dot(b, LF_LOC_KEEP) : rev(b, LF_LOC_KEEP))) return st;
+    if ((st = dg ? lf_walk<true, true>(c, stream, b, sp, LF_LOC_KEEP)
+                 : lf_walk<true>(c, stream, b, sp, LF_LOC_KEEP)))
+        return st;
     b = a;
     b.q = c->d_o, b.k = c->v, b.v = c->k, b.o = c->dq, b.m = relu ? c->q : NULL;
     b.K = c->V, b.V = c->K, b.sq = c->scale, b.sv = 1.f, b.fc = relu;
@@ -1004,7 +1000,8 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
         b.dx = c->q, b.dpart = dg->pq, b.nslot = dg->nslot;
         if (dg->fin) b.fin = dg->sT, b.fint = 1;
     }
-    if ((st = dg ? fwd_dot(b) : fwd(b))) return st;
+    if ((st = dg ? lf_walk<false, true>(c, stream, b, sp) : lf_walk<false>(c, stream, b, sp)))
+        return st;
     if (dg && dg->fin) { /* before the dv walk: d_initial_state may alias d_final_state */
         if ((st = la__cu_state_dot(c->op, stream, c->dsT, dg->sT, dg->fin, c->N * c->H,
                                    c->K * c->V)))
@@ -1014,5 +1011,5 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     b.q = c->k, b.k = c->q, b.v = c->d_o, b.o = c->dv, b.fab = relu;
     b.K = c->K, b.V = c->V, b.sq = rsq, b.sv = rsv;
     b.s0 = c->dsT, b.fin = c->ds0, b.s0mul = rin, b.finmul = div ? c->scale : 1.f;
-    return rev(b, LF_LOC_T);
+    return lf_walk<true>(c, stream, b, sp, LF_LOC_T);
 }
