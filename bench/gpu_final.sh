@@ -9,7 +9,8 @@
 # NEW and BASE: folders holding liblinattn.so and test_cuda_ops (BASE's are
 # only timed against, never tested). FLA: an fla checkout for gpu_bench.py
 # (skipped if absent). Logs go to $OUT/final (or ./final-logs); a summary is
-# printed last. PHASES (env): "check" (suite, memcheck, racecheck, pytest),
+# printed last. BENCH_ARGS (env): more gpu_bench.py arguments (e.g.
+# --no-recurrent, so fla's GDN is reached inside BENCH_TIMEOUT). PHASES (env): "check" (suite, memcheck, racecheck, pytest),
 # "time" (A/B, bench), or both (default). With 4 GPUs every job has its own
 # GPU (GPU0 suite + memcheck + pytest + A/B, GPU1 bench, GPU2-3 racecheck);
 # with fewer the check jobs run together, then the timings alone, so no
@@ -62,10 +63,12 @@ bench_job() {   # GPU1: fla and us in one process, bf16 (fp32's dense shapes are
     if [ -n "$FLA" ] && [ -d "$FLA" ]; then
         PYTHONPATH=$FLA timeout ${BENCH_TIMEOUT:-330} $PY bench/gpu_bench.py \
             --lib "$NEW/liblinattn.so" --dtypes bf16 --delta-dtypes bf16 \
-            --sections copy,dense,delta,gdn,step --out "$L/5_bench.jsonl" > "$L/5_bench.log" 2>&1
+            --sections copy,dense,delta,gdn,step ${BENCH_ARGS:-} --out "$L/5_bench.jsonl" \
+            > "$L/5_bench.log" 2>&1
     else
         timeout ${BENCH_TIMEOUT:-330} $PY bench/gpu_bench.py --lib "$NEW/liblinattn.so" --skip-fla \
-            --dtypes bf16 --delta-dtypes bf16 --out "$L/5_bench.jsonl" > "$L/5_bench.log" 2>&1
+            --dtypes bf16 --delta-dtypes bf16 ${BENCH_ARGS:-} --out "$L/5_bench.jsonl" \
+            > "$L/5_bench.log" 2>&1
     fi
     stamp "bench done (rc $?)"
 }
