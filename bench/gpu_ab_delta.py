@@ -17,6 +17,7 @@ that library without it. Per-library LINATTN_* switches: AB_ENV
 
     python3 bench/gpu_ab_delta.py --libs base.so,new.so [--ops delta,gdn] [--fwd-only]
                                   [--profile] [--fla] [--saved]
+                                  [--shape-delta B,T,H,H,D] [--shape-gdn B,T,H,HV,D]
 """
 import argparse
 import ctypes
@@ -81,6 +82,9 @@ def main():
     ap.add_argument("--saved", action="store_true")
     # cuda-split9: fla's chunk_gated_delta_rule forward at the GDN shape, last
     ap.add_argument("--fla-gdn", action="store_true")
+    # cuda-drsplit18: other shapes, "B,T,H,HV,D" (DeltaNet: HV = H)
+    ap.add_argument("--shape-delta", default=None)
+    ap.add_argument("--shape-gdn", default=None)
     a = ap.parse_args()
     dev, dt = torch.device("cuda"), torch.bfloat16
     stream = torch.cuda.current_stream().cuda_stream
@@ -96,7 +100,9 @@ def main():
         paths.append(libpaths[-1] + "+saved")
     name = torch.cuda.get_device_name(0)
     for op in a.ops.split(","):
-        shape, dims, q, k, v, do, g, beta = inputs(op, dev, dt)
+        sh = getattr(a, "shape_" + op)
+        shape, dims, q, k, v, do, g, beta = inputs(
+            op, dev, dt, tuple(int(x) for x in sh.split(",")) if sh else None)
         B, T, H, HV, D = shape
         nh = HV if op == "gdn" else H
         outs, res = [], {}

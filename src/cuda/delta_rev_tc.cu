@@ -492,7 +492,9 @@ static int drt_b64() {
 /* cuda-rev12: 32 value columns per CTA (MT = 2) at 64 < K <= 128, as the
  * state pass (cuda-state11, which reads the same switch):
  * LINATTN_CUDA_DELTA_WIDE=0 never; unset / 1 where the wide grid still
- * fills a wave (one CTA per SM); 2 wherever 64 < K <= 128 (the tests). */
+ * fills a wave (one CTA per SM) or the 16-column grid would take more than
+ * one wave (cuda-drsplit18: one wave of wide steps beats two of narrow
+ * ones; same bits either way); 2 wherever 64 < K <= 128 (the tests). */
 static int drt_wide_mode() {
     static int mode = -1;
     if (mode < 0) {
@@ -576,8 +578,8 @@ la_status la__cu_delta_rev_tc(const la__cu_call *c, const la_cu_dc_args &p, cuda
         la_status st = LA_OK;
         if (drt_cl(c, p, stream, Qb, dOq, dRo, dhst, &st)) return st;
         const int wide = drt_wide_mode(), optin = la__cu_smem_optin(c);
-        const int64_t ctas = (c->V + 31) / 32 * c->N * c->HS;
-        if (wide && (wide == 2 || ctas >= la__cu_sm_count(c)) &&
+        const int64_t ctas = (c->V + 31) / 32 * c->N * c->HS, sm = la__cu_sm_count(c);
+        if (wide && (wide == 2 || ctas >= sm || (c->V + 15) / 16 * c->N * c->HS > sm) &&
             drt_smem<4, 32, 2, 2>() <= (size_t)optin)
             return drt_launch<4, 32, 2, 2>(c, p, stream, Qb, dOq, dRo, dhst);
         return drt_nb<4, 32>(c, p, stream, Qb, dOq, dRo, dhst);

@@ -26,7 +26,10 @@
  * steps 1 and 2 with the transposed transitions: dS_end(p - 1) =
  * M_p^T dS_end(p) + local'_p, M_p^T = A_first^T .. A_last^T, its transition
  * blocks starting from the identity, the scan running p downwards (the
- * scan kernel's loop order and M's transposition are its only changes).
+ * scan kernel's loop order and M's transposition are its only changes);
+ * its algebra is checked in float64 (bench/delta_rsplit_check.py), but its
+ * phases timed with the existing reverse kernel already lose 1.27-1.85x at
+ * the GDN and DeltaNet 1,16384 shapes (cuda-drsplit18), so it is not built.
  * Measured (H200, GDN 1,65536,H2,HV8,128, bench/GPU.md cuda-split9): P = 8
  * takes 2074 + 190 + 1248 us per pass against the cluster kernel's 2215: a
  * chunk step costs an SM as much with two CTAs per SM (single-buffered) as

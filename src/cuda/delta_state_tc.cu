@@ -298,8 +298,10 @@ static la_status dst_k(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_
 
 /* ---- cuda-state11: 32 value columns per CTA (MT = 2) ------------------- */
 /* LINATTN_CUDA_DELTA_WIDE=0: never; unset / 1: where 64 < K <= 128 and the
- * wide grid still fills a wave (one CTA per SM); 2: wherever 64 < K <= 128
- * (the tests). Read once. */
+ * wide grid still fills a wave (one CTA per SM) or the 16-column grid would
+ * take more than one wave (cuda-drsplit18: one wave of wide steps beats two
+ * of narrow ones; same bits either way); 2: wherever 64 < K <= 128 (the
+ * tests). Read once. */
 static int dst_wide_mode(void) {
     static int mode = -1;
     if (mode < 0) {
@@ -325,7 +327,8 @@ static int dst_wide(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s
     const int mode = dst_wide_mode();
     const int64_t ctas = (c->V + 31) / 32 * c->N * c->HS;
     if (!mode || c->K <= 64 || c->K > 128) return 0;
-    if (mode == 1 && ctas < la__cu_sm_count(c)) return 0;
+    const int64_t sm = la__cu_sm_count(c);
+    if (mode == 1 && ctas < sm && (c->V + 15) / 16 * c->N * c->HS <= sm) return 0;
     const size_t smem = dst_smem<NW, KW, NP, NB, DST_PLD, 2>();
     if (smem > (size_t)la__cu_smem_optin(c)) return 0;
     *st = dst_wide_go<NW, KW, NP, NB>(c, p, ctas, smem, stream);
