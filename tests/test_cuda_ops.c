@@ -1451,6 +1451,13 @@ int main(void) {
          * CTA's keys 64..103 partly padding, 0-5 chunks per sequence */
         {"gdn bf16 l2 extreme varlen 0-5 chunks K100 V50 HV=2H", 1, 877, 1, 2, 100, 50, cu6, 7,
          LA_DTYPE_BF16, 1, 1, 1, 1.0},
+        /* cuda-drsplit18: 20 (sequence, value head) problems at K = V = 128:
+         * 160 16-column CTAs, more than one wave on a 132-SM GPU, so the
+         * state and reverse passes take the 32-column form by default */
+        {"gdn bf16 l2 extreme B2 T130 K128 V128 HV=5H (wide)", 2, 130, 2, 10, 128, 128, NULL, 0,
+         LA_DTYPE_BF16, 1, 1, 1, 1.0},
+        {"delta bf16 l2 B2 T97 H10 K128 V128 (wide)", 2, 97, 10, 0, 128, 128, NULL, 0,
+         LA_DTYPE_BF16, 0, 1, 0, 1.0},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,
