@@ -191,8 +191,14 @@ static void load_gx(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int
  * state after it: dq, dk, dv, then dSacc += Q̂ᵀ Gx. S: the state before the
  * chunk (la_saved), from which Gx and Gx Sxᵀ are formed here as the forward
  * sweep forms them; NULL: the forward sweep parked them. */
+typedef struct next_rows { /* the unit the reverse sweep runs next (L2 prefetch) */
+    const la__lin_unit *u;
+    int64_t t0, L; /* L = 0: none */
+} next_rows;
+
 static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
-                          const float *S, const float *dS, float *dSacc, float **p) {
+                          const float *S, const float *dS, float *dSacc, float **p,
+                          const next_rows *nx) {
     const la__kernels *kr = j->kr;
     const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
     float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
@@ -202,6 +208,7 @@ static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     if (S) la__lin_gx_rows(j, L, p[C_NUM], u->d_o, u->sv, t0, g);
     else load_gx(j, u, t0, L, g);
     kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
+    if (nx->L) prefetch_rows(nx->u->q, nx->u->sqk, K, nx->t0, nx->L);
     /* dQ̂ = Gx Sxᵀ + dA K̃, then dφ; dkh's block holds dQ̂ until dq is
      * written */
     if (S)
@@ -210,13 +217,16 @@ static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
         for (int64_t i = 0; i < L; i++)
             memcpy(dkh + i * K, u->dq + (t0 + i) * u->sqk, (size_t)K * sizeof(float));
     kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dkh, K);
+    if (nx->L) prefetch_rows(nx->u->k, nx->u->sqk, K, nx->t0, nx->L);
     la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dkh, u->q);
     /* dK̃ = Vx dSxᵀ + dAᵀ Q̂ (dA is zero above the diagonal) */
     kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dS, Vx, 0.0f, dkh, K);
     la__gemm_tn_lower_acc(kr, L, K, dA, C, qh, K, dkh, K); /* kernels.h */
+    if (nx->L) prefetch_rows(nx->u->v, nx->u->sv, V, nx->t0, nx->L);
     /* dV = K̃ dS + Aᵀ G */
     kr->gemm_nn(L, V, K, 1.0f, kh, K, dS, Vx, 0.0f, dvb, V);
     la__gemm_tn_lower_acc(kr, L, V, A, C, g, Vx, dvb, V);
+    if (nx->L) prefetch_rows(nx->u->d_o, nx->u->sv, V, nx->t0, nx->L);
     la__gemm_tn_block(kr, K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
     la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
     for (int64_t jj = 0; jj < L; jj++)
@@ -256,7 +266,10 @@ void la__lin_chunk_bwd_group(const la__lin_job *j, const la__lin_unit *units, in
         for (int64_t h = 0; h < nh; h++) {
             const la__lin_unit *u = units + h;
             float *dSx = p[C_S] + h * K * Vx;
-            bwd_rev_chunk(j, u, t0, L, saved ? u->saved_S + t0 / C * K * Vx : NULL, dSx, dSx, p);
+            next_rows nx = {h + 1 < nh ? u + 1 : units, h + 1 < nh ? t0 : t0 - C, 0};
+            nx.L = nx.t0 < 0 ? 0 : len - nx.t0 < C ? len - nx.t0 : C;
+            bwd_rev_chunk(j, u, t0, L, saved ? u->saved_S + t0 / C * K * Vx : NULL, dSx, dSx, p,
+                          &nx);
         }
     }
     for (int64_t h = 0; h < nh; h++)
@@ -377,7 +390,8 @@ void la__lin_chunk_seg_bwd_rev(const la__lin_job *j, const la__lin_unit *u, int6
     for (int64_t t0 = last_chunk(j, tb, te); t0 >= tb; t0 -= C) {
         const int64_t L = te - t0 < C ? te - t0 : C;
         for (int64_t x = 0; x < KVx; x++) dStot[x] = dSin[x] + dSloc[x];
-        bwd_rev_chunk(j, u, t0, L, NULL, dStot, dSloc, p);
+        const next_rows nx = {u, t0 - C, t0 - C >= tb ? C : 0};
+        bwd_rev_chunk(j, u, t0, L, NULL, dStot, dSloc, p, &nx);
     }
     if (dSout)
         for (int64_t x = 0; x < KVx; x++) dSout[x] = dSin[x] + dSloc[x];
