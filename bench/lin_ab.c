@@ -18,6 +18,10 @@
  * `old`, `both` or `none` (default). With OLD.so = NEW.so that is the A/B
  * of saved vs recompute in one library (and `both` / `none` its A/A).
  *
+ * cpu-linbwd18: LIN_AB_NORM=1 in the environment times linear attention
+ * normalised with elu1 features instead (identity features, unnormalised
+ * by default).
+ *
  * Built with the tools (CMake target lin_ab).
  * usage: lin_ab OLD.so NEW.so [pairs] [T] [op: lin | sgla] [saved: none|new|old|both] */
 #define _POSIX_C_SOURCE 200809L
@@ -89,10 +93,12 @@ static int run(const lib *l, int sgla, const la_dims *d, bufs *b, double t[2]) {
                          b->k, b->v, b->g, NULL, NULL);
     } else {
         la_linear_attn_opts o = l->ldef();
-        o.feature_map = LA_FEATURE_IDENTITY;
+        const char *nm = getenv("LIN_AB_NORM");
+        const int norm = nm && atoi(nm) != 0;
+        o.feature_map = norm ? LA_FEATURE_ELU1 : LA_FEATURE_IDENTITY;
         o.causal = 1;
         o.form = LA_FORM_CHUNK;
-        o.normalize = 0;
+        o.normalize = norm;
         o.saved = l->saved; /* set only on a side given one: a library from
                                before cpu-saved16 has no such field */
         st = l->lfwd(l->ctx, &o, d, b->o, NULL, NULL, b->q, b->k, b->v, NULL, NULL);

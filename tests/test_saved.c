@@ -26,7 +26,9 @@
  *   varlen with an empty sequence, chunks 7-64, 3-5 heads (head groups),
  *   the split-over-time form leaves it empty, the recurrent forward too;
  *   mismatches (features, normalize, chunk, form, pointers, context) by
- *   name, nothing written; stale states read. */
+ *   name, nothing written; stale states read.
+ * - cpu-linbwd18: 11 heads (groups of 8 + 3 at 1-2 threads, 4 + 4 + 3 at
+ *   3: the group size depends on the threads, the bits must not). */
 #include "delta_rule_cases.h"
 #include "gla_cases.h"
 
@@ -666,6 +668,8 @@ static void test_lin_bits(void) {
         {1, 95, 3, 9, 14, 7, 3, cu, LA_FEATURE_RELU, 1, 1, 1},
         {1, 95, 3, 9, 14, 7, 3, cu, LA_FEATURE_IDENTITY, 0, 0, 1},
         {1, 64, 5, 8, 8, 64, 0, NULL, LA_FEATURE_IDENTITY, 0, 1, 1}, /* head groups 4 + 1 */
+        /* cpu-linbwd18: groups 8 + 3 at 1-2 threads, 4 + 4 + 3 at 3 */
+        {1, 70, 11, 8, 12, 16, 0, NULL, LA_FEATURE_ELU1, 1, 1, 1},
         {2, 33, 4, 20, 7, 0, 0, NULL, LA_FEATURE_ELU1, 1, 1, 1},    /* default chunk */
         {1, 300, 2, 8, 8, 8, 0, NULL, LA_FEATURE_ELU1, 1, 1, 0},    /* split over time */
         {1, 300, 2, 8, 8, 8, 0, NULL, LA_FEATURE_IDENTITY, 0, 1, 0},

@@ -214,6 +214,7 @@ void la__lin_load_vx(const la__lin_job *j, const float *v, int64_t sv, int64_t t
 typedef struct {
     const la__lin_job *j;
     unit_fn run;
+    int64_t G; /* heads per task (chunk forms) */
 } task_arg;
 
 static void unit_task(void *p, int64_t task, int tid) {
@@ -223,12 +224,19 @@ static void unit_task(void *p, int64_t task, int tid) {
     a->run(a->j, &u, la__scratch(a->j->ctx, tid));
 }
 
-/* Chunk forward and backward: a task is (sequence, group of LA__LIN_HEAD_GROUP heads), a
- * split that does not depend on the thread count, and every head computes
- * exactly what a (sequence, head) task would. */
+/* Chunk forward and backward: a task is (sequence, group of G heads), and
+ * every head computes exactly what a (sequence, head) task would, so the
+ * bits do not depend on G nor on the thread count. G = LA__LIN_HEAD_GROUP
+ * (8: a token's rows of 8 heads are one 4 KiB run at D = 128, cpu-linbwd18)
+ * where that leaves a task for every thread, else 4 (cpu-bwdgroup). */
+static int64_t group_size(const la__lin_job *j) {
+    const int64_t G = LA__LIN_HEAD_GROUP;
+    return la__num_seqs(j->dims) * ((j->H + G - 1) / G) >= la_ctx_threads(j->ctx) ? G : 4;
+}
+
 static void group_task(void *p, int64_t task, int tid) {
     const la__lin_job *j = ((const task_arg *)p)->j;
-    const int64_t G = LA__LIN_HEAD_GROUP, ng = (j->H + G - 1) / G;
+    const int64_t G = ((const task_arg *)p)->G, ng = (j->H + G - 1) / G;
     const int64_t n = task / ng, h0 = (task % ng) * G;
     const int64_t nh = j->H - h0 < G ? j->H - h0 : G;
     la__lin_unit u[LA__LIN_HEAD_GROUP];
@@ -242,13 +250,14 @@ static void group_task(void *p, int64_t task, int tid) {
 static la_status run_units(const char *op, const la_linear_attn_opts *opts, const la__lin_job *j,
                            int backward) {
     layout_fn lay;
-    task_arg a = {j, NULL};
+    task_arg a = {j, NULL, 0};
     pick(opts, backward, &lay, &a.run);
     if ((a.run == la__lin_chunk_fwd || a.run == la__lin_chunk_bwd) && la__lin_split_over_time(j))
         return la__lin_run_split(op, j, backward);
     if (a.run == la__lin_chunk_fwd || a.run == la__lin_chunk_bwd) {
-        const int64_t ng = (j->H + LA__LIN_HEAD_GROUP - 1) / LA__LIN_HEAD_GROUP;
-        la__parallel_for(j->ctx, la__num_seqs(j->dims) * ng, group_task, &a);
+        a.G = group_size(j);
+        la__parallel_for(j->ctx, la__num_seqs(j->dims) * ((j->H + a.G - 1) / a.G), group_task,
+                         &a);
         return LA_OK;
     }
     la__parallel_for(j->ctx, la__num_seqs(j->dims) * j->H, unit_task, &a);

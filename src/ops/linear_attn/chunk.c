@@ -29,9 +29,11 @@
  * The forward sweep needs only the running state, the reverse sweep only
  * the running dSx, so no per-chunk state is stored; unless the caller gives
  * a la_saved (cpu-saved16): then the forward copies each chunk's start
- * state Sx into it (la__lin_unit.save_S) and the backward's forward sweep
- * reads them (saved_S) instead of summing K̃ᵀ Vx again: the same floats, so
- * the same gradient bits. */
+ * state Sx into it (la__lin_unit.save_S) and the backward has no forward
+ * sweep (cpu-linbwd18): each chunk of the reverse sweep reads its start
+ * state (saved_S), forms Gx and Gx Sxᵀ itself from the rows it loads anyway
+ * (no dq / G / δ parked in the outputs, no second read of k, v, dO): the
+ * same floats in the same operations, so the same gradient bits. */
 #include "linear_attn.h"
 
 #include <string.h>
@@ -139,15 +141,14 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
         la__lin_ext_store(j, p[C_S] + h * K * Vx, units[h].fS, units[h].fz);
 }
 
-/* The backward's forward sweep over the chunk [t0, t0+L): with the state S
- * before it, the inter-chunk part Gx Sxᵀ of dQ̂ parked in dq's rows (the
- * reverse sweep adds dA K̃ and applies dφ: it forms dA anyway), G and δ
- * parked in dv and dk (normalised), then Sacc += K̃ᵀ Vx (Sacc = S, or a
- * segment's local sum; NULL: the state comes from la_saved). S is in the
- * forward's layout, [K, Vx], normalised or not (cpu-saved16: so a saved
- * state is read as the forward wrote it; cpu-lin8 had kept Sᵀ unnormalised
- * for gemm_nn, and gemm_nt on S gives the same bits at the same speed,
- * bench/NOTES.md). */
+/* The backward's forward sweep over the chunk [t0, t0+L) (no la_saved):
+ * with the state S before it, the inter-chunk part Gx Sxᵀ of dQ̂ parked in
+ * dq's rows (the reverse sweep adds dA K̃ and applies dφ: it forms dA
+ * anyway), G and δ parked in dv and dk (normalised), then Sacc += K̃ᵀ Vx
+ * (Sacc = S, or a segment's local sum). S is in the forward's layout,
+ * [K, Vx], normalised or not (cpu-saved16: cpu-lin8 had kept Sᵀ
+ * unnormalised for gemm_nn, and gemm_nt on S gives the same bits at the
+ * same speed, bench/NOTES.md). */
 static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
                           const float *S, float *Sacc, float **p) {
     const la__kernels *kr = j->kr;
@@ -168,7 +169,7 @@ static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
             memcpy(u->dv + (t0 + i) * u->sv, g + i * Vx, (size_t)V * sizeof(float));
             u->dk[(t0 + i) * u->sqk] = g[i * Vx + V];
         }
-    if (Sacc) la__gemm_tn_block(kr, K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
+    la__gemm_tn_block(kr, K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
 }
 
 /* Gx rows of the chunk [t0, t0+L): parked G, δ (normalised) or dO. */
@@ -187,28 +188,45 @@ static void load_gx(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int
 }
 
 /* The reverse sweep over the chunk [t0, t0+L) with dS, the gradient of the
- * state after it: dk, dv, then dSacc += Q̂ᵀ Gx. */
+ * state after it: dq, dk, dv, then dSacc += Q̂ᵀ Gx. S: the state before the
+ * chunk (la_saved), from which Gx and Gx Sxᵀ are formed here as the forward
+ * sweep forms them; NULL: the forward sweep parked them. */
+typedef struct next_rows { /* the unit the reverse sweep runs next (L2 prefetch) */
+    const la__lin_unit *u;
+    int64_t t0, L; /* L = 0: none */
+} next_rows;
+
 static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
-                          const float *dS, float *dSacc, float **p) {
+                          const float *S, const float *dS, float *dSacc, float **p,
+                          const next_rows *nx) {
     const la__kernels *kr = j->kr;
     const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
     float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
     float *g = p[C_G], *dA = p[C_DA], *dkh = p[C_DQH], *dvb = p[C_DVB];
     load_chunk(j, u, t0, L, qh, kh, vb, A);
-    load_gx(j, u, t0, L, g);
+    if (S && j->normalize) chunk_num(j, L, S, qh, vb, A, p[C_NUM]);
+    if (S) la__lin_gx_rows(j, L, p[C_NUM], u->d_o, u->sv, t0, g);
+    else load_gx(j, u, t0, L, g);
     kr->gemm_nt_tril(L, Vx, 0, 1.0f, g, Vx, vb, Vx, 0.0f, dA, C);
-    /* dQ̂ = (Gx Sxᵀ, parked in dq by the forward sweep) + dA K̃, then dφ;
-     * dkh's block holds dQ̂ until dq is written */
-    for (int64_t i = 0; i < L; i++)
-        memcpy(dkh + i * K, u->dq + (t0 + i) * u->sqk, (size_t)K * sizeof(float));
+    if (nx->L) prefetch_rows(nx->u->q, nx->u->sqk, K, nx->t0, nx->L);
+    /* dQ̂ = Gx Sxᵀ + dA K̃, then dφ; dkh's block holds dQ̂ until dq is
+     * written */
+    if (S)
+        kr->gemm_nt(L, K, Vx, 1.0f, g, Vx, S, Vx, 0.0f, dkh, K);
+    else /* parked in dq by the forward sweep */
+        for (int64_t i = 0; i < L; i++)
+            memcpy(dkh + i * K, u->dq + (t0 + i) * u->sqk, (size_t)K * sizeof(float));
     kr->gemm_nn_lower(L, K, L, 1.0f, dA, C, kh, K, 1.0f, dkh, K);
+    if (nx->L) prefetch_rows(nx->u->k, nx->u->sqk, K, nx->t0, nx->L);
     la__lin_dphi_rows(j, j->qscale, u->dq, u->sqk, t0, L, dkh, u->q);
     /* dK̃ = Vx dSxᵀ + dAᵀ Q̂ (dA is zero above the diagonal) */
     kr->gemm_nt(L, K, Vx, 1.0f, vb, Vx, dS, Vx, 0.0f, dkh, K);
     la__gemm_tn_lower_acc(kr, L, K, dA, C, qh, K, dkh, K); /* kernels.h */
+    if (nx->L) prefetch_rows(nx->u->v, nx->u->sv, V, nx->t0, nx->L);
     /* dV = K̃ dS + Aᵀ G */
     kr->gemm_nn(L, V, K, 1.0f, kh, K, dS, Vx, 0.0f, dvb, V);
     la__gemm_tn_lower_acc(kr, L, V, A, C, g, Vx, dvb, V);
+    if (nx->L) prefetch_rows(nx->u->d_o, nx->u->sv, V, nx->t0, nx->L);
     la__gemm_tn_block(kr, K, Vx, L, 1.0f, qh, K, g, Vx, 1.0f, dSacc, Vx);
     la__lin_dphi_rows(j, 1.0f, u->dk, u->sqk, t0, L, dkh, u->k);
     for (int64_t jj = 0; jj < L; jj++)
@@ -227,19 +245,17 @@ void la__lin_chunk_bwd_group(const la__lin_job *j, const la__lin_unit *units, in
     la__arena b = {(char *)scratch, 0, 0};
     la__lin_chunk_layout(j, 1, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j), len = units[0].len;
-    /* Forward sweep: rebuild each chunk's output, then Gx and dQ; the
-     * states from la_saved when the forward kept them. */
-    for (int64_t h = 0; h < nh; h++)
-        if (!units[h].saved_S) la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
-    for (int64_t t0 = 0; t0 < len; t0 += C) {
+    /* la_saved: every unit has its chunk states (or none has) */
+    const int saved = units[0].saved_S != NULL;
+    /* Forward sweep (without la_saved): rebuild each chunk's state and
+     * output, then Gx and dQ. */
+    for (int64_t h = 0; h < nh && !saved; h++)
+        la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
+    for (int64_t t0 = 0; t0 < len && !saved; t0 += C) {
         const int64_t L = len - t0 < C ? len - t0 : C;
         for (int64_t h = 0; h < nh; h++) {
-            const la__lin_unit *u = units + h;
             float *Sx = p[C_S] + h * K * Vx;
-            if (u->saved_S)
-                bwd_fwd_chunk(j, u, t0, L, u->saved_S + t0 / C * K * Vx, NULL, p);
-            else
-                bwd_fwd_chunk(j, u, t0, L, Sx, Sx, p);
+            bwd_fwd_chunk(j, units + h, t0, L, Sx, Sx, p);
         }
     }
     /* Reverse sweep: the state slots now carry dSx = [dS, dz]. */
@@ -248,8 +264,12 @@ void la__lin_chunk_bwd_group(const la__lin_job *j, const la__lin_unit *units, in
     for (int64_t t0 = (len - 1) / C * C; t0 >= 0 && len > 0; t0 -= C) {
         const int64_t L = len - t0 < C ? len - t0 : C;
         for (int64_t h = 0; h < nh; h++) {
+            const la__lin_unit *u = units + h;
             float *dSx = p[C_S] + h * K * Vx;
-            bwd_rev_chunk(j, units + h, t0, L, dSx, dSx, p);
+            next_rows nx = {h + 1 < nh ? u + 1 : units, h + 1 < nh ? t0 : t0 - C, 0};
+            nx.L = nx.t0 < 0 ? 0 : len - nx.t0 < C ? len - nx.t0 : C;
+            bwd_rev_chunk(j, u, t0, L, saved ? u->saved_S + t0 / C * K * Vx : NULL, dSx, dSx, p,
+                          &nx);
         }
     }
     for (int64_t h = 0; h < nh; h++)
@@ -370,7 +390,8 @@ void la__lin_chunk_seg_bwd_rev(const la__lin_job *j, const la__lin_unit *u, int6
     for (int64_t t0 = last_chunk(j, tb, te); t0 >= tb; t0 -= C) {
         const int64_t L = te - t0 < C ? te - t0 : C;
         for (int64_t x = 0; x < KVx; x++) dStot[x] = dSin[x] + dSloc[x];
-        bwd_rev_chunk(j, u, t0, L, dStot, dSloc, p);
+        const next_rows nx = {u, t0 - C, t0 - C >= tb ? C : 0};
+        bwd_rev_chunk(j, u, t0, L, NULL, dStot, dSloc, p, &nx);
     }
     if (dSout)
         for (int64_t x = 0; x < KVx; x++) dSout[x] = dSin[x] + dSloc[x];

@@ -248,7 +248,7 @@ void la__lin_chunk_fwd(const la__lin_job *j, const la__lin_unit *u, float *scrat
  * rows of a token share a page, so each page of q/k/v/o is walked once per
  * group instead of once per head. Each head's arithmetic is exactly that of
  * la__lin_chunk_fwd on its own. */
-#define LA__LIN_HEAD_GROUP 4
+#define LA__LIN_HEAD_GROUP 8 /* at most; api.c's group_size picks 8 or 4 */
 void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *u, int64_t n,
                              float *scratch);
 void la__lin_chunk_bwd(const la__lin_job *j, const la__lin_unit *u, float *scratch);
