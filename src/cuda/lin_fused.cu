@@ -62,7 +62,7 @@ struct lf_args {
     double *dpart;
     int nslot;
     int sfrag; /* cuda-sfrag18: the forward walk takes la_lf_sfwd (ungated, sv 1, no m):
-                  0 no, else its MB */
+                  0 no, 1 one K / V buffer, 2 two */
 };
 
 /* cuda-fused11: the warp layout. A walk runs with NJ = 4 or 2 of the four
@@ -641,19 +641,22 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * loads of 3 S tiles per step, the walk's largest shared-memory traffic).
  * V^T's fragment serves V^T P^T and the state update; P^T's blocks above
  * the diagonal (all zero) are skipped. O^T leaves through lf_ot_store.
- * Tiles: Q, K (NK each), V, P's parts (hi doubles as O's staging tile): 8
- * at NK = 2, 3 CTAs per SM. 3 barriers per step; chunk c+1's Q goes out
- * when Q S and Q K^T are done, its K and V after the state update. Gated,
- * REV and DOT walks still run la_lf_fwd (not ported). MB: CTAs per SM
- * asked of ptxas (3: <= 168 registers; 2: <= 255, the smem allows 3). */
-template <typename T, int NK, int MB>
-__global__ void __launch_bounds__(128, MB) la_lf_sfwd(lf_args p) {
-    constexpr int NP = lf_np<T>::value, KB = 4 * NK;
+ * Tiles: Q (NK), K (NK) and V (one buffer, or two when DB), P's parts (hi
+ * doubles as O's staging tile): 8 at NK = 2 (11 when DB); 2 CTAs per SM
+ * (255 registers; session 13 measured ptxas's 168-register build for 3
+ * CTAs per SM slower). 3 barriers per step; chunk c+1's Q goes out when Q S
+ * and Q K^T are done, its K and V after the state update (DB: at the
+ * step's first barrier). Gated, REV and DOT walks still run la_lf_fwd (not
+ * ported). */
+template <typename T, int NK, bool DB>
+__global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
+    constexpr int NP = lf_np<T>::value, KB = 4 * NK, NB = DB ? 2 : 1;
     extern __shared__ __align__(128) unsigned char la_lfs_smem[];
-    T *const base = (T *)la_lfs_smem;
-    T *const Vs = base + 2 * NK * LA_TC_TILE, *const Pp = Vs + LA_TC_TILE;
+    T *const base = (T *)la_lfs_smem; /* Q blocks, NB x (K blocks, V), P's parts */
+    T *const Pp = base + (NK + NB * (NK + 1)) * LA_TC_TILE;
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
-    auto Kt = [&](int kb) { return base + (NK + kb) * LA_TC_TILE; };
+    auto Kt = [&](int ci, int kb) { return base + (NK + (DB ? ci & 1 : 0) * (NK + 1) + kb) * LA_TC_TILE; };
+    auto Vt = [&](int ci) { return Kt(ci, NK); };
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
     const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), w = threadIdx.x >> 5;
@@ -672,12 +675,13 @@ __global__ void __launch_bounds__(128, MB) la_lf_sfwd(lf_args p) {
         for (int kb = 0; kb < NK; kb++) {
             const int cols = (int)(K - 64 * kb < 64 ? K - 64 * kb : 64);
             if (what & 1) la_tc_tile_fetch<T, 128>(Qt(kb), q + tq + 64 * kb, H * K, ch.len, cols, vec);
-            if (what & 2) la_tc_tile_fetch<T, 128>(Kt(kb), k + tq + 64 * kb, H * K, ch.len, cols, vec);
+            if (what & 2) la_tc_tile_fetch<T, 128>(Kt(ci, kb), k + tq + 64 * kb, H * K, ch.len, cols, vec);
         }
         if (what & 4)
-            la_tc_tile_fetch<T, 128>(Vs, v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
+            la_tc_tile_fetch<T, 128>(Vt(ci), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
         la_tc_cp_commit();
     };
+    if (s.nch > 0) fetch(0, 7); /* in flight while the initial state loads */
     la_tc_acc S[KB]; /* S^T: element (r, c) = S[key c][value v0 + r] */
     const size_t sbase = ((size_t)n * H + h) * K * V;
     const float *s0 = p.s0 ? p.s0 + sbase : NULL;
@@ -685,18 +689,20 @@ __global__ void __launch_bounds__(128, MB) la_lf_sfwd(lf_args p) {
         const int64_t vv = v0 + r;
         x = (s0 && c < K && vv < V) ? (p.s0t ? s0[vv * K + c] : s0[c * V + vv]) * p.s0mul : 0.f;
     });
-    if (s.nch > 0) fetch(0, 7);
     for (int c = 0; c < s.nch; c++) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + c];
         const int L = ch.len;
+        T *const Vs = Vt(c);
         la_tc_cp_wait_all();
         if (p.fab) /* relu on the thread's own fetched pieces */
 #pragma unroll
             for (int kb = 0; kb < NK; kb++) {
                 lf_relu<T, 4>(Qt(kb));
-                lf_relu<T, 4>(Kt(kb));
+                lf_relu<T, 4>(Kt(c, kb));
             }
         __syncthreads(); /* A: chunk c's tiles in; the last step's O staging read */
+        /* DB: chunk c+1's K, V into the other buffers (last read in step c-1) */
+        if (DB && c + 1 < s.nch) fetch(c + 1, 6);
         la_tc_acc accP[4], accO[4];
         lf_each<4>(accP, [](int, int, int, float &x) { x = 0.f; });
         lf_each<4>(accO, [](int, int, int, float &x) { x = 0.f; });
@@ -709,7 +715,7 @@ __global__ void __launch_bounds__(128, MB) la_lf_sfwd(lf_args p) {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     if (j > w) continue; /* P's blocks above the diagonal: masked anyway */
-                    lf_ldb<T, true>(b, Kt(kb), kk, j);
+                    lf_ldb<T, true>(b, Kt(c, kb), kk, j);
                     lf_mma16<T>(accP[j], a, b);
                 }
                 const la_tc_acc &x = S[4 * kb + kk];
@@ -745,12 +751,12 @@ __global__ void __launch_bounds__(128, MB) la_lf_sfwd(lf_args p) {
 #pragma unroll
             for (int kc = 0; kc < KB; kc++) {
                 uint32_t b[4];
-                lf_ldb<T, false>(b, Kt(kc >> 2), kt, kc & 3); /* Kf: [token][key] = [k][n] */
+                lf_ldb<T, false>(b, Kt(c, kc >> 2), kt, kc & 3); /* Kf: [token][key] = [k][n] */
                 lf_mma16<T>(S[kc], a, b);
             }
         }
-        __syncthreads(); /* C: K, V, P read: chunk c+1's K, V go out */
-        if (c + 1 < s.nch) fetch(c + 1, 6);
+        __syncthreads(); /* C: K, V, P read: chunk c+1's K, V go out (!DB) */
+        if (!DB && c + 1 < s.nch) fetch(c + 1, 6);
         lf_ot_store<T>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp);
     }
     if (p.fin)
@@ -1022,34 +1028,34 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
 }
 
 /* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated forward walk runs
- * la_lf_fwd as before; 2: la_lf_sfwd at MB = 2; unset / other: la_lf_sfwd
- * at MB = 3 (S^T in registers). */
+ * la_lf_fwd as before; 1: la_lf_sfwd with one K, V buffer; unset / other:
+ * la_lf_sfwd with K, V double-buffered (a.sfrag: 0, 1, 2). */
 static int lf_sfrag_env() {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("LINATTN_CUDA_LIN_SFRAG");
-        on = e && e[0] == '0' && !e[1] ? 0 : e && e[0] == '2' && !e[1] ? 2 : 3;
+        on = e && e[0] == '0' && !e[1] ? 0 : e && e[0] == '1' && !e[1] ? 1 : 2;
     }
     return on;
 }
-template <typename T, int NK, int MB>
+template <typename T, int NK, bool DB>
 static la_status lf_sfwd_launch1(const char *op, cudaStream_t stream, int64_t ctas,
                                  const lf_args &a) {
-    const size_t smem = (size_t)(2 * NK + 1 + lf_np<T>::value) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, MB>,
+    const size_t smem = (size_t)(NK + (DB ? 2 : 1) * (NK + 1) + lf_np<T>::value) * LA_TC_TILE_BYTES;
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, DB>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, MB>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, DB>,
                                        cudaFuncAttributePreferredSharedMemoryCarveout,
                                        cudaSharedmemCarveoutMaxShared));
-    la_lf_sfwd<T, NK, MB><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    la_lf_sfwd<T, NK, DB><<<(unsigned)ctas, 128, smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
 template <typename T, int NK>
 static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                 const lf_args &a) {
-    return a.sfrag == 2 ? lf_sfwd_launch1<T, NK, 2>(op, stream, ctas, a)
-                        : lf_sfwd_launch1<T, NK, 3>(op, stream, ctas, a);
+    return a.sfrag == 1 ? lf_sfwd_launch1<T, NK, false>(op, stream, ctas, a)
+                        : lf_sfwd_launch1<T, NK, true>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
