@@ -62,7 +62,7 @@ struct lf_args {
     double *dpart;
     int nslot;
     int sfrag; /* cuda-sfrag18: the forward walk takes la_lf_sfwd (ungated, sv 1, no m):
-                  0 no, 1 one K / V buffer, 2 two */
+                  0 no, 1 one K / V buffer, 2 two, 3 two + IL */
 };
 
 /* cuda-fused11: the warp layout. A walk runs with NJ = 4 or 2 of the four
@@ -648,7 +648,7 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * and Q K^T are done, its K and V after the state update (DB: at the
  * step's first barrier). Gated, REV and DOT walks still run la_lf_fwd (not
  * ported). */
-template <typename T, int NK, bool DB>
+template <typename T, int NK, bool DB, bool IL>
 __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     constexpr int NP = lf_np<T>::value, KB = 4 * NK, NB = DB ? 2 : 1;
     extern __shared__ __align__(128) unsigned char la_lfs_smem[];
@@ -722,11 +722,21 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
 #pragma unroll
                 for (int i = 0; i < 4; i++)
                     la_tc_split2<T>(x.x[2 * i], x.x[2 * i + 1], sa[0][i], sa[1][i], sa[2][i]);
+                if (IL) { /* consecutive mma on different accumulators; same order each */
+                    uint32_t bq[4][4];
 #pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    lf_ldb<T, true>(b, Qt(kb), kk, j); /* Qf^T: [token][key] = [n][k] */
+                    for (int j = 0; j < 4; j++) lf_ldb<T, true>(bq[j], Qt(kb), kk, j);
 #pragma unroll
-                    for (int pi = 0; pi < NP; pi++) lf_mma16<T>(accO[j], sa[pi], b);
+                    for (int pi = 0; pi < NP; pi++)
+#pragma unroll
+                        for (int j = 0; j < 4; j++) lf_mma16<T>(accO[j], sa[pi], bq[j]);
+                } else {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        lf_ldb<T, true>(b, Qt(kb), kk, j); /* Qf^T: [token][key] = [n][k] */
+#pragma unroll
+                        for (int pi = 0; pi < NP; pi++) lf_mma16<T>(accO[j], sa[pi], b);
+                    }
                 }
             }
         lf_acc_split<T, 4>(accP, Pp, Pp + LA_TC_TILE, NP == 3 ? Pp + 2 * LA_TC_TILE : (T *)NULL,
@@ -738,15 +748,25 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
         for (int kt = 0; kt < 4; kt++) { /* token step: V^T P^T and S^T += V^T Kf */
             uint32_t a[4];
             lf_lda<T, true>(a, Vs, kt); /* V^T: [token][value] = [k][m] */
+            /* P^T(kt, j) = 0 where kt > j (tokens 16 kt.. after 16 j + 15) */
+            if (IL) { /* parts outer: consecutive mma on different accumulators */
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                if (kt > j) continue; /* P^T(kt, j) = 0: tokens 16 kt.. after 16 j + 15 */
+                for (int pi = 0; pi < NP; pi++)
 #pragma unroll
-                for (int pi = 0; pi < NP; pi++) {
-                    uint32_t b[4];
-                    lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j); /* P: [i][j] = [n][k] */
-                    lf_mma16<T>(accO[j], a, b);
-                }
+                    for (int j = kt; j < 4; j++) {
+                        uint32_t b[4];
+                        lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j); /* P: [i][j] = [n][k] */
+                        lf_mma16<T>(accO[j], a, b);
+                    }
+            } else {
+#pragma unroll
+                for (int j = kt; j < 4; j++)
+#pragma unroll
+                    for (int pi = 0; pi < NP; pi++) {
+                        uint32_t b[4];
+                        lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j);
+                        lf_mma16<T>(accO[j], a, b);
+                    }
             }
 #pragma unroll
             for (int kc = 0; kc < KB; kc++) {
@@ -1028,34 +1048,36 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
 }
 
 /* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated forward walk runs
- * la_lf_fwd as before; 1: la_lf_sfwd with one K, V buffer; unset / other:
- * la_lf_sfwd with K, V double-buffered (a.sfrag: 0, 1, 2). */
+ * la_lf_fwd as before; 1: la_lf_sfwd with one K, V buffer; 2: K, V
+ * double-buffered; unset / other: double-buffered, mma interleaved (IL)
+ * (a.sfrag: 0, 1, 2, 3). */
 static int lf_sfrag_env() {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("LINATTN_CUDA_LIN_SFRAG");
-        on = e && e[0] == '0' && !e[1] ? 0 : e && e[0] == '1' && !e[1] ? 1 : 2;
+        on = e && e[1] == 0 && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : 3;
     }
     return on;
 }
-template <typename T, int NK, bool DB>
+template <typename T, int NK, bool DB, bool IL>
 static la_status lf_sfwd_launch1(const char *op, cudaStream_t stream, int64_t ctas,
                                  const lf_args &a) {
     const size_t smem = (size_t)(NK + (DB ? 2 : 1) * (NK + 1) + lf_np<T>::value) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, DB>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, DB, IL>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, DB>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, DB, IL>,
                                        cudaFuncAttributePreferredSharedMemoryCarveout,
                                        cudaSharedmemCarveoutMaxShared));
-    la_lf_sfwd<T, NK, DB><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    la_lf_sfwd<T, NK, DB, IL><<<(unsigned)ctas, 128, smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
 template <typename T, int NK>
 static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                 const lf_args &a) {
-    return a.sfrag == 1 ? lf_sfwd_launch1<T, NK, false>(op, stream, ctas, a)
-                        : lf_sfwd_launch1<T, NK, true>(op, stream, ctas, a);
+    return a.sfrag == 1   ? lf_sfwd_launch1<T, NK, false, false>(op, stream, ctas, a)
+           : a.sfrag == 2 ? lf_sfwd_launch1<T, NK, true, false>(op, stream, ctas, a)
+                          : lf_sfwd_launch1<T, NK, true, true>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
