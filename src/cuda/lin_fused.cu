@@ -27,7 +27,9 @@
  * occupancy (bench/GPU.md, cuda-occ14). cuda-reuse16: an fp32 operand's
  * 16-bit parts are multiplied per k step together, so the other operand's
  * fragments are loaded once for all of them (-32 of 132 ldmatrix.x4 per
- * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16). */
+ * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16).
+ * cuda-sfrag18: the ungated unsplit forward walk runs la_lf_sfwd (S^T held
+ * as mma A fragments, no S parts through shared memory; same bits). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -61,8 +63,7 @@ struct lf_args {
     const void *dx;
     double *dpart;
     int nslot;
-    int sfrag; /* cuda-sfrag18: the forward walk takes la_lf_sfwd (ungated, sv 1, no m):
-                  0 no, 1 one K / V buffer, 2 two, 3 two + IL */
+    int sfrag; /* cuda-sfrag18: the walk is la_lf_sfwd (ungated unsplit forward) */
 };
 
 /* cuda-fused11: the warp layout. A walk runs with NJ = 4 or 2 of the four
@@ -641,21 +642,26 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * loads of 3 S tiles per step, the walk's largest shared-memory traffic).
  * V^T's fragment serves V^T P^T and the state update; P^T's blocks above
  * the diagonal (all zero) are skipped. O^T leaves through lf_ot_store.
- * Tiles: Q (NK), K (NK) and V (one buffer, or two when DB), P's parts (hi
- * doubles as O's staging tile): 8 at NK = 2 (11 when DB); 2 CTAs per SM
- * (255 registers; session 13 measured ptxas's 168-register build for 3
- * CTAs per SM slower). 3 barriers per step; chunk c+1's Q goes out when Q S
- * and Q K^T are done, its K and V after the state update (DB: at the
- * step's first barrier). Gated, REV and DOT walks still run la_lf_fwd (not
+ * Every element of o and S sums the same mma products in the same order as
+ * la_lf_fwd (the transposed products of the same 16-key / 16-token steps,
+ * parts hi, lo, lo2 per step): bitwise la_lf_fwd's o (measured at three shapes).
+ * Tiles: Q (NK), two buffers of K (NK) and V, P's parts (hi doubles as O's
+ * staging tile): 11 at NK = 2 (101,376 B), 2 CTAs per SM (255 registers;
+ * a 168-register build for 3 CTAs per SM measured slower). 3 barriers per
+ * step; chunk c+1's K, V go out at the step's first barrier, its Q when
+ * Q K^T and Q S are done. Shared wavefronts per step -38% against la_lf_fwd
+ * (ncu), but only 8 warps per SM: the walk is latency-bound now, -6..-8%
+ * end to end (bench/GPU.md, cuda-sfrag18). Taken for the ungated unsplit
+ * forward only; gated, REV, DOT and split walks still run la_lf_fwd (not
  * ported). */
-template <typename T, int NK, bool DB, bool IL>
+template <typename T, int NK>
 __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
-    constexpr int NP = lf_np<T>::value, KB = 4 * NK, NB = DB ? 2 : 1;
+    constexpr int NP = lf_np<T>::value, KB = 4 * NK;
     extern __shared__ __align__(128) unsigned char la_lfs_smem[];
-    T *const base = (T *)la_lfs_smem; /* Q blocks, NB x (K blocks, V), P's parts */
-    T *const Pp = base + (NK + NB * (NK + 1)) * LA_TC_TILE;
+    T *const base = (T *)la_lfs_smem; /* Q blocks, 2 x (K blocks, V), P's parts */
+    T *const Pp = base + (NK + 2 * (NK + 1)) * LA_TC_TILE;
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
-    auto Kt = [&](int ci, int kb) { return base + (NK + (DB ? ci & 1 : 0) * (NK + 1) + kb) * LA_TC_TILE; };
+    auto Kt = [&](int ci, int kb) { return base + (NK + (ci & 1) * (NK + 1) + kb) * LA_TC_TILE; };
     auto Vt = [&](int ci) { return Kt(ci, NK); };
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
@@ -701,8 +707,8 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 lf_relu<T, 4>(Kt(c, kb));
             }
         __syncthreads(); /* A: chunk c's tiles in; the last step's O staging read */
-        /* DB: chunk c+1's K, V into the other buffers (last read in step c-1) */
-        if (DB && c + 1 < s.nch) fetch(c + 1, 6);
+        /* chunk c+1's K, V into the other buffers (last read in step c-1) */
+        if (c + 1 < s.nch) fetch(c + 1, 6);
         la_tc_acc accP[4], accO[4];
         lf_each<4>(accP, [](int, int, int, float &x) { x = 0.f; });
         lf_each<4>(accO, [](int, int, int, float &x) { x = 0.f; });
@@ -722,21 +728,11 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
 #pragma unroll
                 for (int i = 0; i < 4; i++)
                     la_tc_split2<T>(x.x[2 * i], x.x[2 * i + 1], sa[0][i], sa[1][i], sa[2][i]);
-                if (IL) { /* consecutive mma on different accumulators; same order each */
-                    uint32_t bq[4][4];
 #pragma unroll
-                    for (int j = 0; j < 4; j++) lf_ldb<T, true>(bq[j], Qt(kb), kk, j);
+                for (int j = 0; j < 4; j++) {
+                    lf_ldb<T, true>(b, Qt(kb), kk, j); /* Qf^T: [token][key] = [n][k] */
 #pragma unroll
-                    for (int pi = 0; pi < NP; pi++)
-#pragma unroll
-                        for (int j = 0; j < 4; j++) lf_mma16<T>(accO[j], sa[pi], bq[j]);
-                } else {
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        lf_ldb<T, true>(b, Qt(kb), kk, j); /* Qf^T: [token][key] = [n][k] */
-#pragma unroll
-                        for (int pi = 0; pi < NP; pi++) lf_mma16<T>(accO[j], sa[pi], b);
-                    }
+                    for (int pi = 0; pi < NP; pi++) lf_mma16<T>(accO[j], sa[pi], b);
                 }
             }
         lf_acc_split<T, 4>(accP, Pp, Pp + LA_TC_TILE, NP == 3 ? Pp + 2 * LA_TC_TILE : (T *)NULL,
@@ -748,26 +744,14 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
         for (int kt = 0; kt < 4; kt++) { /* token step: V^T P^T and S^T += V^T Kf */
             uint32_t a[4];
             lf_lda<T, true>(a, Vs, kt); /* V^T: [token][value] = [k][m] */
-            /* P^T(kt, j) = 0 where kt > j (tokens 16 kt.. after 16 j + 15) */
-            if (IL) { /* parts outer: consecutive mma on different accumulators */
 #pragma unroll
-                for (int pi = 0; pi < NP; pi++)
+            for (int j = kt; j < 4; j++) /* P^T(kt, j) = 0 for kt > j: tokens 16 kt.. > 16 j + 15 */
 #pragma unroll
-                    for (int j = kt; j < 4; j++) {
-                        uint32_t b[4];
-                        lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j); /* P: [i][j] = [n][k] */
-                        lf_mma16<T>(accO[j], a, b);
-                    }
-            } else {
-#pragma unroll
-                for (int j = kt; j < 4; j++)
-#pragma unroll
-                    for (int pi = 0; pi < NP; pi++) {
-                        uint32_t b[4];
-                        lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j);
-                        lf_mma16<T>(accO[j], a, b);
-                    }
-            }
+                for (int pi = 0; pi < NP; pi++) {
+                    uint32_t b[4];
+                    lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j); /* P: [i][j] = [n][k] */
+                    lf_mma16<T>(accO[j], a, b);
+                }
 #pragma unroll
             for (int kc = 0; kc < KB; kc++) {
                 uint32_t b[4];
@@ -775,8 +759,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 lf_mma16<T>(S[kc], a, b);
             }
         }
-        __syncthreads(); /* C: K, V, P read: chunk c+1's K, V go out (!DB) */
-        if (!DB && c + 1 < s.nch) fetch(c + 1, 6);
+        __syncthreads(); /* C: K, V, P read */
         lf_ot_store<T>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp);
     }
     if (p.fin)
@@ -1047,37 +1030,28 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
                         : lf_launch<T, NK, REV, 2, DOT>(op, stream, ctas, a);
 }
 
-/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated forward walk runs
- * la_lf_fwd as before; 1: la_lf_sfwd with one K, V buffer; 2: K, V
- * double-buffered; unset / other: double-buffered, mma interleaved (IL)
- * (a.sfrag: 0, 1, 2, 3). */
-static int lf_sfrag_env() {
+/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated unsplit forward
+ * walk runs la_lf_fwd as before (A/B); unset / other: la_lf_sfwd. */
+static bool lf_sfrag_env() {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("LINATTN_CUDA_LIN_SFRAG");
-        on = e && e[1] == 0 && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : 3;
+        on = !(e && e[0] == '0' && !e[1]);
     }
-    return on;
-}
-template <typename T, int NK, bool DB, bool IL>
-static la_status lf_sfwd_launch1(const char *op, cudaStream_t stream, int64_t ctas,
-                                 const lf_args &a) {
-    const size_t smem = (size_t)(NK + (DB ? 2 : 1) * (NK + 1) + lf_np<T>::value) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, DB, IL>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, DB, IL>,
-                                       cudaFuncAttributePreferredSharedMemoryCarveout,
-                                       cudaSharedmemCarveoutMaxShared));
-    la_lf_sfwd<T, NK, DB, IL><<<(unsigned)ctas, 128, smem, stream>>>(a);
-    LA_CU_LAUNCHED(op);
-    return LA_OK;
+    return on != 0;
 }
 template <typename T, int NK>
 static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                 const lf_args &a) {
-    return a.sfrag == 1   ? lf_sfwd_launch1<T, NK, false, false>(op, stream, ctas, a)
-           : a.sfrag == 2 ? lf_sfwd_launch1<T, NK, true, false>(op, stream, ctas, a)
-                          : lf_sfwd_launch1<T, NK, true, true>(op, stream, ctas, a);
+    const size_t smem = (size_t)(3 * NK + 2 + lf_np<T>::value) * LA_TC_TILE_BYTES;
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
+                                       cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       cudaSharedmemCarveoutMaxShared));
+    la_lf_sfwd<T, NK><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
@@ -1178,10 +1152,11 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     a.H = c->H, a.K = c->K, a.V = c->V, a.scale = c->scale, a.fm = c->feature_map;
     a.sq = c->scale, a.sv = 1.f, a.s0mul = a.finmul = 1.f,
     a.fab = c->feature_map == LA_FEATURE_RELU;
-    /* cuda-sfrag18: the ungated walk (o unmasked, v rows unscaled) with S^T
-     * in registers; the split's walks from the start states too */
-    a.sfrag = !c->g && !c->g_gamma ? lf_sfrag_env() : 0;
     const int P = la__lf_split_p(c, tb.nchunks);
+    /* cuda-sfrag18: the ungated walk (o unmasked, v rows unscaled) with S^T
+     * in registers where it measured faster: unsplit (at 1,16384,16,128 the
+     * split's walks from start states were 3% slower with it) */
+    a.sfrag = !P && !c->g && !c->g_gamma && lf_sfrag_env();
     if (!P || c->N <= 0) return lf_run<false>(c, ar->stream, a);
     /* cuda-lsplit13: the split (above) */
     lf_split sp;
