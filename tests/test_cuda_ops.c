@@ -1287,6 +1287,10 @@ int main(void) {
              1, 1, 1},
             {"sgla fp16 gamma B3 T129 K36 V130", 3, 129, 2, 36, 130, NULL, 0, LA_DTYPE_F16, 0, 0, 2,
              0, 0},
+            /* cuda-sfrag18: 168 CTAs, the unsplit fused walks by default on a 132-SM GPU
+             * (la_lf_sfwd, the ungated forward, is taken only there) */
+            {"linear bf16 identity B2 T130 H42 K128 V128", 2, 130, 42, 128, 128, NULL, 0,
+             LA_DTYPE_BF16, 1, LA_FEATURE_IDENTITY, 0, 0, 1},
         };
         for (size_t i = 0; i < sizeof f9 / sizeof f9[0]; i++)
             if (take()) run_scalar(gpu, cpu, &f9[i], 2900 + i);

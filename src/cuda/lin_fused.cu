@@ -27,7 +27,9 @@
  * occupancy (bench/GPU.md, cuda-occ14). cuda-reuse16: an fp32 operand's
  * 16-bit parts are multiplied per k step together, so the other operand's
  * fragments are loaded once for all of them (-32 of 132 ldmatrix.x4 per
- * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16). */
+ * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16).
+ * cuda-sfrag18: the ungated unsplit forward walk runs la_lf_sfwd (S^T held
+ * as mma A fragments, no S parts through shared memory; same bits). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -61,6 +63,7 @@ struct lf_args {
     const void *dx;
     double *dpart;
     int nslot;
+    int sfrag; /* cuda-sfrag18: the walk is la_lf_sfwd (ungated unsplit forward) */
 };
 
 /* cuda-fused11: the warp layout. A walk runs with NJ = 4 or 2 of the four
@@ -568,6 +571,204 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         }
 }
 
+/* cuda-sfrag18: four 8x8 16-bit matrices stored transposed (stmatrix,
+ * sm_90): lane l gives the address of row l % 8 of stored matrix l / 8. */
+__device__ __forceinline__ void lf_stsm4t(void *p, const uint32_t (&r)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(a),
+                 "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+#endif
+}
+
+/* cuda-sfrag18: O^T (the warp's value rows 16 w .., token columns in acc[j],
+ * j < 4) rounded to T and stored as o's rows r < rows, columns c < cols
+ * (element (0, 0) at dst, row stride `stride`): transposed into the warp's
+ * 16 columns of the tile Wt ([token][value]; no other warp touches them
+ * until the caller's next barrier), then 16-byte pieces of them (vec) or
+ * single elements to global memory. Rounds as lf_acc_store does. */
+template <typename T>
+__device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_acc (&acc)[4],
+                                            int rows, int cols, bool vec, T *Wt) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        /* matrix i: values 8 (i & 1) .., tokens 8 (i >> 1) .. (the m16n8
+         * pair's registers are the ldmatrix / stmatrix fragments) */
+        uint32_t r[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) r[i] = la_tc_pk(T(), acc[j].x[2 * i], acc[j].x[2 * i + 1]);
+        const int mi = lane >> 3;
+        lf_stsm4t(Wt + (16 * j + 8 * (mi >> 1) + (lane & 7)) * LA_TC_LD + 16 * w + 8 * (mi & 1), r);
+#else
+        const int g = lane >> 2, q = lane & 3;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            T *d = Wt + (16 * j + 8 * (i >> 1) + 2 * q) * LA_TC_LD + 16 * w + 8 * (i & 1) + g;
+            d[0] = la_tc_cvt<T>(acc[j].x[2 * i]);
+            d[LA_TC_LD] = la_tc_cvt<T>(acc[j].x[2 * i + 1]);
+        }
+#endif
+    }
+    __syncwarp();
+#pragma unroll
+    for (int u = 0; u < 4; u++) { /* 64 rows x 2 pieces */
+        const int pc = lane + 32 * u, r = pc >> 1, c = 16 * w + 8 * (pc & 1);
+        if (r >= rows || c >= cols) continue;
+        const T *src = Wt + r * LA_TC_LD + c;
+        T *d = dst + (int64_t)r * stride + c;
+        if (vec) /* cols % 8 == 0 */
+            *(uint4 *)d = *(const uint4 *)src;
+        else
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                if (c + i < cols) d[i] = src[i];
+    }
+}
+
+/* cuda-sfrag18: the ungated forward walk (la_lf_fwd's !REV, !DOT, no gates,
+ * sv = 1, no o mask) with the state held transposed. One CTA of 4 warps per
+ * (sequence, head, 64 value columns); warp w owns value rows 16 w .. + 15 of
+ *   S^T (values x keys, fp32, 8 NK m16n8 accumulator pairs = 64 registers
+ *   at K = 128) and O^T (values x tokens). Per chunk:
+ *   P    = scale mask(Qf Kf^T)   (warp w: token rows 16 w .., as parts in smem)
+ *   O^T  = sq S^T Qf^T + V^T P^T
+ *   S^T += V^T Kf
+ * An accumulator pair is the m16k16 A fragment (a_i = pk(x_2i, x_2i+1)), so
+ * S^T's 16-bit parts are made in registers per key step and Q S loads only
+ * Q's fragments: no S parts go through shared memory (la_lf_fwd: stores and
+ * loads of 3 S tiles per step, the walk's largest shared-memory traffic).
+ * V^T's fragment serves V^T P^T and the state update; P^T's blocks above
+ * the diagonal (all zero) are skipped. O^T leaves through lf_ot_store.
+ * Every element of o and S sums the same mma products in the same order as
+ * la_lf_fwd (the transposed products of the same 16-key / 16-token steps,
+ * parts hi, lo, lo2 per step): bitwise la_lf_fwd's o (measured at three shapes).
+ * Tiles: Q (NK), two buffers of K (NK) and V, P's parts (hi doubles as O's
+ * staging tile): 11 at NK = 2 (101,376 B), 2 CTAs per SM (255 registers;
+ * a 168-register build for 3 CTAs per SM measured slower). 3 barriers per
+ * step; chunk c+1's K, V go out at the step's first barrier, its Q when
+ * Q K^T and Q S are done. Shared wavefronts per step -38% against la_lf_fwd
+ * (ncu), but only 8 warps per SM: the walk is latency-bound now, -6..-8%
+ * end to end (bench/GPU.md, cuda-sfrag18). Taken for the ungated unsplit
+ * forward only; gated, REV, DOT and split walks still run la_lf_fwd (not
+ * ported). */
+template <typename T, int NK>
+__global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
+    constexpr int NP = lf_np<T>::value, KB = 4 * NK;
+    extern __shared__ __align__(128) unsigned char la_lfs_smem[];
+    T *const base = (T *)la_lfs_smem; /* Q blocks, 2 x (K blocks, V), P's parts */
+    T *const Pp = base + (NK + 2 * (NK + 1)) * LA_TC_TILE;
+    auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
+    auto Kt = [&](int ci, int kb) { return base + (NK + (ci & 1) * (NK + 1) + kb) * LA_TC_TILE; };
+    auto Vt = [&](int ci) { return Kt(ci, NK); };
+    const int64_t H = p.H, K = p.K, V = p.V;
+    const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
+    const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), w = threadIdx.x >> 5;
+    const int64_t v0 = (int64_t)vb * 64;
+    const int bcols = (int)(V - v0 < 64 ? V - v0 : 64);
+    const la_cu_seq s = p.seqs[n];
+    const float scale = p.scale, sq = p.sq;
+    const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
+    T *o = (T *)p.o;
+    const bool vec = ((K | V) & 7) == 0 &&
+                     (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o) & 15) == 0;
+    auto fetch = [&](int ci, int what) { /* what: 1 Q, 2 K, 4 V */
+        const la_cu_chunk ch = p.chunks[s.chunk0 + ci];
+        const int64_t tq = (ch.tok0 * H + h) * K;
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++) {
+            const int cols = (int)(K - 64 * kb < 64 ? K - 64 * kb : 64);
+            if (what & 1) la_tc_tile_fetch<T, 128>(Qt(kb), q + tq + 64 * kb, H * K, ch.len, cols, vec);
+            if (what & 2) la_tc_tile_fetch<T, 128>(Kt(ci, kb), k + tq + 64 * kb, H * K, ch.len, cols, vec);
+        }
+        if (what & 4)
+            la_tc_tile_fetch<T, 128>(Vt(ci), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
+        la_tc_cp_commit();
+    };
+    if (s.nch > 0) fetch(0, 7); /* in flight while the initial state loads */
+    la_tc_acc S[KB]; /* S^T: element (r, c) = S[key c][value v0 + r] */
+    const size_t sbase = ((size_t)n * H + h) * K * V;
+    const float *s0 = p.s0 ? p.s0 + sbase : NULL;
+    la_tc_acc_each_part<KB>(S, w, 0, [&](int, int r, int c, float &x) {
+        const int64_t vv = v0 + r;
+        x = (s0 && c < K && vv < V) ? (p.s0t ? s0[vv * K + c] : s0[c * V + vv]) * p.s0mul : 0.f;
+    });
+    for (int c = 0; c < s.nch; c++) {
+        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const int L = ch.len;
+        T *const Vs = Vt(c);
+        la_tc_cp_wait_all();
+        if (p.fab) /* relu on the thread's own fetched pieces */
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++) {
+                lf_relu<T, 4>(Qt(kb));
+                lf_relu<T, 4>(Kt(c, kb));
+            }
+        __syncthreads(); /* A: chunk c's tiles in; the last step's O staging read */
+        /* chunk c+1's K, V into the other buffers (last read in step c-1) */
+        if (c + 1 < s.nch) fetch(c + 1, 6);
+        la_tc_acc accP[4], accO[4];
+        lf_each<4>(accP, [](int, int, int, float &x) { x = 0.f; });
+        lf_each<4>(accO, [](int, int, int, float &x) { x = 0.f; });
+#pragma unroll
+        for (int kb = 0; kb < NK; kb++)
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) { /* key step: Qf K^T (token rows 16 w), S^T Qf^T */
+                uint32_t a[4], b[4], sa[3][4];
+                lf_lda<T, false>(a, Qt(kb), kk);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    if (j > w) continue; /* P's blocks above the diagonal: masked anyway */
+                    lf_ldb<T, true>(b, Kt(c, kb), kk, j);
+                    lf_mma16<T>(accP[j], a, b);
+                }
+                const la_tc_acc &x = S[4 * kb + kk];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    la_tc_split2<T>(x.x[2 * i], x.x[2 * i + 1], sa[0][i], sa[1][i], sa[2][i]);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    lf_ldb<T, true>(b, Qt(kb), kk, j); /* Qf^T: [token][key] = [n][k] */
+#pragma unroll
+                    for (int pi = 0; pi < NP; pi++) lf_mma16<T>(accO[j], sa[pi], b);
+                }
+            }
+        lf_acc_split<T, 4>(accP, Pp, Pp + LA_TC_TILE, NP == 3 ? Pp + 2 * LA_TC_TILE : (T *)NULL,
+                           [&](int r, int cc, float x) { return (cc <= r && r < L) ? x * scale : 0.f; });
+        lf_each<4>(accO, [&](int, int, int cc, float &x) { x *= cc < L ? sq : 0.f; });
+        __syncthreads(); /* B: P's parts in; Q free: chunk c+1's Q goes out */
+        if (c + 1 < s.nch) fetch(c + 1, 1);
+#pragma unroll
+        for (int kt = 0; kt < 4; kt++) { /* token step: V^T P^T and S^T += V^T Kf */
+            uint32_t a[4];
+            lf_lda<T, true>(a, Vs, kt); /* V^T: [token][value] = [k][m] */
+#pragma unroll
+            for (int j = kt; j < 4; j++) /* P^T(kt, j) = 0 for kt > j: tokens 16 kt.. > 16 j + 15 */
+#pragma unroll
+                for (int pi = 0; pi < NP; pi++) {
+                    uint32_t b[4];
+                    lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j); /* P: [i][j] = [n][k] */
+                    lf_mma16<T>(accO[j], a, b);
+                }
+#pragma unroll
+            for (int kc = 0; kc < KB; kc++) {
+                uint32_t b[4];
+                lf_ldb<T, false>(b, Kt(c, kc >> 2), kt, kc & 3); /* Kf: [token][key] = [k][n] */
+                lf_mma16<T>(S[kc], a, b);
+            }
+        }
+        __syncthreads(); /* C: K, V, P read */
+        lf_ot_store<T>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp);
+    }
+    if (p.fin)
+        la_tc_acc_each_part<KB>(S, w, 0, [&](int, int r, int c, float &x) {
+            const int64_t vv = v0 + r;
+            if (c < K && vv < V) p.fin[sbase + (p.fint ? vv * K + c : c * V + vv)] = x * p.finmul;
+        });
+}
+
 /* LINATTN_CUDA_LIN_FUSED: 0 never, 1 whenever supported, unset / other:
  * when supported and the grid has >= 1.25 CTAs per SM (one CTA walks a
  * whole sequence: with fewer CTAs the chunk-parallel path is faster). */
@@ -829,6 +1030,30 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
                         : lf_launch<T, NK, REV, 2, DOT>(op, stream, ctas, a);
 }
 
+/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated unsplit forward
+ * walk runs la_lf_fwd as before (A/B); unset / other: la_lf_sfwd. */
+static bool lf_sfrag_env() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LINATTN_CUDA_LIN_SFRAG");
+        on = !(e && e[0] == '0' && !e[1]);
+    }
+    return on != 0;
+}
+template <typename T, int NK>
+static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
+                                const lf_args &a) {
+    const size_t smem = (size_t)(3 * NK + 2 + lf_np<T>::value) * LA_TC_TILE_BYTES;
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
+                                       cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       cudaSharedmemCarveoutMaxShared));
+    la_lf_sfwd<T, NK><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
+}
+
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
  * set (cuda-fused12: its own instances, so the other walks' registers and
  * code stay as they were). */
@@ -837,6 +1062,13 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
     a.nvb = (int)((a.V + 63) / 64);
     const int64_t ctas = (nseq < 0 ? c->N : nseq) * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
+    if (!REV && !DOT && a.sfrag) { /* cuda-sfrag18 (la__lf_forward decides) */
+        if (c->dtype == LA_DTYPE_BF16)
+            return a.K <= 64 ? lf_sfwd_launch<__nv_bfloat16, 1>(c->op, stream, ctas, a)
+                             : lf_sfwd_launch<__nv_bfloat16, 2>(c->op, stream, ctas, a);
+        return a.K <= 64 ? lf_sfwd_launch<__half, 1>(c->op, stream, ctas, a)
+                         : lf_sfwd_launch<__half, 2>(c->op, stream, ctas, a);
+    }
     if (c->dtype == LA_DTYPE_BF16)
         return a.K <= 64 ? lf_launch_nj<__nv_bfloat16, 1, REV, DOT>(c->op, stream, ctas, a)
                          : lf_launch_nj<__nv_bfloat16, 2, REV, DOT>(c->op, stream, ctas, a);
@@ -930,6 +1162,10 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     a.fab = c->feature_map == LA_FEATURE_RELU;
     /* cuda-lsplit13: split over time where the grid is small (above) */
     const int P = c->N <= 0 ? 0 : la__lf_split_p(c, tb.nchunks);
+    /* cuda-sfrag18: the ungated walk (o unmasked, v rows unscaled) with S^T
+     * in registers where it measured faster: unsplit (at 1,16384,16,128 the
+     * split's walks from start states were 3% slower with it) */
+    a.sfrag = !P && !c->g && !c->g_gamma && lf_sfrag_env();
     lf_split sp = {};
     la_status st = P ? lf_split_make(c, ar, tb, P, false, &sp) : LA_OK;
     return st ? st : lf_walk<false>(c, ar->stream, a, sp);
