@@ -393,6 +393,10 @@ struct dg2_flags {
     int vqo;  /* dq, dk by float4 stores (K % 4 == 0, aligned) */
     int vv;   /* v tiles by cp.async (V % 8 == 0, aligned) */
     int hmaj; /* grid (HS, chunks) instead of (chunks, HS) */
+    /* cuda-dnbwd18: the reduce fused (no gates, HS = H, K <= 128): dq, dk
+     * rows summed here into the final dq, dk (bf16), dbeta; NULL: not fused */
+    dg2_bf *dq, *dk;
+    float *dbeta;
 };
 
 /* GM: 2 without gates, 3 gated (<G, S0> in the R G^T phase; file header) */
@@ -721,8 +725,12 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_wput(W, a0, [](int, float x) { return x; });
         __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
         /* dq rows from W */
-        dg2_out<CSL>(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
-                     [](int, float x) { return x; });
+        if (NG && fl.dq) /* fused: read back below, kept in L2 */
+            dg2_out(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
+                    [](int, float x) { return x; });
+        else
+            dg2_out<CSL>(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
+                         [](int, float x) { return x; });
         if (!NG && t < LA_CU_C) {
             S.dee[t] += S.rp[0][0][t] + S.rp[0][1][t];
             S.dbb[t] += S.rp[1][0][t] + S.rp[1][1][t];
@@ -756,10 +764,36 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* dk rows from W (dq's rows were read before two barriers) */
         dg2_wput(W, a1, [](int, float x) { return x; });
         __syncthreads();
-        dg2_out<CSL>(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
+        if (NG && fl.dq)
+            dg2_out(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
+        else
+            dg2_out<CSL>(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
     }
     __syncthreads();
     /* ---- gates: dgam (double, fixed order), dg = reverse cumsum ---- */
+    if (NG && fl.dq) { /* cuda-dnbwd18: the reduce of this chunk's rows (HS = H: one value
+                          head per row, its sums 0.f + y as in the reduce), warp w rows w + 8 i;
+                          the rows' dq, dk partials written above by this CTA */
+        for (int r = w; r < L; r += 8) {
+            const int64_t row = (tok0 + r) * H + hq;
+            const float *pq = dqp + row * K + lane, *pk = dkp + row * K + lane;
+            const dg2_bf *xq = (const dg2_bf *)p.q + row * K + lane;
+            const dg2_bf *xk = (const dg2_bf *)p.k + row * K + lane;
+            float yq[4], yk[4], vq[4], vk[4];
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                const bool in = lane + 32 * m < K;
+                yq[m] = in ? 0.f + pq[32 * m] : 0.f;
+                yk[m] = in ? 0.f + pk[32 * m] : 0.f;
+                vq[m] = in ? ldf(xq + 32 * m) : 0.f;
+                vk[m] = in ? ldf(xk + 32 * m) : 0.f;
+            }
+            la_cu_delta_reduce_out(fl.dq + row * K + lane, yq, vq, lane, K, p.use_l2);
+            la_cu_delta_reduce_out(fl.dk + row * K + lane, yk, vk, lane, K, p.use_l2);
+        }
+        if (t < L) fl.dbeta[(tok0 + t) * HS + hs] = 0.f + S.dbt[t];
+        return;
+    }
     if (NG) { /* no gates: dbeta, and zeros for the reduce's unused dg sum */
         if (t < L) {
             dbp[(tok0 + t) * HS + hs] = S.dbt[t];
@@ -811,10 +845,19 @@ int la__cu_dcg_tc2_fits(const la__cu_call *c) {
 
 la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
                          const la_cu_dc_args &p, float *dR, const float *hst, const float *dhst,
-                         float *dqp, float *dkp, float *dbp, float *dgp) {
+                         float *dqp, float *dkp, float *dbp, float *dgp, int *fused) {
     if (tb.nchunks == 0) return LA_OK;
     const size_t smem = sizeof(dg2_smem);
     dg2_flags fl;
+    /* cuda-dnbwd18: the reduce in this kernel where it is the l2norm backward
+     * alone (no gates, one value head per q/k head, K <= 128: one warp's
+     * NPL = 4 row); LINATTN_CUDA_DCG_REDUCE=0 keeps delta.cu's reduce kernel */
+    const char *er = getenv("LINATTN_CUDA_DCG_REDUCE");
+    const bool fu = !p.g && !c->dg && p.HS == p.H && p.K <= 128 && !(er && er[0] == '0');
+    fl.dq = fu ? (dg2_bf *)c->dq : NULL;
+    fl.dk = fu ? (dg2_bf *)c->dk : NULL;
+    fl.dbeta = fu ? c->dbeta : NULL;
+    *fused = fu;
     fl.vf =
         p.V % 4 == 0 && dg2_al(p.U, 16) && dg2_al(dR, 16) && dg2_al(hst, 16) && dg2_al(dhst, 16);
     fl.vat = dg2_al(p.AT, 16);
