@@ -397,7 +397,41 @@ struct dg2_flags {
      * rows summed here into the final dq, dk (bf16), dbeta; NULL: not fused */
     dg2_bf *dq, *dk;
     float *dbeta;
+    int fru; /* rows per warp whose loads are issued together (1 or 4) */
 };
+
+/* cuda-dnbwd18: delta.cu's reduce for the CTA's rows where HS = H (one value
+ * head per row: each sum is 0.f + y as in the reduce), K <= 128 (NPL = 4),
+ * from the dq, dk partials this CTA wrote (a barrier before). Warp w takes
+ * rows w + 8 i, RU of them per pass with every load issued first. */
+template <int RU>
+__device__ __forceinline__ void dg2_fused_reduce(const la_cu_dc_args &p, const dg2_flags &fl,
+                                                 const float *dqp, const float *dkp, int64_t tok0,
+                                                 int L, int H, int hq, int K) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int r0 = w; r0 < L; r0 += 8 * RU) {
+        float yq[RU][4], yk[RU][4], vq[RU][4], vk[RU][4];
+#pragma unroll
+        for (int u = 0; u < RU; u++) {
+            const int64_t o = ((tok0 + r0 + 8 * u) * H + hq) * K + lane;
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                const bool in = r0 + 8 * u < L && lane + 32 * m < K;
+                yq[u][m] = in ? 0.f + dqp[o + 32 * m] : 0.f;
+                yk[u][m] = in ? 0.f + dkp[o + 32 * m] : 0.f;
+                vq[u][m] = in ? ldf((const dg2_bf *)p.q + o + 32 * m) : 0.f;
+                vk[u][m] = in ? ldf((const dg2_bf *)p.k + o + 32 * m) : 0.f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < RU; u++)
+            if (r0 + 8 * u < L) {
+                const int64_t o = ((tok0 + r0 + 8 * u) * H + hq) * K + lane;
+                la_cu_delta_reduce_out(fl.dq + o, yq[u], vq[u], lane, K, p.use_l2);
+                la_cu_delta_reduce_out(fl.dk + o, yk[u], vk[u], lane, K, p.use_l2);
+            }
+    }
+}
 
 /* GM: 2 without gates, 3 gated (<G, S0> in the R G^T phase; file header) */
 template <int GM>
@@ -771,26 +805,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     }
     __syncthreads();
     /* ---- gates: dgam (double, fixed order), dg = reverse cumsum ---- */
-    if (NG && fl.dq) { /* cuda-dnbwd18: the reduce of this chunk's rows (HS = H: one value
-                          head per row, its sums 0.f + y as in the reduce), warp w rows w + 8 i;
-                          the rows' dq, dk partials written above by this CTA */
-        for (int r = w; r < L; r += 8) {
-            const int64_t row = (tok0 + r) * H + hq;
-            const float *pq = dqp + row * K + lane, *pk = dkp + row * K + lane;
-            const dg2_bf *xq = (const dg2_bf *)p.q + row * K + lane;
-            const dg2_bf *xk = (const dg2_bf *)p.k + row * K + lane;
-            float yq[4], yk[4], vq[4], vk[4];
-#pragma unroll
-            for (int m = 0; m < 4; m++) {
-                const bool in = lane + 32 * m < K;
-                yq[m] = in ? 0.f + pq[32 * m] : 0.f;
-                yk[m] = in ? 0.f + pk[32 * m] : 0.f;
-                vq[m] = in ? ldf(xq + 32 * m) : 0.f;
-                vk[m] = in ? ldf(xk + 32 * m) : 0.f;
-            }
-            la_cu_delta_reduce_out(fl.dq + row * K + lane, yq, vq, lane, K, p.use_l2);
-            la_cu_delta_reduce_out(fl.dk + row * K + lane, yk, vk, lane, K, p.use_l2);
-        }
+    if (NG && fl.dq) { /* cuda-dnbwd18: the reduce of this chunk's rows (dg2_fused_reduce) */
+        if (fl.fru == 1)
+            dg2_fused_reduce<1>(p, fl, dqp, dkp, tok0, L, H, hq, K);
+        else
+            dg2_fused_reduce<4>(p, fl, dqp, dkp, tok0, L, H, hq, K);
         if (t < L) fl.dbeta[(tok0 + t) * HS + hs] = 0.f + S.dbt[t];
         return;
     }
@@ -851,12 +870,14 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     dg2_flags fl;
     /* cuda-dnbwd18: the reduce in this kernel where it is the l2norm backward
      * alone (no gates, one value head per q/k head, K <= 128: one warp's
-     * NPL = 4 row); LINATTN_CUDA_DCG_REDUCE=0 keeps delta.cu's reduce kernel */
+     * NPL = 4 row); LINATTN_CUDA_DCG_REDUCE=0 keeps delta.cu's reduce kernel,
+     * =1 issues one row's loads at a time (trial) */
     const char *er = getenv("LINATTN_CUDA_DCG_REDUCE");
     const bool fu = !p.g && !c->dg && p.HS == p.H && p.K <= 128 && !(er && er[0] == '0');
     fl.dq = fu ? (dg2_bf *)c->dq : NULL;
     fl.dk = fu ? (dg2_bf *)c->dk : NULL;
     fl.dbeta = fu ? c->dbeta : NULL;
+    fl.fru = er && er[0] == '1' ? 1 : 4;
     *fused = fu;
     fl.vf =
         p.V % 4 == 0 && dg2_al(p.U, 16) && dg2_al(dR, 16) && dg2_al(hst, 16) && dg2_al(dhst, 16);
