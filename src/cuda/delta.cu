@@ -408,6 +408,37 @@ __global__ void __launch_bounds__(128)
     }
 }
 
+/* One (token, q/k head) row's output for one warp: lane l holds the summed
+ * gradient y and the input x at i = l + 32 m (m < NPL, i < K); out = y, or
+ * with l2 in the kernel the l2norm backward rstd (y - x rstd <x rstd, y>),
+ * ss and the dot per lane in increasing i, then an xor tree, lane 0's values. */
+template <typename T, int NPL>
+__device__ __forceinline__ void delta_reduce_out(T *out, const float (&y)[NPL],
+                                                 const float (&xv)[NPL], int lane, int64_t K,
+                                                 int use_l2) {
+    if (use_l2) {
+        float ss = 0.f, dot = 0.f;
+#pragma unroll
+        for (int m = 0; m < NPL; m++)
+            if (lane + 32 * m < K) ss = fmaf(xv[m], xv[m], ss);
+        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+        const float rs = 1.f / sqrtf(ss + 1e-6f);
+#pragma unroll
+        for (int m = 0; m < NPL; m++)
+            if (lane + 32 * m < K) dot = fmaf(xv[m] * rs, y[m], dot);
+        for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        const float rstd = __shfl_sync(0xffffffffu, rs, 0);
+        const float d0 = __shfl_sync(0xffffffffu, dot, 0);
+#pragma unroll
+        for (int m = 0; m < NPL; m++)
+            if (lane + 32 * m < K) stf(out + 32 * m, rstd * (y[m] - xv[m] * rstd * d0));
+    } else {
+#pragma unroll
+        for (int m = 0; m < NPL; m++)
+            if (lane + 32 * m < K) stf(out + 32 * m, y[m]);
+    }
+}
+
 /* cuda-red8: the same reduce with one warp per (token, q/k head), 8 warps a
  * CTA, a grid-stride loop over the rows; no shared memory, no barriers.
  * Lane l holds the elements i = l + 32 m (m < NPL, i < K) in registers, so
@@ -421,8 +452,8 @@ __global__ void __launch_bounds__(128)
  * cuda-dnbwd18: the q and k rows at once (yq, yk, xq, xk), every load of a
  * row issued before the first store: cuda-red8's loop over q then k waited
  * on four dependent DRAM round trips per row (its stores may alias the next
- * loads), one per warp at the bench shapes; the same sums in the same order.
- * The output expression per row is la_cu_delta_reduce_out (delta_chunk.cuh). */
+ * loads), one warp per row at the bench shapes; the same sums in the same
+ * order (bench/GPU.md cuda-dnbwd18: 272 -> 255 us at DeltaNet 8,2048). */
 template <typename T, int NPL>
 __global__ void __launch_bounds__(256)
     la_cu_delta_bwd_reduce_w(delta_bwd_args p, int nvb, void *dq_out, void *dk_out, float *dbeta,
@@ -468,8 +499,8 @@ __global__ void __launch_bounds__(256)
                         }
                 }
         }
-        la_cu_delta_reduce_out((T *)dq_out + r * K + lane, yq, vq, lane, K, p.use_l2);
-        la_cu_delta_reduce_out((T *)dk_out + r * K + lane, yk, vk, lane, K, p.use_l2);
+        delta_reduce_out((T *)dq_out + r * K + lane, yq, vq, lane, K, p.use_l2);
+        delta_reduce_out((T *)dk_out + r * K + lane, yk, vk, lane, K, p.use_l2);
         for (int64_t gi = lane; gi < G; gi += 32) {
             const size_t vi = (size_t)tok * HS + hq * G + gi;
             float b = 0.f, gg = 0.f;
@@ -524,12 +555,9 @@ static la_status delta_backward_wy(const la__cu_call *c, la_cu_arena *ar, const 
         (st = la__cu_alloc(ar, (void **)&dgp, nt * 4)))
         return st;
     la_cu_dc_args p;
-    int fused = 0; /* cuda-dnbwd18: the token-gradient kernel did the reduce's work */
     if ((st = la__cu_delta_chunk_dstates(c, ar, tb, hst, dhst, &p, &dR)) ||
-        (st = la__cu_delta_chunk_grads(c, ar->stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp,
-                                       &fused)))
+        (st = la__cu_delta_chunk_grads(c, ar->stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp)))
         return st;
-    if (fused) return LA_OK;
     delta_bwd_args b = {};
     b.q = c->q, b.k = c->k, b.dqp = dqp, b.dkp = dkp, b.dbp = dbp, b.dgp = dgp;
     b.H = c->H, b.HS = c->HS, b.K = c->K, b.V = c->V, b.ntok = ntok, b.use_l2 = c->use_l2;

@@ -234,41 +234,7 @@ int la__cu_delta_chunk_grads_fits(const la__cu_call *c);
 la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
                                    const la_cu_table &tb, const la_cu_dc_args &p, float *dR,
                                    const float *hst, const float *dhst, float *dqp, float *dkp,
-                                   float *dbp, float *dgp, int *fused);
-
-/* One (token, q/k head) row of the delta rules' backward reduce (delta.cu)
- * for one warp: lane l holds the summed gradient y and the input x at
- * i = l + 32 m (m < NPL, i < K); out = y, or with l2 in the kernel the
- * l2norm backward rstd (y - x rstd <x rstd, y>), ss and the dot per lane in
- * increasing i, then an xor tree, lane 0's values. cuda-dnbwd18: shared by
- * the reduce kernel and the token-gradient kernel's fused epilogue. */
-template <typename T, int NPL>
-__device__ __forceinline__ void la_cu_delta_reduce_out(T *out, const float (&y)[NPL],
-                                                 const float (&xv)[NPL], int lane, int64_t K,
-                                                 int use_l2) {
-    if (use_l2) {
-        float ss = 0.f, dot = 0.f;
-#pragma unroll
-        for (int m = 0; m < NPL; m++)
-            if (lane + 32 * m < K) ss = fmaf(xv[m], xv[m], ss);
-        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-        const float rs = 1.f / sqrtf(ss + 1e-6f);
-#pragma unroll
-        for (int m = 0; m < NPL; m++)
-            if (lane + 32 * m < K) dot = fmaf(xv[m] * rs, y[m], dot);
-        for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        const float rstd = __shfl_sync(0xffffffffu, rs, 0);
-        const float d0 = __shfl_sync(0xffffffffu, dot, 0);
-#pragma unroll
-        for (int m = 0; m < NPL; m++)
-            if (lane + 32 * m < K) stf(out + 32 * m, rstd * (y[m] - xv[m] * rstd * d0));
-    } else {
-#pragma unroll
-        for (int m = 0; m < NPL; m++)
-            if (lane + 32 * m < K) stf(out + 32 * m, y[m]);
-    }
-}
-
+                                   float *dbp, float *dgp);
 
 /* cuda-delta4: the state pass on tensor cores (delta_state_tc.cu) for
  * 16-bit inputs, from p.Wh, p.Kh (and p.Wl, p.Kl: two parts); and which

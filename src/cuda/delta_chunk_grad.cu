@@ -576,7 +576,7 @@ __global__ void __launch_bounds__(256, MINB)
 int la__cu_dcg_tc2_fits(const la__cu_call *c);
 la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
                          const la_cu_dc_args &p, float *dR, const float *hst, const float *dhst,
-                         float *dqp, float *dkp, float *dbp, float *dgp, int *fused);
+                         float *dqp, float *dkp, float *dbp, float *dgp);
 int la__cu_dcg_tc2_on(void);
 
 int la__cu_delta_chunk_grads_fits(const la__cu_call *c) {
@@ -586,11 +586,10 @@ int la__cu_delta_chunk_grads_fits(const la__cu_call *c) {
 la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
                                    const la_cu_dc_args &p, float *dR, const float *hst,
                                    const float *dhst, float *dqp, float *dkp, float *dbp,
-                                   float *dgp, int *fused) {
-    *fused = 0;
+                                   float *dgp) {
     if (tb.nchunks == 0) return LA_OK;
     if (c->dtype == LA_DTYPE_BF16 && la__cu_dcg_tc2_on() && la__cu_dcg_tc2_fits(c))
-        return la__cu_dcg_tc2(c, stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp, fused);
+        return la__cu_dcg_tc2(c, stream, tb, p, dR, hst, dhst, dqp, dkp, dbp, dgp);
     const size_t smem = sizeof(dcg_smem);
     const dim3 grid((unsigned)tb.nchunks, (unsigned)c->HS);
     const char *e = getenv("LINATTN_CUDA_DCG_MINB"); /* benchmarking knob (FUSE=4 only) */

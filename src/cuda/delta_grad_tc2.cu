@@ -393,45 +393,7 @@ struct dg2_flags {
     int vqo;  /* dq, dk by float4 stores (K % 4 == 0, aligned) */
     int vv;   /* v tiles by cp.async (V % 8 == 0, aligned) */
     int hmaj; /* grid (HS, chunks) instead of (chunks, HS) */
-    /* cuda-dnbwd18: the reduce fused (no gates, HS = H, K <= 128): dq, dk
-     * rows summed here into the final dq, dk (bf16), dbeta; NULL: not fused */
-    dg2_bf *dq, *dk;
-    float *dbeta;
-    int fru; /* rows per warp whose loads are issued together (1 or 4) */
 };
-
-/* cuda-dnbwd18: delta.cu's reduce for the CTA's rows where HS = H (one value
- * head per row: each sum is 0.f + y as in the reduce), K <= 128 (NPL = 4),
- * from the dq, dk partials this CTA wrote (a barrier before). Warp w takes
- * rows w + 8 i, RU of them per pass with every load issued first. */
-template <int RU>
-__device__ __forceinline__ void dg2_fused_reduce(const la_cu_dc_args &p, const dg2_flags &fl,
-                                                 const float *dqp, const float *dkp, int64_t tok0,
-                                                 int L, int H, int hq, int K) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int r0 = w; r0 < L; r0 += 8 * RU) {
-        float yq[RU][4], yk[RU][4], vq[RU][4], vk[RU][4];
-#pragma unroll
-        for (int u = 0; u < RU; u++) {
-            const int64_t o = ((tok0 + r0 + 8 * u) * H + hq) * K + lane;
-#pragma unroll
-            for (int m = 0; m < 4; m++) {
-                const bool in = r0 + 8 * u < L && lane + 32 * m < K;
-                yq[u][m] = in ? 0.f + dqp[o + 32 * m] : 0.f;
-                yk[u][m] = in ? 0.f + dkp[o + 32 * m] : 0.f;
-                vq[u][m] = in ? ldf((const dg2_bf *)p.q + o + 32 * m) : 0.f;
-                vk[u][m] = in ? ldf((const dg2_bf *)p.k + o + 32 * m) : 0.f;
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < RU; u++)
-            if (r0 + 8 * u < L) {
-                const int64_t o = ((tok0 + r0 + 8 * u) * H + hq) * K + lane;
-                la_cu_delta_reduce_out(fl.dq + o, yq[u], vq[u], lane, K, p.use_l2);
-                la_cu_delta_reduce_out(fl.dk + o, yk[u], vk[u], lane, K, p.use_l2);
-            }
-    }
-}
 
 /* GM: 2 without gates, 3 gated (<G, S0> in the R G^T phase; file header) */
 template <int GM>
@@ -759,12 +721,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         dg2_wput(W, a0, [](int, float x) { return x; });
         __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
         /* dq rows from W */
-        if (NG && fl.dq) /* fused: read back below, kept in L2 */
-            dg2_out(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
-                    [](int, float x) { return x; });
-        else
-            dg2_out<CSL>(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
-                         [](int, float x) { return x; });
+        dg2_out<CSL>(dqp + (tok0 * HS + hs) * K + k0, HS * K, W, L, kcols, fl.vqo,
+                     [](int, float x) { return x; });
         if (!NG && t < LA_CU_C) {
             S.dee[t] += S.rp[0][0][t] + S.rp[0][1][t];
             S.dbb[t] += S.rp[1][0][t] + S.rp[1][1][t];
@@ -798,21 +756,10 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* dk rows from W (dq's rows were read before two barriers) */
         dg2_wput(W, a1, [](int, float x) { return x; });
         __syncthreads();
-        if (NG && fl.dq)
-            dg2_out(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
-        else
-            dg2_out<CSL>(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
+        dg2_out<CSL>(dkc, HS * K, W, L, kcols, fl.vqo, [](int, float x) { return x; });
     }
     __syncthreads();
     /* ---- gates: dgam (double, fixed order), dg = reverse cumsum ---- */
-    if (NG && fl.dq) { /* cuda-dnbwd18: the reduce of this chunk's rows (dg2_fused_reduce) */
-        if (fl.fru == 1)
-            dg2_fused_reduce<1>(p, fl, dqp, dkp, tok0, L, H, hq, K);
-        else
-            dg2_fused_reduce<4>(p, fl, dqp, dkp, tok0, L, H, hq, K);
-        if (t < L) fl.dbeta[(tok0 + t) * HS + hs] = 0.f + S.dbt[t];
-        return;
-    }
     if (NG) { /* no gates: dbeta, and zeros for the reduce's unused dg sum */
         if (t < L) {
             dbp[(tok0 + t) * HS + hs] = S.dbt[t];
@@ -864,21 +811,10 @@ int la__cu_dcg_tc2_fits(const la__cu_call *c) {
 
 la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_table &tb,
                          const la_cu_dc_args &p, float *dR, const float *hst, const float *dhst,
-                         float *dqp, float *dkp, float *dbp, float *dgp, int *fused) {
+                         float *dqp, float *dkp, float *dbp, float *dgp) {
     if (tb.nchunks == 0) return LA_OK;
     const size_t smem = sizeof(dg2_smem);
     dg2_flags fl;
-    /* cuda-dnbwd18: the reduce in this kernel where it is the l2norm backward
-     * alone (no gates, one value head per q/k head, K <= 128: one warp's
-     * NPL = 4 row); LINATTN_CUDA_DCG_REDUCE=0 keeps delta.cu's reduce kernel,
-     * =1 issues one row's loads at a time (trial) */
-    const char *er = getenv("LINATTN_CUDA_DCG_REDUCE");
-    const bool fu = !p.g && !c->dg && p.HS == p.H && p.K <= 128 && !(er && er[0] == '0');
-    fl.dq = fu ? (dg2_bf *)c->dq : NULL;
-    fl.dk = fu ? (dg2_bf *)c->dk : NULL;
-    fl.dbeta = fu ? c->dbeta : NULL;
-    fl.fru = er && er[0] == '1' ? 1 : 4;
-    *fused = fu;
     fl.vf =
         p.V % 4 == 0 && dg2_al(p.U, 16) && dg2_al(dR, 16) && dg2_al(hst, 16) && dg2_al(dhst, 16);
     fl.vat = dg2_al(p.AT, 16);
