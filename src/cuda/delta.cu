@@ -408,37 +408,6 @@ __global__ void __launch_bounds__(128)
     }
 }
 
-/* One (token, q/k head) row's output for one warp: lane l holds the summed
- * gradient y and the input x at i = l + 32 m (m < NPL, i < K); out = y, or
- * with l2 in the kernel the l2norm backward rstd (y - x rstd <x rstd, y>),
- * ss and the dot per lane in increasing i, then an xor tree, lane 0's values. */
-template <typename T, int NPL>
-__device__ __forceinline__ void delta_reduce_out(T *out, const float (&y)[NPL],
-                                                 const float (&xv)[NPL], int lane, int64_t K,
-                                                 int use_l2) {
-    if (use_l2) {
-        float ss = 0.f, dot = 0.f;
-#pragma unroll
-        for (int m = 0; m < NPL; m++)
-            if (lane + 32 * m < K) ss = fmaf(xv[m], xv[m], ss);
-        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-        const float rs = 1.f / sqrtf(ss + 1e-6f);
-#pragma unroll
-        for (int m = 0; m < NPL; m++)
-            if (lane + 32 * m < K) dot = fmaf(xv[m] * rs, y[m], dot);
-        for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        const float rstd = __shfl_sync(0xffffffffu, rs, 0);
-        const float d0 = __shfl_sync(0xffffffffu, dot, 0);
-#pragma unroll
-        for (int m = 0; m < NPL; m++)
-            if (lane + 32 * m < K) stf(out + 32 * m, rstd * (y[m] - xv[m] * rstd * d0));
-    } else {
-#pragma unroll
-        for (int m = 0; m < NPL; m++)
-            if (lane + 32 * m < K) stf(out + 32 * m, y[m]);
-    }
-}
-
 /* cuda-red8: the same reduce with one warp per (token, q/k head), 8 warps a
  * CTA, a grid-stride loop over the rows; no shared memory, no barriers.
  * Lane l holds the elements i = l + 32 m (m < NPL, i < K) in registers, so
@@ -448,12 +417,7 @@ __device__ __forceinline__ void delta_reduce_out(T *out, const float (&y)[NPL],
  * and dot (the old kernel's warp-0 values); dbeta, dg over the blocks in
  * order. Loads stay scalar: the warp's 32 consecutive elements are one
  * coalesced 128-byte (fp32) or 64-byte (16-bit) access, and a 16-byte load
- * would put consecutive elements in one lane, changing the lane sums.
- * cuda-dnbwd18: the q and k rows at once (yq, yk, xq, xk), every load of a
- * row issued before the first store: cuda-red8's loop over q then k waited
- * on four dependent DRAM round trips per row (its stores may alias the next
- * loads), one warp per row at the bench shapes; the same sums in the same
- * order (bench/GPU.md cuda-dnbwd18: 272 -> 255 us at DeltaNet 8,2048). */
+ * would put consecutive elements in one lane, changing the lane sums. */
 template <typename T, int NPL>
 __global__ void __launch_bounds__(256)
     la_cu_delta_bwd_reduce_w(delta_bwd_args p, int nvb, void *dq_out, void *dk_out, float *dbeta,
@@ -465,42 +429,55 @@ __global__ void __launch_bounds__(256)
     for (int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
          r += nw) {
         const int64_t tok = r / H, hq = r % H;
-        const size_t po = ((size_t)tok * HS + hq * G) * K + lane;
-        const float *pq = p.dqp + po, *pk = p.dkp + po;
-        const T *xq = (const T *)p.q + r * K + lane, *xk = (const T *)p.k + r * K + lane;
-        float yq[NPL], yk[NPL], vq[NPL], vk[NPL];
+        for (int which = 0; which < 2; which++) {
+            const float *part = (which ? p.dkp : p.dqp) + ((size_t)tok * HS + hq * G) * K + lane;
+            const T *x = (const T *)(which ? p.k : p.q) + r * K + lane;
+            T *out = (T *)(which ? dk_out : dq_out) + r * K + lane;
+            float y[NPL], xv[NPL];
 #pragma unroll
-        for (int m = 0; m < NPL; m++) {
-            const bool in = lane + 32 * m < K;
-            yq[m] = yk[m] = 0.f;
-            vq[m] = in ? ldf(xq + 32 * m) : 0.f;
-            vk[m] = in ? ldf(xk + 32 * m) : 0.f;
-        }
-        if (nvb == 1) {
+            for (int m = 0; m < NPL; m++) y[m] = 0.f;
+            if (nvb == 1) {
 #pragma unroll 4
-            for (int64_t gi = 0; gi < G; gi++) {
-                const size_t o = (size_t)gi * K;
-#pragma unroll
-                for (int m = 0; m < NPL; m++)
-                    if (lane + 32 * m < K) {
-                        yq[m] += __ldcs(pq + o + 32 * m);
-                        yk[m] += __ldcs(pk + o + 32 * m);
-                    }
-            }
-        } else {
-            for (int64_t gi = 0; gi < G; gi++)
-                for (int b = 0; b < nvb; b++) {
-                    const size_t o = ((size_t)b * plane + gi) * K;
+                for (int64_t gi = 0; gi < G; gi++) {
+                    const float *pp = part + (size_t)gi * K;
 #pragma unroll
                     for (int m = 0; m < NPL; m++)
-                        if (lane + 32 * m < K) {
-                            yq[m] += __ldcs(pq + o + 32 * m);
-                            yk[m] += __ldcs(pk + o + 32 * m);
-                        }
+                        if (lane + 32 * m < K) y[m] += __ldcs(pp + 32 * m);
                 }
+            } else {
+                for (int64_t gi = 0; gi < G; gi++)
+                    for (int b = 0; b < nvb; b++) {
+                        const float *pp = part + ((size_t)b * plane + gi) * K;
+#pragma unroll
+                        for (int m = 0; m < NPL; m++)
+                            if (lane + 32 * m < K) y[m] += __ldcs(pp + 32 * m);
+                    }
+            }
+#pragma unroll
+            for (int m = 0; m < NPL; m++) xv[m] = lane + 32 * m < K ? ldf(x + 32 * m) : 0.f;
+            if (p.use_l2) {
+                float ss = 0.f, dot = 0.f;
+#pragma unroll
+                for (int m = 0; m < NPL; m++)
+                    if (lane + 32 * m < K) ss = fmaf(xv[m], xv[m], ss);
+                for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+                const float rs = 1.f / sqrtf(ss + 1e-6f);
+#pragma unroll
+                for (int m = 0; m < NPL; m++)
+                    if (lane + 32 * m < K) dot = fmaf(xv[m] * rs, y[m], dot);
+                for (int off = 16; off > 0; off >>= 1)
+                    dot += __shfl_xor_sync(0xffffffffu, dot, off);
+                const float rstd = __shfl_sync(0xffffffffu, rs, 0);
+                const float d0 = __shfl_sync(0xffffffffu, dot, 0);
+#pragma unroll
+                for (int m = 0; m < NPL; m++)
+                    if (lane + 32 * m < K) stf(out + 32 * m, rstd * (y[m] - xv[m] * rstd * d0));
+            } else {
+#pragma unroll
+                for (int m = 0; m < NPL; m++)
+                    if (lane + 32 * m < K) stf(out + 32 * m, y[m]);
+            }
         }
-        delta_reduce_out((T *)dq_out + r * K + lane, yq, vq, lane, K, p.use_l2);
-        delta_reduce_out((T *)dk_out + r * K + lane, yk, vk, lane, K, p.use_l2);
         for (int64_t gi = lane; gi < G; gi += 32) {
             const size_t vi = (size_t)tok * HS + hq * G + gi;
             float b = 0.f, gg = 0.f;
