@@ -753,14 +753,14 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
             j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, b.Oc, V);
             for (int64_t i = 0; i < L; i++)
-                memcpy(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V, (size_t)V * sizeof(float));
+                stream_copy(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V, (size_t)V);
             chunk_state_update(j, &b, b.S, r0, L, h, 1);
         }
     }
     if (j->sT)
         for (int64_t hh = 0; hh < nh; hh++)
             memcpy(j->sT + (size_t)(n * H + h0 + hh) * KV, S0 + hh * KV, KV * sizeof(float));
-    if (j->save) stream_fence();
+    stream_fence();
 }
 
 /* The forward built for the baseline ISA and for AVX2 / AVX-512 (the gate
