@@ -330,11 +330,15 @@ static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_
 }
 
 /* cpu-sglabwd18: n floats copied to memory this call does not read again
- * (the saved start states, read by the backward; the gradient rows), with
- * non-temporal stores where dst is 16-byte aligned: the lines are written
- * without being read first and do not evict the rows and states the next
- * units read. The same floats as memcpy. A task that streams ends with
- * stream_fence (the stores are weakly ordered). */
+ * (o, the saved start states, dq, dk, dv of simple GLA; stream_rows says
+ * when), with non-temporal stores where dst is 16-byte aligned: the lines
+ * are written without being read first and do not evict the rows and states
+ * the next units read. The same floats as memcpy (plain_copy). A task that
+ * streams ends with stream_fence (the stores are weakly ordered). */
+static void plain_copy(float *dst, const float *src, size_t n) {
+    memcpy(dst, src, n * sizeof(float));
+}
+
 static void stream_copy(float *dst, const float *src, size_t n) {
 #if defined(__SSE2__)
     if (((uintptr_t)dst & 15) == 0) {
@@ -345,6 +349,14 @@ static void stream_copy(float *dst, const float *src, size_t n) {
     }
 #endif
     memcpy(dst, src, n * sizeof(float));
+}
+
+/* Whether this call's simple GLA rows are written by stream_copy
+ * (la__gla_stream_min_bytes; GLA with per-key gates keeps plain stores). */
+static int stream_rows(const gla_job *j) {
+    const size_t w = (size_t)(j->K > j->V ? j->K : j->V);
+    const double bytes = (double)j->d->B * (double)j->d->T * (double)j->H * (double)w * 4.0;
+    return !j->per_key && bytes >= (double)la__gla_stream_min_bytes;
 }
 
 static void stream_fence(void) {
@@ -714,6 +726,7 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
     chunk_bufs b;
     chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
     float *const S0 = b.S;
+    const int stream = stream_rows(j);
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     for (int64_t hh = 0; hh < nh; hh++) load_state(j, n * H + h0 + hh, S0 + hh * KV);
@@ -732,7 +745,8 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
              * backward (the floats its state pass would make: the same
              * update, chunk_state_update) */
             if (j->save)
-                stream_copy(j->save + la__sgla_saved_slot(j, n, h, c0 / C), b.S, KV);
+                (stream ? stream_copy : plain_copy)(j->save + la__sgla_saved_slot(j, n, h, c0 / C),
+                                                    b.S, KV);
             if (j->per_key && j->g) {
                 gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph, NULL);
                 continue;
@@ -753,14 +767,15 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
             j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, b.Oc, V);
             for (int64_t i = 0; i < L; i++)
-                stream_copy(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V, (size_t)V);
+                (stream ? stream_copy : plain_copy)(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V,
+                                                    (size_t)V);
             chunk_state_update(j, &b, b.S, r0, L, h, 1);
         }
     }
     if (j->sT)
         for (int64_t hh = 0; hh < nh; hh++)
             memcpy(j->sT + (size_t)(n * H + h0 + hh) * KV, S0 + hh * KV, KV * sizeof(float));
-    stream_fence();
+    if (stream) stream_fence();
 }
 
 /* The forward built for the baseline ISA and for AVX2 / AVX-512 (the gate
@@ -1001,17 +1016,12 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     /* cpu-sgla9, cpu-glab15: same bits as gemm_tn */
     la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS,
                       V);
-    for (int64_t i = 0; i < L && b->stream; i++) {
+    void (*const put)(float *, const float *, size_t) = b->stream ? stream_copy : plain_copy;
+    for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
-        stream_copy(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K);
-        stream_copy(j->dk + bi * (size_t)K, b->dkc + i * K, (size_t)K);
-        stream_copy(j->dv + bi * (size_t)V, b->dvc + i * V, (size_t)V);
-    }
-    for (int64_t i = 0; i < L && !b->stream; i++) {
-        const size_t bi = (size_t)((r0 + i) * H + h);
-        memcpy(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K * sizeof(float));
-        memcpy(j->dk + bi * (size_t)K, b->dkc + i * K, (size_t)K * sizeof(float));
-        memcpy(j->dv + bi * (size_t)V, b->dvc + i * V, (size_t)V * sizeof(float));
+        put(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K);
+        put(j->dk + bi * (size_t)K, b->dkc + i * K, (size_t)K);
+        put(j->dv + bi * (size_t)V, b->dvc + i * V, (size_t)V);
     }
 }
 
@@ -1243,7 +1253,7 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
     for (int64_t hh = 0; hh < nh; hh++) {
         chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
-        bs[hh].stream = !j->per_key;
+        bs[hh].stream = stream_rows(j);
         if (!j->saved) load_state(j, n * H + h0 + hh, bs[hh].states);
         S0s[hh] = j->saved ? j->saved + la__sgla_saved_slot(j, n, h0 + hh, 0) : bs[hh].ckpt;
         gamma_sum[hh] = 0.0;
@@ -1300,7 +1310,7 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
         if (j->ds0) memcpy(j->ds0 + (size_t)t * KV, bs[hh].dS, KV * sizeof(float));
         if (j->dgamma_part) j->dgamma_part[t] = gamma_sum[hh];
     }
-    if (!j->per_key) stream_fence();
+    if (bs[0].stream) stream_fence();
 }
 
 LA_ISA_BUILDS(, la__gla_chunk_bwd_group_task, gla_bwd_group_body,
