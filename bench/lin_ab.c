@@ -68,8 +68,17 @@ static int open_saved(const char *path, lib *l) {
     return !sc || sc(l->ctx, &l->saved) != LA_OK;
 }
 
+/* cpu-sglabwd18: the tensors 64-byte aligned (as torch allocates them) with
+ * AB_ALIGN64=1 in the environment; else malloc's alignment (16 bytes past a
+ * page for these sizes) */
+static float *ab_alloc(size_t bytes) {
+    const char *e = getenv("AB_ALIGN64");
+    if (e && *e == '1') return aligned_alloc(64, (bytes + 63) / 64 * 64);
+    return malloc(bytes);
+}
+
 static float *rnd(size_t n, float lo, float hi) {
-    float *x = malloc(n * sizeof(float));
+    float *x = ab_alloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)rand() / (float)RAND_MAX;
     return x;
 }
@@ -139,11 +148,11 @@ int main(int argc, char **argv) {
                       v,
                       g,
                       d_o,
-                      malloc(nv * 4),
-                      malloc(nk * 4),
-                      malloc(nk * 4),
-                      malloc(nv * 4),
-                      malloc(ng * 4)};
+                      ab_alloc(nv * 4),
+                      ab_alloc(nk * 4),
+                      ab_alloc(nk * 4),
+                      ab_alloc(nv * 4),
+                      ab_alloc(ng * 4)};
         memset(b[i].o, 0, nv * 4);
     }
     la_dims d = {.B = 1, .T = T, .H = H, .K = K, .V = V};

@@ -18,7 +18,8 @@
  *   1-5 heads (the per-head and the grouped backward), resets g = -1e4 and
  *   g = 0; saved vs the one-pass and the two-pass (checkpoint) recompute;
  *   the split-over-time form (long T, few heads) leaves the object empty;
- *   mismatches by name; stale states read.
+ *   mismatches by name; stale states read. cpu-sglabwd18: the same bits
+ *   with o, the saved states and dq, dk, dv written by non-temporal stores.
  * - cpu-glsaved17: GLA (per-key gates) the same way (its own family name,
  *   the split-over-time forward leaves it empty).
  * - cpu-saved16: linear attention's causal chunk form (CPU) the same way:
@@ -259,6 +260,7 @@ static void test_bad_args(void) {
 /* ---- simple GLA (cpu-sgsaved13) ----------------------------------------- */
 
 extern size_t la__gla_bwd_all_states_bytes; /* src/ops/gla: 0 = the two-pass backward */
+extern size_t la__gla_stream_min_bytes;     /* src/ops/gla: 0 = non-temporal row stores */
 
 static int sg_same_grads(const gcase *c, const gout *a, const gout *b) {
     return th_bitwise_equal(a->dq, b->dq, c->nqk) && th_bitwise_equal(a->dk, b->dk, c->nqk) &&
@@ -311,6 +313,25 @@ static void sg_check_bits(const gcase *c, int64_t chunk, int filled, const char 
         la__gla_bwd_all_states_bytes = keep;
         CHECK(sg_same_grads(c, &again, &want), "%s: second backward", label);
         gout_free(&again);
+        /* cpu-sglabwd18: o, the saved states and dq, dk, dv written by
+         * non-temporal stores (simple GLA; forced at these sizes): the same
+         * bits, saved and recomputed (rows at odd K, V: aligned and not) */
+        const size_t keep_nt = la__gla_stream_min_bytes;
+        la__gla_stream_min_bytes = 0;
+        la_saved *s2 = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s2), LA_OK, label);
+        gout nt = gout_alloc(c), ntr = gout_alloc(c);
+        CHECK_STATUS(sg_fwd(ctx, c, o, &nt, s2), LA_OK, label);
+        CHECK_STATUS(sg_bwd(ctx, c, o, &nt, s2), LA_OK, label);
+        CHECK_STATUS(sg_bwd(ctx, c, o, &ntr, NULL), LA_OK, label);
+        la__gla_stream_min_bytes = keep_nt;
+        CHECK(th_bitwise_equal(nt.o, want.o, c->nv) && th_bitwise_equal(nt.sT, want.sT, c->ns),
+              "%s, %d threads: forward with streamed rows == plain", label, thr);
+        CHECK(sg_same_grads(c, &nt, &want) && sg_same_grads(c, &ntr, &want),
+              "%s, %d threads: gradients with streamed rows == plain", label, thr);
+        gout_free(&nt);
+        gout_free(&ntr);
+        la_saved_destroy(s2);
         gout_free(&got);
         la_saved_destroy(s);
         la_ctx_destroy(ctx);

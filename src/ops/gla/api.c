@@ -75,6 +75,7 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *
 }
 
 size_t la__gla_bwd_all_states_bytes = LA__GLA_BWD_ALL_STATES_BYTES;
+size_t la__gla_stream_min_bytes = LA__GLA_STREAM_MIN_BYTES;
 
 /* cpu-glasplit: simple GLA's chunk forward with one sequence split over
  * time when (sequences x heads) is small (split.c). */

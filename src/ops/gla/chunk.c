@@ -25,7 +25,11 @@
  * comment above the gate-gradient block). */
 #include "gla.h"
 
+#include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 typedef struct chunk_bufs {
     float *S;       /* [K,V] running state (forward) */
@@ -59,12 +63,14 @@ typedef struct chunk_bufs {
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
+    int stream;       /* cpu-sglabwd18: dq, dk, dv rows by stream_copy (the task fences) */
 } chunk_bufs;
 
 static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base, chunk_bufs *b) {
     const size_t K = (size_t)j->K, V = (size_t)j->V, C = (size_t)j->C;
     const size_t gw = j->per_key ? K : 1, CKg = j->per_key ? C * K : 1;
     la__arena a = {.base = base};
+    b->stream = 0;
     /* the forward keeps the states of a whole head group */
     b->S = la__arena_take(&a, backward ? 1 : (size_t)LA__GLA_HEAD_GROUP, K * V * sizeof(float));
     b->G = la__arena_take(&a, C * gw, sizeof(double));
@@ -321,6 +327,42 @@ static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_
                         int64_t h) {
     for (int64_t i = 0; i < n; i++)
         memcpy(dst + i * w, x + (size_t)((r0 + i) * H + h) * (size_t)w, (size_t)w * sizeof(float));
+}
+
+/* cpu-sglabwd18: n floats copied to memory this call does not read again
+ * (o, the saved start states, dq, dk, dv of simple GLA; stream_rows says
+ * when), with non-temporal stores where dst is 16-byte aligned: the lines
+ * are written without being read first and do not evict the rows and states
+ * the next units read. The same floats as memcpy (plain_copy). A task that
+ * streams ends with stream_fence (the stores are weakly ordered). */
+static void plain_copy(float *dst, const float *src, size_t n) {
+    memcpy(dst, src, n * sizeof(float));
+}
+
+static void stream_copy(float *dst, const float *src, size_t n) {
+#if defined(__SSE2__)
+    if (((uintptr_t)dst & 15) == 0) {
+        size_t i = 0;
+        for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+        for (; i < n; i++) dst[i] = src[i];
+        return;
+    }
+#endif
+    memcpy(dst, src, n * sizeof(float));
+}
+
+/* Whether this call's simple GLA rows are written by stream_copy
+ * (la__gla_stream_min_bytes; GLA with per-key gates keeps plain stores). */
+static int stream_rows(const gla_job *j) {
+    const size_t w = (size_t)(j->K > j->V ? j->K : j->V);
+    const double bytes = (double)j->d->B * (double)j->d->T * (double)j->H * (double)w * 4.0;
+    return !j->per_key && bytes >= (double)la__gla_stream_min_bytes;
+}
+
+static void stream_fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
 }
 
 /* Prefetch rows [r0, r0 + n) of head h of x ([.., H, w]) into L2 while the
@@ -684,6 +726,7 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
     chunk_bufs b;
     chunk_layout(j, 0, 0, la__scratch(j->ctx, tid), &b);
     float *const S0 = b.S;
+    const int stream = stream_rows(j);
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
     for (int64_t hh = 0; hh < nh; hh++) load_state(j, n * H + h0 + hh, S0 + hh * KV);
@@ -702,7 +745,8 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
              * backward (the floats its state pass would make: the same
              * update, chunk_state_update) */
             if (j->save)
-                memcpy(j->save + la__sgla_saved_slot(j, n, h, c0 / C), b.S, KV * sizeof(float));
+                (stream ? stream_copy : plain_copy)(j->save + la__sgla_saved_slot(j, n, h, c0 / C),
+                                                    b.S, KV);
             if (j->per_key && j->g) {
                 gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph, NULL);
                 continue;
@@ -723,13 +767,15 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
             j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, b.Oc, V);
             for (int64_t i = 0; i < L; i++)
-                memcpy(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V, (size_t)V * sizeof(float));
+                (stream ? stream_copy : plain_copy)(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V,
+                                                    (size_t)V);
             chunk_state_update(j, &b, b.S, r0, L, h, 1);
         }
     }
     if (j->sT)
         for (int64_t hh = 0; hh < nh; hh++)
             memcpy(j->sT + (size_t)(n * H + h0 + hh) * KV, S0 + hh * KV, KV * sizeof(float));
+    if (stream) stream_fence();
 }
 
 /* The forward built for the baseline ISA and for AVX2 / AVX-512 (the gate
@@ -870,7 +916,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     else
         la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, b->dOc, V, b->dvc, V);
     /* the next unit's gradient rows (written next), one tensor per stage */
-    if (pn > 0) prefetch_rows_w(j->dq, H, K, pr, pn, ph);
+    if (pn > 0 && !b->stream) prefetch_rows_w(j->dq, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 4, 7);
     /* Gate gradient, term by term (no cancelling pairs are formed):
      *   dg_t = sum_{i>=t} q_i * dq^inter_i                       (o_i sees S0 via G_i)
@@ -932,7 +978,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
             *gamma_sum += b->dG[i];
         }
     }
-    if (pn > 0) prefetch_rows_w(j->dk, H, K, pr, pn, ph);
+    if (pn > 0 && !b->stream) prefetch_rows_w(j->dk, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 5, 7);
     if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr, pn, ph);
     /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay),
@@ -964,17 +1010,18 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
             const float d = eGL[j->per_key ? x : 0];
             for (int64_t y = 0; y < V; y++) dsr[y] *= d;
         }
-    if (pn > 0) prefetch_rows_w(j->dv, H, V, pr, pn, ph);
+    if (pn > 0 && !b->stream) prefetch_rows_w(j->dv, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 6, 7);
     scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
     /* cpu-sgla9, cpu-glab15: same bits as gemm_tn */
     la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS,
                       V);
+    void (*const put)(float *, const float *, size_t) = b->stream ? stream_copy : plain_copy;
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
-        memcpy(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K * sizeof(float));
-        memcpy(j->dk + bi * (size_t)K, b->dkc + i * K, (size_t)K * sizeof(float));
-        memcpy(j->dv + bi * (size_t)V, b->dvc + i * V, (size_t)V * sizeof(float));
+        put(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K);
+        put(j->dk + bi * (size_t)K, b->dkc + i * K, (size_t)K);
+        put(j->dv + bi * (size_t)V, b->dvc + i * V, (size_t)V);
     }
 }
 
@@ -1206,6 +1253,7 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
     for (int64_t hh = 0; hh < nh; hh++) {
         chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
+        bs[hh].stream = stream_rows(j);
         if (!j->saved) load_state(j, n * H + h0 + hh, bs[hh].states);
         S0s[hh] = j->saved ? j->saved + la__sgla_saved_slot(j, n, h0 + hh, 0) : bs[hh].ckpt;
         gamma_sum[hh] = 0.0;
@@ -1262,6 +1310,7 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
         if (j->ds0) memcpy(j->ds0 + (size_t)t * KV, bs[hh].dS, KV * sizeof(float));
         if (j->dgamma_part) j->dgamma_part[t] = gamma_sum[hh];
     }
+    if (bs[0].stream) stream_fence();
 }
 
 LA_ISA_BUILDS(, la__gla_chunk_bwd_group_task, gla_bwd_group_body,

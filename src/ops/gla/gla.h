@@ -259,6 +259,17 @@ LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
 /* The limit in use (LA__GLA_BWD_ALL_STATES_BYTES; tests set 0 to run the
  * two-pass path on small cases and compare the two bit for bit). */
 LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
+/* cpu-sglabwd18: simple GLA's chunk forward and grouped backward write o,
+ * the saved start states and dq, dk, dv with non-temporal stores (the same
+ * floats) when one [B, T, H, max(K, V)] tensor takes at least this many
+ * bytes: rows that large are not found in cache by the caller anyway, and
+ * plain stores first read every line and evict the rows the next units
+ * read. Smaller calls keep plain stores (their outputs may stay cached for
+ * the caller). */
+#define LA__GLA_STREAM_MIN_BYTES ((size_t)16 << 20)
+/* The limit in use (tests set 0 to run the streaming stores on small cases
+ * and compare them with plain stores bit for bit). */
+LA_HIDDEN extern size_t la__gla_stream_min_bytes;
 /* cpu-sgla9: the chunk backward with every state kept (group 1) over
  * groups of heads (simple GLA; cpu-glab15: GLA too): la__gla_bwd_heads = heads per task (<=
  * LA__GLA_HEAD_GROUP, their states within la__gla_bwd_all_states_bytes; 1 =
