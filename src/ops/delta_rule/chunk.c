@@ -97,6 +97,16 @@ static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, 
     }
 }
 
+/* S *= f in place (the gated forward's S_L = b_L S_0, 64 KiB at K = V = 128,
+ * out of L1): built per ISA, it ran 4 floats at a time and store-bound, ~half
+ * of la__delta_chunk_step's own samples. Elementwise: the same bits on every
+ * path. (The whole step built per ISA made DeltaNet's forward ~1% slower.) */
+DELTA_INLINE void scale_state_body(float *restrict S, int64_t n, float f) {
+    for (int64_t i = 0; i < n; i++) S[i] *= f;
+}
+LA_ISA_BUILDS(static, scale_state, scale_state_body, (float *restrict S, int64_t n, float f),
+              (S, n, f))
+
 /* All products run on the micro-kernels (q, k, v rows are contiguous here):
  * K K^T and Q K^T by gemm_nt_tril, then each entry times beta_t Gamma_tj or
  * Gamma_tj; U and W by trsm_llu with (I + Lo); R = U - W S_0 and b Q S_0 by
@@ -146,8 +156,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
         kr->gemm_nn_lower(L, V, L, in->scale, QK, L, R, V, 1.0f, o, ostride);
     }
     /* S_L = b_L S_0 + (diag(eg) K)^T R. */
-    if (in->g)
-        for (int64_t i = 0; i < K * V; i++) S[i] *= b[L - 1];
+    if (in->g) scale_state(S, K * V, b[L - 1]);
     for (int64_t t = 0; t < L; t++)
         for (int64_t i = 0; i < K; i++) W[t * K + i] = eg[t] * k[t * K + i];
     la__gemm_tn_block(kr, K, V, L, 1.0f, W, K, R, V, 1.0f, S, V);
