@@ -157,10 +157,37 @@ int main(int argc, char **argv) {
     const double F = (double)T * (C * (3.0 * D + 2.0 * D) + C * C / 3.0 + 6.0 * D * D) * H;
     double tf, tb;
     uint64_t hs[2];
+    float *outs[6] = {p.o, p.dq, p.dk, p.dv, p.dbeta, p.dg}, *first[6];
+    const size_t lens[6] = {n, n, n, n, ng, ng};
     for (int l = 0; l < 2; l++) { /* warm-up (the saved objects grow), hashes */
         run(&L[l], &p, &tf, &tb);
         hs[l] = hash_all(&p, n, ng);
+        for (int i = 0; i < 6 && l == 0; i++) {
+            first[i] = malloc(lens[i] * sizeof(float));
+            memcpy(first[i], outs[i], lens[i] * sizeof(float));
+        }
     }
+    if (hs[0] != hs[1]) { /* which outputs differ, in how many elements, by how much */
+        static const char *const nm[6] = {"o", "dq", "dk", "dv", "dbeta", "dg"};
+        for (int i = 0; i < (p.gated ? 6 : 5); i++) {
+            size_t nd = 0;
+            double mx = 0, ss = 0, sd = 0;
+            for (size_t j = 0; j < lens[i]; j++) {
+                const double a = first[i][j], b = outs[i][j];
+                ss += a * a;
+                if (memcmp(&first[i][j], &outs[i][j], sizeof(float))) {
+                    nd++;
+                    sd += (a - b) * (a - b);
+                    if (fabs(a - b) > mx) mx = fabs(a - b);
+                }
+            }
+            const double rms = sqrt(ss / (double)lens[i]);
+            printf("  %s: %zu of %zu elements differ; max |old - new| %.2e = %.2e x RMS(old); "
+                   "relative RMS difference %.2e\n",
+                   nm[i], nd, lens[i], mx, mx / rms, sqrt(sd / ss));
+        }
+    }
+    for (int i = 0; i < 6; i++) free(first[i]);
     printf("%s T=%lld H=%lld D=%lld C=%lld %s; hashes old %016llx new %016llx %s\n",
            p.gated ? "gated_delta_rule" : "delta_rule", (long long)T, (long long)H, (long long)D,
            (long long)C, p.saved ? "saved" : "recomputed", (unsigned long long)hs[0],

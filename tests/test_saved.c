@@ -151,6 +151,44 @@ static void test_really_read(void) {
     }
 }
 
+/* A backward given a filled object scans only d_o and d_final_state (the
+ * forward that filled it checked q, k, v, g, beta, initial_state, which the
+ * caller keeps unchanged, include/linattn.h): a NaN / Inf in either is still
+ * LA_ERR_NON_FINITE naming it, nothing written, and the object stays usable. */
+static void test_saved_values(void) {
+    for (int gated = 0; gated <= 1; gated++) {
+        dcase c = dc_default(gated);
+        c.form = LA_FORM_CHUNK;
+        c.chunk = 16;
+        c.with_dfinal = 1;
+        ddata x = dc_data(&c);
+        la_ctx *ctx = th_ctx(2);
+        la_saved *s = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+        dout a = dc_alloc_out(&x), y = dc_alloc_out(&x);
+        CHECK_STATUS(dc_forward_saved(ctx, &c, &x, &a, s), LA_OK, "forward");
+        float *bad[] = {x.d_o + x.nv / 2, x.dST + x.ns - 1};
+        const char *name[] = {"d_o", "d_final_state"};
+        for (int i = 0; i < 2; i++) {
+            const float keep = *bad[i];
+            *bad[i] = i ? INFINITY : NAN;
+            CHECK_STATUS(dc_backward_saved(ctx, &c, &x, &y, s), LA_ERR_NON_FINITE, name[i]);
+            CHECK(strstr(la_last_error(), name[i]) != NULL, "%s: message names %s: %s",
+                  gated ? "gdn" : "delta", name[i], la_last_error());
+            CHECK(th_untouched(y.dq, x.nqk) && th_untouched(y.dv, x.nv) &&
+                      th_untouched(y.dbeta, x.ng),
+                  "%s: non-finite %s: nothing written", gated ? "gdn" : "delta", name[i]);
+            *bad[i] = keep;
+        }
+        CHECK_STATUS(dc_backward_saved(ctx, &c, &x, &a, s), LA_OK, "backward after the errors");
+        dc_free_out(&a);
+        dc_free_out(&y);
+        la_saved_destroy(s);
+        la_ctx_destroy(ctx);
+        dc_free_data(&x);
+    }
+}
+
 /* One mismatching backward: the status, a message naming `what`, nothing
  * written. */
 static void expect_mismatch(la_ctx *ctx, const dcase *c, const ddata *x, la_saved *s,
@@ -781,6 +819,7 @@ int main(void) {
     test_bad_args();
     test_mismatch();
     test_really_read();
+    test_saved_values();
     test_bits();
     test_sgla_mismatch();
     test_sgla_really_read();

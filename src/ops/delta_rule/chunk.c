@@ -97,6 +97,16 @@ static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, 
     }
 }
 
+/* S *= f in place (the gated forward's S_L = b_L S_0, 64 KiB at K = V = 128,
+ * out of L1): built per ISA, it ran 4 floats at a time and store-bound, ~half
+ * of la__delta_chunk_step's own samples. Elementwise: the same bits on every
+ * path. (The whole step built per ISA made DeltaNet's forward ~1% slower.) */
+DELTA_INLINE void scale_state_body(float *restrict S, int64_t n, float f) {
+    for (int64_t i = 0; i < n; i++) S[i] *= f;
+}
+LA_ISA_BUILDS(static, scale_state, scale_state_body, (float *restrict S, int64_t n, float f),
+              (S, n, f))
+
 /* All products run on the micro-kernels (q, k, v rows are contiguous here):
  * K K^T and Q K^T by gemm_nt_tril, then each entry times beta_t Gamma_tj or
  * Gamma_tj; U and W by trsm_llu with (I + Lo); R = U - W S_0 and b Q S_0 by
@@ -146,8 +156,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
         kr->gemm_nn_lower(L, V, L, in->scale, QK, L, R, V, 1.0f, o, ostride);
     }
     /* S_L = b_L S_0 + (diag(eg) K)^T R. */
-    if (in->g)
-        for (int64_t i = 0; i < K * V; i++) S[i] *= b[L - 1];
+    if (in->g) scale_state(S, K * V, b[L - 1]);
     for (int64_t t = 0; t < L; t++)
         for (int64_t i = 0; i < K; i++) W[t * K + i] = eg[t] * k[t * K + i];
     la__gemm_tn_block(kr, K, V, L, 1.0f, W, K, R, V, 1.0f, S, V);
@@ -228,6 +237,52 @@ size_t la__delta_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
     return 4 * c + 4 * c + 7 * c * c + 4 * c * v + 3 * c * k + 16;
 }
 
+/* <G, S_0> in double, for dbL: each product G_i S_i is exact in double
+ * (24 + 24 significant bits), summed in DOT_LANES partial sums of fixed
+ * assignment (element i into sum i mod DOT_LANES) and a fixed pairwise tree,
+ * so every build gives the same bits (a fused multiply-add would too: the
+ * product is exact). Eight sums (one chain per 8 elements, 3-cycle adds)
+ * were ~30% of the gated chunk backward's own samples, ~1.5 us per
+ * chunk-head; 32 sums are four AVX-512 vectors of doubles (the AVX-512
+ * build prefers 512-bit vectors here). */
+#define DOT_LANES 32
+#define STATE_DOT_BODY                                                                             \
+    double ps[DOT_LANES] = {0};                                                                    \
+    int64_t i = 0;                                                                                 \
+    for (; i + DOT_LANES <= n; i += DOT_LANES)                                                     \
+        for (int l = 0; l < DOT_LANES; l++) ps[l] += (double)a[i + l] * b[i + l];                  \
+    for (int l = 0; i < n; i++, l++) ps[l] += (double)a[i] * b[i];                                 \
+    for (int w = DOT_LANES / 2; w > 0; w /= 2)                                                     \
+        for (int l = 0; l < w; l++) ps[l] += ps[l + w];                                            \
+    return ps[0]
+
+static double state_dot_base(const float *restrict a, const float *restrict b, int64_t n) {
+    STATE_DOT_BODY;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define DELTA_STATE_DOT_AVX 1
+__attribute__((target("avx2"))) static double state_dot_avx2(const float *restrict a,
+                                                              const float *restrict b, int64_t n) {
+    STATE_DOT_BODY;
+}
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,prefer-vector-width=512"))) static double
+state_dot_avx512(const float *restrict a, const float *restrict b, int64_t n) {
+    STATE_DOT_BODY;
+}
+#endif
+
+static double state_dot(const float *a, const float *b, int64_t n) {
+#ifdef DELTA_STATE_DOT_AVX
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) return state_dot_avx512(a, b, n);
+    if (isa == LA_ISA_AVX2) return state_dot_avx2(a, b, n);
+#endif
+    return state_dot_base(a, b, n);
+}
+
+#define DGAM_LANES 8 /* the gate gradient's row sums, below */
+
 /* Every product runs on the micro-kernels (q, k, v, dO, dq, dk rows are
  * contiguous): the [L,L] matrices by gemm_nt_tril, the solves by trsm_llu,
  * the products with S_0 and G by gemm_nt / gemm_tn, the masked products by
@@ -298,18 +353,10 @@ DELTA_INLINE void chunk_backward_body(const la__delta_chunk_in *in, const float 
     }
 
     /* ---- S_L = b_L S_0 + sum_j e_j k_j^T R_j ---- */
-    /* dbL = <G, S_0> (gated only: DeltaNet has no gate to differentiate), in
-     * eight partial sums of fixed assignment and order: one chain of K V
-     * dependent double additions cost ~8% of the chunk's backward. */
-    double dbL = 0;
-    if (gated) {
-        double ps[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        int64_t i = 0;
-        for (; i + 8 <= K * V; i += 8)
-            for (int l = 0; l < 8; l++) ps[l] += (double)G[i + l] * S0[i + l];
-        for (int l = 0; i < K * V; i++, l++) ps[l] += (double)G[i] * S0[i];
-        dbL = ((ps[0] + ps[4]) + (ps[1] + ps[5])) + ((ps[2] + ps[6]) + (ps[3] + ps[7]));
-    }
+    /* dbL = <G, S_0> (gated only: DeltaNet has no gate to differentiate),
+     * state_dot's fixed partial sums (one chain of K V dependent double
+     * additions cost ~8% of the chunk's backward, eight chains still ~1.5 us) */
+    const double dbL = gated ? state_dot(G, S0, K * V) : 0;
     /* dR_j = e_j k_j G; Yw (work) = R G^T: dk_j += e_j (G R_j^T), de_j = k_j . (G R_j^T) */
     kr->gemm_nn(L, V, K, 1.0f, k, K, G, V, 0.0f, dR, V);
     kr->gemm_nt(L, K, V, 1.0f, R, V, G, V, 0.0f, Yw, K);
@@ -392,16 +439,30 @@ DELTA_INLINE void chunk_backward_body(const la__delta_chunk_in *in, const float 
     /* ---- gates ---- */
     if (!gated) return;
     for (int64_t t = 0; t < L; t++) {
-        /* dgam[t] summed in a register (same additions in the same order:
-         * j < t never aliases t; through memory each addition waited on the
-         * last one's store, ~12% of the gated chunk backward's own samples) */
-        double dt = dgam[t];
-        for (int64_t j = 0; j < t; j++) { /* the diagonal Gamma_tt = 1 is constant */
-            const double x = (double)dGm[t * L + j] * Gm[t * L + j];
-            dt += x;
-            dgam[j] -= x;
+        /* x_j = dGm_tj Gm_tj (j < t; the diagonal Gamma_tt = 1 is constant):
+         * dgam[t] += sum_j x_j, dgam[j] -= x_j. The row sum in DGAM_LANES
+         * partial sums (element j into sum j mod DGAM_LANES, a fixed tree):
+         * one chain of dependent double additions kept this loop scalar,
+         * ~13% of the gated chunk backward's own samples (the products are
+         * exact in double, so only the order of the row sum changed) */
+        const float *restrict dGmt = dGm + t * L, *restrict Gmt = Gm + t * L;
+        double *restrict dgm = dgam;
+        double ps[DGAM_LANES] = {0};
+        int64_t j = 0;
+        for (; j + DGAM_LANES <= t; j += DGAM_LANES)
+            for (int l = 0; l < DGAM_LANES; l++) {
+                const double x = (double)dGmt[j + l] * Gmt[j + l];
+                ps[l] += x;
+                dgm[j + l] -= x;
+            }
+        for (int l = 0; j < t; j++, l++) {
+            const double x = (double)dGmt[j] * Gmt[j];
+            ps[l] += x;
+            dgm[j] -= x;
         }
-        dgam[t] = dt + (double)db[t] * b[t];
+        for (int w = DGAM_LANES / 2; w > 0; w /= 2)
+            for (int l = 0; l < w; l++) ps[l] += ps[l + w];
+        dgam[t] = (dgam[t] + ps[0]) + (double)db[t] * b[t];
         const double y = (double)de[t] * e[t];
         dgam[L - 1] += y;
         dgam[t] -= y;
