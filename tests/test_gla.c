@@ -35,6 +35,44 @@ static void test_strong_gates(uint64_t seed) {
     la_ctx_destroy(ctx);
 }
 
+/* cpu-glafwd18: the chunk forward's head groups (la__gla_fwd_heads) depend
+ * on the thread count: one sequence of 11 heads runs as 8 + 3 heads per task
+ * at 1 thread, 6 + 5 at 2, 4 + 4 + 3 at 3 (and 3 sequences of 11 as 8 + 3
+ * at any count). Against float64 at 2 threads, and the forward's output and
+ * final state bit for bit equal at 1, 2, 3 threads (NaN-poisoned), chunks
+ * 16 and 64 (the last chunk short), with a key reset and a stretch of g = 0. */
+static void test_fwd_head_groups(uint64_t seed) {
+    la_ctx *ctx[3] = {th_ctx(1), th_ctx(2), th_ctx(3)};
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    for (int b = 1; b <= 3; b += 2) {
+        gcase c = gc_make(1, b, 150, 11, 24, 20, NULL, 0, GC_ALL, &rng);
+        for (int64_t t = 0; t < c.d.T; t += 13) c.g[(size_t)((t * 11 + t % 11) * 24 + t % 24)] = -1e4f;
+        for (int64_t t = 60; t < 80; t++)
+            for (int64_t x = 0; x < 24; x++) c.g[(size_t)((t * 11 + 5) * 24 + x)] = 0.0f;
+        char label[64];
+        snprintf(label, sizeof label, "GLA head groups, B = %d, H = 11", b);
+        gc_check_forms(&c, ctx[1], label);
+        for (int64_t chunk = 16; chunk <= 64; chunk *= 4) {
+            la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
+            float *o1 = th_nan_floats(c.nv), *s1 = th_nan_floats(c.ns);
+            CHECK_STATUS(gc_fwd(&c, ctx[0], &o, o1, s1), LA_OK, "head groups forward, 1 thread");
+            for (int t = 1; t < 3; t++) {
+                float *ot = th_nan_floats(c.nv), *st = th_nan_floats(c.ns);
+                CHECK_STATUS(gc_fwd(&c, ctx[t], &o, ot, st), LA_OK, "head groups forward");
+                CHECK(th_bitwise_equal(o1, ot, c.nv) && th_bitwise_equal(s1, st, c.ns),
+                      "%s chunk %d: %d threads = 1 thread, bit for bit", label, (int)chunk, t + 1);
+                free(ot);
+                free(st);
+            }
+            free(o1);
+            free(s1);
+        }
+        gc_free(&c);
+    }
+    for (int t = 0; t < 3; t++) la_ctx_destroy(ctx[t]);
+}
+
 /* cpu-bwdsplit: the chunk forward with one sequence split over time
  * (src/ops/gla/split_gla.c: N*H < 8 and >= 2 segments of 16 chunks).
  * Chunks 16 and 32 at T = 1100 (5 and 3 segments) and T = 4111 (17, 9 and,
@@ -115,6 +153,7 @@ int main(void) {
     gla_test_extreme(1, 1600);
     gla_test_ckpt_paths(1, 1610);
     test_strong_gates(1650);
+    test_fwd_head_groups(1660);
     gla_test_odd_chunks(1, GC_S0 | GC_DST, 1700);
     gla_test_bad(1);
     gc_print_worst("GLA");

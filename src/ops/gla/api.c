@@ -182,8 +182,8 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
     if ((st = sgla_save_prepare(op, sv, &j, form, chunk))) return st;
     j.o = o;
     j.sT = final_state;
-    const int64_t nfwd = chunk ? (dims->H + LA__GLA_HEAD_GROUP - 1) / LA__GLA_HEAD_GROUP
-                               : dims->H;
+    j.fwd_heads = la__gla_fwd_heads(&j);
+    const int64_t nfwd = chunk ? (dims->H + j.fwd_heads - 1) / j.fwd_heads : dims->H;
     la__parallel_for(ctx, la__num_seqs(dims) * nfwd,
                      chunk ? la__gla_chunk_fwd_task : la__gla_recurrent_fwd_task, &j);
     if (j.save) la__saved_commit(sv);

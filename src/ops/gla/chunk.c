@@ -72,7 +72,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     la__arena a = {.base = base};
     b->stream = 0;
     /* the forward keeps the states of a whole head group */
-    b->S = la__arena_take(&a, backward ? 1 : (size_t)LA__GLA_HEAD_GROUP, K * V * sizeof(float));
+    b->S = la__arena_take(&a, backward ? 1 : (size_t)la__gla_fwd_heads(j), K * V * sizeof(float));
     b->G = la__arena_take(&a, C * gw, sizeof(double));
     b->eG = la__arena_take(&a, C * gw, sizeof(float));
     b->eLm = la__arena_take(&a, C * gw, sizeof(float));
@@ -116,6 +116,14 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         if (j->saved) b->ckpt = b->states = NULL;
     }
     return la__arena_size(&a);
+}
+
+int64_t la__gla_fwd_heads(const gla_job *j) {
+    if (!j->per_key || !j->g) return LA__GLA_HEAD_GROUP;
+    const int64_t N = la__num_seqs(j->d), threads = la_ctx_threads(j->ctx);
+    const int64_t groups = N >= threads ? 1 : (threads + N - 1) / N; /* per sequence */
+    const int64_t heads = (j->H + groups - 1) / groups;
+    return heads < 1 ? 1 : heads > LA__GLA_FWD_HEADS ? LA__GLA_FWD_HEADS : heads;
 }
 
 size_t la__gla_chunk_fwd_bytes(const gla_job *j) {
@@ -719,7 +727,7 @@ static void load_state(const gla_job *j, int64_t task, float *S) {
 }
 
 GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
-    const int64_t H = j->H, K = j->K, V = j->V, C = j->C, G = LA__GLA_HEAD_GROUP;
+    const int64_t H = j->H, K = j->K, V = j->V, C = j->C, G = j->fwd_heads;
     const int64_t ng = (H + G - 1) / G, n = task / ng, h0 = (task % ng) * G;
     const int64_t nh = H - h0 < G ? H - h0 : G;
     const size_t KV = (size_t)K * (size_t)V;

@@ -204,6 +204,7 @@ typedef struct gla_job {
     int64_t H, K, V;
     int64_t C;       /* chunk length (chunk form) or checkpoint interval (recurrent bwd) */
     int64_t group;   /* chunk backward: chunks per state checkpoint */
+    int64_t fwd_heads; /* chunk forward: heads per task (la__gla_fwd_heads) */
     int per_key;     /* 1: GLA gates [B,T,H,K]; 0: simple GLA gates [B,T,H] */
     float scale;
     la_ctx *ctx;
@@ -249,6 +250,15 @@ LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
  * the heads' rows of a token (one page) are walked once per group; each
  * head's arithmetic is that of a task of its own. */
 #define LA__GLA_HEAD_GROUP 4
+/* cpu-glafwd18: GLA's (per-key gates) chunk forward takes up to
+ * LA__GLA_FWD_HEADS heads per task (at H = 8, K = 128 a token's rows of a
+ * tensor are one 4 KiB page, now walked by one task instead of two), fewer
+ * where that would leave a thread without a task: N * ceil(H / heads) tasks
+ * >= min(threads, N H). Simple GLA keeps LA__GLA_HEAD_GROUP. Each head's
+ * arithmetic is that of a task of its own, so the grouping (and with it the
+ * thread count) never changes a bit. */
+#define LA__GLA_FWD_HEADS 8
+LA_HIDDEN int64_t la__gla_fwd_heads(const gla_job *j);
 LA_HIDDEN void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
 /* The chunk backward keeps the start state of every chunk (one state pass)
