@@ -490,13 +490,14 @@ static void test_sgla_saved_values(void) {
         la_saved *s = NULL, *empty = NULL;
         CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
         CHECK_STATUS(la_saved_create(ctx, &empty), LA_OK, "create");
-        gout a = gout_alloc(&c), y = gout_alloc(&c);
+        gout a = gout_alloc(&c);
         CHECK_STATUS(sg_fwd(ctx, &c, o, &a, s), LA_OK, "forward");
         CHECK(la_saved_filled(s) == 1, "%s: filled", fam);
         float *bad[] = {c.d_o + c.nv / 2, c.d_sT + c.ns - 1, c.q + c.nqk / 3};
         const char *name[] = {"d_o", "d_final_state", "q"};
         for (int i = 0; i < 3; i++) {
             const float keep = *bad[i];
+            gout y = gout_alloc(&c); /* fresh: each error writes nothing */
             *bad[i] = i == 1 ? INFINITY : NAN;
             CHECK_STATUS(sg_bwd(ctx, &c, o, &y, i == 2 ? empty : s), LA_ERR_NON_FINITE, name[i]);
             CHECK(strstr(la_last_error(), name[i]) != NULL, "%s: message names %s: %s", fam,
@@ -504,11 +505,11 @@ static void test_sgla_saved_values(void) {
             CHECK(th_untouched(y.dq, c.nqk) && th_untouched(y.dv, c.nv) &&
                       th_untouched(y.ds0, c.ns) && th_untouched(y.dg, c.ng),
                   "%s: non-finite %s: nothing written", fam, name[i]);
+            gout_free(&y);
             *bad[i] = keep;
         }
         CHECK_STATUS(sg_bwd(ctx, &c, o, &a, s), LA_OK, "backward after the errors");
         gout_free(&a);
-        gout_free(&y);
         la_saved_destroy(s);
         la_saved_destroy(empty);
         la_ctx_destroy(ctx);
@@ -824,13 +825,14 @@ static void test_lin_saved_values(void) {
         la_saved *s = NULL, *empty = NULL;
         CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
         CHECK_STATUS(la_saved_create(ctx, &empty), LA_OK, "create");
-        lout a = lout_alloc(&c), y = lout_alloc(&c);
+        lout a = lout_alloc(&c);
         CHECK_STATUS(lc_fwd(ctx, &c, o, 1, &a, s), LA_OK, "forward");
         CHECK(la_saved_filled(s) == 1, "linear normalize %d: filled", nz);
         float *bad[] = {c.d_o + c.nv / 2, c.dsT + c.ns - 1, c.q + c.nqk / 3, c.dzT + c.nz / 2};
         const char *name[] = {"d_o", "d_final_state", "q", "d_final_norm"};
         for (int i = 0; i < 3 + nz; i++) {
             const float keep = *bad[i];
+            lout y = lout_alloc(&c); /* fresh: each error writes nothing */
             *bad[i] = i % 2 ? INFINITY : NAN;
             CHECK_STATUS(lc_bwd(ctx, &c, o, 1, &y, i == 2 ? empty : s), LA_ERR_NON_FINITE,
                          name[i]);
@@ -840,11 +842,11 @@ static void test_lin_saved_values(void) {
                       th_untouched(y.dv, c.nv) && th_untouched(y.ds0, c.ns) &&
                       th_untouched(y.dz0, c.nz),
                   "linear normalize %d: non-finite %s: nothing written", nz, name[i]);
+            lout_free(&y);
             *bad[i] = keep;
         }
         CHECK_STATUS(lc_bwd(ctx, &c, o, 1, &a, s), LA_OK, "backward after the errors");
         lout_free(&a);
-        lout_free(&y);
         la_saved_destroy(s);
         la_saved_destroy(empty);
         la_ctx_destroy(ctx);
