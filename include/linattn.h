@@ -534,8 +534,9 @@ LA_API la_status la_performer_attn_backward_state(
  *    pointers q/k/v/g/beta/initial_state, or another context): the backward
  *    fails with LA_ERR_INVALID_ARGUMENT naming the mismatch. The inputs'
  *    VALUES are not compared: do not change them between the two calls
- *    (the delta rules' CPU backward given a filled object scans only d_o
- *    and d_final_state for NaN / Inf: its forward scanned the inputs).
+ *    (a CPU backward given a filled object -- the delta rules, simple
+ *    GLA, GLA, linear attention -- scans only d_o, d_final_state and
+ *    d_final_norm for NaN / Inf: its forward scanned the inputs).
  *  - Ops that fill it: la_delta_rule_forward and
  *    la_gated_delta_rule_forward in LA_FORM_CHUNK, on a CPU or a CUDA
  *    context; la_simple_gla_forward in LA_FORM_CHUNK on a CPU context,

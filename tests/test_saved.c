@@ -474,6 +474,49 @@ static void test_sgla_really_read(void) {
     }
 }
 
+/* cpu-scan18: as test_saved_values for simple GLA and GLA: a backward given
+ * a filled object scans only d_o and d_final_state; a NaN / Inf there is
+ * still LA_ERR_NON_FINITE naming it, nothing written, the object usable.
+ * An empty object vouches for nothing: a NaN in q is still caught. */
+static void test_sgla_saved_values(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 1316);
+    for (int pk = 0; pk < 2; pk++) {
+        gcase c = gc_make(pk, 1, 70, 3, 16, 12, NULL, 0, pk ? GC_G | GC_S0 | GC_DST : GC_ALL,
+                          &rng);
+        const la_gated_opts o = gc_opts(LA_FORM_CHUNK, 16);
+        const char *fam = pk ? "GLA" : "simple GLA";
+        la_ctx *ctx = th_ctx(2);
+        la_saved *s = NULL, *empty = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+        CHECK_STATUS(la_saved_create(ctx, &empty), LA_OK, "create");
+        gout a = gout_alloc(&c);
+        CHECK_STATUS(sg_fwd(ctx, &c, o, &a, s), LA_OK, "forward");
+        CHECK(la_saved_filled(s) == 1, "%s: filled", fam);
+        float *bad[] = {c.d_o + c.nv / 2, c.d_sT + c.ns - 1, c.q + c.nqk / 3};
+        const char *name[] = {"d_o", "d_final_state", "q"};
+        for (int i = 0; i < 3; i++) {
+            const float keep = *bad[i];
+            gout y = gout_alloc(&c); /* fresh: each error writes nothing */
+            *bad[i] = i == 1 ? INFINITY : NAN;
+            CHECK_STATUS(sg_bwd(ctx, &c, o, &y, i == 2 ? empty : s), LA_ERR_NON_FINITE, name[i]);
+            CHECK(strstr(la_last_error(), name[i]) != NULL, "%s: message names %s: %s", fam,
+                  name[i], la_last_error());
+            CHECK(th_untouched(y.dq, c.nqk) && th_untouched(y.dv, c.nv) &&
+                      th_untouched(y.ds0, c.ns) && th_untouched(y.dg, c.ng),
+                  "%s: non-finite %s: nothing written", fam, name[i]);
+            gout_free(&y);
+            *bad[i] = keep;
+        }
+        CHECK_STATUS(sg_bwd(ctx, &c, o, &a, s), LA_OK, "backward after the errors");
+        gout_free(&a);
+        la_saved_destroy(s);
+        la_saved_destroy(empty);
+        la_ctx_destroy(ctx);
+        gc_free(&c);
+    }
+}
+
 static void sg_expect_mismatch(la_ctx *ctx, const gcase *c, la_gated_opts o, la_saved *s,
                                const char *what) {
     gout y = gout_alloc(c);
@@ -768,6 +811,49 @@ static void test_lin_really_read(void) {
     }
 }
 
+/* cpu-scan18: as test_saved_values for linear attention: a backward given a
+ * filled object scans only d_o, d_final_state, d_final_norm; a NaN / Inf
+ * there is still LA_ERR_NON_FINITE naming it, nothing written, the object
+ * usable. An empty object vouches for nothing: a NaN in q is still caught. */
+static void test_lin_saved_values(void) {
+    la_rng rng;
+    la_rng_seed(&rng, 1604);
+    for (int nz = 0; nz <= 1; nz++) {
+        lcase c = lc_make(1, 70, 3, 16, 12, NULL, 0, &rng);
+        const la_linear_attn_opts o = lc_opts(LA_FEATURE_ELU1, nz, 16);
+        la_ctx *ctx = th_ctx(2);
+        la_saved *s = NULL, *empty = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+        CHECK_STATUS(la_saved_create(ctx, &empty), LA_OK, "create");
+        lout a = lout_alloc(&c);
+        CHECK_STATUS(lc_fwd(ctx, &c, o, 1, &a, s), LA_OK, "forward");
+        CHECK(la_saved_filled(s) == 1, "linear normalize %d: filled", nz);
+        float *bad[] = {c.d_o + c.nv / 2, c.dsT + c.ns - 1, c.q + c.nqk / 3, c.dzT + c.nz / 2};
+        const char *name[] = {"d_o", "d_final_state", "q", "d_final_norm"};
+        for (int i = 0; i < 3 + nz; i++) {
+            const float keep = *bad[i];
+            lout y = lout_alloc(&c); /* fresh: each error writes nothing */
+            *bad[i] = i % 2 ? INFINITY : NAN;
+            CHECK_STATUS(lc_bwd(ctx, &c, o, 1, &y, i == 2 ? empty : s), LA_ERR_NON_FINITE,
+                         name[i]);
+            CHECK(strstr(la_last_error(), name[i]) != NULL, "linear: message names %s: %s",
+                  name[i], la_last_error());
+            CHECK(th_untouched(y.dq, c.nqk) && th_untouched(y.dk, c.nqk) &&
+                      th_untouched(y.dv, c.nv) && th_untouched(y.ds0, c.ns) &&
+                      th_untouched(y.dz0, c.nz),
+                  "linear normalize %d: non-finite %s: nothing written", nz, name[i]);
+            lout_free(&y);
+            *bad[i] = keep;
+        }
+        CHECK_STATUS(lc_bwd(ctx, &c, o, 1, &a, s), LA_OK, "backward after the errors");
+        lout_free(&a);
+        la_saved_destroy(s);
+        la_saved_destroy(empty);
+        la_ctx_destroy(ctx);
+        lc_free(&c);
+    }
+}
+
 static void lc_expect_mismatch(la_ctx *ctx, const lcase *c, la_linear_attn_opts o, int init,
                                la_saved *s, const char *what) {
     lout y = lout_alloc(c);
@@ -823,9 +909,11 @@ int main(void) {
     test_bits();
     test_sgla_mismatch();
     test_sgla_really_read();
+    test_sgla_saved_values();
     test_sgla_bits();
     test_lin_mismatch();
     test_lin_really_read();
+    test_lin_saved_values();
     test_lin_bits();
     return th_summary("test_saved");
 }

@@ -51,19 +51,7 @@ static la_status check_common(const char *op, la_ctx *ctx, const la_gated_opts *
         (st = la__check_ptr(op, "v", v)))
         return st;
     if (per_key && (st = la__check_ptr(op, "g", g))) return st;
-    const int64_t N = la__num_seqs(dims), H = dims->H, K = dims->K, V = dims->V;
-    const size_t BTH = (size_t)dims->B * (size_t)dims->T * (size_t)H;
-    /* cpu-glasplit: the scan shared over the threads for large tensors
-     * (a serial 4-5 ms of a 60 ms forward at T = 65536, D = 128) */
-    if ((st = la__check_finite_ctx(ctx, op, "q", q, BTH * (size_t)K)) ||
-        (st = la__check_finite_ctx(ctx, op, "k", k, BTH * (size_t)K)) ||
-        (st = la__check_finite_ctx(ctx, op, "v", v, BTH * (size_t)V)))
-        return st;
-    if (g && (st = la__check_log_gate(op, "g", g, per_key ? BTH * (size_t)K : BTH))) return st;
-    if (g_gamma && (st = la__check_log_gate(op, "g_gamma", g_gamma, (size_t)H))) return st;
-    if (s0 && (st = la__check_finite(op, "initial_state", s0,
-                                     (size_t)N * (size_t)H * (size_t)K * (size_t)V)))
-        return st;
+    const int64_t H = dims->H, K = dims->K, V = dims->V;
     const int64_t L = la__max_seq_len(dims);
     if (C == 0) C = LA_DEFAULT_CHUNK_SIZE; /* recurrent form: unused */
     if (C > L) C = L;
@@ -94,6 +82,33 @@ LA_HIDDEN la_status la__gla_run_split_bwd(const char *op, const gla_job *j);
 LA_HIDDEN int la__gla_split_gla_over_time(const gla_job *j);
 LA_HIDDEN size_t la__gla_split_gla_bytes(const gla_job *j);
 LA_HIDDEN la_status la__gla_run_split_gla(const char *op, const gla_job *j);
+
+/* The inputs' values: finite q, k, v (and initial_state), log-gates g,
+ * g_gamma <= 0. The forward always scans them; a backward given a filled,
+ * matching la_saved does not (cpu-scan18): the forward that filled it
+ * scanned these same tensors, which the caller keeps unchanged between the
+ * two calls (include/linattn.h); q, k, v are 3 x 32 MiB at the issue-12
+ * shape, ~1 ms each. */
+static la_status check_inputs(const char *op, const gla_job *j) {
+    la_status st;
+    const la_dims *d = j->d;
+    const size_t BTH = (size_t)d->B * (size_t)d->T * (size_t)j->H;
+    /* cpu-glasplit: the scan shared over the threads for large tensors
+     * (a serial 4-5 ms of a 60 ms forward at T = 65536, D = 128) */
+    if ((st = la__check_finite_ctx(j->ctx, op, "q", j->q, BTH * (size_t)j->K)) ||
+        (st = la__check_finite_ctx(j->ctx, op, "k", j->k, BTH * (size_t)j->K)) ||
+        (st = la__check_finite_ctx(j->ctx, op, "v", j->v, BTH * (size_t)j->V)))
+        return st;
+    if (j->g && (st = la__check_log_gate(op, "g", j->g, j->per_key ? BTH * (size_t)j->K : BTH)))
+        return st;
+    if (j->g_gamma && (st = la__check_log_gate(op, "g_gamma", j->g_gamma, (size_t)j->H)))
+        return st;
+    if (j->s0 && (st = la__check_finite(op, "initial_state", j->s0,
+                                        (size_t)la__num_seqs(d) * (size_t)j->H *
+                                            (size_t)j->K * (size_t)j->V)))
+        return st;
+    return LA_OK;
+}
 
 static la_status reserve(const char *op, la_ctx *ctx, size_t bytes) {
     if (bytes == 0)
@@ -157,7 +172,7 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
     la_form form;
     la_status st = check_common(op, ctx, opts, dims, per_key, q, k, v, g, g_gamma,
                                 initial_state, &j, &form);
-    if (st) return st;
+    if (st || (st = check_inputs(op, &j))) return st;
     if ((st = la__check_ptr(op, "o", o))) return st;
     la_saved *sv = opts->saved; /* simple GLA, GLA (cpu-glsaved17) */
     if ((st = la__saved_check(op, ctx, sv))) return st;
@@ -212,9 +227,6 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
     const int64_t N = la__num_seqs(dims), H = dims->H;
     const size_t BTHV = (size_t)dims->B * (size_t)dims->T * (size_t)H * (size_t)dims->V;
     const size_t NHKV = (size_t)N * (size_t)H * (size_t)dims->K * (size_t)dims->V;
-    if ((st = la__check_finite_ctx(ctx, op, "d_o", d_o, BTHV))) return st;
-    if (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, NHKV)))
-        return st;
     const int chunk = form == LA_FORM_CHUNK;
     const int64_t L = la__max_seq_len(dims);
     if (chunk) {
@@ -252,6 +264,13 @@ static la_status gla_backward(const char *op, la_ctx *ctx, const la_gated_opts *
             j.sv_cbase = cbase;
             j.group = 1;
         }
+        /* the inputs only without a filled object (check_inputs); the
+         * backward's own d_o, d_final_state always */
+        if ((!data && (st = check_inputs(op, &j))) ||
+            (st = la__check_finite_ctx(ctx, op, "d_o", d_o, BTHV)) ||
+            (d_final_state &&
+             (st = la__check_finite(op, "d_final_state", d_final_state, NHKV))))
+            return st;
     }
     /* cpu-sgla9: every state kept: heads grouped per task (cpu-glab15: GLA too) */
     const int64_t sgh = chunk && !split ? la__gla_bwd_heads(&j, L) : 1;

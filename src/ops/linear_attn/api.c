@@ -425,19 +425,25 @@ la_status la_linear_attn_backward(la_ctx *ctx, const la_linear_attn_opts *opts,
             return la__error(LA_ERR_INVALID_ARGUMENT,
                              "%s: %s given but opts.normalize = 0 (no normaliser state)", op,
                              norm_args[i].name);
-    const lin_sizes n = sizes_of(dims);
-    if ((st = check_qkv(ctx, op, &n, q, k, v)) ||
-        (st = la__check_finite_ctx(ctx, op, "d_o", d_o, n.v)) ||
-        (st = check_start(op, &n, initial_state, initial_norm)) ||
-        (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, n.s))) ||
-        (d_final_norm && (st = la__check_finite(op, "d_final_norm", d_final_norm, n.z))))
-        return st;
-    if ((st = reserve(op, opts, &j, 1))) return st;
     const la__saved_key key = lin_saved_key(&j, opts, q, k, v, initial_state, initial_norm);
     const void *data = NULL;
     if ((st = la__saved_check(op, ctx, opts->saved)) ||
         (st = la__saved_match(op, opts->saved, &key, &data)))
         return st;
+    /* cpu-scan18: given a filled, matching object (data), q, k, v,
+     * initial_state, initial_norm are not scanned again: the forward that
+     * filled it scanned these same tensors, which the caller keeps unchanged
+     * between the two calls (include/linattn.h); q, k, v are 3 x 32 MiB at
+     * the issue-12 shape, ~1 ms each. d_o, d_final_state, d_final_norm
+     * always. */
+    const lin_sizes n = sizes_of(dims);
+    if ((!data && (st = check_qkv(ctx, op, &n, q, k, v))) ||
+        (st = la__check_finite_ctx(ctx, op, "d_o", d_o, n.v)) ||
+        (!data && (st = check_start(op, &n, initial_state, initial_norm))) ||
+        (d_final_state && (st = la__check_finite(op, "d_final_state", d_final_state, n.s))) ||
+        (d_final_norm && (st = la__check_finite(op, "d_final_norm", d_final_norm, n.z))))
+        return st;
+    if ((st = reserve(op, opts, &j, 1))) return st;
     if (data && lin_saves(opts, &j)) { /* the forward's chunk states */
         lin_saved_layout(&j, data);
         j.saved = j.save;
