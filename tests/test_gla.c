@@ -55,18 +55,7 @@ static void test_fwd_head_groups(uint64_t seed) {
         gc_check_forms(&c, ctx[1], label);
         for (int64_t chunk = 16; chunk <= 64; chunk *= 4) {
             la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
-            float *o1 = th_nan_floats(c.nv), *s1 = th_nan_floats(c.ns);
-            CHECK_STATUS(gc_fwd(&c, ctx[0], &o, o1, s1), LA_OK, "head groups forward, 1 thread");
-            for (int t = 1; t < 3; t++) {
-                float *ot = th_nan_floats(c.nv), *st = th_nan_floats(c.ns);
-                CHECK_STATUS(gc_fwd(&c, ctx[t], &o, ot, st), LA_OK, "head groups forward");
-                CHECK(th_bitwise_equal(o1, ot, c.nv) && th_bitwise_equal(s1, st, c.ns),
-                      "%s chunk %d: %d threads = 1 thread, bit for bit", label, (int)chunk, t + 1);
-                free(ot);
-                free(st);
-            }
-            free(o1);
-            free(s1);
+            gc_check_fwd_threads(&c, ctx, 3, &o, label, chunk);
         }
         gc_free(&c);
     }
@@ -122,18 +111,7 @@ static void test_split(void) {
         /* chunk 64: T = 4111 splits (65 chunks), T = 1100 does not (cpu-split2) */
         for (int64_t chunk = 16; chunk <= 64; chunk *= 2) {
             la_gated_opts o = gc_opts(LA_FORM_CHUNK, chunk);
-            float *o1 = th_nan_floats(c.nv), *s1 = th_nan_floats(c.ns);
-            CHECK_STATUS(gc_fwd(&c, ctx[0], &o, o1, s1), LA_OK, "split forward, 1 thread");
-            for (int t = 1; t < 4; t++) {
-                float *ot = th_nan_floats(c.nv), *st = th_nan_floats(c.ns);
-                CHECK_STATUS(gc_fwd(&c, ctx[t], &o, ot, st), LA_OK, "split forward");
-                CHECK(th_bitwise_equal(o1, ot, c.nv) && th_bitwise_equal(s1, st, c.ns),
-                      "%s chunk %d: %d threads = 1 thread, bit for bit", label, (int)chunk, t + 1);
-                free(ot);
-                free(st);
-            }
-            free(o1);
-            free(s1);
+            gc_check_fwd_threads(&c, ctx, 4, &o, label, chunk);
             gc_check_bwd_threads(&c, ctx, &o, label, chunk);
         }
         gc_free(&c);

@@ -838,6 +838,22 @@ void gla_test_bad(int per_key) {
 /* cpu-bwdsplit: the backward gives the same bits at the thread counts of
  * ctx[0..3] (1, 2, 3, 4): dq, dk, dv, dg, dg_gamma (simple GLA),
  * d_initial_state, NaN-poisoned before each call. */
+void gc_check_fwd_threads(const gcase *c, la_ctx *const *ctx, int nctx, const la_gated_opts *o,
+                          const char *label, int64_t chunk) {
+    float *o1 = th_nan_floats(c->nv), *s1 = th_nan_floats(c->ns);
+    CHECK_STATUS(gc_fwd(c, ctx[0], o, o1, s1), LA_OK, "forward, first context");
+    for (int t = 1; t < nctx; t++) {
+        float *ot = th_nan_floats(c->nv), *st = th_nan_floats(c->ns);
+        CHECK_STATUS(gc_fwd(c, ctx[t], o, ot, st), LA_OK, "forward");
+        CHECK(th_bitwise_equal(o1, ot, c->nv) && th_bitwise_equal(s1, st, c->ns),
+              "%s chunk %d: %d threads = 1 thread, bit for bit", label, (int)chunk, t + 1);
+        free(ot);
+        free(st);
+    }
+    free(o1);
+    free(s1);
+}
+
 void gc_check_bwd_threads(const gcase *c, la_ctx *const *ctx, const la_gated_opts *o,
                           const char *label, int64_t chunk) {
     const size_t n[6] = {c->nqk, c->nqk, c->nv, c->ng, (size_t)c->H, c->ns};

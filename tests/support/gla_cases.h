@@ -60,6 +60,10 @@ void gla_test_threads(int per_key, int flags, uint64_t seed);
 void gla_test_extreme(int per_key, uint64_t seed);
 void gla_test_ckpt_paths(int per_key, uint64_t seed); /* cpu-gla3 */
 void gla_test_bad(int per_key);
+/* The forward's output and final state (NaN-poisoned) bit for bit equal
+ * at the threads of ctx[1..nctx-1] and ctx[0]'s. */
+void gc_check_fwd_threads(const gcase *c, la_ctx *const *ctx, int nctx, const la_gated_opts *o,
+                          const char *label, int64_t chunk);
 /* cpu-bwdsplit: the backward bit for bit at the threads of ctx[0..3]. */
 void gc_check_bwd_threads(const gcase *c, la_ctx *const *ctx, const la_gated_opts *o,
                           const char *label, int64_t chunk);
