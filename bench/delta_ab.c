@@ -1,4 +1,4 @@
-/* DeltaNet / Gated DeltaNet forward + backward through a saved-for-backward
+/* DeltaNet / Gated DeltaNet / KDA forward + backward through a saved-for-backward
  * object (la_saved) of two liblinattn.so builds, alternating in one process
  * (bench/NOTES.md, cpu-delta8): old vs new library, the path users run.
  *
@@ -12,9 +12,13 @@
  * and an FNV hash of o, dq, dk, dv, dbeta (dg) per library (equal when the
  * change keeps the bits).
  *
+ * gated = 2 runs KDA (per-key gates g [T,H,K], dg likewise; cpu-kda18): KDA
+ * takes no la_saved (its backward recomputes the forward), and its FLOPs are
+ * the kda-chunk model, T (C (3K + 2V) + 6KV) per head.
+ *
  * built with the tools (CMake target delta_ab), or by hand from the repository root:
  *   gcc -O2 -std=c11 -Iinclude bench/delta_ab.c -ldl -lm -o delta_ab
- * usage: delta_ab OLD.so NEW.so [gated 0|1] [pairs] [T] [threads] [saved 1|0] */
+ * usage: delta_ab OLD.so NEW.so [gated 0|1|2=kda] [pairs] [T] [threads] [saved 1|0] */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
@@ -59,16 +63,16 @@ typedef struct lib {
 
 #define SYM(h, name) (void)(*(void **)(&name##_p) = dlsym(h, #name))
 
-static int open_lib(const char *path, lib *l, int threads) {
+static int open_lib(const char *path, lib *l, int threads, int kda) {
     void *h = ab_dlopen(path);
     if (!h) return 1;
     ctx_create_fn cc = (ctx_create_fn)(uintptr_t)dlsym(h, "la_ctx_create");
     saved_create_fn sc = (saved_create_fn)(uintptr_t)dlsym(h, "la_saved_create");
     l->opts = (opts_fn)(uintptr_t)dlsym(h, "la_gated_opts_default");
     l->dfwd = (dfwd_fn)(uintptr_t)dlsym(h, "la_delta_rule_forward");
-    l->gfwd = (gfwd_fn)(uintptr_t)dlsym(h, "la_gated_delta_rule_forward");
+    l->gfwd = (gfwd_fn)(uintptr_t)dlsym(h, kda ? "la_kda_forward" : "la_gated_delta_rule_forward");
     l->dbwd = (dbwd_fn)(uintptr_t)dlsym(h, "la_delta_rule_backward");
-    l->gbwd = (gbwd_fn)(uintptr_t)dlsym(h, "la_gated_delta_rule_backward");
+    l->gbwd = (gbwd_fn)(uintptr_t)dlsym(h, kda ? "la_kda_backward" : "la_gated_delta_rule_backward");
     l->err = (err_fn)(uintptr_t)dlsym(h, "la_last_error");
     if (!cc || !sc || !l->opts || !l->dfwd || !l->gfwd || !l->dbwd || !l->gbwd || !l->err) return 1;
     if (cc(&l->ctx, threads) != LA_OK || sc(l->ctx, &l->s) != LA_OK) return 1;
@@ -109,12 +113,12 @@ static void run(const lib *l, prob *p, double *tf, double *tb) {
     *tb = t2 - t1;
 }
 
-static uint64_t hash_all(const prob *p, size_t n, size_t ng) {
+static uint64_t hash_all(const prob *p, size_t n, size_t ng, size_t ngk) {
     uint64_t h = AB_FNV0;
     h = ab_fnv(h, p->o, n), h = ab_fnv(h, p->dq, n), h = ab_fnv(h, p->dk, n),
     h = ab_fnv(h, p->dv, n);
     h = ab_fnv(h, p->dbeta, ng);
-    return p->gated ? ab_fnv(h, p->dg, ng) : h;
+    return p->gated ? ab_fnv(h, p->dg, ngk) : h;
 }
 
 static float *randn(size_t n, unsigned *seed) {
@@ -130,7 +134,7 @@ static float *randn(size_t n, unsigned *seed) {
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr,
-                "usage: delta_ab OLD.so NEW.so [gated 0|1] [pairs] [T] [threads] [saved 1|0]\n");
+                "usage: delta_ab OLD.so NEW.so [gated 0|1|2=kda] [pairs] [T] [threads] [saved 1|0]\n");
         return 2;
     }
     prob p = {0};
@@ -142,26 +146,28 @@ int main(int argc, char **argv) {
     const int threads = argc > 6 ? atoi(argv[6]) : 1; /* > 1: hashes only (CPU time is per thread) */
     p.saved = argc > 7 ? atoi(argv[7]) : 1; /* 0: the backward recomputes the forward sweep */
     lib L[2];
-    if (open_lib(argv[1], &L[0], threads) || open_lib(argv[2], &L[1], threads)) return 1;
+    const int kda = p.gated == 2;
+    if (kda) p.saved = 0;
+    if (open_lib(argv[1], &L[0], threads, kda) || open_lib(argv[2], &L[1], threads, kda)) return 1;
     p.d.B = 1, p.d.T = T, p.d.H = H, p.d.K = D, p.d.V = D;
     const size_t n = (size_t)(T * H * D), ng = (size_t)(T * H);
     unsigned seed = 7;
     p.q = randn(n, &seed), p.k = randn(n, &seed), p.v = randn(n, &seed), p.d_o = randn(n, &seed);
-    p.g = malloc(ng * 4), p.beta = malloc(ng * 4);
-    for (size_t i = 0; i < ng; i++) {
-        p.beta[i] = (float)rand_r(&seed) / (float)RAND_MAX;
+    const size_t ngk = kda ? n : ng; /* KDA: a log-gate per key */
+    p.g = malloc(ngk * 4), p.beta = malloc(ng * 4);
+    for (size_t i = 0; i < ng; i++) p.beta[i] = (float)rand_r(&seed) / (float)RAND_MAX;
+    for (size_t i = 0; i < ngk; i++)
         p.g[i] = (float)-log1p(exp(-(2.5 + 2.0 * rand_r(&seed) / RAND_MAX - 1.0)));
-    }
     p.o = malloc(n * 4), p.dq = malloc(n * 4), p.dk = malloc(n * 4), p.dv = malloc(n * 4);
-    p.dg = malloc(ng * 4), p.dbeta = malloc(ng * 4);
-    const double F = (double)T * (C * (3.0 * D + 2.0 * D) + C * C / 3.0 + 6.0 * D * D) * H;
+    p.dg = malloc(ngk * 4), p.dbeta = malloc(ng * 4);
+    const double F = (double)T * (C * (3.0 * D + 2.0 * D) + (kda ? 0 : C * C / 3.0) + 6.0 * D * D) * H;
     double tf, tb;
     uint64_t hs[2];
     float *outs[6] = {p.o, p.dq, p.dk, p.dv, p.dbeta, p.dg}, *first[6];
-    const size_t lens[6] = {n, n, n, n, ng, ng};
+    const size_t lens[6] = {n, n, n, n, ng, ngk};
     for (int l = 0; l < 2; l++) { /* warm-up (the saved objects grow), hashes */
         run(&L[l], &p, &tf, &tb);
-        hs[l] = hash_all(&p, n, ng);
+        hs[l] = hash_all(&p, n, ng, ngk);
         for (int i = 0; i < 6 && l == 0; i++) {
             first[i] = malloc(lens[i] * sizeof(float));
             memcpy(first[i], outs[i], lens[i] * sizeof(float));
@@ -189,7 +195,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < 6; i++) free(first[i]);
     printf("%s T=%lld H=%lld D=%lld C=%lld %s; hashes old %016llx new %016llx %s\n",
-           p.gated ? "gated_delta_rule" : "delta_rule", (long long)T, (long long)H, (long long)D,
+           kda ? "kda" : p.gated ? "gated_delta_rule" : "delta_rule", (long long)T, (long long)H, (long long)D,
            (long long)C, p.saved ? "saved" : "recomputed", (unsigned long long)hs[0],
            (unsigned long long)hs[1], hs[0] == hs[1] ? "EQUAL" : "DIFFER");
     struct rusage ru0, ru1;
