@@ -165,24 +165,41 @@ static void test_saved_values(void) {
         la_ctx *ctx = th_ctx(2);
         la_saved *s = NULL;
         CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
-        dout a = dc_alloc_out(&x), y = dc_alloc_out(&x);
+        dout a = dc_alloc_out(&x);
         CHECK_STATUS(dc_forward_saved(ctx, &c, &x, &a, s), LA_OK, "forward");
         float *bad[] = {x.d_o + x.nv / 2, x.dST + x.ns - 1};
         const char *name[] = {"d_o", "d_final_state"};
         for (int i = 0; i < 2; i++) {
             const float keep = *bad[i];
+            dout y = dc_alloc_out(&x); /* fresh: each error writes nothing */
             *bad[i] = i ? INFINITY : NAN;
             CHECK_STATUS(dc_backward_saved(ctx, &c, &x, &y, s), LA_ERR_NON_FINITE, name[i]);
             CHECK(strstr(la_last_error(), name[i]) != NULL, "%s: message names %s: %s",
                   gated ? "gdn" : "delta", name[i], la_last_error());
-            CHECK(th_untouched(y.dq, x.nqk) && th_untouched(y.dv, x.nv) &&
-                      th_untouched(y.dbeta, x.ng),
+            CHECK(th_untouched(y.dq, x.nqk) && th_untouched(y.dk, x.nqk) &&
+                      th_untouched(y.dv, x.nv) && th_untouched(y.dbeta, x.ng) &&
+                      th_untouched(y.dg, x.ng) && th_untouched(y.dS0, x.ns),
                   "%s: non-finite %s: nothing written", gated ? "gdn" : "delta", name[i]);
+            dc_free_out(&y);
             *bad[i] = keep;
         }
         CHECK_STATUS(dc_backward_saved(ctx, &c, &x, &a, s), LA_OK, "backward after the errors");
+        { /* a failed forward empties the object: its backward scans q again */
+            float *q = x.q + x.nqk / 3;
+            const float keep = *q;
+            *q = NAN;
+            dout z = dc_alloc_out(&x);
+            CHECK_STATUS(dc_forward_saved(ctx, &c, &x, &z, s), LA_ERR_NON_FINITE, "NaN q forward");
+            CHECK(la_saved_filled(s) == 0, "%s: a failed forward empties the object",
+                  gated ? "gdn" : "delta");
+            CHECK_STATUS(dc_backward_saved(ctx, &c, &x, &z, s), LA_ERR_NON_FINITE,
+                         "backward after a failed forward");
+            CHECK(th_untouched(z.dq, x.nqk) && th_untouched(z.dv, x.nv),
+                  "%s: backward after a failed forward: nothing written", gated ? "gdn" : "delta");
+            dc_free_out(&z);
+            *q = keep;
+        }
         dc_free_out(&a);
-        dc_free_out(&y);
         la_saved_destroy(s);
         la_ctx_destroy(ctx);
         dc_free_data(&x);
@@ -509,6 +526,20 @@ static void test_sgla_saved_values(void) {
             *bad[i] = keep;
         }
         CHECK_STATUS(sg_bwd(ctx, &c, o, &a, s), LA_OK, "backward after the errors");
+        { /* a failed forward empties the object: its backward scans q again */
+            float *q = c.q + c.nqk / 3;
+            const float keep = *q;
+            *q = NAN;
+            gout z = gout_alloc(&c);
+            CHECK_STATUS(sg_fwd(ctx, &c, o, &z, s), LA_ERR_NON_FINITE, "NaN q forward");
+            CHECK(la_saved_filled(s) == 0, "%s: a failed forward empties the object", fam);
+            CHECK_STATUS(sg_bwd(ctx, &c, o, &z, s), LA_ERR_NON_FINITE,
+                         "backward after a failed forward");
+            CHECK(th_untouched(z.dq, c.nqk) && th_untouched(z.dv, c.nv),
+                  "%s: backward after a failed forward: nothing written", fam);
+            gout_free(&z);
+            *q = keep;
+        }
         gout_free(&a);
         la_saved_destroy(s);
         la_saved_destroy(empty);
@@ -846,6 +877,21 @@ static void test_lin_saved_values(void) {
             *bad[i] = keep;
         }
         CHECK_STATUS(lc_bwd(ctx, &c, o, 1, &a, s), LA_OK, "backward after the errors");
+        { /* a failed forward empties the object: its backward scans q again */
+            float *q = c.q + c.nqk / 3;
+            const float keep = *q;
+            *q = NAN;
+            lout z = lout_alloc(&c);
+            CHECK_STATUS(lc_fwd(ctx, &c, o, 1, &z, s), LA_ERR_NON_FINITE, "NaN q forward");
+            CHECK(la_saved_filled(s) == 0, "linear normalize %d: a failed forward empties the object",
+                  nz);
+            CHECK_STATUS(lc_bwd(ctx, &c, o, 1, &z, s), LA_ERR_NON_FINITE,
+                         "backward after a failed forward");
+            CHECK(th_untouched(z.dq, c.nqk) && th_untouched(z.dv, c.nv),
+                  "linear normalize %d: backward after a failed forward: nothing written", nz);
+            lout_free(&z);
+            *q = keep;
+        }
         lout_free(&a);
         la_saved_destroy(s);
         la_saved_destroy(empty);

@@ -129,6 +129,10 @@ LA_HIDDEN la_status la__saved_prepare_states(const char *op, la_saved *s,
                                              const la__saved_key *key, const la_dims *d,
                                              int64_t C, int64_t H, size_t state_floats,
                                              int64_t **cbase, float **states, int64_t *nc);
+/* Marks s empty (NULL: nothing). Every CPU forward taking a saved object
+ * calls it right after la__saved_check, before any other check can fail:
+ * a failed forward must not leave an earlier step's fill (same pointers,
+ * same key) for a backward that trusts it and skips its input scans. */
 LA_HIDDEN void la__saved_clear(la_saved *s);
 /* Backward: *data = NULL when s is NULL or empty; the data when s was
  * filled by the call `key` describes; else LA_ERR_INVALID_ARGUMENT naming

@@ -38,6 +38,8 @@ static la_status validate(const char *op, la_ctx *ctx, const delta_call *c, la__
     if ((st = la__check_dims(op, c->dims, c->gated))) return st;
     const la_gated_opts *o = c->opts;
     if ((st = la__saved_check(op, ctx, o->saved))) return st;
+    /* a forward empties the object first (internal.h, la__saved_clear) */
+    if (!c->backward) la__saved_clear(o->saved);
     la_form form;
     int64_t chunk;
     if ((st = la__gated_form(op, o, &form, &chunk))) return st;

@@ -172,10 +172,11 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
     la_form form;
     la_status st = check_common(op, ctx, opts, dims, per_key, q, k, v, g, g_gamma,
                                 initial_state, &j, &form);
-    if (st || (st = check_inputs(op, &j))) return st;
+    la_saved *sv = opts ? opts->saved : NULL; /* simple GLA, GLA (cpu-glsaved17) */
+    if (st || (st = la__saved_check(op, ctx, sv))) return st;
+    la__saved_clear(sv); /* before anything can fail (internal.h) */
+    if ((st = check_inputs(op, &j))) return st;
     if ((st = la__check_ptr(op, "o", o))) return st;
-    la_saved *sv = opts->saved; /* simple GLA, GLA (cpu-glsaved17) */
-    if ((st = la__saved_check(op, ctx, sv))) return st;
     const int chunk = form == LA_FORM_CHUNK;
     if (chunk && la__gla_split_over_time(&j)) {
         if ((st = reserve(op, ctx, la__gla_split_bytes(&j)))) return st;

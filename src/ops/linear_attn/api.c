@@ -358,7 +358,11 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
     static const char *const op = "la_linear_attn_forward";
     la__lin_job j;
     la_status st;
-    if ((st = check_common(op, ctx, opts, dims, &j))) return st;
+    if ((st = check_common(op, ctx, opts, dims, &j)) ||
+        (st = la__saved_check(op, ctx, opts->saved)))
+        return st;
+    la_saved *sv = opts->saved;
+    la__saved_clear(sv); /* before anything can fail (internal.h) */
     if ((st = la__check_ptr(op, "o", o)) || (st = la__check_ptr(op, "q", q)) ||
         (st = la__check_ptr(op, "k", k)) || (st = la__check_ptr(op, "v", v)))
         return st;
@@ -373,8 +377,7 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
     if ((st = check_qkv(ctx, op, &n, q, k, v)) ||
         (st = check_start(op, &n, initial_state, initial_norm)))
         return st;
-    if ((st = reserve(op, opts, &j, 0)) || (st = la__saved_check(op, ctx, opts->saved))) return st;
-    la_saved *sv = opts->saved;
+    if ((st = reserve(op, opts, &j, 0))) return st;
     if (sv && lin_saves(opts, &j)) {
         const la__saved_key key = lin_saved_key(&j, opts, q, k, v, initial_state, initial_norm);
         int64_t *cbase;
