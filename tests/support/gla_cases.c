@@ -835,9 +835,6 @@ void gla_test_bad(int per_key) {
     la_ctx_destroy(ctx);
 }
 
-/* cpu-bwdsplit: the backward gives the same bits at the thread counts of
- * ctx[0..3] (1, 2, 3, 4): dq, dk, dv, dg, dg_gamma (simple GLA),
- * d_initial_state, NaN-poisoned before each call. */
 void gc_check_fwd_threads(const gcase *c, la_ctx *const *ctx, int nctx, const la_gated_opts *o,
                           const char *label, int64_t chunk) {
     float *o1 = th_nan_floats(c->nv), *s1 = th_nan_floats(c->ns);
@@ -854,6 +851,9 @@ void gc_check_fwd_threads(const gcase *c, la_ctx *const *ctx, int nctx, const la
     free(s1);
 }
 
+/* cpu-bwdsplit: the backward gives the same bits at the thread counts of
+ * ctx[0..3] (1, 2, 3, 4): dq, dk, dv, dg, dg_gamma (simple GLA),
+ * d_initial_state, NaN-poisoned before each call. */
 void gc_check_bwd_threads(const gcase *c, la_ctx *const *ctx, const la_gated_opts *o,
                           const char *label, int64_t chunk) {
     const size_t n[6] = {c->nqk, c->nqk, c->nv, c->ng, (size_t)c->H, c->ns};
