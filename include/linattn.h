@@ -524,7 +524,8 @@ LA_API la_status la_performer_attn_backward_state(
  *  - la_saved_create makes an empty object bound to ctx; set
  *    la_gated_opts.saved (la_linear_attn_opts.saved) to it in the forward
  *    AND the backward call.
- *  - A forward given opts->saved fills it (replacing what it held); a
+ *  - A forward given opts->saved fills it (replacing what it held; a CPU
+ *    forward that fails leaves it empty); a
  *    backward given a filled one reads it instead of recomputing, with
  *    gradients bitwise identical to the backward without it; an empty one
  *    means recompute. The object stays filled after the backward (a second
