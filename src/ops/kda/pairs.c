@@ -174,20 +174,29 @@ static void block_decays(int64_t i0, int64_t ni, int64_t K, const double *gam, c
  * exp(gam_b - gam_e) is in [1, e^LA__KDA_SPAN] (the e^x of vexp.h is exact
  * in form up to e^87), F_j in [e^-span, e^span]. One exponential per
  * sub-block pair instead of one per (block, earlier row). */
-static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
-                         const pair_bufs *p) {
+KDA_INLINE void before_block_body(int64_t b, int64_t nj, int64_t K, const float *restrict k,
+                                  const double *gam, const float *restrict Pe, float *restrict F,
+                                  float *restrict YF, float *restrict e) {
     for (int64_t j0 = 0; j0 < nj; j0 += LA__KDA_SUB) {
         const int64_t j1 = j0 + LA__KDA_SUB < nj ? j0 + LA__KDA_SUB : nj;
-        exp_diff(p->e, gam + b * K, gam + (j1 - 1) * K, K);
-        for (int64_t j = j0; j < j1; j++) {
-            float *F = p->F + j * K;
-            const float *Pe = p->Pe + j * K;
+        exp_diff(e, gam + b * K, gam + (j1 - 1) * K, K);
+        for (int64_t j = j0; j < j1; j++)
             for (int64_t x = 0; x < K; x++) {
-                F[x] = Pe[x] * p->e[x];
-                p->YF[j * K + x] = k[j * K + x] * F[x];
+                F[j * K + x] = Pe[j * K + x] * e[x];
+                YF[j * K + x] = k[j * K + x] * F[j * K + x];
             }
-        }
     }
+}
+
+/* (built per ISA as close_rows below: cpu-kdab19) */
+LA_ISA_BUILDS(static, before_block_isa, before_block_body,
+              (int64_t b, int64_t nj, int64_t K, const float *k, const double *gam, const float *Pe,
+               float *F, float *YF, float *e),
+              (b, nj, K, k, gam, Pe, F, YF, e))
+
+static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
+                         const pair_bufs *p) {
+    before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e);
 }
 
 /* 1 when the sub-block of ni rows at i0 takes its own pairs as one matrix
