@@ -156,8 +156,10 @@ LA_HIDDEN void la__kda_exp_diff(float *out, const double *a, const double *b, in
 /* cpu-fwd5: the chunk step and the chunk backward (chunk.c) are built for
  * the baseline ISA, AVX2 and AVX-512 (their element loops: gate sums, row
  * scalings, gradient rows); every helper they call in their file is inlined
- * into each build (KDA_INLINE). (The same builds of pairs.c measured 1.00x:
- * not kept.)
+ * into each build (KDA_INLINE). (The same builds of pairs.c' entry points
+ * measured 1.00x: not kept; cpu-kdab19 builds two of its loops per ISA
+ * instead, restrict bodies that vectorise: pairs_backward's closing rows,
+ * scalar float64 before, and before_block's row scalings.)
  * Elementwise float operations in a fixed order and no contraction: every
  * build gives the same bits, as the GLA chunk's (gla/chunk.c);
  * la_isa_active() picks one, as for the kernels (LA_ISA_BUILDS). */

@@ -174,20 +174,29 @@ static void block_decays(int64_t i0, int64_t ni, int64_t K, const double *gam, c
  * exp(gam_b - gam_e) is in [1, e^LA__KDA_SPAN] (the e^x of vexp.h is exact
  * in form up to e^87), F_j in [e^-span, e^span]. One exponential per
  * sub-block pair instead of one per (block, earlier row). */
-static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
-                         const pair_bufs *p) {
+KDA_INLINE void before_block_body(int64_t b, int64_t nj, int64_t K, const float *restrict k,
+                                  const double *gam, const float *restrict Pe, float *restrict F,
+                                  float *restrict YF, float *restrict e) {
     for (int64_t j0 = 0; j0 < nj; j0 += LA__KDA_SUB) {
         const int64_t j1 = j0 + LA__KDA_SUB < nj ? j0 + LA__KDA_SUB : nj;
-        exp_diff(p->e, gam + b * K, gam + (j1 - 1) * K, K);
-        for (int64_t j = j0; j < j1; j++) {
-            float *F = p->F + j * K;
-            const float *Pe = p->Pe + j * K;
+        exp_diff(e, gam + b * K, gam + (j1 - 1) * K, K);
+        for (int64_t j = j0; j < j1; j++)
             for (int64_t x = 0; x < K; x++) {
-                F[x] = Pe[x] * p->e[x];
-                p->YF[j * K + x] = k[j * K + x] * F[x];
+                F[j * K + x] = Pe[j * K + x] * e[x];
+                YF[j * K + x] = k[j * K + x] * F[j * K + x];
             }
-        }
     }
+}
+
+/* (built per ISA as close_rows below: cpu-kdab19) */
+LA_ISA_BUILDS(static, before_block_isa, before_block_body,
+              (int64_t b, int64_t nj, int64_t K, const float *k, const double *gam, const float *Pe,
+               float *F, float *YF, float *e),
+              (b, nj, K, k, gam, Pe, F, YF, e))
+
+static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
+                         const pair_bufs *p) {
+    before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e);
 }
 
 /* 1 when the sub-block of ni rows at i0 takes its own pairs as one matrix
@@ -239,6 +248,36 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
         }
     }
 }
+
+/* The closing rows of la__kda_pairs_backward: with d_t = dP_tt (factor 1,
+ * no gate gradient),
+ *     dgam_t += q_t * dqs_t + k_t * dks_t - k_t * dys_t   (float64),
+ *     dq_t += dqs_t + d_t k_t,   dk_t += dks_t + dys_t + d_t q_t.
+ * Its own restrict-qualified body built for each ISA (LA_ISA_BUILDS), so
+ * that it vectorises: inside the baseline build of pairs_backward it ran as
+ * scalar float64 code, ~60% of that function's samples (cpu-kdab19). The
+ * same elementwise operations in the same order on every build: same bits. */
+KDA_INLINE void close_rows_body(int64_t L, int64_t K, const float *restrict q,
+                                const float *restrict k, const float *restrict dP,
+                                const float *restrict dqs, const float *restrict dks,
+                                const float *restrict dys, float *restrict dq, float *restrict dk,
+                                double *restrict dgam) {
+    for (int64_t t = 0; t < L; t++) {
+        const float d = dP[t * L + t];
+        for (int64_t x = 0; x < K; x++) {
+            const size_t i = (size_t)(t * K + x);
+            dgam[i] += (double)q[i] * dqs[i] + (double)k[i] * dks[i] - (double)k[i] * dys[i];
+            dq[i] += dqs[i] + d * k[i];
+            dk[i] += dks[i] + dys[i] + d * q[i];
+        }
+    }
+}
+
+LA_ISA_BUILDS(static, close_rows, close_rows_body,
+              (int64_t L, int64_t K, const float *q, const float *k, const float *dP,
+               const float *dqs, const float *dks, const float *dys, float *dq, float *dk,
+               double *dgam),
+              (L, K, q, k, dP, dqs, dks, dys, dq, dk, dgam))
 
 void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
                             const float *k, const double *gam, const float *dP, const float *dM,
@@ -299,14 +338,5 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
             }
         }
     }
-    for (int64_t t = 0; t < L; t++) {
-        const float *qt = q + t * K, *kt = k + t * K, d = dP[t * L + t];
-        for (int64_t x = 0; x < K; x++) {
-            const size_t i = (size_t)(t * K + x);
-            dgam[i] +=
-                (double)qt[x] * p.dqs[i] + (double)kt[x] * p.dks[i] - (double)kt[x] * p.dys[i];
-            dq[i] += p.dqs[i] + d * kt[x];
-            dk[i] += p.dks[i] + p.dys[i] + d * qt[x];
-        }
-    }
+    close_rows(L, K, q, k, dP, p.dqs, p.dks, p.dys, dq, dk, dgam);
 }
