@@ -132,7 +132,8 @@ LA_HIDDEN la_status la__saved_prepare_states(const char *op, la_saved *s,
 /* Marks s empty (NULL: nothing). Every CPU forward taking a saved object
  * calls it right after la__saved_check, before any other check can fail:
  * a failed forward must not leave an earlier step's fill (same pointers,
- * same key) for a backward that trusts it and skips its input scans. */
+ * same key) for a backward that trusts it and skips its input scans.
+ * It stays empty unless la__saved_prepare + la__saved_commit fill it. */
 LA_HIDDEN void la__saved_clear(la_saved *s);
 /* Backward: *data = NULL when s is NULL or empty; the data when s was
  * filled by the call `key` describes; else LA_ERR_INVALID_ARGUMENT naming

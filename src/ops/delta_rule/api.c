@@ -143,8 +143,7 @@ static la_status forward(const char *op, la_ctx *ctx, const delta_call *c, float
         if ((st = la__saved_prepare(op, sv, &key, bytes, &a.save))) return st;
     }
     la__delta_forward(&a);
-    if (sv && a.save) la__saved_commit(sv);
-    else la__saved_clear(sv); /* the recurrent form saves nothing */
+    if (sv && a.save) la__saved_commit(sv); /* the recurrent form saves nothing */
     return LA_OK;
 }
 

@@ -182,15 +182,13 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
         if ((st = reserve(op, ctx, la__gla_split_bytes(&j)))) return st;
         j.o = o;
         j.sT = final_state;
-        la__saved_clear(sv); /* the split form saves nothing (above) */
-        return la__gla_run_split(op, &j);
+        return la__gla_run_split(op, &j); /* it saves nothing (above): sv stays empty */
     }
     if (chunk && la__gla_split_gla_over_time(&j)) {
         if ((st = reserve(op, ctx, la__gla_split_gla_bytes(&j)))) return st;
         j.o = o;
         j.sT = final_state;
-        la__saved_clear(sv); /* nor does GLA's (split_gla.c) */
-        return la__gla_run_split_gla(op, &j);
+        return la__gla_run_split_gla(op, &j); /* nor does GLA's (split_gla.c) */
     }
     if ((st = reserve(op, ctx, chunk ? la__gla_chunk_fwd_bytes(&j)
                                      : la__gla_recurrent_fwd_bytes(&j))))
@@ -202,8 +200,7 @@ static la_status gla_forward(const char *op, la_ctx *ctx, const la_gated_opts *o
     const int64_t nfwd = chunk ? (dims->H + j.fwd_heads - 1) / j.fwd_heads : dims->H;
     la__parallel_for(ctx, la__num_seqs(dims) * nfwd,
                      chunk ? la__gla_chunk_fwd_task : la__gla_recurrent_fwd_task, &j);
-    if (j.save) la__saved_commit(sv);
-    else la__saved_clear(sv); /* the recurrent form saves nothing */
+    if (j.save) la__saved_commit(sv); /* the recurrent form saves nothing */
     return LA_OK;
 }
 

@@ -398,8 +398,7 @@ la_status la_linear_attn_forward(la_ctx *ctx, const la_linear_attn_opts *opts,
     j.S0 = initial_state;
     j.z0 = initial_norm;
     st = run_units(op, opts, &j, 0);
-    if (!st && j.save) la__saved_commit(sv);
-    else la__saved_clear(sv); /* other forms and the split one save nothing */
+    if (!st && j.save) la__saved_commit(sv); /* other forms and the split one save nothing */
     return st;
 }
 
