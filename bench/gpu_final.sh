@@ -37,6 +37,13 @@ tests_job() {   # GPU0: full suite in 4 shards, memcheck quick in 4, pytest
         LINATTN_CUDA_TEST_SHARD=$i/4 "$NEW/test_cuda_ops" > "$L/1_tests_$i.log" 2>&1 &
     done
     wait
+    # the fused linear / simple GLA walks (sfrag, split, gated) at every case of
+    # their sections, not only where the grid size picks them
+    for i in 0 1; do
+        LINATTN_CUDA_LIN_FUSED=1 LINATTN_CUDA_TEST_ONLY=esn LINATTN_CUDA_TEST_SHARD=$i/2 \
+            "$NEW/test_cuda_ops" > "$L/1_tests_fused_$i.log" 2>&1 &
+    done
+    wait
     for i in 0 1 2 3; do
         LINATTN_CUDA_TEST_QUICK=1 LINATTN_CUDA_TEST_SHARD=$i/4 timeout 400 \
             $CS --tool memcheck --leak-check full "$NEW/test_cuda_ops" > "$L/2_memcheck_$i.log" 2>&1 &
@@ -96,13 +103,13 @@ if [ "$NG" -ge 4 ] && [[ $PHASES == *check* && $PHASES == *time* ]]; then
     (tests_job; ab_job) &
     bench_job &
     race_job 2 ${RACE_A:-d:12} &
-    race_job 3 ${RACE_B:-v:4 e:2 s:2 n:2 t:2} &
+    race_job 3 ${RACE_B:-v:4 e:2 s:4 n:2 t:2} &
     wait
 else
     if [[ $PHASES == *check* ]]; then
         tests_job &
         race_job 0 ${RACE_A:-d:12} &
-        race_job 1 ${RACE_B:-v:4 e:2 s:2 n:2 t:2} &
+        race_job 1 ${RACE_B:-v:4 e:2 s:4 n:2 t:2} &
         wait
     fi
     if [[ $PHASES == *time* ]]; then
@@ -116,7 +123,8 @@ fi
 {
     echo "== GPU"; cat "$L/0_gpu.txt"
     echo "== progress"; cat "$L/0_progress.txt"
-    echo "== tests (full, 4 shards)"; grep -h "^cuda_ops:" "$L"/1_tests_*.log 2>/dev/null
+    echo "== tests (full, 4 shards; then e, s, n with LINATTN_CUDA_LIN_FUSED=1, 2 shards)"
+    for f in $(ls "$L"/1_tests_*.log 2>/dev/null); do echo "$(basename "$f" .log): $(grep -h "^cuda_ops:" "$f")"; done
     grep -h "FAIL" "$L"/1_tests_*.log 2>/dev/null | head -20
     echo "== memcheck (quick, 4 shards)"
     for f in $(ls "$L"/2_memcheck_*.log 2>/dev/null); do
