@@ -1602,7 +1602,7 @@ int main(void) {
             /* a last chunk of one token, 65 chunks */
             {{"pipe delta bf16 l2 T4097 K128 V64", 1, 4097, 1, 0, 128, 64, NULL, 0, LA_DTYPE_BF16,
               0, 1, 0, 1.0}, 7, 1},
-            /* the default: 257 chunks, 32 cluster CTAs: 8 segments */
+            /* the default: 257 chunks, 32 cluster CTAs: 4 segments */
             {{"pipe gdn bf16 l2 extreme T16400 K128 V128 HV=2H", 1, 16400, 1, 2, 128, 128, NULL, 0,
               LA_DTYPE_BF16, 1, 1, 1, 1.0}, 0, 1},
         };

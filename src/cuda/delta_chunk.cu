@@ -353,7 +353,8 @@ struct dc_pipe_ctx {
     int ok;
 };
 /* This thread's streams and events on device dev (made on first use and
- * kept; NULL where that fails or dev is out of range). */
+ * kept for the thread's life; NULL where that fails or dev is out of range:
+ * the call then takes the unsplit path). */
 static dc_pipe_ctx *dc_pipe_get(int dev) {
     static thread_local dc_pipe_ctx ctx[16];
     if (dev < 0 || dev >= 16) return NULL;
@@ -387,8 +388,12 @@ static int dc_pipe_env(void) {
 /* The number of segments of the pipelined forward, 0 where it does not run:
  * bf16 through the tensor-core prep, state pass and output, one sequence,
  * the time split off (cuda-split9), at least two chunks; by default only
- * where the state pass has at most a wave of CTAs and a long walk. */
-static int64_t dc_pipe_segs(const la__cu_call *c, const la_cu_table &tb, int parts) {
+ * where the cluster state pass has at most a wave of CTAs and a long walk:
+ * 256 chunks for the forward, 1024 for the backward's recompute (prep
+ * beside the state pass, no output to hide; H200, GDN HV8 K = V = 128: at
+ * 256 chunks the forward gains 23 us, the backward loses 32; at 1024 the
+ * backward gains 59). */
+static int64_t dc_pipe_segs(const la__cu_call *c, const la_cu_table &tb, int parts, bool fwd) {
     const int mode = dc_pipe_env();
     if (mode == 0 || c->dtype != LA_DTYPE_BF16 || !parts || c->N != 1 || tb.nchunks < 2 ||
         !la__cu_delta_tc_prep() || !la__cu_delta_tc_out() || c->K > 256)
@@ -397,16 +402,15 @@ static int64_t dc_pipe_segs(const la__cu_call *c, const la_cu_table &tb, int par
     if (la__cu_delta_split_p(c, tb.nchunks, nsm)) return 0;
     if (mode > 0) return mode < tb.nchunks ? mode : tb.nchunks;
     const int64_t ctas = 2 * ((c->V + 15) / 16) * c->HS; /* the cluster kernel's grid */
-    if (ctas > nsm || tb.nchunks < 256) return 0;
-    return 8;
+    if (ctas > nsm || tb.nchunks < (fwd ? 256 : 1024)) return 0;
+    return 4; /* GDN 1,65536 fwd (H200): P = 2, 3, 4, 5, 6, 8, 16: 2.359, 2.264, 2.247,
+               * 2.272, 2.280, 2.316, 2.433 ms; unsplit 2.484 */
 }
 
 /* Prep, the state pass and (p.o set) the output in nseg segments as above
  * (the backward's recompute: p.o NULL, prep beside the state pass). */
 static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                         const la_cu_dc_args &p, int64_t nseg) {
-    dc_pipe_ctx *x = dc_pipe_get(c->device);
-    if (!x) return la__error(LA_ERR_INTERNAL, "%s: no streams for the pipelined forward", c->op);
+                         const la_cu_dc_args &p, int64_t nseg, dc_pipe_ctx *x) {
     const cudaStream_t us = ar->stream;
     /* the segments' sequence entries and the states between them */
     const int64_t KV = c->HS * c->K * c->V, nch = tb.nchunks;
@@ -490,9 +494,10 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
         la__cu_dc_carve(c, l, blk, p);
     }
     if (piped) {
-        const int64_t nseg = dc_pipe_segs(c, tb, parts);
-        *piped = nseg > 1;
-        if (*piped) return dc_pipe(c, ar, tb, p, nseg);
+        const int64_t nseg = dc_pipe_segs(c, tb, parts, p.o != NULL);
+        dc_pipe_ctx *x = nseg > 1 ? dc_pipe_get(c->device) : NULL;
+        *piped = x != NULL;
+        if (x) return dc_pipe(c, ar, tb, p, nseg, x);
     }
     if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_prep()) {
         if ((st = la__cu_delta_prep_tc(c, p, tb.nchunks, ar->stream))) return st;
