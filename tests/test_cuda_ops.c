@@ -864,6 +864,105 @@ static void run_errors(la_ctx *gpu, la_ctx *cpu) {
  * call (T, cu_seqlens, pointer, scale, form) is an error naming it, nothing
  * written; the recurrent form empties it; simple GLA ignores it; objects of
  * the other backend or of a destroyed context are named errors. */
+/* cuda-gdnf19: the pipelined bf16 forward (prep and output of other time
+ * segments beside the state pass; LINATTN_CUDA_DELTA_PIPE, read at every
+ * call) against the unsplit path in one process: forward and backward (the
+ * backward's recompute is pipelined too), every output bitwise identical,
+ * poisoned outputs included. P segments (P = 16 at 16 chunks: one chunk
+ * each); s0, sT NULL where asked; the unsplit path is checked against the
+ * float64 oracle by run_delta at these shapes. */
+typedef struct pcase {
+    dcase d;
+    int P, states; /* P = 0: the switch unset (the default); states: pass s0, a final state */
+} pcase;
+/* One forward + backward of p->d with LINATTN_CUDA_DELTA_PIPE = pipe; the
+ * outputs read back as bytes into out[0..7] (o, sT, dq, dk, dv, dg, db, ds0). */
+static void pipe_run(la_ctx *gpu, const pcase *pc, const char *pipe, void *const *in,
+                     void **out, const size_t *bytes) {
+    const dcase *c = &pc->d;
+    const char *was = getenv("LINATTN_CUDA_DELTA_PIPE"); /* restored at the end */
+    char *keep = was ? strdup(was) : NULL;
+    if (pipe)
+        setenv("LINATTN_CUDA_DELTA_PIPE", pipe, 1);
+    else
+        unsetenv("LINATTN_CUDA_DELTA_PIPE");
+    la_dims dd = {.B = c->B, .T = c->T, .H = c->H, .K = c->K, .V = c->V, .HV = c->HV,
+                  .cu_seqlens = c->cu, .n_seqs = c->nseq, .dtype = c->dt};
+    la_gated_opts go = la_gated_opts_default();
+    go.use_qk_l2norm = c->l2;
+    void *D[8];
+    for (int i = 0; i < 8; i++) D[i] = dev_alloc(bytes[i]);
+    float *s0 = pc->states ? in[5] : NULL, *sT = pc->states ? D[1] : NULL;
+    la_status st = c->gated ? la_gated_delta_rule_forward(gpu, &go, &dd, D[0], sT, in[0], in[1],
+                                                          in[2], in[4], in[3], s0)
+                            : la_delta_rule_forward(gpu, &go, &dd, D[0], sT, in[0], in[1], in[2],
+                                                    in[3], s0);
+    CHECK_STATUS(st, LA_OK, c->name);
+    st = c->gated ? la_gated_delta_rule_backward(gpu, &go, &dd, D[2], D[3], D[4], D[5], D[6],
+                                                 pc->states ? D[7] : NULL, in[6],
+                                                 pc->states ? in[7] : NULL, in[0], in[1], in[2],
+                                                 in[4], in[3], s0)
+                  : la_delta_rule_backward(gpu, &go, &dd, D[2], D[3], D[4], D[6],
+                                           pc->states ? D[7] : NULL, in[6],
+                                           pc->states ? in[7] : NULL, in[0], in[1], in[2], in[3],
+                                           s0);
+    CHECK_STATUS(st, LA_OK, c->name);
+    if (!sync_ok(c->name)) exit(1);
+    for (int i = 0; i < 8; i++) {
+        out[i] = dup_dev_bytes(D[i], bytes[i]);
+        cudaFree(D[i]);
+    }
+    if (keep)
+        setenv("LINATTN_CUDA_DELTA_PIPE", keep, 1);
+    else
+        unsetenv("LINATTN_CUDA_DELTA_PIPE");
+    free(keep);
+}
+static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
+    const dcase *c = &pc->d;
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    const int64_t N = c->cu ? c->nseq : c->B, HS = c->HV ? c->HV : c->H;
+    const size_t ntok = (size_t)(c->B * c->T), nqk = ntok * c->H * c->K, nv = ntok * HS * c->V,
+                 ng = ntok * HS, ns = (size_t)N * HS * c->K * c->V, es = esize(c->dt);
+    float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, c->kstd);
+    float *v = th_rand_floats(nv, &rng, 1.0), *s0 = th_rand_floats(ns, &rng, 0.5);
+    float *dO = th_rand_floats(nv, &rng, 1.0), *dsT = th_rand_floats(ns, &rng, 1.0);
+    float *beta = malloc(ng * sizeof(float)), *g = malloc(ng * sizeof(float));
+    ref_fill_uniform(beta, ng, &rng, 0.0, 1.99);
+    ref_fill_uniform(g, ng, &rng, -0.5, 0.0);
+    for (size_t i = 0; c->extreme && i < ng; i++) {
+        const uint64_t r = la_rng_u64(&rng) % 16;
+        g[i] = r == 0 ? -1e4f : r < 3 ? 0.0f : g[i];
+        beta[i] = r == 3 ? 0.0f : r == 4 ? 1.0f : r == 5 ? 1.99f : beta[i];
+    }
+    void *in[8] = {up(q, nqk, c->dt), up(k, nqk, c->dt), up(v, nv, c->dt),
+                   up(beta, ng, LA_DTYPE_F32), up(g, ng, LA_DTYPE_F32), up(s0, ns, LA_DTYPE_F32),
+                   up(dO, nv, c->dt), up(dsT, ns, LA_DTYPE_F32)};
+    const size_t bytes[8] = {nv * es, ns * 4, nqk * es, nqk * es, nv * es, ng * 4, ng * 4, ns * 4};
+    void *a[8], *b[8];
+    char pipe[16];
+    snprintf(pipe, sizeof pipe, "%d", pc->P);
+    pipe_run(gpu, pc, "0", in, a, bytes);
+    pipe_run(gpu, pc, pc->P ? pipe : NULL, in, b, bytes);
+    static const char *nm[8] = {"o", "final", "dq", "dk", "dv", "dg", "dbeta", "d_init"};
+    for (int i = 0; i < 8; i++) {
+        if ((i == 5 && !c->gated) || ((i == 1 || i == 7) && !pc->states)) continue;
+        CHECK(bits_equal(a[i], b[i], bytes[i]),
+              "%s: %s with %d segments bitwise the unsplit path's", c->name, nm[i], pc->P);
+    }
+    size_t bad = 0; /* every o written (the outputs were poisoned with NaN) */
+    for (size_t i = 0; i < nv; i++) {
+        const uint16_t h = ((const uint16_t *)b[0])[i];
+        bad += c->dt == LA_DTYPE_BF16 ? (h & 0x7f80u) == 0x7f80u : (h & 0x7c00u) == 0x7c00u;
+    }
+    CHECK(bad == 0, "%s: pipelined o written and finite (%zu not)", c->name, bad);
+    for (int i = 0; i < 8; i++) free(a[i]), free(b[i]);
+    printf("  %-40s pipelined (P = %d) vs unsplit: compared\n", c->name, pc->P);
+    for (int i = 0; i < 8; i++) cudaFree(in[i]);
+    free(q), free(k), free(v), free(s0), free(dO), free(dsT), free(beta), free(g);
+}
+
 typedef struct vcase {
     const char *name;
     int64_t B, T, H, HV, K, V;
@@ -1483,6 +1582,33 @@ int main(void) {
     if (!quick && want('d'))
         for (size_t i = 0; i < sizeof dbig / sizeof dbig[0]; i++)
             if (take()) run_delta(gpu, cpu, &dbig[i], 4000 + i);
+    if (want('d')) { /* cuda-gdnf19: the pipelined forward (bf16, one sequence) */
+        static const int64_t cu9[] = {0, 777};
+        const pcase pc[] = {
+            /* the cluster state pass, one chunk per segment; 5 uneven segments */
+            {{"pipe gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 16, 1},
+            {{"pipe gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 5, 0},
+            /* K = 256 (16 keys per warp), a partial last chunk */
+            {{"pipe gdn bf16 l2 extreme T150 K256 V64 HV=2H", 1, 150, 1, 2, 256, 64, NULL, 0,
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 3, 1},
+            /* K <= 64: the one-CTA state pass; odd V */
+            {{"pipe gdn bf16 l2 extreme T200 K40 V33", 1, 200, 1, 0, 40, 33, NULL, 0,
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 2, 1},
+            /* DeltaNet, one sequence given by cu_seqlens, K100 V50 */
+            {{"pipe delta bf16 l2 varlen 1 seq K100 V50", 1, 777, 1, 0, 100, 50, cu9, 1,
+              LA_DTYPE_BF16, 0, 1, 0, 1.0}, 4, 1},
+            /* a last chunk of one token, 65 chunks */
+            {{"pipe delta bf16 l2 T4097 K128 V64", 1, 4097, 1, 0, 128, 64, NULL, 0, LA_DTYPE_BF16,
+              0, 1, 0, 1.0}, 7, 1},
+            /* the default: 257 chunks, 32 cluster CTAs: 4 segments */
+            {{"pipe gdn bf16 l2 extreme T16400 K128 V128 HV=2H", 1, 16400, 1, 2, 128, 128, NULL, 0,
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 0, 1},
+        };
+        for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++)
+            if (take() && (!quick || pc[i].d.T <= 1000)) run_delta_pipe(gpu, &pc[i], 4100 + i);
+    }
 
     if (want('t')) {
         printf("decoding step (la_state_step), GPU vs CPU:\n");

@@ -331,13 +331,156 @@ void la__cu_dc_inputs(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args
     p.H = c->H, p.HS = c->HS, p.K = c->K, p.V = c->V, p.scale = c->scale, p.use_l2 = c->use_l2;
 }
 
+/* ---- cuda-gdnf19: the bf16 forward as a pipeline over time segments ------
+ * At one long sequence the state pass has few CTAs (GDN 1,65536,HV8,128: 128
+ * cluster CTAs, one per SM) and walks every chunk in order, while prep and
+ * the output kernel are parallel over chunks; one after the other they took
+ * 460 + 1700 + 450 us. Cut into nseg time segments, prep of segment i + 1
+ * and the output of segment i - 1 run while the state pass walks segment i:
+ * the state pass on an internal high-priority stream, one launch per
+ * segment, each starting from the state the previous one ended with (fp32
+ * in, fp32 out: the walk's bits are the unsplit walk's), prep and output on
+ * an internal low-priority stream, ordered by events; the caller's stream
+ * forks to both and joins them before the call returns (so a graph capture
+ * takes all of it, and the arena's blocks are freed after every use). The
+ * cluster state kernel leaves 55 KB of the SM's shared memory, one CTA of
+ * prep or output. Every kernel computes what it computed unsplit: the
+ * bits are main's. */
+#define DC_PIPE_MAX 32
+struct dc_pipe_ctx {
+    cudaStream_t hi, lo;
+    cudaEvent_t fork, prep[DC_PIPE_MAX], state[DC_PIPE_MAX], jhi, jlo;
+    int ok;
+};
+/* This thread's streams and events on device dev (made on first use and
+ * kept for the thread's life; NULL where that fails or dev is out of range:
+ * the call then takes the unsplit path). */
+static dc_pipe_ctx *dc_pipe_get(int dev) {
+    static thread_local dc_pipe_ctx ctx[16];
+    if (dev < 0 || dev >= 16) return NULL;
+    dc_pipe_ctx *x = &ctx[dev];
+    if (x->ok) return x->ok > 0 ? x : NULL;
+    int least = 0, greatest = 0;
+    bool good = cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
+                cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) ==
+                    cudaSuccess &&
+                cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess;
+    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
+    for (int i = 0; good && i < 3; i++)
+        good = cudaEventCreateWithFlags(ev[i], cudaEventDisableTiming) == cudaSuccess;
+    for (int i = 0; good && i < DC_PIPE_MAX; i++)
+        good = cudaEventCreateWithFlags(&x->prep[i], cudaEventDisableTiming) == cudaSuccess &&
+               cudaEventCreateWithFlags(&x->state[i], cudaEventDisableTiming) == cudaSuccess;
+    if (!good) cudaGetLastError();
+    x->ok = good ? 1 : -1;
+    return good ? x : NULL;
+}
+
+/* LINATTN_CUDA_DELTA_PIPE: unset by grid and length, 0 off, P: P segments
+ * wherever the pipeline applies (read at every call: the tests compare the
+ * pipelined and unsplit paths in one process). */
+static int dc_pipe_env(void) {
+    const char *e = getenv("LINATTN_CUDA_DELTA_PIPE");
+    const int mode = e ? atoi(e) : -1;
+    return mode > DC_PIPE_MAX ? DC_PIPE_MAX : mode < -1 ? 0 : mode;
+}
+
+/* The number of segments of the pipelined forward, 0 where it does not run:
+ * bf16 through the tensor-core prep, state pass and output, one sequence,
+ * the time split off (cuda-split9), at least two chunks; by default only
+ * where the cluster state pass has at most a wave of CTAs and a long walk:
+ * 256 chunks for the forward, 1024 for the backward's recompute (prep
+ * beside the state pass, no output to hide; H200, GDN HV8 K = V = 128: at
+ * 256 chunks the forward gains 23 us, the backward loses 32; at 1024 the
+ * backward gains 59). */
+static int64_t dc_pipe_segs(const la__cu_call *c, const la_cu_table &tb, int parts, bool fwd) {
+    const int mode = dc_pipe_env();
+    if (mode == 0 || c->dtype != LA_DTYPE_BF16 || !parts || c->N != 1 || tb.nchunks < 2 ||
+        !la__cu_delta_tc_prep() || !la__cu_delta_tc_out() || c->K > 256)
+        return 0;
+    const int64_t nsm = la__cu_sm_count(c);
+    if (la__cu_delta_split_p(c, tb.nchunks, nsm)) return 0;
+    if (mode > 0) return mode < tb.nchunks ? mode : tb.nchunks;
+    const int64_t ctas = 2 * ((c->V + 15) / 16) * c->HS; /* the cluster kernel's grid */
+    if (ctas > nsm || tb.nchunks < (fwd ? 256 : 1024)) return 0;
+    return 4; /* GDN 1,65536 fwd (H200): P = 2, 3, 4, 5, 6, 8, 16: 2.359, 2.264, 2.247,
+               * 2.272, 2.280, 2.316, 2.433 ms; unsplit 2.484 */
+}
+
+/* Prep, the state pass and (p.o set) the output in nseg segments as above
+ * (the backward's recompute: p.o NULL, prep beside the state pass). */
+static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
+                         const la_cu_dc_args &p, int64_t nseg, dc_pipe_ctx *x) {
+    const cudaStream_t us = ar->stream;
+    /* the segments' sequence entries and the states between them */
+    const int64_t KV = c->HS * c->K * c->V, nch = tb.nchunks;
+    const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
+    char *blk;
+    la_status st = la__cu_alloc(ar, (void **)&blk, tab + (size_t)(nseg - 1) * KV * 4);
+    if (st) return st;
+    la_cu_seq segs[DC_PIPE_MAX];
+    int64_t cut[DC_PIPE_MAX + 1];
+    const int64_t start = c->cu_seqlens ? c->cu_seqlens[0] : 0;
+    const int64_t len = c->cu_seqlens ? c->cu_seqlens[1] - c->cu_seqlens[0] : c->T;
+    for (int64_t i = 0; i <= nseg; i++) cut[i] = nch * i / nseg;
+    for (int64_t i = 0; i < nseg; i++) {
+        const int64_t t0 = cut[i] * LA_CU_C, t1 = cut[i + 1] * LA_CU_C;
+        segs[i].start = start + t0;
+        segs[i].len = (t1 < len ? t1 : len) - t0;
+        segs[i].chunk0 = (int32_t)cut[i];
+        segs[i].nch = (int32_t)(cut[i + 1] - cut[i]);
+    }
+    LA_CU_TRY(c->op, cudaMemcpyAsync(blk, segs, (size_t)nseg * sizeof(la_cu_seq),
+                                     cudaMemcpyHostToDevice, us));
+    const la_cu_seq *dsegs = (const la_cu_seq *)blk;
+    float *mid = (float *)(blk + tab);
+    /* fork; from here on every path joins */
+    LA_CU_TRY(c->op, cudaEventRecord(x->fork, us));
+    cudaStreamWaitEvent(x->hi, x->fork, 0);
+    cudaStreamWaitEvent(x->lo, x->fork, 0);
+    for (int64_t i = 0; i < nseg && !st; i++) {
+        la_cu_dc_args q = p;
+        q.cb = cut[i];
+        st = la__cu_delta_prep_tc(c, q, cut[i + 1] - cut[i], x->lo);
+        if (!st && cudaEventRecord(x->prep[i], x->lo) != cudaSuccess)
+            st = la__cu_error(cudaGetLastError(), c->op, "cudaEventRecord");
+    }
+    for (int64_t i = 0; i < nseg && !st; i++) {
+        la_cu_dc_args q = p;
+        q.seqs = dsegs + i;
+        q.s0 = i ? mid + (size_t)(i - 1) * KV : p.s0;
+        q.sT = i + 1 < nseg ? mid + (size_t)i * KV : p.sT;
+        cudaStreamWaitEvent(x->hi, x->prep[i], 0);
+        st = la__cu_delta_state_tc(c, q, x->hi);
+        if (!st && cudaEventRecord(x->state[i], x->hi) != cudaSuccess)
+            st = la__cu_error(cudaGetLastError(), c->op, "cudaEventRecord");
+    }
+    for (int64_t i = 0; i < nseg && !st && p.o; i++) {
+        la_cu_dc_args q = p;
+        q.cb = cut[i];
+        cudaStreamWaitEvent(x->lo, x->state[i], 0);
+        st = la__cu_delta_out_tc(c, q, cut[i + 1] - cut[i], x->lo);
+    }
+    /* join (also after a failed launch: nothing of this call stays on the
+     * internal streams) */
+    const bool joined = cudaEventRecord(x->jhi, x->hi) == cudaSuccess &&
+                        cudaEventRecord(x->jlo, x->lo) == cudaSuccess &&
+                        cudaStreamWaitEvent(us, x->jhi, 0) == cudaSuccess &&
+                        cudaStreamWaitEvent(us, x->jlo, 0) == cudaSuccess;
+    if (!joined && !st) st = la__cu_error(cudaGetLastError(), c->op, "the pipeline's join");
+    return st;
+}
+
 /* Runs prep and the state pass: p.U holds R afterwards, p.hst the state
  * before every chunk ([nchunks][HS][K][V]). p.hst, p.sT may be NULL.
  * carved: p's product buffers (W, U, Kd, bL, parts) are set already (a
- * forward that saves, cuda-saved7); otherwise they come from the arena. */
+ * forward that saves, cuda-saved7); otherwise they come from the arena.
+ * *piped (where not NULL): set where the pipelined forward ran, the output
+ * included (p.o set before the call). */
 template <typename T>
 static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                           la_cu_dc_args &p, bool fwd_only = false, bool carved = false) {
+                           la_cu_dc_args &p, bool fwd_only = false, bool carved = false,
+                           bool *piped = NULL) {
     la_status st;
     la__cu_dc_inputs(c, tb, p);
     /* tensor cores for 16-bit inputs: W, Kd as bf16 parts; the forward alone
@@ -349,6 +492,12 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
         char *blk;
         if ((st = la__cu_alloc(ar, (void **)&blk, l.bytes))) return st;
         la__cu_dc_carve(c, l, blk, p);
+    }
+    if (piped) {
+        const int64_t nseg = dc_pipe_segs(c, tb, parts, p.o != NULL);
+        dc_pipe_ctx *x = nseg > 1 ? dc_pipe_get(c->device) : NULL;
+        *piped = x != NULL;
+        if (x) return dc_pipe(c, ar, tb, p, nseg, x);
     }
     if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_prep()) {
         if ((st = la__cu_delta_prep_tc(c, p, tb.nchunks, ar->stream))) return st;
@@ -379,8 +528,9 @@ template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_ar
              : (st = la__cu_alloc(ar, (void **)&p.hst,
                                   (size_t)tb.nchunks * c->HS * c->K * c->V * sizeof(float))))
         return st;
-    if ((st = dc_states<T>(c, ar, tb, p, !save, save))) return st;
     p.o = c->o;
+    bool piped = false;
+    if ((st = dc_states<T>(c, ar, tb, p, !save, save, &piped)) || piped) return st;
     if (tb.nchunks > 0 && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_out())
         return la__cu_delta_out_tc(c, p, tb.nchunks, ar->stream);
     if (tb.nchunks > 0) {
@@ -398,7 +548,8 @@ la_status la__cu_delta_chunk_states(const la__cu_call *c, la_cu_arena *ar, const
     if (want_A && (st = la__cu_alloc(ar, (void **)&p.AT,
                                      (size_t)tb.nchunks * c->HS * LA_CU_C * LA_CU_C * 4)))
         return st;
-    LA_CU_DTYPE_SWITCH(c->dtype, T, st = dc_states<T>(c, ar, tb, p));
+    bool piped = false; /* (p.o NULL: prep and the state pass pipelined, no output) */
+    LA_CU_DTYPE_SWITCH(c->dtype, T, st = dc_states<T>(c, ar, tb, p, false, false, &piped));
     if (out) *out = p;
     return st;
 }

@@ -26,6 +26,9 @@ struct la_cu_dc_args {
      * ([tokens][HS][K8], K8 = K rounded up to 8, zero-padded; written by
      * prep where not NULL; Wl, Kl NULL: one part) */
     __nv_bfloat16 *Wh, *Wl, *Kh, *Kl;
+    /* cuda-gdnf19: the chunk of the bf16 prep's and output kernel's first CTA
+     * (a time segment of the pipelined forward; 0 otherwise) */
+    int64_t cb;
 };
 
 /* rn[t] = 1 / sqrt(|x_t|^2 + 1e-6) for the chunk's rows (1 without l2);

@@ -38,7 +38,7 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
     dot_bf *const Qs = (dot_bf *)dot_sm, *const Ks = Qs + 64 * LD;
     dot_bf *const Sh = Ks + 64 * LD, *const Sl = Sh + KP * DOT_SLD;
     dot_bf *const Rh = Sl + KP * DOT_SLD, *const Rl = Rh + 64 * DOT_SLD;
-    const la_cu_chunk ch = p.chunks[blockIdx.x];
+    const la_cu_chunk ch = p.chunks[p.cb + blockIdx.x];
     const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = blockIdx.y, hq = hs / (HS / H);
     const int L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
     const int m8 = lane >> 3, rr = lane & 7;
@@ -77,7 +77,7 @@ template <int KP> __global__ void __launch_bounds__(128) la_cu_dc_out_tc(la_cu_d
         la_dt_parts(P, ph, pl);
     }
     const float b0 = bq[16 * w + g], b1 = bq[16 * w + g + 8];
-    const float *hc = p.hst + ((size_t)blockIdx.x * HS + hs) * K * V;
+    const float *hc = p.hst + ((size_t)(p.cb + blockIdx.x) * HS + hs) * K * V;
     const float *R = p.U + (tok0 * HS + hs) * V;
     dot_bf *o = (dot_bf *)p.o + (tok0 * HS + hs) * V;
     const bool v4 = (V & 3) == 0;
@@ -259,7 +259,8 @@ __global__ void __launch_bounds__(128, 4) la_cu_dc_out_tc2(la_cu_dc_args p) {
     dot_bf *const Qs = (dot_bf *)do2_sm, *const Ks = Qs + 64 * LD;
     dot_bf *const Ph = Ks + 64 * LD, *const Pl = Ph + 64 * DO2_PLD;
     const int64_t HS = p.HS, H = p.H, K = p.K;
-    const int64_t cid = blockIdx.x / HS, hs = blockIdx.x - cid * HS, hq = hs / (HS / H);
+    const int64_t bx = blockIdx.x / HS, cid = p.cb + bx, hs = blockIdx.x - bx * HS;
+    const int64_t hq = hs / (HS / H);
     const la_cu_chunk ch = p.chunks[cid];
     const int V = (int)p.V, L = ch.len, t = threadIdx.x, w = t >> 5, lane = t & 31;
     const int g = lane >> 2, q = lane & 3, m8 = lane >> 3, rr = lane & 7;
@@ -450,6 +451,9 @@ static la_status do2_launch(const la__cu_call *c, const la_cu_dc_args &p, int64_
     auto k = p.g ? la_cu_dc_out_tc2<KP, D, true> : la_cu_dc_out_tc2<KP, D, false>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    /* (the state pass's carveout: a CTA beside it in the pipelined forward) */
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                          (int)cudaSharedmemCarveoutMaxShared));
     k<<<(unsigned)nb, 128, smem, stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;

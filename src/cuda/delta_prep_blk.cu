@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
      * in the launch order (they share the key tile where HS > H); else
      * (chunks, HS) for more than 65535 chunks */
     const bool hx = flags & 32;
-    const unsigned cid = hx ? blockIdx.y : blockIdx.x;
+    const int64_t cid = p.cb + (hx ? blockIdx.y : blockIdx.x);
     const int64_t HS = p.HS, H = p.H, K = p.K, V = p.V, hs = hx ? blockIdx.x : blockIdx.y;
     const int64_t hq = hs / (HS / H);
     const la_cu_chunk ch = p.chunks[cid];

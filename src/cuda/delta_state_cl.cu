@@ -48,11 +48,17 @@ typedef __nv_bfloat16 dcl_bf;
 /* Shared memory: NB buffers of the W and Kd part tiles ([64][KC + 8] bf16
  * each, this CTA's keys) and the U tile ([64][DCL_SU] fp32); the warps'
  * partial R^T ([NW][16][DCL_PLD] fp32); the peer's sum Q ([2 chunk
- * parities][16][DCL_PLD] fp32); R^T as bf16 hi, lo; two mbarriers. */
+ * parities][2][NW * 32] float2: thread t's two slots at [.][hf][t], which
+ * the peer's thread t fills; no padding, so that with K <= 128 one CTA of
+ * the bf16 prep or output kernel fits beside this one on an SM, cuda-gdnf19;
+ * the lane-contiguous float2 also made the pass faster: 1717 -> 1620 us at
+ * GDN 1,65536,HV8,128, H200, same bits);
+ * R^T as bf16 hi, lo; two mbarriers. */
 template <int NW, int KW, int NP, int NB> static size_t dcl_smem() {
     constexpr int LD = NW * KW + 8;
     return (size_t)NB * 2 * NP * 64 * LD * 2 + (size_t)NB * 64 * DCL_SU * 4 +
-           (size_t)(NW + 2) * 16 * DCL_PLD * 4 + (size_t)2 * 16 * DCL_RLD * 2 + 16;
+           (size_t)NW * 16 * DCL_PLD * 4 + (size_t)2 * 2 * NW * 32 * 8 +
+           (size_t)2 * 16 * DCL_RLD * 2 + 16;
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -101,7 +107,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     float *const Us = (float *)(tiles + NB * 2 * NP * TILE);
     float *const Ps = Us + NB * 64 * DCL_SU;
     float *const Qs = Ps + NW * 16 * DCL_PLD;
-    dcl_bf *const Rh = (dcl_bf *)(Qs + 2 * 16 * DCL_PLD), *const Rl = Rh + 16 * DCL_RLD;
+    dcl_bf *const Rh = (dcl_bf *)(Qs + 2 * 2 * NTH * 2), *const Rl = Rh + 16 * DCL_RLD;
     /* one mbarrier per Q parity; the peer's Q arrives by st.async */
     const unsigned bar_me = (unsigned)__cvta_generic_to_shared(Rl + 16 * DCL_RLD);
     const int t = threadIdx.x, w = t >> 5, lane = t & 31, g = lane >> 2, q = lane & 3;
@@ -279,7 +285,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                     a.x += y.x, a.y += y.y;
                 }
                 qm[hf] = a;
-                la_cl_st_async2(qs_peer + 4u * (unsigned)(qb * 16 * DCL_PLD + o), a, bp);
+                la_cl_st_async2(qs_peer + 8u * (unsigned)((2 * qb + hf) * NTH + t), a, bp);
             }
         }
         {
@@ -304,13 +310,13 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
          * and to global memory (fp32) for the tokens of this rank */
         {
             const float *const Ub = Us + b * 64 * DCL_SU;
-            const float *const Qp = Qs + qb * 16 * DCL_PLD;
+            const float2 *const Qp = (const float2 *)Qs + 2 * qb * NTH + t;
             float *const u = p.U + (ro0 + (unsigned)c * rstp);
             const int L = c + 1 < nch ? LA_CU_C : lastL;
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                const int v = g + 8 * hf, o = v * DCL_PLD + tt;
-                const float2 a = qm[hf], y = *(const float2 *)&Qp[o]; /* (Q_0 + Q_1): + commutes */
+                const int v = g + 8 * hf;
+                const float2 a = qm[hf], y = Qp[hf * NTH]; /* (Q_0 + Q_1): + commutes */
                 const float r0 = Ub[tt * DCL_SU + v] - (a.x + y.x),
                             r1 = Ub[(tt + 1) * DCL_SU + v] - (a.y + y.y);
                 uint32_t hi, lo;
@@ -406,6 +412,10 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
 static la_status dcl_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                         void (*kern)(la_cu_dc_args), int nth, size_t smem) {
     const unsigned grid = (unsigned)(2 * ((c->V + 15) / 16) * c->N * c->HS);
+    /* all of the SM's shared memory, so that a prep or output CTA of the
+     * pipelined forward (cuda-gdnf19) can run beside this one */
+    LA_CU_TRY(c->op, cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                          (int)cudaSharedmemCarveoutMaxShared));
     LA_CU_TRY(c->op, la_cl_launch(kern, grid, 2, nth, smem, stream, p));
     return LA_OK;
 }
