@@ -320,7 +320,7 @@ __device__ __forceinline__ void dg2_out(T *dst, int stride, const float *W, int 
  * parts (and issues the cp.async of its bf16 tiles), comp(j) multiplies from
  * shared memory. Starts with a barrier (the previous phase's shared tiles and global writes are
  * done); the caller syncs after. */
-template <class Fe, class Pu, class Co>
+template <bool PF, class Fe, class Pu, class Co>
 __device__ __forceinline__ void dg2_phase(int n, Fe fetch, Pu put, Co comp) {
     dg2_ft xa, xb;
     __syncthreads();
@@ -329,10 +329,12 @@ __device__ __forceinline__ void dg2_phase(int n, Fe fetch, Pu put, Co comp) {
     la_tc_cp_wait_all();
     __syncthreads();
     for (int j = 0; j < n; j++) {
+        /* PF: step j + 1's loads in flight during step j's products */
+        if (PF && j + 1 < n) fetch(j + 1, 3, xa, xb);
         comp(j);
         if (j + 1 < n) {
             __syncthreads();
-            fetch(j + 1, 3, xa, xb);
+            if (!PF) fetch(j + 1, 3, xa, xb);
             put(j + 1, xa, xb);
             la_tc_cp_wait_all();
             __syncthreads();
@@ -394,26 +396,12 @@ struct dg2_flags {
     int vqo;  /* dq, dk by float4 stores (K % 4 == 0, aligned) */
     int vv;   /* v tiles by cp.async (V % 8 == 0, aligned) */
     int hmaj; /* grid (HS, chunks) instead of (chunks, HS) */
-    int lo;   /* NP 1: the DG2_LO_* operands that keep their lo part */
-};
-
-/* cuda-dbf19: the fp32 operands, for the choice of those multiplied as one
- * bf16 part (NP 1) or two (NP 2: all of them, main's products) */
-enum {
-    DG2_LO_AT = 1,  /* A^T (Yu = A^T dR) */
-    DG2_LO_DR = 2,  /* dR (Yu = A^T dR) */
-    DG2_LO_R = 4,   /* R (dP, dM, R G^T) */
-    DG2_LO_YU = 8,  /* Yu (dM, Yu S0^T) */
-    DG2_LO_G = 16,  /* G (R G^T) */
-    DG2_LO_S0 = 32, /* S0 (dO S0^T, Yu S0^T) */
-    DG2_LO_T = 64,  /* T1 diag(rk), diag(rq) T1, (T2 + T2^T) diag(rk) */
-    DG2_LO_ALL = 127
 };
 
 /* GM: 2 without gates, 3 gated (<G, S0> in the R G^T phase; file header).
  * NP (cuda-dbf19): 2, every fp32 operand as hi + lo parts; 1, those not in
  * fl.lo as their hi part alone (one mma per product, half the part stores) */
-template <int GM, int NP>
+template <int GM, int NP, bool PF>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
                   float *dR, dg2_bf *dv_out, float *dqp, float *dkp, float *dbp, float *dgp,
@@ -450,11 +438,9 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     dg2_bf(*const SA)[LA_TC_TILE] = S.P, (*const SB)[LA_TC_TILE] = S.P + 2;
     float *const W = (float *)S.P[4];
     const int nk = (K + 63) / 64, nv = (V + 63) / 64;
-    /* the operands with a lo part, and that part's tile (or NULL) */
-    const int lo = NP == 2 ? (int)DG2_LO_ALL : fl.lo;
-    const bool lAT = lo & DG2_LO_AT, lDR = lo & DG2_LO_DR, lR = lo & DG2_LO_R,
-               lYU = lo & DG2_LO_YU, lG = lo & DG2_LO_G, lS0 = lo & DG2_LO_S0, lT = lo & DG2_LO_T;
-    auto lp = [](bool on, const dg2_bf *P1) -> const dg2_bf * { return on ? P1 : NULL; };
+    /* NP 2: every fp32 operand's lo part (its tile P1), NP 1: none (NULL) */
+    constexpr bool LO = NP == 2;
+    auto lp = [](const dg2_bf *P1) -> const dg2_bf * { return LO ? P1 : NULL; };
     /* the chunk's gate prefix sums by a two-warp scan (tc.cuh; dgam as its
      * scratch, written only at the end) */
     /* NG (cuda-dcg9, no gates: DeltaNet): gam = 0, so Gamma = b = e = 1 and
@@ -496,7 +482,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             dg2_mma<false, true>(a1, S.P[3 + j], S.P[3 + j]);
         }
     } else {
-        dg2_phase(
+        dg2_phase<PF>(
             nk, [&](int, int, dg2_ft &, dg2_ft &) {},
             [&](int j, dg2_ft &, dg2_ft &) {
                 const int k0 = 64 * j;
@@ -516,7 +502,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     });
     /* ---- Yu = A^T dR (in place), dv = beta Yu, dbeta += Yu.v; A^T staged once ---- */
     xs[0] = xs[1] = 0.f;
-    dg2_phase(
+    dg2_phase<PF>(
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
@@ -524,8 +510,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             if (wh & 2) dg2_fetch(xb, Yc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vf);
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
-            if (j == 0) dg2_put(SA, xa, lAT);
-            dg2_put(SB, xb, lDR);
+            if (j == 0) dg2_put(SA, xa, LO);
+            dg2_put(SB, xb, LO);
             { /* cuda-dcg9: the v block by cp.async into Y (free here) */
                 const int v0 = 64 * j;
                 dg2_tile(Y, vc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), fl.vv);
@@ -534,7 +520,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         [&](int j) {
             const int v0 = 64 * j;
             dg2_zero(a0);
-            dg2_mmax<false, false>(a0, SA[0], lp(lAT, SA[1]), SB[0], lp(lDR, SB[1]));
+            dg2_mmax<false, false>(a0, SA[0], lp(SA[1]), SB[0], lp(SB[1]));
             dg2_each(a0, [&](int rh, int m, int n, float &y) {
                 const int c = v0 + n;
                 if (m < L && c < V) xs[rh] = fmaf(y, la_tc_f(Y[m * LA_TC_LD + n]), xs[rh]);
@@ -552,7 +538,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     /* ---- dP = dO R^T (a0), dM = -Yu R^T (a1), R's parts shared ---- */
     dg2_zero(a0);
     dg2_zero(a1);
-    dg2_phase(
+    dg2_phase<PF>(
         nv,
         [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
@@ -562,13 +548,13 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
-            dg2_put(SA, xa, lYU);
-            dg2_put(SB, xb, lR);
+            dg2_put(SA, xa, LO);
+            dg2_put(SB, xb, LO);
             dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
         },
         [&](int) {
-            dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(lR, SB[1]));
-            dg2_mmax<false, true>(a1, SA[0], lp(lYU, SA[1]), SB[0], lp(lR, SB[1]));
+            dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(SB[1]));
+            dg2_mmax<false, true>(a1, SA[0], lp(SA[1]), SB[0], lp(SB[1]));
         });
     /* rp[0] was written before the phase's barriers */
     if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t];
@@ -650,7 +636,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
          * (read back below by the same thread: two accumulators live) */
         dg2_zero(a0);
         double dga = 0;
-        dg2_phase(
+        dg2_phase<PF>(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
@@ -659,7 +645,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 if (wh & 2) dg2_fetch<CSL>(xb, G + k0 * V + v0, V, kcols, cols, vf);
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
-                dg2_put(SA, xa, lR);
+                dg2_put(SA, xa, LO);
                 if (GM == 3) { /* S0 at G's positions (xa's registers free now) */
                     const int v0 = 64 * j;
                     dg2_fetch(xa, S0 + k0 * V + v0, V, kcols, (V - v0 < 64 ? V - v0 : 64), vf);
@@ -670,9 +656,9 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                                (double)gv.z * (double)sv.z + (double)gv.w * (double)sv.w;
                     }
                 }
-                dg2_put(SB, xb, lG);
+                dg2_put(SB, xb, LO);
             },
-            [&](int) { dg2_mmax<false, true>(a0, SA[0], lp(lR, SA[1]), SB[0], lp(lG, SB[1])); });
+            [&](int) { dg2_mmax<false, true>(a0, SA[0], lp(SA[1]), SB[0], lp(SB[1])); });
         if (GM == 3) {
             for (int off = 16; off > 0; off >>= 1) dga += __shfl_xor_sync(0xffffffffu, dga, off);
             if (lane == 0) S.red[w] = (k0 == 0 ? 0.0 : S.red[w]) + dga;
@@ -682,7 +668,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         /* a0 = dO S0^T, a1 = Yu S0^T (S0's parts shared) */
         dg2_zero(a0);
         dg2_zero(a1);
-        dg2_phase(
+        dg2_phase<PF>(
             nv,
             [&](int j, int wh, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
@@ -692,13 +678,13 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
-                dg2_put(SA, xa, lYU);
-                dg2_put(SB, xb, lS0);
+                dg2_put(SA, xa, LO);
+                dg2_put(SB, xb, LO);
                 dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
             },
             [&](int) {
-                dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(lS0, SB[1]));
-                dg2_mmax<false, true>(a1, SA[0], lp(lYU, SA[1]), SB[0], lp(lS0, SB[1]));
+                dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(SB[1]));
+                dg2_mmax<false, true>(a1, SA[0], lp(SA[1]), SB[0], lp(SB[1]));
             });
         __syncthreads(); /* the products are done with A, B, X */
         /* the q block, the k block (exact) and T1 diag(rk) as parts */
@@ -708,7 +694,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             return make_float4(a.x * S.rk[c], a.y * S.rk[c + 1], a.z * S.rk[c + 2],
                                a.w * S.rk[c + 3]);
-        }, lT);
+        }, LO);
         la_tc_cp_wait_all();
         __syncthreads();
         /* (de e)_t += k_t . (diag(e) R G^T)_t (read back from W, own elements);
@@ -739,7 +725,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             });
         }
         /* dq = a0 + T1 K */
-        dg2_mmax<false, false>(a0, SA[0], lp(lT, SA[1]), Y, NULL);
+        dg2_mmax<false, false>(a0, SA[0], lp(SA[1]), Y, NULL);
         dg2_wput(W, a0, [](int, float x) { return x; });
         __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
         /* dq rows from W */
@@ -755,11 +741,11 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             const float f = S.rq[r];
             return make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
-        }, lT);
+        }, LO);
         __syncthreads(); /* rp[0] free again (read above), A complete */
         dg2_rowput(S.rp[0], xs);
         dg2_mma<true, false>(a1, SA[0], X);
-        if (lT) dg2_mma<true, false>(a1, SA[1], X);
+        if (LO) dg2_mma<true, false>(a1, SA[1], X);
         __syncthreads();
         if (t < LA_CU_C) {
             const float s = S.rp[0][0][t] + S.rp[0][1][t];
@@ -772,9 +758,9 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
 #pragma unroll
             for (int i = 0; i < 4; i++) y[i] = (a[i] + S.T2[(c + i) * LA_TC_LDF + r]) * S.rk[c + i];
             return make_float4(y[0], y[1], y[2], y[3]);
-        }, lT);
+        }, LO);
         __syncthreads();
-        dg2_mmax<false, false>(a1, SA[0], lp(lT, SA[1]), Y, NULL);
+        dg2_mmax<false, false>(a1, SA[0], lp(SA[1]), Y, NULL);
         /* dk rows from W (dq's rows were read before two barriers) */
         dg2_wput(W, a1, [](int, float x) { return x; });
         __syncthreads();
@@ -827,17 +813,15 @@ static bool dg2_al(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) ==
 
 int la__cu_dcg_tc2_on(void);
 
-/* cuda-dbf19: the fp32 operands' parts (read once). LINATTN_CUDA_DCG_PARTS
- * unset or 2: two (hi + lo) for every one; 1: one (hi) for every one; 1,M:
- * one, except the DG2_LO_* operands in the mask M (decimal), which keep two. */
-static int la__cu_dcg_parts(int *lo) {
-    static int np = -1, mask = 0;
+/* cuda-dbf19: the fp32 operands' bf16 parts (read once):
+ * LINATTN_CUDA_DCG_PARTS unset or 1: one (hi alone, fla's rounding of its
+ * states); 2: two (hi + lo, main's products before session 14). */
+static int la__cu_dcg_parts(void) {
+    static int np = -1;
     if (np < 0) {
         const char *e = getenv("LINATTN_CUDA_DCG_PARTS");
-        np = e && e[0] == '1' ? 1 : 2;
-        if (np == 1 && e[1] == ',') mask = atoi(e + 2) & DG2_LO_ALL;
+        np = e && e[0] == '2' ? 2 : 1;
     }
-    *lo = mask;
     return np;
 }
 
@@ -859,13 +843,15 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     fl.vdv = p.V % 4 == 0 && dg2_al(c->dv, 8);
     fl.vqo = p.K % 4 == 0 && dg2_al(dqp, 16) && dg2_al(dkp, 16);
     fl.vv = p.V % 8 == 0 && dg2_al(p.v, 16);
-    int lo = 0;
-    const int np = la__cu_dcg_parts(&lo);
-    fl.lo = lo;
+    const int np = la__cu_dcg_parts();
+    static int pf = -1;
+    if (pf < 0) pf = getenv("LINATTN_CUDA_DCG_PF") && getenv("LINATTN_CUDA_DCG_PF")[0] == '1';
     void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
               float *, float *, float *, float *, dg2_flags) =
-        p.g ? (np == 1 ? la_cu_dcg_tc2<3, 1> : la_cu_dcg_tc2<3, 2>)
-            : (np == 1 ? la_cu_dcg_tc2<2, 1> : la_cu_dcg_tc2<2, 2>);
+        p.g ? (np == 1 ? (pf ? la_cu_dcg_tc2<3, 1, true> : la_cu_dcg_tc2<3, 1, false>)
+                       : la_cu_dcg_tc2<3, 2, false>)
+            : (np == 1 ? (pf ? la_cu_dcg_tc2<2, 1, true> : la_cu_dcg_tc2<2, 1, false>)
+                       : la_cu_dcg_tc2<2, 2, false>);
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
