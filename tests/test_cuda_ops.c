@@ -1609,6 +1609,28 @@ int main(void) {
         for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++)
             if (take() && (!quick || pc[i].d.T <= 1000)) run_delta_pipe(gpu, &pc[i], 4100 + i);
     }
+    if (want('d')) { /* cuda-dbf19: the bf16 cases again (same seeds, same bounds) with the
+                      * token gradients' fp32 operands as one bf16 part
+                      * (LINATTN_CUDA_DCG_PARTS=1, read at each call; opt-in) */
+        const char *old = getenv("LINATTN_CUDA_DCG_PARTS");
+        char *keep = old ? strdup(old) : NULL;
+        setenv("LINATTN_CUDA_DCG_PARTS", "1", 1);
+        printf("DeltaNet / Gated DeltaNet, bf16, LINATTN_CUDA_DCG_PARTS=1:\n");
+        const size_t nd = sizeof dc / sizeof dc[0], nb = quick ? 0 : sizeof dbig / sizeof dbig[0];
+        for (size_t i = 0; i < nd + nb; i++) { /* dc, then dbig */
+            dcase c = i < nd ? dc[i] : dbig[i - nd];
+            if (c.dt != LA_DTYPE_BF16 || !take()) continue;
+            char name[160];
+            snprintf(name, sizeof name, "parts1 %s", c.name);
+            c.name = name;
+            run_delta(gpu, cpu, &c, i < nd ? 3000 + i : 4000 + (i - nd));
+        }
+        if (keep)
+            setenv("LINATTN_CUDA_DCG_PARTS", keep, 1);
+        else
+            unsetenv("LINATTN_CUDA_DCG_PARTS");
+        free(keep);
+    }
 
     if (want('t')) {
         printf("decoding step (la_state_step), GPU vs CPU:\n");
