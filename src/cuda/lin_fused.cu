@@ -100,8 +100,8 @@ __device__ __forceinline__ void lf_ldb(uint32_t (&b)[4], const T *B, int kk, int
 }
 /* A fragment (k step kk) of A ([m][r], or [r][m] when AT), the warp's rows */
 template <typename T, bool AT>
-__device__ __forceinline__ void lf_lda(uint32_t (&a)[4], const T *A, int kk, int w = lf_w()) {
-    const int lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7;
+__device__ __forceinline__ void lf_lda(uint32_t (&a)[4], const T *A, int kk) {
+    const int lane = threadIdx.x & 31, m8 = lane >> 3, rr = lane & 7, w = lf_w();
     const int lo8 = (m8 & 1) * 8, hi8 = (m8 >> 1) * 8;
     if (AT)
         la_tc_ldsm4<true>(a, A + (16 * kk + hi8 + rr) * LA_TC_LD + 16 * w + lo8);
@@ -628,27 +628,6 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
     }
 }
 
-/* cuda-sgla19: the 16 x 16 block (rows 16 rb .., columns 16 cb ..) of a
- * 64x64 result held in one accumulator pair, f(r, c, x) of it stored as
- * 16-bit parts (the elements as la_tc_acc_split_part maps them) */
-template <typename T, class F>
-__device__ __forceinline__ void lf_blk_split(const la_tc_acc &acc, int rb, int cb, T *hi, T *lo,
-                                             T *lo2, F f) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-#pragma unroll
-    for (int rh = 0; rh < 2; rh++)
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const int r = 16 * rb + g + 8 * rh, c0 = 16 * cb + 8 * hf + 2 * q;
-            uint32_t a, b, d;
-            la_tc_split2<T>(f(r, c0, acc.x[4 * hf + 2 * rh]), f(r, c0 + 1, acc.x[4 * hf + 2 * rh + 1]),
-                            a, b, d);
-            *(uint32_t *)(hi + r * LA_TC_LD + c0) = a;
-            if (lo) *(uint32_t *)(lo + r * LA_TC_LD + c0) = b;
-            if (lo2) *(uint32_t *)(lo2 + r * LA_TC_LD + c0) = d;
-        }
-}
-
 /* cuda-sfrag18: the ungated forward walk (la_lf_fwd's !REV, !DOT, no gates,
  * sv = 1, no o mask) with the state held transposed. One CTA of 4 warps per
  * (sequence, head, 64 value columns); warp w owns value rows 16 w .. + 15 of
@@ -675,13 +654,10 @@ __device__ __forceinline__ void lf_blk_split(const la_tc_acc &acc, int rb, int c
  * end to end (bench/GPU.md, cuda-sfrag18). Taken for the ungated unsplit
  * forward only; gated, REV, DOT and split walks still run la_lf_fwd (not
  * ported). */
-template <typename T, int NK, int GV>
+template <typename T, int NK>
 __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     constexpr int NP = lf_np<T>::value, KB = 4 * NK;
-    constexpr bool GATED = GV > 0;
     extern __shared__ __align__(128) unsigned char la_lfs_smem[];
-    __shared__ double Gw[GATED ? 4 : 1][64]; /* cuda-sgla19: each warp's copy of G */
-    __shared__ float Ew[GV >= 2 ? 4 : 1][2][64]; /* its per-token factors */
     T *const base = (T *)la_lfs_smem; /* Q blocks, 2 x (K blocks, V), P's parts */
     T *const Pp = base + (NK + 2 * (NK + 1)) * LA_TC_TILE;
     auto Qt = [&](int kb) { return base + kb * LA_TC_TILE; };
@@ -690,13 +666,10 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
     const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), w = threadIdx.x >> 5;
-    const int lane = threadIdx.x & 31, q4 = lane & 3;
     const int64_t v0 = (int64_t)vb * 64;
     const int bcols = (int)(V - v0 < 64 ? V - v0 : 64);
     const la_cu_seq s = p.seqs[n];
-    const float scale = p.scale, sq = p.sq, gam = GATED && p.g_gamma ? p.g_gamma[h] : 0.f;
-    double *const G = Gw[GATED ? w : 0];
-    float *const EQ = Ew[GV >= 2 ? w : 0][0], *const EV = Ew[GV >= 2 ? w : 0][1];
+    const float scale = p.scale, sq = p.sq;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     T *o = (T *)p.o;
     const bool vec = ((K | V) & 7) == 0 &&
@@ -714,17 +687,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
             la_tc_tile_fetch<T, 128>(Vt(ci), v + (ch.tok0 * H + h) * V + v0, H * V, ch.len, bcols, vec);
         la_tc_cp_commit();
     };
-    /* cuda-sgla19: chunk ci's gates of tokens 2 lane, 2 lane + 1 (0 past
-     * it), loaded a step ahead as la_lf_fwd does */
-    auto gates = [&](int ci, float &x0, float &x1) {
-        const la_cu_chunk ch = p.chunks[s.chunk0 + ci];
-        const int l2 = 2 * lane;
-        x0 = l2 < ch.len ? (p.g ? p.g[(ch.tok0 + l2) * H + h] : 0.f) + gam : 0.f;
-        x1 = l2 + 1 < ch.len ? (p.g ? p.g[(ch.tok0 + l2 + 1) * H + h] : 0.f) + gam : 0.f;
-    };
     if (s.nch > 0) fetch(0, 7); /* in flight while the initial state loads */
-    float gx0 = 0.f, gx1 = 0.f;
-    if (GATED && s.nch > 0) gates(0, gx0, gx1);
     la_tc_acc S[KB]; /* S^T: element (r, c) = S[key c][value v0 + r] */
     const size_t sbase = ((size_t)n * H + h) * K * V;
     const float *s0 = p.s0 ? p.s0 + sbase : NULL;
@@ -736,21 +699,6 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + c];
         const int L = ch.len;
         T *const Vs = Vt(c);
-        if (GATED) { /* the warp's G (its reads of chunk c-1's are done) */
-            __syncwarp();
-            la_tc_warp_gates(G, (double)gx0, (double)gx1);
-            __syncwarp();
-            if (GV >= 2) { /* the per-token factors of O^T's columns and of Vt, once */
-                const double GLw = L > 0 ? G[L - 1] : 0.0;
-#pragma unroll
-                for (int u = 0; u < 2; u++) {
-                    const int t = 2 * lane + u;
-                    EQ[t] = t < L ? sq * la_cu_expd(G[t]) : 0.f;
-                    EV[t] = t < L ? la_cu_expd(GLw - G[t]) : 0.f;
-                }
-                __syncwarp();
-            }
-        }
         la_tc_cp_wait_all();
         if (p.fab) /* relu on the thread's own fetched pieces */
 #pragma unroll
@@ -760,79 +708,21 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
             }
         __syncthreads(); /* A: chunk c's tiles in; the last step's O staging read */
         /* chunk c+1's K, V into the other buffers (last read in step c-1) */
-        if (c + 1 < s.nch) {
-            fetch(c + 1, 6);
-            if (GATED) gates(c + 1, gx0, gx1);
-        }
-        /* P's mask and gate factors (la_lf_fwd's, same bits) */
-        auto pmask = [&](int r, int cc, float x) {
-            if (!GATED) return (cc <= r && r < L) ? x * scale : 0.f;
-            return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
-        };
-        T *const Pl = Pp + LA_TC_TILE, *const Pl2 = NP == 3 ? Pp + 2 * LA_TC_TILE : (T *)NULL;
-        la_tc_acc accO[4];
+        if (c + 1 < s.nch) fetch(c + 1, 6);
+        la_tc_acc accP[4], accO[4];
+        lf_each<4>(accP, [](int, int, int, float &x) { x = 0.f; });
         lf_each<4>(accO, [](int, int, int, float &x) { x = 0.f; });
-        if (GV == 2) { /* P first (its exps while accO is not live), rows 16 w */
-            la_tc_acc accP[4];
-            lf_each<4>(accP, [](int, int, int, float &x) { x = 0.f; });
-#pragma unroll
-            for (int kb = 0; kb < NK; kb++)
-#pragma unroll
-                for (int kk = 0; kk < 4; kk++) {
-                    uint32_t a[4], b[4];
-                    lf_lda<T, false>(a, Qt(kb), kk);
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        if (j > w) continue;
-                        lf_ldb<T, true>(b, Kt(c, kb), kk, j);
-                        lf_mma16<T>(accP[j], a, b);
-                    }
-                }
-            lf_acc_split<T, 4>(accP, Pp, Pl, Pl2, pmask);
-        }
-        if (GV == 3) { /* P first, its 10 blocks on or below the diagonal spread over
-                          the warps (3, 3, 2, 2 blocks: ~520 gate exps each) */
-            const int ns = w < 2 ? 3 : 2;
-            const int rbp = w == 0 ? 0x330 : w == 1 ? 0x231 : w == 2 ? 0x21 : 0x32;
-            const int cbp = w == 0 ? 0x300 : w == 1 ? 0x211 : w == 2 ? 0x00 : 0x21;
-            la_tc_acc pb[3];
-#pragma unroll
-            for (int u = 0; u < 3; u++)
-#pragma unroll
-                for (int i = 0; i < 8; i++) pb[u].x[i] = 0.f;
-#pragma unroll
-            for (int kb = 0; kb < NK; kb++)
-#pragma unroll
-                for (int kk = 0; kk < 4; kk++)
-#pragma unroll
-                    for (int u = 0; u < 3; u++) {
-                        if (u >= ns) continue;
-                        uint32_t a[4], b[4];
-                        lf_lda<T, false>(a, Qt(kb), kk, (rbp >> 4 * u) & 15);
-                        lf_ldb<T, true>(b, Kt(c, kb), kk, (cbp >> 4 * u) & 15);
-                        lf_mma16<T>(pb[u], a, b);
-                    }
-#pragma unroll
-            for (int u = 0; u < 3; u++)
-                if (u < ns)
-                    lf_blk_split<T>(pb[u], (rbp >> 4 * u) & 15, (cbp >> 4 * u) & 15, Pp, Pl, Pl2,
-                                    pmask);
-        }
-        la_tc_acc accP[GV >= 2 ? 1 : 4];
-        if (GV < 2) lf_each<GV >= 2 ? 1 : 4>(accP, [](int, int, int, float &x) { x = 0.f; });
 #pragma unroll
         for (int kb = 0; kb < NK; kb++)
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) { /* key step: Qf K^T (token rows 16 w), S^T Qf^T */
                 uint32_t a[4], b[4], sa[3][4];
-                if (GV < 2) {
-                    lf_lda<T, false>(a, Qt(kb), kk);
+                lf_lda<T, false>(a, Qt(kb), kk);
 #pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        if (j > w) continue; /* P's blocks above the diagonal: masked anyway */
-                        lf_ldb<T, true>(b, Kt(c, kb), kk, j);
-                        lf_mma16<T>(accP[j & (GV >= 2 ? 0 : 3)], a, b);
-                    }
+                for (int j = 0; j < 4; j++) {
+                    if (j > w) continue; /* P's blocks above the diagonal: masked anyway */
+                    lf_ldb<T, true>(b, Kt(c, kb), kk, j);
+                    lf_mma16<T>(accP[j], a, b);
                 }
                 const la_tc_acc &x = S[4 * kb + kk];
 #pragma unroll
@@ -845,19 +735,9 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                     for (int pi = 0; pi < NP; pi++) lf_mma16<T>(accO[j], sa[pi], b);
                 }
             }
-        /* P and the state term's factors as la_lf_fwd forms them (same bits) */
-        if (GV < 2) lf_acc_split<T, GV >= 2 ? 1 : 4>(accP, Pp, Pl, Pl2, pmask);
-        lf_each<4>(accO, [&](int, int, int cc, float &x) {
-            x *= GV >= 2 ? EQ[cc] : cc < L ? (GATED ? sq * la_cu_expd(G[cc]) : sq) : 0.f;
-        });
-        const double GL = GATED && L > 0 ? G[L - 1] : 0.0;
-        if (GATED) { /* S <- e^{G_L} S before the update */
-            const float eL = la_cu_expd(GL);
-#pragma unroll
-            for (int kc = 0; kc < KB; kc++)
-#pragma unroll
-                for (int i = 0; i < 8; i++) S[kc].x[i] *= eL;
-        }
+        lf_acc_split<T, 4>(accP, Pp, Pp + LA_TC_TILE, NP == 3 ? Pp + 2 * LA_TC_TILE : (T *)NULL,
+                           [&](int r, int cc, float x) { return (cc <= r && r < L) ? x * scale : 0.f; });
+        lf_each<4>(accO, [&](int, int, int cc, float &x) { x *= cc < L ? sq : 0.f; });
         __syncthreads(); /* B: P's parts in; Q free: chunk c+1's Q goes out */
         if (c + 1 < s.nch) fetch(c + 1, 1);
 #pragma unroll
@@ -872,35 +752,11 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                     lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j); /* P: [i][j] = [n][k] */
                     lf_mma16<T>(accO[j], a, b);
                 }
-            if (!GATED) {
 #pragma unroll
-                for (int kc = 0; kc < KB; kc++) {
-                    uint32_t b[4];
-                    lf_ldb<T, false>(b, Kt(c, kc >> 2), kt, kc & 3); /* Kf: [token][key] = [k][n] */
-                    lf_mma16<T>(S[kc], a, b);
-                }
-            } else { /* cuda-sgla19: Vt^T = (e^{G_L - G_j} v_j)^T as parts, made in registers
-                        from V^T's fragment (a_i: tokens 16 kt + 2 q4 + 8 (i >> 1), + 1) */
-                float f[4];
-#pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const int r = 16 * kt + 2 * q4 + 8 * (u >> 1) + (u & 1);
-                    f[u] = GV >= 2 ? EV[r] : r < L ? la_cu_expd(GL - G[r]) : 0.f;
-                }
-                uint32_t va[3][4];
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const float2 x = la_tc_upk(T(), a[i]);
-                    la_tc_split2<T>(x.x * f[2 * (i >> 1)], x.y * f[2 * (i >> 1) + 1], va[0][i],
-                                    va[1][i], va[2][i]);
-                }
-#pragma unroll
-                for (int kc = 0; kc < KB; kc++) {
-                    uint32_t b[4];
-                    lf_ldb<T, false>(b, Kt(c, kc >> 2), kt, kc & 3);
-#pragma unroll
-                    for (int pi = 0; pi < NP; pi++) lf_mma16<T>(S[kc], va[pi], b);
-                }
+            for (int kc = 0; kc < KB; kc++) {
+                uint32_t b[4];
+                lf_ldb<T, false>(b, Kt(c, kc >> 2), kt, kc & 3); /* Kf: [token][key] = [k][n] */
+                lf_mma16<T>(S[kc], a, b);
             }
         }
         __syncthreads(); /* C: K, V, P read */
@@ -1184,31 +1040,18 @@ static bool lf_sfrag_env() {
     }
     return on != 0;
 }
-template <typename T, int NK, int GATED>
+template <typename T, int NK>
 static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                 const lf_args &a) {
     const size_t smem = (size_t)(3 * NK + 2 + lf_np<T>::value) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, GATED>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, GATED>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
                                        cudaFuncAttributePreferredSharedMemoryCarveout,
                                        cudaSharedmemCarveoutMaxShared));
-    la_lf_sfwd<T, NK, GATED><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    la_lf_sfwd<T, NK><<<(unsigned)ctas, 128, smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
-}
-template <typename T, int NK>
-static la_status lf_sfwd_launch_g(const char *op, cudaStream_t stream, int64_t ctas,
-                                  const lf_args &a) {
-    if (!a.g && !a.g_gamma) return lf_sfwd_launch<T, NK, 0>(op, stream, ctas, a);
-    static int gv = 0; /* cuda-sgla19 A/B (temporary): LINATTN_CUDA_SGLA_GV = 1, 2, 3 */
-    if (!gv) {
-        const char *e = getenv("LINATTN_CUDA_SGLA_GV");
-        gv = e && (e[0] == '1' || e[0] == '2') ? e[0] - '0' : 3;
-    }
-    return gv == 1   ? lf_sfwd_launch<T, NK, 1>(op, stream, ctas, a)
-           : gv == 2 ? lf_sfwd_launch<T, NK, 2>(op, stream, ctas, a)
-                     : lf_sfwd_launch<T, NK, 3>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
@@ -1221,10 +1064,10 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
     if (ctas == 0) return LA_OK;
     if (!REV && !DOT && a.sfrag) { /* cuda-sfrag18 (la__lf_forward decides) */
         if (c->dtype == LA_DTYPE_BF16)
-            return a.K <= 64 ? lf_sfwd_launch_g<__nv_bfloat16, 1>(c->op, stream, ctas, a)
-                             : lf_sfwd_launch_g<__nv_bfloat16, 2>(c->op, stream, ctas, a);
-        return a.K <= 64 ? lf_sfwd_launch_g<__half, 1>(c->op, stream, ctas, a)
-                         : lf_sfwd_launch_g<__half, 2>(c->op, stream, ctas, a);
+            return a.K <= 64 ? lf_sfwd_launch<__nv_bfloat16, 1>(c->op, stream, ctas, a)
+                             : lf_sfwd_launch<__nv_bfloat16, 2>(c->op, stream, ctas, a);
+        return a.K <= 64 ? lf_sfwd_launch<__half, 1>(c->op, stream, ctas, a)
+                         : lf_sfwd_launch<__half, 2>(c->op, stream, ctas, a);
     }
     if (c->dtype == LA_DTYPE_BF16)
         return a.K <= 64 ? lf_launch_nj<__nv_bfloat16, 1, REV, DOT>(c->op, stream, ctas, a)
@@ -1322,7 +1165,7 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     /* cuda-sfrag18: the ungated walk (o unmasked, v rows unscaled) with S^T
      * in registers where it measured faster: unsplit (at 1,16384,16,128 the
      * split's walks from start states were 3% slower with it) */
-    a.sfrag = (!P || c->g || c->g_gamma) && lf_sfrag_env();
+    a.sfrag = !P && !c->g && !c->g_gamma && lf_sfrag_env();
     lf_split sp = {};
     la_status st = P ? lf_split_make(c, ar, tb, P, false, &sp) : LA_OK;
     return st ? st : lf_walk<false>(c, ar->stream, a, sp);
