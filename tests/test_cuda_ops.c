@@ -1390,6 +1390,12 @@ int main(void) {
              * (la_lf_sfwd, the ungated forward, is taken only there) */
             {"linear bf16 identity B2 T130 H42 K128 V128", 2, 130, 42, 128, 128, NULL, 0,
              LA_DTYPE_BF16, 1, LA_FEATURE_IDENTITY, 0, 0, 1},
+            /* cuda-sgla19: the same grid gated (the unsplit gated fused walks by default):
+             * extreme gates (-1e4, 0), g + gamma; and fp16 with K 72 (NK 2, scalar loads) */
+            {"sgla bf16 g+gamma extreme B2 T130 H42 K128 V128", 2, 130, 42, 128, 128, NULL, 0,
+             LA_DTYPE_BF16, 0, 0, 3, 1, 1},
+            {"sgla fp16 g extreme B2 T97 H42 K72 V100", 2, 97, 42, 72, 100, NULL, 0,
+             LA_DTYPE_F16, 0, 0, 1, 1, 0},
         };
         for (size_t i = 0; i < sizeof f9 / sizeof f9[0]; i++)
             if (take()) run_scalar(gpu, cpu, &f9[i], 2900 + i);
