@@ -36,6 +36,7 @@ struct la_ctx {
     int cuda;
     int device;
     void *stream;
+    void *cuda_pipe; /* la__ctx_cuda_pipe */
     /* saved-for-backward objects bound to this context (saved.c) */
     pthread_mutex_t saved_mu;
     la_saved **saved;
@@ -142,6 +143,7 @@ void la_ctx_destroy(la_ctx *ctx) {
     for (int i = 1; i < ctx->n_threads; i++) pthread_join(ctx->workers[i - 1], NULL);
     for (int i = 0; i < ctx->n_threads; i++) free(ctx->scratch[i]);
     for (size_t i = 0; i < ctx->n_saved; i++) la__saved_orphan(ctx->saved[i]);
+    if (ctx->cuda_pipe) la__cuda_pipe_free(ctx->cuda_pipe);
     free(ctx->saved);
     pthread_mutex_destroy(&ctx->saved_mu);
     pthread_mutex_destroy(&ctx->mu);
@@ -172,6 +174,7 @@ la_status la_ctx_create_cuda(la_ctx **out, int device, void *stream) {
 int la_ctx_is_cuda(const la_ctx *ctx) { return ctx ? ctx->cuda : 0; }
 int la__ctx_device(const la_ctx *ctx) { return ctx->device; }
 void *la__ctx_stream(const la_ctx *ctx) { return ctx->stream; }
+void **la__ctx_cuda_pipe(la_ctx *ctx) { return &ctx->cuda_pipe; }
 
 /* Tasks on the first n_active threads (the others wake and go back to sleep). */
 static void parallel_for_on(la_ctx *ctx, int n_active, int64_t n_tasks, la__task_fn fn,

@@ -83,6 +83,11 @@ LA_HIDDEN int la__ctx_device(const la_ctx *ctx);
 /* The answer of an op the CUDA backend does not serve (LA_ERR_UNSUPPORTED). */
 LA_HIDDEN la_status la__cuda_unsupported(const char *op);
 LA_HIDDEN void *la__ctx_stream(const la_ctx *ctx);
+/* The CUDA backend's per-context resources of the pipelined delta-rule
+ * forward (internal streams and events, made on first use; src/cuda/
+ * delta_chunk.cu), released by la_ctx_destroy through la__cuda_pipe_free. */
+LA_HIDDEN void **la__ctx_cuda_pipe(la_ctx *ctx);
+LA_HIDDEN void la__cuda_pipe_free(void *pipe);
 
 /* ---- saved for backward (la_saved; src/core/saved.c) -------------- */
 

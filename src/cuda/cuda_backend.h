@@ -24,6 +24,7 @@ extern "C" {
 typedef struct la__cu_call {
     void *stream;
     int device;
+    void **pipe; /* the context's pipeline resources (la__ctx_cuda_pipe; NULL: none) */
     const char *op;
     la_dtype dtype;
     int64_t B, T, H, HS, K, V, N;

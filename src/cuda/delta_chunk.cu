@@ -345,21 +345,47 @@ void la__cu_dc_inputs(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args
  * takes all of it, and the arena's blocks are freed after every use). The
  * cluster state kernel leaves 55 KB of the SM's shared memory, one CTA of
  * prep or output. Every kernel computes what it computed unsplit: the
- * bits are main's. */
+ * bits are main's. The streams and events belong to the context (one call
+ * at a time per context), so two contexts on different streams never
+ * order each other's work or share a graph capture. */
 #define DC_PIPE_MAX 32
 struct dc_pipe_ctx {
+    int device, ok; /* ok: 1 made, -1 failed (the unsplit path from then on) */
     cudaStream_t hi, lo;
     cudaEvent_t fork, prep[DC_PIPE_MAX], state[DC_PIPE_MAX], jhi, jlo;
-    int ok;
 };
-/* This thread's streams and events on device dev (made on first use and
- * kept for the thread's life; NULL where that fails or dev is out of range:
- * the call then takes the unsplit path). */
-static dc_pipe_ctx *dc_pipe_get(int dev) {
-    static thread_local dc_pipe_ctx ctx[16];
-    if (dev < 0 || dev >= 16) return NULL;
-    dc_pipe_ctx *x = &ctx[dev];
-    if (x->ok) return x->ok > 0 ? x : NULL;
+
+/* Destroys what was made (pending work finishes first: the CUDA runtime
+ * releases a stream or event whose work is still queued once it completes). */
+extern "C" void la__cuda_pipe_free(void *pipe) {
+    dc_pipe_ctx *x = (dc_pipe_ctx *)pipe;
+    if (!x) return;
+    int cur = -1;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur != x->device) cudaSetDevice(x->device);
+    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
+    for (int i = 0; i < 3; i++)
+        if (*ev[i]) cudaEventDestroy(*ev[i]);
+    for (int i = 0; i < DC_PIPE_MAX; i++) {
+        if (x->prep[i]) cudaEventDestroy(x->prep[i]);
+        if (x->state[i]) cudaEventDestroy(x->state[i]);
+    }
+    if (x->hi) cudaStreamDestroy(x->hi);
+    if (x->lo) cudaStreamDestroy(x->lo);
+    cudaGetLastError();
+    if (cur >= 0 && cur != x->device) cudaSetDevice(cur);
+    free(x);
+}
+
+/* The context's streams and events (made on first use on the call's
+ * device, current here; NULL where that fails: the call then takes the
+ * unsplit path, and so do the context's later calls). */
+static dc_pipe_ctx *dc_pipe_get(const la__cu_call *c) {
+    if (!c->pipe) return NULL;
+    dc_pipe_ctx *x = (dc_pipe_ctx *)*c->pipe;
+    if (x) return x->ok > 0 ? x : NULL;
+    if (!(x = (dc_pipe_ctx *)calloc(1, sizeof *x))) return NULL;
+    *c->pipe = x;
+    x->device = c->device;
     int least = 0, greatest = 0;
     bool good = cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
                 cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) ==
@@ -401,8 +427,8 @@ static int64_t dc_pipe_segs(const la__cu_call *c, const la_cu_table &tb, int par
     const int64_t nsm = la__cu_sm_count(c);
     if (la__cu_delta_split_p(c, tb.nchunks, nsm)) return 0;
     if (mode > 0) return mode < tb.nchunks ? mode : tb.nchunks;
-    const int64_t ctas = 2 * ((c->V + 15) / 16) * c->HS; /* the cluster kernel's grid */
-    if (ctas > nsm || tb.nchunks < (fwd ? 256 : 1024)) return 0;
+    /* the cluster state pass (at most a wave of CTAs: it checks) */
+    if (!la__cu_delta_state_cl_takes(c) || tb.nchunks < (fwd ? 256 : 1024)) return 0;
     return 4; /* GDN 1,65536 fwd (H200): P = 2, 3, 4, 5, 6, 8, 16: 2.359, 2.264, 2.247,
                * 2.272, 2.280, 2.316, 2.433 ms; unsplit 2.484 */
 }
@@ -436,8 +462,8 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     float *mid = (float *)(blk + tab);
     /* fork; from here on every path joins */
     LA_CU_TRY(c->op, cudaEventRecord(x->fork, us));
-    cudaStreamWaitEvent(x->hi, x->fork, 0);
-    cudaStreamWaitEvent(x->lo, x->fork, 0);
+    LA_CU_TRY(c->op, cudaStreamWaitEvent(x->hi, x->fork, 0));
+    LA_CU_TRY(c->op, cudaStreamWaitEvent(x->lo, x->fork, 0));
     for (int64_t i = 0; i < nseg && !st; i++) {
         la_cu_dc_args q = p;
         q.cb = cut[i];
@@ -450,7 +476,10 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
         q.seqs = dsegs + i;
         q.s0 = i ? mid + (size_t)(i - 1) * KV : p.s0;
         q.sT = i + 1 < nseg ? mid + (size_t)i * KV : p.sT;
-        cudaStreamWaitEvent(x->hi, x->prep[i], 0);
+        if (cudaStreamWaitEvent(x->hi, x->prep[i], 0) != cudaSuccess) {
+            st = la__cu_error(cudaGetLastError(), c->op, "cudaStreamWaitEvent");
+            break;
+        }
         st = la__cu_delta_state_tc(c, q, x->hi);
         if (!st && cudaEventRecord(x->state[i], x->hi) != cudaSuccess)
             st = la__cu_error(cudaGetLastError(), c->op, "cudaEventRecord");
@@ -458,7 +487,10 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     for (int64_t i = 0; i < nseg && !st && p.o; i++) {
         la_cu_dc_args q = p;
         q.cb = cut[i];
-        cudaStreamWaitEvent(x->lo, x->state[i], 0);
+        if (cudaStreamWaitEvent(x->lo, x->state[i], 0) != cudaSuccess) {
+            st = la__cu_error(cudaGetLastError(), c->op, "cudaStreamWaitEvent");
+            break;
+        }
         st = la__cu_delta_out_tc(c, q, cut[i + 1] - cut[i], x->lo);
     }
     /* join (also after a failed launch: nothing of this call stays on the
@@ -495,7 +527,7 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
     }
     if (piped) {
         const int64_t nseg = dc_pipe_segs(c, tb, parts, p.o != NULL);
-        dc_pipe_ctx *x = nseg > 1 ? dc_pipe_get(c->device) : NULL;
+        dc_pipe_ctx *x = nseg > 1 ? dc_pipe_get(c) : NULL;
         *piped = x != NULL;
         if (x) return dc_pipe(c, ar, tb, p, nseg, x);
     }

@@ -250,6 +250,8 @@ int la__cu_delta_tc_parts(size_t elem);
  * or LINATTN_CUDA_DELTA_STATE=old, else 1 with the launch's status in *st. */
 int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                           la_status *st);
+/* Whether la__cu_delta_state_cl takes call c (launches nothing). */
+int la__cu_delta_state_cl_takes(const la__cu_call *c);
 /* ---- cuda-split9: the state pass split over time (delta_state_split.cu) --
  * la__cu_delta_state_split runs it where la__cu_delta_split_p gives P >= 2
  * segments per sequence (*taken = 1), else launches nothing (*taken = 0);

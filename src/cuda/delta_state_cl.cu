@@ -461,8 +461,7 @@ static int dcl_mode(void) {
  * the one-CTA kernel's grid still fits one wave (one CTA per SM);
  * elsewhere the one-CTA kernel, which does half the copies per chunk in
  * total. Returns 0 where not taken. */
-int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                          la_status *st) {
+int la__cu_delta_state_cl_takes(const la__cu_call *c) {
     const int mode = dcl_mode();
     if (!mode || c->K <= 64 || c->K > 256) return 0;
     const int64_t ctas = 2 * ((c->V + 15) / 16) * c->N * c->HS;
@@ -473,7 +472,12 @@ int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStre
         cudaGetLastError();
         return 0;
     }
-    if (major < 9 || !dcl_fits32(c)) return 0;
+    return major >= 9 && dcl_fits32(c);
+}
+
+int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
+                          la_status *st) {
+    if (!la__cu_delta_state_cl_takes(c)) return 0;
     *st = c->K <= 128 ? dcl_np<8>(c, p, stream) : dcl_np<16>(c, p, stream);
     return 1;
 }

@@ -25,6 +25,7 @@ la_status la__cuda_unsupported(const char *op) {
 }
 
 #ifndef LINATTN_HAS_CUDA
+void la__cuda_pipe_free(void *pipe) { (void)pipe; } /* never made without CUDA */
 la_status la__cuda_init(const char *op, int device, void *stream) {
     (void)device, (void)stream;
     return la__error(LA_ERR_UNSUPPORTED,
@@ -63,6 +64,7 @@ static la_status common(la__cu_call *c, la_ctx *ctx, const char *op, const la_di
     c->op = op;
     c->stream = la__ctx_stream(ctx);
     c->device = la__ctx_device(ctx);
+    c->pipe = la__ctx_cuda_pipe(ctx);
     c->dtype = dims->dtype;
     c->B = dims->B;
     c->T = dims->T;
