@@ -118,12 +118,18 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     return la__arena_size(&a);
 }
 
-int64_t la__gla_fwd_heads(const gla_job *j) {
-    if (!j->per_key || !j->g) return LA__GLA_HEAD_GROUP;
+/* Up to `most` heads per task, fewer where that would leave a thread without
+ * a task: N * ceil(H / heads) >= min(threads, N H). */
+static int64_t heads_per_task(const gla_job *j, int64_t most) {
     const int64_t N = la__num_seqs(j->d), threads = la_ctx_threads(j->ctx);
     const int64_t groups = N >= threads ? 1 : (threads + N - 1) / N; /* per sequence */
     const int64_t heads = (j->H + groups - 1) / groups;
-    return heads < 1 ? 1 : heads > LA__GLA_FWD_HEADS ? LA__GLA_FWD_HEADS : heads;
+    return heads < 1 ? 1 : heads > most ? most : heads;
+}
+
+/* cpu-sgla19: simple GLA's forward too (it kept LA__GLA_HEAD_GROUP) */
+int64_t la__gla_fwd_heads(const gla_job *j) {
+    return heads_per_task(j, LA__GLA_FWD_HEADS);
 }
 
 size_t la__gla_chunk_fwd_bytes(const gla_job *j) {
@@ -1232,7 +1238,7 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
  * results are those of la__gla_chunk_bwd_task bit for bit. */
 int64_t la__gla_bwd_heads(const gla_job *j, int64_t L) {
     if (j->group != 1 || j->H < 2) return 1;
-    if (j->saved) return j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
+    if (j->saved) return heads_per_task(j, LA__GLA_BWD_HEADS); /* cpu-sgla19 */
     const double nch = (double)((L + j->C - 1) / j->C);
     const double per = nch * (double)j->K * (double)j->V * sizeof(float);
     int64_t gh = j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
@@ -1254,9 +1260,9 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const size_t KV = (size_t)K * (size_t)V;
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
-    chunk_bufs bs[LA__GLA_HEAD_GROUP];
-    double gamma_sum[LA__GLA_HEAD_GROUP];
-    const float *S0s[LA__GLA_HEAD_GROUP]; /* each head's chunk start states */
+    chunk_bufs bs[LA__GLA_BWD_HEADS];
+    double gamma_sum[LA__GLA_BWD_HEADS];
+    const float *S0s[LA__GLA_BWD_HEADS]; /* each head's chunk start states */
     char *base = la__scratch(j->ctx, tid);
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
     for (int64_t hh = 0; hh < nh; hh++) {

@@ -254,10 +254,13 @@ LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
  * LA__GLA_FWD_HEADS heads per task (at H = 8, K = 128 a token's rows of a
  * tensor are one 4 KiB page, now walked by one task instead of two), fewer
  * where that would leave a thread without a task: N * ceil(H / heads) tasks
- * >= min(threads, N H). Simple GLA keeps LA__GLA_HEAD_GROUP. Each head's
- * arithmetic is that of a task of its own, so the grouping (and with it the
- * thread count) never changes a bit. */
+ * >= min(threads, N H). cpu-sgla19: simple GLA's forward too, and the
+ * grouped backward with a filled la_saved up to LA__GLA_BWD_HEADS the same
+ * way (without it, LA__GLA_HEAD_GROUP: its states are kept per head). Each
+ * head's arithmetic is that of a task of its own, so the grouping (and with
+ * it the thread count) never changes a bit. */
 #define LA__GLA_FWD_HEADS 8
+#define LA__GLA_BWD_HEADS 8
 LA_HIDDEN int64_t la__gla_fwd_heads(const gla_job *j);
 LA_HIDDEN void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
@@ -282,7 +285,8 @@ LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
 LA_HIDDEN extern size_t la__gla_stream_min_bytes;
 /* cpu-sgla9: the chunk backward with every state kept (group 1) over
  * groups of heads (simple GLA; cpu-glab15: GLA too): la__gla_bwd_heads = heads per task (<=
- * LA__GLA_HEAD_GROUP, their states within la__gla_bwd_all_states_bytes; 1 =
+ * LA__GLA_HEAD_GROUP, their states within la__gla_bwd_all_states_bytes;
+ * with a filled la_saved <= LA__GLA_BWD_HEADS, as the forward's; 1 =
  * use la__gla_chunk_bwd_task), N * ceil(H / heads) tasks, the scratch
  * la__gla_chunk_bwd_group_bytes per thread (0 on overflow); the same bits as
  * la__gla_chunk_bwd_task. L = the longest sequence. */
