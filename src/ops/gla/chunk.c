@@ -1259,9 +1259,24 @@ int64_t la__gla_bwd_heads(const gla_job *j, int64_t L) {
     return gh;
 }
 
+/* cpu-sgla19: with the forward's saved states a head keeps nothing from one
+ * chunk to the next but dS (its gates are summed again per chunk), so the
+ * heads of a group share one set of chunk blocks and have a dS each: ~0.5
+ * MiB of blocks instead of ~0.5 MiB per head, which at 8 heads came back
+ * from L3 on every unit. Without, each head has its own scratch (its
+ * states and gate sums). */
+static size_t ds_bytes(const gla_job *j) {
+    return ((size_t)j->K * (size_t)j->V * sizeof(float) + 63) & ~(size_t)63;
+}
+
 size_t la__gla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
     const size_t one = la__gla_chunk_bwd_bytes(j, L);
     const size_t gh = (size_t)la__gla_bwd_heads(j, L);
+    if (!one) return 0;
+    if (j->saved) {
+        const size_t ds = ds_bytes(j);
+        return ds > (SIZE_MAX - one) / gh ? 0 : one + (gh - 1) * ds;
+    }
     return one > SIZE_MAX / gh ? 0 : one * gh;
 }
 
@@ -1279,7 +1294,12 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     char *base = la__scratch(j->ctx, tid);
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
     for (int64_t hh = 0; hh < nh; hh++) {
-        chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
+        if (j->saved && hh > 0) { /* the blocks of head 0, a dS of its own */
+            bs[hh] = bs[0];
+            bs[hh].dS = (float *)(void *)(base + one + (size_t)(hh - 1) * ds_bytes(j));
+        } else {
+            chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
+        }
         bs[hh].stream = stream_rows(j);
         if (!j->saved) load_state(j, n * H + h0 + hh, bs[hh].states);
         S0s[hh] = j->saved ? j->saved + la__sgla_saved_slot(j, n, h0 + hh, 0) : bs[hh].ckpt;
