@@ -244,11 +244,12 @@ LA_HIDDEN size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L);
 /* la__task_fn bodies (arg is a gla_job). */
 LA_HIDDEN void la__gla_recurrent_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
-/* The chunk forward's task is (sequence, group of LA__GLA_HEAD_GROUP heads):
- * N * ceil(H / LA__GLA_HEAD_GROUP) tasks, a split that does not depend on the
- * thread count. Within a task it runs chunk by chunk and head by head, so
- * the heads' rows of a token (one page) are walked once per group; each
- * head's arithmetic is that of a task of its own. */
+/* The chunk forward's task is (sequence, group of heads): within a task it
+ * runs chunk by chunk and head by head, so the heads' rows of a token (one
+ * page) are walked once per group; each head's arithmetic is that of a task
+ * of its own. LA__GLA_HEAD_GROUP: the heads per task of the grouped
+ * backward without la_saved (cpu-sgla19: the forward and the saved
+ * backward take la__gla_fwd_heads / LA__GLA_BWD_HEADS, below). */
 #define LA__GLA_HEAD_GROUP 4
 /* cpu-glafwd18: GLA's (per-key gates) chunk forward takes up to
  * LA__GLA_FWD_HEADS heads per task (at H = 8, K = 128 a token's rows of a
