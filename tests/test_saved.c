@@ -419,6 +419,15 @@ static void test_sgla_bits(void) {
         sg_check_bits(&c, chunk, 1, label);
         gc_free(&c);
     }
+    /* cpu-sgla19: 11 heads: forward and saved backward in groups of 8 + 3
+     * at 1 thread, 6 + 5 at 2, 4 + 4 + 3 at 3 (the recompute: 4 + 4 + 3) */
+    {
+        gcase c = gc_make(0, 1, 230, 11, 24, 20, NULL, 0, GC_ALL, &rng);
+        for (size_t t = 0; t < c.ng; t++)
+            c.g[t] = t % 61 == 7 ? -1e4f : t % 89 < 15 ? 0.0f : c.g[t];
+        sg_check_bits(&c, 64, 1, "simple GLA, 11 heads");
+        gc_free(&c);
+    }
     /* long T: 8 (sequence, head) pairs keep the unsplit forward (states
      * saved); 5 pairs split the forward, 1 pair splits both directions:
      * the object stays empty and the backward recomputes */

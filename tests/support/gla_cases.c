@@ -19,6 +19,8 @@ void gc_check_err(double err, double tol, const char *file, int line, const char
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     th_check(err <= tol, file, line, "err %.3g > tol %.3g: %s", err, tol, msg);
+    /* cpu-sgla19: every error against its bound, to compare two builds */
+    if (getenv("GC_VERBOSE")) printf("  err %.3e tol %.1e %s\n", err, tol, msg);
 }
 
 /* Log-gates in [-0.3, 0): decays between 0.74 and 1, so a 1000-token

@@ -62,6 +62,7 @@ typedef struct chunk_bufs {
     float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
+    float *diag;      /* [2C] simple GLA backward: A_ii = scale q_i.k_i, dA_ii = scale do_i.v_i */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
     int stream;       /* cpu-sglabwd18: dq, dk, dv rows by stream_copy (the task fences) */
 } chunk_bufs;
@@ -109,6 +110,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dOc = la__arena_take(&a, C * V, sizeof(float));
         b->Tq = la__arena_take(&a, CKg, sizeof(float));
         b->Tk = la__arena_take(&a, CKg, sizeof(float));
+        b->diag = la__arena_take(&a, j->per_key ? 0 : 2 * C, sizeof(float));
         /* simple GLA (a few bytes per token): G summed once per chunk. GLA
          * sums twice instead (keeping [nch,C,K] doubles doubled the memory
          * of the one state pass and measured no faster) */
@@ -118,12 +120,18 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
     return la__arena_size(&a);
 }
 
-int64_t la__gla_fwd_heads(const gla_job *j) {
-    if (!j->per_key || !j->g) return LA__GLA_HEAD_GROUP;
+/* Up to `most` heads per task, fewer where that would leave a thread without
+ * a task: N * ceil(H / heads) >= min(threads, N H). */
+static int64_t heads_per_task(const gla_job *j, int64_t most) {
     const int64_t N = la__num_seqs(j->d), threads = la_ctx_threads(j->ctx);
     const int64_t groups = N >= threads ? 1 : (threads + N - 1) / N; /* per sequence */
     const int64_t heads = (j->H + groups - 1) / groups;
-    return heads < 1 ? 1 : heads > LA__GLA_FWD_HEADS ? LA__GLA_FWD_HEADS : heads;
+    return heads < 1 ? 1 : heads > most ? most : heads;
+}
+
+/* cpu-sgla19: simple GLA's forward too (it kept LA__GLA_HEAD_GROUP) */
+int64_t la__gla_fwd_heads(const gla_job *j) {
+    return heads_per_task(j, LA__GLA_FWD_HEADS);
 }
 
 size_t la__gla_chunk_fwd_bytes(const gla_job *j) {
@@ -895,7 +903,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
     if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 1, 7);
-    kr->gemm_nt_tril(L, V, 1, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
+    kr->gemm_nt_tril(L, V, j->per_key, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
     if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 2, 7);
     if (j->per_key) {
@@ -903,7 +911,11 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     } else {
         /* cpu-sgla9: A carries the scale (dv's product below is the
          * triangular la__gemm_tn_lower_acc, whose alpha is 1) */
-        kr->gemm_nt_tril(L, K, 1, scale, b->Qc, K, b->Kc, K, 0.0f, b->A, j->C);
+        /* cpu-sgla19: A and dA with their diagonals (the pair (i, i): no
+         * decay, no gate gradient), kept in b->diag for the end and zeroed
+         * here (the products below take the pairs j < i); before, eight-row
+         * dot products made them (row_dots8, ~2.5 us per chunk-head) */
+        kr->gemm_nt_tril(L, K, 0, scale, b->Qc, K, b->Kc, K, 0.0f, b->A, j->C);
         for (int64_t i = 0; i < L; i++) {
             float *Ai = b->A + i * j->C, *dAi = b->dA + i * j->C;
             for (int64_t jj = 0; jj < i; jj++) {
@@ -911,6 +923,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
                 Ai[jj] *= e;
                 dAi[jj] *= e;
             }
+            b->diag[i] = Ai[i];
+            b->diag[j->C + i] = dAi[i];
+            Ai[i] = dAi[i] = 0.0f;
         }
         kr->gemm_nn_lower(L, K, L, 1.0f, b->dA, j->C, b->Kc, K, 0.0f, b->dqs, K);
         /* cpu-sgla9: dA and A are strictly lower: the triangular products */
@@ -990,19 +1005,23 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     prefetch_part(pS, KVn, 5, 7);
     if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr, pn, ph);
     /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay),
-     * eight rows at a time (row_dots8: the diagonal's dot products) */
+     * eight rows at a time (GLA: row_dots8, the diagonal's dot products;
+     * simple GLA: b->diag, from the triangular products) */
     for (int64_t i0 = 0; i0 < L; i0 += 8) {
         const int64_t nr = L - i0 < 8 ? L - i0 : 8;
         float A8[8], dA8[8];
-        row_dots8(b->Qc + i0 * K, b->Kc + i0 * K, K, nr, A8);
-        row_dots8(b->dOc + i0 * V, b->Vc + i0 * V, V, nr, dA8);
+        if (j->per_key) {
+            row_dots8(b->Qc + i0 * K, b->Kc + i0 * K, K, nr, A8);
+            row_dots8(b->dOc + i0 * V, b->Vc + i0 * V, V, nr, dA8);
+        }
         for (int64_t i = i0; i < i0 + nr; i++) {
             const float *restrict qi = b->Qc + i * K, *restrict ki = b->Kc + i * K;
             const float *restrict doi = b->dOc + i * V;
             const float *restrict dqsi = b->dqs + i * K, *restrict dksi = b->dks + i * K;
             float *restrict dvi = b->dvc + i * V;
             float *restrict dqi = b->dqc + i * K, *restrict dki = b->dkc + i * K;
-            const float dA = dA8[i - i0] * scale, sA = scale * A8[i - i0];
+            const float dA = j->per_key ? dA8[i - i0] * scale : b->diag[j->C + i];
+            const float sA = j->per_key ? scale * A8[i - i0] : b->diag[i];
             for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
             for (int64_t x = 0; x < K; x++) {
                 dqi[x] += dqsi[x] + dA * ki[x];
@@ -1232,7 +1251,7 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
  * results are those of la__gla_chunk_bwd_task bit for bit. */
 int64_t la__gla_bwd_heads(const gla_job *j, int64_t L) {
     if (j->group != 1 || j->H < 2) return 1;
-    if (j->saved) return j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
+    if (j->saved) return heads_per_task(j, LA__GLA_BWD_HEADS); /* cpu-sgla19 */
     const double nch = (double)((L + j->C - 1) / j->C);
     const double per = nch * (double)j->K * (double)j->V * sizeof(float);
     int64_t gh = j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
@@ -1240,9 +1259,24 @@ int64_t la__gla_bwd_heads(const gla_job *j, int64_t L) {
     return gh;
 }
 
+/* cpu-sgla19: with the forward's saved states a head keeps nothing from one
+ * chunk to the next but dS (its gates are summed again per chunk), so the
+ * heads of a group share one set of chunk blocks and have a dS each: ~0.5
+ * MiB of blocks instead of ~0.5 MiB per head, which at 8 heads came back
+ * from L3 on every unit. Without, each head has its own scratch (its
+ * states and gate sums). */
+static size_t ds_bytes(const gla_job *j) {
+    return ((size_t)j->K * (size_t)j->V * sizeof(float) + 63) & ~(size_t)63;
+}
+
 size_t la__gla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
     const size_t one = la__gla_chunk_bwd_bytes(j, L);
     const size_t gh = (size_t)la__gla_bwd_heads(j, L);
+    if (!one) return 0;
+    if (j->saved) {
+        const size_t ds = ds_bytes(j);
+        return ds > (SIZE_MAX - one) / gh ? 0 : one + (gh - 1) * ds;
+    }
     return one > SIZE_MAX / gh ? 0 : one * gh;
 }
 
@@ -1254,13 +1288,18 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const size_t KV = (size_t)K * (size_t)V;
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
-    chunk_bufs bs[LA__GLA_HEAD_GROUP];
-    double gamma_sum[LA__GLA_HEAD_GROUP];
-    const float *S0s[LA__GLA_HEAD_GROUP]; /* each head's chunk start states */
+    chunk_bufs bs[LA__GLA_BWD_HEADS];
+    double gamma_sum[LA__GLA_BWD_HEADS];
+    const float *S0s[LA__GLA_BWD_HEADS]; /* each head's chunk start states */
     char *base = la__scratch(j->ctx, tid);
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
     for (int64_t hh = 0; hh < nh; hh++) {
-        chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
+        if (j->saved && hh > 0) { /* the blocks of head 0, a dS of its own */
+            bs[hh] = bs[0];
+            bs[hh].dS = (float *)(void *)(base + one + (size_t)(hh - 1) * ds_bytes(j));
+        } else {
+            chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
+        }
         bs[hh].stream = stream_rows(j);
         if (!j->saved) load_state(j, n * H + h0 + hh, bs[hh].states);
         S0s[hh] = j->saved ? j->saved + la__sgla_saved_slot(j, n, h0 + hh, 0) : bs[hh].ckpt;

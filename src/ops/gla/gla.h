@@ -244,20 +244,24 @@ LA_HIDDEN size_t la__gla_chunk_bwd_bytes(const gla_job *j, int64_t L);
 /* la__task_fn bodies (arg is a gla_job). */
 LA_HIDDEN void la__gla_recurrent_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
-/* The chunk forward's task is (sequence, group of LA__GLA_HEAD_GROUP heads):
- * N * ceil(H / LA__GLA_HEAD_GROUP) tasks, a split that does not depend on the
- * thread count. Within a task it runs chunk by chunk and head by head, so
- * the heads' rows of a token (one page) are walked once per group; each
- * head's arithmetic is that of a task of its own. */
+/* The chunk forward's task is (sequence, group of heads): within a task it
+ * runs chunk by chunk and head by head, so the heads' rows of a token (one
+ * page) are walked once per group; each head's arithmetic is that of a task
+ * of its own. LA__GLA_HEAD_GROUP: the heads per task of the grouped
+ * backward without la_saved (cpu-sgla19: the forward and the saved
+ * backward take la__gla_fwd_heads / LA__GLA_BWD_HEADS, below). */
 #define LA__GLA_HEAD_GROUP 4
 /* cpu-glafwd18: GLA's (per-key gates) chunk forward takes up to
  * LA__GLA_FWD_HEADS heads per task (at H = 8, K = 128 a token's rows of a
  * tensor are one 4 KiB page, now walked by one task instead of two), fewer
  * where that would leave a thread without a task: N * ceil(H / heads) tasks
- * >= min(threads, N H). Simple GLA keeps LA__GLA_HEAD_GROUP. Each head's
- * arithmetic is that of a task of its own, so the grouping (and with it the
- * thread count) never changes a bit. */
+ * >= min(threads, N H). cpu-sgla19: simple GLA's forward too, and the
+ * grouped backward with a filled la_saved up to LA__GLA_BWD_HEADS the same
+ * way (without it, LA__GLA_HEAD_GROUP: its states are kept per head). Each
+ * head's arithmetic is that of a task of its own, so the grouping (and with
+ * it the thread count) never changes a bit. */
 #define LA__GLA_FWD_HEADS 8
+#define LA__GLA_BWD_HEADS 8
 LA_HIDDEN int64_t la__gla_fwd_heads(const gla_job *j);
 LA_HIDDEN void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
@@ -282,7 +286,8 @@ LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
 LA_HIDDEN extern size_t la__gla_stream_min_bytes;
 /* cpu-sgla9: the chunk backward with every state kept (group 1) over
  * groups of heads (simple GLA; cpu-glab15: GLA too): la__gla_bwd_heads = heads per task (<=
- * LA__GLA_HEAD_GROUP, their states within la__gla_bwd_all_states_bytes; 1 =
+ * LA__GLA_HEAD_GROUP, their states within la__gla_bwd_all_states_bytes;
+ * with a filled la_saved <= LA__GLA_BWD_HEADS, as the forward's; 1 =
  * use la__gla_chunk_bwd_task), N * ceil(H / heads) tasks, the scratch
  * la__gla_chunk_bwd_group_bytes per thread (0 on overflow); the same bits as
  * la__gla_chunk_bwd_task. L = the longest sequence. */
