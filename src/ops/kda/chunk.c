@@ -81,8 +81,8 @@ static void chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t o
                        float *work);
 
 void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
-                        float *work) {
-    chunk_step(in, S, o, ostride, NULL, work);
+                        float *keep, float *work) {
+    chunk_step(in, S, o, ostride, keep, work);
 }
 
 void la__kda_chunk_keep(const la__kda_chunk_in *in, float *S, float *keep, float *work) {

@@ -14,7 +14,13 @@
  * chunkwise backward of chunk.c) or 64 tokens (recurrent form: token states
  * recomputed from the checkpoint, then la__kda_token_backward). Memory per
  * thread: T/seg checkpoints of K V floats (+ seg+1 token states for the
- * recurrent form) plus O(T K), never T K V. */
+ * recurrent form) plus O(T K), never T K V.
+ *
+ * la_saved (cpu-kdasaved19, chunk form): the forward stores each chunk's
+ * start state and products (la__kda_chunk_keep's M, U, W, R) into the
+ * object's slots, made by the same code on the same inputs as the
+ * backward's checkpoint sweep; a backward given them skips that sweep (and
+ * its checkpoint scratch): the same bits, one forward less. */
 #include "kda.h"
 
 #include <string.h>
@@ -74,6 +80,27 @@ size_t la__kda_forward_scratch(const la__kda_args *a) {
     fwd_scratch s = {0};
     const size_t n = fwd_layout(a, NULL, &s);
     return n ? n : SIZE_MAX;
+}
+
+/* ---- la_saved slots (kda.h) --------------------------------------------- */
+
+static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
+
+size_t la__kda_saved_slot_floats(const la__kda_args *a) {
+    return up16((size_t)a->K * (size_t)a->V) + la__kda_chunk_keep_floats(a->chunk, a->K, a->V);
+}
+
+size_t la__kda_saved_layout(const la__kda_args *a, const void *base, int64_t **cbase,
+                            float **slots) {
+    const size_t unit = la__kda_saved_slot_floats(a);
+    if ((double)unit * (double)a->HV > 0x1p60) return 0;
+    return la__saved_states_layout(&a->dims, a->chunk, a->HV, unit, base, cbase, slots, NULL);
+}
+
+/* Offset (floats) of the slot of chunk c of value head hv of sequence n. */
+static size_t saved_slot(const la__kda_args *a, int64_t n, int64_t hv, int64_t c) {
+    const int64_t c0 = a->sv_cbase[n], nc = a->sv_cbase[n + 1] - c0;
+    return (size_t)(c0 * a->HV + hv * nc + c) * la__kda_saved_slot_floats(a);
 }
 
 static void load_state(const float *init, float *S, size_t KV, size_t slot) {
@@ -139,9 +166,14 @@ static void forward_task(void *p, int64_t task, int tid) {
                     w.beta[t] = a->beta[vh];
                 }
                 la__kda_chunk_in in = {L, K, V, w.q, w.k, w.v, w.g, w.beta, a->scale, a->kr};
-                la__kda_chunk_step(&in, w.S + (size_t)i * KV,
-                                   a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
-                                   w.work);
+                float *S = w.S + (size_t)i * KV, *keep = NULL;
+                if (a->save) { /* the chunk's start state, then its products */
+                    float *slot = a->save + saved_slot(a, n, hv, t0 / C);
+                    memcpy(slot, S, KV * sizeof(float));
+                    keep = slot + up16(KV);
+                }
+                la__kda_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V,
+                                   HV * V, keep, w.work);
             }
         }
     }
@@ -162,8 +194,9 @@ typedef struct {
     float *qn, *kn;              /* [len,K] normalised (or copied) q, k of the q/k head */
     float *rq, *rk;              /* [len] their rstd */
     float *dqn, *dkn;            /* [len,K] gradients w.r.t. qn, kn, summed over the group */
-    float *ckpt;                 /* [nseg,K,V] states at segment starts */
-    float *keep;                 /* chunk: [nseg - 1] chunk products kept (la__kda_chunk_keep) */
+    float *ckpt;                 /* [nseg,K,V] states at segment starts (none with la_saved) */
+    float *keep;                 /* chunk: [nseg - 1] chunk products kept (la__kda_chunk_keep;
+                                    none with la_saved) */
     float *states;               /* recurrent: [seg+1,K,V] token states of one segment */
     float *G;                    /* [K,V] the carried dL/dS */
     float *v, *g, *beta;         /* one segment's rows [seg,V], [seg,K], [seg] */
@@ -213,9 +246,10 @@ static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scr
     s->rk = la__arena_floats(&ar, G * (size_t)len);
     s->dqn = la__arena_floats(&ar, G * lk);
     s->dkn = la__arena_floats(&ar, G * lk);
-    s->ckpt = la__arena_floats(&ar, (size_t)nseg * KV);
-    s->keep =
-        chunk ? la__arena_floats(&ar, (size_t)nseg * la__kda_chunk_keep_floats(seg, K, V)) : NULL;
+    s->ckpt = a->saved ? NULL : la__arena_floats(&ar, (size_t)nseg * KV);
+    s->keep = chunk && !a->saved
+                  ? la__arena_floats(&ar, (size_t)nseg * la__kda_chunk_keep_floats(seg, K, V))
+                  : NULL;
     s->states = chunk ? NULL : la__arena_floats(&ar, (size_t)(seg + 1) * KV);
     s->G = la__arena_floats(&ar, KV);
     s->v = la__arena_floats(&ar, (size_t)(seg * V));
@@ -329,9 +363,9 @@ static void recurrent_segment_backward(const la__kda_args *a, const bwd_scratch 
     }
 }
 
-/* One value head hv of sequence n: states at segment starts, then the
- * segments last to first carrying G = dL/dS (dq, dk summed into s->dqn,
- * s->dkn: the q/k head's rows). */
+/* One value head hv of sequence n: states at segment starts (with la_saved:
+ * the forward's), then the segments last to first carrying G = dL/dS (dq,
+ * dk summed into s->dqn, s->dkn: the q/k head's rows). */
 static void value_head_backward(const la__kda_args *a, const bwd_scratch *ps, int64_t n, int64_t hv,
                                 int64_t tok0, int64_t len) {
     const bwd_scratch s = *ps;
@@ -340,16 +374,24 @@ static void value_head_backward(const la__kda_args *a, const bwd_scratch *ps, in
     const int64_t seg = segment_len(a), nseg = (len + seg - 1) / seg;
     const size_t kslot = la__kda_chunk_keep_floats(seg, K, a->V);
     const size_t slot = (size_t)(n * HV + hv);
-    load_state(a->initial_state, s.ckpt, KV, slot);
-    for (int64_t c = 0; c + 1 < nseg; c++) {
-        memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
-        advance(a, &s, s.ckpt + (size_t)(c + 1) * KV, s.keep ? s.keep + (size_t)c * kslot : NULL,
-                tok0, hv, c * seg, seg);
+    /* la_saved (chunk form): slot c holds S_0 of chunk c, then its products */
+    const float *sv = a->saved ? a->saved + saved_slot(a, n, hv, 0) : NULL;
+    const size_t unit = sv ? la__kda_saved_slot_floats(a) : 0;
+    if (!sv) {
+        load_state(a->initial_state, s.ckpt, KV, slot);
+        for (int64_t c = 0; c + 1 < nseg; c++) {
+            memcpy(s.ckpt + (size_t)(c + 1) * KV, s.ckpt + (size_t)c * KV, KV * sizeof(float));
+            advance(a, &s, s.ckpt + (size_t)(c + 1) * KV,
+                    s.keep ? s.keep + (size_t)c * kslot : NULL, tok0, hv, c * seg, seg);
+        }
     }
     load_state(a->d_final_state, s.G, KV, slot);
     for (int64_t c = nseg - 1; c >= 0; c--) {
         const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
-        if (a->form == LA_FORM_CHUNK)
+        if (sv)
+            chunk_segment_backward(a, &s, sv + (size_t)c * unit, sv + (size_t)c * unit + up16(KV),
+                                   tok0, hv, t0, L);
+        else if (a->form == LA_FORM_CHUNK)
             chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV,
                                    c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, tok0, hv, t0,
                                    L);
