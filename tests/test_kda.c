@@ -776,8 +776,8 @@ static int kc_same_grads(const kdata *x, const kout *a, const kout *b) {
 }
 
 /* The bytes the slots need (driver.c's layout, written out here): per
- * (sequence, value head, chunk) the start state K V and M, U, W, R (C^2 +
- * C (2V + K)), each rounded up to 16 floats; plus cbase. */
+ * (sequence, value head, chunk) the start state K V and M, U, W, R, P (2 C^2
+ * + C (2V + K)), each rounded up to 16 floats; plus cbase. */
 static double kc_saved_payload(const kcase *c, const kdata *x) {
     const int64_t T = c->T, B = c->B;
     int64_t C = c->chunk ? c->chunk : 64, longest = 0, nc = 0;
@@ -791,7 +791,7 @@ static double kc_saved_payload(const kcase *c, const kdata *x) {
         nc += (len + C - 1) / C;
     }
 #define UP16(n) (((n) + 15) / 16 * 16)
-    const double slot = (double)(UP16(c->K * c->V) + UP16(C * C) + 2 * UP16(C * c->V) +
+    const double slot = (double)(UP16(c->K * c->V) + 2 * UP16(C * C) + 2 * UP16(C * c->V) +
                                  UP16(C * c->K));
 #undef UP16
     return 4.0 * slot * (double)(nc * c->HV) + 8.0 * (double)(x->N + 1);

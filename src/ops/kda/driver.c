@@ -17,10 +17,11 @@
  * recurrent form) plus O(T K), never T K V.
  *
  * la_saved (cpu-kdasaved19, chunk form): the forward stores each chunk's
- * start state and products (la__kda_chunk_keep's M, U, W, R) into the
- * object's slots, made by the same code on the same inputs as the
+ * start state and products (la__kda_chunk_keep's M, U, W, R, and P) into
+ * the object's slots, made by the same code on the same inputs as the
  * backward's checkpoint sweep; a backward given them skips that sweep (and
- * its checkpoint scratch): the same bits, one forward less. */
+ * its checkpoint scratch) and its chunks' P products: the same bits, one
+ * forward less. */
 #include "kda.h"
 
 #include <string.h>
@@ -87,7 +88,7 @@ size_t la__kda_forward_scratch(const la__kda_args *a) {
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
 size_t la__kda_saved_slot_floats(const la__kda_args *a) {
-    return up16((size_t)a->K * (size_t)a->V) + la__kda_chunk_keep_floats(a->chunk, a->K, a->V);
+    return up16((size_t)a->K * (size_t)a->V) + la__kda_chunk_saved_floats(a->chunk, a->K, a->V);
 }
 
 size_t la__kda_saved_layout(const la__kda_args *a, const void *base, int64_t **cbase,
@@ -315,8 +316,8 @@ static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, float
 }
 
 static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, const float *S0,
-                                   const float *kept, int64_t tok0, int64_t hv, int64_t t0,
-                                   int64_t L) {
+                                   const float *kept, const float *keptP, int64_t tok0, int64_t hv,
+                                   int64_t t0, int64_t L) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     gather_vgb(a, s, tok0, hv, t0, L);
     for (int64_t t = 0; t < L; t++) {
@@ -326,7 +327,7 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
     }
     la__kda_chunk_in in = {L,    K,    V,       s->qn + t0 * K, s->kn + t0 * K,
                            s->v, s->g, s->beta, a->scale,       a->kr};
-    la__kda_chunk_backward(&in, S0, s->G, s->dO, kept, s->dqn + t0 * K, s->dkn + t0 * K, s->dv,
+    la__kda_chunk_backward(&in, S0, s->G, s->dO, kept, keptP, s->dqn + t0 * K, s->dkn + t0 * K, s->dv,
                            s->dbeta, s->dg, s->work);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
@@ -388,13 +389,14 @@ static void value_head_backward(const la__kda_args *a, const bwd_scratch *ps, in
     load_state(a->d_final_state, s.G, KV, slot);
     for (int64_t c = nseg - 1; c >= 0; c--) {
         const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
-        if (sv)
-            chunk_segment_backward(a, &s, sv + (size_t)c * unit, sv + (size_t)c * unit + up16(KV),
-                                   tok0, hv, t0, L);
-        else if (a->form == LA_FORM_CHUNK)
+        if (sv) {
+            const float *kept = sv + (size_t)c * unit + up16(KV);
+            chunk_segment_backward(a, &s, sv + (size_t)c * unit, kept,
+                                   kept + la__kda_chunk_keep_floats(L, K, a->V), tok0, hv, t0, L);
+        } else if (a->form == LA_FORM_CHUNK)
             chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV,
-                                   c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, tok0, hv, t0,
-                                   L);
+                                   c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, NULL, tok0,
+                                   hv, t0, L);
         else
             recurrent_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
     }

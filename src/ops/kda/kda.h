@@ -49,10 +49,11 @@ typedef struct la__kda_args {
 /* la_saved of the chunk form (cpu-kdasaved19): per (sequence n, value head
  * hv, chunk c) one slot of la__kda_saved_slot_floats floats at
  * ((cbase[n] HV + hv nc_n + c) slot floats) after cbase [N+1] int64 (nc_n
- * the chunks of sequence n): the chunk's start state S_0 [K,V], then from
- * la__kda_saved_kept its la__kda_chunk_keep products M, U, W, R (kda.h
- * below). Everything the backward's checkpoint sweep recomputes, so with it
- * the backward runs no forward at all. driver.c. */
+ * the chunks of sequence n): the chunk's start state S_0 [K,V] (rounded up
+ * to 16 floats), then the products la__kda_chunk_step keeps (M, U, W, R and
+ * P, kda.h below). Everything the backward's checkpoint sweep recomputes,
+ * so with it the backward runs no forward at all, and P, which its chunk
+ * backward would recompute. driver.c. */
 LA_HIDDEN size_t la__kda_saved_slot_floats(const la__kda_args *a);
 /* The layout above over base (NULL: only the size): cbase and the first
  * slot; the bytes, 0 when they overflow. */
@@ -116,6 +117,10 @@ typedef struct la__kda_chunk_in {
 LA_HIDDEN size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
                                   float *keep, float *work);
+/* With o and keep, la__kda_chunk_step keeps P [L,L] (pairs.c) too, at
+ * keep + la__kda_chunk_keep_floats(L, K, V): la__kda_chunk_saved_floats
+ * per chunk. */
+static inline size_t la__kda_chunk_saved_floats(int64_t C, int64_t K, int64_t V);
 
 /* The chunk products the backward would recompute, kept from the backward's
  * checkpoint pass (or by the forward, into la_saved): M [L,L] (the gated K K^T, strictly lower), U = A Diag(beta)
@@ -128,14 +133,20 @@ LA_HIDDEN void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o
 LA_HIDDEN size_t la__kda_chunk_keep_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__kda_chunk_keep(const la__kda_chunk_in *in, float *S, float *keep, float *work);
 
+static inline size_t la__kda_chunk_saved_floats(int64_t C, int64_t K, int64_t V) {
+    return la__kda_chunk_keep_floats(C, K, V) + ((size_t)C * (size_t)C + 15) / 16 * 16;
+}
+
 /* Backward of one chunk: S0 its start state; G [K,V] holds dL/dS_L on entry
  * and dL/dS_0 on exit; dO [L,V] is scale * d_o (contiguous). dq, dk [L,K]
  * accumulated (+=); dv [L,V], dbeta [L], dg [L,K] written. kept: the
- * chunk's la__kda_chunk_keep products, or NULL (recomputed). */
+ * chunk's la__kda_chunk_keep products, or NULL (recomputed); keptP: its P
+ * (la_saved), or NULL (recomputed). */
 LA_HIDDEN size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *G,
-                                      const float *dO, const float *kept, float *dq, float *dk,
-                                      float *dv, float *dbeta, float *dg, float *work);
+                                      const float *dO, const float *kept, const float *keptP,
+                                      float *dq, float *dk, float *dv, float *dbeta, float *dg,
+                                      float *work);
 
 /* The per-key-gated products of a chunk (pairs.c). With gam [L,K] the
  * cumulative log-gates (float64, non-increasing along the chunk):
