@@ -193,14 +193,16 @@ void la__kda_forward(const la__kda_args *a) {
 /* ---- backward --------------------------------------------------------- */
 
 typedef struct {
-    float *qn, *kn;              /* [len,K] normalised (or copied) q, k of the q/k head */
+    float *qn, *kn;              /* [len,K] normalised (or copied) q, k of the q/k head
+                                    (per head of the task's group; la_saved: [C,K], a chunk) */
     float *rq, *rk;              /* [len] their rstd */
     float *dqn, *dkn;            /* [len,K] gradients w.r.t. qn, kn, summed over the group */
     float *ckpt;                 /* [nseg,K,V] states at segment starts (none with la_saved) */
     float *keep;                 /* chunk: [nseg - 1] chunk products kept (la__kda_chunk_keep;
                                     none with la_saved) */
     float *states;               /* recurrent: [seg+1,K,V] token states of one segment */
-    float *G;                    /* [K,V] the carried dL/dS */
+    float *G;                    /* [K,V] the carried dL/dS (la_saved: one per value head of
+                                    the task's group) */
     float *v, *g, *beta;         /* one segment's rows [seg,V], [seg,K], [seg] */
     float *dO, *dv, *dg, *dbeta; /* chunk: [seg,V] scale*d_o, [seg,V], [seg,K], [seg] */
     float *work;                 /* token / chunk work */
