@@ -12,13 +12,17 @@
  * and an FNV hash of o, dq, dk, dv, dbeta (dg) per library (equal when the
  * change keeps the bits).
  *
- * gated = 2 runs KDA (per-key gates g [T,H,K], dg likewise; cpu-kda18): KDA
- * takes no la_saved (its backward recomputes the forward), and its FLOPs are
- * the kda-chunk model, T (C (3K + 2V) + 6KV) per head.
+ * gated = 2 runs KDA (per-key gates g [T,H,K], dg likewise; cpu-kda18): its
+ * FLOPs are the kda-chunk model, T (C (3K + 2V) + 6KV) per head. KDA takes
+ * la_saved since cpu-kdasaved19 (a library before it ignores the field).
+ *
+ * saved: 1 (default) both libraries pass their la_saved, 0 neither; two
+ * digits set it per library (cpu-kdasaved19): "01" = OLD without, NEW with
+ * (one build A/B'd against itself, with and without la_saved).
  *
  * built with the tools (CMake target delta_ab), or by hand from the repository root:
  *   gcc -O2 -std=c11 -Iinclude bench/delta_ab.c -ldl -lm -o delta_ab
- * usage: delta_ab OLD.so NEW.so [gated 0|1|2=kda] [pairs] [T] [threads] [saved 1|0] */
+ * usage: delta_ab OLD.so NEW.so [gated 0|1|2=kda] [pairs] [T] [threads] [saved 1|0|01|10] */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
@@ -80,15 +84,15 @@ static int open_lib(const char *path, lib *l, int threads, int kda) {
 }
 
 typedef struct {
-    int gated, saved;
+    int gated, saved[2];
     la_dims d;
     float *q, *k, *v, *g, *beta, *o, *dq, *dk, *dv, *dg, *dbeta, *d_o;
 } prob;
 
-static void run(const lib *l, prob *p, double *tf, double *tb) {
+static void run(const lib *l, int which, prob *p, double *tf, double *tb) {
     la_gated_opts o = l->opts();
     o.use_qk_l2norm = 1;
-    o.saved = p->saved ? l->s : NULL;
+    o.saved = p->saved[which] ? l->s : NULL;
     la_status st;
     double t0 = tcpu();
     if (p->gated)
@@ -134,7 +138,7 @@ static float *randn(size_t n, unsigned *seed) {
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr,
-                "usage: delta_ab OLD.so NEW.so [gated 0|1|2=kda] [pairs] [T] [threads] [saved 1|0]\n");
+                "usage: delta_ab OLD.so NEW.so [gated 0|1|2=kda] [pairs] [T] [threads] [saved 1|0|01|10]\n");
         return 2;
     }
     prob p = {0};
@@ -144,10 +148,12 @@ int main(int argc, char **argv) {
     if (pairs > 256) pairs = 256;
     const int64_t T = argc > 5 ? atoll(argv[5]) : 8192, H = 8, D = 128, C = 64;
     const int threads = argc > 6 ? atoi(argv[6]) : 1; /* > 1: hashes only (CPU time is per thread) */
-    p.saved = argc > 7 ? atoi(argv[7]) : 1; /* 0: the backward recomputes the forward sweep */
+    /* 0: the backward recomputes the forward sweep; two digits: per library */
+    const char *sv = argc > 7 ? argv[7] : "1";
+    p.saved[0] = sv[0] != '0';
+    p.saved[1] = (sv[0] && sv[1] ? sv[1] : sv[0]) != '0';
     lib L[2];
     const int kda = p.gated == 2;
-    if (kda) p.saved = 0;
     if (open_lib(argv[1], &L[0], threads, kda) || open_lib(argv[2], &L[1], threads, kda)) return 1;
     p.d.B = 1, p.d.T = T, p.d.H = H, p.d.K = D, p.d.V = D;
     const size_t n = (size_t)(T * H * D), ng = (size_t)(T * H);
@@ -166,7 +172,7 @@ int main(int argc, char **argv) {
     float *outs[6] = {p.o, p.dq, p.dk, p.dv, p.dbeta, p.dg}, *first[6];
     const size_t lens[6] = {n, n, n, n, ng, ngk};
     for (int l = 0; l < 2; l++) { /* warm-up (the saved objects grow), hashes */
-        run(&L[l], &p, &tf, &tb);
+        run(&L[l], l, &p, &tf, &tb);
         hs[l] = hash_all(&p, n, ng, ngk);
         for (int i = 0; i < 6 && l == 0; i++) {
             first[i] = malloc(lens[i] * sizeof(float));
@@ -196,7 +202,11 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 6; i++) free(first[i]);
     printf("%s T=%lld H=%lld D=%lld C=%lld %s; hashes old %016llx new %016llx %s\n",
            kda ? "kda" : p.gated ? "gated_delta_rule" : "delta_rule", (long long)T, (long long)H, (long long)D,
-           (long long)C, p.saved ? "saved" : "recomputed", (unsigned long long)hs[0],
+           (long long)C,
+           p.saved[0] == p.saved[1] ? (p.saved[0] ? "saved" : "recomputed")
+                                    : (p.saved[0] ? "old saved, new recomputed"
+                                                  : "old recomputed, new saved"),
+           (unsigned long long)hs[0],
            (unsigned long long)hs[1], hs[0] == hs[1] ? "EQUAL" : "DIFFER");
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
@@ -206,9 +216,9 @@ int main(int argc, char **argv) {
         pk[i] = peak();
         for (int j = 0; j < 2; j++) {
             if ((i + j) % 2 == 0)
-                run(&L[0], &p, &of[i], &ob[i]);
+                run(&L[0], 0, &p, &of[i], &ob[i]);
             else
-                run(&L[1], &p, &nf[i], &nb[i]);
+                run(&L[1], 1, &p, &nf[i], &nb[i]);
         }
         r[i] = (of[i] + ob[i]) / (nf[i] + nb[i]);
         rf[i] = of[i] / nf[i];

@@ -519,8 +519,9 @@ LA_API la_status la_performer_attn_backward_state(
 /* Saved for backward. A forward that is followed by its
  * backward can keep the per-chunk products the backward would otherwise
  * recompute (the delta rules' "keep" sweep: the chunk start states and each
- * chunk's K K^T, U, W, R of the WY form; simple GLA and GLA: the chunk
- * start states), at a cost in memory, la_saved_bytes().
+ * chunk's K K^T, U, W, R of the WY form; KDA the same with its gated K K^T,
+ * and P; simple GLA and GLA: the chunk start states), at a cost in memory,
+ * la_saved_bytes().
  *  - la_saved_create makes an empty object bound to ctx; set
  *    la_gated_opts.saved (la_linear_attn_opts.saved) to it in the forward
  *    AND the backward call.
@@ -536,7 +537,7 @@ LA_API la_status la_performer_attn_backward_state(
  *    fails with LA_ERR_INVALID_ARGUMENT naming the mismatch. The inputs'
  *    VALUES are not compared: do not change them between the two calls
  *    (a CPU backward given a filled object -- the delta rules, simple
- *    GLA, GLA, linear attention -- scans only d_o, d_final_state and
+ *    GLA, GLA, KDA, linear attention -- scans only d_o, d_final_state and
  *    d_final_norm for NaN / Inf: its forward scanned the inputs).
  *  - Ops that fill it: la_delta_rule_forward and
  *    la_gated_delta_rule_forward in LA_FORM_CHUNK, on a CPU or a CUDA
@@ -548,12 +549,13 @@ LA_API la_status la_performer_attn_backward_state(
  *    (a CUDA context does not run GLA);
  *    la_linear_attn_forward causal in LA_FORM_CHUNK on a CPU context, with
  *    the same exception (the feature map and normalize are part of its
- *    key; a CUDA context ignores the field). The
+ *    key; a CUDA context ignores the field); la_kda_forward in
+ *    LA_FORM_CHUNK on a CPU context (cpu-kdasaved19; no exception). The
  *    LA_FORM_RECURRENT forwards of these ops leave it empty (they save
  *    nothing). Their backwards check it (a mismatch is an error, whatever
  *    the form). On a CUDA context la_simple_gla_forward and _backward
- *    ignore the field (neither fill, read nor check it), as the other ops
- *    taking la_gated_opts (KDA) do everywhere. An object of a CPU
+ *    ignore the field (neither fill, read nor check it), as
+ *    la_kda_forward and _backward do on a CUDA context. An object of a CPU
  *    context given to a CUDA call that uses it, or the reverse, is
  *    LA_ERR_INVALID_ARGUMENT naming it.
  *  - Memory: the object keeps its largest buffer (no page faults when it is
@@ -561,7 +563,8 @@ LA_API la_status la_performer_attn_backward_state(
  *    2 V + K) floats per value head and token (K = V = 128, C = 64:
  *    2.8 KB); simple GLA K V / C floats per head and token, each sequence
  *    rounded up to whole chunks (1 KB at K = V = 128, C = 64); GLA the
- *    same; linear
+ *    same; KDA (K V / C + 2 C + 2 V + K) floats per value head and token,
+ *    each sequence rounded up to whole chunks (3.0 KB); linear
  *    attention the same, K (V + 1) / C normalised.
  *    On a CUDA context the buffer is device memory (cudaMallocAsync on the
  *    context's stream; no allocation per step once large enough) holding
@@ -673,7 +676,8 @@ LA_API la_status la_gated_delta_rule_backward(la_ctx *ctx, const la_gated_opts *
  * head h reads q/k head h / (HV/H). Forms RECURRENT and CHUNK (WY form with
  * per-key gates), as the delta rules; use_qk_l2norm, aliasing and beta
  * policy as for la_delta_rule_forward. Backward: dg [B,T,HV,K] (required),
- * dbeta [B,T,HV]. */
+ * dbeta [B,T,HV]. opts->saved: "Saved for backward" (chunk form, CPU; a
+ * CUDA context ignores it). */
 LA_API la_status la_kda_forward(la_ctx *ctx, const la_gated_opts *opts, const la_dims *dims,
                                 float *o, float *final_state, const float *q, const float *k,
                                 const float *v, const float *g, const float *beta,

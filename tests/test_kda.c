@@ -5,6 +5,16 @@
  * -1e4 at random (token, head, key) positions and strong per-key decays,
  * beta in {0, 1, 1.99}, NaN-prefilled outputs; bitwise determinism across
  * thread counts; decoding step == recurrent forward bit for bit; bad input.
+ * cpu-kdasaved19, la_saved of the chunk form (test_saved_*): forward output
+ * with saving == without, and the backward reading the object == the one
+ * recomputing, bit for bit at 1-3 threads (odd sizes, chunks 7-64, HV = 2H,
+ * varlen with empty sequences, initial state and d_final_state on and off,
+ * resets / zero / strong gates, beta 0 / 1 / 1.99, raw keys); outputs
+ * NaN-prefilled; la_saved_bytes against the layout's payload; the object
+ * really read (stale products give other gradients); a failed forward
+ * leaves it empty; d_o / d_final_state still scanned; a mismatching call is
+ * an error naming what differs, nothing written; the recurrent form leaves
+ * it empty.
  *
  * Bounds: relative RMS <= 1e-5 against float64 for every output and
  * gradient with L2-normalised keys (the same bound as Gated DeltaNet); the
@@ -740,6 +750,299 @@ static void test_bad_inputs(la_ctx *ctx) {
         }
 }
 
+/* ---- la_saved (cpu-kdasaved19) ----------------------------------------- */
+
+static la_status kc_forward_saved(la_ctx *ctx, const kcase *c, const kdata *x, kout *y,
+                                  la_saved *s) {
+    la_gated_opts o = kc_opts(c);
+    o.saved = s;
+    return la_kda_forward(ctx, &o, &x->d, y->o, y->ST, x->q, x->k, x->v, x->g, x->beta,
+                          c->with_init ? x->S0 : NULL);
+}
+
+static la_status kc_backward_saved(la_ctx *ctx, const kcase *c, const kdata *x, kout *y,
+                                   la_saved *s) {
+    la_gated_opts o = kc_opts(c);
+    o.saved = s;
+    return la_kda_backward(ctx, &o, &x->d, y->dq, y->dk, y->dv, y->dg, y->dbeta, y->dS0, x->d_o,
+                           c->with_dfinal ? x->dST : NULL, x->q, x->k, x->v, x->g, x->beta,
+                           c->with_init ? x->S0 : NULL);
+}
+
+static int kc_same_grads(const kdata *x, const kout *a, const kout *b) {
+    return th_bitwise_equal(a->dq, b->dq, x->nqk) && th_bitwise_equal(a->dk, b->dk, x->nqk) &&
+           th_bitwise_equal(a->dv, b->dv, x->nv) && th_bitwise_equal(a->dg, b->dg, x->ng) &&
+           th_bitwise_equal(a->dbeta, b->dbeta, x->nb) && th_bitwise_equal(a->dS0, b->dS0, x->ns);
+}
+
+/* The bytes the slots need (driver.c's layout, written out here): per
+ * (sequence, value head, chunk) the start state K V and M, U, W, R, P (2 C^2
+ * + C (2V + K)), each rounded up to 16 floats; plus cbase. */
+static double kc_saved_payload(const kcase *c, const kdata *x) {
+    const int64_t T = c->T, B = c->B;
+    int64_t C = c->chunk ? c->chunk : 64, longest = 0, nc = 0;
+    for (int64_t n = 0; n < x->N; n++) {
+        const int64_t len = c->cu ? c->cu[n + 1] - c->cu[n] : T;
+        longest = len > longest ? len : longest;
+    }
+    if (C > longest) C = longest > 0 ? longest : 1;
+    for (int64_t n = 0; n < (c->cu ? x->N : B); n++) {
+        const int64_t len = c->cu ? c->cu[n + 1] - c->cu[n] : T;
+        nc += (len + C - 1) / C;
+    }
+#define UP16(n) (((n) + 15) / 16 * 16)
+    const double slot = (double)(UP16(c->K * c->V) + 2 * UP16(C * C) + 2 * UP16(C * c->V) +
+                                 UP16(C * c->K));
+#undef UP16
+    return 4.0 * slot * (double)(nc * c->HV) + 8.0 * (double)(x->N + 1);
+}
+
+/* Saved vs recomputed, bit for bit, at 1-3 threads (and the recomputing
+ * call against float64 once). */
+static void kc_check_saved(const kcase *c, const char *label) {
+    kdata x = kc_data(c);
+    kout want = kc_alloc(&x);
+    la_ctx *c1 = th_ctx(1);
+    CHECK_STATUS(kc_forward(c1, c, &x, &want), LA_OK, label);
+    CHECK_STATUS(kc_backward(c1, c, &x, &want), LA_OK, label);
+    kref r = kc_reference(c, &x);
+    const double e = rel_err(want.dg, r.dg, x.ng);
+    CHECK(e <= 1e-5, "%s: dg vs float64 %.3g", label, e);
+    kc_free_ref(&r);
+    const double payload = kc_saved_payload(c, &x);
+    for (int thr = 1; thr <= 3; thr++) {
+        la_ctx *ctx = th_ctx(thr);
+        la_saved *s = NULL;
+        CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, label);
+        kout got = kc_alloc(&x);
+        CHECK_STATUS(kc_forward_saved(ctx, c, &x, &got, s), LA_OK, label);
+        CHECK(la_saved_filled(s) == 1, "%s, %d threads: filled after the forward", label, thr);
+        const double bytes = (double)la_saved_bytes(s);
+        CHECK(bytes >= payload && bytes <= payload + 4096,
+              "%s: la_saved_bytes %.0f for a payload of %.0f", label, bytes, payload);
+        CHECK(th_bitwise_equal(got.o, want.o, x.nv) && th_bitwise_equal(got.ST, want.ST, x.ns),
+              "%s, %d threads: forward output with saving == without", label, thr);
+        CHECK_STATUS(kc_backward_saved(ctx, c, &x, &got, s), LA_OK, label);
+        CHECK(kc_same_grads(&x, &got, &want), "%s, %d threads: gradients from saved == recomputed",
+              label, thr);
+        kout again = kc_alloc(&x); /* a second backward reads the same object */
+        CHECK_STATUS(kc_backward_saved(ctx, c, &x, &again, s), LA_OK, label);
+        CHECK(kc_same_grads(&x, &again, &want), "%s: second backward", label);
+        kc_free(&again);
+        kc_free(&got);
+        la_saved_destroy(s);
+        la_ctx_destroy(ctx);
+    }
+    la_ctx_destroy(c1);
+    kc_free(&want);
+    kc_free_data(&x);
+}
+
+static void test_saved_bits(void) {
+    static const int64_t cu[] = {0, 40, 40, 107, 150}, cu0[] = {0, 0, 33, 33, 150};
+    for (int i = 0; i < 10; i++) {
+        kcase c = kc_default();
+        c.form = LA_FORM_CHUNK;
+        c.T = 75 + 37 * i;
+        c.B = 1 + i % 2;
+        c.K = 9 + 8 * (i % 3);
+        c.V = 7 + 12 * (i % 4);
+        c.H = 1 + i % 3;
+        c.HV = i % 2 ? 2 * c.H : c.H;
+        c.chunk = i % 4 == 0 ? 7 : i % 4 == 1 ? 16 : i % 4 == 2 ? 64 : 0;
+        c.l2norm = i % 3 != 1;
+        if (!c.l2norm) c.k_std = 0.5 / sqrt((double)c.K); /* beta |k|^2 < 2 */
+        c.with_init = i % 2;
+        c.with_dfinal = (i / 2) % 2;
+        c.gate = (gate_mode)(i % 4);
+        if (i % 4 == 3) c.beta_lo = c.beta_hi = (i == 3 ? 0.0 : 1.0);
+        if (i == 5) c.beta_lo = 0, c.beta_hi = 1.99;
+        if (i == 6 || i == 9) { /* varlen with empty sequences */
+            c.B = 1;
+            c.T = 150;
+            c.cu = i == 6 ? cu : cu0;
+            c.n_seqs = 4;
+        }
+        c.seed = (uint64_t)(700 + i);
+        char label[96];
+        snprintf(label, sizeof label, "kda saved case %d", i);
+        kc_check_saved(&c, label);
+    }
+    /* H = 8 on one thread: grouped forward (4 value heads) and backward tasks */
+    kcase c = kc_default();
+    c.form = LA_FORM_CHUNK;
+    c.B = 1, c.T = 300, c.H = 8, c.HV = 8, c.K = 32, c.V = 24, c.seed = 77;
+    kc_check_saved(&c, "kda saved H=8");
+}
+
+/* The saved products are read: stale ones (v changed in place after the
+ * forward) give other gradients than a recompute from the new v. */
+static void test_saved_really_read(void) {
+    kcase c = kc_default();
+    c.form = LA_FORM_CHUNK;
+    c.chunk = 16;
+    kdata x = kc_data(&c);
+    la_ctx *ctx = th_ctx(2);
+    la_saved *s = NULL;
+    CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+    kout a = kc_alloc(&x), b = kc_alloc(&x);
+    CHECK_STATUS(kc_forward_saved(ctx, &c, &x, &a, s), LA_OK, "forward");
+    for (size_t i = 0; i < x.nv; i++) x.v[i] *= 0.5f;
+    CHECK_STATUS(kc_backward_saved(ctx, &c, &x, &a, s), LA_OK, "stale backward");
+    CHECK_STATUS(kc_backward(ctx, &c, &x, &b), LA_OK, "recompute");
+    CHECK(!th_bitwise_equal(a.dk, b.dk, x.nqk), "kda: the backward reads the saved products");
+    kc_free(&a);
+    kc_free(&b);
+    la_saved_destroy(s);
+    la_ctx_destroy(ctx);
+    kc_free_data(&x);
+}
+
+/* A backward given a filled object scans only d_o and d_final_state: a NaN /
+ * Inf there is still LA_ERR_NON_FINITE naming it, nothing written, and the
+ * object stays usable. A failed forward empties the object (its backward
+ * scans q again). */
+static void test_saved_values(void) {
+    kcase c = kc_default();
+    c.form = LA_FORM_CHUNK;
+    c.chunk = 16;
+    kdata x = kc_data(&c);
+    la_ctx *ctx = th_ctx(2);
+    la_saved *s = NULL;
+    CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+    kout a = kc_alloc(&x), want = kc_alloc(&x);
+    CHECK_STATUS(kc_forward(ctx, &c, &x, &want), LA_OK, "forward");
+    CHECK_STATUS(kc_backward(ctx, &c, &x, &want), LA_OK, "backward");
+    CHECK_STATUS(kc_forward_saved(ctx, &c, &x, &a, s), LA_OK, "forward");
+    float *bad[] = {x.d_o + x.nv / 2, x.dST + x.ns - 1};
+    const char *name[] = {"d_o", "d_final_state"};
+    for (int i = 0; i < 2; i++) {
+        const float keep = *bad[i];
+        kout y = kc_alloc(&x);
+        *bad[i] = i ? INFINITY : NAN;
+        CHECK_STATUS(kc_backward_saved(ctx, &c, &x, &y, s), LA_ERR_NON_FINITE, name[i]);
+        CHECK(strstr(la_last_error(), name[i]) != NULL, "kda: message names %s: %s", name[i],
+              la_last_error());
+        CHECK(th_untouched(y.dq, x.nqk) && th_untouched(y.dk, x.nqk) && th_untouched(y.dv, x.nv) &&
+                  th_untouched(y.dg, x.ng) && th_untouched(y.dbeta, x.nb) &&
+                  th_untouched(y.dS0, x.ns),
+              "kda: non-finite %s: nothing written", name[i]);
+        kc_free(&y);
+        *bad[i] = keep;
+    }
+    CHECK_STATUS(kc_backward_saved(ctx, &c, &x, &a, s), LA_OK, "backward after the errors");
+    CHECK(kc_same_grads(&x, &a, &want), "kda: backward after the errors == recomputed");
+    { /* a failed forward empties the object: its backward scans q again */
+        float *q = x.q + x.nqk / 3;
+        const float keep = *q;
+        *q = NAN;
+        kout z = kc_alloc(&x);
+        CHECK_STATUS(kc_forward_saved(ctx, &c, &x, &z, s), LA_ERR_NON_FINITE, "NaN q forward");
+        CHECK(la_saved_filled(s) == 0, "kda: a failed forward empties the object");
+        CHECK_STATUS(kc_backward_saved(ctx, &c, &x, &z, s), LA_ERR_NON_FINITE,
+                     "backward after a failed forward");
+        CHECK(th_untouched(z.dq, x.nqk) && th_untouched(z.dv, x.nv),
+              "kda: backward after a failed forward: nothing written");
+        *q = keep;
+        /* ... also when the forward fails on a later argument (o NULL) */
+        CHECK_STATUS(kc_forward_saved(ctx, &c, &x, &a, s), LA_OK, "refill");
+        la_gated_opts o = kc_opts(&c);
+        o.saved = s;
+        CHECK_STATUS(la_kda_forward(ctx, &o, &x.d, NULL, NULL, x.q, x.k, x.v, x.g, x.beta, x.S0),
+                     LA_ERR_NULL_POINTER, "forward without o");
+        CHECK(la_saved_filled(s) == 0, "kda: a forward failing on o empties the object");
+        kc_free(&z);
+    }
+    kc_free(&a);
+    kc_free(&want);
+    la_saved_destroy(s);
+    la_ctx_destroy(ctx);
+    kc_free_data(&x);
+}
+
+/* One mismatching backward: the status, a message naming `what`, nothing
+ * written. */
+static void kc_expect_mismatch(la_ctx *ctx, const kcase *c, const kdata *x, la_saved *s,
+                               const char *what) {
+    kout y = kc_alloc(x);
+    CHECK_STATUS(kc_backward_saved(ctx, c, x, &y, s), LA_ERR_INVALID_ARGUMENT, what);
+    CHECK(strstr(la_last_error(), what) != NULL, "kda: message names '%s': %s", what,
+          la_last_error());
+    CHECK(th_untouched(y.dq, x->nqk) && th_untouched(y.dv, x->nv) && th_untouched(y.dg, x->ng) &&
+              th_untouched(y.dS0, x->ns),
+          "kda %s: nothing written", what);
+    kc_free(&y);
+}
+
+static void test_saved_mismatch(void) {
+    static const int64_t cu1[] = {0, 20, 66}, cu2[] = {0, 21, 66};
+    la_ctx *ctx = th_ctx(2), *other = th_ctx(1);
+    kcase c = kc_default();
+    c.form = LA_FORM_CHUNK;
+    c.chunk = 16;
+    c.B = 1;
+    c.T = 66;
+    c.cu = cu1;
+    c.n_seqs = 2;
+    kdata x = kc_data(&c);
+    la_saved *s = NULL;
+    CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, "create");
+    kout y = kc_alloc(&x), z = kc_alloc(&x);
+    CHECK_STATUS(kc_forward_saved(ctx, &c, &x, &y, s), LA_OK, "forward");
+    kcase d = c;
+    d.form = LA_FORM_RECURRENT;
+    kc_expect_mismatch(ctx, &d, &x, s, "opts.form");
+    d = c, d.chunk = 32;
+    kc_expect_mismatch(ctx, &d, &x, s, "chunk length");
+    d = c, d.scale = 0.5f;
+    kc_expect_mismatch(ctx, &d, &x, s, "opts.scale");
+    d = c, d.l2norm = 0;
+    kc_expect_mismatch(ctx, &d, &x, s, "use_qk_l2norm");
+    kdata x2 = x; /* the same tensors, other offsets */
+    x2.d.cu_seqlens = cu2;
+    kc_expect_mismatch(ctx, &c, &x2, s, "cu_seqlens");
+    d = c, d.with_init = 0;
+    kc_expect_mismatch(ctx, &d, &x, s, "initial_state");
+    x2 = x; /* same values, another g buffer */
+    x2.g = th_nan_floats(x.ng);
+    memcpy(x2.g, x.g, x.ng * sizeof(float));
+    kc_expect_mismatch(ctx, &c, &x2, s, "g");
+    free(x2.g);
+    x2 = x, x2.d.T = 65, x2.d.cu_seqlens = NULL, x2.d.n_seqs = 0;
+    d = c, d.cu = NULL, d.T = 65;
+    kc_expect_mismatch(ctx, &d, &x2, s, "dims.T");
+    /* another context */
+    CHECK_STATUS(kc_backward_saved(other, &c, &x, &z, s), LA_ERR_INVALID_ARGUMENT, "other context");
+    CHECK(strstr(la_last_error(), "opts->saved") != NULL, "names opts->saved: %s", la_last_error());
+    /* filled by Gated DeltaNet (g, beta [B,T,HV]: the first elements of KDA's) */
+    la_gated_opts go = kc_opts(&c);
+    go.saved = s;
+    CHECK_STATUS(la_gated_delta_rule_forward(ctx, &go, &x.d, z.o, NULL, x.q, x.k, x.v, x.g, x.beta,
+                                             x.S0),
+                 LA_OK, "gated delta rule forward");
+    CHECK(la_saved_filled(s) == 1, "filled by the gated delta rule");
+    kc_expect_mismatch(ctx, &c, &x, s, "op");
+    /* the matching call still works, and a later forward replaces the content */
+    CHECK_STATUS(kc_forward_saved(ctx, &c, &x, &y, s), LA_OK, "refill");
+    CHECK_STATUS(kc_backward_saved(ctx, &c, &x, &z, s), LA_OK, "matching backward");
+    /* the recurrent form leaves it empty; an empty one recomputes */
+    d = c, d.form = LA_FORM_RECURRENT;
+    CHECK_STATUS(kc_forward_saved(ctx, &d, &x, &y, s), LA_OK, "recurrent forward");
+    CHECK(la_saved_filled(s) == 0, "kda: the recurrent forward leaves it empty");
+    kout e = kc_alloc(&x), f = kc_alloc(&x);
+    CHECK_STATUS(kc_backward_saved(ctx, &c, &x, &e, s), LA_OK, "empty saved");
+    CHECK_STATUS(kc_backward(ctx, &c, &x, &f), LA_OK, "no saved");
+    CHECK(kc_same_grads(&x, &e, &f), "kda: empty saved == none");
+    kc_free(&e);
+    kc_free(&f);
+    kc_free(&y);
+    kc_free(&z);
+    la_saved_destroy(s);
+    la_ctx_destroy(ctx);
+    la_ctx_destroy(other);
+    kc_free_data(&x);
+}
+
 int main(void) {
     test_reference_fd(0, 11);
     test_reference_fd(1, 12);
@@ -758,6 +1061,10 @@ int main(void) {
     test_decoder_equals_recurrent(ctx);
     test_bad_inputs(ctx);
     la_ctx_destroy(ctx);
+    test_saved_bits();
+    test_saved_really_read();
+    test_saved_values();
+    test_saved_mismatch();
     printf("test_kda: reference vs finite differences %.2e; worst relative RMS error forward "
            "%.2e backward %.2e; chunk vs recurrent %.2e\n",
            fd_worst, worst_fwd, worst_bwd, worst_chunk_vs_rec);

@@ -4,7 +4,8 @@ are exactly the float32 inputs). Calls that need no graph (no_grad, or no
 input requiring grad) bypass the Functions and save nothing.
 
 The delta rules (DeltaNet, Gated DeltaNet) and, on CPU tensors, simple GLA
-(cpu-sgsaved13: its chunk start states), GLA (cpu-glsaved17) and causal
+(cpu-sgsaved13: its chunk start states), GLA (cpu-glsaved17), KDA
+(cpu-kdasaved19: start states and M, U, W, R, as the delta rules) and causal
 kernel linear attention (py-linsaved17: the same) in the chunk form also keep the
 forward's per-chunk products for the backward in a la_saved object when
 cfg["save_for_backward"] asks for it (None, the default: CPU tensors only;
@@ -20,7 +21,7 @@ from . import _ops
 from ._core import torch_xp as TorchXP
 from . import _core
 
-_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule", "simple_gla", "gla")
+_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule", "simple_gla", "gla", "kda")
 # cpu-sgsaved13: CUDA simple GLA ignores la_saved (include/linattn.h)
 _CUDA_SAVING_FAMILIES = ("delta_rule", "gated_delta_rule")
 

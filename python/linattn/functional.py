@@ -33,13 +33,13 @@ def gated_attention(family, q, k, v, g=None, g_gamma=None, beta=None, scale=None
     g_gamma [H]), "gla" (g [B,T,H,K]), "delta_rule" (beta [B,T,H]),
     "gated_delta_rule" (g, beta [B,T,HV]), "kda" (g [B,T,HV,K], beta [B,T,HV]).
     form: "chunk" or "recurrent". Returns (o, final_state or None).
-    save_for_backward (delta rules, and simple GLA and GLA on CPU tensors; chunk
+    save_for_backward (delta rules, and simple GLA, GLA and KDA on CPU tensors; chunk
     form, tensors that need a gradient; None (default): on for CPU tensors,
     off for CUDA tensors; True / False: on / off for both): keep the
     forward's per-chunk products for the backward (la_saved) instead of
     recomputing them; the same gradients bit for bit, 2.8 KB per value head
     and token (K = V = 128, chunk 64; 5.5x the size of q; simple GLA: its
-    chunk start states, 1 KB) held from the forward to the backward, and
+    chunk start states, 1 KB; KDA as the delta rules) held from the forward to the backward, and
     kept idle for the next graph afterwards (linattn.release_memory() frees
     it). Forward + backward of the delta rules 1.06-1.22x faster through
     this package at D = 128, T = 8192

@@ -1,6 +1,7 @@
 """Saved for backward (la_saved) through the torch autograd functions of the
 delta rules and, on CPU tensors, (cpu-sgsaved13) simple GLA, (cpu-glsaved17)
-GLA and (py-linsaved17) causal kernel linear attention: the same gradients bit
+GLA, (cpu-kdasaved19) KDA and (py-linsaved17) causal kernel linear attention:
+the same gradients bit
 for bit with and without it, the object borrowed from the context's pool in
 the forward, read by the backward and
 returned after it (or when the graph is freed without a backward)."""
@@ -216,6 +217,36 @@ def test_gla_bitwise_same_gradients(case, monkeypatch):
         o, ht = linattn.gla(y["q"], y["k"], y["v"], y["g"],
                             initial_state=y.get("initial_state"), output_final_state=True,
                             cu_seqlens=cu, **kw, **k2)
+        gd = torch.Generator().manual_seed(9)
+        ((o * torch.randn(o.shape, generator=gd)).sum() +
+         (ht * torch.randn(ht.shape, generator=gd)).sum()).backward()
+        return o.detach(), {n: t.grad for n, t in y.items()}
+
+    o0, g0 = run(save_for_backward=False)
+    o1, g1 = run()  # the default: on for CPU tensors
+    assert seen[0] is None and seen[1] is not None and seen[1][0] == 1, seen
+    assert torch.equal(o0, o1)
+    for n in g0:
+        assert g0[n] is not None and torch.equal(g0[n], g1[n]), n
+
+
+@pytest.mark.parametrize("case", ["plain", "varlen", "chunk16", "hv2"])
+def test_kda_bitwise_same_gradients(case, monkeypatch):
+    """cpu-kdasaved19: KDA (per-key gates, delta rule) the same way."""
+    seen = _spy(monkeypatch)
+    cu = torch.tensor([0, 0, 40, 40, 150], dtype=torch.int64) if case == "varlen" else None
+    H, HV, K = 2, (4 if case == "hv2" else 2), 24
+    gen = torch.Generator().manual_seed(23)
+    x = _inputs("delta_rule", H=H, HV=HV, K=K, h0=cu is None, seed=hash(case) % 1000)
+    x = {n: t.detach() for n, t in x.items()}
+    x["g"] = torch.nn.functional.logsigmoid(2.5 + torch.randn(1, 150, HV, K, generator=gen))
+    kw = {"chunk_size": 16} if case == "chunk16" else {}
+
+    def run(**k2):
+        y = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+        o, ht = linattn.kda(y["q"], y["k"], y["v"], y["g"], y["beta"],
+                            initial_state=y.get("initial_state"), output_final_state=True,
+                            use_qk_l2norm=True, cu_seqlens=cu, **kw, **k2)
         gd = torch.Generator().manual_seed(9)
         ((o * torch.randn(o.shape, generator=gd)).sum() +
          (ht * torch.randn(ht.shape, generator=gd)).sum()).backward()

@@ -81,8 +81,8 @@ static void chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t o
                        float *work);
 
 void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
-                        float *work) {
-    chunk_step(in, S, o, ostride, NULL, work);
+                        float *keep, float *work) {
+    chunk_step(in, S, o, ostride, keep, work);
 }
 
 void la__kda_chunk_keep(const la__kda_chunk_in *in, float *S, float *keep, float *work) {
@@ -122,6 +122,8 @@ KDA_INLINE void chunk_step_body(const la__kda_chunk_in *in, float *S, float *o, 
     }
     kr->gemm_nn(L, V, K, -1.0f, W, K, S, V, 1.0f, U, V); /* U := R = U - W S_0 */
     if (keep) memcpy((float *)kR, U, (size_t)(L * V) * sizeof(float));
+    if (keep && o) /* the forward's la_saved: P too, after R */
+        memcpy(keep + la__kda_chunk_keep_floats(L, K, V), P, (size_t)(L * L) * sizeof(float));
     if (o) {
         mul(Xs, q, b, LK);
         kr->gemm_nn(L, V, K, in->scale, Xs, K, S, V, 0.0f, o, ostride);
@@ -150,7 +152,8 @@ size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V) {
 }
 
 KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0, float *G,
-                                    const float *dO, const float *kept, float *dq, float *dk,
+                                    const float *dO, const float *kept, const float *keptP,
+                                    float *dq, float *dk,
                                     float *dv, float *dbeta, float *dg, float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
     const float *q = in->q, *k = in->k, *v = in->v, *beta = in->beta;
@@ -162,13 +165,15 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
            *dbL = (double *)(void *)(w + 4 * ck);
     float *b = w + 4 * ck + 2 * up16((size_t)K), *e = b + ck, *db = e + ck, *de = db + ck,
           *Kb = de + ck, *W = Kb + ck, *dW = W + ck, *Yw = dW + ck;
-    float *P = Yw + ck, *Mw = P + cc, *dP = Mw + cc, *dM = dP + cc, *T = dM + cc;
+    float *Pw = Yw + ck, *Mw = Pw + cc, *dP = Mw + cc, *dM = dP + cc, *T = dM + cc;
     float *Uw = T + cc, *Rw = Uw + cv, *dR = Rw + cv, *Yu = dR + cv, *pw = Yu + cv;
     const float *M = Mw, *U = Uw, *R = Rw, *Wk = W;
 
     /* ---- recompute the chunk's forward ---- */
     chunk_gates(L, K, in->g, q, k, gam, b, e, pw);
-    la__kda_pairs_forward(kr, L, K, q, k, gam, P, kept ? NULL : Mw, pw);
+    if (!kept || !keptP)
+        la__kda_pairs_forward(kr, L, K, q, k, gam, keptP ? NULL : Pw, kept ? NULL : Mw, pw);
+    const float *P = keptP ? keptP : Pw;
     if (kept) keep_layout(L, K, V, kept, &M, &U, &Wk, &R);
     for (int64_t t = 0; t < L; t++)
         for (int64_t j = 0; j < t; j++) T[t * L + j] = beta[t] * M[t * L + j]; /* Mb */
@@ -273,7 +278,7 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
 
 #define KDA_BWD_ARGS                                                                               \
     const la__kda_chunk_in *in, const float *S0, float *G, const float *dO, const float *kept,     \
-        float *dq, float *dk, float *dv, float *dbeta, float *dg, float *work
-#define KDA_BWD_CALL in, S0, G, dO, kept, dq, dk, dv, dbeta, dg, work
+        const float *keptP, float *dq, float *dk, float *dv, float *dbeta, float *dg, float *work
+#define KDA_BWD_CALL in, S0, G, dO, kept, keptP, dq, dk, dv, dbeta, dg, work
 
 LA_ISA_BUILDS(, la__kda_chunk_backward, chunk_backward_body, (KDA_BWD_ARGS), (KDA_BWD_CALL))

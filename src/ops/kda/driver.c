@@ -14,7 +14,15 @@
  * chunkwise backward of chunk.c) or 64 tokens (recurrent form: token states
  * recomputed from the checkpoint, then la__kda_token_backward). Memory per
  * thread: T/seg checkpoints of K V floats (+ seg+1 token states for the
- * recurrent form) plus O(T K), never T K V. */
+ * recurrent form) plus O(T K), never T K V.
+ *
+ * la_saved (cpu-kdasaved19, chunk form): the forward stores each chunk's
+ * start state and products (la__kda_chunk_keep's M, U, W, R, and P) into
+ * the object's slots, made by the same code on the same inputs as the
+ * backward's checkpoint sweep; a backward given them skips that sweep (and
+ * its checkpoint scratch) and its chunks' P products, and gathers q, k and
+ * scatters dq, dk chunk by chunk (group_backward_saved): the same bits, one
+ * forward less. */
 #include "kda.h"
 
 #include <string.h>
@@ -74,6 +82,27 @@ size_t la__kda_forward_scratch(const la__kda_args *a) {
     fwd_scratch s = {0};
     const size_t n = fwd_layout(a, NULL, &s);
     return n ? n : SIZE_MAX;
+}
+
+/* ---- la_saved slots (kda.h) --------------------------------------------- */
+
+static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
+
+size_t la__kda_saved_slot_floats(const la__kda_args *a) {
+    return up16((size_t)a->K * (size_t)a->V) + la__kda_chunk_saved_floats(a->chunk, a->K, a->V);
+}
+
+size_t la__kda_saved_layout(const la__kda_args *a, const void *base, int64_t **cbase,
+                            float **slots) {
+    const size_t unit = la__kda_saved_slot_floats(a);
+    if ((double)unit * (double)a->HV > 0x1p60) return 0;
+    return la__saved_states_layout(&a->dims, a->chunk, a->HV, unit, base, cbase, slots, NULL);
+}
+
+/* Offset (floats) of the slot of chunk c of value head hv of sequence n. */
+static size_t saved_slot(const la__kda_args *a, int64_t n, int64_t hv, int64_t c) {
+    const int64_t c0 = a->sv_cbase[n], nc = a->sv_cbase[n + 1] - c0;
+    return (size_t)(c0 * a->HV + hv * nc + c) * la__kda_saved_slot_floats(a);
 }
 
 static void load_state(const float *init, float *S, size_t KV, size_t slot) {
@@ -139,9 +168,14 @@ static void forward_task(void *p, int64_t task, int tid) {
                     w.beta[t] = a->beta[vh];
                 }
                 la__kda_chunk_in in = {L, K, V, w.q, w.k, w.v, w.g, w.beta, a->scale, a->kr};
-                la__kda_chunk_step(&in, w.S + (size_t)i * KV,
-                                   a->o + (size_t)((start + t0) * HV + hv) * (size_t)V, HV * V,
-                                   w.work);
+                float *S = w.S + (size_t)i * KV, *keep = NULL;
+                if (a->save) { /* the chunk's start state, then its products */
+                    float *slot = a->save + saved_slot(a, n, hv, t0 / C);
+                    memcpy(slot, S, KV * sizeof(float));
+                    keep = slot + up16(KV);
+                }
+                la__kda_chunk_step(&in, S, a->o + (size_t)((start + t0) * HV + hv) * (size_t)V,
+                                   HV * V, keep, w.work);
             }
         }
     }
@@ -159,13 +193,16 @@ void la__kda_forward(const la__kda_args *a) {
 /* ---- backward --------------------------------------------------------- */
 
 typedef struct {
-    float *qn, *kn;              /* [len,K] normalised (or copied) q, k of the q/k head */
+    float *qn, *kn;              /* [len,K] normalised (or copied) q, k of the q/k head
+                                    (per head of the task's group; la_saved: [C,K], a chunk) */
     float *rq, *rk;              /* [len] their rstd */
     float *dqn, *dkn;            /* [len,K] gradients w.r.t. qn, kn, summed over the group */
-    float *ckpt;                 /* [nseg,K,V] states at segment starts */
-    float *keep;                 /* chunk: [nseg - 1] chunk products kept (la__kda_chunk_keep) */
+    float *ckpt;                 /* [nseg,K,V] states at segment starts (none with la_saved) */
+    float *keep;                 /* chunk: [nseg - 1] chunk products kept (la__kda_chunk_keep;
+                                    none with la_saved) */
     float *states;               /* recurrent: [seg+1,K,V] token states of one segment */
-    float *G;                    /* [K,V] the carried dL/dS */
+    float *G;                    /* [K,V] the carried dL/dS (la_saved: one per value head of
+                                    the task's group) */
     float *v, *g, *beta;         /* one segment's rows [seg,V], [seg,K], [seg] */
     float *dO, *dv, *dg, *dbeta; /* chunk: [seg,V] scale*d_o, [seg,V], [seg,K], [seg] */
     float *work;                 /* token / chunk work */
@@ -198,7 +235,11 @@ static int64_t segment_len(const la__kda_args *a) {
 
 static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scratch *s) {
     const int64_t K = a->K, V = a->V, seg = segment_len(a), nseg = (len + seg - 1) / seg;
-    const size_t KV = (size_t)K * (size_t)V, lk = (size_t)(len * K), G = (size_t)bwd_group(a);
+    const size_t G = (size_t)bwd_group(a), KV = (size_t)K * (size_t)V;
+    /* la_saved: the group's q, k, dq, dk rows of one chunk, and a carried
+     * dL/dS per value head of the group (group_backward_saved) */
+    if (a->saved) len = len < seg ? len : seg;
+    const size_t lk = (size_t)(len * K), nG = a->saved ? G * (size_t)(a->HV / a->H) : 1;
     const int chunk = a->form == LA_FORM_CHUNK;
     size_t work = LA__KDA_TOKEN_WORK(K, V);
     if (chunk) {
@@ -213,11 +254,12 @@ static size_t bwd_layout(const la__kda_args *a, int64_t len, void *base, bwd_scr
     s->rk = la__arena_floats(&ar, G * (size_t)len);
     s->dqn = la__arena_floats(&ar, G * lk);
     s->dkn = la__arena_floats(&ar, G * lk);
-    s->ckpt = la__arena_floats(&ar, (size_t)nseg * KV);
-    s->keep =
-        chunk ? la__arena_floats(&ar, (size_t)nseg * la__kda_chunk_keep_floats(seg, K, V)) : NULL;
+    s->ckpt = a->saved ? NULL : la__arena_floats(&ar, (size_t)nseg * KV);
+    s->keep = chunk && !a->saved
+                  ? la__arena_floats(&ar, (size_t)nseg * la__kda_chunk_keep_floats(seg, K, V))
+                  : NULL;
     s->states = chunk ? NULL : la__arena_floats(&ar, (size_t)(seg + 1) * KV);
-    s->G = la__arena_floats(&ar, KV);
+    s->G = la__arena_floats(&ar, nG * KV);
     s->v = la__arena_floats(&ar, (size_t)(seg * V));
     s->g = la__arena_floats(&ar, (size_t)(seg * K));
     s->beta = la__arena_floats(&ar, (size_t)seg);
@@ -280,9 +322,12 @@ static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, float
     la__kda_chunk_keep(&in, S, keep, s->work);
 }
 
+/* The chunk backward of tokens [t0, t0 + L) of value head hv: qc, kc its
+ * normalised q, k rows, dqc, dkc its dq, dk rows (accumulated). */
 static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, const float *S0,
-                                   const float *kept, int64_t tok0, int64_t hv, int64_t t0,
-                                   int64_t L) {
+                                   const float *kept, const float *keptP, int64_t tok0, int64_t hv,
+                                   int64_t t0, int64_t L, const float *qc, const float *kc,
+                                   float *dqc, float *dkc) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     gather_vgb(a, s, tok0, hv, t0, L);
     for (int64_t t = 0; t < L; t++) {
@@ -290,10 +335,9 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
         if (t + AHEAD < L) la__delta_prefetch(dot + (size_t)(AHEAD * HV * V), V, 0);
         for (int64_t c = 0; c < V; c++) s->dO[t * V + c] = a->scale * dot[c];
     }
-    la__kda_chunk_in in = {L,    K,    V,       s->qn + t0 * K, s->kn + t0 * K,
-                           s->v, s->g, s->beta, a->scale,       a->kr};
-    la__kda_chunk_backward(&in, S0, s->G, s->dO, kept, s->dqn + t0 * K, s->dkn + t0 * K, s->dv,
-                           s->dbeta, s->dg, s->work);
+    la__kda_chunk_in in = {L, K, V, qc, kc, s->v, s->g, s->beta, a->scale, a->kr};
+    la__kda_chunk_backward(&in, S0, s->G, s->dO, kept, keptP, dqc, dkc, s->dv, s->dbeta, s->dg,
+                           s->work);
     for (int64_t t = 0; t < L; t++) {
         const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
         if (t + AHEAD < L) {
@@ -351,12 +395,53 @@ static void value_head_backward(const la__kda_args *a, const bwd_scratch *ps, in
         const int64_t t0 = c * seg, L = len - t0 < seg ? len - t0 : seg;
         if (a->form == LA_FORM_CHUNK)
             chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV,
-                                   c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, tok0, hv, t0,
-                                   L);
+                                   c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, NULL, tok0,
+                                   hv, t0, L, s.qn + t0 * K, s.kn + t0 * K, s.dqn + t0 * K,
+                                   s.dkn + t0 * K);
         else
             recurrent_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
     }
     if (a->d_initial_state) memcpy(a->d_initial_state + slot * KV, s.G, KV * sizeof(float));
+}
+
+/* With la_saved (chunk form), no sweep needs a whole sequence's q, k rows:
+ * the group's q and k are gathered, and dq, dk scattered, chunk by chunk
+ * (last to first), each chunk's value heads run in turn between, each with
+ * its own carried dL/dS (s->G [nq group,K,V]). The same arithmetic per row
+ * and the same order of the dq, dk sums over value heads as the whole-
+ * sequence path (a row's chunk sees hv, hv + 1, ... in both): the same
+ * bits; the rows stay in cache between gather, use and scatter. */
+static void group_backward_saved(const la__kda_args *a, const bwd_scratch *s, int64_t n,
+                                 int64_t tok0, int64_t len, int64_t hq0, int64_t nq) {
+    const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H, C = a->chunk;
+    const size_t KV = (size_t)K * (size_t)V;
+    for (int64_t i = 0; i < nq * group; i++)
+        load_state(a->d_final_state, s->G + (size_t)i * KV, KV, (size_t)(n * HV + hq0 * group + i));
+    for (int64_t c = (len + C - 1) / C - 1; c >= 0; c--) {
+        const int64_t t0 = c * C, L = len - t0 < C ? len - t0 : C;
+        const size_t lk = (size_t)(L * K);
+        la__delta_gather_qk_group(a->q, a->k, tok0 + t0, L, H, hq0, nq, K, a->l2norm, s->qn,
+                                  s->kn, s->rq, s->rk);
+        memset(s->dqn, 0, (size_t)nq * lk * sizeof(float));
+        memset(s->dkn, 0, (size_t)nq * lk * sizeof(float));
+        for (int64_t i = 0; i < nq; i++)
+            for (int64_t j = 0; j < group; j++) {
+                const int64_t hv = (hq0 + i) * group + j;
+                bwd_scratch h = *s;
+                h.G = s->G + (size_t)(i * group + j) * KV;
+                const float *S0 = a->saved + saved_slot(a, n, hv, c), *kept = S0 + up16(KV);
+                chunk_segment_backward(a, &h, S0, kept, kept + la__kda_chunk_keep_floats(L, K, V),
+                                       tok0, hv, t0, L, s->qn + (size_t)i * lk,
+                                       s->kn + (size_t)i * lk, s->dqn + (size_t)i * lk,
+                                       s->dkn + (size_t)i * lk);
+            }
+        la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, H, hq0, nq, K, a->l2norm, s->qn,
+                                    s->kn, s->rq, s->rk, s->dqn, s->dkn);
+    }
+    if (a->d_initial_state)
+        for (int64_t i = 0; i < nq * group; i++)
+            memcpy(a->d_initial_state + (size_t)(n * HV + hq0 * group + i) * KV,
+                   s->G + (size_t)i * KV, KV * sizeof(float));
 }
 
 static void backward_task(void *p, int64_t task, int tid) {
@@ -368,6 +453,10 @@ static void backward_task(void *p, int64_t task, int tid) {
     la__seq_bounds(&a->dims, n, &tok0, &len);
     bwd_scratch s = {0};
     bwd_layout(a, len, la__scratch(a->ctx, tid), &s);
+    if (a->saved) {
+        group_backward_saved(a, &s, n, tok0, len, hq0, nq);
+        return;
+    }
     const size_t lk = (size_t)(len * K);
     la__delta_gather_qk_group(a->q, a->k, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
                               s.rk);

@@ -38,7 +38,27 @@ typedef struct la__kda_args {
     /* backward */
     float *dq, *dk, *dv, *dg, *dbeta, *d_initial_state;
     const float *d_o, *d_final_state;
+    /* la_saved (chunk form, cpu-kdasaved19; layout la__kda_saved_layout):
+     * the forward fills save (NULL: not saving), the backward reads saved
+     * (NULL: it recomputes); sv_cbase [N+1] the chunks before sequence n */
+    float *save;
+    const float *saved;
+    const int64_t *sv_cbase;
 } la__kda_args;
+
+/* la_saved of the chunk form (cpu-kdasaved19): per (sequence n, value head
+ * hv, chunk c) one slot of la__kda_saved_slot_floats floats at
+ * ((cbase[n] HV + hv nc_n + c) slot floats) after cbase [N+1] int64 (nc_n
+ * the chunks of sequence n): the chunk's start state S_0 [K,V] (rounded up
+ * to 16 floats), then the products la__kda_chunk_step keeps (M, U, W, R and
+ * P, kda.h below). Everything the backward's checkpoint sweep recomputes,
+ * so with it the backward runs no forward at all, and P, which its chunk
+ * backward would recompute. driver.c. */
+LA_HIDDEN size_t la__kda_saved_slot_floats(const la__kda_args *a);
+/* The layout above over base (NULL: only the size): cbase and the first
+ * slot; the bytes, 0 when they overflow. */
+LA_HIDDEN size_t la__kda_saved_layout(const la__kda_args *a, const void *base, int64_t **cbase,
+                                      float **slots);
 
 /* Scratch bytes per thread (SIZE_MAX where it would overflow: reported as
  * out of memory), then the computation (cannot fail). driver.c. */
@@ -91,30 +111,42 @@ typedef struct la__kda_chunk_in {
 } la__kda_chunk_in;
 
 /* Forward of one chunk: advances S [K,V] over it and writes o (row stride
- * ostride floats) unless o is NULL. work: la__kda_chunk_work_floats floats,
- * 64-byte aligned. */
+ * ostride floats) unless o is NULL, and keeps the chunk's products into keep
+ * unless it is NULL (la__kda_chunk_keep below; la_saved's forward). work:
+ * la__kda_chunk_work_floats floats, 64-byte aligned. */
 LA_HIDDEN size_t la__kda_chunk_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__kda_chunk_step(const la__kda_chunk_in *in, float *S, float *o, int64_t ostride,
-                                  float *work);
+                                  float *keep, float *work);
+/* With o and keep, la__kda_chunk_step keeps P [L,L] (pairs.c) too, at
+ * keep + la__kda_chunk_keep_floats(L, K, V): la__kda_chunk_saved_floats
+ * per chunk. */
+static inline size_t la__kda_chunk_saved_floats(int64_t C, int64_t K, int64_t V);
 
 /* The chunk products the backward would recompute, kept from the backward's
- * checkpoint pass: M [L,L] (the gated K K^T, strictly lower), U = A Diag(beta)
+ * checkpoint pass (or by the forward, into la_saved): M [L,L] (the gated K K^T, strictly lower), U = A Diag(beta)
  * V [L,V], W = A Diag(beta) (K * B) [L,K], R = U - W S_0 [L,V];
  * la__kda_chunk_keep_floats(C, K, V) floats per chunk. la__kda_chunk_keep
  * runs la__kda_chunk_step (o NULL) and stores them into keep; the same code
  * on the same inputs, so the backward that reads them gives the same bits
- * as one that recomputes them. */
+ * as one that recomputes them (M does not depend on whether P is formed
+ * too: pairs.c takes them as separate products). */
 LA_HIDDEN size_t la__kda_chunk_keep_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__kda_chunk_keep(const la__kda_chunk_in *in, float *S, float *keep, float *work);
+
+static inline size_t la__kda_chunk_saved_floats(int64_t C, int64_t K, int64_t V) {
+    return la__kda_chunk_keep_floats(C, K, V) + ((size_t)C * (size_t)C + 15) / 16 * 16;
+}
 
 /* Backward of one chunk: S0 its start state; G [K,V] holds dL/dS_L on entry
  * and dL/dS_0 on exit; dO [L,V] is scale * d_o (contiguous). dq, dk [L,K]
  * accumulated (+=); dv [L,V], dbeta [L], dg [L,K] written. kept: the
- * chunk's la__kda_chunk_keep products, or NULL (recomputed). */
+ * chunk's la__kda_chunk_keep products, or NULL (recomputed); keptP: its P
+ * (la_saved), or NULL (recomputed). */
 LA_HIDDEN size_t la__kda_chunk_bwd_work_floats(int64_t C, int64_t K, int64_t V);
 LA_HIDDEN void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S0, float *G,
-                                      const float *dO, const float *kept, float *dq, float *dk,
-                                      float *dv, float *dbeta, float *dg, float *work);
+                                      const float *dO, const float *kept, const float *keptP,
+                                      float *dq, float *dk, float *dv, float *dbeta, float *dg,
+                                      float *work);
 
 /* The per-key-gated products of a chunk (pairs.c). With gam [L,K] the
  * cumulative log-gates (float64, non-increasing along the chunk):
