@@ -183,7 +183,7 @@ int main(int argc, char **argv) {
     double warm[2];
     for (int i = 0; i < 2; i++)
         if (run(&L[i], sgla, &d, &b[i], warm)) return 1;
-    double ratio[64], bratio[64];
+    double ratio[64], bratio[64], fratio[64];
     for (int p = 0; p < pairs; p++) {
         pk[p] = peak();
         for (int s = 0; s < 2; s++) {
@@ -194,7 +194,9 @@ int main(int argc, char **argv) {
             tb[i][p] = t[1];
             ts[i][p] = t[0] + t[1];
         }
-        if (p < 64) ratio[p] = ts[0][p] / ts[1][p], bratio[p] = tb[0][p] / tb[1][p];
+        if (p < 64)
+            ratio[p] = ts[0][p] / ts[1][p], bratio[p] = tb[0][p] / tb[1][p],
+            fratio[p] = tf[0][p] / tf[1][p];
     }
     const int nr = pairs < 64 ? pairs : 64;
     const double rmed = ab_median(ratio, nr, NULL, NULL), rlo = ratio[0], rhi = ratio[nr - 1];
@@ -215,6 +217,8 @@ int main(int argc, char **argv) {
                100 * 3 * fl / s / (P * 1e9));
     }
     printf("fwd+bwd new/old speed: median %.3fx, range %.3f-%.3f\n", rmed, rlo, rhi);
+    const double fmed = ab_median(fratio, nr, NULL, NULL);
+    printf("fwd new/old speed: median %.3fx, range %.3f-%.3f\n", fmed, fratio[0], fratio[nr - 1]);
     const double bmed = ab_median(bratio, nr, NULL, NULL);
     printf("bwd new/old speed: median %.3fx, range %.3f-%.3f\n", bmed, bratio[0], bratio[nr - 1]);
     for (int i = 0; i < 2; i++)

@@ -2,6 +2,7 @@
 #include "core/internal.h"
 #include "harness.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -222,6 +223,41 @@ static void test_check_finite_ctx(void) {
     free(x);
 }
 
+/* cpu-fwd19: la__check_finite's scan (x * 0 summed per block, built per
+ * ISA; ctest repeats this program on each): every finite kind (±FLT_MAX,
+ * ±0, denormals) passes at lengths around the 32-lane step and the
+ * 2048-value block; each bad kind (±Inf, NaN of either sign) in the first,
+ * a middle and the last position is named at its index, not a later one. */
+static void test_check_finite_kinds(void) {
+    const size_t lens[] = {1, 31, 32, 33, 95, 2047, 2048, 2049, 3 * 2048 + 77};
+    const float ok[6] = {FLT_MAX, -FLT_MAX, 0.0f, -0.0f, 1e-45f, -1e-45f};
+    const float bad[4] = {INFINITY, -INFINITY, NAN, -NAN};
+    for (size_t L = 0; L < sizeof lens / sizeof lens[0]; L++) {
+        const size_t n = lens[L];
+        float *x = malloc(n * sizeof *x);
+        CHECK(x != NULL, "alloc");
+        if (!x) return;
+        for (size_t i = 0; i < n; i++) x[i] = ok[i % 6];
+        CHECK(la__check_finite("op", "q", x, n) == LA_OK, "finite kinds pass, n = %zu", n);
+        const size_t at[3] = {0, n / 2, n - 1};
+        for (int b = 0; b < 4; b++)
+            for (int a = 0; a < 3; a++) {
+                const float keep = x[at[a]];
+                x[at[a]] = bad[b];
+                if (at[a] + 3 < n) x[at[a] + 3] = NAN; /* a later one is not the one named */
+                char want[64];
+                snprintf(want, sizeof want, "op: q[%zu] is %s", at[a], b < 2 ? "Inf" : "NaN");
+                CHECK(la__check_finite("op", "q", x, n) == LA_ERR_NON_FINITE,
+                      "bad kind %d at %zu of %zu", b, at[a], n);
+                CHECK(strstr(la_last_error(), want) != NULL, "message '%s' names %s",
+                      la_last_error(), want);
+                x[at[a]] = keep;
+                if (at[a] + 3 < n) x[at[a] + 3] = ok[(at[a] + 3) % 6];
+            }
+        free(x);
+    }
+}
+
 /* cpu-fwd5: la__check_log_gate's block scan: every valid kind (+0, -0, a
  * reset, a negative denormal) passes; each bad kind (a positive denormal,
  * 0.5, +-Inf, NaN of either sign), in the first, a middle and the last
@@ -255,6 +291,7 @@ static void test_check_log_gate_scan(void) {
 }
 
 int main(void) {
+    test_check_finite_kinds();
     test_check_log_gate_scan();
     test_check_finite_ctx();
     test_parallel_for_sized();
