@@ -877,8 +877,11 @@ typedef struct pcase {
 } pcase;
 /* One forward + backward of p->d with LINATTN_CUDA_DELTA_PIPE = pipe; the
  * outputs read back as bytes into out[0..7] (o, sT, dq, dk, dv, dg, db, ds0). */
-static void pipe_run(la_ctx *gpu, const pcase *pc, const char *pipe, void *const *in,
-                     void **out, const size_t *bytes) {
+/* us: the context's stream where it is not the legacy default one (then
+ * only us is synchronised before reading back: the call's join onto it is
+ * all that orders the internal streams' work before the copies). */
+static void pipe_run(la_ctx *gpu, cudaStream_t us, const pcase *pc, const char *pipe,
+                     void *const *in, void **out, const size_t *bytes) {
     const dcase *c = &pc->d;
     const char *was = getenv("LINATTN_CUDA_DELTA_PIPE"); /* restored at the end */
     char *keep = was ? strdup(was) : NULL;
@@ -892,6 +895,7 @@ static void pipe_run(la_ctx *gpu, const pcase *pc, const char *pipe, void *const
     go.use_qk_l2norm = c->l2;
     void *D[8];
     for (int i = 0; i < 8; i++) D[i] = dev_alloc(bytes[i]);
+    if (us && !sync_ok(c->name)) exit(1); /* the poison written before the calls */
     float *s0 = pc->states ? in[5] : NULL, *sT = pc->states ? D[1] : NULL;
     la_status st = c->gated ? la_gated_delta_rule_forward(gpu, &go, &dd, D[0], sT, in[0], in[1],
                                                           in[2], in[4], in[3], s0)
@@ -907,7 +911,13 @@ static void pipe_run(la_ctx *gpu, const pcase *pc, const char *pipe, void *const
                                            pc->states ? in[7] : NULL, in[0], in[1], in[2], in[3],
                                            s0);
     CHECK_STATUS(st, LA_OK, c->name);
-    if (!sync_ok(c->name)) exit(1);
+    if (us) {
+        cudaError_t e = cudaStreamSynchronize(us);
+        if (!CHECK(e == cudaSuccess, "%s: user stream ran without error (%s)", c->name,
+                   cudaGetErrorString(e)))
+            exit(1);
+    } else if (!sync_ok(c->name))
+        exit(1);
     for (int i = 0; i < 8; i++) {
         out[i] = dup_dev_bytes(D[i], bytes[i]);
         cudaFree(D[i]);
@@ -943,8 +953,17 @@ static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
     void *a[8], *b[8];
     char pipe[16];
     snprintf(pipe, sizeof pipe, "%d", pc->P);
-    pipe_run(gpu, pc, "0", in, a, bytes);
-    pipe_run(gpu, pc, pc->P ? pipe : NULL, in, b, bytes);
+    /* the pipelined run on a context of its own with a non-blocking stream */
+    cudaStream_t us = NULL;
+    la_ctx *uctx = NULL;
+    if (!CHECK(cudaStreamCreateWithFlags(&us, cudaStreamNonBlocking) == cudaSuccess &&
+                   la_ctx_create_cuda(&uctx, 0, us) == LA_OK,
+               "%s: a context on a non-blocking stream", c->name))
+        exit(1);
+    pipe_run(gpu, NULL, pc, "0", in, a, bytes);
+    pipe_run(uctx, us, pc, pc->P ? pipe : NULL, in, b, bytes);
+    la_ctx_destroy(uctx);
+    cudaStreamDestroy(us);
     static const char *nm[8] = {"o", "final", "dq", "dk", "dv", "dg", "dbeta", "d_init"};
     for (int i = 0; i < 8; i++) {
         if ((i == 5 && !c->gated) || ((i == 1 || i == 7) && !pc->states)) continue;
