@@ -63,7 +63,7 @@ typedef struct chunk_bufs {
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
-    int stream;       /* cpu-sglabwd18: dq, dk, dv rows by stream_copy (the task fences) */
+    int stream;       /* cpu-sglabwd18: dq, dk, dv (dg) rows by stream_copy (the task fences) */
 } chunk_bufs;
 
 static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base, chunk_bufs *b) {
@@ -338,7 +338,7 @@ static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_
 }
 
 /* cpu-sglabwd18: n floats copied to memory this call does not read again
- * (o, the saved start states, dq, dk, dv of simple GLA; stream_rows says
+ * (o, the saved start states, dq, dk, dv (and GLA's dg); stream_rows says
  * when), with non-temporal stores where dst is 16-byte aligned: the lines
  * are written without being read first and do not evict the rows and states
  * the next units read. The same floats as memcpy (plain_copy). A task that
@@ -359,12 +359,12 @@ static void stream_copy(float *dst, const float *src, size_t n) {
     memcpy(dst, src, n * sizeof(float));
 }
 
-/* Whether this call's simple GLA rows are written by stream_copy
- * (la__gla_stream_min_bytes; GLA with per-key gates keeps plain stores). */
+/* Whether this call's rows are written by stream_copy
+ * (la__gla_stream_min_bytes; cpu-glab19: GLA with per-key gates too). */
 static int stream_rows(const gla_job *j) {
     const size_t w = (size_t)(j->K > j->V ? j->K : j->V);
     const double bytes = (double)j->d->B * (double)j->d->T * (double)j->H * (double)w * 4.0;
-    return !j->per_key && bytes >= (double)la__gla_stream_min_bytes;
+    return bytes >= (double)la__gla_stream_min_bytes;
 }
 
 static void stream_fence(void) {
@@ -978,9 +978,11 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
         if (j->per_key) {
+            /* cpu-glab19: streamed, the row is rounded into Tq (free here) */
+            float *dgi = b->stream ? b->Tq : j->dg + bi * (size_t)K;
             if (j->dg)
-                for (int64_t x = 0; x < K; x++)
-                    j->dg[bi * (size_t)K + (size_t)x] = (float)b->dG[i * K + x];
+                for (int64_t x = 0; x < K; x++) dgi[x] = (float)b->dG[i * K + x];
+            if (j->dg && b->stream) stream_copy(j->dg + bi * (size_t)K, dgi, (size_t)K);
         } else {
             if (j->dg) j->dg[bi] = (float)b->dG[i];
             *gamma_sum += b->dG[i];
@@ -988,7 +990,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     }
     if (pn > 0 && !b->stream) prefetch_rows_w(j->dk, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 5, 7);
-    if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr, pn, ph);
+    if (pn > 0 && j->per_key && j->dg && !b->stream) prefetch_rows_w(j->dg, H, K, pr, pn, ph);
     /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay),
      * eight rows at a time (row_dots8: the diagonal's dot products) */
     for (int64_t i0 = 0; i0 < L; i0 += 8) {
