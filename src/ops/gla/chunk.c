@@ -836,6 +836,53 @@ GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0,
     }
 }
 
+/* GLA's gate gradient (per key), the terms of chunk_bwd_chunk's comment:
+ *   dG_t = sum_{i>=t} q_i * dq^inter_i + e^{G_L} * rowsum(dS * S0)
+ *        + sum_{j<t} (k_j * (dk^state_j + dk^intra_j) - q_j * dq^intra_j),
+ * each key on its own in float64, added in that order. cpu-glab19: two
+ * passes over the chunk (the reverse sum into b->dG, then the forward
+ * prefix, which adds the three parts and rounds the row straight into dg,
+ * or into Tq for a streamed store) instead of five; the same additions in
+ * the same order, so the same bits. */
+GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, int64_t r0,
+                              int64_t L, int64_t h) {
+    const int64_t H = j->H, K = j->K, V = j->V;
+    const float *eGL = b->eG + (L - 1) * K;
+    double *restrict dG = b->dG, *restrict dGc = b->dGc, *restrict dGp = b->dGp;
+    /* reverse cumulative sum of the inter-chunk term */
+    for (int64_t i = L - 1; i >= 0; i--) {
+        const float *restrict qi = b->Qc + i * K, *restrict dqi = b->dqc + i * K;
+        double *restrict dGi = dG + i * K;
+        if (i < L - 1)
+            for (int64_t x = 0; x < K; x++) dGi[x] = dGi[x + K] + (double)qi[x] * (double)dqi[x];
+        else
+            for (int64_t x = 0; x < K; x++) dGi[x] = 0.0 + (double)qi[x] * (double)dqi[x];
+    }
+    /* the state term's constant part */
+    for (int64_t x = 0; x < K; x++) dGc[x] = dot_f64(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
+    /* forward prefix of the state and pair terms, and the rows out */
+    for (int64_t x = 0; x < K; x++) dGp[x] = 0.0;
+    for (int64_t i = 0; i < L; i++) {
+        const double *restrict dGi = dG + i * K;
+        float *restrict out = b->stream ? b->Tq : j->dg + (size_t)((r0 + i) * H + h) * (size_t)K;
+        if (i == 0) {
+            for (int64_t x = 0; x < K; x++) out[x] = (float)(dGi[x] + dGc[x]);
+        } else {
+            const int64_t p = (i - 1) * K;
+            const float *restrict kp = b->Kc + p, *restrict qp = b->Qc + p;
+            const float *restrict dkc = b->dkc + p, *restrict dks = b->dks + p;
+            const float *restrict dqs = b->dqs + p;
+            for (int64_t x = 0; x < K; x++) {
+                dGp[x] += (double)kp[x] * ((double)dkc[x] + (double)dks[x]) -
+                          (double)qp[x] * (double)dqs[x];
+                out[x] = (float)((dGi[x] + dGc[x]) + dGp[x]);
+            }
+        }
+        /* cpu-glab19: streamed (b->stream), the row is rounded into Tq (free here) */
+        if (b->stream) stream_copy(j->dg + (size_t)((r0 + i) * H + h) * (size_t)K, out, (size_t)K);
+    }
+}
+
 /* cpu-sgla12: out[u] = sum_x a_ux b_ux for the n <= 8 rows u of a and b
  * (row stride w), each a serial float sum in x order (the bits of one row's
  * loop); for a full block the eight rows' chains advance together, so the
@@ -933,60 +980,12 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      * the last line being the prefix form of sum_{i>=t>j} of the pair terms. */
     if (!j->per_key) {
         sgla_gate_grad(j, b, S0, L);
-    } else {
-        const float *eGL = b->eG + (L - 1) * gw;
-        double *dG = b->dG;
-        for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
-        /* reverse cumulative sum of the inter-chunk term */
-        for (int64_t i = L - 1; i >= 0; i--) {
-            const float *qi = b->Qc + i * K; /* the gathered rows: no page walks */
-            double *dGi = dG + i * gw;
-            if (i < L - 1)
-                for (int64_t x = 0; x < gw; x++) dGi[x] = dGi[x + gw];
-            for (int64_t x = 0; x < K; x++)
-                dGi[j->per_key ? x : 0] += (double)qi[x] * (double)b->dqc[i * K + x];
-        }
-        /* the state term's constant part */
-        for (int64_t x = 0; x < K; x++) {
-            const float *dsr = b->dS + x * V, *s0r = S0 + x * V;
-            const double s = dot_f64(dsr, s0r, V);
-            b->dGc[x] = s * (double)eGL[j->per_key ? x : 0];
-        }
-        /* row by row (each element gets the same additions in the same
-         * order as column by column) */
         for (int64_t i = 0; i < L; i++) {
-            double *dGi = dG + i * gw;
-            if (j->per_key)
-                for (int64_t x = 0; x < K; x++) dGi[x] += b->dGc[x];
-            else
-                for (int64_t x = 0; x < K; x++) dGi[0] += b->dGc[x];
-        }
-        /* forward prefix of the state and pair terms */
-        for (int64_t i = 1; i < L; i++) {
-            const float *qp = b->Qc + (i - 1) * K, *kp = b->Kc + (i - 1) * K;
-            double *dGp = b->dGp;
-            if (i == 1)
-                for (int64_t x = 0; x < gw; x++) dGp[x] = 0.0;
-            const int64_t p = i - 1;
-            for (int64_t x = 0; x < K; x++)
-                dGp[j->per_key ? x : 0] +=
-                    (double)kp[x] * ((double)b->dkc[p * K + x] + (double)b->dks[p * K + x]) -
-                    (double)qp[x] * (double)b->dqs[p * K + x];
-            for (int64_t x = 0; x < gw; x++) dG[i * gw + x] += dGp[x];
-        }
-    }
-    for (int64_t i = 0; i < L; i++) {
-        const size_t bi = (size_t)((r0 + i) * H + h);
-        if (j->per_key) {
-            /* cpu-glab19: streamed, the row is rounded into Tq (free here) */
-            float *dgi = b->stream ? b->Tq : j->dg + bi * (size_t)K;
-            if (j->dg)
-                for (int64_t x = 0; x < K; x++) dgi[x] = (float)b->dG[i * K + x];
-            if (j->dg && b->stream) stream_copy(j->dg + bi * (size_t)K, dgi, (size_t)K);
-        } else {
-            if (j->dg) j->dg[bi] = (float)b->dG[i];
+            if (j->dg) j->dg[(size_t)((r0 + i) * H + h)] = (float)b->dG[i];
             *gamma_sum += b->dG[i];
         }
+    } else if (j->dg) {
+        gla_gate_grad(j, b, S0, r0, L, h);
     }
     if (pn > 0 && !b->stream) prefetch_rows_w(j->dk, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 5, 7);
@@ -1245,6 +1244,8 @@ int64_t la__gla_bwd_heads(const gla_job *j, int64_t L) {
 size_t la__gla_chunk_bwd_group_bytes(const gla_job *j, int64_t L) {
     const size_t one = la__gla_chunk_bwd_bytes(j, L);
     const size_t gh = (size_t)la__gla_bwd_heads(j, L);
+    if (j->saved) /* one shared set and a dS per further head (gla_bwd_group_body) */
+        return one + (gh - 1) * (size_t)j->K * (size_t)j->V * sizeof(float);
     return one > SIZE_MAX / gh ? 0 : one * gh;
 }
 
@@ -1261,8 +1262,13 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const float *S0s[LA__GLA_HEAD_GROUP]; /* each head's chunk start states */
     char *base = la__scratch(j->ctx, tid);
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
+    /* cpu-glab19: with the forward's saved states a head keeps nothing but
+     * dS from one chunk to the next, so the group's heads share one set of
+     * per-chunk blocks (~0.9 MiB at K = V = 128, C = 64, against 4 sets that
+     * outgrew the 1 MiB L2); the heads' dS follow the shared set */
     for (int64_t hh = 0; hh < nh; hh++) {
-        chunk_layout(j, len, 1, base + (size_t)hh * one, &bs[hh]);
+        chunk_layout(j, len, 1, base + (size_t)(j->saved ? 0 : hh) * one, &bs[hh]);
+        if (j->saved && hh > 0) bs[hh].dS = (float *)(base + one) + (size_t)(hh - 1) * KV;
         bs[hh].stream = stream_rows(j);
         if (!j->saved) load_state(j, n * H + h0 + hh, bs[hh].states);
         S0s[hh] = j->saved ? j->saved + la__sgla_saved_slot(j, n, h0 + hh, 0) : bs[hh].ckpt;
