@@ -1235,6 +1235,10 @@ LA_ISA_BUILDS(, la__gla_chunk_bwd_sum_piece, sum_piece_body,
  * results are those of la__gla_chunk_bwd_task bit for bit. */
 int64_t la__gla_bwd_heads(const gla_job *j, int64_t L) {
     if (j->group != 1 || j->H < 2) return 1;
+    /* cpu-glab19: GLA with the forward's states, as many heads as its
+     * forward groups (a token's 8 rows of a tensor are one 4 KiB page at
+     * K = 128; fewer where threads would be left without a task) */
+    if (j->saved && j->per_key && j->g) return la__gla_fwd_heads(j);
     if (j->saved) return j->H < LA__GLA_HEAD_GROUP ? j->H : LA__GLA_HEAD_GROUP;
     const double nch = (double)((L + j->C - 1) / j->C);
     const double per = nch * (double)j->K * (double)j->V * sizeof(float);
@@ -1259,9 +1263,9 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const size_t KV = (size_t)K * (size_t)V;
     int64_t start, len;
     la__seq_bounds(j->d, n, &start, &len);
-    chunk_bufs bs[LA__GLA_HEAD_GROUP];
-    double gamma_sum[LA__GLA_HEAD_GROUP];
-    const float *S0s[LA__GLA_HEAD_GROUP]; /* each head's chunk start states */
+    chunk_bufs bs[LA__GLA_FWD_HEADS]; /* >= LA__GLA_HEAD_GROUP (gla.h) */
+    double gamma_sum[LA__GLA_FWD_HEADS];
+    const float *S0s[LA__GLA_FWD_HEADS]; /* each head's chunk start states */
     char *base = la__scratch(j->ctx, tid);
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
     /* cpu-glab19: with the forward's saved states a head keeps nothing but

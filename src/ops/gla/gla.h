@@ -258,6 +258,7 @@ LA_HIDDEN void la__gla_recurrent_bwd_task(void *arg, int64_t task, int tid);
  * arithmetic is that of a task of its own, so the grouping (and with it the
  * thread count) never changes a bit. */
 #define LA__GLA_FWD_HEADS 8
+_Static_assert(LA__GLA_FWD_HEADS >= LA__GLA_HEAD_GROUP, "head-group arrays (chunk.c)");
 LA_HIDDEN int64_t la__gla_fwd_heads(const gla_job *j);
 LA_HIDDEN void la__gla_chunk_fwd_task(void *arg, int64_t task, int tid);
 LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
@@ -283,7 +284,8 @@ LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
 LA_HIDDEN extern size_t la__gla_stream_min_bytes;
 /* cpu-sgla9: the chunk backward with every state kept (group 1) over
  * groups of heads (simple GLA; cpu-glab15: GLA too): la__gla_bwd_heads = heads per task (<=
- * LA__GLA_HEAD_GROUP, their states within la__gla_bwd_all_states_bytes; 1 =
+ * LA__GLA_HEAD_GROUP, their states within la__gla_bwd_all_states_bytes;
+ * cpu-glab19: GLA with la_saved, la__gla_fwd_heads, up to 8; 1 =
  * use la__gla_chunk_bwd_task), N * ceil(H / heads) tasks, the scratch
  * la__gla_chunk_bwd_group_bytes per thread (0 on overflow); the same bits as
  * la__gla_chunk_bwd_task. L = the longest sequence. */
