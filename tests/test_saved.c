@@ -369,7 +369,7 @@ static void sg_check_bits(const gcase *c, int64_t chunk, int filled, const char 
         CHECK(sg_same_grads(c, &again, &want), "%s: second backward", label);
         gout_free(&again);
         /* cpu-sglabwd18: o, the saved states and dq, dk, dv written by
-         * non-temporal stores (simple GLA; forced at these sizes): the same
+         * non-temporal stores (simple GLA; cpu-glab19: GLA's backward, dg too; forced here): the same
          * bits, saved and recomputed (rows at odd K, V: aligned and not) */
         const size_t keep_nt = la__gla_stream_min_bytes;
         la__gla_stream_min_bytes = 0;

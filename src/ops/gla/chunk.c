@@ -64,7 +64,7 @@ typedef struct chunk_bufs {
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
     float *diag;      /* [2C] simple GLA backward: A_ii = scale q_i.k_i, dA_ii = scale do_i.v_i */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
-    int stream;       /* cpu-sglabwd18: dq, dk, dv rows by stream_copy (the task fences) */
+    int stream;       /* cpu-sglabwd18: dq, dk, dv (dg) rows by stream_copy (the task fences) */
 } chunk_bufs;
 
 static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base, chunk_bufs *b) {
@@ -346,7 +346,7 @@ static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_
 }
 
 /* cpu-sglabwd18: n floats copied to memory this call does not read again
- * (o, the saved start states, dq, dk, dv of simple GLA; stream_rows says
+ * (o, the saved start states, dq, dk, dv (and GLA's dg); stream_rows says
  * when), with non-temporal stores where dst is 16-byte aligned: the lines
  * are written without being read first and do not evict the rows and states
  * the next units read. The same floats as memcpy (plain_copy). A task that
@@ -367,12 +367,12 @@ static void stream_copy(float *dst, const float *src, size_t n) {
     memcpy(dst, src, n * sizeof(float));
 }
 
-/* Whether this call's simple GLA rows are written by stream_copy
- * (la__gla_stream_min_bytes; GLA with per-key gates keeps plain stores). */
+/* Whether this call's rows are written by stream_copy
+ * (la__gla_stream_min_bytes; cpu-glab19: GLA's backward rows too). */
 static int stream_rows(const gla_job *j) {
     const size_t w = (size_t)(j->K > j->V ? j->K : j->V);
     const double bytes = (double)j->d->B * (double)j->d->T * (double)j->H * (double)w * 4.0;
-    return !j->per_key && bytes >= (double)la__gla_stream_min_bytes;
+    return bytes >= (double)la__gla_stream_min_bytes;
 }
 
 static void stream_fence(void) {
@@ -760,8 +760,10 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             /* cpu-sgsaved13, cpu-glsaved17: the chunk's start state for the
              * backward (the floats its state pass would make: the same
              * update, chunk_state_update) */
+            /* cpu-glab19: GLA's (per-key) copy stays plain: streamed, its
+             * forward measured 0.975-0.982x (simple GLA's gained) */
             if (j->save)
-                (stream ? stream_copy : plain_copy)(j->save + la__sgla_saved_slot(j, n, h, c0 / C),
+                (stream && !j->per_key ? stream_copy : plain_copy)(j->save + la__sgla_saved_slot(j, n, h, c0 / C),
                                                     b.S, KV);
             if (j->per_key && j->g) {
                 gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph, NULL);
@@ -841,6 +843,53 @@ GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0,
         const int64_t r = (i - 1) * K;
         p += dot_kq_f64(b->Kc + r, b->dkc + r, b->dks + r, b->Qc + r, b->dqs + r, K);
         dG[i] += c + p;
+    }
+}
+
+/* GLA's gate gradient (per key), the terms of chunk_bwd_chunk's comment:
+ *   dG_t = sum_{i>=t} q_i * dq^inter_i + e^{G_L} * rowsum(dS * S0)
+ *        + sum_{j<t} (k_j * (dk^state_j + dk^intra_j) - q_j * dq^intra_j),
+ * each key on its own in float64, added in that order. cpu-glab19: two
+ * passes over the chunk (the reverse sum into b->dG, then the forward
+ * prefix, which adds the three parts and rounds the row straight into dg,
+ * or into Tq for a streamed store) instead of five; the same additions in
+ * the same order, so the same bits. */
+GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, int64_t r0,
+                              int64_t L, int64_t h) {
+    const int64_t H = j->H, K = j->K, V = j->V;
+    const float *eGL = b->eG + (L - 1) * K;
+    double *restrict dG = b->dG, *restrict dGc = b->dGc, *restrict dGp = b->dGp;
+    /* reverse cumulative sum of the inter-chunk term */
+    for (int64_t i = L - 1; i >= 0; i--) {
+        const float *restrict qi = b->Qc + i * K, *restrict dqi = b->dqc + i * K;
+        double *restrict dGi = dG + i * K;
+        if (i < L - 1)
+            for (int64_t x = 0; x < K; x++) dGi[x] = dGi[x + K] + (double)qi[x] * (double)dqi[x];
+        else
+            for (int64_t x = 0; x < K; x++) dGi[x] = 0.0 + (double)qi[x] * (double)dqi[x];
+    }
+    /* the state term's constant part */
+    for (int64_t x = 0; x < K; x++) dGc[x] = dot_f64(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
+    /* forward prefix of the state and pair terms, and the rows out */
+    for (int64_t x = 0; x < K; x++) dGp[x] = 0.0;
+    for (int64_t i = 0; i < L; i++) {
+        const double *restrict dGi = dG + i * K;
+        float *restrict out = b->stream ? b->Tq : j->dg + (size_t)((r0 + i) * H + h) * (size_t)K;
+        if (i == 0) {
+            for (int64_t x = 0; x < K; x++) out[x] = (float)(dGi[x] + dGc[x]);
+        } else {
+            const int64_t p = (i - 1) * K;
+            const float *restrict kp = b->Kc + p, *restrict qp = b->Qc + p;
+            const float *restrict dkc = b->dkc + p, *restrict dks = b->dks + p;
+            const float *restrict dqs = b->dqs + p;
+            for (int64_t x = 0; x < K; x++) {
+                dGp[x] += (double)kp[x] * ((double)dkc[x] + (double)dks[x]) -
+                          (double)qp[x] * (double)dqs[x];
+                out[x] = (float)((dGi[x] + dGc[x]) + dGp[x]);
+            }
+        }
+        /* cpu-glab19: streamed (b->stream), the row is rounded into Tq (free here) */
+        if (b->stream) stream_copy(j->dg + (size_t)((r0 + i) * H + h) * (size_t)K, out, (size_t)K);
     }
 }
 
@@ -948,62 +997,16 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      * the last line being the prefix form of sum_{i>=t>j} of the pair terms. */
     if (!j->per_key) {
         sgla_gate_grad(j, b, S0, L);
-    } else {
-        const float *eGL = b->eG + (L - 1) * gw;
-        double *dG = b->dG;
-        for (int64_t x = 0; x < gw; x++) dG[(L - 1) * gw + x] = 0.0;
-        /* reverse cumulative sum of the inter-chunk term */
-        for (int64_t i = L - 1; i >= 0; i--) {
-            const float *qi = b->Qc + i * K; /* the gathered rows: no page walks */
-            double *dGi = dG + i * gw;
-            if (i < L - 1)
-                for (int64_t x = 0; x < gw; x++) dGi[x] = dGi[x + gw];
-            for (int64_t x = 0; x < K; x++)
-                dGi[j->per_key ? x : 0] += (double)qi[x] * (double)b->dqc[i * K + x];
-        }
-        /* the state term's constant part */
-        for (int64_t x = 0; x < K; x++) {
-            const float *dsr = b->dS + x * V, *s0r = S0 + x * V;
-            const double s = dot_f64(dsr, s0r, V);
-            b->dGc[x] = s * (double)eGL[j->per_key ? x : 0];
-        }
-        /* row by row (each element gets the same additions in the same
-         * order as column by column) */
         for (int64_t i = 0; i < L; i++) {
-            double *dGi = dG + i * gw;
-            if (j->per_key)
-                for (int64_t x = 0; x < K; x++) dGi[x] += b->dGc[x];
-            else
-                for (int64_t x = 0; x < K; x++) dGi[0] += b->dGc[x];
-        }
-        /* forward prefix of the state and pair terms */
-        for (int64_t i = 1; i < L; i++) {
-            const float *qp = b->Qc + (i - 1) * K, *kp = b->Kc + (i - 1) * K;
-            double *dGp = b->dGp;
-            if (i == 1)
-                for (int64_t x = 0; x < gw; x++) dGp[x] = 0.0;
-            const int64_t p = i - 1;
-            for (int64_t x = 0; x < K; x++)
-                dGp[j->per_key ? x : 0] +=
-                    (double)kp[x] * ((double)b->dkc[p * K + x] + (double)b->dks[p * K + x]) -
-                    (double)qp[x] * (double)b->dqs[p * K + x];
-            for (int64_t x = 0; x < gw; x++) dG[i * gw + x] += dGp[x];
-        }
-    }
-    for (int64_t i = 0; i < L; i++) {
-        const size_t bi = (size_t)((r0 + i) * H + h);
-        if (j->per_key) {
-            if (j->dg)
-                for (int64_t x = 0; x < K; x++)
-                    j->dg[bi * (size_t)K + (size_t)x] = (float)b->dG[i * K + x];
-        } else {
-            if (j->dg) j->dg[bi] = (float)b->dG[i];
+            if (j->dg) j->dg[(size_t)((r0 + i) * H + h)] = (float)b->dG[i];
             *gamma_sum += b->dG[i];
         }
+    } else if (j->dg) {
+        gla_gate_grad(j, b, S0, r0, L, h);
     }
     if (pn > 0 && !b->stream) prefetch_rows_w(j->dk, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 5, 7);
-    if (pn > 0 && j->per_key && j->dg) prefetch_rows_w(j->dg, H, K, pr, pn, ph);
+    if (pn > 0 && j->per_key && j->dg && !b->stream) prefetch_rows_w(j->dg, H, K, pr, pn, ph);
     /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay),
      * eight rows at a time (GLA: row_dots8, the diagonal's dot products;
      * simple GLA: b->diag, from the triangular products) */
@@ -1293,6 +1296,10 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
     const float *S0s[LA__GLA_BWD_HEADS]; /* each head's chunk start states */
     char *base = la__scratch(j->ctx, tid);
     const size_t one = chunk_layout(j, len, 1, NULL, &bs[0]); /* a multiple of 64 */
+    /* cpu-glab19: with the forward's saved states a head keeps nothing but
+     * dS from one chunk to the next, so the group's heads share one set of
+     * per-chunk blocks (~0.9 MiB at K = V = 128, C = 64, against 4 sets that
+     * outgrew the 1 MiB L2); the heads' dS follow the shared set */
     for (int64_t hh = 0; hh < nh; hh++) {
         if (j->saved && hh > 0) { /* the blocks of head 0, a dS of its own */
             bs[hh] = bs[0];

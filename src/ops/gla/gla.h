@@ -274,8 +274,9 @@ LA_HIDDEN void la__gla_chunk_bwd_task(void *arg, int64_t task, int tid);
  * two-pass path on small cases and compare the two bit for bit). */
 LA_HIDDEN extern size_t la__gla_bwd_all_states_bytes;
 /* cpu-sglabwd18: simple GLA's chunk forward and grouped backward write o,
- * the saved start states and dq, dk, dv with non-temporal stores (the same
- * floats) when one [B, T, H, max(K, V)] tensor takes at least this many
+ * the saved start states and dq, dk, dv (cpu-glab19: GLA's grouped backward
+ * dq, dk, dv and dg too; its forward keeps plain stores) with non-temporal
+ * stores (the same floats) when one [B, T, H, max(K, V)] tensor takes at least this many
  * bytes: rows that large are not found in cache by the caller anyway, and
  * plain stores first read every line and evict the rows the next units
  * read. Smaller calls keep plain stores (their outputs may stay cached for
