@@ -187,4 +187,16 @@ __device__ __forceinline__ void la_cu_zero(float (&acc)[4][4]) {
         for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
 }
 
+/* cuda-gdnf19: the pipelined delta-rule forward's internal streams and
+ * events, per context (runtime.cu): la__cu_pipe_get makes them on first use
+ * on the call's (current) device, NULL where that fails (the call then
+ * takes the unsplit path, and so do the context's later calls). */
+#define LA_CU_PIPE_MAX 32
+struct la_cu_pipe {
+    int device, ok; /* ok: 1 made, -1 failed */
+    cudaStream_t hi, lo;
+    cudaEvent_t fork, prep[LA_CU_PIPE_MAX], state[LA_CU_PIPE_MAX], jhi, jlo;
+};
+la_cu_pipe *la__cu_pipe_get(const la__cu_call *c);
+
 #endif

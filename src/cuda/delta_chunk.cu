@@ -345,70 +345,15 @@ void la__cu_dc_inputs(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args
  * takes all of it, and the arena's blocks are freed after every use). The
  * cluster state kernel leaves 55 KB of the SM's shared memory, one CTA of
  * prep or output. Every kernel computes what it computed unsplit: the
- * bits are main's. The streams and events belong to the context (one call
- * at a time per context), so two contexts on different streams never
- * order each other's work or share a graph capture. */
-#define DC_PIPE_MAX 32
-struct dc_pipe_ctx {
-    int device, ok; /* ok: 1 made, -1 failed (the unsplit path from then on) */
-    cudaStream_t hi, lo;
-    cudaEvent_t fork, prep[DC_PIPE_MAX], state[DC_PIPE_MAX], jhi, jlo;
-};
-
-/* Destroys what was made (pending work finishes first: the CUDA runtime
- * releases a stream or event whose work is still queued once it completes). */
-extern "C" void la__cuda_pipe_free(void *pipe) {
-    dc_pipe_ctx *x = (dc_pipe_ctx *)pipe;
-    if (!x) return;
-    int cur = -1;
-    if (cudaGetDevice(&cur) == cudaSuccess && cur != x->device) cudaSetDevice(x->device);
-    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
-    for (int i = 0; i < 3; i++)
-        if (*ev[i]) cudaEventDestroy(*ev[i]);
-    for (int i = 0; i < DC_PIPE_MAX; i++) {
-        if (x->prep[i]) cudaEventDestroy(x->prep[i]);
-        if (x->state[i]) cudaEventDestroy(x->state[i]);
-    }
-    if (x->hi) cudaStreamDestroy(x->hi);
-    if (x->lo) cudaStreamDestroy(x->lo);
-    cudaGetLastError();
-    if (cur >= 0 && cur != x->device) cudaSetDevice(cur);
-    free(x);
-}
-
-/* The context's streams and events (made on first use on the call's
- * device, current here; NULL where that fails: the call then takes the
- * unsplit path, and so do the context's later calls). */
-static dc_pipe_ctx *dc_pipe_get(const la__cu_call *c) {
-    if (!c->pipe) return NULL;
-    dc_pipe_ctx *x = (dc_pipe_ctx *)*c->pipe;
-    if (x) return x->ok > 0 ? x : NULL;
-    if (!(x = (dc_pipe_ctx *)calloc(1, sizeof *x))) return NULL;
-    *c->pipe = x;
-    x->device = c->device;
-    int least = 0, greatest = 0;
-    bool good = cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
-                cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) ==
-                    cudaSuccess &&
-                cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess;
-    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
-    for (int i = 0; good && i < 3; i++)
-        good = cudaEventCreateWithFlags(ev[i], cudaEventDisableTiming) == cudaSuccess;
-    for (int i = 0; good && i < DC_PIPE_MAX; i++)
-        good = cudaEventCreateWithFlags(&x->prep[i], cudaEventDisableTiming) == cudaSuccess &&
-               cudaEventCreateWithFlags(&x->state[i], cudaEventDisableTiming) == cudaSuccess;
-    if (!good) cudaGetLastError();
-    x->ok = good ? 1 : -1;
-    return good ? x : NULL;
-}
-
+ * bits are main's. The streams and events belong to the context
+ * (la__cu_pipe_get, runtime.cu). */
 /* LINATTN_CUDA_DELTA_PIPE: unset by grid and length, 0 off, P: P segments
  * wherever the pipeline applies (read at every call: the tests compare the
  * pipelined and unsplit paths in one process). */
 static int dc_pipe_env(void) {
     const char *e = getenv("LINATTN_CUDA_DELTA_PIPE");
     const int mode = e ? atoi(e) : -1;
-    return mode > DC_PIPE_MAX ? DC_PIPE_MAX : mode < -1 ? 0 : mode;
+    return mode > LA_CU_PIPE_MAX ? LA_CU_PIPE_MAX : mode < -1 ? 0 : mode;
 }
 
 /* The number of segments of the pipelined forward, 0 where it does not run:
@@ -436,7 +381,7 @@ static int64_t dc_pipe_segs(const la__cu_call *c, const la_cu_table &tb, int par
 /* Prep, the state pass and (p.o set) the output in nseg segments as above
  * (the backward's recompute: p.o NULL, prep beside the state pass). */
 static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
-                         const la_cu_dc_args &p, int64_t nseg, dc_pipe_ctx *x) {
+                         const la_cu_dc_args &p, int64_t nseg, la_cu_pipe *x) {
     const cudaStream_t us = ar->stream;
     /* the segments' sequence entries and the states between them */
     const int64_t KV = c->HS * c->K * c->V, nch = tb.nchunks;
@@ -444,8 +389,8 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     char *blk;
     la_status st = la__cu_alloc(ar, (void **)&blk, tab + (size_t)(nseg - 1) * KV * 4);
     if (st) return st;
-    la_cu_seq segs[DC_PIPE_MAX];
-    int64_t cut[DC_PIPE_MAX + 1];
+    la_cu_seq segs[LA_CU_PIPE_MAX];
+    int64_t cut[LA_CU_PIPE_MAX + 1];
     const int64_t start = c->cu_seqlens ? c->cu_seqlens[0] : 0;
     const int64_t len = c->cu_seqlens ? c->cu_seqlens[1] - c->cu_seqlens[0] : c->T;
     for (int64_t i = 0; i <= nseg; i++) cut[i] = nch * i / nseg;
@@ -527,7 +472,7 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
     }
     if (piped) {
         const int64_t nseg = dc_pipe_segs(c, tb, parts, p.o != NULL);
-        dc_pipe_ctx *x = nseg > 1 ? dc_pipe_get(c) : NULL;
+        la_cu_pipe *x = nseg > 1 ? la__cu_pipe_get(c) : NULL;
         *piped = x != NULL;
         if (x) return dc_pipe(c, ar, tb, p, nseg, x);
     }

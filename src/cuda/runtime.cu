@@ -124,3 +124,58 @@ la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t
     t->nchunks = nch;
     return LA_OK;
 }
+
+/* ---- the pipelined delta-rule forward's streams and events (cuda-gdnf19) --
+ * They belong to the context (one call at a time per context), so two
+ * contexts on different streams never order each other's work or share a
+ * graph capture; la_ctx_destroy frees them. Kept in this file, which every
+ * CUDA context links already, so la_ctx_destroy pulls nothing more into a
+ * static link. */
+
+/* Destroys what was made (pending work finishes first: the CUDA runtime
+ * releases a stream or event whose work is still queued once it completes). */
+extern "C" void la__cuda_pipe_free(void *pipe) {
+    la_cu_pipe *x = (la_cu_pipe *)pipe;
+    if (!x) return;
+    int cur = -1;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur != x->device) cudaSetDevice(x->device);
+    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
+    for (int i = 0; i < 3; i++)
+        if (*ev[i]) cudaEventDestroy(*ev[i]);
+    for (int i = 0; i < LA_CU_PIPE_MAX; i++) {
+        if (x->prep[i]) cudaEventDestroy(x->prep[i]);
+        if (x->state[i]) cudaEventDestroy(x->state[i]);
+    }
+    if (x->hi) cudaStreamDestroy(x->hi);
+    if (x->lo) cudaStreamDestroy(x->lo);
+    cudaGetLastError();
+    if (cur >= 0 && cur != x->device) cudaSetDevice(cur);
+    free(x);
+}
+
+/* The context's streams and events (made on first use on the call's
+ * device, current here; NULL where that fails: the call then takes the
+ * unsplit path, and so do the context's later calls). */
+la_cu_pipe *la__cu_pipe_get(const la__cu_call *c) {
+    if (!c->pipe) return NULL;
+    la_cu_pipe *x = (la_cu_pipe *)*c->pipe;
+    if (x) return x->ok > 0 ? x : NULL;
+    if (!(x = (la_cu_pipe *)calloc(1, sizeof *x))) return NULL;
+    *c->pipe = x;
+    x->device = c->device;
+    int least = 0, greatest = 0;
+    bool good = cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
+                cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) ==
+                    cudaSuccess &&
+                cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess;
+    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
+    for (int i = 0; good && i < 3; i++)
+        good = cudaEventCreateWithFlags(ev[i], cudaEventDisableTiming) == cudaSuccess;
+    for (int i = 0; good && i < LA_CU_PIPE_MAX; i++)
+        good = cudaEventCreateWithFlags(&x->prep[i], cudaEventDisableTiming) == cudaSuccess &&
+               cudaEventCreateWithFlags(&x->state[i], cudaEventDisableTiming) == cudaSuccess;
+    if (!good) cudaGetLastError();
+    x->ok = good ? 1 : -1;
+    return good ? x : NULL;
+}
+
