@@ -73,9 +73,12 @@ enum {
     LA__CAUSAL = 1u << 10,          /* causal (else every token sees the whole sequence) */
     LA__QUADRATIC = 1u << 11,       /* O(T^2) per head */
     LA__HAS_LSE = 1u << 12,         /* optional log-sum-exp output lse [B,T,H] */
-    LA__NEED_RF = 1u << 13          /* random features: rf, rf_W [rf_m, K], rf_m; the state
+    LA__NEED_RF = 1u << 13,         /* random features: rf, rf_W [rf_m, K], rf_m; the state
                                        has M = la_rf_num_features rows (la__op_state_rows)
                                        and a running key maximum [N,H] */
+    LA__SAVES = 1u << 14            /* passes la__op_args.saved to its forward and backward
+                                       (the chunk forms that fill la_saved on a CPU context,
+                                       include/linattn.h "Saved for backward") */
 };
 
 /* Uniform arguments of every op; what an entry does not need stays
@@ -104,6 +107,9 @@ typedef struct la__op_args {
     int64_t rf_m;
     const float *initial_key_max;
     float *final_key_max;
+    /* saved for backward (LA__SAVES; ignored otherwise): given to the forward
+     * and the backward, as opts.saved */
+    la_saved *saved;
 } la__op_args;
 
 typedef la_status (*la__op_fn)(la_ctx *ctx, const la__op_args *a);

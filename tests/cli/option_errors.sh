@@ -38,6 +38,10 @@ expect "linattn bench: --threads expects a comma-separated list of at most 8 int
 expect "linattn bench: --T expects a comma-separated list of at most 32 integers in [1, 4194304], got '1,x'" bench --T 1,x
 expect "linattn bench: --budget expects a number in [0, 1e+06], got 'nan'" bench --budget nan
 expect "linattn bench: --repeats needs a value" bench --repeats
+expect "linattn bench: --saved takes no value, got '1'" bench --saved=1
+expect "linattn bench: --saved times forward+backward of the op sweep; it cannot be combined with --fwd-only" bench --saved --fwd-only
+expect "linattn bench: --saved times forward+backward of the op sweep; it cannot be combined with --scaling" bench --scaling --saved
+expect "linattn bench: --saved: none of the selected ops takes an la_saved (the chunk forms of linear_attn, simple_gla, gla, delta_rule, gated_delta_rule, kda do)" bench --saved --ops softmax,linear_attn-recurrent
 expect "linattn labs: --threads expects an integer in [0, 4096], got '-1'" labs --threads=-1
 expect "linattn labs: unknown option '--sed' (see linattn labs --help)" labs --sed 3
 expect "linattn approx: --draws expects an integer in [2, 100000], got '1'" approx --draws 1

@@ -266,6 +266,11 @@ int bench_op_in_default_sweep(bench_op op) {
     return e && (e->needs & LA__CAUSAL);
 }
 
+int bench_op_saves(bench_op op) {
+    const la__op_entry *e = entry(op);
+    return e && (e->needs & LA__SAVES);
+}
+
 double bench_op_flops(bench_op op, int64_t T, int64_t K, int64_t V, int64_t BH, int64_t C,
                       int backward) {
     const la__op_entry *e = entry(op);
@@ -395,6 +400,7 @@ la_status bench_op_run(la_ctx *ctx, bench_op op, const bench_bufs *b, int backwa
     a.dg = b->dg;
     a.dbeta = b->dbeta;
     a.d_o = b->d_o;
+    a.saved = b->saved;
     if (e->needs & LA__NEED_RF) { /* Performer: FAVOR+, m = K rows (M = K features) */
         a.rf = la_rf_opts_default();
         a.rf_W = b->rf_W;
@@ -445,15 +451,32 @@ static void child_run(const bench_cfg *c, bench_result *r) {
     /* the context (thread pool) is created before the baseline: the memory
      * reported is what the call itself adds (its scratch, its temporaries) */
     la_ctx *ctx = NULL;
+    la_saved *saved = NULL;
     la_status st = la_ctx_create(&ctx, c->threads);
+    if (!st && c->saved) {
+        if (!c->backward || !bench_op_saves(c->op)) {
+            snprintf(r->err, sizeof r->err, "%s takes no la_saved (forward+backward only)",
+                     bench_op_name(c->op));
+            la_ctx_destroy(ctx);
+            bench_bufs_free(&b);
+            return;
+        }
+        st = la_saved_create(ctx, &saved);
+        b.saved = saved;
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const double maxrss0 = 1024.0 * (double)ru.ru_maxrss;
     const int have_hwm = reset_hwm();
     const double rss0 = proc_status_bytes("VmRSS");
     if (!st) st = bench_op_run(ctx, c->op, &b, c->backward); /* warm-up + memory */
-    if (st) {
-        snprintf(r->err, sizeof r->err, "%s: %s", la_status_string(st), la_last_error());
+    if (st || (saved && !la_saved_filled(saved))) {
+        if (st)
+            snprintf(r->err, sizeof r->err, "%s: %s", la_status_string(st), la_last_error());
+        else /* the backward would recompute: not the path this row names */
+            snprintf(r->err, sizeof r->err, "the forward left la_saved empty at this "
+                                             "shape (one sequence split over time?)");
+        la_saved_destroy(saved);
         la_ctx_destroy(ctx);
         bench_bufs_free(&b);
         return;
@@ -484,6 +507,7 @@ static void child_run(const bench_cfg *c, bench_result *r) {
         r->runs = n;
         r->ok = 1;
     }
+    la_saved_destroy(saved);
     la_ctx_destroy(ctx);
     bench_bufs_free(&b);
 }

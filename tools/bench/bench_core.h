@@ -41,6 +41,10 @@ int bench_op_is_quadratic(bench_op op); /* O(T^2) per head */
 int bench_op_count(void);
 /* In the default sweep: every causal op (the non-causal kernel trick is on request). */
 int bench_op_in_default_sweep(bench_op op);
+/* Takes a saved-for-backward object (la_saved) in its forward and backward:
+ * the chunk forms of causal linear attention, simple GLA, GLA, the delta
+ * rules and KDA (include/linattn.h, "Saved for backward"). */
+int bench_op_saves(bench_op op);
 
 /* FLOPs of one call for B*H heads (K = V = D kept general), multiply-add = 2.
  * backward: forward + backward (see the table in bench_core.c / OPS.md). */
@@ -55,6 +59,7 @@ typedef struct bench_bufs {
     float *q, *k, *v, *o, *g, *beta;
     float *dq, *dk, *dv, *d_o, *dg, *dbeta;
     float *rf_W; /* random features: W [m = K, K] (M = K features, FAVOR+) */
+    la_saved *saved; /* NULL (bench_bufs_alloc): the backward recomputes; not owned */
 } bench_bufs;
 
 /* Allocates and fills (deterministic, from seed) every buffer op needs;
@@ -65,7 +70,8 @@ void bench_bufs_free(bench_bufs *b);
 /* Bytes bench_bufs_alloc would take. */
 double bench_bufs_bytes(bench_op op, int64_t T, int64_t H, int64_t K, int64_t V, int backward);
 
-/* One call of the op (forward, or forward then backward). */
+/* One call of the op (forward, or forward then backward; both given
+ * b->saved when the op takes it). */
 la_status bench_op_run(la_ctx *ctx, bench_op op, const bench_bufs *b, int backward);
 
 /* Fills n floats uniformly in [-a, a] (fast, deterministic). */
@@ -78,6 +84,9 @@ typedef struct bench_cfg {
     int backward, threads, repeats;
     double min_time; /* repeat until at least this many seconds are spent (after repeats) */
     uint64_t seed;
+    int saved; /* forward+backward with an la_saved (bench_op_saves ops): the
+                  forward fills it, the backward reads it; a forward that
+                  leaves it empty is reported as a failure */
 } bench_cfg;
 
 typedef struct bench_result {

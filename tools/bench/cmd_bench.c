@@ -5,7 +5,9 @@
  * repeated calls in a fresh child process, GFLOP/s on the FLOP count of
  * bench_core.c (table there and in bench/OPS.md), the percentage of the FP32
  * FMA peak measured in the same run, and the peak extra memory of a call (RSS
- * high-water growth, bench_run_isolated). Configurations whose estimated time
+ * high-water growth, bench_run_isolated). With --saved, a third pass "saved":
+ * forward+backward with an la_saved object, the path autograd runs, for the
+ * ops that take one (bench_op_saves). Configurations whose estimated time
  * (FLOPs / the rate measured at the previous T) exceeds --max-run are
  * skipped and printed as "skipped (est. Ns)". Then the crossover T at which
  * each linear form beats streaming softmax, and the decoding step
@@ -36,7 +38,7 @@ static const char *decode_name(int op) { return la__decode_get(op)->family; }
 typedef struct entry {
     bench_op op;
     int64_t T, D;
-    int fb, threads;
+    int fb, threads; /* fb: 0 forward, 1 forward+backward, 2 the same with la_saved */
     int status; /* 0 measured, 1 skipped (estimate), 2 skipped (memory), 3 skipped (budget), 4 failed */
     double est, flops;
     bench_result r;
@@ -61,7 +63,7 @@ typedef struct opts {
     int nT, nD, nthr;
     int ops[LA__OP_COUNT];
     int nops;
-    int fwd_only, quick, no_decode, decode_only, repeats, scaling, have_bh;
+    int fwd_only, quick, no_decode, decode_only, repeats, scaling, have_bh, saved;
     int64_t bh, chunk;
     double budget, max_run, max_gb;
     const char *json, *svg;
@@ -111,7 +113,7 @@ static void usage(FILE *f) {
             "usage: linattn bench [--T LIST] [--D LIST] [--ops LIST] [--threads LIST]\n"
             "                     [--bh N] [--chunk N] [--fwd-only] [--repeats N] [--quick]\n"
             "                     [--budget S] [--max-run S] [--max-gb G] [--no-decode]\n"
-            "                     [--decode-only] [--scaling]\n"
+            "                     [--decode-only] [--scaling] [--saved]\n"
             "                     [--json FILE] [--svg PREFIX]\n"
             "\n"
             "Times every op and form (causal; K = V = D; B = 1, H = B*H) over a sweep of T,\n"
@@ -132,6 +134,11 @@ static void usage(FILE *f) {
                "  --bh N          B*H heads (default 8)\n"
                "  --chunk N       chunk size of the chunk forms (default 64)\n"
                "  --fwd-only      forward only\n"
+               "  --saved         also pass \"saved\": forward+backward with an la_saved (the\n"
+               "                  forward keeps per-chunk products, the backward reads them;\n"
+               "                  the path autograd runs) for the ops that take one: the\n"
+               "                  chunk forms of linear_attn, simple_gla, gla, delta_rule,\n"
+               "                  gated_delta_rule, kda; same FLOP count as fwd+bwd\n"
                "  --repeats N     timed calls per configuration, median (default 3)\n"
                "  --quick         small sweep (seconds)\n"
                "  --budget S      stop measuring after S seconds (default 300)\n"
@@ -147,11 +154,17 @@ static void usage(FILE *f) {
                "  --json FILE     write every number as JSON\n"
                "  --svg PREFIX    write PREFIXtime_D<d>_fwd.svg, ..._fwdbwd.svg, PREFIXmem_D<d>.svg\n"
                "\n"
-               "example: linattn bench --T 1024,8192 --D 128 --ops softmax,linear --threads 1,2\n"
+               "example: linattn bench --T 1024,8192 --D 128 --ops softmax,linear_attn --threads 1,2\n"
+               "         linattn bench --saved --T 8192 --D 128 --ops gla,kda --no-decode\n"
                "         linattn bench --scaling --T 65536 --bh 1 --ops linear_attn-chunk --json s.json\n");
 }
 
-static const char *fb_name(int fb) { return fb ? "fwd+bwd" : "fwd"; }
+static const char *fb_name(int fb) { return fb == 2 ? "saved" : fb ? "fwd+bwd" : "fwd"; }
+
+/* the passes: forward, forward+backward, and with --saved the same with la_saved */
+static int n_passes(const opts *o) { return o->fwd_only ? 1 : o->saved ? 3 : 2; }
+/* a pass the op has: "saved" only for the ops that take an la_saved */
+static int has_pass(bench_op op, int fb) { return fb < 2 || bench_op_saves(op); }
 
 static const entry *find(const entry *E, int n, bench_op op, int64_t T, int64_t D, int fb,
                          int thr) {
@@ -171,7 +184,7 @@ static double crossover(const opts *o, const entry *E, int n, bench_op op, int64
     *lo_T = 0;
     for (int ti = 0; ti < o->nT; ti++) {
         const entry *a = find(E, n, op, o->Ts[ti], D, fb, thr),
-                    *s = find(E, n, LA__OP_SOFTMAX_STREAMING, o->Ts[ti], D, fb, thr);
+                    *s = find(E, n, LA__OP_SOFTMAX_STREAMING, o->Ts[ti], D, fb ? 1 : 0, thr);
         if (!a || !s) continue;
         double lr = log(a->r.wall / s->r.wall);
         if (lr < 0) {
@@ -378,6 +391,7 @@ int cmd_bench(int argc, char **argv) {
         {"--D", CLI_INT_LIST, &Ds, 1, 1024, NULL},
         {"--ops", CLI_CUSTOM, &ops, 0, 0, parse_ops},
         {"--fwd-only", CLI_FLAG, &o.fwd_only, 0, 0, NULL},
+        {"--saved", CLI_FLAG, &o.saved, 0, 0, NULL},
         {"--decode-only", CLI_FLAG, &o.decode_only, 0, 0, NULL},
         {"--no-decode", CLI_FLAG, &o.no_decode, 0, 0, NULL},
         {"--scaling", CLI_FLAG, &o.scaling, 0, 0, NULL},
@@ -428,6 +442,23 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < LA__OP_COUNT; i++) sel[i] = bench_op_in_default_sweep(i);
     for (int i = 0; i < LA__OP_COUNT; i++)
         if (sel[i] && !o.decode_only) o.ops[o.nops++] = i;
+    if (o.saved) {
+        const char *clash = o.fwd_only ? "--fwd-only" : o.scaling ? "--scaling"
+                            : o.decode_only ? "--decode-only" : NULL;
+        if (clash) {
+            fprintf(stderr, "linattn bench: --saved times forward+backward of the op sweep; it "
+                            "cannot be combined with %s\n", clash);
+            return 2;
+        }
+        int any = 0;
+        for (int i = 0; i < o.nops; i++) any |= bench_op_saves(o.ops[i]);
+        if (!any) {
+            fprintf(stderr, "linattn bench: --saved: none of the selected ops takes an la_saved "
+                            "(the chunk forms of linear_attn, simple_gla, gla, delta_rule, "
+                            "gated_delta_rule, kda do)\n");
+            return 2;
+        }
+    }
     /* ascending T: the skip estimate extrapolates from the previous T */
     for (int a = 1; a < o.nT; a++)
         for (int b = a; b > 0 && o.Ts[b - 1] > o.Ts[b]; b--) {
@@ -466,9 +497,13 @@ int cmd_bench(int argc, char **argv) {
     }
     printf("times: median wall ms per call (cpu: process CPU ms, all threads); %% peak = "
            "GFLOP/s / (threads x peak);\n%%pk cpu = FLOPs / (CPU seconds x peak): the rate while "
-           "on a core, robust to a shared machine\n\n");
+           "on a core, robust to a shared machine\n");
+    if (o.saved)
+        printf("pass saved = fwd+bwd with la_saved (the forward keeps per-chunk products, the "
+               "backward reads them); FLOPs counted as fwd+bwd\n");
+    printf("\n");
 
-    const int max_entries = o.nthr * o.nD * 2 * o.nops * o.nT;
+    const int max_entries = o.nthr * o.nD * n_passes(&o) * o.nops * o.nT;
     entry *E = calloc((size_t)max_entries, sizeof *E);
     decode_entry *DE = calloc((size_t)(N_DECODE_SHAPES * o.nthr * o.nD * N_DECODE), sizeof *DE);
     if (!E || !DE) {
@@ -483,9 +518,10 @@ int cmd_bench(int argc, char **argv) {
            "wall ms", "cpu ms", "GFLOP/s", "% peak", "%pk cpu", "extra MiB");
     for (int ti = 0; ti < o.nthr; ti++)
         for (int di = 0; di < o.nD; di++)
-            for (int fb = 0; fb < (o.fwd_only ? 1 : 2); fb++)
+            for (int fb = 0; fb < n_passes(&o); fb++)
                 for (int oi = 0; oi < o.nops; oi++) {
                     const bench_op op = (bench_op)o.ops[oi];
+                    if (!has_pass(op, fb)) continue;
                     double rate = NAN; /* FLOP/s at the previous measured T */
                     for (int tt = 0; tt < o.nT; tt++) {
                         entry *e = &E[n++];
@@ -494,9 +530,9 @@ int cmd_bench(int argc, char **argv) {
                         e->D = o.Ds[di];
                         e->fb = fb;
                         e->threads = o.threads[ti];
-                        e->flops = bench_op_flops(op, e->T, e->D, e->D, o.bh, o.chunk, fb);
+                        e->flops = bench_op_flops(op, e->T, e->D, e->D, o.bh, o.chunk, fb != 0);
                         e->est = isfinite(rate) ? e->flops / rate : NAN;
-                        double gb = bench_bufs_bytes(op, e->T, o.bh, e->D, e->D, fb) / 1e9;
+                        double gb = bench_bufs_bytes(op, e->T, o.bh, e->D, e->D, fb != 0) / 1e9;
                         printf("%-18s %4lld %7lld %-7s %3d ", bench_op_name(op),
                                (long long)e->D, (long long)e->T, fb_name(fb), e->threads);
                         if (gb > o.max_gb) {
@@ -515,8 +551,9 @@ int cmd_bench(int argc, char **argv) {
                             continue;
                         }
                         fflush(stdout);
-                        bench_cfg c = {op, e->T, o.bh, e->D, e->D, o.chunk, fb, e->threads,
-                                       o.repeats, o.quick ? 0.01 : 0.1, 1};
+                        bench_cfg c = {op,        e->T,      o.bh,      e->D,
+                                       e->D,      o.chunk,   fb != 0,   e->threads,
+                                       o.repeats, o.quick ? 0.01 : 0.1, 1, fb == 2};
                         if (bench_run_isolated(&c, &e->r) || !e->r.ok) {
                             e->status = 4;
                             printf("failed: %s\n", e->r.err[0] ? e->r.err : "fork");
@@ -540,10 +577,10 @@ int cmd_bench(int argc, char **argv) {
     int first_cx = 1;
     for (int ti = 0; ti < o.nthr; ti++)
         for (int di = 0; di < o.nD; di++)
-            for (int fb = 0; fb < (o.fwd_only ? 1 : 2); fb++)
+            for (int fb = 0; fb < n_passes(&o); fb++)
                 for (int oi = 0; oi < o.nops; oi++) {
                     const bench_op op = (bench_op)o.ops[oi];
-                    if (bench_op_is_softmax(op)) continue;
+                    if (bench_op_is_softmax(op) || !has_pass(op, fb)) continue;
                     int64_t lo;
                     double x =
                         crossover(&o, E, n, op, o.Ds[di], fb, o.threads[ti], &lo);
@@ -559,10 +596,10 @@ int cmd_bench(int argc, char **argv) {
                     printf("%-18s %4lld %-7s %3d %12s\n", bench_op_name(op),
                            (long long)o.Ds[di], fb_name(fb), o.threads[ti], txt);
                     sb_addf(&cx,
-                            "%s    {\"op\": \"%s\", \"D\": %lld, \"backward\": %s, \"threads\": "
-                            "%d, \"crossover_T\": ",
+                            "%s    {\"op\": \"%s\", \"D\": %lld, \"backward\": %s, \"saved\": "
+                            "%s, \"threads\": %d, \"crossover_T\": ",
                             first_cx ? "" : ",\n", bench_op_name(op), (long long)o.Ds[di],
-                            fb ? "true" : "false", o.threads[ti]);
+                            fb ? "true" : "false", fb == 2 ? "true" : "false", o.threads[ti]);
                     if (isnan(x))
                         sb_addf(&cx, "null, \"note\": \"not measured\"}");
                     else if (x < 0)
@@ -615,9 +652,11 @@ int cmd_bench(int argc, char **argv) {
                 strbuf b = {0};
                 sb_addf(&b,
                         "    {\"op\": \"%s\", \"D\": %lld, \"T\": %lld, \"backward\": %s, "
-                        "\"threads\": %d, \"status\": \"%s\", \"flops\": %.6g, \"est_s\": ",
+                        "\"saved\": %s, \"threads\": %d, \"status\": \"%s\", \"flops\": %.6g, "
+                        "\"est_s\": ",
                         bench_op_name(e->op), (long long)e->D, (long long)e->T,
-                        e->fb ? "true" : "false", e->threads, STATUS[e->status], e->flops);
+                        e->fb ? "true" : "false", e->fb == 2 ? "true" : "false", e->threads,
+                        STATUS[e->status], e->flops);
                 sb_json_num(&b, e->est);
                 sb_addf(&b, ", \"wall_s\": ");
                 sb_json_num(&b, e->status ? NAN : e->r.wall);

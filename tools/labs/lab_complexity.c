@@ -224,7 +224,7 @@ int lab_complexity(const lab_opts *opts, lab_output *out) {
                 continue;
             }
             bench_cfg c = {OPS[oi], R->Ts[i], R->H, R->D, R->D, 64, 0, opts->threads,
-                           3, opts->quick ? 0.005 : 0.05, opts->seed};
+                           3, opts->quick ? 0.005 : 0.05, opts->seed, 0};
             if (bench_run_isolated(&c, &R->r[oi][i]) || !R->r[oi][i].ok) {
                 fprintf(stderr, "lab complexity: %s at T = %lld failed: %s\n",
                         bench_op_name(OPS[oi]), (long long)R->Ts[i], R->r[oi][i].err);

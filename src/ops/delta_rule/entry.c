@@ -25,6 +25,7 @@ static la_gated_opts opts_of(const la__op_args *a, la_form form) {
     o.scale = a->scale;
     o.chunk_size = form == LA_FORM_CHUNK ? a->chunk_size : 0;
     o.use_qk_l2norm = a->use_qk_l2norm;
+    o.saved = form == LA_FORM_CHUNK ? a->saved : NULL;
     return o;
 }
 
@@ -74,7 +75,7 @@ const la__op_entry la__entry_delta_rule_recurrent = {LA__OP_DELTA_RULE_RECURRENT
                                                      d_fr,
                                                      d_br};
 const la__op_entry la__entry_delta_rule_chunk = {
-    LA__OP_DELTA_RULE_CHUNK, "delta_rule-chunk", "delta_rule", LA_FORM_CHUNK, DELTA_NEEDS,
+    LA__OP_DELTA_RULE_CHUNK, "delta_rule-chunk", "delta_rule", LA_FORM_CHUNK, DELTA_NEEDS | LA__SAVES,
     LA_OP_DELTA_RULE,        flops_chunk,        d_fc,         d_bc};
 const la__op_entry la__entry_gated_delta_rule_recurrent = {LA__OP_GATED_DELTA_RULE_RECURRENT,
                                                            "gated_delta_rule-recurrent",
@@ -89,7 +90,7 @@ const la__op_entry la__entry_gated_delta_rule_chunk = {LA__OP_GATED_DELTA_RULE_C
                                                        "gated_delta_rule-chunk",
                                                        "gated_delta_rule",
                                                        LA_FORM_CHUNK,
-                                                       GDELTA_NEEDS,
+                                                       GDELTA_NEEDS | LA__SAVES,
                                                        LA_OP_GATED_DELTA_RULE,
                                                        flops_chunk,
                                                        g_fc,

@@ -18,6 +18,7 @@ static la_gated_opts opts_of(const la__op_args *a, la_form form) {
     o.form = form;
     o.scale = a->scale;
     o.chunk_size = form == LA_FORM_CHUNK ? a->chunk_size : 0;
+    o.saved = form == LA_FORM_CHUNK ? a->saved : NULL;
     return o;
 }
 
@@ -66,13 +67,13 @@ const la__op_entry la__entry_simple_gla_recurrent = {LA__OP_SIMPLE_GLA_RECURRENT
                                                      sgla_fr,
                                                      sgla_br};
 const la__op_entry la__entry_simple_gla_chunk = {
-    LA__OP_SIMPLE_GLA_CHUNK, "simple_gla-chunk", "simple_gla", LA_FORM_CHUNK, SGLA_NEEDS,
+    LA__OP_SIMPLE_GLA_CHUNK, "simple_gla-chunk", "simple_gla", LA_FORM_CHUNK, SGLA_NEEDS | LA__SAVES,
     LA_OP_SIMPLE_GLA,        flops_chunk,        sgla_fc,      sgla_bc};
 const la__op_entry la__entry_gla_recurrent = {LA__OP_GLA_RECURRENT, "gla-recurrent", "gla",
                                               LA_FORM_RECURRENT,    GLA_NEEDS,       LA_OP_GLA,
                                               flops_recurrent,      gla_fr,          gla_br};
 const la__op_entry la__entry_gla_chunk = {LA__OP_GLA_CHUNK, "gla-chunk", "gla",
-                                          LA_FORM_CHUNK,    GLA_NEEDS,   LA_OP_GLA,
+                                          LA_FORM_CHUNK,    GLA_NEEDS | LA__SAVES, LA_OP_GLA,
                                           flops_chunk,      gla_fc,      gla_bc};
 
 /* ---- decoding: the recurrent form's own per-token update --------------- */

@@ -23,6 +23,7 @@ static la_status run(la_ctx *ctx, const la__op_args *a, la_form form, int bwd) {
     o.scale = a->scale;
     o.chunk_size = form == LA_FORM_CHUNK ? a->chunk_size : 0;
     o.use_qk_l2norm = a->use_qk_l2norm;
+    o.saved = form == LA_FORM_CHUNK ? a->saved : NULL;
     if (!bwd)
         return la_kda_forward(ctx, &o, &a->dims, a->o, a->final_state, a->q, a->k, a->v, a->g,
                               a->beta, a->initial_state);
@@ -47,7 +48,7 @@ const la__op_entry la__entry_kda_recurrent = {LA__OP_KDA_RECURRENT, "kda-recurre
                                               LA_FORM_RECURRENT,    KDA_NEEDS,       LA_OP_KDA,
                                               flops_recurrent,      fwd_rec,         bwd_rec};
 const la__op_entry la__entry_kda_chunk = {LA__OP_KDA_CHUNK, "kda-chunk", "kda",
-                                          LA_FORM_CHUNK,    KDA_NEEDS,   LA_OP_KDA,
+                                          LA_FORM_CHUNK,    KDA_NEEDS | LA__SAVES, LA_OP_KDA,
                                           flops_chunk,      fwd_chunk,   bwd_chunk};
 
 /* ---- decoding: the recurrent form's own per-token update --------------- */

@@ -25,6 +25,7 @@ static la_linear_attn_opts opts_of(const la__op_args *a, int causal, la_form for
     o.eps = a->eps ? a->eps : LA_LINEAR_ATTN_DEFAULT_EPS;
     o.scale = a->scale;
     o.chunk_size = form == LA_FORM_CHUNK ? a->chunk_size : 0;
+    o.saved = causal && form == LA_FORM_CHUNK ? a->saved : NULL;
     return o;
 }
 
@@ -83,7 +84,7 @@ const la__op_entry la__entry_linear_attn_chunk = {LA__OP_LINEAR_ATTN_CHUNK,
                                                   "linear_attn-chunk",
                                                   "linear_attn",
                                                   LA_FORM_CHUNK,
-                                                  LIN_NEEDS | LA__CAUSAL,
+                                                  LIN_NEEDS | LA__CAUSAL | LA__SAVES,
                                                   LA_OP_LINEAR_ATTN,
                                                   flops_chunk,
                                                   fwd_chk,
