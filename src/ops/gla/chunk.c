@@ -805,25 +805,50 @@ LA_ISA_BUILDS(, la__gla_chunk_fwd_task, chunk_fwd_body, (void *arg, int64_t task
               (arg, task, tid))
 
 /* cpu-sgla9: simple GLA's gate gradient (one gate per token), the same
- * terms as chunk_bwd_chunk's GLA block below, with every sum over the K keys
- * (and the V values) in eight float64 partial sums instead of one serial
- * chain per row (the per-key form sums each key on its own; with one gate the
- * chains were 128 dependent additions per row, ~4% of the backward):
+ * terms as chunk_bwd_chunk's GLA block below:
  *   dG_t = sum_{i>=t} q_i . dq^inter_i + e^{G_L} <dS, S0>
- *        + sum_{j<t} (k_j . (dk^state_j + dk^intra_j) - q_j . dq^intra_j). */
-GLA_INLINE double dot_kq_f64(const float *k, const float *dkc, const float *dks, const float *q,
-                             const float *dqs, int64_t n) {
-    double acc[8] = {0};
+ *        + sum_{j<t} (k_j . (dk^state_j + dk^intra_j) - q_j . dq^intra_j).
+ * cpu-sgla20: each row's dot product (K or V terms) in sixteen float partial
+ * sums (one 512-bit vector), each lane n/16 products long; the lanes, the
+ * rows and the chunk's sums in float64 as before. The float64 products (each
+ * operand converted, ~22K 512-bit uops per chunk-head, ~5 us of ~82) were
+ * the gate gradient's whole cost; the float lanes carry ~n/16 roundings each
+ * against the row's sum of |products|, like the float32 dot products of dq,
+ * dk and dv themselves (errors against float64: bench/NOTES.md cpu-sgla20).
+ * Elementwise float operations in a fixed order, no contraction: the same
+ * bits on every ISA path and thread count. */
+#define SG_LANES 16
+
+/* lanes into float64: a fixed tree (pairs u, u + w) */
+GLA_INLINE double sg_lanes_sum(const float *acc) {
+    double s[SG_LANES];
+    for (int u = 0; u < SG_LANES; u++) s[u] = (double)acc[u];
+    for (int w = SG_LANES / 2; w >= 1; w /= 2)
+        for (int u = 0; u < w; u++) s[u] += s[u + w];
+    return s[0];
+}
+
+/* sum_y a_y b_y */
+GLA_INLINE double dot_f32l(const float *restrict a, const float *restrict b, int64_t n) {
+    float acc[SG_LANES] = {0};
+    int64_t y = 0;
+    for (; y + SG_LANES <= n; y += SG_LANES)
+        for (int u = 0; u < SG_LANES; u++) acc[u] += a[y + u] * b[y + u];
+    for (int u = 0; y < n; y++, u++) acc[u] += a[y] * b[y];
+    return sg_lanes_sum(acc);
+}
+
+/* sum_x k_x (dkc_x + dks_x) - q_x dqs_x */
+GLA_INLINE double dot_kq_f32l(const float *restrict k, const float *restrict dkc,
+                              const float *restrict dks, const float *restrict q,
+                              const float *restrict dqs, int64_t n) {
+    float acc[SG_LANES] = {0};
     int64_t x = 0;
-    for (; x + 8 <= n; x += 8)
-        for (int u = 0; u < 8; u++)
-            acc[u] += (double)k[x + u] * ((double)dkc[x + u] + (double)dks[x + u]) -
-                      (double)q[x + u] * (double)dqs[x + u];
-    double s = 0.0;
-    for (; x < n; x++)
-        s += (double)k[x] * ((double)dkc[x] + (double)dks[x]) - (double)q[x] * (double)dqs[x];
-    for (int u = 0; u < 8; u++) s += acc[u];
-    return s;
+    for (; x + SG_LANES <= n; x += SG_LANES)
+        for (int u = 0; u < SG_LANES; u++)
+            acc[u] += k[x + u] * (dkc[x + u] + dks[x + u]) - q[x + u] * dqs[x + u];
+    for (int u = 0; x < n; x++, u++) acc[u] += k[x] * (dkc[x] + dks[x]) - q[x] * dqs[x];
+    return sg_lanes_sum(acc);
 }
 
 GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, int64_t L) {
@@ -831,17 +856,17 @@ GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0,
     double *dG = b->dG;
     /* reverse cumulative sum of the inter-chunk term */
     for (int64_t i = L - 1; i >= 0; i--)
-        dG[i] = (i < L - 1 ? dG[i + 1] : 0.0) + dot_f64(b->Qc + i * K, b->dqc + i * K, K);
+        dG[i] = (i < L - 1 ? dG[i + 1] : 0.0) + dot_f32l(b->Qc + i * K, b->dqc + i * K, K);
     /* the state term's constant part, one number for the chunk */
     double c = 0.0;
-    for (int64_t x = 0; x < K; x++) c += dot_f64(b->dS + x * V, S0 + x * V, V);
+    for (int64_t x = 0; x < K; x++) c += dot_f32l(b->dS + x * V, S0 + x * V, V);
     c *= (double)b->eG[L - 1];
     /* forward prefix of the state and pair terms */
     double p = 0.0;
     dG[0] += c;
     for (int64_t i = 1; i < L; i++) {
         const int64_t r = (i - 1) * K;
-        p += dot_kq_f64(b->Kc + r, b->dkc + r, b->dks + r, b->Qc + r, b->dqs + r, K);
+        p += dot_kq_f32l(b->Kc + r, b->dkc + r, b->dks + r, b->Qc + r, b->dqs + r, K);
         dG[i] += c + p;
     }
 }
