@@ -924,12 +924,8 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     const la__kernels *kr = j->kr;
     gather_rows(b->Qc, j->q, H, K, r0, L, h);
     gather_rows(b->Kc, j->k, H, K, r0, L, h);
-    /* cpu-glab20: v and d_o read in place (row stride H V): only the
-     * products (which pack their operands; their sums do not depend on the
-     * stride) and the diagonal pair's row loop read them */
-    const int64_t ldv = H * V;
-    const float *Vr = j->v + (size_t)(r0 * H + h) * (size_t)V;
-    const float *dOr = j->d_o + (size_t)(r0 * H + h) * (size_t)V;
+    gather_rows(b->Vc, j->v, H, V, r0, L, h);
+    gather_rows(b->dOc, j->d_o, H, V, r0, L, h);
     /* the next unit's rows and start state, one tensor (one seventh of the
      * state) per stage so the misses overlap the products */
     if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr, pn, ph);
@@ -938,8 +934,8 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     /* Inter-chunk and state terms:
      *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
      *   dv_j = (k_j * e^{G_L-G_j}) dS. */
-    kr->gemm_nt(L, K, V, scale, dOr, ldv, S0, V, 0.0f, b->dqc, K);
-    kr->gemm_nt(L, K, V, 1.0f, Vr, ldv, b->dS, V, 0.0f, b->dkc, K);
+    kr->gemm_nt(L, K, V, scale, b->dOc, V, S0, V, 0.0f, b->dqc, K);
+    kr->gemm_nt(L, K, V, 1.0f, b->Vc, V, b->dS, V, 0.0f, b->dkc, K);
     for (int64_t i = 0; i < L; i++) {
         const float *eGi = b->eG + i * gw, *eLi = b->eLm + i * gw;
         for (int64_t x = 0; x < K; x++) {
@@ -954,7 +950,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
     if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 1, 7);
-    kr->gemm_nt_tril(L, V, 0, scale, dOr, ldv, Vr, ldv, 0.0f, b->dA, j->C);
+    kr->gemm_nt_tril(L, V, 0, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
     if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 2, 7);
     if (j->per_key) {
@@ -994,9 +990,9 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (pn > 0) prefetch_rows(j->d_o, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 3, 7);
     if (j->per_key)
-        la__gemm_tn_block(kr, L, V, L, scale, b->A, j->C, dOr, ldv, 1.0f, b->dvc, V);
+        la__gemm_tn_block(kr, L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
     else
-        la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, dOr, ldv, b->dvc, V);
+        la__gemm_tn_lower_acc(kr, L, V, b->A, j->C, b->dOc, V, b->dvc, V);
     /* the next unit's gradient rows (written next), one tensor per stage */
     if (pn > 0 && !b->stream) prefetch_rows_w(j->dq, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 4, 7);
@@ -1022,7 +1018,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      * simple GLA's from b->diag) */
     for (int64_t i = 0; i < L; i++) {
         const float *restrict qi = b->Qc + i * K, *restrict ki = b->Kc + i * K;
-        const float *restrict doi = dOr + i * ldv;
+        const float *restrict doi = b->dOc + i * V;
         const float *restrict dqsi = b->dqs + i * K, *restrict dksi = b->dks + i * K;
         float *restrict dvi = b->dvc + i * V;
         float *restrict dqi = b->dqc + i * K, *restrict dki = b->dkc + i * K;
@@ -1046,7 +1042,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     prefetch_part(pS, KVn, 6, 7);
     scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
     /* cpu-sgla9, cpu-glab15: same bits as gemm_tn */
-    la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, dOr, ldv, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS,
+    la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS,
                       V);
     void (*const put)(float *, const float *, size_t) = b->stream ? stream_copy : plain_copy;
     for (int64_t i = 0; i < L; i++) {
