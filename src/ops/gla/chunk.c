@@ -62,7 +62,7 @@ typedef struct chunk_bufs {
     float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
-    float *diag;      /* [2C] simple GLA backward: A_ii = scale q_i.k_i, dA_ii = scale do_i.v_i */
+    float *diag;      /* [2C] backward: A_ii = scale q_i.k_i, dA_ii = scale do_i.v_i */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
     int stream;       /* cpu-sglabwd18: dq, dk, dv (dg) rows by stream_copy (the task fences) */
 } chunk_bufs;
@@ -110,7 +110,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dOc = la__arena_take(&a, C * V, sizeof(float));
         b->Tq = la__arena_take(&a, CKg, sizeof(float));
         b->Tk = la__arena_take(&a, CKg, sizeof(float));
-        b->diag = la__arena_take(&a, j->per_key ? 0 : 2 * C, sizeof(float));
+        b->diag = la__arena_take(&a, 2 * C, sizeof(float));
         /* simple GLA (a few bytes per token): G summed once per chunk. GLA
          * sums twice instead (keeping [nch,C,K] doubles doubled the memory
          * of the one state pass and measured no faster) */
@@ -918,21 +918,19 @@ GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, 
     }
 }
 
-/* cpu-sgla12: out[u] = sum_x a_ux b_ux for the n <= 8 rows u of a and b
- * (row stride w), each a serial float sum in x order (the bits of one row's
- * loop); for a full block the eight rows' chains advance together, so the
- * adds' latency overlaps instead of costing w dependent adds per row. */
-GLA_INLINE void row_dots8(const float *restrict a, const float *restrict b, int64_t w, int64_t n,
-                          float *restrict out) {
-    float s[8] = {0};
-    if (n == 8) {
-        for (int64_t x = 0; x < w; x++)
-            for (int u = 0; u < 8; u++) s[u] += a[u * w + x] * b[u * w + x];
-    } else {
-        for (int64_t u = 0; u < n; u++)
-            for (int64_t x = 0; x < w; x++) s[u] += a[u * w + x] * b[u * w + x];
-    }
-    for (int64_t u = 0; u < n; u++) out[u] = s[u];
+/* cpu-glab20: sum_x a_x b_x in sixteen interleaved partial sums (lane
+ * x mod 16) added pairwise at the end: vectorised, one order on every ISA
+ * (replaces cpu-sgla12's eight serial row sums, whose lanes were extracted
+ * and added one at a time). */
+GLA_INLINE float dot16(const float *restrict a, const float *restrict b, int64_t w) {
+    float s[16] = {0};
+    int64_t x = 0;
+    for (; x + 16 <= w; x += 16)
+        for (int u = 0; u < 16; u++) s[u] += a[x + u] * b[x + u];
+    for (int u = 0; x + u < w; u++) s[u] += a[x + u] * b[x + u];
+    for (int n = 8; n > 0; n >>= 1)
+        for (int u = 0; u < n; u++) s[u] += s[u + n];
+    return s[0];
 }
 
 /* One chunk of the backward, rows [r0, r0 + L) of head h (gates in b
@@ -977,10 +975,18 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
     if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 1, 7);
-    kr->gemm_nt_tril(L, V, j->per_key, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
+    kr->gemm_nt_tril(L, V, 0, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
     if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 2, 7);
     if (j->per_key) {
+        /* cpu-glab20: dA with its diagonal (as simple GLA's since
+         * cpu-sgla19), kept in b->diag for the end and zeroed here (the
+         * pair products take j < i); A_ii = q_i . k_i has no plain product
+         * here (A carries the decays): row_dot16 below */
+        for (int64_t i = 0; i < L; i++) {
+            b->diag[j->C + i] = b->dA[i * j->C + i];
+            b->dA[i * j->C + i] = 0.0f;
+        }
         intra_bwd_per_key(j, b, L);
     } else {
         /* cpu-sgla9: A carries the scale (dv's product below is the
@@ -1032,29 +1038,21 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     if (pn > 0 && !b->stream) prefetch_rows_w(j->dk, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 5, 7);
     if (pn > 0 && j->per_key && j->dg && !b->stream) prefetch_rows_w(j->dg, H, K, pr, pn, ph);
-    /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay),
-     * eight rows at a time (GLA: row_dots8, the diagonal's dot products;
-     * simple GLA: b->diag, from the triangular products) */
-    for (int64_t i0 = 0; i0 < L; i0 += 8) {
-        const int64_t nr = L - i0 < 8 ? L - i0 : 8;
-        float A8[8], dA8[8];
-        if (j->per_key) {
-            row_dots8(b->Qc + i0 * K, b->Kc + i0 * K, K, nr, A8);
-            row_dots8(b->dOc + i0 * V, b->Vc + i0 * V, V, nr, dA8);
-        }
-        for (int64_t i = i0; i < i0 + nr; i++) {
-            const float *restrict qi = b->Qc + i * K, *restrict ki = b->Kc + i * K;
-            const float *restrict doi = b->dOc + i * V;
-            const float *restrict dqsi = b->dqs + i * K, *restrict dksi = b->dks + i * K;
-            float *restrict dvi = b->dvc + i * V;
-            float *restrict dqi = b->dqc + i * K, *restrict dki = b->dkc + i * K;
-            const float dA = j->per_key ? dA8[i - i0] * scale : b->diag[j->C + i];
-            const float sA = j->per_key ? scale * A8[i - i0] : b->diag[i];
-            for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
-            for (int64_t x = 0; x < K; x++) {
-                dqi[x] += dqsi[x] + dA * ki[x];
-                dki[x] += dksi[x] + dA * qi[x];
-            }
+    /* dq, dk: inter/state + strictly-intra + the diagonal pair (no decay;
+     * dA_ii from b->diag, the triangular product; GLA's A_ii from dot16,
+     * simple GLA's from b->diag) */
+    for (int64_t i = 0; i < L; i++) {
+        const float *restrict qi = b->Qc + i * K, *restrict ki = b->Kc + i * K;
+        const float *restrict doi = b->dOc + i * V;
+        const float *restrict dqsi = b->dqs + i * K, *restrict dksi = b->dks + i * K;
+        float *restrict dvi = b->dvc + i * V;
+        float *restrict dqi = b->dqc + i * K, *restrict dki = b->dkc + i * K;
+        const float dA = b->diag[j->C + i];
+        const float sA = j->per_key ? scale * dot16(qi, ki, K) : b->diag[i];
+        for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
+        for (int64_t x = 0; x < K; x++) {
+            dqi[x] += dqsi[x] + dA * ki[x];
+            dki[x] += dksi[x] + dA * qi[x];
         }
     }
     /* dS before the chunk: Diag(e^{G_L}) dS + scale (Q * e^{G})^T dO. */
