@@ -106,6 +106,13 @@ typedef struct la__saved_key {
     const char *ptr_name[LA__SAVED_NPTR];
 } la__saved_key;
 
+/* The key of a delta-rule-like call (DeltaNet, Gated DeltaNet on CPU and
+ * CUDA, KDA): inputs q, k, v, g, beta, initial_state; chunk 0 unless the
+ * chunk form. */
+LA_HIDDEN la__saved_key la__saved_delta_key(const char *family, la_form form, int64_t chunk,
+                                            float scale, int l2norm, const la_dims *dims,
+                                            const void *q, const void *k, const void *v,
+                                            const void *g, const void *beta, const void *s0);
 /* NULL saved: LA_OK. Else it must belong to ctx (not another context, not
  * one destroyed since); the message names `opts->saved`. */
 LA_HIDDEN la_status la__saved_check(const char *op, la_ctx *ctx, const la_saved *s);

@@ -88,6 +88,24 @@ void la__saved_orphan(la_saved *s) {
     s->filled = 0;
 }
 
+la__saved_key la__saved_delta_key(const char *family, la_form form, int64_t chunk,
+                                  float scale, int l2norm, const la_dims *dims, const void *q,
+                                  const void *k, const void *v, const void *g, const void *beta,
+                                  const void *s0) {
+    la__saved_key key;
+    memset(&key, 0, sizeof key);
+    key.family = family;
+    key.form = form;
+    key.chunk = form == LA_FORM_CHUNK ? chunk : 0;
+    key.scale = scale;
+    key.l2norm = l2norm;
+    key.dims = *dims;
+    const void *p[LA__SAVED_NPTR] = {q, k, v, g, beta, s0};
+    static const char *const names[LA__SAVED_NPTR] = {"q", "k", "v", "g", "beta", "initial_state"};
+    for (int i = 0; i < LA__SAVED_NPTR; i++) key.ptr[i] = p[i], key.ptr_name[i] = names[i];
+    return key;
+}
+
 la_status la__saved_check(const char *op, la_ctx *ctx, const la_saved *s) {
     if (!s) return LA_OK;
     if (!s->ctx)

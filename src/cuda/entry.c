@@ -281,18 +281,9 @@ la_status la__cuda_simple_gla_backward(la_ctx *ctx, const la_gated_opts *opts, c
  * CUDA chunk form's, whatever opts.chunk_size says), 0 in the recurrent
  * form; scale resolved. */
 static la__saved_key delta_saved_key(int gated, const la__cu_call *c, const la_dims *dims) {
-    la__saved_key k;
-    memset(&k, 0, sizeof k);
-    k.family = gated ? "gated_delta_rule" : "delta_rule";
-    k.form = c->chunk_form ? LA_FORM_CHUNK : LA_FORM_RECURRENT;
-    k.chunk = c->chunk_form ? 64 : 0;
-    k.scale = c->scale;
-    k.l2norm = c->use_l2;
-    k.dims = *dims;
-    const void *p[LA__SAVED_NPTR] = {c->q, c->k, c->v, c->g, c->beta, c->s0};
-    static const char *const names[LA__SAVED_NPTR] = {"q", "k", "v", "g", "beta", "initial_state"};
-    for (int i = 0; i < LA__SAVED_NPTR; i++) k.ptr[i] = p[i], k.ptr_name[i] = names[i];
-    return k;
+    return la__saved_delta_key(gated ? "gated_delta_rule" : "delta_rule",
+                               c->chunk_form ? LA_FORM_CHUNK : LA_FORM_RECURRENT, 64, c->scale,
+                               c->use_l2, dims, c->q, c->k, c->v, c->g, c->beta, c->s0);
 }
 
 la_status la__cuda_delta_forward(la_ctx *ctx, int gated, const la_gated_opts *opts,

@@ -109,18 +109,10 @@ static la_status check_values(const char *op, const delta_call *c, const la__del
 
 /* The call a la_saved records (see la__saved_match). */
 static la__saved_key saved_key(const delta_call *c, const la__delta_args *a) {
-    la__saved_key k;
-    memset(&k, 0, sizeof k);
-    k.family = c->gated ? "gated_delta_rule" : "delta_rule";
-    k.form = a->form;
-    k.chunk = a->form == LA_FORM_CHUNK ? la__delta_chunk_len(a) : 0;
-    k.scale = a->scale;
-    k.l2norm = a->l2norm;
-    k.dims = a->dims;
-    const void *p[LA__SAVED_NPTR] = {a->q, a->k, a->v, a->g, a->beta, a->initial_state};
-    static const char *const names[LA__SAVED_NPTR] = {"q", "k", "v", "g", "beta", "initial_state"};
-    for (int i = 0; i < LA__SAVED_NPTR; i++) k.ptr[i] = p[i], k.ptr_name[i] = names[i];
-    return k;
+    return la__saved_delta_key(c->gated ? "gated_delta_rule" : "delta_rule", a->form,
+                               a->form == LA_FORM_CHUNK ? la__delta_chunk_len(a) : 0, a->scale,
+                               a->l2norm, &a->dims, a->q, a->k, a->v, a->g, a->beta,
+                               a->initial_state);
 }
 
 static la_status forward(const char *op, la_ctx *ctx, const delta_call *c, float *o,

@@ -86,18 +86,8 @@ static la_status validate(const char *op, la_ctx *ctx, const kda_call *c, la__kd
 
 /* The call a la_saved records (la__saved_match compares every field). */
 static la__saved_key saved_key(const la__kda_args *a) {
-    la__saved_key k;
-    memset(&k, 0, sizeof k);
-    k.family = "kda";
-    k.form = a->form;
-    k.chunk = a->form == LA_FORM_CHUNK ? a->chunk : 0;
-    k.scale = a->scale;
-    k.l2norm = a->l2norm;
-    k.dims = a->dims;
-    const void *p[LA__SAVED_NPTR] = {a->q, a->k, a->v, a->g, a->beta, a->initial_state};
-    static const char *const names[LA__SAVED_NPTR] = {"q", "k", "v", "g", "beta", "initial_state"};
-    for (int i = 0; i < LA__SAVED_NPTR; i++) k.ptr[i] = p[i], k.ptr_name[i] = names[i];
-    return k;
+    return la__saved_delta_key("kda", a->form, a->chunk, a->scale, a->l2norm, &a->dims, a->q,
+                               a->k, a->v, a->g, a->beta, a->initial_state);
 }
 
 /* The values: finite q, k, v (and initial_state), log-gates <= 0, beta in
