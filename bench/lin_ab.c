@@ -25,6 +25,9 @@
  * cpu-sgla19: AB_THREADS=n runs both sides on n threads, timed by the wall
  * clock (% of peak then against one core's peak).
  *
+ * cpu-fwd21: LIN_AB_FWD=1 skips the backward (forward-only pairs; the bwd
+ * columns then read 0).
+ *
  * Built with the tools (CMake target lin_ab).
  * usage: lin_ab OLD.so NEW.so [pairs] [T] [op: lin | sgla] [saved: none|new|old|both] */
 #define _POSIX_C_SOURCE 200809L
@@ -103,6 +106,11 @@ typedef struct bufs {
     float *o, *dq, *dk, *dv, *dg;
 } bufs;
 
+static int fwd_only(void) {
+    const char *e = getenv("LIN_AB_FWD");
+    return e && *e == '1';
+}
+
 /* forward then backward; returns 0 on success, times in t[0] (fwd), t[1] (bwd) */
 static int run(const lib *l, int sgla, const la_dims *d, bufs *b, double t[2]) {
     double t0 = ab_clock();
@@ -112,7 +120,7 @@ static int run(const lib *l, int sgla, const la_dims *d, bufs *b, double t[2]) {
         st = l->sfwd(l->ctx, &o, d, b->o, NULL, b->q, b->k, b->v, b->g, NULL, NULL);
         t[0] = ab_clock() - t0;
         t0 = ab_clock();
-        if (st == LA_OK)
+        if (st == LA_OK && !fwd_only())
             st = l->sbwd(l->ctx, &o, d, b->dq, b->dk, b->dv, b->dg, NULL, NULL, b->d_o, NULL, b->q,
                          b->k, b->v, b->g, NULL, NULL);
     } else {
@@ -128,7 +136,7 @@ static int run(const lib *l, int sgla, const la_dims *d, bufs *b, double t[2]) {
         st = l->lfwd(l->ctx, &o, d, b->o, NULL, NULL, b->q, b->k, b->v, NULL, NULL);
         t[0] = ab_clock() - t0;
         t0 = ab_clock();
-        if (st == LA_OK)
+        if (st == LA_OK && !fwd_only())
             st = l->lbwd(l->ctx, &o, d, b->dq, b->dk, b->dv, NULL, NULL, b->d_o, NULL, NULL, b->q,
                          b->k, b->v, NULL, NULL);
     }
