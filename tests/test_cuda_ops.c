@@ -1642,21 +1642,25 @@ int main(void) {
         for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++)
             if (take() && (!quick || pc[i].d.T <= 1000)) run_delta_pipe(gpu, &pc[i], 4100 + i);
     }
-    if (want('d')) { /* cuda-dbf19: the bf16 cases again (same seeds, same bounds) with the
-                      * token gradients' fp32 operands as one bf16 part
-                      * (LINATTN_CUDA_DCG_PARTS=1, read at each call; opt-in) */
+    if (want('d')) { /* cuda-dbf19, cuda-dcg21: the bf16 cases again (same seeds, same bounds)
+                      * with the token gradients' fp32 operands as one bf16 part
+                      * (LINATTN_CUDA_DCG_PARTS=1) and one part for Yu alone (=mixed);
+                      * read at each call; opt-in */
         const char *old = getenv("LINATTN_CUDA_DCG_PARTS");
         char *keep = old ? strdup(old) : NULL;
-        setenv("LINATTN_CUDA_DCG_PARTS", "1", 1);
-        printf("DeltaNet / Gated DeltaNet, bf16, LINATTN_CUDA_DCG_PARTS=1:\n");
+        static const char *const vals[] = {"1", "mixed"}, *const tags[] = {"parts1", "mixed"};
         const size_t nd = sizeof dc / sizeof dc[0], nb = quick ? 0 : sizeof dbig / sizeof dbig[0];
-        for (size_t i = 0; i < nd + nb; i++) { /* dc, then dbig */
-            dcase c = i < nd ? dc[i] : dbig[i - nd];
-            if (c.dt != LA_DTYPE_BF16 || !take()) continue;
-            char name[160];
-            snprintf(name, sizeof name, "parts1 %s", c.name);
-            c.name = name;
-            run_delta(gpu, cpu, &c, i < nd ? 3000 + i : 4000 + (i - nd));
+        for (int m = 0; m < 2; m++) {
+            setenv("LINATTN_CUDA_DCG_PARTS", vals[m], 1);
+            printf("DeltaNet / Gated DeltaNet, bf16, LINATTN_CUDA_DCG_PARTS=%s:\n", vals[m]);
+            for (size_t i = 0; i < nd + nb; i++) { /* dc, then dbig */
+                dcase c = i < nd ? dc[i] : dbig[i - nd];
+                if (c.dt != LA_DTYPE_BF16 || !take()) continue;
+                char name[160];
+                snprintf(name, sizeof name, "%s %s", tags[m], c.name);
+                c.name = name;
+                run_delta(gpu, cpu, &c, i < nd ? 3000 + i : 4000 + (i - nd));
+            }
         }
         if (keep)
             setenv("LINATTN_CUDA_DCG_PARTS", keep, 1);
