@@ -876,7 +876,8 @@ typedef void (*dg2_kern)(la_cu_dc_args, const dg2_bf *, const float *, const flo
 static dg2_kern dg2_pick(bool gated, int m) {
     if (m == 0) return gated ? la_cu_dcg_tc2<3, 0, false> : la_cu_dcg_tc2<2, 0, true>;
     if (m == DG2_LO_MIXED)
-        return gated ? la_cu_dcg_tc2<3, DG2_LO_MIXED, false> : la_cu_dcg_tc2<2, DG2_LO_MIXED, false>;
+        return gated ? la_cu_dcg_tc2<3, DG2_LO_MIXED, false>
+                     : la_cu_dcg_tc2<2, DG2_LO_MIXED, false>;
     return gated ? la_cu_dcg_tc2<3, DG2_LO_ALL, false> : la_cu_dcg_tc2<2, DG2_LO_ALL, false>;
 }
 
