@@ -10,7 +10,9 @@
  * for backward);
  * LINATTN_CUDA_TEST_SHARD=i/n runs only every n-th case of the s, n, d, v
  * sections from the i-th (0-based), so a slow tool such as racecheck can
- * cover a section in n processes side by side. Every measured error is
+ * cover a section in n processes side by side;
+ * LINATTN_CUDA_TEST_MATCH=<text> runs only the delta-rule cases (section d)
+ * whose names contain <text> (e.g. "bf16"). Every measured error is
  * printed. */
 #include "harness.h"
 #include "ref_delta_rule.h"
@@ -39,6 +41,9 @@ static int take(void) {
     static long seen;
     return seen++ % shard_n == shard_i;
 }
+/* LINATTN_CUDA_TEST_MATCH (cuda-dcg21): NULL, or the text a delta case's name must hold */
+static const char *match;
+static int matches(const char *name) { return !match || strstr(name, match) != NULL; }
 static double worst_f32;
 static int in_f32; /* the current case has fp32 inputs */
 
@@ -509,6 +514,7 @@ typedef struct dcase {
 } dcase;
 
 static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
+    if (!matches(c->name)) return;
     la_rng rng;
     la_rng_seed(&rng, seed);
     la_dims d = {.B = c->B,
@@ -930,6 +936,7 @@ static void pipe_run(la_ctx *gpu, cudaStream_t us, const pcase *pc, const char *
 }
 static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
     const dcase *c = &pc->d;
+    if (!matches(c->name)) return;
     la_rng rng;
     la_rng_seed(&rng, seed);
     const int64_t N = c->cu ? c->nseq : c->B, HS = c->HV ? c->HV : c->H;
@@ -1319,6 +1326,7 @@ int main(void) {
     const char *qe = getenv("LINATTN_CUDA_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
     only = getenv("LINATTN_CUDA_TEST_ONLY");
+    match = getenv("LINATTN_CUDA_TEST_MATCH");
     const char *sh = getenv("LINATTN_CUDA_TEST_SHARD");
     if (sh && (sscanf(sh, "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 || shard_i < 0 ||
                shard_i >= shard_n)) {
@@ -1634,21 +1642,25 @@ int main(void) {
         for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++)
             if (take() && (!quick || pc[i].d.T <= 1000)) run_delta_pipe(gpu, &pc[i], 4100 + i);
     }
-    if (want('d')) { /* cuda-dbf19: the bf16 cases again (same seeds, same bounds) with the
-                      * token gradients' fp32 operands as one bf16 part
-                      * (LINATTN_CUDA_DCG_PARTS=1, read at each call; opt-in) */
+    if (want('d')) { /* cuda-dbf19, cuda-dcg21: the bf16 cases again (same seeds, same bounds)
+                      * with the token gradients' fp32 operands as one bf16 part
+                      * (LINATTN_CUDA_DCG_PARTS=1) and one part for Yu alone (=mixed);
+                      * read at each call; opt-in */
         const char *old = getenv("LINATTN_CUDA_DCG_PARTS");
         char *keep = old ? strdup(old) : NULL;
-        setenv("LINATTN_CUDA_DCG_PARTS", "1", 1);
-        printf("DeltaNet / Gated DeltaNet, bf16, LINATTN_CUDA_DCG_PARTS=1:\n");
+        static const char *const vals[] = {"1", "mixed"}, *const tags[] = {"parts1", "mixed"};
         const size_t nd = sizeof dc / sizeof dc[0], nb = quick ? 0 : sizeof dbig / sizeof dbig[0];
-        for (size_t i = 0; i < nd + nb; i++) { /* dc, then dbig */
-            dcase c = i < nd ? dc[i] : dbig[i - nd];
-            if (c.dt != LA_DTYPE_BF16 || !take()) continue;
-            char name[160];
-            snprintf(name, sizeof name, "parts1 %s", c.name);
-            c.name = name;
-            run_delta(gpu, cpu, &c, i < nd ? 3000 + i : 4000 + (i - nd));
+        for (int m = 0; m < 2; m++) {
+            setenv("LINATTN_CUDA_DCG_PARTS", vals[m], 1);
+            printf("DeltaNet / Gated DeltaNet, bf16, LINATTN_CUDA_DCG_PARTS=%s:\n", vals[m]);
+            for (size_t i = 0; i < nd + nb; i++) { /* dc, then dbig */
+                dcase c = i < nd ? dc[i] : dbig[i - nd];
+                if (c.dt != LA_DTYPE_BF16 || !take()) continue;
+                char name[160];
+                snprintf(name, sizeof name, "%s %s", tags[m], c.name);
+                c.name = name;
+                run_delta(gpu, cpu, &c, i < nd ? 3000 + i : 4000 + (i - nd));
+            }
         }
         if (keep)
             setenv("LINATTN_CUDA_DCG_PARTS", keep, 1);

@@ -41,11 +41,18 @@
  *   part buys the error back for its cost (bench/GPU.md cuda-dbf19). NP 1
  *   without gates issues the next step's loads before this step's products
  *   (PF).
+ * - cuda-dcg21: NP replaced by LOM, one bit per fp32 operand that keeps two
+ *   parts (DG2_LO_*): NP 2 = DG2_LO_ALL, NP 1 = 0, same kernels. Measured
+ *   masks' costs and errors: the only one inside half the 4e-3 bound (A^T
+ *   one part) gains nothing; Yu one part (LINATTN_CUDA_DCG_PARTS=mixed,
+ *   opt-in) 2.09e-3 and -7% of the kernel; the errors grow faster than the
+ *   time falls (bench/GPU.md cuda-dcg21).
  * Row sums over the two column halves go through per-half partials summed
  * in a fixed order; the gate gradient's sums over Z in double as in
  * la_cu_dcg_tc. Fixed orders, no atomics (bitwise identical run to run). */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "delta_chunk.cuh"
 #include "tc_tile.cuh"
@@ -406,13 +413,27 @@ struct dg2_flags {
     int hmaj; /* grid (HS, chunks) instead of (chunks, HS) */
 };
 
+/* cuda-dcg21: the fp32 operands, one bit each in LOM when it keeps its lo
+ * part (hi + lo: a product with it costs two or three mma instead of one) */
+enum {
+    DG2_LO_AT = 1,  /* A^T (Yu = A^T dR) */
+    DG2_LO_DR = 2,  /* dR (Yu = A^T dR) */
+    DG2_LO_R = 4,   /* R (dP = dO R^T, dM = -Yu R^T, R G^T) */
+    DG2_LO_YU = 8,  /* Yu (dM, Yu S0^T) */
+    DG2_LO_G = 16,  /* G (R G^T) */
+    DG2_LO_S0 = 32, /* S0 (dO S0^T, Yu S0^T) */
+    DG2_LO_T = 64,  /* T1 diag(rk), diag(rq) T1, (T2 + T2^T) diag(rk) */
+    DG2_LO_ALL = 127
+};
+
 /* GM: 2 without gates, 3 gated (<G, S0> in the R G^T phase; file header).
- * NP (cuda-dbf19): 2, every fp32 operand as hi + lo parts; 1, as its hi part
- * alone (one mma per product, half the part stores). PF (cuda-dbf19): each
+ * LOM (cuda-dcg21; cuda-dbf19's NP 2 = DG2_LO_ALL, NP 1 = 0): the DG2_LO_*
+ * operands stored and multiplied as hi + lo parts, the others as their hi
+ * part alone. PF (cuda-dbf19): each
  * phase step's fp32 loads issued before the previous step's products
- * (dg2_phase); the host takes it where the registers allow it, NP 1 without
- * gates (GM 3 or NP 2 spill with it: GDN's kernel measured 2286 -> 2698 us) */
-template <int GM, int NP, bool PF>
+ * (dg2_phase); the host takes it where the registers allow it (GM 3 or two
+ * parts everywhere spill with it: GDN's kernel measured 2286 -> 2698 us) */
+template <int GM, int LOM, bool PF>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
                   float *dR, dg2_bf *dv_out, float *dqp, float *dkp, float *dbp, float *dgp,
@@ -449,9 +470,12 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     dg2_bf(*const SA)[LA_TC_TILE] = S.P, (*const SB)[LA_TC_TILE] = S.P + 2;
     float *const W = (float *)S.P[4];
     const int nk = (K + 63) / 64, nv = (V + 63) / 64;
-    /* NP 2: every fp32 operand's lo part (its tile P1), NP 1: none (NULL) */
-    constexpr bool LO = NP == 2;
-    auto lp = [](const dg2_bf *P1) -> const dg2_bf * { return LO ? P1 : NULL; };
+    /* cuda-dcg21: which fp32 operands keep their lo part (LOM's DG2_LO_* bits; a
+     * part tile P1 is read only where its bit is set) */
+    constexpr bool lAT = LOM & DG2_LO_AT, lDR = LOM & DG2_LO_DR, lR = LOM & DG2_LO_R,
+                   lYU = LOM & DG2_LO_YU, lG = LOM & DG2_LO_G, lS0 = LOM & DG2_LO_S0,
+                   lT = LOM & DG2_LO_T;
+    auto lp = [](bool on, const dg2_bf *P1) -> const dg2_bf * { return on ? P1 : NULL; };
     /* the chunk's gate prefix sums by a two-warp scan (tc.cuh; dgam as its
      * scratch, written only at the end) */
     /* NG (cuda-dcg9, no gates: DeltaNet): gam = 0, so Gamma = b = e = 1 and
@@ -521,8 +545,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             if (wh & 2) dg2_fetch(xb, Yc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vf);
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
-            if (j == 0) dg2_put(SA, xa, LO);
-            dg2_put(SB, xb, LO);
+            if (j == 0) dg2_put(SA, xa, lAT);
+            dg2_put(SB, xb, lDR);
             { /* cuda-dcg9: the v block by cp.async into Y (free here) */
                 const int v0 = 64 * j;
                 dg2_tile(Y, vc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), fl.vv);
@@ -531,7 +555,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         [&](int j) {
             const int v0 = 64 * j;
             dg2_zero(a0);
-            dg2_mmax<false, false>(a0, SA[0], lp(SA[1]), SB[0], lp(SB[1]));
+            dg2_mmax<false, false>(a0, SA[0], lp(lAT, SA[1]), SB[0], lp(lDR, SB[1]));
             dg2_each(a0, [&](int rh, int m, int n, float &y) {
                 const int c = v0 + n;
                 if (m < L && c < V) xs[rh] = fmaf(y, la_tc_f(Y[m * LA_TC_LD + n]), xs[rh]);
@@ -559,13 +583,13 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         },
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
             const int v0 = 64 * j;
-            dg2_put(SA, xa, LO);
-            dg2_put(SB, xb, LO);
+            dg2_put(SA, xa, lYU);
+            dg2_put(SB, xb, lR);
             dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
         },
         [&](int) {
-            dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(SB[1]));
-            dg2_mmax<false, true>(a1, SA[0], lp(SA[1]), SB[0], lp(SB[1]));
+            dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(lR, SB[1]));
+            dg2_mmax<false, true>(a1, SA[0], lp(lYU, SA[1]), SB[0], lp(lR, SB[1]));
         });
     /* rp[0] was written before the phase's barriers */
     if (t < LA_CU_C) S.dbt[t] += S.rp[0][0][t] + S.rp[0][1][t];
@@ -656,7 +680,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 if (wh & 2) dg2_fetch<CSL>(xb, G + k0 * V + v0, V, kcols, cols, vf);
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
-                dg2_put(SA, xa, LO);
+                dg2_put(SA, xa, lR);
                 if (GM == 3) { /* S0 at G's positions (xa's registers free now) */
                     const int v0 = 64 * j;
                     dg2_fetch(xa, S0 + k0 * V + v0, V, kcols, (V - v0 < 64 ? V - v0 : 64), vf);
@@ -667,9 +691,9 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                                (double)gv.z * (double)sv.z + (double)gv.w * (double)sv.w;
                     }
                 }
-                dg2_put(SB, xb, LO);
+                dg2_put(SB, xb, lG);
             },
-            [&](int) { dg2_mmax<false, true>(a0, SA[0], lp(SA[1]), SB[0], lp(SB[1])); });
+            [&](int) { dg2_mmax<false, true>(a0, SA[0], lp(lR, SA[1]), SB[0], lp(lG, SB[1])); });
         if (GM == 3) {
             for (int off = 16; off > 0; off >>= 1) dga += __shfl_xor_sync(0xffffffffu, dga, off);
             if (lane == 0) S.red[w] = (k0 == 0 ? 0.0 : S.red[w]) + dga;
@@ -689,19 +713,19 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             },
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 const int v0 = 64 * j;
-                dg2_put(SA, xa, LO);
-                dg2_put(SB, xb, LO);
+                dg2_put(SA, xa, lYU);
+                dg2_put(SB, xb, lS0);
                 dg2_tile(X, dOc + v0, vst, L, (V - v0 < 64 ? V - v0 : 64), vdo);
             },
             [&](int) {
-                dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(SB[1]));
-                dg2_mmax<false, true>(a1, SA[0], lp(SA[1]), SB[0], lp(SB[1]));
+                dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(lS0, SB[1]));
+                dg2_mmax<false, true>(a1, SA[0], lp(lYU, SA[1]), SB[0], lp(lS0, SB[1]));
             });
         __syncthreads(); /* the products are done with A, B, X */
         /* the q block, the k block (exact) and T1 diag(rk) as parts */
         dg2_tile(X, qc + k0, kst, L, kcols, vqk);
         dg2_tile(Y, kc + k0, kst, L, kcols, vqk);
-        dg2_put_fn(SA, LO, [&](int r, int c) -> float4 {
+        dg2_put_fn(SA, lT, [&](int r, int c) -> float4 {
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             return make_float4(a.x * S.rk[c], a.y * S.rk[c + 1], a.z * S.rk[c + 2],
                                a.w * S.rk[c + 3]);
@@ -736,7 +760,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             });
         }
         /* dq = a0 + T1 K */
-        dg2_mmax<false, false>(a0, SA[0], lp(SA[1]), Y, NULL);
+        dg2_mmax<false, false>(a0, SA[0], lp(lT, SA[1]), Y, NULL);
         dg2_wput(W, a0, [](int, float x) { return x; });
         __syncthreads(); /* rp[0], rp[1] complete; A (T1 diag(rk)) no longer read */
         /* dq rows from W */
@@ -748,7 +772,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         }
         /* dk = diag(beta) b Yw + diag(e) R G^T + T1^T Q + (T2 + T2^T) K */
         /* stored [r][m]: diag(rq) T1 */
-        dg2_put_fn(SA, LO, [&](int r, int c) -> float4 {
+        dg2_put_fn(SA, lT, [&](int r, int c) -> float4 {
             const float4 a = *(const float4 *)&S.T1[r * LA_TC_LDF + c];
             const float f = S.rq[r];
             return make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
@@ -756,14 +780,14 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         __syncthreads(); /* rp[0] free again (read above), A complete */
         dg2_rowput(S.rp[0], xs);
         dg2_mma<true, false>(a1, SA[0], X);
-        if (LO) dg2_mma<true, false>(a1, SA[1], X);
+        if (lT) dg2_mma<true, false>(a1, SA[1], X);
         __syncthreads();
         if (t < LA_CU_C) {
             const float s = S.rp[0][0][t] + S.rp[0][1][t];
             S.dbt[t] += s;
             if (!NG) S.dbb[t] += S.be[t] * s;
         }
-        dg2_put_fn(SA, LO, [&](int r, int c) -> float4 {
+        dg2_put_fn(SA, lT, [&](int r, int c) -> float4 {
             const float *a = &S.T2[r * LA_TC_LDF + c];
             float y[4];
 #pragma unroll
@@ -771,7 +795,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             return make_float4(y[0], y[1], y[2], y[3]);
         });
         __syncthreads();
-        dg2_mmax<false, false>(a1, SA[0], lp(SA[1]), Y, NULL);
+        dg2_mmax<false, false>(a1, SA[0], lp(lT, SA[1]), Y, NULL);
         /* dk rows from W (dq's rows were read before two barriers) */
         dg2_wput(W, a1, [](int, float x) { return x; });
         __syncthreads();
@@ -824,14 +848,37 @@ static bool dg2_al(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) ==
 
 int la__cu_dcg_tc2_on(void);
 
-/* cuda-dbf19: the fp32 operands' bf16 parts, read at each call (a test
- * section forces 1): LINATTN_CUDA_DCG_PARTS unset or 2: two (hi + lo, the
- * default); 1: one (hi alone, as fla rounds its states; opt-in: its 16-bit
- * gradient errors, 2.8e-3 .. 3.75e-3 in the float64 tests, pass their 4e-3
- * bounds but mostly exceed python/tests' 3e-3 for DeltaNet, bench/GPU.md). */
-static int la__cu_dcg_parts(void) {
+/* cuda-dcg21: LINATTN_CUDA_DCG_PARTS=mixed: two parts for every fp32 operand
+ * but Yu (one). Of the per-operand masks measured (bench/GPU.md cuda-dcg21) the
+ * one with the smallest worst error that gains time: 16-bit gradient errors
+ * against float64 up to 2.09e-3 (dk; two parts 0.23e-3, one part 3.75e-3;
+ * bounds 4e-3), the kernel -7% (DeltaNet 8,2048: 1476 -> 1367 us). */
+#define DG2_LO_MIXED (DG2_LO_ALL & ~DG2_LO_YU)
+
+/* cuda-dbf19, cuda-dcg21: the fp32 operands' bf16 parts, read at each call
+ * (a test section forces the opt-in values): LINATTN_CUDA_DCG_PARTS unset
+ * or 2: hi + lo for every operand (the default); 1: the hi part alone (as fla
+ * rounds its states; 16-bit gradient errors 2.8e-3 .. 3.75e-3 in the float64
+ * tests against their 4e-3 bounds, above python/tests' 3e-3 for DeltaNet);
+ * mixed: DG2_LO_MIXED. Returns the DG2_LO_* mask. */
+static int la__cu_dcg_mask(void) {
     const char *e = getenv("LINATTN_CUDA_DCG_PARTS");
-    return e && e[0] == '1' ? 1 : 2;
+    if (e && strcmp(e, "1") == 0) return 0;
+    if (e && strcmp(e, "mixed") == 0) return DG2_LO_MIXED;
+    return DG2_LO_ALL;
+}
+
+typedef void (*dg2_kern)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *,
+                         dg2_bf *, float *, float *, float *, float *, dg2_flags);
+/* the kernel for gates (GM 3) or none (GM 2) and operand mask m (one of
+ * la__cu_dcg_mask's); PF where the registers allow it: one part everywhere,
+ * no gates (with any lo part kept it spills 84-100 bytes) */
+static dg2_kern dg2_pick(bool gated, int m) {
+    if (m == 0) return gated ? la_cu_dcg_tc2<3, 0, false> : la_cu_dcg_tc2<2, 0, true>;
+    if (m == DG2_LO_MIXED)
+        return gated ? la_cu_dcg_tc2<3, DG2_LO_MIXED, false>
+                     : la_cu_dcg_tc2<2, DG2_LO_MIXED, false>;
+    return gated ? la_cu_dcg_tc2<3, DG2_LO_ALL, false> : la_cu_dcg_tc2<2, DG2_LO_ALL, false>;
 }
 
 int la__cu_dcg_tc2_fits(const la__cu_call *c) {
@@ -852,11 +899,7 @@ la_status la__cu_dcg_tc2(const la__cu_call *c, cudaStream_t stream, const la_cu_
     fl.vdv = p.V % 4 == 0 && dg2_al(c->dv, 8);
     fl.vqo = p.K % 4 == 0 && dg2_al(dqp, 16) && dg2_al(dkp, 16);
     fl.vv = p.V % 8 == 0 && dg2_al(p.v, 16);
-    const int np = la__cu_dcg_parts();
-    void (*f)(la_cu_dc_args, const dg2_bf *, const float *, const float *, float *, dg2_bf *,
-              float *, float *, float *, float *, dg2_flags) =
-        p.g ? (np == 1 ? la_cu_dcg_tc2<3, 1, false> : la_cu_dcg_tc2<3, 2, false>)
-            : (np == 1 ? la_cu_dcg_tc2<2, 1, true> : la_cu_dcg_tc2<2, 2, false>);
+    const dg2_kern f = dg2_pick(p.g != NULL, la__cu_dcg_mask());
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* two CTAs per SM need the largest shared-memory carveout */
