@@ -513,6 +513,10 @@ typedef struct dcase {
     double kstd;
 } dcase;
 
+/* a tighter bound for the 16-bit gradients of run_delta where > 0 (an opt-in
+ * path held to the margin its documentation promises) */
+static double delta_bf16_grad_bound = 0;
+
 static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     if (!matches(c->name)) return;
     la_rng rng;
@@ -672,7 +676,9 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
         float *dq = down(Ddq, nqk, dt), *dk = down(Ddk, nqk, dt), *dv = down(Ddv, nv, dt);
         float *db = down(Ddb, ng, LA_DTYPE_F32), *dg = down(Ddg, ng, LA_DTYPE_F32),
               *ds0 = down(Dds0, ns, LA_DTYPE_F32);
-        const double tb = dt == LA_DTYPE_F32 ? 1e-5 : (c->gated ? 8e-3 : 8e-3) / 2;
+        const double tb = dt == LA_DTYPE_F32        ? 1e-5
+                          : delta_bf16_grad_bound > 0 ? delta_bf16_grad_bound
+                                                      : (c->gated ? 8e-3 : 8e-3) / 2;
         cmp(c->name, "dq", dq, dq_r, nqk, dt, tb);
         cmp(c->name, "dk", dk, dk_r, nqk, dt, tb);
         cmp(c->name, "dv", dv, dv_r, nv, dt, tb);
@@ -1652,6 +1658,8 @@ int main(void) {
         const size_t nd = sizeof dc / sizeof dc[0], nb = quick ? 0 : sizeof dbig / sizeof dbig[0];
         for (int m = 0; m < 2; m++) {
             setenv("LINATTN_CUDA_DCG_PARTS", vals[m], 1);
+            /* mixed is documented to pass python/tests' 3e-3: hold it there */
+            delta_bf16_grad_bound = m == 1 ? 3e-3 : 0;
             printf("DeltaNet / Gated DeltaNet, bf16, LINATTN_CUDA_DCG_PARTS=%s:\n", vals[m]);
             for (size_t i = 0; i < nd + nb; i++) { /* dc, then dbig */
                 dcase c = i < nd ? dc[i] : dbig[i - nd];
@@ -1662,6 +1670,7 @@ int main(void) {
                 run_delta(gpu, cpu, &c, i < nd ? 3000 + i : 4000 + (i - nd));
             }
         }
+        delta_bf16_grad_bound = 0;
         if (keep)
             setenv("LINATTN_CUDA_DCG_PARTS", keep, 1);
         else
