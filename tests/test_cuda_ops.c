@@ -7,7 +7,7 @@
  * LINATTN_CUDA_TEST_QUICK=1 keeps only the small cases (for
  * compute-sanitizer); LINATTN_CUDA_TEST_ONLY=<letters> runs only those
  * sections (e errors, s scalar, n normalised, d delta, t step, v saved
- * for backward);
+ * for backward; p: only d's pipelined cases, which d includes);
  * LINATTN_CUDA_TEST_SHARD=i/n runs only every n-th case of the s, n, d, v
  * sections from the i-th (0-based), so a slow tool such as racecheck can
  * cover a section in n processes side by side. Every measured error is
@@ -31,7 +31,7 @@ int main(void) {
 #include <cuda_runtime.h>
 
 static int quick;
-static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t), NULL = all */
+static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t v p), NULL = all */
 static int want(char section) { return !only || strchr(only, section) != NULL; }
 static int shard_i, shard_n = 1; /* LINATTN_CUDA_TEST_SHARD=i/n */
 /* this case belongs to the shard (cases counted in order) */
@@ -870,25 +870,45 @@ static void run_errors(la_ctx *gpu, la_ctx *cpu) {
  * backward's recompute is pipelined too), every output bitwise identical,
  * poisoned outputs included. P segments (P = 16 at 16 chunks: one chunk
  * each); s0, sT NULL where asked; the unsplit path is checked against the
- * float64 oracle by run_delta at these shapes. */
+ * float64 oracle by run_delta at these shapes. The state segments of the
+ * cluster state pass are launched programmatically (cuda-pdl21,
+ * LINATTN_CUDA_DELTA_PDL) by default, serialised in one case, with the
+ * signal at the walk's start, at its last chunk and 2 before its end. */
 typedef struct pcase {
     dcase d;
     int P, states; /* P = 0: the switch unset (the default); states: pass s0, a final state */
+    /* cuda-pdl21: LINATTN_CUDA_DELTA_PDL for the pipelined run (NULL: unset,
+     * the default: the state segments launched programmatically on sm_90) */
+    const char *pdl;
 } pcase;
 /* One forward + backward of p->d with LINATTN_CUDA_DELTA_PIPE = pipe; the
  * outputs read back as bytes into out[0..7] (o, sT, dq, dk, dv, dg, db, ds0). */
 /* us: the context's stream where it is not the legacy default one (then
  * only us is synchronised before reading back: the call's join onto it is
  * all that orders the internal streams' work before the copies). */
-static void pipe_run(la_ctx *gpu, cudaStream_t us, const pcase *pc, const char *pipe,
-                     void *const *in, void **out, const size_t *bytes) {
-    const dcase *c = &pc->d;
-    const char *was = getenv("LINATTN_CUDA_DELTA_PIPE"); /* restored at the end */
+/* setenv(name, val) or unsetenv(name) where val is NULL; returns the old
+ * value (strdup'ed, NULL where unset) for env_restore */
+static char *env_swap(const char *name, const char *val) {
+    const char *was = getenv(name);
     char *keep = was ? strdup(was) : NULL;
-    if (pipe)
-        setenv("LINATTN_CUDA_DELTA_PIPE", pipe, 1);
+    if (val)
+        setenv(name, val, 1);
     else
-        unsetenv("LINATTN_CUDA_DELTA_PIPE");
+        unsetenv(name);
+    return keep;
+}
+static void env_restore(const char *name, char *keep) {
+    if (keep)
+        setenv(name, keep, 1);
+    else
+        unsetenv(name);
+    free(keep);
+}
+static void pipe_run(la_ctx *gpu, cudaStream_t us, const pcase *pc, const char *pipe,
+                     const char *pdl, void *const *in, void **out, const size_t *bytes) {
+    const dcase *c = &pc->d;
+    char *keep = env_swap("LINATTN_CUDA_DELTA_PIPE", pipe); /* restored at the end */
+    char *keep_pdl = env_swap("LINATTN_CUDA_DELTA_PDL", pdl);
     la_dims dd = {.B = c->B, .T = c->T, .H = c->H, .K = c->K, .V = c->V, .HV = c->HV,
                   .cu_seqlens = c->cu, .n_seqs = c->nseq, .dtype = c->dt};
     la_gated_opts go = la_gated_opts_default();
@@ -922,11 +942,8 @@ static void pipe_run(la_ctx *gpu, cudaStream_t us, const pcase *pc, const char *
         out[i] = dup_dev_bytes(D[i], bytes[i]);
         cudaFree(D[i]);
     }
-    if (keep)
-        setenv("LINATTN_CUDA_DELTA_PIPE", keep, 1);
-    else
-        unsetenv("LINATTN_CUDA_DELTA_PIPE");
-    free(keep);
+    env_restore("LINATTN_CUDA_DELTA_PIPE", keep);
+    env_restore("LINATTN_CUDA_DELTA_PDL", keep_pdl);
 }
 static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
     const dcase *c = &pc->d;
@@ -960,15 +977,16 @@ static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
                    la_ctx_create_cuda(&uctx, 0, us) == LA_OK,
                "%s: a context on a non-blocking stream", c->name))
         exit(1);
-    pipe_run(gpu, NULL, pc, "0", in, a, bytes);
-    pipe_run(uctx, us, pc, pc->P ? pipe : NULL, in, b, bytes);
+    pipe_run(gpu, NULL, pc, "0", "0", in, a, bytes);
+    pipe_run(uctx, us, pc, pc->P ? pipe : NULL, pc->pdl, in, b, bytes);
     la_ctx_destroy(uctx);
     cudaStreamDestroy(us);
     static const char *nm[8] = {"o", "final", "dq", "dk", "dv", "dg", "dbeta", "d_init"};
     for (int i = 0; i < 8; i++) {
         if ((i == 5 && !c->gated) || ((i == 1 || i == 7) && !pc->states)) continue;
         CHECK(bits_equal(a[i], b[i], bytes[i]),
-              "%s: %s with %d segments bitwise the unsplit path's", c->name, nm[i], pc->P);
+              "%s: %s with %d segments (PDL %s) bitwise the unsplit path's", c->name, nm[i],
+              pc->P, pc->pdl ? pc->pdl : "default");
     }
     size_t bad = 0; /* every o written (the outputs were poisoned with NaN) */
     for (size_t i = 0; i < nv; i++) {
@@ -977,7 +995,8 @@ static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
     }
     CHECK(bad == 0, "%s: pipelined o written and finite (%zu not)", c->name, bad);
     for (int i = 0; i < 8; i++) free(a[i]), free(b[i]);
-    printf("  %-40s pipelined (P = %d) vs unsplit: compared\n", c->name, pc->P);
+    printf("  %-40s pipelined (P = %d, PDL %s) vs unsplit: compared\n", c->name, pc->P,
+           pc->pdl ? pc->pdl : "default");
     for (int i = 0; i < 8; i++) cudaFree(in[i]);
     free(q), free(k), free(v), free(s0), free(dO), free(dsT), free(beta), free(g);
 }
@@ -1607,7 +1626,7 @@ int main(void) {
     if (!quick && want('d'))
         for (size_t i = 0; i < sizeof dbig / sizeof dbig[0]; i++)
             if (take()) run_delta(gpu, cpu, &dbig[i], 4000 + i);
-    if (want('d')) { /* cuda-gdnf19: the pipelined forward (bf16, one sequence) */
+    if (want('d') || want('p')) { /* cuda-gdnf19: the pipelined forward (bf16, one sequence) */
         static const int64_t cu9[] = {0, 777};
         const pcase pc[] = {
             /* the cluster state pass, one chunk per segment; 5 uneven segments */
@@ -1627,6 +1646,16 @@ int main(void) {
             /* a last chunk of one token, 65 chunks */
             {{"pipe delta bf16 l2 T4097 K128 V64", 1, 4097, 1, 0, 128, 64, NULL, 0, LA_DTYPE_BF16,
               0, 1, 0, 1.0}, 7, 1},
+            /* cuda-pdl21: the state segments serialised (PDL off), and their
+             * programmatic launch signalled at the start of each walk (the
+             * default cases above signal 2 chunks before its end, or at the
+             * start of a one-chunk segment) */
+            {{"pipe gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 4, 1, "0"},
+            {{"pipe gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 3, 1, "1000"},
+            {{"pipe delta bf16 l2 T4097 K128 V64", 1, 4097, 1, 0, 128, 64, NULL, 0, LA_DTYPE_BF16,
+              0, 1, 0, 1.0}, 8, 1, "1"},
             /* the default: 257 chunks, 32 cluster CTAs: 4 segments */
             {{"pipe gdn bf16 l2 extreme T16400 K128 V128 HV=2H", 1, 16400, 1, 2, 128, 128, NULL, 0,
               LA_DTYPE_BF16, 1, 1, 1, 1.0}, 0, 1},

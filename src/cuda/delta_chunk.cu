@@ -378,11 +378,32 @@ static int64_t dc_pipe_segs(const la__cu_call *c, const la_cu_table &tb, int par
                * 2.272, 2.280, 2.316, 2.433 ms; unsplit 2.484 */
 }
 
+/* cuda-pdl21: programmatic dependent launch of the state segments. Segment
+ * i + 1 is launched (on the high-priority stream, after its wait for its
+ * prep) with programmatic stream serialization, and segment i's CTAs signal
+ * it pdl_tail chunks before the end of their walk: its CTAs are then
+ * pending, at high priority, when segment i's CTAs exit, so the prep and
+ * output CTAs queued on the low-priority stream cannot take the SMs they
+ * free first (cuda-gdnf19 measured ~30 us per boundary that way). The
+ * kernel waits (griddepcontrol.wait) before it touches memory, so it
+ * computes exactly what it computed after a full serialisation: same bits.
+ * Only the cluster state pass (sm_90) takes it; elsewhere the launches stay
+ * serialised. LINATTN_CUDA_DELTA_PDL (read at every call): unset the
+ * default tail, 0 off, n: n chunks before the end (n >= the segment's
+ * chunks: at the start). */
+#define DC_PDL_TAIL 2
+static int dc_pdl_env(void) {
+    const char *e = getenv("LINATTN_CUDA_DELTA_PDL");
+    const int n = e ? atoi(e) : DC_PDL_TAIL;
+    return n < 0 ? 0 : n;
+}
+
 /* Prep, the state pass and (p.o set) the output in nseg segments as above
  * (the backward's recompute: p.o NULL, prep beside the state pass). */
 static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
                          const la_cu_dc_args &p, int64_t nseg, la_cu_pipe *x) {
     const cudaStream_t us = ar->stream;
+    const int pdl = la__cu_delta_state_cl_takes(c) ? dc_pdl_env() : 0;
     /* the segments' sequence entries and the states between them */
     const int64_t KV = c->HS * c->K * c->V, nch = tb.nchunks;
     const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
@@ -421,11 +442,12 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
         q.seqs = dsegs + i;
         q.s0 = i ? mid + (size_t)(i - 1) * KV : p.s0;
         q.sT = i + 1 < nseg ? mid + (size_t)i * KV : p.sT;
+        q.pdl_tail = i + 1 < nseg ? pdl : 0;
         if (cudaStreamWaitEvent(x->hi, x->prep[i], 0) != cudaSuccess) {
             st = la__cu_error(cudaGetLastError(), c->op, "cudaStreamWaitEvent");
             break;
         }
-        st = la__cu_delta_state_tc(c, q, x->hi);
+        st = la__cu_delta_state_tc(c, q, x->hi, pdl && i > 0);
         if (!st && cudaEventRecord(x->state[i], x->hi) != cudaSuccess)
             st = la__cu_error(cudaGetLastError(), c->op, "cudaEventRecord");
     }
