@@ -1651,11 +1651,11 @@ int main(void) {
              * default cases above signal 2 chunks before its end, or at the
              * start of a one-chunk segment) */
             {{"pipe gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
-              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 4, 1, "0"},
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 4, 1, "1"},
             {{"pipe gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
-              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 3, 1, "1000"},
+              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 3, 1, "3"},
             {{"pipe delta bf16 l2 T4097 K128 V64", 1, 4097, 1, 0, 128, 64, NULL, 0, LA_DTYPE_BF16,
-              0, 1, 0, 1.0}, 8, 1, "1"},
+              0, 1, 0, 1.0}, 8, 1, "5"},
             /* the default: 257 chunks, 32 cluster CTAs: 4 segments */
             {{"pipe gdn bf16 l2 extreme T16400 K128 V128 HV=2H", 1, 16400, 1, 2, 128, 128, NULL, 0,
               LA_DTYPE_BF16, 1, 1, 1, 1.0}, 0, 1},
