@@ -2,14 +2,16 @@
 """Where the pipelined delta-rule forward loses time between its kernels
 (cuda-pdl21): one bf16 Gated DeltaNet forward per library (AB_ENV switches,
 bench/ab_env.py) under torch.profiler, its kernels' device start / end times
-printed as a timeline (us from the first kernel), then the state pass's
-segments: their device times, the gap from one segment's end to the next
-one's start, and the wall time of the call. Under programmatic dependent
-launch a segment's start is its first CTA's start (before its
-griddepcontrol.wait), so the number to read there is end-to-end: the sum of
-the segment times against the span from the first segment's start to the
-last one's end. --graph: also try to capture one forward in a CUDA graph
-(a context bound to the capture stream) and replay it, bits compared.
+printed as a timeline (us from the first copy; stream ids tell the state
+pass's high-priority stream from the prep / output one), then the state
+pass's segments: their device times, the gap from one segment's end to the
+next one's first CTA (negative where they overlap), the span from the first
+segment's start to the last one's end, and the wall from the first kernel
+(not the first copy: under the profiler the host takes ~1 ms between the
+chunk table's copy and the launches) to the last one's end. --graph: also
+try to capture one forward in a CUDA graph (a context bound to the capture
+stream) and replay it, bits compared (cuda-pdl21: GDN 1,16384 was not
+captured, a CUDA error during the capture).
 
     python3 bench/gpu_pipe_gaps.py --libs a.so,b.so [--shape-gdn 1,65536,2,8,128] [--graph]
 """
@@ -64,7 +66,8 @@ def timeline(fwd, label):
     st = [e for e in evs if "state" in e["name"]]
     gaps = [st[i + 1]["ts"] - (st[i]["ts"] + st[i]["dur"]) for i in range(len(st) - 1)]
     span = st[-1]["ts"] + st[-1]["dur"] - st[0]["ts"]
-    wall = max(e["ts"] + e["dur"] for e in evs) - t0
+    wall = max(e["ts"] + e["dur"] for e in evs) - min(
+        e["ts"] for e in evs if e.get("cat") == "kernel")
     print("%s: %d state segments, sum %.1f us, span %.1f us (span - sum %.1f), gaps %s us; "
           "wall %.1f us" % (label, len(st), sum(e["dur"] for e in st), span,
                             span - sum(e["dur"] for e in st),

@@ -870,45 +870,25 @@ static void run_errors(la_ctx *gpu, la_ctx *cpu) {
  * backward's recompute is pipelined too), every output bitwise identical,
  * poisoned outputs included. P segments (P = 16 at 16 chunks: one chunk
  * each); s0, sT NULL where asked; the unsplit path is checked against the
- * float64 oracle by run_delta at these shapes. The state segments of the
- * cluster state pass are launched programmatically (cuda-pdl21,
- * LINATTN_CUDA_DELTA_PDL) by default, serialised in one case, with the
- * signal at the walk's start, at its last chunk and 2 before its end. */
+ * float64 oracle by run_delta at these shapes. */
 typedef struct pcase {
     dcase d;
     int P, states; /* P = 0: the switch unset (the default); states: pass s0, a final state */
-    /* cuda-pdl21: LINATTN_CUDA_DELTA_PDL for the pipelined run (NULL: unset,
-     * the default: the state segments launched programmatically on sm_90) */
-    const char *pdl;
 } pcase;
 /* One forward + backward of p->d with LINATTN_CUDA_DELTA_PIPE = pipe; the
  * outputs read back as bytes into out[0..7] (o, sT, dq, dk, dv, dg, db, ds0). */
 /* us: the context's stream where it is not the legacy default one (then
  * only us is synchronised before reading back: the call's join onto it is
  * all that orders the internal streams' work before the copies). */
-/* setenv(name, val) or unsetenv(name) where val is NULL; returns the old
- * value (strdup'ed, NULL where unset) for env_restore */
-static char *env_swap(const char *name, const char *val) {
-    const char *was = getenv(name);
-    char *keep = was ? strdup(was) : NULL;
-    if (val)
-        setenv(name, val, 1);
-    else
-        unsetenv(name);
-    return keep;
-}
-static void env_restore(const char *name, char *keep) {
-    if (keep)
-        setenv(name, keep, 1);
-    else
-        unsetenv(name);
-    free(keep);
-}
 static void pipe_run(la_ctx *gpu, cudaStream_t us, const pcase *pc, const char *pipe,
-                     const char *pdl, void *const *in, void **out, const size_t *bytes) {
+                     void *const *in, void **out, const size_t *bytes) {
     const dcase *c = &pc->d;
-    char *keep = env_swap("LINATTN_CUDA_DELTA_PIPE", pipe); /* restored at the end */
-    char *keep_pdl = env_swap("LINATTN_CUDA_DELTA_PDL", pdl);
+    const char *was = getenv("LINATTN_CUDA_DELTA_PIPE"); /* restored at the end */
+    char *keep = was ? strdup(was) : NULL;
+    if (pipe)
+        setenv("LINATTN_CUDA_DELTA_PIPE", pipe, 1);
+    else
+        unsetenv("LINATTN_CUDA_DELTA_PIPE");
     la_dims dd = {.B = c->B, .T = c->T, .H = c->H, .K = c->K, .V = c->V, .HV = c->HV,
                   .cu_seqlens = c->cu, .n_seqs = c->nseq, .dtype = c->dt};
     la_gated_opts go = la_gated_opts_default();
@@ -942,8 +922,11 @@ static void pipe_run(la_ctx *gpu, cudaStream_t us, const pcase *pc, const char *
         out[i] = dup_dev_bytes(D[i], bytes[i]);
         cudaFree(D[i]);
     }
-    env_restore("LINATTN_CUDA_DELTA_PIPE", keep);
-    env_restore("LINATTN_CUDA_DELTA_PDL", keep_pdl);
+    if (keep)
+        setenv("LINATTN_CUDA_DELTA_PIPE", keep, 1);
+    else
+        unsetenv("LINATTN_CUDA_DELTA_PIPE");
+    free(keep);
 }
 static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
     const dcase *c = &pc->d;
@@ -977,16 +960,15 @@ static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
                    la_ctx_create_cuda(&uctx, 0, us) == LA_OK,
                "%s: a context on a non-blocking stream", c->name))
         exit(1);
-    pipe_run(gpu, NULL, pc, "0", "0", in, a, bytes);
-    pipe_run(uctx, us, pc, pc->P ? pipe : NULL, pc->pdl, in, b, bytes);
+    pipe_run(gpu, NULL, pc, "0", in, a, bytes);
+    pipe_run(uctx, us, pc, pc->P ? pipe : NULL, in, b, bytes);
     la_ctx_destroy(uctx);
     cudaStreamDestroy(us);
     static const char *nm[8] = {"o", "final", "dq", "dk", "dv", "dg", "dbeta", "d_init"};
     for (int i = 0; i < 8; i++) {
         if ((i == 5 && !c->gated) || ((i == 1 || i == 7) && !pc->states)) continue;
         CHECK(bits_equal(a[i], b[i], bytes[i]),
-              "%s: %s with %d segments (PDL %s) bitwise the unsplit path's", c->name, nm[i],
-              pc->P, pc->pdl ? pc->pdl : "default");
+              "%s: %s with %d segments bitwise the unsplit path's", c->name, nm[i], pc->P);
     }
     size_t bad = 0; /* every o written (the outputs were poisoned with NaN) */
     for (size_t i = 0; i < nv; i++) {
@@ -995,8 +977,7 @@ static void run_delta_pipe(la_ctx *gpu, const pcase *pc, uint64_t seed) {
     }
     CHECK(bad == 0, "%s: pipelined o written and finite (%zu not)", c->name, bad);
     for (int i = 0; i < 8; i++) free(a[i]), free(b[i]);
-    printf("  %-40s pipelined (P = %d, PDL %s) vs unsplit: compared\n", c->name, pc->P,
-           pc->pdl ? pc->pdl : "default");
+    printf("  %-40s pipelined (P = %d) vs unsplit: compared\n", c->name, pc->P);
     for (int i = 0; i < 8; i++) cudaFree(in[i]);
     free(q), free(k), free(v), free(s0), free(dO), free(dsT), free(beta), free(g);
 }
@@ -1646,16 +1627,6 @@ int main(void) {
             /* a last chunk of one token, 65 chunks */
             {{"pipe delta bf16 l2 T4097 K128 V64", 1, 4097, 1, 0, 128, 64, NULL, 0, LA_DTYPE_BF16,
               0, 1, 0, 1.0}, 7, 1},
-            /* cuda-pdl21: the state segments serialised (PDL off), and their
-             * programmatic launch signalled at the start of each walk (the
-             * default cases above signal 2 chunks before its end, or at the
-             * start of a one-chunk segment) */
-            {{"pipe gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
-              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 4, 1, "1"},
-            {{"pipe gdn bf16 l2 extreme T1000 K128 V128 HV=2H", 1, 1000, 2, 4, 128, 128, NULL, 0,
-              LA_DTYPE_BF16, 1, 1, 1, 1.0}, 3, 1, "3"},
-            {{"pipe delta bf16 l2 T4097 K128 V64", 1, 4097, 1, 0, 128, 64, NULL, 0, LA_DTYPE_BF16,
-              0, 1, 0, 1.0}, 8, 1, "5"},
             /* the default: 257 chunks, 32 cluster CTAs: 4 segments */
             {{"pipe gdn bf16 l2 extreme T16400 K128 V128 HV=2H", 1, 16400, 1, 2, 128, 128, NULL, 0,
               LA_DTYPE_BF16, 1, 1, 1, 1.0}, 0, 1},

@@ -88,37 +88,22 @@ __device__ __forceinline__ void la_cl_mbar_wait(unsigned a, unsigned par) {
                      : "r"(a), "r"(par)
                      : "memory");
 }
-/* Programmatic dependent launch (cuda-pdl21). la_pdl_wait: waits until every
- * grid this one was launched programmatically after (cudaLaunchAttribute-
- * ProgrammaticStreamSerialization) has completed and its memory operations
- * are visible; returns at once for a grid launched without the attribute.
- * la_pdl_trigger: this CTA's part of the signal that lets the next grid of
- * the stream launched with the attribute be scheduled (a grid whose CTAs
- * never call it signals as its CTAs exit); it orders no memory. */
-__device__ __forceinline__ void la_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
-__device__ __forceinline__ void la_pdl_trigger() {
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-}
 #endif
 
 /* Launches kern(args...) with grid x CTAs in clusters of cx along x (grid a
  * multiple of cx), nth threads, smem bytes of dynamic shared memory (the
- * kernel's limit raised to it first); pdl: programmatically after the
- * stream's previous kernel (kern must call la_pdl_wait before it touches
- * memory that kernel writes or reads). Returns the CUDA error. */
+ * kernel's limit raised to it first). Returns the CUDA error. */
 template <typename... A, typename... B>
 static cudaError_t la_cl_launch(void (*kern)(A...), unsigned grid, unsigned cx, int nth,
-                                size_t smem, cudaStream_t stream, bool pdl, B... args) {
+                                size_t smem, cudaStream_t stream, B... args) {
     cudaError_t e =
         cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
-    cudaLaunchAttribute at[2];
+    cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeClusterDimension;
     at[0].val.clusterDim.x = cx, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
-    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[1].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(grid), cfg.blockDim = dim3(nth), cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream, cfg.attrs = at, cfg.numAttrs = pdl ? 2 : 1;
+    cfg.stream = stream, cfg.attrs = at, cfg.numAttrs = 1;
     return cudaLaunchKernelEx(&cfg, kern, args...);
 }

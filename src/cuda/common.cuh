@@ -194,8 +194,8 @@ __device__ __forceinline__ void la_cu_zero(float (&acc)[4][4]) {
 #define LA_CU_PIPE_MAX 32
 struct la_cu_pipe {
     int device, ok; /* ok: 1 made, -1 failed */
-    cudaStream_t hi, lo, lo2;
-    cudaEvent_t fork, prep[LA_CU_PIPE_MAX], state[LA_CU_PIPE_MAX], jhi, jlo, jlo2;
+    cudaStream_t hi, lo;
+    cudaEvent_t fork, prep[LA_CU_PIPE_MAX], state[LA_CU_PIPE_MAX], jhi, jlo;
 };
 la_cu_pipe *la__cu_pipe_get(const la__cu_call *c);
 

@@ -378,31 +378,11 @@ static int64_t dc_pipe_segs(const la__cu_call *c, const la_cu_table &tb, int par
                * 2.272, 2.280, 2.316, 2.433 ms; unsplit 2.484 */
 }
 
-/* cuda-pdl21 experiment (bench/GPU.md): LINATTN_CUDA_DELTA_PDL, a mask read
- * at every call: 1 the state segments launched programmatically (segment i
- * signals LINATTN_CUDA_DELTA_PDL_TAIL chunks before its end, default 2; the
- * kernel waits before it touches memory: same bits); 2 prep and output
- * alternate between two low-priority streams (a kernel's CTAs fill the
- * previous one's tail); 4 diagnostic: every prep waited for before the
- * first segment and one event after the last (no stream operation between
- * the segments' launches), the outputs after the whole walk. */
-static int dc_pdl_env(void) {
-    const char *e = getenv("LINATTN_CUDA_DELTA_PDL");
-    return e ? atoi(e) : 0;
-}
-static int dc_pdl_tail(void) {
-    const char *e = getenv("LINATTN_CUDA_DELTA_PDL_TAIL");
-    return e ? atoi(e) : 2;
-}
-
 /* Prep, the state pass and (p.o set) the output in nseg segments as above
  * (the backward's recompute: p.o NULL, prep beside the state pass). */
 static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_table &tb,
                          const la_cu_dc_args &p, int64_t nseg, la_cu_pipe *x) {
     const cudaStream_t us = ar->stream;
-    const int mode = dc_pdl_env(), diag = mode & 4;
-    const int pdl = (mode & 1) && la__cu_delta_state_cl_takes(c) ? dc_pdl_tail() : 0;
-    const cudaStream_t lo[2] = {x->lo, (mode & 2) ? x->lo2 : x->lo};
     /* the segments' sequence entries and the states between them */
     const int64_t KV = c->HS * c->K * c->V, nch = tb.nchunks;
     const size_t tab = ((size_t)nseg * sizeof(la_cu_seq) + 255) & ~(size_t)255;
@@ -429,46 +409,39 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     LA_CU_TRY(c->op, cudaEventRecord(x->fork, us));
     LA_CU_TRY(c->op, cudaStreamWaitEvent(x->hi, x->fork, 0));
     LA_CU_TRY(c->op, cudaStreamWaitEvent(x->lo, x->fork, 0));
-    LA_CU_TRY(c->op, cudaStreamWaitEvent(x->lo2, x->fork, 0));
     for (int64_t i = 0; i < nseg && !st; i++) {
         la_cu_dc_args q = p;
         q.cb = cut[i];
-        st = la__cu_delta_prep_tc(c, q, cut[i + 1] - cut[i], lo[i & 1]);
-        if (!st && cudaEventRecord(x->prep[i], lo[i & 1]) != cudaSuccess)
+        st = la__cu_delta_prep_tc(c, q, cut[i + 1] - cut[i], x->lo);
+        if (!st && cudaEventRecord(x->prep[i], x->lo) != cudaSuccess)
             st = la__cu_error(cudaGetLastError(), c->op, "cudaEventRecord");
     }
-    for (int64_t i = 0; i < nseg && !st && diag; i++)
-        if (cudaStreamWaitEvent(x->hi, x->prep[i], 0) != cudaSuccess)
-            st = la__cu_error(cudaGetLastError(), c->op, "cudaStreamWaitEvent");
     for (int64_t i = 0; i < nseg && !st; i++) {
         la_cu_dc_args q = p;
         q.seqs = dsegs + i;
         q.s0 = i ? mid + (size_t)(i - 1) * KV : p.s0;
         q.sT = i + 1 < nseg ? mid + (size_t)i * KV : p.sT;
-        q.pdl_tail = i + 1 < nseg ? pdl : 0;
-        if (!diag && cudaStreamWaitEvent(x->hi, x->prep[i], 0) != cudaSuccess) {
+        if (cudaStreamWaitEvent(x->hi, x->prep[i], 0) != cudaSuccess) {
             st = la__cu_error(cudaGetLastError(), c->op, "cudaStreamWaitEvent");
             break;
         }
-        st = la__cu_delta_state_tc(c, q, x->hi, pdl && i > 0);
-        if (!st && (!diag || i + 1 == nseg) && cudaEventRecord(x->state[i], x->hi) != cudaSuccess)
+        st = la__cu_delta_state_tc(c, q, x->hi);
+        if (!st && cudaEventRecord(x->state[i], x->hi) != cudaSuccess)
             st = la__cu_error(cudaGetLastError(), c->op, "cudaEventRecord");
     }
     for (int64_t i = 0; i < nseg && !st && p.o; i++) {
         la_cu_dc_args q = p;
         q.cb = cut[i];
-        if (cudaStreamWaitEvent(lo[i & 1], x->state[diag ? nseg - 1 : i], 0) != cudaSuccess) {
+        if (cudaStreamWaitEvent(x->lo, x->state[i], 0) != cudaSuccess) {
             st = la__cu_error(cudaGetLastError(), c->op, "cudaStreamWaitEvent");
             break;
         }
-        st = la__cu_delta_out_tc(c, q, cut[i + 1] - cut[i], lo[i & 1]);
+        st = la__cu_delta_out_tc(c, q, cut[i + 1] - cut[i], x->lo);
     }
     /* join (also after a failed launch: nothing of this call stays on the
      * internal streams) */
     const bool joined = cudaEventRecord(x->jhi, x->hi) == cudaSuccess &&
                         cudaEventRecord(x->jlo, x->lo) == cudaSuccess &&
-                        cudaEventRecord(x->jlo2, x->lo2) == cudaSuccess &&
-                        cudaStreamWaitEvent(us, x->jlo2, 0) == cudaSuccess &&
                         cudaStreamWaitEvent(us, x->jhi, 0) == cudaSuccess &&
                         cudaStreamWaitEvent(us, x->jlo, 0) == cudaSuccess;
     if (!joined && !st) st = la__cu_error(cudaGetLastError(), c->op, "the pipeline's join");

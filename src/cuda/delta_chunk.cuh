@@ -29,10 +29,6 @@ struct la_cu_dc_args {
     /* cuda-gdnf19: the chunk of the bf16 prep's and output kernel's first CTA
      * (a time segment of the pipelined forward; 0 otherwise) */
     int64_t cb;
-    /* cuda-pdl21: the cluster state pass's CTAs signal the next segment's
-     * programmatic launch (la_pdl_trigger) this many chunks before the end
-     * of their walk (at its start where the walk is shorter); 0: never */
-    int pdl_tail;
 };
 
 /* rn[t] = 1 / sqrt(|x_t|^2 + 1e-6) for the chunk's rows (1 without l2);
@@ -247,17 +243,13 @@ la_status la__cu_delta_chunk_grads(const la__cu_call *c, cudaStream_t stream,
  * 16-bit inputs, from p.Wh, p.Kh (and p.Wl, p.Kl: two parts); and which
  * path a call takes: 0 the fp32 FFMA kernels, else the number of bf16
  * parts per operand (LINATTN_CUDA_TC, LINATTN_CUDA_DELTA_TC_PARTS). */
-la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                                bool pdl = false);
+la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream);
 int la__cu_delta_tc_parts(size_t elem);
 /* cuda-state7: the state pass split over the keys of a 2-CTA cluster
  * (delta_state_cl.cu); returns 0 (nothing launched) where it does not apply
- * or LINATTN_CUDA_DELTA_STATE=old, else 1 with the launch's status in *st.
- * pdl (cuda-pdl21): launched programmatically after the stream's previous
- * kernel (the kernel waits for it before it touches memory); the other
- * state kernels ignore it. */
+ * or LINATTN_CUDA_DELTA_STATE=old, else 1 with the launch's status in *st. */
 int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                          la_status *st, bool pdl = false);
+                          la_status *st);
 /* Whether la__cu_delta_state_cl takes call c (launches nothing). */
 int la__cu_delta_state_cl_takes(const la__cu_call *c);
 /* ---- cuda-split9: the state pass split over time (delta_state_split.cu) --

@@ -511,7 +511,7 @@ static la_status drt_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
     const unsigned ng = (unsigned)((c->V + 16 * MT - 1) / (16 * MT) * c->N * c->HS);
     auto kern = la_cu_dcb_rev_tc9<NW, KW, NB, CB, MT, CL>;
     if (CL) {
-        LA_CU_TRY(c->op, la_cl_launch(kern, 2 * ng, 2, NW * 32 * MT, smem, stream, false, p,
+        LA_CU_TRY(c->op, la_cl_launch(kern, 2 * ng, 2, NW * 32 * MT, smem, stream, p,
                                       (const drt_bf *)Qb, dOq, c->dsT, c->ds0, dRo, dhst));
         return LA_OK;
     }

@@ -100,7 +100,6 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     static_assert(KW == 8 || KW == 16, "keys per warp");
     extern __shared__ __align__(128) unsigned char dcl_sm[];
-    la_pdl_wait(); /* cuda-pdl21: the previous segment's walk done (s0) */
     constexpr int NW = 8, NTH = 256, KC = NW * KW, LD = KC + 8, TILE = 64 * LD, NT = KW / 8;
     constexpr int KQ = KC / 8;                      /* 16-byte copies per tile row */
     constexpr int RPI = NTH / KQ, NIT = 64 / RPI;   /* tile rows per copy round, rounds */
@@ -223,11 +222,8 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
         asm volatile("cp.async.wait_group 1;\n" ::: "memory");
         __syncthreads(); /* chunk 0's tiles in */
     }
-    /* cuda-pdl21: the chunk at which the next segment may be scheduled */
-    const int trig = p.pdl_tail > 0 ? (nch > p.pdl_tail ? nch - p.pdl_tail : 0) : -1;
     for (int c = 0, b = 0; c < nch; c++, b = NB == 3 ? (b == 2 ? 0 : b + 1) : NB == 2 ? b ^ 1 : 0) {
         const int qb = c & 1;
-        if (c == trig) la_pdl_trigger();
         const float bl = bLp[(unsigned)c * HS];
         if (NB < 3) {
             asm volatile("cp.async.wait_group 0;\n" ::: "memory");
@@ -414,31 +410,27 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
 /* Launches kern (NTH threads, smem bytes) in clusters of 2 CTAs, two per
  * (sequence, value head, 16 value columns). */
 static la_status dcl_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                        void (*kern)(la_cu_dc_args), int nth, size_t smem, bool pdl) {
+                        void (*kern)(la_cu_dc_args), int nth, size_t smem) {
     const unsigned grid = (unsigned)(2 * ((c->V + 15) / 16) * c->N * c->HS);
     /* all of the SM's shared memory, so that a prep or output CTA of the
      * pipelined forward (cuda-gdnf19) can run beside this one */
     LA_CU_TRY(c->op, cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                           (int)cudaSharedmemCarveoutMaxShared));
-    LA_CU_TRY(c->op, la_cl_launch(kern, grid, 2, nth, smem, stream, pdl, p));
+    LA_CU_TRY(c->op, la_cl_launch(kern, grid, 2, nth, smem, stream, p));
     return LA_OK;
 }
 template <int KW, int NP>
-static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                        bool pdl) {
+static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
     const size_t lim = (size_t)la__cu_smem_optin(c);
     if (dcl_smem<8, KW, NP, 3>() <= lim)
-        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 3>, 256, dcl_smem<8, KW, NP, 3>(),
-                      pdl);
+        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 3>, 256, dcl_smem<8, KW, NP, 3>());
     if (dcl_smem<8, KW, NP, 2>() <= lim)
-        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 2>, 256, dcl_smem<8, KW, NP, 2>(),
-                      pdl);
-    return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 1>, 256, dcl_smem<8, KW, NP, 1>(), pdl);
+        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 2>, 256, dcl_smem<8, KW, NP, 2>());
+    return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 1>, 256, dcl_smem<8, KW, NP, 1>());
 }
 template <int KW>
-static la_status dcl_np(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                        bool pdl) {
-    return p.Wl ? dcl_nb<KW, 2>(c, p, stream, pdl) : dcl_nb<KW, 1>(c, p, stream, pdl);
+static la_status dcl_np(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
+    return p.Wl ? dcl_nb<KW, 2>(c, p, stream) : dcl_nb<KW, 1>(c, p, stream);
 }
 
 /* cuda-state8's kernel takes 32-bit element offsets: every tensor it
@@ -484,8 +476,8 @@ int la__cu_delta_state_cl_takes(const la__cu_call *c) {
 }
 
 int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                          la_status *st, bool pdl) {
+                          la_status *st) {
     if (!la__cu_delta_state_cl_takes(c)) return 0;
-    *st = c->K <= 128 ? dcl_np<8>(c, p, stream, pdl) : dcl_np<16>(c, p, stream, pdl);
+    *st = c->K <= 128 ? dcl_np<8>(c, p, stream) : dcl_np<16>(c, p, stream);
     return 1;
 }

@@ -335,10 +335,9 @@ static int dst_wide(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s
     return 1;
 }
 
-la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
-                                bool pdl) {
+la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
     la_status st = LA_OK; /* cuda-state7: the 2-CTA cluster kernel where it pays */
-    if (la__cu_delta_state_cl(c, p, stream, &st, pdl)) return st;
+    if (la__cu_delta_state_cl(c, p, stream, &st)) return st;
     if (p.Wl ? dst_wide<2>(c, p, stream, &st) : dst_wide<1>(c, p, stream, &st)) return st;
     return p.Wl ? dst_k<2>(c, p, stream) : dst_k<1>(c, p, stream);
 }

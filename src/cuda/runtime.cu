@@ -139,8 +139,8 @@ extern "C" void la__cuda_pipe_free(void *pipe) {
     if (!x) return;
     int cur = -1;
     if (cudaGetDevice(&cur) == cudaSuccess && cur != x->device) cudaSetDevice(x->device);
-    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo, &x->jlo2};
-    for (int i = 0; i < 4; i++)
+    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
+    for (int i = 0; i < 3; i++)
         if (*ev[i]) cudaEventDestroy(*ev[i]);
     for (int i = 0; i < LA_CU_PIPE_MAX; i++) {
         if (x->prep[i]) cudaEventDestroy(x->prep[i]);
@@ -148,7 +148,6 @@ extern "C" void la__cuda_pipe_free(void *pipe) {
     }
     if (x->hi) cudaStreamDestroy(x->hi);
     if (x->lo) cudaStreamDestroy(x->lo);
-    if (x->lo2) cudaStreamDestroy(x->lo2);
     cudaGetLastError();
     if (cur >= 0 && cur != x->device) cudaSetDevice(cur);
     free(x);
@@ -168,10 +167,9 @@ la_cu_pipe *la__cu_pipe_get(const la__cu_call *c) {
     bool good = cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
                 cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) ==
                     cudaSuccess &&
-                cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess &&
-                cudaStreamCreateWithPriority(&x->lo2, cudaStreamNonBlocking, least) == cudaSuccess;
-    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo, &x->jlo2};
-    for (int i = 0; good && i < 4; i++)
+                cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess;
+    cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
+    for (int i = 0; good && i < 3; i++)
         good = cudaEventCreateWithFlags(ev[i], cudaEventDisableTiming) == cudaSuccess;
     for (int i = 0; good && i < LA_CU_PIPE_MAX; i++)
         good = cudaEventCreateWithFlags(&x->prep[i], cudaEventDisableTiming) == cudaSuccess &&
