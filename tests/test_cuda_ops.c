@@ -7,7 +7,7 @@
  * LINATTN_CUDA_TEST_QUICK=1 keeps only the small cases (for
  * compute-sanitizer); LINATTN_CUDA_TEST_ONLY=<letters> runs only those
  * sections (e errors, s scalar, n normalised, d delta, t step, v saved
- * for backward);
+ * for backward; p: only d's pipelined cases, which d includes);
  * LINATTN_CUDA_TEST_SHARD=i/n runs only every n-th case of the s, n, d, v
  * sections from the i-th (0-based), so a slow tool such as racecheck can
  * cover a section in n processes side by side;
@@ -33,7 +33,7 @@ int main(void) {
 #include <cuda_runtime.h>
 
 static int quick;
-static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t), NULL = all */
+static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t v p), NULL = all */
 static int want(char section) { return !only || strchr(only, section) != NULL; }
 static int shard_i, shard_n = 1; /* LINATTN_CUDA_TEST_SHARD=i/n */
 /* this case belongs to the shard (cases counted in order) */
@@ -1621,7 +1621,7 @@ int main(void) {
     if (!quick && want('d'))
         for (size_t i = 0; i < sizeof dbig / sizeof dbig[0]; i++)
             if (take()) run_delta(gpu, cpu, &dbig[i], 4000 + i);
-    if (want('d')) { /* cuda-gdnf19: the pipelined forward (bf16, one sequence) */
+    if (want('d') || want('p')) { /* cuda-gdnf19: the pipelined forward (bf16, one sequence) */
         static const int64_t cu9[] = {0, 777};
         const pcase pc[] = {
             /* the cluster state pass, one chunk per segment; 5 uneven segments */
