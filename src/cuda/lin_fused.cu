@@ -396,6 +396,100 @@ __device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x
     }
 }
 
+/* cuda-sgla21: e^x of a gate difference x (<= 0 where used) as the gated
+ * walk takes it: LF_EX2 1: 2^(x log2 e) by ex2.approx (one MUFU, relative
+ * error ~2^-22, flushed to 0 below e^-100); 0: la_cu_expd (expf). */
+#ifndef LF_EX2
+#define LF_EX2 0
+#endif
+__device__ __forceinline__ float lf_expd(double x) {
+#if LF_EX2
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"((float)(x * 1.4426950408889634)));
+    return x < -100.0 ? 0.f : y;
+#else
+    return la_cu_expd(x);
+#endif
+}
+
+/* cuda-sgla21: P's gate factors in a gated walk, in place on the warp's
+ * accumulators (Q K^T) before the split: element (r, c) of the chunk gets
+ * x scale e^{G_r - G_c} where c <= r < L (REV: x scale e^{G_c - G_r} where
+ * r <= c < L), else 0. With G non-increasing (log-gates <= 0), a block of
+ * 16 rows I and 16 columns J on the masked side of the diagonal (J < I;
+ * REV: J > I) factors through its column block's reference token m_J
+ * (its last token 16 J + 15; REV: its first, 16 J), which lies between c
+ * and r:
+ *   e^{G_r - G_c} = e^{G_r - G_m} e^{G_m - G_c}   (REV: e^{G_c - G_m} e^{G_m - G_r}),
+ * both factors in (0, 1] (no overflow at g = -1e4; a factor flushed to 0
+ * stands for a product below e^-100 anyway). The warp's rows x column
+ * blocks take 16 NJ row factors and its 16 NJ columns 16 NJ column
+ * factors: NJ / 2 + NJ / 2 exps per lane, passed to the elements' lanes by
+ * shuffles, instead of one exp (double difference, conversion, expf) per
+ * element (2,080 per chunk; the gated walk is bound by instruction issue:
+ * bench/GPU.md, cuda-sgla19/20). The diagonal blocks keep one exp per
+ * element (as before, same expression). Warp-uniform branches per block. */
+template <int NJ, bool REV>
+__device__ __forceinline__ void lf_p_gate(la_tc_acc (&acc)[NJ], const double *G, int L,
+                                          float scale) {
+    static_assert(NJ % 2 == 0, "two column blocks per lane group of 16");
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    float rowf[NJ / 2], colf[NJ / 2];
+#pragma unroll
+    for (int u = 0; u < NJ / 2; u++) { /* lane: block jb + 2u + lane / 16, row / column lane % 16 */
+        rowf[u] = colf[u] = 0.f;
+        if (!(REV ? jb + 2 * u + 1 > w : jb + 2 * u < w)) continue; /* neither block off the diagonal */
+        const int J = jb + 2 * u + (lane >> 4), m = REV ? 16 * J : 16 * J + 15;
+        const int r = 16 * w + (lane & 15), c = 16 * J + (lane & 15);
+        const double dr = REV ? G[m] - G[r] : G[r] - G[m], dc = REV ? G[c] - G[m] : G[m] - G[c];
+        /* <= 0 where used; clamped for the blocks that do not use them */
+        rowf[u] = scale * lf_expd(dr < 0.0 ? dr : 0.0);
+        colf[u] = lf_expd(dc < 0.0 ? dc : 0.0);
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const int J = jb + j, src = 16 * (j & 1);
+        if (REV ? J > w : J < w) { /* off the diagonal: row factor x column factor */
+            float a[2], b[2][2];
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++)
+                a[rh] = __shfl_sync(0xffffffffu, rowf[j >> 1], src + g + 8 * rh);
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+                    b[hf][i] = __shfl_sync(0xffffffffu, colf[j >> 1], src + 8 * hf + 2 * q + i);
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int r = 16 * w + g + 8 * rh, c = 16 * J + 8 * hf + 2 * q + i;
+                        float &x = acc[j].x[4 * hf + 2 * rh + i];
+                        x = (REV ? c < L : r < L) ? x * a[rh] * b[hf][i] : 0.f;
+                    }
+        } else if (J == w) { /* the diagonal block: one exp per element */
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int r = 16 * w + g + 8 * rh, c = 16 * J + 8 * hf + 2 * q + i;
+                        float &x = acc[j].x[4 * hf + 2 * rh + i];
+                        if (REV)
+                            x = (r <= c && c < L) ? x * scale * lf_expd(G[c] - G[r]) : 0.f;
+                        else
+                            x = (c <= r && r < L) ? x * scale * lf_expd(G[r] - G[c]) : 0.f;
+                    }
+        } else { /* the masked side */
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[j].x[e] = 0.f;
+        }
+    }
+}
+
 /* REV (cuda-fusedb10, the backward): the chunks in reverse order, with
  *   o_j  = sq e^{G_L - G_j} Qf_j S + sum_{i>=j} P_ji v_i,
  *   P_ji = sP e^{G_i - G_j} Qf_j . Kf_i,
@@ -519,26 +613,29 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
         const double GL = gated && L > 0 ? G[L - 1] : 0.0;
-        lf_acc_split<T, NJ>(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
-            if (!gated) return (REV ? r <= cc && cc < L : cc <= r && r < L) ? x * scale : 0.f;
-            if (REV) return (r <= cc && cc < L) ? x * scale * la_cu_expd(G[cc] - G[r]) : 0.f;
-            return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
-        });
+        if (gated) { /* cuda-sgla21: the factors in place, then the parts */
+            lf_p_gate<NJ, REV>(accP, G, L, scale);
+            lf_acc_split<T, NJ>(accP, Ph, Pl, Pl2, [](int, int, float x) { return x; });
+        } else {
+            lf_acc_split<T, NJ>(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
+                return (REV ? r <= cc && cc < L : cc <= r && r < L) ? x * scale : 0.f;
+            });
+        }
         if (vt) /* Vt = sv e^{G_L - G_j} v_j (REV: sv e^{G_j} v_j) as parts; V stays for P V */
             lf_scaled_parts<T, LF_NT(NJ)>(Th, Tl, Tl2, Vs, [&](int r) {
-                return r < L ? (gated ? sv * la_cu_expd(REV ? G[r] : GL - G[r]) : sv) : 0.f;
+                return r < L ? (gated ? sv * lf_expd(REV ? G[r] : GL - G[r]) : sv) : 0.f;
             });
         float rf[2];
 #pragma unroll
         for (int rh = 0; rh < 2; rh++) {
             const int r = 16 * w + (lane >> 2) + 8 * rh;
-            rf[rh] = r < L ? (gated ? sq * la_cu_expd(REV ? GL - G[r] : G[r]) : sq) : 0.f;
+            rf[rh] = r < L ? (gated ? sq * lf_expd(REV ? GL - G[r] : G[r]) : sq) : 0.f;
         }
         lf_each<NJ>(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
         if (vt) { /* P V with the state update S <- e^{G_L} S + K^T Vt */
             if (gated) {
-                const float eL = la_cu_expd(GL);
+                const float eL = lf_expd(GL);
 #pragma unroll
                 for (int kb = 0; kb < NK; kb++)
                     lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
