@@ -396,20 +396,16 @@ __device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x
     }
 }
 
-/* cuda-sgla21: e^x of a gate difference x (<= 0 where used) as the gated
- * walk takes it: LF_EX2 1: 2^(x log2 e) by ex2.approx (one MUFU, relative
- * error ~2^-22, flushed to 0 below e^-100); 0: la_cu_expd (expf). */
-#ifndef LF_EX2
-#define LF_EX2 0
-#endif
+/* cuda-sgla21: e^x for the gated walk's factors (x <= 0: a difference of
+ * cumulative log-gates, or one of them) as 2^(x log2 e) by one ex2.approx
+ * (relative error ~2^-22; the argument rounded to float as la_cu_expd
+ * rounds x), 0 below e^-100; la_cu_expd's expf took ~8 more instructions
+ * per factor in a walk bound by instruction issue (bench/GPU.md,
+ * cuda-sgla21: -4..-6% of the gated walk's time). */
 __device__ __forceinline__ float lf_expd(double x) {
-#if LF_EX2
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"((float)(x * 1.4426950408889634)));
     return x < -100.0 ? 0.f : y;
-#else
-    return la_cu_expd(x);
-#endif
 }
 
 /* cuda-sgla21: P's gate factors in a gated walk, in place on the warp's
