@@ -29,7 +29,12 @@
  * fragments are loaded once for all of them (-32 of 132 ldmatrix.x4 per
  * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16).
  * cuda-sfrag18: the ungated unsplit forward walk runs la_lf_sfwd (S^T held
- * as mma A fragments, no S parts through shared memory; same bits). */
+ * as mma A fragments, no S parts through shared memory; same bits).
+ * cuda-sgla21: the gated walks' gate work cut (they are bound by instruction
+ * issue): P's factors off the diagonal blocks as row x column factors
+ * (lf_p_gate), every factor by one ex2 (lf_expd), G and the o / Vt row
+ * factors once per CTA by warp 0; new bits, errors against float64 as
+ * before (bench/GPU.md, cuda-sgla21). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -492,13 +497,19 @@ __device__ __forceinline__ void lf_p_gate(la_tc_acc (&acc)[NJ], const double *G,
  *   S   <- e^{G_L} S + Kf^T Vt,  Vt_i = sv e^{G_i} v_i
  * (S: the gradient of the state at the chunk's end; bench/GPU.md,
  * cuda-fusedb10). The forward: sq = sP = scale, sv = 1.
- * cuda-fused11: NJ (above); 4 barriers per chunk step. */
+ * cuda-fused11: NJ (above); 4 barriers per chunk step. cuda-sgla21: gated,
+ * warp 0 makes the chunk's G and row factors (Ef) before the first barrier;
+ * the others read them between the second and third. */
 template <typename T, int NK, bool REV, int NJ, bool DOT>
 __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     extern __shared__ __align__(128) unsigned char la_lf_smem[];
     T *const base = (T *)la_lf_smem;
     T *const W = base + (2 * NK + 2) * LA_TC_TILE; /* LF_NW work tiles */
-    __shared__ double Gw[LF_NT(NJ) / 32][64];
+    /* cuda-sgla21: the chunk's cumulative log-gates G and the row factors of
+     * o (Ef[0]) and of Vt (Ef[1]), made once per chunk by warp 0 before the
+     * step's first barrier, read between its second and third barriers */
+    __shared__ double G[64];
+    __shared__ float Ef[2][64];
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
     const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), t = threadIdx.x;
@@ -554,8 +565,7 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     }
     if (s.nch > 0) fetch(0, 7);
     float gx0 = 0.f, gx1 = 0.f; /* cuda-occ14: the next chunk's gates, loaded a step ahead */
-    if (gated && s.nch > 0) gates(0, gx0, gx1);
-    double *G = Gw[t >> 5];
+    if (gated && s.nch > 0 && t < 32) gates(0, gx0, gx1);
     const int w = lf_w(), lane = t & 31;
     for (int c = 0; c < s.nch; c++) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
@@ -567,10 +577,20 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
                 if (16 * (t & 3) < bcols)
                     asm volatile("prefetch.global.L2 [%0];" ::"l"(dx + (int64_t)r * H * V));
         }
-        __syncwarp(); /* the warp's reads of the previous chunk's G are done */
-        if (gated) {  /* cuda-fused11: ungated walks read no G (every factor is exactly 1) */
-            la_tc_warp_gates(G, (double)gx0, (double)gx1);
-            __syncwarp();
+        /* cuda-fused11: ungated walks read no G (every factor is exactly 1);
+         * the previous chunk's G and Ef were last read before its third barrier */
+        if (gated && t < 32) {
+            double G0, G1;
+            la_tc_warp_gates_reg(G0, G1, (double)gx0, (double)gx1);
+            const double GLx = __shfl_sync(0xffffffffu, ((L - 1) & 1) ? G1 : G0, (L - 1) >> 1);
+            G[2 * lane] = G0, G[2 * lane + 1] = G1;
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int r = 2 * lane + i;
+                const double Gr = i ? G1 : G0;
+                Ef[0][r] = r < L ? sq * lf_expd(REV ? GLx - Gr : Gr) : 0.f;
+                Ef[1][r] = r < L ? sv * lf_expd(REV ? Gr : GLx - Gr) : 0.f;
+            }
         }
         /* S's parts into W before the wait (W's last readers, chunk c-1's
          * P V and state update, are behind its last barrier) */
@@ -603,7 +623,7 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
                             the parts */
         if (c + 1 < s.nch) {
             fetch(c + 1, 5);
-            if (gated) gates(c + 1, gx0, gx1);
+            if (gated && t < 32) gates(c + 1, gx0, gx1);
         }
         T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = three ? W + 2 * LA_TC_TILE : NULL;
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
@@ -619,13 +639,13 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
         }
         if (vt) /* Vt = sv e^{G_L - G_j} v_j (REV: sv e^{G_j} v_j) as parts; V stays for P V */
             lf_scaled_parts<T, LF_NT(NJ)>(Th, Tl, Tl2, Vs, [&](int r) {
-                return r < L ? (gated ? sv * lf_expd(REV ? G[r] : GL - G[r]) : sv) : 0.f;
+                return gated ? Ef[1][r] : r < L ? sv : 0.f;
             });
         float rf[2];
 #pragma unroll
         for (int rh = 0; rh < 2; rh++) {
             const int r = 16 * w + (lane >> 2) + 8 * rh;
-            rf[rh] = r < L ? (gated ? sq * lf_expd(REV ? GL - G[r] : G[r]) : sq) : 0.f;
+            rf[rh] = gated ? Ef[0][r] : r < L ? sq : 0.f;
         }
         lf_each<NJ>(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
