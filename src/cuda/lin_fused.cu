@@ -29,7 +29,12 @@
  * fragments are loaded once for all of them (-32 of 132 ldmatrix.x4 per
  * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16).
  * cuda-sfrag18: the ungated unsplit forward walk runs la_lf_sfwd (S^T held
- * as mma A fragments, no S parts through shared memory; same bits). */
+ * as mma A fragments, no S parts through shared memory; same bits).
+ * cuda-sgla21: the gated walks' gate work cut (they are bound by instruction
+ * issue): P's factors off the diagonal blocks as row x column factors
+ * (lf_p_gate), every factor by one ex2 (lf_expd), G and the o / Vt row
+ * factors once per CTA by warp 0; new bits, errors against float64 as
+ * before (bench/GPU.md, cuda-sgla21). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -396,19 +401,115 @@ __device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x
     }
 }
 
+/* cuda-sgla21: e^x for the gated walk's factors (x <= 0: a difference of
+ * cumulative log-gates, or one of them) as 2^(x log2 e) by one ex2.approx
+ * (relative error ~2^-22; the argument rounded to float as la_cu_expd
+ * rounds x), 0 below e^-100; la_cu_expd's expf took ~8 more instructions
+ * per factor in a walk bound by instruction issue (bench/GPU.md,
+ * cuda-sgla21: -4..-6% of the gated walk's time). */
+__device__ __forceinline__ float lf_expd(double x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"((float)(x * 1.4426950408889634)));
+    return x < -100.0 ? 0.f : y;
+}
+
+/* cuda-sgla21: P's gate factors in a gated walk, in place on the warp's
+ * accumulators (Q K^T) before the split: element (r, c) of the chunk gets
+ * x scale e^{G_r - G_c} where c <= r < L (REV: x scale e^{G_c - G_r} where
+ * r <= c < L), else 0. With G non-increasing (log-gates <= 0), a block of
+ * 16 rows I and 16 columns J on the masked side of the diagonal (J < I;
+ * REV: J > I) factors through its column block's reference token m_J
+ * (its last token 16 J + 15; REV: its first, 16 J), which lies between c
+ * and r:
+ *   e^{G_r - G_c} = e^{G_r - G_m} e^{G_m - G_c}   (REV: e^{G_c - G_m} e^{G_m - G_r}),
+ * both factors in (0, 1] (no overflow at g = -1e4; a factor flushed to 0
+ * stands for a product below e^-100 anyway). The warp's rows x column
+ * blocks take 16 NJ row factors and its 16 NJ columns 16 NJ column
+ * factors: NJ / 2 + NJ / 2 exps per lane, passed to the elements' lanes by
+ * shuffles, instead of one exp (double difference, conversion, expf) per
+ * element (2,080 per chunk; the gated walk is bound by instruction issue:
+ * bench/GPU.md, cuda-sgla19/20). The diagonal blocks keep one exp per
+ * element (as before, same expression). Warp-uniform branches per block. */
+template <int NJ, bool REV>
+__device__ __forceinline__ void lf_p_gate(la_tc_acc (&acc)[NJ], const double *G, int L,
+                                          float scale) {
+    static_assert(NJ % 2 == 0, "two column blocks per lane group of 16");
+    const int w = lf_w(), jb = lf_jb<NJ>(), lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    float rowf[NJ / 2], colf[NJ / 2];
+#pragma unroll
+    for (int u = 0; u < NJ / 2; u++) { /* lane: block jb + 2u + lane / 16, row / column lane % 16 */
+        rowf[u] = colf[u] = 0.f;
+        if (!(REV ? jb + 2 * u + 1 > w : jb + 2 * u < w)) continue; /* neither block off the diagonal */
+        const int J = jb + 2 * u + (lane >> 4), m = REV ? 16 * J : 16 * J + 15;
+        const int r = 16 * w + (lane & 15), c = 16 * J + (lane & 15);
+        const double dr = REV ? G[m] - G[r] : G[r] - G[m], dc = REV ? G[c] - G[m] : G[m] - G[c];
+        /* <= 0 where used; clamped for the blocks that do not use them */
+        rowf[u] = scale * lf_expd(dr < 0.0 ? dr : 0.0);
+        colf[u] = lf_expd(dc < 0.0 ? dc : 0.0);
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const int J = jb + j, src = 16 * (j & 1);
+        if (REV ? J > w : J < w) { /* off the diagonal: row factor x column factor */
+            float a[2], b[2][2];
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++)
+                a[rh] = __shfl_sync(0xffffffffu, rowf[j >> 1], src + g + 8 * rh);
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+                    b[hf][i] = __shfl_sync(0xffffffffu, colf[j >> 1], src + 8 * hf + 2 * q + i);
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int r = 16 * w + g + 8 * rh, c = 16 * J + 8 * hf + 2 * q + i;
+                        float &x = acc[j].x[4 * hf + 2 * rh + i];
+                        x = (REV ? c < L : r < L) ? x * a[rh] * b[hf][i] : 0.f;
+                    }
+        } else if (J == w) { /* the diagonal block: one exp per element */
+#pragma unroll
+            for (int rh = 0; rh < 2; rh++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int r = 16 * w + g + 8 * rh, c = 16 * J + 8 * hf + 2 * q + i;
+                        float &x = acc[j].x[4 * hf + 2 * rh + i];
+                        if (REV)
+                            x = (r <= c && c < L) ? x * scale * lf_expd(G[c] - G[r]) : 0.f;
+                        else
+                            x = (c <= r && r < L) ? x * scale * lf_expd(G[r] - G[c]) : 0.f;
+                    }
+        } else { /* the masked side */
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[j].x[e] = 0.f;
+        }
+    }
+}
+
 /* REV (cuda-fusedb10, the backward): the chunks in reverse order, with
  *   o_j  = sq e^{G_L - G_j} Qf_j S + sum_{i>=j} P_ji v_i,
  *   P_ji = sP e^{G_i - G_j} Qf_j . Kf_i,
  *   S   <- e^{G_L} S + Kf^T Vt,  Vt_i = sv e^{G_i} v_i
  * (S: the gradient of the state at the chunk's end; bench/GPU.md,
  * cuda-fusedb10). The forward: sq = sP = scale, sv = 1.
- * cuda-fused11: NJ (above); 4 barriers per chunk step. */
+ * cuda-fused11: NJ (above); 4 barriers per chunk step. cuda-sgla21: gated,
+ * warp 0 makes the chunk's G and row factors (Ef) before the first barrier;
+ * the others read them between the second and third. */
 template <typename T, int NK, bool REV, int NJ, bool DOT>
 __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     extern __shared__ __align__(128) unsigned char la_lf_smem[];
     T *const base = (T *)la_lf_smem;
     T *const W = base + (2 * NK + 2) * LA_TC_TILE; /* LF_NW work tiles */
-    __shared__ double Gw[LF_NT(NJ) / 32][64];
+    /* cuda-sgla21: the chunk's cumulative log-gates G and the row factors of
+     * o (Ef[0]) and of Vt (Ef[1]), made once per chunk by warp 0 before the
+     * step's first barrier, read between its second and third barriers */
+    __shared__ double G[64];
+    __shared__ float Ef[2][64];
     const int64_t H = p.H, K = p.K, V = p.V;
     const int64_t nh = blockIdx.x / p.nvb, n = nh / H;
     const int h = (int)(nh % H), vb = (int)(blockIdx.x % p.nvb), t = threadIdx.x;
@@ -464,8 +565,7 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     }
     if (s.nch > 0) fetch(0, 7);
     float gx0 = 0.f, gx1 = 0.f; /* cuda-occ14: the next chunk's gates, loaded a step ahead */
-    if (gated && s.nch > 0) gates(0, gx0, gx1);
-    double *G = Gw[t >> 5];
+    if (gated && s.nch > 0 && t < 32) gates(0, gx0, gx1);
     const int w = lf_w(), lane = t & 31;
     for (int c = 0; c < s.nch; c++) {
         const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
@@ -477,10 +577,20 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
                 if (16 * (t & 3) < bcols)
                     asm volatile("prefetch.global.L2 [%0];" ::"l"(dx + (int64_t)r * H * V));
         }
-        __syncwarp(); /* the warp's reads of the previous chunk's G are done */
-        if (gated) {  /* cuda-fused11: ungated walks read no G (every factor is exactly 1) */
-            la_tc_warp_gates(G, (double)gx0, (double)gx1);
-            __syncwarp();
+        /* cuda-fused11: ungated walks read no G (every factor is exactly 1);
+         * the previous chunk's G and Ef were last read before its third barrier */
+        if (gated && t < 32) {
+            double G0, G1;
+            la_tc_warp_gates_reg(G0, G1, (double)gx0, (double)gx1);
+            const double GLx = __shfl_sync(0xffffffffu, ((L - 1) & 1) ? G1 : G0, (L - 1) >> 1);
+            G[2 * lane] = G0, G[2 * lane + 1] = G1;
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int r = 2 * lane + i;
+                const double Gr = i ? G1 : G0;
+                Ef[0][r] = r < L ? sq * lf_expd(REV ? GLx - Gr : Gr) : 0.f;
+                Ef[1][r] = r < L ? sv * lf_expd(REV ? Gr : GLx - Gr) : 0.f;
+            }
         }
         /* S's parts into W before the wait (W's last readers, chunk c-1's
          * P V and state update, are behind its last barrier) */
@@ -513,32 +623,35 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
                             the parts */
         if (c + 1 < s.nch) {
             fetch(c + 1, 5);
-            if (gated) gates(c + 1, gx0, gx1);
+            if (gated && t < 32) gates(c + 1, gx0, gx1);
         }
         T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = three ? W + 2 * LA_TC_TILE : NULL;
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
         const double GL = gated && L > 0 ? G[L - 1] : 0.0;
-        lf_acc_split<T, NJ>(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
-            if (!gated) return (REV ? r <= cc && cc < L : cc <= r && r < L) ? x * scale : 0.f;
-            if (REV) return (r <= cc && cc < L) ? x * scale * la_cu_expd(G[cc] - G[r]) : 0.f;
-            return (cc <= r && r < L) ? x * scale * la_cu_expd(G[r] - G[cc]) : 0.f;
-        });
+        if (gated) { /* cuda-sgla21: the factors in place, then the parts */
+            lf_p_gate<NJ, REV>(accP, G, L, scale);
+            lf_acc_split<T, NJ>(accP, Ph, Pl, Pl2, [](int, int, float x) { return x; });
+        } else {
+            lf_acc_split<T, NJ>(accP, Ph, Pl, Pl2, [&](int r, int cc, float x) -> float {
+                return (REV ? r <= cc && cc < L : cc <= r && r < L) ? x * scale : 0.f;
+            });
+        }
         if (vt) /* Vt = sv e^{G_L - G_j} v_j (REV: sv e^{G_j} v_j) as parts; V stays for P V */
             lf_scaled_parts<T, LF_NT(NJ)>(Th, Tl, Tl2, Vs, [&](int r) {
-                return r < L ? (gated ? sv * la_cu_expd(REV ? G[r] : GL - G[r]) : sv) : 0.f;
+                return gated ? Ef[1][r] : r < L ? sv : 0.f;
             });
         float rf[2];
 #pragma unroll
         for (int rh = 0; rh < 2; rh++) {
             const int r = 16 * w + (lane >> 2) + 8 * rh;
-            rf[rh] = r < L ? (gated ? sq * la_cu_expd(REV ? GL - G[r] : G[r]) : sq) : 0.f;
+            rf[rh] = gated ? Ef[0][r] : r < L ? sq : 0.f;
         }
         lf_each<NJ>(accO, [&](int rh, int, int, float &x) { x *= rf[rh]; });
         __syncthreads();
         if (vt) { /* P V with the state update S <- e^{G_L} S + K^T Vt */
             if (gated) {
-                const float eL = la_cu_expd(GL);
+                const float eL = lf_expd(GL);
 #pragma unroll
                 for (int kb = 0; kb < NK; kb++)
                     lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
