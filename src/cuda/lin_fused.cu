@@ -29,7 +29,8 @@
  * fragments are loaded once for all of them (-32 of 132 ldmatrix.x4 per
  * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16).
  * cuda-sfrag18: the ungated unsplit forward walk runs la_lf_sfwd (S^T held
- * as mma A fragments, no S parts through shared memory; same bits). */
+ * as mma A fragments, no S parts through shared memory; same bits).
+ * cuda-lin21: so do the backward's three ungated unsplit walks (same bits). */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -63,7 +64,7 @@ struct lf_args {
     const void *dx;
     double *dpart;
     int nslot;
-    int sfrag; /* cuda-sfrag18: the walk is la_lf_sfwd (ungated unsplit forward) */
+    int sfrag; /* cuda-sfrag18: the walk is la_lf_sfwd (ungated, unsplit, sv = 1, no DOT) */
 };
 
 /* cuda-fused11: the warp layout. A walk runs with NJ = 4 or 2 of the four
@@ -590,7 +591,7 @@ __device__ __forceinline__ void lf_stsm4t(void *p, const uint32_t (&r)[4]) {
  * single elements to global memory. Rounds as lf_acc_store does. */
 template <typename T>
 __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_acc (&acc)[4],
-                                            int rows, int cols, bool vec, T *Wt) {
+                                            int rows, int cols, bool vec, T *Wt, const T *m) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
@@ -619,12 +620,24 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
         if (r >= rows || c >= cols) continue;
         const T *src = Wt + r * LA_TC_LD + c;
         T *d = dst + (int64_t)r * stride + c;
-        if (vec) /* cols % 8 == 0 */
-            *(uint4 *)d = *(const uint4 *)src;
-        else
+        const T *mm = m ? m + (int64_t)r * stride + c : (const T *)NULL;
+        if (vec) { /* cols % 8 == 0 */
+            uint32_t x[4];
+            *(uint4 *)x = *(const uint4 *)src;
+            if (mm) {
+                uint32_t y[4];
+                *(uint4 *)y = *(const uint4 *)mm;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float2 f = la_tc_upk(T(), y[i]);
+                    x[i] &= (f.x > 0.f ? 0xffffu : 0u) | (f.y > 0.f ? 0xffff0000u : 0u);
+                }
+            }
+            *(uint4 *)d = *(const uint4 *)x;
+        } else
 #pragma unroll
             for (int i = 0; i < 8; i++)
-                if (c + i < cols) d[i] = src[i];
+                if (c + i < cols) d[i] = (mm && !((float)mm[i] > 0.f)) ? la_tc_cvt<T>(0.f) : src[i];
     }
 }
 
@@ -653,8 +666,14 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * (ncu), but only 8 warps per SM: the walk is latency-bound now, -6..-8%
  * end to end (bench/GPU.md, cuda-sfrag18). Taken for the ungated unsplit
  * forward only; gated, REV, DOT and split walks still run la_lf_fwd (not
- * ported). */
-template <typename T, int NK>
+ * ported).
+ * cuda-lin21: REV (la_lf_fwd's REV, ungated, sv = 1: the chunks in reverse
+ * order, P_ji nonzero for i >= j, so P's blocks below the diagonal and
+ * P^T's above it are the skipped ones), p.fc (relu on the v tiles) and p.m
+ * (o's rows masked by m > 0), so the backward's three ungated unsplit walks
+ * (dk, dq, dv) run here too; same products in the same order as la_lf_fwd:
+ * same bits. */
+template <typename T, int NK, bool REV>
 __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     constexpr int NP = lf_np<T>::value, KB = 4 * NK;
     extern __shared__ __align__(128) unsigned char la_lfs_smem[];
@@ -672,10 +691,12 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     const float scale = p.scale, sq = p.sq;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     T *o = (T *)p.o;
-    const bool vec = ((K | V) & 7) == 0 &&
-                     (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o) & 15) == 0;
-    auto fetch = [&](int ci, int what) { /* what: 1 Q, 2 K, 4 V */
-        const la_cu_chunk ch = p.chunks[s.chunk0 + ci];
+    const T *const mk = (const T *)p.m;
+    const bool vec =
+        ((K | V) & 7) == 0 &&
+        (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o | (uintptr_t)mk) & 15) == 0;
+    auto fetch = [&](int ci, int what) { /* what: 1 Q, 2 K, 4 V (ci in walk order) */
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - ci : ci)];
         const int64_t tq = (ch.tok0 * H + h) * K;
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
@@ -696,7 +717,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
         x = (s0 && c < K && vv < V) ? (p.s0t ? s0[vv * K + c] : s0[c * V + vv]) * p.s0mul : 0.f;
     });
     for (int c = 0; c < s.nch; c++) {
-        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
         T *const Vs = Vt(c);
         la_tc_cp_wait_all();
@@ -706,6 +727,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 lf_relu<T, 4>(Qt(kb));
                 lf_relu<T, 4>(Kt(c, kb));
             }
+        if (p.fc) lf_relu<T, 4>(Vs);
         __syncthreads(); /* A: chunk c's tiles in; the last step's O staging read */
         /* chunk c+1's K, V into the other buffers (last read in step c-1) */
         if (c + 1 < s.nch) fetch(c + 1, 6);
@@ -720,7 +742,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 lf_lda<T, false>(a, Qt(kb), kk);
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    if (j > w) continue; /* P's blocks above the diagonal: masked anyway */
+                    if (REV ? j < w : j > w) continue; /* P's masked blocks (zero anyway) */
                     lf_ldb<T, true>(b, Kt(c, kb), kk, j);
                     lf_mma16<T>(accP[j], a, b);
                 }
@@ -736,7 +758,9 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 }
             }
         lf_acc_split<T, 4>(accP, Pp, Pp + LA_TC_TILE, NP == 3 ? Pp + 2 * LA_TC_TILE : (T *)NULL,
-                           [&](int r, int cc, float x) { return (cc <= r && r < L) ? x * scale : 0.f; });
+                           [&](int r, int cc, float x) {
+                               return (REV ? r <= cc && cc < L : cc <= r && r < L) ? x * scale : 0.f;
+                           });
         lf_each<4>(accO, [&](int, int, int cc, float &x) { x *= cc < L ? sq : 0.f; });
         __syncthreads(); /* B: P's parts in; Q free: chunk c+1's Q goes out */
         if (c + 1 < s.nch) fetch(c + 1, 1);
@@ -745,13 +769,17 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
             uint32_t a[4];
             lf_lda<T, true>(a, Vs, kt); /* V^T: [token][value] = [k][m] */
 #pragma unroll
-            for (int j = kt; j < 4; j++) /* P^T(kt, j) = 0 for kt > j: tokens 16 kt.. > 16 j + 15 */
+            for (int j = 0; j < 4; j++) {
+                /* P^T(kt, j) = 0 for kt > j (REV: kt < j): tokens 16 kt .. past
+                 * (REV: before) 16 j .. 16 j + 15 */
+                if (REV ? j > kt : j < kt) continue;
 #pragma unroll
                 for (int pi = 0; pi < NP; pi++) {
                     uint32_t b[4];
                     lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j); /* P: [i][j] = [n][k] */
                     lf_mma16<T>(accO[j], a, b);
                 }
+            }
 #pragma unroll
             for (int kc = 0; kc < KB; kc++) {
                 uint32_t b[4];
@@ -760,7 +788,8 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
             }
         }
         __syncthreads(); /* C: K, V, P read */
-        lf_ot_store<T>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp);
+        lf_ot_store<T>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp,
+                       mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
     }
     if (p.fin)
         la_tc_acc_each_part<KB>(S, w, 0, [&](int, int r, int c, float &x) {
@@ -1030,26 +1059,28 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
                         : lf_launch<T, NK, REV, 2, DOT>(op, stream, ctas, a);
 }
 
-/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated unsplit forward
- * walk runs la_lf_fwd as before (A/B); unset / other: la_lf_sfwd. */
-static bool lf_sfrag_env() {
-    static int on = -1;
-    if (on < 0) {
+/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated unsplit walks run
+ * la_lf_fwd as before (A/B); 2 (cuda-lin21, trial): the split's walks
+ * from start states too; unset / other: la_lf_sfwd where unsplit. Whether
+ * a walk with P segments (0: unsplit) takes la_lf_sfwd. */
+static bool lf_sfrag_env(int P) {
+    static int mode = -1;
+    if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_LIN_SFRAG");
-        on = !(e && e[0] == '0' && !e[1]);
+        mode = e && e[0] == '0' && !e[1] ? 0 : e && e[0] == '2' && !e[1] ? 2 : 1;
     }
-    return on != 0;
+    return mode == 2 || (mode == 1 && !P);
 }
-template <typename T, int NK>
+template <typename T, int NK, bool REV>
 static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                 const lf_args &a) {
     const size_t smem = (size_t)(3 * NK + 2 + lf_np<T>::value) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV>,
                                        cudaFuncAttributePreferredSharedMemoryCarveout,
                                        cudaSharedmemCarveoutMaxShared));
-    la_lf_sfwd<T, NK><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    la_lf_sfwd<T, NK, REV><<<(unsigned)ctas, 128, smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
@@ -1062,12 +1093,12 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
     a.nvb = (int)((a.V + 63) / 64);
     const int64_t ctas = (nseq < 0 ? c->N : nseq) * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
-    if (!REV && !DOT && a.sfrag) { /* cuda-sfrag18 (la__lf_forward decides) */
+    if (!DOT && a.sfrag) { /* cuda-sfrag18, cuda-lin21 (la__lf_forward / _backward decide) */
         if (c->dtype == LA_DTYPE_BF16)
-            return a.K <= 64 ? lf_sfwd_launch<__nv_bfloat16, 1>(c->op, stream, ctas, a)
-                             : lf_sfwd_launch<__nv_bfloat16, 2>(c->op, stream, ctas, a);
-        return a.K <= 64 ? lf_sfwd_launch<__half, 1>(c->op, stream, ctas, a)
-                         : lf_sfwd_launch<__half, 2>(c->op, stream, ctas, a);
+            return a.K <= 64 ? lf_sfwd_launch<__nv_bfloat16, 1, REV>(c->op, stream, ctas, a)
+                             : lf_sfwd_launch<__nv_bfloat16, 2, REV>(c->op, stream, ctas, a);
+        return a.K <= 64 ? lf_sfwd_launch<__half, 1, REV>(c->op, stream, ctas, a)
+                         : lf_sfwd_launch<__half, 2, REV>(c->op, stream, ctas, a);
     }
     if (c->dtype == LA_DTYPE_BF16)
         return a.K <= 64 ? lf_launch_nj<__nv_bfloat16, 1, REV, DOT>(c->op, stream, ctas, a)
@@ -1162,10 +1193,10 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     a.fab = c->feature_map == LA_FEATURE_RELU;
     /* cuda-lsplit13: split over time where the grid is small (above) */
     const int P = c->N <= 0 ? 0 : la__lf_split_p(c, tb.nchunks);
-    /* cuda-sfrag18: the ungated walk (o unmasked, v rows unscaled) with S^T
-     * in registers where it measured faster: unsplit (at 1,16384,16,128 the
+    /* cuda-sfrag18: the ungated walk (v rows unscaled) with S^T in
+     * registers where it measured faster: unsplit (at 1,16384,16,128 the
      * split's walks from start states were 3% slower with it) */
-    a.sfrag = !P && !c->g && !c->g_gamma && lf_sfrag_env();
+    a.sfrag = !c->g && !c->g_gamma && lf_sfrag_env(P);
     lf_split sp = {};
     la_status st = P ? lf_split_make(c, ar, tb, P, false, &sp) : LA_OK;
     return st ? st : lf_walk<false>(c, ar->stream, a, sp);
@@ -1218,6 +1249,9 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     const float inv = 1.f / c->scale;
     const bool div = c->scale != 0.f && isfinite(inv) && isfinite(c->scale);
     const float rsq = div ? c->scale : 1.f, rsv = div ? 1.f : c->scale, rin = div ? inv : 1.f;
+    /* cuda-lin21: ungated unsplit walks without gate gradient (sv = 1 in all
+     * three where div) run la_lf_sfwd, as the forward does */
+    a.sfrag = !dg && !c->g && !c->g_gamma && div && lf_sfrag_env(P);
     lf_args b = a;
     b.q = c->v, b.k = c->d_o, b.v = c->q, b.o = c->dk, b.m = relu ? c->k : NULL;
     b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
