@@ -589,7 +589,7 @@ __device__ __forceinline__ void lf_stsm4t(void *p, const uint32_t (&r)[4]) {
  * 16 columns of the tile Wt ([token][value]; no other warp touches them
  * until the caller's next barrier), then 16-byte pieces of them (vec) or
  * single elements to global memory. Rounds as lf_acc_store does. */
-template <typename T>
+template <typename T, bool MSK>
 __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_acc (&acc)[4],
                                             int rows, int cols, bool vec, T *Wt, const T *m) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -620,11 +620,11 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
         if (r >= rows || c >= cols) continue;
         const T *src = Wt + r * LA_TC_LD + c;
         T *d = dst + (int64_t)r * stride + c;
-        const T *mm = m ? m + (int64_t)r * stride + c : (const T *)NULL;
+        const T *mm = MSK && m ? m + (int64_t)r * stride + c : (const T *)NULL;
         if (vec) { /* cols % 8 == 0 */
             uint32_t x[4];
             *(uint4 *)x = *(const uint4 *)src;
-            if (mm) {
+            if (MSK && mm) {
                 uint32_t y[4];
                 *(uint4 *)y = *(const uint4 *)mm;
 #pragma unroll
@@ -637,7 +637,8 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
         } else
 #pragma unroll
             for (int i = 0; i < 8; i++)
-                if (c + i < cols) d[i] = (mm && !((float)mm[i] > 0.f)) ? la_tc_cvt<T>(0.f) : src[i];
+                if (c + i < cols)
+                    d[i] = (MSK && mm && !((float)mm[i] > 0.f)) ? la_tc_cvt<T>(0.f) : src[i];
     }
 }
 
@@ -669,11 +670,13 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * ported).
  * cuda-lin21: REV (la_lf_fwd's REV, ungated, sv = 1: the chunks in reverse
  * order, P_ji nonzero for i >= j, so P's blocks below the diagonal and
- * P^T's above it are the skipped ones), p.fc (relu on the v tiles) and p.m
- * (o's rows masked by m > 0), so the backward's three ungated unsplit walks
- * (dk, dq, dv) run here too; same products in the same order as la_lf_fwd:
- * same bits. */
-template <typename T, int NK, bool REV>
+ * P^T's above it are the skipped ones) and MSK (p.fc: relu on the v tiles,
+ * p.m: o's rows masked by m > 0; the backward's relu walks), so the
+ * backward's three ungated unsplit walks (dk, dq, dv) can run here too;
+ * same products in the same order as la_lf_fwd: same bits. MSK is a
+ * template argument because at 255 registers even unused runtime code
+ * moved the forward 10% (measured). */
+template <typename T, int NK, bool REV, bool MSK>
 __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     constexpr int NP = lf_np<T>::value, KB = 4 * NK;
     extern __shared__ __align__(128) unsigned char la_lfs_smem[];
@@ -691,7 +694,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     const float scale = p.scale, sq = p.sq;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     T *o = (T *)p.o;
-    const T *const mk = (const T *)p.m;
+    const T *const mk = MSK ? (const T *)p.m : (const T *)NULL;
     const bool vec =
         ((K | V) & 7) == 0 &&
         (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o | (uintptr_t)mk) & 15) == 0;
@@ -727,7 +730,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 lf_relu<T, 4>(Qt(kb));
                 lf_relu<T, 4>(Kt(c, kb));
             }
-        if (p.fc) lf_relu<T, 4>(Vs);
+        if (MSK && p.fc) lf_relu<T, 4>(Vs);
         __syncthreads(); /* A: chunk c's tiles in; the last step's O staging read */
         /* chunk c+1's K, V into the other buffers (last read in step c-1) */
         if (c + 1 < s.nch) fetch(c + 1, 6);
@@ -788,8 +791,8 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
             }
         }
         __syncthreads(); /* C: K, V, P read */
-        lf_ot_store<T>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp,
-                       mk ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
+        lf_ot_store<T, MSK>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp,
+                            MSK ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
     }
     if (p.fin)
         la_tc_acc_each_part<KB>(S, w, 0, [&](int, int r, int c, float &x) {
@@ -1060,29 +1063,41 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
 }
 
 /* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated unsplit walks run
- * la_lf_fwd as before (A/B); 2 (cuda-lin21, trial): the split's walks
- * from start states too; unset / other: la_lf_sfwd where unsplit. Whether
- * a walk with P segments (0: unsplit) takes la_lf_sfwd. */
-static bool lf_sfrag_env(int P) {
+ * la_lf_fwd as before (A/B). cuda-lin21 (A/B): f: the forward's only; q:
+ * the forward's and the backward's dq walk (the forward-order walks);
+ * unset / other: also the backward's reverse walks (dk, dv). Whether walk
+ * `which` (0 forward, 1 dq, 2 reverse) with P segments (0: unsplit) takes
+ * la_lf_sfwd: unsplit walks only (the split's walks from start states
+ * measured slower with it: cuda-sfrag18 forward 3%; cuda-lin21 forward and
+ * backward 10-14% at 1,16384,16,128). */
+static bool lf_sfrag_env(int P, int which) {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("LINATTN_CUDA_LIN_SFRAG");
-        mode = e && e[0] == '0' && !e[1] ? 0 : e && e[0] == '2' && !e[1] ? 2 : 1;
+        const char x = e && e[0] && !e[1] ? e[0] : 0;
+        mode = x == '0' ? -1 : x == 'f' ? 0 : x == 'q' ? 1 : 2;
     }
-    return mode == 2 || (mode == 1 && !P);
+    return !P && which <= mode;
 }
+template <typename T, int NK, bool REV, bool MSK>
+static la_status lf_sfwd_launch1(const char *op, cudaStream_t stream, int64_t ctas,
+                                 const lf_args &a) {
+    const size_t smem = (size_t)(3 * NK + 2 + lf_np<T>::value) * LA_TC_TILE_BYTES;
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV, MSK>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV, MSK>,
+                                       cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       cudaSharedmemCarveoutMaxShared));
+    la_lf_sfwd<T, NK, REV, MSK><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    LA_CU_LAUNCHED(op);
+    return LA_OK;
+}
+/* MSK where the walk has an o mask or relu'd v tiles (the backward's relu walks) */
 template <typename T, int NK, bool REV>
 static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                 const lf_args &a) {
-    const size_t smem = (size_t)(3 * NK + 2 + lf_np<T>::value) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV>,
-                                       cudaFuncAttributePreferredSharedMemoryCarveout,
-                                       cudaSharedmemCarveoutMaxShared));
-    la_lf_sfwd<T, NK, REV><<<(unsigned)ctas, 128, smem, stream>>>(a);
-    LA_CU_LAUNCHED(op);
-    return LA_OK;
+    return a.m || a.fc ? lf_sfwd_launch1<T, NK, REV, true>(op, stream, ctas, a)
+                       : lf_sfwd_launch1<T, NK, REV, false>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
@@ -1196,7 +1211,7 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     /* cuda-sfrag18: the ungated walk (v rows unscaled) with S^T in
      * registers where it measured faster: unsplit (at 1,16384,16,128 the
      * split's walks from start states were 3% slower with it) */
-    a.sfrag = !c->g && !c->g_gamma && lf_sfrag_env(P);
+    a.sfrag = !c->g && !c->g_gamma && lf_sfrag_env(P, 0);
     lf_split sp = {};
     la_status st = P ? lf_split_make(c, ar, tb, P, false, &sp) : LA_OK;
     return st ? st : lf_walk<false>(c, ar->stream, a, sp);
@@ -1251,8 +1266,9 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     const float rsq = div ? c->scale : 1.f, rsv = div ? 1.f : c->scale, rin = div ? inv : 1.f;
     /* cuda-lin21: ungated unsplit walks without gate gradient (sv = 1 in all
      * three where div) run la_lf_sfwd, as the forward does */
-    a.sfrag = !dg && !c->g && !c->g_gamma && div && lf_sfrag_env(P);
+    const bool sf = !dg && !c->g && !c->g_gamma && div;
     lf_args b = a;
+    b.sfrag = sf && lf_sfrag_env(P, 2);
     b.q = c->v, b.k = c->d_o, b.v = c->q, b.o = c->dk, b.m = relu ? c->k : NULL;
     b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
     b.s0 = c->dsT, b.s0t = 1, b.s0mul = rin;
@@ -1263,6 +1279,7 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
                  : lf_walk<true>(c, stream, b, sp, LF_LOC_KEEP)))
         return st;
     b = a;
+    b.sfrag = sf && lf_sfrag_env(P, 1);
     b.q = c->d_o, b.k = c->v, b.v = c->k, b.o = c->dq, b.m = relu ? c->q : NULL;
     b.K = c->V, b.V = c->K, b.sq = c->scale, b.sv = 1.f, b.fc = relu;
     b.s0 = c->s0, b.s0t = 1;
@@ -1278,6 +1295,7 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
             return st;
     }
     b = a;
+    b.sfrag = sf && lf_sfrag_env(P, 2);
     b.q = c->k, b.k = c->q, b.v = c->d_o, b.o = c->dv, b.fab = relu;
     b.K = c->K, b.V = c->V, b.sq = rsq, b.sv = rsv;
     b.s0 = c->dsT, b.fin = c->ds0, b.s0mul = rin, b.finmul = div ? c->scale : 1.f;
