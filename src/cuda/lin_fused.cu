@@ -676,7 +676,7 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * same products in the same order as la_lf_fwd: same bits. MSK is a
  * template argument because at 255 registers even unused runtime code
  * moved the forward 10% (measured). */
-template <typename T, int NK, bool REV, bool MSK>
+template <typename T, int NK, bool REV, bool MSK, bool PF>
 __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     constexpr int NP = lf_np<T>::value, KB = 4 * NK;
     extern __shared__ __align__(128) unsigned char la_lfs_smem[];
@@ -749,6 +749,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                     lf_ldb<T, true>(b, Kt(c, kb), kk, j);
                     lf_mma16<T>(accP[j], a, b);
                 }
+                if (PF) continue; /* S^T Qf^T after P's parts are out (below) */
                 const la_tc_acc &x = S[4 * kb + kk];
 #pragma unroll
                 for (int i = 0; i < 4; i++)
@@ -764,6 +765,23 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                            [&](int r, int cc, float x) {
                                return (REV ? r <= cc && cc < L : cc <= r && r < L) ? x * scale : 0.f;
                            });
+        if (PF) /* cuda-lin21: the key steps of S^T Qf^T with P's accumulators dead */
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++)
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++) {
+                    uint32_t b[4], sa[3][4];
+                    const la_tc_acc &x = S[4 * kb + kk];
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        la_tc_split2<T>(x.x[2 * i], x.x[2 * i + 1], sa[0][i], sa[1][i], sa[2][i]);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        lf_ldb<T, true>(b, Qt(kb), kk, j);
+#pragma unroll
+                        for (int pi = 0; pi < NP; pi++) lf_mma16<T>(accO[j], sa[pi], b);
+                    }
+                }
         lf_each<4>(accO, [&](int, int, int cc, float &x) { x *= cc < L ? sq : 0.f; });
         __syncthreads(); /* B: P's parts in; Q free: chunk c+1's Q goes out */
         if (c + 1 < s.nch) fetch(c + 1, 1);
@@ -1079,25 +1097,42 @@ static bool lf_sfrag_env(int P, int which) {
     }
     return !P && which <= mode;
 }
-template <typename T, int NK, bool REV, bool MSK>
+template <typename T, int NK, bool REV, bool MSK, bool PF>
 static la_status lf_sfwd_launch1(const char *op, cudaStream_t stream, int64_t ctas,
                                  const lf_args &a) {
     const size_t smem = (size_t)(3 * NK + 2 + lf_np<T>::value) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV, MSK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV, MSK, PF>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV, MSK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV, MSK, PF>,
                                        cudaFuncAttributePreferredSharedMemoryCarveout,
                                        cudaSharedmemCarveoutMaxShared));
-    la_lf_sfwd<T, NK, REV, MSK><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    la_lf_sfwd<T, NK, REV, MSK, PF><<<(unsigned)ctas, 128, smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
+}
+/* cuda-lin21 (trial, A/B): LINATTN_CUDA_LIN_SFRAG_PF = 1: the forward-order
+ * walks compute P first too (the reverse walks always do) */
+static bool lf_pf_env() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LINATTN_CUDA_LIN_SFRAG_PF");
+        on = e && e[0] == '1' && !e[1];
+    }
+    return on != 0;
+}
+template <typename T, int NK, bool REV, bool MSK>
+static la_status lf_sfwd_launch2(const char *op, cudaStream_t stream, int64_t ctas,
+                                 const lf_args &a) {
+    if (REV) return lf_sfwd_launch1<T, NK, REV, MSK, true>(op, stream, ctas, a);
+    return lf_pf_env() ? lf_sfwd_launch1<T, NK, false, MSK, true>(op, stream, ctas, a)
+                       : lf_sfwd_launch1<T, NK, false, MSK, false>(op, stream, ctas, a);
 }
 /* MSK where the walk has an o mask or relu'd v tiles (the backward's relu walks) */
 template <typename T, int NK, bool REV>
 static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                 const lf_args &a) {
-    return a.m || a.fc ? lf_sfwd_launch1<T, NK, REV, true>(op, stream, ctas, a)
-                       : lf_sfwd_launch1<T, NK, REV, false>(op, stream, ctas, a);
+    return a.m || a.fc ? lf_sfwd_launch2<T, NK, REV, true>(op, stream, ctas, a)
+                       : lf_sfwd_launch2<T, NK, REV, false>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
