@@ -665,17 +665,21 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * step; chunk c+1's K, V go out at the step's first barrier, its Q when
  * Q K^T and Q S are done. Shared wavefronts per step -38% against la_lf_fwd
  * (ncu), but only 8 warps per SM: the walk is latency-bound now, -6..-8%
- * end to end (bench/GPU.md, cuda-sfrag18). Taken for the ungated unsplit
- * forward only; gated, REV, DOT and split walks still run la_lf_fwd (not
- * ported).
+ * end to end (bench/GPU.md, cuda-sfrag18). Gated, DOT and split walks still
+ * run la_lf_fwd (not ported).
  * cuda-lin21: REV (la_lf_fwd's REV, ungated, sv = 1: the chunks in reverse
  * order, P_ji nonzero for i >= j, so P's blocks below the diagonal and
  * P^T's above it are the skipped ones) and MSK (p.fc: relu on the v tiles,
  * p.m: o's rows masked by m > 0; the backward's relu walks), so the
- * backward's three ungated unsplit walks (dk, dq, dv) can run here too;
- * same products in the same order as la_lf_fwd: same bits. MSK is a
- * template argument because at 255 registers even unused runtime code
- * moved the forward 10% (measured). */
+ * backward's three ungated unsplit walks (dk, dq, dv) run here too; same
+ * products in the same order as la_lf_fwd: same bits (measured). MSK is a
+ * template argument because at 255 registers even unused runtime code moved
+ * the forward 10% (measured). PF (the reverse walks): P's key steps first,
+ * its parts stored, then S^T Qf^T's (same sums, same order), so P's 32
+ * accumulators are dead during S^T Qf^T: ptxas spills of the bf16 reverse
+ * walk 168 -> 24 B; with PF it takes 238 us at 8,2048,16,128 against
+ * la_lf_fwd's 246 (without PF, runtime mask: 269); the forward-order walks
+ * were slower with it (bench/GPU.md, cuda-lin21). */
 template <typename T, int NK, bool REV, bool MSK, bool PF>
 __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     constexpr int NP = lf_np<T>::value, KB = 4 * NK;
@@ -1080,22 +1084,19 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
                         : lf_launch<T, NK, REV, 2, DOT>(op, stream, ctas, a);
 }
 
-/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated unsplit walks run
- * la_lf_fwd as before (A/B). cuda-lin21 (A/B): f: the forward's only; q:
- * the forward's and the backward's dq walk (the forward-order walks);
- * unset / other: also the backward's reverse walks (dk, dv). Whether walk
- * `which` (0 forward, 1 dq, 2 reverse) with P segments (0: unsplit) takes
- * la_lf_sfwd: unsplit walks only (the split's walks from start states
+/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated walks run la_lf_fwd
+ * as before (A/B); unset / other: la_lf_sfwd for the forward and (cuda-lin21)
+ * the backward's three walks. Whether a walk over P segments (0: unsplit)
+ * takes la_lf_sfwd: unsplit walks only (the split's walks from start states
  * measured slower with it: cuda-sfrag18 forward 3%; cuda-lin21 forward and
  * backward 10-14% at 1,16384,16,128). */
-static bool lf_sfrag_env(int P, int which) {
-    static int mode = -1;
-    if (mode < 0) {
+static bool lf_sfrag_env(int P) {
+    static int on = -1;
+    if (on < 0) {
         const char *e = getenv("LINATTN_CUDA_LIN_SFRAG");
-        const char x = e && e[0] && !e[1] ? e[0] : 0;
-        mode = x == '0' ? -1 : x == 'f' ? 0 : x == 'q' ? 1 : 2;
+        on = !(e && e[0] == '0' && !e[1]);
     }
-    return !P && which <= mode;
+    return !P && on;
 }
 template <typename T, int NK, bool REV, bool MSK, bool PF>
 static la_status lf_sfwd_launch1(const char *op, cudaStream_t stream, int64_t ctas,
@@ -1110,29 +1111,15 @@ static la_status lf_sfwd_launch1(const char *op, cudaStream_t stream, int64_t ct
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
-/* cuda-lin21 (trial, A/B): LINATTN_CUDA_LIN_SFRAG_PF = 1: the forward-order
- * walks compute P first too (the reverse walks always do) */
-static bool lf_pf_env() {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LINATTN_CUDA_LIN_SFRAG_PF");
-        on = e && e[0] == '1' && !e[1];
-    }
-    return on != 0;
-}
-template <typename T, int NK, bool REV, bool MSK>
-static la_status lf_sfwd_launch2(const char *op, cudaStream_t stream, int64_t ctas,
-                                 const lf_args &a) {
-    if (REV) return lf_sfwd_launch1<T, NK, REV, MSK, true>(op, stream, ctas, a);
-    return lf_pf_env() ? lf_sfwd_launch1<T, NK, false, MSK, true>(op, stream, ctas, a)
-                       : lf_sfwd_launch1<T, NK, false, MSK, false>(op, stream, ctas, a);
-}
-/* MSK where the walk has an o mask or relu'd v tiles (the backward's relu walks) */
+/* MSK where the walk has an o mask or relu'd v tiles (the backward's relu
+ * walks); P first (PF) in the reverse walks only: the forward-order walks
+ * measured slower with it (cuda-lin21: forward 0.224 -> 0.233 ms at
+ * 8,2048,16,128) */
 template <typename T, int NK, bool REV>
 static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
                                 const lf_args &a) {
-    return a.m || a.fc ? lf_sfwd_launch2<T, NK, REV, true>(op, stream, ctas, a)
-                       : lf_sfwd_launch2<T, NK, REV, false>(op, stream, ctas, a);
+    return a.m || a.fc ? lf_sfwd_launch1<T, NK, REV, true, REV>(op, stream, ctas, a)
+                       : lf_sfwd_launch1<T, NK, REV, false, REV>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
@@ -1246,7 +1233,7 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     /* cuda-sfrag18: the ungated walk (v rows unscaled) with S^T in
      * registers where it measured faster: unsplit (at 1,16384,16,128 the
      * split's walks from start states were 3% slower with it) */
-    a.sfrag = !c->g && !c->g_gamma && lf_sfrag_env(P, 0);
+    a.sfrag = !c->g && !c->g_gamma && lf_sfrag_env(P);
     lf_split sp = {};
     la_status st = P ? lf_split_make(c, ar, tb, P, false, &sp) : LA_OK;
     return st ? st : lf_walk<false>(c, ar->stream, a, sp);
@@ -1301,9 +1288,8 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     const float rsq = div ? c->scale : 1.f, rsv = div ? 1.f : c->scale, rin = div ? inv : 1.f;
     /* cuda-lin21: ungated unsplit walks without gate gradient (sv = 1 in all
      * three where div) run la_lf_sfwd, as the forward does */
-    const bool sf = !dg && !c->g && !c->g_gamma && div;
+    a.sfrag = !dg && !c->g && !c->g_gamma && div && lf_sfrag_env(P);
     lf_args b = a;
-    b.sfrag = sf && lf_sfrag_env(P, 2);
     b.q = c->v, b.k = c->d_o, b.v = c->q, b.o = c->dk, b.m = relu ? c->k : NULL;
     b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
     b.s0 = c->dsT, b.s0t = 1, b.s0mul = rin;
@@ -1314,7 +1300,6 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
                  : lf_walk<true>(c, stream, b, sp, LF_LOC_KEEP)))
         return st;
     b = a;
-    b.sfrag = sf && lf_sfrag_env(P, 1);
     b.q = c->d_o, b.k = c->v, b.v = c->k, b.o = c->dq, b.m = relu ? c->q : NULL;
     b.K = c->V, b.V = c->K, b.sq = c->scale, b.sv = 1.f, b.fc = relu;
     b.s0 = c->s0, b.s0t = 1;
@@ -1330,7 +1315,6 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
             return st;
     }
     b = a;
-    b.sfrag = sf && lf_sfrag_env(P, 2);
     b.q = c->k, b.k = c->q, b.v = c->d_o, b.o = c->dv, b.fab = relu;
     b.K = c->K, b.V = c->V, b.sq = rsq, b.sv = rsv;
     b.s0 = c->dsT, b.fin = c->ds0, b.s0mul = rin, b.finmul = div ? c->scale : 1.f;
