@@ -1429,6 +1429,13 @@ int main(void) {
              LA_DTYPE_BF16, 0, 0, 3, 1, 1},
             {"sgla fp16 g extreme B2 T97 H42 K72 V100", 2, 97, 42, 72, 100, NULL, 0,
              LA_DTYPE_F16, 0, 0, 1, 1, 0},
+            /* cuda-lin21: the backward's unsplit walks on la_lf_sfwd by default (168 CTAs)
+             * with relu: the dk / dq walks' o masks (16-byte and scalar stores), the relu
+             * on their v tiles; K != V (the reverse walks' transposed states) */
+            {"linear bf16 relu B2 T200 H42 K128 V128", 2, 200, 42, 128, 128, NULL, 0,
+             LA_DTYPE_BF16, 1, LA_FEATURE_RELU, 0, 0, 1},
+            {"linear fp16 relu B2 T97 H42 K72 V100", 2, 97, 42, 72, 100, NULL, 0, LA_DTYPE_F16,
+             1, LA_FEATURE_RELU, 0, 0, 0},
         };
         for (size_t i = 0; i < sizeof f9 / sizeof f9[0]; i++)
             if (take()) run_scalar(gpu, cpu, &f9[i], 2900 + i);

@@ -29,7 +29,8 @@
  * fragments are loaded once for all of them (-32 of 132 ldmatrix.x4 per
  * warp-step); a new, fixed fp32 sum order (bench/GPU.md, cuda-reuse16).
  * cuda-sfrag18: the ungated unsplit forward walk runs la_lf_sfwd (S^T held
- * as mma A fragments, no S parts through shared memory; same bits).
+ * as mma A fragments, no S parts through shared memory; same bits); since
+ * cuda-lin21 so do the backward's three ungated unsplit walks (same bits).
  * cuda-sgla21: the gated walks' gate work cut (they are bound by instruction
  * issue): P's factors off the diagonal blocks as row x column factors
  * (lf_p_gate), every factor by one ex2 (lf_expd), G and the o / Vt row
@@ -68,7 +69,7 @@ struct lf_args {
     const void *dx;
     double *dpart;
     int nslot;
-    int sfrag; /* cuda-sfrag18: the walk is la_lf_sfwd (ungated unsplit forward) */
+    int sfrag; /* cuda-sfrag18: the walk is la_lf_sfwd (ungated, unsplit, sv = 1, no DOT) */
 };
 
 /* cuda-fused11: the warp layout. A walk runs with NJ = 4 or 2 of the four
@@ -701,9 +702,9 @@ __device__ __forceinline__ void lf_stsm4t(void *p, const uint32_t (&r)[4]) {
  * 16 columns of the tile Wt ([token][value]; no other warp touches them
  * until the caller's next barrier), then 16-byte pieces of them (vec) or
  * single elements to global memory. Rounds as lf_acc_store does. */
-template <typename T>
+template <typename T, bool MSK>
 __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_acc (&acc)[4],
-                                            int rows, int cols, bool vec, T *Wt) {
+                                            int rows, int cols, bool vec, T *Wt, const T *m) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
@@ -732,12 +733,25 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
         if (r >= rows || c >= cols) continue;
         const T *src = Wt + r * LA_TC_LD + c;
         T *d = dst + (int64_t)r * stride + c;
-        if (vec) /* cols % 8 == 0 */
-            *(uint4 *)d = *(const uint4 *)src;
-        else
+        const T *mm = MSK && m ? m + (int64_t)r * stride + c : (const T *)NULL;
+        if (vec) { /* cols % 8 == 0 */
+            uint32_t x[4];
+            *(uint4 *)x = *(const uint4 *)src;
+            if (MSK && mm) {
+                uint32_t y[4];
+                *(uint4 *)y = *(const uint4 *)mm;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float2 f = la_tc_upk(T(), y[i]);
+                    x[i] &= (f.x > 0.f ? 0xffffu : 0u) | (f.y > 0.f ? 0xffff0000u : 0u);
+                }
+            }
+            *(uint4 *)d = *(const uint4 *)x;
+        } else
 #pragma unroll
             for (int i = 0; i < 8; i++)
-                if (c + i < cols) d[i] = src[i];
+                if (c + i < cols)
+                    d[i] = (MSK && mm && !((float)mm[i] > 0.f)) ? la_tc_cvt<T>(0.f) : src[i];
     }
 }
 
@@ -764,10 +778,22 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * step; chunk c+1's K, V go out at the step's first barrier, its Q when
  * Q K^T and Q S are done. Shared wavefronts per step -38% against la_lf_fwd
  * (ncu), but only 8 warps per SM: the walk is latency-bound now, -6..-8%
- * end to end (bench/GPU.md, cuda-sfrag18). Taken for the ungated unsplit
- * forward only; gated, REV, DOT and split walks still run la_lf_fwd (not
- * ported). */
-template <typename T, int NK>
+ * end to end (bench/GPU.md, cuda-sfrag18). Gated, DOT and split walks still
+ * run la_lf_fwd (not ported).
+ * cuda-lin21: REV (la_lf_fwd's REV, ungated, sv = 1: the chunks in reverse
+ * order, P_ji nonzero for i >= j, so P's blocks below the diagonal and
+ * P^T's above it are the skipped ones) and MSK (p.fc: relu on the v tiles,
+ * p.m: o's rows masked by m > 0; the backward's relu walks), so the
+ * backward's three ungated unsplit walks (dk, dq, dv) run here too; same
+ * products in the same order as la_lf_fwd: same bits (measured). MSK is a
+ * template argument because at 255 registers even unused runtime code moved
+ * the forward 10% (measured). PF (the reverse walks): P's key steps first,
+ * its parts stored, then S^T Qf^T's (same sums, same order), so P's 32
+ * accumulators are dead during S^T Qf^T: ptxas spills of the bf16 reverse
+ * walk 168 -> 24 B; with PF it takes 238 us at 8,2048,16,128 against
+ * la_lf_fwd's 246 (without PF, runtime mask: 269); the forward-order walks
+ * were slower with it (bench/GPU.md, cuda-lin21). */
+template <typename T, int NK, bool REV, bool MSK, bool PF>
 __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     constexpr int NP = lf_np<T>::value, KB = 4 * NK;
     extern __shared__ __align__(128) unsigned char la_lfs_smem[];
@@ -785,10 +811,12 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
     const float scale = p.scale, sq = p.sq;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     T *o = (T *)p.o;
-    const bool vec = ((K | V) & 7) == 0 &&
-                     (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o) & 15) == 0;
-    auto fetch = [&](int ci, int what) { /* what: 1 Q, 2 K, 4 V */
-        const la_cu_chunk ch = p.chunks[s.chunk0 + ci];
+    const T *const mk = MSK ? (const T *)p.m : (const T *)NULL;
+    const bool vec =
+        ((K | V) & 7) == 0 &&
+        (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o | (uintptr_t)mk) & 15) == 0;
+    auto fetch = [&](int ci, int what) { /* what: 1 Q, 2 K, 4 V (ci in walk order) */
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - ci : ci)];
         const int64_t tq = (ch.tok0 * H + h) * K;
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) {
@@ -809,7 +837,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
         x = (s0 && c < K && vv < V) ? (p.s0t ? s0[vv * K + c] : s0[c * V + vv]) * p.s0mul : 0.f;
     });
     for (int c = 0; c < s.nch; c++) {
-        const la_cu_chunk ch = p.chunks[s.chunk0 + c];
+        const la_cu_chunk ch = p.chunks[s.chunk0 + (REV ? s.nch - 1 - c : c)];
         const int L = ch.len;
         T *const Vs = Vt(c);
         la_tc_cp_wait_all();
@@ -819,6 +847,7 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 lf_relu<T, 4>(Qt(kb));
                 lf_relu<T, 4>(Kt(c, kb));
             }
+        if (MSK && p.fc) lf_relu<T, 4>(Vs);
         __syncthreads(); /* A: chunk c's tiles in; the last step's O staging read */
         /* chunk c+1's K, V into the other buffers (last read in step c-1) */
         if (c + 1 < s.nch) fetch(c + 1, 6);
@@ -833,10 +862,11 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 lf_lda<T, false>(a, Qt(kb), kk);
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    if (j > w) continue; /* P's blocks above the diagonal: masked anyway */
+                    if (REV ? j < w : j > w) continue; /* P's masked blocks (zero anyway) */
                     lf_ldb<T, true>(b, Kt(c, kb), kk, j);
                     lf_mma16<T>(accP[j], a, b);
                 }
+                if (PF) continue; /* S^T Qf^T after P's parts are out (below) */
                 const la_tc_acc &x = S[4 * kb + kk];
 #pragma unroll
                 for (int i = 0; i < 4; i++)
@@ -849,7 +879,26 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
                 }
             }
         lf_acc_split<T, 4>(accP, Pp, Pp + LA_TC_TILE, NP == 3 ? Pp + 2 * LA_TC_TILE : (T *)NULL,
-                           [&](int r, int cc, float x) { return (cc <= r && r < L) ? x * scale : 0.f; });
+                           [&](int r, int cc, float x) {
+                               return (REV ? r <= cc && cc < L : cc <= r && r < L) ? x * scale : 0.f;
+                           });
+        if (PF) /* cuda-lin21: the key steps of S^T Qf^T with P's accumulators dead */
+#pragma unroll
+            for (int kb = 0; kb < NK; kb++)
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++) {
+                    uint32_t b[4], sa[3][4];
+                    const la_tc_acc &x = S[4 * kb + kk];
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        la_tc_split2<T>(x.x[2 * i], x.x[2 * i + 1], sa[0][i], sa[1][i], sa[2][i]);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        lf_ldb<T, true>(b, Qt(kb), kk, j);
+#pragma unroll
+                        for (int pi = 0; pi < NP; pi++) lf_mma16<T>(accO[j], sa[pi], b);
+                    }
+                }
         lf_each<4>(accO, [&](int, int, int cc, float &x) { x *= cc < L ? sq : 0.f; });
         __syncthreads(); /* B: P's parts in; Q free: chunk c+1's Q goes out */
         if (c + 1 < s.nch) fetch(c + 1, 1);
@@ -858,13 +907,17 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
             uint32_t a[4];
             lf_lda<T, true>(a, Vs, kt); /* V^T: [token][value] = [k][m] */
 #pragma unroll
-            for (int j = kt; j < 4; j++) /* P^T(kt, j) = 0 for kt > j: tokens 16 kt.. > 16 j + 15 */
+            for (int j = 0; j < 4; j++) {
+                /* P^T(kt, j) = 0 for kt > j (REV: kt < j): tokens 16 kt .. past
+                 * (REV: before) 16 j .. 16 j + 15 */
+                if (REV ? j > kt : j < kt) continue;
 #pragma unroll
                 for (int pi = 0; pi < NP; pi++) {
                     uint32_t b[4];
                     lf_ldb<T, true>(b, Pp + pi * LA_TC_TILE, kt, j); /* P: [i][j] = [n][k] */
                     lf_mma16<T>(accO[j], a, b);
                 }
+            }
 #pragma unroll
             for (int kc = 0; kc < KB; kc++) {
                 uint32_t b[4];
@@ -873,7 +926,8 @@ __global__ void __launch_bounds__(128, 2) la_lf_sfwd(lf_args p) {
             }
         }
         __syncthreads(); /* C: K, V, P read */
-        lf_ot_store<T>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp);
+        lf_ot_store<T, MSK>(o + (ch.tok0 * H + h) * V + v0, H * V, accO, L, bcols, vec, Pp,
+                            MSK ? mk + (ch.tok0 * H + h) * V + v0 : (const T *)NULL);
     }
     if (p.fin)
         la_tc_acc_each_part<KB>(S, w, 0, [&](int, int r, int c, float &x) {
@@ -1143,28 +1197,42 @@ static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas,
                         : lf_launch<T, NK, REV, 2, DOT>(op, stream, ctas, a);
 }
 
-/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated unsplit forward
- * walk runs la_lf_fwd as before (A/B); unset / other: la_lf_sfwd. */
-static bool lf_sfrag_env() {
+/* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated walks run la_lf_fwd
+ * as before (A/B); unset / other: la_lf_sfwd for the forward and (cuda-lin21)
+ * the backward's three walks. Whether a walk over P segments (0: unsplit)
+ * takes la_lf_sfwd: unsplit walks only (the split's walks from start states
+ * measured slower with it: cuda-sfrag18 forward 3%; cuda-lin21 forward and
+ * backward 10-14% at 1,16384,16,128). */
+static bool lf_sfrag_env(int P) {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("LINATTN_CUDA_LIN_SFRAG");
         on = !(e && e[0] == '0' && !e[1]);
     }
-    return on != 0;
+    return !P && on;
 }
-template <typename T, int NK>
-static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
-                                const lf_args &a) {
+template <typename T, int NK, bool REV, bool MSK, bool PF>
+static la_status lf_sfwd_launch1(const char *op, cudaStream_t stream, int64_t ctas,
+                                 const lf_args &a) {
     const size_t smem = (size_t)(3 * NK + 2 + lf_np<T>::value) * LA_TC_TILE_BYTES;
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV, MSK, PF>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_sfwd<T, NK, REV, MSK, PF>,
                                        cudaFuncAttributePreferredSharedMemoryCarveout,
                                        cudaSharedmemCarveoutMaxShared));
-    la_lf_sfwd<T, NK><<<(unsigned)ctas, 128, smem, stream>>>(a);
+    la_lf_sfwd<T, NK, REV, MSK, PF><<<(unsigned)ctas, 128, smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
+}
+/* MSK where the walk has an o mask or relu'd v tiles (the backward's relu
+ * walks); P first (PF) in the reverse walks only: the forward-order walks
+ * measured slower with it (cuda-lin21: forward 0.224 -> 0.233 ms at
+ * 8,2048,16,128) */
+template <typename T, int NK, bool REV>
+static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t ctas,
+                                const lf_args &a) {
+    return a.m || a.fc ? lf_sfwd_launch1<T, NK, REV, true, REV>(op, stream, ctas, a)
+                       : lf_sfwd_launch1<T, NK, REV, false, REV>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
@@ -1175,12 +1243,12 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
     a.nvb = (int)((a.V + 63) / 64);
     const int64_t ctas = (nseq < 0 ? c->N : nseq) * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
-    if (!REV && !DOT && a.sfrag) { /* cuda-sfrag18 (la__lf_forward decides) */
+    if (!DOT && a.sfrag) { /* cuda-sfrag18, cuda-lin21 (la__lf_forward / _backward decide) */
         if (c->dtype == LA_DTYPE_BF16)
-            return a.K <= 64 ? lf_sfwd_launch<__nv_bfloat16, 1>(c->op, stream, ctas, a)
-                             : lf_sfwd_launch<__nv_bfloat16, 2>(c->op, stream, ctas, a);
-        return a.K <= 64 ? lf_sfwd_launch<__half, 1>(c->op, stream, ctas, a)
-                         : lf_sfwd_launch<__half, 2>(c->op, stream, ctas, a);
+            return a.K <= 64 ? lf_sfwd_launch<__nv_bfloat16, 1, REV>(c->op, stream, ctas, a)
+                             : lf_sfwd_launch<__nv_bfloat16, 2, REV>(c->op, stream, ctas, a);
+        return a.K <= 64 ? lf_sfwd_launch<__half, 1, REV>(c->op, stream, ctas, a)
+                         : lf_sfwd_launch<__half, 2, REV>(c->op, stream, ctas, a);
     }
     if (c->dtype == LA_DTYPE_BF16)
         return a.K <= 64 ? lf_launch_nj<__nv_bfloat16, 1, REV, DOT>(c->op, stream, ctas, a)
@@ -1275,10 +1343,10 @@ la_status la__lf_forward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     a.fab = c->feature_map == LA_FEATURE_RELU;
     /* cuda-lsplit13: split over time where the grid is small (above) */
     const int P = c->N <= 0 ? 0 : la__lf_split_p(c, tb.nchunks);
-    /* cuda-sfrag18: the ungated walk (o unmasked, v rows unscaled) with S^T
-     * in registers where it measured faster: unsplit (at 1,16384,16,128 the
+    /* cuda-sfrag18: the ungated walk (v rows unscaled) with S^T in
+     * registers where it measured faster: unsplit (at 1,16384,16,128 the
      * split's walks from start states were 3% slower with it) */
-    a.sfrag = !P && !c->g && !c->g_gamma && lf_sfrag_env();
+    a.sfrag = !c->g && !c->g_gamma && lf_sfrag_env(P);
     lf_split sp = {};
     la_status st = P ? lf_split_make(c, ar, tb, P, false, &sp) : LA_OK;
     return st ? st : lf_walk<false>(c, ar->stream, a, sp);
@@ -1331,6 +1399,9 @@ la_status la__lf_backward(const la__cu_call *c, la_cu_arena *ar, const la_cu_tab
     const float inv = 1.f / c->scale;
     const bool div = c->scale != 0.f && isfinite(inv) && isfinite(c->scale);
     const float rsq = div ? c->scale : 1.f, rsv = div ? 1.f : c->scale, rin = div ? inv : 1.f;
+    /* cuda-lin21: ungated unsplit walks without gate gradient (sv = 1 in all
+     * three where div) run la_lf_sfwd, as the forward does */
+    a.sfrag = !dg && !c->g && !c->g_gamma && div && lf_sfrag_env(P);
     lf_args b = a;
     b.q = c->v, b.k = c->d_o, b.v = c->q, b.o = c->dk, b.m = relu ? c->k : NULL;
     b.K = c->V, b.V = c->K, b.sq = rsq, b.sv = rsv, b.fc = relu;
