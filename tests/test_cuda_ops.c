@@ -181,7 +181,8 @@ typedef struct scase {
     int lin; /* 1: linear attention with feature map fm; 0: simple GLA */
     int fm;
     int gates;   /* simple GLA: G_G | G_GAMMA */
-    int extreme; /* g = -1e4 and 0 at some positions */
+    int extreme; /* 1: g = -1e4 and 0 at some positions; 2: g in [-4, -1] (a chunk's gate
+                  * factors span e^-4 .. e^-250, across fp32's flush to zero) */
     int determinism;
 } scase;
 static int zeroed_opts; /* run_scalar: a zeroed la_gated_opts (form 0 = chunk, defaults) */
@@ -208,8 +209,8 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
     float *g = NULL, *gam = NULL;
     if (!c->lin && (c->gates & G_G)) {
         g = malloc(ng * sizeof(float));
-        ref_fill_uniform(g, ng, &rng, -1.0, 0.0);
-        if (c->extreme)
+        ref_fill_uniform(g, ng, &rng, c->extreme == 2 ? -4.0 : -1.0, c->extreme == 2 ? -1.0 : 0.0);
+        if (c->extreme == 1)
             for (size_t i = 0; i < ng; i++) {
                 const uint64_t r = la_rng_u64(&rng) % 16;
                 if (r == 0)
@@ -1429,6 +1430,12 @@ int main(void) {
              LA_DTYPE_BF16, 0, 0, 3, 1, 1},
             {"sgla fp16 g extreme B2 T97 H42 K72 V100", 2, 97, 42, 72, 100, NULL, 0,
              LA_DTYPE_F16, 0, 0, 1, 1, 0},
+            /* cuda-sgla21's row x column gate factors (lf_p_gate) where single factors
+             * and their products cross e^-87 (ex2.approx.ftz flushes below) */
+            {"sgla bf16 g mid gates B2 T130 H42 K128 V128", 2, 130, 42, 128, 128, NULL, 0,
+             LA_DTYPE_BF16, 0, 0, 1, 2, 0},
+            {"sgla fp16 g+gamma mid gates B2 T97 H42 K72 V100", 2, 97, 42, 72, 100, NULL, 0,
+             LA_DTYPE_F16, 0, 0, 3, 2, 0},
             /* cuda-lin21: the backward's unsplit walks on la_lf_sfwd by default (168 CTAs)
              * with relu: the dk / dq walks' o masks (16-byte and scalar stores), the relu
              * on their v tiles; K != V (the reverse walks' transposed states) */

@@ -44,7 +44,8 @@
 
 #define LF_NW 6 /* work tiles: S parts (2 key blocks x 3), then P and Vt parts */
 /* Q blocks, K blocks, two V tiles (cuda-occ14: double-buffered), LF_NW work
- * tiles: 12 tiles + 4 KB of gates = 114,688 B at NK = 2, two CTAs per SM */
+ * tiles: 12 tiles (110,592 B at NK = 2) + the gated walk's G and row factors
+ * (1 KB, static since cuda-sgla21; 4 KB before): two CTAs per SM */
 static size_t lf_smem(int nk) { return (size_t)((2 * nk + 2) + LF_NW) * LA_TC_TILE_BYTES; }
 
 struct lf_args {
@@ -405,7 +406,8 @@ __device__ __forceinline__ void lf_row_dots(double *dst, int64_t nst, const T *x
 /* cuda-sgla21: e^x for the gated walk's factors (x <= 0: a difference of
  * cumulative log-gates, or one of them) as 2^(x log2 e) by one ex2.approx
  * (relative error ~2^-22; the argument rounded to float as la_cu_expd
- * rounds x), 0 below e^-100; la_cu_expd's expf took ~8 more instructions
+ * rounds x), 0 below e^-100 and, by .ftz, below 2^-126 (~e^-87.3: products
+ * of factors <= 1 lose nothing that matters); la_cu_expd's expf took ~8 more instructions
  * per factor in a walk bound by instruction issue (bench/GPU.md,
  * cuda-sgla21: -4..-6% of the gated walk's time). */
 __device__ __forceinline__ float lf_expd(double x) {
@@ -417,14 +419,15 @@ __device__ __forceinline__ float lf_expd(double x) {
 /* cuda-sgla21: P's gate factors in a gated walk, in place on the warp's
  * accumulators (Q K^T) before the split: element (r, c) of the chunk gets
  * x scale e^{G_r - G_c} where c <= r < L (REV: x scale e^{G_c - G_r} where
- * r <= c < L), else 0. With G non-increasing (log-gates <= 0), a block of
+ * r <= c < L), else 0. With G non-increasing (log-gates <= 0: the contract,
+ * not checked on the device), a block of
  * 16 rows I and 16 columns J on the masked side of the diagonal (J < I;
  * REV: J > I) factors through its column block's reference token m_J
  * (its last token 16 J + 15; REV: its first, 16 J), which lies between c
  * and r:
  *   e^{G_r - G_c} = e^{G_r - G_m} e^{G_m - G_c}   (REV: e^{G_c - G_m} e^{G_m - G_r}),
  * both factors in (0, 1] (no overflow at g = -1e4; a factor flushed to 0
- * stands for a product below e^-100 anyway). The warp's rows x column
+ * stands for a product below e^-87 anyway). The warp's rows x column
  * blocks take 16 NJ row factors and its 16 NJ columns 16 NJ column
  * factors: NJ / 2 + NJ / 2 exps per lane, passed to the elements' lanes by
  * shuffles, instead of one exp (double difference, conversion, expf) per
