@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--shapes", default="8,2048,16,128;1,16384,16,128")
     ap.add_argument("--ops", default="lin,sgla")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
     ap.add_argument("--profile", action="store_true",
                     help="per-kernel device times of one fwd+bwd per library (torch.profiler)")
     a = ap.parse_args()
@@ -69,7 +70,7 @@ def main():
     name = torch.cuda.get_device_name(0)
     for sh in a.shapes.split(";"):
         B, T, H, D = (int(x) for x in sh.split(","))
-        dt = torch.bfloat16
+        dt = torch.bfloat16 if a.dtype == "bf16" else torch.float16
         q, k, v, do, g = lin_inputs(B, T, H, D, dev, dt)
         dims = Dims(B, T, H, D, D, 0, None, 0, DT[dt])
         for op in a.ops.split(","):
@@ -94,8 +95,8 @@ def main():
                     tb.append(timeit(fb)[0])
             for p in paths:
                 _, _, tf, tb = res[p]
-                print("%s %s bf16 %s fwd %.3f fwd+bwd %.3f ms (%s; runs %s / %s)" %
-                      (os.path.basename(p), op, sh, statistics.median(tf), statistics.median(tb),
+                print("%s %s %s %s fwd %.3f fwd+bwd %.3f ms (%s; runs %s / %s)" %
+                      (os.path.basename(p), op, a.dtype, sh, statistics.median(tf), statistics.median(tb),
                        name, " ".join("%.3f" % x for x in tf), " ".join("%.3f" % x for x in tb)),
                       flush=True)
             print("bitwise identical outputs+gradients (%s): %s" % (op, same), flush=True)
