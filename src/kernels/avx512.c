@@ -23,6 +23,7 @@
 #include <immintrin.h>
 #include <stdalign.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
 #define INLINE static inline __attribute__((always_inline))
@@ -38,25 +39,63 @@
 static inline __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1u); }
 static inline int clamp16(int64_t x) { return x < 0 ? 0 : x > 16 ? 16 : (int)x; }
 
-/* alpha * acc (+ beta * C) into one vector of a row of C: `present`
- * columns exist (the rest are never touched), the first `valid` of them
- * are under the causal mask (the rest get 0). */
-INLINE TARGET void store_vec(float *c, __m512 acc, int present, int valid, __m512 valpha,
-                             float beta) {
-    __m512 val = _mm512_mul_ps(valpha, acc);
-    const __mmask16 mv = lanes(valid);
-    if (beta != 0.0f) {
-        __m512 cv = _mm512_maskz_loadu_ps(mv, c);
-        if (beta == 1.0f)
-            val = _mm512_add_ps(val, cv);
-        else
-            val = _mm512_fmadd_ps(_mm512_set1_ps(beta), cv, val);
+/* cpu-gemm21: the tile's epilogue, C = alpha * acc (+ beta * C), row r of
+ * the tile keeping columns [0, min(lim0 + r, nr)) (the causal mask; the
+ * present columns beyond it get 0, columns >= nr are never touched). Whole
+ * unmasked tiles (all but the causal products' diagonal tiles and the
+ * n % 32 edges) take straight vector loads and stores with beta's case
+ * picked once per tile; the rest build each row's lane masks from one
+ * 32-bit mask. The same operations per element as before (bits unchanged):
+ * the old per-vector store (clamps, shifts and a beta test for each of the
+ * 16 vectors) cost ~60 ns per 8 x 32 tile on Zen 5 (64x128x128: 86 -> 89%
+ * of peak, 128x128x64 84 -> 93%; bench/NOTES.md). */
+INLINE TARGET void store_tile(const int mr, const int nv, __m512 acc[MR][2], int nr, float alpha,
+                              float beta, float *c, int64_t ldc, int64_t lim0) {
+    __m512 valpha = _mm512_set1_ps(alpha);
+    if (nr >= 16 * nv && lim0 >= 16 * nv) { /* whole vectors, nothing masked */
+        if (beta == 0.0f) {
+#pragma GCC unroll 12
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm512_storeu_ps(c + r * ldc + 16 * v, _mm512_mul_ps(valpha, acc[r][v]));
+        } else if (beta == 1.0f) {
+#pragma GCC unroll 12
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm512_storeu_ps(c + r * ldc + 16 * v,
+                                     _mm512_add_ps(_mm512_mul_ps(valpha, acc[r][v]),
+                                                   _mm512_loadu_ps(c + r * ldc + 16 * v)));
+        } else {
+            const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm512_storeu_ps(c + r * ldc + 16 * v,
+                                     _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(c + r * ldc + 16 * v),
+                                                     _mm512_mul_ps(valpha, acc[r][v])));
+        }
+        return;
     }
-    if (valid < 16) val = _mm512_maskz_mov_ps(mv, val);
-    if (present == 16)
-        _mm512_storeu_ps(c, val);
-    else
-        _mm512_mask_storeu_ps(c, lanes(present), val);
+    /* edges and the causal mask: row r keeps lanes [0, min(lim0 + r, nr))
+     * of its nr present columns (the rest of the present ones get 0) */
+    const uint32_t present = nr >= 32 ? 0xffffffffu : (1u << nr) - 1u;
+    const __mmask16 p0 = (__mmask16)present, p1 = (__mmask16)(present >> 16);
+    const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++) {
+        const int64_t lim = lim0 + r;
+        const uint32_t keep = present & (lim >= 32 ? 0xffffffffu : lim <= 0 ? 0u : (1u << lim) - 1u);
+        for (int v = 0; v < nv; v++) {
+            const __mmask16 mv = (__mmask16)(keep >> (16 * v)), pv = v ? p1 : p0;
+            float *cv = c + r * ldc + 16 * v;
+            __m512 val = _mm512_maskz_mul_ps(mv, valpha, acc[r][v]);
+            if (beta == 1.0f)
+                val = _mm512_maskz_add_ps(mv, val, _mm512_maskz_loadu_ps(mv, cv));
+            else if (beta != 0.0f)
+                val = _mm512_maskz_fmadd_ps(mv, vbeta, _mm512_maskz_loadu_ps(mv, cv), val);
+            _mm512_mask_storeu_ps(cv, pv, val);
+        }
+    }
 }
 
 /* C[mr x nr] tile from A (element (r, p) at a[r*rsa + p*csa]) and a B panel
@@ -84,18 +123,7 @@ INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const floa
             if (nv > 1) acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
         }
     }
-    __m512 valpha = _mm512_set1_ps(alpha);
-#pragma GCC unroll 12
-    for (int r = 0; r < mr; r++) {
-        int64_t lim = lim0 + r;
-        if (lim > nr) lim = nr;
-        for (int v = 0; v < nv; v++) {
-            int present = clamp16(nr - 16 * v);
-            if (present == 0) break;
-            store_vec(c + r * ldc + 16 * v, acc[r][v], present, clamp16(lim - 16 * v), valpha,
-                      beta);
-        }
-    }
+    store_tile(mr, nv, acc, nr, alpha, beta, c, ldc, lim0);
 }
 
 typedef void (*tile_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
