@@ -100,20 +100,38 @@ INLINE TARGET void store_tile(const int mr, const int nv, __m512 acc[MR][2], int
 
 /* C[mr x nr] tile from A (element (r, p) at a[r*rsa + p*csa]) and a B panel
  * (row p at b + p*bs, 32 columns, nv*16 of them used). Row r keeps
- * lim0 + r columns (causal mask; lim0 >= nr when unmasked). */
-INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const float *a, int64_t rsa,
-                              int64_t csa, const float *b, int64_t bs, int nr, float alpha,
-                              float beta, float *c, int64_t ldc, int64_t lim0) {
+ * lim0 + r columns (causal mask; lim0 >= nr when unmasked).
+ * cpu-gemm21: with pk, b is B itself (row p at b + p*bs, nr columns) and
+ * the tile packs the panel as it goes: row p is loaded (zero beyond nr, as
+ * pack_rows), used, and stored to dst + p*NR for the panel's other tiles,
+ * so the copy's loads overlap the first tile's FMAs instead of running as a
+ * pass of their own before it (the same values in the same FMAs). */
+INLINE TARGET void micro_tile(const int mr, const int nv, const int pk, int64_t kc, const float *a,
+                              int64_t rsa, int64_t csa, const float *b, int64_t bs, int nr,
+                              float alpha, float beta, float *c, int64_t ldc, int64_t lim0,
+                              float *dst) {
     __m512 acc[MR][2];
 #pragma GCC unroll 12
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     const float *a_rows[MR];
 #pragma GCC unroll 12
     for (int r = 0; r < mr; r++) a_rows[r] = a + r * rsa;
+    const __mmask16 m0 = lanes(clamp16(nr)), m1 = lanes(clamp16(nr - 16));
 #pragma GCC unroll 2
     for (int64_t p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(b);
-        __m512 b1 = nv > 1 ? _mm512_load_ps(b + 16) : _mm512_setzero_ps();
+        __m512 b0, b1 = _mm512_setzero_ps();
+        if (pk) {
+            b0 = _mm512_maskz_loadu_ps(m0, b);
+            _mm512_store_ps(dst, b0);
+            if (nv > 1) {
+                b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+                _mm512_store_ps(dst + 16, b1);
+            }
+            dst += NR;
+        } else {
+            b0 = _mm512_load_ps(b);
+            if (nv > 1) b1 = _mm512_load_ps(b + 16);
+        }
         b += bs;
 #pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
@@ -128,14 +146,16 @@ INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const floa
 
 typedef void (*tile_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
                         int64_t bs, int nr, float alpha, float beta, float *c, int64_t ldc,
-                        int64_t lim0);
+                        int64_t lim0, float *dst);
 
-#define TILE(mr, nv)                                                                               \
-    static TARGET void tile_##mr##_##nv(int64_t kc, const float *a, int64_t rsa, int64_t csa,      \
-                                        const float *b, int64_t bs, int nr, float alpha,           \
-                                        float beta, float *c, int64_t ldc, int64_t lim0) {         \
-        micro_tile(mr, nv, kc, a, rsa, csa, b, bs, nr, alpha, beta, c, ldc, lim0);                 \
+#define TILE_PK(mr, nv, pk, name)                                                                  \
+    static TARGET void name(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,  \
+                            int64_t bs, int nr, float alpha, float beta, float *c, int64_t ldc,    \
+                            int64_t lim0, float *dst) {                                            \
+        micro_tile(mr, nv, pk, kc, a, rsa, csa, b, bs, nr, alpha, beta, c, ldc, lim0, dst);        \
     }
+#define TILE(mr, nv)                                                                               \
+    TILE_PK(mr, nv, 0, tile_##mr##_##nv) TILE_PK(mr, nv, 1, tile_pk_##mr##_##nv)
 /* clang-format off */
 TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
 TILE(7, 1) TILE(8, 1) TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1)
@@ -143,13 +163,24 @@ TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
 TILE(7, 2) TILE(8, 2) TILE(9, 2) TILE(10, 2) TILE(11, 2) TILE(12, 2)
 #undef TILE
 
-static const tile_fn tiles[MR + 1][3] = {
+#undef TILE_PK
+
+/* tiles[pk][mr][nv] */
+static const tile_fn tiles[2][MR + 1][3] = {{
     {0, 0, 0},
     {0, tile_1_1, tile_1_2},   {0, tile_2_1, tile_2_2},   {0, tile_3_1, tile_3_2},
     {0, tile_4_1, tile_4_2},   {0, tile_5_1, tile_5_2},   {0, tile_6_1, tile_6_2},
     {0, tile_7_1, tile_7_2},   {0, tile_8_1, tile_8_2},   {0, tile_9_1, tile_9_2},
     {0, tile_10_1, tile_10_2}, {0, tile_11_1, tile_11_2}, {0, tile_12_1, tile_12_2},
-};
+}, {
+    {0, 0, 0},
+    {0, tile_pk_1_1, tile_pk_1_2},   {0, tile_pk_2_1, tile_pk_2_2},
+    {0, tile_pk_3_1, tile_pk_3_2},   {0, tile_pk_4_1, tile_pk_4_2},
+    {0, tile_pk_5_1, tile_pk_5_2},   {0, tile_pk_6_1, tile_pk_6_2},
+    {0, tile_pk_7_1, tile_pk_7_2},   {0, tile_pk_8_1, tile_pk_8_2},
+    {0, tile_pk_9_1, tile_pk_9_2},   {0, tile_pk_10_1, tile_pk_10_2},
+    {0, tile_pk_11_1, tile_pk_11_2}, {0, tile_pk_12_1, tile_pk_12_2},
+}};
 /* clang-format on */
 
 /* Panel of B [kc x nr] (row p at b + p*ldb) into dst [kc x 32], zero-padded. */
@@ -265,19 +296,24 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                     }
                     if (ic_first >= mc_end) continue;
                 }
-                if (kc > 0) {
-                    if (b_layout == B_TRANSPOSED)
-                        pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
-                    else
-                        pack_rows(kc, nr, B + pc * ldb + jc, ldb, bpack);
-                }
+                /* cpu-gemm21: a panel of B's rows is packed by its first tile
+                 * (micro_tile's pk); Bᵀ panels (8x8 transposes) before the tiles */
+                const int fuse = b_layout == B_ROWS && tril < 0 && kc > 0;
+                if (kc > 0 && !fuse) pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
+                const float *bsrc = fuse ? B + pc * ldb + jc : bpack;
+                int64_t bs = fuse ? ldb : NR;
                 int nv = nr > 16 ? 2 : 1;
-                for (int64_t ic = ic_first; ic < mc_end; ic += ms) {
+                /* lower_a: the last tile first, the one that reads all kc rows
+                 * of the panel (the order of the tiles changes no sum) */
+                const int64_t ntiles = (mc_end - ic_first + ms - 1) / ms;
+                for (int64_t t = 0; t < ntiles; t++) {
+                    const int64_t ic = ic_first + (lower_a ? ntiles - 1 - t : t) * ms;
                     int mr = mc_end - ic < ms ? (int)(mc_end - ic) : ms;
                     int64_t kt = kc;
                     if (lower_a) {
                         int64_t kmax = ic + mr - pc;
                         if (kmax < kt) kt = kmax < 0 ? 0 : kmax;
+                        /* kt is largest for t = 0: if that tile is skipped, so are all */
                         if (kt == 0 && pc > 0) continue;
                     }
                     int64_t lim0 = tril >= 0 ? ic - jc + tril : NR;
@@ -289,12 +325,14 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                             for (int r = 0; r < mr; r++)
                                 for (int j = 16; j < nr; j++) C[(ic + r) * ldc + jc + j] = 0.0f;
                     }
+                    const int pk = fuse && t == 0;
                     if (pack_a)
-                        tiles[mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bpack, NR, nr, alpha,
-                                        beta_k, C + ic * ldc + jc, ldc, lim0);
+                        tiles[pk][mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bsrc, bs, nr, alpha,
+                                            beta_k, C + ic * ldc + jc, ldc, lim0, bpack);
                     else
-                        tiles[mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bpack, NR, nr,
-                                        alpha, beta_k, C + ic * ldc + jc, ldc, lim0);
+                        tiles[pk][mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bsrc, bs, nr,
+                                            alpha, beta_k, C + ic * ldc + jc, ldc, lim0, bpack);
+                    bsrc = bpack, bs = NR;
                 }
             }
         }
