@@ -8,8 +8,9 @@
  *     (14 loads for 24 FMAs), 24 independent chains cover the FMA latency
  *     of two 512-bit pipes (or one, on CPUs that split ZMM FMAs);
  *   - B as a k x 32 panel packed into an aligned stack buffer (Bᵀ through
- *     8x8 transposes), zero-padded; edges use AVX-512 mask registers
- *     (masked loads and stores, never beyond column n);
+ *     8x8 transposes before the panel's tiles; B's rows by the panel's
+ *     first tile as it computes), zero-padded; edges use AVX-512 mask
+ *     registers (masked loads and stores, never beyond column n);
  *   - k in blocks of KC and m in blocks of MC, gemm_tn's Aᵀ copied into a
  *     [KC_T x MC_T] block, as on the AVX2 path.
  * Rounding: each C element is one float32 sum over k in order by fused
