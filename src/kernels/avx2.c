@@ -98,6 +98,34 @@ INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const floa
         }
     }
     __m256 valpha = _mm256_set1_ps(alpha);
+    if (nr >= 8 * nv && lim0 >= 8 * nv) {
+        /* cpu-gemm21: whole vectors, nothing masked (every tile but the
+         * causal products' diagonal ones and the n % 16 edges): beta's case
+         * picked once per tile, not per vector; the same operations as
+         * store_vec (same bits) */
+        if (beta == 0.0f) {
+#pragma GCC unroll 6
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm256_storeu_ps(c + r * ldc + 8 * v, _mm256_mul_ps(valpha, acc[r][v]));
+        } else if (beta == 1.0f) {
+#pragma GCC unroll 6
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm256_storeu_ps(c + r * ldc + 8 * v,
+                                     _mm256_add_ps(_mm256_mul_ps(valpha, acc[r][v]),
+                                                   _mm256_loadu_ps(c + r * ldc + 8 * v)));
+        } else {
+            const __m256 vbeta = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm256_storeu_ps(c + r * ldc + 8 * v,
+                                     _mm256_fmadd_ps(vbeta, _mm256_loadu_ps(c + r * ldc + 8 * v),
+                                                     _mm256_mul_ps(valpha, acc[r][v])));
+        }
+        return;
+    }
 #pragma GCC unroll 6
     for (int r = 0; r < mr; r++) {
         int64_t lim = lim0 + r;

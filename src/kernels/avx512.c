@@ -8,8 +8,9 @@
  *     (14 loads for 24 FMAs), 24 independent chains cover the FMA latency
  *     of two 512-bit pipes (or one, on CPUs that split ZMM FMAs);
  *   - B as a k x 32 panel packed into an aligned stack buffer (Bᵀ through
- *     8x8 transposes), zero-padded; edges use AVX-512 mask registers
- *     (masked loads and stores, never beyond column n);
+ *     8x8 transposes before the panel's tiles; B's rows by the panel's
+ *     first tile as it computes), zero-padded; edges use AVX-512 mask
+ *     registers (masked loads and stores, never beyond column n);
  *   - k in blocks of KC and m in blocks of MC, gemm_tn's Aᵀ copied into a
  *     [KC_T x MC_T] block, as on the AVX2 path.
  * Rounding: each C element is one float32 sum over k in order by fused
@@ -23,6 +24,7 @@
 #include <immintrin.h>
 #include <stdalign.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
 #define INLINE static inline __attribute__((always_inline))
@@ -38,43 +40,99 @@
 static inline __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1u); }
 static inline int clamp16(int64_t x) { return x < 0 ? 0 : x > 16 ? 16 : (int)x; }
 
-/* alpha * acc (+ beta * C) into one vector of a row of C: `present`
- * columns exist (the rest are never touched), the first `valid` of them
- * are under the causal mask (the rest get 0). */
-INLINE TARGET void store_vec(float *c, __m512 acc, int present, int valid, __m512 valpha,
-                             float beta) {
-    __m512 val = _mm512_mul_ps(valpha, acc);
-    const __mmask16 mv = lanes(valid);
-    if (beta != 0.0f) {
-        __m512 cv = _mm512_maskz_loadu_ps(mv, c);
-        if (beta == 1.0f)
-            val = _mm512_add_ps(val, cv);
-        else
-            val = _mm512_fmadd_ps(_mm512_set1_ps(beta), cv, val);
+/* cpu-gemm21: the tile's epilogue, C = alpha * acc (+ beta * C), row r of
+ * the tile keeping columns [0, min(lim0 + r, nr)) (the causal mask; the
+ * present columns beyond it get 0, columns >= nr are never touched). Whole
+ * unmasked tiles (all but the causal products' diagonal tiles and the
+ * n % 32 edges) take straight vector loads and stores with beta's case
+ * picked once per tile; the rest build each row's lane masks from one
+ * 32-bit mask. The same operations per element as before (bits unchanged):
+ * the old per-vector store (clamps, shifts and a beta test for each of the
+ * 16 vectors) cost ~60 ns per 8 x 32 tile on Zen 5 (64x128x128: 86 -> 89%
+ * of peak, 128x128x64 84 -> 93%; bench/NOTES.md). */
+INLINE TARGET void store_tile(const int mr, const int nv, __m512 acc[MR][2], int nr, float alpha,
+                              float beta, float *c, int64_t ldc, int64_t lim0) {
+    __m512 valpha = _mm512_set1_ps(alpha);
+    if (nr >= 16 * nv && lim0 >= 16 * nv) { /* whole vectors, nothing masked */
+        if (beta == 0.0f) {
+#pragma GCC unroll 12
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm512_storeu_ps(c + r * ldc + 16 * v, _mm512_mul_ps(valpha, acc[r][v]));
+        } else if (beta == 1.0f) {
+#pragma GCC unroll 12
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm512_storeu_ps(c + r * ldc + 16 * v,
+                                     _mm512_add_ps(_mm512_mul_ps(valpha, acc[r][v]),
+                                                   _mm512_loadu_ps(c + r * ldc + 16 * v)));
+        } else {
+            const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++)
+                    _mm512_storeu_ps(c + r * ldc + 16 * v,
+                                     _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(c + r * ldc + 16 * v),
+                                                     _mm512_mul_ps(valpha, acc[r][v])));
+        }
+        return;
     }
-    if (valid < 16) val = _mm512_maskz_mov_ps(mv, val);
-    if (present == 16)
-        _mm512_storeu_ps(c, val);
-    else
-        _mm512_mask_storeu_ps(c, lanes(present), val);
+    /* edges and the causal mask: row r keeps lanes [0, min(lim0 + r, nr))
+     * of its nr present columns (the rest of the present ones get 0) */
+    const uint32_t present = nr >= 32 ? 0xffffffffu : (1u << nr) - 1u;
+    const __mmask16 p0 = (__mmask16)present, p1 = (__mmask16)(present >> 16);
+    const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; r++) {
+        const int64_t lim = lim0 + r;
+        const uint32_t keep = present & (lim >= 32 ? 0xffffffffu : lim <= 0 ? 0u : (1u << lim) - 1u);
+        for (int v = 0; v < nv; v++) {
+            const __mmask16 mv = (__mmask16)(keep >> (16 * v)), pv = v ? p1 : p0;
+            float *cv = c + r * ldc + 16 * v;
+            __m512 val = _mm512_maskz_mul_ps(mv, valpha, acc[r][v]);
+            if (beta == 1.0f)
+                val = _mm512_maskz_add_ps(mv, val, _mm512_maskz_loadu_ps(mv, cv));
+            else if (beta != 0.0f)
+                val = _mm512_maskz_fmadd_ps(mv, vbeta, _mm512_maskz_loadu_ps(mv, cv), val);
+            _mm512_mask_storeu_ps(cv, pv, val);
+        }
+    }
 }
 
 /* C[mr x nr] tile from A (element (r, p) at a[r*rsa + p*csa]) and a B panel
  * (row p at b + p*bs, 32 columns, nv*16 of them used). Row r keeps
- * lim0 + r columns (causal mask; lim0 >= nr when unmasked). */
-INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const float *a, int64_t rsa,
-                              int64_t csa, const float *b, int64_t bs, int nr, float alpha,
-                              float beta, float *c, int64_t ldc, int64_t lim0) {
+ * lim0 + r columns (causal mask; lim0 >= nr when unmasked).
+ * cpu-gemm21: with pk, b is B itself (row p at b + p*bs, nr columns) and
+ * the tile packs the panel as it goes: row p is loaded (zero beyond nr, as
+ * pack_rows), used, and stored to dst + p*NR for the panel's other tiles,
+ * so the copy's loads overlap the first tile's FMAs instead of running as a
+ * pass of their own before it (the same values in the same FMAs). */
+INLINE TARGET void micro_tile(const int mr, const int nv, const int pk, int64_t kc, const float *a,
+                              int64_t rsa, int64_t csa, const float *b, int64_t bs, int nr,
+                              float alpha, float beta, float *c, int64_t ldc, int64_t lim0,
+                              float *dst) {
     __m512 acc[MR][2];
 #pragma GCC unroll 12
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     const float *a_rows[MR];
 #pragma GCC unroll 12
     for (int r = 0; r < mr; r++) a_rows[r] = a + r * rsa;
+    const __mmask16 m0 = lanes(clamp16(nr)), m1 = lanes(clamp16(nr - 16));
 #pragma GCC unroll 2
     for (int64_t p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(b);
-        __m512 b1 = nv > 1 ? _mm512_load_ps(b + 16) : _mm512_setzero_ps();
+        __m512 b0, b1 = _mm512_setzero_ps();
+        if (pk) {
+            b0 = _mm512_maskz_loadu_ps(m0, b);
+            _mm512_store_ps(dst, b0);
+            if (nv > 1) {
+                b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+                _mm512_store_ps(dst + 16, b1);
+            }
+            dst += NR;
+        } else {
+            b0 = _mm512_load_ps(b);
+            if (nv > 1) b1 = _mm512_load_ps(b + 16);
+        }
         b += bs;
 #pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
@@ -84,30 +142,21 @@ INLINE TARGET void micro_tile(const int mr, const int nv, int64_t kc, const floa
             if (nv > 1) acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
         }
     }
-    __m512 valpha = _mm512_set1_ps(alpha);
-#pragma GCC unroll 12
-    for (int r = 0; r < mr; r++) {
-        int64_t lim = lim0 + r;
-        if (lim > nr) lim = nr;
-        for (int v = 0; v < nv; v++) {
-            int present = clamp16(nr - 16 * v);
-            if (present == 0) break;
-            store_vec(c + r * ldc + 16 * v, acc[r][v], present, clamp16(lim - 16 * v), valpha,
-                      beta);
-        }
-    }
+    store_tile(mr, nv, acc, nr, alpha, beta, c, ldc, lim0);
 }
 
 typedef void (*tile_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
                         int64_t bs, int nr, float alpha, float beta, float *c, int64_t ldc,
-                        int64_t lim0);
+                        int64_t lim0, float *dst);
 
-#define TILE(mr, nv)                                                                               \
-    static TARGET void tile_##mr##_##nv(int64_t kc, const float *a, int64_t rsa, int64_t csa,      \
-                                        const float *b, int64_t bs, int nr, float alpha,           \
-                                        float beta, float *c, int64_t ldc, int64_t lim0) {         \
-        micro_tile(mr, nv, kc, a, rsa, csa, b, bs, nr, alpha, beta, c, ldc, lim0);                 \
+#define TILE_PK(mr, nv, pk, name)                                                                  \
+    static TARGET void name(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,  \
+                            int64_t bs, int nr, float alpha, float beta, float *c, int64_t ldc,    \
+                            int64_t lim0, float *dst) {                                            \
+        micro_tile(mr, nv, pk, kc, a, rsa, csa, b, bs, nr, alpha, beta, c, ldc, lim0, dst);        \
     }
+#define TILE(mr, nv)                                                                               \
+    TILE_PK(mr, nv, 0, tile_##mr##_##nv) TILE_PK(mr, nv, 1, tile_pk_##mr##_##nv)
 /* clang-format off */
 TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
 TILE(7, 1) TILE(8, 1) TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1)
@@ -115,13 +164,24 @@ TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
 TILE(7, 2) TILE(8, 2) TILE(9, 2) TILE(10, 2) TILE(11, 2) TILE(12, 2)
 #undef TILE
 
-static const tile_fn tiles[MR + 1][3] = {
+#undef TILE_PK
+
+/* tiles[pk][mr][nv] */
+static const tile_fn tiles[2][MR + 1][3] = {{
     {0, 0, 0},
     {0, tile_1_1, tile_1_2},   {0, tile_2_1, tile_2_2},   {0, tile_3_1, tile_3_2},
     {0, tile_4_1, tile_4_2},   {0, tile_5_1, tile_5_2},   {0, tile_6_1, tile_6_2},
     {0, tile_7_1, tile_7_2},   {0, tile_8_1, tile_8_2},   {0, tile_9_1, tile_9_2},
     {0, tile_10_1, tile_10_2}, {0, tile_11_1, tile_11_2}, {0, tile_12_1, tile_12_2},
-};
+}, {
+    {0, 0, 0},
+    {0, tile_pk_1_1, tile_pk_1_2},   {0, tile_pk_2_1, tile_pk_2_2},
+    {0, tile_pk_3_1, tile_pk_3_2},   {0, tile_pk_4_1, tile_pk_4_2},
+    {0, tile_pk_5_1, tile_pk_5_2},   {0, tile_pk_6_1, tile_pk_6_2},
+    {0, tile_pk_7_1, tile_pk_7_2},   {0, tile_pk_8_1, tile_pk_8_2},
+    {0, tile_pk_9_1, tile_pk_9_2},   {0, tile_pk_10_1, tile_pk_10_2},
+    {0, tile_pk_11_1, tile_pk_11_2}, {0, tile_pk_12_1, tile_pk_12_2},
+}};
 /* clang-format on */
 
 /* Panel of B [kc x nr] (row p at b + p*ldb) into dst [kc x 32], zero-padded. */
@@ -237,19 +297,24 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                     }
                     if (ic_first >= mc_end) continue;
                 }
-                if (kc > 0) {
-                    if (b_layout == B_TRANSPOSED)
-                        pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
-                    else
-                        pack_rows(kc, nr, B + pc * ldb + jc, ldb, bpack);
-                }
+                /* cpu-gemm21: a panel of B's rows is packed by its first tile
+                 * (micro_tile's pk); Bᵀ panels (8x8 transposes) before the tiles */
+                const int fuse = b_layout == B_ROWS && tril < 0 && kc > 0;
+                if (kc > 0 && !fuse) pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
+                const float *bsrc = fuse ? B + pc * ldb + jc : bpack;
+                int64_t bs = fuse ? ldb : NR;
                 int nv = nr > 16 ? 2 : 1;
-                for (int64_t ic = ic_first; ic < mc_end; ic += ms) {
+                /* lower_a: the last tile first, the one that reads all kc rows
+                 * of the panel (the order of the tiles changes no sum) */
+                const int64_t ntiles = (mc_end - ic_first + ms - 1) / ms;
+                for (int64_t t = 0; t < ntiles; t++) {
+                    const int64_t ic = ic_first + (lower_a ? ntiles - 1 - t : t) * ms;
                     int mr = mc_end - ic < ms ? (int)(mc_end - ic) : ms;
                     int64_t kt = kc;
                     if (lower_a) {
                         int64_t kmax = ic + mr - pc;
                         if (kmax < kt) kt = kmax < 0 ? 0 : kmax;
+                        /* kt is largest for t = 0: if that tile is skipped, so are all */
                         if (kt == 0 && pc > 0) continue;
                     }
                     int64_t lim0 = tril >= 0 ? ic - jc + tril : NR;
@@ -261,12 +326,14 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                             for (int r = 0; r < mr; r++)
                                 for (int j = 16; j < nr; j++) C[(ic + r) * ldc + jc + j] = 0.0f;
                     }
+                    const int pk = fuse && t == 0;
                     if (pack_a)
-                        tiles[mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bpack, NR, nr, alpha,
-                                        beta_k, C + ic * ldc + jc, ldc, lim0);
+                        tiles[pk][mr][nv_t](kt, apack + (ic - ic0), 1, MC_T, bsrc, bs, nr, alpha,
+                                            beta_k, C + ic * ldc + jc, ldc, lim0, bpack);
                     else
-                        tiles[mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bpack, NR, nr,
-                                        alpha, beta_k, C + ic * ldc + jc, ldc, lim0);
+                        tiles[pk][mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bsrc, bs, nr,
+                                            alpha, beta_k, C + ic * ldc + jc, ldc, lim0, bpack);
+                    bsrc = bpack, bs = NR;
                 }
             }
         }
