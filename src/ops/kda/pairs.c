@@ -126,39 +126,68 @@ static float dot2(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-/* R_t = exp(gam_t - gam_b(t)), Pe_t = exp(gam_e(t) - gam_t) (b, e: first
- * and last token of t's sub-block; both <= 1); QR = q * R (when q), KR =
- * k * R. */
-static void sub_block_rows(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
-                           const pair_bufs *p) {
-    for (int64_t t = 0; t < L; t++) {
-        const int64_t b = t - t % LA__KDA_SUB,
-                      e = b + LA__KDA_SUB < L ? b + LA__KDA_SUB - 1 : L - 1;
-        float *R = p->R + t * K;
-        exp_diff(R, gam + t * K, gam + b * K, K);
-        exp_diff(p->Pe + t * K, gam + e * K, gam + t * K, K);
-        for (int64_t x = 0; x < K; x++) {
-            if (q) p->QR[t * K + x] = q[t * K + x] * R[x];
-            p->KR[t * K + x] = k[t * K + x] * R[x];
+/* la__kda_pairs_prepare, one sub-block [i0, i1) at a time: R_t = exp(gam_t
+ * - gam_b), Pe_t = exp(gam_e - gam_t) (b = i0, e = i1 - 1; both <= 1), QR =
+ * q * R (when q), KR = k * R, then b_t = exp(gam_b) R_t and e_t =
+ * exp(gam_L - gam_e) Pe_t (eb: [K] work).
+ * cpu-kda21: built per ISA with the exponentials inline (LA_ISA_BUILDS),
+ * R, Pe, QR and KR of a token in one loop. It was two exp_diff calls per
+ * token (8 vectors each, through the ISA dispatch) and the row products in
+ * the baseline build. Every element sees the same operations as before
+ * (exp_diff's e^x of the float of the same double difference, then the
+ * same products): the same bits on every ISA. */
+KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q,
+                             const float *restrict k, const double *restrict gam,
+                             float *restrict b, float *restrict e, float *restrict R,
+                             float *restrict Pe, float *restrict QR, float *restrict KR,
+                             float *restrict eb) {
+    const double *gL = gam + (L - 1) * K;
+    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
+        const int64_t i1 = i0 + LA__KDA_SUB < L ? i0 + LA__KDA_SUB : L;
+        const double *gb = gam + i0 * K, *ge = gam + (i1 - 1) * K;
+        for (int64_t t = i0; t < i1; t++) {
+            const double *gt = gam + t * K;
+            const size_t o = (size_t)(t * K);
+            if (q)
+                for (int64_t x = 0; x < K; x++) {
+                    float r, pe;
+                    LA__EXP_NONPOS(r, (float)(gt[x] - gb[x]));
+                    LA__EXP_NONPOS(pe, (float)(ge[x] - gt[x]));
+                    R[o + x] = r;
+                    Pe[o + x] = pe;
+                    QR[o + x] = q[o + x] * r;
+                    KR[o + x] = k[o + x] * r;
+                }
+            else
+                for (int64_t x = 0; x < K; x++) {
+                    float r, pe;
+                    LA__EXP_NONPOS(r, (float)(gt[x] - gb[x]));
+                    LA__EXP_NONPOS(pe, (float)(ge[x] - gt[x]));
+                    R[o + x] = r;
+                    Pe[o + x] = pe;
+                    KR[o + x] = k[o + x] * r;
+                }
         }
+        for (int64_t x = 0; x < K; x++) LA__EXP_NONPOS(eb[x], (float)gb[x]); /* exp(gam_b) */
+        for (int64_t t = i0; t < i1; t++)
+            for (int64_t x = 0; x < K; x++) b[t * K + x] = eb[x] * R[t * K + x];
+        for (int64_t x = 0; x < K; x++) /* exp(gam_L - gam_e) */
+            LA__EXP_NONPOS(eb[x], (float)(gL[x] - ge[x]));
+        for (int64_t t = i0; t < i1; t++)
+            for (int64_t x = 0; x < K; x++) e[t * K + x] = eb[x] * Pe[t * K + x];
     }
 }
+
+LA_ISA_BUILDS(static, prepare_isa, prepare_body,
+              (int64_t L, int64_t K, const float *q, const float *k, const double *gam, float *b,
+               float *e, float *R, float *Pe, float *QR, float *KR, float *eb),
+              (L, K, q, k, gam, b, e, R, Pe, QR, KR, eb))
 
 void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            float *b, float *e, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    sub_block_rows(L, K, q, k, gam, &p);
-    const double *gL = gam + (L - 1) * K;
-    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
-        const int64_t i1 = i0 + LA__KDA_SUB < L ? i0 + LA__KDA_SUB : L;
-        exp_diff(p.e, gam + i0 * K, NULL, K); /* exp(gam_b) */
-        for (int64_t t = i0; t < i1; t++)
-            for (int64_t x = 0; x < K; x++) b[t * K + x] = p.e[x] * p.R[t * K + x];
-        exp_diff(p.e, gL, gam + (i1 - 1) * K, K); /* exp(gam_L - gam_e) */
-        for (int64_t t = i0; t < i1; t++)
-            for (int64_t x = 0; x < K; x++) e[t * K + x] = p.e[x] * p.Pe[t * K + x];
-    }
+    prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QR, p.KR, p.e);
 }
 
 /* The per-token decays A_t = exp(gam_t - gam_{t-1}) of the sub-block's rows
