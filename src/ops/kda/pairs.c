@@ -35,28 +35,40 @@
 
 #include <string.h>
 
-/* Work layout (floats, 64-byte aligned pieces): R, F, YF, XR (q*R), KR,
- * dqs, dks, dys, T1, A, Pe [C,K] each, e [K] and dPb [LA__KDA_SUB,C]. */
+/* Work layout (floats, 64-byte aligned pieces): R, F, YF [C,K]; QKR
+ * [2C,K]; dqs, dks, dys, T1, A, Pe [C,K] each, e [K], dPb [LA__KDA_SUB,C]
+ * and PM [2 LA__KDA_SUB,C].
+ * QKR holds q * R and k * R sub-block by sub-block (cpu-kda21): the ni rows
+ * of q * R of the sub-block at i0, then its ni rows of k * R (qkr_rows), so
+ * that the forward takes a sub-block's P and M rows as one product of
+ * [q * R; k * R] with the same right-hand side (its transposed packing done
+ * once instead of twice). */
 size_t la__kda_pairs_work_floats(int64_t C, int64_t K) {
     return 11 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 +
-           ((size_t)LA__KDA_SUB * (size_t)C + 15) / 16 * 16 + 16;
+           3 * (((size_t)LA__KDA_SUB * (size_t)C + 15) / 16 * 16) + 16;
 }
 
 typedef struct {
-    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *A, *Pe, *e, *dPb;
+    float *R, *F, *YF, *QKR, *dqs, *dks, *dys, *T1, *A, *Pe, *e, *dPb, *PM;
 } pair_bufs;
 
 static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
     const size_t n = ((size_t)L * (size_t)K + 15) / 16 * 16;
+    const size_t sc = ((size_t)LA__KDA_SUB * (size_t)L + 15) / 16 * 16;
     float *w = la__kda_align(work);
-    float **ptr[] = {&p->R,   &p->F,   &p->YF, &p->QR, &p->KR, &p->dqs,
-                     &p->dks, &p->dys, &p->T1, &p->A,  &p->Pe};
-    for (int i = 0; i < 11; i++) {
+    float **ptr[] = {&p->R,   &p->F,   &p->YF, &p->QKR, &p->dqs, &p->dks,
+                     &p->dys, &p->T1,  &p->A,  &p->Pe,  &p->e,   &p->dPb, &p->PM};
+    const size_t len[] = {n, n, n, 2 * n, n, n, n, n, n, n, ((size_t)K + 15) / 16 * 16, sc, 2 * sc};
+    for (int i = 0; i < 13; i++) {
         *ptr[i] = w;
-        w += n;
+        w += len[i];
     }
-    p->e = w;
-    p->dPb = w + ((size_t)K + 15) / 16 * 16;
+}
+
+/* The q * R rows (kr = 0) or k * R rows (kr = 1) of the sub-block of ni
+ * rows at i0 in QKR. */
+static inline float *qkr_rows(float *QKR, int64_t i0, int64_t ni, int64_t K, int kr) {
+    return QKR + (2 * i0 + (kr ? ni : 0)) * K;
 }
 
 /* out[x] = exp(a[x] - b[x]) (b NULL: exp(a[x])) for differences <= 0 (or <= 30), the
@@ -139,8 +151,7 @@ static float dot2(const float *a, const float *b, int64_t n) {
 KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q,
                              const float *restrict k, const double *restrict gam,
                              float *restrict b, float *restrict e, float *restrict R,
-                             float *restrict Pe, float *restrict QR, float *restrict KR,
-                             float *restrict eb) {
+                             float *restrict Pe, float *restrict QKR, float *restrict eb) {
     const double *gL = gam + (L - 1) * K;
     for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
         const int64_t i1 = i0 + LA__KDA_SUB < L ? i0 + LA__KDA_SUB : L;
@@ -148,6 +159,8 @@ KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q,
         for (int64_t t = i0; t < i1; t++) {
             const double *gt = gam + t * K;
             const size_t o = (size_t)(t * K);
+            float *QR = qkr_rows(QKR, i0, i1 - i0, K, 0) - i0 * K, /* row t at o */
+                *KR = qkr_rows(QKR, i0, i1 - i0, K, 1) - i0 * K;
             if (q)
                 for (int64_t x = 0; x < K; x++) {
                     float r, pe;
@@ -180,14 +193,14 @@ KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q,
 
 LA_ISA_BUILDS(static, prepare_isa, prepare_body,
               (int64_t L, int64_t K, const float *q, const float *k, const double *gam, float *b,
-               float *e, float *R, float *Pe, float *QR, float *KR, float *eb),
-              (L, K, q, k, gam, b, e, R, Pe, QR, KR, eb))
+               float *e, float *R, float *Pe, float *QKR, float *eb),
+              (L, K, q, k, gam, b, e, R, Pe, QKR, eb))
 
 void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            float *b, float *e, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QR, p.KR, p.e);
+    prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e);
 }
 
 /* The per-token decays A_t = exp(gam_t - gam_{t-1}) of the sub-block's rows
@@ -254,8 +267,18 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
         if (nj > 0) {
             before_block(i0, nj, K, k, gam, &p);
-            if (P) kr->gemm_nt(ni, nj, K, 1.0f, p.QR + i0 * K, K, p.YF, K, 0.0f, P + i0 * L, L);
-            if (M) kr->gemm_nt(ni, nj, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
+            if (P && M) { /* both as one product, then the rows to P and M */
+                kr->gemm_nt(2 * ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 0), K, p.YF, K, 0.0f,
+                            p.PM, nj);
+                for (int64_t t = 0; t < ni; t++) {
+                    memcpy(P + (i0 + t) * L, p.PM + t * nj, (size_t)nj * sizeof(float));
+                    memcpy(M + (i0 + t) * L, p.PM + (ni + t) * nj, (size_t)nj * sizeof(float));
+                }
+            } else {
+                float *out = P ? P : M;
+                kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, !P), K, p.YF, K, 0.0f,
+                            out + i0 * L, L);
+            }
         }
         /* in-block pairs when the span is too large, column j at a time:
          * e = k_j * A_{j+1} ... A_t (the diagonal and above are set below) */
@@ -353,8 +376,9 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
             kr->gemm_nn(ni, K, nj, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
             add_products(nik, p.dks + rows, p.R + rows, p.T1);
             /* y side: dys_j += F_j * (dP[:, j]^T QR + dM[:, j]^T KR) over the block */
-            kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, p.QR + i0 * K, K, 0.0f, p.T1, K);
-            kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, p.KR + i0 * K, K, 1.0f, p.T1, K);
+            kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, qkr_rows(p.QKR, i0, ni, K, 0), K, 0.0f, p.T1, K);
+            kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, qkr_rows(p.QKR, i0, ni, K, 1), K, 1.0f,
+                        p.T1, K);
             add_products((size_t)(nj * K), p.dys, p.F, p.T1);
         }
         if (!own) block_decays(i0, ni, K, gam, &p);
