@@ -331,19 +331,6 @@ LA_ISA_BUILDS(static, close_rows, close_rows_body,
                double *dgam),
               (L, K, q, k, dP, dqs, dks, dys, dq, dk, dgam))
 
-/* dst[i] += f[i] * x[i] over n floats (a multiplication, then an addition:
- * no contraction). pairs_backward's gradient rows dqs, dks += R * T1 and dys
- * += F * T1 (a block's rows are contiguous in all three), built per ISA
- * (cpu-kda21): in the baseline build of pairs_backward they ran 4 floats
- * at a time, ~80% of its own samples. Same operations: same bits. */
-KDA_INLINE void add_products_body(size_t n, float *restrict dst, const float *restrict f,
-                                  const float *restrict x) {
-    for (size_t i = 0; i < n; i++) dst[i] += f[i] * x[i];
-}
-
-LA_ISA_BUILDS(static, add_products, add_products_body,
-              (size_t n, float *dst, const float *f, const float *x), (n, dst, f, x))
-
 void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
                             const float *k, const double *gam, const float *dP, const float *dM,
                             float *dq, float *dk, double *dgam, float *work) {
@@ -372,14 +359,14 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
             /* x side: dqs_t += R_t * (dP[t, :nj] YF), dks_t += R_t * (dM[t, :nj] YF) */
             const size_t rows = (size_t)(i0 * K), nik = (size_t)(ni * K);
             kr->gemm_nn(ni, K, nj, 1.0f, dPb, L, p.YF, K, 0.0f, p.T1, K);
-            add_products(nik, p.dqs + rows, p.R + rows, p.T1);
+            for (size_t i = 0; i < nik; i++) p.dqs[rows + i] += p.R[rows + i] * p.T1[i];
             kr->gemm_nn(ni, K, nj, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
-            add_products(nik, p.dks + rows, p.R + rows, p.T1);
+            for (size_t i = 0; i < nik; i++) p.dks[rows + i] += p.R[rows + i] * p.T1[i];
             /* y side: dys_j += F_j * (dP[:, j]^T QR + dM[:, j]^T KR) over the block */
             kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, qkr_rows(p.QKR, i0, ni, K, 0), K, 0.0f, p.T1, K);
             kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, qkr_rows(p.QKR, i0, ni, K, 1), K, 1.0f,
                         p.T1, K);
-            add_products((size_t)(nj * K), p.dys, p.F, p.T1);
+            for (size_t i = 0; i < (size_t)(nj * K); i++) p.dys[i] += p.F[i] * p.T1[i];
         }
         if (!own) block_decays(i0, ni, K, gam, &p);
         for (int64_t j = i0; !own && j < i0 + ni; j++) {
