@@ -36,8 +36,8 @@
 #include <string.h>
 
 /* Work layout (floats, 64-byte aligned pieces): R, F, YF [C,K]; QKR
- * [2C,K]; dqs, dks, dys, T1, A, Pe [C,K] each, e [K], dPb [LA__KDA_SUB,C]
- * and PM [2 LA__KDA_SUB,C].
+ * [2C,K]; dqs, dks, dys, T1, A, Pe [C,K] each, e [K], dPb [C,C] and PM
+ * [2C,C] (a block is at most the chunk: block_len).
  * QKR holds q * R and k * R sub-block by sub-block (cpu-kda21): the ni rows
  * of q * R of the sub-block at i0, then its ni rows of k * R (qkr_rows), so
  * that the forward takes a sub-block's P and M rows as one product of
@@ -45,7 +45,7 @@
  * once instead of twice). */
 size_t la__kda_pairs_work_floats(int64_t C, int64_t K) {
     return 11 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 +
-           3 * (((size_t)LA__KDA_SUB * (size_t)C + 15) / 16 * 16) + 16;
+           3 * (((size_t)C * (size_t)C + 15) / 16 * 16) + 16;
 }
 
 typedef struct {
@@ -54,7 +54,7 @@ typedef struct {
 
 static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
     const size_t n = ((size_t)L * (size_t)K + 15) / 16 * 16;
-    const size_t sc = ((size_t)LA__KDA_SUB * (size_t)L + 15) / 16 * 16;
+    const size_t sc = ((size_t)L * (size_t)L + 15) / 16 * 16;
     float *w = la__kda_align(work);
     float **ptr[] = {&p->R,   &p->F,   &p->YF, &p->QKR, &p->dqs, &p->dks,
                      &p->dys, &p->T1,  &p->A,  &p->Pe,  &p->e,   &p->dPb, &p->PM};
@@ -138,7 +138,22 @@ static float dot2(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-/* la__kda_pairs_prepare, one sub-block [i0, i1) at a time: R_t = exp(gam_t
+static int own_block(int64_t K, const double *gam, int64_t i0, int64_t ni);
+
+/* cpu-kda21: the block length of a chunk: the whole chunk when its span
+ * (the largest per-key decay over it, log space) is <= LA__KDA_SPAN, so
+ * that the chunk is one block whose own pairs are plain products of rows
+ * scaled by factors in [e^-span, e^span], as a small-span sub-block's
+ * (own_block): P and M are then two causal products of the chunk's rows
+ * (as Gated DeltaNet's), not eight of 16 rows, and the backward's four
+ * products likewise lower-triangular ones. Otherwise (strong decays,
+ * resets) sub-blocks of LA__KDA_SUB tokens. Every function of this file
+ * takes the length from the same gam, so forward and backward agree. */
+static int64_t block_len(int64_t L, int64_t K, const double *gam) {
+    return own_block(K, gam, 0, L) ? L : LA__KDA_SUB;
+}
+
+/* la__kda_pairs_prepare, one block [i0, i1) of bs tokens at a time: R_t = exp(gam_t
  * - gam_b), Pe_t = exp(gam_e - gam_t) (b = i0, e = i1 - 1; both <= 1), QR =
  * q * R (when q), KR = k * R, then b_t = exp(gam_b) R_t and e_t =
  * exp(gam_L - gam_e) Pe_t (eb: [K] work).
@@ -151,10 +166,11 @@ static float dot2(const float *a, const float *b, int64_t n) {
 KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q,
                              const float *restrict k, const double *restrict gam,
                              float *restrict b, float *restrict e, float *restrict R,
-                             float *restrict Pe, float *restrict QKR, float *restrict eb) {
+                             float *restrict Pe, float *restrict QKR, float *restrict eb,
+                             int64_t bs) {
     const double *gL = gam + (L - 1) * K;
-    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
-        const int64_t i1 = i0 + LA__KDA_SUB < L ? i0 + LA__KDA_SUB : L;
+    for (int64_t i0 = 0; i0 < L; i0 += bs) {
+        const int64_t i1 = i0 + bs < L ? i0 + bs : L;
         const double *gb = gam + i0 * K, *ge = gam + (i1 - 1) * K;
         for (int64_t t = i0; t < i1; t++) {
             const double *gt = gam + t * K;
@@ -193,14 +209,14 @@ KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q,
 
 LA_ISA_BUILDS(static, prepare_isa, prepare_body,
               (int64_t L, int64_t K, const float *q, const float *k, const double *gam, float *b,
-               float *e, float *R, float *Pe, float *QKR, float *eb),
-              (L, K, q, k, gam, b, e, R, Pe, QKR, eb))
+               float *e, float *R, float *Pe, float *QKR, float *eb, int64_t bs),
+              (L, K, q, k, gam, b, e, R, Pe, QKR, eb, bs))
 
 void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            float *b, float *e, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e);
+    prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e, block_len(L, K, gam));
 }
 
 /* The per-token decays A_t = exp(gam_t - gam_{t-1}) of the sub-block's rows
@@ -218,9 +234,9 @@ static void block_decays(int64_t i0, int64_t ni, int64_t K, const double *gam, c
  * sub-block pair instead of one per (block, earlier row). */
 KDA_INLINE void before_block_body(int64_t b, int64_t nj, int64_t K, const float *restrict k,
                                   const double *gam, const float *restrict Pe, float *restrict F,
-                                  float *restrict YF, float *restrict e) {
-    for (int64_t j0 = 0; j0 < nj; j0 += LA__KDA_SUB) {
-        const int64_t j1 = j0 + LA__KDA_SUB < nj ? j0 + LA__KDA_SUB : nj;
+                                  float *restrict YF, float *restrict e, int64_t bs) {
+    for (int64_t j0 = 0; j0 < nj; j0 += bs) {
+        const int64_t j1 = j0 + bs < nj ? j0 + bs : nj;
         exp_diff(e, gam + b * K, gam + (j1 - 1) * K, K);
         for (int64_t j = j0; j < j1; j++)
             for (int64_t x = 0; x < K; x++) {
@@ -233,12 +249,12 @@ KDA_INLINE void before_block_body(int64_t b, int64_t nj, int64_t K, const float 
 /* (built per ISA as close_rows below: cpu-kdab19) */
 LA_ISA_BUILDS(static, before_block_isa, before_block_body,
               (int64_t b, int64_t nj, int64_t K, const float *k, const double *gam, const float *Pe,
-               float *F, float *YF, float *e),
-              (b, nj, K, k, gam, Pe, F, YF, e))
+               float *F, float *YF, float *e, int64_t bs),
+              (b, nj, K, k, gam, Pe, F, YF, e, bs))
 
 static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
-                         const pair_bufs *p) {
-    before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e);
+                         const pair_bufs *p, int64_t bs) {
+    before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e, bs);
 }
 
 /* 1 when the sub-block of ni rows at i0 takes its own pairs as one matrix
@@ -261,13 +277,20 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
                            const float *k, const double *gam, float *P, float *M, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
-        const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
+    const int64_t bs = block_len(L, K, gam);
+    for (int64_t i0 = 0; i0 < L; i0 += bs) {
+        const int64_t ni = L - i0 < bs ? L - i0 : bs;
         const int own = own_block(K, gam, i0, ni);
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
+        const int whole = own && ni == L;      /* the whole chunk is one block */
         if (nj > 0) {
-            before_block(i0, nj, K, k, gam, &p);
-            if (P && M) { /* both as one product, then the rows to P and M */
+            before_block(i0, nj, K, k, gam, &p, bs);
+            if (whole) { /* causal products */
+                if (P) kr->gemm_nt_tril(L, K, 0, 1.0f, qkr_rows(p.QKR, 0, L, K, 0), K, p.YF, K,
+                                        0.0f, P, L);
+                if (M) kr->gemm_nt_tril(L, K, 1, 1.0f, qkr_rows(p.QKR, 0, L, K, 1), K, p.YF, K,
+                                        0.0f, M, L);
+            } else if (P && M) { /* both as one product, then the rows to P and M */
                 kr->gemm_nt(2 * ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 0), K, p.YF, K, 0.0f,
                             p.PM, nj);
                 for (int64_t t = 0; t < ni; t++) {
@@ -340,12 +363,14 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
     memset(p.dqs, 0, LK * sizeof(float));
     memset(p.dks, 0, LK * sizeof(float));
     memset(p.dys, 0, LK * sizeof(float));
-    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
-        const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
+    const int64_t bs = block_len(L, K, gam);
+    for (int64_t i0 = 0; i0 < L; i0 += bs) {
+        const int64_t ni = L - i0 < bs ? L - i0 : bs;
         const int own = own_block(K, gam, i0, ni);
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
+        const int whole = own && ni == L;      /* the whole chunk is one block */
         if (nj > 0) {
-            before_block(i0, nj, K, k, gam, &p);
+            before_block(i0, nj, K, k, gam, &p, bs);
             /* dP's rows of the block, strictly lower: the diagonal has no
              * gate factor and is taken apart below */
             const float *dPb = dP + i0 * L;
@@ -356,16 +381,25 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
                 }
                 dPb = p.dPb;
             }
-            /* x side: dqs_t += R_t * (dP[t, :nj] YF), dks_t += R_t * (dM[t, :nj] YF) */
+            /* x side: dqs_t += R_t * (dP[t, :nj] YF), dks_t += R_t * (dM[t, :nj] YF);
+             * a whole-chunk block's dPb and dM are lower triangular (zeros
+             * above the diagonal): the products skip that half */
             const size_t rows = (size_t)(i0 * K), nik = (size_t)(ni * K);
-            kr->gemm_nn(ni, K, nj, 1.0f, dPb, L, p.YF, K, 0.0f, p.T1, K);
+            const la__gemm_fn xprod = whole ? kr->gemm_nn_lower : kr->gemm_nn;
+            xprod(ni, K, nj, 1.0f, dPb, L, p.YF, K, 0.0f, p.T1, K);
             for (size_t i = 0; i < nik; i++) p.dqs[rows + i] += p.R[rows + i] * p.T1[i];
-            kr->gemm_nn(ni, K, nj, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
+            xprod(ni, K, nj, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
             for (size_t i = 0; i < nik; i++) p.dks[rows + i] += p.R[rows + i] * p.T1[i];
             /* y side: dys_j += F_j * (dP[:, j]^T QR + dM[:, j]^T KR) over the block */
-            kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, qkr_rows(p.QKR, i0, ni, K, 0), K, 0.0f, p.T1, K);
-            kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, qkr_rows(p.QKR, i0, ni, K, 1), K, 1.0f,
-                        p.T1, K);
+            const float *QR = qkr_rows(p.QKR, i0, ni, K, 0), *KR = qkr_rows(p.QKR, i0, ni, K, 1);
+            if (whole) {
+                memset(p.T1, 0, (size_t)(L * K) * sizeof(float));
+                la__gemm_tn_lower_acc(kr, L, K, dPb, L, QR, K, p.T1, K);
+                la__gemm_tn_lower_acc(kr, L, K, dM, L, KR, K, p.T1, K);
+            } else {
+                kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, QR, K, 0.0f, p.T1, K);
+                kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, KR, K, 1.0f, p.T1, K);
+            }
             for (size_t i = 0; i < (size_t)(nj * K); i++) p.dys[i] += p.F[i] * p.T1[i];
         }
         if (!own) block_decays(i0, ni, K, gam, &p);
