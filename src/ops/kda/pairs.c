@@ -36,20 +36,19 @@
 #include <string.h>
 
 /* Work layout (floats, 64-byte aligned pieces): R, F, YF [C,K]; QKR
- * [2C,K]; dqs, dks, dys, T1, A, Pe [C,K] each, e [K], dPb [C,C] and PM
- * [2C,C] (a block is at most the chunk: block_len).
- * QKR holds q * R and k * R sub-block by sub-block (cpu-kda21): the ni rows
- * of q * R of the sub-block at i0, then its ni rows of k * R (qkr_rows), so
- * that the forward takes a sub-block's P and M rows as one product of
- * [q * R; k * R] with the same right-hand side (its transposed packing done
- * once instead of twice). */
+ * [2C,K]; dqs, dks, dys, T1, A, Pe [C,K] each, e [K] and dPb [C,C] (a block
+ * is at most the chunk: block_len).
+ * QKR holds q * R and k * R block by block (cpu-kda21): the ni rows of
+ * q * R of the block at i0, then its ni rows of k * R (qkr_rows). (Taking a
+ * sub-block's P and M rows as one product of that [q * R; k * R] measured
+ * nothing: not kept.) */
 size_t la__kda_pairs_work_floats(int64_t C, int64_t K) {
     return 11 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 +
-           3 * (((size_t)C * (size_t)C + 15) / 16 * 16) + 16;
+           (((size_t)C * (size_t)C + 15) / 16 * 16) + 16;
 }
 
 typedef struct {
-    float *R, *F, *YF, *QKR, *dqs, *dks, *dys, *T1, *A, *Pe, *e, *dPb, *PM;
+    float *R, *F, *YF, *QKR, *dqs, *dks, *dys, *T1, *A, *Pe, *e, *dPb;
 } pair_bufs;
 
 static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
@@ -57,9 +56,9 @@ static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
     const size_t sc = ((size_t)L * (size_t)L + 15) / 16 * 16;
     float *w = la__kda_align(work);
     float **ptr[] = {&p->R,   &p->F,   &p->YF, &p->QKR, &p->dqs, &p->dks,
-                     &p->dys, &p->T1,  &p->A,  &p->Pe,  &p->e,   &p->dPb, &p->PM};
-    const size_t len[] = {n, n, n, 2 * n, n, n, n, n, n, n, ((size_t)K + 15) / 16 * 16, sc, 2 * sc};
-    for (int i = 0; i < 13; i++) {
+                     &p->dys, &p->T1,  &p->A,  &p->Pe,  &p->e,   &p->dPb};
+    const size_t len[] = {n, n, n, 2 * n, n, n, n, n, n, n, ((size_t)K + 15) / 16 * 16, sc};
+    for (int i = 0; i < 12; i++) {
         *ptr[i] = w;
         w += len[i];
     }
@@ -290,17 +289,11 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
                                         0.0f, P, L);
                 if (M) kr->gemm_nt_tril(L, K, 1, 1.0f, qkr_rows(p.QKR, 0, L, K, 1), K, p.YF, K,
                                         0.0f, M, L);
-            } else if (P && M) { /* both as one product, then the rows to P and M */
-                kr->gemm_nt(2 * ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 0), K, p.YF, K, 0.0f,
-                            p.PM, nj);
-                for (int64_t t = 0; t < ni; t++) {
-                    memcpy(P + (i0 + t) * L, p.PM + t * nj, (size_t)nj * sizeof(float));
-                    memcpy(M + (i0 + t) * L, p.PM + (ni + t) * nj, (size_t)nj * sizeof(float));
-                }
             } else {
-                float *out = P ? P : M;
-                kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, !P), K, p.YF, K, 0.0f,
-                            out + i0 * L, L);
+                if (P) kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 0), K, p.YF, K,
+                                   0.0f, P + i0 * L, L);
+                if (M) kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 1), K, p.YF, K,
+                                   0.0f, M + i0 * L, L);
             }
         }
         /* in-block pairs when the span is too large, column j at a time:
