@@ -23,6 +23,13 @@
  * exp(gam_t - gam_j) = a_{j+1} ... a_t with a_s = exp(gam_s - gam_{s-1})
  * <= 1 (at most LA__KDA_SUB - 1 factors, relative rounding <= 15
  * half-ulps). test_kda's test_spans fails when the limit is lifted.
+ * cpu-kda21: a chunk whose own span is <= LA__KDA_SPAN is one block (of L
+ * tokens: block_len): R_t = e^{gam_t - gam_0}, F_j = e^{gam_0 - gam_j} in
+ * [e^-30, e^30], and P, M are two causal products of the chunk's rows (the
+ * shapes of Gated DeltaNet), the backward's four products lower triangular.
+ * The usual case (decays of a few percent per token); its bits differ from
+ * the sub-block form's, the error against float64 stays inside test_kda's
+ * bounds (bench/NOTES.md, cpu-kda21).
  * Reverse, for upstream dP, dM (x the left, y the right operand):
  *     dx_t += sum_j dA_tj y_j * e_tj,  dy_j += sum_t dA_tj x_t * e_tj,
  *     dgam_t += x_t * (that dx_t),     dgam_j -= y_j * (that dy_j)
