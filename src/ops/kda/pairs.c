@@ -62,8 +62,8 @@ static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
     const size_t n = ((size_t)L * (size_t)K + 15) / 16 * 16;
     const size_t sc = ((size_t)L * (size_t)L + 15) / 16 * 16;
     float *w = la__kda_align(work);
-    float **ptr[] = {&p->R,   &p->F,   &p->YF, &p->QKR, &p->dqs, &p->dks,
-                     &p->dys, &p->T1,  &p->A,  &p->Pe,  &p->e,   &p->dPb};
+    float **ptr[] = {&p->R,   &p->F,  &p->YF, &p->QKR, &p->dqs, &p->dks,
+                     &p->dys, &p->T1, &p->A,  &p->Pe,  &p->e,   &p->dPb};
     const size_t len[] = {n, n, n, 2 * n, n, n, n, n, n, n, ((size_t)K + 15) / 16 * 16, sc};
     for (int i = 0; i < 12; i++) {
         *ptr[i] = w;
@@ -169,11 +169,10 @@ static int64_t block_len(int64_t L, int64_t K, const double *gam) {
  * the baseline build. Every element sees the same operations as before
  * (exp_diff's e^x of the float of the same double difference, then the
  * same products): the same bits on every ISA. */
-KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q,
-                             const float *restrict k, const double *restrict gam,
-                             float *restrict b, float *restrict e, float *restrict R,
-                             float *restrict Pe, float *restrict QKR, float *restrict eb,
-                             int64_t bs) {
+KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q, const float *restrict k,
+                             const double *restrict gam, float *restrict b, float *restrict e,
+                             float *restrict R, float *restrict Pe, float *restrict QKR,
+                             float *restrict eb, int64_t bs) {
     const double *gL = gam + (L - 1) * K;
     for (int64_t i0 = 0; i0 < L; i0 += bs) {
         const int64_t i1 = i0 + bs < L ? i0 + bs : L;
@@ -292,15 +291,19 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
         if (nj > 0) {
             before_block(i0, nj, K, k, gam, &p, bs);
             if (whole) { /* causal products */
-                if (P) kr->gemm_nt_tril(L, K, 0, 1.0f, qkr_rows(p.QKR, 0, L, K, 0), K, p.YF, K,
-                                        0.0f, P, L);
-                if (M) kr->gemm_nt_tril(L, K, 1, 1.0f, qkr_rows(p.QKR, 0, L, K, 1), K, p.YF, K,
-                                        0.0f, M, L);
+                if (P)
+                    kr->gemm_nt_tril(L, K, 0, 1.0f, qkr_rows(p.QKR, 0, L, K, 0), K, p.YF, K, 0.0f,
+                                     P, L);
+                if (M)
+                    kr->gemm_nt_tril(L, K, 1, 1.0f, qkr_rows(p.QKR, 0, L, K, 1), K, p.YF, K, 0.0f,
+                                     M, L);
             } else {
-                if (P) kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 0), K, p.YF, K,
-                                   0.0f, P + i0 * L, L);
-                if (M) kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 1), K, p.YF, K,
-                                   0.0f, M + i0 * L, L);
+                if (P)
+                    kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 0), K, p.YF, K, 0.0f,
+                                P + i0 * L, L);
+                if (M)
+                    kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 1), K, p.YF, K, 0.0f,
+                                M + i0 * L, L);
             }
         }
         /* in-block pairs when the span is too large, column j at a time:
