@@ -158,7 +158,8 @@ LA_HIDDEN void la__kda_chunk_backward(const la__kda_chunk_in *in, const float *S
  * NULL. */
 #define LA__KDA_SUB 16
 /* The largest sub-block span (log space) whose own pairs are taken as a
- * matrix product of rows scaled by factors in [e^-span, e^span] (pairs.c). */
+ * matrix product of rows scaled by factors in [e^-span, e^span] (pairs.c);
+ * a chunk whose span is within it is one block (cpu-kda21). */
 #define LA__KDA_SPAN 30.0
 LA_HIDDEN size_t la__kda_pairs_work_floats(int64_t C, int64_t K);
 /* First, once per chunk: the per-token factors R_t = exp(gam_t - gam_b(t)),

@@ -23,6 +23,13 @@
  * exp(gam_t - gam_j) = a_{j+1} ... a_t with a_s = exp(gam_s - gam_{s-1})
  * <= 1 (at most LA__KDA_SUB - 1 factors, relative rounding <= 15
  * half-ulps). test_kda's test_spans fails when the limit is lifted.
+ * cpu-kda21: a chunk whose own span is <= LA__KDA_SPAN is one block (of L
+ * tokens: block_len): R_t = e^{gam_t - gam_0}, F_j = e^{gam_0 - gam_j} in
+ * [e^-30, e^30], and P, M are two causal products of the chunk's rows (the
+ * shapes of Gated DeltaNet), the backward's four products lower triangular.
+ * The usual case (decays of a few percent per token); its bits differ from
+ * the sub-block form's, the error against float64 stays inside test_kda's
+ * bounds (bench/NOTES.md, cpu-kda21).
  * Reverse, for upstream dP, dM (x the left, y the right operand):
  *     dx_t += sum_j dA_tj y_j * e_tj,  dy_j += sum_t dA_tj x_t * e_tj,
  *     dgam_t += x_t * (that dx_t),     dgam_j -= y_j * (that dy_j)
@@ -35,28 +42,39 @@
 
 #include <string.h>
 
-/* Work layout (floats, 64-byte aligned pieces): R, F, YF, XR (q*R), KR,
- * dqs, dks, dys, T1, A, Pe [C,K] each, e [K] and dPb [LA__KDA_SUB,C]. */
+/* Work layout (floats, 64-byte aligned pieces): R, F, YF [C,K]; QKR
+ * [2C,K]; dqs, dks, dys, T1, A, Pe [C,K] each, e [K] and dPb [C,C] (a block
+ * is at most the chunk: block_len).
+ * QKR holds q * R and k * R block by block (cpu-kda21): the ni rows of
+ * q * R of the block at i0, then its ni rows of k * R (qkr_rows). (Taking a
+ * sub-block's P and M rows as one product of that [q * R; k * R] measured
+ * nothing: not kept.) */
 size_t la__kda_pairs_work_floats(int64_t C, int64_t K) {
     return 11 * (((size_t)C * (size_t)K + 15) / 16 * 16) + ((size_t)K + 15) / 16 * 16 +
-           ((size_t)LA__KDA_SUB * (size_t)C + 15) / 16 * 16 + 16;
+           (((size_t)C * (size_t)C + 15) / 16 * 16) + 16;
 }
 
 typedef struct {
-    float *R, *F, *YF, *QR, *KR, *dqs, *dks, *dys, *T1, *A, *Pe, *e, *dPb;
+    float *R, *F, *YF, *QKR, *dqs, *dks, *dys, *T1, *A, *Pe, *e, *dPb;
 } pair_bufs;
 
 static void layout(int64_t L, int64_t K, float *work, pair_bufs *p) {
     const size_t n = ((size_t)L * (size_t)K + 15) / 16 * 16;
+    const size_t sc = ((size_t)L * (size_t)L + 15) / 16 * 16;
     float *w = la__kda_align(work);
-    float **ptr[] = {&p->R,   &p->F,   &p->YF, &p->QR, &p->KR, &p->dqs,
-                     &p->dks, &p->dys, &p->T1, &p->A,  &p->Pe};
-    for (int i = 0; i < 11; i++) {
+    float **ptr[] = {&p->R,   &p->F,  &p->YF, &p->QKR, &p->dqs, &p->dks,
+                     &p->dys, &p->T1, &p->A,  &p->Pe,  &p->e,   &p->dPb};
+    const size_t len[] = {n, n, n, 2 * n, n, n, n, n, n, n, ((size_t)K + 15) / 16 * 16, sc};
+    for (int i = 0; i < 12; i++) {
         *ptr[i] = w;
-        w += n;
+        w += len[i];
     }
-    p->e = w;
-    p->dPb = w + ((size_t)K + 15) / 16 * 16;
+}
+
+/* The q * R rows (kr = 0) or k * R rows (kr = 1) of the sub-block of ni
+ * rows at i0 in QKR. */
+static inline float *qkr_rows(float *QKR, int64_t i0, int64_t ni, int64_t K, int kr) {
+    return QKR + (2 * i0 + (kr ? ni : 0)) * K;
 }
 
 /* out[x] = exp(a[x] - b[x]) (b NULL: exp(a[x])) for differences <= 0 (or <= 30), the
@@ -126,39 +144,84 @@ static float dot2(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-/* R_t = exp(gam_t - gam_b(t)), Pe_t = exp(gam_e(t) - gam_t) (b, e: first
- * and last token of t's sub-block; both <= 1); QR = q * R (when q), KR =
- * k * R. */
-static void sub_block_rows(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
-                           const pair_bufs *p) {
-    for (int64_t t = 0; t < L; t++) {
-        const int64_t b = t - t % LA__KDA_SUB,
-                      e = b + LA__KDA_SUB < L ? b + LA__KDA_SUB - 1 : L - 1;
-        float *R = p->R + t * K;
-        exp_diff(R, gam + t * K, gam + b * K, K);
-        exp_diff(p->Pe + t * K, gam + e * K, gam + t * K, K);
-        for (int64_t x = 0; x < K; x++) {
-            if (q) p->QR[t * K + x] = q[t * K + x] * R[x];
-            p->KR[t * K + x] = k[t * K + x] * R[x];
+static int own_block(int64_t K, const double *gam, int64_t i0, int64_t ni);
+
+/* cpu-kda21: the block length of a chunk: the whole chunk when its span
+ * (the largest per-key decay over it, log space) is <= LA__KDA_SPAN, so
+ * that the chunk is one block whose own pairs are plain products of rows
+ * scaled by factors in [e^-span, e^span], as a small-span sub-block's
+ * (own_block): P and M are then two causal products of the chunk's rows
+ * (as Gated DeltaNet's), not eight of 16 rows, and the backward's four
+ * products likewise lower-triangular ones. Otherwise (strong decays,
+ * resets) sub-blocks of LA__KDA_SUB tokens. Every function of this file
+ * takes the length from the same gam, so forward and backward agree. */
+static int64_t block_len(int64_t L, int64_t K, const double *gam) {
+    return own_block(K, gam, 0, L) ? L : LA__KDA_SUB;
+}
+
+/* la__kda_pairs_prepare, one block [i0, i1) of bs tokens at a time: R_t = exp(gam_t
+ * - gam_b), Pe_t = exp(gam_e - gam_t) (b = i0, e = i1 - 1; both <= 1), QR =
+ * q * R (when q), KR = k * R, then b_t = exp(gam_b) R_t and e_t =
+ * exp(gam_L - gam_e) Pe_t (eb: [K] work).
+ * cpu-kda21: built per ISA with the exponentials inline (LA_ISA_BUILDS),
+ * R, Pe, QR and KR of a token in one loop. It was two exp_diff calls per
+ * token (8 vectors each, through the ISA dispatch) and the row products in
+ * the baseline build. Every element sees the same operations as before
+ * (exp_diff's e^x of the float of the same double difference, then the
+ * same products): the same bits on every ISA. */
+KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q, const float *restrict k,
+                             const double *restrict gam, float *restrict b, float *restrict e,
+                             float *restrict R, float *restrict Pe, float *restrict QKR,
+                             float *restrict eb, int64_t bs) {
+    const double *gL = gam + (L - 1) * K;
+    for (int64_t i0 = 0; i0 < L; i0 += bs) {
+        const int64_t i1 = i0 + bs < L ? i0 + bs : L;
+        const double *gb = gam + i0 * K, *ge = gam + (i1 - 1) * K;
+        for (int64_t t = i0; t < i1; t++) {
+            const double *gt = gam + t * K;
+            const size_t o = (size_t)(t * K);
+            float *QR = qkr_rows(QKR, i0, i1 - i0, K, 0) - i0 * K, /* row t at o */
+                *KR = qkr_rows(QKR, i0, i1 - i0, K, 1) - i0 * K;
+            if (q)
+                for (int64_t x = 0; x < K; x++) {
+                    float r, pe;
+                    LA__EXP_NONPOS(r, (float)(gt[x] - gb[x]));
+                    LA__EXP_NONPOS(pe, (float)(ge[x] - gt[x]));
+                    R[o + x] = r;
+                    Pe[o + x] = pe;
+                    QR[o + x] = q[o + x] * r;
+                    KR[o + x] = k[o + x] * r;
+                }
+            else
+                for (int64_t x = 0; x < K; x++) {
+                    float r, pe;
+                    LA__EXP_NONPOS(r, (float)(gt[x] - gb[x]));
+                    LA__EXP_NONPOS(pe, (float)(ge[x] - gt[x]));
+                    R[o + x] = r;
+                    Pe[o + x] = pe;
+                    KR[o + x] = k[o + x] * r;
+                }
         }
+        for (int64_t x = 0; x < K; x++) LA__EXP_NONPOS(eb[x], (float)gb[x]); /* exp(gam_b) */
+        for (int64_t t = i0; t < i1; t++)
+            for (int64_t x = 0; x < K; x++) b[t * K + x] = eb[x] * R[t * K + x];
+        for (int64_t x = 0; x < K; x++) /* exp(gam_L - gam_e) */
+            LA__EXP_NONPOS(eb[x], (float)(gL[x] - ge[x]));
+        for (int64_t t = i0; t < i1; t++)
+            for (int64_t x = 0; x < K; x++) e[t * K + x] = eb[x] * Pe[t * K + x];
     }
 }
+
+LA_ISA_BUILDS(static, prepare_isa, prepare_body,
+              (int64_t L, int64_t K, const float *q, const float *k, const double *gam, float *b,
+               float *e, float *R, float *Pe, float *QKR, float *eb, int64_t bs),
+              (L, K, q, k, gam, b, e, R, Pe, QKR, eb, bs))
 
 void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            float *b, float *e, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    sub_block_rows(L, K, q, k, gam, &p);
-    const double *gL = gam + (L - 1) * K;
-    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
-        const int64_t i1 = i0 + LA__KDA_SUB < L ? i0 + LA__KDA_SUB : L;
-        exp_diff(p.e, gam + i0 * K, NULL, K); /* exp(gam_b) */
-        for (int64_t t = i0; t < i1; t++)
-            for (int64_t x = 0; x < K; x++) b[t * K + x] = p.e[x] * p.R[t * K + x];
-        exp_diff(p.e, gL, gam + (i1 - 1) * K, K); /* exp(gam_L - gam_e) */
-        for (int64_t t = i0; t < i1; t++)
-            for (int64_t x = 0; x < K; x++) e[t * K + x] = p.e[x] * p.Pe[t * K + x];
-    }
+    prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e, block_len(L, K, gam));
 }
 
 /* The per-token decays A_t = exp(gam_t - gam_{t-1}) of the sub-block's rows
@@ -176,9 +239,9 @@ static void block_decays(int64_t i0, int64_t ni, int64_t K, const double *gam, c
  * sub-block pair instead of one per (block, earlier row). */
 KDA_INLINE void before_block_body(int64_t b, int64_t nj, int64_t K, const float *restrict k,
                                   const double *gam, const float *restrict Pe, float *restrict F,
-                                  float *restrict YF, float *restrict e) {
-    for (int64_t j0 = 0; j0 < nj; j0 += LA__KDA_SUB) {
-        const int64_t j1 = j0 + LA__KDA_SUB < nj ? j0 + LA__KDA_SUB : nj;
+                                  float *restrict YF, float *restrict e, int64_t bs) {
+    for (int64_t j0 = 0; j0 < nj; j0 += bs) {
+        const int64_t j1 = j0 + bs < nj ? j0 + bs : nj;
         exp_diff(e, gam + b * K, gam + (j1 - 1) * K, K);
         for (int64_t j = j0; j < j1; j++)
             for (int64_t x = 0; x < K; x++) {
@@ -191,12 +254,12 @@ KDA_INLINE void before_block_body(int64_t b, int64_t nj, int64_t K, const float 
 /* (built per ISA as close_rows below: cpu-kdab19) */
 LA_ISA_BUILDS(static, before_block_isa, before_block_body,
               (int64_t b, int64_t nj, int64_t K, const float *k, const double *gam, const float *Pe,
-               float *F, float *YF, float *e),
-              (b, nj, K, k, gam, Pe, F, YF, e))
+               float *F, float *YF, float *e, int64_t bs),
+              (b, nj, K, k, gam, Pe, F, YF, e, bs))
 
 static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
-                         const pair_bufs *p) {
-    before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e);
+                         const pair_bufs *p, int64_t bs) {
+    before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e, bs);
 }
 
 /* 1 when the sub-block of ni rows at i0 takes its own pairs as one matrix
@@ -219,14 +282,29 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
                            const float *k, const double *gam, float *P, float *M, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
-        const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
+    const int64_t bs = block_len(L, K, gam);
+    for (int64_t i0 = 0; i0 < L; i0 += bs) {
+        const int64_t ni = L - i0 < bs ? L - i0 : bs;
         const int own = own_block(K, gam, i0, ni);
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
+        const int whole = own && ni == L;      /* the whole chunk is one block */
         if (nj > 0) {
-            before_block(i0, nj, K, k, gam, &p);
-            if (P) kr->gemm_nt(ni, nj, K, 1.0f, p.QR + i0 * K, K, p.YF, K, 0.0f, P + i0 * L, L);
-            if (M) kr->gemm_nt(ni, nj, K, 1.0f, p.KR + i0 * K, K, p.YF, K, 0.0f, M + i0 * L, L);
+            before_block(i0, nj, K, k, gam, &p, bs);
+            if (whole) { /* causal products */
+                if (P)
+                    kr->gemm_nt_tril(L, K, 0, 1.0f, qkr_rows(p.QKR, 0, L, K, 0), K, p.YF, K, 0.0f,
+                                     P, L);
+                if (M)
+                    kr->gemm_nt_tril(L, K, 1, 1.0f, qkr_rows(p.QKR, 0, L, K, 1), K, p.YF, K, 0.0f,
+                                     M, L);
+            } else {
+                if (P)
+                    kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 0), K, p.YF, K, 0.0f,
+                                P + i0 * L, L);
+                if (M)
+                    kr->gemm_nt(ni, nj, K, 1.0f, qkr_rows(p.QKR, i0, ni, K, 1), K, p.YF, K, 0.0f,
+                                M + i0 * L, L);
+            }
         }
         /* in-block pairs when the span is too large, column j at a time:
          * e = k_j * A_{j+1} ... A_t (the diagonal and above are set below) */
@@ -288,12 +366,14 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
     memset(p.dqs, 0, LK * sizeof(float));
     memset(p.dks, 0, LK * sizeof(float));
     memset(p.dys, 0, LK * sizeof(float));
-    for (int64_t i0 = 0; i0 < L; i0 += LA__KDA_SUB) {
-        const int64_t ni = L - i0 < LA__KDA_SUB ? L - i0 : LA__KDA_SUB;
+    const int64_t bs = block_len(L, K, gam);
+    for (int64_t i0 = 0; i0 < L; i0 += bs) {
+        const int64_t ni = L - i0 < bs ? L - i0 : bs;
         const int own = own_block(K, gam, i0, ni);
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
+        const int whole = own && ni == L;      /* the whole chunk is one block */
         if (nj > 0) {
-            before_block(i0, nj, K, k, gam, &p);
+            before_block(i0, nj, K, k, gam, &p, bs);
             /* dP's rows of the block, strictly lower: the diagonal has no
              * gate factor and is taken apart below */
             const float *dPb = dP + i0 * L;
@@ -304,21 +384,26 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
                 }
                 dPb = p.dPb;
             }
-            /* x side: dqs_t += R_t * (dP[t, :nj] YF), dks_t += R_t * (dM[t, :nj] YF) */
-            kr->gemm_nn(ni, K, nj, 1.0f, dPb, L, p.YF, K, 0.0f, p.T1, K);
-            for (int64_t t = 0; t < ni; t++)
-                for (int64_t x = 0; x < K; x++)
-                    p.dqs[(i0 + t) * K + x] += p.R[(i0 + t) * K + x] * p.T1[t * K + x];
-            kr->gemm_nn(ni, K, nj, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
-            for (int64_t t = 0; t < ni; t++)
-                for (int64_t x = 0; x < K; x++)
-                    p.dks[(i0 + t) * K + x] += p.R[(i0 + t) * K + x] * p.T1[t * K + x];
+            /* x side: dqs_t += R_t * (dP[t, :nj] YF), dks_t += R_t * (dM[t, :nj] YF);
+             * a whole-chunk block's dPb and dM are lower triangular (zeros
+             * above the diagonal): the products skip that half */
+            const size_t rows = (size_t)(i0 * K), nik = (size_t)(ni * K);
+            const la__gemm_fn xprod = whole ? kr->gemm_nn_lower : kr->gemm_nn;
+            xprod(ni, K, nj, 1.0f, dPb, L, p.YF, K, 0.0f, p.T1, K);
+            for (size_t i = 0; i < nik; i++) p.dqs[rows + i] += p.R[rows + i] * p.T1[i];
+            xprod(ni, K, nj, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
+            for (size_t i = 0; i < nik; i++) p.dks[rows + i] += p.R[rows + i] * p.T1[i];
             /* y side: dys_j += F_j * (dP[:, j]^T QR + dM[:, j]^T KR) over the block */
-            kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, p.QR + i0 * K, K, 0.0f, p.T1, K);
-            kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, p.KR + i0 * K, K, 1.0f, p.T1, K);
-            for (int64_t j = 0; j < nj; j++)
-                for (int64_t x = 0; x < K; x++)
-                    p.dys[j * K + x] += p.F[j * K + x] * p.T1[j * K + x];
+            const float *QR = qkr_rows(p.QKR, i0, ni, K, 0), *KR = qkr_rows(p.QKR, i0, ni, K, 1);
+            if (whole) {
+                memset(p.T1, 0, (size_t)(L * K) * sizeof(float));
+                la__gemm_tn_lower_acc(kr, L, K, dPb, L, QR, K, p.T1, K);
+                la__gemm_tn_lower_acc(kr, L, K, dM, L, KR, K, p.T1, K);
+            } else {
+                kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, QR, K, 0.0f, p.T1, K);
+                kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, KR, K, 1.0f, p.T1, K);
+            }
+            for (size_t i = 0; i < (size_t)(nj * K); i++) p.dys[i] += p.F[i] * p.T1[i];
         }
         if (!own) block_decays(i0, ni, K, gam, &p);
         for (int64_t j = i0; !own && j < i0 + ni; j++) {
