@@ -62,6 +62,7 @@ typedef struct chunk_bufs {
     float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
+    float *QG;        /* [C,K] GLA backward: q * e^{G_i} (the dS update; gla_bwd_factors) */
     float *diag;      /* [2C] backward: A_ii = scale q_i.k_i, dA_ii = scale do_i.v_i */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
     int stream;       /* cpu-sglabwd18: dq, dk, dv (dg) rows by stream_copy (the task fences) */
@@ -110,6 +111,7 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dOc = la__arena_take(&a, C * V, sizeof(float));
         b->Tq = la__arena_take(&a, CKg, sizeof(float));
         b->Tk = la__arena_take(&a, CKg, sizeof(float));
+        b->QG = la__arena_take(&a, CKg, sizeof(float));
         b->diag = la__arena_take(&a, 2 * C, sizeof(float));
         /* simple GLA (a few bytes per token): G summed once per chunk. GLA
          * sums twice instead (keeping [nch,C,K] doubles doubled the memory
@@ -533,14 +535,12 @@ GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int str
  *   dqs_i += R_i * sum_j dA_ij (k_j F_j)                         (gemm_nn)
  *   dks_j += F_j * sum_{i in I} dA_ij (q_i R_i)                  (gemm_tn)
  * (dA is zero for j >= i). A sub-block whose span is too large takes its own
- * pairs with their own exponentials. */
+ * pairs with their own exponentials. q R (b->Qs), k P (b->KP) and R, P come
+ * from gla_bwd_factors. */
 GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     const int64_t K = j->K, C = j->C;
     const la__kernels *kr = j->kr;
     float *A = b->A, *dA = b->dA;
-    keys_times_p(j, b, L);
-    for (int64_t i = 0; i < L; i++)
-        for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
     for (int64_t i = 0; i < L * K; i++) b->dqs[i] = b->dks[i] = 0.0f;
     for (int64_t i0 = 0; i0 < L; i0 += b->sub) {
         const int64_t ni = L - i0 < b->sub ? L - i0 : b->sub;
@@ -894,7 +894,7 @@ GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, 
             for (int64_t x = 0; x < K; x++) dGi[x] = 0.0 + (double)qi[x] * (double)dqi[x];
     }
     /* the state term's constant part */
-    for (int64_t x = 0; x < K; x++) dGc[x] = dot_f64(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
+    for (int64_t x = 0; x < K; x++) dGc[x] = dot_f32l(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
     /* forward prefix of the state and pair terms, and the rows out */
     for (int64_t x = 0; x < K; x++) dGp[x] = 0.0;
     for (int64_t i = 0; i < L; i++) {
@@ -933,13 +933,77 @@ GLA_INLINE float dot16(const float *restrict a, const float *restrict b, int64_t
     return s[0];
 }
 
+/* cpu-glag21: GLA's backward factors of one chunk in one pass over its rows
+ * (b->G filled by chunk_cumsum), as the forward's gla_fwd_factors: per
+ * sub-block (first token b, last e) and for every row i and key x
+ *   R = e^{G_i - G_b}, P = e^{G_e - G_i}, eG = e^{G_b} R, eLm = e^{G_L - G_e} P
+ * (kept: the products' scalings read them), the rows q, k read in place and
+ * copied into Qc, Kc, and the scaled rows
+ *   QR = q R (b->Qs, intra), KP = k P (intra), Ks = k eLm (dv), QG = q eG (dS),
+ * where chunk_gate_exps, scale_rows, keys_times_p and the intra pass made
+ * them one pass each, re-reading the rows and factors. The same products of
+ * the same factors: the same bits. */
+GLA_INLINE void gla_bwd_row(int64_t K, const float *restrict q, const float *restrict k,
+                            const double *restrict Gi, const double *restrict Gb,
+                            const double *restrict Ge, const float *restrict eb,
+                            const float *restrict el, float *restrict Qc, float *restrict Kc,
+                            float *restrict R, float *restrict P, float *restrict eG,
+                            float *restrict eLm, float *restrict QR, float *restrict KP,
+                            float *restrict Ks, float *restrict QG) {
+    for (int64_t x = 0; x < K; x++) {
+        const float r = exp_nonpos((float)(Gi[x] - Gb[x]));
+        const float p = exp_nonpos((float)(Ge[x] - Gi[x]));
+        const float g1 = eb[x] * r, l1 = el[x] * p, qx = q[x], kx = k[x];
+        Qc[x] = qx;
+        Kc[x] = kx;
+        R[x] = r;
+        P[x] = p;
+        eG[x] = g1;
+        eLm[x] = l1;
+        QR[x] = qx * r;
+        KP[x] = kx * p;
+        Ks[x] = kx * l1;
+        QG[x] = qx * g1;
+    }
+}
+
+GLA_INLINE void gla_bwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h) {
+    const int64_t H = j->H, K = j->K;
+    const double *G = b->G, *GL = G + (L - 1) * K;
+    const int64_t sub = b->sub = gla_sub_size(K, G, L);
+    float *eb = b->e, *el = b->F; /* [K] each: e^{G_b}, e^{G_L - G_e} (F is free here) */
+    for (int64_t i0 = 0; i0 < L; i0 += sub) {
+        const int64_t i1 = L - i0 < sub ? L : i0 + sub;
+        const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
+        for (int64_t x = 0; x < K; x++) {
+            eb[x] = exp_nonpos((float)Gb[x]);
+            el[x] = exp_nonpos((float)(GL[x] - Ge[x]));
+        }
+        for (int64_t i = i0; i < i1; i++) {
+            const size_t row = (size_t)((r0 + i) * H + h) * (size_t)K, o = (size_t)(i * K);
+            gla_bwd_row(K, j->q + row, j->k + row, G + o, Gb, Ge, eb, el, b->Qc + o, b->Kc + o,
+                        b->R + o, b->P + o, b->eG + o, b->eLm + o, b->Qs + o, b->KP + o,
+                        b->Ks + o, b->QG + o);
+        }
+    }
+}
+
 /* One chunk of the backward, rows [r0, r0 + L) of head h (gates in b
- * filled, b->dS the gradient of the state after the chunk, S0 the state
+ * filled: simple GLA by chunk_gates, GLA only G by chunk_cumsum, b->dS the gradient of the state after the chunk, S0 the state
  * before it): dq, dk, dv, dg rows, *gamma_sum += the chunk's scalar gate
  * gradient, and b->dS <- Diag(e^{G_L}) dS + scale (Q e^G)^T dO; with Mc
  * (cpu-bwdsplit) dS is left alone and Mc = scale (Q e^G)^T dO instead.
  * pn > 0: prefetch the pn rows of head ph from row pr (the unit this task
  * runs next), and pS (if not NULL) its start state. */
+/* The gates chunk_bwd_chunk reads from b: simple GLA all (chunk_gates), GLA
+ * only G (its factors come with its rows, gla_bwd_factors). */
+GLA_INLINE void bwd_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
+    if (j->per_key)
+        chunk_cumsum(j, b, r0, n, h);
+    else
+        chunk_gates(j, b, r0, n, h, 1);
+}
+
 GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0, int64_t r0,
                                 int64_t L, int64_t h, int64_t pr, int64_t pn, int64_t ph,
                                 const float *pS, double *gamma_sum, float *Mc) {
@@ -947,8 +1011,12 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     const size_t KVn = (size_t)K * (size_t)V;
     const float scale = j->scale;
     const la__kernels *kr = j->kr;
-    gather_rows(b->Qc, j->q, H, K, r0, L, h);
-    gather_rows(b->Kc, j->k, H, K, r0, L, h);
+    if (j->per_key) {
+        gla_bwd_factors(j, b, r0, L, h);
+    } else {
+        gather_rows(b->Qc, j->q, H, K, r0, L, h);
+        gather_rows(b->Kc, j->k, H, K, r0, L, h);
+    }
     gather_rows(b->Vc, j->v, H, V, r0, L, h);
     gather_rows(b->dOc, j->d_o, H, V, r0, L, h);
     /* the next unit's rows and start state, one tensor (one seventh of the
@@ -968,7 +1036,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
             b->dkc[i * K + x] *= eLi[j->per_key ? x : 0];
         }
     }
-    scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, L, K);
+    if (!j->per_key) scale_rows(b->Ks, b->Kc, b->eLm, 0, L, K);
     kr->gemm_nn(L, V, K, 1.0f, b->Ks, K, b->dS, V, 0.0f, b->dvc, V);
     /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
      * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
@@ -1065,10 +1133,10 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         }
     if (pn > 0 && !b->stream) prefetch_rows_w(j->dv, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 6, 7);
-    scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
+    if (!j->per_key) scale_rows(b->Qs, b->Qc, b->eG, 0, L, K);
     /* cpu-sgla9, cpu-glab15: same bits as gemm_tn */
-    la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS,
-                      V);
+    la__gemm_tn_block(kr, K, V, L, scale, j->per_key ? b->QG : b->Qs, K, b->dOc, V,
+                      Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
     void (*const put)(float *, const float *, size_t) = b->stream ? stream_copy : plain_copy;
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
@@ -1133,7 +1201,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             if (c == nch - 1) chunk_cumsum(j, &b, r0, L, h);
             chunk_gate_exps(j, &b, L, 1);
         } else {
-            chunk_gates(j, &b, r0, L, h, 1);
+            bwd_gates(j, &b, r0, L, h);
         }
         const int64_t pn = c > 0 ? j->C : 0;
         chunk_bwd_chunk(j, &b, S0, r0, L, h, r0 - j->C, pn, h, NULL, &gamma_sum, NULL);
@@ -1163,7 +1231,7 @@ GLA_INLINE void chunk_piece_body(const gla_job *j, char *scratch, const float *S
     chunk_bufs b;
     chunk_layout(j, j->C, 1, scratch, &b);
     b.dS = (float *)dS; /* read only when Mc is given */
-    chunk_gates(j, &b, r0, L, h, 1);
+    bwd_gates(j, &b, r0, L, h);
     chunk_bwd_chunk(j, &b, S0, r0, L, h, r0 - j->C, pn, h, NULL, gamma_sum, Mc);
     const int64_t gw = j->per_key ? j->K : 1;
     for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
@@ -1362,7 +1430,7 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
         for (int64_t hh = 0; hh < nh; hh++) {
             chunk_bufs *b = &bs[hh];
             if (j->per_key) { /* GLA sums its gates again (no Gall: chunk_layout) */
-                chunk_gates(j, b, r0, L, h0 + hh, 1);
+                bwd_gates(j, b, r0, L, h0 + hh);
             } else {
                 if (!j->saved) b->G = b->Gall + c * C;
                 if (c == nch - 1 || j->saved) chunk_cumsum(j, b, r0, L, h0 + hh);
