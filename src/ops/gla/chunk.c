@@ -1021,8 +1021,6 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     gather_rows(b->dOc, j->d_o, H, V, r0, L, h);
     /* the next unit's rows and start state, one tensor (one seventh of the
      * state) per stage so the misses overlap the products */
-    if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr, pn, ph);
-    if (pn > 0) prefetch_rows(j->q, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 0, 7);
     /* Inter-chunk and state terms:
      *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
@@ -1041,10 +1039,8 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
      * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
      * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
-    if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 1, 7);
     kr->gemm_nt_tril(L, V, 0, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
-    if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 2, 7);
     if (j->per_key) {
         /* cpu-glab20: dA with its diagonal (as simple GLA's since
@@ -1080,7 +1076,6 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         memset(b->dks, 0, (size_t)(L * K) * sizeof(float));
         la__gemm_tn_lower_acc(kr, L, K, b->dA, j->C, b->Qc, K, b->dks, K);
     }
-    if (pn > 0) prefetch_rows(j->d_o, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 3, 7);
     if (j->per_key)
         la__gemm_tn_block(kr, L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
@@ -1115,6 +1110,11 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         const float *restrict dqsi = b->dqs + i * K, *restrict dksi = b->dks + i * K;
         float *restrict dvi = b->dvc + i * V;
         float *restrict dqi = b->dqc + i * K, *restrict dki = b->dkc + i * K;
+        if (i < pn) {
+            if (j->per_key && j->g) prefetch_rows(j->g, H, K, pr + i, 1, ph);
+            prefetch_rows(j->q, H, K, pr + i, 1, ph);
+            prefetch_rows(j->k, H, K, pr + i, 1, ph);
+        }
         const float dA = b->diag[j->C + i];
         const float sA = j->per_key ? scale * dot16(qi, ki, K) : b->diag[i];
         for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
@@ -1140,6 +1140,10 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     void (*const put)(float *, const float *, size_t) = b->stream ? stream_copy : plain_copy;
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
+        if (i < pn) {
+            prefetch_rows(j->v, H, V, pr + i, 1, ph);
+            prefetch_rows(j->d_o, H, V, pr + i, 1, ph);
+        }
         put(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K);
         put(j->dk + bi * (size_t)K, b->dkc + i * K, (size_t)K);
         put(j->dv + bi * (size_t)V, b->dvc + i * V, (size_t)V);
