@@ -170,19 +170,6 @@ GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n)
     return s;
 }
 
-/* sum_y a_y b_y in float64, in eight partial sums (vectorisable; a fixed
- * order, so the same bits on every path and thread count). */
-GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
-    double acc[8] = {0};
-    int64_t y = 0;
-    for (; y + 8 <= n; y += 8)
-        for (int u = 0; u < 8; u++) acc[u] += (double)a[y + u] * (double)b[y + u];
-    double s = 0.0;
-    for (; y < n; y++) s += (double)a[y] * (double)b[y];
-    for (int u = 0; u < 8; u++) s += acc[u];
-    return s;
-}
-
 /* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, would cost an
  * exponential per key and pair if taken one by one. The chunk is cut into
  * sub-blocks of GLA_SUB tokens, or of 2 GLA_SUB where the gates allow
@@ -877,8 +864,16 @@ GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0,
  * each key on its own in float64, added in that order. cpu-glab19: two
  * passes over the chunk (the reverse sum into b->dG, then the forward
  * prefix, which adds the three parts and rounds the row straight into dg,
- * or into Tq for a streamed store) instead of five; the same additions in
- * the same order, so the same bits. */
+ * or into Tq for a streamed store) instead of five.
+ * cpu-glag21: as simple GLA's since cpu-sgla20, the products in float and
+ * their sums in float64: the state term's K rows <dS_x, S0_x> in sixteen
+ * float lanes added in a fixed tree (dot_f32l), each token's terms
+ * q_x dq_x and k_x (dk_x + dks_x) - q_x dqs_x rounded once in float, then
+ * summed over the tokens in float64 (before, every product in float64 with
+ * both operands converted: ~3.5 ms of a ~150 ms fwd+bwd at the issue-12
+ * shape). Errors against float64: bench/NOTES.md, cpu-glag21. Elementwise
+ * float operations in a fixed order, no contraction: the same bits on every
+ * ISA path and thread count. */
 GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, int64_t r0,
                               int64_t L, int64_t h) {
     const int64_t H = j->H, K = j->K, V = j->V;
@@ -889,9 +884,9 @@ GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, 
         const float *restrict qi = b->Qc + i * K, *restrict dqi = b->dqc + i * K;
         double *restrict dGi = dG + i * K;
         if (i < L - 1)
-            for (int64_t x = 0; x < K; x++) dGi[x] = dGi[x + K] + (double)qi[x] * (double)dqi[x];
+            for (int64_t x = 0; x < K; x++) dGi[x] = dGi[x + K] + (double)(qi[x] * dqi[x]);
         else
-            for (int64_t x = 0; x < K; x++) dGi[x] = 0.0 + (double)qi[x] * (double)dqi[x];
+            for (int64_t x = 0; x < K; x++) dGi[x] = 0.0 + (double)(qi[x] * dqi[x]);
     }
     /* the state term's constant part */
     for (int64_t x = 0; x < K; x++) dGc[x] = dot_f32l(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
@@ -908,8 +903,7 @@ GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, 
             const float *restrict dkc = b->dkc + p, *restrict dks = b->dks + p;
             const float *restrict dqs = b->dqs + p;
             for (int64_t x = 0; x < K; x++) {
-                dGp[x] += (double)kp[x] * ((double)dkc[x] + (double)dks[x]) -
-                          (double)qp[x] * (double)dqs[x];
+                dGp[x] += (double)(kp[x] * (dkc[x] + dks[x]) - qp[x] * dqs[x]);
                 out[x] = (float)((dGi[x] + dGc[x]) + dGp[x]);
             }
         }
