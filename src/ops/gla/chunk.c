@@ -31,6 +31,9 @@
 #include <immintrin.h>
 #endif
 
+/* the sub-block size, see the comment above gla_sub_size */
+#define GLA_SUB 16
+
 typedef struct chunk_bufs {
     float *S;       /* [K,V] running state (forward) */
     double *G;      /* [C,gw] cumulative log-gates of the chunk */
@@ -63,6 +66,7 @@ typedef struct chunk_bufs {
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
     float *QG;        /* [C,K] GLA backward: q * e^{G_i} (the dS update; gla_bwd_factors) */
+    float *Eb;        /* [2 nsub,K] GLA backward: e^{G_b}, e^{G_L - G_e} of each sub-block */
     float *diag;      /* [2C] backward: A_ii = scale q_i.k_i, dA_ii = scale do_i.v_i */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
     int stream;       /* cpu-sglabwd18: dq, dk, dv (dg) rows by stream_copy (the task fences) */
@@ -112,6 +116,8 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->Tq = la__arena_take(&a, CKg, sizeof(float));
         b->Tk = la__arena_take(&a, CKg, sizeof(float));
         b->QG = la__arena_take(&a, CKg, sizeof(float));
+        b->Eb = la__arena_take(&a, j->per_key ? 2 * ((C + GLA_SUB - 1) / GLA_SUB) * K : 0,
+                               sizeof(float));
         b->diag = la__arena_take(&a, 2 * C, sizeof(float));
         /* simple GLA (a few bytes per token): G summed once per chunk. GLA
          * sums twice instead (keeping [nch,C,K] doubles doubled the memory
@@ -195,7 +201,6 @@ GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n)
  * no 0 * Inf). The inter-chunk factors come from the same two:
  * e^{G_i} = e^{G_b(i)} R_i and e^{G_L - G_j} = e^{G_L - G_e(j)} P_j, so a
  * token costs two exponentials per key. */
-#define GLA_SUB 16
 #define GLA_SPAN 30.0
 
 /* cpu-gla14: the sub-block size of a chunk of L rows (G, its [L, K]
@@ -293,10 +298,12 @@ GLA_INLINE void keys_times_p(const gla_job *j, chunk_bufs *b, int64_t L) {
     for (int64_t i = 0; i < L * j->K; i++) b->KP[i] = b->Kc[i] * b->P[i];
 }
 
-/* F_j = P_j X_IJ (into b->F when need_f) and k_j F_j (into b->KF) for the sub-block I
- * of ni rows at i0 against the rows j < i0, and against its own rows when
- * its span allows (the return value: 1 when rows [i0, i0 + ni) are filled
- * too). */
+/* k_j F_j (into b->KF), F_j = P_j X_IJ, for the sub-block I of ni rows at
+ * i0 against the rows j < i0, and against its own rows when its span allows
+ * (the return value: 1 when rows [i0, i0 + ni) are filled too). need_f
+ * (the backward): each sub-block J's X_IJ kept in row J / sub of b->F, for
+ * F_j = P_j X_IJ (cpu-glag21: the [K] vectors instead of F's [C, K] rows,
+ * 32 KiB less of the backward's blocks; the same floats). */
 GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64_t ni, int need_f) {
     const int64_t sub = b->sub;
     const int64_t K = j->K;
@@ -311,15 +318,14 @@ GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64
     for (int64_t j0 = 0; j0 < (own ? i0 + ni : i0); j0 += sub) {
         const int64_t j1 = j0 < i0 ? j0 + sub : i0 + ni;
         const double *GeJ = b->G + (j1 - 1) * K;
+        if (need_f) X = b->F + (j0 / sub) * K;
         if (j0 < i0)
             for (int64_t x = 0; x < K; x++) X[x] = exp_nonpos((float)(Gb[x] - GeJ[x]));
         else
             for (int64_t x = 0; x < K; x++) X[x] = exp_span((float)(Gb[x] - GeJ[x]));
         for (int64_t jj = j0; jj < j1; jj++) {
-            const float *kp = b->KP + jj * K, *p = b->P + jj * K;
-            float *f = b->F + jj * K, *kf = b->KF + jj * K;
-            if (need_f)
-                for (int64_t x = 0; x < K; x++) f[x] = p[x] * X[x];
+            const float *kp = b->KP + jj * K;
+            float *kf = b->KF + jj * K;
             for (int64_t x = 0; x < K; x++) kf[x] = kp[x] * X[x];
         }
     }
@@ -543,9 +549,11 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
                     b->dqs[i * K + x] += b->R[i * K + x] * b->Tq[(i - i0) * K + x];
             la__gemm_tn_block(kr, ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f,
                               b->Tk, K);
-            for (int64_t jj = 0; jj < ncol; jj++)
+            for (int64_t jj = 0; jj < ncol; jj++) {
+                const float *X = b->F + (jj / b->sub) * K; /* F_j = P_j X_IJ */
                 for (int64_t x = 0; x < K; x++)
-                    b->dks[jj * K + x] += b->F[jj * K + x] * b->Tk[jj * K + x];
+                    b->dks[jj * K + x] += b->P[jj * K + x] * X[x] * b->Tk[jj * K + x];
+            }
         }
         for (int64_t i = i0; i < i0 + ni; i++) {
             const double *Gi = b->G + i * K;
@@ -930,8 +938,9 @@ GLA_INLINE float dot16(const float *restrict a, const float *restrict b, int64_t
 /* cpu-glag21: GLA's backward factors of one chunk in one pass over its rows
  * (b->G filled by chunk_cumsum), as the forward's gla_fwd_factors: per
  * sub-block (first token b, last e) and for every row i and key x
- *   R = e^{G_i - G_b}, P = e^{G_e - G_i}, eG = e^{G_b} R, eLm = e^{G_L - G_e} P
- * (kept: the products' scalings read them), the rows q, k read in place and
+ *   R = e^{G_i - G_b}, P = e^{G_e - G_i} (kept: the products' scalings read
+ *   them; e^{G_i} = e^{G_b} R and e^{G_L - G_i} = e^{G_L - G_e} P are made
+ *   again where needed from b->Eb, not kept as [C, K] rows), the rows q, k read in place and
  * copied into Qc, Kc, and the scaled rows
  *   QR = q R (b->Qs, intra), KP = k P (intra), Ks = k eLm (dv), QG = q eG (dS),
  * where chunk_gate_exps, scale_rows, keys_times_p and the intra pass made
@@ -941,9 +950,8 @@ GLA_INLINE void gla_bwd_row(int64_t K, const float *restrict q, const float *res
                             const double *restrict Gi, const double *restrict Gb,
                             const double *restrict Ge, const float *restrict eb,
                             const float *restrict el, float *restrict Qc, float *restrict Kc,
-                            float *restrict R, float *restrict P, float *restrict eG,
-                            float *restrict eLm, float *restrict QR, float *restrict KP,
-                            float *restrict Ks, float *restrict QG) {
+                            float *restrict R, float *restrict P, float *restrict QR,
+                            float *restrict KP, float *restrict Ks, float *restrict QG) {
     for (int64_t x = 0; x < K; x++) {
         const float r = exp_nonpos((float)(Gi[x] - Gb[x]));
         const float p = exp_nonpos((float)(Ge[x] - Gi[x]));
@@ -952,8 +960,6 @@ GLA_INLINE void gla_bwd_row(int64_t K, const float *restrict q, const float *res
         Kc[x] = kx;
         R[x] = r;
         P[x] = p;
-        eG[x] = g1;
-        eLm[x] = l1;
         QR[x] = qx * r;
         KP[x] = kx * p;
         Ks[x] = kx * l1;
@@ -965,10 +971,10 @@ GLA_INLINE void gla_bwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
     const int64_t H = j->H, K = j->K;
     const double *G = b->G, *GL = G + (L - 1) * K;
     const int64_t sub = b->sub = gla_sub_size(K, G, L);
-    float *eb = b->e, *el = b->F; /* [K] each: e^{G_b}, e^{G_L - G_e} (F is free here) */
     for (int64_t i0 = 0; i0 < L; i0 += sub) {
         const int64_t i1 = L - i0 < sub ? L : i0 + sub;
         const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
+        float *eb = b->Eb + 2 * (i0 / sub) * K, *el = eb + K;
         for (int64_t x = 0; x < K; x++) {
             eb[x] = exp_nonpos((float)Gb[x]);
             el[x] = exp_nonpos((float)(GL[x] - Ge[x]));
@@ -976,9 +982,10 @@ GLA_INLINE void gla_bwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
         for (int64_t i = i0; i < i1; i++) {
             const size_t row = (size_t)((r0 + i) * H + h) * (size_t)K, o = (size_t)(i * K);
             gla_bwd_row(K, j->q + row, j->k + row, G + o, Gb, Ge, eb, el, b->Qc + o, b->Kc + o,
-                        b->R + o, b->P + o, b->eG + o, b->eLm + o, b->Qs + o, b->KP + o,
-                        b->Ks + o, b->QG + o);
+                        b->R + o, b->P + o, b->Qs + o, b->KP + o, b->Ks + o, b->QG + o);
         }
+        if (i1 == L) /* e^{G_L} = e^{G_b} R_L, as gla_bwd_row's eG rows */
+            for (int64_t x = 0; x < K; x++) b->eG[(L - 1) * K + x] = eb[x] * b->R[(L - 1) * K + x];
     }
 }
 
@@ -1021,12 +1028,22 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
      *   dv_j = (k_j * e^{G_L-G_j}) dS. */
     kr->gemm_nt(L, K, V, scale, b->dOc, V, S0, V, 0.0f, b->dqc, K);
     kr->gemm_nt(L, K, V, 1.0f, b->Vc, V, b->dS, V, 0.0f, b->dkc, K);
-    for (int64_t i = 0; i < L; i++) {
-        const float *eGi = b->eG + i * gw, *eLi = b->eLm + i * gw;
-        for (int64_t x = 0; x < K; x++) {
-            b->dqc[i * K + x] *= eGi[j->per_key ? x : 0];
-            b->dkc[i * K + x] *= eLi[j->per_key ? x : 0];
+    if (j->per_key) { /* e^{G_i} = e^{G_b} R_i, e^{G_L - G_i} = e^{G_L - G_e} P_i */
+        for (int64_t i = 0; i < L; i++) {
+            const float *restrict eb = b->Eb + 2 * (i / b->sub) * K, *restrict el = eb + K;
+            const float *restrict R = b->R + i * K, *restrict P = b->P + i * K;
+            float *restrict dq = b->dqc + i * K, *restrict dk = b->dkc + i * K;
+            for (int64_t x = 0; x < K; x++) {
+                dq[x] *= eb[x] * R[x];
+                dk[x] *= el[x] * P[x];
+            }
         }
+    } else {
+        for (int64_t i = 0; i < L; i++)
+            for (int64_t x = 0; x < K; x++) {
+                b->dqc[i * K + x] *= b->eG[i];
+                b->dkc[i * K + x] *= b->eLm[i];
+            }
     }
     if (!j->per_key) scale_rows(b->Ks, b->Kc, b->eLm, 0, L, K);
     kr->gemm_nn(L, V, K, 1.0f, b->Ks, K, b->dS, V, 0.0f, b->dvc, V);
