@@ -897,7 +897,8 @@ GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, 
             for (int64_t x = 0; x < K; x++) dGi[x] = 0.0 + (double)(qi[x] * dqi[x]);
     }
     /* the state term's constant part */
-    for (int64_t x = 0; x < K; x++) dGc[x] = dot_f32l(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
+    for (int64_t x = 0; x < K; x++)
+        dGc[x] = dot_f32l(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
     /* forward prefix of the state and pair terms, and the rows out */
     for (int64_t x = 0; x < K; x++) dGp[x] = 0.0;
     for (int64_t i = 0; i < L; i++) {
@@ -940,8 +941,8 @@ GLA_INLINE float dot16(const float *restrict a, const float *restrict b, int64_t
  * sub-block (first token b, last e) and for every row i and key x
  *   R = e^{G_i - G_b}, P = e^{G_e - G_i} (kept: the products' scalings read
  *   them; e^{G_i} = e^{G_b} R and e^{G_L - G_i} = e^{G_L - G_e} P are made
- *   again where needed from b->Eb, not kept as [C, K] rows), the rows q, k read in place and
- * copied into Qc, Kc, and the scaled rows
+ *   again where needed from b->Eb, not kept as [C, K] rows),
+ * the rows q, k read in place and copied into Qc, Kc, and the scaled rows
  *   QR = q R (b->Qs, intra), KP = k P (intra), Ks = k eLm (dv), QG = q eG (dS),
  * where chunk_gate_exps, scale_rows, keys_times_p and the intra pass made
  * them one pass each, re-reading the rows and factors. The same products of
@@ -984,13 +985,14 @@ GLA_INLINE void gla_bwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
             gla_bwd_row(K, j->q + row, j->k + row, G + o, Gb, Ge, eb, el, b->Qc + o, b->Kc + o,
                         b->R + o, b->P + o, b->Qs + o, b->KP + o, b->Ks + o, b->QG + o);
         }
-        if (i1 == L) /* e^{G_L} = e^{G_b} R_L, as gla_bwd_row's eG rows */
+        if (i1 == L) /* e^{G_L} = e^{G_b} R_L (the state's decay) */
             for (int64_t x = 0; x < K; x++) b->eG[(L - 1) * K + x] = eb[x] * b->R[(L - 1) * K + x];
     }
 }
 
 /* One chunk of the backward, rows [r0, r0 + L) of head h (gates in b
- * filled: simple GLA by chunk_gates, GLA only G by chunk_cumsum, b->dS the gradient of the state after the chunk, S0 the state
+ * filled: simple GLA by chunk_gates, GLA only G by chunk_cumsum; b->dS the
+ * gradient of the state after the chunk, S0 the state
  * before it): dq, dk, dv, dg rows, *gamma_sum += the chunk's scalar gate
  * gradient, and b->dS <- Diag(e^{G_L}) dS + scale (Q e^G)^T dO; with Mc
  * (cpu-bwdsplit) dS is left alone and Mc = scale (Q e^G)^T dO instead.
