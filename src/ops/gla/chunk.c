@@ -31,6 +31,9 @@
 #include <immintrin.h>
 #endif
 
+/* the sub-block size, see the comment above gla_sub_size */
+#define GLA_SUB 16
+
 typedef struct chunk_bufs {
     float *S;       /* [K,V] running state (forward) */
     double *G;      /* [C,gw] cumulative log-gates of the chunk */
@@ -62,6 +65,8 @@ typedef struct chunk_bufs {
     float *dA;        /* [C,C] scale dO V^T, strictly lower (times the decay) */
     float *dOc;       /* [C,V] the chunk's d_o rows */
     float *Tq, *Tk;   /* [C,K] GLA backward: products before their gate factor */
+    float *QG;        /* [C,K] GLA backward: q * e^{G_i} (the dS update; gla_bwd_factors) */
+    float *Eb;        /* [2 nsub,K] GLA backward: e^{G_b}, e^{G_L - G_e} of each sub-block */
     float *diag;      /* [2C] backward: A_ii = scale q_i.k_i, dA_ii = scale do_i.v_i */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
     int stream;       /* cpu-sglabwd18: dq, dk, dv (dg) rows by stream_copy (the task fences) */
@@ -110,6 +115,9 @@ static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base
         b->dOc = la__arena_take(&a, C * V, sizeof(float));
         b->Tq = la__arena_take(&a, CKg, sizeof(float));
         b->Tk = la__arena_take(&a, CKg, sizeof(float));
+        b->QG = la__arena_take(&a, CKg, sizeof(float));
+        b->Eb = la__arena_take(&a, j->per_key ? 2 * ((C + GLA_SUB - 1) / GLA_SUB) * K : 0,
+                               sizeof(float));
         b->diag = la__arena_take(&a, 2 * C, sizeof(float));
         /* simple GLA (a few bytes per token): G summed once per chunk. GLA
          * sums twice instead (keeping [nch,C,K] doubles doubled the memory
@@ -168,19 +176,6 @@ GLA_INLINE float dot3(const float *a, const float *b, const float *c, int64_t n)
     return s;
 }
 
-/* sum_y a_y b_y in float64, in eight partial sums (vectorisable; a fixed
- * order, so the same bits on every path and thread count). */
-GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
-    double acc[8] = {0};
-    int64_t y = 0;
-    for (; y + 8 <= n; y += 8)
-        for (int u = 0; u < 8; u++) acc[u] += (double)a[y + u] * (double)b[y + u];
-    double s = 0.0;
-    for (; y < n; y++) s += (double)a[y] * (double)b[y];
-    for (int u = 0; u < 8; u++) s += acc[u];
-    return s;
-}
-
 /* GLA's pair factors e_k = exp(G_ik - G_jk), i >= j, would cost an
  * exponential per key and pair if taken one by one. The chunk is cut into
  * sub-blocks of GLA_SUB tokens, or of 2 GLA_SUB where the gates allow
@@ -206,7 +201,6 @@ GLA_INLINE double dot_f64(const float *a, const float *b, int64_t n) {
  * no 0 * Inf). The inter-chunk factors come from the same two:
  * e^{G_i} = e^{G_b(i)} R_i and e^{G_L - G_j} = e^{G_L - G_e(j)} P_j, so a
  * token costs two exponentials per key. */
-#define GLA_SUB 16
 #define GLA_SPAN 30.0
 
 /* cpu-gla14: the sub-block size of a chunk of L rows (G, its [L, K]
@@ -304,10 +298,12 @@ GLA_INLINE void keys_times_p(const gla_job *j, chunk_bufs *b, int64_t L) {
     for (int64_t i = 0; i < L * j->K; i++) b->KP[i] = b->Kc[i] * b->P[i];
 }
 
-/* F_j = P_j X_IJ (into b->F when need_f) and k_j F_j (into b->KF) for the sub-block I
- * of ni rows at i0 against the rows j < i0, and against its own rows when
- * its span allows (the return value: 1 when rows [i0, i0 + ni) are filled
- * too). */
+/* k_j F_j (into b->KF), F_j = P_j X_IJ, for the sub-block I of ni rows at
+ * i0 against the rows j < i0, and against its own rows when its span allows
+ * (the return value: 1 when rows [i0, i0 + ni) are filled too). need_f
+ * (the backward): each sub-block J's X_IJ kept in row J / sub of b->F, for
+ * F_j = P_j X_IJ (cpu-glag21: the [K] vectors instead of F's [C, K] rows,
+ * 32 KiB less of the backward's blocks; the same floats). */
 GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64_t ni, int need_f) {
     const int64_t sub = b->sub;
     const int64_t K = j->K;
@@ -322,15 +318,14 @@ GLA_INLINE int sub_block_keys(const gla_job *j, chunk_bufs *b, int64_t i0, int64
     for (int64_t j0 = 0; j0 < (own ? i0 + ni : i0); j0 += sub) {
         const int64_t j1 = j0 < i0 ? j0 + sub : i0 + ni;
         const double *GeJ = b->G + (j1 - 1) * K;
+        if (need_f) X = b->F + (j0 / sub) * K;
         if (j0 < i0)
             for (int64_t x = 0; x < K; x++) X[x] = exp_nonpos((float)(Gb[x] - GeJ[x]));
         else
             for (int64_t x = 0; x < K; x++) X[x] = exp_span((float)(Gb[x] - GeJ[x]));
         for (int64_t jj = j0; jj < j1; jj++) {
-            const float *kp = b->KP + jj * K, *p = b->P + jj * K;
-            float *f = b->F + jj * K, *kf = b->KF + jj * K;
-            if (need_f)
-                for (int64_t x = 0; x < K; x++) f[x] = p[x] * X[x];
+            const float *kp = b->KP + jj * K;
+            float *kf = b->KF + jj * K;
             for (int64_t x = 0; x < K; x++) kf[x] = kp[x] * X[x];
         }
     }
@@ -533,14 +528,12 @@ GLA_INLINE void intra_matrix(const gla_job *j, chunk_bufs *b, int64_t L, int str
  *   dqs_i += R_i * sum_j dA_ij (k_j F_j)                         (gemm_nn)
  *   dks_j += F_j * sum_{i in I} dA_ij (q_i R_i)                  (gemm_tn)
  * (dA is zero for j >= i). A sub-block whose span is too large takes its own
- * pairs with their own exponentials. */
+ * pairs with their own exponentials. q R (b->Qs), k P (b->KP) and R, P come
+ * from gla_bwd_factors. */
 GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
     const int64_t K = j->K, C = j->C;
     const la__kernels *kr = j->kr;
     float *A = b->A, *dA = b->dA;
-    keys_times_p(j, b, L);
-    for (int64_t i = 0; i < L; i++)
-        for (int64_t x = 0; x < K; x++) b->Qs[i * K + x] = b->Qc[i * K + x] * b->R[i * K + x];
     for (int64_t i = 0; i < L * K; i++) b->dqs[i] = b->dks[i] = 0.0f;
     for (int64_t i0 = 0; i0 < L; i0 += b->sub) {
         const int64_t ni = L - i0 < b->sub ? L - i0 : b->sub;
@@ -556,9 +549,11 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
                     b->dqs[i * K + x] += b->R[i * K + x] * b->Tq[(i - i0) * K + x];
             la__gemm_tn_block(kr, ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f,
                               b->Tk, K);
-            for (int64_t jj = 0; jj < ncol; jj++)
+            for (int64_t jj = 0; jj < ncol; jj++) {
+                const float *X = b->F + (jj / b->sub) * K; /* F_j = P_j X_IJ */
                 for (int64_t x = 0; x < K; x++)
-                    b->dks[jj * K + x] += b->F[jj * K + x] * b->Tk[jj * K + x];
+                    b->dks[jj * K + x] += b->P[jj * K + x] * X[x] * b->Tk[jj * K + x];
+            }
         }
         for (int64_t i = i0; i < i0 + ni; i++) {
             const double *Gi = b->G + i * K;
@@ -877,8 +872,16 @@ GLA_INLINE void sgla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0,
  * each key on its own in float64, added in that order. cpu-glab19: two
  * passes over the chunk (the reverse sum into b->dG, then the forward
  * prefix, which adds the three parts and rounds the row straight into dg,
- * or into Tq for a streamed store) instead of five; the same additions in
- * the same order, so the same bits. */
+ * or into Tq for a streamed store) instead of five.
+ * cpu-glag21: as simple GLA's since cpu-sgla20, the products in float and
+ * their sums in float64: the state term's K rows <dS_x, S0_x> in sixteen
+ * float lanes added in a fixed tree (dot_f32l), each token's terms
+ * q_x dq_x and k_x (dk_x + dks_x) - q_x dqs_x rounded once in float, then
+ * summed over the tokens in float64 (before, every product in float64 with
+ * both operands converted: ~3.5 ms of a ~150 ms fwd+bwd at the issue-12
+ * shape). Errors against float64: bench/NOTES.md, cpu-glag21. Elementwise
+ * float operations in a fixed order, no contraction: the same bits on every
+ * ISA path and thread count. */
 GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, int64_t r0,
                               int64_t L, int64_t h) {
     const int64_t H = j->H, K = j->K, V = j->V;
@@ -889,12 +892,13 @@ GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, 
         const float *restrict qi = b->Qc + i * K, *restrict dqi = b->dqc + i * K;
         double *restrict dGi = dG + i * K;
         if (i < L - 1)
-            for (int64_t x = 0; x < K; x++) dGi[x] = dGi[x + K] + (double)qi[x] * (double)dqi[x];
+            for (int64_t x = 0; x < K; x++) dGi[x] = dGi[x + K] + (double)(qi[x] * dqi[x]);
         else
-            for (int64_t x = 0; x < K; x++) dGi[x] = 0.0 + (double)qi[x] * (double)dqi[x];
+            for (int64_t x = 0; x < K; x++) dGi[x] = 0.0 + (double)(qi[x] * dqi[x]);
     }
     /* the state term's constant part */
-    for (int64_t x = 0; x < K; x++) dGc[x] = dot_f64(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
+    for (int64_t x = 0; x < K; x++)
+        dGc[x] = dot_f32l(b->dS + x * V, S0 + x * V, V) * (double)eGL[x];
     /* forward prefix of the state and pair terms, and the rows out */
     for (int64_t x = 0; x < K; x++) dGp[x] = 0.0;
     for (int64_t i = 0; i < L; i++) {
@@ -908,8 +912,7 @@ GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, 
             const float *restrict dkc = b->dkc + p, *restrict dks = b->dks + p;
             const float *restrict dqs = b->dqs + p;
             for (int64_t x = 0; x < K; x++) {
-                dGp[x] += (double)kp[x] * ((double)dkc[x] + (double)dks[x]) -
-                          (double)qp[x] * (double)dqs[x];
+                dGp[x] += (double)(kp[x] * (dkc[x] + dks[x]) - qp[x] * dqs[x]);
                 out[x] = (float)((dGi[x] + dGc[x]) + dGp[x]);
             }
         }
@@ -933,13 +936,77 @@ GLA_INLINE float dot16(const float *restrict a, const float *restrict b, int64_t
     return s[0];
 }
 
+/* cpu-glag21: GLA's backward factors of one chunk in one pass over its rows
+ * (b->G filled by chunk_cumsum), as the forward's gla_fwd_factors: per
+ * sub-block (first token b, last e) and for every row i and key x
+ *   R = e^{G_i - G_b}, P = e^{G_e - G_i} (kept: the products' scalings read
+ *   them; e^{G_i} = e^{G_b} R and e^{G_L - G_i} = e^{G_L - G_e} P are made
+ *   again where needed from b->Eb, not kept as [C, K] rows),
+ * the rows q, k read in place and copied into Qc, Kc, and the scaled rows
+ *   QR = q R (b->Qs, intra), KP = k P (intra), Ks = k eLm (dv), QG = q eG (dS),
+ * where chunk_gate_exps, scale_rows, keys_times_p and the intra pass made
+ * them one pass each, re-reading the rows and factors. The same products of
+ * the same factors: the same bits. */
+GLA_INLINE void gla_bwd_row(int64_t K, const float *restrict q, const float *restrict k,
+                            const double *restrict Gi, const double *restrict Gb,
+                            const double *restrict Ge, const float *restrict eb,
+                            const float *restrict el, float *restrict Qc, float *restrict Kc,
+                            float *restrict R, float *restrict P, float *restrict QR,
+                            float *restrict KP, float *restrict Ks, float *restrict QG) {
+    for (int64_t x = 0; x < K; x++) {
+        const float r = exp_nonpos((float)(Gi[x] - Gb[x]));
+        const float p = exp_nonpos((float)(Ge[x] - Gi[x]));
+        const float g1 = eb[x] * r, l1 = el[x] * p, qx = q[x], kx = k[x];
+        Qc[x] = qx;
+        Kc[x] = kx;
+        R[x] = r;
+        P[x] = p;
+        QR[x] = qx * r;
+        KP[x] = kx * p;
+        Ks[x] = kx * l1;
+        QG[x] = qx * g1;
+    }
+}
+
+GLA_INLINE void gla_bwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h) {
+    const int64_t H = j->H, K = j->K;
+    const double *G = b->G, *GL = G + (L - 1) * K;
+    const int64_t sub = b->sub = gla_sub_size(K, G, L);
+    for (int64_t i0 = 0; i0 < L; i0 += sub) {
+        const int64_t i1 = L - i0 < sub ? L : i0 + sub;
+        const double *Gb = G + i0 * K, *Ge = G + (i1 - 1) * K;
+        float *eb = b->Eb + 2 * (i0 / sub) * K, *el = eb + K;
+        for (int64_t x = 0; x < K; x++) {
+            eb[x] = exp_nonpos((float)Gb[x]);
+            el[x] = exp_nonpos((float)(GL[x] - Ge[x]));
+        }
+        for (int64_t i = i0; i < i1; i++) {
+            const size_t row = (size_t)((r0 + i) * H + h) * (size_t)K, o = (size_t)(i * K);
+            gla_bwd_row(K, j->q + row, j->k + row, G + o, Gb, Ge, eb, el, b->Qc + o, b->Kc + o,
+                        b->R + o, b->P + o, b->Qs + o, b->KP + o, b->Ks + o, b->QG + o);
+        }
+        if (i1 == L) /* e^{G_L} = e^{G_b} R_L (the state's decay) */
+            for (int64_t x = 0; x < K; x++) b->eG[(L - 1) * K + x] = eb[x] * b->R[(L - 1) * K + x];
+    }
+}
+
 /* One chunk of the backward, rows [r0, r0 + L) of head h (gates in b
- * filled, b->dS the gradient of the state after the chunk, S0 the state
+ * filled: simple GLA by chunk_gates, GLA only G by chunk_cumsum; b->dS the
+ * gradient of the state after the chunk, S0 the state
  * before it): dq, dk, dv, dg rows, *gamma_sum += the chunk's scalar gate
  * gradient, and b->dS <- Diag(e^{G_L}) dS + scale (Q e^G)^T dO; with Mc
  * (cpu-bwdsplit) dS is left alone and Mc = scale (Q e^G)^T dO instead.
  * pn > 0: prefetch the pn rows of head ph from row pr (the unit this task
  * runs next), and pS (if not NULL) its start state. */
+/* The gates chunk_bwd_chunk reads from b: simple GLA all (chunk_gates), GLA
+ * only G (its factors come with its rows, gla_bwd_factors). */
+GLA_INLINE void bwd_gates(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t n, int64_t h) {
+    if (j->per_key)
+        chunk_cumsum(j, b, r0, n, h);
+    else
+        chunk_gates(j, b, r0, n, h, 1);
+}
+
 GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0, int64_t r0,
                                 int64_t L, int64_t h, int64_t pr, int64_t pn, int64_t ph,
                                 const float *pS, double *gamma_sum, float *Mc) {
@@ -947,36 +1014,46 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     const size_t KVn = (size_t)K * (size_t)V;
     const float scale = j->scale;
     const la__kernels *kr = j->kr;
-    gather_rows(b->Qc, j->q, H, K, r0, L, h);
-    gather_rows(b->Kc, j->k, H, K, r0, L, h);
+    if (j->per_key) {
+        gla_bwd_factors(j, b, r0, L, h);
+    } else {
+        gather_rows(b->Qc, j->q, H, K, r0, L, h);
+        gather_rows(b->Kc, j->k, H, K, r0, L, h);
+    }
     gather_rows(b->Vc, j->v, H, V, r0, L, h);
     gather_rows(b->dOc, j->d_o, H, V, r0, L, h);
     /* the next unit's rows and start state, one tensor (one seventh of the
      * state) per stage so the misses overlap the products */
-    if (pn > 0 && j->per_key && j->g) prefetch_rows(j->g, H, K, pr, pn, ph);
-    if (pn > 0) prefetch_rows(j->q, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 0, 7);
     /* Inter-chunk and state terms:
      *   dq_i = scale e^{G_i} * (S0 do_i),  dk_j = e^{G_L-G_j} * (dS v_j),
      *   dv_j = (k_j * e^{G_L-G_j}) dS. */
     kr->gemm_nt(L, K, V, scale, b->dOc, V, S0, V, 0.0f, b->dqc, K);
     kr->gemm_nt(L, K, V, 1.0f, b->Vc, V, b->dS, V, 0.0f, b->dkc, K);
-    for (int64_t i = 0; i < L; i++) {
-        const float *eGi = b->eG + i * gw, *eLi = b->eLm + i * gw;
-        for (int64_t x = 0; x < K; x++) {
-            b->dqc[i * K + x] *= eGi[j->per_key ? x : 0];
-            b->dkc[i * K + x] *= eLi[j->per_key ? x : 0];
+    if (j->per_key) { /* e^{G_i} = e^{G_b} R_i, e^{G_L - G_i} = e^{G_L - G_e} P_i */
+        for (int64_t i = 0; i < L; i++) {
+            const float *restrict eb = b->Eb + 2 * (i / b->sub) * K, *restrict el = eb + K;
+            const float *restrict R = b->R + i * K, *restrict P = b->P + i * K;
+            float *restrict dq = b->dqc + i * K, *restrict dk = b->dkc + i * K;
+            for (int64_t x = 0; x < K; x++) {
+                dq[x] *= eb[x] * R[x];
+                dk[x] *= el[x] * P[x];
+            }
         }
+    } else {
+        for (int64_t i = 0; i < L; i++)
+            for (int64_t x = 0; x < K; x++) {
+                b->dqc[i * K + x] *= b->eG[i];
+                b->dkc[i * K + x] *= b->eLm[i];
+            }
     }
-    scale_rows(b->Ks, b->Kc, b->eLm, j->per_key, L, K);
+    if (!j->per_key) scale_rows(b->Ks, b->Kc, b->eLm, 0, L, K);
     kr->gemm_nn(L, V, K, 1.0f, b->Ks, K, b->dS, V, 0.0f, b->dvc, V);
     /* Intra-chunk pairs j < i: A_ij (with decay) and dA_ij = scale do_i . v_j;
      * the diagonal pair (i, i) has no decay and no gate gradient, it goes to
      * dq_i, dk_i, dv_i directly at the end. dv += A^T (scale dO). */
-    if (pn > 0) prefetch_rows(j->k, H, K, pr, pn, ph);
     prefetch_part(pS, KVn, 1, 7);
     kr->gemm_nt_tril(L, V, 0, scale, b->dOc, V, b->Vc, V, 0.0f, b->dA, j->C);
-    if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 2, 7);
     if (j->per_key) {
         /* cpu-glab20: dA with its diagonal (as simple GLA's since
@@ -1012,7 +1089,6 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         memset(b->dks, 0, (size_t)(L * K) * sizeof(float));
         la__gemm_tn_lower_acc(kr, L, K, b->dA, j->C, b->Qc, K, b->dks, K);
     }
-    if (pn > 0) prefetch_rows(j->d_o, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 3, 7);
     if (j->per_key)
         la__gemm_tn_block(kr, L, V, L, scale, b->A, j->C, b->dOc, V, 1.0f, b->dvc, V);
@@ -1047,6 +1123,11 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         const float *restrict dqsi = b->dqs + i * K, *restrict dksi = b->dks + i * K;
         float *restrict dvi = b->dvc + i * V;
         float *restrict dqi = b->dqc + i * K, *restrict dki = b->dkc + i * K;
+        if (i < pn) {
+            if (j->per_key && j->g) prefetch_rows(j->g, H, K, pr + i, 1, ph);
+            prefetch_rows(j->q, H, K, pr + i, 1, ph);
+            prefetch_rows(j->k, H, K, pr + i, 1, ph);
+        }
         const float dA = b->diag[j->C + i];
         const float sA = j->per_key ? scale * dot16(qi, ki, K) : b->diag[i];
         for (int64_t y = 0; y < V; y++) dvi[y] += sA * doi[y];
@@ -1065,13 +1146,17 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
         }
     if (pn > 0 && !b->stream) prefetch_rows_w(j->dv, H, V, pr, pn, ph);
     prefetch_part(pS, KVn, 6, 7);
-    scale_rows(b->Qs, b->Qc, b->eG, j->per_key, L, K);
+    if (!j->per_key) scale_rows(b->Qs, b->Qc, b->eG, 0, L, K);
     /* cpu-sgla9, cpu-glab15: same bits as gemm_tn */
-    la__gemm_tn_block(kr, K, V, L, scale, b->Qs, K, b->dOc, V, Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS,
-                      V);
+    la__gemm_tn_block(kr, K, V, L, scale, j->per_key ? b->QG : b->Qs, K, b->dOc, V,
+                      Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
     void (*const put)(float *, const float *, size_t) = b->stream ? stream_copy : plain_copy;
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
+        if (i < pn) {
+            prefetch_rows(j->v, H, V, pr + i, 1, ph);
+            prefetch_rows(j->d_o, H, V, pr + i, 1, ph);
+        }
         put(j->dq + bi * (size_t)K, b->dqc + i * K, (size_t)K);
         put(j->dk + bi * (size_t)K, b->dkc + i * K, (size_t)K);
         put(j->dv + bi * (size_t)V, b->dvc + i * V, (size_t)V);
@@ -1133,7 +1218,7 @@ GLA_INLINE void chunk_bwd_body(const gla_job *j, int64_t task, int tid) {
             if (c == nch - 1) chunk_cumsum(j, &b, r0, L, h);
             chunk_gate_exps(j, &b, L, 1);
         } else {
-            chunk_gates(j, &b, r0, L, h, 1);
+            bwd_gates(j, &b, r0, L, h);
         }
         const int64_t pn = c > 0 ? j->C : 0;
         chunk_bwd_chunk(j, &b, S0, r0, L, h, r0 - j->C, pn, h, NULL, &gamma_sum, NULL);
@@ -1163,7 +1248,7 @@ GLA_INLINE void chunk_piece_body(const gla_job *j, char *scratch, const float *S
     chunk_bufs b;
     chunk_layout(j, j->C, 1, scratch, &b);
     b.dS = (float *)dS; /* read only when Mc is given */
-    chunk_gates(j, &b, r0, L, h, 1);
+    bwd_gates(j, &b, r0, L, h);
     chunk_bwd_chunk(j, &b, S0, r0, L, h, r0 - j->C, pn, h, NULL, gamma_sum, Mc);
     const int64_t gw = j->per_key ? j->K : 1;
     for (int64_t x = 0; x < gw; x++) d[x] = b.eG[(L - 1) * gw + x];
@@ -1362,7 +1447,7 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
         for (int64_t hh = 0; hh < nh; hh++) {
             chunk_bufs *b = &bs[hh];
             if (j->per_key) { /* GLA sums its gates again (no Gall: chunk_layout) */
-                chunk_gates(j, b, r0, L, h0 + hh, 1);
+                bwd_gates(j, b, r0, L, h0 + hh);
             } else {
                 if (!j->saved) b->G = b->Gall + c * C;
                 if (c == nch - 1 || j->saved) chunk_cumsum(j, b, r0, L, h0 + hh);
