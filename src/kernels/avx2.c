@@ -9,9 +9,9 @@
  *     two vectors of B (8 loads for 12 FMAs, so the two FMA pipes, not the
  *     load ports, are the limit), and 12 independent accumulators cover
  *     the FMA latency (4 cycles x 2 pipes on Zen 3 / Skylake);
- *   - B is consumed as a k x 16 panel with unit column stride: gemm_nn and
- *     gemm_tn read full panels in place, partial panels and gemm_nt's Bᵀ
- *     are packed into an aligned stack buffer (8x8 transposes for Bᵀ),
+ *   - B is consumed as a k x 16 panel with unit column stride, packed into
+ *     an aligned stack buffer before the panel's tiles, full panels too
+ *     (rows of B a power of two apart share L1 sets; 8x8 transposes for Bᵀ),
  *     zero-padded so edge tiles need no masked loads in the k loop;
  *   - A is read in place with a row stride and a k stride (gemm_tn reads
  *     Aᵀ by swapping them), so no workspace is needed;

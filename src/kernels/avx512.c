@@ -314,8 +314,10 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                     if (lower_a) {
                         int64_t kmax = ic + mr - pc;
                         if (kmax < kt) kt = kmax < 0 ? 0 : kmax;
-                        /* kt is largest for t = 0: if that tile is skipped, so are all */
-                        if (kt == 0 && pc > 0) continue;
+                        /* kt is largest for t = 0 and falls with t: once a tile has
+                         * nothing to add, neither has any later one (and the panel
+                         * packing of t = 0 may not have run) */
+                        if (kt == 0 && pc > 0) break;
                     }
                     int64_t lim0 = tril >= 0 ? ic - jc + tril : NR;
                     int nv_t = nv;
