@@ -447,8 +447,7 @@ INLINE TARGET void trsm_block(const int nb, const int nv, int64_t i0, const floa
 #pragma GCC unroll 12
     for (int r = 0; r < nb; r++) { /* B[i] + (-1 * acc), as la__trsm_llu_blocked's gemm */
         x[r][0] = _mm512_sub_ps(_mm512_maskz_loadu_ps(m0, rows + r * sb), x[r][0]);
-        if (nv > 1)
-            x[r][1] = _mm512_sub_ps(_mm512_maskz_loadu_ps(m1, rows + r * sb + 16), x[r][1]);
+        if (nv > 1) x[r][1] = _mm512_sub_ps(_mm512_maskz_loadu_ps(m1, rows + r * sb + 16), x[r][1]);
     }
     const float *Lb = L + i0 * rs + i0 * cs;
 #pragma GCC unroll 12
