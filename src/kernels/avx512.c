@@ -410,53 +410,46 @@ static void avx512_trsm_diag(int64_t nb, int64_t r, const float *L, int64_t ldl,
 }
 /* clang-format on */
 
-/* ---- cpu-gemm: trsm_llu with each 32-column strip solved in one panel ----
+/* ---- cpu-gemm: trsm_llu by 32-column strips, solved in place ----------
  * la__trsm_llu_blocked's arithmetic, operation for operation (so the same
  * bits as the AVX2 path): for each row block of LA__TRSM_BLOCK rows,
  * acc = sum_{p < i0} L[i][p] B[p] (one chain of FMAs in p order), B[i] :=
  * B[i] + (-1 * acc), then forward substitution inside the block. What
- * changes is where the data sit: a 32-column strip of B is copied once into
- * an aligned [n x 32] panel that is both the product's B operand (its
- * solved rows) and the output, and a block's rows stay in registers from
- * the product through the substitution (no panel repacked per block, no
- * store and reload between the two steps). Strips for n <= TRSM_ROWS. */
-#define TRSM_ROWS 128 /* panel 16 KiB; one KC block (i0 < KC), as the blocked solve */
+ * changes is where the data sit: a block's rows stay in registers from the
+ * product through the substitution, and a 32-column strip of B is solved in
+ * place (the product reads the solved rows from B itself). cpu-trsm22: the
+ * strip used to be copied into an aligned [n x 32] panel and back (512
+ * extra 64-byte stores per 64 x 128 solve, ~0.5 us of 2.5 on Zen 5); in
+ * place: 64 x 128 at 76% -> 86% of the FMA peak (trsm_llu_t 70% -> 86%).
+ * Strips for n <= TRSM_ROWS. */
+#define TRSM_ROWS 128 /* one KC block (i0 < KC), as the blocked solve */
 
 INLINE TARGET void trsm_block(const int nb, const int nv, int64_t i0, const float *L, int64_t rs,
-                              int64_t cs, float *panel) {
-    __m512 x[LA__TRSM_BLOCK][2]; /* loaded after the product: 24 ZMM each */
-    const float *rows = panel + i0 * NR;
-    if (i0 == 0) {
+                              int64_t cs, float *B, int64_t sb, __mmask16 m0, __mmask16 m1) {
+    /* x = B - acc with acc = 0 for the first block (B + -0 = B: the same
+     * bits), so that the block's rows are loaded after the product: with a
+     * separate i0 == 0 path GCC hoisted the loads common to both paths above
+     * the product loop and spilled the 24 rows to the stack. */
+    __m512 x[LA__TRSM_BLOCK][2];
 #pragma GCC unroll 12
-        for (int r = 0; r < nb; r++) {
-            x[r][0] = _mm512_load_ps(rows + r * NR);
-            x[r][1] = nv > 1 ? _mm512_load_ps(rows + r * NR + 16) : _mm512_setzero_ps();
-        }
-    } else {
-        __m512 acc[LA__TRSM_BLOCK][2];
-#pragma GCC unroll 12
-        for (int r = 0; r < nb; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        const float *a = L + i0 * rs, *b = panel;
+    for (int r = 0; r < nb; r++) x[r][0] = x[r][1] = _mm512_setzero_ps();
+    const float *a = L + i0 * rs, *b = B;
 #pragma GCC unroll 2
-        for (int64_t p = 0; p < i0; p++, b += NR) {
-            __m512 b0 = _mm512_load_ps(b);
-            __m512 b1 = nv > 1 ? _mm512_load_ps(b + 16) : _mm512_setzero_ps();
-#pragma GCC unroll 12
-            for (int r = 0; r < nb; r++) {
-                __m512 ar = _mm512_set1_ps(a[r * rs + p * cs]);
-                acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
-                if (nv > 1) acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
-            }
-        }
-        const __m512 minus1 = _mm512_set1_ps(-1.0f);
+    for (int64_t p = 0; p < i0; p++, b += sb) {
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+        __m512 b1 = nv > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 12
         for (int r = 0; r < nb; r++) {
-            x[r][0] =
-                _mm512_add_ps(_mm512_mul_ps(minus1, acc[r][0]), _mm512_load_ps(rows + r * NR));
-            x[r][1] = nv > 1 ? _mm512_add_ps(_mm512_mul_ps(minus1, acc[r][1]),
-                                             _mm512_load_ps(rows + r * NR + 16))
-                             : _mm512_setzero_ps();
+            __m512 ar = _mm512_set1_ps(a[r * rs + p * cs]);
+            x[r][0] = _mm512_fmadd_ps(ar, b0, x[r][0]);
+            if (nv > 1) x[r][1] = _mm512_fmadd_ps(ar, b1, x[r][1]);
         }
+    }
+    float *rows = B + i0 * sb;
+#pragma GCC unroll 12
+    for (int r = 0; r < nb; r++) { /* B[i] + (-1 * acc), as la__trsm_llu_blocked's gemm */
+        x[r][0] = _mm512_sub_ps(_mm512_maskz_loadu_ps(m0, rows + r * sb), x[r][0]);
+        if (nv > 1) x[r][1] = _mm512_sub_ps(_mm512_maskz_loadu_ps(m1, rows + r * sb + 16), x[r][1]);
     }
     const float *Lb = L + i0 * rs + i0 * cs;
 #pragma GCC unroll 12
@@ -468,19 +461,22 @@ INLINE TARGET void trsm_block(const int nb, const int nv, int64_t i0, const floa
             if (nv > 1) x[i][1] = _mm512_fnmadd_ps(l, x[j][1], x[i][1]);
         }
     }
-    float *out = panel + i0 * NR;
 #pragma GCC unroll 12
     for (int r = 0; r < nb; r++) {
-        _mm512_store_ps(out + r * NR, x[r][0]);
-        if (nv > 1) _mm512_store_ps(out + r * NR + 16, x[r][1]);
+        _mm512_mask_storeu_ps(rows + r * sb, m0, x[r][0]);
+        if (nv > 1) _mm512_mask_storeu_ps(rows + r * sb + 16, m1, x[r][1]);
     }
 }
 
-typedef void (*trsm_block_fn)(int64_t i0, const float *L, int64_t rs, int64_t cs, float *panel);
+typedef void (*trsm_block_fn)(int64_t i0, const float *L, int64_t rs, int64_t cs, float *B,
+                              int64_t sb, __mmask16 m0, __mmask16 m1);
 #define TRSM_BLOCK(nb, nv)                                                                         \
     static TARGET void trsm_block_##nb##_##nv(int64_t i0, const float *L, int64_t rs, int64_t cs,  \
-                                              float *panel) {                                      \
-        trsm_block(nb, nv, i0, L, rs, cs, panel);                                                  \
+                                              float *B, int64_t sb, __mmask16 m0, __mmask16 m1) {  \
+        if (cs == 1) /* trsm_llu */                                                                \
+            trsm_block(nb, nv, i0, L, rs, 1, B, sb, m0, m1);                                       \
+        else /* trsm_llu_t: rs == -1 */                                                            \
+            trsm_block(nb, nv, i0, L, -1, cs, B, sb, m0, m1);                                      \
     }
 /* clang-format off */
 TRSM_BLOCK(1, 1) TRSM_BLOCK(2, 1) TRSM_BLOCK(3, 1) TRSM_BLOCK(4, 1) TRSM_BLOCK(5, 1)
@@ -502,24 +498,19 @@ static const trsm_block_fn trsm_blocks[LA__TRSM_BLOCK + 1][3] = {
 };
 /* clang-format on */
 
-/* Element (x, y) of the solve's matrix at L[x*rs + y*cs]; B's row i at
- * B + i*sb (sb < 0: rows in reverse order). */
+/* Element (x, y) of the solve's matrix at L[x*rs + y*cs], with cs == 1
+ * (trsm_llu) or rs == -1 (trsm_llu_t): the blocks are compiled for these
+ * two forms, the known step making L's broadcasts one pointer's constant
+ * offsets (trsm_llu_t) or freeing GPRs (64 x 128: 1.02x / 1.04x). B's row
+ * i at B + i*sb (sb < 0: rows in reverse order). */
 static TARGET void trsm_strips(int64_t n, int64_t r, const float *L, int64_t rs, int64_t cs,
                                float *B, int64_t sb) {
-    alignas(64) float panel[TRSM_ROWS * NR];
     for (int64_t jc = 0; jc < r; jc += NR) {
         const int nr = r - jc < NR ? (int)(r - jc) : NR, nv = nr > 16 ? 2 : 1;
-        pack_rows(n, nr, B + jc, sb, panel);
+        const __mmask16 m0 = lanes(clamp16(nr)), m1 = lanes(clamp16(nr - 16));
         for (int64_t i0 = 0; i0 < n; i0 += LA__TRSM_BLOCK) {
             const int nb = n - i0 < LA__TRSM_BLOCK ? (int)(n - i0) : LA__TRSM_BLOCK;
-            trsm_blocks[nb][nv](i0, L, rs, cs, panel);
-        }
-        const __mmask16 m0 = lanes(clamp16(nr)), m1 = lanes(clamp16(nr - 16));
-        for (int64_t i = 0; i < n; i++) {
-            _mm512_mask_storeu_ps(B + i * sb + jc, m0, _mm512_load_ps(panel + i * NR));
-            if (nv > 1)
-                _mm512_mask_storeu_ps(B + i * sb + jc + 16, m1,
-                                      _mm512_load_ps(panel + i * NR + 16));
+            trsm_blocks[nb][nv](i0, L, rs, cs, B + jc, sb, m0, m1);
         }
     }
 }
@@ -536,8 +527,8 @@ static void avx512_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, f
 /* cpu-dbwd15: B := L^{-T} B (n <= LA__TRSM_T_ROWS) as la__trsm_llu_transposed's
  * route, trsm_llu on reversed rows with Lrev = J L^T J, without building
  * Lrev or copying B's rows: Lrev(x, y) = L[n-1-y][n-1-x] is read in place
- * (row step -1, column step -ldl from L's last element) and B's strips are
- * packed and stored in reverse row order. The same values in the same
+ * (row step -1, column step -ldl from L's last element) and B's rows are
+ * walked in reverse order (row step -ldb). The same values in the same
  * operations: the same bits as the route (test_kernels); 64 x 128 on Zen 5:
  * 4.25 -> 2.9 us. */
 static void avx512_trsm_llu_t(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
