@@ -50,7 +50,7 @@ static void run(const la__kernels *kr, const prod *p, const float *A, const floa
     case P_TN: kr->gemm_tn(m, n, k, 1.0f, A, m, B, n, 1.0f, c, ldc); break;
     /* cpu-kpack22: B = Kᵀ [k, m] (row stride m, 64-byte aligned) */
     case P_NN_TRIL: kr->gemm_nn_tril(m, k, 0, 1.0f, A, k, B, m, 0.0f, c, m); break;
-    case P_KT: /* a chunk's K̃ᵀ [n, m] from m rows of [T, 8, n] (cold) */
+    case P_KT:      /* a chunk's K̃ᵀ [n, m] from m rows of [T, 8, n] (cold) */
     case P_KROWS: { /* the same rows copied as they stand */
         const float *x = big + *next * 64 * 1024;
         *next = (*next + 1) % nbig_chunks;
@@ -68,7 +68,8 @@ int main(void) {
     const la__kernels *kr = la__kernels_default();
     const size_t nbuf = 256 * 256;
     const int64_t nbig_chunks = 512; /* 512 chunks x 64 rows x 1024 floats: 128 MiB */
-    float *A = aligned_alloc(64, nbuf * sizeof(float)), *B = aligned_alloc(64, nbuf * sizeof(float));
+    float *A = aligned_alloc(64, nbuf * sizeof(float)),
+          *B = aligned_alloc(64, nbuf * sizeof(float));
     float *C = aligned_alloc(64, nbuf * sizeof(float));
     float *big = malloc((size_t)nbig_chunks * 64 * 1024 * sizeof(float));
     if (!A || !B || !C || !big) return 1;

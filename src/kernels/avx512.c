@@ -307,8 +307,8 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                  * use only 16 of the columns, so it cannot pack for the rest) */
                 const float *brows = B + pc * ldb + jc;
                 const int fuse = b_layout == B_ROWS && tril < 0 && kc > 0;
-                const int in_place = b_layout == B_ROWS && tril >= 0 && nr == NR &&
-                                     ldb % 16 == 0 && (uintptr_t)brows % 64 == 0;
+                const int in_place = b_layout == B_ROWS && tril >= 0 && nr == NR && ldb % 16 == 0 &&
+                                     (uintptr_t)brows % 64 == 0;
                 if (kc > 0 && !fuse && !in_place) {
                     if (b_layout == B_TRANSPOSED)
                         pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);

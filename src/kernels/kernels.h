@@ -135,8 +135,8 @@ LA_KERNEL_HIDDEN extern const la__kernels la__kernels_portable;
 #define LA_KERNELS_HAVE_X86 1
 LA_KERNEL_HIDDEN extern const la__kernels la__kernels_avx2;
 LA_KERNEL_HIDDEN extern const la__kernels la__kernels_avx512;
-LA_KERNEL_HIDDEN void la__transpose_avx2(int64_t rows, int64_t cols, const float *src,
-                                         int64_t lds, float *dst, int64_t ldd);
+LA_KERNEL_HIDDEN void la__transpose_avx2(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                                         float *dst, int64_t ldd);
 #endif
 
 /* Blocked triangular solve / inverse built on a path's gemm_nn, so that each

@@ -74,8 +74,7 @@ static int fwd_kt(const la__lin_job *j) {
 
 /* K̃ᵀ of the chunk [t0, t0+L) into kt [K, C]: 8 token rows at a time, the
  * rows LA__LIN_PREFETCH_AHEAD ahead prefetched as la__lin_phi_rows does. */
-static void load_kt(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
-                    float *kt) {
+static void load_kt(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L, float *kt) {
     const int64_t K = j->K, C = j->chunk, s = u->sqk;
     const float *x = u->k + t0 * s;
     for (int64_t r = 0; r < L; r += 8) {
