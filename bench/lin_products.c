@@ -20,8 +20,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-enum { P_NN, P_NT, P_TRIL, P_LOWER, P_TN_BLOCK, P_TN, P_TN_LOWER };
+enum { P_NN, P_NT, P_TRIL, P_NN_TRIL, P_LOWER, P_TN_BLOCK, P_TN, P_TN_LOWER, P_KT, P_KROWS };
 
 typedef struct prod {
     const char *name;
@@ -47,6 +48,18 @@ static void run(const la__kernels *kr, const prod *p, const float *A, const floa
     case P_LOWER: kr->gemm_nn_lower(m, n, m, 1.0f, A, m, B, n, 1.0f, c, ldc); break;
     case P_TN_BLOCK: la__gemm_tn_block(kr, m, n, k, 1.0f, A, m, B, n, 1.0f, c, ldc); break;
     case P_TN: kr->gemm_tn(m, n, k, 1.0f, A, m, B, n, 1.0f, c, ldc); break;
+    /* cpu-kpack22: B = Kᵀ [k, m] (row stride m, 64-byte aligned) */
+    case P_NN_TRIL: kr->gemm_nn_tril(m, k, 0, 1.0f, A, k, B, m, 0.0f, c, m); break;
+    case P_KT:      /* a chunk's K̃ᵀ [n, m] from m rows of [T, 8, n] (cold) */
+    case P_KROWS: { /* the same rows copied as they stand */
+        const float *x = big + *next * 64 * 1024;
+        *next = (*next + 1) % nbig_chunks;
+        if (p->kind == P_KT)
+            kr->transpose(m, n, x, 1024, C, m);
+        else
+            for (int i = 0; i < m; i++) memcpy(C + i * n, x + i * 1024, (size_t)n * sizeof(float));
+        break;
+    }
     default: la__gemm_tn_lower_acc(kr, m, n, A, m, B, n, c, ldc); break;
     }
 }
@@ -55,8 +68,9 @@ int main(void) {
     const la__kernels *kr = la__kernels_default();
     const size_t nbuf = 256 * 256;
     const int64_t nbig_chunks = 512; /* 512 chunks x 64 rows x 1024 floats: 128 MiB */
-    float *A = malloc(nbuf * sizeof(float)), *B = malloc(nbuf * sizeof(float));
-    float *C = malloc(nbuf * sizeof(float));
+    float *A = aligned_alloc(64, nbuf * sizeof(float)),
+          *B = aligned_alloc(64, nbuf * sizeof(float));
+    float *C = aligned_alloc(64, nbuf * sizeof(float));
     float *big = malloc((size_t)nbig_chunks * 64 * 1024 * sizeof(float));
     if (!A || !B || !C || !big) return 1;
     for (size_t i = 0; i < nbuf; i++) {
@@ -72,6 +86,10 @@ int main(void) {
         for (int j = 0; j < 64; j++) Al[i * 64 + j] = j <= i ? A[i * 64 + j] : 0.0f;
     const prod ps[] = {
         {"gemm_nt_tril 64x64x128", P_TRIL, 64, 64, 128, 0, "A = Q K^T (M), dA = G V^T (M)"},
+        {"gemm_nn_tril 64x64x128", P_NN_TRIL, 64, 64, 128, 0, "A = Q K^T from K^T (cpu-kpack22)"},
+        {"gemm_nn 128x128x64", P_NN, 128, 128, 64, 0, "S += K^T V from K^T (cpu-kpack22)"},
+        {"transpose 64 rows x 128", P_KT, 64, 128, 0, 0, "K^T from [T,8,128] rows (cold)"},
+        {"copy 64 rows x 128", P_KROWS, 64, 128, 0, 0, "K's rows as they stand (cold)"},
         {"gemm_nn 64x128x128", P_NN, 64, 128, 128, 0, "Q S, K dS, G S^T"},
         {"gemm_nn 64x128x128 rows", P_NN, 64, 128, 128, 1024, "o = Q S, dq = G S^T (C in rows)"},
         {"gemm_nn 64x128x128 rows1040", P_NN, 64, 128, 128, 1040, "(rows not 4 KiB apart)"},
@@ -96,7 +114,7 @@ int main(void) {
         }
         const double t = ab_median(s, 15, NULL, NULL);
         double fl = 2.0 * p->m * p->n * p->k;
-        if (p->kind == P_TRIL) fl = 2.0 * p->m * (p->m + 1) / 2 * p->k;
+        if (p->kind == P_TRIL || p->kind == P_NN_TRIL) fl = 2.0 * p->m * (p->m + 1) / 2 * p->k;
         if (p->kind == P_LOWER || p->kind == P_TN_LOWER) fl = 2.0 * p->m * (p->m + 1) / 2 * p->n;
         printf("%-28s %9.2f %8.1f %5.1f%%  %s\n", p->name, 1e6 * t, fl / t / 1e9,
                100 * fl / t / 1e9 / pk, p->use);

@@ -81,7 +81,7 @@ static void test_dispatch(void) {
               "kernels_for(%s) runs %s, not above the request or the CPU", la_isa_name((la_isa)i),
               kr ? la_isa_name(kr->isa) : "NULL");
         CHECK(kr->gemm_nn && kr->gemm_nt && kr->gemm_tn && kr->gemm_nn_lower && kr->gemm_nt_tril &&
-                  kr->trsm_llu && kr->trinv_llu,
+                  kr->gemm_nn_tril && kr->transpose && kr->trsm_llu && kr->trinv_llu,
               "table %s complete", la_isa_name(kr->isa));
     }
     CHECK(la__kernels_for(LA_ISA_PORTABLE)->isa == LA_ISA_PORTABLE, "portable always there");
@@ -267,6 +267,37 @@ static void test_gemm(const la__kernels **paths, int n_paths) {
     }
 }
 
+/* cpu-kpack22: the path's transpose gives Bᵀ exactly (into a row stride
+ * that is a multiple of 16 on a 64-byte boundary for even n, the AVX-512
+ * path's in-place case, else n + 3), and gemm_nn_tril on it gives
+ * gemm_nt_tril's bits (Cref) with the same C prefill. */
+static int n_nn_tril, n_nn_tril_same, n_transpose_exact;
+static void nn_tril_same(const la__kernels *kr, int64_t n, int64_t k, int strict, float alpha,
+                         const mat *A, const mat *B, float beta, const float *C0, const mat *Cref) {
+    const int64_t ldt = n % 2 == 0 ? (n + 15) / 16 * 16 : n + 3;
+    float *bt = aligned_alloc(64, (size_t)((k * ldt + 15) / 16 * 16) * sizeof(float));
+    mat C = mat_new(n, n, Cref->ld - n);
+    if (!bt || !C.x) {
+        CHECK(0, "nn_tril_same: out of memory");
+        free(bt), free(C.x);
+        return;
+    }
+    for (int64_t t = 0; t < k * ldt; t++) bt[t] = NAN;
+    kr->transpose(n, k, B->x, B->ld, bt, ldt);
+    int exact = 1;
+    for (int64_t p = 0; p < k; p++)
+        for (int64_t j = 0; j < n; j++)
+            exact &= memcmp(&bt[p * ldt + j], &B->x[j * B->ld + p], sizeof(float)) == 0;
+    n_transpose_exact += exact;
+    mat_fill(&C, SENTINEL, 0);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) C.x[i * C.ld + j] = C0 ? C0[i * n + j] : NAN;
+    kr->gemm_nn_tril(n, k, strict, alpha, A->x, A->ld, bt, ldt, beta, C.x, C.ld);
+    n_nn_tril++;
+    n_nn_tril_same += memcmp(C.x, Cref->x, C.len * sizeof(float)) == 0;
+    free(bt), free(C.x);
+}
+
 static void test_gemm_nt_tril(const la__kernels **paths, int n_paths) {
     for (int strict = 0; strict <= 1; strict++) {
         worst_t worst[4] = {{0, 0, 0, 0}};
@@ -295,6 +326,7 @@ static void test_gemm_nt_tril(const la__kernels **paths, int n_paths) {
                             C.x[i * C.ld + j] = C0 ? C0[i * n + j] : NAN;
                     paths[q]->gemm_nt_tril(n, k, strict, alpha, A.x, A.ld, B.x, B.ld, beta, C.x,
                                            C.ld);
+                    nn_tril_same(paths[q], n, k, strict, alpha, &A, &B, beta, C0, &C);
                     note(&worst[q], ratio_vs_ref(&C, C0, k, alpha, beta, P, mag, strict ? 0 : 1), n,
                          n, k);
                     pad_ok &= padding_is(&C, SENTINEL);
@@ -328,6 +360,12 @@ static void test_gemm_nt_tril(const la__kernels **paths, int n_paths) {
         }
         CHECK(pad_ok, "gemm_nt_tril strict=%d: nothing written beyond a row", strict);
     }
+    CHECK(n_nn_tril > 0 && n_nn_tril_same == n_nn_tril,
+          "gemm_nn_tril on Bᵀ == gemm_nt_tril bit for bit (C's padding too) in %d of %d products",
+          n_nn_tril_same, n_nn_tril);
+    CHECK(n_transpose_exact == n_nn_tril, "transpose exact in %d of %d", n_transpose_exact,
+          n_nn_tril);
+    printf("gemm_nn_tril == gemm_nt_tril bitwise: %d products\n", n_nn_tril);
 }
 
 /* k == 0: C = beta * C, or 0 when beta == 0 (C not read). */
@@ -565,7 +603,7 @@ static void test_trinv(const la__kernels **paths, int n_paths) {
 static void test_gemm_tn_block(const la__kernels **paths, int n_paths) {
     static const int64_t ms[] = {1, 7, 16, 33, 64, 100, 128, 129};
     static const int64_t ks[] = {1, 9, 64, 96, 97, 128};
-    int compared = 0, same = 0, clean = 0;
+    int compared = 0, same = 0, clean = 0, from_t = 0, from_t_same = 0;
     for (int pi = 0; pi < n_paths; pi++)
         for (int a = 0; a < (int)(sizeof ms / sizeof ms[0]); a++)
             for (int c = 0; c < (int)(sizeof ks / sizeof ks[0]); c++)
@@ -585,6 +623,20 @@ static void test_gemm_tn_block(const la__kernels **paths, int n_paths) {
                     paths[pi]->gemm_tn(m, n, k, 1.5f, A.x, A.ld, B.x, B.ld, beta, C2.x, C2.ld);
                     la__gemm_tn_block(paths[pi], m, n, k, 1.5f, A.x, A.ld, B.x, B.ld, beta, C1.x,
                                       C1.ld);
+                    if (la__tn_from_t_same(m, k)) { /* cpu-kpack22: gemm_nn on Aᵀ */
+                        mat At = mat_new(m, k, 1 + m % 4), C3 = mat_new(m, n, 2);
+                        for (size_t i = 0; i < At.len; i++) At.x[i] = NAN;
+                        paths[pi]->transpose(k, m, A.x, A.ld, At.x, At.ld);
+                        memcpy(C3.x, C0.x, C0.len * sizeof(float));
+                        if (beta == 0.0f)
+                            for (int64_t i = 0; i < m; i++)
+                                for (int64_t j = 0; j < n; j++) C3.x[i * C3.ld + j] = NAN;
+                        paths[pi]->gemm_nn(m, n, k, 1.5f, At.x, At.ld, B.x, B.ld, beta, C3.x,
+                                           C3.ld);
+                        from_t++;
+                        from_t_same += memcmp(C3.x, C1.x, C1.len * sizeof(float)) == 0;
+                        free(At.x), free(C3.x);
+                    }
                     int eq = 1, fin = 1;
                     for (int64_t i = 0; i < m; i++)
                         for (int64_t j = 0; j < n; j++) {
@@ -601,6 +653,9 @@ static void test_gemm_tn_block(const la__kernels **paths, int n_paths) {
           compared);
     CHECK(clean == compared, "gemm_tn_block: finite results, C's padding intact in %d of %d", clean,
           compared);
+    CHECK(from_t > 0 && from_t_same == from_t,
+          "gemm_nn on Aᵀ == gemm_tn_block bit for bit where la__tn_from_t_same, %d of %d",
+          from_t_same, from_t);
 }
 
 int main(void) {

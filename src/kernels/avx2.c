@@ -40,6 +40,8 @@
  * a power-of-two stride (an op's H*K) puts them all in one L1 set. Those
  * rows are copied into a [KC_T][MC_T] block first (24 KiB of stack). */
 #define KC_T 96
+_Static_assert(KC_T == LA__TN_FROM_T_MAX_K && LA__TN_FROM_T_MAX_M <= MC,
+               "la__tn_from_t_same: gemm_tn_block's one-block case");
 #define MC_T 64
 
 /* mask_for(n): lanes [0, n) all ones, the rest zero, 0 <= n <= 8 */
@@ -359,6 +361,32 @@ static void avx2_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, con
                 NULL);
 }
 
+static void avx2_gemm_nn_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
+                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                              int64_t ldc) {
+    gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, strict ? 0 : 1, 0, NULL);
+}
+
+/* cpu-kpack22: dst[c*ldd + r] = src[r*lds + c], 8 rows by 8 columns at a
+ * time through transpose8 (the AVX-512 table uses it too). */
+TARGET void la__transpose_avx2(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd) {
+    int64_t r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        int64_t c = 0;
+        for (; c + 8 <= cols; c += 8) {
+            __m256 x[8];
+            for (int i = 0; i < 8; i++) x[i] = _mm256_loadu_ps(src + (r + i) * lds + c);
+            transpose8(x);
+            for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (c + q) * ldd + r, x[q]);
+        }
+        for (; c < cols; c++)
+            for (int i = 0; i < 8; i++) dst[c * ldd + r + i] = src[(r + i) * lds + c];
+    }
+    for (; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
+}
+
 /* Forward substitution inside one diagonal block, 8 columns at a time:
  * the block's rows of the strip live in registers (nb <= 12 YMM), so each
  * of the nb(nb-1)/2 updates is one FMA with a broadcast of L. */
@@ -415,6 +443,8 @@ const la__kernels la__kernels_avx2 = {
     .gemm_tn = avx2_gemm_tn,
     .gemm_nn_lower = avx2_gemm_nn_lower,
     .gemm_nt_tril = avx2_gemm_nt_tril,
+    .gemm_nn_tril = avx2_gemm_nn_tril,
+    .transpose = la__transpose_avx2,
     .trsm_llu = avx2_trsm_llu,
     .trinv_llu = avx2_trinv_llu,
     .gemm_tn_block = avx2_gemm_tn_block,

@@ -35,6 +35,8 @@
 #define MC 132 /* 11 micro-tiles of rows */
 #define KC_T 96
 #define MC_T 72
+_Static_assert(KC_T == LA__TN_FROM_T_MAX_K && LA__TN_FROM_T_MAX_M <= 128,
+               "la__tn_from_t_same: gemm_tn_block's one-block case");
 
 /* lanes [0, n) of a 16-lane vector, 0 <= n <= 16 */
 static inline __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1u); }
@@ -298,11 +300,23 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                     if (ic_first >= mc_end) continue;
                 }
                 /* cpu-gemm21: a panel of B's rows is packed by its first tile
-                 * (micro_tile's pk); Bᵀ panels (8x8 transposes) before the tiles */
+                 * (micro_tile's pk); Bᵀ panels (8x8 transposes) before the tiles.
+                 * cpu-kpack22: the causal product's B as rows (gemm_nn_tril: an
+                 * op's Kᵀ block) is read in place when the panel is whole and
+                 * 64-byte aligned row by row, else copied (its first tile may
+                 * use only 16 of the columns, so it cannot pack for the rest) */
+                const float *brows = B + pc * ldb + jc;
                 const int fuse = b_layout == B_ROWS && tril < 0 && kc > 0;
-                if (kc > 0 && !fuse) pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
-                const float *bsrc = fuse ? B + pc * ldb + jc : bpack;
-                int64_t bs = fuse ? ldb : NR;
+                const int in_place = b_layout == B_ROWS && tril >= 0 && nr == NR && ldb % 16 == 0 &&
+                                     (uintptr_t)brows % 64 == 0;
+                if (kc > 0 && !fuse && !in_place) {
+                    if (b_layout == B_TRANSPOSED)
+                        pack_transposed(kc, nr, B + jc * ldb + pc, ldb, bpack);
+                    else
+                        pack_rows(kc, nr, brows, ldb, bpack);
+                }
+                const float *bsrc = fuse || in_place ? brows : bpack;
+                int64_t bs = fuse || in_place ? ldb : NR;
                 int nv = nr > 16 ? 2 : 1;
                 /* lower_a: the last tile first, the one that reads all kc rows
                  * of the panel (the order of the tiles changes no sum) */
@@ -335,7 +349,7 @@ static TARGET void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, con
                     else
                         tiles[pk][mr][nv_t](kt, A + ic * rsa + pc * csa, rsa, csa, bsrc, bs, nr,
                                             alpha, beta_k, C + ic * ldc + jc, ldc, lim0, bpack);
-                    bsrc = bpack, bs = NR;
+                    if (pk) bsrc = bpack, bs = NR; /* the panel the first tile packed */
                 }
             }
         }
@@ -373,6 +387,12 @@ static void avx512_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha, c
                                 int64_t ldc) {
     gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_TRANSPOSED, beta, C, ldc, strict ? 0 : 1, 0,
                 NULL);
+}
+
+static void avx512_gemm_nn_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
+                                int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                int64_t ldc) {
+    gemm_driver(n, n, k, alpha, A, lda, 1, B, ldb, B_ROWS, beta, C, ldc, strict ? 0 : 1, 0, NULL);
 }
 
 /* Forward substitution inside one diagonal block, 16 columns at a time, the
@@ -567,6 +587,8 @@ const la__kernels la__kernels_avx512 = {
     .gemm_tn = avx512_gemm_tn,
     .gemm_nn_lower = avx512_gemm_nn_lower,
     .gemm_nt_tril = avx512_gemm_nt_tril,
+    .gemm_nn_tril = avx512_gemm_nn_tril,
+    .transpose = la__transpose_avx2, /* 8x8 YMM transposes (avx2.c) */
     .trsm_llu = avx512_trsm_llu,
     .trsm_llu_t = avx512_trsm_llu_t,
     .trinv_llu = avx512_trinv_llu,

@@ -69,6 +69,13 @@ typedef void (*la__gemm_nt_tril_fn)(int64_t n, int64_t k, int strict, float alph
                                     int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                                     int64_t ldc);
 
+/* cpu-kpack22: transposing copy, dst[c*ldd + r] = src[r*lds + c] for
+ * r < rows, c < cols (no overlap). An op that keeps a chunk's Kᵀ (for
+ * gemm_nn_tril and a state update through gemm_nn) forms it while it copies
+ * the rows in, instead of each Q·Kᵀ product transposing K into its panels. */
+typedef void (*la__transpose_fn)(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                                 float *dst, int64_t ldd);
+
 /* Unit-lower-triangular solve, in place: B[n,r] := L⁻¹ · B, where L [n,n]
  * has an implicit unit diagonal; only its strictly lower part is read (the
  * diagonal and upper part may hold anything). B must not overlap L. */
@@ -90,6 +97,12 @@ typedef struct la__kernels {
      * be read (and multiply B), or skipped. Saves about half the work. */
     la__gemm_fn gemm_nn_lower;
     la__gemm_nt_tril_fn gemm_nt_tril;
+    /* cpu-kpack22: gemm_nt_tril with B given transposed, Bt [k,n] (ldb its
+     * row stride): C[i][j] = alpha * A[i,:]·Bt[:,j] (+ beta C) under the same
+     * mask. The same values in the same operations as gemm_nt_tril on
+     * B = Btᵀ: the same bits, on every path. */
+    la__gemm_nt_tril_fn gemm_nn_tril;
+    la__transpose_fn transpose;
     la__trsm_fn trsm_llu;
     la__trinv_fn trinv_llu;
     /* cpu-lin8: gemm_tn for an A that sits in a small dense block (a
@@ -122,6 +135,8 @@ LA_KERNEL_HIDDEN extern const la__kernels la__kernels_portable;
 #define LA_KERNELS_HAVE_X86 1
 LA_KERNEL_HIDDEN extern const la__kernels la__kernels_avx2;
 LA_KERNEL_HIDDEN extern const la__kernels la__kernels_avx512;
+LA_KERNEL_HIDDEN void la__transpose_avx2(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                                         float *dst, int64_t ldd);
 #endif
 
 /* Blocked triangular solve / inverse built on a path's gemm_nn, so that each
@@ -182,6 +197,18 @@ static inline void la__gemm_tn_block(const la__kernels *kr, int64_t m, int64_t n
                                      int64_t ldb, float beta, float *C, int64_t ldc) {
     (kr->gemm_tn_block ? kr->gemm_tn_block : kr->gemm_tn)(m, n, k, alpha, A, lda, B, ldb, beta, C,
                                                           ldc);
+}
+
+/* ---- cpu-kpack22 -------------------------------------------------------
+ * C = alpha * Kᵀ·B + beta * C from Kt = Kᵀ [m,k] kept by the op (row
+ * stride ldkt), by gemm_nn: the same bits as la__gemm_tn_block on K while
+ * la__tn_from_t_same(m, k) (one k block of gemm_tn and one row block of
+ * gemm_tn_block: every path then sums each element over k in order in one
+ * chain and applies alpha and beta once; test_kernels checks it). */
+#define LA__TN_FROM_T_MAX_K 96 /* KC_T of the AVX2 / AVX-512 paths */
+#define LA__TN_FROM_T_MAX_M 128
+static inline int la__tn_from_t_same(int64_t m, int64_t k) {
+    return m <= LA__TN_FROM_T_MAX_M && k <= LA__TN_FROM_T_MAX_K;
 }
 
 #endif

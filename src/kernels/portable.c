@@ -99,6 +99,26 @@ static void portable_gemm_nt_tril(int64_t n, int64_t k, int strict, float alpha,
     }
 }
 
+/* B given transposed (Bt [k,n]): row i as row_times_b over its columns
+ * under the mask, the same products and sums in the same order as
+ * row_dots on B (same bits). */
+static void portable_gemm_nn_tril(int64_t n, int64_t k, int strict, float alpha, const float *A,
+                                  int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                  int64_t ldc) {
+    for (int64_t i = 0; i < n; i++) {
+        float *c = C + i * ldc;
+        int64_t jend = strict ? i : i + 1;
+        if (jend > 0) row_times_b(jend, k, alpha, A + i * lda, 1, B, ldb, beta, c);
+        for (int64_t j = jend; j < n; j++) c[j] = 0.0f;
+    }
+}
+
+static void portable_transpose(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
+}
+
 static void portable_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
                               int64_t ldb) {
     la__trsm_llu_blocked(portable_gemm_nn, la__trsm_diag_portable, n, r, L, ldl, B, ldb);
@@ -115,6 +135,8 @@ const la__kernels la__kernels_portable = {
     .gemm_tn = portable_gemm_tn,
     .gemm_nn_lower = portable_gemm_nn_lower,
     .gemm_nt_tril = portable_gemm_nt_tril,
+    .gemm_nn_tril = portable_gemm_nn_tril,
+    .transpose = portable_transpose,
     .trsm_llu = portable_trsm_llu,
     .trinv_llu = portable_trinv_llu,
 };

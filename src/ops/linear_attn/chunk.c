@@ -60,15 +60,57 @@ void la__lin_chunk_layout(const la__lin_job *j, int backward, la__arena *b, floa
     p[C_DVB] = la__arena_floats(b, la__mul(C, V));
 }
 
-/* Q̂, K̃ and Vx rows of the chunk [t0, t0+L) into contiguous blocks, and the
- * masked scores A (row stride C). */
+/* cpu-kpack22: the forward's kh block holds K̃ᵀ [K, C] (row stride C)
+ * rather than K̃'s rows, transposed while the rows are copied in (identity
+ * features: K̃ = K, copied as it stands), so that no product transposes K:
+ * Q̂ K̃ᵀ is gemm_nn_tril reading K̃ᵀ's panels in place (gemm_nt_tril packed
+ * K̃ into transposed panels, ~7% of its call) and the state update is
+ * gemm_nn on K̃ᵀ. The same values in the same operations: the same bits
+ * (kernels.h, la__tn_from_t_same; test_kernels). The backward keeps K̃'s
+ * rows (its products read them). */
+static int fwd_kt(const la__lin_job *j) {
+    return j->fm == LA_FEATURE_IDENTITY && la__tn_from_t_same(j->K, j->chunk);
+}
+
+/* K̃ᵀ of the chunk [t0, t0+L) into kt [K, C]: 8 token rows at a time, the
+ * rows LA__LIN_PREFETCH_AHEAD ahead prefetched as la__lin_phi_rows does. */
+static void load_kt(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L, float *kt) {
+    const int64_t K = j->K, C = j->chunk, s = u->sqk;
+    const float *x = u->k + t0 * s;
+    for (int64_t r = 0; r < L; r += 8) {
+        const int64_t n = L - r < 8 ? L - r : 8;
+        for (int64_t i = r + LA__LIN_PREFETCH_AHEAD; i < r + n + LA__LIN_PREFETCH_AHEAD && i < L;
+             i++)
+            la__prefetch_row(x + i * s, K);
+        j->kr->transpose(n, K, x + r * s, s, kt + r, C);
+    }
+}
+
+/* Q̂, K̃ (K̃ᵀ when kt) and Vx rows of the chunk [t0, t0+L) into contiguous
+ * blocks, and the masked scores A (row stride C). */
 static void load_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t0, int64_t L,
-                       float *qh, float *kh, float *vb, float *A) {
+                       float *qh, float *kh, float *vb, float *A, int kt) {
     const int64_t K = j->K, C = j->chunk;
     la__lin_phi_rows(j, j->qscale, u->q, u->sqk, t0, L, qh);
-    la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, kh);
+    if (kt)
+        load_kt(j, u, t0, L, kh);
+    else
+        la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, kh);
     la__lin_load_vx(j, u->v, u->sv, t0, L, vb);
-    j->kr->gemm_nt_tril(L, K, 0, 1.0f, qh, K, kh, K, 0.0f, A, C);
+    if (kt)
+        j->kr->gemm_nn_tril(L, K, 0, 1.0f, qh, K, kh, C, 0.0f, A, C);
+    else
+        j->kr->gemm_nt_tril(L, K, 0, 1.0f, qh, K, kh, K, 0.0f, A, C);
+}
+
+/* Sacc += K̃ᵀ Vx over the chunk's L rows, kh as load_chunk left it. */
+static void state_add(const la__lin_job *j, int64_t L, const float *kh, int kt, const float *vb,
+                      float *Sacc) {
+    const int64_t K = j->K, Vx = la__lin_vx(j);
+    if (kt)
+        j->kr->gemm_nn(K, Vx, L, 1.0f, kh, j->chunk, vb, Vx, 1.0f, Sacc, Vx);
+    else
+        la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, kh, K, vb, Vx, 1.0f, Sacc, Vx);
 }
 
 /* Numx = Q̂ Sx + A Vx: row i holds num_i and (normalised) den_i - ε. */
@@ -107,6 +149,7 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
     la__arena b = {(char *)scratch, 0, 0};
     la__lin_chunk_layout(j, 0, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j);
+    const int kt = fwd_kt(j);
     float *num = p[C_NUM];
     for (int64_t h = 0; h < nh; h++)
         la__lin_ext_load(j, p[C_S] + h * K * Vx, units[h].S0, units[h].z0);
@@ -124,7 +167,7 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
             const int64_t pn = pt >= len ? 0 : len - pt < C ? len - pt : C;
             if (u->save_S) /* la_saved: the chunk's start state */
                 memcpy(u->save_S + t0 / C * K * Vx, Sx, (size_t)(K * Vx) * sizeof(float));
-            load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
+            load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A], kt);
             if (pn > 0) prefetch_rows(pu->q, pu->sqk, K, pt, pn);
             if (j->normalize) {
                 chunk_num(j, L, Sx, p[C_QH], p[C_VB], p[C_A], num);
@@ -133,7 +176,7 @@ void la__lin_chunk_fwd_group(const la__lin_job *j, const la__lin_unit *units, in
                 chunk_num_to(j, L, Sx, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
             }
             if (pn > 0) prefetch_rows(pu->k, pu->sqk, K, pt, pn);
-            la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sx, Vx);
+            state_add(j, L, p[C_KH], kt, p[C_VB], Sx);
             if (pn > 0) prefetch_rows(pu->v, pu->sv, j->V, pt, pn);
         }
     }
@@ -156,7 +199,7 @@ static void bwd_fwd_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
     float *num = p[C_NUM], *g = p[C_G];
     if (j->normalize) { /* G and δ need the output's num and den */
-        load_chunk(j, u, t0, L, qh, kh, vb, A);
+        load_chunk(j, u, t0, L, qh, kh, vb, A, 0);
         chunk_num(j, L, S, qh, vb, A, num);
     } else { /* G = dO: neither Q̂ nor A nor the output is needed here */
         la__lin_phi_rows(j, 1.0f, u->k, u->sqk, t0, L, kh);
@@ -203,7 +246,7 @@ static void bwd_rev_chunk(const la__lin_job *j, const la__lin_unit *u, int64_t t
     const int64_t K = j->K, V = j->V, C = j->chunk, Vx = la__lin_vx(j);
     float *qh = p[C_QH], *kh = p[C_KH], *vb = p[C_VB], *A = p[C_A];
     float *g = p[C_G], *dA = p[C_DA], *dkh = p[C_DQH], *dvb = p[C_DVB];
-    load_chunk(j, u, t0, L, qh, kh, vb, A);
+    load_chunk(j, u, t0, L, qh, kh, vb, A, 0);
     if (S && j->normalize) chunk_num(j, L, S, qh, vb, A, p[C_NUM]);
     if (S) la__lin_gx_rows(j, L, p[C_NUM], u->d_o, u->sv, t0, g);
     else load_gx(j, u, t0, L, g);
@@ -316,11 +359,12 @@ void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t 
     la__lin_chunk_layout(j, 0, &b, p);
     const int64_t K = j->K, C = j->chunk, Vx = la__lin_vx(j), KVx = K * Vx;
     float *Sloc = p[C_S], *Stot = p[C_S] + KVx; /* two of the group's state slots */
+    const int kt = fwd_kt(j);
     memset(Sloc, 0, (size_t)KVx * sizeof(float));
     for (int64_t t0 = tb; t0 < te; t0 += C) {
         const int64_t L = te - t0 < C ? te - t0 : C;
         for (int64_t x = 0; x < KVx; x++) Stot[x] = Sin[x] + Sloc[x];
-        load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A]);
+        load_chunk(j, u, t0, L, p[C_QH], p[C_KH], p[C_VB], p[C_A], kt);
         if (t0 + C < te) prefetch_rows(u->q, u->sqk, K, t0 + C, te - t0 - C < C ? te - t0 - C : C);
         if (j->normalize) {
             chunk_num(j, L, Stot, p[C_QH], p[C_VB], p[C_A], p[C_NUM]);
@@ -328,7 +372,7 @@ void la__lin_chunk_seg_fwd(const la__lin_job *j, const la__lin_unit *u, int64_t 
         } else {
             chunk_num_to(j, L, Stot, p[C_QH], p[C_VB], p[C_A], u->o + t0 * u->sv, u->sv);
         }
-        la__gemm_tn_block(j->kr, K, Vx, L, 1.0f, p[C_KH], K, p[C_VB], Vx, 1.0f, Sloc, Vx);
+        state_add(j, L, p[C_KH], kt, p[C_VB], Sloc);
     }
     if (Sout)
         for (int64_t x = 0; x < KVx; x++) Sout[x] = Sin[x] + Sloc[x];
