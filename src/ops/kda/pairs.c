@@ -155,8 +155,10 @@ static int own_block(int64_t K, const double *gam, int64_t i0, int64_t ni);
  * products likewise lower-triangular ones. Otherwise (strong decays,
  * resets) sub-blocks of LA__KDA_SUB tokens. Every function of this file
  * takes the length from the same gam, so forward and backward agree. */
+static int whole_chunk(int64_t L, int64_t K, const double *gam) { return own_block(K, gam, 0, L); }
+
 static int64_t block_len(int64_t L, int64_t K, const double *gam) {
-    return own_block(K, gam, 0, L) ? L : LA__KDA_SUB;
+    return whole_chunk(L, K, gam) ? L : LA__KDA_SUB;
 }
 
 /* la__kda_pairs_prepare, one block [i0, i1) of bs tokens at a time: R_t = exp(gam_t
@@ -217,11 +219,78 @@ LA_ISA_BUILDS(static, prepare_isa, prepare_body,
                float *e, float *R, float *Pe, float *QKR, float *eb, int64_t bs),
               (L, K, q, k, gam, b, e, R, Pe, QKR, eb, bs))
 
+/* cpu-kda22: la__kda_pairs_prepare of a chunk that is one block (span <=
+ * LA__KDA_SPAN): one exponential per token and key instead of two. R_t =
+ * exp(gam_t - gam_0) in [e^-span, 1] (a normal float: the span bounds it),
+ * F_t = exp(gam_0 - gam_t) = 1 / R_t (one correctly rounded division, in
+ * [1, e^span]; before_block then only forms YF = k * F), and e_t =
+ * exp(gam_L - gam_t) = R_L * F_t (Pe is not needed: the block's X is 1 /
+ * R_L, folded into F). b_t = exp(gam_0) R_t as before. The exponential was
+ * the loop's cost (its polynomial's latency chain, twice per element);
+ * a division and a product replace the second. Elementwise IEEE
+ * operations in a fixed order: the same bits on every ISA. */
+/* r = e^d for a double d <= 0: e^x of the float of d, times 1 + (d - that
+ * float) (the first-order term of the rest). The float of d alone is off
+ * by up to 2^-25 |d| (1e-6 at d = -30), which R_L F_t = e^{gam_L - gam_t}
+ * would carry twice into a small exponent; with the correction r is within
+ * a few ulps of e^d whatever |d|. */
+#define EXP_SPLIT(r, d_)                                                                          \
+    do {                                                                                          \
+        const double dd_ = (d_);                                                                  \
+        const float df_ = (float)dd_;                                                             \
+        float s_;                                                                                 \
+        LA__EXP_NONPOS(s_, df_);                                                                  \
+        (r) = s_ + s_ * (float)(dd_ - (double)df_);                                               \
+    } while (0)
+
+KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q,
+                                   const float *restrict k, const double *restrict gam,
+                                   float *restrict b, float *restrict e, float *restrict R,
+                                   float *restrict F, float *restrict QKR, float *restrict eb) {
+    float *QR = qkr_rows(QKR, 0, L, K, 0), *KR = qkr_rows(QKR, 0, L, K, 1);
+    for (int64_t t = 0; t < L; t++) {
+        const double *gt = gam + t * K;
+        const size_t o = (size_t)(t * K);
+        if (q)
+            for (int64_t x = 0; x < K; x++) {
+                float r;
+                EXP_SPLIT(r, gt[x] - gam[x]);
+                R[o + x] = r;
+                F[o + x] = 1.0f / r;
+                QR[o + x] = q[o + x] * r;
+                KR[o + x] = k[o + x] * r;
+            }
+        else
+            for (int64_t x = 0; x < K; x++) {
+                float r;
+                EXP_SPLIT(r, gt[x] - gam[x]);
+                R[o + x] = r;
+                F[o + x] = 1.0f / r;
+                KR[o + x] = k[o + x] * r;
+            }
+    }
+    for (int64_t x = 0; x < K; x++) LA__EXP_NONPOS(eb[x], (float)gam[x]); /* exp(gam_0) */
+    const float *RL = R + (L - 1) * K;
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t x = 0; x < K; x++) {
+            b[t * K + x] = eb[x] * R[t * K + x];
+            e[t * K + x] = RL[x] * F[t * K + x];
+        }
+}
+
+LA_ISA_BUILDS(static, prepare_whole_isa, prepare_whole_body,
+              (int64_t L, int64_t K, const float *q, const float *k, const double *gam, float *b,
+               float *e, float *R, float *F, float *QKR, float *eb),
+              (L, K, q, k, gam, b, e, R, F, QKR, eb))
+
 void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            float *b, float *e, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e, block_len(L, K, gam));
+    if (whole_chunk(L, K, gam))
+        prepare_whole_isa(L, K, q, k, gam, b, e, p.R, p.F, p.QKR, p.e);
+    else
+        prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e, LA__KDA_SUB);
 }
 
 /* The per-token decays A_t = exp(gam_t - gam_{t-1}) of the sub-block's rows
@@ -257,9 +326,22 @@ LA_ISA_BUILDS(static, before_block_isa, before_block_body,
                float *F, float *YF, float *e, int64_t bs),
               (b, nj, K, k, gam, Pe, F, YF, e, bs))
 
+/* YF_j = k_j * F_j of the whole-chunk block, whose F the prepare wrote
+ * (cpu-kda22) */
+KDA_INLINE void kf_body(size_t n, const float *restrict k, const float *restrict F,
+                        float *restrict YF) {
+    for (size_t i = 0; i < n; i++) YF[i] = k[i] * F[i];
+}
+
+LA_ISA_BUILDS(static, kf_isa, kf_body, (size_t n, const float *k, const float *F, float *YF),
+              (n, k, F, YF))
+
 static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
-                         const pair_bufs *p, int64_t bs) {
-    before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e, bs);
+                         const pair_bufs *p, int64_t bs, int whole) {
+    if (whole)
+        kf_isa((size_t)(nj * K), k, p->F, p->YF);
+    else
+        before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e, bs);
 }
 
 /* 1 when the sub-block of ni rows at i0 takes its own pairs as one matrix
@@ -289,7 +371,7 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
         const int whole = own && ni == L;      /* the whole chunk is one block */
         if (nj > 0) {
-            before_block(i0, nj, K, k, gam, &p, bs);
+            before_block(i0, nj, K, k, gam, &p, bs, whole);
             if (whole) { /* causal products */
                 if (P)
                     kr->gemm_nt_tril(L, K, 0, 1.0f, qkr_rows(p.QKR, 0, L, K, 0), K, p.YF, K, 0.0f,
@@ -373,7 +455,7 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
         const int whole = own && ni == L;      /* the whole chunk is one block */
         if (nj > 0) {
-            before_block(i0, nj, K, k, gam, &p, bs);
+            before_block(i0, nj, K, k, gam, &p, bs, whole);
             /* dP's rows of the block, strictly lower: the diagonal has no
              * gate factor and is taken apart below */
             const float *dPb = dP + i0 * L;
