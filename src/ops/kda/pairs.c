@@ -246,8 +246,14 @@ LA_ISA_BUILDS(static, prepare_isa, prepare_body,
 KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q,
                                    const float *restrict k, const double *restrict gam,
                                    float *restrict b, float *restrict e, float *restrict R,
-                                   float *restrict F, float *restrict QKR, float *restrict eb) {
+                                   float *restrict F, float *restrict QKR, float *restrict eb,
+                                   float *restrict RL) {
     float *QR = qkr_rows(QKR, 0, L, K, 0), *KR = qkr_rows(QKR, 0, L, K, 1);
+    const double *gL = gam + (L - 1) * K;
+    for (int64_t x = 0; x < K; x++) {
+        LA__EXP_NONPOS(eb[x], (float)gam[x]); /* exp(gam_0) */
+        EXP_SPLIT(RL[x], gL[x] - gam[x]);     /* R_L, as the loop's row L - 1 */
+    }
     for (int64_t t = 0; t < L; t++) {
         const double *gt = gam + t * K;
         const size_t o = (size_t)(t * K);
@@ -255,8 +261,11 @@ KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q
             for (int64_t x = 0; x < K; x++) {
                 float r;
                 EXP_SPLIT(r, gt[x] - gam[x]);
+                const float f = 1.0f / r;
                 R[o + x] = r;
-                F[o + x] = 1.0f / r;
+                F[o + x] = f;
+                b[o + x] = eb[x] * r;
+                e[o + x] = RL[x] * f;
                 QR[o + x] = q[o + x] * r;
                 KR[o + x] = k[o + x] * r;
             }
@@ -264,31 +273,27 @@ KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q
             for (int64_t x = 0; x < K; x++) {
                 float r;
                 EXP_SPLIT(r, gt[x] - gam[x]);
+                const float f = 1.0f / r;
                 R[o + x] = r;
-                F[o + x] = 1.0f / r;
+                F[o + x] = f;
+                b[o + x] = eb[x] * r;
+                e[o + x] = RL[x] * f;
                 KR[o + x] = k[o + x] * r;
             }
     }
-    for (int64_t x = 0; x < K; x++) LA__EXP_NONPOS(eb[x], (float)gam[x]); /* exp(gam_0) */
-    const float *RL = R + (L - 1) * K;
-    for (int64_t t = 0; t < L; t++)
-        for (int64_t x = 0; x < K; x++) {
-            b[t * K + x] = eb[x] * R[t * K + x];
-            e[t * K + x] = RL[x] * F[t * K + x];
-        }
 }
 
 LA_ISA_BUILDS(static, prepare_whole_isa, prepare_whole_body,
               (int64_t L, int64_t K, const float *q, const float *k, const double *gam, float *b,
-               float *e, float *R, float *F, float *QKR, float *eb),
-              (L, K, q, k, gam, b, e, R, F, QKR, eb))
+               float *e, float *R, float *F, float *QKR, float *eb, float *RL),
+              (L, K, q, k, gam, b, e, R, F, QKR, eb, RL))
 
 void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            float *b, float *e, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
     if (whole_chunk(L, K, gam))
-        prepare_whole_isa(L, K, q, k, gam, b, e, p.R, p.F, p.QKR, p.e);
+        prepare_whole_isa(L, K, q, k, gam, b, e, p.R, p.F, p.QKR, p.e, p.Pe); /* Pe: R_L */
     else
         prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e, LA__KDA_SUB);
 }
