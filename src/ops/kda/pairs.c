@@ -246,8 +246,8 @@ LA_ISA_BUILDS(static, prepare_isa, prepare_body,
 KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q,
                                    const float *restrict k, const double *restrict gam,
                                    float *restrict b, float *restrict e, float *restrict R,
-                                   float *restrict F, float *restrict QKR, float *restrict eb,
-                                   float *restrict RL) {
+                                   float *restrict F, float *restrict YF, float *restrict QKR,
+                                   float *restrict eb, float *restrict RL) {
     float *QR = qkr_rows(QKR, 0, L, K, 0), *KR = qkr_rows(QKR, 0, L, K, 1);
     const double *gL = gam + (L - 1) * K;
     for (int64_t x = 0; x < K; x++) {
@@ -264,6 +264,7 @@ KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q
                 const float f = 1.0f / r;
                 R[o + x] = r;
                 F[o + x] = f;
+                YF[o + x] = k[o + x] * f;
                 b[o + x] = eb[x] * r;
                 e[o + x] = RL[x] * f;
                 QR[o + x] = q[o + x] * r;
@@ -276,6 +277,7 @@ KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q
                 const float f = 1.0f / r;
                 R[o + x] = r;
                 F[o + x] = f;
+                YF[o + x] = k[o + x] * f;
                 b[o + x] = eb[x] * r;
                 e[o + x] = RL[x] * f;
                 KR[o + x] = k[o + x] * r;
@@ -285,15 +287,15 @@ KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q
 
 LA_ISA_BUILDS(static, prepare_whole_isa, prepare_whole_body,
               (int64_t L, int64_t K, const float *q, const float *k, const double *gam, float *b,
-               float *e, float *R, float *F, float *QKR, float *eb, float *RL),
-              (L, K, q, k, gam, b, e, R, F, QKR, eb, RL))
+               float *e, float *R, float *F, float *YF, float *QKR, float *eb, float *RL),
+              (L, K, q, k, gam, b, e, R, F, YF, QKR, eb, RL))
 
 void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            float *b, float *e, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
     if (whole_chunk(L, K, gam))
-        prepare_whole_isa(L, K, q, k, gam, b, e, p.R, p.F, p.QKR, p.e, p.Pe); /* Pe: R_L */
+        prepare_whole_isa(L, K, q, k, gam, b, e, p.R, p.F, p.YF, p.QKR, p.e, p.Pe); /* Pe: R_L */
     else
         prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e, LA__KDA_SUB);
 }
@@ -331,21 +333,9 @@ LA_ISA_BUILDS(static, before_block_isa, before_block_body,
                float *F, float *YF, float *e, int64_t bs),
               (b, nj, K, k, gam, Pe, F, YF, e, bs))
 
-/* YF_j = k_j * F_j of the whole-chunk block, whose F the prepare wrote
- * (cpu-kda22) */
-KDA_INLINE void kf_body(size_t n, const float *restrict k, const float *restrict F,
-                        float *restrict YF) {
-    for (size_t i = 0; i < n; i++) YF[i] = k[i] * F[i];
-}
-
-LA_ISA_BUILDS(static, kf_isa, kf_body, (size_t n, const float *k, const float *F, float *YF),
-              (n, k, F, YF))
-
 static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
                          const pair_bufs *p, int64_t bs, int whole) {
-    if (whole)
-        kf_isa((size_t)(nj * K), k, p->F, p->YF);
-    else
+    if (!whole) /* (a whole-chunk block's F and YF come from its prepare) */
         before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e, bs);
 }
 
