@@ -25,11 +25,9 @@
  * forward less. */
 #include "kda.h"
 
-#include <stdint.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
+
+#include "../../kernels/stream.h"
 
 #define RECURRENT_SEGMENT 64
 
@@ -290,36 +288,19 @@ size_t la__kda_backward_scratch(const la__kda_args *a) {
     return n ? n : SIZE_MAX;
 }
 
-/* cpu-kda22: the backward's dv and dg rows (written once, read by nobody in
- * this call) with non-temporal stores where the tensors are large
- * (LA__KDA_STREAM_MIN_BYTES, as GLA's cpu-glab19): the lines are written
- * without being read first, and the rows' write prefetches go. The same
- * floats as memcpy; backward_task fences before it returns (the stores are
- * weakly ordered). */
-#define LA__KDA_STREAM_MIN_BYTES ((double)(16 << 20))
+/* cpu-kda22: the backward's dv and dg rows, and dq, dk through the L2 norm
+ * (la__delta_scatter_dqk_group_stream), written once and read by nobody in
+ * this call, with non-temporal stores where the tensors are large
+ * (la__kda_stream_min_bytes, kda.h; as GLA's cpu-glab19): the lines are
+ * written without being read first, and the rows' write prefetches go. The
+ * same floats as the plain copies (kernels/stream.h); backward_task fences
+ * before it returns (the stores are weakly ordered). */
+size_t la__kda_stream_min_bytes = LA__KDA_STREAM_MIN_BYTES;
 
 static int stream_grads(const la__kda_args *a) {
     const double w = (double)(a->K > a->V ? a->K : a->V);
     return (double)a->dims.B * (double)a->dims.T * (double)a->HV * w * 4.0 >=
-           LA__KDA_STREAM_MIN_BYTES;
-}
-
-static void stream_copy(float *dst, const float *src, size_t n) {
-#if defined(__SSE2__)
-    if (((uintptr_t)dst & 15) == 0) {
-        size_t i = 0;
-        for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-        for (; i < n; i++) dst[i] = src[i];
-        return;
-    }
-#endif
-    memcpy(dst, src, n * sizeof(float));
-}
-
-static void stream_fence(void) {
-#if defined(__SSE2__)
-    _mm_sfence();
-#endif
+           (double)la__kda_stream_min_bytes;
 }
 
 /* v, g, beta rows of tokens [t0, t0 + L) of value head hv into s->r. */
@@ -377,8 +358,8 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
     if (stream_grads(a))
         for (int64_t t = 0; t < L; t++) {
             const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
-            stream_copy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V);
-            stream_copy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K);
+            la__stream_copy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V);
+            la__stream_copy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K);
             a->dbeta[vh] = s->dbeta[t];
         }
     else
@@ -479,8 +460,9 @@ static void group_backward_saved(const la__kda_args *a, const bwd_scratch *s, in
                                        s->kn + (size_t)i * lk, s->dqn + (size_t)i * lk,
                                        s->dkn + (size_t)i * lk);
             }
-        la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, H, hq0, nq, K, a->l2norm, s->qn,
-                                    s->kn, s->rq, s->rk, s->dqn, s->dkn);
+        (stream_grads(a) ? la__delta_scatter_dqk_group_stream : la__delta_scatter_dqk_group)(
+            a->dq, a->dk, tok0 + t0, L, H, hq0, nq, K, a->l2norm, s->qn, s->kn, s->rq, s->rk,
+            s->dqn, s->dkn);
     }
     if (a->d_initial_state)
         for (int64_t i = 0; i < nq * group; i++)
@@ -499,7 +481,7 @@ static void backward_task(void *p, int64_t task, int tid) {
     bwd_layout(a, len, la__scratch(a->ctx, tid), &s);
     if (a->saved) {
         group_backward_saved(a, &s, n, tok0, len, hq0, nq);
-        stream_fence();
+        la__stream_fence();
         return;
     }
     const size_t lk = (size_t)(len * K);
@@ -521,9 +503,9 @@ static void backward_task(void *p, int64_t task, int tid) {
     }
 
     /* through the L2 norm (the delta rules' row loop: dots in 16 partial sums) */
-    la__delta_scatter_dqk_group(a->dq, a->dk, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
-                                s.rk, s.dqn, s.dkn);
-    stream_fence();
+    (stream_grads(a) ? la__delta_scatter_dqk_group_stream : la__delta_scatter_dqk_group)(
+        a->dq, a->dk, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq, s.rk, s.dqn, s.dkn);
+    la__stream_fence();
 }
 
 void la__kda_backward(const la__kda_args *a) {

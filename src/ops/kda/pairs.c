@@ -13,7 +13,8 @@
  *     P[t, j<b] = (q_t * R_t) . (k_j * F_j),  F_j = X_IJ Pe_j,
  * two exponentials per token and key (R, Pe) and one per sub-block pair
  * (X); the chunk's b = e^{gam} and e = e^{gam_L - gam} come from the same R
- * and Pe (la__kda_pairs_prepare). A sub-block's own pairs (J = I) use
+ * and Pe (la__kda_pairs_prepare; one exponential and a division per token
+ * and key when the chunk is one block: prepare_whole_body). A sub-block's own pairs (J = I) use
  * X_II = e^{gam_b - gam_e} >= 1: when its span (largest X_II exponent over
  * the keys) is <= LA__KDA_SPAN (30), the factors stay in [e^-30, e^30] and
  * its own pairs join the same product (the diagonal and above are then
@@ -219,21 +220,11 @@ LA_ISA_BUILDS(static, prepare_isa, prepare_body,
                float *e, float *R, float *Pe, float *QKR, float *eb, int64_t bs),
               (L, K, q, k, gam, b, e, R, Pe, QKR, eb, bs))
 
-/* cpu-kda22: la__kda_pairs_prepare of a chunk that is one block (span <=
- * LA__KDA_SPAN): one exponential per token and key instead of two. R_t =
- * exp(gam_t - gam_0) in [e^-span, 1] (a normal float: the span bounds it),
- * F_t = exp(gam_0 - gam_t) = 1 / R_t (one correctly rounded division, in
- * [1, e^span]; before_block then only forms YF = k * F), and e_t =
- * exp(gam_L - gam_t) = R_L * F_t (Pe is not needed: the block's X is 1 /
- * R_L, folded into F). b_t = exp(gam_0) R_t as before. The exponential was
- * the loop's cost (its polynomial's latency chain, twice per element);
- * a division and a product replace the second. Elementwise IEEE
- * operations in a fixed order: the same bits on every ISA. */
 /* r = e^d for a double d <= 0: e^x of the float of d, times 1 + (d - that
  * float) (the first-order term of the rest). The float of d alone is off
  * by up to 2^-25 |d| (1e-6 at d = -30), which R_L F_t = e^{gam_L - gam_t}
- * would carry twice into a small exponent; with the correction r is within
- * a few ulps of e^d whatever |d|. */
+ * below would carry twice into a small exponent; with the correction r is
+ * within a few ulps of e^d whatever |d|. */
 #define EXP_SPLIT(r, d_)                                                                          \
     do {                                                                                          \
         const double dd_ = (d_);                                                                  \
@@ -243,6 +234,19 @@ LA_ISA_BUILDS(static, prepare_isa, prepare_body,
         (r) = s_ + s_ * (float)(dd_ - (double)df_);                                               \
     } while (0)
 
+/* cpu-kda22: la__kda_pairs_prepare of a chunk that is one block (span <=
+ * LA__KDA_SPAN), one exponential per token and key instead of two (the
+ * polynomial's latency chain was the loop's cost), all factors in one pass:
+ *     R_t = e^{gam_t - gam_0} in [e^-span, 1] (EXP_SPLIT; a normal float,
+ *           the span bounds it), QR = q * R, KR = k * R,
+ *     F_t = e^{gam_0 - gam_t} = 1 / R_t (one correctly rounded division, in
+ *           [1, e^span]), YF = k * F (so before_block has nothing to do),
+ *     e_t = e^{gam_L - gam_t} = R_L F_t (RL [K]: R_L, as the loop's last
+ *           row), b_t = e^{gam_0} R_t (eb [K]).
+ * Pe is not formed (the block's X = 1 / R_L is folded into F). Elementwise
+ * IEEE operations in a fixed order: the same bits on every ISA. Against
+ * float64 (test_kda) the errors are smaller than with two exponentials of
+ * float arguments (bench/NOTES.md, cpu-kda22). */
 KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q,
                                    const float *restrict k, const double *restrict gam,
                                    float *restrict b, float *restrict e, float *restrict R,
