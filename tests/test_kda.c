@@ -876,10 +876,11 @@ static void test_saved_bits(void) {
 }
 
 /* cpu-kda22: the chunk backward's dv and dg rows, and dq, dk through the
- * L2 norm, with non-temporal stores (forced by a threshold of 0 bytes: the default shapes here are too small
- * to reach it) give the same bits as the plain copies, with and without
- * la_saved, at 1 and 2 threads; odd V and K leave rows not 16-byte aligned
- * (memcpy) next to aligned ones (streamed, with a scalar tail). */
+ * L2 norm, with non-temporal stores (forced by a threshold of 0 bytes: the
+ * default shapes here are too small to reach it) give the same bits as the
+ * plain copies, with and without la_saved, at 1 and 2 threads; odd V and K
+ * leave rows not 16-byte aligned (memcpy) next to aligned ones (streamed,
+ * with a scalar tail). */
 extern size_t la__kda_stream_min_bytes; /* src/ops/kda/driver.c */
 static void test_stream_rows(void) {
     for (int i = 0; i < 3; i++) {

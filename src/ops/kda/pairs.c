@@ -14,9 +14,10 @@
  * two exponentials per token and key (R, Pe) and one per sub-block pair
  * (X); the chunk's b = e^{gam} and e = e^{gam_L - gam} come from the same R
  * and Pe (la__kda_pairs_prepare; one exponential and a division per token
- * and key when the chunk is one block: prepare_whole_body). A sub-block's own pairs (J = I) use
- * X_II = e^{gam_b - gam_e} >= 1: when its span (largest X_II exponent over
- * the keys) is <= LA__KDA_SPAN (30), the factors stay in [e^-30, e^30] and
+ * and key when the chunk is one block: prepare_whole_body). A sub-block's
+ * own pairs (J = I) use X_II = e^{gam_b - gam_e} >= 1: when its span
+ * (largest X_II exponent over the keys) is <= LA__KDA_SPAN (30), the
+ * factors stay in [e^-30, e^30] and
  * its own pairs join the same product (the diagonal and above are then
  * overwritten: P's diagonal is q_t . k_t exactly). A larger span (strong
  * decays, resets g = -1e4, where e^{span} would overflow and meet a zero
@@ -225,13 +226,13 @@ LA_ISA_BUILDS(static, prepare_isa, prepare_body,
  * by up to 2^-25 |d| (1e-6 at d = -30), which R_L F_t = e^{gam_L - gam_t}
  * below would carry twice into a small exponent; with the correction r is
  * within a few ulps of e^d whatever |d|. */
-#define EXP_SPLIT(r, d_)                                                                          \
-    do {                                                                                          \
-        const double dd_ = (d_);                                                                  \
-        const float df_ = (float)dd_;                                                             \
-        float s_;                                                                                 \
-        LA__EXP_NONPOS(s_, df_);                                                                  \
-        (r) = s_ + s_ * (float)(dd_ - (double)df_);                                               \
+#define EXP_SPLIT(r, d_)                                                                           \
+    do {                                                                                           \
+        const double dd_ = (d_);                                                                   \
+        const float df_ = (float)dd_;                                                              \
+        float s_;                                                                                  \
+        LA__EXP_NONPOS(s_, df_);                                                                   \
+        (r) = s_ + s_ * (float)(dd_ - (double)df_);                                                \
     } while (0)
 
 /* cpu-kda22: la__kda_pairs_prepare of a chunk that is one block (span <=
