@@ -875,6 +875,58 @@ static void test_saved_bits(void) {
     kc_check_saved(&c, "kda saved H=8");
 }
 
+/* cpu-kda22: the chunk backward's dv and dg rows, and dq, dk through the
+ * L2 norm, with non-temporal stores (forced by a threshold of 0 bytes: the
+ * default shapes here are too small to reach it) give the same bits as the
+ * plain copies, with and without la_saved, at 1 and 2 threads; odd V and K
+ * leave rows not 16-byte aligned (memcpy) next to aligned ones (streamed,
+ * with a scalar tail). */
+extern size_t la__kda_stream_min_bytes; /* src/ops/kda/driver.c */
+static void test_stream_rows(void) {
+    for (int i = 0; i < 3; i++) {
+        kcase c = kc_default();
+        c.form = LA_FORM_CHUNK;
+        c.T = 130 + 17 * i;
+        c.K = 16 + 3 * i;
+        c.V = 8 + 7 * i;
+        c.H = 2, c.HV = i == 1 ? 4 : 2;
+        c.chunk = i == 2 ? 16 : 0;
+        c.with_dfinal = i != 0;
+        c.gate = (gate_mode)i;
+        c.seed = (uint64_t)(900 + i);
+        char label[64];
+        snprintf(label, sizeof label, "kda streamed dv/dg case %d", i);
+        kdata x = kc_data(&c);
+        kout want = kc_alloc(&x);
+        la_ctx *c1 = th_ctx(1);
+        CHECK_STATUS(kc_forward(c1, &c, &x, &want), LA_OK, label);
+        CHECK_STATUS(kc_backward(c1, &c, &x, &want), LA_OK, label);
+        const size_t keep = la__kda_stream_min_bytes;
+        la__kda_stream_min_bytes = 0;
+        for (int thr = 1; thr <= 2; thr++) {
+            la_ctx *ctx = th_ctx(thr);
+            kout got = kc_alloc(&x), sv = kc_alloc(&x);
+            CHECK_STATUS(kc_forward(ctx, &c, &x, &got), LA_OK, label);
+            CHECK_STATUS(kc_backward(ctx, &c, &x, &got), LA_OK, label);
+            CHECK(kc_same_grads(&x, &got, &want), "%s, %d threads: streamed == plain", label, thr);
+            la_saved *s = NULL;
+            CHECK_STATUS(la_saved_create(ctx, &s), LA_OK, label);
+            CHECK_STATUS(kc_forward_saved(ctx, &c, &x, &sv, s), LA_OK, label);
+            CHECK_STATUS(kc_backward_saved(ctx, &c, &x, &sv, s), LA_OK, label);
+            CHECK(kc_same_grads(&x, &sv, &want), "%s, %d threads: streamed with la_saved == plain",
+                  label, thr);
+            la_saved_destroy(s);
+            kc_free(&sv);
+            kc_free(&got);
+            la_ctx_destroy(ctx);
+        }
+        la__kda_stream_min_bytes = keep;
+        la_ctx_destroy(c1);
+        kc_free(&want);
+        kc_free_data(&x);
+    }
+}
+
 /* The saved products are read: stale ones (v changed in place after the
  * forward) give other gradients than a recompute from the new v. */
 static void test_saved_really_read(void) {
@@ -1062,6 +1114,7 @@ int main(void) {
     test_bad_inputs(ctx);
     la_ctx_destroy(ctx);
     test_saved_bits();
+    test_stream_rows();
     test_saved_really_read();
     test_saved_values();
     test_saved_mismatch();

@@ -92,6 +92,14 @@ LA_HIDDEN void la__delta_scatter_dqk_group(float *dq, float *dk, int64_t tok0, i
                                            int l2norm, const float *qn, const float *kn,
                                            const float *rq, const float *rk, const float *dqn,
                                            const float *dkn);
+/* The same with non-temporal stores of the rows (the same bits; the caller
+ * ends its task with la__stream_fence, kernels/stream.h). cpu-kda22: KDA's
+ * backward where dq, dk are large. */
+LA_HIDDEN void la__delta_scatter_dqk_group_stream(float *dq, float *dk, int64_t tok0, int64_t len,
+                                                  int64_t H, int64_t hq0, int64_t nq, int64_t K,
+                                                  int l2norm, const float *qn, const float *kn,
+                                                  const float *rq, const float *rk,
+                                                  const float *dqn, const float *dkn);
 
 /* One token of one (sequence, value head): S [K,V] updated in place, o [V]
  * written unless NULL; q, k [K] (normalised here when l2norm), v [V]; g NULL

@@ -5,6 +5,7 @@
 
 #include <string.h>
 #include "../../kernels/rowvec.h"
+#include "../../kernels/stream.h"
 
 #if defined(__GNUC__)
 #define DELTA_INLINE static inline __attribute__((always_inline))
@@ -110,32 +111,62 @@ static void scatter_row(float *dx, const float *dy, const float *y, float yd, fl
     scatter_row_base(dx, dy, y, yd, rs, n);
 }
 
-void la__delta_scatter_dqk_group(float *dq, float *dk, int64_t tok0, int64_t len, int64_t H,
-                                 int64_t hq0, int64_t nq, int64_t K, int l2norm, const float *qn,
-                                 const float *kn, const float *rq, const float *rk,
-                                 const float *dqn, const float *dkn) {
+/* stream (cpu-kda22): the rows with non-temporal stores (kernels/stream.h),
+ * each built in a small L1 row first (the same elementwise operations:
+ * the same bits), and no write prefetches; the caller fences. */
+static void scatter_group(float *dq, float *dk, int64_t tok0, int64_t len, int64_t H, int64_t hq0,
+                          int64_t nq, int64_t K, int l2norm, const float *qn, const float *kn,
+                          const float *rq, const float *rk, const float *dqn, const float *dkn,
+                          int stream) {
+    enum { PIECE = 256 };
+    float tmp[PIECE];
     const size_t hs = (size_t)(len * K);
     for (int m = 0; m < 2; m++) {
         float *dx0 = m ? dk : dq;
         const float *y0 = m ? kn : qn, *dy0 = m ? dkn : dqn, *r0 = m ? rk : rq;
         for (int64_t t = 0; t < len; t++) {
             const size_t qh = (size_t)((tok0 + t) * H + hq0) * (size_t)K;
-            if (t + LA__DELTA_AHEAD < len)
+            if (!stream && t + LA__DELTA_AHEAD < len)
                 la__delta_prefetch(dx0 + qh + (size_t)(LA__DELTA_AHEAD * H * K), nq * K, 1);
             for (int64_t h = 0; h < nq; h++) {
                 const size_t o = (size_t)h * hs + (size_t)(t * K);
                 const float *y = y0 + o, *dy = dy0 + o;
                 float *dx = dx0 + qh + (size_t)(h * K);
                 if (!l2norm) {
-                    memcpy(dx, dy, (size_t)K * sizeof(float));
+                    if (stream)
+                        la__stream_copy(dx, dy, (size_t)K);
+                    else
+                        memcpy(dx, dy, (size_t)K * sizeof(float));
                     continue;
                 }
                 const float rs = r0[h * len + t];
                 const float yd = la__delta_dot(y, dy, K);
-                scatter_row(dx, dy, y, yd, rs, K);
+                if (!stream) {
+                    scatter_row(dx, dy, y, yd, rs, K);
+                    continue;
+                }
+                for (int64_t i = 0; i < K; i += PIECE) {
+                    const int64_t n = K - i < PIECE ? K - i : PIECE;
+                    scatter_row(tmp, dy + i, y + i, yd, rs, n);
+                    la__stream_copy(dx + i, tmp, (size_t)n);
+                }
             }
         }
     }
+}
+
+void la__delta_scatter_dqk_group(float *dq, float *dk, int64_t tok0, int64_t len, int64_t H,
+                                 int64_t hq0, int64_t nq, int64_t K, int l2norm, const float *qn,
+                                 const float *kn, const float *rq, const float *rk,
+                                 const float *dqn, const float *dkn) {
+    scatter_group(dq, dk, tok0, len, H, hq0, nq, K, l2norm, qn, kn, rq, rk, dqn, dkn, 0);
+}
+
+void la__delta_scatter_dqk_group_stream(float *dq, float *dk, int64_t tok0, int64_t len, int64_t H,
+                                        int64_t hq0, int64_t nq, int64_t K, int l2norm,
+                                        const float *qn, const float *kn, const float *rq,
+                                        const float *rk, const float *dqn, const float *dkn) {
+    scatter_group(dq, dk, tok0, len, H, hq0, nq, K, l2norm, qn, kn, rq, rk, dqn, dkn, 1);
 }
 
 /* Two passes over S, the first read-only:

@@ -29,7 +29,8 @@
  *   gates: dgam += dB * B, dgam_L += sum_j dE_j * E_j + db_L * b_L,
  *         dgam_j -= dE_j * E_j; dg = reverse cumulative sum of dgam.
  * Cost O(L^2 (K + V) + L K V) per chunk at matrix-product shapes, plus
- * 2 L K exponentials (pairs.c) and, for sub-blocks of span > 30 only,
+ * 2 L K exponentials (pairs.c; L K and L K divisions when the chunk is one
+ * block) and, for sub-blocks of span > 30 only,
  * O(L * LA__KDA_SUB * K) multiplications for their own pairs. */
 #include "kda.h"
 

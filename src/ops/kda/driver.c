@@ -27,6 +27,8 @@
 
 #include <string.h>
 
+#include "../../kernels/stream.h"
+
 #define RECURRENT_SEGMENT 64
 
 /* Rows of one head are H*K floats apart (a page each at H*K = 1024): the
@@ -286,6 +288,21 @@ size_t la__kda_backward_scratch(const la__kda_args *a) {
     return n ? n : SIZE_MAX;
 }
 
+/* cpu-kda22: the backward's dv and dg rows, and dq, dk through the L2 norm
+ * (la__delta_scatter_dqk_group_stream), written once and read by nobody in
+ * this call, with non-temporal stores where the tensors are large
+ * (la__kda_stream_min_bytes, kda.h; as GLA's cpu-glab19): the lines are
+ * written without being read first, and the rows' write prefetches go. The
+ * same floats as the plain copies (kernels/stream.h); backward_task fences
+ * before it returns (the stores are weakly ordered). */
+size_t la__kda_stream_min_bytes = LA__KDA_STREAM_MIN_BYTES;
+
+static int stream_grads(const la__kda_args *a) {
+    const double w = (double)(a->K > a->V ? a->K : a->V);
+    return (double)a->dims.B * (double)a->dims.T * (double)a->HV * w * 4.0 >=
+           (double)la__kda_stream_min_bytes;
+}
+
 /* v, g, beta rows of tokens [t0, t0 + L) of value head hv into s->r. */
 static void gather_vgb(const la__kda_args *a, const bwd_scratch *s, int64_t tok0, int64_t hv,
                        int64_t t0, int64_t L) {
@@ -338,17 +355,25 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
     la__kda_chunk_in in = {L, K, V, qc, kc, s->v, s->g, s->beta, a->scale, a->kr};
     la__kda_chunk_backward(&in, S0, s->G, s->dO, kept, keptP, dqc, dkc, s->dv, s->dbeta, s->dg,
                            s->work);
-    for (int64_t t = 0; t < L; t++) {
-        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
-        if (t + AHEAD < L) {
-            const size_t va = vh + (size_t)(AHEAD * HV);
-            la__delta_prefetch(a->dv + va * (size_t)V, V, 1);
-            la__delta_prefetch(a->dg + va * (size_t)K, K, 1);
+    if (stream_grads(a))
+        for (int64_t t = 0; t < L; t++) {
+            const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+            la__stream_copy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V);
+            la__stream_copy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K);
+            a->dbeta[vh] = s->dbeta[t];
         }
-        memcpy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V * sizeof(float));
-        memcpy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K * sizeof(float));
-        a->dbeta[vh] = s->dbeta[t];
-    }
+    else
+        for (int64_t t = 0; t < L; t++) {
+            const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+            if (t + AHEAD < L) {
+                const size_t va = vh + (size_t)(AHEAD * HV);
+                la__delta_prefetch(a->dv + va * (size_t)V, V, 1);
+                la__delta_prefetch(a->dg + va * (size_t)K, K, 1);
+            }
+            memcpy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V * sizeof(float));
+            memcpy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K * sizeof(float));
+            a->dbeta[vh] = s->dbeta[t];
+        }
 }
 
 static void recurrent_segment_backward(const la__kda_args *a, const bwd_scratch *s, const float *S0,
@@ -435,8 +460,9 @@ static void group_backward_saved(const la__kda_args *a, const bwd_scratch *s, in
                                        s->kn + (size_t)i * lk, s->dqn + (size_t)i * lk,
                                        s->dkn + (size_t)i * lk);
             }
-        la__delta_scatter_dqk_group(a->dq, a->dk, tok0 + t0, L, H, hq0, nq, K, a->l2norm, s->qn,
-                                    s->kn, s->rq, s->rk, s->dqn, s->dkn);
+        (stream_grads(a) ? la__delta_scatter_dqk_group_stream : la__delta_scatter_dqk_group)(
+            a->dq, a->dk, tok0 + t0, L, H, hq0, nq, K, a->l2norm, s->qn, s->kn, s->rq, s->rk,
+            s->dqn, s->dkn);
     }
     if (a->d_initial_state)
         for (int64_t i = 0; i < nq * group; i++)
@@ -455,6 +481,7 @@ static void backward_task(void *p, int64_t task, int tid) {
     bwd_layout(a, len, la__scratch(a->ctx, tid), &s);
     if (a->saved) {
         group_backward_saved(a, &s, n, tok0, len, hq0, nq);
+        la__stream_fence();
         return;
     }
     const size_t lk = (size_t)(len * K);
@@ -476,8 +503,9 @@ static void backward_task(void *p, int64_t task, int tid) {
     }
 
     /* through the L2 norm (the delta rules' row loop: dots in 16 partial sums) */
-    la__delta_scatter_dqk_group(a->dq, a->dk, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq,
-                                s.rk, s.dqn, s.dkn);
+    (stream_grads(a) ? la__delta_scatter_dqk_group_stream : la__delta_scatter_dqk_group)(
+        a->dq, a->dk, tok0, len, H, hq0, nq, K, a->l2norm, s.qn, s.kn, s.rq, s.rk, s.dqn, s.dkn);
+    la__stream_fence();
 }
 
 void la__kda_backward(const la__kda_args *a) {

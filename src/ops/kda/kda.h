@@ -66,6 +66,11 @@ LA_HIDDEN size_t la__kda_forward_scratch(const la__kda_args *a);
 LA_HIDDEN void la__kda_forward(const la__kda_args *a);
 LA_HIDDEN size_t la__kda_backward_scratch(const la__kda_args *a);
 LA_HIDDEN void la__kda_backward(const la__kda_args *a);
+/* The chunk backward writes dv and dg with non-temporal stores when each
+ * is at least this many bytes (cpu-kda22; a variable so that tests can
+ * force it with 0 and compare the bits with the plain copies). */
+#define LA__KDA_STREAM_MIN_BYTES ((size_t)16 << 20)
+LA_HIDDEN extern size_t la__kda_stream_min_bytes;
 
 /* ---- one token (recurrent.c) ---------------------------------------- */
 

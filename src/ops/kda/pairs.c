@@ -13,9 +13,11 @@
  *     P[t, j<b] = (q_t * R_t) . (k_j * F_j),  F_j = X_IJ Pe_j,
  * two exponentials per token and key (R, Pe) and one per sub-block pair
  * (X); the chunk's b = e^{gam} and e = e^{gam_L - gam} come from the same R
- * and Pe (la__kda_pairs_prepare). A sub-block's own pairs (J = I) use
- * X_II = e^{gam_b - gam_e} >= 1: when its span (largest X_II exponent over
- * the keys) is <= LA__KDA_SPAN (30), the factors stay in [e^-30, e^30] and
+ * and Pe (la__kda_pairs_prepare; one exponential and a division per token
+ * and key when the chunk is one block: prepare_whole_body). A sub-block's
+ * own pairs (J = I) use X_II = e^{gam_b - gam_e} >= 1: when its span
+ * (largest X_II exponent over the keys) is <= LA__KDA_SPAN (30), the
+ * factors stay in [e^-30, e^30] and
  * its own pairs join the same product (the diagonal and above are then
  * overwritten: P's diagonal is q_t . k_t exactly). A larger span (strong
  * decays, resets g = -1e4, where e^{span} would overflow and meet a zero
@@ -155,8 +157,10 @@ static int own_block(int64_t K, const double *gam, int64_t i0, int64_t ni);
  * products likewise lower-triangular ones. Otherwise (strong decays,
  * resets) sub-blocks of LA__KDA_SUB tokens. Every function of this file
  * takes the length from the same gam, so forward and backward agree. */
+static int whole_chunk(int64_t L, int64_t K, const double *gam) { return own_block(K, gam, 0, L); }
+
 static int64_t block_len(int64_t L, int64_t K, const double *gam) {
-    return own_block(K, gam, 0, L) ? L : LA__KDA_SUB;
+    return whole_chunk(L, K, gam) ? L : LA__KDA_SUB;
 }
 
 /* la__kda_pairs_prepare, one block [i0, i1) of bs tokens at a time: R_t = exp(gam_t
@@ -217,11 +221,88 @@ LA_ISA_BUILDS(static, prepare_isa, prepare_body,
                float *e, float *R, float *Pe, float *QKR, float *eb, int64_t bs),
               (L, K, q, k, gam, b, e, R, Pe, QKR, eb, bs))
 
+/* r = e^d for a double d <= 0: e^x of the float of d, times 1 + (d - that
+ * float) (the first-order term of the rest). The float of d alone is off
+ * by up to 2^-25 |d| (1e-6 at d = -30), which R_L F_t = e^{gam_L - gam_t}
+ * below would carry twice into a small exponent; with the correction r is
+ * within a few ulps of e^d whatever |d|. */
+#define EXP_SPLIT(r, d_)                                                                           \
+    do {                                                                                           \
+        const double dd_ = (d_);                                                                   \
+        const float df_ = (float)dd_;                                                              \
+        float s_;                                                                                  \
+        LA__EXP_NONPOS(s_, df_);                                                                   \
+        (r) = s_ + s_ * (float)(dd_ - (double)df_);                                                \
+    } while (0)
+
+/* cpu-kda22: la__kda_pairs_prepare of a chunk that is one block (span <=
+ * LA__KDA_SPAN), one exponential per token and key instead of two (the
+ * polynomial's latency chain was the loop's cost), all factors in one pass:
+ *     R_t = e^{gam_t - gam_0} in [e^-span, 1] (EXP_SPLIT; a normal float,
+ *           the span bounds it), QR = q * R, KR = k * R,
+ *     F_t = e^{gam_0 - gam_t} = 1 / R_t (one correctly rounded division, in
+ *           [1, e^span]), YF = k * F (so before_block has nothing to do),
+ *     e_t = e^{gam_L - gam_t} = R_L F_t (RL [K]: R_L, as the loop's last
+ *           row), b_t = e^{gam_0} R_t (eb [K]).
+ * Pe is not formed (the block's X = 1 / R_L is folded into F). Elementwise
+ * IEEE operations in a fixed order: the same bits on every ISA. Against
+ * float64 (test_kda) the errors are smaller than with two exponentials of
+ * float arguments (bench/NOTES.md, cpu-kda22). */
+KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q,
+                                   const float *restrict k, const double *restrict gam,
+                                   float *restrict b, float *restrict e, float *restrict R,
+                                   float *restrict F, float *restrict YF, float *restrict QKR,
+                                   float *restrict eb, float *restrict RL) {
+    float *QR = qkr_rows(QKR, 0, L, K, 0), *KR = qkr_rows(QKR, 0, L, K, 1);
+    const double *gL = gam + (L - 1) * K;
+    for (int64_t x = 0; x < K; x++) {
+        LA__EXP_NONPOS(eb[x], (float)gam[x]); /* exp(gam_0) */
+        EXP_SPLIT(RL[x], gL[x] - gam[x]);     /* R_L, as the loop's row L - 1 */
+    }
+    for (int64_t t = 0; t < L; t++) {
+        const double *gt = gam + t * K;
+        const size_t o = (size_t)(t * K);
+        if (q)
+            for (int64_t x = 0; x < K; x++) {
+                float r;
+                EXP_SPLIT(r, gt[x] - gam[x]);
+                const float f = 1.0f / r;
+                R[o + x] = r;
+                F[o + x] = f;
+                YF[o + x] = k[o + x] * f;
+                b[o + x] = eb[x] * r;
+                e[o + x] = RL[x] * f;
+                QR[o + x] = q[o + x] * r;
+                KR[o + x] = k[o + x] * r;
+            }
+        else
+            for (int64_t x = 0; x < K; x++) {
+                float r;
+                EXP_SPLIT(r, gt[x] - gam[x]);
+                const float f = 1.0f / r;
+                R[o + x] = r;
+                F[o + x] = f;
+                YF[o + x] = k[o + x] * f;
+                b[o + x] = eb[x] * r;
+                e[o + x] = RL[x] * f;
+                KR[o + x] = k[o + x] * r;
+            }
+    }
+}
+
+LA_ISA_BUILDS(static, prepare_whole_isa, prepare_whole_body,
+              (int64_t L, int64_t K, const float *q, const float *k, const double *gam, float *b,
+               float *e, float *R, float *F, float *YF, float *QKR, float *eb, float *RL),
+              (L, K, q, k, gam, b, e, R, F, YF, QKR, eb, RL))
+
 void la__kda_pairs_prepare(int64_t L, int64_t K, const float *q, const float *k, const double *gam,
                            float *b, float *e, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
-    prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e, block_len(L, K, gam));
+    if (whole_chunk(L, K, gam))
+        prepare_whole_isa(L, K, q, k, gam, b, e, p.R, p.F, p.YF, p.QKR, p.e, p.Pe); /* Pe: R_L */
+    else
+        prepare_isa(L, K, q, k, gam, b, e, p.R, p.Pe, p.QKR, p.e, LA__KDA_SUB);
 }
 
 /* The per-token decays A_t = exp(gam_t - gam_{t-1}) of the sub-block's rows
@@ -258,8 +339,9 @@ LA_ISA_BUILDS(static, before_block_isa, before_block_body,
               (b, nj, K, k, gam, Pe, F, YF, e, bs))
 
 static void before_block(int64_t b, int64_t nj, int64_t K, const float *k, const double *gam,
-                         const pair_bufs *p, int64_t bs) {
-    before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e, bs);
+                         const pair_bufs *p, int64_t bs, int whole) {
+    if (!whole) /* (a whole-chunk block's F and YF come from its prepare) */
+        before_block_isa(b, nj, K, k, gam, p->Pe, p->F, p->YF, p->e, bs);
 }
 
 /* 1 when the sub-block of ni rows at i0 takes its own pairs as one matrix
@@ -289,7 +371,7 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
         const int whole = own && ni == L;      /* the whole chunk is one block */
         if (nj > 0) {
-            before_block(i0, nj, K, k, gam, &p, bs);
+            before_block(i0, nj, K, k, gam, &p, bs, whole);
             if (whole) { /* causal products */
                 if (P)
                     kr->gemm_nt_tril(L, K, 0, 1.0f, qkr_rows(p.QKR, 0, L, K, 0), K, p.YF, K, 0.0f,
@@ -373,7 +455,7 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
         const int64_t nj = own ? i0 + ni : i0; /* columns taken as one product */
         const int whole = own && ni == L;      /* the whole chunk is one block */
         if (nj > 0) {
-            before_block(i0, nj, K, k, gam, &p, bs);
+            before_block(i0, nj, K, k, gam, &p, bs, whole);
             /* dP's rows of the block, strictly lower: the diagonal has no
              * gate factor and is taken apart below */
             const float *dPb = dP + i0 * L;
