@@ -2,8 +2,8 @@
  * (gradient rows of the big tensors), with non-temporal stores: the lines
  * are written without being read first and do not evict the working set.
  * The same floats as memcpy. A task that streams ends with
- * la__stream_fence (the stores are weakly ordered). cpu-kda22; GLA's
- * chunk.c has its own copy of the same helper (cpu-sglabwd18). */
+ * la__stream_fence (the stores are weakly ordered). cpu-sglabwd18 in GLA's
+ * chunk.c, shared with KDA since cpu-kda22. */
 #ifndef LINATTN_KERNELS_STREAM_H
 #define LINATTN_KERNELS_STREAM_H
 

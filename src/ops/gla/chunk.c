@@ -25,6 +25,8 @@
  * comment above the gate-gradient block). */
 #include "gla.h"
 
+#include "../../kernels/stream.h" /* la__stream_copy, la__stream_fence */
+
 #include <stdint.h>
 #include <string.h>
 #if defined(__SSE2__)
@@ -69,7 +71,7 @@ typedef struct chunk_bufs {
     float *Eb;        /* [2 nsub,K] GLA backward: e^{G_b}, e^{G_L - G_e} of each sub-block */
     float *diag;      /* [2C] backward: A_ii = scale q_i.k_i, dA_ii = scale do_i.v_i */
     double *Gall;     /* [nch,C] simple GLA, one state pass (group 1): every chunk's G */
-    int stream;       /* cpu-sglabwd18: dq, dk, dv (dg) rows by stream_copy (the task fences) */
+    int stream;       /* cpu-sglabwd18: dq, dk, dv (dg) rows by la__stream_copy (the task fences) */
 } chunk_bufs;
 
 static size_t chunk_layout(const gla_job *j, int64_t L, int backward, char *base, chunk_bufs *b) {
@@ -138,9 +140,7 @@ static int64_t heads_per_task(const gla_job *j, int64_t most) {
 }
 
 /* cpu-sgla19: simple GLA's forward too (it kept LA__GLA_HEAD_GROUP) */
-int64_t la__gla_fwd_heads(const gla_job *j) {
-    return heads_per_task(j, LA__GLA_FWD_HEADS);
-}
+int64_t la__gla_fwd_heads(const gla_job *j) { return heads_per_task(j, LA__GLA_FWD_HEADS); }
 
 size_t la__gla_chunk_fwd_bytes(const gla_job *j) {
     chunk_bufs b;
@@ -342,38 +342,20 @@ static void gather_rows(float *dst, const float *x, int64_t H, int64_t w, int64_
 
 /* cpu-sglabwd18: n floats copied to memory this call does not read again
  * (o, the saved start states, dq, dk, dv (and GLA's dg); stream_rows says
- * when), with non-temporal stores where dst is 16-byte aligned: the lines
+ * when), by kernels/stream.h's non-temporal stores where dst is 16-byte aligned: the lines
  * are written without being read first and do not evict the rows and states
  * the next units read. The same floats as memcpy (plain_copy). A task that
- * streams ends with stream_fence (the stores are weakly ordered). */
+ * streams ends with la__stream_fence (the stores are weakly ordered). */
 static void plain_copy(float *dst, const float *src, size_t n) {
     memcpy(dst, src, n * sizeof(float));
 }
 
-static void stream_copy(float *dst, const float *src, size_t n) {
-#if defined(__SSE2__)
-    if (((uintptr_t)dst & 15) == 0) {
-        size_t i = 0;
-        for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-        for (; i < n; i++) dst[i] = src[i];
-        return;
-    }
-#endif
-    memcpy(dst, src, n * sizeof(float));
-}
-
-/* Whether this call's rows are written by stream_copy
+/* Whether this call's rows are written by la__stream_copy
  * (la__gla_stream_min_bytes; cpu-glab19: GLA's backward rows too). */
 static int stream_rows(const gla_job *j) {
     const size_t w = (size_t)(j->K > j->V ? j->K : j->V);
     const double bytes = (double)j->d->B * (double)j->d->T * (double)j->H * (double)w * 4.0;
     return bytes >= (double)la__gla_stream_min_bytes;
-}
-
-static void stream_fence(void) {
-#if defined(__SSE2__)
-    _mm_sfence();
-#endif
 }
 
 /* Prefetch rows [r0, r0 + n) of head h of x ([.., H, w]) into L2 while the
@@ -547,8 +529,8 @@ GLA_INLINE void intra_bwd_per_key(const gla_job *j, chunk_bufs *b, int64_t L) {
             for (int64_t i = i0; i < i0 + ni; i++)
                 for (int64_t x = 0; x < K; x++)
                     b->dqs[i * K + x] += b->R[i * K + x] * b->Tq[(i - i0) * K + x];
-            la__gemm_tn_block(kr, ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f,
-                              b->Tk, K);
+            la__gemm_tn_block(kr, ncol, K, ni, 1.0f, dA + i0 * C, C, b->Qs + i0 * K, K, 0.0f, b->Tk,
+                              K);
             for (int64_t jj = 0; jj < ncol; jj++) {
                 const float *X = b->F + (jj / b->sub) * K; /* F_j = P_j X_IJ */
                 for (int64_t x = 0; x < K; x++)
@@ -758,8 +740,8 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             /* cpu-glab19: GLA's (per-key) copy stays plain: streamed, its
              * forward measured 0.975-0.982x (simple GLA's gained) */
             if (j->save)
-                (stream && !j->per_key ? stream_copy : plain_copy)(j->save + la__sgla_saved_slot(j, n, h, c0 / C),
-                                                    b.S, KV);
+                (stream && !j->per_key ? la__stream_copy : plain_copy)(
+                    j->save + la__sgla_saved_slot(j, n, h, c0 / C), b.S, KV);
             if (j->per_key && j->g) {
                 gla_fwd_chunk_head(j, &b, r0, L, h, pr, pn, ph, NULL);
                 continue;
@@ -780,15 +762,15 @@ GLA_INLINE void chunk_fwd_body(const gla_job *j, int64_t task, int tid) {
             if (pn > 0) prefetch_rows(j->v, H, V, pr, pn, ph);
             j->kr->gemm_nn_lower(L, V, L, j->scale, b.A, C, b.Vc, V, 1.0f, b.Oc, V);
             for (int64_t i = 0; i < L; i++)
-                (stream ? stream_copy : plain_copy)(oc + (size_t)(i * H) * (size_t)V, b.Oc + i * V,
-                                                    (size_t)V);
+                (stream ? la__stream_copy : plain_copy)(oc + (size_t)(i * H) * (size_t)V,
+                                                        b.Oc + i * V, (size_t)V);
             chunk_state_update(j, &b, b.S, r0, L, h, 1);
         }
     }
     if (j->sT)
         for (int64_t hh = 0; hh < nh; hh++)
             memcpy(j->sT + (size_t)(n * H + h0 + hh) * KV, S0 + hh * KV, KV * sizeof(float));
-    if (stream) stream_fence();
+    if (stream) la__stream_fence();
 }
 
 /* The forward built for the baseline ISA and for AVX2 / AVX-512 (the gate
@@ -917,7 +899,8 @@ GLA_INLINE void gla_gate_grad(const gla_job *j, chunk_bufs *b, const float *S0, 
             }
         }
         /* cpu-glab19: streamed (b->stream), the row is rounded into Tq (free here) */
-        if (b->stream) stream_copy(j->dg + (size_t)((r0 + i) * H + h) * (size_t)K, out, (size_t)K);
+        if (b->stream)
+            la__stream_copy(j->dg + (size_t)((r0 + i) * H + h) * (size_t)K, out, (size_t)K);
     }
 }
 
@@ -1150,7 +1133,7 @@ GLA_INLINE void chunk_bwd_chunk(const gla_job *j, chunk_bufs *b, const float *S0
     /* cpu-sgla9, cpu-glab15: same bits as gemm_tn */
     la__gemm_tn_block(kr, K, V, L, scale, j->per_key ? b->QG : b->Qs, K, b->dOc, V,
                       Mc ? 0.0f : 1.0f, Mc ? Mc : b->dS, V);
-    void (*const put)(float *, const float *, size_t) = b->stream ? stream_copy : plain_copy;
+    void (*const put)(float *, const float *, size_t) = b->stream ? la__stream_copy : plain_copy;
     for (int64_t i = 0; i < L; i++) {
         const size_t bi = (size_t)((r0 + i) * H + h);
         if (i < pn) {
@@ -1472,7 +1455,7 @@ GLA_INLINE void gla_bwd_group_body(const gla_job *j, int64_t task, int tid) {
         if (j->ds0) memcpy(j->ds0 + (size_t)t * KV, bs[hh].dS, KV * sizeof(float));
         if (j->dgamma_part) j->dgamma_part[t] = gamma_sum[hh];
     }
-    if (bs[0].stream) stream_fence();
+    if (bs[0].stream) la__stream_fence();
 }
 
 LA_ISA_BUILDS(, la__gla_chunk_bwd_group_task, gla_bwd_group_body,
