@@ -235,6 +235,26 @@ LA_ISA_BUILDS(static, prepare_isa, prepare_body,
         (r) = s_ + s_ * (float)(dd_ - (double)df_);                                                \
     } while (0)
 
+/* one token's row of prepare_whole_body (q, QR NULL: no QR) */
+KDA_INLINE void whole_row(int64_t K, const double *restrict gt, const double *restrict gam,
+                          const float *restrict eb, const float *restrict RL,
+                          const float *restrict q, const float *restrict k, float *restrict R,
+                          float *restrict F, float *restrict YF, float *restrict b,
+                          float *restrict e, float *restrict QR, float *restrict KR) {
+    for (int64_t x = 0; x < K; x++) {
+        float r;
+        EXP_SPLIT(r, gt[x] - gam[x]);
+        const float f = 1.0f / r;
+        R[x] = r;
+        F[x] = f;
+        YF[x] = k[x] * f;
+        b[x] = eb[x] * r;
+        e[x] = RL[x] * f;
+        if (q) QR[x] = q[x] * r;
+        KR[x] = k[x] * r;
+    }
+}
+
 /* cpu-kda22: la__kda_pairs_prepare of a chunk that is one block (span <=
  * LA__KDA_SPAN), one exponential per token and key instead of two (the
  * polynomial's latency chain was the loop's cost), all factors in one pass:
@@ -262,31 +282,12 @@ KDA_INLINE void prepare_whole_body(int64_t L, int64_t K, const float *restrict q
     for (int64_t t = 0; t < L; t++) {
         const double *gt = gam + t * K;
         const size_t o = (size_t)(t * K);
-        if (q)
-            for (int64_t x = 0; x < K; x++) {
-                float r;
-                EXP_SPLIT(r, gt[x] - gam[x]);
-                const float f = 1.0f / r;
-                R[o + x] = r;
-                F[o + x] = f;
-                YF[o + x] = k[o + x] * f;
-                b[o + x] = eb[x] * r;
-                e[o + x] = RL[x] * f;
-                QR[o + x] = q[o + x] * r;
-                KR[o + x] = k[o + x] * r;
-            }
+        if (q) /* two inlined copies: the row loop without a test in it */
+            whole_row(K, gt, gam, eb, RL, q + o, k + o, R + o, F + o, YF + o, b + o, e + o, QR + o,
+                      KR + o);
         else
-            for (int64_t x = 0; x < K; x++) {
-                float r;
-                EXP_SPLIT(r, gt[x] - gam[x]);
-                const float f = 1.0f / r;
-                R[o + x] = r;
-                F[o + x] = f;
-                YF[o + x] = k[o + x] * f;
-                b[o + x] = eb[x] * r;
-                e[o + x] = RL[x] * f;
-                KR[o + x] = k[o + x] * r;
-            }
+            whole_row(K, gt, gam, eb, RL, NULL, k + o, R + o, F + o, YF + o, b + o, e + o, NULL,
+                      KR + o);
     }
 }
 
