@@ -263,11 +263,11 @@ static double state_dot_base(const float *restrict a, const float *restrict b, i
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DELTA_STATE_DOT_AVX 1
 __attribute__((target("avx2"))) static double state_dot_avx2(const float *restrict a,
-                                                              const float *restrict b, int64_t n) {
+                                                             const float *restrict b, int64_t n) {
     STATE_DOT_BODY;
 }
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,prefer-vector-width=512"))) static double
-state_dot_avx512(const float *restrict a, const float *restrict b, int64_t n) {
+LA_ISA_TARGET_AVX512_WIDE static double state_dot_avx512(const float *restrict a,
+                                                         const float *restrict b, int64_t n) {
     STATE_DOT_BODY;
 }
 #endif

@@ -13,6 +13,7 @@
  * The recurrent form and the decoder keep la__phi / la__dphi (libm expf):
  * their arithmetic is the decoder's step, bit for bit. */
 #include "linear_attn.h"
+#include "../../kernels/isa_builds.h" /* LA_ISA_TARGET_AVX512_WIDE */
 #include "../../kernels/vexp.h"
 
 #include <string.h>
@@ -89,8 +90,7 @@ LA__VECTORISE __attribute__((target("avx2"))) static void dphi_avx2(la_feature_m
 /* cpu-kpack22: the same loops at 512-bit width for the AVX-512 path (GCC
  * keeps 256-bit vectors on this target unless told): elementwise, the same
  * bits. */
-#define AVX512_CLONE                                                                               \
-    __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,prefer-vector-width=512")))
+#define AVX512_CLONE LA_ISA_TARGET_AVX512_WIDE
 LA__VECTORISE AVX512_CLONE static void phi_avx512(la_feature_map fm, float c, float *restrict y,
                                                   const float *restrict x, int64_t n) {
     PHI_BODY
