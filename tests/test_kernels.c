@@ -285,9 +285,11 @@ static void nn_tril_same(const la__kernels *kr, int64_t n, int64_t k, int strict
     for (int64_t t = 0; t < k * ldt; t++) bt[t] = NAN;
     kr->transpose(n, k, B->x, B->ld, bt, ldt);
     int exact = 1;
-    for (int64_t p = 0; p < k; p++)
+    for (int64_t p = 0; p < k; p++) {
         for (int64_t j = 0; j < n; j++)
             exact &= memcmp(&bt[p * ldt + j], &B->x[j * B->ld + p], sizeof(float)) == 0;
+        for (int64_t j = n; j < ldt; j++) exact &= isnan(bt[p * ldt + j]) != 0; /* padding kept */
+    }
     n_transpose_exact += exact;
     mat_fill(&C, SENTINEL, 0);
     for (int64_t i = 0; i < n; i++)
