@@ -427,9 +427,123 @@ static void avx2_trsm_diag(int64_t nb, int64_t r, const float *L, int64_t ldl, f
 }
 /* clang-format on */
 
+/* ---- cpu-avx2trsm23: trsm_llu by 8-column strips, solved in place -----
+ * avx512.c's scheme (cpu-trsm22) at 8 lanes, and la__trsm_llu_blocked's
+ * arithmetic operation for operation (the same bits as before, and as the
+ * AVX-512 path): for each row block of LA__TRSM_BLOCK rows, acc = sum_{p <
+ * i0} L[i][p] B[p] (one chain of FMAs in p order, from zero as the gemm's
+ * micro-tile), B[i] - acc (= B[i] + (-1 * acc), the gemm's alpha = -1,
+ * beta = 1 store), then forward substitution inside the block (as
+ * diag_strip). The block's 12 rows of an 8-column strip stay in 12 YMM
+ * from the product through the substitution (with B's row and a broadcast
+ * of L: 14 of 16, no spill), and the strip is solved in place: the product
+ * reads the solved rows from B itself, no gemm panel packed per block and
+ * no store and reload between product and substitution. Strips for
+ * n <= TRSM_ROWS (one KC block: i0 < KC, as the blocked solve). */
+#define TRSM_ROWS 128
+
+INLINE TARGET __m256 strip_load(const int full, const float *p, __m256i mask) {
+    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
+}
+
+INLINE TARGET void trsm_block(const int nb, const int full, int64_t i0, const float *L, int64_t rs,
+                              int64_t cs, float *B, int64_t sb, int cols) {
+    /* x = B - acc with acc = 0 for the first block (B - 0 = B: the same
+     * bits), so that the rows are loaded after the product (one path, no
+     * rows held across the product loop). */
+    const __m256i mask = mask_for(cols);
+    __m256 x[LA__TRSM_BLOCK];
+#pragma GCC unroll 12
+    for (int r = 0; r < nb; r++) x[r] = _mm256_setzero_ps();
+    const float *a = L + i0 * rs, *b = B;
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < i0; p++, b += sb) {
+        const __m256 bp = strip_load(full, b, mask);
+#pragma GCC unroll 12
+        for (int r = 0; r < nb; r++)
+            x[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * rs + p * cs), bp, x[r]);
+    }
+    float *rows = B + i0 * sb;
+#pragma GCC unroll 12
+    for (int r = 0; r < nb; r++) x[r] = _mm256_sub_ps(strip_load(full, rows + r * sb, mask), x[r]);
+    const float *Lb = L + i0 * rs + i0 * cs;
+#pragma GCC unroll 12
+    for (int i = 0; i < nb; i++) { /* row i is final once rows j < i are subtracted */
+#pragma GCC unroll 12
+        for (int j = 0; j < i; j++)
+            x[i] = _mm256_fnmadd_ps(_mm256_broadcast_ss(Lb + i * rs + j * cs), x[j], x[i]);
+        if (full)
+            _mm256_storeu_ps(rows + i * sb, x[i]);
+        else
+            _mm256_maskstore_ps(rows + i * sb, mask, x[i]);
+    }
+}
+
+/* Compiled for the two forms trsm_strips is called with (cs == 1:
+ * trsm_llu; rs == -1: trsm_llu_t), as avx512.c's blocks; full: all 8
+ * columns present (no masked access), else the strip at the right edge. */
+typedef void (*trsm_block_fn)(int64_t i0, const float *L, int64_t rs, int64_t cs, float *B,
+                              int64_t sb, int cols);
+#define TRSM_BLOCK(nb, full)                                                                       \
+    static TARGET void trsm_block_##nb##_##full(int64_t i0, const float *L, int64_t rs,            \
+                                                int64_t cs, float *B, int64_t sb, int cols) {      \
+        if (cs == 1) /* trsm_llu */                                                                \
+            trsm_block(nb, full, i0, L, rs, 1, B, sb, cols);                                       \
+        else /* trsm_llu_t: rs == -1 */                                                            \
+            trsm_block(nb, full, i0, L, -1, cs, B, sb, cols);                                      \
+    }
+/* clang-format off */
+TRSM_BLOCK(1, 0) TRSM_BLOCK(2, 0) TRSM_BLOCK(3, 0) TRSM_BLOCK(4, 0) TRSM_BLOCK(5, 0)
+TRSM_BLOCK(6, 0) TRSM_BLOCK(7, 0) TRSM_BLOCK(8, 0) TRSM_BLOCK(9, 0) TRSM_BLOCK(10, 0)
+TRSM_BLOCK(11, 0) TRSM_BLOCK(12, 0)
+TRSM_BLOCK(1, 1) TRSM_BLOCK(2, 1) TRSM_BLOCK(3, 1) TRSM_BLOCK(4, 1) TRSM_BLOCK(5, 1)
+TRSM_BLOCK(6, 1) TRSM_BLOCK(7, 1) TRSM_BLOCK(8, 1) TRSM_BLOCK(9, 1) TRSM_BLOCK(10, 1)
+TRSM_BLOCK(11, 1) TRSM_BLOCK(12, 1)
+#undef TRSM_BLOCK
+
+static const trsm_block_fn trsm_blocks[LA__TRSM_BLOCK + 1][2] = {
+    {0, 0},
+    {trsm_block_1_0, trsm_block_1_1},   {trsm_block_2_0, trsm_block_2_1},
+    {trsm_block_3_0, trsm_block_3_1},   {trsm_block_4_0, trsm_block_4_1},
+    {trsm_block_5_0, trsm_block_5_1},   {trsm_block_6_0, trsm_block_6_1},
+    {trsm_block_7_0, trsm_block_7_1},   {trsm_block_8_0, trsm_block_8_1},
+    {trsm_block_9_0, trsm_block_9_1},   {trsm_block_10_0, trsm_block_10_1},
+    {trsm_block_11_0, trsm_block_11_1}, {trsm_block_12_0, trsm_block_12_1},
+};
+/* clang-format on */
+
+/* Element (x, y) of the solve's matrix at L[x*rs + y*cs], with cs == 1
+ * (trsm_llu) or rs == -1 (trsm_llu_t); B's row i at B + i*sb (sb < 0: rows
+ * in reverse order). */
+static TARGET void trsm_strips(int64_t n, int64_t r, const float *L, int64_t rs, int64_t cs,
+                               float *B, int64_t sb) {
+    for (int64_t jc = 0; jc < r; jc += 8) {
+        const int cols = clamp8(r - jc), full = cols == 8;
+        for (int64_t i0 = 0; i0 < n; i0 += LA__TRSM_BLOCK) {
+            const int nb = n - i0 < LA__TRSM_BLOCK ? (int)(n - i0) : LA__TRSM_BLOCK;
+            trsm_blocks[nb][full](i0, L, rs, cs, B + jc, sb, cols);
+        }
+    }
+}
+
 static void avx2_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
                           int64_t ldb) {
-    la__trsm_llu_blocked(avx2_gemm_nn, avx2_trsm_diag, n, r, L, ldl, B, ldb);
+    if (n <= 0 || r <= 0) return;
+    if (n <= TRSM_ROWS)
+        trsm_strips(n, r, L, ldl, 1, B, ldb);
+    else
+        la__trsm_llu_blocked(avx2_gemm_nn, avx2_trsm_diag, n, r, L, ldl, B, ldb);
+}
+
+/* B := L^{-T} B (n <= LA__TRSM_T_ROWS) as la__trsm_llu_transposed's route,
+ * trsm_llu on reversed rows with Lrev = J L^T J, without building Lrev or
+ * copying B's rows (as avx512_trsm_llu_t): Lrev(x, y) = L[n-1-y][n-1-x] is
+ * read in place (row step -1, column step -ldl from L's last element) and
+ * B's rows are walked in reverse order. The same bits as the route. */
+static void avx2_trsm_llu_t(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
+                            int64_t ldb) {
+    if (n <= 0 || r <= 0) return;
+    trsm_strips(n, r, L + (n - 1) * ldl + (n - 1), -1, -ldl, B + (n - 1) * ldb, -ldb);
 }
 
 static void avx2_trinv_llu(int64_t n, const float *L, int64_t ldl, float *X, int64_t ldx) {
@@ -446,6 +560,7 @@ const la__kernels la__kernels_avx2 = {
     .gemm_nn_tril = avx2_gemm_nn_tril,
     .transpose = la__transpose_avx2,
     .trsm_llu = avx2_trsm_llu,
+    .trsm_llu_t = avx2_trsm_llu_t,
     .trinv_llu = avx2_trinv_llu,
     .gemm_tn_block = avx2_gemm_tn_block,
 };
