@@ -418,7 +418,7 @@ INLINE TARGET void diag_strip(const int nb, const int full, const float *L, int6
  * used: cs == 1 (row-major L: the blocked solves, trsm_llu) and rs == -1
  * (trsm_llu_t's reversed L^T), the known step freeing registers; one strip
  * per call (a loop over strips here had GCC hoist L's 11 row addresses
- * out of it and spill them: 0.88x for the whole solve). */
+ * out of it and spill them: 0.87x for the whole solve). */
 typedef void (*diag_fn)(const float *L, int64_t rs, int64_t cs, float *X, int64_t ldx, int cols);
 #define DIAG(nb, full)                                                                             \
     static TARGET void diag_##nb##_##full(const float *L, int64_t rs, int64_t cs, float *X,        \
