@@ -387,49 +387,194 @@ TARGET void la__transpose_avx2(int64_t rows, int64_t cols, const float *src, int
         for (int64_t c = 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
 }
 
+/* Loads 8 columns of a row: all present (full) or the first `mask` lanes. */
+INLINE TARGET __m256 strip_load(const int full, const float *p, __m256i mask) {
+    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
+}
+
 /* Forward substitution inside one diagonal block, 8 columns at a time:
  * the block's rows of the strip live in registers (nb <= 12 YMM), so each
- * of the nb(nb-1)/2 updates is one FMA with a broadcast of L. */
-INLINE TARGET void diag_strip(const int nb, const float *L, int64_t ldl, float *X, int64_t ldx,
-                              int cols) {
+ * of the nb(nb-1)/2 updates is one FMA with a broadcast of L, element
+ * (x, y) at L[x*rs + y*cs]. Row 0 is final as loaded (not stored). */
+INLINE TARGET void diag_strip(const int nb, const int full, const float *L, int64_t rs, int64_t cs,
+                              float *X, int64_t ldx, int cols) {
     __m256 x[LA__TRSM_BLOCK];
-    __m256i mask = mask_for(cols);
+    const __m256i mask = mask_for(cols);
 #pragma GCC unroll 12
-    for (int i = 0; i < nb; i++)
-        x[i] = cols == 8 ? _mm256_loadu_ps(X + i * ldx) : _mm256_maskload_ps(X + i * ldx, mask);
+    for (int i = 0; i < nb; i++) x[i] = strip_load(full, X + i * ldx, mask);
 #pragma GCC unroll 12
     for (int i = 1; i < nb; i++) {
 #pragma GCC unroll 12
         for (int j = 0; j < i; j++)
-            x[i] = _mm256_fnmadd_ps(_mm256_broadcast_ss(L + i * ldl + j), x[j], x[i]);
-        if (cols == 8)
+            x[i] = _mm256_fnmadd_ps(_mm256_broadcast_ss(L + i * rs + j * cs), x[j], x[i]);
+        if (full)
             _mm256_storeu_ps(X + i * ldx, x[i]);
         else
             _mm256_maskstore_ps(X + i * ldx, mask, x[i]);
     }
 }
 
-#define DIAG(nb)                                                                                   \
-    static TARGET void diag_##nb(int64_t r, const float *L, int64_t ldl, float *X, int64_t ldx) {  \
-        for (int64_t c = 0; c < r; c += 8) diag_strip(nb, L, ldl, X + c, ldx, clamp8(r - c));      \
+/* One diagonal block's 8-column strip, compiled for the two forms of L
+ * used: cs == 1 (row-major L: the blocked solves, trsm_llu) and rs == -1
+ * (trsm_llu_t's reversed L^T), the known step freeing registers; one strip
+ * per call (a loop over strips here had GCC hoist L's 11 row addresses
+ * out of it and spill them: 0.87x for the whole solve). */
+typedef void (*diag_fn)(const float *L, int64_t rs, int64_t cs, float *X, int64_t ldx, int cols);
+#define DIAG(nb, full)                                                                             \
+    static TARGET void diag_##nb##_##full(const float *L, int64_t rs, int64_t cs, float *X,        \
+                                          int64_t ldx, int cols) {                                 \
+        if (cs == 1)                                                                               \
+            diag_strip(nb, full, L, rs, 1, X, ldx, cols);                                          \
+        else /* rs == -1 */                                                                        \
+            diag_strip(nb, full, L, -1, cs, X, ldx, cols);                                         \
     }
+#define DIAGS(nb) DIAG(nb, 0) DIAG(nb, 1)
 /* clang-format off */
-DIAG(2) DIAG(3) DIAG(4) DIAG(5) DIAG(6) DIAG(7) DIAG(8) DIAG(9) DIAG(10) DIAG(11) DIAG(12)
+DIAGS(2) DIAGS(3) DIAGS(4) DIAGS(5) DIAGS(6) DIAGS(7) DIAGS(8) DIAGS(9) DIAGS(10) DIAGS(11) DIAGS(12)
+#undef DIAGS
 #undef DIAG
+#define DIAGS(nb) {diag_##nb##_0, diag_##nb##_1}
+static const diag_fn diags[LA__TRSM_BLOCK + 1][2] = { /* [nb][full] */
+    {0, 0}, {0, 0}, DIAGS(2), DIAGS(3), DIAGS(4), DIAGS(5), DIAGS(6), DIAGS(7), DIAGS(8),
+    DIAGS(9), DIAGS(10), DIAGS(11), DIAGS(12)};
+#undef DIAGS
+/* clang-format on */
+
+/* Substitution in one diagonal block of nb rows (nb <= LA__TRSM_BLOCK),
+ * r columns, 8 at a time. */
+static TARGET void diag_block(int nb, int64_t r, const float *L, int64_t rs, int64_t cs, float *X,
+                              int64_t ldx) {
+    if (nb < 2) return; /* one row: nothing to do */
+    for (int64_t c = 0; c < r; c += 8) {
+        const int cols = clamp8(r - c);
+        diags[nb][cols == 8](L, rs, cs, X + c, ldx, cols);
+    }
+}
 
 static void avx2_trsm_diag(int64_t nb, int64_t r, const float *L, int64_t ldl, float *X,
                            int64_t ldx) {
-    typedef void (*diag_fn)(int64_t, const float *, int64_t, float *, int64_t);
-    static const diag_fn fns[LA__TRSM_BLOCK + 1] = {0, 0, diag_2, diag_3, diag_4, diag_5,
-                                                    diag_6, diag_7, diag_8, diag_9, diag_10,
-                                                    diag_11, diag_12};
-    if (nb >= 2) fns[nb](r, L, ldl, X, ldx); /* one row: nothing to do */
+    diag_block((int)nb, r, L, ldl, 1, X, ldx);
 }
+
+/* ---- cpu-avx2trsm23: trsm_llu by 16-column strips, solved in place ----
+ * la__trsm_llu_blocked's arithmetic operation for operation (so the same
+ * bits as before, and as the AVX-512 path): for each row block of
+ * LA__TRSM_BLOCK rows, acc = sum_{p < i0} L[i][p] B[p] (one chain of FMAs
+ * in p order from zero, as the gemm's micro-tile), B[i] - acc (= B[i] +
+ * (-1 * acc), the gemm's alpha = -1, beta = 1 store), then forward
+ * substitution inside the block (diag_strip). What changes is where the
+ * data sit: the strip is solved in place, the products reading the solved
+ * rows from B itself (no B panel packed per block, as the gemm did), and
+ * trsm_llu_t reads L^T and B's rows reversed in place (no copies of the
+ * reversal route). The product runs on the gemm's 6 x 16 tile shape (12
+ * accumulators, 2 loads of B + 6 broadcasts per 12 FMAs, no spill): a 12 x 8
+ * shape keeping the whole block in registers through the substitution, as
+ * avx512.c's 12 x 32 does in 24 ZMM, needs 13 loads per 12 FMAs and ran at
+ * 78% of the AVX2 peak (64 x 128, Zen 5) against 93% for this one. Strips
+ * for n <= TRSM_ROWS (one KC block: i0 < KC, as the blocked solve). */
+#define TRSM_ROWS 128
+
+/* Rows [i, i+mr) of a block starting at row i0 (a: L's row i, rows: B's
+ * row i), 8 * nv columns of which `cols` present (all when full):
+ * B[i] - sum_{p < i0} L[i][p] B[p], stored to B. */
+INLINE TARGET void trsm_tile(const int mr, const int nv, const int full, int64_t i0, const float *a,
+                             int64_t rs, int64_t cs, const float *B, int64_t sb, float *rows,
+                             int cols) {
+    const __m256i m0 = mask_for(clamp8(cols)), m1 = mask_for(clamp8(cols - 8));
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const float *b = B;
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < i0; p++, b += sb) {
+        const __m256 b0 = strip_load(full, b, m0);
+        const __m256 b1 = nv > 1 ? strip_load(full, b + 8, m1) : _mm256_setzero_ps();
+#pragma GCC unroll 6
+        for (int r = 0; r < mr; r++) {
+            const __m256 ar = _mm256_broadcast_ss(a + r * rs + p * cs);
+            acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+            if (nv > 1) acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) {
+            float *x = rows + r * sb + 8 * v;
+            const __m256i m = v ? m1 : m0;
+            const __m256 val = _mm256_sub_ps(strip_load(full, x, m), acc[r][v]);
+            if (full)
+                _mm256_storeu_ps(x, val);
+            else
+                _mm256_maskstore_ps(x, m, val);
+        }
+}
+
+/* Compiled for the two forms trsm_strips is called with (cs == 1:
+ * trsm_llu; rs == -1: trsm_llu_t), as avx512.c's blocks. */
+typedef void (*trsm_tile_fn)(int64_t i0, const float *a, int64_t rs, int64_t cs, const float *B,
+                             int64_t sb, float *rows, int cols);
+#define TRSM_TILE(mr, nv, full)                                                                    \
+    static TARGET void trsm_tile_##mr##_##nv##_##full(int64_t i0, const float *a, int64_t rs,      \
+                                                      int64_t cs, const float *B, int64_t sb,      \
+                                                      float *rows, int cols) {                     \
+        if (cs == 1) /* trsm_llu */                                                                \
+            trsm_tile(mr, nv, full, i0, a, rs, 1, B, sb, rows, cols);                              \
+        else /* trsm_llu_t: rs == -1 */                                                            \
+            trsm_tile(mr, nv, full, i0, a, -1, cs, B, sb, rows, cols);                             \
+    }
+#define TRSM_TILES(mr)                                                                             \
+    TRSM_TILE(mr, 1, 0) TRSM_TILE(mr, 1, 1) TRSM_TILE(mr, 2, 0) TRSM_TILE(mr, 2, 1)
+/* clang-format off */
+TRSM_TILES(1) TRSM_TILES(2) TRSM_TILES(3) TRSM_TILES(4) TRSM_TILES(5) TRSM_TILES(6)
+#undef TRSM_TILES
+#undef TRSM_TILE
+#define TILES(mr) {{trsm_tile_##mr##_1_0, trsm_tile_##mr##_1_1}, {trsm_tile_##mr##_2_0, trsm_tile_##mr##_2_1}}
+static const trsm_tile_fn trsm_tiles[MR + 1][2][2] = { /* [mr][nv - 1][full] */
+    {{0, 0}, {0, 0}}, TILES(1), TILES(2), TILES(3), TILES(4), TILES(5), TILES(6)};
+#undef TILES
 /* clang-format on */
+_Static_assert(LA__TRSM_BLOCK == 2 * MR, "a block is two tiles of rows");
+
+/* Element (x, y) of the solve's matrix at L[x*rs + y*cs], with cs == 1
+ * (trsm_llu) or rs == -1 (trsm_llu_t); B's row i at B + i*sb (sb < 0: rows
+ * in reverse order). */
+static TARGET void trsm_strips(int64_t n, int64_t r, const float *L, int64_t rs, int64_t cs,
+                               float *B, int64_t sb) {
+    for (int64_t jc = 0; jc < r; jc += NR) {
+        const int cols = r - jc < NR ? (int)(r - jc) : NR, nv = cols > 8 ? 2 : 1;
+        const int full = cols == 8 * nv;
+        float *Bj = B + jc;
+        for (int64_t i0 = 0; i0 < n; i0 += LA__TRSM_BLOCK) {
+            const int nb = n - i0 < LA__TRSM_BLOCK ? (int)(n - i0) : LA__TRSM_BLOCK;
+            if (i0 > 0) /* the first block has no product (as la__trsm_llu_blocked) */
+                for (int h = 0; h < nb; h += MR) {
+                    const int mr = nb - h < MR ? nb - h : MR;
+                    trsm_tiles[mr][nv - 1][full](i0, L + (i0 + h) * rs, rs, cs, Bj, sb,
+                                                 Bj + (i0 + h) * sb, cols);
+                }
+            diag_block(nb, cols, L + i0 * rs + i0 * cs, rs, cs, Bj + i0 * sb, sb);
+        }
+    }
+}
 
 static void avx2_trsm_llu(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
                           int64_t ldb) {
-    la__trsm_llu_blocked(avx2_gemm_nn, avx2_trsm_diag, n, r, L, ldl, B, ldb);
+    if (n <= 0 || r <= 0) return;
+    if (n <= TRSM_ROWS)
+        trsm_strips(n, r, L, ldl, 1, B, ldb);
+    else
+        la__trsm_llu_blocked(avx2_gemm_nn, avx2_trsm_diag, n, r, L, ldl, B, ldb);
+}
+
+/* B := L^{-T} B (n <= LA__TRSM_T_ROWS) as la__trsm_llu_transposed's route,
+ * trsm_llu on reversed rows with Lrev = J L^T J, without building Lrev or
+ * copying B's rows (as avx512_trsm_llu_t): Lrev(x, y) = L[n-1-y][n-1-x] is
+ * read in place (row step -1, column step -ldl from L's last element) and
+ * B's rows are walked in reverse order. The same bits as the route. */
+static void avx2_trsm_llu_t(int64_t n, int64_t r, const float *L, int64_t ldl, float *B,
+                            int64_t ldb) {
+    if (n <= 0 || r <= 0) return;
+    trsm_strips(n, r, L + (n - 1) * ldl + (n - 1), -1, -ldl, B + (n - 1) * ldb, -ldb);
 }
 
 static void avx2_trinv_llu(int64_t n, const float *L, int64_t ldl, float *X, int64_t ldx) {
@@ -446,6 +591,7 @@ const la__kernels la__kernels_avx2 = {
     .gemm_nn_tril = avx2_gemm_nn_tril,
     .transpose = la__transpose_avx2,
     .trsm_llu = avx2_trsm_llu,
+    .trsm_llu_t = avx2_trsm_llu_t,
     .trinv_llu = avx2_trinv_llu,
     .gemm_tn_block = avx2_gemm_tn_block,
 };
