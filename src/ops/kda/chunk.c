@@ -38,6 +38,12 @@
 
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
+#if defined(__GNUC__)
+#define LA__KDA_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#else
+#define LA__KDA_PREFETCH_L2(p) ((void)(p))
+#endif
+
 /* cpu-fwd5: the chunk step and the chunk backward are built for the
  * baseline ISA, AVX2 and AVX-512 (LA_ISA_BUILDS, kernels/isa_builds.h): their element
  * loops (gate sums, row scalings, the backward's gradient rows). */
@@ -238,8 +244,12 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
     const float *YU = dR, *YW = dW;
     kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, dM, L);
     kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, Wk, K, 1.0f, dM, L); /* dMb */
+    const size_t pf_step = (in->next_n + (size_t)L - 1) / (size_t)L; /* floats per token */
     for (int64_t t = 0; t < L; t++) {
         const float *yu = YU + t * V, *yw = YW + t * K;
+        for (size_t i = (size_t)t * pf_step; i < (size_t)(t + 1) * pf_step && i < in->next_n;
+             i += 16)
+            LA__KDA_PREFETCH_L2(in->next + i);
         /* the two row dots in 16 partial sums each (la__delta_dot) */
         float acc = la__delta_dot(yu, v + t * V, V) + la__delta_dot(yw, Kb + t * K, K);
         for (int64_t c = 0; c < V; c++) dv[t * V + c] = beta[t] * yu[c];

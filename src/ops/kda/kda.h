@@ -113,6 +113,11 @@ typedef struct la__kda_chunk_in {
     const float *beta;  /* [L] */
     float scale;
     const la__kernels *kr;
+    /* backward only, optional (zero: none): n floats the next call will
+     * read first (la_saved's next slot), prefetched into L2 a piece per
+     * token while this chunk's gradient rows are made (cpu-kda23) */
+    const float *next;
+    size_t next_n;
 } la__kda_chunk_in;
 
 /* Forward of one chunk: advances S [K,V] over it and writes o (row stride
