@@ -195,8 +195,6 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
         memcpy(Rw, Uw, (size_t)(L * V) * sizeof(float));
         kr->gemm_nn(L, V, K, -1.0f, W, K, S0, V, 1.0f, Rw, V);
     }
-    memset(dgam, 0, LK * sizeof(double));
-    memset(db, 0, LK * sizeof(float));
 
     /* ---- S_L = Diag(b_L) S_0 + (K * E)^T R ---- */
     const float *bL = b + (L - 1) * K;
@@ -227,7 +225,7 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
     kr->gemm_nt(L, K, V, 1.0f, dO, V, S0, V, 0.0f, Yw, K); /* dO~ S_0^T */
     for (size_t i = 0; i < LK; i++) {
         dq[i] += b[i] * Yw[i];
-        db[i] += q[i] * Yw[i];
+        db[i] = q[i] * Yw[i]; /* db's first terms */
         Yw[i] = q[i] * b[i];
     }
     kr->gemm_tn(K, V, L, 1.0f, Yw, K, dO, V, 1.0f, G, V);
@@ -265,15 +263,10 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
     }
 
     /* ---- the gated pair products, then the gates ---- */
-    la__kda_pairs_backward(kr, L, K, q, k, gam, dP, dM, dq, dk, dgam, pw);
+    /* (with the gates' terms dgam_t += db_t b_t, dgam_L += sum_j de_j e_j,
+     * dgam_j -= de_j e_j: close_rows in pairs.c) */
+    la__kda_pairs_backward(kr, L, K, q, k, gam, dP, dM, db, b, de, e, dq, dk, dgam, pw);
     double *dgL = dgam + (L - 1) * K;
-    for (size_t i = 0; i < LK; i++) dgam[i] += (double)db[i] * b[i];
-    for (int64_t j = 0; j + 1 < L; j++) /* e_L = 1: no gradient */
-        for (int64_t x = 0; x < K; x++) {
-            const double y = (double)de[j * K + x] * e[j * K + x];
-            dgL[x] += y;
-            dgam[j * K + x] -= y;
-        }
     for (int64_t x = 0; x < K; x++) dgL[x] += dbL[x] * bL[x];
     /* dg = reverse cumulative sum of dgam over t, per key: token-major so
      * the K independent sums advance side by side (each in the same order
