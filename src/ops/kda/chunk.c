@@ -38,6 +38,12 @@
 
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
+#if defined(__GNUC__)
+#define LA__KDA_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#else
+#define LA__KDA_PREFETCH_L2(p) ((void)(p))
+#endif
+
 /* cpu-fwd5: the chunk step and the chunk backward are built for the
  * baseline ISA, AVX2 and AVX-512 (LA_ISA_BUILDS, kernels/isa_builds.h): their element
  * loops (gate sums, row scalings, the backward's gradient rows). */
@@ -189,8 +195,6 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
         memcpy(Rw, Uw, (size_t)(L * V) * sizeof(float));
         kr->gemm_nn(L, V, K, -1.0f, W, K, S0, V, 1.0f, Rw, V);
     }
-    memset(dgam, 0, LK * sizeof(double));
-    memset(db, 0, LK * sizeof(float));
 
     /* ---- S_L = Diag(b_L) S_0 + (K * E)^T R ---- */
     const float *bL = b + (L - 1) * K;
@@ -221,7 +225,7 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
     kr->gemm_nt(L, K, V, 1.0f, dO, V, S0, V, 0.0f, Yw, K); /* dO~ S_0^T */
     for (size_t i = 0; i < LK; i++) {
         dq[i] += b[i] * Yw[i];
-        db[i] += q[i] * Yw[i];
+        db[i] = q[i] * Yw[i]; /* db's first terms */
         Yw[i] = q[i] * b[i];
     }
     kr->gemm_tn(K, V, L, 1.0f, Yw, K, dO, V, 1.0f, G, V);
@@ -238,8 +242,12 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
     const float *YU = dR, *YW = dW;
     kr->gemm_nt_tril(L, V, 1, -1.0f, YU, V, U, V, 0.0f, dM, L);
     kr->gemm_nt_tril(L, K, 1, -1.0f, YW, K, Wk, K, 1.0f, dM, L); /* dMb */
+    const size_t pf_step = (in->next_n + (size_t)L - 1) / (size_t)L; /* floats per token */
     for (int64_t t = 0; t < L; t++) {
         const float *yu = YU + t * V, *yw = YW + t * K;
+        for (size_t i = (size_t)t * pf_step; i < (size_t)(t + 1) * pf_step && i < in->next_n;
+             i += 16)
+            LA__KDA_PREFETCH_L2(in->next + i);
         /* the two row dots in 16 partial sums each (la__delta_dot) */
         float acc = la__delta_dot(yu, v + t * V, V) + la__delta_dot(yw, Kb + t * K, K);
         for (int64_t c = 0; c < V; c++) dv[t * V + c] = beta[t] * yu[c];
@@ -255,15 +263,10 @@ KDA_INLINE void chunk_backward_body(const la__kda_chunk_in *in, const float *S0,
     }
 
     /* ---- the gated pair products, then the gates ---- */
-    la__kda_pairs_backward(kr, L, K, q, k, gam, dP, dM, dq, dk, dgam, pw);
+    /* (with the gates' terms dgam_t += db_t b_t, dgam_L += sum_j de_j e_j,
+     * dgam_j -= de_j e_j: close_rows in pairs.c) */
+    la__kda_pairs_backward(kr, L, K, q, k, gam, dP, dM, db, b, de, e, dq, dk, dgam, pw);
     double *dgL = dgam + (L - 1) * K;
-    for (size_t i = 0; i < LK; i++) dgam[i] += (double)db[i] * b[i];
-    for (int64_t j = 0; j + 1 < L; j++) /* e_L = 1: no gradient */
-        for (int64_t x = 0; x < K; x++) {
-            const double y = (double)de[j * K + x] * e[j * K + x];
-            dgL[x] += y;
-            dgam[j * K + x] -= y;
-        }
     for (int64_t x = 0; x < K; x++) dgL[x] += dbL[x] * bL[x];
     /* dg = reverse cumulative sum of dgam over t, per key: token-major so
      * the K independent sums advance side by side (each in the same order

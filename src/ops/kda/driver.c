@@ -169,7 +169,8 @@ static void forward_task(void *p, int64_t task, int tid) {
                     memcpy(w.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
                     w.beta[t] = a->beta[vh];
                 }
-                la__kda_chunk_in in = {L, K, V, w.q, w.k, w.v, w.g, w.beta, a->scale, a->kr};
+                la__kda_chunk_in in = {L,      K,        V,     w.q,  w.k, w.v,
+                                       w.g,    w.beta,   a->scale, a->kr, NULL, 0};
                 float *S = w.S + (size_t)i * KV, *keep = NULL;
                 if (a->save) { /* the chunk's start state, then its products */
                     float *slot = a->save + saved_slot(a, n, hv, t0 / C);
@@ -335,7 +336,7 @@ static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, float
     }
     gather_vgb(a, s, tok0, hv, t0, L);
     la__kda_chunk_in in = {L,    K,    V,       s->qn + t0 * K, s->kn + t0 * K,
-                           s->v, s->g, s->beta, a->scale,       a->kr};
+                           s->v, s->g, s->beta, a->scale,       a->kr, NULL, 0};
     la__kda_chunk_keep(&in, S, keep, s->work);
 }
 
@@ -344,7 +345,7 @@ static void advance(const la__kda_args *a, const bwd_scratch *s, float *S, float
 static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, const float *S0,
                                    const float *kept, const float *keptP, int64_t tok0, int64_t hv,
                                    int64_t t0, int64_t L, const float *qc, const float *kc,
-                                   float *dqc, float *dkc) {
+                                   float *dqc, float *dkc, const float *next, size_t next_n) {
     const int64_t K = a->K, V = a->V, HV = a->HV;
     gather_vgb(a, s, tok0, hv, t0, L);
     for (int64_t t = 0; t < L; t++) {
@@ -352,7 +353,7 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
         if (t + AHEAD < L) la__delta_prefetch(dot + (size_t)(AHEAD * HV * V), V, 0);
         for (int64_t c = 0; c < V; c++) s->dO[t * V + c] = a->scale * dot[c];
     }
-    la__kda_chunk_in in = {L, K, V, qc, kc, s->v, s->g, s->beta, a->scale, a->kr};
+    la__kda_chunk_in in = {L, K, V, qc, kc, s->v, s->g, s->beta, a->scale, a->kr, next, next_n};
     la__kda_chunk_backward(&in, S0, s->G, s->dO, kept, keptP, dqc, dkc, s->dv, s->dbeta, s->dg,
                            s->work);
     if (stream_grads(a))
@@ -422,7 +423,7 @@ static void value_head_backward(const la__kda_args *a, const bwd_scratch *ps, in
             chunk_segment_backward(a, &s, s.ckpt + (size_t)c * KV,
                                    c + 1 < nseg ? s.keep + (size_t)c * kslot : NULL, NULL, tok0,
                                    hv, t0, L, s.qn + t0 * K, s.kn + t0 * K, s.dqn + t0 * K,
-                                   s.dkn + t0 * K);
+                                   s.dkn + t0 * K, NULL, 0);
         else
             recurrent_segment_backward(a, &s, s.ckpt + (size_t)c * KV, tok0, hv, t0, L);
     }
@@ -455,10 +456,18 @@ static void group_backward_saved(const la__kda_args *a, const bwd_scratch *s, in
                 bwd_scratch h = *s;
                 h.G = s->G + (size_t)(i * group + j) * KV;
                 const float *S0 = a->saved + saved_slot(a, n, hv, c), *kept = S0 + up16(KV);
+                /* the next call's slot: the next value head's, or the
+                 * group's first head's of the chunk before (its length
+                 * is C there); none after the last */
+                const int last = i + 1 == nq && j + 1 == group;
+                const float *next = last ? (c > 0 ? a->saved + saved_slot(a, n, hq0 * group, c - 1)
+                                                  : NULL)
+                                         : a->saved + saved_slot(a, n, hv + 1, c);
                 chunk_segment_backward(a, &h, S0, kept, kept + la__kda_chunk_keep_floats(L, K, V),
                                        tok0, hv, t0, L, s->qn + (size_t)i * lk,
                                        s->kn + (size_t)i * lk, s->dqn + (size_t)i * lk,
-                                       s->dkn + (size_t)i * lk);
+                                       s->dkn + (size_t)i * lk, next,
+                                       next ? la__kda_saved_slot_floats(a) : 0);
             }
         (stream_grads(a) ? la__delta_scatter_dqk_group_stream : la__delta_scatter_dqk_group)(
             a->dq, a->dk, tok0 + t0, L, H, hq0, nq, K, a->l2norm, s->qn, s->kn, s->rq, s->rk,

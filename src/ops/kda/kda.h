@@ -113,6 +113,11 @@ typedef struct la__kda_chunk_in {
     const float *beta;  /* [L] */
     float scale;
     const la__kernels *kr;
+    /* backward only, optional (zero: none): n floats the next call will
+     * read first (la_saved's next slot), prefetched into L2 a piece per
+     * token while this chunk's gradient rows are made (cpu-kda23) */
+    const float *next;
+    size_t next_n;
 } la__kda_chunk_in;
 
 /* Forward of one chunk: advances S [K,V] over it and writes o (row stride
@@ -179,12 +184,14 @@ LA_HIDDEN void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K
                                      const float *k, const double *gam, float *P, float *M,
                                      float *work);
 /* Reverse of la__kda_pairs_forward for given dP (lower incl. diagonal) and
- * dM (strictly lower): dq, dk [L,K] accumulated (+=), dgam [L,K] (float64)
- * accumulated with the gradient through the exponentials. */
+ * dM (strictly lower): dq, dk [L,K] accumulated (+=); dgam [L,K] (float64)
+ * written: the gradient through the exponentials plus that through the
+ * chunk's gate factors b, e (upstream db, de [L,K]; see close_rows). */
 LA_HIDDEN void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
                                       const float *k, const double *gam, const float *dP,
-                                      const float *dM, float *dq, float *dk, double *dgam,
-                                      float *work);
+                                      const float *dM, const float *db, const float *b,
+                                      const float *de, const float *e, float *dq, float *dk,
+                                      double *dgam, float *work);
 
 /* out[x] = exp(a[x] - b[x]) for a[x] - b[x] <= 0, or <= LA__KDA_SPAN
  * where pairs.c takes a sub-block's own factor (b NULL: exp(a[x]),

@@ -412,36 +412,63 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
 
 /* The closing rows of la__kda_pairs_backward: with d_t = dP_tt (factor 1,
  * no gate gradient),
- *     dgam_t += q_t * dqs_t + k_t * dks_t - k_t * dys_t   (float64),
- *     dq_t += dqs_t + d_t k_t,   dk_t += dks_t + dys_t + d_t q_t.
+ *     dq_t += dqs_t + d_t k_t,   dk_t += dks_t + dys_t + d_t q_t,
+ * and the chunk's whole gate gradient before its reverse sum (float64,
+ * written, not accumulated; db, de: dL/db, dL/de of the chunk's gate
+ * factors b, e, chunk.c):
+ *     dgam_t = (q_t * dqs_t + k_t * dks_t - k_t * dys_t) + db_t * b_t - y_t,
+ *     y_t = de_t * e_t (t < L - 1; e_L = 1 has no gradient),
+ *     dgam_L = (... + db_L * b_L) + y_1 + ... + y_{L-1}   (in that order).
+ * The last row goes first so that its sum meets the y_t in token order,
+ * and through its own pointer (dgL: the other rows through dgam, so both
+ * can be restrict). cpu-kda23: this was close_rows then two passes of the
+ * chunk backward over dgam (and a memset of it); each element gets the
+ * same operations in the same order: the same bits (0 + x = x, up to the
+ * sign of a zero, which the reverse sum starting at +0 drops).
  * Its own restrict-qualified body built for each ISA (LA_ISA_BUILDS), so
  * that it vectorises: inside the baseline build of pairs_backward it ran as
  * scalar float64 code, ~60% of that function's samples (cpu-kdab19). The
  * same elementwise operations in the same order on every build: same bits. */
+#define CLOSE_ROW(t, GATE)                                                                         \
+    do {                                                                                           \
+        const float d = dP[(t) * L + (t)];                                                         \
+        for (int64_t x = 0; x < K; x++) {                                                          \
+            const size_t i = (size_t)((t) * K + x);                                                \
+            const double c =                                                                       \
+                ((double)q[i] * dqs[i] + (double)k[i] * dks[i] - (double)k[i] * dys[i]) +          \
+                (double)db[i] * b[i];                                                              \
+            GATE;                                                                                  \
+            dq[i] += dqs[i] + d * k[i];                                                            \
+            dk[i] += dks[i] + dys[i] + d * q[i];                                                   \
+        }                                                                                          \
+    } while (0)
+
 KDA_INLINE void close_rows_body(int64_t L, int64_t K, const float *restrict q,
                                 const float *restrict k, const float *restrict dP,
                                 const float *restrict dqs, const float *restrict dks,
-                                const float *restrict dys, float *restrict dq, float *restrict dk,
-                                double *restrict dgam) {
-    for (int64_t t = 0; t < L; t++) {
-        const float d = dP[t * L + t];
-        for (int64_t x = 0; x < K; x++) {
-            const size_t i = (size_t)(t * K + x);
-            dgam[i] += (double)q[i] * dqs[i] + (double)k[i] * dks[i] - (double)k[i] * dys[i];
-            dq[i] += dqs[i] + d * k[i];
-            dk[i] += dks[i] + dys[i] + d * q[i];
-        }
-    }
+                                const float *restrict dys, const float *restrict db,
+                                const float *restrict b, const float *restrict de,
+                                const float *restrict e, float *restrict dq, float *restrict dk,
+                                double *restrict dgam, double *restrict dgL) {
+    CLOSE_ROW(L - 1, dgL[x] = c);
+    for (int64_t t = 0; t + 1 < L; t++)
+        CLOSE_ROW(t, {
+            const double y = (double)de[i] * e[i];
+            dgam[i] = c - y;
+            dgL[x] += y;
+        });
 }
 
 LA_ISA_BUILDS(static, close_rows, close_rows_body,
               (int64_t L, int64_t K, const float *q, const float *k, const float *dP,
-               const float *dqs, const float *dks, const float *dys, float *dq, float *dk,
-               double *dgam),
-              (L, K, q, k, dP, dqs, dks, dys, dq, dk, dgam))
+               const float *dqs, const float *dks, const float *dys, const float *db,
+               const float *b, const float *de, const float *e, float *dq, float *dk,
+               double *dgam, double *dgL),
+              (L, K, q, k, dP, dqs, dks, dys, db, b, de, e, dq, dk, dgam, dgL))
 
 void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
                             const float *k, const double *gam, const float *dP, const float *dM,
+                            const float *db, const float *b, const float *de, const float *e,
                             float *dq, float *dk, double *dgam, float *work) {
     pair_bufs p;
     layout(L, K, work, &p);
@@ -491,20 +518,20 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
         if (!own) block_decays(i0, ni, K, gam, &p);
         for (int64_t j = i0; !own && j < i0 + ni; j++) {
             const float *kj = k + j * K;
-            float *dyj = p.dys + j * K, *e = p.e;
+            float *dyj = p.dys + j * K, *ej = p.e; /* the decay from j */
             for (int64_t t = j + 1; t < i0 + ni; t++) {
-                decay(e, p.A + t * K, t == j + 1, K);
+                decay(ej, p.A + t * K, t == j + 1, K);
                 const float *qt = q + t * K, *kt = k + t * K;
                 float *dqt = p.dqs + t * K, *dkt = p.dks + t * K;
                 const float a = dP[t * L + j], m = dM[t * L + j];
                 for (int64_t x = 0; x < K; x++) {
-                    const float ek = e[x] * kj[x];
+                    const float ek = ej[x] * kj[x];
                     dqt[x] += a * ek;
                     dkt[x] += m * ek;
-                    dyj[x] += e[x] * (a * qt[x] + m * kt[x]);
+                    dyj[x] += ej[x] * (a * qt[x] + m * kt[x]);
                 }
             }
         }
     }
-    close_rows(L, K, q, k, dP, p.dqs, p.dks, p.dys, dq, dk, dgam);
+    close_rows(L, K, q, k, dP, p.dqs, p.dks, p.dys, db, b, de, e, dq, dk, dgam, dgam + (L - 1) * K);
 }
