@@ -163,6 +163,23 @@ static int64_t block_len(int64_t L, int64_t K, const double *gam) {
     return whole_chunk(L, K, gam) ? L : LA__KDA_SUB;
 }
 
+/* one token's row of a sub-block in la__kda_pairs_prepare's body (q, QR
+ * NULL: no QR) */
+KDA_INLINE void sub_row(int64_t K, const double *restrict gt, const double *restrict gb,
+                        const double *restrict ge, const float *restrict q, const float *restrict k,
+                        float *restrict R, float *restrict Pe, float *restrict QR,
+                        float *restrict KR) {
+    for (int64_t x = 0; x < K; x++) {
+        float r, pe;
+        LA__EXP_NONPOS(r, (float)(gt[x] - gb[x]));
+        LA__EXP_NONPOS(pe, (float)(ge[x] - gt[x]));
+        R[x] = r;
+        Pe[x] = pe;
+        if (q) QR[x] = q[x] * r;
+        KR[x] = k[x] * r;
+    }
+}
+
 /* la__kda_pairs_prepare, one block [i0, i1) of bs tokens at a time: R_t = exp(gam_t
  * - gam_b), Pe_t = exp(gam_e - gam_t) (b = i0, e = i1 - 1; both <= 1), QR =
  * q * R (when q), KR = k * R, then b_t = exp(gam_b) R_t and e_t =
@@ -186,25 +203,10 @@ KDA_INLINE void prepare_body(int64_t L, int64_t K, const float *restrict q, cons
             const size_t o = (size_t)(t * K);
             float *QR = qkr_rows(QKR, i0, i1 - i0, K, 0) - i0 * K, /* row t at o */
                 *KR = qkr_rows(QKR, i0, i1 - i0, K, 1) - i0 * K;
-            if (q)
-                for (int64_t x = 0; x < K; x++) {
-                    float r, pe;
-                    LA__EXP_NONPOS(r, (float)(gt[x] - gb[x]));
-                    LA__EXP_NONPOS(pe, (float)(ge[x] - gt[x]));
-                    R[o + x] = r;
-                    Pe[o + x] = pe;
-                    QR[o + x] = q[o + x] * r;
-                    KR[o + x] = k[o + x] * r;
-                }
+            if (q) /* two inlined copies: the row loop without a test in it */
+                sub_row(K, gt, gb, ge, q + o, k + o, R + o, Pe + o, QR + o, KR + o);
             else
-                for (int64_t x = 0; x < K; x++) {
-                    float r, pe;
-                    LA__EXP_NONPOS(r, (float)(gt[x] - gb[x]));
-                    LA__EXP_NONPOS(pe, (float)(ge[x] - gt[x]));
-                    R[o + x] = r;
-                    Pe[o + x] = pe;
-                    KR[o + x] = k[o + x] * r;
-                }
+                sub_row(K, gt, gb, ge, NULL, k + o, R + o, Pe + o, NULL, KR + o);
         }
         for (int64_t x = 0; x < K; x++) LA__EXP_NONPOS(eb[x], (float)gb[x]); /* exp(gam_b) */
         for (int64_t t = i0; t < i1; t++)
@@ -431,9 +433,9 @@ void la__kda_pairs_forward(const la__kernels *kr, int64_t L, int64_t K, const fl
  * same elementwise operations in the same order on every build: same bits. */
 #define CLOSE_ROW(t, GATE)                                                                         \
     do {                                                                                           \
-        const float d = dP[(t) * L + (t)];                                                         \
+        const float d = dP[(t)*L + (t)];                                                           \
         for (int64_t x = 0; x < K; x++) {                                                          \
-            const size_t i = (size_t)((t) * K + x);                                                \
+            const size_t i = (size_t)((t)*K + x);                                                  \
             const double c =                                                                       \
                 ((double)q[i] * dqs[i] + (double)k[i] * dks[i] - (double)k[i] * dys[i]) +          \
                 (double)db[i] * b[i];                                                              \
@@ -462,8 +464,8 @@ KDA_INLINE void close_rows_body(int64_t L, int64_t K, const float *restrict q,
 LA_ISA_BUILDS(static, close_rows, close_rows_body,
               (int64_t L, int64_t K, const float *q, const float *k, const float *dP,
                const float *dqs, const float *dks, const float *dys, const float *db,
-               const float *b, const float *de, const float *e, float *dq, float *dk,
-               double *dgam, double *dgL),
+               const float *b, const float *de, const float *e, float *dq, float *dk, double *dgam,
+               double *dgL),
               (L, K, q, k, dP, dqs, dks, dys, db, b, de, e, dq, dk, dgam, dgL))
 
 void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
