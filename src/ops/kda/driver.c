@@ -356,16 +356,15 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
     la__kda_chunk_in in = {L, K, V, qc, kc, s->v, s->g, s->beta, a->scale, a->kr, next, next_n};
     la__kda_chunk_backward(&in, S0, s->G, s->dO, kept, keptP, dqc, dkc, s->dv, s->dbeta, s->dg,
                            s->work);
-    if (stream_grads(a))
-        for (int64_t t = 0; t < L; t++) {
-            const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+    /* dv, dg rows out: streamed past the caches for big tensors, else plain
+     * copies with the rows AHEAD tokens on prefetched for writing */
+    const int stream = stream_grads(a);
+    for (int64_t t = 0; t < L; t++) {
+        const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        if (stream) {
             la__stream_copy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V);
             la__stream_copy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K);
-            a->dbeta[vh] = s->dbeta[t];
-        }
-    else
-        for (int64_t t = 0; t < L; t++) {
-            const size_t vh = (size_t)((tok0 + t0 + t) * HV + hv);
+        } else {
             if (t + AHEAD < L) {
                 const size_t va = vh + (size_t)(AHEAD * HV);
                 la__delta_prefetch(a->dv + va * (size_t)V, V, 1);
@@ -373,8 +372,9 @@ static void chunk_segment_backward(const la__kda_args *a, const bwd_scratch *s, 
             }
             memcpy(a->dv + vh * (size_t)V, s->dv + t * V, (size_t)V * sizeof(float));
             memcpy(a->dg + vh * (size_t)K, s->dg + t * K, (size_t)K * sizeof(float));
-            a->dbeta[vh] = s->dbeta[t];
         }
+        a->dbeta[vh] = s->dbeta[t];
+    }
 }
 
 static void recurrent_segment_backward(const la__kda_args *a, const bwd_scratch *s, const float *S0,
