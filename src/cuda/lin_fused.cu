@@ -37,8 +37,9 @@
  * factors once per CTA by warp 0; new bits, errors against float64 as
  * before (bench/GPU.md, cuda-sgla21). cuda-s2p24: the walks' fp32 operands
  * (S or its gradient, P, Vt) enter as two 16-bit parts for bf16 too (the
- * accuracy policy of session 16; LINATTN_CUDA_LIN_PARTS=3 gives three back):
- * a third of the S^T Qf^T / P V / update mma and of the split work gone;
+ * accuracy policy of session 16), except in the gate gradient's walks
+ * (LINATTN_CUDA_LIN_PARTS=3 gives three everywhere back): a third of the
+ * S^T Qf^T / P V / gated update mma and of the split work gone;
  * new bf16 bits, errors against float64 in bench/GPU.md, cuda-s2p24. */
 #include <stdlib.h>
 
@@ -129,7 +130,7 @@ __device__ __forceinline__ void lf_mma16(la_tc_acc &acc, const uint32_t (&a)[4],
  * kernels take them (3 for bf16, 2 for fp16: fp32-accurate); the parts of X
  * are the tiles X, X + LA_TC_TILE (, X + 2 LA_TC_TILE). The walks take
  * their part count NP as a template argument (cuda-s2p24: 2 for bf16 too by
- * default, lf_parts below); la_lf_local keeps lf_np. */
+ * default, lf_parts_bf16 below); la_lf_local keeps lf_np. */
 template <typename T> struct lf_np {
     static const int value = la_tc_three<T>::value ? 3 : 2;
 };
@@ -1238,12 +1239,13 @@ static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t cta
                        : lf_sfwd_launch1<T, NP, NK, REV, false, REV>(op, stream, ctas, a);
 }
 
-/* cuda-s2p24: the 16-bit parts of an fp32 operand in the walks (the state
- * S or its gradient, P, Vt): two (16 significant bits, relative rounding
- * <= 2^-17 per element: the accuracy policy of session 16 for 16-bit
- * inputs, errors against float64 in bench/GPU.md, cuda-s2p24);
- * LINATTN_CUDA_LIN_PARTS = 3: three for bf16 (fp32-accurate, main's walks
- * before session 16). fp16 has two either way (11 + 11 bits). */
+/* cuda-s2p24: the 16-bit parts of an fp32 operand in the bf16 walks (the
+ * state S or its gradient, P, Vt): two (16 significant bits, relative
+ * rounding <= 2^-17 per element: the accuracy policy of session 16 for
+ * 16-bit inputs; errors against float64 in bench/GPU.md, cuda-s2p24), but
+ * three in the gate gradient's walks (DOT, lf_run below);
+ * LINATTN_CUDA_LIN_PARTS = 3: three everywhere (fp32-accurate, main's
+ * walks before session 16). fp16 has two either way (11 + 11 bits). */
 static int lf_parts_bf16() {
     static int np = 0;
     if (!np) {
@@ -1272,8 +1274,14 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
     const int64_t ctas = (nseq < 0 ? c->N : nseq) * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
     if (c->dtype != LA_DTYPE_BF16) return lf_run_t<__half, 2, REV, DOT>(c->op, stream, ctas, a);
-    return lf_parts_bf16() == 3 ? lf_run_t<__nv_bfloat16, 3, REV, DOT>(c->op, stream, ctas, a)
-                                : lf_run_t<__nv_bfloat16, 2, REV, DOT>(c->op, stream, ctas, a);
+    /* cuda-s2p24: the gate gradient's walks (DOT) keep three parts: their
+     * fp32 rows enter float64 dots summed over whole sequences into
+     * dg_gamma, a cancelling sum (two parts there measured dg_gamma 4.5e-3
+     * against its 2e-3 bound; every other output stayed under a third of
+     * its bound) */
+    return DOT || lf_parts_bf16() == 3
+               ? lf_run_t<__nv_bfloat16, 3, REV, DOT>(c->op, stream, ctas, a)
+               : lf_run_t<__nv_bfloat16, DOT ? 3 : 2, REV, DOT>(c->op, stream, ctas, a);
 }
 
 /* cuda-bsplit16: the segments of the split (segs, N P of them, from
