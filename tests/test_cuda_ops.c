@@ -146,7 +146,8 @@ static void cmp(const char *cs, const char *name, const float *got, const double
         w[i] = out_dt == LA_DTYPE_F32 ? want[i] : (double)roundf_dt((float)want[i], out_dt);
     const double e = ref_rms_rel_err(got, w, n);
     const size_t bad = ref_count_nonfinite(got, n);
-    printf("  %-40s %-9s rel RMS %.3e%s\n", cs, name, e, bad ? " NON-FINITE" : "");
+    /* cuda-s2p24: the bound too (bench/err_worst.py: worst error per output, old vs new) */
+    printf("  %-40s %-9s rel RMS %.3e (bound %.1e)%s\n", cs, name, e, tol, bad ? " NON-FINITE" : "");
     if (in_f32 && e > worst_f32) worst_f32 = e;
     CHECK(bad == 0, "%s %s: every element written and finite (%zu not)", cs, name, bad);
     CHECK_ERR(e, tol, "%s %s rel RMS", cs, name);
