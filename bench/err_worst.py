@@ -34,6 +34,8 @@ def read(pattern):
             dt = "bf16" if "bf16" in case else "fp16" if "fp16" in case else None
             if dt is None:
                 continue
+            if e != e:  # a NaN error must not vanish in max()
+                e = float("inf")
             key = (case, out)
             errs[key] = max(errs.get(key, 0.0), e)
             if b:

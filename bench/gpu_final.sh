@@ -49,6 +49,9 @@ tests_job() {   # GPU0: full suite in 4 shards, memcheck quick in 4, pytest
     # and (cuda-s2p24) the bf16 walks with three parts (LINATTN_CUDA_LIN_PARTS=3)
     LINATTN_CUDA_LIN_FUSED=1 LINATTN_CUDA_LIN_PARTS=3 LINATTN_CUDA_TEST_ONLY=s \
         LINATTN_CUDA_TEST_QUICK=1 "$NEW/test_cuda_ops" > "$L/1_tests_fused_parts3.log" 2>&1 &
+    # and their split walks and 4-warp layout with three parts
+    LINATTN_CUDA_LIN_SPLIT=3 LINATTN_CUDA_LIN_FUSED_WARPS=4 LINATTN_CUDA_LIN_PARTS=3 LINATTN_CUDA_TEST_ONLY=s \
+        LINATTN_CUDA_TEST_QUICK=1 "$NEW/test_cuda_ops" > "$L/1_tests_split_parts3.log" 2>&1 &
     wait
     for i in 0 1 2 3; do
         LINATTN_CUDA_TEST_QUICK=1 LINATTN_CUDA_TEST_SHARD=$i/4 timeout 400 \

@@ -126,11 +126,11 @@ __device__ __forceinline__ void lf_mma16(la_tc_acc &acc, const uint32_t (&a)[4],
     la_tc_mma<T>(acc.x, a, b[0], b[1]);
     la_tc_mma<T>(acc.x + 4, a, b[2], b[3]);
 }
-/* The number of 16-bit parts of an fp32 operand as the chunk-parallel
- * kernels take them (3 for bf16, 2 for fp16: fp32-accurate); the parts of X
- * are the tiles X, X + LA_TC_TILE (, X + 2 LA_TC_TILE). The walks take
+/* The fp32-accurate number of 16-bit parts of an fp32 operand (3 for bf16,
+ * 2 for fp16), taken by the split's local pass (la_lf_local); the parts of
+ * X are the tiles X, X + LA_TC_TILE (, X + 2 LA_TC_TILE). The walks take
  * their part count NP as a template argument (cuda-s2p24: 2 for bf16 too by
- * default, lf_parts_bf16 below); la_lf_local keeps lf_np. */
+ * default, lf_parts_bf16 below). */
 template <typename T> struct lf_np {
     static const int value = la_tc_three<T>::value ? 3 : 2;
 };
@@ -782,9 +782,10 @@ __device__ __forceinline__ void lf_ot_store(T *dst, int64_t stride, const la_tc_
  * the diagonal (all zero) are skipped. O^T leaves through lf_ot_store.
  * Every element of o and S sums the same mma products in the same order as
  * la_lf_fwd (the transposed products of the same 16-key / 16-token steps,
- * parts hi, lo, lo2 per step): bitwise la_lf_fwd's o (measured at three shapes).
- * Tiles: Q (NK), two buffers of K (NK) and V, P's parts (hi doubles as O's
- * staging tile): 11 at NK = 2 (101,376 B), 2 CTAs per SM (255 registers;
+ * the NP parts per step): bitwise la_lf_fwd's o (measured at three shapes).
+ * Tiles: Q (NK), two buffers of K (NK) and V, P's NP parts (hi doubles as
+ * O's staging tile): 11 at NK = 2, NP = 3 (101,376 B; 10 at NP = 2), 2 CTAs
+ * per SM (255 registers;
  * a 168-register build for 3 CTAs per SM measured slower). 3 barriers per
  * step; chunk c+1's K, V go out at the step's first barrier, its Q when
  * Q K^T and Q S are done. Shared wavefronts per step -38% against la_lf_fwd
@@ -1247,11 +1248,11 @@ static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t cta
  * LINATTN_CUDA_LIN_PARTS = 3: three everywhere (fp32-accurate, main's
  * walks before session 16). fp16 has two either way (11 + 11 bits). */
 static int lf_parts_bf16() {
-    static int np = 0;
-    if (!np) {
+    /* read once per process (a thread-safe static); any value but "3" is two */
+    static const int np = [] {
         const char *e = getenv("LINATTN_CUDA_LIN_PARTS");
-        np = e && e[0] == '3' && !e[1] ? 3 : 2;
-    }
+        return e && e[0] == '3' && !e[1] ? 3 : 2;
+    }();
     return np;
 }
 
@@ -1281,6 +1282,7 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
      * its bound) */
     return DOT || lf_parts_bf16() == 3
                ? lf_run_t<__nv_bfloat16, 3, REV, DOT>(c->op, stream, ctas, a)
+               /* never DOT here: no NP = 2 DOT walk is built */
                : lf_run_t<__nv_bfloat16, DOT ? 3 : 2, REV, DOT>(c->op, stream, ctas, a);
 }
 
