@@ -58,6 +58,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "delta_chunk.cuh"
 #include "tc_tile.cuh"
 
@@ -287,7 +289,8 @@ __device__ __forceinline__ float dg2_amax(const dg2_ft &x) {
 }
 /* the CTA's maxima of N per-thread values (one barrier; sl: S.hm, whose
  * previous readers passed a barrier since) */
-template <int N> __device__ __forceinline__ void dg2_cmax(float (&m)[N], float (*sl)[8]) {
+template <int N, int X = 0> __device__ __forceinline__ void dg2_cmax(float (&m)[N], float (*sl)[8]) {
+    if (X == 2) return; /* TRIAL: thread-local maxima (timing only) */
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
     for (int i = 0; i < N; i++) {
@@ -316,7 +319,7 @@ __device__ __forceinline__ void dg2_puth(dg2_h *P, const dg2_ft &x, float s) {
     }
 }
 /* f(r, c)'s tile (dg2_put_fn's values) scaled into P; returns its exponent */
-template <class F>
+template <int X = 0, class F>
 __device__ __forceinline__ int dg2_puth_fn(dg2_h *P, float (*sl)[8], F f) {
     dg2_ft x;
 #pragma unroll
@@ -325,7 +328,7 @@ __device__ __forceinline__ int dg2_puth_fn(dg2_h *P, float (*sl)[8], F f) {
         x.v[u] = f(e >> 4, 4 * (e & 15));
     }
     float m[1] = {dg2_amax(x)};
-    dg2_cmax(m, sl);
+    dg2_cmax<1, X>(m, sl);
     const int e = dg2_sexp(m[0]);
     dg2_puth(P, x, dg2_p2(e));
     return e;
@@ -593,7 +596,7 @@ enum {
  * phase step's fp32 loads issued before the previous step's products
  * (dg2_phase); the host takes it where the registers allow it (GM 3 or two
  * parts everywhere spill with it: GDN's kernel measured 2286 -> 2698 us) */
-template <int GM, int LOM, bool PF, bool SH = false>
+template <int GM, int LOM, bool PF, bool SH = false, int SHX = 0>
 __global__ void __launch_bounds__(DG2_THREADS, 2)
     la_cu_dcg_tc2(la_cu_dc_args p, const dg2_bf *d_o, const float *hst, const float *dhst,
                   float *dR, dg2_bf *dv_out, float *dqp, float *dkp, float *dbp, float *dgp,
@@ -633,6 +636,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
     /* SH (cuda-dcg24, LOM 0): fp16 tiles in the part tiles: H[0] the A
      * operand, H[2] the B operand, H[1] dO or q, H[3] k (file header) */
     static_assert(!SH || LOM == 0, "SH: one part for every operand");
+    typedef typename std::conditional<SHX == 3, dg2_bf, dg2_h>::type mt; /* TRIAL 3: bf16 mma */
     dg2_h *const H0 = (dg2_h *)S.P[0], *const H1 = (dg2_h *)S.P[1], *const H2 = (dg2_h *)S.P[2],
                  *const H3 = (dg2_h *)S.P[3];
     int ea = 0, eb = 0, eo = 0; /* SH: the phase's operand exponents */
@@ -714,7 +718,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         [&](int j, dg2_ft &xa, dg2_ft &xb) {
             if (SH) { /* A^T's exponent once (ea), dR's per value block (eb) */
                 float m[2] = {j == 0 ? dg2_amax(xa) : 0.f, dg2_amax(xb)};
-                dg2_cmax(m, S.hm);
+                dg2_cmax<sizeof(m) / sizeof(m[0]), SHX>(m, S.hm);
                 if (j == 0) ea = dg2_sexp(m[0]);
                 eb = dg2_sexp(m[1]);
                 if (j == 0) dg2_puth(H0, xa, dg2_p2(ea));
@@ -732,7 +736,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             const int v0 = 64 * j;
             dg2_zero(a0);
             if (SH) {
-                dg2_mma<false, false>(a0, (const dg2_h *)H0, (const dg2_h *)H2);
+                dg2_mma<false, false>(a0, (const mt *)H0, (const mt *)H2);
                 dg2_unsc(a0, ea, eb);
             } else {
                 dg2_mmax<false, false>(a0, SA[0], lp(lAT, SA[1]), SB[0], lp(lDR, SB[1]));
@@ -770,7 +774,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 float m[3] = {dg2_amax(xa), dg2_amax(xb), 0.f};
                 la_tc_cp_wait_all();
                 m[2] = dg2_bmax(dg2_bld(X));
-                dg2_cmax(m, S.hm);
+                dg2_cmax<sizeof(m) / sizeof(m[0]), SHX>(m, S.hm);
                 const int da = dg2_erun(j, ea, m[0]), db = dg2_erun(j, eb, m[1]),
                           d0 = dg2_erun(j, eo, m[2]);
                 fa = dg2_p2(d0 + db);
@@ -788,8 +792,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             if (SH) {
                 dg2_mul(a0, fa);
                 dg2_mul(a1, fb);
-                dg2_mma<false, true>(a0, (const dg2_h *)H1, (const dg2_h *)H2);
-                dg2_mma<false, true>(a1, (const dg2_h *)H0, (const dg2_h *)H2);
+                dg2_mma<false, true>(a0, (const mt *)H1, (const mt *)H2);
+                dg2_mma<false, true>(a1, (const mt *)H0, (const mt *)H2);
             } else {
                 dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(lR, SB[1]));
                 dg2_mmax<false, true>(a1, SA[0], lp(lYU, SA[1]), SB[0], lp(lR, SB[1]));
@@ -890,7 +894,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             [&](int j, dg2_ft &xa, dg2_ft &xb) {
                 if (SH) { /* R (ea), G (eb) */
                     float m[2] = {dg2_amax(xa), dg2_amax(xb)};
-                    dg2_cmax(m, S.hm);
+                    dg2_cmax<sizeof(m) / sizeof(m[0]), SHX>(m, S.hm);
                     const int da = dg2_erun(j, ea, m[0]), db = dg2_erun(j, eb, m[1]);
                     fa = dg2_p2(da + db);
                     dg2_puth(H0, xa, dg2_p2(ea));
@@ -915,7 +919,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             [&](int) {
                 if (SH) {
                     dg2_mul(a0, fa);
-                    dg2_mma<false, true>(a0, (const dg2_h *)H0, (const dg2_h *)H2);
+                    dg2_mma<false, true>(a0, (const mt *)H0, (const mt *)H2);
                 } else {
                     dg2_mmax<false, true>(a0, SA[0], lp(lR, SA[1]), SB[0], lp(lG, SB[1]));
                 }
@@ -946,7 +950,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                     float m[3] = {dg2_amax(xa), dg2_amax(xb), 0.f};
                     la_tc_cp_wait_all();
                     m[2] = dg2_bmax(dg2_bld(X));
-                    dg2_cmax(m, S.hm);
+                    dg2_cmax<sizeof(m) / sizeof(m[0]), SHX>(m, S.hm);
                     const int da = dg2_erun(j, ea, m[0]), db = dg2_erun(j, eb, m[1]),
                               d0 = dg2_erun(j, eo, m[2]);
                     fa = dg2_p2(d0 + db);
@@ -964,8 +968,8 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
                 if (SH) {
                     dg2_mul(a0, fa);
                     dg2_mul(a1, fb);
-                    dg2_mma<false, true>(a0, (const dg2_h *)H1, (const dg2_h *)H2);
-                    dg2_mma<false, true>(a1, (const dg2_h *)H0, (const dg2_h *)H2);
+                    dg2_mma<false, true>(a0, (const mt *)H1, (const mt *)H2);
+                    dg2_mma<false, true>(a1, (const mt *)H0, (const mt *)H2);
                 } else {
                     dg2_mmax<false, true>(a0, X, NULL, SB[0], lp(lS0, SB[1]));
                     dg2_mmax<false, true>(a1, SA[0], lp(lYU, SA[1]), SB[0], lp(lS0, SB[1]));
@@ -998,7 +1002,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             }
             m[0] = dg2_bmax(dg2_bld(X));
             m[1] = dg2_bmax(dg2_bld(Y));
-            dg2_cmax(m, S.hm);
+            dg2_cmax<sizeof(m) / sizeof(m[0]), SHX>(m, S.hm);
             eq = dg2_sexp(m[0]);
             ek = dg2_sexp(m[1]);
             et = dg2_sexp(m[2]);
@@ -1050,7 +1054,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         if (SH) { /* a0 parked in W (free since a1's update above read it) */
             dg2_wput(W, a0, [](int, float x) { return x; });
             dg2_zero(a0);
-            dg2_mma<false, false>(a0, (const dg2_h *)H0, (const dg2_h *)H3);
+            dg2_mma<false, false>(a0, (const mt *)H0, (const mt *)H3);
             dg2_addw(a0, W, et, ek);
         } else {
             dg2_mmax<false, false>(a0, SA[0], lp(lT, SA[1]), Y, NULL);
@@ -1072,7 +1076,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             return make_float4(a.x * f, a.y * f, a.z * f, a.w * f);
         };
         if (SH)
-            et = dg2_puth_fn(H0, S.hm, rqt1);
+            et = dg2_puth_fn<SHX>(H0, S.hm, rqt1);
         else
             dg2_put_fn(SA, lT, rqt1);
         __syncthreads(); /* rp[0] free again (read above), A complete */
@@ -1080,7 +1084,7 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
         if (SH) { /* a1 parked in W (dq's rows were read before the barrier) */
             dg2_wput(W, a1, [](int, float x) { return x; });
             dg2_zero(a1);
-            dg2_mma<true, false>(a1, (const dg2_h *)H0, (const dg2_h *)H1);
+            dg2_mma<true, false>(a1, (const mt *)H0, (const mt *)H1);
             dg2_addw(a1, W, et, eq);
         } else {
             dg2_mma<true, false>(a1, SA[0], X);
@@ -1100,14 +1104,14 @@ __global__ void __launch_bounds__(DG2_THREADS, 2)
             return make_float4(y[0], y[1], y[2], y[3]);
         };
         if (SH)
-            et = dg2_puth_fn(H0, S.hm, t2s);
+            et = dg2_puth_fn<SHX>(H0, S.hm, t2s);
         else
             dg2_put_fn(SA, lT, t2s);
         __syncthreads();
         if (SH) {
             dg2_wput(W, a1, [](int, float x) { return x; });
             dg2_zero(a1);
-            dg2_mma<false, false>(a1, (const dg2_h *)H0, (const dg2_h *)H3);
+            dg2_mma<false, false>(a1, (const mt *)H0, (const mt *)H3);
             dg2_addw(a1, W, et, ek);
         } else {
             dg2_mmax<false, false>(a1, SA[0], lp(lT, SA[1]), Y, NULL);
@@ -1195,6 +1199,8 @@ static dg2_kern dg2_pick(bool gated, int m) {
     if (m == DG2_SH_MODE) { /* TRIAL: LINATTN_CUDA_DCG_SHPF=1 takes PF without gates */
         const char *e = getenv("LINATTN_CUDA_DCG_SHPF");
         if (gated) return la_cu_dcg_tc2<3, 0, false, true>;
+        if (e && e[0] == '2') return la_cu_dcg_tc2<2, 0, false, true, 2>;
+        if (e && e[0] == '3') return la_cu_dcg_tc2<2, 0, false, true, 3>;
         return (e && e[0] == '1') ? la_cu_dcg_tc2<2, 0, true, true> : la_cu_dcg_tc2<2, 0, false, true>;
     }
     if (m == 0) return gated ? la_cu_dcg_tc2<3, 0, false> : la_cu_dcg_tc2<2, 0, true>;
