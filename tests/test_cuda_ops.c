@@ -13,7 +13,10 @@
  * cover a section in n processes side by side;
  * LINATTN_CUDA_TEST_MATCH=<text> runs only the delta-rule cases (section d)
  * whose names contain <text> (e.g. "bf16"). Every measured error is
- * printed. */
+ * printed; LINATTN_CUDA_TEST_WORST=1 (cuda-dcg24) also prints, last, the
+ * worst error of each 16-bit delta-rule output and gradient per part mode
+ * (the name's first word for the LINATTN_CUDA_DCG_PARTS reruns, else
+ * "default"). */
 #include "harness.h"
 #include "ref_delta_rule.h"
 #include "ref_gla.h"
@@ -46,6 +49,35 @@ static const char *match;
 static int matches(const char *name) { return !match || strstr(name, match) != NULL; }
 static double worst_f32;
 static int in_f32; /* the current case has fp32 inputs */
+/* LINATTN_CUDA_TEST_WORST (cuda-dcg24): the worst 16-bit delta error per
+ * (mode, quantity); wcase: the current 16-bit run_delta case's name, else NULL */
+static int worst_on;
+static const char *wcase;
+static struct {
+    char mode[16], what[16], cs[96];
+    double e;
+} wtab[64];
+static int nwtab;
+static void worst_note(const char *what, double e) {
+    char mode[16] = "default";
+    static const char *const tags[] = {"parts1 ", "mixed "};
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++)
+        if (strncmp(wcase, tags[i], strlen(tags[i])) == 0)
+            snprintf(mode, sizeof mode, "%.*s", (int)strlen(tags[i]) - 1, tags[i]);
+    int i = 0;
+    while (i < nwtab && (strcmp(wtab[i].mode, mode) != 0 || strcmp(wtab[i].what, what) != 0)) i++;
+    if (i == nwtab) {
+        if (nwtab == 64) return;
+        nwtab++;
+        snprintf(wtab[i].mode, sizeof wtab[i].mode, "%s", mode);
+        snprintf(wtab[i].what, sizeof wtab[i].what, "%s", what);
+        wtab[i].e = -1;
+    }
+    if (e > wtab[i].e) {
+        wtab[i].e = e;
+        snprintf(wtab[i].cs, sizeof wtab[i].cs, "%s", wcase);
+    }
+}
 
 /* ---- host conversions (round to nearest even) ---------------------------- */
 static uint16_t f2bf(float f) {
@@ -149,6 +181,7 @@ static void cmp(const char *cs, const char *name, const float *got, const double
     /* cuda-s2p24: the bound too (bench/err_worst.py: worst error per output, old vs new) */
     printf("  %-40s %-9s rel RMS %.3e (bound %.1e)%s\n", cs, name, e, tol, bad ? " NON-FINITE" : "");
     if (in_f32 && e > worst_f32) worst_f32 = e;
+    if (worst_on && wcase) worst_note(name, e);
     CHECK(bad == 0, "%s %s: every element written and finite (%zu not)", cs, name, bad);
     CHECK_ERR(e, tol, "%s %s rel RMS", cs, name);
     free(w);
@@ -513,6 +546,8 @@ typedef struct dcase {
     la_dtype dt;
     int gated, l2, extreme;
     double kstd;
+    double mag; /* cuda-dcg24: v, the initial state, dO and d_final_state times
+                 * mag (0: 1), for the range of the 16-bit paths */
 } dcase;
 
 /* a tighter bound for the 16-bit gradients of run_delta where > 0 (an opt-in
@@ -536,7 +571,8 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     const size_t ntok = (size_t)(c->B * c->T), nqk = ntok * H * K, nv = ntok * HS * V,
                  ng = ntok * HS, ns = (size_t)N * HS * K * V;
     float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, c->kstd);
-    float *v = th_rand_floats(nv, &rng, 1.0), *s0 = th_rand_floats(ns, &rng, 0.5);
+    const double mag = c->mag > 0 ? c->mag : 1.0;
+    float *v = th_rand_floats(nv, &rng, mag), *s0 = th_rand_floats(ns, &rng, 0.5 * mag);
     quantize(q, nqk, c->dt), quantize(k, nqk, c->dt), quantize(v, nv, c->dt);
     float *beta = malloc(ng * sizeof(float)), *g = NULL;
     ref_fill_uniform(beta, ng, &rng, 0.0, 1.0);
@@ -562,7 +598,7 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
             }
     }
     double *o_r = th_doubles(nv), *sT_r = th_doubles(ns);
-    float *dO = th_rand_floats(nv, &rng, 1.0), *dsT = th_rand_floats(ns, &rng, 1.0);
+    float *dO = th_rand_floats(nv, &rng, mag), *dsT = th_rand_floats(ns, &rng, mag);
     quantize(dO, nv, c->dt);
     double *dq_r = th_doubles(nqk), *dk_r = th_doubles(nqk), *dv_r = th_doubles(nv),
            *db_r = th_doubles(ng), *dg_r = th_doubles(ng), *ds0_r = th_doubles(ns);
@@ -610,6 +646,7 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     }
     const la_dtype dt = c->dt;
     in_f32 = dt == LA_DTYPE_F32;
+    wcase = in_f32 ? NULL : c->name;
     void *Dq = up(q, nqk, dt), *Dk = up(k, nqk, dt), *Dv = up(v, nv, dt);
     float *Ds0 = up(s0, ns, LA_DTYPE_F32), *Db = up(beta, ng, LA_DTYPE_F32),
           *Dg = up(g, ng, LA_DTYPE_F32);
@@ -744,6 +781,7 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     free(q), free(k), free(v), free(s0), free(beta), free(g), free(o_r), free(sT_r), free(o),
         free(sT);
+    wcase = NULL;
 }
 
 /* ---- decoding step: GPU la_state_step == CPU la_state_step ------------------ */
@@ -1335,6 +1373,7 @@ int main(void) {
     quick = qe && *qe && *qe != '0';
     only = getenv("LINATTN_CUDA_TEST_ONLY");
     match = getenv("LINATTN_CUDA_TEST_MATCH");
+    worst_on = getenv("LINATTN_CUDA_TEST_WORST") != NULL;
     const char *sh = getenv("LINATTN_CUDA_TEST_SHARD");
     if (sh && (sscanf(sh, "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 || shard_i < 0 ||
                shard_i >= shard_n)) {
@@ -1615,6 +1654,17 @@ int main(void) {
          LA_DTYPE_BF16, 1, 1, 1, 1.0},
         {"delta bf16 l2 B2 T97 H10 K128 V128 (wide)", 2, 97, 10, 0, 128, 128, NULL, 0,
          LA_DTYPE_BF16, 0, 1, 0, 1.0},
+        /* cuda-dcg24: magnitudes outside fp16's range in the token gradients'
+         * operands (x300: dP, T1, T2 ~ 1e6 > 65504; x1e-4: ~1e-7, below fp16's
+         * normal numbers), with extreme gates and raw keys */
+        {"delta bf16 l2 big x300 T130 K128 V128", 1, 130, 1, 0, 128, 128, NULL, 0, LA_DTYPE_BF16,
+         0, 1, 0, 1.0, 300.0},
+        {"gdn bf16 l2 extreme big x300 T150 K64 V96 HV=2H", 1, 150, 1, 2, 64, 96, NULL, 0,
+         LA_DTYPE_BF16, 1, 1, 1, 1.0, 300.0},
+        {"gdn bf16 l2 extreme tiny x1e-4 T100 K128 V128", 1, 100, 1, 0, 128, 128, NULL, 0,
+         LA_DTYPE_BF16, 1, 1, 1, 1.0, 1e-4},
+        {"delta bf16 raw keys big x300 B2 T97 K72 V40", 2, 97, 1, 0, 72, 40, NULL, 0,
+         LA_DTYPE_BF16, 0, 0, 0, 0.1, 300.0},
     };
     const dcase dbig[] = {
         {"gdn l2 T1000 K128 V128 HV=2H", 1, 1000, 1, 2, 128, 128, NULL, 0, LA_DTYPE_F32, 1, 1, 1,
@@ -1756,6 +1806,9 @@ int main(void) {
         if (take()) run_saved_misc(gpu, cpu);
     }
     printf("worst fp32 rel RMS against the float64 oracle: %.3e\n", worst_f32);
+    for (int i = 0; i < nwtab; i++)
+        printf("worst16 %-8s %-18s %.3e  (%s)\n", wtab[i].mode, wtab[i].what, wtab[i].e,
+               wtab[i].cs);
     la_ctx_destroy(gpu);
     la_ctx_destroy(cpu);
     return th_summary("cuda_ops");
