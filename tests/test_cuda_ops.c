@@ -13,7 +13,8 @@
  * cover a section in n processes side by side;
  * LINATTN_CUDA_TEST_MATCH=<text> runs only the delta-rule cases (section d)
  * whose names contain <text> (e.g. "bf16"). Every measured error is
- * printed. */
+ * printed; LINATTN_CUDA_TEST_BOUNDS=1 adds each float64 comparison's bound
+ * (bench/gpu_err_bounds.py reads those lines). */
 #include "harness.h"
 #include "ref_delta_rule.h"
 #include "ref_gla.h"
@@ -33,6 +34,7 @@ int main(void) {
 #include <cuda_runtime.h>
 
 static int quick;
+static int show_bounds; /* LINATTN_CUDA_TEST_BOUNDS=1: each float64 error line ends with its bound */
 static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t v p), NULL = all */
 static int want(char section) { return !only || strchr(only, section) != NULL; }
 static int shard_i, shard_n = 1; /* LINATTN_CUDA_TEST_SHARD=i/n */
@@ -146,7 +148,11 @@ static void cmp(const char *cs, const char *name, const float *got, const double
         w[i] = out_dt == LA_DTYPE_F32 ? want[i] : (double)roundf_dt((float)want[i], out_dt);
     const double e = ref_rms_rel_err(got, w, n);
     const size_t bad = ref_count_nonfinite(got, n);
-    printf("  %-40s %-9s rel RMS %.3e%s\n", cs, name, e, bad ? " NON-FINITE" : "");
+    if (show_bounds)
+        printf("  %-40s %-9s rel RMS %.3e%s bound %.3e\n", cs, name, e, bad ? " NON-FINITE" : "",
+               tol);
+    else
+        printf("  %-40s %-9s rel RMS %.3e%s\n", cs, name, e, bad ? " NON-FINITE" : "");
     if (in_f32 && e > worst_f32) worst_f32 = e;
     CHECK(bad == 0, "%s %s: every element written and finite (%zu not)", cs, name, bad);
     CHECK_ERR(e, tol, "%s %s rel RMS", cs, name);
@@ -1333,6 +1339,7 @@ int main(void) {
     const char *qe = getenv("LINATTN_CUDA_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
     only = getenv("LINATTN_CUDA_TEST_ONLY");
+    show_bounds = getenv("LINATTN_CUDA_TEST_BOUNDS") && getenv("LINATTN_CUDA_TEST_BOUNDS")[0] == '1';
     match = getenv("LINATTN_CUDA_TEST_MATCH");
     const char *sh = getenv("LINATTN_CUDA_TEST_SHARD");
     if (sh && (sscanf(sh, "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 || shard_i < 0 ||
