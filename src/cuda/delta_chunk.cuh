@@ -257,9 +257,10 @@ int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStre
                           la_status *st);
 /* Whether la__cu_delta_state_cl takes call c (launches nothing). */
 int la__cu_delta_state_cl_takes(const la__cu_call *c);
-/* Whether it takes call c with exact keys and Kd's row factor (p.kf; Kd's
- * parts not read). */
-int la__cu_delta_state_cl_xk(const la__cu_call *c, const la_cu_dc_args &p);
+/* Whether la__cu_delta_state_tc (the cluster kernel or the one-CTA kernel
+ * outside the time split) takes exact keys and Kd's row factor for call c
+ * (p.kf set; Kd's parts not read; cuda-gdn24). */
+int la__cu_delta_state_xk(const la__cu_call *c, const la_cu_dc_args &p);
 /* ---- cuda-split9: the state pass split over time (delta_state_split.cu) --
  * la__cu_delta_state_split runs it where la__cu_delta_split_p gives P >= 2
  * segments per sequence (*taken = 1), else launches nothing (*taken = 0);

@@ -32,7 +32,16 @@
  * addressing; a 4-warp variant) were removed in cuda-split9 (bench/GPU.md
  * has their numbers). Launched with a cluster dimension of 2
  * (cudaLaunchKernelEx); the body is empty below sm_90, where the host never
- * launches it. */
+ * launches it.
+ * cuda-gdn24 (XK, the default for bf16 with K % 8 == 0): the S update takes
+ * the keys exact, k itself as one bf16 part, and Kd's row factor
+ * e^{gam_L - gam_t} / |k_t| (p.kf, from prep, copied into the U tile's
+ * padding column) on R's rows before R is split into hi + lo: two mma per
+ * product instead of three (hi*hi, lo*hi, hi*lo of R and Kd's parts), one
+ * tile copy less per chunk, 27 KB less shared memory; the global R stays
+ * unscaled. GDN 1,65536 H200: the pass 470 -> 443 us per segment, the
+ * forward 2.217 -> 2.083 ms (with prep writing no Kd parts), errors against
+ * float64 as before (bench/GPU.md). */
 #include "delta_state.cuh"
 #include "cluster.cuh"
 #include "tc.cuh"
@@ -455,12 +464,12 @@ static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
 }
 /* Exact keys (cuda-gdn24) where prep wrote Kd's row factor and k can be
  * copied 16 bytes at a time (K % 8 == 0, k 16-byte aligned). */
-static bool dcl_xk(const la__cu_call *c, const la_cu_dc_args &p) {
+int la__cu_delta_state_xk(const la__cu_call *c, const la_cu_dc_args &p) {
     return p.kf && p.Wl && (c->K & 7) == 0 && ((uintptr_t)p.k & 15) == 0;
 }
 template <int KW>
 static la_status dcl_np(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    return dcl_xk(c, p) ? dcl_nb<KW, 2, true>(c, p, stream)
+    return la__cu_delta_state_xk(c, p) ? dcl_nb<KW, 2, true>(c, p, stream)
               : p.Wl ? dcl_nb<KW, 2, false>(c, p, stream) : dcl_nb<KW, 1, false>(c, p, stream);
 }
 
@@ -510,10 +519,6 @@ int la__cu_delta_state_cl_takes(const la__cu_call *c) {
         return 0;
     }
     return major >= 9 && dcl_fits32(c);
-}
-
-int la__cu_delta_state_cl_xk(const la__cu_call *c, const la_cu_dc_args &p) {
-    return la__cu_delta_state_cl_takes(c) && dcl_xk(c, p);
 }
 
 int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
