@@ -12,7 +12,8 @@
  * destroyed, its context destroyed, or a larger block replaces it
  * (src/core/saved.c). Bytes per value head and token at K = V = 128 (bf16,
  * two parts): hst K V / 64 * 4 = 1024, W, Kd, R 3 * 512, A^T 256, parts
- * 1024: 3840 B (fp32 inputs, no parts: 2816 B). */
+ * 1024, Kd's row factor 4 (cuda-gdn24): 3844 B (fp32 inputs, no parts: 2816
+ * B). */
 #include "delta_chunk.cuh"
 
 #include <stdint.h>
