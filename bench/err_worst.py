@@ -3,10 +3,10 @@
 logs, old vs new (cuda-s2p24): reads the "rel RMS ... (bound ...)" lines
 that every cmp() of tests/test_cuda_ops.c prints (an old binary's lines may
 lack the bound: taken from the new log's line of the same case and output),
-for the 16-bit cases of kernel linear attention ("linear"), simple GLA
-("sgla") and normalised linear attention ("norm").
+for the 16-bit cases (bf16 / fp16 in the case name) whose names contain
+--match (default: every op; the op is the case name's first word).
 
-    python3 bench/err_worst.py --old 'base_*.log' --new 'new_*.log' [--half]
+    python3 bench/err_worst.py --old 'base_*.log' --new 'new_*.log' [--match bf16] [--half]
 
 Prints, per (op, dtype, output): old worst, new worst, the bound, new worst
 / bound, the case of the new worst, and the largest new / old ratio of one
@@ -19,7 +19,7 @@ import re
 LINE = re.compile(r"^  (.*?)\s+(\S+)\s+rel RMS (\S+)(?: \(bound (\S+)\))?")
 
 
-def read(pattern):
+def read(pattern, match):
     errs, bounds = {}, {}
     for fn in sorted(glob.glob(pattern)):
         for line in open(fn, errors="replace"):
@@ -29,7 +29,7 @@ def read(pattern):
             if not m:
                 continue
             case, out, e, b = m.group(1).strip(), m.group(2), float(m.group(3)), m.group(4)
-            if not any(case.startswith(p) for p in ("linear", "sgla", "norm")):
+            if match and match not in case:
                 continue
             dt = "bf16" if "bf16" in case else "fp16" if "fp16" in case else None
             if dt is None:
@@ -48,9 +48,10 @@ def main():
     ap.add_argument("--old", required=True)
     ap.add_argument("--new", required=True)
     ap.add_argument("--half", action="store_true")
+    ap.add_argument("--match", default=None)
     a = ap.parse_args()
-    old, _ = read(a.old)
-    new, bounds = read(a.new)
+    old, _ = read(a.old, a.match)
+    new, bounds = read(a.new, a.match)
     groups = {}
     for (case, out), e in new.items():
         op = case.split()[0]

@@ -13,7 +13,8 @@
  * cover a section in n processes side by side;
  * LINATTN_CUDA_TEST_MATCH=<text> runs only the delta-rule cases (section d)
  * whose names contain <text> (e.g. "bf16"). Every measured error is
- * printed; LINATTN_CUDA_TEST_WORST=1 (cuda-dcg24) also prints, last, the
+ * printed with its bound (bench/err_worst.py: worst error per output, old
+ * vs new); LINATTN_CUDA_TEST_WORST=1 (cuda-dcg24) also prints, last, the
  * worst error of each 16-bit delta-rule output and gradient per part mode
  * (the name's first word for the LINATTN_CUDA_DCG_PARTS reruns, else
  * "default"). */
@@ -1740,6 +1741,27 @@ int main(void) {
             setenv("LINATTN_CUDA_DCG_PARTS", keep, 1);
         else
             unsetenv("LINATTN_CUDA_DCG_PARTS");
+        free(keep);
+    }
+    if (want('d')) { /* cuda-gdn24: the small bf16 cases again (same seeds, same bounds)
+                      * with Kd as two bf16 parts in the state pass instead of the exact keys
+                      * and Kd's row factor (LINATTN_CUDA_DELTA_XK=0, read at each call) */
+        const char *old = getenv("LINATTN_CUDA_DELTA_XK");
+        char *keep = old ? strdup(old) : NULL;
+        setenv("LINATTN_CUDA_DELTA_XK", "0", 1);
+        printf("DeltaNet / Gated DeltaNet, bf16, LINATTN_CUDA_DELTA_XK=0:\n");
+        for (size_t i = 0; i < sizeof dc / sizeof dc[0]; i++) {
+            dcase c = dc[i];
+            if (c.dt != LA_DTYPE_BF16 || !take()) continue;
+            char name[160];
+            snprintf(name, sizeof name, "xk0 %s", c.name);
+            c.name = name;
+            run_delta(gpu, cpu, &c, 3000 + i);
+        }
+        if (keep)
+            setenv("LINATTN_CUDA_DELTA_XK", keep, 1);
+        else
+            unsetenv("LINATTN_CUDA_DELTA_XK");
         free(keep);
     }
 

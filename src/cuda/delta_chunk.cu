@@ -470,6 +470,13 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
         if ((st = la__cu_alloc(ar, (void **)&blk, l.bytes))) return st;
         la__cu_dc_carve(c, l, blk, p);
     }
+    if (!la__cu_delta_xk(c)) p.kf = NULL; /* Kd's parts (the layout has room for kf) */
+    /* cuda-gdn24: a forward that does not save, whose state pass takes k and
+     * Kd's row factor (not split over time), reads Kd's parts nowhere: prep
+     * skips them (2 x 2 bytes per key and token) */
+    if (fwd_only && p.kf && !la__cu_delta_split_p(c, tb.nchunks, la__cu_sm_count(c)) &&
+        la__cu_delta_state_xk(c, p))
+        p.Kh = p.Kl = NULL;
     if (piped) {
         const int64_t nseg = dc_pipe_segs(c, tb, parts, p.o != NULL);
         la_cu_pipe *x = nseg > 1 ? la__cu_pipe_get(c) : NULL;

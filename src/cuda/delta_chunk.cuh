@@ -26,6 +26,11 @@ struct la_cu_dc_args {
      * ([tokens][HS][K8], K8 = K rounded up to 8, zero-padded; written by
      * prep where not NULL; Wl, Kl NULL: one part) */
     __nv_bfloat16 *Wh, *Wl, *Kh, *Kl;
+    /* cuda-gdn24: [tokens][HS] e^{gam_L - gam_t} / |k_t|, Kd's row factor
+     * (written by the bf16 prep where not NULL): the cluster state pass then
+     * takes k itself (exact in bf16) and this factor on R's rows instead of
+     * Kd's two parts (la__cu_delta_xk) */
+    float *kf;
     /* cuda-gdnf19: the chunk of the bf16 prep's and output kernel's first CTA
      * (a time segment of the pipelined forward; 0 otherwise) */
     int64_t cb;
@@ -252,6 +257,10 @@ int la__cu_delta_state_cl(const la__cu_call *c, const la_cu_dc_args &p, cudaStre
                           la_status *st);
 /* Whether la__cu_delta_state_cl takes call c (launches nothing). */
 int la__cu_delta_state_cl_takes(const la__cu_call *c);
+/* Whether la__cu_delta_state_tc (the cluster kernel or the one-CTA kernel
+ * outside the time split) takes exact keys and Kd's row factor for call c
+ * (p.kf set; Kd's parts not read; cuda-gdn24). */
+int la__cu_delta_state_xk(const la__cu_call *c, const la_cu_dc_args &p);
 /* ---- cuda-split9: the state pass split over time (delta_state_split.cu) --
  * la__cu_delta_state_split runs it where la__cu_delta_split_p gives P >= 2
  * segments per sequence (*taken = 1), else launches nothing (*taken = 0);
@@ -291,7 +300,7 @@ int la__cu_delta_tc_rev(const la__cu_call *c, const la_cu_dc_args &p);
  * object's device block (a forward that saves: the backward's variant, fp32
  * W and Kd, A^T and hst included) and the backward reading that block. */
 struct la_cu_dc_layout {
-    size_t W, U, Kd, bL, AT, Wh, hst; /* byte offsets */
+    size_t W, U, Kd, bL, AT, Wh, hst, kf; /* byte offsets */
     size_t bytes;
     int parts;
 };
@@ -308,6 +317,10 @@ la_status la__cu_delta_save_begin(const la__cu_call *c, const la_cu_table &tb, l
 /* A backward with c->saved_dev: p (inputs and products) from the saved
  * block, true; false (p untouched) when there is none. */
 bool la__cu_delta_saved_args(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args &p);
+/* Whether the state pass takes exact keys and Kd's row factor (p.kf) for
+ * this call: bf16 through the tensor-core prep, two parts, unless
+ * LINATTN_CUDA_DELTA_XK=0 (read at every call). */
+int la__cu_delta_xk(const la__cu_call *c);
 /* The saved per-chunk states ([max(nchunks, 1)][HS][K][V]), NULL if none. */
 float *la__cu_delta_saved_hst(const la__cu_call *c, int64_t nchunks);
 

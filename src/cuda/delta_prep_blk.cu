@@ -2,8 +2,9 @@
  * outputs as la_cu_dc_prep (delta_chunk.cu) for a chunk of L <= 64 tokens:
  *   Lo = strictly_lower(diag(beta) K K^T (.) Gamma),  A = (I + Lo)^{-1}
  *   U = A diag(beta) V,  W = A diag(beta b) K,  Kd = diag(e^{gam_L - gam}) K
- * (K row-normalised where asked), plus A^T, b_L and the bf16 parts of W, Kd
- * for the tensor-core state pass; fp16 inputs keep the FFMA kernel.
+ * (K row-normalised where asked), plus A^T, b_L, the bf16 parts of W, Kd
+ * and Kd's row factor e^{gam_L - gam} / |k| (p.kf) for the tensor-core
+ * state pass; fp16 inputs keep the FFMA kernel.
  * cuda-delta12's blocked triangular inverse (cuda-dout9 removed the older
  * column-inverse kernel, delta_prep_tc.cu, and moved its dispatchers here).
  * One CTA of 8 warps per (chunk, value head):
@@ -183,6 +184,7 @@ __global__ void __launch_bounds__(256, 3) la_cu_dc_prep_blk(la_cu_dc_args p, int
     __syncthreads(); /* rk, bt */
     if (t < LA_CU_C) {
         sd[t] = t < L ? la_cu_expd(gam[L - 1] - gam[t]) * rk[t] : 0.f;
+        if (p.kf && t < L) p.kf[(tok0 + t) * HS + hs] = sd[t];
         ws[t] = (be[t] * bt[t]) * rk[t];
     }
 #pragma unroll

@@ -12,7 +12,8 @@
  * destroyed, its context destroyed, or a larger block replaces it
  * (src/core/saved.c). Bytes per value head and token at K = V = 128 (bf16,
  * two parts): hst K V / 64 * 4 = 1024, W, Kd, R 3 * 512, A^T 256, parts
- * 1024: 3840 B (fp32 inputs, no parts: 2816 B). */
+ * 1024, Kd's row factor 4 (cuda-gdn24): 3844 B (fp32 inputs, no parts: 2816
+ * B). */
 #include "delta_chunk.cuh"
 
 #include <stdint.h>
@@ -39,6 +40,10 @@ la_cu_dc_layout la__cu_dc_layout(const la__cu_call *c, int64_t nchunks, int part
     l.AT = put(want_A, nch * c->HS * LA_CU_C * LA_CU_C * 4);
     l.Wh = put(parts > 0, (size_t)2 * parts * nt * k8 * 2); /* Wh, Kh (, Wl, Kl) */
     l.hst = put(want_hst, nckpt * c->HS * c->K * c->V * 4);
+    /* Kd's row factor (cuda-gdn24): wherever bf16 takes parts, whatever
+     * LINATTN_CUDA_DELTA_XK says, so that a saved block's layout does not
+     * depend on the switch */
+    l.kf = put(parts == 2 && c->dtype == LA_DTYPE_BF16, nt * 4);
     l.bytes = at;
     l.parts = parts;
     return l;
@@ -52,6 +57,7 @@ void la__cu_dc_carve(const la__cu_call *c, const la_cu_dc_layout &l, char *base,
     if (l.bL != SIZE_MAX) p.bL = (float *)(base + l.bL);
     if (l.AT != SIZE_MAX) p.AT = (float *)(base + l.AT);
     if (l.hst != SIZE_MAX) p.hst = (float *)(base + l.hst);
+    if (l.kf != SIZE_MAX) p.kf = (float *)(base + l.kf);
     if (l.Wh != SIZE_MAX) {
         p.Wh = (__nv_bfloat16 *)(base + l.Wh);
         p.Kh = p.Wh + nt * k8;

@@ -32,7 +32,16 @@
  * addressing; a 4-warp variant) were removed in cuda-split9 (bench/GPU.md
  * has their numbers). Launched with a cluster dimension of 2
  * (cudaLaunchKernelEx); the body is empty below sm_90, where the host never
- * launches it. */
+ * launches it.
+ * cuda-gdn24 (XK, the default for bf16 with K % 8 == 0): the S update takes
+ * the keys exact, k itself as one bf16 part, and Kd's row factor
+ * e^{gam_L - gam_t} / |k_t| (p.kf, from prep, copied into the U tile's
+ * padding column) on R's rows before R is split into hi + lo: two mma per
+ * product instead of three (hi*hi, lo*hi, hi*lo of R and Kd's parts), one
+ * tile copy less per chunk, 27 KB less shared memory; the global R stays
+ * unscaled. GDN 1,65536 H200: the pass 470 -> 443 us per segment, the
+ * forward 2.217 -> 2.083 ms (with prep writing no Kd parts), errors against
+ * float64 as before (bench/GPU.md). */
 #include "delta_state.cuh"
 #include "cluster.cuh"
 #include "tc.cuh"
@@ -54,9 +63,9 @@ typedef __nv_bfloat16 dcl_bf;
  * the lane-contiguous float2 also made the pass faster: 1717 -> 1620 us at
  * GDN 1,65536,HV8,128, H200, same bits);
  * R^T as bf16 hi, lo; two mbarriers. */
-template <int NW, int KW, int NP, int NB> static size_t dcl_smem() {
-    constexpr int LD = NW * KW + 8;
-    return (size_t)NB * 2 * NP * 64 * LD * 2 + (size_t)NB * 64 * DCL_SU * 4 +
+template <int NW, int KW, int NP, int NB, bool XK> static size_t dcl_smem() {
+    constexpr int LD = NW * KW + 8, NK = XK ? 1 : NP;
+    return (size_t)NB * (NP + NK) * 64 * LD * 2 + (size_t)NB * 64 * DCL_SU * 4 +
            (size_t)NW * 16 * DCL_PLD * 4 + (size_t)2 * 2 * NW * 32 * 8 +
            (size_t)2 * 16 * DCL_RLD * 2 + 16;
 }
@@ -95,16 +104,18 @@ __device__ __forceinline__ void dcl_cp4(unsigned d, const void *src, int bytes) 
 }
 #endif
 
-template <int KW, int NP, int NB>
+template <int KW, int NP, int NB, bool XK>
 __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     static_assert(KW == 8 || KW == 16, "keys per warp");
     extern __shared__ __align__(128) unsigned char dcl_sm[];
+    static_assert(!XK || NP == 2, "exact keys with two parts of W");
     constexpr int NW = 8, NTH = 256, KC = NW * KW, LD = KC + 8, TILE = 64 * LD, NT = KW / 8;
+    constexpr int NK = XK ? 1 : NP, BUF = (NP + NK) * TILE; /* Kd's parts; one buffer's tiles */
     constexpr int KQ = KC / 8;                      /* 16-byte copies per tile row */
     constexpr int RPI = NTH / KQ, NIT = 64 / RPI;   /* tile rows per copy round, rounds */
     dcl_bf *const tiles = (dcl_bf *)dcl_sm;
-    float *const Us = (float *)(tiles + NB * 2 * NP * TILE);
+    float *const Us = (float *)(tiles + NB * BUF);
     float *const Ps = Us + NB * 64 * DCL_SU;
     float *const Qs = Ps + NW * 16 * DCL_PLD;
     dcl_bf *const Rh = (dcl_bf *)(Qs + 2 * 2 * NTH * 2), *const Rl = Rh + 16 * DCL_RLD;
@@ -150,6 +161,14 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     const unsigned rs = HS * K8, rstep = cin ? RPI * rs : 0u, wstep = cin ? LA_CU_C * rs : 0u;
     const unsigned w0 = cin ? (st0 * HS + hs) * K8 + kc0 + r0 * rs + c8 : 0u;
     const unsigned tsm = (unsigned)__cvta_generic_to_shared(tiles) + 2u * (r0 * LD + c8);
+    /* XK: the key tile from k itself ([tokens][H][K], K % 8 == 0: K8 = K),
+     * and Kd's row factor of token t into column 16 of the U tile's row t */
+    const unsigned H = (unsigned)p.H, hq = hs / (HS / H), krs = H * K;
+    const unsigned krstep = cin ? RPI * krs : 0u, kstep = cin ? LA_CU_C * krs : 0u;
+    const unsigned k0 = cin ? (st0 * H + hq) * K + kc0 + r0 * krs + c8 : 0u;
+    const dcl_bf *const kx = (const dcl_bf *)p.k;
+    const unsigned fsm = (unsigned)__cvta_generic_to_shared(Us) + 4u * (t * DCL_SU + 16);
+    const unsigned f0 = (st0 + t) * HS + hs, fstep = LA_CU_C * HS;
     /* U copies: 16 bytes (V % 4 == 0: row t / 4, columns 4 (t % 4) ..) or 4
      * bytes (rows t / 16 + 16 i, column t % 16) */
     const int ur0 = uvec ? t >> 2 : t >> 4, uc = uvec ? (t & 3) * 4 : t & 15;
@@ -159,19 +178,23 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     const unsigned usm = (unsigned)__cvta_generic_to_shared(Us) + 4u * (ur0 * DCL_SU + uc);
 
     auto issue = [&](int c, int b) {
-        const unsigned d = tsm + (unsigned)(b * 2 * NP * TILE * 2), o = w0 + (unsigned)c * wstep;
+        const unsigned d = tsm + (unsigned)(b * BUF * 2), o = w0 + (unsigned)c * wstep;
         const unsigned du = usm + (unsigned)(b * 64 * DCL_SU * 4), ou = u0 + (unsigned)c * ustep;
+        const unsigned ok = k0 + (unsigned)c * kstep;
+        const unsigned df = fsm + (unsigned)(b * 64 * DCL_SU * 4), of = f0 + (unsigned)c * fstep;
         if (c + 1 < nch) { /* a full chunk: only the per-thread column predicates */
 #pragma unroll
             for (int i = 0; i < NIT; i++) {
                 const unsigned di = d + 2u * (i * RPI * LD), oi = o + i * rstep;
                 dcl_cp16(di, p.Wh + oi, cby);
-                dcl_cp16(di + 2 * NP * TILE, p.Kh + oi, cby);
+                if (XK) dcl_cp16(di + 2 * NP * TILE, kx + (ok + i * krstep), cby);
+                else dcl_cp16(di + 2 * NP * TILE, p.Kh + oi, cby);
                 if (NP == 2) {
                     dcl_cp16(di + 2 * TILE, p.Wl + oi, cby);
-                    dcl_cp16(di + 2 * 3 * TILE, p.Kl + oi, cby);
+                    if (!XK) dcl_cp16(di + 2 * 3 * TILE, p.Kl + oi, cby);
                 }
             }
+            if (XK && t < LA_CU_C) dcl_cp4(df, p.kf + of, 4);
             if (uvec)
                 dcl_cp16(du, p.U + ou, ucin ? 16 : 0);
             else
@@ -185,12 +208,14 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                 const unsigned di = d + 2u * (i * RPI * LD), oi = in ? o + i * rstep : 0u;
                 const int by = in ? 16 : 0;
                 dcl_cp16(di, p.Wh + oi, by);
-                dcl_cp16(di + 2 * NP * TILE, p.Kh + oi, by);
+                if (XK) dcl_cp16(di + 2 * NP * TILE, kx + (in ? ok + i * krstep : 0u), by);
+                else dcl_cp16(di + 2 * NP * TILE, p.Kh + oi, by);
                 if (NP == 2) {
                     dcl_cp16(di + 2 * TILE, p.Wl + oi, by);
-                    dcl_cp16(di + 2 * 3 * TILE, p.Kl + oi, by);
+                    if (!XK) dcl_cp16(di + 2 * 3 * TILE, p.Kl + oi, by);
                 }
             }
+            if (XK && t < LA_CU_C) dcl_cp4(df, p.kf + (t < lastL ? of : 0u), t < lastL ? 4 : 0);
             if (uvec) {
                 const bool in = ucin && ur0 < lastL;
                 dcl_cp16(du, p.U + (in ? ou : 0u), in ? 16 : 0);
@@ -230,7 +255,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
             __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
         }
         if (NB == 2 && c + 1 < nch) issue(c + 1, b ^ 1);
-        const dcl_bf *const Wt = tiles + b * 2 * NP * TILE, *const Kt = Wt + NP * TILE;
+        const dcl_bf *const Wt = tiles + b * BUF, *const Kt = Wt + NP * TILE;
         if (p.hst) {
             float *const hc = p.hst + (ho0 + (unsigned)c * hstp);
 #pragma unroll
@@ -313,6 +338,9 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
             const float2 *const Qp = (const float2 *)Qs + 2 * qb * NTH + t;
             float *const u = p.U + (ro0 + (unsigned)c * rstp);
             const int L = c + 1 < nch ? LA_CU_C : lastL;
+            /* XK: R's rows times Kd's row factor for the S update (R itself
+             * goes to global memory) */
+            const float f0 = XK ? Ub[tt * DCL_SU + 16] : 1.f, f1 = XK ? Ub[(tt + 1) * DCL_SU + 16] : 1.f;
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
                 const int v = g + 8 * hf;
@@ -320,7 +348,8 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                 const float r0 = Ub[tt * DCL_SU + v] - (a.x + y.x),
                             r1 = Ub[(tt + 1) * DCL_SU + v] - (a.y + y.y);
                 uint32_t hi, lo;
-                la_cu_bf16_parts(r0, r1, hi, lo);
+                if (XK) la_cu_bf16_parts(r0 * f0, r1 * f1, hi, lo);
+                else la_cu_bf16_parts(r0, r1, hi, lo);
                 *(uint32_t *)&Rh[v * DCL_RLD + tt] = hi;
                 *(uint32_t *)&Rl[v * DCL_RLD + tt] = lo;
                 if (mine && (hf ? rin1 : rin0)) {
@@ -348,7 +377,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                 const int off = (32 * kp + 8 * m8 + rr) * LD + kbl;
                 uint32_t bh[4], bk[4];
                 la_tc_ldsm4<true>(bh, Kt + off);
-                if (NP == 2) la_tc_ldsm4<true>(bk, Kt + TILE + off);
+                if (NK == 2) la_tc_ldsm4<true>(bk, Kt + TILE + off);
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const int ao =
@@ -359,7 +388,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                     if (NP == 2) {
                         la_tc_ldsm4<false>(al, Rl + ao);
                         la_tc_mma<dcl_bf>(Sx[0], al, bh[2 * h], bh[2 * h + 1]);
-                        la_tc_mma<dcl_bf>(Sx[0], ah, bk[2 * h], bk[2 * h + 1]);
+                        if (NK == 2) la_tc_mma<dcl_bf>(Sx[0], ah, bk[2 * h], bk[2 * h + 1]);
                     }
                 }
             }
@@ -377,10 +406,12 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
                 la_tc_mma<dcl_bf>(S[2 * jn], ah, bh[0], bh[1]);
                 la_tc_mma<dcl_bf>(S[2 * jn + 1], ah, bh[2], bh[3]);
                 if (NP == 2) {
-                    uint32_t bk[4];
-                    la_tc_ldsm4<true>(bk, Kt + TILE + off);
                     la_tc_mma<dcl_bf>(Sx[2 * jn], al, bh[0], bh[1]);
                     la_tc_mma<dcl_bf>(Sx[2 * jn + 1], al, bh[2], bh[3]);
+                }
+                if (NK == 2) {
+                    uint32_t bk[4];
+                    la_tc_ldsm4<true>(bk, Kt + TILE + off);
                     la_tc_mma<dcl_bf>(Sx[2 * jn], ah, bk[0], bk[1]);
                     la_tc_mma<dcl_bf>(Sx[2 * jn + 1], ah, bk[2], bk[3]);
                 }
@@ -419,18 +450,27 @@ static la_status dcl_go(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
     LA_CU_TRY(c->op, la_cl_launch(kern, grid, 2, nth, smem, stream, p));
     return LA_OK;
 }
-template <int KW, int NP>
+template <int KW, int NP, bool XK>
 static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
     const size_t lim = (size_t)la__cu_smem_optin(c);
-    if (dcl_smem<8, KW, NP, 3>() <= lim)
-        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 3>, 256, dcl_smem<8, KW, NP, 3>());
-    if (dcl_smem<8, KW, NP, 2>() <= lim)
-        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 2>, 256, dcl_smem<8, KW, NP, 2>());
-    return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 1>, 256, dcl_smem<8, KW, NP, 1>());
+    if (dcl_smem<8, KW, NP, 3, XK>() <= lim)
+        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 3, XK>, 256,
+                      dcl_smem<8, KW, NP, 3, XK>());
+    if (dcl_smem<8, KW, NP, 2, XK>() <= lim)
+        return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 2, XK>, 256,
+                      dcl_smem<8, KW, NP, 2, XK>());
+    return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 1, XK>, 256,
+                  dcl_smem<8, KW, NP, 1, XK>());
+}
+/* Exact keys (cuda-gdn24) where prep wrote Kd's row factor and k can be
+ * copied 16 bytes at a time (K % 8 == 0, k 16-byte aligned). */
+int la__cu_delta_state_xk(const la__cu_call *c, const la_cu_dc_args &p) {
+    return p.kf && p.Wl && (c->K & 7) == 0 && ((uintptr_t)p.k & 15) == 0;
 }
 template <int KW>
 static la_status dcl_np(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    return p.Wl ? dcl_nb<KW, 2>(c, p, stream) : dcl_nb<KW, 1>(c, p, stream);
+    return la__cu_delta_state_xk(c, p) ? dcl_nb<KW, 2, true>(c, p, stream)
+              : p.Wl ? dcl_nb<KW, 2, false>(c, p, stream) : dcl_nb<KW, 1, false>(c, p, stream);
 }
 
 /* cuda-state8's kernel takes 32-bit element offsets: every tensor it
@@ -442,6 +482,12 @@ static int dcl_fits32(const la__cu_call *c) {
     const int64_t tok = c->B * c->T + LA_CU_C, nch = tok / LA_CU_C + c->N + 1;
     const int64_t KV = c->K * c->V, KM = K8 > c->V ? K8 : c->V;
     return tok < lim / (c->HS * KM) && nch < lim / (c->HS * KV) && c->N < lim / (c->HS * KV);
+}
+
+int la__cu_delta_xk(const la__cu_call *c) {
+    const char *e = getenv("LINATTN_CUDA_DELTA_XK");
+    return !(e && e[0] == '0') && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_prep() &&
+           la__cu_delta_tc_parts(2) == 2;
 }
 
 /* LINATTN_CUDA_DELTA_STATE=old: never the cluster kernel; =cl: also where

@@ -38,9 +38,10 @@ typedef __nv_bfloat16 dst_bf;
 /* Shared memory: NB buffers of the W and Kd part tiles ([64][KP + 8] bf16
  * each) and the U tile ([64][DST_SU] fp32); the warps' partial R^T
  * ([NW][16][DST_PLD] fp32); R^T as bf16 hi, lo ([16][DST_RLD] each). */
-template <int NW, int KW, int NP, int NB, int PLD = DST_PLD, int MT = 1> static size_t dst_smem() {
-    constexpr int LD = NW * KW + 8;
-    return (size_t)NB * 2 * NP * 64 * LD * 2 + (MT == 1 ? (size_t)NB * 64 * DST_SU * 4 : 0) +
+template <int NW, int KW, int NP, int NB, int PLD = DST_PLD, int MT = 1, bool XK = false>
+static size_t dst_smem() {
+    constexpr int LD = NW * KW + 8, NK = XK ? 1 : NP;
+    return (size_t)NB * (NP + NK) * 64 * LD * 2 + (MT == 1 ? (size_t)NB * 64 * DST_SU * 4 : 0) +
            (size_t)MT * NW * 16 * PLD * 4 + (size_t)MT * 2 * 16 * DST_RLD * 2;
 }
 
@@ -60,17 +61,22 @@ template <int NW, int KW, int NP, int NB, int PLD = DST_PLD, int MT = 1> static 
  * bits), sharing one copy of the W, Kd tiles per chunk (half the copies per
  * head); U is read from global memory into registers at the top of each
  * chunk instead of through shared memory (the tiles, partials and R parts
- * of two groups fill the rest). */
-template <int NW, int KW, int NP, int NB, int MODE = 0, int MINB = 1, int MT = 1>
+ * of two groups fill the rest).
+ * cuda-gdn24: XK (MODE 0, two parts) takes the keys exact, k itself, and
+ * Kd's row factor p.kf on R's rows before they are split into parts, as the
+ * cluster kernel does (delta_state_cl.cu). */
+template <int NW, int KW, int NP, int NB, int MODE = 0, int MINB = 1, int MT = 1, bool XK = false>
 __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc_args p) {
     static_assert(MT == 1 || (MT == 2 && MODE == 0 && MINB == 1 && NW <= 8), "MT");
+    static_assert(!XK || (MODE == 0 && NP == 2), "exact keys: MODE 0, two parts of W");
     extern __shared__ __align__(128) unsigned char dst_sm[];
     constexpr int NTH = NW * 32 * MT, KP = NW * KW, LD = KP + 8, TILE = 64 * LD, NT = KW / 8;
     constexpr int PLD = MINB == 2 ? 68 : DST_PLD; /* partial row stride */
     constexpr int KQ = KP / 8, JW = 8 / NW;       /* R^T column tiles (8 tokens) reduced per warp */
     constexpr bool UR = MT > 1;                   /* U through registers */
+    constexpr int NK = XK ? 1 : NP, BUF = (NP + NK) * TILE; /* Kd's parts; one buffer's tiles */
     dst_bf *const tiles = (dst_bf *)dst_sm;       /* [NB][W, Kd parts][64][LD] */
-    float *const Us = (float *)(tiles + NB * 2 * NP * TILE); /* [NB][64][DST_SU] (MT = 1) */
+    float *const Us = (float *)(tiles + NB * BUF); /* [NB][64][DST_SU] (MT = 1) */
     const int t = threadIdx.x, w = MT == 1 ? t >> 5 : (t >> 5) % NW, lane = t & 31;
     const int mt = MT == 1 ? 0 : (t >> 5) / NW; /* constant 0 for MT = 1 (same code as before) */
     const int g = lane >> 2, q = lane & 3;
@@ -110,17 +116,20 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
         const int64_t tok0 = s.start + (int64_t)c * LA_CU_C, rem = s.len - (int64_t)c * LA_CU_C;
         const int L = (int)(rem < LA_CU_C ? rem : LA_CU_C);
         const int64_t ko = (tok0 * HS + hs) * K8, rs = HS * K8;
-        dst_bf *tb = tiles + b * 2 * NP * TILE;
+        /* XK: k's rows ([tokens][H][K], K % 8 == 0) */
+        const dst_bf *const kx = (const dst_bf *)p.k + (tok0 * p.H + hs / (HS / p.H)) * K;
+        dst_bf *tb = tiles + b * BUF;
         for (int e = t; e < 64 * KQ; e += NTH) {
             const int r = e / KQ, c8 = (e - r * KQ) * 8;
             const bool in = r < L && c8 < K8;
             const int64_t off = in ? ko + r * rs + c8 : 0;
             dst_bf *d = tb + r * LD + c8;
             la_cu_cpb16(d, p.Wh + off, in ? 16 : 0);
-            la_cu_cpb16(d + NP * TILE, p.Kh + off, in ? 16 : 0);
+            if (XK) la_cu_cpb16(d + NP * TILE, in ? kx + r * p.H * K + c8 : kx, in ? 16 : 0);
+            else la_cu_cpb16(d + NP * TILE, p.Kh + off, in ? 16 : 0);
             if (NP == 2) {
                 la_cu_cpb16(d + TILE, p.Wl + off, in ? 16 : 0);
-                la_cu_cpb16(d + 3 * TILE, p.Kl + off, in ? 16 : 0);
+                if (!XK) la_cu_cpb16(d + 3 * TILE, p.Kl + off, in ? 16 : 0);
             }
         }
         float *ub = Us + b * 64 * DST_SU;
@@ -150,6 +159,15 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
         const int b = NB == 2 ? (c & 1) : 0;
         const float bl = p.bL[chk * HS + hs];
         float ur[JW][2][2]; /* MT = 2: U^T of this thread's R slots (0 outside) */
+        float fk[JW][2];    /* XK: Kd's row factors of this thread's R slots */
+        if (XK)
+#pragma unroll
+            for (int jw = 0; jw < JW; jw++) {
+                const int tt = 8 * (JW * w + jw) + 2 * q;
+                const float *f = p.kf + (tok0 + tt) * HS + hs;
+                fk[jw][0] = tt < L ? f[0] : 0.f;
+                fk[jw][1] = tt + 1 < L ? f[HS] : 0.f;
+            }
         if (UR)
 #pragma unroll
             for (int jw = 0; jw < JW; jw++)
@@ -163,7 +181,7 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
         asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         __syncthreads(); /* chunk c's tiles in; every warp is past chunk c - 1 */
         if (NB == 2 && c + 1 < s.nch) issue(c + 1, b ^ 1);
-        const dst_bf *const Wt = tiles + b * 2 * NP * TILE, *const Kt = Wt + NP * TILE;
+        const dst_bf *const Wt = tiles + b * BUF, *const Kt = Wt + NP * TILE;
         if (!MODE && p.hst) {
             float *hc = p.hst + (chk * HS + hs) * K * V + v0;
 #pragma unroll
@@ -203,7 +221,8 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
                     const float r0 = (UR ? ur[jw][hf][0] : Ub[tt * DST_SU + v]) - a.x,
                                 r1 = (UR ? ur[jw][hf][1] : Ub[(tt + 1) * DST_SU + v]) - a.y;
                     uint32_t hi, lo;
-                    la_cu_bf16_parts(r0, r1, hi, lo);
+                    if (XK) la_cu_bf16_parts(r0 * fk[jw][0], r1 * fk[jw][1], hi, lo);
+                    else la_cu_bf16_parts(r0, r1, hi, lo);
                     *(uint32_t *)&Rh[v * DST_RLD + tt] = hi;
                     *(uint32_t *)&Rl[v * DST_RLD + tt] = lo;
                     if (!MODE && v < vc) {
@@ -235,10 +254,12 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
                 la_tc_mma<dst_bf>(S[2 * jn], ah, bh[0], bh[1]);
                 la_tc_mma<dst_bf>(S[2 * jn + 1], ah, bh[2], bh[3]);
                 if (NP == 2) {
-                    uint32_t bk[4];
-                    la_tc_ldsm4<true>(bk, Kt + TILE + off);
                     la_tc_mma<dst_bf>(Sx[2 * jn], al, bh[0], bh[1]);
                     la_tc_mma<dst_bf>(Sx[2 * jn + 1], al, bh[2], bh[3]);
+                }
+                if (NK == 2) {
+                    uint32_t bk[4];
+                    la_tc_ldsm4<true>(bk, Kt + TILE + off);
                     la_tc_mma<dst_bf>(Sx[2 * jn], ah, bk[0], bk[1]);
                     la_tc_mma<dst_bf>(Sx[2 * jn + 1], ah, bk[2], bk[3]);
                 }
@@ -268,32 +289,33 @@ __global__ void __launch_bounds__(NW * 32 * MT, MINB) la_cu_dc_state_tc(la_cu_dc
     }
 }
 
-template <int NW, int KW, int NP, int NB>
+template <int NW, int KW, int NP, int NB, bool XK>
 static la_status dst_launch(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    const size_t smem = dst_smem<NW, KW, NP, NB>();
-    LA_CU_TRY(c->op, cudaFuncSetAttribute(la_cu_dc_state_tc<NW, KW, NP, NB>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const size_t smem = dst_smem<NW, KW, NP, NB, DST_PLD, 1, XK>();
+    auto kern = la_cu_dc_state_tc<NW, KW, NP, NB, 0, 1, 1, XK>;
+    LA_CU_TRY(c->op,
+              cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)((c->V + 15) / 16 * c->N * c->HS));
-    la_cu_dc_state_tc<NW, KW, NP, NB><<<grid, NW * 32, smem, stream>>>(p);
+    kern<<<grid, NW * 32, smem, stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
-template <int NW, int KW, int NP>
+template <int NW, int KW, int NP, bool XK>
 static la_status dst_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    if (dst_smem<NW, KW, NP, 2>() <= (size_t)la__cu_smem_optin(c))
-        return dst_launch<NW, KW, NP, 2>(c, p, stream);
-    if (dst_smem<NW, KW, NP, 1>() <= (size_t)la__cu_smem_optin(c))
-        return dst_launch<NW, KW, NP, 1>(c, p, stream);
+    if (dst_smem<NW, KW, NP, 2, DST_PLD, 1, XK>() <= (size_t)la__cu_smem_optin(c))
+        return dst_launch<NW, KW, NP, 2, XK>(c, p, stream);
+    if (dst_smem<NW, KW, NP, 1, DST_PLD, 1, XK>() <= (size_t)la__cu_smem_optin(c))
+        return dst_launch<NW, KW, NP, 1, XK>(c, p, stream);
     return la__error(LA_ERR_UNSUPPORTED,
                      "%s: K = %lld needs more shared memory than the device has", c->op,
                      (long long)c->K);
 }
 /* K <= 64: 4 warps of 16 keys; K <= 128: 8 warps of 16; K <= 256: 8 of 32. */
-template <int NP>
+template <int NP, bool XK>
 static la_status dst_k(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
-    if (c->K <= 64) return dst_nb<4, 16, NP>(c, p, stream);
-    if (c->K <= 128) return dst_nb<8, 16, NP>(c, p, stream);
-    return dst_nb<8, 32, NP>(c, p, stream);
+    if (c->K <= 64) return dst_nb<4, 16, NP, XK>(c, p, stream);
+    if (c->K <= 128) return dst_nb<8, 16, NP, XK>(c, p, stream);
+    return dst_nb<8, 32, NP, XK>(c, p, stream);
 }
 
 /* ---- cuda-state11: 32 value columns per CTA (MT = 2) ------------------- */
@@ -310,17 +332,17 @@ static int dst_wide_mode(void) {
     }
     return mode;
 }
-template <int NW, int KW, int NP, int NB>
+template <int NW, int KW, int NP, int NB, bool XK>
 static la_status dst_wide_go(const la__cu_call *c, const la_cu_dc_args &p, int64_t ctas,
                              size_t smem, cudaStream_t stream) {
-    auto kern = la_cu_dc_state_tc<NW, KW, NP, NB, 0, 1, 2>;
+    auto kern = la_cu_dc_state_tc<NW, KW, NP, NB, 0, 1, 2, XK>;
     LA_CU_TRY(c->op,
               cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     kern<<<dim3((unsigned)ctas), NW * 32 * 2, smem, stream>>>(p);
     LA_CU_LAUNCHED(c->op);
     return LA_OK;
 }
-template <int NP>
+template <int NP, bool XK>
 static int dst_wide(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream,
                     la_status *st) {
     constexpr int NW = 8, KW = 16, NB = 2;
@@ -329,17 +351,20 @@ static int dst_wide(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t s
     if (!mode || c->K <= 64 || c->K > 128) return 0;
     const int64_t sm = la__cu_sm_count(c);
     if (mode == 1 && ctas < sm && (c->V + 15) / 16 * c->N * c->HS <= sm) return 0;
-    const size_t smem = dst_smem<NW, KW, NP, NB, DST_PLD, 2>();
+    const size_t smem = dst_smem<NW, KW, NP, NB, DST_PLD, 2, XK>();
     if (smem > (size_t)la__cu_smem_optin(c)) return 0;
-    *st = dst_wide_go<NW, KW, NP, NB>(c, p, ctas, smem, stream);
+    *st = dst_wide_go<NW, KW, NP, NB, XK>(c, p, ctas, smem, stream);
     return 1;
 }
 
 la_status la__cu_delta_state_tc(const la__cu_call *c, const la_cu_dc_args &p, cudaStream_t stream) {
     la_status st = LA_OK; /* cuda-state7: the 2-CTA cluster kernel where it pays */
     if (la__cu_delta_state_cl(c, p, stream, &st)) return st;
-    if (p.Wl ? dst_wide<2>(c, p, stream, &st) : dst_wide<1>(c, p, stream, &st)) return st;
-    return p.Wl ? dst_k<2>(c, p, stream) : dst_k<1>(c, p, stream);
+    if (la__cu_delta_state_xk(c, p)) /* cuda-gdn24: exact keys */
+        return dst_wide<2, true>(c, p, stream, &st) ? st : dst_k<2, true>(c, p, stream);
+    if (p.Wl ? dst_wide<2, false>(c, p, stream, &st) : dst_wide<1, false>(c, p, stream, &st))
+        return st;
+    return p.Wl ? dst_k<2, false>(c, p, stream) : dst_k<1, false>(c, p, stream);
 }
 
 /* ---- cuda-split9: the one-CTA kernel over segments ---------------------- */
