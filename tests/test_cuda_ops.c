@@ -1533,7 +1533,34 @@ static void run_graph(const gcase *c, uint64_t seed) {
     }
     CHECK(!bits_equal(ref[0][GO_O], ref[1][GO_O], b.nout[GO_O] * esize(c->dt)),
           "%s: the two input sets give different outputs", c->name);
-    static const cudaStreamCaptureMode modes[] = {
+    /* a pipelined case: the unsplit schedule's node count, for the check
+     * that the captures below took the pipeline (not the unsplit fallback
+     * that a failure to make the context's streams would give) */
+    const int piped = strstr(c->name, "pipe") != NULL;
+    size_t plain_nodes = 0;
+    if (piped) {
+        la_ctx *pc = NULL;
+        cudaGraph_t pg = NULL;
+        setenv("LINATTN_CUDA_DELTA_PIPE", "0", 1);
+        CHECK_STATUS(la_ctx_create_cuda(&pc, 0, s), LA_OK, "la_ctx_create_cuda");
+        la_saved *psv = NULL;
+        if (c->saved) {
+            la_saved_create(pc, &psv);
+            g_call(pc, &b, psv);
+            cudaStreamSynchronize(s);
+        }
+        if (cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess) {
+            g_call(pc, &b, psv);
+            if (cudaStreamEndCapture(s, &pg) == cudaSuccess && pg)
+                cudaGraphGetNodes(pg, NULL, &plain_nodes);
+        }
+        cudaGetLastError();
+        if (pg) cudaGraphDestroy(pg);
+        la_saved_destroy(psv);
+        la_ctx_destroy(pc);
+        free(g_env_set(c)); /* the case's value again */
+    }
+    static const enum cudaStreamCaptureMode modes[] = {
         cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal,
         cudaStreamCaptureModeRelaxed};
     static const char *const mname[] = {"global", "thread-local", "relaxed"};
@@ -1561,6 +1588,10 @@ static void run_graph(const gcase *c, uint64_t seed) {
                              c->name, mname[m], cudaGetErrorString(e), (int)st, msg,
                              cudaGetErrorString(e2));
         cudaGetLastError();
+        if (piped)
+            CHECK(nodes > plain_nodes && plain_nodes > 0,
+                  "%s, %s capture: the pipelined schedule was captured (%zu nodes, unsplit %zu)",
+                  c->name, mname[m], nodes, plain_nodes);
         for (int rr = 0; ok && rr < 2; rr++) {
             const int r = 1 - rr; /* the second input set first */
             g_fill(&b, seed + r);
