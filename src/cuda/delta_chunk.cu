@@ -401,10 +401,12 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     if ((st = la__cu_put_table(us, c->op, (la_cu_seq *)blk, NULL, nseg, bound, 0))) return st;
     const la_cu_seq *dsegs = (const la_cu_seq *)blk;
     float *mid = (float *)(blk + tab);
-    /* fork; from here on every path joins */
+    /* fork; from here on every path joins what it forked (a capture ends
+     * in error where a forked stream is left unjoined) */
     LA_CU_TRY(c->op, cudaEventRecord(x->fork, us));
-    LA_CU_TRY(c->op, cudaStreamWaitEvent(x->hi, x->fork, 0));
-    LA_CU_TRY(c->op, cudaStreamWaitEvent(x->lo, x->fork, 0));
+    const bool fhi = cudaStreamWaitEvent(x->hi, x->fork, 0) == cudaSuccess;
+    const bool flo = fhi && cudaStreamWaitEvent(x->lo, x->fork, 0) == cudaSuccess;
+    if (!flo) st = la__cu_error(cudaGetLastError(), c->op, "the pipeline's fork");
     for (int64_t i = 0; i < nseg && !st; i++) {
         la_cu_dc_args q = p;
         q.cb = cut[i];
@@ -436,10 +438,10 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     }
     /* join (also after a failed launch: nothing of this call stays on the
      * internal streams) */
-    const bool joined = cudaEventRecord(x->jhi, x->hi) == cudaSuccess &&
-                        cudaEventRecord(x->jlo, x->lo) == cudaSuccess &&
-                        cudaStreamWaitEvent(us, x->jhi, 0) == cudaSuccess &&
-                        cudaStreamWaitEvent(us, x->jlo, 0) == cudaSuccess;
+    const bool joined = (!fhi || (cudaEventRecord(x->jhi, x->hi) == cudaSuccess &&
+                                  cudaStreamWaitEvent(us, x->jhi, 0) == cudaSuccess)) &&
+                        (!flo || (cudaEventRecord(x->jlo, x->lo) == cudaSuccess &&
+                                  cudaStreamWaitEvent(us, x->jlo, 0) == cudaSuccess));
     if (!joined && !st) st = la__cu_error(cudaGetLastError(), c->op, "the pipeline's join");
     return st;
 }
