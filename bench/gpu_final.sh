@@ -53,9 +53,15 @@ tests_job() {   # GPU0: full suite in 4 shards, memcheck quick in 4, pytest
     LINATTN_CUDA_LIN_SPLIT=3 LINATTN_CUDA_LIN_FUSED_WARPS=4 LINATTN_CUDA_LIN_PARTS=3 LINATTN_CUDA_TEST_ONLY=s \
         LINATTN_CUDA_TEST_QUICK=1 "$NEW/test_cuda_ops" > "$L/1_tests_split_parts3.log" 2>&1 &
     wait
+    # section g (cuda-graph24) provokes a CUDA capture refusal on purpose: its
+    # shards run without API-error reports (memory errors still reported)
     for i in 0 1 2 3; do
-        LINATTN_CUDA_TEST_QUICK=1 LINATTN_CUDA_TEST_SHARD=$i/4 timeout 400 \
-            $CS --tool memcheck --leak-check full "$NEW/test_cuda_ops" > "$L/2_memcheck_$i.log" 2>&1 &
+        LINATTN_CUDA_TEST_QUICK=1 LINATTN_CUDA_TEST_ONLY=esndtvp LINATTN_CUDA_TEST_SHARD=$i/4 \
+            timeout 400 $CS --tool memcheck --leak-check full "$NEW/test_cuda_ops" \
+            > "$L/2_memcheck_$i.log" 2>&1 &
+        LINATTN_CUDA_TEST_QUICK=1 LINATTN_CUDA_TEST_ONLY=g LINATTN_CUDA_TEST_SHARD=$i/4 \
+            timeout 400 $CS --tool memcheck --report-api-errors no --leak-check full \
+            "$NEW/test_cuda_ops" > "$L/2_memcheck_g$i.log" 2>&1 &
     done
     wait
     stamp "tests+memcheck done"

@@ -129,9 +129,12 @@ LA_API int la_ctx_threads(const la_ctx *ctx);
  * CUDA context every tensor pointer passed to an op (q, k, v, o, gates,
  * beta, states, gradients) is a DEVICE pointer, while la_dims and its
  * cu_seqlens stay in host memory (the offsets are validated on the host and
- * copied to the device by the call). Calls only enqueue work on the stream
- * and return; they never synchronise the device (read results after a
- * cudaStreamSynchronize or an event). A CUDA error becomes LA_ERR_INTERNAL
+ * reach the device as kernel parameters; the array is not read after the
+ * call returns). Calls only enqueue work on the stream and return; they
+ * never synchronise the device (read results after a
+ * cudaStreamSynchronize or an event), and every one can be captured into a
+ * CUDA graph on that stream (README "CUDA graphs": what the graph fixes,
+ * la_saved's block). A CUDA error becomes LA_ERR_INTERNAL
  * (or LA_ERR_OUT_OF_MEMORY) with the CUDA error string in la_last_error().
  * Shapes, options and pointers are checked as on the CPU; values in device
  * memory are NOT read, so the finite-input, gate-range and beta-range

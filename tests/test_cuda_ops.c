@@ -7,7 +7,8 @@
  * LINATTN_CUDA_TEST_QUICK=1 keeps only the small cases (for
  * compute-sanitizer); LINATTN_CUDA_TEST_ONLY=<letters> runs only those
  * sections (e errors, s scalar, n normalised, d delta, t step, v saved
- * for backward; p: only d's pipelined cases, which d includes);
+ * for backward, g CUDA graph capture; p: only d's pipelined cases, which d
+ * includes);
  * LINATTN_CUDA_TEST_SHARD=i/n runs only every n-th case of the s, n, d, v
  * sections from the i-th (0-based), so a slow tool such as racecheck can
  * cover a section in n processes side by side;
@@ -37,7 +38,7 @@ int main(void) {
 #include <cuda_runtime.h>
 
 static int quick;
-static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t v p), NULL = all */
+static const char *only; /* LINATTN_CUDA_TEST_ONLY: sections to run (e s n d t v g p), NULL = all */
 static int want(char section) { return !only || strchr(only, section) != NULL; }
 static int shard_i, shard_n = 1; /* LINATTN_CUDA_TEST_SHARD=i/n */
 /* this case belongs to the shard (cases counted in order) */
@@ -1369,6 +1370,372 @@ static void run_saved_misc(la_ctx *gpu, la_ctx *cpu) {
     free(x), free(beta), free(g);
 }
 
+/* ---- cuda-graph24: CUDA graph capture, section g -------------------------
+ * Every op's forward + backward captured into one graph on a fresh context
+ * of a non-blocking stream (its first use inside the capture: the pipeline's
+ * streams and events are made there), in the global, thread-local and
+ * relaxed capture modes; the graph replayed twice, each time after new
+ * input contents were written and the outputs poisoned, and every output
+ * compared bitwise with eager calls on the same inputs. Cases: linear
+ * attention (fused / split paths, normalised), simple GLA, DeltaNet, Gated
+ * DeltaNet (recurrent form, the cluster state pass, the pipelined forward
+ * forced at small T and by default at T 16400), varlen, initial / final
+ * states, la_saved (its block grown by an eager call first). Then the
+ * errors: a la_saved that must grow, a host pointer, and a call on the
+ * legacy stream while a blocking stream captures (global mode) come back as
+ * a la_status naming the cause, no crash. */
+enum { GOP_LIN, GOP_NORM, GOP_SGLA, GOP_DELTA, GOP_GDN };
+typedef struct gcase {
+    const char *name;
+    int op;
+    int64_t B, T, H, HV, K, V;
+    const int64_t *cu;
+    int64_t nseq;
+    la_dtype dt;
+    int fm;        /* linear, normalised: the feature map */
+    int states;    /* initial and final states (norms), with their gradients */
+    int recurrent; /* delta rules: LA_FORM_RECURRENT */
+    int pipe;      /* LINATTN_CUDA_DELTA_PIPE for every call of the case (0: unset) */
+    int saved;     /* delta rules: through a la_saved object */
+} gcase;
+/* inputs, then outputs */
+enum { GI_Q, GI_K, GI_V, GI_G, GI_GAM, GI_BETA, GI_S0, GI_Z0, GI_DO, GI_DST, GI_DZT, GI_N };
+enum { GO_O, GO_ST, GO_ZT, GO_DQ, GO_DK, GO_DV, GO_DG, GO_DGAM, GO_DBETA, GO_DS0, GO_DZ0, GO_N };
+static const char *const g_out_name[GO_N] = {"o",  "final", "final_norm", "dq",    "dk",   "dv",
+                                             "dg", "dgam",  "dbeta",      "dinit", "dz0"};
+typedef struct gbufs {
+    const gcase *c;
+    la_dims d;
+    void *in[GI_N], *out[GO_N];
+    size_t nin[GI_N], nout[GO_N]; /* elements */
+    la_dtype tin[GI_N], tout[GO_N];
+} gbufs;
+
+static void g_setup(gbufs *b, const gcase *c) {
+    memset(b, 0, sizeof *b);
+    b->c = c;
+    b->d = (la_dims){.B = c->B, .T = c->T, .H = c->H, .K = c->K, .V = c->V, .HV = c->HV,
+                     .cu_seqlens = c->cu, .n_seqs = c->nseq, .dtype = c->dt};
+    const int lin = c->op == GOP_LIN || c->op == GOP_NORM, norm = c->op == GOP_NORM;
+    const int64_t N = c->cu ? c->nseq : c->B, HS = c->HV ? c->HV : c->H;
+    const size_t ntok = (size_t)(c->B * c->T), nqk = ntok * c->H * c->K, nv = ntok * HS * c->V;
+    const size_t ns = (size_t)N * HS * c->K * c->V, nz = (size_t)N * c->H * c->K;
+    const size_t ng = c->op == GOP_SGLA ? ntok * c->H : c->op == GOP_GDN ? ntok * HS : 0;
+    const size_t nin[GI_N] = {nqk, nqk, nv, ng, c->op == GOP_SGLA ? (size_t)c->H : 0,
+                              lin || c->op == GOP_SGLA ? 0 : ntok * HS, c->states ? ns : 0,
+                              norm && c->states ? nz : 0, nv, c->states ? ns : 0,
+                              norm && c->states ? nz : 0};
+    const size_t nout[GO_N] = {nv,
+                               c->states ? ns : 0,
+                               norm && c->states ? nz : 0,
+                               nqk,
+                               nqk,
+                               nv,
+                               ng,
+                               nin[GI_GAM],
+                               nin[GI_BETA],
+                               c->states ? ns : 0,
+                               norm && c->states ? nz : 0};
+    for (int i = 0; i < GI_N; i++) {
+        b->nin[i] = nin[i];
+        b->tin[i] = i == GI_Q || i == GI_K || i == GI_V || i == GI_DO ? c->dt : LA_DTYPE_F32;
+        b->in[i] = nin[i] ? dev_alloc(nin[i] * esize(b->tin[i])) : NULL;
+    }
+    for (int i = 0; i < GO_N; i++) {
+        b->nout[i] = nout[i];
+        b->tout[i] = i == GO_O || i == GO_DQ || i == GO_DK || i == GO_DV ? c->dt : LA_DTYPE_F32;
+        b->out[i] = nout[i] ? dev_alloc(nout[i] * esize(b->tout[i])) : NULL;
+    }
+}
+static void g_free(gbufs *b) {
+    for (int i = 0; i < GI_N; i++) cudaFree(b->in[i]);
+    for (int i = 0; i < GO_N; i++) cudaFree(b->out[i]);
+}
+/* New input contents (synchronous: the device is idle afterwards). */
+static void g_fill(gbufs *b, uint64_t seed) {
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    const gcase *c = b->c;
+    for (int i = 0; i < GI_N; i++) {
+        const size_t n = b->nin[i];
+        if (!n) continue;
+        float *x = th_rand_floats(n, &rng, i == GI_S0 ? 0.5 : 1.0);
+        if (i == GI_G) ref_fill_uniform(x, n, &rng, -0.5, 0.0);
+        if (i == GI_GAM) ref_fill_uniform(x, n, &rng, -0.3, -0.01);
+        if (i == GI_BETA) ref_fill_uniform(x, n, &rng, 0.0, 1.99);
+        if (i == GI_Z0) ref_fill_uniform(x, n, &rng, 0.5, 2.0);
+        if ((i == GI_Q || i == GI_K) && c->op == GOP_NORM && c->fm == LA_FEATURE_IDENTITY)
+            ref_fill_uniform(x, n, &rng, 0.05, 1.0);
+        void *d = up(x, n, b->tin[i]);
+        cudaMemcpy(b->in[i], d, n * esize(b->tin[i]), cudaMemcpyDeviceToDevice);
+        cudaFree(d);
+        free(x);
+    }
+    cudaDeviceSynchronize();
+}
+static void g_poison(gbufs *b) {
+    for (int i = 0; i < GO_N; i++)
+        if (b->nout[i]) cudaMemset(b->out[i], 0xff, b->nout[i] * esize(b->tout[i]));
+    cudaDeviceSynchronize();
+}
+/* The forward, then the backward, of the case on ctx (sv: la_saved or NULL). */
+static la_status g_call(la_ctx *ctx, const gbufs *b, la_saved *sv) {
+    const gcase *c = b->c;
+    void *const *I = b->in, *const *O = b->out;
+    la_status st;
+    if (c->op == GOP_LIN || c->op == GOP_NORM) {
+        la_linear_attn_opts lo = la_linear_attn_opts_default();
+        lo.causal = 1, lo.form = LA_FORM_CHUNK, lo.feature_map = c->fm;
+        lo.normalize = c->op == GOP_NORM;
+        if ((st = la_linear_attn_forward(ctx, &lo, &b->d, O[GO_O], O[GO_ST], O[GO_ZT], I[GI_Q],
+                                         I[GI_K], I[GI_V], I[GI_S0], I[GI_Z0])))
+            return st;
+        return la_linear_attn_backward(ctx, &lo, &b->d, O[GO_DQ], O[GO_DK], O[GO_DV], O[GO_DS0],
+                                       O[GO_DZ0], I[GI_DO], I[GI_DST], I[GI_DZT], I[GI_Q],
+                                       I[GI_K], I[GI_V], I[GI_S0], I[GI_Z0]);
+    }
+    la_gated_opts go = la_gated_opts_default();
+    go.form = c->recurrent ? LA_FORM_RECURRENT : LA_FORM_CHUNK;
+    go.use_qk_l2norm = c->op != GOP_SGLA;
+    go.saved = sv;
+    if (c->op == GOP_SGLA) {
+        if ((st = la_simple_gla_forward(ctx, &go, &b->d, O[GO_O], O[GO_ST], I[GI_Q], I[GI_K],
+                                        I[GI_V], I[GI_G], I[GI_GAM], I[GI_S0])))
+            return st;
+        return la_simple_gla_backward(ctx, &go, &b->d, O[GO_DQ], O[GO_DK], O[GO_DV], O[GO_DG],
+                                      O[GO_DGAM], O[GO_DS0], I[GI_DO], I[GI_DST], I[GI_Q],
+                                      I[GI_K], I[GI_V], I[GI_G], I[GI_GAM], I[GI_S0]);
+    }
+    if (c->op == GOP_DELTA) {
+        if ((st = la_delta_rule_forward(ctx, &go, &b->d, O[GO_O], O[GO_ST], I[GI_Q], I[GI_K],
+                                        I[GI_V], I[GI_BETA], I[GI_S0])))
+            return st;
+        return la_delta_rule_backward(ctx, &go, &b->d, O[GO_DQ], O[GO_DK], O[GO_DV], O[GO_DBETA],
+                                      O[GO_DS0], I[GI_DO], I[GI_DST], I[GI_Q], I[GI_K], I[GI_V],
+                                      I[GI_BETA], I[GI_S0]);
+    }
+    if ((st = la_gated_delta_rule_forward(ctx, &go, &b->d, O[GO_O], O[GO_ST], I[GI_Q], I[GI_K],
+                                          I[GI_V], I[GI_G], I[GI_BETA], I[GI_S0])))
+        return st;
+    return la_gated_delta_rule_backward(ctx, &go, &b->d, O[GO_DQ], O[GO_DK], O[GO_DV], O[GO_DG],
+                                        O[GO_DBETA], O[GO_DS0], I[GI_DO], I[GI_DST], I[GI_Q],
+                                        I[GI_K], I[GI_V], I[GI_G], I[GI_BETA], I[GI_S0]);
+}
+/* The outputs read back as bytes. */
+static void g_read(const gbufs *b, void **h) {
+    for (int i = 0; i < GO_N; i++)
+        h[i] = b->nout[i] ? dup_dev_bytes(b->out[i], b->nout[i] * esize(b->tout[i])) : NULL;
+}
+static void g_unread(void **h) {
+    for (int i = 0; i < GO_N; i++) free(h[i]);
+}
+/* LINATTN_CUDA_DELTA_PIPE for the case (restored by g_env_restore). */
+static char *g_env_set(const gcase *c) {
+    const char *was = getenv("LINATTN_CUDA_DELTA_PIPE");
+    char *keep = was ? strdup(was) : NULL;
+    char v[16];
+    snprintf(v, sizeof v, "%d", c->pipe);
+    if (c->pipe)
+        setenv("LINATTN_CUDA_DELTA_PIPE", v, 1);
+    else
+        unsetenv("LINATTN_CUDA_DELTA_PIPE");
+    return keep;
+}
+static void g_env_restore(char *keep) {
+    if (keep)
+        setenv("LINATTN_CUDA_DELTA_PIPE", keep, 1);
+    else
+        unsetenv("LINATTN_CUDA_DELTA_PIPE");
+    free(keep);
+}
+
+static void run_graph(const gcase *c, uint64_t seed) {
+    gbufs b;
+    g_setup(&b, c);
+    char *keep = g_env_set(c);
+    cudaStream_t s = NULL;
+    la_ctx *eager = NULL;
+    la_saved *sve = NULL;
+    if (!CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
+                   la_ctx_create_cuda(&eager, 0, s) == LA_OK &&
+                   (!c->saved || la_saved_create(eager, &sve) == LA_OK),
+               "%s: a context on a non-blocking stream", c->name))
+        exit(1);
+    /* eager results for the two input sets */
+    void *ref[2][GO_N];
+    for (int r = 0; r < 2; r++) {
+        g_fill(&b, seed + r);
+        g_poison(&b);
+        CHECK_STATUS(g_call(eager, &b, sve), LA_OK, c->name);
+        if (!CHECK(cudaStreamSynchronize(s) == cudaSuccess, "%s: eager calls ran", c->name))
+            exit(1);
+        g_read(&b, ref[r]);
+    }
+    CHECK(!bits_equal(ref[0][GO_O], ref[1][GO_O], b.nout[GO_O] * esize(c->dt)),
+          "%s: the two input sets give different outputs", c->name);
+    /* a pipelined case: the unsplit schedule's node count, for the check
+     * that the captures below took the pipeline (not the unsplit fallback
+     * that a failure to make the context's streams would give) */
+    const int piped = strstr(c->name, "pipe") != NULL;
+    size_t plain_nodes = 0;
+    if (piped) {
+        la_ctx *pc = NULL;
+        cudaGraph_t pg = NULL;
+        setenv("LINATTN_CUDA_DELTA_PIPE", "0", 1);
+        CHECK_STATUS(la_ctx_create_cuda(&pc, 0, s), LA_OK, "la_ctx_create_cuda");
+        la_saved *psv = NULL;
+        if (c->saved) {
+            la_saved_create(pc, &psv);
+            g_call(pc, &b, psv);
+            cudaStreamSynchronize(s);
+        }
+        if (cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess) {
+            g_call(pc, &b, psv);
+            if (cudaStreamEndCapture(s, &pg) == cudaSuccess && pg)
+                cudaGraphGetNodes(pg, NULL, &plain_nodes);
+        }
+        cudaGetLastError();
+        if (pg) cudaGraphDestroy(pg);
+        la_saved_destroy(psv);
+        la_ctx_destroy(pc);
+        free(g_env_set(c)); /* the case's value again */
+    }
+    static const enum cudaStreamCaptureMode modes[] = {
+        cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal,
+        cudaStreamCaptureModeRelaxed};
+    static const char *const mname[] = {"global", "thread-local", "relaxed"};
+    for (int m = 0; m < 3; m++) {
+        la_ctx *cap = NULL;
+        la_saved *sv = NULL;
+        CHECK_STATUS(la_ctx_create_cuda(&cap, 0, s), LA_OK, "la_ctx_create_cuda");
+        if (c->saved) { /* its block grown outside the capture, by an eager call */
+            CHECK_STATUS(la_saved_create(cap, &sv), LA_OK, "la_saved_create");
+            g_fill(&b, seed + 7);
+            CHECK_STATUS(g_call(cap, &b, sv), LA_OK, c->name);
+            cudaStreamSynchronize(s);
+        }
+        cudaGraph_t graph = NULL;
+        cudaGraphExec_t exec = NULL;
+        cudaError_t e = cudaStreamBeginCapture(s, modes[m]);
+        const la_status st = e == cudaSuccess ? g_call(cap, &b, sv) : LA_ERR_INTERNAL;
+        const char *msg = st ? la_last_error() : "";
+        cudaError_t e2 = cudaStreamEndCapture(s, &graph);
+        size_t nodes = 0;
+        if (graph) cudaGraphGetNodes(graph, NULL, &nodes);
+        const int ok = CHECK(e == cudaSuccess && st == LA_OK && e2 == cudaSuccess && graph &&
+                                 cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess,
+                             "%s, %s capture: captured and instantiated (%s / status %d %s / %s)",
+                             c->name, mname[m], cudaGetErrorString(e), (int)st, msg,
+                             cudaGetErrorString(e2));
+        cudaGetLastError();
+        if (piped)
+            CHECK(nodes > plain_nodes && plain_nodes > 0,
+                  "%s, %s capture: the pipelined schedule was captured (%zu nodes, unsplit %zu)",
+                  c->name, mname[m], nodes, plain_nodes);
+        for (int rr = 0; ok && rr < 2; rr++) {
+            const int r = 1 - rr; /* the second input set first */
+            g_fill(&b, seed + r);
+            g_poison(&b);
+            const cudaError_t el = cudaGraphLaunch(exec, s);
+            const cudaError_t es = cudaStreamSynchronize(s);
+            if (!CHECK(el == cudaSuccess && es == cudaSuccess, "%s, %s: replay %d ran (%s, %s)",
+                       c->name, mname[m], rr, cudaGetErrorString(el), cudaGetErrorString(es)))
+                exit(1);
+            void *got[GO_N];
+            g_read(&b, got);
+            int same = 1;
+            for (int i = 0; i < GO_N; i++)
+                if (b.nout[i] &&
+                    !CHECK(bits_equal(got[i], ref[r][i], b.nout[i] * esize(b.tout[i])),
+                           "%s, %s capture, replay %d: %s bitwise the eager call's", c->name,
+                           mname[m], rr, g_out_name[i]))
+                    same = 0;
+            g_unread(got);
+            if (same)
+                printf("  %-52s %-12s replay %d (%zu nodes): bitwise eager\n", c->name, mname[m],
+                       rr, nodes);
+        }
+        if (exec) cudaGraphExecDestroy(exec);
+        if (graph) cudaGraphDestroy(graph);
+        la_saved_destroy(sv);
+        la_ctx_destroy(cap);
+    }
+    for (int r = 0; r < 2; r++) g_unread(ref[r]);
+    la_saved_destroy(sve);
+    la_ctx_destroy(eager);
+    cudaStreamSynchronize(s);
+    cudaStreamDestroy(s);
+    g_env_restore(keep);
+    g_free(&b);
+}
+
+/* Errors inside a capture: named, no crash; a refused argument leaves the
+ * capture usable. */
+static void run_graph_errors(la_ctx *gpu) {
+    static const gcase c = {"graph errors gdn bf16 T65 K64 V64 HV=2H", GOP_GDN, 1, 65, 1, 2, 64,
+                            64, NULL, 0, LA_DTYPE_BF16, 0, 1, 0, 0, 1};
+    gbufs b;
+    g_setup(&b, &c);
+    g_fill(&b, 91);
+    cudaStream_t s = NULL, blocking = NULL;
+    la_ctx *ctx = NULL;
+    la_saved *sv = NULL;
+    if (!CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
+                   cudaStreamCreate(&blocking) == cudaSuccess &&
+                   la_ctx_create_cuda(&ctx, 0, s) == LA_OK && la_saved_create(ctx, &sv) == LA_OK,
+               "graph errors: streams and a context"))
+        exit(1);
+    /* a la_saved object whose block must grow: refused before any work is
+     * enqueued for it; the capture goes on */
+    cudaGraph_t graph = NULL;
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin capture");
+    la_status st = g_call(ctx, &b, sv);
+    const char *msg = la_last_error();
+    CHECK(st == LA_ERR_INVALID_ARGUMENT && strstr(msg, "opts->saved") && strstr(msg, "capture"),
+          "graph errors: a la_saved that must grow in a capture is refused naming it (%d: %s)",
+          (int)st, msg);
+    CHECK(!la_saved_filled(sv), "graph errors: the refused object stays empty");
+    /* a host pointer: refused by the argument checks */
+    la_gated_opts go = la_gated_opts_default();
+    float host[64];
+    st = la_gated_delta_rule_forward(ctx, &go, &b.d, b.out[GO_O], NULL, b.in[GI_Q], b.in[GI_K],
+                                     b.in[GI_V], host, b.in[GI_BETA], NULL);
+    CHECK(st == LA_ERR_INVALID_ARGUMENT, "graph errors: a host pointer in a capture (%d: %s)",
+          (int)st, la_last_error());
+    /* the capture is still good: a whole call completes it */
+    st = g_call(ctx, &b, NULL);
+    cudaError_t e = cudaStreamEndCapture(s, &graph);
+    CHECK(st == LA_OK && e == cudaSuccess && graph,
+          "graph errors: the capture survives refused calls (%d, %s)", (int)st,
+          cudaGetErrorString(e));
+    if (graph) cudaGraphDestroy(graph);
+    /* the legacy default stream while a blocking stream captures in global
+     * mode: CUDA refuses the call's first stream operation; a la_status
+     * naming the capture comes back */
+    graph = NULL;
+    CHECK(cudaStreamBeginCapture(blocking, cudaStreamCaptureModeGlobal) == cudaSuccess,
+          "begin capture (blocking stream)");
+    st = g_call(gpu, &b, NULL);
+    msg = la_last_error();
+    CHECK(st == LA_ERR_INTERNAL && strstr(msg, "capture"),
+          "graph errors: the legacy stream during a global capture: a named error (%d: %s)",
+          (int)st, msg);
+    e = cudaStreamEndCapture(blocking, &graph); /* (CUDA's business: invalidated) */
+    printf("  graph errors: the refused capture ended with %s\n", cudaGetErrorString(e));
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    /* and the context works again afterwards */
+    g_poison(&b);
+    CHECK_STATUS(g_call(gpu, &b, NULL), LA_OK, "graph errors: the legacy-stream context after");
+    sync_ok("graph errors: after the refused capture");
+    la_saved_destroy(sv);
+    la_ctx_destroy(ctx);
+    cudaStreamDestroy(s);
+    cudaStreamDestroy(blocking);
+    g_free(&b);
+    printf("  graph errors: checked\n");
+}
+
 int main(void) {
     const char *qe = getenv("LINATTN_CUDA_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
@@ -1826,6 +2193,61 @@ int main(void) {
                 if (take()) run_saved(gpu, sv, &vbig[i], 7100 + i);
         la_saved_destroy(sv);
         if (take()) run_saved_misc(gpu, cpu);
+    }
+    if (want('g')) { /* cuda-graph24: stream capture */
+        static const int64_t cu9[] = {0, 777};
+        const la_dtype F32 = LA_DTYPE_F32, BF16 = LA_DTYPE_BF16, F16 = LA_DTYPE_F16;
+        const gcase gc[] = {
+            /* name, op, B T H HV K V, cu nseq, dtype, fm, states recurrent pipe saved */
+            {"graph linear bf16 identity B2 T130 K64 V64 states", GOP_LIN, 2, 130, 2, 0, 64, 64,
+             NULL, 0, BF16, LA_FEATURE_IDENTITY, 1, 0, 0, 0},
+            {"graph linear elu1 varlen K64 V64", GOP_LIN, 1, 1065, 1, 0, 64, 64, cu2, 3, F32,
+             LA_FEATURE_ELU1, 0, 0, 0, 0},
+            {"graph norm elu1 varlen zero-length K64 V100 states", GOP_NORM, 1, 300, 2, 0, 64, 100,
+             cu0, 6, F32, LA_FEATURE_ELU1, 1, 0, 0, 0},
+            {"graph norm bf16 relu T200 K64 V64", GOP_NORM, 1, 200, 2, 0, 64, 64, NULL, 0, BF16,
+             LA_FEATURE_RELU, 0, 0, 0, 0},
+            {"graph sgla bf16 g+gamma varlen 0-5 chunks K72 V40 states", GOP_SGLA, 1, 877, 2, 0,
+             72, 40, cu6, 7, BF16, 0, 1, 0, 0, 0},
+            {"graph sgla g+gamma B2 T65 K64 V64 states", GOP_SGLA, 2, 65, 2, 0, 64, 64, NULL, 0,
+             F32, 0, 1, 0, 0, 0},
+            {"graph delta l2 varlen zero-length K100 V100 states", GOP_DELTA, 1, 300, 1, 0, 100,
+             100, cu3, 4, F32, 0, 1, 0, 0, 0},
+            {"graph delta bf16 l2 B2 T130 K64 V100", GOP_DELTA, 2, 130, 2, 0, 64, 100, NULL, 0,
+             BF16, 0, 0, 0, 0, 0},
+            {"graph gdn bf16 l2 varlen 0-5 chunks K100 V50 HV=2H states", GOP_GDN, 1, 877, 1, 2,
+             100, 50, cu6, 7, BF16, 0, 1, 0, 0, 0},
+            {"graph gdn fp16 recurrent T65 K64 V64 HV=2H states", GOP_GDN, 1, 65, 1, 2, 64, 64,
+             NULL, 0, F16, 0, 1, 1, 0, 0},
+            {"graph pipe gdn bf16 l2 T1000 K128 V128 HV=2H P=5 states", GOP_GDN, 1, 1000, 2, 4,
+             128, 128, NULL, 0, BF16, 0, 1, 0, 5, 0},
+            {"graph pipe delta bf16 l2 varlen 1 seq K100 V50 P=4", GOP_DELTA, 1, 777, 1, 0, 100,
+             50, cu9, 1, BF16, 0, 0, 0, 4, 0},
+            {"graph saved gdn bf16 l2 B2 T130 K128 V128 HV=2H states", GOP_GDN, 2, 130, 1, 2, 128,
+             128, NULL, 0, BF16, 0, 1, 0, 0, 1},
+            {"graph saved delta l2 varlen zero-length K64 V64", GOP_DELTA, 1, 300, 1, 0, 64, 64,
+             cu3, 4, F32, 0, 0, 0, 0, 1},
+            {"graph saved pipe gdn bf16 l2 T1000 K128 V128 HV=2H P=3", GOP_GDN, 1, 1000, 1, 2,
+             128, 128, NULL, 0, BF16, 0, 1, 0, 3, 1},
+        };
+        const gcase gbig[] = {
+            /* the pipelined forward by default (257 chunks: 4 segments); the split walks of
+             * the linear family by grid size */
+            {"graph pipe gdn bf16 l2 T16400 K128 V128 HV=2H default", GOP_GDN, 1, 16400, 1, 2,
+             128, 128, NULL, 0, BF16, 0, 1, 0, 0, 0},
+            {"graph linear bf16 identity T4097 K100 V64 states (split)", GOP_LIN, 1, 4097, 1, 0,
+             100, 64, NULL, 0, BF16, LA_FEATURE_IDENTITY, 1, 0, 0, 0},
+            {"graph sgla bf16 g+gamma T1000 K128 V128 states (split)", GOP_SGLA, 1, 1000, 2, 0,
+             128, 128, NULL, 0, BF16, 0, 1, 0, 0, 0},
+        };
+        (void)F16;
+        printf("CUDA graph capture (forward + backward; replays bitwise the eager calls):\n");
+        for (size_t i = 0; i < sizeof gc / sizeof gc[0]; i++)
+            if (take()) run_graph(&gc[i], 9000 + 10 * i);
+        if (!quick)
+            for (size_t i = 0; i < sizeof gbig / sizeof gbig[0]; i++)
+                if (take()) run_graph(&gbig[i], 9500 + 10 * i);
+        if (take()) run_graph_errors(gpu);
     }
     printf("worst fp32 rel RMS against the float64 oracle: %.3e\n", worst_f32);
     for (int i = 0; i < nwtab; i++)

@@ -35,6 +35,10 @@ def _borrow_saved(cfg, xp):
         return None  # device memory: opt-in (README)
     if cfg["form"] != "chunk" or not _core.saved_available():
         return None
+    if xp.cuda and torch.cuda.is_current_stream_capturing():
+        # cuda-graph24: a pooled object's device block could neither grow in
+        # a capture nor stay reserved for the graph's replays; recompute
+        return None
     if xp.cuda:  # cuda-saved7: device memory of the CUDA context of this stream
         return _core.SavedForBackward(_core.cuda_context_object(xp.device))
     return _core.SavedForBackward(_core.cpu_context_object())

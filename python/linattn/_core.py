@@ -369,6 +369,10 @@ class TorchXP:
         if isinstance(x, _torch.Tensor):
             if x.dtype.is_floating_point or x.is_complex() or x.dtype == _torch.bool:
                 raise TypeError("%s: must be an integer tensor, got %s" % (name, x.dtype))
+            if x.is_cuda and _torch.cuda.is_current_stream_capturing():
+                raise ValueError("%s: a CUDA tensor cannot be read on the host inside a CUDA "
+                                 "graph capture; pass it as a CPU tensor or a list (the "
+                                 "offsets are fixed in the graph)" % name)
             return x.detach().to(device="cpu", dtype=_torch.int64).contiguous()
         return _torch.from_numpy(NumpyXP.i64(x, name))
 

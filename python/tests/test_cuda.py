@@ -239,6 +239,82 @@ def test_mixed_devices_rejected():
         fla.chunk_simple_gla(q, q.cpu(), q)
 
 
+def _graph_step(fn, xs, seeds):
+    """fn(**xs) -> (o, state); returns [o, state, grads of a fixed
+    projection of both with respect to every x] (seeds: the projections)."""
+    o, ht = fn(**xs)
+    loss = (o.float() * seeds[0]).sum() + (ht.float() * seeds[1]).sum()
+    return [o, ht] + list(torch.autograd.grad(loss, list(xs.values())))
+
+
+@pytest.mark.parametrize("family,dtype,varlen,save", [
+    ("gated_delta_rule", torch.bfloat16, True, True),
+    ("delta_rule", torch.float32, False, False),
+    ("simple_gla", torch.bfloat16, False, False),
+    ("linear", torch.float32, True, False),
+])
+def test_cuda_graph_capture(family, dtype, varlen, save):
+    """cuda-graph24: a forward + backward captured by torch.cuda.graph (host
+    cu_seqlens; save_for_backward=True recomputes inside a capture) replays
+    with new input contents bitwise what eager calls give."""
+    cu = torch.tensor([0, 40, 40, 100, 130], dtype=torch.int64) if varlen else None
+    fam = "simple_gla" if family == "linear" else family
+    x = make(1, 130, 2, 4 if family == "gated_delta_rule" else 2, 64, 64, fam,
+             n_seqs=4 if varlen else None)
+    if family == "linear":
+        x = {n: x[n] for n in ("q", "k", "v", "h0")}
+
+    def fn(q, k, v, h0, g=None, beta=None):
+        if family == "linear":
+            return linattn.linear_attention(q, k, v, feature_map="elu1", normalize=False,
+                                            initial_state=h0, output_final_state=True,
+                                            cu_seqlens=cu)
+        return linattn.gated_attention(family, q, k, v, g=g, beta=beta, initial_state=h0,
+                                       output_final_state=True, cu_seqlens=cu,
+                                       use_qk_l2norm=family != "simple_gla",
+                                       save_for_backward=save or None)
+
+    def leaves(src):
+        return {n: (t.detach().to(DEV, dtype) if n in ("q", "k", "v") else
+                    t.detach().to(DEV)).requires_grad_() for n, t in src.items()}
+
+    static = leaves(x)
+    seeds = [torch.randn(1, 130, x["v"].shape[2], 64, device=DEV),
+             torch.randn(x["h0"].shape, device=DEV)]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up, as torch.cuda.graph asks
+        _graph_step(fn, static, seeds)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = _graph_step(fn, static, seeds)
+    for r in range(2):
+        new = make(1, 130, 2, 4 if family == "gated_delta_rule" else 2, 64, 64, fam,
+                   n_seqs=4 if varlen else None)
+        with torch.no_grad():
+            for n in static:
+                static[n].copy_(new[n])
+        graph.replay()
+        torch.cuda.synchronize()
+        want = _graph_step(fn, leaves({n: static[n] for n in static}), seeds)
+        for i, (a, b) in enumerate(zip(outs, want)):
+            assert torch.equal(a, b), "replay %d: output %d differs from the eager call" % (r, i)
+
+
+def test_cuda_graph_capture_refuses_device_offsets():
+    """cu_seqlens as a CUDA tensor cannot be read inside a capture: a named
+    ValueError, not a CUDA error."""
+    x = make(1, 64, 1, 1, 32, 32, "simple_gla", n_seqs=2)
+    xd = {n: t.detach().to(DEV) for n, t in x.items()}
+    cu = torch.tensor([0, 30, 64], device=DEV)
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(ValueError, match="graph capture"):
+        with torch.cuda.graph(graph):
+            linattn.gated_attention("simple_gla", xd["q"], xd["k"], xd["v"], g=xd["g"],
+                                    cu_seqlens=cu)
+
+
 def test_rel_rms_helper_sanity():
     """The comparison itself can fail (guards the tests above)."""
     a = torch.randn(100)

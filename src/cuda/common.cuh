@@ -88,8 +88,11 @@ la_status la__cu_error(cudaError_t e, const char *op, const char *what);
 
 /* ---- chunk table ------------------------------------------------------------
  * Sequences cut into chunks of LA_CU_C tokens. seqs[n]: first token, length,
- * index of its first chunk; chunks[c]: first token, length, sequence. Built
- * on the host from dims (cu_seqlens is host memory) and copied once. */
+ * index of its first chunk; chunks[c]: first token, length, sequence.
+ * Written on the device by a kernel whose parameters carry the sequence
+ * bounds (cu_seqlens is host memory): no host buffer is copied, so a call
+ * is legal inside a CUDA graph capture and reads no host memory once it
+ * has returned (cuda-graph24, runtime.cu). */
 #define LA_CU_C 64
 struct la_cu_seq {
     int64_t start, len;
@@ -118,6 +121,11 @@ struct la_cu_table {
     int64_t nchunks;
 };
 la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t);
+/* Writes seqs[0, n) and (chunks not NULL) their chunks on `stream`: sequence
+ * i is [b[i], b[i + 1]) (b: n + 1 host offsets, read before the call
+ * returns), or i T .. (i + 1) T where b is NULL; chunk numbers from 0. */
+la_status la__cu_put_table(cudaStream_t stream, const char *op, la_cu_seq *seqs,
+                           la_cu_chunk *chunks, int64_t n, const int64_t *b, int64_t T);
 
 /* ---- gates of one chunk -------------------------------------------------------
  * G[i] = sum_{s<=i} (g_s + g_gamma), in double (differences of large sums such

@@ -100,6 +100,9 @@ la_status la__cu_delta_backward(const la__cu_call *c);
 la_status la__cu_delta_chunk_forward(const la__cu_call *c);
 la_status la__cu_step(const la__cu_call *c, const la_decoder_config *cfg, float *state,
                       float *norm);
+/* 1 if `stream` is being captured into a CUDA graph (or cannot be asked:
+ * the legacy stream during another stream's global-mode capture). */
+int la__cu_capturing(void *stream);
 /* 1 if p is device (or managed) memory usable by the current device. */
 int la__cu_is_device_ptr(const void *p);
 

@@ -389,26 +389,24 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     char *blk;
     la_status st = la__cu_alloc(ar, (void **)&blk, tab + (size_t)(nseg - 1) * KV * 4);
     if (st) return st;
-    la_cu_seq segs[LA_CU_PIPE_MAX];
-    int64_t cut[LA_CU_PIPE_MAX + 1];
+    /* segment i: chunks cut[i] .. cut[i + 1] of the sequence (the last one
+     * ends with it), written as a chunk table's sequence entries */
+    int64_t cut[LA_CU_PIPE_MAX + 1], bound[LA_CU_PIPE_MAX + 1];
     const int64_t start = c->cu_seqlens ? c->cu_seqlens[0] : 0;
     const int64_t len = c->cu_seqlens ? c->cu_seqlens[1] - c->cu_seqlens[0] : c->T;
-    for (int64_t i = 0; i <= nseg; i++) cut[i] = nch * i / nseg;
-    for (int64_t i = 0; i < nseg; i++) {
-        const int64_t t0 = cut[i] * LA_CU_C, t1 = cut[i + 1] * LA_CU_C;
-        segs[i].start = start + t0;
-        segs[i].len = (t1 < len ? t1 : len) - t0;
-        segs[i].chunk0 = (int32_t)cut[i];
-        segs[i].nch = (int32_t)(cut[i + 1] - cut[i]);
+    for (int64_t i = 0; i <= nseg; i++) {
+        cut[i] = nch * i / nseg;
+        bound[i] = start + (i < nseg ? cut[i] * LA_CU_C : len);
     }
-    LA_CU_TRY(c->op, cudaMemcpyAsync(blk, segs, (size_t)nseg * sizeof(la_cu_seq),
-                                     cudaMemcpyHostToDevice, us));
+    if ((st = la__cu_put_table(us, c->op, (la_cu_seq *)blk, NULL, nseg, bound, 0))) return st;
     const la_cu_seq *dsegs = (const la_cu_seq *)blk;
     float *mid = (float *)(blk + tab);
-    /* fork; from here on every path joins */
+    /* fork; from here on every path joins what it forked (a capture ends
+     * in error where a forked stream is left unjoined) */
     LA_CU_TRY(c->op, cudaEventRecord(x->fork, us));
-    LA_CU_TRY(c->op, cudaStreamWaitEvent(x->hi, x->fork, 0));
-    LA_CU_TRY(c->op, cudaStreamWaitEvent(x->lo, x->fork, 0));
+    const bool fhi = cudaStreamWaitEvent(x->hi, x->fork, 0) == cudaSuccess;
+    const bool flo = fhi && cudaStreamWaitEvent(x->lo, x->fork, 0) == cudaSuccess;
+    if (!flo) st = la__cu_error(cudaGetLastError(), c->op, "the pipeline's fork");
     for (int64_t i = 0; i < nseg && !st; i++) {
         la_cu_dc_args q = p;
         q.cb = cut[i];
@@ -440,10 +438,10 @@ static la_status dc_pipe(const la__cu_call *c, la_cu_arena *ar, const la_cu_tabl
     }
     /* join (also after a failed launch: nothing of this call stays on the
      * internal streams) */
-    const bool joined = cudaEventRecord(x->jhi, x->hi) == cudaSuccess &&
-                        cudaEventRecord(x->jlo, x->lo) == cudaSuccess &&
-                        cudaStreamWaitEvent(us, x->jhi, 0) == cudaSuccess &&
-                        cudaStreamWaitEvent(us, x->jlo, 0) == cudaSuccess;
+    const bool joined = (!fhi || (cudaEventRecord(x->jhi, x->hi) == cudaSuccess &&
+                                  cudaStreamWaitEvent(us, x->jhi, 0) == cudaSuccess)) &&
+                        (!flo || (cudaEventRecord(x->jlo, x->lo) == cudaSuccess &&
+                                  cudaStreamWaitEvent(us, x->jlo, 0) == cudaSuccess));
     if (!joined && !st) st = la__cu_error(cudaGetLastError(), c->op, "the pipeline's join");
     return st;
 }

@@ -25,11 +25,41 @@ extern "C" la_status la__cuda_init(const char *op, int device, void *stream) {
     return LA_OK;
 }
 
+/* 1 for the errors of a stream capture (an operation it does not allow, a
+ * capture already invalidated, streams of two captures mixed). */
+static int capture_error(cudaError_t e) {
+    switch (e) {
+    case cudaErrorStreamCaptureUnsupported:
+    case cudaErrorStreamCaptureInvalidated:
+    case cudaErrorStreamCaptureMerge:
+    case cudaErrorStreamCaptureUnmatched:
+    case cudaErrorStreamCaptureUnjoined:
+    case cudaErrorStreamCaptureIsolation:
+    case cudaErrorStreamCaptureImplicit:
+    case cudaErrorCapturedEvent:
+    case cudaErrorStreamCaptureWrongThread: return 1;
+    default: return 0;
+    }
+}
+
 la_status la__cu_error(cudaError_t e, const char *op, const char *what) {
     const la_status st =
         e == cudaErrorMemoryAllocation ? LA_ERR_OUT_OF_MEMORY : LA_ERR_INTERNAL;
-    return la__error(st, "%s: CUDA error %d (%s: %s) in %s", op, (int)e, cudaGetErrorName(e),
-                     cudaGetErrorString(e), what);
+    return la__error(st, "%s: CUDA error %d (%s: %s) in %s%s", op, (int)e, cudaGetErrorName(e),
+                     cudaGetErrorString(e), what,
+                     capture_error(e) ? "; a CUDA graph capture refused it (README, \"CUDA "
+                                        "graphs\": capture on the context's own stream, which "
+                                        "must not be the legacy default stream)"
+                                      : "");
+}
+
+extern "C" int la__cu_capturing(void *stream) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing((cudaStream_t)stream, &cs) != cudaSuccess) {
+        cudaGetLastError();
+        return 1; /* the legacy stream beside a global-mode capture: treat as capturing */
+    }
+    return cs != cudaStreamCaptureStatusNone;
 }
 
 /* Pointers already found to be device memory, per thread: a decoding loop
@@ -63,6 +93,8 @@ la_status la__cu_alloc(la_cu_arena *a, void **p, size_t bytes) {
     cudaError_t e = cudaMallocAsync(p, bytes, a->stream);
     if (e != cudaSuccess) {
         cudaGetLastError();
+        if (e != cudaErrorMemoryAllocation) /* e.g. a capture's refusal: named as such */
+            return la__cu_error(e, a->op, "cudaMallocAsync (scratch)");
         return la__error(LA_ERR_OUT_OF_MEMORY, "%s: cudaMallocAsync of %zu bytes failed (%s)",
                          a->op, bytes, cudaGetErrorString(e));
     }
@@ -75,6 +107,80 @@ void la__cu_free_all(la_cu_arena *a) {
     a->n = 0;
 }
 
+/* ---- the chunk table, written on the device (cuda-graph24) ---------------
+ * No host buffer is copied: the sequence bounds travel as kernel parameters
+ * (at most LA_CU_TAB_MAX sequences a launch, so a few launches for very
+ * many sequences; one for equal lengths), which the launch copies when it
+ * is enqueued, or a graph capture keeps in its kernel node. So a call reads
+ * no host memory after it returns, needs no pinned staging buffer, and is
+ * legal inside a stream capture; the table's bytes are the host-built
+ * table's of before. */
+#define LA_CU_TAB_MAX 480
+struct la_cu_tab_args {
+    la_cu_seq *seqs;     /* written [n0, n0 + ns) */
+    la_cu_chunk *chunks; /* NULL: sequences only */
+    int64_t T;           /* >= 0: every sequence T tokens from n T (b unused); -1: b */
+    int64_t chunk0;      /* the first chunk of sequence n0 */
+    int32_t n0, ns;
+    int64_t b[LA_CU_TAB_MAX + 1]; /* sequence n0 + i is [b[i], b[i + 1]) */
+};
+
+/* One CTA per sequence of the launch. */
+__global__ void __launch_bounds__(128) la_cu_table_kernel(const __grid_constant__ la_cu_tab_args a) {
+    const int i = blockIdx.x, t = threadIdx.x;
+    int64_t start, len, c0;
+    if (a.T >= 0) {
+        start = (int64_t)(a.n0 + i) * a.T, len = a.T;
+        c0 = a.chunk0 + (int64_t)i * ((a.T + LA_CU_C - 1) / LA_CU_C);
+    } else { /* c0: the chunks of the launch's sequences before this one */
+        __shared__ int64_t part[4];
+        int64_t s = 0;
+        for (int j = t; j < i; j += 128) s += (a.b[j + 1] - a.b[j] + LA_CU_C - 1) / LA_CU_C;
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if ((t & 31) == 0) part[t >> 5] = s;
+        __syncthreads();
+        c0 = a.chunk0 + part[0] + part[1] + part[2] + part[3];
+        start = a.b[i], len = a.b[i + 1] - a.b[i];
+    }
+    const int64_t k = (len + LA_CU_C - 1) / LA_CU_C;
+    if (t == 0) {
+        la_cu_seq s;
+        s.start = start, s.len = len, s.chunk0 = (int32_t)c0, s.nch = (int32_t)k;
+        a.seqs[a.n0 + i] = s;
+    }
+    for (int64_t j = t; a.chunks && j < k; j += 128) {
+        la_cu_chunk ch;
+        ch.tok0 = start + j * LA_CU_C;
+        ch.len = (int32_t)(len - j * LA_CU_C < LA_CU_C ? len - j * LA_CU_C : LA_CU_C);
+        ch.seq = a.n0 + i;
+        ch.idx = (int32_t)j;
+        ch.pad = 0;
+        a.chunks[c0 + j] = ch;
+    }
+}
+
+la_status la__cu_put_table(cudaStream_t stream, const char *op, la_cu_seq *seqs,
+                           la_cu_chunk *chunks, int64_t n, const int64_t *b, int64_t T) {
+    la_cu_tab_args a;
+    a.seqs = seqs, a.chunks = chunks, a.T = b ? -1 : T, a.chunk0 = 0;
+    if (n <= 0) return LA_OK;
+    if (!b) { /* equal lengths: one launch (n <= INT32_MAX: la__cu_make_table) */
+        a.n0 = 0, a.ns = (int32_t)n;
+        la_cu_table_kernel<<<(unsigned)n, 128, 0, stream>>>(a);
+        LA_CU_LAUNCHED(op);
+        return LA_OK;
+    }
+    for (int64_t n0 = 0; n0 < n; n0 += LA_CU_TAB_MAX) {
+        const int64_t ns = n - n0 < LA_CU_TAB_MAX ? n - n0 : LA_CU_TAB_MAX;
+        a.n0 = (int32_t)n0, a.ns = (int32_t)ns;
+        for (int64_t i = 0; i <= ns; i++) a.b[i] = b[n0 + i];
+        la_cu_table_kernel<<<(unsigned)ns, 128, 0, stream>>>(a);
+        LA_CU_LAUNCHED(op);
+        for (int64_t i = 0; i < ns; i++) a.chunk0 += (b[n0 + i + 1] - b[n0 + i] + LA_CU_C - 1) / LA_CU_C;
+    }
+    return LA_OK;
+}
+
 la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t) {
     const int64_t N = c->N;
     int64_t nch = 0;
@@ -84,45 +190,15 @@ la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t
     }
     if (N > INT32_MAX || nch > INT32_MAX)
         return la__error(LA_ERR_INVALID_SIZE, "%s: too many sequences or chunks", c->op);
-    const size_t sbytes = (size_t)N * sizeof(la_cu_seq);
+    const size_t sbytes = ((size_t)(N ? N : 1) * sizeof(la_cu_seq) + 255) & ~(size_t)255;
     const size_t cbytes = (size_t)(nch ? nch : 1) * sizeof(la_cu_chunk);
-    char *host = (char *)malloc(sbytes + cbytes);
-    if (!host) return la__error(LA_ERR_OUT_OF_MEMORY, "%s: out of memory (chunk table)", c->op);
-    la_cu_seq *hs = (la_cu_seq *)host;
-    la_cu_chunk *hc = (la_cu_chunk *)(host + sbytes);
-    int64_t ci = 0;
-    for (int64_t n = 0; n < N; n++) {
-        const int64_t start = c->cu_seqlens ? c->cu_seqlens[n] : n * c->T;
-        const int64_t len = c->cu_seqlens ? c->cu_seqlens[n + 1] - c->cu_seqlens[n] : c->T;
-        const int64_t k = (len + LA_CU_C - 1) / LA_CU_C;
-        hs[n].start = start;
-        hs[n].len = len;
-        hs[n].chunk0 = (int32_t)ci;
-        hs[n].nch = (int32_t)k;
-        for (int64_t i = 0; i < k; i++, ci++) {
-            hc[ci].tok0 = start + i * LA_CU_C;
-            hc[ci].len = (int32_t)(len - i * LA_CU_C < LA_CU_C ? len - i * LA_CU_C : LA_CU_C);
-            hc[ci].seq = (int32_t)n;
-            hc[ci].idx = (int32_t)i;
-            hc[ci].pad = 0;
-        }
-    }
     void *dev = NULL;
     la_status st = la__cu_alloc(a, &dev, sbytes + cbytes);
-    if (st) {
-        free(host);
-        return st;
-    }
-    /* From pageable memory: the call returns once the bytes are staged, so
-     * the host buffer can go at once; no device synchronisation. */
-    cudaError_t e = cudaMemcpyAsync(dev, host, sbytes + cbytes, cudaMemcpyHostToDevice,
-                                    a->stream);
-    free(host);
-    if (e != cudaSuccess) return la__cu_error(e, c->op, "cudaMemcpyAsync (chunk table)");
+    if (st) return st;
     t->seqs = (la_cu_seq *)dev;
     t->chunks = (la_cu_chunk *)((char *)dev + sbytes);
     t->nchunks = nch;
-    return LA_OK;
+    return la__cu_put_table(a->stream, c->op, t->seqs, t->chunks, N, c->cu_seqlens, c->T);
 }
 
 /* ---- the pipelined delta-rule forward's streams and events (cuda-gdnf19) --
