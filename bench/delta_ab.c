@@ -22,7 +22,8 @@
  *
  * built with the tools (CMake target delta_ab), or by hand from the repository root:
  *   gcc -O2 -std=c11 -Iinclude bench/delta_ab.c -ldl -lm -o delta_ab
- * usage: delta_ab OLD.so NEW.so [gated 0|1|2=kda] [pairs] [T] [threads] [saved 1|0|01|10] */
+ * usage: delta_ab OLD.so NEW.so [gated 0|1|2=kda] [pairs] [T] [threads] [saved 1|0|01|10]
+ * (env DELTA_AB_FWD=1: forward only, cpu-fwd24) */
 #define _POSIX_C_SOURCE 200809L
 #include "linattn.h"
 
@@ -85,6 +86,7 @@ static int open_lib(const char *path, lib *l, int threads, int kda) {
 
 typedef struct {
     int gated, saved[2];
+    int fwd_only; /* env DELTA_AB_FWD=1: forward only (the backward's times are 0) */
     la_dims d;
     float *q, *k, *v, *g, *beta, *o, *dq, *dk, *dv, *dg, *dbeta, *d_o;
 } prob;
@@ -100,7 +102,7 @@ static void run(const lib *l, int which, prob *p, double *tf, double *tb) {
     else
         st = l->dfwd(l->ctx, &o, &p->d, p->o, NULL, p->q, p->k, p->v, p->beta, NULL);
     double t1 = tcpu();
-    if (!st) {
+    if (!st && !p->fwd_only) {
         if (p->gated)
             st = l->gbwd(l->ctx, &o, &p->d, p->dq, p->dk, p->dv, p->dg, p->dbeta, NULL, p->d_o,
                          NULL, p->q, p->k, p->v, p->g, p->beta, NULL);
@@ -143,6 +145,8 @@ int main(int argc, char **argv) {
     }
     prob p = {0};
     p.gated = argc > 3 ? atoi(argv[3]) : 1;
+    const char *fo = getenv("DELTA_AB_FWD");
+    p.fwd_only = fo && *fo == '1';
     int pairs = argc > 4 ? atoi(argv[4]) : 7;
     if (pairs < 1) pairs = 1;
     if (pairs > 256) pairs = 256;

@@ -85,16 +85,38 @@ static void gate_factors(const la__delta_chunk_in *in, double *gam, float *b, fl
     }
 }
 
-/* The right-hand sides of the two solves: U = diag(beta) V, W = diag(beta b) K. */
-static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, float *W) {
+/* dst row t = f_t times src row t (rows of n floats, lds apart in src, n
+ * apart in dst). Built per ISA (cpu-fwd24): in the baseline build these
+ * loops ran 4 floats at a time and store-bound. One product per element:
+ * the same bits on every path. */
+DELTA_INLINE void scale_rows_body(float *restrict dst, const float *restrict src, int64_t lds,
+                                  const float *restrict f, int64_t rows, int64_t n) {
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t i = 0; i < n; i++) dst[t * n + i] = f[t] * src[t * lds + i];
+}
+LA_ISA_BUILDS(static, scale_rows, scale_rows_body,
+              (float *restrict dst, const float *restrict src, int64_t lds,
+               const float *restrict f, int64_t rows, int64_t n),
+              (dst, src, lds, f, rows, n))
+
+/* The rows f_t x_t of a chunk's L x n rows x (contiguous) in dst, or x itself
+ * when the op has no gates: every factor is then e^0 = 1 exactly (b and eg
+ * of gate_factors), and 1 * x == x, so the product is skipped, not changed. */
+static const float *gate_scaled(const la__delta_chunk_in *in, const float *x, const float *f,
+                                int64_t n, float *dst) {
+    if (!in->g) return x;
+    scale_rows(dst, x, n, f, in->L, n);
+    return dst;
+}
+
+/* The right-hand sides of the two solves: U = diag(beta) V, W = diag(beta b)
+ * K (bb, L floats of scratch, receives beta_t b_t). */
+static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, float *W,
+                        float *bb) {
     const int64_t L = in->L, K = in->K, V = in->V, ldv = in->ldv ? in->ldv : V;
-    for (int64_t t = 0; t < L; t++) {
-        float *Ut = U + t * V, *Wt = W + t * K;
-        const float *vt = in->v + t * ldv, *kt = in->k + t * K;
-        const float bb = in->beta[t] * b[t];
-        for (int64_t c = 0; c < V; c++) Ut[c] = in->beta[t] * vt[c];
-        for (int64_t i = 0; i < K; i++) Wt[i] = bb * kt[i];
-    }
+    for (int64_t t = 0; t < L; t++) bb[t] = in->beta[t] * b[t];
+    scale_rows(U, in->v, ldv, in->beta, L, V);
+    scale_rows(W, in->k, K, bb, L, K);
 }
 
 /* S *= f in place (the gated forward's S_L = b_L S_0, 64 KiB at K = V = 128,
@@ -142,7 +164,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
         }
     }
     /* U = (I + Lo)^{-1} diag(beta) V, W = (I + Lo)^{-1} diag(beta b) K. */
-    scaled_rows(in, b, Us, Ws);
+    scaled_rows(in, b, Us, Ws, grow);
     kr->trsm_llu(L, V, Lo, L, Us, V);
     kr->trsm_llu(L, K, Lo, L, Ws, K);
     /* R = U - W S_0 (in place in U unless kept). */
@@ -150,16 +172,12 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     kr->gemm_nn(L, V, K, -1.0f, Ws, K, S, V, 1.0f, R, V);
     /* O = scale (diag(b) Q S_0 + (QK (.) Gamma) R), from S_0. */
     if (o) {
-        for (int64_t t = 0; t < L; t++)
-            for (int64_t i = 0; i < K; i++) W[t * K + i] = b[t] * q[t * K + i];
-        kr->gemm_nn(L, V, K, in->scale, W, K, S, V, 0.0f, o, ostride);
+        kr->gemm_nn(L, V, K, in->scale, gate_scaled(in, q, b, K, W), K, S, V, 0.0f, o, ostride);
         kr->gemm_nn_lower(L, V, L, in->scale, QK, L, R, V, 1.0f, o, ostride);
     }
     /* S_L = b_L S_0 + (diag(eg) K)^T R. */
     if (in->g) scale_state(S, K * V, b[L - 1]);
-    for (int64_t t = 0; t < L; t++)
-        for (int64_t i = 0; i < K; i++) W[t * K + i] = eg[t] * k[t * K + i];
-    la__gemm_tn_block(kr, K, V, L, 1.0f, W, K, R, V, 1.0f, S, V);
+    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, W), K, R, V, 1.0f, S, V);
 }
 
 /* The backward's forward sweep over one chunk (no output): the same
@@ -191,7 +209,7 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
             Lo[t * L + j] = beta[t] * KK[t * L + j] * gm;
         }
     }
-    scaled_rows(in, b, U, W);
+    scaled_rows(in, b, U, W, grow);
     kr->trsm_llu(L, V, Lo, L, U, V);
     kr->trsm_llu(L, K, Lo, L, W, K);
     memcpy(R, U, (size_t)(L * V) * sizeof(float));
@@ -200,9 +218,7 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
     if (S1 != S0) memcpy(S1, S0, (size_t)(K * V) * sizeof(float));
     if (in->g)
         for (int64_t i = 0; i < K * V; i++) S1[i] *= b[L - 1];
-    for (int64_t t = 0; t < L; t++)
-        for (int64_t i = 0; i < K; i++) EK[t * K + i] = eg[t] * k[t * K + i];
-    la__gemm_tn_block(kr, K, V, L, 1.0f, EK, K, R, V, 1.0f, S1, V);
+    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, EK), K, R, V, 1.0f, S1, V);
 }
 
 /* ---- backward ---------------------------------------------------------

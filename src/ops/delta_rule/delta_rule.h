@@ -65,6 +65,10 @@ static inline float la__delta_dot(const float *x, const float *y, int64_t n) {
 
 /* y = x * rstd, returns rstd = 1 / sqrt(sum x^2 + eps). y may equal x. */
 LA_HIDDEN float la__delta_l2norm(float *y, const float *x, int64_t n);
+/* la__delta_l2norm of `rows` rows, x rows xs floats apart, y rows ys apart
+ * (the same bits, built per ISA; the rstd are not returned). */
+LA_HIDDEN void la__delta_l2norm_rows(float *restrict y, int64_t ys, const float *restrict x,
+                                     int64_t xs, int64_t rows, int64_t n);
 
 /* The q and k rows of query head hq for tokens [tok0, tok0 + len) (rows H*K
  * floats apart) copied into qn, kn [len, K], L2-normalised when l2norm (the

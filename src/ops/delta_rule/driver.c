@@ -190,11 +190,18 @@ static void forward_group_task(void *p, int64_t task, int tid) {
                 la__delta_prefetch(a->k + qa, nq * K, 0);
                 la__delta_prefetch(a->v + va, nh * V, 0);
             }
+            if (a->l2norm && group == 1) { /* the token's rows of the nh heads, adjacent */
+                const size_t qh = (size_t)(tok * H + hq0) * (size_t)K;
+                la__delta_l2norm_rows(sc.qc + t * K, C * K, a->q + qh, K, nh, K);
+                la__delta_l2norm_rows(sc.kc + t * K, C * K, a->k + qh, K, nh, K);
+            }
             for (int64_t h = 0; h < nh; h++) {
                 const int64_t hv = hv0 + h, hq = hv / group;
                 const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
                 float *qc = sc.qc + (h * C + t) * K, *kc = sc.kc + (h * C + t) * K;
-                if (a->l2norm) {
+                if (a->l2norm && group == 1) {
+                    /* normalised above */
+                } else if (a->l2norm) {
                     la__delta_l2norm(qc, a->q + qh * (size_t)K, K);
                     la__delta_l2norm(kc, a->k + qh * (size_t)K, K);
                 } else {
