@@ -20,6 +20,9 @@
  * solve). fresh = 2: B copied from a second n x r buffer before every call
  * (bench_kernels' way; the copy also pushes L out of L1 at 64 x 128).
  *
+ * Each line ends with "bits equal" or "bits DIFFER": old and new once from
+ * the same B (random L entries ~1e-3), compared bit for bit.
+ *
  * usage: trsm_ab [samples] [fresh 0|1|2] [n r]... (default 64 128, 64 64,
  *        128 128, 100 77); AB_SAME=old|new runs one table against itself (A/A). */
 #define _POSIX_C_SOURCE 200809L
@@ -105,10 +108,18 @@ int main(int argc, char **argv) {
             const double m0 = ab_median(ts[0], samples, 0, 0), m1 = ab_median(ts[1], samples, 0, 0);
             const double mr = ab_median(ratio, samples, &lo, &hi), pm = ab_median(p, npk, 0, 0);
             const double gf = (double)n * (n - 1) * r / 1e9;
+            const size_t nbytes = sizeof(float) * (size_t)n * r;
+            float *B1 = malloc(nbytes);
+            if (!B1) return 1;
+            memcpy(B, B0, nbytes), memcpy(B1, B0, nbytes);
+            (t ? kt[0]->trsm_llu_t : kt[0]->trsm_llu)(n, r, L, n, B, r);
+            (t ? kt[1]->trsm_llu_t : kt[1]->trsm_llu)(n, r, L, n, B1, r);
+            const int same_bits = !memcmp(B, B1, nbytes);
+            free(B1);
             printf("%-10s %3dx%-3d old %7.3f us %5.1f%%  new %7.3f us %5.1f%%  new/old speed %.3f "
-                   "[%.3f-%.3f]  peak %.1f GF/s\n",
+                   "[%.3f-%.3f]  peak %.1f GF/s  bits %s\n",
                    t ? "trsm_llu_t" : "trsm_llu", n, r, m0 * 1e6, 100 * gf / m0 / pm, m1 * 1e6,
-                   100 * gf / m1 / pm, mr, lo, hi, pm);
+                   100 * gf / m1 / pm, mr, lo, hi, pm, same_bits ? "equal" : "DIFFER");
             fflush(stdout);
         }
         free(L), free(B), free(B0);
