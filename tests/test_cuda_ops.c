@@ -1379,7 +1379,8 @@ static void run_saved_misc(la_ctx *gpu, la_ctx *cpu) {
  * compared bitwise with eager calls on the same inputs. Cases: linear
  * attention (fused / split paths, normalised), simple GLA, DeltaNet, Gated
  * DeltaNet (recurrent form, the cluster state pass, the pipelined forward
- * forced at small T and by default at T 16400), varlen, initial / final
+ * forced at small T and by default at T 16400), varlen (1000 sequences: the
+ * chunk table in three launches), initial / final
  * states, la_saved (its block grown by an eager call first). Then the
  * errors: a la_saved that must grow, a host pointer, and a call on the
  * legacy stream while a blocking stream captures (global mode) come back as
@@ -1765,6 +1766,18 @@ int main(void) {
     static const int64_t cu5[] = {0, 1, 1, 129, 321, 577, 834};
     /* cuda-delta6: sequences of 0, 1, 2, 3 (last of 1 token), 4, 5 (last of 44) chunks, 0 */
     static const int64_t cu6[] = {0, 0, 64, 192, 321, 577, 877, 877};
+    /* cuda-fix24: 1000 sequences of 0..130 tokens (every ninth empty), more
+     * than one launch of the device chunk table (480 sequences a launch) */
+    enum { NBIG = 1000 };
+    static int64_t cubig[NBIG + 1];
+    {
+        uint64_t x = 24;
+        for (int i = 0; i < NBIG; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            cubig[i + 1] = cubig[i] + (i % 9 == 4 ? 0 : (int64_t)((x >> 33) % 131));
+        }
+    }
+    const int64_t Tbig = cubig[NBIG];
     const scase sc[] = {
         /* name                              B  T     H  K    V    cu   ns dt lin fm gates ext det
          */
@@ -1973,6 +1986,8 @@ int main(void) {
          1.0},
         {"gdn varlen zero-length K100 V100", 1, 300, 1, 2, 100, 100, cu3, 4, LA_DTYPE_F32, 1, 1, 1,
          1.0},
+        {"gdn varlen 1000 seqs of 0..130 K16 V24 HV=2H", 1, Tbig, 1, 2, 16, 24, cubig, NBIG,
+         LA_DTYPE_F32, 1, 1, 1, 1.0},
         {"delta bf16 raw keys T200 K256 V256", 1, 200, 1, 0, 256, 256, NULL, 0, LA_DTYPE_BF16, 0, 0,
          0, 0.06},
         /* cuda-delta3: the state / reverse passes' 32- and 16-column blocks
@@ -2229,6 +2244,8 @@ int main(void) {
              cu3, 4, F32, 0, 0, 0, 0, 1},
             {"graph saved pipe gdn bf16 l2 T1000 K128 V128 HV=2H P=3", GOP_GDN, 1, 1000, 1, 2,
              128, 128, NULL, 0, BF16, 0, 1, 0, 3, 1},
+            {"graph gdn bf16 l2 varlen 1000 seqs of 0..130 K32 V16 states", GOP_GDN, 1, Tbig, 1,
+             0, 32, 16, cubig, NBIG, BF16, 0, 1, 0, 0, 0},
         };
         const gcase gbig[] = {
             /* the pipelined forward by default (257 chunks: 4 segments); the split walks of
