@@ -1380,7 +1380,8 @@ static void run_saved_misc(la_ctx *gpu, la_ctx *cpu) {
  * attention (fused / split paths, normalised), simple GLA, DeltaNet, Gated
  * DeltaNet (recurrent form, the cluster state pass, the pipelined forward
  * forced at small T and by default at T 16400), varlen (1000 sequences: the
- * chunk table in three launches), initial / final
+ * chunk table in three launches; cu_seqlens a malloc'd copy, overwritten
+ * and freed when the capture ends, before the replays), initial / final
  * states, la_saved (its block grown by an eager call first). Then the
  * errors: a la_saved that must grow, a host pointer, and a call on the
  * legacy stream while a blocking stream captures (global mode) come back as
@@ -1617,10 +1618,23 @@ static void run_graph(const gcase *c, uint64_t seed) {
         }
         cudaGraph_t graph = NULL;
         cudaGraphExec_t exec = NULL;
+        /* varlen: the capture reads a malloc'd copy of cu_seqlens, which is
+         * overwritten and freed once the capture ends (the contract: no host
+         * memory is read after a call returns) */
+        int64_t *cucopy = c->cu ? malloc((size_t)(c->nseq + 1) * sizeof *cucopy) : NULL;
+        if (cucopy) {
+            memcpy(cucopy, c->cu, (size_t)(c->nseq + 1) * sizeof *cucopy);
+            b.d.cu_seqlens = cucopy;
+        }
         cudaError_t e = cudaStreamBeginCapture(s, modes[m]);
         const la_status st = e == cudaSuccess ? g_call(cap, &b, sv) : LA_ERR_INTERNAL;
         const char *msg = st ? la_last_error() : "";
         cudaError_t e2 = cudaStreamEndCapture(s, &graph);
+        if (cucopy) {
+            memset(cucopy, 0xa5, (size_t)(c->nseq + 1) * sizeof *cucopy);
+            free(cucopy);
+            b.d.cu_seqlens = c->cu;
+        }
         size_t nodes = 0;
         if (graph) cudaGraphGetNodes(graph, NULL, &nodes);
         const int ok = CHECK(e == cudaSuccess && st == LA_OK && e2 == cudaSuccess && graph &&
