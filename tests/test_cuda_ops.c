@@ -1723,6 +1723,21 @@ static void run_graph_errors(la_ctx *gpu) {
     CHECK(st == LA_OK && e == cudaSuccess && graph,
           "graph errors: the capture survives refused calls (%d, %s)", (int)st,
           cudaGetErrorString(e));
+    /* the refused calls left no nodes: as many as a capture of the whole
+     * call alone (cuda-fix24: the la_saved refusal comes before the chunk
+     * table is built) */
+    size_t nodes = 0, alone = 0;
+    cudaGraph_t g2 = NULL;
+    if (graph) cudaGraphGetNodes(graph, NULL, &nodes);
+    if (cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess) {
+        g_call(ctx, &b, NULL);
+        if (cudaStreamEndCapture(s, &g2) == cudaSuccess && g2) cudaGraphGetNodes(g2, NULL, &alone);
+    }
+    cudaGetLastError();
+    CHECK(nodes == alone && alone > 0,
+          "graph errors: the refused calls enqueued nothing (%zu nodes, the call alone %zu)",
+          nodes, alone);
+    if (g2) cudaGraphDestroy(g2);
     if (graph) cudaGraphDestroy(graph);
     /* the legacy default stream while a blocking stream captures in global
      * mode: CUDA refuses the call's first stream operation; a la_status

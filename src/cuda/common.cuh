@@ -120,6 +120,9 @@ struct la_cu_table {
     la_cu_chunk *chunks; /* device [nchunks] */
     int64_t nchunks;
 };
+/* The call's chunk count (host arithmetic on T / cu_seqlens; an error past
+ * INT32_MAX sequences or chunks). */
+la_status la__cu_count_chunks(const la__cu_call *c, int64_t *nchunks);
 la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t);
 /* Writes seqs[0, n) and (chunks not NULL) their chunks on `stream`: sequence
  * i is [b[i], b[i + 1]) (b: n + 1 host offsets, read before the call

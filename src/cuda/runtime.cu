@@ -181,20 +181,28 @@ la_status la__cu_put_table(cudaStream_t stream, const char *op, la_cu_seq *seqs,
     return LA_OK;
 }
 
-la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t) {
+la_status la__cu_count_chunks(const la__cu_call *c, int64_t *nchunks) {
     const int64_t N = c->N;
     int64_t nch = 0;
     for (int64_t n = 0; n < N; n++) {
         const int64_t len = c->cu_seqlens ? c->cu_seqlens[n + 1] - c->cu_seqlens[n] : c->T;
         nch += (len + LA_CU_C - 1) / LA_CU_C;
     }
+    *nchunks = nch;
     if (N > INT32_MAX || nch > INT32_MAX)
         return la__error(LA_ERR_INVALID_SIZE, "%s: too many sequences or chunks", c->op);
+    return LA_OK;
+}
+
+la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t) {
+    const int64_t N = c->N;
+    int64_t nch = 0;
+    la_status st = la__cu_count_chunks(c, &nch);
+    if (st) return st;
     const size_t sbytes = ((size_t)(N ? N : 1) * sizeof(la_cu_seq) + 255) & ~(size_t)255;
     const size_t cbytes = (size_t)(nch ? nch : 1) * sizeof(la_cu_chunk);
     void *dev = NULL;
-    la_status st = la__cu_alloc(a, &dev, sbytes + cbytes);
-    if (st) return st;
+    if ((st = la__cu_alloc(a, &dev, sbytes + cbytes))) return st;
     t->seqs = (la_cu_seq *)dev;
     t->chunks = (la_cu_chunk *)((char *)dev + sbytes);
     t->nchunks = nch;
