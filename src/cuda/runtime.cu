@@ -124,6 +124,8 @@ struct la_cu_tab_args {
     int32_t n0, ns;
     int64_t b[LA_CU_TAB_MAX + 1]; /* sequence n0 + i is [b[i], b[i + 1]) */
 };
+/* kernel parameters: at most 4 KB before CUDA 12.1 (and so on every driver) */
+static_assert(sizeof(la_cu_tab_args) <= 4096, "la_cu_tab_args over the 4 KB parameter limit");
 
 /* One CTA per sequence of the launch. */
 __global__ void __launch_bounds__(128) la_cu_table_kernel(const __grid_constant__ la_cu_tab_args a) {
@@ -162,6 +164,7 @@ __global__ void __launch_bounds__(128) la_cu_table_kernel(const __grid_constant_
 la_status la__cu_put_table(cudaStream_t stream, const char *op, la_cu_seq *seqs,
                            la_cu_chunk *chunks, int64_t n, const int64_t *b, int64_t T) {
     la_cu_tab_args a;
+    memset(&a, 0, sizeof a); /* no stale stack bytes (padding, unused b[]) in launches or nodes */
     a.seqs = seqs, a.chunks = chunks, a.T = b ? -1 : T, a.chunk0 = 0;
     if (n <= 0) return LA_OK;
     if (!b) { /* equal lengths: one launch (n <= INT32_MAX: la__cu_make_table) */
