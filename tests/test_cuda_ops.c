@@ -1684,6 +1684,101 @@ static void run_graph(const gcase *c, uint64_t seed) {
     g_free(&b);
 }
 
+/* A decoding step (la_state_step, in place on caller-owned states) captured
+ * and replayed twice: each replay bitwise an eager step from the same states
+ * (cuda-fix24; README lists it as capturable). */
+static void run_graph_step(la_op op, int fm, int normalize, int64_t N, int64_t H, int64_t HV,
+                           int64_t K, int64_t V, la_dtype dt, uint64_t seed) {
+    char name[96];
+    snprintf(name, sizeof name, "graph step op%d norm%d N%lld K%lld V%lld dt%d", (int)op, normalize,
+             (long long)N, (long long)K, (long long)V, (int)dt);
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    la_decoder_config cfg = {.op = op,
+                             .N = N,
+                             .H = H,
+                             .HV = HV,
+                             .K = K,
+                             .V = V,
+                             .feature_map = (la_feature_map)fm,
+                             .normalize = normalize,
+                             .use_qk_l2norm = op >= LA_OP_DELTA_RULE};
+    const int64_t HS = HV ? HV : H;
+    const size_t nqk = (size_t)(N * H * K), nv = (size_t)(N * HS * V),
+                 ns = (size_t)(N * HS * K * V), nz = (size_t)(N * H * K),
+                 ng = op == LA_OP_GLA ? nqk : (size_t)(N * HS);
+    const int ug = op == LA_OP_SIMPLE_GLA || op == LA_OP_GLA || op == LA_OP_GATED_DELTA_RULE;
+    const int ub = op >= LA_OP_DELTA_RULE;
+    float *S = th_rand_floats(ns, &rng, 0.5), *z = malloc(nz * sizeof(float));
+    ref_fill_uniform(z, nz, &rng, 0.5, 2.0);
+    float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, 1.0);
+    float *v = th_rand_floats(nv, &rng, 1.0), *g = malloc(ng * sizeof(float)),
+          *beta = malloc((size_t)(N * HS) * sizeof(float)), *gam = malloc((size_t)H * 4);
+    ref_fill_uniform(g, ng, &rng, -1.0, 0.0);
+    ref_fill_uniform(beta, (size_t)(N * HS), &rng, 0.0, 1.99);
+    la_retnet_decay(gam, H);
+    /* states: [0] eager, [1] captured, from the same values */
+    float *Ds[2], *Dz[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        Ds[i] = up(S, ns, LA_DTYPE_F32);
+        if (normalize) Dz[i] = up(z, nz, LA_DTYPE_F32);
+    }
+    void *Dq = up(q, nqk, dt), *Dk = up(k, nqk, dt), *Dv = up(v, nv, dt);
+    float *Dg = ug ? up(g, ng, LA_DTYPE_F32) : NULL;
+    float *Db = ub ? up(beta, (size_t)(N * HS), LA_DTYPE_F32) : NULL;
+    float *Dgam = op == LA_OP_SIMPLE_GLA ? up(gam, (size_t)H, LA_DTYPE_F32) : NULL;
+    void *Do[2] = {dev_alloc(nv * esize(dt)), dev_alloc(nv * esize(dt))};
+    cudaStream_t s = NULL;
+    la_ctx *ctx = NULL;
+    if (!CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
+                   la_ctx_create_cuda(&ctx, 0, s) == LA_OK,
+               "%s: a context on a non-blocking stream", name))
+        exit(1);
+    cudaDeviceSynchronize();
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t e = cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
+    const la_status st = e == cudaSuccess ? la_state_step(ctx, &cfg, dt, Ds[1], Dz[1], Do[1], Dq,
+                                                          Dk, Dv, Dg, Dgam, Db)
+                                          : LA_ERR_INTERNAL;
+    const cudaError_t e2 = cudaStreamEndCapture(s, &graph);
+    const int ok =
+        CHECK(e == cudaSuccess && st == LA_OK && e2 == cudaSuccess && graph &&
+                  cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess,
+              "%s: captured and instantiated (%d %s)", name, (int)st, st ? la_last_error() : "");
+    cudaGetLastError();
+    for (int r = 0; ok && r < 2; r++) { /* the second step from the states the first left */
+        cudaMemsetAsync(Do[0], 0xff, nv * esize(dt), s);
+        cudaMemsetAsync(Do[1], 0xff, nv * esize(dt), s);
+        CHECK_STATUS(la_state_step(ctx, &cfg, dt, Ds[0], Dz[0], Do[0], Dq, Dk, Dv, Dg, Dgam, Db),
+                     LA_OK, name);
+        const cudaError_t el = cudaGraphLaunch(exec, s);
+        if (!CHECK(el == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess,
+                   "%s: replay %d ran (%s)", name, r, cudaGetErrorString(el)))
+            exit(1);
+        int same = 1;
+        void *a = dup_dev_bytes(Do[0], nv * esize(dt)), *b = dup_dev_bytes(Do[1], nv * esize(dt));
+        same &= CHECK(bits_equal(a, b, nv * esize(dt)), "%s, replay %d: o bitwise eager", name, r);
+        free(a), free(b);
+        a = dup_dev_bytes(Ds[0], ns * 4), b = dup_dev_bytes(Ds[1], ns * 4);
+        same &= CHECK(bits_equal(a, b, ns * 4), "%s, replay %d: state bitwise eager", name, r);
+        free(a), free(b);
+        if (normalize) {
+            a = dup_dev_bytes(Dz[0], nz * 4), b = dup_dev_bytes(Dz[1], nz * 4);
+            same &= CHECK(bits_equal(a, b, nz * 4), "%s, replay %d: norm bitwise eager", name, r);
+            free(a), free(b);
+        }
+        if (same) printf("  %-52s replay %d: bitwise eager\n", name, r);
+    }
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    la_ctx_destroy(ctx);
+    cudaStreamDestroy(s);
+    for (int i = 0; i < 2; i++) cudaFree(Ds[i]), cudaFree(Dz[i]), cudaFree(Do[i]);
+    cudaFree(Dq), cudaFree(Dk), cudaFree(Dv), cudaFree(Dg), cudaFree(Db), cudaFree(Dgam);
+    free(S), free(z), free(q), free(k), free(v), free(g), free(beta), free(gam);
+}
+
 /* Errors inside a capture: named, no crash; a refused argument leaves the
  * capture usable. */
 static void run_graph_errors(la_ctx *gpu) {
@@ -2293,6 +2388,9 @@ int main(void) {
         if (!quick)
             for (size_t i = 0; i < sizeof gbig / sizeof gbig[0]; i++)
                 if (take()) run_graph(&gbig[i], 9500 + 10 * i);
+        if (take()) run_graph_step(LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 128, 128, BF16, 9900);
+        if (take())
+            run_graph_step(LA_OP_LINEAR_ATTN, LA_FEATURE_ELU1, 1, 3, 2, 0, 64, 100, F32, 9901);
         if (take()) run_graph_errors(gpu);
     }
     printf("worst fp32 rel RMS against the float64 oracle: %.3e\n", worst_f32);
