@@ -48,8 +48,9 @@ la_status la__cu_error(cudaError_t e, const char *op, const char *what) {
     return la__error(st, "%s: CUDA error %d (%s: %s) in %s%s", op, (int)e, cudaGetErrorName(e),
                      cudaGetErrorString(e), what,
                      capture_error(e) ? "; a CUDA graph capture refused it (README, \"CUDA "
-                                        "graphs\": capture on the context's own stream, which "
-                                        "must not be the legacy default stream)"
+                                        "graphs\"; e.g. a call on the legacy default stream "
+                                        "while another stream captures: capture on the "
+                                        "context's own stream)"
                                       : "");
 }
 
