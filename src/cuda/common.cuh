@@ -94,6 +94,10 @@ la_status la__cu_error(cudaError_t e, const char *op, const char *what);
  * is legal inside a CUDA graph capture and reads no host memory once it
  * has returned (cuda-graph24, runtime.cu). */
 #define LA_CU_C 64
+/* The chunks of a sequence of len tokens (the last one may be short). */
+__host__ __device__ inline int64_t la_cu_nchunks(int64_t len) {
+    return (len + LA_CU_C - 1) / LA_CU_C;
+}
 struct la_cu_seq {
     int64_t start, len;
     int32_t chunk0, nch;

@@ -76,14 +76,14 @@ static la_status saved_alloc(const char *op, void **p, size_t bytes, void *strea
     /* cuda-graph24: a block allocated in a capture would belong to the
      * graph (valid only while it runs) and outlive it unfreed; the object's
      * block is allocated outside, by an eager call of the same shapes */
-    if (cudaSetDevice(device) == cudaSuccess && la__cu_capturing(stream))
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess && la__cu_capturing(stream))
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts->saved: the object needs a device block of %zu bytes, "
                          "larger than the one it holds, and a CUDA graph capture cannot "
                          "allocate it; run the call once outside the capture first (README, "
                          "\"CUDA graphs\")",
                          op, bytes);
-    cudaError_t e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaMallocAsync(p, bytes, (cudaStream_t)stream);
     if (e != cudaSuccess) {
         cudaGetLastError();

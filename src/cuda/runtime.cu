@@ -43,8 +43,7 @@ static int capture_error(cudaError_t e) {
 }
 
 la_status la__cu_error(cudaError_t e, const char *op, const char *what) {
-    const la_status st =
-        e == cudaErrorMemoryAllocation ? LA_ERR_OUT_OF_MEMORY : LA_ERR_INTERNAL;
+    const la_status st = e == cudaErrorMemoryAllocation ? LA_ERR_OUT_OF_MEMORY : LA_ERR_INTERNAL;
     return la__error(st, "%s: CUDA error %d (%s: %s) in %s%s", op, (int)e, cudaGetErrorName(e),
                      cudaGetErrorString(e), what,
                      capture_error(e) ? "; a CUDA graph capture refused it (README, \"CUDA "
@@ -129,23 +128,24 @@ struct la_cu_tab_args {
 static_assert(sizeof(la_cu_tab_args) <= 4096, "la_cu_tab_args over the 4 KB parameter limit");
 
 /* One CTA per sequence of the launch. */
-__global__ void __launch_bounds__(128) la_cu_table_kernel(const __grid_constant__ la_cu_tab_args a) {
+__global__ void __launch_bounds__(128)
+    la_cu_table_kernel(const __grid_constant__ la_cu_tab_args a) {
     const int i = blockIdx.x, t = threadIdx.x;
     int64_t start, len, c0;
     if (a.T >= 0) {
         start = (int64_t)(a.n0 + i) * a.T, len = a.T;
-        c0 = a.chunk0 + (int64_t)i * ((a.T + LA_CU_C - 1) / LA_CU_C);
+        c0 = a.chunk0 + (int64_t)i * la_cu_nchunks(a.T);
     } else { /* c0: the chunks of the launch's sequences before this one */
         __shared__ int64_t part[4];
         int64_t s = 0;
-        for (int j = t; j < i; j += 128) s += (a.b[j + 1] - a.b[j] + LA_CU_C - 1) / LA_CU_C;
+        for (int j = t; j < i; j += 128) s += la_cu_nchunks(a.b[j + 1] - a.b[j]);
         for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
         if ((t & 31) == 0) part[t >> 5] = s;
         __syncthreads();
         c0 = a.chunk0 + part[0] + part[1] + part[2] + part[3];
         start = a.b[i], len = a.b[i + 1] - a.b[i];
     }
-    const int64_t k = (len + LA_CU_C - 1) / LA_CU_C;
+    const int64_t k = la_cu_nchunks(len);
     if (t == 0) {
         la_cu_seq s;
         s.start = start, s.len = len, s.chunk0 = (int32_t)c0, s.nch = (int32_t)k;
@@ -180,7 +180,7 @@ la_status la__cu_put_table(cudaStream_t stream, const char *op, la_cu_seq *seqs,
         for (int64_t i = 0; i <= ns; i++) a.b[i] = b[n0 + i];
         la_cu_table_kernel<<<(unsigned)ns, 128, 0, stream>>>(a);
         LA_CU_LAUNCHED(op);
-        for (int64_t i = 0; i < ns; i++) a.chunk0 += (b[n0 + i + 1] - b[n0 + i] + LA_CU_C - 1) / LA_CU_C;
+        for (int64_t i = 0; i < ns; i++) a.chunk0 += la_cu_nchunks(b[n0 + i + 1] - b[n0 + i]);
     }
     return LA_OK;
 }
@@ -190,7 +190,7 @@ la_status la__cu_count_chunks(const la__cu_call *c, int64_t *nchunks) {
     int64_t nch = 0;
     for (int64_t n = 0; n < N; n++) {
         const int64_t len = c->cu_seqlens ? c->cu_seqlens[n + 1] - c->cu_seqlens[n] : c->T;
-        nch += (len + LA_CU_C - 1) / LA_CU_C;
+        nch += la_cu_nchunks(len);
     }
     *nchunks = nch;
     if (N > INT32_MAX || nch > INT32_MAX)
@@ -252,10 +252,10 @@ la_cu_pipe *la__cu_pipe_get(const la__cu_call *c) {
     *c->pipe = x;
     x->device = c->device;
     int least = 0, greatest = 0;
-    bool good = cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
-                cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) ==
-                    cudaSuccess &&
-                cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess;
+    bool good =
+        cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
+        cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) == cudaSuccess &&
+        cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess;
     cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
     for (int i = 0; good && i < 3; i++)
         good = cudaEventCreateWithFlags(ev[i], cudaEventDisableTiming) == cudaSuccess;
@@ -266,4 +266,3 @@ la_cu_pipe *la__cu_pipe_get(const la__cu_call *c) {
     x->ok = good ? 1 : -1;
     return good ? x : NULL;
 }
-
