@@ -786,6 +786,65 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     wcase = NULL;
 }
 
+/* cuda-fix24: the exact-key state pass is taken by default. A bf16 GDN
+ * forward (K % 8 == 0) with LINATTN_CUDA_DELTA_XK unset and =0 (read at
+ * each call): each setting is bitwise stable run to run, and the two differ
+ * (they round differently), so the cases above test the exact keys and not
+ * silently the older math. */
+static void run_delta_xk_taken(la_ctx *gpu) {
+    const char *name = "gdn bf16 l2 T130 K64 V64 HV=2H: XK taken";
+    const int64_t T = 130, H = 1, HV = 2, K = 64, V = 64;
+    la_rng rng;
+    la_rng_seed(&rng, 3999);
+    la_dims d = {.B = 1, .T = T, .H = H, .K = K, .V = V, .HV = HV, .dtype = LA_DTYPE_BF16};
+    const size_t nqk = (size_t)(T * H * K), nv = (size_t)(T * HV * V), ng = (size_t)(T * HV),
+                 ns = (size_t)(HV * K * V);
+    float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, 1.0);
+    float *v = th_rand_floats(nv, &rng, 1.0), *g = malloc(ng * 4), *beta = malloc(ng * 4);
+    ref_fill_uniform(g, ng, &rng, -1.0, 0.0);
+    ref_fill_uniform(beta, ng, &rng, 0.0, 1.99);
+    void *Dq = up(q, nqk, LA_DTYPE_BF16), *Dk = up(k, nqk, LA_DTYPE_BF16),
+         *Dv = up(v, nv, LA_DTYPE_BF16);
+    float *Dg = up(g, ng, LA_DTYPE_F32), *Db = up(beta, ng, LA_DTYPE_F32);
+    void *Do = dev_alloc(nv * 2), *DsT = dev_alloc(ns * 4);
+    la_gated_opts go = la_gated_opts_default();
+    go.use_qk_l2norm = 1;
+    const char *old = getenv("LINATTN_CUDA_DELTA_XK");
+    char *keep = old ? strdup(old) : NULL;
+    void *out[4][2]; /* unset, =0, unset, =0: o, final */
+    for (int r = 0; r < 4; r++) {
+        if (r & 1)
+            setenv("LINATTN_CUDA_DELTA_XK", "0", 1);
+        else
+            unsetenv("LINATTN_CUDA_DELTA_XK");
+        cudaMemset(Do, 0xff, nv * 2), cudaMemset(DsT, 0xff, ns * 4);
+        CHECK_STATUS(la_gated_delta_rule_forward(gpu, &go, &d, Do, DsT, Dq, Dk, Dv, Dg, Db, NULL),
+                     LA_OK, name);
+        sync_ok(name);
+        out[r][0] = dup_dev_bytes(Do, nv * 2), out[r][1] = dup_dev_bytes(DsT, ns * 4);
+    }
+    if (keep)
+        setenv("LINATTN_CUDA_DELTA_XK", keep, 1);
+    else
+        unsetenv("LINATTN_CUDA_DELTA_XK");
+    free(keep);
+    for (int x = 0; x < 2; x++)
+        CHECK(bits_equal(out[x][0], out[x + 2][0], nv * 2) &&
+                  bits_equal(out[x][1], out[x + 2][1], ns * 4),
+              "%s: XK %s bitwise run to run", name, x ? "=0" : "unset");
+    const int same_o = bits_equal(out[0][0], out[1][0], nv * 2);
+    const int same_s = bits_equal(out[0][1], out[1][1], ns * 4);
+    CHECK(!same_o && !same_s,
+          "%s: the default and LINATTN_CUDA_DELTA_XK=0 differ (o %s, final state %s)", name,
+          same_o ? "same" : "differs", same_s ? "same" : "differs");
+    printf("  %-52s o %s, final state %s from XK=0\n", name, same_o ? "same" : "differs",
+           same_s ? "same" : "differs");
+    for (int r = 0; r < 4; r++) free(out[r][0]), free(out[r][1]);
+    cudaFree(Dq), cudaFree(Dk), cudaFree(Dv), cudaFree(Dg), cudaFree(Db), cudaFree(Do),
+        cudaFree(DsT);
+    free(q), free(k), free(v), free(g), free(beta);
+}
+
 /* ---- decoding step: GPU la_state_step == CPU la_state_step ------------------ */
 static void run_step(la_ctx *gpu, la_ctx *cpu, la_op op, int fm, int normalize, int64_t N,
                      int64_t H, int64_t HV, int64_t K, int64_t V, la_dtype dt, uint64_t seed) {
@@ -2269,6 +2328,7 @@ int main(void) {
         else
             unsetenv("LINATTN_CUDA_DELTA_XK");
         free(keep);
+        if (take()) run_delta_xk_taken(gpu);
     }
 
     if (want('t')) {
