@@ -123,6 +123,7 @@ bool la__cu_delta_saved_args(const la__cu_call *c, const la_cu_table &tb, la_cu_
     p = la_cu_dc_args{};
     la__cu_dc_inputs(c, tb, p);
     la__cu_dc_carve(c, saved_layout(c, tb.nchunks), (char *)c->saved_dev, p);
+    p.kf = NULL; /* nothing reads it; after an XK=0 forward nothing wrote it either */
     return true;
 }
 
