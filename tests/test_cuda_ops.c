@@ -181,7 +181,8 @@ static void cmp(const char *cs, const char *name, const float *got, const double
     const double e = ref_rms_rel_err(got, w, n);
     const size_t bad = ref_count_nonfinite(got, n);
     /* cuda-s2p24: the bound too (bench/err_worst.py: worst error per output, old vs new) */
-    printf("  %-40s %-9s rel RMS %.3e (bound %.1e)%s\n", cs, name, e, tol, bad ? " NON-FINITE" : "");
+    printf("  %-40s %-9s rel RMS %.3e (bound %.1e)%s\n", cs, name, e, tol,
+           bad ? " NON-FINITE" : "");
     if (in_f32 && e > worst_f32) worst_f32 = e;
     if (worst_on && wcase) worst_note(name, e);
     CHECK(bad == 0, "%s %s: every element written and finite (%zu not)", cs, name, bad);
@@ -370,8 +371,9 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
         for (int rep = 0; rep < 2; rep++) {
             cudaMemset(Do, 0xff, nv * esize(dt));
             cudaMemset(DsT, 0xff, ns * 4);
-            st1 = c->lin ? la_linear_attn_forward(gpu, &lo, &dd, Do, DsT, NULL, Dq, Dk, Dv, Ds0, NULL)
-                         : la_simple_gla_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
+            st1 = c->lin
+                      ? la_linear_attn_forward(gpu, &lo, &dd, Do, DsT, NULL, Dq, Dk, Dv, Ds0, NULL)
+                      : la_simple_gla_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
             sync_ok("rerun fwd");
             void *a = dup_dev_bytes(Do, nv * esize(dt)), *b = dup_dev_bytes(DsT, ns * 4);
             CHECK(st1 == LA_OK && bits_equal(a, h0, nv * esize(dt)) && bits_equal(b, h1, ns * 4),
@@ -2015,8 +2017,9 @@ int main(void) {
         if (take()) run_scalar(gpu, cpu, &z[0], 1999);
         zeroed_opts = 0;
     }
-    if (want('s')) { /* cuda-fused9: 16-bit cases of the fused forward (K <= 128, identity /
-                      * relu): varlen with scalar tile loads (K, V % 8 != 0), K = 128 with V tails */
+    if (want('s')) { /* cuda-fused9: 16-bit cases of the fused forward (K <= 128, identity
+                      * / relu): varlen with scalar tile loads (K, V % 8 != 0), K = 128 with
+                      * V tails */
         const scase f9[] = {
             {"linear bf16 relu varlen K100 V100", 1, 1065, 1, 100, 100, cu2, 3, LA_DTYPE_BF16, 1,
              LA_FEATURE_RELU, 0, 0, 0},

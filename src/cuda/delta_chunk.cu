@@ -343,7 +343,8 @@ void la__cu_dc_inputs(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args
  * an internal low-priority stream, ordered by events; the caller's stream
  * forks to both and joins them before the call returns (so a graph capture
  * takes all of it, and the arena's blocks are freed after every use). The
- * cluster state kernel leaves 55 KB of the SM's shared memory, one CTA of
+ * cluster state kernel leaves about 82 KB of the SM's shared memory at
+ * K <= 128 with the exact keys (55 KB with Kd's parts, XK=0): one CTA of
  * prep or output. Every kernel computes what it computed unsplit: the
  * bits are main's. The streams and events belong to the context
  * (la__cu_pipe_get, runtime.cu). */
