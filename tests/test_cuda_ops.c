@@ -181,7 +181,8 @@ static void cmp(const char *cs, const char *name, const float *got, const double
     const double e = ref_rms_rel_err(got, w, n);
     const size_t bad = ref_count_nonfinite(got, n);
     /* cuda-s2p24: the bound too (bench/err_worst.py: worst error per output, old vs new) */
-    printf("  %-40s %-9s rel RMS %.3e (bound %.1e)%s\n", cs, name, e, tol, bad ? " NON-FINITE" : "");
+    printf("  %-40s %-9s rel RMS %.3e (bound %.1e)%s\n", cs, name, e, tol,
+           bad ? " NON-FINITE" : "");
     if (in_f32 && e > worst_f32) worst_f32 = e;
     if (worst_on && wcase) worst_note(name, e);
     CHECK(bad == 0, "%s %s: every element written and finite (%zu not)", cs, name, bad);
@@ -370,8 +371,9 @@ static void run_scalar(la_ctx *gpu, la_ctx *cpu, const scase *c, uint64_t seed) 
         for (int rep = 0; rep < 2; rep++) {
             cudaMemset(Do, 0xff, nv * esize(dt));
             cudaMemset(DsT, 0xff, ns * 4);
-            st1 = c->lin ? la_linear_attn_forward(gpu, &lo, &dd, Do, DsT, NULL, Dq, Dk, Dv, Ds0, NULL)
-                         : la_simple_gla_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
+            st1 = c->lin
+                      ? la_linear_attn_forward(gpu, &lo, &dd, Do, DsT, NULL, Dq, Dk, Dv, Ds0, NULL)
+                      : la_simple_gla_forward(gpu, &go, &dd, Do, DsT, Dq, Dk, Dv, Dg, Dgam, Ds0);
             sync_ok("rerun fwd");
             void *a = dup_dev_bytes(Do, nv * esize(dt)), *b = dup_dev_bytes(DsT, ns * 4);
             CHECK(st1 == LA_OK && bits_equal(a, h0, nv * esize(dt)) && bits_equal(b, h1, ns * 4),
@@ -784,6 +786,65 @@ static void run_delta(la_ctx *gpu, la_ctx *cpu, const dcase *c, uint64_t seed) {
     free(q), free(k), free(v), free(s0), free(beta), free(g), free(o_r), free(sT_r), free(o),
         free(sT);
     wcase = NULL;
+}
+
+/* cuda-fix24: the exact-key state pass is taken by default. A bf16 GDN
+ * forward (K % 8 == 0) with LINATTN_CUDA_DELTA_XK unset and =0 (read at
+ * each call): each setting is bitwise stable run to run, and the two differ
+ * (they round differently), so the cases above test the exact keys and not
+ * silently the older math. */
+static void run_delta_xk_taken(la_ctx *gpu) {
+    const char *name = "gdn bf16 l2 T130 K64 V64 HV=2H: XK taken";
+    const int64_t T = 130, H = 1, HV = 2, K = 64, V = 64;
+    la_rng rng;
+    la_rng_seed(&rng, 3999);
+    la_dims d = {.B = 1, .T = T, .H = H, .K = K, .V = V, .HV = HV, .dtype = LA_DTYPE_BF16};
+    const size_t nqk = (size_t)(T * H * K), nv = (size_t)(T * HV * V), ng = (size_t)(T * HV),
+                 ns = (size_t)(HV * K * V);
+    float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, 1.0);
+    float *v = th_rand_floats(nv, &rng, 1.0), *g = malloc(ng * 4), *beta = malloc(ng * 4);
+    ref_fill_uniform(g, ng, &rng, -1.0, 0.0);
+    ref_fill_uniform(beta, ng, &rng, 0.0, 1.99);
+    void *Dq = up(q, nqk, LA_DTYPE_BF16), *Dk = up(k, nqk, LA_DTYPE_BF16),
+         *Dv = up(v, nv, LA_DTYPE_BF16);
+    float *Dg = up(g, ng, LA_DTYPE_F32), *Db = up(beta, ng, LA_DTYPE_F32);
+    void *Do = dev_alloc(nv * 2), *DsT = dev_alloc(ns * 4);
+    la_gated_opts go = la_gated_opts_default();
+    go.use_qk_l2norm = 1;
+    const char *old = getenv("LINATTN_CUDA_DELTA_XK");
+    char *keep = old ? strdup(old) : NULL;
+    void *out[4][2]; /* unset, =0, unset, =0: o, final */
+    for (int r = 0; r < 4; r++) {
+        if (r & 1)
+            setenv("LINATTN_CUDA_DELTA_XK", "0", 1);
+        else
+            unsetenv("LINATTN_CUDA_DELTA_XK");
+        cudaMemset(Do, 0xff, nv * 2), cudaMemset(DsT, 0xff, ns * 4);
+        CHECK_STATUS(la_gated_delta_rule_forward(gpu, &go, &d, Do, DsT, Dq, Dk, Dv, Dg, Db, NULL),
+                     LA_OK, name);
+        sync_ok(name);
+        out[r][0] = dup_dev_bytes(Do, nv * 2), out[r][1] = dup_dev_bytes(DsT, ns * 4);
+    }
+    if (keep)
+        setenv("LINATTN_CUDA_DELTA_XK", keep, 1);
+    else
+        unsetenv("LINATTN_CUDA_DELTA_XK");
+    free(keep);
+    for (int x = 0; x < 2; x++)
+        CHECK(bits_equal(out[x][0], out[x + 2][0], nv * 2) &&
+                  bits_equal(out[x][1], out[x + 2][1], ns * 4),
+              "%s: XK %s bitwise run to run", name, x ? "=0" : "unset");
+    const int same_o = bits_equal(out[0][0], out[1][0], nv * 2);
+    const int same_s = bits_equal(out[0][1], out[1][1], ns * 4);
+    CHECK(!same_o && !same_s,
+          "%s: the default and LINATTN_CUDA_DELTA_XK=0 differ (o %s, final state %s)", name,
+          same_o ? "same" : "differs", same_s ? "same" : "differs");
+    printf("  %-52s o %s, final state %s from XK=0\n", name, same_o ? "same" : "differs",
+           same_s ? "same" : "differs");
+    for (int r = 0; r < 4; r++) free(out[r][0]), free(out[r][1]);
+    cudaFree(Dq), cudaFree(Dk), cudaFree(Dv), cudaFree(Dg), cudaFree(Db), cudaFree(Do),
+        cudaFree(DsT);
+    free(q), free(k), free(v), free(g), free(beta);
 }
 
 /* ---- decoding step: GPU la_state_step == CPU la_state_step ------------------ */
@@ -1379,7 +1440,9 @@ static void run_saved_misc(la_ctx *gpu, la_ctx *cpu) {
  * compared bitwise with eager calls on the same inputs. Cases: linear
  * attention (fused / split paths, normalised), simple GLA, DeltaNet, Gated
  * DeltaNet (recurrent form, the cluster state pass, the pipelined forward
- * forced at small T and by default at T 16400), varlen, initial / final
+ * forced at small T and by default at T 16400), varlen (1000 sequences: the
+ * chunk table in three launches; cu_seqlens a malloc'd copy, overwritten
+ * and freed when the capture ends, before the replays), initial / final
  * states, la_saved (its block grown by an eager call first). Then the
  * errors: a la_saved that must grow, a host pointer, and a call on the
  * legacy stream while a blocking stream captures (global mode) come back as
@@ -1616,10 +1679,23 @@ static void run_graph(const gcase *c, uint64_t seed) {
         }
         cudaGraph_t graph = NULL;
         cudaGraphExec_t exec = NULL;
+        /* varlen: the capture reads a malloc'd copy of cu_seqlens, which is
+         * overwritten and freed once the capture ends (the contract: no host
+         * memory is read after a call returns) */
+        int64_t *cucopy = c->cu ? malloc((size_t)(c->nseq + 1) * sizeof *cucopy) : NULL;
+        if (cucopy) {
+            memcpy(cucopy, c->cu, (size_t)(c->nseq + 1) * sizeof *cucopy);
+            b.d.cu_seqlens = cucopy;
+        }
         cudaError_t e = cudaStreamBeginCapture(s, modes[m]);
         const la_status st = e == cudaSuccess ? g_call(cap, &b, sv) : LA_ERR_INTERNAL;
         const char *msg = st ? la_last_error() : "";
         cudaError_t e2 = cudaStreamEndCapture(s, &graph);
+        if (cucopy) {
+            memset(cucopy, 0xa5, (size_t)(c->nseq + 1) * sizeof *cucopy);
+            free(cucopy);
+            b.d.cu_seqlens = c->cu;
+        }
         size_t nodes = 0;
         if (graph) cudaGraphGetNodes(graph, NULL, &nodes);
         const int ok = CHECK(e == cudaSuccess && st == LA_OK && e2 == cudaSuccess && graph &&
@@ -1669,6 +1745,101 @@ static void run_graph(const gcase *c, uint64_t seed) {
     g_free(&b);
 }
 
+/* A decoding step (la_state_step, in place on caller-owned states) captured
+ * and replayed twice: each replay bitwise an eager step from the same states
+ * (cuda-fix24; README lists it as capturable). */
+static void run_graph_step(la_op op, int fm, int normalize, int64_t N, int64_t H, int64_t HV,
+                           int64_t K, int64_t V, la_dtype dt, uint64_t seed) {
+    char name[96];
+    snprintf(name, sizeof name, "graph step op%d norm%d N%lld K%lld V%lld dt%d", (int)op, normalize,
+             (long long)N, (long long)K, (long long)V, (int)dt);
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    la_decoder_config cfg = {.op = op,
+                             .N = N,
+                             .H = H,
+                             .HV = HV,
+                             .K = K,
+                             .V = V,
+                             .feature_map = (la_feature_map)fm,
+                             .normalize = normalize,
+                             .use_qk_l2norm = op >= LA_OP_DELTA_RULE};
+    const int64_t HS = HV ? HV : H;
+    const size_t nqk = (size_t)(N * H * K), nv = (size_t)(N * HS * V),
+                 ns = (size_t)(N * HS * K * V), nz = (size_t)(N * H * K),
+                 ng = op == LA_OP_GLA ? nqk : (size_t)(N * HS);
+    const int ug = op == LA_OP_SIMPLE_GLA || op == LA_OP_GLA || op == LA_OP_GATED_DELTA_RULE;
+    const int ub = op >= LA_OP_DELTA_RULE;
+    float *S = th_rand_floats(ns, &rng, 0.5), *z = malloc(nz * sizeof(float));
+    ref_fill_uniform(z, nz, &rng, 0.5, 2.0);
+    float *q = th_rand_floats(nqk, &rng, 1.0), *k = th_rand_floats(nqk, &rng, 1.0);
+    float *v = th_rand_floats(nv, &rng, 1.0), *g = malloc(ng * sizeof(float)),
+          *beta = malloc((size_t)(N * HS) * sizeof(float)), *gam = malloc((size_t)H * 4);
+    ref_fill_uniform(g, ng, &rng, -1.0, 0.0);
+    ref_fill_uniform(beta, (size_t)(N * HS), &rng, 0.0, 1.99);
+    la_retnet_decay(gam, H);
+    /* states: [0] eager, [1] captured, from the same values */
+    float *Ds[2], *Dz[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        Ds[i] = up(S, ns, LA_DTYPE_F32);
+        if (normalize) Dz[i] = up(z, nz, LA_DTYPE_F32);
+    }
+    void *Dq = up(q, nqk, dt), *Dk = up(k, nqk, dt), *Dv = up(v, nv, dt);
+    float *Dg = ug ? up(g, ng, LA_DTYPE_F32) : NULL;
+    float *Db = ub ? up(beta, (size_t)(N * HS), LA_DTYPE_F32) : NULL;
+    float *Dgam = op == LA_OP_SIMPLE_GLA ? up(gam, (size_t)H, LA_DTYPE_F32) : NULL;
+    void *Do[2] = {dev_alloc(nv * esize(dt)), dev_alloc(nv * esize(dt))};
+    cudaStream_t s = NULL;
+    la_ctx *ctx = NULL;
+    if (!CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
+                   la_ctx_create_cuda(&ctx, 0, s) == LA_OK,
+               "%s: a context on a non-blocking stream", name))
+        exit(1);
+    cudaDeviceSynchronize();
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t e = cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
+    const la_status st = e == cudaSuccess ? la_state_step(ctx, &cfg, dt, Ds[1], Dz[1], Do[1], Dq,
+                                                          Dk, Dv, Dg, Dgam, Db)
+                                          : LA_ERR_INTERNAL;
+    const cudaError_t e2 = cudaStreamEndCapture(s, &graph);
+    const int ok =
+        CHECK(e == cudaSuccess && st == LA_OK && e2 == cudaSuccess && graph &&
+                  cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess,
+              "%s: captured and instantiated (%d %s)", name, (int)st, st ? la_last_error() : "");
+    cudaGetLastError();
+    for (int r = 0; ok && r < 2; r++) { /* the second step from the states the first left */
+        cudaMemsetAsync(Do[0], 0xff, nv * esize(dt), s);
+        cudaMemsetAsync(Do[1], 0xff, nv * esize(dt), s);
+        CHECK_STATUS(la_state_step(ctx, &cfg, dt, Ds[0], Dz[0], Do[0], Dq, Dk, Dv, Dg, Dgam, Db),
+                     LA_OK, name);
+        const cudaError_t el = cudaGraphLaunch(exec, s);
+        if (!CHECK(el == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess,
+                   "%s: replay %d ran (%s)", name, r, cudaGetErrorString(el)))
+            exit(1);
+        int same = 1;
+        void *a = dup_dev_bytes(Do[0], nv * esize(dt)), *b = dup_dev_bytes(Do[1], nv * esize(dt));
+        same &= CHECK(bits_equal(a, b, nv * esize(dt)), "%s, replay %d: o bitwise eager", name, r);
+        free(a), free(b);
+        a = dup_dev_bytes(Ds[0], ns * 4), b = dup_dev_bytes(Ds[1], ns * 4);
+        same &= CHECK(bits_equal(a, b, ns * 4), "%s, replay %d: state bitwise eager", name, r);
+        free(a), free(b);
+        if (normalize) {
+            a = dup_dev_bytes(Dz[0], nz * 4), b = dup_dev_bytes(Dz[1], nz * 4);
+            same &= CHECK(bits_equal(a, b, nz * 4), "%s, replay %d: norm bitwise eager", name, r);
+            free(a), free(b);
+        }
+        if (same) printf("  %-52s replay %d: bitwise eager\n", name, r);
+    }
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    la_ctx_destroy(ctx);
+    cudaStreamDestroy(s);
+    for (int i = 0; i < 2; i++) cudaFree(Ds[i]), cudaFree(Dz[i]), cudaFree(Do[i]);
+    cudaFree(Dq), cudaFree(Dk), cudaFree(Dv), cudaFree(Dg), cudaFree(Db), cudaFree(Dgam);
+    free(S), free(z), free(q), free(k), free(v), free(g), free(beta), free(gam);
+}
+
 /* Errors inside a capture: named, no crash; a refused argument leaves the
  * capture usable. */
 static void run_graph_errors(la_ctx *gpu) {
@@ -1708,6 +1879,21 @@ static void run_graph_errors(la_ctx *gpu) {
     CHECK(st == LA_OK && e == cudaSuccess && graph,
           "graph errors: the capture survives refused calls (%d, %s)", (int)st,
           cudaGetErrorString(e));
+    /* the refused calls left no nodes: as many as a capture of the whole
+     * call alone (cuda-fix24: the la_saved refusal comes before the chunk
+     * table is built) */
+    size_t nodes = 0, alone = 0;
+    cudaGraph_t g2 = NULL;
+    if (graph) cudaGraphGetNodes(graph, NULL, &nodes);
+    if (cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess) {
+        g_call(ctx, &b, NULL);
+        if (cudaStreamEndCapture(s, &g2) == cudaSuccess && g2) cudaGraphGetNodes(g2, NULL, &alone);
+    }
+    cudaGetLastError();
+    CHECK(nodes == alone && alone > 0,
+          "graph errors: the refused calls enqueued nothing (%zu nodes, the call alone %zu)",
+          nodes, alone);
+    if (g2) cudaGraphDestroy(g2);
     if (graph) cudaGraphDestroy(graph);
     /* the legacy default stream while a blocking stream captures in global
      * mode: CUDA refuses the call's first stream operation; a la_status
@@ -1765,6 +1951,18 @@ int main(void) {
     static const int64_t cu5[] = {0, 1, 1, 129, 321, 577, 834};
     /* cuda-delta6: sequences of 0, 1, 2, 3 (last of 1 token), 4, 5 (last of 44) chunks, 0 */
     static const int64_t cu6[] = {0, 0, 64, 192, 321, 577, 877, 877};
+    /* cuda-fix24: 1000 sequences of 0..130 tokens (every ninth empty), more
+     * than one launch of the device chunk table (480 sequences a launch) */
+    enum { NBIG = 1000 };
+    static int64_t cubig[NBIG + 1];
+    {
+        uint64_t x = 24;
+        for (int i = 0; i < NBIG; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            cubig[i + 1] = cubig[i] + (i % 9 == 4 ? 0 : (int64_t)((x >> 33) % 131));
+        }
+    }
+    const int64_t Tbig = cubig[NBIG];
     const scase sc[] = {
         /* name                              B  T     H  K    V    cu   ns dt lin fm gates ext det
          */
@@ -1819,8 +2017,9 @@ int main(void) {
         if (take()) run_scalar(gpu, cpu, &z[0], 1999);
         zeroed_opts = 0;
     }
-    if (want('s')) { /* cuda-fused9: 16-bit cases of the fused forward (K <= 128, identity /
-                      * relu): varlen with scalar tile loads (K, V % 8 != 0), K = 128 with V tails */
+    if (want('s')) { /* cuda-fused9: 16-bit cases of the fused forward (K <= 128, identity
+                      * / relu): varlen with scalar tile loads (K, V % 8 != 0), K = 128 with
+                      * V tails */
         const scase f9[] = {
             {"linear bf16 relu varlen K100 V100", 1, 1065, 1, 100, 100, cu2, 3, LA_DTYPE_BF16, 1,
              LA_FEATURE_RELU, 0, 0, 0},
@@ -1973,6 +2172,8 @@ int main(void) {
          1.0},
         {"gdn varlen zero-length K100 V100", 1, 300, 1, 2, 100, 100, cu3, 4, LA_DTYPE_F32, 1, 1, 1,
          1.0},
+        {"gdn varlen 1000 seqs of 0..130 K16 V24 HV=2H", 1, Tbig, 1, 2, 16, 24, cubig, NBIG,
+         LA_DTYPE_F32, 1, 1, 1, 1.0},
         {"delta bf16 raw keys T200 K256 V256", 1, 200, 1, 0, 256, 256, NULL, 0, LA_DTYPE_BF16, 0, 0,
          0, 0.06},
         /* cuda-delta3: the state / reverse passes' 32- and 16-column blocks
@@ -2130,6 +2331,7 @@ int main(void) {
         else
             unsetenv("LINATTN_CUDA_DELTA_XK");
         free(keep);
+        if (take()) run_delta_xk_taken(gpu);
     }
 
     if (want('t')) {
@@ -2229,6 +2431,8 @@ int main(void) {
              cu3, 4, F32, 0, 0, 0, 0, 1},
             {"graph saved pipe gdn bf16 l2 T1000 K128 V128 HV=2H P=3", GOP_GDN, 1, 1000, 1, 2,
              128, 128, NULL, 0, BF16, 0, 1, 0, 3, 1},
+            {"graph gdn bf16 l2 varlen 1000 seqs of 0..130 K32 V16 states", GOP_GDN, 1, Tbig, 1,
+             0, 32, 16, cubig, NBIG, BF16, 0, 1, 0, 0, 0},
         };
         const gcase gbig[] = {
             /* the pipelined forward by default (257 chunks: 4 segments); the split walks of
@@ -2247,6 +2451,9 @@ int main(void) {
         if (!quick)
             for (size_t i = 0; i < sizeof gbig / sizeof gbig[0]; i++)
                 if (take()) run_graph(&gbig[i], 9500 + 10 * i);
+        if (take()) run_graph_step(LA_OP_GATED_DELTA_RULE, 0, 0, 3, 2, 4, 128, 128, BF16, 9900);
+        if (take())
+            run_graph_step(LA_OP_LINEAR_ATTN, LA_FEATURE_ELU1, 1, 3, 2, 0, 64, 100, F32, 9901);
         if (take()) run_graph_errors(gpu);
     }
     printf("worst fp32 rel RMS against the float64 oracle: %.3e\n", worst_f32);

@@ -97,12 +97,17 @@ class GatedFunction(torch.autograd.Function):
         xp = TorchXP(q.device, v.dtype)
         sv = getattr(ctx, "saved_products", None)
         handle = None
+        # cuda-fix24: a backward captured in a CUDA graph after an eager
+        # forward would read a pooled block that goes back to the pool when
+        # this backward returns (and is refilled before the replays): recompute
+        capturing = xp.cuda and torch.cuda.is_current_stream_capturing()
         # only on the context that filled it (a backward on another thread
         # has its own context: it recomputes, with the same bits)
         if sv is not None and sv.handle is not None and \
                 sv.context is _core.cpu_context_object():
             handle = sv.handle
         elif sv is not None and sv.handle is not None and xp.cuda and \
+                not capturing and \
                 getattr(sv.context, "stream", None) == \
                 torch.cuda.current_stream(q.device).cuda_stream:
             # cuda-saved7: autograd runs a CUDA backward on its device thread,

@@ -94,6 +94,10 @@ la_status la__cu_error(cudaError_t e, const char *op, const char *what);
  * is legal inside a CUDA graph capture and reads no host memory once it
  * has returned (cuda-graph24, runtime.cu). */
 #define LA_CU_C 64
+/* The chunks of a sequence of len tokens (the last one may be short). */
+__host__ __device__ inline int64_t la_cu_nchunks(int64_t len) {
+    return (len + LA_CU_C - 1) / LA_CU_C;
+}
 struct la_cu_seq {
     int64_t start, len;
     int32_t chunk0, nch;
@@ -120,6 +124,9 @@ struct la_cu_table {
     la_cu_chunk *chunks; /* device [nchunks] */
     int64_t nchunks;
 };
+/* The call's chunk count (host arithmetic on T / cu_seqlens; an error past
+ * INT32_MAX sequences or chunks). */
+la_status la__cu_count_chunks(const la__cu_call *c, int64_t *nchunks);
 la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t);
 /* Writes seqs[0, n) and (chunks not NULL) their chunks on `stream`: sequence
  * i is [b[i], b[i + 1]) (b: n + 1 host offsets, read before the call

@@ -343,7 +343,8 @@ void la__cu_dc_inputs(const la__cu_call *c, const la_cu_table &tb, la_cu_dc_args
  * an internal low-priority stream, ordered by events; the caller's stream
  * forks to both and joins them before the call returns (so a graph capture
  * takes all of it, and the arena's blocks are freed after every use). The
- * cluster state kernel leaves 55 KB of the SM's shared memory, one CTA of
+ * cluster state kernel leaves about 82 KB of the SM's shared memory at
+ * K <= 128 with the exact keys (55 KB with Kd's parts, XK=0): one CTA of
  * prep or output. Every kernel computes what it computed unsplit: the
  * bits are main's. The streams and events belong to the context
  * (la__cu_pipe_get, runtime.cu). */
@@ -498,17 +499,22 @@ static la_status dc_states(const la__cu_call *c, la_cu_arena *ar, const la_cu_ta
 }
 
 template <typename T> static la_status dc_forward(const la__cu_call *c, la_cu_arena *ar) {
-    la_cu_table tb;
-    la_status st = la__cu_make_table(ar, c, &tb);
-    if (st) return st;
+    la_cu_table tb = {};
     la_cu_dc_args p = {};
-    p.sT = c->final_state;
+    la_status st;
     /* cuda-saved7: a forward that saves runs the backward's variant (fp32 W,
-     * Kd and A^T too) into the saved object's block, hst included */
+     * Kd and A^T too) into the saved object's block, hst included. Its
+     * block is prepared first, from the host chunk count alone: a block that
+     * must grow inside a capture is refused with nothing enqueued
+     * (cuda-fix24; before, the chunk table's nodes were left in the graph). */
     const bool save = c->saved != NULL;
-    if (save ? (st = la__cu_delta_save_begin(c, tb, p))
-             : (st = la__cu_alloc(ar, (void **)&p.hst,
-                                  (size_t)tb.nchunks * c->HS * c->K * c->V * sizeof(float))))
+    if (save && ((st = la__cu_count_chunks(c, &tb.nchunks)) ||
+                 (st = la__cu_delta_save_begin(c, tb, p))))
+        return st;
+    if ((st = la__cu_make_table(ar, c, &tb))) return st;
+    p.sT = c->final_state;
+    if (!save && (st = la__cu_alloc(ar, (void **)&p.hst,
+                                    (size_t)tb.nchunks * c->HS * c->K * c->V * sizeof(float))))
         return st;
     p.o = c->o;
     bool piped = false;

@@ -15,7 +15,8 @@ struct la_cu_dc_args {
     float *sT;
     float *W;   /* [tokens][HS][K]: A diag(beta b) K */
     float *U;   /* [tokens][HS][V]: A diag(beta) V, then R = U - W S (state pass) */
-    float *Kd;  /* [tokens][HS][K]: e^{gam_L - gam_t} k_t / |k_t| (|k_t| = 1 without l2) */
+    float *Kd;  /* [tokens][HS][K]: e^{gam_L - gam_t} rk_t k_t, rk_t = 1/sqrt(|k_t|^2 + 1e-6)
+                 * under use_qk_l2norm, 1 otherwise */
     float *bL;  /* [chunks][HS]: e^{gam_L} */
     float *hst; /* [chunks][HS][K][V]: the state before each chunk */
     float *AT;  /* [chunks][HS][64][64]: A^T (written by prep where not NULL) */
@@ -26,10 +27,10 @@ struct la_cu_dc_args {
      * ([tokens][HS][K8], K8 = K rounded up to 8, zero-padded; written by
      * prep where not NULL; Wl, Kl NULL: one part) */
     __nv_bfloat16 *Wh, *Wl, *Kh, *Kl;
-    /* cuda-gdn24: [tokens][HS] e^{gam_L - gam_t} / |k_t|, Kd's row factor
-     * (written by the bf16 prep where not NULL): the cluster state pass then
-     * takes k itself (exact in bf16) and this factor on R's rows instead of
-     * Kd's two parts (la__cu_delta_xk) */
+    /* cuda-gdn24: [tokens][HS] e^{gam_L - gam_t} rk_t, Kd's row factor
+     * (rk_t as for Kd; written by the bf16 prep where not NULL): the cluster
+     * and one-CTA state passes then take k itself (exact in bf16) and this
+     * factor on R's rows instead of Kd's two parts (la__cu_delta_xk) */
     float *kf;
     /* cuda-gdnf19: the chunk of the bf16 prep's and output kernel's first CTA
      * (a time segment of the pipelined forward; 0 otherwise) */

@@ -76,14 +76,14 @@ static la_status saved_alloc(const char *op, void **p, size_t bytes, void *strea
     /* cuda-graph24: a block allocated in a capture would belong to the
      * graph (valid only while it runs) and outlive it unfreed; the object's
      * block is allocated outside, by an eager call of the same shapes */
-    if (cudaSetDevice(device) == cudaSuccess && la__cu_capturing(stream))
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess && la__cu_capturing(stream))
         return la__error(LA_ERR_INVALID_ARGUMENT,
                          "%s: opts->saved: the object needs a device block of %zu bytes, "
                          "larger than the one it holds, and a CUDA graph capture cannot "
                          "allocate it; run the call once outside the capture first (README, "
                          "\"CUDA graphs\")",
                          op, bytes);
-    cudaError_t e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaMallocAsync(p, bytes, (cudaStream_t)stream);
     if (e != cudaSuccess) {
         cudaGetLastError();
@@ -123,6 +123,7 @@ bool la__cu_delta_saved_args(const la__cu_call *c, const la_cu_table &tb, la_cu_
     p = la_cu_dc_args{};
     la__cu_dc_inputs(c, tb, p);
     la__cu_dc_carve(c, saved_layout(c, tb.nchunks), (char *)c->saved_dev, p);
+    p.kf = NULL; /* nothing reads it; after an XK=0 forward nothing wrote it either */
     return true;
 }
 

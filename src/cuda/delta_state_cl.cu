@@ -35,7 +35,8 @@
  * launches it.
  * cuda-gdn24 (XK, the default for bf16 with K % 8 == 0): the S update takes
  * the keys exact, k itself as one bf16 part, and Kd's row factor
- * e^{gam_L - gam_t} / |k_t| (p.kf, from prep, copied into the U tile's
+ * e^{gam_L - gam_t} rk_t (rk_t = 1/sqrt(|k_t|^2 + 1e-6) under
+ * use_qk_l2norm, 1 otherwise; p.kf, from prep, copied into the U tile's
  * padding column) on R's rows before R is split into hi + lo: two mma per
  * product instead of three (hi*hi, lo*hi, hi*lo of R and Kd's parts), one
  * tile copy less per chunk, 27 KB less shared memory; the global R stays
@@ -55,8 +56,9 @@ typedef __nv_bfloat16 dcl_bf;
 #define DCL_RLD 72 /* row stride (bf16) of the R^T part tiles [16][64] */
 
 /* Shared memory: NB buffers of the W and Kd part tiles ([64][KC + 8] bf16
- * each, this CTA's keys) and the U tile ([64][DCL_SU] fp32); the warps'
- * partial R^T ([NW][16][DCL_PLD] fp32); the peer's sum Q ([2 chunk
+ * each, this CTA's keys; under XK the W parts and one k tile) and the U
+ * tile ([64][DCL_SU] fp32); the warps' partial R^T ([NW][16][DCL_PLD]
+ * fp32); the peer's sum Q ([2 chunk
  * parities][2][NW * 32] float2: thread t's two slots at [.][hf][t], which
  * the peer's thread t fills; no padding, so that with K <= 128 one CTA of
  * the bf16 prep or output kernel fits beside this one on an SM, cuda-gdnf19;
@@ -168,7 +170,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
     const unsigned k0 = cin ? (st0 * H + hq) * K + kc0 + r0 * krs + c8 : 0u;
     const dcl_bf *const kx = (const dcl_bf *)p.k;
     const unsigned fsm = (unsigned)__cvta_generic_to_shared(Us) + 4u * (t * DCL_SU + 16);
-    const unsigned f0 = (st0 + t) * HS + hs, fstep = LA_CU_C * HS;
+    const unsigned kfo = (st0 + t) * HS + hs, fstep = LA_CU_C * HS;
     /* U copies: 16 bytes (V % 4 == 0: row t / 4, columns 4 (t % 4) ..) or 4
      * bytes (rows t / 16 + 16 i, column t % 16) */
     const int ur0 = uvec ? t >> 2 : t >> 4, uc = uvec ? (t & 3) * 4 : t & 15;
@@ -181,7 +183,7 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
         const unsigned d = tsm + (unsigned)(b * BUF * 2), o = w0 + (unsigned)c * wstep;
         const unsigned du = usm + (unsigned)(b * 64 * DCL_SU * 4), ou = u0 + (unsigned)c * ustep;
         const unsigned ok = k0 + (unsigned)c * kstep;
-        const unsigned df = fsm + (unsigned)(b * 64 * DCL_SU * 4), of = f0 + (unsigned)c * fstep;
+        const unsigned df = fsm + (unsigned)(b * 64 * DCL_SU * 4), of = kfo + (unsigned)c * fstep;
         if (c + 1 < nch) { /* a full chunk: only the per-thread column predicates */
 #pragma unroll
             for (int i = 0; i < NIT; i++) {
@@ -340,7 +342,8 @@ __global__ void __launch_bounds__(256, 1) la_cu_dc_state_cl8(la_cu_dc_args p) {
             const int L = c + 1 < nch ? LA_CU_C : lastL;
             /* XK: R's rows times Kd's row factor for the S update (R itself
              * goes to global memory) */
-            const float f0 = XK ? Ub[tt * DCL_SU + 16] : 1.f, f1 = XK ? Ub[(tt + 1) * DCL_SU + 16] : 1.f;
+            const float f0 = XK ? Ub[tt * DCL_SU + 16] : 1.f,
+                        f1 = XK ? Ub[(tt + 1) * DCL_SU + 16] : 1.f;
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
                 const int v = g + 8 * hf;
@@ -462,6 +465,13 @@ static la_status dcl_nb(const la__cu_call *c, const la_cu_dc_args &p, cudaStream
     return dcl_go(c, p, stream, la_cu_dc_state_cl8<KW, NP, 1, XK>, 256,
                   dcl_smem<8, KW, NP, 1, XK>());
 }
+/* Whether the bf16 prep writes Kd's row factor (cuda-gdn24; delta_chunk.cuh) */
+int la__cu_delta_xk(const la__cu_call *c) {
+    const char *e = getenv("LINATTN_CUDA_DELTA_XK");
+    return !(e && e[0] == '0') && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_prep() &&
+           la__cu_delta_tc_parts(2) == 2;
+}
+
 /* Exact keys (cuda-gdn24) where prep wrote Kd's row factor and k can be
  * copied 16 bytes at a time (K % 8 == 0, k 16-byte aligned). */
 int la__cu_delta_state_xk(const la__cu_call *c, const la_cu_dc_args &p) {
@@ -482,12 +492,6 @@ static int dcl_fits32(const la__cu_call *c) {
     const int64_t tok = c->B * c->T + LA_CU_C, nch = tok / LA_CU_C + c->N + 1;
     const int64_t KV = c->K * c->V, KM = K8 > c->V ? K8 : c->V;
     return tok < lim / (c->HS * KM) && nch < lim / (c->HS * KV) && c->N < lim / (c->HS * KV);
-}
-
-int la__cu_delta_xk(const la__cu_call *c) {
-    const char *e = getenv("LINATTN_CUDA_DELTA_XK");
-    return !(e && e[0] == '0') && c->dtype == LA_DTYPE_BF16 && la__cu_delta_tc_prep() &&
-           la__cu_delta_tc_parts(2) == 2;
 }
 
 /* LINATTN_CUDA_DELTA_STATE=old: never the cluster kernel; =cl: also where

@@ -43,13 +43,13 @@ static int capture_error(cudaError_t e) {
 }
 
 la_status la__cu_error(cudaError_t e, const char *op, const char *what) {
-    const la_status st =
-        e == cudaErrorMemoryAllocation ? LA_ERR_OUT_OF_MEMORY : LA_ERR_INTERNAL;
+    const la_status st = e == cudaErrorMemoryAllocation ? LA_ERR_OUT_OF_MEMORY : LA_ERR_INTERNAL;
     return la__error(st, "%s: CUDA error %d (%s: %s) in %s%s", op, (int)e, cudaGetErrorName(e),
                      cudaGetErrorString(e), what,
                      capture_error(e) ? "; a CUDA graph capture refused it (README, \"CUDA "
-                                        "graphs\": capture on the context's own stream, which "
-                                        "must not be the legacy default stream)"
+                                        "graphs\"; e.g. a call on the legacy default stream "
+                                        "while another stream captures: capture on the "
+                                        "context's own stream)"
                                       : "");
 }
 
@@ -124,25 +124,28 @@ struct la_cu_tab_args {
     int32_t n0, ns;
     int64_t b[LA_CU_TAB_MAX + 1]; /* sequence n0 + i is [b[i], b[i + 1]) */
 };
+/* kernel parameters: at most 4 KB before CUDA 12.1 (and so on every driver) */
+static_assert(sizeof(la_cu_tab_args) <= 4096, "la_cu_tab_args over the 4 KB parameter limit");
 
 /* One CTA per sequence of the launch. */
-__global__ void __launch_bounds__(128) la_cu_table_kernel(const __grid_constant__ la_cu_tab_args a) {
+__global__ void __launch_bounds__(128)
+    la_cu_table_kernel(const __grid_constant__ la_cu_tab_args a) {
     const int i = blockIdx.x, t = threadIdx.x;
     int64_t start, len, c0;
     if (a.T >= 0) {
         start = (int64_t)(a.n0 + i) * a.T, len = a.T;
-        c0 = a.chunk0 + (int64_t)i * ((a.T + LA_CU_C - 1) / LA_CU_C);
+        c0 = a.chunk0 + (int64_t)i * la_cu_nchunks(a.T);
     } else { /* c0: the chunks of the launch's sequences before this one */
         __shared__ int64_t part[4];
         int64_t s = 0;
-        for (int j = t; j < i; j += 128) s += (a.b[j + 1] - a.b[j] + LA_CU_C - 1) / LA_CU_C;
+        for (int j = t; j < i; j += 128) s += la_cu_nchunks(a.b[j + 1] - a.b[j]);
         for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
         if ((t & 31) == 0) part[t >> 5] = s;
         __syncthreads();
         c0 = a.chunk0 + part[0] + part[1] + part[2] + part[3];
         start = a.b[i], len = a.b[i + 1] - a.b[i];
     }
-    const int64_t k = (len + LA_CU_C - 1) / LA_CU_C;
+    const int64_t k = la_cu_nchunks(len);
     if (t == 0) {
         la_cu_seq s;
         s.start = start, s.len = len, s.chunk0 = (int32_t)c0, s.nch = (int32_t)k;
@@ -162,6 +165,7 @@ __global__ void __launch_bounds__(128) la_cu_table_kernel(const __grid_constant_
 la_status la__cu_put_table(cudaStream_t stream, const char *op, la_cu_seq *seqs,
                            la_cu_chunk *chunks, int64_t n, const int64_t *b, int64_t T) {
     la_cu_tab_args a;
+    memset(&a, 0, sizeof a); /* no stale stack bytes (padding, unused b[]) in launches or nodes */
     a.seqs = seqs, a.chunks = chunks, a.T = b ? -1 : T, a.chunk0 = 0;
     if (n <= 0) return LA_OK;
     if (!b) { /* equal lengths: one launch (n <= INT32_MAX: la__cu_make_table) */
@@ -176,25 +180,33 @@ la_status la__cu_put_table(cudaStream_t stream, const char *op, la_cu_seq *seqs,
         for (int64_t i = 0; i <= ns; i++) a.b[i] = b[n0 + i];
         la_cu_table_kernel<<<(unsigned)ns, 128, 0, stream>>>(a);
         LA_CU_LAUNCHED(op);
-        for (int64_t i = 0; i < ns; i++) a.chunk0 += (b[n0 + i + 1] - b[n0 + i] + LA_CU_C - 1) / LA_CU_C;
+        for (int64_t i = 0; i < ns; i++) a.chunk0 += la_cu_nchunks(b[n0 + i + 1] - b[n0 + i]);
     }
+    return LA_OK;
+}
+
+la_status la__cu_count_chunks(const la__cu_call *c, int64_t *nchunks) {
+    const int64_t N = c->N;
+    int64_t nch = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const int64_t len = c->cu_seqlens ? c->cu_seqlens[n + 1] - c->cu_seqlens[n] : c->T;
+        nch += la_cu_nchunks(len);
+    }
+    *nchunks = nch;
+    if (N > INT32_MAX || nch > INT32_MAX)
+        return la__error(LA_ERR_INVALID_SIZE, "%s: too many sequences or chunks", c->op);
     return LA_OK;
 }
 
 la_status la__cu_make_table(la_cu_arena *a, const la__cu_call *c, la_cu_table *t) {
     const int64_t N = c->N;
     int64_t nch = 0;
-    for (int64_t n = 0; n < N; n++) {
-        const int64_t len = c->cu_seqlens ? c->cu_seqlens[n + 1] - c->cu_seqlens[n] : c->T;
-        nch += (len + LA_CU_C - 1) / LA_CU_C;
-    }
-    if (N > INT32_MAX || nch > INT32_MAX)
-        return la__error(LA_ERR_INVALID_SIZE, "%s: too many sequences or chunks", c->op);
+    la_status st = la__cu_count_chunks(c, &nch);
+    if (st) return st;
     const size_t sbytes = ((size_t)(N ? N : 1) * sizeof(la_cu_seq) + 255) & ~(size_t)255;
     const size_t cbytes = (size_t)(nch ? nch : 1) * sizeof(la_cu_chunk);
     void *dev = NULL;
-    la_status st = la__cu_alloc(a, &dev, sbytes + cbytes);
-    if (st) return st;
+    if ((st = la__cu_alloc(a, &dev, sbytes + cbytes))) return st;
     t->seqs = (la_cu_seq *)dev;
     t->chunks = (la_cu_chunk *)((char *)dev + sbytes);
     t->nchunks = nch;
@@ -240,10 +252,10 @@ la_cu_pipe *la__cu_pipe_get(const la__cu_call *c) {
     *c->pipe = x;
     x->device = c->device;
     int least = 0, greatest = 0;
-    bool good = cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
-                cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) ==
-                    cudaSuccess &&
-                cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess;
+    bool good =
+        cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
+        cudaStreamCreateWithPriority(&x->hi, cudaStreamNonBlocking, greatest) == cudaSuccess &&
+        cudaStreamCreateWithPriority(&x->lo, cudaStreamNonBlocking, least) == cudaSuccess;
     cudaEvent_t *ev[] = {&x->fork, &x->jhi, &x->jlo};
     for (int i = 0; good && i < 3; i++)
         good = cudaEventCreateWithFlags(ev[i], cudaEventDisableTiming) == cudaSuccess;
@@ -254,4 +266,3 @@ la_cu_pipe *la__cu_pipe_get(const la__cu_call *c) {
     x->ok = good ? 1 : -1;
     return good ? x : NULL;
 }
-
