@@ -623,10 +623,24 @@ GLA_INLINE void gla_gate_prefix(const gla_job *j, double *G, int64_t r0, int64_t
     }
 }
 
+/* cpu-gla24: row r of head h of q, k, v (read) and o (written), a few rows
+ * before the forward's factor loop reads q and k (the products read v and
+ * write o later). As the gate rows (prefetch_gate_ahead), many of the rows
+ * prefetched a head earlier are evicted again by their use. */
+#define GLA_ROWS_AHEAD 3
+
+GLA_INLINE void prefetch_own_row(const gla_job *j, int64_t r, int64_t h) {
+    prefetch_rows(j->q, j->H, j->K, r, 1, h);
+    prefetch_rows(j->k, j->H, j->K, r, 1, h);
+    prefetch_rows(j->v, j->H, j->V, r, 1, h);
+    prefetch_rows_w(j->o, j->H, j->V, r, 1, h);
+}
+
 GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
                                 int64_t pr, int64_t pn, int64_t ph) {
     const int64_t H = j->H, K = j->K;
     double *G = b->G;
+    for (int64_t i = 0; i < GLA_ROWS_AHEAD && i < L; i++) prefetch_own_row(j, r0 + i, h);
     gla_gate_prefix(j, G, r0, L, h);
     const int64_t sub = b->sub = gla_sub_size(K, G, L);
     const double *GL = G + (L - 1) * K;
@@ -642,6 +656,7 @@ GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
             const size_t row = (size_t)((r0 + i) * H + h) * (size_t)K;
             const float *restrict q = j->q + row, *restrict k = j->k + row;
             const double *Gi = G + i * K;
+            if (i + GLA_ROWS_AHEAD < L) prefetch_own_row(j, r0 + i + GLA_ROWS_AHEAD, h);
             float *restrict Qs = b->Qs + i * K, *restrict QR = b->Qc + i * K;
             float *restrict KP = b->KP + i * K, *restrict Ks = b->Ks + i * K;
             gla_fwd_row(K, q, k, Gi, Gb, Ge, eb, el, Qs, QR, KP, Ks);
