@@ -229,6 +229,21 @@ GLA_INLINE int64_t gla_sub_size(int64_t K, const double *G, int64_t L) {
     return sub;
 }
 
+/* cpu-gla24: prefetch the gate row GLA_GATE_AHEAD rows ahead of row i, which
+ * a prefix loop (gla_gate_prefix, chunk_cumsum) is summing (head h, chunk
+ * rows [r0, r0 + n)). The rows were prefetched once already, a head (~40 us)
+ * earlier, but at H K = 1024 all 64 rows of a head share one eighth of the
+ * L2's sets with that head's q, k, v, o rows, and many are gone again by
+ * their use: the first load of each gate row was the forward's largest gate
+ * stall (bench/NOTES.md, cpu-gla24). */
+#define GLA_GATE_AHEAD 4
+
+static void prefetch_rows(const float *x, int64_t H, int64_t w, int64_t r0, int64_t n, int64_t h);
+
+GLA_INLINE void prefetch_gate_ahead(const gla_job *j, int64_t r0, int64_t i, int64_t n, int64_t h) {
+    if (i + GLA_GATE_AHEAD < n) prefetch_rows(j->g, j->H, j->K, r0 + i + GLA_GATE_AHEAD, 1, h);
+}
+
 /* Cumulative gates of tokens [r0, r0 + n) of head h into b->G (chunk_cumsum)
  * and their exponentials (chunk_gate_exps: eG, eLm; GLA also R and P).
  * full == 0: only what the state update reads (eLm and the last row of eG;
@@ -239,6 +254,7 @@ GLA_INLINE void chunk_cumsum(const gla_job *j, chunk_bufs *b, int64_t r0, int64_
     for (int64_t i = 0; i < n; i++) {
         const float *gr = gla_gate_row(j, r0 + i, h);
         double *Gi = b->G + i * gw;
+        if (j->per_key && j->g) prefetch_gate_ahead(j, r0, i, n, h);
         for (int64_t x = 0; x < gw; x++) {
             const double gi = (gr ? (double)gr[x] : 0.0) + gamma;
             Gi[x] = (i ? Gi[x - gw] : 0.0) + gi;
@@ -599,6 +615,7 @@ GLA_INLINE void gla_gate_prefix(const gla_job *j, double *G, int64_t r0, int64_t
     for (int64_t i = 0; i < L; i++) {
         const float *gr = j->g + (size_t)((r0 + i) * H + h) * (size_t)K;
         double *Gi = G + i * K;
+        prefetch_gate_ahead(j, r0, i, L, h);
         if (i == 0)
             for (int64_t x = 0; x < K; x++) Gi[x] = 0.0 + (double)gr[x];
         else
@@ -606,10 +623,24 @@ GLA_INLINE void gla_gate_prefix(const gla_job *j, double *G, int64_t r0, int64_t
     }
 }
 
+/* cpu-gla24: row r of head h of q, k, v (read) and o (written), a few rows
+ * before the forward's factor loop reads q and k (the products read v and
+ * write o later). As the gate rows (prefetch_gate_ahead), many of the rows
+ * prefetched a head earlier are evicted again by their use. */
+#define GLA_ROWS_AHEAD 3
+
+GLA_INLINE void prefetch_own_row(const gla_job *j, int64_t r, int64_t h) {
+    prefetch_rows(j->q, j->H, j->K, r, 1, h);
+    prefetch_rows(j->k, j->H, j->K, r, 1, h);
+    prefetch_rows(j->v, j->H, j->V, r, 1, h);
+    prefetch_rows_w(j->o, j->H, j->V, r, 1, h);
+}
+
 GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int64_t L, int64_t h,
                                 int64_t pr, int64_t pn, int64_t ph) {
     const int64_t H = j->H, K = j->K;
     double *G = b->G;
+    for (int64_t i = 0; i < GLA_ROWS_AHEAD && i < L; i++) prefetch_own_row(j, r0 + i, h);
     gla_gate_prefix(j, G, r0, L, h);
     const int64_t sub = b->sub = gla_sub_size(K, G, L);
     const double *GL = G + (L - 1) * K;
@@ -625,6 +656,7 @@ GLA_INLINE void gla_fwd_factors(const gla_job *j, chunk_bufs *b, int64_t r0, int
             const size_t row = (size_t)((r0 + i) * H + h) * (size_t)K;
             const float *restrict q = j->q + row, *restrict k = j->k + row;
             const double *Gi = G + i * K;
+            if (i + GLA_ROWS_AHEAD < L) prefetch_own_row(j, r0 + i + GLA_ROWS_AHEAD, h);
             float *restrict Qs = b->Qs + i * K, *restrict QR = b->Qc + i * K;
             float *restrict KP = b->KP + i * K, *restrict Ks = b->Ks + i * K;
             gla_fwd_row(K, q, k, Gi, Gb, Ge, eb, el, Qs, QR, KP, Ks);
