@@ -146,16 +146,6 @@ static void solve_u(const la__delta_chunk_in *in, const float *Lo, int64_t ldl, 
     in->kr->trsm_llu(L, V, Lo, ldl, U, V);
 }
 
-/* S *= f in place (the gated forward's S_L = b_L S_0, 64 KiB at K = V = 128,
- * out of L1): built per ISA, it ran 4 floats at a time and store-bound, ~half
- * of la__delta_chunk_step's own samples. Elementwise: the same bits on every
- * path. (The whole step built per ISA made DeltaNet's forward ~1% slower.) */
-DELTA_INLINE void scale_state_body(float *restrict S, int64_t n, float f) {
-    for (int64_t i = 0; i < n; i++) S[i] *= f;
-}
-LA_ISA_BUILDS(static, scale_state, scale_state_body, (float *restrict S, int64_t n, float f),
-              (S, n, f))
-
 /* All products run on the micro-kernels (q, k, v rows are contiguous here):
  * K K^T and Q K^T by gemm_nt_tril, then each entry times beta_t Gamma_tj or
  * Gamma_tj; R by solve_r (K S_0 by gemm_nn, trsm_llu with (I + Lo)); b Q S_0
@@ -196,9 +186,10 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
         kr->gemm_nn(L, V, K, in->scale, gate_scaled(in, q, b, K, W), K, S, V, 0.0f, o, ostride);
         kr->gemm_nn_lower(L, V, L, in->scale, QK, L, R, V, 1.0f, o, ostride);
     }
-    /* S_L = b_L S_0 + (diag(eg) K)^T R. */
-    if (in->g) scale_state(S, K * V, b[L - 1]);
-    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, W), K, R, V, 1.0f, S, V);
+    /* S_L = b_L S_0 + (diag(eg) K)^T R: b_L is the product's beta (cpu-dfwd24:
+     * one pass over S less; C = b_L S_0 + sum, fused, instead of b_L S_0
+     * rounded first; without gates b_L = 1 and C = S_0 + sum as before) */
+    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, W), K, R, V, b[L - 1], S, V);
 }
 
 /* The backward's forward sweep over one chunk (no output): the same
@@ -236,9 +227,8 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
     solve_r(in, Lo, L, b, S0, R, grow);
     if (!S1) return;
     if (S1 != S0) memcpy(S1, S0, (size_t)(K * V) * sizeof(float));
-    if (in->g)
-        for (int64_t i = 0; i < K * V; i++) S1[i] *= b[L - 1];
-    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, EK), K, R, V, 1.0f, S1, V);
+    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, EK), K, R, V, b[L - 1], S1,
+                      V);
 }
 
 /* ---- backward ---------------------------------------------------------
