@@ -522,8 +522,7 @@ LA_API la_status la_performer_attn_backward_state(
 /* Saved for backward. A forward that is followed by its
  * backward can keep the per-chunk products the backward would otherwise
  * recompute (the delta rules' "keep" sweep: the chunk start states and each
- * chunk's K K^T, U, W, R of the WY form; KDA the same with its gated K K^T,
- * and P; simple GLA and GLA: the chunk start states), at a cost in memory,
+ * chunk's K K^T, U, R of the WY form; KDA its gated K K^T, U, W, R and P; simple GLA and GLA: the chunk start states), at a cost in memory,
  * la_saved_bytes().
  *  - la_saved_create makes an empty object bound to ctx; set
  *    la_gated_opts.saved (la_linear_attn_opts.saved) to it in the forward
@@ -563,8 +562,8 @@ LA_API la_status la_performer_attn_backward_state(
  *    LA_ERR_INVALID_ARGUMENT naming it.
  *  - Memory: the object keeps its largest buffer (no page faults when it is
  *    reused for the same shapes); at chunk C: delta rules (K V / C + C +
- *    2 V + K) floats per value head and token (K = V = 128, C = 64:
- *    2.8 KB); simple GLA K V / C floats per head and token, each sequence
+ *    2 V) floats per value head and token (K = V = 128, C = 64:
+ *    2.3 KB); simple GLA K V / C floats per head and token, each sequence
  *    rounded up to whole chunks (1 KB at K = V = 128, C = 64); GLA the
  *    same; KDA (K V / C + 2 C + 2 V + K) floats per value head and token,
  *    each sequence rounded up to whole chunks (3.0 KB); linear

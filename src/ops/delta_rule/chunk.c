@@ -9,9 +9,11 @@
  *         = beta_t v_t - beta_t b_t k_t S_0.
  * With Lo = strictly_lower(diag(beta) K K^T (.) Gamma), A = (I + Lo)^{-1}:
  *     R = U - W S_0,   U = A diag(beta) V,   W = A diag(beta b) K
+ *       = A (diag(beta) V - diag(beta b) K S_0)  (one solve, cpu-dfwd24)
  *     O = scale (diag(b) Q S_0 + (Q K^T (.) Gamma (.) causal mask incl. diagonal) R)
  *     S_L = b_L S_0 + (diag(exp(gam_L - gam)) K)^T R.
- * A is never formed: U and W come from forward substitution with (I + Lo).
+ * A is never formed: R (and, for the backward, U and W) come from forward
+ * substitution with (I + Lo).
  * Gates appear only as exp of differences gam_t - gam_j (t >= j) or of gam_t
  * itself, all <= 0, so a log-gate of -1e4 (a full reset) underflows to 0
  * instead of overflowing. gam is summed in double: differences of large
@@ -109,34 +111,49 @@ static const float *gate_scaled(const la__delta_chunk_in *in, const float *x, co
     return dst;
 }
 
-/* The right-hand sides of the two solves: U = diag(beta) V, W = diag(beta b)
- * K (bb, L floats of scratch, receives beta_t b_t). */
-static void scaled_rows(const la__delta_chunk_in *in, const float *b, float *U, float *W,
-                        float *bb) {
+/* X := diag(beta) V - diag(bb) X, row by row (two products and a
+ * difference per element, no contraction: the same bits on every path). */
+DELTA_INLINE void rhs_rows_body(float *restrict X, const float *restrict v, int64_t ldv,
+                                const float *restrict beta, const float *restrict bb,
+                                int64_t rows, int64_t n) {
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t i = 0; i < n; i++)
+            X[t * n + i] = beta[t] * v[t * ldv + i] - bb[t] * X[t * n + i];
+}
+LA_ISA_BUILDS(static, rhs_rows, rhs_rows_body,
+              (float *restrict X, const float *restrict v, int64_t ldv, const float *restrict beta,
+               const float *restrict bb, int64_t rows, int64_t n),
+              (X, v, ldv, beta, bb, rows, n))
+
+/* R = (I + Lo)^{-1} (diag(beta) V - diag(beta b) K S_0) [L, V], one solve
+ * (cpu-dfwd24: before, U and W were solved and R = U - W S_0 formed; the
+ * same math, one solve of L^2 K / 2 multiply-adds less per chunk). The
+ * chunk step, the keep sweep and the backward's recompute share it: the
+ * same bits. bb: L floats of scratch (beta_t b_t). */
+static void solve_r(const la__delta_chunk_in *in, const float *Lo, int64_t ldl, const float *b,
+                    const float *S0, float *R, float *bb) {
     const int64_t L = in->L, K = in->K, V = in->V, ldv = in->ldv ? in->ldv : V;
     for (int64_t t = 0; t < L; t++) bb[t] = in->beta[t] * b[t];
-    scale_rows(U, in->v, ldv, in->beta, L, V);
-    scale_rows(W, in->k, K, bb, L, K);
+    in->kr->gemm_nn(L, V, K, 1.0f, in->k, K, S0, V, 0.0f, R, V);
+    rhs_rows(R, in->v, ldv, in->beta, bb, L, V);
+    in->kr->trsm_llu(L, V, Lo, ldl, R, V);
 }
 
-/* S *= f in place (the gated forward's S_L = b_L S_0, 64 KiB at K = V = 128,
- * out of L1): built per ISA, it ran 4 floats at a time and store-bound, ~half
- * of la__delta_chunk_step's own samples. Elementwise: the same bits on every
- * path. (The whole step built per ISA made DeltaNet's forward ~1% slower.) */
-DELTA_INLINE void scale_state_body(float *restrict S, int64_t n, float f) {
-    for (int64_t i = 0; i < n; i++) S[i] *= f;
+/* U = (I + Lo)^{-1} diag(beta) V (kept for the backward). */
+static void solve_u(const la__delta_chunk_in *in, const float *Lo, int64_t ldl, float *U) {
+    const int64_t L = in->L, V = in->V, ldv = in->ldv ? in->ldv : V;
+    scale_rows(U, in->v, ldv, in->beta, L, V);
+    in->kr->trsm_llu(L, V, Lo, ldl, U, V);
 }
-LA_ISA_BUILDS(static, scale_state, scale_state_body, (float *restrict S, int64_t n, float f),
-              (S, n, f))
 
 /* All products run on the micro-kernels (q, k, v rows are contiguous here):
  * K K^T and Q K^T by gemm_nt_tril, then each entry times beta_t Gamma_tj or
- * Gamma_tj; U and W by trsm_llu with (I + Lo); R = U - W S_0 and b Q S_0 by
- * gemm_nn; (Q K^T (.) Gamma) R by gemm_nn_lower; the state update by gemm_tn
- * on the rows eg_j k_j. With kept (a forward that saves for its backward,
- * la_saved): K K^T, U, W and R are made in kept's slots, in the layout and
- * with the arithmetic of la__delta_chunk_keep (same bits), instead of in
- * place in the work. */
+ * Gamma_tj; R by solve_r (K S_0 by gemm_nn, trsm_llu with (I + Lo)); b Q S_0
+ * by gemm_nn; (Q K^T (.) Gamma) R by gemm_nn_lower; the state update by
+ * gemm_tn on the rows eg_j k_j. With kept (a forward that saves for its
+ * backward, la_saved): K K^T, U and R are made in kept's slots, in the
+ * layout and with the arithmetic of la__delta_chunk_keep (same bits),
+ * instead of in place in the work. */
 void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int64_t ostride,
                           float *kept, float *work) {
     const int64_t L = in->L, K = in->K, V = in->V;
@@ -145,9 +162,8 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     double *gam = (double *)(void *)work; /* work is 64-byte aligned */
     float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *QK = Lo + L * L, *U = QK + L * L,
           *W = U + L * V, *grow = W + L * K;
-    /* KK (raw k_t . k_j), the solved U and W, and R: in kept, or in place */
-    float *KK = kept ? kept : Lo, *Us = kept ? KK + L * L : U, *Ws = kept ? Us + L * V : W;
-    float *R = kept ? Ws + L * K : U;
+    /* KK (raw k_t . k_j), U (kept only) and R: in kept, or in the work */
+    float *KK = kept ? kept : Lo, *R = kept ? KK + L * L + L * V : U;
 
     gate_factors(in, gam, b, eg);
     /* Lo (strictly lower) and QK (lower incl. diagonal), both times Gamma. */
@@ -163,32 +179,30 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
             if (j < t) Lot[j] = beta[t] * KKt[j] * gm;
         }
     }
-    /* U = (I + Lo)^{-1} diag(beta) V, W = (I + Lo)^{-1} diag(beta b) K. */
-    scaled_rows(in, b, Us, Ws, grow);
-    kr->trsm_llu(L, V, Lo, L, Us, V);
-    kr->trsm_llu(L, K, Lo, L, Ws, K);
-    /* R = U - W S_0 (in place in U unless kept). */
-    if (kept) memcpy(R, Us, (size_t)(L * V) * sizeof(float));
-    kr->gemm_nn(L, V, K, -1.0f, Ws, K, S, V, 1.0f, R, V);
+    if (kept) solve_u(in, Lo, L, KK + L * L);
+    solve_r(in, Lo, L, b, S, R, grow);
     /* O = scale (diag(b) Q S_0 + (QK (.) Gamma) R), from S_0. */
     if (o) {
         kr->gemm_nn(L, V, K, in->scale, gate_scaled(in, q, b, K, W), K, S, V, 0.0f, o, ostride);
         kr->gemm_nn_lower(L, V, L, in->scale, QK, L, R, V, 1.0f, o, ostride);
     }
-    /* S_L = b_L S_0 + (diag(eg) K)^T R. */
-    if (in->g) scale_state(S, K * V, b[L - 1]);
-    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, W), K, R, V, 1.0f, S, V);
+    /* S_L = b_L S_0 + (diag(eg) K)^T R: b_L is the product's beta (cpu-dfwd24:
+     * one pass over S less; C = b_L S_0 + sum, fused, instead of b_L S_0
+     * rounded first; without gates b_L = 1 and C = S_0 + sum as before) */
+    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, W), K, R, V, b[L - 1], S, V);
 }
 
 /* The backward's forward sweep over one chunk (no output): the same
  * arithmetic as la__delta_chunk_step with o == NULL, bit for bit, keeping
  * the products the chunk's backward would otherwise recompute:
- *   kept = [KK (L x L, k_t . k_j, strictly lower) | U (L x V) | W (L x K) |
- *           R = U - W S_0 (L x V)], la__delta_chunk_kept_floats(L, K, V).
+ *   kept = [KK (L x L, k_t . k_j, strictly lower) | U (L x V) | R (L x V)],
+ *   la__delta_chunk_kept_floats(L, K, V) (W, which the backward needs
+ *   too, is one solve there: cpu-dfwd24).
  * S1 (may be NULL: only the kept products) receives S_L from S0. */
 size_t la__delta_chunk_kept_floats(int64_t L, int64_t K, int64_t V) {
     const size_t l = (size_t)L;
-    return l * l + l * (2 * (size_t)V + (size_t)K);
+    (void)K;
+    return l * l + 2 * l * (size_t)V;
 }
 
 void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *S1, float *kept,
@@ -198,7 +212,7 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
     const la__kernels *kr = in->kr;
     double *gam = (double *)(void *)work;
     float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *EK = Lo + L * L, *grow = EK + L * K;
-    float *KK = kept, *U = KK + L * L, *W = U + L * V, *R = W + L * K;
+    float *KK = kept, *U = KK + L * L, *R = U + L * V;
 
     gate_factors(in, gam, b, eg);
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
@@ -209,16 +223,12 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
             Lo[t * L + j] = beta[t] * KK[t * L + j] * gm;
         }
     }
-    scaled_rows(in, b, U, W, grow);
-    kr->trsm_llu(L, V, Lo, L, U, V);
-    kr->trsm_llu(L, K, Lo, L, W, K);
-    memcpy(R, U, (size_t)(L * V) * sizeof(float));
-    kr->gemm_nn(L, V, K, -1.0f, W, K, S0, V, 1.0f, R, V);
+    solve_u(in, Lo, L, U);
+    solve_r(in, Lo, L, b, S0, R, grow);
     if (!S1) return;
     if (S1 != S0) memcpy(S1, S0, (size_t)(K * V) * sizeof(float));
-    if (in->g)
-        for (int64_t i = 0; i < K * V; i++) S1[i] *= b[L - 1];
-    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, EK), K, R, V, 1.0f, S1, V);
+    la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, EK), K, R, V, b[L - 1], S1,
+                      V);
 }
 
 /* ---- backward ---------------------------------------------------------
@@ -333,8 +343,7 @@ DELTA_INLINE void chunk_backward_body(const la__delta_chunk_in *in, const float 
     if (kept) { /* the forward sweep's products (la__delta_chunk_keep), same bits */
         KKd = kept;
         U = KKd + L * L;
-        W = U + L * V;
-        R = W + L * K;
+        R = U + L * V;
     } else {
         kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KKd, L);
     }
@@ -356,16 +365,16 @@ DELTA_INLINE void chunk_backward_body(const la__delta_chunk_in *in, const float 
         for (int64_t j = 0; j < t; j++) Mmt[j] = bt * KKt[j] * Gmt[j];
         Mmt[t] = 0.0f;
     }
+    /* W = (I + M)^{-1} diag(beta b) K (not kept: cpu-dfwd24); U and R as
+     * la__delta_chunk_keep unless kept (M has Lo's bits) */
+    for (int64_t t = 0; t < L; t++) {
+        const float bb = beta[t] * b[t];
+        for (int64_t i = 0; i < K; i++) W[t * K + i] = bb * k[t * K + i];
+    }
+    kr->trsm_llu(L, K, Mm, L, W, K);
     if (!kept) {
-        for (int64_t t = 0; t < L; t++) {
-            const float bb = beta[t] * b[t];
-            for (int64_t c = 0; c < V; c++) U[t * V + c] = beta[t] * v[t * ldv + c];
-            for (int64_t i = 0; i < K; i++) W[t * K + i] = bb * k[t * K + i];
-        }
-        kr->trsm_llu(L, V, Mm, L, U, V);
-        kr->trsm_llu(L, K, Mm, L, W, K);
-        memcpy(R, U, (size_t)(L * V) * sizeof(float));
-        kr->gemm_nn(L, V, K, -1.0f, W, K, S0, V, 1.0f, R, V);
+        solve_u(in, Mm, L, U);
+        solve_r(in, Mm, L, b, S0, R, T1);
     }
 
     /* ---- S_L = b_L S_0 + sum_j e_j k_j^T R_j ---- */

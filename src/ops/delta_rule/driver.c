@@ -16,12 +16,12 @@
  *     recurrence; inside a segment the token states are recomputed from the
  *     checkpoint and the gradient goes back token by token (below).
  *   LA_FORM_CHUNK: segments are the chunks; checkpoints from the WY chunk
- *     step (la__delta_chunk_keep, which also keeps each chunk's K K^T, U, W
+ *     step (la__delta_chunk_keep, which also keeps each chunk's K K^T, U
  *     and R = U - W S_0 for the reverse sweep instead of recomputing them);
  *     each chunk's backward is the chunkwise WY backward (chunk.c), matrix
  *     products over the chunk, no token states.
  * Memory per thread: T/seg checkpoints of K V floats (+ seg+1 token states
- * for the recurrent form; + T (C + K + 2V) kept floats for the chunk form)
+ * for the recurrent form; + T (C + 2V) kept floats for the chunk form)
  * plus O(T K), never T K V.
  *
  * Per token, with P = S_{t-1}, a = exp(g_t), S' = a P, u = k S',
@@ -112,9 +112,9 @@ static void load_state(const la__delta_args *a, float *S, int64_t n, int64_t hv)
  * then for value head hv and chunk c of sequence n, at slot
  * hv NC + cbase[n] + c (NC chunks in all, per head):
  *   ckpt [slot][K,V]  the chunk's start state S_0
- *   kept [slot][kslot] K K^T, U, W, R (la__delta_chunk_keep's layout)
+ *   kept [slot][kslot] K K^T, U, R (la__delta_chunk_keep's layout)
  * i.e. (K V + kslot) floats per chunk and value head: at C = 64,
- * K = V = 128, 2.8 KB per token and head. */
+ * K = V = 128, 2.3 KB per token and head. */
 typedef struct {
     int64_t *cbase, NC;
     float *ckpt, *kept;
