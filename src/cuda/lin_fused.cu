@@ -37,10 +37,11 @@
  * factors once per CTA by warp 0; new bits, errors against float64 as
  * before (bench/GPU.md, cuda-sgla21). cuda-s2p24: the walks' fp32 operands
  * (S or its gradient, P, Vt) enter as two 16-bit parts for bf16 too (the
- * accuracy policy of session 16), except in the gate gradient's walks
- * (LINATTN_CUDA_LIN_PARTS=3 gives three everywhere back): a third of the
- * S^T Qf^T / P V / gated update mma and of the split work gone;
- * new bf16 bits, errors against float64 in bench/GPU.md, cuda-s2p24. */
+ * accuracy policy of session 16), except S and Vt in the gate gradient's
+ * walks (cuda-sgdot24: P takes two there too; LINATTN_CUDA_LIN_PARTS=3
+ * gives three everywhere back): a third of the S^T Qf^T / P V / gated
+ * update mma and of the split work gone; new bf16 bits, errors against
+ * float64 in bench/GPU.md, cuda-s2p24 and cuda-sgdot24. */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -436,10 +437,10 @@ __device__ __forceinline__ float lf_expd(double x) {
  * both factors in (0, 1] (no overflow at g = -1e4; a factor flushed to 0
  * stands for a product below e^-87 anyway). cuda-sgdot24: a pair of tokens
  * gets the same factors, multiplied in the same order (x, the later
- * token's factor with scale, the earlier token's), in both directions, so
- * the simple GLA backward's dq and dk walks see bitwise the same P entry
- * (their Q K^T products are the same sums): its rounding to parts then
- * cancels in the gate gradient's sums (bench/GPU.md, cuda-sgdot24). The warp's rows x column
+ * token's factor with scale, then the earlier token's) in both directions,
+ * so the simple GLA backward's dq and dk walks (whose Q K^T sums take the
+ * same products in the same order) round the same P entry into parts (see
+ * lf_run). The warp's rows x column
  * blocks take 16 NJ row factors and its 16 NJ columns 16 NJ column
  * factors: NJ / 2 + NJ / 2 exps per lane, passed to the elements' lanes by
  * shuffles, instead of one exp (double difference, conversion, expf) per
@@ -485,8 +486,9 @@ __device__ __forceinline__ void lf_p_gate(la_tc_acc (&acc)[NJ], const double *G,
                     for (int i = 0; i < 2; i++) {
                         const int r = 16 * w + g + 8 * rh, c = 16 * J + 8 * hf + 2 * q + i;
                         float &x = acc[j].x[4 * hf + 2 * rh + i];
-                        x = (REV ? c < L : r < L) ? (REV ? x * b[hf][i] * a[rh] : x * a[rh] * b[hf][i])
-                                                  : 0.f;
+                        x = (REV ? c < L : r < L)
+                                ? (REV ? x * b[hf][i] * a[rh] : x * a[rh] * b[hf][i])
+                                : 0.f;
                     }
         } else if (J == w) { /* the diagonal block: one exp per element */
 #pragma unroll
@@ -643,7 +645,8 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
             fetch(c + 1, 5);
             if (gated && t < 32) gates(c + 1, gx0, gx1);
         }
-        T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = NPP == 3 ? W + 2 * LA_TC_TILE : NULL;
+        T *const Ph = W, *const Pl = W + LA_TC_TILE,
+                 *const Pl2 = NPP == 3 ? W + 2 * LA_TC_TILE : NULL;
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
         const double GL = gated && L > 0 ? G[L - 1] : 0.0;
@@ -1250,7 +1253,7 @@ static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t cta
  * state S or its gradient, P, Vt): two (16 significant bits, relative
  * rounding <= 2^-17 per element: the accuracy policy of session 16 for
  * 16-bit inputs; errors against float64 in bench/GPU.md, cuda-s2p24), but
- * three in the gate gradient's walks (DOT, lf_run below);
+ * three of S and Vt in the gate gradient's walks (DOT, lf_run below);
  * LINATTN_CUDA_LIN_PARTS = 3: three everywhere (fp32-accurate, main's
  * walks before session 16). fp16 has two either way (11 + 11 bits). */
 static int lf_parts_bf16() {
@@ -1260,17 +1263,6 @@ static int lf_parts_bf16() {
         return e && e[0] == '3' && !e[1] ? 3 : 2;
     }();
     return np;
-}
-
-/* cuda-sgdot24 (a measurement switch): which operand's rounding drives
- * dg_gamma: LINATTN_CUDA_LIN_DOT_MIX = p: the gate gradient's walks with
- * two parts of S and Vt, three of P (the reverse of the default mix) */
-static int lf_dot_mix() {
-    static const int m = [] {
-        const char *e = getenv("LINATTN_CUDA_LIN_DOT_MIX");
-        return e && e[0] == 'p' && !e[1] ? 1 : 0;
-    }();
-    return m;
 }
 
 /* One walk of element type T with NP parts of S and Vt, NPP of P: a.K
@@ -1295,19 +1287,17 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
     if (c->dtype != LA_DTYPE_BF16) return lf_run_t<__half, 2, REV, DOT>(c->op, stream, ctas, a);
     if (lf_parts_bf16() == 3) return lf_run_t<__nv_bfloat16, 3, REV, DOT>(c->op, stream, ctas, a);
     /* cuda-sgdot24: the gate gradient's walks (DOT) take two parts of P but
-     * keep three of S and Vt. Their fp32 rows enter float64 token dots whose
-     * position-weighted sum over a whole sequence is dg_gamma (token s's
-     * dot with weight s + 1). The end state's terms cancel there: fin =
-     * <dS_T, S_T> enters every token's dg (weight T), the dk walk's dS_T
-     * terms of the last tokens enter with weight ~ -T, their sum is small;
-     * so the rounding of S_T (the dq walk's Vt parts) and of dS_T (the dk
-     * walk's S parts) is amplified up to ~T times. P's rounding is not:
-     * a pair (i, j) of P enters with weights i + 1 and -(j + 1), and the
-     * near pairs that cancel most are tiny beside those state terms
-     * (bench/GPU.md, cuda-sgdot24: a float64 rounding model; cuda-s2p24:
-     * two parts of all three gave dg_gamma 4.5e-3 against its 2e-3 bound) */
-    if (DOT && lf_dot_mix() == 1) /* LINATTN_CUDA_LIN_DOT_MIX=p: the reverse mix (measurement) */
-        return lf_run_t<__nv_bfloat16, 2, REV, DOT, 3>(c->op, stream, ctas, a);
+     * keep three of S and Vt. Their fp32 rows enter float64 token dots
+     * whose position-weighted sum over a sequence is dg_gamma: a pair of
+     * tokens (i, j <= i) enters q_i.dq_i with weight i + 1 and k_j.dk_j with
+     * weight -(j + 1). P's entry of the pair is bitwise the same in both
+     * walks (lf_p_gate), so its rounding enters both with the same sign and
+     * nets (i - j) times; the state's rounding (S's parts per chunk, Vt's in
+     * the sums) is of different sums in the two walks and does not pair up,
+     * so it is amplified up to ~T times. Measured (bench/GPU.md,
+     * cuda-sgdot24): two parts of S and Vt (P three) dg_gamma 4.8e-3, of
+     * all three (cuda-s2p24) 4.5e-3, against its 2e-3 bound; two of P
+     * alone 5.6e-4, as three everywhere */
     return lf_run_t<__nv_bfloat16, DOT ? 3 : 2, REV, DOT, 2>(c->op, stream, ctas, a);
 }
 
