@@ -37,10 +37,11 @@
  * factors once per CTA by warp 0; new bits, errors against float64 as
  * before (bench/GPU.md, cuda-sgla21). cuda-s2p24: the walks' fp32 operands
  * (S or its gradient, P, Vt) enter as two 16-bit parts for bf16 too (the
- * accuracy policy of session 16), except in the gate gradient's walks
- * (LINATTN_CUDA_LIN_PARTS=3 gives three everywhere back): a third of the
- * S^T Qf^T / P V / gated update mma and of the split work gone;
- * new bf16 bits, errors against float64 in bench/GPU.md, cuda-s2p24. */
+ * accuracy policy of session 16), except S and Vt in the gate gradient's
+ * walks (cuda-sgdot24: P takes two there too; LINATTN_CUDA_LIN_PARTS=3
+ * gives three everywhere back): a third of the S^T Qf^T / P V / gated
+ * update mma and of the split work gone; new bf16 bits, errors against
+ * float64 in bench/GPU.md, cuda-s2p24 and cuda-sgdot24. */
 #include <stdlib.h>
 
 #include "lin_fused.cuh"
@@ -175,24 +176,24 @@ __device__ __forceinline__ void lf_st_step(la_tc_acc (&S)[NK][NJ], const uint32_
         }
     }
 }
-/* acc += (P's parts) V and the state update S[kb] += Kt_kb^T X, kb < NK,
- * X = V (!TV) or Tp's parts (TV): V's and K's fragments once per k step
+/* acc += (P's NPP parts) V and the state update S[kb] += Kt_kb^T X, kb < NK,
+ * X = V (!TV) or Tp's NP parts (TV): V's and K's fragments once per k step
  * (P V and the state update); Kt_kb = K0 + kb LA_TC_TILE */
-template <typename T, int NP, int NK, int NJ, bool TV>
+template <typename T, int NP, int NK, int NJ, bool TV, int NPP = NP>
 __device__ __forceinline__ void lf_mma_pv(la_tc_acc (&acc)[NJ], const T *P, const T *Vs,
                                           la_tc_acc (&S)[NK][NJ], const T *K0, const T *Tp) {
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-        uint32_t a[NP][4], ak[NK][4];
+        uint32_t a[NPP][4], ak[NK][4];
 #pragma unroll
-        for (int pi = 0; pi < NP; pi++) lf_lda<T, false>(a[pi], P + pi * LA_TC_TILE, kk);
+        for (int pi = 0; pi < NPP; pi++) lf_lda<T, false>(a[pi], P + pi * LA_TC_TILE, kk);
         if (TV) /* P V first: K's fragments are not live beside P's (registers) */
 #pragma unroll
             for (int j = 0; j < NJ; j++) {
                 uint32_t b[4];
                 lf_ldb<T, false>(b, Vs, kk, lf_jb<NJ>() + j);
 #pragma unroll
-                for (int pi = 0; pi < NP; pi++) lf_mma16<T>(acc[j], a[pi], b);
+                for (int pi = 0; pi < NPP; pi++) lf_mma16<T>(acc[j], a[pi], b);
             }
 #pragma unroll
         for (int kb = 0; kb < NK; kb++) lf_lda<T, true>(ak[kb], K0 + kb * LA_TC_TILE, kk);
@@ -202,7 +203,7 @@ __device__ __forceinline__ void lf_mma_pv(la_tc_acc (&acc)[NJ], const T *P, cons
             if (!TV) { /* V's fragment serves P V and the state update */
                 lf_ldb<T, false>(b, Vs, kk, lf_jb<NJ>() + j);
 #pragma unroll
-                for (int pi = 0; pi < NP; pi++) lf_mma16<T>(acc[j], a[pi], b);
+                for (int pi = 0; pi < NPP; pi++) lf_mma16<T>(acc[j], a[pi], b);
             }
             lf_st_step<T, NP, NK, NJ, TV>(S, ak, b, Tp, kk, j);
         }
@@ -430,12 +431,16 @@ __device__ __forceinline__ float lf_expd(double x) {
  * r <= c < L), else 0. With G non-increasing (log-gates <= 0: the contract,
  * not checked on the device), a block of
  * 16 rows I and 16 columns J on the masked side of the diagonal (J < I;
- * REV: J > I) factors through its column block's reference token m_J
- * (its last token 16 J + 15; REV: its first, 16 J), which lies between c
- * and r:
+ * REV: J > I) factors through the earlier block's last token m (16 J + 15;
+ * REV: 16 I + 15), which lies between c and r:
  *   e^{G_r - G_c} = e^{G_r - G_m} e^{G_m - G_c}   (REV: e^{G_c - G_m} e^{G_m - G_r}),
  * both factors in (0, 1] (no overflow at g = -1e4; a factor flushed to 0
- * stands for a product below e^-87 anyway). The warp's rows x column
+ * stands for a product below e^-87 anyway). cuda-sgdot24: a pair of tokens
+ * gets the same factors, multiplied in the same order (x, the later
+ * token's factor with scale, then the earlier token's) in both directions,
+ * so the simple GLA backward's dq and dk walks (whose Q K^T sums take the
+ * same products in the same order) round the same P entry into parts (see
+ * lf_run). The warp's rows x column
  * blocks take 16 NJ row factors and its 16 NJ columns 16 NJ column
  * factors: NJ / 2 + NJ / 2 exps per lane, passed to the elements' lanes by
  * shuffles, instead of one exp (double difference, conversion, expf) per
@@ -452,12 +457,13 @@ __device__ __forceinline__ void lf_p_gate(la_tc_acc (&acc)[NJ], const double *G,
     for (int u = 0; u < NJ / 2; u++) { /* lane: block jb + 2u + lane / 16, row / column lane % 16 */
         rowf[u] = colf[u] = 0.f;
         if (!(REV ? jb + 2 * u + 1 > w : jb + 2 * u < w)) continue; /* neither block off the diagonal */
-        const int J = jb + 2 * u + (lane >> 4), m = REV ? 16 * J : 16 * J + 15;
+        const int J = jb + 2 * u + (lane >> 4), m = REV ? 16 * w + 15 : 16 * J + 15;
         const int r = 16 * w + (lane & 15), c = 16 * J + (lane & 15);
         const double dr = REV ? G[m] - G[r] : G[r] - G[m], dc = REV ? G[c] - G[m] : G[m] - G[c];
-        /* <= 0 where used; clamped for the blocks that do not use them */
-        rowf[u] = scale * lf_expd(dr < 0.0 ? dr : 0.0);
-        colf[u] = lf_expd(dc < 0.0 ? dc : 0.0);
+        /* <= 0 where used; clamped for the blocks that do not use them; the
+         * later token's factor carries scale */
+        rowf[u] = (REV ? 1.f : scale) * lf_expd(dr < 0.0 ? dr : 0.0);
+        colf[u] = (REV ? scale : 1.f) * lf_expd(dc < 0.0 ? dc : 0.0);
     }
 #pragma unroll
     for (int j = 0; j < NJ; j++) {
@@ -480,7 +486,9 @@ __device__ __forceinline__ void lf_p_gate(la_tc_acc (&acc)[NJ], const double *G,
                     for (int i = 0; i < 2; i++) {
                         const int r = 16 * w + g + 8 * rh, c = 16 * J + 8 * hf + 2 * q + i;
                         float &x = acc[j].x[4 * hf + 2 * rh + i];
-                        x = (REV ? c < L : r < L) ? x * a[rh] * b[hf][i] : 0.f;
+                        x = (REV ? c < L : r < L)
+                                ? (REV ? x * b[hf][i] * a[rh] : x * a[rh] * b[hf][i])
+                                : 0.f;
                     }
         } else if (J == w) { /* the diagonal block: one exp per element */
 #pragma unroll
@@ -512,7 +520,7 @@ __device__ __forceinline__ void lf_p_gate(la_tc_acc (&acc)[NJ], const double *G,
  * cuda-fused11: NJ (above); 4 barriers per chunk step. cuda-sgla21: gated,
  * warp 0 makes the chunk's G and row factors (Ef) before the first barrier;
  * the others read them between the second and third. */
-template <typename T, int NP, int NK, bool REV, int NJ, bool DOT>
+template <typename T, int NP, int NK, bool REV, int NJ, bool DOT, int NPP>
 __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     extern __shared__ __align__(128) unsigned char la_lf_smem[];
     T *const base = (T *)la_lf_smem;
@@ -531,7 +539,7 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
     const float scale = p.scale, gam = p.g_gamma ? p.g_gamma[h] : 0.f;
     const bool gated = p.g || p.g_gamma, relu = p.fab, reluc = p.fc, vt = gated || p.sv != 1.f;
     const float sq = p.sq, sv = p.sv;
-    const bool three = NP == 3;
+    const bool three = NP == 3; /* S's and Vt's parts; P's: NPP */
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     T *o = (T *)p.o;
     const T *const mk = (const T *)p.m;
@@ -637,7 +645,8 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
             fetch(c + 1, 5);
             if (gated && t < 32) gates(c + 1, gx0, gx1);
         }
-        T *const Ph = W, *const Pl = W + LA_TC_TILE, *const Pl2 = three ? W + 2 * LA_TC_TILE : NULL;
+        T *const Ph = W, *const Pl = W + LA_TC_TILE,
+                 *const Pl2 = NPP == 3 ? W + 2 * LA_TC_TILE : NULL;
         T *const Th = W + 3 * LA_TC_TILE, *const Tl = W + 4 * LA_TC_TILE,
                  *const Tl2 = three ? W + 5 * LA_TC_TILE : NULL;
         const double GL = gated && L > 0 ? G[L - 1] : 0.0;
@@ -668,9 +677,9 @@ __global__ void __launch_bounds__(LF_NT(NJ), 2) la_lf_fwd(lf_args p) {
                 for (int kb = 0; kb < NK; kb++)
                     lf_each<NJ>(S[kb], [&](int, int, int, float &x) { x *= eL; });
             }
-            lf_mma_pv<T, NP, NK, NJ, true>(accO, Ph, Vs, S, Kt(0), Th);
+            lf_mma_pv<T, NP, NK, NJ, true, NPP>(accO, Ph, Vs, S, Kt(0), Th);
         } else { /* P V with S <- S + K^T V */
-            lf_mma_pv<T, NP, NK, NJ, false>(accO, Ph, Vs, S, Kt(0), NULL);
+            lf_mma_pv<T, NP, NK, NJ, false, NPP>(accO, Ph, Vs, S, Kt(0), NULL);
         }
         __syncthreads(); /* K, V, P, Vt read: K takes chunk c+1, W chunk c+1's S parts */
         if (c + 1 < s.nch) fetch(c + 1, 2);
@@ -1187,19 +1196,19 @@ static int lf_nj() {
     return nj;
 }
 
-template <typename T, int NP, int NK, bool REV, int NJ, bool DOT>
+template <typename T, int NP, int NK, bool REV, int NJ, bool DOT, int NPP>
 static la_status lf_launch(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
     const size_t smem = lf_smem(NK);
-    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NP, NK, REV, NJ, DOT>,
+    LA_CU_TRY(op, cudaFuncSetAttribute(la_lf_fwd<T, NP, NK, REV, NJ, DOT, NPP>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    la_lf_fwd<T, NP, NK, REV, NJ, DOT><<<(unsigned)ctas, LF_NT(NJ), smem, stream>>>(a);
+    la_lf_fwd<T, NP, NK, REV, NJ, DOT, NPP><<<(unsigned)ctas, LF_NT(NJ), smem, stream>>>(a);
     LA_CU_LAUNCHED(op);
     return LA_OK;
 }
-template <typename T, int NP, int NK, bool REV, bool DOT>
+template <typename T, int NP, int NK, bool REV, bool DOT, int NPP>
 static la_status lf_launch_nj(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
-    return lf_nj() == 4 ? lf_launch<T, NP, NK, REV, 4, DOT>(op, stream, ctas, a)
-                        : lf_launch<T, NP, NK, REV, 2, DOT>(op, stream, ctas, a);
+    return lf_nj() == 4 ? lf_launch<T, NP, NK, REV, 4, DOT, NPP>(op, stream, ctas, a)
+                        : lf_launch<T, NP, NK, REV, 2, DOT, NPP>(op, stream, ctas, a);
 }
 
 /* cuda-sfrag18: LINATTN_CUDA_LIN_SFRAG = 0: the ungated walks run la_lf_fwd
@@ -1244,7 +1253,7 @@ static la_status lf_sfwd_launch(const char *op, cudaStream_t stream, int64_t cta
  * state S or its gradient, P, Vt): two (16 significant bits, relative
  * rounding <= 2^-17 per element: the accuracy policy of session 16 for
  * 16-bit inputs; errors against float64 in bench/GPU.md, cuda-s2p24), but
- * three in the gate gradient's walks (DOT, lf_run below);
+ * three of S and Vt in the gate gradient's walks (DOT, lf_run below);
  * LINATTN_CUDA_LIN_PARTS = 3: three everywhere (fp32-accurate, main's
  * walks before session 16). fp16 has two either way (11 + 11 bits). */
 static int lf_parts_bf16() {
@@ -1256,14 +1265,15 @@ static int lf_parts_bf16() {
     return np;
 }
 
-/* One walk of element type T with NP parts: a.K (<= 128) picks NK */
-template <typename T, int NP, bool REV, bool DOT>
+/* One walk of element type T with NP parts of S and Vt, NPP of P: a.K
+ * (<= 128) picks NK */
+template <typename T, int NP, bool REV, bool DOT, int NPP = NP>
 static la_status lf_run_t(const char *op, cudaStream_t stream, int64_t ctas, const lf_args &a) {
     if (!DOT && a.sfrag) /* cuda-sfrag18, cuda-lin21 (la__lf_forward / _backward decide) */
         return a.K <= 64 ? lf_sfwd_launch<T, NP, 1, REV>(op, stream, ctas, a)
                          : lf_sfwd_launch<T, NP, 2, REV>(op, stream, ctas, a);
-    return a.K <= 64 ? lf_launch_nj<T, NP, 1, REV, DOT>(op, stream, ctas, a)
-                     : lf_launch_nj<T, NP, 2, REV, DOT>(op, stream, ctas, a);
+    return a.K <= 64 ? lf_launch_nj<T, NP, 1, REV, DOT, NPP>(op, stream, ctas, a)
+                     : lf_launch_nj<T, NP, 2, REV, DOT, NPP>(op, stream, ctas, a);
 }
 
 /* One walk: a.K (<= 128) picks NK, a.V the value blocks; DOT: a.dpart is
@@ -1275,15 +1285,20 @@ static la_status lf_run(const la__cu_call *c, cudaStream_t stream, lf_args a, in
     const int64_t ctas = (nseq < 0 ? c->N : nseq) * c->H * a.nvb;
     if (ctas == 0) return LA_OK;
     if (c->dtype != LA_DTYPE_BF16) return lf_run_t<__half, 2, REV, DOT>(c->op, stream, ctas, a);
-    /* cuda-s2p24: the gate gradient's walks (DOT) keep three parts: their
-     * fp32 rows enter float64 dots summed over whole sequences into
-     * dg_gamma, a cancelling sum (two parts there measured dg_gamma 4.5e-3
-     * against its 2e-3 bound; every other output stayed under a third of
-     * its bound) */
-    return DOT || lf_parts_bf16() == 3
-               ? lf_run_t<__nv_bfloat16, 3, REV, DOT>(c->op, stream, ctas, a)
-               /* never DOT here: no NP = 2 DOT walk is built */
-               : lf_run_t<__nv_bfloat16, DOT ? 3 : 2, REV, DOT>(c->op, stream, ctas, a);
+    if (lf_parts_bf16() == 3) return lf_run_t<__nv_bfloat16, 3, REV, DOT>(c->op, stream, ctas, a);
+    /* cuda-sgdot24: the gate gradient's walks (DOT) take two parts of P but
+     * keep three of S and Vt. Their fp32 rows enter float64 token dots
+     * whose position-weighted sum over a sequence is dg_gamma: a pair of
+     * tokens (i, j <= i) enters q_i.dq_i with weight i + 1 and k_j.dk_j with
+     * weight -(j + 1). P's entry of the pair is bitwise the same in both
+     * walks (lf_p_gate), so its rounding enters both with the same sign and
+     * nets (i - j) times; the state's rounding (S's parts per chunk, Vt's in
+     * the sums) is of different sums in the two walks and does not pair up,
+     * so it is amplified up to ~T times. Measured (bench/GPU.md,
+     * cuda-sgdot24): two parts of S and Vt (P three) dg_gamma 4.8e-3, of
+     * all three (cuda-s2p24) 4.5e-3, against its 2e-3 bound; two of P
+     * alone 5.6e-4, as three everywhere */
+    return lf_run_t<__nv_bfloat16, DOT ? 3 : 2, REV, DOT, 2>(c->op, stream, ctas, a);
 }
 
 /* cuda-bsplit16: the segments of the split (segs, N P of them, from
