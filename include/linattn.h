@@ -522,7 +522,8 @@ LA_API la_status la_performer_attn_backward_state(
 /* Saved for backward. A forward that is followed by its
  * backward can keep the per-chunk products the backward would otherwise
  * recompute (the delta rules' "keep" sweep: the chunk start states and each
- * chunk's K K^T, U, R of the WY form; KDA its gated K K^T, U, W, R and P; simple GLA and GLA: the chunk start states), at a cost in memory,
+ * chunk's K K^T, U, R of the WY form; KDA its gated K K^T, U, W, R and P;
+ * simple GLA and GLA: the chunk start states), at a cost in memory,
  * la_saved_bytes().
  *  - la_saved_create makes an empty object bound to ctx; set
  *    la_gated_opts.saved (la_linear_attn_opts.saved) to it in the forward

@@ -44,6 +44,25 @@ static int same_grads(const ddata *x, const dout *a, const dout *b, int gated) {
            (!gated || th_bitwise_equal(a->dg, b->dg, x->ng));
 }
 
+/* The bytes the delta rules' saved layout needs (cpu-dfwd24's: per value
+ * head and chunk the start state K V and the kept K K^T, U, R: C^2 + 2 C V
+ * floats; C = the chunk clamped to the longest sequence), plus the chunk
+ * bases: la_saved_bytes must hold it with at most alignment to spare. */
+static double dc_saved_payload(const dcase *c, const ddata *x) {
+    int64_t C = c->chunk ? c->chunk : 64, longest = 0, nc = 0;
+    for (int64_t n = 0; n < x->N; n++) {
+        const int64_t len = c->cu ? c->cu[n + 1] - c->cu[n] : c->T;
+        longest = len > longest ? len : longest;
+    }
+    if (C > longest) C = longest > 0 ? longest : 1;
+    for (int64_t n = 0; n < x->N; n++) {
+        const int64_t len = c->cu ? c->cu[n + 1] - c->cu[n] : c->T;
+        nc += (len + C - 1) / C;
+    }
+    const double slot = (double)(c->K * c->V + C * C + 2 * C * c->V);
+    return 4.0 * slot * (double)(nc * x->HS) + 8.0 * (double)(x->N + 1);
+}
+
 /* Saved vs recomputed, bit for bit, at 1-3 threads; and against float64. */
 static void check_bits(const dcase *c, const char *label) {
     ddata x = dc_data(c);
@@ -61,7 +80,9 @@ static void check_bits(const dcase *c, const char *label) {
         dout got = dc_alloc_out(&x);
         CHECK_STATUS(dc_forward_saved(ctx, c, &x, &got, s), LA_OK, label);
         CHECK(la_saved_filled(s) == 1, "%s, %d threads: filled after the forward", label, thr);
-        CHECK(la_saved_bytes(s) > 0, "%s: bytes", label);
+        const double bytes = (double)la_saved_bytes(s), payload = dc_saved_payload(c, &x);
+        CHECK(bytes >= payload && bytes <= payload + 4096,
+              "%s: la_saved_bytes %.0f for a payload of %.0f", label, bytes, payload);
         CHECK(th_bitwise_equal(got.o, want.o, x.nv) && th_bitwise_equal(got.ST, want.ST, x.ns),
               "%s, %d threads: forward output with saving == without", label, thr);
         CHECK_STATUS(dc_backward_saved(ctx, c, &x, &got, s), LA_OK, label);

@@ -5,7 +5,7 @@ input requiring grad) bypass the Functions and save nothing.
 
 The delta rules (DeltaNet, Gated DeltaNet) and, on CPU tensors, simple GLA
 (cpu-sgsaved13: its chunk start states), GLA (cpu-glsaved17), KDA
-(cpu-kdasaved19: start states and M, U, W, R, as the delta rules) and causal
+(cpu-kdasaved19: start states and M, U, W, R, P) and causal
 kernel linear attention (py-linsaved17: the same) in the chunk form also keep the
 forward's per-chunk products for the backward in a la_saved object when
 cfg["save_for_backward"] asks for it (None, the default: CPU tensors only;

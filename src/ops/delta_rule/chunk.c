@@ -8,8 +8,8 @@
  *     r_t + beta_t sum_{j<t} exp(gam_t - gam_j)(k_t.k_j) r_j
  *         = beta_t v_t - beta_t b_t k_t S_0.
  * With Lo = strictly_lower(diag(beta) K K^T (.) Gamma), A = (I + Lo)^{-1}:
- *     R = U - W S_0,   U = A diag(beta) V,   W = A diag(beta b) K
- *       = A (diag(beta) V - diag(beta b) K S_0)  (one solve, cpu-dfwd24)
+ *     R = U - W S_0,   U = A diag(beta) V,   W = A diag(beta b) K,
+ *     R = A (diag(beta) V - diag(beta b) K S_0)  (one solve, cpu-dfwd24)
  *     O = scale (diag(b) Q S_0 + (Q K^T (.) Gamma (.) causal mask incl. diagonal) R)
  *     S_L = b_L S_0 + (diag(exp(gam_L - gam)) K)^T R.
  * A is never formed: R (and, for the backward, U and W) come from forward
@@ -34,7 +34,8 @@
 
 size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C;
-    /* gam (double) + b + eg + Lo + QK + U/R + W (also b Q, then eg K) + a Gamma row */
+    /* gam (double) + b + eg + Lo + QK + the slot U (R, or U in the keep
+     * sweep) + the slot W (b Q, then eg K) + a Gamma row */
     return 2 * c + 2 * c + 2 * c * c + c * (size_t)V + c * (size_t)K + c + (size_t)V + 16;
 }
 

@@ -14,7 +14,11 @@ static double flops_gdelta_rec(double T, double K, double V, double C, int backw
 }
 /* chunk (WY): per chunk KK^T (C^2 K), triangular inverse (C^3/3), W, U
  * (C^2 (K+V)), U - W S (2CKV), QK^T (C^2 K), intra (C^2 V), Q S (2CKV),
- * S += K^T U' (2CKV); per token divide by C */
+ * S += K^T U' (2CKV); per token divide by C. The count of round 1's
+ * two-solve step, kept fixed so % of peak stays comparable across
+ * sessions: since cpu-dfwd24 the forward without la_saved solves once
+ * (R = A (beta V - beta b K S_0)), C^2 K fewer per chunk (~5.8% of the
+ * forward's count at C = 64, K = V = 128). */
 static double flops_chunk(double T, double K, double V, double C, int backward) {
     return T * (C * (3 * K + 2 * V) + C * C / 3 + 6 * K * V) * (backward ? 3 : 1);
 }
