@@ -100,6 +100,12 @@ class _Context:
         """Takes ownership of a created la_ctx (CPU or CUDA)."""
         self.handle = handle
         self._destroy = lib.la_ctx_destroy
+        # a forked child inherits this object but not the context's worker
+        # threads or CUDA state: there, dropping it must not call into C (the
+        # thread-locals of the parent's other threads, e.g. autograd's device
+        # thread, are cleared in the child after the fork; destroying them
+        # joined threads that do not exist: a hang, or CUDA calls: a crash)
+        self._pid = os.getpid()
         self.saved_idle = []
         self._lock = threading.RLock()  # reentrant: objects come back from GC anywhere
 
@@ -111,21 +117,31 @@ class _Context:
         call("la_saved_create", self.handle, ctypes_byref(h))
         return h.value
 
+    def _foreign(self):
+        """True in a process forked after this context was made."""
+        return getattr(self, "_pid", None) != os.getpid()
+
     def saved_release(self, h):
         with self._lock:
             if self.handle is not None:
                 self.saved_idle.append(h)
                 return
-        lib.la_saved_destroy(h)
+        if not self._foreign():
+            lib.la_saved_destroy(h)
 
     def saved_clear(self):
         """Frees the idle saved objects (their memory)."""
         with self._lock:
             idle, self.saved_idle = self.saved_idle, []
+        if self._foreign():
+            return  # the parent's objects: left to the parent
         for h in idle:
             lib.la_saved_destroy(h)
 
     def __del__(self):
+        if self._foreign():
+            self.handle, self.saved_idle = None, []
+            return
         if getattr(self, "saved_idle", None):
             self.saved_clear()
         if getattr(self, "handle", None):

@@ -343,3 +343,47 @@ def test_fork_child_gets_fresh_context():
     _, status = os.waitpid(pid, 0)
     linattn.set_num_threads(0)
     assert os.WEXITSTATUS(status) == 0
+
+
+def test_fork_while_another_thread_holds_a_context():
+    """A context made by another Python thread (autograd's device thread, a
+    DataLoader's pin thread) that is alive at the fork: the child clears
+    that thread's locals, and dropping the context there must not call into
+    the library (destroying it joined worker threads that do not exist in
+    the child: the child hung). The child must exit promptly."""
+    import os
+    import time
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    linattn.set_num_threads(2)
+    made, done = threading.Event(), threading.Event()
+
+    def holder():
+        q = torch.randn(1, 64, 2, 16)
+        fla.chunk_simple_gla(q, q, q)  # this thread's context exists now
+        made.set()
+        done.wait()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    made.wait()
+    pid = os.fork()
+    if pid == 0:
+        import gc
+        gc.collect()
+        os._exit(0)
+    deadline, status = time.monotonic() + 30, None
+    while time.monotonic() < deadline:
+        got, st = os.waitpid(pid, os.WNOHANG)
+        if got:
+            status = st
+            break
+        time.sleep(0.05)
+    if status is None:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    done.set()
+    t.join()
+    linattn.set_num_threads(0)
+    assert status is not None, "the forked child hung"
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
