@@ -468,6 +468,18 @@ LA_ISA_BUILDS(static, close_rows, close_rows_body,
                double *dgL),
               (L, K, q, k, dP, dqs, dks, dys, db, b, de, e, dq, dk, dgam, dgL))
 
+/* dst = f * t (set, a whole-chunk block: the only block) or dst += f * t
+ * (sub-blocks) over n floats: 0 + x = x, so setting gives the bits that
+ * adding to zeros gave (up to the sign of a zero) without the zeroing pass
+ * and the read (cpu-kda24) */
+static void put_scaled(float *restrict dst, const float *restrict f, const float *restrict t,
+                       size_t n, int set) {
+    if (set)
+        for (size_t i = 0; i < n; i++) dst[i] = f[i] * t[i];
+    else
+        for (size_t i = 0; i < n; i++) dst[i] += f[i] * t[i];
+}
+
 void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const float *q,
                             const float *k, const double *gam, const float *dP, const float *dM,
                             const float *db, const float *b, const float *de, const float *e,
@@ -475,10 +487,12 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
     pair_bufs p;
     layout(L, K, work, &p);
     const size_t LK = (size_t)L * (size_t)K;
-    memset(p.dqs, 0, LK * sizeof(float));
-    memset(p.dks, 0, LK * sizeof(float));
-    memset(p.dys, 0, LK * sizeof(float));
     const int64_t bs = block_len(L, K, gam);
+    if (!whole_chunk(L, K, gam)) { /* sub-blocks add into them (a whole chunk sets them) */
+        memset(p.dqs, 0, LK * sizeof(float));
+        memset(p.dks, 0, LK * sizeof(float));
+        memset(p.dys, 0, LK * sizeof(float));
+    }
     for (int64_t i0 = 0; i0 < L; i0 += bs) {
         const int64_t ni = L - i0 < bs ? L - i0 : bs;
         const int own = own_block(K, gam, i0, ni);
@@ -502,9 +516,9 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
             const size_t rows = (size_t)(i0 * K), nik = (size_t)(ni * K);
             const la__gemm_fn xprod = whole ? kr->gemm_nn_lower : kr->gemm_nn;
             xprod(ni, K, nj, 1.0f, dPb, L, p.YF, K, 0.0f, p.T1, K);
-            for (size_t i = 0; i < nik; i++) p.dqs[rows + i] += p.R[rows + i] * p.T1[i];
+            put_scaled(p.dqs + rows, p.R + rows, p.T1, nik, whole);
             xprod(ni, K, nj, 1.0f, dM + i0 * L, L, p.YF, K, 0.0f, p.T1, K);
-            for (size_t i = 0; i < nik; i++) p.dks[rows + i] += p.R[rows + i] * p.T1[i];
+            put_scaled(p.dks + rows, p.R + rows, p.T1, nik, whole);
             /* y side: dys_j += F_j * (dP[:, j]^T QR + dM[:, j]^T KR) over the block */
             const float *QR = qkr_rows(p.QKR, i0, ni, K, 0), *KR = qkr_rows(p.QKR, i0, ni, K, 1);
             if (whole) {
@@ -515,7 +529,7 @@ void la__kda_pairs_backward(const la__kernels *kr, int64_t L, int64_t K, const f
                 kr->gemm_tn(nj, K, ni, 1.0f, dPb, L, QR, K, 0.0f, p.T1, K);
                 kr->gemm_tn(nj, K, ni, 1.0f, dM + i0 * L, L, KR, K, 1.0f, p.T1, K);
             }
-            for (size_t i = 0; i < (size_t)(nj * K); i++) p.dys[i] += p.F[i] * p.T1[i];
+            put_scaled(p.dys, p.F, p.T1, (size_t)(nj * K), whole);
         }
         if (!own) block_decays(i0, ni, K, gam, &p);
         for (int64_t j = i0; !own && j < i0 + ni; j++) {
