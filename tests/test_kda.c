@@ -777,8 +777,7 @@ static int kc_same_grads(const kdata *x, const kout *a, const kout *b) {
 
 /* The bytes the slots need (driver.c's layout, written out here): per
  * (sequence, value head, chunk) the start state K V and M, U, W, R, P (2 C^2
- * + C (2V + K)) and the normalised q, k rows and their rstd (2 C K + 2 C),
- * each rounded up to 16 floats; plus cbase. */
+ * + C (2V + K)), each rounded up to 16 floats; plus cbase. */
 static double kc_saved_payload(const kcase *c, const kdata *x) {
     const int64_t T = c->T, B = c->B;
     int64_t C = c->chunk ? c->chunk : 64, longest = 0, nc = 0;
@@ -792,10 +791,8 @@ static double kc_saved_payload(const kcase *c, const kdata *x) {
         nc += (len + C - 1) / C;
     }
 #define UP16(n) (((n) + 15) / 16 * 16)
-    /* S_0, then M, P, U, R, W, then (cpu-kda24) the normalised q, k rows
-     * [C,K] and their rstd [C] */
     const double slot = (double)(UP16(c->K * c->V) + 2 * UP16(C * C) + 2 * UP16(C * c->V) +
-                                 UP16(C * c->K) + 2 * UP16(C * c->K) + 2 * UP16(C));
+                                 UP16(C * c->K));
 #undef UP16
     return 4.0 * slot * (double)(nc * c->HV) + 8.0 * (double)(x->N + 1);
 }

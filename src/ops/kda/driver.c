@@ -20,9 +20,9 @@
  * start state and products (la__kda_chunk_keep's M, U, W, R, and P) into
  * the object's slots, made by the same code on the same inputs as the
  * backward's checkpoint sweep; a backward given them skips that sweep (and
- * its checkpoint scratch) and its chunks' P products, takes each chunk's
- * normalised q, k rows from the slots too (cpu-kda24) and scatters dq, dk
- * chunk by chunk (group_backward_saved): the same bits, one forward less. */
+ * its checkpoint scratch) and its chunks' P products, and gathers q, k and
+ * scatters dq, dk chunk by chunk (group_backward_saved): the same bits, one
+ * forward less. */
 #include "kda.h"
 
 #include <string.h>
@@ -90,33 +90,8 @@ size_t la__kda_forward_scratch(const la__kda_args *a) {
 
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
-/* cpu-kda24: a slot ends with the chunk's normalised q and k rows [C,K] and
- * their rstd [C] (kda.h). The forward's gather writes them there (its chunk
- * step reads them from there), the saved backward copies them instead of
- * gathering and normalising the raw rows again: the rows the same function
- * made, so the same bits, read from contiguous, prefetched slot memory
- * instead of one page per row of the inputs (backward ~4% faster, forward
- * ~2% slower for the 33% larger slots: bench/NOTES.md). */
-typedef struct {
-    float *q, *k, *rq, *rk;
-} slot_rows;
-
-static size_t slot_rows_at(const la__kda_args *a) {
-    return up16((size_t)a->K * (size_t)a->V) + la__kda_chunk_saved_floats(a->chunk, a->K, a->V);
-}
-
-static slot_rows saved_rows(const la__kda_args *a, float *slot) {
-    const size_t ck = up16((size_t)(a->chunk * a->K)), c = up16((size_t)a->chunk);
-    slot_rows r;
-    r.q = slot + slot_rows_at(a);
-    r.k = r.q + ck;
-    r.rq = r.k + ck;
-    r.rk = r.rq + c;
-    return r;
-}
-
 size_t la__kda_saved_slot_floats(const la__kda_args *a) {
-    return slot_rows_at(a) + 2 * up16((size_t)(a->chunk * a->K)) + 2 * up16((size_t)a->chunk);
+    return up16((size_t)a->K * (size_t)a->V) + la__kda_chunk_saved_floats(a->chunk, a->K, a->V);
 }
 
 size_t la__kda_saved_layout(const la__kda_args *a, const void *base, int64_t **cbase,
@@ -173,15 +148,6 @@ static void forward_task(void *p, int64_t task, int tid) {
             const int64_t L = len - t0 < C ? len - t0 : C;
             for (int64_t i = 0; i < nh; i++) {
                 const int64_t hv = hv0 + i, hq = hv / group;
-                float *slot = a->save ? a->save + saved_slot(a, n, hv, t0 / C) : NULL;
-                float *qr = w.q, *kr = w.k, *rq = NULL, *rk = NULL;
-                if (slot) { /* the q, k rows (and rstd) into la_saved, read from there */
-                    const slot_rows sr = saved_rows(a, slot);
-                    qr = sr.q;
-                    kr = sr.k;
-                    rq = sr.rq;
-                    rk = sr.rk;
-                }
                 for (int64_t t = 0; t < L; t++) {
                     const int64_t tok = start + t0 + t;
                     const size_t vh = (size_t)(tok * HV + hv), qh = (size_t)(tok * H + hq);
@@ -193,23 +159,21 @@ static void forward_task(void *p, int64_t task, int tid) {
                         la__delta_prefetch(a->g + va * (size_t)K, K, 0);
                     }
                     if (a->l2norm) {
-                        const float sq = la__delta_l2norm(qr + t * K, a->q + qh * (size_t)K, K),
-                                    sk = la__delta_l2norm(kr + t * K, a->k + qh * (size_t)K, K);
-                        if (rq) {
-                            rq[t] = sq;
-                            rk[t] = sk;
-                        }
+                        la__delta_l2norm(w.q + t * K, a->q + qh * (size_t)K, K);
+                        la__delta_l2norm(w.k + t * K, a->k + qh * (size_t)K, K);
                     } else {
-                        memcpy(qr + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
-                        memcpy(kr + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
+                        memcpy(w.q + t * K, a->q + qh * (size_t)K, (size_t)K * sizeof(float));
+                        memcpy(w.k + t * K, a->k + qh * (size_t)K, (size_t)K * sizeof(float));
                     }
                     memcpy(w.v + t * V, a->v + vh * (size_t)V, (size_t)V * sizeof(float));
                     memcpy(w.g + t * K, a->g + vh * (size_t)K, (size_t)K * sizeof(float));
                     w.beta[t] = a->beta[vh];
                 }
-                la__kda_chunk_in in = {L, K, V, qr, kr, w.v, w.g, w.beta, a->scale, a->kr, NULL, 0};
+                la__kda_chunk_in in = {L,      K,        V,     w.q,  w.k, w.v,
+                                       w.g,    w.beta,   a->scale, a->kr, NULL, 0};
                 float *S = w.S + (size_t)i * KV, *keep = NULL;
-                if (slot) { /* the chunk's start state, then its products */
+                if (a->save) { /* the chunk's start state, then its products */
+                    float *slot = a->save + saved_slot(a, n, hv, t0 / C);
                     memcpy(slot, S, KV * sizeof(float));
                     keep = slot + up16(KV);
                 }
@@ -467,13 +431,12 @@ static void value_head_backward(const la__kda_args *a, const bwd_scratch *ps, in
 }
 
 /* With la_saved (chunk form), no sweep needs a whole sequence's q, k rows:
- * the group's normalised q and k rows are copied from the slots (each q/k
- * head's from its first value head's: cpu-kda24), and dq, dk scattered,
- * chunk by chunk (last to first), each chunk's value heads run in turn
- * between, each with its own carried dL/dS (s->G [nq group,K,V]). The same
- * arithmetic per row and the same order of the dq, dk sums over value heads
- * as the whole-sequence path (a row's chunk sees hv, hv + 1, ... in both):
- * the same bits; the rows stay in cache between copy, use and scatter. */
+ * the group's q and k are gathered, and dq, dk scattered, chunk by chunk
+ * (last to first), each chunk's value heads run in turn between, each with
+ * its own carried dL/dS (s->G [nq group,K,V]). The same arithmetic per row
+ * and the same order of the dq, dk sums over value heads as the whole-
+ * sequence path (a row's chunk sees hv, hv + 1, ... in both): the same
+ * bits; the rows stay in cache between gather, use and scatter. */
 static void group_backward_saved(const la__kda_args *a, const bwd_scratch *s, int64_t n,
                                  int64_t tok0, int64_t len, int64_t hq0, int64_t nq) {
     const int64_t K = a->K, V = a->V, H = a->H, HV = a->HV, group = HV / H, C = a->chunk;
@@ -483,6 +446,8 @@ static void group_backward_saved(const la__kda_args *a, const bwd_scratch *s, in
     for (int64_t c = (len + C - 1) / C - 1; c >= 0; c--) {
         const int64_t t0 = c * C, L = len - t0 < C ? len - t0 : C;
         const size_t lk = (size_t)(L * K);
+        la__delta_gather_qk_group(a->q, a->k, tok0 + t0, L, H, hq0, nq, K, a->l2norm, s->qn,
+                                  s->kn, s->rq, s->rk);
         memset(s->dqn, 0, (size_t)nq * lk * sizeof(float));
         memset(s->dkn, 0, (size_t)nq * lk * sizeof(float));
         for (int64_t i = 0; i < nq; i++)
@@ -491,15 +456,6 @@ static void group_backward_saved(const la__kda_args *a, const bwd_scratch *s, in
                 bwd_scratch h = *s;
                 h.G = s->G + (size_t)(i * group + j) * KV;
                 const float *S0 = a->saved + saved_slot(a, n, hv, c), *kept = S0 + up16(KV);
-                if (j == 0) { /* the q/k head's rows, as its first value head's forward made them */
-                    const slot_rows sr = saved_rows(a, (float *)S0);
-                    memcpy(s->qn + (size_t)i * lk, sr.q, lk * sizeof(float));
-                    memcpy(s->kn + (size_t)i * lk, sr.k, lk * sizeof(float));
-                    if (a->l2norm) {
-                        memcpy(s->rq + i * L, sr.rq, (size_t)L * sizeof(float));
-                        memcpy(s->rk + i * L, sr.rk, (size_t)L * sizeof(float));
-                    }
-                }
                 /* the next call's slot: the next value head's, or the
                  * group's first head's of the chunk before (its length
                  * is C there); none after the last */

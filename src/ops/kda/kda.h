@@ -51,11 +51,9 @@ typedef struct la__kda_args {
  * ((cbase[n] HV + hv nc_n + c) slot floats) after cbase [N+1] int64 (nc_n
  * the chunks of sequence n): the chunk's start state S_0 [K,V] (rounded up
  * to 16 floats), then the products la__kda_chunk_step keeps (M, U, W, R and
- * P, kda.h below), then the chunk's normalised q, k rows [C,K] and their
- * rstd [C] (cpu-kda24). Everything the backward's checkpoint sweep
- * recomputes, so with it the backward runs no forward at all, P, which its
- * chunk backward would recompute, and the rows its gather would read and
- * normalise again. driver.c. */
+ * P, kda.h below). Everything the backward's checkpoint sweep recomputes,
+ * so with it the backward runs no forward at all, and P, which its chunk
+ * backward would recompute. driver.c. */
 LA_HIDDEN size_t la__kda_saved_slot_floats(const la__kda_args *a);
 /* The layout above over base (NULL: only the size): cbase and the first
  * slot; the bytes, 0 when they overflow. */
