@@ -848,13 +848,9 @@ static void run_delta_xk_taken(la_ctx *gpu) {
 }
 
 /* ---- decoding step: GPU la_state_step == CPU la_state_step ------------------ */
-static void run_step(la_ctx *gpu, la_ctx *cpu, la_op op, int fm, int normalize, int64_t N,
-                     int64_t H, int64_t HV, int64_t K, int64_t V, la_dtype dt, uint64_t seed) {
-    char name[96];
-    snprintf(name, sizeof name, "step op%d fm%d norm%d N%lld K%lld V%lld dt%d", (int)op, fm,
-             normalize, (long long)N, (long long)K, (long long)V, (int)dt);
-    la_rng rng;
-    la_rng_seed(&rng, seed);
+/* The decoder config of a step case (run_step, run_graph_step) */
+static la_decoder_config step_config(la_op op, int fm, int normalize, int64_t N, int64_t H,
+                                     int64_t HV, int64_t K, int64_t V) {
     la_decoder_config cfg = {.op = op,
                              .N = N,
                              .H = H,
@@ -864,6 +860,17 @@ static void run_step(la_ctx *gpu, la_ctx *cpu, la_op op, int fm, int normalize, 
                              .feature_map = (la_feature_map)fm,
                              .normalize = normalize,
                              .use_qk_l2norm = op >= LA_OP_DELTA_RULE};
+    return cfg;
+}
+
+static void run_step(la_ctx *gpu, la_ctx *cpu, la_op op, int fm, int normalize, int64_t N,
+                     int64_t H, int64_t HV, int64_t K, int64_t V, la_dtype dt, uint64_t seed) {
+    char name[96];
+    snprintf(name, sizeof name, "step op%d fm%d norm%d N%lld K%lld V%lld dt%d", (int)op, fm,
+             normalize, (long long)N, (long long)K, (long long)V, (int)dt);
+    la_rng rng;
+    la_rng_seed(&rng, seed);
+    la_decoder_config cfg = step_config(op, fm, normalize, N, H, HV, K, V);
     const int64_t HS = HV ? HV : H;
     const size_t nqk = (size_t)(N * H * K), nv = (size_t)(N * HS * V),
                  ns = (size_t)(N * HS * K * V), nz = (size_t)(N * H * K),
@@ -1755,15 +1762,7 @@ static void run_graph_step(la_op op, int fm, int normalize, int64_t N, int64_t H
              (long long)N, (long long)K, (long long)V, (int)dt);
     la_rng rng;
     la_rng_seed(&rng, seed);
-    la_decoder_config cfg = {.op = op,
-                             .N = N,
-                             .H = H,
-                             .HV = HV,
-                             .K = K,
-                             .V = V,
-                             .feature_map = (la_feature_map)fm,
-                             .normalize = normalize,
-                             .use_qk_l2norm = op >= LA_OP_DELTA_RULE};
+    la_decoder_config cfg = step_config(op, fm, normalize, N, H, HV, K, V);
     const int64_t HS = HV ? HV : H;
     const size_t nqk = (size_t)(N * H * K), nv = (size_t)(N * HS * V),
                  ns = (size_t)(N * HS * K * V), nz = (size_t)(N * H * K),
