@@ -49,27 +49,110 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
 #define GAMMA_ROW_BODY                                                                             \
     for (int64_t j = 0; j < n; j++) LA__EXP_NONPOS(out[j], (float)(gt - gam[j]))
 
+/* Lo_tj = beta_t KK_tj Gamma_tj (j < t) and, when QK is given, QK_tj *=
+ * Gamma_tj (j <= t), for every row t of the chunk; KK may be Lo itself (in
+ * place). Gamma_tj is made where it is used (cpu-gdnf24: before, a row of
+ * it was written by gamma_row and read back by a baseline-ISA loop), the
+ * same operations in the same order: (beta_t KK_tj) Gamma_tj, and
+ * QK_tt *= e^0 = 1. A row is walked up to a multiple of 16 columns (or L):
+ * the entries past the triangle are loaded and stored back unchanged (a
+ * select, not a branch), so the loop has no scalar remainder on any ISA
+ * (rows are 0-63 entries long: the remainders were a third of the pass).
+ * There gam_t - gam_j >= 0 and the exponential's value is discarded. Without
+ * gates (gam == NULL) Gamma = 1 exactly: Lo_tj = beta_t KK_tj and QK is left
+ * as it is (x * 1 == x). */
+#define GATE_MASK_BODY                                                                             \
+    for (int64_t t = 0; t < L; t++) {                                                              \
+        const float bt = beta[t];                                                                  \
+        float *Lot = Lo + t * L;                                                                   \
+        const float *KKt = KK + t * L;                                                             \
+        if (!gam) {                                                                                \
+            for (int64_t j = 0; j < t; j++) Lot[j] = bt * KKt[j];                                  \
+            continue;                                                                              \
+        }                                                                                          \
+        const double gt = gam[t];                                                                  \
+        const int64_t n = ((t + 16) & ~(int64_t)15) < L ? ((t + 16) & ~(int64_t)15) : L;          \
+        if (QK) {                                                                                  \
+            float *restrict QKt = QK + t * L;                                                      \
+            for (int64_t j = 0; j < n; j++) {                                                      \
+                float gm;                                                                          \
+                LA__EXP_NONPOS(gm, (float)(gt - gam[j]));                                          \
+                const float qk = QKt[j], lo = Lot[j], kk = KKt[j];                                 \
+                QKt[j] = j <= t ? qk * gm : qk;                                                    \
+                Lot[j] = j < t ? bt * kk * gm : lo;                                                \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t j = 0; j < n; j++) {                                                      \
+                float gm;                                                                          \
+                LA__EXP_NONPOS(gm, (float)(gt - gam[j]));                                          \
+                const float lo = Lot[j], kk = KKt[j];                                              \
+                Lot[j] = j < t ? bt * kk * gm : lo;                                                \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
 LA__VECTORISE static void gamma_row_base(float *restrict out, double gt, const double *restrict gam,
                                          int64_t n) {
     GAMMA_ROW_BODY;
 }
+LA__VECTORISE static void gate_mask_base(float *Lo, float *QK, const float *KK,
+                                         const float *restrict beta, const double *restrict gam,
+                                         int64_t L) {
+    GATE_MASK_BODY
+}
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#define DELTA_GAMMA_AVX2 1
-LA__VECTORISE __attribute__((target("avx2"))) static void
+#define DELTA_GAMMA_AVX 1
+LA__VECTORISE LA_ISA_TARGET_AVX2 static void
 gamma_row_avx2(float *restrict out, double gt, const double *restrict gam, int64_t n) {
     GAMMA_ROW_BODY;
+}
+LA__VECTORISE LA_ISA_TARGET_AVX512_WIDE static void
+gamma_row_avx512(float *restrict out, double gt, const double *restrict gam, int64_t n) {
+    GAMMA_ROW_BODY;
+}
+LA__VECTORISE LA_ISA_TARGET_AVX2 static void gate_mask_avx2(float *Lo, float *QK, const float *KK,
+                                                          const float *restrict beta,
+                                                          const double *restrict gam, int64_t L) {
+    GATE_MASK_BODY
+}
+LA__VECTORISE LA_ISA_TARGET_AVX512_WIDE static void
+gate_mask_avx512(float *Lo, float *QK, const float *KK, const float *restrict beta,
+                 const double *restrict gam, int64_t L) {
+    GATE_MASK_BODY
 }
 #endif
 
 static void gamma_row(float *out, double gt, const double *gam, int64_t n) {
-#ifdef DELTA_GAMMA_AVX2
-    if (la_isa_active() != LA_ISA_PORTABLE) {
+#ifdef DELTA_GAMMA_AVX
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        gamma_row_avx512(out, gt, gam, n);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
         gamma_row_avx2(out, gt, gam, n);
         return;
     }
 #endif
     gamma_row_base(out, gt, gam, n);
+}
+
+/* gam: the chunk's cumulative log-gates, NULL without gates. */
+static void gate_mask(float *Lo, float *QK, const float *KK, const float *beta, const double *gam,
+                      int64_t L) {
+#ifdef DELTA_GAMMA_AVX
+    const la_isa isa = la_isa_active();
+    if (isa == LA_ISA_AVX512) {
+        gate_mask_avx512(Lo, QK, KK, beta, gam, L);
+        return;
+    }
+    if (isa == LA_ISA_AVX2) {
+        gate_mask_avx2(Lo, QK, KK, beta, gam, L);
+        return;
+    }
+#endif
+    gate_mask_base(Lo, QK, KK, beta, gam, L);
 }
 
 /* The chunk's gate factors: gam_t = sum_{s<=t} g_s (double), b_t = e^{gam_t},
@@ -170,16 +253,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     /* Lo (strictly lower) and QK (lower incl. diagonal), both times Gamma. */
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
     if (o) kr->gemm_nt_tril(L, K, 0, 1.0f, q, K, k, K, 0.0f, QK, L);
-    for (int64_t t = 0; t < L; t++) {
-        float *Lot = Lo + t * L, *QKt = QK + t * L;
-        const float *KKt = KK + t * L;
-        if (in->g) gamma_row(grow, gam[t], gam, t + 1);
-        for (int64_t j = 0; j <= t; j++) {
-            const float gm = in->g ? grow[j] : 1.0f;
-            if (o) QKt[j] *= gm;
-            if (j < t) Lot[j] = beta[t] * KKt[j] * gm;
-        }
-    }
+    gate_mask(Lo, o ? QK : NULL, KK, beta, in->g ? gam : NULL, L);
     if (kept) solve_u(in, Lo, L, KK + L * L);
     solve_r(in, Lo, L, b, S, R, grow);
     /* O = scale (diag(b) Q S_0 + (QK (.) Gamma) R), from S_0. */
@@ -217,13 +291,7 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
 
     gate_factors(in, gam, b, eg);
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
-    for (int64_t t = 0; t < L; t++) {
-        if (in->g) gamma_row(grow, gam[t], gam, t);
-        for (int64_t j = 0; j < t; j++) {
-            const float gm = in->g ? grow[j] : 1.0f;
-            Lo[t * L + j] = beta[t] * KK[t * L + j] * gm;
-        }
-    }
+    gate_mask(Lo, NULL, KK, beta, in->g ? gam : NULL, L);
     solve_u(in, Lo, L, U);
     solve_r(in, Lo, L, b, S0, R, grow);
     if (!S1) return;
