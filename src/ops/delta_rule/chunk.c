@@ -49,9 +49,11 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
 #define GAMMA_ROW_BODY                                                                             \
     for (int64_t j = 0; j < n; j++) LA__EXP_NONPOS(out[j], (float)(gt - gam[j]))
 
-/* Lo_tj = beta_t KK_tj Gamma_tj (j < t) and, when QK is given, QK_tj *=
- * Gamma_tj (j <= t), for every row t of the chunk; KK may be Lo itself (in
- * place). Gamma_tj is made where it is used (cpu-gdnf24: before, a row of
+/* Lo_tj := beta_t Lo_tj Gamma_tj (j < t; Lo holds k_t . k_j on entry) and,
+ * when QK is given, QK_tj *= Gamma_tj (j <= t), for every row t of the
+ * chunk. In place, so that no pointers may alias (a KK operand beside Lo
+ * made GCC version the loops, and the in-place call took the scalar
+ * version). Gamma_tj is made where it is used (cpu-gdnf24: before, a row of
  * it was written by gamma_row and read back by a baseline-ISA loop), the
  * same operations in the same order: (beta_t KK_tj) Gamma_tj, and
  * QK_tt *= e^0 = 1. A row is walked up to a multiple of 16 columns (or L):
@@ -64,10 +66,9 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
 #define GATE_MASK_BODY                                                                             \
     for (int64_t t = 0; t < L; t++) {                                                              \
         const float bt = beta[t];                                                                  \
-        float *Lot = Lo + t * L;                                                                   \
-        const float *KKt = KK + t * L;                                                             \
+        float *restrict Lot = Lo + t * L;                                                          \
         if (!gam) {                                                                                \
-            for (int64_t j = 0; j < t; j++) Lot[j] = bt * KKt[j];                                  \
+            for (int64_t j = 0; j < t; j++) Lot[j] = bt * Lot[j];                                  \
             continue;                                                                              \
         }                                                                                          \
         const double gt = gam[t];                                                                  \
@@ -77,16 +78,16 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
             for (int64_t j = 0; j < n; j++) {                                                      \
                 float gm;                                                                          \
                 LA__EXP_NONPOS(gm, (float)(gt - gam[j]));                                          \
-                const float qk = QKt[j], lo = Lot[j], kk = KKt[j];                                 \
+                const float qk = QKt[j], lo = Lot[j];                                              \
                 QKt[j] = j <= t ? qk * gm : qk;                                                    \
-                Lot[j] = j < t ? bt * kk * gm : lo;                                                \
+                Lot[j] = j < t ? bt * lo * gm : lo;                                                \
             }                                                                                      \
         } else {                                                                                   \
             for (int64_t j = 0; j < n; j++) {                                                      \
                 float gm;                                                                          \
                 LA__EXP_NONPOS(gm, (float)(gt - gam[j]));                                          \
-                const float lo = Lot[j], kk = KKt[j];                                              \
-                Lot[j] = j < t ? bt * kk * gm : lo;                                                \
+                const float lo = Lot[j];                                                           \
+                Lot[j] = j < t ? bt * lo * gm : lo;                                                \
             }                                                                                      \
         }                                                                                          \
     }
@@ -95,7 +96,7 @@ LA__VECTORISE static void gamma_row_base(float *restrict out, double gt, const d
                                          int64_t n) {
     GAMMA_ROW_BODY;
 }
-LA__VECTORISE static void gate_mask_base(float *Lo, float *QK, const float *KK,
+LA__VECTORISE static void gate_mask_base(float *restrict Lo, float *restrict QK,
                                          const float *restrict beta, const double *restrict gam,
                                          int64_t L) {
     GATE_MASK_BODY
@@ -111,13 +112,13 @@ LA__VECTORISE LA_ISA_TARGET_AVX512_WIDE static void
 gamma_row_avx512(float *restrict out, double gt, const double *restrict gam, int64_t n) {
     GAMMA_ROW_BODY;
 }
-LA__VECTORISE LA_ISA_TARGET_AVX2 static void gate_mask_avx2(float *Lo, float *QK, const float *KK,
-                                                          const float *restrict beta,
-                                                          const double *restrict gam, int64_t L) {
+LA__VECTORISE LA_ISA_TARGET_AVX2 static void
+gate_mask_avx2(float *restrict Lo, float *restrict QK, const float *restrict beta,
+               const double *restrict gam, int64_t L) {
     GATE_MASK_BODY
 }
 LA__VECTORISE LA_ISA_TARGET_AVX512_WIDE static void
-gate_mask_avx512(float *Lo, float *QK, const float *KK, const float *restrict beta,
+gate_mask_avx512(float *restrict Lo, float *restrict QK, const float *restrict beta,
                  const double *restrict gam, int64_t L) {
     GATE_MASK_BODY
 }
@@ -139,20 +140,19 @@ static void gamma_row(float *out, double gt, const double *gam, int64_t n) {
 }
 
 /* gam: the chunk's cumulative log-gates, NULL without gates. */
-static void gate_mask(float *Lo, float *QK, const float *KK, const float *beta, const double *gam,
-                      int64_t L) {
+static void gate_mask(float *Lo, float *QK, const float *beta, const double *gam, int64_t L) {
 #ifdef DELTA_GAMMA_AVX
     const la_isa isa = la_isa_active();
     if (isa == LA_ISA_AVX512) {
-        gate_mask_avx512(Lo, QK, KK, beta, gam, L);
+        gate_mask_avx512(Lo, QK, beta, gam, L);
         return;
     }
     if (isa == LA_ISA_AVX2) {
-        gate_mask_avx2(Lo, QK, KK, beta, gam, L);
+        gate_mask_avx2(Lo, QK, beta, gam, L);
         return;
     }
 #endif
-    gate_mask_base(Lo, QK, KK, beta, gam, L);
+    gate_mask_base(Lo, QK, beta, gam, L);
 }
 
 /* The chunk's gate factors: gam_t = sum_{s<=t} g_s (double), b_t = e^{gam_t},
@@ -253,7 +253,8 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     /* Lo (strictly lower) and QK (lower incl. diagonal), both times Gamma. */
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
     if (o) kr->gemm_nt_tril(L, K, 0, 1.0f, q, K, k, K, 0.0f, QK, L);
-    gate_mask(Lo, o ? QK : NULL, KK, beta, in->g ? gam : NULL, L);
+    if (kept) memcpy(Lo, KK, (size_t)(L * L) * sizeof(float)); /* gate_mask works in place */
+    gate_mask(Lo, o ? QK : NULL, beta, in->g ? gam : NULL, L);
     if (kept) solve_u(in, Lo, L, KK + L * L);
     solve_r(in, Lo, L, b, S, R, grow);
     /* O = scale (diag(b) Q S_0 + (QK (.) Gamma) R), from S_0. */
@@ -291,7 +292,8 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
 
     gate_factors(in, gam, b, eg);
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
-    gate_mask(Lo, NULL, KK, beta, in->g ? gam : NULL, L);
+    memcpy(Lo, KK, (size_t)(L * L) * sizeof(float)); /* gate_mask works in place */
+    gate_mask(Lo, NULL, beta, in->g ? gam : NULL, L);
     solve_u(in, Lo, L, U);
     solve_r(in, Lo, L, b, S0, R, grow);
     if (!S1) return;
