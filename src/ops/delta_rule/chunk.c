@@ -92,67 +92,40 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
         }                                                                                          \
     }
 
-LA__VECTORISE static void gamma_row_base(float *restrict out, double gt, const double *restrict gam,
-                                         int64_t n) {
-    GAMMA_ROW_BODY;
-}
-LA__VECTORISE static void gate_mask_base(float *restrict Lo, float *restrict QK,
-                                         const float *restrict beta, const double *restrict gam,
-                                         int64_t L) {
-    GATE_MASK_BODY
-}
-
+/* The gate loops above, each built for the baseline ISA, AVX2 and AVX-512
+ * (512-bit vectors) with if-conversion allowed (LA__VECTORISE: the
+ * exponential's selects), and dispatched on la_isa_active(). The same
+ * elementwise operations in each build, no contraction: the same bits. */
 #if defined(__GNUC__) && defined(__x86_64__)
-#define DELTA_GAMMA_AVX 1
-LA__VECTORISE LA_ISA_TARGET_AVX2 static void
-gamma_row_avx2(float *restrict out, double gt, const double *restrict gam, int64_t n) {
-    GAMMA_ROW_BODY;
-}
-LA__VECTORISE LA_ISA_TARGET_AVX512_WIDE static void
-gamma_row_avx512(float *restrict out, double gt, const double *restrict gam, int64_t n) {
-    GAMMA_ROW_BODY;
-}
-LA__VECTORISE LA_ISA_TARGET_AVX2 static void
-gate_mask_avx2(float *restrict Lo, float *restrict QK, const float *restrict beta,
-               const double *restrict gam, int64_t L) {
-    GATE_MASK_BODY
-}
-LA__VECTORISE LA_ISA_TARGET_AVX512_WIDE static void
-gate_mask_avx512(float *restrict Lo, float *restrict QK, const float *restrict beta,
-                 const double *restrict gam, int64_t L) {
-    GATE_MASK_BODY
-}
+#define GATE_BUILDS(name, body, params)                                                            \
+    LA__VECTORISE static void name##_portable params { body; }                                     \
+    LA__VECTORISE LA_ISA_TARGET_AVX2 static void name##_avx2 params { body; }                      \
+    LA__VECTORISE LA_ISA_TARGET_AVX512_WIDE static void name##_avx512 params { body; }             \
+    static void (*name##_pick(void))params {                                                       \
+        const la_isa isa_ = la_isa_active();                                                      \
+        return isa_ == LA_ISA_AVX512 ? name##_avx512                                               \
+               : isa_ == LA_ISA_AVX2 ? name##_avx2                                                 \
+                                     : name##_portable;                                            \
+    }
+#else
+#define GATE_BUILDS(name, body, params)                                                            \
+    LA__VECTORISE static void name##_portable params { body; }                                     \
+    static void (*name##_pick(void))params { return name##_portable; }
 #endif
+
+GATE_BUILDS(gamma_row, GAMMA_ROW_BODY,
+            (float *restrict out, double gt, const double *restrict gam, int64_t n))
+GATE_BUILDS(gate_mask, GATE_MASK_BODY,
+            (float *restrict Lo, float *restrict QK, const float *restrict beta,
+             const double *restrict gam, int64_t L))
 
 static void gamma_row(float *out, double gt, const double *gam, int64_t n) {
-#ifdef DELTA_GAMMA_AVX
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        gamma_row_avx512(out, gt, gam, n);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        gamma_row_avx2(out, gt, gam, n);
-        return;
-    }
-#endif
-    gamma_row_base(out, gt, gam, n);
+    gamma_row_pick()(out, gt, gam, n);
 }
 
 /* gam: the chunk's cumulative log-gates, NULL without gates. */
 static void gate_mask(float *Lo, float *QK, const float *beta, const double *gam, int64_t L) {
-#ifdef DELTA_GAMMA_AVX
-    const la_isa isa = la_isa_active();
-    if (isa == LA_ISA_AVX512) {
-        gate_mask_avx512(Lo, QK, beta, gam, L);
-        return;
-    }
-    if (isa == LA_ISA_AVX2) {
-        gate_mask_avx2(Lo, QK, beta, gam, L);
-        return;
-    }
-#endif
-    gate_mask_base(Lo, QK, beta, gam, L);
+    gate_mask_pick()(Lo, QK, beta, gam, L);
 }
 
 /* The chunk's gate factors: gam_t = sum_{s<=t} g_s (double), b_t = e^{gam_t},
