@@ -35,7 +35,7 @@
 size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C;
     /* gam (double) + b + eg + Lo + QK + the slot U (R, or U in the keep
-     * sweep) + the slot W (b Q, then eg K) + a Gamma row */
+     * sweep) + the slot W (b Q, then eg K) + a row of scratch (beta b) */
     return 2 * c + 2 * c + 2 * c * c + c * (size_t)V + c * (size_t)K + c + (size_t)V + 16;
 }
 
@@ -44,8 +44,9 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
  * (validated), so gam never increases and every exponent is <= 0 for
  * j <= t; the difference is taken in double, as before. One libm exp per
  * pair (~2080 per chunk, in the forward, the keep sweep and the backward)
- * was ~8% of the gated forward. Built for the baseline ISA and for AVX2
- * with the same elementwise operations: both give the same bits. */
+ * was ~8% of the gated forward. Built for each ISA (GATE_BUILDS below)
+ * with the same elementwise operations: all give the same bits. The
+ * backward's Gm rows; the forward makes Gamma inside gate_mask. */
 #define GAMMA_ROW_BODY                                                                             \
     for (int64_t j = 0; j < n; j++) LA__EXP_NONPOS(out[j], (float)(gt - gam[j]))
 
@@ -226,7 +227,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     const la__kernels *kr = in->kr;
     double *gam = (double *)(void *)work; /* work is 64-byte aligned */
     float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *QK = Lo + L * L, *U = QK + L * L,
-          *W = U + L * V, *grow = W + L * K;
+          *W = U + L * V, *bb = W + L * K;
     /* KK (raw k_t . k_j), U (kept only) and R: in kept, or in the work */
     float *KK = kept ? kept : Lo, *R = kept ? KK + L * L + L * V : U;
 
@@ -237,7 +238,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     if (kept) memcpy(Lo, KK, (size_t)(L * L) * sizeof(float)); /* gate_mask works in place */
     gate_mask(Lo, o ? QK : NULL, beta, in->g ? gam : NULL, L);
     if (kept) solve_u(in, Lo, L, KK + L * L);
-    solve_r(in, Lo, L, b, S, R, grow);
+    solve_r(in, Lo, L, b, S, R, bb);
     /* O = scale (diag(b) Q S_0 + (QK (.) Gamma) R), from S_0. */
     if (o) {
         kr->gemm_nn(L, V, K, in->scale, gate_scaled(in, q, b, K, W), K, S, V, 0.0f, o, ostride);
@@ -268,7 +269,7 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
     const float *k = in->k, *beta = in->beta;
     const la__kernels *kr = in->kr;
     double *gam = (double *)(void *)work;
-    float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *EK = Lo + L * L, *grow = EK + L * K;
+    float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *EK = Lo + L * L, *bb = EK + L * K;
     float *KK = kept, *U = KK + L * L, *R = U + L * V;
 
     gate_factors(in, gam, b, eg);
@@ -276,7 +277,7 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
     memcpy(Lo, KK, (size_t)(L * L) * sizeof(float)); /* gate_mask works in place */
     gate_mask(Lo, NULL, beta, in->g ? gam : NULL, L);
     solve_u(in, Lo, L, U);
-    solve_r(in, Lo, L, b, S0, R, grow);
+    solve_r(in, Lo, L, b, S0, R, bb);
     if (!S1) return;
     if (S1 != S0) memcpy(S1, S0, (size_t)(K * V) * sizeof(float));
     la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, EK), K, R, V, b[L - 1], S1,
