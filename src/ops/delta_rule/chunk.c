@@ -35,7 +35,7 @@
 size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
     const size_t c = (size_t)C;
     /* gam (double) + b + eg + Lo + QK + the slot U (R, or U in the keep
-     * sweep) + the slot W (b Q, then eg K) + a Gamma row */
+     * sweep) + the slot W (b Q, then eg K) + a row of scratch (beta b) */
     return 2 * c + 2 * c + 2 * c * c + c * (size_t)V + c * (size_t)K + c + (size_t)V + 16;
 }
 
@@ -44,32 +44,100 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
  * (validated), so gam never increases and every exponent is <= 0 for
  * j <= t; the difference is taken in double, as before. One libm exp per
  * pair (~2080 per chunk, in the forward, the keep sweep and the backward)
- * was ~8% of the gated forward. Built for the baseline ISA and for AVX2
- * with the same elementwise operations: both give the same bits. */
+ * was ~8% of the gated forward. Built for each ISA (GATE_BUILDS below)
+ * with the same elementwise operations: all give the same bits. The
+ * backward's Gm rows; the forward makes Gamma inside gate_mask. */
 #define GAMMA_ROW_BODY                                                                             \
     for (int64_t j = 0; j < n; j++) LA__EXP_NONPOS(out[j], (float)(gt - gam[j]))
 
-LA__VECTORISE static void gamma_row_base(float *restrict out, double gt, const double *restrict gam,
-                                         int64_t n) {
-    GAMMA_ROW_BODY;
-}
+/* Lo_tj := beta_t Lo_tj Gamma_tj (j < t; Lo holds k_t . k_j on entry) and,
+ * when QK is given, QK_tj *= Gamma_tj (j <= t), for every row t of the
+ * chunk. In place, so that no pointers may alias (a KK operand beside Lo
+ * made GCC version the loops, and the in-place call took the scalar
+ * version). Gamma_tj is made where it is used (cpu-gdnf24: before, a row of
+ * it was written by gamma_row and read back by a baseline-ISA loop), the
+ * same operations in the same order: (beta_t KK_tj) Gamma_tj, and
+ * QK_tt *= e^0 = 1. A row is walked up to a multiple of 16 columns (or L):
+ * the entries past the triangle are loaded and stored back unchanged (a
+ * select, not a branch), so the loop has no scalar remainder on any ISA
+ * (rows are 0-63 entries long: the remainders were a third of the pass).
+ * There gam_t - gam_j >= 0 and the exponential's value is discarded. Without
+ * gates (gam == NULL) Gamma = 1 exactly: Lo_tj = beta_t KK_tj and QK is left
+ * as it is (x * 1 == x). */
+#define GATE_MASK_BODY                                                                             \
+    for (int64_t t = 0; t < L; t++) {                                                              \
+        const float bt = beta[t];                                                                  \
+        float *restrict Lot = Lo + t * L;                                                          \
+        if (!gam) {                                                                                \
+            for (int64_t j = 0; j < t; j++) Lot[j] = bt * Lot[j];                                  \
+            continue;                                                                              \
+        }                                                                                          \
+        const double gt = gam[t];                                                                  \
+        const int64_t n = ((t + 16) & ~(int64_t)15) < L ? ((t + 16) & ~(int64_t)15) : L;          \
+        if (QK) {                                                                                  \
+            float *restrict QKt = QK + t * L;                                                      \
+            for (int64_t j = 0; j < n; j++) {                                                      \
+                float gm;                                                                          \
+                LA__EXP_NONPOS(gm, (float)(gt - gam[j]));                                          \
+                const float qk = QKt[j], lo = Lot[j];                                              \
+                QKt[j] = j <= t ? qk * gm : qk;                                                    \
+                Lot[j] = j < t ? bt * lo * gm : lo;                                                \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t j = 0; j < n; j++) {                                                      \
+                float gm;                                                                          \
+                LA__EXP_NONPOS(gm, (float)(gt - gam[j]));                                          \
+                const float lo = Lot[j];                                                           \
+                Lot[j] = j < t ? bt * lo * gm : lo;                                                \
+            }                                                                                      \
+        }                                                                                          \
+    }
 
+/* b_t = e^{gam_t}, eg_t = e^{gam_L - gam_t}: the exponents in double, then
+ * the e^x of vexp.h, as Gamma's (cpu-gdnf24: 2L libm calls per chunk before,
+ * ~0.7% of the gated forward). */
+#define GATE_EXPS_BODY                                                                             \
+    for (int64_t t = 0; t < L; t++) {                                                              \
+        LA__EXP_NONPOS(b[t], (float)gam[t]);                                                       \
+        LA__EXP_NONPOS(eg[t], (float)(gam[L - 1] - gam[t]));                                       \
+    }
+
+/* The gate loops above, each built for the baseline ISA, AVX2 and AVX-512
+ * (512-bit vectors) with if-conversion allowed (LA__VECTORISE: the
+ * exponential's selects), and dispatched on la_isa_active(). The same
+ * elementwise operations in each build, no contraction: the same bits. */
 #if defined(__GNUC__) && defined(__x86_64__)
-#define DELTA_GAMMA_AVX2 1
-LA__VECTORISE __attribute__((target("avx2"))) static void
-gamma_row_avx2(float *restrict out, double gt, const double *restrict gam, int64_t n) {
-    GAMMA_ROW_BODY;
-}
+#define GATE_BUILDS(name, body, params)                                                            \
+    LA__VECTORISE static void name##_portable params { body; }                                     \
+    LA__VECTORISE LA_ISA_TARGET_AVX2 static void name##_avx2 params { body; }                      \
+    LA__VECTORISE LA_ISA_TARGET_AVX512_WIDE static void name##_avx512 params { body; }             \
+    static void (*name##_pick(void))params {                                                       \
+        const la_isa isa_ = la_isa_active();                                                      \
+        return isa_ == LA_ISA_AVX512 ? name##_avx512                                               \
+               : isa_ == LA_ISA_AVX2 ? name##_avx2                                                 \
+                                     : name##_portable;                                            \
+    }
+#else
+#define GATE_BUILDS(name, body, params)                                                            \
+    LA__VECTORISE static void name##_portable params { body; }                                     \
+    static void (*name##_pick(void))params { return name##_portable; }
 #endif
+
+GATE_BUILDS(gamma_row, GAMMA_ROW_BODY,
+            (float *restrict out, double gt, const double *restrict gam, int64_t n))
+GATE_BUILDS(gate_exps, GATE_EXPS_BODY,
+            (float *restrict b, float *restrict eg, const double *restrict gam, int64_t L))
+GATE_BUILDS(gate_mask, GATE_MASK_BODY,
+            (float *restrict Lo, float *restrict QK, const float *restrict beta,
+             const double *restrict gam, int64_t L))
 
 static void gamma_row(float *out, double gt, const double *gam, int64_t n) {
-#ifdef DELTA_GAMMA_AVX2
-    if (la_isa_active() != LA_ISA_PORTABLE) {
-        gamma_row_avx2(out, gt, gam, n);
-        return;
-    }
-#endif
-    gamma_row_base(out, gt, gam, n);
+    gamma_row_pick()(out, gt, gam, n);
+}
+
+/* gam: the chunk's cumulative log-gates, NULL without gates. */
+static void gate_mask(float *Lo, float *QK, const float *beta, const double *gam, int64_t L) {
+    gate_mask_pick()(Lo, QK, beta, gam, L);
 }
 
 /* The chunk's gate factors: gam_t = sum_{s<=t} g_s (double), b_t = e^{gam_t},
@@ -82,10 +150,7 @@ static void gate_factors(const la__delta_chunk_in *in, double *gam, float *b, fl
         if (in->g) cum += (double)in->g[t];
         gam[t] = cum;
     }
-    for (int64_t t = 0; t < L; t++) {
-        b[t] = (float)exp(gam[t]);
-        eg[t] = (float)exp(gam[L - 1] - gam[t]);
-    }
+    gate_exps_pick()(b, eg, gam, L);
 }
 
 /* dst row t = f_t times src row t (rows of n floats, lds apart in src, n
@@ -162,7 +227,7 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     const la__kernels *kr = in->kr;
     double *gam = (double *)(void *)work; /* work is 64-byte aligned */
     float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *QK = Lo + L * L, *U = QK + L * L,
-          *W = U + L * V, *grow = W + L * K;
+          *W = U + L * V, *bb = W + L * K;
     /* KK (raw k_t . k_j), U (kept only) and R: in kept, or in the work */
     float *KK = kept ? kept : Lo, *R = kept ? KK + L * L + L * V : U;
 
@@ -170,18 +235,10 @@ void la__delta_chunk_step(const la__delta_chunk_in *in, float *S, float *o, int6
     /* Lo (strictly lower) and QK (lower incl. diagonal), both times Gamma. */
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
     if (o) kr->gemm_nt_tril(L, K, 0, 1.0f, q, K, k, K, 0.0f, QK, L);
-    for (int64_t t = 0; t < L; t++) {
-        float *Lot = Lo + t * L, *QKt = QK + t * L;
-        const float *KKt = KK + t * L;
-        if (in->g) gamma_row(grow, gam[t], gam, t + 1);
-        for (int64_t j = 0; j <= t; j++) {
-            const float gm = in->g ? grow[j] : 1.0f;
-            if (o) QKt[j] *= gm;
-            if (j < t) Lot[j] = beta[t] * KKt[j] * gm;
-        }
-    }
+    if (kept) memcpy(Lo, KK, (size_t)(L * L) * sizeof(float)); /* gate_mask works in place */
+    gate_mask(Lo, o ? QK : NULL, beta, in->g ? gam : NULL, L);
     if (kept) solve_u(in, Lo, L, KK + L * L);
-    solve_r(in, Lo, L, b, S, R, grow);
+    solve_r(in, Lo, L, b, S, R, bb);
     /* O = scale (diag(b) Q S_0 + (QK (.) Gamma) R), from S_0. */
     if (o) {
         kr->gemm_nn(L, V, K, in->scale, gate_scaled(in, q, b, K, W), K, S, V, 0.0f, o, ostride);
@@ -212,20 +269,15 @@ void la__delta_chunk_keep(const la__delta_chunk_in *in, const float *S0, float *
     const float *k = in->k, *beta = in->beta;
     const la__kernels *kr = in->kr;
     double *gam = (double *)(void *)work;
-    float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *EK = Lo + L * L, *grow = EK + L * K;
+    float *b = work + 2 * L, *eg = b + L, *Lo = eg + L, *EK = Lo + L * L, *bb = EK + L * K;
     float *KK = kept, *U = KK + L * L, *R = U + L * V;
 
     gate_factors(in, gam, b, eg);
     kr->gemm_nt_tril(L, K, 1, 1.0f, k, K, k, K, 0.0f, KK, L);
-    for (int64_t t = 0; t < L; t++) {
-        if (in->g) gamma_row(grow, gam[t], gam, t);
-        for (int64_t j = 0; j < t; j++) {
-            const float gm = in->g ? grow[j] : 1.0f;
-            Lo[t * L + j] = beta[t] * KK[t * L + j] * gm;
-        }
-    }
+    memcpy(Lo, KK, (size_t)(L * L) * sizeof(float)); /* gate_mask works in place */
+    gate_mask(Lo, NULL, beta, in->g ? gam : NULL, L);
     solve_u(in, Lo, L, U);
-    solve_r(in, Lo, L, b, S0, R, grow);
+    solve_r(in, Lo, L, b, S0, R, bb);
     if (!S1) return;
     if (S1 != S0) memcpy(S1, S0, (size_t)(K * V) * sizeof(float));
     la__gemm_tn_block(kr, K, V, L, 1.0f, gate_scaled(in, k, eg, K, EK), K, R, V, b[L - 1], S1,
@@ -335,11 +387,8 @@ DELTA_INLINE void chunk_backward_body(const la__delta_chunk_in *in, const float 
         gam[t] = cum;
         dgam[t] = 0;
     }
-    for (int64_t t = 0; t < L; t++) {
-        b[t] = gated ? (float)exp(gam[t]) : 1.0f;
-        e[t] = gated ? (float)exp(gam[L - 1] - gam[t]) : 1.0f;
-        db[t] = de[t] = 0;
-    }
+    gate_exps_pick()(b, e, gam, L); /* the forward's b and eg (1 without gates) */
+    for (int64_t t = 0; t < L; t++) db[t] = de[t] = 0;
     kr->gemm_nt_tril(L, K, 0, 1.0f, q, K, k, K, 0.0f, QKd, L);
     if (kept) { /* the forward sweep's products (la__delta_chunk_keep), same bits */
         KKd = kept;
