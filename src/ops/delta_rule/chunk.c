@@ -61,7 +61,9 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
  * the entries past the triangle are loaded and stored back unchanged (a
  * select, not a branch), so the loop has no scalar remainder on any ISA
  * (rows are 0-63 entries long: the remainders were a third of the pass).
- * There gam_t - gam_j >= 0 and the exponential's value is discarded. Without
+ * There gam_t - gam_j >= 0: the exponent is taken as 0 (e^x of vexp.h is
+ * defined for x <= 0 only: a large positive x overflowed its integer
+ * exponent, UBSan) and the value is discarded. Without
  * gates (gam == NULL) Gamma = 1 exactly: Lo_tj = beta_t KK_tj and QK is left
  * as it is (x * 1 == x). */
 #define GATE_MASK_BODY                                                                             \
@@ -77,16 +79,18 @@ size_t la__delta_chunk_work_floats(int64_t C, int64_t K, int64_t V) {
         if (QK) {                                                                                  \
             float *restrict QKt = QK + t * L;                                                      \
             for (int64_t j = 0; j < n; j++) {                                                      \
+                const float x = (float)(gt - gam[j]);                                              \
                 float gm;                                                                          \
-                LA__EXP_NONPOS(gm, (float)(gt - gam[j]));                                          \
+                LA__EXP_NONPOS(gm, x < 0.0f ? x : 0.0f);                                           \
                 const float qk = QKt[j], lo = Lot[j];                                              \
                 QKt[j] = j <= t ? qk * gm : qk;                                                    \
                 Lot[j] = j < t ? bt * lo * gm : lo;                                                \
             }                                                                                      \
         } else {                                                                                   \
             for (int64_t j = 0; j < n; j++) {                                                      \
+                const float x = (float)(gt - gam[j]);                                              \
                 float gm;                                                                          \
-                LA__EXP_NONPOS(gm, (float)(gt - gam[j]));                                          \
+                LA__EXP_NONPOS(gm, x < 0.0f ? x : 0.0f);                                           \
                 const float lo = Lot[j];                                                           \
                 Lot[j] = j < t ? bt * lo * gm : lo;                                                \
             }                                                                                      \
